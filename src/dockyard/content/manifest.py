@@ -1,0 +1,187 @@
+"""Manifest parsing and validation: OCI image manifest and index, Docker schema 2 and manifest list.
+
+Returns what the registry must index (referenced blobs, child manifests, subject,
+artifact type); raises ManifestInvalid with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.content import mediatypes as mt
+from dockyard.content.digest import parse_digest
+from dockyard.errors import DigestInvalid, ManifestInvalid, ManifestTooLarge
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+    platform: dict[str, Any] | None = None
+    urls: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.annotations:
+            out["annotations"] = self.annotations
+        if self.platform:
+            out["platform"] = self.platform
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedManifest:
+    media_type: str
+    artifact_type: str | None
+    config: Descriptor | None
+    blobs: tuple[Descriptor, ...]
+    """Blobs that must exist in the repository: the config and the distributable layers."""
+    manifests: tuple[Descriptor, ...]
+    """Child manifests of an index, which must exist in the repository."""
+    subject: Descriptor | None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in mt.INDEXES
+
+
+def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManifest:
+    if len(body) > MAX_MANIFEST_SIZE:
+        raise ManifestTooLarge(f"manifest is {len(body)} bytes; the limit is {MAX_MANIFEST_SIZE}")
+    document = _load_json(body)
+    media_type = _media_type(document, _clean_content_type(content_type))
+    if media_type in mt.SCHEMA1_TYPES or document.get("schemaVersion") == 1:
+        raise ManifestInvalid(
+            "Docker schema 1 manifests are not supported; push as Docker schema 2 or OCI "
+            "(for example: skopeo copy --format v2s2)"
+        )
+    if document.get("schemaVersion") != 2:
+        raise ManifestInvalid("schemaVersion must be 2")
+    subject = _descriptor(document["subject"], "subject") if "subject" in document else None
+    annotations = _annotations(document.get("annotations"), "annotations") or {}
+    artifact_type = _optional_str(document, "artifactType")
+    if media_type in mt.INDEXES:
+        children = tuple(_descriptor(d, f"manifests[{i}]") for i, d in enumerate(_list(document, "manifests")))
+        return ParsedManifest(media_type, artifact_type, None, (), children, subject, annotations)
+    if "config" not in document:
+        raise ManifestInvalid("an image manifest needs a config descriptor")
+    config = _descriptor(document["config"], "config")
+    layers = tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(_list(document, "layers", True)))
+    # Foreign (non-distributable) layers live at their URLs, not in the registry.
+    stored_layers = tuple(layer for layer in layers if not layer.urls)
+    return ParsedManifest(
+        media_type,
+        artifact_type or (config.media_type if media_type == mt.OCI_MANIFEST else None),
+        config,
+        (config, *stored_layers),
+        (),
+        subject,
+        annotations,
+    )
+
+
+def _load_json(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ManifestInvalid("manifest must be a JSON object")
+    return document
+
+
+def _clean_content_type(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def _media_type(document: dict[str, Any], content_type: str | None) -> str:
+    declared = document.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise ManifestInvalid("mediaType must be a string")
+    if declared in mt.SCHEMA1_TYPES or content_type in mt.SCHEMA1_TYPES:
+        return mt.DOCKER_SCHEMA1
+    if declared and content_type in mt.MANIFEST_TYPES and declared != content_type:
+        raise ManifestInvalid(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
+    media_type = declared or (content_type if content_type in mt.MANIFEST_TYPES else None)
+    if media_type is None:
+        # Neither says: infer from the shape, as OCI allows an absent mediaType.
+        media_type = mt.OCI_INDEX if "manifests" in document else mt.OCI_MANIFEST
+    if media_type not in mt.MANIFEST_TYPES:
+        raise ManifestInvalid(f"unsupported manifest media type {media_type!r}")
+    return media_type
+
+
+def _list(document: dict[str, Any], key: str, optional: bool = False) -> list[Any]:
+    value = document.get(key)
+    if value is None:
+        if optional:
+            return []
+        raise ManifestInvalid(f"{key} is required")
+    if not isinstance(value, list):
+        raise ManifestInvalid(f"{key} must be a list")
+    return value
+
+
+def _optional_str(document: dict[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ManifestInvalid(f"{key} must be a string")
+    return value or None
+
+
+def _annotations(value: Any, where: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ManifestInvalid(f"{where} must map strings to strings")
+    return value
+
+
+def _descriptor(value: Any, where: str) -> Descriptor:
+    if not isinstance(value, dict):
+        raise ManifestInvalid(f"{where} must be a descriptor object")
+    media_type = value.get("mediaType")
+    if not isinstance(media_type, str) or not media_type:
+        raise ManifestInvalid(f"{where}.mediaType is required")
+    digest = value.get("digest")
+    if not isinstance(digest, str):
+        raise ManifestInvalid(f"{where}.digest is required")
+    try:
+        parse_digest(digest)
+    except DigestInvalid as exc:
+        raise ManifestInvalid(f"{where}.digest: {exc.message}") from None
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ManifestInvalid(f"{where}.size must be a non-negative integer")
+    urls = value.get("urls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ManifestInvalid(f"{where}.urls must be a list of strings")
+    platform = value.get("platform")
+    if platform is not None and not isinstance(platform, dict):
+        raise ManifestInvalid(f"{where}.platform must be an object")
+    artifact_type = value.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise ManifestInvalid(f"{where}.artifactType must be a string")
+    return Descriptor(
+        media_type,
+        digest,
+        size,
+        artifact_type,
+        _annotations(value.get("annotations"), f"{where}.annotations"),
+        platform,
+        tuple(urls),
+    )

@@ -1,0 +1,115 @@
+"""Domain errors.
+
+They carry no HTTP status: each API maps them to its own format in one place
+(`dockyard.api.oci.errors` renders the OCI `{"errors": [...]}` body).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DockyardError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    message = "error"
+
+    def __init__(self, message: str | None = None, detail: Any = None) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.detail = detail
+
+
+# --- names, references, digests -------------------------------------------------------------
+class NameInvalid(DockyardError):
+    message = "invalid repository name"
+
+
+class NameUnknown(DockyardError):
+    message = "repository name not known to registry"
+
+
+class TagInvalid(DockyardError):
+    message = "manifest tag did not match URI"
+
+
+class DigestInvalid(DockyardError):
+    message = "provided digest did not match uploaded content"
+
+
+class UnsupportedDigest(DigestInvalid):
+    message = "unsupported digest algorithm"
+
+
+# --- blobs and uploads ----------------------------------------------------------------------
+class BlobUnknown(DockyardError):
+    message = "blob unknown to registry"
+
+
+class BlobUploadUnknown(DockyardError):
+    message = "blob upload unknown to registry"
+
+
+class BlobUploadInvalid(DockyardError):
+    message = "blob upload invalid"
+
+
+class RangeInvalid(DockyardError):
+    """A chunk that does not start where the upload ends, or an unsatisfiable read range."""
+
+    message = "requested range not satisfiable"
+
+
+class SizeInvalid(DockyardError):
+    message = "provided length did not match content length"
+
+
+# --- manifests ------------------------------------------------------------------------------
+class ManifestInvalid(DockyardError):
+    message = "manifest invalid"
+
+
+class ManifestUnknown(DockyardError):
+    message = "manifest unknown"
+
+
+class ManifestBlobUnknown(DockyardError):
+    message = "manifest references a manifest or blob unknown to registry"
+
+
+class ManifestTooLarge(DockyardError):
+    message = "manifest exceeds the size limit"
+
+
+class Unsupported(DockyardError):
+    message = "the operation is unsupported"
+
+
+class DeleteDisabled(Unsupported):
+    message = "deletes are disabled on this registry (storage.delete.enabled is false)"
+
+
+class ReadOnly(Unsupported):
+    message = "the registry is in read-only maintenance mode"
+
+
+class PaginationInvalid(DockyardError):
+    message = "invalid number of results requested"
+
+
+# --- storage --------------------------------------------------------------------------------
+class StorageError(DockyardError):
+    message = "storage backend error"
+
+
+class PathNotFound(StorageError):
+    message = "path not found"
+
+
+class InvalidPath(StorageError):
+    message = "invalid storage path"
+
+
+# --- configuration --------------------------------------------------------------------------
+class ConfigError(DockyardError):
+    message = "invalid configuration"

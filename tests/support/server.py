@@ -1,0 +1,117 @@
+"""Start a real `dockyard serve` on a free loopback port for tests, and stop it after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class RunningServer:
+    url: str
+    host: str  # host:port, as clients name the registry
+    datadir: Path
+    config_path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_server(
+    workdir: Path,
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
+    timeout: float = 30.0,
+) -> RunningServer:
+    """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    base: dict[str, Any] = {
+        "datadir": str(workdir / "data"),
+        "http": {"addr": f"127.0.0.1:{port}", "workers": 1},
+        "log": {"level": "info"},
+    }
+    if tls:
+        base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    merged = deep_merge(base, config or {})
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(merged))
+    log_path = workdir / "server.log"
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [DOCKYARD, "serve", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    scheme = "https" if tls else "http"
+    server = RunningServer(
+        f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{port}", Path(merged["datadir"]), config_path,
+        process, log_path, env or {},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dockyard serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/v2/", verify=False, timeout=1).status_code < 500:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"dockyard serve did not answer within {timeout}s:\n{server.log()}")
+
+
+def require_tool(name: str) -> str:
+    """The path of a CLI tool the tests need; in CI a missing tool is a failure, never a skip."""
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: run `make test` (it installs the test tools)")
+    return path
