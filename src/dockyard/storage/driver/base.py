@@ -4,6 +4,9 @@ A driver stores opaque bytes at slash-separated relative paths ("blobs/sha256/ab
 It knows nothing of digests, repositories, the DB or settings. Every driver passes the one
 conformance suite in `dockyard.storage.driver.conformance`.
 
+Directories are implicit: a directory exists while some file exists below it (drivers that keep
+real directories prune the empty ones), so object stores and local disks behave alike.
+
 Drivers are synchronous: callers on the event loop run them in a worker thread.
 """
 
@@ -16,80 +19,111 @@ from typing import BinaryIO, Protocol, runtime_checkable
 from dockyard.errors import InvalidPath
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_SEGMENT_LENGTH = 255  # a file name on every local filesystem we run on
+MAX_PATH_LENGTH = 1024  # the S3 key limit
+
+
+def is_valid_segment(segment: str) -> bool:
+    """One path component: ASCII letters, digits, `.`, `_`, `-`; never `.` or `..`."""
+    return (
+        0 < len(segment) <= MAX_SEGMENT_LENGTH
+        and segment not in (".", "..")
+        and _SEGMENT.match(segment) is not None
+    )
 
 
 def check_path(path: str) -> str:
-    """Refuse any path that could escape the driver's root: absolute, empty, `.`/`..` segments."""
-    if not path or path.startswith("/") or path.endswith("/"):
+    """Refuse any path that could escape the driver's root or name something odd.
+
+    Valid: relative, non-empty, no empty/`.`/`..` segments (so no `//`, leading or trailing `/`),
+    ASCII-only segments (no NUL, no look-alike Unicode). Returns path unchanged.
+    """
+    if not isinstance(path, str) or not path or len(path) > MAX_PATH_LENGTH:
         raise InvalidPath(f"invalid storage path {path!r}")
-    for segment in path.split("/"):
-        if segment in (".", "..") or not _SEGMENT.match(segment):
-            raise InvalidPath(f"invalid storage path {path!r}")
+    if not all(is_valid_segment(segment) for segment in path.split("/")):
+        raise InvalidPath(f"invalid storage path {path!r}")
     return path
 
 
 @dataclass(frozen=True)
 class FileInfo:
     path: str
-    size: int
+    size: int  # bytes; 0 for a directory
     modified: float  # seconds since the epoch
     is_dir: bool = False
 
 
 @runtime_checkable
 class FileWriter(Protocol):
-    """An append-only writer to one path. Nothing is visible at the path until `commit()`
-    for new files; appended bytes of a resumed writer survive `close()` without commit
-    (that is how an upload spans several requests)."""
+    """An append-only writer to one path (one writer per path at a time).
+
+    Bytes written are at the path (or, for object stores, pending) until commit makes them
+    durable: readers may see a writer's partial bytes before `commit()`, so write only to paths
+    nobody reads yet (uploads) and `move` into place. `close()` keeps what was written, so a later
+    `writer(path, append=True)` -- another request, another process, another node -- resumes it.
+    After `close`, `commit` or `cancel` the writer is finished: further writes raise StorageError.
+    """
 
     @property
     def size(self) -> int:
         """Bytes in the file so far, including what was there before an append-resume."""
         ...
 
-    def write(self, data: bytes) -> int: ...
+    def write(self, data: bytes) -> int:
+        """Append all of data; return its length. Drivers also take any bytes-like object
+        (bytearray, memoryview) so callers need not copy."""
+        ...
 
     def close(self) -> None:
-        """Flush and release, keeping what was written for a later `writer(path, append=True)`."""
+        """Flush and release, keeping what was written for a later `writer(path, append=True)`.
+        A no-op on a finished writer."""
         ...
 
     def commit(self) -> None:
-        """Make the written bytes durable and readable at the path."""
+        """Make the written bytes durable and readable at the path, and finish the writer."""
         ...
 
     def cancel(self) -> None:
-        """Discard everything written to this path."""
+        """Discard everything at this path (including bytes from before an append-resume)."""
         ...
 
 
 @runtime_checkable
 class StorageDriver(Protocol):
-    """Bytes at paths. Raises `PathNotFound` for missing paths, `InvalidPath` for bad ones."""
+    """Bytes at paths. Every method raises `InvalidPath` for a path `check_path` refuses and
+    `PathNotFound` for a missing one; other backend failures raise `StorageError`."""
 
     name: str
 
-    def get_content(self, path: str) -> bytes: ...
+    def get_content(self, path: str) -> bytes:
+        """The whole file at path (meant for small files)."""
+        ...
 
     def put_content(self, path: str, data: bytes) -> None:
-        """Atomically replace the content at path: readers see the old or the new bytes."""
+        """Atomically replace the content at path: readers see the old or the new bytes, never a mix.
+        Creates parent directories. Like `FileWriter.write`, takes any bytes-like data."""
         ...
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
-        """A readable stream positioned at offset; the caller closes it."""
+        """A readable stream positioned at offset (past the end reads empty); the caller closes it."""
         ...
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
-        """A writer for path; with append, resume the bytes a previous writer closed."""
+        """A writer for path. Without append, path starts empty (created with its parents, or
+        truncated); with append, resume the bytes a previous writer closed (PathNotFound if none)."""
         ...
 
-    def stat(self, path: str) -> FileInfo: ...
+    def stat(self, path: str) -> FileInfo:
+        """Size and modification time of a file, or `is_dir=True` for a directory."""
+        ...
 
     def list(self, path: str) -> list[str]:
-        """Direct children of a directory path, as full paths, sorted. `""` is the root."""
+        """Direct children (files and directories) of a directory path, as full paths, sorted.
+        `""` is the root (an empty root lists `[]`); a missing directory raises PathNotFound."""
         ...
 
     def move(self, source: str, dest: str) -> None:
-        """Atomically move source to dest, replacing dest."""
+        """Atomically move the file source to dest, replacing dest and creating its parents."""
         ...
 
     def delete(self, path: str) -> None:
@@ -101,5 +135,6 @@ class StorageDriver(Protocol):
         ...
 
     def local_path(self, path: str) -> str | None:
-        """A local filesystem path for zero-copy sends, or None when the bytes are not local."""
+        """An absolute local filesystem path for zero-copy sends, or None when the bytes are not
+        local. Does not check that the file exists (callers `stat` first)."""
         ...

@@ -1,0 +1,248 @@
+"""Bytes in a directory tree on a local disk (the embedded default, like registry:2's filesystem driver)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat as stat_module
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from dockyard.errors import InvalidPath, PathNotFound, StorageError
+from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
+
+T = TypeVar("T")
+
+# Large enough that 1 MiB upload chunks go straight to write(2); small writes are still batched.
+WRITE_BUFFER_SIZE = 1 << 20
+# `~` is not allowed in a path segment, so a temp name never collides with a stored path and
+# `list` can skip leftovers of a crash.
+_TEMP_MARKER = ".~tmp-"
+
+
+@contextlib.contextmanager
+def _os_errors(path: str) -> Iterator[None]:
+    """Translate the OS's errors into the contract's."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+        raise PathNotFound(f"path not found: {path}") from exc
+    except OSError as exc:
+        raise StorageError(f"storage error on {path}: {exc.strerror or exc}") from exc
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename or a new directory entry in directory durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemDriver:
+    """Every path is resolved under root; anything resolving outside it (symlinks included) is refused."""
+
+    name = "filesystem"
+
+    def __init__(self, root: Path | str) -> None:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        self.root = os.path.realpath(root)
+
+    # --- path handling ------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        """The absolute path for a valid relative path, refusing a symlink that leads out of root."""
+        check_path(path)
+        full = os.path.realpath(os.path.join(self.root, path))
+        if not full.startswith(self.root + os.sep):
+            raise InvalidPath(f"storage path {path!r} resolves outside the storage root")
+        return full
+
+    def _prune(self, directory: str) -> None:
+        """Remove now-empty directories from directory up to (not including) the root."""
+        while directory != self.root and directory.startswith(self.root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:  # not empty (or already gone, or a concurrent writer): stop here
+                return
+            directory = os.path.dirname(directory)
+
+    @staticmethod
+    def _in_parent(full: str, action: Callable[[], T]) -> T:
+        """Run action after creating full's parent, retrying if a concurrent prune removed it."""
+        for attempt in range(3):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            try:
+                return action()
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- reading ------------------------------------------------------------------------------
+    def get_content(self, path: str) -> bytes:
+        full = self._full(path)
+        with _os_errors(path), open(full, "rb") as file:
+            return file.read()
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        if offset < 0:
+            raise ValueError(f"negative read offset {offset}")
+        full = self._full(path)
+        with _os_errors(path):
+            file = open(full, "rb")  # noqa: SIM115 -- the caller closes it
+            try:
+                if stat_module.S_ISDIR(os.fstat(file.fileno()).st_mode):
+                    raise IsADirectoryError(full)
+                file.seek(offset)
+            except BaseException:
+                file.close()
+                raise
+            return file
+
+    def stat(self, path: str) -> FileInfo:
+        full = self._full(path)
+        with _os_errors(path):
+            info = os.stat(full)
+        is_dir = stat_module.S_ISDIR(info.st_mode)
+        return FileInfo(path, 0 if is_dir else info.st_size, info.st_mtime, is_dir)
+
+    def list(self, path: str) -> list[str]:
+        full = self.root if path == "" else self._full(path)
+        prefix = "" if path == "" else path + "/"
+        try:
+            with _os_errors(path), os.scandir(full) as entries:
+                names = [entry.name for entry in entries if is_valid_segment(entry.name)]
+        except PathNotFound:
+            if path == "":
+                return []
+            raise
+        return sorted(prefix + name for name in names)
+
+    # --- writing ------------------------------------------------------------------------------
+    def put_content(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        directory = os.path.dirname(full)
+        temp = f"{full}{_TEMP_MARKER}{secrets.token_hex(8)}"
+
+        def write_and_replace() -> None:
+            try:
+                with open(temp, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temp, full)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+
+        with _os_errors(path):
+            self._in_parent(full, write_and_replace)
+            _fsync_dir(directory)
+
+    def writer(self, path: str, append: bool = False) -> FileWriter:
+        full = self._full(path)
+        with _os_errors(path):
+            if append:
+                fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                fd = self._in_parent(full, lambda: os.open(full, flags, 0o644))
+            try:
+                if stat_module.S_ISDIR(os.fstat(fd).st_mode):
+                    raise IsADirectoryError(full)
+                file = open(fd, "ab", buffering=WRITE_BUFFER_SIZE)  # noqa: SIM115 -- owned by the writer
+            except BaseException:
+                os.close(fd)
+                raise
+        return FilesystemFileWriter(self, path, full, file, created=not append)
+
+    def move(self, source: str, dest: str) -> None:
+        source_full, dest_full = self._full(source), self._full(dest)
+        if source_full == dest_full:
+            self.stat(source)  # a missing source is still an error
+            return
+        with _os_errors(source):
+            if not os.path.isfile(source_full):
+                raise FileNotFoundError(source_full)
+            self._in_parent(dest_full, lambda: os.replace(source_full, dest_full))
+            _fsync_dir(os.path.dirname(dest_full))
+        self._prune(os.path.dirname(source_full))
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        with _os_errors(path):
+            if os.path.isdir(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+        self._prune(os.path.dirname(full))
+
+    # --- direct access ------------------------------------------------------------------------
+    def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        check_path(path)
+        return None
+
+    def local_path(self, path: str) -> str | None:
+        return self._full(path)
+
+
+class FilesystemFileWriter:
+    """Writes through a buffered file straight at the path; only `commit` pays for fsync."""
+
+    def __init__(self, driver: FilesystemDriver, path: str, full: str, file: BinaryIO, created: bool) -> None:
+        self._driver = driver
+        self._path = path
+        self._full = full
+        self._file: BinaryIO | None = file
+        self._created = created
+        self._size = os.fstat(file.fileno()).st_size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            raise StorageError(f"writer for {self._path} is already closed")
+        return self._file
+
+    def write(self, data: bytes) -> int:
+        file = self._open_file()
+        length = memoryview(data).nbytes
+        with _os_errors(self._path):
+            file.write(data)
+        self._size += length
+        return length
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        file, self._file = self._file, None
+        with _os_errors(self._path):
+            file.close()
+
+    def commit(self) -> None:
+        file = self._open_file()
+        self._file = None
+        with _os_errors(self._path):
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+            finally:
+                file.close()
+            if self._created:  # the new directory entry must survive a crash too
+                _fsync_dir(os.path.dirname(self._full))
+
+    def cancel(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._full)
+        self._driver._prune(os.path.dirname(self._full))

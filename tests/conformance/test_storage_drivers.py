@@ -1,0 +1,24 @@
+"""Every storage driver passes the same conformance suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.driver.conformance import StorageDriverConformance
+from dockyard.storage.driver.filesystem import FilesystemDriver
+from dockyard.storage.driver.inmemory import InMemoryDriver
+
+
+class TestFilesystemDriver(StorageDriverConformance):
+    @pytest.fixture
+    def driver(self, tmp_path: Path) -> StorageDriver:
+        return FilesystemDriver(tmp_path / "storage")
+
+
+class TestInMemoryDriver(StorageDriverConformance):
+    @pytest.fixture
+    def driver(self) -> StorageDriver:
+        return InMemoryDriver()
