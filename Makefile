@@ -1,0 +1,36 @@
+# The two commands: `make serve` runs dockyard with its defaults, `make test` runs every suite.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+CONFIG  ?=
+# Two workers: the suites are mostly waiting on servers and client subprocesses, and the machine has 2 cores.
+PYTEST_WORKERS ?= 2
+
+.PHONY: serve venv test test-deps lint bench
+
+# Runtime dependencies and the package only (no dev tools), re-installed when pyproject.toml changes.
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(VENV)/.runtime-installed: pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install -q -e .
+	touch $@
+
+venv: $(VENV)/.runtime-installed
+
+# Defaults: 0.0.0.0:5000, data in ./data. `make serve CONFIG=my.yml` passes --config.
+serve: venv
+	$(VENV)/bin/dockyard serve $(if $(CONFIG),--config $(CONFIG))
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: test-deps
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) tests
+
+lint: test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: test-deps
+	$(PYTHON) -m bench

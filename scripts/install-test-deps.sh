@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what `make test` and `make bench` need, only when something is missing (fast when all is there).
+# Works as root on a fresh Debian 12: Debian packages for the real clients, then .venv with the dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package. Recommends are not needed: podman/buildah run rootful on the vfs driver here,
+# so fuse-overlayfs and slirp4netns stay out (uidmap comes with buildah).
+declare -A PACKAGE_OF=(
+  [skopeo]=skopeo
+  [podman]=podman
+  [buildah]=buildah
+  [umoci]=umoci
+  [docker-registry]=docker-registry
+  [wrk]=wrk
+  [python3]=python3
+)
+
+missing=()
+for command in "${!PACKAGE_OF[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$command]}")
+done
+# `python3 -m venv` needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+
+if ((${#missing[@]})); then
+  echo "install-test-deps: installing ${missing[*]}"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The venv: created once, dev extras re-installed only when pyproject.toml changed since the last install.
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+stamp=.venv/.dev-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  echo "install-test-deps: pip install -e '.[dev]'"
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp" .venv/.runtime-installed
+fi

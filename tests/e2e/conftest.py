@@ -1,0 +1,64 @@
+"""Fixtures for the end-to-end suite: sandboxed real clients and a dockyard serving HTTPS with its own CA."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.tools import ContainerTools, run
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> ContainerTools:
+    """skopeo, podman and buildah with a private store and config under this test's tmp dir."""
+    return ContainerTools(tmp_path / "containers")
+
+
+def make_ca_dir(cert_out: Path, ca_dir: Path) -> Path:
+    """A directory holding only the CA as `ca.crt`: containers/image reads every *.crt there as a trusted root
+    (and would take a lone *.key for a client certificate, so the server key must not be in it)."""
+    ca_dir.mkdir(parents=True)
+    shutil.copy(cert_out / "ca.crt", ca_dir / "ca.crt")
+    return ca_dir
+
+
+def dockyard_cert(host: str, out: Path) -> Path:
+    run([DOCKYARD, "cert", host, "--out", str(out)])
+    for name in ("ca.crt", "server.crt", "server.key"):
+        assert (out / name).is_file(), f"`dockyard cert` did not write {name} into {out}"
+    return out
+
+
+@dataclass
+class TlsRegistry:
+    server: RunningServer
+    ca_dir: Path  # trust dir for --cert-dir flags: just this server's CA
+    ca_file: Path  # for httpx's verify=
+    wrong_ca_dir: Path  # a CA that did not sign the server's certificate
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """For httpx's verify=: trusts this server's CA only."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRegistry]:
+    """dockyard serving HTTPS with a certificate from `dockyard cert 127.0.0.1`."""
+    root = tmp_path_factory.mktemp("tls")
+    certs = dockyard_cert("127.0.0.1", root / "certs")
+    other = dockyard_cert("127.0.0.1", root / "other-certs")
+    server = start_server(root / "server", tls=(certs / "server.crt", certs / "server.key"))
+    try:
+        yield TlsRegistry(
+            server=server,
+            ca_dir=make_ca_dir(certs, root / "trust"),
+            ca_file=certs / "ca.crt",
+            wrong_ca_dir=make_ca_dir(other, root / "wrong-trust"),
+        )
+    finally:
+        server.stop()
