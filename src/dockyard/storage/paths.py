@@ -10,19 +10,24 @@ import re
 import uuid
 
 from dockyard.content.digest import parse_digest
-from dockyard.errors import BlobUploadUnknown
+from dockyard.errors import BlobUploadUnknown, DigestInvalid, InvalidPath
+from dockyard.storage.driver.base import check_path
 
 BLOBS_ROOT = "blobs"
 UPLOADS_ROOT = "uploads"
 
 # uuid.uuid4().hex: 32 lowercase hex digits with the version (4) and variant (8-b) nibbles.
-_UPLOAD_ID = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}")
 
 
 def blob_data_path(digest: str) -> str:
     """`blobs/<alg>/<first two hex>/<hex>/data`; raises DigestInvalid/UnsupportedDigest for a bad digest."""
     parsed = parse_digest(digest)
-    return f"{BLOBS_ROOT}/{parsed.algorithm}/{parsed.encoded[:2]}/{parsed.encoded}/data"
+    path = f"{BLOBS_ROOT}/{parsed.algorithm}/{parsed.encoded[:2]}/{parsed.encoded}/data"
+    try:  # defence in depth: a digest the parser let through must still make a plain path
+        return check_path(path)
+    except InvalidPath as exc:
+        raise DigestInvalid(f"invalid digest {digest!r}") from exc
 
 
 def new_upload_id() -> str:
@@ -32,7 +37,7 @@ def new_upload_id() -> str:
 
 def check_upload_id(upload_id: str) -> str:
     """Return upload_id if it is a valid id; raise BlobUploadUnknown (no such upload) if not."""
-    if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
+    if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
         raise BlobUploadUnknown(f"malformed upload id {upload_id!r}")
     return upload_id
 

@@ -18,7 +18,7 @@ from typing import BinaryIO, Protocol, runtime_checkable
 
 from dockyard.errors import InvalidPath
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 MAX_SEGMENT_LENGTH = 255  # a file name on every local filesystem we run on
 MAX_PATH_LENGTH = 1024  # the S3 key limit
 
@@ -28,7 +28,7 @@ def is_valid_segment(segment: str) -> bool:
     return (
         0 < len(segment) <= MAX_SEGMENT_LENGTH
         and segment not in (".", "..")
-        and _SEGMENT.match(segment) is not None
+        and _SEGMENT.fullmatch(segment) is not None
     )
 
 

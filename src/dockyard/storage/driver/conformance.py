@@ -39,6 +39,8 @@ INVALID_PATHS = [
     "a/",
     "a\x00b",
     "a\nb",
+    "a\n",  # a regex `$` would let a trailing newline through
+    "a/b\n",
     "a\\b",
     "a b",
     "caf\u00e9",  # precomposed e-acute

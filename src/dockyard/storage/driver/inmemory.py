@@ -78,7 +78,7 @@ class InMemoryDriver:
     # --- writing ------------------------------------------------------------------------------
     def put_content(self, path: str, data: bytes) -> None:
         check_path(path)
-        entry = _Entry(bytes(data))
+        entry = _Entry(bytes(memoryview(data)))  # memoryview refuses non-bytes like ints
         with self._lock:
             self._files[path] = entry
 

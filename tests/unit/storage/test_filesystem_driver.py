@@ -1,0 +1,191 @@
+"""What only the filesystem driver has: a real directory tree under a root, shared by processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dockyard.errors import InvalidPath, PathNotFound, StorageError
+from dockyard.storage.driver.filesystem import FilesystemDriver
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "storage"
+
+
+@pytest.fixture
+def driver(root: Path) -> FilesystemDriver:
+    return FilesystemDriver(root)
+
+
+def all_entries(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def test_root_is_created(root: Path) -> None:
+    FilesystemDriver(root / "nested" / "deeper")
+    assert (root / "nested" / "deeper").is_dir()
+
+
+def test_files_live_at_their_path_under_root(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("blobs/sha256/ab/abcd/data", b"bytes")
+    assert (root / "blobs/sha256/ab/abcd/data").read_bytes() == b"bytes"
+    assert driver.local_path("blobs/sha256/ab/abcd/data") == str(
+        (root / "blobs/sha256/ab/abcd/data").resolve()
+    )
+
+
+def test_symlinked_directory_leading_out_of_root_is_refused(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "escape").symlink_to(outside)
+    calls = [
+        lambda: driver.get_content("escape/secret"),
+        lambda: driver.open_read("escape/secret"),
+        lambda: driver.stat("escape/secret"),
+        lambda: driver.list("escape"),
+        lambda: driver.put_content("escape/new", b"x"),
+        lambda: driver.writer("escape/new"),
+        lambda: driver.writer("escape/secret", append=True),
+        lambda: driver.delete("escape/secret"),
+        lambda: driver.delete("escape"),
+        lambda: driver.move("escape/secret", "inside"),
+        lambda: driver.local_path("escape/secret"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidPath):
+            call()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert (outside / "secret").read_bytes() == b"secret"
+
+
+def test_symlinked_file_leading_out_of_root_is_refused(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "passwd").write_bytes(b"root:x:0:0")
+    root.joinpath("dir").mkdir()
+    (root / "dir" / "data").symlink_to(tmp_path / "passwd")
+    with pytest.raises(InvalidPath):
+        driver.get_content("dir/data")
+    with pytest.raises(InvalidPath):
+        driver.put_content("dir/data", b"overwritten")
+    assert (tmp_path / "passwd").read_bytes() == b"root:x:0:0"
+
+
+def test_symlink_to_root_itself_is_refused(driver: FilesystemDriver, root: Path) -> None:
+    (root / "self").symlink_to(root)
+    with pytest.raises(InvalidPath):
+        driver.delete("self")
+    assert root.is_dir()
+
+
+def test_symlink_within_root_is_followed(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("real/file", b"inside")
+    (root / "alias").symlink_to(root / "real")
+    assert driver.get_content("alias/file") == b"inside"
+
+
+def test_delete_prunes_empty_parents_but_not_root(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("blobs/sha256/ab/abcd/data", b"x")
+    driver.delete("blobs/sha256/ab/abcd/data")
+    assert root.is_dir()
+    assert all_entries(root) == []
+
+
+def test_prune_stops_at_a_non_empty_directory(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("blobs/sha256/ab/one/data", b"1")
+    driver.put_content("blobs/sha256/ab/two/data", b"2")
+    driver.delete("blobs/sha256/ab/one")
+    assert all_entries(root) == [
+        "blobs",
+        "blobs/sha256",
+        "blobs/sha256/ab",
+        "blobs/sha256/ab/two",
+        "blobs/sha256/ab/two/data",
+    ]
+
+
+def test_move_and_cancel_prune_source_directories(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("uploads/u1/data", b"x")
+    driver.move("uploads/u1/data", "blobs/x/data")
+    writer = driver.writer("uploads/u2/data")
+    writer.write(b"y")
+    writer.cancel()
+    assert all_entries(root) == ["blobs", "blobs/x", "blobs/x/data"]
+
+
+def test_put_leaves_no_temp_files(driver: FilesystemDriver, root: Path) -> None:
+    for i in range(20):
+        driver.put_content("dir/file", b"v%d" % i)
+    assert all_entries(root) == ["dir", "dir/file"]
+
+
+def test_failed_put_leaves_old_content_and_no_temp_file(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("dir/file", b"old")
+
+    with pytest.raises(TypeError):  # not bytes-like: fails after the temp file was opened
+        driver.put_content("dir/file", object())  # type: ignore[arg-type]
+    assert driver.get_content("dir/file") == b"old"
+    assert all_entries(root) == ["dir", "dir/file"]
+
+
+def test_leftover_temp_files_are_not_listed(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("dir/file", b"x")
+    (root / "dir" / "file.~tmp-0123").write_bytes(b"crash leftover")
+    assert driver.list("dir") == ["dir/file"]
+
+
+def test_append_resumes_in_another_driver_and_process(driver: FilesystemDriver, root: Path) -> None:
+    writer = driver.writer("uploads/u/data")
+    writer.write(b"first request,")
+    writer.close()
+    script = (
+        "import sys\n"
+        "from dockyard.storage.driver.filesystem import FilesystemDriver\n"
+        "w = FilesystemDriver(sys.argv[1]).writer('uploads/u/data', append=True)\n"
+        "assert w.size == 14, w.size\n"
+        "w.write(b'second request,')\n"
+        "w.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(root)], check=True)
+    third = FilesystemDriver(root).writer("uploads/u/data", append=True)
+    assert third.size == 29
+    third.write(b"third")
+    third.commit()
+    assert driver.get_content("uploads/u/data") == b"first request,second request,third"
+
+
+def test_written_bytes_reach_the_file_by_close(driver: FilesystemDriver, root: Path) -> None:
+    writer = driver.writer("f")
+    writer.write(b"a" * 10)  # smaller than the buffer: held in memory until close
+    writer.close()
+    assert (root / "f").stat().st_size == 10
+
+
+def test_os_errors_become_storage_errors(driver: FilesystemDriver, root: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores permission bits; a file where a directory must go fails for everyone
+        driver.put_content("file", b"x")
+        with pytest.raises(StorageError):
+            driver.put_content("file/child", b"y")
+        return
+    driver.put_content("locked/file", b"x")
+    (root / "locked").chmod(0o500)
+    try:
+        with pytest.raises(StorageError):
+            driver.put_content("locked/other", b"y")
+    finally:
+        (root / "locked").chmod(0o700)
+
+
+def test_missing_file_error_names_the_path(driver: FilesystemDriver) -> None:
+    with pytest.raises(PathNotFound, match="no/such"):
+        driver.get_content("no/such")
