@@ -1,15 +1,341 @@
-"""Read Settings from a YAML file and DOCKYARD_*/REGISTRY_* environment variables (placeholder)."""
+"""Read Settings from a YAML file, then DOCKYARD_* and REGISTRY_* environment variables.
+
+The rules follow registry:2 so its users can bring their `config.yml` and `REGISTRY_*` variables:
+
+- An environment variable names a key path upper-cased and joined by underscores:
+  `DOCKYARD_STORAGE_MAINTENANCE_UPLOADPURGING_AGE=2h` sets `storage.maintenance.uploadpurging.age`.
+  Names are resolved against the model's fields, so a field with an underscore in its name still works.
+- `REGISTRY_*` applies to the sections registry:2 shares with dockyard (http, storage, log);
+  `DOCKYARD_*` wins when both set the same key. `REGISTRY_STORAGE=inmemory` selects the driver.
+- registry:2 sections dockyard does not apply (auth, notifications, health, ...) are accepted with a warning;
+  any other unknown key, or an invalid value, raises ConfigError naming the key path.
+- A registry:2 file (`version: 0.1`) keeps registry:2's default of `storage.delete.enabled: false`.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import types
+import typing
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from dockyard.config.settings import Settings
+from dockyard.errors import ConfigError
+
+logger = logging.getLogger("dockyard.config")
+
+KeyPath = tuple[str, ...]
+
+# registry:2 key paths dockyard accepts but does not apply, with the reason shown in the warning.
+NOT_APPLIED: dict[KeyPath, str] = {
+    ("loglevel",): "deprecated in registry:2; use log.level",
+    ("log", "hooks"): "log hooks are not supported",
+    ("log", "reportcaller"): "not supported",
+    ("http", "prefix"): "dockyard serves /v2 at the root path",
+    ("http", "relativeurls"): "Location headers use http.host or the request's Host",
+    ("http", "net"): "dockyard listens on TCP only",
+    ("http", "draintimeout"): "the server drains connections with its own timeout",
+    ("http", "http2"): "HTTP/2 settings are the server's",
+    ("http", "h2c"): "HTTP/2 settings are the server's",
+    ("http", "debug"): "Prometheus metrics are served at /metrics on http.addr (metrics.enabled)",
+    ("http", "tls", "clientcas"): "client certificate authentication is not supported yet",
+    ("http", "tls", "letsencrypt"): "get certificates outside dockyard (`dockyard cert` makes a private CA)",
+    ("http", "tls", "minimumtls"): "the server's TLS defaults apply (TLS 1.2+)",
+    ("http", "tls", "ciphersuites"): "the server's TLS defaults apply",
+    ("storage", "redirect"): "not applied to the filesystem driver",
+    ("storage", "cache", "blobdescriptorsize"): "dockyard sizes its own caches",
+    ("storage", "filesystem", "maxthreads"): "not needed by dockyard's filesystem driver",
+    ("storage", "tag"): "not applied",
+    ("auth",): "dockyard has its own users and token auth, on by default",
+    ("middleware",): "not supported",
+    ("reporting",): "not supported",
+    ("notifications",): "registry:2 notification endpoints are not applied yet",
+    ("redis",): "not applied yet",
+    ("health",): "dockyard runs its own health checks",
+    ("proxy",): "pull-through cache is not configured this way yet",
+    ("validation",): "dockyard validates manifests its own way",
+    ("compatibility",): "not applied",
+    ("catalog",): "not applied",
+}
+# Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
+UNSUPPORTED_DRIVERS = frozenset({"s3", "azure", "gcs", "swift", "oss"})
+DRIVERS = ("filesystem", "inmemory")
+# REGISTRY_* variables are read for these sections only; the others are dockyard's own.
+REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
+# Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
+NOT_SETTINGS = frozenset({"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH"})
+_ENV_PREFIXES = ("REGISTRY_", "DOCKYARD_")  # applied in this order, so DOCKYARD_* wins
+
+
+@dataclass
+class LoadedConfig:
+    settings: Settings
+    # Things accepted but not applied (registry:2 sections, unknown variables), one sentence each.
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    data = yaml.safe_load(path.read_text()) if path else {}
-    return Settings.model_validate(data or {})
+    """Settings from `path` (if any) and `environ` (default: os.environ); warnings go to the log.
+
+    Raises ConfigError naming the key path of every invalid value or unknown key.
+    """
+    loaded = load_config(path, environ)
+    for warning in loaded.warnings:
+        logger.warning("%s", warning)
+    return loaded.settings
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Like load_settings, but returns the warnings for the caller to show (`dockyard config check`)."""
+    environ = os.environ if environ is None else environ
+    warnings: list[str] = []
+    data = _read_file(path) if path is not None else {}
+    _normalise_driver_sections(data)
+    origins = _apply_environment(data, environ, warnings)
+    _drop_not_applied(data, warnings)
+    _reject_unsupported_drivers(data, origins)
+    if _is_registry2(data):
+        _set_default(data, ("storage", "delete", "enabled"), False)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins, path), detail=exc.errors()) from None
+    _check_files_exist(settings)
+    return LoadedConfig(settings, warnings)
+
+
+def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file named by DOCKYARD_CONFIG (or registry:2's REGISTRY_CONFIGURATION_PATH), if any."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("DOCKYARD_CONFIG") or environ.get("REGISTRY_CONFIGURATION_PATH")
+    return Path(value) if value else None
+
+
+# --- the file ---------------------------------------------------------------------------------
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _normalise_driver_sections(data: dict[str, Any]) -> None:
+    # registry:2 files often write `inmemory:` with no value; it still selects the driver.
+    storage = data.get("storage")
+    if isinstance(storage, dict):
+        for name in DRIVERS:
+            if name in storage and storage[name] is None:
+                storage[name] = {}
+
+
+def _is_registry2(data: dict[str, Any]) -> bool:
+    return str(data.get("version", "")).startswith("0.")
+
+
+def _drop_not_applied(data: dict[str, Any], warnings: list[str]) -> None:
+    for key_path, reason in NOT_APPLIED.items():
+        parent = _get(data, key_path[:-1])
+        if isinstance(parent, dict) and key_path[-1] in parent:
+            del parent[key_path[-1]]
+            warnings.append(f"{'.'.join(key_path)}: accepted but not applied ({reason})")
+
+
+def _reject_unsupported_drivers(data: dict[str, Any], origins: dict[KeyPath, str]) -> None:
+    storage = data.get("storage")
+    if not isinstance(storage, dict):
+        return
+    for name in sorted(UNSUPPORTED_DRIVERS & storage.keys()):
+        raise _unsupported_driver(f"storage.{name}{_source(('storage', name), origins)}", name)
+
+
+def _unsupported_driver(where: str, driver: str) -> ConfigError:
+    choices = ", ".join(DRIVERS)
+    return ConfigError(f"{where}: storage driver {driver!r} is not supported; use one of: {choices}")
+
+
+def _check_files_exist(settings: Settings) -> None:
+    tls = settings.http.tls
+    for key, file in (("certificate", tls.certificate), ("key", tls.key)):
+        if file is not None and not file.is_file():
+            raise ConfigError(f"http.tls.{key}: file not found: {file}")
+
+
+# --- the environment ----------------------------------------------------------------------------
+def _apply_environment(
+    data: dict[str, Any], environ: Mapping[str, str], warnings: list[str]
+) -> dict[KeyPath, str]:
+    """Merge DOCKYARD_*/REGISTRY_* into `data`; returns which variable set each key path."""
+    origins: dict[KeyPath, str] = {}
+    for prefix in _ENV_PREFIXES:
+        # Shallow paths first, so DOCKYARD_HTTP_TLS='{...}' does not undo DOCKYARD_HTTP_TLS_KEY.
+        names = sorted((n for n in environ if n.startswith(prefix) and n not in NOT_SETTINGS),
+                       key=lambda n: (n.count("_"), n))
+        for name in names:
+            tokens = [t for t in name[len(prefix):].split("_") if t]
+            resolved = _resolve(Settings, tokens) if tokens else None
+            if resolved is not None and prefix == "REGISTRY_" and resolved[0][0] not in REGISTRY_SECTIONS:
+                resolved = None  # e.g. REGISTRY_DATADIR: not a registry:2 setting
+            if resolved is None:
+                warnings.append(_unresolved_warning(name, tokens, prefix))
+                continue
+            key_path, annotation = resolved
+            value = _parse_env_value(environ[name], annotation)
+            if key_path == ("storage",) and isinstance(value, str):
+                _select_driver(data, name, value)
+            else:
+                _set(data, key_path, value)
+            origins[key_path] = name
+    return origins
+
+
+def _resolve(model: type[BaseModel], tokens: list[str]) -> tuple[KeyPath, Any] | None:
+    """The key path and field type `tokens` (FOO, BAR, ...) name in `model`, trying every underscore split."""
+    for end in range(1, len(tokens) + 1):
+        name = "_".join(tokens[:end]).lower()
+        field_info = model.model_fields.get(name)
+        if field_info is None:
+            continue
+        rest = tokens[end:]
+        if not rest:
+            return (name,), field_info.annotation
+        sub_model = _sub_model(field_info.annotation)
+        if sub_model is not None:
+            found = _resolve(sub_model, rest)
+            if found is not None:
+                return (name, *found[0]), found[1]
+        elif typing.get_origin(field_info.annotation) is dict:
+            # registry:2 reads the rest of the name as the map key, lower-cased (REGISTRY_LOG_FIELDS_SERVICE).
+            return (name, "_".join(rest).lower()), typing.get_args(field_info.annotation)[1]
+    return None
+
+
+def _unresolved_warning(name: str, tokens: list[str], prefix: str) -> str:
+    joined = "_".join(tokens).lower()
+    if len(tokens) >= 2 and tokens[0] == "STORAGE" and tokens[1].lower() in UNSUPPORTED_DRIVERS:
+        raise _unsupported_driver(name, tokens[1].lower())
+    for key_path, reason in NOT_APPLIED.items():
+        flat = "_".join(key_path)
+        if joined == flat or joined.startswith(flat + "_"):
+            return f"{name}: accepted but not applied ({reason})"
+    kind = "registry:2 setting" if prefix == "REGISTRY_" else "setting"
+    return f"{name}: ignored, it names no {kind} dockyard has"
+
+
+def _select_driver(data: dict[str, Any], name: str, driver: str) -> None:
+    driver = driver.strip().lower()
+    if driver in UNSUPPORTED_DRIVERS or driver not in DRIVERS:
+        raise _unsupported_driver(name, driver)
+    storage = data.get("storage")
+    if not isinstance(storage, dict):
+        storage = data["storage"] = {}
+    for other in DRIVERS:
+        if other != driver:
+            storage.pop(other, None)
+    if not isinstance(storage.get(driver), dict):
+        storage[driver] = {}
+
+
+def _parse_env_value(raw: str, annotation: Any) -> Any:
+    """Text fields keep the text as written (a secret "0123" stays a string); others are YAML."""
+    if _is_text(annotation):
+        return None if raw == "" and _allows_none(annotation) else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw  # let the model report the bad value against its key path
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _is_text(annotation: Any) -> bool:
+    return any(member in (str, Path) or typing.get_origin(member) is typing.Literal
+               for member in _members(annotation))
+
+
+def _allows_none(annotation: Any) -> bool:
+    return type(None) in _members(annotation)
+
+
+def _sub_model(annotation: Any) -> type[BaseModel] | None:
+    for member in _members(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return member
+    return None
+
+
+# --- dict helpers ---------------------------------------------------------------------------------
+def _get(data: dict[str, Any], key_path: KeyPath) -> Any:
+    node: Any = data
+    for key in key_path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _set(data: dict[str, Any], key_path: KeyPath, value: Any) -> None:
+    node = data
+    for key in key_path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[key_path[-1]] = value
+
+
+def _set_default(data: dict[str, Any], key_path: KeyPath, value: Any) -> None:
+    parent = _get(data, key_path[:-1])
+    if not isinstance(parent, dict) or key_path[-1] not in parent:
+        _set(data, key_path, value)
+
+
+# --- error messages -------------------------------------------------------------------------------
+def _source(key_path: KeyPath, origins: Mapping[KeyPath, str]) -> str:
+    """Which variables set this key, a section above it, or (for a section's own check) a key below it."""
+    names = sorted({name for path, name in origins.items()
+                    if path == key_path[: len(path)] or path[: len(key_path)] == key_path})
+    return f" (from {', '.join(names)})" if names else ""
+
+
+def _describe(exc: ValidationError, origins: Mapping[KeyPath, str], path: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        key_path = tuple(str(part) for part in error["loc"])
+        where = ".".join(key_path) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key{_known_keys_hint(key_path[:-1])}"
+        lines.append(f"{where}{_source(key_path, origins)}: {message}")
+    header = f"invalid configuration{f' in {path}' if path else ''}:\n" if len(lines) > 1 else ""
+    return header + "\n".join(lines)
+
+
+def _known_keys_hint(parent: KeyPath) -> str:
+    model: type[BaseModel] | None = Settings
+    for key in parent:
+        field_info = model.model_fields.get(key) if model else None
+        model = _sub_model(field_info.annotation) if field_info else None
+    if model is None:
+        return ""
+    return f" (expected one of: {', '.join(model.model_fields)})"

@@ -5,10 +5,13 @@ Key names follow registry:2's config.yml where the feature is the same, so its f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dockyard.config.durations import parse_duration
 
 
 class _Section(BaseModel):
@@ -19,14 +22,57 @@ class TLSSettings(_Section):
     certificate: Path | None = None
     key: Path | None = None
 
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key must be set together (or neither, for plain HTTP)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
+# host:port, :port or [ipv6]:port; the host part is a name or an address, never a URL.
+_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
+
 
 class HTTPSettings(_Section):
     addr: str = "0.0.0.0:5000"
     # Public base URL used in Location headers when set; otherwise the request's own host.
     host: str | None = None
-    secret: str | None = None
+    secret: str | None = Field(default=None, repr=False)  # never shown in reprs or logs
     workers: int = Field(default=2, ge=1, le=64)
     tls: TLSSettings = TLSSettings()
+    # Extra response headers, as registry:2's http.headers: {"X-Content-Type-Options": ["nosniff"]}.
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("addr")
+    @classmethod
+    def _check_addr(cls, value: str) -> str:
+        match = _ADDR.match(value)
+        if match is None:
+            raise ValueError(f"expected host:port or :port, got {value!r}")
+        if not 1 <= int(match.group("port")) <= 65535:
+            raise ValueError(f"port must be between 1 and 65535, got {match.group('port')}")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _single_values_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {name: [v] if isinstance(v, str) else v for name, v in value.items()}
+        return value
+
+    @property
+    def bind_host(self) -> str:
+        """The host to bind: brackets stripped from IPv6, all interfaces for `:port`."""
+        host = self.addr.rsplit(":", 1)[0]
+        return host.strip("[]") or "0.0.0.0"
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
 
 
 class FilesystemStorage(_Section):
@@ -41,11 +87,27 @@ class DeleteSettings(_Section):
     enabled: bool = True
 
 
+def _positive_duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return value
+
+
 class UploadPurging(_Section):
     enabled: bool = True
     age: str = "168h"  # a duration: 90s, 30m, 168h, 2h30m
     interval: str = "24h"
     dryrun: bool = False
+
+    _check_durations = field_validator("age", "interval")(_positive_duration)
+
+    @property
+    def age_seconds(self) -> float:
+        return parse_duration(self.age)
+
+    @property
+    def interval_seconds(self) -> float:
+        return parse_duration(self.interval)
 
 
 class ReadOnlySettings(_Section):
@@ -68,6 +130,12 @@ class StorageSettings(_Section):
     maintenance: MaintenanceSettings = MaintenanceSettings()
     cache: CacheSettings = CacheSettings()
 
+    @model_validator(mode="after")
+    def _one_driver(self) -> Self:
+        if self.filesystem is not None and self.inmemory is not None:
+            raise ValueError("configure exactly one storage driver (filesystem or inmemory), not both")
+        return self
+
     @property
     def driver_name(self) -> Literal["filesystem", "inmemory"]:
         return "inmemory" if self.inmemory is not None else "filesystem"
@@ -81,10 +149,29 @@ class AccessLogSettings(_Section):
     disabled: bool = False
 
 
+# registry:2 (logrus) level names that have no exact Python counterpart.
+_LEVEL_ALIASES = {"trace": "debug", "fatal": "error", "panic": "error"}
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     formatter: Literal["json", "text", "logstash"] = "text"
     accesslog: AccessLogSettings = AccessLogSettings()
+    # Static fields added to every log line (registry:2's log.fields), e.g. {"service": "registry"}.
+    fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return _LEVEL_ALIASES.get(value, value)
+        return value
+
+    @field_validator("formatter", mode="before")
+    @classmethod
+    def _formatter_name(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 class MetricsSettings(_Section):
@@ -99,6 +186,12 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # YAML reads `version: 0.1` as a float.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @property
     def is_registry2_config(self) -> bool:

@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dockyard.config.loader import config_path_from_env, load_config, load_settings
+from dockyard.errors import ConfigError
+
+# Debian's docker-registry package ships this file (/etc/docker/registry/config.yml).
+DEBIAN_REGISTRY2_CONFIG = """\
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: /etc/docker/registry
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Any:
+    def write(content: str | dict[str, Any]) -> Path:
+        path = tmp_path / "config.yml"
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        return path
+
+    return write
+
+
+def config_error(path: Path | None, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ or {})
+    return str(caught.value)
+
+
+def test_defaults_without_file_or_environment() -> None:
+    settings = load_settings(None, {})
+    assert settings.http.addr == "0.0.0.0:5000"
+    assert settings.storage.driver_name == "filesystem"
+    assert settings.storage.delete.enabled is True  # dockyard's own default
+    assert settings.storage_root == Path("data/storage")
+
+
+def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(write_config: Any) -> None:
+    loaded = load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
+    settings = loaded.settings
+    assert settings.is_registry2_config
+    assert settings.http.bind_host == "0.0.0.0"
+    assert settings.http.bind_port == 5000
+    assert settings.http.headers == {"X-Content-Type-Options": ["nosniff"]}
+    assert settings.storage_root == Path("/var/lib/docker-registry")
+    assert settings.storage.delete.enabled is True
+    assert settings.storage.cache.blobdescriptor == "inmemory"
+    assert settings.log.fields == {"service": "registry"}
+    assert [w.split(":")[0] for w in loaded.warnings] == ["auth", "health"]
+
+
+def test_registry2_file_keeps_registry2_delete_default(write_config: Any) -> None:
+    path = write_config("version: 0.1\nstorage:\n  inmemory:\n")
+    settings = load_settings(path, {})
+    assert settings.storage.driver_name == "inmemory"
+    assert settings.storage.delete.enabled is False
+    # ...while an environment variable still turns it on
+    assert load_settings(path, {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}).storage.delete.enabled is True
+
+
+def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -> None:
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    cert.write_text("x")
+    key.write_text("x")
+    path = write_config(
+        {
+            "version": 0.1,
+            "log": {"level": "debug", "formatter": "json", "accesslog": {"disabled": True}},
+            "http": {
+                "addr": "127.0.0.1:5443",
+                "secret": "s3cret",
+                "tls": {"certificate": str(cert), "key": str(key)},
+                "debug": {"addr": ":5001", "prometheus": {"enabled": True, "path": "/metrics"}},
+            },
+            "storage": {
+                "filesystem": {"rootdirectory": str(tmp_path / "store")},
+                "maintenance": {
+                    "uploadpurging": {"enabled": True, "age": "168h", "interval": "1h30m", "dryrun": False},
+                    "readonly": {"enabled": True},
+                },
+            },
+            "notifications": {"endpoints": [{"name": "alistener", "url": "https://example.invalid/"}]},
+        }
+    )
+    loaded = load_config(path, {})
+    settings = loaded.settings
+    assert settings.http.tls.enabled
+    assert settings.http.tls.certificate == cert
+    assert settings.storage.maintenance.uploadpurging.age_seconds == 168 * 3600
+    assert settings.storage.maintenance.uploadpurging.interval_seconds == 5400
+    assert settings.storage.maintenance.readonly.enabled is True
+    assert settings.log.accesslog.disabled is True
+    assert {w.split(":")[0] for w in loaded.warnings} == {"http.debug", "notifications"}
+    assert "s3cret" not in repr(settings)
+
+
+def test_environment_overrides_file_and_dockyard_wins_over_registry(write_config: Any) -> None:
+    path = write_config({"http": {"addr": ":5000"}, "storage": {"delete": {"enabled": True}}})
+    settings = load_settings(
+        path,
+        {
+            "REGISTRY_HTTP_ADDR": "127.0.0.1:6000",
+            "DOCKYARD_HTTP_ADDR": "127.0.0.1:7000",
+            "DOCKYARD_STORAGE_DELETE_ENABLED": "false",
+            "DOCKYARD_STORAGE_MAINTENANCE_UPLOADPURGING_AGE": "2h",
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN": "true",
+            "DOCKYARD_DATABASE_URL": "postgresql://u:p@127.0.0.1/db",
+            "DOCKYARD_DATADIR": "/srv/dockyard",
+            "REGISTRY_HTTP_SECRET": "0123",  # stays text, not YAML's octal 83
+            "REGISTRY_LOG_LEVEL": "warn",
+            "REGISTRY_LOG_FIELDS_ENVIRONMENT": "prod",
+            "DOCKYARD_HTTP_WORKERS": "4",
+        },
+    )
+    assert settings.http.addr == "127.0.0.1:7000"
+    assert settings.storage.delete.enabled is False
+    assert settings.storage.maintenance.uploadpurging.age_seconds == 7200
+    assert settings.storage.maintenance.uploadpurging.dryrun is True
+    assert settings.database_url == "postgresql://u:p@127.0.0.1/db"
+    assert settings.datadir == Path("/srv/dockyard")
+    assert settings.http.secret == "0123"
+    assert settings.log.level == "warn"
+    assert settings.log.fields == {"environment": "prod"}
+    assert settings.http.workers == 4
+
+
+def test_registry_tls_and_rootdirectory_variables(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    settings = load_settings(
+        None,
+        {
+            "REGISTRY_HTTP_TLS_CERTIFICATE": str(cert),
+            "REGISTRY_HTTP_TLS_KEY": str(key),
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path / "blobs"),
+        },
+    )
+    assert (settings.http.tls.certificate, settings.http.tls.key) == (cert, key)
+    assert settings.storage_root == tmp_path / "blobs"
+
+
+def test_registry_storage_variable_selects_the_driver(write_config: Any) -> None:
+    path = write_config({"storage": {"filesystem": {"rootdirectory": "/x"}}})
+    assert load_settings(path, {"REGISTRY_STORAGE": "inmemory"}).storage.driver_name == "inmemory"
+    assert load_settings(None, {"DOCKYARD_STORAGE": "filesystem"}).storage.driver_name == "filesystem"
+    assert "'s3' is not supported" in config_error(None, {"REGISTRY_STORAGE": "s3"})
+    assert "REGISTRY_STORAGE_S3_BUCKET" in config_error(None, {"REGISTRY_STORAGE_S3_BUCKET": "b"})
+
+
+def test_registry_variables_only_reach_shared_sections() -> None:
+    loaded = load_config(None, {"REGISTRY_DATADIR": "/nope", "REGISTRY_AUTH_HTPASSWD_PATH": "/x",
+                                "DOCKYARD_NO_SUCH_THING": "1", "DOCKYARD_CONFIG": "/ignored.yml"})
+    assert loaded.settings.datadir == Path("data")
+    assert sorted(w.split(":")[0] for w in loaded.warnings) == [
+        "DOCKYARD_NO_SUCH_THING", "REGISTRY_AUTH_HTPASSWD_PATH", "REGISTRY_DATADIR"
+    ]
+
+
+def test_invalid_value_names_the_key_path(write_config: Any) -> None:
+    message = config_error(write_config({"storage": {"delete": {"enabled": "maybe"}}}))
+    assert message == "storage.delete.enabled: Input should be a valid boolean, unable to interpret input"
+
+
+def test_invalid_environment_value_names_the_variable() -> None:
+    message = config_error(None, {"DOCKYARD_STORAGE_DELETE_ENABLED": "maybe"})
+    assert message.startswith("storage.delete.enabled (from DOCKYARD_STORAGE_DELETE_ENABLED): ")
+
+
+def test_unknown_keys_are_errors_with_the_valid_choices(write_config: Any) -> None:
+    message = config_error(write_config({"storage": {"filesystem": {"rootdir": "/x"}}, "htp": {}}))
+    assert "storage.filesystem.rootdir: unknown key (expected one of: rootdirectory)" in message
+    assert "htp: unknown key" in message
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"http": {"addr": "5000"}}, "http.addr: expected host:port or :port"),
+        ({"http": {"addr": "http://x:5000"}}, "http.addr: expected host:port or :port"),
+        ({"http": {"addr": ":70000"}}, "http.addr: port must be between 1 and 65535"),
+        ({"http": {"tls": {"certificate": "/c.pem"}}}, "http.tls: certificate and key must be set together"),
+        ({"http": {"tls": {"certificate": "/no/c.pem", "key": "/no/k.pem"}}},
+         "http.tls.certificate: file not found"),
+        ({"storage": {"maintenance": {"uploadpurging": {"age": "1d"}}}},
+         "storage.maintenance.uploadpurging.age: invalid duration '1d'"),
+        ({"storage": {"maintenance": {"uploadpurging": {"interval": "0"}}}},
+         "storage.maintenance.uploadpurging.interval: must be a positive duration"),
+        ({"storage": {"inmemory": {}, "filesystem": {}}}, "storage: configure exactly one storage driver"),
+        ({"storage": {"s3": {"bucket": "b"}}}, "storage.s3: storage driver 's3' is not supported"),
+        ({"log": {"level": "loud"}}, "log.level: Input should be"),
+        ({"http": {"workers": 0}}, "http.workers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_invalid_settings_are_reported_by_key(
+    write_config: Any, config: dict[str, Any], expected: str
+) -> None:
+    assert expected in config_error(write_config(config))
+
+
+def test_unreadable_or_malformed_files(tmp_path: Path, write_config: Any) -> None:
+    assert "cannot read" in config_error(tmp_path / "missing.yml")
+    assert "not valid YAML" in config_error(write_config("http: [unclosed"))
+    assert "must be a YAML mapping" in config_error(write_config("- a\n- b\n"))
+
+
+def test_ipv6_and_named_hosts() -> None:
+    assert load_settings(None, {"DOCKYARD_HTTP_ADDR": "[::1]:5000"}).http.bind_host == "::1"
+    assert load_settings(None, {"DOCKYARD_HTTP_ADDR": "localhost:5001"}).http.bind_port == 5001
+
+
+def test_config_path_from_environment() -> None:
+    assert config_path_from_env({"REGISTRY_CONFIGURATION_PATH": "/etc/r.yml"}) == Path("/etc/r.yml")
+    both = {"DOCKYARD_CONFIG": "/a.yml", "REGISTRY_CONFIGURATION_PATH": "/b.yml"}
+    assert config_path_from_env(both) == Path("/a.yml")
+    assert config_path_from_env({}) is None
