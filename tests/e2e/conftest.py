@@ -14,9 +14,11 @@ from tests.support.tools import ContainerTools, run
 
 
 @pytest.fixture
-def tools(tmp_path: Path) -> ContainerTools:
+def tools(tmp_path: Path) -> Iterator[ContainerTools]:
     """skopeo, podman and buildah with a private store and config under this test's tmp dir."""
-    return ContainerTools(tmp_path / "containers")
+    sandbox = ContainerTools(tmp_path / "containers")
+    yield sandbox
+    sandbox.cleanup()
 
 
 def make_ca_dir(cert_out: Path, ca_dir: Path) -> Path:

@@ -105,9 +105,14 @@ def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 
-def read_layer_files(compressed_layer: bytes) -> dict[str, bytes]:
+def uncompressed(layer: bytes) -> bytes:
+    """A layer's tar: gunzipped if it is gzip'd, as is if it is a plain tar."""
+    return gzip.decompress(layer) if layer[:2] == b"\x1f\x8b" else layer
+
+
+def read_layer_files(layer: bytes) -> dict[str, bytes]:
     """The regular files in a gzip'd (or plain) tar layer, by path without a leading './' or '/'."""
-    data = gzip.decompress(compressed_layer) if compressed_layer[:2] == b"\x1f\x8b" else compressed_layer
+    data = uncompressed(layer)
     out: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         for member in tar.getmembers():

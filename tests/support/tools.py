@@ -8,7 +8,9 @@ and can run in parallel. A missing tool is a failure, never a skip.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +50,8 @@ class ContainerTools:
         self.podman_bin = require_tool("podman")
         self.buildah_bin = require_tool("buildah")
         self.storage_root = self.home / "storage"
-        self.run_root = self.home / "run"
+        # podman refuses a runroot longer than 50 characters, so it cannot live under pytest's tmp_path.
+        self.run_root = Path(tempfile.mkdtemp(prefix="dockyard-e2e-run-"))
         self.podman_tmp = self.home / "podman-tmp"
         for directory in (self.storage_root, self.run_root, self.podman_tmp, self.home / "tmp"):
             directory.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,9 @@ class ContainerTools:
         # Fully qualified names only: no short-name lookups against public registries.
         (self.home / "registries.conf").write_text("unqualified-search-registries = []\n")
         (self.home / "auth.json").write_text('{"auths": {}}\n')
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.run_root, ignore_errors=True)
 
     @property
     def env(self) -> dict[str, str]:
