@@ -58,10 +58,15 @@ class FileWriter(Protocol):
     """An append-only writer to one path (one writer per path at a time).
 
     Bytes written are at the path (or, for object stores, pending) until commit makes them
-    durable: readers may see a writer's partial bytes before `commit()`, so write only to paths
-    nobody reads yet (uploads) and `move` into place. `close()` keeps what was written, so a later
-    `writer(path, append=True)` -- another request, another process, another node -- resumes it.
-    After `close`, `commit` or `cancel` the writer is finished: further writes raise StorageError.
+    durable. So before `commit()`, what `stat`/`get_content`/`open_read`/`list` show of the path is
+    up to the driver: a local disk may show partial bytes, an object store nothing at all. Write
+    only to paths nobody reads yet (uploads), `move` into place after commit, and track progress
+    with `size`, never with `stat`.
+
+    `close()` keeps what was written, so a later `writer(path, append=True)` -- another request,
+    another process, another node -- resumes it; to drop a closed writer's bytes, resume it and
+    `cancel()`. After `close`, `commit` or `cancel` the writer is finished: further writes raise
+    StorageError.
     """
 
     @property

@@ -16,8 +16,9 @@ from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_va
 
 T = TypeVar("T")
 
-# Large enough that 1 MiB upload chunks go straight to write(2); small writes are still batched.
-WRITE_BUFFER_SIZE = 1 << 20
+# Chunks of at least this size go straight to write(2) without a copy; smaller writes are batched.
+# (Measured: 64 KiB and 1 MiB buffers write 1 MiB chunks equally fast.)
+WRITE_BUFFER_SIZE = 1 << 16
 # `~` is not allowed in a path segment, so a temp name never collides with a stored path and
 # `list` can skip leftovers of a crash.
 _TEMP_MARKER = ".~tmp-"
