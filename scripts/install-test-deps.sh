@@ -14,6 +14,7 @@ declare -A PACKAGE_OF=(
   [docker-registry]=docker-registry
   [wrk]=wrk
   [python3]=python3
+  [make]=make
 )
 
 missing=()
