@@ -4,6 +4,8 @@ PYTHON  := $(VENV)/bin/python
 CONFIG  ?=
 # Two workers: the suites are mostly waiting on servers and client subprocesses, and the machine has 2 cores.
 PYTEST_WORKERS ?= 2
+# e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
+PYTEST_ARGS ?= tests
 
 .PHONY: serve venv test test-deps lint bench
 
@@ -25,7 +27,7 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 test: test-deps
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) tests
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: test-deps
 	$(VENV)/bin/ruff check .
