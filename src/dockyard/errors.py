@@ -55,9 +55,15 @@ class BlobUploadInvalid(DockyardError):
 
 
 class RangeInvalid(DockyardError):
-    """A chunk that does not start where the upload ends, or an unsatisfiable read range."""
+    """A read range outside the blob."""
 
     message = "requested range not satisfiable"
+
+
+class ChunkOutOfOrder(BlobUploadInvalid):
+    """A chunk that does not start where the upload ends."""
+
+    message = "chunk does not start where the upload ends"
 
 
 class SizeInvalid(DockyardError):

@@ -34,18 +34,18 @@ class Digest:
 
 def looks_like_digest(value: str) -> bool:
     """True when value has the general digest shape (so it is not a tag)."""
-    return ":" in value and _DIGEST_RE.match(value) is not None
+    return ":" in value and _DIGEST_RE.fullmatch(value) is not None
 
 
 def parse_digest(value: str) -> Digest:
     """Parse and validate a digest string; raise DigestInvalid/UnsupportedDigest."""
-    if not _DIGEST_RE.match(value or ""):
+    if not _DIGEST_RE.fullmatch(value or ""):
         raise DigestInvalid(f"invalid digest {value!r}")
     algorithm, encoded = value.split(":", 1)
     pattern = _ENCODED.get(algorithm)
     if pattern is None:
         raise UnsupportedDigest(f"unsupported digest algorithm {algorithm!r}")
-    if not pattern.match(encoded):
+    if not pattern.fullmatch(encoded):
         raise DigestInvalid(f"invalid {algorithm} digest {value!r}")
     return Digest(algorithm, encoded)
 

@@ -71,7 +71,9 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManife
     annotations = _annotations(document.get("annotations"), "annotations") or {}
     artifact_type = _optional_str(document, "artifactType")
     if media_type in mt.INDEXES:
-        children = tuple(_descriptor(d, f"manifests[{i}]") for i, d in enumerate(_list(document, "manifests")))
+        children = tuple(
+            _descriptor(d, f"manifests[{i}]") for i, d in enumerate(_list(document, "manifests"))
+        )
         return ParsedManifest(media_type, artifact_type, None, (), children, subject, annotations)
     if "config" not in document:
         raise ManifestInvalid("an image manifest needs a config descriptor")

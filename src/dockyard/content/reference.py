@@ -15,13 +15,13 @@ MAX_NAME_LENGTH = 255
 
 def validate_name(name: str) -> str:
     """Return name if it is a valid repository name, else raise NameInvalid."""
-    if not name or len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name!r}")
     return name
 
 
 def is_valid_tag(tag: str) -> bool:
-    return _TAG_RE.match(tag) is not None
+    return _TAG_RE.fullmatch(tag) is not None
 
 
 def validate_tag(tag: str) -> str:

@@ -1,0 +1,1 @@
+"""Metadata database: engine, sessions, migrations. The DB is the source of truth."""

@@ -1,0 +1,111 @@
+"""Blob endpoints: GET/HEAD/DELETE /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+from starlette.concurrency import iterate_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.content.digest import parse_digest
+from dockyard.content.reference import validate_name
+from dockyard.errors import RangeInvalid
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_READ_CHUNK = 1024 * 1024
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single `bytes=` range as (start, end-exclusive); None means the whole blob. A header
+    we cannot read is ignored (RFC 9110 lets servers do so); one outside the blob is a 416."""
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None or match.group(0) == "bytes=-":
+        return None
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeInvalid(detail={"size": size})
+        return max(size - suffix, 0), size
+    start = int(first)
+    end = size if last == "" else min(int(last) + 1, size)
+    if start >= size or (last != "" and int(last) < start):
+        raise RangeInvalid(detail={"size": size})
+    return start, end
+
+
+def blob_headers(digest: str, size: int) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Content-Length": str(size),
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+async def _size(ctx: OCIContext, name: str, digest: str) -> int:
+    size = ctx.registry.cached_blob_size(name, digest)
+    if size is None:
+        size = await ctx.call(ctx.registry.blob_size, name, digest)
+    return size
+
+
+async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
+    size = await _size(ctx, name, digest)
+    return Response(b"", headers=blob_headers(digest, size), media_type="application/octet-stream")
+
+
+async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
+    size = await _size(ctx, name, digest)
+    byte_range = parse_range(request.headers.get("range"), size)
+    location = ctx.registry.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
+    if location.redirect_url:
+        return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)
+    headers = blob_headers(digest, size)
+    if location.local_path and "range" not in request.headers:
+        # Zero-copy where the server supports it (ASGI pathsend).
+        return FileResponse(
+            location.local_path,
+            headers=headers,
+            media_type="application/octet-stream",
+            stat_result=os.stat(location.local_path),
+        )
+    start, end = byte_range or (0, size)
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+    stream = await ctx.call(ctx.registry.blobs.open, digest, start)
+    return StreamingResponse(
+        iterate_in_threadpool(_read(stream, end - start)),
+        status_code=status,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+def _read(stream: object, remaining: int) -> Iterator[bytes]:
+    with stream:  # type: ignore[attr-defined]
+        while remaining > 0:
+            chunk = stream.read(min(_READ_CHUNK, remaining))  # type: ignore[attr-defined]
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+async def delete_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
+    validate_name(name)
+    parse_digest(digest)
+    await ctx.call(ctx.registry.delete_blob, name, digest)
+    return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Docker-Content-Digest": digest})

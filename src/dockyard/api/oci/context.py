@@ -1,0 +1,29 @@
+"""What every /v2 handler needs: the registry, the blob I/O pool, and how to build URLs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio.to_thread
+
+from dockyard.api.oci.streaming import BlobIO
+from dockyard.registry.services import Registry
+
+T = TypeVar("T")
+
+
+@dataclass
+class OCIContext:
+    registry: Registry
+    io: BlobIO
+    base_url: str = ""  # http.host when set: absolute Location headers
+    redirect_blobs: bool = False
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a synchronous registry call (DB, storage) in a worker thread."""
+        return await anyio.to_thread.run_sync(fn, *args)

@@ -1,0 +1,67 @@
+"""The one place domain errors become OCI error responses: `{"errors": [{code, message, detail}]}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.responses import Response
+
+from dockyard import errors
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+# Most specific class first: the first isinstance match wins.
+_MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
+    (errors.ChunkOutOfOrder, "BLOB_UPLOAD_INVALID", 416),
+    (errors.BlobUploadInvalid, "BLOB_UPLOAD_INVALID", 400),
+    (errors.BlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN", 404),
+    (errors.BlobUnknown, "BLOB_UNKNOWN", 404),
+    (errors.DigestInvalid, "DIGEST_INVALID", 400),
+    (errors.SizeInvalid, "SIZE_INVALID", 400),
+    (errors.RangeInvalid, "RANGE_INVALID", 416),
+    (errors.ManifestTooLarge, "MANIFEST_INVALID", 413),
+    (errors.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", 400),
+    (errors.ManifestInvalid, "MANIFEST_INVALID", 400),
+    (errors.ManifestUnknown, "MANIFEST_UNKNOWN", 404),
+    (errors.TagInvalid, "MANIFEST_INVALID", 400),
+    (errors.NameInvalid, "NAME_INVALID", 400),
+    (errors.NameUnknown, "NAME_UNKNOWN", 404),
+    (errors.PaginationInvalid, "PAGINATION_NUMBER_INVALID", 400),
+    (errors.Unsupported, "UNSUPPORTED", 405),
+    (errors.InvalidPath, "NAME_INVALID", 400),
+    (errors.PathNotFound, "BLOB_UNKNOWN", 404),
+]
+
+log = logging.getLogger("dockyard.api.oci")
+
+
+def error_body(code: str, message: str, detail: Any = None) -> bytes:
+    entry: dict[str, Any] = {"code": code, "message": message}
+    if detail is not None:
+        entry["detail"] = detail
+    return json.dumps({"errors": [entry]}).encode()
+
+
+def error_response(
+    code: str, message: str, status: int, detail: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        error_body(code, message, detail),
+        status_code=status,
+        media_type="application/json",
+        headers={**API_VERSION_HEADER, **(headers or {})},
+    )
+
+
+def render_error(exc: Exception) -> Response:
+    """Render any exception raised by a /v2 handler; unknown ones become a bare 500."""
+    if isinstance(exc, errors.DockyardError):
+        for kind, code, status in _MAPPING:
+            if isinstance(exc, kind):
+                if isinstance(exc, errors.PathNotFound):
+                    log.error("blob recorded in the DB is missing from storage: %s", exc)
+                return error_response(code, exc.message, status, exc.detail)
+    log.exception("unhandled error in /v2 handler", exc_info=exc)
+    return error_response("UNKNOWN", "internal server error", 500)

@@ -1,0 +1,75 @@
+"""Listing endpoints: /v2/, /v2/_catalog, tags list and referrers."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.content import mediatypes
+from dockyard.content.digest import parse_digest
+from dockyard.content.reference import validate_name
+from dockyard.errors import PaginationInvalid
+from dockyard.registry.interfaces import Page
+
+# Unbounded listings could be huge; clients that want everything follow the Link header.
+MAX_PAGE = 10_000
+JSON = "application/json"
+
+
+async def base(ctx: OCIContext, request: Request) -> Response:
+    return Response(b"{}", headers=API_VERSION_HEADER, media_type=JSON)
+
+
+def _pagination(request: Request) -> tuple[int | None, str | None]:
+    raw = request.query_params.get("n")
+    limit: int | None = None
+    if raw is not None and raw != "":
+        if not raw.isdigit():
+            raise PaginationInvalid(detail={"n": raw})
+        limit = min(int(raw), MAX_PAGE)
+    last = request.query_params.get("last") or None
+    return limit, last
+
+
+def _paged_response(path: str, key: str, body: dict[str, object], page: Page, limit: int | None) -> Response:
+    headers = dict(API_VERSION_HEADER)
+    if page.more and page.items:
+        query = urlencode({"n": limit if limit is not None else MAX_PAGE, "last": page.items[-1]})
+        headers["Link"] = f'<{path}?{query}>; rel="next"'
+    body[key] = list(page.items)
+    return Response(json.dumps(body).encode(), headers=headers, media_type=JSON)
+
+
+async def catalog(ctx: OCIContext, request: Request) -> Response:
+    limit, last = _pagination(request)
+    effective = MAX_PAGE if limit is None else limit
+    page = ctx.registry.cached_listing(("catalog", None, effective, last))
+    if page is None:
+        page = await ctx.call(ctx.registry.catalog, effective, last)
+    return _paged_response("/v2/_catalog", "repositories", {}, page, effective)
+
+
+async def tags_list(ctx: OCIContext, request: Request, name: str) -> Response:
+    limit, last = _pagination(request)
+    effective = MAX_PAGE if limit is None else limit
+    page = ctx.registry.cached_listing(("tags", name, effective, last))
+    if page is None:
+        page = await ctx.call(ctx.registry.list_tags, name, effective, last)
+    return _paged_response(f"/v2/{name}/tags/list", "tags", {"name": name}, page, effective)
+
+
+async def referrers(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
+    validate_name(name)
+    parse_digest(digest)
+    artifact_type = request.query_params.get("artifactType") or None
+    listing = await ctx.call(ctx.registry.referrers, name, digest, artifact_type)
+    headers = dict(API_VERSION_HEADER)
+    if listing.filtered_by_artifact_type:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    body = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": list(listing.descriptors)}
+    return Response(json.dumps(body).encode(), headers=headers, media_type=mediatypes.OCI_INDEX)

@@ -1,0 +1,99 @@
+"""Manifest endpoints: GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.content import mediatypes
+from dockyard.content.manifest import MAX_MANIFEST_SIZE
+from dockyard.errors import ManifestTooLarge, ManifestUnknown, SizeInvalid
+from dockyard.registry.interfaces import ManifestRecord
+
+
+def _acceptable(request: Request, record: ManifestRecord) -> bool:
+    """Content negotiation: a client that lists manifest types in Accept must list this one.
+    Clients with no Accept, a wildcard, or no manifest types at all get the manifest as it is."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return True
+    offered = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if record.media_type in offered or "*/*" in offered:
+        return True
+    return not (offered & (mediatypes.MANIFEST_TYPES | mediatypes.SCHEMA1_TYPES))
+
+
+async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) -> Response | ManifestRecord:
+    record = ctx.registry.cached_manifest(name, reference)
+    if record is None:
+        record = await ctx.call(ctx.registry.get_manifest, name, reference)
+    if not _acceptable(request, record):
+        raise ManifestUnknown(
+            f"manifest is {record.media_type}, which the request's Accept header does not list",
+            detail={"mediaType": record.media_type},
+        )
+    return record
+
+
+def _headers(record: ManifestRecord) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+        "Content-Length": str(record.size),
+    }
+
+
+async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
+    record = await _lookup(ctx, request, name, reference)
+    assert isinstance(record, ManifestRecord)
+    return Response(record.content, headers=_headers(record), media_type=record.media_type)
+
+
+async def head_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
+    record = await _lookup(ctx, request, name, reference)
+    assert isinstance(record, ManifestRecord)
+    return Response(b"", headers=_headers(record), media_type=record.media_type)
+
+
+async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
+    body = await _read_limited(request)
+    result = await ctx.call(
+        ctx.registry.put_manifest, name, reference, body, request.headers.get("content-type")
+    )
+    headers = {
+        **API_VERSION_HEADER,
+        "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),
+        "Docker-Content-Digest": result.digest,
+        "Content-Length": "0",
+    }
+    if result.subject:
+        headers["OCI-Subject"] = result.subject
+    return Response(b"", status_code=201, headers=headers)
+
+
+async def delete_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
+    await ctx.call(ctx.registry.delete_manifest, name, reference)
+    return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+
+
+async def _read_limited(request: Request) -> bytes:
+    """Read a manifest body, refusing more than the limit before buffering it."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise SizeInvalid("invalid Content-Length header")
+        if int(length) > MAX_MANIFEST_SIZE:
+            raise ManifestTooLarge(f"manifest is {length} bytes; the limit is {MAX_MANIFEST_SIZE}")
+    parts: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_MANIFEST_SIZE:
+            raise ManifestTooLarge(f"manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes")
+        parts.append(chunk)
+    if length is not None and received != int(length):
+        raise SizeInvalid("request body is shorter than its Content-Length")
+    return b"".join(parts)

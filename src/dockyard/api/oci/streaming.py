@@ -1,0 +1,82 @@
+"""Move request bodies into storage: hash and write in large chunks, off the event loop,
+while the next chunk is being received."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from starlette.requests import ClientDisconnect, Request
+
+from dockyard.errors import BlobUploadInvalid, SizeInvalid
+
+T = TypeVar("T")
+
+# Big enough that thread hand-offs and hashlib calls are amortised; small enough to keep
+# memory per upload bounded (at most two of these in flight per request).
+WRITE_CHUNK = 4 * 1024 * 1024
+
+
+class BlobIO:
+    """A dedicated pool for blob writes and hashing (which release the GIL)."""
+
+    def __init__(self, workers: int = 16) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blob-io")
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise SizeInvalid("invalid Content-Length header")
+    return int(value)
+
+
+async def receive_into(request: Request, write: Callable[[bytes], None], io: BlobIO) -> int:
+    """Stream the request body into `write` (called in a worker thread, in order). Returns the
+    number of bytes; raises BlobUploadInvalid if the client went away or sent less than it said."""
+    expected = declared_length(request)
+    parts: list[bytes] = []
+    buffered = 0
+    total = 0
+    pending: asyncio.Future[None] | None = None
+    try:
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            parts.append(chunk)
+            buffered += len(chunk)
+            total += len(chunk)
+            if expected is not None and total > expected:
+                raise SizeInvalid("request body is longer than its Content-Length")
+            if buffered >= WRITE_CHUNK:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts, buffered = [], 0
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(io.run(write, data))
+        if pending is not None:
+            await pending
+            pending = None
+        if parts:
+            await io.run(write, parts[0] if len(parts) == 1 else b"".join(parts))
+    except ClientDisconnect:
+        raise BlobUploadInvalid("the client disconnected before the whole body arrived") from None
+    finally:
+        if pending is not None:
+            await asyncio.gather(pending, return_exceptions=True)
+    if expected is not None and total != expected:
+        raise SizeInvalid(
+            "request body is shorter than its Content-Length",
+            detail={"expected": expected, "received": total},
+        )
+    return total

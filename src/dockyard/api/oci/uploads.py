@@ -1,0 +1,147 @@
+"""Upload endpoints: POST /v2/<name>/blobs/uploads/ and GET/PATCH/PUT/DELETE .../uploads/<id>."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.streaming import declared_length, receive_into
+from dockyard.content.digest import parse_digest
+from dockyard.content.reference import validate_name
+from dockyard.errors import ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
+from dockyard.storage.uploads import UploadState
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _upload_headers(ctx: OCIContext, name: str, state: UploadState) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Location": ctx.url(f"/v2/{name}/blobs/uploads/{state.id}"),
+        "Range": f"0-{max(state.size - 1, 0)}",
+        "Docker-Upload-UUID": state.id,
+        "Content-Length": "0",
+    }
+
+
+def _created(ctx: OCIContext, name: str, digest: str) -> Response:
+    return Response(
+        b"",
+        status_code=201,
+        headers={
+            **API_VERSION_HEADER,
+            "Location": ctx.url(f"/v2/{name}/blobs/{digest}"),
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        },
+    )
+
+
+async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response:
+    validate_name(name)
+    params = request.query_params
+    mount = params.get("mount")
+    if mount is not None:
+        parse_digest(mount)
+        source = params.get("from")
+        if source is not None:
+            validate_name(source)
+        if await ctx.call(ctx.registry.mount_blob, name, mount, source) is not None:
+            return _created(ctx, name, mount)
+    digest = params.get("digest")
+    if digest is not None:
+        parse_digest(digest)
+    state = await ctx.call(ctx.registry.start_upload, name)
+    if digest is None:
+        return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
+    # Monolithic upload: the whole blob is the POST body.
+    state = await _append(ctx, request, state)
+    await _commit(ctx, state, digest)
+    return _created(ctx, name, digest)
+
+
+async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    return Response(b"", status_code=204, headers=_upload_headers(ctx, name, state))
+
+
+async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    _check_content_range(request, state)
+    state = await _append(ctx, request, state)
+    return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
+
+
+async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
+    digest = request.query_params.get("digest")
+    if not digest:
+        raise DigestInvalid("the digest query parameter is required to complete an upload")
+    parse_digest(digest)
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    if request.headers.get("content-range") is not None:
+        _check_content_range(request, state)
+    if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
+        state = await _append(ctx, request, state)
+    await _commit(ctx, state, digest)
+    return _created(ctx, name, digest)
+
+
+async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
+    await ctx.call(ctx.registry.cancel_upload, name, upload_id)
+    return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+
+
+def _check_content_range(request: Request, state: UploadState) -> None:
+    header = request.headers.get("content-range")
+    if header is None:
+        return  # a streamed chunk: it simply continues the upload
+    match = _CONTENT_RANGE.match(header.strip())
+    if match is None:
+        raise ChunkOutOfOrder("malformed Content-Range header", detail={"content-range": header})
+    start, end = int(match.group(1)), int(match.group(2))
+    if start != state.size or end < start:
+        raise ChunkOutOfOrder(
+            f"chunk must start at offset {state.size}", detail={"content-range": header, "size": state.size}
+        )
+    length = declared_length(request)
+    if length is not None and length != end - start + 1:
+        raise ChunkOutOfOrder(
+            "Content-Range does not match Content-Length", detail={"content-range": header, "length": length}
+        )
+
+
+async def _append(ctx: OCIContext, request: Request, state: UploadState) -> UploadState:
+    session = await ctx.call(ctx.registry.uploads.begin_append, state)
+    try:
+        await receive_into(request, session.write, ctx.io)
+    except BaseException:
+        await ctx.call(_abort_quietly, session)
+        raise
+    return await ctx.call(session.finish)
+
+
+def _abort_quietly(session: object) -> None:
+    try:
+        session.abort()  # type: ignore[attr-defined]
+    except DockyardError:
+        pass
+
+
+async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
+    try:
+        await ctx.call(ctx.registry.commit_upload, state, digest)
+    except (DigestInvalid, SizeInvalid):
+        # The bytes can never become this blob: drop the session so nothing half-done lingers.
+        await ctx.call(_cancel_quietly, ctx, state)
+        raise
+
+
+def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
+    try:
+        ctx.registry.uploads.cancel(state.id, state.repository)
+    except DockyardError:
+        pass

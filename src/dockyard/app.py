@@ -1,0 +1,160 @@
+"""Composition root: read Settings once, build the services, wire the ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import error_response
+from dockyard.api.oci.routes import oci_routes
+from dockyard.api.oci.streaming import BlobIO
+from dockyard.config.durations import parse_duration
+from dockyard.config.loader import load_settings
+from dockyard.config.settings import Settings
+from dockyard.db.engine import build_engine
+from dockyard.db.migrate import upgrade
+from dockyard.db.session import Database
+from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
+from dockyard.registry.services import Registry
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.driver import build_driver
+from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.uploads import UploadStore
+
+CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file the workers read (set by serve)
+log = logging.getLogger("dockyard.app")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    driver: StorageDriver
+    uploads: UploadStore
+    blobs: BlobStore
+    registry: Registry
+    feed: ChangeFeed
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_driver_from(settings: Settings) -> StorageDriver:
+    if settings.storage.driver_name == "inmemory":
+        return build_driver("inmemory")
+    return build_driver("filesystem", rootdirectory=settings.storage_root)
+
+
+def build_services(settings: Settings, migrate: bool = True) -> Services:
+    engine = build_engine(settings.database_url)
+    if migrate:
+        upgrade(engine)
+    db = Database(engine)
+    driver = build_driver_from(settings)
+    # Several worker processes share one node's caches' change feed through a file; an
+    # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.
+    feed: ChangeFeed = (
+        InProcessChangeFeed()
+        if settings.storage.driver_name == "inmemory"
+        else LocalChangeFeed(settings.datadir / "run" / "changes")
+    )
+    uploads = UploadStore(db, driver)
+    blobs = BlobStore(db, driver, uploads)
+    registry = Registry(
+        db,
+        blobs,
+        uploads,
+        feed,
+        delete_enabled=settings.storage.delete.enabled,
+        read_only=settings.storage.maintenance.readonly.enabled,
+    )
+    return Services(settings, db, driver, uploads, blobs, registry, feed)
+
+
+def create_app(services: Services) -> Starlette:
+    settings = services.settings
+    io = BlobIO()
+    ctx = OCIContext(services.registry, io, base_url=(settings.http.host or "").rstrip("/"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        purger = asyncio.create_task(_purge_uploads_forever(services))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            io.shutdown()
+            services.close()
+
+    app = Starlette(
+        routes=oci_routes(ctx),
+        exception_handlers={404: _not_found, 405: _not_allowed},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    if request.url.path.startswith("/v2"):
+        return error_response("NAME_UNKNOWN", "no such endpoint or repository", 404)
+    return PlainTextResponse("not found", status_code=404)
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response("UNSUPPORTED", f"{request.method} is not supported here", 405)
+
+
+async def _purge_uploads_forever(services: Services) -> None:
+    """Purge stale uploads on a timer, in one worker process per node (a file lock elects it)."""
+    purging = services.settings.storage.maintenance.uploadpurging
+    if not purging.enabled:
+        return
+    lock = _try_lock(services.settings.datadir / "run" / "uploadpurge.lock")
+    if lock is None:
+        return
+    age = timedelta(seconds=parse_duration(purging.age))
+    interval = parse_duration(purging.interval)
+    try:
+        while True:
+            try:
+                purged = await asyncio.to_thread(services.uploads.purge_stale, age, purging.dryrun)
+                if purged:
+                    verb = "would purge" if purging.dryrun else "purged"
+                    log.info("%s %d stale uploads", verb, len(purged))
+            except Exception:
+                log.exception("upload purge failed")
+            await asyncio.sleep(interval)
+    finally:
+        os.close(lock)
+
+
+def _try_lock(path: Path) -> int | None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def worker_app() -> Any:
+    """ASGI factory for server worker processes: settings come from the file `serve` was given."""
+    config = os.environ.get(CONFIG_ENV)
+    settings = load_settings(Path(config) if config else None, os.environ)
+    return create_app(build_services(settings, migrate=False))

@@ -1,0 +1,108 @@
+"""The `dockyard` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dockyard.config.loader import config_path_from_env, load_config, load_settings
+from dockyard.config.settings import Settings
+from dockyard.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="dockyard: a self-hosted OCI registry.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
+db_app = typer.Typer(no_args_is_help=True, help="Manage the metadata database.")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (dockyard's or a registry:2 config.yml)."),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config or config_path_from_env())
+    except ConfigError as exc:
+        typer.echo(f"dockyard: invalid configuration: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    config_file: Annotated[
+        Path | None, typer.Argument(help="Config file, as `registry serve` takes it.")
+    ] = None,
+) -> None:
+    """Run the registry."""
+    from dockyard.cli.server import run_server
+
+    path = config or config_file or config_path_from_env()
+    run_server(_settings(path), path)
+
+
+@config_app.command("check")
+def config_check(config: ConfigOption = None) -> None:
+    """Validate the configuration and print the settings in effect."""
+    try:
+        loaded = load_config(config or config_path_from_env())
+    except ConfigError as exc:
+        typer.echo(f"invalid configuration: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    for warning in loaded.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    settings = loaded.settings
+    typer.echo(
+        f"configuration OK ({'registry:2 format' if settings.is_registry2_config else 'dockyard format'})"
+    )
+    typer.echo(f"  listen:   {settings.http.addr}{' (TLS)' if settings.http.tls.certificate else ''}")
+    typer.echo(f"  storage:  {settings.storage.driver_name} {settings.storage_root}")
+    typer.echo(f"  database: {_redact(settings.database_url)}")
+    typer.echo(f"  deletes:  {'enabled' if settings.storage.delete.enabled else 'disabled'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply database migrations (safe to run from several nodes at once)."""
+    from dockyard.db.engine import build_engine
+    from dockyard.db.migrate import current_revision, upgrade
+
+    settings = _settings(config)
+    engine = build_engine(settings.database_url)
+    upgrade(engine)
+    typer.echo(f"database at revision {current_revision(engine)}")
+
+
+@app.command()
+def cert(
+    host: Annotated[str, typer.Argument(help="Host name or IP address clients use for the registry.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the files.")] = Path("certs"),
+    port: Annotated[int, typer.Option(help="Port clients use (for the certs.d paths).")] = 5000,
+    name: Annotated[
+        list[str] | None, typer.Option("--name", help="Extra DNS name or IP (repeatable).")
+    ] = None,
+) -> None:
+    """Make a private CA and a server certificate for HOST, and say where clients want the CA."""
+    from dockyard.cli.cert import run_cert_command
+
+    typer.echo(run_cert_command(host, out, port, name or []))
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(app())

@@ -1,0 +1,46 @@
+"""`dockyard serve`: migrate, then run the ASGI app under Granian with several worker processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from dockyard.app import CONFIG_ENV
+from dockyard.config.settings import Settings
+from dockyard.db.engine import build_engine
+from dockyard.db.migrate import upgrade
+
+log = logging.getLogger("dockyard.serve")
+
+
+def run_server(settings: Settings, config_path: Path | None) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
+
+    settings.datadir.mkdir(parents=True, exist_ok=True)
+    # Migrate once here, not in every worker.
+    engine = build_engine(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(config_path.resolve())
+    tls = settings.http.tls
+    server = Granian(
+        "dockyard.app:worker_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=settings.http.bind_host,
+        port=settings.http.bind_port,
+        workers=settings.http.workers,
+        http1_settings=HTTP1Settings(keep_alive=True),
+        backlog=2048,
+        log_enabled=True,
+        log_access=False,
+        ssl_cert=tls.certificate,
+        ssl_key=tls.key,
+        ssl_protocol_min=SSLProtocols.tls12,
+        respawn_failed_workers=True,
+    )
+    server.serve()

@@ -1,0 +1,45 @@
+"""Apply the Alembic migrations shipped inside the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Any, target_metadata: Any = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    config.attributes["target_metadata"] = target_metadata
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision`. Idempotent; safe to call at every start."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            # Serialise concurrent upgrades from several nodes on one advisory lock.
+            connection.exec_driver_sql("SELECT pg_advisory_lock(4242001)")
+        command.upgrade(alembic_config(connection), revision)
+        connection.commit()
+
+
+def is_up_to_date(engine: Engine) -> bool:
+    return current_revision(engine) == head_revision()

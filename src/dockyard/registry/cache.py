@@ -1,0 +1,102 @@
+"""Read caches for the hot paths, kept correct across worker processes by a change feed.
+
+Every write that could make a cached answer stale bumps a generation counter *after* its
+transaction commits. A reader notes the generation *before* it queries, and stores the answer
+under that generation; a later read that sees a newer generation drops the whole cache. So a
+stale answer can never outlive the write that made it stale.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import threading
+from enum import IntEnum
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+_SLOT = struct.Struct("<Q")
+
+
+class Topic(IntEnum):
+    MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog
+    BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
+
+
+class ChangeFeed(Protocol):
+    def generation(self, topic: Topic) -> int: ...
+
+    def bump(self, topic: Topic) -> None: ...
+
+
+class LocalChangeFeed:
+    """Counters in a small memory-mapped file shared by every worker process on this node."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _SLOT.size * len(Topic):
+                os.ftruncate(fd, _SLOT.size * len(Topic))
+            self._map = mmap.mmap(fd, _SLOT.size * len(Topic))
+        finally:
+            os.close(fd)
+        self._lock = threading.Lock()
+
+    def generation(self, topic: Topic) -> int:
+        return int(_SLOT.unpack_from(self._map, topic * _SLOT.size)[0])
+
+    def bump(self, topic: Topic) -> None:
+        # A fresh random value rather than +1: no cross-process lock is needed for "it changed".
+        value = int.from_bytes(os.urandom(8), "little")
+        with self._lock:
+            _SLOT.pack_into(self._map, topic * _SLOT.size, value)
+
+
+class InProcessChangeFeed:
+    def __init__(self) -> None:
+        self._values = [0] * len(Topic)
+
+    def generation(self, topic: Topic) -> int:
+        return self._values[topic]
+
+    def bump(self, topic: Topic) -> None:
+        self._values[topic] += 1
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class GenerationCache(Generic[K, V]):
+    """A bounded dict that empties itself when its topic's generation moves."""
+
+    def __init__(self, feed: ChangeFeed, topic: Topic, max_entries: int = 10_000) -> None:
+        self._feed = feed
+        self._topic = topic
+        self._max = max_entries
+        self._entries: dict[K, V] = {}
+        self._generation = feed.generation(topic)
+
+    def current_generation(self) -> int:
+        """Read before querying the DB; pass to `put`."""
+        return self._feed.generation(self._topic)
+
+    def get(self, key: K) -> V | None:
+        generation = self._feed.generation(self._topic)
+        if generation != self._generation:
+            self._entries = {}
+            self._generation = generation
+            return None
+        return self._entries.get(key)
+
+    def put(self, key: K, value: V, generation: int) -> None:
+        if generation != self._generation:
+            if generation != self._feed.generation(self._topic):
+                return  # something changed since the caller read; its answer may be stale
+            self._entries = {}
+            self._generation = generation
+        if len(self._entries) >= self._max:
+            self._entries = {}
+        self._entries[key] = value

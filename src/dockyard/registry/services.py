@@ -1,0 +1,388 @@
+"""The registry: repositories, manifests, tags, referrers and which blobs each repository may read.
+
+Methods are synchronous (DB and storage I/O); the edge runs them in worker threads. The
+`cached_*` methods do no I/O and may be called on the event loop.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, select
+
+from dockyard.content.digest import Digest, digest_of, parse_digest
+from dockyard.content.manifest import ParsedManifest, parse_manifest
+from dockyard.content.reference import parse_reference, validate_name
+from dockyard.db.base import utcnow
+from dockyard.db.dialect import bytewise, insert_ignore, upsert
+from dockyard.db.session import Database
+from dockyard.errors import (
+    BlobUnknown,
+    DeleteDisabled,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    NameUnknown,
+    ReadOnly,
+)
+from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
+from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
+from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.models import Blob
+from dockyard.storage.uploads import UploadState, UploadStore
+
+
+class Registry:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        uploads: UploadStore,
+        feed: ChangeFeed,
+        delete_enabled: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        self._db = db
+        self.blobs = blobs
+        self.uploads = uploads
+        self._feed = feed
+        self.delete_enabled = delete_enabled
+        self.read_only = read_only
+        self._manifests: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
+            feed, Topic.MANIFESTS
+        )
+        self._listings: GenerationCache[tuple[str, str | None, int | None, str | None], Page] = (
+            GenerationCache(feed, Topic.MANIFESTS, 2_000)
+        )
+        self._blob_sizes: GenerationCache[tuple[str, str], int] = GenerationCache(
+            feed, Topic.BLOB_DELETES, 50_000
+        )
+
+    # --- hot-path caches (no I/O) -------------------------------------------------------------
+    def cached_manifest(self, name: str, reference: str) -> ManifestRecord | None:
+        return self._manifests.get((name, reference))
+
+    def cached_blob_size(self, name: str, digest: str) -> int | None:
+        return self._blob_sizes.get((name, digest))
+
+    def cached_listing(self, key: tuple[str, str | None, int | None, str | None]) -> Page | None:
+        return self._listings.get(key)
+
+    # --- manifests ----------------------------------------------------------------------------
+    def get_manifest(self, name: str, reference: str) -> ManifestRecord:
+        validate_name(name)
+        ref = parse_reference(reference)
+        generation = self._manifests.current_generation()
+        with self._db.read() as connection:
+            query = select(Manifest.digest, Manifest.media_type, Manifest.content).join(
+                Repository, Repository.id == Manifest.repository_id
+            )
+            if isinstance(ref, Digest):
+                query = query.where(Repository.name == name, Manifest.digest == str(ref))
+            else:
+                query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
+                    Repository.name == name, Tag.name == ref
+                )
+            row = connection.execute(query).first()
+        if row is None:
+            raise ManifestUnknown(detail={"name": name, "reference": reference})
+        record = ManifestRecord(row.digest, row.media_type, bytes(row.content))
+        self._manifests.put((name, reference), record, generation)
+        return record
+
+    def put_manifest(
+        self, name: str, reference: str, body: bytes, content_type: str | None
+    ) -> PutManifestResult:
+        self._check_writable()
+        validate_name(name)
+        ref = parse_reference(reference)
+        parsed = parse_manifest(body, content_type)
+        algorithm = ref.algorithm if isinstance(ref, Digest) else "sha256"
+        digest = digest_of(body, algorithm)
+        if isinstance(ref, Digest) and str(ref) != digest:
+            raise DigestInvalid(
+                "manifest content does not match the digest in the URL",
+                detail={"expected": str(ref), "computed": digest},
+            )
+        with self._db.write() as connection:
+            repository_id, _ = self._ensure_repository(connection, name)
+            self._check_references(connection, repository_id, parsed)
+            manifest_id = self._store_manifest(connection, repository_id, digest, body, parsed)
+            if not isinstance(ref, Digest):
+                upsert(
+                    connection,
+                    Tag.__table__,
+                    {
+                        "repository_id": repository_id,
+                        "name": ref,
+                        "manifest_id": manifest_id,
+                        "updated_at": utcnow(),
+                    },
+                    key=["repository_id", "name"],
+                    update=["manifest_id", "updated_at"],
+                )
+        self._feed.bump(Topic.MANIFESTS)
+        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None)
+
+    def delete_manifest(self, name: str, reference: str) -> None:
+        self._check_deletable()
+        validate_name(name)
+        ref = parse_reference(reference)
+        with self._db.write() as connection:
+            repository_id = self._repository_id(connection, name)
+            if repository_id is None:
+                raise ManifestUnknown(detail={"name": name, "reference": reference})
+            if isinstance(ref, Digest):
+                result = connection.execute(
+                    delete(Manifest.__table__).where(
+                        Manifest.repository_id == repository_id, Manifest.digest == str(ref)
+                    )
+                )
+            else:
+                result = connection.execute(
+                    delete(Tag.__table__).where(Tag.repository_id == repository_id, Tag.name == ref)
+                )
+            if result.rowcount == 0:
+                raise ManifestUnknown(detail={"name": name, "reference": reference})
+        self._feed.bump(Topic.MANIFESTS)
+
+    # --- listings -----------------------------------------------------------------------------
+    def list_tags(self, name: str, limit: int | None, last: str | None) -> Page:
+        validate_name(name)
+        key = ("tags", name, limit, last)
+        generation = self._listings.current_generation()
+        with self._db.read() as connection:
+            repository_id = self._repository_id(connection, name)
+            if repository_id is None:
+                raise NameUnknown(detail={"name": name})
+            column = bytewise(Tag.name, connection)
+            query = select(Tag.name).where(Tag.repository_id == repository_id).order_by(column)
+            if last:
+                query = query.where(column > last)
+            page = _page(connection, query, limit)
+        self._listings.put(key, page, generation)
+        return page
+
+    def catalog(self, limit: int | None, last: str | None) -> Page:
+        key = ("catalog", None, limit, last)
+        generation = self._listings.current_generation()
+        with self._db.read() as connection:
+            column = bytewise(Repository.name, connection)
+            query = select(Repository.name).order_by(column)
+            if last:
+                query = query.where(column > last)
+            page = _page(connection, query, limit)
+        self._listings.put(key, page, generation)
+        return page
+
+    def referrers(self, name: str, digest: str, artifact_type: str | None) -> ReferrerList:
+        validate_name(name)
+        parse_digest(digest)
+        with self._db.read() as connection:
+            query = (
+                select(
+                    Manifest.digest,
+                    Manifest.media_type,
+                    Manifest.size,
+                    Manifest.artifact_type,
+                    Manifest.annotations,
+                )
+                .join(Repository, Repository.id == Manifest.repository_id)
+                .where(Repository.name == name, Manifest.subject_digest == digest)
+                .order_by(Manifest.id)
+            )
+            if artifact_type:
+                query = query.where(Manifest.artifact_type == artifact_type)
+            rows = connection.execute(query).all()
+        descriptors = []
+        for row in rows:
+            descriptor = {"mediaType": row.media_type, "digest": row.digest, "size": row.size}
+            if row.artifact_type:
+                descriptor["artifactType"] = row.artifact_type
+            if row.annotations:
+                descriptor["annotations"] = row.annotations
+            descriptors.append(descriptor)
+        return ReferrerList(tuple(descriptors), artifact_type is not None)
+
+    # --- blobs --------------------------------------------------------------------------------
+    def blob_size(self, name: str, digest: str) -> int:
+        """The size of a blob this repository may read; BlobUnknown otherwise."""
+        validate_name(name)
+        parse_digest(digest)
+        generation = self._blob_sizes.current_generation()
+        with self._db.read() as connection:
+            size = connection.scalar(
+                select(Blob.size)
+                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                .join(Repository, Repository.id == RepositoryBlob.repository_id)
+                .where(Repository.name == name, Blob.digest == digest)
+            )
+        if size is None:
+            raise BlobUnknown(detail={"name": name, "digest": digest})
+        self._blob_sizes.put((name, digest), size, generation)
+        return int(size)
+
+    def delete_blob(self, name: str, digest: str) -> None:
+        """Unlink the blob from the repository; its bytes go when garbage collection finds them unused."""
+        self._check_deletable()
+        validate_name(name)
+        parse_digest(digest)
+        with self._db.write() as connection:
+            repository_id = self._repository_id(connection, name)
+            result = connection.execute(
+                delete(RepositoryBlob.__table__).where(
+                    RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest == digest
+                )
+            )
+        if result.rowcount == 0:
+            raise BlobUnknown(detail={"name": name, "digest": digest})
+        self._feed.bump(Topic.BLOB_DELETES)
+
+    def mount_blob(self, name: str, digest: str, source: str | None) -> int | None:
+        """Link an existing blob into name; from `source` when given, else from anywhere.
+        Returns the size, or None when there is nothing to mount (the client uploads instead)."""
+        self._check_writable()
+        validate_name(name)
+        parse_digest(digest)
+        with self._db.write() as connection:
+            query = select(Blob.size).where(Blob.digest == digest)
+            if source is not None:
+                query = (
+                    query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                    .join(Repository, Repository.id == RepositoryBlob.repository_id)
+                    .where(Repository.name == source)
+                )
+            size = connection.scalar(query)
+            if size is None:
+                return None
+            repository_id, created = self._ensure_repository(connection, name)
+            self._link(connection, repository_id, digest)
+        if created:
+            self._feed.bump(Topic.MANIFESTS)
+        return int(size)
+
+    # --- uploads ------------------------------------------------------------------------------
+    def start_upload(self, name: str) -> UploadState:
+        self._check_writable()
+        validate_name(name)
+        return self.uploads.create(name)
+
+    def get_upload(self, name: str, upload_id: str) -> UploadState:
+        validate_name(name)
+        return self.uploads.get(upload_id, name)
+
+    def cancel_upload(self, name: str, upload_id: str) -> None:
+        validate_name(name)
+        self.uploads.cancel(upload_id, name)
+
+    def commit_upload(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
+        """Verify, move into place, then record the blob and link it: the order that survives crashes."""
+        self._check_writable()
+        parsed = parse_digest(digest)
+        size = self.blobs.place_upload(state, parsed, expected_size)
+        with self._db.write() as connection:
+            self.blobs.record(connection, digest, size)
+            repository_id, created = self._ensure_repository(connection, state.repository)
+            self._link(connection, repository_id, digest)
+        if created:
+            self._feed.bump(Topic.MANIFESTS)
+        self.uploads.finish(state)
+        return size
+
+    # --- internals ----------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly()
+
+    def _check_deletable(self) -> None:
+        self._check_writable()
+        if not self.delete_enabled:
+            raise DeleteDisabled()
+
+    def _repository_id(self, connection: Connection, name: str) -> int | None:
+        return connection.scalar(select(Repository.id).where(Repository.name == name))
+
+    def _ensure_repository(self, connection: Connection, name: str) -> tuple[int, bool]:
+        """The repository's id, and whether this call created it (the caller then bumps the
+        feed after its commit, since the catalog changed)."""
+        repository_id = self._repository_id(connection, name)
+        if repository_id is not None:
+            return repository_id, False
+        insert_ignore(connection, Repository.__table__, {"name": name, "created_at": utcnow()})
+        repository_id = self._repository_id(connection, name)
+        assert repository_id is not None
+        return repository_id, True
+
+    def _link(self, connection: Connection, repository_id: int, digest: str) -> None:
+        insert_ignore(
+            connection,
+            RepositoryBlob.__table__,
+            {"repository_id": repository_id, "digest": digest, "created_at": utcnow()},
+        )
+
+    def _check_references(self, connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
+        blob_digests = {d.digest for d in parsed.blobs}
+        if blob_digests:
+            linked = set(
+                connection.scalars(
+                    select(RepositoryBlob.digest).where(
+                        RepositoryBlob.repository_id == repository_id,
+                        RepositoryBlob.digest.in_(blob_digests),
+                    )
+                )
+            )
+            missing = sorted(blob_digests - linked)
+            if missing:
+                raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
+        child_digests = {d.digest for d in parsed.manifests}
+        if child_digests:
+            present = set(
+                connection.scalars(
+                    select(Manifest.digest).where(
+                        Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests)
+                    )
+                )
+            )
+            missing = sorted(child_digests - present)
+            if missing:
+                raise ManifestBlobUnknown(
+                    "manifest references a manifest unknown to the repository",
+                    detail={"digest": missing[0], "missing": missing},
+                )
+
+    def _store_manifest(
+        self, connection: Connection, repository_id: int, digest: str, body: bytes, parsed: ParsedManifest
+    ) -> int:
+        existing = connection.scalar(
+            select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == digest)
+        )
+        if existing is not None:
+            return int(existing)
+        manifest_id = connection.execute(
+            Manifest.__table__.insert().values(
+                repository_id=repository_id,
+                digest=digest,
+                media_type=parsed.media_type,
+                artifact_type=parsed.artifact_type,
+                subject_digest=parsed.subject.digest if parsed.subject else None,
+                annotations=parsed.annotations or None,
+                size=len(body),
+                content=body,
+                created_at=utcnow(),
+            )
+        ).inserted_primary_key[0]
+        references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
+        references += [
+            {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
+        ]
+        unique = {(r["digest"], r["kind"]): r for r in references}
+        insert_ignore(connection, ManifestReference.__table__, list(unique.values()))
+        return int(manifest_id)
+
+
+def _page(connection: Connection, query: object, limit: int | None) -> Page:
+    if limit is not None:
+        query = query.limit(limit + 1)  # type: ignore[attr-defined]
+    names = tuple(connection.scalars(query))  # type: ignore[call-overload]
+    if limit is not None and len(names) > limit:
+        return Page(names[:limit], True)
+    return Page(names, False)

@@ -1,0 +1,34 @@
+"""Tables of the storage layer: the blobs the registry holds and the uploads in flight."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dockyard.db.base import Base, UTCDateTime, utcnow
+
+DIGEST_LENGTH = 160  # "sha512:" + 128 hex, with room
+
+
+class Blob(Base):
+    """A blob stored once in the storage driver, whatever number of repositories link it."""
+
+    __tablename__ = "blobs"
+
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Upload(Base):
+    """An upload session: this row plus a temp object at `uploads/<id>/data` in storage."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    repository: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

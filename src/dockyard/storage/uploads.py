@@ -1,0 +1,237 @@
+"""Upload sessions: a DB row plus a temp object in storage, so they survive restarts and nodes.
+
+Bytes are hashed as they arrive. The running hash lives in this process only (hashlib state
+cannot be saved); when a chunk or the commit lands on a process without it, the commit hashes
+the temp object again instead, so correctness never depends on which process got which request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
+from dockyard.storage.driver.base import FileWriter, StorageDriver
+from dockyard.storage.models import Upload
+from dockyard.storage.paths import new_upload_id, upload_data_path, upload_path, uploads_root
+
+_HASHERS_KEPT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    id: str
+    repository: str
+    size: int
+    created_at: datetime
+
+
+class AppendSession:
+    """Appends one request's bytes to an upload, hashing as it writes. Not thread-safe: one
+    writer thread at a time (the API feeds it sequentially)."""
+
+    def __init__(self, store: UploadStore, state: UploadState, writer: FileWriter, hasher: Any) -> None:
+        self._store = store
+        self.state = state
+        self._writer = writer
+        self._hasher = hasher
+        self.received = 0
+
+    @property
+    def size(self) -> int:
+        return self.state.size + self.received
+
+    def write(self, data: bytes) -> None:
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self._writer.write(data)
+        self.received += len(data)
+
+    def finish(self) -> UploadState:
+        """Keep the bytes and record the new size."""
+        self._writer.close()
+        return self._store._record_progress(self.state, self.size, self._hasher)
+
+    def abort(self) -> None:
+        """A chunk failed half-way: the upload can no longer be trusted, so it is dropped."""
+        try:
+            self._writer.cancel()
+        finally:
+            self._store.cancel(self.state.id, self.state.repository)
+
+
+class UploadStore:
+    def __init__(self, db: Database, driver: StorageDriver) -> None:
+        self._db = db
+        self._driver = driver
+        self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # --- sessions -----------------------------------------------------------------------------
+    def create(self, repository: str) -> UploadState:
+        upload_id = new_upload_id()
+        now = utcnow()
+        with self._db.write() as connection:
+            connection.execute(
+                Upload.__table__.insert(),
+                {"id": upload_id, "repository": repository, "size": 0, "created_at": now, "updated_at": now},
+            )
+        return UploadState(upload_id, repository, 0, now)
+
+    def get(self, upload_id: str, repository: str) -> UploadState:
+        upload_data_path(upload_id)  # refuses malformed ids before they reach the DB
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(Upload.id, Upload.repository, Upload.size, Upload.created_at).where(
+                    Upload.id == upload_id
+                )
+            ).first()
+        if row is None or row.repository != repository:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        return UploadState(row.id, row.repository, row.size, row.created_at)
+
+    def begin_append(self, state: UploadState) -> AppendSession:
+        path = upload_data_path(state.id)
+        writer = self._driver.writer(path, append=state.size > 0)
+        if writer.size != state.size:
+            # A crash left bytes the DB never recorded: the temp object cannot be trusted.
+            writer.cancel()
+            self.cancel(state.id, state.repository)
+            raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
+        return AppendSession(self, state, writer, self._take_hasher(state.id, state.size))
+
+    def cancel(self, upload_id: str, repository: str) -> None:
+        with self._db.write() as connection:
+            result = connection.execute(
+                delete(Upload.__table__).where(Upload.id == upload_id, Upload.repository == repository)
+            )
+        self._forget_hasher(upload_id)
+        self._delete_temp(upload_id)
+        if result.rowcount == 0:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+
+    def finish(self, state: UploadState) -> None:
+        """After the blob was moved into place and recorded: drop the row and any temp leftovers."""
+        with self._db.write() as connection:
+            connection.execute(delete(Upload.__table__).where(Upload.id == state.id))
+        self._forget_hasher(state.id)
+        self._delete_temp(state.id)
+
+    # --- verification -------------------------------------------------------------------------
+    def computed_digest(self, state: UploadState, algorithm: str) -> str:
+        """The digest of the upload's bytes, from the running hash when this process has it."""
+        if algorithm == CANONICAL_ALGORITHM:
+            hasher = self._peek_hasher(state.id, state.size)
+            if hasher is not None:
+                return f"{algorithm}:{hasher.hexdigest()}"
+        return f"{algorithm}:{self._hash_temp(state, algorithm)}"
+
+    def verify(self, state: UploadState, digest: Digest) -> None:
+        actual = self.computed_digest(state, digest.algorithm)
+        if actual != str(digest):
+            raise DigestInvalid(
+                "provided digest did not match uploaded content",
+                detail={"expected": str(digest), "computed": actual},
+            )
+
+    def temp_path(self, state: UploadState) -> str:
+        return upload_data_path(state.id)
+
+    def seal(self, state: UploadState) -> None:
+        """Make the upload's bytes durable and readable (fsync; completes a multipart upload on
+        object stores) before they are verified and moved into place."""
+        if state.size > 0:
+            self._driver.writer(upload_data_path(state.id), append=True).commit()
+
+    # --- housekeeping -------------------------------------------------------------------------
+    def purge_stale(self, age: timedelta, dry_run: bool = False) -> list[str]:
+        """Delete upload sessions untouched for longer than age (and temp objects with no row)."""
+        cutoff = utcnow() - age
+        with self._db.read() as connection:
+            stale = list(connection.scalars(select(Upload.id).where(Upload.updated_at < cutoff)))
+            known = set(connection.scalars(select(Upload.id)))
+        orphans = [upload_id for upload_id in self._temp_ids() if upload_id not in known]
+        orphans = [upload_id for upload_id in orphans if self._temp_older_than(upload_id, cutoff)]
+        if not dry_run:
+            with self._db.write() as connection:
+                if stale:
+                    connection.execute(delete(Upload.__table__).where(Upload.id.in_(stale)))
+            for upload_id in stale + orphans:
+                self._forget_hasher(upload_id)
+                self._delete_temp(upload_id)
+        return stale + orphans
+
+    # --- internals ----------------------------------------------------------------------------
+    def _record_progress(self, state: UploadState, size: int, hasher: Any) -> UploadState:
+        with self._db.write() as connection:
+            result = connection.execute(
+                update(Upload.__table__)
+                .where(Upload.id == state.id, Upload.size == state.size)
+                .values(size=size, updated_at=utcnow())
+            )
+        if result.rowcount != 1:
+            # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
+            raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
+        if hasher is not None:
+            with self._lock:
+                self._hashers[state.id] = (size, hasher)
+                self._hashers.move_to_end(state.id)
+                while len(self._hashers) > _HASHERS_KEPT:
+                    self._hashers.popitem(last=False)
+        return UploadState(state.id, state.repository, size, state.created_at)
+
+    def _take_hasher(self, upload_id: str, offset: int) -> Any:
+        with self._lock:
+            entry = self._hashers.pop(upload_id, None)
+        if offset == 0:
+            return new_hasher(CANONICAL_ALGORITHM)
+        if entry is not None and entry[0] == offset:
+            return entry[1]
+        return None  # this process missed earlier chunks: the commit re-hashes from storage
+
+    def _peek_hasher(self, upload_id: str, offset: int) -> Any:
+        with self._lock:
+            entry = self._hashers.get(upload_id)
+        if entry is not None and entry[0] == offset:
+            return entry[1].copy()
+        return None
+
+    def _forget_hasher(self, upload_id: str) -> None:
+        with self._lock:
+            self._hashers.pop(upload_id, None)
+
+    def _hash_temp(self, state: UploadState, algorithm: str) -> str:
+        hasher = new_hasher(algorithm)
+        if state.size == 0:
+            return str(hasher.hexdigest())
+        with self._driver.open_read(upload_data_path(state.id)) as stream:
+            while chunk := stream.read(4 * 1024 * 1024):
+                hasher.update(chunk)
+        return str(hasher.hexdigest())
+
+    def _delete_temp(self, upload_id: str) -> None:
+        try:
+            self._driver.delete(upload_path(upload_id))
+        except PathNotFound:
+            pass
+
+    def _temp_ids(self) -> list[str]:
+        try:
+            return [path.rsplit("/", 1)[-1] for path in self._driver.list(uploads_root())]
+        except PathNotFound:
+            return []
+
+    def _temp_older_than(self, upload_id: str, cutoff: datetime) -> bool:
+        try:
+            info = self._driver.stat(upload_data_path(upload_id))
+        except (PathNotFound, BlobUploadUnknown):
+            return True
+        return info.modified < cutoff.timestamp()
