@@ -1,0 +1,1 @@
+"""Logs (`logging`: structlog, request ids, masked secrets) and Prometheus metrics (`metrics`)."""

@@ -16,10 +16,11 @@ from dockyard.registry.interfaces import ManifestRecord
 def _acceptable(request: Request, record: ManifestRecord) -> bool:
     """Content negotiation: a client that lists manifest types in Accept must list this one.
     Clients with no Accept, a wildcard, or no manifest types at all get the manifest as it is."""
-    accept = request.headers.get("accept")
+    # Go clients (containers/image, containerd) send one Accept header per media type.
+    accept = request.headers.getlist("accept")
     if not accept:
         return True
-    offered = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    offered = {part.split(";", 1)[0].strip().lower() for line in accept for part in line.split(",")}
     if record.media_type in offered or "*/*" in offered:
         return True
     return not (offered & (mediatypes.MANIFEST_TYPES | mediatypes.SCHEMA1_TYPES))
