@@ -1,0 +1,122 @@
+"""Structured logs with structlog: JSON (json, logstash) or readable text, stdlib logging routed through it.
+
+The request id travels in a contextvar, so every line logged while serving a request carries it.
+Secrets never reach the output: keys that name one are masked, and so are passwords in URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+           "warning": logging.WARNING, "error": logging.ERROR}
+# Any key containing one of these words is masked, whatever logged it.
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "authorization", "cookie", "apikey", "api_key",
+                 "private_key", "credential")
+_URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
+REDACTED = "[redacted]"
+
+
+def configure_logging(
+    level: str = "info",
+    formatter: str = "text",
+    fields: Mapping[str, Any] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and stdlib logging to one handler on `stream` (default stderr).
+
+    `formatter` is registry:2's: json, logstash (JSON with @timestamp/@version/message) or text.
+    `fields` are added to every line (registry:2's log.fields). Safe to call again: it replaces itself.
+    """
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fields:
+        shared.append(_add_static_fields(dict(fields)))
+    shared += [redact_secrets, structlog.processors.StackInfoRenderer()]
+
+    renderer: list[Processor]
+    if formatter in ("json", "logstash"):
+        renderer = [structlog.processors.format_exc_info]
+        if formatter == "logstash":
+            renderer.append(_logstash_fields)
+        renderer.append(structlog.processors.JSONRenderer())
+    else:
+        renderer = [structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)]
+
+    structlog.configure(
+        # Drop lines below the level before any processor runs: the access log is on the hot path.
+        processors=[structlog.stdlib.filter_by_level, *shared,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    handler.set_name("dockyard")
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "dockyard"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger: `get_logger(__name__).info("blob.committed", digest=d, size=n)`."""
+    return structlog.stdlib.get_logger(name)
+
+
+def bind_request_id(request_id: str) -> None:
+    """Tag every line logged from here on in this context (one request's task) with its id."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
+def clear_request_context() -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Mask values under secret-sounding keys, and passwords inside URLs (postgresql://u:PASS@host)."""
+    for key, value in event_dict.items():
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = redact_url(value)
+    return event_dict
+
+
+def redact_url(text: str) -> str:
+    return _URL_PASSWORD.sub(rf"\g<prefix>{REDACTED}@", text)
+
+
+def _add_static_fields(fields: dict[str, Any]) -> Processor:
+    def add(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+        return event_dict
+
+    return add
+
+
+def _logstash_fields(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    # The shape of logrus' logstash formatter, which registry:2 users' pipelines expect.
+    event_dict["@timestamp"] = event_dict.pop("timestamp", None)
+    event_dict["@version"] = "1"
+    event_dict["message"] = event_dict.pop("event", "")
+    return event_dict

@@ -1,0 +1,122 @@
+"""Prometheus metrics that add up across the server's worker processes.
+
+Granian runs N worker processes, each with its own counters. prometheus_client's multiprocess mode has every
+process write its values to files in one directory, and a scrape adds the files up:
+
+- the serve command calls `prepare_multiprocess(dir)` in the parent before workers start;
+- each worker's app builds one `Metrics` and records into it;
+- `/metrics` answers with `metrics.render()` (or `render()`), which adds up every worker's file.
+
+Without `prepare_multiprocess` each `Metrics` keeps its own CollectorRegistry, so tests can build as many
+apps as they like in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# From a cached manifest HEAD (sub-millisecond) to a multi-GiB layer upload on a slow link.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0)
+
+
+def prepare_multiprocess(directory: Path) -> None:
+    """Switch this process (and the workers it starts afterwards) to multiprocess metrics in `directory`.
+
+    Clears files left by an earlier run, whose counts would otherwise be added to this run's.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.db"):
+        old.unlink()
+    os.environ[MULTIPROCESS_ENV] = str(directory)
+    # prometheus_client chose how to store values when it was imported; choose again now the variable is set.
+    values.ValueClass = values.get_value_class()
+
+
+def multiprocess_directory() -> Path | None:
+    value = os.environ.get(MULTIPROCESS_ENV)
+    return Path(value) if value else None
+
+
+def render(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """Exposition text and content type: all workers' values in multiprocess mode, else `registry`'s."""
+    directory = multiprocess_directory()
+    if directory is not None:
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate, path=str(directory))
+        return generate_latest(aggregate), CONTENT_TYPE_LATEST
+    return generate_latest(registry or REGISTRY), CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """Every metric dockyard records; the app builds one and hands it to what records."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess = multiprocess_directory() is not None
+        if not self.multiprocess:
+            ProcessCollector(registry=self.registry)  # CPU, memory, fds: meaningful for one process only
+        registry = self.registry
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=registry
+        )
+        self.http_request_duration = Histogram(
+            "http_request_duration_seconds", "Time from request start to the end of the response body.",
+            ["route", "method"], buckets=DURATION_BUCKETS, registry=registry,
+        )
+        self.http_request_bytes = Counter(
+            "http_request_bytes", "Request body bytes read.", ["route"], registry=registry
+        )
+        self.http_response_bytes = Counter(
+            "http_response_bytes", "Response body bytes sent.", ["route"], registry=registry
+        )
+        self.uploads_started = Counter("uploads_started", "Blob uploads started.", registry=registry)
+        self.uploads_completed = Counter("uploads_completed", "Blob uploads committed.", registry=registry)
+        self.uploads_failed = Counter(
+            "uploads_failed", "Blob uploads that failed (bad digest, size or range).", registry=registry
+        )
+        self.blob_bytes_received = Counter(
+            "blob_bytes_received", "Blob bytes received in uploads.", registry=registry
+        )
+        self.blob_bytes_sent = Counter("blob_bytes_sent", "Blob bytes sent to clients.", registry=registry)
+        # Label children per (route, method, status): labels() locks and validates on every call.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter, Counter]] = {}
+
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, request_bytes: int, response_bytes: int
+    ) -> None:
+        """Record one answered request. Keep the labels bounded: route templates, known methods."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_request_duration.labels(route, method),
+                self.http_request_bytes.labels(route),
+                self.http_response_bytes.labels(route),
+            )
+        requests, duration, received, sent = children
+        requests.inc()
+        duration.observe(seconds)
+        if request_bytes:
+            received.inc(request_bytes)
+        if response_bytes:
+            sent.inc(response_bytes)
+
+    def render(self) -> tuple[bytes, str]:
+        """What /metrics answers: all workers' values in multiprocess mode, else this instance's."""
+        return render(self.registry)
