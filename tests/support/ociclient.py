@@ -263,12 +263,14 @@ def raw_request(
     body: bytes = b"",
     *,
     content_length: int | None = None,
+    hang_up: bool = True,
     timeout: float = 10.0,
 ) -> RawResponse | None:
     """Send one HTTP/1.1 request byte for byte and read the answer.
 
     `content_length` larger than the body simulates a client that dies mid-upload: the body is sent,
-    the write side is shut, and None is returned when the server answers nothing (it may not).
+    the write side is shut (unless `hang_up` is false: then the client just stalls), and None is
+    returned when the server answers nothing before `timeout` (it may not).
     """
     address, port = host.rsplit(":", 1)
     declared = len(body) if content_length is None else content_length
@@ -278,7 +280,7 @@ def raw_request(
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
     with socket.create_connection((address, int(port)), timeout=timeout) as sock:
         sock.sendall(head + body)
-        if declared > len(body):
+        if declared > len(body) and hang_up:
             sock.shutdown(socket.SHUT_WR)
         chunks = []
         try:
