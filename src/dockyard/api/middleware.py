@@ -1,0 +1,150 @@
+"""Request ids, metrics and access logs for every HTTP request, as a pure ASGI middleware.
+
+Not Starlette's BaseHTTPMiddleware: that one re-streams every body through extra tasks, and this wraps the
+/v2 hot path. Per request it does a header scan, two small wrappers around receive/send and one log call.
+
+The metrics' `route` label is the matched route's template (`/v2/{name:path}/blobs/{digest}`), read from
+`scope["route"]`, which Starlette's router sets on the scope it is given. An app that routes by itself can
+name its template in `scope["dockyard.route"]`. Requests no route matched are labelled "unmatched": never
+the raw path, so the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dockyard.observability.logging import bind_request_id, clear_request_context, get_logger
+from dockyard.observability.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+ROUTE_OVERRIDE_KEY = "dockyard.route"
+REQUEST_ID_KEY = "dockyard.request_id"  # handlers read the id here (e.g. to put it in error bodies)
+UNMATCHED = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
+# An incoming id is kept only if it is short and plain, so it cannot forge log lines or bloat them.
+_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
+        self.logger = get_logger("dockyard.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or new_request_id()
+        scope[REQUEST_ID_KEY] = request_id
+        bind_request_id(request_id)
+        root_path = scope.get("root_path", "")
+        header_value = request_id.encode()
+        status = 0
+        request_bytes = 0
+        response_bytes = 0
+        content_length = 0
+        # The server drops a body sent for HEAD (Starlette's Response sends one): it is not traffic.
+        counts_body = scope["method"] != "HEAD"
+
+        async def counting_receive() -> Message:
+            nonlocal request_bytes
+            message = await receive()
+            if message["type"] == "http.request":
+                request_bytes += len(message.get("body", b""))
+            return message
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status, response_bytes, content_length
+            kind = message["type"]
+            if kind == "http.response.body":
+                if counts_body:
+                    response_bytes += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                for name, value in headers:
+                    if name.lower() == b"content-length" and value.isdigit():
+                        content_length = int(value)
+                headers.append((REQUEST_ID_HEADER, header_value))
+                message = {**message, "headers": headers}
+            elif kind == "http.response.pathsend" and counts_body:
+                response_bytes += content_length  # the server sends the file; its size is the header's
+            elif kind == "http.response.zerocopysend" and counts_body:
+                response_bytes += message.get("count") or content_length
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tagging_send)
+        except BaseException:
+            status = status or 500  # an error before the response started: the server answers 500
+            raise
+        finally:
+            self._record(scope, root_path, status, started, request_bytes, response_bytes, request_id)
+            clear_request_context()
+
+    def _record(
+        self,
+        scope: Scope,
+        root_path: str,
+        status: int,
+        started: float,
+        request_bytes: int,
+        response_bytes: int,
+        request_id: str,
+    ) -> None:
+        seconds = time.perf_counter() - started
+        route = route_label(scope, root_path)
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+        if self.metrics is not None:
+            self.metrics.observe_request(route, method, status, seconds, request_bytes, response_bytes)
+        if self.access_log:
+            client = scope.get("client")
+            self.logger.info(
+                "request",
+                method=scope["method"],
+                route=route,
+                path=scope["path"],  # never the query string: it may carry credentials
+                status=status,
+                request_bytes=request_bytes,
+                response_bytes=response_bytes,
+                duration_ms=round(seconds * 1000, 2),
+                request_id=request_id,
+                client=f"{client[0]}:{client[1]}" if client else None,
+            )
+
+
+def route_label(scope: Scope, root_path: str = "") -> str:
+    """The template of the route that answered, with the prefixes of the mounts it sits under."""
+    override = scope.get(ROUTE_OVERRIDE_KEY)
+    if override:
+        return str(override)
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None:
+        return UNMATCHED
+    # Each Mount on the way appended the part of the path it matched to root_path.
+    mounted = scope.get("root_path", "")[len(root_path) :]
+    if isinstance(route, Mount):  # a mounted app that is not a router: the mount matched everything
+        return f"{mounted}/{{path}}"
+    return f"{mounted}{path}"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            return value.decode("ascii") if _SANE_REQUEST_ID.match(value) else None
+    return None
