@@ -97,6 +97,8 @@ def _load_json(body: bytes) -> dict[str, Any]:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     return document

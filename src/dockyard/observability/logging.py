@@ -6,6 +6,7 @@ Secrets never reach the output: keys that name one are masked, and so are passwo
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -18,8 +19,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "warning": logging.WARNING, "error": logging.ERROR}
 # Any key containing one of these words is masked, whatever logged it.
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "authorization", "cookie", "apikey", "api_key",
-                 "private_key", "credential")
+_SECRET_KEY = re.compile(
+    "password|passwd|secret|token|authorization|cookie|apikey|api_key|private_key|credential", re.IGNORECASE
+)
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
 REDACTED = "[redacted]"
 
@@ -94,11 +96,16 @@ def clear_request_context() -> None:
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Mask values under secret-sounding keys, and passwords inside URLs (postgresql://u:PASS@host)."""
     for key, value in event_dict.items():
-        if any(word in key.lower() for word in _SECRET_WORDS):
+        if _is_secret_key(key):
             event_dict[key] = REDACTED
         elif isinstance(value, str) and "://" in value:
             event_dict[key] = redact_url(value)
     return event_dict
+
+
+@functools.lru_cache(maxsize=1024)  # log keys are a small set; this runs for every key of every line
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def redact_url(text: str) -> str:

@@ -19,6 +19,7 @@ from dockyard.errors import (
     DeleteDisabled,
     DigestInvalid,
     ManifestBlobUnknown,
+    ManifestInvalid,
     ManifestUnknown,
     NameUnknown,
     ReadOnly,
@@ -322,17 +323,22 @@ class Registry:
     def _check_references(self, connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
         blob_digests = {d.digest for d in parsed.blobs}
         if blob_digests:
-            linked = set(
-                connection.scalars(
-                    select(RepositoryBlob.digest).where(
-                        RepositoryBlob.repository_id == repository_id,
-                        RepositoryBlob.digest.in_(blob_digests),
-                    )
-                )
+            rows = connection.execute(
+                select(Blob.digest, Blob.size)
+                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests))
             )
-            missing = sorted(blob_digests - linked)
+            linked = {digest: size for digest, size in rows}
+            missing = sorted(blob_digests - linked.keys())
             if missing:
                 raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
+            for descriptor in parsed.blobs:
+                if linked[descriptor.digest] != descriptor.size:
+                    raise ManifestInvalid(
+                        f"descriptor for {descriptor.digest} says {descriptor.size} bytes; the blob has "
+                        f"{linked[descriptor.digest]}",
+                        detail={"digest": descriptor.digest},
+                    )
         child_digests = {d.digest for d in parsed.manifests}
         if child_digests:
             present = set(

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from dockyard.api.oci.context import OCIContext
-from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.errors import API_VERSION_HEADER, error_response
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import RangeInvalid
@@ -66,7 +66,12 @@ async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -
 
 async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
     size = await _size(ctx, name, digest)
-    byte_range = parse_range(request.headers.get("range"), size)
+    try:
+        byte_range = parse_range(request.headers.get("range"), size)
+    except RangeInvalid as exc:
+        return error_response(
+            "RANGE_INVALID", exc.message, 416, exc.detail, headers={"Content-Range": f"bytes */{size}"}
+        )
     location = ctx.registry.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
     if location.redirect_url:
         return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)

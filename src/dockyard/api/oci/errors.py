@@ -28,7 +28,8 @@ _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
     (errors.TagInvalid, "MANIFEST_INVALID", 400),
     (errors.NameInvalid, "NAME_INVALID", 400),
     (errors.NameUnknown, "NAME_UNKNOWN", 404),
-    (errors.PaginationInvalid, "PAGINATION_NUMBER_INVALID", 400),
+    # The spec's UNSUPPORTED covers "an invalid set of parameters".
+    (errors.PaginationInvalid, "UNSUPPORTED", 400),
     (errors.Unsupported, "UNSUPPORTED", 405),
     (errors.InvalidPath, "NAME_INVALID", 400),
     (errors.PathNotFound, "BLOB_UNKNOWN", 404),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
@@ -90,11 +90,14 @@ async def _read_limited(request: Request) -> bytes:
             raise ManifestTooLarge(f"manifest is {length} bytes; the limit is {MAX_MANIFEST_SIZE}")
     parts: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > MAX_MANIFEST_SIZE:
-            raise ManifestTooLarge(f"manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes")
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > MAX_MANIFEST_SIZE:
+                raise ManifestTooLarge(f"manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes")
+            parts.append(chunk)
+    except ClientDisconnect:
+        raise SizeInvalid("the client disconnected before the whole manifest arrived") from None
     if length is not None and received != int(length):
         raise SizeInvalid("request body is shorter than its Content-Length")
     return b"".join(parts)

@@ -26,12 +26,20 @@ def _endpoint(ctx: OCIContext, handlers: dict[str, Handler], params: tuple[str, 
                 "UNSUPPORTED", f"{request.method} is not supported here", 405, headers={"Allow": allowed}
             )
         path_params = request.path_params
+        if b"%2" in request.scope.get("raw_path", b"") and _encoded_separator(request):
+            return error_response("NAME_INVALID", "percent-encoded '/' or '.' is not allowed in names", 400)
         try:
             return await handler(ctx, request, *[path_params[p] for p in params])
         except Exception as exc:  # every error leaves as an OCI error body
             return render_error(exc)
 
     return endpoint
+
+
+def _encoded_separator(request: Request) -> bool:
+    """Names must be spelled literally: an encoded '/' or '.' could smuggle path segments."""
+    raw = request.scope["raw_path"].split(b"?", 1)[0].lower()
+    return b"%2f" in raw or b"%2e" in raw
 
 
 def oci_routes(ctx: OCIContext) -> list[Route]:

@@ -12,7 +12,7 @@ from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
-from dockyard.errors import ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
+from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
 from dockyard.storage.uploads import UploadState
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
@@ -118,6 +118,11 @@ async def _append(ctx: OCIContext, request: Request, state: UploadState) -> Uplo
     session = await ctx.call(ctx.registry.uploads.begin_append, state)
     try:
         await receive_into(request, session.write, ctx.io)
+    except (BlobUploadInvalid, SizeInvalid):
+        # The body was cut short: what did arrive is good, so keep it and let the client
+        # resume from the offset that GET on the upload reports.
+        await ctx.call(session.finish)
+        raise
     except BaseException:
         await ctx.call(_abort_quietly, session)
         raise
