@@ -1,0 +1,1 @@
+"""`make bench`: dockyard and the reference registry (distribution 2.8.2), side by side, as ratios."""

@@ -1,0 +1,96 @@
+"""`python -m bench`: dockyard vs distribution 2.8.2, side by side. See docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench.report import markdown, print_table, rows
+from bench.runner import WorkDir, machine_caption, run_side_by_side, stopping
+from bench.scenarios import RunSettings, build_scenarios
+from bench.selfcheck import self_check
+from bench.servers import start_distribution, start_dockyard, start_nullserver
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per scenario (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds of short runs: a smoke test, not figures"
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="dockyard worker processes")
+    parser.add_argument("--engine", choices=["threads", "asyncio"], default="threads", help="load generator")
+    parser.add_argument("--transfer-seconds", type=float, default=3.0, help="length of each push/pull run")
+    parser.add_argument("--small-seconds", type=float, default=5.0, help="length of each wrk/ab run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only scenarios whose key contains TEXT (repeatable), e.g. pull, manifest",
+    )
+    parser.add_argument(
+        "--candidate",
+        choices=["dockyard", "null"],
+        default="dockyard",
+        help="what to compare with distribution: dockyard, or the do-nothing null registry",
+    )
+    parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table to FILE")
+    parser.add_argument(
+        "--self-check",
+        action="store_true",
+        help="run the scenarios against the null registry only and print the generator's ceiling",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the data dirs and server logs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds = min(args.rounds, 2)
+        args.transfer_seconds, args.small_seconds = 1.5, 2.0
+    return args
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds)
+    scenarios = [s for s in build_scenarios() if not args.only or any(text in s.key for text in args.only)]
+    if not scenarios:
+        progress(f"no scenario matches {args.only}")
+        return 2
+    with WorkDir(args.keep) as workdir:
+        if args.keep:
+            progress(f"data dirs and logs in {workdir}")
+        if args.self_check:
+            self_check(scenarios, settings, workdir, progress)
+            return 0
+        with ExitStack() as stack:
+            baseline = stopping(stack, start_distribution(workdir / "distribution"))
+            if args.candidate == "dockyard":
+                candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers))
+            else:
+                candidate = stopping(stack, start_nullserver(workdir / "null"))
+            outcomes, peaks = run_side_by_side(
+                scenarios, baseline, candidate, settings, args.rounds, progress
+            )
+        base, cand = baseline.name, candidate.name
+        table = rows(outcomes, peaks, base, cand)
+        caption = machine_caption(settings, args.rounds, args.workers, cand)
+        notes = [note for outcome in outcomes for note in outcome.notes(base, cand)]
+        print_table(table, base, cand, caption, notes)
+        if args.markdown:
+            args.markdown.write_text(markdown(table, base, cand, caption, notes))
+            progress(f"wrote {args.markdown}")
+        errors = sum(outcome.errors() for outcome in outcomes)
+        if errors:
+            progress(f"{errors} requests failed: the figures above include failures, see the notes")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Run every scenario on both servers in alternation (A, B, A, B, ...), sampling their memory throughout."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.procs import PeakRss, RssSampler
+from bench.report import ScenarioOutcome
+from bench.scenarios import Measurement, RunSettings, Scenario
+from bench.seed import Seeded, seed
+from bench.servers import Server
+
+Progress = Callable[[str], None]
+
+
+def measure_round(
+    scenario: Scenario, server: Server, seeded: Seeded, settings: RunSettings, progress: Progress
+) -> Measurement:
+    if server.process.poll() is not None:
+        raise RuntimeError(f"{server.name} died (exit {server.process.returncode}):\n{server.log_tail()}")
+    result = scenario.measure(server, seeded, settings)
+    progress(
+        f"  {server.name:<12} {result.value:>10,.1f} {scenario.unit}"
+        + (f"  p99 {result.p99_ms:.1f} ms" if result.p99_ms is not None else "")
+        + (f"  errors {result.errors}" if result.errors else "")
+    )
+    return result
+
+
+def run_side_by_side(
+    scenarios: list[Scenario],
+    baseline: Server,
+    candidate: Server,
+    settings: RunSettings,
+    rounds: int,
+    progress: Progress,
+) -> tuple[list[ScenarioOutcome], dict[str, PeakRss]]:
+    samplers = {server.name: RssSampler(server.process.pid).start() for server in (baseline, candidate)}
+    try:
+        seeded = {}
+        for server in (baseline, candidate):
+            progress(f"seeding {server.name} …")
+            seeded[server.name] = seed(server.host, server.port)
+        outcomes = []
+        for scenario in scenarios:
+            outcome = ScenarioOutcome(scenario, [], [])
+            for round_number in range(1, rounds + 1):
+                progress(f"{scenario.label}  round {round_number}/{rounds}")
+                outcome.baseline.append(
+                    measure_round(scenario, baseline, seeded[baseline.name], settings, progress)
+                )
+                outcome.candidate.append(
+                    measure_round(scenario, candidate, seeded[candidate.name], settings, progress)
+                )
+            outcomes.append(outcome)
+    finally:
+        peaks = {name: sampler.stop() for name, sampler in samplers.items()}
+    return outcomes, peaks
+
+
+def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate: str) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{when}; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; load generator, wrk/ab and both "
+        f"servers share these CPUs. {rounds} paired rounds, median shown; ratio = median of per-round "
+        f"{candidate}/distribution ratios. Transfers {settings.transfer_seconds:g} s per run "
+        f"(engine: {settings.engine}), small requests {settings.small_seconds:g} s "
+        f"at c={settings.connections}; "
+        f"{candidate} workers: {workers}. MiB/s counts blob payload bytes."
+    )
+
+
+class WorkDir:
+    """A fresh scratch directory for data dirs and logs, removed afterwards unless asked to keep it."""
+
+    def __init__(self, keep: bool) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+        self.keep = keep
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def stopping(stack: ExitStack, server: Server) -> Server:
+    stack.callback(server.stop)
+    return server

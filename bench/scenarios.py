@@ -1,0 +1,197 @@
+"""The scenarios: what each one sends, how it is measured, and the issue's target ratio for it."""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import itertools
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.engines import ENGINES, OperationFactory
+from bench.operations import UniqueBlobs, pull_blob, push_chunked, push_monolithic, push_single_post
+from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded
+from bench.servers import Server
+from bench.smallrequests import SmallRequest, run_small
+
+MIB = 1 << 20
+CHUNK_SIZE = 8 * MIB
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    engine: str = "threads"
+    transfer_seconds: float = 3.0
+    small_seconds: float = 5.0
+    connections: int = 64
+
+
+@dataclass
+class Measurement:
+    value: float  # MiB/s or requests/s
+    errors: int = 0
+    p99_ms: float | None = None
+    client_cores: float = 0.0  # CPU the load generator used, in cores (the servers share the same 2 cores)
+    notes: list[str] = field(default_factory=list)
+
+
+Measure = Callable[[Server, Seeded, RunSettings], Measurement]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    unit: str
+    target: float | None  # dockyard/distribution ratio the issue asks for
+    measure: Measure
+
+
+def _client_cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+@functools.cache
+def unique_blobs(size: int) -> UniqueBlobs:
+    return UniqueBlobs(size)
+
+
+@functools.cache
+def supports_single_post(host: str, port: int) -> bool:
+    """Does the server complete an upload from one POST ?digest= with the body (spec: MAY)?"""
+    blob = unique_blobs(MIB).new()
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:  # a fresh connection: a server that ignores the body leaves it unread on the wire
+        conn.request(
+            "POST", f"/v2/{IMAGE_REPO}/blobs/uploads/?digest={blob.digest}", body=b"".join(blob.parts)
+        )
+        return conn.getresponse().status == 201
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _transfer(
+    make_factory: Callable[[Server, Seeded], tuple[OperationFactory, str]], concurrency: int
+) -> Measure:
+    def measure(server: Server, seeded: Seeded, settings: RunSettings) -> Measurement:
+        factory, note = make_factory(server, seeded)
+        cpu_before = _client_cpu_seconds()
+        result = ENGINES[settings.engine](
+            server.host, server.port, factory, concurrency, settings.transfer_seconds
+        )
+        cores = (_client_cpu_seconds() - cpu_before) / result.seconds
+        notes = [note] if note else []
+        return Measurement(result.mib_per_second, result.errors, None, cores, notes + result.error_samples)
+
+    return measure
+
+
+def _push(size: int, form: str) -> Callable[[Server, Seeded], tuple[OperationFactory, str]]:
+    def make(server: Server, seeded: Seeded) -> tuple[OperationFactory, str]:
+        blobs = unique_blobs(size)
+        if form == "chunked":
+            return (lambda: push_chunked(IMAGE_REPO, blobs.new(), CHUNK_SIZE)), ""
+        if form == "single-post" and supports_single_post(server.host, server.port):
+            return (lambda: push_single_post(IMAGE_REPO, blobs.new())), ""
+        note = "" if form == "post-put" else "single POST unsupported (202): measured POST+PUT"
+        return (lambda: push_monolithic(IMAGE_REPO, blobs.new())), note
+
+    return make
+
+
+def _pull(size: int) -> Callable[[Server, Seeded], tuple[OperationFactory, str]]:
+    def make(server: Server, seeded: Seeded) -> tuple[OperationFactory, str]:
+        digests = itertools.cycle(seeded.pull_blobs[size])
+        return (lambda: pull_blob(IMAGE_REPO, next(digests), size)), ""
+
+    return make
+
+
+def _small(make_request: Callable[[Seeded], SmallRequest]) -> Measure:
+    def measure(server: Server, seeded: Seeded, settings: RunSettings) -> Measurement:
+        cpu_before = _client_cpu_seconds()
+        result = run_small(
+            server.host, server.port, make_request(seeded), settings.small_seconds, settings.connections
+        )
+        cores = (_client_cpu_seconds() - cpu_before) / settings.small_seconds
+        notes = [result.error_detail] if result.error_detail else []
+        return Measurement(result.requests_per_second, result.errors, result.p99_ms, cores, notes)
+
+    return measure
+
+
+def _manifest(method: str) -> Callable[[Seeded], SmallRequest]:
+    return lambda seeded: SmallRequest(
+        method, f"/v2/{IMAGE_REPO}/manifests/{seeded.tag}", {"Accept": MANIFEST_ACCEPT}
+    )
+
+
+def build_scenarios() -> list[Scenario]:
+    """Small requests first, pushes last: the pushes leave dirty pages that the kernel writes back later."""
+    return _small_scenarios() + _pull_scenarios() + _push_scenarios()
+
+
+def _push_scenarios() -> list[Scenario]:
+    scenarios: list[Scenario] = []
+    for size, name in ((MIB, "1 MiB"), (64 * MIB, "64 MiB")):
+        for form, form_label in (("post-put", "POST+PUT"), ("single-post", "single POST")):
+            for concurrency in (1, 8):
+                target = 3.0 if size > MIB else (2.0 if concurrency == 8 else None)
+                scenarios.append(
+                    Scenario(
+                        f"push-{form}-{size // MIB}m-c{concurrency}",
+                        f"push {name} {form_label} c={concurrency}",
+                        "MiB/s",
+                        target,
+                        _transfer(_push(size, form), concurrency),
+                    )
+                )
+    scenarios.append(
+        Scenario(
+            "push-chunked-64m-c1",
+            "push 64 MiB chunked (8 MiB PATCHes) c=1",
+            "MiB/s",
+            3.0,
+            _transfer(_push(64 * MIB, "chunked"), 1),
+        )
+    )
+    return scenarios
+
+
+def _pull_scenarios() -> list[Scenario]:
+    scenarios: list[Scenario] = []
+    for size, name, target in ((MIB, "1 MiB", 2.0), (64 * MIB, "64 MiB", 1.0)):
+        for concurrency in (1, 8):
+            scenarios.append(
+                Scenario(
+                    f"pull-{size // MIB}m-c{concurrency}",
+                    f"pull {name} c={concurrency}",
+                    "MiB/s",
+                    target,
+                    _transfer(_pull(size), concurrency),
+                )
+            )
+    return scenarios
+
+
+def _small_scenarios() -> list[Scenario]:
+    scenarios: list[Scenario] = []
+    small: list[tuple[str, str, Callable[[Seeded], SmallRequest]]] = [
+        (
+            "blob-head",
+            "blob HEAD",
+            lambda s: SmallRequest("HEAD", f"/v2/{IMAGE_REPO}/blobs/{s.layer_digest}"),
+        ),
+        ("manifest-get", "manifest GET by tag", _manifest("GET")),
+        ("manifest-head", "manifest HEAD by tag", _manifest("HEAD")),
+        ("tags-list", "tags list (100 tags)", lambda s: SmallRequest("GET", f"/v2/{IMAGE_REPO}/tags/list")),
+        ("catalog", "catalog (100 repos)", lambda s: SmallRequest("GET", "/v2/_catalog")),
+    ]
+    for key, label, make_request in small:
+        scenarios.append(Scenario(key, f"{label} c=64", "req/s", 10.0, _small(make_request)))
+    return scenarios

@@ -1,0 +1,143 @@
+"""Start the two registries under test on free loopback ports with fresh data dirs, and stop them."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        # The server runs in its own session: signal the group so worker processes go too.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+def _answers_v2(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=1)
+    try:
+        conn.request("GET", "/v2/")
+        return conn.getresponse().status < 500
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _launch(
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Server:
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    server = Server(name, "127.0.0.1", port, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
+        if _answers_v2(server.host, port):
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"{name} did not answer /v2/ within {timeout}s:\n{server.log_tail()}")
+
+
+def start_distribution(workdir: Path) -> Server:
+    """distribution 2.8.2 as people tune it for speed: in-memory blob descriptor cache, no access log."""
+    if shutil.which(DISTRIBUTION_BINARY) is None:
+        raise RuntimeError(f"{DISTRIBUTION_BINARY} is missing: apt-get install docker-registry")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(workdir / "data")},
+            "cache": {"blobdescriptor": "inmemory"},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    return _launch("distribution", [DISTRIBUTION_BINARY, "serve", str(config_path)], workdir, port)
+
+
+def dockyard_command() -> str:
+    # The console script next to the interpreter running the bench (the project's venv).
+    return str(Path(sys.executable).with_name("dockyard"))
+
+
+def start_dockyard(workdir: Path, workers: int) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config: dict[str, Any] = {
+        "datadir": str(workdir / "data"),
+        "http": {"addr": f"127.0.0.1:{port}", "workers": workers},
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+    }
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    argv = [dockyard_command(), "serve", "--config", str(config_path)]
+    return _launch("dockyard", argv, workdir, port)
+
+
+def start_nullserver(workdir: Path) -> Server:
+    """The do-nothing registry stub (bench/nullserver.py), to measure the load generator's ceiling."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    repo_root = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, "-m", "bench.nullserver", str(port)]
+    return _launch("null server", argv, workdir, port, env={"PYTHONPATH": repo_root})
