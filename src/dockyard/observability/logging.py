@@ -16,8 +16,13 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 # Any key containing one of these words is masked, whatever logged it.
 _SECRET_KEY = re.compile(
     "password|passwd|secret|token|authorization|cookie|apikey|api_key|private_key|credential", re.IGNORECASE
@@ -32,20 +37,22 @@ def configure_logging(
     fields: Mapping[str, Any] | None = None,
     stream: TextIO | None = None,
 ) -> None:
-    """Route structlog and stdlib logging to one handler on `stream` (default stderr).
+    """Send structlog and stdlib logging to `stream` (default stderr), one line per event.
 
     `formatter` is registry:2's: json, logstash (JSON with @timestamp/@version/message) or text.
     `fields` are added to every line (registry:2's log.fields). Safe to call again: it replaces itself.
     """
-    shared: list[Processor] = [
+    numeric_level = _LEVELS.get(level.lower(), logging.INFO)
+    output = stream or sys.stderr
+    common: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_logger_name,
-        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,  # the stdlib logger's name, or the name given to get_logger
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if fields:
-        shared.append(_add_static_fields(dict(fields)))
-    shared += [redact_secrets, structlog.processors.StackInfoRenderer()]
+        common.append(_add_static_fields(dict(fields)))
+    common += [redact_secrets, structlog.processors.StackInfoRenderer()]
 
     renderer: list[Processor]
     if formatter in ("json", "logstash"):
@@ -56,18 +63,19 @@ def configure_logging(
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)]
 
+    # dockyard's own lines (the access log among them, on the hot path) skip stdlib logging: a level check
+    # that costs nothing when off, and a direct write when on.
     structlog.configure(
-        # Drop lines below the level before any processor runs: the access log is on the hot path.
-        processors=[structlog.stdlib.filter_by_level, *shared,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*common, *renderer],
+        logger_factory=_NamedWriterFactory(output),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    # Libraries' stdlib logging goes through the same processors and renderer.
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=common,
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
         )
     )
@@ -76,12 +84,12 @@ def configure_logging(
     for old in [h for h in root.handlers if h.get_name() == "dockyard"]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(_LEVELS.get(level.lower(), logging.INFO))
+    root.setLevel(numeric_level)
 
 
 def get_logger(name: str) -> Any:
     """A structlog logger: `get_logger(__name__).info("blob.committed", digest=d, size=n)`."""
-    return structlog.stdlib.get_logger(name)
+    return structlog.get_logger(name)
 
 
 def bind_request_id(request_id: str) -> None:
@@ -110,6 +118,22 @@ def _is_secret_key(key: str) -> bool:
 
 def redact_url(text: str) -> str:
     return _URL_PASSWORD.sub(rf"\g<prefix>{REDACTED}@", text)
+
+
+class _NamedWriter(structlog.WriteLogger):
+    """structlog's line writer, with the name `add_logger_name` reads, as stdlib loggers have."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedWriterFactory:
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+
+    def __call__(self, *args: Any) -> _NamedWriter:
+        return _NamedWriter(self.file, str(args[0]) if args else "dockyard")
 
 
 def _add_static_fields(fields: dict[str, Any]) -> Processor:
