@@ -39,10 +39,12 @@ def make_certificates(host: str, out_dir: Path, extra_names: list[str] | None = 
     not_before, not_after = now - dt.timedelta(minutes=5), now + dt.timedelta(days=VALID_DAYS)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dockyard"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"dockyard CA for {host}"),
-    ])
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dockyard"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"dockyard CA for {host}"),
+        ]
+    )
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

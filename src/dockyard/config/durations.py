@@ -41,11 +41,12 @@ def parse_duration(text: str) -> float:
         match = _PART.match(body, position)
         if match is None:
             rest = body[position:]
-            reason = "missing unit (use ns, us, ms, s, m or h)" if rest.replace(".", "").isdigit() else (
-                f"unexpected {rest!r}"
+            reason = (
+                "missing unit (use ns, us, ms, s, m or h)"
+                if rest.replace(".", "").isdigit()
+                else (f"unexpected {rest!r}")
             )
             raise ValueError(f"invalid duration {text!r}: {reason}")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     return sign * total
-

@@ -184,10 +184,12 @@ def _apply_environment(
     origins: dict[KeyPath, str] = {}
     for prefix in _ENV_PREFIXES:
         # Shallow paths first, so DOCKYARD_HTTP_TLS='{...}' does not undo DOCKYARD_HTTP_TLS_KEY.
-        names = sorted((n for n in environ if n.startswith(prefix) and n not in NOT_SETTINGS),
-                       key=lambda n: (n.count("_"), n))
+        names = sorted(
+            (n for n in environ if n.startswith(prefix) and n not in NOT_SETTINGS),
+            key=lambda n: (n.count("_"), n),
+        )
         for name in names:
-            tokens = [t for t in name[len(prefix):].split("_") if t]
+            tokens = [t for t in name[len(prefix) :].split("_") if t]
             resolved = _resolve(Settings, tokens) if tokens else None
             if resolved is not None and prefix == "REGISTRY_" and resolved[0][0] not in REGISTRY_SECTIONS:
                 resolved = None  # e.g. REGISTRY_DATADIR: not a registry:2 setting
@@ -269,8 +271,10 @@ def _members(annotation: Any) -> tuple[Any, ...]:
 
 
 def _is_text(annotation: Any) -> bool:
-    return any(member in (str, Path) or typing.get_origin(member) is typing.Literal
-               for member in _members(annotation))
+    return any(
+        member in (str, Path) or typing.get_origin(member) is typing.Literal
+        for member in _members(annotation)
+    )
 
 
 def _allows_none(annotation: Any) -> bool:
@@ -313,8 +317,13 @@ def _set_default(data: dict[str, Any], key_path: KeyPath, value: Any) -> None:
 # --- error messages -------------------------------------------------------------------------------
 def _source(key_path: KeyPath, origins: Mapping[KeyPath, str]) -> str:
     """Which variables set this key, a section above it, or (for a section's own check) a key below it."""
-    names = sorted({name for path, name in origins.items()
-                    if path == key_path[: len(path)] or path[: len(key_path)] == key_path})
+    names = sorted(
+        {
+            name
+            for path, name in origins.items()
+            if path == key_path[: len(path)] or path[: len(key_path)] == key_path
+        }
+    )
     return f" (from {', '.join(names)})" if names else ""
 
 

@@ -30,8 +30,24 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # From a cached manifest HEAD (sub-millisecond) to a multi-GiB layer upload on a slow link.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0, 60.0)
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 
 def prepare_multiprocess(directory: Path) -> None:
@@ -75,8 +91,11 @@ class Metrics:
             "http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=registry
         )
         self.http_request_duration = Histogram(
-            "http_request_duration_seconds", "Time from request start to the end of the response body.",
-            ["route", "method"], buckets=DURATION_BUCKETS, registry=registry,
+            "http_request_duration_seconds",
+            "Time from request start to the end of the response body.",
+            ["route", "method"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
         )
         self.http_request_bytes = Counter(
             "http_request_bytes", "Request body bytes read.", ["route"], registry=registry

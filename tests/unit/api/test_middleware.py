@@ -48,15 +48,17 @@ async def static_files(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def build_app() -> Starlette:
-    return Starlette(routes=[
-        Route("/v2/", lambda request: PlainTextResponse("{}")),
-        Route("/v2/{name:path}/blobs/{digest}", blob, methods=["GET", "HEAD"]),
-        Route("/v2/{name:path}/blobs/uploads/", start_upload, methods=["POST"]),
-        Route("/fail", fail),
-        Mount("/api/v1", routes=[Route("/projects/{project}", lambda request: PlainTextResponse("p"))]),
-        Mount("/static", app=static_files),
-        Mount("/custom", app=self_routed),
-    ])
+    return Starlette(
+        routes=[
+            Route("/v2/", lambda request: PlainTextResponse("{}")),
+            Route("/v2/{name:path}/blobs/{digest}", blob, methods=["GET", "HEAD"]),
+            Route("/v2/{name:path}/blobs/uploads/", start_upload, methods=["POST"]),
+            Route("/fail", fail),
+            Mount("/api/v1", routes=[Route("/projects/{project}", lambda request: PlainTextResponse("p"))]),
+            Mount("/static", app=static_files),
+            Mount("/custom", app=self_routed),
+        ]
+    )
 
 
 def requests(app: Any, calls: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
@@ -89,21 +91,24 @@ def count(values: dict[Any, float], route: str, method: str, status: str) -> flo
 def test_metrics_use_route_templates_never_raw_paths() -> None:
     metrics = Metrics()
     app = ObservabilityMiddleware(build_app(), metrics, access_log=False)
-    requests(app, [
-        ("GET", "/v2/", {}),
-        ("GET", "/v2/library/alpine/blobs/sha256:aaaa", {}),
-        ("GET", "/v2/team/app/blobs/sha256:bbbb", {}),
-        ("HEAD", "/v2/team/app/blobs/sha256:bbbb", {}),
-        ("POST", "/v2/team/app/blobs/uploads/", {"content": b"y" * 300}),
-        ("DELETE", "/v2/team/app/blobs/sha256:bbbb", {}),  # 405 from a partial match
-        ("GET", "/no/such/path/1", {}),
-        ("GET", "/no/such/path/2", {}),
-        ("BREW", "/v2/", {}),
-        ("GET", "/api/v1/projects/alpha", {}),
-        ("GET", "/static/css/site.css", {}),
-        ("GET", "/custom/anything", {}),
-        ("GET", "/fail", {}),
-    ])
+    requests(
+        app,
+        [
+            ("GET", "/v2/", {}),
+            ("GET", "/v2/library/alpine/blobs/sha256:aaaa", {}),
+            ("GET", "/v2/team/app/blobs/sha256:bbbb", {}),
+            ("HEAD", "/v2/team/app/blobs/sha256:bbbb", {}),
+            ("POST", "/v2/team/app/blobs/uploads/", {"content": b"y" * 300}),
+            ("DELETE", "/v2/team/app/blobs/sha256:bbbb", {}),  # 405 from a partial match
+            ("GET", "/no/such/path/1", {}),
+            ("GET", "/no/such/path/2", {}),
+            ("BREW", "/v2/", {}),
+            ("GET", "/api/v1/projects/alpha", {}),
+            ("GET", "/static/css/site.css", {}),
+            ("GET", "/custom/anything", {}),
+            ("GET", "/fail", {}),
+        ],
+    )
     values = metric_values(metrics)
     blobs = "/v2/{name:path}/blobs/{digest}"
     assert count(values, "/v2/", "GET", "200") == 1
@@ -128,19 +133,22 @@ def test_metrics_use_route_templates_never_raw_paths() -> None:
 
 def test_request_ids_are_made_or_kept_when_sane() -> None:
     app = ObservabilityMiddleware(build_app(), Metrics(), access_log=False)
-    made, kept, too_long, odd = requests(app, [
-        ("POST", "/v2/a/blobs/uploads/", {}),
-        ("POST", "/v2/a/blobs/uploads/", {"headers": {"X-Request-Id": "lb-7f3a.01"}}),
-        ("GET", "/v2/", {"headers": {"X-Request-Id": "a" * 200}}),
-        ("GET", "/v2/", {"headers": {"X-Request-Id": "has spaces; and=\"quotes\""}}),
-    ])
+    made, kept, too_long, odd = requests(
+        app,
+        [
+            ("POST", "/v2/a/blobs/uploads/", {}),
+            ("POST", "/v2/a/blobs/uploads/", {"headers": {"X-Request-Id": "lb-7f3a.01"}}),
+            ("GET", "/v2/", {"headers": {"X-Request-Id": "a" * 200}}),
+            ("GET", "/v2/", {"headers": {"X-Request-Id": 'has spaces; and="quotes"'}}),
+        ],
+    )
     generated = made.headers["x-request-id"]
     assert len(generated) == 16
     assert made.text == f"0 {generated}"  # handlers see the same id in the scope
     assert kept.headers["x-request-id"] == "lb-7f3a.01"
     assert kept.text == "0 lb-7f3a.01"
     assert too_long.headers["x-request-id"] != "a" * 200
-    assert odd.headers["x-request-id"] != "has spaces; and=\"quotes\""
+    assert odd.headers["x-request-id"] != 'has spaces; and="quotes"'
     assert len({generated, too_long.headers["x-request-id"], odd.headers["x-request-id"]}) == 3
 
 
@@ -176,8 +184,9 @@ def test_access_log_can_be_disabled_and_metrics_left_out() -> None:
 def test_works_as_starlette_middleware_too() -> None:
     metrics = Metrics()
     app = build_app()
-    app = Starlette(routes=app.routes, middleware=[Middleware(ObservabilityMiddleware, metrics=metrics,
-                                                              access_log=False)])
+    app = Starlette(
+        routes=app.routes, middleware=[Middleware(ObservabilityMiddleware, metrics=metrics, access_log=False)]
+    )
     (response,) = requests(app, [("GET", "/v2/x/blobs/sha256:cc", {})])
     assert response.status_code == 200
     assert count(metric_values(metrics), "/v2/{name:path}/blobs/{digest}", "GET", "200") == 1
@@ -185,7 +194,7 @@ def test_works_as_starlette_middleware_too() -> None:
 
 # A real Granian with two worker processes: files go out through the server's pathsend path, and /metrics
 # adds up both workers' counts.
-GRANIAN_APP = '''
+GRANIAN_APP = """
 import os
 from pathlib import Path
 from starlette.applications import Starlette
@@ -208,7 +217,7 @@ app = ObservabilityMiddleware(
     Starlette(routes=[Route("/v2/{name:path}/blobs/{digest}", get_blob), Route("/metrics", get_metrics)]),
     metrics, access_log=False,
 )
-'''
+"""
 
 
 def test_under_granian_workers_file_bytes_and_counts_add_up(tmp_path: Path) -> None:
@@ -218,13 +227,30 @@ def test_under_granian_workers_file_bytes_and_counts_add_up(tmp_path: Path) -> N
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     port = free_port()
-    env = {**os.environ, "TEST_BLOB": str(blob), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-           "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}"}
+    env = {
+        **os.environ,
+        "TEST_BLOB": str(blob),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}",
+    }
     granian = str(Path(sys.executable).with_name("granian"))
     process = subprocess.Popen(
-        [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "granian_test_app:app"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            granian,
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "granian_test_app:app",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         url = f"http://127.0.0.1:{port}"

@@ -49,9 +49,10 @@ def tls_server(paths: CertPaths) -> Iterator[int]:
 
 def handshake(port: int, ca_file: Path, server_hostname: str) -> bytes:
     context = ssl.create_default_context(cafile=str(ca_file))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(
-        raw, server_hostname=server_hostname
-    ) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=server_hostname) as tls,
+    ):
         return tls.recv(2)
 
 

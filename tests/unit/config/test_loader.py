@@ -176,11 +176,20 @@ def test_registry_storage_variable_selects_the_driver(write_config: Any) -> None
 
 
 def test_registry_variables_only_reach_shared_sections() -> None:
-    loaded = load_config(None, {"REGISTRY_DATADIR": "/nope", "REGISTRY_AUTH_HTPASSWD_PATH": "/x",
-                                "DOCKYARD_NO_SUCH_THING": "1", "DOCKYARD_CONFIG": "/ignored.yml"})
+    loaded = load_config(
+        None,
+        {
+            "REGISTRY_DATADIR": "/nope",
+            "REGISTRY_AUTH_HTPASSWD_PATH": "/x",
+            "DOCKYARD_NO_SUCH_THING": "1",
+            "DOCKYARD_CONFIG": "/ignored.yml",
+        },
+    )
     assert loaded.settings.datadir == Path("data")
     assert sorted(w.split(":")[0] for w in loaded.warnings) == [
-        "DOCKYARD_NO_SUCH_THING", "REGISTRY_AUTH_HTPASSWD_PATH", "REGISTRY_DATADIR"
+        "DOCKYARD_NO_SUCH_THING",
+        "REGISTRY_AUTH_HTPASSWD_PATH",
+        "REGISTRY_DATADIR",
     ]
 
 
@@ -207,12 +216,18 @@ def test_unknown_keys_are_errors_with_the_valid_choices(write_config: Any) -> No
         ({"http": {"addr": "http://x:5000"}}, "http.addr: expected host:port or :port"),
         ({"http": {"addr": ":70000"}}, "http.addr: port must be between 1 and 65535"),
         ({"http": {"tls": {"certificate": "/c.pem"}}}, "http.tls: certificate and key must be set together"),
-        ({"http": {"tls": {"certificate": "/no/c.pem", "key": "/no/k.pem"}}},
-         "http.tls.certificate: file not found"),
-        ({"storage": {"maintenance": {"uploadpurging": {"age": "1d"}}}},
-         "storage.maintenance.uploadpurging.age: invalid duration '1d'"),
-        ({"storage": {"maintenance": {"uploadpurging": {"interval": "0"}}}},
-         "storage.maintenance.uploadpurging.interval: must be a positive duration"),
+        (
+            {"http": {"tls": {"certificate": "/no/c.pem", "key": "/no/k.pem"}}},
+            "http.tls.certificate: file not found",
+        ),
+        (
+            {"storage": {"maintenance": {"uploadpurging": {"age": "1d"}}}},
+            "storage.maintenance.uploadpurging.age: invalid duration '1d'",
+        ),
+        (
+            {"storage": {"maintenance": {"uploadpurging": {"interval": "0"}}}},
+            "storage.maintenance.uploadpurging.interval: must be a positive duration",
+        ),
         ({"storage": {"inmemory": {}, "filesystem": {}}}, "storage: configure exactly one storage driver"),
         ({"storage": {"s3": {"bucket": "b"}}}, "storage.s3: storage driver 's3' is not supported"),
         ({"log": {"level": "loud"}}, "log.level: Input should be"),

@@ -97,7 +97,10 @@ def test_multiprocess_mode_adds_up_every_worker_and_forgets_earlier_runs(tmp_pat
     for _run in range(2):
         result = subprocess.run(
             [sys.executable, "-c", MULTIPROCESS_SCRIPT, str(tmp_path / "metrics")],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         text = result.stdout
         assert value(text, "http_requests_total", route="/v2/", method="GET", status="200") == 12
