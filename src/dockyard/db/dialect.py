@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any]] | dict[str, Any]) -> None:
+def insert_ignore(connection: Connection, table: Any, rows: list[dict[str, Any]] | dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: concurrent writers of the same row both succeed."""
     if not rows:
         return
@@ -18,7 +18,7 @@ def insert_ignore(connection: Connection, table: Table, rows: list[dict[str, Any
 
 def upsert(
     connection: Connection,
-    table: Table,
+    table: Any,
     values: dict[str, Any],
     key: list[str],
     update: list[str],

@@ -26,9 +26,9 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends without error, else rolls back."""
-        with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as connection:
-            with connection.begin():
-                yield connection
+        options = {WRITE_OPTION: True}
+        with self.engine.connect().execution_options(**options) as connection, connection.begin():
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

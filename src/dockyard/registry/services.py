@@ -6,7 +6,7 @@ Methods are synchronous (DB and storage I/O); the edge runs them in worker threa
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, insert, select
 
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import ParsedManifest, parse_manifest
@@ -111,7 +111,7 @@ class Registry:
             if not isinstance(ref, Digest):
                 upsert(
                     connection,
-                    Tag.__table__,
+                    Tag,
                     {
                         "repository_id": repository_id,
                         "name": ref,
@@ -134,13 +134,13 @@ class Registry:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
             if isinstance(ref, Digest):
                 result = connection.execute(
-                    delete(Manifest.__table__).where(
+                    delete(Manifest).where(
                         Manifest.repository_id == repository_id, Manifest.digest == str(ref)
                     )
                 )
             else:
                 result = connection.execute(
-                    delete(Tag.__table__).where(Tag.repository_id == repository_id, Tag.name == ref)
+                    delete(Tag).where(Tag.repository_id == repository_id, Tag.name == ref)
                 )
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
@@ -230,7 +230,7 @@ class Registry:
         with self._db.write() as connection:
             repository_id = self._repository_id(connection, name)
             result = connection.execute(
-                delete(RepositoryBlob.__table__).where(
+                delete(RepositoryBlob).where(
                     RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest == digest
                 )
             )
@@ -308,7 +308,7 @@ class Registry:
         repository_id = self._repository_id(connection, name)
         if repository_id is not None:
             return repository_id, False
-        insert_ignore(connection, Repository.__table__, {"name": name, "created_at": utcnow()})
+        insert_ignore(connection, Repository, {"name": name, "created_at": utcnow()})
         repository_id = self._repository_id(connection, name)
         assert repository_id is not None
         return repository_id, True
@@ -316,7 +316,7 @@ class Registry:
     def _link(self, connection: Connection, repository_id: int, digest: str) -> None:
         insert_ignore(
             connection,
-            RepositoryBlob.__table__,
+            RepositoryBlob,
             {"repository_id": repository_id, "digest": digest, "created_at": utcnow()},
         )
 
@@ -364,7 +364,7 @@ class Registry:
         if existing is not None:
             return int(existing)
         manifest_id = connection.execute(
-            Manifest.__table__.insert().values(
+            insert(Manifest).values(
                 repository_id=repository_id,
                 digest=digest,
                 media_type=parsed.media_type,
@@ -375,13 +375,13 @@ class Registry:
                 content=body,
                 created_at=utcnow(),
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
         references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
         references += [
             {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
         ]
         unique = {(r["digest"], r["kind"]): r for r in references}
-        insert_ignore(connection, ManifestReference.__table__, list(unique.values()))
+        insert_ignore(connection, ManifestReference, list(unique.values()))
         return int(manifest_id)
 
 

@@ -42,7 +42,7 @@ class BlobStore:
         return connection.scalar(select(Blob.size).where(Blob.digest == digest))
 
     def record(self, connection: Connection, digest: str, size: int) -> None:
-        insert_ignore(connection, Blob.__table__, {"digest": digest, "size": size})
+        insert_ignore(connection, Blob, {"digest": digest, "size": size})
 
     def place_upload(self, state: UploadState, digest: Digest, expected_size: int | None = None) -> int:
         """Verify the upload's bytes and move them to the blob's content address. Returns the size.

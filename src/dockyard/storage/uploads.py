@@ -7,13 +7,14 @@ the temp object again instead, so correctness never depends on which process got
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
@@ -81,7 +82,7 @@ class UploadStore:
         now = utcnow()
         with self._db.write() as connection:
             connection.execute(
-                Upload.__table__.insert(),
+                insert(Upload),
                 {"id": upload_id, "repository": repository, "size": 0, "created_at": now, "updated_at": now},
             )
         return UploadState(upload_id, repository, 0, now)
@@ -111,7 +112,7 @@ class UploadStore:
     def cancel(self, upload_id: str, repository: str) -> None:
         with self._db.write() as connection:
             result = connection.execute(
-                delete(Upload.__table__).where(Upload.id == upload_id, Upload.repository == repository)
+                delete(Upload).where(Upload.id == upload_id, Upload.repository == repository)
             )
         self._forget_hasher(upload_id)
         self._delete_temp(upload_id)
@@ -121,7 +122,7 @@ class UploadStore:
     def finish(self, state: UploadState) -> None:
         """After the blob was moved into place and recorded: drop the row and any temp leftovers."""
         with self._db.write() as connection:
-            connection.execute(delete(Upload.__table__).where(Upload.id == state.id))
+            connection.execute(delete(Upload).where(Upload.id == state.id))
         self._forget_hasher(state.id)
         self._delete_temp(state.id)
 
@@ -163,7 +164,7 @@ class UploadStore:
         if not dry_run:
             with self._db.write() as connection:
                 if stale:
-                    connection.execute(delete(Upload.__table__).where(Upload.id.in_(stale)))
+                    connection.execute(delete(Upload).where(Upload.id.in_(stale)))
             for upload_id in stale + orphans:
                 self._forget_hasher(upload_id)
                 self._delete_temp(upload_id)
@@ -173,7 +174,7 @@ class UploadStore:
     def _record_progress(self, state: UploadState, size: int, hasher: Any) -> UploadState:
         with self._db.write() as connection:
             result = connection.execute(
-                update(Upload.__table__)
+                update(Upload)
                 .where(Upload.id == state.id, Upload.size == state.size)
                 .values(size=size, updated_at=utcnow())
             )
@@ -218,10 +219,8 @@ class UploadStore:
         return str(hasher.hexdigest())
 
     def _delete_temp(self, upload_id: str) -> None:
-        try:
+        with contextlib.suppress(PathNotFound):
             self._driver.delete(upload_path(upload_id))
-        except PathNotFound:
-            pass
 
     def _temp_ids(self) -> list[str]:
         try:

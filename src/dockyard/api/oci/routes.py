@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -14,9 +14,10 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 
 Handler = Callable[..., Awaitable[Response]]
+Handlers = Mapping[str, Handler]
 
 
-def _endpoint(ctx: OCIContext, handlers: dict[str, Handler], params: tuple[str, ...]) -> Any:
+def _endpoint(ctx: OCIContext, handlers: Handlers, params: tuple[str, ...]) -> Any:
     allowed = ", ".join(sorted(handlers))
 
     async def endpoint(request: Request) -> Response:
@@ -43,7 +44,7 @@ def _encoded_separator(request: Request) -> bool:
 
 
 def oci_routes(ctx: OCIContext) -> list[Route]:
-    def route(path: str, handlers: dict[str, Handler], *params: str) -> Route:
+    def route(path: str, handlers: Handlers, *params: str) -> Route:
         methods = [*handlers, "GET"] if handlers else None  # let our endpoint answer 405 itself
         return Route(path, _endpoint(ctx, handlers, params), methods=methods, name=path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
-from dockyard.storage.uploads import UploadState
+from dockyard.storage.uploads import AppendSession, UploadState
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
@@ -129,11 +130,9 @@ async def _append(ctx: OCIContext, request: Request, state: UploadState) -> Uplo
     return await ctx.call(session.finish)
 
 
-def _abort_quietly(session: object) -> None:
-    try:
-        session.abort()  # type: ignore[attr-defined]
-    except DockyardError:
-        pass
+def _abort_quietly(session: AppendSession) -> None:
+    with contextlib.suppress(DockyardError):
+        session.abort()
 
 
 async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
@@ -146,7 +145,5 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
 
 
 def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
-    try:
+    with contextlib.suppress(DockyardError):
         ctx.registry.uploads.cancel(state.id, state.repository)
-    except DockyardError:
-        pass
