@@ -16,7 +16,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
+from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response
 from dockyard.api.oci.routes import oci_routes
@@ -27,6 +30,8 @@ from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from dockyard.observability.logging import configure_logging
+from dockyard.observability.metrics import Metrics
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
@@ -84,10 +89,14 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     return Services(settings, db, driver, uploads, blobs, registry, feed)
 
 
-def create_app(services: Services) -> Starlette:
+def create_app(services: Services) -> ASGIApp:
     settings = services.settings
     io = BlobIO()
-    ctx = OCIContext(services.registry, io, base_url=(settings.http.host or "").rstrip("/"))
+    metrics = Metrics()
+    ctx = OCIContext(services.registry, io, metrics, base_url=(settings.http.host or "").rstrip("/"))
+    routes: list[BaseRoute] = list(oci_routes(ctx))
+    if settings.metrics.enabled:
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -100,12 +109,22 @@ def create_app(services: Services) -> Starlette:
             services.close()
 
     app = Starlette(
-        routes=oci_routes(ctx),
+        routes=routes,
         exception_handlers={404: _not_found, 405: _not_allowed},
         lifespan=lifespan,
     )
     app.state.services = services
-    return app
+    return ObservabilityMiddleware(
+        app, metrics, access_log=not settings.log.accesslog.disabled, extra_headers=settings.http.headers
+    )
+
+
+def _metrics_endpoint(metrics: Metrics) -> Any:
+    async def endpoint(request: Request) -> Response:
+        body, content_type = await asyncio.to_thread(metrics.render)
+        return Response(body, headers={"Content-Type": content_type})
+
+    return endpoint
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -157,4 +176,5 @@ def worker_app() -> Any:
     """ASGI factory for server worker processes: settings come from the file `serve` was given."""
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)
+    configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     return create_app(build_services(settings, migrate=False))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.routing import Mount
@@ -36,8 +37,20 @@ def new_request_id() -> str:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics | None, access_log: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics | None,
+        access_log: bool = True,
+        extra_headers: Mapping[str, list[str]] | None = None,
+    ) -> None:
         self.app = app
+        # http.headers from the config (registry:2's), added to every response.
+        self.extra_headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, values in (extra_headers or {}).items()
+            for value in values
+        ]
         self.metrics = metrics
         self.access_log = access_log
         self.logger = get_logger("dockyard.access")
@@ -80,6 +93,7 @@ class ObservabilityMiddleware:
                     if name.lower() == b"content-length" and value.isdigit():
                         content_length = int(value)
                 headers.append((REQUEST_ID_HEADER, header_value))
+                headers.extend(self.extra_headers)
                 message = {**message, "headers": headers}
             elif kind == "http.response.pathsend" and counts_body:
                 response_bytes += content_length  # the server sends the file; its size is the header's

@@ -12,6 +12,7 @@ import typer
 from dockyard.config.loader import config_path_from_env, load_config, load_settings
 from dockyard.config.settings import Settings
 from dockyard.errors import ConfigError
+from dockyard.observability.logging import redact_url
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="dockyard: a self-hosted OCI registry.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
@@ -63,7 +64,7 @@ def config_check(config: ConfigOption = None) -> None:
     )
     typer.echo(f"  listen:   {settings.http.addr}{' (TLS)' if settings.http.tls.certificate else ''}")
     typer.echo(f"  storage:  {settings.storage.driver_name} {settings.storage_root}")
-    typer.echo(f"  database: {_redact(settings.database_url)}")
+    typer.echo(f"  database: {redact_url(settings.database_url)}")
     typer.echo(f"  deletes:  {'enabled' if settings.storage.delete.enabled else 'disabled'}")
 
 
@@ -92,15 +93,6 @@ def cert(
     from dockyard.cli.cert import run_cert_command
 
     typer.echo(run_cert_command(host, out, port, name or []))
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from dockyard.app import CONFIG_ENV
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
+from dockyard.observability.logging import configure_logging
+from dockyard.observability.metrics import prepare_multiprocess
 
 log = logging.getLogger("dockyard.serve")
 
@@ -19,7 +21,10 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
 
+    configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     settings.datadir.mkdir(parents=True, exist_ok=True)
+    # Workers are separate processes: their metrics meet in files that /metrics aggregates.
+    prepare_multiprocess(settings.datadir / "run" / "metrics")
     # Migrate once here, not in every worker.
     engine = build_engine(settings.database_url)
     upgrade(engine)

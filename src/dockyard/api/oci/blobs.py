@@ -76,6 +76,7 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
     if location.redirect_url:
         return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)
     headers = blob_headers(digest, size)
+    ctx.metrics.blob_bytes_sent.inc(size if byte_range is None else byte_range[1] - byte_range[0])
     if location.local_path and "range" not in request.headers:
         # Zero-copy where the server supports it (ASGI pathsend).
         return FileResponse(

@@ -9,6 +9,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.observability.metrics import Metrics
 from dockyard.registry.services import Registry
 
 T = TypeVar("T")
@@ -18,6 +19,7 @@ T = TypeVar("T")
 class OCIContext:
     registry: Registry
     io: BlobIO
+    metrics: Metrics
     base_url: str = ""  # http.host when set: absolute Location headers
     redirect_blobs: bool = False
 

@@ -57,6 +57,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     if digest is not None:
         parse_digest(digest)
     state = await ctx.call(ctx.registry.start_upload, name)
+    ctx.metrics.uploads_started.inc()
     if digest is None:
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
     # Monolithic upload: the whole blob is the POST body.
@@ -118,7 +119,7 @@ def _check_content_range(request: Request, state: UploadState) -> None:
 async def _append(ctx: OCIContext, request: Request, state: UploadState) -> UploadState:
     session = await ctx.call(ctx.registry.uploads.begin_append, state)
     try:
-        await receive_into(request, session.write, ctx.io)
+        received = await receive_into(request, session.write, ctx.io)
     except (BlobUploadInvalid, SizeInvalid):
         # The body was cut short: what did arrive is good, so keep it and let the client
         # resume from the offset that GET on the upload reports.
@@ -126,7 +127,9 @@ async def _append(ctx: OCIContext, request: Request, state: UploadState) -> Uplo
         raise
     except BaseException:
         await ctx.call(_abort_quietly, session)
+        ctx.metrics.uploads_failed.inc()
         raise
+    ctx.metrics.blob_bytes_received.inc(received)
     return await ctx.call(session.finish)
 
 
@@ -140,8 +143,10 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
         await ctx.call(ctx.registry.commit_upload, state, digest)
     except (DigestInvalid, SizeInvalid):
         # The bytes can never become this blob: drop the session so nothing half-done lingers.
+        ctx.metrics.uploads_failed.inc()
         await ctx.call(_cancel_quietly, ctx, state)
         raise
+    ctx.metrics.uploads_completed.inc()
 
 
 def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
