@@ -44,7 +44,7 @@ def paths_containing(marker: str, datadir: Path) -> list[str]:
 BAD_NAMES = [
     "Upper/case", "a//b", "-lead", "trail-", "trail.", "a/", "a..b", "a/.b", "a/-b", "a_/b",
     "x" * 256, "/".join(["abcdefghi"] * 26),  # 259 characters of valid components
-    "..", "a/..", "a/./b", ".", "a%00b", "a%5Cb", "a%20b", "a%2Fb",
+    "..", "a/..", "a/./b", ".", "a%00b", "a%5Cb", "a%20b", "a%2Fb",  # an encoded separator is not one
 ]
 TRAVERSALS = [  # {m} is a marker unique to the request; the check looks for files named after it
     "../{m}", "../../../../../../../../tmp/{m}", "a/../../{m}", "%2e%2e/%2e%2e/{m}", "a/%2e%2e/%2e%2e/{m}",
@@ -129,7 +129,7 @@ def test_malformed_digest_on_upload_is_digest_invalid(oci: OCIClient, repo_name:
     assert oci.head_blob(repo_name, digest_of(BLOB)).status_code == 404
 
 
-@pytest.mark.parametrize("digest", BAD_DIGESTS)
+@pytest.mark.parametrize("digest", [digest for digest in BAD_DIGESTS if ":" in digest])  # else a tag
 def test_malformed_digest_as_manifest_reference(oci: OCIClient, repo_name: str, digest: str) -> None:
     pushed = oci.push_image(repo_name, "real")
     put = oci.put_manifest(repo_name, digest, pushed.body, pushed.media_type)
