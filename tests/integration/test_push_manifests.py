@@ -229,3 +229,21 @@ def test_put_by_digest_that_does_not_match_body_is_digest_invalid(oci: OCIClient
 def test_invalid_json_is_manifest_invalid(oci: OCIClient, repo_name: str, body: bytes) -> None:
     assert_error(oci.put_manifest(repo_name, "bad", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
     assert_error(oci.get_manifest(repo_name, "bad"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+
+
+def test_accept_sent_as_one_header_per_type(oci: OCIClient, repo_name: str) -> None:
+    """Go clients (containerd, skopeo) send several Accept headers instead of one list."""
+    pushed = oci.push_image(repo_name, "multi-accept")
+    headers = [("Accept", DOCKER_MANIFEST), ("Accept", OCI_MANIFEST), ("Accept", OCI_INDEX)]
+    response = oci.http.get(f"/v2/{repo_name}/manifests/multi-accept", headers=headers)
+    assert response.status_code == 200, describe(response)
+    assert response.headers["Content-Type"] == OCI_MANIFEST
+    assert response.content == pushed.body
+
+
+def test_content_type_parameters_are_ignored_on_push(oci: OCIClient, repo_name: str) -> None:
+    oci.push_blob(repo_name, EMPTY_JSON)
+    body = image_manifest(empty_descriptor(), [])
+    response = oci.put_manifest(repo_name, "params", body, f"{OCI_MANIFEST}; charset=utf-8")
+    assert response.status_code == 201, describe(response)
+    assert_pullable(oci, repo_name, "params", PushedManifest(body, digest_of(body), OCI_MANIFEST))
