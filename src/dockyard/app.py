@@ -21,8 +21,7 @@ from starlette.types import ASGIApp
 
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
-from dockyard.api.oci.errors import error_response
-from dockyard.api.oci.routes import oci_routes
+from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.config.durations import parse_duration
 from dockyard.config.loader import load_settings
@@ -94,7 +93,7 @@ def create_app(services: Services) -> ASGIApp:
     io = BlobIO()
     metrics = Metrics()
     ctx = OCIContext(services.registry, io, metrics, base_url=(settings.http.host or "").rstrip("/"))
-    routes: list[BaseRoute] = list(oci_routes(ctx))
+    routes: list[BaseRoute] = []
     if settings.metrics.enabled:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
 
@@ -115,7 +114,10 @@ def create_app(services: Services) -> ASGIApp:
     )
     app.state.services = services
     return ObservabilityMiddleware(
-        app, metrics, access_log=not settings.log.accesslog.disabled, extra_headers=settings.http.headers
+        OCIRouter(ctx, fallback=app),
+        metrics,
+        access_log=not settings.log.accesslog.disabled,
+        extra_headers=settings.http.headers,
     )
 
 
@@ -128,13 +130,11 @@ def _metrics_endpoint(metrics: Metrics) -> Any:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    if request.url.path.startswith("/v2"):
-        return error_response("NAME_UNKNOWN", "no such endpoint or repository", 404)
     return PlainTextResponse("not found", status_code=404)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response("UNSUPPORTED", f"{request.method} is not supported here", 405)
+    return PlainTextResponse(f"{request.method} is not allowed here", status_code=405)
 
 
 async def _purge_uploads_forever(services: Services) -> None:

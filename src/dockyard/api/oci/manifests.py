@@ -26,7 +26,7 @@ def _acceptable(request: Request, record: ManifestRecord) -> bool:
     return not (offered & (mediatypes.MANIFEST_TYPES | mediatypes.SCHEMA1_TYPES))
 
 
-async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) -> Response | ManifestRecord:
+async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) -> ManifestRecord:
     record = ctx.registry.cached_manifest(name, reference)
     if record is None:
         record = await ctx.call(ctx.registry.get_manifest, name, reference)
@@ -38,25 +38,44 @@ async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) 
     return record
 
 
-def _headers(record: ManifestRecord) -> dict[str, str]:
-    return {
-        **API_VERSION_HEADER,
-        "Docker-Content-Digest": record.digest,
-        "ETag": f'"{record.digest}"',
-        "Content-Length": str(record.size),
-    }
+class _PreparedResponse(Response):
+    """A response whose encoded headers were built once: manifest GETs are the hottest path."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.body = body
+        self.raw_headers = raw_headers
+        self.background = None
+
+
+_prepared: dict[tuple[str, str, int], list[tuple[bytes, bytes]]] = {}
+
+
+def _raw_headers(record: ManifestRecord) -> list[tuple[bytes, bytes]]:
+    key = (record.digest, record.media_type, record.size)
+    raw = _prepared.get(key)
+    if raw is None:
+        if len(_prepared) > 10_000:
+            _prepared.clear()
+        headers = {
+            **API_VERSION_HEADER,
+            "Content-Type": record.media_type,
+            "Docker-Content-Digest": record.digest,
+            "ETag": f'"{record.digest}"',
+            "Content-Length": str(record.size),
+        }
+        raw = _prepared[key] = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return raw
 
 
 async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
-    assert isinstance(record, ManifestRecord)
-    return Response(record.content, headers=_headers(record), media_type=record.media_type)
+    return _PreparedResponse(record.content, _raw_headers(record))
 
 
 async def head_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
-    assert isinstance(record, ManifestRecord)
-    return Response(b"", headers=_headers(record), media_type=record.media_type)
+    return _PreparedResponse(b"", _raw_headers(record))
 
 
 async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:

@@ -1,75 +1,130 @@
-"""The /v2 route table (OCI Distribution Spec v1.1)."""
+"""The /v2 route table (OCI Distribution Spec v1.1) and its dispatcher.
+
+Repository names contain slashes, so each path is matched once against one expression that
+splits it into name and action, instead of trying a list of routes in turn: this is the hot path.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.api.oci import blobs, listings, manifests, uploads
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 
 Handler = Callable[..., Awaitable[Response]]
-Handlers = Mapping[str, Handler]
+ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
+
+_PATH = re.compile(
+    r"^/v2/(?P<name>.+?)/(?:"
+    r"blobs/uploads(?:/(?P<upload>[^/]*))?"
+    r"|(?P<action>manifests|blobs|referrers)/(?P<ref>[^/]+)"
+    r"|(?P<tags>tags/list)"
+    r")$"
+)
 
 
-def _endpoint(ctx: OCIContext, handlers: Handlers, params: tuple[str, ...]) -> Any:
-    allowed = ", ".join(sorted(handlers))
+@dataclass(frozen=True)
+class V2Route:
+    template: str
+    handlers: Mapping[str, Handler]
 
-    async def endpoint(request: Request) -> Response:
-        handler = handlers.get(request.method)
+
+def _routes() -> dict[str, V2Route]:
+    return {
+        "base": V2Route("/v2/", {"GET": listings.base, "HEAD": listings.base}),
+        "catalog": V2Route("/v2/_catalog", {"GET": listings.catalog}),
+        "upload_start": V2Route("/v2/{name:path}/blobs/uploads/", {"POST": uploads.start_upload}),
+        "upload": V2Route(
+            "/v2/{name:path}/blobs/uploads/{upload_id}",
+            {
+                "GET": uploads.upload_status,
+                "PATCH": uploads.patch_upload,
+                "PUT": uploads.finish_upload,
+                "DELETE": uploads.cancel_upload,
+            },
+        ),
+        "blobs": V2Route(
+            "/v2/{name:path}/blobs/{digest}",
+            {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob},
+        ),
+        "manifests": V2Route(
+            "/v2/{name:path}/manifests/{reference}",
+            {
+                "GET": manifests.get_manifest,
+                "HEAD": manifests.head_manifest,
+                "PUT": manifests.put_manifest,
+                "DELETE": manifests.delete_manifest,
+            },
+        ),
+        "tags": V2Route("/v2/{name:path}/tags/list", {"GET": listings.tags_list}),
+        "referrers": V2Route("/v2/{name:path}/referrers/{digest}", {"GET": listings.referrers}),
+    }
+
+
+def match(path: str) -> tuple[str, tuple[str, ...]] | None:
+    """The route key and its path arguments for a /v2 path, or None."""
+    if path in ("/v2/", "/v2"):
+        return "base", ()
+    if path == "/v2/_catalog":
+        return "catalog", ()
+    found = _PATH.match(path)
+    if found is None:
+        return None
+    name = found.group("name")
+    if found.group("tags"):
+        return "tags", (name,)
+    action = found.group("action")
+    if action is not None:
+        return action, (name, found.group("ref"))
+    upload = found.group("upload")
+    return ("upload", (name, upload)) if upload else ("upload_start", (name,))
+
+
+class OCIRouter:
+    """ASGI app for /v2: one match, then the handler; every error leaves as an OCI error body."""
+
+    def __init__(self, ctx: OCIContext, fallback: ASGIApp) -> None:
+        self.ctx = ctx
+        self.fallback = fallback
+        self.routes = _routes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v2"):
+            await self.fallback(scope, receive, send)
+            return
+        response = await self._dispatch(scope, receive, scope["path"])
+        await response(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
+        matched = match(path)
+        if matched is None:
+            return error_response("NAME_UNKNOWN", "no such endpoint or repository", 404)
+        key, args = matched
+        route = self.routes[key]
+        scope[ROUTE_KEY] = route.template
+        method = scope["method"]
+        handler = route.handlers.get(method)
         if handler is None:
+            allowed = ", ".join(sorted(route.handlers))
             return error_response(
-                "UNSUPPORTED", f"{request.method} is not supported here", 405, headers={"Allow": allowed}
+                "UNSUPPORTED", f"{method} is not supported here", 405, headers={"Allow": allowed}
             )
-        path_params = request.path_params
-        if b"%2" in request.scope.get("raw_path", b"") and _encoded_separator(request):
+        if b"%2" in scope.get("raw_path", b"") and _encoded_separator(scope):
             return error_response("NAME_INVALID", "percent-encoded '/' or '.' is not allowed in names", 400)
         try:
-            return await handler(ctx, request, *[path_params[p] for p in params])
-        except Exception as exc:  # every error leaves as an OCI error body
+            return await handler(self.ctx, Request(scope, receive), *args)
+        except Exception as exc:
             return render_error(exc)
 
-    return endpoint
 
-
-def _encoded_separator(request: Request) -> bool:
+def _encoded_separator(scope: Scope) -> bool:
     """Names must be spelled literally: an encoded '/' or '.' could smuggle path segments."""
-    raw = request.scope["raw_path"].split(b"?", 1)[0].lower()
+    raw = scope["raw_path"].split(b"?", 1)[0].lower()
     return b"%2f" in raw or b"%2e" in raw
-
-
-def oci_routes(ctx: OCIContext) -> list[Route]:
-    def route(path: str, handlers: Handlers, *params: str) -> Route:
-        methods = [*handlers, "GET"] if handlers else None  # let our endpoint answer 405 itself
-        return Route(path, _endpoint(ctx, handlers, params), methods=methods, name=path)
-
-    upload_start = {"POST": uploads.start_upload}
-    upload = {
-        "GET": uploads.upload_status,
-        "PATCH": uploads.patch_upload,
-        "PUT": uploads.finish_upload,
-        "DELETE": uploads.cancel_upload,
-    }
-    blob = {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob}
-    manifest = {
-        "GET": manifests.get_manifest,
-        "HEAD": manifests.head_manifest,
-        "PUT": manifests.put_manifest,
-        "DELETE": manifests.delete_manifest,
-    }
-    return [
-        route("/v2/", {"GET": listings.base, "HEAD": listings.base}),
-        route("/v2/_catalog", {"GET": listings.catalog}),
-        route("/v2/{name:path}/blobs/uploads/", upload_start, "name"),
-        route("/v2/{name:path}/blobs/uploads", upload_start, "name"),
-        route("/v2/{name:path}/blobs/uploads/{upload_id}", upload, "name", "upload_id"),
-        route("/v2/{name:path}/blobs/{digest}", blob, "name", "digest"),
-        route("/v2/{name:path}/manifests/{reference}", manifest, "name", "reference"),
-        route("/v2/{name:path}/tags/list", {"GET": listings.tags_list}, "name"),
-        route("/v2/{name:path}/referrers/{digest}", {"GET": listings.referrers}, "name", "digest"),
-    ]
