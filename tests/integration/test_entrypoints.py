@@ -1,0 +1,71 @@
+"""Other ways in: the app under uvicorn (besides Granian), and `dockyard db upgrade`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.ociclient import OCIClient
+from tests.support.server import DOCKYARD, free_port
+
+
+def _config(tmp_path: Path) -> Path:
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data")}))
+    return config
+
+
+def test_app_serves_under_uvicorn(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    subprocess.run([DOCKYARD, "db", "upgrade", "--config", str(config)], check=True, capture_output=True)
+    port = free_port()
+    env = {**os.environ, "DOCKYARD_CONFIG": str(config)}
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "dockyard.app:worker_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/v2/")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=url) as http:
+            data = os.urandom(300_000)
+            digest = OCIClient(http).push_blob("team/app", data)
+            assert http.get(f"/v2/team/app/blobs/{digest}").content == data
+            ranged = http.get(f"/v2/team/app/blobs/{digest}", headers={"Range": "bytes=10-19"})
+            assert ranged.status_code == 206
+            assert ranged.content == data[10:20]
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_db_upgrade_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    for _ in range(2):
+        result = subprocess.run(
+            [DOCKYARD, "db", "upgrade", "--config", str(config)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        assert "database at revision" in result.stdout
+    assert (tmp_path / "data" / "dockyard.db").exists()
