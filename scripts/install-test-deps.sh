@@ -38,6 +38,10 @@ fi
 stamp=.venv/.dev-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   echo "install-test-deps: pip install -e '.[dev]'"
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # Quiet unless it fails: setuptools' build warnings would bury the test output.
+  if ! .venv/bin/python -m pip install -q -e '.[dev]' >.venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    exit 1
+  fi
   touch "$stamp" .venv/.runtime-installed
 fi

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.support.server import DOCKYARD, RunningServer, start_server
 from tests.support.tools import ContainerTools, run
 

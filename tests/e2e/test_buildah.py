@@ -20,8 +20,13 @@ def test_build_from_scratch_push_and_find_the_file_in_the_layer(
     tools.buildah("copy", container, str(tmp_path / "hello.txt"), "/greeting/hello.txt")
     tools.buildah("config", "--label", "org.example.test=buildah", container)
     tools.buildah("commit", "--quiet", "--format", "oci", container, "localhost/built:1.0")
-    tools.buildah("push", "--quiet", "--tls-verify=false", "localhost/built:1.0",
-                  f"docker://{server.host}/{repo_name}:1.0")
+    tools.buildah(
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        "localhost/built:1.0",
+        f"docker://{server.host}/{repo_name}:1.0",
+    )
 
     out = tmp_path / "out"
     remote = f"docker://{server.host}/{repo_name}:1.0"

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import oras.client
 import requests
+
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from tests.support.server import RunningServer
 
@@ -88,11 +89,13 @@ def test_referrers_lists_artifacts_with_a_subject_and_filters_by_type(
     image_file = tmp_path / "app.bin"
     image_file.write_bytes(b"the subject artifact\n")
     client = oras_client()
-    subject = pushed_manifest(client.push(
-        target=f"{server.host}/{repo_name}:1.0",
-        files=[str(image_file)],
-        disable_path_validation=True,
-    ))
+    subject = pushed_manifest(
+        client.push(
+            target=f"{server.host}/{repo_name}:1.0",
+            files=[str(image_file)],
+            disable_path_validation=True,
+        )
+    )
     (tmp_path / "sig").write_bytes(b"signature bytes")
     (tmp_path / "sbom.json").write_text(json.dumps({"packages": []}))
     target = f"{server.host}/{repo_name}"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+
 from tests.support.oci import OCI_MANIFEST, write_oci_layout
 from tests.support.server import RunningServer
 from tests.support.tools import ContainerTools
@@ -27,8 +28,15 @@ def test_push_then_pull_back_gives_the_same_image(
     assert image_ids(tools) == {image.config.digest}
 
     digest_file = tmp_path / "pushed.digest"
-    tools.podman("push", "--quiet", "--tls-verify=false", "--digestfile", str(digest_file),
-                 image.config.digest, f"docker://{remote}")
+    tools.podman(
+        "push",
+        "--quiet",
+        "--tls-verify=false",
+        "--digestfile",
+        str(digest_file),
+        image.config.digest,
+        f"docker://{remote}",
+    )
     pushed_digest = digest_file.read_text().strip()
     head = httpx.head(f"{server.url}/v2/{repo_name}/manifests/1.0", headers={"Accept": OCI_MANIFEST})
     assert head.status_code == 200

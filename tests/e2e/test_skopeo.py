@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+
 from tests.e2e.conftest import TlsRegistry
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, read_oci_layout, write_oci_layout
 from tests.support.server import RunningServer
@@ -68,7 +69,9 @@ def test_list_tags_shows_every_pushed_tag(
     for tag in tags:
         tools.skopeo("copy", PLAIN_HTTP, layout.transport_ref, f"docker://{server.host}/{repo_name}:{tag}")
 
-    listed = json.loads(tools.skopeo("list-tags", "--tls-verify=false", f"docker://{server.host}/{repo_name}").stdout)
+    listed = json.loads(
+        tools.skopeo("list-tags", "--tls-verify=false", f"docker://{server.host}/{repo_name}").stdout
+    )
 
     assert listed["Repository"] == f"{server.host}/{repo_name}"
     assert sorted(listed["Tags"]) == tags
@@ -108,13 +111,18 @@ def test_delete_removes_the_image_and_only_it(
     for reference in ("1.0", doomed.top.digest):
         response = httpx.get(f"{server.url}/v2/{repo_name}/manifests/{reference}", headers=accept)
         assert response.status_code == 404, reference
-    failed = tools.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{repo_name}:1.0",
-                          check=False)
+    failed = tools.skopeo(
+        "inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{repo_name}:1.0", check=False
+    )
     assert failed.returncode != 0
     assert "manifest unknown" in failed.stderr.lower()
-    kept_raw = tools.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{repo_name}:2.0")
+    kept_raw = tools.skopeo(
+        "inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{repo_name}:2.0"
+    )
     assert kept_raw.stdout.encode() == kept.blobs[kept.top.digest]
-    listed = json.loads(tools.skopeo("list-tags", "--tls-verify=false", f"docker://{server.host}/{repo_name}").stdout)
+    listed = json.loads(
+        tools.skopeo("list-tags", "--tls-verify=false", f"docker://{server.host}/{repo_name}").stdout
+    )
     assert listed["Tags"] == ["2.0"]
 
 

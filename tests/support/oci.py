@@ -155,11 +155,14 @@ def _build_image(
         "created": FIXED_CREATED,
         "architecture": arch,
         "os": os_name,
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   "Cmd": ["/layer0/hello.txt"]},
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/layer0/hello.txt"],
+        },
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in built]},
-        "history": [{"created": FIXED_CREATED, "created_by": f"tests.support.oci layer {i}"}
-                    for i in range(layers)],
+        "history": [
+            {"created": FIXED_CREATED, "created_by": f"tests.support.oci layer {i}"} for i in range(layers)
+        ],
     }
     config_descriptor = writer.put(OCI_CONFIG, canonical_json(config))
     manifest = {
@@ -213,13 +216,14 @@ def write_oci_layout(
 def read_oci_layout(directory: Path, ref: str = "latest") -> tuple[Descriptor, dict[str, bytes]]:
     """Read back a layout (e.g. one skopeo wrote): the descriptor tagged `ref` and every blob by digest."""
     layout_index = json.loads((directory / "index.json").read_bytes())
-    matches = [entry for entry in layout_index["manifests"]
-               if entry.get("annotations", {}).get(REF_NAME_ANNOTATION) == ref]
+    matches = [
+        entry
+        for entry in layout_index["manifests"]
+        if entry.get("annotations", {}).get(REF_NAME_ANNOTATION) == ref
+    ]
     if len(matches) != 1:
         found = layout_index["manifests"]
         raise LookupError(f"{directory}: expected one manifest tagged {ref!r}, found {found}")
     top = Descriptor(matches[0]["mediaType"], matches[0]["digest"], matches[0]["size"])
-    blobs = {
-        "sha256:" + path.name: path.read_bytes() for path in (directory / "blobs" / "sha256").iterdir()
-    }
+    blobs = {"sha256:" + path.name: path.read_bytes() for path in (directory / "blobs" / "sha256").iterdir()}
     return top, blobs

@@ -33,7 +33,12 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command without a shell, capturing text; raise CommandFailed on a non-zero exit if `check`."""
     result = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
         check=False,
     )
     if check and result.returncode != 0:
@@ -81,14 +86,20 @@ class ContainerTools:
 
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         # No daemon, no systemd: cgroupfs and a file for events; all state under self.home.
-        global_flags = [
-            "--root", str(self.storage_root), "--runroot", str(self.run_root), "--storage-driver", "vfs",
-            "--tmpdir", str(self.podman_tmp), "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-        ]
-        return run([self.podman_bin, *global_flags, *args], env=self.env, check=check)
+        options = {
+            **self._storage_options(),
+            "--tmpdir": str(self.podman_tmp),
+            "--cgroup-manager": "cgroupfs",
+            "--events-backend": "file",
+        }
+        return run([self.podman_bin, *as_flags(options), *args], env=self.env, check=check)
 
     def buildah(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        global_flags = [
-            "--root", str(self.storage_root), "--runroot", str(self.run_root), "--storage-driver", "vfs",
-        ]
-        return run([self.buildah_bin, *global_flags, *args], env=self.env, check=check)
+        return run([self.buildah_bin, *as_flags(self._storage_options()), *args], env=self.env, check=check)
+
+    def _storage_options(self) -> dict[str, str]:
+        return {"--root": str(self.storage_root), "--runroot": str(self.run_root), "--storage-driver": "vfs"}
+
+
+def as_flags(options: dict[str, str]) -> list[str]:
+    return [part for option in options.items() for part in option]
