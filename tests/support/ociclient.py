@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import re
+import select
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -282,12 +283,41 @@ def raw_request(
         sock.sendall(head + body)
         if declared > len(body) and hang_up:
             sock.shutdown(socket.SHUT_WR)
-        chunks = []
+        return _read_response(sock)
+
+
+def raw_chunked_request(
+    host: str, method: str, target: str, headers: dict[str, str], body: bytes, *, piece: int = 65536,
+    timeout: float = 10.0,
+) -> RawResponse | None:
+    """Send body with chunked transfer encoding, stopping as soon as the server answers early
+    (a registry may refuse an oversized body before reading it all, then close the connection)."""
+    address, port = host.rsplit(":", 1)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Transfer-Encoding: chunked"]
+    lines.append("Connection: close")
+    lines += [f"{key}: {value}" for key, value in headers.items()]
+    with socket.create_connection((address, int(port)), timeout=timeout) as sock:
         try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            for start in range(0, len(body), piece):
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the answer is already there
+                part = body[start : start + piece]
+                sock.sendall(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
             pass
+        return _read_response(sock)
+
+
+def _read_response(sock: socket.socket) -> RawResponse | None:
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
     raw = b"".join(chunks)
     if not raw:
         return None
