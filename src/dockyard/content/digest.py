@@ -57,10 +57,11 @@ def new_hasher(algorithm: str = CANONICAL_ALGORITHM) -> Any:
 
 
 def compute_digest(data: bytes, algorithm: str = CANONICAL_ALGORITHM) -> Digest:
-    new_hasher(algorithm)  # validates the algorithm
-    return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
+    hasher = new_hasher(algorithm)  # refuses algorithms parse_digest would refuse
+    hasher.update(data)
+    return Digest(algorithm, hasher.hexdigest())
 
 
 def digest_of(data: bytes, algorithm: str = CANONICAL_ALGORITHM) -> str:
     """The digest string of data."""
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    return str(compute_digest(data, algorithm))
