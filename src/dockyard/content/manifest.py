@@ -15,6 +15,7 @@ from dockyard.content.digest import parse_digest
 from dockyard.errors import DigestInvalid, ManifestInvalid, ManifestTooLarge
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_DESCRIPTOR_SIZE = 2**63 - 1  # sizes are int64 in the spec's Go types and in the DB
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,14 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManife
         raise ManifestTooLarge(f"manifest is {len(body)} bytes; the limit is {MAX_MANIFEST_SIZE}")
     document = _load_json(body)
     media_type = _media_type(document, _clean_content_type(content_type))
-    if media_type in mt.SCHEMA1_TYPES or document.get("schemaVersion") == 1:
+    # type() rather than ==: JSON true and 2.0 compare equal to 1 and 2 in Python.
+    schema_version = document.get("schemaVersion")
+    if media_type in mt.SCHEMA1_TYPES or (type(schema_version) is int and schema_version == 1):
         raise ManifestInvalid(
             "Docker schema 1 manifests are not supported; push as Docker schema 2 or OCI "
             "(for example: skopeo copy --format v2s2)"
         )
-    if document.get("schemaVersion") != 2:
+    if type(schema_version) is not int or schema_version != 2:
         raise ManifestInvalid("schemaVersion must be 2")
     subject = _descriptor(document["subject"], "subject") if "subject" in document else None
     annotations = _annotations(document.get("annotations"), "annotations") or {}
@@ -101,7 +104,21 @@ def _load_json(body: bytes) -> dict[str, Any]:
         raise ManifestInvalid("manifest JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest must be a JSON object")
+    # JSON may escape an unpaired UTF-16 surrogate ("\ud800"); Python keeps it, but it is not
+    # Unicode, and storing it (annotations, artifactType) would fail later. Only \u escapes make one.
+    if b"\\u" in body and not _is_unicode(document):
+        raise ManifestInvalid("manifest JSON has an unpaired UTF-16 surrogate escape")
     return document
+
+
+def _is_unicode(document: dict[str, Any]) -> bool:
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except RecursionError:  # loads went just deep enough; dumps runs one frame deeper
+        raise ManifestInvalid("manifest JSON is nested too deeply") from None
+    return True
 
 
 def _clean_content_type(content_type: str | None) -> str | None:
@@ -169,9 +186,11 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     except DigestInvalid as exc:
         raise ManifestInvalid(f"{where}.digest: {exc.message}") from None
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where}.size must be a non-negative integer")
-    urls = value.get("urls") or []
+    if type(size) is not int or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
+        raise ManifestInvalid(f"{where}.size must be a non-negative 64-bit integer")
+    urls = value.get("urls")
+    if urls is None:
+        urls = []
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise ManifestInvalid(f"{where}.urls must be a list of strings")
     platform = value.get("platform")
