@@ -12,7 +12,13 @@ from bench.report import markdown, print_table, rows
 from bench.runner import WorkDir, machine_caption, run_side_by_side, stopping
 from bench.scenarios import RunSettings, build_scenarios
 from bench.selfcheck import self_check
-from bench.servers import start_distribution, start_dockyard, start_nullserver
+from bench.servers import (
+    describe_source,
+    snapshot_source,
+    start_distribution,
+    start_dockyard,
+    start_nullserver,
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -37,6 +43,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=["dockyard", "null"],
         default="dockyard",
         help="what to compare with distribution: dockyard, or the do-nothing null registry",
+    )
+    parser.add_argument(
+        "--dockyard-rev",
+        metavar="REV",
+        help="run dockyard from this git revision's src/ (git archive) instead of the working tree",
     )
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="also write the table to FILE")
     parser.add_argument(
@@ -72,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         with ExitStack() as stack:
             baseline = stopping(stack, start_distribution(workdir / "distribution"))
             if args.candidate == "dockyard":
-                candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers))
+                source = snapshot_source(args.dockyard_rev, workdir / "rev") if args.dockyard_rev else None
+                candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers, source))
             else:
                 candidate = stopping(stack, start_nullserver(workdir / "null"))
             outcomes, peaks = run_side_by_side(
@@ -80,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         base, cand = baseline.name, candidate.name
         table = rows(outcomes, peaks, base, cand)
-        caption = machine_caption(settings, args.rounds, args.workers, cand)
+        code = describe_source(args.dockyard_rev) if args.candidate == "dockyard" else "bench/nullserver.py"
+        caption = machine_caption(settings, args.rounds, args.workers, cand, code)
         notes = [note for outcome in outcomes for note in outcome.notes(base, cand)]
         print_table(table, base, cand, caption, notes)
         if args.markdown:

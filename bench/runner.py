@@ -25,7 +25,11 @@ def measure_round(
 ) -> Measurement:
     if server.process.poll() is not None:
         raise RuntimeError(f"{server.name} died (exit {server.process.returncode}):\n{server.log_tail()}")
-    result = scenario.measure(server, seeded, settings)
+    try:
+        result = scenario.measure(server, seeded, settings)
+    except Exception as error:
+        message = f"{scenario.label} on {server.name} failed: {error}"
+        raise RuntimeError(f"{message}\n{server.log_tail()}") from error
     progress(
         f"  {server.name:<12} {result.value:>10,.1f} {scenario.unit}"
         + (f"  p99 {result.p99_ms:.1f} ms" if result.p99_ms is not None else "")
@@ -47,7 +51,10 @@ def run_side_by_side(
         seeded = {}
         for server in (baseline, candidate):
             progress(f"seeding {server.name} …")
-            seeded[server.name] = seed(server.host, server.port)
+            try:
+                seeded[server.name] = seed(server.host, server.port)
+            except Exception as error:
+                raise RuntimeError(f"seeding {server.name} failed: {error}\n{server.log_tail()}") from error
         outcomes = []
         for scenario in scenarios:
             outcome = ScenarioOutcome(scenario, [], [])
@@ -65,7 +72,7 @@ def run_side_by_side(
     return outcomes, peaks
 
 
-def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate: str) -> str:
+def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate: str, source: str) -> str:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -81,7 +88,7 @@ def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate:
         f"{candidate}/distribution ratios. Transfers {settings.transfer_seconds:g} s per run "
         f"(engine: {settings.engine}), small requests {settings.small_seconds:g} s "
         f"at c={settings.connections}; "
-        f"{candidate} workers: {workers}. MiB/s counts blob payload bytes."
+        f"{candidate} workers: {workers}, code: {source}. MiB/s counts blob payload bytes."
     )
 
 

@@ -120,7 +120,33 @@ def dockyard_command() -> str:
     return str(Path(sys.executable).with_name("dockyard"))
 
 
-def start_dockyard(workdir: Path, workers: int) -> Server:
+def snapshot_source(rev: str, dest: Path) -> Path:
+    """The `src/` tree of a git revision, to bench a commit while the working tree is being edited."""
+    repo_root = Path(__file__).resolve().parents[1]
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo_root), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def describe_source(rev: str | None) -> str:
+    """Which dockyard code ran: a commit, or the working tree (and whether it had uncommitted edits)."""
+    repo_root = str(Path(__file__).resolve().parents[1])
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", repo_root, *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", rev or "HEAD")
+    if rev:
+        return f"commit {commit}"
+    dirty = git("status", "--porcelain", "--", "src")
+    return f"working tree at {commit}" + (" with uncommitted changes in src/" if dirty else "")
+
+
+def start_dockyard(workdir: Path, workers: int, source: Path | None = None) -> Server:
+    """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -131,7 +157,9 @@ def start_dockyard(workdir: Path, workers: int) -> Server:
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     argv = [dockyard_command(), "serve", "--config", str(config_path)]
-    return _launch("dockyard", argv, workdir, port)
+    # PYTHONPATH comes before the editable install's path entry, in the server and in its workers.
+    env = {"PYTHONPATH": str(source)} if source else None
+    return _launch("dockyard", argv, workdir, port, env=env)
 
 
 def start_nullserver(workdir: Path) -> Server:
