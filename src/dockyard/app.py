@@ -104,6 +104,7 @@ def create_app(services: Services) -> ASGIApp:
             yield
         finally:
             purger.cancel()
+            metrics.flush()
             io.shutdown()
             services.close()
 

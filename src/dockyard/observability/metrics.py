@@ -13,7 +13,10 @@ apps as they like in one process.
 
 from __future__ import annotations
 
+import bisect
 import os
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import (
@@ -29,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_SECONDS = 1.0
 # From a cached manifest HEAD (sub-millisecond) to a multi-GiB layer upload on a slow link.
 DURATION_BUCKETS = (
     0.0005,
@@ -114,28 +118,80 @@ class Metrics:
         self.blob_bytes_sent = Counter("blob_bytes_sent", "Blob bytes sent to clients.", registry=registry)
         # Label children per (route, method, status): labels() locks and validates on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter, Counter]] = {}
+        # Request observations add up here and reach prometheus_client in batches: in multiprocess
+        # mode every inc() is a locked write to an mmap'd file, too much for each cached manifest GET.
+        self._pending: dict[tuple[str, str, int], _Pending] = {}
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, request_bytes: int, response_bytes: int
     ) -> None:
         """Record one answered request. Keep the labels bounded: route templates, known methods."""
         key = (route, method, status)
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = _Pending()
+            pending.count += 1
+            pending.seconds += seconds
+            pending.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+            pending.request_bytes += request_bytes
+            pending.response_bytes += response_bytes
+        if self._flusher is None:
+            self._start_flusher()
+
+    def flush(self) -> None:
+        """Hand the batched request observations to prometheus_client. A daemon thread does it every
+        FLUSH_SECONDS, so an idle worker's last requests reach a scrape within about a second."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for key, batch in pending.items():
+            requests, duration, received, sent = self._children_for(key)
+            requests.inc(batch.count)
+            # Histogram has no bulk observe: add to its sum and (non-cumulative) buckets as observe() does.
+            duration._sum.inc(batch.seconds)
+            for index, count in enumerate(batch.buckets):
+                if count:
+                    duration._buckets[index].inc(count)
+            if batch.request_bytes:
+                received.inc(batch.request_bytes)
+            if batch.response_bytes:
+                sent.inc(batch.response_bytes)
+
+    def _start_flusher(self) -> None:
+        def run() -> None:
+            while True:
+                time.sleep(FLUSH_SECONDS)
+                self.flush()
+
+        self._flusher = threading.Thread(target=run, name="metrics-flush", daemon=True)
+        self._flusher.start()
+
+    def _children_for(self, key: tuple[str, str, int]) -> tuple[Counter, Histogram, Counter, Counter]:
         children = self._children.get(key)
         if children is None:
+            route, method, status = key
             children = self._children[key] = (
                 self.http_requests.labels(route, method, str(status)),
                 self.http_request_duration.labels(route, method),
                 self.http_request_bytes.labels(route),
                 self.http_response_bytes.labels(route),
             )
-        requests, duration, received, sent = children
-        requests.inc()
-        duration.observe(seconds)
-        if request_bytes:
-            received.inc(request_bytes)
-        if response_bytes:
-            sent.inc(response_bytes)
+        return children
 
     def render(self) -> tuple[bytes, str]:
         """What /metrics answers: all workers' values in multiprocess mode, else this instance's."""
+        self.flush()
         return render(self.registry)
+
+
+class _Pending:
+    __slots__ = ("buckets", "count", "request_bytes", "response_bytes", "seconds")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.request_bytes = 0
+        self.response_bytes = 0

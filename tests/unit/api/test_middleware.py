@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from dockyard.api.middleware import REQUEST_ID_KEY, ObservabilityMiddleware
 from dockyard.observability.logging import get_logger
-from dockyard.observability.metrics import Metrics
+from dockyard.observability.metrics import FLUSH_SECONDS, Metrics
 from tests.support.server import REPO_ROOT, free_port
 from tests.unit.observability.capture import captured_logs
 
@@ -266,6 +266,7 @@ def test_under_granian_workers_file_bytes_and_counts_add_up(tmp_path: Path) -> N
             with httpx.Client() as client:  # a new connection each time, so both workers answer
                 response = client.get(f"{url}/v2/library/alpine/blobs/sha256:abc")
             assert response.content == blob.read_bytes()
+        time.sleep(FLUSH_SECONDS + 0.5)  # each worker hands its batched observations over on a timer
         text = httpx.get(f"{url}/metrics").text
     finally:
         process.terminate()

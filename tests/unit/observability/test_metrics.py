@@ -81,6 +81,7 @@ MULTIPROCESS_SCRIPT = textwrap.dedent(
             metrics.observe_request("/v2/", "GET", 200, 0.002, 0, 10)
         metrics.uploads_completed.inc()
         metrics.blob_bytes_sent.inc(100 * requests)
+        metrics.flush()  # as the app does at shutdown
 
     workers = [multiprocessing.get_context("fork").Process(target=worker, args=(n,)) for n in (3, 4, 5)]
     for process in workers:
