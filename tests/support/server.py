@@ -100,7 +100,9 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"dockyard serve exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/v2/", verify=False, timeout=1).status_code < 500:
+            answer = httpx.get(f"{server.url}/v2/", verify=False, timeout=1)
+            # Only dockyard sets X-Request-Id: another server that took the port does not count.
+            if answer.status_code < 500 and "x-request-id" in answer.headers and process.poll() is None:
                 return server
         except httpx.HTTPError:
             pass
