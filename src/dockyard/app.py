@@ -178,4 +178,5 @@ def worker_app() -> Any:
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-    return create_app(build_services(settings, migrate=False))
+    # `serve` migrated already; under another server (uvicorn) the app makes sure itself.
+    return create_app(build_services(settings, migrate=True))

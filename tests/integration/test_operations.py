@@ -150,3 +150,20 @@ def test_invalid_config_stops_the_server_naming_the_key(tmp_path: Path) -> None:
         result = subprocess.run([DOCKYARD, *command], capture_output=True, text=True, timeout=30)
         assert result.returncode != 0
         assert "storage.delete.enabled" in result.stderr
+
+
+def test_inmemory_storage_serves_in_one_process_and_forgets_at_restart(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    config = {"storage": {"inmemory": {}}, "http": {"workers": 2}}
+    first = make_server(config)
+    with httpx.Client(base_url=first.url) as http:
+        oci = OCIClient(http)
+        pushed = oci.push_image("team/app", "1.0")
+        # Every request lands in the one process that holds the bytes.
+        for _ in range(10):
+            assert httpx.get(f"{first.url}/v2/team/app/manifests/{pushed.digest}").status_code == 200
+    first.stop()
+    again = make_server({**config, "datadir": str(first.datadir)})
+    with httpx.Client(base_url=again.url) as http:
+        assert OCIClient(http).catalog() == []

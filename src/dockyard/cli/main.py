@@ -30,7 +30,7 @@ def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config or config_path_from_env())
     except ConfigError as exc:
-        typer.echo(f"dockyard: invalid configuration: {exc.message}", err=True)
+        typer.echo(f"dockyard: {_config_message(exc)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -54,7 +54,7 @@ def config_check(config: ConfigOption = None) -> None:
     try:
         loaded = load_config(config or config_path_from_env())
     except ConfigError as exc:
-        typer.echo(f"invalid configuration: {exc.message}", err=True)
+        typer.echo(_config_message(exc), err=True)
         raise typer.Exit(2) from None
     for warning in loaded.warnings:
         typer.echo(f"warning: {warning}", err=True)
@@ -63,7 +63,8 @@ def config_check(config: ConfigOption = None) -> None:
         f"configuration OK ({'registry:2 format' if settings.is_registry2_config else 'dockyard format'})"
     )
     typer.echo(f"  listen:   {settings.http.addr}{' (TLS)' if settings.http.tls.certificate else ''}")
-    typer.echo(f"  storage:  {settings.storage.driver_name} {settings.storage_root}")
+    where = "" if settings.storage.driver_name == "inmemory" else f" {settings.storage_root}"
+    typer.echo(f"  storage:  {settings.storage.driver_name}{where}")
     typer.echo(f"  database: {redact_url(settings.database_url)}")
     typer.echo(f"  deletes:  {'enabled' if settings.storage.delete.enabled else 'disabled'}")
 
@@ -93,6 +94,12 @@ def cert(
     from dockyard.cli.cert import run_cert_command
 
     typer.echo(run_cert_command(host, out, port, name or []))
+
+
+def _config_message(exc: ConfigError) -> str:
+    if exc.message.startswith("invalid configuration"):
+        return exc.message
+    return f"invalid configuration: {exc.message}"
 
 
 def main() -> None:

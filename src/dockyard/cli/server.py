@@ -23,6 +23,12 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
 
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     settings.datadir.mkdir(parents=True, exist_ok=True)
+    workers = settings.http.workers
+    if settings.storage.driver_name == "inmemory":
+        if workers > 1:
+            log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
+            workers = 1
+        _reset_ephemeral_database(settings)
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
     prepare_multiprocess(settings.datadir / "run" / "metrics")
     # Migrate once here, not in every worker.
@@ -38,7 +44,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
         interface=Interfaces.ASGI,
         address=settings.http.bind_host,
         port=settings.http.bind_port,
-        workers=settings.http.workers,
+        workers=workers,
         http1_settings=HTTP1Settings(keep_alive=True),
         backlog=2048,
         log_enabled=True,
@@ -49,3 +55,11 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
         respawn_failed_workers=True,
     )
     server.serve()
+
+
+def _reset_ephemeral_database(settings: Settings) -> None:
+    database = settings.ephemeral_database
+    if database is None:
+        return
+    for suffix in ("", "-wal", "-shm"):
+        database.with_name(database.name + suffix).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import types
 import typing
 from collections.abc import Mapping
@@ -45,7 +46,6 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("http", "http2"): "HTTP/2 settings are the server's",
     ("http", "h2c"): "HTTP/2 settings are the server's",
     ("http", "debug"): "Prometheus metrics are served at /metrics on http.addr (metrics.enabled)",
-    ("http", "tls", "clientcas"): "client certificate authentication is not supported yet",
     ("http", "tls", "letsencrypt"): "get certificates outside dockyard (`dockyard cert` makes a private CA)",
     ("http", "tls", "minimumtls"): "the server's TLS defaults apply (TLS 1.2+)",
     ("http", "tls", "ciphersuites"): "the server's TLS defaults apply",
@@ -53,7 +53,6 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("storage", "cache", "blobdescriptorsize"): "dockyard sizes its own caches",
     ("storage", "filesystem", "maxthreads"): "not needed by dockyard's filesystem driver",
     ("storage", "tag"): "not applied",
-    ("auth",): "dockyard has its own users and token auth, on by default",
     ("middleware",): "not supported",
     ("reporting",): "not supported",
     ("notifications",): "registry:2 notification endpoints are not applied yet",
@@ -64,9 +63,35 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("compatibility",): "not applied",
     ("catalog",): "not applied",
 }
+# Security settings dockyard cannot honour yet: refusing to start beats serving openly by surprise.
+NOT_SUPPORTED_YET: dict[KeyPath, str] = {
+    ("auth",): "authentication is not available in this version; remove the auth section to run an "
+    "open registry (like registry:2 without auth), bound to a trusted network",
+    ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
+}
 # Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
 UNSUPPORTED_DRIVERS = frozenset({"s3", "azure", "gcs", "swift", "oss"})
 DRIVERS = ("filesystem", "inmemory")
+_SECTION_NAMES = frozenset(
+    {
+        "http",
+        "tls",
+        "storage",
+        "filesystem",
+        "inmemory",
+        "delete",
+        "maintenance",
+        "uploadpurging",
+        "readonly",
+        "cache",
+        "database",
+        "log",
+        "accesslog",
+        "metrics",
+        "headers",
+        "fields",
+    }
+)
 # REGISTRY_* variables are read for these sections only; the others are dockyard's own.
 REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
@@ -100,6 +125,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     _normalise_driver_sections(data)
     origins = _apply_environment(data, environ, warnings)
     _drop_not_applied(data, warnings)
+    _reject_not_supported_yet(data)
     _reject_unsupported_drivers(data, origins)
     if _is_registry2(data):
         _set_default(data, ("storage", "delete", "enabled"), False)
@@ -136,12 +162,18 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _normalise_driver_sections(data: dict[str, Any]) -> None:
-    # registry:2 files often write `inmemory:` with no value; it still selects the driver.
-    storage = data.get("storage")
-    if isinstance(storage, dict):
-        for name in DRIVERS:
-            if name in storage and storage[name] is None:
-                storage[name] = {}
+    """A section written with no value (`inmemory:`, or `tls:` with every key commented out) is an
+    empty section, as registry:2 reads it."""
+    for key, value in list(data.items()):
+        if value is None and _is_section(key, data):
+            data[key] = {}
+        elif isinstance(value, dict):
+            _normalise_driver_sections(value)
+
+
+def _is_section(key: str, parent: dict[str, Any]) -> bool:
+    # Leaf values may legitimately be null (e.g. `http.host: null`); sections are these names.
+    return key in _SECTION_NAMES
 
 
 def _is_registry2(data: dict[str, Any]) -> bool:
@@ -154,6 +186,13 @@ def _drop_not_applied(data: dict[str, Any], warnings: list[str]) -> None:
         if isinstance(parent, dict) and key_path[-1] in parent:
             del parent[key_path[-1]]
             warnings.append(f"{'.'.join(key_path)}: accepted but not applied ({reason})")
+
+
+def _reject_not_supported_yet(data: dict[str, Any]) -> None:
+    for key_path, reason in NOT_SUPPORTED_YET.items():
+        parent = _get(data, key_path[:-1])
+        if isinstance(parent, dict) and parent.get(key_path[-1]):
+            raise ConfigError(f"{'.'.join(key_path)}: {reason}")
 
 
 def _reject_unsupported_drivers(data: dict[str, Any], origins: dict[KeyPath, str]) -> None:
@@ -174,6 +213,16 @@ def _check_files_exist(settings: Settings) -> None:
     for key, file in (("certificate", tls.certificate), ("key", tls.key)):
         if file is not None and not file.is_file():
             raise ConfigError(f"http.tls.{key}: file not found: {file}")
+    if tls.certificate is not None and tls.key is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            # A password callback that refuses, so an encrypted key fails here instead of prompting.
+            context.load_cert_chain(tls.certificate, tls.key, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"http.tls: cannot use certificate {tls.certificate} with key {tls.key} "
+                f"(is the key encrypted, or not the certificate's?): {exc}"
+            ) from None
 
 
 # --- the environment ----------------------------------------------------------------------------

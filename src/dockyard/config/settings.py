@@ -144,6 +144,13 @@ class StorageSettings(_Section):
 class DatabaseSettings(_Section):
     url: str | None = None  # default: sqlite:///<datadir>/dockyard.db
 
+    @field_validator("url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("sqlite:"):
+            raise ValueError("only SQLite (sqlite:///PATH) is supported in this version")
+        return value
+
 
 class AccessLogSettings(_Section):
     disabled: bool = False
@@ -204,4 +211,16 @@ class Settings(_Section):
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite:///{self.datadir / 'dockyard.db'}"
+        if self.database.url:
+            return self.database.url
+        # In-memory blobs vanish with the process, so their metadata must not outlive it either:
+        # `serve` starts this file afresh.
+        name = "inmemory.db" if self.storage.driver_name == "inmemory" else "dockyard.db"
+        return f"sqlite:///{self.datadir / name}"
+
+    @property
+    def ephemeral_database(self) -> Path | None:
+        """The DB file `serve` resets at start (the in-memory driver's own), if any."""
+        if self.database.url or self.storage.driver_name != "inmemory":
+            return None
+        return self.datadir / "inmemory.db"

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from dockyard.cli.cert import make_certificates
 from dockyard.config.loader import config_path_from_env, load_config, load_settings
 from dockyard.errors import ConfigError
 
@@ -62,8 +64,16 @@ def test_defaults_without_file_or_environment() -> None:
     assert settings.storage_root == Path("data/storage")
 
 
+def test_registry2_auth_section_is_refused_not_dropped(write_config: Any) -> None:
+    """Debian's config asks for htpasswd auth: running it open instead would be a silent downgrade."""
+    with pytest.raises(ConfigError, match=r"^auth: authentication is not available"):
+        load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
+
+
 def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(write_config: Any) -> None:
-    loaded = load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
+    without_auth = re.sub(r"\nauth:\n(?:  .*\n)+", "\n", DEBIAN_REGISTRY2_CONFIG)
+    assert "htpasswd" not in without_auth
+    loaded = load_config(write_config(without_auth), {})
     settings = loaded.settings
     assert settings.is_registry2_config
     assert settings.http.bind_host == "0.0.0.0"
@@ -73,7 +83,7 @@ def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(wr
     assert settings.storage.delete.enabled is True
     assert settings.storage.cache.blobdescriptor == "inmemory"
     assert settings.log.fields == {"service": "registry"}
-    assert [w.split(":")[0] for w in loaded.warnings] == ["auth", "health"]
+    assert [w.split(":")[0] for w in loaded.warnings] == ["health"]
 
 
 def test_registry2_file_keeps_registry2_delete_default(write_config: Any) -> None:
@@ -86,9 +96,8 @@ def test_registry2_file_keeps_registry2_delete_default(write_config: Any) -> Non
 
 
 def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -> None:
-    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
-    cert.write_text("x")
-    key.write_text("x")
+    paths = make_certificates("registry.example", tmp_path)
+    cert, key = paths.server_cert, paths.server_key
     path = write_config(
         {
             "version": 0.1,
@@ -131,7 +140,7 @@ def test_environment_overrides_file_and_dockyard_wins_over_registry(write_config
             "DOCKYARD_STORAGE_DELETE_ENABLED": "false",
             "DOCKYARD_STORAGE_MAINTENANCE_UPLOADPURGING_AGE": "2h",
             "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN": "true",
-            "DOCKYARD_DATABASE_URL": "postgresql://u:p@127.0.0.1/db",
+            "DOCKYARD_DATABASE_URL": "sqlite:////srv/dockyard/meta.db",
             "DOCKYARD_DATADIR": "/srv/dockyard",
             "REGISTRY_HTTP_SECRET": "0123",  # stays text, not YAML's octal 83
             "REGISTRY_LOG_LEVEL": "warn",
@@ -143,7 +152,7 @@ def test_environment_overrides_file_and_dockyard_wins_over_registry(write_config
     assert settings.storage.delete.enabled is False
     assert settings.storage.maintenance.uploadpurging.age_seconds == 7200
     assert settings.storage.maintenance.uploadpurging.dryrun is True
-    assert settings.database_url == "postgresql://u:p@127.0.0.1/db"
+    assert settings.database_url == "sqlite:////srv/dockyard/meta.db"
     assert settings.datadir == Path("/srv/dockyard")
     assert settings.http.secret == "0123"
     assert settings.log.level == "warn"
@@ -152,9 +161,8 @@ def test_environment_overrides_file_and_dockyard_wins_over_registry(write_config
 
 
 def test_registry_tls_and_rootdirectory_variables(tmp_path: Path) -> None:
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert.write_text("x")
-    key.write_text("x")
+    paths = make_certificates("registry.example", tmp_path)
+    cert, key = paths.server_cert, paths.server_key
     settings = load_settings(
         None,
         {
@@ -256,3 +264,27 @@ def test_config_path_from_environment() -> None:
     both = {"DOCKYARD_CONFIG": "/a.yml", "REGISTRY_CONFIGURATION_PATH": "/b.yml"}
     assert config_path_from_env(both) == Path("/a.yml")
     assert config_path_from_env({}) is None
+
+
+def test_tls_key_that_cannot_be_used_is_a_config_error(tmp_path: Path) -> None:
+    paths = make_certificates("registry.example", tmp_path)
+    other = make_certificates("other.example", tmp_path / "other")
+    with pytest.raises(ConfigError, match=r"^http\.tls: cannot use certificate"):
+        load_settings(
+            None,
+            {
+                "DOCKYARD_HTTP_TLS_CERTIFICATE": str(paths.server_cert),
+                "DOCKYARD_HTTP_TLS_KEY": str(other.server_key),
+            },
+        )
+
+
+def test_a_section_left_empty_reads_as_empty(write_config: Any) -> None:
+    settings = load_settings(write_config("http:\n  addr: 127.0.0.1:5001\n  tls:\nlog:\n"), {})
+    assert settings.http.tls.certificate is None
+    assert settings.http.bind_port == 5001
+
+
+def test_databases_other_than_sqlite_are_refused_until_supported() -> None:
+    with pytest.raises(ConfigError, match=r"database\.url .*only SQLite"):
+        load_settings(None, {"DOCKYARD_DATABASE_URL": "mysql://u@127.0.0.1/db"})
