@@ -14,6 +14,7 @@ from bench.scenarios import RunSettings, build_scenarios
 from bench.selfcheck import self_check
 from bench.servers import (
     describe_source,
+    resolve_rev,
     snapshot_source,
     start_distribution,
     start_dockyard,
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not scenarios:
         progress(f"no scenario matches {args.only}")
         return 2
+    if args.dockyard_rev:  # pin it now: HEAD may move while the bench runs
+        args.dockyard_rev = resolve_rev(args.dockyard_rev)
     with WorkDir(args.keep) as workdir:
         if args.keep:
             progress(f"data dirs and logs in {workdir}")

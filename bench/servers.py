@@ -120,6 +120,18 @@ def dockyard_command() -> str:
     return str(Path(sys.executable).with_name("dockyard"))
 
 
+def resolve_rev(rev: str) -> str:
+    """The full commit id a revision names now."""
+    repo_root = str(Path(__file__).resolve().parents[1])
+    completed = subprocess.run(
+        ["git", "-C", repo_root, "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return completed.stdout.strip()
+
+
 def snapshot_source(rev: str, dest: Path) -> Path:
     """The `src/` tree of a git revision, to bench a commit while the working tree is being edited."""
     repo_root = Path(__file__).resolve().parents[1]
