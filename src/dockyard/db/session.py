@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +15,11 @@ from dockyard.db.engine import WRITE_OPTION
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
+        # Threads of one process queue on a lock instead, so only other processes ever make them wait.
+        self._write_lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -27,7 +34,11 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends without error, else rolls back."""
         options = {WRITE_OPTION: True}
-        with self.engine.connect().execution_options(**options) as connection, connection.begin():
+        with (
+            self._write_lock,
+            self.engine.connect().execution_options(**options) as connection,
+            connection.begin(),
+        ):
             yield connection
 
     def dispose(self) -> None:

@@ -284,9 +284,10 @@ class Registry:
             self.blobs.record(connection, digest, size)
             repository_id, created = self._ensure_repository(connection, state.repository)
             self._link(connection, repository_id, digest)
+            self.uploads.forget(connection, state)
         if created:
             self._feed.bump(Topic.MANIFESTS)
-        self.uploads.finish(state)
+        self.uploads.clean_up(state)
         return size
 
     # --- internals ----------------------------------------------------------------------------

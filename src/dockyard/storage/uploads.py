@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
@@ -56,9 +56,14 @@ class AppendSession:
         self._writer.write(data)
         self.received += len(data)
 
-    def finish(self) -> UploadState:
-        """Keep the bytes and record the new size."""
+    def finish(self, record: bool = True) -> UploadState:
+        """Keep the bytes and record the new size. With record=False the caller commits the upload
+        next, in a transaction that removes its row, so the size update would be a wasted write."""
         self._writer.close()
+        if not record:
+            state = UploadState(self.state.id, self.state.repository, self.size, self.state.created_at)
+            self._store._remember_hasher(state, self._hasher)
+            return state
         return self._store._record_progress(self.state, self.size, self._hasher)
 
     def abort(self) -> None:
@@ -119,10 +124,14 @@ class UploadStore:
         if result.rowcount == 0:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
 
-    def finish(self, state: UploadState) -> None:
-        """After the blob was moved into place and recorded: drop the row and any temp leftovers."""
-        with self._db.write() as connection:
-            connection.execute(delete(Upload).where(Upload.id == state.id))
+    def forget(self, connection: Connection, state: UploadState) -> None:
+        """Drop the upload's row, in the caller's transaction (the one that records the blob)."""
+        result = connection.execute(delete(Upload).where(Upload.id == state.id))
+        if result.rowcount != 1:
+            raise BlobUploadUnknown("the upload was cancelled or purged while it was committed")
+
+    def clean_up(self, state: UploadState) -> None:
+        """After the commit: drop the running hash and any temp leftovers."""
         self._forget_hasher(state.id)
         self._delete_temp(state.id)
 
@@ -181,13 +190,18 @@ class UploadStore:
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
-        if hasher is not None:
-            with self._lock:
-                self._hashers[state.id] = (size, hasher)
-                self._hashers.move_to_end(state.id)
-                while len(self._hashers) > _HASHERS_KEPT:
-                    self._hashers.popitem(last=False)
-        return UploadState(state.id, state.repository, size, state.created_at)
+        state = UploadState(state.id, state.repository, size, state.created_at)
+        self._remember_hasher(state, hasher)
+        return state
+
+    def _remember_hasher(self, state: UploadState, hasher: Any) -> None:
+        if hasher is None:
+            return
+        with self._lock:
+            self._hashers[state.id] = (state.size, hasher)
+            self._hashers.move_to_end(state.id)
+            while len(self._hashers) > _HASHERS_KEPT:
+                self._hashers.popitem(last=False)
 
     def _take_hasher(self, upload_id: str, offset: int) -> Any:
         with self._lock:
@@ -229,8 +243,14 @@ class UploadStore:
             return []
 
     def _temp_older_than(self, upload_id: str, cutoff: datetime) -> bool:
-        try:
-            info = self._driver.stat(upload_data_path(upload_id))
-        except (PathNotFound, BlobUploadUnknown):
-            return True
-        return info.modified < cutoff.timestamp()
+        """Whether a temp object with no row is old enough to be an orphan. One whose data file does
+        not exist yet may belong to an upload created after the rows were read: judge it by its
+        directory, and leave it alone when even that is gone."""
+        for path in (upload_data_path, upload_path):
+            try:
+                return self._driver.stat(path(upload_id)).modified < cutoff.timestamp()
+            except PathNotFound:
+                continue
+            except BlobUploadUnknown:
+                return True  # not an upload id at all: nothing dockyard wrote
+        return False

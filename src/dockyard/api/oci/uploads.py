@@ -61,7 +61,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     if digest is None:
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
     # Monolithic upload: the whole blob is the POST body.
-    state = await _append(ctx, request, state)
+    state = await _append(ctx, request, state, committing=True)
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
 
@@ -87,7 +87,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
-        state = await _append(ctx, request, state)
+        state = await _append(ctx, request, state, committing=True)
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
 
@@ -116,7 +116,11 @@ def _check_content_range(request: Request, state: UploadState) -> None:
         )
 
 
-async def _append(ctx: OCIContext, request: Request, state: UploadState) -> UploadState:
+async def _append(
+    ctx: OCIContext, request: Request, state: UploadState, committing: bool = False
+) -> UploadState:
+    """Stream the body onto the upload. `committing`: the commit comes next and removes the upload's
+    row in its own transaction, so the new size need not be written first."""
     session = await ctx.call(ctx.registry.uploads.begin_append, state)
     try:
         received = await receive_into(request, session.write, ctx.io)
@@ -130,7 +134,7 @@ async def _append(ctx: OCIContext, request: Request, state: UploadState) -> Uplo
         ctx.metrics.uploads_failed.inc()
         raise
     ctx.metrics.blob_bytes_received.inc(received)
-    return await ctx.call(session.finish)
+    return await ctx.call(session.finish, not committing)
 
 
 def _abort_quietly(session: AppendSession) -> None:
