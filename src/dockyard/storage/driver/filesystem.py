@@ -75,8 +75,10 @@ class FilesystemDriver:
     def _in_parent(full: str, action: Callable[[], T]) -> T:
         """Run action after creating full's parent, retrying if a concurrent prune removed it."""
         for attempt in range(3):
-            os.makedirs(os.path.dirname(full), exist_ok=True)
             try:
+                # makedirs itself can lose the race: a prune may remove an ancestor between
+                # makedirs checking that it exists and creating the child below it.
+                os.makedirs(os.path.dirname(full), exist_ok=True)
                 return action()
             except FileNotFoundError:
                 if attempt == 2:
