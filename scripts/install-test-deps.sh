@@ -13,6 +13,7 @@ declare -A PACKAGE_OF=(
   [umoci]=umoci
   [docker-registry]=docker-registry
   [wrk]=wrk
+  [ab]=apache2-utils
   [python3]=python3
   [make]=make
 )
