@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 from dockyard.content.digest import Digest
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.session import Database
-from dockyard.errors import PathNotFound, SizeInvalid
+from dockyard.errors import SizeInvalid
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
@@ -63,10 +63,6 @@ class BlobStore:
             self._driver.move(self._uploads.temp_path(state), target)
         return state.size
 
-    def put(self, digest: Digest, data: bytes) -> None:
-        """Store small content whose digest the caller has verified (e.g. a mounted manifest)."""
-        self._driver.put_content(blob_data_path(str(digest)), data)
-
     def locate(self, digest: str, size: int, redirect: bool = False) -> BlobLocation:
         path = blob_data_path(digest)
         url = self._driver.url_for(path) if redirect else None
@@ -74,10 +70,3 @@ class BlobStore:
 
     def open(self, digest: str, offset: int = 0) -> BinaryIO:
         return self._driver.open_read(blob_data_path(digest), offset)
-
-    def exists_in_storage(self, digest: str) -> bool:
-        try:
-            self._driver.stat(blob_data_path(digest))
-        except PathNotFound:
-            return False
-        return True
