@@ -73,6 +73,8 @@ def start_server(
         "datadir": str(workdir / "data"),
         "http": {"addr": f"127.0.0.1:{port}", "workers": 1},
         "log": {"level": "info"},
+        # The protocol suites run open, like registry:2 without auth; auth suites turn it on.
+        "auth": {"enabled": False},
     }
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}

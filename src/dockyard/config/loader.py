@@ -65,8 +65,12 @@ NOT_APPLIED: dict[KeyPath, str] = {
 }
 # Security settings dockyard cannot honour yet: refusing to start beats serving openly by surprise.
 NOT_SUPPORTED_YET: dict[KeyPath, str] = {
-    ("auth",): "authentication is not available in this version; remove the auth section to run an "
-    "open registry (like registry:2 without auth), bound to a trusted network",
+    ("auth", "enabled"): "dockyard's own authentication is not available in this version yet; "
+    "the registry is open (like registry:2 without auth): bind it to a trusted network",
+    ("auth", "htpasswd"): "htpasswd authentication is not available in this version yet",
+    ("auth", "token"): "token authentication is not available in this version yet",
+    ("auth", "ldap"): "LDAP authentication is not available in this version yet",
+    ("auth", "silly"): "silly authentication is not supported",
     ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
 }
 # Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
@@ -76,6 +80,10 @@ _SECTION_NAMES = frozenset(
     {
         "http",
         "tls",
+        "auth",
+        "token",
+        "login_limit",
+        "audit",
         "storage",
         "filesystem",
         "inmemory",

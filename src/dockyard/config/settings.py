@@ -185,6 +185,74 @@ class MetricsSettings(_Section):
     enabled: bool = True
 
 
+class TokenAuthSettings(_Section):
+    """Docker token auth. dockyard issues the tokens itself, unless `rootcertbundle` is set: then, as
+    in registry:2, it only verifies tokens an external issuer signed."""
+
+    realm: str | None = None  # the token endpoint clients are sent to; default: <this server>/token
+    service: str = "dockyard"
+    issuer: str = "dockyard"
+    expiration: str = "5m"
+    rootcertbundle: Path | None = None
+    autoredirect: bool = False
+
+    _check_expiration = field_validator("expiration")(_positive_duration)
+
+
+class HtpasswdSettings(_Section):
+    """registry:2's auth.htpasswd: basic auth against a bcrypt htpasswd file."""
+
+    realm: str = "basic-realm"
+    path: Path
+
+
+class LDAPSettings(_Section):
+    """Search-then-bind against LDAP or Active Directory."""
+
+    url: str  # ldap://host:389 or ldaps://host:636
+    starttls: bool = False
+    ca_file: Path | None = None
+    bind_dn: str | None = None
+    bind_password: str | None = Field(default=None, repr=False)
+    user_base_dn: str
+    user_filter: str = "(uid={username})"  # {username} is escaped before it is substituted
+    email_attribute: str = "mail"
+    display_name_attribute: str = "cn"
+    group_base_dn: str | None = None
+    group_filter: str = "(member={user_dn})"
+    group_name_attribute: str = "cn"
+    admin_groups: list[str] = Field(default_factory=list)  # members are system administrators
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class LoginLimitSettings(_Section):
+    """Failed logins allowed per user and per client address within `window`, before refusing."""
+
+    max_failures: int = Field(default=10, ge=1)
+    window: str = "15m"
+
+    _check_window = field_validator("window")(_positive_duration)
+
+
+class AuthSettings(_Section):
+    # dockyard's own accounts and token auth. A registry:2 file without an auth section runs open
+    # (enabled: false), as registry:2 does. The default turns to true when /v2 enforcement lands
+    # (issue 3, in progress): until then the setting must say what the server does.
+    enabled: bool = False
+    token: TokenAuthSettings = TokenAuthSettings()
+    htpasswd: HtpasswdSettings | None = None
+    ldap: LDAPSettings | None = None
+    login_limit: LoginLimitSettings = LoginLimitSettings()
+    allow_ips: list[str] = Field(default_factory=list)  # CIDRs allowed to use the registry at all
+    management_allow_ips: list[str] = Field(default_factory=list)  # ...and the management API and UI
+
+
+class AuditSettings(_Section):
+    retention: str = "2160h"  # 90 days
+
+    _check_retention = field_validator("retention")(_positive_duration)
+
+
 class Settings(_Section):
     version: str | None = None  # "0.1" marks a registry:2 config file
     datadir: Path = Path("data")
@@ -193,6 +261,8 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
 
     @field_validator("version", mode="before")
     @classmethod

@@ -66,7 +66,7 @@ def test_defaults_without_file_or_environment() -> None:
 
 def test_registry2_auth_section_is_refused_not_dropped(write_config: Any) -> None:
     """Debian's config asks for htpasswd auth: running it open instead would be a silent downgrade."""
-    with pytest.raises(ConfigError, match=r"^auth: authentication is not available"):
+    with pytest.raises(ConfigError, match=r"^auth\.htpasswd: htpasswd authentication is not available"):
         load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
 
 

@@ -1,0 +1,102 @@
+"""Who is asking and what they may do: the values every auth piece exchanges.
+
+The flow: an `Authenticator` turns credentials into a `Principal`; the `AccessPolicy` turns a
+principal and the `Scope`s it asks for into the scopes it is granted (the intersection of what was
+asked and what the role table allows); the `TokenService` signs granted scopes into a JWT and
+verifies them again on /v2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from dockyard.errors import DockyardError
+
+
+class PrincipalKind(StrEnum):
+    ANONYMOUS = "anonymous"
+    USER = "user"
+    ROBOT = "robot"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: PrincipalKind
+    name: str  # "" for anonymous; "robot$team+ci" for robots
+    id: int | None = None
+    is_admin: bool = False
+    groups: frozenset[str] = field(default_factory=frozenset)  # LDAP/local group names
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.kind is PrincipalKind.ANONYMOUS
+
+
+ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One access request or grant, as in the token spec: `repository:team/app:pull,push`,
+    `repository(plugin):team/app:pull`, `registry:catalog:*`."""
+
+    type: str  # "repository" | "registry"
+    name: str  # repository name, or "catalog"
+    actions: frozenset[str]
+    resource_class: str | None = None  # the "(plugin)" part, kept so the grant echoes it
+
+    def to_claim(self) -> dict[str, object]:
+        """The JWT `access` entry for this scope."""
+        return {"type": self.type, "name": self.name, "actions": sorted(self.actions)}
+
+
+class AuthenticationFailed(DockyardError):
+    """Credentials were given and are wrong (or the account is disabled or expired)."""
+
+    message = "authentication required"
+
+
+class AccessDenied(DockyardError):
+    """Authenticated, but not allowed."""
+
+    message = "requested access to the resource is denied"
+
+
+class Unauthenticated(DockyardError):
+    """No usable credentials where some are needed: answered with a challenge."""
+
+    message = "authentication required"
+
+
+class Authenticator(Protocol):
+    """Checks a username and secret (password, personal token, robot secret)."""
+
+    def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
+        """The principal, or AuthenticationFailed. Never says which part was wrong."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalIdentity:
+    """What a directory (LDAP/AD) says about a user who just proved their password."""
+
+    username: str
+    email: str | None
+    display_name: str | None
+    groups: frozenset[str]  # group DNs or names, as the directory config maps them
+    is_admin: bool = False
+
+
+class DirectoryProvider(Protocol):
+    """An external user directory (LDAP/Active Directory): search-then-bind."""
+
+    def verify(self, username: str, password: str) -> ExternalIdentity | None:
+        """The identity when the password is right; None when the user is unknown or the
+        password wrong. Raises DirectoryUnavailable when the directory cannot be reached."""
+        ...
+
+
+class DirectoryUnavailable(DockyardError):
+    message = "the user directory is unavailable"
