@@ -22,16 +22,21 @@ def alembic_config(connection: Any, target_metadata: Any = None) -> Config:
     return config
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config(None)).get_heads())
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """The schema's revision, several joined by '+' while branches await their merge."""
+    return "+".join(sorted(current_revisions(engine))) or None
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the schema to `revision`. Idempotent; safe to call at every start."""
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
@@ -42,4 +47,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def is_up_to_date(engine: Engine) -> bool:
-    return current_revision(engine) == head_revision()
+    return current_revisions(engine) == head_revisions()
