@@ -10,12 +10,14 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.responses import PreparedResponse, RawHeaders, encode_headers
 from dockyard.content import mediatypes
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import PaginationInvalid
 from dockyard.registry.interfaces import Page
 
+_rendered: dict[int, tuple[Page, bytes, RawHeaders]] = {}
 # Unbounded listings could be huge; clients that want everything follow the Link header.
 MAX_PAGE = 10_000
 JSON = "application/json"
@@ -37,12 +39,22 @@ def _pagination(request: Request) -> tuple[int | None, str | None]:
 
 
 def _paged_response(path: str, key: str, body: dict[str, object], page: Page, limit: int | None) -> Response:
-    headers = dict(API_VERSION_HEADER)
+    # Cached pages are the same objects until a change invalidates them: render each once.
+    rendered = _rendered.get(id(page))
+    if rendered is not None and rendered[0] is page:
+        return PreparedResponse(rendered[1], rendered[2])
+    headers = {**API_VERSION_HEADER, "Content-Type": JSON}
     if page.more and page.items:
         query = urlencode({"n": limit if limit is not None else MAX_PAGE, "last": page.items[-1]})
         headers["Link"] = f'<{path}?{query}>; rel="next"'
     body[key] = list(page.items)
-    return Response(json.dumps(body).encode(), headers=headers, media_type=JSON)
+    content = json.dumps(body).encode()
+    headers["Content-Length"] = str(len(content))
+    if len(_rendered) > 2_000:
+        _rendered.clear()
+    raw = encode_headers(headers)
+    _rendered[id(page)] = (page, content, raw)
+    return PreparedResponse(content, raw)
 
 
 async def catalog(ctx: OCIContext, request: Request) -> Response:

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.responses import PreparedResponse, encode_headers
 from dockyard.content import mediatypes
 from dockyard.content.manifest import MAX_MANIFEST_SIZE
 from dockyard.errors import ManifestTooLarge, ManifestUnknown, SizeInvalid
@@ -38,16 +39,6 @@ async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) 
     return record
 
 
-class _PreparedResponse(Response):
-    """A response whose encoded headers were built once: manifest GETs are the hottest path."""
-
-    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = 200
-        self.body = body
-        self.raw_headers = raw_headers
-        self.background = None
-
-
 _prepared: dict[tuple[str, str, int], list[tuple[bytes, bytes]]] = {}
 
 
@@ -64,18 +55,18 @@ def _raw_headers(record: ManifestRecord) -> list[tuple[bytes, bytes]]:
             "ETag": f'"{record.digest}"',
             "Content-Length": str(record.size),
         }
-        raw = _prepared[key] = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        raw = _prepared[key] = encode_headers(headers)
     return raw
 
 
 async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
-    return _PreparedResponse(record.content, _raw_headers(record))
+    return PreparedResponse(record.content, _raw_headers(record))
 
 
 async def head_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
-    return _PreparedResponse(b"", _raw_headers(record))
+    return PreparedResponse(b"", _raw_headers(record))
 
 
 async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
