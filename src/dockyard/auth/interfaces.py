@@ -12,7 +12,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from dockyard.accounts.directory import DirectoryProvider, DirectoryUnavailable, ExternalIdentity
 from dockyard.errors import DockyardError
+
+__all__ = [
+    "ANONYMOUS",
+    "AccessDenied",
+    "AuthenticationFailed",
+    "Authenticator",
+    "DirectoryProvider",  # defined in accounts.directory (below auth), re-exported here
+    "DirectoryUnavailable",
+    "ExternalIdentity",
+    "Principal",
+    "PrincipalKind",
+    "Scope",
+    "Unauthenticated",
+]
 
 
 class PrincipalKind(StrEnum):
@@ -76,27 +91,3 @@ class Authenticator(Protocol):
     def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
         """The principal, or AuthenticationFailed. Never says which part was wrong."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalIdentity:
-    """What a directory (LDAP/AD) says about a user who just proved their password."""
-
-    username: str
-    email: str | None
-    display_name: str | None
-    groups: frozenset[str]  # group DNs or names, as the directory config maps them
-    is_admin: bool = False
-
-
-class DirectoryProvider(Protocol):
-    """An external user directory (LDAP/Active Directory): search-then-bind."""
-
-    def verify(self, username: str, password: str) -> ExternalIdentity | None:
-        """The identity when the password is right; None when the user is unknown or the
-        password wrong. Raises DirectoryUnavailable when the directory cannot be reached."""
-        ...
-
-
-class DirectoryUnavailable(DockyardError):
-    message = "the user directory is unavailable"
