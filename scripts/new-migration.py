@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alembic import command
 
+from dockyard.audit import models as _audit_models  # noqa: F401  (registers tables)
 from dockyard.db.base import Base
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import alembic_config, upgrade

@@ -5,6 +5,7 @@ Key names follow registry:2's config.yml where the feature is the same, so its f
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -245,6 +246,24 @@ class AuthSettings(_Section):
     login_limit: LoginLimitSettings = LoginLimitSettings()
     allow_ips: list[str] = Field(default_factory=list)  # CIDRs allowed to use the registry at all
     management_allow_ips: list[str] = Field(default_factory=list)  # ...and the management API and UI
+
+    @field_validator("allow_ips", "management_allow_ips", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # DOCKYARD_AUTH_ALLOW_IPS=10.0.0.0/8,192.168.1.7 reads as one string.
+        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
+
+    @field_validator("allow_ips", "management_allow_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+                ) from None
+        return [entry.strip() for entry in value]
 
 
 class AuditSettings(_Section):
