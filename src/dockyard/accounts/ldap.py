@@ -1,0 +1,228 @@
+"""LDAP / Active Directory as a `DirectoryProvider`, with ldap3: search-then-bind.
+
+For each login: connect (ldaps://, or ldap:// with StartTLS when configured, the server certificate checked
+against `ca_file`), bind as the service account (or anonymously), find the one entry the user filter
+matches, bind again as that entry's DN with the given password, then read the user's groups with the
+service account. Every verify opens its own connections, so one provider serves many threads.
+
+Outcomes: an ExternalIdentity; None when the user is unknown, ambiguous or the password is wrong; and
+DirectoryUnavailable when the directory cannot answer (down, timed out, TLS refused, service account
+refused): a login must never fail as "wrong password" because the directory is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.operation.search import parse_filter
+from ldap3.utils.conv import escape_filter_chars
+
+from dockyard.accounts.directory import DirectoryUnavailable, ExternalIdentity
+from dockyard.config.settings import LDAPSettings
+
+log = logging.getLogger("dockyard.accounts.ldap")
+
+INVALID_CREDENTIALS = 49  # the bind result code for a wrong password (and, on AD, locked/expired accounts)
+SIZE_LIMIT_EXCEEDED = 4
+MAX_USERNAME_LENGTH = 256
+# The attribute the user filter compares the username with (uid in "(&(objectClass=person)(uid={username}))")
+# holds the canonical username, so "Alice" and "alice" are one local user.
+_USERNAME_ATTRIBUTE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9-]*)\s*=\s*\{username\}\s*\)")
+
+
+class LDAPDirectory:
+    """A DirectoryProvider backed by an LDAP server or Active Directory."""
+
+    def __init__(self, settings: LDAPSettings) -> None:
+        _check_settings(settings)
+        self._settings = settings
+        self._admin_groups = {name.casefold() for name in settings.admin_groups}
+        match = _USERNAME_ATTRIBUTE.search(settings.user_filter)
+        self._username_attribute = match.group(1) if match else None
+        self._tls = _tls(settings)
+        if not settings.url.lower().startswith("ldaps://") and not settings.starttls:
+            log.warning("auth.ldap: %s without StartTLS sends passwords in clear text", settings.url)
+
+    def verify(self, username: str, password: str) -> ExternalIdentity | None:
+        # An empty password would be an "unauthenticated bind", which LDAP servers answer with success.
+        if not username or not password or len(username) > MAX_USERNAME_LENGTH:
+            return None
+        try:
+            with self._bound(self._settings.bind_dn, self._settings.bind_password, service=True) as service:
+                entry = self._find_user(service, username)
+                if entry is None or not self._password_is_right(entry["dn"], password):
+                    return None
+                groups = self._group_names(service, entry["dn"], username)
+        # ldap3 wraps socket, TLS and timeout failures in LDAPException; OSError in case one slips through.
+        except (LDAPException, OSError) as error:
+            log.warning("auth.ldap: directory unavailable: %s", error)
+            raise DirectoryUnavailable(detail=str(error)) from error
+        attributes = entry["attributes"]
+        return ExternalIdentity(
+            username=self._canonical_username(attributes, username),
+            email=_first(attributes, self._settings.email_attribute),
+            display_name=_first(attributes, self._settings.display_name_attribute),
+            groups=groups,
+            is_admin=any(group.casefold() in self._admin_groups for group in groups),
+        )
+
+    # --- steps ---------------------------------------------------------------------------------
+    def _find_user(self, service: ldap3.Connection, username: str) -> dict[str, Any] | None:
+        """The single entry the user filter matches, or None (no match, or more than one: ambiguous)."""
+        search_filter = self._settings.user_filter.replace("{username}", escape_filter_chars(username))
+        wanted = [self._settings.email_attribute, self._settings.display_name_attribute]
+        if self._username_attribute:
+            wanted.append(self._username_attribute)
+        # Two are enough to know the name is ambiguous.
+        entries = self._search(service, self._settings.user_base_dn, search_filter, wanted, size_limit=2)
+        if len(entries) > 1:
+            log.warning("auth.ldap: %r matches more than one directory entry; login refused", username)
+            return None
+        return entries[0] if entries else None
+
+    def _password_is_right(self, user_dn: str, password: str) -> bool:
+        try:
+            with self._bound(user_dn, password, service=False):
+                return True
+        except _WrongPassword:
+            return False
+
+    def _group_names(self, service: ldap3.Connection, user_dn: str, username: str) -> frozenset[str]:
+        settings = self._settings
+        if not settings.group_base_dn:
+            return frozenset()
+        search_filter = settings.group_filter.replace("{user_dn}", escape_filter_chars(user_dn)).replace(
+            "{username}", escape_filter_chars(username)
+        )
+        name_attribute = settings.group_name_attribute
+        entries = self._search(service, settings.group_base_dn, search_filter, [name_attribute])
+        names = (_first(entry["attributes"], name_attribute) for entry in entries)
+        return frozenset(name for name in names if name)
+
+    def _canonical_username(self, attributes: Mapping[str, Any], typed: str) -> str:
+        if self._username_attribute:
+            for value in _values(attributes, self._username_attribute):
+                if value.casefold() == typed.casefold():
+                    return value
+        return typed
+
+    # --- ldap3 plumbing ------------------------------------------------------------------------
+    @contextmanager
+    def _bound(self, dn: str | None, password: str | None, *, service: bool) -> Iterator[ldap3.Connection]:
+        """A connection (TLS as configured) bound as dn, or anonymously when dn is None; closed after."""
+        settings = self._settings
+        server = ldap3.Server(
+            settings.url, tls=self._tls, get_info=ldap3.NONE, connect_timeout=settings.timeout
+        )
+        connection = ldap3.Connection(
+            server,
+            user=dn,
+            password=password,
+            receive_timeout=math.ceil(settings.timeout),  # ldap3 packs it into SO_RCVTIMEO: whole seconds
+            auto_referrals=False,  # never send credentials to a server a referral names
+            read_only=True,
+            raise_exceptions=False,  # results are checked here; socket and TLS failures still raise
+        )
+        try:
+            connection.open()
+            if settings.starttls:
+                connection.start_tls()  # raises on failure, including a certificate that does not verify
+            if not connection.bind():
+                result = connection.result or {}
+                if not service and result.get("result") == INVALID_CREDENTIALS:
+                    raise _WrongPassword
+                who = "the service account" if service else "a user"
+                raise DirectoryUnavailable(f"the directory refused to bind {who}: {_describe(result)}")
+            yield connection
+        finally:
+            # Already closed, or the server went away: nothing left to release.
+            with suppress(LDAPException, OSError):
+                connection.unbind()
+
+    def _search(
+        self,
+        connection: ldap3.Connection,
+        base: str,
+        search_filter: str,
+        attributes: Sequence[str],
+        size_limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        connection.search(
+            base,
+            search_filter,
+            search_scope=ldap3.SUBTREE,
+            attributes=list(attributes),
+            size_limit=size_limit,
+            time_limit=math.ceil(self._settings.timeout),
+        )
+        result = connection.result or {}
+        # sizeLimitExceeded still returns the entries that fit, which is what the ambiguity check needs.
+        if result.get("result") not in (0, SIZE_LIMIT_EXCEEDED):
+            raise DirectoryUnavailable(f"the directory refused a search under {base}: {_describe(result)}")
+        # Search references (AD's referrals to other partitions) are not entries: skip them.
+        return [item for item in connection.response or [] if item.get("type") == "searchResEntry"]
+
+
+class _WrongPassword(Exception):
+    """The user bind got invalidCredentials."""
+
+
+def _tls(settings: LDAPSettings) -> ldap3.Tls:
+    """Verify the server certificate (against ca_file, or the system's CAs) and its host name."""
+    try:
+        return ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
+        )
+    except LDAPException as error:
+        raise ValueError(f"auth.ldap.ca_file: {error}") from error
+
+
+def _check_settings(settings: LDAPSettings) -> None:
+    """Refuse a configuration that could only fail later, or worse, let everyone in."""
+    url = settings.url.lower()
+    if not url.startswith(("ldap://", "ldaps://")):
+        raise ValueError("auth.ldap.url must start with ldap:// or ldaps://")
+    if settings.starttls and url.startswith("ldaps://"):
+        raise ValueError("auth.ldap.starttls is for ldap:// URLs; ldaps:// is TLS already")
+    if settings.bind_dn and not settings.bind_password:
+        # A DN without a password is an unauthenticated bind: it "succeeds" with no rights at all.
+        raise ValueError("auth.ldap.bind_password is required with auth.ldap.bind_dn")
+    if "{username}" not in settings.user_filter:
+        raise ValueError("auth.ldap.user_filter must contain {username}")
+    group_filter = settings.group_filter
+    if settings.group_base_dn and "{user_dn}" not in group_filter and "{username}" not in group_filter:
+        # Without either, every user would be in every group the filter matches (admin groups too).
+        raise ValueError("auth.ldap.group_filter must contain {user_dn} or {username}")
+    for key, template in (("user_filter", settings.user_filter), ("group_filter", settings.group_filter)):
+        sample = template.replace("{username}", "x").replace("{user_dn}", "cn=x")
+        try:
+            parse_filter(sample, None, False, False, None, False)  # no schema, no escaping, no checks
+        except LDAPException as error:
+            raise ValueError(f"auth.ldap.{key} is not a valid LDAP filter: {error}") from error
+
+
+def _values(attributes: Mapping[str, Any], name: str) -> list[str]:
+    """An attribute's values, whatever case the server spelled its name in; ldap3 gives str or list."""
+    for key, value in attributes.items():
+        if key.casefold() == name.casefold():
+            values = value if isinstance(value, list) else [value]
+            return [str(item) for item in values if item not in (None, "", b"")]
+    return []
+
+
+def _first(attributes: Mapping[str, Any], name: str) -> str | None:
+    values = _values(attributes, name)
+    return values[0] if values else None
+
+
+def _describe(result: Mapping[str, Any]) -> str:
+    return f"{result.get('description')} {result.get('message') or ''}".strip()
