@@ -1,0 +1,316 @@
+"""Signing and verifying the registry's bearer tokens (Docker token spec, docs/spec/auth/jwt.md).
+
+Tokens are ES256 JWTs: `iss`, `sub` (the principal's name, "" when anonymous), `aud` (the service),
+`exp`, `nbf`, `iat`, `jti`, and `access`, the granted scopes. Keys live in the DB (`auth_signing_keys`)
+so every node signs and verifies with the same ones; each node keeps them parsed in memory, because
+parsing a PEM costs more than signing.
+
+Refresh tokens (handed out for `offline_token=true`) are JWTs of the same keys with another audience,
+so neither kind can stand in for the other. They carry no access: each use asks the policy again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import insert, select, update
+
+from dockyard.auth.interfaces import Principal, PrincipalKind, Scope
+from dockyard.auth.models import SigningKey
+from dockyard.auth.scopes import AccessSet
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.errors import DockyardError
+
+log = logging.getLogger("dockyard.auth.tokens")
+
+ALGORITHM = "ES256"
+MIN_LIFETIME = 60  # the spec: never hand out a token with less than 60 s to live
+REFRESH_LIFETIME = 30 * 24 * 3600
+MAX_TOKEN_LENGTH = 16 * 1024  # far above any real token; longer input is not even parsed
+_REFRESH_AUDIENCE_PREFIX = "dockyard-refresh:"
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "nbf", "iat"]
+
+
+class TokenInvalid(DockyardError):
+    """Forged, expired, not yet valid, for another service or issuer, or signed by an unknown key.
+    Which one is logged, never told to the client."""
+
+    message = "invalid token"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    issued_at: str  # RFC 3339, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    principal: Principal
+    access: AccessSet
+    expires_at: float  # epoch seconds
+
+
+def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The `kid` format the spec asks for: SHA-256 of the DER public key, first 240 bits, base32,
+    in 12 groups of 4 joined by ':'."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
+    return ":".join(encoded[i : i + 4] for i in range(0, 48, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedKey:
+    kid: str
+    private_key: ec.EllipticCurvePrivateKey
+    public_key: ec.EllipticCurvePublicKey
+    created_at: datetime
+
+
+class KeyRing:
+    """The signing keys, read from the DB and kept parsed. The newest unretired key signs; any
+    unretired key verifies. A key another node created or retired is seen within `refresh_interval`
+    (at once for an unknown `kid`, at most every `miss_interval`, so forged kids cannot flood the DB).
+
+    `passphrase` (e.g. http.secret, the same on every node) encrypts the private keys at rest."""
+
+    def __init__(
+        self,
+        db: Database,
+        passphrase: bytes | None = None,
+        refresh_interval: float = 60.0,
+        miss_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.passphrase = passphrase
+        self.refresh_interval = refresh_interval
+        self.miss_interval = miss_interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._signing: LoadedKey | None = None
+        self._loaded_at: float | None = None
+        self._last_miss_reload = -float("inf")
+
+    def signing_key(self) -> LoadedKey:
+        """The key new tokens are signed with; the first call on an empty DB creates one."""
+        self._refresh_if_stale()
+        signing = self._signing
+        if signing is None:
+            self.rotate()
+            signing = self._signing
+            assert signing is not None
+        return signing
+
+    def verification_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        self._refresh_if_stale()
+        key = self._keys.get(kid)
+        if key is None and self.clock() - self._last_miss_reload >= self.miss_interval:
+            self._last_miss_reload = self.clock()
+            self.reload()
+            key = self._keys.get(kid)
+        return key.public_key if key else None
+
+    def rotate(self) -> str:
+        """Create a new key; it signs from now on (on other nodes within `refresh_interval`)."""
+        private_key = ec.generate_private_key(ec.SECP256R1())
+        public_key = private_key.public_key()
+        kid = libtrust_key_id(public_key)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(self.passphrase)
+            if self.passphrase
+            else serialization.NoEncryption()
+        )
+        row = {
+            "kid": kid,
+            "algorithm": ALGORITHM,
+            "private_key": private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+            ).decode(),
+            "public_key": public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode(),
+            "created_at": utcnow(),
+        }
+        with self.db.write() as connection:
+            connection.execute(insert(SigningKey).values(**row))
+        log.info("created token signing key %s", kid)
+        self.reload()
+        return kid
+
+    def retire(self, kid: str) -> bool:
+        """Stop signing and accepting tokens of this key. True if it was active."""
+        with self.db.write() as connection:
+            result = connection.execute(
+                update(SigningKey)
+                .where(SigningKey.kid == kid, SigningKey.retired_at.is_(None))
+                .values(retired_at=utcnow())
+            )
+        self.reload()
+        return bool(result.rowcount)
+
+    def active_kids(self) -> list[str]:
+        self._refresh_if_stale()
+        return list(self._keys)
+
+    def reload(self) -> None:
+        with self.db.read() as connection:
+            rows = connection.execute(
+                select(SigningKey.kid, SigningKey.private_key, SigningKey.created_at)
+                .where(SigningKey.retired_at.is_(None), SigningKey.algorithm == ALGORITHM)
+                .order_by(SigningKey.created_at)
+            ).all()
+        keys: dict[str, LoadedKey] = {}
+        with self._lock:
+            for kid, pem, created_at in rows:
+                loaded = self._keys.get(kid) or self._parse(kid, pem, created_at)
+                if loaded is not None:
+                    keys[kid] = loaded
+            self._keys = keys
+            self._signing = max(keys.values(), key=lambda k: k.created_at) if keys else None
+            self._loaded_at = self.clock()
+
+    def _parse(self, kid: str, pem: str, created_at: datetime) -> LoadedKey | None:
+        try:
+            private_key = serialization.load_pem_private_key(pem.encode(), self.passphrase or None)
+        except (ValueError, TypeError):
+            log.error("token signing key %s cannot be read (a different passphrase?): skipped", kid)
+            return None
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+            log.error("token signing key %s is not an EC key: skipped", kid)
+            return None
+        return LoadedKey(kid, private_key, private_key.public_key(), created_at)
+
+    def _refresh_if_stale(self) -> None:
+        loaded_at = self._loaded_at
+        if loaded_at is None or self.clock() - loaded_at >= self.refresh_interval:
+            self.reload()
+
+
+class TokenService:
+    """Issues and verifies dockyard's own tokens. CPU only, except a key reload about once a minute."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        *,
+        issuer: str,
+        service: str,
+        lifetime: float,
+        refresh_lifetime: float = REFRESH_LIFETIME,
+        leeway: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.service = service
+        self.lifetime = max(MIN_LIFETIME, int(lifetime))
+        self.refresh_lifetime = int(refresh_lifetime)
+        self.leeway = leeway
+        self.clock = clock
+
+    def issue(self, principal: Principal, granted: Sequence[Scope]) -> IssuedToken:
+        now = int(self.clock())
+        claims = self._claims(principal, self.service, now, self.lifetime)
+        claims["access"] = [scope.to_claim() for scope in granted if scope.actions]
+        return IssuedToken(self._sign(claims), self.lifetime, _rfc3339(now))
+
+    def issue_refresh(self, principal: Principal) -> str:
+        if principal.is_anonymous:
+            raise ValueError("anonymous callers get no refresh token")
+        now = int(self.clock())
+        audience = _REFRESH_AUDIENCE_PREFIX + self.service
+        return self._sign(self._claims(principal, audience, now, self.refresh_lifetime))
+
+    def verify(self, token: str) -> VerifiedToken:
+        """An access token's principal and access; raises TokenInvalid."""
+        claims = self._decode(token, self.service)
+        access = AccessSet.from_claim(claims.get("access"))
+        return VerifiedToken(_principal(claims), access, float(claims["exp"]))
+
+    def verify_refresh(self, token: str) -> Principal:
+        """Whom a refresh token was issued to; raises TokenInvalid. The caller checks they may still
+        log in (not disabled, not expired) before issuing anything for them."""
+        principal = _principal(self._decode(token, _REFRESH_AUDIENCE_PREFIX + self.service))
+        if principal.is_anonymous:
+            raise TokenInvalid()
+        return principal
+
+    def _claims(self, principal: Principal, audience: str, now: int, lifetime: int) -> dict[str, Any]:
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": principal.name,
+            "aud": audience,
+            "exp": now + lifetime,
+            "nbf": now,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "kind": principal.kind.value,
+        }
+        if principal.id is not None:
+            claims["uid"] = principal.id
+        return claims
+
+    def _sign(self, claims: dict[str, Any]) -> str:
+        key = self.keys.signing_key()
+        headers = {"kid": key.kid, "typ": "JWT"}
+        return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers=headers)
+
+    def _decode(self, token: str, audience: str) -> dict[str, Any]:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise TokenInvalid()
+        try:
+            header = jwt.get_unverified_header(token)
+            kid = header.get("kid")
+            if header.get("alg") != ALGORITHM or not isinstance(kid, str):
+                raise TokenInvalid()
+            key = self.keys.verification_key(kid)
+            if key is None:
+                log.info("token signed by an unknown or retired key %r", kid[:64])
+                raise TokenInvalid()
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.PyJWTError as exc:
+            log.info("token refused: %s", exc)
+            raise TokenInvalid() from None
+        if not isinstance(claims.get("sub"), str):
+            raise TokenInvalid()
+        return claims
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    name: str = claims["sub"]
+    uid = claims.get("uid")
+    try:
+        kind = PrincipalKind(claims.get("kind") or (PrincipalKind.USER if name else PrincipalKind.ANONYMOUS))
+    except ValueError:
+        raise TokenInvalid() from None
+    if (kind is PrincipalKind.ANONYMOUS) != (name == ""):
+        raise TokenInvalid()
+    return Principal(kind, name, uid if isinstance(uid, int) and not isinstance(uid, bool) else None)
+
+
+def _rfc3339(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
