@@ -20,16 +20,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
-from dockyard.auth.interfaces import Principal, PrincipalKind, Scope
+from dockyard.auth.interfaces import (
+    ANONYMOUS,
+    AuthenticationFailed,
+    Authenticator,
+    Principal,
+    PrincipalKind,
+    Scope,
+)
 from dockyard.auth.models import SigningKey
-from dockyard.auth.scopes import AccessSet
+from dockyard.auth.scopes import REGISTRY, REPOSITORY, WILDCARD, AccessSet
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import DockyardError
@@ -314,3 +321,93 @@ def _principal(claims: dict[str, Any]) -> Principal:
 
 def _rfc3339(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AccessGranter(Protocol):
+    """`dockyard.auth.policy.AccessPolicy` fits: the intersection of what is asked and allowed."""
+
+    def grant(self, principal: Principal, requested: Sequence[Scope]) -> list[Scope]: ...
+
+
+class PrincipalLookup(Protocol):
+    """Refresh tokens outlive passwords: each use checks the principal may still log in."""
+
+    def current(self, principal: Principal) -> Principal | None:
+        """The principal as it is now (admin flag, groups), or None when it is gone, disabled or
+        expired."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    token: IssuedToken
+    scopes: list[Scope]  # what the token carries
+    refresh_token: str | None = None
+
+
+class TokenIssuer:
+    """The token endpoint's work without HTTP: who is asking, what they get, the signed token.
+
+    What the policy returns is intersected with what was asked once more here, so a policy bug can
+    never widen a token beyond the request. Refresh tokens are only offered when `lookup` is given.
+    """
+
+    def __init__(
+        self,
+        tokens: TokenService,
+        authenticator: Authenticator,
+        policy: AccessGranter,
+        lookup: PrincipalLookup | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.authenticator = authenticator
+        self.policy = policy
+        self.lookup = lookup
+
+    @property
+    def offers_refresh_tokens(self) -> bool:
+        return self.lookup is not None
+
+    def anonymous(self, requested: Sequence[Scope]) -> TokenGrant:
+        return self._grant(ANONYMOUS, requested, None)
+
+    def by_password(
+        self, username: str, secret: str, requested: Sequence[Scope], client_ip: str | None, offline: bool
+    ) -> TokenGrant:
+        """Raises AuthenticationFailed (never saying which part was wrong)."""
+        principal = self.authenticator.authenticate(username, secret, client_ip)
+        refresh = self.tokens.issue_refresh(principal) if offline and self.lookup is not None else None
+        return self._grant(principal, requested, refresh)
+
+    def by_refresh_token(self, refresh_token: str, requested: Sequence[Scope]) -> TokenGrant:
+        """Raises AuthenticationFailed for an invalid token or a principal that may no longer log in."""
+        if self.lookup is None:
+            raise AuthenticationFailed()
+        try:
+            principal = self.tokens.verify_refresh(refresh_token)
+        except TokenInvalid:
+            raise AuthenticationFailed() from None
+        current = self.lookup.current(principal)
+        if current is None:
+            raise AuthenticationFailed()
+        return self._grant(current, requested, refresh_token)
+
+    def _grant(self, principal: Principal, requested: Sequence[Scope], refresh: str | None) -> TokenGrant:
+        known = [scope for scope in requested if scope.type in GRANTABLE_TYPES and scope.actions]
+        granted = intersect(known, self.policy.grant(principal, known)) if known else []
+        return TokenGrant(self.tokens.issue(principal, granted), granted, refresh)
+
+
+GRANTABLE_TYPES = frozenset({REPOSITORY, REGISTRY})
+
+
+def intersect(requested: Sequence[Scope], granted: Sequence[Scope]) -> list[Scope]:
+    """Each requested scope cut down to the actions granted for its resource; empty ones dropped."""
+    allowed = AccessSet.of(granted)
+    result: list[Scope] = []
+    for scope in requested:
+        actions = allowed.entries.get((scope.type, scope.name), frozenset())
+        kept = scope.actions if WILDCARD in actions else scope.actions & actions
+        if kept:
+            result.append(Scope(scope.type, scope.name, kept, scope.resource_class))
+    return result

@@ -1,0 +1,346 @@
+"""The /v2 gate: who is asking, and may they do what this route does?
+
+The router calls `await gate.check(scope, route_key, args, method)` after matching a route and gets
+either the `Principal` (go on) or a `Response` to send instead:
+
+- 401 with a challenge (`WWW-Authenticate: Bearer realm=..,service=..,scope=..`, or `Basic realm=..`
+  in htpasswd mode) when credentials are missing or invalid. A valid token that lacks the scope also
+  gets a 401 challenge (`error="insufficient_scope"`), as registry:2 answers: clients such as
+  containerd fetch a token for the new scope on exactly that answer.
+- 403 DENIED when Basic credentials are right but the policy does not allow the request.
+
+It runs on every request, so a verified token is remembered (by its SHA-256, until it expires, at
+most a minute): a repeated token costs a dict lookup instead of an ECDSA verification. Basic
+credentials are remembered the same way for `basic_ttl` seconds (argon2 and bcrypt are slow on
+purpose), and so are the policy's answers to them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+from urllib.parse import parse_qs
+
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import Scope as ASGIScope
+
+from dockyard.api.oci.errors import error_response
+from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal, Scope
+from dockyard.auth.scopes import (
+    CATALOG_SCOPE,
+    DELETE,
+    PULL,
+    PUSH,
+    AccessSet,
+    format_scopes,
+    repository_scope,
+)
+from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
+from dockyard.content.reference import validate_name
+from dockyard.errors import NameInvalid
+
+PRINCIPAL_KEY = "dockyard.principal"  # the scope key check() leaves the principal under, for handlers
+MAX_AUTHORIZATION_BYTES = 16 * 1024
+TOKEN_CACHE_TTL = 60.0  # a retired key's tokens stop working within this (plus the key ring's refresh)
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UPLOAD_ROUTES = frozenset({"upload_start", "upload"})
+V = TypeVar("V")
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+
+
+class TokenVerifier(Protocol):
+    """dockyard's TokenService, or the ExternalTokenVerifier of registry:2's rootcertbundle mode."""
+
+    def verify(self, token: str) -> VerifiedToken: ...
+
+
+def required_scopes(
+    route_key: str, args: Sequence[str], method: str, query_string: bytes = b""
+) -> list[Scope]:
+    """The scopes a /v2 request needs, as registry:2 asks for them: pull to read, pull+push to
+    write, delete to delete (a token's `*` covers it), `registry:catalog:*` for the catalog, nothing
+    beyond a valid login for /v2/ itself. Upload sessions all need pull+push, cancelling included
+    (it is part of pushing); a cross-repository mount needs pull on the source as well.
+    Raises NameInvalid for a name no scope can name."""
+    if route_key == "base":
+        return []
+    if route_key == "catalog":
+        return [CATALOG_SCOPE]
+    name = validate_name(args[0])
+    if route_key in _UPLOAD_ROUTES or method in _WRITE_METHODS:
+        needed = [repository_scope(name, PULL, PUSH)]
+        if route_key == "upload_start" and method == "POST" and b"mount=" in query_string:
+            source = parse_qs(query_string.decode("latin-1")).get("from", [""])[0]
+            if source and source != name:
+                # A bad source name is the handler's to report; it just cannot be mounted from.
+                with contextlib.suppress(NameInvalid):
+                    needed.append(repository_scope(validate_name(source), PULL))
+        return needed
+    if method in _READ_METHODS:
+        return [repository_scope(name, PULL)]
+    return [repository_scope(name, DELETE)]
+
+
+class Challenge:
+    """Builds the 401 answers. The realm is fixed by config, or is this server's /token as the
+    client reached it (scheme and Host of the request)."""
+
+    def __init__(self, service: str, realm: str | None = None, base_url: str | None = None) -> None:
+        self.service = service
+        self.realm = realm
+        self.base_url = base_url.rstrip("/") if base_url else None
+
+    def realm_for(self, scope: ASGIScope) -> str:
+        if self.realm:
+            return self.realm
+        if self.base_url:
+            return f"{self.base_url}/token"
+        host = _header(scope, b"host")
+        server = scope.get("server")
+        if host is None or not _SAFE_HOST.match(host.decode("latin-1")):
+            host = f"{server[0]}:{server[1]}".encode() if server else b"localhost"
+        return f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}/token"
+
+    def bearer(self, scope: ASGIScope, required: Sequence[Scope], error: str | None = None) -> str:
+        parts = [f'Bearer realm="{_quoted(self.realm_for(scope))}"', f'service="{_quoted(self.service)}"']
+        wanted = format_scopes(required)
+        if wanted:
+            parts.append(f'scope="{wanted}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return ",".join(parts)
+
+
+class TokenGate:
+    """Bearer tokens (dockyard's own or an external issuer's), and optionally Basic credentials
+    checked with an Authenticator and the access policy."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        challenge: Challenge,
+        *,
+        authenticator: Authenticator | None = None,
+        policy: AccessGranter | None = None,
+        basic_ttl: float = 30.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if (authenticator is None) != (policy is None):
+            raise ValueError("Basic credentials need both an authenticator and a policy")
+        self.verifier = verifier
+        self.challenge = challenge
+        self.basic = (
+            _BasicCredentials(authenticator, basic_ttl, max_entries, clock) if authenticator else None
+        )
+        self.policy = policy
+        self.tokens = _TTLCache[VerifiedToken](max_entries, clock)
+        self.grants = _TTLCache[bool](max_entries, clock)
+        self.basic_ttl = basic_ttl
+        self.clock = clock
+
+    async def check(
+        self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
+    ) -> Principal | Response:
+        try:
+            required = required_scopes(route_key, args, method, scope.get("query_string", b""))
+        except NameInvalid as exc:
+            return error_response("NAME_INVALID", exc.message, 400)
+        header = _header(scope, b"authorization")
+        if header is None:
+            return self._unauthorized(scope, required)
+        if len(header) > MAX_AUTHORIZATION_BYTES:
+            return error_response("UNAUTHORIZED", "the Authorization header is too large", 431)
+        kind, _, credentials = header.partition(b" ")
+        kind = kind.lower()
+        if kind == b"bearer":
+            return self._check_bearer(scope, credentials.strip(), required)
+        if kind == b"basic" and self.basic is not None:
+            return await self._check_basic(scope, credentials.strip(), required)
+        return self._unauthorized(scope, required)
+
+    def _check_bearer(self, scope: ASGIScope, raw: bytes, required: list[Scope]) -> Principal | Response:
+        key = hashlib.sha256(raw).digest()
+        verified = self.tokens.get(key)
+        if verified is None:
+            try:
+                verified = self.verifier.verify(raw.decode("ascii"))
+            except (TokenInvalid, UnicodeDecodeError):
+                return self._unauthorized(scope, required, "invalid_token")
+            self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
+        if not verified.access.permits_all(required):
+            # The client may come back with a token for this scope: challenge, and say why.
+            anonymous = verified.principal.is_anonymous
+            return self._unauthorized(scope, required, "insufficient_scope", denied=not anonymous)
+        scope[PRINCIPAL_KEY] = verified.principal
+        return verified.principal
+
+    async def _check_basic(self, scope: ASGIScope, raw: bytes, required: list[Scope]) -> Principal | Response:
+        assert self.basic is not None and self.policy is not None
+        principal = await self.basic.principal(raw, _client_ip(scope))
+        if principal is None:
+            return self._unauthorized(scope, required)
+        if required:
+            key = hashlib.sha256(raw + b"\n" + format_scopes(required).encode()).digest()
+            allowed = self.grants.get(key)
+            if allowed is None:
+                granted = await anyio.to_thread.run_sync(self.policy.grant, principal, required)
+                allowed = AccessSet.of(intersect(required, granted)).permits_all(required)
+                self.grants.put(key, allowed, self.clock() + self.basic_ttl)
+            if not allowed:
+                return error_response("DENIED", "requested access to the resource is denied", 403)
+        scope[PRINCIPAL_KEY] = principal
+        return principal
+
+    def _unauthorized(
+        self, scope: ASGIScope, required: Sequence[Scope], error: str | None = None, denied: bool = False
+    ) -> Response:
+        challenge = {"WWW-Authenticate": self.challenge.bearer(scope, required, error)}
+        if denied:
+            return error_response(
+                "DENIED", "requested access to the resource is denied", 401, headers=challenge
+            )
+        return error_response("UNAUTHORIZED", "authentication required", 401, _detail(required), challenge)
+
+
+class BasicGate:
+    """registry:2's htpasswd mode: Basic credentials only; every valid user may do everything."""
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        realm: str,
+        *,
+        ttl: float = 30.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.realm = realm
+        self.basic = _BasicCredentials(authenticator, ttl, max_entries, clock)
+
+    async def check(
+        self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
+    ) -> Principal | Response:
+        header = _header(scope, b"authorization")
+        if header is not None and len(header) > MAX_AUTHORIZATION_BYTES:
+            return error_response("UNAUTHORIZED", "the Authorization header is too large", 431)
+        kind, _, credentials = (header or b"").partition(b" ")
+        principal = None
+        if kind.lower() == b"basic":
+            principal = await self.basic.principal(credentials.strip(), _client_ip(scope))
+        if principal is None:
+            challenge = {"WWW-Authenticate": f'Basic realm="{_quoted(self.realm)}"'}
+            return error_response("UNAUTHORIZED", "authentication required", 401, headers=challenge)
+        scope[PRINCIPAL_KEY] = principal
+        return principal
+
+
+class Gate(Protocol):
+    async def check(
+        self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
+    ) -> Principal | Response: ...
+
+
+class _TTLCache(Generic[V]):
+    """A bounded dict whose entries expire. Full: expired entries go first, then the oldest half."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[bytes, tuple[float, V]] = {}
+
+    def get(self, key: bytes) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: bytes, value: V, expires_at: float) -> None:
+        if len(self._entries) >= self.max_entries:
+            now = self.clock()
+            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
+            if len(self._entries) >= self.max_entries:
+                keep = list(self._entries.items())[len(self._entries) // 2 :]
+                self._entries = dict(keep)
+        self._entries[key] = (expires_at, value)
+
+
+class _BasicCredentials:
+    """Checks `Authorization: Basic` values with an Authenticator (in a worker thread: password
+    hashes are slow on purpose), remembering successes briefly. Failures are not remembered: the
+    authenticator counts them for its login limits."""
+
+    def __init__(
+        self, authenticator: Authenticator, ttl: float, max_entries: int, clock: Callable[[], float]
+    ) -> None:
+        self.authenticator = authenticator
+        self.ttl = ttl
+        self.clock = clock
+        self.cache = _TTLCache[Principal](max_entries, clock)
+
+    async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
+        key = hashlib.sha256(raw).digest()
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        pair = decode_basic(raw)
+        if pair is None:
+            return None
+        try:
+            principal = await anyio.to_thread.run_sync(
+                self.authenticator.authenticate, pair[0], pair[1], client_ip
+            )
+        except AuthenticationFailed:
+            return None
+        self.cache.put(key, principal, self.clock() + self.ttl)
+        return principal
+
+
+def decode_basic(raw: bytes) -> tuple[str, str] | None:
+    """(username, secret) from the base64 part of a Basic Authorization header, or None."""
+    try:
+        text = base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    username, sep, secret = text.partition(":")
+    if not sep or not username or not secret:
+        return None
+    return username, secret
+
+
+def _header(scope: ASGIScope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _client_ip(scope: ASGIScope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _detail(required: Sequence[Scope]) -> list[dict[str, str]] | None:
+    """registry:2's detail: one {Type, Name, Action} per needed action."""
+    detail = [
+        {"Type": scope.type, "Name": scope.name, "Action": action}
+        for scope in required
+        for action in sorted(scope.actions)
+    ]
+    return detail or None
