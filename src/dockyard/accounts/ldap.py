@@ -108,11 +108,11 @@ class LDAPDirectory:
         return frozenset(name for name in names if name)
 
     def _canonical_username(self, attributes: Mapping[str, Any], typed: str) -> str:
-        if self._username_attribute:
-            for value in _values(attributes, self._username_attribute):
-                if value.casefold() == typed.casefold():
-                    return value
-        return typed
+        """The directory's spelling: the value that matches what was typed, else the first value (a login by
+        mail with "(|(uid={username})(mail={username}))" is still user "alice"), else what was typed."""
+        values = _values(attributes, self._username_attribute) if self._username_attribute else []
+        matching = [value for value in values if value.casefold() == typed.casefold()]
+        return (matching or values or [typed])[0]
 
     # --- ldap3 plumbing ------------------------------------------------------------------------
     @contextmanager
