@@ -80,14 +80,22 @@ class AuditEvent:
     id: int | None = None  # set on events read back from the log
 
     def __post_init__(self) -> None:
-        # Plain strings are accepted and checked here, so a typo fails where it was made.
-        object.__setattr__(self, "action", AuditAction(self.action))
-        object.__setattr__(self, "actor_kind", ActorKind(self.actor_kind))
-        object.__setattr__(self, "result", AuditResult(self.result))
-        if self.resource_type is not None:
-            object.__setattr__(self, "resource_type", ResourceType(self.resource_type))
+        # Plain strings are accepted and checked here, so a typo fails where it was made. (Members
+        # skip the conversion: events are built on hot paths.)
+        for name, kind in _ENUM_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not kind and value is not None:
+                object.__setattr__(self, name, kind(value))
         if self.occurred_at.tzinfo is None:
             raise ValueError("occurred_at must be timezone-aware")
+
+
+_ENUM_FIELDS = (
+    ("action", AuditAction),
+    ("actor_kind", ActorKind),
+    ("result", AuditResult),
+    ("resource_type", ResourceType),
+)
 
 
 @dataclass(frozen=True, slots=True)

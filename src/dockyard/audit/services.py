@@ -67,6 +67,7 @@ class AuditLog:
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.dropped = 0
+        self._dropped_reported = 0
         self._init_state()
         # A forked child must not write the parent's queued events a second time, nor believe the
         # parent's writer thread runs for it.
@@ -148,6 +149,9 @@ class AuditLog:
     def _write_pending(self) -> bool:
         """Write the queue in batches; False when the database refused a batch (it was requeued)."""
         with self._write_lock:
+            if self.dropped > self._dropped_reported:
+                log.warning("audit log queue full: %d events dropped", self.dropped - self._dropped_reported)
+                self._dropped_reported = self.dropped
             while True:
                 with self._lock:
                     count = min(len(self._pending), self.batch_size)
@@ -193,7 +197,11 @@ class AuditLog:
             column: Any = _TABLE.c[key]
             if key in _STRING_SORT_KEYS:
                 column = bytewise(column, connection)
-            order = [column.desc(), _TABLE.c.id.desc()] if descending else [column.asc(), _TABLE.c.id.asc()]
+            # NULLs (no resource, no address) last in both directions: the databases disagree otherwise.
+            if descending:
+                order = [column.desc().nulls_last(), _TABLE.c.id.desc()]
+            else:
+                order = [column.asc().nulls_last(), _TABLE.c.id.asc()]
             counting = select(func.count()).select_from(_TABLE).where(*conditions)
             total = connection.execute(counting).scalar_one()
             rows = connection.execute(
