@@ -1,0 +1,172 @@
+"""Users, groups, personal access tokens and robot accounts: the values and errors of `accounts`.
+
+Services take and return these frozen values, never ORM rows, so callers cannot write to the DB behind
+a service's back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, Protocol, TypeVar
+
+from dockyard.errors import DockyardError
+
+T = TypeVar("T")
+
+
+# --- errors ---------------------------------------------------------------------------------
+class InvalidName(DockyardError):
+    message = "invalid name"
+
+
+class WeakPassword(DockyardError):
+    message = "the password does not meet the password policy"
+
+
+class WrongPassword(DockyardError):
+    """The current password given to change a password is not the user's password."""
+
+    message = "the current password is wrong"
+
+
+class UserNotFound(DockyardError):
+    message = "user not found"
+
+
+class UserExists(DockyardError):
+    message = "a user with this name already exists"
+
+
+class LastAdmin(DockyardError):
+    """Deleting, disabling or demoting the last enabled system administrator would lock everyone out."""
+
+    message = "cannot remove the last enabled system administrator"
+
+
+class GroupNotFound(DockyardError):
+    message = "group not found"
+
+
+class GroupExists(DockyardError):
+    message = "a group with this name already exists"
+
+
+class PersonalTokenNotFound(DockyardError):
+    message = "personal access token not found"
+
+
+class RobotNotFound(DockyardError):
+    message = "robot account not found"
+
+
+class RobotExists(DockyardError):
+    message = "a robot account with this name already exists"
+
+
+class InvalidExpiry(DockyardError):
+    message = "the expiry must be in the future"
+
+
+# --- values ---------------------------------------------------------------------------------
+class UserSource(StrEnum):
+    LOCAL = "local"  # password hash kept here
+    LDAP = "ldap"  # password checked by the directory; row created on first login
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    email: str | None
+    display_name: str | None
+    source: UserSource
+    admin: bool  # system administrator granted in dockyard
+    directory_admin: bool  # member of a directory admin group at the last login
+    disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.admin or self.directory_admin
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: int
+    name: str
+    source: UserSource  # "ldap" groups are kept in step with the directory at each login
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalToken:
+    id: int
+    user_id: int
+    name: str
+    hint: str  # the first characters of the secret, to tell tokens apart in a list
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewPersonalToken:
+    token: PersonalToken
+    secret: str  # shown once; only its hash is stored
+
+
+class RobotLevel(StrEnum):
+    SYSTEM = "system"  # robot$<name>: permissions on any number of projects
+    PROJECT = "project"  # robot$<project>+<name>: permissions on its own project only
+
+
+@dataclass(frozen=True, slots=True)
+class Robot:
+    id: int
+    name: str  # the full name a client logs in with: robot$ci or robot$team+ci
+    project: str | None  # the project of a project-level robot
+    description: str | None
+    expires_at: datetime | None
+    disabled: bool
+    created_at: datetime
+
+    @property
+    def level(self) -> RobotLevel:
+        return RobotLevel.SYSTEM if self.project is None else RobotLevel.PROJECT
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class NewRobot:
+    robot: Robot
+    secret: str  # shown once; only its hash is stored
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int  # rows matching the filter, ignoring offset and limit
+
+
+# --- login rate limiting --------------------------------------------------------------------
+class LoginLimiter(Protocol):
+    """Counts failed logins per username and per client address within a window.
+
+    In-process now (`InProcessLoginLimiter`); a Redis one can share counts between nodes later.
+    """
+
+    def allowed(self, username: str, client_ip: str | None) -> bool:
+        """False when this username or this address has too many recent failures."""
+        ...
+
+    def failed(self, username: str, client_ip: str | None) -> None:
+        """Count one failed attempt against the username and the address."""
+        ...
+
+    def succeeded(self, username: str, client_ip: str | None) -> None:
+        """A correct login: forget the username's failures (the address keeps its count)."""
+        ...

@@ -1,0 +1,322 @@
+"""Users: local accounts with argon2 password hashes, and directory (LDAP) accounts mirrored at login."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dockyard.accounts import passwords
+from dockyard.accounts._paging import page_rows, substring
+from dockyard.accounts.directory import ExternalIdentity
+from dockyard.accounts.interfaces import (
+    LastAdmin,
+    Page,
+    User,
+    UserExists,
+    UserNotFound,
+    UserSource,
+    WrongPassword,
+)
+from dockyard.accounts.models import UserRow
+from dockyard.accounts.names import validate_username
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+
+USER_COLUMNS = (
+    UserRow.id,
+    UserRow.username,
+    UserRow.email,
+    UserRow.display_name,
+    UserRow.source,
+    UserRow.admin,
+    UserRow.directory_admin,
+    UserRow.disabled,
+    UserRow.created_at,
+    UserRow.last_login_at,
+)
+_SORTABLE = {
+    "username": UserRow.username,
+    "created_at": UserRow.created_at,
+    "last_login_at": UserRow.last_login_at,
+    "id": UserRow.id,
+}
+# A login writes last_login_at at most this often, so bursts of Basic-auth logins stay read-only.
+LOGIN_STAMP_INTERVAL = timedelta(minutes=1)
+_UNSET: Any = object()
+
+
+def user_from_row(row: Any) -> User:
+    return User(
+        id=row.id,
+        username=row.username,
+        email=row.email,
+        display_name=row.display_name,
+        source=UserSource(row.source),
+        admin=bool(row.admin),
+        directory_admin=bool(row.directory_admin),
+        disabled=bool(row.disabled),
+        created_at=row.created_at,
+        last_login_at=row.last_login_at,
+    )
+
+
+class UserService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- reading ------------------------------------------------------------------------------
+    def find(self, username: str) -> User | None:
+        with self._db.read() as connection:
+            row = connection.execute(select(*USER_COLUMNS).where(UserRow.username == username)).first()
+        return user_from_row(row) if row else None
+
+    def get(self, username: str) -> User:
+        user = self.find(username)
+        if user is None:
+            raise UserNotFound(detail={"username": username})
+        return user
+
+    def get_by_id(self, user_id: int) -> User:
+        with self._db.read() as connection:
+            row = connection.execute(select(*USER_COLUMNS).where(UserRow.id == user_id)).first()
+        if row is None:
+            raise UserNotFound(detail={"id": user_id})
+        return user_from_row(row)
+
+    def count(self) -> int:
+        with self._db.read() as connection:
+            return int(connection.execute(select(func.count()).select_from(UserRow)).scalar_one())
+
+    def list(
+        self,
+        *,
+        search: str | None = None,
+        admin: bool | None = None,
+        disabled: bool | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        sort: str = "username",
+        descending: bool = False,
+    ) -> Page[User]:
+        """Users whose name, email or display name contain `search` (any case)."""
+        query = select(*USER_COLUMNS)
+        if search:
+            query = query.where(
+                or_(
+                    substring(UserRow.username, search),
+                    substring(UserRow.email, search),
+                    substring(UserRow.display_name, search),
+                )
+            )
+        if admin is not None:
+            is_admin = or_(UserRow.admin, UserRow.directory_admin)
+            query = query.where(is_admin if admin else ~is_admin)
+        if disabled is not None:
+            query = query.where(UserRow.disabled == disabled)
+        with self._db.read() as connection:
+            rows, total = page_rows(
+                connection,
+                query,
+                sortable=_SORTABLE,
+                sort=sort,
+                descending=descending,
+                offset=offset,
+                limit=limit,
+                tiebreak=UserRow.id,
+            )
+        return Page([user_from_row(row) for row in rows], total)
+
+    # --- writing ------------------------------------------------------------------------------
+    def create(
+        self,
+        username: str,
+        password: str | None,
+        *,
+        email: str | None = None,
+        display_name: str | None = None,
+        admin: bool = False,
+        source: UserSource = UserSource.LOCAL,
+    ) -> User:
+        """A local user needs a password (checked against the policy); a directory user has none."""
+        validate_username(username)
+        if source is UserSource.LOCAL:
+            passwords.check_password_policy(password or "", username)
+        elif password is not None:
+            raise ValueError("directory users have no local password")
+        now = utcnow()
+        values = {
+            "username": username,
+            "email": email,
+            "display_name": display_name,
+            "password_hash": passwords.hash_password(password) if password is not None else None,
+            "source": source.value,
+            "admin": admin,
+            "directory_admin": False,
+            "disabled": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self._db.write() as connection:
+                connection.execute(insert(UserRow).values(values))
+        except IntegrityError as error:
+            raise UserExists(detail={"username": username}) from error
+        return self.get(username)
+
+    def update(
+        self,
+        username: str,
+        *,
+        email: str | None = _UNSET,
+        display_name: str | None = _UNSET,
+        admin: bool | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """Change the given fields; refuses to demote or disable the last enabled administrator."""
+        changes: dict[str, Any] = {}
+        if email is not _UNSET:
+            changes["email"] = email
+        if display_name is not _UNSET:
+            changes["display_name"] = display_name
+        if admin is not None:
+            changes["admin"] = admin
+        if disabled is not None:
+            changes["disabled"] = disabled
+        with self._db.write() as connection:
+            user = self._locked_user(connection, username)
+            after = replace(
+                user,
+                admin=changes.get("admin", user.admin),
+                disabled=changes.get("disabled", user.disabled),
+            )
+            if user.is_admin and not user.disabled and (not after.is_admin or after.disabled):
+                self._refuse_if_last_admin(connection, user.id)
+            if changes:
+                changes["updated_at"] = utcnow()
+                connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
+        return self.get(username)
+
+    def set_password(self, username: str, new_password: str, *, current_password: str | None = None) -> None:
+        """Set a local user's password; with `current_password`, only if that one is right."""
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(UserRow.password_hash, UserRow.source).where(UserRow.username == username)
+            ).first()
+        if row is None:
+            raise UserNotFound(detail={"username": username})
+        if row.source != UserSource.LOCAL:
+            raise WrongPassword("the password of a directory user is changed in the directory")
+        if current_password is not None and not passwords.verify_password(
+            row.password_hash, current_password
+        ):
+            raise WrongPassword()
+        passwords.check_password_policy(new_password, username)
+        with self._db.write() as connection:
+            connection.execute(
+                update(UserRow)
+                .where(UserRow.username == username)
+                .values(password_hash=passwords.hash_password(new_password), updated_at=utcnow())
+            )
+
+    def delete(self, username: str) -> None:
+        """Delete a user with their tokens, group and project memberships."""
+        with self._db.write() as connection:
+            user = self._locked_user(connection, username)
+            if user.is_admin and not user.disabled:
+                self._refuse_if_last_admin(connection, user.id)
+            connection.execute(delete(UserRow).where(UserRow.id == user.id))
+
+    # --- logins -------------------------------------------------------------------------------
+    def verify_password(self, username: str, password: str) -> User | None:
+        """The user when `password` is their local password and the account is enabled, else None.
+
+        Always runs one argon2 verify, so unknown and known names take the same time."""
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(*USER_COLUMNS, UserRow.password_hash).where(
+                    UserRow.username == username, UserRow.source == UserSource.LOCAL.value
+                )
+            ).first()
+        password_hash = row.password_hash if row else None
+        if not passwords.verify_password(password_hash, password) or row is None:
+            return None
+        user = user_from_row(row)
+        if user.disabled:
+            return None
+        changes: dict[str, Any] = {}
+        if passwords.needs_rehash(password_hash or ""):
+            changes["password_hash"] = passwords.hash_password(password)
+        self._stamp_login(user, changes)
+        return user
+
+    def sync_directory_user(self, identity: ExternalIdentity) -> User:
+        """Create or refresh the local row of a directory user who just proved their password."""
+        validate_username(identity.username)
+        now = utcnow()
+        fields = {
+            "email": identity.email,
+            "display_name": identity.display_name,
+            "directory_admin": identity.is_admin,
+            "updated_at": now,
+            "last_login_at": now,
+        }
+        with self._db.write() as connection:
+            row = connection.execute(
+                select(UserRow.id, UserRow.source).where(UserRow.username == identity.username)
+            ).first()
+            if row is None:
+                connection.execute(
+                    insert(UserRow).values(
+                        username=identity.username,
+                        password_hash=None,
+                        source=UserSource.LDAP.value,
+                        admin=False,
+                        disabled=False,
+                        created_at=now,
+                        **fields,
+                    )
+                )
+            elif row.source == UserSource.LDAP:
+                connection.execute(update(UserRow).where(UserRow.id == row.id).values(fields))
+            else:
+                # A local account of the same name is not taken over by the directory.
+                raise UserExists("a local user with this name exists", detail={"username": identity.username})
+        return self.get(identity.username)
+
+    def mark_login(self, user: User) -> None:
+        """Record a login made some other way (a personal token), at most once a minute."""
+        self._stamp_login(user, {})
+
+    def _stamp_login(self, user: User, changes: dict[str, Any]) -> None:
+        now = utcnow()
+        if user.last_login_at is None or now - user.last_login_at >= LOGIN_STAMP_INTERVAL:
+            changes["last_login_at"] = now
+        if changes:
+            with self._db.write() as connection:
+                connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
+
+    # --- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _locked_user(connection: Connection, username: str) -> User:
+        row = connection.execute(
+            select(*USER_COLUMNS).where(UserRow.username == username).with_for_update()
+        ).first()
+        if row is None:
+            raise UserNotFound(detail={"username": username})
+        return user_from_row(row)
+
+    @staticmethod
+    def _refuse_if_last_admin(connection: Connection, user_id: int) -> None:
+        other_admin = exists().where(
+            and_(
+                UserRow.id != user_id,
+                or_(UserRow.admin, UserRow.directory_admin),
+                UserRow.disabled.is_(False),
+            )
+        )
+        if not connection.execute(select(other_admin)).scalar():
+            raise LastAdmin()
