@@ -1,0 +1,38 @@
+"""The management API: a FastAPI app the composition root mounts at /api/v1.
+
+Routes are relative (`/repositories`); mounted with `Mount("/api/v1", app=...)` they answer at
+`/api/v1/repositories`, and the OpenAPI document at `/api/v1/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from dockyard import __version__
+from dockyard.api.management.context import ManagementServices
+from dockyard.api.management.errors import install_error_handlers
+from dockyard.api.management.routers import repositories, session, system
+
+MOUNT_PATH = "/api/v1"
+
+
+def create_management_app(services: ManagementServices) -> FastAPI:
+    app = FastAPI(
+        title="dockyard management API",
+        version=__version__,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        description=(
+            'Errors: `{"errors": [{"code": "NOT_FOUND", "message": "..."}]}`. Lists: `page`, '
+            "`page_size` (at most 100), `sort` (`name`, `-created_at`), `q` (substring) and per-list "
+            "filters; totals in `X-Total-Count`, pages in `Link`. Authentication: HTTP Basic (password, "
+            "personal access token or robot secret) or the session cookie from `POST /login` (then "
+            "unsafe methods need the `X-CSRF-Token` header)."
+        ),
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (system, session, repositories):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,139 @@
+"""The one place errors become management API responses.
+
+Every error, whatever raised it (a domain service, validation, routing, authentication), is answered
+with Harbor's shape: `{"errors": [{"code": "NOT_FOUND", "message": "..."}]}`. Domain errors carry no
+status; `DOMAIN_STATUS` maps them, most specific class first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from dockyard import errors
+from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, Unauthenticated
+
+log = logging.getLogger("dockyard.api.management")
+
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="dockyard"'}
+
+# Codes by status, as Harbor names them. A status not listed gets its HTTP reason phrase, upper-cased.
+CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    412: "PRECONDITION",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_SERVER_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+# Most specific first: the first isinstance match wins.
+DOMAIN_STATUS: list[tuple[type[errors.DockyardError], int]] = [
+    (Unauthenticated, 401),
+    (AuthenticationFailed, 401),
+    (AccessDenied, 403),
+    (errors.PaginationInvalid, 400),
+    (errors.NameInvalid, 400),
+    (errors.TagInvalid, 400),
+    (errors.DigestInvalid, 400),
+    (errors.ManifestInvalid, 400),
+    (errors.NameUnknown, 404),
+    (errors.ManifestUnknown, 404),
+    (errors.BlobUnknown, 404),
+    # Deletes switched off, or read-only maintenance: the request is fine, the server's state forbids it.
+    (errors.Unsupported, 412),
+    (errors.ConfigError, 400),
+]
+
+
+class ApiError(Exception):
+    """Raised by handlers for errors that are about HTTP, not the domain (bad paging, 404 of a route)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def code_for(status: int) -> str:
+    if status in CODES:
+        return CODES[status]
+    try:
+        return HTTPStatus(status).phrase.upper().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "UNKNOWN"
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    body = {"errors": [{"code": code_for(status), "message": message}]}
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers.update(BASIC_CHALLENGE)
+    return JSONResponse(body, status_code=status, headers=all_headers)
+
+
+def status_for(exc: errors.DockyardError) -> int:
+    for kind, status in DOMAIN_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(errors.DockyardError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.DockyardError)
+    status = status_for(exc)
+    if status == 500:
+        log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
+        return error_response(500, "internal server error")
+    return error_response(status, exc.message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, describe_validation(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else code_for(exc.status_code).lower()
+    return error_response(exc.status_code, message, exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error in management API handler", exc_info=exc)
+    return error_response(500, "internal server error")
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    """One readable line per problem: `body.username: field required`. Values are not echoed back
+    (they may be passwords)."""
+    parts = []
+    for problem in exc.errors():
+        location = ".".join(str(part) for part in problem.get("loc", ()))
+        parts.append(f"{location}: {problem.get('msg', 'invalid')}" if location else problem.get("msg", ""))
+    return "; ".join(parts) or "invalid request"

@@ -1,0 +1,202 @@
+"""Repositories, artifacts (manifests) and tags, read from the registry's DB; deletes go through Registry.
+
+Repository names contain slashes (`team/app`). Put them in the path as they are
+(`/repositories/team/app/artifacts`); `%2F` works too, since the path is decoded before routing.
+The last path segments decide the route, so a repository may even be called `team/artifacts/x`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel
+
+from dockyard.api.management.access import require
+from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.listing import ListParams, list_params, set_page_headers
+from dockyard.api.management.security import Caller
+from dockyard.content.digest import Digest
+from dockyard.content.reference import parse_reference
+from dockyard.errors import NameUnknown, TagInvalid
+from dockyard.projects.rbac import Permission, project_of
+from dockyard.registry.queries import (
+    ARTIFACT_SORTS,
+    REPOSITORY_SORTS,
+    TAG_SORTS,
+    ArtifactSummary,
+    RepositorySummary,
+    TagInfo,
+    Window,
+)
+
+router = APIRouter(tags=["repositories"])
+Services = Annotated[ManagementServices, Depends(services_of)]
+
+
+class RepositoryOut(BaseModel):
+    name: str
+    project: str
+    artifact_count: int
+    tag_count: int
+    size: int
+    created_at: datetime
+    pushed_at: datetime | None
+
+
+class PlatformOut(BaseModel):
+    digest: str
+    os: str | None
+    architecture: str | None
+    variant: str | None
+
+
+class ArtifactOut(BaseModel):
+    repository: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    tags: list[str]
+    pushed_at: datetime
+    pulled_at: datetime | None = None  # not recorded yet
+    subject: str | None
+    annotations: dict[str, str] | None
+    platforms: list[PlatformOut] | None
+
+
+class ArtifactDetailOut(ArtifactOut):
+    manifest: dict[str, Any]
+
+
+class TagOut(BaseModel):
+    name: str
+    digest: str
+    media_type: str
+    pushed_at: datetime
+
+
+def window(params: ListParams) -> Window:
+    return Window(params.offset, params.limit, params.sort_key, params.descending)
+
+
+def repository_out(summary: RepositorySummary) -> RepositoryOut:
+    return RepositoryOut(project=project_of(summary.name), **_fields(summary))
+
+
+def artifact_out(summary: ArtifactSummary) -> ArtifactOut:
+    return ArtifactOut(**_artifact_fields(summary))
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__slots__}
+
+
+def _artifact_fields(summary: ArtifactSummary) -> dict[str, Any]:
+    fields = _fields(summary)
+    fields["tags"] = list(summary.tags)
+    fields["platforms"] = (
+        [PlatformOut(**_fields(p)) for p in summary.platforms] if summary.platforms is not None else None
+    )
+    return fields
+
+
+def _readable(services: ManagementServices, principal: Any, name: str) -> None:
+    require(
+        services, principal, project_of(name), Permission.PROJECT_READ, NameUnknown(detail={"name": name})
+    )
+
+
+@router.get("/repositories", response_model=list[RepositoryOut])
+def list_repositories(
+    request: Request,
+    response: Response,
+    principal: Caller,
+    services: Services,
+    params: Annotated[ListParams, Depends(list_params(REPOSITORY_SORTS, "name"))],
+    project: Annotated[str | None, Query(description="Only this project's repositories.")] = None,
+) -> list[RepositoryOut]:
+    """Repositories the caller may read. `q` matches part of the name."""
+    items, total = services.queries.list_repositories(
+        window(params),
+        projects=services.access.visible_projects(principal),
+        name_contains=params.q,
+        project=project,
+    )
+    set_page_headers(request, response, params, total)
+    return [repository_out(item) for item in items]
+
+
+@router.get("/repositories/{name:path}/artifacts/{reference}", response_model=ArtifactDetailOut)
+def get_artifact(name: str, reference: str, principal: Caller, services: Services) -> ArtifactDetailOut:
+    """One artifact, by digest or tag, with its manifest document."""
+    _readable(services, principal, name)
+    detail = services.queries.get_artifact(name, reference)
+    return ArtifactDetailOut(manifest=detail.manifest, **_artifact_fields(detail.summary))
+
+
+@router.delete("/repositories/{name:path}/artifacts/{reference}", status_code=204)
+def delete_artifact(name: str, reference: str, principal: Caller, services: Services) -> None:
+    """Delete an artifact (by digest, or by one of its tags: then the whole artifact and all its tags)."""
+    require(services, principal, project_of(name), Permission.DELETE, NameUnknown(detail={"name": name}))
+    parse_reference(reference)
+    digest = services.queries.get_artifact(name, reference).summary.digest
+    services.registry.delete_manifest(name, digest)
+
+
+@router.get("/repositories/{name:path}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(
+    name: str,
+    request: Request,
+    response: Response,
+    principal: Caller,
+    services: Services,
+    params: Annotated[ListParams, Depends(list_params(ARTIFACT_SORTS, "-pushed_at"))],
+    media_type: Annotated[str | None, Query(description="Only artifacts of this media type.")] = None,
+    tagged: Annotated[bool | None, Query(description="true: tagged only; false: untagged only.")] = None,
+) -> list[ArtifactOut]:
+    """Artifacts of a repository. `q` matches a digest prefix or part of a tag."""
+    _readable(services, principal, name)
+    items, total = services.queries.list_artifacts(
+        name, window(params), text=params.q, media_type=media_type, tagged=tagged
+    )
+    set_page_headers(request, response, params, total)
+    return [artifact_out(item) for item in items]
+
+
+@router.get("/repositories/{name:path}/tags", response_model=list[TagOut])
+def list_tags(
+    name: str,
+    request: Request,
+    response: Response,
+    principal: Caller,
+    services: Services,
+    params: Annotated[ListParams, Depends(list_params(TAG_SORTS, "name"))],
+    digest: Annotated[str | None, Query(description="Only tags pointing at this digest.")] = None,
+) -> list[TagOut]:
+    """Tags of a repository. `q` matches part of the tag."""
+    _readable(services, principal, name)
+    items, total = services.queries.list_tags(name, window(params), name_contains=params.q, digest=digest)
+    set_page_headers(request, response, params, total)
+    return [tag_out(item) for item in items]
+
+
+@router.delete("/repositories/{name:path}/tags/{tag}", status_code=204)
+def delete_tag(name: str, tag: str, principal: Caller, services: Services) -> None:
+    """Remove a tag; the artifact stays (reachable by digest and its other tags)."""
+    require(services, principal, project_of(name), Permission.DELETE, NameUnknown(detail={"name": name}))
+    if isinstance(parse_reference(tag), Digest):
+        # A digest here would delete the artifact itself, which is the artifacts endpoint's job.
+        raise TagInvalid("a tag name was expected, not a digest")
+    services.registry.delete_manifest(name, tag)
+
+
+@router.get("/repositories/{name:path}", response_model=RepositoryOut)
+def get_repository(name: str, principal: Caller, services: Services) -> RepositoryOut:
+    _readable(services, principal, name)
+    return repository_out(services.queries.get_repository(name))
+
+
+def tag_out(tag: TagInfo) -> TagOut:
+    return TagOut(name=tag.name, digest=tag.digest, media_type=tag.media_type, pushed_at=tag.pushed_at)

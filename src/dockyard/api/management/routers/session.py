@@ -1,0 +1,72 @@
+"""Browser sessions: POST /login sets a signed, HttpOnly, SameSite=Strict cookie; POST /logout clears it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.errors import ApiError
+from dockyard.api.management.security import client_ip
+from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
+from dockyard.auth.interfaces import PrincipalKind
+
+router = APIRouter(tags=["session"])
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(BaseModel):
+    username: str
+    admin: bool
+    csrf_token: str = Field(description=f"Send it back in the {CSRF_HEADER} header on unsafe methods.")
+    expires_at: datetime
+
+
+@router.post("/login", response_model=SessionOut)
+def login(
+    credentials: LoginIn,
+    request: Request,
+    response: Response,
+    services: Annotated[ManagementServices, Depends(services_of)],
+) -> SessionOut:
+    """Open a session with a password (or a personal access token). Robots use Basic auth instead."""
+    principal = services.authenticator.authenticate(
+        credentials.username, credentials.password, client_ip(request)
+    )
+    if principal.kind is not PrincipalKind.USER:
+        raise ApiError(403, "robot accounts cannot open sessions; send Basic credentials with each request")
+    value, session = services.sessions.issue(principal.kind.value, principal.name)
+    response.set_cookie(
+        COOKIE_NAME,
+        value,
+        max_age=services.sessions.max_age,
+        path=_cookie_path(request),
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return SessionOut(
+        username=principal.name,
+        admin=principal.is_admin,
+        csrf_token=session.csrf_token,
+        expires_at=datetime.fromtimestamp(session.expires_at, UTC),
+    )
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, response: Response) -> None:
+    """Clear the session cookie. (The signed cookie stays valid until it expires if a copy was kept:
+    disable the account to cut a stolen one off.)"""
+    response.delete_cookie(COOKIE_NAME, path=_cookie_path(request), httponly=True, samesite="strict")
+
+
+def _cookie_path(request: Request) -> str:
+    # Only the API needs the cookie: scope it to where this app is mounted (/api/v1).
+    return request.scope.get("root_path") or "/"

@@ -1,0 +1,84 @@
+"""Who is calling: HTTP Basic (password, personal access token or robot secret, all through the
+Authenticator) or the session cookie from POST /login; anonymous otherwise.
+
+Session-authenticated requests with an unsafe method must echo the session's CSRF token in the
+`X-CSRF-Token` header: the cookie is SameSite=Strict already, the header is the second lock (older
+browsers, same-site subdomains). Basic-authenticated requests need no CSRF token: they are made by
+programs, not by a page a browser was lured to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.errors import ApiError
+from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
+from dockyard.auth.interfaces import ANONYMOUS, AuthenticationFailed, Principal, Unauthenticated
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_CREDENTIAL_LENGTH = 4096  # a longer Authorization header is refused before any hashing
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def current_principal(
+    request: Request, services: Annotated[ManagementServices, Depends(services_of)]
+) -> Principal:
+    """The caller; ANONYMOUS when no credentials came. Wrong credentials are a 401, never anonymous."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        username, secret = _basic_credentials(header)
+        return services.authenticator.authenticate(username, secret, client_ip(request))
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie is not None:
+        session = services.sessions.read(cookie)
+        principal = services.principals.principal(session.kind, session.name) if session else None
+        if session is None or principal is None:
+            # A stale cookie: say so, so the UI sends the user to log in again.
+            raise Unauthenticated("the session has expired; log in again")
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+                raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
+        return principal
+    return ANONYMOUS
+
+
+def authenticated(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if principal.is_anonymous:
+        raise Unauthenticated()
+    return principal
+
+
+def admin(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "only system administrators may do this")
+    return principal
+
+
+def _basic_credentials(header: str) -> tuple[str, str]:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded or len(encoded) > MAX_CREDENTIAL_LENGTH:
+        raise AuthenticationFailed("use HTTP Basic credentials or log in")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise AuthenticationFailed("malformed Basic credentials") from None
+    username, colon, secret = decoded.partition(":")
+    if not colon or not username:
+        raise AuthenticationFailed("malformed Basic credentials")
+    return username, secret
+
+
+# Shorthands for handler signatures.
+Caller = Annotated[Principal, Depends(current_principal)]
+User = Annotated[Principal, Depends(authenticated)]
+Admin = Annotated[Principal, Depends(admin)]

@@ -1,0 +1,73 @@
+"""Browser sessions in a signed cookie: no server-side session table, so any node can check one.
+
+The cookie holds who logged in, when it expires and a CSRF token, signed with HMAC-SHA256 under a
+secret every node shares. It proves only that this server issued it: the account is looked up again on
+every request, so disabling a user or dropping admin rights takes effect at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+COOKIE_NAME = "dockyard_session"
+CSRF_HEADER = "X-CSRF-Token"
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    kind: str  # PrincipalKind value
+    name: str
+    expires_at: int  # unix seconds
+    csrf_token: str
+
+
+class SessionCodec:
+    def __init__(self, secret: bytes, max_age: int = 8 * 3600) -> None:
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the session secret must have at least {MIN_SECRET_BYTES} bytes")
+        # A key of its own, so the shared secret may serve other purposes without reuse.
+        self._key = hmac.new(secret, b"dockyard management session v1", hashlib.sha256).digest()
+        self.max_age = max_age
+
+    def issue(self, kind: str, name: str, now: float | None = None) -> tuple[str, Session]:
+        issued = int(now if now is not None else time.time())
+        session = Session(kind, name, issued + self.max_age, secrets.token_urlsafe(24))
+        payload = json.dumps(
+            {"k": session.kind, "n": session.name, "e": session.expires_at, "c": session.csrf_token},
+            separators=(",", ":"),
+        ).encode()
+        body = _b64(payload)
+        return f"{body}.{self._sign(body)}", session
+
+    def read(self, value: str, now: float | None = None) -> Session | None:
+        """The session, or None when the cookie is forged, damaged or expired."""
+        body, _, signature = value.partition(".")
+        if not body or not value.isascii() or not hmac.compare_digest(signature, self._sign(body)):
+            return None
+        try:
+            data = json.loads(_unb64(body))
+            session = Session(str(data["k"]), str(data["n"]), int(data["e"]), str(data["c"]))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            return None
+        if session.expires_at <= (now if now is not None else time.time()):
+            return None
+        return session
+
+    def _sign(self, body: str) -> str:
+        return _b64(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest())
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
