@@ -10,7 +10,8 @@
   parameters of their own (`public=true`, `action=delete`, ...).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the Query(...) metadata of the
+# dependency below, which closes over local values, as objects rather than strings.
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
