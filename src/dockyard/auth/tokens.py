@@ -330,11 +330,12 @@ class AccessGranter(Protocol):
 
 
 class PrincipalLookup(Protocol):
-    """Refresh tokens outlive passwords: each use checks the principal may still log in."""
+    """Refresh tokens outlive passwords: each use checks the principal may still log in.
+    `dockyard.auth.local.LocalAuthenticator` fits."""
 
-    def current(self, principal: Principal) -> Principal | None:
-        """The principal as it is now (admin flag, groups), or None when it is gone, disabled or
-        expired."""
+    def reload(self, principal: Principal) -> Principal:
+        """The principal as it is now (admin flag, groups); AuthenticationFailed when it is gone,
+        disabled or expired."""
         ...
 
 
@@ -387,10 +388,7 @@ class TokenIssuer:
             principal = self.tokens.verify_refresh(refresh_token)
         except TokenInvalid:
             raise AuthenticationFailed() from None
-        current = self.lookup.current(principal)
-        if current is None:
-            raise AuthenticationFailed()
-        return self._grant(current, requested, refresh_token)
+        return self._grant(self.lookup.reload(principal), requested, refresh_token)
 
     def _grant(self, principal: Principal, requested: Sequence[Scope], refresh: str | None) -> TokenGrant:
         known = [scope for scope in requested if scope.type in GRANTABLE_TYPES and scope.actions]

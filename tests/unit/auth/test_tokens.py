@@ -306,8 +306,10 @@ class Accounts:
             raise AuthenticationFailed()
         return Principal(PrincipalKind.USER, username)
 
-    def current(self, principal: Principal) -> Principal | None:
-        return None if principal.name in self.disabled or principal.name not in self.passwords else principal
+    def reload(self, principal: Principal) -> Principal:
+        if principal.name in self.disabled or principal.name not in self.passwords:
+            raise AuthenticationFailed()
+        return principal
 
 
 class TablePolicy:
