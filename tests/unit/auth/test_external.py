@@ -195,9 +195,8 @@ def test_hs256_made_with_the_public_certificate_is_refused(
 
 
 def test_alg_none_is_refused(signer: Any, verifier: ExternalTokenVerifier) -> None:
-    token = jwt.encode(
-        claims(), None, algorithm="none", headers={"kid": libtrust_key_id(signer[0].public_key())}
-    )  # type: ignore[arg-type]
+    headers = {"kid": libtrust_key_id(signer[0].public_key())}
+    token = jwt.encode(claims(), None, algorithm="none", headers=headers)  # type: ignore[arg-type]
     with pytest.raises(TokenInvalid):
         verifier.verify(token)
 
