@@ -14,6 +14,7 @@ declare -A PACKAGE_OF=(
   [docker-registry]=docker-registry
   [wrk]=wrk
   [ab]=apache2-utils
+  [/usr/lib/postgresql/15/bin/initdb]=postgresql
   [slapd]=slapd  # OpenLDAP server the LDAP tests start on their own ports (tests/support/slapd.py)
   [ldapsearch]=ldap-utils
   [python3]=python3
