@@ -2,8 +2,8 @@
 
 For each login: connect (ldaps://, or ldap:// with StartTLS when configured, the server certificate checked
 against `ca_file`), bind as the service account (or anonymously), find the one entry the user filter
-matches, bind again as that entry's DN with the given password, then read the user's groups with the
-service account. Every verify opens its own connections, so one provider serves many threads.
+matches, read its groups, then bind as that entry's DN with the given password on the same connection.
+Every verify opens its own connection, so one provider serves many threads.
 
 Outcomes: an ExternalIdentity; None when the user is unknown, ambiguous or the password is wrong; and
 DirectoryUnavailable when the directory cannot answer (down, timed out, TLS refused, service account
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import socket
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -56,11 +57,14 @@ class LDAPDirectory:
         if not username or not password or len(username) > MAX_USERNAME_LENGTH:
             return None
         try:
-            with self._bound(self._settings.bind_dn, self._settings.bind_password, service=True) as service:
-                entry = self._find_user(service, username)
-                if entry is None or not self._password_is_right(entry["dn"], password):
+            with self._connection() as connection:
+                entry = self._find_user(connection, username)
+                if entry is None:
                     return None
-                groups = self._group_names(service, entry["dn"], username)
+                groups = self._group_names(connection, entry["dn"], username)
+                # The password last: binding as the user ends the service account's session here.
+                if not self._bind(connection, entry["dn"], password, service=False):
+                    return None
         # ldap3 wraps socket, TLS and timeout failures in LDAPException; OSError in case one slips through.
         except (LDAPException, OSError) as error:
             log.warning("auth.ldap: directory unavailable: %s", error)
@@ -75,27 +79,20 @@ class LDAPDirectory:
         )
 
     # --- steps ---------------------------------------------------------------------------------
-    def _find_user(self, service: ldap3.Connection, username: str) -> dict[str, Any] | None:
+    def _find_user(self, connection: ldap3.Connection, username: str) -> dict[str, Any] | None:
         """The single entry the user filter matches, or None (no match, or more than one: ambiguous)."""
         search_filter = self._settings.user_filter.replace("{username}", escape_filter_chars(username))
         wanted = [self._settings.email_attribute, self._settings.display_name_attribute]
         if self._username_attribute:
             wanted.append(self._username_attribute)
         # Two are enough to know the name is ambiguous.
-        entries = self._search(service, self._settings.user_base_dn, search_filter, wanted, size_limit=2)
+        entries = self._search(connection, self._settings.user_base_dn, search_filter, wanted, size_limit=2)
         if len(entries) > 1:
             log.warning("auth.ldap: %r matches more than one directory entry; login refused", username)
             return None
         return entries[0] if entries else None
 
-    def _password_is_right(self, user_dn: str, password: str) -> bool:
-        try:
-            with self._bound(user_dn, password, service=False):
-                return True
-        except _WrongPassword:
-            return False
-
-    def _group_names(self, service: ldap3.Connection, user_dn: str, username: str) -> frozenset[str]:
+    def _group_names(self, connection: ldap3.Connection, user_dn: str, username: str) -> frozenset[str]:
         settings = self._settings
         if not settings.group_base_dn:
             return frozenset()
@@ -103,7 +100,7 @@ class LDAPDirectory:
             "{username}", escape_filter_chars(username)
         )
         name_attribute = settings.group_name_attribute
-        entries = self._search(service, settings.group_base_dn, search_filter, [name_attribute])
+        entries = self._search(connection, settings.group_base_dn, search_filter, [name_attribute])
         names = (_first(entry["attributes"], name_attribute) for entry in entries)
         return frozenset(name for name in names if name)
 
@@ -116,16 +113,16 @@ class LDAPDirectory:
 
     # --- ldap3 plumbing ------------------------------------------------------------------------
     @contextmanager
-    def _bound(self, dn: str | None, password: str | None, *, service: bool) -> Iterator[ldap3.Connection]:
-        """A connection (TLS as configured) bound as dn, or anonymously when dn is None; closed after."""
+    def _connection(self) -> Iterator[ldap3.Connection]:
+        """A connection (TLS as configured) bound as the service account, or anonymously; closed after.
+
+        One connection per verify: nothing is shared between threads, and a TLS handshake per login."""
         settings = self._settings
         server = ldap3.Server(
             settings.url, tls=self._tls, get_info=ldap3.NONE, connect_timeout=settings.timeout
         )
         connection = ldap3.Connection(
             server,
-            user=dn,
-            password=password,
             receive_timeout=math.ceil(settings.timeout),  # ldap3 packs it into SO_RCVTIMEO: whole seconds
             auto_referrals=False,  # never send credentials to a server a referral names
             read_only=True,
@@ -133,19 +130,34 @@ class LDAPDirectory:
         )
         try:
             connection.open()
+            # Without this, Nagle holds the bind request back behind the TLS handshake's last segment until
+            # the server's delayed ACK: 40 ms per bind over TLS.
+            connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if settings.starttls:
                 connection.start_tls()  # raises on failure, including a certificate that does not verify
-            if not connection.bind():
-                result = connection.result or {}
-                if not service and result.get("result") == INVALID_CREDENTIALS:
-                    raise _WrongPassword
-                who = "the service account" if service else "a user"
-                raise DirectoryUnavailable(f"the directory refused to bind {who}: {_describe(result)}")
+            self._bind(connection, settings.bind_dn, settings.bind_password, service=True)
             yield connection
         finally:
             # Already closed, or the server went away: nothing left to release.
             with suppress(LDAPException, OSError):
                 connection.unbind()
+
+    def _bind(
+        self, connection: ldap3.Connection, dn: str | None, password: str | None, *, service: bool
+    ) -> bool:
+        """Bind as dn (anonymously when None). False for a user's wrong password; anything else the
+        directory refuses (the service account, an account it will not check) is DirectoryUnavailable."""
+        if dn is None:
+            bound = connection.rebind(authentication=ldap3.ANONYMOUS)
+        else:
+            bound = connection.rebind(user=dn, password=password, authentication=ldap3.SIMPLE)
+        if bound:
+            return True
+        result = connection.result or {}
+        if not service and result.get("result") == INVALID_CREDENTIALS:
+            return False
+        who = "the service account" if service else "a user"
+        raise DirectoryUnavailable(f"the directory refused to bind {who}: {_describe(result)}")
 
     def _search(
         self,
@@ -169,10 +181,6 @@ class LDAPDirectory:
             raise DirectoryUnavailable(f"the directory refused a search under {base}: {_describe(result)}")
         # Search references (AD's referrals to other partitions) are not entries: skip them.
         return [item for item in connection.response or [] if item.get("type") == "searchResEntry"]
-
-
-class _WrongPassword(Exception):
-    """The user bind got invalidCredentials."""
 
 
 def _tls(settings: LDAPSettings) -> ldap3.Tls:
