@@ -19,10 +19,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from dockyard.api.allowlist import AllowlistMiddleware
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.audit.services import AuditLog
 from dockyard.config.durations import parse_duration
 from dockyard.config.loader import load_settings
 from dockyard.config.settings import Settings
@@ -51,8 +53,10 @@ class Services:
     blobs: BlobStore
     registry: Registry
     feed: ChangeFeed
+    audit: AuditLog
 
     def close(self) -> None:
+        self.audit.close()  # writes the events still queued
         self.db.dispose()
 
 
@@ -85,7 +89,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
     )
-    return Services(settings, db, driver, uploads, blobs, registry, feed)
+    return Services(settings, db, driver, uploads, blobs, registry, feed, AuditLog(db))
 
 
 def create_app(services: Services) -> ASGIApp:
@@ -99,11 +103,15 @@ def create_app(services: Services) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        purger = asyncio.create_task(_purge_uploads_forever(services))
+        housekeeping = [
+            asyncio.create_task(_purge_uploads_forever(services)),
+            asyncio.create_task(_purge_audit_forever(services)),
+        ]
         try:
             yield
         finally:
-            purger.cancel()
+            for task in housekeeping:
+                task.cancel()
             metrics.flush()
             io.shutdown()
             services.close()
@@ -114,8 +122,14 @@ def create_app(services: Services) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.services = services
-    return ObservabilityMiddleware(
+    allowlist = AllowlistMiddleware(
         OCIRouter(ctx, fallback=app),
+        settings.auth.allow_ips,
+        settings.auth.management_allow_ips,
+        audit=services.audit,
+    )
+    return ObservabilityMiddleware(
+        allowlist,
         metrics,
         access_log=not settings.log.accesslog.disabled,
         extra_headers=settings.http.headers,
@@ -136,6 +150,20 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{request.method} is not allowed here", status_code=405)
+
+
+async def _purge_audit_forever(services: Services) -> None:
+    """Drop audit events past the retention period, hourly (harmless on several nodes at once)."""
+    while True:
+        try:
+            purged = await asyncio.to_thread(
+                services.audit.purge_older_than, services.settings.audit.retention
+            )
+            if purged:
+                log.info("purged %d audit events older than %s", purged, services.settings.audit.retention)
+        except Exception:
+            log.exception("audit purge failed")
+        await asyncio.sleep(3600)
 
 
 async def _purge_uploads_forever(services: Services) -> None:
