@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -99,10 +100,10 @@ def ssha(password: str) -> str:
     return "{SSHA}" + base64.b64encode(digest + salt).decode()
 
 
-def tree_ldif() -> str:
+def tree_ldif(organization: str = "Example") -> str:
     """The test tree as LDIF, for slapadd."""
     entries = [
-        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",
+        f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: {organization}\n",
         *(
             f"dn: ou={ou},{BASE_DN}\nobjectClass: organizationalUnit\nou: {ou}\n"
             for ou in ("people", "contractors", "groups", "services")
@@ -170,7 +171,7 @@ def start_slapd(workdir: Path, *, tls: bool = False, timeout: float = 20.0) -> R
     slapd = require_tool("slapd")
     slaptest = require_tool("slaptest")
     slapadd = require_tool("slapadd")
-    require_tool("ldapsearch")
+    ldapsearch = require_tool("ldapsearch")
 
     workdir.mkdir(parents=True, exist_ok=True)
     certs = make_certificates("127.0.0.1", workdir / "certs") if tls else None
@@ -180,7 +181,9 @@ def start_slapd(workdir: Path, *, tls: bool = False, timeout: float = 20.0) -> R
     conf = workdir / "slapd.conf"
     conf.write_text(_slapd_conf(workdir, certs))
     ldif = workdir / "tree.ldif"
-    ldif.write_text(tree_ldif())
+    # A name of its own, so the start-up check knows it reached this slapd and not one another test started.
+    organization = f"Example {secrets.token_hex(8)}"
+    ldif.write_text(tree_ldif(organization))
     # Load first (slapadd creates the database), then convert the checked config to the cn=config
     # directory slapd runs from: slaptest opens the database and fails while it does not exist yet.
     _run([slapadd, "-f", str(conf), "-b", BASE_DN, "-l", str(ldif)])
@@ -206,7 +209,7 @@ def start_slapd(workdir: Path, *, tls: bool = False, timeout: float = 20.0) -> R
                 start_new_session=True,
             )
         running = RunningSlapd(f"ldap://127.0.0.1:{port}", ldaps_url, certs, workdir, process, log_path)
-        if _wait_until_answering(running, timeout):
+        if _wait_until_answering(running, ldapsearch, organization, timeout):
             return running
         running.stop()
         if "Address already in use" not in running.log():
@@ -214,7 +217,7 @@ def start_slapd(workdir: Path, *, tls: bool = False, timeout: float = 20.0) -> R
     raise RuntimeError(f"slapd could not bind a free port:\n{running.log()}")
 
 
-def _wait_until_answering(running: RunningSlapd, timeout: float) -> bool:
+def _wait_until_answering(running: RunningSlapd, ldapsearch: str, organization: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running.process.poll() is not None:
@@ -222,13 +225,13 @@ def _wait_until_answering(running: RunningSlapd, timeout: float) -> bool:
         if _port_open(running.port):
             # Listening is not enough: ask for the base entry, as a client would.
             result = subprocess.run(
-                ["ldapsearch", "-x", "-LLL", "-H", running.url, "-b", BASE_DN, "-s", "base", "dn"],
+                [ldapsearch, "-x", "-LLL", "-H", running.url, "-b", BASE_DN, "-s", "base", "o"],
                 capture_output=True,
                 text=True,
                 timeout=10,
                 check=False,
             )
-            if result.returncode == 0 and BASE_DN in result.stdout:
+            if result.returncode == 0 and f"o: {organization}" in result.stdout:
                 return True
         time.sleep(0.05)
     return False
