@@ -20,13 +20,19 @@ def require(
     hidden: Exception | None = None,
 ) -> None:
     """Pass, or raise 401 / 404 (`hidden`, default: project not found) / 403, as above."""
-    access = services.access
-    if access.can(principal, project, permission):
+    permissions = services.policy.permissions(principal, project)
+    if permission in permissions:
         return
-    if not access.can(principal, project, Permission.PROJECT_READ):
+    if Permission.PROJECT_READ not in permissions:
         if principal.is_anonymous:
             raise Unauthenticated()
         raise hidden if hidden is not None else ProjectNotFound(detail={"project": project})
     if principal.is_anonymous:
         raise Unauthenticated()
-    raise ApiError(403, f"{permission.value} on project {project!r} is not allowed to {principal.name}")
+    raise ApiError(403, f"{principal.name} may not {permission.value} in project {project!r}")
+
+
+def visible(services: ManagementServices, principal: Principal) -> frozenset[str] | None:
+    """The projects whose contents the principal may list; None for all of them."""
+    visibility = services.policy.visible_projects(principal)
+    return None if visibility.all else visibility.projects

@@ -11,7 +11,16 @@ from fastapi import FastAPI
 from dockyard import __version__
 from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
-from dockyard.api.management.routers import repositories, session, system
+from dockyard.api.management.routers import (
+    audit,
+    projects,
+    repositories,
+    robots,
+    search,
+    session,
+    system,
+    users,
+)
 
 MOUNT_PATH = "/api/v1"
 
@@ -33,6 +42,6 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (system, session, repositories):
+    for module in (system, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     return app

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.requests import Request
 
+from dockyard.accounts.personal_tokens import PersonalTokenService
+from dockyard.accounts.robots import RobotService
+from dockyard.accounts.users import UserService
 from dockyard.api.management.sessions import SessionCodec
-from dockyard.auth.interfaces import Authenticator, Principal
+from dockyard.audit.services import AuditLog
+from dockyard.auth.interfaces import Principal
+from dockyard.auth.policy import AccessPolicy
 from dockyard.db.session import Database
+from dockyard.projects.robots import RobotAccessService
+from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
@@ -26,21 +32,15 @@ class SystemInfo:
     delete_enabled: bool
 
 
-class PrincipalLookup(Protocol):
-    """Turns a session's account back into a principal, as it is now."""
+class SessionAuthenticator(Protocol):
+    """An Authenticator that can also reload a principal (auth.local.LocalAuthenticator is one)."""
 
-    def principal(self, kind: str, name: str) -> Principal | None:
-        """None when the account is gone, disabled or expired."""
+    def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
+        """The principal, or AuthenticationFailed."""
         ...
 
-
-class AccessChecks(Protocol):
-    """The slice of auth.policy.AccessPolicy the API uses."""
-
-    def can(self, principal: Principal, project: str, permission: str) -> bool: ...
-
-    def visible_projects(self, principal: Principal) -> Collection[str] | None:
-        """Names of the projects the principal may read; None for all of them (administrators)."""
+    def reload(self, principal: Principal) -> Principal:
+        """The principal as the DB has it now; AuthenticationFailed if gone, disabled or expired."""
         ...
 
 
@@ -51,10 +51,16 @@ class ManagementServices:
     registry: Registry
     queries: RegistryQueries
     system: SystemInfo
-    authenticator: Authenticator
-    principals: PrincipalLookup
+    authenticator: SessionAuthenticator
     sessions: SessionCodec
-    access: AccessChecks
+    policy: AccessPolicy
+    users: UserService
+    personal_tokens: PersonalTokenService
+    robots: RobotService
+    robot_access: RobotAccessService
+    projects: ProjectService
+    members: MemberService
+    audit: AuditLog
 
 
 def services_of(request: Request) -> ManagementServices:

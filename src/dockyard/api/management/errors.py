@@ -18,7 +18,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from dockyard import errors
-from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, Unauthenticated
+from dockyard.accounts import interfaces as accounts
+from dockyard.audit.interfaces import AuditQueryInvalid
+from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, DirectoryUnavailable, Unauthenticated
+from dockyard.projects import interfaces as projects
 
 log = logging.getLogger("dockyard.api.management")
 
@@ -43,6 +46,29 @@ DOMAIN_STATUS: list[tuple[type[errors.DockyardError], int]] = [
     (Unauthenticated, 401),
     (AuthenticationFailed, 401),
     (AccessDenied, 403),
+    (DirectoryUnavailable, 503),
+    # accounts
+    (accounts.InvalidName, 400),
+    (accounts.WeakPassword, 400),
+    (accounts.InvalidExpiry, 400),
+    (accounts.WrongPassword, 403),
+    (accounts.UserNotFound, 404),
+    (accounts.GroupNotFound, 404),
+    (accounts.PersonalTokenNotFound, 404),
+    (accounts.RobotNotFound, 404),
+    (accounts.UserExists, 409),
+    (accounts.GroupExists, 409),
+    (accounts.RobotExists, 409),
+    (accounts.LastAdmin, 409),
+    # projects
+    (projects.InvalidRole, 400),
+    (projects.InvalidPermission, 400),
+    (projects.ProjectNotFound, 404),
+    (projects.MemberNotFound, 404),
+    (projects.ProjectExists, 409),
+    (projects.MemberExists, 409),
+    (AuditQueryInvalid, 400),
+    # registry
     (errors.PaginationInvalid, 400),
     (errors.NameInvalid, 400),
     (errors.TagInvalid, 400),

@@ -13,7 +13,7 @@
 # No `from __future__ import annotations` here: FastAPI must see the Query(...) metadata of the
 # dependency below, which closes over local values, as objects rather than strings.
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -89,7 +89,7 @@ def _link(request: Request, page: int, rel: str) -> str:
 def page_in_memory(
     items: Iterable[T],
     params: ListParams,
-    sort_fields: dict[str, Callable[[T], Any]],
+    sort_fields: Mapping[str, Callable[[T], Any]],
     text: Callable[[T], str] | None = None,
 ) -> tuple[list[T], int]:
     """Filter by `q` on `text`, sort and cut a page out of a list already in memory (for lists that are

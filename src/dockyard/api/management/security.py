@@ -19,7 +19,13 @@ from fastapi import Depends, Request
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
-from dockyard.auth.interfaces import ANONYMOUS, AuthenticationFailed, Principal, Unauthenticated
+from dockyard.auth.interfaces import (
+    ANONYMOUS,
+    AuthenticationFailed,
+    Principal,
+    PrincipalKind,
+    Unauthenticated,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_CREDENTIAL_LENGTH = 4096  # a longer Authorization header is refused before any hashing
@@ -40,10 +46,16 @@ def current_principal(
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie is not None:
         session = services.sessions.read(cookie)
-        principal = services.principals.principal(session.kind, session.name) if session else None
-        if session is None or principal is None:
+        if session is None or session.kind != PrincipalKind.USER.value:
             # A stale cookie: say so, so the UI sends the user to log in again.
             raise Unauthenticated("the session has expired; log in again")
+        try:
+            # As the DB has the account now: disabled, deleted or demoted takes effect at once.
+            principal = services.authenticator.reload(
+                Principal(PrincipalKind.USER, session.name, session.account_id)
+            )
+        except AuthenticationFailed:
+            raise Unauthenticated("the session has expired; log in again") from None
         if request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
@@ -80,5 +92,5 @@ def _basic_credentials(header: str) -> tuple[str, str]:
 
 # Shorthands for handler signatures.
 Caller = Annotated[Principal, Depends(current_principal)]
-User = Annotated[Principal, Depends(authenticated)]
+SignedIn = Annotated[Principal, Depends(authenticated)]
 Admin = Annotated[Principal, Depends(admin)]

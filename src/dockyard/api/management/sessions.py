@@ -25,6 +25,7 @@ MIN_SECRET_BYTES = 32
 class Session:
     kind: str  # PrincipalKind value
     name: str
+    account_id: int | None  # so a deleted account re-created under the same name does not inherit it
     expires_at: int  # unix seconds
     csrf_token: str
 
@@ -37,11 +38,19 @@ class SessionCodec:
         self._key = hmac.new(secret, b"dockyard management session v1", hashlib.sha256).digest()
         self.max_age = max_age
 
-    def issue(self, kind: str, name: str, now: float | None = None) -> tuple[str, Session]:
+    def issue(
+        self, kind: str, name: str, account_id: int | None, now: float | None = None
+    ) -> tuple[str, Session]:
         issued = int(now if now is not None else time.time())
-        session = Session(kind, name, issued + self.max_age, secrets.token_urlsafe(24))
+        session = Session(kind, name, account_id, issued + self.max_age, secrets.token_urlsafe(24))
         payload = json.dumps(
-            {"k": session.kind, "n": session.name, "e": session.expires_at, "c": session.csrf_token},
+            {
+                "k": session.kind,
+                "n": session.name,
+                "i": session.account_id,
+                "e": session.expires_at,
+                "c": session.csrf_token,
+            },
             separators=(",", ":"),
         ).encode()
         body = _b64(payload)
@@ -54,7 +63,8 @@ class SessionCodec:
             return None
         try:
             data = json.loads(_unb64(body))
-            session = Session(str(data["k"]), str(data["n"]), int(data["e"]), str(data["c"]))
+            account_id = None if data["i"] is None else int(data["i"])
+            session = Session(str(data["k"]), str(data["n"]), account_id, int(data["e"]), str(data["c"]))
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if session.expires_at <= (now if now is not None else time.time()):

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
-from dockyard.api.management.access import require
+from dockyard.api.management.access import require, visible
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Caller
@@ -120,7 +120,7 @@ def list_repositories(
     """Repositories the caller may read. `q` matches part of the name."""
     items, total = services.queries.list_repositories(
         window(params),
-        projects=services.access.visible_projects(principal),
+        projects=visible(services, principal),
         name_contains=params.q,
         project=project,
     )

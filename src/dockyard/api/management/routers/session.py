@@ -42,7 +42,7 @@ def login(
     )
     if principal.kind is not PrincipalKind.USER:
         raise ApiError(403, "robot accounts cannot open sessions; send Basic credentials with each request")
-    value, session = services.sessions.issue(principal.kind.value, principal.name)
+    value, session = services.sessions.issue(principal.kind.value, principal.name, principal.id)
     response.set_cookie(
         COOKIE_NAME,
         value,

@@ -1,0 +1,252 @@
+"""Users (system administrators only), and the caller's own account and personal access tokens (/me)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from dockyard.accounts.interfaces import PersonalToken, User
+from dockyard.api.management.audit import audited
+from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.errors import ApiError
+from dockyard.api.management.listing import ListParams, list_params, page_in_memory, set_page_headers
+from dockyard.api.management.security import Admin, SignedIn
+from dockyard.audit.interfaces import AuditAction, ResourceType
+from dockyard.auth.interfaces import PrincipalKind
+
+router = APIRouter(tags=["users"])
+Services = Annotated[ManagementServices, Depends(services_of)]
+USER_SORTS = ("username", "created_at", "last_login_at")
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    email: str | None
+    display_name: str | None
+    source: str  # "local" | "ldap"
+    admin: bool  # a system administrator (granted here, or by a directory admin group)
+    disabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+    email: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=255)
+    admin: bool = False
+
+
+class UserUpdate(BaseModel):
+    """Only the fields sent change."""
+
+    email: str | None = Field(default=None, max_length=255)
+    display_name: str | None = Field(default=None, max_length=255)
+    admin: bool | None = None
+    disabled: bool | None = None
+
+
+class PasswordSet(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class MeOut(BaseModel):
+    kind: str  # "user" | "robot"
+    name: str
+    admin: bool
+    user: UserOut | None  # for users
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    expires_at: datetime | None = None
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    hint: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewTokenOut(TokenOut):
+    secret: str = Field(description="Shown this once; use it as the password with your username.")
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        display_name=user.display_name,
+        source=user.source.value,
+        admin=user.is_admin,
+        disabled=user.disabled,
+        created_at=user.created_at,
+        last_login_at=user.last_login_at,
+    )
+
+
+def token_out(token: PersonalToken) -> TokenOut:
+    return TokenOut(
+        id=token.id,
+        name=token.name,
+        hint=token.hint,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        last_used_at=token.last_used_at,
+    )
+
+
+# --- users (admins) ---------------------------------------------------------------------------
+@router.get("/users", response_model=list[UserOut])
+def list_users(
+    request: Request,
+    response: Response,
+    principal: Admin,
+    services: Services,
+    params: Annotated[ListParams, Depends(list_params(USER_SORTS, "username"))],
+    admin: Annotated[bool | None, Query(description="Only administrators (true) or others (false).")] = None,
+    disabled: Annotated[bool | None, Query(description="Only disabled (true) or enabled (false).")] = None,
+) -> list[UserOut]:
+    """`q` matches part of the username, email or display name."""
+    page = services.users.list(
+        search=params.q,
+        admin=admin,
+        disabled=disabled,
+        offset=params.offset,
+        limit=params.limit,
+        sort=params.sort_key,
+        descending=params.descending,
+    )
+    set_page_headers(request, response, params, page.total)
+    return [user_out(user) for user in page.items]
+
+
+@router.post("/users", response_model=UserOut, status_code=201)
+def create_user(body: UserCreate, request: Request, principal: Admin, services: Services) -> UserOut:
+    detail = {"admin": body.admin}
+    with audited(services, request, principal, AuditAction.CREATE, ResourceType.USER, body.username, detail):
+        user = services.users.create(
+            body.username, body.password, email=body.email, display_name=body.display_name, admin=body.admin
+        )
+    return user_out(user)
+
+
+@router.get("/users/{username}", response_model=UserOut)
+def get_user(username: str, principal: Admin, services: Services) -> UserOut:
+    return user_out(services.users.get(username))
+
+
+@router.patch("/users/{username}", response_model=UserOut)
+def update_user(
+    username: str, body: UserUpdate, request: Request, principal: Admin, services: Services
+) -> UserOut:
+    """Change email, display name, admin flag or disable/enable the account."""
+    changes = body.model_dump(exclude_unset=True)
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.USER, username, changes):
+        user = services.users.update(username, **changes)
+    return user_out(user)
+
+
+@router.put("/users/{username}/password", status_code=204)
+def set_user_password(
+    username: str, body: PasswordSet, request: Request, principal: Admin, services: Services
+) -> None:
+    detail = {"field": "password"}
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.USER, username, detail):
+        services.users.set_password(username, body.password)
+
+
+@router.delete("/users/{username}", status_code=204)
+def delete_user(username: str, request: Request, principal: Admin, services: Services) -> None:
+    with audited(services, request, principal, AuditAction.DELETE, ResourceType.USER, username):
+        services.users.delete(username)
+
+
+# --- me -----------------------------------------------------------------------------------------
+@router.get("/me", response_model=MeOut)
+def me(principal: SignedIn, services: Services) -> MeOut:
+    user = services.users.get(principal.name) if principal.kind is PrincipalKind.USER else None
+    return MeOut(
+        kind=principal.kind.value,
+        name=principal.name,
+        admin=principal.is_admin,
+        user=user_out(user) if user else None,
+    )
+
+
+@router.put("/me/password", status_code=204)
+def change_my_password(
+    body: PasswordChange, request: Request, principal: SignedIn, services: Services
+) -> None:
+    _user_only(principal.kind)
+    detail = {"field": "password"}
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.USER, principal.name, detail):
+        services.users.set_password(principal.name, body.new_password, current_password=body.current_password)
+
+
+@router.get("/me/tokens", response_model=list[TokenOut])
+def list_my_tokens(
+    request: Request,
+    response: Response,
+    principal: SignedIn,
+    services: Services,
+    params: Annotated[ListParams, Depends(list_params(("created_at", "name", "expires_at"), "created_at"))],
+) -> list[TokenOut]:
+    """Your personal access tokens (never their secrets). `q` matches part of the name."""
+    _user_only(principal.kind)
+    tokens = services.personal_tokens.list(principal.name)
+    sorts = {"created_at": _created, "name": _name, "expires_at": _expires}
+    page, total = page_in_memory(tokens, params, sorts, text=_name)
+    set_page_headers(request, response, params, total)
+    return [token_out(token) for token in page]
+
+
+@router.post("/me/tokens", response_model=NewTokenOut, status_code=201)
+def create_my_token(
+    body: TokenCreate, request: Request, principal: SignedIn, services: Services
+) -> NewTokenOut:
+    """A personal access token to use instead of your password (CLI, docker login). Shown once."""
+    _user_only(principal.kind)
+    resource = f"{principal.name}/{body.name}"
+    with audited(services, request, principal, AuditAction.CREATE, ResourceType.PERSONAL_TOKEN, resource):
+        created = services.personal_tokens.create(principal.name, body.name, body.expires_at)
+    return NewTokenOut(secret=created.secret, **token_out(created.token).model_dump())
+
+
+@router.delete("/me/tokens/{token_id}", status_code=204)
+def revoke_my_token(token_id: int, request: Request, principal: SignedIn, services: Services) -> None:
+    _user_only(principal.kind)
+    resource = f"{principal.name}/{token_id}"
+    with audited(services, request, principal, AuditAction.DELETE, ResourceType.PERSONAL_TOKEN, resource):
+        services.personal_tokens.revoke(principal.name, token_id)
+
+
+def _user_only(kind: PrincipalKind) -> None:
+    if kind is not PrincipalKind.USER:
+        raise ApiError(403, "only users have passwords and personal access tokens")
+
+
+def _created(token: PersonalToken) -> datetime:
+    return token.created_at
+
+
+def _name(token: PersonalToken) -> str:
+    return token.name
+
+
+def _expires(token: PersonalToken) -> datetime | None:
+    return token.expires_at
