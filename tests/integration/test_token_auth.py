@@ -7,6 +7,7 @@ policy, served by uvicorn on a loopback port so skopeo and podman can talk to it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -36,8 +37,10 @@ from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.token import TokenEndpoint
 from dockyard.app import Services, build_services
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
+from dockyard.auth.interfaces import Principal, PrincipalKind
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.scopes import repository_scope
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService, libtrust_key_id
 from dockyard.config.settings import Settings
 from dockyard.observability.metrics import Metrics
@@ -510,3 +513,44 @@ def test_skopeo_against_htpasswd_mode(
     )
     with pytest.raises(CommandFailed):
         tools.skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "ci:nope", remote)
+
+
+# --- the gate's cache ------------------------------------------------------------------------
+class CountingVerifier:
+    def __init__(self, inner: TokenService) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def verify(self, token: str) -> Any:
+        self.calls += 1
+        return self.inner.verify(token)
+
+
+def test_the_gate_verifies_a_token_once_and_never_trusts_it_past_its_expiry(registry: Registry) -> None:
+    assert registry.tokens is not None
+    # A token with 5 s left to live (issued 55 s "ago" with the minimum lifetime of 60 s).
+    old = TokenService(
+        registry.tokens.keys, issuer="dockyard", service=SERVICE, lifetime=60, clock=lambda: time.time() - 55
+    )
+    principal = Principal(PrincipalKind.USER, "alice")
+    token = old.issue(principal, [repository_scope("team/app", "pull")]).token
+    counting = CountingVerifier(registry.tokens)
+    now = [time.time()]
+    gate = TokenGate(counting, Challenge(SERVICE), clock=lambda: now[0])
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "query_string": b"",
+        "scheme": "http",
+        "headers": [(b"host", b"r.test"), (b"authorization", f"Bearer {token}".encode())],
+    }
+
+    async def check() -> Any:
+        return await gate.check(scope, "manifests", ("team/app", "v1"), "GET")
+
+    for _ in range(50):
+        assert asyncio.run(check()) == principal
+    assert counting.calls == 1
+    now[0] += 6  # past `exp`: the cached verification is gone, the token is verified afresh
+    asyncio.run(check())
+    assert counting.calls == 2

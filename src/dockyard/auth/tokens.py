@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
+from dockyard.auth.cache import TTLCache
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -359,11 +360,21 @@ class TokenIssuer:
         authenticator: Authenticator,
         policy: AccessGranter,
         lookup: PrincipalLookup | None = None,
+        *,
+        login_ttl: float = 30.0,
+        max_logins: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokens = tokens
         self.authenticator = authenticator
         self.policy = policy
         self.lookup = lookup
+        # Clients ask for a token per scope set, each time with the password: remembering a success
+        # briefly spares argon2/bcrypt (tens of ms by design) on all but the first. A disabled
+        # account or changed password takes effect within login_ttl.
+        self.login_ttl = login_ttl
+        self.clock = clock
+        self.logins = TTLCache[Principal](max_logins, clock)
 
     @property
     def offers_refresh_tokens(self) -> bool:
@@ -376,7 +387,12 @@ class TokenIssuer:
         self, username: str, secret: str, requested: Sequence[Scope], client_ip: str | None, offline: bool
     ) -> TokenGrant:
         """Raises AuthenticationFailed (never saying which part was wrong)."""
-        principal = self.authenticator.authenticate(username, secret, client_ip)
+        key = hashlib.sha256(f"{username}\0{secret}".encode(errors="surrogatepass")).digest()
+        principal = self.logins.get(key) if self.login_ttl > 0 else None
+        if principal is None:
+            principal = self.authenticator.authenticate(username, secret, client_ip)
+            if self.login_ttl > 0:
+                self.logins.put(key, principal, self.clock() + self.login_ttl)
         refresh = self.tokens.issue_refresh(principal) if offline and self.lookup is not None else None
         return self._grant(principal, requested, refresh)
 

@@ -403,3 +403,30 @@ def test_without_a_lookup_no_refresh_tokens_are_offered_or_taken(
 def test_intersect_keeps_the_requested_resource_class() -> None:
     asked = [Scope("repository", "team/app", frozenset({"pull"}), "plugin")]
     assert intersect(asked, [repository_scope("team/app", "*")]) == asked
+
+
+class CountingAccounts(Accounts):
+    def __init__(self, passwords: dict[str, str]) -> None:
+        super().__init__(passwords)
+        self.calls = 0
+
+    def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
+        self.calls += 1
+        return super().authenticate(username, secret, client_ip)
+
+
+def test_a_login_is_remembered_for_login_ttl_and_failures_never(tokens: TokenService) -> None:
+    accounts = CountingAccounts({"alice": "wonderland"})
+    now = [1000.0]
+    issuer = TokenIssuer(tokens, accounts, TablePolicy({}), login_ttl=30, clock=lambda: now[0])
+    for _ in range(5):
+        issuer.by_password("alice", "wonderland", [], None, False)
+    assert accounts.calls == 1
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            issuer.by_password("alice", "wonderland-typo", [], None, False)
+    assert accounts.calls == 4  # each failure reached the authenticator (and its login limits)
+    accounts.disabled.add("alice")
+    now[0] += 31
+    with pytest.raises(AuthenticationFailed):
+        issuer.by_password("alice", "wonderland", [], None, False)

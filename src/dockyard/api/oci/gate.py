@@ -24,7 +24,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import anyio.to_thread
@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.types import Scope as ASGIScope
 
 from dockyard.api.oci.errors import error_response
+from dockyard.auth.cache import TTLCache
 from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal, Scope
 from dockyard.auth.scopes import (
     CATALOG_SCOPE,
@@ -53,7 +54,6 @@ TOKEN_CACHE_TTL = 60.0  # a retired key's tokens stop working within this (plus 
 _READ_METHODS = frozenset({"GET", "HEAD"})
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UPLOAD_ROUTES = frozenset({"upload_start", "upload"})
-V = TypeVar("V")
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
 
 
@@ -143,8 +143,8 @@ class TokenGate:
             _BasicCredentials(authenticator, basic_ttl, max_entries, clock) if authenticator else None
         )
         self.policy = policy
-        self.tokens = _TTLCache[VerifiedToken](max_entries, clock)
-        self.grants = _TTLCache[bool](max_entries, clock)
+        self.tokens = TTLCache[VerifiedToken](max_entries, clock)
+        self.grants = TTLCache[bool](max_entries, clock)
         self.basic_ttl = basic_ttl
         self.clock = clock
 
@@ -250,33 +250,6 @@ class Gate(Protocol):
     ) -> Principal | Response: ...
 
 
-class _TTLCache(Generic[V]):
-    """A bounded dict whose entries expire. Full: expired entries go first, then the oldest half."""
-
-    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
-        self.max_entries = max_entries
-        self.clock = clock
-        self._entries: dict[bytes, tuple[float, V]] = {}
-
-    def get(self, key: bytes) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self.clock():
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: bytes, value: V, expires_at: float) -> None:
-        if len(self._entries) >= self.max_entries:
-            now = self.clock()
-            self._entries = {k: e for k, e in self._entries.items() if e[0] > now}
-            if len(self._entries) >= self.max_entries:
-                keep = list(self._entries.items())[len(self._entries) // 2 :]
-                self._entries = dict(keep)
-        self._entries[key] = (expires_at, value)
-
-
 class _BasicCredentials:
     """Checks `Authorization: Basic` values with an Authenticator (in a worker thread: password
     hashes are slow on purpose), remembering successes briefly. Failures are not remembered: the
@@ -288,7 +261,7 @@ class _BasicCredentials:
         self.authenticator = authenticator
         self.ttl = ttl
         self.clock = clock
-        self.cache = _TTLCache[Principal](max_entries, clock)
+        self.cache = TTLCache[Principal](max_entries, clock)
 
     async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
         key = hashlib.sha256(raw).digest()
