@@ -11,12 +11,12 @@ from pathlib import Path
 
 from alembic import command
 
+from dockyard.accounts import models as _accounts_models  # noqa: F401  (registers tables)
 from dockyard.audit import models as _audit_models  # noqa: F401  (registers tables)
+from dockyard.auth import models as _auth_models  # noqa: F401
 from dockyard.db.base import Base
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import alembic_config, upgrade
-from dockyard.accounts import models as _accounts_models  # noqa: F401  (registers tables)
-from dockyard.auth import models as _auth_models  # noqa: F401
 from dockyard.projects import models as _projects_models  # noqa: F401
 from dockyard.registry import models as _registry_models  # noqa: F401
 from dockyard.storage import models as _storage_models  # noqa: F401
