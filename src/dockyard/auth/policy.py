@@ -2,7 +2,7 @@
 
 Every answer comes from the DB as it is now (the account's admin flag, whether it is disabled or
 expired, its roles), not from what the principal claimed when it logged in, so a demotion or a
-disabled account takes effect on the next request. A call costs one or two indexed queries; there
+disabled account takes effect on the next request. A token request costs one indexed query; there
 is no cache to go stale across worker processes.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, Select, or_, select
+from sqlalchemy import Connection, Select, and_, bindparam, or_, select
 
 from dockyard.accounts.models import RobotRow, UserGroupRow, UserRow
 from dockyard.auth.interfaces import Principal, PrincipalKind, Scope
@@ -127,53 +128,40 @@ class AccessPolicy:
 
     # --- internals ----------------------------------------------------------------------------
     def _access(self, principal: Principal, projects: Collection[str]) -> _Access:
+        """One query: the account's state joined with its roles in the named projects."""
+        names = sorted(projects)
         with self._db.read() as connection:
-            account = _account(connection, principal)
-            if account is None:
-                return _Access(active=False)
-            admin, user_id, robot_id = account
-            access = _Access(active=True, admin=admin)
-            if admin or not projects:
+            if principal.kind is PrincipalKind.ANONYMOUS:
+                access = _Access(active=True)
+                if names:
+                    for row in connection.execute(_PUBLIC, {"names": names}):
+                        _add(access, row.project, row.public, frozenset())
                 return access
-            names = sorted(projects)
-            if user_id is not None:
-                rows = connection.execute(
-                    select(ProjectRow.name, ProjectRow.public, ProjectMemberRow.role)
-                    .outerjoin(
-                        ProjectMemberRow,
-                        (ProjectMemberRow.project_id == ProjectRow.id)
-                        & or_(
-                            ProjectMemberRow.user_id == user_id,
-                            ProjectMemberRow.group_id.in_(
-                                select(UserGroupRow.group_id).where(UserGroupRow.user_id == user_id)
-                            ),
-                        ),
-                    )
-                    .where(ProjectRow.name.in_(names))
-                )
+            if principal.kind is PrincipalKind.USER:
+                by_id = principal.id is not None
+                statement = _USER_ACCESS_BY_ID if by_id else _USER_ACCESS_BY_NAME
+                key = principal.id if by_id else principal.name
+                rows = connection.execute(statement, {"key": key, "names": names}).all()
+                if not rows or rows[0].username != principal.name or rows[0].disabled:
+                    return _Access(active=False)
+                access = _Access(active=True, admin=bool(rows[0].admin or rows[0].directory_admin))
                 for row in rows:
-                    extra = permissions_of_role(row.role) if row.role else frozenset()
-                    _add(access, row.name, row.public, extra)
-            elif robot_id is not None:
-                rows = connection.execute(
-                    select(ProjectRow.name, ProjectRow.public, RobotPermissionRow.actions)
-                    .outerjoin(
-                        RobotPermissionRow,
-                        (RobotPermissionRow.project_id == ProjectRow.id)
-                        & (RobotPermissionRow.robot_id == robot_id),
-                    )
-                    .where(ProjectRow.name.in_(names))
-                )
+                    if row.project is not None:
+                        _add(access, row.project, row.public, permissions_of_role(row.role or ""))
+                return access
+            if principal.kind is PrincipalKind.ROBOT:
+                by_id = principal.id is not None
+                statement = _ROBOT_ACCESS_BY_ID if by_id else _ROBOT_ACCESS_BY_NAME
+                key = principal.id if by_id else principal.name
+                rows = connection.execute(statement, {"key": key, "names": names}).all()
+                if not rows or rows[0].name != principal.name or not _robot_usable(rows[0]):
+                    return _Access(active=False)
+                access = _Access(active=True)
                 for row in rows:
-                    extra = permissions_of_robot_actions(row.actions) if row.actions else frozenset()
-                    _add(access, row.name, row.public, extra)
-            else:
-                rows = connection.execute(
-                    select(ProjectRow.name, ProjectRow.public).where(ProjectRow.name.in_(names))
-                )
-                for row in rows:
-                    _add(access, row.name, row.public, frozenset())
-            return access
+                    if row.project is not None:
+                        _add(access, row.project, row.public, permissions_of_robot_actions(row.actions or ""))
+                return access
+        return _Access(active=False)
 
 
 def _account(connection: Connection, principal: Principal) -> tuple[bool, int | None, int | None] | None:
@@ -182,29 +170,92 @@ def _account(connection: Connection, principal: Principal) -> tuple[bool, int | 
     Anonymous is (False, None, None)."""
     if principal.kind is PrincipalKind.ANONYMOUS:
         return False, None, None
+    by_id = principal.id is not None
+    key = principal.id if by_id else principal.name
     if principal.kind is PrincipalKind.USER:
-        user_query = select(
-            UserRow.id, UserRow.username, UserRow.admin, UserRow.directory_admin, UserRow.disabled
-        )
-        user_query = user_query.where(
-            UserRow.id == principal.id if principal.id is not None else UserRow.username == principal.name
-        )
-        user = connection.execute(user_query).first()
+        statement = _USER_ACCESS_BY_ID if by_id else _USER_ACCESS_BY_NAME
+        user = connection.execute(statement, {"key": key, "names": []}).first()
         if user is None or user.username != principal.name or user.disabled:
             return None
         return bool(user.admin or user.directory_admin), int(user.id), None
     if principal.kind is PrincipalKind.ROBOT:
-        robot_query = select(RobotRow.id, RobotRow.name, RobotRow.disabled, RobotRow.expires_at)
-        robot_query = robot_query.where(
-            RobotRow.id == principal.id if principal.id is not None else RobotRow.name == principal.name
-        )
-        robot = connection.execute(robot_query).first()
-        if robot is None or robot.name != principal.name or robot.disabled:
-            return None
-        if robot.expires_at is not None and robot.expires_at <= utcnow():
+        statement = _ROBOT_ACCESS_BY_ID if by_id else _ROBOT_ACCESS_BY_NAME
+        robot = connection.execute(statement, {"key": key, "names": []}).first()
+        if robot is None or robot.name != principal.name or not _robot_usable(robot):
             return None
         return False, None, int(robot.id)
     return None
+
+
+def _robot_usable(row: Any) -> bool:
+    return not row.disabled and (row.expires_at is None or row.expires_at > utcnow())
+
+
+# Built once: constructing a statement costs more than running it, and these run on every token request.
+_users, _robots = UserRow.__table__, RobotRow.__table__
+_projects, _members = ProjectRow.__table__, ProjectMemberRow.__table__
+_robot_permissions, _user_groups = RobotPermissionRow.__table__, UserGroupRow.__table__
+_NAMES: Any = bindparam("names", expanding=True)
+_PUBLIC = select(_projects.c.name.label("project"), _projects.c.public).where(_projects.c.name.in_(_NAMES))
+
+
+def _user_access(key_column: Any) -> Any:
+    own_groups = select(_user_groups.c.group_id).where(_user_groups.c.user_id == _users.c.id)
+    return (
+        select(
+            _users.c.id,
+            _users.c.username,
+            _users.c.admin,
+            _users.c.directory_admin,
+            _users.c.disabled,
+            _projects.c.name.label("project"),
+            _projects.c.public,
+            _members.c.role,
+        )
+        .select_from(
+            _users.outerjoin(_projects, _projects.c.name.in_(_NAMES)).outerjoin(
+                _members,
+                and_(
+                    _members.c.project_id == _projects.c.id,
+                    or_(
+                        _members.c.user_id == _users.c.id,
+                        _members.c.group_id.in_(own_groups),
+                    ),
+                ),
+            )
+        )
+        .where(key_column == bindparam("key"))
+    )
+
+
+def _robot_access(key_column: Any) -> Any:
+    return (
+        select(
+            _robots.c.id,
+            _robots.c.name,
+            _robots.c.disabled,
+            _robots.c.expires_at,
+            _projects.c.name.label("project"),
+            _projects.c.public,
+            _robot_permissions.c.actions,
+        )
+        .select_from(
+            _robots.outerjoin(_projects, _projects.c.name.in_(_NAMES)).outerjoin(
+                _robot_permissions,
+                and_(
+                    _robot_permissions.c.project_id == _projects.c.id,
+                    _robot_permissions.c.robot_id == _robots.c.id,
+                ),
+            )
+        )
+        .where(key_column == bindparam("key"))
+    )
+
+
+_USER_ACCESS_BY_ID = _user_access(_users.c.id)
+_USER_ACCESS_BY_NAME = _user_access(_users.c.username)
+_ROBOT_ACCESS_BY_ID = _robot_access(_robots.c.id)
+_ROBOT_ACCESS_BY_NAME = _robot_access(_robots.c.name)
 
 
 def _member_projects(user_id: int) -> Select[int]:
