@@ -6,8 +6,8 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,25 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from dockyard.accounts.services import (
+    GroupService,
+    InProcessLoginLimiter,
+    PersonalTokenService,
+    RobotService,
+    UserService,
+)
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
 from dockyard.api.management.sessions import SessionCodec
-from dockyard.auth.interfaces import AuthenticationFailed, Principal, PrincipalKind
+from dockyard.audit.interfaces import AuditEvent, AuditFilter
+from dockyard.audit.services import AuditLog
+from dockyard.auth.local import LocalAuthenticator
+from dockyard.auth.policy import AccessPolicy
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
-from dockyard.projects.rbac import ALL_PERMISSIONS, PUBLIC_PERMISSIONS, Permission
+from dockyard.projects.rbac import Role
+from dockyard.projects.robots import RobotAccessService
+from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
@@ -34,54 +46,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-# --- stand-ins for the accounts side (the tests of the API frame need only their contract) ---------
-@dataclass
-class StubAuthenticator:
-    accounts: dict[str, tuple[str, Principal]] = field(default_factory=dict)
-    calls: int = 0
-
-    def add(self, principal: Principal, secret: str) -> None:
-        self.accounts[principal.name] = (secret, principal)
-
-    def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
-        self.calls += 1
-        known = self.accounts.get(username)
-        if known is None or known[0] != secret:
-            raise AuthenticationFailed()
-        return known[1]
-
-
-@dataclass
-class StubLookup:
-    authenticator: StubAuthenticator
-    disabled: set[str] = field(default_factory=set)
-
-    def principal(self, kind: str, name: str) -> Principal | None:
-        known = self.authenticator.accounts.get(name)
-        return None if known is None or name in self.disabled else known[1]
-
-
-@dataclass
-class StubAccess:
-    """Admins may do everything; members have the permissions listed; public projects are readable."""
-
-    public: set[str] = field(default_factory=set)
-    members: dict[str, dict[str, frozenset[Permission]]] = field(default_factory=dict)
-
-    def can(self, principal: Principal, project: str, permission: str) -> bool:
-        if principal.is_admin:
-            return True
-        granted = set(self.members.get(principal.name, {}).get(project, frozenset()))
-        if project in self.public:
-            granted |= PUBLIC_PERMISSIONS
-        return permission in granted
-
-    def visible_projects(self, principal: Principal) -> Collection[str] | None:
-        if principal.is_admin:
-            return None
-        return self.public | set(self.members.get(principal.name, {}))
 
 
 # --- the stack ---------------------------------------------------------------------------------
@@ -115,9 +79,13 @@ class Stack:
     api: Api
     registry: Registry
     uploads: UploadStore
-    authenticator: StubAuthenticator
-    lookup: StubLookup
-    access: StubAccess
+    services: ManagementServices
+
+    def audit_events(self, **filters: Any) -> list[AuditEvent]:
+        self.services.audit.flush()
+        return list(
+            self.services.audit.query(AuditFilter(**filters), page_size=100, sort="occurred_at").items
+        )
 
     def push_blob(self, name: str, data: bytes) -> dict[str, Any]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -146,19 +114,16 @@ class Stack:
         return {"mediaType": media_type, "digest": digest, "size": len(body)}
 
 
-ADMIN = Principal(PrincipalKind.USER, "admin", 1, is_admin=True)
-ALICE = Principal(PrincipalKind.USER, "alice", 2)
-BOB = Principal(PrincipalKind.USER, "bob", 3)
-ROBOT = Principal(PrincipalKind.ROBOT, "robot$team+ci", 4)
+PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "bob": "bob-password"}
 
 
 def basic(name: str, secret: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()}
 
 
-AS_ADMIN = basic("admin", "admin-pw")
-AS_ALICE = basic("alice", "alice-pw")
-AS_BOB = basic("bob", "bob-pw")
+AS_ADMIN = basic("admin", PASSWORDS["admin"])
+AS_ALICE = basic("alice", PASSWORDS["alice"])  # project admin of team
+AS_BOB = basic("bob", PASSWORDS["bob"])  # guest in team
 
 
 @pytest.fixture
@@ -169,17 +134,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     driver = build_driver("filesystem", rootdirectory=tmp_path / "storage")
     uploads = UploadStore(db, driver)
     registry = Registry(db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed())
-    authenticator = StubAuthenticator()
-    for principal, secret in ((ADMIN, "admin-pw"), (ALICE, "alice-pw"), (BOB, "bob-pw"), (ROBOT, "robot-pw")):
-        authenticator.add(principal, secret)
-    lookup = StubLookup(authenticator)
-    access = StubAccess(
-        public={"library"},
-        members={
-            "alice": {"team": ALL_PERMISSIONS},
-            "bob": {"team": frozenset({Permission.PROJECT_READ, Permission.PULL})},
-        },
-    )
+    users, groups = UserService(db), GroupService(db)
+    tokens, robots = PersonalTokenService(db), RobotService(db)
+    projects, members = ProjectService(db), MemberService(db)
+    audit = AuditLog(db, flush_interval=0.05)
+    authenticator = LocalAuthenticator(users, groups, tokens, robots, InProcessLoginLimiter(5, 60))
+    users.create("admin", PASSWORDS["admin"], admin=True)
+    users.create("alice", PASSWORDS["alice"])
+    users.create("bob", PASSWORDS["bob"])
+    projects.create("team", owner="alice")
+    projects.create("library", public=True)
+    projects.create("secret")
+    members.add_user("team", "bob", Role.GUEST)
     services = ManagementServices(
         db=db,
         driver=driver,
@@ -187,15 +153,22 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         queries=RegistryQueries(db),
         system=SystemInfo("0.1.0", "filesystem", "dockyard", False, False, True),
         authenticator=authenticator,
-        principals=lookup,
         sessions=SessionCodec(b"k" * 32),
-        access=access,
+        policy=AccessPolicy(db),
+        users=users,
+        personal_tokens=tokens,
+        robots=robots,
+        robot_access=RobotAccessService(db, robots),
+        projects=projects,
+        members=members,
+        audit=audit,
     )
     # Mounted as the composition root mounts it.
     app = Starlette(routes=[Mount(MOUNT_PATH, app=create_management_app(services))])
     api = Api(app)
-    yield Stack(api, registry, uploads, authenticator, lookup, access)
+    yield Stack(api, registry, uploads, services)
     api.close()
+    audit.close()
     db.dispose()
 
 
@@ -233,7 +206,7 @@ def test_validation_errors_are_400_and_do_not_echo_values(stack: Stack) -> None:
 
 
 def test_wrong_basic_credentials_are_401_with_a_basic_challenge(stack: Stack) -> None:
-    for headers in (basic("alice", "wrong"), basic("nobody", "x"), {"Authorization": "Basic !!!"}):
+    for headers in (basic("alice", "wrong-password"), basic("nobody", "x"), {"Authorization": "Basic !!!"}):
         response = stack.api.get("/repositories", headers=headers)
         assert_error(response, 401, "UNAUTHORIZED")
         assert response.headers["WWW-Authenticate"] == 'Basic realm="dockyard"'
@@ -244,7 +217,7 @@ def test_wrong_basic_credentials_are_401_with_a_basic_challenge(stack: Stack) ->
 def test_login_sets_a_strict_httponly_cookie_and_csrf_guards_unsafe_methods(stack: Stack) -> None:
     stack.push_image("team/app", "v1", b"layer")
     assert_error(stack.api.post("/login", json={"username": "alice", "password": "no"}), 401, "UNAUTHORIZED")
-    response = stack.api.post("/login", json={"username": "alice", "password": "alice-pw"})
+    response = stack.api.post("/login", json={"username": "alice", "password": PASSWORDS["alice"]})
     assert response.status_code == 200, response.text
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/api/v1" in cookie
@@ -258,15 +231,17 @@ def test_login_sets_a_strict_httponly_cookie_and_csrf_guards_unsafe_methods(stac
     assert_error(stack.api.delete(path, headers={"X-CSRF-Token": "guess"}), 403, "FORBIDDEN")
     assert stack.api.delete(path, headers={"X-CSRF-Token": csrf}).status_code == 204
     # A disabled account's session stops working at once.
-    stack.lookup.disabled.add("alice")
+    stack.services.users.update("alice", disabled=True)
     assert_error(stack.api.get("/repositories"), 401, "UNAUTHORIZED")
-    stack.lookup.disabled.clear()
+    stack.services.users.update("alice", disabled=False)
     assert stack.api.post("/logout").status_code == 204
+    logins = [(e.action.value, e.actor, e.result.value) for e in stack.audit_events(resource_type=None)]
+    assert ("login_failed", "alice", "failed") in logins and ("login", "alice", "ok") in logins
     assert stack.api.get("/repositories").json() == []  # anonymous now: nothing public yet
 
 
 def test_a_forged_session_cookie_is_refused(stack: Stack) -> None:
-    response = stack.api.post("/login", json={"username": "bob", "password": "bob-pw"})
+    response = stack.api.post("/login", json={"username": "bob", "password": PASSWORDS["bob"]})
     value = response.cookies["dockyard_session"]
     _, _, signature = value.partition(".")
     forged = (
@@ -279,7 +254,8 @@ def test_a_forged_session_cookie_is_refused(stack: Stack) -> None:
 
 
 def test_robots_cannot_open_sessions(stack: Stack) -> None:
-    response = stack.api.post("/login", json={"username": "robot$team+ci", "password": "robot-pw"})
+    created = stack.services.robot_access.create("ci", project="team", permissions={"team": ["pull"]})
+    response = stack.api.post("/login", json={"username": "robot$team+ci", "password": created.secret})
     assert_error(response, 403, "FORBIDDEN")
     assert "dockyard_session" not in response.cookies
 
@@ -436,3 +412,244 @@ def test_deletes_disabled_is_a_precondition_error(stack: Stack) -> None:
 
 def _manifest_of(stack: Stack, name: str, reference: str) -> dict[str, Any]:
     return dict(json.loads(stack.registry.get_manifest(name, reference).content))
+
+
+# --- users, me, personal tokens ----------------------------------------------------------------
+def test_only_admins_manage_users_and_changes_are_audited(stack: Stack) -> None:
+    assert_error(stack.api.get("/users"), 401, "UNAUTHORIZED")
+    assert_error(stack.api.get("/users", headers=AS_ALICE), 403, "FORBIDDEN")
+    denied = stack.api.post("/users", headers=AS_ALICE, json={"username": "eve", "password": "eve-password"})
+    assert_error(denied, 403, "FORBIDDEN")
+
+    created = stack.api.post(
+        "/users",
+        headers=AS_ADMIN,
+        json={"username": "carol", "password": "carol-password", "email": "c@x.io"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["username"] == "carol" and "password" not in created.text
+    duplicate = stack.api.post(
+        "/users", headers=AS_ADMIN, json={"username": "carol", "password": "another-pw"}
+    )
+    assert_error(duplicate, 409, "CONFLICT")
+    weak = stack.api.post("/users", headers=AS_ADMIN, json={"username": "dave", "password": "short"})
+    assert_error(weak, 400, "BAD_REQUEST")
+
+    listed = stack.api.get("/users", headers=AS_ADMIN, params={"q": "CAR"})
+    assert [u["username"] for u in listed.json()] == ["carol"]
+    assert stack.api.get("/users", headers=AS_ADMIN).headers["X-Total-Count"] == "4"
+
+    disabled = stack.api.request("PATCH", "/users/carol", headers=AS_ADMIN, json={"disabled": True})
+    assert disabled.json()["disabled"] is True
+    assert_error(stack.api.get("/me", headers=basic("carol", "carol-password")), 401, "UNAUTHORIZED")
+    stack.api.request("PATCH", "/users/carol", headers=AS_ADMIN, json={"disabled": False})
+    reset = stack.api.request(
+        "PUT", "/users/carol/password", headers=AS_ADMIN, json={"password": "new-password"}
+    )
+    assert reset.status_code == 204
+    assert stack.api.get("/me", headers=basic("carol", "new-password")).json()["name"] == "carol"
+    # The last administrator cannot be demoted.
+    demote = stack.api.request("PATCH", "/users/admin", headers=AS_ADMIN, json={"admin": False})
+    assert_error(demote, 409, "CONFLICT")
+    assert stack.api.delete("/users/carol", headers=AS_ADMIN).status_code == 204
+    assert_error(stack.api.get("/users/carol", headers=AS_ADMIN), 404, "NOT_FOUND")
+
+    events = [
+        (e.action.value, e.resource_name, e.result.value) for e in stack.audit_events(resource_type="user")
+    ]
+    assert events == [
+        ("create", "carol", "ok"),
+        ("create", "carol", "failed"),
+        ("create", "dave", "failed"),
+        ("update", "carol", "ok"),
+        ("update", "carol", "ok"),
+        ("update", "carol", "ok"),
+        ("update", "admin", "failed"),
+        ("delete", "carol", "ok"),
+    ]
+    assert all(
+        e.actor == "admin" and e.client_ip == "192.0.2.7" for e in stack.audit_events(resource_type="user")
+    )
+    # The refusal came before any handler ran: it is recorded as a denied request.
+    (denial,) = stack.audit_events(action="access_denied")
+    assert denial.actor == "alice" and denial.detail and denial.detail["path"] == "/api/v1/users"
+    recorded = json.dumps([e.detail for e in stack.audit_events()])
+    secrets = ("carol-password", "new-password", "eve-password")
+    assert not any(secret in recorded for secret in secrets)
+
+
+def test_personal_tokens_are_shown_once_and_work_instead_of_the_password(stack: Stack) -> None:
+    created = stack.api.post("/me/tokens", headers=AS_BOB, json={"name": "laptop"})
+    assert created.status_code == 201, created.text
+    secret = created.json()["secret"]
+    listed = stack.api.get("/me/tokens", headers=AS_BOB).json()
+    assert [t["name"] for t in listed] == ["laptop"] and "secret" not in listed[0]
+    assert secret not in json.dumps(listed)
+    me = stack.api.get("/me", headers=basic("bob", secret)).json()
+    assert me["name"] == "bob" and me["kind"] == "user" and me["admin"] is False
+    # Another user's token id is not found; revoking one's own stops it working.
+    assert_error(stack.api.delete(f"/me/tokens/{listed[0]['id']}", headers=AS_ALICE), 404, "NOT_FOUND")
+    assert stack.api.delete(f"/me/tokens/{listed[0]['id']}", headers=AS_BOB).status_code == 204
+    assert_error(stack.api.get("/me", headers=basic("bob", secret)), 401, "UNAUTHORIZED")
+
+
+def test_changing_my_password_needs_the_current_one(stack: Stack) -> None:
+    wrong = {"current_password": "not-my-password", "new_password": "bob-new-password"}
+    assert_error(stack.api.request("PUT", "/me/password", headers=AS_BOB, json=wrong), 403, "FORBIDDEN")
+    right = {"current_password": PASSWORDS["bob"], "new_password": "bob-new-password"}
+    assert stack.api.request("PUT", "/me/password", headers=AS_BOB, json=right).status_code == 204
+    assert stack.api.get("/me", headers=basic("bob", "bob-new-password")).status_code == 200
+
+
+# --- projects and members ------------------------------------------------------------------------
+def test_projects_listing_creation_and_visibility(stack: Stack) -> None:
+    def names(headers: dict[str, str] | None = None) -> list[str]:
+        return [p["name"] for p in stack.api.get("/projects", headers=headers or {}).json()]
+
+    assert names() == ["library"]
+    assert names(AS_BOB) == ["library", "team"]
+    assert names(AS_ADMIN) == ["library", "secret", "team"]
+    team = stack.api.get("/projects/team", headers=AS_BOB).json()
+    assert "push" not in team["permissions"] and "pull" in team["permissions"]
+    assert_error(stack.api.get("/projects/secret", headers=AS_BOB), 404, "NOT_FOUND")
+    assert_error(stack.api.get("/projects/secret"), 401, "UNAUTHORIZED")
+
+    assert_error(stack.api.post("/projects", headers=AS_ALICE, json={"name": "mine"}), 403, "FORBIDDEN")
+    created = stack.api.post("/projects", headers=AS_ADMIN, json={"name": "newteam", "public": False})
+    assert created.status_code == 201 and created.json()["public"] is False
+    assert_error(stack.api.post("/projects", headers=AS_ADMIN, json={"name": "newteam"}), 409, "CONFLICT")
+    assert_error(stack.api.post("/projects", headers=AS_ADMIN, json={"name": "Bad Name"}), 400, "BAD_REQUEST")
+
+    # Project admins may flip public; guests may not.
+    flip = {"public": True}
+    assert_error(stack.api.request("PATCH", "/projects/team", headers=AS_BOB, json=flip), 403, "FORBIDDEN")
+    assert stack.api.request("PATCH", "/projects/team", headers=AS_ALICE, json=flip).json()["public"] is True
+    assert names() == ["library", "team"]
+    assert [p["name"] for p in stack.api.get("/projects", params={"public": "false"}).json()] == []
+
+    # A project holding repositories is not deleted.
+    stack.push_image("team/app", "v1", b"x")
+    assert_error(stack.api.delete("/projects/team", headers=AS_ALICE), 412, "PRECONDITION")
+    assert stack.api.delete("/projects/newteam", headers=AS_ADMIN).status_code == 204
+
+
+def test_members_are_managed_by_project_admins(stack: Stack) -> None:
+    stack.services.users.create("carol", "carol-password")
+    members = stack.api.get("/projects/team/members", headers=AS_BOB)
+    assert [(m["name"], m["role"]) for m in members.json()] == [("alice", "project_admin"), ("bob", "guest")]
+    add = {"user": "carol", "role": "developer"}
+    assert_error(stack.api.post("/projects/team/members", headers=AS_BOB, json=add), 403, "FORBIDDEN")
+    added = stack.api.post("/projects/team/members", headers=AS_ALICE, json=add)
+    assert added.status_code == 201, added.text
+    assert_error(stack.api.post("/projects/team/members", headers=AS_ALICE, json=add), 409, "CONFLICT")
+    both = {"user": "carol", "group": "devs", "role": "guest"}
+    assert_error(stack.api.post("/projects/team/members", headers=AS_ALICE, json=both), 400, "BAD_REQUEST")
+    bad_role = {"user": "carol", "role": "owner"}
+    assert_error(
+        stack.api.post("/projects/team/members", headers=AS_ALICE, json=bad_role), 400, "BAD_REQUEST"
+    )
+    member_id = added.json()["id"]
+    as_carol = basic("carol", "carol-password")
+    assert "push" in stack.api.get("/projects/team", headers=as_carol).json()["permissions"]
+    update = {"role": "limited_guest"}
+    changed = stack.api.request("PATCH", f"/projects/team/members/{member_id}", headers=AS_ALICE, json=update)
+    assert changed.json()["role"] == "limited_guest"
+    # Limited guests may pull but not see the member list.
+    assert_error(stack.api.get("/projects/team/members", headers=as_carol), 403, "FORBIDDEN")
+    assert stack.api.delete(f"/projects/team/members/{member_id}", headers=AS_ALICE).status_code == 204
+    assert_error(stack.api.get("/projects/team", headers=as_carol), 404, "NOT_FOUND")
+    events = stack.audit_events(resource_type="member")
+    assert [(e.action.value, e.result.value) for e in events] == [
+        ("create", "denied"),
+        ("create", "ok"),
+        ("create", "failed"),
+        ("update", "ok"),
+        ("delete", "ok"),
+    ]
+
+
+# --- robots ----------------------------------------------------------------------------------------
+def test_project_robots_secret_shown_once_refresh_disable_delete(stack: Stack) -> None:
+    body = {"name": "ci", "actions": ["pull", "push"]}
+    assert_error(stack.api.post("/projects/team/robots", headers=AS_BOB, json=body), 403, "FORBIDDEN")
+    created = stack.api.post("/projects/team/robots", headers=AS_ALICE, json=body)
+    assert created.status_code == 201, created.text
+    robot = created.json()
+    assert robot["name"] == "robot$team+ci" and robot["level"] == "project"
+    assert robot["permissions"] == [{"project": "team", "actions": ["pull", "push"]}]
+    first_secret = robot["secret"]
+    as_robot = basic("robot$team+ci", first_secret)
+    assert stack.api.get("/me", headers=as_robot).json()["kind"] == "robot"
+    listed = stack.api.get("/projects/team/robots", headers=AS_ALICE).json()
+    assert [r["name"] for r in listed] == ["robot$team+ci"] and "secret" not in listed[0]
+    assert_error(stack.api.get("/projects/team/robots", headers=AS_BOB), 403, "FORBIDDEN")
+
+    refreshed = stack.api.post("/projects/team/robots/ci/secret", headers=AS_ALICE).json()
+    assert refreshed["secret"] != first_secret
+    assert_error(stack.api.get("/me", headers=as_robot), 401, "UNAUTHORIZED")
+    as_robot = basic("robot$team+ci", refreshed["secret"])
+    assert stack.api.get("/me", headers=as_robot).status_code == 200
+    disable = {"disabled": True, "actions": ["pull"]}
+    changed = stack.api.request(
+        "PATCH", "/projects/team/robots/robot$team+ci", headers=AS_ALICE, json=disable
+    )
+    assert changed.json()["disabled"] is True
+    assert changed.json()["permissions"] == [{"project": "team", "actions": ["pull"]}]
+    assert_error(stack.api.get("/me", headers=as_robot), 401, "UNAUTHORIZED")
+    # A project robot of another project is not reachable through this one.
+    assert_error(stack.api.get("/projects/team/robots/robot$other+ci", headers=AS_ALICE), 400, "BAD_REQUEST")
+    assert stack.api.delete("/projects/team/robots/ci", headers=AS_ALICE).status_code == 204
+    assert_error(stack.api.get("/projects/team/robots/ci", headers=AS_ALICE), 404, "NOT_FOUND")
+
+
+def test_system_robots_are_for_admins_and_expire(stack: Stack) -> None:
+    body = {"name": "deployer", "permissions": [{"project": "team", "actions": ["pull"]}]}
+    assert_error(stack.api.post("/robots", headers=AS_ALICE, json=body), 403, "FORBIDDEN")
+    created = stack.api.post("/robots", headers=AS_ADMIN, json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "robot$deployer" and created.json()["level"] == "system"
+    as_robot = basic("robot$deployer", created.json()["secret"])
+    # It reads team but not secret.
+    stack.push_image("team/app", "v1", b"x")
+    stack.push_image("secret/app", "v1", b"y")
+    assert [r["name"] for r in stack.api.get("/repositories", headers=as_robot).json()] == ["team/app"]
+    past = {"expires_at": "2000-01-01T00:00:00Z"}
+    assert_error(
+        stack.api.request("PATCH", "/robots/deployer", headers=AS_ADMIN, json=past), 400, "BAD_REQUEST"
+    )
+    unknown = {"name": "x", "permissions": [{"project": "nope", "actions": ["pull"]}]}
+    assert_error(stack.api.post("/robots", headers=AS_ADMIN, json=unknown), 404, "NOT_FOUND")
+    bad_action = {"name": "x", "permissions": [{"project": "team", "actions": ["own"]}]}
+    assert_error(stack.api.post("/robots", headers=AS_ADMIN, json=bad_action), 400, "BAD_REQUEST")
+    assert [r["name"] for r in stack.api.get("/robots", headers=AS_ADMIN).json()] == ["robot$deployer"]
+
+
+# --- search and audit --------------------------------------------------------------------------------
+def test_search_finds_only_visible_projects_and_repositories(stack: Stack) -> None:
+    stack.push_image("team/webapp", "v1", b"x")
+    stack.push_image("secret/webapp", "v1", b"y")
+    stack.push_image("library/web", "v1", b"z")
+    found = stack.api.get("/search", headers=AS_BOB, params={"q": "web"}).json()
+    assert [r["name"] for r in found["repositories"]] == ["library/web", "team/webapp"]
+    found = stack.api.get("/search", params={"q": "r"}).json()  # library, secret
+    assert [p["name"] for p in found["projects"]] == ["library"]
+    assert_error(stack.api.get("/search"), 400, "BAD_REQUEST")
+
+
+def test_audit_log_for_admins_and_project_readers(stack: Stack) -> None:
+    stack.api.post("/projects", headers=AS_ADMIN, json={"name": "newteam"})
+    stack.services.users.create("carol", "carol-password")
+    stack.api.post("/projects/team/members", headers=AS_ALICE, json={"user": "carol", "role": "guest"})
+    stack.services.audit.flush()
+    everything = stack.api.get("/audit", headers=AS_ADMIN)
+    assert everything.status_code == 200, everything.text
+    assert [e["resource_name"] for e in everything.json()] == ["team/carol", "newteam"]  # newest first
+    assert_error(stack.api.get("/audit", headers=AS_BOB), 403, "FORBIDDEN")
+    mine = stack.api.get("/audit", headers=AS_BOB, params={"project": "team"})
+    assert [e["resource_name"] for e in mine.json()] == ["team/carol"]
+    assert_error(stack.api.get("/audit", headers=AS_BOB, params={"project": "secret"}), 404, "NOT_FOUND")
+    outside = {"project": "team", "resource": "secret/"}
+    assert_error(stack.api.get("/audit", headers=AS_BOB, params=outside), 400, "BAD_REQUEST")
+    filtered = stack.api.get("/audit", headers=AS_ADMIN, params={"actor": "admin", "action": "create"})
+    assert [e["resource_name"] for e in filtered.json()] == ["newteam"]
+    assert_error(stack.api.get("/audit", headers=AS_ADMIN, params={"action": "explode"}), 400, "BAD_REQUEST")

@@ -6,9 +6,12 @@ Routes are relative (`/repositories`); mounted with `Mount("/api/v1", app=...)` 
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from dockyard import __version__
+from dockyard.api.management.audit import record_refusal
 from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
 from dockyard.api.management.routers import (
@@ -41,7 +44,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
         ),
     )
     app.state.services = services
-    install_error_handlers(app)
+    install_error_handlers(app, partial(record_refusal, services))
     for module in (system, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     return app

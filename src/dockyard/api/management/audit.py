@@ -14,10 +14,37 @@ from fastapi import Request
 
 from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import ApiError
-from dockyard.api.management.security import client_ip
+from dockyard.api.management.security import PRINCIPAL_STATE, client_ip
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditResult, ResourceType
-from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, Principal, Unauthenticated
+from dockyard.auth.interfaces import (
+    ANONYMOUS,
+    AccessDenied,
+    AuthenticationFailed,
+    Principal,
+    Unauthenticated,
+)
 from dockyard.errors import DockyardError
+
+AUDITED_STATE = "audited"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def record_refusal(services: ManagementServices, request: Request, status: int, message: str) -> None:
+    """Audit a refused change (401/403) that no `audited` block saw, e.g. an administrators-only
+    endpoint refused before its handler ran. Refused reads are not recorded: they are not changes."""
+    if request.method in SAFE_METHODS or getattr(request.state, AUDITED_STATE, False):
+        return
+    principal = getattr(request.state, PRINCIPAL_STATE, None) or ANONYMOUS
+    services.audit.record(
+        AuditEvent(
+            action=AuditAction.ACCESS_DENIED,
+            actor=principal.name,
+            actor_kind=ActorKind(principal.kind.value),
+            result=AuditResult.DENIED,
+            client_ip=client_ip(request),
+            detail={"method": request.method, "path": request.url.path, "status": status, "error": message},
+        )
+    )
 
 
 @contextmanager
@@ -34,6 +61,7 @@ def audited(
     error goes on). The block may add to the yielded dict; it becomes the event's detail."""
     extra: dict[str, Any] = dict(detail or {})
     result = AuditResult.OK
+    setattr(request.state, AUDITED_STATE, True)  # the refusal hook below need not record it again
     try:
         yield extra
     except (AccessDenied, AuthenticationFailed, Unauthenticated) as error:

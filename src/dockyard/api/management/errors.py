@@ -8,7 +8,7 @@ status; `DOMAIN_STATUS` maps them, most specific class first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
 from fastapi import FastAPI
@@ -117,26 +117,33 @@ def status_for(exc: errors.DockyardError) -> int:
     return 500
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(errors.DockyardError, _domain_error)
+# Told about every 401/403 answer, to audit refusals that happened before a handler ran.
+RefusalHook = Callable[[Request, int, str], None]
+
+
+def install_error_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) -> None:
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return _refusal_seen(request, error_response(exc.status, exc.message, exc.headers), exc.message)
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.DockyardError)
+        status = status_for(exc)
+        if status == 500:
+            log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
+            return error_response(500, "internal server error")
+        return _refusal_seen(request, error_response(status, exc.message), exc.message)
+
+    def _refusal_seen(request: Request, response: JSONResponse, message: str) -> JSONResponse:
+        if on_refusal is not None and response.status_code in (401, 403):
+            on_refusal(request, response.status_code, message)
+        return response
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(errors.DockyardError, domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
-
-
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.headers)
-
-
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.DockyardError)
-    status = status_for(exc)
-    if status == 500:
-        log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
-        return error_response(500, "internal server error")
-    return error_response(status, exc.message)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

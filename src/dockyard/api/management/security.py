@@ -35,10 +35,19 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+PRINCIPAL_STATE = "principal"  # request.state attribute: who the caller turned out to be
+
+
 def current_principal(
     request: Request, services: Annotated[ManagementServices, Depends(services_of)]
 ) -> Principal:
     """The caller; ANONYMOUS when no credentials came. Wrong credentials are a 401, never anonymous."""
+    principal = _identify(request, services)
+    setattr(request.state, PRINCIPAL_STATE, principal)
+    return principal
+
+
+def _identify(request: Request, services: ManagementServices) -> Principal:
     header = request.headers.get("authorization")
     if header is not None:
         username, secret = _basic_credentials(header)

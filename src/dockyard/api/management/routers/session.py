@@ -8,11 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from dockyard.accounts.names import is_robot_name
+from dockyard.api.management.audit import AUDITED_STATE
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.security import client_ip
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
-from dockyard.auth.interfaces import PrincipalKind
+from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditResult
+from dockyard.auth.interfaces import AuthenticationFailed, PrincipalKind
 
 router = APIRouter(tags=["session"])
 
@@ -37,11 +40,18 @@ def login(
     services: Annotated[ManagementServices, Depends(services_of)],
 ) -> SessionOut:
     """Open a session with a password (or a personal access token). Robots use Basic auth instead."""
-    principal = services.authenticator.authenticate(
-        credentials.username, credentials.password, client_ip(request)
-    )
+    setattr(request.state, AUDITED_STATE, True)
+    try:
+        principal = services.authenticator.authenticate(
+            credentials.username, credentials.password, client_ip(request)
+        )
+    except AuthenticationFailed:
+        _record_login(services, request, credentials.username, AuditAction.LOGIN_FAILED, AuditResult.FAILED)
+        raise
     if principal.kind is not PrincipalKind.USER:
+        _record_login(services, request, principal.name, AuditAction.LOGIN_FAILED, AuditResult.DENIED)
         raise ApiError(403, "robot accounts cannot open sessions; send Basic credentials with each request")
+    _record_login(services, request, principal.name, AuditAction.LOGIN, AuditResult.OK)
     value, session = services.sessions.issue(principal.kind.value, principal.name, principal.id)
     response.set_cookie(
         COOKIE_NAME,
@@ -65,6 +75,21 @@ def logout(request: Request, response: Response) -> None:
     """Clear the session cookie. (The signed cookie stays valid until it expires if a copy was kept:
     disable the account to cut a stolen one off.)"""
     response.delete_cookie(COOKIE_NAME, path=_cookie_path(request), httponly=True, samesite="strict")
+
+
+def _record_login(
+    services: ManagementServices, request: Request, name: str, action: AuditAction, result: AuditResult
+) -> None:
+    services.audit.record(
+        AuditEvent(
+            action=action,
+            actor=name,
+            actor_kind=ActorKind.ROBOT if is_robot_name(name) else ActorKind.USER,
+            result=result,
+            client_ip=client_ip(request),
+            detail={"via": "management session"},
+        )
+    )
 
 
 def _cookie_path(request: Request) -> str:
