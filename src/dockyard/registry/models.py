@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import JSON
 
 from dockyard.db.base import Base, UTCDateTime, utcnow
+from dockyard.projects import models as _projects  # noqa: F401  (repositories.project_id refers to it)
 from dockyard.storage.models import DIGEST_LENGTH
 
 
@@ -18,6 +19,11 @@ class Repository(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The project is the name's first path component; the column makes listings, visibility and
+    # quotas by project indexed queries. Nullable only for rows written before migration 0005.
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
 
 
 class RepositoryBlob(Base):

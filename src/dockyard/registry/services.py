@@ -24,6 +24,8 @@ from dockyard.errors import (
     NameUnknown,
     ReadOnly,
 )
+from dockyard.projects.models import ProjectRow
+from dockyard.projects.rbac import project_of
 from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
@@ -309,7 +311,14 @@ class Registry:
         repository_id = self._repository_id(connection, name)
         if repository_id is not None:
             return repository_id, False
-        insert_ignore(connection, Repository, {"name": name, "created_at": utcnow()})
+        # Whoever got this far may push here (the auth gate checked), so a missing project is created.
+        project = project_of(name)
+        now = utcnow()
+        insert_ignore(
+            connection, ProjectRow, {"name": project, "public": False, "created_at": now, "updated_at": now}
+        )
+        project_id = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == project))
+        insert_ignore(connection, Repository, {"name": name, "created_at": now, "project_id": project_id})
         repository_id = self._repository_id(connection, name)
         assert repository_id is not None
         return repository_id, True
