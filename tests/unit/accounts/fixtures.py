@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
 from dockyard.accounts.groups import GroupService
 from dockyard.accounts.limiter import InProcessLoginLimiter
@@ -20,7 +25,18 @@ PASSWORD = "correct horse battery staple"
 
 
 def migrated_database(directory: Path) -> Database:
-    engine = build_engine(f"sqlite:///{directory / 'dockyard.db'}")
+    """SQLite in `directory`; or, when DOCKYARD_TEST_POSTGRES_URL names a PostgreSQL server, a fresh
+    database of its own there (so the same tests run on both)."""
+    server = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
+    if server:
+        name = f"dockyard_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        engine = build_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+    else:
+        engine = build_engine(f"sqlite:///{directory / 'dockyard.db'}")
     upgrade(engine)
     return Database(engine)
 
