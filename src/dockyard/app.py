@@ -35,11 +35,13 @@ from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
 from dockyard.registry.services import Registry
+from dockyard.security import build_security, first_admin
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.uploads import UploadStore
 
+ADMIN_PASSWORD_ENV = "DOCKYARD_ADMIN_PASSWORD"
 CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file the workers read (set by serve)
 log = logging.getLogger("dockyard.app")
 
@@ -96,8 +98,15 @@ def create_app(services: Services) -> ASGIApp:
     settings = services.settings
     io = BlobIO()
     metrics = Metrics()
-    ctx = OCIContext(services.registry, io, metrics, base_url=(settings.http.host or "").rstrip("/"))
-    routes: list[BaseRoute] = []
+    security = build_security(settings, services.db, services.driver, services.registry, services.audit)
+    ctx = OCIContext(
+        services.registry,
+        io,
+        metrics,
+        base_url=(settings.http.host or "").rstrip("/"),
+        visible_projects=security.visible_projects if security.policy else None,
+    )
+    routes: list[BaseRoute] = list(security.routes)
     if settings.metrics.enabled:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
 
@@ -123,7 +132,7 @@ def create_app(services: Services) -> ASGIApp:
     )
     app.state.services = services
     allowlist = AllowlistMiddleware(
-        OCIRouter(ctx, fallback=app),
+        OCIRouter(ctx, fallback=app, gate=security.gate),
         settings.auth.allow_ips,
         settings.auth.management_allow_ips,
         audit=services.audit,
@@ -207,4 +216,6 @@ def worker_app() -> Any:
     settings = load_settings(Path(config) if config else None, os.environ)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     # `serve` migrated already; under another server (uvicorn) the app makes sure itself.
-    return create_app(build_services(settings, migrate=True))
+    services = build_services(settings, migrate=True)
+    first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
+    return create_app(services)

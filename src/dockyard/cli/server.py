@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
-from dockyard.app import CONFIG_ENV
+from sqlalchemy import Engine
+
+from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
+from dockyard.db.session import Database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
+from dockyard.security import auth_mode, first_admin, session_secret
 
 log = logging.getLogger("dockyard.serve")
 
@@ -34,6 +39,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     # Migrate once here, not in every worker.
     engine = build_engine(settings.database_url)
     upgrade(engine)
+    _first_start(settings, engine)
     engine.dispose()
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(config_path.resolve())
@@ -63,3 +69,21 @@ def _reset_ephemeral_database(settings: Settings) -> None:
         return
     for suffix in ("", "-wal", "-shm"):
         database.with_name(database.name + suffix).unlink(missing_ok=True)
+
+
+def _first_start(settings: Settings, engine: Engine) -> None:
+    """Create the first administrator (dockyard's own auth) and the shared session secret, once,
+    before workers start. A generated password is shown here, once, and kept only in its 0600 file."""
+    if auth_mode(settings) == "none":
+        log.warning(
+            "authentication is off: anyone who can reach %s may push, pull and delete", settings.http.addr
+        )
+        return
+    password = first_admin(settings, Database(engine), os.environ.get(ADMIN_PASSWORD_ENV))
+    session_secret(settings)
+    if password is not None:
+        path = settings.datadir / "admin-password"
+        sys.stderr.write(
+            f"\n  dockyard: created the administrator 'admin' with password: {password}\n"
+            f"  (shown once; also in {path}, mode 0600. Change it after logging in.)\n\n"
+        )

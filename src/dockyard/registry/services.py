@@ -165,12 +165,18 @@ class Registry:
         self._listings.put(key, page, generation)
         return page
 
-    def catalog(self, limit: int | None, last: str | None) -> Page:
-        key = ("catalog", None, limit, last)
+    def catalog(self, limit: int | None, last: str | None, projects: frozenset[str] | None = None) -> Page:
+        """Repository names in lexical order; only those in `projects` when it is given (the caller's
+        visible projects), all of them when it is None."""
+        key = ("catalog", None if projects is None else ",".join(sorted(projects)), limit, last)
         generation = self._listings.current_generation()
         with self._db.read() as connection:
             column = bytewise(Repository.name, connection)
             query = select(Repository.name).order_by(column)
+            if projects is not None:
+                query = query.join(ProjectRow, ProjectRow.id == Repository.project_id).where(
+                    ProjectRow.name.in_(projects)
+                )
             if last:
                 query = query.where(column > last)
             page = _page(connection, query, limit)

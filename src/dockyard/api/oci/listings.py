@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.gate import PRINCIPAL_KEY
 from dockyard.api.oci.responses import PreparedResponse, RawHeaders, encode_headers
 from dockyard.content import mediatypes
 from dockyard.content.digest import parse_digest
@@ -60,9 +61,14 @@ def _paged_response(path: str, key: str, body: dict[str, object], page: Page, li
 async def catalog(ctx: OCIContext, request: Request) -> Response:
     limit, last = _pagination(request)
     effective = MAX_PAGE if limit is None else limit
-    page = ctx.registry.cached_listing(("catalog", None, effective, last))
+    projects: frozenset[str] | None = None
+    principal = request.scope.get(PRINCIPAL_KEY)
+    if ctx.visible_projects is not None and principal is not None:
+        projects = await ctx.call(ctx.visible_projects, principal)
+    key = None if projects is None else ",".join(sorted(projects))
+    page = ctx.registry.cached_listing(("catalog", key, effective, last))
     if page is None:
-        page = await ctx.call(ctx.registry.catalog, effective, last)
+        page = await ctx.call(ctx.registry.catalog, effective, last, projects)
     return _paged_response("/v2/_catalog", "repositories", {}, page, effective)
 
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dockyard.api.oci import blobs, listings, manifests, uploads
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
+from dockyard.api.oci.gate import Gate
 
 Handler = Callable[..., Awaitable[Response]]
 ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
@@ -90,9 +91,10 @@ def match(path: str) -> tuple[str, tuple[str, ...]] | None:
 class OCIRouter:
     """ASGI app for /v2: one match, then the handler; every error leaves as an OCI error body."""
 
-    def __init__(self, ctx: OCIContext, fallback: ASGIApp) -> None:
+    def __init__(self, ctx: OCIContext, fallback: ASGIApp, gate: Gate | None = None) -> None:
         self.ctx = ctx
         self.fallback = fallback
+        self.gate = gate  # None: an open registry, like registry:2 without auth
         self.routes = _routes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,6 +120,10 @@ class OCIRouter:
             )
         if b"%2" in scope.get("raw_path", b"") and _encoded_separator(scope):
             return error_response("NAME_INVALID", "percent-encoded '/' or '.' is not allowed in names", 400)
+        if self.gate is not None:
+            verdict = await self.gate.check(scope, key, args, method)
+            if isinstance(verdict, Response):
+                return verdict
         try:
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:

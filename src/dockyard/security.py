@@ -1,0 +1,180 @@
+"""Composition of authentication and authorization from Settings: which /v2 gate, the token endpoint,
+the management API, and the first administrator. Part of the composition root (with `app`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount
+
+from dockyard import __version__
+from dockyard.accounts.bootstrap import bootstrap_admin
+from dockyard.accounts.groups import GroupService
+from dockyard.accounts.ldap import LDAPDirectory
+from dockyard.accounts.limiter import InProcessLoginLimiter
+from dockyard.accounts.personal_tokens import PersonalTokenService
+from dockyard.accounts.robots import RobotService
+from dockyard.accounts.users import UserService
+from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
+from dockyard.api.management.sessions import SessionCodec
+from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
+from dockyard.api.token import TokenEndpoint
+from dockyard.audit.services import AuditLog
+from dockyard.auth.external import ExternalTokenVerifier
+from dockyard.auth.htpasswd import HtpasswdAuthenticator
+from dockyard.auth.interfaces import Principal
+from dockyard.auth.local import LocalAuthenticator
+from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
+from dockyard.config.durations import parse_duration
+from dockyard.config.settings import Settings
+from dockyard.db.session import Database
+from dockyard.errors import ConfigError
+from dockyard.projects.robots import RobotAccessService
+from dockyard.projects.services import MemberService, ProjectService
+from dockyard.registry.queries import RegistryQueries
+from dockyard.registry.services import Registry
+from dockyard.storage.driver.base import StorageDriver
+
+SESSION_SECRET_FILE = "session-secret"
+
+
+@dataclass
+class Security:
+    gate: Gate | None  # None: the registry is open
+    routes: list[BaseRoute] = field(default_factory=list)  # /token and /api/v1
+    policy: AccessPolicy | None = None
+
+    def visible_projects(self, principal: Principal) -> frozenset[str] | None:
+        if self.policy is None:
+            return None
+        visibility = self.policy.visible_projects(principal)
+        return None if visibility.all else visibility.projects
+
+
+def auth_mode(settings: Settings) -> str:
+    auth = settings.auth
+    if auth.htpasswd is not None:
+        return "htpasswd"
+    if auth.token.rootcertbundle is not None:
+        return "token"
+    return "dockyard" if auth.enabled else "none"
+
+
+def build_security(
+    settings: Settings, db: Database, driver: StorageDriver, registry: Registry, audit: AuditLog
+) -> Security:
+    auth = settings.auth
+    mode = auth_mode(settings)
+    if mode == "htpasswd":
+        assert auth.htpasswd is not None
+        return Security(BasicGate(HtpasswdAuthenticator(auth.htpasswd.path), auth.htpasswd.realm))
+    if mode == "token":
+        assert auth.token.rootcertbundle is not None
+        verifier = ExternalTokenVerifier.from_bundle(
+            auth.token.rootcertbundle, issuer=auth.token.issuer, service=auth.token.service
+        )
+        return Security(TokenGate(verifier, Challenge(auth.token.service, auth.token.realm)))
+    if mode == "none":
+        return Security(None)
+    return _dockyard_security(settings, db, driver, registry, audit)
+
+
+def _dockyard_security(
+    settings: Settings, db: Database, driver: StorageDriver, registry: Registry, audit: AuditLog
+) -> Security:
+    auth = settings.auth
+    users, robots = UserService(db), RobotService(db)
+    tokens = PersonalTokenService(db)
+    limiter = InProcessLoginLimiter(auth.login_limit.max_failures, parse_duration(auth.login_limit.window))
+    directory = _directory(settings)
+    authenticator = LocalAuthenticator(users, GroupService(db), tokens, robots, limiter, directory)
+    policy = AccessPolicy(db)
+    secret = settings.http.secret.encode() if settings.http.secret else None
+    token_service = TokenService(
+        KeyRing(db, passphrase=secret),
+        issuer=auth.token.issuer,
+        service=auth.token.service,
+        lifetime=parse_duration(auth.token.expiration),
+    )
+    issuer = TokenIssuer(token_service, authenticator, policy, lookup=authenticator)
+    gate = TokenGate(
+        token_service,
+        Challenge(auth.token.service, auth.token.realm, settings.http.host),
+        authenticator=authenticator,
+        policy=policy,
+    )
+    management = ManagementServices(
+        db=db,
+        driver=driver,
+        registry=registry,
+        queries=RegistryQueries(db),
+        system=SystemInfo(
+            __version__,
+            settings.storage.driver_name,
+            "dockyard",
+            settings.auth.ldap is not None,
+            settings.storage.maintenance.readonly.enabled,
+            settings.storage.delete.enabled,
+        ),
+        authenticator=authenticator,
+        sessions=SessionCodec(session_secret(settings)),
+        policy=policy,
+        users=users,
+        personal_tokens=tokens,
+        robots=robots,
+        robot_access=RobotAccessService(db, robots),
+        projects=ProjectService(db),
+        members=MemberService(db),
+        audit=audit,
+    )
+    routes: list[BaseRoute] = [
+        *TokenEndpoint(issuer, auth.token.service).routes(),
+        Mount(MOUNT_PATH, app=create_management_app(management)),
+    ]
+    return Security(gate, routes, policy)
+
+
+def _directory(settings: Settings) -> LDAPDirectory | None:
+    if settings.auth.ldap is None:
+        return None
+    try:
+        return LDAPDirectory(settings.auth.ldap)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def session_secret(settings: Settings) -> bytes:
+    """Shared by every worker (and node): http.secret when long enough, else a file in the datadir."""
+    if settings.http.secret and len(settings.http.secret.encode()) >= 32:
+        return settings.http.secret.encode()
+    path = settings.datadir / SESSION_SECRET_FILE
+    _create_once(path, secrets.token_hex(32))
+    for _ in range(50):  # a process that lost the creation race may read before the winner wrote
+        value = path.read_text().strip()
+        if value:
+            return value.encode()
+        time.sleep(0.01)
+    raise ConfigError(f"{path} is empty: delete it and restart")
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Write path (mode 0600) unless it exists; of several racing processes exactly one writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+
+
+def first_admin(settings: Settings, db: Database, env_password: str | None) -> str | None:
+    """Create `admin` on the first start of dockyard's own auth; the generated password, if any."""
+    if auth_mode(settings) != "dockyard":
+        return None
+    return bootstrap_admin(UserService(db), settings.datadir, env_password)
