@@ -17,7 +17,7 @@ from tests.support.server import DOCKYARD, free_port
 
 def _config(tmp_path: Path) -> Path:
     config = tmp_path / "config.yml"
-    config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data")}))
+    config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data"), "auth": {"enabled": False}}))
     return config
 
 

@@ -65,11 +65,6 @@ NOT_APPLIED: dict[KeyPath, str] = {
 }
 # Security settings dockyard cannot honour yet: refusing to start beats serving openly by surprise.
 NOT_SUPPORTED_YET: dict[KeyPath, str] = {
-    ("auth", "enabled"): "dockyard's own authentication is not available in this version yet; "
-    "the registry is open (like registry:2 without auth): bind it to a trusted network",
-    ("auth", "htpasswd"): "htpasswd authentication is not available in this version yet",
-    ("auth", "token"): "token authentication is not available in this version yet",
-    ("auth", "ldap"): "LDAP authentication is not available in this version yet",
     ("auth", "silly"): "silly authentication is not supported",
     ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
 }
@@ -137,6 +132,15 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     _reject_unsupported_drivers(data, origins)
     if _is_registry2(data):
         _set_default(data, ("storage", "delete", "enabled"), False)
+        # registry:2 without an auth section is open; with htpasswd or token it uses those.
+        _set_default(data, ("auth", "enabled"), False)
+        token = _get(data, ("auth", "token"))
+        if isinstance(token, dict) and not token.get("rootcertbundle"):
+            raise ConfigError(
+                "auth.token: registry:2 token auth needs rootcertbundle (the issuer's certificates)"
+            )
+        if not _get(data, ("auth", "htpasswd")) and not token:
+            warnings.append("auth: no auth section in this registry:2 config: the registry is open to anyone")
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -237,9 +237,8 @@ class LoginLimitSettings(_Section):
 
 class AuthSettings(_Section):
     # dockyard's own accounts and token auth. A registry:2 file without an auth section runs open
-    # (enabled: false), as registry:2 does. The default turns to true when /v2 enforcement lands
-    # (issue 3, in progress): until then the setting must say what the server does.
-    enabled: bool = False
+    # (enabled: false), as registry:2 does; htpasswd or token sections select those modes instead.
+    enabled: bool = True
     token: TokenAuthSettings = TokenAuthSettings()
     htpasswd: HtpasswdSettings | None = None
     ldap: LDAPSettings | None = None

@@ -64,10 +64,28 @@ def test_defaults_without_file_or_environment() -> None:
     assert settings.storage_root == Path("data/storage")
 
 
-def test_registry2_auth_section_is_refused_not_dropped(write_config: Any) -> None:
-    """Debian's config asks for htpasswd auth: running it open instead would be a silent downgrade."""
-    with pytest.raises(ConfigError, match=r"^auth\.htpasswd: htpasswd authentication is not available"):
-        load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
+def test_registry2_htpasswd_section_selects_htpasswd_auth(write_config: Any) -> None:
+    """Debian's config asks for htpasswd auth: it is honoured, never dropped (that would run open)."""
+    loaded = load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
+    assert loaded.settings.auth.htpasswd is not None
+    assert loaded.settings.auth.htpasswd.path == Path("/etc/docker/registry")
+    assert [w.split(":")[0] for w in loaded.warnings] == ["health"]
+
+
+def test_registry2_token_section_needs_its_root_certificates(write_config: Any) -> None:
+    config = "version: 0.1\nauth:\n  token:\n    realm: https://auth.example/token\n    service: registry\n"
+    with pytest.raises(ConfigError, match=r"^auth\.token: registry:2 token auth needs rootcertbundle"):
+        load_config(write_config(config), {})
+
+
+def test_registry2_file_without_auth_runs_open_with_a_warning(write_config: Any) -> None:
+    loaded = load_config(write_config("version: 0.1\nstorage:\n  inmemory:\n"), {})
+    assert loaded.settings.auth.enabled is False
+    assert any(w.startswith("auth: no auth section") for w in loaded.warnings)
+
+
+def test_dockyard_format_has_auth_on_by_default(write_config: Any) -> None:
+    assert load_settings(write_config("http:\n  addr: 127.0.0.1:5001\n"), {}).auth.enabled is True
 
 
 def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(write_config: Any) -> None:
@@ -83,7 +101,7 @@ def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(wr
     assert settings.storage.delete.enabled is True
     assert settings.storage.cache.blobdescriptor == "inmemory"
     assert settings.log.fields == {"service": "registry"}
-    assert [w.split(":")[0] for w in loaded.warnings] == ["health"]
+    assert [w.split(":")[0] for w in loaded.warnings] == ["health", "auth"]
 
 
 def test_registry2_file_keeps_registry2_delete_default(write_config: Any) -> None:
@@ -126,7 +144,7 @@ def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -
     assert settings.storage.maintenance.uploadpurging.interval_seconds == 5400
     assert settings.storage.maintenance.readonly.enabled is True
     assert settings.log.accesslog.disabled is True
-    assert {w.split(":")[0] for w in loaded.warnings} == {"http.debug", "notifications"}
+    assert {w.split(":")[0] for w in loaded.warnings} == {"http.debug", "notifications", "auth"}
     assert "s3cret" not in repr(settings)
 
 
