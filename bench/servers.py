@@ -165,6 +165,8 @@ def start_dockyard(workdir: Path, workers: int, source: Path | None = None) -> S
         "datadir": str(workdir / "data"),
         "http": {"addr": f"127.0.0.1:{port}", "workers": workers},
         "log": {"level": "warn", "accesslog": {"disabled": True}},
+        # The unauthenticated runs compare like with like: distribution runs open too.
+        "auth": {"enabled": False},
     }
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
