@@ -105,6 +105,7 @@ def create_app(services: Services) -> ASGIApp:
         metrics,
         base_url=(settings.http.host or "").rstrip("/"),
         visible_projects=security.visible_projects if security.policy else None,
+        audit=services.audit,
     )
     routes: list[BaseRoute] = list(security.routes)
     if settings.metrics.enabled:

@@ -133,7 +133,7 @@ def _dockyard_security(
         audit=audit,
     )
     routes: list[BaseRoute] = [
-        *TokenEndpoint(issuer, auth.token.service).routes(),
+        *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),
         Mount(MOUNT_PATH, app=create_management_app(management)),
     ]
     return Security(gate, routes, policy)

@@ -24,9 +24,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from dockyard.accounts.names import is_robot_name
 from dockyard.api.oci.gate import MAX_AUTHORIZATION_BYTES, decode_basic
+from dockyard.audit.interfaces import (
+    ActorKind,
+    AuditAction,
+    AuditEvent,
+    AuditRecorder,
+    AuditResult,
+    ResourceType,
+)
 from dockyard.auth.interfaces import AuthenticationFailed, Scope
-from dockyard.auth.scopes import ScopeInvalid, format_scopes, parse_scopes
+from dockyard.auth.scopes import ScopeInvalid, format_scope, format_scopes, parse_scopes
 from dockyard.auth.tokens import TokenGrant, TokenIssuer
 
 log = logging.getLogger("dockyard.api.token")
@@ -37,10 +46,13 @@ _TRUE = frozenset({"true", "1", "yes"})
 
 
 class TokenEndpoint:
-    def __init__(self, issuer: TokenIssuer, service: str, path: str = "/token") -> None:
+    def __init__(
+        self, issuer: TokenIssuer, service: str, path: str = "/token", audit: AuditRecorder | None = None
+    ) -> None:
         self.issuer = issuer
         self.service = service
         self.path = path
+        self.audit = audit
 
     def routes(self) -> list[Route]:
         return [Route(self.path, self.handle, methods=["GET", "POST"])]
@@ -117,8 +129,39 @@ class TokenEndpoint:
                 self.issuer.by_password, username, secret, requested, client_ip, offline
             )
         except AuthenticationFailed:
+            self._record(AuditAction.LOGIN_FAILED, username, client_ip, AuditResult.DENIED)
             return self._unauthorized(oauth)
+        self._record(
+            AuditAction.TOKEN_ISSUED,
+            username,
+            client_ip,
+            AuditResult.OK,
+            {"scopes": [format_scope(scope) for scope in grant.scopes]},
+        )
         return _granted(grant, oauth)
+
+    def _record(
+        self,
+        action: AuditAction,
+        username: str,
+        client_ip: str | None,
+        result: AuditResult,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        kind = ActorKind.ROBOT if is_robot_name(username) else ActorKind.USER
+        self.audit.record(
+            AuditEvent(
+                action=action,
+                actor=username[:255],
+                actor_kind=kind,
+                result=result,
+                resource_type=ResourceType.TOKEN,
+                client_ip=client_ip,
+                detail=detail,
+            )
+        )
 
     def _check_service(self, service: str | None, oauth: bool) -> Response | None:
         if service and service != self.service:

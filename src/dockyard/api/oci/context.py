@@ -9,6 +9,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.audit.interfaces import AuditRecorder
 from dockyard.auth.interfaces import Principal
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.services import Registry
@@ -25,6 +26,7 @@ class OCIContext:
     redirect_blobs: bool = False
     # The projects a principal may list (None: all). Set when auth is on; the catalog uses it.
     visible_projects: Callable[[Principal], frozenset[str] | None] | None = None
+    audit: AuditRecorder | None = None
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -15,12 +15,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.api.oci import blobs, listings, manifests, uploads
+from dockyard.api.oci.auditing import record_request
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import Gate
 
 Handler = Callable[..., Awaitable[Response]]
 ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
+_MATCH_KEY = "dockyard.route_match"
 
 _PATH = re.compile(
     r"^/v2/(?P<name>.+?)/(?:"
@@ -103,6 +105,9 @@ class OCIRouter:
             return
         response = await self._dispatch(scope, receive, scope["path"])
         await response(scope, receive, send)
+        if self.ctx.audit is not None and (matched := scope.get(_MATCH_KEY)) is not None:
+            key, args = matched
+            record_request(self.ctx.audit, scope, key, scope["method"], args, response.status_code)
 
     async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
         matched = match(path)
@@ -111,6 +116,7 @@ class OCIRouter:
         key, args = matched
         route = self.routes[key]
         scope[ROUTE_KEY] = route.template
+        scope[_MATCH_KEY] = matched
         method = scope["method"]
         handler = route.handlers.get(method)
         if handler is None:

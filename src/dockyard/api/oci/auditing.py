@@ -1,0 +1,76 @@
+"""Which /v2 requests leave an audit event: manifest pulls (GET, not HEAD or blob GETs, which
+would flood the log), pushes (manifest PUT) and deletes; and every request the gate denied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.types import Scope
+
+from dockyard.api.oci.gate import PRINCIPAL_KEY
+from dockyard.audit.interfaces import (
+    ActorKind,
+    AuditAction,
+    AuditEvent,
+    AuditRecorder,
+    AuditResult,
+    ResourceType,
+)
+from dockyard.auth.interfaces import ANONYMOUS, Principal
+
+_AUDITED: dict[tuple[str, str], tuple[AuditAction, ResourceType]] = {
+    ("manifests", "GET"): (AuditAction.PULL, ResourceType.ARTIFACT),
+    ("manifests", "PUT"): (AuditAction.PUSH, ResourceType.ARTIFACT),
+    ("manifests", "DELETE"): (AuditAction.DELETE, ResourceType.ARTIFACT),
+    ("blobs", "DELETE"): (AuditAction.DELETE, ResourceType.BLOB),
+}
+
+
+def record_request(
+    audit: AuditRecorder, scope: Scope, key: str, method: str, args: Sequence[str], status: int
+) -> None:
+    if status in (401, 403):
+        _record(
+            audit, scope, AuditAction.ACCESS_DENIED, AuditResult.DENIED, ResourceType.REPOSITORY, args, key
+        )
+        return
+    audited = _AUDITED.get((key, method))
+    if audited is None or status >= 400:
+        return
+    action, resource_type = audited
+    _record(audit, scope, action, AuditResult.OK, resource_type, args, key)
+
+
+def _record(
+    audit: AuditRecorder,
+    scope: Scope,
+    action: AuditAction,
+    result: AuditResult,
+    resource_type: ResourceType,
+    args: Sequence[str],
+    key: str,
+) -> None:
+    principal: Principal = scope.get(PRINCIPAL_KEY) or ANONYMOUS
+    client = scope.get("client")
+    audit.record(
+        AuditEvent(
+            action=action,
+            actor=principal.name,
+            actor_kind=ActorKind(principal.kind.value),
+            result=result,
+            resource_type=resource_type,
+            resource_name=_resource_name(key, args),
+            client_ip=client[0] if client else None,
+            detail={"method": scope["method"], "path": scope["path"]},
+        )
+    )
+
+
+def _resource_name(key: str, args: Sequence[str]) -> str | None:
+    if not args:
+        return None
+    if key in ("manifests", "blobs") and len(args) == 2:
+        name, reference = args
+        separator = "@" if ":" in reference else ":"
+        return f"{name}{separator}{reference}"
+    return args[0]
