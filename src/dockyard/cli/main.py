@@ -67,6 +67,7 @@ def config_check(config: ConfigOption = None) -> None:
     typer.echo(f"  storage:  {settings.storage.driver_name}{where}")
     typer.echo(f"  database: {redact_url(settings.database_url)}")
     typer.echo(f"  deletes:  {'enabled' if settings.storage.delete.enabled else 'disabled'}")
+    typer.echo(f"  auth:     {_auth_description(settings)}")
 
 
 @db_app.command("upgrade")
@@ -94,6 +95,17 @@ def cert(
     from dockyard.cli.cert import run_cert_command
 
     typer.echo(run_cert_command(host, out, port, name or []))
+
+
+def _auth_description(settings: Settings) -> str:
+    auth = settings.auth
+    if auth.htpasswd is not None:
+        return f"htpasswd ({auth.htpasswd.path})"
+    if auth.token.rootcertbundle is not None:
+        return f"tokens from an external issuer ({auth.token.issuer})"
+    if not auth.enabled:
+        return "OFF: the registry is open to anyone who can reach it"
+    return "dockyard accounts and tokens" + (" + LDAP" if auth.ldap is not None else "")
 
 
 def _config_message(exc: ConfigError) -> str:
