@@ -9,6 +9,14 @@ from typing import Annotated
 
 import typer
 
+from dockyard.cli.commands_audit import audit_app
+from dockyard.cli.commands_members import member_app
+from dockyard.cli.commands_projects import project_app
+from dockyard.cli.commands_repos import repo_app
+from dockyard.cli.commands_robots import robot_app
+from dockyard.cli.commands_session import session_app
+from dockyard.cli.commands_tokens import token_app
+from dockyard.cli.commands_users import user_app
 from dockyard.config.loader import config_path_from_env, load_config, load_settings
 from dockyard.config.settings import Settings
 from dockyard.errors import ConfigError
@@ -19,6 +27,14 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the metadata database.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(session_app)  # login, logout, whoami
+app.add_typer(user_app, name="user")
+app.add_typer(project_app, name="project")
+app.add_typer(member_app, name="member")
+app.add_typer(robot_app, name="robot")
+app.add_typer(token_app, name="token")
+app.add_typer(repo_app, name="repo")
+app.add_typer(audit_app)  # audit
 
 ConfigOption = Annotated[
     Path | None,
