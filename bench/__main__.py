@@ -8,11 +8,13 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.authmode import NULL_SERVER_AUTH, auth_scenarios, seed_with_auth, start_auth_servers
 from bench.report import markdown, print_table, rows
 from bench.runner import WorkDir, machine_caption, run_side_by_side, stopping
 from bench.scenarios import RunSettings, build_scenarios
 from bench.selfcheck import self_check
 from bench.servers import (
+    Server,
     describe_source,
     resolve_rev,
     snapshot_source,
@@ -56,6 +58,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="run the scenarios against the null registry only and print the generator's ceiling",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="run the authentication scenarios (distribution with htpasswd, dockyard with token auth "
+        "and in htpasswd mode) instead of the open ones",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and server logs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -71,7 +79,11 @@ def progress(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds)
-    scenarios = [s for s in build_scenarios() if not args.only or any(text in s.key for text in args.only)]
+    if args.auth and args.candidate != "dockyard":
+        progress("--auth compares dockyard only (the null registry has no auth)")
+        return 2
+    suite = auth_scenarios() if args.auth else build_scenarios()
+    scenarios = [s for s in suite if not args.only or any(text in s.key for text in args.only)]
     if not scenarios:
         progress(f"no scenario matches {args.only}")
         return 2
@@ -81,17 +93,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             progress(f"data dirs and logs in {workdir}")
         if args.self_check:
-            self_check(scenarios, settings, workdir, progress)
+            self_check(scenarios, settings, workdir, progress, NULL_SERVER_AUTH if args.auth else None)
             return 0
         with ExitStack() as stack:
-            baseline = stopping(stack, start_distribution(workdir / "distribution"))
-            if args.candidate == "dockyard":
-                source = snapshot_source(args.dockyard_rev, workdir / "rev") if args.dockyard_rev else None
-                candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers, source))
+            source = snapshot_source(args.dockyard_rev, workdir / "rev") if args.dockyard_rev else None
+            alternates: dict[str, Server] = {}
+            seeder = None
+            if args.auth:
+                baseline, candidate, alternates = start_auth_servers(stack, workdir, args.workers, source)
+                seeder = seed_with_auth
             else:
-                candidate = stopping(stack, start_nullserver(workdir / "null"))
+                baseline = stopping(stack, start_distribution(workdir / "distribution"))
+                if args.candidate == "dockyard":
+                    candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers, source))
+                else:
+                    candidate = stopping(stack, start_nullserver(workdir / "null"))
             outcomes, peaks = run_side_by_side(
-                scenarios, baseline, candidate, settings, args.rounds, progress
+                scenarios, baseline, candidate, settings, args.rounds, progress, alternates, seeder
             )
         base, cand = baseline.name, candidate.name
         table = rows(outcomes, peaks, base, cand)

@@ -61,16 +61,17 @@ class _Keeper:
 class HttpClientSession:
     """One keep-alive connection, used by one thread."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
         self.host, self.port = host, port
         self.conn = http.client.HTTPConnection(host, port, timeout=120)
         self.view = memoryview(bytearray(READ_BUFFER))
+        self.headers = headers or {}  # sent with every request (e.g. Authorization when seeding)
 
     def exchange(self, request: Request) -> Response:
         conn = self.conn
         try:
             conn.putrequest(request.method, request.target, skip_accept_encoding=True)
-            for name, value in request.headers.items():
+            for name, value in {**self.headers, **request.headers}.items():
                 conn.putheader(name, value)
             if request.body or request.method in ("POST", "PUT", "PATCH"):
                 conn.putheader("Content-Length", str(request.body_length))

@@ -1,8 +1,9 @@
 """A registry stub that stores nothing: the ceiling of the load generator and of wrk on this machine.
 
 It speaks just enough of the Distribution API for every bench scenario (uploads, blob GET/HEAD,
-manifests, tags, catalog) but discards blob bytes and serves zeros of the recorded size. Run in its own
-process (`python -m bench.nullserver PORT`) so it does not share the bench's interpreter lock.
+manifests, tags, catalog, a dummy /token) but discards blob bytes and serves zeros of the recorded
+size. It checks no credentials. Run in its own process (`python -m bench.nullserver PORT`) so it does
+not share the bench's interpreter lock.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ UPLOADS = re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<id>[^/?]*)$")
 BLOB = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")
 MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 TAGS = re.compile(r"^/v2/(?P<name>.+)/tags/list$")
+# dockyard's pull tokens are ES256 JWTs of about 700 characters; /token answers one of that length.
+NULL_TOKEN = "n" * 700
+NULL_TOKEN_ANSWER = json.dumps({"token": NULL_TOKEN, "access_token": NULL_TOKEN, "expires_in": 300}).encode()
 
 
 class NullRegistry(socketserver.StreamRequestHandler):
@@ -87,6 +91,8 @@ class NullRegistry(socketserver.StreamRequestHandler):
         body = self.read_body(body_length, keep=is_manifest_put)
         if path == "/v2/":
             return self.send(200, {"Content-Type": "application/json"}, b"{}")
+        if path == "/token":  # any credentials: a token as long as a real one, so requests weigh the same
+            return self.send(200, {"Content-Type": "application/json"}, NULL_TOKEN_ANSWER)
         if path == "/v2/_catalog":
             repos = sorted({repo for repo, _ in self.manifests})
             return self.send(

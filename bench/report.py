@@ -22,11 +22,13 @@ class ScenarioOutcome:
     baseline: list[Measurement]  # one per round
     candidate: list[Measurement]
 
-    def median(self, side: list[Measurement]) -> float:
-        return statistics.median(m.value for m in side)
+    def median(self, side: list[Measurement]) -> float | None:
+        return statistics.median(m.value for m in side) if side else None
 
     def ratio(self) -> float | None:
         """Median of the per-round ratios candidate/baseline (rounds ran back to back, so they pair)."""
+        if not self.baseline:  # candidate_only: nothing to divide by
+            return None
         ratios = [
             c.value / b.value for b, c in zip(self.baseline, self.candidate, strict=True) if b.value > 0
         ]
@@ -43,8 +45,24 @@ class ScenarioOutcome:
         return found
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _target_and_met(outcome: ScenarioOutcome) -> tuple[str, str]:
+    """The target as shown and whether it was met ("" when the scenario has none)."""
+    scenario = outcome.scenario
+    if scenario.target is None:
+        return "", ""
+    if scenario.candidate_only:  # an absolute figure: the candidate's median against it
+        value = outcome.median(outcome.candidate)
+        shown = f"≥{scenario.target:,.0f} {scenario.unit}"
+    else:
+        value = outcome.ratio()
+        shown = f"≥{scenario.target:g}x"
+    return shown, "" if value is None else ("yes" if value >= scenario.target else "no")
 
 
 def _p99(side: list[Measurement]) -> str:
@@ -55,8 +73,8 @@ def _p99(side: list[Measurement]) -> str:
 def rows(outcomes: list[ScenarioOutcome], rss: dict[str, PeakRss], base: str, cand: str) -> list[list[str]]:
     table: list[list[str]] = []
     for outcome in outcomes:
-        ratio, target, errors = outcome.ratio(), outcome.scenario.target, outcome.errors()
-        met = "" if target is None or ratio is None else ("yes" if ratio >= target else "no")
+        ratio, errors = outcome.ratio(), outcome.errors()
+        target, met = _target_and_met(outcome)
         if errors:
             met = "no (errors)"
         p99_base, p99_cand = _p99(outcome.baseline), _p99(outcome.candidate)
@@ -67,9 +85,9 @@ def rows(outcomes: list[ScenarioOutcome], rss: dict[str, PeakRss], base: str, ca
                 _number(outcome.median(outcome.baseline)),
                 _number(outcome.median(outcome.candidate)),
                 f"{ratio:.2f}x" if ratio is not None else "",
-                f"≥{target:g}x" if target is not None else "",
+                target,
                 met,
-                f"{p99_base} / {p99_cand}" if p99_base else "",
+                f"{p99_base or '—'} / {p99_cand}" if p99_base or p99_cand else "",
                 str(errors),
             ]
         )

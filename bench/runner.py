@@ -45,26 +45,34 @@ def run_side_by_side(
     settings: RunSettings,
     rounds: int,
     progress: Progress,
+    alternates: dict[str, Server] | None = None,
+    seeder: Callable[[Server], Seeded] | None = None,
 ) -> tuple[list[ScenarioOutcome], dict[str, PeakRss]]:
-    samplers = {server.name: RssSampler(server.process.pid).start() for server in (baseline, candidate)}
+    """`alternates`: other candidate servers that scenarios may name (Scenario.candidate); `seeder`
+    seeds one server (default: the full seed, no credentials)."""
+    alternates = alternates or {}
+    servers = [baseline, candidate, *alternates.values()]
+    samplers = {server.name: RssSampler(server.process.pid).start() for server in servers}
     try:
         seeded = {}
-        for server in (baseline, candidate):
+        for server in servers:
             progress(f"seeding {server.name} …")
             try:
-                seeded[server.name] = seed(server.host, server.port)
+                seeded[server.name] = seeder(server) if seeder else seed(server.host, server.port)
             except Exception as error:
                 raise RuntimeError(f"seeding {server.name} failed: {error}\n{server.log_tail()}") from error
         outcomes = []
         for scenario in scenarios:
             outcome = ScenarioOutcome(scenario, [], [])
+            contender = alternates[scenario.candidate] if scenario.candidate else candidate
             for round_number in range(1, rounds + 1):
                 progress(f"{scenario.label}  round {round_number}/{rounds}")
-                outcome.baseline.append(
-                    measure_round(scenario, baseline, seeded[baseline.name], settings, progress)
-                )
+                if not scenario.candidate_only:
+                    outcome.baseline.append(
+                        measure_round(scenario, baseline, seeded[baseline.name], settings, progress)
+                    )
                 outcome.candidate.append(
-                    measure_round(scenario, candidate, seeded[candidate.name], settings, progress)
+                    measure_round(scenario, contender, seeded[contender.name], settings, progress)
                 )
             outcomes.append(outcome)
     finally:

@@ -38,6 +38,7 @@ class Measurement:
 
 
 Measure = Callable[[Server, Seeded, RunSettings], Measurement]
+RequestMaker = Callable[[Server, Seeded], SmallRequest]
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,13 @@ class Scenario:
     key: str
     label: str
     unit: str
-    target: float | None  # dockyard/distribution ratio the issue asks for
+    target: float | None  # dockyard/distribution ratio the issue asks for (absolute if candidate_only)
     measure: Measure
+    # distribution has nothing to compare (e.g. it issues no tokens): only the candidate runs, and the
+    # target is a figure in `unit`, not a ratio.
+    candidate_only: bool = False
+    # run on this other candidate server (a key of the runner's `alternates`), not the main candidate
+    candidate: str | None = None
 
 
 def _client_cpu_seconds() -> float:
@@ -113,10 +119,17 @@ def _pull(size: int) -> Callable[[Server, Seeded], tuple[OperationFactory, str]]
 
 
 def _small(make_request: Callable[[Seeded], SmallRequest]) -> Measure:
+    return small_measure(lambda server, seeded: make_request(seeded))
+
+
+def small_measure(make_request: RequestMaker, connections: int | None = None) -> Measure:
+    """A wrk/ab run of one request; `connections` overrides the settings' (64)."""
+
     def measure(server: Server, seeded: Seeded, settings: RunSettings) -> Measurement:
+        request = make_request(server, seeded)  # may ask the server first (e.g. for a token)
         cpu_before = _client_cpu_seconds()
         result = run_small(
-            server.host, server.port, make_request(seeded), settings.small_seconds, settings.connections
+            server.host, server.port, request, settings.small_seconds, connections or settings.connections
         )
         cores = (_client_cpu_seconds() - cpu_before) / settings.small_seconds
         notes = [result.error_detail] if result.error_detail else []

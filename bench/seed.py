@@ -61,24 +61,46 @@ def image_manifest(config: Blob, layer: Blob) -> bytes:
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def seed(host: str, port: int) -> Seeded:
-    session = HttpClientSession(host, port)
+@dataclass(frozen=True)
+class SmallImage:
+    config: Blob
+    layer: Blob
+    manifest: bytes
+
+
+def small_image() -> SmallImage:
+    """A config blob, a random 4 KiB layer and the OCI manifest naming them."""
+    layer = _blob(os.urandom(4096))
+    config_doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+    }
+    config = _blob(json.dumps(config_doc).encode())
+    return SmallImage(config, layer, image_manifest(config, layer))
+
+
+def push_image(session: HttpClientSession, repo: str, image: SmallImage, tags: list[str]) -> None:
+    drive(session, push_monolithic(repo, image.config))
+    drive(session, push_monolithic(repo, image.layer))
+    for tag in tags:
+        drive(session, _put_manifest(repo, tag, image.manifest))
+
+
+def seed(host: str, port: int, headers: dict[str, str] | None = None, *, minimal: bool = False) -> Seeded:
+    """Everything the scenarios read; `minimal`: only `IMAGE_REPO:latest` (the auth scenarios need no more).
+
+    `headers` go on every request (credentials for a registry with auth on).
+    """
+    session = HttpClientSession(host, port, headers)
     try:
-        layer = _blob(os.urandom(4096))
-        config_doc = {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
-        }
-        config = _blob(json.dumps(config_doc).encode())
-        manifest = image_manifest(config, layer)
-        repos = [IMAGE_REPO] + [f"bench/repo-{index:03d}" for index in range(1, REPO_COUNT)]
-        for repo in repos:
-            drive(session, push_monolithic(repo, config))
-            drive(session, push_monolithic(repo, layer))
-            drive(session, _put_manifest(repo, "latest", manifest))
-        for index in range(1, TAG_COUNT):
-            drive(session, _put_manifest(IMAGE_REPO, f"v{index}", manifest))
+        image = small_image()
+        if minimal:
+            push_image(session, IMAGE_REPO, image, ["latest"])
+            return Seeded(image.layer.digest, "latest", {})
+        push_image(session, IMAGE_REPO, image, ["latest"] + [f"v{index}" for index in range(1, TAG_COUNT)])
+        for index in range(1, REPO_COUNT):
+            push_image(session, f"bench/repo-{index:03d}", image, ["latest"])
         pull_blobs: dict[int, list[str]] = {}
         for size, count in PULL_BLOBS.items():
             blobs = UniqueBlobs(size)
@@ -87,6 +109,6 @@ def seed(host: str, port: int) -> Seeded:
                 blob = blobs.new()
                 drive(session, push_monolithic(IMAGE_REPO, blob))
                 pull_blobs[size].append(blob.digest)
-        return Seeded(layer.digest, "latest", pull_blobs)
+        return Seeded(image.layer.digest, "latest", pull_blobs)
     finally:
         session.close()

@@ -15,13 +15,21 @@ from bench.engines import ENGINES
 from bench.runner import Progress
 from bench.scenarios import RunSettings, Scenario
 from bench.seed import seed
-from bench.servers import start_nullserver
+from bench.servers import ServerAuth, start_nullserver
 
 
-def self_check(scenarios: list[Scenario], settings: RunSettings, workdir: Path, progress: Progress) -> None:
+def self_check(
+    scenarios: list[Scenario],
+    settings: RunSettings,
+    workdir: Path,
+    progress: Progress,
+    auth: ServerAuth | None = None,
+) -> None:
+    """`auth`: the credentials the (auth) scenarios send; the null server takes any and checks none."""
     server = start_nullserver(workdir / "null")
+    server.auth = auth
     try:
-        seeded = seed(server.host, server.port)
+        seeded = seed(server.host, server.port, minimal=auth is not None)
         table = Table(
             title="load generator ceiling (null registry: stores nothing, serves zeros)",
             caption="cores = CPU the load generator (or wrk/ab) used; the null server is Python too, so for "

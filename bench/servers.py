@@ -25,6 +25,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerAuth:
+    """How a client authenticates to a server: `basic` (htpasswd: Basic on every request) or `token`
+    (Docker token auth: /token answers a Bearer token; /v2 may also take Basic)."""
+
+    scheme: str  # "basic" | "token"
+    username: str
+    password: str
+
+
 @dataclass
 class Server:
     name: str
@@ -32,6 +42,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    auth: ServerAuth | None = None
 
     @property
     def url(self) -> str:
@@ -94,8 +105,11 @@ def _launch(
     raise RuntimeError(f"{name} did not answer /v2/ within {timeout}s:\n{server.log_tail()}")
 
 
-def start_distribution(workdir: Path) -> Server:
-    """distribution 2.8.2 as people tune it for speed: in-memory blob descriptor cache, no access log."""
+def start_distribution(workdir: Path, htpasswd: Path | None = None) -> Server:
+    """distribution 2.8.2 as people tune it for speed: in-memory blob descriptor cache, no access log.
+
+    With `htpasswd` (a bcrypt htpasswd file), Basic auth as registry:2 documents it.
+    """
     if shutil.which(DISTRIBUTION_BINARY) is None:
         raise RuntimeError(f"{DISTRIBUTION_BINARY} is missing: apt-get install docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +124,8 @@ def start_distribution(workdir: Path) -> Server:
         },
         "http": {"addr": f"127.0.0.1:{port}"},
     }
+    if htpasswd is not None:
+        config["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     return _launch("distribution", [DISTRIBUTION_BINARY, "serve", str(config_path)], workdir, port)
@@ -157,8 +173,18 @@ def describe_source(rev: str | None) -> str:
     return f"working tree at {commit}" + (" with uncommitted changes in src/" if dirty else "")
 
 
-def start_dockyard(workdir: Path, workers: int, source: Path | None = None) -> Server:
-    """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given."""
+def start_dockyard(
+    workdir: Path,
+    workers: int,
+    source: Path | None = None,
+    auth: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given.
+
+    `auth` is the config's auth section (default: off, like distribution without auth); `env` is added
+    to the server's environment (e.g. the first admin's password).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -166,13 +192,13 @@ def start_dockyard(workdir: Path, workers: int, source: Path | None = None) -> S
         "http": {"addr": f"127.0.0.1:{port}", "workers": workers},
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         # The unauthenticated runs compare like with like: distribution runs open too.
-        "auth": {"enabled": False},
+        "auth": auth if auth is not None else {"enabled": False},
     }
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     argv = [dockyard_command(), "serve", "--config", str(config_path)]
     # PYTHONPATH comes before the editable install's path entry, in the server and in its workers.
-    env = {"PYTHONPATH": str(source)} if source else None
+    env = {**(env or {}), **({"PYTHONPATH": str(source)} if source else {})}
     return _launch("dockyard", argv, workdir, port, env=env)
 
 
