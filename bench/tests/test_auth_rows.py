@@ -1,0 +1,50 @@
+"""The auth mode's pieces that need no server: the htpasswd file, Basic headers, and its table rows."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import bcrypt
+
+from bench.authmode import basic_authorization, token_path, write_htpasswd
+from bench.report import ScenarioOutcome, rows
+from bench.scenarios import Measurement, Scenario
+
+
+def _never(*args: object) -> Measurement:
+    raise AssertionError("not measured in this test")
+
+
+def test_htpasswd_entry_is_bcrypt_and_checks_the_password(tmp_path: Path) -> None:
+    line = write_htpasswd(tmp_path / "htpasswd", "bench-puller", "s3cret-pass").read_text().strip()
+    username, digest = line.split(":", 1)
+    assert username == "bench-puller"
+    assert digest.startswith("$2y$05$")  # what `htpasswd -B` writes
+    assert bcrypt.checkpw(b"s3cret-pass", digest.encode())
+    assert not bcrypt.checkpw(b"wrong", digest.encode())
+
+
+def test_basic_header_and_token_path() -> None:
+    header = basic_authorization("user", "pa:ss")
+    assert base64.b64decode(header.removeprefix("Basic ")) == b"user:pa:ss"
+    assert token_path("bench/app") == "/token?service=dockyard&scope=repository:bench/app:pull"
+
+
+def test_candidate_only_row_has_no_ratio_and_meets_an_absolute_target() -> None:
+    scenario = Scenario("auth-token-user", "token issuing", "tokens/s", 1000.0, _never, candidate_only=True)
+    slow = Scenario("auth-token-anonymous", "anonymous", "tokens/s", 1000.0, _never, candidate_only=True)
+    outcomes = [
+        ScenarioOutcome(scenario, [], [Measurement(1200.0, p99_ms=5.0), Measurement(1100.0, p99_ms=7.0)]),
+        ScenarioOutcome(slow, [], [Measurement(900.0, p99_ms=5.0)]),
+    ]
+    met, missed = rows(outcomes, {}, "distribution", "dockyard")
+    assert met[2:9] == ["", "1,150", "", "≥1,000 tokens/s", "yes", "— / 6.0", "0"]
+    assert missed[6] == "no"
+
+
+def test_ratio_row_still_compares_with_the_baseline() -> None:
+    scenario = Scenario("auth-manifest-get-bearer", "manifest", "req/s", 8.0, _never)
+    outcome = ScenarioOutcome(scenario, [Measurement(200.0)], [Measurement(1000.0)])
+    (row,) = rows([outcome], {}, "distribution", "dockyard")
+    assert row[4:7] == ["5.00x", "≥8x", "no"]
