@@ -1,0 +1,780 @@
+"""The authorization matrix (issue 3): every /v2 and /api/v1 endpoint, read from the route tables,
+against every kind of principal, in a private and in a public project, on one real `dockyard serve`.
+
+The expectations are the two tables below, written by hand from the issue and Harbor's semantics
+(the role table is in tests/support/authz.py). An endpoint without an entry fails its test, so a new
+route cannot skip the matrix. /v2 is called through the token flow (GET /token with Basic and the
+scope, then Bearer) and with Basic directly; /api/v1 with sessions (most users), a personal access
+token (the developer), Basic (robots) and a session opened before its user was disabled.
+
+An allowed call must succeed with the endpoint's status; a refused one must be 401/403/404 as the
+protocol says, in the protocol's error format, and must not have changed what it aimed at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from tests.support.authz import (
+    ACCOUNT,
+    ANYONE,
+    DELETE,
+    LOG_READ,
+    LOGIN,
+    MEMBER_MANAGE,
+    MEMBER_READ,
+    OPEN,
+    PROJECT_DELETE,
+    PROJECT_READ,
+    PROJECT_UPDATE,
+    PULL,
+    PUSH,
+    ROBOT_MANAGE,
+    ROBOT_READ,
+    SYSTEM_ADMIN,
+    USER,
+    Actor,
+    Admin,
+    Call,
+    Caller,
+    Counter,
+    Endpoint,
+    Rule,
+    api_denial,
+    api_endpoints,
+    api_refusal_problems,
+    fill,
+    login,
+    token_scope,
+    v2_denial,
+    v2_endpoints,
+    v2_refusal_problems,
+)
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    describe,
+    descriptor,
+    digest_of,
+    image_manifest,
+)
+from tests.support.server import start_server
+
+PRIV, PUB, ELSE = "mxpriv", "mxpub", "mxelse"  # a private and a public matrix project; another one
+PUBLIC = {PRIV: False, PUB: True, ELSE: False}
+PASSWORD = "matrix-password-1"
+ADMIN_PASSWORD = "matrix-admin-password-1"
+
+
+def needs(*permissions: str) -> frozenset[str]:
+    return frozenset(permissions)
+
+
+# --- the expectations ----------------------------------------------------------------------------
+V2 = "/v2/{name:path}"
+V2_RULES: dict[tuple[str, str], Rule] = {
+    ("/v2/", "GET"): Rule(LOGIN),
+    ("/v2/", "HEAD"): Rule(LOGIN),
+    ("/v2/_catalog", "GET"): Rule(ACCOUNT),  # filtered to what the caller may read
+    (f"{V2}/blobs/uploads/", "POST"): Rule(needs(PULL, PUSH), 201),
+    (f"{V2}/blobs/uploads/{{upload_id}}", "GET"): Rule(needs(PULL, PUSH), 204),
+    (f"{V2}/blobs/uploads/{{upload_id}}", "PATCH"): Rule(needs(PULL, PUSH), 202),
+    (f"{V2}/blobs/uploads/{{upload_id}}", "PUT"): Rule(needs(PULL, PUSH), 201),
+    (f"{V2}/blobs/uploads/{{upload_id}}", "DELETE"): Rule(needs(PULL, PUSH), 204),
+    (f"{V2}/blobs/{{digest}}", "GET"): Rule(needs(PULL)),
+    (f"{V2}/blobs/{{digest}}", "HEAD"): Rule(needs(PULL)),
+    (f"{V2}/blobs/{{digest}}", "DELETE"): Rule(needs(DELETE), 202),
+    (f"{V2}/manifests/{{reference}}", "GET"): Rule(needs(PULL)),
+    (f"{V2}/manifests/{{reference}}", "HEAD"): Rule(needs(PULL)),
+    (f"{V2}/manifests/{{reference}}", "PUT"): Rule(needs(PULL, PUSH), 201),
+    (f"{V2}/manifests/{{reference}}", "DELETE"): Rule(needs(DELETE), 202),
+    (f"{V2}/tags/list", "GET"): Rule(needs(PULL)),
+    (f"{V2}/referrers/{{digest}}", "GET"): Rule(needs(PULL)),
+}
+P, R, PR = "/projects/{project}", "/repositories/{name:path}", "/projects/{project}/robots"
+API_RULES: dict[tuple[str, str], Rule] = {
+    ("/openapi.json", "GET"): Rule(OPEN),
+    ("/openapi.json", "HEAD"): Rule(OPEN),
+    ("/docs", "GET"): Rule(OPEN),
+    ("/docs", "HEAD"): Rule(OPEN),
+    ("/docs/oauth2-redirect", "GET"): Rule(OPEN),
+    ("/docs/oauth2-redirect", "HEAD"): Rule(OPEN),
+    ("/health", "GET"): Rule(OPEN),
+    ("/systeminfo", "GET"): Rule(ANYONE),
+    ("/login", "POST"): Rule(USER),  # the credentials are in the body; robots use Basic instead
+    ("/logout", "POST"): Rule(OPEN, 204),
+    ("/users", "GET"): Rule(SYSTEM_ADMIN),
+    ("/users", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/users/{username}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/users/{username}", "PATCH"): Rule(SYSTEM_ADMIN),
+    ("/users/{username}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/users/{username}/password", "PUT"): Rule(SYSTEM_ADMIN, 204),
+    ("/me", "GET"): Rule(ACCOUNT),
+    ("/me/password", "PUT"): Rule(USER, 204),
+    ("/me/tokens", "GET"): Rule(USER),
+    ("/me/tokens", "POST"): Rule(USER, 201),
+    ("/me/tokens/{token_id}", "DELETE"): Rule(USER, 204),
+    ("/projects", "GET"): Rule(ANYONE),  # filtered
+    ("/projects", "POST"): Rule(SYSTEM_ADMIN, 201),
+    (P, "GET"): Rule(needs(PROJECT_READ)),
+    (P, "PATCH"): Rule(needs(PROJECT_UPDATE)),
+    (P, "DELETE"): Rule(needs(PROJECT_DELETE), 204),
+    (f"{P}/members", "GET"): Rule(needs(MEMBER_READ)),
+    (f"{P}/members", "POST"): Rule(needs(MEMBER_MANAGE), 201),
+    (f"{P}/members/{{member_id}}", "GET"): Rule(needs(MEMBER_READ)),
+    (f"{P}/members/{{member_id}}", "PATCH"): Rule(needs(MEMBER_MANAGE)),
+    (f"{P}/members/{{member_id}}", "DELETE"): Rule(needs(MEMBER_MANAGE), 204),
+    ("/robots", "GET"): Rule(SYSTEM_ADMIN),
+    ("/robots", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/robots/{name}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/robots/{name}", "PATCH"): Rule(SYSTEM_ADMIN),
+    ("/robots/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/robots/{name}/secret", "POST"): Rule(SYSTEM_ADMIN),
+    (PR, "GET"): Rule(needs(ROBOT_READ)),
+    (PR, "POST"): Rule(needs(ROBOT_MANAGE), 201),
+    (f"{PR}/{{name}}", "GET"): Rule(needs(ROBOT_READ)),
+    (f"{PR}/{{name}}", "PATCH"): Rule(needs(ROBOT_MANAGE)),
+    (f"{PR}/{{name}}", "DELETE"): Rule(needs(ROBOT_MANAGE), 204),
+    (f"{PR}/{{name}}/secret", "POST"): Rule(needs(ROBOT_MANAGE)),
+    ("/repositories", "GET"): Rule(ANYONE),  # filtered
+    (R, "GET"): Rule(needs(PROJECT_READ)),
+    (f"{R}/artifacts", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{R}/artifacts/{{reference}}", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{R}/artifacts/{{reference}}", "DELETE"): Rule(needs(DELETE), 204),
+    (f"{R}/tags", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{R}/tags/{{tag}}", "DELETE"): Rule(needs(DELETE), 204),
+    ("/search", "GET"): Rule(ANYONE),  # filtered
+    ("/audit", "GET"): Rule(SYSTEM_ADMIN),  # the whole log
+}
+# Endpoints whose answer depends on a query parameter: each variant is a case of its own.
+API_VARIANTS: dict[tuple[str, str], dict[str, Rule]] = {
+    ("/audit", "GET"): {"project": Rule(needs(LOG_READ))},  # ?project=: that project's events
+}
+
+
+# --- the world -----------------------------------------------------------------------------------
+@dataclass
+class World:
+    admin: Admin
+    oci: OCIClient  # the admin's /v2 client
+    caller: Caller
+    actors: list[Actor]
+    unique: Counter
+    image: dict[str, tuple[bytes, str, str]]  # project -> (manifest body, its digest, config digest)
+    developer_member: dict[str, int]  # project -> the developer's member id
+    robot_permissions: dict[str, dict[str, list[str]]]  # system robot (short) -> project -> actions
+    victim_token: tuple[int, str] = (0, "")
+    uploads: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # project -> a session
+
+    def repo(self, project: str) -> str:
+        return f"{project}/app"
+
+    def v2_status(self, method: str, path: str) -> int:
+        return self.admin.status(method, path, headers={"Accept": OCI_MANIFEST})
+
+    def new_upload(self, project: str) -> tuple[str, dict[str, str]]:
+        answer = self.oci.start_upload(self.repo(project))
+        assert answer.status_code == 202, describe(answer)
+        location = urlsplit(answer.headers["Location"])
+        return location.path.rsplit("/", 1)[1], dict(parse_qsl(location.query))
+
+    def new_manifest(self, project: str) -> str:
+        """A manifest of its own in the project's repository; its digest."""
+        _, _, config = self.image[project]
+        layer = self.unique("layer ").encode()
+        self.oci.push_blob(self.repo(project), layer)
+        body = image_manifest(
+            {"mediaType": OCI_CONFIG, "digest": config, "size": len(CONFIG)}, [descriptor(OCI_LAYER, layer)]
+        )
+        answer = self.oci.put_manifest(self.repo(project), digest_of(body), body, OCI_MANIFEST)
+        assert answer.status_code == 201, describe(answer)
+        return digest_of(body)
+
+    def new_user(self) -> str:
+        name = self.unique("mx-user")
+        self.admin.api("POST", "/users", json={"username": name, "password": PASSWORD})
+        return name
+
+    def new_robot(self, project: str | None) -> tuple[str, str, str]:
+        """(path to it, full name, secret) of a new system or project robot."""
+        name = self.unique("made")
+        if project is None:
+            body: dict[str, Any] = {"name": name, "permissions": [{"project": ELSE, "actions": [PULL]}]}
+            made = self.admin.api("POST", "/robots", json=body)
+            return f"/robots/{name}", made["name"], made["secret"]
+        made = self.admin.api("POST", f"/projects/{project}/robots", json={"name": name, "actions": [PULL]})
+        return f"/projects/{project}/robots/{name}", made["name"], made["secret"]
+
+    def add_joiner(self, project: str) -> int:
+        body = {"user": JOINER, "role": "guest"}
+        return int(self.admin.api("POST", f"/projects/{project}/members", json=body)["id"])
+
+    def drop_joiner(self, project: str) -> None:
+        for member in self.admin.api("GET", f"/projects/{project}/members", params={"q": JOINER}):
+            self.admin.api("DELETE", f"/projects/{project}/members/{member['id']}")
+
+    def set_robot_permissions(self) -> None:
+        for robot, grants in self.robot_permissions.items():
+            body = [{"project": project, "actions": actions} for project, actions in grants.items()]
+            self.admin.api("PATCH", f"/robots/{robot}", json={"permissions": body})
+
+    def clone_project(self, project: str) -> str:
+        """A new project with the same visibility, members and robot permissions as `project`."""
+        name = self.unique(f"{project}-c")
+        self.admin.api("POST", "/projects", json={"name": name, "public": PUBLIC[project]})
+        for actor in self.actors:
+            if actor.role:
+                body = {"user": actor.username, "role": actor.role}
+                self.admin.api("POST", f"/projects/{name}/members", json=body)
+        for grants in self.robot_permissions.values():
+            if project in grants:
+                grants[name] = grants[project]
+        self.set_robot_permissions()
+        PUBLIC[name] = PUBLIC[project]
+        return name
+
+    def drop_clone(self, name: str) -> None:
+        self.admin.api("DELETE", f"/projects/{name}", expect=(204, 404))
+        for grants in self.robot_permissions.values():
+            grants.pop(name, None)
+
+
+CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
+JOINER, VICTIM = "mx-joiner", "mx-victim"
+ROLES = ("limited_guest", "guest", "developer", "maintainer", "project_admin")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    config = {"auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}}}
+    # The refused credentials (disabled user, expired robot) would otherwise lock out 127.0.0.1.
+    server = start_server(
+        tmp_path_factory.mktemp("authz"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    )
+    admin = Admin(server.url, ADMIN_PASSWORD)
+    http = httpx.Client(base_url=server.url, timeout=30)
+    try:
+        yield build_world(admin, http)
+    finally:
+        http.close()
+        admin.close()
+        server.stop()
+
+
+def build_world(admin: Admin, http: httpx.Client) -> World:
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    challenge = http.get("/v2/")
+    assert challenge.status_code == 401, describe(challenge)
+    service = challenge.headers["www-authenticate"].split('service="', 1)[1].split('"', 1)[0]
+    for project in (PRIV, PUB, ELSE):
+        admin.api("POST", "/projects", json={"name": project, "public": PUBLIC[project]})
+    users = {role: f"mx-{role.replace('_', '-')}" for role in ROLES}
+    extra = {"system_admin": "mx-sysadmin", "outsider": "mx-outsider", "disabled": "mx-disabled"}
+    for name in [*users.values(), *extra.values(), JOINER, VICTIM]:
+        is_admin = name == extra["system_admin"]
+        admin.api("POST", "/users", json={"username": name, "password": PASSWORD, "admin": is_admin})
+    for project in (PRIV, PUB):
+        for role, name in [*users.items(), ("project_admin", extra["disabled"])]:
+            admin.api("POST", f"/projects/{project}/members", json={"user": name, "role": role})
+        admin.api("POST", f"/projects/{project}/robots", json={"name": "reader", "actions": [PULL]})
+    everything = [PULL, PUSH, DELETE]
+    robot_permissions = {
+        "mx-all": {PRIV: everything, PUB: everything},
+        "mx-pull": {PRIV: [PULL], PUB: [PULL]},
+        "mx-other": {ELSE: everything},
+    }
+    secrets = {}
+    for short, grants in [*robot_permissions.items(), ("mx-expired", robot_permissions["mx-all"])]:
+        made: dict[str, Any] = {
+            "name": short, "permissions": [{"project": p, "actions": a} for p, a in grants.items()]
+        }
+        if short == "mx-expired":
+            made["expires_at"] = expires.isoformat()
+        secrets[short] = admin.api("POST", "/robots", json=made)["secret"]
+
+    oci = OCIClient(admin.registry)
+    image = {}
+    for project in (PRIV, PUB, ELSE):
+        repo = f"{project}/app"
+        config = oci.push_blob(repo, CONFIG)
+        layer = f"layer of {project}".encode()
+        oci.push_blob(repo, layer)
+        body = image_manifest(descriptor(OCI_CONFIG, CONFIG), [descriptor(OCI_LAYER, layer)])
+        oci.push_manifest(repo, "v1", body, OCI_MANIFEST)
+        image[project] = (body, digest_of(body), config)
+
+    caller = Caller(http, service)
+    for key, name in [*users.items(), *extra.items()]:
+        if key != "developer":  # the developer uses a personal access token instead
+            caller.sessions[key] = login(http, name, PASSWORD)
+    admin.api("PATCH", f"/users/{extra['disabled']}", json={"disabled": True})  # its session stays
+    pat = http.post("/api/v1/me/tokens", json={"name": "matrix"}, auth=(users["developer"], PASSWORD))
+    victim = http.post("/api/v1/me/tokens", json={"name": "victim"}, auth=(VICTIM, PASSWORD))
+    assert pat.status_code == victim.status_code == 201, describe(victim)
+
+    def user(key: str, name: str, **kwargs: Any) -> Actor:
+        return Actor(key, "user", name, PASSWORD, PASSWORD, **kwargs)
+
+    def robot(key: str, short: str, **kwargs: Any) -> Actor:
+        return Actor(key, "robot", f"robot${short}", secrets[short], **kwargs)
+
+    actors = [
+        Actor("anonymous", "anonymous"),
+        *(user(role, name, role=role) for role, name in users.items()),
+        user("system_admin", extra["system_admin"], admin=True, elsewhere=frozenset({ELSE})),
+        user("outsider", extra["outsider"]),
+        robot("robot_all", "mx-all", robot_actions=frozenset(everything)),  # has the permission
+        robot("robot_pull", "mx-pull", robot_actions=frozenset({PULL})),  # pulls, nothing more
+        robot("robot_other", "mx-other", elsewhere=frozenset({ELSE})),  # its rights are elsewhere
+        robot("robot_expired", "mx-expired", usable=False, robot_actions=frozenset(everything)),
+        user("disabled_user", extra["disabled"], usable=False, role="project_admin"),
+    ]
+    actors = [
+        dataclasses.replace(a, secret=pat.json()["secret"]) if a.key == "developer" else a for a in actors
+    ]
+    world = World(admin, oci, caller, actors, Counter(), image, {}, robot_permissions)
+    world.victim_token = (victim.json()["id"], victim.json()["secret"])
+    for project in (PRIV, PUB):
+        members = admin.api("GET", f"/projects/{project}/members", params={"q": users["developer"]})
+        world.developer_member[project] = members[0]["id"]
+        world.uploads[project] = world.new_upload(project)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() + 0.5))  # let mx-expired expire
+    return world
+
+
+# --- how to call each endpoint ---------------------------------------------------------------------
+Recipe = Callable[[World, Actor, str | None, Endpoint], Call]
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def v2_call(w: World, project: str | None, ep: Endpoint, **values: str) -> dict[str, Any]:
+    """The method, path and scope's repository of a /v2 call in `project`'s repository."""
+    if project is None:
+        return {"method": ep.method, "path": fill(ep.path)}
+    repo = w.repo(project)
+    return {"method": ep.method, "path": fill(ep.path, name=repo, **values), "repository": repo}
+
+
+def plain(**values: str) -> Recipe:
+    def recipe(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+        if ep.path.startswith("/v2"):
+            return Call(**v2_call(w, project, ep, **values), headers={"Accept": OCI_MANIFEST})
+        names = {"project": project} if project and "project" in ep.params else {}
+        if project and ep.path.startswith("/repositories/"):
+            names["name"] = w.repo(project)
+        return Call(ep.method, api(fill(ep.path, **{**names, **values})))
+
+    return recipe
+
+
+def v2_blob(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    return Call(**v2_call(w, project, ep, digest=w.image[project][2]))
+
+
+def v2_referrers(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    return Call(**v2_call(w, project, ep, digest=w.image[project][1]))
+
+
+def v2_monolithic_upload(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    data = w.unique("monolithic ").encode()
+    blob = f"/v2/{w.repo(project)}/blobs/{digest_of(data)}"
+    return Call(
+        **v2_call(w, project, ep), params={"digest": digest_of(data)}, content=data, headers=OCTETS,
+        observe=lambda: w.v2_status("HEAD", blob),
+    )
+
+
+def v2_upload(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """Status on a shared session; the changing methods each on a session of their own."""
+    assert project is not None
+    upload, params = w.uploads[project] if ep.method == "GET" else w.new_upload(project)
+    call = Call(**v2_call(w, project, ep, upload_id=upload), params=dict(params))
+    status_url = httpx.URL(call.path, params=params)
+
+    def upload_state() -> tuple[int, str | None]:
+        answer = w.admin.registry.get(status_url)
+        return answer.status_code, answer.headers.get("range")
+
+    call.observe = upload_state
+    if ep.method == "PATCH":
+        call.content, call.headers = b"a chunk", OCTETS
+    elif ep.method == "PUT":
+        data = w.unique("finished ").encode()
+        call.content, call.headers = data, OCTETS
+        call.params["digest"] = digest_of(data)
+    return call
+
+
+def v2_delete_blob(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    digest = w.oci.push_blob(w.repo(project), w.unique("doomed blob ").encode())
+    call = Call(**v2_call(w, project, ep, digest=digest))
+    call.observe = lambda: w.v2_status("HEAD", call.path)
+    return call
+
+
+def v2_put_manifest(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    call = Call(**v2_call(w, project, ep, reference=w.unique("t")))
+    call.content, call.headers = w.image[project][0], {"Content-Type": OCI_MANIFEST}
+    call.observe = lambda: w.v2_status("HEAD", call.path)
+    return call
+
+
+def v2_delete_manifest(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    call = Call(**v2_call(w, project, ep, reference=w.new_manifest(project)))
+    call.observe = lambda: w.v2_status("HEAD", call.path)
+    return call
+
+
+def v2_catalog(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    def check(answer: httpx.Response) -> list[str]:
+        return compare_listing("catalog", actor, {r.split("/")[0] for r in answer.json()["repositories"]})
+
+    return Call(ep.method, ep.path, params={"n": "1000"}, check=check)
+
+
+V2_RECIPES: dict[tuple[str, str], Recipe] = {
+    ("/v2/", "GET"): plain(),
+    ("/v2/", "HEAD"): plain(),
+    ("/v2/_catalog", "GET"): v2_catalog,
+    (f"{V2}/blobs/uploads/", "POST"): v2_monolithic_upload,
+    **{(f"{V2}/blobs/uploads/{{upload_id}}", m): v2_upload for m in ("GET", "PATCH", "PUT", "DELETE")},
+    (f"{V2}/blobs/{{digest}}", "GET"): v2_blob,
+    (f"{V2}/blobs/{{digest}}", "HEAD"): v2_blob,
+    (f"{V2}/blobs/{{digest}}", "DELETE"): v2_delete_blob,
+    (f"{V2}/manifests/{{reference}}", "GET"): plain(reference="v1"),
+    (f"{V2}/manifests/{{reference}}", "HEAD"): plain(reference="v1"),
+    (f"{V2}/manifests/{{reference}}", "PUT"): v2_put_manifest,
+    (f"{V2}/manifests/{{reference}}", "DELETE"): v2_delete_manifest,
+    (f"{V2}/tags/list", "GET"): plain(),
+    (f"{V2}/referrers/{{digest}}", "GET"): v2_referrers,
+}
+
+
+# --- listings show only what the caller may read ---------------------------------------------------
+def compare_listing(label: str, actor: Actor, seen: set[str]) -> list[str]:
+    expected = {p for p in (PRIV, PUB) if PROJECT_READ in actor.permissions(PUBLIC[p])}
+    if actor.usable:
+        expected |= actor.elsewhere
+    seen &= {PRIV, PUB, ELSE}
+    return [] if seen == expected else [f"{label} lists projects {sorted(seen)}, expected {sorted(expected)}"]
+
+
+def api(path: str) -> str:
+    return "/api/v1" + path
+
+
+def listing(field_name: str, params: dict[str, str]) -> Recipe:
+    """A filtered list: the projects behind its items must be exactly those the actor may read."""
+
+    def recipe(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+        def check(answer: httpx.Response) -> list[str]:
+            body = answer.json()
+            if field_name == "search":
+                names = {p["name"] for p in body["projects"]}
+                return compare_listing("search (projects)", actor, names) + compare_listing(
+                    "search (repositories)", actor, {r["project"] for r in body["repositories"]}
+                )
+            return compare_listing(ep.path, actor, {item[field_name] for item in body})
+
+        return Call(ep.method, api(ep.path), params=dict(params), check=check)
+
+    return recipe
+
+
+# --- /api/v1 recipes -------------------------------------------------------------------------------
+def gone_or_there(w: World, path: str) -> Callable[[], int]:
+    return lambda: w.admin.status("GET", path)
+
+
+def login_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    secret = actor.password or actor.secret or "wrong-password-1"
+    body = {"username": actor.username or "mx-nobody", "password": secret}
+    return Call(ep.method, api(ep.path), json=body)
+
+
+def create_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mx-new")
+    path = f"/users/{name}"
+    return Call(
+        ep.method, api(ep.path), json={"username": name, "password": PASSWORD},
+        observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.new_user()
+    path = fill(ep.path, username=name)
+    call = Call(ep.method, api(path))
+    call.cleanup = lambda: w.admin.api("DELETE", f"/users/{name}", expect=(204, 404))
+    if ep.method == "PATCH":
+        call.json = {"display_name": "changed by the matrix"}
+        call.observe = lambda: w.admin.api("GET", path)["display_name"]
+    elif ep.method == "PUT":  # the password: the old one must still work after a refusal
+        call.json = {"password": "another-password-2"}
+        call.observe = lambda: w.caller.http.get(api("/me"), auth=(name, PASSWORD)).status_code
+    else:
+        call.observe = gone_or_there(w, f"/users/{name}")
+    return call
+
+
+def my_password(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    same = actor.password or "not-a-password-1"  # unchanged, so the actor can still log in after
+    return Call(ep.method, api(ep.path), json={"current_password": same, "new_password": same})
+
+
+def create_my_token(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    return Call(ep.method, api(ep.path), json={"name": w.unique("token")})
+
+
+def revoke_my_token(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A user revokes a token of their own; anyone else aims at the victim's token, which must survive."""
+    if actor.kind == "user" and actor.usable:
+        made = w.caller.api(actor, Call("POST", api("/me/tokens"), json={"name": w.unique("own")}))
+        assert made.status_code == 201, describe(made)
+        return Call(ep.method, api(fill(ep.path, token_id=str(made.json()["id"]))))
+    token_id, secret = w.victim_token
+    call = Call(ep.method, api(fill(ep.path, token_id=str(token_id))))
+    call.observe = lambda: w.caller.http.get(api("/me"), auth=(VICTIM, secret)).status_code
+    return call
+
+
+def create_project(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mxmade")
+    path = f"/projects/{name}"
+    return Call(
+        ep.method, api(ep.path), json={"name": name}, observe=gone_or_there(w, path),
+        cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def update_project(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    path = f"/projects/{project}"
+    return Call(
+        ep.method, api(path), json={"public": not PUBLIC[project]},
+        observe=lambda: w.admin.api("GET", path)["public"],
+        cleanup=lambda: w.admin.api("PATCH", path, json={"public": PUBLIC[project]}),
+    )
+
+
+def delete_project(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    clone = w.clone_project(project)
+    path = f"/projects/{clone}"
+    return Call(ep.method, api(path), observe=gone_or_there(w, path), cleanup=lambda: w.drop_clone(clone))
+
+
+def member(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    if ep.method == "GET":
+        member_id = str(w.developer_member[project])
+        return Call(ep.method, api(fill(ep.path, project=project, member_id=member_id)))
+    listed = f"/projects/{project}/members"
+    joined = lambda: [m["role"] for m in w.admin.api("GET", listed, params={"q": JOINER})]  # noqa: E731
+    call = Call(ep.method, api(listed), observe=joined, cleanup=lambda: w.drop_joiner(project))
+    if ep.method == "POST":
+        call.json = {"user": JOINER, "role": "guest"}
+    else:
+        call.path = api(fill(ep.path, project=project, member_id=str(w.add_joiner(project))))
+        call.json = {"role": "developer"} if ep.method == "PATCH" else None
+    return call
+
+
+def robot(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """Create, change, refresh or delete a system robot (project None) or a project robot."""
+    collection = f"/projects/{project}/robots" if project else "/robots"
+    if ep.method == "POST" and not ep.path.endswith("/secret"):
+        name = w.unique("made")
+        body: dict[str, Any] = {"name": name, "actions": [PULL]} if project else {
+            "name": name, "permissions": [{"project": ELSE, "actions": [PULL]}]
+        }
+        path = f"{collection}/{name}"
+        return Call(
+            ep.method, api(collection), json=body, observe=gone_or_there(w, path),
+            cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+        )
+    path, full, secret = w.new_robot(project)
+    call = Call(ep.method, api(path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)))
+    if ep.method == "PATCH":
+        call.json = {"description": "changed by the matrix"}
+        call.observe = lambda: w.admin.api("GET", path)["description"]
+    elif ep.path.endswith("/secret"):  # the old secret must still work after a refusal
+        call.path = api(f"{path}/secret")
+        call.observe = lambda: w.caller.http.get(api("/me"), auth=(full, secret)).status_code
+    else:
+        call.observe = gone_or_there(w, path)
+    return call
+
+
+def delete_artifact(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    digest = w.new_manifest(project)
+    manifest = f"/v2/{w.repo(project)}/manifests/{digest}"
+    path = api(fill(ep.path, name=w.repo(project), reference=digest))
+    return Call(ep.method, path, observe=lambda: w.v2_status("HEAD", manifest))
+
+
+def delete_tag(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    tag = w.unique("doomed")
+    w.oci.push_manifest(w.repo(project), tag, w.image[project][0], OCI_MANIFEST)
+    manifest = f"/v2/{w.repo(project)}/manifests/{tag}"
+    path = api(fill(ep.path, name=w.repo(project), tag=tag))
+    return Call(ep.method, path, observe=lambda: w.v2_status("HEAD", manifest))
+
+
+def audit(variant: str) -> Recipe:
+    def recipe(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+        return Call(ep.method, api(ep.path), params={"project": project} if variant and project else {})
+
+    return recipe
+
+
+DOCS = ("/openapi.json", "/docs", "/docs/oauth2-redirect")
+API_RECIPES: dict[tuple[str, str, str], Recipe] = {
+    **{(path, m, ""): plain() for path in DOCS for m in ("GET", "HEAD")},
+    ("/health", "GET", ""): plain(),
+    ("/systeminfo", "GET", ""): plain(),
+    ("/login", "POST", ""): login_call,
+    ("/logout", "POST", ""): plain(),
+    ("/users", "GET", ""): plain(),
+    ("/users", "POST", ""): create_user,
+    ("/users/{username}", "GET", ""): plain(username=VICTIM),
+    ("/users/{username}", "PATCH", ""): change_user,
+    ("/users/{username}", "DELETE", ""): change_user,
+    ("/users/{username}/password", "PUT", ""): change_user,
+    ("/me", "GET", ""): plain(),
+    ("/me/password", "PUT", ""): my_password,
+    ("/me/tokens", "GET", ""): plain(),
+    ("/me/tokens", "POST", ""): create_my_token,
+    ("/me/tokens/{token_id}", "DELETE", ""): revoke_my_token,
+    ("/projects", "GET", ""): listing("name", {"page_size": "100"}),
+    ("/projects", "POST", ""): create_project,
+    (P, "GET", ""): plain(),
+    (P, "PATCH", ""): update_project,
+    (P, "DELETE", ""): delete_project,
+    (f"{P}/members", "GET", ""): plain(),
+    **{(path, m, ""): member for path, m in [
+        (f"{P}/members", "POST"), *((f"{P}/members/{{member_id}}", m) for m in ("GET", "PATCH", "DELETE"))
+    ]},
+    ("/robots", "GET", ""): plain(),
+    ("/robots/{name}", "GET", ""): plain(name="mx-other"),
+    (PR, "GET", ""): plain(),
+    (f"{PR}/{{name}}", "GET", ""): plain(name="reader"),
+    **{(path, m, ""): robot for path, m in [
+        ("/robots", "POST"), ("/robots/{name}", "PATCH"), ("/robots/{name}", "DELETE"),
+        ("/robots/{name}/secret", "POST"), (PR, "POST"), (f"{PR}/{{name}}", "PATCH"),
+        (f"{PR}/{{name}}", "DELETE"), (f"{PR}/{{name}}/secret", "POST"),
+    ]},
+    ("/repositories", "GET", ""): listing("project", {"page_size": "100"}),
+    (R, "GET", ""): plain(),
+    (f"{R}/artifacts", "GET", ""): plain(),
+    (f"{R}/artifacts/{{reference}}", "GET", ""): plain(reference="v1"),
+    (f"{R}/artifacts/{{reference}}", "DELETE", ""): delete_artifact,
+    (f"{R}/tags", "GET", ""): plain(),
+    (f"{R}/tags/{{tag}}", "DELETE", ""): delete_tag,
+    ("/search", "GET", ""): listing("search", {"q": "mx", "limit": "100"}),
+    ("/audit", "GET", ""): audit(""),
+    ("/audit", "GET", "project"): audit("project"),
+}
+
+
+# --- running the cases -----------------------------------------------------------------------------
+def run_case(w: World, rule: Rule, call: Call, actor: Actor, project: str | None, mode: str) -> list[str]:
+    """Make the call as the actor; what is wrong with the answer (and with the state after it)."""
+    public = PUBLIC[project] if project else None
+    before = call.observe() if call.observe else None
+    if mode == "api":
+        answer, denial = w.caller.api(actor, call), api_denial(rule, actor, public)
+    elif mode == "token":
+        scope = token_scope(rule.need, call.repository)
+        answer, denial = w.caller.v2_token(actor, call, scope), v2_denial(rule, actor, public, True)
+    else:
+        answer, denial = w.caller.v2_basic(actor, call), v2_denial(rule, actor, public, False)
+    problems: list[str] = []
+    if denial is None:
+        if answer.status_code != rule.ok:
+            problems.append(f"allowed, so expected {rule.ok}, got {answer.status_code}")
+        elif call.check:
+            problems += call.check(answer)
+    else:
+        refusal = api_refusal_problems if mode == "api" else v2_refusal_problems
+        problems += [f"must be refused: {p}" for p in refusal(answer, denial)]
+        if call.observe and call.observe() != before:
+            problems.append("a refused request changed state")
+    if call.cleanup:
+        call.cleanup()
+    where = f" in {project}" if project else ""
+    return [f"{actor.key}{where} ({mode}): {problem}{describe(answer)}" for problem in problems]
+
+
+def run_endpoint(
+    w: World, ep: Endpoint, rules: dict[str, Rule], recipes: dict[str, Recipe], modes: tuple[str, ...]
+) -> list[str]:
+    problems = []
+    for variant, rule in rules.items():
+        for actor in w.actors:
+            for project in (PRIV, PUB) if rule.per_project else (None,):
+                for mode in modes:
+                    call = recipes[variant](w, actor, project, ep)
+                    problems += run_case(w, rule, call, actor, project, mode)
+    return problems
+
+
+V2_ENDPOINTS = v2_endpoints()
+API_ENDPOINTS = api_endpoints()
+
+
+@pytest.mark.parametrize("endpoint", V2_ENDPOINTS, ids=str)
+def test_v2_endpoint_allows_exactly_the_role_table(
+    endpoint: Endpoint, request: pytest.FixtureRequest
+) -> None:
+    key = (endpoint.path, endpoint.method)
+    assert key in V2_RULES, f"endpoint {endpoint} has no authorization expectation: add it to V2_RULES"
+    assert key in V2_RECIPES, f"endpoint {endpoint} has no request recipe: add it to V2_RECIPES"
+    w: World = request.getfixturevalue("world")
+    problems = run_endpoint(w, endpoint, {"": V2_RULES[key]}, {"": V2_RECIPES[key]}, ("token", "basic"))
+    assert not problems, f"{len(problems)} wrong answers:\n" + "\n\n".join(problems)
+
+
+@pytest.mark.parametrize("endpoint", API_ENDPOINTS, ids=str)
+def test_api_endpoint_allows_exactly_the_role_table(
+    endpoint: Endpoint, request: pytest.FixtureRequest
+) -> None:
+    key = (endpoint.path, endpoint.method)
+    assert key in API_RULES, f"endpoint {endpoint} has no authorization expectation: add it to API_RULES"
+    rules = {"": API_RULES[key], **API_VARIANTS.get(key, {})}
+    missing = [v for v in rules if (*key, v) not in API_RECIPES]
+    assert not missing, f"endpoint {endpoint} has no request recipe for {missing}: add it to API_RECIPES"
+    recipes = {variant: API_RECIPES[(*key, variant)] for variant in rules}
+    w: World = request.getfixturevalue("world")
+    problems = run_endpoint(w, endpoint, rules, recipes, ("api",))
+    assert not problems, f"{len(problems)} wrong answers:\n" + "\n\n".join(problems)
+
+
+def test_the_expectation_tables_name_only_existing_endpoints() -> None:
+    """A stale entry (a route renamed or removed) would leave its replacement's row unchecked."""
+    v2 = {(e.path, e.method) for e in V2_ENDPOINTS}
+    routes = {(e.path, e.method) for e in API_ENDPOINTS}
+    assert set(V2_RULES) - v2 == set(), "V2_RULES names endpoints the router does not have"
+    assert set(API_RULES) - routes == set(), "API_RULES names endpoints the management API does not have"
+    assert set(API_VARIANTS) <= routes
+    assert len(V2_ENDPOINTS) >= 15 and len(API_ENDPOINTS) >= 45  # the route tables were really read
