@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import dockyard_cert
 from tests.support.oci import write_oci_layout
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
 from tests.support.tools import ContainerTools
 
 ADMIN_PASSWORD = "cli-admin-password-1"
@@ -123,6 +123,11 @@ def test_login_keeps_a_working_token_never_the_password(server: RunningServer, t
     assert (me["name"], me["kind"], me["admin"]) == ("admin", "user", True)
     assert stored["token_id"] in [token["id"] for token in cli.json("token", "list")]
 
+    # Logging in again replaces the token: the old one is revoked, not left behind.
+    cli.login(server.url, "admin", ADMIN_PASSWORD)
+    assert me_with(server, "admin", stored["token"]) == 401
+    assert me_with(server, "admin", cli.stored()["servers"][server.url]["token"]) == 200
+
 
 def test_bad_credentials_fail_with_one_clear_line_and_store_nothing(
     server: RunningServer, tmp_path: Path
@@ -139,7 +144,7 @@ def test_bad_credentials_fail_with_one_clear_line_and_store_nothing(
 
 def test_unreachable_server_is_one_line(server: RunningServer, tmp_path: Path) -> None:
     cli = make_cli(tmp_path, "home")
-    closed = "http://127.0.0.1:9"  # discard port: nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}"  # a port just found free: nothing listens there
 
     line = cli.fails("login", closed, "-u", "admin", "--password-stdin", stdin="x\n")
 
