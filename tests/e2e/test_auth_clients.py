@@ -496,13 +496,6 @@ def test_the_audit_log_shows_logins_pushes_and_refusals(
     assert all(event["client_ip"] == "127.0.0.1" for event in events if event["actor"] == developer.username)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gate.py returns its 401 insufficient_scope / 403 DENIED answers before it stores the principal "
-    "under PRINCIPAL_KEY, so auditing.py records a member's refused request as anonymous. "
-    "Once fixed, drop the mark.",
-)
 def test_the_audit_log_names_who_was_denied(
     auth_registry: AuthRegistry, project: str, tools: ContainerTools, tmp_path: Path
 ) -> None:

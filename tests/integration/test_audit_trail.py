@@ -41,7 +41,13 @@ def test_tokens_pushes_pulls_deletes_and_denials_are_audited(
         pushed = OCIClient(http).push_image("team/app", "1.0")
         assert http.get(f"/v2/team/app/manifests/{pushed.digest}").status_code == 200
         assert http.delete("/v2/team/app/manifests/1.0").status_code == 202
+    # The bare challenge handshake is not a denial; a request with a token that lacks the scope is.
     assert httpx.get(f"{server.url}/v2/team/app/manifests/{pushed.digest}").status_code == 401
+    anonymous = _token(server, "repository:team/app:pull", None).json()["token"]
+    headers = {"Authorization": f"Bearer {anonymous}"}
+    assert (
+        httpx.get(f"{server.url}/v2/team/app/manifests/{pushed.digest}", headers=headers).status_code == 401
+    )
 
     issued = _events(server, action="token_issued")
     assert any(
@@ -59,4 +65,4 @@ def test_tokens_pushes_pulls_deletes_and_denials_are_audited(
     assert {e["resource_name"] for e in _events(server, action="pull")} == {f"team/app@{pushed.digest}"}
     assert {e["resource_name"] for e in _events(server, action="delete")} == {"team/app:1.0"}
     denied = _events(server, action="access_denied")
-    assert any(e["actor_kind"] == "anonymous" and e["result"] == "denied" for e in denied)
+    assert len(denied) == 1 and denied[0]["actor_kind"] == "anonymous" and denied[0]["result"] == "denied"

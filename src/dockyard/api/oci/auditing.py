@@ -30,9 +30,18 @@ def record_request(
     audit: AuditRecorder, scope: Scope, key: str, method: str, args: Sequence[str], status: int
 ) -> None:
     if status in (401, 403):
-        _record(
-            audit, scope, AuditAction.ACCESS_DENIED, AuditResult.DENIED, ResourceType.REPOSITORY, args, key
-        )
+        # A request with no credentials at all is the challenge handshake every client starts with,
+        # not a denial: only refusals of someone (an anonymous token included) are recorded.
+        if scope.get(PRINCIPAL_KEY) is not None:
+            _record(
+                audit,
+                scope,
+                AuditAction.ACCESS_DENIED,
+                AuditResult.DENIED,
+                ResourceType.REPOSITORY,
+                args,
+                key,
+            )
         return
     audited = _AUDITED.get((key, method))
     if audited is None or status >= 400:

@@ -177,11 +177,12 @@ class TokenGate:
             except (TokenInvalid, UnicodeDecodeError):
                 return self._unauthorized(scope, required, "invalid_token")
             self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
+        # Known from here on, also when refused: the audit log names who was denied.
+        scope[PRINCIPAL_KEY] = verified.principal
         if not verified.access.permits_all(required):
             # The client may come back with a token for this scope: challenge, and say why.
             anonymous = verified.principal.is_anonymous
             return self._unauthorized(scope, required, "insufficient_scope", denied=not anonymous)
-        scope[PRINCIPAL_KEY] = verified.principal
         return verified.principal
 
     async def _check_basic(self, scope: ASGIScope, raw: bytes, required: list[Scope]) -> Principal | Response:
@@ -189,6 +190,7 @@ class TokenGate:
         principal = await self.basic.principal(raw, _client_ip(scope))
         if principal is None:
             return self._unauthorized(scope, required)
+        scope[PRINCIPAL_KEY] = principal
         if required:
             key = hashlib.sha256(raw + b"\n" + format_scopes(required).encode()).digest()
             allowed = self.grants.get(key)
@@ -198,7 +200,6 @@ class TokenGate:
                 self.grants.put(key, allowed, self.clock() + self.basic_ttl)
             if not allowed:
                 return error_response("DENIED", "requested access to the resource is denied", 403)
-        scope[PRINCIPAL_KEY] = principal
         return principal
 
     def _unauthorized(
