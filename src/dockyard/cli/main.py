@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,10 +17,12 @@ from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
-from dockyard.config.loader import config_path_from_env, load_config, load_settings
-from dockyard.config.settings import Settings
-from dockyard.errors import ConfigError
-from dockyard.observability.logging import redact_url
+
+if (
+    TYPE_CHECKING
+):  # the server-side modules load only for the commands that need them: CLI start-up stays fast
+    from dockyard.config.settings import Settings
+    from dockyard.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="dockyard: a self-hosted OCI registry.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
@@ -43,6 +45,9 @@ ConfigOption = Annotated[
 
 
 def _settings(config: Path | None) -> Settings:
+    from dockyard.config.loader import config_path_from_env, load_settings
+    from dockyard.errors import ConfigError
+
     try:
         return load_settings(config or config_path_from_env())
     except ConfigError as exc:
@@ -59,6 +64,7 @@ def serve(
 ) -> None:
     """Run the registry."""
     from dockyard.cli.server import run_server
+    from dockyard.config.loader import config_path_from_env
 
     path = config or config_file or config_path_from_env()
     run_server(_settings(path), path)
@@ -67,6 +73,10 @@ def serve(
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration and print the settings in effect."""
+    from dockyard.config.loader import config_path_from_env, load_config
+    from dockyard.errors import ConfigError
+    from dockyard.observability.logging import redact_url
+
     try:
         loaded = load_config(config or config_path_from_env())
     except ConfigError as exc:
