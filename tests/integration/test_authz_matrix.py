@@ -176,6 +176,7 @@ class World:
     developer_member: dict[str, int]  # project -> the developer's member id
     robot_permissions: dict[str, dict[str, list[str]]]  # system robot (short) -> project -> actions
     victim_token: tuple[int, str] = (0, "")
+    else_member: int = 0  # a member id in the other project
     uploads: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # project -> a session
 
     def repo(self, project: str) -> str:
@@ -350,6 +351,8 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
         members = admin.api("GET", f"/projects/{project}/members", params={"q": users["developer"]})
         world.developer_member[project] = members[0]["id"]
         world.uploads[project] = world.new_upload(project)
+    admin.api("POST", f"/projects/{ELSE}/robots", json={"name": "reader", "actions": [PULL]})
+    world.else_member = world.add_joiner(ELSE)
     time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() + 0.5))  # let mx-expired expire
     return world
 
@@ -778,3 +781,27 @@ def test_the_expectation_tables_name_only_existing_endpoints() -> None:
     assert set(API_RULES) - routes == set(), "API_RULES names endpoints the management API does not have"
     assert set(API_VARIANTS) <= routes
     assert len(V2_ENDPOINTS) >= 15 and len(API_ENDPOINTS) >= 45  # the route tables were really read
+
+
+def test_ids_of_other_projects_and_users_are_not_reachable_through_ones_own(world: World) -> None:
+    """A project admin of mxpriv names mxelse's member and robot under mxpriv, and another user's token
+    under /me: each is refused as unknown (or invalid), and each survives."""
+    actor = next(a for a in world.actors if a.key == "project_admin")
+    token_id, secret = world.victim_token
+    attempts = [
+        ("DELETE", f"/me/tokens/{token_id}", None),
+        *((m, f"/projects/{PRIV}/members/{world.else_member}", {"role": "developer"}) for m in METHODS),
+        *((m, f"/projects/{PRIV}/robots/robot${ELSE}+reader", {"description": "x"}) for m in METHODS),
+    ]
+    problems = []
+    for method, path, body in attempts:
+        answer = world.caller.api(actor, Call(method, api(path), json=body if method == "PATCH" else None))
+        if answer.status_code not in (400, 404):
+            problems.append(f"expected 400 or 404{describe(answer)}")
+    assert not problems, "\n".join(problems)
+    assert world.caller.http.get(api("/me"), auth=(VICTIM, secret)).status_code == 200
+    assert world.admin.api("GET", f"/projects/{ELSE}/members/{world.else_member}")["role"] == "guest"
+    assert world.admin.api("GET", f"/projects/{ELSE}/robots/reader")["description"] is None
+
+
+METHODS = ("GET", "PATCH", "DELETE")
