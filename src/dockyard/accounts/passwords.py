@@ -8,6 +8,9 @@ later rehashes each user at their next login.
 
 from __future__ import annotations
 
+import os
+import threading
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -17,6 +20,9 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # longer inputs only cost CPU
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Each hash takes 19 MiB and a core for ~25 ms: a burst of logins must queue for cores rather than
+# run all at once (that pushed a worker past 500 MiB and made every login slow).
+_HASH_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 # Verified against when the user does not exist, so an unknown name takes as long as a wrong password.
 _DUMMY_HASH = _hasher.hash("dockyard-dummy-password")
 
@@ -32,7 +38,8 @@ def check_password_policy(password: str, username: str | None = None) -> None:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    with _HASH_SLOTS:
+        return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -40,7 +47,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        with _HASH_SLOTS:
+            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -98,7 +98,7 @@ _SECTION_NAMES = frozenset(
 # REGISTRY_* variables are read for these sections only; the others are dockyard's own.
 REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
-NOT_SETTINGS = frozenset({"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH"})
+NOT_SETTINGS = frozenset({"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD"})
 _ENV_PREFIXES = ("REGISTRY_", "DOCKYARD_")  # applied in this order, so DOCKYARD_* wins
 
 

@@ -42,9 +42,10 @@ class Permission(StrEnum):
 
 
 _LIMITED_GUEST = frozenset({Permission.PROJECT_READ, Permission.PULL})
-_GUEST = _LIMITED_GUEST | {Permission.MEMBER_READ, Permission.LOG_READ}
+# As in Harbor's role table (rbac_role.go): guests already see the project's members, robots and log.
+_GUEST = _LIMITED_GUEST | {Permission.MEMBER_READ, Permission.LOG_READ, Permission.ROBOT_READ}
 _DEVELOPER = _GUEST | {Permission.PUSH}
-_MAINTAINER = _DEVELOPER | {Permission.DELETE, Permission.ROBOT_READ}
+_MAINTAINER = _DEVELOPER | {Permission.DELETE}
 _PROJECT_ADMIN = _MAINTAINER | {
     Permission.PROJECT_UPDATE,
     Permission.PROJECT_DELETE,

@@ -19,12 +19,13 @@ from dockyard.projects.rbac import (
 )
 
 P = Permission
-# role -> permissions it has; anything not listed must be denied.
+# role -> permissions it has; anything not listed must be denied. Harbor's rbac_role.go: guests already
+# read members, robots and the log.
 EXPECTED: dict[Role, set[Permission]] = {
     Role.LIMITED_GUEST: {P.PROJECT_READ, P.PULL},
-    Role.GUEST: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ},
-    Role.DEVELOPER: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ, P.PUSH},
-    Role.MAINTAINER: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ, P.PUSH, P.DELETE, P.ROBOT_READ},
+    Role.GUEST: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ, P.ROBOT_READ},
+    Role.DEVELOPER: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ, P.ROBOT_READ, P.PUSH},
+    Role.MAINTAINER: {P.PROJECT_READ, P.PULL, P.MEMBER_READ, P.LOG_READ, P.ROBOT_READ, P.PUSH, P.DELETE},
     Role.PROJECT_ADMIN: set(Permission),
 }
 

@@ -17,6 +17,7 @@ purpose), and so are the policy's answers to them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -263,23 +264,44 @@ class _BasicCredentials:
         self.ttl = ttl
         self.clock = clock
         self.cache = TTLCache[Principal](max_entries, clock)
+        # Checks under way, by credentials: a burst with the same new credentials waits for one
+        # password hash instead of running one each.
+        self.pending: dict[bytes, asyncio.Future[Principal | None]] = {}
 
     async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
         key = hashlib.sha256(raw).digest()
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        pending = self.pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self.pending[key] = future
+        try:
+            principal = await self._check(raw, client_ip)
+            future.set_result(principal)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self.pending[key]
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+        if principal is not None:
+            self.cache.put(key, principal, self.clock() + self.ttl)
+        return principal
+
+    async def _check(self, raw: bytes, client_ip: str | None) -> Principal | None:
         pair = decode_basic(raw)
         if pair is None:
             return None
         try:
-            principal = await anyio.to_thread.run_sync(
+            return await anyio.to_thread.run_sync(
                 self.authenticator.authenticate, pair[0], pair[1], client_ip
             )
         except AuthenticationFailed:
             return None
-        self.cache.put(key, principal, self.clock() + self.ttl)
-        return principal
 
 
 def decode_basic(raw: bytes) -> tuple[str, str] | None:
