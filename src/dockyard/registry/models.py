@@ -55,6 +55,11 @@ class Manifest(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Written in batches by registry.pulls.PullRecorder, to the minute, never moved back.
+    last_pulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An image manifest's {"os", "architecture", "variant"} from its config blob, read at push;
+    # None for indexes (their children carry platforms) and when the config could not be read.
+    platform: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ManifestReference(Base):
