@@ -34,6 +34,7 @@ from dockyard.db.session import Database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
+from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.security import build_security, first_admin
 from dockyard.storage.blobs import BlobStore
@@ -56,9 +57,11 @@ class Services:
     registry: Registry
     feed: ChangeFeed
     audit: AuditLog
+    pulls: PullRecorder
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
+        self.pulls.close()  # writes the pull times still noted
         self.db.dispose()
 
 
@@ -91,7 +94,9 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
     )
-    return Services(settings, db, driver, uploads, blobs, registry, feed, AuditLog(db))
+    # One per worker process: its flushing thread starts with the first pull, after any fork.
+    pulls = PullRecorder(db)
+    return Services(settings, db, driver, uploads, blobs, registry, feed, AuditLog(db), pulls)
 
 
 def create_app(services: Services) -> ASGIApp:
@@ -106,6 +111,7 @@ def create_app(services: Services) -> ASGIApp:
         base_url=(settings.http.host or "").rstrip("/"),
         visible_projects=security.visible_projects if security.policy else None,
         audit=services.audit,
+        pulls=services.pulls,
     )
     routes: list[BaseRoute] = list(security.routes)
     if settings.metrics.enabled:

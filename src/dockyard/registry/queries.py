@@ -54,9 +54,11 @@ class ArtifactSummary:
     size: int  # the manifest, its blobs and (for an index) its child manifests with theirs
     tags: tuple[str, ...]
     pushed_at: datetime
+    pulled_at: datetime | None  # the last GET of the manifest, to the minute, written every few seconds
     subject: str | None  # the digest this artifact refers to (signatures, SBOMs)
     annotations: dict[str, str] | None
-    platforms: tuple[Platform, ...] | None  # an index's manifests; None for other artifacts
+    # An index's manifests; an image's own platform (from its config); None when unknown.
+    platforms: tuple[Platform, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +287,8 @@ def _artifacts(connection: Connection, repository: str, manifest_ids: list[int])
                 Manifest.annotations,
                 Manifest.size,
                 Manifest.created_at,
+                Manifest.last_pulled_at,
+                Manifest.platform,
                 _blob_bytes_of(Manifest.id).label("blob_bytes"),
             ).where(Manifest.id.in_(manifest_ids))
         )
@@ -296,6 +300,7 @@ def _artifacts(connection: Connection, repository: str, manifest_ids: list[int])
         tags[manifest_id].append(name)
     indexes = [row for row in rows.values() if row.media_type in INDEXES]
     platforms = {row.id: _platforms(connection, row.id) for row in indexes}
+    platforms.update({row.id: (_own_platform(row),) for row in rows.values() if row.platform})
     children = _child_bytes(connection, indexes)
     return [
         ArtifactSummary(
@@ -306,6 +311,7 @@ def _artifacts(connection: Connection, repository: str, manifest_ids: list[int])
             size=int(row.size) + int(row.blob_bytes) + children.get(row.id, 0),
             tags=tuple(tags[row.id]),
             pushed_at=row.created_at,
+            pulled_at=row.last_pulled_at,
             subject=row.subject_digest,
             annotations=row.annotations,
             platforms=platforms.get(row.id),
@@ -330,6 +336,16 @@ def _platforms(connection: Connection, manifest_id: int) -> tuple[Platform, ...]
             )
         )
     return tuple(found)
+
+
+def _own_platform(row: Any) -> Platform:
+    """An image manifest's platform, read from its config at push (registry.services)."""
+    return Platform(
+        digest=row.digest,
+        os=row.platform.get("os"),
+        architecture=row.platform.get("architecture"),
+        variant=row.platform.get("variant"),
+    )
 
 
 def _child_bytes(connection: Connection, indexes: Iterable[Any]) -> dict[int, int]:

@@ -6,8 +6,12 @@ Methods are synchronous (DB and storage I/O); the edge runs them in worker threa
 
 from __future__ import annotations
 
+import json
+import logging
+
 from sqlalchemy import Connection, delete, insert, select
 
+from dockyard.content import mediatypes
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import ParsedManifest, parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
@@ -32,6 +36,12 @@ from dockyard.registry.models import Manifest, ManifestReference, Repository, Re
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
+
+log = logging.getLogger("dockyard.registry")
+
+# Configs that describe a runnable image, and so carry its os/architecture/variant.
+IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, "application/vnd.docker.container.image.v1+json"})
+MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is not read for its platform
 
 
 class Registry:
@@ -106,10 +116,11 @@ class Registry:
                 "manifest content does not match the digest in the URL",
                 detail={"expected": str(ref), "computed": digest},
             )
+        platform = self._platform_of(parsed)  # storage I/O, so before the write transaction
         with self._db.write() as connection:
             repository_id, _ = self._ensure_repository(connection, name)
             self._check_references(connection, repository_id, parsed)
-            manifest_id = self._store_manifest(connection, repository_id, digest, body, parsed)
+            manifest_id = self._store_manifest(connection, repository_id, digest, body, parsed, platform)
             if not isinstance(ref, Digest):
                 upsert(
                     connection,
@@ -371,8 +382,36 @@ class Registry:
                     detail={"digest": missing[0], "missing": missing},
                 )
 
+    def _platform_of(self, parsed: ParsedManifest) -> dict[str, str] | None:
+        """os, architecture and variant from an image's config blob; None when there is no image
+        config or it cannot be read. Never fails the push: the platform is for listings only."""
+        config = parsed.config
+        if config is None or config.media_type not in IMAGE_CONFIGS or config.size > MAX_CONFIG_READ:
+            return None
+        try:
+            with self.blobs.open(config.digest) as stream:
+                data = stream.read(MAX_CONFIG_READ + 1)
+            document = json.loads(data) if len(data) <= MAX_CONFIG_READ else None
+        except Exception:  # missing blob (the reference check reports it), driver error, bad JSON
+            log.debug("no platform from config %s", config.digest, exc_info=True)
+            return None
+        if not isinstance(document, dict):
+            return None
+        platform = {
+            key: value
+            for key in ("os", "architecture", "variant")
+            if isinstance(value := document.get(key), str) and value
+        }
+        return platform or None
+
     def _store_manifest(
-        self, connection: Connection, repository_id: int, digest: str, body: bytes, parsed: ParsedManifest
+        self,
+        connection: Connection,
+        repository_id: int,
+        digest: str,
+        body: bytes,
+        parsed: ParsedManifest,
+        platform: dict[str, str] | None,
     ) -> int:
         existing = connection.scalar(
             select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == digest)
@@ -390,6 +429,8 @@ class Registry:
                 size=len(body),
                 content=body,
                 created_at=utcnow(),
+                # Left out when unknown, so the column stays SQL NULL rather than JSON null.
+                **({"platform": platform} if platform else {}),
             )
         ).inserted_primary_key[0]  # type: ignore[index]
         references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]

@@ -1,4 +1,4 @@
-"""What every /v2 handler needs: the registry, the blob I/O pool, and how to build URLs."""
+"""What every /v2 handler needs: the registry, the blob I/O pool, the pull recorder, and how to build URLs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dockyard.api.oci.streaming import BlobIO
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.auth.interfaces import Principal
 from dockyard.observability.metrics import Metrics
+from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 
 T = TypeVar("T")
@@ -27,6 +28,7 @@ class OCIContext:
     # The projects a principal may list (None: all). Set when auth is on; the catalog uses it.
     visible_projects: Callable[[Principal], frozenset[str] | None] | None = None
     audit: AuditRecorder | None = None
+    pulls: PullRecorder | None = None  # notes manifest GETs for the artifacts' pull time
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

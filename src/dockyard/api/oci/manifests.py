@@ -61,6 +61,8 @@ def _raw_headers(record: ManifestRecord) -> list[tuple[bytes, bytes]]:
 
 async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
+    if ctx.pulls is not None:  # a dict write; a background thread puts it in the DB
+        ctx.pulls.note(name, record.digest)
     return PreparedResponse(record.content, _raw_headers(record))
 
 

@@ -60,7 +60,7 @@ class ArtifactOut(BaseModel):
     size: int
     tags: list[str]
     pushed_at: datetime
-    pulled_at: datetime | None = None  # not recorded yet
+    pulled_at: datetime | None = None  # to the minute, written a few seconds after the pull
     subject: str | None
     annotations: dict[str, str] | None
     platforms: list[PlatformOut] | None
