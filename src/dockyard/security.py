@@ -24,12 +24,13 @@ from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
 from dockyard.api.token import TokenEndpoint
 from dockyard.audit.services import AuditLog
+from dockyard.auth.cache import TTLCache
 from dockyard.auth.external import ExternalTokenVerifier
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
 from dockyard.auth.interfaces import Principal
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
-from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
+from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService, VerifiedToken
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
@@ -95,8 +96,9 @@ def _dockyard_security(
     authenticator = LocalAuthenticator(users, GroupService(db), tokens, robots, limiter, directory)
     policy = AccessPolicy(db)
     secret = settings.http.secret.encode() if settings.http.secret else None
+    keys = KeyRing(db, passphrase=secret)
     token_service = TokenService(
-        KeyRing(db, passphrase=secret),
+        keys,
         issuer=auth.token.issuer,
         service=auth.token.service,
         lifetime=parse_duration(auth.token.expiration),
@@ -131,12 +133,19 @@ def _dockyard_security(
         projects=ProjectService(db),
         members=MemberService(db),
         audit=audit,
+        keys=keys,
+        forget_verified_tokens=lambda: _forget_verified_tokens(gate),
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),
         Mount(MOUNT_PATH, app=create_management_app(management)),
     ]
     return Security(gate, routes, policy)
+
+
+def _forget_verified_tokens(gate: TokenGate) -> None:
+    # A fresh cache (TTLCache has no clear()): tokens of a retired key are refused by this process at once.
+    gate.tokens = TTLCache[VerifiedToken](gate.tokens.max_entries, gate.tokens.clock)
 
 
 def _directory(settings: Settings) -> LDAPDirectory | None:

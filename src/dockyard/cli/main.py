@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dockyard.cli.commands_audit import audit_app
+from dockyard.cli.commands_keys import keys_app
 from dockyard.cli.commands_members import member_app
 from dockyard.cli.commands_projects import project_app
 from dockyard.cli.commands_repos import repo_app
@@ -37,6 +38,7 @@ app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(repo_app, name="repo")
 app.add_typer(audit_app)  # audit
+app.add_typer(keys_app, name="keys")
 
 ConfigOption = Annotated[
     Path | None,

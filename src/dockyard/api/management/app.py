@@ -16,6 +16,7 @@ from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
 from dockyard.api.management.routers import (
     audit,
+    keys,
     projects,
     repositories,
     robots,
@@ -45,6 +46,6 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app, partial(record_refusal, services))
-    for module in (system, session, users, projects, robots, repositories, search, audit):
+    for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from dockyard.api.management.sessions import SessionCodec
 from dockyard.audit.services import AuditLog
 from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.tokens import KeyRing
 from dockyard.db.session import Database
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
@@ -61,6 +63,9 @@ class ManagementServices:
     projects: ProjectService
     members: MemberService
     audit: AuditLog
+    keys: KeyRing | None = None  # the token signing keys; None when tokens come from elsewhere
+    # Called after a key is retired: this process forgets the tokens its /v2 gate already verified.
+    forget_verified_tokens: Callable[[], None] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:
