@@ -356,7 +356,12 @@ def test_artifacts_of_an_index_list_platforms_tags_and_sizes(stack: Stack) -> No
     sizes = {a["digest"]: a["size"] for a in children.json()}
     assert set(sizes) == {amd["digest"], arm["digest"]}
     assert artifact["size"] == pushed["size"] + sum(sizes.values())
-    assert all(a["platforms"] is None and a["tags"] == [] for a in children.json())
+    # Each child image reports its own platform, read from its config at push.
+    expected = {amd["digest"]: "amd64", arm["digest"]: "arm64"}
+    assert all(
+        a["tags"] == [] and [p["architecture"] for p in a["platforms"]] == [expected[a["digest"]]]
+        for a in children.json()
+    )
     everything = stack.api.get("/repositories/team/multi/artifacts", headers=AS_BOB, params={"sort": "size"})
     assert [a["digest"] for a in everything.json()][-1] == pushed["digest"]
     assert everything.headers["X-Total-Count"] == "3"

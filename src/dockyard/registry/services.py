@@ -40,7 +40,7 @@ from dockyard.storage.uploads import UploadState, UploadStore
 log = logging.getLogger("dockyard.registry")
 
 # Configs that describe a runnable image, and so carry its os/architecture/variant.
-IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, "application/vnd.docker.container.image.v1+json"})
+IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
 MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is not read for its platform
 
 
