@@ -113,6 +113,9 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/docs/oauth2-redirect", "HEAD"): Rule(OPEN),
     ("/health", "GET"): Rule(OPEN),
     ("/systeminfo", "GET"): Rule(ANYONE),
+    ("/system/signing-keys", "GET"): Rule(SYSTEM_ADMIN),
+    ("/system/signing-keys/rotate", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/system/signing-keys/{kid}/retire", "POST"): Rule(SYSTEM_ADMIN),
     ("/login", "POST"): Rule(USER),  # the credentials are in the body; robots use Basic instead
     ("/logout", "POST"): Rule(OPEN, 204),
     ("/users", "GET"): Rule(SYSTEM_ADMIN),
@@ -644,6 +647,22 @@ def delete_tag(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Cal
     return Call(ep.method, path, observe=lambda: w.v2_status("HEAD", manifest))
 
 
+def signing_keys(w: World) -> dict[str, str]:
+    return {key["kid"]: key["status"] for key in w.admin.api("GET", "/system/signing-keys")}
+
+
+def rotate_signing_key(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    return Call(ep.method, api(ep.path), observe=lambda: sorted(signing_keys(w)))
+
+
+def retire_signing_key(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    # Two rotations: the first new key signs nothing before the second replaces it, so retiring it
+    # revokes no token the matrix holds.
+    spare = w.admin.api("POST", "/system/signing-keys/rotate")["kid"]
+    w.admin.api("POST", "/system/signing-keys/rotate")
+    return Call(ep.method, api(fill(ep.path, kid=spare)), observe=lambda: signing_keys(w)[spare])
+
+
 def audit(variant: str) -> Recipe:
     def recipe(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
         return Call(ep.method, api(ep.path), params={"project": project} if variant and project else {})
@@ -656,6 +675,9 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(path, m, ""): plain() for path in DOCS for m in ("GET", "HEAD")},
     ("/health", "GET", ""): plain(),
     ("/systeminfo", "GET", ""): plain(),
+    ("/system/signing-keys", "GET", ""): plain(),
+    ("/system/signing-keys/rotate", "POST", ""): rotate_signing_key,
+    ("/system/signing-keys/{kid}/retire", "POST", ""): retire_signing_key,
     ("/login", "POST", ""): login_call,
     ("/logout", "POST", ""): plain(),
     ("/users", "GET", ""): plain(),
