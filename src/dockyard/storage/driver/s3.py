@@ -1,0 +1,430 @@
+"""Bytes in any S3-compatible object store (AWS S3, Ceph RGW, SeaweedFS, MinIO), like registry:2's s3 driver.
+
+A path is the key `{rootdirectory}/{path}`. Directories are implicit: a directory exists while a real
+object exists below it. "Directory" marker objects (keys ending in `/`) and the empty folders some
+stores keep after a delete (SeaweedFS shows them as common prefixes) are ignored, so `list` and `stat`
+read flat listings rather than trusting the store's common prefixes.
+
+Writers map onto multipart uploads. Bytes are buffered to `chunksize` (at least the 5 MiB S3 minimum
+part size) and uploaded part by part; a writer that never reaches one part commits with a single
+PutObject. `close()` without commit persists the writer's state in one *sidecar* object at
+`{rootdirectory}/.~uploads/{path}`: a JSON line (upload id, parts with their ETags, sizes) followed by
+the buffered tail that is still below the minimum part size. One PUT makes it atomic, and any process
+resumes it with `writer(path, append=True)`. `~` is not allowed in a path segment, so the sidecar tree
+never collides with a stored path and listings skip it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, BinaryIO, cast
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dockyard.errors import PathNotFound, StorageError
+from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
+
+MiB = 1 << 20
+MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
+DEFAULT_CHUNK_SIZE = 10 * MiB  # registry:2's default
+MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
+COPY_PART_SIZE = 1024 * MiB
+PENDING_DIR = ".~uploads"
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
+# Sorts after every valid key below a directory (segments are ASCII below 0x7f), so a listing can
+# skip a whole subtree with StartAfter.
+_SUBTREE_END = "/\x7f"
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _s3_errors(path: str) -> Iterator[None]:
+    """Translate botocore's errors into the contract's."""
+    try:
+        yield
+    except ClientError as exc:
+        if _error_code(exc) in _NOT_FOUND_CODES:
+            raise PathNotFound(f"path not found: {path}") from exc
+        raise StorageError(f"storage error on {path}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"storage error on {path}: {exc}") from exc
+
+
+class S3Driver:
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        client: Any = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        rootdirectory: str = "",
+        chunksize: int = DEFAULT_CHUNK_SIZE,
+        force_path_style: bool = False,
+        v4auth: bool = True,
+        verify: bool = True,
+    ) -> None:
+        if chunksize < MIN_PART_SIZE:
+            raise ValueError(f"chunksize {chunksize} is below S3's minimum part size {MIN_PART_SIZE}")
+        self.bucket = bucket
+        self.chunksize = chunksize
+        root = rootdirectory.strip("/")
+        self._root = f"{root}/" if root else ""
+        if client is None:
+            config = Config(
+                signature_version="s3v4" if v4auth else "s3",
+                s3={"addressing_style": "path" if force_path_style else "auto"},
+                retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=32,
+                # Newer botocore adds CRC checksums many S3-compatible stores reject; send them only
+                # where the API requires one.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+            client = boto3.client(
+                "s3",
+                region_name=region or "us-east-1",
+                endpoint_url=endpoint_url,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=config,
+                verify=verify,
+            )
+        self.client = client
+
+    # --- keys ---------------------------------------------------------------------------------
+    def _key(self, path: str) -> str:
+        return self._root + check_path(path)
+
+    def _pending_key(self, path: str) -> str:
+        return f"{self._root}{PENDING_DIR}/{path}"
+
+    def _keys_below(self, prefix: str, start_after: str = "") -> Iterator[dict[str, Any]]:
+        """Every object under prefix, directory markers included, in key order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after)
+        for page in pages:
+            yield from page.get("Contents", [])
+
+    def _has_objects(self, prefix: str) -> bool:
+        return any(not obj["Key"].endswith("/") for obj in self._keys_below(prefix))
+
+    # --- reading ------------------------------------------------------------------------------
+    def get_content(self, path: str) -> bytes:
+        key = self._key(path)
+        with _s3_errors(path):
+            return cast(bytes, self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        key = self._key(path)
+        if offset < 0:
+            raise ValueError(f"negative read offset {offset}")
+        extra = {"Range": f"bytes={offset}-"} if offset else {}
+        with _s3_errors(path):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+            except ClientError as exc:
+                if _error_code(exc) != "InvalidRange":
+                    raise
+                self.client.head_object(Bucket=self.bucket, Key=key)  # past the end of a real file
+                return io.BytesIO(b"")
+        return cast(BinaryIO, response["Body"])
+
+    def stat(self, path: str) -> FileInfo:
+        key = self._key(path)
+        with _s3_errors(path):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                return FileInfo(path, int(head["ContentLength"]), head["LastModified"].timestamp())
+            except ClientError as exc:
+                if _error_code(exc) not in _NOT_FOUND_CODES:
+                    raise
+            if self._has_objects(key + "/"):
+                return FileInfo(path, 0, 0.0, is_dir=True)
+        raise PathNotFound(f"path not found: {path}")
+
+    def list(self, path: str) -> list[str]:
+        prefix = self._root if path == "" else self._key(path) + "/"
+        children: set[str] = set()
+        start_after = ""
+        with _s3_errors(path):
+            # A flat listing, jumping over each subtree once one real object in it was seen.
+            while True:
+                response = self.client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=1000
+                )
+                contents = response.get("Contents", [])
+                for obj in contents:
+                    if not obj["Key"].endswith("/"):  # not a directory marker
+                        children.add(obj["Key"][len(prefix) :].split("/", 1)[0])
+                if not response.get("IsTruncated") or not contents:
+                    break
+                last = contents[-1]["Key"]
+                name, below, _ = last[len(prefix) :].partition("/")
+                start_after = prefix + name + _SUBTREE_END if below else last
+        names = sorted(name for name in children if is_valid_segment(name))
+        if not names and path != "":
+            raise PathNotFound(f"path not found: {path}")
+        return [f"{path}/{name}" if path else name for name in names]
+
+    # --- writing ------------------------------------------------------------------------------
+    def put_content(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        with _s3_errors(path):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+
+    def writer(self, path: str, append: bool = False) -> FileWriter:
+        key = self._key(path)
+        if append:
+            return S3FileWriter.resume(self, path, key)
+        # A fresh writer replaces whatever upload a previous writer left pending here.
+        with suppress(PathNotFound), _s3_errors(path):
+            S3FileWriter.resume(self, path, key, from_object=False).cancel_pending()
+        return S3FileWriter(self, path, key)
+
+    def move(self, source: str, dest: str) -> None:
+        source_key, dest_key = self._key(source), self._key(dest)
+        with _s3_errors(source):
+            size = int(self.client.head_object(Bucket=self.bucket, Key=source_key)["ContentLength"])
+            if source_key == dest_key:
+                return
+            if size <= MAX_COPY_OBJECT_SIZE:
+                self.client.copy_object(
+                    Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}
+                )
+            else:
+                upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=dest_key)["UploadId"]
+                try:
+                    parts = self._copy_parts(source_key, dest_key, upload_id, size, first_part=1)
+                    self._complete(dest_key, upload_id, parts)
+                except BaseException:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=dest_key, UploadId=upload_id)
+                    raise
+            self.client.delete_object(Bucket=self.bucket, Key=source_key)
+
+    def _copy_parts(
+        self, source_key: str, dest_key: str, upload_id: str, size: int, first_part: int
+    ) -> builtins.list[dict[str, Any]]:
+        """UploadPartCopy source into upload_id in COPY_PART_SIZE ranges; the parts written."""
+        parts = []
+        for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=first_part):
+            end = min(start + COPY_PART_SIZE, size) - 1
+            result = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=dest_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                CopySourceRange=f"bytes={start}-{end}",
+            )
+            parts.append({"n": number, "etag": result["CopyPartResult"]["ETag"], "size": end - start + 1})
+        return parts
+
+    def _complete(self, key: str, upload_id: str, parts: builtins.list[dict[str, Any]]) -> None:
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p["n"], "ETag": p["etag"]} for p in parts]},
+        )
+
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        with _s3_errors(path):
+            keys = [obj["Key"] for obj in self._keys_below(key + "/")]
+            found = any(not k.endswith("/") for k in keys)
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=key)
+                keys.append(key)
+                found = True
+            except ClientError as exc:
+                if _error_code(exc) not in _NOT_FOUND_CODES:
+                    raise
+            pending = self._pending_below(path)
+            if not found and not pending:
+                raise PathNotFound(f"path not found: {path}")
+            for pending_path in pending:  # abort uploads closed but never committed
+                with suppress(PathNotFound):
+                    pending_key = self._key(pending_path)
+                    S3FileWriter.resume(self, pending_path, pending_key, from_object=False).cancel()
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": k} for k in keys[start : start + 1000]]
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _pending_below(self, path: str) -> builtins.list[str]:
+        """Paths at or below path with a closed, uncommitted writer."""
+        base = self._pending_key(path)
+        strip = len(self._pending_key(""))
+        found = [obj["Key"][strip:] for obj in self._keys_below(base + "/")]
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=base)
+            found.append(path)
+        except ClientError as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+        return found
+
+    # --- direct access ------------------------------------------------------------------------
+    def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        key = self._key(path)
+        operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
+        if operation is None:
+            return None
+        with _s3_errors(path):
+            url = self.client.generate_presigned_url(
+                operation, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        return cast(str, url)
+
+    def local_path(self, path: str) -> str | None:
+        check_path(path)
+        return None
+
+
+class S3FileWriter:
+    """Buffers to the driver's chunksize, uploads full parts as it goes (see the module docstring)."""
+
+    def __init__(
+        self,
+        driver: S3Driver,
+        path: str,
+        key: str,
+        upload_id: str | None = None,
+        parts: list[dict[str, Any]] | None = None,
+        tail: bytes = b"",
+        pending: bool = False,
+    ) -> None:
+        self._driver = driver
+        self._client = driver.client
+        self._path = path
+        self._key = key
+        self._upload_id = upload_id
+        self._parts: list[dict[str, Any]] = parts or []
+        self._buffer = bytearray(tail)
+        self._pending = pending  # a sidecar may exist for this path
+        self._finished = False
+
+    @classmethod
+    def resume(cls, driver: S3Driver, path: str, key: str, from_object: bool = True) -> S3FileWriter:
+        """The writer a previous one closed; with from_object, else appending to the committed object."""
+        with _s3_errors(path):
+            try:
+                body = driver.client.get_object(Bucket=driver.bucket, Key=driver._pending_key(path))["Body"]
+                state_line, _, tail = body.read().partition(b"\n")
+            except ClientError as exc:
+                if _error_code(exc) not in _NOT_FOUND_CODES or not from_object:
+                    raise
+                return cls._append_to_object(driver, path, key)
+        state = json.loads(state_line)
+        if len(tail) != state["tail"]:
+            raise StorageError(f"corrupt upload state for {path}")
+        return cls(driver, path, key, state["upload_id"], state["parts"], tail, pending=True)
+
+    @classmethod
+    def _append_to_object(cls, driver: S3Driver, path: str, key: str) -> S3FileWriter:
+        """Append to a committed object: a small one is read back, a large one copied in as parts."""
+        size = int(driver.client.head_object(Bucket=driver.bucket, Key=key)["ContentLength"])
+        if size < MIN_PART_SIZE:
+            return cls(driver, path, key, tail=driver.get_content(path))
+        upload_id = driver.client.create_multipart_upload(Bucket=driver.bucket, Key=key)["UploadId"]
+        parts = driver._copy_parts(key, key, upload_id, size, first_part=1)
+        return cls(driver, path, key, upload_id, parts)
+
+    @property
+    def size(self) -> int:
+        return sum(part["size"] for part in self._parts) + len(self._buffer)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise StorageError(f"writer for {self._path} is already closed")
+
+    def write(self, data: bytes) -> int:
+        self._check_open()
+        view = memoryview(data)
+        self._buffer += view
+        with _s3_errors(self._path):
+            while len(self._buffer) >= self._driver.chunksize:
+                self._upload_part(self._driver.chunksize)
+        return view.nbytes
+
+    def _upload_part(self, length: int) -> None:
+        """Upload the first length buffered bytes as the next part."""
+        if self._upload_id is None:
+            created = self._client.create_multipart_upload(Bucket=self._driver.bucket, Key=self._key)
+            self._upload_id = created["UploadId"]
+        number = len(self._parts) + 1
+        body = bytes(self._buffer[:length])
+        result = self._client.upload_part(
+            Bucket=self._driver.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
+        )
+        self._parts.append({"n": number, "etag": result["ETag"], "size": length})
+        del self._buffer[:length]
+
+    def close(self) -> None:
+        """Persist the state (upload id, parts, the tail below the minimum part size) for a resume."""
+        if self._finished:
+            return
+        self._finished = True
+        with _s3_errors(self._path):
+            if len(self._buffer) >= MIN_PART_SIZE:  # big enough to be a part: no need to keep it aside
+                self._upload_part(len(self._buffer))
+            state = {"upload_id": self._upload_id, "parts": self._parts, "tail": len(self._buffer)}
+            sidecar = json.dumps(state).encode() + b"\n" + bytes(self._buffer)
+            self._client.put_object(
+                Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path), Body=sidecar
+            )
+        self._buffer = bytearray()
+
+    def commit(self) -> None:
+        self._check_open()
+        self._finished = True
+        bucket = self._driver.bucket
+        with _s3_errors(self._path):
+            if self._upload_id is None:  # never reached a part: one direct put
+                self._client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
+            else:
+                if self._buffer or not self._parts:
+                    self._upload_part(len(self._buffer))
+                self._driver._complete(self._key, self._upload_id, self._parts)
+            self._buffer = bytearray()
+            self._delete_sidecar()
+
+    def cancel(self) -> None:
+        """Abort the upload and remove the sidecar and any object at the path."""
+        self._finished = True
+        self._buffer = bytearray()
+        with _s3_errors(self._path):
+            self.cancel_pending()
+            self._client.delete_object(Bucket=self._driver.bucket, Key=self._key)
+
+    def cancel_pending(self) -> None:
+        """Abort the multipart upload and remove the sidecar, leaving any committed object alone."""
+        self._finished = True
+        if self._upload_id is not None:
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self._driver.bucket, Key=self._key, UploadId=self._upload_id
+                )
+            except ClientError as exc:
+                if _error_code(exc) not in _NOT_FOUND_CODES:
+                    raise
+            self._upload_id = None
+        self._delete_sidecar()
+
+    def _delete_sidecar(self) -> None:
+        if self._pending:
+            self._client.delete_object(Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path))
+            self._pending = False

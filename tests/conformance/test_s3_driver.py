@@ -1,0 +1,182 @@
+"""The S3 driver passes the storage driver conformance suite against a real SeaweedFS, plus S3's own cases."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dockyard.errors import ConfigError, PathNotFound
+from dockyard.storage.driver import build_driver
+from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
+from dockyard.storage.driver.s3 import MIN_PART_SIZE, S3Driver
+from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeaweedFS]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_driver(server: RunningSeaweedFS, rootdirectory: str, **options: Any) -> S3Driver:
+    driver = build_driver(
+        "s3",
+        bucket=server.bucket,
+        region="us-east-1",
+        regionendpoint=server.endpoint,
+        accesskey=server.access_key,
+        secretkey=server.secret_key,
+        rootdirectory=rootdirectory,
+        **options,
+    )
+    assert isinstance(driver, S3Driver)
+    return driver
+
+
+@pytest.fixture
+def s3_driver(seaweedfs: RunningSeaweedFS) -> S3Driver:
+    """A driver on a fresh root prefix, so every test starts empty."""
+    return make_driver(seaweedfs, f"/tests/{secrets.token_hex(6)}/")
+
+
+class TestS3Driver(StorageDriverConformance):
+    @pytest.fixture
+    def driver(self, s3_driver: S3Driver) -> StorageDriver:
+        return s3_driver
+
+
+# --- S3-specific behaviour ------------------------------------------------------------------------
+def test_multipart_upload_resumes_in_another_writer(seaweedfs: RunningSeaweedFS, s3_driver: S3Driver) -> None:
+    data = _pattern(13 * MiB + 17)
+    first = s3_driver.writer("uploads/big/data")
+    first.write(data[: 7 * MiB])  # one part of 5+ MiB uploaded, the rest kept aside on close
+    first.close()
+
+    # Another driver object (as another process would have): state comes only from the store.
+    other = make_driver(seaweedfs, s3_driver._root)
+    second = other.writer("uploads/big/data", append=True)
+    assert second.size == 7 * MiB
+    second.write(data[7 * MiB : 11 * MiB])
+    second.close()
+
+    third = other.writer("uploads/big/data", append=True)
+    assert third.size == 11 * MiB
+    third.write(data[11 * MiB :])
+    third.commit()
+    assert s3_driver.get_content("uploads/big/data") == data
+    assert s3_driver.list("uploads/big") == ["uploads/big/data"]  # no upload state left visible
+    stored = s3_driver.client.list_objects_v2(Bucket=s3_driver.bucket, Prefix=s3_driver._root)["Contents"]
+    assert [obj["Key"] for obj in stored] == [s3_driver._root + "uploads/big/data"]  # the state is gone
+    assert s3_driver.stat("uploads/big/data").size == len(data)
+
+
+def test_large_write_in_small_chunks(s3_driver: S3Driver) -> None:
+    data = _pattern(3 * MIN_PART_SIZE + 12345, seed=3)
+    writer = s3_driver.writer("chunks")
+    for start in range(0, len(data), 64 * 1024):
+        writer.write(data[start : start + 64 * 1024])
+        assert writer.size == min(start + 64 * 1024, len(data))
+    writer.commit()
+    assert s3_driver.stat("chunks").size == len(data)
+    with s3_driver.open_read("chunks", 6 * MiB) as stream:
+        assert stream.read() == data[6 * MiB :]
+
+
+def test_cancel_aborts_a_multipart_upload(s3_driver: S3Driver) -> None:
+    writer = s3_driver.writer("uploads/x/data")
+    writer.write(_pattern(11 * MiB))
+    writer.close()
+    s3_driver.writer("uploads/x/data", append=True).cancel()
+    uploads = s3_driver.client.list_multipart_uploads(Bucket=s3_driver.bucket, Prefix=s3_driver._root)
+    assert uploads.get("Uploads", []) == []
+    assert s3_driver.list("") == []
+
+
+def test_move_of_a_12_mib_object(s3_driver: S3Driver) -> None:
+    data = _pattern(12 * MiB, seed=5)
+    s3_driver.put_content("uploads/m/data", data)
+    s3_driver.move("uploads/m/data", "blobs/sha256/ab/abcd/data")
+    assert s3_driver.get_content("blobs/sha256/ab/abcd/data") == data
+    with pytest.raises(PathNotFound):
+        s3_driver.stat("uploads/m/data")
+    assert s3_driver.list("") == ["blobs"]
+
+
+def test_presigned_url_serves_bytes_and_expires(s3_driver: S3Driver) -> None:
+    s3_driver.put_content("blobs/presigned", b"straight from the store")
+    url = s3_driver.url_for("blobs/presigned", expires_in=2)
+    assert url is not None
+    response = httpx.get(url)
+    assert response.status_code == 200
+    assert response.content == b"straight from the store"
+    time.sleep(3)
+    assert httpx.get(url).status_code == 403
+    assert s3_driver.local_path("blobs/presigned") is None
+
+
+def test_directory_markers_and_empty_folders_are_ignored(s3_driver: S3Driver) -> None:
+    client, bucket, root = s3_driver.client, s3_driver.bucket, s3_driver._root
+    s3_driver.put_content("repos/a/file", b"x")
+    for marker in ("repos/", "repos/a/", "repos/empty/", "repos/empty/deeper/"):  # as some tools leave
+        client.put_object(Bucket=bucket, Key=root + marker, Body=b"")
+    assert s3_driver.list("") == ["repos"]
+    assert s3_driver.list("repos") == ["repos/a"]
+    assert s3_driver.list("repos/a") == ["repos/a/file"]
+    with pytest.raises(PathNotFound):
+        s3_driver.list("repos/empty")
+    with pytest.raises(PathNotFound):
+        s3_driver.stat("repos/empty")
+    s3_driver.delete("repos")
+    assert s3_driver.list("") == []
+
+
+def test_build_driver_checks_s3_options(seaweedfs: RunningSeaweedFS) -> None:
+    with pytest.raises(ConfigError, match="bucket"):
+        build_driver("s3", region="us-east-1")
+    with pytest.raises(ConfigError, match="chunksize"):
+        make_driver(seaweedfs, "x", chunksize=MiB)
+    with pytest.raises(ConfigError):
+        make_driver(seaweedfs, "x", nosuchoption=1)
+    # Env-style strings work as registry:2's do.
+    driver = make_driver(seaweedfs, "", chunksize=str(6 * MiB), secure="false", v4auth="true")
+    assert driver.chunksize == 6 * MiB
+
+
+def test_throughput_64_mib(s3_driver: S3Driver, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _pattern(64 * MiB, seed=9)
+    started = time.perf_counter()
+    writer = s3_driver.writer("bench/data")
+    for start in range(0, len(data), MiB):
+        writer.write(data[start : start + MiB])
+    writer.commit()
+    written = time.perf_counter()
+    chunks = []
+    with s3_driver.open_read("bench/data") as stream:
+        while chunk := stream.read(MiB):
+            chunks.append(chunk)
+    read = time.perf_counter()
+    assert b"".join(chunks) == data
+    with capsys.disabled():
+        write_rate, read_rate = 64 / (written - started), 64 / (read - written)
+        print(f"\nS3 64 MiB: write {write_rate:.0f} MiB/s, read {read_rate:.0f} MiB/s")
+
+
+def test_missing_weed_binary_is_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.support.seaweedfs as support
+
+    monkeypatch.setattr(support.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="weed"):
+        support.start_seaweedfs(tmp_path / "w")
