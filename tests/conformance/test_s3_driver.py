@@ -142,6 +142,17 @@ def test_directory_markers_and_empty_folders_are_ignored(s3_driver: S3Driver) ->
     assert s3_driver.list("") == []
 
 
+def test_list_pages_skip_whole_subtrees(s3_driver: S3Driver) -> None:
+    paths = ["d/a/x/1", "d/a/x/2", "d/a/y", "d/a-b", "d/b/1", "d/b/2", "d/b/3", "d/c", "d/d/e/f/g", "d/z"]
+    for path in paths:
+        s3_driver.put_content(path, b"x")
+    s3_driver.list_page_size = 2  # every page ends inside a subtree or at a file
+    assert s3_driver.list("d") == ["d/a", "d/a-b", "d/b", "d/c", "d/d", "d/z"]
+    assert s3_driver.list("d/a") == ["d/a/x", "d/a/y"]
+    s3_driver.delete("d")
+    assert s3_driver.list("") == []
+
+
 def test_build_driver_checks_s3_options(seaweedfs: RunningSeaweedFS) -> None:
     with pytest.raises(ConfigError, match="bucket"):
         build_driver("s3", region="us-east-1")

@@ -61,6 +61,7 @@ def _s3_errors(path: str) -> Iterator[None]:
 
 class S3Driver:
     name = "s3"
+    list_page_size = 1000  # keys per ListObjectsV2 request (S3's maximum)
 
     def __init__(
         self,
@@ -164,7 +165,7 @@ class S3Driver:
             # A flat listing, jumping over each subtree once one real object in it was seen.
             while True:
                 response = self.client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=1000
+                    Bucket=self.bucket, Prefix=prefix, StartAfter=start_after, MaxKeys=self.list_page_size
                 )
                 contents = response.get("Contents", [])
                 for obj in contents:
