@@ -72,6 +72,8 @@ class Services:
 def build_driver_from(settings: Settings) -> StorageDriver:
     if settings.storage.driver_name == "inmemory":
         return build_driver("inmemory")
+    if settings.storage.s3 is not None:
+        return build_driver("s3", **settings.storage.s3.model_dump(exclude_none=True))
     return build_driver("filesystem", rootdirectory=settings.storage_root)
 
 
@@ -113,6 +115,8 @@ def create_app(services: Services) -> ASGIApp:
         io,
         metrics,
         base_url=(settings.http.host or "").rstrip("/"),
+        # Object stores serve blob bytes themselves: GETs are redirected to presigned URLs.
+        redirect_blobs=settings.storage.driver_name == "s3" and not settings.storage.redirect.disable,
         visible_projects=security.visible_projects if security.policy else None,
         audit=services.audit,
         pulls=services.pulls,

@@ -49,7 +49,6 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("http", "tls", "letsencrypt"): "get certificates outside dockyard (`dockyard cert` makes a private CA)",
     ("http", "tls", "minimumtls"): "the server's TLS defaults apply (TLS 1.2+)",
     ("http", "tls", "ciphersuites"): "the server's TLS defaults apply",
-    ("storage", "redirect"): "not applied to the filesystem driver",
     ("storage", "cache", "blobdescriptorsize"): "dockyard sizes its own caches",
     ("storage", "filesystem", "maxthreads"): "not needed by dockyard's filesystem driver",
     ("storage", "tag"): "not applied",
@@ -69,14 +68,15 @@ NOT_SUPPORTED_YET: dict[KeyPath, str] = {
     ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
 }
 # Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
-UNSUPPORTED_DRIVERS = frozenset({"s3", "azure", "gcs", "swift", "oss"})
-DRIVERS = ("filesystem", "inmemory")
+UNSUPPORTED_DRIVERS = frozenset({"azure", "gcs", "swift", "oss"})
+DRIVERS = ("filesystem", "inmemory", "s3")
 _SECTION_NAMES = frozenset(
     {
         "http",
         "tls",
         "auth",
         "token",
+        "redirect",
         "login_limit",
         "audit",
         "storage",

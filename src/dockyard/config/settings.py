@@ -124,22 +124,52 @@ class CacheSettings(_Section):
     blobdescriptor: str | None = None  # accepted from registry:2 configs; dockyard always caches
 
 
+class S3Storage(_Section):
+    """registry:2's storage.s3 keys, for any S3-compatible store (AWS, Ceph RGW, SeaweedFS, MinIO)."""
+
+    bucket: str
+    region: str | None = None
+    regionendpoint: str | None = None  # e.g. http://127.0.0.1:8333 for a local store
+    accesskey: str | None = Field(default=None, repr=False)
+    secretkey: str | None = Field(default=None, repr=False)
+    rootdirectory: str | None = None
+    secure: bool | None = None
+    v4auth: bool | None = None
+    chunksize: int | None = None
+    forcepathstyle: bool | None = None
+    skipverify: bool | None = None
+
+
+class RedirectSettings(_Section):
+    # registry:2's storage.redirect.disable: blob GETs answer 307 to a presigned URL unless disabled.
+    disable: bool = False
+
+
 class StorageSettings(_Section):
     filesystem: FilesystemStorage | None = None
     inmemory: InMemoryStorage | None = None
+    s3: S3Storage | None = None
     delete: DeleteSettings = DeleteSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     cache: CacheSettings = CacheSettings()
+    redirect: RedirectSettings = RedirectSettings()
 
     @model_validator(mode="after")
     def _one_driver(self) -> Self:
-        if self.filesystem is not None and self.inmemory is not None:
-            raise ValueError("configure exactly one storage driver (filesystem or inmemory), not both")
+        named = [name for name in ("filesystem", "inmemory", "s3") if getattr(self, name) is not None]
+        if len(named) > 1:
+            raise ValueError(f"configure exactly one storage driver, not {' and '.join(named)}")
         return self
 
     @property
-    def driver_name(self) -> Literal["filesystem", "inmemory"]:
+    def driver_name(self) -> Literal["filesystem", "inmemory", "s3"]:
+        if self.s3 is not None:
+            return "s3"
         return "inmemory" if self.inmemory is not None else "filesystem"
+
+
+# URL schemes of the supported databases (`postgresql://` and `postgres://` run on psycopg 3).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
 
 
 class DatabaseSettings(_Section):
@@ -148,8 +178,11 @@ class DatabaseSettings(_Section):
     @field_validator("url")
     @classmethod
     def _supported_database(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("sqlite:"):
-            raise ValueError("only SQLite (sqlite:///PATH) is supported in this version")
+        if value is not None and value.partition(":")[0].lower() not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unsupported database {value.partition(':')[0]!r}: use SQLite (sqlite:///PATH) "
+                "or PostgreSQL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+            )
         return value
 
 
