@@ -13,6 +13,7 @@ declare -A PACKAGE_OF=(
   [umoci]=umoci
   [docker-registry]=docker-registry
   [wrk]=wrk
+  [haproxy]=haproxy
   [ab]=apache2-utils
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
   [slapd]=slapd  # OpenLDAP server the LDAP tests start on their own ports (tests/support/slapd.py)
