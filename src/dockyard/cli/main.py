@@ -18,6 +18,7 @@ from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
+from dockyard.cli.maintenance import maintenance_app
 
 if (
     TYPE_CHECKING
@@ -39,6 +40,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(repo_app, name="repo")
 app.add_typer(audit_app)  # audit
 app.add_typer(keys_app, name="keys")
+app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
 
 ConfigOption = Annotated[
     Path | None,
@@ -91,7 +93,10 @@ def config_check(config: ConfigOption = None) -> None:
         f"configuration OK ({'registry:2 format' if settings.is_registry2_config else 'dockyard format'})"
     )
     typer.echo(f"  listen:   {settings.http.addr}{' (TLS)' if settings.http.tls.certificate else ''}")
-    where = "" if settings.storage.driver_name == "inmemory" else f" {settings.storage_root}"
+    s3 = settings.storage.s3
+    where = f" bucket {s3.bucket}" if s3 else f" {settings.storage_root}"
+    if settings.storage.driver_name == "inmemory":
+        where = ""
     typer.echo(f"  storage:  {settings.storage.driver_name}{where}")
     typer.echo(f"  database: {redact_url(settings.database_url)}")
     typer.echo(f"  deletes:  {'enabled' if settings.storage.delete.enabled else 'disabled'}")
