@@ -1,0 +1,162 @@
+"""`dockyard backup`, `restore` and `verify` on SQLite + filesystem, against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    descriptor,
+    digest_of,
+    image_manifest,
+    index_manifest,
+)
+from tests.support.server import DOCKYARD, RunningServer
+
+
+def sqlite_config(datadir: Path) -> dict[str, Any]:
+    """Pinned to SQLite + filesystem whatever DOCKYARD_TEST_DB says: these are the SQLite variants."""
+    return {"datadir": str(datadir), "database": {"url": f"sqlite:///{datadir / 'dockyard.db'}"}}
+
+
+def dockyard(*args: str | Path, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, *map(str, args), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+
+def push_images(oci: OCIClient) -> dict[tuple[str, str], bytes]:
+    """A few images, a multi-platform index and a 3 MiB layer; returns {(repo, reference): manifest}."""
+    pushed: dict[tuple[str, str], bytes] = {}
+    for repo, tag in [("library/alpine", "3.19"), ("library/alpine", "latest"), ("team/app", "v1")]:
+        manifest = oci.push_image(repo, tag, seed=f"{repo}:{tag}")
+        pushed[(repo, tag)] = manifest.body
+        pushed[(repo, manifest.digest)] = manifest.body
+    big = os.urandom(3 * 1024 * 1024)
+    config = json.dumps({"architecture": "arm64", "os": "linux"}).encode()
+    oci.push_blob("team/app", big)
+    oci.push_blob("team/app", config)
+    image_body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, big)])
+    child = oci.push_manifest("team/app", digest_of(image_body), image_body, OCI_MANIFEST)
+    platform = {"os": "linux", "architecture": "arm64"}
+    index_body = index_manifest([child.descriptor(platform=platform)])
+    index = oci.push_manifest("team/app", "multi", index_body, OCI_INDEX)
+    pushed[("team/app", child.digest)] = child.body
+    pushed[("team/app", "multi")] = index.body
+    return pushed
+
+
+def assert_serves(url: str, pushed: dict[tuple[str, str], bytes]) -> None:
+    """Every manifest by its reference, and every blob it names, bit for bit."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        oci = OCIClient(http)
+        for (repo, reference), body in pushed.items():
+            response = oci.get_manifest(repo, reference)
+            assert response.status_code == 200, (repo, reference, response.text)
+            assert response.content == body
+            document = json.loads(body)
+            for blob in [document.get("config"), *document.get("layers", [])]:
+                if blob:
+                    got = http.get(f"/v2/{repo}/blobs/{blob['digest']}")
+                    assert got.status_code == 200
+                    assert digest_of(got.content) == blob["digest"]
+        assert sorted(oci.catalog()) == sorted({repo for repo, _ in pushed})
+        assert sorted(oci.tags("library/alpine") or []) == ["3.19", "latest"]
+        assert sorted(oci.tags("team/app") or []) == ["multi", "v1"]
+
+
+def test_backup_then_restore_into_an_empty_deployment_serves_every_image_bit_for_bit(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    source = make_server(sqlite_config(tmp_path / "source"))
+    with httpx.Client(base_url=source.url, timeout=30) as http:
+        pushed = push_images(OCIClient(http))
+    dest = tmp_path / "backup"
+
+    first = dockyard("backup", dest, config=source.config_path)  # online: the server keeps running
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["counts"]["repositories"] == 2
+    assert manifest["counts"]["tags"] == 4
+    assert manifest["counts"]["manifests"] == 5
+    assert manifest["counts"]["blobs"] == 8
+    assert manifest["schema_revision"]
+    assert "8 blobs (8 new" in first.stdout
+
+    again = dockyard("backup", dest, config=source.config_path)
+    assert again.returncode == 0, again.stderr
+    assert "8 blobs (0 new, 0 bytes copied)" in again.stdout  # content-addressed: incremental
+
+    target_dir = tmp_path / "restored"
+    target_config = tmp_path / "restored.yml"
+    target_config.write_text(yaml.safe_dump(sqlite_config(target_dir)))
+    restored = dockyard("restore", dest, config=target_config)
+    assert restored.returncode == 0, restored.stderr
+    source.stop()  # the restored copy serves on its own
+
+    target = make_server(sqlite_config(target_dir))
+    assert_serves(target.url, pushed)
+
+    refused = dockyard("restore", dest, config=target_config)
+    assert refused.returncode == 1
+    assert "empty deployment" in refused.stderr
+
+
+def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(sqlite_config(tmp_path / "data")))
+    (tmp_path / "nothing").mkdir()
+    result = dockyard("restore", tmp_path / "nothing", config=config)
+    assert result.returncode == 1
+    assert "not a dockyard backup" in result.stderr
+
+
+def test_verify_finds_a_missing_blob_and_deep_finds_a_corrupt_one(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    server = make_server(sqlite_config(tmp_path / "data"))
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        oci = OCIClient(http)
+        first = json.loads(oci.push_image("verify/one", "v1").body)
+        second = json.loads(oci.push_image("verify/two", "v1").body)
+
+    healthy = dockyard("verify", "--deep", config=server.config_path)
+    assert healthy.returncode == 0, healthy.stderr
+    assert "verified 2 manifests and 4 blobs" in healthy.stdout
+
+    def blob_file(digest: str) -> Path:
+        algorithm, hex_digest = digest.split(":")
+        return tmp_path / "data" / "storage" / "blobs" / algorithm / hex_digest[:2] / hex_digest / "data"
+
+    corrupt = first["layers"][0]["digest"]
+    data = bytearray(blob_file(corrupt).read_bytes())
+    data[0] ^= 0xFF  # same size: only hashing finds it
+    blob_file(corrupt).write_bytes(bytes(data))
+    shallow = dockyard("verify", config=server.config_path)
+    assert shallow.returncode == 0, shallow.stderr
+    deep = dockyard("verify", "--deep", config=server.config_path)
+    assert deep.returncode == 1
+    assert f"blob {corrupt}: corrupt" in deep.stderr
+
+    missing = second["config"]["digest"]
+    blob_file(missing).unlink()
+    shallow = dockyard("verify", config=server.config_path)
+    assert shallow.returncode == 1
+    assert f"blob {missing}: missing from storage" in shallow.stderr
+    assert corrupt not in shallow.stderr
