@@ -7,7 +7,7 @@ PYTEST_WORKERS ?= 2
 # e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
 PYTEST_ARGS ?= tests
 
-.PHONY: serve venv test test-deps lint bench
+.PHONY: serve venv test test-postgres test-deps lint bench
 
 # Runtime dependencies and the package only (no dev tools), re-installed when pyproject.toml changes.
 $(PYTHON):
@@ -28,6 +28,12 @@ test-deps:
 
 test: test-deps
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# The suites that run servers (and the account services), again on PostgreSQL: every server gets its own
+# database in a throwaway cluster the tests start (tests/support/postgres.py).
+PG_PYTEST_ARGS ?= tests/integration tests/e2e tests/unit/accounts
+test-postgres: test-deps
+	DOCKYARD_TEST_DB=postgresql $(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PG_PYTEST_ARGS)
 
 lint: test-deps
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,40 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import server as server_support
+from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_database() -> Iterator[None]:
+    """DOCKYARD_TEST_DB=postgresql runs every server the tests start on a database of its own (one per
+    datadir), in one throwaway PostgreSQL per test process (default: sqlite, a file in the datadir)."""
+    choice = os.environ.get("DOCKYARD_TEST_DB", "sqlite")
+    if choice == "sqlite":
+        yield
+        return
+    if choice != "postgresql":
+        raise pytest.UsageError(f"DOCKYARD_TEST_DB={choice!r}: expected sqlite or postgresql")
+    with throwaway_postgres() as cluster:
+        urls: dict[str, str] = {}
+
+        def database_for(datadir: str) -> str:
+            # Servers get the plain postgresql:// form users write in their config.
+            if datadir not in urls:
+                urls[datadir] = cluster.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
+            return urls[datadir]
+
+        server_support.database_url_factory = database_for
+        # The account unit tests' databases (tests/unit/accounts/fixtures.py) go there too.
+        previous = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
+        os.environ["DOCKYARD_TEST_POSTGRES_URL"] = previous or cluster.database_url("postgres")
+        try:
+            yield
+        finally:
+            server_support.database_url_factory = None
+            if previous is None:
+                del os.environ["DOCKYARD_TEST_POSTGRES_URL"]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
+
+# Set by tests/conftest.py when DOCKYARD_TEST_DB=postgresql: the database URL for a datadir (a new empty
+# database the first time, the same one when a test restarts a server on that datadir), used by every
+# server whose config names no database.url.
+database_url_factory: Callable[[str], str] | None = None
 
 
 def free_port() -> int:
@@ -79,6 +85,8 @@ def start_server(
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     merged = deep_merge(base, config or {})
+    if database_url_factory is not None and not merged.get("database", {}).get("url"):
+        merged["database"] = {**merged.get("database", {}), "url": database_url_factory(merged["datadir"])}
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(merged))
     log_path = workdir / "server.log"

@@ -15,9 +15,11 @@ WRITE_OPTION = "dockyard_write"
 
 
 def normalise_url(url: str) -> str:
-    """Accept plain `postgresql://` URLs and pick the installed driver."""
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
+    """Plain `postgresql://` (and Heroku-style `postgres://`) URLs run on psycopg 3, the driver dockyard
+    ships with; SQLAlchemy's default for them would be psycopg2."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
     return url
 
 

@@ -40,8 +40,10 @@ def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the schema to `revision`. Idempotent; safe to call at every start."""
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
-            # Serialise concurrent upgrades from several nodes on one advisory lock.
-            connection.exec_driver_sql("SELECT pg_advisory_lock(4242001)")
+            # Serialise concurrent upgrades from several nodes on one advisory lock. A transaction-level
+            # lock ends with the commit below: a session-level one would stay with the pooled
+            # connection, and every other node or worker's upgrade would wait on it for good.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4242001)")
         command.upgrade(alembic_config(connection), revision)
         connection.commit()
 

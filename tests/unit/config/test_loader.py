@@ -303,6 +303,13 @@ def test_a_section_left_empty_reads_as_empty(write_config: Any) -> None:
     assert settings.http.bind_port == 5001
 
 
-def test_databases_other_than_sqlite_are_refused_until_supported() -> None:
-    with pytest.raises(ConfigError, match=r"database\.url .*only SQLite"):
+def test_databases_other_than_sqlite_and_postgresql_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"database\.url .*unsupported database 'mysql'.*PostgreSQL"):
         load_settings(None, {"DOCKYARD_DATABASE_URL": "mysql://u@127.0.0.1/db"})
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@127.0.0.1:5432/db", "postgresql+psycopg://u@127.0.0.1/db", "postgres://u@h/db"]
+)
+def test_postgresql_urls_are_accepted(url: str) -> None:
+    assert load_settings(None, {"DOCKYARD_DATABASE_URL": url}).database_url == url

@@ -1,0 +1,140 @@
+"""A throwaway PostgreSQL cluster on a free loopback port, started by the tests and removed after.
+
+Debian 12's `postgresql` package puts the server binaries in /usr/lib/postgresql/15/bin. PostgreSQL
+refuses to run as root, so when the tests run as root the cluster runs as the package's `postgres` user.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from tests.support.server import free_port
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+READY_TIMEOUT = 30.0
+
+
+def postgres_tool(name: str) -> str:
+    """The path of a PostgreSQL server binary; missing is a failure (install Debian's `postgresql`)."""
+    path = shutil.which(name) or (str(POSTGRES_BIN / name) if (POSTGRES_BIN / name).exists() else None)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: install Debian's postgresql package")
+    return path
+
+
+@dataclass
+class PostgresCluster:
+    url: str  # the server's URL without a database, e.g. postgresql+psycopg://dockyard@127.0.0.1:PORT
+    root: Path
+    process: subprocess.Popen[bytes]
+    _numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def database_url(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def create_database(self, prefix: str = "dockyard") -> str:
+        """A new empty database (unique name in this cluster); returns its URL."""
+        name = f"{prefix}_{os.getpid()}_{next(self._numbers)}"
+        admin = create_engine(self.database_url("postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        finally:
+            admin.dispose()
+        return self.database_url(name)
+
+    def log(self) -> str:
+        path = self.root / "postgres.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to disconnect.
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _as_postgres_user() -> dict[str, Any]:
+    return {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
+
+
+def start_postgres(max_connections: int = 300) -> PostgresCluster:
+    """initdb a cluster in a temp dir (trust auth, user `dockyard`) and start it on 127.0.0.1."""
+    initdb, postgres = postgres_tool("initdb"), postgres_tool("postgres")
+    root = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
+    as_user = _as_postgres_user()
+    if as_user:
+        shutil.chown(root, "postgres", "postgres")
+    data = root / "data"
+    subprocess.run(
+        [initdb, "-D", str(data), "-U", "dockyard", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+        check=True,
+        capture_output=True,
+        **as_user,
+    )
+    port = free_port()
+    with (root / "postgres.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                postgres, "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
+                # A throwaway cluster: durability buys nothing, speed does.
+                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", f"max_connections={max_connections}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,
+        )
+    cluster = PostgresCluster(f"postgresql+psycopg://dockyard@127.0.0.1:{port}", root, process)
+    try:
+        _wait_until_ready(cluster)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextmanager
+def throwaway_postgres(max_connections: int = 300) -> Iterator[PostgresCluster]:
+    cluster = start_postgres(max_connections)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _wait_until_ready(cluster: PostgresCluster) -> None:
+    engine = create_engine(cluster.database_url("postgres"))
+    deadline = time.monotonic() + READY_TIMEOUT
+    try:
+        while True:
+            if cluster.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {cluster.process.returncode}:\n{cluster.log()}")
+            try:
+                with engine.connect():
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        engine.dispose()
