@@ -187,3 +187,34 @@ def test_a_corrupt_blob_in_the_tree_is_reported_and_only_what_needs_it_is_left_o
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert OCIClient(http).get_manifest("demo/fine", "v1").content == fine.body
         assert OCIClient(http).get_manifest("demo/broken", "v1").status_code == 404
+
+
+def test_import_into_storage_without_local_paths_copies_through_the_driver(
+    registry2: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The in-memory driver has no local files to hard-link into: the bytes go through the driver,
+    and the API (not only the CLI) is idempotent."""
+    from dockyard.app import build_services
+    from dockyard.config.loader import load_settings
+    from dockyard.maintenance.import_registry2 import import_registry2
+
+    url, root = registry2
+    with httpx.Client(base_url=url, timeout=30) as http:
+        pushed = OCIClient(http).push_image("mem/image", "v1")
+    config = tmp_path / "dockyard.yml"
+    config.write_text(yaml.safe_dump({**sqlite_config(tmp_path / "data"), "storage": {"inmemory": {}}}))
+    services = build_services(load_settings(config, {}))
+    try:
+        first = import_registry2(root, services)
+        counts = (first.blobs, first.blobs_copied, first.blobs_linked, first.manifests, first.tags)
+        assert counts == (2, 2, 0, 1, 1)
+        assert not first.problems
+        second = import_registry2(root, services)
+        assert (second.blobs_present, second.blobs_copied, second.manifests, second.tags) == (2, 0, 1, 1)
+        record = services.registry.get_manifest("mem/image", "v1")
+        assert record.content == pushed.body
+        for blob in json.loads(pushed.body)["layers"]:
+            with services.registry.blobs.open(blob["digest"]) as stream:
+                assert digest_of(stream.read()) == blob["digest"]
+    finally:
+        services.close()
