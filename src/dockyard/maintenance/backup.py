@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -299,9 +299,3 @@ def _schema_revision(db: sqlite3.Connection) -> str | None:
     except sqlite3.OperationalError:
         return None
     return "+".join(sorted(row[0] for row in rows)) or None
-
-
-def as_dict(result: BackupResult | RestoreResult) -> dict[str, object]:
-    data = asdict(result)
-    data["problems"] = result.problems.items
-    return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dockyard.errors import PathNotFound, StorageError
 from dockyard.maintenance.interfaces import (
@@ -35,7 +35,7 @@ def verify(
     progress = progress or NullProgress()
     result = VerifyResult()
     with services.db.read() as connection:
-        result.manifests = len(connection.scalars(select(Manifest.id)).all())
+        result.manifests = int(connection.scalar(select(func.count()).select_from(Manifest)) or 0)
         # Blobs that manifests reference but the blobs table does not know.
         unrecorded = connection.execute(
             select(Repository.name, Manifest.digest, ManifestReference.digest)
