@@ -85,7 +85,9 @@ def start_server(
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     merged = deep_merge(base, config or {})
-    if database_url_factory is not None and not merged.get("database", {}).get("url"):
+    # storage.inmemory servers keep their default: a database as ephemeral as their blobs.
+    ephemeral = "inmemory" in merged.get("storage", {})
+    if database_url_factory is not None and not ephemeral and not merged.get("database", {}).get("url"):
         merged["database"] = {**merged.get("database", {}), "url": database_url_factory(merged["datadir"])}
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(merged))
