@@ -20,6 +20,7 @@ declare -A PACKAGE_OF=(
   [ldapsearch]=ldap-utils
   [python3]=python3
   [make]=make
+  [redis-server]=redis-server  # Redis the cache and limiter tests start on their own ports (tests/support/redis.py)
 )
 
 missing=()

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from dockyard.api.allowlist import AllowlistMiddleware
+from dockyard.api.health import health_routes, readiness_checks
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.routes import OCIRouter
@@ -36,6 +37,7 @@ from dockyard.db.session import Database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
+from dockyard.registry.cache_redis import RedisChangeFeed, connect
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.security import build_security, first_admin
@@ -66,6 +68,8 @@ class Services:
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
         self.pulls.close()  # writes the pull times still noted
+        if isinstance(self.feed, RedisChangeFeed):
+            self.feed.close()
         self.db.dispose()
 
 
@@ -85,11 +89,13 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     driver = build_driver_from(settings)
     # Several worker processes share one node's caches' change feed through a file; an
     # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.
-    feed: ChangeFeed = (
-        InProcessChangeFeed()
-        if settings.storage.driver_name == "inmemory"
-        else LocalChangeFeed(settings.datadir / "run" / "changes")
-    )
+    feed: ChangeFeed
+    if settings.redis.url:  # nodes (and their workers) hear each other's changes through Redis
+        feed = RedisChangeFeed(connect(settings.redis.url))
+    elif settings.storage.driver_name == "inmemory":
+        feed = InProcessChangeFeed()
+    else:
+        feed = LocalChangeFeed(settings.datadir / "run" / "changes")
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads)
     registry = Registry(
@@ -121,7 +127,11 @@ def create_app(services: Services) -> ASGIApp:
         audit=services.audit,
         pulls=services.pulls,
     )
-    routes: list[BaseRoute] = list(security.routes)
+    redis_ping = services.feed.ping if isinstance(services.feed, RedisChangeFeed) else None
+    routes: list[BaseRoute] = [
+        *health_routes(readiness_checks(services.db, services.driver, redis_ping)),
+        *security.routes,
+    ]
     if settings.metrics.enabled:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
 

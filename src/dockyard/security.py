@@ -14,8 +14,10 @@ from starlette.routing import BaseRoute, Mount
 from dockyard import __version__
 from dockyard.accounts.bootstrap import bootstrap_admin
 from dockyard.accounts.groups import GroupService
+from dockyard.accounts.interfaces import LoginLimiter
 from dockyard.accounts.ldap import LDAPDirectory
 from dockyard.accounts.limiter import InProcessLoginLimiter
+from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.users import UserService
@@ -37,6 +39,7 @@ from dockyard.db.session import Database
 from dockyard.errors import ConfigError
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.registry.cache_redis import connect
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
@@ -91,7 +94,7 @@ def _dockyard_security(
     auth = settings.auth
     users, robots = UserService(db), RobotService(db)
     tokens = PersonalTokenService(db)
-    limiter = InProcessLoginLimiter(auth.login_limit.max_failures, parse_duration(auth.login_limit.window))
+    limiter = _login_limiter(settings)
     directory = _directory(settings)
     authenticator = LocalAuthenticator(users, GroupService(db), tokens, robots, limiter, directory)
     policy = AccessPolicy(db)
@@ -141,6 +144,15 @@ def _dockyard_security(
         Mount(MOUNT_PATH, app=create_management_app(management)),
     ]
     return Security(gate, routes, policy)
+
+
+def _login_limiter(settings: Settings) -> LoginLimiter:
+    """Shared by all workers and nodes through Redis when configured; else this process's own."""
+    limit = settings.auth.login_limit
+    window = parse_duration(limit.window)
+    if settings.redis.url:
+        return RedisLoginLimiter(connect(settings.redis.url), limit.max_failures, window)
+    return InProcessLoginLimiter(limit.max_failures, window)
 
 
 def _forget_verified_tokens(gate: TokenGate) -> None:

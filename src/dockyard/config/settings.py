@@ -186,6 +186,30 @@ class DatabaseSettings(_Section):
         return value
 
 
+# redis:// and rediss:// (TLS) as redis-py reads them; Sentinel as
+# redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]
+# (rediss+sentinel: TLS to the master).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+class RedisSettings(_Section):
+    """Optional: caches' invalidation across nodes and shared login-failure counts."""
+
+    url: str | None = Field(default=None, repr=False)  # may carry a password
+
+    @field_validator("url")
+    @classmethod
+    def _supported_redis(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if "://" not in value or value.partition("://")[0].lower() not in REDIS_SCHEMES:
+            raise ValueError(
+                "expected redis://HOST:PORT/DB, rediss://... (TLS) or "
+                "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]"
+            )
+        return value
+
+
 class AccessLogSettings(_Section):
     disabled: bool = False
 
@@ -310,6 +334,7 @@ class Settings(_Section):
     http: HTTPSettings = HTTPSettings()
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     auth: AuthSettings = AuthSettings()

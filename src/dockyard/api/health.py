@@ -1,0 +1,77 @@
+"""Load-balancer probes, without auth: `/healthz` (the process serves) and `/readyz` (its backends answer).
+
+`/readyz` runs every check at once in threads, each bounded by a timeout, and answers 200 with
+`{"status": "ok", "checks": {"database": "ok", ...}}`, or 503 naming what failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from dockyard.db.session import Database
+from dockyard.errors import PathNotFound
+from dockyard.storage.driver.base import StorageDriver
+
+Check = Callable[[], None]  # raises when the backend is not usable
+CHECK_TIMEOUT_SECONDS = 3.0
+log = logging.getLogger("dockyard.health")
+
+
+def readiness_checks(
+    db: Database, driver: StorageDriver, redis_ping: Check | None = None
+) -> dict[str, Check]:
+    checks: dict[str, Check] = {"database": lambda: _query(db), "storage": lambda: _list_root(driver)}
+    if redis_ping is not None:
+        checks["redis"] = redis_ping
+    return checks
+
+
+def health_routes(checks: Mapping[str, Check], timeout: float = CHECK_TIMEOUT_SECONDS) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        results = await asyncio.gather(*(_run(name, check, timeout) for name, check in checks.items()))
+        report = dict(zip(checks, results, strict=True))
+        ready = all(result == "ok" for result in report.values())
+        return JSONResponse(
+            {"status": "ok" if ready else "unavailable", "checks": report},
+            status_code=200 if ready else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+
+
+async def _run(name: str, check: Check, timeout: float) -> str:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check), timeout)
+    except TimeoutError:
+        log.warning("readiness check %s timed out after %gs", name, timeout)
+        return f"timed out after {timeout:g}s"
+    except Exception as exc:  # any failure means "not ready"
+        # The body is public (no auth): the error's type only; the details go to the log.
+        log.warning("readiness check %s failed: %s", name, exc)
+        return f"failed: {type(exc).__name__}"
+    return "ok"
+
+
+def _query(db: Database) -> None:
+    with db.read() as connection:
+        connection.execute(text("SELECT 1")).scalar_one()
+
+
+def _list_root(driver: StorageDriver) -> None:
+    with contextlib.suppress(PathNotFound):  # reachable, nothing stored yet
+        driver.list("")

@@ -1,0 +1,187 @@
+"""A change feed shared by every node through Redis pub/sub, for the caches in `cache`.
+
+The hot path reads `generation()` on every cached manifest GET, so it never talks to Redis: each
+process keeps its own counters, and a background thread moves them when another process (on any
+node) publishes a bump. A bump is INCR of a Redis key and PUBLISH, in one round trip.
+
+Correctness when Redis is away: a process that is not subscribed might miss another node's bump,
+so until its subscription is confirmed it is *degraded*: `generation()` returns a new value on
+every call, which makes `GenerationCache` drop and never keep anything (every read goes to the
+DB: slower, never stale). On (re)subscription every counter is bumped, since messages may have been
+missed meanwhile. A bump this process could not publish is published again once Redis is back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from dockyard.registry.cache import Topic
+
+log = logging.getLogger("dockyard.cache.redis")
+
+CHANNEL = "dockyard:changes"
+GENERATION_KEY = "dockyard:generation:{}"  # one counter per topic, INCRed by every bump
+_TIMEOUT = 2.0  # seconds: a command or connection attempt to a Redis that went away
+_RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
+_HEALTH_CHECK_SECONDS = 5  # the subscription PINGs when idle, so a dead peer is noticed
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for redis://, rediss:// (TLS), unix:// or a Sentinel-managed master:
+    redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]
+    (rediss+sentinel:// talks TLS to the master; the password is the master's and the sentinels')."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": _TIMEOUT,
+        "socket_timeout": _TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": _HEALTH_CHECK_SECONDS,
+    }
+    scheme = url.partition("://")[0].lower()
+    if not scheme.endswith("+sentinel"):
+        return redis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    sentinels = []
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":")
+        sentinels.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not path:
+        raise ValueError("a Sentinel URL names the service: redis+sentinel://HOST:PORT/SERVICE_NAME[/DB]")
+    credentials = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+    }
+    sentinel = Sentinel(
+        sentinels,
+        sentinel_kwargs={**credentials, "socket_timeout": _TIMEOUT, "socket_connect_timeout": _TIMEOUT},
+        **credentials,
+        **options,
+    )
+    db = int(path[1]) if len(path) > 1 else 0
+    client: redis.Redis = sentinel.master_for(path[0], db=db, ssl=scheme.startswith("rediss"))
+    return client
+
+
+class RedisChangeFeed:
+    """Implements `ChangeFeed`. One per process: its subscriber thread starts at construction."""
+
+    def __init__(self, client: redis.Redis, *, channel: str = CHANNEL) -> None:
+        self._client = client
+        self._channel = channel
+        self._values = [0] * len(Topic)
+        self._degraded = True  # until the subscription is confirmed
+        self._ticks = itertools.count(1 << 62)  # generations while degraded: new on every read
+        self._unpublished: set[Topic] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._thread = threading.Thread(target=self._listen_forever, name="redis-change-feed", daemon=True)
+        self._thread.start()
+
+    # --- ChangeFeed -----------------------------------------------------------------------------
+    def generation(self, topic: Topic) -> int:
+        if self._degraded:
+            return next(self._ticks)
+        return self._values[topic]
+
+    def bump(self, topic: Topic) -> None:
+        self._bump_locally(topic)  # this process sees its own write at once, Redis or not
+        try:
+            self._publish(topic)
+        except redis.RedisError as exc:
+            log.warning("cannot publish a cache invalidation (%s); caching is off until Redis is back", exc)
+            with self._lock:
+                self._unpublished.add(topic)
+            self._degraded = True
+
+    # --- for health checks, tests and shutdown --------------------------------------------------
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once subscribed (caching is on)."""
+        return self._connected.wait(timeout)
+
+    def ping(self) -> None:
+        """Raises redis.RedisError if Redis does not answer."""
+        self._client.ping()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=_TIMEOUT + _RETRY_SECONDS)
+        self._client.close()
+
+    # --- internals ------------------------------------------------------------------------------
+    def _bump_locally(self, topic: Topic) -> None:
+        with self._lock:
+            self._values[topic] += 1
+
+    def _publish(self, topic: Topic) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.incr(GENERATION_KEY.format(int(topic)))
+        pipe.publish(self._channel, str(int(topic)))
+        pipe.execute()
+
+    def _listen_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except (redis.RedisError, OSError) as exc:
+                if not self._degraded:
+                    log.warning("lost the Redis change feed (%s); caching is off until it is back", exc)
+            except Exception:  # a bug must not stop invalidation silently: degrade and retry
+                log.exception("Redis change feed listener failed")
+            self._go_degraded()
+            self._stopping.wait(_RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stopping.is_set():
+                if self._unpublished and self._connected.is_set():
+                    self._resume()  # a bump failed to publish while we stayed subscribed
+                message = pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    self._resume()
+                elif message["type"] == "message":
+                    self._on_message(message["data"])
+        finally:
+            pubsub.close()
+
+    def _on_message(self, data: bytes | str) -> None:
+        try:
+            topic = Topic(int(data))
+        except ValueError:
+            log.warning("ignoring an unknown change-feed message %r", data)
+            return
+        self._bump_locally(topic)
+
+    def _resume(self) -> None:
+        """Subscribed: anything may have changed while we were not, so every cache starts afresh."""
+        with self._lock:
+            pending = set(self._unpublished)
+        for topic in pending:
+            self._publish(topic)  # a failure raises and the listener retries
+            with self._lock:
+                self._unpublished.discard(topic)
+        for topic in Topic:
+            self._bump_locally(topic)
+        self._degraded = False
+        self._connected.set()
+        log.info("Redis change feed subscribed; caching is on")
+
+    def _go_degraded(self) -> None:
+        self._degraded = True
+        self._connected.clear()

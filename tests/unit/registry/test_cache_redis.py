@@ -1,0 +1,177 @@
+"""RedisChangeFeed on a real redis-server: bumps reach other feeds through pub/sub, the local read
+never talks to Redis, and while Redis is away nothing is cached (so nothing can be stale)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dockyard.accounts.limiter_redis import RedisLoginLimiter
+from dockyard.registry.cache import GenerationCache, Topic
+from dockyard.registry.cache_redis import RedisChangeFeed, connect
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def feeds(redis_server: RedisServer) -> Iterator[Callable[[], RedisChangeFeed]]:
+    made: list[RedisChangeFeed] = []
+
+    def make() -> RedisChangeFeed:
+        feed = RedisChangeFeed(connect(redis_server.url))
+        made.append(feed)
+        return feed
+
+    yield make
+    for feed in made:
+        feed.close()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def cached(feed: RedisChangeFeed) -> GenerationCache[str, str]:
+    return GenerationCache[str, str](feed, Topic.MANIFESTS)
+
+
+def remember(cache: GenerationCache[str, str], key: str, value: str) -> None:
+    cache.put(key, value, cache.current_generation())
+
+
+def test_a_bump_on_one_feed_empties_the_caches_of_another(feeds: Callable[[], RedisChangeFeed]) -> None:
+    writer, reader = feeds(), feeds()
+    assert writer.wait_connected(5) and reader.wait_connected(5)
+    cache = cached(reader)
+    remember(cache, "repo:latest", "sha256:old")
+    assert cache.get("repo:latest") == "sha256:old"
+
+    writer.bump(Topic.MANIFESTS)
+
+    assert eventually(lambda: cache.get("repo:latest") is None, timeout=2.0)
+    # The other topic was not touched: a blob-existence cache keeps its answers.
+    blobs = GenerationCache[str, int](reader, Topic.BLOB_DELETES)
+    blobs.put("sha256:abc", 3, blobs.current_generation())
+    writer.bump(Topic.MANIFESTS)
+    assert eventually(lambda: cache.get("repo:latest") is None)
+    assert blobs.get("sha256:abc") == 3
+
+
+def test_the_writer_sees_its_own_bump_at_once(feeds: Callable[[], RedisChangeFeed]) -> None:
+    feed = feeds()
+    assert feed.wait_connected(5)
+    cache = cached(feed)
+    remember(cache, "k", "v")
+    feed.bump(Topic.MANIFESTS)
+    assert cache.get("k") is None  # no waiting for the message to come back
+
+
+def test_nothing_is_cached_until_subscribed(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")  # not started: nothing listens on its port
+    feed = RedisChangeFeed(connect(server.url))
+    try:
+        assert feed.degraded
+        cache = cached(feed)
+        remember(cache, "k", "v")
+        assert cache.get("k") is None
+        feed.bump(Topic.MANIFESTS)  # neither raises nor blocks the writer for long
+        server.start()
+        assert feed.wait_connected(5)
+        remember(cache, "k", "v")
+        assert cache.get("k") == "v"
+    finally:
+        feed.close()
+        server.kill()
+
+
+def test_redis_killed_then_restarted(redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]) -> None:
+    writer, reader = feeds(), feeds()
+    assert writer.wait_connected(5) and reader.wait_connected(5)
+    cache = cached(reader)
+    remember(cache, "k", "before")
+
+    redis_server.kill()
+    # The reader notices the dropped connection and stops caching: its old answers are gone,
+    # and what it is given now is not kept.
+    assert eventually(lambda: reader.degraded, timeout=3.0)
+    assert cache.get("k") is None
+    remember(cache, "k", "during")
+    assert cache.get("k") is None
+    started = time.monotonic()
+    writer.bump(Topic.MANIFESTS)  # cannot publish: bumps locally, remembers to publish later
+    assert time.monotonic() - started < 2.5
+    assert writer.degraded
+
+    redis_server.start()
+    assert writer.wait_connected(5) and reader.wait_connected(5)
+    remember(cache, "k", "after")
+    assert cache.get("k") == "after"  # caching is back
+    writer.bump(Topic.MANIFESTS)
+    assert eventually(lambda: cache.get("k") is None, timeout=2.0)
+
+
+def test_the_generation_read_costs_no_round_trip(feeds: Callable[[], RedisChangeFeed]) -> None:
+    feed = feeds()
+    assert feed.wait_connected(5)
+    calls = 100_000
+    started = time.perf_counter()
+    for _ in range(calls):
+        feed.generation(Topic.MANIFESTS)
+    per_call = (time.perf_counter() - started) / calls
+    # A loopback Redis round trip is ~50 us; a local read is well under a microsecond. The bound is
+    # loose (slow CI) but far below any round trip.
+    assert per_call < 10e-6, f"{per_call * 1e9:.0f} ns per generation()"
+
+
+def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None:
+    client = connect("redis+sentinel://:s3cret@127.0.0.1:26379,[::1]:26380/mymaster/2")
+    pool = client.connection_pool
+    assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
+    assert pool.connection_kwargs["db"] == 2
+    assert pool.connection_kwargs["password"] == "s3cret"
+    sentinels = pool.sentinel_manager.sentinels  # type: ignore[attr-defined]
+    addresses = [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+                 for s in sentinels]  # fmt: skip
+    assert addresses == [("127.0.0.1", 26379), ("::1", 26380)]
+    with pytest.raises(ValueError, match="SERVICE_NAME"):
+        connect("redis+sentinel://127.0.0.1:26379")
+
+
+def test_login_limiter_counts_are_shared_and_fall_back_when_redis_is_gone(
+    redis_server: RedisServer,
+) -> None:
+    one = RedisLoginLimiter(connect(redis_server.url), max_failures=3, window_seconds=60)
+    other = RedisLoginLimiter(connect(redis_server.url), max_failures=3, window_seconds=60)
+    one.failed("Alice", "10.0.0.1")
+    other.failed("alice", "10.0.0.2")
+    assert one.allowed("alice", "10.0.0.9") and other.allowed("ALICE", None)
+    other.failed("alice", "10.0.0.3")
+    assert not one.allowed("alice", "10.0.0.9")  # three failures, counted by two limiters
+    assert one.allowed("bob", "10.0.0.9")
+    key_ttl = redis.Redis.from_url(redis_server.url).pttl("dockyard:login-failures:user:alice")
+    assert 0 < key_ttl <= 60_000
+
+    one.succeeded("alice", "10.0.0.9")
+    assert other.allowed("alice", "10.0.0.9")
+
+    redis_server.kill()
+    for _ in range(3):
+        one.failed("carol", "10.0.0.4")  # counted in this process while Redis is away
+    assert not one.allowed("carol", "10.0.0.5")
+    assert other.allowed("carol", "10.0.0.5")  # the other process never saw them
