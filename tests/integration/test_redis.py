@@ -11,6 +11,7 @@ that is not caching answers the new one at once.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +21,17 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from dockyard.api.health import health_routes, readiness_checks
+from dockyard.config.loader import load_config, load_settings
+from dockyard.db.engine import build_engine
+from dockyard.db.session import Database
+from dockyard.errors import ConfigError
+from dockyard.storage.driver import build_driver
 from tests.support.ociclient import OCIClient
 from tests.support.redis import RedisServer
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, free_port, start_server
 
 ADMIN = ("admin", "redis-admin-password-1")
 MAX_FAILURES = 3
@@ -189,3 +197,37 @@ def test_redis_killed_then_restarted(cluster: Cluster) -> None:
         time.sleep(0.5)
     new = a.push_image(REPO, "after", seed="after-1").digest
     assert eventually(lambda: tag_digest(b, "after"), new) == new
+
+
+def test_readiness_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    # A PostgreSQL URL on a port nothing listens on: the database a node lost.
+    dead = Database(build_engine(f"postgresql://dockyard@127.0.0.1:{free_port()}/dockyard"))
+    driver = build_driver("filesystem", rootdirectory=tmp_path / "storage")
+    app = Starlette(routes=health_routes(readiness_checks(dead, driver)))
+
+    async def probe() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as http:
+            return await http.get("/healthz"), await http.get("/readyz")
+
+    alive, ready = asyncio.run(probe())
+    assert alive.status_code == 200  # alive, but not ready
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["checks"]["database"].startswith("failed: ")
+    assert ready.json()["checks"]["storage"] == "ok"
+    assert "127.0.0.1" not in ready.text  # the public body names no addresses
+
+
+def test_redis_settings_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    url = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster/1"
+    assert load_settings(None, {"DOCKYARD_REDIS_URL": url}).redis.url == url
+    config = tmp_path / "config.yml"
+    config.write_text("redis:\n  url: rediss://127.0.0.1:6380/0\n")
+    assert load_settings(config, {}).redis.url == "rediss://127.0.0.1:6380/0"
+    with pytest.raises(ConfigError, match=r"redis\.url"):
+        load_settings(None, {"DOCKYARD_REDIS_URL": "memcached://127.0.0.1:11211"})
+    # registry:2's redis section is accepted with a warning, and does not turn Redis on.
+    config.write_text("version: 0.1\nredis:\n  addr: 127.0.0.1:6379\n  db: 0\n")
+    loaded = load_config(config, {})
+    assert loaded.settings.redis.url is None
+    assert any(warning.startswith("redis.addr") for warning in loaded.warnings)
