@@ -69,3 +69,26 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+class RedisSentinel(RedisServer):
+    """A Sentinel watching one master (quorum 1): what redis+sentinel:// URLs name."""
+
+    def __init__(self, workdir: Path, master: RedisServer, service: str = "mymaster") -> None:
+        super().__init__(workdir)
+        self.master = master
+        self.service = service
+        self.log_path = workdir / "sentinel.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
+
+    def _options(self) -> list[str]:
+        # Sentinel rewrites its config file, so it must be a file of its own.
+        config = self.workdir / "sentinel.conf"
+        config.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        return [str(config), "--sentinel"]

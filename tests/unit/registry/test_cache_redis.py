@@ -13,7 +13,7 @@ import redis
 from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.registry.cache import GenerationCache, Topic
 from dockyard.registry.cache_redis import RedisChangeFeed, connect
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisSentinel, RedisServer
 
 
 @pytest.fixture
@@ -175,3 +175,22 @@ def test_login_limiter_counts_are_shared_and_fall_back_when_redis_is_gone(
         one.failed("carol", "10.0.0.4")  # counted in this process while Redis is away
     assert not one.allowed("carol", "10.0.0.5")
     assert other.allowed("carol", "10.0.0.5")  # the other process never saw them
+
+
+def test_a_feed_through_a_real_sentinel(redis_server: RedisServer, tmp_path: Path) -> None:
+    sentinel = RedisSentinel(tmp_path / "sentinel", redis_server)
+    sentinel.start()
+    try:
+        writer = RedisChangeFeed(connect(sentinel.url))
+        reader = RedisChangeFeed(connect(redis_server.url))  # the master, named directly
+        try:
+            assert writer.wait_connected(5) and reader.wait_connected(5)
+            cache = cached(reader)
+            remember(cache, "k", "v")
+            writer.bump(Topic.MANIFESTS)
+            assert eventually(lambda: cache.get("k") is None, timeout=2.0)
+        finally:
+            writer.close()
+            reader.close()
+    finally:
+        sentinel.kill()
