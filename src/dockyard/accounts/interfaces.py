@@ -156,7 +156,8 @@ class Page(Generic[T]):
 class LoginLimiter(Protocol):
     """Counts failed logins per username and per client address within a window.
 
-    In-process now (`InProcessLoginLimiter`); a Redis one can share counts between nodes later.
+    `InProcessLoginLimiter` per process; `RedisLoginLimiter` (accounts/limiter_redis.py) shares counts
+    between workers and nodes when redis.url is set.
     """
 
     def allowed(self, username: str, client_ip: str | None) -> bool:
