@@ -72,7 +72,20 @@ class RunningSeaweedFS:
 
 
 def start_seaweedfs(workdir: Path, bucket: str = "dockyard", timeout: float = 60.0) -> RunningSeaweedFS:
-    """Start `weed mini` with its data under workdir, with bucket created; wait until S3 answers."""
+    """Start `weed mini` with its data under workdir, with bucket created; wait until S3 answers.
+
+    Ten ports are picked free and then bound by weed: a parallel test can take one in between, which
+    weed reports as "Port allocation failed" — then it starts again on new ports."""
+    for attempt in range(3):
+        try:
+            return _start(workdir / f"attempt-{attempt}", bucket, timeout)
+        except RuntimeError as exc:
+            if "Port allocation failed" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start(workdir: Path, bucket: str, timeout: float) -> RunningSeaweedFS:
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
