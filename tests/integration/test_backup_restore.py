@@ -18,6 +18,7 @@ from tests.support.ociclient import (
     OCI_LAYER,
     OCI_MANIFEST,
     OCIClient,
+    assert_serves_bit_for_bit,
     descriptor,
     digest_of,
     image_manifest,
@@ -63,22 +64,14 @@ def push_images(oci: OCIClient) -> dict[tuple[str, str], bytes]:
 
 
 def assert_serves(url: str, pushed: dict[tuple[str, str], bytes]) -> None:
-    """Every manifest by its reference, and every blob it names, bit for bit."""
-    with httpx.Client(base_url=url, timeout=30) as http:
-        oci = OCIClient(http)
-        for (repo, reference), body in pushed.items():
-            response = oci.get_manifest(repo, reference)
-            assert response.status_code == 200, (repo, reference, response.text)
-            assert response.content == body
-            document = json.loads(body)
-            for blob in [document.get("config"), *document.get("layers", [])]:
-                if blob:
-                    got = http.get(f"/v2/{repo}/blobs/{blob['digest']}")
-                    assert got.status_code == 200
-                    assert digest_of(got.content) == blob["digest"]
+    """Every manifest by its reference, and every blob it names, bit for bit; and the listings."""
+    oci = assert_serves_bit_for_bit(url, pushed)
+    try:
         assert sorted(oci.catalog()) == sorted({repo for repo, _ in pushed})
         assert sorted(oci.tags("library/alpine") or []) == ["3.19", "latest"]
         assert sorted(oci.tags("team/app") or []) == ["multi", "v1"]
+    finally:
+        oci.http.close()
 
 
 def test_backup_then_restore_into_an_empty_deployment_serves_every_image_bit_for_bit(

@@ -24,6 +24,7 @@ from tests.support.ociclient import (
     OCI_LAYER,
     OCI_MANIFEST,
     OCIClient,
+    assert_serves_bit_for_bit,
     descriptor,
     digest_of,
     image_manifest,
@@ -40,12 +41,14 @@ def registry2(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
     config = tmp_path / "registry2.yml"
     config.write_text(
-        yaml.safe_dump({
-            "version": 0.1,
-            "log": {"level": "error"},
-            "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
-            "http": {"addr": f"127.0.0.1:{port}"},
-        })
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "error"},
+                "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
     )
     log = (tmp_path / "registry2.log").open("wb")
     process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
@@ -83,12 +86,15 @@ def push_to_registry2(url: str) -> dict[tuple[str, str], bytes]:
             oci.push_blob(repo, shared)
         config = json.dumps({"architecture": "amd64", "os": "linux", "docker": True}).encode()
         oci.push_blob("library/busybox", config)
-        docker_body = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": descriptor(DOCKER_CONFIG, config),
-            "layers": [descriptor(DOCKER_LAYER, shared)],
-        }, indent=3).encode()
+        docker_body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": DOCKER_MANIFEST,
+                "config": descriptor(DOCKER_CONFIG, config),
+                "layers": [descriptor(DOCKER_LAYER, shared)],
+            },
+            indent=3,
+        ).encode()
         pushed[("library/busybox", "docker")] = oci.push_manifest(
             "library/busybox", "docker", docker_body, DOCKER_MANIFEST
         ).body
@@ -105,22 +111,14 @@ def push_to_registry2(url: str) -> dict[tuple[str, str], bytes]:
 
 
 def assert_serves(url: str, pushed: dict[tuple[str, str], bytes]) -> None:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        oci = OCIClient(http)
-        for (repo, reference), body in pushed.items():
-            response = oci.get_manifest(repo, reference)
-            assert response.status_code == 200, (repo, reference, response.text)
-            assert response.content == body
-            assert response.headers["Docker-Content-Digest"] == digest_of(body)
-            document = json.loads(body)
-            for blob in [document.get("config"), *document.get("layers", [])]:
-                if blob:
-                    got = http.get(f"/v2/{repo}/blobs/{blob['digest']}")
-                    assert got.status_code == 200
-                    assert digest_of(got.content) == blob["digest"]
+    """Every manifest by its reference, and every blob it names, bit for bit; and the listings."""
+    oci = assert_serves_bit_for_bit(url, pushed)
+    try:
         assert sorted(oci.catalog()) == ["library/busybox", "org/team/tool"]
         assert sorted(oci.tags("library/busybox") or []) == ["1.36", "docker", "latest"]
         assert sorted(oci.tags("org/team/tool") or []) == ["multi", "v2"]
+    finally:
+        oci.http.close()
 
 
 def test_import_of_a_real_registry2_tree_serves_every_image_and_tag_bit_for_bit(

@@ -32,11 +32,24 @@ ALL_MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_
 
 EMPTY_JSON = b"{}"
 # The error codes the distribution spec defines (code-1 .. code-15).
-SPEC_ERROR_CODES = frozenset({
-    "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
-    "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN",
-    "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS",
-})
+SPEC_ERROR_CODES = frozenset(
+    {
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    }
+)
 
 
 def digest_of(data: bytes, algorithm: str = "sha256") -> str:
@@ -121,7 +134,10 @@ def image_manifest(
     annotations: dict[str, str] | None = None,
 ) -> bytes:
     document: dict[str, Any] = {
-        "schemaVersion": 2, "mediaType": media_type, "config": config, "layers": layers,
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": config,
+        "layers": layers,
     }
     if artifact_type:
         document["artifactType"] = artifact_type
@@ -205,8 +221,9 @@ class OCIClient:
         headers = {"Content-Type": media_type}
         return self.http.put(f"/v2/{repo}/manifests/{reference}", content=body, headers=headers)
 
-    def get_manifest(self, repo: str, reference: str, accept: str | None = None,
-                     method: str = "GET") -> httpx.Response:
+    def get_manifest(
+        self, repo: str, reference: str, accept: str | None = None, method: str = "GET"
+    ) -> httpx.Response:
         accept = accept or ", ".join(ALL_MANIFEST_TYPES)
         return self.http.request(method, f"/v2/{repo}/manifests/{reference}", headers={"Accept": accept})
 
@@ -287,7 +304,13 @@ def raw_request(
 
 
 def raw_chunked_request(
-    host: str, method: str, target: str, headers: dict[str, str], body: bytes, *, piece: int = 65536,
+    host: str,
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    piece: int = 65536,
     timeout: float = 10.0,
 ) -> RawResponse | None:
     """Send body with chunked transfer encoding, stopping as soon as the server answers early
@@ -349,5 +372,24 @@ def _dechunk(data: bytes) -> bytes:
         if size == 0:
             break
         out += data[:size]
-        data = data[size + 2:]
+        data = data[size + 2 :]
     return bytes(out)
+
+
+def assert_serves_bit_for_bit(url: str, pushed: dict[tuple[str, str], bytes]) -> OCIClient:
+    """Every manifest by its reference (exact bytes and digest header), and every blob it names, hashes
+    right. Returns a client on the same server for the caller's own listing checks (close it)."""
+    http = httpx.Client(base_url=url, timeout=30)
+    oci = OCIClient(http)
+    for (repo, reference), body in pushed.items():
+        response = oci.get_manifest(repo, reference)
+        assert response.status_code == 200, (repo, reference, response.text)
+        assert response.content == body
+        assert response.headers["Docker-Content-Digest"] == digest_of(body)
+        document = json.loads(body)
+        for blob in [document.get("config"), *document.get("layers", [])]:
+            if blob:
+                got = http.get(f"/v2/{repo}/blobs/{blob['digest']}")
+                assert got.status_code == 200
+                assert digest_of(got.content) == blob["digest"]
+    return oci

@@ -8,6 +8,7 @@ later rehashes each user at their next login.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 
@@ -23,8 +24,13 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Each hash takes 19 MiB and a core for ~25 ms: a burst of logins must queue for cores rather than
 # run all at once (that pushed a worker past 500 MiB and made every login slow).
 _HASH_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
-# Verified against when the user does not exist, so an unknown name takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("dockyard-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so an unknown name takes as long as a wrong
+    password. Made on first use, not at import (a hash costs ~25 ms and 19 MiB)."""
+    return _hasher.hash("dockyard-dummy-password")
 
 
 def check_password_policy(password: str, username: str | None = None) -> None:
@@ -48,7 +54,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
     try:
         with _HASH_SLOTS:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
