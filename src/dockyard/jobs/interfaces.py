@@ -1,0 +1,66 @@
+"""The contract between the job queue and the handlers of each kind of job (gc, retention, ...).
+
+A handler is a plain function run on a worker thread: it gets a JobContext, does its work, and returns
+a JSON-able result (or None). It raises to fail the attempt (the queue retries with backoff up to the
+kind's limit); it calls `ctx.check_cancelled()` between units of work so a cancel stops it promptly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+
+class JobError(Exception):
+    """Base of the job queue's errors."""
+
+
+class JobCancelled(JobError):
+    """Raised by JobContext.check_cancelled() once the job was cancelled (or timed out)."""
+
+
+class JobNotFound(JobError):
+    pass
+
+
+class JobStateError(JobError):
+    """The job is not in a state that allows this (e.g. cancelling a finished job)."""
+
+
+class UnknownJobKind(JobError):
+    pass
+
+
+class JobContext(Protocol):
+    """What a running handler sees of its job."""
+
+    @property
+    def job_id(self) -> int: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+
+    def log(self, line: str) -> None:
+        """Append a line to the job's log (kept in its history)."""
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report progress; `dockyard garbage-collect` and the API show it."""
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the job was cancelled or ran past its timeout."""
+
+
+JobHandler = Callable[[JobContext], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job and how the queue runs it."""
+
+    name: str  # "gc", "retention", "purge-uploads", ...
+    handler: JobHandler
+    concurrency: int = 1  # at most this many of this kind running at once, cluster-wide
+    timeout: timedelta = timedelta(hours=6)
+    max_attempts: int = 3
