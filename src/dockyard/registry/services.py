@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from dockyard.content import mediatypes
 from dockyard.content.digest import Digest, digest_of, parse_digest
@@ -146,6 +146,7 @@ class Registry:
             if repository_id is None:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
             if isinstance(ref, Digest):
+                _stamp_unreferenced(connection, repository_id, str(ref))
                 result = connection.execute(
                     delete(Manifest).where(
                         Manifest.repository_id == repository_id, Manifest.digest == str(ref)
@@ -354,6 +355,10 @@ class Registry:
                 select(Blob.digest, Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
                 .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests))
+                .order_by(Blob.digest)
+                # PostgreSQL: garbage collection locks a blob's row before deleting it, so this
+                # manifest either sees the blob gone or keeps it (docs/gc.md). SQLite: writes are serial.
+                .with_for_update(read=True, key_share=True, of=Blob)
             )
             linked = {digest: size for digest, size in rows}
             missing = sorted(blob_digests - linked.keys())
@@ -370,9 +375,10 @@ class Registry:
         if child_digests:
             present = set(
                 connection.scalars(
-                    select(Manifest.digest).where(
-                        Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests)
-                    )
+                    select(Manifest.digest)
+                    .where(Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests))
+                    .order_by(Manifest.digest)
+                    .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
                 )
             )
             missing = sorted(child_digests - present)
@@ -414,7 +420,9 @@ class Registry:
         platform: dict[str, str] | None,
     ) -> int:
         existing = connection.scalar(
-            select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == digest)
+            select(Manifest.id)
+            .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
+            .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
         )
         if existing is not None:
             return int(existing)
@@ -440,6 +448,18 @@ class Registry:
         unique = {(r["digest"], r["kind"]): r for r in references}
         insert_ignore(connection, ManifestReference, list(unique.values()))
         return int(manifest_id)
+
+
+def _stamp_unreferenced(connection: Connection, repository_id: int, digest: str) -> None:
+    """Note on the blobs of a manifest about to go that they may have lost their last reference:
+    garbage collection keeps them for its safety window from now (docs/gc.md)."""
+    manifest_ids = select(Manifest.id).where(
+        Manifest.repository_id == repository_id, Manifest.digest == digest
+    )
+    referenced = select(ManifestReference.digest).where(
+        ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
+    )
+    connection.execute(update(Blob).where(Blob.digest.in_(referenced)).values(unreferenced_at=utcnow()))
 
 
 def _page(connection: Connection, query: object, limit: int | None) -> Page:

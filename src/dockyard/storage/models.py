@@ -19,7 +19,10 @@ class Blob(Base):
 
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # When a manifest that referenced the blob was last deleted: garbage collection keeps the blob
+    # for its safety window from then (migration 0008_gc; see docs/gc.md).
+    unreferenced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Upload(Base):
