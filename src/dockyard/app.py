@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from dockyard.api.allowlist import AllowlistMiddleware
+from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
@@ -162,12 +163,15 @@ def create_app(services: Services) -> ASGIApp:
         settings.auth.management_allow_ips,
         audit=services.audit,
     )
-    return ObservabilityMiddleware(
+    observed = ObservabilityMiddleware(
         allowlist,
         metrics,
         access_log=not settings.log.accesslog.disabled,
         extra_headers=settings.http.headers,
     )
+    # Outermost, so every layer below sees the client a trusted proxy reports (api/forwarded.py).
+    proxies = TrustedProxies(settings.http.trusted_proxies)
+    return ForwardedMiddleware(observed, proxies) if proxies else observed
 
 
 def _metrics_endpoint(metrics: Metrics) -> Any:

@@ -5,12 +5,10 @@ paths under the management prefixes (/api, /ui). An empty list allows everyone. 
 networks or single addresses, IPv4 or IPv6; an IPv4 client reaching a dual-stack socket (seen as
 `::ffff:a.b.c.d`) is matched as the IPv4 address it is.
 
-The client address is the connection's peer, `scope["client"][0]`. X-Forwarded-For is NOT read:
-any client can write that header, so trusting it needs a list of trusted proxies, which dockyard has
-no setting for yet. Behind a load balancer, either allow the balancer's address here and filter at
-the balancer, or use a balancer that preserves the source address (HAProxy's transparent mode, or
-the PROXY protocol once the server supports it). A request without a known peer (a Unix socket) is
-refused whenever a list is set.
+The client address is `scope["client"][0]`: the connection's peer, or, when that peer is one of
+`http.trusted_proxies`, the client the proxy names in X-Forwarded-For (api/forwarded.py rewrites the
+scope before this middleware runs). Headers from any other peer are ignored: anyone can write them. A
+request without a known peer (a Unix socket) is refused whenever a list is set.
 
 Refusals are 403 in the protocol's own format: the OCI error body (code DENIED) for /v2 and the
 token endpoint, FastAPI's `{"detail": ...}` for /api, plain text elsewhere. The body names the

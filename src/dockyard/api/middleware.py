@@ -25,6 +25,7 @@ from dockyard.observability.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
 ROUTE_OVERRIDE_KEY = "dockyard.route"
+PEER_KEY = "dockyard.peer"  # set by api/forwarded.py: the connection's peer when a proxy named the client
 REQUEST_ID_KEY = "dockyard.request_id"  # handlers read the id here (e.g. to put it in error bodies)
 UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
@@ -127,6 +128,7 @@ class ObservabilityMiddleware:
             self.metrics.observe_request(route, method, status, seconds, request_bytes, response_bytes)
         if self.access_log:
             client = scope.get("client")
+            peer = scope.get(PEER_KEY)  # the proxy, when a trusted one reported the client
             self.logger.info(
                 "request",
                 method=scope["method"],
@@ -137,7 +139,8 @@ class ObservabilityMiddleware:
                 response_bytes=response_bytes,
                 duration_ms=round(seconds * 1000, 2),
                 request_id=request_id,
-                client=f"{client[0]}:{client[1]}" if client else None,
+                client=_address(client),
+                **({"proxy": _address(peer)} if peer else {}),
             )
 
 
@@ -155,6 +158,12 @@ def route_label(scope: Scope, root_path: str = "") -> str:
     if isinstance(route, Mount):  # a mounted app that is not a router: the mount matched everything
         return f"{mounted}/{{path}}"
     return f"{mounted}{path}"
+
+
+def _address(client: tuple[str, int] | None) -> str | None:
+    if not client:
+        return None
+    return f"{client[0]}:{client[1]}" if client[1] else client[0]  # a forwarded client has no port
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

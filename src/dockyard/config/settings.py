@@ -47,6 +47,36 @@ class HTTPSettings(_Section):
     tls: TLSSettings = TLSSettings()
     # Extra response headers, as registry:2's http.headers: {"X-Content-Type-Options": ["nosniff"]}.
     headers: dict[str, list[str]] = Field(default_factory=dict)
+    # CIDRs of the load balancers whose X-Forwarded-For/-Proto/-Host (or Forwarded) are believed.
+    # Empty: none are; every client is the connection's peer (docs/ha.md).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # On SIGTERM: /readyz answers 503 at once, in-flight requests get this long to finish, then exit.
+    drain_timeout: str = "30s"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_proxies(cls, value: Any) -> Any:
+        # DOCKYARD_HTTP_TRUSTED_PROXIES=10.0.0.0/8,192.168.1.7 reads as one string.
+        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+                ) from None
+        return value
+
+    @field_validator("drain_timeout")
+    @classmethod
+    def _drain_duration(cls, value: str) -> str:
+        if parse_duration(value) < 0:
+            raise ValueError("must not be negative")
+        return value
 
     @field_validator("addr")
     @classmethod
