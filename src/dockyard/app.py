@@ -37,6 +37,8 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
+from dockyard.projects.quotas import Quotas
+from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
 from dockyard.registry.cache_redis import RedisChangeFeed, connect
 from dockyard.registry.pulls import PullRecorder
@@ -99,6 +101,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         feed = LocalChangeFeed(settings.datadir / "run" / "changes")
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads)
+    audit = AuditLog(db)
     registry = Registry(
         db,
         blobs,
@@ -106,10 +109,11 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         feed,
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
+        audit=audit,  # quota warnings
     )
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)
-    return Services(settings, db, driver, uploads, blobs, registry, feed, AuditLog(db), pulls)
+    return Services(settings, db, driver, uploads, blobs, registry, feed, audit, pulls)
 
 
 def create_app(services: Services) -> ASGIApp:
@@ -134,7 +138,9 @@ def create_app(services: Services) -> ASGIApp:
         *security.routes,
     ]
     if settings.metrics.enabled:
-        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+        routes.append(
+            Route("/metrics", _metrics_endpoint(metrics, services.registry.quotas), methods=["GET"])
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,9 +180,14 @@ def create_app(services: Services) -> ASGIApp:
     return ForwardedMiddleware(observed, proxies) if proxies else observed
 
 
-def _metrics_endpoint(metrics: Metrics) -> Any:
+def _metrics_endpoint(metrics: Metrics, quotas: Quotas) -> Any:
+    def render() -> tuple[bytes, str]:
+        body, content_type = metrics.render()
+        # Quota gauges come from the DB at scrape time: the same on every worker and node.
+        return body + quota_exposition(quotas.all()), content_type
+
     async def endpoint(request: Request) -> Response:
-        body, content_type = await asyncio.to_thread(metrics.render)
+        body, content_type = await asyncio.to_thread(render)
         return Response(body, headers={"Content-Type": content_type})
 
     return endpoint

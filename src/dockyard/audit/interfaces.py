@@ -43,6 +43,7 @@ class AuditAction(StrEnum):
     DELETE = "delete"  # of manifests, tags, blobs, repositories and of management resources
     CREATE = "create"  # of users, projects, members, robots, personal tokens
     UPDATE = "update"  # of the same, and of settings
+    QUOTA_WARNING = "quota_warning"  # a project's storage usage passed its warning threshold
 
 
 class ResourceType(StrEnum):

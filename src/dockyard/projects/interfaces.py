@@ -10,18 +10,26 @@ from dockyard.accounts.interfaces import InvalidName, Page
 from dockyard.errors import DockyardError
 
 __all__ = [
+    "ImmutableRule",
+    "ImmutableRuleNotFound",
+    "InvalidImmutableRule",
     "InvalidName",  # defined in accounts, raised here too for bad project names
     "InvalidPermission",
+    "InvalidQuota",
     "InvalidRole",
     "Member",
     "MemberExists",
     "MemberKind",
     "MemberNotFound",
     "Page",
+    "PolicyDenied",
     "Project",
     "ProjectExists",
     "ProjectNotFound",
+    "ProjectQuota",
+    "QuotaExceeded",
     "Role",
+    "TagImmutable",
 ]
 
 
@@ -82,3 +90,55 @@ class Member:
     name: str  # username or group name
     role: Role
     created_at: datetime
+
+
+# --- policies: tag immutability and storage quotas (projects.immutability, projects.quotas) -------
+class PolicyDenied(DockyardError):
+    """A project policy refuses a write that is otherwise valid (each API maps it to "denied")."""
+
+    message = "denied by project policy"
+
+
+class TagImmutable(PolicyDenied):
+    """Pushing a different manifest onto an immutable tag, or deleting one (directly or with its manifest)."""
+
+    message = "tag is immutable"
+
+
+class QuotaExceeded(PolicyDenied):
+    message = "project storage quota exceeded"
+
+
+class ImmutableRuleNotFound(DockyardError):
+    message = "immutability rule not found"
+
+
+class InvalidImmutableRule(DockyardError):
+    message = "invalid immutability rule"
+
+
+class InvalidQuota(DockyardError):
+    message = "invalid quota"
+
+
+@dataclass(frozen=True, slots=True)
+class ImmutableRule:
+    """Tags of repositories whose path inside the project matches (or, excluding, does not match)
+    `repository_pattern`, and whose name matches (or does not) `tag_pattern`, are immutable.
+    Patterns are doublestar globs as in Harbor: `*`, `**`, `?`, `{a,b}`."""
+
+    id: int
+    project: str
+    repository_pattern: str
+    tag_pattern: str
+    repository_excluding: bool = False
+    tag_excluding: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectQuota:
+    project: str
+    limit_bytes: int | None  # None: unlimited
+    used_bytes: int
+    warn_percent: int

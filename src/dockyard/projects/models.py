@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dockyard.accounts import models as _accounts_models  # noqa: F401  (users, groups, robots tables)
 from dockyard.db.base import Base, UTCDateTime, utcnow
+from dockyard.storage.models import DIGEST_LENGTH
 
 
 class ProjectRow(Base):
@@ -19,6 +20,11 @@ class ProjectRow(Base):
     public: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Storage quota (projects.quotas): NULL limit is unlimited; used is kept exact by the link and
+    # unlink transactions, which change it under a lock on this row.
+    quota_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    quota_warn_percent: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
 
 
 class ProjectMemberRow(Base):
@@ -53,3 +59,30 @@ class RobotPermissionRow(Base):
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     actions: Mapped[str] = mapped_column(String(64))
+
+
+class ProjectBlobRow(Base):
+    """Content counted once in a project's quota usage: a blob some repository of the project links,
+    or a manifest some repository of the project holds (see projects.quotas)."""
+
+    __tablename__ = "project_blobs"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImmutableRuleRow(Base):
+    """A tag immutability rule of a project (see projects.immutability)."""
+
+    __tablename__ = "immutable_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    repository_pattern: Mapped[str] = mapped_column(String(255))
+    repository_excluding: Mapped[bool] = mapped_column(Boolean, default=False)
+    tag_pattern: Mapped[str] = mapped_column(String(255))
+    tag_excluding: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -22,6 +22,7 @@ _SLOT = struct.Struct("<Q")
 class Topic(IntEnum):
     MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog
     BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
+    POLICIES = 2  # project policies read on hot paths: tag immutability rules
 
 
 class ChangeFeed(Protocol):

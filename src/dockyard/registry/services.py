@@ -11,6 +11,7 @@ import logging
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from dockyard.audit.interfaces import AuditRecorder
 from dockyard.content import mediatypes
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import ParsedManifest, parse_manifest
@@ -28,11 +29,14 @@ from dockyard.errors import (
     NameUnknown,
     ReadOnly,
 )
+from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
 from dockyard.projects.models import ProjectRow
+from dockyard.projects.quotas import Quotas
 from dockyard.projects.rbac import project_of
 from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
@@ -53,8 +57,14 @@ class Registry:
         feed: ChangeFeed,
         delete_enabled: bool = True,
         read_only: bool = False,
+        audit: AuditRecorder | None = None,
     ) -> None:
         self._db = db
+        # Project policies every write goes through: quota charges and immutable tags.
+        self.quotas = Quotas(db, audit)
+        self.immutability = ImmutabilityRules(
+            db, GenerationCache(feed, Topic.POLICIES, 1_000), lambda: feed.bump(Topic.POLICIES)
+        )
         self.blobs = blobs
         self.uploads = uploads
         self._feed = feed
@@ -117,8 +127,14 @@ class Registry:
                 detail={"expected": str(ref), "computed": digest},
             )
         platform = self._platform_of(parsed)  # storage I/O, so before the write transaction
+        rule = None if isinstance(ref, Digest) else self.immutability.rule_for(name, ref)  # cached
         with self._db.write() as connection:
             repository_id, _ = self._ensure_repository(connection, name)
+            if rule is not None and self._tag_target(connection, repository_id, str(ref)) not in (
+                None,
+                digest,
+            ):
+                raise tag_immutable(name, str(ref), rule)
             self._check_references(connection, repository_id, parsed)
             manifest_id = self._store_manifest(connection, repository_id, digest, body, parsed, platform)
             if not isinstance(ref, Digest):
@@ -146,16 +162,23 @@ class Registry:
             if repository_id is None:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
             if isinstance(ref, Digest):
+                self.immutability.check_tag_removable(
+                    name, self._tags_of(connection, repository_id, str(ref))
+                )
                 _stamp_unreferenced(connection, repository_id, str(ref))
                 result = connection.execute(
                     delete(Manifest).where(
                         Manifest.repository_id == repository_id, Manifest.digest == str(ref)
                     )
                 )
+                if result.rowcount:
+                    release(connection, project_of_repository(connection, repository_id), [str(ref)])
             else:
                 result = connection.execute(
                     delete(Tag).where(Tag.repository_id == repository_id, Tag.name == ref)
                 )
+                if result.rowcount:
+                    self.immutability.check_tag_removable(name, [ref])  # raising rolls the delete back
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
         self._feed.bump(Topic.MANIFESTS)
@@ -254,6 +277,8 @@ class Registry:
                     RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest == digest
                 )
             )
+            if result.rowcount and repository_id is not None:
+                release(connection, project_of_repository(connection, repository_id), [digest])
         if result.rowcount == 0:
             raise BlobUnknown(detail={"name": name, "digest": digest})
         self._feed.bump(Topic.BLOB_DELETES)
@@ -276,7 +301,7 @@ class Registry:
             if size is None:
                 return None
             repository_id, created = self._ensure_repository(connection, name)
-            self._link(connection, repository_id, digest)
+            self._link(connection, repository_id, digest, int(size))  # QuotaExceeded refuses the mount
         if created:
             self._feed.bump(Topic.MANIFESTS)
         return int(size)
@@ -299,16 +324,23 @@ class Registry:
         """Verify, move into place, then record the blob and link it: the order that survives crashes."""
         self._check_writable()
         parsed = parse_digest(digest)
+        # Refuse before moving anything when the quota has no room; the charge below is the exact check.
+        self.quotas.check_room(state.repository, state.size, digest)
         size = self.blobs.place_upload(state, parsed, expected_size)
         with self._db.write() as connection:
             self.blobs.record(connection, digest, size)
             repository_id, created = self._ensure_repository(connection, state.repository)
-            self._link(connection, repository_id, digest)
+            self._link(connection, repository_id, digest, size)
             self.uploads.forget(connection, state)
         if created:
             self._feed.bump(Topic.MANIFESTS)
         self.uploads.clean_up(state)
         return size
+
+    def check_upload_room(self, name: str, size: int, digest: str | None = None) -> None:
+        """QuotaExceeded when an upload reaching `size` bytes could not fit the project's quota: for
+        the edge to refuse before it accepts the data."""
+        self.quotas.check_room(name, size, digest)
 
     # --- internals ----------------------------------------------------------------------------
     def _check_writable(self) -> None:
@@ -341,11 +373,31 @@ class Registry:
         assert repository_id is not None
         return repository_id, True
 
-    def _link(self, connection: Connection, repository_id: int, digest: str) -> None:
+    def _link(self, connection: Connection, repository_id: int, digest: str, size: int) -> None:
+        """Link the blob, and count it in the project's quota usage (QuotaExceeded: roll back)."""
         insert_ignore(
             connection,
             RepositoryBlob,
             {"repository_id": repository_id, "digest": digest, "created_at": utcnow()},
+        )
+        project_id = project_of_repository(connection, repository_id)
+        if project_id is not None:
+            self.quotas.charge(connection, project_id, digest, size)
+
+    def _tag_target(self, connection: Connection, repository_id: int, tag: str) -> str | None:
+        return connection.scalar(
+            select(Manifest.digest)
+            .join(Tag, Tag.manifest_id == Manifest.id)
+            .where(Tag.repository_id == repository_id, Tag.name == tag)
+        )
+
+    def _tags_of(self, connection: Connection, repository_id: int, digest: str) -> list[str]:
+        return list(
+            connection.scalars(
+                select(Tag.name)
+                .join(Manifest, Manifest.id == Tag.manifest_id)
+                .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
+            )
         )
 
     def _check_references(self, connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
@@ -447,6 +499,9 @@ class Registry:
         ]
         unique = {(r["digest"], r["kind"]): r for r in references}
         insert_ignore(connection, ManifestReference, list(unique.values()))
+        project_id = project_of_repository(connection, repository_id)
+        if project_id is not None:  # manifests count in quotas too (see projects.quotas)
+            self.quotas.charge(connection, project_id, digest, len(body), what="manifest")
         return int(manifest_id)
 
 

@@ -9,11 +9,15 @@ from typing import Any
 from starlette.responses import Response
 
 from dockyard import errors
+from dockyard.projects.interfaces import PolicyDenied
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 # Most specific class first: the first isinstance match wins.
 _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
+    # Project policies: an immutable tag, a full storage quota. The spec's DENIED ("access to the
+    # resource was denied"); docker prints "denied: <message>", so the message says which and why.
+    (PolicyDenied, "DENIED", 403),
     (errors.ChunkOutOfOrder, "BLOB_UPLOAD_INVALID", 416),
     (errors.BlobUploadInvalid, "BLOB_UPLOAD_INVALID", 400),
     (errors.BlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN", 404),

@@ -14,6 +14,7 @@ from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
+from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.storage.uploads import AppendSession, UploadState
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
@@ -56,6 +57,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     digest = params.get("digest")
     if digest is not None:
         parse_digest(digest)
+        await _check_room(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
     state = await ctx.call(ctx.registry.start_upload, name)
     ctx.metrics.uploads_started.inc()
     if digest is None:
@@ -74,6 +76,8 @@ async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id:
 async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
     state = await ctx.call(ctx.registry.get_upload, name, upload_id)
     _check_content_range(request, state)
+    # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
+    await _check_room(ctx, request, name, state.size)
     state = await _append(ctx, request, state)
     return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
 
@@ -87,6 +91,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
+        await _check_room(ctx, request, name, state.size, digest)
         state = await _append(ctx, request, state, committing=True)
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
@@ -95,6 +100,14 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
     await ctx.call(ctx.registry.cancel_upload, name, upload_id)
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+
+
+async def _check_room(
+    ctx: OCIContext, request: Request, name: str, offset: int, digest: str | None = None
+) -> None:
+    """Refuse (QuotaExceeded) before reading a body that would take the upload past the project's
+    quota. Without a Content-Length only what is already there is checked; the commit checks the rest."""
+    await ctx.call(ctx.registry.check_upload_room, name, offset + (declared_length(request) or 0), digest)
 
 
 def _check_content_range(request: Request, state: UploadState) -> None:
@@ -145,8 +158,9 @@ def _abort_quietly(session: AppendSession) -> None:
 async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
     try:
         await ctx.call(ctx.registry.commit_upload, state, digest)
-    except (DigestInvalid, SizeInvalid):
-        # The bytes can never become this blob: drop the session so nothing half-done lingers.
+    except (DigestInvalid, SizeInvalid, QuotaExceeded):
+        # The bytes can never become this blob (or not in this project now): drop the session so
+        # nothing half-done lingers.
         ctx.metrics.uploads_failed.inc()
         await ctx.call(_cancel_quietly, ctx, state)
         raise

@@ -1,0 +1,302 @@
+"""Storage quotas per project: a byte limit (None = unlimited), exact usage, a warning threshold.
+
+What counts: every distinct blob some repository of the project links (pushed or mounted), and
+every distinct manifest some repository of the project holds, each ONCE per project however many
+repositories share it (table `project_blobs`). Manifests count, as in Harbor: their bytes live in
+the metadata DB, and an image's manifest is part of what a push stores. The same content in two
+projects counts in both (each project pays for what it can read); storage keeps one copy.
+
+Usage (`projects.quota_used_bytes`) changes only in the transaction that changes what counts, under a
+lock on the project's row (SELECT ... FOR UPDATE on PostgreSQL; SQLite writers are serialised anyway),
+so it stays exact under concurrent pushes, deletes and garbage collection:
+
+- `charge(connection, project_id, digest, size)`: call in the transaction that links a blob into a
+  repository of the project, or stores a manifest in one. Counts the digest if not yet counted;
+  raises `QuotaExceeded` (and the caller's transaction rolls back) if that would pass the limit.
+- `dockyard.registry.usage.release(connection, project_id, digests)` (in the registry layer, which
+  knows the link and manifest tables): call in the transaction that deleted blob links
+  (`repository_blobs` rows) or manifest rows of the project, *after* deleting them, with the digests
+  they had. Stops counting those no repository of the project still links or holds; returns the
+  bytes freed. Garbage collection calls it for every project it removes links or manifests from,
+  once per project per transaction (lock projects in ascending id order if one transaction
+  touches several, so two collectors never deadlock).
+
+When the size is known before the bytes arrive, the edge refuses early with `Quotas.check_room`
+(a read, no lock: the charge at commit is the exact check).
+
+When usage passes the project's warning threshold (default 80% of the limit) an audit event
+(`quota_warning`) is written in the same transaction and a warning logged; again after it drops
+below and passes it once more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, ProjectQuota, QuotaExceeded
+from dockyard.projects.models import ProjectBlobRow, ProjectRow
+from dockyard.projects.rbac import project_of
+
+log = logging.getLogger("dockyard.projects.quotas")
+
+DEFAULT_WARN_PERCENT = 80
+MAX_LIMIT_BYTES = 2**62  # fits a signed 64-bit column with room for the additions
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    name: str
+    used: int
+    limit: int | None
+    warn_percent: int
+
+
+def lock_project(connection: Connection, project_id: int) -> _Usage:
+    """Lock the project's row for the rest of the transaction and read its quota."""
+    row = connection.execute(
+        select(
+            ProjectRow.name,
+            ProjectRow.quota_used_bytes,
+            ProjectRow.quota_limit_bytes,
+            ProjectRow.quota_warn_percent,
+        )
+        .where(ProjectRow.id == project_id)
+        .with_for_update()
+    ).one()
+    return _Usage(row.name, int(row.quota_used_bytes), row.quota_limit_bytes, int(row.quota_warn_percent))
+
+
+def charge(
+    connection: Connection,
+    project_id: int,
+    digest: str,
+    size: int,
+    audit: AuditRecorder | None = None,
+    what: str = "blob",
+) -> int:
+    """Count `digest` (`size` bytes) in the project's usage unless it already counts. Returns the bytes
+    added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back."""
+    usage = lock_project(connection, project_id)
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    inserted = connection.execute(
+        dialect.insert(ProjectBlobRow)
+        .values(project_id=project_id, digest=digest, size=size, created_at=utcnow())
+        .on_conflict_do_nothing()
+    ).rowcount
+    if not inserted:
+        return 0
+    if usage.limit is not None and usage.used + size > usage.limit:
+        raise QuotaExceeded(
+            f"quota of project {usage.name} exceeded: used {human(usage.used)}, limit {human(usage.limit)}, "
+            f"this {what} {human(size)}",
+            detail={
+                "project": usage.name,
+                "used_bytes": usage.used,
+                "limit_bytes": usage.limit,
+                "size": size,
+                "digest": digest,
+            },
+        )
+    connection.execute(
+        update(ProjectRow)
+        .where(ProjectRow.id == project_id)
+        .values(quota_used_bytes=ProjectRow.quota_used_bytes + size)
+    )
+    _warn_if_crossed(connection, usage, usage.used + size, audit)
+    return size
+
+
+def uncount(connection: Connection, project_id: int, digests: Collection[str]) -> int:
+    """Stop counting `digests` in the project's usage; returns the bytes freed. The caller holds the
+    project's lock (`lock_project`) and has checked that nothing of the project uses them any more:
+    registry.usage.release does both, and is what deleting code calls."""
+    if not digests:
+        return 0
+    sizes = connection.execute(
+        delete(ProjectBlobRow)
+        .where(ProjectBlobRow.project_id == project_id, ProjectBlobRow.digest.in_(sorted(set(digests))))
+        .returning(ProjectBlobRow.size)
+    ).scalars()
+    freed = sum(int(size) for size in sizes)
+    if freed:
+        connection.execute(
+            update(ProjectRow)
+            .where(ProjectRow.id == project_id)
+            .values(quota_used_bytes=ProjectRow.quota_used_bytes - freed)
+        )
+    return freed
+
+
+def warn_threshold(limit: int | None, warn_percent: int) -> int | None:
+    return None if limit is None else limit * warn_percent // 100
+
+
+def _warn_if_crossed(
+    connection: Connection, usage: _Usage, new_used: int, audit: AuditRecorder | None, reason: str = "push"
+) -> None:
+    threshold = warn_threshold(usage.limit, usage.warn_percent)
+    if threshold is None or not usage.used < threshold <= new_used:
+        return
+    log.warning(
+        "project %s passed %d%% of its storage quota: %s of %s",
+        usage.name,
+        usage.warn_percent,
+        human(new_used),
+        human(usage.limit or 0),
+    )
+    if audit is not None:
+        audit.record_now(
+            connection,
+            AuditEvent(
+                action=AuditAction.QUOTA_WARNING,
+                actor="dockyard",
+                actor_kind=ActorKind.SYSTEM,
+                resource_type=ResourceType.PROJECT,
+                resource_name=usage.name,
+                detail={
+                    "used_bytes": new_used,
+                    "limit_bytes": usage.limit,
+                    "warn_percent": usage.warn_percent,
+                    "reason": reason,
+                },
+            ),
+        )
+
+
+def human(size: int) -> str:
+    """Bytes as people read them: 512 B, 1.5 MiB, 10 GiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            text = f"{value:.2f}".rstrip("0").rstrip(".") if unit != "B" else str(int(value))
+            return f"{text} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class Quotas:
+    """Quota settings and usage by project name; the charge for the registry's link transactions."""
+
+    def __init__(self, db: Database, audit: AuditRecorder | None = None) -> None:
+        self._db = db
+        self._audit = audit
+
+    def charge(
+        self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"
+    ) -> int:
+        return charge(connection, project_id, digest, size, self._audit, what)
+
+    def get(self, project: str) -> ProjectQuota:
+        with self._db.read() as connection:
+            row = connection.execute(_quota_query().where(ProjectRow.name == project)).first()
+        if row is None:
+            raise ProjectNotFound(detail={"project": project})
+        return _quota(row)
+
+    def all(self) -> list[ProjectQuota]:
+        with self._db.read() as connection:
+            return [_quota(row) for row in connection.execute(_quota_query().order_by(ProjectRow.name))]
+
+    def set(
+        self, project: str, limit_bytes: int | None, warn_percent: int = DEFAULT_WARN_PERCENT
+    ) -> ProjectQuota:
+        """Set the limit (None: unlimited) and the warning threshold. A limit below the current usage
+        is allowed (as in Harbor): nothing is deleted, further pushes of new content are refused."""
+        if limit_bytes is not None and not 0 <= limit_bytes <= MAX_LIMIT_BYTES:
+            raise InvalidQuota(f"limit_bytes must be between 0 and {MAX_LIMIT_BYTES}, or null for no limit")
+        if not 1 <= warn_percent <= 100:
+            raise InvalidQuota("warn_percent must be between 1 and 100")
+        with self._db.write() as connection:
+            found = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == project))
+            if found is None:
+                raise ProjectNotFound(detail={"project": project})
+            before = lock_project(connection, int(found))
+            connection.execute(
+                update(ProjectRow)
+                .where(ProjectRow.id == found)
+                .values(quota_limit_bytes=limit_bytes, quota_warn_percent=warn_percent, updated_at=utcnow())
+            )
+            # A lower limit can put usage past the threshold without a push: warn then too.
+            old = warn_threshold(before.limit, before.warn_percent)
+            was_over = old is not None and before.used >= old
+            after = _Usage(before.name, 0 if was_over else before.used - 1, limit_bytes, warn_percent)
+            if not was_over:
+                _warn_if_crossed(connection, after, before.used, self._audit, reason="limit changed")
+        return self.get(project)
+
+    def check_room(self, repository: str, size: int, digest: str | None = None) -> None:
+        """QuotaExceeded if `size` more bytes would pass the limit of the project `repository` is in.
+        An early refusal before data is accepted; skipped when the project already counts `digest`."""
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(ProjectRow.id, ProjectRow.quota_used_bytes, ProjectRow.quota_limit_bytes).where(
+                    ProjectRow.name == project_of(repository)
+                )
+            ).first()
+            if row is None or row.quota_limit_bytes is None:
+                return  # a project a push will create starts unlimited
+            if row.quota_used_bytes + size <= row.quota_limit_bytes:
+                return
+            if digest is not None and connection.scalar(
+                select(func.count())
+                .select_from(ProjectBlobRow)
+                .where(ProjectBlobRow.project_id == row.id, ProjectBlobRow.digest == digest)
+            ):
+                return
+        project = project_of(repository)
+        raise QuotaExceeded(
+            f"quota of project {project} exceeded: used {human(row.quota_used_bytes)}, "
+            f"limit {human(row.quota_limit_bytes)}, this blob {human(size)}",
+            detail={
+                "project": project,
+                "used_bytes": int(row.quota_used_bytes),
+                "limit_bytes": int(row.quota_limit_bytes),
+                "size": size,
+            },
+        )
+
+
+def _quota_query() -> Select:
+    return select(
+        ProjectRow.name,
+        ProjectRow.quota_limit_bytes,
+        ProjectRow.quota_used_bytes,
+        ProjectRow.quota_warn_percent,
+    )
+
+
+def _quota(row: object) -> ProjectQuota:
+    return ProjectQuota(
+        project=row.name,  # type: ignore[attr-defined]
+        limit_bytes=row.quota_limit_bytes,  # type: ignore[attr-defined]
+        used_bytes=int(row.quota_used_bytes),  # type: ignore[attr-defined]
+        warn_percent=int(row.quota_warn_percent),  # type: ignore[attr-defined]
+    )
+
+
+def exposition(quotas: list[ProjectQuota]) -> bytes:
+    """Prometheus text for the quota gauges, computed at scrape time from the DB (so every worker
+    process and node answers the same, with no multiprocess bookkeeping)."""
+    lines = [
+        "# HELP dockyard_project_quota_used_bytes Bytes counted against the project's storage quota.",
+        "# TYPE dockyard_project_quota_used_bytes gauge",
+    ]
+    lines += [f'dockyard_project_quota_used_bytes{{project="{q.project}"}} {q.used_bytes}' for q in quotas]
+    lines += [
+        "# HELP dockyard_project_quota_limit_bytes The project's storage quota; absent when unlimited.",
+        "# TYPE dockyard_project_quota_limit_bytes gauge",
+    ]
+    lines += [
+        f'dockyard_project_quota_limit_bytes{{project="{q.project}"}} {q.limit_bytes}'
+        for q in quotas
+        if q.limit_bytes is not None
+    ]
+    return ("\n".join(lines) + "\n").encode()
