@@ -12,6 +12,7 @@ import typer
 from dockyard.cli.commands_audit import audit_app
 from dockyard.cli.commands_keys import keys_app
 from dockyard.cli.commands_members import member_app
+from dockyard.cli.commands_policies import immutable_app  # also adds `project quota`
 from dockyard.cli.commands_projects import project_app
 from dockyard.cli.commands_repos import repo_app
 from dockyard.cli.commands_robots import robot_app
@@ -34,6 +35,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(session_app)  # login, logout, whoami
 app.add_typer(user_app, name="user")
 app.add_typer(project_app, name="project")
+app.add_typer(immutable_app, name="immutable")
 app.add_typer(member_app, name="member")
 app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")

@@ -16,8 +16,10 @@ from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
 from dockyard.api.management.routers import (
     audit,
+    immutable_rules,
     keys,
     projects,
+    quotas,
     repositories,
     robots,
     search,
@@ -47,5 +49,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.state.services = services
     install_error_handlers(app, partial(record_refusal, services))
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
+        app.include_router(module.router)
+    for module in (quotas, immutable_rules):  # project policies
         app.include_router(module.router)
     return app

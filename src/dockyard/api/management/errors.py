@@ -67,6 +67,11 @@ DOMAIN_STATUS: list[tuple[type[errors.DockyardError], int]] = [
     (projects.MemberNotFound, 404),
     (projects.ProjectExists, 409),
     (projects.MemberExists, 409),
+    (projects.InvalidImmutableRule, 400),
+    (projects.InvalidQuota, 400),
+    (projects.ImmutableRuleNotFound, 404),
+    (projects.TagImmutable, 412),  # as Harbor answers a delete of an immutable tag
+    (projects.QuotaExceeded, 403),
     (AuditQueryInvalid, 400),
     # registry
     (errors.PaginationInvalid, 400),
