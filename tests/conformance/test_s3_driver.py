@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
-from dockyard.errors import ConfigError, PathNotFound
+from dockyard.errors import ConfigError, PathNotFound, StorageError
 from dockyard.storage.driver import build_driver
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
@@ -191,3 +193,140 @@ def test_missing_weed_binary_is_a_failure(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="weed"):
         support.start_seaweedfs(tmp_path / "w")
+
+
+# --- parts uploaded concurrently ------------------------------------------------------------------
+class PartWatcher:
+    """The real boto3 client, with UploadPart slowed a little, counted, and failing on demand."""
+
+    def __init__(self, client: Any, fail_part: int | None = None, delay: float = 0.05) -> None:
+        self._client = client
+        self.fail_part = fail_part
+        self.delay = delay
+        self.running = 0
+        self.most_running = 0
+        self.numbers: list[int] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def upload_part(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            self.numbers.append(kwargs["PartNumber"])
+        try:
+            time.sleep(self.delay)  # long enough that parts overlap when they can
+            if kwargs["PartNumber"] == self.fail_part:
+                raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "UploadPart")
+            return self._client.upload_part(**kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def watched_driver(
+    server: RunningSeaweedFS, root: str, watcher_options: dict[str, Any], **options: Any
+) -> Any:
+    real = make_driver(server, root)
+    watcher = PartWatcher(real.client, **watcher_options)
+    driver = S3Driver(server.bucket, client=watcher, rootdirectory=root, chunksize=MIN_PART_SIZE, **options)
+    return driver, watcher
+
+
+def _stored_keys(driver: S3Driver) -> list[str]:
+    listed = driver.client.list_objects_v2(Bucket=driver.bucket, Prefix=driver._root)
+    return [obj["Key"][len(driver._root) :] for obj in listed.get("Contents", [])]
+
+
+def _open_uploads(driver: S3Driver) -> list[Any]:
+    return list(
+        driver.client.list_multipart_uploads(Bucket=driver.bucket, Prefix=driver._root).get("Uploads", [])
+    )
+
+
+def test_parts_upload_concurrently_in_order(seaweedfs: RunningSeaweedFS, s3_driver: S3Driver) -> None:
+    driver, watcher = watched_driver(seaweedfs, s3_driver._root, {}, part_concurrency=3)
+    data = _pattern(8 * MIN_PART_SIZE + 999, seed=11)
+    writer = driver.writer("uploads/c/data")
+    for start in range(0, len(data), MiB):
+        writer.write(data[start : start + MiB])
+        assert writer.size == min(start + MiB, len(data))  # in-flight bytes count as written
+    writer.commit()
+    assert watcher.most_running == 3  # several at once, never more than the writer's bound
+    assert sorted(watcher.numbers) == list(range(1, 10))
+    assert driver.get_content("uploads/c/data") == data  # parts assembled in order
+
+
+def test_parts_in_flight_are_bounded_per_process(seaweedfs: RunningSeaweedFS, s3_driver: S3Driver) -> None:
+    driver, watcher = watched_driver(seaweedfs, s3_driver._root, {}, part_concurrency=4, parts_in_flight=2)
+    blobs = {
+        f"uploads/{name}/data": _pattern(4 * MIN_PART_SIZE + 5, seed=seed) for seed, name in enumerate("ab")
+    }
+
+    def upload(path: str) -> None:
+        writer = driver.writer(path)
+        writer.write(blobs[path])
+        writer.commit()
+
+    threads = [threading.Thread(target=upload, args=(path,)) for path in blobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert watcher.most_running == 2
+    for path, data in blobs.items():
+        assert driver.get_content(path) == data
+
+
+def test_a_failing_part_aborts_the_upload(seaweedfs: RunningSeaweedFS, s3_driver: S3Driver) -> None:
+    driver, watcher = watched_driver(seaweedfs, s3_driver._root, {"fail_part": 3}, part_concurrency=2)
+    writer = driver.writer("uploads/f/data")
+    with pytest.raises(StorageError, match="injected"):
+        for start in range(0, 10 * MIN_PART_SIZE, MiB):
+            writer.write(_pattern(MiB, seed=start))
+        writer.commit()
+    assert watcher.running == 0  # no part still running once the error is raised
+    with pytest.raises(StorageError, match="closed"):
+        writer.write(b"more")
+    assert _open_uploads(driver) == []  # aborted: the parts that made it are gone too
+    assert _stored_keys(driver) == []  # no object, no sidecar
+    with pytest.raises(PathNotFound):
+        driver.writer("uploads/f/data", append=True)
+
+
+def test_a_failing_part_after_a_resume_drops_the_saved_state(
+    seaweedfs: RunningSeaweedFS, s3_driver: S3Driver
+) -> None:
+    data = _pattern(3 * MIN_PART_SIZE + 7, seed=12)
+    first = s3_driver.writer("uploads/r/data")
+    first.write(data)
+    first.close()  # two parts (10 MiB, 5 MiB + 7) and a sidecar
+    driver, _ = watched_driver(seaweedfs, s3_driver._root, {"fail_part": 3})
+    resumed = driver.writer("uploads/r/data", append=True)
+    assert resumed.size == len(data)
+    with pytest.raises(StorageError, match="injected"):
+        resumed.write(_pattern(MIN_PART_SIZE, seed=13))
+        resumed.close()
+    assert _open_uploads(driver) == []
+    assert _stored_keys(driver) == []
+    with pytest.raises(PathNotFound):
+        driver.stat("uploads/r/data")
+
+
+def test_close_waits_for_parts_in_flight_and_resumes_elsewhere(
+    seaweedfs: RunningSeaweedFS, s3_driver: S3Driver
+) -> None:
+    driver, _ = watched_driver(seaweedfs, s3_driver._root, {"delay": 0.2}, part_concurrency=4)
+    data = _pattern(5 * MIN_PART_SIZE + 3 * MiB, seed=14)
+    writer = driver.writer("uploads/w/data")
+    writer.write(data[: 4 * MIN_PART_SIZE + MiB])  # four parts in flight when close() starts
+    writer.close()
+    other = make_driver(seaweedfs, s3_driver._root)  # another process: only the sidecar carries state
+    resumed = other.writer("uploads/w/data", append=True)
+    assert resumed.size == 4 * MIN_PART_SIZE + MiB
+    resumed.write(data[4 * MIN_PART_SIZE + MiB :])
+    resumed.commit()
+    assert other.get_content("uploads/w/data") == data
+    assert _stored_keys(other) == ["uploads/w/data"]

@@ -6,8 +6,10 @@ stores keep after a delete (SeaweedFS shows them as common prefixes) are ignored
 read flat listings rather than trusting the store's common prefixes.
 
 Writers map onto multipart uploads. Bytes are buffered to `chunksize` (at least the 5 MiB S3 minimum
-part size) and uploaded part by part; a writer that never reaches one part commits with a single
-PutObject. `close()` without commit persists the writer's state in one *sidecar* object at
+part size) and uploaded as parts, a few at once (`s3parts`); a writer that never reaches one part
+commits with a single PutObject. A part that fails aborts the whole upload (and its sidecar), so a
+writer never leaves a blob with a hole in it. `close()` without commit waits for the parts in flight
+and persists the writer's state in one *sidecar* object at
 `{rootdirectory}/.~uploads/{path}`: a JSON line (upload id, parts with their ETags, sizes) followed by
 the buffered tail that is still below the minimum part size. One PUT makes it atomic, and any process
 resumes it with `writer(path, append=True)`. `~` is not allowed in a path segment, so the sidecar tree
@@ -19,6 +21,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, cast
@@ -29,12 +32,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dockyard.errors import PathNotFound, StorageError
 from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
+from dockyard.storage.driver.s3parts import PartUploader
 
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
 DEFAULT_CHUNK_SIZE = 10 * MiB  # registry:2's default
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
 COPY_PART_SIZE = 1024 * MiB
+# Parts one writer uploads at once, and parts in flight in the whole process (each holds its bytes:
+# 16 x the 10 MiB default chunk is the most part uploads keep in memory).
+DEFAULT_PART_CONCURRENCY = 4
+DEFAULT_PARTS_IN_FLIGHT = 16
 PENDING_DIR = ".~uploads"
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 # Sorts after every valid key below a directory (segments are ASCII below 0x7f), so a listing can
@@ -77,11 +85,17 @@ class S3Driver:
         force_path_style: bool = False,
         v4auth: bool = True,
         verify: bool = True,
+        part_concurrency: int = DEFAULT_PART_CONCURRENCY,
+        parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT,
     ) -> None:
         if chunksize < MIN_PART_SIZE:
             raise ValueError(f"chunksize {chunksize} is below S3's minimum part size {MIN_PART_SIZE}")
+        if part_concurrency < 1 or parts_in_flight < 1:
+            raise ValueError("part_concurrency and parts_in_flight must be at least 1")
         self.bucket = bucket
         self.chunksize = chunksize
+        self.part_concurrency = part_concurrency
+        self.parts_budget = threading.BoundedSemaphore(parts_in_flight)
         root = rootdirectory.strip("/")
         self._root = f"{root}/" if root else ""
         if client is None:
@@ -296,7 +310,8 @@ class S3Driver:
 
 
 class S3FileWriter:
-    """Buffers to the driver's chunksize, uploads full parts as it goes (see the module docstring)."""
+    """Buffers to the driver's chunksize and uploads full parts as it goes, several at a time (see
+    s3parts); any failure aborts the whole upload (see the module docstring)."""
 
     def __init__(
         self,
@@ -313,7 +328,10 @@ class S3FileWriter:
         self._path = path
         self._key = key
         self._upload_id = upload_id
-        self._parts: list[dict[str, Any]] = parts or []
+        self._parts: list[dict[str, Any]] = parts or []  # uploaded and acknowledged, by part number
+        self._next_part = len(self._parts) + 1
+        self._sent = sum(part["size"] for part in self._parts)  # bytes in parts, in flight included
+        self._uploader: PartUploader | None = None
         self._buffer = bytearray(tail)
         self._pending = pending  # a sidecar may exist for this path
         self._finished = False
@@ -346,42 +364,70 @@ class S3FileWriter:
 
     @property
     def size(self) -> int:
-        return sum(part["size"] for part in self._parts) + len(self._buffer)
+        return self._sent + len(self._buffer)
 
     def _check_open(self) -> None:
         if self._finished:
             raise StorageError(f"writer for {self._path} is already closed")
 
+    @contextmanager
+    def _aborting_on_error(self) -> Iterator[None]:
+        """A part that failed leaves a hole in the upload: abort it all, so nothing half-written can be
+        resumed or committed, and finish the writer."""
+        try:
+            with _s3_errors(self._path):
+                yield
+        except BaseException:
+            self._finished = True
+            self._buffer = bytearray()
+            with suppress(ClientError, BotoCoreError):
+                self.cancel_pending()  # waits for the parts still running first
+            raise
+
     def write(self, data: bytes) -> int:
         self._check_open()
         view = memoryview(data)
         self._buffer += view
-        with _s3_errors(self._path):
+        with self._aborting_on_error():
             while len(self._buffer) >= self._driver.chunksize:
                 self._upload_part(self._driver.chunksize)
         return view.nbytes
 
     def _upload_part(self, length: int) -> None:
-        """Upload the first length buffered bytes as the next part."""
+        """Start uploading the first length buffered bytes as the next part."""
         if self._upload_id is None:
             created = self._client.create_multipart_upload(Bucket=self._driver.bucket, Key=self._key)
             self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
+        if self._uploader is None:
+            driver = self._driver
+            self._uploader = PartUploader(
+                self._client,
+                driver.bucket,
+                self._key,
+                self._upload_id,
+                driver.part_concurrency,
+                driver.parts_budget,
+            )
         body = bytes(self._buffer[:length])
-        result = self._client.upload_part(
-            Bucket=self._driver.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
-        )
-        self._parts.append({"n": number, "etag": result["ETag"], "size": length})
         del self._buffer[:length]
+        self._uploader.submit(self._next_part, body)
+        self._next_part += 1
+        self._sent += length
+
+    def _wait_for_parts(self) -> None:
+        if self._uploader is not None:
+            self._parts.extend(self._uploader.finish())
+            self._uploader = None
 
     def close(self) -> None:
         """Persist the state (upload id, parts, the tail below the minimum part size) for a resume."""
         if self._finished:
             return
-        self._finished = True
-        with _s3_errors(self._path):
+        with self._aborting_on_error():
             if len(self._buffer) >= MIN_PART_SIZE:  # big enough to be a part: no need to keep it aside
                 self._upload_part(len(self._buffer))
+            self._wait_for_parts()
+            self._finished = True
             state = {"upload_id": self._upload_id, "parts": self._parts, "tail": len(self._buffer)}
             sidecar = json.dumps(state).encode() + b"\n" + bytes(self._buffer)
             self._client.put_object(
@@ -391,15 +437,16 @@ class S3FileWriter:
 
     def commit(self) -> None:
         self._check_open()
-        self._finished = True
         bucket = self._driver.bucket
-        with _s3_errors(self._path):
+        with self._aborting_on_error():
             if self._upload_id is None:  # never reached a part: one direct put
                 self._client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
             else:
-                if self._buffer or not self._parts:
+                if self._buffer or self._next_part == 1:
                     self._upload_part(len(self._buffer))
+                self._wait_for_parts()
                 self._driver._complete(self._key, self._upload_id, self._parts)
+            self._finished = True
             self._buffer = bytearray()
             self._delete_sidecar()
 
@@ -414,6 +461,9 @@ class S3FileWriter:
     def cancel_pending(self) -> None:
         """Abort the multipart upload and remove the sidecar, leaving any committed object alone."""
         self._finished = True
+        if self._uploader is not None:
+            self._uploader.abandon()
+            self._uploader = None
         if self._upload_id is not None:
             try:
                 self._client.abort_multipart_upload(
