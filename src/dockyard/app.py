@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from dockyard.api.allowlist import AllowlistMiddleware
+from dockyard.api.drain import DrainState, InFlightMiddleware
 from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
 from dockyard.api.middleware import ObservabilityMiddleware
@@ -74,6 +75,11 @@ class Services:
         if isinstance(self.feed, RedisChangeFeed):
             self.feed.close()
         self.db.dispose()
+
+
+def drain_directory(settings: Settings) -> Path:
+    """Where `serve` and its workers share the drain flag and in-flight counts (api/drain.py)."""
+    return settings.datadir / "run" / "drain"
 
 
 def build_driver_from(settings: Settings) -> StorageDriver:
@@ -133,8 +139,9 @@ def create_app(services: Services) -> ASGIApp:
         pulls=services.pulls,
     )
     redis_ping = services.feed.ping if isinstance(services.feed, RedisChangeFeed) else None
+    drain = DrainState(drain_directory(settings))
     routes: list[BaseRoute] = [
-        *health_routes(readiness_checks(services.db, services.driver, redis_ping)),
+        *health_routes(readiness_checks(services.db, services.driver, redis_ping), draining=drain.draining),
         *security.routes,
     ]
     if settings.metrics.enabled:
@@ -170,7 +177,7 @@ def create_app(services: Services) -> ASGIApp:
         audit=services.audit,
     )
     observed = ObservabilityMiddleware(
-        allowlist,
+        InFlightMiddleware(allowlist, drain),
         metrics,
         access_log=not settings.log.accesslog.disabled,
         extra_headers=settings.http.headers,

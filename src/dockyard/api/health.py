@@ -34,11 +34,20 @@ def readiness_checks(
     return checks
 
 
-def health_routes(checks: Mapping[str, Check], timeout: float = CHECK_TIMEOUT_SECONDS) -> list[BaseRoute]:
+def health_routes(
+    checks: Mapping[str, Check],
+    timeout: float = CHECK_TIMEOUT_SECONDS,
+    draining: Callable[[], bool] | None = None,
+) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if draining is not None and draining():
+            # Shutting down (api/drain.py): out of the balancer at once, in-flight requests go on.
+            return JSONResponse(
+                {"status": "draining"}, status_code=503, headers={"Cache-Control": "no-store"}
+            )
         results = await asyncio.gather(*(_run(name, check, timeout) for name, check in checks.items()))
         report = dict(zip(checks, results, strict=True))
         ready = all(result == "ok" for result in report.values())

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 
-from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV
+from dockyard.api.drain import DrainState
+from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV, drain_directory
+from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
@@ -19,6 +25,8 @@ from dockyard.observability.metrics import prepare_multiprocess
 from dockyard.security import auth_mode, first_admin, session_secret
 
 log = logging.getLogger("dockyard.serve")
+DRAIN_POLL_SECONDS = 0.1
+WORKERS_KILL_TIMEOUT = 10  # seconds: a worker that does not stop after the drain is killed
 
 
 def run_server(settings: Settings, config_path: Path | None) -> None:
@@ -59,8 +67,49 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
         ssl_key=tls.key,
         ssl_protocol_min=SSLProtocols.tls12,
         respawn_failed_workers=True,
+        # After the drain (below) the workers get this long to finish before they are killed.
+        workers_kill_timeout=WORKERS_KILL_TIMEOUT,
     )
+    drain = DrainState(drain_directory(settings))
+    drain.reset()
+    drainer = Drainer(drain, parse_duration(settings.http.drain_timeout), server.signal_handler_interrupt)
+    # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
+    server.on_startup(drainer.install)
     server.serve()
+
+
+class Drainer:
+    """SIGTERM: flag the node as draining (/readyz answers 503 in every worker), wait until no request
+    is in flight or `timeout` has passed, then let the server stop its workers. A second SIGTERM, or
+    SIGINT (Ctrl-C), stops at once."""
+
+    def __init__(self, state: DrainState, timeout: float, stop: Callable[[], None]) -> None:
+        self.state = state
+        self.timeout = timeout
+        self.stop = stop
+        self.started = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        if self.started:
+            self.stop()
+            return
+        self.started = True
+        self.state.begin()
+        threading.Thread(target=self._drain, name="drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        started = time.monotonic()
+        log.info("SIGTERM: draining (not ready; up to %gs for requests in flight)", self.timeout)
+        while (busy := self.state.in_flight()) > 0 and time.monotonic() - started < self.timeout:
+            time.sleep(DRAIN_POLL_SECONDS)
+        if busy > 0:
+            log.warning("drain timeout: stopping with %d requests still in flight", busy)
+        else:
+            log.info("drained in %.1fs: stopping", time.monotonic() - started)
+        self.stop()
 
 
 def _reset_ephemeral_database(settings: Settings) -> None:

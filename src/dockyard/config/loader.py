@@ -42,7 +42,6 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("http", "prefix"): "dockyard serves /v2 at the root path",
     ("http", "relativeurls"): "Location headers use http.host or the request's Host",
     ("http", "net"): "dockyard listens on TCP only",
-    ("http", "draintimeout"): "the server drains connections with its own timeout",
     ("http", "http2"): "HTTP/2 settings are the server's",
     ("http", "h2c"): "HTTP/2 settings are the server's",
     ("http", "debug"): "Prometheus metrics are served at /metrics on http.addr (metrics.enabled)",
@@ -69,6 +68,10 @@ NOT_APPLIED: dict[KeyPath, str] = {
     ("compatibility",): "not applied",
     ("catalog",): "not applied",
 }
+# registry:2 key paths with the same meaning under another name here.
+RENAMED: dict[KeyPath, KeyPath] = {
+    ("http", "draintimeout"): ("http", "drain_timeout"),
+}
 # Security settings dockyard cannot honour yet: refusing to start beats serving openly by surprise.
 NOT_SUPPORTED_YET: dict[KeyPath, str] = {
     ("auth", "silly"): "silly authentication is not supported",
@@ -86,6 +89,7 @@ _SECTION_NAMES = frozenset(
         "redirect",
         "login_limit",
         "audit",
+        "jobs",
         "storage",
         "filesystem",
         "inmemory",
@@ -134,6 +138,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     warnings: list[str] = []
     data = _read_file(path) if path is not None else {}
     _normalise_driver_sections(data)
+    _rename_registry2_keys(data)
     origins = _apply_environment(data, environ, warnings)
     _drop_not_applied(data, warnings)
     _reject_not_supported_yet(data)
@@ -198,6 +203,15 @@ def _is_section(key: str, parent: dict[str, Any]) -> bool:
 
 def _is_registry2(data: dict[str, Any]) -> bool:
     return str(data.get("version", "")).startswith("0.")
+
+
+def _rename_registry2_keys(data: dict[str, Any]) -> None:
+    for old, new in RENAMED.items():
+        parent = _get(data, old[:-1])
+        if isinstance(parent, dict) and old[-1] in parent:
+            value = parent.pop(old[-1])
+            if _get(data, new) is None:
+                _set(data, new, value)
 
 
 def _drop_not_applied(data: dict[str, Any], warnings: list[str]) -> None:

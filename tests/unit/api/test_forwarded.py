@@ -136,3 +136,11 @@ def test_the_middleware_rewrites_client_scheme_and_host_and_keeps_the_peer() -> 
     assert seen[PEER_KEY] == ("10.0.0.1", 5555)
     untrusted = {**scope, "client": ("192.0.2.1", 5555)}
     assert _seen_by_app(untrusted) == untrusted
+
+
+def test_registry2_draintimeout_sets_the_drain_timeout(tmp_path: Any) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("version: 0.1\nhttp:\n  addr: :5000\n  draintimeout: 45s\n")
+    loaded = load_config(config, {})
+    assert loaded.settings.http.drain_timeout == "45s"
+    assert not any("draintimeout" in warning for warning in loaded.warnings)
