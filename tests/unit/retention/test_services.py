@@ -1,0 +1,268 @@
+"""Retention against a real database (SQLite and PostgreSQL): policies, runs, dry runs, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from dockyard.db.session import Database
+from dockyard.errors import DeleteDisabled, ManifestUnknown
+from dockyard.projects.interfaces import ProjectNotFound
+from dockyard.projects.services import ProjectService
+from dockyard.registry.cache import InProcessChangeFeed
+from dockyard.registry.models import Manifest, Repository, Tag
+from dockyard.registry.services import Registry
+from dockyard.retention.interfaces import Decision, Outcome, RetentionPolicyNotFound, parse_policy
+from dockyard.retention.services import RetentionExecutor, RetentionPolicies, RetentionRuns
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.driver import build_driver
+from dockyard.storage.uploads import UploadStore
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+KEEP_LAST_3 = parse_policy({"rules": [{"action": "latestPushedK", "count": 3}]})
+
+
+class World:
+    """A project `team` with repositories, manifests and tags written straight into the tables."""
+
+    def __init__(self, db: Database, delete_enabled: bool = True) -> None:
+        self.db = db
+        driver = build_driver("inmemory")
+        uploads = UploadStore(db, driver)
+        self.registry = Registry(
+            db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed(), delete_enabled=delete_enabled
+        )
+        self.projects = ProjectService(db)
+        self.policies = RetentionPolicies(db)
+        self.runs = RetentionRuns(db)
+        self.executor = RetentionExecutor(db, self.registry, self.policies, self.runs, clock=lambda: NOW)
+        self.serial = 0
+
+    def repository(self, name: str) -> int:
+        project = self.projects.ensure(name.split("/", 1)[0])
+        with self.db.write() as connection:
+            return int(
+                connection.execute(
+                    insert(Repository).values(name=name, created_at=NOW, project_id=project.id)
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+
+    def manifest(
+        self,
+        repository_id: int,
+        *tags: str,
+        days_ago: float,
+        pulled_days_ago: float | None = None,
+        subject: str | None = None,
+    ) -> str:
+        self.serial += 1
+        digest = f"sha256:{self.serial:064x}"
+        pushed = NOW - timedelta(days=days_ago)
+        with self.db.write() as connection:
+            manifest_id = connection.execute(
+                insert(Manifest).values(
+                    repository_id=repository_id,
+                    digest=digest,
+                    media_type="application/vnd.oci.image.manifest.v1+json",
+                    subject_digest=subject,
+                    size=2,
+                    content=b"{}",
+                    created_at=pushed,
+                    last_pulled_at=None if pulled_days_ago is None else NOW - timedelta(days=pulled_days_ago),
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            for tag in tags:
+                connection.execute(
+                    insert(Tag).values(
+                        repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=pushed
+                    )
+                )
+        return digest
+
+    def tags(self, name: str) -> list[str]:
+        return list(self.registry.list_tags(name, None, None).items)
+
+    def manifests(self, repository_id: int) -> set[str]:
+        with self.db.read() as connection:
+            return set(
+                connection.scalars(select(Manifest.digest).where(Manifest.repository_id == repository_id))
+            )
+
+
+@pytest.fixture
+def world(db: Database) -> World:
+    return World(db)
+
+
+def five_versions(world: World, name: str) -> int:
+    repository_id = world.repository(name)
+    for n in range(1, 6):
+        world.manifest(repository_id, f"v{n}", days_ago=10 - n)
+    return repository_id
+
+
+def test_keep_the_last_3_deletes_exactly_the_older_tags(world: World) -> None:
+    five_versions(world, "team/app")
+    five_versions(world, "team/tools/ci")
+    world.policies.put("team", KEEP_LAST_3)
+
+    report = world.executor.run("team", dry_run=False)
+
+    for name in ("team/app", "team/tools/ci"):
+        assert world.tags(name) == ["v3", "v4", "v5"]
+        assert world.registry.get_manifest(name, "v5").digest
+        with pytest.raises(ManifestUnknown):
+            world.registry.get_manifest(name, "v1")
+    assert report.count(Outcome.DELETED) == 4
+    assert report.count(Outcome.KEPT) == 6
+    kept = {d.tag: d.reason for r in report.repositories for d in r.decisions if d.outcome is Outcome.KEPT}
+    assert kept == {
+        "v3": "rule 1 (latestPushedK 3)",
+        "v4": "rule 1 (latestPushedK 3)",
+        "v5": "rule 1 (latestPushedK 3)",
+    }
+
+
+def test_a_dry_run_reports_the_same_and_changes_nothing(world: World) -> None:
+    repository_id = five_versions(world, "team/app")
+    world.policies.put("team", KEEP_LAST_3)
+    before = world.manifests(repository_id)
+
+    dry = world.executor.run("team", dry_run=True)
+
+    assert world.tags("team/app") == ["v1", "v2", "v3", "v4", "v5"]
+    assert world.manifests(repository_id) == before
+    deleted = [d.tag for r in dry.repositories for d in r.decisions if d.outcome is Outcome.DELETED]
+    assert sorted(deleted) == ["v1", "v2"]
+    real = world.executor.run("team", dry_run=False)
+    assert [r.as_dict() for r in real.repositories] == [r.as_dict() for r in dry.repositories]
+
+
+def test_tags_are_deleted_not_manifests_and_other_projects_are_untouched(world: World) -> None:
+    repository_id = five_versions(world, "team/app")
+    five_versions(world, "other/app")
+    world.policies.put("team", KEEP_LAST_3)
+    before = world.manifests(repository_id)
+    world.executor.run("team", dry_run=False)
+    assert world.manifests(repository_id) == before  # garbage collection frees the bytes later
+    assert world.tags("other/app") == ["v1", "v2", "v3", "v4", "v5"]
+
+
+def test_untagged_artifacts_go_only_when_a_rule_selects_them_and_referrers_stay(world: World) -> None:
+    repository_id = world.repository("team/app")
+    old = world.manifest(repository_id, days_ago=9)
+    recent = world.manifest(repository_id, days_ago=1)
+    image = world.manifest(repository_id, "v1", days_ago=8)
+    signature = world.manifest(repository_id, days_ago=7, subject=image)
+
+    world.policies.put("team", parse_policy({"rules": [{"action": "always"}]}))
+    world.executor.run("team", dry_run=False)
+    assert world.manifests(repository_id) == {old, recent, image, signature}
+
+    untagged = {"action": "nDaysSinceLastPush", "days": 3, "tags": {"match": "**", "untagged": True}}
+    world.policies.put("team", parse_policy({"rules": [{"action": "always"}, untagged]}))
+    report = world.executor.run("team", dry_run=False)
+    assert world.manifests(repository_id) == {recent, image, signature}
+    assert [(d.digest, d.outcome) for r in report.repositories for d in r.decisions if d.tag is None] == [
+        (recent, Outcome.KEPT),
+        (old, Outcome.DELETED),
+    ]
+
+
+def test_recent_pulls_keep_old_images(world: World) -> None:
+    repository_id = world.repository("team/app")
+    world.manifest(repository_id, "old-but-used", days_ago=300, pulled_days_ago=0.1)
+    world.manifest(repository_id, "old-unused", days_ago=200, pulled_days_ago=90)
+    world.manifest(repository_id, "never-pulled", days_ago=100)
+    world.policies.put("team", parse_policy({"rules": [{"action": "nDaysSinceLastPull", "days": 30}]}))
+    world.executor.run("team", dry_run=False)
+    assert world.tags("team/app") == ["old-but-used"]
+
+
+def test_a_tag_moved_after_evaluation_is_left_alone(world: World) -> None:
+    repository_id = world.repository("team/app")
+    old = world.manifest(repository_id, "latest", days_ago=5)
+    new = world.manifest(repository_id, days_ago=0)
+    with world.db.write() as connection:
+        new_id = connection.scalar(select(Manifest.id).where(Manifest.digest == new))
+        connection.execute(update(Tag).where(Tag.name == "latest").values(manifest_id=new_id))
+    # The plan said "delete latest (pointing at old)"; it points elsewhere now.
+    decision = Decision("latest", old, Outcome.DELETED, "not retained by any rule")
+    carried = world.executor._carry_out(repository_id, "team/app", decision)
+    assert carried.outcome is Outcome.SKIPPED
+    assert world.tags("team/app") == ["latest"]
+
+
+def test_an_empty_or_missing_policy_deletes_nothing(world: World) -> None:
+    five_versions(world, "team/app")
+    assert world.executor.run("team", dry_run=False).repositories == []
+    world.policies.put("team", parse_policy({"rules": []}))
+    assert world.executor.run("team", dry_run=False).repositories == []
+    assert world.tags("team/app") == ["v1", "v2", "v3", "v4", "v5"]
+
+
+def test_with_deletes_disabled_a_real_run_fails_before_any_change(db: Database) -> None:
+    world = World(db, delete_enabled=False)
+    five_versions(world, "team/app")
+    world.policies.put("team", KEEP_LAST_3)
+    with pytest.raises(DeleteDisabled):
+        world.executor.run("team", dry_run=False)
+    assert world.tags("team/app") == ["v1", "v2", "v3", "v4", "v5"]
+    assert world.executor.run("team", dry_run=True).count(Outcome.DELETED) == 2
+
+
+def test_policies_are_stored_per_project(world: World) -> None:
+    world.projects.ensure("team")
+    with pytest.raises(RetentionPolicyNotFound):
+        world.policies.get("team")
+    with pytest.raises(ProjectNotFound):
+        world.policies.put("nobody", KEEP_LAST_3)
+    document = {
+        "schedule": "0 3 * * *",
+        "rules": [{"action": "latestPushedK", "count": 3, "tags": {"match": "v*", "exclude": ["*-rc*"]}}],
+    }
+    world.policies.put("team", parse_policy(document))
+    assert world.policies.get("team") == parse_policy(document)
+    world.policies.put("team", KEEP_LAST_3)
+    assert world.policies.get("team") == KEEP_LAST_3
+    world.policies.delete("team")
+    assert world.policies.find("team") is None
+    with pytest.raises(RetentionPolicyNotFound):
+        world.policies.delete("team")
+
+
+def test_runs_are_recorded_with_their_reports(world: World) -> None:
+    five_versions(world, "team/app")
+    world.policies.put("team", KEEP_LAST_3)
+    world.executor.run("team", dry_run=True, job_id=41)
+    world.executor.run("team", dry_run=False, job_id=42)
+    runs = world.runs.list("team")
+    assert [(r["job_id"], r["dry_run"], r["status"]) for r in runs] == [
+        (42, False, "succeeded"),
+        (41, True, "succeeded"),
+    ]
+    assert runs[0]["summary"]["deleted"] == 2
+    assert "report" not in runs[0]
+    full = world.runs.get("team", runs[1]["id"])
+    assert full is not None
+    decisions = full["report"]["repositories"][0]["decisions"]
+    assert {d["tag"]: d["outcome"] for d in decisions} == {
+        "v1": "deleted",
+        "v2": "deleted",
+        "v3": "kept",
+        "v4": "kept",
+        "v5": "kept",
+    }
+    assert world.runs.get("team", 999_999) is None
+
+
+def test_schedules_are_claimed_once(world: World) -> None:
+    world.projects.ensure("team")
+    world.policies.put("team", parse_policy({"rules": [], "schedule": "0 3 * * *"}))
+    [(project, cron, last)] = world.policies.scheduled()
+    assert (project, cron) == ("team", "0 3 * * *")
+    assert world.policies.claim_schedule("team", last, NOW) is True
+    assert world.policies.claim_schedule("team", last, NOW) is False  # another node was first
+    assert world.policies.scheduled()[0][2] == NOW
