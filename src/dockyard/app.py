@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,10 @@ from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from dockyard.jobs.interfaces import JobContext, JobKind
+from dockyard.jobs.services import JobQueue, JobRunner
 from dockyard.observability.logging import configure_logging
-from dockyard.observability.metrics import Metrics
+from dockyard.observability.metrics import JobMetrics, Metrics
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
@@ -68,6 +70,10 @@ class Services:
     feed: ChangeFeed
     audit: AuditLog
     pulls: PullRecorder
+    jobs: JobQueue = field(init=False)  # built from the others, with every kind known
+
+    def __post_init__(self) -> None:
+        self.jobs = JobQueue(self.db, known_kinds=[kind.name for kind in job_kinds(self)])
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -151,10 +157,7 @@ def create_app(services: Services) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        housekeeping = [
-            asyncio.create_task(_purge_uploads_forever(services)),
-            asyncio.create_task(_purge_audit_forever(services)),
-        ]
+        housekeeping = [asyncio.create_task(_purge_audit_forever(services))]
         try:
             yield
         finally:
@@ -222,39 +225,47 @@ async def _purge_audit_forever(services: Services) -> None:
         await asyncio.sleep(3600)
 
 
-async def _purge_uploads_forever(services: Services) -> None:
-    """Purge stale uploads on a timer, in one worker process per node (a file lock elects it)."""
+def job_kinds(services: Services) -> list[JobKind]:
+    """Every kind of background job, with its handler bound to the services it needs.
+
+    One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
+    """
+    kinds = [_purge_uploads_kind(services)]
+    # -- GC: add the "gc" kind here (dockyard.gc.tasks).
+    # -- retention: add the "retention" kind here (dockyard.retention.tasks).
+    return kinds
+
+
+def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
+    """The runner `dockyard worker` (or the worker `serve` starts) and `dockyard garbage-collect` use."""
+    jobs = services.settings.jobs
+    return JobRunner(
+        services.jobs,
+        job_kinds(services),
+        node=node or socket.gethostname(),
+        threads=jobs.threads,
+        poll_interval=parse_duration(jobs.poll_interval),
+        lease=timedelta(seconds=parse_duration(jobs.lease)),
+        history=timedelta(seconds=parse_duration(jobs.history)),
+        metrics=JobMetrics(),
+    )
+
+
+def _purge_uploads_kind(services: Services) -> JobKind:
+    """Stale upload sessions (and temp objects without one) older than uploadpurging.age, hourly."""
     purging = services.settings.storage.maintenance.uploadpurging
-    if not purging.enabled:
-        return
-    lock = _try_lock(services.settings.datadir / "run" / "uploadpurge.lock")
-    if lock is None:
-        return
-    age = timedelta(seconds=parse_duration(purging.age))
-    interval = parse_duration(purging.interval)
-    try:
-        while True:
-            try:
-                purged = await asyncio.to_thread(services.uploads.purge_stale, age, purging.dryrun)
-                if purged:
-                    verb = "would purge" if purging.dryrun else "purged"
-                    log.info("%s %d stale uploads", verb, len(purged))
-            except Exception:
-                log.exception("upload purge failed")
-            await asyncio.sleep(interval)
-    finally:
-        os.close(lock)
 
+    def purge_uploads(ctx: JobContext) -> dict[str, Any]:
+        if not purging.enabled:
+            ctx.log("storage.maintenance.uploadpurging.enabled is false: nothing done")
+            return {"purged": 0, "enabled": False}
+        age = timedelta(seconds=parse_duration(str(ctx.params.get("age", purging.age))))
+        dry_run = bool(ctx.params.get("dryrun", purging.dryrun))
+        purged = services.uploads.purge_stale(age, dry_run)
+        ctx.log(f"{'would purge' if dry_run else 'purged'} {len(purged)} uploads untouched for {age}")
+        return {"purged": len(purged), "dryrun": dry_run, "uploads": purged[:100]}
 
-def _try_lock(path: Path) -> int | None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    return JobKind("purge-uploads", purge_uploads, timeout=timedelta(hours=1), default_schedule="17 * * * *")
 
 
 def tune_malloc() -> None:

@@ -358,6 +358,18 @@ class AuditSettings(_Section):
     _check_retention = field_validator("retention")(_positive_duration)
 
 
+class JobsSettings(_Section):
+    """The background job runner (docs/jobs.md)."""
+
+    run_in_serve: bool = True  # `dockyard serve` runs one job runner per node; else only `dockyard worker`s
+    threads: int = Field(default=2, ge=1, le=64)  # jobs one runner runs at once
+    history: str = "720h"  # finished jobs and their logs are kept this long
+    poll_interval: str = "2s"  # how often a runner looks for due jobs queued by other processes
+    lease: str = "60s"  # a job whose worker stopped renewing its lease this long is run again
+
+    _check_durations = field_validator("history", "poll_interval", "lease")(_positive_duration)
+
+
 class Settings(_Section):
     version: str | None = None  # "0.1" marks a registry:2 config file
     datadir: Path = Path("data")
@@ -369,6 +381,7 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    jobs: JobsSettings = JobsSettings()
 
     @field_validator("version", mode="before")
     @classmethod

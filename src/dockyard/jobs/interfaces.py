@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class JobError(Exception):
@@ -19,6 +23,10 @@ class JobError(Exception):
 
 class JobCancelled(JobError):
     """Raised by JobContext.check_cancelled() once the job was cancelled (or timed out)."""
+
+
+class JobTimedOut(JobCancelled):
+    """The job ran past its kind's timeout: it fails (and is not retried)."""
 
 
 class JobNotFound(JobError):
@@ -31,6 +39,10 @@ class JobStateError(JobError):
 
 class UnknownJobKind(JobError):
     pass
+
+
+class InvalidSchedule(JobError):
+    """A cron expression that does not parse, or never fires."""
 
 
 class JobContext(Protocol):
@@ -64,3 +76,54 @@ class JobKind:
     concurrency: int = 1  # at most this many of this kind running at once, cluster-wide
     timeout: timedelta = timedelta(hours=6)
     max_attempts: int = 3
+    # A cron expression (UTC) for the schedule created when none exists yet; None: run on demand only.
+    default_schedule: str | None = None
+    default_params: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the queue has it now (a snapshot)."""
+
+    id: int
+    kind: str
+    params: Mapping[str, Any]
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    progress_done: int
+    progress_total: int | None
+    result: Mapping[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+    retry_of: int | None
+    run_after: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass(frozen=True)
+class JobLogLine:
+    logged_at: datetime
+    line: str
+
+
+@dataclass(frozen=True)
+class JobSchedule:
+    kind: str
+    cron: str
+    params: Mapping[str, Any]
+    enabled: bool
+    next_run_at: datetime
+    last_job_id: int | None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    items: list[JobRecord]
+    total: int

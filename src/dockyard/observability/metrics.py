@@ -24,6 +24,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -195,3 +196,36 @@ class _Pending:
         self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
         self.request_bytes = 0
         self.response_bytes = 0
+
+
+# Background jobs: from a purge of a few seconds to a garbage collection of hours.
+JOB_DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0)
+
+
+class JobMetrics:
+    """The job runner's metrics (`dockyard worker`, or the runner `serve` starts: in multiprocess mode
+    they add up with the server workers' on /metrics)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry or CollectorRegistry()
+        self.registry = registry
+        self.finished = Counter(
+            "jobs_finished",
+            "Job attempts finished, by kind and outcome.",
+            ["kind", "status"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "jobs_running",
+            "Jobs running now, by kind.",
+            ["kind"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.duration = Histogram(
+            "job_duration_seconds",
+            "Time a job attempt ran, by kind.",
+            ["kind"],
+            buckets=JOB_DURATION_BUCKETS,
+            registry=registry,
+        )
