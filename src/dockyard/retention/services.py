@@ -254,7 +254,9 @@ class RetentionExecutor:
                 artifacts = load_artifacts(connection, repository_id)
             decisions = plan_repository(policy, path_in_project(name), artifacts, now)
             if decisions is not None:
-                if not dry_run:
+                if dry_run:
+                    decisions = [self._foresee(name, d) for d in decisions]
+                else:
                     decisions = [self._carry_out(repository_id, name, d) for d in decisions]
                 for decision in decisions:
                     if decision.outcome is not Outcome.KEPT:
@@ -279,6 +281,14 @@ class RetentionExecutor:
                 .order_by(Repository.name)
             ).all()
         return [(row.id, row.name) for row in rows]
+
+    def _foresee(self, name: str, decision: Decision) -> Decision:
+        """A dry run's decision: what the registry would refuse (immutable tags) is shown as kept."""
+        if decision.outcome is Outcome.DELETED and decision.tag is not None:
+            rule = self._registry.immutability.rule_for(name, decision.tag)
+            if rule is not None:
+                return _with(decision, Outcome.KEPT_IMMUTABLE, f"immutable (rule {rule.id})")
+        return decision
 
     def _carry_out(self, repository_id: int, name: str, decision: Decision) -> Decision:
         if decision.outcome is not Outcome.DELETED:

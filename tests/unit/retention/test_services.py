@@ -266,3 +266,18 @@ def test_schedules_are_claimed_once(world: World) -> None:
     assert world.policies.claim_schedule("team", last, NOW) is True
     assert world.policies.claim_schedule("team", last, NOW) is False  # another node was first
     assert world.policies.scheduled()[0][2] == NOW
+
+
+def test_immutable_tags_are_kept_and_said_so(world: World) -> None:
+    five_versions(world, "team/app")
+    world.registry.immutability.add("team", "**", "v1")
+    world.policies.put("team", KEEP_LAST_3)
+
+    for dry_run in (True, False):
+        report = world.executor.run("team", dry_run=dry_run)
+        outcomes = {d.tag: d.outcome for r in report.repositories for d in r.decisions}
+        assert outcomes["v1"] is Outcome.KEPT_IMMUTABLE
+        assert outcomes["v2"] is Outcome.DELETED
+    assert world.tags("team/app") == ["v1", "v3", "v4", "v5"]
+    [run, _] = world.runs.list("team", limit=2)
+    assert run["summary"]["kept_immutable"] == 1
