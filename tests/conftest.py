@@ -84,7 +84,40 @@ def repo_name(request: pytest.FixtureRequest) -> str:
     return f"test/{name}"
 
 
+# Tests whose outcome does not depend on DOCKYARD_TEST_DB: the SQLite pass runs them, the PostgreSQL pass
+# (`make test`'s second pass, `-m "not db_independent"`) does not run them again. Single tests say so with
+# `@pytest.mark.db_independent`; whole files and directories are listed here (paths from the repo root).
+DB_INDEPENDENT_PATHS = (
+    # Choose their databases themselves: parametrized over SQLite and PostgreSQL, or always PostgreSQL.
+    "tests/unit/audit/",
+    "tests/integration/test_postgresql.py",
+    "tests/cluster/",  # always PostgreSQL
+    # SQLite on purpose: edits the SQLite file behind the registry's back.
+    "tests/integration/test_redis.py",
+    # No metadata database at all.
+    "tests/conformance/",
+    "tests/unit/content/",
+    "tests/unit/config/",
+    "tests/unit/storage/",
+    "tests/unit/observability/",
+    "tests/unit/cli/",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "db_independent: runs the same whatever DOCKYARD_TEST_DB says (no metadata DB, or picks its own "
+        "databases), so only the SQLite pass runs it",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).resolve().parent.parent
     for item in items:
-        if "/e2e/" in str(Path(str(item.fspath)).as_posix()):
+        path = Path(str(item.fspath)).resolve()
+        if "/e2e/" in path.as_posix():
             item.add_marker(pytest.mark.e2e)
+        relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+        if relative.startswith(DB_INDEPENDENT_PATHS):
+            item.add_marker(pytest.mark.db_independent)

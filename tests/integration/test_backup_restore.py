@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from tests.support.ociclient import (
@@ -74,6 +75,7 @@ def assert_serves(url: str, pushed: dict[tuple[str, str], bytes]) -> None:
         oci.http.close()
 
 
+@pytest.mark.db_independent  # SQLite + filesystem whatever DOCKYARD_TEST_DB says
 def test_backup_then_restore_into_an_empty_deployment_serves_every_image_bit_for_bit(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
@@ -120,6 +122,7 @@ def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path: Path) -> Non
     assert "not a dockyard backup" in result.stderr
 
 
+@pytest.mark.db_independent  # SQLite + filesystem whatever DOCKYARD_TEST_DB says
 def test_verify_finds_a_missing_blob_and_deep_finds_a_corrupt_one(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

@@ -29,9 +29,6 @@ from dockyard.audit.interfaces import AuditEvent, AuditFilter
 from dockyard.audit.services import AuditLog
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
-from dockyard.db.session import Database
 from dockyard.projects.rbac import Role
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
@@ -41,6 +38,7 @@ from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.uploads import UploadStore
+from tests.support.postgres import migrated_scratch_database
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -128,9 +126,7 @@ AS_BOB = basic("bob", PASSWORDS["bob"])  # guest in team
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    engine = build_engine(f"sqlite:///{tmp_path / 'dockyard.db'}")
-    upgrade(engine)
-    db = Database(engine)
+    db = migrated_scratch_database(tmp_path)
     driver = build_driver("filesystem", rootdirectory=tmp_path / "storage")
     uploads = UploadStore(db, driver)
     registry = Registry(db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed())
@@ -266,7 +262,7 @@ def test_systeminfo_hides_infrastructure_from_anonymous_callers(stack: Stack) ->
     assert anonymous["version"] == "0.1.0" and anonymous["auth_mode"] == "dockyard"
     assert anonymous["storage_driver"] is None and anonymous["database"] is None
     signed_in = stack.api.get("/systeminfo", headers=AS_BOB).json()
-    assert signed_in["storage_driver"] == "filesystem" and signed_in["database"] == "sqlite"
+    assert signed_in["storage_driver"] == "filesystem" and signed_in["database"] == stack.services.db.dialect
 
 
 def test_health_reports_database_and_storage(stack: Stack) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
 
+from dockyard.db.engine import build_engine
+from dockyard.db.migrate import upgrade
+from dockyard.db.session import Database
 from tests.support.server import free_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -138,3 +143,28 @@ def _wait_until_ready(cluster: PostgresCluster) -> None:
                 time.sleep(0.1)
     finally:
         engine.dispose()
+
+
+def scratch_database_url(directory: Path, filename: str = "dockyard.db") -> str:
+    """The database a unit test should build its engine on: a SQLite file in `directory`, or -- when
+    the PostgreSQL pass runs (DOCKYARD_TEST_DB=postgresql: tests/conftest.py sets
+    DOCKYARD_TEST_POSTGRES_URL to its throwaway cluster) -- a fresh empty database of its own there.
+    So a test written once runs on both."""
+    server = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
+    if not server:
+        return f"sqlite:///{directory / filename}"
+    name = f"dockyard_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def migrated_scratch_database(directory: Path, filename: str = "dockyard.db") -> Database:
+    """A Database on `scratch_database_url`, upgraded to every migration head."""
+    engine = build_engine(scratch_database_url(directory, filename))
+    upgrade(engine)
+    return Database(engine)

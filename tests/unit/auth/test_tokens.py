@@ -32,9 +32,8 @@ from dockyard.auth.tokens import (
     intersect,
     libtrust_key_id,
 )
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from tests.support.postgres import migrated_scratch_database
 
 ALICE = Principal(PrincipalKind.USER, "alice", id=7)
 SERVICE, ISSUER = "registry.test", "dockyard-test"
@@ -42,9 +41,7 @@ SERVICE, ISSUER = "registry.test", "dockyard-test"
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    engine = build_engine(f"sqlite:///{tmp_path / 'test.db'}")
-    upgrade(engine)
-    database = Database(engine)
+    database = migrated_scratch_database(tmp_path, "test.db")
     yield database
     database.dispose()
 

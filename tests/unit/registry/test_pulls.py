@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import Connection, event, insert, select
 
 from dockyard.db.base import utcnow
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.registry.models import Manifest, Repository
 from dockyard.registry.pulls import PullRecorder
+from tests.support.postgres import migrated_scratch_database
 
 T0 = datetime(2024, 5, 1, 12, 30, 17, 250_000, tzinfo=UTC)
 DIGESTS = [f"sha256:{str(n) * 64}" for n in range(3)]
@@ -33,9 +32,7 @@ class Clock:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[Database]:
-    engine = build_engine(f"sqlite:///{tmp_path / 'pulls.db'}")
-    upgrade(engine)
-    database = Database(engine)
+    database = migrated_scratch_database(tmp_path, "pulls.db")
     with database.write() as connection:
         for name in ("team/app", "team/other"):
             repository_id = connection.execute(
