@@ -1,0 +1,142 @@
+"""Sweep blobs: rows no manifest references and nothing touched within the window, then their bytes.
+
+Each batch is one write transaction that locks the candidate rows (PostgreSQL: FOR UPDATE; a manifest
+PUT share-locks the blob rows it references, so one waits for the other), checks again that they are
+still collectable with a fresh snapshot, and deletes their repository links and rows. Only after the
+commit are the storage objects deleted: a file left behind is harmless, a row without its file is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select
+
+from dockyard.db.session import Database
+from dockyard.errors import PathNotFound
+from dockyard.registry.models import ManifestReference, RepositoryBlob
+from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.models import Blob
+from dockyard.storage.paths import blob_data_path
+
+log = logging.getLogger("dockyard.gc")
+CHUNK = 500  # bound parameter lists (SQLite allows 32766 per statement)
+
+
+def collectable(cutoff: datetime) -> Any:
+    """SQL: the blob is referenced by no manifest, and neither it, a link to it, nor the delete of
+    a manifest that referenced it is younger than the window."""
+    referenced = exists().where(ManifestReference.digest == Blob.digest, ManifestReference.kind == "blob")
+    fresh_link = exists().where(RepositoryBlob.digest == Blob.digest, RepositoryBlob.created_at >= cutoff)
+    return and_(
+        Blob.created_at < cutoff,
+        or_(Blob.unreferenced_at.is_(None), Blob.unreferenced_at < cutoff),
+        ~referenced,
+        ~fresh_link,
+    )
+
+
+class BlobSweeper:
+    def __init__(self, db: Database, driver: StorageDriver) -> None:
+        self._db = db
+        self._driver = driver
+
+    def count(self, cutoff: datetime) -> int:
+        with self._db.read() as connection:
+            return int(
+                connection.scalar(select(func.count()).select_from(Blob).where(collectable(cutoff))) or 0
+            )
+
+    def candidates(self, cutoff: datetime, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """The next `limit` collectable blobs in digest order, after `after` (keyset paging)."""
+        query = select(Blob.digest, Blob.size).where(collectable(cutoff)).order_by(Blob.digest).limit(limit)
+        if after is not None:
+            query = query.where(Blob.digest > after)
+        with self._db.read() as connection:
+            return [(row.digest, int(row.size)) for row in connection.execute(query)]
+
+    def delete_rows(self, cutoff: datetime, digests: list[str]) -> list[tuple[str, int]]:
+        """Delete the rows (and repository links) of those blobs still collectable; returns them."""
+        with self._db.write() as connection:
+            # PostgreSQL: wait for manifest PUTs holding the rows, then keep them from new ones.
+            # The checks below are a new statement, so under READ COMMITTED they see those PUTs.
+            connection.execute(
+                select(Blob.digest).where(Blob.digest.in_(digests)).order_by(Blob.digest).with_for_update()
+            )
+            rows = connection.execute(
+                select(Blob.digest, Blob.size).where(Blob.digest.in_(digests), collectable(cutoff))
+            ).all()
+            doomed = [row.digest for row in rows]
+            if doomed:
+                connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(doomed)))
+                connection.execute(delete(Blob).where(Blob.digest.in_(doomed)))
+        return [(row.digest, int(row.size)) for row in rows]
+
+    def delete_files(self, digests: list[str], pool: ThreadPoolExecutor) -> int:
+        """Delete the storage objects of deleted rows; returns how many could not be deleted."""
+        return sum(pool.map(self._delete_file, digests))
+
+    def _delete_file(self, digest: str) -> int:
+        try:
+            with contextlib.suppress(PathNotFound):
+                self._driver.delete(blob_data_path(digest))
+        except Exception:
+            log.warning("could not delete the bytes of collected blob %s", digest, exc_info=True)
+            return 1
+        return 0
+
+    def released_by(self, cutoff: datetime, manifest_ids: set[int]) -> list[tuple[str, int]]:
+        """For a dry run: the blobs that would become collectable once these manifests are gone."""
+        if not manifest_ids:
+            return []
+        with self._db.read() as connection:
+            digests = _referenced_by(connection, manifest_ids)
+            released = [d for d, users in _users_of(connection, digests).items() if users <= manifest_ids]
+            found: list[tuple[str, int]] = []
+            fresh_link = exists().where(
+                RepositoryBlob.digest == Blob.digest, RepositoryBlob.created_at >= cutoff
+            )
+            for chunk in _chunks(sorted(released)):
+                query = select(Blob.digest, Blob.size).where(
+                    Blob.digest.in_(chunk),
+                    Blob.created_at < cutoff,
+                    or_(Blob.unreferenced_at.is_(None), Blob.unreferenced_at < cutoff),
+                    ~fresh_link,
+                )
+                found += [(row.digest, int(row.size)) for row in connection.execute(query)]
+        return found
+
+
+def _referenced_by(connection: Connection, manifest_ids: set[int]) -> set[str]:
+    digests: set[str] = set()
+    for chunk in _chunks(sorted(manifest_ids)):
+        digests.update(
+            connection.scalars(
+                select(ManifestReference.digest).where(
+                    ManifestReference.manifest_id.in_(chunk), ManifestReference.kind == "blob"
+                )
+            )
+        )
+    return digests
+
+
+def _users_of(connection: Connection, digests: Iterable[str]) -> dict[str, set[int]]:
+    users: dict[str, set[int]] = {}
+    for chunk in _chunks(sorted(digests)):
+        for digest, manifest_id in connection.execute(
+            select(ManifestReference.digest, ManifestReference.manifest_id).where(
+                ManifestReference.digest.in_(chunk), ManifestReference.kind == "blob"
+            )
+        ):
+            users.setdefault(digest, set()).add(manifest_id)
+    return users
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]

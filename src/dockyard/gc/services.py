@@ -1,0 +1,190 @@
+"""The garbage collector: mark and sweep against the metadata DB while the registry keeps serving.
+
+1. Manifests (only with `delete_untagged` or `delete_referrers_with_subject`): each repository's
+   graph is marked (gc.marking) and the garbage deleted in batches (gc.manifests).
+2. Blobs: rows no manifest references and nothing touched within the window are deleted in
+   batches (gc.blobs), then their storage objects, after each batch's commit.
+
+Every batch bumps the change feed exactly as the registry's own deletes do, so no worker's cache
+answers for what is gone. See docs/gc.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from functools import partial
+from typing import Protocol, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.gc.blobs import BlobSweeper
+from dockyard.gc.interfaces import GCOptions, GCProgress, GCReport, QuietProgress
+from dockyard.gc.manifests import ManifestSweeper, RepositoryGarbage
+from dockyard.gc.marking import MarkRules
+from dockyard.registry.cache import ChangeFeed, Topic
+from dockyard.storage.driver.base import StorageDriver
+
+log = logging.getLogger("dockyard.gc")
+ATTEMPTS = 5  # a batch that meets a deadlock (PostgreSQL aborts one side) is tried again
+T = TypeVar("T")
+
+
+class GCMetrics(Protocol):
+    def observe_gc(self, report: GCReport) -> None: ...
+
+
+class GarbageCollector:
+    def __init__(
+        self,
+        db: Database,
+        driver: StorageDriver,
+        feed: ChangeFeed,
+        metrics: GCMetrics | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._feed = feed
+        self._metrics = metrics
+        self._clock = clock
+        self._blobs = BlobSweeper(db, driver)
+        self._manifests = ManifestSweeper(db)
+
+    def run(self, options: GCOptions, progress: GCProgress | None = None) -> GCReport:
+        progress = progress or QuietProgress()
+        started = time.monotonic()
+        cutoff = self._clock() - options.min_age
+        report = GCReport(dry_run=options.dry_run, min_age_seconds=options.min_age.total_seconds())
+        rules = MarkRules(cutoff, options.delete_untagged, options.delete_referrers_with_subject)
+        progress.log(
+            f"garbage collection{' (dry run)' if options.dry_run else ''}: collecting what has been "
+            f"unreferenced since before {cutoff.isoformat(timespec='seconds')}"
+        )
+        garbage: list[RepositoryGarbage] = []
+        if options.delete_untagged or options.delete_referrers_with_subject:
+            garbage = self._manifests.mark(rules)
+        tracker = _Tracker(progress, sum(len(g.manifests) for g in garbage) + self._blobs.count(cutoff))
+        if options.dry_run:
+            self._dry_run(garbage, cutoff, report, tracker)
+        else:
+            self._sweep_manifests(garbage, rules, options.batch_size, report, tracker)
+            with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="gc-delete") as pool:
+                self._sweep_blobs(cutoff, options.batch_size, pool, report, tracker)
+        report.duration_seconds = time.monotonic() - started
+        progress.log(_summary(report))
+        if self._metrics is not None:
+            self._metrics.observe_gc(report)
+        return report
+
+    def _sweep_manifests(
+        self,
+        garbage: list[RepositoryGarbage],
+        rules: MarkRules,
+        batch_size: int,
+        report: GCReport,
+        tracker: _Tracker,
+    ) -> None:
+        for repository in garbage:
+            nodes = repository.manifests
+            for start in range(0, len(nodes), batch_size):
+                tracker.check_cancelled()
+                batch = nodes[start : start + batch_size]
+                repository_id = repository.repository_id
+                deleted = _retrying(partial(self._manifests.delete_batch, repository_id, batch, rules))
+                if deleted:
+                    self._feed.bump(Topic.MANIFESTS)
+                for node in deleted:
+                    report.note_manifest(f"{repository.name}@{node.digest}", node.size)
+                tracker.advance(len(batch))
+
+    def _sweep_blobs(
+        self, cutoff: datetime, batch_size: int, pool: ThreadPoolExecutor, report: GCReport, tracker: _Tracker
+    ) -> None:
+        after: str | None = None
+        tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
+        while True:
+            tracker.check_cancelled()
+            candidates = self._blobs.candidates(cutoff, after, batch_size)
+            if not candidates:
+                return
+            after = candidates[-1][0]
+            deleted = _retrying(partial(self._blobs.delete_rows, cutoff, [d for d, _ in candidates]))
+            if deleted:
+                self._feed.bump(Topic.BLOB_DELETES)  # the links went with the rows
+                report.storage_delete_failures += self._blobs.delete_files([d for d, _ in deleted], pool)
+            for digest, size in deleted:
+                report.note_blob(digest, size)
+            tracker.advance(len(candidates))
+
+    def _dry_run(
+        self, garbage: list[RepositoryGarbage], cutoff: datetime, report: GCReport, tracker: _Tracker
+    ) -> None:
+        """What a real run would delete, from the same queries, deleting nothing."""
+        doomed: set[int] = set()
+        for repository in garbage:
+            tracker.check_cancelled()
+            for node in repository.manifests:
+                doomed.add(node.id)
+                report.note_manifest(f"{repository.name}@{node.digest}", node.size)
+            tracker.advance(len(repository.manifests))
+        seen: set[str] = set()
+        after: str | None = None
+        while candidates := self._blobs.candidates(cutoff, after, 1000):
+            tracker.check_cancelled()
+            after = candidates[-1][0]
+            for digest, size in candidates:
+                seen.add(digest)
+                report.note_blob(digest, size)
+            tracker.advance(len(candidates))
+        for digest, size in self._blobs.released_by(cutoff, doomed):
+            if digest not in seen:
+                report.note_blob(digest, size)
+
+
+class _Tracker:
+    """Progress counted in candidates looked at (manifests, then blobs)."""
+
+    def __init__(self, progress: GCProgress, total: int) -> None:
+        self._progress = progress
+        self.total = total
+        self.done = 0
+        progress.progress(0, total)
+
+    def advance(self, amount: int) -> None:
+        self.done += amount
+        self.total = max(self.total, self.done)
+        self._progress.progress(self.done, self.total)
+
+    def grow_to(self, total: int) -> None:
+        self.total = max(self.total, total)
+        self._progress.progress(self.done, self.total)
+
+    def check_cancelled(self) -> None:
+        self._progress.check_cancelled()
+
+
+def _retrying(action: Callable[[], T]) -> T:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return action()
+        except DBAPIError as exc:
+            # PostgreSQL deadlock (40P01) or serialization failure (40001): the other side went on.
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == ATTEMPTS:
+                raise
+            log.info("garbage collection batch met a concurrent writer (%s); trying again", code)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _summary(report: GCReport) -> str:
+    verb = "would delete" if report.dry_run else "deleted"
+    return (
+        f"{verb} {report.manifests_deleted} manifests and {report.blobs_deleted} blobs, "
+        f"{report.bytes_freed} bytes, in {report.duration_seconds:.1f} s"
+    )
