@@ -46,6 +46,7 @@ from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChange
 from dockyard.registry.cache_redis import RedisChangeFeed, connect
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
+from dockyard.retention.tasks import retention_kind
 from dockyard.security import build_security, first_admin
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
@@ -232,7 +233,7 @@ def job_kinds(services: Services) -> list[JobKind]:
     """
     kinds = [_purge_uploads_kind(services)]
     # -- GC: add the "gc" kind here (dockyard.gc.tasks).
-    # -- retention: add the "retention" kind here (dockyard.retention.tasks).
+    kinds.append(retention_kind(services.db, services.registry))
     return kinds
 
 

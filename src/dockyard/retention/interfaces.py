@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dockyard.db.base import utcnow
 from dockyard.errors import DockyardError
+from dockyard.jobs.cron import CronError, parse_cron
 from dockyard.retention.patterns import PatternInvalid, validate_pattern
 
 MAX_RULES = 15  # as Harbor
@@ -127,10 +129,11 @@ class Policy(BaseModel):
     def _cron(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        fields = value.split()
-        if len(fields) != 5:
-            raise ValueError("schedule: a cron expression has 5 fields (minute hour day month weekday)")
-        return " ".join(fields)
+        try:
+            parse_cron(value).next_after(utcnow())
+        except CronError as exc:
+            raise ValueError(str(exc)) from None
+        return " ".join(value.split())
 
     @property
     def active_rules(self) -> list[tuple[int, Rule]]:
@@ -185,12 +188,14 @@ class RunReport:
     dry_run: bool
     started_at: datetime
     repositories: list[RepositoryReport] = field(default_factory=list)
+    run_id: int | None = None  # in the run history
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.repositories for d in r.decisions if d.outcome is outcome)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
             "project": self.project,
             "dry_run": self.dry_run,
             "started_at": self.started_at.isoformat(),

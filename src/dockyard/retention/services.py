@@ -239,6 +239,7 @@ class RetentionExecutor:
         except BaseException as exc:
             self._runs.fail(run_id, f"{type(exc).__name__}: {exc}")
             raise
+        report.run_id = run_id
         self._runs.finish(run_id, report)
         return report
 

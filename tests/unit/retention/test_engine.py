@@ -271,7 +271,8 @@ def test_ties_in_push_time_go_to_the_later_row() -> None:
         ({"rules": [{"action": "always", "repositories": {"exclude": ["ok", "{a"]}}]}, "'{' without '}'"),
         ({"rules": [{"action": "always", "tags": {"regex": "v.*"}}]}, "rules.0.tags.regex"),
         ({"rules": [{"action": "always"}] * 16}, "at most 15"),
-        ({"rules": [], "schedule": "every day"}, "5 fields"),
+        ({"rules": [], "schedule": "every day"}, "expected 5 fields"),
+        ({"rules": [], "schedule": "0 25 * * *"}, "hour"),
         ({"rules": "always"}, "rules"),
     ],
 )
