@@ -1,0 +1,145 @@
+"""Immutable tags against a real server (two worker processes, so rule changes must reach both):
+a tag under a rule cannot move to another digest nor be deleted, through /v2 or the management API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.support.ociclient import OCIClient, assert_error, describe
+from tests.support.server import RunningServer
+
+ADMIN = ("admin", "immutable-Passw0rd")
+REPOS = ("imm/app", "imm/other", "imm/team/app")
+
+
+def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
+    """A /v2 client with a token for pull, push and delete on `repos`, as docker would hold."""
+    scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
+    answer = httpx.get(f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=ADMIN)
+    assert answer.status_code == 200, describe(answer)
+    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    from tests.support.server import start_server
+
+    running = start_server(
+        tmp_path_factory.mktemp("immutable"),
+        {"auth": {"enabled": True}, "http": {"workers": 2}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN)
+    assert api.post("/projects", json={"name": "imm"}).status_code == 201
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def oci(server: RunningServer) -> Iterator[OCIClient]:
+    with registry_client(server, REPOS) as http:
+        yield OCIClient(http)
+
+
+@pytest.fixture
+def rule(api: httpx.Client) -> Iterator[Callable[..., dict[str, object]]]:
+    added: list[int] = []
+
+    def add(**body: object) -> dict[str, object]:
+        response = api.post("/projects/imm/immutable-rules", json=body)
+        assert response.status_code == 201, describe(response)
+        added.append(int(response.json()["id"]))
+        return dict(response.json())
+
+    yield add
+    for rule_id in added:
+        api.delete(f"/projects/imm/immutable-rules/{rule_id}")
+
+
+def _denied(response: httpx.Response, message: str) -> None:
+    assert_error(response, 403, "DENIED")
+    assert response.json()["errors"][0]["message"] == message
+
+
+def test_an_immutable_tag_cannot_move_or_go(
+    oci: OCIClient, api: httpx.Client, rule: Callable[..., dict[str, object]]
+) -> None:
+    first = oci.push_image("imm/app", "v1", seed="first")
+    oci.push_image("imm/app", "latest", seed="first")
+    created = rule(repository_pattern="app", tag_pattern="v*")
+    rule_id = created["id"]
+    assert created == {
+        "id": rule_id,
+        "repository_pattern": "app",
+        "repository_excluding": False,
+        "tag_pattern": "v*",
+        "tag_excluding": False,
+        "enabled": True,
+    }
+    message = f"tag v1 in imm/app is immutable (rule {rule_id})"
+
+    # Pushing the same manifest again is idempotent; another digest is refused, on either worker.
+    for _ in range(4):
+        assert oci.put_manifest("imm/app", "v1", first.body, first.media_type).status_code == 201
+    second = oci.push_image("imm/app", None, seed="second")  # by digest: no tag involved
+    for _ in range(4):
+        _denied(oci.put_manifest("imm/app", "v1", second.body, second.media_type), message)
+        _denied(oci.http.delete("/v2/imm/app/manifests/v1"), message)
+        _denied(oci.http.delete(f"/v2/imm/app/manifests/{first.digest}"), message)
+    assert oci.get_manifest("imm/app", "v1").headers["Docker-Content-Digest"] == first.digest
+
+    # The management API refuses the same deletes (412, as Harbor answers).
+    refused = api.delete("/repositories/imm/app/tags/v1")
+    assert refused.status_code == 412 and refused.json()["errors"][0]["message"] == message
+    assert api.delete(f"/repositories/imm/app/artifacts/{first.digest}").status_code == 412
+
+    # Tags and repositories the rule does not match stay mutable.
+    assert oci.put_manifest("imm/app", "latest", second.body, second.media_type).status_code == 201
+    assert oci.http.delete("/v2/imm/app/manifests/latest").status_code == 202
+    oci.push_image("imm/other", "v1", seed="a")
+    oci.push_image("imm/other", "v1", seed="b")
+    assert oci.http.delete("/v2/imm/other/manifests/v1").status_code == 202
+
+    # Without the rule (every worker hears of it through the change feed) the tag moves again.
+    assert api.delete(f"/projects/imm/immutable-rules/{rule_id}").status_code == 204
+    for _ in range(4):
+        assert oci.put_manifest("imm/app", "v1", second.body, second.media_type).status_code == 201
+    assert oci.http.delete("/v2/imm/app/manifests/v1").status_code == 202
+
+
+def test_excluding_rules_and_nested_repositories(
+    oci: OCIClient, rule: Callable[..., dict[str, object]]
+) -> None:
+    # Every tag except dev-* of repositories under team/ is immutable.
+    created = rule(repository_pattern="team/**", tag_pattern="dev-*", tag_excluding=True)
+    oci.push_image("imm/team/app", "1.0", seed="one")
+    oci.push_image("imm/team/app", "dev-1", seed="one")
+    other = oci.push_image("imm/team/app", None, seed="two")
+    _denied(
+        oci.put_manifest("imm/team/app", "1.0", other.body, other.media_type),
+        f"tag 1.0 in imm/team/app is immutable (rule {created['id']})",
+    )
+    assert oci.put_manifest("imm/team/app", "dev-1", other.body, other.media_type).status_code == 201
+    # A new tag may always be created, immutable from then on.
+    assert oci.put_manifest("imm/team/app", "2.0", other.body, other.media_type).status_code == 201
+    assert oci.http.delete("/v2/imm/team/app/manifests/2.0").status_code == 403
+
+
+def test_rule_api_validates_and_is_for_project_admins(server: RunningServer, api: httpx.Client) -> None:
+    bad = api.post("/projects/imm/immutable-rules", json={"repository_pattern": "{a,b", "tag_pattern": "*"})
+    assert bad.status_code == 400 and "unclosed" in bad.json()["errors"][0]["message"]
+    assert api.get("/projects/nope/immutable-rules").status_code == 404
+    assert api.delete("/projects/imm/immutable-rules/424242").status_code == 404
+    assert httpx.get(f"{server.url}/api/v1/projects/imm/immutable-rules").status_code == 401
+    listed = api.get("/projects/imm/immutable-rules")
+    assert listed.status_code == 200 and isinstance(listed.json(), list)

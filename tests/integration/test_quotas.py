@@ -1,0 +1,230 @@
+"""Project storage quotas against a real server: early refusals with the OCI error body, nothing
+half-written, shared content counted once, deletes free usage, and a race of many concurrent pushes
+against the last few MiB that never passes the limit (SQLite here; PostgreSQL in the
+DOCKYARD_TEST_DB=postgresql pass)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    assert_error,
+    describe,
+    descriptor,
+    digest_of,
+    image_manifest,
+)
+from tests.support.server import RunningServer, start_server
+
+ADMIN = ("admin", "quotas-Passw0rd")
+MiB = 1024 * 1024
+REPOS = ("quota/a", "quota/b", "race/app", "free/src")
+
+
+def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
+    scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
+    answer = httpx.get(f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=ADMIN)
+    assert answer.status_code == 200, describe(answer)
+    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        tmp_path_factory.mktemp("quotas"),
+        {"auth": {"enabled": True}, "http": {"workers": 2}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN) as api:
+        for project in ("quota", "race", "free"):
+            assert api.post("/projects", json={"name": project}).status_code == 201
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def oci(server: RunningServer) -> Iterator[OCIClient]:
+    with registry_client(server, REPOS) as http:
+        yield OCIClient(http)
+
+
+def usage(api: httpx.Client, project: str) -> int:
+    answer = api.get(f"/projects/{project}/quota")
+    assert answer.status_code == 200, describe(answer)
+    return int(answer.json()["used_bytes"])
+
+
+def set_limit(api: httpx.Client, project: str, limit: int | None, warn: int = 80) -> dict[str, object]:
+    answer = api.put(f"/projects/{project}/quota", json={"limit_bytes": limit, "warn_percent": warn})
+    assert answer.status_code == 200, describe(answer)
+    return dict(answer.json())
+
+
+def assert_quota_denied(response: httpx.Response, project: str) -> None:
+    assert_error(response, 403, "DENIED")
+    message = response.json()["errors"][0]["message"]
+    assert re.match(
+        rf"quota of project {project} exceeded: used .+, limit .+, this (blob|manifest) .+", message
+    )
+
+
+def test_refusals_before_the_data_is_accepted(
+    server: RunningServer, oci: OCIClient, api: httpx.Client
+) -> None:
+    quota = set_limit(api, "quota", 4 * MiB)
+    assert quota == {
+        "project": "quota",
+        "limit_bytes": 4 * MiB,
+        "used_bytes": 0,
+        "warn_percent": 80,
+        "used_percent": 0.0,
+    }
+    shared = os.urandom(MiB)
+    shared_digest = oci.push_blob("quota/a", shared)
+    # The same blob in a second repository of the project (pushed, then mounted) counts once.
+    oci.push_blob("quota/b", shared)
+    assert usage(api, "quota") == MiB
+
+    big = os.urandom(3 * MiB + 1)
+    # Monolithic POST: refused from the headers; no upload session is left behind.
+    monolithic = oci.http.post("/v2/quota/a/blobs/uploads/", params={"digest": digest_of(big)}, content=big)
+    assert_quota_denied(monolithic, "quota")
+    # POST then PUT with the body: refused before the body is read.
+    location = oci.upload_location("quota/a")
+    assert_quota_denied(oci.finish_upload(location, digest_of(big), big), "quota")
+    # Chunked: the PATCH that would go past is refused; the upload stays where it was, resumable.
+    location = oci.upload_location("quota/a")
+    assert oci.patch_chunk(location, big[: 2 * MiB], start=0).status_code == 202
+    assert_quota_denied(oci.patch_chunk(location, big[2 * MiB :], start=2 * MiB), "quota")
+    status = oci.http.get(oci.url(location))
+    assert status.status_code == 204 and status.headers["Range"] == f"0-{2 * MiB - 1}"
+    assert oci.http.delete(oci.url(location)).status_code == 204
+    # Cross-repository mount from another project into a full project.
+    with registry_client(server, REPOS) as http:
+        other = OCIClient(http)
+        outside = other.push_blob("free/src", big)
+    mount = oci.http.post(
+        "/v2/quota/a/blobs/uploads/",
+        params={"mount": outside, "from": "free/src"},
+        headers={"Content-Length": "0"},
+    )
+    assert_quota_denied(mount, "quota")
+    assert oci.head_blob("quota/a", outside).status_code == 404
+    assert usage(api, "quota") == MiB  # nothing counted for any refused blob
+
+    # Deletes free usage once the last repository of the project lets go.
+    assert oci.http.delete(f"/v2/quota/a/blobs/{shared_digest}").status_code == 202
+    assert usage(api, "quota") == MiB
+    assert oci.http.delete(f"/v2/quota/b/blobs/{shared_digest}").status_code == 202
+    assert usage(api, "quota") == 0
+    # With room again the big blob fits.
+    oci.push_blob("quota/a", big)
+    assert usage(api, "quota") == len(big)
+
+
+def test_manifests_count_and_limits_below_usage(oci: OCIClient, api: httpx.Client) -> None:
+    set_limit(api, "free", None)
+    before = usage(api, "free")
+    pushed = oci.push_image("free/src", "v1", seed="manifest")
+    config_and_layer = len(json.dumps({"architecture": "amd64", "os": "linux", "seed": "manifest"}).encode())
+    config_and_layer += len(b"layer of free/src v1 manifest")
+    assert usage(api, "free") == before + config_and_layer + len(pushed.body)
+    # A limit below usage is accepted (nothing is deleted); new content is refused, old content pulls.
+    quota = set_limit(api, "free", 1)
+    assert quota["used_bytes"] == usage(api, "free") and quota["limit_bytes"] == 1
+    config = b'{"architecture":"amd64","os":"linux","seed":"other"}'
+    assert_quota_denied(
+        oci.http.post("/v2/free/src/blobs/uploads/", params={"digest": digest_of(config)}, content=config),
+        "free",
+    )
+    assert oci.get_manifest("free/src", "v1").status_code == 200
+    set_limit(api, "free", None)
+
+
+def test_quota_api_access(server: RunningServer, api: httpx.Client) -> None:
+    assert httpx.get(f"{server.url}/api/v1/projects/quota/quota").status_code == 401
+    assert api.get("/projects/nope/quota").status_code == 404
+    bad = api.put("/projects/quota/quota", json={"limit_bytes": -5, "warn_percent": 80})
+    assert bad.status_code == 400
+
+
+def _image(index: int) -> tuple[bytes, bytes, bytes]:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "n": index}).encode()
+    layer = hashlib.sha256(f"race {index}".encode()).digest() * (MiB // 32)  # 1 MiB, distinct
+    body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)])
+    return config, layer, body
+
+
+def test_concurrent_pushes_against_the_last_mib(server: RunningServer, api: httpx.Client) -> None:
+    """24 threads push distinct 1 MiB images into a project with room for about 5."""
+    limit = 5 * MiB + 64 * 1024
+    set_limit(api, "race", limit)
+    accepted: dict[str, int] = {}  # digest -> size of every blob and manifest acknowledged
+    images: dict[int, bytes] = {}
+    lock = threading.Lock()
+
+    def push(index: int) -> None:
+        config, layer, body = _image(index)
+        with registry_client(server, ("race/app",)) as http:
+            client = OCIClient(http)
+            for blob in (config, layer):
+                location = client.upload_location("race/app")
+                answer = client.finish_upload(location, digest_of(blob), blob)
+                if answer.status_code != 201:
+                    assert_quota_denied(answer, "race")
+                    return
+                with lock:
+                    accepted[digest_of(blob)] = len(blob)
+            answer = client.put_manifest("race/app", f"t{index}", body, OCI_MANIFEST)
+            if answer.status_code != 201:
+                assert_quota_denied(answer, "race")
+                return
+            with lock:
+                accepted[digest_of(body)] = len(body)
+                images[index] = body
+
+    threads = [threading.Thread(target=push, args=(index,)) for index in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    used = usage(api, "race")
+    assert used <= limit
+    assert used == sum(accepted.values())
+    assert 3 <= len(images) <= 5, f"{len(images)} images fit"
+    with registry_client(server, ("race/app",)) as http:
+        client = OCIClient(http)
+        for index, body in images.items():
+            config, layer, _ = _image(index)
+            manifest = client.get_manifest("race/app", f"t{index}")
+            assert manifest.status_code == 200 and manifest.content == body
+            for blob in (config, layer):
+                fetched = http.get(f"/v2/race/app/blobs/{digest_of(blob)}", follow_redirects=True)
+                assert fetched.status_code == 200 and fetched.content == blob
+
+    # Reported through metrics too, and the warning threshold was passed: an audit event.
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert f'dockyard_project_quota_used_bytes{{project="race"}} {used}' in metrics
+    assert f'dockyard_project_quota_limit_bytes{{project="race"}} {limit}' in metrics
+    events = api.get("/audit", params={"action": "quota_warning", "resource_name": "race"}).json()
+    assert len(events) == 1 and events[0]["resource_name"] == "race"
