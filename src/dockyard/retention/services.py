@@ -228,13 +228,10 @@ class RetentionExecutor:
         Recorded in the run history either way; a project without a policy deletes nothing."""
         progress = progress or _Quiet()
         policy = self._policies.find(project) or Policy()
-        if not dry_run:  # deletes off or read-only: fail before any change
-            if self._registry.read_only:
-                raise ReadOnly()
-            if not self._registry.delete_enabled:
-                raise DeleteDisabled()
         run_id = self._runs.start(project, dry_run, job_id)
         try:
+            if not dry_run:  # deletes off or read-only: fail before any change
+                self._check_deletable()
             report = self._evaluate(project, policy, dry_run, progress)
         except BaseException as exc:
             self._runs.fail(run_id, f"{type(exc).__name__}: {exc}")
@@ -242,6 +239,12 @@ class RetentionExecutor:
         report.run_id = run_id
         self._runs.finish(run_id, report)
         return report
+
+    def _check_deletable(self) -> None:
+        if self._registry.read_only:
+            raise ReadOnly()
+        if not self._registry.delete_enabled:
+            raise DeleteDisabled()
 
     def _evaluate(self, project: str, policy: Policy, dry_run: bool, progress: Progress) -> RunReport:
         now = self._clock()

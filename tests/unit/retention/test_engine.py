@@ -10,6 +10,9 @@ import pytest
 from dockyard.retention.engine import NOT_RETAINED, Artifact, plan_repository
 from dockyard.retention.interfaces import Outcome, Policy, RetentionPolicyInvalid, parse_policy
 
+# Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
+pytestmark = pytest.mark.db_independent
+
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 

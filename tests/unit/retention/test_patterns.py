@@ -6,6 +6,9 @@ import pytest
 
 from dockyard.retention.patterns import PatternInvalid, matches, validate_pattern
 
+# Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
+pytestmark = pytest.mark.db_independent
+
 
 @pytest.mark.parametrize(
     ("pattern", "name", "expected"),

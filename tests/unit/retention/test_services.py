@@ -12,6 +12,9 @@ from dockyard.registry.models import Manifest, Tag
 from dockyard.retention.interfaces import Decision, Outcome, RetentionPolicyNotFound, parse_policy
 from tests.unit.retention.world import KEEP_LAST_3, NOW, World, five_versions
 
+# Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
+pytestmark = pytest.mark.db_independent
+
 
 @pytest.fixture
 def world(db: Database) -> World:
@@ -126,6 +129,10 @@ def test_with_deletes_disabled_a_real_run_fails_before_any_change(db: Database) 
         world.executor.run("team", dry_run=False)
     assert world.tags("team/app") == ["v1", "v2", "v3", "v4", "v5"]
     assert world.executor.run("team", dry_run=True).count(Outcome.DELETED) == 2
+    dry, real = world.runs.list("team")  # newest first
+    assert (dry["dry_run"], dry["status"]) == (True, "succeeded")
+    assert (real["dry_run"], real["status"]) == (False, "failed")
+    assert "DeleteDisabled" in real["error"]
 
 
 def test_policies_are_stored_per_project(world: World) -> None:

@@ -13,6 +13,9 @@ from dockyard.retention.interfaces import parse_policy
 from dockyard.retention.tasks import KIND, retention_kind
 from tests.unit.retention.world import KEEP_LAST_3, World, five_versions
 
+# Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
+pytestmark = pytest.mark.db_independent
+
 
 @pytest.fixture
 def world(db: Database) -> World:
