@@ -38,6 +38,7 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.services import JobQueue, JobRunner
+from dockyard.jobs.tasks import selftest_kind
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import JobMetrics, Metrics
 from dockyard.projects.quotas import Quotas
@@ -133,7 +134,9 @@ def create_app(services: Services) -> ASGIApp:
     settings = services.settings
     io = BlobIO()
     metrics = Metrics()
-    security = build_security(settings, services.db, services.driver, services.registry, services.audit)
+    security = build_security(
+        settings, services.db, services.driver, services.registry, services.audit, jobs=services.jobs
+    )
     ctx = OCIContext(
         services.registry,
         io,
@@ -231,7 +234,7 @@ def job_kinds(services: Services) -> list[JobKind]:
 
     One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
     """
-    kinds = [_purge_uploads_kind(services)]
+    kinds = [_purge_uploads_kind(services), selftest_kind()]
     # -- GC: add the "gc" kind here (dockyard.gc.tasks).
     kinds.append(retention_kind(services.db, services.registry))
     return kinds

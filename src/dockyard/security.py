@@ -37,6 +37,7 @@ from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.errors import ConfigError
+from dockyard.jobs.queue import JobQueue
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache_redis import connect
@@ -70,7 +71,12 @@ def auth_mode(settings: Settings) -> str:
 
 
 def build_security(
-    settings: Settings, db: Database, driver: StorageDriver, registry: Registry, audit: AuditLog
+    settings: Settings,
+    db: Database,
+    driver: StorageDriver,
+    registry: Registry,
+    audit: AuditLog,
+    jobs: JobQueue | None = None,
 ) -> Security:
     auth = settings.auth
     mode = auth_mode(settings)
@@ -85,11 +91,16 @@ def build_security(
         return Security(TokenGate(verifier, Challenge(auth.token.service, auth.token.realm)))
     if mode == "none":
         return Security(None)
-    return _dockyard_security(settings, db, driver, registry, audit)
+    return _dockyard_security(settings, db, driver, registry, audit, jobs)
 
 
 def _dockyard_security(
-    settings: Settings, db: Database, driver: StorageDriver, registry: Registry, audit: AuditLog
+    settings: Settings,
+    db: Database,
+    driver: StorageDriver,
+    registry: Registry,
+    audit: AuditLog,
+    jobs: JobQueue | None = None,
 ) -> Security:
     auth = settings.auth
     users, robots = UserService(db), RobotService(db)
@@ -138,6 +149,7 @@ def _dockyard_security(
         audit=audit,
         keys=keys,
         forget_verified_tokens=lambda: _forget_verified_tokens(gate),
+        jobs=jobs,
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dockyard.cli.commands_audit import audit_app
+from dockyard.cli.commands_jobs import job_app
 from dockyard.cli.commands_keys import keys_app
 from dockyard.cli.commands_members import member_app
 from dockyard.cli.commands_policies import immutable_app  # also adds `project quota`
@@ -41,6 +42,7 @@ app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(repo_app, name="repo")
 app.add_typer(audit_app)  # audit
+app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
 
@@ -74,6 +76,18 @@ def serve(
 
     path = config or config_file or config_path_from_env()
     run_server(_settings(path), path)
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    node: Annotated[str | None, typer.Option(help="Name shown in job logs (default: the host name).")] = None,
+) -> None:
+    """Run background jobs (GC, retention, upload purging) without serving HTTP: for HA nodes."""
+    from dockyard.cli.worker import run_worker
+    from dockyard.config.loader import config_path_from_env
+
+    run_worker(_settings(config or config_path_from_env()), node)
 
 
 @config_app.command("check")

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from dockyard.api.drain import DrainState
 from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV, drain_directory
+from dockyard.cli.worker import start_job_worker, stop_job_worker
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
@@ -75,7 +76,11 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     drainer = Drainer(drain, parse_duration(settings.http.drain_timeout), server.signal_handler_interrupt)
     # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
     server.on_startup(drainer.install)
-    server.serve()
+    job_worker = start_job_worker(settings, config_path)  # one per node, beside the HTTP workers
+    try:
+        server.serve()
+    finally:
+        stop_job_worker(job_worker)
 
 
 class Drainer:

@@ -27,6 +27,7 @@ from dockyard.api.management.routers import (
     system,
     users,
 )
+from dockyard.api.management.routers import jobs as job_routes
 
 MOUNT_PATH = "/api/v1"
 
@@ -52,4 +53,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
         app.include_router(module.router)
     for module in (quotas, immutable_rules):  # project policies
         app.include_router(module.router)
+    app.include_router(job_routes.router)  # background jobs and their schedules
     return app

@@ -17,6 +17,7 @@ from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.tokens import KeyRing
 from dockyard.db.session import Database
+from dockyard.jobs.queue import JobQueue
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.queries import RegistryQueries
@@ -66,6 +67,7 @@ class ManagementServices:
     keys: KeyRing | None = None  # the token signing keys; None when tokens come from elsewhere
     # Called after a key is retired: this process forgets the tokens its /v2 gate already verified.
     forget_verified_tokens: Callable[[], None] | None = None
+    jobs: JobQueue | None = None  # the background job queue (routers/jobs.py)
 
 
 def services_of(request: Request) -> ManagementServices:
