@@ -9,9 +9,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.authmode import NULL_SERVER_AUTH, auth_scenarios, seed_with_auth, start_auth_servers
+from bench.ha import BACKEND_CAPTION as HA_CAPTION
+from bench.ha import PROXIED, start_ha_servers
 from bench.report import markdown, print_table, rows
 from bench.runner import WorkDir, machine_caption, run_side_by_side, stopping
-from bench.scenarios import RunSettings, build_scenarios
+from bench.scenarios import RunSettings, build_scenarios, ha_scenarios
 from bench.selfcheck import self_check
 from bench.servers import (
     Server,
@@ -64,6 +66,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run the authentication scenarios (distribution with htpasswd, dockyard with token auth "
         "and in htpasswd mode) instead of the open ones",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["local", "ha"],
+        default="local",
+        help="dockyard's stores: local (SQLite + filesystem) or ha (PostgreSQL + Redis + S3 on SeaweedFS, "
+        "the core scenarios only; see bench/ha.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and server logs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -82,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.auth and args.candidate != "dockyard":
         progress("--auth compares dockyard only (the null registry has no auth)")
         return 2
+    if args.backend == "ha" and (args.auth or args.candidate != "dockyard"):
+        progress("--backend ha compares dockyard (no auth) only")
+        return 2
     suite = auth_scenarios() if args.auth else build_scenarios()
+    suite = ha_scenarios(PROXIED) if args.backend == "ha" else suite
     scenarios = [s for s in suite if not args.only or any(text in s.key for text in args.only)]
     if not scenarios:
         progress(f"no scenario matches {args.only}")
@@ -102,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.auth:
                 baseline, candidate, alternates = start_auth_servers(stack, workdir, args.workers, source)
                 seeder = seed_with_auth
+            elif args.backend == "ha":
+                baseline, candidate, alternates = start_ha_servers(stack, workdir, args.workers, source)
             else:
                 baseline = stopping(stack, start_distribution(workdir / "distribution"))
                 if args.candidate == "dockyard":
@@ -115,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         table = rows(outcomes, peaks, base, cand)
         code = describe_source(args.dockyard_rev) if args.candidate == "dockyard" else "bench/nullserver.py"
         caption = machine_caption(settings, args.rounds, args.workers, cand, code)
+        caption += f" {HA_CAPTION}" if args.backend == "ha" else ""
         notes = [note for outcome in outcomes for note in outcome.notes(base, cand)]
         print_table(table, base, cand, caption, notes)
         if args.markdown:

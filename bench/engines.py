@@ -66,8 +66,14 @@ class HttpClientSession:
         self.conn = http.client.HTTPConnection(host, port, timeout=120)
         self.view = memoryview(bytearray(READ_BUFFER))
         self.headers = headers or {}  # sent with every request (e.g. Authorization when seeding)
+        self.elsewhere: dict[tuple[str, int], HttpClientSession] = {}  # connections to other origins
 
     def exchange(self, request: Request) -> Response:
+        if request.origin is not None and request.origin != (self.host, self.port):
+            # e.g. a redirect to the object store: no registry headers (credentials) go there
+            if request.origin not in self.elsewhere:
+                self.elsewhere[request.origin] = HttpClientSession(*request.origin)
+            return self.elsewhere[request.origin].exchange(request)
         conn = self.conn
         try:
             conn.putrequest(request.method, request.target, skip_accept_encoding=True)
@@ -92,6 +98,8 @@ class HttpClientSession:
 
     def close(self) -> None:
         self.conn.close()
+        for session in self.elsewhere.values():
+            session.close()
 
 
 def drive(session: HttpClientSession, operation: Operation) -> int:
@@ -153,6 +161,7 @@ class RawAsyncSession:
         self.buffer = bytearray(READ_BUFFER)
         self.view = memoryview(self.buffer)
         self.start = self.end = 0  # unread bytes are buffer[start:end]
+        self.elsewhere: dict[tuple[str, int], RawAsyncSession] = {}  # connections to other origins
 
     async def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -166,6 +175,8 @@ class RawAsyncSession:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        for session in self.elsewhere.values():
+            session.close()
 
     async def _fill(self, sock: socket.socket) -> None:
         if self.start == self.end:
@@ -196,6 +207,10 @@ class RawAsyncSession:
             count -= take
 
     async def exchange(self, request: Request) -> Response:
+        if request.origin is not None and request.origin != (self.host, self.port):
+            if request.origin not in self.elsewhere:
+                self.elsewhere[request.origin] = RawAsyncSession(*request.origin)
+            return await self.elsewhere[request.origin].exchange(request)
         try:
             return await self._exchange(request)
         except OSError:

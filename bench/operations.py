@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from bench.wire import Buffer, Operation, Request, path_of, with_query
+from bench.wire import Buffer, Operation, Request, path_of, split_url, with_query
 
 SUFFIX_BYTES = 32
 OCTET_STREAM = {"Content-Type": "application/octet-stream"}
@@ -90,6 +90,19 @@ def push_chunked(repo: str, blob: Blob, chunk_size: int) -> Operation:
 
 def pull_blob(repo: str, digest: str, size: int) -> Operation:
     answer = yield Request("GET", f"/v2/{repo}/blobs/{digest}", expect=(200,))
+    if answer.length != size:
+        raise ValueError(f"GET {digest} gave {answer.length} bytes, expected {size}")
+    return answer.length
+
+
+def pull_blob_following(repo: str, digest: str, size: int) -> Operation:
+    """GET the blob, following a 307 to where the registry points (a presigned object store URL), as
+    docker, containerd and skopeo do. The redirect is not signed for a Host: the client keeps one
+    keep-alive connection to the registry and one to the store."""
+    answer = yield Request("GET", f"/v2/{repo}/blobs/{digest}", expect=(200, 307))
+    if answer.status == 307:
+        origin, target = split_url(answer.headers["location"])
+        answer = yield Request("GET", target, origin=origin, expect=(200,))
     if answer.length != size:
         raise ValueError(f"GET {digest} gave {answer.length} bytes, expected {size}")
     return answer.length

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.engines import ENGINES, OperationFactory
-from bench.operations import UniqueBlobs, pull_blob, push_chunked, push_monolithic, push_single_post
+from bench.operations import (
+    UniqueBlobs,
+    pull_blob,
+    pull_blob_following,
+    push_chunked,
+    push_monolithic,
+    push_single_post,
+)
 from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded
 from bench.servers import Server
 from bench.smallrequests import SmallRequest, run_small
@@ -110,10 +117,13 @@ def _push(size: int, form: str) -> Callable[[Server, Seeded], tuple[OperationFac
     return make
 
 
-def _pull(size: int) -> Callable[[Server, Seeded], tuple[OperationFactory, str]]:
+def _pull(size: int, follow: bool = False) -> Callable[[Server, Seeded], tuple[OperationFactory, str]]:
+    """follow: take a 307 to wherever it points (the object store) instead of counting it an error."""
+    operation = pull_blob_following if follow else pull_blob
+
     def make(server: Server, seeded: Seeded) -> tuple[OperationFactory, str]:
         digests = itertools.cycle(seeded.pull_blobs[size])
-        return (lambda: pull_blob(IMAGE_REPO, next(digests), size)), ""
+        return (lambda: operation(IMAGE_REPO, next(digests), size)), ""
 
     return make
 
@@ -207,4 +217,61 @@ def _small_scenarios() -> list[Scenario]:
     ]
     for key, label, make_request in small:
         scenarios.append(Scenario(key, f"{label} c=64", "req/s", 10.0, _small(make_request)))
+    return scenarios
+
+
+def ha_scenarios(proxied: str) -> list[Scenario]:
+    """The core scenarios for `--backend ha` (keys start with `ha-`); `proxied` names the alternate
+    dockyard that streams blobs itself (storage.redirect.disable) instead of redirecting to S3."""
+    scenarios: list[Scenario] = []
+    small: list[tuple[str, str, float | None, Callable[[Seeded], SmallRequest]]] = [
+        ("manifest-get", "manifest GET by tag", 5.0, _manifest("GET")),
+        ("manifest-head", "manifest HEAD by tag", None, _manifest("HEAD")),
+        (
+            "blob-head",
+            "blob HEAD",
+            None,
+            lambda s: SmallRequest("HEAD", f"/v2/{IMAGE_REPO}/blobs/{s.layer_digest}"),
+        ),
+        (
+            "tags-list",
+            "tags list (100 tags)",
+            None,
+            lambda s: SmallRequest("GET", f"/v2/{IMAGE_REPO}/tags/list"),
+        ),
+    ]
+    for key, label, target, make_request in small:
+        scenarios.append(Scenario(f"ha-{key}", f"{label} c=64", "req/s", target, _small(make_request)))
+    for size, name in ((MIB, "1 MiB"), (64 * MIB, "64 MiB")):
+        for concurrency in (1, 8):
+            scenarios.append(
+                Scenario(
+                    f"ha-pull-redirect-{size // MIB}m-c{concurrency}",
+                    f"pull {name} c={concurrency}, 307 to S3 followed",
+                    "MiB/s",
+                    None,
+                    _transfer(_pull(size, follow=True), concurrency),
+                )
+            )
+            scenarios.append(
+                Scenario(
+                    f"ha-pull-proxied-{size // MIB}m-c{concurrency}",
+                    f"pull {name} c={concurrency}, proxied by dockyard",
+                    "MiB/s",
+                    None,
+                    _transfer(_pull(size), concurrency),
+                    candidate=proxied,
+                )
+            )
+    for size, name in ((MIB, "1 MiB"), (64 * MIB, "64 MiB")):
+        for concurrency in (1, 8):
+            scenarios.append(
+                Scenario(
+                    f"ha-push-{size // MIB}m-c{concurrency}",
+                    f"push {name} POST+PUT c={concurrency}",
+                    "MiB/s",
+                    None,
+                    _transfer(_push(size, "post-put"), concurrency),
+                )
+            )
     return scenarios

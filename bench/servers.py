@@ -179,11 +179,14 @@ def start_dockyard(
     source: Path | None = None,
     auth: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
+    name: str = "dockyard",
 ) -> Server:
     """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given.
 
     `auth` is the config's auth section (default: off, like distribution without auth); `env` is added
-    to the server's environment (e.g. the first admin's password).
+    to the server's environment (e.g. the first admin's password); `sections` are further top-level
+    config sections (e.g. database, redis, storage: see bench/ha.py).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -193,13 +196,14 @@ def start_dockyard(
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         # The unauthenticated runs compare like with like: distribution runs open too.
         "auth": auth if auth is not None else {"enabled": False},
+        **(sections or {}),
     }
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     argv = [dockyard_command(), "serve", "--config", str(config_path)]
     # PYTHONPATH comes before the editable install's path entry, in the server and in its workers.
     env = {**(env or {}), **({"PYTHONPATH": str(source)} if source else {})}
-    return _launch("dockyard", argv, workdir, port, env=env)
+    return _launch(name, argv, workdir, port, env=env)
 
 
 def start_nullserver(workdir: Path) -> Server:

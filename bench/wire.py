@@ -25,6 +25,8 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: Sequence[Buffer] = ()
     expect: tuple[int, ...] = (200,)
+    # Another server than the one under test (host, port), e.g. the object store a 307 points to.
+    origin: tuple[str, int] | None = None
 
     @property
     def body_length(self) -> int:
@@ -70,6 +72,14 @@ def path_of(location: str) -> str:
     """A Location header as a request target: registries may answer with an absolute URL."""
     parts = urlsplit(location)
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def split_url(url: str) -> tuple[tuple[str, int], str]:
+    """An absolute http:// URL as (host, port) and the request target."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"cannot follow {url!r}: the load generator speaks plain http only")
+    return (parts.hostname, parts.port or 80), path_of(url)
 
 
 def with_query(target: str, name: str, value: str) -> str:

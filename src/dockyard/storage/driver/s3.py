@@ -40,9 +40,9 @@ DEFAULT_CHUNK_SIZE = 10 * MiB  # registry:2's default
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
 COPY_PART_SIZE = 1024 * MiB
 # Parts one writer uploads at once, and parts in flight in the whole process (each holds its bytes:
-# 16 x the 10 MiB default chunk is the most part uploads keep in memory).
+# 8 x the 10 MiB default chunk is the most part uploads keep in memory, per process).
 DEFAULT_PART_CONCURRENCY = 4
-DEFAULT_PARTS_IN_FLIGHT = 16
+DEFAULT_PARTS_IN_FLIGHT = 8
 PENDING_DIR = ".~uploads"
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 # Sorts after every valid key below a directory (segments are ASCII below 0x7f), so a listing can
