@@ -86,12 +86,14 @@ def charge(
     added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back."""
     usage = lock_project(connection, project_id)
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    # RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
     inserted = connection.execute(
         dialect.insert(ProjectBlobRow)
         .values(project_id=project_id, digest=digest, size=size, created_at=utcnow())
         .on_conflict_do_nothing()
-    ).rowcount
-    if not inserted:
+        .returning(ProjectBlobRow.digest)
+    ).first()
+    if inserted is None:
         return 0
     if usage.limit is not None and usage.used + size > usage.limit:
         raise QuotaExceeded(
