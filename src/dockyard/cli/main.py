@@ -16,6 +16,7 @@ from dockyard.cli.commands_members import member_app
 from dockyard.cli.commands_policies import immutable_app  # also adds `project quota`
 from dockyard.cli.commands_projects import project_app
 from dockyard.cli.commands_repos import repo_app
+from dockyard.cli.commands_retention import retention_app
 from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
@@ -41,6 +42,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(repo_app, name="repo")
+app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app)  # audit
 app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")

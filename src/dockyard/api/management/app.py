@@ -28,6 +28,7 @@ from dockyard.api.management.routers import (
     users,
 )
 from dockyard.api.management.routers import jobs as job_routes
+from dockyard.api.management.routers import retention as retention_routes
 
 MOUNT_PATH = "/api/v1"
 
@@ -54,4 +55,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     for module in (quotas, immutable_rules):  # project policies
         app.include_router(module.router)
     app.include_router(job_routes.router)  # background jobs and their schedules
+    app.include_router(retention_routes.router)  # tag retention policies and runs
     return app
