@@ -36,11 +36,12 @@ from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.services import JobQueue, JobRunner
 from dockyard.jobs.tasks import selftest_kind
 from dockyard.observability.logging import configure_logging
-from dockyard.observability.metrics import JobMetrics, Metrics
+from dockyard.observability.metrics import GCMetrics, JobMetrics, Metrics
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
@@ -235,7 +236,7 @@ def job_kinds(services: Services) -> list[JobKind]:
     One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
     """
     kinds = [_purge_uploads_kind(services), selftest_kind()]
-    # -- GC: add the "gc" kind here (dockyard.gc.tasks).
+    kinds.append(gc_kind(services.db, services.driver, services.feed, GCMetrics()))
     kinds.append(retention_kind(services.db, services.registry))
     return kinds
 

@@ -35,8 +35,10 @@ ATTEMPTS = 5  # a batch that meets a deadlock (PostgreSQL aborts one side) is tr
 T = TypeVar("T")
 
 
-class GCMetrics(Protocol):
-    def observe_gc(self, report: GCReport) -> None: ...
+class GCMetrics(Protocol):  # observability.metrics.GCMetrics
+    def observe(
+        self, *, dry_run: bool, manifests: int, blobs: int, bytes_freed: int, seconds: float
+    ) -> None: ...
 
 
 class GarbageCollector:
@@ -78,7 +80,13 @@ class GarbageCollector:
         report.duration_seconds = time.monotonic() - started
         progress.log(_summary(report))
         if self._metrics is not None:
-            self._metrics.observe_gc(report)
+            self._metrics.observe(
+                dry_run=report.dry_run,
+                manifests=report.manifests_deleted,
+                blobs=report.blobs_deleted,
+                bytes_freed=report.bytes_freed,
+                seconds=report.duration_seconds,
+            )
         return report
 
     def _sweep_manifests(

@@ -229,3 +229,27 @@ class JobMetrics:
             buckets=JOB_DURATION_BUCKETS,
             registry=registry,
         )
+
+
+class GCMetrics:
+    """Garbage collection (gc/services.py), recorded where it runs: the job runner or `dockyard
+    garbage-collect`. In multiprocess mode they add up with the server workers' on /metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry or CollectorRegistry()
+        self.registry = registry
+        self.runs = Counter("gc_runs", "Garbage collection runs finished.", ["dry_run"], registry=registry)
+        self.manifests_deleted = Counter("gc_manifests_deleted", "Manifests GC deleted.", registry=registry)
+        self.blobs_deleted = Counter("gc_blobs_deleted", "Blobs GC deleted.", registry=registry)
+        self.bytes_freed = Counter("gc_bytes_freed", "Blob and manifest bytes GC freed.", registry=registry)
+        self.duration = Histogram(
+            "gc_duration_seconds", "Time a GC run took.", buckets=JOB_DURATION_BUCKETS, registry=registry
+        )
+
+    def observe(self, *, dry_run: bool, manifests: int, blobs: int, bytes_freed: int, seconds: float) -> None:
+        self.runs.labels(str(dry_run).lower()).inc()
+        self.duration.observe(seconds)
+        if not dry_run:  # a dry run frees nothing
+            self.manifests_deleted.inc(manifests)
+            self.blobs_deleted.inc(blobs)
+            self.bytes_freed.inc(bytes_freed)

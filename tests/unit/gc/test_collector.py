@@ -15,6 +15,9 @@ from dockyard.registry.models import RepositoryBlob
 from dockyard.storage.models import Blob
 from tests.unit.gc.fixtures import Env
 
+# Each test runs on SQLite and on PostgreSQL itself (tests/unit/gc/conftest.py's `db`).
+pytestmark = pytest.mark.db_independent
+
 
 def test_referenced_blobs_stay_and_unreferenced_old_ones_go_with_their_bytes(env: Env) -> None:
     env.push_image("team/app", "v1", [b"layer one", b"layer two"])

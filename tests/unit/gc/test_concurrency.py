@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from sqlalchemy import select
 
 from dockyard.content import mediatypes
@@ -13,6 +14,9 @@ from dockyard.gc.interfaces import GCOptions
 from dockyard.registry.models import Manifest, ManifestReference
 from dockyard.storage.models import Blob
 from tests.unit.gc.fixtures import Env
+
+# Each test runs on SQLite and on PostgreSQL itself (tests/unit/gc/conftest.py's `db`).
+pytestmark = pytest.mark.db_independent
 
 ROUNDS = 60
 
