@@ -21,6 +21,7 @@ from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
+from dockyard.cli.gc import gc_app
 from dockyard.cli.maintenance import maintenance_app
 
 if (
@@ -47,6 +48,7 @@ app.add_typer(audit_app)  # audit
 app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
+app.add_typer(gc_app)  # garbage-collect
 
 ConfigOption = Annotated[
     Path | None,
