@@ -52,7 +52,9 @@ def test_usage_is_backfilled_from_existing_links_and_manifests(tmp_path: Path) -
         )
     upgrade(engine)
     with engine.connect() as connection:
-        used = dict(connection.execute(text("SELECT name, quota_used_bytes FROM projects")).all())
+        used: dict[str, int] = dict(
+            connection.execute(text("SELECT name, quota_used_bytes FROM projects")).all()
+        )
         limits = set(
             connection.execute(text("SELECT quota_limit_bytes, quota_warn_percent FROM projects")).all()
         )
