@@ -1,7 +1,10 @@
 """Load-balancer probes, without auth: `/healthz` (the process serves) and `/readyz` (its backends answer).
 
 `/readyz` runs every check at once in threads, each bounded by a timeout, and answers 200 with
-`{"status": "ok", "checks": {"database": "ok", ...}}`, or 503 naming what failed.
+`{"status": "ok", "checks": {"database": "ok", ...}}`, or 503 naming what failed. Redis is not required:
+a node serves correctly without it (it stops caching, so it is never stale), so a failing Redis check
+answers 200 with `"status": "degraded"`. Were it a 503, a Redis outage would make HAProxy take every node
+out at once and turn a slower registry into no registry.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dockyard.storage.driver.base import StorageDriver
 
 Check = Callable[[], None]  # raises when the backend is not usable
 CHECK_TIMEOUT_SECONDS = 3.0
+OPTIONAL_CHECKS = frozenset({"redis"})  # failing, they degrade the node without making it unready
 log = logging.getLogger("dockyard.health")
 
 
@@ -50,9 +54,11 @@ def health_routes(
             )
         results = await asyncio.gather(*(_run(name, check, timeout) for name, check in checks.items()))
         report = dict(zip(checks, results, strict=True))
-        ready = all(result == "ok" for result in report.values())
+        ready = all(result == "ok" for name, result in report.items() if name not in OPTIONAL_CHECKS)
+        healthy = all(result == "ok" for result in report.values())
+        status = "ok" if healthy else "degraded" if ready else "unavailable"
         return JSONResponse(
-            {"status": "ok" if ready else "unavailable", "checks": report},
+            {"status": status, "checks": report},
             status_code=200 if ready else 503,
             headers={"Cache-Control": "no-store"},
         )
