@@ -136,7 +136,13 @@ def create_app(services: Services) -> ASGIApp:
     io = BlobIO()
     metrics = Metrics()
     security = build_security(
-        settings, services.db, services.driver, services.registry, services.audit, jobs=services.jobs
+        settings,
+        services.db,
+        services.driver,
+        services.registry,
+        services.audit,
+        jobs=services.jobs,
+        feed=services.feed,
     )
     ctx = OCIContext(
         services.registry,

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp
 
 from dockyard import __version__
 from dockyard.accounts.bootstrap import bootstrap_admin
@@ -21,6 +23,7 @@ from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.users import UserService
+from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
 from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
@@ -40,6 +43,7 @@ from dockyard.errors import ConfigError
 from dockyard.jobs.queue import JobQueue
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.registry.cache_redis import connect
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
@@ -77,6 +81,7 @@ def build_security(
     registry: Registry,
     audit: AuditLog,
     jobs: JobQueue | None = None,
+    feed: ChangeFeed | None = None,
 ) -> Security:
     auth = settings.auth
     mode = auth_mode(settings)
@@ -91,7 +96,7 @@ def build_security(
         return Security(TokenGate(verifier, Challenge(auth.token.service, auth.token.realm)))
     if mode == "none":
         return Security(None)
-    return _dockyard_security(settings, db, driver, registry, audit, jobs)
+    return _dockyard_security(settings, db, driver, registry, audit, jobs, feed)
 
 
 def _dockyard_security(
@@ -101,8 +106,12 @@ def _dockyard_security(
     registry: Registry,
     audit: AuditLog,
     jobs: JobQueue | None = None,
+    feed: ChangeFeed | None = None,
 ) -> Security:
     auth = settings.auth
+    # Account and key changes reach every worker and node through the feed's AUTH topic.
+    generation = (lambda: feed.generation(Topic.AUTH)) if feed is not None else None
+    announce = (lambda: feed.bump(Topic.AUTH)) if feed is not None else None
     users, robots = UserService(db), RobotService(db)
     tokens = PersonalTokenService(db)
     limiter = _login_limiter(settings)
@@ -110,19 +119,20 @@ def _dockyard_security(
     authenticator = LocalAuthenticator(users, GroupService(db), tokens, robots, limiter, directory)
     policy = AccessPolicy(db)
     secret = settings.http.secret.encode() if settings.http.secret else None
-    keys = KeyRing(db, passphrase=secret)
+    keys = KeyRing(db, passphrase=secret, generation=generation, announce=announce)
     token_service = TokenService(
         keys,
         issuer=auth.token.issuer,
         service=auth.token.service,
         lifetime=parse_duration(auth.token.expiration),
     )
-    issuer = TokenIssuer(token_service, authenticator, policy, lookup=authenticator)
+    issuer = TokenIssuer(token_service, authenticator, policy, lookup=authenticator, generation=generation)
     gate = TokenGate(
         token_service,
         Challenge(auth.token.service, auth.token.realm, settings.http.host),
         authenticator=authenticator,
         policy=policy,
+        generation=generation,
     )
     management = ManagementServices(
         db=db,
@@ -153,9 +163,13 @@ def _dockyard_security(
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),
-        Mount(MOUNT_PATH, app=create_management_app(management)),
+        Mount(MOUNT_PATH, app=_announcing(create_management_app(management), announce)),
     ]
     return Security(gate, routes, policy)
+
+
+def _announcing(app: ASGIApp, announce: Callable[[], None] | None) -> ASGIApp:
+    return AnnounceWrites(app, announce) if announce is not None else app
 
 
 def _login_limiter(settings: Settings) -> LoginLimiter:

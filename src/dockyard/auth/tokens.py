@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
-from dockyard.auth.cache import TTLCache
+from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -93,6 +93,9 @@ class KeyRing:
     """The signing keys, read from the DB and kept parsed. The newest unretired key signs; any
     unretired key verifies. A key another node created or retired is seen within `refresh_interval`
     (at once for an unknown `kid`, at most every `miss_interval`, so forged kids cannot flood the DB).
+    With a `generation` source (the change feed's AUTH topic) a rotation or retirement announced by
+    another process is seen within `min_reload_interval` of the announcement reaching this process;
+    `announce` is called after this ring's own rotations and retirements are committed.
 
     `passphrase` (e.g. http.secret, the same on every node) encrypts the private keys at rest."""
 
@@ -103,8 +106,18 @@ class KeyRing:
         refresh_interval: float = 60.0,
         miss_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        generation: Generation | None = None,
+        announce: Callable[[], None] | None = None,
+        min_reload_interval: float = 1.0,
     ) -> None:
         self.db = db
+        self.generation = generation
+        self.announce = announce
+        # While the feed cannot vouch for anything (Redis away) its generation moves on every read:
+        # this bounds the reloads that cause to one a second.
+        self.min_reload_interval = min_reload_interval
+        self._loaded_generation: int | None = None
         self.passphrase = passphrase
         self.refresh_interval = refresh_interval
         self.miss_interval = miss_interval
@@ -159,6 +172,7 @@ class KeyRing:
             connection.execute(insert(SigningKey).values(**row))
         log.info("created token signing key %s", kid)
         self.reload()
+        self._announce()
         return kid
 
     def retire(self, kid: str) -> bool:
@@ -170,6 +184,7 @@ class KeyRing:
                 .values(retired_at=utcnow())
             )
         self.reload()
+        self._announce()
         return bool(result.rowcount)
 
     def active_kids(self) -> list[str]:
@@ -177,6 +192,7 @@ class KeyRing:
         return list(self._keys)
 
     def reload(self) -> None:
+        generation = self.generation() if self.generation is not None else None  # before the read
         with self.db.read() as connection:
             rows = connection.execute(
                 select(SigningKey.kid, SigningKey.private_key, SigningKey.created_at)
@@ -192,6 +208,7 @@ class KeyRing:
             self._keys = keys
             self._signing = max(keys.values(), key=lambda k: k.created_at) if keys else None
             self._loaded_at = self.clock()
+            self._loaded_generation = generation
 
     def _parse(self, kid: str, pem: str, created_at: datetime) -> LoadedKey | None:
         try:
@@ -206,8 +223,22 @@ class KeyRing:
 
     def _refresh_if_stale(self) -> None:
         loaded_at = self._loaded_at
-        if loaded_at is None or self.clock() - loaded_at >= self.refresh_interval:
+        age = self.clock() - loaded_at if loaded_at is not None else None
+        if age is None or age >= self.refresh_interval or self._announced_elsewhere(age):
             self.reload()
+
+    def _announced_elsewhere(self, age: float) -> bool:
+        """Another process announced a key change since this ring loaded (checked at most once a second)."""
+        if self.generation is None or age < self.min_reload_interval:
+            return False
+        return self.generation() != self._loaded_generation
+
+    def _announce(self) -> None:
+        if self.announce is not None:
+            try:
+                self.announce()
+            except Exception:  # the change is committed; other nodes still see it within refresh_interval
+                log.exception("could not announce a signing key change")
 
 
 class TokenService:
@@ -364,6 +395,7 @@ class TokenIssuer:
         login_ttl: float = 30.0,
         max_logins: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        generation: Generation | None = None,
     ) -> None:
         self.tokens = tokens
         self.authenticator = authenticator
@@ -371,10 +403,11 @@ class TokenIssuer:
         self.lookup = lookup
         # Clients ask for a token per scope set, each time with the password: remembering a success
         # briefly spares argon2/bcrypt (tens of ms by design) on all but the first. A disabled
-        # account or changed password takes effect within login_ttl.
+        # account or changed password takes effect within login_ttl, or as soon as `generation`
+        # (the change feed's AUTH topic) says accounts changed somewhere.
         self.login_ttl = login_ttl
         self.clock = clock
-        self.logins = TTLCache[Principal](max_logins, clock)
+        self.logins = TTLCache[Principal](max_logins, clock, generation)
 
     @property
     def offers_refresh_tokens(self) -> bool:
@@ -390,9 +423,10 @@ class TokenIssuer:
         key = hashlib.sha256(f"{username}\0{secret}".encode(errors="surrogatepass")).digest()
         principal = self.logins.get(key) if self.login_ttl > 0 else None
         if principal is None:
+            noted = self.logins.current_generation()
             principal = self.authenticator.authenticate(username, secret, client_ip)
             if self.login_ttl > 0:
-                self.logins.put(key, principal, self.clock() + self.login_ttl)
+                self.logins.put(key, principal, self.clock() + self.login_ttl, noted)
         refresh = self.tokens.issue_refresh(principal) if offline and self.lookup is not None else None
         return self._grant(principal, requested, refresh)
 

@@ -23,6 +23,7 @@ class Topic(IntEnum):
     MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog
     BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
     POLICIES = 2  # project policies read on hot paths: tag immutability rules
+    AUTH = 3  # accounts, credentials, roles, signing keys: remembered logins, tokens, key rings
 
 
 class ChangeFeed(Protocol):

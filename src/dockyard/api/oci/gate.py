@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.types import Scope as ASGIScope
 
 from dockyard.api.oci.errors import error_response
-from dockyard.auth.cache import TTLCache
+from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal, Scope
 from dockyard.auth.scopes import (
     CATALOG_SCOPE,
@@ -135,17 +135,20 @@ class TokenGate:
         basic_ttl: float = 30.0,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
+        generation: Generation | None = None,  # moves on any account/key change: caches forget
     ) -> None:
         if (authenticator is None) != (policy is None):
             raise ValueError("Basic credentials need both an authenticator and a policy")
         self.verifier = verifier
         self.challenge = challenge
         self.basic = (
-            _BasicCredentials(authenticator, basic_ttl, max_entries, clock) if authenticator else None
+            _BasicCredentials(authenticator, basic_ttl, max_entries, clock, generation)
+            if authenticator
+            else None
         )
         self.policy = policy
-        self.tokens = TTLCache[VerifiedToken](max_entries, clock)
-        self.grants = TTLCache[bool](max_entries, clock)
+        self.tokens = TTLCache[VerifiedToken](max_entries, clock, generation)
+        self.grants = TTLCache[bool](max_entries, clock, generation)
         self.basic_ttl = basic_ttl
         self.clock = clock
 
@@ -196,9 +199,10 @@ class TokenGate:
             key = hashlib.sha256(raw + b"\n" + format_scopes(required).encode()).digest()
             allowed = self.grants.get(key)
             if allowed is None:
+                noted = self.grants.current_generation()
                 granted = await anyio.to_thread.run_sync(self.policy.grant, principal, required)
                 allowed = AccessSet.of(intersect(required, granted)).permits_all(required)
-                self.grants.put(key, allowed, self.clock() + self.basic_ttl)
+                self.grants.put(key, allowed, self.clock() + self.basic_ttl, noted)
             if not allowed:
                 return error_response("DENIED", "requested access to the resource is denied", 403)
         return principal
@@ -258,12 +262,17 @@ class _BasicCredentials:
     authenticator counts them for its login limits."""
 
     def __init__(
-        self, authenticator: Authenticator, ttl: float, max_entries: int, clock: Callable[[], float]
+        self,
+        authenticator: Authenticator,
+        ttl: float,
+        max_entries: int,
+        clock: Callable[[], float],
+        generation: Generation | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.ttl = ttl
         self.clock = clock
-        self.cache = TTLCache[Principal](max_entries, clock)
+        self.cache = TTLCache[Principal](max_entries, clock, generation)
         # Checks under way, by credentials: a burst with the same new credentials waits for one
         # password hash instead of running one each.
         self.pending: dict[bytes, asyncio.Future[Principal | None]] = {}
@@ -278,6 +287,7 @@ class _BasicCredentials:
             return await asyncio.shield(pending)
         future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
         self.pending[key] = future
+        noted = self.cache.current_generation()
         try:
             principal = await self._check(raw, client_ip)
             future.set_result(principal)
@@ -289,7 +299,7 @@ class _BasicCredentials:
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" warning when nobody waited
         if principal is not None:
-            self.cache.put(key, principal, self.clock() + self.ttl)
+            self.cache.put(key, principal, self.clock() + self.ttl, noted)
         return principal
 
     async def _check(self, raw: bytes, client_ip: str | None) -> Principal | None:

@@ -4,9 +4,10 @@ Never returns key material. The newest unretired key signs new tokens; every unr
 so a rotation breaks nothing and retiring the old key afterwards revokes the tokens it signed.
 
 When a change takes effect: the worker that handles the request sees it at once (and forgets the
-tokens it had already verified, on retirement). Other workers and nodes keep their parsed keys for
-up to the key ring's `refresh_interval` (60 s), and their /v2 gates remember verified tokens for up
-to a minute more, so a retired key's tokens are refused everywhere within about two minutes.
+tokens it had already verified, on retirement). The change is announced on the change feed's AUTH
+topic: the node's other workers, and with Redis every node, reload their keys and forget verified
+tokens within about a second. Without Redis other nodes keep their parsed keys for up to the key
+ring's `refresh_interval` (60 s) and remember verified tokens up to a minute more (docs/ha.md).
 """
 
 from __future__ import annotations
