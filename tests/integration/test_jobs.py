@@ -19,7 +19,8 @@ from tests.support.server import DOCKYARD, RunningServer, start_server
 
 ADMIN_PASSWORD = "jobs-admin-password-1"
 # Short leases and polls so a dead worker's job is taken back within seconds, not a minute.
-CONFIG = {"auth": {"enabled": True}, "jobs": {"lease": "2s", "poll_interval": "200ms"}}
+JOBS = {"lease": "2s", "poll_interval": "200ms"}
+CONFIG: dict[str, Any] = {"auth": {"enabled": True}, "jobs": JOBS}
 ENV = {"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
 
 
@@ -101,7 +102,8 @@ def test_cancel_stops_a_running_job_and_retry_queues_it_again(api: httpx.Client)
 
     retried = api.post(f"/jobs/{job_id}/retry")
     assert retried.status_code == 201 and retried.json()["retry_of"] == job_id
-    api.post(f"/jobs/{retried.json()['id']}/cancel")
+    api.post(f"/jobs/{retried.json()['id']}/cancel")  # queued: cancelled at once; running: soon
+    wait_for(api, retried.json()["id"], finished, seconds=10)
     listed = api.get("/jobs", params={"kind": "selftest", "status": "cancelled", "page_size": 100})
     assert {job_id, retried.json()["id"]} <= {job["id"] for job in listed.json()}
     assert int(listed.headers["X-Total-Count"]) >= 2
@@ -153,24 +155,20 @@ def start_worker(server: RunningServer, node: str) -> subprocess.Popen[bytes]:
 def test_a_killed_workers_job_is_finished_by_another_worker_once(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    config = {**CONFIG, "jobs": {**CONFIG["jobs"], "run_in_serve": False}}  # only our workers run jobs
+    config = {**CONFIG, "jobs": {**JOBS, "run_in_serve": False}}  # only the two workers below run jobs
     server = start_server(tmp_path_factory.mktemp("jobs-ha"), config, env=ENV)
-    workers: list[subprocess.Popen[bytes]] = []
+    workers = {node: start_worker(server, node) for node in ("node-a", "node-b")}
     try:
         with httpx.Client(base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=30) as api:
-            job_id = api.post("/jobs", json={"kind": "selftest", "params": {"seconds": 3}}).json()["id"]
-            time.sleep(1)
-            assert api.get(f"/jobs/{job_id}").json()["status"] == "queued"  # serve runs no jobs here
-
-            workers.append(start_worker(server, "node-a"))
-            wait_for(api, job_id, lambda job: job["status"] == "running" and job["progress_done"] >= 1)
-            workers[0].send_signal(signal.SIGKILL)
-            workers[0].wait(10)
-
-            workers.append(start_worker(server, "node-b"))
+            job_id = api.post("/jobs", json={"kind": "selftest", "params": {"seconds": 6}}).json()["id"]
+            job = wait_for(api, job_id, lambda job: job["status"] == "running" and job["progress_done"] >= 1)
+            first = next(node for node in workers if any(node in entry["line"] for entry in job["logs"]))
+            second = next(node for node in workers if node != first)
+            workers[first].send_signal(signal.SIGKILL)
+            workers[first].wait(10)
             job = wait_for(api, job_id, finished, seconds=60)
     finally:
-        for worker in workers:
+        for worker in workers.values():
             if worker.poll() is None:
                 worker.terminate()
                 worker.wait(30)
@@ -178,7 +176,7 @@ def test_a_killed_workers_job_is_finished_by_another_worker_once(
 
     assert job["status"] == "succeeded" and job["attempts"] == 2, job
     lines = [entry["line"] for entry in job["logs"]]
-    assert sum("attempt 1 of 3 on node-a" in line for line in lines) == 1
+    assert sum(f"attempt 1 of 3 on {first}" in line for line in lines) == 1
     assert sum("stopped renewing its lease; queued again" in line for line in lines) == 1
-    assert sum("attempt 2 of 3 on node-b" in line for line in lines) == 1
+    assert sum(f"attempt 2 of 3 on {second}" in line for line in lines) == 1
     assert lines.count("done") == 1  # the handler finished once
