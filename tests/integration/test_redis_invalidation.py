@@ -56,7 +56,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         for name in ("a", "b"):
             config = {**shared, "datadir": str(workdir / name / "data")}
             started.append(start_server(workdir / name, config, env=env))
-        yield Nodes(*started, shared["database"]["url"])
+        yield Nodes(started[0], started[1], shared["database"]["url"])
     finally:
         for node in started:
             node.stop()
