@@ -160,6 +160,13 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{R}/tags/{{tag}}", "DELETE"): Rule(needs(DELETE), 204),
     ("/search", "GET"): Rule(ANYONE),  # filtered
     ("/audit", "GET"): Rule(SYSTEM_ADMIN),  # the whole log
+    # Tag retention: whoever sees the project reads its policy and runs; project admins change and run it.
+    (f"{P}/retention", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{P}/retention", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/retention", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{P}/retention/run", "POST"): Rule(needs(PROJECT_UPDATE), 202),
+    (f"{P}/retention/runs", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{P}/retention/runs/{{run_id}}", "GET"): Rule(needs(PROJECT_READ)),
 }
 # Endpoints whose answer depends on a query parameter: each variant is a case of its own.
 API_VARIANTS: dict[tuple[str, str], dict[str, Rule]] = {
@@ -670,6 +677,41 @@ def audit(variant: str) -> Recipe:
     return recipe
 
 
+RETAIN_ALL = {"rules": [{"action": "always"}]}  # a policy that deletes nothing, whoever runs it
+RETENTION_RUNS: dict[str, int] = {}  # project -> a finished run's id
+
+
+def retention(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """The project's retention policy (set by the admin first): read, replaced or removed."""
+    assert project is not None
+    path = f"/projects/{project}/retention"
+    w.admin.api("PUT", path, json=RETAIN_ALL)
+    call = Call(ep.method, api(fill(ep.path, project=project)))
+    if ep.method == "PUT":
+        call.json = {"rules": [{"action": "latestPushedK", "count": 5}]}
+        call.observe = lambda: w.admin.api("GET", path)["rules"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, path)
+    elif ep.method == "POST":
+        call.json = {"dry_run": True}
+    return call
+
+
+def retention_report(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A run's report: one dry run per project, run by the server's job worker."""
+    assert project is not None
+    path = f"/projects/{project}/retention"
+    if project not in RETENTION_RUNS:
+        w.admin.api("PUT", path, json=RETAIN_ALL)
+        job_id = w.admin.api("POST", f"{path}/run", expect=(202,), json={"dry_run": True})["job_id"]
+        deadline = time.monotonic() + 60
+        while not (runs := [r for r in w.admin.api("GET", f"{path}/runs") if r["job_id"] == job_id]):
+            assert time.monotonic() < deadline, f"retention job {job_id} did not start"
+            time.sleep(0.2)
+        RETENTION_RUNS[project] = runs[0]["id"]
+    return Call(ep.method, api(fill(ep.path, project=project, run_id=str(RETENTION_RUNS[project]))))
+
+
 DOCS = ("/openapi.json", "/docs", "/docs/oauth2-redirect")
 API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(path, m, ""): plain() for path in DOCS for m in ("GET", "HEAD")},
@@ -719,6 +761,10 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/search", "GET", ""): listing("search", {"q": "mx", "limit": "100"}),
     ("/audit", "GET", ""): audit(""),
     ("/audit", "GET", "project"): audit("project"),
+    **{(f"{P}/retention", m, ""): retention for m in ("GET", "PUT", "DELETE")},
+    (f"{P}/retention/run", "POST", ""): retention,
+    (f"{P}/retention/runs", "GET", ""): plain(),
+    (f"{P}/retention/runs/{{run_id}}", "GET", ""): retention_report,
 }
 
 
