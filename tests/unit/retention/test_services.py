@@ -203,3 +203,13 @@ def test_immutable_tags_are_kept_and_said_so(world: World) -> None:
     assert world.tags("team/app") == ["v1", "v3", "v4", "v5"]
     [run, _] = world.runs.list("team", limit=2)
     assert run["summary"]["kept_immutable"] == 1
+
+
+def test_policy_and_history_go_with_their_project(world: World) -> None:
+    world.projects.ensure("gone")
+    world.policies.put("gone", KEEP_LAST_3)
+    world.executor.run("gone", dry_run=True)
+    world.projects.delete("gone")
+    world.projects.ensure("gone")  # a new project of the same name starts clean
+    assert world.policies.find("gone") is None
+    assert world.runs.list("gone") == []
