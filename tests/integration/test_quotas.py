@@ -30,7 +30,7 @@ from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "quotas-Passw0rd")
 MiB = 1024 * 1024
-REPOS = ("quota/a", "quota/b", "race/app", "free/src")
+REPOS = ("quota/a", "quota/b", "race/app", "free/src", "churn/a", "churn/b")
 
 
 def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
@@ -49,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN) as api:
-        for project in ("quota", "race", "free"):
+        for project in ("quota", "race", "free", "churn"):
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
     running.stop()
@@ -228,3 +228,44 @@ def test_concurrent_pushes_against_the_last_mib(server: RunningServer, api: http
     assert f'dockyard_project_quota_limit_bytes{{project="race"}} {limit}' in metrics
     events = api.get("/audit", params={"action": "quota_warning", "resource_name": "race"}).json()
     assert len(events) == 1 and events[0]["resource_name"] == "race"
+
+
+def test_usage_stays_exact_under_concurrent_mounts_and_deletes(
+    server: RunningServer, oci: OCIClient, api: httpx.Client
+) -> None:
+    """One thread mounts each blob into churn/b while another deletes it from churn/a: whichever
+    wins, the project counts exactly the blobs some repository still links."""
+    blobs = [os.urandom(64 * 1024 + index) for index in range(12)]
+    for blob in blobs:
+        oci.push_blob("churn/a", blob)
+
+    def mount(blob: bytes) -> None:
+        with registry_client(server, ("churn/a", "churn/b")) as http:
+            answer = http.post(
+                "/v2/churn/b/blobs/uploads/",
+                params={"mount": digest_of(blob), "from": "churn/a"},
+                headers={"Content-Length": "0"},
+            )
+            if answer.status_code == 202:  # nothing left to mount: the client would upload; cancel
+                http.delete(answer.headers["Location"])
+            else:
+                assert answer.status_code == 201, describe(answer)
+
+    def unlink(blob: bytes) -> None:
+        with registry_client(server, ("churn/a",)) as http:
+            assert http.delete(f"/v2/churn/a/blobs/{digest_of(blob)}").status_code == 202
+
+    threads = [threading.Thread(target=work, args=(blob,)) for blob in blobs for work in (unlink, mount)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    linked = [
+        blob
+        for blob in blobs
+        if any(oci.head_blob(repo, digest_of(blob)).status_code == 200 for repo in ("churn/a", "churn/b"))
+    ]
+    assert usage(api, "churn") == sum(len(blob) for blob in linked)
+    for blob in linked:  # and releasing the rest frees everything
+        oci.http.delete(f"/v2/churn/b/blobs/{digest_of(blob)}")
+    assert usage(api, "churn") == 0
