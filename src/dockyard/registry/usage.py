@@ -10,6 +10,10 @@ Why the lock comes before the check: a concurrent push that links the same diges
 repository of the project takes the same project lock before it decides whether the digest is
 already counted, so one of the two always sees the other's committed rows (never both "still used"
 and "not counted").
+
+Lock order: every writer takes row locks on blobs and manifests first and the project's row last
+(pushes share-lock the blobs a manifest references, then charge). So call `release` at the end of
+the transaction, after the deletes and their row locks, and never lock more blob rows after it.
 """
 
 from __future__ import annotations
