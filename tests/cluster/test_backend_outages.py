@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.cluster.deployment import Cluster, node_name
 from tests.cluster.load import Load, verify_all
@@ -71,6 +72,12 @@ def test_redis_killed_under_load_then_restarted(cluster: Cluster, tmp_path: Path
         http.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug found by this test: with PostgreSQL stopped under load a node stops answering at all "
+    "(a direct request and /readyz time out after 30 s; HAProxy logs 'Layer7 timeout'), instead of a "
+    "quick 5xx; to be fixed in the request path, then this mark removed",
+)
 def test_postgres_restarted_under_load(cluster: Cluster, tmp_path: Path) -> None:
     load = Load(cluster, tmp_path, pushers=2, pullers=1, skopeo=False)
     load.start()
@@ -80,7 +87,7 @@ def test_postgres_restarted_under_load(cluster: Cluster, tmp_path: Path) -> None
     try:
         # A node asked directly answers a retryable 5xx; HAProxy takes every node out and answers 503.
         with cluster.http(cluster.nodes[0].url) as direct:
-            answer = direct.get("/v2/outage/never/tags/list")
+            answer = direct.get("/v2/outage/never/tags/list", timeout=10)
             assert answer.status_code in RETRYABLE_STATUS, answer.text
             assert "postgres" not in answer.text.lower() and "127.0.0.1" not in answer.text
         for index in range(len(cluster.nodes)):
