@@ -73,7 +73,7 @@ def test_redis_killed_under_load_then_restarted(cluster: Cluster, tmp_path: Path
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # seen on every run so far; not strict until the cause is known
     reason="bug found by this test: with PostgreSQL stopped under load a node stops answering at all "
     "(a direct request and /readyz time out after 30 s; HAProxy logs 'Layer7 timeout'), instead of a "
     "quick 5xx; to be fixed in the request path, then this mark removed",
