@@ -162,6 +162,22 @@ def test_manifests_count_and_limits_below_usage(oci: OCIClient, api: httpx.Clien
 
 def test_quota_api_access(server: RunningServer, api: httpx.Client) -> None:
     assert httpx.get(f"{server.url}/api/v1/projects/quota/quota").status_code == 401
+    # A project admin reads the quota but may not change it; a developer may not even read it.
+    for user, role in (("qadmin", "project_admin"), ("qdev", "developer")):
+        assert (
+            api.post("/users", json={"username": user, "password": "Quota-user-Passw0rd"}).status_code == 201
+        )
+        assert api.post("/projects/quota/members", json={"user": user, "role": role}).status_code == 201
+    with httpx.Client(
+        base_url=f"{server.url}/api/v1", auth=("qadmin", "Quota-user-Passw0rd")
+    ) as project_admin:
+        assert project_admin.get("/projects/quota/quota").status_code == 200
+        refused = project_admin.put("/projects/quota/quota", json={"limit_bytes": None, "warn_percent": 80})
+        assert refused.status_code == 403
+        assert project_admin.get("/projects/quota/immutable-rules").status_code == 200
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=("qdev", "Quota-user-Passw0rd")) as developer:
+        assert developer.get("/projects/quota/quota").status_code == 403
+        assert developer.post("/projects/quota/immutable-rules", json={}).status_code == 403
     assert api.get("/projects/nope/quota").status_code == 404
     bad = api.put("/projects/quota/quota", json={"limit_bytes": -5, "warn_percent": 80})
     assert bad.status_code == 400
