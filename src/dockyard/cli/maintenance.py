@@ -130,6 +130,10 @@ def backup_command(
 def restore_command(
     src: Annotated[Path, typer.Argument(help="A directory `dockyard backup` wrote.")],
     config: ConfigOption = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Restore over a non-empty deployment: its database is replaced."),
+    ] = False,
 ) -> None:
     """Restore a backup into this (empty) deployment: the DB first, then the blobs."""
     from dockyard.app import build_driver_from
@@ -139,7 +143,7 @@ def restore_command(
     settings = _settings(config)
     driver = _run(lambda: build_driver_from(settings))
     with _progress() as progress:
-        result = _run(lambda: restore(src, settings, driver, progress))
+        result = _run(lambda: restore(src, settings, driver, progress, force))
     _report(
         result.problems.items,
         f"restored the database and {result.blobs} blobs ({result.bytes_restored} bytes) from {src}",
