@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import text
 
 from dockyard.db.engine import build_engine
@@ -29,6 +30,7 @@ class Nodes:
     a: RunningServer
     b: RunningServer
     database_url: str
+    redis_url: str
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         for name in ("a", "b"):
             config = {**shared, "datadir": str(workdir / name / "data")}
             started.append(start_server(workdir / name, config, env=env))
-        yield Nodes(started[0], started[1], shared["database"]["url"])
+        yield Nodes(started[0], started[1], shared["database"]["url"], redis_server.url)
     finally:
         for node in started:
             node.stop()
@@ -179,3 +181,13 @@ def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -
     with api(nodes.a) as http:  # any account change, here an unrelated one, makes every node forget
         assert http.patch("/users/admin", json={"display_name": "The Admin"}).status_code == 200
     assert caller.refused_everywhere() < WITHIN_SECONDS
+
+
+def test_the_hourly_audit_purge_is_leased_once_for_the_cluster(nodes: Nodes) -> None:
+    """Four workers on two nodes try at start; one holds the lease (db/locks.py), for just under an hour."""
+    client = redis.Redis.from_url(nodes.redis_url)
+    try:
+        ttl = client.pttl("dockyard:lock:audit-purge")
+    finally:
+        client.close()
+    assert 0 < ttl <= (3600 - 60) * 1000
