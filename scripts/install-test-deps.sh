@@ -16,6 +16,7 @@ declare -A PACKAGE_OF=(
   [haproxy]=haproxy
   [ab]=apache2-utils
   [/usr/lib/postgresql/15/bin/initdb]=postgresql
+  [pg_dump]=postgresql-client  # pg_dump/pg_restore: dockyard backup and restore on PostgreSQL
   [slapd]=slapd  # OpenLDAP server the LDAP tests start on their own ports (tests/support/slapd.py)
   [ldapsearch]=ldap-utils
   [python3]=python3

@@ -101,6 +101,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/storage/",
     "tests/unit/observability/",
     "tests/unit/cli/",
+    "tests/unit/maintenance/",
 )
 
 

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from sqlalchemy import Connection
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from dockyard.db.engine import normalise_url
 from dockyard.errors import ConfigError
@@ -61,7 +61,10 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
     the password never shows in a process listing)."""
     parsed = make_url(normalise_url(url))
     env = {"PGPASSWORD": parsed.password} if parsed.password else {}
-    uri = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    without_password = URL.create(
+        "postgresql", parsed.username, None, parsed.host, parsed.port, parsed.database, parsed.query
+    )
+    uri = without_password.render_as_string(hide_password=False)
     return uri, env
 
 
