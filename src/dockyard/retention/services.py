@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
 from dockyard.db.session import Database
@@ -214,12 +215,14 @@ class RetentionExecutor:
         policies: RetentionPolicies,
         runs: RetentionRuns,
         clock: Callable[[], datetime] = utcnow,
+        audit: AuditRecorder | None = None,
     ) -> None:
         self._db = db
         self._registry = registry
         self._policies = policies
         self._runs = runs
         self._clock = clock
+        self._audit = audit
 
     def run(
         self, project: str, *, dry_run: bool, job_id: int | None = None, progress: Progress | None = None
@@ -308,6 +311,19 @@ class RetentionExecutor:
             return _with(decision, Outcome.KEPT_IMMUTABLE, exc.message)
         except ManifestUnknown:
             return _with(decision, Outcome.SKIPPED, "already gone")
+        if self._audit is not None:
+            reference = f"{name}:{decision.tag}" if decision.tag else f"{name}@{decision.digest}"
+            detail = {"by": "retention", "digest": decision.digest, "reason": decision.reason}
+            self._audit.record(
+                AuditEvent(
+                    AuditAction.DELETE,
+                    "retention",
+                    ActorKind.SYSTEM,
+                    resource_type=ResourceType.ARTIFACT,
+                    resource_name=reference,
+                    detail=detail,
+                )
+            )
         return decision
 
 

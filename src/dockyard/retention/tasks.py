@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from dockyard.audit.interfaces import AuditRecorder
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.jobs.cron import CronError, parse_cron
@@ -28,9 +29,15 @@ SWEEP_SCHEDULE = "*/5 * * * *"  # how often per-project schedules are looked at:
 log = logging.getLogger("dockyard.retention")
 
 
-def retention_kind(db: Database, registry: Registry, clock: Callable[[], datetime] = utcnow) -> JobKind:
+def retention_kind(
+    db: Database,
+    registry: Registry,
+    audit: AuditRecorder | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> JobKind:
+    """Deleted tags go to `audit` as deletes by the system actor "retention"."""
     policies = RetentionPolicies(db)
-    executor = RetentionExecutor(db, registry, policies, RetentionRuns(db))
+    executor = RetentionExecutor(db, registry, policies, RetentionRuns(db), audit=audit)
     queue = JobQueue(db)
 
     def retention(ctx: JobContext) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def test_keep_the_last_3_deletes_exactly_the_older_tags(world: World) -> None:
         with pytest.raises(ManifestUnknown):
             world.registry.get_manifest(name, "v1")
     assert report.count(Outcome.DELETED) == 4
+    deleted = sorted((e.actor, e.action.value, e.resource_name) for e in world.audit.events)
+    assert deleted == [
+        ("retention", "delete", f"{name}:{tag}")
+        for name in ("team/app", "team/tools/ci")
+        for tag in ("v1", "v2")
+    ]
     assert report.count(Outcome.KEPT) == 6
     kept = {d.tag: d.reason for r in report.repositories for d in r.decisions if d.outcome is Outcome.KEPT}
     assert kept == {

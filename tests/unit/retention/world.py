@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
+from dockyard.audit.services import CollectingRecorder
 from dockyard.db.session import Database
 from dockyard.projects.services import ProjectService
 from dockyard.registry.cache import InProcessChangeFeed
@@ -34,7 +35,10 @@ class World:
         self.projects = ProjectService(db)
         self.policies = RetentionPolicies(db)
         self.runs = RetentionRuns(db)
-        self.executor = RetentionExecutor(db, self.registry, self.policies, self.runs, clock=lambda: NOW)
+        self.audit = CollectingRecorder()
+        self.executor = RetentionExecutor(
+            db, self.registry, self.policies, self.runs, clock=lambda: NOW, audit=self.audit
+        )
         self.serial = 0
 
     def repository(self, name: str) -> int:
