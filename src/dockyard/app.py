@@ -9,7 +9,7 @@ import ctypes.util
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from dockyard.config.durations import parse_duration
 from dockyard.config.loader import load_settings
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
+from dockyard.db.locks import FileLocks, LockManager, RedisLocks
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.gc.tasks import gc_kind
@@ -56,6 +57,7 @@ from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.uploads import UploadStore
 
 ADMIN_PASSWORD_ENV = "DOCKYARD_ADMIN_PASSWORD"
+AUDIT_PURGE_SECONDS = 3600
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameters
 _M_ARENA_MAX = -8
 CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file the workers read (set by serve)
@@ -168,12 +170,14 @@ def create_app(services: Services) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        housekeeping = [asyncio.create_task(_purge_audit_forever(services))]
+        locks, close_locks = build_locks(settings)
+        housekeeping = [asyncio.create_task(_purge_audit_forever(services, locks))]
         try:
             yield
         finally:
             for task in housekeeping:
                 task.cancel()
+            close_locks()
             metrics.flush()
             io.shutdown()
             services.close()
@@ -222,18 +226,33 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{request.method} is not allowed here", status_code=405)
 
 
-async def _purge_audit_forever(services: Services) -> None:
-    """Drop audit events past the retention period, hourly (harmless on several nodes at once)."""
+def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:
+    """Locks for work one process should do at a time: cluster-wide through Redis when configured,
+    else among this node's workers (files in the datadir). With the function that closes them."""
+    if settings.redis.url:
+        client = connect(settings.redis.url)
+        return RedisLocks(client), client.close
+    return FileLocks(settings.datadir / "run" / "locks"), lambda: None
+
+
+async def _purge_audit_forever(services: Services, locks: LockManager) -> None:
+    """Drop audit events past the retention period, hourly, in one worker of the cluster (with Redis)
+    or of the node: whoever takes the hour's lease first. The lease is not released after the purge
+    but runs out just before the next hour's attempts, so the others skip this hour's purge."""
+    lease = AUDIT_PURGE_SECONDS - 60
     while True:
         try:
-            purged = await asyncio.to_thread(
-                services.audit.purge_older_than, services.settings.audit.retention
-            )
-            if purged:
-                log.info("purged %d audit events older than %s", purged, services.settings.audit.retention)
-        except Exception:
+            if await asyncio.to_thread(locks.lock("audit-purge", lease).acquire):
+                purged = await asyncio.to_thread(
+                    services.audit.purge_older_than, services.settings.audit.retention
+                )
+                if purged:
+                    log.info(
+                        "purged %d audit events older than %s", purged, services.settings.audit.retention
+                    )
+        except Exception:  # Redis unreachable included: skipped this hour, tried again the next
             log.exception("audit purge failed")
-        await asyncio.sleep(3600)
+        await asyncio.sleep(AUDIT_PURGE_SECONDS)
 
 
 def job_kinds(services: Services) -> list[JobKind]:
