@@ -90,6 +90,9 @@ def repo_name(request: pytest.FixtureRequest) -> str:
 DB_INDEPENDENT_PATHS = (
     # Choose their databases themselves: parametrized over SQLite and PostgreSQL, or always PostgreSQL.
     "tests/unit/audit/",
+    "tests/unit/gc/",
+    "tests/unit/jobs/",
+    "tests/unit/retention/",
     "tests/integration/test_postgresql.py",
     "tests/cluster/",  # always PostgreSQL
     # SQLite on purpose: edits the SQLite file behind the registry's back.
@@ -101,6 +104,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/storage/",
     "tests/unit/observability/",
     "tests/unit/cli/",
+    "tests/unit/db/",  # locks: files and Redis
     "tests/unit/maintenance/",
 )
 
