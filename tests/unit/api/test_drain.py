@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.types import Receive, Scope, Send
 
 from dockyard.api.drain import DrainState, InFlightMiddleware
+
+pytestmark = pytest.mark.db_independent
 
 
 def test_the_flag_is_seen_by_another_instance_and_cleared_by_reset(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from dockyard.api.middleware import PEER_KEY
 from dockyard.config.loader import load_config
 from dockyard.errors import ConfigError
 
+pytestmark = pytest.mark.db_independent
+
 PROXIES = TrustedProxies(["10.0.0.0/8", "2001:db8:1::/48"])
 
 
