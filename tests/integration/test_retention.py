@@ -117,6 +117,17 @@ def test_keep_the_last_3_dry_run_then_run(api: httpx.Client, oci: OCIClient) -> 
         assert oci.get_manifest("shop/app", tag).status_code == 404
     # Tags go, manifests stay (until garbage collection): still there by digest.
     assert oci.get_manifest("shop/app", app["v1"].digest).status_code == 200
+    # Each deleted tag is in the audit log, done by the system actor "retention".
+    expected = {"shop/app:v1", "shop/app:v2", "shop/tools/ci:v1"}
+    deadline = time.monotonic() + 30  # the job worker's audit writer flushes every few seconds
+    while True:
+        events = api.get("/audit", params={"actor": "retention", "resource": "shop/"}).json()
+        if {e["resource_name"] for e in events} == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert {(e["action"], e["actor_kind"], e["resource_name"]) for e in events} == {
+        ("delete", "system", name) for name in expected
+    }
 
 
 def test_bad_policies_are_400_with_a_clear_message(api: httpx.Client, oci: OCIClient) -> None:
