@@ -74,6 +74,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "the core scenarios only; see bench/ha.py)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and server logs")
+    parser.add_argument(
+        "--gc",
+        action="store_true",
+        help="run the garbage collection scenario instead (bench/gc.py: GC of 100,000 blobs under GETs)",
+    )
+    parser.add_argument(
+        "--gc-db", choices=["sqlite", "postgresql"], default="sqlite", help="database for --gc"
+    )
+    parser.add_argument(
+        "--gc-seconds", type=float, default=15.0, help="--gc: length of the GET run without GC"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = min(args.rounds, 2)
@@ -87,6 +98,8 @@ def progress(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.gc:
+        return _gc_bench(args)
     settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds)
     if args.auth and args.candidate != "dockyard":
         progress("--auth compares dockyard only (the null registry has no auth)")
@@ -140,6 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         if errors:
             progress(f"{errors} requests failed: the figures above include failures, see the notes")
     return 1 if errors else 0
+
+
+def _gc_bench(args: argparse.Namespace) -> int:
+    from bench.gc import run_gc_bench
+
+    with WorkDir(args.keep) as workdir:
+        result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress)
+    print("\n".join(result.lines()))
+    return 1 if result.without.errors or result.during.errors else 0
 
 
 if __name__ == "__main__":

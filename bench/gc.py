@@ -1,0 +1,304 @@
+"""`python -m bench --gc`: online garbage collection under load (docs/gc.md).
+
+Fills a dockyard with 20,000 manifests of 5 blobs each (100,000 blobs), half of the manifests untagged
+(so half the blobs unreferenced once they go), all made to look 5 hours old; rows are written in bulk
+and the small blob files straight into storage (pushing 100k blobs over HTTP would take hours here).
+Then it measures manifest GETs by tag (wrk, rotating over 2,000 tags) without GC, and again while
+`GarbageCollector.run(delete_untagged=True)` runs, and reports the GC's duration and bytes freed and
+the GET p99 without and during GC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bench.runner import stopping
+from bench.servers import Server, start_dockyard
+from bench.smallrequests import WRK, SmallResult, parse_wrk_report
+
+REPOSITORIES = 20
+MANIFESTS = 20_000
+BLOBS_PER_MANIFEST = 5
+ROWS_PER_INSERT = 5_000
+ROTATED_TAGS = 2_000
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+TARGET_SECONDS = 60.0
+TARGET_P99_RATIO = 2.0
+
+
+@dataclass
+class GCBenchResult:
+    database: str
+    seed_seconds: float
+    gc_seconds: float
+    manifests_deleted: int
+    blobs_deleted: int
+    bytes_freed: int
+    without: SmallResult
+    during: SmallResult
+
+    def lines(self) -> list[str]:
+        ratio = self.during.p99_ms / self.without.p99_ms if self.without.p99_ms else float("inf")
+        blobs = MANIFESTS * BLOBS_PER_MANIFEST
+        without, during = self.without, self.during
+        return [
+            f"GC bench on {self.database}: {MANIFESTS} manifests, {blobs} blobs (seeded in "
+            f"{self.seed_seconds:.0f} s)",
+            f"  GC: {self.gc_seconds:.1f} s (target < {TARGET_SECONDS:.0f} s), deleted "
+            f"{self.manifests_deleted} manifests and {self.blobs_deleted} blobs, "
+            f"{self.bytes_freed} bytes freed",
+            f"  manifest GET p99 without GC: {without.p99_ms:.1f} ms "
+            f"({without.requests_per_second:.0f} req/s, {without.errors} errors)",
+            f"  manifest GET p99 during GC:  {during.p99_ms:.1f} ms "
+            f"({during.requests_per_second:.0f} req/s, {during.errors} errors)",
+            f"  p99 ratio during/without: {ratio:.2f} (target < {TARGET_P99_RATIO:.0f})",
+        ]
+
+
+def run_gc_bench(
+    workdir: Path, workers: int, database: str, seconds: float, progress: Callable[[str], None]
+) -> GCBenchResult:
+    with ExitStack() as stack:
+        sections: dict[str, Any] = {}
+        if database == "postgresql":
+            from tests.support.postgres import start_postgres  # the suite's launcher, as bench/ha.py
+
+            cluster = start_postgres()
+            stack.callback(cluster.stop)
+            sections["database"] = {"url": cluster.create_database("gcbench")}
+        settings = _write_config(workdir, sections)
+        progress(f"gc bench: seeding {MANIFESTS} manifests and {MANIFESTS * BLOBS_PER_MANIFEST} blobs")
+        started = time.monotonic()
+        tags = _seed(settings)
+        seed_seconds = time.monotonic() - started
+        # The server runs on the datadir (and database) just seeded: _write_config names the same ones.
+        server = stopping(stack, start_dockyard(workdir / "dockyard", workers, sections=sections))
+        paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in tags[:ROTATED_TAGS]]
+        progress(f"gc bench: manifest GETs for {seconds:g} s without GC")
+        without = _wrk_for(server, paths, seconds)
+        progress("gc bench: manifest GETs while GC runs")
+        with _wrk_running(server, paths) as stop_wrk:
+            time.sleep(1.0)
+            report = _collect(settings)
+            during = stop_wrk()
+        return GCBenchResult(
+            database,
+            seed_seconds,
+            report.duration_seconds,
+            report.manifests_deleted,
+            report.blobs_deleted,
+            report.bytes_freed,
+            without,
+            during,
+        )
+    raise AssertionError("unreachable")
+
+
+def _write_config(workdir: Path, sections: dict[str, Any]) -> Any:
+    """The settings the server will run on (start_dockyard writes the same datadir and sections)."""
+    import yaml
+
+    from dockyard.config.loader import load_settings
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "seed-config.yml"
+    config = {"datadir": str(workdir / "dockyard" / "data"), "auth": {"enabled": False}, **sections}
+    config_path.write_text(yaml.safe_dump(config))
+    return load_settings(config_path, {})
+
+
+def _seed(settings: Any) -> list[tuple[str, str]]:
+    """Rows in bulk and small files straight into storage; returns the (repository, tag) of live images."""
+    from sqlalchemy import insert, select
+
+    from dockyard.app import build_services
+    from dockyard.projects.models import ProjectRow
+    from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+    from dockyard.storage.models import Blob
+
+    services = build_services(settings)
+    storage = Path(settings.storage_root)
+    old = datetime.now(UTC) - timedelta(hours=5)
+    try:
+        with services.db.write() as connection:
+            connection.execute(
+                insert(ProjectRow).values(name="gcbench", public=True, created_at=old, updated_at=old)
+            )
+            project_id = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == "gcbench"))
+            connection.execute(
+                insert(Repository),
+                [
+                    {"name": f"gcbench/repo-{n:02d}", "created_at": old, "project_id": project_id}
+                    for n in range(REPOSITORIES)
+                ],
+            )
+            repository_ids = dict(connection.execute(select(Repository.name, Repository.id)).tuples().all())
+        tags: list[tuple[str, str]] = []
+        for start in range(0, MANIFESTS, ROWS_PER_INSERT // BLOBS_PER_MANIFEST):
+            rows = _manifest_rows(
+                start, min(MANIFESTS, start + ROWS_PER_INSERT // BLOBS_PER_MANIFEST), storage
+            )
+            with services.db.write() as connection:
+                blobs = [blob for row in rows for blob in row["blobs"]]
+                connection.execute(
+                    insert(Blob), [{"digest": d, "size": s, "created_at": old} for d, s in blobs]
+                )
+                connection.execute(
+                    insert(RepositoryBlob),
+                    [
+                        {"repository_id": repository_ids[row["repo"]], "digest": d, "created_at": old}
+                        for row in rows
+                        for d, _ in row["blobs"]
+                    ],
+                )
+                for row in rows:
+                    row["id"] = connection.execute(
+                        insert(Manifest).values(
+                            repository_id=repository_ids[row["repo"]],
+                            digest=row["digest"],
+                            media_type=MANIFEST_TYPE,
+                            size=len(row["body"]),
+                            content=row["body"],
+                            created_at=old,
+                        )
+                    ).inserted_primary_key[0]  # type: ignore[index]
+                connection.execute(
+                    insert(ManifestReference),
+                    [
+                        {"manifest_id": row["id"], "digest": d, "kind": "blob"}
+                        for row in rows
+                        for d, _ in row["blobs"]
+                    ],
+                )
+                live = [row for row in rows if row["tag"]]
+                connection.execute(
+                    insert(Tag),
+                    [
+                        {
+                            "repository_id": repository_ids[row["repo"]],
+                            "name": row["tag"],
+                            "manifest_id": row["id"],
+                            "updated_at": old,
+                        }
+                        for row in live
+                    ],
+                )
+            tags += [(row["repo"], row["tag"]) for row in live]
+        return tags
+    finally:
+        services.close()
+
+
+def _manifest_rows(start: int, end: int, storage: Path) -> list[dict[str, Any]]:
+    """Manifests start..end-1: even numbers tagged (live), odd ones untagged (garbage)."""
+    rows = []
+    for number in range(start, end):
+        blobs = [_write_blob(storage, os.urandom(64 + 64 * index)) for index in range(BLOBS_PER_MANIFEST)]
+        document = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": blobs[0][0], "size": blobs[0][1]},
+            "layers": [{"mediaType": LAYER_TYPE, "digest": d, "size": s} for d, s in blobs[1:]],
+        }
+        body = json.dumps(document, separators=(",", ":")).encode()
+        rows.append(
+            {
+                "repo": f"gcbench/repo-{number % REPOSITORIES:02d}",
+                "tag": f"t{number}" if number % 2 == 0 else None,
+                "digest": f"sha256:{hashlib.sha256(body).hexdigest()}",
+                "body": body,
+                "blobs": blobs,
+            }
+        )
+    return rows
+
+
+def _write_blob(storage: Path, data: bytes) -> tuple[str, int]:
+    encoded = hashlib.sha256(data).hexdigest()
+    directory = storage / "blobs" / "sha256" / encoded[:2] / encoded
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").write_bytes(data)
+    return f"sha256:{encoded}", len(data)
+
+
+def _collect(settings: Any) -> Any:
+    from dockyard.app import build_services
+    from dockyard.gc.interfaces import GCOptions
+    from dockyard.gc.services import GarbageCollector
+
+    services = build_services(settings, migrate=False)
+    try:
+        collector = GarbageCollector(services.db, services.driver, services.feed)
+        return collector.run(GCOptions(delete_untagged=True, min_age=timedelta(hours=1)))
+    finally:
+        services.close()
+
+
+def _lua(paths: list[str]) -> str:
+    quoted = ",".join(f'"{path}"' for path in paths)
+    return (
+        f"local paths = {{{quoted}}}\nlocal i = 0\n"
+        f'wrk.headers["Accept"] = "{MANIFEST_TYPE}"\n'
+        'request = function()\n  i = i % #paths + 1\n  return wrk.format("GET", paths[i])\nend\n'
+    )
+
+
+def _wrk_argv(server: Server, script: str, seconds: float) -> list[str]:
+    return [WRK, "-t2", "-c32", f"-d{seconds:g}s", "--latency", "--timeout", "30s", "-s", script, server.url]
+
+
+def _wrk_for(server: Server, paths: list[str], seconds: float) -> SmallResult:
+    with _script(paths) as script:
+        completed = subprocess.run(
+            _wrk_argv(server, script, seconds),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
+    return parse_wrk_report(completed.stdout)
+
+
+@contextmanager
+def _wrk_running(server: Server, paths: list[str]) -> Iterator[Callable[[], SmallResult]]:
+    """wrk runs until the caller stops it; wrk prints its report when interrupted (SIGINT)."""
+    with _script(paths) as script:
+        process = subprocess.Popen(
+            _wrk_argv(server, script, 3600), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+        def stop() -> SmallResult:
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=60)
+            return parse_wrk_report(out)
+
+        try:
+            yield stop
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def _script(paths: list[str]) -> Iterator[str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(_lua(paths))
+    try:
+        yield file.name
+    finally:
+        os.unlink(file.name)
