@@ -71,6 +71,10 @@ def test_purge_uploads_runs_as_a_job_and_drops_stale_uploads(
         server.url + location if location.startswith("/") else location, auth=("admin", ADMIN_PASSWORD)
     )
     assert gone.status_code == 404
+    # The job worker's metrics add up with the HTTP workers' on /metrics.
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'jobs_finished_total{kind="purge-uploads",status="succeeded"}' in metrics
+    assert 'job_duration_seconds_count{kind="purge-uploads"}' in metrics
 
 
 def test_the_default_schedule_and_kinds_are_there(api: httpx.Client) -> None:

@@ -69,7 +69,7 @@ class JobRunner:
         self._active_lock = threading.Lock()
         self._dispatcher: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._last_history_purge = 0.0
+        self._last_history_purge: float | None = None  # purged at the first tick
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,7 +144,8 @@ class JobRunner:
         claims.reap_expired(self.queue.db)
         if self.schedules:
             fire_due_schedules(self.queue.db, self.kinds, self.queue.max_attempts)
-        if time.monotonic() - self._last_history_purge >= HISTORY_PURGE_SECONDS:
+        last = self._last_history_purge
+        if last is None or time.monotonic() - last >= HISTORY_PURGE_SECONDS:
             self._last_history_purge = time.monotonic()
             purged = self.queue.purge_history(self.history)
             if purged:

@@ -1,0 +1,222 @@
+"""Retries with backoff, timeouts, cancellation, following another worker's job, schedules, history."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.jobs.interfaces import JobContext, JobKind, JobRecord
+from dockyard.jobs.models import JobRow, JobScheduleRow
+from dockyard.jobs.services import JobQueue
+from tests.unit.jobs.conftest import RunnerFactory
+from tests.unit.jobs.test_claims import wait_until
+
+
+def test_a_failing_job_is_retried_with_growing_delays_then_fails(
+    queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    attempts: list[float] = []
+
+    def flaky(ctx: JobContext) -> None:
+        attempts.append(time.monotonic())
+        raise RuntimeError(f"boom {len(attempts)}")
+
+    job_id = queue.enqueue("flaky")
+    make_runner([JobKind("flaky", flaky, max_attempts=3)], start=True, retry_base=0.4)
+
+    wait_until(lambda: queue.get(job_id).finished)
+    job = queue.get(job_id)
+    assert job.status == "failed" and job.attempts == 3 and job.error == "RuntimeError: boom 3"
+    first_delay, second_delay = attempts[1] - attempts[0], attempts[2] - attempts[1]
+    assert first_delay >= 0.4 and second_delay >= 0.8  # 0.4s, then doubled
+    logs = [entry.line for entry in queue.logs(job_id)]
+    assert sum(line.startswith("failed: RuntimeError: boom") and "retrying at" in line for line in logs) == 2
+    assert logs[-1] == "failed: RuntimeError: boom 3"
+
+
+def test_a_job_that_fails_once_succeeds_on_its_retry(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    calls = 0
+
+    def once(ctx: JobContext) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("disk hiccup")
+        return {"calls": calls}
+
+    job_id = queue.enqueue("once")
+    make_runner([JobKind("once", once)], start=True)
+    wait_until(lambda: queue.get(job_id).finished)
+    job = queue.get(job_id)
+    assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"calls": 2})
+    assert job.error is None
+
+
+def test_a_job_past_its_timeout_fails_and_is_not_retried(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    def slow(ctx: JobContext) -> None:
+        while True:
+            ctx.check_cancelled()
+            time.sleep(0.05)
+
+    job_id = queue.enqueue("slow")
+    runner = make_runner([JobKind("slow", slow, timeout=timedelta(seconds=0.5))])
+    job = runner.run_job_here(job_id, timeout=30)
+    assert job.status == "failed" and job.attempts == 1
+    assert job.error is not None and "ran past its timeout" in job.error
+
+
+def test_cancelling_a_running_job_stops_its_handler_within_two_seconds(
+    queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    stopped = threading.Event()
+
+    def patient(ctx: JobContext) -> None:
+        try:
+            while True:
+                ctx.progress(1, 10)
+                ctx.check_cancelled()
+                time.sleep(0.02)
+        finally:
+            stopped.set()
+
+    job_id = queue.enqueue("patient")
+    make_runner([JobKind("patient", patient)], start=True)
+    wait_until(lambda: queue.get(job_id).status == "running")
+
+    asked = time.monotonic()
+    assert queue.cancel(job_id).cancel_requested
+    assert stopped.wait(5)
+    assert time.monotonic() - asked < 2.0
+    wait_until(lambda: queue.get(job_id).finished)
+    job = queue.get(job_id)
+    assert job.status == "cancelled" and job.finished_at is not None
+
+
+def test_a_result_that_is_not_json_fails_the_attempt(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    job_id = queue.enqueue("odd")
+    job = make_runner([JobKind("odd", lambda ctx: {"when": object()}, max_attempts=1)]).run_job_here(job_id)
+    assert job.status == "failed" and job.error is not None and "TypeError" in job.error
+
+
+def test_run_job_here_follows_a_job_another_worker_runs(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    def counted(ctx: JobContext) -> dict[str, Any]:
+        for done in range(1, 4):
+            ctx.check_cancelled()
+            ctx.progress(done, 3)
+            time.sleep(0.6)
+        return {"ok": True}
+
+    kind = JobKind("counted", counted)
+    job_id = queue.enqueue("counted")
+    make_runner([kind], start=True)
+    wait_until(lambda: queue.get(job_id).status == "running")
+
+    seen: list[JobRecord] = []
+    job = make_runner([kind]).run_job_here(job_id, timeout=30, on_progress=seen.append)
+
+    assert job.status == "succeeded" and job.attempts == 1  # followed, not run a second time
+    assert any(record.progress_done >= 1 and record.progress_total == 3 for record in seen)
+
+
+def test_run_job_here_reports_progress_of_a_job_it_runs(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    def steps(ctx: JobContext) -> None:
+        for done in range(5):
+            ctx.progress(done + 1, 5)
+
+    seen: list[tuple[int, int | None]] = []
+    job_id = queue.enqueue("steps")
+    job = make_runner([JobKind("steps", steps)]).run_job_here(
+        job_id, on_progress=lambda record: seen.append((record.progress_done, record.progress_total))
+    )
+    assert seen == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    assert (job.progress_done, job.progress_total) == (5, 5)
+
+
+def test_a_due_schedule_fires_one_job_across_two_runners(
+    database: Database, queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    fired = threading.Event()
+
+    def nightly(ctx: JobContext) -> None:
+        fired.set()
+
+    kind = JobKind("nightly", nightly)
+    queue.set_schedule("nightly", "0 3 * * *", {"deep": True})
+    runners = [make_runner([kind]), make_runner([kind])]
+    _make_due(database, "nightly")
+
+    barrier = threading.Barrier(2)
+
+    def tick(runner: Any) -> None:
+        barrier.wait()
+        runner.tick()
+
+    threads = [threading.Thread(target=tick, args=(runner,)) for runner in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    jobs = queue.list(kind="nightly").items
+    assert len(jobs) == 1 and jobs[0].params == {"deep": True}
+    schedule = queue.schedule("nightly")
+    assert schedule.last_job_id == jobs[0].id and schedule.next_run_at > utcnow()
+    assert (schedule.next_run_at.hour, schedule.next_run_at.minute) == (3, 0)
+    assert runners[0].run_pending() == 1 and fired.is_set()
+
+
+def test_a_schedule_does_not_pile_up_jobs_while_one_is_queued(
+    database: Database, queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    runner = make_runner([JobKind("hourly", lambda ctx: None)])
+    queue.set_schedule("hourly", "@hourly")
+    for _ in range(3):
+        _make_due(database, "hourly")
+        runner.tick()
+    assert queue.list(kind="hourly").total == 1
+
+
+def test_default_schedules_are_created_once_and_keep_operator_changes(
+    queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    kind = JobKind("purge", lambda ctx: None, default_schedule="17 * * * *")
+    make_runner([kind], start=True)
+    assert queue.schedule("purge").cron == "17 * * * *"
+    queue.set_schedule("purge", "0 */6 * * *", enabled=False)
+    make_runner([kind], start=True)
+    schedule = queue.schedule("purge")
+    assert (schedule.cron, schedule.enabled) == ("0 */6 * * *", False)
+
+
+def test_old_finished_jobs_and_their_logs_are_purged(
+    database: Database, queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    runner = make_runner([JobKind("echo", lambda ctx: ctx.log("hello"))], history=timedelta(hours=1))
+    old, recent = queue.enqueue("echo"), queue.enqueue("echo")
+    runner.run_pending()
+    waiting = queue.enqueue("echo")
+    with database.write() as connection:
+        connection.execute(
+            update(JobRow).where(JobRow.id == old).values(finished_at=utcnow() - timedelta(hours=2))
+        )
+
+    runner.tick()
+
+    remaining = {job.id for job in queue.list().items}
+    assert remaining == {recent, waiting}
+    assert queue.logs(old) == [] and queue.logs(recent)
+
+
+def _make_due(database: Database, kind: str) -> None:
+    with database.write() as connection:
+        connection.execute(
+            update(JobScheduleRow)
+            .where(JobScheduleRow.kind == kind)
+            .values(next_run_at=utcnow() - timedelta(seconds=1))
+        )
