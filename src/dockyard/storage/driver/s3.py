@@ -39,10 +39,12 @@ MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
 DEFAULT_CHUNK_SIZE = 10 * MiB  # registry:2's default
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
 COPY_PART_SIZE = 1024 * MiB
-# Parts one writer uploads at once, and parts in flight in the whole process (each holds its bytes:
-# 8 x the 10 MiB default chunk is the most part uploads keep in memory, per process).
+# Parts one writer uploads at once, and parts in flight in the whole process. Each part in flight
+# holds its bytes (and its thread a malloc arena): with 4 per process, one lone upload goes 4 parts
+# at a time while many uploads at once hold no more than 4 serial writers did (measured: the same
+# peak RSS with 4 writers of 64 MiB; 8 per process cost 60-120 MiB more).
 DEFAULT_PART_CONCURRENCY = 4
-DEFAULT_PARTS_IN_FLIGHT = 8
+DEFAULT_PARTS_IN_FLIGHT = 4
 PENDING_DIR = ".~uploads"
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 # Sorts after every valid key below a directory (segments are ASCII below 0x7f), so a listing can
@@ -408,7 +410,8 @@ class S3FileWriter:
                 driver.part_concurrency,
                 driver.parts_budget,
             )
-        body = bytes(self._buffer[:length])
+        with memoryview(self._buffer) as whole, whole[:length] as head:
+            body = bytes(head)  # one copy (slicing the bytearray first would make two)
         del self._buffer[:length]
         self._uploader.submit(self._next_part, body)
         self._next_part += 1
