@@ -55,5 +55,12 @@ lint: test-deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+# dockyard vs distribution 2.8.2 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
+# about 8 minutes) and ha (throwaway PostgreSQL + Redis + SeaweedFS, about 12 minutes). Both always run.
+# e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull'`
+BENCH_BACKENDS ?= local ha
+BENCH_ARGS ?=
 bench: test-deps
-	$(PYTHON) -m bench
+	@status=0; for backend in $(BENCH_BACKENDS); do \
+	  echo "== make bench: --backend $$backend"; $(PYTHON) -m bench --backend $$backend $(BENCH_ARGS) || status=1; \
+	done; exit $$status

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.authmode import NULL_SERVER_AUTH, auth_scenarios, seed_with_auth, start_auth_servers
 from bench.ha import BACKEND_CAPTION as HA_CAPTION
-from bench.ha import PROXIED, start_ha_servers
+from bench.ha import PROXIED, seed_ha, start_ha_servers
 from bench.report import markdown, print_table, rows
 from bench.runner import WorkDir, machine_caption, run_side_by_side, stopping
 from bench.scenarios import RunSettings, build_scenarios, ha_scenarios
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeder = seed_with_auth
             elif args.backend == "ha":
                 baseline, candidate, alternates = start_ha_servers(stack, workdir, args.workers, source)
+                seeder = seed_ha
             else:
                 baseline = stopping(stack, start_distribution(workdir / "distribution"))
                 if args.candidate == "dockyard":

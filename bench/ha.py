@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.runner import stopping
+from bench.seed import Seeded, seed
 from bench.servers import Server, start_distribution, start_dockyard
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ def start_ha_servers(
         ),
     )
     return baseline, candidate, {PROXIED: proxied}
+
+
+def seed_ha(server: Server) -> Seeded:
+    """The seed without the 99 catalog repositories (no ha scenario lists the catalog): seeding through
+    S3 and PostgreSQL is slow enough without them."""
+    return seed(server.host, server.port, repositories=1)
 
 
 BACKEND_CAPTION = (

@@ -2,7 +2,8 @@
 
 Writes blobs of the given sizes through `S3Driver.writer` in 1 MiB writes (as the upload API feeds it),
 commits, reads them back, and prints MiB/s. `--concurrency` sets the parts in flight per writer (1 is
-the serial upload). The store runs on the same machine, so the figures are this machine's, not S3's.
+the serial upload). To measure an older driver, put its `src/` first on PYTHONPATH. The store runs on
+the same machine, so the figures are this machine's, not S3's.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 
-from dockyard.storage.driver.s3 import DEFAULT_PART_CONCURRENCY, S3Driver
+from dockyard.storage.driver.s3 import S3Driver
 
 MIB = 1 << 20
 WRITE_SIZE = MIB
 
 
 def make_driver(store: RunningSeaweedFS, concurrency: int | None) -> S3Driver:
+    # No option given: the driver's default (and this script runs on older drivers without it too).
+    options: dict[str, Any] = {} if concurrency is None else {"part_concurrency": concurrency}
     return S3Driver(
         store.bucket,
         endpoint_url=store.endpoint,
@@ -32,7 +36,7 @@ def make_driver(store: RunningSeaweedFS, concurrency: int | None) -> S3Driver:
         secret_key=store.secret_key,
         rootdirectory=f"s3write/{secrets.token_hex(4)}",
         force_path_style=True,
-        part_concurrency=concurrency or DEFAULT_PART_CONCURRENCY,
+        **options,
     )
 
 

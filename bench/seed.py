@@ -87,8 +87,16 @@ def push_image(session: HttpClientSession, repo: str, image: SmallImage, tags: l
         drive(session, _put_manifest(repo, tag, image.manifest))
 
 
-def seed(host: str, port: int, headers: dict[str, str] | None = None, *, minimal: bool = False) -> Seeded:
-    """Everything the scenarios read; `minimal`: only `IMAGE_REPO:latest` (the auth scenarios need no more).
+def seed(
+    host: str,
+    port: int,
+    headers: dict[str, str] | None = None,
+    *,
+    minimal: bool = False,
+    repositories: int = REPO_COUNT,
+) -> Seeded:
+    """Everything the scenarios read; `minimal`: only `IMAGE_REPO:latest` (the auth scenarios need no more);
+    `repositories`: how many the catalog lists (the ha scenarios do not list it: 1).
 
     `headers` go on every request (credentials for a registry with auth on).
     """
@@ -99,7 +107,7 @@ def seed(host: str, port: int, headers: dict[str, str] | None = None, *, minimal
             push_image(session, IMAGE_REPO, image, ["latest"])
             return Seeded(image.layer.digest, "latest", {})
         push_image(session, IMAGE_REPO, image, ["latest"] + [f"v{index}" for index in range(1, TAG_COUNT)])
-        for index in range(1, REPO_COUNT):
+        for index in range(1, repositories):
             push_image(session, f"bench/repo-{index:03d}", image, ["latest"])
         pull_blobs: dict[int, list[str]] = {}
         for size, count in PULL_BLOBS.items():
