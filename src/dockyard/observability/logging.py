@@ -61,7 +61,14 @@ def configure_logging(
             renderer.append(_logstash_fields)
         renderer.append(structlog.processors.JSONRenderer())
     else:
-        renderer = [structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)]
+        # Plain tracebacks: rich's (source with syntax highlighting, every frame's locals) took tens of
+        # seconds per error on a loaded node, on the event loop, and would print locals `redact_secrets`
+        # never sees. A burst of errors (the database gone) froze the node, /healthz included.
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
 
     # dockyard's own lines (the access log among them, on the hot path) skip stdlib logging: a level check
     # that costs nothing when off, and a direct write when on.

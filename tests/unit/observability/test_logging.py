@@ -87,3 +87,18 @@ def test_exceptions_are_rendered_in_json() -> None:
 def test_redact_url_leaves_urls_without_passwords_alone() -> None:
     assert redact_url("https://registry.example.test/v2/") == "https://registry.example.test/v2/"
     assert redact_url("s3://key:secret@bucket") == "s3://key:[redacted]@bucket"
+
+
+def test_text_exceptions_are_plain_tracebacks_without_locals() -> None:
+    # Rich tracebacks (every frame's locals, highlighted source) took seconds per error on the event
+    # loop, and printed locals such as passwords.
+    with captured_logs("info", "text") as logs:
+        try:
+            password = "hunter2-secret"
+            raise RuntimeError(f"boom {len(password)}")
+        except RuntimeError:
+            logging.getLogger("dockyard.test").exception("failed")
+    assert "Traceback (most recent call last):" in logs.text
+    assert "RuntimeError: boom 14" in logs.text
+    assert "hunter2-secret" not in logs.text
+    assert "╭" not in logs.text
