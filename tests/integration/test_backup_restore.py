@@ -115,6 +115,10 @@ def test_backup_then_restore_into_an_empty_deployment_serves_every_image_bit_for
     refused = dockyard("restore", dest, config=target_config)
     assert refused.returncode == 1
     assert "empty deployment" in refused.stderr
+    target.stop()
+    forced = dockyard("restore", "--force", dest, config=target_config)
+    assert forced.returncode == 0, forced.stderr
+    assert_serves(make_server(sqlite_config(target_dir)).url, pushed)
 
 
 def test_restore_refuses_a_directory_that_is_not_a_backup(tmp_path: Path) -> None:
