@@ -282,20 +282,19 @@ def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
 
 
 def _purge_uploads_kind(services: Services) -> JobKind:
-    """Stale upload sessions (and temp objects without one) older than uploadpurging.age, hourly."""
+    """Stale upload sessions (and temp objects without one) older than uploadpurging.age, every
+    uploadpurging.interval (from the first start) while uploadpurging.enabled; or when triggered."""
     purging = services.settings.storage.maintenance.uploadpurging
 
     def purge_uploads(ctx: JobContext) -> dict[str, Any]:
-        if not purging.enabled:
-            ctx.log("storage.maintenance.uploadpurging.enabled is false: nothing done")
-            return {"purged": 0, "enabled": False}
         age = timedelta(seconds=parse_duration(str(ctx.params.get("age", purging.age))))
         dry_run = bool(ctx.params.get("dryrun", purging.dryrun))
         purged = services.uploads.purge_stale(age, dry_run)
         ctx.log(f"{'would purge' if dry_run else 'purged'} {len(purged)} uploads untouched for {age}")
         return {"purged": len(purged), "dryrun": dry_run, "uploads": purged[:100]}
 
-    return JobKind("purge-uploads", purge_uploads, timeout=timedelta(hours=1), default_schedule="17 * * * *")
+    schedule = f"@every {purging.interval}" if purging.enabled else None
+    return JobKind("purge-uploads", purge_uploads, timeout=timedelta(hours=1), default_schedule=schedule)
 
 
 def tune_malloc() -> None:

@@ -57,8 +57,10 @@ def claim_next(db: Database, limits: Mapping[str, int], owner: str, lease: timed
         )
         if connection.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
+        candidates = connection.execute(query).all()
+        _lock_kinds(connection, {candidate.kind for candidate in candidates})
         full: set[str] = set()
-        for candidate in connection.execute(query).all():
+        for candidate in candidates:
             if candidate.kind in full:
                 continue
             if not _under_limit(connection, candidate.kind, limits[candidate.kind], now):
@@ -82,16 +84,23 @@ def claim_job(
         row = connection.execute(query).first()
         if row is None or row.kind not in limits:
             return None
+        _lock_kinds(connection, {row.kind})
         if not _under_limit(connection, row.kind, limits[row.kind], now):
             return None
         return _take(connection, row.id, owner, now + lease, now)
 
 
-def _under_limit(connection: Connection, kind: str, limit: int, now: datetime) -> bool:
-    if connection.dialect.name == "postgresql":
-        # Held to the commit: a second node counting the same kind waits and then sees this claim.
+def _lock_kinds(connection: Connection, kinds: set[str]) -> None:
+    """PostgreSQL: lock the kinds' running counts until the commit, so a second node counting the same
+    kind waits and then sees this claim. Always in the same order: two claims cannot deadlock."""
+    if connection.dialect.name != "postgresql":
+        return  # SQLite's write transaction is exclusive already
+    for kind in sorted(kinds):
         key = _LOCK_PREFIX | zlib.crc32(kind.encode())
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _under_limit(connection: Connection, kind: str, limit: int, now: datetime) -> bool:
     running = connection.scalar(
         select(func.count())
         .select_from(JobRow)

@@ -3,12 +3,15 @@
 Supports `*`, numbers, ranges `a-b`, steps `*/n` and `a-b/n`, lists `a,b`, month and weekday names
 (`jan`, `mon`), `7` for Sunday, and the macros @hourly, @daily (@midnight), @weekly, @monthly,
 @yearly (@annually). As in Vixie cron, when both day fields are restricted a day matches either.
+`@every <duration>` (Go-style, e.g. `@every 24h`, `@every 90m`) fires at a fixed interval instead.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from dockyard.config.durations import parse_duration
 
 MACROS = {
     "@hourly": "0 * * * *",
@@ -76,9 +79,25 @@ class Cron:
         raise CronError(f"cron {self.expression!r} never matches")
 
 
-def parse_cron(expression: str) -> Cron:
+@dataclass(frozen=True)
+class Every:
+    """`@every 24h`: a fixed interval from the previous run."""
+
+    expression: str
+    seconds: float
+
+    def next_after(self, moment: datetime) -> datetime:
+        return moment.astimezone(UTC) + timedelta(seconds=self.seconds)
+
+
+MIN_EVERY_SECONDS = 1.0
+
+
+def parse_cron(expression: str) -> Cron | Every:
     """Parse a cron expression; CronError says what is wrong with it."""
     text = " ".join(expression.split()).lower()
+    if text.startswith("@every"):
+        return _parse_every(text)
     text = MACROS.get(text, text)
     parts = text.split(" ")
     if len(parts) != 5:
@@ -103,6 +122,17 @@ def parse_cron(expression: str) -> Cron:
     )
     cron.next_after(datetime(2000, 1, 1, tzinfo=UTC))  # refuse expressions that never fire
     return cron
+
+
+def _parse_every(text: str) -> Every:
+    duration = text.removeprefix("@every").strip()
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        raise CronError(f"@every: {exc}") from None
+    if seconds < MIN_EVERY_SECONDS:
+        raise CronError(f"@every: the interval must be at least 1s, got {duration!r}")
+    return Every(f"@every {duration}", seconds)
 
 
 def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:

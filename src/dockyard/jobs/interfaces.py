@@ -76,7 +76,8 @@ class JobKind:
     concurrency: int = 1  # at most this many of this kind running at once, cluster-wide
     timeout: timedelta = timedelta(hours=6)
     max_attempts: int = 3
-    # A cron expression (UTC) for the schedule created when none exists yet; None: run on demand only.
+    # A cron expression (UTC) or `@every <duration>` for the schedule the runner keeps in place unless an
+    # operator set one through the API; None: run on demand only (a default made earlier is disabled).
     default_schedule: str | None = None
     default_params: Mapping[str, Any] | None = None
 
@@ -121,6 +122,7 @@ class JobSchedule:
     enabled: bool
     next_run_at: datetime
     last_job_id: int | None
+    origin: str = "default"  # "default": the kind's own (follows the config); "api": set by an operator
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ KIND_LENGTH = 64
 STATUS_LENGTH = 16
 OWNER_LENGTH = 200  # node:pid:thread:token of the worker holding the lease
 CRON_LENGTH = 128
+ORIGIN_LENGTH = 16
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a bigint for a long-lived queue.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -68,4 +69,6 @@ class JobScheduleRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     last_job_id: Mapped[int | None] = mapped_column(_ID, nullable=True)
+    # "default": made from the kind's default (and kept in step with the config); "api": an operator's.
+    origin: Mapped[str] = mapped_column(String(ORIGIN_LENGTH), default="default")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.session import Database
-from dockyard.jobs.cron import CronError, parse_cron
+from dockyard.jobs.cron import CronError, Every, parse_cron
 from dockyard.jobs.interfaces import (
     FINISHED,
     STATUSES,
@@ -165,15 +165,17 @@ class JobQueue:
     def set_schedule(
         self, kind: str, cron: str, params: Mapping[str, Any] | None = None, *, enabled: bool = True
     ) -> JobSchedule:
-        """Create or replace the schedule of `kind` (one per kind); it next fires at cron's next match."""
+        """Create or replace the schedule of `kind` (one per kind); it next fires at cron's next match.
+        An operator's schedule: the kind's default no longer overrides it."""
         self._check_kind(kind)
-        next_run = next_run_of(cron, utcnow())
+        now = utcnow()
         values = {
             "cron": " ".join(cron.split()),
             "params": dict(params or {}),
             "enabled": enabled,
-            "next_run_at": next_run,
-            "updated_at": utcnow(),
+            "next_run_at": next_run_of(cron, now),
+            "origin": "api",
+            "updated_at": now,
         }
         with self.db.write() as connection:
             changed = connection.execute(
@@ -183,18 +185,43 @@ class JobQueue:
                 insert_ignore(connection, JobScheduleRow.__table__, {"kind": kind, **values})
         return self.schedule(kind)
 
-    def ensure_schedule(self, kind: str, cron: str, params: Mapping[str, Any] | None = None) -> None:
-        """Create the default schedule of `kind` unless one exists (an operator's change is kept)."""
-        values = {
-            "kind": kind,
-            "cron": cron,
-            "params": dict(params or {}),
-            "enabled": True,
-            "next_run_at": next_run_of(cron, utcnow()),
-            "updated_at": utcnow(),
-        }
+    def ensure_schedule(
+        self, kind: str, cron: str, params: Mapping[str, Any] | None = None, *, enabled: bool = True
+    ) -> None:
+        """Make the default schedule of `kind` say this, unless an operator set one through the API
+        (theirs is kept). A new `@every` schedule fires at once, as registry:2's purge did at start."""
+        now = utcnow()
+        timing = parse_cron(cron)  # a bad default is a programming error: let it raise
+        values = {"cron": cron, "params": dict(params or {}), "enabled": enabled}
+        first = now if isinstance(timing, Every) else timing.next_after(now)
         with self.db.write() as connection:
-            insert_ignore(connection, JobScheduleRow.__table__, values)
+            current = connection.execute(
+                select(JobScheduleRow.cron, JobScheduleRow.params, JobScheduleRow.enabled).where(
+                    JobScheduleRow.kind == kind, JobScheduleRow.origin == "default"
+                )
+            ).first()
+            if current is None:
+                row = {"kind": kind, **values, "next_run_at": first, "origin": "default", "updated_at": now}
+                insert_ignore(connection, JobScheduleRow.__table__, row)
+            elif (current.cron, current.params, current.enabled) != (cron, values["params"], enabled):
+                connection.execute(
+                    update(JobScheduleRow)
+                    .where(JobScheduleRow.kind == kind, JobScheduleRow.origin == "default")
+                    .values(**values, next_run_at=timing.next_after(now), updated_at=now)
+                )
+
+    def retire_default_schedule(self, kind: str) -> None:
+        """The kind has no default schedule (any more): disable the one made from it, if any."""
+        with self.db.write() as connection:
+            connection.execute(
+                update(JobScheduleRow)
+                .where(
+                    JobScheduleRow.kind == kind,
+                    JobScheduleRow.origin == "default",
+                    JobScheduleRow.enabled.is_(True),
+                )
+                .values(enabled=False, updated_at=utcnow())
+            )
 
     def delete_schedule(self, kind: str) -> None:
         with self.db.write() as connection:
@@ -262,7 +289,9 @@ def record_of(row: Any) -> JobRecord:
 
 
 def schedule_of(row: Any) -> JobSchedule:
-    return JobSchedule(row.kind, row.cron, row.params or {}, row.enabled, row.next_run_at, row.last_job_id)
+    return JobSchedule(
+        row.kind, row.cron, row.params or {}, row.enabled, row.next_run_at, row.last_job_id, row.origin
+    )
 
 
 def _finished_verb(status: str) -> str:

@@ -78,6 +78,8 @@ class JobRunner:
             for kind in self.kinds.values():
                 if kind.default_schedule:
                     self.queue.ensure_schedule(kind.name, kind.default_schedule, kind.default_params)
+                else:
+                    self.queue.retire_default_schedule(kind.name)
         self._stop.clear()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dockyard-job")
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="dockyard-jobs", daemon=True)

@@ -35,6 +35,8 @@ def at(text: str) -> datetime:
         ("@monthly", "2026-01-01T12:00:00", "2026-02-01T00:00:00"),
         ("@hourly", "2026-01-01T12:59:59", "2026-01-01T13:00:00"),
         ("  0   3 *  * * ", "2026-01-01T00:00:00", "2026-01-01T03:00:00"),
+        ("@every 90m", "2026-01-01T00:00:30", "2026-01-01T01:30:30"),
+        ("@every 1h30m", "2026-01-01T23:00:00", "2026-01-02T00:30:00"),
     ],
 )
 def test_next_run(expression: str, after: str, expected: str) -> None:
@@ -57,6 +59,9 @@ def test_next_run(expression: str, after: str, expected: str) -> None:
         ("* * * smarch *", "month: 'smarch' is not a number or a name"),
         ("0 0 30 2 *", "never matches"),
         ("@often", "expected 5 fields"),
+        ("@every", "@every: invalid duration"),
+        ("@every 10", "missing unit"),
+        ("@every 500ms", "at least 1s"),
     ],
 )
 def test_bad_expressions_say_what_is_wrong(expression: str, message: str) -> None:

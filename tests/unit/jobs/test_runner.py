@@ -182,16 +182,34 @@ def test_a_schedule_does_not_pile_up_jobs_while_one_is_queued(
     assert queue.list(kind="hourly").total == 1
 
 
-def test_default_schedules_are_created_once_and_keep_operator_changes(
+def test_default_schedules_follow_the_kind_until_an_operator_sets_one(
     queue: JobQueue, make_runner: RunnerFactory
 ) -> None:
-    kind = JobKind("purge", lambda ctx: None, default_schedule="17 * * * *")
-    make_runner([kind], start=True)
-    assert queue.schedule("purge").cron == "17 * * * *"
-    queue.set_schedule("purge", "0 */6 * * *", enabled=False)
-    make_runner([kind], start=True)
+    make_runner([JobKind("purge", lambda ctx: None, default_schedule="17 * * * *")], start=True)
+    assert queue.schedule("purge").cron == "17 * * * *" and queue.schedule("purge").origin == "default"
+    # The config changed (a kind's default comes from it): the default schedule follows.
+    make_runner([JobKind("purge", lambda ctx: None, default_schedule="@every 6h")], start=True)
+    assert queue.schedule("purge").cron == "@every 6h"
+    # Turned off in the config: the default schedule is disabled, not deleted.
+    make_runner([JobKind("purge", lambda ctx: None)], start=True)
+    assert queue.schedule("purge").enabled is False
+
+    queue.set_schedule("purge", "0 */6 * * *", enabled=True)
+    make_runner([JobKind("purge", lambda ctx: None, default_schedule="17 * * * *")], start=True)
+    make_runner([JobKind("purge", lambda ctx: None)], start=True)
     schedule = queue.schedule("purge")
-    assert (schedule.cron, schedule.enabled) == ("0 */6 * * *", False)
+    assert (schedule.cron, schedule.enabled, schedule.origin) == ("0 */6 * * *", True, "api")
+
+
+def test_a_new_every_schedule_fires_at_once_then_at_its_interval(
+    queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    runner = make_runner([JobKind("purge", lambda ctx: None, default_schedule="@every 1h")], start=True)
+    wait_until(lambda: queue.list(kind="purge", status="succeeded").total == 1)
+    runner.tick()
+    assert queue.list(kind="purge").total == 1
+    next_run = queue.schedule("purge").next_run_at
+    assert timedelta(minutes=59) < next_run - utcnow() <= timedelta(hours=1)
 
 
 def test_old_finished_jobs_and_their_logs_are_purged(

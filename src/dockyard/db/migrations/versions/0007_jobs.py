@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("enabled", sa.Boolean(), nullable=False),
         sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_job_id", _ID, nullable=True),
+        sa.Column("origin", sa.String(length=16), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("kind", name=op.f("pk_job_schedules")),
     )
