@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -243,9 +244,27 @@ def _collect(settings: Any) -> Any:
     services = build_services(settings, migrate=False)
     try:
         collector = GarbageCollector(services.db, services.driver, services.feed)
-        return collector.run(GCOptions(delete_untagged=True, min_age=timedelta(hours=1)))
+        return collector.run(GCOptions(delete_untagged=True, min_age=timedelta(hours=1)), _Progress())
     finally:
         services.close()
+
+
+class _Progress:
+    """Prints the GC's progress every few seconds (to stderr, like the bench's other progress)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def log(self, line: str) -> None:
+        print(f"gc bench: {line}", file=sys.stderr, flush=True)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        if time.monotonic() - self._last >= 5:
+            self._last = time.monotonic()
+            print(f"gc bench: GC at {done}/{total}", file=sys.stderr, flush=True)
+
+    def check_cancelled(self) -> None:
+        pass
 
 
 def _lua(paths: list[str]) -> str:

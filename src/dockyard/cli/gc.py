@@ -50,7 +50,7 @@ def garbage_collect(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Threads deleting storage objects (default 4).", min=1, max=256)
+        int | None, typer.Option(help="Threads deleting storage objects (default 8).", min=1, max=256)
     ] = None,
 ) -> None:
     """Delete blobs (and optionally untagged manifests) nothing references, while the registry serves."""

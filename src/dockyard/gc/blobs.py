@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -77,9 +77,10 @@ class BlobSweeper:
                 connection.execute(delete(Blob).where(Blob.digest.in_(doomed)))
         return [(row.digest, int(row.size)) for row in rows]
 
-    def delete_files(self, digests: list[str], pool: ThreadPoolExecutor) -> int:
-        """Delete the storage objects of deleted rows; returns how many could not be deleted."""
-        return sum(pool.map(self._delete_file, digests))
+    def delete_files(self, digests: list[str], pool: ThreadPoolExecutor) -> list[Future[int]]:
+        """Start deleting the storage objects of deleted rows; each future is 1 if it failed. The
+        caller goes on with its next batch meanwhile (storage and DB work overlap)."""
+        return [pool.submit(self._delete_file, digest) for digest in digests]
 
     def _delete_file(self, digest: str) -> int:
         try:

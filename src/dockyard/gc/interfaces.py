@@ -14,8 +14,8 @@ from dockyard.config.durations import parse_duration
 from dockyard.errors import DockyardError
 
 DEFAULT_MIN_AGE = timedelta(hours=2)
-DEFAULT_BATCH_SIZE = 500
-DEFAULT_WORKERS = 4
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_WORKERS = 8
 LISTED_MAX = 1000  # a report lists at most this many digests of each kind (the counts are exact)
 
 

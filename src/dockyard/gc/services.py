@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from typing import Protocol, TypeVar
@@ -115,19 +115,24 @@ class GarbageCollector:
     ) -> None:
         after: str | None = None
         tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
-        while True:
-            tracker.check_cancelled()
-            candidates = self._blobs.candidates(cutoff, after, batch_size)
-            if not candidates:
-                return
-            after = candidates[-1][0]
-            deleted = _retrying(partial(self._blobs.delete_rows, cutoff, [d for d, _ in candidates]))
-            if deleted:
-                self._feed.bump(Topic.BLOB_DELETES)  # the links went with the rows
-                report.storage_delete_failures += self._blobs.delete_files([d for d, _ in deleted], pool)
-            for digest, size in deleted:
-                report.note_blob(digest, size)
-            tracker.advance(len(candidates))
+        pending: list[Future[int]] = []  # storage deletes of committed batches, running meanwhile
+        try:
+            while True:
+                tracker.check_cancelled()
+                candidates = self._blobs.candidates(cutoff, after, batch_size)
+                if not candidates:
+                    return
+                after = candidates[-1][0]
+                deleted = _retrying(partial(self._blobs.delete_rows, cutoff, [d for d, _ in candidates]))
+                if deleted:
+                    self._feed.bump(Topic.BLOB_DELETES)  # the links went with the rows
+                    report.storage_delete_failures += _settled(pending)  # at most one batch behind
+                    pending = self._blobs.delete_files([d for d, _ in deleted], pool)
+                for digest, size in deleted:
+                    report.note_blob(digest, size)
+                tracker.advance(len(candidates))
+        finally:
+            report.storage_delete_failures += _settled(pending)  # also when cancelled: rows are gone
 
     def _dry_run(
         self, garbage: list[RepositoryGarbage], cutoff: datetime, report: GCReport, tracker: _Tracker
@@ -174,6 +179,11 @@ class _Tracker:
 
     def check_cancelled(self) -> None:
         self._progress.check_cancelled()
+
+
+def _settled(futures: list[Future[int]]) -> int:
+    """Wait for storage deletes; how many failed."""
+    return sum(future.result() for future in futures)
 
 
 def _retrying(action: Callable[[], T]) -> T:
