@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,21 @@ from sqlalchemy.engine import make_url
 from dockyard.errors import ConfigError
 
 WRITE_OPTION = "dockyard_write"
+
+# How long a request waits for a free pooled connection before it fails with a retryable error.
+POOL_TIMEOUT_SECONDS = 10.0
+# libpq settings (https://www.postgresql.org/docs/current/libpq-connect.html), defaults for every
+# PostgreSQL connection: connecting to a server that does not answer gives up after 5 s; a server that
+# went silent (host down, network cut: no RST ever comes) is noticed within ~20 s by TCP keepalives,
+# and a send it never acknowledges fails after 15 s, instead of the kernel's defaults (hours).
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # milliseconds
+}
 
 
 def normalise_url(url: str) -> str:
@@ -29,10 +45,25 @@ def build_engine(url: str, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database, echo)
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,  # a connection the server dropped (restart, failover) is replaced, not used
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=POOL_TIMEOUT_SECONDS,
+            connect_args=_postgres_timeouts(parsed.query),
+        )
     raise ConfigError(
         f"database.url: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql)"
     )
+
+
+def _postgres_timeouts(query: Mapping[str, Any]) -> dict[str, Any]:
+    """Bound every wait on the server, so a database that is gone fails a request in seconds (a 503
+    the client retries) instead of holding a thread, and with it the node, for minutes. Options set
+    in the URL's query (`?connect_timeout=10`) win."""
+    return {key: value for key, value in POSTGRES_CONNECT_ARGS.items() if key not in query}
 
 
 def _sqlite_engine(url: str, database: str | None, echo: bool) -> Engine:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
 
 from dockyard.db.engine import WRITE_OPTION
 
@@ -43,3 +46,33 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database cannot serve right now (unreachable, restarting, no free pooled
+    connection, a deadlock or lock wait it broke off) rather than a bug: the request may be retried,
+    so the API answers 503 with Retry-After. Follows the `raise ... from` chain a few levels."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if _transient(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):  # pool checkout timed out
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    driver_error: BaseException | None = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    # psycopg's OperationalError covers connection failures, admin shutdown, too many connections,
+    # deadlocks and serialization failures, cancelled statements: all worth a retry.
+    if isinstance(driver_error, psycopg.OperationalError):
+        return True
+    if isinstance(driver_error, sqlite3.OperationalError):  # another process holds the write lock too long
+        message = str(driver_error).lower()
+        return "locked" in message or "busy" in message
+    return False
