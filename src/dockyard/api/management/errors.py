@@ -21,11 +21,13 @@ from dockyard import errors
 from dockyard.accounts import interfaces as accounts
 from dockyard.audit.interfaces import AuditQueryInvalid
 from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, DirectoryUnavailable, Unauthenticated
+from dockyard.db.session import database_unavailable
 from dockyard.projects import interfaces as projects
 
 log = logging.getLogger("dockyard.api.management")
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="dockyard"'}
+RETRY_AFTER_SECONDS = 5  # when the database is unavailable: how soon a client may try again
 
 # Codes by status, as Harbor names them. A status not listed gets its HTTP reason phrase, upper-cased.
 CODES = {
@@ -163,6 +165,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        # One line, no traceback: during an outage every request fails the same way.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).strip().split("\n")[0])
+        message = "the database is unavailable; try again shortly"
+        return error_response(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     log.exception("unhandled error in management API handler", exc_info=exc)
     return error_response(500, "internal server error")
 

@@ -9,9 +9,12 @@ from typing import Any
 from starlette.responses import Response
 
 from dockyard import errors
+from dockyard.db.session import database_unavailable
 from dockyard.projects.interfaces import PolicyDenied
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+# When the database is unavailable (restarting, failing over): how soon a client may try again.
+RETRY_AFTER_SECONDS = 5
 
 # Most specific class first: the first isinstance match wins.
 _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
@@ -68,5 +71,25 @@ def render_error(exc: Exception) -> Response:
                 if isinstance(exc, errors.PathNotFound):
                     log.error("blob recorded in the DB is missing from storage: %s", exc)
                 return error_response(code, exc.message, status, exc.detail)
+    if database_unavailable(exc):
+        return unavailable_response(exc)
     log.exception("unhandled error in /v2 handler", exc_info=exc)
     return error_response("UNKNOWN", "internal server error", 500)
+
+
+def unavailable_response(exc: Exception) -> Response:
+    """503 UNAVAILABLE (registry:2's code) with Retry-After: clients retry, HAProxy's retries too. One
+    log line without a traceback: during an outage every request fails the same way. The body names
+    no host, port or driver."""
+    log.warning("database unavailable: %s", _first_line(exc))
+    return error_response(
+        "UNAVAILABLE",
+        "the registry's database is unavailable; try again shortly",
+        503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

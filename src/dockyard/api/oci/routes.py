@@ -126,11 +126,11 @@ class OCIRouter:
             )
         if b"%2" in scope.get("raw_path", b"") and _encoded_separator(scope):
             return error_response("NAME_INVALID", "percent-encoded '/' or '.' is not allowed in names", 400)
-        if self.gate is not None:
-            verdict = await self.gate.check(scope, key, args, method)
-            if isinstance(verdict, Response):
-                return verdict
         try:
+            if self.gate is not None:  # inside: its database lookups fail the way handlers' do
+                verdict = await self.gate.check(scope, key, args, method)
+                if isinstance(verdict, Response):
+                    return verdict
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:
             return render_error(exc)
