@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import text
 from starlette.requests import Request
@@ -43,6 +44,20 @@ def health_routes(
     timeout: float = CHECK_TIMEOUT_SECONDS,
     draining: Callable[[], bool] | None = None,
 ) -> list[BaseRoute]:
+    # A check still running when the next probe comes (a backend that does not answer) is waited on
+    # again, not started twice: probes every few seconds cannot pile up threads, and run in their own
+    # threads, so a busy default executor cannot make a healthy node look unready.
+    executor = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="readyz")
+    running: dict[str, asyncio.Future[None]] = {}
+
+    async def probe(name: str, check: Check) -> str:
+        future = running.get(name)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().run_in_executor(executor, check)
+            future.add_done_callback(_retrieve)
+            running[name] = future
+        return await _run(name, future, timeout)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -52,7 +67,7 @@ def health_routes(
             return JSONResponse(
                 {"status": "draining"}, status_code=503, headers={"Cache-Control": "no-store"}
             )
-        results = await asyncio.gather(*(_run(name, check, timeout) for name, check in checks.items()))
+        results = await asyncio.gather(*(probe(name, check) for name, check in checks.items()))
         report = dict(zip(checks, results, strict=True))
         ready = all(result == "ok" for name, result in report.items() if name not in OPTIONAL_CHECKS)
         healthy = all(result == "ok" for result in report.values())
@@ -69,9 +84,9 @@ def health_routes(
     ]
 
 
-async def _run(name: str, check: Check, timeout: float) -> str:
+async def _run(name: str, running: asyncio.Future[None], timeout: float) -> str:
     try:
-        await asyncio.wait_for(asyncio.to_thread(check), timeout)
+        await asyncio.wait_for(asyncio.shield(running), timeout)
     except TimeoutError:
         log.warning("readiness check %s timed out after %gs", name, timeout)
         return f"timed out after {timeout:g}s"
@@ -80,6 +95,11 @@ async def _run(name: str, check: Check, timeout: float) -> str:
         log.warning("readiness check %s failed: %s", name, exc)
         return f"failed: {type(exc).__name__}"
     return "ok"
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "never retrieved" warning when every probe timed out
 
 
 def _query(db: Database) -> None:
