@@ -97,6 +97,11 @@ def test_bad_requests_get_clear_errors(server: RunningServer, api: httpx.Client)
     assert api.get("/jobs/999999").status_code == 404
     assert api.get("/jobs", params={"status": "exploded"}).status_code == 400
     assert httpx.get(f"{server.url}/api/v1/jobs").status_code == 401
+    user = ("jobs-viewer", "a long enough password 1")
+    assert api.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
+    for method, path in (("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/schedules")):
+        refused = httpx.request(method, f"{server.url}/api/v1{path}", auth=user, json={"kind": "selftest"})
+        assert refused.status_code == 403, (method, path, refused.text)
 
 
 def test_cancel_stops_a_running_job_and_retry_queues_it_again(api: httpx.Client) -> None:
