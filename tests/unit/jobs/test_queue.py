@@ -77,3 +77,17 @@ def test_a_started_runner_picks_up_new_jobs(queue: JobQueue, make_runner: Runner
     while queue.get(job_id).status != "succeeded":
         assert time.monotonic() < deadline, queue.get(job_id)
         time.sleep(0.05)
+
+
+def test_a_job_enqueued_in_a_transaction_exists_only_if_it_commits(database: Any, queue: JobQueue) -> None:
+    class Abandoned(Exception):
+        pass
+
+    with pytest.raises(Abandoned), database.write() as connection:
+        queue.enqueue("echo", {"n": 1}, connection=connection)
+        raise Abandoned
+    assert queue.list().total == 0
+
+    with database.write() as connection:
+        job_id = queue.enqueue("echo", {"n": 2}, connection=connection)
+    assert queue.get(job_id).params == {"n": 2}
