@@ -155,6 +155,37 @@ def test_the_cli_runs_lists_and_shows_jobs(server: RunningServer, tmp_path: Path
     assert dockyard("job", "unschedule", "selftest").returncode == 0
 
 
+def job_worker_children(server: RunningServer) -> list[int]:
+    """The pids of serve's `dockyard worker` children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server.process.pid and b"worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_serve_starts_its_job_worker_again_when_it_dies(server: RunningServer, api: httpx.Client) -> None:
+    deadline = time.monotonic() + 60
+    while len(children := job_worker_children(server)) != 1:
+        assert time.monotonic() < deadline, children
+        time.sleep(0.2)
+    os.kill(children[0], signal.SIGKILL)
+
+    job_id = api.post("/jobs", json={"kind": "selftest", "params": {"seconds": 0}}).json()["id"]
+    job = wait_for(api, job_id, finished, seconds=90)
+    assert job["status"] == "succeeded"
+    replacement = job_worker_children(server)
+    assert len(replacement) == 1 and replacement != children
+    assert "the job worker exited with -9; starting another" in server.log()
+
+
 def start_worker(server: RunningServer, node: str) -> subprocess.Popen[bytes]:
     log = (server.datadir.parent / f"worker-{node}.log").open("ab")
     return subprocess.Popen(

@@ -3,7 +3,8 @@ node unless `jobs.run_in_serve` is false; HA nodes may run more, anywhere the da
 
 A child process rather than a thread in serve's master: Granian forks its HTTP workers from the
 master (and re-forks them when one dies), and forking a process whose other threads hold locks
-(logging, the DB pool) can leave the child deadlocked.
+(the DB pool, SQLite connections) can leave the child deadlocked. The master keeps only a small
+watcher thread that waits for the child and starts another if it dies (out of memory, say).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from dockyard.app import build_job_runner, build_services
@@ -25,10 +27,13 @@ from dockyard.observability.logging import configure_logging
 log = logging.getLogger("dockyard.worker")
 _PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 30.0  # seconds a stopping worker waits for its handlers before it is killed
+RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it keeps dying
+PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve for its worker child (not a DOCKYARD_* setting)
 
 
 def run_worker(settings: Settings, node: str | None = None) -> None:
     """Run the job runner until SIGTERM or SIGINT; running jobs are handed back to the queue."""
+    die_with_parent()
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     services = build_services(settings, migrate=True)
     runner = build_job_runner(services, node)
@@ -45,31 +50,78 @@ def run_worker(settings: Settings, node: str | None = None) -> None:
         services.close()
 
 
-def start_job_worker(settings: Settings, config_path: Path | None) -> subprocess.Popen[bytes] | None:
-    """The worker `serve` runs beside its HTTP workers (None when jobs.run_in_serve is false). It gets
-    serve's environment (the config path, the metrics directory) and dies with serve."""
+class JobWorkerProcess:
+    """The `dockyard worker` child of `serve`: started again (after a pause) whenever it dies, until
+    `stop()`. It gets serve's environment (the config path, the metrics directory) and dies with serve."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self.command = [sys.executable, "-c", "from dockyard.cli.main import main; main()", "worker"]
+        if config_path is not None:
+            self.command += ["--config", str(config_path.resolve())]
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._spawn()
+        threading.Thread(target=self._watch, name="job-worker-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT + 5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _spawn(self) -> None:
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        with self._lock:
+            if not self._stopping.is_set():
+                # Its own process group: Ctrl-C reaches serve, which then stops the worker in order.
+                self.process = subprocess.Popen(self.command, env=env, process_group=0)
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            process = self.process
+            assert process is not None
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            log.error("the job worker exited with %s; starting another", code)
+            # A worker that dies at once (a bad config) is not restarted in a tight loop.
+            self._stopping.wait(max(0.0, RESTART_PAUSE - (time.monotonic() - started)))
+            self._spawn()
+
+
+def start_job_worker(settings: Settings, config_path: Path | None) -> JobWorkerProcess | None:
+    """The job worker `serve` runs beside its HTTP workers (None when jobs.run_in_serve is false)."""
     if not settings.jobs.run_in_serve:
         log.info("jobs.run_in_serve is false: jobs run only in `dockyard worker` processes")
         return None
-    command = [sys.executable, "-c", "from dockyard.cli.main import main; main()", "worker"]
-    if config_path is not None:
-        command += ["--config", str(config_path.resolve())]
-    return subprocess.Popen(command, preexec_fn=_die_with_parent)
+    worker = JobWorkerProcess(config_path)
+    worker.start()
+    return worker
 
 
-def stop_job_worker(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
+def stop_job_worker(worker: JobWorkerProcess | None) -> None:
+    if worker is not None:
+        worker.stop()
+
+
+def die_with_parent() -> None:
+    """In a worker `serve` started: get SIGTERM when serve dies (even by SIGKILL), and so hand the
+    running jobs back; exit at once if serve is gone already."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None:
         return
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT + 5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _die_with_parent() -> None:
-    # If serve itself is killed (SIGKILL), the kernel sends the worker SIGTERM: it hands its jobs back.
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    os.setpgrp()  # Ctrl-C in serve's terminal reaches serve, which stops the worker in order
+    if os.getppid() != int(parent):
+        sys.exit(0)
