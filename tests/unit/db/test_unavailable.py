@@ -1,0 +1,57 @@
+"""Which database errors mean "unavailable, retry" (a 503) and which are bugs (a 500)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+
+from dockyard.api.oci.errors import render_error
+from dockyard.db.engine import build_engine
+from dockyard.db.session import Database, database_unavailable
+from tests.support.server import free_port
+
+
+def failure(db: Database, statement: str = "SELECT 1") -> Exception:
+    with pytest.raises(Exception) as raised, db.read() as connection:
+        connection.execute(text(statement))
+    return raised.value
+
+
+def test_an_unreachable_postgresql_is_unavailable_and_answers_503_with_retry_after() -> None:
+    db = Database(build_engine(f"postgresql://dockyard@127.0.0.1:{free_port()}/nothing"))
+    try:
+        error = failure(db)
+    finally:
+        db.dispose()
+    assert database_unavailable(error)
+    response = render_error(error)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    body = json.loads(bytes(response.body))
+    assert body["errors"][0]["code"] == "UNAVAILABLE"
+    assert "127.0.0.1" not in str(body) and "psycopg" not in str(body)
+
+
+def test_a_pool_timeout_and_a_busy_sqlite_are_unavailable() -> None:
+    assert database_unavailable(sa_exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached"))
+    locked = sa_exc.OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+    assert database_unavailable(locked)
+    wrapped = RuntimeError("while recording")
+    wrapped.__cause__ = locked
+    assert database_unavailable(wrapped)
+
+
+def test_bugs_are_not_unavailable(tmp_path: Path) -> None:
+    db = Database(build_engine(f"sqlite:///{tmp_path / 'bugs.db'}"))
+    try:
+        error = failure(db, "SELECT * FROM no_such_table")
+    finally:
+        db.dispose()
+    assert not database_unavailable(error)
+    assert render_error(error).status_code == 500
+    assert not database_unavailable(ValueError("bad"))
