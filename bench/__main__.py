@@ -161,7 +161,7 @@ def _gc_bench(args: argparse.Namespace) -> int:
 
     with WorkDir(args.keep) as workdir:
         result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress)
-    print("\n".join(result.lines()))
+        print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
     return 1 if result.without.errors or result.during.errors else 0
 
 

@@ -89,6 +89,7 @@ def run_gc_bench(
         # The server runs on the datadir (and database) just seeded: _write_config names the same ones.
         server = stopping(stack, start_dockyard(workdir / "dockyard", workers, sections=sections))
         paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in tags[:ROTATED_TAGS]]
+        _wrk_for(server, paths, 5)  # warm-up: the workers' caches and connections, not measured
         progress(f"gc bench: manifest GETs for {seconds:g} s without GC")
         without = _wrk_for(server, paths, seconds)
         progress("gc bench: manifest GETs while GC runs")
