@@ -23,6 +23,7 @@ import io
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, cast
 
@@ -98,6 +99,9 @@ class S3Driver:
         self.chunksize = chunksize
         self.part_concurrency = part_concurrency
         self.parts_budget = threading.BoundedSemaphore(parts_in_flight)
+        self._parts_in_flight = parts_in_flight
+        self._part_threads: ThreadPoolExecutor | None = None
+        self._part_threads_lock = threading.Lock()
         root = rootdirectory.strip("/")
         self._root = f"{root}/" if root else ""
         if client is None:
@@ -121,6 +125,13 @@ class S3Driver:
                 verify=verify,
             )
         self.client = client
+
+    def part_threads(self) -> ThreadPoolExecutor:
+        """The threads every writer's parts upload on (made on first use: after a fork, in the worker)."""
+        with self._part_threads_lock:
+            if self._part_threads is None:
+                self._part_threads = ThreadPoolExecutor(self._parts_in_flight, thread_name_prefix="s3-part")
+            return self._part_threads
 
     # --- keys ---------------------------------------------------------------------------------
     def _key(self, path: str) -> str:
@@ -409,6 +420,7 @@ class S3FileWriter:
                 self._upload_id,
                 driver.part_concurrency,
                 driver.parts_budget,
+                driver.part_threads(),
             )
         with memoryview(self._buffer) as whole, whole[:length] as head:
             body = bytes(head)  # one copy (slicing the bytearray first would make two)

@@ -3,7 +3,9 @@
 One S3 PUT of a part is bound by the round trip and by one TCP stream; a few in flight at once
 multiply a single upload's speed. Memory stays bounded twice over: one writer keeps at most
 `concurrency` parts in flight (a further part waits for one of them to finish), and all writers of a
-driver share `budget`, a semaphore of parts in flight in the whole process (each holds a part's bytes).
+driver share `budget`, a semaphore of parts in flight in the whole process (each holds a part's bytes),
+and one thread pool of that size (every thread that allocates gets its own malloc arena: one pool per
+upload cost 70 MiB more peak RSS with 4 uploads at once).
 
 Part numbers are given when a part is submitted, so the upload's order never depends on which part
 finishes first. The first error is kept and raised to the writer, which aborts the upload.
@@ -27,6 +29,7 @@ class PartUploader:
         upload_id: str,
         concurrency: int,
         budget: threading.Semaphore,
+        executor: ThreadPoolExecutor,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"part concurrency must be at least 1, not {concurrency}")
@@ -36,7 +39,7 @@ class PartUploader:
         self._upload_id = upload_id
         self._concurrency = concurrency
         self._budget = budget
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor = executor
         self._in_flight: set[Future[Part]] = set()
         self._done: list[Part] = []
 
@@ -48,8 +51,6 @@ class PartUploader:
             self._reap(wait(self._in_flight, return_when=FIRST_COMPLETED).done)
         self._budget.acquire()
         try:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-part")
             future = self._executor.submit(self._upload, number, body)
         except BaseException:
             self._budget.release()
@@ -59,10 +60,7 @@ class PartUploader:
 
     def finish(self) -> list[Part]:
         """Wait for every part in flight; the parts uploaded since the last call, by part number."""
-        try:
-            self._reap(wait(self._in_flight).done)
-        finally:
-            self._shutdown()
+        self._reap(wait(self._in_flight).done)
         parts, self._done = sorted(self._done, key=lambda part: part["n"]), []
         return parts
 
@@ -74,7 +72,6 @@ class PartUploader:
         wait(self._in_flight)
         self._in_flight.clear()
         self._done = []
-        self._shutdown()
 
     def _upload(self, number: int, body: bytes) -> Part:
         result = self._client.upload_part(
@@ -86,8 +83,3 @@ class PartUploader:
         self._in_flight -= finished
         for future in finished:
             self._done.append(future.result())  # raises the part's error
-
-    def _shutdown(self) -> None:
-        if self._executor is not None and not self._in_flight:
-            self._executor.shutdown(wait=False)
-            self._executor = None
