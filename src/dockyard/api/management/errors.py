@@ -14,6 +14,7 @@ from http import HTTPStatus
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -150,6 +151,7 @@ def install_error_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) 
     app.add_exception_handler(errors.DockyardError, domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -164,12 +166,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, message, exc.headers)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # Its own handler: Starlette re-raises what the catch-all `Exception` handler answered, so the
+    # server would log a traceback for every request of an outage.
     if database_unavailable(exc):
         # One line, no traceback: during an outage every request fails the same way.
         log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).strip().split("\n")[0])
         message = "the database is unavailable; try again shortly"
         return error_response(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    return await _unexpected_error(request, exc)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in management API handler", exc_info=exc)
     return error_response(500, "internal server error")
 
