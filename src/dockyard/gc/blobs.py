@@ -19,7 +19,8 @@ from sqlalchemy import Connection, and_, delete, exists, func, or_, select
 
 from dockyard.db.session import Database
 from dockyard.errors import PathNotFound
-from dockyard.registry.models import ManifestReference, RepositoryBlob
+from dockyard.registry.models import ManifestReference, Repository, RepositoryBlob
+from dockyard.registry.usage import release
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
@@ -73,8 +74,13 @@ class BlobSweeper:
             ).all()
             doomed = [row.digest for row in rows]
             if doomed:
+                by_project = _links_by_project(connection, doomed)
                 connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(doomed)))
                 connection.execute(delete(Blob).where(Blob.digest.in_(doomed)))
+                # Quota usage, in this transaction and last (after the blob row locks), projects
+                # in id order so two collectors never deadlock (registry.usage).
+                for project_id in sorted(by_project):
+                    release(connection, project_id, by_project[project_id])
         return [(row.digest, int(row.size)) for row in rows]
 
     def delete_files(self, digests: list[str], pool: ThreadPoolExecutor) -> list[Future[int]]:
@@ -111,6 +117,19 @@ class BlobSweeper:
                 )
                 found += [(row.digest, int(row.size)) for row in connection.execute(query)]
         return found
+
+
+def _links_by_project(connection: Connection, digests: list[str]) -> dict[int, list[str]]:
+    """The projects whose repositories link these blobs, with the digests each links."""
+    found: dict[int, list[str]] = {}
+    for project_id, digest in connection.execute(
+        select(Repository.project_id, RepositoryBlob.digest)
+        .join(Repository, Repository.id == RepositoryBlob.repository_id)
+        .where(RepositoryBlob.digest.in_(digests), Repository.project_id.is_not(None))
+        .distinct()
+    ):
+        found.setdefault(int(project_id or 0), []).append(digest)
+    return found
 
 
 def _referenced_by(connection: Connection, manifest_ids: set[int]) -> set[str]:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 from dockyard.db.session import Database
 from dockyard.gc.marking import ManifestNode, MarkRules, garbage
 from dockyard.registry.models import Manifest, ManifestReference, Repository, Tag
+from dockyard.registry.usage import project_of_repository, release
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class ManifestSweeper:
             doomed = _still_garbage(connection, repository_id, current, rules)
             if doomed:
                 connection.execute(delete(Manifest).where(Manifest.id.in_([node.id for node in doomed])))
+                # Quota usage, in this transaction and after the manifest row locks (registry.usage).
+                project_id = project_of_repository(connection, repository_id)
+                release(connection, project_id, [node.digest for node in doomed])
         return doomed
 
 

@@ -195,3 +195,15 @@ def test_options_from_job_params() -> None:
     for bad in ({"min_age": "soon"}, {"min_age": "-1h"}, {"dry_run": "yes"}, {"workers": 0}, {"colour": 1}):
         with pytest.raises(GCOptionsInvalid):
             GCOptions.from_params(bad)
+
+
+def test_quota_usage_drops_by_what_gc_deletes(env: Env) -> None:
+    env.push_image("team/app", "v1", [b"v1 layer" * 100], seed="1")
+    env.push_image("team/app", "v1", [b"v2 layer" * 100], seed="2")  # the first is untagged now
+    env.push_blob("team/app", b"never used" * 10)
+    before = env.registry.quotas.get("team").used_bytes
+
+    report = env.collect(delete_untagged=True)
+
+    assert report.manifests_deleted == 1 and report.blobs_deleted == 3
+    assert env.registry.quotas.get("team").used_bytes == before - report.bytes_freed
