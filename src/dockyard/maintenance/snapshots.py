@@ -175,6 +175,8 @@ def _restore_postgres(snapshot: Path, url: str) -> None:
             metadata = MetaData()
             metadata.reflect(connection)
             metadata.drop_all(connection)
+    except DBAPIError as exc:
+        raise MaintenanceError(f"cannot prepare the target database: {exc.orig}") from exc
     finally:
         engine.dispose()
     uri, env = libpq_target(url)
