@@ -162,7 +162,7 @@ def _gc_bench(args: argparse.Namespace) -> int:
     with WorkDir(args.keep) as workdir:
         result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress)
         print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
-    return 1 if result.without.errors or result.during.errors else 0
+    return 1 if result.without.errors or result.during.errors or result.after.errors else 0
 
 
 if __name__ == "__main__":

@@ -49,11 +49,13 @@ class GCBenchResult:
     manifests_deleted: int
     blobs_deleted: int
     bytes_freed: int
-    without: SmallResult
+    without: SmallResult  # before GC
     during: SmallResult
+    after: SmallResult  # without GC again: the machine is shared, so two baselines bracket the run
 
     def lines(self) -> list[str]:
-        ratio = self.during.p99_ms / self.without.p99_ms if self.without.p99_ms else float("inf")
+        baseline = min(self.without.p99_ms, self.after.p99_ms)  # the stricter comparison
+        ratio = self.during.p99_ms / baseline if baseline else float("inf")
         blobs = MANIFESTS * BLOBS_PER_MANIFEST
         without, during = self.without, self.during
         return [
@@ -66,7 +68,9 @@ class GCBenchResult:
             f"({without.requests_per_second:.0f} req/s, {without.errors} errors)",
             f"  manifest GET p99 during GC:  {during.p99_ms:.1f} ms "
             f"({during.requests_per_second:.0f} req/s, {during.errors} errors)",
-            f"  p99 ratio during/without: {ratio:.2f} (target < {TARGET_P99_RATIO:.0f})",
+            f"  manifest GET p99 after GC:   {self.after.p99_ms:.1f} ms "
+            f"({self.after.requests_per_second:.0f} req/s, {self.after.errors} errors)",
+            f"  p99 ratio during / best of without: {ratio:.2f} (target < {TARGET_P99_RATIO:.0f})",
         ]
 
 
@@ -97,6 +101,8 @@ def run_gc_bench(
             time.sleep(1.0)
             report = _collect(settings)
             during = stop_wrk()
+        progress(f"gc bench: manifest GETs for {seconds:g} s after GC")
+        after = _wrk_for(server, paths, seconds)
         return GCBenchResult(
             database,
             seed_seconds,
@@ -106,6 +112,7 @@ def run_gc_bench(
             report.bytes_freed,
             without,
             during,
+            after,
         )
     raise AssertionError("unreachable")
 
@@ -200,6 +207,9 @@ def _seed(settings: Any) -> list[tuple[str, str]]:
                     ],
                 )
             tags += [(row["repo"], row["tag"]) for row in live]
+        if services.db.dialect == "postgresql":
+            with services.db.engine.connect() as connection:  # autovacuum's statistics, now
+                connection.exec_driver_sql("ANALYZE")
         return tags
     finally:
         services.close()
