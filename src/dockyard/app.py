@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -27,6 +28,7 @@ from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.audit.services import AuditLog
@@ -184,7 +186,7 @@ def create_app(services: Services) -> ASGIApp:
 
     app = Starlette(
         routes=routes,
-        exception_handlers={404: _not_found, 405: _not_allowed},
+        exception_handlers={404: _not_found, 405: _not_allowed, SQLAlchemyError: database_error},
         lifespan=lifespan,
     )
     app.state.services = services

@@ -187,6 +187,10 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
             answer, seconds = timed(lambda: http.get("/api/v1/projects"))
             assert seconds < ANSWER_WITHIN, seconds
             assert_unavailable(answer, "SERVICE_UNAVAILABLE")
+            # A login (`docker login` asks /token) as another user than the one the load remembers.
+            answer, seconds = timed(lambda: httpx.get(f"{node.url}/token", auth=("nobody", "x"), timeout=30))
+            assert seconds < ANSWER_WITHIN, seconds
+            assert answer.status_code == 503 and answer.headers["Retry-After"], describe(answer)
             time.sleep(1)
 
         start_postgres_again(postgres)

@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard import errors
@@ -75,6 +76,12 @@ def render_error(exc: Exception) -> Response:
         return unavailable_response(exc)
     log.exception("unhandled error in /v2 handler", exc_info=exc)
     return error_response("UNKNOWN", "internal server error", 500)
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    """The Starlette handler for database errors outside /v2 (the token endpoint, /metrics): a 503 the
+    client retries while the database is unavailable, else a 500."""
+    return render_error(exc)
 
 
 def unavailable_response(exc: Exception) -> Response:
