@@ -1,8 +1,8 @@
 """Content-addressed blobs: bytes in the driver, one row each in the `blobs` table.
 
-Commit order (crash-safe): verify size and digest, move into the content address (nothing to do
-if it is already there), then record in the DB. A crash between the last two leaves bytes with no
-row, which is harmless: the next commit of the same digest moves over them.
+Commit order (crash-safe): verify size and digest, land the bytes at the content address (nothing
+to do if it is already there; see `UploadStore.place`), then record in the DB. A crash between the
+last two leaves bytes with no row, which is harmless: the next commit of the same digest replaces them.
 """
 
 from __future__ import annotations
@@ -50,17 +50,10 @@ class BlobStore:
         The caller records the blob (and its repository link) in the DB afterwards."""
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(detail={"expected": expected_size, "received": state.size})
-        self._uploads.seal(state)
-        self._uploads.verify(state, digest)
-        target = blob_data_path(str(digest))
         with self._db.read() as connection:
             known = self.size_of(connection, str(digest)) is not None
-        if known:
-            return state.size
-        if state.size == 0:
-            self._driver.put_content(target, b"")
-        else:
-            self._driver.move(self._uploads.temp_path(state), target)
+        # A blob already stored is not written again: the upload's bytes are only verified.
+        self._uploads.place(state, digest, None if known else blob_data_path(str(digest)))
         return state.size
 
     def locate(self, digest: str, size: int, redirect: bool = False) -> BlobLocation:

@@ -3,6 +3,13 @@
 Bytes are hashed as they arrive. The running hash lives in this process only (hashlib state
 cannot be saved); when a chunk or the commit lands on a process without it, the commit hashes
 the temp object again instead, so correctness never depends on which process got which request.
+
+When the request that brings the last bytes also commits (a monolithic POST, a PUT with the final
+chunk), its writer is not closed: it is held for the commit, which checks the running hash and then
+has the writer land its bytes straight at the content address (`FileWriter.commit_to`). On S3 that
+skips the sidecar written and read back, the temp object, and the HEAD/COPY/DELETE of a move: a
+small blob is one PutObject. A PATCH that leaves the upload unfinished still closes its writer to
+the sidecar, so any node can resume it.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ from sqlalchemy import Connection, delete, insert, select, update
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
-from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
+from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, DockyardError, PathNotFound
 from dockyard.storage.driver.base import FileWriter, StorageDriver
 from dockyard.storage.models import Upload
 from dockyard.storage.paths import new_upload_id, upload_data_path, upload_path, uploads_root
 
 _HASHERS_KEPT = 4096
+# Writers held open between the last chunk and the commit of the same request (milliseconds). One
+# only outlives its request when the commit failed before it got to storage; past this many the
+# oldest is closed to its sidecar, as a PATCH would have left it.
+_HELD_WRITERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +69,14 @@ class AppendSession:
 
     def finish(self, record: bool = True) -> UploadState:
         """Keep the bytes and record the new size. With record=False the caller commits the upload
-        next, in a transaction that removes its row, so the size update would be a wasted write."""
-        self._writer.close()
+        next, in a transaction that removes its row, so the size update would be a wasted write, and
+        the writer stays open for that commit (see the module docstring)."""
         if not record:
             state = UploadState(self.state.id, self.state.repository, self.size, self.state.created_at)
             self._store._remember_hasher(state, self._hasher)
+            self._store._hold_writer(state, self._writer)
             return state
+        self._writer.close()
         return self._store._record_progress(self.state, self.size, self._hasher)
 
     def abort(self) -> None:
@@ -79,6 +92,8 @@ class UploadStore:
         self._db = db
         self._driver = driver
         self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._held: OrderedDict[str, tuple[int, FileWriter]] = OrderedDict()
+        self._settled: OrderedDict[str, None] = OrderedDict()  # committed: no temp left to delete
         self._lock = threading.Lock()
 
     # --- sessions -----------------------------------------------------------------------------
@@ -120,6 +135,7 @@ class UploadStore:
                 delete(Upload).where(Upload.id == upload_id, Upload.repository == repository)
             )
         self._forget_hasher(upload_id)
+        self._drop_held_writer(upload_id)
         self._delete_temp(upload_id)
         if result.rowcount == 0:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
@@ -133,7 +149,10 @@ class UploadStore:
     def clean_up(self, state: UploadState) -> None:
         """After the commit: drop the running hash and any temp leftovers."""
         self._forget_hasher(state.id)
-        self._delete_temp(state.id)
+        with self._lock:
+            settled = self._settled.pop(state.id, "no") is None
+        if not settled:
+            self._delete_temp(state.id)
 
     # --- verification -------------------------------------------------------------------------
     def computed_digest(self, state: UploadState, algorithm: str) -> str:
@@ -145,21 +164,64 @@ class UploadStore:
         return f"{algorithm}:{self._hash_temp(state, algorithm)}"
 
     def verify(self, state: UploadState, digest: Digest) -> None:
-        actual = self.computed_digest(state, digest.algorithm)
-        if actual != str(digest):
-            raise DigestInvalid(
-                "provided digest did not match uploaded content",
-                detail={"expected": str(digest), "computed": actual},
-            )
+        _check_digest(digest, self.computed_digest(state, digest.algorithm))
 
-    def temp_path(self, state: UploadState) -> str:
-        return upload_data_path(state.id)
+    def place(self, state: UploadState, digest: Digest, target: str | None) -> None:
+        """Verify the upload's bytes against digest, then make them the file at target (None: the
+        blob is stored already, drop them). Nothing reaches target before the digest matched."""
+        writer = self._take_held_writer(state)
+        computed = self._running_digest(state, digest.algorithm)
+        if computed is None:  # this process missed chunks: land the bytes, hash them, then move
+            self._place_hashing_storage(state, digest, target, writer)
+            return
+        try:
+            _check_digest(digest, computed)
+        except DigestInvalid:
+            if writer is not None:  # its bytes are in no sidecar yet: nobody else could drop them
+                with contextlib.suppress(DockyardError):
+                    writer.cancel()
+            raise
+        if writer is None and state.size > 0:
+            writer = self._resume(state)
+        if writer is None:  # nothing was ever written
+            if target is not None:
+                self._driver.put_content(target, b"")
+            return
+        if target is None:
+            writer.cancel()
+        else:
+            writer.commit_to(target)
+        self._settle(state.id)
 
-    def seal(self, state: UploadState) -> None:
-        """Make the upload's bytes durable and readable (fsync; completes a multipart upload on
-        object stores) before they are verified and moved into place."""
-        if state.size > 0:
-            self._driver.writer(upload_data_path(state.id), append=True).commit()
+    def _place_hashing_storage(
+        self, state: UploadState, digest: Digest, target: str | None, writer: FileWriter | None
+    ) -> None:
+        if writer is not None:
+            writer.commit()
+        elif state.size > 0:
+            self._resume(state).commit()
+        self.verify(state, digest)
+        if target is None:
+            return
+        if state.size == 0:
+            self._driver.put_content(target, b"")
+        else:
+            self._driver.move(upload_data_path(state.id), target)
+            self._settle(state.id)
+
+    def _resume(self, state: UploadState) -> FileWriter:
+        writer = self._driver.writer(upload_data_path(state.id), append=True)
+        if writer.size != state.size:
+            writer.cancel()
+            self.cancel(state.id, state.repository)
+            raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
+        return writer
+
+    def _running_digest(self, state: UploadState, algorithm: str) -> str | None:
+        if algorithm != CANONICAL_ALGORITHM:
+            return None
+        hasher = self._peek_hasher(state.id, state.size)
+        return None if hasher is None else f"{algorithm}:{hasher.hexdigest()}"
 
     # --- housekeeping -------------------------------------------------------------------------
     def purge_stale(self, age: timedelta, dry_run: bool = False) -> list[str]:
@@ -176,6 +238,7 @@ class UploadStore:
                     connection.execute(delete(Upload).where(Upload.id.in_(stale)))
             for upload_id in stale + orphans:
                 self._forget_hasher(upload_id)
+                self._drop_held_writer(upload_id)
                 self._delete_temp(upload_id)
         return stale + orphans
 
@@ -223,6 +286,37 @@ class UploadStore:
         with self._lock:
             self._hashers.pop(upload_id, None)
 
+    def _hold_writer(self, state: UploadState, writer: FileWriter) -> None:
+        with self._lock:
+            self._held[state.id] = (state.size, writer)
+            evicted = []
+            while len(self._held) > _HELD_WRITERS:
+                evicted.append(self._held.popitem(last=False)[1][1])
+        for old in evicted:
+            with contextlib.suppress(DockyardError):
+                old.close()
+
+    def _take_held_writer(self, state: UploadState) -> FileWriter | None:
+        with self._lock:
+            size, writer = self._held.pop(state.id, (None, None))
+        if writer is not None and size != state.size:
+            writer.close()  # not the bytes this commit is about: leave them to a resume
+            return None
+        return writer
+
+    def _drop_held_writer(self, upload_id: str) -> None:
+        with self._lock:
+            _, writer = self._held.pop(upload_id, (None, None))
+        if writer is not None:
+            with contextlib.suppress(DockyardError):
+                writer.cancel()
+
+    def _settle(self, upload_id: str) -> None:
+        with self._lock:
+            self._settled[upload_id] = None
+            while len(self._settled) > _HASHERS_KEPT:
+                self._settled.popitem(last=False)
+
     def _hash_temp(self, state: UploadState, algorithm: str) -> str:
         hasher = new_hasher(algorithm)
         if state.size == 0:
@@ -254,3 +348,11 @@ class UploadStore:
             except BlobUploadUnknown:
                 return True  # not an upload id at all: nothing dockyard wrote
         return False
+
+
+def _check_digest(digest: Digest, computed: str) -> None:
+    if computed != str(digest):
+        raise DigestInvalid(
+            "provided digest did not match uploaded content",
+            detail={"expected": str(digest), "computed": computed},
+        )

@@ -88,6 +88,13 @@ class FileWriter(Protocol):
         """Make the written bytes durable and readable at the path, and finish the writer."""
         ...
 
+    def commit_to(self, dest: str) -> None:
+        """`commit()` then `move(path, dest)` in one step, and cheaper on object stores: the bytes
+        become durable and readable at dest -- atomically, replacing dest, creating its parents -- and
+        the writer finishes. Nothing the writer (or the writers it resumed) wrote stays at its own path:
+        no pending state to resume, no file. For uploads whose digest is checked before they land."""
+        ...
+
     def cancel(self) -> None:
         """Discard everything at this path (including bytes from before an append-resume)."""
         ...

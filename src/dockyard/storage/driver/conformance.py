@@ -293,6 +293,61 @@ class StorageDriverConformance:
         with pytest.raises(PathNotFound):
             driver.get_content("up/data")
 
+    # --- commit_to: commit and move in one step ------------------------------------------------
+    def _assert_nothing_left(self, driver: StorageDriver, path: str) -> None:
+        with pytest.raises(PathNotFound):
+            driver.stat(path)
+        with pytest.raises(PathNotFound):
+            driver.writer(path, append=True)  # no pending state either
+
+    @pytest.mark.parametrize("size", [0, 1000, 7 * MiB])
+    def test_commit_to_lands_at_dest_only(self, driver: StorageDriver, size: int) -> None:
+        data = _pattern(size)
+        writer = driver.writer("uploads/c1/data")
+        writer.write(data)
+        writer.commit_to("blobs/ab/data")
+        assert driver.get_content("blobs/ab/data") == data
+        assert driver.stat("blobs/ab/data").size == size
+        self._assert_nothing_left(driver, "uploads/c1/data")
+        with pytest.raises(StorageError):
+            writer.write(b"more")
+        writer.close()  # harmless once finished
+
+    @pytest.mark.parametrize("first_size", [10, 6 * MiB])
+    def test_commit_to_after_resume(self, driver: StorageDriver, first_size: int) -> None:
+        data = _pattern(first_size + 2 * MiB + 3)
+        first = driver.writer("uploads/c2/data")
+        first.write(data[:first_size])
+        first.close()
+        resumed = driver.writer("uploads/c2/data", append=True)
+        resumed.write(data[first_size:])
+        resumed.commit_to("blobs/cd/data")
+        assert driver.get_content("blobs/cd/data") == data
+        self._assert_nothing_left(driver, "uploads/c2/data")
+
+    def test_commit_to_of_a_resumed_committed_file(self, driver: StorageDriver) -> None:
+        driver.put_content("uploads/c3/data", b"committed,")
+        resumed = driver.writer("uploads/c3/data", append=True)
+        resumed.write(b"appended")
+        resumed.commit_to("blobs/ef/data")
+        assert driver.get_content("blobs/ef/data") == b"committed,appended"
+        self._assert_nothing_left(driver, "uploads/c3/data")
+
+    def test_commit_to_replaces_dest(self, driver: StorageDriver) -> None:
+        driver.put_content("blobs/gh/data", b"old")
+        writer = driver.writer("uploads/c4/data")
+        writer.write(b"new")
+        writer.commit_to("blobs/gh/data")
+        assert driver.get_content("blobs/gh/data") == b"new"
+
+    def test_commit_to_an_invalid_dest_changes_nothing(self, driver: StorageDriver) -> None:
+        writer = driver.writer("uploads/c5/data")
+        writer.write(b"kept")
+        with pytest.raises(InvalidPath):
+            writer.commit_to("../escape")
+        writer.commit()  # the writer is still open
+        assert driver.get_content("uploads/c5/data") == b"kept"
+
     def test_many_small_writes(self, driver: StorageDriver) -> None:
         writer = driver.writer("small")
         for i in range(5000):

@@ -230,6 +230,22 @@ class FilesystemFileWriter:
             file.close()
 
     def commit(self) -> None:
+        self._sync_and_close()
+        with _os_errors(self._path):
+            if self._created:  # the new directory entry must survive a crash too
+                _fsync_dir(os.path.dirname(self._full))
+
+    def commit_to(self, dest: str) -> None:
+        dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
+        self._sync_and_close()
+        with _os_errors(self._path):
+            if dest_full != self._full:
+                self._driver._in_parent(dest_full, lambda: os.replace(self._full, dest_full))
+            _fsync_dir(os.path.dirname(dest_full))
+        if dest_full != self._full:
+            self._driver._prune(os.path.dirname(self._full))
+
+    def _sync_and_close(self) -> None:
         file = self._open_file()
         self._file = None
         with _os_errors(self._path):
@@ -238,8 +254,6 @@ class FilesystemFileWriter:
                 os.fsync(file.fileno())
             finally:
                 file.close()
-            if self._created:  # the new directory entry must survive a crash too
-                _fsync_dir(os.path.dirname(self._full))
 
     def cancel(self) -> None:
         if self._file is not None:

@@ -158,6 +158,11 @@ class InMemoryFileWriter:
             raise StorageError(f"writer for {self._path} is already closed")
         self.close()
 
+    def commit_to(self, dest: str) -> None:
+        check_path(dest)
+        self.commit()
+        self._driver.move(self._path, dest)
+
     def cancel(self) -> None:
         self._entry = None
         with self._driver._lock:

@@ -229,19 +229,23 @@ class S3Driver:
             size = int(self.client.head_object(Bucket=self.bucket, Key=source_key)["ContentLength"])
             if source_key == dest_key:
                 return
-            if size <= MAX_COPY_OBJECT_SIZE:
-                self.client.copy_object(
-                    Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}
-                )
-            else:
-                upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=dest_key)["UploadId"]
-                try:
-                    parts = self._copy_parts(source_key, dest_key, upload_id, size, first_part=1)
-                    self._complete(dest_key, upload_id, parts)
-                except BaseException:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=dest_key, UploadId=upload_id)
-                    raise
+            self._copy(source_key, dest_key, size)
             self.client.delete_object(Bucket=self.bucket, Key=source_key)
+
+    def _copy(self, source_key: str, dest_key: str, size: int) -> None:
+        """One CopyObject, or a multipart copy for an object above CopyObject's 5 GiB limit."""
+        if size <= MAX_COPY_OBJECT_SIZE:
+            self.client.copy_object(
+                Bucket=self.bucket, Key=dest_key, CopySource={"Bucket": self.bucket, "Key": source_key}
+            )
+            return
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=dest_key)["UploadId"]
+        try:
+            parts = self._copy_parts(source_key, dest_key, upload_id, size, first_part=1)
+            self._complete(dest_key, upload_id, parts)
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=dest_key, UploadId=upload_id)
+            raise
 
     def _copy_parts(
         self, source_key: str, dest_key: str, upload_id: str, size: int, first_part: int
@@ -335,6 +339,7 @@ class S3FileWriter:
         parts: list[dict[str, Any]] | None = None,
         tail: bytes = b"",
         pending: bool = False,
+        from_object: bool = False,
     ) -> None:
         self._driver = driver
         self._client = driver.client
@@ -347,6 +352,7 @@ class S3FileWriter:
         self._uploader: PartUploader | None = None
         self._buffer = bytearray(tail)
         self._pending = pending  # a sidecar may exist for this path
+        self._from_object = from_object  # resumed a committed object at the path
         self._finished = False
 
     @classmethod
@@ -370,10 +376,10 @@ class S3FileWriter:
         """Append to a committed object: a small one is read back, a large one copied in as parts."""
         size = int(driver.client.head_object(Bucket=driver.bucket, Key=key)["ContentLength"])
         if size < MIN_PART_SIZE:
-            return cls(driver, path, key, tail=driver.get_content(path))
+            return cls(driver, path, key, tail=driver.get_content(path), from_object=True)
         upload_id = driver.client.create_multipart_upload(Bucket=driver.bucket, Key=key)["UploadId"]
         parts = driver._copy_parts(key, key, upload_id, size, first_part=1)
-        return cls(driver, path, key, upload_id, parts)
+        return cls(driver, path, key, upload_id, parts, from_object=True)
 
     @property
     def size(self) -> int:
@@ -398,13 +404,18 @@ class S3FileWriter:
             raise
 
     def write(self, data: bytes) -> int:
+        """Fill the buffer up to a part boundary and hand the full buffer itself to the part upload
+        (no copy), so one writer holds at most chunksize bytes besides its parts in flight."""
         self._check_open()
-        view = memoryview(data)
-        self._buffer += view
-        with self._aborting_on_error():
-            while len(self._buffer) >= self._driver.chunksize:
-                self._upload_part(self._driver.chunksize)
-        return view.nbytes
+        with memoryview(data) as view, self._aborting_on_error():
+            offset, chunksize = 0, self._driver.chunksize
+            while offset < view.nbytes:
+                room = chunksize - len(self._buffer)
+                self._buffer += view[offset : offset + room]
+                offset += room
+                if len(self._buffer) >= chunksize:
+                    self._upload_part(len(self._buffer))
+            return view.nbytes
 
     def _upload_part(self, length: int) -> None:
         """Start uploading the first length buffered bytes as the next part."""
@@ -422,9 +433,11 @@ class S3FileWriter:
                 driver.parts_budget,
                 driver.part_threads(),
             )
-        with memoryview(self._buffer) as whole, whole[:length] as head:
-            body = bytes(head)  # one copy (slicing the bytearray first would make two)
-        del self._buffer[:length]
+        if length == len(self._buffer):  # the usual case: hand the buffer over, no copy
+            body, self._buffer = self._buffer, bytearray()
+        else:
+            body = self._buffer[:length]
+            del self._buffer[:length]
         self._uploader.submit(self._next_part, body)
         self._next_part += 1
         self._sent += length
@@ -455,7 +468,7 @@ class S3FileWriter:
         bucket = self._driver.bucket
         with self._aborting_on_error():
             if self._upload_id is None:  # never reached a part: one direct put
-                self._client.put_object(Bucket=bucket, Key=self._key, Body=bytes(self._buffer))
+                self._client.put_object(Bucket=bucket, Key=self._key, Body=self._buffer)
             else:
                 if self._buffer or self._next_part == 1:
                     self._upload_part(len(self._buffer))
@@ -463,6 +476,32 @@ class S3FileWriter:
                 self._driver._complete(self._key, self._upload_id, self._parts)
             self._finished = True
             self._buffer = bytearray()
+            self._delete_sidecar()
+
+    def commit_to(self, dest: str) -> None:
+        """What fits in one part is one PutObject at dest. A multipart upload (its key is fixed when it
+        starts) completes at the path, is copied to dest and deleted: no HEAD, the size is known."""
+        self._check_open()
+        dest_key = self._driver._key(dest)
+        bucket = self._driver.bucket
+        with self._aborting_on_error():
+            if self._upload_id is None:
+                self._client.put_object(Bucket=bucket, Key=dest_key, Body=self._buffer)
+                leftover = self._from_object
+            else:
+                size = self.size
+                if self._buffer or self._next_part == 1:
+                    self._upload_part(len(self._buffer))
+                self._wait_for_parts()
+                self._driver._complete(self._key, self._upload_id, self._parts)
+                self._upload_id = None  # completed: nothing left to abort
+                if dest_key != self._key:
+                    self._driver._copy(self._key, dest_key, size)
+                leftover = True
+            self._finished = True
+            self._buffer = bytearray()
+            if leftover and dest_key != self._key:
+                self._client.delete_object(Bucket=bucket, Key=self._key)
             self._delete_sidecar()
 
     def cancel(self) -> None:

@@ -43,7 +43,7 @@ class PartUploader:
         self._in_flight: set[Future[Part]] = set()
         self._done: list[Part] = []
 
-    def submit(self, number: int, body: bytes) -> None:
+    def submit(self, number: int, body: bytes | bytearray) -> None:
         """Start uploading body as part `number`; waits first while this upload has too many in flight.
 
         Raises the error of any part that already failed."""
@@ -73,7 +73,7 @@ class PartUploader:
         self._in_flight.clear()
         self._done = []
 
-    def _upload(self, number: int, body: bytes) -> Part:
+    def _upload(self, number: int, body: bytes | bytearray) -> Part:
         result = self._client.upload_part(
             Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=body
         )

@@ -1,0 +1,192 @@
+"""What one blob push costs in S3 requests, on a real SeaweedFS.
+
+The registry is driven through the same calls the OCI upload endpoints make (api/oci/uploads.py):
+a monolithic push (POST ?digest= with the body), a chunked push (POST, PATCH, PUT ?digest= without
+a body) and one whose last chunk comes with the PUT. A botocore hook counts every S3 call. Each push
+must leave the exact bytes at the content address and nothing under the upload paths.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.content.digest import digest_of
+from dockyard.db.engine import build_engine
+from dockyard.db.migrate import upgrade
+from dockyard.db.session import Database
+from dockyard.errors import DigestInvalid
+from dockyard.registry.cache import InProcessChangeFeed
+from dockyard.registry.services import Registry
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.driver import build_driver
+from dockyard.storage.driver.s3 import S3Driver
+from dockyard.storage.paths import blob_data_path
+from dockyard.storage.uploads import UploadState, UploadStore
+from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeaweedFS]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Node:
+    """One registry process: its own driver (and S3 client), on the shared database and bucket."""
+
+    def __init__(self, db: Database, store: RunningSeaweedFS, root: str) -> None:
+        driver = build_driver(
+            "s3",
+            bucket=store.bucket,
+            region="us-east-1",
+            regionendpoint=store.endpoint,
+            accesskey=store.access_key,
+            secretkey=store.secret_key,
+            rootdirectory=root,
+        )
+        assert isinstance(driver, S3Driver)
+        self.driver = driver
+        self.calls: Counter[str] = Counter()
+        driver.client.meta.events.register("before-call.s3", self._count)
+        uploads = UploadStore(db, driver)
+        self.registry = Registry(db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed())
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    # --- the OCI endpoints' calls -------------------------------------------------------------
+    def start(self, repo: str) -> UploadState:
+        return self.registry.start_upload(repo)
+
+    def append(self, state: UploadState, data: bytes, committing: bool = False) -> UploadState:
+        session = self.registry.uploads.begin_append(state)
+        for start in range(0, len(data), 64 * 1024):  # as the ASGI server hands the body over
+            session.write(data[start : start + 64 * 1024])
+        return session.finish(not committing)
+
+    def patch(self, repo: str, upload_id: str, data: bytes) -> UploadState:
+        return self.append(self.registry.get_upload(repo, upload_id), data)
+
+    def put(self, repo: str, upload_id: str, digest: str, data: bytes = b"") -> int:
+        state = self.registry.get_upload(repo, upload_id)
+        if data:
+            state = self.append(state, data, committing=True)
+        return self.registry.commit_upload(state, digest)
+
+    def monolithic(self, repo: str, data: bytes) -> int:
+        state = self.append(self.start(repo), data, committing=True)
+        return self.registry.commit_upload(state, digest_of(data))
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    engine = build_engine(f"sqlite:///{tmp_path / 'dockyard.db'}")
+    upgrade(engine)
+    database = Database(engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def root() -> str:
+    return f"/push-requests/{secrets.token_hex(6)}/"
+
+
+@pytest.fixture
+def node(db: Database, seaweedfs: RunningSeaweedFS, root: str) -> Node:
+    return Node(db, seaweedfs, root)
+
+
+def _assert_landed(node: Node, data: bytes) -> None:
+    assert node.driver.get_content(blob_data_path(digest_of(data))) == data
+    keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
+    leftovers = [key for key in keys if "/uploads/" in key or ".~uploads" in key]
+    assert leftovers == []
+
+
+def _report(label: str, calls: Counter[str]) -> int:
+    """Print the push's S3 requests (run with -s to see them); their number."""
+    total = sum(calls.values())
+    print(f"\n{label}: {total} S3 requests {dict(sorted(calls.items()))}")
+    return total
+
+
+def test_monolithic_push_of_one_mib(node: Node) -> None:
+    data = secrets.token_bytes(MiB)
+    node.monolithic("library/app", data)
+    # Was 12 (sidecar PUT, GET back, temp PUT, HEAD+COPY+DELETE, 4 listings/HEADs of the temp dir...)
+    # Now: a GET for a stale sidecar (none), one PutObject at the content address.
+    assert _report("monolithic 1 MiB", node.calls) <= 2
+    _assert_landed(node, data)
+
+
+def test_chunked_push_of_one_mib(node: Node) -> None:
+    data = secrets.token_bytes(MiB)
+    state = node.start("library/app")
+    node.patch("library/app", state.id, data)
+    node.put("library/app", state.id, digest_of(data))
+    # Was 12. The PATCH: GET (stale sidecar?), PUT sidecar; the PUT: GET sidecar, PutObject, DELETE it.
+    assert _report("chunked 1 MiB (POST, PATCH, PUT)", node.calls) <= 5
+    _assert_landed(node, data)
+
+
+def test_last_chunk_with_the_put(node: Node) -> None:
+    data = secrets.token_bytes(3 * MiB)
+    state = node.start("library/app")
+    node.patch("library/app", state.id, data[:MiB])
+    node.put("library/app", state.id, digest_of(data), data[MiB:])
+    assert _report("chunked 3 MiB, last chunk with the PUT", node.calls) <= 5  # was 14
+    _assert_landed(node, data)
+
+
+def test_monolithic_push_of_many_parts(node: Node) -> None:
+    data = secrets.token_bytes(23 * MiB)
+    node.monolithic("library/app", data)
+    # Was 16. GET, Create, 3 parts, Complete at the temp key, CopyObject to the address, DELETE temp.
+    assert _report("monolithic 23 MiB", node.calls) <= 8
+    _assert_landed(node, data)
+
+
+def test_chunked_push_continued_on_another_node(db: Database, seaweedfs: RunningSeaweedFS, root: str) -> None:
+    first, second = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
+    data = secrets.token_bytes(12 * MiB + 5)
+    state = first.start("library/app")
+    first.patch("library/app", state.id, data[: 7 * MiB])
+    second.patch("library/app", state.id, data[7 * MiB : 9 * MiB])  # no running hash here
+    first.put("library/app", state.id, digest_of(data), data[9 * MiB :])
+    _assert_landed(first, data)
+
+
+def test_wrong_digest_leaves_nothing_at_either_address(node: Node) -> None:
+    data = secrets.token_bytes(MiB)
+    wrong = digest_of(b"something else")
+    state = node.append(node.start("library/app"), data, committing=True)
+    with pytest.raises(DigestInvalid):
+        node.registry.commit_upload(state, wrong)
+    node.registry.uploads.cancel(state.id, state.repository)  # as the endpoint does
+    keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
+    assert [key for key in keys if not key.endswith("/")] == []
+
+
+def test_a_blob_already_stored_is_not_written_again(node: Node) -> None:
+    data = secrets.token_bytes(MiB)
+    node.monolithic("library/app", data)
+    node.reset()
+    node.monolithic("library/other", data)
+    assert _report("monolithic 1 MiB, blob already stored", node.calls) <= 2  # was 10
+    assert node.calls["PutObject"] + node.calls["CompleteMultipartUpload"] + node.calls["CopyObject"] == 0
+    _assert_landed(node, data)
