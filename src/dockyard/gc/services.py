@@ -11,9 +11,12 @@ answers for what is gone. See docs/gc.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -31,6 +34,7 @@ from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.storage.driver.base import StorageDriver
 
 log = logging.getLogger("dockyard.gc")
+NICENESS = 10  # GC is background work: serving comes first
 ATTEMPTS = 5  # a batch that meets a deadlock (PostgreSQL aborts one side) is tried again
 T = TypeVar("T")
 
@@ -58,7 +62,10 @@ class GarbageCollector:
         self._manifests = ManifestSweeper(db)
 
     def run(self, options: GCOptions, progress: GCProgress | None = None) -> GCReport:
-        progress = progress or QuietProgress()
+        with _background_priority():
+            return self._run(options, progress or QuietProgress())
+
+    def _run(self, options: GCOptions, progress: GCProgress) -> GCReport:
         started = time.monotonic()
         cutoff = self._clock() - options.min_age
         report = GCReport(dry_run=options.dry_run, min_age_seconds=options.min_age.total_seconds())
@@ -179,6 +186,24 @@ class _Tracker:
 
     def check_cancelled(self) -> None:
         self._progress.check_cancelled()
+
+
+@contextlib.contextmanager
+def _background_priority() -> Iterator[None]:
+    """Run this thread (and the delete threads it starts, which inherit it) at nice +10, so the
+    registry's request handling on the same machine gets the CPU first; back afterwards when allowed."""
+    thread = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(before + NICENESS, 19))
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # only a privileged process may raise its priority again
+            os.setpriority(os.PRIO_PROCESS, thread, before)
 
 
 def _settled(futures: list[Future[int]]) -> int:
