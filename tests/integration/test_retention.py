@@ -135,8 +135,8 @@ def test_bad_policies_are_400_with_a_clear_message(api: httpx.Client, oci: OCICl
     cases = [
         ({"rules": [{"action": "keepSome"}]}, "rules.0.action"),
         ({"rules": [{"action": "latestPushedK"}]}, "latestPushedK needs `count`"),
-        ({"rules": [{"action": "always", "tags": {"match": "v[1"}}]}, "'[' without ']'"),
-        ({"rules": [{"action": "always", "repositories": {"exclude": "{a,b"}}]}, "'{' without '}'"),
+        ({"rules": [{"action": "always", "tags": {"match": "v[1"}}]}, "unclosed '['"),
+        ({"rules": [{"action": "always", "repositories": {"exclude": "{a,b"}}]}, "unclosed '{'"),
         ({"rules": [{"action": "always"}], "schedule": "at noon"}, "schedule"),
         ({"rules": [{"action": "always"}] * 16}, "at most 15"),
     ]

@@ -1,13 +1,7 @@
 """Tag immutability: rules per project, and the check every tag change and delete goes through.
 
 A rule names repositories (by their path inside the project: `app`, `team/app`) and tags with
-doublestar globs, as Harbor does:
-
-- `*` any run of characters except `/`; `**` any run including `/` (`**` matches everything,
-  `**/api` an `api` at any depth, `a/**` everything under `a`)
-- `?` one character except `/`; `[abc]`, `[a-z]`, `[!a-z]` one character of (not of) a class
-- `{a,b}` any of the alternatives (which may hold patterns and braces themselves)
-- `\\x` the character x itself
+doublestar globs, as Harbor does (projects/patterns.py, shared with retention).
 
 Each side is "matching" (the default) or "excluding" (everything the pattern does not match). A tag is
 immutable when an enabled rule of its project matches both its repository and its name. Then:
@@ -22,15 +16,14 @@ hands in a cache emptied by the registry's change feed, and `on_change` bumps it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, delete, insert, select, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
+from dockyard.projects import patterns
 from dockyard.projects.interfaces import (
     ImmutableRule,
     ImmutableRuleNotFound,
@@ -41,107 +34,16 @@ from dockyard.projects.models import ImmutableRuleRow, ProjectRow
 from dockyard.projects.rbac import project_of
 from dockyard.projects.services import project_id
 
-MAX_PATTERN_LENGTH = 255
 MAX_RULES_PER_PROJECT = 100  # Harbor allows 15; rules are checked in a loop on every tag PUT
 
 
 # --- patterns -----------------------------------------------------------------------------------
-def matches(pattern: str, name: str) -> bool:
-    return compile_pattern(pattern).fullmatch(name) is not None
-
-
 def validate_pattern(pattern: str) -> str:
-    compile_pattern(pattern)
-    return pattern
-
-
-@lru_cache(maxsize=1024)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """The pattern as a regular expression matching whole names; InvalidImmutableRule if malformed."""
-    if not pattern:
-        raise InvalidImmutableRule("empty pattern (use ** to match everything)", detail={"pattern": pattern})
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise InvalidImmutableRule(
-            f"pattern longer than {MAX_PATTERN_LENGTH} characters", detail={"pattern": pattern}
-        )
-    regex, end = _translate(pattern, 0, in_braces=False)
-    if end != len(pattern):  # a "}" or "," with no "{" before it
-        raise InvalidImmutableRule(f"unexpected {pattern[end]!r} at {end}", detail={"pattern": pattern})
-    return re.compile(regex, re.DOTALL)
-
-
-def _translate(pattern: str, index: int, in_braces: bool) -> tuple[str, int]:
-    """Translate from `index` up to the end, or (in braces) up to the `,` or `}` that ends an
-    alternative; returns the regex and where it stopped."""
-    out: list[str] = []
-    while index < len(pattern):
-        char = pattern[index]
-        if char in ",}":
-            if in_braces:
-                return "".join(out), index
-            raise InvalidImmutableRule(f"unexpected {char!r} at {index}", detail={"pattern": pattern})
-        if char == "*":
-            index = _star(pattern, index, out)
-            continue
-        if char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            index = _char_class(pattern, index, out)
-            continue
-        elif char == "{":
-            index = _alternatives(pattern, index, out)
-            continue
-        elif char == "\\":
-            if index + 1 >= len(pattern):
-                raise InvalidImmutableRule("pattern ends with a lone backslash", detail={"pattern": pattern})
-            index += 1
-            out.append(re.escape(pattern[index]))
-        else:
-            out.append(re.escape(char))
-        index += 1
-    if in_braces:
-        raise InvalidImmutableRule("unclosed '{'", detail={"pattern": pattern})
-    return "".join(out), index
-
-
-def _star(pattern: str, index: int, out: list[str]) -> int:
-    if not pattern.startswith("**", index):
-        out.append("[^/]*")
-        return index + 1
-    end = index + 2
-    at_start = index == 0 or pattern[index - 1] == "/"
-    if at_start and pattern.startswith("/", end):
-        out.append("(?:.*/)?")  # "**/": any number of leading directories, none included
-        return end + 1
-    out.append(".*")
-    return end
-
-
-def _char_class(pattern: str, index: int, out: list[str]) -> int:
-    end = pattern.find("]", index + 2)  # a "]" right after "[" (or "[!") belongs to the class
-    if end == -1:
-        raise InvalidImmutableRule("unclosed '['", detail={"pattern": pattern})
-    body = pattern[index + 1 : end]
-    negate = body[:1] in ("!", "^")
-    if negate:
-        body = body[1:]
-    if not body:
-        raise InvalidImmutableRule("empty character class", detail={"pattern": pattern})
-    escaped = body.replace("\\", "\\\\").replace("[", "\\[")
-    out.append(f"[^/{escaped}]" if negate else f"[{escaped}]")  # "/" is never matched by a class
-    return end + 1
-
-
-def _alternatives(pattern: str, index: int, out: list[str]) -> int:
-    options: list[str] = []
-    index += 1
-    while True:
-        regex, index = _translate(pattern, index, in_braces=True)
-        options.append(regex)
-        if pattern[index] == "}":
-            out.append("(?:" + "|".join(options) + ")")
-            return index + 1
-        index += 1  # past ","
+    """The pattern, or InvalidImmutableRule saying what is wrong with it."""
+    try:
+        return patterns.validate_pattern(pattern)
+    except patterns.PatternInvalid as exc:
+        raise InvalidImmutableRule(exc.message, detail=exc.detail) from None
 
 
 # --- rules --------------------------------------------------------------------------------------
@@ -149,9 +51,9 @@ def rule_matches(rule: ImmutableRule, repository_path: str, tag: str) -> bool:
     """Whether the rule makes `tag` of the repository at `repository_path` (inside its project) immutable."""
     if not rule.enabled:
         return False
-    if matches(rule.repository_pattern, repository_path) == rule.repository_excluding:
+    if patterns.matches(rule.repository_pattern, repository_path) == rule.repository_excluding:
         return False
-    return matches(rule.tag_pattern, tag) != rule.tag_excluding
+    return patterns.matches(rule.tag_pattern, tag) != rule.tag_excluding
 
 
 def repository_path(repository: str) -> str:

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from dockyard.projects.patterns import matches
 from dockyard.retention.interfaces import Action, Decision, Outcome, Policy, Rule, Selector, TagSelector
-from dockyard.retention.patterns import matches
 
 NOT_RETAINED = "not retained by any rule"
 UNTAGGED_NOT_RETAINED = "untagged, not retained by any rule"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dockyard.db.base import utcnow
 from dockyard.errors import DockyardError
 from dockyard.jobs.cron import CronError, parse_cron
-from dockyard.retention.patterns import PatternInvalid, validate_pattern
+from dockyard.projects.patterns import PatternInvalid, validate_pattern
 
 MAX_RULES = 15  # as Harbor
 MAX_PATTERNS = 20

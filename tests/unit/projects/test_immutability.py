@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from dockyard.db.session import Database
+from dockyard.projects import patterns
 from dockyard.projects.immutability import (
     ImmutabilityRules,
-    compile_pattern,
-    matches,
     repository_path,
     rule_matches,
+    validate_pattern,
 )
 from dockyard.projects.interfaces import (
     ImmutableRule,
@@ -57,13 +57,13 @@ from dockyard.registry.cache import GenerationCache, InProcessChangeFeed, Topic
     ],
 )
 def test_pattern_matrix(pattern: str, name: str, expected: bool) -> None:
-    assert matches(pattern, name) is expected
+    assert patterns.matches(pattern, name) is expected
 
 
 @pytest.mark.parametrize("pattern", ["", "{a,b", "a}", "a,b", "[abc", "x\\", "[]", "a" * 256])
 def test_malformed_patterns_are_refused_with_a_reason(pattern: str) -> None:
     with pytest.raises(InvalidImmutableRule) as raised:
-        compile_pattern(pattern)
+        validate_pattern(pattern)
     assert raised.value.message != InvalidImmutableRule.message or pattern == ""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dockyard.retention.patterns import PatternInvalid, matches, validate_pattern
+from dockyard.projects.patterns import PatternInvalid, matches, validate_pattern
 
 # Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
 pytestmark = pytest.mark.db_independent
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.db_independent
         ("v{1,2}.*", "v2.0", True),
         ("v{1,2}.*", "v3.0", False),
         ("release-{*,v*}", "release-x", True),
+        ("{v1.*,release-{a,b}}", "release-b", True),  # braces nest
+        ("{v1.*,release-{a,b}}", "release-c", False),
         ("[0-9]*", "1.0", True),
         ("[0-9]*", "v1.0", False),
         ("[!0-9]*", "v1.0", True),
@@ -54,11 +56,12 @@ def test_matching(pattern: str, name: str, expected: bool) -> None:
     ("pattern", "says"),
     [
         ("", "empty"),
-        ("[abc", "'[' without ']'"),
-        ("{a,b", "'{' without '}'"),
-        ("a}", "'}' without '{'"),
-        ("{a,{b,c}}", "nested"),
-        ("[]", "'[' without ']'"),
+        ("[abc", "unclosed '['"),
+        ("{a,b", "unclosed '{'"),
+        ("{a,{b,c}", "unclosed '{'"),
+        ("a}", "unexpected '}'"),
+        ("a,b", "unexpected ','"),
+        ("[]", "unclosed '['"),
         ("[z-a]", "bad character class"),
         ("abc\\", "trailing backslash"),
         ("x" * 256, "longer than"),
