@@ -69,7 +69,11 @@ def lock_project(connection: Connection, project_id: int) -> _Usage:
             ProjectRow.quota_warn_percent,
         )
         .where(ProjectRow.id == project_id)
-        .with_for_update()
+        # FOR NO KEY UPDATE on PostgreSQL: it still serialises the quota's readers-then-writers, but
+        # unlike FOR UPDATE it does not conflict with the KEY SHARE locks that inserting rows which
+        # refer to the project (repositories, project_blobs) take. With FOR UPDATE two pushes that had
+        # each inserted such a row deadlocked on the other's KEY SHARE.
+        .with_for_update(key_share=True)
     ).one()
     return _Usage(row.name, int(row.quota_used_bytes), row.quota_limit_bytes, int(row.quota_warn_percent))
 
