@@ -4,9 +4,10 @@ Runs on SQLite, and on PostgreSQL in the DOCKYARD_TEST_DB=postgresql pass."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dockyard.audit.interfaces import AuditAction
 from dockyard.audit.services import CollectingRecorder
@@ -126,6 +127,38 @@ def test_concurrent_charges_never_pass_the_limit(db: Database, project_id: int) 
     used = quotas.get("team").used_bytes
     assert used == sum(accepted) <= 10 * MiB
     assert len(accepted) == 9 and len(refused) == 15  # 9 fit; a tenth would not
+
+
+def test_pushes_into_new_repositories_of_one_project_do_not_deadlock(db: Database, project_id: int) -> None:
+    """Each push inserts a row that refers to the project (its repository: a KEY SHARE lock on
+    PostgreSQL) before the quota locks the project's row; two such pushes at once deadlocked while
+    that lock was FOR UPDATE. SQLite serialises writers, so there the two simply run in turn."""
+    quotas = Quotas(db)
+    concurrent = db.engine.dialect.name == "postgresql"
+    both_inserted = threading.Barrier(2, timeout=10)
+    outcomes: list[str] = []
+
+    def push(index: int) -> None:
+        try:
+            with db.write() as connection:
+                connection.execute(
+                    text("INSERT INTO repositories (name, project_id, created_at) VALUES (:n, :p, :t)"),
+                    {"n": f"team/app{index}", "p": project_id, "t": datetime.now(UTC)},
+                )
+                if concurrent:
+                    both_inserted.wait()
+                quotas.charge(connection, project_id, f"sha256:{index:064x}", MiB)
+            outcomes.append("pushed")
+        except Exception as exc:  # the outcome is what the test checks
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == ["pushed", "pushed"]
+    assert quotas.get("team").used_bytes == 2 * MiB
 
 
 def test_gauges_and_human_sizes(db: Database, project_id: int) -> None:
