@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from dockyard.errors import ConfigError, PathNotFound, StorageError
 from dockyard.storage.driver import build_driver
+from dockyard.storage.driver import s3 as s3_module
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
 from dockyard.storage.driver.s3 import MIN_PART_SIZE, S3Driver
@@ -206,6 +207,7 @@ class PartWatcher:
         self.running = 0
         self.most_running = 0
         self.numbers: list[int] = []
+        self.sizes: list[int] = []  # by part number
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -216,6 +218,8 @@ class PartWatcher:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             self.numbers.append(kwargs["PartNumber"])
+            self.sizes += [0] * (kwargs["PartNumber"] - len(self.sizes))
+            self.sizes[kwargs["PartNumber"] - 1] = len(kwargs["Body"])
         try:
             time.sleep(self.delay)  # long enough that parts overlap when they can
             if kwargs["PartNumber"] == self.fail_part:
@@ -257,6 +261,25 @@ def test_parts_upload_concurrently_in_order(seaweedfs: RunningSeaweedFS, s3_driv
     assert watcher.most_running == 3  # several at once, never more than the writer's bound
     assert sorted(watcher.numbers) == list(range(1, 10))
     assert driver.get_content("uploads/c/data") == data  # parts assembled in order
+
+
+def test_parts_grow_so_ten_thousand_hold_a_big_blob(
+    seaweedfs: RunningSeaweedFS, s3_driver: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every PARTS_PER_SIZE_STEP parts the part size grows by one chunksize (here every 2 parts), across
+    a resume too: 5 MiB parts alone would cap a blob at 10,000 x 5 MiB."""
+    monkeypatch.setattr(s3_module, "PARTS_PER_SIZE_STEP", 2)
+    driver, watcher = watched_driver(seaweedfs, s3_driver._root, {"delay": 0})
+    data = _pattern(6 * MIN_PART_SIZE + 3, seed=5)
+    first = driver.writer("uploads/g/data")
+    first.write(data[: 2 * MIN_PART_SIZE + MiB])  # parts 1, 2 (one chunksize each); 1 MiB kept aside
+    first.close()
+    resumed = driver.writer("uploads/g/data", append=True)
+    for start in range(2 * MIN_PART_SIZE + MiB, len(data), MiB):
+        resumed.write(data[start : start + MiB])
+    resumed.commit()
+    assert watcher.sizes == [MIN_PART_SIZE, MIN_PART_SIZE, 2 * MIN_PART_SIZE, 2 * MIN_PART_SIZE, 3]
+    assert driver.get_content("uploads/g/data") == data
 
 
 def test_parts_in_flight_are_bounded_per_process(seaweedfs: RunningSeaweedFS, s3_driver: S3Driver) -> None:
@@ -302,8 +325,8 @@ def test_a_failing_part_after_a_resume_drops_the_saved_state(
     data = _pattern(3 * MIN_PART_SIZE + 7, seed=12)
     first = s3_driver.writer("uploads/r/data")
     first.write(data)
-    first.close()  # two parts (10 MiB, 5 MiB + 7) and a sidecar
-    driver, _ = watched_driver(seaweedfs, s3_driver._root, {"fail_part": 3})
+    first.close()  # three parts (5 MiB, 5 MiB, 5 MiB + 7) and a sidecar
+    driver, _ = watched_driver(seaweedfs, s3_driver._root, {"fail_part": 4})
     resumed = driver.writer("uploads/r/data", append=True)
     assert resumed.size == len(data)
     with pytest.raises(StorageError, match="injected"):

@@ -6,7 +6,9 @@ stores keep after a delete (SeaweedFS shows them as common prefixes) are ignored
 read flat listings rather than trusting the store's common prefixes.
 
 Writers map onto multipart uploads. Bytes are buffered to `chunksize` (at least the 5 MiB S3 minimum
-part size) and uploaded as parts, a few at once (`s3parts`); a writer that never reaches one part
+part size, and the default: the buffer is each upload's memory) and uploaded as parts, a few at once
+(`s3parts`); every 1000 parts the part size grows by one chunksize, so S3's 10,000 parts still hold
+55,000 chunksizes (268 GiB at 5 MiB); a writer that never reaches one part
 commits with a single PutObject. A part that fails aborts the whole upload (and its sidecar), so a
 writer never leaves a blob with a hole in it. `close()` without commit waits for the parts in flight
 and persists the writer's state in one *sidecar* object at
@@ -37,7 +39,10 @@ from dockyard.storage.driver.s3parts import PartUploader
 
 MiB = 1 << 20
 MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
-DEFAULT_CHUNK_SIZE = 10 * MiB  # registry:2's default
+# registry:2 buffers 10 MiB; half that halves each upload's buffer and the parts in flight.
+DEFAULT_CHUNK_SIZE = MIN_PART_SIZE
+MAX_PART_SIZE = 5 * 1024 * MiB
+PARTS_PER_SIZE_STEP = 1000  # see the module docstring: parts grow so 10,000 of them hold a big blob
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
 COPY_PART_SIZE = 1024 * MiB
 # Parts one writer uploads at once, and parts in flight in the whole process. Each part in flight
@@ -405,17 +410,22 @@ class S3FileWriter:
 
     def write(self, data: bytes) -> int:
         """Fill the buffer up to a part boundary and hand the full buffer itself to the part upload
-        (no copy), so one writer holds at most chunksize bytes besides its parts in flight."""
+        (no copy), so one writer holds at most one part's bytes besides its parts in flight."""
         self._check_open()
         with memoryview(data) as view, self._aborting_on_error():
-            offset, chunksize = 0, self._driver.chunksize
+            offset = 0
             while offset < view.nbytes:
-                room = chunksize - len(self._buffer)
+                part_size = self._part_size()
+                room = part_size - len(self._buffer)
                 self._buffer += view[offset : offset + room]
                 offset += room
-                if len(self._buffer) >= chunksize:
+                if len(self._buffer) >= part_size:
                     self._upload_part(len(self._buffer))
             return view.nbytes
+
+    def _part_size(self) -> int:
+        step = (self._next_part - 1) // PARTS_PER_SIZE_STEP
+        return min(self._driver.chunksize * (1 + step), MAX_PART_SIZE)
 
     def _upload_part(self, length: int) -> None:
         """Start uploading the first length buffered bytes as the next part."""
