@@ -39,6 +39,7 @@ from tests.support.authz import (
     PROJECT_UPDATE,
     PULL,
     PUSH,
+    QUOTA_SET,
     ROBOT_MANAGE,
     ROBOT_READ,
     SYSTEM_ADMIN,
@@ -167,6 +168,26 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/retention/run", "POST"): Rule(needs(PROJECT_UPDATE), 202),
     (f"{P}/retention/runs", "GET"): Rule(needs(PROJECT_READ)),
     (f"{P}/retention/runs/{{run_id}}", "GET"): Rule(needs(PROJECT_READ)),
+    # Quotas: project admins read theirs, only system administrators change it (as Harbor).
+    (f"{P}/quota", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/quota", "PUT"): Rule(needs(PROJECT_READ, QUOTA_SET)),
+    # Immutable tag rules: project admins.
+    (f"{P}/immutable-rules", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/immutable-rules", "POST"): Rule(needs(PROJECT_UPDATE), 201),
+    (f"{P}/immutable-rules/{{rule_id}}", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/immutable-rules/{{rule_id}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/immutable-rules/{{rule_id}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    # Background jobs: system administrators only.
+    ("/jobs", "GET"): Rule(SYSTEM_ADMIN),
+    ("/jobs", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/jobs/kinds", "GET"): Rule(SYSTEM_ADMIN),
+    ("/jobs/schedules", "GET"): Rule(SYSTEM_ADMIN),
+    ("/jobs/schedules/{kind}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/jobs/schedules/{kind}", "PUT"): Rule(SYSTEM_ADMIN),
+    ("/jobs/schedules/{kind}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/jobs/{job_id}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/jobs/{job_id}/cancel", "POST"): Rule(SYSTEM_ADMIN),
+    ("/jobs/{job_id}/retry", "POST"): Rule(SYSTEM_ADMIN, 201),
 }
 # Endpoints whose answer depends on a query parameter: each variant is a case of its own.
 API_VARIANTS: dict[tuple[str, str], dict[str, Rule]] = {
@@ -713,6 +734,89 @@ def retention_report(w: World, actor: Actor, project: str | None, ep: Endpoint) 
     return Call(ep.method, api(fill(ep.path, project=project, run_id=str(RETENTION_RUNS[project]))))
 
 
+def quota(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    assert project is not None
+    path = f"/projects/{project}/quota"
+    call = Call(ep.method, api(fill(ep.path, project=project)))
+    if ep.method == "PUT":
+        w.admin.api("PUT", path, json={"limit_bytes": None, "warn_percent": 80})
+        call.json = {"limit_bytes": 1 << 40, "warn_percent": 90}
+        call.observe = lambda: w.admin.api("GET", path)["limit_bytes"]
+        call.cleanup = lambda: w.admin.api("PUT", path, json={"limit_bytes": None, "warn_percent": 80})
+    return call
+
+
+def drop_rules(w: World, rules: str) -> None:
+    for rule in w.admin.api("GET", rules):
+        w.admin.api("DELETE", f"{rules}/{rule['id']}")
+
+
+def immutable_rule(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A rule the admin adds first (on tags no test pushes), read, changed or removed by the actor."""
+    assert project is not None
+    rules = f"/projects/{project}/immutable-rules"
+    body = {"repository_pattern": "mx-never/**", "tag_pattern": "frozen-*"}
+    rule_id = str(w.admin.api("POST", rules, json=body)["id"])
+    values = {"rule_id": rule_id} if "{rule_id}" in ep.path else {}
+    call = Call(ep.method, api(fill(ep.path, project=project, **values)))
+    call.cleanup = lambda: w.admin.status("DELETE", f"{rules}/{rule_id}") and None
+    if ep.method == "POST":
+        call.json = {**body, "tag_pattern": "also-frozen-*"}
+        call.observe = lambda: len(w.admin.api("GET", rules))
+        call.cleanup = lambda: drop_rules(w, rules)
+    elif ep.method == "PUT":
+        call.json = {"enabled": False}
+        call.observe = lambda: w.admin.api("GET", f"{rules}/{rule_id}")["enabled"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, f"{rules}/{rule_id}")
+    return call
+
+
+SELFTEST = {"kind": "selftest", "params": {"seconds": 0}}
+LONG_SELFTEST = {"kind": "selftest", "params": {"seconds": 600}}
+
+
+def newest_selftest(w: World) -> int:
+    jobs = w.admin.api("GET", "/jobs", params={"kind": "selftest", "page_size": "1"})
+    return jobs[0]["id"] if jobs else 0
+
+
+def job_state(w: World, job_id: int) -> tuple[str, bool]:
+    job = w.admin.api("GET", f"/jobs/{job_id}")
+    return job["status"], job["cancel_requested"]
+
+
+def jobs_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A job (and a schedule) the admin makes first where the call needs one; cancelled after."""
+    if ep.path == "/jobs" and ep.method == "POST":
+        return Call(ep.method, api(ep.path), json=SELFTEST, observe=lambda: newest_selftest(w))
+    if ep.path == "/jobs/schedules/{kind}":
+        path = "/jobs/schedules/selftest"
+        w.admin.api("PUT", path, json={"cron": "0 0 1 1 *", "params": {"seconds": 0}})
+        call = Call(ep.method, api(path), cleanup=lambda: w.admin.status("DELETE", path) and None)
+        if ep.method == "PUT":
+            call.json = {"cron": "0 0 2 1 *", "params": {"seconds": 0}}
+            call.observe = lambda: w.admin.api("GET", path)["cron"]
+        elif ep.method == "DELETE":
+            call.observe = gone_or_there(w, path)
+        return call
+    job_id = w.admin.api("POST", "/jobs", json=LONG_SELFTEST)["id"]
+    cancel = f"/jobs/{job_id}/cancel"
+    call = Call(ep.method, api(fill(ep.path, job_id=str(job_id))))
+    call.cleanup = lambda: w.admin.status("POST", cancel) and None
+    if ep.path.endswith("/cancel"):
+        call.observe = lambda: job_state(w, job_id)
+    elif ep.path.endswith("/retry"):
+        w.admin.api("POST", cancel)
+        deadline = time.monotonic() + 30
+        while job_state(w, job_id)[0] != "cancelled":
+            assert time.monotonic() < deadline, f"job {job_id} was not cancelled"
+            time.sleep(0.1)
+        call.observe = lambda: newest_selftest(w)
+        call.cleanup = lambda: w.admin.status("POST", f"/jobs/{newest_selftest(w)}/cancel") and None
+    return call
+
+
 DOCS = ("/openapi.json", "/docs", "/docs/oauth2-redirect")
 API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(path, m, ""): plain() for path in DOCS for m in ("GET", "HEAD")},
@@ -766,6 +870,17 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     (f"{P}/retention/run", "POST", ""): retention,
     (f"{P}/retention/runs", "GET", ""): plain(),
     (f"{P}/retention/runs/{{run_id}}", "GET", ""): retention_report,
+    **{(f"{P}/quota", m, ""): quota for m in ("GET", "PUT")},
+    (f"{P}/immutable-rules", "GET", ""): plain(),
+    **{(path, m, ""): immutable_rule for path, m in [
+        (f"{P}/immutable-rules", "POST"),
+        *((f"{P}/immutable-rules/{{rule_id}}", m) for m in ("GET", "PUT", "DELETE")),
+    ]},
+    **{(path, "GET", ""): plain() for path in ("/jobs", "/jobs/kinds", "/jobs/schedules")},
+    **{(path, m, ""): jobs_call for path, m in [
+        ("/jobs", "POST"), *(("/jobs/schedules/{kind}", m) for m in ("GET", "PUT", "DELETE")),
+        ("/jobs/{job_id}", "GET"), ("/jobs/{job_id}/cancel", "POST"), ("/jobs/{job_id}/retry", "POST"),
+    ]},
 }
 
 

@@ -26,6 +26,9 @@ PULL, PUSH, DELETE = "pull", "push", "delete"
 PROJECT_READ, PROJECT_UPDATE, PROJECT_DELETE = "project.read", "project.update", "project.delete"
 MEMBER_READ, MEMBER_MANAGE = "member.read", "member.manage"
 ROBOT_READ, ROBOT_MANAGE, LOG_READ = "robot.read", "robot.manage", "log.read"
+# What only system administrators may do inside a project (set its quota): callers who cannot see the
+# project still get 404, those who can a 403.
+QUOTA_SET = "quota.set"
 
 # Harbor's roles, reduced to what dockyard's endpoints need (rbac_role.go: limitedGuest has no member,
 # log or robot access; guest reads members, logs and robots; developer pushes; maintainer deletes
@@ -42,7 +45,7 @@ ROLE_GRANTS: dict[str, frozenset[str]] = {
     "maintainer": _MAINTAINER,
     "project_admin": _PROJECT_ADMIN,
 }
-ALL_GRANTS = _PROJECT_ADMIN
+ALL_GRANTS = _PROJECT_ADMIN | {QUOTA_SET}  # a system administrator's
 # A public project: anyone, anonymous included, sees it and pulls from it.
 PUBLIC_GRANTS = frozenset({PROJECT_READ, PULL})
 # A robot's permission list names registry actions; any of them lets it see the project.

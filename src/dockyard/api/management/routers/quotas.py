@@ -13,6 +13,7 @@ from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.security import Caller
 from dockyard.audit.interfaces import AuditAction, ResourceType
+from dockyard.auth.interfaces import Unauthenticated
 from dockyard.projects.interfaces import ProjectQuota
 from dockyard.projects.quotas import DEFAULT_WARN_PERCENT, MAX_LIMIT_BYTES
 from dockyard.projects.rbac import Permission
@@ -72,6 +73,8 @@ def set_quota(
     detail = body.model_dump()
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_READ)
+        if principal.is_anonymous:  # a public project is visible to anyone: ask who it is first
+            raise Unauthenticated()
         if not services.policy.is_admin(principal):
             raise ApiError(403, "only system administrators may change a project's quota")
         quota = services.registry.quotas.set(project, body.limit_bytes, body.warn_percent)
