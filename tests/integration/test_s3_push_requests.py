@@ -191,3 +191,24 @@ def test_a_blob_already_stored_is_not_written_again(node: Node) -> None:
     assert _report("monolithic 1 MiB, blob already stored", node.calls) <= 2  # was 10
     assert node.calls["PutObject"] + node.calls["CompleteMultipartUpload"] + node.calls["CopyObject"] == 0
     _assert_landed(node, data)
+
+
+def _open_multipart_uploads(node: Node) -> list[Any]:
+    listed = node.driver.client.list_multipart_uploads(Bucket=node.driver.bucket, Prefix=node.driver._root)
+    return list(listed.get("Uploads", []))
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "wrong digest"])
+def test_a_held_multipart_upload_is_aborted(node: Node, outcome: str) -> None:
+    """The last request's writer is held open for the commit, its parts in no sidecar: a cancel or a
+    wrong digest must abort them, leaving no object and no open multipart upload."""
+    data = secrets.token_bytes(12 * MiB)
+    state = node.append(node.start("library/app"), data, committing=True)
+    assert len(_open_multipart_uploads(node)) == 1
+    if outcome == "wrong digest":
+        with pytest.raises(DigestInvalid):
+            node.registry.commit_upload(state, digest_of(b"other"))
+    node.registry.uploads.cancel(state.id, state.repository)
+    assert _open_multipart_uploads(node) == []
+    keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
+    assert [key for key in keys if not key.endswith("/")] == []
