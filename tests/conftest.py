@@ -14,6 +14,9 @@ from tests.support import server as server_support
 from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
 
+# `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
+pytest_plugins = ["tests.support.databases"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _servers_database() -> Iterator[None]:

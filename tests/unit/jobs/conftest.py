@@ -5,39 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobKind
 from dockyard.jobs.services import JobQueue, JobRunner
-from tests.support.postgres import PostgresCluster, throwaway_postgres
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresCluster]:
-    with throwaway_postgres() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.db'}"
-    cluster: PostgresCluster = request.getfixturevalue("postgres_server")
-    return cluster.create_database("jobs")
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    engine = build_engine(database_url)
-    upgrade(engine)
-    database = Database(engine)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,43 @@
+"""Fixtures for tests that run on SQLite and on PostgreSQL by themselves, whatever pass they are in (they
+are marked db_independent, so the PostgreSQL pass does not run them a second time).
+
+tests/conftest.py loads them as a plugin, so any test may ask for `database` (or `database_url`): it then
+runs twice, once per database, each time on a fresh migrated one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.db.engine import build_engine
+from dockyard.db.migrate import upgrade
+from dockyard.db.session import Database
+from tests.support.postgres import PostgresCluster, throwaway_postgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster per test process."""
+    with throwaway_postgres(max_connections=100) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database: a SQLite file, then a PostgreSQL one (a copy of a migrated template)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dockyard.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_server")
+    return cluster.create_database("both", migrated=True)
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    engine = build_engine(database_url)
+    upgrade(engine)  # a no-op on the PostgreSQL template copy; migrates the SQLite file
+    database = Database(engine)
+    yield database
+    database.dispose()
