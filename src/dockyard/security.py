@@ -183,7 +183,8 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
 
 def _forget_verified_tokens(gate: TokenGate) -> None:
     # A fresh cache (TTLCache has no clear()): tokens of a retired key are refused by this process at once.
-    gate.tokens = TTLCache[VerifiedToken](gate.tokens.max_entries, gate.tokens.clock)
+    # The same generation source: without it the new cache would stop following later announcements.
+    gate.tokens = TTLCache[VerifiedToken](gate.tokens.max_entries, gate.tokens.clock, gate.tokens.generation)
 
 
 def _directory(settings: Settings) -> LDAPDirectory | None:

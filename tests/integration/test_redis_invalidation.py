@@ -6,6 +6,8 @@ used to keep them for 30 s to 2 min), then the change is made through the other 
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -104,12 +106,30 @@ def api(node: RunningServer) -> httpx.Client:
     return httpx.Client(base_url=f"{node.url}/api/v1", auth=ADMIN, timeout=10)
 
 
+def b_token(nodes: Nodes) -> str:
+    answer = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=ADMIN, timeout=10)
+    return str(answer.json()["token"])
+
+
+def kid_of(token: str) -> str:
+    header = token.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
+
+
 def test_a_retired_key_s_tokens_are_refused_on_the_other_node(nodes: Nodes) -> None:
     with api(nodes.a) as http:
         old = http.post("/system/signing-keys/rotate")
         assert old.status_code == 201, old.text
-    answer = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=ADMIN)
-    bearer = {"Authorization": f"Bearer {answer.json()['token']}"}
+    # B signs with the new key once it has heard of it (the announcement travels through Redis): until
+    # then its tokens are signed by the key before, which stays valid, so wait for one signed by `old`.
+    tokens = [""]
+
+    def signed_by_old() -> bool:
+        tokens[0] = b_token(nodes)
+        return kid_of(tokens[0]) == old.json()["kid"]
+
+    seconds_until(signed_by_old)
+    bearer = {"Authorization": f"Bearer {tokens[0]}"}
     caller = Caller(nodes.b, headers=bearer)
     assert caller.statuses() == {200}  # B's workers have verified and remember it
     with api(nodes.a) as http:

@@ -71,6 +71,9 @@ class VerifiedToken:
     principal: Principal
     access: AccessSet
     expires_at: float  # epoch seconds
+    # False when the keys it was checked against may be stale (a change was announced that the ring has
+    # not reloaded yet: reloads are at most one a second): then it must not be remembered.
+    cacheable: bool = True
 
 
 def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
@@ -187,6 +190,10 @@ class KeyRing:
         self._announce()
         return bool(result.rowcount)
 
+    def is_current(self) -> bool:
+        """No key change was announced since this ring loaded (always, without an announcement feed)."""
+        return self.generation is None or self.generation() == self._loaded_generation
+
     def active_kids(self) -> list[str]:
         self._refresh_if_stale()
         return list(self._keys)
@@ -280,7 +287,7 @@ class TokenService:
         """An access token's principal and access; raises TokenInvalid."""
         claims = self._decode(token, self.service)
         access = AccessSet.from_claim(claims.get("access"))
-        return VerifiedToken(_principal(claims), access, float(claims["exp"]))
+        return VerifiedToken(_principal(claims), access, float(claims["exp"]), self.keys.is_current())
 
     def verify_refresh(self, token: str) -> Principal:
         """Whom a refresh token was issued to; raises TokenInvalid. The caller checks they may still

@@ -180,7 +180,8 @@ class TokenGate:
                 verified = self.verifier.verify(raw.decode("ascii"))
             except (TokenInvalid, UnicodeDecodeError):
                 return self._unauthorized(scope, required, "invalid_token")
-            self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
+            if verified.cacheable:
+                self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
         # Known from here on, also when refused: the audit log names who was denied.
         scope[PRINCIPAL_KEY] = verified.principal
         if not verified.access.permits_all(required):
