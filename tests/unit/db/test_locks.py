@@ -77,12 +77,13 @@ def test_an_expired_claim_is_free_and_its_old_holder_cannot_release_the_new_one(
 
 
 def test_extend_keeps_a_claim_alive(managers: Managers) -> None:
-    lock = managers().lock("long-work", 0.4)
+    # Seconds, not tenths: a loaded CI machine oversleeps by a good part of a second.
+    lock = managers().lock("long-work", 3)
     assert lock.acquire()
-    time.sleep(0.25)
+    time.sleep(2)
     lock.extend()
-    time.sleep(0.25)
-    assert not managers().lock("long-work", 30).acquire()  # 0.5 s after taking it: still held
+    time.sleep(2)
+    assert not managers().lock("long-work", 30).acquire()  # 4 s after taking it, ttl 3: still held
     lock.release()
 
 

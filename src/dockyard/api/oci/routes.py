@@ -130,10 +130,20 @@ class OCIRouter:
             if self.gate is not None:  # inside: its database lookups fail the way handlers' do
                 verdict = await self.gate.check(scope, key, args, method)
                 if isinstance(verdict, Response):
-                    return verdict
+                    return _closing_if_body_unread(scope, verdict)
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:
-            return render_error(exc)
+            return _closing_if_body_unread(scope, render_error(exc))
+
+
+def _closing_if_body_unread(scope: Scope, response: Response) -> Response:
+    """A refusal sent before the request's body was read (a quota refused from the headers, a denied
+    upload) ends the connection and says so: the unread body must not be taken for the next request, and
+    a client that reused the connection would see it drop without an answer."""
+    headers = dict(scope.get("headers") or ())
+    if headers.get(b"transfer-encoding") or headers.get(b"content-length", b"0").strip() not in (b"", b"0"):
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _encoded_separator(scope: Scope) -> bool:
