@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.support.ociclient import OCIClient, assert_error, describe
+from tests.support.ociclient import OCIClient, assert_error, bearer_client, describe
 from tests.support.server import RunningServer
 
 ADMIN = ("admin", "immutable-Passw0rd")
@@ -16,12 +16,7 @@ REPOS = ("imm/app", "imm/other", "imm/team/app")
 
 
 def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
-    """A /v2 client with a token for pull, push and delete on `repos`, as docker would hold."""
-    scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
-    answer = httpx.get(f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=ADMIN)
-    assert answer.status_code == 200, describe(answer)
-    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+    return bearer_client(server.url, ADMIN, repos)
 
 
 @pytest.fixture(scope="module")

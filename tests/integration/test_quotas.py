@@ -21,6 +21,7 @@ from tests.support.ociclient import (
     OCI_MANIFEST,
     OCIClient,
     assert_error,
+    bearer_client,
     describe,
     descriptor,
     digest_of,
@@ -34,11 +35,7 @@ REPOS = ("quota/a", "quota/b", "race/app", "free/src", "churn/a", "churn/b")
 
 
 def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
-    scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
-    answer = httpx.get(f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=ADMIN)
-    assert answer.status_code == 200, describe(answer)
-    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=120)
+    return bearer_client(server.url, ADMIN, repos, timeout=120)
 
 
 @pytest.fixture(scope="module")

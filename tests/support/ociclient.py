@@ -61,6 +61,17 @@ def canonical_json(document: Any) -> bytes:
 
 
 # --- diagnostics and assertions -------------------------------------------------------------
+def bearer_client(
+    url: str, credentials: tuple[str, str], repos: tuple[str, ...], timeout: float = 60
+) -> httpx.Client:
+    """A /v2 client holding a token for pull, push and delete on `repos`, as docker would."""
+    scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
+    answer = httpx.get(f"{url}/token", params=[("service", "dockyard"), *scopes], auth=credentials)
+    assert answer.status_code == 200, describe(answer)
+    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+
 def describe(response: httpx.Response) -> str:
     """The request and response in a few lines, for assertion messages (and bug reports)."""
     request = response.request
