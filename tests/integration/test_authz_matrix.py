@@ -781,9 +781,16 @@ def newest_selftest(w: World) -> int:
     return jobs[0]["id"] if jobs else 0
 
 
-def job_state(w: World, job_id: int) -> tuple[str, bool]:
+def job_state(w: World, job_id: int) -> str:
     job = w.admin.api("GET", f"/jobs/{job_id}")
-    return job["status"], job["cancel_requested"]
+    return job["status"]
+
+
+def cancelled(w: World, job_id: int) -> bool:
+    """Whether anyone asked the job to stop. Not the status alone: a worker may start the job
+    between two looks, which changes it without any request."""
+    job = w.admin.api("GET", f"/jobs/{job_id}")
+    return bool(job["status"] == "cancelled" or job["cancel_requested"])
 
 
 def jobs_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
@@ -805,11 +812,11 @@ def jobs_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call
     call = Call(ep.method, api(fill(ep.path, job_id=str(job_id))))
     call.cleanup = lambda: w.admin.status("POST", cancel) and None
     if ep.path.endswith("/cancel"):
-        call.observe = lambda: job_state(w, job_id)
+        call.observe = lambda: cancelled(w, job_id)
     elif ep.path.endswith("/retry"):
         w.admin.api("POST", cancel)
         deadline = time.monotonic() + 30
-        while job_state(w, job_id)[0] != "cancelled":
+        while job_state(w, job_id) != "cancelled":
             assert time.monotonic() < deadline, f"job {job_id} was not cancelled"
             time.sleep(0.1)
         call.observe = lambda: newest_selftest(w)
