@@ -112,6 +112,8 @@ def _dockyard_security(
     # Account and key changes reach every worker and node through the feed's AUTH topic.
     generation = (lambda: feed.generation(Topic.AUTH)) if feed is not None else None
     announce = (lambda: feed.bump(Topic.AUTH)) if feed is not None else None
+    # A deleted project's cached policies (quota limit, immutability rules) must go with it.
+    policies_changed = (lambda: feed.bump(Topic.POLICIES)) if feed is not None else None
     users, robots = UserService(db), RobotService(db)
     tokens = PersonalTokenService(db)
     limiter = _login_limiter(settings)
@@ -154,7 +156,7 @@ def _dockyard_security(
         personal_tokens=tokens,
         robots=robots,
         robot_access=RobotAccessService(db, robots),
-        projects=ProjectService(db),
+        projects=ProjectService(db, on_delete=policies_changed),
         members=MemberService(db),
         audit=audit,
         keys=keys,

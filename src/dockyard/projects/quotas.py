@@ -22,7 +22,10 @@ so it stays exact under concurrent pushes, deletes and garbage collection:
   touches several, so two collectors never deadlock).
 
 When the size is known before the bytes arrive, the edge refuses early with `Quotas.check_room`
-(a read, no lock: the charge at commit is the exact check).
+(a read, no lock: the charge at commit is the exact check). It runs on every upload request, so
+each project's limit is cached (the composition root hands in a cache emptied by the change feed,
+and `on_change` bumps it after every limit change and project delete): an unlimited project, the
+default, costs no query at all; only a project with a limit reads its usage.
 
 When usage passes the project's warning threshold (default 80% of the limit) an audit event
 (`quota_warning`) is written in the same transaction and a warning logged; again after it drops
@@ -32,10 +35,11 @@ below and passes it once more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import Connection, Select, delete, func, select, update
+from sqlalchemy import Connection, Select, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
@@ -188,12 +192,36 @@ def human(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True, slots=True)
+class CachedLimit:
+    limit_bytes: int | None  # None: unlimited (also a project that does not exist yet)
+
+
+class LimitCache(Protocol):
+    """Project name -> its limit; forgets everything when a limit changes or a project is deleted
+    (registry.cache.GenerationCache is one)."""
+
+    def current_generation(self) -> int: ...
+
+    def get(self, key: str) -> CachedLimit | None: ...
+
+    def put(self, key: str, value: CachedLimit, generation: int) -> None: ...
+
+
 class Quotas:
     """Quota settings and usage by project name; the charge for the registry's link transactions."""
 
-    def __init__(self, db: Database, audit: AuditRecorder | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        audit: AuditRecorder | None = None,
+        limits: LimitCache | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self._db = db
         self._audit = audit
+        self._limits = limits
+        self._on_change = on_change
 
     def charge(
         self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"
@@ -236,35 +264,50 @@ class Quotas:
             after = _Usage(before.name, 0 if was_over else before.used - 1, limit_bytes, warn_percent)
             if not was_over:
                 _warn_if_crossed(connection, after, before.used, self._audit, reason="limit changed")
+        if self._on_change is not None:
+            self._on_change()  # after the commit: every worker and node drops its cached limits
         return self.get(project)
 
     def check_room(self, repository: str, size: int, digest: str | None = None) -> None:
-        """QuotaExceeded if `size` more bytes would pass the limit of the project `repository` is in.
-        An early refusal before data is accepted; skipped when the project already counts `digest`."""
+        """QuotaExceeded if an upload reaching `size` bytes could not fit the limit of the project
+        `repository` is in: an early refusal before data is accepted. Content the project already
+        counts costs nothing, so with `digest` known that is checked exactly; without it (a chunk of an
+        upload whose digest comes at the end) the refusal comes only when the upload cannot be content
+        the project holds: it is already bigger than every blob the project counts."""
+        project = project_of(repository)
+        generation = 0
+        if self._limits is not None:
+            generation = self._limits.current_generation()
+            cached = self._limits.get(project)
+            if cached is not None and cached.limit_bytes is None:
+                return
         with self._db.read() as connection:
             row = connection.execute(
                 select(ProjectRow.id, ProjectRow.quota_used_bytes, ProjectRow.quota_limit_bytes).where(
-                    ProjectRow.name == project_of(repository)
+                    ProjectRow.name == project
                 )
             ).first()
-            if row is None or row.quota_limit_bytes is None:
+            limit = None if row is None else row.quota_limit_bytes
+            if self._limits is not None:
+                self._limits.put(project, CachedLimit(limit), generation)
+            if row is None or limit is None:
                 return  # a project a push will create starts unlimited
-            if row.quota_used_bytes + size <= row.quota_limit_bytes:
+            if row.quota_used_bytes + size <= limit:
                 return
-            if digest is not None and connection.scalar(
-                select(func.count())
-                .select_from(ProjectBlobRow)
-                .where(ProjectBlobRow.project_id == row.id, ProjectBlobRow.digest == digest)
-            ):
+            held = select(ProjectBlobRow.digest).where(ProjectBlobRow.project_id == row.id)
+            if digest is not None:
+                held = held.where(ProjectBlobRow.digest == digest)
+            else:
+                held = held.where(ProjectBlobRow.size >= size)
+            if connection.execute(held.limit(1)).first() is not None:
                 return
-        project = project_of(repository)
         raise QuotaExceeded(
             f"quota of project {project} exceeded: used {human(row.quota_used_bytes)}, "
-            f"limit {human(row.quota_limit_bytes)}, this blob {human(size)}",
+            f"limit {human(limit)}, this blob {human(size)}",
             detail={
                 "project": project,
                 "used_bytes": int(row.quota_used_bytes),
-                "limit_bytes": int(row.quota_limit_bytes),
+                "limit_bytes": int(limit),
                 "size": size,
             },
         )

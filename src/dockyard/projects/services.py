@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -45,8 +45,11 @@ def project_id(connection: Connection, name: str) -> int:
 
 
 class ProjectService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_delete: Callable[[], None] | None = None) -> None:
+        """`on_delete` runs after a delete commits: caches of project policies (quota limits,
+        immutability rules) keyed by name must forget a project that may come back without them."""
         self._db = db
+        self._on_delete = on_delete
 
     def create(self, name: str, *, public: bool = False, owner: str | None = None) -> Project:
         """A new project; `owner` (a username) becomes its project admin, as in Harbor."""
@@ -146,6 +149,8 @@ class ProjectService:
             if result.rowcount == 0:
                 raise ProjectNotFound(detail={"project": name})
             connection.execute(delete(RobotRow).where(RobotRow.project == name))
+        if self._on_delete is not None:
+            self._on_delete()
 
 
 class MemberService:

@@ -61,7 +61,9 @@ class Registry:
     ) -> None:
         self._db = db
         # Project policies every write goes through: quota charges and immutable tags.
-        self.quotas = Quotas(db, audit)
+        self.quotas = Quotas(
+            db, audit, GenerationCache(feed, Topic.POLICIES, 10_000), lambda: feed.bump(Topic.POLICIES)
+        )
         self.immutability = ImmutabilityRules(
             db, GenerationCache(feed, Topic.POLICIES, 1_000), lambda: feed.bump(Topic.POLICIES)
         )

@@ -4,10 +4,14 @@ Runs on SQLite, and on PostgreSQL in the DOCKYARD_TEST_DB=postgresql pass."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from dockyard.audit.interfaces import AuditAction
 from dockyard.audit.services import CollectingRecorder
@@ -16,6 +20,7 @@ from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, QuotaExc
 from dockyard.projects.models import ProjectBlobRow
 from dockyard.projects.quotas import Quotas, exposition, human, lock_project, uncount
 from dockyard.projects.services import ProjectService
+from dockyard.registry.cache import ChangeFeed, GenerationCache, LocalChangeFeed, Topic
 
 MiB = 1024 * 1024
 
@@ -66,8 +71,92 @@ def test_early_check(db: Database, project_id: int) -> None:
     _charge(quotas, db, project_id, "sha256:a", 600)
     quotas.check_room("team/app", 400)
     with pytest.raises(QuotaExceeded, match="used 600 B, limit 1000 B, this blob 401 B"):
-        quotas.check_room("team/app", 401)
+        quotas.check_room("team/app", 401, "sha256:b")
     quotas.check_room("team/app", 600, "sha256:a")  # already counted: costs nothing
+
+
+def test_early_check_without_a_digest_refuses_only_what_cannot_be_held_content(
+    db: Database, project_id: int
+) -> None:
+    """A chunk of an upload whose digest comes at the end (PATCH): at a full project it may still be
+    a re-upload of content the project counts, which costs nothing, unless it is already bigger than
+    every blob the project counts."""
+    quotas = Quotas(db)
+    _charge(quotas, db, project_id, "sha256:big", 700)
+    _charge(quotas, db, project_id, "sha256:small", 300)
+    quotas.set("team", 1000)  # full
+    quotas.check_room("team/app", 700)  # could be sha256:big again
+    with pytest.raises(QuotaExceeded, match="used 1000 B, limit 1000 B, this blob 701 B"):
+        quotas.check_room("team/app", 701)
+    with pytest.raises(QuotaExceeded):  # with the digest known the answer is exact
+        quotas.check_room("team/app", 300, "sha256:new")
+    quotas.check_room("team/app", 300, "sha256:small")
+
+
+@contextmanager
+def _counting_statements(db: Database) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)  # transaction control (BEGIN) too
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
+def _queries(statements: list[str]) -> list[str]:
+    return [statement for statement in statements if statement.split()[0].upper() != "BEGIN"]
+
+
+def _worker_quotas(db: Database, feed: ChangeFeed) -> Quotas:
+    """Quotas as one worker process has them: its own cache, the node's change feed."""
+    return Quotas(
+        db, limits=GenerationCache(feed, Topic.POLICIES), on_change=lambda: feed.bump(Topic.POLICIES)
+    )
+
+
+def test_early_check_of_an_unlimited_project_makes_no_query_once_warm(
+    db: Database, project_id: int, tmp_path: Path
+) -> None:
+    quotas = _worker_quotas(db, LocalChangeFeed(tmp_path / "changes"))
+    with _counting_statements(db) as statements:
+        quotas.check_room("team/app", 10**12)
+        quotas.check_room("nowhere/app", 10**12)  # a project a push would create
+    assert len(_queries(statements)) == 2  # one read each, to learn the limit
+    with _counting_statements(db) as statements:
+        for _ in range(100):
+            quotas.check_room("team/app", 10**12)
+            quotas.check_room("team/other", MiB, "sha256:a")
+            quotas.check_room("nowhere/app", 10**12)
+    assert statements == []
+    quotas.set("team", 1000)
+    with _counting_statements(db) as statements:
+        quotas.check_room("team/app", 1000)
+        quotas.check_room("team/app", 1000)
+    assert len(_queries(statements)) == 2  # a project with a limit reads its usage every time
+
+
+def test_a_limit_set_by_one_worker_holds_at_once_in_the_others(
+    db: Database, project_id: int, tmp_path: Path
+) -> None:
+    feed = LocalChangeFeed(tmp_path / "changes")
+    first, second = _worker_quotas(db, feed), _worker_quotas(db, LocalChangeFeed(tmp_path / "changes"))
+    first.check_room("team/app", MiB)  # cached: unlimited
+    second.set("team", 1000)
+    with pytest.raises(QuotaExceeded):
+        first.check_room("team/app", MiB)
+    second.set("team", None)
+    first.check_room("team/app", MiB)
+    # A deleted project may come back under its name, without the limit it had.
+    second.set("team", 1000)
+    with pytest.raises(QuotaExceeded):
+        first.check_room("team/app", MiB)
+    ProjectService(db, on_delete=lambda: feed.bump(Topic.POLICIES)).delete("team")
+    ProjectService(db).create("team")
+    first.check_room("team/app", MiB)
 
 
 def test_limit_validation(db: Database, project_id: int) -> None:
