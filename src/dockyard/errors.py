@@ -46,6 +46,12 @@ class BlobUnknown(DockyardError):
     message = "blob unknown to registry"
 
 
+class BlobBeingDeleted(DockyardError):
+    """Garbage collection is deleting the blob an upload commits: the client may retry shortly."""
+
+    message = "the blob is being garbage-collected; try again shortly"
+
+
 class BlobUploadUnknown(DockyardError):
     message = "blob upload unknown to registry"
 

@@ -1,9 +1,12 @@
 """Sweep blobs: rows no manifest references and nothing touched within the window, then their bytes.
 
 Each batch is one write transaction that locks the candidate rows (PostgreSQL: FOR UPDATE; a manifest
-PUT share-locks the blob rows it references, so one waits for the other), checks again that they are
-still collectable with a fresh snapshot, and deletes their repository links and rows. Only after the
-commit are the storage objects deleted: a file left behind is harmless, a row without its file is not.
+PUT, a mount and an upload's commit share-lock the blob rows they use, so one waits for the other),
+checks again that they are still collectable with a fresh snapshot, deletes their repository links
+and tombstones the rows (`deleting_since`). Only after that commit are the storage objects deleted,
+and only after those deletes the rows. Readers treat a tombstoned row as absent, and an upload of the
+same bytes waits for the row to go before it lands them (storage.blobs): so the collector never
+deletes bytes a row still needs.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
+from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import PathNotFound
 from dockyard.registry.models import ManifestReference, Repository, RepositoryBlob
@@ -35,6 +39,7 @@ def collectable(cutoff: datetime) -> Any:
     referenced = exists().where(ManifestReference.digest == Blob.digest, ManifestReference.kind == "blob")
     fresh_link = exists().where(RepositoryBlob.digest == Blob.digest, RepositoryBlob.created_at >= cutoff)
     return and_(
+        Blob.deleting_since.is_(None),
         Blob.created_at < cutoff,
         or_(Blob.unreferenced_at.is_(None), Blob.unreferenced_at < cutoff),
         ~referenced,
@@ -61,11 +66,13 @@ class BlobSweeper:
         with self._db.read() as connection:
             return [(row.digest, int(row.size)) for row in connection.execute(query)]
 
-    def delete_rows(self, cutoff: datetime, digests: list[str]) -> list[tuple[str, int]]:
-        """Delete the rows (and repository links) of those blobs still collectable; returns them."""
+    def tombstone_rows(self, cutoff: datetime, digests: list[str]) -> list[tuple[str, int]]:
+        """Tombstone those of these blobs still collectable, and delete their repository links, in
+        one transaction; returns them. Their bytes go next (`delete_files`), then the rows (`forget`)."""
         with self._db.write() as connection:
-            # PostgreSQL: wait for manifest PUTs holding the rows, then keep them from new ones.
-            # The checks below are a new statement, so under READ COMMITTED they see those PUTs.
+            # PostgreSQL: wait for manifest PUTs, mounts and uploads holding the rows, then keep them
+            # from new ones. The checks below are a new statement, so under READ COMMITTED they see
+            # what those committed (a new reference or link).
             connection.execute(
                 select(Blob.digest).where(Blob.digest.in_(digests)).order_by(Blob.digest).with_for_update()
             )
@@ -76,15 +83,39 @@ class BlobSweeper:
             if doomed:
                 by_project = _links_by_project(connection, doomed)
                 connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(doomed)))
-                connection.execute(delete(Blob).where(Blob.digest.in_(doomed)))
+                connection.execute(
+                    update(Blob).where(Blob.digest.in_(doomed)).values(deleting_since=utcnow())
+                )
                 # Quota usage, in this transaction and last (after the blob row locks), projects
                 # in id order so two collectors never deadlock (registry.usage).
                 for project_id in sorted(by_project):
                     release(connection, project_id, by_project[project_id])
         return [(row.digest, int(row.size)) for row in rows]
 
+    def forget(self, digests: list[str]) -> None:
+        """Delete tombstoned rows whose storage deletes have finished (failed ones too: a file left
+        behind is harmless, and a re-upload replaces it). `digests`: at most a batch."""
+        if not digests:
+            return
+        with self._db.write() as connection:
+            # No link should exist (readers and writers skip tombstones); one would block the row.
+            connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
+            connection.execute(delete(Blob).where(Blob.digest.in_(digests), Blob.deleting_since.is_not(None)))
+
+    def tombstoned(self, limit: int) -> list[str]:
+        """Rows a previous run tombstoned and did not get to delete (it crashed or was killed)."""
+        with self._db.read() as connection:
+            return list(
+                connection.scalars(
+                    select(Blob.digest)
+                    .where(Blob.deleting_since.is_not(None))
+                    .order_by(Blob.digest)
+                    .limit(limit)
+                )
+            )
+
     def delete_files(self, digests: list[str], pool: ThreadPoolExecutor) -> list[Future[int]]:
-        """Start deleting the storage objects of deleted rows; each future is 1 if it failed. The
+        """Start deleting the storage objects of tombstoned rows; each future is 1 if it failed. The
         caller goes on with its next batch meanwhile (storage and DB work overlap)."""
         return [pool.submit(self._delete_file, digest) for digest in digests]
 

@@ -2,8 +2,8 @@
 
 1. Manifests (only with `delete_untagged` or `delete_referrers_with_subject`): each repository's
    graph is marked (gc.marking) and the garbage deleted in batches (gc.manifests).
-2. Blobs: rows no manifest references and nothing touched within the window are deleted in
-   batches (gc.blobs), then their storage objects, after each batch's commit.
+2. Blobs: rows no manifest references and nothing touched within the window are tombstoned in
+   batches (gc.blobs), then their storage objects deleted after each batch's commit, then the rows.
 
 Every batch bumps the change feed exactly as the registry's own deletes do, so no worker's cache
 answers for what is gone. See docs/gc.md.
@@ -120,9 +120,13 @@ class GarbageCollector:
     def _sweep_blobs(
         self, cutoff: datetime, batch_size: int, pool: ThreadPoolExecutor, report: GCReport, tracker: _Tracker
     ) -> None:
+        self._finish_tombstones(batch_size, pool, report)
         after: str | None = None
         tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
-        pending: list[Future[int]] = []  # storage deletes of committed batches, running meanwhile
+        # The previous batch: its storage deletes run while the next batch's transaction does; its
+        # rows go once they are done (at most one batch behind).
+        pending: list[Future[int]] = []
+        pending_rows: list[str] = []
         try:
             while True:
                 tracker.check_cancelled()
@@ -130,16 +134,35 @@ class GarbageCollector:
                 if not candidates:
                     return
                 after = candidates[-1][0]
-                deleted = _retrying(partial(self._blobs.delete_rows, cutoff, [d for d, _ in candidates]))
-                if deleted:
-                    self._feed.bump(Topic.BLOB_DELETES)  # the links went with the rows
-                    report.storage_delete_failures += _settled(pending)  # at most one batch behind
-                    pending = self._blobs.delete_files([d for d, _ in deleted], pool)
-                for digest, size in deleted:
+                doomed = _retrying(partial(self._blobs.tombstone_rows, cutoff, [d for d, _ in candidates]))
+                if doomed:
+                    self._feed.bump(Topic.BLOB_DELETES)  # the links went, and the blobs read as absent
+                    report.storage_delete_failures += self._settle(pending, pending_rows)
+                    pending_rows = [d for d, _ in doomed]
+                    pending = self._blobs.delete_files(pending_rows, pool)
+                for digest, size in doomed:
                     report.note_blob(digest, size)
                 tracker.advance(len(candidates))
         finally:
-            report.storage_delete_failures += _settled(pending)  # also when cancelled: rows are gone
+            # Also when cancelled or failing: tombstoned rows go once their bytes have gone (what is
+            # left is finished by the next run).
+            report.storage_delete_failures += self._settle(pending, pending_rows)
+
+    def _settle(self, pending: list[Future[int]], digests: list[str]) -> int:
+        """Wait for a batch's storage deletes, then delete its rows; how many storage deletes failed."""
+        failures = _settled(pending)
+        _retrying(partial(self._blobs.forget, digests))
+        return failures
+
+    def _finish_tombstones(self, batch_size: int, pool: ThreadPoolExecutor, report: GCReport) -> None:
+        """Blobs an earlier run tombstoned and did not finish (it crashed): their bytes, then their
+        rows. Runs are serialised (one `gc` job at a time), so no other collector is deleting them."""
+        finished = 0
+        while digests := self._blobs.tombstoned(batch_size):
+            report.storage_delete_failures += self._settle(self._blobs.delete_files(digests, pool), digests)
+            finished += len(digests)
+        if finished:
+            log.info("garbage collection finished deleting %d blobs an interrupted run had begun", finished)
 
     def _dry_run(
         self, garbage: list[RepositoryGarbage], cutoff: datetime, report: GCReport, tracker: _Tracker

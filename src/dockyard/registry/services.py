@@ -37,7 +37,7 @@ from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
 from dockyard.registry.usage import project_of_repository, release
-from dockyard.storage.blobs import BlobStore
+from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
 
@@ -260,7 +260,7 @@ class Registry:
                 select(Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
                 .join(Repository, Repository.id == RepositoryBlob.repository_id)
-                .where(Repository.name == name, Blob.digest == digest)
+                .where(Repository.name == name, Blob.digest == digest, live())
             )
         if size is None:
             raise BlobUnknown(detail={"name": name, "digest": digest})
@@ -292,7 +292,14 @@ class Registry:
         validate_name(name)
         parse_digest(digest)
         with self._db.write() as connection:
-            query = select(Blob.size).where(Blob.digest == digest)
+            # PostgreSQL: share-lock the row against garbage collection (docs/gc.md): it either waits
+            # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
+            # until the link below is committed, which the collector then sees.
+            query = (
+                select(Blob.size)
+                .where(Blob.digest == digest, live())
+                .with_for_update(read=True, key_share=True, of=Blob)
+            )
             if source is not None:
                 query = (
                     query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
@@ -323,17 +330,21 @@ class Registry:
         self.uploads.cancel(upload_id, name)
 
     def commit_upload(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
-        """Verify, move into place, then record the blob and link it: the order that survives crashes."""
+        """Verify, move into place, then record the blob and link it: the order that survives crashes
+        (and garbage collection: storage.blobs)."""
         self._check_writable()
         parsed = parse_digest(digest)
         # Refuse before moving anything when the quota has no room; the charge below is the exact check.
         self.quotas.check_room(state.repository, state.size, digest)
-        size = self.blobs.place_upload(state, parsed, expected_size)
-        with self._db.write() as connection:
-            self.blobs.record(connection, digest, size)
+        created = False
+
+        def link(connection: Connection) -> None:  # in the transaction that records the blob
+            nonlocal created
             repository_id, created = self._ensure_repository(connection, state.repository)
-            self._link(connection, repository_id, digest, size)
+            self._link(connection, repository_id, digest, state.size)
             self.uploads.forget(connection, state)
+
+        size = self.blobs.commit_upload(state, parsed, link, expected_size)
         if created:
             self._feed.bump(Topic.MANIFESTS)
         self.uploads.clean_up(state)
@@ -408,10 +419,12 @@ class Registry:
             rows = connection.execute(
                 select(Blob.digest, Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-                .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests))
+                .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests), live())
                 .order_by(Blob.digest)
-                # PostgreSQL: garbage collection locks a blob's row before deleting it, so this
-                # manifest either sees the blob gone or keeps it (docs/gc.md). SQLite: writes are serial.
+                # PostgreSQL: garbage collection locks a blob's row before tombstoning it, so this
+                # manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone test is on
+                # the locked row, which PostgreSQL reads again once the collector commits (the link
+                # joined comes from the statement's snapshot). SQLite: writes are serial.
                 .with_for_update(read=True, key_share=True, of=Blob)
             )
             linked = {digest: size for digest, size in rows}

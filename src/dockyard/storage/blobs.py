@@ -1,25 +1,51 @@
 """Content-addressed blobs: bytes in the driver, one row each in the `blobs` table.
 
-Commit order (crash-safe): verify size and digest, land the bytes at the content address (nothing
-to do if it is already there; see `UploadStore.place`), then record in the DB. A crash between the
-last two leaves bytes with no row, which is harmless: the next commit of the same digest replaces them.
+Commit order (crash-safe): verify size and digest, land the bytes at the content address, then record
+in the DB. A crash between the last two leaves bytes with no row, which is harmless: the next commit of
+the same digest replaces them.
+
+Garbage collection marks a row it is deleting (`deleting_since`, a tombstone), deletes the bytes, then
+the row (gc.blobs). A tombstoned row counts as absent for every reader, and an upload never records
+over one: `commit_upload` decides under the row's lock (PostgreSQL: FOR KEY SHARE, which waits for
+the collector's FOR UPDATE; SQLite: writes are serial) whether the blob is live (link it, drop the
+upload's bytes), absent (land the bytes first, then insert the row) or being deleted (wait until the
+row is gone, then land the bytes). So the collector never deletes bytes a row still needs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import BinaryIO
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, select
 
 from dockyard.content.digest import Digest
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.session import Database
-from dockyard.errors import SizeInvalid
+from dockyard.errors import BlobBeingDeleted, DockyardError, SizeInvalid
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
 from dockyard.storage.uploads import UploadState, UploadStore
+
+# How long an upload waits for the collector to finish deleting the same blob before it answers
+# "try again" (a batch's deletes take a second or so; a crashed run's tombstones wait for the next run).
+WAIT_FOR_DELETE_SECONDS = 30.0
+
+
+class BlobState(Enum):
+    ABSENT = "absent"
+    LIVE = "live"
+    DELETING = "deleting"  # tombstoned by garbage collection: absent to readers, bytes going
+
+
+def live() -> ColumnElement[bool]:
+    """SQL: the blob row is not being deleted (what every reader adds to its query)."""
+    return Blob.deleting_since.is_(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,28 +59,97 @@ class BlobLocation:
 
 
 class BlobStore:
-    def __init__(self, db: Database, driver: StorageDriver, uploads: UploadStore) -> None:
+    def __init__(
+        self,
+        db: Database,
+        driver: StorageDriver,
+        uploads: UploadStore,
+        wait_for_delete: float = WAIT_FOR_DELETE_SECONDS,
+    ) -> None:
         self._db = db
         self._driver = driver
         self._uploads = uploads
+        self._wait_for_delete = wait_for_delete
 
     def size_of(self, connection: Connection, digest: str) -> int | None:
-        return connection.scalar(select(Blob.size).where(Blob.digest == digest))
+        """The size of a stored blob; None when there is none (or it is being deleted)."""
+        return connection.scalar(select(Blob.size).where(Blob.digest == digest, live()))
+
+    def state_of(self, connection: Connection, digest: str, lock: bool = False) -> BlobState:
+        """With lock, the row is share-locked for the rest of the transaction (PostgreSQL: waits
+        for a collector holding it, then reads what it committed)."""
+        query = select(Blob.deleting_since).where(Blob.digest == digest)
+        if lock:
+            query = query.with_for_update(read=True, key_share=True)
+        row = connection.execute(query).first()
+        if row is None:
+            return BlobState.ABSENT
+        return BlobState.LIVE if row.deleting_since is None else BlobState.DELETING
 
     def record(self, connection: Connection, digest: str, size: int) -> None:
         insert_ignore(connection, Blob, {"digest": digest, "size": size})
 
-    def place_upload(self, state: UploadState, digest: Digest, expected_size: int | None = None) -> int:
-        """Verify the upload's bytes and move them to the blob's content address. Returns the size.
-
-        The caller records the blob (and its repository link) in the DB afterwards."""
+    def commit_upload(
+        self,
+        state: UploadState,
+        digest: Digest,
+        link: Callable[[Connection], None],
+        expected_size: int | None = None,
+    ) -> int:
+        """Verify the upload's bytes, make sure they are stored, and record the blob; `link` runs in
+        the same transaction, after the blob row is there and locked (repository link, quota, the
+        upload's row). Returns the size. BlobBeingDeleted when the collector holds the blob too long."""
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(detail={"expected": expected_size, "received": state.size})
+        key = str(digest)
         with self._db.read() as connection:
-            known = self.size_of(connection, str(digest)) is not None
-        # A blob already stored is not written again: the upload's bytes are only verified.
-        self._uploads.place(state, digest, None if known else blob_data_path(str(digest)))
+            seen = self.state_of(connection, key)
+        upload = self._uploads.verified(state, digest)
+        landed = False
+        try:
+            if seen is BlobState.ABSENT:  # the common case: land first, so the write transaction stays short
+                upload.land(blob_data_path(key))
+                landed = True
+            deadline = time.monotonic() + self._wait_for_delete
+            while True:
+                with self._db.write() as connection:
+                    current = self.state_of(connection, key, lock=True)
+                    if current is BlobState.ABSENT and landed:
+                        self.record(connection, key, state.size)
+                        # Another upload may have inserted it first, and (with a window of about zero)
+                        # a collector tombstoned it since: look at what is there now.
+                        current = self.state_of(connection, key, lock=True)
+                    if current is BlobState.LIVE:
+                        link(connection)
+                        break
+                if current is BlobState.ABSENT:  # it went while we looked: our bytes are needed
+                    upload.land(blob_data_path(key))
+                    landed = True
+                elif landed:
+                    # Collected between our look and now (only with a window of about zero): our
+                    # bytes at the address are going with it and the upload's copy is spent.
+                    raise BlobBeingDeleted(detail={"digest": key})
+                else:
+                    self._wait_while_deleting(key, deadline)
+        except BaseException:
+            if not landed:
+                with contextlib.suppress(DockyardError):
+                    upload.discard()
+            raise
+        if not landed:
+            upload.discard()  # the blob was stored already
         return state.size
+
+    def _wait_while_deleting(self, digest: str, deadline: float) -> None:
+        pause = 0.02
+        while True:
+            with self._db.read() as connection:
+                if self.state_of(connection, digest) is not BlobState.DELETING:
+                    return
+            if time.monotonic() >= deadline:
+                raise BlobBeingDeleted(detail={"digest": digest})
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def locate(self, digest: str, size: int, redirect: bool = False) -> BlobLocation:
         path = blob_data_path(digest)

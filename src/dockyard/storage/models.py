@@ -23,6 +23,9 @@ class Blob(Base):
     # When a manifest that referenced the blob was last deleted: garbage collection keeps the blob
     # for its safety window from then (migration 0008_gc; see docs/gc.md).
     unreferenced_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set by garbage collection when it commits to deleting the blob; the row goes once the bytes
+    # are gone. Readers treat such a row as absent (migration 0012_blob_tombstones; docs/gc.md).
+    deleting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Upload(Base):

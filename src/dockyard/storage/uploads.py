@@ -87,6 +87,51 @@ class AppendSession:
             self._store.cancel(self.state.id, self.state.repository)
 
 
+class VerifiedUpload:
+    """An upload whose bytes matched their digest and are not placed yet: `land` them at the content
+    address or `discard` them, once. With a held writer (the last request's bytes, in no sidecar) that
+    writer lands them (`FileWriter.commit_to`: one PutObject on S3); else the temp object is moved."""
+
+    def __init__(
+        self, store: UploadStore, state: UploadState, writer: FileWriter | None, in_temp: bool
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._writer = writer
+        self._in_temp = in_temp  # the bytes were made whole in the temp object (and hashed there)
+
+    def land(self, target: str) -> None:
+        store, state = self._store, self._state
+        if self._in_temp:
+            if state.size == 0:
+                store._driver.put_content(target, b"")
+                return
+            store._driver.move(upload_data_path(state.id), target)
+        else:
+            writer = self._take_writer()
+            if writer is None:  # nothing was ever written
+                store._driver.put_content(target, b"")
+                return
+            writer.commit_to(target)
+        store._settle(state.id)
+
+    def discard(self) -> None:
+        """Drop the bytes (the blob is stored already). The temp object, if any, goes with the
+        upload's clean-up; a held or resumable multipart upload is aborted here."""
+        if self._in_temp:
+            return
+        writer = self._take_writer()
+        if writer is not None:
+            writer.cancel()
+            self._store._settle(self._state.id)
+
+    def _take_writer(self) -> FileWriter | None:
+        writer, self._writer = self._writer, None
+        if writer is None and self._state.size > 0:
+            writer = self._store._resume(self._state)
+        return writer
+
+
 class UploadStore:
     def __init__(self, db: Database, driver: StorageDriver) -> None:
         self._db = db
@@ -166,14 +211,19 @@ class UploadStore:
     def verify(self, state: UploadState, digest: Digest) -> None:
         _check_digest(digest, self.computed_digest(state, digest.algorithm))
 
-    def place(self, state: UploadState, digest: Digest, target: str | None) -> None:
-        """Verify the upload's bytes against digest, then make them the file at target (None: the
-        blob is stored already, drop them). Nothing reaches target before the digest matched."""
+    def verified(self, state: UploadState, digest: Digest) -> VerifiedUpload:
+        """Verify the upload's bytes against digest, leaving them where they are: the caller then
+        lands them at the content address or discards them (the blob is stored already), once it
+        knows which. Nothing reaches the content address before the digest matched."""
         writer = self._take_held_writer(state)
         computed = self._running_digest(state, digest.algorithm)
-        if computed is None:  # this process missed chunks: land the bytes, hash them, then move
-            self._place_hashing_storage(state, digest, target, writer)
-            return
+        if computed is None:  # this process missed chunks: make the temp object whole, hash it there
+            if writer is not None:
+                writer.commit()
+            elif state.size > 0:
+                self._resume(state).commit()
+            self.verify(state, digest)
+            return VerifiedUpload(self, state, None, in_temp=True)
         try:
             _check_digest(digest, computed)
         except DigestInvalid:
@@ -181,33 +231,7 @@ class UploadStore:
                 with contextlib.suppress(DockyardError):
                     writer.cancel()
             raise
-        if writer is None and state.size > 0:
-            writer = self._resume(state)
-        if writer is None:  # nothing was ever written
-            if target is not None:
-                self._driver.put_content(target, b"")
-            return
-        if target is None:
-            writer.cancel()
-        else:
-            writer.commit_to(target)
-        self._settle(state.id)
-
-    def _place_hashing_storage(
-        self, state: UploadState, digest: Digest, target: str | None, writer: FileWriter | None
-    ) -> None:
-        if writer is not None:
-            writer.commit()
-        elif state.size > 0:
-            self._resume(state).commit()
-        self.verify(state, digest)
-        if target is None:
-            return
-        if state.size == 0:
-            self._driver.put_content(target, b"")
-        else:
-            self._driver.move(upload_data_path(state.id), target)
-            self._settle(state.id)
+        return VerifiedUpload(self, state, writer, in_temp=False)
 
     def _resume(self, state: UploadState) -> FileWriter:
         writer = self._driver.writer(upload_data_path(state.id), append=True)

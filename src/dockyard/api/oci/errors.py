@@ -66,6 +66,10 @@ def error_response(
 
 def render_error(exc: Exception) -> Response:
     """Render any exception raised by a /v2 handler; unknown ones become a bare 500."""
+    if isinstance(exc, errors.BlobBeingDeleted):  # retryable, like a database outage
+        return error_response(
+            "UNAVAILABLE", exc.message, 503, exc.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )
     if isinstance(exc, errors.DockyardError):
         for kind, code, status in _MAPPING:
             if isinstance(exc, kind):
