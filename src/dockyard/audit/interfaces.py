@@ -44,6 +44,8 @@ class AuditAction(StrEnum):
     CREATE = "create"  # of users, projects, members, robots, personal tokens
     UPDATE = "update"  # of the same, and of settings
     QUOTA_WARNING = "quota_warning"  # a project's storage usage passed its warning threshold
+    CANCEL = "cancel"  # of a background job (queued: at once; running: asked to stop)
+    RETRY = "retry"  # of a failed or cancelled job: a new job with its kind and params
 
 
 class ResourceType(StrEnum):
@@ -57,6 +59,8 @@ class ResourceType(StrEnum):
     PERSONAL_TOKEN = "personal_token"
     SETTINGS = "settings"
     TOKEN = "token"  # an issued registry token; detail lists the granted scopes
+    JOB = "job"  # a background job; name: its kind ("gc"); detail: kind, job_id, params
+    JOB_SCHEDULE = "job_schedule"  # a kind's cron schedule; name: the kind
 
 
 class AuditResult(StrEnum):

@@ -7,6 +7,7 @@ Only typer loads at import time: the server-side modules load inside the command
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from dockyard.audit.interfaces import AuditAction
+    from dockyard.audit.services import AuditLog
     from dockyard.jobs.interfaces import JobRecord
 
 gc_app = typer.Typer()
@@ -84,11 +87,13 @@ def _run_gc_job(settings: Any, params: dict[str, Any]) -> JobRecord:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dockyard.app import build_job_runner, build_services
+    from dockyard.audit.interfaces import AuditAction
 
     services = build_services(settings)
     try:
         runner = build_job_runner(services)
         job_id = services.jobs.enqueue("gc", params)
+        _audit(services.audit, AuditAction.CREATE, job_id, params)
         typer.echo(f"garbage collection job {job_id} queued{' (dry run)' if params['dry_run'] else ''}")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, transient=False) as bars:
@@ -101,12 +106,37 @@ def _run_gc_job(settings: Any, params: dict[str, Any]) -> JobRecord:
                 finished = runner.run_job_here(job_id, on_progress=show)
             except KeyboardInterrupt:
                 services.jobs.cancel(job_id)  # the run stops after its current batch
+                _audit(services.audit, AuditAction.CANCEL, job_id, params)
                 typer.echo(f"cancelled garbage collection job {job_id}", err=True)
                 raise typer.Exit(130) from None
             bars.update(task, completed=finished.progress_done, total=finished.progress_total)
         return finished
     finally:
         services.close()
+
+
+def _audit(audit: AuditLog, action: AuditAction, job_id: int, params: dict[str, Any]) -> None:
+    """Record the run (or its cancelling) as the API would, with this machine's user as the actor:
+    a local command has no dockyard account, and the log must still say who collected garbage."""
+    import getpass
+
+    from dockyard.audit.interfaces import ActorKind, AuditEvent, ResourceType
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for this uid (containers)
+        user = str(os.getuid())
+    detail = {"kind": "gc", "job_id": job_id, "params": params, "command": "garbage-collect"}
+    audit.record(
+        AuditEvent(
+            action,
+            f"cli:{user}",
+            ActorKind.SYSTEM,
+            resource_type=ResourceType.JOB,
+            resource_name="gc",
+            detail=detail,
+        )
+    )
 
 
 def _print_report(result: Mapping[str, Any]) -> None:

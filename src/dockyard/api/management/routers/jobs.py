@@ -1,5 +1,8 @@
 """Background jobs (system administrators only): list, show (with the log), trigger, cancel and retry
-jobs; read and set each kind's cron schedule."""
+jobs; read and set each kind's cron schedule.
+
+Every change is audited (resource `job` or `job_schedule`, named by the job's kind, so
+`resource_name=gc` finds who ran, cancelled or scheduled garbage collection)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Admin
+from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.jobs.interfaces import (
     InvalidSchedule,
     JobError,
@@ -100,12 +105,21 @@ def list_jobs(
 
 
 @router.post("/jobs", response_model=JobOut, status_code=201)
-def trigger_job(body: JobIn, principal: Admin, services: Services) -> JobOut:
+def trigger_job(body: JobIn, request: Request, principal: Admin, services: Services) -> JobOut:
     """Queue a job now; a worker (in `dockyard serve`, or a `dockyard worker`) runs it."""
     _check_params_size(body.params)
     queue = _queue(services)
+    detail = {"kind": body.kind, "params": body.params}
+    with (
+        audited(
+            services, request, principal, AuditAction.CREATE, ResourceType.JOB, body.kind, detail
+        ) as extra,
+        _job_errors(),
+    ):
+        job_id = queue.enqueue(body.kind, body.params)
+        extra["job_id"] = job_id
     with _job_errors():
-        return job_out(queue.get(queue.enqueue(body.kind, body.params)))
+        return job_out(queue.get(job_id))
 
 
 @router.get("/jobs/kinds", response_model=list[str])
@@ -126,16 +140,27 @@ def get_schedule(kind: str, principal: Admin, services: Services) -> ScheduleOut
 
 
 @router.put("/jobs/schedules/{kind}", response_model=ScheduleOut)
-def set_schedule(kind: str, body: ScheduleIn, principal: Admin, services: Services) -> ScheduleOut:
+def set_schedule(
+    kind: str, body: ScheduleIn, request: Request, principal: Admin, services: Services
+) -> ScheduleOut:
     """Create or replace the kind's schedule; it next fires at the cron expression's next match (UTC)."""
     _check_params_size(body.params)
-    with _job_errors():
-        return schedule_out(_queue(services).set_schedule(kind, body.cron, body.params, enabled=body.enabled))
+    detail = {"kind": kind, "cron": body.cron, "params": body.params, "enabled": body.enabled}
+    with (
+        audited(services, request, principal, AuditAction.UPDATE, ResourceType.JOB_SCHEDULE, kind, detail),
+        _job_errors(),
+    ):
+        schedule = _queue(services).set_schedule(kind, body.cron, body.params, enabled=body.enabled)
+    return schedule_out(schedule)
 
 
 @router.delete("/jobs/schedules/{kind}", status_code=204)
-def delete_schedule(kind: str, principal: Admin, services: Services) -> Response:
-    with _job_errors():
+def delete_schedule(kind: str, request: Request, principal: Admin, services: Services) -> Response:
+    detail = {"kind": kind}
+    with (
+        audited(services, request, principal, AuditAction.DELETE, ResourceType.JOB_SCHEDULE, kind, detail),
+        _job_errors(),
+    ):
         _queue(services).delete_schedule(kind)
     return Response(status_code=204)
 
@@ -150,18 +175,40 @@ def get_job(job_id: int, principal: Admin, services: Services) -> JobDetailOut:
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, principal: Admin, services: Services) -> JobOut:
+def cancel_job(job_id: int, request: Request, principal: Admin, services: Services) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its handler's next check (about a
     second): it shows `cancel_requested` until then."""
-    with _job_errors():
-        return job_out(_queue(services).cancel(job_id))
+    queue = _queue(services)
+    target = _existing(queue, job_id)
+    detail = {"kind": target.kind, "job_id": job_id, "params": dict(target.params)}
+    with (
+        audited(services, request, principal, AuditAction.CANCEL, ResourceType.JOB, target.kind, detail),
+        _job_errors(),
+    ):
+        return job_out(queue.cancel(job_id))
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobOut, status_code=201)
-def retry_job(job_id: int, principal: Admin, services: Services) -> JobOut:
+def retry_job(job_id: int, request: Request, principal: Admin, services: Services) -> JobOut:
     """Queue a new job with the kind and params of a failed or cancelled one."""
+    queue = _queue(services)
+    target = _existing(queue, job_id)
+    detail = {"kind": target.kind, "retry_of": job_id, "params": dict(target.params)}
+    with (
+        audited(
+            services, request, principal, AuditAction.RETRY, ResourceType.JOB, target.kind, detail
+        ) as extra,
+        _job_errors(),
+    ):
+        retried = queue.retry(job_id)
+        extra["job_id"] = retried.id
+    return job_out(retried)
+
+
+def _existing(queue: JobQueue, job_id: int) -> JobRecord:
+    """The job a change is about (a 404, not audited, when there is none: nothing changed)."""
     with _job_errors():
-        return job_out(_queue(services).retry(job_id))
+        return queue.get(job_id)
 
 
 def _queue(services: ManagementServices) -> JobQueue:
