@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, delete, insert, select, update
 
@@ -33,6 +34,7 @@ from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.rbac import project_of
+from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
 from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
@@ -184,6 +186,22 @@ class Registry:
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
         self._feed.bump(Topic.MANIFESTS)
+
+    def delete_batch(self, name: str, requests: Sequence[DeleteRequest]) -> list[DeleteResult]:
+        """Delete tags and untagged manifests of one repository in one transaction, each only if it is
+        as the caller saw it (registry.batch_deletes); the caches of every node are dropped once."""
+        self._check_deletable()
+        validate_name(name)
+        immutable: dict[str, str] = {}
+        for tag in {request.tag for request in requests if request.tag is not None}:
+            rule = self.immutability.rule_for(name, tag)  # cached: before the write transaction
+            if rule is not None:
+                immutable[tag] = tag_immutable(name, tag, rule).message
+        with self._db.write() as connection:
+            results = delete_in_repository(connection, name, requests, immutable)
+        if any(result.outcome is BatchOutcome.DELETED for result in results):
+            self._feed.bump(Topic.MANIFESTS)
+        return results
 
     # --- listings -----------------------------------------------------------------------------
     def list_tags(self, name: str, limit: int | None, last: str | None) -> Page:

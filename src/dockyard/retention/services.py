@@ -1,8 +1,9 @@
 """Retention against the database: policies, run history, and carrying out a run.
 
 The choice of what to keep is `engine.plan_repository` (pure). This module reads each repository's
-artifacts, asks the engine, and deletes through the registry service (`Registry.delete_manifest`), so
-caches, the change feed and tag immutability apply exactly as for a client's DELETE.
+artifacts, asks the engine, and deletes through the registry service (`Registry.delete_batch`, up to
+DELETE_BATCH per transaction), so caches, the change feed, quota usage and tag immutability apply as
+for a client's DELETE.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditR
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
 from dockyard.db.session import Database
-from dockyard.errors import DeleteDisabled, ManifestUnknown, ReadOnly
-from dockyard.projects.interfaces import TagImmutable
+from dockyard.errors import DeleteDisabled, ReadOnly
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.services import project_id
+from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult
 from dockyard.registry.models import Manifest, ManifestReference, Repository, Tag
 from dockyard.registry.services import Registry
 from dockyard.retention.engine import Artifact, plan_repository
@@ -37,6 +38,7 @@ from dockyard.retention.models import RetentionPolicyRow, RetentionRunRow
 
 log = logging.getLogger("dockyard.retention")
 MAX_RUNS_LISTED = 100
+DELETE_BATCH = 500  # deletes per transaction: few commits, yet no lock held for long
 
 
 class Progress(Protocol):
@@ -49,7 +51,9 @@ class Progress(Protocol):
     def check_cancelled(self) -> None: ...
 
 
-class _Quiet:
+class LoggedProgress:
+    """Progress to the log, for runs outside a job."""
+
     def log(self, line: str) -> None:
         log.info("%s", line)
 
@@ -229,7 +233,7 @@ class RetentionExecutor:
     ) -> RunReport:
         """Evaluate the project's policy and (unless dry_run) delete the tags it does not keep.
         Recorded in the run history either way; a project without a policy deletes nothing."""
-        progress = progress or _Quiet()
+        progress = progress or LoggedProgress()
         policy = self._policies.find(project) or Policy()
         run_id = self._runs.start(project, dry_run, job_id)
         try:
@@ -264,7 +268,7 @@ class RetentionExecutor:
                 if dry_run:
                     decisions = [self._foresee(name, d) for d in decisions]
                 else:
-                    decisions = [self._carry_out(repository_id, name, d) for d in decisions]
+                    decisions = self._carry_out(name, decisions, progress)
                 for decision in decisions:
                     if decision.outcome is not Outcome.KEPT:
                         what = f"tag {decision.tag}" if decision.tag else "untagged"
@@ -297,19 +301,25 @@ class RetentionExecutor:
                 return _with(decision, Outcome.KEPT_IMMUTABLE, f"immutable (rule {rule.id})")
         return decision
 
-    def _carry_out(self, repository_id: int, name: str, decision: Decision) -> Decision:
-        if decision.outcome is not Outcome.DELETED:
-            return decision
-        # The plan was read a moment ago: a tag pushed or moved since is a new decision, not ours.
-        with self._db.read() as connection:
-            unchanged = _unchanged(connection, repository_id, decision)
-        if not unchanged:
+    def _carry_out(self, name: str, decisions: list[Decision], progress: Progress) -> list[Decision]:
+        """Delete what `decisions` say, DELETE_BATCH at a time in one transaction each; the outcomes."""
+        carried = list(decisions)
+        doomed = [index for index, decision in enumerate(decisions) if decision.outcome is Outcome.DELETED]
+        for start in range(0, len(doomed), DELETE_BATCH):
+            progress.check_cancelled()
+            batch = doomed[start : start + DELETE_BATCH]
+            # The plan was read a moment ago: the registry deletes only what is still as planned.
+            requests = [DeleteRequest(decisions[i].tag, decisions[i].digest) for i in batch]
+            for index, result in zip(batch, self._registry.delete_batch(name, requests), strict=True):
+                carried[index] = self._outcome(name, decisions[index], result)
+        return carried
+
+    def _outcome(self, name: str, decision: Decision, result: DeleteResult) -> Decision:
+        if result.outcome is BatchOutcome.IMMUTABLE:
+            return _with(decision, Outcome.KEPT_IMMUTABLE, result.detail)
+        if result.outcome is BatchOutcome.CHANGED:
             return _with(decision, Outcome.SKIPPED, "changed since it was evaluated")
-        try:
-            self._registry.delete_manifest(name, decision.tag or decision.digest)
-        except TagImmutable as exc:
-            return _with(decision, Outcome.KEPT_IMMUTABLE, exc.message)
-        except ManifestUnknown:
+        if result.outcome is BatchOutcome.GONE:
             return _with(decision, Outcome.SKIPPED, "already gone")
         if self._audit is not None:
             reference = f"{name}:{decision.tag}" if decision.tag else f"{name}@{decision.digest}"
@@ -329,23 +339,6 @@ class RetentionExecutor:
 
 def _with(decision: Decision, outcome: Outcome, reason: str) -> Decision:
     return Decision(decision.tag, decision.digest, outcome, reason)
-
-
-def _unchanged(connection: Connection, repository_id: int, decision: Decision) -> bool:
-    if decision.tag is not None:
-        current = connection.scalar(
-            select(Manifest.digest)
-            .join(Tag, Tag.manifest_id == Manifest.id)
-            .where(Tag.repository_id == repository_id, Tag.name == decision.tag)
-        )
-        return current == decision.digest
-    tagged = connection.scalar(
-        select(Tag.name)
-        .join(Manifest, Manifest.id == Tag.manifest_id)
-        .where(Manifest.repository_id == repository_id, Manifest.digest == decision.digest)
-        .limit(1)
-    )
-    return tagged is None
 
 
 def path_in_project(repository: str) -> str:

@@ -10,6 +10,7 @@ from dockyard.errors import DeleteDisabled, ManifestUnknown
 from dockyard.projects.interfaces import ProjectNotFound
 from dockyard.registry.models import Manifest, Tag
 from dockyard.retention.interfaces import Decision, Outcome, RetentionPolicyNotFound, parse_policy
+from dockyard.retention.services import LoggedProgress
 from tests.unit.retention.world import KEEP_LAST_3, NOW, World, five_versions
 
 # Parametrized over SQLite and PostgreSQL by tests/unit/retention/conftest.py (or no DB at all).
@@ -114,8 +115,8 @@ def test_a_tag_moved_after_evaluation_is_left_alone(world: World) -> None:
         connection.execute(update(Tag).where(Tag.name == "latest").values(manifest_id=new_id))
     # The plan said "delete latest (pointing at old)"; it points elsewhere now.
     decision = Decision("latest", old, Outcome.DELETED, "not retained by any rule")
-    carried = world.executor._carry_out(repository_id, "team/app", decision)
-    assert carried.outcome is Outcome.SKIPPED
+    [carried] = world.executor._carry_out("team/app", [decision], LoggedProgress())
+    assert (carried.outcome, carried.reason) == (Outcome.SKIPPED, "changed since it was evaluated")
     assert world.tags("team/app") == ["latest"]
 
 

@@ -29,8 +29,9 @@ class World:
         self.db = db
         driver = build_driver("inmemory")
         uploads = UploadStore(db, driver)
+        self.feed = InProcessChangeFeed()
         self.registry = Registry(
-            db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed(), delete_enabled=delete_enabled
+            db, BlobStore(db, driver, uploads), uploads, self.feed, delete_enabled=delete_enabled
         )
         self.projects = ProjectService(db)
         self.policies = RetentionPolicies(db)
