@@ -31,7 +31,17 @@ from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "quotas-Passw0rd")
 MiB = 1024 * 1024
-REPOS = ("quota/a", "quota/b", "race/app", "free/src", "churn/a", "churn/b")
+REPOS = (
+    "quota/a",
+    "quota/b",
+    "race/app",
+    "free/src",
+    "churn/a",
+    "churn/b",
+    "live/app",
+    "refill/a",
+    "refill/b",
+)
 
 
 def registry_client(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
@@ -46,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN) as api:
-        for project in ("quota", "race", "free", "churn"):
+        for project in ("quota", "race", "free", "churn", "live", "refill"):
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
     running.stop()
@@ -78,10 +88,28 @@ def set_limit(api: httpx.Client, project: str, limit: int | None, warn: int = 80
 
 def assert_quota_denied(response: httpx.Response, project: str) -> None:
     assert_error(response, 403, "DENIED")
-    message = response.json()["errors"][0]["message"]
+    error = response.json()["errors"][0]
     assert re.match(
-        rf"quota of project {project} exceeded: used .+, limit .+, this (blob|manifest) .+", message
+        rf"quota of project {project} exceeded: used .+, limit .+, this (blob|manifest) .+", error["message"]
     )
+    assert error["detail"]["project"] == project
+    assert error["detail"]["used_bytes"] + error["detail"]["size"] > error["detail"]["limit_bytes"]
+
+
+def one_request_per_connection(server: RunningServer, repos: tuple[str, ...]) -> httpx.Client:
+    """A /v2 client opening a new connection for every request, so that with several server workers
+    the requests land on all of them (each keeps its own caches)."""
+    with registry_client(server, repos) as tokened:
+        headers = dict(tokened.headers)
+    return httpx.Client(
+        base_url=server.url, headers=headers, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)
+    )
+
+
+def stored(server: RunningServer, digest: str) -> bool:
+    """Whether the filesystem storage holds the blob's bytes (with or without a row for them)."""
+    algorithm, encoded = digest.split(":")
+    return (server.datadir / "storage" / "blobs" / algorithm / encoded[:2] / encoded / "data").exists()
 
 
 def test_refusals_before_the_data_is_accepted(
@@ -282,3 +310,76 @@ def test_usage_stays_exact_under_concurrent_mounts_and_deletes(
     for blob in linked:  # and releasing the rest frees everything
         oci.http.delete(f"/v2/churn/b/blobs/{digest_of(blob)}")
     assert usage(api, "churn") == 0
+
+
+def test_a_limit_set_through_the_api_holds_at_once_in_every_worker(
+    server: RunningServer, api: httpx.Client
+) -> None:
+    """Each worker caches project limits; setting one must reach all of them before the next push.
+    A worker still believing the project unlimited would accept the chunk below (refused only at the
+    commit) and leave the refused blob's bytes in storage."""
+    with one_request_per_connection(server, ("live/app",)) as http:
+        oci = OCIClient(http)
+        for index in range(8):  # every worker learns that the project is unlimited
+            oci.push_blob("live/app", f"small blob {index}".encode() * 64)
+        set_limit(api, "live", usage(api, "live"))  # full
+        for _ in range(4):
+            new = os.urandom(64 * 1024)  # bigger than anything the project holds
+            location = oci.upload_location("live/app")
+            assert_quota_denied(oci.patch_chunk(location, new, start=0), "live")
+            assert oci.http.delete(oci.url(location)).status_code == 204
+            monolithic = http.post(
+                "/v2/live/app/blobs/uploads/", params={"digest": digest_of(new)}, content=new
+            )
+            assert_quota_denied(monolithic, "live")
+            assert not stored(server, digest_of(new))
+        set_limit(api, "live", usage(api, "live") + MiB)
+        for _ in range(4):
+            location = oci.upload_location("live/app")
+            new = os.urandom(64 * 1024)
+            assert oci.patch_chunk(location, new, start=0).status_code == 202
+            assert oci.finish_upload(location, digest_of(new)).status_code == 201
+        set_limit(api, "live", None)
+        oci.push_blob("live/app", os.urandom(2 * MiB))
+
+
+def test_chunked_re_upload_of_held_content_into_a_full_project(
+    server: RunningServer, api: httpx.Client
+) -> None:
+    """skopeo and podman push every blob as POST, one PATCH with the whole blob, PUT ?digest=; a
+    repository that does not have a blob yet gets it that way even when another repository of the
+    project holds it. That content is already counted, so a full project takes it; new content that
+    does not fit is refused and nothing of it is kept."""
+    held = os.urandom(256 * 1024)
+    with one_request_per_connection(server, ("refill/a", "refill/b")) as http:
+        oci = OCIClient(http)
+        oci.push_blob("refill/a", held)
+        oci.push_blob("refill/a", b"a small blob")
+        full = usage(api, "refill")
+        set_limit(api, "refill", full)
+
+        location = oci.upload_location("refill/b")
+        assert oci.patch_chunk(location, held[: 100 * 1024], start=0).status_code == 202
+        assert oci.patch_chunk(location, held[100 * 1024 :], start=100 * 1024).status_code == 202
+        assert oci.finish_upload(location, digest_of(held)).status_code == 201
+        fetched = http.get(f"/v2/refill/b/blobs/{digest_of(held)}", follow_redirects=True)
+        assert fetched.status_code == 200 and fetched.content == held
+        assert usage(api, "refill") == full
+
+        # New content no bigger than what the project holds passes the chunks (it could still have
+        # been a re-upload) and is refused at the PUT, where the digest is known.
+        new = os.urandom(200 * 1024)
+        location = oci.upload_location("refill/b")
+        assert oci.patch_chunk(location, new, start=0).status_code == 202
+        assert_quota_denied(oci.finish_upload(location, digest_of(new)), "refill")
+        assert_error(http.get(oci.url(location)), 404, "BLOB_UPLOAD_UNKNOWN")
+        # Bigger than anything the project holds: refused at the chunk, before it is read.
+        bigger = os.urandom(300 * 1024)
+        location = oci.upload_location("refill/b")
+        assert_quota_denied(oci.patch_chunk(location, bigger, start=0), "refill")
+        assert http.get(oci.url(location)).headers["Range"] == "0-0"
+        assert http.delete(oci.url(location)).status_code == 204
+        for refused in (new, bigger):
+            assert oci.head_blob("refill/b", digest_of(refused)).status_code == 404
+            assert not stored(server, digest_of(refused))
+        assert usage(api, "refill") == full
