@@ -41,6 +41,7 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
+from dockyard.jobs.metrics import QueueDepthCollector
 from dockyard.jobs.services import JobQueue, JobRunner
 from dockyard.jobs.tasks import selftest_kind
 from dockyard.observability.logging import configure_logging
@@ -167,7 +168,11 @@ def create_app(services: Services) -> ASGIApp:
     ]
     if settings.metrics.enabled:
         routes.append(
-            Route("/metrics", _metrics_endpoint(metrics, services.registry.quotas), methods=["GET"])
+            Route(
+                "/metrics",
+                _metrics_endpoint(metrics, services.registry.quotas, services.jobs),
+                methods=["GET"],
+            )
         )
 
     @contextlib.asynccontextmanager
@@ -207,11 +212,14 @@ def create_app(services: Services) -> ASGIApp:
     return ForwardedMiddleware(observed, proxies) if proxies else observed
 
 
-def _metrics_endpoint(metrics: Metrics, quotas: Quotas) -> Any:
+def _metrics_endpoint(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Any:
+    # The queue's depth is read from the DB too, with the names a standalone `dockyard worker` uses.
+    queue_depth = QueueDepthCollector(jobs.db, jobs.known_kinds or ())
+
     def render() -> tuple[bytes, str]:
         body, content_type = metrics.render()
         # Quota gauges come from the DB at scrape time: the same on every worker and node.
-        return body + quota_exposition(quotas.all()), content_type
+        return body + quota_exposition(quotas.all()) + queue_depth.exposition(), content_type
 
     async def endpoint(request: Request) -> Response:
         body, content_type = await asyncio.to_thread(render)
@@ -257,13 +265,13 @@ async def _purge_audit_forever(services: Services, locks: LockManager) -> None:
         await asyncio.sleep(AUDIT_PURGE_SECONDS)
 
 
-def job_kinds(services: Services) -> list[JobKind]:
+def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:
     """Every kind of background job, with its handler bound to the services it needs.
 
     One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
     """
     kinds = [_purge_uploads_kind(services), selftest_kind()]
-    kinds.append(gc_kind(services.db, services.driver, services.feed, GCMetrics()))
+    kinds.append(gc_kind(services.db, services.driver, services.feed, gc_metrics or GCMetrics()))
     kinds.append(retention_kind(services.db, services.registry, services.audit))
     return kinds
 
@@ -271,15 +279,16 @@ def job_kinds(services: Services) -> list[JobKind]:
 def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
     """The runner `dockyard worker` (or the worker `serve` starts) and `dockyard garbage-collect` use."""
     jobs = services.settings.jobs
+    metrics = JobMetrics()  # GC's in the same registry: a standalone worker serves them together
     return JobRunner(
         services.jobs,
-        job_kinds(services),
+        job_kinds(services, GCMetrics(metrics.registry)),
         node=node or socket.gethostname(),
         threads=jobs.threads,
         poll_interval=parse_duration(jobs.poll_interval),
         lease=timedelta(seconds=parse_duration(jobs.lease)),
         history=timedelta(seconds=parse_duration(jobs.history)),
-        metrics=JobMetrics(),
+        metrics=metrics,
     )
 
 

@@ -86,12 +86,25 @@ def serve(
 def worker(
     config: ConfigOption = None,
     node: Annotated[str | None, typer.Option(help="Name shown in job logs (default: the host name).")] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port to serve job metrics on (GET /metrics), e.g. 127.0.0.1:9102; "
+            "default: jobs.metrics_listen, else none."
+        ),
+    ] = None,
 ) -> None:
     """Run background jobs (GC, retention, upload purging) without serving HTTP: for HA nodes."""
     from dockyard.cli.worker import run_worker
     from dockyard.config.loader import config_path_from_env
+    from dockyard.jobs.metrics import parse_listen
 
-    run_worker(_settings(config or config_path_from_env()), node)
+    if metrics_listen is not None:
+        try:
+            parse_listen(metrics_listen)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--metrics-listen") from None
+    run_worker(_settings(config or config_path_from_env()), node, metrics_listen)
 
 
 @config_app.command("check")

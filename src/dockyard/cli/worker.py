@@ -20,9 +20,15 @@ import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, ProcessCollector
+
 from dockyard.app import build_job_runner, build_services
 from dockyard.config.settings import Settings
+from dockyard.db.session import Database
+from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
+from dockyard.jobs.services import JobRunner
 from dockyard.observability.logging import configure_logging
+from dockyard.observability.metrics import multiprocess_directory
 
 log = logging.getLogger("dockyard.worker")
 _PR_SET_PDEATHSIG = 1
@@ -31,15 +37,22 @@ RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it kee
 PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve for its worker child (not a DOCKYARD_* setting)
 
 
-def run_worker(settings: Settings, node: str | None = None) -> None:
-    """Run the job runner until SIGTERM or SIGINT; running jobs are handed back to the queue."""
+def run_worker(settings: Settings, node: str | None = None, metrics_listen: str | None = None) -> None:
+    """Run the job runner until SIGTERM or SIGINT; running jobs are handed back to the queue.
+
+    With `metrics_listen` (or `jobs.metrics_listen`) it also serves its job metrics over HTTP; the
+    worker `serve` starts does not: its metrics are on serve's own /metrics."""
+    started_by_serve = PARENT_ENV in os.environ
     die_with_parent()
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
+    if metrics_listen is None and not started_by_serve:
+        metrics_listen = settings.jobs.metrics_listen
     services = build_services(settings, migrate=True)
     runner = build_job_runner(services, node)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    metrics_server = _serve_metrics(metrics_listen, services.db, runner) if metrics_listen else None
     runner.start()
     try:
         while not stop.wait(3600):
@@ -47,7 +60,18 @@ def run_worker(settings: Settings, node: str | None = None) -> None:
     finally:
         log.info("stopping the job runner")
         runner.stop(timeout=STOP_TIMEOUT)
+        if metrics_server is not None:
+            metrics_server.close()
         services.close()
+
+
+def _serve_metrics(listen: str, db: Database, runner: JobRunner) -> MetricsServer:
+    """The runner's counters, the queue's depth and (this being one process) its CPU and memory."""
+    registry = runner.metrics.registry if runner.metrics else CollectorRegistry()
+    registry.register(QueueDepthCollector(db, runner.kinds))
+    if multiprocess_directory() is None:
+        ProcessCollector(registry=registry)
+    return MetricsServer(listen, registry)
 
 
 class JobWorkerProcess:

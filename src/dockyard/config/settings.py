@@ -366,8 +366,17 @@ class JobsSettings(_Section):
     history: str = "720h"  # finished jobs and their logs are kept this long
     poll_interval: str = "2s"  # how often a runner looks for due jobs queued by other processes
     lease: str = "60s"  # a job whose worker stopped renewing its lease this long is run again
+    # host:port where a standalone `dockyard worker` serves its job metrics; off when unset.
+    metrics_listen: str | None = None
 
     _check_durations = field_validator("history", "poll_interval", "lease")(_positive_duration)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_metrics_listen(cls, value: str | None) -> str | None:
+        if value is not None and _ADDR.match(value) is None:
+            raise ValueError(f"expected host:port, :port or [ipv6]:port, got {value!r}")
+        return value
 
 
 class Settings(_Section):

@@ -161,6 +161,8 @@ class JobRunner:
                 self.tick()
                 self._renew_leases()
                 self._claim_while_free()
+                if self.metrics:
+                    self.metrics.heartbeat.set_to_current_time()
             except Exception:
                 log.exception("job runner: a round failed; trying again")
             wait = min(self.poll_interval, self.lease.total_seconds() / 3)
@@ -220,6 +222,8 @@ class JobRunner:
         kind = self.kinds[claimed.kind]
         started = time.monotonic()
         if self.metrics:
+            self.metrics.started.labels(claimed.kind).inc()
+            self.metrics.last_claim.set_to_current_time()
             self.metrics.running.labels(claimed.kind).inc()
         outcome: dict[str, Any]
         try:

@@ -229,6 +229,20 @@ class JobMetrics:
             buckets=JOB_DURATION_BUCKETS,
             registry=registry,
         )
+        self.started = Counter("jobs_started", "Job attempts started, by kind.", ["kind"], registry=registry)
+        # Timestamps (Unix seconds): a stale heartbeat is a stuck or dead runner, whatever the queue.
+        self.heartbeat = Gauge(
+            "jobs_worker_heartbeat_timestamp_seconds",
+            "When a job runner last finished a round of polling the queue.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.last_claim = Gauge(
+            "jobs_last_claim_timestamp_seconds",
+            "When a job runner last claimed a job.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
 
 
 class GCMetrics:
