@@ -60,7 +60,7 @@ def retention_jobs(api: httpx.Client) -> list[dict[str, Any]]:
     """Every retention job (sweeps and runs), oldest first."""
     jobs: list[dict[str, Any]] = []
     for page in range(1, 1000):
-        params = {"kind": "retention", "page_size": PAGE, "page": page, "sort": "id"}
+        params: dict[str, str | int] = {"kind": "retention", "page_size": PAGE, "page": page, "sort": "id"}
         response = api.get("/jobs", params=params)
         assert response.status_code == 200, response.text
         jobs += response.json()
