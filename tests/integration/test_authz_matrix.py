@@ -290,7 +290,10 @@ ROLES = ("limited_guest", "guest", "developer", "maintainer", "project_admin")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    config = {"auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}}}
+    config = {
+        "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
+        "jobs": {"run_in_serve": True},  # the retention recipes wait for their job to start
+    }
     # The refused credentials (disabled user, expired robot) would otherwise lock out 127.0.0.1.
     server = start_server(
         tmp_path_factory.mktemp("authz"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}

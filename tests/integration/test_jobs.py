@@ -19,7 +19,7 @@ from tests.support.server import DOCKYARD, RunningServer, start_server
 
 ADMIN_PASSWORD = "jobs-admin-password-1"
 # Short leases and polls so a dead worker's job is taken back within seconds, not a minute.
-JOBS = {"lease": "2s", "poll_interval": "200ms"}
+JOBS = {"lease": "2s", "poll_interval": "200ms", "run_in_serve": True}
 CONFIG: dict[str, Any] = {"auth": {"enabled": True}, "jobs": JOBS}
 ENV = {"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
 

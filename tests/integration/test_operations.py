@@ -60,7 +60,9 @@ def test_configured_http_headers_are_added(make_server: Callable[..., RunningSer
 
 def test_stale_uploads_are_purged(make_server: Callable[..., RunningServer]) -> None:
     purging = {"enabled": True, "age": "1s", "interval": "1s", "dryrun": False}
-    server = make_server({"storage": {"maintenance": {"uploadpurging": purging}}})
+    server = make_server(
+        {"storage": {"maintenance": {"uploadpurging": purging}}, "jobs": {"run_in_serve": True}}
+    )
     with httpx.Client(base_url=server.url) as http:
         oci = OCIClient(http)
         location = oci.upload_location("team/app")

@@ -81,6 +81,9 @@ def start_server(
         "log": {"level": "info"},
         # The protocol suites run open, like registry:2 without auth; auth suites turn it on.
         "auth": {"enabled": False},
+        # No job-worker child (it costs ~1.5 s of CPU per start): tests of jobs, GC runs, retention
+        # runs and upload purging turn it on with {"jobs": {"run_in_serve": True}}.
+        "jobs": {"run_in_serve": False},
     }
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
