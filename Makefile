@@ -58,10 +58,15 @@ lint: test-deps
 
 # dockyard vs distribution 2.8.2 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
 # about 8 minutes) and ha (throwaway PostgreSQL + Redis + SeaweedFS, about 12 minutes). Both always run.
-# e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull'`
+# Then online GC (100k blobs in 20k manifests, half unreferenced, GC while manifest GETs go on) on each
+# metadata DB in BENCH_GC_DBS, about 3 minutes each (docs/gc.md).
+# e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull' BENCH_GC_DBS=`
 BENCH_BACKENDS ?= local ha
 BENCH_ARGS ?=
+BENCH_GC_DBS ?= sqlite postgresql
 bench: test-deps
 	@status=0; for backend in $(BENCH_BACKENDS); do \
 	  echo "== make bench: --backend $$backend"; $(PYTHON) -m bench --backend $$backend $(BENCH_ARGS) || status=1; \
+	done; for db in $(BENCH_GC_DBS); do \
+	  echo "== make bench: --gc --gc-db $$db"; $(PYTHON) -m bench --gc --gc-db $$db || status=1; \
 	done; exit $$status
