@@ -1,0 +1,268 @@
+"""A blob uploaded again while the collector deletes it: the upload must pull, and no blob row may
+outlive its bytes (docs/gc.md, "Why it is safe while the registry serves").
+
+The registry and the collector run as two processes would: each on its own engine, on one database
+and one storage directory. Hooks stop each side at the dangerous points: the upload just before its
+record transaction (after it looked whether the blob is stored), the collector at its first storage
+delete (after its batch committed) or inside its batch transaction (rows locked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, func, select
+
+from dockyard.content import mediatypes
+from dockyard.content.digest import digest_of
+from dockyard.db.base import utcnow
+from dockyard.db.engine import WRITE_OPTION, build_engine
+from dockyard.db.session import Database
+from dockyard.errors import BlobUnknown, ManifestBlobUnknown
+from dockyard.gc.interfaces import GCOptions
+from dockyard.gc.services import GarbageCollector
+from dockyard.registry.models import ManifestReference
+from dockyard.storage.driver.filesystem import FilesystemDriver
+from dockyard.storage.models import Blob
+from dockyard.storage.paths import blob_data_path
+from tests.unit.gc.fixtures import HOURS_LATER, Env
+
+# Each test runs on SQLite and on PostgreSQL itself (tests/unit/gc/conftest.py's `db`).
+pytestmark = pytest.mark.db_independent
+
+WAIT = 60  # seconds a side waits for the other before the test gives up (never reached when it works)
+OLD = "team/old"
+AGAIN = "team/again"
+
+
+class PausingDriver:
+    """The collector's storage: its first delete waits until the test lets it go."""
+
+    def __init__(self, inner: FilesystemDriver) -> None:
+        self._inner = inner
+        self.deleting = threading.Event()
+        self.go = threading.Event()
+
+    def delete(self, path: str) -> None:
+        self.deleting.set()
+        assert self.go.wait(WAIT)
+        self._inner.delete(path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class Side(threading.Thread):
+    """One side of the race, in its own thread; keeps what it returned or raised."""
+
+    def __init__(self, action: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._action = action
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._action()
+        except BaseException as exc:
+            self.error = exc
+
+    def outcome(self) -> Any:
+        self.join(WAIT)
+        assert not self.is_alive(), "still running"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@pytest.fixture
+def gc_db(database_url: str) -> Iterator[Database]:
+    """The collector's own engine on the same database, as a `dockyard worker` process has."""
+    database = Database(build_engine(database_url))
+    yield database
+    database.dispose()
+
+
+def _collector(env: Env, gc_db: Database, driver: Any) -> GarbageCollector:
+    return GarbageCollector(gc_db, driver, env.feed, clock=lambda: utcnow() + HOURS_LATER)
+
+
+def _pause_before_record(db: Database) -> tuple[threading.Event, threading.Event]:
+    """Stop the next write transaction on `db` (the upload's record transaction) before it begins;
+    returns (reached, go)."""
+    reached, go = threading.Event(), threading.Event()
+    write = db.write
+
+    @contextlib.contextmanager
+    def paused_write() -> Iterator[Connection]:
+        if not reached.is_set():
+            reached.set()
+            assert go.wait(WAIT)
+        with write() as connection:
+            yield connection
+
+    db.write = paused_write  # type: ignore[method-assign]
+    return reached, go
+
+
+def _start_upload(env: Env, data: bytes) -> Callable[[], int]:
+    """An upload of data into AGAIN whose last request holds its writer for the commit (a monolithic
+    push), ready to commit; returns the commit."""
+    state = env.registry.start_upload(AGAIN)
+    session = env.registry.uploads.begin_append(state)
+    session.write(data)
+    state = session.finish(record=False)
+    return lambda: env.registry.commit_upload(state, digest_of(data))
+
+
+def _assert_no_row_without_its_bytes(env: Env) -> None:
+    with env.db.read() as connection:
+        rows = connection.execute(select(Blob.digest, Blob.deleting_since)).all()
+    for digest, deleting_since in rows:
+        assert deleting_since is None, f"a tombstone outlived the run: {digest}"
+        assert digest_of(env.driver.get_content(blob_data_path(digest))) == digest, f"{digest} lost its bytes"
+
+
+def _assert_pulls(env: Env, data: bytes) -> None:
+    digest = digest_of(data)
+    assert env.registry.blob_size(AGAIN, digest) == len(data)
+    with env.registry.blobs.open(digest) as stream:
+        assert stream.read() == data
+
+
+@pytest.fixture
+def old_blob(env: Env) -> bytes:
+    """A blob no manifest uses, old enough for the collector (its clock runs 3 h ahead)."""
+    data = b"layer pushed long ago, used by nothing"
+    env.push_blob(OLD, data)
+    return data
+
+
+def test_collected_between_the_uploads_look_and_its_record(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    # The upload sees the blob stored (so it keeps its bytes out of storage), then the collector
+    # deletes the blob entirely, then the upload records it.
+    commit = _start_upload(env, old_blob)
+    reached, go = _pause_before_record(env.db)
+    upload = Side(commit)
+    upload.start()
+    assert reached.wait(WAIT)
+    report = _collector(env, gc_db, env.driver).run(GCOptions())
+    assert report.blobs_deleted == 1
+    go.set()
+
+    assert upload.outcome() == len(old_blob)
+    _assert_pulls(env, old_blob)
+    _assert_no_row_without_its_bytes(env)
+
+
+def test_upload_records_while_the_collectors_file_delete_is_pending(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    # The upload sees the blob stored; the collector commits its batch; the upload records; only
+    # then does the collector delete the bytes.
+    commit = _start_upload(env, old_blob)
+    reached, go = _pause_before_record(env.db)
+    upload = Side(commit)
+    upload.start()
+    assert reached.wait(WAIT)
+    driver = PausingDriver(env.driver)
+    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
+    collector.start()
+    assert driver.deleting.wait(WAIT)
+    go.set()
+    upload.join(2)  # let the upload record (or wait for the collector) before the bytes go
+    driver.go.set()
+
+    assert collector.outcome().blobs_deleted == 1
+    assert upload.outcome() == len(old_blob)
+    _assert_pulls(env, old_blob)
+    _assert_no_row_without_its_bytes(env)
+
+
+def test_upload_after_the_collectors_batch_committed_before_its_file_delete(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    # The collector has committed its batch and is about to delete the bytes when the same bytes
+    # are uploaded: they must not land only to be deleted under a fresh row.
+    driver = PausingDriver(env.driver)
+    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
+    collector.start()
+    assert driver.deleting.wait(WAIT)
+    upload = Side(_start_upload(env, old_blob))
+    upload.start()
+    upload.join(2)
+    driver.go.set()
+
+    assert collector.outcome().blobs_deleted == 1
+    assert upload.outcome() == len(old_blob)
+    _assert_pulls(env, old_blob)
+    _assert_no_row_without_its_bytes(env)
+
+
+def test_a_blob_being_collected_is_unknown_to_pulls_and_mounts(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    digest = digest_of(old_blob)
+    assert env.registry.blob_size(OLD, digest) == len(old_blob)  # HEAD; remembered in the cache
+    assert env.registry.cached_blob_size(OLD, digest) == len(old_blob)
+    driver = PausingDriver(env.driver)
+    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
+    collector.start()
+    assert driver.deleting.wait(WAIT)  # the batch committed; the bytes are still there
+
+    assert env.registry.cached_blob_size(OLD, digest) is None
+    with pytest.raises(BlobUnknown):  # HEAD and GET: 404 BLOB_UNKNOWN
+        env.registry.blob_size(OLD, digest)
+    assert env.registry.mount_blob("team/new", digest, None) is None  # automatic mount: upload instead
+    assert env.registry.mount_blob("team/new", digest, OLD) is None
+    driver.go.set()
+    collector.outcome()
+    assert digest not in env.blob_digests()
+    _assert_no_row_without_its_bytes(env)
+
+
+def test_a_manifest_put_waiting_on_the_collectors_lock_finds_the_blob_gone(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    # PostgreSQL: the PUT's share lock waits for the collector's batch, then reads the row it
+    # tombstoned (the repository link it joined is from before); SQLite: the PUT waits to write.
+    digest = digest_of(old_blob)
+    locked, go = threading.Event(), threading.Event()
+
+    def after_execute(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # The batch transaction's first statement: the one locking the rows.
+        writing = connection.get_execution_options().get(WRITE_OPTION)
+        if writing and not statement.startswith("BEGIN") and not locked.is_set():
+            locked.set()
+            assert go.wait(WAIT)
+
+    event.listen(gc_db.engine, "after_cursor_execute", after_execute)
+    collector = Side(lambda: _collector(env, gc_db, env.driver).run(GCOptions()))
+    collector.start()
+    assert locked.wait(WAIT)
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "config": {"mediaType": mediatypes.OCI_CONFIG, "digest": digest, "size": len(old_blob)},
+            "layers": [],
+        }
+    ).encode()
+    put = Side(lambda: env.registry.put_manifest(OLD, "latest", body, mediatypes.OCI_MANIFEST))
+    put.start()
+    put.join(1)  # into its transaction, waiting for the collector's
+    go.set()
+
+    assert collector.outcome().blobs_deleted == 1
+    with pytest.raises(ManifestBlobUnknown):
+        put.outcome()
+    with env.db.read() as connection:
+        assert connection.scalar(select(func.count()).select_from(ManifestReference)) == 0
+    _assert_no_row_without_its_bytes(env)
