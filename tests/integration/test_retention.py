@@ -188,6 +188,12 @@ def test_the_cli_sets_shows_and_runs_a_policy(server: RunningServer, oci: OCICli
     assert json.loads(dockyard("retention", "show", "clishop", "--json"))["rules"][0]["count"] == 3
     dry = json.loads(dockyard("retention", "run", "clishop", "--dry-run", "--wait", "--json"))
     assert dry["summary"]["deleted"] == 1
+    # The dry run's table, as a user reads it before enabling: each tag, then each repository's counts.
+    lines = dockyard("retention", "run", "clishop", "--dry-run", "--wait").splitlines()
+    assert any(line.split()[:2] == ["clishop/app", "v1"] and "would delete" in line for line in lines), lines
+    assert any(line.split()[:2] == ["clishop/app", "v4"] and " kept " in line for line in lines), lines
+    assert "Would delete" in "\n".join(lines)
+    assert any(line.split() == ["clishop/app", "4", "1", "0", "0"] for line in lines), lines
     assert oci.tags("clishop/app") == ["latest", "v1", "v2", "v3", "v4"]
     table = dockyard("retention", "run", "clishop", "--wait")
     assert "v1" in table and "not retained by any rule" in table

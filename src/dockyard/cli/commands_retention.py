@@ -65,6 +65,17 @@ DECISION_COLUMNS = [
 ]
 
 
+def _repository_columns(deleted: str) -> list[Column]:
+    """Per repository counts; `deleted` heads the deletes ("Would delete" in a dry run)."""
+    return [
+        Column("Repository", "repository"),
+        Column("Kept", "kept"),
+        Column(deleted, "deleted"),
+        Column("Kept (immutable)", "kept_immutable"),
+        Column("Skipped", "skipped"),
+    ]
+
+
 def _path(project: str) -> str:
     return f"/projects/{segment(project)}/retention"
 
@@ -165,14 +176,24 @@ def _print_report(cli: Session, run: dict[str, Any]) -> None:
     if run["status"] == "failed":
         raise CliError(f"retention run {run['id']} failed: {run.get('error')}")
     document = run.get("report") or {}
+    verb = "would delete" if run["dry_run"] else "deleted"
+    repositories = document.get("repositories", [])
     rows = [
-        {"repository": repository["repository"], **decision}
-        for repository in document.get("repositories", [])
+        {
+            "repository": repository["repository"],
+            **decision,
+            "outcome": verb if decision["outcome"] == "deleted" else decision["outcome"],
+        }
+        for repository in repositories
         for decision in repository["decisions"]
     ]
     cli.out.table(rows, DECISION_COLUMNS, "Nothing in scope: no rule covers any repository.")
+    if repositories:  # per repository: what a user checks before enabling a policy
+        cli.out.table(repositories, _repository_columns(verb.capitalize()), "")
+    out_of_scope = document.get("out_of_scope_repositories") or []
+    if out_of_scope:
+        cli.out.note(f"Not covered by any rule, left as they are: {', '.join(out_of_scope)}.")
     summary = run.get("summary") or {}
-    verb = "would delete" if run["dry_run"] else "deleted"
     cli.out.note(
         f"Run {run['id']}: kept {summary.get('kept', 0)}, {verb} {summary.get('deleted', 0)}, "
         f"kept (immutable) {summary.get('kept_immutable', 0)}, skipped {summary.get('skipped', 0)}."

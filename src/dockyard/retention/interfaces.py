@@ -178,8 +178,15 @@ class RepositoryReport:
     repository: str
     decisions: list[Decision] = field(default_factory=list)
 
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for d in self.decisions if d.outcome is outcome)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"repository": self.repository, "decisions": [d.as_dict() for d in self.decisions]}
+        return {
+            "repository": self.repository,
+            **{key: self.count(outcome) for key, outcome in OUTCOME_COUNTS.items()},
+            "decisions": [d.as_dict() for d in self.decisions],
+        }
 
 
 @dataclass
@@ -188,20 +195,35 @@ class RunReport:
     dry_run: bool
     started_at: datetime
     repositories: list[RepositoryReport] = field(default_factory=list)
+    out_of_scope: list[str] = field(default_factory=list)  # repositories no rule covers: untouched
     run_id: int | None = None  # in the run history
 
     def count(self, outcome: Outcome) -> int:
-        return sum(1 for r in self.repositories for d in r.decisions if d.outcome is outcome)
+        return sum(r.count(outcome) for r in self.repositories)
 
-    def as_dict(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The counts, without the per-repository lists (a job's result, the run list)."""
         return {
             "run_id": self.run_id,
             "project": self.project,
             "dry_run": self.dry_run,
             "started_at": self.started_at.isoformat(),
-            "kept": self.count(Outcome.KEPT),
-            "deleted": self.count(Outcome.DELETED),
-            "kept_immutable": self.count(Outcome.KEPT_IMMUTABLE),
-            "skipped": self.count(Outcome.SKIPPED),
-            "repositories": [r.as_dict() for r in self.repositories],
+            **{key: self.count(outcome) for key, outcome in OUTCOME_COUNTS.items()},
+            "out_of_scope": len(self.out_of_scope),
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "repositories": [r.as_dict() for r in self.repositories],
+            "out_of_scope_repositories": self.out_of_scope,
+        }
+
+
+# The counts in reports and summaries, by key.
+OUTCOME_COUNTS = {
+    "kept": Outcome.KEPT,
+    "deleted": Outcome.DELETED,
+    "kept_immutable": Outcome.KEPT_IMMUTABLE,
+    "skipped": Outcome.SKIPPED,
+}

@@ -155,9 +155,7 @@ class RetentionRuns:
             return int(connection.execute(row).inserted_primary_key[0])  # type: ignore[index]
 
     def finish(self, run_id: int, report: RunReport) -> None:
-        document = report.as_dict()
-        summary = {key: value for key, value in document.items() if key != "repositories"}
-        self._end(run_id, status="succeeded", summary=summary, report=document)
+        self._end(run_id, status="succeeded", summary=report.summary(), report=report.as_dict())
 
     def fail(self, run_id: int, error: str) -> None:
         self._end(run_id, status="failed", error=error[:2000])
@@ -275,6 +273,8 @@ class RetentionExecutor:
                         outcome = verb if decision.outcome is Outcome.DELETED else decision.outcome.value
                         progress.log(f"{name}: {outcome} {what} ({decision.digest}): {decision.reason}")
                 report.repositories.append(RepositoryReport(name, decisions))
+            else:
+                report.out_of_scope.append(name)
             progress.progress(done + 1, len(repositories))
         progress.log(
             f"kept {report.count(Outcome.KEPT)}, {verb} {report.count(Outcome.DELETED)}, "

@@ -47,7 +47,7 @@ def retention_kind(
         report = executor.run(
             str(project), dry_run=bool(ctx.params.get("dry_run", False)), job_id=ctx.job_id, progress=ctx
         )
-        return {key: value for key, value in report.as_dict().items() if key != "repositories"}
+        return report.summary()
 
     return JobKind(
         KIND, retention, concurrency=1, timeout=timedelta(hours=6), default_schedule=SWEEP_SCHEDULE

@@ -220,3 +220,34 @@ def test_policy_and_history_go_with_their_project(world: World) -> None:
     world.projects.ensure("gone")  # a new project of the same name starts clean
     assert world.policies.find("gone") is None
     assert world.runs.list("gone") == []
+
+
+def test_a_dry_run_report_lists_each_repository_and_those_no_rule_covers(world: World) -> None:
+    five_versions(world, "team/app")
+    five_versions(world, "team/sandbox/try")
+    world.registry.immutability.add("team", "**", "v1")
+    policy = {"rules": [{"action": "latestPushedK", "count": 3, "repositories": {"exclude": "sandbox/**"}}]}
+    world.policies.put("team", parse_policy(policy))
+
+    document = world.executor.run("team", dry_run=True).as_dict()
+
+    [app] = document["repositories"]
+    assert (app["repository"], app["kept"], app["deleted"], app["kept_immutable"], app["skipped"]) == (
+        "team/app",
+        3,
+        1,
+        1,
+        0,
+    )
+    assert {d["tag"]: d["outcome"] for d in app["decisions"]} == {
+        "v1": "kept (immutable)",
+        "v2": "deleted",
+        "v3": "kept",
+        "v4": "kept",
+        "v5": "kept",
+    }
+    assert document["out_of_scope_repositories"] == ["team/sandbox/try"]
+    [run] = world.runs.list("team")
+    assert run["summary"]["out_of_scope"] == 1
+    assert "repositories" not in run["summary"] and "out_of_scope_repositories" not in run["summary"]
+    assert world.tags("team/sandbox/try") == ["v1", "v2", "v3", "v4", "v5"]
