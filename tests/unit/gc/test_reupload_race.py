@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, event, func, select
 
+from dockyard.api.oci.errors import render_error
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.base import utcnow
 from dockyard.db.engine import WRITE_OPTION, build_engine
 from dockyard.db.session import Database
-from dockyard.errors import BlobUnknown, ManifestBlobUnknown
+from dockyard.errors import BlobBeingDeleted, BlobUnknown, ManifestBlobUnknown
+from dockyard.gc.blobs import BlobSweeper
 from dockyard.gc.interfaces import GCOptions
 from dockyard.gc.services import GarbageCollector
 from dockyard.registry.models import ManifestReference
+from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
@@ -38,6 +41,7 @@ pytestmark = pytest.mark.db_independent
 WAIT = 60  # seconds a side waits for the other before the test gives up (never reached when it works)
 OLD = "team/old"
 AGAIN = "team/again"
+OLD_BYTES = b"layer pushed long ago, used by nothing"
 
 
 class PausingDriver:
@@ -138,9 +142,8 @@ def _assert_pulls(env: Env, data: bytes) -> None:
 @pytest.fixture
 def old_blob(env: Env) -> bytes:
     """A blob no manifest uses, old enough for the collector (its clock runs 3 h ahead)."""
-    data = b"layer pushed long ago, used by nothing"
-    env.push_blob(OLD, data)
-    return data
+    env.push_blob(OLD, OLD_BYTES)
+    return OLD_BYTES
 
 
 def test_collected_between_the_uploads_look_and_its_record(
@@ -265,4 +268,36 @@ def test_a_manifest_put_waiting_on_the_collectors_lock_finds_the_blob_gone(
         put.outcome()
     with env.db.read() as connection:
         assert connection.scalar(select(func.count()).select_from(ManifestReference)) == 0
+    _assert_no_row_without_its_bytes(env)
+
+
+def _tombstone_as_a_crashed_run_left_it(env: Env, gc_db: Database, digest: str) -> None:
+    """The collector's batch committed, and its process died before deleting anything."""
+    sweeper = BlobSweeper(gc_db, env.driver)
+    cutoff = utcnow() + HOURS_LATER - GCOptions().min_age
+    assert sweeper.tombstone_rows(cutoff, [digest]) == [(digest, len(OLD_BYTES))]
+
+
+def test_an_upload_held_up_by_a_crashed_run_answers_try_again_until_the_next_run(
+    env: Env, gc_db: Database, old_blob: bytes
+) -> None:
+    digest = digest_of(old_blob)
+    _tombstone_as_a_crashed_run_left_it(env, gc_db, digest)
+    impatient = BlobStore(env.db, env.driver, env.registry.uploads, wait_for_delete=0.2)
+    env.registry.blobs = impatient
+
+    with pytest.raises(BlobBeingDeleted) as refused:
+        _start_upload(env, old_blob)()
+    response = render_error(refused.value)  # what /v2 answers: retry later
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert json.loads(bytes(response.body))["errors"][0]["code"] == "UNAVAILABLE"
+    with pytest.raises(BlobUnknown):
+        env.registry.blob_size(OLD, digest)
+
+    report = _collector(env, gc_db, env.driver).run(GCOptions())  # finishes the tombstone first
+    assert report.blobs_deleted == 0
+    assert digest not in env.blob_digests() | env.stored_digests()
+    assert _start_upload(env, old_blob)() == len(old_blob)  # the client's retry
+    _assert_pulls(env, old_blob)
     _assert_no_row_without_its_bytes(env)
