@@ -6,8 +6,9 @@ alone and said so. The rules of a single DELETE hold: immutable tags stay, the b
 manifest are stamped for garbage collection's window, and quota usage is released in the same
 transaction.
 
-Lock order (as `registry.usage` and garbage collection): tag rows, then manifest rows in id order, then
-blob rows in digest order, and the project's row last (`release`).
+Lock order on PostgreSQL: manifest rows in id order (as garbage collection), then blob rows in digest
+order, the project's row (`release`, registry.usage), then tag rows. A push locks a manifest before its
+tag, so taking tags first could deadlock with a push tagging a manifest this batch deletes.
 """
 
 from __future__ import annotations
@@ -61,10 +62,10 @@ def delete_in_repository(
     outcomes: dict[DeleteRequest, DeleteResult] = {}
     tag_requests = [request for request in requests if request.tag is not None]
     manifest_requests = [request for request in requests if request.tag is None]
-    if tag_requests:
-        outcomes.update(_delete_tags(connection, repository_id, tag_requests, immutable))
     if manifest_requests:
         outcomes.update(_delete_untagged(connection, repository_id, manifest_requests))
+    if tag_requests:
+        outcomes.update(_delete_tags(connection, repository_id, tag_requests, immutable))
     return [outcomes[request] for request in requests]
 
 
