@@ -12,6 +12,7 @@ so neither kind can stand in for the other. They carry no access: each use asks 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import secrets
@@ -38,6 +39,7 @@ from dockyard.auth.interfaces import (
 )
 from dockyard.auth.models import SigningKey
 from dockyard.auth.scopes import REGISTRY, REPOSITORY, WILDCARD, AccessSet
+from dockyard.auth.singleflight import SingleFlight
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import DockyardError
@@ -415,6 +417,9 @@ class TokenIssuer:
         self.login_ttl = login_ttl
         self.clock = clock
         self.logins = TTLCache[Principal](max_logins, clock, generation)
+        # A client's burst with new credentials (one request per connection, all at once) shares
+        # one check instead of hashing the password once per request (19 MiB each).
+        self.in_flight = SingleFlight[Principal | None]()
 
     @property
     def offers_refresh_tokens(self) -> bool:
@@ -430,12 +435,25 @@ class TokenIssuer:
         key = hashlib.sha256(f"{username}\0{secret}".encode(errors="surrogatepass")).digest()
         principal = self.logins.get(key) if self.login_ttl > 0 else None
         if principal is None:
-            noted = self.logins.current_generation()
-            principal = self.authenticator.authenticate(username, secret, client_ip)
-            if self.login_ttl > 0:
-                self.logins.put(key, principal, self.clock() + self.login_ttl, noted)
+            check = functools.partial(self._check_and_remember, key, username, secret, client_ip)
+            principal = self.in_flight.run(key, check)
+        if principal is None:
+            raise AuthenticationFailed()
         refresh = self.tokens.issue_refresh(principal) if offline and self.lookup is not None else None
         return self._grant(principal, requested, refresh)
+
+    def _check_and_remember(
+        self, key: bytes, username: str, secret: str, client_ip: str | None
+    ) -> Principal | None:
+        """None for a refusal: each caller raises its own AuthenticationFailed, not a shared one."""
+        noted = self.logins.current_generation()
+        try:
+            principal = self.authenticator.authenticate(username, secret, client_ip)
+        except AuthenticationFailed:
+            return None
+        if self.login_ttl > 0:
+            self.logins.put(key, principal, self.clock() + self.login_ttl, noted)
+        return principal
 
     def by_refresh_token(self, refresh_token: str, requested: Sequence[Scope]) -> TokenGrant:
         """Raises AuthenticationFailed for an invalid token or a principal that may no longer log in."""

@@ -17,7 +17,6 @@ purpose), and so are the policy's answers to them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -44,6 +43,7 @@ from dockyard.auth.scopes import (
     format_scopes,
     repository_scope,
 )
+from dockyard.auth.singleflight import AsyncSingleFlight
 from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
 from dockyard.content.reference import validate_name
 from dockyard.errors import NameInvalid
@@ -259,8 +259,10 @@ class Gate(Protocol):
 
 class _BasicCredentials:
     """Checks `Authorization: Basic` values with an Authenticator (in a worker thread: password
-    hashes are slow on purpose), remembering successes briefly. Failures are not remembered: the
-    authenticator counts them for its login limits."""
+    hashes are slow on purpose), remembering successes briefly. Concurrent requests with the same
+    credentials share one check (a client's burst with new credentials costs one hash, not one per
+    connection), its failure included; failures are not remembered beyond that: the authenticator
+    counts them for its login limits, once per check."""
 
     def __init__(
         self,
@@ -274,31 +276,18 @@ class _BasicCredentials:
         self.ttl = ttl
         self.clock = clock
         self.cache = TTLCache[Principal](max_entries, clock, generation)
-        # Checks under way, by credentials: a burst with the same new credentials waits for one
-        # password hash instead of running one each.
-        self.pending: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self.in_flight = AsyncSingleFlight[Principal | None]()
 
     async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
         key = hashlib.sha256(raw).digest()
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        pending = self.pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
-        self.pending[key] = future
+        return await self.in_flight.run(key, lambda: self._check_and_remember(key, raw, client_ip))
+
+    async def _check_and_remember(self, key: bytes, raw: bytes, client_ip: str | None) -> Principal | None:
         noted = self.cache.current_generation()
-        try:
-            principal = await self._check(raw, client_ip)
-            future.set_result(principal)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        finally:
-            del self.pending[key]
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+        principal = await self._check(raw, client_ip)
         if principal is not None:
             self.cache.put(key, principal, self.clock() + self.ttl, noted)
         return principal
