@@ -21,9 +21,13 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # longer inputs only cost CPU
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Each hash takes 19 MiB and a core for ~25 ms: a burst of logins must queue for cores rather than
-# run all at once (that pushed a worker past 500 MiB and made every login slow).
-_HASH_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+# Each hash takes 19 MiB and a core for ~25 ms: a burst of logins with different credentials queues
+# for cores rather than running all at once (64 at once pushed a worker past 500 MiB and made every
+# login slow; the same credentials in flight together share one check: dockyard.auth.singleflight).
+# More at once than cores only adds memory, not speed. A constant, not a setting: it is per process
+# and the cores are the limit whatever the worker count.
+CONCURRENT_HASHES = max(1, os.cpu_count() or 1)
+_HASH_SLOTS = threading.BoundedSemaphore(CONCURRENT_HASHES)
 
 
 @functools.cache
