@@ -123,34 +123,38 @@ class GarbageCollector:
         self._finish_tombstones(batch_size, pool, report)
         after: str | None = None
         tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
-        # The previous batch: its storage deletes run while the next batch's transaction does; its
-        # rows go once they are done (at most one batch behind).
-        pending: list[Future[int]] = []
-        pending_rows: list[str] = []
-        try:
-            while True:
-                tracker.check_cancelled()
-                candidates = self._blobs.candidates(cutoff, after, batch_size)
-                if not candidates:
-                    return
-                after = candidates[-1][0]
-                doomed = _retrying(partial(self._blobs.tombstone_rows, cutoff, [d for d, _ in candidates]))
-                if doomed:
-                    self._feed.bump(Topic.BLOB_DELETES)  # the links went, and the blobs read as absent
-                    report.storage_delete_failures += self._settle(pending, pending_rows)
-                    pending_rows = [d for d, _ in doomed]
-                    pending = self._blobs.delete_files(pending_rows, pool)
-                for digest, size in doomed:
-                    report.note_blob(digest, size)
-                tracker.advance(len(candidates))
-        finally:
-            # Also when cancelled or failing: tombstoned rows go once their bytes have gone (what is
-            # left is finished by the next run).
-            report.storage_delete_failures += self._settle(pending, pending_rows)
+        # A batch's storage deletes start as soon as it commits (the pool works through batches in
+        # order, so it never idles while the next batch's transaction runs); its row delete follows
+        # them in the background. At most one batch behind; each future: how many deletes failed.
+        pending: Future[int] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-finish") as finisher:
+            try:
+                while True:
+                    tracker.check_cancelled()
+                    candidates = self._blobs.candidates(cutoff, after, batch_size)
+                    if not candidates:
+                        return
+                    after = candidates[-1][0]
+                    doomed = _retrying(
+                        partial(self._blobs.tombstone_rows, cutoff, [d for d, _ in candidates])
+                    )
+                    if doomed:
+                        self._feed.bump(Topic.BLOB_DELETES)  # the links went, and the blobs read as absent
+                        digests = [d for d, _ in doomed]
+                        deletes = self._blobs.delete_files(digests, pool)
+                        report.storage_delete_failures += _result(pending)
+                        pending = finisher.submit(self._forget_after, deletes, digests)
+                    for digest, size in doomed:
+                        report.note_blob(digest, size)
+                    tracker.advance(len(candidates))
+            finally:
+                # Also when cancelled or failing: tombstoned rows go once their bytes have (what is
+                # left is finished by the next run).
+                report.storage_delete_failures += _result(pending)
 
-    def _settle(self, pending: list[Future[int]], digests: list[str]) -> int:
-        """Wait for a batch's storage deletes, then delete its rows; how many storage deletes failed."""
-        failures = _settled(pending)
+    def _forget_after(self, deletes: list[Future[int]], digests: list[str]) -> int:
+        """Wait for tombstoned blobs' storage deletes, then delete their rows; how many deletes failed."""
+        failures = _settled(deletes)
         _retrying(partial(self._blobs.forget, digests))
         return failures
 
@@ -159,7 +163,8 @@ class GarbageCollector:
         rows. Runs are serialised (one `gc` job at a time), so no other collector is deleting them."""
         finished = 0
         while digests := self._blobs.tombstoned(batch_size):
-            report.storage_delete_failures += self._settle(self._blobs.delete_files(digests, pool), digests)
+            deletes = self._blobs.delete_files(digests, pool)
+            report.storage_delete_failures += self._forget_after(deletes, digests)
             finished += len(digests)
         if finished:
             log.info("garbage collection finished deleting %d blobs an interrupted run had begun", finished)
@@ -227,6 +232,10 @@ def _background_priority() -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):  # only a privileged process may raise its priority again
             os.setpriority(os.PRIO_PROCESS, thread, before)
+
+
+def _result(future: Future[int] | None) -> int:
+    return 0 if future is None else future.result()
 
 
 def _settled(futures: list[Future[int]]) -> int:
