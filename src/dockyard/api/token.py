@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dockyard.accounts.names import is_robot_name
-from dockyard.api.oci.gate import MAX_AUTHORIZATION_BYTES, decode_basic
+from dockyard.api.oci.gate import MAX_AUTHORIZATION_BYTES
 from dockyard.audit.interfaces import (
     ActorKind,
     AuditAction,
@@ -35,6 +35,7 @@ from dockyard.audit.interfaces import (
     ResourceType,
 )
 from dockyard.auth.interfaces import AuthenticationFailed, Scope
+from dockyard.auth.remembered import decode_basic
 from dockyard.auth.scopes import ScopeInvalid, format_scope, format_scopes, parse_scopes
 from dockyard.auth.tokens import TokenGrant, TokenIssuer
 

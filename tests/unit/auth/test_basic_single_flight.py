@@ -8,8 +8,8 @@ import base64
 import threading
 import time
 
-from dockyard.api.oci.gate import _BasicCredentials
 from dockyard.auth.interfaces import AuthenticationFailed, Principal, PrincipalKind
+from dockyard.auth.remembered import RememberedLogins
 
 
 class CountingAuthenticator:
@@ -32,7 +32,7 @@ def _raw(username: str, secret: str) -> bytes:
 
 def test_concurrent_checks_of_the_same_credentials_share_one_check() -> None:
     authenticator = CountingAuthenticator()
-    credentials = _BasicCredentials(authenticator, ttl=30, max_entries=100, clock=time.time)
+    credentials = RememberedLogins(authenticator, ttl=30, max_entries=100, clock=time.time)
 
     async def burst() -> list[Principal | None]:
         return await asyncio.gather(*(credentials.principal(_raw("alice", "right"), None) for _ in range(20)))
@@ -44,7 +44,7 @@ def test_concurrent_checks_of_the_same_credentials_share_one_check() -> None:
 
 def test_failures_are_shared_by_the_burst_but_not_remembered() -> None:
     authenticator = CountingAuthenticator()
-    credentials = _BasicCredentials(authenticator, ttl=30, max_entries=100, clock=time.time)
+    credentials = RememberedLogins(authenticator, ttl=30, max_entries=100, clock=time.time)
 
     async def burst() -> list[Principal | None]:
         return await asyncio.gather(*(credentials.principal(_raw("alice", "wrong"), None) for _ in range(10)))

@@ -24,10 +24,10 @@ from argon2 import PasswordHasher
 
 from dockyard.accounts import passwords
 from dockyard.accounts.limiter import InProcessLoginLimiter
-from dockyard.api.oci.gate import _BasicCredentials
 from dockyard.auth.interfaces import AuthenticationFailed, Principal
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.singleflight import AsyncSingleFlight, SingleFlight
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
 from dockyard.db.session import Database
@@ -147,8 +147,8 @@ def issuer(db: Database, authenticator: LocalAuthenticator, arrivals: Arrivals) 
 
 
 @pytest.fixture
-def basic(authenticator: LocalAuthenticator, arrivals: Arrivals) -> _BasicCredentials:
-    credentials = _BasicCredentials(authenticator, ttl=30, max_entries=100, clock=time.time)
+def basic(authenticator: LocalAuthenticator, arrivals: Arrivals) -> RememberedLogins:
+    credentials = RememberedLogins(authenticator, ttl=30, max_entries=100, clock=time.time)
     counted_async_entries(credentials.in_flight, arrivals)
     return credentials
 
@@ -168,7 +168,7 @@ def token_logins(issuer: TokenIssuer, arrivals: Arrivals, logins: list[tuple[str
         return list(pool.map(lambda pair: login(*pair), logins))
 
 
-def basic_logins(basic: _BasicCredentials, arrivals: Arrivals, logins: list[tuple[str, str]]) -> list[str]:
+def basic_logins(basic: RememberedLogins, arrivals: Arrivals, logins: list[tuple[str, str]]) -> list[str]:
     """Each login at once as its own request's coroutine: the principal's name, or "refused"."""
     arrivals.expect(len(logins))
 
@@ -193,7 +193,7 @@ def test_a_burst_of_token_requests_with_the_same_credentials_hashes_once(
 
 
 def test_a_burst_of_basic_requests_with_the_same_credentials_hashes_once(
-    basic: _BasicCredentials, arrivals: Arrivals, hasher: CountingHasher
+    basic: RememberedLogins, arrivals: Arrivals, hasher: CountingHasher
 ) -> None:
     assert basic_logins(basic, arrivals, [("alice", PASSWORD)] * 32) == ["alice"] * 32
     assert hasher.verifies == 1
@@ -201,7 +201,7 @@ def test_a_burst_of_basic_requests_with_the_same_credentials_hashes_once(
 
 @pytest.mark.parametrize("way_in", ["token", "basic"])
 def test_different_credentials_in_one_burst_are_each_checked(
-    issuer: TokenIssuer, basic: _BasicCredentials, arrivals: Arrivals, hasher: CountingHasher, way_in: str
+    issuer: TokenIssuer, basic: RememberedLogins, arrivals: Arrivals, hasher: CountingHasher, way_in: str
 ) -> None:
     logins = [("alice", PASSWORD), ("bob", PASSWORD), ("alice", "wrong password"), ("carol", PASSWORD)] * 4
     if way_in == "token":
@@ -216,7 +216,7 @@ def test_different_credentials_in_one_burst_are_each_checked(
 
 @pytest.mark.parametrize("way_in", ["token", "basic"])
 def test_a_wrong_password_reaches_every_waiter_and_counts_as_one_guess(
-    issuer: TokenIssuer, basic: _BasicCredentials, arrivals: Arrivals, hasher: CountingHasher, way_in: str
+    issuer: TokenIssuer, basic: RememberedLogins, arrivals: Arrivals, hasher: CountingHasher, way_in: str
 ) -> None:
     def logins(pairs: list[tuple[str, str]]) -> list[str]:
         return (

@@ -17,8 +17,6 @@ purpose), and so are the policy's answers to them.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import hashlib
 import re
@@ -33,7 +31,8 @@ from starlette.types import Scope as ASGIScope
 
 from dockyard.api.oci.errors import error_response
 from dockyard.auth.cache import Generation, TTLCache
-from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal, Scope
+from dockyard.auth.interfaces import Authenticator, Principal, Scope
+from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.auth.scopes import (
     CATALOG_SCOPE,
     DELETE,
@@ -43,7 +42,6 @@ from dockyard.auth.scopes import (
     format_scopes,
     repository_scope,
 )
-from dockyard.auth.singleflight import AsyncSingleFlight
 from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
 from dockyard.content.reference import validate_name
 from dockyard.errors import NameInvalid
@@ -132,7 +130,7 @@ class TokenGate:
         *,
         authenticator: Authenticator | None = None,
         policy: AccessGranter | None = None,
-        basic_ttl: float = 30.0,
+        basic_ttl: float = DEFAULT_TTL,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
         generation: Generation | None = None,  # moves on any account/key change: caches forget
@@ -142,7 +140,7 @@ class TokenGate:
         self.verifier = verifier
         self.challenge = challenge
         self.basic = (
-            _BasicCredentials(authenticator, basic_ttl, max_entries, clock, generation)
+            RememberedLogins(authenticator, basic_ttl, max_entries, clock, generation)
             if authenticator
             else None
         )
@@ -227,12 +225,12 @@ class BasicGate:
         authenticator: Authenticator,
         realm: str,
         *,
-        ttl: float = 30.0,
+        ttl: float = DEFAULT_TTL,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.realm = realm
-        self.basic = _BasicCredentials(authenticator, ttl, max_entries, clock)
+        self.basic = RememberedLogins(authenticator, ttl, max_entries, clock)
 
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
@@ -255,65 +253,6 @@ class Gate(Protocol):
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
     ) -> Principal | Response: ...
-
-
-class _BasicCredentials:
-    """Checks `Authorization: Basic` values with an Authenticator (in a worker thread: password
-    hashes are slow on purpose), remembering successes briefly. Concurrent requests with the same
-    credentials share one check (a client's burst with new credentials costs one hash, not one per
-    connection), its failure included; failures are not remembered beyond that: the authenticator
-    counts them for its login limits, once per check."""
-
-    def __init__(
-        self,
-        authenticator: Authenticator,
-        ttl: float,
-        max_entries: int,
-        clock: Callable[[], float],
-        generation: Generation | None = None,
-    ) -> None:
-        self.authenticator = authenticator
-        self.ttl = ttl
-        self.clock = clock
-        self.cache = TTLCache[Principal](max_entries, clock, generation)
-        self.in_flight = AsyncSingleFlight[Principal | None]()
-
-    async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
-        key = hashlib.sha256(raw).digest()
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        return await self.in_flight.run(key, lambda: self._check_and_remember(key, raw, client_ip))
-
-    async def _check_and_remember(self, key: bytes, raw: bytes, client_ip: str | None) -> Principal | None:
-        noted = self.cache.current_generation()
-        principal = await self._check(raw, client_ip)
-        if principal is not None:
-            self.cache.put(key, principal, self.clock() + self.ttl, noted)
-        return principal
-
-    async def _check(self, raw: bytes, client_ip: str | None) -> Principal | None:
-        pair = decode_basic(raw)
-        if pair is None:
-            return None
-        try:
-            return await anyio.to_thread.run_sync(
-                self.authenticator.authenticate, pair[0], pair[1], client_ip
-            )
-        except AuthenticationFailed:
-            return None
-
-
-def decode_basic(raw: bytes) -> tuple[str, str] | None:
-    """(username, secret) from the base64 part of a Basic Authorization header, or None."""
-    try:
-        text = base64.b64decode(raw, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    username, sep, secret = text.partition(":")
-    if not sep or not username or not secret:
-        return None
-    return username, secret
 
 
 def _header(scope: ASGIScope, name: bytes) -> bytes | None:
