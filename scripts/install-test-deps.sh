@@ -11,6 +11,7 @@ declare -A PACKAGE_OF=(
   [podman]=podman
   [buildah]=buildah
   [umoci]=umoci
+  [containerd]=containerd  # containerd + ctr: the e2e tests start a daemon of their own (tests/support/containerd.py)
   [docker-registry]=docker-registry
   [wrk]=wrk
   [haproxy]=haproxy

@@ -1,0 +1,286 @@
+"""containerd (`ctr`, the client library behind Kubernetes and docker) against a real dockyard.
+
+Each test starts its own throwaway containerd daemon (own root, state and socket; see
+tests/support/containerd.py). Images are built locally (tests/support/oci.py) and reach dockyard through
+skopeo or through `ctr images import` + `ctr images push`; what containerd pulls is compared bit for bit
+with what was pushed, down to the files of the unpacked image.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e import auth_fixtures
+from tests.e2e.auth_fixtures import AuthRegistry
+from tests.support.containerd import RunningContainerd, start_containerd
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, OciLayout, write_oci_layout
+from tests.support.server import RunningServer
+from tests.support.tools import ContainerTools
+
+auth_registry = auth_fixtures.auth_registry
+project = auth_fixtures.project
+
+PLAIN_HTTP = "--plain-http"
+ACCEPT_ANY_MANIFEST = {"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}
+
+
+@pytest.fixture
+def containerd(tmp_path: Path) -> Iterator[RunningContainerd]:
+    daemon = start_containerd(tmp_path / "containerd")
+    yield daemon
+    daemon.stop()
+
+
+def image_digests(daemon: RunningContainerd) -> dict[str, str]:
+    """`ctr images ls`: image name -> the digest its name points at."""
+    lines = daemon.ctr_text("images", "ls").splitlines()
+    assert lines[0].split()[:3] == ["REF", "TYPE", "DIGEST"], lines[0]
+    return {fields[0]: fields[2] for fields in (line.split() for line in lines[1:])}
+
+
+def content_of(daemon: RunningContainerd, digest: str) -> bytes | None:
+    """The bytes containerd's content store holds for `digest` (`ctr content get`), None if it has none."""
+    result = daemon.ctr("content", "get", digest, check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def mounted_files(daemon: RunningContainerd, image: str, target: Path, platform: str) -> dict[str, bytes]:
+    """The regular files of the unpacked image, read through `ctr images mount` (then unmounted)."""
+    target.mkdir()
+    daemon.ctr("images", "mount", "--platform", platform, image, str(target))
+    try:
+        return {
+            str(path.relative_to(target)): path.read_bytes() for path in target.rglob("*") if path.is_file()
+        }
+    finally:
+        daemon.ctr("images", "unmount", str(target))
+
+
+def layout_tar(layout: OciLayout, tar_path: Path) -> Path:
+    """The OCI layout as the tar `ctr images import` reads."""
+    with tarfile.open(tar_path, "w") as tar:
+        for name in ("oci-layout", "index.json", "blobs"):
+            tar.add(layout.path / name, arcname=name)
+    return tar_path
+
+
+def skopeo_push(tools: ContainerTools, layout: OciLayout, target: str) -> None:
+    tools.skopeo(
+        "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", layout.transport_ref, target
+    )
+
+
+def test_pull_gets_the_pushed_image_bit_for_bit_and_unpacks_it(
+    server: RunningServer,
+    containerd: RunningContainerd,
+    tools: ContainerTools,
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    layout = write_oci_layout(tmp_path / "src", layers=3, layer_size=96 * 1024, seed=61)
+    image = layout.images[0]
+    ref = f"{server.host}/{repo_name}:v1"
+    skopeo_push(tools, layout, f"docker://{ref}")
+
+    containerd.ctr("images", "pull", PLAIN_HTTP, ref)
+
+    assert image_digests(containerd)[ref] == layout.top.digest
+    for digest in [layout.top.digest, *image.blob_digests]:
+        assert content_of(containerd, digest) == layout.blobs[digest], digest
+    expected_files = {name: data for layer in image.layers for name, data in layer.files.items()}
+    assert mounted_files(containerd, ref, tmp_path / "rootfs", "linux/amd64") == expected_files
+
+
+def test_pull_of_a_missing_tag_fails_as_not_found(
+    server: RunningServer, containerd: RunningContainerd, repo_name: str
+) -> None:
+    ref = f"{server.host}/{repo_name}:absent"
+
+    failed = containerd.ctr("images", "pull", PLAIN_HTTP, ref, check=False)
+
+    assert failed.returncode != 0
+    assert f"{ref}: not found" in failed.stderr.decode()
+    assert ref not in image_digests(containerd)
+
+
+def test_push_of_an_imported_image_is_served_as_built(
+    server: RunningServer, containerd: RunningContainerd, repo_name: str, tmp_path: Path
+) -> None:
+    layout = write_oci_layout(tmp_path / "src", layers=2, layer_size=64 * 1024, seed=62)
+    ref = f"{server.host}/{repo_name}:latest"  # the layout's tag, named under the registry by --base-name
+    containerd.ctr(
+        "images",
+        "import",
+        "--base-name",
+        f"{server.host}/{repo_name}",
+        str(layout_tar(layout, tmp_path / "image.tar")),
+    )
+    assert image_digests(containerd)[ref] == layout.top.digest
+
+    containerd.ctr("images", "push", PLAIN_HTTP, ref)
+
+    manifest = httpx.get(f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST)
+    assert manifest.status_code == 200
+    assert manifest.headers["Docker-Content-Digest"] == layout.top.digest
+    assert manifest.content == layout.blobs[layout.top.digest]
+    for digest in layout.images[0].blob_digests:
+        blob = httpx.get(f"{server.url}/v2/{repo_name}/blobs/{digest}", follow_redirects=True)
+        assert blob.status_code == 200, digest
+        assert blob.content == layout.blobs[digest], digest
+
+
+def test_push_of_a_pulled_image_to_a_new_repository_keeps_its_digest(
+    server: RunningServer,
+    containerd: RunningContainerd,
+    tools: ContainerTools,
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    layout = write_oci_layout(tmp_path / "src", layers=2, layer_size=64 * 1024, seed=63)
+    source = f"{server.host}/{repo_name}:v1"
+    target_repo = f"{repo_name}-copy"
+    target = f"{server.host}/{target_repo}:v2"
+    skopeo_push(tools, layout, f"docker://{source}")
+    containerd.ctr("images", "pull", PLAIN_HTTP, source)
+    containerd.ctr("images", "tag", source, target)
+
+    # containerd remembers where the blobs came from and asks to mount them from the source repository.
+    containerd.ctr("images", "push", PLAIN_HTTP, target)
+
+    inspected = tools.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{target}").stdout
+    assert inspected.encode() == layout.blobs[layout.top.digest]
+    head = httpx.head(f"{server.url}/v2/{target_repo}/manifests/v2", headers=ACCEPT_ANY_MANIFEST)
+    assert head.status_code == 200
+    assert head.headers["Docker-Content-Digest"] == layout.top.digest
+    for digest in layout.images[0].blob_digests:
+        blob = httpx.get(f"{server.url}/v2/{target_repo}/blobs/{digest}", follow_redirects=True)
+        assert blob.content == layout.blobs[digest], digest
+
+
+def test_pull_with_a_platform_takes_that_child_of_a_multi_arch_index(
+    server: RunningServer,
+    containerd: RunningContainerd,
+    tools: ContainerTools,
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    platforms = [("linux", "amd64"), ("linux", "arm64")]
+    layout = write_oci_layout(tmp_path / "src", layers=1, layer_size=32 * 1024, platforms=platforms, seed=64)
+    amd64, arm64 = layout.images
+    ref = f"{server.host}/{repo_name}:multi"
+    skopeo_push(tools, layout, f"docker://{ref}")
+
+    containerd.ctr("images", "pull", PLAIN_HTTP, "--platform", "linux/arm64", ref)
+
+    assert image_digests(containerd)[ref] == layout.top.digest
+    assert content_of(containerd, layout.top.digest) == layout.blobs[layout.top.digest]
+    for digest in [arm64.manifest.digest, *arm64.blob_digests]:
+        assert content_of(containerd, digest) == layout.blobs[digest], digest
+    for digest in [amd64.manifest.digest, *amd64.blob_digests]:
+        assert content_of(containerd, digest) is None, f"the amd64 child's {digest} was fetched too"
+    files = mounted_files(containerd, ref, tmp_path / "rootfs", "linux/arm64")
+    assert files["layer0/hello.txt"] == b"layer 0 for linux/arm64\n"
+
+
+def test_push_of_an_imported_multi_arch_index_keeps_every_digest(
+    server: RunningServer, containerd: RunningContainerd, repo_name: str, tmp_path: Path
+) -> None:
+    platforms = [("linux", "amd64"), ("linux", "arm64")]
+    layout = write_oci_layout(tmp_path / "src", layers=1, layer_size=32 * 1024, platforms=platforms, seed=65)
+    ref = f"{server.host}/{repo_name}:latest"
+    tar_path = layout_tar(layout, tmp_path / "image.tar")
+    containerd.ctr(
+        "images", "import", "--all-platforms", "--base-name", f"{server.host}/{repo_name}", str(tar_path)
+    )
+
+    containerd.ctr("images", "push", PLAIN_HTTP, ref)
+
+    index = httpx.get(f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST)
+    assert index.status_code == 200
+    assert index.headers["Content-Type"] == OCI_INDEX
+    assert index.content == layout.blobs[layout.top.digest]
+    for image in layout.images:
+        child = httpx.get(
+            f"{server.url}/v2/{repo_name}/manifests/{image.manifest.digest}", headers=ACCEPT_ANY_MANIFEST
+        )
+        assert child.content == layout.blobs[image.manifest.digest], image.platform
+
+
+# --- token auth (HTTPS, private project) ----------------------------------------------------------------
+def https_trust(registry: AuthRegistry, tmp_path: Path) -> list[str]:
+    """ctr flags to reach the registry over HTTPS trusting only its CA.
+
+    containerd talks plain HTTP to a loopback registry unless a hosts.toml names the https:// endpoint, so
+    `--tlscacert` alone is not enough here.
+    """
+    hosts_dir = tmp_path / "certs.d"
+    (hosts_dir / registry.host).mkdir(parents=True)
+    endpoint = f"https://{registry.host}"
+    (hosts_dir / registry.host / "hosts.toml").write_text(
+        f'server = "{endpoint}"\n\n[host."{endpoint}"]\n  capabilities = ["pull", "resolve", "push"]\n'
+        f'  ca = "{registry.ca_file}"\n'
+    )
+    return ["--hosts-dir", str(hosts_dir)]
+
+
+def test_pull_from_a_private_project_needs_credentials(
+    auth_registry: AuthRegistry,
+    project: str,
+    containerd: RunningContainerd,
+    tools: ContainerTools,
+    tmp_path: Path,
+) -> None:
+    registry, developer = auth_registry, auth_registry.developer
+    layout = write_oci_layout(tmp_path / "src", layers=2, layer_size=32 * 1024, seed=66)
+    ref = f"{registry.host}/{project}/app:v1"
+    tools.skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(registry.ca_dir),
+        "--dest-creds",
+        developer.joined,
+        layout.transport_ref,
+        f"docker://{ref}",
+    )
+    trust = https_trust(registry, tmp_path)
+
+    anonymous = containerd.ctr("images", "pull", *trust, ref, check=False)
+    assert anonymous.returncode != 0
+    assert "pull access denied" in anonymous.stderr.decode(), anonymous.stderr
+    assert ref not in image_digests(containerd)
+
+    wrong = containerd.ctr(
+        "images", "pull", *trust, "--user", f"{developer.username}:not-it", ref, check=False
+    )
+    assert wrong.returncode != 0
+    assert "401 unauthorized" in wrong.stderr.decode().lower(), wrong.stderr
+
+    containerd.ctr("images", "pull", *trust, "--user", registry.guest.joined, ref)
+    assert image_digests(containerd)[ref] == layout.top.digest
+    for digest in layout.images[0].blob_digests:
+        assert content_of(containerd, digest) == layout.blobs[digest], digest
+
+
+def test_push_to_a_private_project_as_developer_but_not_as_guest(
+    auth_registry: AuthRegistry, project: str, containerd: RunningContainerd, tmp_path: Path
+) -> None:
+    registry = auth_registry
+    layout = write_oci_layout(tmp_path / "src", layers=2, layer_size=32 * 1024, seed=67)
+    base = f"{registry.host}/{project}/app"
+    containerd.ctr("images", "import", "--base-name", base, str(layout_tar(layout, tmp_path / "image.tar")))
+    ref = f"{base}:latest"
+    trust = https_trust(registry, tmp_path)
+
+    refused = containerd.ctr("images", "push", *trust, "--user", registry.guest.joined, ref, check=False)
+    assert refused.returncode != 0
+    assert "insufficient_scope" in refused.stderr.decode(), refused.stderr
+    assert registry.admin.tags(f"{project}/app") is None
+
+    containerd.ctr("images", "push", *trust, "--user", registry.developer.joined, ref)
+    assert registry.admin.tags(f"{project}/app") == ["latest"]
+    assert registry.admin.manifest_digest(f"{project}/app", "latest") == layout.top.digest
