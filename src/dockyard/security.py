@@ -162,6 +162,7 @@ def _dockyard_security(
         keys=keys,
         forget_verified_tokens=lambda: _forget_verified_tokens(gate),
         jobs=jobs,
+        logins=gate.basic,  # one remembered login serves /v2 and /api/v1 alike
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),

@@ -15,6 +15,7 @@ from dockyard.api.management.sessions import SessionCodec
 from dockyard.audit.services import AuditLog
 from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.tokens import KeyRing
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
@@ -68,6 +69,8 @@ class ManagementServices:
     # Called after a key is retired: this process forgets the tokens its /v2 gate already verified.
     forget_verified_tokens: Callable[[], None] | None = None
     jobs: JobQueue | None = None  # the background job queue (routers/jobs.py)
+    # The /v2 gate's remembered Basic logins, shared: None checks every Basic request in full.
+    logins: RememberedLogins | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

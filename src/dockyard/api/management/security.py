@@ -5,6 +5,10 @@ Session-authenticated requests with an unsafe method must echo the session's CSR
 `X-CSRF-Token` header: the cookie is SameSite=Strict already, the header is the second lock (older
 browsers, same-site subdomains). Basic-authenticated requests need no CSRF token: they are made by
 programs, not by a page a browser was lured to.
+
+Basic logins are remembered exactly as on /v2 (`auth.remembered`, the gate's own instance when
+wired by `dockyard.security`): a success for `basic_ttl` seconds, forgotten at once when the AUTH
+change feed moves; failures never, and each one counts against the login limits.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import binascii
 import hmac
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Request
 
 from dockyard.api.management.context import ManagementServices, services_of
@@ -38,39 +43,56 @@ def client_ip(request: Request) -> str | None:
 PRINCIPAL_STATE = "principal"  # request.state attribute: who the caller turned out to be
 
 
-def current_principal(
+async def current_principal(
     request: Request, services: Annotated[ManagementServices, Depends(services_of)]
 ) -> Principal:
     """The caller; ANONYMOUS when no credentials came. Wrong credentials are a 401, never anonymous."""
-    principal = _identify(request, services)
+    principal = await _identify(request, services)
     setattr(request.state, PRINCIPAL_STATE, principal)
     return principal
 
 
-def _identify(request: Request, services: ManagementServices) -> Principal:
+async def _identify(request: Request, services: ManagementServices) -> Principal:
     header = request.headers.get("authorization")
     if header is not None:
-        username, secret = _basic_credentials(header)
-        return services.authenticator.authenticate(username, secret, client_ip(request))
+        return await _from_basic(header, request, services)
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie is not None:
-        session = services.sessions.read(cookie)
-        if session is None or session.kind != PrincipalKind.USER.value:
-            # A stale cookie: say so, so the UI sends the user to log in again.
-            raise Unauthenticated("the session has expired; log in again")
-        try:
-            # As the DB has the account now: disabled, deleted or demoted takes effect at once.
-            principal = services.authenticator.reload(
-                Principal(PrincipalKind.USER, session.name, session.account_id)
-            )
-        except AuthenticationFailed:
-            raise Unauthenticated("the session has expired; log in again") from None
-        if request.method not in SAFE_METHODS:
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
-                raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
-        return principal
+        return await anyio.to_thread.run_sync(_from_session, cookie, request, services)
     return ANONYMOUS
+
+
+async def _from_basic(header: str, request: Request, services: ManagementServices) -> Principal:
+    username, secret, encoded = _basic_credentials(header)
+    if services.logins is None:
+        return await anyio.to_thread.run_sync(
+            services.authenticator.authenticate, username, secret, client_ip(request)
+        )
+    # The /v2 gate's remembered logins: scripts send the password with every call, and argon2id
+    # costs ~25 ms of CPU and 19 MiB each time. Revocations reach it through the AUTH change feed.
+    principal = await services.logins.principal(encoded.encode("latin-1"), client_ip(request))
+    if principal is None:
+        raise AuthenticationFailed()
+    return principal
+
+
+def _from_session(cookie: str, request: Request, services: ManagementServices) -> Principal:
+    session = services.sessions.read(cookie)
+    if session is None or session.kind != PrincipalKind.USER.value:
+        # A stale cookie: say so, so the UI sends the user to log in again.
+        raise Unauthenticated("the session has expired; log in again")
+    try:
+        # As the DB has the account now: disabled, deleted or demoted takes effect at once.
+        principal = services.authenticator.reload(
+            Principal(PrincipalKind.USER, session.name, session.account_id)
+        )
+    except AuthenticationFailed:
+        raise Unauthenticated("the session has expired; log in again") from None
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+            raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
+    return principal
 
 
 def authenticated(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
@@ -85,18 +107,20 @@ def admin(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     return principal
 
 
-def _basic_credentials(header: str) -> tuple[str, str]:
+def _basic_credentials(header: str) -> tuple[str, str, str]:
+    """(username, secret, the base64 part the remembered logins are keyed by)."""
     scheme, _, encoded = header.partition(" ")
+    encoded = encoded.strip()
     if scheme.lower() != "basic" or not encoded or len(encoded) > MAX_CREDENTIAL_LENGTH:
         raise AuthenticationFailed("use HTTP Basic credentials or log in")
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise AuthenticationFailed("malformed Basic credentials") from None
     username, colon, secret = decoded.partition(":")
     if not colon or not username:
         raise AuthenticationFailed("malformed Basic credentials")
-    return username, secret
+    return username, secret, encoded
 
 
 # Shorthands for handler signatures.
