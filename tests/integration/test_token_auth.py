@@ -120,6 +120,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     projects, members = ProjectService(db), MemberService(db)
     projects.create("team", public=False)
     projects.create("public", public=True)
+    projects.create("vault", public=False)  # nobody but the administrator reads it
     members.add_user("team", "alice", Role.DEVELOPER)
     members.add_user("team", "gina", Role.GUEST)
 
@@ -235,6 +236,47 @@ def test_anonymous_token_pulls_public_but_not_private(registry: Registry) -> Non
         assert http.get("/v2/public/app/manifests/v1").status_code == 200
         refused = http.get("/v2/team/app/manifests/v1")
     assert refused.status_code == 401 and error_codes(refused) == ["UNAUTHORIZED"]
+
+
+def test_a_mount_from_a_repository_the_caller_cannot_read_starts_a_plain_upload(registry: Registry) -> None:
+    """What containerd sends when it pushes an image it pulled from elsewhere: it must not be refused
+    (containerd before 2.1 aborts the push on that 401), nor mount a blob the caller may not read."""
+    with registry.client(
+        headers=bearer(registry.token("repository:vault/base:pull,push", user="root")["token"])
+    ) as h:
+        digest = OCIClient(h).push_blob("vault/base", b"a layer only the administrator may read")
+    mount = f"/v2/team/mounted/blobs/uploads/?mount={digest}&from=vault/base"
+    # One token for both scopes, as containerd asks; alice gets push on the target only.
+    token = registry.token("repository:team/mounted:pull,push", "repository:vault/base:pull", user="alice")
+    claims = jwt.decode(token["token"], options={"verify_signature": False})
+    assert claims["access"] == [{"type": "repository", "name": "team/mounted", "actions": ["pull", "push"]}]
+    with registry.client(headers=bearer(token["token"])) as http:
+        started = http.post(mount)
+        assert started.status_code == 202 and "Location" in started.headers
+        assert http.head(f"/v2/team/mounted/blobs/{digest}").status_code == 404
+    with registry.client(auth=("alice", PASSWORDS["alice"])) as http:
+        assert http.post(mount).status_code == 202
+        assert http.head(f"/v2/team/mounted/blobs/{digest}").status_code == 404
+    # Who may read the source gets the mount.
+    token = registry.token("repository:team/mounted:pull,push", "repository:vault/base:pull", user="root")
+    with registry.client(headers=bearer(token["token"])) as http:
+        assert http.post(mount).status_code == 201
+        assert http.head(f"/v2/team/mounted/blobs/{digest}").status_code == 200
+
+
+def test_an_automatic_mount_never_reads_a_project_the_caller_cannot(registry: Registry) -> None:
+    with registry.client(
+        headers=bearer(registry.token("repository:vault/secret:pull,push", user="root")["token"])
+    ) as h:
+        digest = OCIClient(h).push_blob("vault/secret", b"bytes only the administrator may read")
+    with registry.client(auth=("alice", PASSWORDS["alice"])) as http:
+        started = http.post(f"/v2/team/automount/blobs/uploads/?mount={digest}")
+        assert started.status_code == 202
+        assert http.get(f"/v2/team/automount/blobs/{digest}").status_code == 404
+    token = registry.token("repository:team/automount:pull,push", user="alice")["token"]
+    with registry.client(headers=bearer(token)) as http:
+        assert http.post(f"/v2/team/automount/blobs/uploads/?mount={digest}").status_code == 202
+        assert http.get(f"/v2/team/automount/blobs/{digest}").status_code == 404
 
 
 def test_catalog_scope(registry: Registry) -> None:

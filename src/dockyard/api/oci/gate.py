@@ -9,6 +9,13 @@ either the `Principal` (go on) or a `Response` to send instead:
   containerd fetch a token for the new scope on exactly that answer.
 - 403 DENIED when Basic credentials are right but the policy does not allow the request.
 
+A cross-repository mount (`POST .../uploads/?mount=..&from=src`) asks for pull on `src` in its challenge,
+but only push on the target is required: when the caller may not read `src`, the gate marks the request
+(`MOUNT_REFUSED_KEY`) and the handler starts a plain upload (202, what the spec says a registry unable to
+mount answers) instead of refusing the push. containerd before 2.1 aborts a push on a 401 to a mount
+(containerd/containerd#12163), e.g. of an image pulled from a project the pusher cannot read. An automatic
+mount (no `from`) is never done with auth on: it would hand any pusher any blob whose digest they know.
+
 It runs on every request, so a verified token is remembered (by its SHA-256, until it expires, at
 most a minute): a repeated token costs a dict lookup instead of an ECDSA verification. Basic
 credentials are remembered the same way for `basic_ttl` seconds (argon2 and bcrypt are slow on
@@ -47,6 +54,7 @@ from dockyard.content.reference import validate_name
 from dockyard.errors import NameInvalid
 
 PRINCIPAL_KEY = "dockyard.principal"  # the scope key check() leaves the principal under, for handlers
+MOUNT_REFUSED_KEY = "dockyard.mount_refused"  # set when the caller may not read a mount's source
 MAX_AUTHORIZATION_BYTES = 16 * 1024
 TOKEN_CACHE_TTL = 60.0  # a retired key's tokens stop working within this (plus the key ring's refresh)
 
@@ -77,16 +85,32 @@ def required_scopes(
     name = validate_name(args[0])
     if route_key in _UPLOAD_ROUTES or method in _WRITE_METHODS:
         needed = [repository_scope(name, PULL, PUSH)]
-        if route_key == "upload_start" and method == "POST" and b"mount=" in query_string:
-            source = parse_qs(query_string.decode("latin-1")).get("from", [""])[0]
-            if source and source != name:
-                # A bad source name is the handler's to report; it just cannot be mounted from.
-                with contextlib.suppress(NameInvalid):
-                    needed.append(repository_scope(validate_name(source), PULL))
-        return needed
+        source = mount_source_scope(route_key, args, method, query_string)
+        return [*needed, source] if source else needed
     if method in _READ_METHODS:
         return [repository_scope(name, PULL)]
     return [repository_scope(name, DELETE)]
+
+
+def mount_source_scope(route_key: str, args: Sequence[str], method: str, query_string: bytes) -> Scope | None:
+    """Pull on the source of a cross-repository mount from another repository: the last of
+    required_scopes' answer for such a request, and the only one a caller may lack (no mount then)."""
+    if route_key != "upload_start" or method != "POST" or b"mount=" not in query_string:
+        return None
+    source = parse_qs(query_string.decode("latin-1")).get("from", [""])[0]
+    if not source or source == args[0]:
+        return None
+    # A bad source name is the handler's to report; it just cannot be mounted from.
+    with contextlib.suppress(NameInvalid):
+        return repository_scope(validate_name(source), PULL)
+    return None
+
+
+def is_automatic_mount(route_key: str, method: str, query_string: bytes) -> bool:
+    """`POST .../uploads/?mount=<digest>` without `from`: mount from whichever repository has it."""
+    if route_key != "upload_start" or method != "POST" or b"mount=" not in query_string:
+        return False
+    return not parse_qs(query_string.decode("latin-1")).get("from", [""])[0]
 
 
 class Challenge:
@@ -164,13 +188,20 @@ class TokenGate:
             return error_response("UNAUTHORIZED", "the Authorization header is too large", 431)
         kind, _, credentials = header.partition(b" ")
         kind = kind.lower()
+        query_string = scope.get("query_string", b"")
+        optional = mount_source_scope(route_key, args, method, query_string)
+        if is_automatic_mount(route_key, method, query_string):
+            # Mounting from anywhere would let any pusher read any project's blob by its digest.
+            scope[MOUNT_REFUSED_KEY] = True
         if kind == b"bearer":
-            return self._check_bearer(scope, credentials.strip(), required)
+            return self._check_bearer(scope, credentials.strip(), required, optional)
         if kind == b"basic" and self.basic is not None:
-            return await self._check_basic(scope, credentials.strip(), required)
+            return await self._check_basic(scope, credentials.strip(), required, optional)
         return self._unauthorized(scope, required)
 
-    def _check_bearer(self, scope: ASGIScope, raw: bytes, required: list[Scope]) -> Principal | Response:
+    def _check_bearer(
+        self, scope: ASGIScope, raw: bytes, required: list[Scope], optional: Scope | None
+    ) -> Principal | Response:
         key = hashlib.sha256(raw).digest()
         verified = self.tokens.get(key)
         if verified is None:
@@ -182,29 +213,40 @@ class TokenGate:
                 self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
         # Known from here on, also when refused: the audit log names who was denied.
         scope[PRINCIPAL_KEY] = verified.principal
-        if not verified.access.permits_all(required):
+        needed = [wanted for wanted in required if wanted != optional]
+        if optional is not None and not verified.access.permits_all([optional]):
+            scope[MOUNT_REFUSED_KEY] = True
+        if not verified.access.permits_all(needed):
             # The client may come back with a token for this scope: challenge, and say why.
             anonymous = verified.principal.is_anonymous
             return self._unauthorized(scope, required, "insufficient_scope", denied=not anonymous)
         return verified.principal
 
-    async def _check_basic(self, scope: ASGIScope, raw: bytes, required: list[Scope]) -> Principal | Response:
+    async def _check_basic(
+        self, scope: ASGIScope, raw: bytes, required: list[Scope], optional: Scope | None
+    ) -> Principal | Response:
         assert self.basic is not None and self.policy is not None
         principal = await self.basic.principal(raw, _client_ip(scope))
         if principal is None:
             return self._unauthorized(scope, required)
         scope[PRINCIPAL_KEY] = principal
-        if required:
-            key = hashlib.sha256(raw + b"\n" + format_scopes(required).encode()).digest()
-            allowed = self.grants.get(key)
-            if allowed is None:
-                noted = self.grants.current_generation()
-                granted = await anyio.to_thread.run_sync(self.policy.grant, principal, required)
-                allowed = AccessSet.of(intersect(required, granted)).permits_all(required)
-                self.grants.put(key, allowed, self.clock() + self.basic_ttl, noted)
-            if not allowed:
-                return error_response("DENIED", "requested access to the resource is denied", 403)
+        needed = [wanted for wanted in required if wanted != optional]
+        if needed and not await self._basic_allows(principal, raw, needed):
+            return error_response("DENIED", "requested access to the resource is denied", 403)
+        if optional is not None and not await self._basic_allows(principal, raw, [optional]):
+            scope[MOUNT_REFUSED_KEY] = True
         return principal
+
+    async def _basic_allows(self, principal: Principal, raw: bytes, wanted: list[Scope]) -> bool:
+        assert self.policy is not None
+        key = hashlib.sha256(raw + b"\n" + format_scopes(wanted).encode()).digest()
+        allowed = self.grants.get(key)
+        if allowed is None:
+            noted = self.grants.current_generation()
+            granted = await anyio.to_thread.run_sync(self.policy.grant, principal, wanted)
+            allowed = AccessSet.of(intersect(wanted, granted)).permits_all(wanted)
+            self.grants.put(key, allowed, self.clock() + self.basic_ttl, noted)
+        return allowed
 
     def _unauthorized(
         self, scope: ASGIScope, required: Sequence[Scope], error: str | None = None, denied: bool = False

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.gate import MOUNT_REFUSED_KEY
 from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
@@ -52,7 +53,9 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         source = params.get("from")
         if source is not None:
             validate_name(source)
-        if await ctx.call(ctx.registry.mount_blob, name, mount, source) is not None:
+        # The gate lets a caller who may not read the source push anyway: no mount, a plain upload.
+        may_mount = not request.scope.get(MOUNT_REFUSED_KEY)
+        if may_mount and await ctx.call(ctx.registry.mount_blob, name, mount, source) is not None:
             return _created(ctx, name, mount)
     digest = params.get("digest")
     if digest is not None:
