@@ -284,3 +284,44 @@ def test_push_to_a_private_project_as_developer_but_not_as_guest(
     containerd.ctr("images", "push", *trust, "--user", registry.developer.joined, ref)
     assert registry.admin.tags(f"{project}/app") == ["latest"]
     assert registry.admin.manifest_digest(f"{project}/app", "latest") == layout.top.digest
+
+
+def test_push_of_an_image_pulled_from_a_project_the_pusher_cannot_read_uploads_its_blobs(
+    auth_registry: AuthRegistry, project: str, containerd: RunningContainerd, tmp_path: Path
+) -> None:
+    """containerd labels pulled blobs with their source repository and asks to mount them from it on push;
+    the developer may not read that project, so dockyard must refuse the mount (401, which containerd
+    answers by uploading) without refusing the push, and the source stays unreadable to them."""
+    registry, developer = auth_registry, auth_registry.developer
+    admin = auth_fixtures.Credentials("admin", auth_fixtures.ADMIN_PASSWORD)
+    other_project = project[:50].rstrip("-") + "-src"
+    registry.admin.create_project(other_project)
+    layout = write_oci_layout(tmp_path / "src", layers=2, layer_size=32 * 1024, seed=68)
+    source = f"{registry.host}/{other_project}/base:v1"
+    target = f"{registry.host}/{project}/app:v1"
+    trust = https_trust(registry, tmp_path)
+    containerd.ctr(
+        "images",
+        "import",
+        "--base-name",
+        f"{registry.host}/{other_project}/base",
+        str(layout_tar(layout, tmp_path / "image.tar")),
+    )
+    containerd.ctr("images", "tag", f"{registry.host}/{other_project}/base:latest", source)
+    containerd.ctr("images", "push", *trust, "--user", admin.joined, source)
+    containerd.ctr("images", "rm", source, f"{registry.host}/{other_project}/base:latest")
+    containerd.ctr("images", "pull", *trust, "--user", admin.joined, source)
+    containerd.ctr("images", "tag", source, target)
+
+    containerd.ctr("images", "push", *trust, "--user", developer.joined, target)
+
+    developer_api = registry.api_as(developer)
+    try:
+        assert developer_api.manifest_digest(f"{project}/app", "v1") == layout.top.digest
+        for digest in layout.images[0].blob_digests:
+            blob = developer_api.registry.get(f"/v2/{project}/app/blobs/{digest}", follow_redirects=True)
+            assert blob.content == layout.blobs[digest], digest
+        refused = developer_api.registry.get(f"/v2/{other_project}/base/manifests/v1")
+        assert refused.status_code in (401, 403)
+    finally:
+        developer_api.close()
