@@ -301,3 +301,44 @@ def test_an_upload_held_up_by_a_crashed_run_answers_try_again_until_the_next_run
     assert _start_upload(env, old_blob)() == len(old_blob)  # the client's retry
     _assert_pulls(env, old_blob)
     _assert_no_row_without_its_bytes(env)
+
+
+def test_uploads_racing_collector_runs_never_leave_a_row_without_its_bytes(env: Env, gc_db: Database) -> None:
+    # No window at all: the collector wants every blob the moment its upload is recorded, so every
+    # upload races a sweep of its own digest (a few digests, uploaded again and again).
+    layers = [f"layer {n}".encode() for n in range(4)]
+    collector = GarbageCollector(gc_db, env.driver, env.feed)
+    done = threading.Event()
+    outcomes = {"acknowledged": 0, "try again": 0}
+
+    def upload() -> None:
+        try:
+            for round_number in range(30):
+                data = layers[round_number % len(layers)]
+                try:
+                    assert _start_upload(env, data)() == len(data)
+                    outcomes["acknowledged"] += 1
+                except BlobBeingDeleted:
+                    outcomes["try again"] += 1  # collected within its own commit (a window of zero)
+        finally:
+            done.set()
+
+    def collect() -> None:
+        while not done.is_set():
+            collector.run(GCOptions(min_age=GCOptions().min_age * 0, batch_size=2))
+
+    uploader, sweeper = Side(upload), Side(collect)
+    uploader.start()
+    sweeper.start()
+    uploader.outcome()
+    sweeper.outcome()
+    assert outcomes["acknowledged"] + outcomes["try again"] == 30
+    _assert_no_row_without_its_bytes(env)
+    with env.db.read() as connection:
+        linked = connection.execute(
+            select(Blob.digest).where(Blob.digest.in_([digest_of(x) for x in layers]))
+        )
+        for (digest,) in linked:  # what is still recorded pulls
+            data = next(x for x in layers if digest_of(x) == digest)
+            with env.registry.blobs.open(digest) as stream:
+                assert stream.read() == data
