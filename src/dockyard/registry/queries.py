@@ -339,7 +339,7 @@ def _platforms(connection: Connection, manifest_id: int) -> tuple[Platform, ...]
 
 
 def _own_platform(row: Any) -> Platform:
-    """An image manifest's platform, read from its config at push (registry.services)."""
+    """An image manifest's platform, read from its config at push (registry.manifest_writes)."""
     return Platform(
         digest=row.digest,
         os=row.platform.get("os"),

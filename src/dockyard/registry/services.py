@@ -6,16 +6,13 @@ Methods are synchronous (DB and storage I/O); the edge runs them in worker threa
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select
 
 from dockyard.audit.interfaces import AuditRecorder
-from dockyard.content import mediatypes
 from dockyard.content.digest import Digest, digest_of, parse_digest
-from dockyard.content.manifest import ParsedManifest, parse_manifest
+from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, insert_ignore, upsert
@@ -24,8 +21,6 @@ from dockyard.errors import (
     BlobUnknown,
     DeleteDisabled,
     DigestInvalid,
-    ManifestBlobUnknown,
-    ManifestInvalid,
     ManifestUnknown,
     NameUnknown,
     ReadOnly,
@@ -37,17 +32,17 @@ from dockyard.projects.rbac import project_of
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
 from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
-from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from dockyard.registry.manifest_writes import (
+    check_references,
+    platform_of,
+    stamp_unreferenced,
+    store_manifest,
+)
+from dockyard.registry.models import Manifest, Repository, RepositoryBlob, Tag
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
-
-log = logging.getLogger("dockyard.registry")
-
-# Configs that describe a runnable image, and so carry its os/architecture/variant.
-IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
-MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is not read for its platform
 
 
 class Registry:
@@ -130,7 +125,7 @@ class Registry:
                 "manifest content does not match the digest in the URL",
                 detail={"expected": str(ref), "computed": digest},
             )
-        platform = self._platform_of(parsed)  # storage I/O, so before the write transaction
+        platform = platform_of(self.blobs, parsed)  # storage I/O, so before the write transaction
         rule = None if isinstance(ref, Digest) else self.immutability.rule_for(name, ref)  # cached
         with self._db.write() as connection:
             repository_id, _ = self._ensure_repository(connection, name)
@@ -139,8 +134,10 @@ class Registry:
                 digest,
             ):
                 raise tag_immutable(name, str(ref), rule)
-            self._check_references(connection, repository_id, parsed)
-            manifest_id = self._store_manifest(connection, repository_id, digest, body, parsed, platform)
+            check_references(connection, repository_id, parsed)
+            manifest_id = store_manifest(
+                connection, self.quotas, repository_id, digest, body, parsed, platform
+            )
             if not isinstance(ref, Digest):
                 upsert(
                     connection,
@@ -169,7 +166,7 @@ class Registry:
                 self.immutability.check_tag_removable(
                     name, self._tags_of(connection, repository_id, str(ref))
                 )
-                _stamp_unreferenced(connection, repository_id, str(ref))
+                stamp_unreferenced(connection, repository_id, str(ref))
                 result = connection.execute(
                     delete(Manifest).where(
                         Manifest.repository_id == repository_id, Manifest.digest == str(ref)
@@ -430,124 +427,6 @@ class Registry:
                 .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
             )
         )
-
-    def _check_references(self, connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
-        blob_digests = {d.digest for d in parsed.blobs}
-        if blob_digests:
-            rows = connection.execute(
-                select(Blob.digest, Blob.size)
-                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-                .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests), live())
-                .order_by(Blob.digest)
-                # PostgreSQL: garbage collection locks a blob's row before tombstoning it, so this
-                # manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone test is on
-                # the locked row, which PostgreSQL reads again once the collector commits (the link
-                # joined comes from the statement's snapshot). SQLite: writes are serial.
-                .with_for_update(read=True, key_share=True, of=Blob)
-            )
-            linked = {digest: size for digest, size in rows}
-            missing = sorted(blob_digests - linked.keys())
-            if missing:
-                raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
-            for descriptor in parsed.blobs:
-                if linked[descriptor.digest] != descriptor.size:
-                    raise ManifestInvalid(
-                        f"descriptor for {descriptor.digest} says {descriptor.size} bytes; the blob has "
-                        f"{linked[descriptor.digest]}",
-                        detail={"digest": descriptor.digest},
-                    )
-        child_digests = {d.digest for d in parsed.manifests}
-        if child_digests:
-            present = set(
-                connection.scalars(
-                    select(Manifest.digest)
-                    .where(Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests))
-                    .order_by(Manifest.digest)
-                    .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
-                )
-            )
-            missing = sorted(child_digests - present)
-            if missing:
-                raise ManifestBlobUnknown(
-                    "manifest references a manifest unknown to the repository",
-                    detail={"digest": missing[0], "missing": missing},
-                )
-
-    def _platform_of(self, parsed: ParsedManifest) -> dict[str, str] | None:
-        """os, architecture and variant from an image's config blob; None when there is no image
-        config or it cannot be read. Never fails the push: the platform is for listings only."""
-        config = parsed.config
-        if config is None or config.media_type not in IMAGE_CONFIGS or config.size > MAX_CONFIG_READ:
-            return None
-        try:
-            with self.blobs.open(config.digest) as stream:
-                data = stream.read(MAX_CONFIG_READ + 1)
-            document = json.loads(data) if len(data) <= MAX_CONFIG_READ else None
-        except Exception:  # missing blob (the reference check reports it), driver error, bad JSON
-            log.debug("no platform from config %s", config.digest, exc_info=True)
-            return None
-        if not isinstance(document, dict):
-            return None
-        platform = {
-            key: value
-            for key in ("os", "architecture", "variant")
-            if isinstance(value := document.get(key), str) and value
-        }
-        return platform or None
-
-    def _store_manifest(
-        self,
-        connection: Connection,
-        repository_id: int,
-        digest: str,
-        body: bytes,
-        parsed: ParsedManifest,
-        platform: dict[str, str] | None,
-    ) -> int:
-        existing = connection.scalar(
-            select(Manifest.id)
-            .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
-            .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
-        )
-        if existing is not None:
-            return int(existing)
-        manifest_id = connection.execute(
-            insert(Manifest).values(
-                repository_id=repository_id,
-                digest=digest,
-                media_type=parsed.media_type,
-                artifact_type=parsed.artifact_type,
-                subject_digest=parsed.subject.digest if parsed.subject else None,
-                annotations=parsed.annotations or None,
-                size=len(body),
-                content=body,
-                created_at=utcnow(),
-                # Left out when unknown, so the column stays SQL NULL rather than JSON null.
-                **({"platform": platform} if platform else {}),
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-        references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
-        references += [
-            {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
-        ]
-        unique = {(r["digest"], r["kind"]): r for r in references}
-        insert_ignore(connection, ManifestReference, list(unique.values()))
-        project_id = project_of_repository(connection, repository_id)
-        if project_id is not None:  # manifests count in quotas too (see projects.quotas)
-            self.quotas.charge(connection, project_id, digest, len(body), what="manifest")
-        return int(manifest_id)
-
-
-def _stamp_unreferenced(connection: Connection, repository_id: int, digest: str) -> None:
-    """Note on the blobs of a manifest about to go that they may have lost their last reference:
-    garbage collection keeps them for its safety window from now (docs/gc.md)."""
-    manifest_ids = select(Manifest.id).where(
-        Manifest.repository_id == repository_id, Manifest.digest == digest
-    )
-    referenced = select(ManifestReference.digest).where(
-        ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
-    )
-    connection.execute(update(Blob).where(Blob.digest.in_(referenced)).values(unreferenced_at=utcnow()))
 
 
 def _page(connection: Connection, query: object, limit: int | None) -> Page:

@@ -1,0 +1,152 @@
+"""The steps of storing and deleting a manifest that Registry runs inside its transactions: checking
+what a manifest references, reading its platform, recording it with its references and quota
+charge, and marking the blobs of a manifest about to go."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy import Connection, insert, select, update
+
+from dockyard.content import mediatypes
+from dockyard.content.manifest import ParsedManifest
+from dockyard.db.base import utcnow
+from dockyard.db.dialect import insert_ignore
+from dockyard.errors import ManifestBlobUnknown, ManifestInvalid
+from dockyard.projects.quotas import Quotas
+from dockyard.registry.models import Manifest, ManifestReference, RepositoryBlob
+from dockyard.registry.usage import project_of_repository
+from dockyard.storage.blobs import BlobStore, live
+from dockyard.storage.models import Blob
+
+log = logging.getLogger("dockyard.registry")
+
+# Configs that describe a runnable image, and so carry its os/architecture/variant.
+IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
+MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is not read for its platform
+
+
+def check_references(connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
+    """ManifestBlobUnknown unless every blob and child manifest is in the repository; ManifestInvalid
+    when a descriptor's size is not the blob's."""
+    blob_digests = {d.digest for d in parsed.blobs}
+    if blob_digests:
+        rows = connection.execute(
+            select(Blob.digest, Blob.size)
+            .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+            .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests), live())
+            .order_by(Blob.digest)
+            # PostgreSQL: garbage collection locks a blob's row before tombstoning it, so this
+            # manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone test is on
+            # the locked row, which PostgreSQL reads again once the collector commits (the link
+            # joined comes from the statement's snapshot). SQLite: writes are serial.
+            .with_for_update(read=True, key_share=True, of=Blob)
+        )
+        linked = {digest: size for digest, size in rows}
+        missing = sorted(blob_digests - linked.keys())
+        if missing:
+            raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
+        for descriptor in parsed.blobs:
+            if linked[descriptor.digest] != descriptor.size:
+                raise ManifestInvalid(
+                    f"descriptor for {descriptor.digest} says {descriptor.size} bytes; the blob has "
+                    f"{linked[descriptor.digest]}",
+                    detail={"digest": descriptor.digest},
+                )
+    child_digests = {d.digest for d in parsed.manifests}
+    if child_digests:
+        present = set(
+            connection.scalars(
+                select(Manifest.digest)
+                .where(Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests))
+                .order_by(Manifest.digest)
+                .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
+            )
+        )
+        missing = sorted(child_digests - present)
+        if missing:
+            raise ManifestBlobUnknown(
+                "manifest references a manifest unknown to the repository",
+                detail={"digest": missing[0], "missing": missing},
+            )
+
+
+def platform_of(blobs: BlobStore, parsed: ParsedManifest) -> dict[str, str] | None:
+    """os, architecture and variant from an image's config blob; None when there is no image
+    config or it cannot be read. Never fails the push: the platform is for listings only."""
+    config = parsed.config
+    if config is None or config.media_type not in IMAGE_CONFIGS or config.size > MAX_CONFIG_READ:
+        return None
+    try:
+        with blobs.open(config.digest) as stream:
+            data = stream.read(MAX_CONFIG_READ + 1)
+        document = json.loads(data) if len(data) <= MAX_CONFIG_READ else None
+    except Exception:  # missing blob (the reference check reports it), driver error, bad JSON
+        log.debug("no platform from config %s", config.digest, exc_info=True)
+        return None
+    if not isinstance(document, dict):
+        return None
+    platform = {
+        key: value
+        for key in ("os", "architecture", "variant")
+        if isinstance(value := document.get(key), str) and value
+    }
+    return platform or None
+
+
+def store_manifest(
+    connection: Connection,
+    quotas: Quotas,
+    repository_id: int,
+    digest: str,
+    body: bytes,
+    parsed: ParsedManifest,
+    platform: dict[str, str] | None,
+) -> int:
+    """The manifest's id: the existing row's, or a new row with its references, charged to the
+    project's quota."""
+    existing = connection.scalar(
+        select(Manifest.id)
+        .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
+        .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
+    )
+    if existing is not None:
+        return int(existing)
+    manifest_id = connection.execute(
+        insert(Manifest).values(
+            repository_id=repository_id,
+            digest=digest,
+            media_type=parsed.media_type,
+            artifact_type=parsed.artifact_type,
+            subject_digest=parsed.subject.digest if parsed.subject else None,
+            annotations=parsed.annotations or None,
+            size=len(body),
+            content=body,
+            created_at=utcnow(),
+            # Left out when unknown, so the column stays SQL NULL rather than JSON null.
+            **({"platform": platform} if platform else {}),
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
+    references += [
+        {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
+    ]
+    unique = {(r["digest"], r["kind"]): r for r in references}
+    insert_ignore(connection, ManifestReference, list(unique.values()))
+    project_id = project_of_repository(connection, repository_id)
+    if project_id is not None:  # manifests count in quotas too (see projects.quotas)
+        quotas.charge(connection, project_id, digest, len(body), what="manifest")
+    return int(manifest_id)
+
+
+def stamp_unreferenced(connection: Connection, repository_id: int, digest: str) -> None:
+    """Note on the blobs of a manifest about to go that they may have lost their last reference:
+    garbage collection keeps them for its safety window from now (docs/gc.md)."""
+    manifest_ids = select(Manifest.id).where(
+        Manifest.repository_id == repository_id, Manifest.digest == digest
+    )
+    referenced = select(ManifestReference.digest).where(
+        ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
+    )
+    connection.execute(update(Blob).where(Blob.digest.in_(referenced)).values(unreferenced_at=utcnow()))
