@@ -14,8 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dockyard.errors import ConfigError, PathNotFound, StorageError
-from dockyard.storage.driver import build_driver
-from dockyard.storage.driver import s3 as s3_module
+from dockyard.storage.driver import build_driver, s3writer
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
 from dockyard.storage.driver.s3 import MIN_PART_SIZE, S3Driver
@@ -268,7 +267,7 @@ def test_parts_grow_so_ten_thousand_hold_a_big_blob(
 ) -> None:
     """Every PARTS_PER_SIZE_STEP parts the part size grows by one chunksize (here every 2 parts), across
     a resume too: 5 MiB parts alone would cap a blob at 10,000 x 5 MiB."""
-    monkeypatch.setattr(s3_module, "PARTS_PER_SIZE_STEP", 2)
+    monkeypatch.setattr(s3writer, "PARTS_PER_SIZE_STEP", 2)
     driver, watcher = watched_driver(seaweedfs, s3_driver._root, {"delay": 0})
     data = _pattern(6 * MIN_PART_SIZE + 3, seed=5)
     first = driver.writer("uploads/g/data")

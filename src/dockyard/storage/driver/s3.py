@@ -5,44 +5,33 @@ object exists below it. "Directory" marker objects (keys ending in `/`) and the 
 stores keep after a delete (SeaweedFS shows them as common prefixes) are ignored, so `list` and `stat`
 read flat listings rather than trusting the store's common prefixes.
 
-Writers map onto multipart uploads. Bytes are buffered to `chunksize` (at least the 5 MiB S3 minimum
-part size, and the default: the buffer is each upload's memory) and uploaded as parts, a few at once
-(`s3parts`); every 1000 parts the part size grows by one chunksize, so S3's 10,000 parts still hold
-55,000 chunksizes (268 GiB at 5 MiB); a writer that never reaches one part
-commits with a single PutObject. A part that fails aborts the whole upload (and its sidecar), so a
-writer never leaves a blob with a hole in it. `close()` without commit waits for the parts in flight
-and persists the writer's state in one *sidecar* object at
-`{rootdirectory}/.~uploads/{path}`: a JSON line (upload id, parts with their ETags, sizes) followed by
-the buffered tail that is still below the minimum part size. One PUT makes it atomic, and any process
-resumes it with `writer(path, append=True)`. `~` is not allowed in a path segment, so the sidecar tree
-never collides with a stored path and listings skip it.
+Writers map onto multipart uploads (`s3writer`, whose parts upload a few at once: `s3parts`); a closed,
+uncommitted writer leaves its state in a sidecar object under `{rootdirectory}/.~uploads/`, which
+listings skip.
 """
 
 from __future__ import annotations
 
 import builtins
 import io
-import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, BinaryIO, cast
 
 import boto3
 from botocore.client import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from dockyard.errors import PathNotFound, StorageError
+from dockyard.errors import PathNotFound
 from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
-from dockyard.storage.driver.s3parts import PartUploader
+from dockyard.storage.driver.s3errors import NOT_FOUND_CODES, error_code, s3_errors
+from dockyard.storage.driver.s3writer import MIN_PART_SIZE, S3FileWriter
 
 MiB = 1 << 20
-MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
 # registry:2 buffers 10 MiB; half that halves each upload's buffer and the parts in flight.
 DEFAULT_CHUNK_SIZE = MIN_PART_SIZE
-MAX_PART_SIZE = 5 * 1024 * MiB
-PARTS_PER_SIZE_STEP = 1000  # see the module docstring: parts grow so 10,000 of them hold a big blob
 MAX_COPY_OBJECT_SIZE = 5 * 1024 * MiB  # larger objects are copied part by part
 COPY_PART_SIZE = 1024 * MiB
 # Parts one writer uploads at once, and parts in flight in the whole process. Each part in flight
@@ -52,27 +41,9 @@ COPY_PART_SIZE = 1024 * MiB
 DEFAULT_PART_CONCURRENCY = 4
 DEFAULT_PARTS_IN_FLIGHT = 4
 PENDING_DIR = ".~uploads"
-_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 # Sorts after every valid key below a directory (segments are ASCII below 0x7f), so a listing can
 # skip a whole subtree with StartAfter.
 _SUBTREE_END = "/\x7f"
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-@contextmanager
-def _s3_errors(path: str) -> Iterator[None]:
-    """Translate botocore's errors into the contract's."""
-    try:
-        yield
-    except ClientError as exc:
-        if _error_code(exc) in _NOT_FOUND_CODES:
-            raise PathNotFound(f"path not found: {path}") from exc
-        raise StorageError(f"storage error on {path}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"storage error on {path}: {exc}") from exc
 
 
 class S3Driver:
@@ -158,7 +129,7 @@ class S3Driver:
     # --- reading ------------------------------------------------------------------------------
     def get_content(self, path: str) -> bytes:
         key = self._key(path)
-        with _s3_errors(path):
+        with s3_errors(path):
             return cast(bytes, self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
@@ -166,11 +137,11 @@ class S3Driver:
         if offset < 0:
             raise ValueError(f"negative read offset {offset}")
         extra = {"Range": f"bytes={offset}-"} if offset else {}
-        with _s3_errors(path):
+        with s3_errors(path):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
             except ClientError as exc:
-                if _error_code(exc) != "InvalidRange":
+                if error_code(exc) != "InvalidRange":
                     raise
                 self.client.head_object(Bucket=self.bucket, Key=key)  # past the end of a real file
                 return io.BytesIO(b"")
@@ -178,12 +149,12 @@ class S3Driver:
 
     def stat(self, path: str) -> FileInfo:
         key = self._key(path)
-        with _s3_errors(path):
+        with s3_errors(path):
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
                 return FileInfo(path, int(head["ContentLength"]), head["LastModified"].timestamp())
             except ClientError as exc:
-                if _error_code(exc) not in _NOT_FOUND_CODES:
+                if error_code(exc) not in NOT_FOUND_CODES:
                     raise
             if self._has_objects(key + "/"):
                 return FileInfo(path, 0, 0.0, is_dir=True)
@@ -193,7 +164,7 @@ class S3Driver:
         prefix = self._root if path == "" else self._key(path) + "/"
         children: set[str] = set()
         start_after = ""
-        with _s3_errors(path):
+        with s3_errors(path):
             # A flat listing, jumping over each subtree once one real object in it was seen.
             while True:
                 response = self.client.list_objects_v2(
@@ -216,7 +187,7 @@ class S3Driver:
     # --- writing ------------------------------------------------------------------------------
     def put_content(self, path: str, data: bytes) -> None:
         key = self._key(path)
-        with _s3_errors(path):
+        with s3_errors(path):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
@@ -224,13 +195,13 @@ class S3Driver:
         if append:
             return S3FileWriter.resume(self, path, key)
         # A fresh writer replaces whatever upload a previous writer left pending here.
-        with suppress(PathNotFound), _s3_errors(path):
+        with suppress(PathNotFound), s3_errors(path):
             S3FileWriter.resume(self, path, key, from_object=False).cancel_pending()
         return S3FileWriter(self, path, key)
 
     def move(self, source: str, dest: str) -> None:
         source_key, dest_key = self._key(source), self._key(dest)
-        with _s3_errors(source):
+        with s3_errors(source):
             size = int(self.client.head_object(Bucket=self.bucket, Key=source_key)["ContentLength"])
             if source_key == dest_key:
                 return
@@ -280,7 +251,7 @@ class S3Driver:
 
     def delete(self, path: str) -> None:
         key = self._key(path)
-        with _s3_errors(path):
+        with s3_errors(path):
             keys = [obj["Key"] for obj in self._keys_below(key + "/")]
             found = any(not k.endswith("/") for k in keys)
             try:
@@ -288,7 +259,7 @@ class S3Driver:
                 keys.append(key)
                 found = True
             except ClientError as exc:
-                if _error_code(exc) not in _NOT_FOUND_CODES:
+                if error_code(exc) not in NOT_FOUND_CODES:
                     raise
             pending = self._pending_below(path)
             if not found and not pending:
@@ -310,7 +281,7 @@ class S3Driver:
             self.client.head_object(Bucket=self.bucket, Key=base)
             found.append(path)
         except ClientError as exc:
-            if _error_code(exc) not in _NOT_FOUND_CODES:
+            if error_code(exc) not in NOT_FOUND_CODES:
                 raise
         return found
 
@@ -320,7 +291,7 @@ class S3Driver:
         operation = {"GET": "get_object", "HEAD": "head_object"}.get(method.upper())
         if operation is None:
             return None
-        with _s3_errors(path):
+        with s3_errors(path):
             url = self.client.generate_presigned_url(
                 operation, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
             )
@@ -329,217 +300,3 @@ class S3Driver:
     def local_path(self, path: str) -> str | None:
         check_path(path)
         return None
-
-
-class S3FileWriter:
-    """Buffers to the driver's chunksize and uploads full parts as it goes, several at a time (see
-    s3parts); any failure aborts the whole upload (see the module docstring)."""
-
-    def __init__(
-        self,
-        driver: S3Driver,
-        path: str,
-        key: str,
-        upload_id: str | None = None,
-        parts: list[dict[str, Any]] | None = None,
-        tail: bytes = b"",
-        pending: bool = False,
-        from_object: bool = False,
-    ) -> None:
-        self._driver = driver
-        self._client = driver.client
-        self._path = path
-        self._key = key
-        self._upload_id = upload_id
-        self._parts: list[dict[str, Any]] = parts or []  # uploaded and acknowledged, by part number
-        self._next_part = len(self._parts) + 1
-        self._sent = sum(part["size"] for part in self._parts)  # bytes in parts, in flight included
-        self._uploader: PartUploader | None = None
-        self._buffer = bytearray(tail)
-        self._pending = pending  # a sidecar may exist for this path
-        self._from_object = from_object  # resumed a committed object at the path
-        self._finished = False
-
-    @classmethod
-    def resume(cls, driver: S3Driver, path: str, key: str, from_object: bool = True) -> S3FileWriter:
-        """The writer a previous one closed; with from_object, else appending to the committed object."""
-        with _s3_errors(path):
-            try:
-                body = driver.client.get_object(Bucket=driver.bucket, Key=driver._pending_key(path))["Body"]
-                state_line, _, tail = body.read().partition(b"\n")
-            except ClientError as exc:
-                if _error_code(exc) not in _NOT_FOUND_CODES or not from_object:
-                    raise
-                return cls._append_to_object(driver, path, key)
-        state = json.loads(state_line)
-        if len(tail) != state["tail"]:
-            raise StorageError(f"corrupt upload state for {path}")
-        return cls(driver, path, key, state["upload_id"], state["parts"], tail, pending=True)
-
-    @classmethod
-    def _append_to_object(cls, driver: S3Driver, path: str, key: str) -> S3FileWriter:
-        """Append to a committed object: a small one is read back, a large one copied in as parts."""
-        size = int(driver.client.head_object(Bucket=driver.bucket, Key=key)["ContentLength"])
-        if size < MIN_PART_SIZE:
-            return cls(driver, path, key, tail=driver.get_content(path), from_object=True)
-        upload_id = driver.client.create_multipart_upload(Bucket=driver.bucket, Key=key)["UploadId"]
-        parts = driver._copy_parts(key, key, upload_id, size, first_part=1)
-        return cls(driver, path, key, upload_id, parts, from_object=True)
-
-    @property
-    def size(self) -> int:
-        return self._sent + len(self._buffer)
-
-    def _check_open(self) -> None:
-        if self._finished:
-            raise StorageError(f"writer for {self._path} is already closed")
-
-    @contextmanager
-    def _aborting_on_error(self) -> Iterator[None]:
-        """A part that failed leaves a hole in the upload: abort it all, so nothing half-written can be
-        resumed or committed, and finish the writer."""
-        try:
-            with _s3_errors(self._path):
-                yield
-        except BaseException:
-            self._finished = True
-            self._buffer = bytearray()
-            with suppress(ClientError, BotoCoreError):
-                self.cancel_pending()  # waits for the parts still running first
-            raise
-
-    def write(self, data: bytes) -> int:
-        """Fill the buffer up to a part boundary and hand the full buffer itself to the part upload
-        (no copy), so one writer holds at most one part's bytes besides its parts in flight."""
-        self._check_open()
-        with memoryview(data) as view, self._aborting_on_error():
-            offset = 0
-            while offset < view.nbytes:
-                part_size = self._part_size()
-                room = part_size - len(self._buffer)
-                self._buffer += view[offset : offset + room]
-                offset += room
-                if len(self._buffer) >= part_size:
-                    self._upload_part(len(self._buffer))
-            return view.nbytes
-
-    def _part_size(self) -> int:
-        step = (self._next_part - 1) // PARTS_PER_SIZE_STEP
-        return min(self._driver.chunksize * (1 + step), MAX_PART_SIZE)
-
-    def _upload_part(self, length: int) -> None:
-        """Start uploading the first length buffered bytes as the next part."""
-        if self._upload_id is None:
-            created = self._client.create_multipart_upload(Bucket=self._driver.bucket, Key=self._key)
-            self._upload_id = created["UploadId"]
-        if self._uploader is None:
-            driver = self._driver
-            self._uploader = PartUploader(
-                self._client,
-                driver.bucket,
-                self._key,
-                self._upload_id,
-                driver.part_concurrency,
-                driver.parts_budget,
-                driver.part_threads(),
-            )
-        if length == len(self._buffer):  # the usual case: hand the buffer over, no copy
-            body, self._buffer = self._buffer, bytearray()
-        else:
-            body = self._buffer[:length]
-            del self._buffer[:length]
-        self._uploader.submit(self._next_part, body)
-        self._next_part += 1
-        self._sent += length
-
-    def _wait_for_parts(self) -> None:
-        if self._uploader is not None:
-            self._parts.extend(self._uploader.finish())
-            self._uploader = None
-
-    def close(self) -> None:
-        """Persist the state (upload id, parts, the tail below the minimum part size) for a resume."""
-        if self._finished:
-            return
-        with self._aborting_on_error():
-            if len(self._buffer) >= MIN_PART_SIZE:  # big enough to be a part: no need to keep it aside
-                self._upload_part(len(self._buffer))
-            self._wait_for_parts()
-            self._finished = True
-            state = {"upload_id": self._upload_id, "parts": self._parts, "tail": len(self._buffer)}
-            sidecar = json.dumps(state).encode() + b"\n" + bytes(self._buffer)
-            self._client.put_object(
-                Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path), Body=sidecar
-            )
-        self._buffer = bytearray()
-
-    def commit(self) -> None:
-        self._check_open()
-        bucket = self._driver.bucket
-        with self._aborting_on_error():
-            if self._upload_id is None:  # never reached a part: one direct put
-                self._client.put_object(Bucket=bucket, Key=self._key, Body=self._buffer)
-            else:
-                if self._buffer or self._next_part == 1:
-                    self._upload_part(len(self._buffer))
-                self._wait_for_parts()
-                self._driver._complete(self._key, self._upload_id, self._parts)
-            self._finished = True
-            self._buffer = bytearray()
-            self._delete_sidecar()
-
-    def commit_to(self, dest: str) -> None:
-        """What fits in one part is one PutObject at dest. A multipart upload (its key is fixed when it
-        starts) completes at the path, is copied to dest and deleted: no HEAD, the size is known."""
-        self._check_open()
-        dest_key = self._driver._key(dest)
-        bucket = self._driver.bucket
-        with self._aborting_on_error():
-            if self._upload_id is None:
-                self._client.put_object(Bucket=bucket, Key=dest_key, Body=self._buffer)
-                leftover = self._from_object
-            else:
-                size = self.size
-                if self._buffer or self._next_part == 1:
-                    self._upload_part(len(self._buffer))
-                self._wait_for_parts()
-                self._driver._complete(self._key, self._upload_id, self._parts)
-                self._upload_id = None  # completed: nothing left to abort
-                if dest_key != self._key:
-                    self._driver._copy(self._key, dest_key, size)
-                leftover = True
-            self._finished = True
-            self._buffer = bytearray()
-            if leftover and dest_key != self._key:
-                self._client.delete_object(Bucket=bucket, Key=self._key)
-            self._delete_sidecar()
-
-    def cancel(self) -> None:
-        """Abort the upload and remove the sidecar and any object at the path."""
-        self._finished = True
-        self._buffer = bytearray()
-        with _s3_errors(self._path):
-            self.cancel_pending()
-            self._client.delete_object(Bucket=self._driver.bucket, Key=self._key)
-
-    def cancel_pending(self) -> None:
-        """Abort the multipart upload and remove the sidecar, leaving any committed object alone."""
-        self._finished = True
-        if self._uploader is not None:
-            self._uploader.abandon()
-            self._uploader = None
-        if self._upload_id is not None:
-            try:
-                self._client.abort_multipart_upload(
-                    Bucket=self._driver.bucket, Key=self._key, UploadId=self._upload_id
-                )
-            except ClientError as exc:
-                if _error_code(exc) not in _NOT_FOUND_CODES:
-                    raise
-            self._upload_id = None
-        self._delete_sidecar()
-
-    def _delete_sidecar(self) -> None:
-        if self._pending:
-            self._client.delete_object(Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path))
-            self._pending = False
