@@ -8,13 +8,13 @@ side. It needs root (CI runs as root). A missing `containerd` or `ctr` is a fail
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_process
 from tests.support.server import require_tool
 
 NAMESPACE = "test"
@@ -75,13 +75,7 @@ class RunningContainerd:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         shutil.rmtree(self.short_dir, ignore_errors=True)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.processes import stop_process
 from tests.support.server import REPO_ROOT, free_port, require_tool
 
 EXAMPLE_CONFIG = REPO_ROOT / "deploy" / "haproxy.cfg"
@@ -52,13 +52,7 @@ class RunningHAProxy:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, grace=10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

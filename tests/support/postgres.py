@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from tests.support.processes import stop_process
 from tests.support.server import free_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -62,14 +63,8 @@ class PostgresCluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to disconnect.
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to disconnect.
+        stop_process(self.process, signal.SIGINT, grace=30)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.cli.cert import CertPaths, make_certificates
+from tests.support.processes import stop_process
 from tests.support.server import free_port, require_tool
 
 BASE_DN = "dc=example,dc=org"
@@ -81,13 +81,7 @@ class RunningSlapd:
         return int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
