@@ -5,8 +5,9 @@
 2. Blobs: rows no manifest references and nothing touched within the window are tombstoned in
    batches (gc.blobs), then their storage objects deleted after each batch's commit, then the rows.
 
-Every batch bumps the change feed exactly as the registry's own deletes do, so no worker's cache
-answers for what is gone. See docs/gc.md.
+Every batch bumps the change feed after its commit, so no worker's cache answers for what is gone;
+a batch of untagged manifests bumps only the topic of answers by digest (Topic.UNTAGGED_DELETES), so
+the workers' cached lookups by tag, the hot path, survive a collection. See docs/gc.md.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dockyard.db.session import Database
 from dockyard.gc.blobs import BlobSweeper
 from dockyard.gc.interfaces import GCOptions, GCProgress, GCReport, QuietProgress
 from dockyard.gc.manifests import ManifestSweeper, RepositoryGarbage
-from dockyard.gc.marking import MarkRules
+from dockyard.gc.marking import ManifestNode, MarkRules
 from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.storage.driver.base import StorageDriver
 
@@ -112,7 +113,7 @@ class GarbageCollector:
                 repository_id = repository.repository_id
                 deleted = _retrying(partial(self._manifests.delete_batch, repository_id, batch, rules))
                 if deleted:
-                    self._feed.bump(Topic.MANIFESTS)
+                    self._feed.bump(_topic_of(deleted))
                 for node in deleted:
                     report.note_manifest(f"{repository.name}@{node.digest}", node.size)
                 tracker.advance(len(batch))
@@ -232,6 +233,13 @@ def _background_priority() -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):  # only a privileged process may raise its priority again
             os.setpriority(os.PRIO_PROCESS, thread, before)
+
+
+def _topic_of(deleted: list[ManifestNode]) -> Topic:
+    """Deleting only untagged manifests changes answers by digest, not by tag, nor tag lists (the
+    repository stays): workers keep their cached tag lookups. A tagged one (a referrer that goes
+    with its subject) took its tags with it."""
+    return Topic.MANIFESTS if any(node.tagged for node in deleted) else Topic.UNTAGGED_DELETES
 
 
 def _result(future: Future[int] | None) -> int:

@@ -24,6 +24,9 @@ class Topic(IntEnum):
     BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
     POLICIES = 2  # project policies read on hot paths: tag immutability rules
     AUTH = 3  # accounts, credentials, roles, signing keys: remembered logins, tokens, key rings
+    # Untagged manifests deleted (garbage collection): answers by digest only. No tag, tag list or
+    # catalog changes, so the caches of lookups by tag stay (a GC would otherwise empty them all).
+    UNTAGGED_DELETES = 4
 
 
 class ChangeFeed(Protocol):
@@ -72,21 +75,26 @@ V = TypeVar("V")
 
 
 class GenerationCache(Generic[K, V]):
-    """A bounded dict that empties itself when its topic's generation moves."""
+    """A bounded dict that empties itself when the generation of its topic (or of any of its
+    topics) moves."""
 
-    def __init__(self, feed: ChangeFeed, topic: Topic, max_entries: int = 10_000) -> None:
+    def __init__(self, feed: ChangeFeed, topic: Topic | tuple[Topic, ...], max_entries: int = 10_000) -> None:
         self._feed = feed
-        self._topic = topic
+        self._topics = topic if isinstance(topic, tuple) else (topic,)
         self._max = max_entries
         self._entries: dict[K, V] = {}
-        self._generation = feed.generation(topic)
+        self._generation = self.current_generation()
 
     def current_generation(self) -> int:
-        """Read before querying the DB; pass to `put`."""
-        return self._feed.generation(self._topic)
+        """Read before querying the DB; pass to `put`. With several topics: their generations side
+        by side in one int (each is below 2**64), so it moves when any of them does."""
+        generation = 0
+        for topic in self._topics:
+            generation = (generation << 64) | self._feed.generation(topic)
+        return generation
 
     def get(self, key: K) -> V | None:
-        generation = self._feed.generation(self._topic)
+        generation = self.current_generation()
         if generation != self._generation:
             self._entries = {}
             self._generation = generation
@@ -95,7 +103,7 @@ class GenerationCache(Generic[K, V]):
 
     def put(self, key: K, value: V, generation: int) -> None:
         if generation != self._generation:
-            if generation != self._feed.generation(self._topic):
+            if generation != self.current_generation():
                 return  # something changed since the caller read; its answer may be stale
             self._entries = {}
             self._generation = generation

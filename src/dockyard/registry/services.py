@@ -69,8 +69,13 @@ class Registry:
         self._feed = feed
         self.delete_enabled = delete_enabled
         self.read_only = read_only
-        self._manifests: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
+        # Manifests by tag, and by digest: a collector deleting untagged manifests drops only the
+        # latter (Topic.UNTAGGED_DELETES); every registry write drops both (Topic.MANIFESTS).
+        self._manifests_by_tag: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
             feed, Topic.MANIFESTS
+        )
+        self._manifests_by_digest: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
+            feed, (Topic.MANIFESTS, Topic.UNTAGGED_DELETES)
         )
         self._listings: GenerationCache[tuple[str, str | None, int | None, str | None], Page] = (
             GenerationCache(feed, Topic.MANIFESTS, 2_000)
@@ -81,7 +86,7 @@ class Registry:
 
     # --- hot-path caches (no I/O) -------------------------------------------------------------
     def cached_manifest(self, name: str, reference: str) -> ManifestRecord | None:
-        return self._manifests.get((name, reference))
+        return self._manifest_cache(reference).get((name, reference))
 
     def cached_blob_size(self, name: str, digest: str) -> int | None:
         return self._blob_sizes.get((name, digest))
@@ -93,7 +98,8 @@ class Registry:
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
         validate_name(name)
         ref = parse_reference(reference)
-        generation = self._manifests.current_generation()
+        cache = self._manifest_cache(reference)
+        generation = cache.current_generation()
         with self._db.read() as connection:
             query = select(Manifest.digest, Manifest.media_type, Manifest.content).join(
                 Repository, Repository.id == Manifest.repository_id
@@ -108,7 +114,7 @@ class Registry:
         if row is None:
             raise ManifestUnknown(detail={"name": name, "reference": reference})
         record = ManifestRecord(row.digest, row.media_type, bytes(row.content))
-        self._manifests.put((name, reference), record, generation)
+        cache.put((name, reference), record, generation)
         return record
 
     def put_manifest(
@@ -371,6 +377,10 @@ class Registry:
         self.quotas.check_room(name, size, digest)
 
     # --- internals ----------------------------------------------------------------------------
+    def _manifest_cache(self, reference: str) -> GenerationCache[tuple[str, str], ManifestRecord]:
+        # A digest always has its algorithm before a colon; a tag can have no colon.
+        return self._manifests_by_digest if ":" in reference else self._manifests_by_tag
+
     def _check_writable(self) -> None:
         if self.read_only:
             raise ReadOnly()
