@@ -81,6 +81,9 @@ def _sqlite_engine(url: str, database: str | None, echo: bool) -> Engine:
     return engine
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     # Let SQLAlchemy, not pysqlite, decide when transactions begin (so BEGIN IMMEDIATE works).
     dbapi_connection.isolation_level = None
@@ -89,6 +92,9 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # A large write (garbage collection, an import) grows the WAL to hundreds of MB; without a limit
+    # the file keeps that size after every checkpoint. 64 MiB: truncated back once a checkpoint resets it.
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.close()
 
 
