@@ -92,6 +92,16 @@ def gc_db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+def _collector_paused_before_deleting(env: Env, gc_db: Database) -> tuple[PausingDriver, Side]:
+    """A GC run in its own thread, held once its batch committed and before the bytes go
+    (`driver.go.set()` lets it go on)."""
+    driver = PausingDriver(env.driver)
+    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
+    collector.start()
+    assert driver.deleting.wait(WAIT)
+    return driver, collector
+
+
 def _collector(env: Env, gc_db: Database, driver: Any) -> GarbageCollector:
     return GarbageCollector(gc_db, driver, env.feed, clock=lambda: utcnow() + HOURS_LATER)
 
@@ -175,10 +185,7 @@ def test_upload_records_while_the_collectors_file_delete_is_pending(
     upload = Side(commit)
     upload.start()
     assert reached.wait(WAIT)
-    driver = PausingDriver(env.driver)
-    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
-    collector.start()
-    assert driver.deleting.wait(WAIT)
+    driver, collector = _collector_paused_before_deleting(env, gc_db)
     go.set()
     upload.join(2)  # let the upload record (or wait for the collector) before the bytes go
     driver.go.set()
@@ -194,10 +201,7 @@ def test_upload_after_the_collectors_batch_committed_before_its_file_delete(
 ) -> None:
     # The collector has committed its batch and is about to delete the bytes when the same bytes
     # are uploaded: they must not land only to be deleted under a fresh row.
-    driver = PausingDriver(env.driver)
-    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
-    collector.start()
-    assert driver.deleting.wait(WAIT)
+    driver, collector = _collector_paused_before_deleting(env, gc_db)
     upload = Side(_start_upload(env, old_blob))
     upload.start()
     upload.join(2)
@@ -215,10 +219,7 @@ def test_a_blob_being_collected_is_unknown_to_pulls_and_mounts(
     digest = digest_of(old_blob)
     assert env.registry.blob_size(OLD, digest) == len(old_blob)  # HEAD; remembered in the cache
     assert env.registry.cached_blob_size(OLD, digest) == len(old_blob)
-    driver = PausingDriver(env.driver)
-    collector = Side(lambda: _collector(env, gc_db, driver).run(GCOptions()))
-    collector.start()
-    assert driver.deleting.wait(WAIT)  # the batch committed; the bytes are still there
+    driver, collector = _collector_paused_before_deleting(env, gc_db)
 
     assert env.registry.cached_blob_size(OLD, digest) is None
     with pytest.raises(BlobUnknown):  # HEAD and GET: 404 BLOB_UNKNOWN
