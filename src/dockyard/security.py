@@ -29,13 +29,12 @@ from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
 from dockyard.api.token import TokenEndpoint
 from dockyard.audit.services import AuditLog
-from dockyard.auth.cache import TTLCache
 from dockyard.auth.external import ExternalTokenVerifier
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
 from dockyard.auth.interfaces import Principal
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
-from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService, VerifiedToken
+from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
@@ -160,7 +159,7 @@ def _dockyard_security(
         members=MemberService(db),
         audit=audit,
         keys=keys,
-        forget_verified_tokens=lambda: _forget_verified_tokens(gate),
+        forget_verified_tokens=lambda: gate.tokens.clear(),  # tokens of a retired key: refused at once
         jobs=jobs,
         logins=gate.basic,  # one remembered login serves /v2 and /api/v1 alike
     )
@@ -182,12 +181,6 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
     if settings.redis.url:
         return RedisLoginLimiter(connect(settings.redis.url), limit.max_failures, window)
     return InProcessLoginLimiter(limit.max_failures, window)
-
-
-def _forget_verified_tokens(gate: TokenGate) -> None:
-    # A fresh cache (TTLCache has no clear()): tokens of a retired key are refused by this process at once.
-    # The same generation source: without it the new cache would stop following later announcements.
-    gate.tokens = TTLCache[VerifiedToken](gate.tokens.max_entries, gate.tokens.clock, gate.tokens.generation)
 
 
 def _directory(settings: Settings) -> LDAPDirectory | None:

@@ -25,6 +25,7 @@ from dockyard.db.session import Database
 from dockyard.errors import PathNotFound
 from dockyard.registry.models import ManifestReference, Repository, RepositoryBlob
 from dockyard.registry.usage import release
+from dockyard.storage.blobs import live
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
@@ -39,7 +40,7 @@ def collectable(cutoff: datetime) -> Any:
     referenced = exists().where(ManifestReference.digest == Blob.digest, ManifestReference.kind == "blob")
     fresh_link = exists().where(RepositoryBlob.digest == Blob.digest, RepositoryBlob.created_at >= cutoff)
     return and_(
-        Blob.deleting_since.is_(None),
+        live(),
         Blob.created_at < cutoff,
         or_(Blob.unreferenced_at.is_(None), Blob.unreferenced_at < cutoff),
         ~referenced,

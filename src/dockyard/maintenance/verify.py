@@ -17,6 +17,7 @@ from dockyard.maintenance.interfaces import (
     read_chunks,
 )
 from dockyard.registry.models import Manifest, ManifestReference, Repository
+from dockyard.storage.blobs import live
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
 
@@ -48,7 +49,7 @@ def verify(
         # served to the repositories linked to it. Not those garbage collection is deleting
         # (tombstoned: their bytes may be gone already, and no reader sees them).
         blobs = connection.execute(
-            select(Blob.digest, Blob.size).where(Blob.deleting_since.is_(None)).order_by(Blob.digest)
+            select(Blob.digest, Blob.size).where(live()).order_by(Blob.digest)
         ).all()
     for name, manifest, digest in unrecorded:
         result.problems.add(f"{name}@{manifest} references blob {digest}, which is not recorded")

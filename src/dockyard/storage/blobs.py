@@ -71,10 +71,6 @@ class BlobStore:
         self._uploads = uploads
         self._wait_for_delete = wait_for_delete
 
-    def size_of(self, connection: Connection, digest: str) -> int | None:
-        """The size of a stored blob; None when there is none (or it is being deleted)."""
-        return connection.scalar(select(Blob.size).where(Blob.digest == digest, live()))
-
     def state_of(self, connection: Connection, digest: str, lock: bool = False) -> BlobState:
         """With lock, the row is share-locked for the rest of the transaction (PostgreSQL: waits
         for a collector holding it, then reads what it committed)."""
@@ -113,12 +109,11 @@ class BlobStore:
             deadline = time.monotonic() + self._wait_for_delete
             while True:
                 with self._db.write() as connection:
-                    current = self.state_of(connection, key, lock=True)
-                    if current is BlobState.ABSENT and landed:
+                    if landed:
+                        # A no-op when another upload inserted it first or (with a window of about
+                        # zero) a collector tombstoned it since: the look below tells which.
                         self.record(connection, key, state.size)
-                        # Another upload may have inserted it first, and (with a window of about zero)
-                        # a collector tombstoned it since: look at what is there now.
-                        current = self.state_of(connection, key, lock=True)
+                    current = self.state_of(connection, key, lock=True)
                     if current is BlobState.LIVE:
                         link(connection)
                         break
