@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select
 
-from dockyard.db.base import utcnow
+from dockyard.registry.manifest_writes import stamp_unreferenced
 from dockyard.registry.models import Manifest, ManifestReference, Repository, Tag
 from dockyard.registry.usage import project_of_repository, release
-from dockyard.storage.models import Blob
 
 
 class BatchOutcome(StrEnum):
@@ -139,31 +138,7 @@ def _delete_untagged(
             doomed[request.digest] = manifest_id
     if doomed:
         ids = sorted(doomed.values())
-        _stamp_unreferenced(connection, ids)
+        stamp_unreferenced(connection, ids)
         connection.execute(delete(Manifest).where(Manifest.id.in_(ids)))
         release(connection, project_of_repository(connection, repository_id), sorted(doomed))
     return results
-
-
-def _stamp_unreferenced(connection: Connection, manifest_ids: list[int]) -> None:
-    """The blobs of manifests about to go may have lost their last reference: garbage collection keeps
-    them for its safety window from now (docs/gc.md)."""
-    referenced = sorted(
-        set(
-            connection.scalars(
-                select(ManifestReference.digest).where(
-                    ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
-                )
-            )
-        )
-    )
-    if not referenced:
-        return
-    # PostgreSQL: in digest order, as garbage collection locks them, so the two never deadlock.
-    connection.execute(
-        select(Blob.digest)
-        .where(Blob.digest.in_(referenced))
-        .order_by(Blob.digest)
-        .with_for_update(key_share=True)
-    )
-    connection.execute(update(Blob).where(Blob.digest.in_(referenced)).values(unreferenced_at=utcnow()))

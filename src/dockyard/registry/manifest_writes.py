@@ -140,13 +140,25 @@ def store_manifest(
     return int(manifest_id)
 
 
-def stamp_unreferenced(connection: Connection, repository_id: int, digest: str) -> None:
-    """Note on the blobs of a manifest about to go that they may have lost their last reference:
-    garbage collection keeps them for its safety window from now (docs/gc.md)."""
-    manifest_ids = select(Manifest.id).where(
-        Manifest.repository_id == repository_id, Manifest.digest == digest
+def stamp_unreferenced(connection: Connection, manifest_ids: list[int]) -> None:
+    """The blobs of manifests about to go may have lost their last reference: garbage collection keeps
+    them for its safety window from now (docs/gc.md)."""
+    referenced = sorted(
+        set(
+            connection.scalars(
+                select(ManifestReference.digest).where(
+                    ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
+                )
+            )
+        )
     )
-    referenced = select(ManifestReference.digest).where(
-        ManifestReference.manifest_id.in_(manifest_ids), ManifestReference.kind == "blob"
+    if not referenced:
+        return
+    # PostgreSQL: in digest order, as garbage collection locks them, so the two never deadlock.
+    connection.execute(
+        select(Blob.digest)
+        .where(Blob.digest.in_(referenced))
+        .order_by(Blob.digest)
+        .with_for_update(key_share=True)
     )
     connection.execute(update(Blob).where(Blob.digest.in_(referenced)).values(unreferenced_at=utcnow()))

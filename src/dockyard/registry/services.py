@@ -172,7 +172,10 @@ class Registry:
                 self.immutability.check_tag_removable(
                     name, self._tags_of(connection, repository_id, str(ref))
                 )
-                stamp_unreferenced(connection, repository_id, str(ref))
+                doomed = select(Manifest.id).where(
+                    Manifest.repository_id == repository_id, Manifest.digest == str(ref)
+                )
+                stamp_unreferenced(connection, list(connection.scalars(doomed)))
                 result = connection.execute(
                     delete(Manifest).where(
                         Manifest.repository_id == repository_id, Manifest.digest == str(ref)
