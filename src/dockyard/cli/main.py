@@ -97,11 +97,11 @@ def worker(
     """Run background jobs (GC, retention, upload purging) without serving HTTP: for HA nodes."""
     from dockyard.cli.worker import run_worker
     from dockyard.config.loader import config_path_from_env
-    from dockyard.jobs.metrics import parse_listen
+    from dockyard.config.settings import split_addr
 
     if metrics_listen is not None:
         try:
-            parse_listen(metrics_listen)
+            split_addr(metrics_listen)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--metrics-listen") from None
     run_worker(_settings(config or config_path_from_env()), node, metrics_listen)

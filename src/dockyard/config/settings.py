@@ -38,6 +38,17 @@ class TLSSettings(_Section):
 _ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
 
 
+def split_addr(value: str) -> tuple[str, int]:
+    """(host to bind, port) from host:port, :port (all interfaces) or [ipv6]:port; ValueError otherwise."""
+    match = _ADDR.match(value)
+    if match is None:
+        raise ValueError(f"expected host:port or :port ([ipv6]:port for IPv6), got {value!r}")
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    return match.group("host").strip("[]") or "0.0.0.0", port
+
+
 class HTTPSettings(_Section):
     addr: str = "0.0.0.0:5000"
     # Public base URL used in Location headers when set; otherwise the request's own host.
@@ -81,11 +92,7 @@ class HTTPSettings(_Section):
     @field_validator("addr")
     @classmethod
     def _check_addr(cls, value: str) -> str:
-        match = _ADDR.match(value)
-        if match is None:
-            raise ValueError(f"expected host:port or :port, got {value!r}")
-        if not 1 <= int(match.group("port")) <= 65535:
-            raise ValueError(f"port must be between 1 and 65535, got {match.group('port')}")
+        split_addr(value)
         return value
 
     @field_validator("headers", mode="before")
@@ -98,12 +105,11 @@ class HTTPSettings(_Section):
     @property
     def bind_host(self) -> str:
         """The host to bind: brackets stripped from IPv6, all interfaces for `:port`."""
-        host = self.addr.rsplit(":", 1)[0]
-        return host.strip("[]") or "0.0.0.0"
+        return split_addr(self.addr)[0]
 
     @property
     def bind_port(self) -> int:
-        return int(self.addr.rsplit(":", 1)[1])
+        return split_addr(self.addr)[1]
 
 
 class FilesystemStorage(_Section):
@@ -374,8 +380,8 @@ class JobsSettings(_Section):
     @field_validator("metrics_listen")
     @classmethod
     def _check_metrics_listen(cls, value: str | None) -> str | None:
-        if value is not None and _ADDR.match(value) is None:
-            raise ValueError(f"expected host:port, :port or [ipv6]:port, got {value!r}")
+        if value is not None:
+            split_addr(value)
         return value
 
 

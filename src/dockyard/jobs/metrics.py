@@ -9,7 +9,6 @@ same metric names as on serve's /metrics, so one dashboard fits both.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from dockyard.config.settings import split_addr
 from dockyard.db.session import Database
 from dockyard.jobs.models import JobRow
 
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dockyard.jobs")
 PENDING_STATUSES = ("queued", "running")
-# host:port, :port or [ipv6]:port, as http.addr takes it.
-_LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
 
 
 class QueueDepthCollector(Collector):
@@ -64,22 +62,11 @@ class QueueDepthCollector(Collector):
         return generate_latest(registry)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """("host", port) from host:port, :port (all interfaces) or [ipv6]:port; ValueError otherwise."""
-    match = _LISTEN.match(value)
-    if match is None:
-        raise ValueError(f"expected host:port, :port or [ipv6]:port, got {value!r}")
-    port = int(match.group("port"))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be between 1 and 65535, got {port}")
-    return match.group("host").strip("[]") or "0.0.0.0", port
-
-
 class MetricsServer:
     """prometheus_client's HTTP exposition of `registry` on `listen`, in a daemon thread."""
 
     def __init__(self, listen: str, registry: CollectorRegistry) -> None:
-        host, port = parse_listen(listen)
+        host, port = split_addr(listen)
         self._server: WSGIServer
         self._thread: Thread
         self._server, self._thread = start_http_server(port, host, registry=registry)

@@ -244,6 +244,7 @@ def test_unknown_keys_are_errors_with_the_valid_choices(write_config: Any) -> No
         ({"http": {"addr": "5000"}}, "http.addr: expected host:port or :port"),
         ({"http": {"addr": "http://x:5000"}}, "http.addr: expected host:port or :port"),
         ({"http": {"addr": ":70000"}}, "http.addr: port must be between 1 and 65535"),
+        ({"jobs": {"metrics_listen": ":70000"}}, "jobs.metrics_listen: port must be between 1 and 65535"),
         ({"http": {"tls": {"certificate": "/c.pem"}}}, "http.tls: certificate and key must be set together"),
         (
             {"http": {"tls": {"certificate": "/no/c.pem", "key": "/no/k.pem"}}},
