@@ -41,13 +41,14 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The venv: created once, dev extras re-installed only when pyproject.toml changed since the last install.
+# The venv: created once, dev extras re-installed only when pyproject.toml or the pinned versions
+# (constraints-dev.txt) changed since the last install.
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 stamp=.venv/.dev-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints-dev.txt -nt $stamp ]]; then
   echo "install-test-deps: pip install -e '.[dev]'"
   # Quiet unless it fails: setuptools' build warnings would bury the test output.
-  if ! .venv/bin/python -m pip install -q -e '.[dev]' >.venv/pip-install.log 2>&1; then
+  if ! .venv/bin/python -m pip install -q -c constraints-dev.txt -e '.[dev]' >.venv/pip-install.log 2>&1; then
     cat .venv/pip-install.log >&2
     exit 1
   fi

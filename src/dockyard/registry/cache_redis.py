@@ -55,7 +55,7 @@ def connect(url: str) -> redis.Redis:
     path = [segment for segment in parts.path.split("/") if segment]
     if not path:
         raise ValueError("a Sentinel URL names the service: redis+sentinel://HOST:PORT/SERVICE_NAME[/DB]")
-    credentials = {
+    credentials: dict[str, Any] = {
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
     }
