@@ -12,6 +12,9 @@ declare -A PACKAGE_OF=(
   [buildah]=buildah
   [umoci]=umoci
   [containerd]=containerd  # containerd + ctr: the e2e tests start a daemon of their own (tests/support/containerd.py)
+  # dockerd + /usr/bin/docker: the e2e tests start a daemon of their own (tests/support/docker.py). Keyed by
+  # dockerd, not docker: a bare client elsewhere on PATH (e.g. /usr/local/bin/docker) has no daemon.
+  [dockerd]=docker.io
   [docker-registry]=docker-registry
   [wrk]=wrk
   [haproxy]=haproxy

@@ -227,3 +227,26 @@ def read_oci_layout(directory: Path, ref: str = "latest") -> tuple[Descriptor, d
     top = Descriptor(matches[0]["mediaType"], matches[0]["digest"], matches[0]["size"])
     blobs = {"sha256:" + path.name: path.read_bytes() for path in (directory / "blobs" / "sha256").iterdir()}
     return top, blobs
+
+
+def write_docker_archive(layout: OciLayout, image: Image, path: Path, repo_tags: list[str]) -> Path:
+    """`image` as `docker save` writes it, the tar `docker load` reads (docker 20.10 loads no OCI layout):
+    its config as is (so the image ID is the config's digest), each layer uncompressed, and a
+    manifest.json naming them with the tags to give it."""
+    config_name = image.config.digest.removeprefix("sha256:") + ".json"
+    layer_names = [layer.diff_id.removeprefix("sha256:") + "/layer.tar" for layer in image.layers]
+    manifest = [{"Config": config_name, "RepoTags": repo_tags, "Layers": layer_names}]
+    members = {
+        config_name: layout.blobs[image.config.digest],
+        **{
+            name: uncompressed(layout.blobs[layer.descriptor.digest])
+            for name, layer in zip(layer_names, image.layers, strict=True)
+        },
+        "manifest.json": json.dumps(manifest).encode(),
+    }
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, FIXED_EPOCH
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -27,9 +27,9 @@ DOCKYARD = str(Path(sys.executable).with_name("dockyard"))
 database_url_factory: Callable[[str], str] | None = None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -66,13 +66,18 @@ def start_server(
     env: dict[str, str] | None = None,
     tls: tuple[Path, Path] | None = None,
     timeout: float = 30.0,
+    bind: str = "127.0.0.1",
 ) -> RunningServer:
-    """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers."""
+    """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers.
+
+    `bind` is the loopback address to listen on: 127.0.0.1, or ::1 (then url and host name `[::1]:port`).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port(bind)
+    host = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
     base: dict[str, Any] = {
         "datadir": str(workdir / "data"),
-        "http": {"addr": f"127.0.0.1:{port}", "workers": 1},
+        "http": {"addr": host, "workers": 1},
         "log": {"level": "info"},
         # The protocol suites run open, like registry:2 without auth; auth suites turn it on.
         "auth": {"enabled": False},
@@ -102,8 +107,13 @@ def start_server(
         )
     scheme = "https" if tls else "http"
     server = RunningServer(
-        f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{port}", Path(merged["datadir"]), config_path,
-        process, log_path, env or {},
+        f"{scheme}://{host}",
+        host,
+        Path(merged["datadir"]),
+        config_path,
+        process,
+        log_path,
+        env or {},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
