@@ -39,6 +39,7 @@ from dockyard.db.engine import build_engine
 from dockyard.db.locks import FileLocks, LockManager, RedisLocks
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from dockyard.errors import StorageFull
 from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.metrics import QueueDepthCollector
@@ -191,7 +192,12 @@ def create_app(services: Services) -> ASGIApp:
 
     app = Starlette(
         routes=routes,
-        exception_handlers={404: _not_found, 405: _not_allowed, SQLAlchemyError: database_error},
+        exception_handlers={
+            404: _not_found,
+            405: _not_allowed,
+            SQLAlchemyError: database_error,
+            StorageFull: database_error,  # a login's bookkeeping write on a full disk, say
+        },
         lifespan=lifespan,
     )
     app.state.services = services

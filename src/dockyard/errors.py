@@ -122,6 +122,13 @@ class InvalidPath(StorageError):
     message = "invalid storage path"
 
 
+class StorageFull(StorageError):
+    """No room for a write: the disk or object store holding blobs, or the metadata database, is full
+    (or over a quota of its own). Reads still work; writes work again once space is freed."""
+
+    message = "storage is full: the registry cannot store more data until space is freed"
+
+
 # --- configuration --------------------------------------------------------------------------
 class ConfigError(DockyardError):
     message = "invalid configuration"

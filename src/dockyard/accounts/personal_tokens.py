@@ -20,7 +20,7 @@ from dockyard.accounts.interfaces import (
 from dockyard.accounts.models import PersonalTokenRow, UserRow
 from dockyard.accounts.users import USER_COLUMNS, user_from_row
 from dockyard.db.base import utcnow
-from dockyard.db.session import Database
+from dockyard.db.session import Database, unless_full
 
 _COLUMNS = (
     PersonalTokenRow.id,
@@ -127,7 +127,7 @@ class PersonalTokenService:
         if row.expires_at is not None and row.expires_at <= now:
             return None
         if row.token_used_at is None or now - row.token_used_at >= USE_STAMP_INTERVAL:
-            with self._db.write() as connection:
+            with unless_full("personal token use"), self._db.write() as connection:
                 connection.execute(
                     update(PersonalTokenRow)
                     .where(PersonalTokenRow.id == row.token_id)

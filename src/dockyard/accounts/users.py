@@ -24,7 +24,7 @@ from dockyard.accounts.interfaces import (
 from dockyard.accounts.models import UserRow
 from dockyard.accounts.names import validate_username
 from dockyard.db.base import utcnow
-from dockyard.db.session import Database
+from dockyard.db.session import Database, unless_full
 
 USER_COLUMNS = (
     UserRow.id,
@@ -296,7 +296,7 @@ class UserService:
         if user.last_login_at is None or now - user.last_login_at >= LOGIN_STAMP_INTERVAL:
             changes["last_login_at"] = now
         if changes:
-            with self._db.write() as connection:
+            with unless_full("login time"), self._db.write() as connection:
                 connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
 
     # --- helpers ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from dockyard.db.engine import WRITE_OPTION
+from dockyard.errors import StorageFull
+
+log = logging.getLogger("dockyard.db")
 
 
 class Database:
@@ -35,23 +39,64 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that commits when the block ends without error, else rolls back."""
+        """A transaction that commits when the block ends without error, else rolls back.
+
+        Raises StorageFull when the database has no room to grow (its disk is full)."""
         options = {WRITE_OPTION: True}
-        with (
-            self._write_lock,
-            self.engine.connect().execution_options(**options) as connection,
-            connection.begin(),
-        ):
-            yield connection
+        try:
+            with (
+                self._write_lock,
+                self.engine.connect().execution_options(**options) as connection,
+                connection.begin(),
+            ):
+                yield connection
+        except sa_exc.DBAPIError as exc:
+            if database_full(exc):
+                raise StorageFull(
+                    "storage is full: the registry's database cannot grow until space is freed"
+                ) from exc
+            raise
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def unless_full(what: str) -> Iterator[None]:
+    """Around a write that a read-only request makes on the side (a login's time, a token's last
+    use): on a full disk it is skipped with a warning, and the request (a pull) goes on."""
+    try:
+        yield
+    except StorageFull:
+        log.warning("storage is full: %s not recorded", what)
+
+
+def database_full(exc: BaseException) -> bool:
+    """Whether `exc` means the database has no room to write: SQLite's SQLITE_FULL ("database or disk
+    is full"), PostgreSQL's disk_full (53100: "could not extend file"). Not worth a retry: space must
+    be freed first. Follows the `raise ... from` chain a few levels."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        driver_error = seen.orig if isinstance(seen, sa_exc.DBAPIError) else seen
+        if isinstance(driver_error, psycopg.errors.DiskFull):
+            return True
+        if isinstance(driver_error, sqlite3.Error) and (
+            getattr(driver_error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "database or disk is full" in str(driver_error)
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` means the database cannot serve right now (unreachable, restarting, no free pooled
     connection, a deadlock or lock wait it broke off) rather than a bug: the request may be retried,
     so the API answers 503 with Retry-After. Follows the `raise ... from` chain a few levels."""
+    if database_full(exc):  # psycopg's DiskFull is an OperationalError too, but no retry will help
+        return False
     seen: BaseException | None = exc
     for _ in range(4):
         if seen is None:

@@ -22,7 +22,7 @@ from dockyard import errors
 from dockyard.accounts import interfaces as accounts
 from dockyard.audit.interfaces import AuditQueryInvalid
 from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, DirectoryUnavailable, Unauthenticated
-from dockyard.db.session import database_unavailable
+from dockyard.db.session import database_full, database_unavailable
 from dockyard.projects import interfaces as projects
 
 log = logging.getLogger("dockyard.api.management")
@@ -42,10 +42,13 @@ CODES = {
     429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_SERVER_ERROR",
     503: "SERVICE_UNAVAILABLE",
+    507: "INSUFFICIENT_STORAGE",
 }
 
 # Most specific first: the first isinstance match wins.
 DOMAIN_STATUS: list[tuple[type[errors.DockyardError], int]] = [
+    # A full disk (blobs or database): writes are refused until space is freed; reads go on.
+    (errors.StorageFull, 507),
     (Unauthenticated, 401),
     (AuthenticationFailed, 401),
     (AccessDenied, 403),
@@ -140,6 +143,8 @@ def install_error_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) 
         if status == 500:
             log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
             return error_response(500, "internal server error")
+        if status == 507:
+            log.warning("write refused, storage is full: %s", _first_line(exc.__cause__ or exc))
         return _refusal_seen(request, error_response(status, exc.message), exc.message)
 
     def _refusal_seen(request: Request, response: JSONResponse, message: str) -> JSONResponse:
@@ -169,9 +174,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Its own handler: Starlette re-raises what the catch-all `Exception` handler answered, so the
     # server would log a traceback for every request of an outage.
+    if database_full(exc):
+        log.warning("write refused, storage is full: %s", _first_line(exc))
+        return error_response(507, errors.StorageFull.message)
     if database_unavailable(exc):
         # One line, no traceback: during an outage every request fails the same way.
-        log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).strip().split("\n")[0])
+        log.warning("database unavailable: %s", _first_line(exc))
         message = "the database is unavailable; try again shortly"
         return error_response(503, message, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     return await _unexpected_error(request, exc)
@@ -180,6 +188,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in management API handler", exc_info=exc)
     return error_response(500, "internal server error")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def describe_validation(exc: RequestValidationError) -> str:

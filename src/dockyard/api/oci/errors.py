@@ -10,12 +10,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dockyard import errors
-from dockyard.db.session import database_unavailable
+from dockyard.db.session import database_full, database_unavailable
 from dockyard.projects.interfaces import PolicyDenied
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 # When the database is unavailable (restarting, failing over): how soon a client may try again.
 RETRY_AFTER_SECONDS = 5
+# A full disk (blobs or database): RFC 4918's 507 Insufficient Storage, which docker and podman show
+# as is ("received unexpected HTTP status: 507 Insufficient Storage"), with the spec's DENIED (the
+# write is refused, as for a full quota) and a message saying why for clients that print the body.
+STORAGE_FULL_STATUS = 507
 
 # Most specific class first: the first isinstance match wins.
 _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
@@ -70,6 +74,8 @@ def render_error(exc: Exception) -> Response:
         return error_response(
             "UNAVAILABLE", exc.message, 503, exc.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
         )
+    if isinstance(exc, errors.StorageFull) or database_full(exc):
+        return storage_full_response(exc)
     if isinstance(exc, errors.DockyardError):
         for kind, code, status in _MAPPING:
             if isinstance(exc, kind):
@@ -88,6 +94,13 @@ async def database_error(request: Request, exc: Exception) -> Response:
     return render_error(exc)
 
 
+def storage_full_response(exc: Exception) -> Response:
+    """507: one warning line without a traceback (every write fails the same way until space is freed)."""
+    message = exc.message if isinstance(exc, errors.StorageFull) else errors.StorageFull.message
+    log.warning("write refused, storage is full: %s", _first_line(exc.__cause__ or exc))
+    return error_response("DENIED", message, STORAGE_FULL_STATUS)
+
+
 def unavailable_response(exc: Exception) -> Response:
     """503 UNAVAILABLE (registry:2's code) with Retry-After: clients retry, HAProxy's retries too. One
     log line without a traceback: during an outage every request fails the same way. The body names
@@ -101,6 +114,6 @@ def unavailable_response(exc: Exception) -> Response:
     )
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"

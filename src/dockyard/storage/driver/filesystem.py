@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from dockyard.errors import InvalidPath, PathNotFound, StorageError
+from dockyard.errors import InvalidPath, PathNotFound, StorageError, StorageFull
 from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
 
 T = TypeVar("T")
@@ -22,6 +23,8 @@ WRITE_BUFFER_SIZE = 1 << 16
 # `~` is not allowed in a path segment, so a temp name never collides with a stored path and
 # `list` can skip leftovers of a crash.
 _TEMP_MARKER = ".~tmp-"
+# No room: the filesystem is full, or the user's disk quota is used up.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @contextlib.contextmanager
@@ -32,6 +35,8 @@ def _os_errors(path: str) -> Iterator[None]:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         raise PathNotFound(f"path not found: {path}") from exc
     except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise StorageFull() from exc
         raise StorageError(f"storage error on {path}: {exc.strerror or exc}") from exc
 
 
