@@ -138,3 +138,32 @@ def test_rule_api_validates_and_is_for_project_admins(server: RunningServer, api
     assert httpx.get(f"{server.url}/api/v1/projects/imm/immutable-rules").status_code == 401
     listed = api.get("/projects/imm/immutable-rules")
     assert listed.status_code == 200 and isinstance(listed.json(), list)
+
+
+def test_a_pattern_built_to_backtrack_does_not_stall_pushes(
+    server: RunningServer, rule: Callable[..., dict[str, object]]
+) -> None:
+    """A rule made to make a backtracking matcher try every split of a tag of dashes (the issue's
+    `*-*-*-*-*-*-*-X` stalled a worker 5 s per push; this one would never finish) costs a push nothing."""
+    rule(repository_pattern="**", tag_pattern="*-" * 20 + "X")
+    rule(repository_pattern="{a,{a,{a,*}}}*-" * 10 + "X", tag_pattern="**")
+    tag = "a" + "-" * 127
+    with registry_client(server, REPOS) as http:
+        http.timeout = httpx.Timeout(20)  # generous: the push takes milliseconds, a stall is endless
+        oci = OCIClient(http)
+        for number in range(4):  # both workers, more than once
+            oci.push_image("imm/app", f"{tag[: 128 - 1 - number]}{number}", seed=f"dashes-{number}")
+            assert oci.http.get("/v2/").status_code == 200
+
+
+def test_overlong_patterns_are_refused_with_a_reason(api: httpx.Client) -> None:
+    too_long = "a" * 256
+    for body in ({"repository_pattern": too_long, "tag_pattern": "*"}, {"tag_pattern": too_long}):
+        refused = api.post("/projects/imm/immutable-rules", json=body)
+        assert refused.status_code == 400, refused.text
+        assert "255 characters" in refused.json()["errors"][0]["message"]
+    retention = {"rules": [{"action": "always", "tags": {"match": ["v*", too_long]}}]}
+    refused = api.put("/projects/imm/retention", json=retention)
+    assert refused.status_code == 400, refused.text
+    assert "longer than 255 characters" in refused.json()["errors"][0]["message"]
+    assert api.get("/projects/imm/retention").status_code == 404  # nothing was stored
