@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.processes import stop_process
-from tests.support.server import require_tool
 
 # Where Debian's docker.io puts the client; /usr/local/bin/docker (a bare client of another version, found
 # first on PATH on some machines) is not it.
@@ -130,11 +129,13 @@ def write_hosts_file(path: Path, names: dict[str, str]) -> Path:
     return path
 
 
-def find_client(dockerd_bin: str) -> str:
-    client = shutil.which("docker", path=SYSTEM_PATH)
-    if client is None:
-        raise RuntimeError(f"no docker client beside {dockerd_bin}: run `make test` (it installs docker.io)")
-    return client
+def require_system_tool(name: str) -> str:
+    """`name` from the system's directories (dockerd is in /usr/sbin, which a PATH may lack); in CI a
+    missing tool is a failure, never a skip."""
+    path = shutil.which(name, path=SYSTEM_PATH)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: run `make test` (it installs docker.io)")
+    return path
 
 
 def start_docker(
@@ -149,9 +150,9 @@ def start_docker(
     `insecure_registries` (host:port) are spoken to over plain HTTP; `names` are extra hosts-file entries
     (name -> address) the daemon resolves.
     """
-    dockerd_bin = require_tool("dockerd")
-    require_tool("unshare")
-    docker_bin = find_client(dockerd_bin)
+    dockerd_bin = require_system_tool("dockerd")
+    unshare_bin = require_system_tool("unshare")
+    docker_bin = require_system_tool("docker")  # the daemon's own client, checked against it below
     workdir.mkdir(parents=True, exist_ok=True)
     short_dir = Path(tempfile.mkdtemp(prefix="dockyard-dockerd-"))
     etc_dir = workdir / "etc-docker"
@@ -177,7 +178,7 @@ def start_docker(
     log_path = workdir / "dockerd.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", in_namespace, "dockerd-ns",
+            [unshare_bin, "--mount", "--propagation", "private", "--", "sh", "-c", in_namespace, "dockerd-ns",
              str(etc_dir), str(hosts_file), *command],
             stdout=log,
             stderr=subprocess.STDOUT,
