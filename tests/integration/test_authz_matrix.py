@@ -216,8 +216,13 @@ class World:
     def v2_status(self, method: str, path: str) -> int:
         return self.admin.status(method, path, headers={"Accept": OCI_MANIFEST})
 
-    def new_upload(self, project: str) -> tuple[str, dict[str, str]]:
-        answer = self.oci.start_upload(self.repo(project))
+    def new_upload(self, project: str, actor: Actor | None = None) -> tuple[str, dict[str, str]]:
+        """A new session, the admin's or (with Basic credentials) the actor's."""
+        if actor is None:
+            answer = self.oci.start_upload(self.repo(project))
+        else:
+            start = Call("POST", f"/v2/{self.repo(project)}/blobs/uploads/", headers={"Content-Length": "0"})
+            answer = self.caller.v2_basic(actor, start)
         assert answer.status_code == 202, describe(answer)
         location = urlsplit(answer.headers["Location"])
         return location.path.rsplit("/", 1)[1], dict(parse_qsl(location.query))
@@ -438,9 +443,14 @@ def v2_monolithic_upload(w: World, actor: Actor, project: str | None, ep: Endpoi
 
 
 def v2_upload(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
-    """Status on a shared session; the changing methods each on a session of their own."""
+    """A session belongs to whoever started it: an actor who may push works on one it started; for any
+    other the call aims at the admin's (status on a shared one, the changing methods each on a session of
+    their own), which the refusal must leave as it was."""
     assert project is not None
-    upload, params = w.uploads[project] if ep.method == "GET" else w.new_upload(project)
+    if {PULL, PUSH} <= actor.permissions(PUBLIC[project]):
+        upload, params = w.new_upload(project, actor)
+    else:
+        upload, params = w.uploads[project] if ep.method == "GET" else w.new_upload(project)
     call = Call(**v2_call(w, project, ep, upload_id=upload), params=dict(params))
     status_url = httpx.URL(call.path, params=params)
 

@@ -340,18 +340,20 @@ class Registry:
         return int(size)
 
     # --- uploads ------------------------------------------------------------------------------
-    def start_upload(self, name: str) -> UploadState:
+    # An upload session belongs to the repository and the owner (who started it, with auth on) it was
+    # started for: to anyone else it does not exist (BlobUploadUnknown), whatever they ask of it.
+    def start_upload(self, name: str, owner: str | None = None) -> UploadState:
         self._check_writable()
         validate_name(name)
-        return self.uploads.create(name)
+        return self.uploads.create(name, owner)
 
-    def get_upload(self, name: str, upload_id: str) -> UploadState:
+    def get_upload(self, name: str, upload_id: str, owner: str | None = None) -> UploadState:
         validate_name(name)
-        return self.uploads.get(upload_id, name)
+        return self.uploads.get(upload_id, name, owner)
 
-    def cancel_upload(self, name: str, upload_id: str) -> None:
+    def cancel_upload(self, name: str, upload_id: str, owner: str | None = None) -> None:
         validate_name(name)
-        self.uploads.cancel(upload_id, name)
+        self.uploads.cancel(upload_id, name, owner)
 
     def commit_upload(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
         """Verify, move into place, then record the blob and link it: the order that survives crashes

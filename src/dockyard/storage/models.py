@@ -35,6 +35,9 @@ class Upload(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     repository: Mapped[str] = mapped_column(String(255))
+    # Who started it (with auth on, e.g. "user:12"; None with auth off): only they may continue it
+    # (migration 0013_upload_owner).
+    owner: Mapped[str | None] = mapped_column(String(300), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

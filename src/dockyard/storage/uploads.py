@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
@@ -44,6 +44,8 @@ class UploadState:
     repository: str
     size: int
     created_at: datetime
+    # Who started it ("user:12", "robot:3"; None with auth off): only they may continue or cancel it.
+    owner: str | None = None
 
 
 class AppendSession:
@@ -72,7 +74,7 @@ class AppendSession:
         next, in a transaction that removes its row, so the size update would be a wasted write, and
         the writer stays open for that commit (see the module docstring)."""
         if not record:
-            state = UploadState(self.state.id, self.state.repository, self.size, self.state.created_at)
+            state = replace(self.state, size=self.size)
             self._store._remember_hasher(state, self._hasher)
             self._store._hold_writer(state, self._writer)
             return state
@@ -84,7 +86,7 @@ class AppendSession:
         try:
             self._writer.cancel()
         finally:
-            self._store.cancel(self.state.id, self.state.repository)
+            self._store.cancel(self.state.id, self.state.repository, self.state.owner)
 
 
 class VerifiedUpload:
@@ -142,27 +144,36 @@ class UploadStore:
         self._lock = threading.Lock()
 
     # --- sessions -----------------------------------------------------------------------------
-    def create(self, repository: str) -> UploadState:
+    def create(self, repository: str, owner: str | None = None) -> UploadState:
         upload_id = new_upload_id()
         now = utcnow()
         with self._db.write() as connection:
             connection.execute(
                 insert(Upload),
-                {"id": upload_id, "repository": repository, "size": 0, "created_at": now, "updated_at": now},
+                {
+                    "id": upload_id,
+                    "repository": repository,
+                    "owner": owner,
+                    "size": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             )
-        return UploadState(upload_id, repository, 0, now)
+        return UploadState(upload_id, repository, 0, now, owner)
 
-    def get(self, upload_id: str, repository: str) -> UploadState:
+    def get(self, upload_id: str, repository: str, owner: str | None = None) -> UploadState:
+        """The session, if it belongs to this repository and owner: any other is BlobUploadUnknown, as
+        if it did not exist (a caller may learn nothing of another's upload)."""
         upload_data_path(upload_id)  # refuses malformed ids before they reach the DB
         with self._db.read() as connection:
             row = connection.execute(
-                select(Upload.id, Upload.repository, Upload.size, Upload.created_at).where(
+                select(Upload.id, Upload.repository, Upload.owner, Upload.size, Upload.created_at).where(
                     Upload.id == upload_id
                 )
             ).first()
-        if row is None or row.repository != repository:
+        if row is None or row.repository != repository or row.owner != owner:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
-        return UploadState(row.id, row.repository, row.size, row.created_at)
+        return UploadState(row.id, row.repository, row.size, row.created_at, row.owner)
 
     def begin_append(self, state: UploadState) -> AppendSession:
         path = upload_data_path(state.id)
@@ -170,20 +181,25 @@ class UploadStore:
         if writer.size != state.size:
             # A crash left bytes the DB never recorded: the temp object cannot be trusted.
             writer.cancel()
-            self.cancel(state.id, state.repository)
+            self.cancel(state.id, state.repository, state.owner)
             raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
         return AppendSession(self, state, writer, self._take_hasher(state.id, state.size))
 
-    def cancel(self, upload_id: str, repository: str) -> None:
+    def cancel(self, upload_id: str, repository: str, owner: str | None = None) -> None:
+        """Drop the session and its bytes; BlobUploadUnknown, with nothing touched, unless it belongs
+        to this repository and owner."""
+        upload_data_path(upload_id)
         with self._db.write() as connection:
             result = connection.execute(
-                delete(Upload).where(Upload.id == upload_id, Upload.repository == repository)
+                delete(Upload).where(
+                    Upload.id == upload_id, Upload.repository == repository, _owned_by(owner)
+                )
             )
+        if result.rowcount == 0:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
         self._forget_hasher(upload_id)
         self._drop_held_writer(upload_id)
         self._delete_temp(upload_id)
-        if result.rowcount == 0:
-            raise BlobUploadUnknown(detail={"uuid": upload_id})
 
     def forget(self, connection: Connection, state: UploadState) -> None:
         """Drop the upload's row, in the caller's transaction (the one that records the blob)."""
@@ -237,7 +253,7 @@ class UploadStore:
         writer = self._driver.writer(upload_data_path(state.id), append=True)
         if writer.size != state.size:
             writer.cancel()
-            self.cancel(state.id, state.repository)
+            self.cancel(state.id, state.repository, state.owner)
             raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
         return writer
 
@@ -277,7 +293,7 @@ class UploadStore:
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
-        state = UploadState(state.id, state.repository, size, state.created_at)
+        state = replace(state, size=size)
         self._remember_hasher(state, hasher)
         return state
 
@@ -372,6 +388,10 @@ class UploadStore:
             except BlobUploadUnknown:
                 return True  # not an upload id at all: nothing dockyard wrote
         return False
+
+
+def _owned_by(owner: str | None) -> ColumnElement[bool]:
+    return Upload.owner.is_(None) if owner is None else Upload.owner == owner
 
 
 def _check_digest(digest: Digest, computed: str) -> None:

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
-from dockyard.api.oci.gate import MOUNT_REFUSED_KEY
+from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, PRINCIPAL_KEY
 from dockyard.api.oci.streaming import declared_length, receive_into
+from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
@@ -19,6 +20,15 @@ from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.storage.uploads import AppendSession, UploadState
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _owner(request: Request) -> str | None:
+    """Who the upload belongs to: the authenticated principal (by id where it has one, so a
+    re-created account of the same name is someone else); None when the registry runs without auth."""
+    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    if principal is None:
+        return None
+    return f"{principal.kind.value}:{principal.name if principal.id is None else principal.id}"
 
 
 def _upload_headers(ctx: OCIContext, name: str, state: UploadState) -> dict[str, str]:
@@ -61,7 +71,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     if digest is not None:
         parse_digest(digest)
         await _check_room(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
-    state = await ctx.call(ctx.registry.start_upload, name)
+    state = await ctx.call(ctx.registry.start_upload, name, _owner(request))
     ctx.metrics.uploads_started.inc()
     if digest is None:
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
@@ -72,12 +82,12 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
 
 
 async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
     return Response(b"", status_code=204, headers=_upload_headers(ctx, name, state))
 
 
 async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
     _check_content_range(request, state)
     # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
     await _check_room(ctx, request, name, state.size)
@@ -90,7 +100,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if not digest:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     parse_digest(digest)
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id)
+    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
@@ -101,7 +111,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
 
 
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    await ctx.call(ctx.registry.cancel_upload, name, upload_id)
+    await ctx.call(ctx.registry.cancel_upload, name, upload_id, _owner(request))
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
@@ -172,4 +182,4 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
 
 def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
     with contextlib.suppress(DockyardError):
-        ctx.registry.uploads.cancel(state.id, state.repository)
+        ctx.registry.uploads.cancel(state.id, state.repository, state.owner)
