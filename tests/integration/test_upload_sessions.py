@@ -123,3 +123,29 @@ def test_without_auth_an_upload_is_bound_to_its_repository(server: RunningServer
         upload_id = started(oci, "bound/app", data)
         assert_not_found_by_every_verb(http, f"/v2/elsewhere/app/blobs/uploads/{upload_id}", data)
         assert_intact_and_completes(oci, "bound/app", upload_id, data)
+
+
+@pytest.mark.parametrize(
+    "content_range",
+    [
+        f"0-{'9' * 4301}",
+        f"{'1' * 4301}-{'9' * 4301}",
+        f"bytes=0-{'7' * 5000}/{'7' * 5000}",
+        "0-9223372036854775808",  # past a signed 64-bit offset
+    ],
+    ids=["end", "both", "total", "int64"],
+)
+def test_huge_numbers_in_content_range_are_refused_with_the_specs_error(
+    server: RunningServer, content_range: str
+) -> None:
+    """Python refuses to turn more than 4,300 digits into an int: that was a 500. It is the spec's
+    416 BLOB_UPLOAD_INVALID now, and the upload goes on."""
+    data = os.urandom(1024)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        oci = OCIClient(http)
+        upload_id = started(oci, "ranges/app", data[:512])
+        path = f"/v2/ranges/app/blobs/uploads/{upload_id}"
+        refused = http.patch(path, content=data[512:], headers={"Content-Range": content_range})
+        assert_error(refused, 416, "BLOB_UPLOAD_INVALID")
+        assert oci.patch_chunk(path, data[512:], start=512).status_code == 202
+        assert_intact_and_completes(oci, "ranges/app", upload_id, data)

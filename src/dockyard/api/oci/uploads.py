@@ -19,7 +19,8 @@ from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, D
 from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.storage.uploads import AppendSession, UploadState
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+# Offsets of at most 19 digits (a signed 64-bit size): longer ones are malformed, not a 500 from int().
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?$")
 
 
 def _owner(request: Request) -> str | None:
