@@ -109,3 +109,19 @@ def test_unknown_manifest_is_404_manifest_unknown(oci: OCIClient, repo_name: str
 
 def test_manifest_in_unknown_repository_is_404(oci: OCIClient) -> None:
     assert_error(oci.get_manifest("no/such/repository", "latest"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+
+
+def test_manifest_reference_that_is_not_a_valid_tag_is_404_manifest_unknown(
+    oci: OCIClient, repo_name: str
+) -> None:
+    """The OCI conformance suite reads `.INVALID_MANIFEST_NAME`: nothing can have that name, so it is
+    unknown (404), not a bad request; pushing to it is the client's error (400)."""
+    pushed = oci.push_image(repo_name, "present")
+    for reference in (".INVALID_MANIFEST_NAME", "-lead", "a" * 129):
+        assert_error(oci.get_manifest(repo_name, reference), 404, "MANIFEST_UNKNOWN")
+        head = oci.get_manifest(repo_name, reference, method="HEAD")
+        assert head.status_code == 404, describe(head)
+        assert_error(oci.http.delete(f"/v2/{repo_name}/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
+        put = oci.put_manifest(repo_name, reference, pushed.body, pushed.media_type)
+        assert_error(put, 400, "MANIFEST_INVALID")
+    assert oci.tags(repo_name) == ["present"]

@@ -24,6 +24,7 @@ from dockyard.errors import (
     ManifestUnknown,
     NameUnknown,
     ReadOnly,
+    TagInvalid,
 )
 from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
 from dockyard.projects.models import ProjectRow
@@ -97,7 +98,7 @@ class Registry:
     # --- manifests ----------------------------------------------------------------------------
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
         validate_name(name)
-        ref = parse_reference(reference)
+        ref = _existing_reference(name, reference)
         cache = self._manifest_cache(reference)
         generation = cache.current_generation()
         with self._db.read() as connection:
@@ -163,7 +164,7 @@ class Registry:
     def delete_manifest(self, name: str, reference: str) -> None:
         self._check_deletable()
         validate_name(name)
-        ref = parse_reference(reference)
+        ref = _existing_reference(name, reference)
         with self._db.write() as connection:
             repository_id = self._repository_id(connection, name)
             if repository_id is None:
@@ -442,6 +443,18 @@ class Registry:
                 .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
             )
         )
+
+
+def _existing_reference(name: str, reference: str) -> str | Digest:
+    """The reference of a manifest to read or delete. One that is not a valid tag names nothing that
+    could exist: 404 MANIFEST_UNKNOWN, as the OCI conformance suite expects (a push to it is a 400)."""
+    try:
+        return parse_reference(reference)
+    except TagInvalid:
+        raise ManifestUnknown(
+            f"no manifest {reference!r}: not a valid tag or digest",
+            detail={"name": name, "reference": reference},
+        ) from None
 
 
 def _page(connection: Connection, query: object, limit: int | None) -> Page:
