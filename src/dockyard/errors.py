@@ -52,6 +52,13 @@ class BlobBeingDeleted(DockyardError):
     message = "the blob is being garbage-collected; try again shortly"
 
 
+class BlobReferenced(DockyardError):
+    """A blob DELETE of a blob that a manifest of the repository still uses: unlinking it would break
+    that image (its pulls would fail on the missing blob)."""
+
+    message = "the blob is used by a manifest in this repository; delete the manifest first"
+
+
 class BlobUploadUnknown(DockyardError):
     message = "blob upload unknown to registry"
 

@@ -34,16 +34,25 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
     if blob_digests:
         rows = connection.execute(
             select(Blob.digest, Blob.size)
-            .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-            .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(blob_digests), live())
+            .where(Blob.digest.in_(blob_digests), live())
             .order_by(Blob.digest)
-            # PostgreSQL: garbage collection locks a blob's row before tombstoning it, so this
-            # manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone test is on
-            # the locked row, which PostgreSQL reads again once the collector commits (the link
-            # joined comes from the statement's snapshot). SQLite: writes are serial.
-            .with_for_update(read=True, key_share=True, of=Blob)
+            # PostgreSQL: garbage collection and a blob DELETE lock a blob's row before they tombstone
+            # it or unlink it, so this manifest either sees the blob gone or keeps it (docs/gc.md);
+            # the tombstone test is on the locked row, which PostgreSQL reads again once the other
+            # commits. SQLite: writes are serial.
+            .with_for_update(read=True, key_share=True)
         )
-        linked = {digest: size for digest, size in rows}
+        sizes = {digest: size for digest, size in rows}
+        # The links in a new statement (a fresh snapshot under READ COMMITTED), after the locks: an
+        # unlink committed while this waited is seen.
+        linked_digests = set(
+            connection.scalars(
+                select(RepositoryBlob.digest).where(
+                    RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest.in_(sizes)
+                )
+            )
+        )
+        linked = {digest: size for digest, size in sizes.items() if digest in linked_digests}
         missing = sorted(blob_digests - linked.keys())
         if missing:
             raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})

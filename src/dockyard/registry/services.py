@@ -18,6 +18,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, insert_ignore, upsert
 from dockyard.db.session import Database
 from dockyard.errors import (
+    BlobReferenced,
     BlobUnknown,
     DeleteDisabled,
     DigestInvalid,
@@ -39,7 +40,7 @@ from dockyard.registry.manifest_writes import (
     stamp_unreferenced,
     store_manifest,
 )
-from dockyard.registry.models import Manifest, Repository, RepositoryBlob, Tag
+from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
@@ -293,12 +294,34 @@ class Registry:
         return int(size)
 
     def delete_blob(self, name: str, digest: str) -> None:
-        """Unlink the blob from the repository; its bytes go when garbage collection finds them unused."""
+        """Unlink the blob from the repository; its bytes go when garbage collection finds them unused.
+        BlobReferenced while a manifest of the repository uses it (an immutable tag's image included)."""
         self._check_deletable()
         validate_name(name)
         parse_digest(digest)
         with self._db.write() as connection:
             repository_id = self._repository_id(connection, name)
+            # PostgreSQL: a manifest PUT share-locks the rows of the blobs it references until it commits;
+            # wait for those, so the check below (a new statement: a fresh snapshot under READ COMMITTED)
+            # sees the manifests they committed. SQLite: writes are serial.
+            connection.execute(select(Blob.digest).where(Blob.digest == digest).with_for_update())
+            user = connection.scalar(
+                select(Manifest.digest)
+                .join(ManifestReference, ManifestReference.manifest_id == Manifest.id)
+                .where(
+                    Manifest.repository_id == repository_id,
+                    ManifestReference.digest == digest,
+                    ManifestReference.kind == "blob",
+                )
+                .order_by(Manifest.id)
+                .limit(1)
+            )
+            if user is not None:
+                raise BlobReferenced(
+                    f"blob {digest} is used by manifest {user} in {name}: delete the manifests that use it "
+                    "first (garbage collection then removes blobs no manifest uses)",
+                    detail={"name": name, "digest": digest, "manifest": user},
+                )
             result = connection.execute(
                 delete(RepositoryBlob).where(
                     RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest == digest
