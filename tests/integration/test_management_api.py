@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -33,6 +34,7 @@ from dockyard.projects.rbac import Role
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache import InProcessChangeFeed
+from dockyard.registry.models import Manifest
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
@@ -409,6 +411,46 @@ def test_deletes_disabled_is_a_precondition_error(stack: Stack) -> None:
     stack.push_image("team/app", "v1", b"x")
     stack.registry.delete_enabled = False
     assert_error(stack.api.delete("/repositories/team/app/tags/v1", headers=AS_ALICE), 412, "PRECONDITION")
+
+
+def test_rows_stored_before_the_push_checks_never_make_a_500(stack: Stack) -> None:
+    """An index with a malformed platform used to be accepted, and the artifact listing then answered
+    500. Push refuses those now; rows already stored must still list (bad fields read as unknown)."""
+    amd = stack.push_image("team/legacy", None, b"amd-layer", "amd64")
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [amd]}
+    pushed = stack.push_manifest("team/legacy", "v1", index, OCI_INDEX)
+    stored = (
+        b'{"schemaVersion": 2, "mediaType": "%s", "x": NaN, "note": "\\udc80", "manifests": ['
+        b'{"digest": "%s", "platform": {"os": 1, "architecture": ["amd64"], "variant": {"v": 8}}},'
+        b'{"digest": 7, "platform": "linux/arm64"}, "not a descriptor", {"platform": null}]}'
+        % (OCI_INDEX.encode(), amd["digest"].encode())
+    )
+    with stack.services.db.write() as connection:
+        connection.execute(
+            update(Manifest)
+            .where(Manifest.digest == pushed["digest"])
+            .values(content=stored, annotations={"ok": "yes", "n": 1, "list": ["x"]})
+        )
+        image = update(Manifest).where(Manifest.digest == amd["digest"])
+        connection.execute(image.values(platform=["linux"]))
+
+    listing = stack.api.get("/repositories/team/legacy/artifacts", headers=AS_BOB)
+    assert listing.status_code == 200, listing.text
+    by_digest = {item["digest"]: item for item in listing.json()}
+    legacy = by_digest[pushed["digest"]]
+    assert legacy["annotations"] == {"ok": "yes"}
+    assert [(p["digest"], p["os"], p["architecture"], p["variant"]) for p in legacy["platforms"]] == [
+        (amd["digest"], None, None, None),
+        ("", None, None, None),
+        ("", None, None, None),
+    ]
+    assert by_digest[amd["digest"]]["platforms"] == [
+        {"digest": amd["digest"], "os": None, "architecture": None, "variant": None}
+    ]
+    detail = stack.api.get(f"/repositories/team/legacy/artifacts/{pushed['digest']}", headers=AS_BOB)
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["manifest"]["x"] is None and detail.json()["manifest"]["note"] == "?"
+    assert stack.api.get("/repositories", headers=AS_BOB).status_code == 200
 
 
 def _manifest_of(stack: Stack, name: str, reference: str) -> dict[str, Any]:

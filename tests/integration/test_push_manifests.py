@@ -190,6 +190,57 @@ def test_index_with_unknown_child_is_manifest_blob_unknown(oci: OCIClient, repo_
     assert_error(oci.get_manifest(repo_name, "ghost"), 404, "MANIFEST_UNKNOWN")
 
 
+@pytest.mark.parametrize(
+    "platform",
+    [{"os": 1, "architecture": "amd64"}, {"os": "linux"}, {"os": "linux", "architecture": ["amd64"]},
+     {**PLATFORM, "variant": 8}, {**PLATFORM, "os.features": "sse4"}, {**PLATFORM, "os.version": [10]},
+     "linux/amd64", [PLATFORM]],
+    ids=["os-number", "no-architecture", "architecture-list", "variant-number", "features-string",
+         "version-list", "string", "list"],
+)
+def test_index_with_a_malformed_platform_is_refused(oci: OCIClient, repo_name: str, platform: object) -> None:
+    """Such an index was stored, and the management API then answered 500 for the repository's
+    artifacts. The image spec types every platform field (image-index.md)."""
+    child = oci.push_image(repo_name, seed="child")
+    body = index_manifest([child.descriptor(platform=platform)])
+    refused = oci.put_manifest(repo_name, "multi", body, OCI_INDEX)
+    assert_error(refused, 400, "MANIFEST_INVALID")
+    assert "manifests[0].platform" in refused.json()["errors"][0]["message"], describe(refused)
+    assert_error(oci.get_manifest(repo_name, digest_of(body)), 404, "MANIFEST_UNKNOWN")
+    assert oci.tags(repo_name) in (None, [])
+
+
+def test_index_child_with_the_wrong_size_is_refused(oci: OCIClient, repo_name: str) -> None:
+    child = oci.push_image(repo_name, seed="child")
+    for size in (len(child.body) - 1, len(child.body) + 1, 0):
+        body = index_manifest([{**child.descriptor(platform=PLATFORM), "size": size}])
+        refused = oci.put_manifest(repo_name, "multi", body, OCI_INDEX)
+        assert_error(refused, 400, "MANIFEST_INVALID")
+        assert child.digest in refused.json()["errors"][0]["message"]
+    assert oci.tags(repo_name) in (None, [])
+    body = index_manifest([child.descriptor(platform=PLATFORM)])
+    good = oci.push_manifest(repo_name, "multi", body, OCI_INDEX)
+    assert_pullable(oci, repo_name, "multi", good)
+
+
+def test_duplicate_json_keys_are_refused(oci: OCIClient, repo_name: str) -> None:
+    """A registry and a Go client would read different digests from `"digest": A, "digest": B`."""
+    honest = oci.push_image(repo_name, seed="honest")
+    other = oci.push_image(repo_name, seed="other")
+    body = (
+        b'{"schemaVersion": 2, "mediaType": "%s", "manifests": [{"mediaType": "%s", "size": %d, '
+        b'"digest": "%s", "digest": "%s", "platform": {"os": "linux", "architecture": "amd64"}}]}'
+        % (OCI_INDEX.encode(), OCI_MANIFEST.encode(), len(honest.body), honest.digest.encode(),
+           other.digest.encode())
+    )
+    refused = oci.put_manifest(repo_name, "dup", body, OCI_INDEX)
+    assert_error(refused, 400, "MANIFEST_INVALID")
+    assert "'digest' twice" in refused.json()["errors"][0]["message"]
+    layers_twice = honest.body.replace(b'"layers"', b'"layers": [], "layers"', 1)
+    assert_error(oci.put_manifest(repo_name, "dup", layers_twice, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    assert oci.tags(repo_name) in (None, [])
+
+
 def test_schema1_manifest_is_refused(oci: OCIClient, repo_name: str) -> None:
     body = json.dumps({
         "schemaVersion": 1, "name": repo_name, "tag": "old", "architecture": "amd64",

@@ -11,32 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.content import mediatypes as mt
-from dockyard.content.digest import parse_digest
-from dockyard.errors import DigestInvalid, ManifestInvalid, ManifestTooLarge
+from dockyard.content.descriptor import (
+    MAX_DESCRIPTOR_SIZE,
+    Descriptor,
+    check_field_names,
+    check_media_type,
+    parse_descriptor,
+    string_map,
+)
+from dockyard.errors import ManifestInvalid, ManifestTooLarge
+
+__all__ = ["MAX_DESCRIPTOR_SIZE", "MAX_MANIFEST_SIZE", "Descriptor", "ParsedManifest", "parse_manifest"]
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
-MAX_DESCRIPTOR_SIZE = 2**63 - 1  # sizes are int64 in the spec's Go types and in the DB
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    artifact_type: str | None = None
-    annotations: dict[str, str] | None = None
-    platform: dict[str, Any] | None = None
-    urls: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-        if self.artifact_type:
-            out["artifactType"] = self.artifact_type
-        if self.annotations:
-            out["annotations"] = self.annotations
-        if self.platform:
-            out["platform"] = self.platform
-        return out
+# The fields of an image manifest and an index (and Docker's), whose spelling check_field_names enforces.
+MANIFEST_FIELDS = frozenset(
+    {"schemaVersion", "mediaType", "artifactType", "config", "layers", "manifests", "subject", "annotations"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +51,7 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManife
     if len(body) > MAX_MANIFEST_SIZE:
         raise ManifestTooLarge(f"manifest is {len(body)} bytes; the limit is {MAX_MANIFEST_SIZE}")
     document = _load_json(body)
+    check_field_names(document, MANIFEST_FIELDS, "")
     media_type = _media_type(document, _clean_content_type(content_type))
     # type() rather than ==: JSON true and 2.0 compare equal to 1 and 2 in Python.
     schema_version = document.get("schemaVersion")
@@ -70,18 +62,20 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManife
         )
     if type(schema_version) is not int or schema_version != 2:
         raise ManifestInvalid("schemaVersion must be 2")
-    subject = _descriptor(document["subject"], "subject") if "subject" in document else None
-    annotations = _annotations(document.get("annotations"), "annotations") or {}
+    subject = parse_descriptor(document["subject"], "subject") if "subject" in document else None
+    annotations = string_map(document.get("annotations"), "annotations") or {}
     artifact_type = _optional_str(document, "artifactType")
+    if artifact_type:
+        check_media_type(artifact_type, "artifactType")
     if media_type in mt.INDEXES:
         children = tuple(
-            _descriptor(d, f"manifests[{i}]") for i, d in enumerate(_list(document, "manifests"))
+            parse_descriptor(d, f"manifests[{i}]") for i, d in enumerate(_list(document, "manifests"))
         )
         return ParsedManifest(media_type, artifact_type, None, (), children, subject, annotations)
     if "config" not in document:
         raise ManifestInvalid("an image manifest needs a config descriptor")
-    config = _descriptor(document["config"], "config")
-    layers = tuple(_descriptor(d, f"layers[{i}]") for i, d in enumerate(_list(document, "layers", True)))
+    config = parse_descriptor(document["config"], "config")
+    layers = tuple(parse_descriptor(d, f"layers[{i}]") for i, d in enumerate(_list(document, "layers", True)))
     # Foreign (non-distributable) layers live at their URLs, not in the registry.
     stored_layers = tuple(layer for layer in layers if not layer.urls)
     return ParsedManifest(
@@ -96,9 +90,18 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> ParsedManife
 
 
 def _load_json(body: bytes) -> dict[str, Any]:
+    """The manifest as Go clients read it, or ManifestInvalid: a document two parsers could read
+    differently is refused: a duplicate key (Go's decoder takes the last, others the first), a
+    byte-order mark or UTF-16 (Python's json reads them, Go's does not), NaN and Infinity."""
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestInvalid(f"manifest is not valid JSON: it is not UTF-8 ({exc.reason})") from None
+    if text.startswith("\ufeff"):
+        raise ManifestInvalid("manifest is not valid JSON: it starts with a byte-order mark")
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except ValueError as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     except RecursionError:
         raise ManifestInvalid("manifest JSON is nested too deeply") from None
@@ -106,9 +109,28 @@ def _load_json(body: bytes) -> dict[str, Any]:
         raise ManifestInvalid("manifest must be a JSON object")
     # JSON may escape an unpaired UTF-16 surrogate ("\ud800"); Python keeps it, but it is not
     # Unicode, and storing it (annotations, artifactType) would fail later. Only \u escapes make one.
-    if b"\\u" in body and not _is_unicode(document):
+    if "\\u" in text and not _is_unicode(document):
         raise ManifestInvalid("manifest JSON has an unpaired UTF-16 surrogate escape")
     return document
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ManifestInvalid(
+                    f"manifest JSON has the key {key!r} twice in one object; parsers disagree on which "
+                    "one counts",
+                    detail={"key": key},
+                )
+            seen.add(key)
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise ManifestInvalid(f"manifest is not valid JSON: {name} is not a JSON number")
 
 
 def _is_unicode(document: dict[str, Any]) -> bool:
@@ -160,51 +182,3 @@ def _optional_str(document: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ManifestInvalid(f"{key} must be a string")
     return value or None
-
-
-def _annotations(value: Any, where: str) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ManifestInvalid(f"{where} must map strings to strings")
-    return value
-
-
-def _descriptor(value: Any, where: str) -> Descriptor:
-    if not isinstance(value, dict):
-        raise ManifestInvalid(f"{where} must be a descriptor object")
-    media_type = value.get("mediaType")
-    if not isinstance(media_type, str) or not media_type:
-        raise ManifestInvalid(f"{where}.mediaType is required")
-    digest = value.get("digest")
-    if not isinstance(digest, str):
-        raise ManifestInvalid(f"{where}.digest is required")
-    try:
-        parse_digest(digest)
-    except DigestInvalid as exc:
-        raise ManifestInvalid(f"{where}.digest: {exc.message}") from None
-    size = value.get("size")
-    if type(size) is not int or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
-        raise ManifestInvalid(f"{where}.size must be a non-negative 64-bit integer")
-    urls = value.get("urls")
-    if urls is None:
-        urls = []
-    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
-        raise ManifestInvalid(f"{where}.urls must be a list of strings")
-    platform = value.get("platform")
-    if platform is not None and not isinstance(platform, dict):
-        raise ManifestInvalid(f"{where}.platform must be an object")
-    artifact_type = value.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise ManifestInvalid(f"{where}.artifactType must be a string")
-    return Descriptor(
-        media_type,
-        digest,
-        size,
-        artifact_type,
-        _annotations(value.get("annotations"), f"{where}.annotations"),
-        platform,
-        tuple(urls),
-    )

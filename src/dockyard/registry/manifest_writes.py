@@ -29,7 +29,7 @@ MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is n
 
 def check_references(connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
     """ManifestBlobUnknown unless every blob and child manifest is in the repository; ManifestInvalid
-    when a descriptor's size is not the blob's."""
+    when a descriptor's size is not the blob's or the child manifest's."""
     blob_digests = {d.digest for d in parsed.blobs}
     if blob_digests:
         rows = connection.execute(
@@ -65,20 +65,28 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
                 )
     child_digests = {d.digest for d in parsed.manifests}
     if child_digests:
-        present = set(
-            connection.scalars(
-                select(Manifest.digest)
+        present = {
+            digest: size
+            for digest, size in connection.execute(
+                select(Manifest.digest, Manifest.size)
                 .where(Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests))
                 .order_by(Manifest.digest)
                 .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
             )
-        )
-        missing = sorted(child_digests - present)
+        }
+        missing = sorted(child_digests - present.keys())
         if missing:
             raise ManifestBlobUnknown(
                 "manifest references a manifest unknown to the repository",
                 detail={"digest": missing[0], "missing": missing},
             )
+        for child in parsed.manifests:
+            if present[child.digest] != child.size:
+                raise ManifestInvalid(
+                    f"descriptor for manifest {child.digest} says {child.size} bytes; the manifest has "
+                    f"{present[child.digest]}",
+                    detail={"digest": child.digest},
+                )
 
 
 def platform_of(blobs: BlobStore, parsed: ParsedManifest) -> dict[str, str] | None:

@@ -191,7 +191,7 @@ class RegistryQueries:
             if row is None:
                 raise ManifestUnknown(detail={"name": repository, "reference": reference})
             (summary,) = _artifacts(connection, repository, [row.id])
-        return ArtifactDetail(summary, json.loads(bytes(row.content)))
+        return ArtifactDetail(summary, stored_document(row.content))
 
     # --- tags ---------------------------------------------------------------------------------
     def list_tags(
@@ -313,7 +313,7 @@ def _artifacts(connection: Connection, repository: str, manifest_ids: list[int])
             pushed_at=row.created_at,
             pulled_at=row.last_pulled_at,
             subject=row.subject_digest,
-            annotations=row.annotations,
+            annotations=_string_map(row.annotations),
             platforms=platforms.get(row.id),
         )
         for row in (rows[manifest_id] for manifest_id in manifest_ids)
@@ -321,31 +321,64 @@ def _artifacts(connection: Connection, repository: str, manifest_ids: list[int])
 
 
 def _platforms(connection: Connection, manifest_id: int) -> tuple[Platform, ...]:
-    """The platform of each manifest an index lists, read from the stored index (validated at push)."""
+    """The platform of each manifest an index lists, read from the stored index. Validated at push
+    today, but rows stored before may hold anything: what is not a string reads as unknown (None)."""
     content = connection.scalar(select(Manifest.content).where(Manifest.id == manifest_id))
-    document = json.loads(bytes(content or b"{}"))
+    entries = stored_document(content).get("manifests")
     found = []
-    for entry in document.get("manifests", []):
-        platform = entry.get("platform") or {}
-        found.append(
-            Platform(
-                digest=entry.get("digest", ""),
-                os=platform.get("os"),
-                architecture=platform.get("architecture"),
-                variant=platform.get("variant"),
-            )
-        )
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        platform = entry.get("platform")
+        digest = _text(entry.get("digest")) or ""
+        found.append(_platform(digest, platform if isinstance(platform, dict) else {}))
     return tuple(found)
 
 
 def _own_platform(row: Any) -> Platform:
     """An image manifest's platform, read from its config at push (registry.manifest_writes)."""
+    return _platform(row.digest, row.platform if isinstance(row.platform, dict) else {})
+
+
+def _platform(digest: str, platform: dict[str, Any]) -> Platform:
     return Platform(
-        digest=row.digest,
-        os=row.platform.get("os"),
-        architecture=row.platform.get("architecture"),
-        variant=row.platform.get("variant"),
+        digest=digest,
+        os=_text(platform.get("os")),
+        architecture=_text(platform.get("architecture")),
+        variant=_text(platform.get("variant")),
     )
+
+
+def stored_document(content: bytes | None) -> dict[str, Any]:
+    """A stored manifest as a JSON object, never an error: rows stored before today's push checks may
+    hold NaN or Infinity (read as null), an unpaired surrogate (replaced) or worse (read as {})."""
+    try:
+        document = json.loads(bytes(content or b"{}"), parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        replaced = json.dumps(document, ensure_ascii=False).encode("utf-8", "replace")
+        return dict(json.loads(replaced))
+    except RecursionError:
+        return {}
+    return document
+
+
+def _text(value: Any) -> str | None:
+    """A string from a stored document or JSON column, as UTF-8 can carry it; None if it is not one."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else None
+
+
+def _string_map(value: Any) -> dict[str, str] | None:
+    """Stored annotations, keeping only string-to-string pairs."""
+    if not isinstance(value, dict):
+        return None
+    pairs = {_text(key): _text(item) for key, item in value.items()}
+    return {key: item for key, item in pairs.items() if key is not None and item is not None} or None
 
 
 def _child_bytes(connection: Connection, indexes: Iterable[Any]) -> dict[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from typing import Any
@@ -21,6 +22,7 @@ LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+PLATFORM = {"architecture": "amd64", "os": "linux"}
 
 
 def descriptor(media_type: str, digest: str, size: int = 10, **extra: Any) -> dict[str, Any]:
@@ -109,7 +111,9 @@ def test_docker_manifest_list() -> None:
     document = {
         "schemaVersion": 2,
         "mediaType": mt.DOCKER_MANIFEST_LIST,
-        "manifests": [descriptor(mt.DOCKER_MANIFEST, LAYER_DIGESTS[0], platform={"os": "linux"})],
+        "manifests": [
+            descriptor(mt.DOCKER_MANIFEST, LAYER_DIGESTS[0], platform={"os": "linux", "architecture": "arm"})
+        ],
     }
     parsed = parse(document, mt.DOCKER_MANIFEST_LIST)
     assert parsed.media_type == mt.DOCKER_MANIFEST_LIST
@@ -272,6 +276,48 @@ BAD_DESCRIPTORS: list[tuple[dict[str, Any], str]] = [
     ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "artifactType": 3}, "artifactType"),
     ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "annotations": {"a": 1}}, "annotations"),
     ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "annotations": ["a"]}, "annotations"),
+    # mediaType and artifactType are RFC 6838 type/subtype names (the image spec's schema pattern).
+    ({"mediaType": "tar", "digest": CONFIG_DIGEST, "size": 1}, "not a media type"),
+    ({"mediaType": "application/x tar", "digest": CONFIG_DIGEST, "size": 1}, "not a media type"),
+    ({"mediaType": "/tar", "digest": CONFIG_DIGEST, "size": 1}, "not a media type"),
+    ({"mediaType": "a/b" + "c" * 127, "digest": CONFIG_DIGEST, "size": 1}, "not a media type"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "artifactType": "sbom"}, "artifactType"),
+    # urls: absolute URIs (RFC 3986).
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "urls": ["layer.tar"]}, "URI"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "urls": ["http://a b"]}, "URI"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "urls": ["http://a/%zz"]}, "URI"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "urls": ["http://a/\n"]}, "URI"),
+    # data: base64 of exactly the content the digest and size describe.
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "data": 7}, "data"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "data": "e30=="}, "data"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "data": "é30="}, "data"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 2, "data": "e30="}, "data"),  # not {}
+    ({"mediaType": LAYER_TYPE, "digest": EMPTY_DIGEST, "size": 3, "data": "e30="}, "data"),  # size
+    # platform: os and architecture strings, os.version and variant strings, features lists of strings.
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": ["linux"]}, "platform"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": {"os": "linux"}},
+     "architecture"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": {"architecture": "amd64"}},
+     "platform.os"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": {**PLATFORM, "os": 1}}, "os"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1,
+      "platform": {**PLATFORM, "architecture": ["amd64"]}}, "architecture"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": {**PLATFORM, "variant": 7}},
+     "variant"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1,
+      "platform": {**PLATFORM, "os.version": 10}}, "os.version"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1,
+      "platform": {**PLATFORM, "os.features": "win32k"}}, "os.features"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1,
+      "platform": {**PLATFORM, "os.features": [1]}}, "os.features"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1,
+      "platform": {**PLATFORM, "features": [{}]}}, "features"),
+    # A field spelled in another case is that field to Go's decoder, and unknown to ours.
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "Digest": LAYER_DIGESTS[1]}, "case"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "URLs": ["https://x/y"]}, "urls"),
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "\u017fize": 2}, "size"),  # long s
+    ({"mediaType": LAYER_TYPE, "digest": CONFIG_DIGEST, "size": 1, "platform": {**PLATFORM, "OS": "windows"}},
+     "case"),
 ]
 
 
@@ -520,6 +566,87 @@ def test_nesting_around_the_recursion_limit_never_escapes_as_a_crash() -> None:
         body = b'{"schemaVersion": 2, "a": "\\u0041", "n": ' + b"[" * depth + b"]" * depth + b"}"
         with pytest.raises(ManifestInvalid):
             parse_manifest(body)
+
+
+# --- documents two parsers could read differently ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (b'{"schemaVersion": 2, "schemaVersion": 1}', "schemaVersion"),
+        (b'{"schemaVersion": 2, "mediaType": "%s", "config": {"mediaType": "%s", "digest": "%s", "size": 1,'
+         b' "digest": "%s"}}' % (mt.OCI_MANIFEST.encode(), mt.OCI_CONFIG.encode(), CONFIG_DIGEST.encode(),
+                                 LAYER_DIGESTS[0].encode()), "digest"),
+        (b'{"schemaVersion": 2, "annotations": {"a": "1", "a": "2"}}', "a"),
+        (b'{"schemaVersion": 2, "x-ext": {"deep": [{"k": 1, "k": 2}]}}', "k"),
+    ],
+)
+def test_duplicate_keys_anywhere_are_refused(body: bytes, key: str) -> None:
+    # Go's decoder takes the last value, others the first: a registry and its clients would disagree
+    # about which blob a descriptor names, or which annotations an artifact has.
+    with pytest.raises(ManifestInvalid, match="twice") as caught:
+        parse_manifest(body)
+    assert caught.value.detail == {"key": key}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xef\xbb\xbf" + json.dumps(oci_manifest()).encode(),  # a UTF-8 byte-order mark
+        json.dumps(oci_manifest()).encode("utf-16"),
+        json.dumps(oci_manifest()).encode("utf-32-le"),
+        b'{"schemaVersion": 2, "x": NaN}',
+        b'{"schemaVersion": 2, "x": Infinity}',
+        b'{"schemaVersion": 2, "x": -Infinity}',
+    ],
+    ids=["bom", "utf-16", "utf-32", "nan", "infinity", "minus-infinity"],
+)
+def test_json_that_only_python_reads_is_invalid(body: bytes) -> None:
+    with pytest.raises(ManifestInvalid, match="not valid JSON"):
+        parse_manifest(body)
+
+
+@pytest.mark.parametrize(
+    "key", ["SchemaVersion", "Layers", "MANIFESTS", "Subject", "ANNOTATIONS", "artifacttype"]
+)
+def test_manifest_fields_spelled_in_another_case_are_refused(key: str) -> None:
+    document = oci_manifest()
+    document[key] = document.get(key[0].lower() + key[1:], [])
+    with pytest.raises(ManifestInvalid, match="case-sensitive") as caught:
+        parse(document)
+    assert caught.value.detail["key"] == key
+
+
+def test_field_like_keys_elsewhere_are_fine() -> None:
+    # Annotations and unknown objects are free-form: a key like a field name is just a key there.
+    parsed = parse(oci_manifest(annotations={"Digest": "x", "OS": "y"}, extension={"Size": 1, "size": 2}))
+    assert parsed.annotations == {"Digest": "x", "OS": "y"}
+
+
+def test_descriptors_with_every_optional_field_well_formed_are_accepted() -> None:
+    child = descriptor(
+        mt.OCI_MANIFEST,
+        EMPTY_DIGEST,
+        2,
+        data="e30=",
+        urls=["https://example.com/v2/a/manifests/x", "http://[::1]:5000/a%20b?c=d#e"],
+        platform={
+            "architecture": "amd64",
+            "os": "windows",
+            "os.version": "10.0.17763.1879",
+            "os.features": ["win32k"],
+            "variant": "",
+            "features": [],
+            "future": {"x": 1},
+        },
+        artifactType="application/vnd.example+type",
+    )
+    parsed = parse(oci_index(manifests=[child]))
+    assert parsed.manifests[0].platform == child["platform"]
+    sha512 = "sha512:" + hashlib.sha512(b"{}").hexdigest()
+    layer = descriptor(LAYER_TYPE, sha512, 2, data="e30=")
+    assert parse(oci_manifest(layers=[layer])).blobs[1].digest == sha512
 
 
 # --- properties -------------------------------------------------------------------------------
