@@ -279,6 +279,51 @@ def test_an_automatic_mount_never_reads_a_project_the_caller_cannot(registry: Re
         assert http.get(f"/v2/team/automount/blobs/{digest}").status_code == 404
 
 
+def test_an_automatic_mount_takes_the_blob_from_a_project_the_caller_may_pull_from(
+    registry: Registry,
+) -> None:
+    """What the spec's automatic mount is for, kept safe: the caller's own rights decide where from
+    (a public project, a project it is a member of), not the token, which names only the target."""
+    with registry.client(
+        headers=bearer(registry.token("repository:public/base:pull,push", user="root")["token"])
+    ) as h:
+        public = OCIClient(h).push_blob("public/base", b"a layer anyone may pull")
+    token = registry.token("repository:team/source:pull,push", user="alice")["token"]
+    with registry.client(headers=bearer(token)) as h:
+        own = OCIClient(h).push_blob("team/source", b"a layer of alice's own project")
+    for digest, target in ((public, "team/from-public"), (own, "team/from-team")):
+        token = registry.token(f"repository:{target}:pull,push", user="alice")["token"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert [entry["name"] for entry in claims["access"]] == [target]  # nothing about the source
+        with registry.client(headers=bearer(token)) as http:
+            mounted = http.post(f"/v2/{target}/blobs/uploads/?mount={digest}")
+            assert mounted.status_code == 201, mounted.text
+            assert mounted.headers["Location"] == f"/v2/{target}/blobs/{digest}"
+            assert http.get(f"/v2/{target}/blobs/{digest}").status_code == 200
+    with registry.client(auth=("alice", PASSWORDS["alice"])) as http:  # Basic credentials alike
+        assert http.post(f"/v2/team/basic-mount/blobs/uploads/?mount={public}").status_code == 201
+        assert http.head(f"/v2/team/basic-mount/blobs/{public}").status_code == 200
+
+
+def test_an_automatic_mount_follows_membership_as_it_is_now(registry: Registry) -> None:
+    """Not a member of a private project: no mount from it. Made a guest (who may pull): the same
+    token, issued before, now mounts from it."""
+    ProjectService(registry.services.db).create("guestbook", public=False)
+    with registry.client(
+        headers=bearer(registry.token("repository:guestbook/base:pull,push", user="root")["token"])
+    ) as h:
+        digest = OCIClient(h).push_blob("guestbook/base", b"a layer in a project alice is a guest of")
+    token = registry.token("repository:team/guest-mount:pull,push", user="alice")["token"]
+    mount = f"/v2/team/guest-mount/blobs/uploads/?mount={digest}"
+    with registry.client(headers=bearer(token)) as http:
+        started = http.post(mount)
+        assert started.status_code == 202 and "Location" in started.headers
+        assert http.head(f"/v2/team/guest-mount/blobs/{digest}").status_code == 404
+        MemberService(registry.services.db).add_user("guestbook", "alice", Role.GUEST)
+        assert http.post(mount).status_code == 201
+        assert http.head(f"/v2/team/guest-mount/blobs/{digest}").status_code == 200
+
+
 def test_catalog_scope(registry: Registry) -> None:
     token = registry.token("registry:catalog:*", user="alice")["token"]
     assert httpx.get(f"{registry.url}/v2/_catalog", headers=bearer(token)).status_code == 200

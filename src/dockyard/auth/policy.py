@@ -126,6 +126,37 @@ class AccessPolicy:
                 query = query.where(ProjectRow.public)
             return Visibility(all=False, projects=frozenset(connection.execute(query).scalars()))
 
+    def pullable_projects(self, principal: Principal) -> Visibility:
+        """The projects the principal may pull from, as the DB says now (its own roles and groups, a
+        robot's permissions, public projects), whatever a token it holds names: where an automatic
+        mount (no `from`) may take a blob from."""
+        with self._db.read() as connection:
+            account = _account(connection, principal)
+            if account is None:
+                return Visibility(all=False)
+            admin, user_id, robot_id = account
+            if admin:
+                return Visibility(all=True)
+            names = set(connection.scalars(select(ProjectRow.name).where(ProjectRow.public)))
+            if user_id is not None:
+                groups = select(UserGroupRow.group_id).where(UserGroupRow.user_id == user_id)
+                rows = connection.execute(
+                    select(ProjectRow.name, ProjectMemberRow.role)
+                    .join(ProjectMemberRow, ProjectMemberRow.project_id == ProjectRow.id)
+                    .where(or_(ProjectMemberRow.user_id == user_id, ProjectMemberRow.group_id.in_(groups)))
+                )
+                names.update(name for name, role in rows if Permission.PULL in permissions_of_role(role))
+            elif robot_id is not None:
+                rows = connection.execute(
+                    select(ProjectRow.name, RobotPermissionRow.actions)
+                    .join(RobotPermissionRow, RobotPermissionRow.project_id == ProjectRow.id)
+                    .where(RobotPermissionRow.robot_id == robot_id)
+                )
+                names.update(
+                    name for name, actions in rows if Permission.PULL in permissions_of_robot_actions(actions)
+                )
+            return Visibility(all=False, projects=frozenset(names))
+
     # --- internals ----------------------------------------------------------------------------
     def _access(self, principal: Principal, projects: Collection[str]) -> _Access:
         """One query: the account's state joined with its roles in the named projects."""

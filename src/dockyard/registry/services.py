@@ -333,12 +333,17 @@ class Registry:
             raise BlobUnknown(detail={"name": name, "digest": digest})
         self._feed.bump(Topic.BLOB_DELETES)
 
-    def mount_blob(self, name: str, digest: str, source: str | None) -> int | None:
-        """Link an existing blob into name; from `source` when given, else from anywhere.
-        Returns the size, or None when there is nothing to mount (the client uploads instead)."""
+    def mount_blob(
+        self, name: str, digest: str, source: str | None, projects: frozenset[str] | None = None
+    ) -> int | None:
+        """Link an existing blob into name; from `source` when given, else from any repository (in one
+        of `projects` when given: those the caller may read). Returns the size, or None when there is
+        nothing to mount (the client uploads instead)."""
         self._check_writable()
         validate_name(name)
         parse_digest(digest)
+        if source is None and projects is not None and not projects:
+            return None  # the caller may read no project
         with self._db.write() as connection:
             # PostgreSQL: share-lock the row against garbage collection (docs/gc.md): it either waits
             # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
@@ -348,13 +353,17 @@ class Registry:
                 .where(Blob.digest == digest, live())
                 .with_for_update(read=True, key_share=True, of=Blob)
             )
-            if source is not None:
-                query = (
-                    query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-                    .join(Repository, Repository.id == RepositoryBlob.repository_id)
-                    .where(Repository.name == source)
+            if source is not None or projects is not None:
+                query = query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest).join(
+                    Repository, Repository.id == RepositoryBlob.repository_id
                 )
-            size = connection.scalar(query)
+            if source is not None:
+                query = query.where(Repository.name == source)
+            elif projects is not None:
+                query = query.join(ProjectRow, ProjectRow.id == Repository.project_id).where(
+                    ProjectRow.name.in_(sorted(projects))
+                )
+            size = connection.scalar(query.limit(1))
             if size is None:
                 return None
             repository_id, created = self._ensure_repository(connection, name)

@@ -319,3 +319,23 @@ def test_visible_projects(services: Services, policy: AccessPolicy) -> None:
     assert policy.visible_projects(root) == Visibility(all=True)
     assert policy.visible_projects(root).includes("anything")
     assert not policy.visible_projects(member).includes("secret")
+
+
+def test_pullable_projects(services: Services, policy: AccessPolicy) -> None:
+    """Where an automatic mount may take a blob from: projects the principal may pull from, which a
+    robot allowed only to push or delete in a project is not (it sees the project all the same)."""
+    for name in ["open", "team", "groupteam", "pushonly", "secret"]:
+        services.projects.create(name, public=name == "open")
+    member = user(services, "member")
+    services.members.add_user("team", "member", Role.LIMITED_GUEST)
+    services.groups.create("devs")
+    services.groups.add_user("devs", "member")
+    services.members.add_group("groupteam", "devs", Role.DEVELOPER)
+    ci = robot(services, "ci", None, {"team": ["pull", "push"], "pushonly": ["push", "delete"]})
+    assert policy.visible_projects(ci).includes("pushonly")
+    assert policy.pullable_projects(ci) == Visibility(False, frozenset({"open", "team"}))
+    assert policy.pullable_projects(member) == Visibility(False, frozenset({"open", "team", "groupteam"}))
+    assert policy.pullable_projects(ANONYMOUS) == Visibility(False, frozenset({"open"}))
+    assert policy.pullable_projects(user(services, "root", admin=True)) == Visibility(all=True)
+    services.users.update("member", disabled=True)
+    assert policy.pullable_projects(member) == Visibility(all=False)

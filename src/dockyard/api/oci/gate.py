@@ -14,7 +14,10 @@ but only push on the target is required: when the caller may not read `src`, the
 (`MOUNT_REFUSED_KEY`) and the handler starts a plain upload (202, what the spec says a registry unable to
 mount answers) instead of refusing the push. containerd before 2.1 aborts a push on a 401 to a mount
 (containerd/containerd#12163), e.g. of an image pulled from a project the pusher cannot read. An automatic
-mount (no `from`) is never done with auth on: it would hand any pusher any blob whose digest they know.
+mount (no `from`) takes the blob only from a project the caller may pull from, as the policy says for the
+caller (its roles, groups, a robot's permissions), not as its token says: the gate leaves those projects
+under `MOUNT_SOURCES_KEY`. With external tokens (no policy) it is not done (`MOUNT_REFUSED_KEY`): mounting
+from anywhere would hand any pusher any blob whose digest they know.
 
 It runs on every request, so a verified token is remembered (by its SHA-256, until it expires, at
 most a minute): a repeated token costs a dict lookup instead of an ECDSA verification. Basic
@@ -39,6 +42,7 @@ from starlette.types import Scope as ASGIScope
 from dockyard.api.oci.errors import error_response
 from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import Authenticator, Principal, Scope
+from dockyard.auth.policy import Visibility
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.auth.scopes import (
     CATALOG_SCOPE,
@@ -55,6 +59,9 @@ from dockyard.errors import NameInvalid
 
 PRINCIPAL_KEY = "dockyard.principal"  # the scope key check() leaves the principal under, for handlers
 MOUNT_REFUSED_KEY = "dockyard.mount_refused"  # set when the caller may not read a mount's source
+# Where an automatic mount may take its blob from: frozenset of project names, None for anywhere. Absent:
+# anywhere too (no gate, or htpasswd mode, where every user may do everything).
+MOUNT_SOURCES_KEY = "dockyard.mount_sources"
 MAX_AUTHORIZATION_BYTES = 16 * 1024
 TOKEN_CACHE_TTL = 60.0  # a retired key's tokens stop working within this (plus the key ring's refresh)
 
@@ -62,6 +69,13 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _UPLOAD_ROUTES = frozenset({"upload_start", "upload"})
 _SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+
+
+class GatePolicy(AccessGranter, Protocol):
+    """`dockyard.auth.policy.AccessPolicy` fits: scopes for Basic credentials, and where an automatic
+    mount may take a blob from."""
+
+    def pullable_projects(self, principal: Principal) -> Visibility: ...
 
 
 class TokenVerifier(Protocol):
@@ -153,7 +167,7 @@ class TokenGate:
         challenge: Challenge,
         *,
         authenticator: Authenticator | None = None,
-        policy: AccessGranter | None = None,
+        policy: GatePolicy | None = None,
         basic_ttl: float = DEFAULT_TTL,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
@@ -190,14 +204,25 @@ class TokenGate:
         kind = kind.lower()
         query_string = scope.get("query_string", b"")
         optional = mount_source_scope(route_key, args, method, query_string)
-        if is_automatic_mount(route_key, method, query_string):
-            # Mounting from anywhere would let any pusher read any project's blob by its digest.
-            scope[MOUNT_REFUSED_KEY] = True
+        verdict: Principal | Response
         if kind == b"bearer":
-            return self._check_bearer(scope, credentials.strip(), required, optional)
-        if kind == b"basic" and self.basic is not None:
-            return await self._check_basic(scope, credentials.strip(), required, optional)
-        return self._unauthorized(scope, required)
+            verdict = self._check_bearer(scope, credentials.strip(), required, optional)
+        elif kind == b"basic" and self.basic is not None:
+            verdict = await self._check_basic(scope, credentials.strip(), required, optional)
+        else:
+            return self._unauthorized(scope, required)
+        if isinstance(verdict, Principal) and is_automatic_mount(route_key, method, query_string):
+            await self._automatic_mount_sources(scope, verdict)
+        return verdict
+
+    async def _automatic_mount_sources(self, scope: ASGIScope, principal: Principal) -> None:
+        """Mark where an automatic mount may take its blob from: the projects this caller may pull from
+        (decided by who it is, not by its token's scopes, which name only the target)."""
+        if self.policy is None:  # external tokens: nothing says what else the caller may read
+            scope[MOUNT_REFUSED_KEY] = True
+            return
+        pullable = await anyio.to_thread.run_sync(self.policy.pullable_projects, principal)
+        scope[MOUNT_SOURCES_KEY] = None if pullable.all else pullable.projects
 
     def _check_bearer(
         self, scope: ASGIScope, raw: bytes, required: list[Scope], optional: Scope | None

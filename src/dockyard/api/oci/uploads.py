@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
-from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, PRINCIPAL_KEY
+from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, MOUNT_SOURCES_KEY, PRINCIPAL_KEY
 from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
@@ -64,9 +64,11 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         source = params.get("from")
         if source is not None:
             validate_name(source)
-        # The gate lets a caller who may not read the source push anyway: no mount, a plain upload.
+        # The gate lets a caller who may not read the source push anyway: no mount, a plain upload. An
+        # automatic mount (no source) takes the blob only from projects the gate says the caller may read.
         may_mount = not request.scope.get(MOUNT_REFUSED_KEY)
-        if may_mount and await ctx.call(ctx.registry.mount_blob, name, mount, source) is not None:
+        projects = request.scope.get(MOUNT_SOURCES_KEY) if source is None else None
+        if may_mount and await ctx.call(ctx.registry.mount_blob, name, mount, source, projects) is not None:
             return _created(ctx, name, mount)
     digest = params.get("digest")
     if digest is not None:
