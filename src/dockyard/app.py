@@ -97,6 +97,14 @@ def drain_directory(settings: Settings) -> Path:
     return settings.datadir / "run" / "drain"
 
 
+def local_change_feed_path(settings: Settings) -> Path | None:
+    """The file this node's processes share their change feed in; None when there is none (Redis
+    carries the changes, or an in-memory store keeps everything in one process)."""
+    if settings.redis.url or settings.storage.driver_name == "inmemory":
+        return None
+    return settings.datadir / "run" / "changes"
+
+
 def build_driver_from(settings: Settings) -> StorageDriver:
     if settings.storage.driver_name == "inmemory":
         return build_driver("inmemory")
@@ -114,12 +122,13 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     # Several worker processes share one node's caches' change feed through a file; an
     # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.
     feed: ChangeFeed
+    feed_path = local_change_feed_path(settings)
     if settings.redis.url:  # nodes (and their workers) hear each other's changes through Redis
         feed = RedisChangeFeed(connect(settings.redis.url))
-    elif settings.storage.driver_name == "inmemory":
+    elif feed_path is None:
         feed = InProcessChangeFeed()
     else:
-        feed = LocalChangeFeed(settings.datadir / "run" / "changes")
+        feed = LocalChangeFeed(feed_path)
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads)
     audit = AuditLog(db)

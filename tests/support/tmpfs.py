@@ -7,9 +7,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import subprocess
+import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+
+from tests.support.postgres import migrated_template
 
 FILL_CHUNK = 1 << 16
 
@@ -58,3 +66,36 @@ def fill(path: Path) -> int:
 def free_bytes(path: Path) -> int:
     stats = os.statvfs(path)
     return stats.f_bavail * stats.f_frsize
+
+
+@contextlib.contextmanager
+def database_on_small_filesystem(
+    postgres_server_url: str | None, tmp_path: Path, size: str
+) -> Iterator[tuple[str, Path]]:
+    """A migrated database whose data lives on a small tmpfs: a SQLite file, or (given a PostgreSQL
+    server's admin URL) a database in a tablespace there. Yields its URL and the mount point."""
+    if postgres_server_url is None:
+        with small_filesystem(tmp_path / "db-disk", size) as mount:
+            yield f"sqlite:///{mount / 'dockyard.db'}", mount
+        return
+    postgres = pwd.getpwnam("postgres")
+    # The server runs as `postgres`, which cannot enter pytest's root-only tmp dirs: a dir of its own.
+    mount = Path(tempfile.mkdtemp(prefix="dockyard-full-"))
+    owner = f"uid={postgres.pw_uid},gid={postgres.pw_gid},mode=0700"
+    name = f"full_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with small_filesystem(mount, size, owner):
+            template = migrated_template(postgres_server_url)
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"CREATE TABLESPACE {name} LOCATION '{mount}'")
+                connection.exec_driver_sql(f'CREATE DATABASE {name} TEMPLATE "{template}" TABLESPACE {name}')
+            try:
+                yield make_url(postgres_server_url).set(database=name).render_as_string(False), mount
+            finally:
+                with admin.connect() as connection:
+                    connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    connection.exec_driver_sql(f"DROP TABLESPACE IF EXISTS {name}")
+    finally:
+        admin.dispose()
+        mount.rmdir()

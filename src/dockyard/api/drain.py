@@ -3,8 +3,9 @@
 `dockyard serve` (the main process) handles SIGTERM by creating a flag file; every worker process
 answers `/readyz` with 503 as soon as it sees the flag, so the balancer sends new requests elsewhere,
 while requests already in flight (a 10 GB upload, a long pull) go on. Each worker counts its in-flight
-requests in a small memory-mapped file of its own; the main process adds them up and stops the workers
-when the sum reaches zero or `http.drain_timeout` has passed (cli/server.py).
+requests in a small memory-mapped file of its own (allocated, never sparse: see dockyard.datadir); the
+main process adds them up and stops the workers when the sum reaches zero or `http.drain_timeout` has
+passed (cli/server.py).
 
 Files, not pipes or signals to workers: the workers are the server's processes, spawned by it, and a
 file is the one thing every one of them can see without the server's help. Everything lives in
@@ -14,6 +15,7 @@ file is the one thing every one of them can see without the server's help. Every
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
 import struct
@@ -21,6 +23,9 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dockyard.datadir import map_file
+
+log = logging.getLogger("dockyard.drain")
 FLAG = "draining"
 _COUNTER_PREFIX = "inflight-"
 _SLOT = struct.Struct("<q")
@@ -32,7 +37,7 @@ class DrainState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._flag = directory / FLAG
-        self._counter: mmap.mmap | None = None
+        self._counter: mmap.mmap | bytearray | None = None
         self._counter_pid = 0
 
     # --- main process ----------------------------------------------------------------------------
@@ -68,17 +73,21 @@ class DrainState:
         value = _SLOT.unpack_from(counter, 0)[0] + delta
         _SLOT.pack_into(counter, 0, value)
 
-    def _own_counter(self) -> mmap.mmap:
+    def _own_counter(self) -> mmap.mmap | bytearray:
         pid = os.getpid()
         if self._counter is None or self._counter_pid != pid:
-            self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / f"{_COUNTER_PREFIX}{pid}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.ftruncate(fd, _SLOT.size)
-                self._counter = mmap.mmap(fd, _SLOT.size)
-            finally:
-                os.close(fd)
+                self._counter = map_file(path, _SLOT.size, truncate=True)
+            except OSError as exc:
+                # A full disk must not cost the request: count privately (the drain then cannot
+                # wait for this process's requests; the workers' kill timeout still bounds it).
+                log.warning(
+                    "cannot create %s (%s): this worker's requests are not counted for the drain",
+                    path,
+                    exc.strerror or exc,
+                )
+                self._counter = bytearray(_SLOT.size)
             self._counter_pid = pid
         return self._counter
 

@@ -33,6 +33,7 @@ from dockyard.config.durations import parse_duration
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise
 from dockyard.db.session import Database
+from dockyard.errors import StorageFull
 
 log = logging.getLogger("dockyard.audit")
 
@@ -166,8 +167,12 @@ class AuditLog:
             with self.database.write() as connection:
                 connection.execute(insert(_TABLE), [_row(event) for event in batch])
             return True
-        except Exception:
-            log.warning("audit log: cannot write %d events, will retry", len(batch), exc_info=True)
+        except Exception as exc:
+            full = isinstance(exc, StorageFull)  # one line, no traceback, for as long as the disk is full
+            reason = " (storage is full)" if full else ""
+            log.warning(
+                "audit log: cannot write %d events%s, will retry", len(batch), reason, exc_info=not full
+            )
             with self._lock:
                 room = self.max_pending - len(self._pending)
                 keep = batch[len(batch) - room :] if room < len(batch) else batch

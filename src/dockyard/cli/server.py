@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from dockyard.api.drain import DrainState
-from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV, drain_directory
+from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV, drain_directory, local_change_feed_path
 from dockyard.cli.worker import start_job_worker, stop_job_worker
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
@@ -23,6 +23,7 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
+from dockyard.registry.cache import LocalChangeFeed
 from dockyard.security import auth_mode, first_admin, session_secret
 
 log = logging.getLogger("dockyard.serve")
@@ -45,6 +46,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
         _reset_ephemeral_database(settings)
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
     prepare_multiprocess(settings.datadir / "run" / "metrics")
+    _allocate_shared_files(settings)
     # Migrate once here, not in every worker.
     engine = build_engine(settings.database_url)
     upgrade(engine)
@@ -115,6 +117,20 @@ class Drainer:
         else:
             log.info("drained in %.1fs: stopping", time.monotonic() - started)
         self.stop()
+
+
+def _allocate_shared_files(settings: Settings) -> None:
+    """Allocate the change feed the workers map, before they start: on a full disk serve stops here
+    with a message rather than workers dying of SIGBUS (each worker's own files, for metrics and
+    drain counts, fall back to memory when there is no room for them)."""
+    path = local_change_feed_path(settings)
+    if path is None:
+        return
+    try:
+        LocalChangeFeed(path)
+    except OSError as exc:
+        log.error("cannot allocate %s: %s", path, exc.strerror or exc)
+        sys.exit(f"dockyard: no room for {path} ({exc.strerror or exc}): free space and start again")
 
 
 def _reset_ephemeral_database(settings: Settings) -> None:

@@ -9,15 +9,22 @@ process write its values to files in one directory, and a scrape adds the files 
 
 Without `prepare_multiprocess` each `Metrics` keeps its own CollectorRegistry, so tests can build as many
 apps as they like in one process.
+
+prometheus_client maps those files and grows them with truncate(), leaving holes: a store into a hole on a
+full disk is a SIGBUS that kills the worker. Here every file is allocated before it is mapped or grown
+(`AllocatedMmapedDict`), and a process that cannot get room for its file keeps that value in memory
+(`_value_class`): its samples miss from /metrics, but it serves on.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,7 +37,12 @@ from prometheus_client import (
     generate_latest,
     values,
 )
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from dockyard.datadir import DIRECTORY_MODE, FILE_MODE, allocate
+
+log = logging.getLogger("dockyard.metrics")
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
@@ -60,12 +72,76 @@ def prepare_multiprocess(directory: Path) -> None:
 
     Clears files left by an earlier run, whose counts would otherwise be added to this run's.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     for old in directory.glob("*.db"):
         old.unlink()
     os.environ[MULTIPROCESS_ENV] = str(directory)
     # prometheus_client chose how to store values when it was imported; choose again now the variable is set.
-    values.ValueClass = values.get_value_class()
+    _use_allocated_files()
+
+
+class AllocatedMmapedDict(MmapedDict):
+    """prometheus_client's per-process file, with every byte allocated before it is mapped: at creation
+    and whenever it grows. Raises OSError (ENOSPC) instead of leaving a hole to fault on."""
+
+    def __init__(self, filename: str, read_mode: bool = False) -> None:
+        if not read_mode:
+            fd = os.open(filename, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            try:
+                allocate(fd, max(os.fstat(fd).st_size, _INITIAL_SIZE))
+            finally:
+                os.close(fd)
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key: str) -> None:
+        # The entry's size as the parent lays it out: length, key padded to 8 bytes, value, timestamp.
+        encoded = len(key.encode("utf-8"))
+        needed = self._used + 4 + encoded + (8 - (encoded + 4) % 8) + 16
+        capacity = self._capacity
+        while needed > capacity:
+            capacity *= 2
+        if capacity != self._capacity:  # the parent will truncate() to this size: allocate it first
+            fd = os.open(self._fname, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                allocate(fd, capacity)
+            finally:
+                os.close(fd)
+        super()._init_value(key)
+
+
+_INITIAL_SIZE = 1 << 16  # prometheus_client's initial file size (mmap_dict._INITIAL_MMAP_SIZE)
+_allocating = False
+
+
+def _use_allocated_files() -> None:
+    """In multiprocess mode: values in allocated files, or in memory when there is no room for one."""
+    global _allocating
+    if multiprocess_directory() is None or _allocating:
+        return
+    values.MmapedDict = AllocatedMmapedDict  # type: ignore[misc]  # what MultiProcessValue opens files with
+    values.ValueClass = _value_class(values.MultiProcessValue())
+    _allocating = True
+
+
+def _value_class(mapped: Any) -> Any:
+    warned: list[bool] = []
+
+    def value(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return mapped(*args, **kwargs)
+        except OSError as exc:
+            if not warned:
+                warned.append(True)
+                log.warning(
+                    "no room for this process's metrics file in %s (%s): its metrics stay in memory "
+                    "and are missing from /metrics",
+                    multiprocess_directory(),
+                    exc.strerror or exc,
+                )
+            kwargs.pop("multiprocess_mode", None)
+            return values.MutexValue(*args, **kwargs)
+
+    return value
 
 
 def multiprocess_directory() -> Path | None:
@@ -89,6 +165,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.multiprocess = multiprocess_directory() is not None
+        _use_allocated_files()
         if not self.multiprocess:
             ProcessCollector(registry=self.registry)  # CPU, memory, fds: meaningful for one process only
         registry = self.registry
@@ -164,7 +241,10 @@ class Metrics:
         def run() -> None:
             while True:
                 time.sleep(FLUSH_SECONDS)
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # never let the thread die: later requests still need counting
+                    log.exception("metrics flush failed")
 
         self._flusher = threading.Thread(target=run, name="metrics-flush", daemon=True)
         self._flusher.start()
@@ -207,6 +287,7 @@ class JobMetrics:
     they add up with the server workers' on /metrics)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _use_allocated_files()
         registry = registry or CollectorRegistry()
         self.registry = registry
         self.finished = Counter(
@@ -250,6 +331,7 @@ class GCMetrics:
     garbage-collect`. In multiprocess mode they add up with the server workers' on /metrics."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _use_allocated_files()
         registry = registry or CollectorRegistry()
         self.registry = registry
         self.runs = Counter("gc_runs", "Garbage collection runs finished.", ["dry_run"], registry=registry)

@@ -8,13 +8,14 @@ stale answer can never outlive the write that made it stale.
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import threading
 from enum import IntEnum
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
+
+from dockyard.datadir import map_file
 
 _SLOT = struct.Struct("<Q")
 
@@ -39,14 +40,9 @@ class LocalChangeFeed:
     """Counters in a small memory-mapped file shared by every worker process on this node."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < _SLOT.size * len(Topic):
-                os.ftruncate(fd, _SLOT.size * len(Topic))
-            self._map = mmap.mmap(fd, _SLOT.size * len(Topic))
-        finally:
-            os.close(fd)
+        # Allocated, never sparse (a file of an older version is filled in): a bump on a full disk
+        # must not SIGBUS. `serve` creates it before its workers start, so they find it allocated.
+        self._map = map_file(path, _SLOT.size * len(Topic))
         self._lock = threading.Lock()
 
     def generation(self, topic: Topic) -> int:

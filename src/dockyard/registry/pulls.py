@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
+from dockyard.errors import StorageFull
 from dockyard.registry.models import Manifest, Repository
 
 log = logging.getLogger("dockyard.registry.pulls")
@@ -90,8 +91,12 @@ class PullRecorder:
                 return 0
             try:
                 self._write(batch)
-            except Exception:  # the DB is down or busy: keep the times for the next flush
-                log.warning("could not record %d pull times; will retry", len(batch), exc_info=True)
+            except Exception as exc:  # the DB is down, busy or full: keep the times for the next flush
+                full = isinstance(exc, StorageFull)
+                reason = " (storage is full)" if full else ""
+                log.warning(
+                    "could not record %d pull times%s; will retry", len(batch), reason, exc_info=not full
+                )
                 self._carry(batch)
                 return 0
             for key, moment in batch.items():

@@ -5,70 +5,43 @@ PostgreSQL (a tablespace on a small tmpfs)."""
 from __future__ import annotations
 
 import json
-import pwd
 import sqlite3
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 
 from dockyard.api.management.errors import status_for
 from dockyard.api.oci.errors import render_error
 from dockyard.db.engine import build_engine
 from dockyard.db.session import Database, database_full, database_unavailable, unless_full
 from dockyard.errors import StorageFull
-from tests.support.postgres import PostgresCluster
-from tests.support.tmpfs import fill, small_filesystem
+from tests.support.tmpfs import database_on_small_filesystem, fill
 
 ROW = 200_000  # bytes a write adds: more than a full disk's last free block
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def small_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Database, Path]]:
-    """A database whose data lives on a 12 MiB tmpfs, with a table `t`; and the tmpfs's mount point."""
-    mount = tmp_path / "disk"
-    if request.param == "sqlite":
-        with small_filesystem(mount, "12m"):
-            db = Database(build_engine(f"sqlite:///{mount / 'dockyard.db'}"))
+    """A database whose data lives on a 16 MiB tmpfs, with a table `t`; and the tmpfs's mount point."""
+    server = None
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres_server").database_url("postgres")
+    with database_on_small_filesystem(server, tmp_path, "16m") as (url, mount):
+        db = Database(build_engine(url))
+        try:
             with db.write() as connection:
-                connection.execute(text("CREATE TABLE t (x BLOB)"))
-            try:
-                yield db, mount
-            finally:
-                db.dispose()
-        return
-    cluster: PostgresCluster = request.getfixturevalue("postgres_server")
-    postgres = pwd.getpwnam("postgres")
-    # The server runs as `postgres`, which cannot enter pytest's root-only tmp dirs: a dir of its own.
-    mount = Path(tempfile.mkdtemp(prefix="dockyard-full-"))
-    owner = f"uid={postgres.pw_uid},gid={postgres.pw_gid},mode=0700"
-    admin = create_engine(cluster.database_url("postgres"), isolation_level="AUTOCOMMIT")
-    name = f"full_{uuid.uuid4().hex[:12]}"
-    try:
-        with small_filesystem(mount, "12m", owner):
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f"CREATE TABLESPACE {name} LOCATION '{mount}'")
-                connection.exec_driver_sql(f"CREATE DATABASE {name} TABLESPACE {name}")
-            db = Database(build_engine(cluster.database_url(name)))
-            try:
-                with db.write() as connection:
-                    # Stored as is, not compressed: a row takes ROW bytes of the disk.
-                    connection.execute(text("CREATE TABLE t (x BYTEA)"))
+                connection.execute(
+                    text("CREATE TABLE t (x BLOB)" if server is None else "CREATE TABLE t (x BYTEA)")
+                )
+                if server is not None:  # stored as is, not compressed: a row takes ROW bytes of the disk
                     connection.execute(text("ALTER TABLE t ALTER COLUMN x SET STORAGE EXTERNAL"))
-                yield db, mount
-            finally:
-                db.dispose()
-                with admin.connect() as connection:
-                    connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-                    connection.exec_driver_sql(f"DROP TABLESPACE IF EXISTS {name}")
-    finally:
-        admin.dispose()
-        mount.rmdir()
+            yield db, mount
+        finally:
+            db.dispose()
 
 
 def insert_row(db: Database) -> None:
