@@ -178,9 +178,13 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
     """Shared by all workers and nodes through Redis when configured; else this process's own."""
     limit = settings.auth.login_limit
     window = parse_duration(limit.window)
+    per_address, per_account = limit.max_failures_per_address, limit.max_failures_per_account
     if settings.redis.url:
-        return RedisLoginLimiter(connect(settings.redis.url), limit.max_failures, window)
-    return InProcessLoginLimiter(limit.max_failures, window)
+        client = connect(settings.redis.url)
+        return RedisLoginLimiter(
+            client, limit.max_failures, window, per_address=per_address, per_account=per_account
+        )
+    return InProcessLoginLimiter(limit.max_failures, window, per_address=per_address, per_account=per_account)
 
 
 def _directory(settings: Settings) -> LDAPDirectory | None:

@@ -25,7 +25,11 @@ PROXY, DIRECT = "127.0.0.1", "127.0.0.2"
 CONFIG: dict[str, Any] = {
     "auth": {
         "enabled": True,
-        "login_limit": {"max_failures": MAX_FAILURES, "window": "1m"},
+        "login_limit": {
+            "max_failures": MAX_FAILURES,
+            "max_failures_per_address": MAX_FAILURES,
+            "window": "1m",
+        },
         # The harness polls /v2/ from 127.0.0.1 without headers; the forwarded clients are 203.0.113.0/24.
         "allow_ips": ["127.0.0.0/8", "203.0.113.0/24"],
     },

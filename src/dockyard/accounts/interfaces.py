@@ -153,21 +153,39 @@ class Page(Generic[T]):
 
 
 # --- login rate limiting --------------------------------------------------------------------
-class LoginLimiter(Protocol):
-    """Counts failed logins per username and per client address within a window.
+class LoginStanding(StrEnum):
+    """What the failure counts allow for one login attempt (the account named, from one address)."""
 
-    `InProcessLoginLimiter` per process; `RedisLoginLimiter` (accounts/limiter_redis.py) shares counts
-    between workers and nodes when redis.url is set.
+    OPEN = "open"
+    # This address has failed too often for this account (or has failed for it while the account is
+    # under attack from many addresses): its passwords are refused unchecked. Robot secrets and
+    # personal access tokens (long, random) are still checked: guessing them is hopeless, and
+    # refusing them would let anyone lock a CI job out.
+    ACCOUNT_GUARDED = "account-guarded"
+    # This address has failed too often, whatever the accounts: everything it sends is refused.
+    ADDRESS_BLOCKED = "address-blocked"
+
+
+class LoginLimiter(Protocol):
+    """Counts failed logins within a window: per client address, per address and account, per account.
+
+    Limits slow the guesser, never the owner: the per-account count only ever refuses addresses that
+    have failed for the account themselves, so a correct password from an address that is not failing
+    is always checked. `InProcessLoginLimiter` per process; `RedisLoginLimiter`
+    (accounts/limiter_redis.py) shares counts between workers and nodes when redis.url is set.
+    Usernames count case-insensitively; a missing client address counts as one address.
     """
 
-    def allowed(self, username: str, client_ip: str | None) -> bool:
-        """False when this username or this address has too many recent failures."""
+    def standing(self, username: str, client_ip: str | None) -> LoginStanding:
+        """What may be checked for `username` from `client_ip` now."""
         ...
 
-    def failed(self, username: str, client_ip: str | None) -> None:
-        """Count one failed attempt against the username and the address."""
+    def failed(self, username: str | None, client_ip: str | None) -> None:
+        """Count one failed attempt against the address, and against the account unless `username`
+        is None (a robot: its secret cannot be guessed, so only the address is slowed)."""
         ...
 
     def succeeded(self, username: str, client_ip: str | None) -> None:
-        """A correct login: forget the username's failures (the address keeps its count)."""
+        """A correct login: forget this address's failures for this account (the address's own count
+        and the account's count stay: a sprayer who knows one password gains nothing)."""
         ...

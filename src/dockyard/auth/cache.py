@@ -8,6 +8,7 @@ takes effect here within the feed's delay instead of the entries' time to live.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -67,3 +68,8 @@ class TTLCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def remembered_key(client_ip: str | None, credentials: bytes) -> bytes:
+    """What a success is remembered under: per address, so the login limits of others still hold."""
+    return hashlib.sha256((client_ip or "").encode() + b"\0" + credentials).digest()

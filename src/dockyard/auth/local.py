@@ -1,9 +1,9 @@
 """dockyard's own accounts as an `Authenticator`: robot secrets, personal tokens, passwords, the directory.
 
 It sits in `auth` (not `accounts`) because it hands out `Principal`s; the checks themselves are the
-account services'. Failed attempts count against the username and the client address; past the
-limit every attempt is refused without checking the secret, with the same answer as a wrong
-password (the log says why).
+account services'. Failed attempts count against the client address, the address and account, and
+the account (robots: the address only); what the counts refuse (accounts.interfaces.LoginStanding)
+is refused without checking the secret, with the same answer as a wrong password (the log says why).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX
 from dockyard.accounts.directory import DirectoryProvider
 from dockyard.accounts.groups import GroupService
-from dockyard.accounts.interfaces import LoginLimiter, User, UserExists, UserSource
+from dockyard.accounts.interfaces import LoginLimiter, LoginStanding, User, UserExists, UserSource
 from dockyard.accounts.names import is_robot_name
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
@@ -45,14 +45,21 @@ class LocalAuthenticator:
         self._directory = directory
 
     def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
-        if not self._limiter.allowed(username, client_ip):
+        robot = is_robot_name(username)
+        standing = self._limiter.standing(username, client_ip)
+        random_secret = robot or secret.startswith(PERSONAL_TOKEN_PREFIX)
+        if standing is LoginStanding.ADDRESS_BLOCKED or (
+            standing is LoginStanding.ACCOUNT_GUARDED and not random_secret
+        ):
             log.warning(
-                "login refused: too many failures", extra={"username": username, "client_ip": client_ip}
+                "login refused: too many failures",
+                extra={"username": username, "client_ip": client_ip, "standing": standing.value},
             )
             raise AuthenticationFailed()
-        principal = self._check(username, secret)  # DirectoryUnavailable passes through, uncounted
-        if principal is None:
-            self._limiter.failed(username, client_ip)
+        # A guarded account still takes its robot secret or personal token, never a password.
+        principal = self._check(username, secret, passwords=standing is LoginStanding.OPEN)
+        if principal is None:  # DirectoryUnavailable passed through above, uncounted
+            self._limiter.failed(None if robot else username, client_ip)
             log.info("login.failed", username=username, client_ip=client_ip)
             raise AuthenticationFailed()
         self._limiter.succeeded(username, client_ip)
@@ -73,7 +80,7 @@ class LocalAuthenticator:
             return self._user_principal(user)
         raise AuthenticationFailed()
 
-    def _check(self, username: str, secret: str) -> Principal | None:
+    def _check(self, username: str, secret: str, passwords: bool = True) -> Principal | None:
         if (
             not username
             or not secret
@@ -90,6 +97,8 @@ class LocalAuthenticator:
                 self._users.mark_login(user)
                 return self._user_principal(user)
             # Not a token after all: it may be a password that happens to start like one.
+        if not passwords:
+            return None
         user = self._users.verify_password(username, secret)
         if user is not None:
             return self._user_principal(user)

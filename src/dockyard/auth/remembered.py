@@ -1,23 +1,24 @@
 """Remembered Basic logins: one class for every way in that takes `Authorization: Basic` on each
 request (the /v2 gate and the management API), so they share one TTL, one keying, one invalidation.
 
-A success is remembered for `ttl` seconds under the SHA-256 of the header's credentials (never the
-secret itself); the cache follows the change feed's AUTH topic (`generation`), so a disabled user,
-deleted robot or changed password is refused as soon as any process announces the change.
-Concurrent requests with the same credentials share one check. Failures are never remembered: each
-new attempt is checked, and counted by the authenticator's login limits, once per check.
+A success is remembered for `ttl` seconds under the SHA-256 of the client address and the header's
+credentials (never the secret itself): another address, one the login limits may be refusing, is
+checked (and limited) as ever, never let in by somebody else's remembered success. The cache follows
+the change feed's AUTH topic (`generation`), so a disabled user, deleted robot or changed password is
+refused as soon as any process announces the change. Concurrent requests with the same credentials
+from the same address share one check. Failures are never remembered: each new attempt is checked,
+and counted by the authenticator's login limits, once per check.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from dockyard.auth.cache import Generation, TTLCache
+from dockyard.auth.cache import Generation, TTLCache, remembered_key
 from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal
 from dockyard.auth.singleflight import AsyncSingleFlight
 
@@ -47,7 +48,7 @@ class RememberedLogins:
     async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
         """The principal for the base64 part of a Basic header, or None (malformed or refused).
         An unavailable directory (DirectoryUnavailable) is raised, not taken for a refusal."""
-        key = hashlib.sha256(raw).digest()
+        key = remembered_key(client_ip, raw)
         cached = self.cache.get(key)
         if cached is not None:
             return cached

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
-from dockyard.auth.cache import Generation, TTLCache
+from dockyard.auth.cache import Generation, TTLCache, remembered_key
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -432,7 +432,9 @@ class TokenIssuer:
         self, username: str, secret: str, requested: Sequence[Scope], client_ip: str | None, offline: bool
     ) -> TokenGrant:
         """Raises AuthenticationFailed (never saying which part was wrong)."""
-        key = hashlib.sha256(f"{username}\0{secret}".encode(errors="surrogatepass")).digest()
+        # Per address too, as RememberedLogins: a refused address never rides on another's success.
+        credentials = f"{username}\0{secret}".encode(errors="surrogatepass")
+        key = remembered_key(client_ip, credentials)
         principal = self.logins.get(key) if self.login_ttl > 0 else None
         if principal is None:
             check = functools.partial(self._check_and_remember, key, username, secret, client_ip)

@@ -320,9 +320,16 @@ class LDAPSettings(_Section):
 
 
 class LoginLimitSettings(_Section):
-    """Failed logins allowed per user and per client address within `window`, before refusing."""
+    """Failed logins allowed within `window` before refusing: from one client address for one account
+    (`max_failures`: that address's passwords for it are refused), from one address whatever the
+    accounts (`max_failures_per_address`: everything from it is refused), and for one account from
+    every address (`max_failures_per_account`: then each address that has failed for it is refused,
+    while addresses that have not may still log in). Robot secrets count against the address only.
+    Unset, the last two are 3 and 10 times `max_failures`."""
 
     max_failures: int = Field(default=10, ge=1)
+    max_failures_per_address: int | None = Field(default=None, ge=1)
+    max_failures_per_account: int | None = Field(default=None, ge=1)
     window: str = "15m"
 
     _check_window = field_validator("window")(_positive_duration)

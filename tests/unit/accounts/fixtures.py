@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.accounts.groups import GroupService
-from dockyard.accounts.limiter import InProcessLoginLimiter
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.users import UserService
@@ -57,9 +56,3 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def limiter(
-    max_failures: int = 5, window: float = 60.0, clock: FakeClock | None = None
-) -> InProcessLoginLimiter:
-    return InProcessLoginLimiter(max_failures, window, clock=clock or FakeClock())

@@ -35,9 +35,12 @@ class FakeDirectory:
 
 
 def make(
-    services: Services, directory: FakeDirectory | None = None, max_failures: int = 3
+    services: Services,
+    directory: FakeDirectory | None = None,
+    max_failures: int = 3,
+    **counts: int,
 ) -> LocalAuthenticator:
-    limiter = InProcessLoginLimiter(max_failures, 60, clock=FakeClock())
+    limiter = InProcessLoginLimiter(max_failures, 60, clock=FakeClock(), **counts)
     return LocalAuthenticator(
         services.users, services.groups, services.tokens, services.robots, limiter, directory
     )
@@ -108,27 +111,76 @@ def test_a_robot_name_never_falls_back_to_passwords(services: Services) -> None:
         make(services, FakeDirectory()).authenticate("robot$ci", "directory password")
 
 
-def test_rate_limit_refuses_even_the_right_password_and_says_nothing_more(services: Services) -> None:
+def test_a_guessing_address_is_refused_even_the_right_password_and_told_nothing_more(
+    services: Services,
+) -> None:
     services.users.create("alice", PASSWORD)
     authenticator = make(services, max_failures=3)
     for _ in range(3):
         with pytest.raises(AuthenticationFailed):
             authenticator.authenticate("alice", "guess", "192.0.2.1")
     with pytest.raises(AuthenticationFailed) as caught:
-        authenticator.authenticate("alice", PASSWORD, "192.0.2.2")
+        authenticator.authenticate("alice", PASSWORD, "192.0.2.1")
     assert caught.value.message == "authentication required"
+    # The owner, from an address that has not failed, is not locked out by somebody else's guesses.
+    assert authenticator.authenticate("alice", PASSWORD, "192.0.2.2").name == "alice"
 
 
 def test_rate_limit_per_address_stops_spraying(services: Services) -> None:
     for name in ["alice", "bob", "carol", "dave"]:
         services.users.create(name, PASSWORD)
-    authenticator = make(services, max_failures=3)
+    authenticator = make(services, max_failures=3, per_address=3)
     for name in ["alice", "bob", "carol"]:
         with pytest.raises(AuthenticationFailed):
             authenticator.authenticate(name, "Summer2024!", "192.0.2.1")
     with pytest.raises(AuthenticationFailed):
         authenticator.authenticate("dave", PASSWORD, "192.0.2.1")
     assert authenticator.authenticate("dave", PASSWORD, "192.0.2.9").name == "dave"
+
+
+def test_a_guarded_account_still_takes_its_personal_token_but_no_password(services: Services) -> None:
+    services.users.create("alice", "dyp_my-odd-password")
+    token = services.tokens.create("alice", "ci")
+    authenticator = make(services, max_failures=3)
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate("alice", "guess", "192.0.2.1")
+    assert authenticator.authenticate("alice", token.secret, "192.0.2.1").name == "alice"
+    # A token's success forgets this address's failures for the account: guard again, then a
+    # password that merely starts like a token is not checked (guessing cannot slip through as one).
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate("alice", "guess", "192.0.2.1")
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("alice", "dyp_my-odd-password", "192.0.2.1")
+    assert authenticator.authenticate("alice", "dyp_my-odd-password", "192.0.2.2").name == "alice"
+
+
+def test_guessing_a_robots_secret_never_locks_the_robot(services: Services) -> None:
+    created = services.robots.create("ci")
+    authenticator = make(services, max_failures=3, per_address=50)
+    for n in range(49):  # far past the per-account limits, from one address
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate("robot$ci", f"dyr_guess-{n}", "192.0.2.1")
+    assert authenticator.authenticate("robot$ci", created.secret, "192.0.2.1").name == "robot$ci"
+    assert authenticator.authenticate("robot$ci", created.secret, "192.0.2.2").name == "robot$ci"
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("robot$ci", "dyr_guess-49", "192.0.2.1")
+    # Now the guessing address is over its own limit: refused whatever it sends.
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("robot$ci", created.secret, "192.0.2.1")
+    assert authenticator.authenticate("robot$ci", created.secret, "192.0.2.2").name == "robot$ci"
+
+
+def test_an_account_guessed_from_many_addresses_lets_the_owner_in(services: Services) -> None:
+    services.users.create("admin", PASSWORD)
+    authenticator = make(services, max_failures=3, per_account=5)
+    for n in range(10):
+        with pytest.raises(AuthenticationFailed):
+            authenticator.authenticate("admin", f"guess-{n}", f"203.0.113.{n}")
+    with pytest.raises(AuthenticationFailed):
+        authenticator.authenticate("admin", PASSWORD, "203.0.113.1")  # a guessing address
+    assert authenticator.authenticate("admin", PASSWORD, "192.0.2.2").name == "admin"
 
 
 def test_directory_login_creates_the_user_with_groups(services: Services) -> None:

@@ -134,7 +134,7 @@ def authenticator(db: Database, hasher: CountingHasher) -> LocalAuthenticator:
     services = Services.on(db)
     for name in ("alice", "bob", "carol"):
         services.users.create(name, PASSWORD)
-    limiter = InProcessLoginLimiter(MAX_FAILURES, 60, clock=FakeClock())
+    limiter = InProcessLoginLimiter(MAX_FAILURES, 60, per_address=MAX_FAILURES, clock=FakeClock())
     return LocalAuthenticator(services.users, services.groups, services.tokens, services.robots, limiter)
 
 

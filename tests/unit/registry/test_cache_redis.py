@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.registry.cache import GenerationCache, Topic
 from dockyard.registry.cache_redis import RedisChangeFeed, connect
 from tests.support.redis import RedisSentinel, RedisServer
@@ -151,30 +149,6 @@ def test_sentinel_urls_name_the_sentinels_the_service_and_the_database() -> None
     assert addresses == [("127.0.0.1", 26379), ("::1", 26380)]
     with pytest.raises(ValueError, match="SERVICE_NAME"):
         connect("redis+sentinel://127.0.0.1:26379")
-
-
-def test_login_limiter_counts_are_shared_and_fall_back_when_redis_is_gone(
-    redis_server: RedisServer,
-) -> None:
-    one = RedisLoginLimiter(connect(redis_server.url), max_failures=3, window_seconds=60)
-    other = RedisLoginLimiter(connect(redis_server.url), max_failures=3, window_seconds=60)
-    one.failed("Alice", "10.0.0.1")
-    other.failed("alice", "10.0.0.2")
-    assert one.allowed("alice", "10.0.0.9") and other.allowed("ALICE", None)
-    other.failed("alice", "10.0.0.3")
-    assert not one.allowed("alice", "10.0.0.9")  # three failures, counted by two limiters
-    assert one.allowed("bob", "10.0.0.9")
-    key_ttl = redis.Redis.from_url(redis_server.url).pttl("dockyard:login-failures:user:alice")
-    assert 0 < key_ttl <= 60_000
-
-    one.succeeded("alice", "10.0.0.9")
-    assert other.allowed("alice", "10.0.0.9")
-
-    redis_server.kill()
-    for _ in range(3):
-        one.failed("carol", "10.0.0.4")  # counted in this process while Redis is away
-    assert not one.allowed("carol", "10.0.0.5")
-    assert other.allowed("carol", "10.0.0.5")  # the other process never saw them
 
 
 def test_a_feed_through_a_real_sentinel(redis_server: RedisServer, tmp_path: Path) -> None:
