@@ -45,6 +45,7 @@ from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.metrics import QueueDepthCollector
 from dockyard.jobs.services import JobQueue, JobRunner
 from dockyard.jobs.tasks import selftest_kind
+from dockyard.lifecycle import WORKER_GRACE, die_with_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import GCMetrics, JobMetrics, Metrics
 from dockyard.projects.quotas import Quotas
@@ -335,6 +336,7 @@ def tune_malloc() -> None:
 
 def worker_app() -> Any:
     """ASGI factory for server worker processes: settings come from the file `serve` was given."""
+    die_with_parent(WORKER_GRACE)  # a worker of a killed serve must not serve on beside the next one
     tune_malloc()
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)

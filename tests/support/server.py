@@ -88,6 +88,7 @@ def start_server(
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
     merged = deep_merge(base, config or {})
+    host = str(merged["http"]["addr"])  # a restart may ask for the address it had
     # storage.inmemory servers keep their default: a database as ephemeral as their blobs.
     ephemeral = "inmemory" in merged.get("storage", {})
     if database_url_factory is not None and not ephemeral and not merged.get("database", {}).get("url"):

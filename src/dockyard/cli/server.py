@@ -21,6 +21,7 @@ from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
+from dockyard.lifecycle import WORKER_GRACE, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 from dockyard.registry.cache import LocalChangeFeed
@@ -28,7 +29,7 @@ from dockyard.security import auth_mode, first_admin, session_secret
 
 log = logging.getLogger("dockyard.serve")
 DRAIN_POLL_SECONDS = 0.1
-WORKERS_KILL_TIMEOUT = 10  # seconds: a worker that does not stop after the drain is killed
+WORKERS_KILL_TIMEOUT = WORKER_GRACE  # seconds: a worker that does not stop after the drain is killed
 
 
 def run_server(settings: Settings, config_path: Path | None) -> None:
@@ -78,6 +79,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     drainer = Drainer(drain, parse_duration(settings.http.drain_timeout), server.signal_handler_interrupt)
     # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
     server.on_startup(drainer.install)
+    mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)
     job_worker = start_job_worker(settings, config_path)  # one per node, beside the HTTP workers
     try:
         server.serve()

@@ -9,8 +9,6 @@ watcher thread that waits for the child and starts another if it dies (out of me
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -27,14 +25,13 @@ from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
 from dockyard.jobs.services import JobRunner
+from dockyard.lifecycle import PARENT_ENV, die_with_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import multiprocess_directory
 
 log = logging.getLogger("dockyard.worker")
-_PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT = 30.0  # seconds a stopping worker waits for its handlers before it is killed
 RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it keeps dying
-PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve for its worker child (not a DOCKYARD_* setting)
 
 
 def run_worker(settings: Settings, node: str | None = None, metrics_listen: str | None = None) -> None:
@@ -43,7 +40,7 @@ def run_worker(settings: Settings, node: str | None = None, metrics_listen: str 
     With `metrics_listen` (or `jobs.metrics_listen`) it also serves its job metrics over HTTP; the
     worker `serve` starts does not: its metrics are on serve's own /metrics."""
     started_by_serve = PARENT_ENV in os.environ
-    die_with_parent()
+    die_with_parent(STOP_TIMEOUT + 5)  # time to hand the running jobs back
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     if metrics_listen is None and not started_by_serve:
         metrics_listen = settings.jobs.metrics_listen
@@ -137,15 +134,3 @@ def start_job_worker(settings: Settings, config_path: Path | None) -> JobWorkerP
 def stop_job_worker(worker: JobWorkerProcess | None) -> None:
     if worker is not None:
         worker.stop()
-
-
-def die_with_parent() -> None:
-    """In a worker `serve` started: get SIGTERM when serve dies (even by SIGKILL), and so hand the
-    running jobs back; exit at once if serve is gone already."""
-    parent = os.environ.pop(PARENT_ENV, None)
-    if parent is None:
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(parent):
-        sys.exit(0)

@@ -1,0 +1,69 @@
+"""Child processes of `dockyard serve` die with it, even when it is killed with SIGKILL.
+
+`serve` runs its HTTP workers (forked by Granian) and its job runner (a child process) beside itself.
+Were they to outlive it, a restart would run two generations side by side on the same port (a restart
+into read-only mode would still accept pushes through the old workers). So each child:
+
+- asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG; the parent *thread* that
+  forked it, which for both kinds of child lives as long as the process);
+- exits at once if the parent is gone already (it died before the prctl);
+- watches its parent's pid as a fallback: on a change it sends itself SIGTERM, and if it has not
+  stopped `grace` seconds later (a request that does not finish), it kills itself.
+
+`serve` names itself in PARENT_ENV before it starts any child; a process without it (under another
+server, or a standalone `dockyard worker`) is left alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+log = logging.getLogger("dockyard.lifecycle")
+
+PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve (not a DOCKYARD_* setting)
+WATCH_INTERVAL = 0.5  # seconds between looks at the parent's pid
+# An HTTP worker whose serve died gets this long to finish its requests (serve's own kill timeout).
+WORKER_GRACE = 10
+_PR_SET_PDEATHSIG = 1
+
+
+def mark_parent() -> None:
+    """In `serve`, before any child starts: the children's parent is this process."""
+    os.environ[PARENT_ENV] = str(os.getpid())
+
+
+def die_with_parent(grace: float) -> None:
+    """In a child of `serve` (a no-op elsewhere): SIGTERM when serve dies, SIGKILL `grace` seconds
+    later if still running; exit now if serve is gone already."""
+    expected = os.environ.get(PARENT_ENV, "")
+    if not expected.isdigit():
+        return
+    parent = int(expected)
+    if parent == os.getpid():  # serve itself (the variable is inherited, not meant for it)
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (errno %d): relying on the parent watch", ctypes.get_errno()
+        )
+    if os.getppid() != parent:
+        log.warning("serve (pid %d) is gone: exiting", parent)
+        sys.exit(0)
+    threading.Thread(target=_watch_parent, args=(parent, grace), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int, grace: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_INTERVAL)
+    log.warning("serve (pid %d) is gone: stopping", parent)
+    os.kill(os.getpid(), signal.SIGTERM)  # normally the kernel did already (PR_SET_PDEATHSIG)
+    time.sleep(grace)
+    log.error("still running %gs after serve died: killing this process", grace)
+    os.kill(os.getpid(), signal.SIGKILL)

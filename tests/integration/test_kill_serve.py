@@ -1,0 +1,73 @@
+"""`kill -9` of the main `dockyard serve` process takes its HTTP workers and its job runner with it, so a
+restart on the same port runs one generation: a restart into read-only mode refuses every push.
+
+Before: the workers went on serving on the port (SO_REUSEPORT) beside the next generation, which then
+answered only some of the requests; a restart into read-only mode still accepted about half the pushes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.ociclient import assert_error
+from tests.support.server import start_server
+
+GONE_WITHIN = 20.0  # seconds: SIGTERM from the kernel at once; a worker that hangs is killed at 10 s
+
+
+def children_of(pid: int) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(child) for child in found.stdout.split()}
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigkill_of_serve_takes_its_workers_along_and_a_restart_is_alone(tmp_path: Path) -> None:
+    first = start_server(tmp_path / "first", {"http": {"workers": 2}, "jobs": {"run_in_serve": True}})
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while len(children := children_of(first.process.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(children) == 3, "expected 2 HTTP workers and the job runner"
+        # A client with a kept-alive connection to one of the old workers.
+        kept = httpx.Client(base_url=first.url, timeout=10)
+        assert kept.get("/v2/").status_code == 200
+
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+        deadline = time.monotonic() + GONE_WITHIN
+        while any(running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if running(pid)], "children outlived serve's SIGKILL"
+
+        readonly = {"storage": {"maintenance": {"readonly": {"enabled": True}}}}
+        settings = {"datadir": str(first.datadir), "http": {"workers": 2, "addr": first.host}, **readonly}
+        second = start_server(tmp_path / "second", settings)
+        try:
+            for _ in range(40):  # a new connection each: the kernel spreads them over every listener
+                push = httpx.post(f"{second.url}/v2/lib/app/blobs/uploads/", headers={"Content-Length": "0"})
+                assert_error(push, 405, "UNSUPPORTED")
+            push = kept.post("/v2/lib/app/blobs/uploads/", headers={"Content-Length": "0"})
+            assert_error(push, 405, "UNSUPPORTED")
+        finally:
+            kept.close()
+            second.stop()
+    finally:
+        first.stop()
+        for pid in children:  # whatever survived a failed run
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
