@@ -79,6 +79,12 @@ class ChunkOutOfOrder(BlobUploadInvalid):
     message = "chunk does not start where the upload ends"
 
 
+class UploadBusy(ChunkOutOfOrder):
+    """Another request is writing to (or committing) the same upload right now."""
+
+    message = "another request is writing to this upload; send the chunk again once it is done"
+
+
 class SizeInvalid(DockyardError):
     message = "provided length did not match content length"
 

@@ -6,14 +6,24 @@ DOCKYARD_TEST_DB=postgresql pass."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.ociclient import OCIClient, assert_error, bearer_client, describe, digest_of
+from tests.support.ociclient import (
+    OCIClient,
+    _read_response,
+    assert_error,
+    bearer_client,
+    describe,
+    digest_of,
+)
 from tests.support.server import RunningServer, start_server
 
+MiB = 1024 * 1024
 ADMIN = ("admin", "upload-sessions-Passw0rd")
 ALICE = ("alice", "alice-uploads-Passw0rd")  # developer in team and in other
 BOB = ("bob", "bob-uploads-Passw0rd")  # developer in other only
@@ -149,3 +159,39 @@ def test_huge_numbers_in_content_range_are_refused_with_the_specs_error(
         assert_error(refused, 416, "BLOB_UPLOAD_INVALID")
         assert oci.patch_chunk(path, data[512:], start=512).status_code == 202
         assert_intact_and_completes(oci, "ranges/app", upload_id, data)
+
+
+def test_a_second_request_cannot_write_into_an_upload_another_is_writing(server: RunningServer) -> None:
+    """Two PATCHes on one upload at once wrote over each other's bytes, and a commit trusted the
+    running hash of one of them: the blob then sat at its digest with other bytes in it (for every
+    repository that later pushes that digest). The second request is refused now, untouched."""
+    size = 2 * MiB
+    genuine, junk = os.urandom(size), os.urandom(size)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        oci = OCIClient(http)
+        location = oci.upload_location("concurrent/app")
+        upload_id = location.rsplit("/", 1)[1].split("?")[0]
+        path = f"/v2/concurrent/app/blobs/uploads/{upload_id}"
+        temp = server.datadir / "storage" / "uploads" / upload_id / "data"
+        host, port = server.host.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            head = (
+                f"PATCH {path} HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n"
+                f"Content-Length: {size}\r\n\r\n"
+            )
+            slow.sendall(head.encode() + junk[: size * 3 // 4])
+            deadline = time.monotonic() + 30
+            while not (temp.exists() and temp.stat().st_size >= MiB):  # its first MiB is written
+                assert time.monotonic() < deadline, "the stalled PATCH wrote nothing"
+                time.sleep(0.05)
+            meanwhile = oci.patch_chunk(path, genuine)
+            slow.sendall(junk[size * 3 // 4 :])
+            first = _read_response(slow)
+        done = oci.finish_upload(path, digest_of(genuine))
+        if done.status_code == 201:  # only if the bytes stored are the ones the digest names
+            fetched = http.get(f"/v2/concurrent/app/blobs/{digest_of(genuine)}")
+            assert fetched.content == genuine, "the blob's bytes are not those of its digest"
+        assert_error(meanwhile, 416, "BLOB_UPLOAD_INVALID")
+        assert first is not None and first.status == 202, first
+        assert_error(done, 400, "DIGEST_INVALID")  # the upload holds the first request's bytes
+        assert http.head(f"/v2/concurrent/app/blobs/{digest_of(genuine)}").status_code == 404

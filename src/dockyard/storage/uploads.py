@@ -10,11 +10,20 @@ has the writer land its bytes straight at the content address (`FileWriter.commi
 skips the sidecar written and read back, the temp object, and the HEAD/COPY/DELETE of a move: a
 small blob is one PutObject. A PATCH that leaves the upload unfinished still closes its writer to
 the sidecar, so any node can resume it.
+
+Whatever writes an upload's bytes (a chunk, until its new size is recorded; a commit, until the bytes
+have landed) holds the storage driver's lock on the upload's directory (`StorageDriver.try_lock`): a
+second request on the same upload meanwhile is refused (UploadBusy) instead of writing between its
+bytes. So when the lock is exclusive (local disk, in-memory) and the temp object holds more bytes than
+the row records, they are a chunk whose process died before it recorded them: they are cut off and the
+upload resumes from the recorded size. (On S3 a killed chunk leaves no such bytes: its state is saved
+when it closes, just before the size is recorded.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -26,16 +35,27 @@ from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
-from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, DockyardError, PathNotFound
-from dockyard.storage.driver.base import FileWriter, StorageDriver
+from dockyard.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    ChunkOutOfOrder,
+    DigestInvalid,
+    DockyardError,
+    PathNotFound,
+    StorageError,
+    UploadBusy,
+)
+from dockyard.storage.driver.base import FileWriter, PathLock, StorageDriver
 from dockyard.storage.models import Upload
 from dockyard.storage.paths import new_upload_id, upload_data_path, upload_path, uploads_root
+from dockyard.storage.running_hashes import KEPT, RunningHashes
 
-_HASHERS_KEPT = 4096
 # Writers held open between the last chunk and the commit of the same request (milliseconds). One
 # only outlives its request when the commit failed before it got to storage; past this many the
 # oldest is closed to its sidecar, as a PATCH would have left it.
 _HELD_WRITERS = 64
+
+log = logging.getLogger("dockyard.storage.uploads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +72,14 @@ class AppendSession:
     """Appends one request's bytes to an upload, hashing as it writes. Not thread-safe: one
     writer thread at a time (the API feeds it sequentially)."""
 
-    def __init__(self, store: UploadStore, state: UploadState, writer: FileWriter, hasher: Any) -> None:
+    def __init__(
+        self, store: UploadStore, state: UploadState, writer: FileWriter, hasher: Any, lock: PathLock
+    ) -> None:
         self._store = store
         self.state = state
         self._writer = writer
         self._hasher = hasher
+        self._lock = lock
         self.received = 0
 
     @property
@@ -75,18 +98,22 @@ class AppendSession:
         the writer stays open for that commit (see the module docstring)."""
         if not record:
             state = replace(self.state, size=self.size)
-            self._store._remember_hasher(state, self._hasher)
-            self._store._hold_writer(state, self._writer)
+            self._store._hashes.remember(state.id, state.size, self._hasher)
+            self._store._hold_writer(state, self._writer, self._lock)  # the lock goes along
             return state
-        self._writer.close()
-        return self._store._record_progress(self.state, self.size, self._hasher)
+        try:
+            self._writer.close()
+            return self._store._record_progress(self.state, self.size, self._hasher)
+        finally:
+            self._lock.release()  # only now: the bytes past the recorded size are no longer ours
 
     def abort(self) -> None:
         """A chunk failed half-way: the upload can no longer be trusted, so it is dropped."""
         try:
             self._writer.cancel()
-        finally:
             self._store.cancel(self.state.id, self.state.repository, self.state.owner)
+        finally:
+            self._lock.release()
 
 
 class VerifiedUpload:
@@ -95,14 +122,26 @@ class VerifiedUpload:
     writer lands them (`FileWriter.commit_to`: one PutObject on S3); else the temp object is moved."""
 
     def __init__(
-        self, store: UploadStore, state: UploadState, writer: FileWriter | None, in_temp: bool
+        self,
+        store: UploadStore,
+        state: UploadState,
+        writer: FileWriter | None,
+        in_temp: bool,
+        lock: PathLock,
     ) -> None:
         self._store = store
         self._state = state
         self._writer = writer
         self._in_temp = in_temp  # the bytes were made whole in the temp object (and hashed there)
+        self._lock = lock  # the upload's, held until the bytes landed or were dropped
 
     def land(self, target: str) -> None:
+        try:
+            self._land(target)
+        finally:
+            self._lock.release()
+
+    def _land(self, target: str) -> None:
         store, state = self._store, self._state
         if self._in_temp:
             if state.size == 0:
@@ -120,17 +159,20 @@ class VerifiedUpload:
     def discard(self) -> None:
         """Drop the bytes (the blob is stored already). The temp object, if any, goes with the
         upload's clean-up; a held or resumable multipart upload is aborted here."""
-        if self._in_temp:
-            return
-        writer = self._take_writer()
-        if writer is not None:
-            writer.cancel()
-            self._store._settle(self._state.id)
+        try:
+            if self._in_temp:
+                return
+            writer = self._take_writer()
+            if writer is not None:
+                writer.cancel()
+                self._store._settle(self._state.id)
+        finally:
+            self._lock.release()
 
     def _take_writer(self) -> FileWriter | None:
         writer, self._writer = self._writer, None
         if writer is None and self._state.size > 0:
-            writer = self._store._resume(self._state)
+            writer = self._store._open_writer(self._state, self._lock)
         return writer
 
 
@@ -138,8 +180,9 @@ class UploadStore:
     def __init__(self, db: Database, driver: StorageDriver) -> None:
         self._db = db
         self._driver = driver
-        self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
-        self._held: OrderedDict[str, tuple[int, FileWriter]] = OrderedDict()
+        self._hashes = RunningHashes()
+        # Writers (with the upload's lock) held from a request's last chunk to its commit.
+        self._held: OrderedDict[str, tuple[int, FileWriter, PathLock]] = OrderedDict()
         self._settled: OrderedDict[str, None] = OrderedDict()  # committed: no temp left to delete
         self._lock = threading.Lock()
 
@@ -176,14 +219,23 @@ class UploadStore:
         return UploadState(row.id, row.repository, row.size, row.created_at, row.owner)
 
     def begin_append(self, state: UploadState) -> AppendSession:
-        path = upload_data_path(state.id)
-        writer = self._driver.writer(path, append=state.size > 0)
-        if writer.size != state.size:
-            # A crash left bytes the DB never recorded: the temp object cannot be trusted.
-            writer.cancel()
-            self.cancel(state.id, state.repository, state.owner)
-            raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
-        return AppendSession(self, state, writer, self._take_hasher(state.id, state.size))
+        """Start writing a request's bytes at the end of the upload. UploadBusy, with nothing touched,
+        while another request writes to it; ChunkOutOfOrder if another one moved it on since `state`
+        was read."""
+        lock = self._lock_upload(state.id)
+        try:
+            writer = self._open_writer(state, lock)
+        except BaseException:
+            lock.release()
+            raise
+        return AppendSession(self, state, writer, self._hashes.take(state.id, state.size), lock)
+
+    def close_held(self, upload_id: str) -> None:
+        """After a commit failed before it reached storage: keep the bytes of the last request's body
+        for nobody (they were not recorded) and let the next request on the upload in."""
+        with self._lock:
+            _, writer, lock = self._held.pop(upload_id, (None, None, None))
+        _close_quietly(writer, lock)
 
     def cancel(self, upload_id: str, repository: str, owner: str | None = None) -> None:
         """Drop the session and its bytes; BlobUploadUnknown, with nothing touched, unless it belongs
@@ -197,7 +249,7 @@ class UploadStore:
             )
         if result.rowcount == 0:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
-        self._forget_hasher(upload_id)
+        self._hashes.forget(upload_id)
         self._drop_held_writer(upload_id)
         self._delete_temp(upload_id)
 
@@ -209,7 +261,7 @@ class UploadStore:
 
     def clean_up(self, state: UploadState) -> None:
         """After the commit: drop the running hash and any temp leftovers."""
-        self._forget_hasher(state.id)
+        self._hashes.forget(state.id)
         with self._lock:
             settled = self._settled.pop(state.id, "no") is None
         if not settled:
@@ -219,7 +271,7 @@ class UploadStore:
     def computed_digest(self, state: UploadState, algorithm: str) -> str:
         """The digest of the upload's bytes, from the running hash when this process has it."""
         if algorithm == CANONICAL_ALGORITHM:
-            hasher = self._peek_hasher(state.id, state.size)
+            hasher = self._hashes.peek(state.id, state.size)
             if hasher is not None:
                 return f"{algorithm}:{hasher.hexdigest()}"
         return f"{algorithm}:{self._hash_temp(state, algorithm)}"
@@ -231,36 +283,79 @@ class UploadStore:
         """Verify the upload's bytes against digest, leaving them where they are: the caller then
         lands them at the content address or discards them (the blob is stored already), once it
         knows which. Nothing reaches the content address before the digest matched."""
-        writer = self._take_held_writer(state)
-        computed = self._running_digest(state, digest.algorithm)
-        if computed is None:  # this process missed chunks: make the temp object whole, hash it there
-            if writer is not None:
-                writer.commit()
-            elif state.size > 0:
-                self._resume(state).commit()
-            self.verify(state, digest)
-            return VerifiedUpload(self, state, None, in_temp=True)
+        writer, lock = self._take_held_writer(state)
+        if lock is None:
+            lock = self._lock_upload(state.id)
         try:
-            _check_digest(digest, computed)
-        except DigestInvalid:
-            if writer is not None:  # its bytes are in no sidecar yet: nobody else could drop them
-                with contextlib.suppress(DockyardError):
-                    writer.cancel()
+            computed = self._running_digest(state, digest.algorithm)
+            if computed is None:  # this process missed chunks: make the temp object whole, hash it there
+                if writer is not None:
+                    writer.commit()
+                elif state.size > 0:
+                    self._open_writer(state, lock).commit()
+                self.verify(state, digest)
+                return VerifiedUpload(self, state, None, True, lock)
+            try:
+                _check_digest(digest, computed)
+            except DigestInvalid:
+                if writer is not None:  # its bytes are in no sidecar yet: nobody else could drop them
+                    with contextlib.suppress(DockyardError):
+                        writer.cancel()
+                raise
+        except BaseException:
+            lock.release()
             raise
-        return VerifiedUpload(self, state, writer, in_temp=False)
+        return VerifiedUpload(self, state, writer, False, lock)
 
-    def _resume(self, state: UploadState) -> FileWriter:
-        writer = self._driver.writer(upload_data_path(state.id), append=True)
+    def _lock_upload(self, upload_id: str) -> PathLock:
+        self.close_held(upload_id)  # a failed commit of ours may still hold it
+        lock = self._driver.try_lock(upload_path(upload_id))
+        if lock is None:
+            raise UploadBusy(detail={"uuid": upload_id})
+        return lock
+
+    def _open_writer(self, state: UploadState, lock: PathLock) -> FileWriter:
+        """A writer at the end of the upload's recorded bytes (the caller holds its lock)."""
+        path = upload_data_path(state.id)
+        append = state.size > 0
+        if not append and lock.exclusive:
+            # A writer for a new file would empty it: look first. Bytes there are a chunk recorded
+            # since `state` was read (this request is behind) or the leftovers of a crash.
+            with contextlib.suppress(PathNotFound):
+                append = self._driver.stat(path).size > 0
+        writer = self._driver.writer(path, append=append)
         if writer.size != state.size:
-            writer.cancel()
-            self.cancel(state.id, state.repository, state.owner)
-            raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
+            self._repair(state, writer, lock)
         return writer
+
+    def _repair(self, state: UploadState, writer: FileWriter, lock: PathLock) -> None:
+        """The temp object does not hold the recorded size: truncate it to that, or give up."""
+        with self._db.read() as connection:  # only on this rare path: the size as recorded now
+            recorded = connection.scalar(select(Upload.size).where(Upload.id == state.id))
+        if recorded is None or recorded != state.size:
+            writer.close()
+            if recorded is None:
+                raise BlobUploadUnknown(detail={"uuid": state.id})
+            raise ChunkOutOfOrder(
+                f"the upload moved on to {recorded} bytes while this request waited",
+                detail={"uuid": state.id, "size": recorded},
+            )
+        if lock.exclusive and writer.size > state.size:
+            # Nobody else can be writing them: a chunk that died before it was recorded.
+            with contextlib.suppress(StorageError):
+                dropped = writer.size - state.size
+                writer.truncate(state.size)
+                log.info("upload %s: cut %d unrecorded bytes past offset %d", state.id, dropped, state.size)
+                return
+        # Fewer bytes than recorded (lost), or more where another node may still be writing them (S3).
+        writer.cancel()
+        self.cancel(state.id, state.repository, state.owner)
+        raise BlobUploadInvalid("upload state is inconsistent; restart the upload")
 
     def _running_digest(self, state: UploadState, algorithm: str) -> str | None:
         if algorithm != CANONICAL_ALGORITHM:
             return None
-        hasher = self._peek_hasher(state.id, state.size)
+        hasher = self._hashes.peek(state.id, state.size)
         return None if hasher is None else f"{algorithm}:{hasher.hexdigest()}"
 
     # --- housekeeping -------------------------------------------------------------------------
@@ -277,7 +372,7 @@ class UploadStore:
                 if stale:
                     connection.execute(delete(Upload).where(Upload.id.in_(stale)))
             for upload_id in stale + orphans:
-                self._forget_hasher(upload_id)
+                self._hashes.forget(upload_id)
                 self._drop_held_writer(upload_id)
                 self._delete_temp(upload_id)
         return stale + orphans
@@ -294,67 +389,39 @@ class UploadStore:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
         state = replace(state, size=size)
-        self._remember_hasher(state, hasher)
+        self._hashes.remember(state.id, state.size, hasher)
         return state
 
-    def _remember_hasher(self, state: UploadState, hasher: Any) -> None:
-        if hasher is None:
-            return
+    def _hold_writer(self, state: UploadState, writer: FileWriter, lock: PathLock) -> None:
         with self._lock:
-            self._hashers[state.id] = (state.size, hasher)
-            self._hashers.move_to_end(state.id)
-            while len(self._hashers) > _HASHERS_KEPT:
-                self._hashers.popitem(last=False)
-
-    def _take_hasher(self, upload_id: str, offset: int) -> Any:
-        with self._lock:
-            entry = self._hashers.pop(upload_id, None)
-        if offset == 0:
-            return new_hasher(CANONICAL_ALGORITHM)
-        if entry is not None and entry[0] == offset:
-            return entry[1]
-        return None  # this process missed earlier chunks: the commit re-hashes from storage
-
-    def _peek_hasher(self, upload_id: str, offset: int) -> Any:
-        with self._lock:
-            entry = self._hashers.get(upload_id)
-        if entry is not None and entry[0] == offset:
-            return entry[1].copy()
-        return None
-
-    def _forget_hasher(self, upload_id: str) -> None:
-        with self._lock:
-            self._hashers.pop(upload_id, None)
-
-    def _hold_writer(self, state: UploadState, writer: FileWriter) -> None:
-        with self._lock:
-            self._held[state.id] = (state.size, writer)
+            self._held[state.id] = (state.size, writer, lock)
             evicted = []
             while len(self._held) > _HELD_WRITERS:
-                evicted.append(self._held.popitem(last=False)[1][1])
-        for old in evicted:
-            with contextlib.suppress(DockyardError):
-                old.close()
+                evicted.append(self._held.popitem(last=False)[1])
+        for _, old, old_lock in evicted:
+            _close_quietly(old, old_lock)
 
-    def _take_held_writer(self, state: UploadState) -> FileWriter | None:
+    def _take_held_writer(self, state: UploadState) -> tuple[FileWriter | None, PathLock | None]:
         with self._lock:
-            size, writer = self._held.pop(state.id, (None, None))
+            size, writer, lock = self._held.pop(state.id, (None, None, None))
         if writer is not None and size != state.size:
-            writer.close()  # not the bytes this commit is about: leave them to a resume
-            return None
-        return writer
+            _close_quietly(writer, lock)  # not the bytes this commit is about: leave them to a resume
+            return None, None
+        return writer, lock
 
     def _drop_held_writer(self, upload_id: str) -> None:
         with self._lock:
-            _, writer = self._held.pop(upload_id, (None, None))
+            _, writer, lock = self._held.pop(upload_id, (None, None, None))
         if writer is not None:
             with contextlib.suppress(DockyardError):
                 writer.cancel()
+        if lock is not None:
+            lock.release()
 
     def _settle(self, upload_id: str) -> None:
         with self._lock:
             self._settled[upload_id] = None
-            while len(self._settled) > _HASHERS_KEPT:
+            while len(self._settled) > KEPT:
                 self._settled.popitem(last=False)
 
     def _hash_temp(self, state: UploadState, algorithm: str) -> str:
@@ -388,6 +455,16 @@ class UploadStore:
             except BlobUploadUnknown:
                 return True  # not an upload id at all: nothing dockyard wrote
         return False
+
+
+def _close_quietly(writer: FileWriter | None, lock: PathLock | None) -> None:
+    try:
+        if writer is not None:
+            with contextlib.suppress(DockyardError):
+                writer.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _owned_by(owner: str | None) -> ColumnElement[bool]:

@@ -189,3 +189,46 @@ def test_os_errors_become_storage_errors(driver: FilesystemDriver, root: Path) -
 def test_missing_file_error_names_the_path(driver: FilesystemDriver) -> None:
     with pytest.raises(PathNotFound, match="no/such"):
         driver.get_content("no/such")
+
+
+def test_a_lock_excludes_other_processes_and_dies_with_its_holder(
+    driver: FilesystemDriver, root: Path
+) -> None:
+    """try_lock is flock(2) on the directory: another process sees it, and a holder killed with
+    SIGKILL leaves it free (a crashed request must not keep its upload locked)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from dockyard.storage.driver.filesystem import FilesystemDriver\n"
+            f"lock = FilesystemDriver({str(root)!r}).try_lock('uploads/u1')\n"
+            "assert lock is not None\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert driver.try_lock("uploads/u1") is None
+        assert (root / "uploads" / "u1").is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = driver.try_lock("uploads/u1")
+    assert lock is not None and lock.exclusive
+    lock.release()
+    assert all_entries(root) == []  # released with nothing below it: pruned
+
+
+def test_a_lock_on_a_directory_deleted_meanwhile_is_not_taken(driver: FilesystemDriver, root: Path) -> None:
+    """A holder whose directory was deleted (the upload was cancelled) does not exclude the next one,
+    who gets a lock on the directory now at the path."""
+    first = driver.try_lock("uploads/u2")
+    assert first is not None
+    driver.delete("uploads/u2")
+    second = driver.try_lock("uploads/u2")
+    assert second is not None
+    first.release()
+    second.release()

@@ -180,6 +180,11 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
         ctx.metrics.uploads_failed.inc()
         await ctx.call(_cancel_quietly, ctx, state)
         raise
+    except BaseException:
+        # Failed before it reached storage (e.g. read-only): a writer this request left open for the
+        # commit still holds the upload; let the client's next request in.
+        await ctx.call(ctx.registry.uploads.close_held, state.id)
+        raise
     ctx.metrics.uploads_completed.inc()
 
 

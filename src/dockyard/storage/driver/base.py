@@ -99,6 +99,25 @@ class FileWriter(Protocol):
         """Discard everything at this path (including bytes from before an append-resume)."""
         ...
 
+    def truncate(self, size: int) -> None:
+        """Drop every byte past `size` (at most `self.size`), including bytes from before an
+        append-resume; later writes continue from there. For bytes a crashed writer left past what
+        was recorded. StorageError where the driver cannot (S3, once they are in uploaded parts)."""
+        ...
+
+
+@runtime_checkable
+class PathLock(Protocol):
+    """An exclusive lock taken with `StorageDriver.try_lock`."""
+
+    # True: no other holder can exist anywhere that can write the path (every process on a local
+    # disk; the one process of an in-memory store). False: only this process is excluded (S3).
+    exclusive: bool
+
+    def release(self) -> None:
+        """Let the next holder in; a no-op after the first call."""
+        ...
+
 
 @runtime_checkable
 class StorageDriver(Protocol):
@@ -149,4 +168,11 @@ class StorageDriver(Protocol):
     def local_path(self, path: str) -> str | None:
         """An absolute local filesystem path for zero-copy sends, or None when the bytes are not
         local. Does not check that the file exists (callers `stat` first)."""
+        ...
+
+    def try_lock(self, path: str) -> PathLock | None:
+        """Take the exclusive lock on the directory `path` (created if missing) without waiting: the
+        lock, or None while another holder has it. It guards nothing by itself: writers that take it
+        around their writes below `path` exclude each other (as far as `PathLock.exclusive` says).
+        A holder's lock ends with its process, so a crash never leaves it taken."""
         ...

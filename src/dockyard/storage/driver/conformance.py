@@ -69,6 +69,7 @@ def _invalid_calls(driver: StorageDriver, bad: str) -> list[tuple[str, Callable[
         ("delete", lambda: driver.delete(bad)),
         ("url_for", lambda: driver.url_for(bad)),
         ("local_path", lambda: driver.local_path(bad)),
+        ("try_lock", lambda: driver.try_lock(bad)),
     ]
     if bad != "":  # "" is the root for list
         calls.append(("list", lambda: driver.list(bad)))
@@ -292,6 +293,49 @@ class StorageDriverConformance:
         resumed.cancel()
         with pytest.raises(PathNotFound):
             driver.get_content("up/data")
+
+    def test_truncate_drops_the_bytes_past_a_size(self, driver: StorageDriver) -> None:
+        first = driver.writer("up/data")
+        first.write(b"recorded|crashed chunk")
+        first.close()
+        resumed = driver.writer("up/data", append=True)
+        resumed.truncate(8)
+        assert resumed.size == 8
+        resumed.write(b"+resumed")
+        assert resumed.size == 16
+        resumed.commit()
+        assert driver.get_content("up/data") == b"recorded+resumed"
+
+    def test_truncate_never_grows(self, driver: StorageDriver) -> None:
+        writer = driver.writer("up/data")
+        writer.write(b"abc")
+        with pytest.raises(ValueError):
+            writer.truncate(4)
+        writer.cancel()
+
+    # --- locks --------------------------------------------------------------------------------
+    def test_try_lock_is_exclusive_until_released(self, driver: StorageDriver) -> None:
+        lock = driver.try_lock("uploads/u9")
+        assert lock is not None and isinstance(lock.exclusive, bool)
+        assert driver.try_lock("uploads/u9") is None
+        elsewhere: list[object] = []
+        thread = threading.Thread(target=lambda: elsewhere.append(driver.try_lock("uploads/u9")))
+        thread.start()
+        thread.join()
+        assert elsewhere == [None]
+        other = driver.try_lock("uploads/u10")  # another path: another lock
+        assert other is not None
+        writer = driver.writer("uploads/u9/data")  # writing below a locked directory is allowed
+        writer.write(b"x")
+        writer.commit()
+        lock.release()
+        lock.release()  # harmless
+        again = driver.try_lock("uploads/u9")
+        assert again is not None
+        again.release()
+        other.release()
+        driver.delete("uploads/u9/data")
+        assert driver.list("") == []  # a lock leaves no directory behind
 
     # --- commit_to: commit and move in one step ------------------------------------------------
     def _assert_nothing_left(self, driver: StorageDriver, path: str) -> None:

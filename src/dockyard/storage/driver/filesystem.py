@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from dockyard.errors import InvalidPath, PathNotFound, StorageError, StorageFull
-from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, is_valid_segment
 
 T = TypeVar("T")
 
@@ -198,6 +199,54 @@ class FilesystemDriver:
     def local_path(self, path: str) -> str | None:
         return self._full(path)
 
+    def try_lock(self, path: str) -> PathLock | None:
+        """flock(2) on the directory itself: every process on this machine (and on others sharing the
+        disk over NFS) sees it, and the kernel drops it with its holder, even one killed by SIGKILL."""
+        full = self._full(path)
+        for _ in range(3):
+            with _os_errors(path):
+                try:
+                    self._in_parent(full, lambda: os.makedirs(full, exist_ok=True))
+                    fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # pruned between its creation and the open: again
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    return None
+                except BaseException:
+                    os.close(fd)
+                    raise
+                # A prune or delete may have removed the directory between the open and the lock
+                # (and someone made a new one): the lock only counts on the directory at the path.
+                try:
+                    current = os.stat(full)
+                except FileNotFoundError:
+                    current = None
+                held = os.fstat(fd)
+                if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                    return _LockedDirectory(self, full, fd)
+                os.close(fd)
+        raise StorageError(f"storage error on {path}: the directory kept disappearing while it was locked")
+
+
+class _LockedDirectory:
+    exclusive = True
+
+    def __init__(self, driver: FilesystemDriver, full: str, fd: int) -> None:
+        self._driver = driver
+        self._full = full
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # drops the flock
+            # Left empty (nothing was written under it): no empty directories, as everywhere else. A
+            # process that opened it meanwhile sees it gone once it holds the lock, and makes another.
+            self._driver._prune(self._full)
+
 
 class FilesystemFileWriter:
     """Writes through a buffered file straight at the path; only `commit` pays for fsync."""
@@ -249,6 +298,16 @@ class FilesystemFileWriter:
             _fsync_dir(os.path.dirname(dest_full))
         if dest_full != self._full:
             self._driver._prune(os.path.dirname(self._full))
+
+    def truncate(self, size: int) -> None:
+        file = self._open_file()
+        if not 0 <= size <= self._size:
+            raise ValueError(f"cannot truncate {self._path} to {size} bytes: it has {self._size}")
+        with _os_errors(self._path):
+            file.flush()
+            os.ftruncate(file.fileno(), size)
+            file.seek(size)  # for a descriptor opened without O_APPEND
+        self._size = size
 
     def _sync_and_close(self) -> None:
         file = self._open_file()

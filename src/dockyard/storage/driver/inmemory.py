@@ -8,7 +8,8 @@ import time
 from typing import BinaryIO
 
 from dockyard.errors import PathNotFound, StorageError
-from dockyard.storage.driver.base import FileInfo, FileWriter, check_path
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path
+from dockyard.storage.driver.locks import ProcessLocks
 
 
 class _Entry:
@@ -29,6 +30,7 @@ class InMemoryDriver:
     def __init__(self) -> None:
         self._files: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._locks = ProcessLocks(exclusive=True)  # the whole store lives in this process
 
     def _entry(self, path: str) -> _Entry:
         entry = self._files.get(path)
@@ -121,6 +123,9 @@ class InMemoryDriver:
         check_path(path)
         return None
 
+    def try_lock(self, path: str) -> PathLock | None:
+        return self._locks.try_lock(path)
+
 
 class InMemoryFileWriter:
     """Appends to the entry's bytearray; close/commit freeze it back to bytes."""
@@ -146,6 +151,17 @@ class InMemoryFileWriter:
             entry.modified = time.time()
         self._size += length
         return length
+
+    def truncate(self, size: int) -> None:
+        entry = self._entry
+        if entry is None:
+            raise StorageError(f"writer for {self._path} is already closed")
+        if not 0 <= size <= self._size:
+            raise ValueError(f"cannot truncate {self._path} to {size} bytes: it has {self._size}")
+        with self._driver._lock:
+            del entry.data[size:]  # type: ignore[union-attr]  # a bytearray while the writer is open
+            entry.modified = time.time()
+        self._size = size
 
     def close(self) -> None:
         entry, self._entry = self._entry, None

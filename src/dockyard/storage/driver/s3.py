@@ -25,7 +25,8 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 from dockyard.errors import PathNotFound
-from dockyard.storage.driver.base import FileInfo, FileWriter, check_path, is_valid_segment
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, is_valid_segment
+from dockyard.storage.driver.locks import ProcessLocks
 from dockyard.storage.driver.s3errors import NOT_FOUND_CODES, error_code, s3_errors
 from dockyard.storage.driver.s3writer import MIN_PART_SIZE, S3FileWriter
 
@@ -78,6 +79,8 @@ class S3Driver:
         self._parts_in_flight = parts_in_flight
         self._part_threads: ThreadPoolExecutor | None = None
         self._part_threads_lock = threading.Lock()
+        # Other nodes cannot see these: S3 offers no lock, so only this process's threads are excluded.
+        self._locks = ProcessLocks(exclusive=False)
         root = rootdirectory.strip("/")
         self._root = f"{root}/" if root else ""
         if client is None:
@@ -300,3 +303,6 @@ class S3Driver:
     def local_path(self, path: str) -> str | None:
         check_path(path)
         return None
+
+    def try_lock(self, path: str) -> PathLock | None:
+        return self._locks.try_lock(path)

@@ -161,6 +161,15 @@ class S3FileWriter:
             self._parts.extend(self._uploader.finish())
             self._uploader = None
 
+    def truncate(self, size: int) -> None:
+        """Only within the buffered tail: bytes already sent as parts stay (S3 cannot cut a part)."""
+        self._check_open()
+        if not 0 <= size <= self.size:
+            raise ValueError(f"cannot truncate {self._path} to {size} bytes: it has {self.size}")
+        if size < self._sent:
+            raise StorageError(f"cannot truncate {self._path} below the {self._sent} bytes sent as parts")
+        del self._buffer[size - self._sent :]
+
     def close(self) -> None:
         """Persist the state (upload id, parts, the tail below the minimum part size) for a resume."""
         if self._finished:
