@@ -22,6 +22,7 @@ from dockyard.accounts.limiter import InProcessLoginLimiter
 from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
+from dockyard.accounts.sessions import LoginSessionService
 from dockyard.accounts.users import UserService
 from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
@@ -150,6 +151,7 @@ def _dockyard_security(
         ),
         authenticator=authenticator,
         sessions=SessionCodec(session_secret(settings)),
+        login_sessions=LoginSessionService(db),
         policy=policy,
         users=users,
         personal_tokens=tokens,

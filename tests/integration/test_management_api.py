@@ -24,6 +24,7 @@ from dockyard.accounts.services import (
     RobotService,
     UserService,
 )
+from dockyard.accounts.sessions import LoginSessionService
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
 from dockyard.api.management.sessions import SessionCodec
 from dockyard.audit.interfaces import AuditEvent, AuditFilter
@@ -152,6 +153,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         system=SystemInfo("0.1.0", "filesystem", "dockyard", False, False, True),
         authenticator=authenticator,
         sessions=SessionCodec(b"k" * 32),
+        login_sessions=LoginSessionService(db),
         policy=AccessPolicy(db),
         users=users,
         personal_tokens=tokens,

@@ -147,6 +147,19 @@ class NewRobot:
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialState:
+    """Whether the credential a login used is still good, so what the login handed out (refresh
+    tokens, bearer tokens, sessions) dies with it: a changed or reset password, a refreshed robot
+    secret, a revoked or expired personal token, a disabled or deleted account."""
+
+    live: bool
+    expires_at: datetime | None = None  # when it stops by itself (a token's or robot's expiry)
+
+
+DEAD_CREDENTIAL = CredentialState(False)
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     total: int  # rows matching the filter, ignoring offset and limit

@@ -1,4 +1,5 @@
-"""Tables of accounts: users, groups, group membership, personal access tokens, robot accounts."""
+"""Tables of accounts: users, groups, group membership, personal access tokens, robot accounts,
+management sessions."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ class RobotRow(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginSessionRow(Base):
+    """A management-API session (the cookie from POST /login) while it is open: logging out deletes
+    it, and the credential it was opened with is checked on each use."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's key
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credential: Mapped[str] = mapped_column(String(128))  # Credential.to_claim()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

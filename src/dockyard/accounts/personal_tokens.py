@@ -7,8 +7,19 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
-from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX, hash_secret, hint_of, new_secret
+from dockyard.accounts.credentials import (
+    PERSONAL_TOKEN_PREFIX,
+    Credential,
+    CredentialKind,
+    fingerprint,
+    hash_secret,
+    hint_of,
+    new_secret,
+    same_fingerprint,
+)
 from dockyard.accounts.interfaces import (
+    DEAD_CREDENTIAL,
+    CredentialState,
     InvalidExpiry,
     InvalidName,
     NewPersonalToken,
@@ -106,10 +117,38 @@ class PersonalTokenService:
         if result.rowcount == 0:
             raise PersonalTokenNotFound(detail={"id": token_id})
 
+    def credential_state(self, user_id: int, username: str, credential: Credential) -> CredentialState:
+        """Whether a login with this personal token still stands: dead when the token was revoked
+        or expired, or its user is gone or disabled."""
+        if credential.kind is not CredentialKind.PERSONAL_TOKEN or credential.token_id is None:
+            return DEAD_CREDENTIAL
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(
+                    UserRow.username,
+                    UserRow.disabled,
+                    PersonalTokenRow.secret_hash,
+                    PersonalTokenRow.expires_at,
+                )
+                .join(UserRow, UserRow.id == PersonalTokenRow.user_id)
+                .where(PersonalTokenRow.id == credential.token_id, PersonalTokenRow.user_id == user_id)
+            ).first()
+        if row is None or row.username != username or row.disabled:
+            return DEAD_CREDENTIAL
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            return DEAD_CREDENTIAL
+        return CredentialState(same_fingerprint(credential.fingerprint, row.secret_hash), row.expires_at)
+
     def authenticate(self, username: str, secret: str) -> User | None:
         """The token's user when `secret` is a live token of `username` and the user is enabled."""
+        login = self.login(username, secret)
+        return login[0] if login is not None else None
+
+    def login(self, username: str, secret: str) -> tuple[User, Credential] | None:
+        """As authenticate, with the credential the token is (it ends when the token is revoked)."""
         if not secret.startswith(PERSONAL_TOKEN_PREFIX):
             return None
+        secret_hash = hash_secret(secret)
         with self._db.read() as connection:
             row = connection.execute(
                 select(
@@ -119,7 +158,7 @@ class PersonalTokenService:
                     PersonalTokenRow.last_used_at.label("token_used_at"),
                 )
                 .join(UserRow, UserRow.id == PersonalTokenRow.user_id)
-                .where(PersonalTokenRow.secret_hash == hash_secret(secret))
+                .where(PersonalTokenRow.secret_hash == secret_hash)
             ).first()
         now = utcnow()
         if row is None or row.username != username or row.disabled:
@@ -133,4 +172,5 @@ class PersonalTokenService:
                     .where(PersonalTokenRow.id == row.token_id)
                     .values(last_used_at=now)
                 )
-        return user_from_row(row)
+        credential = Credential(CredentialKind.PERSONAL_TOKEN, fingerprint(secret_hash), row.token_id)
+        return user_from_row(row), credential

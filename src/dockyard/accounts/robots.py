@@ -12,8 +12,26 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts._paging import page_rows, substring
-from dockyard.accounts.credentials import ROBOT_SECRET_PREFIX, hash_secret, new_secret, secret_matches
-from dockyard.accounts.interfaces import InvalidExpiry, NewRobot, Page, Robot, RobotExists, RobotNotFound
+from dockyard.accounts.credentials import (
+    ROBOT_SECRET_PREFIX,
+    Credential,
+    CredentialKind,
+    fingerprint,
+    hash_secret,
+    new_secret,
+    same_fingerprint,
+    secret_matches,
+)
+from dockyard.accounts.interfaces import (
+    DEAD_CREDENTIAL,
+    CredentialState,
+    InvalidExpiry,
+    NewRobot,
+    Page,
+    Robot,
+    RobotExists,
+    RobotNotFound,
+)
 from dockyard.accounts.models import RobotRow
 from dockyard.accounts.names import is_robot_name, robot_full_name
 from dockyard.db.base import utcnow
@@ -172,6 +190,11 @@ class RobotService:
 
     def authenticate(self, full_name: str, secret: str) -> Robot | None:
         """The robot when the secret is right and it is neither disabled nor expired."""
+        login = self.login(full_name, secret)
+        return login[0] if login is not None else None
+
+    def login(self, full_name: str, secret: str) -> tuple[Robot, Credential] | None:
+        """As authenticate, with the credential the secret is (a refreshed secret is another one)."""
         if not is_robot_name(full_name):
             return None
         with self._db.read() as connection:
@@ -183,7 +206,24 @@ class RobotService:
         robot = _robot(row)
         if robot.disabled or robot.expired(utcnow()):
             return None
-        return robot
+        return robot, Credential(CredentialKind.ROBOT_SECRET, fingerprint(row.secret_hash))
+
+    def credential_state(self, robot_id: int, full_name: str, credential: Credential) -> CredentialState:
+        """Whether a login with this robot's secret still stands: dead when the robot is gone,
+        disabled, expired, or its secret was refreshed since."""
+        if credential.kind is not CredentialKind.ROBOT_SECRET:
+            return DEAD_CREDENTIAL
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(RobotRow.name, RobotRow.disabled, RobotRow.expires_at, RobotRow.secret_hash).where(
+                    RobotRow.id == robot_id
+                )
+            ).first()
+        if row is None or row.name != full_name or row.disabled:
+            return DEAD_CREDENTIAL
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            return DEAD_CREDENTIAL
+        return CredentialState(same_fingerprint(credential.fingerprint, row.secret_hash), row.expires_at)
 
     def _update(self, full_name: str, changes: dict[str, Any]) -> None:
         changes["updated_at"] = utcnow()

@@ -11,8 +11,11 @@ from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts import passwords
 from dockyard.accounts._paging import page_rows, substring
+from dockyard.accounts.credentials import Credential, CredentialKind, fingerprint, same_fingerprint
 from dockyard.accounts.directory import ExternalIdentity
 from dockyard.accounts.interfaces import (
+    DEAD_CREDENTIAL,
+    CredentialState,
     LastAdmin,
     Page,
     User,
@@ -200,8 +203,11 @@ class UserService:
                 connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
         return self.get(username)
 
-    def set_password(self, username: str, new_password: str, *, current_password: str | None = None) -> None:
-        """Set a local user's password; with `current_password`, only if that one is right."""
+    def set_password(
+        self, username: str, new_password: str, *, current_password: str | None = None
+    ) -> Credential:
+        """Set a local user's password; with `current_password`, only if that one is right. The new
+        password is a new credential: what logins with the old one handed out ends."""
         with self._db.read() as connection:
             row = connection.execute(
                 select(UserRow.password_hash, UserRow.source).where(UserRow.username == username)
@@ -215,12 +221,14 @@ class UserService:
         ):
             raise WrongPassword()
         passwords.check_password_policy(new_password, username)
+        password_hash = passwords.hash_password(new_password)
         with self._db.write() as connection:
             connection.execute(
                 update(UserRow)
                 .where(UserRow.username == username)
-                .values(password_hash=passwords.hash_password(new_password), updated_at=utcnow())
+                .values(password_hash=password_hash, updated_at=utcnow())
             )
+        return Credential(CredentialKind.PASSWORD, fingerprint(password_hash))
 
     def delete(self, username: str) -> None:
         """Delete a user with their tokens, group and project memberships."""
@@ -235,6 +243,13 @@ class UserService:
         """The user when `password` is their local password and the account is enabled, else None.
 
         Always runs one argon2 verify, so unknown and known names take the same time."""
+        login = self.password_login(username, password)
+        return login[0] if login is not None else None
+
+    def password_login(self, username: str, password: str) -> tuple[User, Credential] | None:
+        """As verify_password, with the credential the password is: it names the stored hash, so a
+        new password (changed or reset) is another credential. A rehash at login (the hashing cost
+        was raised) makes it another one too: what the old hash's logins handed out ends with it."""
         with self._db.read() as connection:
             row = connection.execute(
                 select(*USER_COLUMNS, UserRow.password_hash).where(
@@ -249,9 +264,9 @@ class UserService:
             return None
         changes: dict[str, Any] = {}
         if passwords.needs_rehash(password_hash or ""):
-            changes["password_hash"] = passwords.hash_password(password)
+            changes["password_hash"] = password_hash = passwords.hash_password(password)
         self._stamp_login(user, changes)
-        return user
+        return user, Credential(CredentialKind.PASSWORD, fingerprint(password_hash or ""))
 
     def sync_directory_user(self, identity: ExternalIdentity) -> User:
         """Create or refresh the local row of a directory user who just proved their password."""
@@ -298,6 +313,25 @@ class UserService:
         if changes:
             with unless_full("login time"), self._db.write() as connection:
                 connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
+
+    def credential_state(self, user_id: int, username: str, credential: Credential) -> CredentialState:
+        """Whether a password or directory login of this user still stands: dead when the user is
+        gone (or the id is another user's now), disabled, or their password changed since."""
+        if credential.kind not in (CredentialKind.PASSWORD, CredentialKind.DIRECTORY):
+            return DEAD_CREDENTIAL
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(UserRow.username, UserRow.disabled, UserRow.source, UserRow.password_hash).where(
+                    UserRow.id == user_id
+                )
+            ).first()
+        if row is None or row.username != username or row.disabled:
+            return DEAD_CREDENTIAL
+        if credential.kind is CredentialKind.DIRECTORY:
+            return CredentialState(row.source == UserSource.LDAP.value)
+        if row.source != UserSource.LOCAL.value or row.password_hash is None:
+            return DEAD_CREDENTIAL
+        return CredentialState(same_fingerprint(credential.fingerprint, row.password_hash))
 
     # --- helpers ------------------------------------------------------------------------------
     @staticmethod

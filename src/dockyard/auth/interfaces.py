@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from dockyard.accounts.credentials import Credential, CredentialKind
 from dockyard.accounts.directory import DirectoryProvider, DirectoryUnavailable, ExternalIdentity
 from dockyard.errors import DockyardError
 
@@ -20,6 +21,8 @@ __all__ = [
     "AccessDenied",
     "AuthenticationFailed",
     "Authenticator",
+    "Credential",  # defined in accounts.credentials (below auth), re-exported here
+    "CredentialKind",
     "DirectoryProvider",  # defined in accounts.directory (below auth), re-exported here
     "DirectoryUnavailable",
     "ExternalIdentity",
@@ -43,6 +46,9 @@ class Principal:
     id: int | None = None
     is_admin: bool = False
     groups: frozenset[str] = field(default_factory=frozenset)  # LDAP/local group names
+    # The credential the principal logged in with; what the login hands out dies with it. None for
+    # anonymous, htpasswd and external tokens. Not part of the identity: equality ignores it.
+    credential: Credential | None = field(default=None, compare=False)
 
     @property
     def is_anonymous(self) -> bool:

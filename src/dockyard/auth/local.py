@@ -8,16 +8,23 @@ is refused without checking the secret, with the same answer as a wrong password
 
 from __future__ import annotations
 
-from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX
+from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX, Credential, CredentialKind
 from dockyard.accounts.directory import DirectoryProvider
 from dockyard.accounts.groups import GroupService
-from dockyard.accounts.interfaces import LoginLimiter, LoginStanding, User, UserExists, UserSource
+from dockyard.accounts.interfaces import (
+    DEAD_CREDENTIAL,
+    CredentialState,
+    LoginLimiter,
+    LoginStanding,
+    User,
+    UserExists,
+    UserSource,
+)
 from dockyard.accounts.names import is_robot_name
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.users import UserService
 from dockyard.auth.interfaces import AuthenticationFailed, Principal, PrincipalKind
-from dockyard.db.base import utcnow
 from dockyard.observability.logging import get_logger
 
 log = get_logger("dockyard.auth.local")
@@ -66,19 +73,33 @@ class LocalAuthenticator:
         return principal
 
     def reload(self, principal: Principal) -> Principal:
-        """The principal as the DB has it now (for a refresh token): AuthenticationFailed if the account
-        is gone, disabled or expired."""
+        """The principal as the DB has it now, for what outlives a login (a refresh token, a session):
+        AuthenticationFailed if the account is gone, disabled or expired, or the credential it
+        logged in with changed or went (a new password or robot secret, a revoked personal token).
+        A principal that names no credential (a refresh token from before credentials were named)
+        is refused: nothing says its credential still stands."""
+        if not self.credential_state(principal).live:
+            raise AuthenticationFailed()
+        if principal.kind is PrincipalKind.ROBOT:  # its secret's state covers the robot's own
+            credential = principal.credential
+            return Principal(PrincipalKind.ROBOT, principal.name, principal.id, credential=credential)
+        user = self._users.find(principal.name)
+        if user is None or user.disabled or user.id != principal.id:
+            raise AuthenticationFailed()
+        return self._user_principal(user, principal.credential)
+
+    def credential_state(self, principal: Principal) -> CredentialState:
+        """Whether the credential the principal logged in with still stands (one indexed query)."""
+        credential, account_id = principal.credential, principal.id
+        if credential is None or account_id is None:
+            return DEAD_CREDENTIAL
         if principal.kind is PrincipalKind.ROBOT:
-            robot = self._robots.find(principal.name)
-            if robot is None or robot.disabled or robot.expired(utcnow()):
-                raise AuthenticationFailed()
-            return Principal(PrincipalKind.ROBOT, robot.name, robot.id)
-        if principal.kind is PrincipalKind.USER:
-            user = self._users.find(principal.name)
-            if user is None or user.disabled or (principal.id is not None and user.id != principal.id):
-                raise AuthenticationFailed()
-            return self._user_principal(user)
-        raise AuthenticationFailed()
+            return self._robots.credential_state(account_id, principal.name, credential)
+        if principal.kind is not PrincipalKind.USER:
+            return DEAD_CREDENTIAL
+        if credential.kind is CredentialKind.PERSONAL_TOKEN:
+            return self._tokens.credential_state(account_id, principal.name, credential)
+        return self._users.credential_state(account_id, principal.name, credential)
 
     def _check(self, username: str, secret: str, passwords: bool = True) -> Principal | None:
         if (
@@ -89,19 +110,22 @@ class LocalAuthenticator:
         ):
             return None
         if is_robot_name(username):
-            robot = self._robots.authenticate(username, secret)
-            return Principal(PrincipalKind.ROBOT, robot.name, robot.id) if robot else None
+            robot_login = self._robots.login(username, secret)
+            if robot_login is None:
+                return None
+            robot, credential = robot_login
+            return Principal(PrincipalKind.ROBOT, robot.name, robot.id, credential=credential)
         if secret.startswith(PERSONAL_TOKEN_PREFIX):
-            user = self._tokens.authenticate(username, secret)
-            if user is not None:
-                self._users.mark_login(user)
-                return self._user_principal(user)
+            token_login = self._tokens.login(username, secret)
+            if token_login is not None:
+                self._users.mark_login(token_login[0])
+                return self._user_principal(*token_login)
             # Not a token after all: it may be a password that happens to start like one.
         if not passwords:
             return None
-        user = self._users.verify_password(username, secret)
-        if user is not None:
-            return self._user_principal(user)
+        password_login = self._users.password_login(username, secret)
+        if password_login is not None:
+            return self._user_principal(*password_login)
         if self._directory is not None:
             return self._check_directory(username, secret)
         return None
@@ -121,8 +145,9 @@ class LocalAuthenticator:
         if user.disabled:
             return None
         groups = self._groups.set_directory_groups(user.id, identity.groups)
-        return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups)
+        credential = Credential(CredentialKind.DIRECTORY)
+        return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups, credential)
 
-    def _user_principal(self, user: User) -> Principal:
+    def _user_principal(self, user: User, credential: Credential | None) -> Principal:
         groups = self._groups.groups_of(user.id)
-        return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups)
+        return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups, credential)

@@ -7,6 +7,11 @@ parsing a PEM costs more than signing.
 
 Refresh tokens (handed out for `offline_token=true`) are JWTs of the same keys with another audience,
 so neither kind can stand in for the other. They carry no access: each use asks the policy again.
+
+Both kinds name the credential the login used (`crd`: a fingerprint of the password or robot secret
+hash, or the personal token's id and fingerprint; never a secret), so they can die with it: each use
+of a refresh token checks it (`PrincipalLookup.reload`), and the /v2 gate checks a bearer token's
+(`dockyard.auth.standing`). A directory (LDAP) password cannot be watched: no refresh token for it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
     Authenticator,
+    Credential,
     Principal,
     PrincipalKind,
     Scope,
@@ -312,6 +318,8 @@ class TokenService:
         }
         if principal.id is not None:
             claims["uid"] = principal.id
+        if principal.credential is not None:
+            claims["crd"] = principal.credential.to_claim()
         return claims
 
     def _sign(self, claims: dict[str, Any]) -> str:
@@ -357,7 +365,13 @@ def _principal(claims: dict[str, Any]) -> Principal:
         raise TokenInvalid() from None
     if (kind is PrincipalKind.ANONYMOUS) != (name == ""):
         raise TokenInvalid()
-    return Principal(kind, name, uid if isinstance(uid, int) and not isinstance(uid, bool) else None)
+    credential = None
+    if "crd" in claims:
+        credential = Credential.from_claim(claims["crd"])
+        if credential is None:
+            raise TokenInvalid()
+    account_id = uid if isinstance(uid, int) and not isinstance(uid, bool) else None
+    return Principal(kind, name, account_id, credential=credential)
 
 
 def _rfc3339(epoch: int) -> str:
@@ -376,7 +390,7 @@ class PrincipalLookup(Protocol):
 
     def reload(self, principal: Principal) -> Principal:
         """The principal as it is now (admin flag, groups); AuthenticationFailed when it is gone,
-        disabled or expired."""
+        disabled or expired, or the credential it logged in with changed or went."""
         ...
 
 
@@ -441,8 +455,13 @@ class TokenIssuer:
             principal = self.in_flight.run(key, check)
         if principal is None:
             raise AuthenticationFailed()
-        refresh = self.tokens.issue_refresh(principal) if offline and self.lookup is not None else None
+        refresh = self.tokens.issue_refresh(principal) if offline and self._refreshable(principal) else None
         return self._grant(principal, requested, refresh)
+
+    def _refreshable(self, principal: Principal) -> bool:
+        """A refresh token must die with its credential: not offered for one whose changes dockyard
+        cannot see (a directory password; the client keeps sending the password instead)."""
+        return self.lookup is not None and (principal.credential is None or principal.credential.revocable)
 
     def _check_and_remember(
         self, key: bytes, username: str, secret: str, client_ip: str | None

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from dockyard.accounts.credentials import CredentialKind
 from dockyard.accounts.directory import DirectoryUnavailable, ExternalIdentity
 from dockyard.accounts.limiter import InProcessLoginLimiter
 from dockyard.accounts.models import RobotRow
@@ -240,3 +241,63 @@ def test_reload_sees_the_account_as_it_is_now(services: Services) -> None:
     services.robots.delete("robot$ci")
     with pytest.raises(AuthenticationFailed):
         authenticator.reload(robot)
+
+
+# --- what a login hands out dies with its credential ----------------------------------------------
+def test_reload_refuses_a_changed_password_but_not_an_unrelated_change(services: Services) -> None:
+    services.users.create("alice", PASSWORD)
+    authenticator = make(services)
+    principal = authenticator.authenticate("alice", PASSWORD)
+    assert principal.credential is not None and principal.credential.kind is CredentialKind.PASSWORD
+    services.users.update("alice", email="alice@example.org")
+    assert authenticator.reload(principal).credential == principal.credential
+    services.users.set_password("alice", "another good password")
+    with pytest.raises(AuthenticationFailed):
+        authenticator.reload(principal)
+    assert authenticator.reload(authenticator.authenticate("alice", "another good password")).name == "alice"
+
+
+def test_reload_refuses_a_refreshed_robot_secret_and_a_revoked_personal_token(services: Services) -> None:
+    services.users.create("alice", PASSWORD)
+    created = services.robots.create("ci")
+    authenticator = make(services)
+    robot = authenticator.authenticate("robot$ci", created.secret)
+    services.robots.refresh_secret("robot$ci")
+    with pytest.raises(AuthenticationFailed):
+        authenticator.reload(robot)
+    first, second = services.tokens.create("alice", "one"), services.tokens.create("alice", "two")
+    by_first = authenticator.authenticate("alice", first.secret)
+    by_second = authenticator.authenticate("alice", second.secret)
+    assert by_first.credential is not None and by_first.credential.token_id == first.token.id
+    services.tokens.revoke("alice", first.token.id)
+    with pytest.raises(AuthenticationFailed):
+        authenticator.reload(by_first)
+    assert authenticator.reload(by_second).name == "alice"
+
+
+def test_reload_refuses_a_principal_that_names_no_credential(services: Services) -> None:
+    """A refresh token from before credentials were named: nothing says its credential still stands."""
+    user = services.users.create("alice", PASSWORD)
+    with pytest.raises(AuthenticationFailed):
+        make(services).reload(Principal(PrincipalKind.USER, "alice", user.id))
+
+
+def test_reload_refuses_a_credential_of_another_account(services: Services) -> None:
+    services.users.create("alice", PASSWORD)
+    bob = services.users.create("bob", PASSWORD)
+    authenticator = make(services)
+    alice = authenticator.authenticate("alice", PASSWORD)
+    # Alice's password fingerprint presented as Bob's (same password, different salt and account).
+    forged = Principal(PrincipalKind.USER, "bob", bob.id, credential=alice.credential)
+    with pytest.raises(AuthenticationFailed):
+        authenticator.reload(forged)
+
+
+def test_a_directory_login_names_a_credential_dockyard_cannot_watch(services: Services) -> None:
+    authenticator = make(services, FakeDirectory())
+    principal = authenticator.authenticate("dora", "directory password")
+    assert principal.credential is not None and not principal.credential.revocable
+    assert authenticator.reload(principal).name == "dora"  # a session goes on until disabled
+    services.users.update("dora", disabled=True)
+    with pytest.raises(AuthenticationFailed):
+        authenticator.reload(principal)

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
+    Credential,
+    CredentialKind,
     Principal,
     PrincipalKind,
     Scope,
@@ -427,3 +429,38 @@ def test_a_login_is_remembered_for_login_ttl_and_failures_never(tokens: TokenSer
     now[0] += 31
     with pytest.raises(AuthenticationFailed):
         issuer.by_password("alice", "wonderland", [], None, False)
+
+
+# --- the credential a token names -------------------------------------------------------------
+def test_tokens_name_the_credential_of_the_login_and_never_a_secret(tokens: TokenService) -> None:
+    credential = Credential(CredentialKind.PERSONAL_TOKEN, "A" * 22, 42)
+    alice = Principal(PrincipalKind.USER, "alice", 7, credential=credential)
+    refresh = tokens.issue_refresh(alice)
+    assert tokens.verify_refresh(refresh).credential == credential
+    assert tokens.verify(tokens.issue(alice, []).token).principal.credential == credential
+    assert segments(refresh)[1]["crd"] == "pat:42:" + "A" * 22
+
+
+@pytest.mark.parametrize("claim", ["", "pw", "pw:short", "pat::" + "A" * 22, "pat:x:" + "A" * 22, 7, "dir:x"])
+def test_a_token_with_a_malformed_credential_is_refused(
+    ring: KeyRing, tokens: TokenService, claim: object
+) -> None:
+    key = ring.signing_key()
+    with pytest.raises(TokenInvalid):
+        tokens.verify(forge(good_claims(crd=claim), key.private_key, {"kid": key.kid}))
+
+
+def test_no_refresh_token_for_a_password_dockyard_cannot_watch(tokens: TokenService) -> None:
+    """A directory (LDAP) password may change without dockyard knowing: its login gets no refresh
+    token (the client keeps the password and sends it again)."""
+
+    class Directory(Accounts):
+        def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
+            principal = super().authenticate(username, secret, client_ip)
+            return Principal(
+                principal.kind, principal.name, 3, credential=Credential(CredentialKind.DIRECTORY)
+            )
+
+    accounts = Directory({"dora": "directory password"})
+    issuer = TokenIssuer(tokens, accounts, TablePolicy({}), lookup=accounts)
+    assert issuer.by_password("dora", "directory password", [], None, offline=True).refresh_token is None

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
+from dockyard.accounts.sessions import LoginSessionService
 from dockyard.accounts.users import UserService
 from dockyard.api.management.sessions import SessionCodec
 from dockyard.audit.services import AuditLog
@@ -44,7 +45,8 @@ class SessionAuthenticator(Protocol):
         ...
 
     def reload(self, principal: Principal) -> Principal:
-        """The principal as the DB has it now; AuthenticationFailed if gone, disabled or expired."""
+        """The principal as the DB has it now; AuthenticationFailed if gone, disabled or expired, or
+        the credential it logged in with changed or went."""
         ...
 
 
@@ -57,6 +59,7 @@ class ManagementServices:
     system: SystemInfo
     authenticator: SessionAuthenticator
     sessions: SessionCodec
+    login_sessions: LoginSessionService  # the open sessions (rows): logout closes one
     policy: AccessPolicy
     users: UserService
     personal_tokens: PersonalTokenService

@@ -41,6 +41,7 @@ def client_ip(request: Request) -> str | None:
 
 
 PRINCIPAL_STATE = "principal"  # request.state attribute: who the caller turned out to be
+SESSION_KEY_STATE = "session_key"  # request.state attribute: the session a cookie named
 
 
 async def current_principal(
@@ -77,22 +78,34 @@ async def _from_basic(header: str, request: Request, services: ManagementService
 
 
 def _from_session(cookie: str, request: Request, services: ManagementServices) -> Principal:
+    # A stale cookie is told so, so the UI sends the user to log in again.
+    expired = Unauthenticated("the session has expired; log in again")
     session = services.sessions.read(cookie)
     if session is None or session.kind != PrincipalKind.USER.value:
-        # A stale cookie: say so, so the UI sends the user to log in again.
-        raise Unauthenticated("the session has expired; log in again")
+        raise expired
+    stored = services.login_sessions.find(session.key)
+    if stored is None or stored.user_id != session.account_id:
+        raise expired  # logged out (this copy of the cookie or another), or the account was deleted
     try:
-        # As the DB has the account now: disabled, deleted or demoted takes effect at once.
+        # As the DB has the account and the credential now: disabled, deleted, demoted, a changed
+        # password or a revoked personal token takes effect at once.
         principal = services.authenticator.reload(
-            Principal(PrincipalKind.USER, session.name, session.account_id)
+            Principal(PrincipalKind.USER, session.name, session.account_id, credential=stored.credential)
         )
     except AuthenticationFailed:
-        raise Unauthenticated("the session has expired; log in again") from None
+        raise expired from None
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
             raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
+    setattr(request.state, SESSION_KEY_STATE, session.key)
     return principal
+
+
+def session_key(request: Request) -> str | None:
+    """The key of the session the request came in with; None for Basic credentials."""
+    key: str | None = getattr(request.state, SESSION_KEY_STATE, None)
+    return key
 
 
 def authenticated(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:

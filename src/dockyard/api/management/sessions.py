@@ -1,8 +1,10 @@
-"""Browser sessions in a signed cookie: no server-side session table, so any node can check one.
+"""Browser sessions in a signed cookie, open while their row is (`accounts.sessions`).
 
-The cookie holds who logged in, when it expires and a CSRF token, signed with HMAC-SHA256 under a
-secret every node shares. It proves only that this server issued it: the account is looked up again on
-every request, so disabling a user or dropping admin rights takes effect at once.
+The cookie holds who logged in, when it expires, a CSRF token and the session's random key, signed
+with HMAC-SHA256 under a secret every node shares. The signature proves only that this server issued
+it (a forged cookie costs no query); the session's row, found by the key, says it is still open (logout
+deletes it) and which credential opened it, checked on every request with the account itself: a
+disabled user, a changed password or a revoked personal token ends it at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Session:
     account_id: int | None  # so a deleted account re-created under the same name does not inherit it
     expires_at: int  # unix seconds
     csrf_token: str
+    key: str  # names the session's row (by its SHA-256): the server's record that it is open
 
 
 class SessionCodec:
@@ -42,7 +45,8 @@ class SessionCodec:
         self, kind: str, name: str, account_id: int | None, now: float | None = None
     ) -> tuple[str, Session]:
         issued = int(now if now is not None else time.time())
-        session = Session(kind, name, account_id, issued + self.max_age, secrets.token_urlsafe(24))
+        csrf_token, key = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        session = Session(kind, name, account_id, issued + self.max_age, csrf_token, key)
         payload = json.dumps(
             {
                 "k": session.kind,
@@ -50,6 +54,7 @@ class SessionCodec:
                 "i": session.account_id,
                 "e": session.expires_at,
                 "c": session.csrf_token,
+                "s": session.key,
             },
             separators=(",", ":"),
         ).encode()
@@ -64,7 +69,9 @@ class SessionCodec:
         try:
             data = json.loads(_unb64(body))
             account_id = None if data["i"] is None else int(data["i"])
-            session = Session(str(data["k"]), str(data["n"]), account_id, int(data["e"]), str(data["c"]))
+            session = Session(
+                str(data["k"]), str(data["n"]), account_id, int(data["e"]), str(data["c"]), str(data["s"])
+            )
         except (ValueError, KeyError, TypeError, binascii.Error):
             return None
         if session.expires_at <= (now if now is not None else time.time()):

@@ -21,6 +21,7 @@ from starlette.routing import Mount
 
 from dockyard.accounts import passwords
 from dockyard.accounts.limiter import InProcessLoginLimiter
+from dockyard.accounts.sessions import LoginSessionService
 from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
 from dockyard.api.management.sessions import SessionCodec
@@ -116,6 +117,7 @@ def api(tmp_path: Path, hasher: CountingHasher) -> Iterator[Api]:
         system=SystemInfo("0.1.0", "inmemory", "dockyard", False, False, True),
         authenticator=authenticator,
         sessions=SessionCodec(b"k" * 32),
+        login_sessions=LoginSessionService(db),
         policy=AccessPolicy(db),
         users=services.users,
         personal_tokens=services.tokens,

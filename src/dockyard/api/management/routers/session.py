@@ -1,4 +1,5 @@
-"""Browser sessions: POST /login sets a signed, HttpOnly, SameSite=Strict cookie; POST /logout clears it."""
+"""Browser sessions: POST /login sets a signed, HttpOnly, SameSite=Strict cookie and opens the session;
+POST /logout ends it (server side: a kept copy of the cookie is refused too) and clears the cookie."""
 
 from __future__ import annotations
 
@@ -51,8 +52,12 @@ def login(
     if principal.kind is not PrincipalKind.USER:
         _record_login(services, request, principal.name, AuditAction.LOGIN_FAILED, AuditResult.DENIED)
         raise ApiError(403, "robot accounts cannot open sessions; send Basic credentials with each request")
+    if principal.id is None or principal.credential is None:  # not a dockyard account
+        raise ApiError(403, "this account cannot open sessions; send Basic credentials with each request")
     _record_login(services, request, principal.name, AuditAction.LOGIN, AuditResult.OK)
     value, session = services.sessions.issue(principal.kind.value, principal.name, principal.id)
+    expires_at = datetime.fromtimestamp(session.expires_at, UTC)
+    services.login_sessions.open(session.key, principal.id, principal.credential, expires_at)
     response.set_cookie(
         COOKIE_NAME,
         value,
@@ -66,14 +71,19 @@ def login(
         username=principal.name,
         admin=principal.is_admin,
         csrf_token=session.csrf_token,
-        expires_at=datetime.fromtimestamp(session.expires_at, UTC),
+        expires_at=expires_at,
     )
 
 
 @router.post("/logout", status_code=204)
-def logout(request: Request, response: Response) -> None:
-    """Clear the session cookie. (The signed cookie stays valid until it expires if a copy was kept:
-    disable the account to cut a stolen one off.)"""
+def logout(
+    request: Request, response: Response, services: Annotated[ManagementServices, Depends(services_of)]
+) -> None:
+    """End the session and clear its cookie: a copy of the cookie kept elsewhere is refused too."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    session = services.sessions.read(cookie) if cookie else None
+    if session is not None:
+        services.login_sessions.close(session.key)
     response.delete_cookie(COOKIE_NAME, path=_cookie_path(request), httponly=True, samesite="strict")
 
 

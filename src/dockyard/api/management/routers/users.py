@@ -13,9 +13,9 @@ from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.listing import ListParams, list_params, page_in_memory, set_page_headers
-from dockyard.api.management.security import Admin, SignedIn
+from dockyard.api.management.security import Admin, SignedIn, session_key
 from dockyard.audit.interfaces import AuditAction, ResourceType
-from dockyard.auth.interfaces import PrincipalKind
+from dockyard.auth.interfaces import Credential, CredentialKind, Principal, PrincipalKind
 
 router = APIRouter(tags=["users"])
 Services = Annotated[ManagementServices, Depends(services_of)]
@@ -167,7 +167,8 @@ def set_user_password(
 ) -> None:
     detail = {"field": "password"}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.USER, username, detail):
-        services.users.set_password(username, body.password)
+        credential = services.users.set_password(username, body.password)
+    _keep_this_session(request, services, principal, username, credential)
 
 
 @router.delete("/users/{username}", status_code=204)
@@ -195,7 +196,10 @@ def change_my_password(
     _user_only(principal.kind)
     detail = {"field": "password"}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.USER, principal.name, detail):
-        services.users.set_password(principal.name, body.new_password, current_password=body.current_password)
+        credential = services.users.set_password(
+            principal.name, body.new_password, current_password=body.current_password
+        )
+    _keep_this_session(request, services, principal, principal.name, credential)
 
 
 @router.get("/me/tokens", response_model=list[TokenOut])
@@ -233,6 +237,23 @@ def revoke_my_token(token_id: int, request: Request, principal: SignedIn, servic
     resource = f"{principal.name}/{token_id}"
     with audited(services, request, principal, AuditAction.DELETE, ResourceType.PERSONAL_TOKEN, resource):
         services.personal_tokens.revoke(principal.name, token_id)
+
+
+def _keep_this_session(
+    request: Request,
+    services: ManagementServices,
+    principal: Principal,
+    username: str,
+    credential: Credential,
+) -> None:
+    """A user who changes the password their session was opened with, in that session, stays logged
+    in there; every other session and refresh token of the old password ends."""
+    key = session_key(request)
+    opened_with = principal.credential
+    if key is None or principal.name != username or opened_with is None:
+        return
+    if principal.kind is PrincipalKind.USER and opened_with.kind is CredentialKind.PASSWORD:
+        services.login_sessions.rebind(key, credential)
 
 
 def _user_only(kind: PrincipalKind) -> None:
