@@ -324,7 +324,10 @@ def test_passwd_changes_the_password_and_users_can_be_deleted(
 
 
 def test_personal_tokens_create_list_revoke(server: RunningServer, admin: Cli) -> None:
-    token = admin.json("token", "create", "laptop", "--expires", "7")
+    token = admin.json(
+        "token", "create", "laptop", "--expires", "7", "--password-stdin", stdin=ADMIN_PASSWORD
+    )
+    assert "wrong password" in admin.fails("token", "create", "x", "--password-stdin", stdin="not-it-1\n")
 
     assert me_with(server, "admin", token["secret"]) == 200
     assert "laptop" in [t["name"] for t in admin.json("token", "list")]

@@ -1,7 +1,7 @@
 """Management sessions (the 8 h cookie from POST /api/v1/login) end when they should, on every worker:
 at logout (a kept copy of the cookie included), when the password they were opened with is changed
 or reset (except the session that changed it), when the personal access token they were opened with
-is revoked, when the account is disabled.
+is revoked, when the account is disabled. And a personal access token cannot make more of itself.
 A real `dockyard serve` with 2 workers; each check is made on fresh connections, so both answer.
 """
 
@@ -118,3 +118,21 @@ def test_disabling_the_account_ends_its_sessions(server: RunningServer, accounts
         assert http.patch(f"/users/{user[0]}", json={"disabled": True}).status_code == 200
     assert browser.me() == [401] * REPEATS
 
+
+def test_a_personal_token_cannot_make_personal_tokens(server: RunningServer, accounts: Accounts) -> None:
+    """A leaked token, once revoked, must not have left tokens of its own behind (on GitHub too a
+    token cannot make tokens). Neither with Basic nor through a session opened with it."""
+    user = accounts.user()
+    _, token = accounts.personal_token(user)
+    with accounts.api(auth=(user[0], token)) as http:
+        refused = http.post("/me/tokens", json={"name": "minted"})
+        assert refused.status_code == 403, refused.text
+        assert "password" in refused.json()["errors"][0]["message"]
+        assert http.get("/me/tokens").status_code == 200  # it may still list them
+    refused = Browser(server, user[0], token).request("POST", "/me/tokens", json={"name": "minted"})
+    assert refused.status_code == 403, refused.text
+    made = Browser(server, *user).request("POST", "/me/tokens", json={"name": "with the password"})
+    assert made.status_code == 201, made.text
+    with accounts.api(auth=user) as http:
+        names = [t["name"] for t in http.get("/me/tokens").json()]
+    assert "minted" not in names and "with the password" in names

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.client.errors import CliError
+from dockyard.cli.client.errors import ApiFailure, CliError
 from dockyard.cli.client.options import api_command
 from dockyard.cli.client.output import Column, when
+from dockyard.cli.client.prompts import ask_secret, stdin_lines
 from dockyard.cli.client.session import Session
 
 token_app = typer.Typer(no_args_is_help=True, help="Manage your personal access tokens.")
@@ -33,10 +34,27 @@ def create(
     expires: Annotated[
         int | None, typer.Option("--expires", min=1, help="Expire after this many days (default: never).")
     ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read your password from the first line of stdin.")
+    ] = False,
 ) -> None:
-    """Create a token and print its secret (shown only this once)."""
+    """Create a token and print its secret (shown only this once). Asks for your password: the
+    server makes tokens with a password, never with another token (not the one this CLI keeps)."""
     expires_at = (datetime.now(UTC) + timedelta(days=expires)).isoformat() if expires else None
-    token = cli.api.post("/me/tokens", {"name": name, "expires_at": expires_at})
+    password = stdin_lines(1)[0] if password_stdin else ask_secret("Password")
+    login = cli.login
+    with_password = cli.client(
+        login.url,
+        (login.username, password),
+        insecure=cli.options.insecure or login.insecure,
+        ca_cert=str(cli.options.ca_cert) if cli.options.ca_cert else login.ca_cert,
+    )
+    try:
+        token = with_password.post("/me/tokens", {"name": name, "expires_at": expires_at})
+    except ApiFailure as failure:
+        if failure.status == 401:
+            raise CliError(f"wrong password for {login.username} ({failure.detail})") from None
+        raise
     cli.out.done(f"Created token {token['id']} ({token['name']}) for {cli.login.username}.", token)
     cli.out.secret("Secret (shown only this once)", token["secret"])
 

@@ -223,10 +223,14 @@ def list_my_tokens(
 def create_my_token(
     body: TokenCreate, request: Request, principal: SignedIn, services: Services
 ) -> NewTokenOut:
-    """A personal access token to use instead of your password (CLI, docker login). Shown once."""
+    """A personal access token to use instead of your password (CLI, docker login). Shown once.
+    Made with your password (Basic, or a session opened with it), never with another token: a leaked
+    token revoked must not leave tokens it made behind (as on GitHub)."""
     _user_only(principal.kind)
     resource = f"{principal.name}/{body.name}"
     with audited(services, request, principal, AuditAction.CREATE, ResourceType.PERSONAL_TOKEN, resource):
+        if principal.credential is not None and principal.credential.kind is CredentialKind.PERSONAL_TOKEN:
+            raise ApiError(403, "personal access tokens are made with your password, not with another token")
         created = services.personal_tokens.create(principal.name, body.name, body.expires_at)
     return NewTokenOut(secret=created.secret, **token_out(created.token).model_dump())
 
