@@ -19,6 +19,7 @@ from dockyard.api.oci.auditing import record_request
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import Gate
+from dockyard.api.oci.request_bodies import finish_unread_body, watch_body
 
 Handler = Callable[..., Awaitable[Response]]
 ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
@@ -103,7 +104,10 @@ class OCIRouter:
         if scope["type"] != "http" or not scope["path"].startswith("/v2"):
             await self.fallback(scope, receive, send)
             return
-        response = await self._dispatch(scope, receive, scope["path"])
+        body = watch_body(scope, receive)
+        response = await self._dispatch(scope, body or receive, scope["path"])
+        if body is not None and not body.finished:
+            await finish_unread_body(scope, body, response)
         await response(scope, receive, send)
         if self.ctx.audit is not None and (matched := scope.get(_MATCH_KEY)) is not None:
             key, args = matched
@@ -130,20 +134,10 @@ class OCIRouter:
             if self.gate is not None:  # inside: its database lookups fail the way handlers' do
                 verdict = await self.gate.check(scope, key, args, method)
                 if isinstance(verdict, Response):
-                    return _closing_if_body_unread(scope, verdict)
+                    return verdict
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:
-            return _closing_if_body_unread(scope, render_error(exc))
-
-
-def _closing_if_body_unread(scope: Scope, response: Response) -> Response:
-    """A refusal sent before the request's body was read (a quota refused from the headers, a denied
-    upload) ends the connection and says so: the unread body must not be taken for the next request, and
-    a client that reused the connection would see it drop without an answer."""
-    headers = dict(scope.get("headers") or ())
-    if headers.get(b"transfer-encoding") or headers.get(b"content-length", b"0").strip() not in (b"", b"0"):
-        response.headers["Connection"] = "close"
-    return response
+            return render_error(exc)
 
 
 def _encoded_separator(scope: Scope) -> bool:
