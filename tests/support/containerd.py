@@ -18,6 +18,13 @@ from tests.support.processes import stop_process
 from tests.support.server import require_tool
 
 NAMESPACE = "test"
+# Debian 12's ctr (containerd 1.6.20, built with grpc-go 1.33) now and then fails a push that uploads
+# several blobs at once before it sends a byte of one of them: reading that blob from its own daemon
+# over gRPC ends in this error (likely grpc-go's flow-control race #5358, fixed in 1.49), and ctr
+# closes its connections after the PUT's headers. The registry is not involved: a gRPC status is never
+# an HTTP answer, and distribution 2.8.2 sees the same rate (5 of 300 pushes of a 3-layer image; with
+# --max-concurrent-uploaded-layers 1, 0 of 300). `push` tries again on it, and only on it.
+CLIENT_READ_FLAKE = "failed to copy: rpc error: code = Internal desc = unexpected EOF"
 # Plugins a registry client does not need; leaving them out keeps the start quick and the log quiet.
 DISABLED_PLUGINS = (
     "io.containerd.grpc.v1.cri",
@@ -52,6 +59,7 @@ class RunningContainerd:
     ctr_bin: str
     snapshotter: str  # overlayfs when this machine can mount it, else native
     short_dir: Path  # holds the socket and the state (a unix socket path must stay under ~100 bytes)
+    client_read_flakes: int = 0  # pushes `push` tried again after CLIENT_READ_FLAKE
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         """`ctr --address SOCK -n test ARGS`; stdout stays bytes (`content get` prints a blob's bytes)."""
@@ -65,6 +73,19 @@ class RunningContainerd:
             check=False,
         )
         if check and result.returncode != 0:
+            raise CtrFailed(result, self.log())
+        return result
+
+    def push(self, *args: str, attempts: int = 3) -> subprocess.CompletedProcess[bytes]:
+        """`ctr images push ARGS`, again (up to `attempts` in all) when ctr failed reading its own
+        content (CLIENT_READ_FLAKE); any other failure raises CtrFailed at once."""
+        for attempt in range(1, attempts + 1):
+            result = self.ctr("images", "push", *args, check=False)
+            if result.returncode == 0 or CLIENT_READ_FLAKE not in result.stderr.decode(errors="replace"):
+                break
+            if attempt < attempts:
+                self.client_read_flakes += 1
+        if result.returncode != 0:
             raise CtrFailed(result, self.log())
         return result
 
