@@ -169,3 +169,17 @@ def receive_until_closed(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_a_client_gone_mid_body_is_said_in_the_log_beside_its_400(two_workers: RunningServer) -> None:
+    """What issue 16 took for a refusal: ctr gave up after a PUT's headers; the access log showed a 400."""
+    connection = connect(two_workers)
+    started, _ = exchange(connection, "POST", "/v2/go/gone/blobs/uploads/")
+    connection.putrequest("PUT", f"{started.headers['Location']}?digest=sha256:{'1' * 64}")
+    connection.putheader("Content-Length", "100000")
+    connection.endheaders(b"x" * 1234)
+    connection.close()
+    deadline = time.monotonic() + 10
+    while "client disconnected after 1234 of 100000 body bytes" not in two_workers.log():
+        assert time.monotonic() < deadline, two_workers.log()[-3000:]
+        time.sleep(0.1)

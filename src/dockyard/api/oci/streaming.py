@@ -4,6 +4,7 @@ while the next chunk is being received."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from dockyard.errors import BlobUploadInvalid, SizeInvalid
 
 T = TypeVar("T")
+log = logging.getLogger("dockyard.api.oci")
 
 # Big enough that thread hand-offs and hashlib calls are amortised (1 MiB pushed at the same rate as 4 MiB);
 # small enough that 8 concurrent 64 MiB pushes peaked at 103 MiB RSS per worker, not 171 MiB.
@@ -73,6 +75,10 @@ async def receive_into(request: Request, write: Callable[[bytes], None], io: Blo
         if parts:
             await io.run(write, parts[0] if len(parts) == 1 else b"".join(parts))
     except ClientDisconnect:
+        # Said here: the access log shows only the 400 that the client, gone, never reads.
+        log.info(
+            "client disconnected after %d of %s body bytes", total, "?" if expected is None else expected
+        )
         raise BlobUploadInvalid("the client disconnected before the whole body arrived") from None
     finally:
         if pending is not None:
