@@ -5,10 +5,12 @@ The rules follow registry:2 so its users can bring their `config.yml` and `REGIS
 - An environment variable names a key path upper-cased and joined by underscores:
   `DOCKYARD_STORAGE_MAINTENANCE_UPLOADPURGING_AGE=2h` sets `storage.maintenance.uploadpurging.age`.
   Names are resolved against the model's fields, so a field with an underscore in its name still works.
-- `REGISTRY_*` applies to the sections registry:2 shares with dockyard (http, storage, log);
-  `DOCKYARD_*` wins when both set the same key. `REGISTRY_STORAGE=inmemory` selects the driver.
-- registry:2 sections dockyard does not apply (auth, notifications, health, ...) are accepted with a warning;
-  any other unknown key, or an invalid value, raises ConfigError naming the key path.
+- `REGISTRY_*` is read as registry:2 reads it, for registry:2's own keys (`REGISTRY_AUTH=htpasswd`
+  selects that auth type, as `REGISTRY_STORAGE=inmemory` selects the driver); `DOCKYARD_*` wins when
+  both set the same key.
+- registry:2 keys dockyard does not model are honoured or refused at start, never ignored
+  (config/registry2.py); any other unknown key, or an invalid value, raises ConfigError naming the key
+  path or the variable that set it.
 - A registry:2 file (`version: 0.1`) keeps registry:2's default of `storage.delete.enabled: false`.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dockyard.config import registry2
 from dockyard.config.settings import Settings
 from dockyard.errors import ConfigError
 
@@ -34,48 +37,10 @@ logger = logging.getLogger("dockyard.config")
 
 KeyPath = tuple[str, ...]
 
-# registry:2 key paths dockyard accepts but does not apply, with the reason shown in the warning.
-NOT_APPLIED: dict[KeyPath, str] = {
-    ("loglevel",): "deprecated in registry:2; use log.level",
-    ("log", "hooks"): "log hooks are not supported",
-    ("log", "reportcaller"): "not supported",
-    ("http", "prefix"): "dockyard serves /v2 at the root path",
-    ("http", "relativeurls"): "Location headers use http.host or the request's Host",
-    ("http", "net"): "dockyard listens on TCP only",
-    ("http", "http2"): "HTTP/2 settings are the server's",
-    ("http", "h2c"): "HTTP/2 settings are the server's",
-    ("http", "debug"): "Prometheus metrics are served at /metrics on http.addr (metrics.enabled)",
-    ("http", "tls", "letsencrypt"): "get certificates outside dockyard (`dockyard cert` makes a private CA)",
-    ("http", "tls", "minimumtls"): "the server's TLS defaults apply (TLS 1.2+)",
-    ("http", "tls", "ciphersuites"): "the server's TLS defaults apply",
-    ("storage", "cache", "blobdescriptorsize"): "dockyard sizes its own caches",
-    ("storage", "filesystem", "maxthreads"): "not needed by dockyard's filesystem driver",
-    ("storage", "tag"): "not applied",
-    ("middleware",): "not supported",
-    ("reporting",): "not supported",
-    ("notifications",): "registry:2 notification endpoints are not applied yet",
-    ("redis", "addr"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "password"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "db"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "dialtimeout"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "readtimeout"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "writetimeout"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "pool"): "registry:2 redis keys are not applied; set redis.url",
-    ("redis", "tls"): "registry:2 redis keys are not applied; set redis.url",
-    ("health",): "dockyard runs its own health checks",
-    ("proxy",): "pull-through cache is not configured this way yet",
-    ("validation",): "dockyard validates manifests its own way",
-    ("compatibility",): "not applied",
-    ("catalog",): "not applied",
-}
 # registry:2 key paths with the same meaning under another name here.
 RENAMED: dict[KeyPath, KeyPath] = {
     ("http", "draintimeout"): ("http", "drain_timeout"),
-}
-# Security settings dockyard cannot honour yet: refusing to start beats serving openly by surprise.
-NOT_SUPPORTED_YET: dict[KeyPath, str] = {
-    ("auth", "silly"): "silly authentication is not supported",
-    ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
+    ("loglevel",): ("log", "level"),  # deprecated in registry:2; log.level wins when both are set
 }
 # Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
 UNSUPPORTED_DRIVERS = frozenset({"azure", "gcs", "swift", "oss"})
@@ -107,7 +72,7 @@ _SECTION_NAMES = frozenset(
         "fields",
     }
 )
-# REGISTRY_* variables are read for these sections only; the others are dockyard's own.
+# REGISTRY_* variables set dockyard's keys in these sections; auth only registry:2's keys of it.
 REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
 NOT_SETTINGS = frozenset({"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD"})
@@ -138,22 +103,11 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     warnings: list[str] = []
     data = _read_file(path) if path is not None else {}
     _normalise_driver_sections(data)
-    _rename_registry2_keys(data)
     origins = _apply_environment(data, environ, warnings)
-    _drop_not_applied(data, warnings)
-    _reject_not_supported_yet(data)
+    _rename_registry2_keys(data)
+    registry2.check_keys(data, origins, warnings)
     _reject_unsupported_drivers(data, origins)
-    if _is_registry2(data):
-        _set_default(data, ("storage", "delete", "enabled"), False)
-        # registry:2 without an auth section is open; with htpasswd or token it uses those.
-        _set_default(data, ("auth", "enabled"), False)
-        token = _get(data, ("auth", "token"))
-        if isinstance(token, dict) and not token.get("rootcertbundle"):
-            raise ConfigError(
-                "auth.token: registry:2 token auth needs rootcertbundle (the issuer's certificates)"
-            )
-        if not _get(data, ("auth", "htpasswd")) and not token:
-            warnings.append("auth: no auth section in this registry:2 config: the registry is open to anyone")
+    _check_registry2_auth(data, origins, environ, warnings)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -214,19 +168,30 @@ def _rename_registry2_keys(data: dict[str, Any]) -> None:
                 _set(data, new, value)
 
 
-def _drop_not_applied(data: dict[str, Any], warnings: list[str]) -> None:
-    for key_path, reason in NOT_APPLIED.items():
-        parent = _get(data, key_path[:-1])
-        if isinstance(parent, dict) and key_path[-1] in parent:
-            del parent[key_path[-1]]
-            warnings.append(f"{'.'.join(key_path)}: accepted but not applied ({reason})")
-
-
-def _reject_not_supported_yet(data: dict[str, Any]) -> None:
-    for key_path, reason in NOT_SUPPORTED_YET.items():
-        parent = _get(data, key_path[:-1])
-        if isinstance(parent, dict) and parent.get(key_path[-1]):
-            raise ConfigError(f"{'.'.join(key_path)}: {reason}")
+def _check_registry2_auth(
+    data: dict[str, Any], origins: dict[KeyPath, str], environ: Mapping[str, str], warnings: list[str]
+) -> None:
+    """registry:2's auth: one type, token mode with its issuer's certificates, none means open."""
+    token = _get(data, ("auth", "token"))
+    selector = origins.get(("auth",))  # REGISTRY_AUTH, when it chose the type
+    chosen_token = selector is not None and environ[selector].strip().lower() == "token"
+    token_mode = isinstance(token, dict) and (
+        _is_registry2(data) or "rootcertbundle" in token or chosen_token
+    )
+    if isinstance(token, dict) and token_mode and not token.get("rootcertbundle"):
+        where = _source(("auth", "token"), origins)
+        raise ConfigError(
+            f"auth.token{where}: registry:2 token auth needs rootcertbundle (the issuer's certificates)"
+        )
+    if _get(data, ("auth", "htpasswd")) is not None and token_mode:
+        where = _source(("auth",), origins)
+        raise ConfigError(f"auth{where}: registry:2 takes one auth type; both htpasswd and token are set")
+    if _is_registry2(data):
+        _set_default(data, ("storage", "delete", "enabled"), False)
+        # registry:2 without an auth section is open; with htpasswd or token it uses those.
+        _set_default(data, ("auth", "enabled"), False)
+        if _get(data, ("auth", "htpasswd")) is None and not token_mode:
+            warnings.append("auth: no auth section in this registry:2 config: the registry is open to anyone")
 
 
 def _reject_unsupported_drivers(data: dict[str, Any], origins: dict[KeyPath, str]) -> None:
@@ -273,11 +238,21 @@ def _apply_environment(
         )
         for name in names:
             tokens = [t for t in name[len(prefix) :].split("_") if t]
+            if prefix == "REGISTRY_" and tokens == ["AUTH"]:
+                registry2.select_auth(data, name, environ[name])
+                origins[("auth",)] = name
+                continue
             resolved = _resolve(Settings, tokens) if tokens else None
-            if resolved is not None and prefix == "REGISTRY_" and resolved[0][0] not in REGISTRY_SECTIONS:
+            if resolved is not None and prefix == "REGISTRY_" and not _registry2_applies(resolved[0]):
                 resolved = None  # e.g. REGISTRY_DATADIR: not a registry:2 setting
             if resolved is None:
-                warnings.append(_unresolved_warning(name, tokens, prefix))
+                key_path = tuple(token.lower() for token in tokens)
+                if prefix == "REGISTRY_" and (key_path in RENAMED or registry2.is_registry2_key(key_path)):
+                    # registry:2 has it and dockyard does not model it: honoured or refused later.
+                    _set(data, key_path, _parse_env_value(environ[name], Any))
+                    origins[key_path] = name
+                else:
+                    warnings.append(_unresolved_warning(name, tokens, prefix))
                 continue
             key_path, annotation = resolved
             value = _parse_env_value(environ[name], annotation)
@@ -287,6 +262,10 @@ def _apply_environment(
                 _set(data, key_path, value)
             origins[key_path] = name
     return origins
+
+
+def _registry2_applies(key_path: KeyPath) -> bool:
+    return key_path[0] in REGISTRY_SECTIONS or key_path in registry2.APPLIED_AUTH_KEYS
 
 
 def _resolve(model: type[BaseModel], tokens: list[str]) -> tuple[KeyPath, Any] | None:
@@ -311,13 +290,8 @@ def _resolve(model: type[BaseModel], tokens: list[str]) -> tuple[KeyPath, Any] |
 
 
 def _unresolved_warning(name: str, tokens: list[str], prefix: str) -> str:
-    joined = "_".join(tokens).lower()
     if len(tokens) >= 2 and tokens[0] == "STORAGE" and tokens[1].lower() in UNSUPPORTED_DRIVERS:
         raise _unsupported_driver(name, tokens[1].lower())
-    for key_path, reason in NOT_APPLIED.items():
-        flat = "_".join(key_path)
-        if joined == flat or joined.startswith(flat + "_"):
-            return f"{name}: accepted but not applied ({reason})"
     kind = "registry:2 setting" if prefix == "REGISTRY_" else "setting"
     return f"{name}: ignored, it names no {kind} dockyard has"
 

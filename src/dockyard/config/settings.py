@@ -288,7 +288,6 @@ class TokenAuthSettings(_Section):
     issuer: str = "dockyard"
     expiration: str = "5m"
     rootcertbundle: Path | None = None
-    autoredirect: bool = False
 
     _check_expiration = field_validator("expiration")(_positive_duration)
 

@@ -69,7 +69,7 @@ def test_registry2_htpasswd_section_selects_htpasswd_auth(write_config: Any) -> 
     loaded = load_config(write_config(DEBIAN_REGISTRY2_CONFIG), {})
     assert loaded.settings.auth.htpasswd is not None
     assert loaded.settings.auth.htpasswd.path == Path("/etc/docker/registry")
-    assert [w.split(":")[0] for w in loaded.warnings] == ["health"]
+    assert [w.split(":")[0] for w in loaded.warnings] == ["health.storagedriver"]
 
 
 def test_registry2_token_section_needs_its_root_certificates(write_config: Any) -> None:
@@ -101,7 +101,7 @@ def test_debian_registry2_config_loads_with_warnings_for_sections_not_applied(wr
     assert settings.storage.delete.enabled is True
     assert settings.storage.cache.blobdescriptor == "inmemory"
     assert settings.log.fields == {"service": "registry"}
-    assert [w.split(":")[0] for w in loaded.warnings] == ["health", "auth"]
+    assert [w.split(":")[0] for w in loaded.warnings] == ["health.storagedriver", "auth"]
 
 
 def test_registry2_file_keeps_registry2_delete_default(write_config: Any) -> None:
@@ -123,8 +123,9 @@ def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -
             "http": {
                 "addr": "127.0.0.1:5443",
                 "secret": "s3cret",
-                "tls": {"certificate": str(cert), "key": str(key)},
-                "debug": {"addr": ":5001", "prometheus": {"enabled": True, "path": "/metrics"}},
+                "tls": {"certificate": str(cert), "key": str(key), "minimumtls": "tls1.2"},
+                "net": "tcp",
+                "relativeurls": False,
             },
             "storage": {
                 "filesystem": {"rootdirectory": str(tmp_path / "store")},
@@ -133,7 +134,7 @@ def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -
                     "readonly": {"enabled": True},
                 },
             },
-            "notifications": {"endpoints": [{"name": "alistener", "url": "https://example.invalid/"}]},
+            "notifications": None,  # written, but empty
         }
     )
     loaded = load_config(path, {})
@@ -144,7 +145,7 @@ def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -
     assert settings.storage.maintenance.uploadpurging.interval_seconds == 5400
     assert settings.storage.maintenance.readonly.enabled is True
     assert settings.log.accesslog.disabled is True
-    assert {w.split(":")[0] for w in loaded.warnings} == {"http.debug", "notifications", "auth"}
+    assert {w.split(":")[0] for w in loaded.warnings} == {"auth"}
     assert "s3cret" not in repr(settings)
 
 
@@ -204,22 +205,36 @@ def test_registry_storage_variable_selects_the_driver(write_config: Any) -> None
     assert "'azure' is not supported" in config_error(None, {"REGISTRY_STORAGE": "azure"})
 
 
-def test_registry_variables_only_reach_shared_sections() -> None:
+def test_registry_variables_set_registry2_keys_only() -> None:
     loaded = load_config(
         None,
         {
             "REGISTRY_DATADIR": "/nope",
+            "REGISTRY_AUTH_LDAP_URL": "ldap://nope",  # dockyard's own key: not through REGISTRY_*
             "REGISTRY_AUTH_HTPASSWD_PATH": "/x",
+            "REGISTRY_SERVICE_HOST": "10.0.0.1",  # a Kubernetes service named "registry"
+            "REGISTRY_PORT_5000_TCP": "tcp://10.0.0.1:5000",
             "DOCKYARD_NO_SUCH_THING": "1",
             "DOCKYARD_CONFIG": "/ignored.yml",
         },
     )
     assert loaded.settings.datadir == Path("data")
+    assert loaded.settings.auth.ldap is None
+    assert loaded.settings.auth.htpasswd is not None and loaded.settings.auth.htpasswd.path == Path("/x")
     assert sorted(w.split(":")[0] for w in loaded.warnings) == [
         "DOCKYARD_NO_SUCH_THING",
-        "REGISTRY_AUTH_HTPASSWD_PATH",
+        "REGISTRY_AUTH_LDAP_URL",
         "REGISTRY_DATADIR",
+        "REGISTRY_PORT_5000_TCP",
+        "REGISTRY_SERVICE_HOST",
     ]
+
+
+def test_loglevel_is_applied_as_registry2_does() -> None:
+    assert load_settings(None, {"REGISTRY_LOGLEVEL": "debug"}).log.level == "debug"
+    both = {"REGISTRY_LOGLEVEL": "debug", "REGISTRY_LOG_LEVEL": "error"}
+    assert load_settings(None, both).log.level == "error"
+    assert load_settings(None, {"REGISTRY_HTTP_DRAINTIMEOUT": "45s"}).http.drain_timeout == "45s"
 
 
 def test_invalid_value_names_the_key_path(write_config: Any) -> None:
