@@ -26,6 +26,8 @@ from dockyard.api.allowlist import AllowlistMiddleware
 from dockyard.api.drain import DrainState, InFlightMiddleware
 from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
+from dockyard.api.management import MOUNT_PATH
+from dockyard.api.management.errors import error_response as management_error
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
@@ -245,11 +247,23 @@ def _metrics_endpoint(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Any:
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
+    if _in_management_api(request):
+        return management_error(404, "not found")
     return PlainTextResponse("not found", status_code=404)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return PlainTextResponse(f"{request.method} is not allowed here", status_code=405)
+    message = f"{request.method} is not allowed here"
+    if _in_management_api(request):
+        return management_error(405, message)
+    return PlainTextResponse(message, status_code=405)
+
+
+def _in_management_api(request: Request) -> bool:
+    """A path under /api/v1 its mount did not take (`/api/v1/projects/%0A`: Starlette's path pattern
+    stops at a newline) is still answered in the API's error format."""
+    path = request.url.path
+    return path == MOUNT_PATH or path.startswith(MOUNT_PATH + "/")
 
 
 def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:

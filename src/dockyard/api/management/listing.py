@@ -1,6 +1,6 @@
 """Paging, sorting and filtering, the same on every list endpoint.
 
-- Paging: `page` (from 1) and `page_size` (1..100, default 20). The response is a JSON array; the
+- Paging: `page` (1..1,000,000,000) and `page_size` (1..100, default 20). The response is a JSON array; the
   `X-Total-Count` header gives the number of matching items across all pages, and a `Link` header
   (RFC 8288) points at the `first`, `prev`, `next` and `last` pages, keeping every other parameter.
 - Sorting: `sort=name` ascending, `sort=-created_at` descending. Each list names the keys it allows;
@@ -22,6 +22,9 @@ from fastapi import Query, Request, Response
 from dockyard.api.management.errors import ApiError
 
 MAX_PAGE_SIZE = 100
+# Far past any real list, and small enough that the row offset (page - 1) * page_size fits the
+# databases' 64-bit OFFSET: page=9223372036854775807 was a 500 (an integer overflow in the driver).
+MAX_PAGE = 1_000_000_000
 DEFAULT_PAGE_SIZE = 20
 T = TypeVar("T")
 
@@ -48,7 +51,7 @@ def list_params(sort_keys: Sequence[str], default_sort: str) -> Callable[..., Li
     allowed = ", ".join(f"{key}, -{key}" for key in sort_keys)
 
     def dependency(
-        page: Annotated[int, Query(ge=1, description="Page number, from 1.")] = 1,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page number, from 1 to {MAX_PAGE}.")] = 1,
         page_size: Annotated[
             int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, at most {MAX_PAGE_SIZE}.")
         ] = DEFAULT_PAGE_SIZE,

@@ -13,8 +13,6 @@ change feed moves; failures never, and each one counts against the login limits.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from typing import Annotated
 
@@ -31,6 +29,7 @@ from dockyard.auth.interfaces import (
     PrincipalKind,
     Unauthenticated,
 )
+from dockyard.auth.remembered import decode_basic
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_CREDENTIAL_LENGTH = 4096  # a longer Authorization header is refused before any hashing
@@ -71,7 +70,7 @@ async def _from_basic(header: str, request: Request, services: ManagementService
         )
     # The /v2 gate's remembered logins: scripts send the password with every call, and argon2id
     # costs ~25 ms of CPU and 19 MiB each time. Revocations reach it through the AUTH change feed.
-    principal = await services.logins.principal(encoded.encode("latin-1"), client_ip(request))
+    principal = await services.logins.principal(encoded, client_ip(request))
     if principal is None:
         raise AuthenticationFailed()
     return principal
@@ -120,20 +119,20 @@ def admin(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     return principal
 
 
-def _basic_credentials(header: str) -> tuple[str, str, str]:
-    """(username, secret, the base64 part the remembered logins are keyed by)."""
+def _basic_credentials(header: str) -> tuple[str, str, bytes]:
+    """(username, secret, the base64 part the remembered logins are keyed by), decoded as /v2 and
+    /token decode them (`decode_basic`): a header that is not base64 of UTF-8 `user:secret`, non-ASCII
+    bytes included, is a 401."""
     scheme, _, encoded = header.partition(" ")
-    encoded = encoded.strip()
-    if scheme.lower() != "basic" or not encoded or len(encoded) > MAX_CREDENTIAL_LENGTH:
+    # Starlette decoded the header as Latin-1: encoding it back gives the bytes the client sent.
+    raw = encoded.strip().encode("latin-1")
+    if scheme.lower() != "basic" or not raw or len(raw) > MAX_CREDENTIAL_LENGTH:
         raise AuthenticationFailed("use HTTP Basic credentials or log in")
-    try:
-        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise AuthenticationFailed("malformed Basic credentials") from None
-    username, colon, secret = decoded.partition(":")
-    if not colon or not username:
+    credentials = decode_basic(raw)
+    if credentials is None:
         raise AuthenticationFailed("malformed Basic credentials")
-    return username, secret, encoded
+    username, secret = credentials
+    return username, secret, raw
 
 
 # Shorthands for handler signatures.

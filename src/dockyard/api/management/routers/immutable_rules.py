@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from dockyard.api.management.access import require
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.ids import ResourceId
 from dockyard.api.management.security import Caller
 from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.projects.interfaces import ImmutableRule
@@ -80,14 +81,19 @@ def add_rule(project: str, body: RuleIn, request: Request, principal: Caller, se
 
 
 @router.get("/projects/{project}/immutable-rules/{rule_id}", response_model=RuleOut)
-def get_rule(project: str, rule_id: int, principal: Caller, services: Services) -> RuleOut:
+def get_rule(project: str, rule_id: ResourceId, principal: Caller, services: Services) -> RuleOut:
     require(services, principal, project, Permission.PROJECT_UPDATE)
     return rule_out(services.registry.immutability.get(project, rule_id))
 
 
 @router.put("/projects/{project}/immutable-rules/{rule_id}", response_model=RuleOut)
 def update_rule(
-    project: str, rule_id: int, body: RuleUpdate, request: Request, principal: Caller, services: Services
+    project: str,
+    rule_id: ResourceId,
+    body: RuleUpdate,
+    request: Request,
+    principal: Caller,
+    services: Services,
 ) -> RuleOut:
     changes = body.model_dump(exclude_unset=True)
     detail = {"rule": rule_id, "changes": changes}
@@ -98,7 +104,9 @@ def update_rule(
 
 
 @router.delete("/projects/{project}/immutable-rules/{rule_id}", status_code=204)
-def remove_rule(project: str, rule_id: int, request: Request, principal: Caller, services: Services) -> None:
+def remove_rule(
+    project: str, rule_id: ResourceId, request: Request, principal: Caller, services: Services
+) -> None:
     detail = {"removed_immutable_rule": rule_id}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)

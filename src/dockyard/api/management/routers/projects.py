@@ -12,6 +12,7 @@ from dockyard.api.management.access import require, visible
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
+from dockyard.api.management.ids import ResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Caller, SignedIn
 from dockyard.audit.interfaces import AuditAction, ResourceType
@@ -210,14 +211,19 @@ def add_member(
 
 
 @router.get("/projects/{project}/members/{member_id}", response_model=MemberOut)
-def get_member(project: str, member_id: int, principal: Caller, services: Services) -> MemberOut:
+def get_member(project: str, member_id: ResourceId, principal: Caller, services: Services) -> MemberOut:
     require(services, principal, project, Permission.MEMBER_READ)
     return member_out(services.members.get(project, member_id))
 
 
 @router.patch("/projects/{project}/members/{member_id}", response_model=MemberOut)
 def update_member(
-    project: str, member_id: int, body: MemberUpdate, request: Request, principal: Caller, services: Services
+    project: str,
+    member_id: ResourceId,
+    body: MemberUpdate,
+    request: Request,
+    principal: Caller,
+    services: Services,
 ) -> MemberOut:
     resource = f"{project}/{member_id}"
     detail = {"role": body.role.value}
@@ -232,7 +238,7 @@ def update_member(
 
 @router.delete("/projects/{project}/members/{member_id}", status_code=204)
 def remove_member(
-    project: str, member_id: int, request: Request, principal: Caller, services: Services
+    project: str, member_id: ResourceId, request: Request, principal: Caller, services: Services
 ) -> None:
     resource = f"{project}/{member_id}"
     with audited(services, request, principal, AuditAction.DELETE, ResourceType.MEMBER, resource) as extra:

@@ -80,7 +80,7 @@ class RobotUpdate(BaseModel):
     expires_at: datetime | None = None
     disabled: bool | None = None
     permissions: list[ProjectPermission] | None = Field(default=None, description="System robots.")
-    actions: list[Action] | None = Field(default=None, description="Project robots.")
+    actions: list[Action] | None = Field(default=None, min_length=1, description="Project robots.")
 
 
 # --- system robots ------------------------------------------------------------------------------
@@ -167,9 +167,9 @@ def update_project_robot(
 ) -> RobotOut:
     full = _full_name(name, project)
     if body.actions is not None:
-        body = body.model_copy(
-            update={"permissions": [ProjectPermission(project=project, actions=body.actions)]}
-        )
+        # Not validated again: the path names the project (checked by _manage), `actions` was validated.
+        permission = ProjectPermission.model_construct(project=project, actions=body.actions)
+        body = body.model_copy(update={"permissions": [permission]})
     return _update(services, request, principal, full, body, _manage(services, principal, project))
 
 

@@ -12,6 +12,7 @@ from dockyard.accounts.interfaces import PersonalToken, User
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
+from dockyard.api.management.ids import ResourceId
 from dockyard.api.management.listing import ListParams, list_params, page_in_memory, set_page_headers
 from dockyard.api.management.security import Admin, SignedIn, session_key
 from dockyard.audit.interfaces import AuditAction, ResourceType
@@ -236,7 +237,7 @@ def create_my_token(
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204)
-def revoke_my_token(token_id: int, request: Request, principal: SignedIn, services: Services) -> None:
+def revoke_my_token(token_id: ResourceId, request: Request, principal: SignedIn, services: Services) -> None:
     _user_only(principal.kind)
     resource = f"{principal.name}/{token_id}"
     with audited(services, request, principal, AuditAction.DELETE, ResourceType.PERSONAL_TOKEN, resource):
