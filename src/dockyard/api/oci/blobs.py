@@ -10,13 +10,14 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from dockyard.api.numbers import parse_decimal
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER, error_response
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import RangeInvalid
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits: \d would take any script's
 _READ_CHUNK = 1024 * 1024
 
 
@@ -28,17 +29,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     match = _RANGE.match(header.strip())
     if match is None or match.group(0) == "bytes=-":
         return None
-    first, last = match.groups()
-    if first == "":
-        suffix = int(last)
-        if suffix == 0:
+    first, last = (parse_decimal(group) for group in match.groups())  # None where empty
+    if first is None:  # a suffix, bytes=-N: the last N bytes; bytes=-0 asks for none of them
+        if last is None or last == 0:
             raise RangeInvalid(detail={"size": size})
-        return max(size - suffix, 0), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if start >= size or (last != "" and int(last) < start):
+        return max(size - last, 0), size
+    end = size if last is None else min(last + 1, size)
+    if first >= size or (last is not None and last < first):
         raise RangeInvalid(detail={"size": size})
-    return start, end
+    return first, end
 
 
 def blob_headers(digest: str, size: int) -> dict[str, str]:

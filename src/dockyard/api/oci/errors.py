@@ -51,6 +51,14 @@ _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
     (errors.PathNotFound, "BLOB_UNKNOWN", 404),
 ]
 
+# Storage errors' own messages name storage paths and backend details (`path not found:
+# uploads/<id>/data`): they go to the log. The client gets the text of the code it is answered with, or
+# the error class's fixed message.
+_PUBLIC_STORAGE_MESSAGES: dict[str, str] = {
+    "BLOB_UNKNOWN": errors.BlobUnknown.message,
+    "NAME_INVALID": errors.NameInvalid.message,
+}
+
 log = logging.getLogger("dockyard.api.oci")
 
 
@@ -83,8 +91,9 @@ def render_error(exc: Exception) -> Response:
     if isinstance(exc, errors.DockyardError):
         for kind, code, status in _MAPPING:
             if isinstance(exc, kind):
-                if isinstance(exc, errors.PathNotFound):
-                    log.error("blob recorded in the DB is missing from storage: %s", exc)
+                if isinstance(exc, errors.StorageError):
+                    log.error("storage error answered as %s: %s", code, exc.message)
+                    return error_response(code, _PUBLIC_STORAGE_MESSAGES.get(code, type(exc).message), status)
                 return error_response(code, exc.message, status, exc.detail)
     if database_unavailable(exc):
         return unavailable_response(exc)

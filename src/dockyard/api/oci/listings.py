@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.numbers import parse_decimal
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.gate import PRINCIPAL_KEY
@@ -32,9 +33,10 @@ def _pagination(request: Request) -> tuple[int | None, str | None]:
     raw = request.query_params.get("n")
     limit: int | None = None
     if raw is not None and raw != "":
-        if not raw.isdigit():
+        number = parse_decimal(raw)
+        if number is None:
             raise PaginationInvalid(detail={"n": raw})
-        limit = min(int(raw), MAX_PAGE)
+        limit = min(number, MAX_PAGE)
     last = request.query_params.get("last") or None
     return limit, last
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.responses import PreparedResponse, encode_headers
+from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
 from dockyard.content.manifest import MAX_MANIFEST_SIZE
 from dockyard.errors import ManifestTooLarge, ManifestUnknown, SizeInvalid
@@ -94,12 +95,9 @@ async def delete_manifest(ctx: OCIContext, request: Request, name: str, referenc
 
 async def _read_limited(request: Request) -> bytes:
     """Read a manifest body, refusing more than the limit before buffering it."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise SizeInvalid("invalid Content-Length header")
-        if int(length) > MAX_MANIFEST_SIZE:
-            raise ManifestTooLarge(f"manifest is {length} bytes; the limit is {MAX_MANIFEST_SIZE}")
+    length = declared_length(request)
+    if length is not None and length > MAX_MANIFEST_SIZE:
+        raise ManifestTooLarge(f"manifest is {length} bytes; the limit is {MAX_MANIFEST_SIZE}")
     parts: list[bytes] = []
     received = 0
     try:
@@ -110,6 +108,6 @@ async def _read_limited(request: Request) -> bytes:
             parts.append(chunk)
     except ClientDisconnect:
         raise SizeInvalid("the client disconnected before the whole manifest arrived") from None
-    if length is not None and received != int(length):
+    if length is not None and received != length:
         raise SizeInvalid("request body is shorter than its Content-Length")
     return b"".join(parts)
