@@ -28,9 +28,11 @@ from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
 from dockyard.api.management import MOUNT_PATH
 from dockyard.api.management.errors import error_response as management_error
+from dockyard.api.metrics import MetricsAccess, MetricsListener, Render, metrics_endpoint
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
+from dockyard.api.oci.gate import BasicGate, TokenGate
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.audit.services import AuditLog
@@ -57,7 +59,7 @@ from dockyard.registry.cache_redis import RedisChangeFeed, connect
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.retention.tasks import retention_kind
-from dockyard.security import build_security, first_admin
+from dockyard.security import Security, auth_mode, build_security, first_admin
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.driver.base import StorageDriver
@@ -179,22 +181,26 @@ def create_app(services: Services) -> ASGIApp:
         *health_routes(readiness_checks(services.db, services.driver, redis_ping), draining=drain.draining),
         *security.routes,
     ]
+    listener: MetricsListener | None = None
     if settings.metrics.enabled:
-        routes.append(
-            Route(
-                "/metrics",
-                _metrics_endpoint(metrics, services.registry.quotas, services.jobs),
-                methods=["GET"],
-            )
-        )
+        render = _metrics_render(metrics, services.registry.quotas, services.jobs)
+        if settings.metrics.listen:  # a port of its own, instead of http.addr
+            listener = MetricsListener(settings.metrics.listen, render)
+        else:
+            access = _metrics_access(settings, security)
+            routes.append(Route("/metrics", metrics_endpoint(render, access), methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locks, close_locks = build_locks(settings)
         housekeeping = [asyncio.create_task(_purge_audit_forever(services, locks))]
+        if listener is not None:
+            listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                listener.close()
             for task in housekeeping:
                 task.cancel()
             close_locks()
@@ -230,7 +236,7 @@ def create_app(services: Services) -> ASGIApp:
     return ForwardedMiddleware(observed, proxies) if proxies else observed
 
 
-def _metrics_endpoint(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Any:
+def _metrics_render(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Render:
     # The queue's depth is read from the DB too, with the names a standalone `dockyard worker` uses.
     queue_depth = QueueDepthCollector(jobs.db, jobs.known_kinds or ())
 
@@ -239,11 +245,20 @@ def _metrics_endpoint(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Any:
         # Quota gauges come from the DB at scrape time: the same on every worker and node.
         return body + quota_exposition(quotas.all()) + queue_depth.exposition(), content_type
 
-    async def endpoint(request: Request) -> Response:
-        body, content_type = await asyncio.to_thread(render)
-        return Response(body, headers={"Content-Type": content_type})
+    return render
 
-    return endpoint
+
+def _metrics_access(settings: Settings, security: Security) -> MetricsAccess:
+    """/metrics on http.addr: administrators and the metrics token; open with auth off (anyone may pull
+    anything there) unless a token is set, or when metrics.public says so."""
+    mode = auth_mode(settings)
+    gate = security.gate
+    return MetricsAccess(
+        open_to_all=settings.metrics.public or (mode == "none" and not settings.metrics.token),
+        token=settings.metrics.token,
+        logins=gate.basic if isinstance(gate, TokenGate | BasicGate) else None,
+        admins_only=mode != "htpasswd",  # htpasswd users may do everything
+    )
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

@@ -72,7 +72,7 @@ def test_purge_uploads_runs_as_a_job_and_drops_stale_uploads(
     )
     assert gone.status_code == 404
     # The job worker's metrics add up with the HTTP workers' on /metrics.
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(f"{server.url}/metrics", auth=("admin", ADMIN_PASSWORD)).text
     assert 'jobs_finished_total{kind="purge-uploads",status="succeeded"}' in metrics
     assert 'job_duration_seconds_count{kind="purge-uploads"}' in metrics
 

@@ -69,9 +69,11 @@ def worker_metrics(server: RunningServer) -> Iterator[str]:
         log.close()
 
 
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(
+    url: str, auth: tuple[str, str] | None = None
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the exposition, keyed by name and labels."""
-    response = httpx.get(url)
+    response = httpx.get(url, auth=auth)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
@@ -120,7 +122,7 @@ def test_a_standalone_worker_serves_its_job_metrics(
     assert value(busy, "jobs_running", kind="selftest") == 1
     assert value(busy, "jobs_started_total", kind="selftest") == 1
     # serve's /metrics reads the same gauge from the same database.
-    on_serve = scrape(f"{server.url}/metrics")
+    on_serve = scrape(f"{server.url}/metrics", auth=ADMIN)
     assert (depth(on_serve, "queued"), depth(on_serve, "running")) == (2, 1)
 
     assert api.post(f"/jobs/{long_job}/cancel").status_code == 200

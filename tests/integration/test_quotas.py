@@ -264,7 +264,7 @@ def test_concurrent_pushes_against_the_last_mib(server: RunningServer, api: http
                 assert fetched.status_code == 200 and fetched.content == blob
 
     # Reported through metrics too, and the warning threshold was passed: an audit event.
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN).text
     assert f'dockyard_project_quota_used_bytes{{project="race"}} {used}' in metrics
     assert f'dockyard_project_quota_limit_bytes{{project="race"}} {limit}' in metrics
     events = api.get("/audit", params={"action": "quota_warning", "resource_name": "race"}).json()

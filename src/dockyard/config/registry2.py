@@ -80,7 +80,7 @@ REFUSED: dict[KeyPath, str] = {
     ("auth", "token", "jwks"): "only certificates in auth.token.rootcertbundle are trusted",
     ("auth", "token", "signingalgorithms"): "the algorithms are those of the rootcertbundle's keys",
     ("log", "hooks"): "log hooks (mail on errors) are not supported",
-    ("http", "debug"): "no debug server; metrics are at /metrics on http.addr (metrics.enabled)",
+    ("http", "debug"): "no debug server; metrics are at /metrics on http.addr, or on metrics.listen",
     ("http", "tls", "letsencrypt"): "get certificates outside dockyard (`dockyard cert` makes a private CA)",
     ("http", "tls", "clientcas"): "client certificate authentication is not available in this version",
     ("http", "tls", "clientauth"): "client certificate authentication is not available in this version",

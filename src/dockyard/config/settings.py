@@ -34,6 +34,8 @@ class TLSSettings(_Section):
         return self.certificate is not None
 
 
+MIN_METRICS_TOKEN_LENGTH = 24  # a guessable scrape token would undo keeping metrics private
+
 # host:port, :port or [ipv6]:port; the host part is a name or an address, never a URL.
 _ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
 
@@ -276,7 +278,32 @@ class LogSettings(_Section):
 
 
 class MetricsSettings(_Section):
+    """Prometheus metrics (docs/operations.md#metrics). They name every project and its storage use, so
+    they are not public by default: on http.addr only system administrators (Basic credentials) and
+    holders of `token` (Bearer) read them; with `listen` they move to a port of their own, without auth."""
+
     enabled: bool = True
+    # host:port of a separate listener serving GET /metrics without authentication (bind it to loopback
+    # or a private network, as the worker's jobs.metrics_listen); http.addr then has no /metrics.
+    listen: str | None = None
+    # A secret Prometheus sends as `Authorization: Bearer <token>` to read /metrics on http.addr.
+    token: str | None = Field(default=None, repr=False)
+    # true: /metrics on http.addr answers anyone (private project names and storage use included).
+    public: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_addr(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_METRICS_TOKEN_LENGTH} characters (openssl rand -hex 24)")
+        return value
 
 
 class TokenAuthSettings(_Section):
@@ -409,6 +436,13 @@ class Settings(_Section):
     def _version_as_text(cls, value: Any) -> Any:
         # YAML reads `version: 0.1` as a float.
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _metrics_port_of_its_own(self) -> Self:
+        listen = self.metrics.listen
+        if listen is not None and split_addr(listen)[1] == self.http.bind_port:
+            raise ValueError(f"metrics.listen {listen!r} needs a port other than http.addr's")
+        return self
 
     @property
     def is_registry2_config(self) -> bool:
