@@ -1,0 +1,80 @@
+"""Fuzzing /api/v1 with schemathesis, from the API's own OpenAPI document: every operation gets
+generated path parameters, queries and bodies (within the schema and outside it), sent as the
+administrator so they reach the handlers. None may get a 5xx; every refusal is the API's error body
+(`{"errors": [{"code", "message"}]}`); the server still serves afterwards (the `alive` fixture)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, cast
+
+import pytest
+import schemathesis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+
+from dockyard.api.management import ManagementServices, create_management_app
+from tests.fuzz.target import EXAMPLES, Target
+from tests.support.inprocess import ADMIN, basic
+from tests.support.ociclient import describe
+
+pytestmark = pytest.mark.xdist_group("fuzz-api")  # one app per worker, built once
+
+MOUNT = "/api/v1"
+
+
+def operations() -> list[tuple[str, str]]:
+    """(method, path) of every operation in the OpenAPI document, read at collection time from the app
+    itself (its routes do not need the services to describe themselves)."""
+    document = create_management_app(cast(ManagementServices, None)).openapi()
+    return [(method.upper(), path) for path, item in document["paths"].items() for method in item]
+
+
+@pytest.fixture(scope="module")
+def api_schema(target: Target) -> Any:
+    document = target.http.get(f"{MOUNT}/openapi.json")
+    assert document.status_code == 200, describe(document)
+    return schemathesis.openapi.from_dict(document.json())
+
+
+def send(target: Target, case: Any) -> Any:
+    """The case as the administrator sends it, through the app's own TestClient (one event loop)."""
+    request = case.as_transport_kwargs(base_url=f"{target.http.base_url}{MOUNT}", headers=basic(*ADMIN))
+    cookies = request.pop("cookies", None)
+    if "data" in request and isinstance(request["data"], str | bytes):
+        request["content"] = request.pop("data")
+    if cookies:
+        cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        request["headers"] = {**request["headers"], "Cookie": cookie}
+    return target.http.request(**request)
+
+
+def assert_api_answer(response: Any) -> None:
+    """Not a server error; a refusal is the API's error body."""
+    assert response.status_code < 500, describe(response)
+    if response.status_code >= 400 and response.request.method != "HEAD":
+        assert response.headers.get("content-type") == "application/json", describe(response)
+        body = response.json()
+        assert isinstance(body, dict) and set(body) == {"errors"}, describe(response)
+        assert all({"code", "message"} <= set(error) for error in body["errors"]), describe(response)
+
+
+def cases(operation: Any) -> st.SearchStrategy[Any]:
+    """Valid input (it reaches the handlers' logic) and invalid input (it tests the validation in front)."""
+    strategies = [operation.as_strategy(GenerationMode.POSITIVE)]
+    with contextlib.suppress(Exception):  # an operation without parameters has no invalid input
+        strategies.append(operation.as_strategy(GenerationMode.NEGATIVE))
+    return st.one_of(strategies)
+
+
+@pytest.mark.parametrize(("method", "path"), operations(), ids=lambda value: str(value))
+def test_no_api_request_gets_a_server_error(method: str, path: str, api_schema: Any, alive: Target) -> None:
+    operation = api_schema[path][method]
+
+    @settings(max_examples=max(1, EXAMPLES // 4))
+    @given(case=cases(operation))
+    def check(case: Any) -> None:
+        assert_api_answer(send(alive, case))
+
+    check()
