@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
-from dockyard.api.management.ids import ResourceId
+from dockyard.api.management.ids import LongResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Admin
 from dockyard.audit.interfaces import AuditAction, ResourceType
@@ -167,7 +167,7 @@ def delete_schedule(kind: str, request: Request, principal: Admin, services: Ser
 
 
 @router.get("/jobs/{job_id}", response_model=JobDetailOut)
-def get_job(job_id: ResourceId, principal: Admin, services: Services) -> JobDetailOut:
+def get_job(job_id: LongResourceId, principal: Admin, services: Services) -> JobDetailOut:
     queue = _queue(services)
     with _job_errors():
         job = queue.get(job_id)
@@ -176,7 +176,7 @@ def get_job(job_id: ResourceId, principal: Admin, services: Services) -> JobDeta
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: ResourceId, request: Request, principal: Admin, services: Services) -> JobOut:
+def cancel_job(job_id: LongResourceId, request: Request, principal: Admin, services: Services) -> JobOut:
     """A queued job is cancelled at once; a running one stops at its handler's next check (about a
     second): it shows `cancel_requested` until then."""
     queue = _queue(services)
@@ -190,7 +190,7 @@ def cancel_job(job_id: ResourceId, request: Request, principal: Admin, services:
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobOut, status_code=201)
-def retry_job(job_id: ResourceId, request: Request, principal: Admin, services: Services) -> JobOut:
+def retry_job(job_id: LongResourceId, request: Request, principal: Admin, services: Services) -> JobOut:
     """Queue a new job with the kind and params of a failed or cancelled one."""
     queue = _queue(services)
     target = _existing(queue, job_id)

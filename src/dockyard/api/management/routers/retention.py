@@ -16,7 +16,7 @@ from dockyard.api.management.access import require
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
-from dockyard.api.management.ids import ResourceId
+from dockyard.api.management.ids import LongResourceId
 from dockyard.api.management.security import Caller
 from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.jobs.services import JobQueue
@@ -116,7 +116,7 @@ def list_runs(
 
 
 @router.get("/projects/{project}/retention/runs/{run_id}", response_model=RunReportOut)
-def get_run(project: str, run_id: ResourceId, principal: Caller, services: Services) -> RunReportOut:
+def get_run(project: str, run_id: LongResourceId, principal: Caller, services: Services) -> RunReportOut:
     require(services, principal, project, Permission.PROJECT_READ)
     run = RetentionRuns(services.db).get(project, run_id)
     if run is None:
