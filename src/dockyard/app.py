@@ -42,6 +42,7 @@ from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.locks import FileLocks, LockManager, RedisLocks
 from dockyard.db.migrate import upgrade
+from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
 from dockyard.errors import StorageFull
 from dockyard.gc.tasks import gc_kind
@@ -122,7 +123,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     engine = build_engine(settings.database_url)
     if migrate:
         upgrade(engine)
-    db = Database(engine)
+    db = Database(engine, read_only=ReadOnlyFlag.for_settings(settings))
     driver = build_driver_from(settings)
     # Several worker processes share one node's caches' change feed through a file; an
     # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.

@@ -20,6 +20,7 @@ from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
+from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
 from dockyard.lifecycle import WORKER_GRACE, mark_parent
 from dockyard.observability.logging import configure_logging
@@ -53,6 +54,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     upgrade(engine)
     _first_start(settings, engine)
     engine.dispose()
+    _warn_if_read_only(settings)
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(config_path.resolve())
     tls = settings.http.tls
@@ -141,6 +143,19 @@ def _reset_ephemeral_database(settings: Settings) -> None:
         return
     for suffix in ("", "-wal", "-shm"):
         database.with_name(database.name + suffix).unlink(missing_ok=True)
+
+
+def _warn_if_read_only(settings: Settings) -> None:
+    """The runtime switch outlives a restart on the same config (db.readonly): say so at start."""
+    flag = ReadOnlyFlag.for_settings(settings)
+    state = flag.state() if flag.is_on() else None
+    if state is not None:
+        log.warning(
+            "read-only since %s: %s. Pulls work, writes are refused; `dockyard read-only off` takes "
+            "writes again",
+            state.since,
+            state.reason or "no reason given",
+        )
 
 
 def _first_start(settings: Settings, engine: Engine) -> None:

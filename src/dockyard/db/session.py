@@ -14,14 +14,17 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from dockyard.db.engine import WRITE_OPTION
-from dockyard.errors import StorageFull
+from dockyard.db.readonly import ReadOnlyFlag
+from dockyard.errors import ReadOnly, StorageFull
 
 log = logging.getLogger("dockyard.db")
 
 
 class Database:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_only: ReadOnlyFlag | None = None) -> None:
         self.engine = engine
+        # The runtime read-only switch (db.readonly); None: this process never checks one.
+        self.read_only_flag = read_only
         # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
         # Threads of one process queue on a lock instead, so only other processes ever make them wait.
         self._write_lock: contextlib.AbstractContextManager[object] = (
@@ -32,6 +35,10 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def is_read_only(self) -> bool:
+        """Whether the runtime read-only switch is on for this deployment (a file check)."""
+        return self.read_only_flag is not None and self.read_only_flag.is_on()
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
@@ -41,7 +48,8 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A transaction that commits when the block ends without error, else rolls back.
 
-        Raises StorageFull when the database has no room to grow (its disk is full)."""
+        Raises StorageFull when the database has no room to grow (its disk is full), and ReadOnly
+        (rolled back) when the read-only switch is on at the commit (db.readonly: why there)."""
         options = {WRITE_OPTION: True}
         try:
             with (
@@ -50,6 +58,8 @@ class Database:
                 connection.begin(),
             ):
                 yield connection
+                if self.is_read_only():
+                    raise ReadOnly()
         except sa_exc.DBAPIError as exc:
             if database_full(exc):
                 raise StorageFull(
@@ -64,11 +74,14 @@ class Database:
 @contextmanager
 def unless_full(what: str) -> Iterator[None]:
     """Around a write that a read-only request makes on the side (a login's time, a token's last
-    use): on a full disk it is skipped with a warning, and the request (a pull) goes on."""
+    use): on a full disk it is skipped with a warning, in read-only maintenance quietly, and the
+    request (a pull) goes on."""
     try:
         yield
     except StorageFull:
         log.warning("storage is full: %s not recorded", what)
+    except ReadOnly:
+        log.debug("read-only maintenance: %s not recorded", what)
 
 
 def database_full(exc: BaseException) -> bool:

@@ -420,7 +420,8 @@ class Registry:
         return self._manifests_by_digest if ":" in reference else self._manifests_by_tag
 
     def _check_writable(self) -> None:
-        if self.read_only:
+        # The configured mode, or the runtime switch (db.readonly: `dockyard move`, `read-only on`).
+        if self.read_only or self._db.is_read_only():
             raise ReadOnly()
 
     def _check_deletable(self) -> None:
