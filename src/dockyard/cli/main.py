@@ -23,6 +23,7 @@ from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
 from dockyard.cli.gc import gc_app
 from dockyard.cli.maintenance import maintenance_app
+from dockyard.cli.move import move_app
 
 if (
     TYPE_CHECKING
@@ -48,6 +49,7 @@ app.add_typer(audit_app)  # audit
 app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
+app.add_typer(move_app)  # move, read-only
 app.add_typer(gc_app)  # garbage-collect
 
 ConfigOption = Annotated[

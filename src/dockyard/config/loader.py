@@ -75,7 +75,9 @@ _SECTION_NAMES = frozenset(
 # REGISTRY_* variables set dockyard's keys in these sections; auth only registry:2's keys of it.
 REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
-NOT_SETTINGS = frozenset({"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD"})
+NOT_SETTINGS = frozenset(
+    {"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD", "DOCKYARD_MOVE_TO_DATABASE"}
+)
 _ENV_PREFIXES = ("REGISTRY_", "DOCKYARD_")  # applied in this order, so DOCKYARD_* wins
 
 
