@@ -9,6 +9,7 @@ import ctypes.util
 import logging
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +40,8 @@ from dockyard.audit.services import AuditLog
 from dockyard.config.durations import parse_duration
 from dockyard.config.loader import load_settings
 from dockyard.config.settings import Settings
-from dockyard.db.engine import build_engine
+from dockyard.datadir import InsecureDataDirectory, private_umask, secure
+from dockyard.db.engine import build_engine, sqlite_file
 from dockyard.db.locks import FileLocks, LockManager, RedisLocks
 from dockyard.db.migrate import upgrade
 from dockyard.db.readonly import ReadOnlyFlag
@@ -109,6 +111,27 @@ def local_change_feed_path(settings: Settings) -> Path | None:
     if settings.redis.url or settings.storage.driver_name == "inmemory":
         return None
     return settings.datadir / "run" / "changes"
+
+
+def secure_data(settings: Settings) -> None:
+    """At start: files this process creates are private (umask 077), and the data directory (with a
+    storage root or SQLite database kept elsewhere) is made private if an older version left it open.
+    Exits with a message when it cannot be (another user's directory that others may read)."""
+    private_umask()
+    directories = []
+    if settings.storage.driver_name == "filesystem":
+        directories.append(settings.storage_root)
+    files = []
+    database = sqlite_file(settings.database_url)
+    if database is not None:
+        files = [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    try:
+        changed = secure(settings.datadir, directories, files)
+    except InsecureDataDirectory as exc:
+        log.error("%s", exc)
+        sys.exit(f"dockyard: {exc}")
+    for change in changed:
+        log.warning("made private (other users could read it): %s", change)
 
 
 def build_driver_from(settings: Settings) -> StorageDriver:
@@ -367,6 +390,7 @@ def tune_malloc() -> None:
 def worker_app() -> Any:
     """ASGI factory for server worker processes: settings come from the file `serve` was given."""
     die_with_parent(WORKER_GRACE)  # a worker of a killed serve must not serve on beside the next one
+    private_umask()  # serve set it already; under another server (uvicorn) the app does
     tune_malloc()
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)

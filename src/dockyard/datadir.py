@@ -17,6 +17,7 @@ import logging
 import mmap
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("dockyard.datadir")
@@ -25,7 +26,17 @@ PRIVATE_UMASK = 0o077
 DIRECTORY_MODE = 0o700
 FILE_MODE = 0o600
 # Top-level entries that must be private: the SQLite database and its journals, secrets, run files.
-_SENSITIVE = ("*.db", "*.db-wal", "*.db-shm", "*.db-journal", "admin-password", "session-secret", "run")
+_SENSITIVE = (
+    "*.db",
+    "*.db-wal",
+    "*.db-shm",
+    "*.db-journal",
+    "admin-password",
+    "session-secret",
+    "signing-key-secret",
+    "run",
+    "storage",
+)
 
 
 def allocate(fd: int, size: int) -> None:
@@ -59,15 +70,22 @@ class InsecureDataDirectory(Exception):
     """The data directory is readable by others and cannot be made private."""
 
 
-def secure(datadir: Path) -> list[str]:
-    """Create the data directory 0700, or make an existing one private: its mode, and the modes of
-    the files in it that hold secrets. Returns what was changed (for a warning); raises
-    InsecureDataDirectory when it stays open to other users (owned by someone else)."""
+def secure(datadir: Path, directories: Sequence[Path] = (), files: Sequence[Path] = ()) -> list[str]:
+    """Create the data directory 0700, or make an existing one private: its mode, the modes of the
+    files in it that hold secrets, and of `directories` (a storage root elsewhere) and `files` (a
+    SQLite database elsewhere) that exist. Returns what was changed (for a warning); raises
+    InsecureDataDirectory when one stays open to other users (owned by someone else).
+
+    Like PostgreSQL, which refuses a group- or world-readable data directory, but an existing
+    installation is fixed rather than refused: its directory was made by an older version."""
     datadir.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     changed: list[str] = []
-    _make_private(datadir, DIRECTORY_MODE, changed)
-    for pattern in _SENSITIVE:
-        for path in sorted(datadir.glob(pattern)):
+    for directory in (datadir, *directories):
+        if directory.is_dir():
+            _make_private(directory, DIRECTORY_MODE, changed)
+    sensitive = [path for pattern in _SENSITIVE for path in sorted(datadir.glob(pattern))]
+    for path in (*sensitive, *files):
+        if path.exists():
             _make_private(path, DIRECTORY_MODE if path.is_dir() else FILE_MODE, changed)
     return changed
 
@@ -81,14 +99,15 @@ def _make_private(path: Path, mode: int, changed: list[str]) -> None:
         return
     try:
         os.chmod(path, current & ~0o077 | (mode & 0o700))
-    except PermissionError:
+    except OSError as exc:  # not ours (EPERM), or on a read-only filesystem
         if current & 0o007:
             raise InsecureDataDirectory(
-                f"{path} is mode {current:04o} (other users can read it) and owned by uid "
-                f"{info.st_uid}, not {os.geteuid()}: make it private (chmod {mode:o} {path}) and start again"
+                f"{path} is mode {current:04o}: other users can read it, and it cannot be made private "
+                f"({exc.strerror}): run `chmod {mode:o} {path}` as its owner (uid {info.st_uid}) "
+                "and start again"
             ) from None
         # Group access only, on a directory we cannot change (a volume mounted with a group, as
         # Kubernetes' fsGroup does): what we create in it is still private.
-        log.warning("%s is mode %04o (its group may read it) and not ours to change", path, current)
+        log.warning("%s is mode %04o (its group may read it) and cannot be changed", path, current)
         return
     changed.append(f"{path}: {current:04o} -> {current & ~0o077 | (mode & 0o700):04o}")

@@ -33,6 +33,7 @@ from dockyard.audit.services import AuditLog
 from dockyard.auth.external import ExternalTokenVerifier
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
 from dockyard.auth.interfaces import Principal
+from dockyard.auth.keystore import encrypt_at_rest
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
@@ -50,6 +51,7 @@ from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
 
 SESSION_SECRET_FILE = "session-secret"
+KEY_SECRET_FILE = "signing-key-secret"
 
 
 @dataclass
@@ -120,8 +122,10 @@ def _dockyard_security(
     directory = _directory(settings)
     authenticator = LocalAuthenticator(users, GroupService(db), tokens, robots, limiter, directory)
     policy = AccessPolicy(db)
-    secret = settings.http.secret.encode() if settings.http.secret else None
-    keys = KeyRing(db, passphrase=secret, generation=generation, announce=announce)
+    passphrase, older = signing_key_passphrases(settings)
+    keys = KeyRing(
+        db, passphrase=passphrase, older_passphrases=older, generation=generation, announce=announce
+    )
     token_service = TokenService(
         keys,
         issuer=auth.token.issuer,
@@ -202,7 +206,30 @@ def session_secret(settings: Settings) -> bytes:
     """Shared by every worker (and node): http.secret when long enough, else a file in the datadir."""
     if settings.http.secret and len(settings.http.secret.encode()) >= 32:
         return settings.http.secret.encode()
-    path = settings.datadir / SESSION_SECRET_FILE
+    return _datadir_secret(settings.datadir / SESSION_SECRET_FILE)
+
+
+def signing_key_passphrases(settings: Settings) -> tuple[bytes, list[bytes | None]]:
+    """What the token signing keys are encrypted under at rest, never a value in the database:
+    http.secret (the same on every node), else a secret generated once in the datadir (0600). Then
+    what stored keys may still be under: that datadir secret (from before http.secret was set), and
+    nothing (keys older versions stored in the clear)."""
+    path = settings.datadir / KEY_SECRET_FILE
+    if settings.http.secret:
+        older: list[bytes | None] = [path.read_text().strip().encode()] if path.is_file() else []
+        return settings.http.secret.encode(), [*older, None]
+    return _datadir_secret(path), [None]
+
+
+def encrypt_signing_keys(settings: Settings, db: Database) -> int:
+    """At start, before the workers: keys in the clear or under an older passphrase are re-encrypted
+    under the current one. Returns how many were."""
+    passphrase, older = signing_key_passphrases(settings)
+    return encrypt_at_rest(db, passphrase, older)
+
+
+def _datadir_secret(path: Path) -> bytes:
+    """The random secret in `path` (made once, mode 0600, by whichever process comes first)."""
     _create_once(path, secrets.token_hex(32))
     for _ in range(50):  # a process that lost the creation race may read before the winner wrote
         value = path.read_text().strip()

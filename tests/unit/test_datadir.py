@@ -4,6 +4,7 @@ cannot SIGBUS a worker), and a process that finds no room for its own files serv
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 
 from dockyard.cli.server import _allocate_shared_files
 from dockyard.config.settings import Settings
+from dockyard.datadir import InsecureDataDirectory, secure
 from dockyard.registry.cache import LocalChangeFeed, Topic
 from tests.support.tmpfs import fill, small_filesystem
 
@@ -116,3 +118,54 @@ def test_serve_stops_with_a_message_when_the_shared_files_cannot_be_allocated(di
     os.unlink(disk / "filler")
     _allocate_shared_files(settings)
     assert allocated(disk / "data" / "run" / "changes")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_data_directory_is_created_private(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        assert secure(tmp_path / "new" / "data") == []
+    finally:
+        os.umask(previous)
+    assert mode(tmp_path / "new" / "data") == 0o700
+
+
+def test_an_open_data_directory_and_its_secrets_are_made_private(tmp_path: Path) -> None:
+    datadir, storage = tmp_path / "data", tmp_path / "elsewhere" / "storage"
+    (datadir / "run").mkdir(parents=True)
+    storage.mkdir(parents=True)
+    database = tmp_path / "elsewhere" / "registry.db"
+    for path in (datadir / "dockyard.db", datadir / "dockyard.db-wal", datadir / "admin-password", database):
+        path.write_text("secret")
+        path.chmod(0o644)
+    for path in (datadir, datadir / "run", storage):
+        path.chmod(0o755)
+    (datadir / "notes.txt").write_text("not ours")
+    (datadir / "notes.txt").chmod(0o644)
+
+    changed = secure(datadir, [storage], [database, tmp_path / "elsewhere" / "registry.db-wal"])
+    assert len(changed) == 7 and f"{datadir}: 0755 -> 0700" in changed
+    for path in (datadir, datadir / "run", storage):
+        assert mode(path) == 0o700
+    for path in (datadir / "dockyard.db", datadir / "dockyard.db-wal", datadir / "admin-password", database):
+        assert mode(path) == 0o600
+    assert mode(datadir / "notes.txt") == 0o644  # unreachable now anyway; not walked, not touched
+    assert secure(datadir, [storage], [database]) == []
+
+
+def test_a_data_directory_others_may_read_that_cannot_be_changed_is_refused(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "disk", "1m", "mode=0755") as disk:
+        (disk / "data").mkdir(mode=0o750)
+        (disk / "data").chmod(0o750)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        try:
+            with pytest.raises(InsecureDataDirectory) as refused:
+                secure(disk)
+            assert "0755" in str(refused.value) and "chmod 700" in str(refused.value)
+            # Group access only (a volume mounted with a group, as Kubernetes' fsGroup does): a warning.
+            assert secure(disk / "data") == []
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
+from dockyard.auth import keystore
 from dockyard.auth.cache import Generation, TTLCache, remembered_key
 from dockyard.auth.interfaces import (
     ANONYMOUS,
@@ -95,7 +96,8 @@ def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
 @dataclass(frozen=True, slots=True)
 class LoadedKey:
     kid: str
-    private_key: ec.EllipticCurvePrivateKey
+    # None: this process cannot decrypt it (another node's key under another secret): it verifies only.
+    private_key: ec.EllipticCurvePrivateKey | None
     public_key: ec.EllipticCurvePublicKey
     created_at: datetime
 
@@ -108,7 +110,11 @@ class KeyRing:
     another process is seen within `min_reload_interval` of the announcement reaching this process;
     `announce` is called after this ring's own rotations and retirements are committed.
 
-    `passphrase` (e.g. http.secret, the same on every node) encrypts the private keys at rest."""
+    `passphrase` (http.secret, the same on every node, or a secret in the data directory: never in the
+    database) encrypts the private keys at rest. `older_passphrases` are what keys may still be under
+    (None: stored in the clear by an older version; `keystore.encrypt_at_rest` moves them to
+    `passphrase`). A key no passphrase opens (another node's, under another secret) still verifies,
+    from its public key; the ring then signs with its newest key it can open, or makes one."""
 
     def __init__(
         self,
@@ -121,6 +127,7 @@ class KeyRing:
         generation: Generation | None = None,
         announce: Callable[[], None] | None = None,
         min_reload_interval: float = 1.0,
+        older_passphrases: Sequence[bytes | None] = (),
     ) -> None:
         self.db = db
         self.generation = generation
@@ -130,6 +137,7 @@ class KeyRing:
         self.min_reload_interval = min_reload_interval
         self._loaded_generation: int | None = None
         self.passphrase = passphrase
+        self.older_passphrases = tuple(older_passphrases)
         self.refresh_interval = refresh_interval
         self.miss_interval = miss_interval
         self.clock = clock
@@ -163,17 +171,10 @@ class KeyRing:
         private_key = ec.generate_private_key(ec.SECP256R1())
         public_key = private_key.public_key()
         kid = libtrust_key_id(public_key)
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(self.passphrase)
-            if self.passphrase
-            else serialization.NoEncryption()
-        )
         row = {
             "kid": kid,
             "algorithm": ALGORITHM,
-            "private_key": private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-            ).decode(),
+            "private_key": keystore.seal(private_key, self.passphrase),
             "public_key": public_key.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ).decode(),
@@ -210,31 +211,34 @@ class KeyRing:
         generation = self.generation() if self.generation is not None else None  # before the read
         with self.db.read() as connection:
             rows = connection.execute(
-                select(SigningKey.kid, SigningKey.private_key, SigningKey.created_at)
+                select(SigningKey.kid, SigningKey.private_key, SigningKey.public_key, SigningKey.created_at)
                 .where(SigningKey.retired_at.is_(None), SigningKey.algorithm == ALGORITHM)
                 .order_by(SigningKey.created_at)
             ).all()
         keys: dict[str, LoadedKey] = {}
         with self._lock:
-            for kid, pem, created_at in rows:
-                loaded = self._keys.get(kid) or self._parse(kid, pem, created_at)
+            for kid, pem, public_pem, created_at in rows:
+                loaded = self._keys.get(kid) or self._parse(kid, pem, public_pem, created_at)
                 if loaded is not None:
                     keys[kid] = loaded
             self._keys = keys
-            self._signing = max(keys.values(), key=lambda k: k.created_at) if keys else None
+            signers = [key for key in keys.values() if key.private_key is not None]
+            self._signing = max(signers, key=lambda k: k.created_at) if signers else None
             self._loaded_at = self.clock()
             self._loaded_generation = generation
 
-    def _parse(self, kid: str, pem: str, created_at: datetime) -> LoadedKey | None:
-        try:
-            private_key = serialization.load_pem_private_key(pem.encode(), self.passphrase or None)
-        except (ValueError, TypeError):
-            log.error("token signing key %s cannot be read (a different passphrase?): skipped", kid)
+    def _parse(self, kid: str, pem: str, public_pem: str, created_at: datetime) -> LoadedKey | None:
+        private_key = keystore.open_key(pem, (self.passphrase, *self.older_passphrases))
+        if private_key is not None:
+            return LoadedKey(kid, private_key, private_key.public_key(), created_at)
+        verifier = keystore.public_key(public_pem)
+        if verifier is None:
+            log.error("token signing key %s cannot be read: skipped", kid)
             return None
-        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
-            log.error("token signing key %s is not an EC key: skipped", kid)
-            return None
-        return LoadedKey(kid, private_key, private_key.public_key(), created_at)
+        log.warning(
+            "token signing key %s cannot be decrypted here (another http.secret?): it only verifies", kid
+        )
+        return LoadedKey(kid, None, verifier, created_at)
 
     def _refresh_if_stale(self) -> None:
         loaded_at = self._loaded_at
@@ -324,6 +328,7 @@ class TokenService:
 
     def _sign(self, claims: dict[str, Any]) -> str:
         key = self.keys.signing_key()
+        assert key.private_key is not None  # the ring signs only with keys it could decrypt
         headers = {"kid": key.kid, "typ": "JWT"}
         return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers=headers)
 

@@ -60,8 +60,11 @@ ConfigOption = Annotated[
 
 def _settings(config: Path | None) -> Settings:
     from dockyard.config.loader import config_path_from_env, load_settings
+    from dockyard.datadir import private_umask
     from dockyard.errors import ConfigError
 
+    # Every command that reads the server's settings works on its data: what it creates is private.
+    private_umask()
     try:
         return load_settings(config or config_path_from_env())
     except ConfigError as exc:

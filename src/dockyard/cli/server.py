@@ -14,7 +14,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from dockyard.api.drain import DrainState
-from dockyard.app import ADMIN_PASSWORD_ENV, CONFIG_ENV, drain_directory, local_change_feed_path
+from dockyard.app import (
+    ADMIN_PASSWORD_ENV,
+    CONFIG_ENV,
+    drain_directory,
+    local_change_feed_path,
+    secure_data,
+)
 from dockyard.cli.worker import start_job_worker, stop_job_worker
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
@@ -26,7 +32,7 @@ from dockyard.lifecycle import WORKER_GRACE, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 from dockyard.registry.cache import LocalChangeFeed
-from dockyard.security import auth_mode, first_admin, session_secret
+from dockyard.security import auth_mode, encrypt_signing_keys, first_admin, session_secret
 
 log = logging.getLogger("dockyard.serve")
 DRAIN_POLL_SECONDS = 0.1
@@ -39,7 +45,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     from granian.http import HTTP1Settings
 
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-    settings.datadir.mkdir(parents=True, exist_ok=True)
+    secure_data(settings)  # 0700/0600, like PostgreSQL's data directory
     workers = settings.http.workers
     if settings.storage.driver_name == "inmemory":
         if workers > 1:
@@ -159,8 +165,9 @@ def _warn_if_read_only(settings: Settings) -> None:
 
 
 def _first_start(settings: Settings, engine: Engine) -> None:
-    """Create the first administrator (dockyard's own auth) and the shared session secret, once,
-    before workers start. A generated password is shown here, once, and kept only in its 0600 file."""
+    """Create the first administrator (dockyard's own auth) and the shared session secret, once, and
+    encrypt token signing keys stored in the clear by an older version, before workers start. A
+    generated password is shown here, once, and kept only in its 0600 file."""
     if auth_mode(settings) == "none":
         log.warning(
             "authentication is off: anyone who can reach %s may push, pull and delete", settings.http.addr
@@ -168,6 +175,8 @@ def _first_start(settings: Settings, engine: Engine) -> None:
         return
     password = first_admin(settings, Database(engine), os.environ.get(ADMIN_PASSWORD_ENV))
     session_secret(settings)
+    if auth_mode(settings) == "dockyard":  # token signing keys: none of their own in the other modes
+        encrypt_signing_keys(settings, Database(engine))
     if password is not None:
         path = settings.datadir / "admin-password"
         sys.stderr.write(

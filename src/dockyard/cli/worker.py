@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from dockyard.app import build_job_runner, build_services
+from dockyard.app import build_job_runner, build_services, secure_data
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
@@ -42,6 +42,7 @@ def run_worker(settings: Settings, node: str | None = None, metrics_listen: str 
     started_by_serve = PARENT_ENV in os.environ
     die_with_parent(STOP_TIMEOUT + 5)  # time to hand the running jobs back
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
+    secure_data(settings)
     if metrics_listen is None and not started_by_serve:
         metrics_listen = settings.jobs.metrics_listen
     services = build_services(settings, migrate=True)

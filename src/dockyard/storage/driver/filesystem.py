@@ -26,6 +26,9 @@ WRITE_BUFFER_SIZE = 1 << 16
 _TEMP_MARKER = ".~tmp-"
 # No room: the filesystem is full, or the user's disk quota is used up.
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Blobs of private projects are nobody else's business: files 0600, directories 0700 (whatever the umask).
+FILE_MODE = 0o600
+DIRECTORY_MODE = 0o700
 
 
 @contextlib.contextmanager
@@ -56,7 +59,7 @@ class FilesystemDriver:
     name = "filesystem"
 
     def __init__(self, root: Path | str) -> None:
-        Path(root).mkdir(parents=True, exist_ok=True)
+        Path(root).mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
         self.root = os.path.realpath(root)
 
     # --- path handling ------------------------------------------------------------------------
@@ -84,7 +87,7 @@ class FilesystemDriver:
             try:
                 # makedirs itself can lose the race: a prune may remove an ancestor between
                 # makedirs checking that it exists and creating the child below it.
-                os.makedirs(os.path.dirname(full), exist_ok=True)
+                os.makedirs(os.path.dirname(full), mode=DIRECTORY_MODE, exist_ok=True)
                 return action()
             except FileNotFoundError:
                 if attempt == 2:
@@ -139,7 +142,7 @@ class FilesystemDriver:
 
         def write_and_replace() -> None:
             try:
-                with open(temp, "wb") as file:
+                with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as file:
                     file.write(data)
                     file.flush()
                     os.fsync(file.fileno())
@@ -160,7 +163,7 @@ class FilesystemDriver:
                 fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             else:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                fd = self._in_parent(full, lambda: os.open(full, flags, 0o644))
+                fd = self._in_parent(full, lambda: os.open(full, flags, FILE_MODE))
             try:
                 if stat_module.S_ISDIR(os.fstat(fd).st_mode):
                     raise IsADirectoryError(full)
