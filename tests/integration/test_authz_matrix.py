@@ -34,6 +34,7 @@ from tests.support.authz import (
     MEMBER_MANAGE,
     MEMBER_READ,
     OPEN,
+    PASSWORD_USER,
     PROJECT_DELETE,
     PROJECT_READ,
     PROJECT_UPDATE,
@@ -128,7 +129,7 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/me", "GET"): Rule(ACCOUNT),
     ("/me/password", "PUT"): Rule(USER, 204),
     ("/me/tokens", "GET"): Rule(USER),
-    ("/me/tokens", "POST"): Rule(USER, 201),
+    ("/me/tokens", "POST"): Rule(PASSWORD_USER, 201),  # never with a personal token (the developer's)
     ("/me/tokens/{token_id}", "DELETE"): Rule(USER, 204),
     ("/projects", "GET"): Rule(ANYONE),  # filtered
     ("/projects", "POST"): Rule(SYSTEM_ADMIN, 201),
@@ -382,8 +383,10 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
         robot("robot_expired", "mx-expired", usable=False, robot_actions=frozenset(everything)),
         user("disabled_user", extra["disabled"], usable=False, role="project_admin"),
     ]
+    secret = pat.json()["secret"]
     actors = [
-        dataclasses.replace(a, secret=pat.json()["secret"]) if a.key == "developer" else a for a in actors
+        dataclasses.replace(a, secret=secret, personal_token=True) if a.key == "developer" else a
+        for a in actors
     ]
     world = World(admin, oci, caller, actors, Counter(), image, {}, robot_permissions)
     world.victim_token = (victim.json()["id"], victim.json()["secret"])
@@ -588,6 +591,19 @@ def my_password(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Ca
     return Call(ep.method, api(ep.path), json={"current_password": same, "new_password": same})
 
 
+def logout_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """Logging out ends the session it is sent with: the actor logs out a session opened for this call
+    (a disabled one, which cannot open one, sends none), and its own goes on serving its other calls."""
+    call = Call(ep.method, api(ep.path))
+    own = w.caller.sessions.pop(actor.key, None)
+    if own is None:
+        return call
+    if actor.usable and actor.username and actor.password:
+        w.caller.sessions[actor.key] = login(w.caller.http, actor.username, actor.password)
+    call.cleanup = lambda: w.caller.sessions.__setitem__(actor.key, own)
+    return call
+
+
 def create_my_token(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     return Call(ep.method, api(ep.path), json={"name": w.unique("token")})
 
@@ -595,7 +611,11 @@ def create_my_token(w: World, actor: Actor, project: str | None, ep: Endpoint) -
 def revoke_my_token(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """A user revokes a token of their own; anyone else aims at the victim's token, which must survive."""
     if actor.kind == "user" and actor.usable:
-        made = w.caller.api(actor, Call("POST", api("/me/tokens"), json={"name": w.unique("own")}))
+        assert actor.username and actor.password  # tokens are made with the password
+        w.caller.http.cookies.clear()
+        made = w.caller.http.post(
+            api("/me/tokens"), json={"name": w.unique("own")}, auth=(actor.username, actor.password)
+        )
         assert made.status_code == 201, describe(made)
         return Call(ep.method, api(fill(ep.path, token_id=str(made.json()["id"]))))
     token_id, secret = w.victim_token
@@ -846,7 +866,7 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/system/signing-keys/rotate", "POST", ""): rotate_signing_key,
     ("/system/signing-keys/{kid}/retire", "POST", ""): retire_signing_key,
     ("/login", "POST", ""): login_call,
-    ("/logout", "POST", ""): plain(),
+    ("/logout", "POST", ""): logout_call,
     ("/users", "GET", ""): plain(),
     ("/users", "POST", ""): create_user,
     ("/users/{username}", "GET", ""): plain(username=VICTIM),

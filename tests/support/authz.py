@@ -62,6 +62,7 @@ class Actor:
     secret: str | None = None  # what it shows as Basic credentials: a password, token or robot secret
     password: str | None = None  # a user's password (for /login and /me/password)
     usable: bool = True  # False: disabled or expired; every credential it shows must be refused
+    personal_token: bool = False  # its secret is a personal access token (which cannot make tokens)
     admin: bool = False
     role: str | None = None  # its role in every matrix project
     robot_actions: frozenset[str] = frozenset()  # its registry actions in every matrix project
@@ -96,6 +97,7 @@ ANYONE = "anyone"  # anonymous welcome, but credentials that are sent must be va
 LOGIN = "login"  # /v2/: any valid credentials, or a token (an anonymous one too)
 ACCOUNT = "account"  # any enabled account, user or robot
 USER = "user"  # an enabled user (robots have no password, tokens or sessions)
+PASSWORD_USER = "password-user"  # an enabled user signed in with the password, not a personal token
 SYSTEM_ADMIN = "system-admin"
 Need = str | frozenset[str]
 
@@ -136,6 +138,8 @@ def api_denial(rule: Rule, actor: Actor, public: bool | None) -> int | None:
         return None
     if need == USER:
         return None if actor.kind == "user" else 403
+    if need == PASSWORD_USER:
+        return None if actor.kind == "user" and not actor.personal_token else 403
     if need == SYSTEM_ADMIN:
         return None if actor.admin else 403
     raise AssertionError(f"unknown need {need!r}")
