@@ -56,7 +56,7 @@ lint: test-deps
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# dockyard vs distribution 2.8.2 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
+# dockyard vs distribution 2.8.2 and v3.1.1 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
 # about 8 minutes) and ha (throwaway PostgreSQL + Redis + SeaweedFS, about 12 minutes). Both always run.
 # Then online GC (100k blobs in 20k manifests, half unreferenced, GC while manifest GETs go on) on each
 # metadata DB in BENCH_GC_DBS, about 3 minutes each (docs/gc.md).

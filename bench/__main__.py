@@ -1,4 +1,4 @@
-"""`python -m bench`: dockyard vs distribution 2.8.2, side by side. See docs/benchmarks.md."""
+"""`python -m bench`: dockyard vs distribution 2.8.2 and v3.1.1, side by side. See docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from bench.servers import (
     describe_source,
     resolve_rev,
     snapshot_source,
-    start_distribution,
     start_dockyard,
     start_nullserver,
+    start_references,
 )
 
 
@@ -47,7 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--candidate",
         choices=["dockyard", "null"],
         default="dockyard",
-        help="what to compare with distribution: dockyard, or the do-nothing null registry",
+        help="what to compare with the distributions: dockyard, or the do-nothing null registry",
     )
     parser.add_argument(
         "--dockyard-rev",
@@ -126,29 +126,29 @@ def main(argv: list[str] | None = None) -> int:
             alternates: dict[str, Server] = {}
             seeder = None
             if args.auth:
-                baseline, candidate, alternates = start_auth_servers(stack, workdir, args.workers, source)
+                references, candidate, alternates = start_auth_servers(stack, workdir, args.workers, source)
                 seeder = seed_with_auth
             elif args.backend == "ha":
-                baseline, candidate, alternates = start_ha_servers(stack, workdir, args.workers, source)
+                references, candidate, alternates = start_ha_servers(stack, workdir, args.workers, source)
                 seeder = seed_ha
             else:
-                baseline = stopping(stack, start_distribution(workdir / "distribution"))
+                references = [stopping(stack, server) for server in start_references(workdir)]
                 if args.candidate == "dockyard":
                     candidate = stopping(stack, start_dockyard(workdir / "dockyard", args.workers, source))
                 else:
                     candidate = stopping(stack, start_nullserver(workdir / "null"))
             outcomes, peaks = run_side_by_side(
-                scenarios, baseline, candidate, settings, args.rounds, progress, alternates, seeder
+                scenarios, references, candidate, settings, args.rounds, progress, alternates, seeder
             )
-        base, cand = baseline.name, candidate.name
-        table = rows(outcomes, peaks, base, cand)
+        bases, cand = [server.name for server in references], candidate.name
+        table = rows(outcomes, peaks, bases, cand)
         code = describe_source(args.dockyard_rev) if args.candidate == "dockyard" else "bench/nullserver.py"
         caption = machine_caption(settings, args.rounds, args.workers, cand, code)
         caption += f" {HA_CAPTION}" if args.backend == "ha" else ""
-        notes = [note for outcome in outcomes for note in outcome.notes(base, cand)]
-        print_table(table, base, cand, caption, notes)
+        notes = [note for outcome in outcomes for note in outcome.notes(cand)]
+        print_table(table, bases, cand, caption, notes)
         if args.markdown:
-            args.markdown.write_text(markdown(table, base, cand, caption, notes))
+            args.markdown.write_text(markdown(table, bases, cand, caption, notes))
             progress(f"wrote {args.markdown}")
         errors = sum(outcome.errors() for outcome in outcomes)
         if errors:

@@ -20,7 +20,7 @@ from bench.engines import HttpClientSession
 from bench.runner import stopping
 from bench.scenarios import RequestMaker, Scenario, small_measure
 from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded, push_image, seed, small_image
-from bench.servers import Server, ServerAuth, start_distribution, start_dockyard
+from bench.servers import Server, ServerAuth, start_dockyard, start_references
 from bench.smallrequests import SmallRequest
 
 USERNAME, PASSWORD = "bench-puller", "Bench-puller-pw-1"  # in the htpasswd file, and a dockyard user
@@ -49,12 +49,13 @@ def write_htpasswd(path: Path, username: str, password: str) -> Path:
 
 def start_auth_servers(
     stack: ExitStack, workdir: Path, workers: int, source: Path | None
-) -> tuple[Server, Server, dict[str, Server]]:
-    """distribution with htpasswd; dockyard with token auth; dockyard in htpasswd mode (same file)."""
+) -> tuple[list[Server], Server, dict[str, Server]]:
+    """Both distributions with htpasswd; dockyard with token auth; dockyard in htpasswd mode (same file)."""
     workdir.mkdir(parents=True, exist_ok=True)
     htpasswd = write_htpasswd(workdir / "htpasswd", USERNAME, PASSWORD)
-    distribution = stopping(stack, start_distribution(workdir / "distribution", htpasswd))
-    distribution.auth = ServerAuth("basic", USERNAME, PASSWORD)
+    references = [stopping(stack, server) for server in start_references(workdir, htpasswd)]
+    for reference in references:
+        reference.auth = ServerAuth("basic", USERNAME, PASSWORD)
     dockyard = stopping(
         stack,
         start_dockyard(
@@ -72,7 +73,7 @@ def start_auth_servers(
     )
     compat.name = "dockyard-htpasswd"
     compat.auth = ServerAuth("basic", USERNAME, PASSWORD)
-    return distribution, dockyard, {HTPASSWD_CANDIDATE: compat}
+    return references, dockyard, {HTPASSWD_CANDIDATE: compat}
 
 
 def _call(server: Server, method: str, path: str, headers: dict[str, str], body: object = None) -> bytes:
@@ -159,6 +160,7 @@ def auth_scenarios() -> list[Scenario]:
             "req/s",
             8.0,
             small_measure(_manifest_get(use_token=True)),
+            target_reference="2.8.2",
         ),
         Scenario(
             "auth-manifest-get-basic",
@@ -174,6 +176,7 @@ def auth_scenarios() -> list[Scenario]:
             8.0,
             small_measure(_manifest_get(use_token=False)),
             candidate=HTPASSWD_CANDIDATE,
+            target_reference="2.8.2",
         ),
         Scenario(
             "auth-token-user",

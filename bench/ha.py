@@ -9,7 +9,7 @@ prefix, so neither sees the other's data:
   generator follows it, as docker, containerd and skopeo do;
 - `dockyard proxied`: `storage.redirect.disable: true`, dockyard streams the bytes from S3 itself.
 
-distribution 2.8.2 stays on its filesystem (the reference the targets are stated against).
+Both distributions (2.8.2 and v3.1.1) stay on their filesystems: the references the ratios are taken to.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.runner import stopping
 from bench.seed import Seeded, seed
-from bench.servers import Server, start_distribution, start_dockyard
+from bench.servers import Server, start_dockyard, start_references
 
 if TYPE_CHECKING:
     from tests.support.postgres import PostgresCluster
@@ -75,10 +75,10 @@ def dockyard_sections(stores: HaStores, name: str, redis_db: int, redirect: bool
 
 def start_ha_servers(
     stack: ExitStack, workdir: Path, workers: int, source: Path | None
-) -> tuple[Server, Server, dict[str, Server]]:
-    """distribution (filesystem), dockyard with redirects, and the proxying dockyard as an alternate."""
+) -> tuple[list[Server], Server, dict[str, Server]]:
+    """Both distributions (filesystem), dockyard with redirects, and the proxying dockyard as an alternate."""
     stores = start_stores(stack, workdir)
-    baseline = stopping(stack, start_distribution(workdir / "distribution"))
+    references = [stopping(stack, server) for server in start_references(workdir)]
     candidate = stopping(
         stack,
         start_dockyard(
@@ -98,7 +98,7 @@ def start_ha_servers(
             name=PROXIED,
         ),
     )
-    return baseline, candidate, {PROXIED: proxied}
+    return references, candidate, {PROXIED: proxied}
 
 
 def seed_ha(server: Server) -> Seeded:
@@ -109,5 +109,5 @@ def seed_ha(server: Server) -> Seeded:
 
 BACKEND_CAPTION = (
     "dockyard on PostgreSQL 15 + Redis + SeaweedFS (S3 API), all on loopback on the same CPUs; "
-    "distribution on its filesystem."
+    "both distributions on their filesystems."
 )

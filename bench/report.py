@@ -1,9 +1,13 @@
-"""The results as a rich table on stdout and, on request, the same table in Markdown."""
+"""The results as a rich table on stdout and, on request, the same table in Markdown.
+
+Every row shows each reference server's figure, the candidate's, and the candidate's ratio to each
+reference; the target is a ratio to one of them (Scenario.target_reference).
+"""
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -13,33 +17,31 @@ from bench.scenarios import Measurement, Scenario
 
 MIB = 1 << 20
 RSS_TARGET_PER_PROCESS = 150 * MIB
-HEADERS = ["scenario", "unit", "{base}", "{cand}", "ratio", "target", "met", "p99 ms {base}/{cand}", "errors"]
 
 
 @dataclass
 class ScenarioOutcome:
     scenario: Scenario
-    baseline: list[Measurement]  # one per round
-    candidate: list[Measurement]
+    references: dict[str, list[Measurement]]  # reference server name -> one measurement per round
+    candidate: list[Measurement] = field(default_factory=list)
 
     def median(self, side: list[Measurement]) -> float | None:
         return statistics.median(m.value for m in side) if side else None
 
-    def ratio(self) -> float | None:
-        """Median of the per-round ratios candidate/baseline (rounds ran back to back, so they pair)."""
-        if not self.baseline:  # candidate_only: nothing to divide by
+    def ratio(self, reference: str) -> float | None:
+        """Median of the per-round ratios candidate/reference (rounds ran back to back, so they pair)."""
+        side = self.references.get(reference, [])
+        if not side:  # candidate_only: nothing to divide by
             return None
-        ratios = [
-            c.value / b.value for b, c in zip(self.baseline, self.candidate, strict=True) if b.value > 0
-        ]
+        ratios = [c.value / b.value for b, c in zip(side, self.candidate, strict=True) if b.value > 0]
         return statistics.median(ratios) if ratios else None
 
     def errors(self) -> int:
-        return sum(m.errors for m in self.baseline + self.candidate)
+        return sum(m.errors for side in [*self.references.values(), self.candidate] for m in side)
 
-    def notes(self, base_name: str, cand_name: str) -> list[str]:
+    def notes(self, cand_name: str) -> list[str]:
         found: list[str] = []
-        for name, side in ((base_name, self.baseline), (cand_name, self.candidate)):
+        for name, side in [*self.references.items(), (cand_name, self.candidate)]:
             for note in dict.fromkeys(n for m in side for n in m.notes):
                 found.append(f"{self.scenario.label} — {name}: {note}")
         return found
@@ -51,7 +53,12 @@ def _number(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
-def _target_and_met(outcome: ScenarioOutcome) -> tuple[str, str]:
+def _short(name: str) -> str:
+    """A reference's name as the target column shows it: `distribution v3.1.1` -> `v3.1.1`."""
+    return name.removeprefix("distribution ")
+
+
+def _target_and_met(outcome: ScenarioOutcome, references: list[str]) -> tuple[str, str]:
     """The target as shown and whether it was met ("" when the scenario has none)."""
     scenario = outcome.scenario
     if scenario.target is None:
@@ -60,8 +67,9 @@ def _target_and_met(outcome: ScenarioOutcome) -> tuple[str, str]:
         value = outcome.median(outcome.candidate)
         shown = f"≥{scenario.target:,.0f} {scenario.unit}"
     else:
-        value = outcome.ratio()
-        shown = f"≥{scenario.target:g}x"
+        reference = next((r for r in references if _short(r) == scenario.target_reference), references[-1])
+        value = outcome.ratio(reference)
+        shown = f"≥{scenario.target:g}x {_short(reference)}"
     return shown, "" if value is None else ("yes" if value >= scenario.target else "no")
 
 
@@ -70,50 +78,67 @@ def _p99(side: list[Measurement]) -> str:
     return f"{statistics.median(values):.1f}" if values else ""
 
 
-def rows(outcomes: list[ScenarioOutcome], rss: dict[str, PeakRss], base: str, cand: str) -> list[list[str]]:
+def headers(references: list[str], cand: str) -> list[str]:
+    names = [*references, cand]
+    return [
+        "scenario",
+        "unit",
+        *names,
+        *(f"{cand}/{_short(r)}" for r in references),
+        "target",
+        "met",
+        "p99 ms " + " / ".join(_short(n) for n in names),
+        "errors",
+    ]
+
+
+def rows(
+    outcomes: list[ScenarioOutcome], rss: dict[str, PeakRss], references: list[str], cand: str
+) -> list[list[str]]:
     table: list[list[str]] = []
     for outcome in outcomes:
-        ratio, errors = outcome.ratio(), outcome.errors()
-        target, met = _target_and_met(outcome)
+        errors = outcome.errors()
+        target, met = _target_and_met(outcome, references)
         if errors:
             met = "no (errors)"
-        p99_base, p99_cand = _p99(outcome.baseline), _p99(outcome.candidate)
+        sides = [outcome.references.get(r, []) for r in references] + [outcome.candidate]
+        p99s = [_p99(side) for side in sides]
+        ratios = [outcome.ratio(r) for r in references]
         table.append(
             [
                 outcome.scenario.label,
                 outcome.scenario.unit,
-                _number(outcome.median(outcome.baseline)),
-                _number(outcome.median(outcome.candidate)),
-                f"{ratio:.2f}x" if ratio is not None else "",
+                *(_number(outcome.median(side)) for side in sides),
+                *(f"{ratio:.2f}x" if ratio is not None else "" for ratio in ratios),
                 target,
                 met,
-                f"{p99_base or '—'} / {p99_cand}" if p99_base or p99_cand else "",
+                " / ".join(p or "—" for p in p99s) if any(p99s) else "",
                 str(errors),
             ]
         )
-    if base in rss and cand in rss:
-        b, c = rss[base], rss[cand]
+    if cand in rss and all(r in rss for r in references):
+        peaks = [rss[r] for r in references] + [rss[cand]]
+        candidate = rss[cand]
         table.append(
             [
                 "peak RSS, whole process tree",
                 "MiB",
-                _number(b.total / MIB),
-                _number(c.total / MIB),
-                f"{c.total / b.total:.2f}x" if b.total else "",
+                *(_number(p.total / MIB) for p in peaks),
+                *(f"{candidate.total / rss[r].total:.2f}x" if rss[r].total else "" for r in references),
                 "",
                 "",
                 "",
                 "",
             ]
         )
-        met = "yes" if c.per_process < RSS_TARGET_PER_PROCESS else "no"
+        met = "yes" if candidate.per_process < RSS_TARGET_PER_PROCESS else "no"
+        counts = " / ".join(str(p.processes) for p in peaks)
         table.append(
             [
-                f"peak RSS, largest process ({b.processes} / {c.processes} processes)",
+                f"peak RSS, largest process ({counts} processes)",
                 "MiB",
-                _number(b.per_process / MIB),
-                _number(c.per_process / MIB),
-                "",
+                *(_number(p.per_process / MIB) for p in peaks),
+                *("" for _ in references),
                 "<150 MiB",
                 met,
                 "",
@@ -123,26 +148,26 @@ def rows(outcomes: list[ScenarioOutcome], rss: dict[str, PeakRss], base: str, ca
     return table
 
 
-def _headers(base: str, cand: str) -> list[str]:
-    return [h.format(base=base, cand=cand) for h in HEADERS]
-
-
-def print_table(table: list[list[str]], base: str, cand: str, caption: str, notes: list[str]) -> None:
-    rich_table = Table(title=f"{cand} vs {base}", caption=caption, caption_justify="left")
-    for index, header in enumerate(_headers(base, cand)):
+def print_table(
+    table: list[list[str]], references: list[str], cand: str, caption: str, notes: list[str]
+) -> None:
+    names = headers(references, cand)
+    met_column = names.index("met")
+    rich_table = Table(title=f"{cand} vs {', '.join(references)}", caption=caption, caption_justify="left")
+    for index, header in enumerate(names):
         rich_table.add_column(header, justify="left" if index == 0 else "right")
     for row in table:
-        style = "red" if row[6].startswith("no") else ("green" if row[6] == "yes" else None)
+        style = "red" if row[met_column].startswith("no") else ("green" if row[met_column] == "yes" else None)
         rich_table.add_row(*row, style=style)
-    console = Console(width=max(140, Console().width))
+    console = Console(width=max(160, Console().width))
     console.print(rich_table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
-def markdown(table: list[list[str]], base: str, cand: str, caption: str, notes: list[str]) -> str:
-    headers = _headers(base, cand)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["--:"] * (len(headers) - 1)) + "|"]
+def markdown(table: list[list[str]], references: list[str], cand: str, caption: str, notes: list[str]) -> str:
+    names = headers(references, cand)
+    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(["---"] + ["--:"] * (len(names) - 1)) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
     text = "\n".join(lines) + f"\n\n{caption}\n"
     if notes:

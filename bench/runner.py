@@ -1,4 +1,5 @@
-"""Run every scenario on both servers in alternation (A, B, A, B, ...), sampling their memory throughout."""
+"""Run every scenario on every server in alternation (2.8.2, v3.1.1, dockyard, 2.8.2, ...), sampling their
+memory throughout."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def measure_round(
 
 def run_side_by_side(
     scenarios: list[Scenario],
-    baseline: Server,
+    references: list[Server],
     candidate: Server,
     settings: RunSettings,
     rounds: int,
@@ -48,10 +49,11 @@ def run_side_by_side(
     alternates: dict[str, Server] | None = None,
     seeder: Callable[[Server], Seeded] | None = None,
 ) -> tuple[list[ScenarioOutcome], dict[str, PeakRss]]:
-    """`alternates`: other candidate servers that scenarios may name (Scenario.candidate); `seeder`
-    seeds one server (default: the full seed, no credentials)."""
+    """`references`: the servers every figure is divided by (distribution 2.8.2, v3.1.1); `alternates`:
+    other candidate servers that scenarios may name (Scenario.candidate); `seeder` seeds one server
+    (default: the full seed, no credentials)."""
     alternates = alternates or {}
-    servers = [baseline, candidate, *alternates.values()]
+    servers = [*references, candidate, *alternates.values()]
     samplers = {server.name: RssSampler(server.process.pid).start() for server in servers}
     try:
         seeded = {}
@@ -63,13 +65,14 @@ def run_side_by_side(
                 raise RuntimeError(f"seeding {server.name} failed: {error}\n{server.log_tail()}") from error
         outcomes = []
         for scenario in scenarios:
-            outcome = ScenarioOutcome(scenario, [], [])
+            measured_references = [] if scenario.candidate_only else references
+            outcome = ScenarioOutcome(scenario, {server.name: [] for server in measured_references})
             contender = alternates[scenario.candidate] if scenario.candidate else candidate
             for round_number in range(1, rounds + 1):
                 progress(f"{scenario.label}  round {round_number}/{rounds}")
-                if not scenario.candidate_only:
-                    outcome.baseline.append(
-                        measure_round(scenario, baseline, seeded[baseline.name], settings, progress)
+                for reference in measured_references:
+                    outcome.references[reference.name].append(
+                        measure_round(scenario, reference, seeded[reference.name], settings, progress)
                     )
                 outcome.candidate.append(
                     measure_round(scenario, contender, seeded[contender.name], settings, progress)
@@ -90,10 +93,12 @@ def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate:
         platform.machine(),
     )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
-        f"{when}; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}; load generator, wrk/ab and both "
-        f"servers share these CPUs. {rounds} paired rounds, median shown; ratio = median of per-round "
-        f"{candidate}/distribution ratios. Transfers {settings.transfer_seconds:g} s per run "
+        f"{when}; {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, load average {load}; load "
+        f"generator, wrk/ab and the servers share these CPUs. {rounds} interleaved rounds, median shown; "
+        f"ratio = median of per-round {candidate}/reference ratios. "
+        f"Transfers {settings.transfer_seconds:g} s per run "
         f"(engine: {settings.engine}), small requests {settings.small_seconds:g} s "
         f"at c={settings.connections}; "
         f"{candidate} workers: {workers}, code: {source}. MiB/s counts blob payload bytes."

@@ -1,4 +1,8 @@
-"""Start the two registries under test on free loopback ports with fresh data dirs, and stop them."""
+"""Start the registries under test on free loopback ports with fresh data dirs, and stop them.
+
+Two references: Debian's `docker-registry` (CNCF distribution 2.8.2, what `registry:2` runs) and
+distribution v3.1.1 (what `registry:3` runs, the peer to beat), from the project's `shared/peers/`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,24 @@ from typing import Any
 import yaml
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+DISTRIBUTION_2 = "distribution 2.8.2"
+DISTRIBUTION_3 = "distribution v3.1.1"
+PEER_SCRIPT = Path("distribution-v3.1.1") / "run.sh"
+PEERS_ENV = "DOCKYARD_BENCH_PEERS"  # a directory holding distribution-v3.1.1/run.sh, if not found beside
+
+
+def peer_script() -> Path:
+    """v3.1.1's `run.sh`: in $DOCKYARD_BENCH_PEERS, else in the nearest `shared/peers/` above the repo
+    (the project's shared folder sits beside its clones and worktrees)."""
+    if os.environ.get(PEERS_ENV):
+        candidates = [Path(os.environ[PEERS_ENV]) / PEER_SCRIPT]
+    else:
+        repo_root = Path(__file__).resolve().parents[1]
+        candidates = [parent / "shared" / "peers" / PEER_SCRIPT for parent in repo_root.parents]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise RuntimeError(f"distribution v3.1.1 not found (looked for {candidates[0]} and up; set {PEERS_ENV})")
 
 
 def free_port() -> int:
@@ -105,13 +127,18 @@ def _launch(
     raise RuntimeError(f"{name} did not answer /v2/ within {timeout}s:\n{server.log_tail()}")
 
 
-def start_distribution(workdir: Path, htpasswd: Path | None = None) -> Server:
-    """distribution 2.8.2 as people tune it for speed: in-memory blob descriptor cache, no access log.
+def start_distribution(workdir: Path, htpasswd: Path | None = None, version: str = DISTRIBUTION_2) -> Server:
+    """distribution (`version`: DISTRIBUTION_2 or DISTRIBUTION_3) as people tune it for speed: in-memory
+    blob descriptor cache, no access log. Both read the same registry:2 config file.
 
     With `htpasswd` (a bcrypt htpasswd file), Basic auth as registry:2 documents it.
     """
-    if shutil.which(DISTRIBUTION_BINARY) is None:
+    if version == DISTRIBUTION_3:
+        argv = ["sh", str(peer_script())]
+    elif shutil.which(DISTRIBUTION_BINARY) is None:
         raise RuntimeError(f"{DISTRIBUTION_BINARY} is missing: apt-get install docker-registry")
+    else:
+        argv = [DISTRIBUTION_BINARY, "serve"]
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -128,7 +155,22 @@ def start_distribution(workdir: Path, htpasswd: Path | None = None) -> Server:
         config["auth"] = {"htpasswd": {"realm": "basic-realm", "path": str(htpasswd)}}
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
-    return _launch("distribution", [DISTRIBUTION_BINARY, "serve", str(config_path)], workdir, port)
+    # run.sh unpacks its binary into $TMPDIR: one per bench run, so concurrent runs never race on it.
+    env = {"TMPDIR": str(workdir)} if version == DISTRIBUTION_3 else None
+    return _launch(version, [*argv, str(config_path)], workdir, port, env=env)
+
+
+def start_references(workdir: Path, htpasswd: Path | None = None) -> list[Server]:
+    """Both distributions, 2.8.2 first; each in its own directory under `workdir`."""
+    servers: list[Server] = []
+    try:
+        for version, name in ((DISTRIBUTION_2, "distribution"), (DISTRIBUTION_3, "distribution-v3")):
+            servers.append(start_distribution(workdir / name, htpasswd, version))
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
 
 
 def dockyard_command() -> str:

@@ -10,6 +10,9 @@ import bcrypt
 from bench.authmode import basic_authorization, token_path, write_htpasswd
 from bench.report import ScenarioOutcome, rows
 from bench.scenarios import Measurement, Scenario
+from bench.servers import DISTRIBUTION_2, DISTRIBUTION_3
+
+REFERENCES = [DISTRIBUTION_2, DISTRIBUTION_3]
 
 
 def _never(*args: object) -> Measurement:
@@ -35,16 +38,20 @@ def test_candidate_only_row_has_no_ratio_and_meets_an_absolute_target() -> None:
     scenario = Scenario("auth-token-user", "token issuing", "tokens/s", 1000.0, _never, candidate_only=True)
     slow = Scenario("auth-token-anonymous", "anonymous", "tokens/s", 1000.0, _never, candidate_only=True)
     outcomes = [
-        ScenarioOutcome(scenario, [], [Measurement(1200.0, p99_ms=5.0), Measurement(1100.0, p99_ms=7.0)]),
-        ScenarioOutcome(slow, [], [Measurement(900.0, p99_ms=5.0)]),
+        ScenarioOutcome(scenario, {}, [Measurement(1200.0, p99_ms=5.0), Measurement(1100.0, p99_ms=7.0)]),
+        ScenarioOutcome(slow, {}, [Measurement(900.0, p99_ms=5.0)]),
     ]
-    met, missed = rows(outcomes, {}, "distribution", "dockyard")
-    assert met[2:9] == ["", "1,150", "", "≥1,000 tokens/s", "yes", "— / 6.0", "0"]
-    assert missed[6] == "no"
+    met, missed = rows(outcomes, {}, REFERENCES, "dockyard")
+    assert met[2:11] == ["", "", "1,150", "", "", "≥1,000 tokens/s", "yes", "— / — / 6.0", "0"]
+    assert missed[8] == "no"
 
 
-def test_ratio_row_still_compares_with_the_baseline() -> None:
-    scenario = Scenario("auth-manifest-get-bearer", "manifest", "req/s", 8.0, _never)
-    outcome = ScenarioOutcome(scenario, [Measurement(200.0)], [Measurement(1000.0)])
-    (row,) = rows([outcome], {}, "distribution", "dockyard")
-    assert row[4:7] == ["5.00x", "≥8x", "no"]
+def test_ratio_row_compares_with_both_references_and_targets_the_one_named() -> None:
+    scenario = Scenario("auth-manifest-get", "manifest", "req/s", 8.0, _never, target_reference="2.8.2")
+    references = {REFERENCES[0]: [Measurement(200.0)], REFERENCES[1]: [Measurement(500.0)]}
+    outcome = ScenarioOutcome(scenario, references, [Measurement(1000.0)])
+    (row,) = rows([outcome], {}, REFERENCES, "dockyard")
+    assert row[2:9] == ["200", "500", "1,000", "5.00x", "2.00x", "≥8x 2.8.2", "no"]
+    peer = Scenario("manifest-get", "manifest", "req/s", 1.5, _never)
+    (row,) = rows([ScenarioOutcome(peer, references, [Measurement(1000.0)])], {}, REFERENCES, "dockyard")
+    assert row[7:9] == ["≥1.5x v3.1.1", "yes"]
