@@ -46,6 +46,7 @@ def disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def worker_pids(server: RunningServer) -> set[int]:
+    """The serve process's children: its HTTP workers and its job runner."""
     found = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
     return {int(pid) for pid in found.stdout.split()}
 
@@ -92,7 +93,12 @@ def assert_pulls(server: RunningServer, image: dict[str, bytes], credentials: tu
 
 
 def test_a_full_disk_refuses_writes_with_507_and_keeps_serving_pulls(disk: Path, tmp_path: Path) -> None:
-    settings = {"datadir": str(disk / "data"), "auth": {"enabled": True}, "http": {"workers": 2}}
+    settings = {
+        "datadir": str(disk / "data"),
+        "auth": {"enabled": True},
+        "http": {"workers": 2},
+        "jobs": {"run_in_serve": True},  # the job runner must live through it too
+    }
     server = start_server(tmp_path / "server", settings, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD})
     try:
         assert api(server, "POST", "/projects", {"name": "full", "public": True}).status_code == 201
@@ -121,7 +127,7 @@ def test_a_full_disk_refuses_writes_with_507_and_keeps_serving_pulls(disk: Path,
             oci.push_manifest(REPO, "v1", manifest, OCI_MANIFEST)
             image = {"manifest": manifest, "config": config, "layer": layer}
             pids = worker_pids(server)
-            assert len(pids) == 2
+            assert len(pids) == 3  # two HTTP workers and the job runner
 
             # Fill the disk with pushes: each is stored or refused with 507, never a 500.
             refused = 0

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from dockyard.db.base import utcnow
+from dockyard.errors import StorageFull
 from dockyard.jobs import claims
 from dockyard.jobs.claims import Claimed
 from dockyard.jobs.context import RunningJob
@@ -70,21 +71,31 @@ class JobRunner:
         self._dispatcher: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._last_history_purge: float | None = None  # purged at the first tick
+        self._schedules_due = False  # default schedules still to create (start, or after a full disk)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Create the default schedules that are missing, then claim and run jobs in the background."""
-        if self.schedules:
-            for kind in self.kinds.values():
-                if kind.default_schedule:
-                    self.queue.ensure_schedule(kind.name, kind.default_schedule, kind.default_params)
-                else:
-                    self.queue.retire_default_schedule(kind.name)
+        self._schedules_due = self.schedules
+        try:
+            self._ensure_default_schedules()
+        except StorageFull:  # the dispatcher tries again each round: a full disk must not stop the runner
+            log.warning("job runner: storage is full; default schedules will be created when there is room")
         self._stop.clear()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dockyard-job")
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="dockyard-jobs", daemon=True)
         self._dispatcher.start()
         log.info("job runner on %s: %d threads, kinds %s", self.node, self.threads, ", ".join(self.kinds))
+
+    def _ensure_default_schedules(self) -> None:
+        if not self._schedules_due:
+            return
+        for kind in self.kinds.values():
+            if kind.default_schedule:
+                self.queue.ensure_schedule(kind.name, kind.default_schedule, kind.default_params)
+            else:
+                self.queue.retire_default_schedule(kind.name)
+        self._schedules_due = False
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; ask running handlers to stop (their jobs go back to the queue) and wait."""
@@ -158,11 +169,14 @@ class JobRunner:
         while not self._stop.is_set():
             self.queue.wakeup.clear()
             try:
+                self._ensure_default_schedules()
                 self.tick()
                 self._renew_leases()
                 self._claim_while_free()
                 if self.metrics:
                     self.metrics.heartbeat.set_to_current_time()
+            except StorageFull:  # one line, no traceback, for as long as the disk is full
+                log.warning("job runner: storage is full; trying again")
             except Exception:
                 log.exception("job runner: a round failed; trying again")
             wait = min(self.poll_interval, self.lease.total_seconds() / 3)
