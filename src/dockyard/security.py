@@ -36,6 +36,7 @@ from dockyard.auth.interfaces import Principal
 from dockyard.auth.keystore import encrypt_at_rest
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
@@ -139,6 +140,7 @@ def _dockyard_security(
         authenticator=authenticator,
         policy=policy,
         generation=generation,
+        standing=PrincipalStanding(policy, authenticator, generation=generation),
     )
     management = ManagementServices(
         db=db,

@@ -41,6 +41,7 @@ from dockyard.auth.interfaces import Principal, PrincipalKind
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.scopes import repository_scope
+from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService, libtrust_key_id
 from dockyard.config.settings import Settings
 from dockyard.observability.metrics import Metrics
@@ -130,7 +131,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     policy = AccessPolicy(db)
     tokens = TokenService(KeyRing(db), issuer="dockyard", service=SERVICE, lifetime=300)
     issuer = TokenIssuer(tokens, authenticator, policy, lookup=authenticator)
-    gate = TokenGate(tokens, Challenge(SERVICE), authenticator=authenticator, policy=policy)
+    standing = PrincipalStanding(policy, authenticator)
+    gate = TokenGate(
+        tokens, Challenge(SERVICE), authenticator=authenticator, policy=policy, standing=standing
+    )
     app = compose(services, gate, TokenEndpoint(issuer, SERVICE).routes())
     host, server, thread = serve(app)
     yield Registry(f"http://{host}", host, services, tokens)

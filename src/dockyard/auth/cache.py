@@ -9,7 +9,7 @@ takes effect here within the feed's delay instead of the entries' time to live.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -17,8 +17,9 @@ Generation = Callable[[], int]
 
 
 class TTLCache(Generic[V]):
-    """Keys are digests (never the secrets themselves). When full, expired entries go first, then the
-    oldest half. Not locked: a lost update under a race only costs one more verification."""
+    """Keys are digests (never the secrets themselves) or tuples of public values. When full, expired
+    entries go first, then the oldest half. Not locked: a lost update under a race only costs one
+    more verification."""
 
     def __init__(
         self, max_entries: int, clock: Callable[[], float], generation: Generation | None = None
@@ -27,14 +28,14 @@ class TTLCache(Generic[V]):
         self.clock = clock
         self.generation = generation
         self._seen = generation() if generation is not None else 0
-        self._entries: dict[bytes, tuple[float, V]] = {}
+        self._entries: dict[Hashable, tuple[float, V]] = {}
 
     def current_generation(self) -> int:
         """Note this before computing a value; pass it to `put`, which drops a value computed across
         a change (e.g. a password check that started before the account was disabled)."""
         return self.generation() if self.generation is not None else 0
 
-    def get(self, key: bytes) -> V | None:
+    def get(self, key: Hashable) -> V | None:
         self._follow_generation()
         entry = self._entries.get(key)
         if entry is None:
@@ -44,7 +45,7 @@ class TTLCache(Generic[V]):
             return None
         return entry[1]
 
-    def put(self, key: bytes, value: V, expires_at: float, generation: int | None = None) -> None:
+    def put(self, key: Hashable, value: V, expires_at: float, generation: int | None = None) -> None:
         self._follow_generation()
         if generation is not None and self.generation is not None and generation != self._seen:
             return  # something changed while the value was computed: it may be stale already

@@ -22,7 +22,10 @@ from anywhere would hand any pusher any blob whose digest they know.
 It runs on every request, so a verified token is remembered (by its SHA-256, until it expires, at
 most a minute): a repeated token costs a dict lookup instead of an ECDSA verification. Basic
 credentials are remembered the same way for `basic_ttl` seconds (argon2 and bcrypt are slow on
-purpose), and so are the policy's answers to them.
+purpose), and so are the policy's answers to them. A bearer token's scopes were granted when it was
+issued: with dockyard's own tokens each use also asks whether its principal still stands (account,
+credential, permissions; `auth.standing`, remembered per principal and scopes, forgotten on the change
+feed), so a disabled user, a deleted robot or a removed membership loses access before the token expires.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from dockyard.auth.scopes import (
     format_scopes,
     repository_scope,
 )
+from dockyard.auth.standing import PrincipalStanding, Verdict
 from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
 from dockyard.content.reference import validate_name
 from dockyard.errors import NameInvalid
@@ -172,10 +176,12 @@ class TokenGate:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
         generation: Generation | None = None,  # moves on any account/key change: caches forget
+        standing: PrincipalStanding | None = None,  # checks a bearer token's principal on each use
     ) -> None:
         if (authenticator is None) != (policy is None):
             raise ValueError("Basic credentials need both an authenticator and a policy")
         self.verifier = verifier
+        self.standing = standing
         self.challenge = challenge
         self.basic = (
             RememberedLogins(authenticator, basic_ttl, max_entries, clock, generation)
@@ -206,7 +212,7 @@ class TokenGate:
         optional = mount_source_scope(route_key, args, method, query_string)
         verdict: Principal | Response
         if kind == b"bearer":
-            verdict = self._check_bearer(scope, credentials.strip(), required, optional)
+            verdict = await self._check_bearer(scope, credentials.strip(), required, optional)
         elif kind == b"basic" and self.basic is not None:
             verdict = await self._check_basic(scope, credentials.strip(), required, optional)
         else:
@@ -224,7 +230,7 @@ class TokenGate:
         pullable = await anyio.to_thread.run_sync(self.policy.pullable_projects, principal)
         scope[MOUNT_SOURCES_KEY] = None if pullable.all else pullable.projects
 
-    def _check_bearer(
+    async def _check_bearer(
         self, scope: ASGIScope, raw: bytes, required: list[Scope], optional: Scope | None
     ) -> Principal | Response:
         key = hashlib.sha256(raw).digest()
@@ -237,15 +243,34 @@ class TokenGate:
             if verified.cacheable:
                 self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
         # Known from here on, also when refused: the audit log names who was denied.
-        scope[PRINCIPAL_KEY] = verified.principal
+        principal = verified.principal
+        scope[PRINCIPAL_KEY] = principal
         needed = [wanted for wanted in required if wanted != optional]
-        if optional is not None and not verified.access.permits_all([optional]):
-            scope[MOUNT_REFUSED_KEY] = True
-        if not verified.access.permits_all(needed):
+        # What the token carries, then whether the principal still stands (account, credential,
+        # the permission behind each scope): access ends when they do, not when the token expires.
+        standing = Verdict.ALLOWED
+        if verified.access.permits_all(needed):
+            standing = await self._standing(principal, needed)
+            if standing is Verdict.REVOKED:
+                return self._unauthorized(scope, required, "invalid_token")
+        if standing is not Verdict.ALLOWED or not verified.access.permits_all(needed):
             # The client may come back with a token for this scope: challenge, and say why.
-            anonymous = verified.principal.is_anonymous
-            return self._unauthorized(scope, required, "insufficient_scope", denied=not anonymous)
-        return verified.principal
+            denied = not principal.is_anonymous
+            return self._unauthorized(scope, required, "insufficient_scope", denied=denied)
+        if optional is not None and (
+            not verified.access.permits_all([optional])
+            or await self._standing(principal, [optional]) is not Verdict.ALLOWED
+        ):
+            scope[MOUNT_REFUSED_KEY] = True
+        return principal
+
+    async def _standing(self, principal: Principal, wanted: list[Scope]) -> Verdict:
+        if self.standing is None:  # external tokens: nothing to check them against
+            return Verdict.ALLOWED
+        remembered = self.standing.remembered(principal, wanted)
+        if remembered is not None:
+            return remembered
+        return await anyio.to_thread.run_sync(self.standing.check, principal, wanted)
 
     async def _check_basic(
         self, scope: ASGIScope, raw: bytes, required: list[Scope], optional: Scope | None
