@@ -69,3 +69,21 @@ def test_db_upgrade_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None
         assert result.returncode == 0, result.stderr
         assert "database at revision" in result.stdout
     assert (tmp_path / "data" / "dockyard.db").exists()
+
+
+def test_a_weak_admin_password_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    """It used to abort with a full traceback; now it says which variable, why, and exits 2."""
+    config = tmp_path / "config.yml"
+    where = {"datadir": str(tmp_path / "data"), "http": {"addr": f"127.0.0.1:{free_port()}"}}
+    config.write_text(yaml.safe_dump({**where, "auth": {"enabled": True}, "jobs": {"run_in_serve": False}}))
+    env = {**os.environ, "DOCKYARD_ADMIN_PASSWORD": "password"}
+    finished = subprocess.run(
+        [DOCKYARD, "serve", "--config", str(config)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 2, finished.stderr
+    assert "Traceback" not in finished.stderr
+    said = [line for line in finished.stderr.splitlines() if line.startswith("dockyard: ")]
+    assert said == [
+        "dockyard: DOCKYARD_ADMIN_PASSWORD: the password is too easy to guess: This is a top-10 common "
+        "password. Add another word or two. Uncommon words are better."
+    ], finished.stderr

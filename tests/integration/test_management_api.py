@@ -115,7 +115,7 @@ class Stack:
         return {"mediaType": media_type, "digest": digest, "size": len(body)}
 
 
-PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "bob": "bob-password"}
+PASSWORDS = {"admin": "admin-password", "alice": "alice-password", "bob": "bobs-own-password"}
 
 
 def basic(name: str, secret: str) -> dict[str, str]:
@@ -474,11 +474,12 @@ def test_only_admins_manage_users_and_changes_are_audited(stack: Stack) -> None:
     assert created.status_code == 201, created.text
     assert created.json()["username"] == "carol" and "password" not in created.text
     duplicate = stack.api.post(
-        "/users", headers=AS_ADMIN, json={"username": "carol", "password": "another-pw"}
+        "/users", headers=AS_ADMIN, json={"username": "Carol", "password": "another-carol-pw"}
     )
-    assert_error(duplicate, 409, "CONFLICT")
-    weak = stack.api.post("/users", headers=AS_ADMIN, json={"username": "dave", "password": "short"})
+    assert_error(duplicate, 409, "CONFLICT")  # usernames are unique whatever their case
+    weak = stack.api.post("/users", headers=AS_ADMIN, json={"username": "dave", "password": "password"})
     assert_error(weak, 400, "BAD_REQUEST")
+    assert "too easy to guess" in weak.json()["errors"][0]["message"]
 
     listed = stack.api.get("/users", headers=AS_ADMIN, params={"q": "CAR"})
     assert [u["username"] for u in listed.json()] == ["carol"]
@@ -489,10 +490,12 @@ def test_only_admins_manage_users_and_changes_are_audited(stack: Stack) -> None:
     assert_error(stack.api.get("/me", headers=basic("carol", "carol-password")), 401, "UNAUTHORIZED")
     stack.api.request("PATCH", "/users/carol", headers=AS_ADMIN, json={"disabled": False})
     reset = stack.api.request(
-        "PUT", "/users/carol/password", headers=AS_ADMIN, json={"password": "new-password"}
+        "PUT", "/users/carol/password", headers=AS_ADMIN, json={"password": "carol-new-password"}
     )
     assert reset.status_code == 204
-    assert stack.api.get("/me", headers=basic("carol", "new-password")).json()["name"] == "carol"
+    assert stack.api.get("/me", headers=basic("carol", "carol-new-password")).json()["name"] == "carol"
+    # A login in another case is the same user, named as first written.
+    assert stack.api.get("/me", headers=basic("CAROL", "carol-new-password")).json()["name"] == "carol"
     # The last administrator cannot be demoted.
     demote = stack.api.request("PATCH", "/users/admin", headers=AS_ADMIN, json={"admin": False})
     assert_error(demote, 409, "CONFLICT")
@@ -504,7 +507,7 @@ def test_only_admins_manage_users_and_changes_are_audited(stack: Stack) -> None:
     ]
     assert events == [
         ("create", "carol", "ok"),
-        ("create", "carol", "failed"),
+        ("create", "Carol", "failed"),
         ("create", "dave", "failed"),
         ("update", "carol", "ok"),
         ("update", "carol", "ok"),
@@ -519,7 +522,7 @@ def test_only_admins_manage_users_and_changes_are_audited(stack: Stack) -> None:
     (denial,) = stack.audit_events(action="access_denied")
     assert denial.actor == "alice" and denial.detail and denial.detail["path"] == "/api/v1/users"
     recorded = json.dumps([e.detail for e in stack.audit_events()])
-    secrets = ("carol-password", "new-password", "eve-password")
+    secrets = ("carol-password", "carol-new-password", "eve-password")
     assert not any(secret in recorded for secret in secrets)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.interfaces import Group, GroupExists, GroupNotFound, Page, UserNotFound, UserSource
-from dockyard.accounts.models import GroupRow, UserGroupRow, UserRow
+from dockyard.accounts.models import GroupRow, UserGroupRow, UserRow, username_is
 from dockyard.accounts.names import validate_group_name
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
@@ -169,7 +169,7 @@ def ensure_group(connection: Connection, name: str, source: UserSource) -> Group
 
 
 def _user_id(connection: Connection, username: str) -> int:
-    user_id = connection.execute(select(UserRow.id).where(UserRow.username == username)).scalar()
+    user_id = connection.execute(select(UserRow.id).where(username_is(username))).scalar()
     if user_id is None:
         raise UserNotFound(detail={"username": username})
     return int(user_id)

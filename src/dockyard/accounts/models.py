@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, ColumnElement, ForeignKey, Index, Integer, String, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dockyard.db.base import Base, UTCDateTime, utcnow
@@ -26,6 +26,18 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+# Usernames are unique whatever their case: `Admin` cannot be created beside `admin` (migration 0015).
+Index("uq_users_username_lower", func.lower(UserRow.username), unique=True)
+
+
+def username_is(name: str) -> ColumnElement[bool]:
+    """The user called `name` in any case (`ADMIN` finds `admin`), through the index above. Usernames
+    are ASCII (accounts.names), where SQL's lower() and Python's agree; other input matches nobody."""
+    if not name.isascii():
+        return false()
+    return func.lower(UserRow.username) == name.lower()
 
 
 class GroupRow(Base):

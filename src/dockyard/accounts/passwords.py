@@ -1,4 +1,5 @@
-"""Password hashing (argon2id) and the password policy.
+"""Password hashing (argon2id) and the password policy: at least 8 characters, not the username, and
+not easy to guess (zxcvbn: common passwords, words, names, keyboard patterns, dates, l33t; score >= 3).
 
 Cost: OWASP's recommended argon2id parameters (19 MiB, 2 passes, 1 lane), about 25 ms per verify on a
 2-core machine; argon2-cffi's defaults (64 MiB, 3 passes, 4 lanes) took about 180 ms there, which would
@@ -19,6 +20,12 @@ from dockyard.accounts.interfaces import WeakPassword
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # longer inputs only cost CPU
+# zxcvbn's score, 0-4: 3 is "safely unguessable" (about 10^8 guesses or more). It refuses `password`,
+# `Summer2024!`, `p@ssw0rd123` and the like; a passphrase of a few uncommon words passes.
+MIN_STRENGTH = 3
+# zxcvbn judges the first this many characters (its own default limit): its time grows fast with the
+# length (1024 repeated letters took a minute), and a strong start makes a strong password anyway.
+STRENGTH_CHECKED_LENGTH = 72
 
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Each hash takes 19 MiB and a core for ~25 ms: a burst of logins with different credentials queues
@@ -45,6 +52,21 @@ def check_password_policy(password: str, username: str | None = None) -> None:
         raise WeakPassword(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
     if username is not None and password.casefold() == username.casefold():
         raise WeakPassword("the password must not be the username")
+    _check_strength(password, username)
+
+
+def _check_strength(password: str, username: str | None) -> None:
+    # Imported here, not at the top: its word lists take ~15 MB and 50 ms, needed only where
+    # passwords are set (user creation, password changes, the first start), never for logins.
+    from zxcvbn import zxcvbn
+
+    judged = zxcvbn(password[:STRENGTH_CHECKED_LENGTH], user_inputs=[username] if username else [])
+    if judged["score"] >= MIN_STRENGTH:
+        return
+    feedback = judged.get("feedback") or {}
+    advice = [feedback.get("warning") or "", *(feedback.get("suggestions") or [])]
+    said = " ".join(part.strip() for part in advice if part and part.strip())
+    raise WeakPassword("the password is too easy to guess" + (f": {said}" if said else ""))
 
 
 def hash_password(password: str) -> str:

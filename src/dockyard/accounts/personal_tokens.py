@@ -28,7 +28,7 @@ from dockyard.accounts.interfaces import (
     User,
     UserNotFound,
 )
-from dockyard.accounts.models import PersonalTokenRow, UserRow
+from dockyard.accounts.models import PersonalTokenRow, UserRow, username_is
 from dockyard.accounts.users import USER_COLUMNS, user_from_row
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database, unless_full
@@ -72,7 +72,7 @@ class PersonalTokenService:
             raise InvalidExpiry()
         secret = new_secret(PERSONAL_TOKEN_PREFIX)
         with self._db.write() as connection:
-            user_id = connection.execute(select(UserRow.id).where(UserRow.username == username)).scalar()
+            user_id = connection.execute(select(UserRow.id).where(username_is(username))).scalar()
             if user_id is None:
                 raise UserNotFound(detail={"username": username})
             count = connection.execute(
@@ -100,14 +100,14 @@ class PersonalTokenService:
             rows = connection.execute(
                 select(*_COLUMNS)
                 .join(UserRow, UserRow.id == PersonalTokenRow.user_id)
-                .where(UserRow.username == username)
+                .where(username_is(username))
                 .order_by(PersonalTokenRow.created_at, PersonalTokenRow.id)
             )
             return [_token(row) for row in rows]
 
     def revoke(self, username: str, token_id: int) -> None:
         """Delete one of the user's tokens (another user's token id is "not found")."""
-        owner = select(UserRow.id).where(UserRow.username == username).scalar_subquery()
+        owner = select(UserRow.id).where(username_is(username)).scalar_subquery()
         with self._db.write() as connection:
             result = connection.execute(
                 delete(PersonalTokenRow).where(
@@ -161,7 +161,8 @@ class PersonalTokenService:
                 .where(PersonalTokenRow.secret_hash == secret_hash)
             ).first()
         now = utcnow()
-        if row is None or row.username != username or row.disabled:
+        # The token's user, named in any case (usernames are unique whatever their case).
+        if row is None or not username.isascii() or row.username.lower() != username.lower() or row.disabled:
             return None
         if row.expires_at is not None and row.expires_at <= now:
             return None

@@ -24,7 +24,7 @@ from dockyard.accounts.interfaces import (
     UserSource,
     WrongPassword,
 )
-from dockyard.accounts.models import UserRow
+from dockyard.accounts.models import UserRow, username_is
 from dockyard.accounts.names import validate_username
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database, unless_full
@@ -74,7 +74,7 @@ class UserService:
     # --- reading ------------------------------------------------------------------------------
     def find(self, username: str) -> User | None:
         with self._db.read() as connection:
-            row = connection.execute(select(*USER_COLUMNS).where(UserRow.username == username)).first()
+            row = connection.execute(select(*USER_COLUMNS).where(username_is(username))).first()
         return user_from_row(row) if row else None
 
     def get(self, username: str) -> User:
@@ -210,7 +210,7 @@ class UserService:
         password is a new credential: what logins with the old one handed out ends."""
         with self._db.read() as connection:
             row = connection.execute(
-                select(UserRow.password_hash, UserRow.source).where(UserRow.username == username)
+                select(UserRow.password_hash, UserRow.source).where(username_is(username))
             ).first()
         if row is None:
             raise UserNotFound(detail={"username": username})
@@ -225,7 +225,7 @@ class UserService:
         with self._db.write() as connection:
             connection.execute(
                 update(UserRow)
-                .where(UserRow.username == username)
+                .where(username_is(username))
                 .values(password_hash=password_hash, updated_at=utcnow())
             )
         return Credential(CredentialKind.PASSWORD, fingerprint(password_hash))
@@ -253,7 +253,7 @@ class UserService:
         with self._db.read() as connection:
             row = connection.execute(
                 select(*USER_COLUMNS, UserRow.password_hash).where(
-                    UserRow.username == username, UserRow.source == UserSource.LOCAL.value
+                    username_is(username), UserRow.source == UserSource.LOCAL.value
                 )
             ).first()
         password_hash = row.password_hash if row else None
@@ -281,7 +281,7 @@ class UserService:
         }
         with self._db.write() as connection:
             row = connection.execute(
-                select(UserRow.id, UserRow.source).where(UserRow.username == identity.username)
+                select(UserRow.id, UserRow.source).where(username_is(identity.username))
             ).first()
             if row is None:
                 connection.execute(
@@ -336,9 +336,7 @@ class UserService:
     # --- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _locked_user(connection: Connection, username: str) -> User:
-        row = connection.execute(
-            select(*USER_COLUMNS).where(UserRow.username == username).with_for_update()
-        ).first()
+        row = connection.execute(select(*USER_COLUMNS).where(username_is(username)).with_for_update()).first()
         if row is None:
             raise UserNotFound(detail={"username": username})
         return user_from_row(row)

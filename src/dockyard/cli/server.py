@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from dockyard.accounts.interfaces import WeakPassword
 from dockyard.api.drain import DrainState
 from dockyard.app import (
     ADMIN_PASSWORD_ENV,
@@ -173,7 +174,11 @@ def _first_start(settings: Settings, engine: Engine) -> None:
             "authentication is off: anyone who can reach %s may push, pull and delete", settings.http.addr
         )
         return
-    password = first_admin(settings, Database(engine), os.environ.get(ADMIN_PASSWORD_ENV))
+    try:
+        password = first_admin(settings, Database(engine), os.environ.get(ADMIN_PASSWORD_ENV))
+    except WeakPassword as error:  # one line naming the variable, as for a bad config: not a traceback
+        sys.stderr.write(f"dockyard: {error.message}\n")
+        raise SystemExit(2) from None
     session_secret(settings)
     if auth_mode(settings) == "dockyard":  # token signing keys: none of their own in the other modes
         encrypt_signing_keys(settings, Database(engine))

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.groups import ensure_group
 from dockyard.accounts.interfaces import UserNotFound, UserSource
-from dockyard.accounts.models import GroupRow, RobotRow, UserRow
+from dockyard.accounts.models import GroupRow, RobotRow, UserRow, username_is
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.session import Database
@@ -288,7 +288,7 @@ def _member(row: Any) -> Member:
 
 
 def _user_id(connection: Connection, username: str) -> int:
-    found = connection.execute(select(UserRow.id).where(UserRow.username == username)).scalar()
+    found = connection.execute(select(UserRow.id).where(username_is(username))).scalar()
     if found is None:
         raise UserNotFound(detail={"username": username})
     return int(found)

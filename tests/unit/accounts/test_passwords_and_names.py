@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from argon2 import PasswordHasher
 
@@ -51,6 +53,44 @@ def test_policy_refuses_the_username_as_password() -> None:
     with pytest.raises(WeakPassword):
         check_password_policy("Alice-the-user", "alice-the-user")
     check_password_policy("eight chars", "alice")
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["password", "Password1", "Summer2024!", "p@ssw0rd123", "qwertyuiop", "iloveyou123", "admin123456",
+     "alice2024!", "a" * 1024, "abcabcabcabcabc"],
+)  # fmt: skip
+def test_policy_refuses_common_and_guessable_passwords(password: str) -> None:
+    with pytest.raises(WeakPassword) as caught:
+        check_password_policy(password, "alice")
+    assert caught.value.message.startswith("the password is too easy to guess")
+
+
+def test_policy_says_why_a_password_is_weak() -> None:
+    with pytest.raises(WeakPassword) as caught:
+        check_password_policy("password")
+    assert "common password" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse battery staple",
+        "the-right-password-1",
+        "Tr0ub4dor&3-extra-words",
+        "kX9vR2mQ7tLp4Zw8bN3c",  # random
+    ],
+)
+def test_policy_accepts_strong_passwords(password: str) -> None:
+    check_password_policy(password, "alice")
+
+
+def test_only_the_start_of_a_very_long_password_is_judged() -> None:
+    """zxcvbn's time grows fast with the length (1024 repeated letters took a minute): the first 72
+    characters are judged, so the check stays quick for any input the policy lets through."""
+    check_password_policy(secrets.token_urlsafe(54) + "a" * 900)
+    with pytest.raises(WeakPassword):
+        check_password_policy("a" * 900 + secrets.token_urlsafe(54))
 
 
 @pytest.mark.parametrize("name", ["alice", "a", "Alice.Smith", "bob@example.org", "ci-bot_2", "a" * 255])

@@ -48,6 +48,27 @@ def test_duplicate_invalid_and_weak(services: Services) -> None:
     assert services.users.count() == 1
 
 
+def test_usernames_are_unique_and_found_whatever_their_case(services: Services) -> None:
+    """`Admin` beside `admin` was allowed: one could pass for the other in the UI, audit log and
+    member lists. Now the first spelling is the name, and every lookup finds it in any case."""
+    services.users.create("admin", PASSWORD, admin=True)
+    for impostor in ("Admin", "ADMIN", "aDmIn"):
+        with pytest.raises(UserExists):
+            services.users.create(impostor, PASSWORD)
+    assert services.users.count() == 1
+    assert services.users.get("ADMIN").username == "admin"
+    user = services.users.verify_password("Admin", PASSWORD)  # a login in another case: the same user
+    assert user is not None and user.username == "admin"
+    services.users.set_password("ADMIN", "another new password", current_password=PASSWORD)
+    assert services.users.verify_password("admin", "another new password") is not None
+    services.users.create("kate", PASSWORD)
+    assert services.users.find("\u212aate") is None  # the Kelvin sign lower-cases to "k": no match
+    services.users.create("Bob.Smith", PASSWORD)
+    assert services.users.get("bob.smith").username == "Bob.Smith"  # kept as first written
+    services.users.delete("BOB.SMITH")
+    assert services.users.find("Bob.Smith") is None
+
+
 def test_unknown_user(services: Services) -> None:
     assert services.users.find("nobody") is None
     with pytest.raises(UserNotFound):
@@ -115,7 +136,6 @@ def test_verify_password(services: Services) -> None:
     assert user is not None and user.username == "alice"
     assert services.users.get("alice").last_login_at is not None
     assert services.users.verify_password("alice", PASSWORD + "x") is None
-    assert services.users.verify_password("Alice", PASSWORD) is None
     assert services.users.verify_password("nobody", PASSWORD) is None
     services.users.update("alice", disabled=True)
     assert services.users.verify_password("alice", PASSWORD) is None
