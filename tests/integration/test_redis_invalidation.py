@@ -1,7 +1,8 @@
 """Revocations reach every node and worker within about a second through Redis: a retired signing
-key's tokens, a deleted personal token, a disabled user. Two real `dockyard serve` nodes (two workers
-each) on one database and one real Redis; each node first remembers the credential (the caches that
-used to keep them for 30 s to 2 min), then the change is made through the other node.
+key's tokens, a deleted personal token, a disabled user (its Basic logins and its bearer tokens).
+Two real `dockyard serve` nodes (two workers each) on one database and one real Redis; each node
+first remembers the credential (the caches that used to keep them for 30 s to 2 min), then the
+change is made through the other node.
 """
 
 from __future__ import annotations
@@ -177,6 +178,22 @@ def test_a_disabled_user_is_refused_on_the_other_node(nodes: Nodes) -> None:
     took = caller.refused_everywhere()
     assert took < WITHIN_SECONDS
     print(f"disabled user refused on the other node after {took:.2f}s")
+
+
+def test_a_disabled_user_s_bearer_token_is_refused_on_the_other_node(nodes: Nodes) -> None:
+    """The token itself would live 5 minutes: B's workers checked its principal and remember the
+    answer, and forget it when A announces the change."""
+    user = ("bearer-disabled", "bearer-disabled-password-1")
+    with api(nodes.a) as http:
+        assert http.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
+    answer = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=user, timeout=10)
+    caller = Caller(nodes.b, headers={"Authorization": f"Bearer {answer.json()['token']}"})
+    assert caller.statuses() == {200}
+    with api(nodes.a) as http:
+        assert http.patch(f"/users/{user[0]}", json={"disabled": True}).status_code == 200
+    took = caller.refused_everywhere()
+    assert took < WITHIN_SECONDS
+    print(f"disabled user's bearer token refused on the other node after {took:.2f}s")
 
 
 def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -> None:
