@@ -1,6 +1,10 @@
 """The one typed settings model. Loaded once at startup by `dockyard.config.loader`.
 
 Key names follow registry:2's config.yml where the feature is the same, so its files work.
+
+Each key's `description` (and each section's docstring) is its documentation: `make docs` writes them into
+docs/configuration.md, and a unit test fails when that page and this model drift apart. Descriptions are
+Markdown, with links relative to docs/.
 """
 
 from __future__ import annotations
@@ -10,18 +14,30 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+# The sections in modules of their own, importable from here as before.
+from dockyard.config.auth_settings import AuthSettings
+from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
+from dockyard.config.base import Section, doc, positive_duration
+from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import parse_duration
+from dockyard.config.storage_settings import StorageSettings
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class TLSSettings(Section):
+    """Serve HTTPS on `http.addr`: set `certificate` and `key` together, or neither for plain HTTP
+    ([tls.md](tls.md))."""
 
-
-class TLSSettings(_Section):
-    certificate: Path | None = None
-    key: Path | None = None
+    certificate: Path | None = Field(
+        default=None,
+        description="PEM server certificate (with its chain). The file must exist at startup.",
+    )
+    key: Path | None = Field(
+        default=None,
+        description="PEM private key for `http.tls.certificate`, not encrypted. TLS 1.2 and later are "
+        "served.",
+    )
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
@@ -36,35 +52,69 @@ class TLSSettings(_Section):
 
 MIN_METRICS_TOKEN_LENGTH = 24  # a guessable scrape token would undo keeping metrics private
 
-# host:port, :port or [ipv6]:port; the host part is a name or an address, never a URL.
-_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
 
+class HTTPSettings(Section):
+    """The HTTP server: `/v2`, `/token`, `/api/v1`, the health checks and (unless `metrics.listen`)
+    `/metrics`, all on one address. Health endpoints, for load balancers and without auth: `GET /healthz`
+    answers 200 while the process serves; `GET /readyz` checks the database, storage and (when
+    configured) Redis, 200 or 503 with a JSON body per check."""
 
-def split_addr(value: str) -> tuple[str, int]:
-    """(host to bind, port) from host:port, :port (all interfaces) or [ipv6]:port; ValueError otherwise."""
-    match = _ADDR.match(value)
-    if match is None:
-        raise ValueError(f"expected host:port or :port ([ipv6]:port for IPv6), got {value!r}")
-    port = int(match.group("port"))
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be between 1 and 65535, got {port}")
-    return match.group("host").strip("[]") or "0.0.0.0", port
-
-
-class HTTPSettings(_Section):
-    addr: str = "0.0.0.0:5000"
-    # Public base URL used in Location headers when set; otherwise the request's own host.
-    host: str | None = None
-    secret: str | None = Field(default=None, repr=False)  # never shown in reprs or logs
-    workers: int = Field(default=2, ge=1, le=64)
+    addr: str = Field(
+        default="0.0.0.0:5000",
+        description="Listen address: `host:port`, `:port` (every interface) or `[ipv6]:port`. TCP only.",
+        json_schema_extra=doc("host:port"),
+    )
+    host: str | None = Field(
+        default=None,
+        description="Public base URL, e.g. `https://registry.example.com`: put in `Location` headers, and "
+        "(with `/token`) the token realm of `WWW-Authenticate` unless `auth.token.realm` is set "
+        "([auth.md](auth.md#tokens)). Unset: `Location` headers are paths (`/v2/...`), which clients "
+        "resolve against the URL they used, and the realm is built from the request's `Host`.",
+        json_schema_extra=doc("URL"),
+    )
+    secret: str | None = Field(
+        default=None,
+        repr=False,  # never shown in reprs or logs
+        description="Shared by every node: encrypts the token signing keys stored in the database (unset: "
+        "they are encrypted under a generated `<datadir>/signing-key-secret`; see "
+        "[auth.md](auth.md#signing-keys)), and (when at least 32 bytes) signs management-API session "
+        "cookies (else a generated `<datadir>/session-secret` is used). Upload state lives in the "
+        "database, so uploads need no secret. Never logged.",
+    )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Server worker processes. Each serves requests on its own; they share the database "
+        "and a cache change feed.",
+    )
     tls: TLSSettings = TLSSettings()
-    # Extra response headers, as registry:2's http.headers: {"X-Content-Type-Options": ["nosniff"]}.
-    headers: dict[str, list[str]] = Field(default_factory=dict)
-    # CIDRs of the load balancers whose X-Forwarded-For/-Proto/-Host (or Forwarded) are believed.
-    # Empty: none are; every client is the connection's peer (docs/ha.md).
-    trusted_proxies: list[str] = Field(default_factory=list)
-    # On SIGTERM: /readyz answers 503 at once, in-flight requests get this long to finish, then exit.
-    drain_timeout: str = "30s"
+    headers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Extra headers on every response, as in registry:2: `{X-Content-Type-Options: "
+        "[nosniff]}`. A single string is taken as a one-item list. Header names have dashes, so "
+        'the variable sets the whole map: `DOCKYARD_HTTP_HEADERS=\'{"X-Frame-Options": ["DENY"]}\'`.',
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Load balancers whose forwarding headers are believed; empty: nobody's, every client "
+        "is the connection's peer. A request whose peer is in the list is taken to come from the "
+        "rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (`Forwarded: for=` "
+        "when there is no `X-Forwarded-For`), with the scheme of `X-Forwarded-Proto` and the host of "
+        "`X-Forwarded-Host`: the login limit per address, the audit log, `auth.allow_ips`, the access "
+        "log and the token realm all use that client. Headers from other peers are ignored. A variable "
+        "takes a comma-separated list: `DOCKYARD_HTTP_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7`. See "
+        "[ha.md](ha.md#client-addresses-behind-the-balancer).",
+        json_schema_extra=doc("list of CIDRs"),
+    )
+    drain_timeout: str = Field(
+        default="30s",
+        description="On SIGTERM, `/readyz` answers 503 at once and requests in flight get this long to "
+        "finish; then the process exits 0 (sooner when nothing is in flight). registry:2's "
+        "`http.draintimeout` sets it too. A second SIGTERM, or SIGINT, stops at once. See "
+        "[ha.md](ha.md#health-checks-and-draining).",
+        json_schema_extra=doc("duration"),
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -114,104 +164,22 @@ class HTTPSettings(_Section):
         return split_addr(self.addr)[1]
 
 
-class FilesystemStorage(_Section):
-    rootdirectory: Path | None = None  # default: <datadir>/storage
-
-
-class InMemoryStorage(_Section):
-    pass
-
-
-class DeleteSettings(_Section):
-    enabled: bool = True
-
-
-def _positive_duration(value: str) -> str:
-    if parse_duration(value) <= 0:
-        raise ValueError(f"must be a positive duration, got {value!r}")
-    return value
-
-
-class UploadPurging(_Section):
-    enabled: bool = True
-    age: str = "168h"  # a duration: 90s, 30m, 168h, 2h30m
-    interval: str = "24h"
-    dryrun: bool = False
-
-    _check_durations = field_validator("age", "interval")(_positive_duration)
-
-    @property
-    def age_seconds(self) -> float:
-        return parse_duration(self.age)
-
-    @property
-    def interval_seconds(self) -> float:
-        return parse_duration(self.interval)
-
-
-class ReadOnlySettings(_Section):
-    enabled: bool = False
-
-
-class MaintenanceSettings(_Section):
-    uploadpurging: UploadPurging = UploadPurging()
-    readonly: ReadOnlySettings = ReadOnlySettings()
-
-
-class CacheSettings(_Section):
-    blobdescriptor: str | None = None  # accepted from registry:2 configs; dockyard always caches
-
-
-class S3Storage(_Section):
-    """registry:2's storage.s3 keys, for any S3-compatible store (AWS, Ceph RGW, SeaweedFS, MinIO)."""
-
-    bucket: str
-    region: str | None = None
-    regionendpoint: str | None = None  # e.g. http://127.0.0.1:8333 for a local store
-    accesskey: str | None = Field(default=None, repr=False)
-    secretkey: str | None = Field(default=None, repr=False)
-    rootdirectory: str | None = None
-    secure: bool | None = None
-    v4auth: bool | None = None
-    chunksize: int | None = None
-    forcepathstyle: bool | None = None
-    skipverify: bool | None = None
-
-
-class RedirectSettings(_Section):
-    # registry:2's storage.redirect.disable: blob GETs answer 307 to a presigned URL unless disabled.
-    disable: bool = False
-
-
-class StorageSettings(_Section):
-    filesystem: FilesystemStorage | None = None
-    inmemory: InMemoryStorage | None = None
-    s3: S3Storage | None = None
-    delete: DeleteSettings = DeleteSettings()
-    maintenance: MaintenanceSettings = MaintenanceSettings()
-    cache: CacheSettings = CacheSettings()
-    redirect: RedirectSettings = RedirectSettings()
-
-    @model_validator(mode="after")
-    def _one_driver(self) -> Self:
-        named = [name for name in ("filesystem", "inmemory", "s3") if getattr(self, name) is not None]
-        if len(named) > 1:
-            raise ValueError(f"configure exactly one storage driver, not {' and '.join(named)}")
-        return self
-
-    @property
-    def driver_name(self) -> Literal["filesystem", "inmemory", "s3"]:
-        if self.s3 is not None:
-            return "s3"
-        return "inmemory" if self.inmemory is not None else "filesystem"
-
-
 # URL schemes of the supported databases (`postgresql://` and `postgres://` run on psycopg 3).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
 
 
-class DatabaseSettings(_Section):
-    url: str | None = None  # default: sqlite:///<datadir>/dockyard.db
+class DatabaseSettings(Section):
+    """The metadata database: the source of truth for everything but blob bytes."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLite (`sqlite:///PATH`; an absolute path has four slashes: "
+        "`sqlite:////var/lib/dockyard/dockyard.db`) or PostgreSQL "
+        "(`postgresql://USER:PASSWORD@HOST:PORT/DATABASE`, on psycopg 3; `postgres://` and "
+        "`postgresql+psycopg://` work too). Any other scheme is a config error. Several nodes share one "
+        "PostgreSQL ([ha.md](ha.md)). A password in the URL is masked wherever it is shown.",
+        json_schema_extra=doc("SQLAlchemy URL", default="`sqlite:///<datadir>/dockyard.db`"),
+    )
 
     @field_validator("url")
     @classmethod
@@ -230,10 +198,21 @@ class DatabaseSettings(_Section):
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 
 
-class RedisSettings(_Section):
-    """Optional: caches' invalidation across nodes and shared login-failure counts."""
+class RedisSettings(Section):
+    """Optional on one node; required when several nodes share one database ([ha.md](ha.md))."""
 
-    url: str | None = Field(default=None, repr=False)  # may carry a password
+    url: str | None = Field(
+        default=None,
+        repr=False,  # may carry a password
+        description="Shared cache invalidation (pub/sub; reads never wait on Redis), revocations (retired "
+        "signing keys, deleted tokens and robots, disabled users: everywhere within about a second), "
+        "login-failure counts and locks (the hourly audit purge runs once per cluster) across workers "
+        "and nodes. `redis://[:PASSWORD@]HOST:PORT/DB`, `rediss://` (TLS), `unix:///path`, Sentinel: "
+        "`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` (`rediss+sentinel://` for "
+        "TLS to the master). If Redis goes away the registry keeps serving, uncached, and resumes "
+        "caching when it returns.",
+        json_schema_extra=doc("URL"),
+    )
 
     @field_validator("url")
     @classmethod
@@ -248,20 +227,32 @@ class RedisSettings(_Section):
         return value
 
 
-class AccessLogSettings(_Section):
-    disabled: bool = False
+class AccessLogSettings(Section):
+    disabled: bool = Field(default=False, description="Turn off the one-line-per-request access log.")
 
 
 # registry:2 (logrus) level names that have no exact Python counterpart.
 _LEVEL_ALIASES = {"trace": "debug", "fatal": "error", "panic": "error"}
 
 
-class LogSettings(_Section):
-    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
-    formatter: Literal["json", "text", "logstash"] = "text"
+class LogSettings(Section):
+    """Logs go to stderr ([operations.md](operations.md#logs))."""
+
+    level: Literal["debug", "info", "warn", "warning", "error"] = Field(
+        default="info",
+        description="Case-insensitive. `warning` = `warn`; registry:2's `trace` = `debug`, `fatal` and "
+        "`panic` = `error`.",
+    )
+    formatter: Literal["json", "text", "logstash"] = Field(
+        default="text", description="Line format: see [operations.md](operations.md#logs)."
+    )
     accesslog: AccessLogSettings = AccessLogSettings()
-    # Static fields added to every log line (registry:2's log.fields), e.g. {"service": "registry"}.
-    fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    fields: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Added to every line, e.g. `{service: registry, environment: prod}`. A variable "
+        "sets one field with the rest of its name, lower-cased: `DOCKYARD_LOG_FIELDS_SERVICE=registry` "
+        "sets `log.fields.service`.",
+    )
 
     @field_validator("level", mode="before")
     @classmethod
@@ -277,19 +268,34 @@ class LogSettings(_Section):
         return value.strip().lower() if isinstance(value, str) else value
 
 
-class MetricsSettings(_Section):
-    """Prometheus metrics (docs/operations.md#metrics). They name every project and its storage use, so
-    they are not public by default: on http.addr only system administrators (Basic credentials) and
-    holders of `token` (Bearer) read them; with `listen` they move to a port of their own, without auth."""
+class MetricsSettings(Section):
+    """Prometheus metrics at `GET /metrics` (metric names and scrape configs:
+    [operations.md](operations.md#metrics)). They name every project, private ones too, and its storage
+    use, so they are not public by default. On `http.addr`, `/metrics` answers system administrators
+    (Basic credentials: password or personal access token; in htpasswd mode any htpasswd user) and the
+    holder of `metrics.token`, and `401` to anyone else. With auth off (`auth.enabled: false`) it is
+    open, unless `metrics.token` is set. With `metrics.listen` it moves to a port of its own."""
 
-    enabled: bool = True
-    # host:port of a separate listener serving GET /metrics without authentication (bind it to loopback
-    # or a private network, as the worker's jobs.metrics_listen); http.addr then has no /metrics.
-    listen: str | None = None
-    # A secret Prometheus sends as `Authorization: Bearer <token>` to read /metrics on http.addr.
-    token: str | None = Field(default=None, repr=False)
-    # true: /metrics on http.addr answers anyone (private project names and storage use included).
-    public: bool = False
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics at `GET /metrics`.")
+    listen: str | None = Field(
+        default=None,
+        description="Serve `GET /metrics` on a port of its own, without authentication (bind it to "
+        "loopback or a private network), instead of on `http.addr`. Must differ from `http.addr`'s "
+        "port. E.g. `DOCKYARD_METRICS_LISTEN=127.0.0.1:9101`.",
+        json_schema_extra=doc("host:port"),
+    )
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="A secret, at least 24 characters (`openssl rand -hex 24`), that reads `/metrics` on "
+        "`http.addr` as `Authorization: Bearer <token>` (Prometheus' `authorization.credentials`). "
+        "Never logged.",
+    )
+    public: bool = Field(
+        default=False,
+        description="`true`: `/metrics` on `http.addr` answers anyone, private project names and storage "
+        "use included.",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -306,109 +312,50 @@ class MetricsSettings(_Section):
         return value
 
 
-class TokenAuthSettings(_Section):
-    """Docker token auth. dockyard issues the tokens itself, unless `rootcertbundle` is set: then, as
-    in registry:2, it only verifies tokens an external issuer signed."""
+class AuditSettings(Section):
+    """The audit log of logins, pushes, pulls, deletes and changes ([auth.md](auth.md#audit-log))."""
 
-    realm: str | None = None  # the token endpoint clients are sent to; default: <this server>/token
-    service: str = "dockyard"
-    issuer: str = "dockyard"
-    expiration: str = "5m"
-    rootcertbundle: Path | None = None
+    retention: str = Field(
+        default="2160h",  # 90 days
+        description="How long audit events are kept.",
+        json_schema_extra=doc("duration"),
+    )
 
-    _check_expiration = field_validator("expiration")(_positive_duration)
-
-
-class HtpasswdSettings(_Section):
-    """registry:2's auth.htpasswd: basic auth against a bcrypt htpasswd file."""
-
-    realm: str = "basic-realm"
-    path: Path
+    _check_retention = field_validator("retention")(positive_duration)
 
 
-class LDAPSettings(_Section):
-    """Search-then-bind against LDAP or Active Directory."""
+class JobsSettings(Section):
+    """The background job runner ([jobs.md](jobs.md)): garbage collection, retention, upload purging,
+    audit purging."""
 
-    url: str  # ldap://host:389 or ldaps://host:636
-    starttls: bool = False
-    ca_file: Path | None = None
-    bind_dn: str | None = None
-    bind_password: str | None = Field(default=None, repr=False)
-    user_base_dn: str
-    user_filter: str = "(uid={username})"  # {username} is escaped before it is substituted
-    email_attribute: str = "mail"
-    display_name_attribute: str = "cn"
-    group_base_dn: str | None = None
-    group_filter: str = "(member={user_dn})"
-    group_name_attribute: str = "cn"
-    admin_groups: list[str] = Field(default_factory=list)  # members are system administrators
-    timeout: float = Field(default=5.0, gt=0)
+    run_in_serve: bool = Field(
+        default=True,
+        description="`serve` runs a background job runner on this node; else only `dockyard worker` does.",
+    )
+    threads: int = Field(default=2, ge=1, le=64, description="Jobs one runner runs at once.")
+    history: str = Field(
+        default="720h",
+        description="How long finished jobs and their logs are kept.",
+        json_schema_extra=doc("duration"),
+    )
+    poll_interval: str = Field(
+        default="2s",
+        description="How often a runner looks for jobs queued by other processes.",
+        json_schema_extra=doc("duration"),
+    )
+    lease: str = Field(
+        default="60s",
+        description="A job whose runner stopped renewing its lease for this long is run again elsewhere.",
+        json_schema_extra=doc("duration"),
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="Where a standalone `dockyard worker` serves its job metrics (`GET /metrics`, "
+        "[jobs.md](jobs.md#metrics)); off when unset. The runner `serve` starts ignores it.",
+        json_schema_extra=doc("host:port"),
+    )
 
-
-class LoginLimitSettings(_Section):
-    """Failed logins allowed within `window` before refusing: from one client address for one account
-    (`max_failures`: that address's passwords for it are refused), from one address whatever the
-    accounts (`max_failures_per_address`: everything from it is refused), and for one account from
-    every address (`max_failures_per_account`: then each address that has failed for it is refused,
-    while addresses that have not may still log in). Robot secrets count against the address only.
-    Unset, the last two are 3 and 10 times `max_failures`."""
-
-    max_failures: int = Field(default=10, ge=1)
-    max_failures_per_address: int | None = Field(default=None, ge=1)
-    max_failures_per_account: int | None = Field(default=None, ge=1)
-    window: str = "15m"
-
-    _check_window = field_validator("window")(_positive_duration)
-
-
-class AuthSettings(_Section):
-    # dockyard's own accounts and token auth. A registry:2 file without an auth section runs open
-    # (enabled: false), as registry:2 does; htpasswd or token sections select those modes instead.
-    enabled: bool = True
-    token: TokenAuthSettings = TokenAuthSettings()
-    htpasswd: HtpasswdSettings | None = None
-    ldap: LDAPSettings | None = None
-    login_limit: LoginLimitSettings = LoginLimitSettings()
-    allow_ips: list[str] = Field(default_factory=list)  # CIDRs allowed to use the registry at all
-    management_allow_ips: list[str] = Field(default_factory=list)  # ...and the management API and UI
-
-    @field_validator("allow_ips", "management_allow_ips", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        # DOCKYARD_AUTH_ALLOW_IPS=10.0.0.0/8,192.168.1.7 reads as one string.
-        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
-
-    @field_validator("allow_ips", "management_allow_ips")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
-                ) from None
-        return [entry.strip() for entry in value]
-
-
-class AuditSettings(_Section):
-    retention: str = "2160h"  # 90 days
-
-    _check_retention = field_validator("retention")(_positive_duration)
-
-
-class JobsSettings(_Section):
-    """The background job runner (docs/jobs.md)."""
-
-    run_in_serve: bool = True  # `dockyard serve` runs one job runner per node; else only `dockyard worker`s
-    threads: int = Field(default=2, ge=1, le=64)  # jobs one runner runs at once
-    history: str = "720h"  # finished jobs and their logs are kept this long
-    poll_interval: str = "2s"  # how often a runner looks for due jobs queued by other processes
-    lease: str = "60s"  # a job whose worker stopped renewing its lease this long is run again
-    # host:port where a standalone `dockyard worker` serves its job metrics; off when unset.
-    metrics_listen: str | None = None
-
-    _check_durations = field_validator("history", "poll_interval", "lease")(_positive_duration)
+    _check_durations = field_validator("history", "poll_interval", "lease")(positive_duration)
 
     @field_validator("metrics_listen")
     @classmethod
@@ -418,9 +365,19 @@ class JobsSettings(_Section):
         return value
 
 
-class Settings(_Section):
-    version: str | None = None  # "0.1" marks a registry:2 config file
-    datadir: Path = Path("data")
+class Settings(Section):
+    version: str | None = Field(
+        default=None,
+        description="`0.1` (any `0.x`) marks a registry:2 file: see "
+        "[compatibility](#registry2-configyml-compatibility). Not needed in dockyard's own format.",
+    )
+    datadir: Path = Field(
+        default=Path("data"),
+        description="Where dockyard keeps its state: the SQLite database, the blobs (unless "
+        "`storage.filesystem.rootdirectory` says otherwise), generated secrets and runtime files. Created "
+        "`0700` with files `0600`; one other users may read is made private at start, or refused if it "
+        "cannot be. Layout: [operations.md](operations.md#the-data-directory).",
+    )
     http: HTTPSettings = HTTPSettings()
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()

@@ -1,0 +1,175 @@
+"""The `auth` section: dockyard's own accounts and tokens, or registry:2's modes (a part of
+`settings.Settings`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from dockyard.config.base import Section, doc, positive_duration
+
+
+class TokenAuthSettings(Section):
+    """Docker token auth. dockyard issues the tokens itself, unless `rootcertbundle` is set: then, as
+    in registry:2, it only verifies tokens an external issuer signed."""
+
+    realm: str | None = Field(
+        default=None,
+        description="Where clients are sent for tokens (set it behind a proxy): see "
+        "[auth.md](auth.md#tokens) for how it is chosen when unset.",
+        json_schema_extra=doc("URL", default="this server's `/token`"),
+    )
+    service: str = Field(
+        default="dockyard", description="The token `aud`: the service clients ask tokens for."
+    )
+    issuer: str = Field(default="dockyard", description="The token `iss`.")
+    expiration: str = Field(
+        default="5m", description="Lifetime of access tokens.", json_schema_extra=doc("duration")
+    )
+    rootcertbundle: Path | None = Field(
+        default=None,
+        description="registry:2 mode: only verify tokens an external issuer signed with the keys of "
+        "these PEM certificates.",
+    )
+
+    _check_expiration = field_validator("expiration")(positive_duration)
+
+
+class HtpasswdSettings(Section):
+    """registry:2's `auth.htpasswd`: Basic auth against a bcrypt htpasswd file, instead of dockyard's
+    own accounts."""
+
+    realm: str = Field(default="basic-realm", description="The realm of the Basic challenge.")
+    path: Path = Field(description="The htpasswd file (bcrypt entries only).")
+
+
+class LDAPSettings(Section):
+    """Search-then-bind against LDAP or Active Directory, beside dockyard's own accounts
+    ([auth.md](auth.md#ldap--active-directory))."""
+
+    url: str = Field(
+        description="`ldap://host:389` or `ldaps://host:636`; `ldap://` without `starttls` sends passwords "
+        "in clear text (a warning says so).",
+        json_schema_extra=doc("URL"),
+    )
+    starttls: bool = Field(default=False, description="Upgrade an `ldap://` connection with StartTLS.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA certificates to verify the server with (else the system's)."
+    )
+    bind_dn: str | None = Field(
+        default=None, description="The service account that searches (else an anonymous bind)."
+    )
+    bind_password: str | None = Field(
+        default=None, repr=False, description="Its password, required with `bind_dn`. Never logged."
+    )
+    user_base_dn: str = Field(description="Where users are searched.")
+    user_filter: str = Field(
+        default="(uid={username})",
+        description="Finds the user: must contain `{username}`, which is escaped before it is substituted "
+        "(Active Directory: `(sAMAccountName={username})`).",
+    )
+    email_attribute: str = Field(default="mail", description="The user's e-mail address.")
+    display_name_attribute: str = Field(default="cn", description="The user's display name.")
+    group_base_dn: str | None = Field(
+        default=None, description="Where groups are searched; unset: no groups."
+    )
+    group_filter: str = Field(
+        default="(member={user_dn})",
+        description="Finds the user's groups: must contain `{user_dn}` (the user's DN) or `{username}`.",
+    )
+    group_name_attribute: str = Field(default="cn", description="A group's name, as project members name it.")
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Groups whose members are system administrators."
+    )
+    timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for the directory to connect or answer."
+    )
+
+
+class LoginLimitSettings(Section):
+    """Failed logins allowed within `window` before refusing: from one client address for one account
+    (`max_failures`: that address's passwords for it are refused), from one address whatever the
+    accounts (`max_failures_per_address`: everything from it is refused), and for one account from
+    every address (`max_failures_per_account`: then each address that has failed for it is refused,
+    while addresses that have not may still log in). Robot secrets count against the address only.
+    Unset, the last two are 3 and 10 times `max_failures`."""
+
+    max_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed logins allowed from one client address for one account in the window; past "
+        "it that address's passwords for the account are refused ([auth.md](auth.md#failed-logins)).",
+    )
+    max_failures_per_address: int | None = Field(
+        default=None,
+        ge=1,
+        description="Failed logins allowed from one client address, whatever the accounts; past it the "
+        "address is refused.",
+        json_schema_extra=doc(default="3 times `max_failures`"),
+    )
+    max_failures_per_account: int | None = Field(
+        default=None,
+        ge=1,
+        description="Failed logins allowed for one account from every address; past it each address that "
+        "has failed for the account is refused, never one that has not.",
+        json_schema_extra=doc(default="10 times `max_failures`"),
+    )
+    window: str = Field(
+        default="15m", description="The window failures are counted in.", json_schema_extra=doc("duration")
+    )
+
+    _check_window = field_validator("window")(positive_duration)
+
+
+class AuthSettings(Section):
+    """dockyard's own accounts, projects and token auth are on by default in dockyard's format
+    ([auth.md](auth.md)). A registry:2 file without an auth section runs open, as registry:2 does;
+    `htpasswd` or `token` with `rootcertbundle` select registry:2's modes instead. On the first start with
+    dockyard's own auth, `serve` creates the system administrator `admin`: its password is
+    `DOCKYARD_ADMIN_PASSWORD` when set, otherwise random, printed once and kept in
+    `<datadir>/admin-password` (mode 0600)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="dockyard's own users, projects, robots and Docker token auth, unless `htpasswd` or "
+        "`token.rootcertbundle` selects a registry:2 mode. `false` with neither runs an open registry, "
+        "like registry:2 without auth.",
+        json_schema_extra=doc(default="`true` (`false` in registry:2 files)"),
+    )
+    token: TokenAuthSettings = TokenAuthSettings()
+    htpasswd: HtpasswdSettings | None = None
+    ldap: LDAPSettings | None = None
+    login_limit: LoginLimitSettings = LoginLimitSettings()
+    allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Who may use the registry at all (`/v2`, `/token`, `/api`); empty: everyone. A "
+        "variable takes a comma-separated list.",
+        json_schema_extra=doc("list of CIDRs"),
+    )
+    management_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Who may use the management API (`/api`), on top of `allow_ips`; empty: everyone.",
+        json_schema_extra=doc("list of CIDRs"),
+    )
+
+    @field_validator("allow_ips", "management_allow_ips", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        # DOCKYARD_AUTH_ALLOW_IPS=10.0.0.0/8,192.168.1.7 reads as one string.
+        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
+
+    @field_validator("allow_ips", "management_allow_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+                ) from None
+        return [entry.strip() for entry in value]

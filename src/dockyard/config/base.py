@@ -1,0 +1,42 @@
+"""What every settings section shares: strict keys, durations, addresses, and the hints the
+configuration reference (docs/configuration.md, written by `make docs`) shows beside pydantic's own."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from dockyard.config.durations import parse_duration
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def doc(kind: str | None = None, *, default: str | None = None) -> dict[str, Any]:
+    """What the configuration reference shows beyond pydantic's own type and default: `kind`, what a
+    string holds (duration, host:port, URL, ...); `default`, in words, when the real one is computed."""
+    return {key: value for key, value in (("format", kind), ("shown_default", default)) if value}
+
+
+def positive_duration(value: str) -> str:
+    if parse_duration(value) <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return value
+
+
+# host:port, :port or [ipv6]:port; the host part is a name or an address, never a URL.
+_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9._-]*):(?P<port>\d{1,5})$")
+
+
+def split_addr(value: str) -> tuple[str, int]:
+    """(host to bind, port) from host:port, :port (all interfaces) or [ipv6]:port; ValueError otherwise."""
+    match = _ADDR.match(value)
+    if match is None:
+        raise ValueError(f"expected host:port or :port ([ipv6]:port for IPv6), got {value!r}")
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be between 1 and 65535, got {port}")
+    return match.group("host").strip("[]") or "0.0.0.0", port
