@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 # e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
 PYTEST_ARGS ?= tests
 
-.PHONY: serve venv test test-sqlite test-postgres test-deps lint bench
+.PHONY: serve venv test test-sqlite test-postgres test-deps lint bench docs
 
 # Runtime dependencies and the package only (no dev tools), re-installed when pyproject.toml changes.
 $(PYTHON):
@@ -55,6 +55,12 @@ lint: test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# Rewrite the generated parts of docs/ from the code: the configuration reference (from the settings model in
+# src/dockyard/config) and the layer diagram (from pyproject.toml's import contracts). tests/unit/docs fails
+# until this is run after a change to either.
+docs: venv
+	$(PYTHON) scripts/generate_docs.py
 
 # dockyard vs distribution 2.8.2 and v3.1.1 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
 # about 8 minutes) and ha (throwaway PostgreSQL + Redis + SeaweedFS, about 12 minutes). Both always run.

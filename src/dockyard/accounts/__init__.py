@@ -1,0 +1,1 @@
+"""Users, robots, groups, LDAP, login limits, sessions and personal access tokens."""

@@ -28,7 +28,11 @@ class TokenAuthSettings(Section):
     )
     issuer: str = Field(default="dockyard", description="The token `iss`.")
     expiration: str = Field(
-        default="5m", description="Lifetime of access tokens.", json_schema_extra=doc("duration")
+        default="5m",
+        description="Lifetime of access tokens. Access ends sooner when the principal loses it "
+        "(disabled, credential revoked, permission removed): see "
+        "[auth.md](auth.md#when-a-tokens-access-ends).",
+        json_schema_extra=doc("duration"),
     )
     rootcertbundle: Path | None = Field(
         default=None,

@@ -45,6 +45,21 @@ APPLIED_AUTH_KEYS = frozenset(
      ("auth", "token", "autoredirect")}
 )  # fmt: skip
 AUTH_TYPES = ("htpasswd", "token", "silly")
+# registry:2's keys the settings model has, with registry:2's meaning (a section: all of its keys; a
+# renamed one, loader.RENAMED, under its new name), besides `version`. Applied from the file and from
+# REGISTRY_* variables. The configuration reference lists them from here (`make docs`), and a test checks
+# that each names a key dockyard has and that its REGISTRY_* variable sets it.
+APPLIED: tuple[KeyPath, ...] = (
+    ("loglevel",),
+    ("log", "level"), ("log", "formatter"), ("log", "fields"), ("log", "accesslog", "disabled"),
+    ("http", "addr"), ("http", "host"), ("http", "secret"), ("http", "headers"), ("http", "draintimeout"),
+    ("http", "tls", "certificate"), ("http", "tls", "key"),
+    ("storage", "filesystem"), ("storage", "inmemory"), ("storage", "s3"), ("storage", "delete", "enabled"),
+    ("storage", "redirect", "disable"), ("storage", "maintenance", "uploadpurging"),
+    ("storage", "maintenance", "readonly", "enabled"), ("storage", "cache", "blobdescriptor"),
+    ("auth", "htpasswd"), ("auth", "token", "realm"), ("auth", "token", "service"),
+    ("auth", "token", "issuer"), ("auth", "token", "rootcertbundle"),
+)  # fmt: skip
 
 _NO_TLS_SETTINGS = "dockyard's server has TLS 1.2+ with its own cipher suites; terminate TLS in front of it"
 # registry:2 used Redis as a blob-descriptor cache only; dockyard's shared Redis is another thing.

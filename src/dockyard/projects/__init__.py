@@ -1,0 +1,1 @@
+"""Projects, members and roles, quotas, immutable tags, and robots' project permissions."""
