@@ -1,0 +1,189 @@
+"""Every error class is answered by both APIs, and this table says how: class -> (/v2 status, its OCI
+code, /api/v1 status, its code). The classes are found by walking DockyardError's subclasses across every
+dockyard module, so a class added without a row fails here: give it a category (dockyard/errors.py) and
+a row saying what each API answers.
+
+The table was captured from the answers before errors were described by category (one isinstance table
+per API); rows changed since say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import pkgutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+import dockyard
+from dockyard import errors
+from dockyard.api.management.errors import install_error_handlers
+from dockyard.api.management.routers.jobs import _job_errors
+from dockyard.api.oci.errors import render_error
+from dockyard.jobs.interfaces import JobError
+
+# (/v2 status, OCI code, /api/v1 status, /api/v1 code)
+EXPECTED: dict[str, tuple[int, str, int, str]] = {
+    "dockyard.accounts.directory.DirectoryUnavailable": (500, "UNKNOWN", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.accounts.interfaces.GroupExists": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.accounts.interfaces.GroupNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.accounts.interfaces.InvalidExpiry": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.accounts.interfaces.InvalidName": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.accounts.interfaces.LastAdmin": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.accounts.interfaces.PersonalTokenNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.accounts.interfaces.RobotExists": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.accounts.interfaces.RobotNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.accounts.interfaces.UserExists": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.accounts.interfaces.UserNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.accounts.interfaces.WeakPassword": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.accounts.interfaces.WrongPassword": (500, "UNKNOWN", 403, "FORBIDDEN"),
+    "dockyard.audit.interfaces.AuditQueryInvalid": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.auth.interfaces.AccessDenied": (500, "UNKNOWN", 403, "FORBIDDEN"),
+    "dockyard.auth.interfaces.AuthenticationFailed": (500, "UNKNOWN", 401, "UNAUTHORIZED"),
+    "dockyard.auth.interfaces.Unauthenticated": (500, "UNKNOWN", 401, "UNAUTHORIZED"),
+    "dockyard.auth.scopes.ScopeInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.auth.tokens.TokenInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.BlobBeingDeleted": (503, "UNAVAILABLE", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.BlobReferenced": (405, "DENIED", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.BlobUnknown": (404, "BLOB_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.errors.BlobUploadInvalid": (400, "BLOB_UPLOAD_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.BlobUploadUnknown": (404, "BLOB_UPLOAD_UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ChunkOutOfOrder": (416, "BLOB_UPLOAD_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ConfigError": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.errors.DeleteDisabled": (405, "UNSUPPORTED", 412, "PRECONDITION"),
+    "dockyard.errors.DigestInvalid": (400, "DIGEST_INVALID", 400, "BAD_REQUEST"),
+    "dockyard.errors.InvalidPath": (400, "NAME_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ManifestBlobUnknown": (400, "MANIFEST_BLOB_UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ManifestInvalid": (400, "MANIFEST_INVALID", 400, "BAD_REQUEST"),
+    "dockyard.errors.ManifestTooLarge": (413, "MANIFEST_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ManifestUnknown": (404, "MANIFEST_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.errors.NameInvalid": (400, "NAME_INVALID", 400, "BAD_REQUEST"),
+    "dockyard.errors.NameUnknown": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.errors.PaginationInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.errors.PathNotFound": (404, "BLOB_UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.RangeInvalid": (416, "RANGE_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.ReadOnly": (405, "UNSUPPORTED", 412, "PRECONDITION"),
+    "dockyard.errors.SizeInvalid": (400, "SIZE_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.StorageError": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.StorageFull": (507, "DENIED", 507, "INSUFFICIENT_STORAGE"),
+    "dockyard.errors.TagInvalid": (400, "MANIFEST_INVALID", 400, "BAD_REQUEST"),
+    "dockyard.errors.Unsupported": (405, "UNSUPPORTED", 412, "PRECONDITION"),
+    "dockyard.errors.UnsupportedDigest": (400, "DIGEST_INVALID", 400, "BAD_REQUEST"),
+    "dockyard.errors.UploadBusy": (416, "BLOB_UPLOAD_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.gc.interfaces.GCOptionsInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.jobs.interfaces.InvalidSchedule": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.jobs.interfaces.JobCancelled": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.jobs.interfaces.JobError": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.jobs.interfaces.JobNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.jobs.interfaces.JobStateError": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.jobs.interfaces.JobTimedOut": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.jobs.interfaces.UnknownJobKind": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.maintenance.interfaces.MaintenanceError": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.projects.interfaces.ImmutableRuleNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.projects.interfaces.InvalidImmutableRule": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.projects.interfaces.InvalidPermission": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.projects.interfaces.InvalidQuota": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.projects.interfaces.InvalidRole": (500, "UNKNOWN", 400, "BAD_REQUEST"),
+    "dockyard.projects.interfaces.MemberExists": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.projects.interfaces.MemberNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.projects.interfaces.PolicyDenied": (403, "DENIED", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.projects.interfaces.ProjectExists": (500, "UNKNOWN", 409, "CONFLICT"),
+    "dockyard.projects.interfaces.ProjectNotFound": (500, "UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.projects.interfaces.QuotaExceeded": (403, "DENIED", 403, "FORBIDDEN"),
+    "dockyard.projects.interfaces.TagImmutable": (403, "DENIED", 412, "PRECONDITION"),
+    "dockyard.projects.patterns.PatternInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.retention.interfaces.RetentionPolicyInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.retention.interfaces.RetentionPolicyNotFound": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
+}
+
+# Storage errors' own messages name storage paths: clients are shown a fixed text instead.
+PUBLIC_MESSAGE = {
+    "dockyard.errors.PathNotFound": errors.BlobUnknown.message,
+    "dockyard.errors.InvalidPath": errors.NameInvalid.message,
+}
+MESSAGE = "what went wrong, for the client"
+DETAIL = {"why": "a test"}
+
+
+def error_class(name: str) -> type[Exception]:
+    module, _, qualname = name.rpartition(".")
+    found = getattr(importlib.import_module(module), qualname)
+    assert isinstance(found, type) and issubclass(found, Exception)
+    return found
+
+
+def raised(cls: type[Exception]) -> Exception:
+    if issubclass(cls, errors.DockyardError):
+        return cls(MESSAGE, detail=DETAIL)
+    return cls(MESSAGE)
+
+
+def every_error_class() -> set[str]:
+    """Every DockyardError (and JobError) subclass defined in a dockyard module."""
+    for module in pkgutil.walk_packages(dockyard.__path__, "dockyard."):
+        if not module.name.startswith("dockyard.db.migrations"):  # alembic's env runs on import
+            importlib.import_module(module.name)
+    found: set[type[Exception]] = {JobError, *_subclasses(errors.DockyardError), *_subclasses(JobError)}
+    return {f"{cls.__module__}.{cls.__qualname__}" for cls in found if cls.__module__.startswith("dockyard.")}
+
+
+def _subclasses(cls: type[Exception]) -> Iterator[type[Exception]]:
+    subclass: type[Exception]
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def test_every_error_class_has_a_row() -> None:
+    found = every_error_class()
+    assert sorted(found - set(EXPECTED)) == [], "add a row to EXPECTED for each"
+    assert sorted(set(EXPECTED) - found) == [], "classes gone: remove their rows"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_v2_answer(name: str) -> None:
+    status, code, _, _ = EXPECTED[name]
+    response = render_error(raised(error_class(name)))
+    body = json.loads(bytes(response.body))
+    assert (response.status_code, body["errors"][0]["code"]) == (status, code)
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert response.headers["content-type"] == "application/json"
+    assert (response.headers.get("retry-after") == "5") == (status == 503)
+    entry = body["errors"][0]
+    if status == 500:
+        assert entry == {"code": "UNKNOWN", "message": "internal server error"}
+    elif name in PUBLIC_MESSAGE:
+        assert entry == {"code": code, "message": PUBLIC_MESSAGE[name]}
+    elif name == "dockyard.errors.StorageFull":
+        assert entry == {"code": code, "message": MESSAGE}
+    else:
+        assert entry == {"code": code, "message": MESSAGE, "detail": DETAIL}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_api_v1_answer(name: str) -> None:
+    _, _, status, code = EXPECTED[name]
+    response = asyncio.run(_management_answer(raised(error_class(name))))
+    assert (response.status_code, response.json()["errors"][0]["code"]) == (status, code)
+    message = "internal server error" if status == 500 else PUBLIC_MESSAGE.get(name, MESSAGE)
+    assert response.json() == {"errors": [{"code": code, "message": message}]}
+    assert (response.headers.get("www-authenticate") == 'Basic realm="dockyard"') == (status == 401)
+    assert "retry-after" not in response.headers
+
+
+async def _management_answer(exc: Exception) -> httpx.Response:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise")
+    def raise_it() -> None:
+        with _job_errors():  # how the jobs router answers the queue's errors (not DockyardErrors)
+            raise exc
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        return await client.get("/raise")
