@@ -79,6 +79,12 @@ class ChunkOutOfOrder(BlobUploadInvalid):
     message = "chunk does not start where the upload ends"
 
 
+class UploadTooLarge(BlobUploadInvalid):
+    """An upload would hold more than one upload may (storage.uploads.max_size)."""
+
+    message = "the upload is larger than this registry accepts"
+
+
 class UploadBusy(ChunkOutOfOrder):
     """Another request is writing to (or committing) the same upload right now."""
 

@@ -85,7 +85,7 @@ def test_the_default_schedule_and_kinds_are_there(api: httpx.Client) -> None:
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.2)
     schedule = answer.json()
-    assert schedule["cron"] == "@every 24h" and schedule["enabled"] is True
+    assert schedule["cron"] == "@every 6h" and schedule["enabled"] is True
 
 
 def test_bad_requests_get_clear_errors(server: RunningServer, api: httpx.Client) -> None:

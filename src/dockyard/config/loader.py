@@ -61,6 +61,7 @@ _SECTION_NAMES = frozenset(
         "delete",
         "maintenance",
         "uploadpurging",
+        "uploads",
         "readonly",
         "cache",
         "database",

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dockyard.config.base import Section, doc, positive_duration
 from dockyard.config.durations import parse_duration
+from dockyard.config.sizes import parse_size
 
 
 class FilesystemStorage(Section):
@@ -42,12 +43,14 @@ class UploadPurging(Section):
         default=True, description="Remove abandoned upload sessions (database row and partial bytes)."
     )
     age: str = Field(
-        default="168h",
-        description="Sessions untouched for longer than this are purged.",
+        default="24h",
+        description="Sessions untouched for longer than this are purged (registry:2's default is `168h`: a "
+        "client resumes an upload within minutes or starts it again, and until purged an abandoned upload "
+        "counts against its project's [quota](policies.md#storage-quotas)).",
         json_schema_extra=doc("duration"),
     )
     interval: str = Field(
-        default="24h",
+        default="6h",
         description="How often to purge: the `purge-uploads` job's default schedule, `@every <interval>` "
         "([jobs.md](jobs.md)); the first run is at the first start.",
         json_schema_extra=doc("duration"),
@@ -63,6 +66,29 @@ class UploadPurging(Section):
     @property
     def interval_seconds(self) -> float:
         return parse_duration(self.interval)
+
+
+class UploadSettings(Section):
+    max_size: int | str = Field(
+        default="16GiB",
+        description="The most one upload may hold before its digest is checked, so also the largest blob a "
+        "push can bring (GHCR takes layers up to 10 GB, ECR up to 52,000 MiB). A body that would take an "
+        "upload past it is refused with `413 BLOB_UPLOAD_INVALID`: before it is read when it declares its "
+        "length, else where it passes the limit (the upload keeps what arrived). A size: `16GiB`, `500MB`, "
+        "`1.5TiB` or bytes.",
+        json_schema_extra=doc("size"),
+    )
+
+    @field_validator("max_size")
+    @classmethod
+    def _positive_size(cls, value: int | str) -> int | str:
+        if parse_size(value) <= 0:
+            raise ValueError(f"must be a positive size, got {value!r}")
+        return value
+
+    @property
+    def max_size_bytes(self) -> int:
+        return parse_size(self.max_size)
 
 
 class ReadOnlySettings(Section):
@@ -166,6 +192,7 @@ class StorageSettings(Section):
     s3: S3Storage | None = None
     delete: DeleteSettings = DeleteSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    uploads: UploadSettings = UploadSettings()
     cache: CacheSettings = CacheSettings()
     redirect: RedirectSettings = RedirectSettings()
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dockyard.accounts import models as _accounts_models  # noqa: F401  (users, groups, robots tables)
@@ -66,6 +75,8 @@ class ProjectBlobRow(Base):
     or a manifest some repository of the project holds (see projects.quotas)."""
 
     __tablename__ = "project_blobs"
+    # The largest blob a project holds, from the index (projects.upload_room).
+    __table_args__ = (Index("ix_project_blobs_project_id_size", "project_id", "size"),)
 
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True, index=True)

@@ -21,11 +21,13 @@ so it stays exact under concurrent pushes, deletes and garbage collection:
   once per project per transaction (lock projects in ascending id order if one transaction
   touches several, so two collectors never deadlock).
 
-When the size is known before the bytes arrive, the edge refuses early with `Quotas.check_room`
-(a read, no lock: the charge at commit is the exact check). It runs on every upload request, so
+Uploads in progress count too, as their bytes arrive: `Quotas.upload_room` gives each upload request
+its room (projects.upload_room), which the edge checks a declared length against before reading a
+byte and stops reading at. Before a commit moves anything, `Quotas.check_room` refuses content that
+cannot fit (a read, no lock: the charge is the exact check). Both run on every upload request, so
 each project's limit is cached (the composition root hands in a cache emptied by the change feed,
 and `on_change` bumps it after every limit change and project delete): an unlimited project, the
-default, costs no query at all; only a project with a limit reads its usage.
+default, costs no query at all; only a project with a limit reads its usage (one statement).
 
 When usage passes the project's warning threshold (default 80% of the limit) an audit event
 (`quota_warning`) is written in the same transaction and a warning logged; again after it drops
@@ -48,6 +50,8 @@ from dockyard.db.session import Database
 from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, ProjectQuota, QuotaExceeded
 from dockyard.projects.models import ProjectBlobRow, ProjectRow
 from dockyard.projects.rbac import project_of
+from dockyard.projects.sizes import human
+from dockyard.projects.upload_room import OpenUploads, UploadRoom, read_room
 
 log = logging.getLogger("dockyard.projects.quotas")
 
@@ -181,17 +185,6 @@ def _warn_if_crossed(
         )
 
 
-def human(size: int) -> str:
-    """Bytes as people read them: 512 B, 1.5 MiB, 10 GiB."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            text = f"{value:.2f}".rstrip("0").rstrip(".") if unit != "B" else str(int(value))
-            return f"{text} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
 @dataclass(frozen=True, slots=True)
 class CachedLimit:
     limit_bytes: int | None  # None: unlimited (also a project that does not exist yet)
@@ -222,6 +215,7 @@ class Quotas:
         self._audit = audit
         self._limits = limits
         self._on_change = on_change
+        self._open_uploads = OpenUploads()  # what this process's requests stream into uploads
 
     def charge(
         self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"
@@ -268,9 +262,26 @@ class Quotas:
             self._on_change()  # after the commit: every worker and node drops its cached limits
         return self.get(project)
 
+    def upload_room(self, repository: str, size: int, digest: str | None = None) -> UploadRoom | None:
+        """The room one request has to add bytes to an upload of `repository` that holds `size` bytes,
+        counting every open upload of the project (projects.upload_room); None when the project has no
+        limit, which costs no query once its limit is cached."""
+        project = project_of(repository)
+        generation = 0
+        if self._limits is not None:
+            generation = self._limits.current_generation()
+            cached = self._limits.get(project)
+            if cached is not None and cached.limit_bytes is None:
+                return None
+        with self._db.read() as connection:
+            limit, room = read_room(connection, self._open_uploads, project, size, digest)
+        if self._limits is not None:
+            self._limits.put(project, CachedLimit(limit), generation)
+        return room
+
     def check_room(self, repository: str, size: int, digest: str | None = None) -> None:
         """QuotaExceeded if an upload reaching `size` bytes could not fit the limit of the project
-        `repository` is in: an early refusal before data is accepted. Content the project already
+        `repository` is in: a refusal before a commit moves anything. Content the project already
         counts costs nothing, so with `digest` known that is checked exactly; without it (a chunk of an
         upload whose digest comes at the end) the refusal comes only when the upload cannot be content
         the project holds: it is already bigger than every blob the project counts."""

@@ -41,10 +41,13 @@ from dockyard.registry.manifest_writes import (
     store_manifest,
 )
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from dockyard.registry.upload_budget import UploadBudget
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
+
+DEFAULT_MAX_UPLOAD_SIZE = 16 * 1024**3  # storage.uploads.max_size
 
 
 class Registry:
@@ -57,8 +60,10 @@ class Registry:
         delete_enabled: bool = True,
         read_only: bool = False,
         audit: AuditRecorder | None = None,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> None:
         self._db = db
+        self.max_upload_size = max_upload_size
         # Project policies every write goes through: quota charges and immutable tags.
         self.quotas = Quotas(
             db, audit, GenerationCache(feed, Topic.POLICIES, 10_000), lambda: feed.bump(Topic.POLICIES)
@@ -409,10 +414,11 @@ class Registry:
         self.uploads.clean_up(state)
         return size
 
-    def check_upload_room(self, name: str, size: int, digest: str | None = None) -> None:
-        """QuotaExceeded when an upload reaching `size` bytes could not fit the project's quota: for
-        the edge to refuse before it accepts the data."""
-        self.quotas.check_room(name, size, digest)
+    def upload_budget(self, name: str, size: int, digest: str | None = None) -> UploadBudget:
+        """What a request may add to an upload of `name` holding `size` bytes (registry.upload_budget):
+        for the edge to refuse a body before reading it, and to stop reading one past it."""
+        validate_name(name)
+        return UploadBudget(self.max_upload_size, size, self.quotas.upload_room(name, size, digest))
 
     # --- internals ----------------------------------------------------------------------------
     def _manifest_cache(self, reference: str) -> GenerationCache[tuple[str, str], ManifestRecord]:

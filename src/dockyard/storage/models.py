@@ -35,6 +35,9 @@ class Upload(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     repository: Mapped[str] = mapped_column(String(255))
+    # Its repository's project: the bytes of a project's open uploads count against its quota
+    # (projects.upload_room; migration 0016_upload_project).
+    project: Mapped[str] = mapped_column(String(255), index=True)
     # Who started it (with auth on, e.g. "user:12"; None with auth off): only they may continue it
     # (migration 0013_upload_owner).
     owner: Mapped[str | None] = mapped_column(String(300), nullable=True)

@@ -196,6 +196,7 @@ class UploadStore:
                 {
                     "id": upload_id,
                     "repository": repository,
+                    "project": repository.split("/", 1)[0],  # as projects.rbac.project_of
                     "owner": owner,
                     "size": 0,
                     "created_at": now,

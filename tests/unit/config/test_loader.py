@@ -237,6 +237,18 @@ def test_loglevel_is_applied_as_registry2_does() -> None:
     assert load_settings(None, {"REGISTRY_HTTP_DRAINTIMEOUT": "45s"}).http.drain_timeout == "45s"
 
 
+def test_the_largest_upload_defaults_to_16_gib_and_takes_sizes(write_config: Any) -> None:
+    assert load_settings(None, {}).storage.uploads.max_size_bytes == 16 * 1024**3
+    purging = load_settings(None, {}).storage.maintenance.uploadpurging
+    assert (purging.age_seconds, purging.interval_seconds) == (24 * 3600, 6 * 3600)
+    settings = load_settings(write_config({"storage": {"uploads": {"max_size": "500MB"}}}), {})
+    assert settings.storage.uploads.max_size_bytes == 500 * 1000**2
+    environ = {"DOCKYARD_STORAGE_UPLOADS_MAX_SIZE": "2.5GiB"}
+    assert load_settings(None, environ).storage.uploads.max_size_bytes == int(2.5 * 1024**3)
+    in_bytes = load_settings(None, {"DOCKYARD_STORAGE_UPLOADS_MAX_SIZE": "1234"})
+    assert in_bytes.storage.uploads.max_size_bytes == 1234
+
+
 def test_invalid_value_names_the_key_path(write_config: Any) -> None:
     message = config_error(write_config({"storage": {"delete": {"enabled": "maybe"}}}))
     assert message == "storage.delete.enabled: Input should be a valid boolean, unable to interpret input"
@@ -273,6 +285,11 @@ def test_unknown_keys_are_errors_with_the_valid_choices(write_config: Any) -> No
             {"storage": {"maintenance": {"uploadpurging": {"interval": "0"}}}},
             "storage.maintenance.uploadpurging.interval: must be a positive duration",
         ),
+        (
+            {"storage": {"uploads": {"max_size": "16 GiBs"}}},
+            "storage.uploads.max_size: invalid size '16 GiBs'",
+        ),
+        ({"storage": {"uploads": {"max_size": 0}}}, "storage.uploads.max_size: must be a positive size"),
         ({"storage": {"inmemory": {}, "filesystem": {}}}, "storage: configure exactly one storage driver"),
         ({"storage": {"gcs": {"bucket": "b"}}}, "storage.gcs: storage driver 'gcs' is not supported"),
         ({"log": {"level": "loud"}}, "log.level: Input should be"),

@@ -27,6 +27,7 @@ _MAPPING: list[tuple[type[errors.DockyardError], str, int]] = [
     # resource was denied"); docker prints "denied: <message>", so the message says which and why.
     (PolicyDenied, "DENIED", 403),
     (errors.ChunkOutOfOrder, "BLOB_UPLOAD_INVALID", 416),
+    (errors.UploadTooLarge, "BLOB_UPLOAD_INVALID", 413),
     (errors.BlobUploadInvalid, "BLOB_UPLOAD_INVALID", 400),
     (errors.BlobUploadUnknown, "BLOB_UPLOAD_UNKNOWN", 404),
     # A blob a manifest still uses: 405, one of the answers the spec allows a blob DELETE (end-10) and

@@ -17,6 +17,7 @@ from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
 from dockyard.projects.interfaces import QuotaExceeded
+from dockyard.registry.upload_budget import UploadBudget
 from dockyard.storage.uploads import AppendSession, UploadState
 
 # Offsets of at most 19 digits (a signed 64-bit size): longer ones are malformed, not a 500 from int().
@@ -71,15 +72,22 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         if may_mount and await ctx.call(ctx.registry.mount_blob, name, mount, source, projects) is not None:
             return _created(ctx, name, mount)
     digest = params.get("digest")
+    budget = None
     if digest is not None:
         parse_digest(digest)
-        await _check_room(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
+        budget = await _budget(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
     state = await ctx.call(ctx.registry.start_upload, name, _owner(request))
     ctx.metrics.uploads_started.inc()
-    if digest is None:
+    if digest is None or budget is None:
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
     # Monolithic upload: the whole blob is the POST body.
-    state = await _append(ctx, request, state, committing=True)
+    try:
+        state = await _append(ctx, request, state, budget, committing=True)
+    except DockyardError:
+        # Cut short or refused mid-body: the client never learnt this session's id, so nobody could
+        # resume or cancel it.
+        await ctx.call(_cancel_quietly, ctx, state)
+        raise
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
 
@@ -93,8 +101,8 @@ async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: 
     state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
     _check_content_range(request, state)
     # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
-    await _check_room(ctx, request, name, state.size)
-    state = await _append(ctx, request, state)
+    budget = await _budget(ctx, request, name, state.size)
+    state = await _append(ctx, request, state, budget)
     return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
 
 
@@ -107,8 +115,8 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
-        await _check_room(ctx, request, name, state.size, digest)
-        state = await _append(ctx, request, state, committing=True)
+        budget = await _budget(ctx, request, name, state.size, digest)
+        state = await _append(ctx, request, state, budget, committing=True)
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
 
@@ -118,12 +126,15 @@ async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
-async def _check_room(
-    ctx: OCIContext, request: Request, name: str, offset: int, digest: str | None = None
-) -> None:
-    """Refuse (QuotaExceeded) before reading a body that would take the upload past the project's
-    quota. Without a Content-Length only what is already there is checked; the commit checks the rest."""
-    await ctx.call(ctx.registry.check_upload_room, name, offset + (declared_length(request) or 0), digest)
+async def _budget(
+    ctx: OCIContext, request: Request, name: str, size: int, digest: str | None = None
+) -> UploadBudget:
+    """What this request's body may add to an upload holding `size` bytes (registry.upload_budget). A
+    declared length that could not fit (the per-upload limit, the project's quota) is refused now, before
+    a byte of it is read; a body without one is stopped where it stops fitting."""
+    budget = await ctx.call(ctx.registry.upload_budget, name, size, digest)
+    budget.check(declared_length(request))
+    return budget
 
 
 def _check_content_range(request: Request, state: UploadState) -> None:
@@ -146,24 +157,44 @@ def _check_content_range(request: Request, state: UploadState) -> None:
 
 
 async def _append(
-    ctx: OCIContext, request: Request, state: UploadState, committing: bool = False
+    ctx: OCIContext, request: Request, state: UploadState, budget: UploadBudget, committing: bool = False
 ) -> UploadState:
-    """Stream the body onto the upload. `committing`: the commit comes next and removes the upload's
-    row in its own transaction, so the new size need not be written first."""
+    """Stream the body onto the upload, within `budget`. `committing`: the commit comes next and removes
+    the upload's row in its own transaction, so the new size need not be written first."""
     session = await ctx.call(ctx.registry.uploads.begin_append, state)
+
+    def write(data: bytes) -> None:  # in a blob-io thread
+        granted = budget.take(len(data))
+        if granted:
+            session.write(data if granted == len(data) else memoryview(data)[:granted])  # type: ignore[arg-type]
+        if granted < len(data):
+            raise budget.refusal(len(data) - granted)
+
     try:
-        received = await receive_into(request, session.write, ctx.io)
-    except (BlobUploadInvalid, SizeInvalid):
-        # The body was cut short: what did arrive is good, so keep it and let the client
-        # resume from the offset that GET on the upload reports.
-        await ctx.call(session.finish)
+        received = await receive_into(request, write, ctx.io)
+    except (BlobUploadInvalid, SizeInvalid, QuotaExceeded):
+        # The body was cut short, or stopped where it no longer fitted: what did arrive is good, so keep
+        # it and let the client resume from the offset that GET on the upload reports (or cancel).
+        recorded = False
+        try:
+            await ctx.call(session.finish)
+            recorded = True
+        finally:
+            budget.settle(recorded)
         raise
     except BaseException:
+        budget.settle(False)
         await ctx.call(_abort_quietly, session)
         ctx.metrics.uploads_failed.inc()
         raise
     ctx.metrics.blob_bytes_received.inc(received)
-    return await ctx.call(session.finish, not committing)
+    try:
+        state = await ctx.call(session.finish, not committing)
+    except BaseException:
+        budget.settle(False)
+        raise
+    budget.settle(not committing)
+    return state
 
 
 def _abort_quietly(session: AppendSession) -> None:
