@@ -74,6 +74,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.errors.Unsupported": (405, "UNSUPPORTED", 412, "PRECONDITION"),
     "dockyard.errors.UnsupportedDigest": (400, "DIGEST_INVALID", 400, "BAD_REQUEST"),
     "dockyard.errors.UploadBusy": (416, "BLOB_UPLOAD_INVALID", 500, "INTERNAL_SERVER_ERROR"),
+    "dockyard.errors.UploadTooLarge": (413, "BLOB_UPLOAD_INVALID", 500, "INTERNAL_SERVER_ERROR"),
     "dockyard.gc.interfaces.GCOptionsInvalid": (500, "UNKNOWN", 500, "INTERNAL_SERVER_ERROR"),
     "dockyard.jobs.interfaces.InvalidSchedule": (500, "UNKNOWN", 400, "BAD_REQUEST"),
     "dockyard.jobs.interfaces.JobCancelled": (500, "UNKNOWN", 400, "BAD_REQUEST"),
