@@ -85,6 +85,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--gc-seconds", type=float, default=15.0, help="--gc: length of the GET run without GC"
     )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="run the scale scenario instead (bench/scale.py: N repositories, against v3.1.1)",
+    )
+    parser.add_argument(
+        "--scale-repos", type=int, default=50_000, help="--scale: repositories (default 50,000)"
+    )
+    parser.add_argument(
+        "--scale-tags", type=int, default=10_000, help="--scale: tags of the one tagged repository"
+    )
+    parser.add_argument(
+        "--scale-db", choices=["sqlite", "postgresql"], default="sqlite", help="--scale: dockyard's database"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = min(args.rounds, 2)
@@ -100,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.gc:
         return _gc_bench(args)
+    if args.scale:
+        return _scale_bench(args)
     settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds)
     if args.auth and args.candidate != "dockyard":
         progress("--auth compares dockyard only (the null registry has no auth)")
@@ -163,6 +179,35 @@ def _gc_bench(args: argparse.Namespace) -> int:
         result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress)
         print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
     return 1 if result.without.errors or result.during.errors or result.after.errors else 0
+
+
+def _scale_bench(args: argparse.Namespace) -> int:
+    from bench.scale import ScaleSettings, lines, run_scale_bench
+
+    rev = resolve_rev(args.dockyard_rev) if args.dockyard_rev else None
+    with WorkDir(args.keep) as workdir:
+        source = snapshot_source(rev, workdir / "rev") if rev else None
+        settings = ScaleSettings(
+            repositories=args.scale_repos,
+            tags=args.scale_tags,
+            rounds=args.rounds,
+            seconds=args.small_seconds,
+            write_seconds=args.small_seconds,
+            database=args.scale_db,
+            workers=args.workers,
+            source=source,
+        )
+        result = run_scale_bench(workdir, settings, progress)
+        caption = (
+            f"{machine_caption(RunSettings(), args.rounds, args.workers, 'dockyard', describe_source(rev))} "
+            f"dockyard on {args.scale_db}; distribution v3.1.1 on its filesystem."
+        )
+        text = "\n".join(lines(result, settings, caption)) + "\n"
+        print(text, flush=True)
+        if args.markdown:
+            args.markdown.write_text(text)
+    errors = sum(row.outcome.errors() for row in result.rows)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

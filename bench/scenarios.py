@@ -42,6 +42,7 @@ class Measurement:
     p99_ms: float | None = None
     client_cores: float = 0.0  # CPU the load generator used, in cores (the servers share the same 2 cores)
     notes: list[str] = field(default_factory=list)
+    server_cpu_ms: float | None = None  # the server's CPU per request, where measured (bench/scale.py)
 
 
 Measure = Callable[[Server, Seeded, RunSettings], Measurement]

@@ -65,6 +65,10 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     auth: ServerAuth | None = None
+    # How it was started, to start it again (bench/scale.py measures start-up that way).
+    argv: list[str] | None = None
+    workdir: Path | None = None
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -106,7 +110,7 @@ def _launch(
     timeout: float = 60.0,
 ) -> Server:
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             argv,
             stdout=log,
@@ -115,7 +119,7 @@ def _launch(
             env={**os.environ, **(env or {})},
             start_new_session=True,
         )
-    server = Server(name, "127.0.0.1", port, process, log_path)
+    server = Server(name, "127.0.0.1", port, process, log_path, argv=argv, workdir=workdir, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -125,6 +129,16 @@ def _launch(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"{name} did not answer /v2/ within {timeout}s:\n{server.log_tail()}")
+
+
+def relaunch(server: Server) -> tuple[Server, float]:
+    """Stop `server` and start it again the same way; with the seconds until /v2/ answered."""
+    assert server.argv is not None and server.workdir is not None
+    server.stop()
+    started = time.monotonic()
+    again = _launch(server.name, server.argv, server.workdir, server.port, server.env)
+    again.auth = server.auth
+    return again, time.monotonic() - started
 
 
 def start_distribution(workdir: Path, htpasswd: Path | None = None, version: str = DISTRIBUTION_2) -> Server:
@@ -215,21 +229,13 @@ def describe_source(rev: str | None) -> str:
     return f"working tree at {commit}" + (" with uncommitted changes in src/" if dirty else "")
 
 
-def start_dockyard(
+def write_dockyard_config(
     workdir: Path,
     workers: int,
-    source: Path | None = None,
     auth: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None,
     sections: dict[str, Any] | None = None,
-    name: str = "dockyard",
-) -> Server:
-    """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given.
-
-    `auth` is the config's auth section (default: off, like distribution without auth); `env` is added
-    to the server's environment (e.g. the first admin's password); `sections` are further top-level
-    config sections (e.g. database, redis, storage: see bench/ha.py).
-    """
+) -> tuple[Path, int]:
+    """The config file start_dockyard serves (see there), and the port it names."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -242,10 +248,34 @@ def start_dockyard(
     }
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
-    argv = [dockyard_command(), "serve", "--config", str(config_path)]
+    return config_path, port
+
+
+def dockyard_environment(source: Path | None, env: dict[str, str] | None = None) -> dict[str, str]:
     # PYTHONPATH comes before the editable install's path entry, in the server and in its workers.
-    env = {**(env or {}), **({"PYTHONPATH": str(source)} if source else {})}
-    return _launch(name, argv, workdir, port, env=env)
+    return {**(env or {}), **({"PYTHONPATH": str(source)} if source else {})}
+
+
+def start_dockyard(
+    workdir: Path,
+    workers: int,
+    source: Path | None = None,
+    auth: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    sections: dict[str, Any] | None = None,
+    name: str = "dockyard",
+    config: tuple[Path, int] | None = None,
+) -> Server:
+    """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given.
+
+    `auth` is the config's auth section (default: off, like distribution without auth); `env` is added
+    to the server's environment (e.g. the first admin's password); `sections` are further top-level
+    config sections (e.g. database, redis, storage: see bench/ha.py). `config`: a config file written
+    already (write_dockyard_config), and its port, instead.
+    """
+    config_path, port = config or write_dockyard_config(workdir, workers, auth, sections)
+    argv = [dockyard_command(), "serve", "--config", str(config_path)]
+    return _launch(name, argv, workdir, port, env=dockyard_environment(source, env))
 
 
 def start_nullserver(workdir: Path) -> Server:

@@ -170,6 +170,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         read_only=settings.storage.maintenance.readonly.enabled,
         audit=audit,  # quota warnings
         max_upload_size=settings.storage.uploads.max_size_bytes,
+        cache_bytes=settings.storage.cache.memory_bytes,
     )
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)

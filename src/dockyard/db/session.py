@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
 from dockyard.db.engine import WRITE_OPTION
+from dockyard.db.lookups import Lookups
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.errors import ReadOnly, StorageFull
 
@@ -23,6 +24,8 @@ log = logging.getLogger("dockyard.db")
 class Database:
     def __init__(self, engine: Engine, read_only: ReadOnlyFlag | None = None) -> None:
         self.engine = engine
+        # Point reads of the hot paths, on raw driver connections (db.lookups).
+        self.lookups = Lookups(engine, _sqlite_file(engine))
         # The runtime read-only switch (db.readonly); None: this process never checks one.
         self.read_only_flag = read_only
         # SQLite has one writer at a time, and a blocked writer polls with sleeps of up to 100 ms.
@@ -68,7 +71,15 @@ class Database:
             raise
 
     def dispose(self) -> None:
+        self.lookups.close()
         self.engine.dispose()
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return database
 
 
 @contextmanager

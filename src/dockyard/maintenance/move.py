@@ -150,9 +150,7 @@ def _prepare_target_database(target: Engine, tables: list[Table]) -> None:
 
 
 # --- blobs ------------------------------------------------------------------------------------
-def _copy_blobs_online(
-    plan: MovePlan, target: StorageDriver, progress: Progress, result: MoveResult
-) -> None:
+def _copy_blobs_online(plan: MovePlan, target: StorageDriver, progress: Progress, result: MoveResult) -> None:
     with plan.source.connect() as connection:
         count, total = connection.execute(select(func.count(), func.sum(Blob.size))).one()
     result.blobs = int(count or 0)

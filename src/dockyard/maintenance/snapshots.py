@@ -182,8 +182,15 @@ def _restore_postgres(snapshot: Path, url: str) -> None:
     uri, env = libpq_target(url)
     pg_restore = find_tool("pg_restore", major)
     run_tool(
-        [pg_restore, "--single-transaction", "--exit-on-error", "--no-owner", "--no-acl",
-         f"--dbname={uri}", str(snapshot)],
+        [
+            pg_restore,
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-acl",
+            f"--dbname={uri}",
+            str(snapshot),
+        ],
         env,
     )
 

@@ -48,9 +48,7 @@ def verify(
         # Every recorded blob: a referenced one must be there, and an unreferenced one is still
         # served to the repositories linked to it. Not those garbage collection is deleting
         # (tombstoned: their bytes may be gone already, and no reader sees them).
-        blobs = connection.execute(
-            select(Blob.digest, Blob.size).where(live()).order_by(Blob.digest)
-        ).all()
+        blobs = connection.execute(select(Blob.digest, Blob.size).where(live()).order_by(Blob.digest)).all()
     for name, manifest, digest in unrecorded:
         result.problems.add(f"{name}@{manifest} references blob {digest}, which is not recorded")
     result.blobs = len(blobs)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Callable
 from enum import IntEnum
+from itertools import islice
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -70,16 +72,47 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class GenerationCache(Generic[K, V]):
-    """A bounded dict that empties itself when the generation of its topic (or of any of its
-    topics) moves."""
+# What an entry costs besides its own bytes: the dict slot, the key tuple, the value object (measured
+# with tracemalloc on CPython 3.11 for a (name, reference) -> ManifestRecord entry: about 300 bytes).
+ENTRY_OVERHEAD = 320
+MIB = 1 << 20
 
-    def __init__(self, feed: ChangeFeed, topic: Topic | tuple[Topic, ...], max_entries: int = 10_000) -> None:
+
+def entry_weight(key: object, value: object) -> int:
+    """A flat estimate for small entries (sizes, ids, rules): the fixed cost only."""
+    return ENTRY_OVERHEAD
+
+
+class GenerationCache(Generic[K, V]):
+    """A dict bounded by memory that empties itself when the generation of its topic (or of any of
+    its topics) moves.
+
+    `max_bytes` bounds what its entries weigh (`weigh(key, value)`: their bytes plus ENTRY_OVERHEAD);
+    when a put would pass it, the oldest quarter of the entries goes (first in, first out: no list to
+    keep per hit). 0 keeps nothing (every read goes to the database)."""
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        topic: Topic | tuple[Topic, ...],
+        max_bytes: int = 4 * MIB,
+        weigh: Callable[[K, V], int] = entry_weight,
+    ) -> None:
         self._feed = feed
         self._topics = topic if isinstance(topic, tuple) else (topic,)
-        self._max = max_entries
-        self._entries: dict[K, V] = {}
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._entries: dict[K, tuple[V, int]] = {}
+        self._bytes = 0
         self._generation = self.current_generation()
+
+    @property
+    def weight(self) -> int:
+        """What the entries weigh now, in bytes (estimated)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def current_generation(self) -> int:
         """Read before querying the DB; pass to `put`. With several topics: their generations side
@@ -92,17 +125,35 @@ class GenerationCache(Generic[K, V]):
     def get(self, key: K) -> V | None:
         generation = self.current_generation()
         if generation != self._generation:
-            self._entries = {}
-            self._generation = generation
+            self._clear(generation)
             return None
-        return self._entries.get(key)
+        found = self._entries.get(key)
+        return None if found is None else found[0]
 
     def put(self, key: K, value: V, generation: int) -> None:
         if generation != self._generation:
             if generation != self.current_generation():
                 return  # something changed since the caller read; its answer may be stale
-            self._entries = {}
-            self._generation = generation
-        if len(self._entries) >= self._max:
-            self._entries = {}
-        self._entries[key] = value
+            self._clear(generation)
+        weight = self._weigh(key, value)
+        if weight > self._max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        while self._bytes + weight > self._max_bytes and self._entries:
+            self._evict_oldest()
+        self._entries[key] = (value, weight)
+        self._bytes += weight
+
+    def _clear(self, generation: int) -> None:
+        self._entries = {}
+        self._bytes = 0
+        self._generation = generation
+
+    def _evict_oldest(self) -> None:
+        # A new dict of the newest three quarters: O(n) once per quarter turned over, and no holes
+        # left at the front of the dict for later lookups to skip.
+        kept = dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None))
+        self._entries = kept
+        self._bytes = sum(weight for _, weight in kept.values())

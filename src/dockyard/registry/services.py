@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, exists, select
 
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.content.digest import Digest, digest_of, parse_digest
@@ -16,6 +16,7 @@ from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, insert_ignore, upsert
+from dockyard.db.lookups import WouldBlock
 from dockyard.db.session import Database
 from dockyard.errors import (
     BlobReferenced,
@@ -32,7 +33,7 @@ from dockyard.projects.models import ProjectRow
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.rbac import project_of
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
-from dockyard.registry.cache import ChangeFeed, GenerationCache, Topic
+from dockyard.registry.cache import ENTRY_OVERHEAD, MIB, ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.manifest_writes import (
     check_references,
@@ -48,6 +49,7 @@ from dockyard.storage.models import Blob
 from dockyard.storage.uploads import UploadState, UploadStore
 
 DEFAULT_MAX_UPLOAD_SIZE = 16 * 1024**3  # storage.uploads.max_size
+DEFAULT_CACHE_BYTES = 32 * MIB
 
 
 class Registry:
@@ -61,35 +63,42 @@ class Registry:
         read_only: bool = False,
         audit: AuditRecorder | None = None,
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._db = db
         self.max_upload_size = max_upload_size
         # Project policies every write goes through: quota charges and immutable tags.
         self.quotas = Quotas(
-            db, audit, GenerationCache(feed, Topic.POLICIES, 10_000), lambda: feed.bump(Topic.POLICIES)
+            db, audit, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
         )
         self.immutability = ImmutabilityRules(
-            db, GenerationCache(feed, Topic.POLICIES, 1_000), lambda: feed.bump(Topic.POLICIES)
+            db, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
         )
         self.blobs = blobs
         self.uploads = uploads
         self._feed = feed
         self.delete_enabled = delete_enabled
         self.read_only = read_only
-        # Manifests by tag, and by digest: a collector deleting untagged manifests drops only the
-        # latter (Topic.UNTAGGED_DELETES); every registry write drops both (Topic.MANIFESTS).
+        # The read caches share `cache_bytes` (storage.cache.memory_mib) by what they hold: manifests by
+        # tag, and by digest (a collector deleting untagged manifests drops only the latter:
+        # Topic.UNTAGGED_DELETES; every registry write drops both: Topic.MANIFESTS), listing pages,
+        # and blob sizes.
         self._manifests_by_tag: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            feed, Topic.MANIFESTS
+            feed, Topic.MANIFESTS, cache_bytes * 4 // 10, _manifest_weight
         )
         self._manifests_by_digest: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            feed, (Topic.MANIFESTS, Topic.UNTAGGED_DELETES)
+            feed, (Topic.MANIFESTS, Topic.UNTAGGED_DELETES), cache_bytes * 2 // 10, _manifest_weight
         )
         self._listings: GenerationCache[tuple[str, str | None, int | None, str | None], Page] = (
-            GenerationCache(feed, Topic.MANIFESTS, 2_000)
+            GenerationCache(feed, Topic.MANIFESTS, cache_bytes * 2 // 10, _page_weight)
         )
         self._blob_sizes: GenerationCache[tuple[str, str], int] = GenerationCache(
-            feed, Topic.BLOB_DELETES, 50_000
+            feed, Topic.BLOB_DELETES, cache_bytes * 2 // 10, _key_weight
         )
+        lookups = db.lookups
+        self._manifest_by_tag = lookups.prepare(_MANIFEST_BY_TAG)
+        self._manifest_by_digest = lookups.prepare(_MANIFEST_BY_DIGEST)
+        self._blob_size = lookups.prepare(_BLOB_SIZE)
 
     # --- hot-path caches (no I/O) -------------------------------------------------------------
     def cached_manifest(self, name: str, reference: str) -> ManifestRecord | None:
@@ -103,24 +112,31 @@ class Registry:
 
     # --- manifests ----------------------------------------------------------------------------
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
+        return self._get_manifest(name, reference, wait=True)
+
+    def manifest_now(self, name: str, reference: str) -> ManifestRecord | None:
+        """get_manifest without waiting for anything (for the event loop): None when the database
+        would make it wait, or is a network round trip away; then call get_manifest in a thread."""
+        try:
+            return self._get_manifest(name, reference, wait=False)
+        except WouldBlock:
+            return None
+
+    def _get_manifest(self, name: str, reference: str, wait: bool) -> ManifestRecord:
         validate_name(name)
         ref = _existing_reference(name, reference)
         cache = self._manifest_cache(reference)
         generation = cache.current_generation()
-        with self._db.read() as connection:
-            query = select(Manifest.digest, Manifest.media_type, Manifest.content).join(
-                Repository, Repository.id == Manifest.repository_id
-            )
-            if isinstance(ref, Digest):
-                query = query.where(Repository.name == name, Manifest.digest == str(ref))
-            else:
-                query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
-                    Repository.name == name, Tag.name == ref
-                )
-            row = connection.execute(query).first()
+        if isinstance(ref, Digest):
+            values = {"repository": name, "digest": str(ref)}
+            row = self._db.lookups.one(self._manifest_by_digest, values, wait=wait)
+        else:
+            values = {"repository": name, "tag": ref}
+            row = self._db.lookups.one(self._manifest_by_tag, values, wait=wait)
         if row is None:
             raise ManifestUnknown(detail={"name": name, "reference": reference})
-        record = ManifestRecord(row.digest, row.media_type, bytes(row.content))
+        digest, media_type, content = row
+        record = ManifestRecord(digest, media_type, bytes(content))
         cache.put((name, reference), record, generation)
         return record
 
@@ -283,20 +299,25 @@ class Registry:
     # --- blobs --------------------------------------------------------------------------------
     def blob_size(self, name: str, digest: str) -> int:
         """The size of a blob this repository may read; BlobUnknown otherwise."""
+        return self._lookup_blob_size(name, digest, wait=True)
+
+    def blob_size_now(self, name: str, digest: str) -> int | None:
+        """blob_size without waiting for anything (see manifest_now): None when it would wait."""
+        try:
+            return self._lookup_blob_size(name, digest, wait=False)
+        except WouldBlock:
+            return None
+
+    def _lookup_blob_size(self, name: str, digest: str, wait: bool) -> int:
         validate_name(name)
         parse_digest(digest)
         generation = self._blob_sizes.current_generation()
-        with self._db.read() as connection:
-            size = connection.scalar(
-                select(Blob.size)
-                .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-                .join(Repository, Repository.id == RepositoryBlob.repository_id)
-                .where(Repository.name == name, Blob.digest == digest, live())
-            )
-        if size is None:
+        row = self._db.lookups.one(self._blob_size, {"repository": name, "digest": digest}, wait=wait)
+        if row is None:
             raise BlobUnknown(detail={"name": name, "digest": digest})
+        size = int(row[0])
         self._blob_sizes.put((name, digest), size, generation)
-        return int(size)
+        return size
 
     def delete_blob(self, name: str, digest: str) -> None:
         """Unlink the blob from the repository; its bytes go when garbage collection finds them unused.
@@ -482,6 +503,40 @@ class Registry:
                 .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
             )
         )
+
+
+def _key_weight(key: tuple[str, str], value: object) -> int:
+    return len(key[0]) + len(key[1]) + ENTRY_OVERHEAD
+
+
+def _manifest_weight(key: tuple[str, str], record: ManifestRecord) -> int:
+    return _key_weight(key, record) + len(record.content) + len(record.digest) + len(record.media_type)
+
+
+def _page_weight(key: tuple[str, str | None, int | None, str | None], page: Page) -> int:
+    return ENTRY_OVERHEAD + sum(len(name) + 56 for name in page.items)  # a str object is ~56 bytes + chars
+
+
+# The hot paths' point reads (db.lookups), each driven by the unique keys: repository by name, then
+# the tag by (repository, name) or the manifest by (repository, digest), the link by (repository, digest).
+_REPOSITORY_ID = select(Repository.id).where(Repository.name == bindparam("repository")).scalar_subquery()
+_MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
+_MANIFEST_BY_TAG = select(*_MANIFEST_COLUMNS).where(
+    Manifest.id
+    == select(Tag.manifest_id)
+    .where(Tag.repository_id == _REPOSITORY_ID, Tag.name == bindparam("tag"))
+    .scalar_subquery()
+)
+_MANIFEST_BY_DIGEST = select(*_MANIFEST_COLUMNS).where(
+    Manifest.repository_id == _REPOSITORY_ID, Manifest.digest == bindparam("digest")
+)
+_BLOB_SIZE = select(Blob.size).where(
+    Blob.digest == bindparam("digest"),
+    live(),
+    exists().where(
+        RepositoryBlob.repository_id == _REPOSITORY_ID, RepositoryBlob.digest == bindparam("digest")
+    ),
+)
 
 
 def _existing_reference(name: str, reference: str) -> str | Digest:

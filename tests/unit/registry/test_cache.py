@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.registry.cache import ChangeFeed, GenerationCache, InProcessChangeFeed, LocalChangeFeed, Topic
+from dockyard.registry.cache import (
+    ENTRY_OVERHEAD,
+    ChangeFeed,
+    GenerationCache,
+    InProcessChangeFeed,
+    LocalChangeFeed,
+    Topic,
+)
 
 
 @pytest.fixture(params=["in-process", "local-file"])
@@ -211,7 +218,7 @@ def test_a_put_before_any_get_after_a_bump_is_kept(feed: ChangeFeed) -> None:
 
 
 def test_the_cache_stays_within_its_bound(feed: ChangeFeed) -> None:
-    cache: GenerationCache[int, int] = GenerationCache(feed, Topic.MANIFESTS, max_entries=5)
+    cache: GenerationCache[int, int] = GenerationCache(feed, Topic.MANIFESTS, max_bytes=5 * ENTRY_OVERHEAD)
     for key in range(100):
         cache.put(key, key, cache.current_generation())
         assert cache.get(key) == key  # the newest answer is always kept
@@ -237,7 +244,7 @@ OPERATIONS = st.lists(
 @given(OPERATIONS, st.integers(1, 4))
 def test_no_interleaving_serves_a_stale_answer(operations: list[tuple[str, object]], bound: int) -> None:
     feed = InProcessChangeFeed()
-    cache: GenerationCache[str, int] = GenerationCache(feed, Topic.MANIFESTS, max_entries=bound)
+    cache: GenerationCache[str, int] = GenerationCache(feed, Topic.MANIFESTS, max_bytes=bound * ENTRY_OVERHEAD)
     database: dict[str, int] = {"a": 0, "b": 0, "c": 0}
     in_flight: list[tuple[str, int, int]] = []
     for operation, argument in operations:
@@ -272,3 +279,29 @@ def test_the_same_interleavings_hold_across_two_local_feeds(tmp_path: Path) -> N
         assert cache.get("latest") in (None, database["latest"])
         cache.put("latest", database["latest"], cache.current_generation())
         assert cache.get("latest") == database["latest"]
+
+
+# --- bounded by memory ------------------------------------------------------------------------
+
+
+def test_the_cache_keeps_within_its_bytes_dropping_the_oldest_first() -> None:
+    feed = InProcessChangeFeed()
+    weigh: Callable[[str, str], int] = lambda key, value: len(value)  # noqa: E731
+    cache: GenerationCache[str, str] = GenerationCache(feed, Topic.MANIFESTS, max_bytes=10_000, weigh=weigh)
+    generation = cache.current_generation()
+    for index in range(100):
+        cache.put(f"k{index}", "x" * 1000, generation)  # ten fit
+        assert cache.weight <= 10_000
+    assert cache.get("k99") == "x" * 1000  # the newest stay
+    assert cache.get("k0") is None  # the oldest went
+    cache.put("huge", "x" * 20_000, generation)  # more than the whole budget: never kept
+    assert cache.get("huge") is None and cache.weight <= 10_000
+    cache.put("k99", "y", generation)  # replacing an entry frees what the old one weighed
+    assert cache.get("k99") == "y" and cache.weight <= 9 * 1000 + 1
+
+
+def test_a_cache_of_no_bytes_keeps_nothing() -> None:
+    feed = InProcessChangeFeed()
+    cache: GenerationCache[str, int] = GenerationCache(feed, Topic.MANIFESTS, max_bytes=0)
+    cache.put("a", 1, cache.current_generation())
+    assert cache.get("a") is None and len(cache) == 0

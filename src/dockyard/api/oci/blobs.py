@@ -53,6 +53,8 @@ def blob_headers(digest: str, size: int) -> dict[str, str]:
 
 async def _size(ctx: OCIContext, name: str, digest: str) -> int:
     size = ctx.registry.cached_blob_size(name, digest)
+    if size is None:  # a point read on the loop where that never waits (SQLite), else in a thread
+        size = ctx.registry.blob_size_now(name, digest)
     if size is None:
         size = await ctx.call(ctx.registry.blob_size, name, digest)
     return size

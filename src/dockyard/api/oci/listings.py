@@ -20,6 +20,8 @@ from dockyard.errors import PaginationInvalid
 from dockyard.registry.interfaces import Page
 
 _rendered: dict[int, tuple[Page, bytes, RawHeaders]] = {}
+_RENDERED_MAX_BYTES = 8 << 20  # rendered bodies kept per process (a 10,000-tag page is ~150 KiB)
+_rendered_bytes = 0
 # Unbounded listings could be huge; clients that want everything follow the Link header.
 MAX_PAGE = 10_000
 JSON = "application/json"
@@ -53,8 +55,11 @@ def _paged_response(path: str, key: str, body: dict[str, object], page: Page, li
     body[key] = list(page.items)
     content = json.dumps(body).encode()
     headers["Content-Length"] = str(len(content))
-    if len(_rendered) > 2_000:
+    global _rendered_bytes
+    if _rendered_bytes + len(content) > _RENDERED_MAX_BYTES:
         _rendered.clear()
+        _rendered_bytes = 0
+    _rendered_bytes += len(content)
     raw = encode_headers(headers)
     _rendered[id(page)] = (page, content, raw)
     return PreparedResponse(content, raw)

@@ -30,6 +30,8 @@ def _acceptable(request: Request, record: ManifestRecord) -> bool:
 
 async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) -> ManifestRecord:
     record = ctx.registry.cached_manifest(name, reference)
+    if record is None:  # a point read on the loop where that never waits (SQLite), else in a thread
+        record = ctx.registry.manifest_now(name, reference)
     if record is None:
         record = await ctx.call(ctx.registry.get_manifest, name, reference)
     if not _acceptable(request, record):
