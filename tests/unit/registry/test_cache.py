@@ -244,7 +244,9 @@ OPERATIONS = st.lists(
 @given(OPERATIONS, st.integers(1, 4))
 def test_no_interleaving_serves_a_stale_answer(operations: list[tuple[str, object]], bound: int) -> None:
     feed = InProcessChangeFeed()
-    cache: GenerationCache[str, int] = GenerationCache(feed, Topic.MANIFESTS, max_bytes=bound * ENTRY_OVERHEAD)
+    cache: GenerationCache[str, int] = GenerationCache(
+        feed, Topic.MANIFESTS, max_bytes=bound * ENTRY_OVERHEAD
+    )
     database: dict[str, int] = {"a": 0, "b": 0, "c": 0}
     in_flight: list[tuple[str, int, int]] = []
     for operation, argument in operations:
