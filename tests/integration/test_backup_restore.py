@@ -15,6 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from dockyard.db.engine import build_engine
+from dockyard.maintenance.postgres_tools import find_tool, libpq_target, run_tool, server_major_version
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -30,6 +32,7 @@ from tests.support.ociclient import (
 from tests.support.postgres import PostgresCluster, throwaway_postgres
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import DOCKYARD, RunningServer
+from tests.support.tables import dump_tables
 
 
 def sqlite_config(datadir: Path) -> dict[str, Any]:
@@ -230,7 +233,8 @@ def test_backup_and_restore_on_postgresql_and_s3_serves_every_image_bit_for_bit(
         assert first.returncode == 0, first.stderr
         assert "8 blobs (8 new" in first.stdout
         manifest = json.loads((dest / "manifest.json").read_text())
-        assert manifest["database"]["dialect"] == "postgresql"
+        # Backend-neutral: a SQLite file of the PostgreSQL database's rows.
+        assert manifest["database"] == {**manifest["database"], "dialect": "sqlite", "source": "postgresql"}
         assert (dest / manifest["database"]["file"]).stat().st_size > 0
         assert manifest["counts"] == {**manifest["counts"], "repositories": 2, "manifests": 5, "tags": 4}
 
@@ -285,16 +289,100 @@ def test_backup_and_restore_on_postgresql_and_s3_serves_every_image_bit_for_bit(
     assert f"blob {layer}: corrupt" in deep.stderr
 
 
-@pytest.mark.db_independent  # SQLite into PostgreSQL whatever DOCKYARD_TEST_DB says
-def test_restore_refuses_a_backup_of_another_kind_of_database(
+@pytest.mark.db_independent  # SQLite into PostgreSQL and back, whatever DOCKYARD_TEST_DB says
+def test_a_backup_restores_into_the_other_kind_of_database(
     make_server: Callable[..., RunningServer], postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     source = make_server(sqlite_config(tmp_path / "source"))
+    with httpx.Client(base_url=source.url, timeout=30) as http:
+        pushed = push_images(OCIClient(http))
+    from_sqlite = tmp_path / "from-sqlite"
+    assert dockyard("backup", from_sqlite, config=source.config_path).returncode == 0
+    source.stop()
+
+    # SQLite's backup into PostgreSQL.
+    url = postgres.create_database()
+    on_postgres = {**sqlite_config(tmp_path / "pg"), "database": {"url": plain(url)}}
+    config = tmp_path / "postgres.yml"
+    config.write_text(yaml.safe_dump(on_postgres))
+    restored = dockyard("restore", from_sqlite, config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert same_rows(f"sqlite:///{tmp_path / 'source' / 'dockyard.db'}", url)
+    server = make_server(on_postgres)
+    assert_serves(server.url, pushed)
+    with httpx.Client(base_url=server.url, timeout=30) as http:  # new ids after the copied ones
+        later = OCIClient(http).push_image("library/alpine", "edge", seed="after the restore")
+    pushed[("library/alpine", "edge")] = later.body
+
+    # And PostgreSQL's backup (a SQLite file of its rows) into SQLite.
+    from_postgres = tmp_path / "from-postgres"
+    backed_up = dockyard("backup", from_postgres, config=server.config_path)
+    assert backed_up.returncode == 0, backed_up.stderr
+    server.stop()
+    config = tmp_path / "sqlite.yml"
+    config.write_text(yaml.safe_dump(sqlite_config(tmp_path / "back")))
+    restored = dockyard("restore", from_postgres, config=config)
+    assert restored.returncode == 0, restored.stderr
+    assert same_rows(url, f"sqlite:///{tmp_path / 'back' / 'dockyard.db'}")
+    back = make_server(sqlite_config(tmp_path / "back"))
+    oci = assert_serves_bit_for_bit(back.url, pushed)
+    try:
+        assert sorted(oci.tags("library/alpine") or []) == ["3.19", "edge", "latest"]
+    finally:
+        oci.http.close()
+
+
+@pytest.mark.db_independent  # PostgreSQL whatever DOCKYARD_TEST_DB says
+def test_an_older_backup_made_with_pg_dump_still_restores_into_postgresql(
+    make_server: Callable[..., RunningServer], postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    url = postgres.create_database()
+    config = {**sqlite_config(tmp_path / "source"), "database": {"url": plain(url)}}
+    source = make_server(config)
+    with httpx.Client(base_url=source.url, timeout=30) as http:
+        pushed = push_images(OCIClient(http))
     dest = tmp_path / "backup"
     assert dockyard("backup", dest, config=source.config_path).returncode == 0
-    config = tmp_path / "postgres.yml"
-    url = postgres.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
-    config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data"), "database": {"url": url}}))
-    refused = dockyard("restore", dest, config=config)
+    source.stop()
+    # What dockyard wrote before the SQLite format: pg_dump's archive in place of database.sqlite3.
+    (dest / "database.sqlite3").unlink()
+    uri, env = libpq_target(url)
+    engine = build_engine(url)
+    with engine.connect() as connection:
+        pg_dump = find_tool("pg_dump", server_major_version(connection))
+    engine.dispose()
+    run_tool([pg_dump, "--format=custom", f"--file={dest / 'database.pgdump'}", f"--dbname={uri}"], env)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["database"] = {"dialect": "postgresql", "file": "database.pgdump", "server_major": 15}
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+
+    into_sqlite = tmp_path / "sqlite.yml"
+    into_sqlite.write_text(yaml.safe_dump(sqlite_config(tmp_path / "nope")))
+    refused = dockyard("restore", dest, config=into_sqlite)
     assert refused.returncode == 2
-    assert "holds a sqlite database" in refused.stderr
+    assert "pg_dump archive" in refused.stderr
+
+    target = {**sqlite_config(tmp_path / "restored"), "database": {"url": plain(postgres.create_database())}}
+    target_path = tmp_path / "restored.yml"
+    target_path.write_text(yaml.safe_dump(target))
+    restored = dockyard("restore", dest, config=target_path)
+    assert restored.returncode == 0, restored.stderr
+    assert_serves(make_server(target).url, pushed)
+
+
+def plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def same_rows(first: str, second: str) -> bool:
+    """Every table holds the same rows in both databases (read through the models)."""
+    engines = [build_engine(first), build_engine(second)]
+    try:
+        with engines[0].connect() as one, engines[1].connect() as other:
+            left, right = dump_tables(one), dump_tables(other)
+        for table in left:
+            assert left[table] == right[table], f"table {table} differs"
+        return True
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -3,7 +3,9 @@
 A backup directory holds:
 
     manifest.json                  what, when, counts, schema revision, which database snapshot
-    database.sqlite3 | database.pgdump   a consistent snapshot of the metadata DB (maintenance.snapshots)
+    database.sqlite3               a consistent snapshot of the metadata DB as a SQLite file, whatever
+                                   the registry runs on: it restores into SQLite or PostgreSQL
+                                   (maintenance.snapshots; older backups of PostgreSQL: database.pgdump)
     blobs/<alg>/<xx>/<hex>/data    every blob the snapshot knows, laid out like the storage driver's
 
 The DB is snapshotted first and the blobs to copy are read from that snapshot (the DB is the source of

@@ -1,11 +1,16 @@
-"""The metadata DB's part of a backup: a consistent snapshot taken with the database's own tools,
-what it holds (read from that same snapshot), and restoring it into an empty database.
+"""The metadata DB's part of a backup: a consistent snapshot as a SQLite file, whatever database the
+registry runs on, what it holds (read from that same snapshot), and restoring it into an empty
+database of either kind.
 
-- SQLite: the online backup API copies the live file into `database.sqlite3`.
-- PostgreSQL: `pg_dump --format=custom` into `database.pgdump`, run on a snapshot exported from a
-  REPEATABLE READ transaction, and the blob list and counts are read in that transaction: the dump
-  and the list of blobs to copy are the same moment of the database. `pg_restore --single-transaction`
-  restores it: all of it or nothing.
+- From SQLite: the online backup API copies the live file into `database.sqlite3`.
+- From PostgreSQL: a fresh SQLite file at this version's schema gets every table's rows
+  (maintenance.tables), read in one REPEATABLE READ transaction; the blob list and the counts are read
+  in that same transaction: the rows and the blobs to copy are one moment of the database.
+- Into SQLite: the file is copied into place. Into PostgreSQL: the rows are copied into the emptied
+  database in one transaction (all of it or nothing), and its sequences set past them. A snapshot from
+  an older dockyard is brought to this version's schema first (on a scratch copy).
+- `database.pgdump` (backups of PostgreSQL by dockyard versions before the SQLite format): restored by
+  `pg_restore --single-transaction` into PostgreSQL only.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +30,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from dockyard.db.engine import build_engine
+from dockyard.db.migrate import is_up_to_date, upgrade
 from dockyard.errors import ConfigError
 from dockyard.maintenance.interfaces import MaintenanceError
 from dockyard.maintenance.postgres_tools import find_tool, libpq_target, run_tool, server_major_version
+from dockyard.maintenance.tables import check_tables, copy_rows, model_tables, reset_sequences
 from dockyard.registry.models import Manifest, Repository, Tag
 from dockyard.storage.models import Blob
 
@@ -65,10 +73,11 @@ def read_contents(connection: Connection) -> SnapshotContents:
 def snapshot_database(engine: Engine, dest: Path) -> tuple[dict[str, Any], SnapshotContents]:
     """Snapshot the database into dest; returns the backup manifest's `database` entry and contents."""
     dialect = engine.dialect.name
+    entry = {"dialect": "sqlite", "file": SQLITE_FILE, "source": dialect}
     if dialect == "sqlite":
-        return {"dialect": "sqlite", "file": SQLITE_FILE}, _snapshot_sqlite(engine, dest / SQLITE_FILE)
+        return entry, _snapshot_sqlite(engine, dest / SQLITE_FILE)
     if dialect == "postgresql":
-        return _snapshot_postgres(engine, dest / POSTGRES_FILE)
+        return entry, _snapshot_rows(engine, dest / SQLITE_FILE)
     raise ConfigError(f"backup of a {dialect} database is not supported (sqlite, postgresql)")
 
 
@@ -89,31 +98,36 @@ def _snapshot_sqlite(engine: Engine, target: Path) -> SnapshotContents:
         return read_contents(connection)
 
 
-def _snapshot_postgres(engine: Engine, target: Path) -> tuple[dict[str, Any], SnapshotContents]:
+def _snapshot_rows(engine: Engine, target: Path) -> SnapshotContents:
+    """Every table's rows into a new SQLite file, and the contents, from one read transaction."""
     partial = _partial(target)
-    uri, env = libpq_target(engine.url.render_as_string(hide_password=False))
-    with engine.connect() as connection:
-        connection = connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with connection.begin():
-            # The transaction's snapshot, exported: pg_dump sees exactly what the queries below see.
-            snapshot = connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-            major = server_major_version(connection)
-            pg_dump = find_tool("pg_dump", major)
-            dump = [pg_dump, "--format=custom", f"--snapshot={snapshot}", f"--file={partial}"]
-            run_tool([*dump, f"--dbname={uri}"], env)
-            contents = read_contents(connection)
+    tables = model_tables()
+    copy = create_engine(f"sqlite:///{partial}", poolclass=NullPool)
+    try:
+        upgrade(copy)
+        with engine.connect() as connection:
+            connection = connection.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True
+            )
+            with connection.begin(), copy.begin() as writing:
+                check_tables(connection, tables, "registry's")
+                copy_rows(connection, writing, tables)
+                contents = read_contents(connection)
+    finally:
+        copy.dispose()
     os.replace(partial, target)
-    return {"dialect": "postgresql", "file": POSTGRES_FILE, "server_major": major}, contents
+    return contents
 
 
 # --- restore ------------------------------------------------------------------------------------
 def check_restorable(entry: dict[str, Any], url: str) -> None:
-    """A backup restores into a deployment on the same kind of database."""
+    """A SQLite snapshot restores into either database; an older backup's pg_dump archive into
+    PostgreSQL only."""
     target = make_url(url).get_backend_name()
-    if entry.get("dialect") != target:
+    if entry.get("file") == POSTGRES_FILE and target != "postgresql":
         raise ConfigError(
-            f"this backup holds a {entry.get('dialect')} database; database.url names a {target} one: "
-            f"restore it into a {entry.get('dialect')} deployment"
+            "this backup holds a pg_dump archive (an older dockyard's backup of PostgreSQL): restore it "
+            "into a postgresql deployment"
         )
     if target == "sqlite" and not _sqlite_path(url):
         raise ConfigError("database.url: restore needs a SQLite file, not an in-memory database")
@@ -144,12 +158,14 @@ def restore_database(entry: dict[str, Any], src: Path, url: str) -> None:
     snapshot = src / entry["file"]
     if not snapshot.is_file():
         raise MaintenanceError(f"{src}: the database snapshot {entry['file']} is missing")
-    if entry["dialect"] == "sqlite":
+    if entry["file"] == POSTGRES_FILE:
+        _restore_pg_dump(snapshot, url)
+    elif make_url(url).get_backend_name() == "sqlite":
         path = _sqlite_path(url)
         assert path is not None
         _restore_sqlite(snapshot, path)
     else:
-        _restore_postgres(snapshot, url)
+        _restore_rows(snapshot, url)
 
 
 def _restore_sqlite(snapshot: Path, database: Path) -> None:
@@ -165,16 +181,65 @@ def _restore_sqlite(snapshot: Path, database: Path) -> None:
     os.replace(partial, database)
 
 
-def _restore_postgres(snapshot: Path, url: str) -> None:
-    engine = build_engine(url)
+def _restore_rows(snapshot: Path, url: str) -> None:
+    """The snapshot's rows into a PostgreSQL database emptied and migrated to this version, in one
+    transaction."""
+    tables = model_tables()
+    with _at_head(snapshot) as source:
+        engine = build_engine(url)
+        try:
+            _drop_tables(engine)
+            upgrade(engine)
+            with source.connect() as reading, reading.begin(), engine.begin() as writing:
+                check_tables(reading, tables, "backup's")
+                copy_rows(reading, writing, tables)
+                reset_sequences(writing)
+        except DBAPIError as exc:
+            raise MaintenanceError(f"cannot restore into the target database: {exc.orig}") from exc
+        finally:
+            engine.dispose()
+
+
+@contextlib.contextmanager
+def _at_head(snapshot: Path) -> Iterator[Engine]:
+    """An engine on the snapshot at this version's schema: the file itself when it is at head (only
+    read), else a scratch copy brought there (a backup from an older dockyard stays as it was)."""
+    engine = create_engine(f"sqlite:///{snapshot}", poolclass=NullPool)
+    try:
+        if is_up_to_date(engine):
+            yield engine
+            return
+    finally:
+        engine.dispose()
+    with tempfile.TemporaryDirectory(prefix="dockyard-restore-") as scratch:
+        copy = Path(scratch) / SQLITE_FILE
+        _restore_sqlite(snapshot, copy)
+        engine = create_engine(f"sqlite:///{copy}", poolclass=NullPool)
+        try:
+            upgrade(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def _drop_tables(engine: Engine) -> None:
+    """An empty deployment may already be migrated (a server started on it once), and --force
+    restores over anything: dockyard's tables go first."""
     try:
         with engine.begin() as connection:
-            major = server_major_version(connection)
-            # An empty deployment may already be migrated (a server started on it once), and --force
-            # restores over anything: dockyard's tables go first, so the archive recreates them all.
             metadata = MetaData()
             metadata.reflect(connection)
             metadata.drop_all(connection)
+    except DBAPIError as exc:
+        raise MaintenanceError(f"cannot prepare the target database: {exc.orig}") from exc
+
+
+def _restore_pg_dump(snapshot: Path, url: str) -> None:
+    engine = build_engine(url)
+    try:
+        with engine.connect() as connection:
+            major = server_major_version(connection)
+        _drop_tables(engine)  # the archive recreates them all
     except DBAPIError as exc:
         raise MaintenanceError(f"cannot prepare the target database: {exc.orig}") from exc
     finally:
