@@ -422,7 +422,9 @@ def test_a_running_registry_moves_onto_postgresql_and_s3_and_serves_the_same_fro
     config["datadir"] = str(tmp_path / "node-2")
     config.pop("http")  # a port of its own
     (tmp_path / "node-2").mkdir()
-    shutil.copy(tmp_path / "old" / "session-secret", tmp_path / "node-2" / "session-secret")
+    for secret in ("session-secret", "signing-key-secret"):  # as the report says
+        assert f"{tmp_path / 'old' / secret}" in moved.stdout
+        shutil.copy(tmp_path / "old" / secret, tmp_path / "node-2" / secret)
     new = make_server(config)
     try:
         check_the_same_registry(new, install)

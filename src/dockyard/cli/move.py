@@ -272,12 +272,14 @@ def _report(
         lines.append(f"    (the storage section of {to_storage}; keep delete, maintenance, redirect)")
     lines += ["", "On every node of the new setup:"]
     if settings.http.secret:
-        lines.append("  - keep http.secret as it is: it decrypts the token signing keys (old tokens work)")
+        lines.append("  - keep http.secret as it is: it signs sessions and encrypts the token signing keys")
     else:
+        files = ("session-secret", "signing-key-secret")
+        secrets = " and ".join(str(settings.datadir / name) for name in files)
         lines += [
-            f"  - copy {settings.datadir / 'session-secret'} into each node's datadir (mode 0600): it signs",
-            "    the management sessions (else users sign in again). Leave http.secret unset: set now, it",
-            "    would lock the token signing keys out",
+            f"  - copy {secrets} into each node's datadir (mode 0600): the first signs the management",
+            "    sessions (else users sign in again), the second opens the token signing keys (else each",
+            "    node signs with a new key of its own; tokens issued before stay valid either way)",
         ]
     lines += [
         "  - with more than one node, set redis.url (docs/ha.md)",
