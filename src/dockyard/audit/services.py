@@ -33,7 +33,7 @@ from dockyard.config.durations import parse_duration
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise
 from dockyard.db.session import Database
-from dockyard.errors import StorageFull
+from dockyard.errors import ReadOnly, StorageFull
 
 log = logging.getLogger("dockyard.audit")
 
@@ -170,9 +170,12 @@ class AuditLog:
         except Exception as exc:
             full = isinstance(exc, StorageFull)  # one line, no traceback, for as long as the disk is full
             reason = " (storage is full)" if full else ""
-            log.warning(
-                "audit log: cannot write %d events%s, will retry", len(batch), reason, exc_info=not full
-            )
+            if isinstance(exc, ReadOnly):  # db.readonly: kept for when the switch goes off, quietly
+                log.debug("audit log: read-only, %d events kept", len(batch))
+            else:
+                log.warning(
+                    "audit log: cannot write %d events%s, will retry", len(batch), reason, exc_info=not full
+                )
             with self._lock:
                 room = self.max_pending - len(self._pending)
                 keep = batch[len(batch) - room :] if room < len(batch) else batch

@@ -78,7 +78,9 @@ class JobRunner:
         """Create the default schedules that are missing, then claim and run jobs in the background."""
         self._schedules_due = self.schedules
         try:
-            self._ensure_default_schedules()
+            # Read-only (db.readonly): the dispatcher creates them once the switch is off.
+            if not self.queue.db.is_read_only():
+                self._ensure_default_schedules()
         except StorageFull:  # the dispatcher tries again each round: a full disk must not stop the runner
             log.warning("job runner: storage is full; default schedules will be created when there is room")
         self._stop.clear()
@@ -169,6 +171,9 @@ class JobRunner:
         while not self._stop.is_set():
             self.queue.wakeup.clear()
             try:
+                if self.queue.db.is_read_only():  # db.readonly: no job could record anything
+                    self.queue.wakeup.wait(self.poll_interval)
+                    continue
                 self._ensure_default_schedules()
                 self.tick()
                 self._renew_leases()

@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, or_, select, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
-from dockyard.errors import StorageFull
+from dockyard.errors import ReadOnly, StorageFull
 from dockyard.registry.models import Manifest, Repository
 
 log = logging.getLogger("dockyard.registry.pulls")
@@ -94,9 +94,10 @@ class PullRecorder:
             except Exception as exc:  # the DB is down, busy or full: keep the times for the next flush
                 full = isinstance(exc, StorageFull)
                 reason = " (storage is full)" if full else ""
-                log.warning(
-                    "could not record %d pull times%s; will retry", len(batch), reason, exc_info=not full
-                )
+                if not isinstance(exc, ReadOnly):  # db.readonly: kept for when the switch goes off
+                    log.warning(
+                        "could not record %d pull times%s; will retry", len(batch), reason, exc_info=not full
+                    )
                 self._carry(batch)
                 return 0
             for key, moment in batch.items():
