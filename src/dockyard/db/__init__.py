@@ -1,1 +1,2 @@
-"""Metadata database: engine, sessions, migrations. The DB is the source of truth."""
+"""Metadata database: engine, sessions, migrations, the runtime read-only switch. The DB is the source
+of truth."""
