@@ -22,8 +22,6 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
-from starlette.responses import Response
-from starlette.types import Receive, Scope
 
 from dockyard.accounts.groups import GroupService
 from dockyard.accounts.limiter import InProcessLoginLimiter
@@ -32,7 +30,7 @@ from dockyard.accounts.robots import RobotService
 from dockyard.accounts.users import UserService
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
-from dockyard.api.oci.routes import OCIRouter, match
+from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.token import TokenEndpoint
 from dockyard.app import Services, build_services
@@ -54,22 +52,6 @@ from tests.support.tools import CommandFailed, ContainerTools
 
 SERVICE = "dockyard-test"
 PASSWORDS = {"alice": "alice-developer-pw", "gina": "gina-guest-pw", "root": "root-admin-password"}
-
-
-class GatedRouter(OCIRouter):
-    """OCIRouter with the gate called between route matching and the handler, as routes.py will."""
-
-    def __init__(self, ctx: OCIContext, fallback: Any, gate: Gate) -> None:
-        super().__init__(ctx, fallback)
-        self.gate = gate
-
-    async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
-        matched = match(path)
-        if matched is not None and scope["method"] in self.routes[matched[0]].handlers:
-            verdict = await self.gate.check(scope, matched[0], matched[1], scope["method"])
-            if isinstance(verdict, Response):
-                return verdict
-        return await super()._dispatch(scope, receive, path)
 
 
 @dataclass
@@ -107,7 +89,7 @@ def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
 
 def compose(services: Services, gate: Gate, extra_routes: list[Any]) -> Any:
     ctx = OCIContext(services.registry, BlobIO(), Metrics())
-    return GatedRouter(ctx, Starlette(routes=extra_routes), gate)
+    return OCIRouter(ctx, Starlette(routes=extra_routes), gate)
 
 
 @pytest.fixture(scope="module")

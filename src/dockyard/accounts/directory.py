@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,4 +33,6 @@ class DirectoryProvider(Protocol):
 
 
 class DirectoryUnavailable(DockyardError):
+    category = Category.UNAVAILABLE
     message = "the user directory is unavailable"
+    public_message = message  # its detail is the connection's error

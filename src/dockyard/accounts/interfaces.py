@@ -11,61 +11,73 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 T = TypeVar("T")
 
 
 # --- errors ---------------------------------------------------------------------------------
 class InvalidName(DockyardError):
+    category = Category.INVALID
     message = "invalid name"
 
 
 class WeakPassword(DockyardError):
+    category = Category.INVALID
     message = "the password does not meet the password policy"
 
 
 class WrongPassword(DockyardError):
     """The current password given to change a password is not the user's password."""
 
+    category = Category.DENIED
     message = "the current password is wrong"
 
 
 class UserNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "user not found"
 
 
 class UserExists(DockyardError):
+    category = Category.CONFLICT
     message = "a user with this name already exists"
 
 
 class LastAdmin(DockyardError):
     """Deleting, disabling or demoting the last enabled system administrator would lock everyone out."""
 
+    category = Category.CONFLICT
     message = "cannot remove the last enabled system administrator"
 
 
 class GroupNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "group not found"
 
 
 class GroupExists(DockyardError):
+    category = Category.CONFLICT
     message = "a group with this name already exists"
 
 
 class PersonalTokenNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "personal access token not found"
 
 
 class RobotNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "robot account not found"
 
 
 class RobotExists(DockyardError):
+    category = Category.CONFLICT
     message = "a robot account with this name already exists"
 
 
 class InvalidExpiry(DockyardError):
+    category = Category.INVALID
     message = "the expiry must be in the future"
 
 

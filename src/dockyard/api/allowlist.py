@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.api.oci.errors import API_VERSION_HEADER, error_body
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, AuditResult
+from dockyard.errors import OCICode
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -122,7 +123,7 @@ class AllowlistMiddleware:
     async def _refuse(self, path: str, address: str | None, head: bool, send: Send) -> None:
         headers: list[tuple[bytes, bytes]]
         if _under(path, self.oci_prefixes):
-            body = error_body("DENIED", DENIED_MESSAGE, {"client_ip": address})
+            body = error_body(OCICode.DENIED, DENIED_MESSAGE, {"client_ip": address})
             headers = [(b"content-type", b"application/json")]
             headers += [(k.lower().encode(), v.encode()) for k, v in API_VERSION_HEADER.items()]
         elif _under(path, self.management_prefixes):

@@ -38,6 +38,7 @@ from dockyard.auth.interfaces import AuthenticationFailed, Scope
 from dockyard.auth.remembered import decode_basic
 from dockyard.auth.scopes import ScopeInvalid, format_scope, format_scopes, parse_scopes
 from dockyard.auth.tokens import TokenGrant, TokenIssuer
+from dockyard.errors import OCICode
 
 log = logging.getLogger("dockyard.api.token")
 
@@ -193,7 +194,7 @@ def _granted(grant: TokenGrant, oauth: bool) -> Response:
 def _error(
     status: int, oauth_error: str, message: str, oauth: bool, headers: dict[str, str] | None = None
 ) -> Response:
-    code = "UNAUTHORIZED" if status == 401 else "DENIED" if status == 403 else "UNSUPPORTED"
+    code = OCICode.UNAUTHORIZED if status == 401 else OCICode.DENIED if status == 403 else OCICode.UNSUPPORTED
     body: dict[str, Any] = {"errors": [{"code": code, "message": message}]}
     if oauth:
         body["error"] = oauth_error

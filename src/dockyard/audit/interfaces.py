@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from dockyard.db.base import utcnow
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 
 class ActorKind(StrEnum):
@@ -135,6 +135,7 @@ MAX_PAGE_SIZE = 1000
 class AuditQueryInvalid(DockyardError):
     """A query asked for an unknown sort key or a page outside the allowed bounds."""
 
+    category = Category.INVALID
     message = "invalid audit log query"
 
 

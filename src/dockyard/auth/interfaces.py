@@ -14,7 +14,7 @@ from typing import Protocol
 
 from dockyard.accounts.credentials import Credential, CredentialKind
 from dockyard.accounts.directory import DirectoryProvider, DirectoryUnavailable, ExternalIdentity
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 __all__ = [
     "ANONYMOUS",
@@ -76,18 +76,21 @@ class Scope:
 class AuthenticationFailed(DockyardError):
     """Credentials were given and are wrong (or the account is disabled or expired)."""
 
+    category = Category.UNAUTHENTICATED
     message = "authentication required"
 
 
 class AccessDenied(DockyardError):
     """Authenticated, but not allowed."""
 
+    category = Category.DENIED
     message = "requested access to the resource is denied"
 
 
 class Unauthenticated(DockyardError):
     """No usable credentials where some are needed: answered with a challenge."""
 
+    category = Category.UNAUTHENTICATED
     message = "authentication required"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dockyard.auth.interfaces import Scope
 from dockyard.content.reference import MAX_NAME_LENGTH, validate_name
-from dockyard.errors import DockyardError, NameInvalid
+from dockyard.errors import Category, DockyardError, NameInvalid
 
 REPOSITORY = "repository"
 REGISTRY = "registry"
@@ -40,6 +40,7 @@ _HOST_PORT = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-z
 
 
 class ScopeInvalid(DockyardError):
+    category = Category.INVALID
     message = "invalid scope"
 
 

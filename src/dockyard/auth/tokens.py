@@ -49,7 +49,7 @@ from dockyard.auth.scopes import REGISTRY, REPOSITORY, WILDCARD, AccessSet
 from dockyard.auth.singleflight import SingleFlight
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 log = logging.getLogger("dockyard.auth.tokens")
 
@@ -65,6 +65,7 @@ class TokenInvalid(DockyardError):
     """Forged, expired, not yet valid, for another service or issuer, or signed by an unknown key.
     Which one is logged, never told to the client."""
 
+    category = Category.UNAUTHENTICATED
     message = "invalid token"
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from dockyard.config.durations import parse_duration
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 DEFAULT_MIN_AGE = timedelta(hours=2)
 DEFAULT_BATCH_SIZE = 1000
@@ -22,6 +22,7 @@ LISTED_MAX = 1000  # a report lists at most this many digests of each kind (the 
 class GCOptionsInvalid(DockyardError):
     """A garbage collection parameter is not valid (bad duration, unknown option)."""
 
+    category = Category.INVALID
     message = "invalid garbage collection options"
 
 

@@ -12,37 +12,52 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from dockyard.errors import Category, DockyardError
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class JobError(Exception):
+class JobError(DockyardError):
     """Base of the job queue's errors."""
+
+    category = Category.INVALID
+    message = "job error"
 
 
 class JobCancelled(JobError):
     """Raised by JobContext.check_cancelled() once the job was cancelled (or timed out)."""
 
+    message = "the job was cancelled"
+
 
 class JobTimedOut(JobCancelled):
     """The job ran past its kind's timeout: it fails (and is not retried)."""
 
+    message = "the job ran past its timeout"
+
 
 class JobNotFound(JobError):
-    pass
+    category = Category.NOT_FOUND
+    message = "job not found"
 
 
 class JobStateError(JobError):
     """The job is not in a state that allows this (e.g. cancelling a finished job)."""
 
+    category = Category.CONFLICT
+    message = "the job's state does not allow this"
+
 
 class UnknownJobKind(JobError):
-    pass
+    message = "unknown job kind"
 
 
 class InvalidSchedule(JobError):
     """A cron expression that does not parse, or never fires."""
+
+    message = "invalid schedule"
 
 
 class JobContext(Protocol):

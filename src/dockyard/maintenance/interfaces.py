@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from dockyard.db.session import Database
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
 
@@ -47,6 +47,8 @@ class NullProgress:
 
 
 class MaintenanceError(DockyardError):
+    # A maintenance command's failure (a copy, a target it cannot use): the command reports it.
+    category = Category.INTERNAL
     message = "maintenance failed"
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from dockyard.accounts.interfaces import InvalidName, Page
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 __all__ = [
     "ImmutableRule",
@@ -34,28 +34,34 @@ __all__ = [
 
 
 class ProjectNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "project not found"
 
 
 class ProjectExists(DockyardError):
+    category = Category.CONFLICT
     message = "a project with this name already exists"
 
 
 class MemberNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "project member not found"
 
 
 class MemberExists(DockyardError):
+    category = Category.CONFLICT
     message = "already a member of this project"
 
 
 class InvalidRole(DockyardError):
+    category = Category.INVALID
     message = "unknown project role"
 
 
 class InvalidPermission(DockyardError):
     """A robot permission that is unknown, or on a project the robot may not reach."""
 
+    category = Category.INVALID
     message = "invalid robot permission"
 
 
@@ -96,12 +102,14 @@ class Member:
 class PolicyDenied(DockyardError):
     """A project policy refuses a write that is otherwise valid (each API maps it to "denied")."""
 
+    category = Category.DENIED
     message = "denied by project policy"
 
 
 class TagImmutable(PolicyDenied):
     """Pushing a different manifest onto an immutable tag, or deleting one (directly or with its manifest)."""
 
+    category = Category.PROTECTED
     message = "tag is immutable"
 
 
@@ -110,14 +118,17 @@ class QuotaExceeded(PolicyDenied):
 
 
 class ImmutableRuleNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "immutability rule not found"
 
 
 class InvalidImmutableRule(DockyardError):
+    category = Category.INVALID
     message = "invalid immutability rule"
 
 
 class InvalidQuota(DockyardError):
+    category = Category.INVALID
     message = "invalid quota"
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 
 MAX_PATTERN_LENGTH = 255
 # Remembered DFA states per pattern; past it the memo starts afresh (matching stays linear: a new
@@ -35,6 +35,7 @@ CharTest = Callable[[str], bool]
 
 
 class PatternInvalid(DockyardError):
+    category = Category.INVALID
     message = "invalid pattern"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.db.base import utcnow
-from dockyard.errors import DockyardError
+from dockyard.errors import Category, DockyardError
 from dockyard.jobs.cron import CronError, parse_cron
 from dockyard.projects.patterns import PatternInvalid, validate_pattern
 
@@ -25,10 +25,12 @@ MAX_PATTERNS = 20
 
 
 class RetentionPolicyNotFound(DockyardError):
+    category = Category.NOT_FOUND
     message = "the project has no retention policy"
 
 
 class RetentionPolicyInvalid(DockyardError):
+    category = Category.INVALID
     message = "invalid retention policy"
 
 

@@ -2,7 +2,7 @@
 
 Every error, whatever raised it (a domain service, validation, routing, authentication), is answered
 with Harbor's shape: `{"errors": [{"code": "NOT_FOUND", "message": "..."}]}`. Domain errors carry no
-status; `DOMAIN_STATUS` maps them, most specific class first.
+status: `STATUS` maps their category to one.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
 from dockyard import errors
-from dockyard.accounts import interfaces as accounts
-from dockyard.audit.interfaces import AuditQueryInvalid
-from dockyard.auth.interfaces import AccessDenied, AuthenticationFailed, DirectoryUnavailable, Unauthenticated
 from dockyard.db.session import database_full, database_unavailable
-from dockyard.projects import interfaces as projects
+from dockyard.errors import Category
 
 log = logging.getLogger("dockyard.api.management")
 
@@ -39,59 +36,32 @@ CODES = {
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
     412: "PRECONDITION",
+    413: "REQUEST_ENTITY_TOO_LARGE",  # Python 3.11's phrases, whichever Python runs
+    416: "REQUESTED_RANGE_NOT_SATISFIABLE",
     429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_SERVER_ERROR",
     503: "SERVICE_UNAVAILABLE",
     507: "INSUFFICIENT_STORAGE",
 }
 
-# Most specific first: the first isinstance match wins.
-DOMAIN_STATUS: list[tuple[type[errors.DockyardError], int]] = [
+# How the management API answers each category of domain error.
+STATUS: dict[Category, int] = {
+    Category.INVALID: 400,
+    Category.NOT_FOUND: 404,
+    Category.CONFLICT: 409,
+    Category.UNAUTHENTICATED: 401,
+    Category.DENIED: 403,
+    # An immutable tag (as Harbor answers its delete), deletes switched off, read-only maintenance: the
+    # request is fine, the server's state forbids it.
+    Category.PROTECTED: 412,
+    Category.NOT_ALLOWED: 412,
+    Category.OUT_OF_RANGE: 416,
+    Category.TOO_LARGE: 413,
+    Category.UNAVAILABLE: 503,
     # A full disk (blobs or database): writes are refused until space is freed; reads go on.
-    (errors.StorageFull, 507),
-    (Unauthenticated, 401),
-    (AuthenticationFailed, 401),
-    (AccessDenied, 403),
-    (DirectoryUnavailable, 503),
-    # accounts
-    (accounts.InvalidName, 400),
-    (accounts.WeakPassword, 400),
-    (accounts.InvalidExpiry, 400),
-    (accounts.WrongPassword, 403),
-    (accounts.UserNotFound, 404),
-    (accounts.GroupNotFound, 404),
-    (accounts.PersonalTokenNotFound, 404),
-    (accounts.RobotNotFound, 404),
-    (accounts.UserExists, 409),
-    (accounts.GroupExists, 409),
-    (accounts.RobotExists, 409),
-    (accounts.LastAdmin, 409),
-    # projects
-    (projects.InvalidRole, 400),
-    (projects.InvalidPermission, 400),
-    (projects.ProjectNotFound, 404),
-    (projects.MemberNotFound, 404),
-    (projects.ProjectExists, 409),
-    (projects.MemberExists, 409),
-    (projects.InvalidImmutableRule, 400),
-    (projects.InvalidQuota, 400),
-    (projects.ImmutableRuleNotFound, 404),
-    (projects.TagImmutable, 412),  # as Harbor answers a delete of an immutable tag
-    (projects.QuotaExceeded, 403),
-    (AuditQueryInvalid, 400),
-    # registry
-    (errors.PaginationInvalid, 400),
-    (errors.NameInvalid, 400),
-    (errors.TagInvalid, 400),
-    (errors.DigestInvalid, 400),
-    (errors.ManifestInvalid, 400),
-    (errors.NameUnknown, 404),
-    (errors.ManifestUnknown, 404),
-    (errors.BlobUnknown, 404),
-    # Deletes switched off, or read-only maintenance: the request is fine, the server's state forbids it.
-    (errors.Unsupported, 412),
-    (errors.ConfigError, 400),
-]
+    Category.STORAGE_FULL: 507,
+    Category.INTERNAL: 500,
+}
 
 
 class ApiError(Exception):
@@ -122,10 +92,7 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 
 
 def status_for(exc: errors.DockyardError) -> int:
-    for kind, status in DOMAIN_STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
+    return STATUS[exc.category]
 
 
 # Told about every 401/403 answer, to audit refusals that happened before a handler ran.
@@ -141,11 +108,16 @@ def install_error_handlers(app: FastAPI, on_refusal: RefusalHook | None = None) 
         assert isinstance(exc, errors.DockyardError)
         status = status_for(exc)
         if status == 500:
-            log.error("unmapped domain error %s: %s", type(exc).__name__, exc.message)
+            log.error("domain error %s answered with 500: %s", type(exc).__name__, exc.message, exc_info=exc)
             return error_response(500, "internal server error")
         if status == 507:
             log.warning("write refused, storage is full: %s", _first_line(exc.__cause__ or exc))
-        return _refusal_seen(request, error_response(status, exc.message), exc.message)
+        message = exc.message
+        if exc.public_message is not None:  # its own message and detail are for the log only
+            if exc.message != exc.public_message:
+                log.error("%s answered with %d: %s", type(exc).__name__, status, exc.message)
+            message = exc.public_message
+        return _refusal_seen(request, error_response(status, message), message)
 
     def _refusal_seen(request: Request, response: JSONResponse, message: str) -> JSONResponse:
         if on_refusal is not None and response.status_code in (401, 403):

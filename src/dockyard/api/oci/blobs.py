@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from dockyard.api.numbers import parse_decimal
 from dockyard.api.oci.context import OCIContext
-from dockyard.api.oci.errors import API_VERSION_HEADER, error_response
+from dockyard.api.oci.errors import API_VERSION_HEADER, render_error
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import RangeInvalid
@@ -69,10 +69,8 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
     size = await _size(ctx, name, digest)
     try:
         byte_range = parse_range(request.headers.get("range"), size)
-    except RangeInvalid as exc:
-        return error_response(
-            "RANGE_INVALID", exc.message, 416, exc.detail, headers={"Content-Range": f"bytes */{size}"}
-        )
+    except RangeInvalid as exc:  # with the size, for the client to ask again
+        return render_error(exc, headers={"Content-Range": f"bytes */{size}"})
     location = ctx.registry.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
     if location.redirect_url:
         return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)

@@ -59,7 +59,7 @@ from dockyard.auth.scopes import (
 from dockyard.auth.standing import PrincipalStanding, Verdict
 from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
 from dockyard.content.reference import validate_name
-from dockyard.errors import NameInvalid
+from dockyard.errors import NameInvalid, OCICode
 
 PRINCIPAL_KEY = "dockyard.principal"  # the scope key check() leaves the principal under, for handlers
 MOUNT_REFUSED_KEY = "dockyard.mount_refused"  # set when the caller may not read a mount's source
@@ -197,15 +197,13 @@ class TokenGate:
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
     ) -> Principal | Response:
-        try:
-            required = required_scopes(route_key, args, method, scope.get("query_string", b""))
-        except NameInvalid as exc:
-            return error_response("NAME_INVALID", exc.message, 400)
+        # NameInvalid goes to the router, which answers it as every handler's errors.
+        required = required_scopes(route_key, args, method, scope.get("query_string", b""))
         header = _header(scope, b"authorization")
         if header is None:
             return self._unauthorized(scope, required)
         if len(header) > MAX_AUTHORIZATION_BYTES:
-            return error_response("UNAUTHORIZED", "the Authorization header is too large", 431)
+            return error_response(OCICode.UNAUTHORIZED, "the Authorization header is too large", 431)
         kind, _, credentials = header.partition(b" ")
         kind = kind.lower()
         query_string = scope.get("query_string", b"")
@@ -282,7 +280,7 @@ class TokenGate:
         scope[PRINCIPAL_KEY] = principal
         needed = [wanted for wanted in required if wanted != optional]
         if needed and not await self._basic_allows(principal, raw, needed):
-            return error_response("DENIED", "requested access to the resource is denied", 403)
+            return error_response(OCICode.DENIED, "requested access to the resource is denied", 403)
         if optional is not None and not await self._basic_allows(principal, raw, [optional]):
             scope[MOUNT_REFUSED_KEY] = True
         return principal
@@ -304,9 +302,11 @@ class TokenGate:
         challenge = {"WWW-Authenticate": self.challenge.bearer(scope, required, error)}
         if denied:
             return error_response(
-                "DENIED", "requested access to the resource is denied", 401, headers=challenge
+                OCICode.DENIED, "requested access to the resource is denied", 401, headers=challenge
             )
-        return error_response("UNAUTHORIZED", "authentication required", 401, _detail(required), challenge)
+        return error_response(
+            OCICode.UNAUTHORIZED, "authentication required", 401, _detail(required), challenge
+        )
 
 
 class BasicGate:
@@ -329,14 +329,14 @@ class BasicGate:
     ) -> Principal | Response:
         header = _header(scope, b"authorization")
         if header is not None and len(header) > MAX_AUTHORIZATION_BYTES:
-            return error_response("UNAUTHORIZED", "the Authorization header is too large", 431)
+            return error_response(OCICode.UNAUTHORIZED, "the Authorization header is too large", 431)
         kind, _, credentials = (header or b"").partition(b" ")
         principal = None
         if kind.lower() == b"basic":
             principal = await self.basic.principal(credentials.strip(), _client_ip(scope))
         if principal is None:
             challenge = {"WWW-Authenticate": f'Basic realm="{_quoted(self.realm)}"'}
-            return error_response("UNAUTHORIZED", "authentication required", 401, headers=challenge)
+            return error_response(OCICode.UNAUTHORIZED, "authentication required", 401, headers=challenge)
         scope[PRINCIPAL_KEY] = principal
         return principal
 

@@ -20,6 +20,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import Gate
 from dockyard.api.oci.request_bodies import finish_unread_body, watch_body
+from dockyard.errors import OCICode
 
 Handler = Callable[..., Awaitable[Response]]
 ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
@@ -116,7 +117,7 @@ class OCIRouter:
     async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
         matched = match(path)
         if matched is None:
-            return error_response("NAME_UNKNOWN", "no such endpoint or repository", 404)
+            return error_response(OCICode.NAME_UNKNOWN, "no such endpoint or repository", 404)
         key, args = matched
         route = self.routes[key]
         scope[ROUTE_KEY] = route.template
@@ -126,10 +127,12 @@ class OCIRouter:
         if handler is None:
             allowed = ", ".join(sorted(route.handlers))
             return error_response(
-                "UNSUPPORTED", f"{method} is not supported here", 405, headers={"Allow": allowed}
+                OCICode.UNSUPPORTED, f"{method} is not supported here", 405, headers={"Allow": allowed}
             )
         if b"%2" in scope.get("raw_path", b"") and _encoded_separator(scope):
-            return error_response("NAME_INVALID", "percent-encoded '/' or '.' is not allowed in names", 400)
+            return error_response(
+                OCICode.NAME_INVALID, "percent-encoded '/' or '.' is not allowed in names", 400
+            )
         try:
             if self.gate is not None:  # inside: its database lookups fail the way handlers' do
                 verdict = await self.gate.check(scope, key, args, method)
