@@ -20,7 +20,7 @@ from dockyard.content.digest import digest_of
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
-from dockyard.errors import DigestInvalid
+from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
@@ -212,3 +212,29 @@ def test_a_held_multipart_upload_is_aborted(node: Node, outcome: str) -> None:
     assert _open_multipart_uploads(node) == []
     keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
     assert [key for key in keys if not key.endswith("/")] == []
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 6 * MiB], ids=["tail", "parts"])
+def test_a_chunk_another_node_wrote_over_never_lands_under_the_digest(
+    db: Database, seaweedfs: RunningSeaweedFS, root: str, size: int
+) -> None:
+    """Two requests on one upload on two nodes: S3 has no lock, so the second (its view of the upload
+    read before the first recorded its chunk) writes its own state over the first's and fails to record.
+    The first node's commit then trusted its running hash and landed the other bytes under that digest
+    (seen on the old code). The upload row names the state its size was recorded with, so that commit
+    now finds the state changed and refuses."""
+    one, two = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
+    genuine, junk = secrets.token_bytes(size), secrets.token_bytes(size)
+    state = one.start("poison/app")
+    stale = two.registry.get_upload("poison/app", state.id)
+    one.append(state, genuine)
+    session = two.registry.uploads.begin_append(stale)
+    session.write(junk)
+    with pytest.raises(BlobUploadInvalid):
+        session.finish()  # the upload moved on meanwhile: not recorded, but its state is written
+    with pytest.raises(BlobUploadInvalid):
+        one.put("poison/app", state.id, digest_of(genuine))
+    with pytest.raises(PathNotFound):
+        one.driver.stat(blob_data_path(digest_of(genuine)))
+    with pytest.raises(BlobUploadUnknown):  # dropped: the client starts the blob again
+        one.registry.get_upload("poison/app", state.id)

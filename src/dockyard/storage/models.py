@@ -42,5 +42,9 @@ class Upload(Base):
     # (migration 0013_upload_owner).
     owner: Mapped[str | None] = mapped_column(String(300), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The writer state (FileWriter.fingerprint) `size` was recorded with, where the driver cannot keep
+    # two writers of the upload apart (S3): a resume finding another knows the bytes are not these
+    # (migration 0017_upload_storage_token).
+    storage_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,7 +17,10 @@ second request on the same upload meanwhile is refused (UploadBusy) instead of w
 bytes. So when the lock is exclusive (local disk, in-memory) and the temp object holds more bytes than
 the row records, they are a chunk whose process died before it recorded them: they are cut off and the
 upload resumes from the recorded size. (On S3 a killed chunk leaves no such bytes: its state is saved
-when it closes, just before the size is recorded.)
+when it closes, just before the size is recorded.) S3 has no lock, so requests on two nodes may each
+write a state of the same upload: the row records which state (`FileWriter.fingerprint`) its size
+belongs to, in the statement that records the size, and a resume or commit that finds another refuses
+and drops the upload instead of trusting a running hash of other bytes.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ class UploadState:
     created_at: datetime
     # Who started it ("user:12", "robot:3"; None with auth off): only they may continue or cancel it.
     owner: str | None = None
+    # The writer state `size` was recorded with (Upload.storage_token; None: nothing to check).
+    token: str | None = None
 
 
 class AppendSession:
@@ -103,7 +108,7 @@ class AppendSession:
             return state
         try:
             self._writer.close()
-            return self._store._record_progress(self.state, self.size, self._hasher)
+            return self._store._record_progress(self.state, self.size, self._hasher, self._writer.fingerprint)
         finally:
             self._lock.release()  # only now: the bytes past the recorded size are no longer ours
 
@@ -211,13 +216,18 @@ class UploadStore:
         upload_data_path(upload_id)  # refuses malformed ids before they reach the DB
         with self._db.read() as connection:
             row = connection.execute(
-                select(Upload.id, Upload.repository, Upload.owner, Upload.size, Upload.created_at).where(
-                    Upload.id == upload_id
-                )
+                select(
+                    Upload.id,
+                    Upload.repository,
+                    Upload.owner,
+                    Upload.size,
+                    Upload.created_at,
+                    Upload.storage_token,
+                ).where(Upload.id == upload_id)
             ).first()
         if row is None or row.repository != repository or row.owner != owner:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
-        return UploadState(row.id, row.repository, row.size, row.created_at, row.owner)
+        return UploadState(row.id, row.repository, row.size, row.created_at, row.owner, row.storage_token)
 
     def begin_append(self, state: UploadState) -> AppendSession:
         """Start writing a request's bytes at the end of the upload. UploadBusy, with nothing touched,
@@ -325,21 +335,25 @@ class UploadStore:
             with contextlib.suppress(PathNotFound):
                 append = self._driver.stat(path).size > 0
         writer = self._driver.writer(path, append=append)
-        if writer.size != state.size:
+        # On S3 another node's request may have closed its own state over the recorded one.
+        other_state = state.token is not None and writer.fingerprint not in (None, state.token)
+        if writer.size != state.size or other_state:
             self._repair(state, writer, lock)
         return writer
 
     def _repair(self, state: UploadState, writer: FileWriter, lock: PathLock) -> None:
-        """The temp object does not hold the recorded size: truncate it to that, or give up."""
-        with self._db.read() as connection:  # only on this rare path: the size as recorded now
-            recorded = connection.scalar(select(Upload.size).where(Upload.id == state.id))
-        if recorded is None or recorded != state.size:
+        """The temp object is not what the row records: truncate it to that, or give up."""
+        with self._db.read() as connection:  # only on this rare path: the upload as recorded now
+            recorded = connection.execute(
+                select(Upload.size, Upload.storage_token).where(Upload.id == state.id)
+            ).first()
+        if recorded is None or (recorded.size, recorded.storage_token) != (state.size, state.token):
             writer.close()
             if recorded is None:
                 raise BlobUploadUnknown(detail={"uuid": state.id})
             raise ChunkOutOfOrder(
-                f"the upload moved on to {recorded} bytes while this request waited",
-                detail={"uuid": state.id, "size": recorded},
+                f"the upload moved on to {recorded.size} bytes while this request waited",
+                detail={"uuid": state.id, "size": recorded.size},
             )
         if lock.exclusive and writer.size > state.size:
             # Nobody else can be writing them: a chunk that died before it was recorded.
@@ -379,17 +393,19 @@ class UploadStore:
         return stale + orphans
 
     # --- internals ----------------------------------------------------------------------------
-    def _record_progress(self, state: UploadState, size: int, hasher: Any) -> UploadState:
+    def _record_progress(
+        self, state: UploadState, size: int, hasher: Any, token: str | None
+    ) -> UploadState:
         with self._db.write() as connection:
             result = connection.execute(
                 update(Upload)
                 .where(Upload.id == state.id, Upload.size == state.size)
-                .values(size=size, updated_at=utcnow())
+                .values(size=size, storage_token=token, updated_at=utcnow())
             )
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
-        state = replace(state, size=size)
+        state = replace(state, size=size, token=token)
         self._hashes.remember(state.id, state.size, hasher)
         return state
 

@@ -74,6 +74,13 @@ class FileWriter(Protocol):
         """Bytes in the file so far, including what was there before an append-resume."""
         ...
 
+    @property
+    def fingerprint(self) -> str | None:
+        """After `close`, and on a writer that resumed: a token of the state a resume continues from,
+        different whenever another writer closed other bytes at the path. None where writers of one path
+        exclude each other (`StorageDriver.try_lock` is exclusive) or there is nothing to tell."""
+        ...
+
     def write(self, data: bytes) -> int:
         """Append all of data; return its length. Drivers also take any bytes-like object
         (bytearray, memoryview) so callers need not copy."""

@@ -313,6 +313,22 @@ class StorageDriverConformance:
             writer.truncate(4)
         writer.cancel()
 
+    def test_fingerprint_tells_closed_states_apart(self, driver: StorageDriver) -> None:
+        first = driver.writer("up/data")
+        first.write(b"one")
+        first.close()
+        resumed = driver.writer("up/data", append=True)
+        assert resumed.fingerprint == first.fingerprint  # the state it continues from
+        resumed.close()
+        other = driver.writer("up/data")  # another writer starts the path afresh, same size
+        other.write(b"two")
+        other.close()
+        again = driver.writer("up/data", append=True)
+        assert again.fingerprint == other.fingerprint
+        if first.fingerprint is not None:  # a driver that tells states apart
+            assert other.fingerprint != first.fingerprint
+        again.cancel()
+
     # --- locks --------------------------------------------------------------------------------
     def test_try_lock_is_exclusive_until_released(self, driver: StorageDriver) -> None:
         lock = driver.try_lock("uploads/u9")

@@ -266,6 +266,10 @@ class FilesystemFileWriter:
     def size(self) -> int:
         return self._size
 
+    @property
+    def fingerprint(self) -> str | None:
+        return None  # writers exclude each other with try_lock
+
     def _open_file(self) -> BinaryIO:
         if self._file is None:
             raise StorageError(f"writer for {self._path} is already closed")

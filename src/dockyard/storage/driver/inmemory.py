@@ -140,6 +140,10 @@ class InMemoryFileWriter:
     def size(self) -> int:
         return self._size
 
+    @property
+    def fingerprint(self) -> str | None:
+        return None  # writers exclude each other with try_lock
+
     def write(self, data: bytes) -> int:
         entry = self._entry
         if entry is None:

@@ -15,6 +15,7 @@ never collides with a stored path and listings skip it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -63,6 +64,7 @@ class S3FileWriter:
         self._pending = pending  # a sidecar may exist for this path
         self._from_object = from_object  # resumed a committed object at the path
         self._finished = False
+        self._fingerprint: str | None = None  # of the sidecar this writer resumed or wrote
 
     @classmethod
     def resume(cls, driver: S3Driver, path: str, key: str, from_object: bool = True) -> S3FileWriter:
@@ -78,7 +80,9 @@ class S3FileWriter:
         state = json.loads(state_line)
         if len(tail) != state["tail"]:
             raise StorageError(f"corrupt upload state for {path}")
-        return cls(driver, path, key, state["upload_id"], state["parts"], tail, pending=True)
+        writer = cls(driver, path, key, state["upload_id"], state["parts"], tail, pending=True)
+        writer._fingerprint = _fingerprint(state_line + b"\n" + tail)
+        return writer
 
     @classmethod
     def _append_to_object(cls, driver: S3Driver, path: str, key: str) -> S3FileWriter:
@@ -93,6 +97,13 @@ class S3FileWriter:
     @property
     def size(self) -> int:
         return self._sent + len(self._buffer)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """Of the sidecar: S3 has no lock, so two writers on one path (requests on two nodes) may each
+        resume or start one and close over the other's; the state recorded beside the upload's size says
+        which the size belongs to."""
+        return self._fingerprint
 
     def _check_open(self) -> None:
         if self._finished:
@@ -184,6 +195,7 @@ class S3FileWriter:
             self._client.put_object(
                 Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path), Body=sidecar
             )
+            self._fingerprint = _fingerprint(sidecar)
         self._buffer = bytearray()
 
     def commit(self) -> None:
@@ -256,3 +268,7 @@ class S3FileWriter:
         if self._pending:
             self._client.delete_object(Bucket=self._driver.bucket, Key=self._driver._pending_key(self._path))
             self._pending = False
+
+
+def _fingerprint(sidecar: bytes) -> str:
+    return hashlib.sha256(sidecar).hexdigest()[:32]
