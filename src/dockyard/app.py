@@ -46,7 +46,7 @@ from dockyard.db.locks import FileLocks, LockManager, RedisLocks
 from dockyard.db.migrate import upgrade
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
-from dockyard.errors import StorageFull
+from dockyard.errors import DockyardError
 from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.metrics import QueueDepthCollector
@@ -240,7 +240,8 @@ def create_app(services: Services) -> ASGIApp:
             404: _not_found,
             405: _not_allowed,
             SQLAlchemyError: database_error,
-            StorageFull: database_error,  # a login's bookkeeping write on a full disk, say
+            # The directory down at /token, a login's bookkeeping write on a full disk, say.
+            DockyardError: database_error,
         },
         lifespan=lifespan,
     )

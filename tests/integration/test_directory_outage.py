@@ -44,6 +44,15 @@ def test_v2_with_basic_credentials_is_unavailable(registry: RunningServer) -> No
     assert response.headers["docker-distribution-api-version"] == "registry/2.0"
 
 
+def test_token_endpoint_is_unavailable(registry: RunningServer) -> None:
+    response = httpx.get(
+        f"{registry.url}/token", params={"service": "dockyard"}, auth=DIRECTORY_USER, timeout=30
+    )
+
+    assert_unavailable(response, "UNAVAILABLE")
+    assert response.headers["retry-after"] == "5"
+
+
 def test_management_api_is_unavailable(registry: RunningServer) -> None:
     response = httpx.get(f"{registry.url}/api/v1/users/{DIRECTORY_USER[0]}", auth=DIRECTORY_USER, timeout=30)
 

@@ -90,11 +90,13 @@ def test_the_default_schedule_and_kinds_are_there(api: httpx.Client) -> None:
 
 def test_bad_requests_get_clear_errors(server: RunningServer, api: httpx.Client) -> None:
     unknown = api.post("/jobs", json={"kind": "defragment"})
-    assert unknown.status_code == 400
+    assert unknown.status_code == 400 and unknown.json()["errors"][0]["code"] == "BAD_REQUEST"
     assert "unknown job kind 'defragment'" in unknown.json()["errors"][0]["message"]
     bad_cron = api.put("/jobs/schedules/selftest", json={"cron": "61 * * * *"})
     assert bad_cron.status_code == 400 and "minute" in bad_cron.json()["errors"][0]["message"]
-    assert api.get("/jobs/999999").status_code == 404
+    missing = api.get("/jobs/999999")
+    assert missing.status_code == 404
+    assert missing.json() == {"errors": [{"code": "NOT_FOUND", "message": "job 999999 not found"}]}
     assert api.get("/jobs", params={"status": "exploded"}).status_code == 400
     assert httpx.get(f"{server.url}/api/v1/jobs").status_code == 401
     user = ("jobs-viewer", "a long enough password 1")
@@ -112,7 +114,11 @@ def test_cancel_stops_a_running_job_and_retry_queues_it_again(api: httpx.Client)
     assert api.post(f"/jobs/{job_id}/cancel").json()["cancel_requested"] is True
     job = wait_for(api, job_id, finished, seconds=10)
     assert job["status"] == "cancelled" and time.monotonic() - asked < 5
-    assert api.post(f"/jobs/{job_id}/cancel").status_code == 409
+    again = api.post(f"/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+    assert again.json() == {
+        "errors": [{"code": "CONFLICT", "message": f"job {job_id} has already been cancelled"}]
+    }
 
     retried = api.post(f"/jobs/{job_id}/retry")
     assert retried.status_code == 201 and retried.json()["retry_of"] == job_id

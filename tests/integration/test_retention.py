@@ -146,7 +146,11 @@ def test_bad_policies_are_400_with_a_clear_message(api: httpx.Client, oci: OCICl
         [error] = response.json()["errors"]
         assert error["code"] == "BAD_REQUEST"
         assert says in error["message"], (body, error)
-    assert api.get("/projects/badpolicy/retention").status_code == 404  # nothing was stored
+    nothing_stored = api.get("/projects/badpolicy/retention")
+    assert nothing_stored.status_code == 404
+    assert nothing_stored.json() == {
+        "errors": [{"code": "NOT_FOUND", "message": "project 'badpolicy' has no retention policy"}]
+    }
     assert api.put("/projects/nosuchproject/retention", json=KEEP_LAST_3).status_code == 404
 
 
@@ -167,6 +171,9 @@ def test_only_project_admins_change_the_policy_or_run_it(
         assert anonymous.get("/projects/guarded/retention").status_code == 401
     assert api.delete("/projects/guarded/retention").status_code == 204
     assert api.get("/projects/guarded/retention").status_code == 404
+    deleted_twice = api.delete("/projects/guarded/retention")
+    assert deleted_twice.status_code == 404
+    assert deleted_twice.json()["errors"][0]["message"] == "project 'guarded' has no retention policy"
 
 
 def test_the_cli_sets_shows_and_runs_a_policy(server: RunningServer, oci: OCIClient, tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class RetentionPolicies:
                 )
             ).first()
         if row is None:
-            raise RetentionPolicyNotFound(detail={"project": project})
+            raise _no_policy(project)
         return Policy.model_validate({"rules": row.rules, "schedule": row.schedule})
 
     def find(self, project: str) -> Policy | None:
@@ -116,7 +116,7 @@ class RetentionPolicies:
                 delete(RetentionPolicyRow).where(RetentionPolicyRow.project_id == owner)
             )
         if result.rowcount == 0:
-            raise RetentionPolicyNotFound(detail={"project": project})
+            raise _no_policy(project)
 
     def scheduled(self) -> list[tuple[str, str, datetime]]:
         """(project, cron, last fired or set) of every policy with a schedule."""
@@ -385,3 +385,9 @@ def load_artifacts(connection: Connection, repository_id: int) -> list[Artifact]
             )
         )
     return artifacts
+
+
+def _no_policy(project: str) -> RetentionPolicyNotFound:
+    return RetentionPolicyNotFound(
+        f"project {project!r} has no retention policy", detail={"project": project}
+    )

@@ -22,7 +22,6 @@ from fastapi import FastAPI
 import dockyard
 from dockyard import errors
 from dockyard.api.management.errors import install_error_handlers
-from dockyard.api.management.routers.jobs import _job_errors
 from dockyard.api.oci.errors import render_error
 
 # (/v2 status, OCI code, /api/v1 status, /api/v1 code). Changed since the capture, when each class got a
@@ -201,8 +200,7 @@ async def _management_answer(exc: Exception) -> httpx.Response:
 
     @app.get("/raise")
     def raise_it() -> None:
-        with _job_errors():  # how the jobs router answers the queue's errors
-            raise exc
+        raise exc
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

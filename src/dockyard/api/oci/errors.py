@@ -90,8 +90,8 @@ def _domain_error(exc: errors.DockyardError, headers: dict[str, str]) -> Respons
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
-    """The Starlette handler for database errors outside /v2 (the token endpoint, /metrics): a 503 the
-    client retries while the database is unavailable, else a 500."""
+    """The Starlette handler for database and domain errors outside /v2 (the token endpoint, /metrics):
+    a 503 the client retries while the database or the user directory is unavailable, and so on."""
     return render_error(exc)
 
 

@@ -6,8 +6,6 @@ Every change is audited (resource `job` or `job_schedule`, named by the job's ki
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,16 +19,7 @@ from dockyard.api.management.ids import LongResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Admin
 from dockyard.audit.interfaces import AuditAction, ResourceType
-from dockyard.jobs.interfaces import (
-    InvalidSchedule,
-    JobError,
-    JobNotFound,
-    JobRecord,
-    JobSchedule,
-    JobStateError,
-    JobStatus,
-    UnknownJobKind,
-)
+from dockyard.jobs.interfaces import JobRecord, JobSchedule, JobStatus
 from dockyard.jobs.queue import JobQueue
 
 router = APIRouter(tags=["jobs"])
@@ -99,8 +88,7 @@ def list_jobs(
     status: JobStatus | None = None,
 ) -> list[JobOut]:
     """Newest first."""
-    with _job_errors():
-        page = _queue(services).list(kind=kind, status=status, page=params.page, page_size=params.page_size)
+    page = _queue(services).list(kind=kind, status=status, page=params.page, page_size=params.page_size)
     set_page_headers(request, response, params, page.total)
     return [job_out(job) for job in page.items]
 
@@ -111,16 +99,12 @@ def trigger_job(body: JobIn, request: Request, principal: Admin, services: Servi
     _check_params_size(body.params)
     queue = _queue(services)
     detail = {"kind": body.kind, "params": body.params}
-    with (
-        audited(
-            services, request, principal, AuditAction.CREATE, ResourceType.JOB, body.kind, detail
-        ) as extra,
-        _job_errors(),
-    ):
+    with audited(
+        services, request, principal, AuditAction.CREATE, ResourceType.JOB, body.kind, detail
+    ) as extra:
         job_id = queue.enqueue(body.kind, body.params)
         extra["job_id"] = job_id
-    with _job_errors():
-        return job_out(queue.get(job_id))
+    return job_out(queue.get(job_id))
 
 
 @router.get("/jobs/kinds", response_model=list[str])
@@ -136,8 +120,7 @@ def list_schedules(principal: Admin, services: Services) -> list[ScheduleOut]:
 
 @router.get("/jobs/schedules/{kind}", response_model=ScheduleOut)
 def get_schedule(kind: str, principal: Admin, services: Services) -> ScheduleOut:
-    with _job_errors():
-        return schedule_out(_queue(services).schedule(kind))
+    return schedule_out(_queue(services).schedule(kind))
 
 
 @router.put("/jobs/schedules/{kind}", response_model=ScheduleOut)
@@ -147,10 +130,7 @@ def set_schedule(
     """Create or replace the kind's schedule; it next fires at the cron expression's next match (UTC)."""
     _check_params_size(body.params)
     detail = {"kind": kind, "cron": body.cron, "params": body.params, "enabled": body.enabled}
-    with (
-        audited(services, request, principal, AuditAction.UPDATE, ResourceType.JOB_SCHEDULE, kind, detail),
-        _job_errors(),
-    ):
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.JOB_SCHEDULE, kind, detail):
         schedule = _queue(services).set_schedule(kind, body.cron, body.params, enabled=body.enabled)
     return schedule_out(schedule)
 
@@ -158,10 +138,7 @@ def set_schedule(
 @router.delete("/jobs/schedules/{kind}", status_code=204)
 def delete_schedule(kind: str, request: Request, principal: Admin, services: Services) -> Response:
     detail = {"kind": kind}
-    with (
-        audited(services, request, principal, AuditAction.DELETE, ResourceType.JOB_SCHEDULE, kind, detail),
-        _job_errors(),
-    ):
+    with audited(services, request, principal, AuditAction.DELETE, ResourceType.JOB_SCHEDULE, kind, detail):
         _queue(services).delete_schedule(kind)
     return Response(status_code=204)
 
@@ -169,8 +146,7 @@ def delete_schedule(kind: str, request: Request, principal: Admin, services: Ser
 @router.get("/jobs/{job_id}", response_model=JobDetailOut)
 def get_job(job_id: LongResourceId, principal: Admin, services: Services) -> JobDetailOut:
     queue = _queue(services)
-    with _job_errors():
-        job = queue.get(job_id)
+    job = queue.get(job_id)
     logs = [JobLogOut(time=entry.logged_at, line=entry.line) for entry in queue.logs(job_id)]
     return JobDetailOut(**job_out(job).model_dump(), logs=logs)
 
@@ -182,10 +158,7 @@ def cancel_job(job_id: LongResourceId, request: Request, principal: Admin, servi
     queue = _queue(services)
     target = _existing(queue, job_id)
     detail = {"kind": target.kind, "job_id": job_id, "params": dict(target.params)}
-    with (
-        audited(services, request, principal, AuditAction.CANCEL, ResourceType.JOB, target.kind, detail),
-        _job_errors(),
-    ):
+    with audited(services, request, principal, AuditAction.CANCEL, ResourceType.JOB, target.kind, detail):
         return job_out(queue.cancel(job_id))
 
 
@@ -195,12 +168,9 @@ def retry_job(job_id: LongResourceId, request: Request, principal: Admin, servic
     queue = _queue(services)
     target = _existing(queue, job_id)
     detail = {"kind": target.kind, "retry_of": job_id, "params": dict(target.params)}
-    with (
-        audited(
-            services, request, principal, AuditAction.RETRY, ResourceType.JOB, target.kind, detail
-        ) as extra,
-        _job_errors(),
-    ):
+    with audited(
+        services, request, principal, AuditAction.RETRY, ResourceType.JOB, target.kind, detail
+    ) as extra:
         retried = queue.retry(job_id)
         extra["job_id"] = retried.id
     return job_out(retried)
@@ -208,8 +178,7 @@ def retry_job(job_id: LongResourceId, request: Request, principal: Admin, servic
 
 def _existing(queue: JobQueue, job_id: int) -> JobRecord:
     """The job a change is about (a 404, not audited, when there is none: nothing changed)."""
-    with _job_errors():
-        return queue.get(job_id)
+    return queue.get(job_id)
 
 
 def _queue(services: ManagementServices) -> JobQueue:
@@ -221,21 +190,6 @@ def _queue(services: ManagementServices) -> JobQueue:
 def _check_params_size(params: dict[str, Any]) -> None:
     if len(repr(params)) > MAX_PARAMS_BYTES:
         raise ApiError(400, f"params: at most {MAX_PARAMS_BYTES} bytes")
-
-
-@contextmanager
-def _job_errors() -> Iterator[None]:
-    """The job queue's errors as API errors (they are not DockyardErrors, so mapped here)."""
-    try:
-        yield
-    except JobNotFound as exc:
-        raise ApiError(404, str(exc)) from None
-    except (UnknownJobKind, InvalidSchedule) as exc:
-        raise ApiError(400, str(exc)) from None
-    except JobStateError as exc:
-        raise ApiError(409, str(exc)) from None
-    except JobError as exc:
-        raise ApiError(400, str(exc)) from None
 
 
 def job_out(job: JobRecord) -> JobOut:

@@ -21,7 +21,7 @@ from dockyard.api.management.security import Caller
 from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.jobs.services import JobQueue
 from dockyard.projects.rbac import Permission
-from dockyard.retention.interfaces import Policy, RetentionPolicyNotFound
+from dockyard.retention.interfaces import Policy
 from dockyard.retention.services import RetentionPolicies, RetentionRuns
 from dockyard.retention.tasks import KIND
 
@@ -57,10 +57,7 @@ class RunReportOut(RunOut):
 @router.get("/projects/{project}/retention", response_model=Policy)
 def get_policy(project: str, principal: Caller, services: Services) -> Policy:
     require(services, principal, project, Permission.PROJECT_READ)
-    try:
-        return RetentionPolicies(services.db).get(project)
-    except RetentionPolicyNotFound:
-        raise ApiError(404, f"project {project!r} has no retention policy") from None
+    return RetentionPolicies(services.db).get(project)
 
 
 @router.put("/projects/{project}/retention", response_model=Policy)
@@ -79,10 +76,7 @@ def delete_policy(project: str, request: Request, principal: Caller, services: S
     detail = {"retention": "deleted"}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        try:
-            RetentionPolicies(services.db).delete(project)
-        except RetentionPolicyNotFound:
-            raise ApiError(404, f"project {project!r} has no retention policy") from None
+        RetentionPolicies(services.db).delete(project)
 
 
 @router.post("/projects/{project}/retention/run", response_model=RunQueued, status_code=202)
