@@ -21,8 +21,8 @@ from fastapi import FastAPI
 
 import dockyard
 from dockyard import errors
-from dockyard.api.management.errors import install_error_handlers
-from dockyard.api.oci.errors import render_error
+from dockyard.api.management.errors import STATUS, install_error_handlers
+from dockyard.api.oci.errors import ANSWERS, render_error
 
 # (/v2 status, OCI code, /api/v1 status, /api/v1 code). Changed since the capture, when each class got a
 # category: classes an API had no row for were answered 500 "internal server error" there; they get their
@@ -149,6 +149,10 @@ def test_every_error_class_has_a_row() -> None:
     found = set(every_error_class())
     assert sorted(found - set(EXPECTED)) == [], "add a row to EXPECTED for each"
     assert sorted(set(EXPECTED) - found) == [], "classes gone: remove their rows"
+
+
+def test_each_api_answers_every_category() -> None:
+    assert set(ANSWERS) == set(errors.Category) == set(STATUS)
 
 
 def test_every_error_class_names_its_category() -> None:
