@@ -208,11 +208,15 @@ class FilesystemDriver:
         full = self._full(path)
         for _ in range(3):
             with _os_errors(path):
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                 try:
-                    self._in_parent(full, lambda: os.makedirs(full, exist_ok=True))
-                    fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fd = os.open(full, flags)
                 except FileNotFoundError:
-                    continue  # pruned between its creation and the open: again
+                    try:
+                        self._in_parent(full, lambda: os.makedirs(full, exist_ok=True))
+                        fd = os.open(full, flags)
+                    except FileNotFoundError:
+                        continue  # pruned between its creation and the open: again
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
