@@ -131,3 +131,31 @@ def test_a_project_robot_update_with_no_actions_is_refused(api: TestClient) -> N
     assert_api_error(response, 400)
     still = api.get(f"{MOUNT}/projects/team/robots/ci", auth=ADMIN).json()
     assert still["permissions"] == [{"project": "team", "actions": ["pull"]}]
+
+
+def test_nul_characters_are_refused_wherever_text_is_taken(api: TestClient) -> None:
+    """PostgreSQL's text cannot hold a NUL (it was a 500 there) and SQLite would store it: a 400 on both,
+    for every string query parameter of every GET, a name in the path, and a string in a JSON body."""
+    queried = []
+    for method, path, operation in operations(api):
+        texts = [
+            p["name"]
+            for p in operation.get("parameters", [])
+            if p["in"] == "query" and "string" in json_types(p.get("schema", {}))
+        ]
+        if method == "GET" and texts:
+            queried.append(path)
+            for name in texts:
+                assert_api_error(api.get(MOUNT + concrete(path), params={name: "a\x00b"}, auth=ADMIN), 400)
+    assert len(queried) >= 5, queried
+    assert_api_error(api.get(f"{MOUNT}/projects/te%00am", auth=ADMIN), 400)
+    created = api.post(f"{MOUNT}/projects", json={"name": "nul", "description": "a\x00b"}, auth=ADMIN)
+    assert_api_error(created, 400)
+    assert api.get(f"{MOUNT}/projects/nul", auth=ADMIN).status_code == 404
+
+
+def json_types(schema: dict[str, Any]) -> set[str]:
+    """The types a parameter's schema allows (`anyOf` for optional ones)."""
+    if "type" in schema:
+        return {schema["type"]}
+    return {kind for option in schema.get("anyOf", []) for kind in json_types(option)}

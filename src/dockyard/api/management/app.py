@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from dockyard import __version__
 from dockyard.api.management.audit import record_refusal
 from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
+from dockyard.api.management.plain_text import refuse_nul_characters
 from dockyard.api.management.routers import (
     audit,
     immutable_rules,
@@ -40,6 +41,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[Depends(refuse_nul_characters)],
         description=(
             'Errors: `{"errors": [{"code": "NOT_FOUND", "message": "..."}]}`. Lists: `page`, '
             "`page_size` (at most 100), `sort` (`name`, `-created_at`), `q` (substring) and per-list "
