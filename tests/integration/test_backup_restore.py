@@ -315,10 +315,11 @@ def test_a_backup_restores_into_the_other_kind_of_database(
     pushed[("library/alpine", "edge")] = later.body
 
     # And PostgreSQL's backup (a SQLite file of its rows) into SQLite.
+    # Stopped first: it writes the pulls above (last_pulled_at) a few seconds late, at the latest on exit.
+    server.stop()
     from_postgres = tmp_path / "from-postgres"
     backed_up = dockyard("backup", from_postgres, config=server.config_path)
     assert backed_up.returncode == 0, backed_up.stderr
-    server.stop()
     config = tmp_path / "sqlite.yml"
     config.write_text(yaml.safe_dump(sqlite_config(tmp_path / "back")))
     restored = dockyard("restore", from_postgres, config=config)
