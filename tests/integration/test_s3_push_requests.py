@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dockyard.content.digest import digest_of
+from dockyard.content.digest import digest_of, parse_digest
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
@@ -238,3 +238,39 @@ def test_a_chunk_another_node_wrote_over_never_lands_under_the_digest(
         one.driver.stat(blob_data_path(digest_of(genuine)))
     with pytest.raises(BlobUploadUnknown):  # dropped: the client starts the blob again
         one.registry.get_upload("poison/app", state.id)
+
+
+@pytest.mark.parametrize("size", [64 * 1024, 12 * MiB], ids=["tail", "parts"])
+def test_a_commit_cut_off_after_its_bytes_landed_completes_on_another_node(
+    db: Database, seaweedfs: RunningSeaweedFS, root: str, size: int
+) -> None:
+    """A node killed in the middle of a PUT ?digest=, after the bytes reached the content address and
+    before the transaction that records them: HAProxy (`retry-on empty-response`) or the client sends the
+    same PUT to another node. The upload's own bytes are gone, the blob's are where they belong: the PUT
+    completes there. Before, that node answered 404 BLOB_UNKNOWN and skopeo gave up (seen in the HA
+    cluster test)."""
+    killed, survivor = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
+    data = secrets.token_bytes(size)
+    state = killed.patch("cut/app", killed.start("cut/app").id, data)
+    killed.registry.uploads.verified(state, parse_digest(digest_of(data))).land(
+        blob_data_path(digest_of(data))
+    )  # ... and the process dies here
+    assert survivor.put("cut/app", state.id, digest_of(data)) == size
+    _assert_landed(survivor, data)
+    assert survivor.registry.blob_size("cut/app", digest_of(data)) == size
+    with pytest.raises(BlobUploadUnknown):
+        survivor.registry.get_upload("cut/app", state.id)
+
+
+def test_a_put_whose_bytes_are_gone_and_not_at_its_digest_is_refused(
+    db: Database, seaweedfs: RunningSeaweedFS, root: str
+) -> None:
+    """Bytes gone (landed under the digest the first PUT named) and a retry naming another digest: nothing
+    to link, the client is told to start again."""
+    killed, survivor = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
+    data = secrets.token_bytes(MiB)
+    state = killed.patch("cut/app", killed.start("cut/app").id, data)
+    landing = killed.registry.uploads.verified(state, parse_digest(digest_of(data)))
+    landing.land(blob_data_path(digest_of(data)))
+    with pytest.raises(BlobUploadInvalid):
+        survivor.put("cut/app", state.id, digest_of(data[1:] + b"x"))

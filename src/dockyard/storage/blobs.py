@@ -2,7 +2,8 @@
 
 Commit order (crash-safe): verify size and digest, land the bytes at the content address, then record
 in the DB. A crash between the last two leaves bytes with no row, which is harmless: the next commit of
-the same digest replaces them.
+the same digest replaces them, and the same PUT sent again (by HAProxy's `retry-on empty-response` or the
+client, to any node) finds its upload's bytes gone and the blob at its address, and completes from there.
 
 Garbage collection marks a row it is deleting (`deleting_since`, a tombstone), deletes the bytes, then
 the row (gc.blobs). A tombstoned row counts as absent for every reader, and an upload never records
@@ -23,14 +24,14 @@ from typing import BinaryIO
 
 from sqlalchemy import ColumnElement, Connection, select
 
-from dockyard.content.digest import Digest
+from dockyard.content.digest import Digest, new_hasher
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.session import Database
-from dockyard.errors import BlobBeingDeleted, DockyardError, SizeInvalid
+from dockyard.errors import BlobBeingDeleted, BlobUploadInvalid, DockyardError, PathNotFound, SizeInvalid
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
-from dockyard.storage.uploads import UploadState, UploadStore
+from dockyard.storage.uploads import UploadState, UploadStore, VerifiedUpload
 
 # How long an upload waits for the collector to finish deleting the same blob before it answers
 # "try again" (a batch's deletes take a second or so; a crashed run's tombstones wait for the next run).
@@ -56,6 +57,16 @@ class BlobLocation:
     size: int
     local_path: str | None
     redirect_url: str | None
+
+
+class LandedBefore:
+    """An upload whose bytes an earlier, cut-off commit landed at the content address already."""
+
+    def land(self, target: str) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
 
 
 class BlobStore:
@@ -100,7 +111,11 @@ class BlobStore:
         key = str(digest)
         with self._db.read() as connection:
             seen = self.state_of(connection, key)
-        upload = self._uploads.verified(state, digest)
+        upload: VerifiedUpload | LandedBefore
+        try:
+            upload = self._uploads.verified(state, digest)
+        except PathNotFound:
+            upload = self._landed_before(state, digest)
         landed = False
         try:
             if seen is BlobState.ABSENT:  # the common case: land first, so the write transaction stays short
@@ -134,6 +149,25 @@ class BlobStore:
         if not landed:
             upload.discard()  # the blob was stored already
         return state.size
+
+    def _landed_before(self, state: UploadState, digest: Digest) -> LandedBefore:
+        """The upload's bytes are gone: a commit of it (on this node or another) was cut off after it
+        landed them at the content address, before its transaction recorded them, and the PUT came
+        again. The blob is there, exactly this size and digest, or the client must start over."""
+        path = blob_data_path(str(digest))
+        try:
+            if self._driver.stat(path).size == state.size and self._digest_at(path, digest) == str(digest):
+                return LandedBefore()
+        except PathNotFound:
+            pass
+        raise BlobUploadInvalid("the upload's bytes are gone; restart the upload", detail={"uuid": state.id})
+
+    def _digest_at(self, path: str, digest: Digest) -> str:
+        hasher = new_hasher(digest.algorithm)
+        with self._driver.open_read(path) as stream:
+            while chunk := stream.read(4 * 1024 * 1024):
+                hasher.update(chunk)
+        return f"{digest.algorithm}:{hasher.hexdigest()}"
 
     def _wait_while_deleting(self, digest: str, deadline: float) -> None:
         pause = 0.02
