@@ -326,7 +326,7 @@ async def _purge_audit_forever(services: Services, locks: LockManager) -> None:
         try:
             if await asyncio.to_thread(locks.lock("audit-purge", lease).acquire):
                 purged = await asyncio.to_thread(
-                    services.audit.purge_older_than, services.settings.audit.retention
+                    services.audit.purge_older_than, services.settings.audit.retention.delta
                 )
                 if purged:
                     log.info(
@@ -357,9 +357,9 @@ def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
         job_kinds(services, GCMetrics(metrics.registry)),
         node=node or socket.gethostname(),
         threads=jobs.threads,
-        poll_interval=parse_duration(jobs.poll_interval),
-        lease=timedelta(seconds=parse_duration(jobs.lease)),
-        history=timedelta(seconds=parse_duration(jobs.history)),
+        poll_interval=jobs.poll_interval.seconds,
+        lease=jobs.lease.delta,
+        history=jobs.history.delta,
         metrics=metrics,
     )
 

@@ -38,7 +38,6 @@ from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
-from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.errors import ConfigError
@@ -131,7 +130,7 @@ def _dockyard_security(
         keys,
         issuer=auth.token.issuer,
         service=auth.token.service,
-        lifetime=parse_duration(auth.token.expiration),
+        lifetime=auth.token.expiration.seconds,
     )
     issuer = TokenIssuer(token_service, authenticator, policy, lookup=authenticator, generation=generation)
     gate = TokenGate(
@@ -185,7 +184,7 @@ def _announcing(app: ASGIApp, announce: Callable[[], None] | None) -> ASGIApp:
 def _login_limiter(settings: Settings) -> LoginLimiter:
     """Shared by all workers and nodes through Redis when configured; else this process's own."""
     limit = settings.auth.login_limit
-    window = parse_duration(limit.window)
+    window = limit.window.seconds
     per_address, per_account = limit.max_failures_per_address, limit.max_failures_per_account
     if settings.redis.url:
         client = connect(settings.redis.url)

@@ -23,7 +23,6 @@ from dockyard.app import (
     secure_data,
 )
 from dockyard.cli.worker import start_job_worker, stop_job_worker
-from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
@@ -85,7 +84,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     )
     drain = DrainState(drain_directory(settings))
     drain.reset()
-    drainer = Drainer(drain, parse_duration(settings.http.drain_timeout), server.signal_handler_interrupt)
+    drainer = Drainer(drain, settings.http.drain_timeout.seconds, server.signal_handler_interrupt)
     # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
     server.on_startup(drainer.install)
     mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from dockyard.config.base import Section, doc, positive_duration
+from dockyard.config.base import PositiveDuration, Section, doc
+from dockyard.config.durations import Duration
 
 
 class TokenAuthSettings(Section):
@@ -27,8 +28,8 @@ class TokenAuthSettings(Section):
         default="dockyard", description="The token `aud`: the service clients ask tokens for."
     )
     issuer: str = Field(default="dockyard", description="The token `iss`.")
-    expiration: str = Field(
-        default="5m",
+    expiration: PositiveDuration = Field(
+        default=Duration("5m"),
         description="Lifetime of access tokens. Access ends sooner when the principal loses it "
         "(disabled, credential revoked, permission removed): see "
         "[auth.md](auth.md#when-a-tokens-access-ends).",
@@ -40,7 +41,6 @@ class TokenAuthSettings(Section):
         "these PEM certificates.",
     )
 
-    _check_expiration = field_validator("expiration")(positive_duration)
 
 
 class HtpasswdSettings(Section):
@@ -122,11 +122,12 @@ class LoginLimitSettings(Section):
         "has failed for the account is refused, never one that has not.",
         json_schema_extra=doc(default="10 times `max_failures`"),
     )
-    window: str = Field(
-        default="15m", description="The window failures are counted in.", json_schema_extra=doc("duration")
+    window: PositiveDuration = Field(
+        default=Duration("15m"),
+        description="The window failures are counted in.",
+        json_schema_extra=doc("duration"),
     )
 
-    _check_window = field_validator("window")(positive_duration)
 
 
 class AuthSettings(Section):

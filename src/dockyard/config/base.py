@@ -4,11 +4,11 @@ configuration reference (docs/configuration.md, written by `make docs`) shows be
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from dockyard.config.durations import parse_duration
+from dockyard.config.durations import Duration
 
 
 class Section(BaseModel):
@@ -21,10 +21,20 @@ def doc(kind: str | None = None, *, default: str | None = None) -> dict[str, Any
     return {key: value for key, value in (("format", kind), ("shown_default", default)) if value}
 
 
-def positive_duration(value: str) -> str:
-    if parse_duration(value) <= 0:
+def _positive(value: Duration) -> Duration:
+    if value.seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
     return value
+
+
+def _not_negative(value: Duration) -> Duration:
+    if value.seconds < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+NonNegativeDuration = Annotated[Duration, AfterValidator(_not_negative)]
 
 
 # host:port, :port or [ipv6]:port; the host part is a name or an address, never a URL.

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 _UNIT_SECONDS = {
     "ns": 1e-9,
@@ -50,3 +55,29 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     return sign * total
+
+
+class Duration(str):
+    """A setting's duration, kept as written (`30m`: what a config dump and the configuration reference
+    show), checked when the settings are read, and used as `.seconds` or `.delta`: no call site parses."""
+
+    @property
+    def seconds(self) -> float:
+        return parse_duration(self)
+
+    @property
+    def delta(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    @classmethod
+    def _read(cls, value: str) -> Duration:
+        parse_duration(value)  # ValueError, with the reason, for pydantic to report
+        return cls(value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls._read, core_schema.str_schema(), serialization=core_schema.to_string_ser_schema()
+        )

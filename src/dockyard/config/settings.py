@@ -19,9 +19,9 @@ from pydantic import Field, field_validator, model_validator
 # The sections in modules of their own, importable from here as before.
 from dockyard.config.auth_settings import AuthSettings
 from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
-from dockyard.config.base import Section, doc, positive_duration
+from dockyard.config.base import NonNegativeDuration, PositiveDuration, Section, doc
 from dockyard.config.base import split_addr as split_addr
-from dockyard.config.durations import parse_duration
+from dockyard.config.durations import Duration
 from dockyard.config.storage_settings import StorageSettings
 
 
@@ -107,8 +107,8 @@ class HTTPSettings(Section):
         "[ha.md](ha.md#client-addresses-behind-the-balancer).",
         json_schema_extra=doc("list of CIDRs"),
     )
-    drain_timeout: str = Field(
-        default="30s",
+    drain_timeout: NonNegativeDuration = Field(
+        default=Duration("30s"),
         description="On SIGTERM, `/readyz` answers 503 at once and requests in flight get this long to "
         "finish; then the process exits 0 (sooner when nothing is in flight). registry:2's "
         "`http.draintimeout` sets it too. A second SIGTERM, or SIGINT, stops at once. See "
@@ -132,13 +132,6 @@ class HTTPSettings(Section):
                 raise ValueError(
                     f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
                 ) from None
-        return value
-
-    @field_validator("drain_timeout")
-    @classmethod
-    def _drain_duration(cls, value: str) -> str:
-        if parse_duration(value) < 0:
-            raise ValueError("must not be negative")
         return value
 
     @field_validator("addr")
@@ -315,13 +308,12 @@ class MetricsSettings(Section):
 class AuditSettings(Section):
     """The audit log of logins, pushes, pulls, deletes and changes ([auth.md](auth.md#audit-log))."""
 
-    retention: str = Field(
-        default="2160h",  # 90 days
+    retention: PositiveDuration = Field(
+        default=Duration("2160h"),  # 90 days
         description="How long audit events are kept.",
         json_schema_extra=doc("duration"),
     )
 
-    _check_retention = field_validator("retention")(positive_duration)
 
 
 class JobsSettings(Section):
@@ -333,18 +325,18 @@ class JobsSettings(Section):
         description="`serve` runs a background job runner on this node; else only `dockyard worker` does.",
     )
     threads: int = Field(default=2, ge=1, le=64, description="Jobs one runner runs at once.")
-    history: str = Field(
-        default="720h",
+    history: PositiveDuration = Field(
+        default=Duration("720h"),
         description="How long finished jobs and their logs are kept.",
         json_schema_extra=doc("duration"),
     )
-    poll_interval: str = Field(
-        default="2s",
+    poll_interval: PositiveDuration = Field(
+        default=Duration("2s"),
         description="How often a runner looks for jobs queued by other processes.",
         json_schema_extra=doc("duration"),
     )
-    lease: str = Field(
-        default="60s",
+    lease: PositiveDuration = Field(
+        default=Duration("60s"),
         description="A job whose runner stopped renewing its lease for this long is run again elsewhere.",
         json_schema_extra=doc("duration"),
     )
@@ -355,7 +347,6 @@ class JobsSettings(Section):
         json_schema_extra=doc("host:port"),
     )
 
-    _check_durations = field_validator("history", "poll_interval", "lease")(positive_duration)
 
     @field_validator("metrics_listen")
     @classmethod

@@ -7,8 +7,8 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from dockyard.config.base import Section, doc, positive_duration
-from dockyard.config.durations import parse_duration
+from dockyard.config.base import PositiveDuration, Section, doc
+from dockyard.config.durations import Duration
 from dockyard.config.sizes import parse_size
 
 
@@ -42,30 +42,22 @@ class UploadPurging(Section):
     enabled: bool = Field(
         default=True, description="Remove abandoned upload sessions (database row and partial bytes)."
     )
-    age: str = Field(
-        default="24h",
+    age: PositiveDuration = Field(
+        default=Duration("24h"),
         description="Sessions untouched for longer than this are purged (registry:2's default is `168h`: a "
         "client resumes an upload within minutes or starts it again, and until purged an abandoned upload "
         "counts against its project's [quota](policies.md#storage-quotas)).",
         json_schema_extra=doc("duration"),
     )
-    interval: str = Field(
-        default="6h",
+    interval: PositiveDuration = Field(
+        default=Duration("6h"),
         description="How often to purge: the `purge-uploads` job's default schedule, `@every <interval>` "
         "([jobs.md](jobs.md)); the first run is at the first start.",
         json_schema_extra=doc("duration"),
     )
     dryrun: bool = Field(default=False, description="Only log how many sessions would be purged.")
 
-    _check_durations = field_validator("age", "interval")(positive_duration)
 
-    @property
-    def age_seconds(self) -> float:
-        return parse_duration(self.age)
-
-    @property
-    def interval_seconds(self) -> float:
-        return parse_duration(self.interval)
 
 
 class UploadSettings(Section):

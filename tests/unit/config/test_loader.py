@@ -141,8 +141,8 @@ def test_full_registry2_maintenance_and_tls(write_config: Any, tmp_path: Path) -
     settings = loaded.settings
     assert settings.http.tls.enabled
     assert settings.http.tls.certificate == cert
-    assert settings.storage.maintenance.uploadpurging.age_seconds == 168 * 3600
-    assert settings.storage.maintenance.uploadpurging.interval_seconds == 5400
+    assert settings.storage.maintenance.uploadpurging.age.seconds == 168 * 3600
+    assert settings.storage.maintenance.uploadpurging.interval.seconds == 5400
     assert settings.storage.maintenance.readonly.enabled is True
     assert settings.log.accesslog.disabled is True
     assert {w.split(":")[0] for w in loaded.warnings} == {"auth"}
@@ -169,7 +169,7 @@ def test_environment_overrides_file_and_dockyard_wins_over_registry(write_config
     )
     assert settings.http.addr == "127.0.0.1:7000"
     assert settings.storage.delete.enabled is False
-    assert settings.storage.maintenance.uploadpurging.age_seconds == 7200
+    assert settings.storage.maintenance.uploadpurging.age.seconds == 7200
     assert settings.storage.maintenance.uploadpurging.dryrun is True
     assert settings.database_url == "sqlite:////srv/dockyard/meta.db"
     assert settings.datadir == Path("/srv/dockyard")
@@ -240,7 +240,7 @@ def test_loglevel_is_applied_as_registry2_does() -> None:
 def test_the_largest_upload_defaults_to_16_gib_and_takes_sizes(write_config: Any) -> None:
     assert load_settings(None, {}).storage.uploads.max_size_bytes == 16 * 1024**3
     purging = load_settings(None, {}).storage.maintenance.uploadpurging
-    assert (purging.age_seconds, purging.interval_seconds) == (24 * 3600, 6 * 3600)
+    assert (purging.age.seconds, purging.interval.seconds) == (24 * 3600, 6 * 3600)
     settings = load_settings(write_config({"storage": {"uploads": {"max_size": "500MB"}}}), {})
     assert settings.storage.uploads.max_size_bytes == 500 * 1000**2
     environ = {"DOCKYARD_STORAGE_UPLOADS_MAX_SIZE": "2.5GiB"}
