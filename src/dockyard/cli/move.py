@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dockyard.cli.maintenance import ConfigOption, _progress, _run, _settings
+from dockyard.config.storage_settings import DRIVER_NAMES
 
 if TYPE_CHECKING:
     from dockyard.config.settings import Settings, StorageSettings
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 
 move_app = typer.Typer()
 TO_DATABASE_ENV = "DOCKYARD_MOVE_TO_DATABASE"
-DRIVER_SECTIONS = ("filesystem", "inmemory", "s3")
 
 
 @move_app.command("move")
@@ -217,7 +217,7 @@ def _new_config(old: Path | None, to_database: str | None, to_storage: Path | No
     if to_database is not None:
         data["database"] = {**(data.get("database") or {}), "url": to_database}
     if to_storage is not None:
-        storage = {k: v for k, v in (data.get("storage") or {}).items() if k not in DRIVER_SECTIONS}
+        storage = {k: v for k, v in (data.get("storage") or {}).items() if k not in DRIVER_NAMES}
         data["storage"] = {**storage, **(_raw_yaml(to_storage).get("storage") or {})}
     return data
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from dockyard.config import registry2
 from dockyard.config.settings import Settings
+from dockyard.config.storage_settings import DRIVER_NAMES
 from dockyard.errors import ConfigError
 
 logger = logging.getLogger("dockyard.config")
@@ -44,7 +45,6 @@ RENAMED: dict[KeyPath, KeyPath] = {
 }
 # Storage drivers registry:2 has and dockyard does not (yet): an error, never a silent fallback.
 UNSUPPORTED_DRIVERS = frozenset({"azure", "gcs", "swift", "oss"})
-DRIVERS = ("filesystem", "inmemory", "s3")
 _SECTION_NAMES = frozenset(
     {
         "http",
@@ -206,7 +206,7 @@ def _reject_unsupported_drivers(data: dict[str, Any], origins: dict[KeyPath, str
 
 
 def _unsupported_driver(where: str, driver: str) -> ConfigError:
-    choices = ", ".join(DRIVERS)
+    choices = ", ".join(DRIVER_NAMES)
     return ConfigError(f"{where}: storage driver {driver!r} is not supported; use one of: {choices}")
 
 
@@ -301,12 +301,12 @@ def _unresolved_warning(name: str, tokens: list[str], prefix: str) -> str:
 
 def _select_driver(data: dict[str, Any], name: str, driver: str) -> None:
     driver = driver.strip().lower()
-    if driver in UNSUPPORTED_DRIVERS or driver not in DRIVERS:
+    if driver in UNSUPPORTED_DRIVERS or driver not in DRIVER_NAMES:
         raise _unsupported_driver(name, driver)
     storage = data.get("storage")
     if not isinstance(storage, dict):
         storage = data["storage"] = {}
-    for other in DRIVERS:
+    for other in DRIVER_NAMES:
         if other != driver:
             storage.pop(other, None)
     if not isinstance(storage.get(driver), dict):

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dockyard.config.storage_settings import DRIVER_NAMES
 from dockyard.errors import ConfigError
 
 KeyPath = tuple[str, ...]
@@ -119,7 +120,7 @@ def is_registry2_key(key_path: KeyPath) -> bool:
         return False
     if key_path[0] in FOREIGN_SECTIONS:
         return True
-    if key_path[0] == "storage" and len(key_path) >= 3 and key_path[1] in ("s3", "filesystem", "inmemory"):
+    if key_path[0] == "storage" and len(key_path) >= 3 and key_path[1] in DRIVER_NAMES:
         return True  # a driver parameter (s3 `encrypt`, `keyid`, ...): ignoring one can be a surprise
     tables = (*HONOURED, *TUNING, *REFUSED)
     return any(key_path[: len(known)] == known for known in tables)

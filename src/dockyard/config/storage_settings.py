@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,6 +11,10 @@ from dockyard.config.base import PositiveDuration, Section, doc
 from dockyard.config.durations import Duration
 from dockyard.config.sizes import parse_size
 
+# The storage drivers, each a section of `storage` (storage.driver's factories: tests/unit/storage checks
+# they are the same).
+DriverName = Literal["filesystem", "inmemory", "s3"]
+DRIVER_NAMES: tuple[DriverName, ...] = get_args(DriverName)
 
 class FilesystemStorage(Section):
     """Select the filesystem driver: the default when no driver is named."""
@@ -209,13 +213,13 @@ class StorageSettings(Section):
 
     @model_validator(mode="after")
     def _one_driver(self) -> Self:
-        named = [name for name in ("filesystem", "inmemory", "s3") if getattr(self, name) is not None]
+        named = [name for name in DRIVER_NAMES if getattr(self, name) is not None]
         if len(named) > 1:
             raise ValueError(f"configure exactly one storage driver, not {' and '.join(named)}")
         return self
 
     @property
-    def driver_name(self) -> Literal["filesystem", "inmemory", "s3"]:
+    def driver_name(self) -> DriverName:
         if self.s3 is not None:
             return "s3"
         return "inmemory" if self.inmemory is not None else "filesystem"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.config.storage_settings import DRIVER_NAMES as SETTINGS_DRIVER_NAMES
+from dockyard.config.storage_settings import StorageSettings
 from dockyard.errors import ConfigError
 from dockyard.storage.driver import DRIVER_NAMES, StorageDriver, build_driver
 from dockyard.storage.driver.filesystem import FilesystemDriver
@@ -47,3 +49,11 @@ def test_unknown_option_is_a_config_error(tmp_path: Path) -> None:
         build_driver("filesystem", rootdirectory=tmp_path, bucket="x")
     with pytest.raises(ConfigError):
         build_driver("inmemory", rootdirectory=tmp_path)
+
+
+def test_the_settings_name_exactly_the_drivers_there_are() -> None:
+    """The config names its drivers in one place (storage_settings.DRIVER_NAMES: the sections of
+    `storage`, the loader's choices, registry:2's driver keys, `dockyard move`); the driver layer cannot
+    import config, so this keeps the two lists one."""
+    assert sorted(SETTINGS_DRIVER_NAMES) == sorted(DRIVER_NAMES)
+    assert set(SETTINGS_DRIVER_NAMES) <= set(StorageSettings.model_fields)
