@@ -1,6 +1,12 @@
 """Autogenerate an Alembic migration from the models: `python scripts/new-migration.py "message"`.
 
-Runs against a scratch SQLite DB brought to head first, so only the model changes are emitted.
+Runs against a scratch SQLite DB brought to head first, so only the model changes are emitted. The
+models come from `dockyard.db.all_models` (through migrations/env.py): every `models.py` in the package,
+so no table is missing from the comparison (a missing one would come out as a `drop_table`).
+
+Read what it wrote before committing: SQLite reflection misses some things (expression indexes such as
+`uq_users_username_lower`), and the migration must also run on PostgreSQL
+(tests/unit/db/test_migrations.py checks both).
 """
 
 from __future__ import annotations
@@ -11,15 +17,8 @@ from pathlib import Path
 
 from alembic import command
 
-from dockyard.accounts import models as _accounts_models  # noqa: F401  (registers tables)
-from dockyard.audit import models as _audit_models  # noqa: F401  (registers tables)
-from dockyard.auth import models as _auth_models  # noqa: F401
-from dockyard.db.base import Base
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import alembic_config, upgrade
-from dockyard.projects import models as _projects_models  # noqa: F401
-from dockyard.registry import models as _registry_models  # noqa: F401
-from dockyard.storage import models as _storage_models  # noqa: F401
 
 
 def main() -> None:
@@ -28,8 +27,7 @@ def main() -> None:
         engine = build_engine(f"sqlite:///{Path(scratch) / 'scratch.db'}")
         upgrade(engine)
         with engine.connect() as connection:
-            config = alembic_config(connection, Base.metadata)
-            command.revision(config, message=message, autogenerate=True)
+            command.revision(alembic_config(connection), message=message, autogenerate=True)
 
 
 if __name__ == "__main__":

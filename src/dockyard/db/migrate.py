@@ -14,11 +14,10 @@ from sqlalchemy import Engine
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def alembic_config(connection: Any, target_metadata: Any = None) -> Config:
+def alembic_config(connection: Any) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    config.attributes["target_metadata"] = target_metadata
     return config
 
 
@@ -32,7 +31,8 @@ def current_revisions(engine: Engine) -> set[str]:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The schema's revision, several joined by '+' while branches await their merge."""
+    """The schema's revision (None before the first migration). The history is linear
+    (tests/unit/db/test_migrations.py), so there is one; several would be joined by '+'."""
     return "+".join(sorted(current_revisions(engine))) or None
 
 

@@ -2,8 +2,8 @@
 other (SQLite and PostgreSQL, either way). `dockyard move` copies a live registry's metadata with it,
 and a backup keeps its database as a SQLite file made by it, whatever database the registry runs on.
 
-- The tables are the models' (`Base.metadata`): every `models.py` under the package is imported, so a
-  table added later is copied without a change here. A table the database has and no model declares
+- The tables are the models' (`db.all_models`: every `models.py` under the package), so a table added
+  later is copied without a change here. A table the database has and no model declares
   is refused (`check_tables`), never skipped.
 - Parents before children (foreign keys), rows in primary-key order, read and written in batches: memory
   stays bounded whatever the size of the audit log.
@@ -15,11 +15,9 @@ and a backup keeps its database as a SQLite file made by it, whatever database t
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -42,8 +40,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-import dockyard
-from dockyard.db.base import Base
+from dockyard.db.all_models import load_all_models
 from dockyard.maintenance.interfaces import MaintenanceError, NullProgress, Progress
 
 # Alembic's bookkeeping: each database gets its own from its migrations, never a copy.
@@ -53,11 +50,7 @@ BATCH_ROWS = 1000
 
 def model_tables() -> list[Table]:
     """Every table the models declare, parents before children."""
-    root = Path(dockyard.__file__).parent
-    for path in sorted(root.rglob("models.py")):
-        parts = path.relative_to(root).with_suffix("").parts
-        importlib.import_module(".".join(("dockyard", *parts)))
-    return list(Base.metadata.sorted_tables)
+    return list(load_all_models().sorted_tables)
 
 
 def check_tables(connection: Connection, tables: Sequence[Table], role: str) -> None:

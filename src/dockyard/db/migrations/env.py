@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from alembic import context
 
+from dockyard.db.all_models import load_all_models
+
 config = context.config
 connection = config.attributes["connection"]
-# Only set when generating a migration (scripts/new-migration.py); None at run time.
-target_metadata = config.attributes.get("target_metadata")
 
 context.configure(
     connection=connection,
-    target_metadata=target_metadata,
+    # Every model's tables, so an autogenerate (scripts/new-migration.py) never takes a table it was
+    # not shown for one to drop.
+    target_metadata=load_all_models(),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    compare_server_default=True,
 )
 with context.begin_transaction():
     context.run_migrations()
