@@ -28,7 +28,7 @@ class UserRow(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
-# Usernames are unique whatever their case: `Admin` cannot be created beside `admin` (migration 0015).
+# Usernames are unique whatever their case: `Admin` cannot be created beside `admin`.
 Index("uq_users_username_lower", func.lower(UserRow.username), unique=True)
 
 

@@ -20,7 +20,8 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The project is the name's first path component; the column makes listings, visibility and
-    # quotas by project indexed queries. Nullable only for rows written before migration 0005.
+    # quotas by project indexed queries. Every repository the registry creates has one; the column
+    # is still nullable (a leftover of repositories that predated projects), which callers allow for.
     project_id: Mapped[int | None] = mapped_column(
         ForeignKey("projects.id", ondelete="RESTRICT"), nullable=True, index=True
     )

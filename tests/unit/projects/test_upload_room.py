@@ -5,14 +5,11 @@ Runs on SQLite, and on PostgreSQL in the DOCKYARD_TEST_DB=postgresql pass."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
 from dockyard.db.base import utcnow
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.services import ProjectService
@@ -104,23 +101,3 @@ def test_recorded_bytes_count_once_for_every_request(db: Database, quotas: Quota
     assert later.available() == 300
     failed.settle(recorded=False)  # its bytes were never recorded (or were dropped)
     assert later.available() == 400 and early.available() == 400
-
-
-@pytest.mark.db_independent
-def test_migration_names_the_project_of_uploads_open_across_the_upgrade(tmp_path: Path) -> None:
-    engine = build_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0013_upload_owner")
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES "
-                "('u1', 'team/app', 10, '2026-01-01', '2026-01-01'), "
-                "('u2', 'team/deep/app', 20, '2026-01-01', '2026-01-01'), "
-                "('u3', 'solo', 30, '2026-01-01', '2026-01-01')"
-            )
-        )
-    upgrade(engine)
-    with engine.connect() as connection:
-        rows = dict(connection.execute(text("SELECT id, project FROM uploads")).all())
-    assert rows == {"u1": "team", "u2": "team", "u3": "solo"}
-    engine.dispose()
