@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.interfaces import Group, GroupExists, GroupNotFound, Page, UserNotFound, UserSource
 from dockyard.accounts.models import GroupRow, UserGroupRow, UserRow, username_is
 from dockyard.accounts.names import validate_group_name
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
+from dockyard.db.paging import page_rows, substring
 from dockyard.db.session import Database
 
 _COLUMNS = (GroupRow.id, GroupRow.name, GroupRow.source)

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.credentials import (
     ROBOT_SECRET_PREFIX,
     Credential,
@@ -35,6 +34,7 @@ from dockyard.accounts.interfaces import (
 from dockyard.accounts.models import RobotRow
 from dockyard.accounts.names import is_robot_name, robot_full_name
 from dockyard.db.base import utcnow
+from dockyard.db.paging import page_rows, substring
 from dockyard.db.session import Database
 
 _COLUMNS = (

@@ -10,7 +10,6 @@ from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts import passwords
-from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.credentials import Credential, CredentialKind, fingerprint, same_fingerprint
 from dockyard.accounts.directory import ExternalIdentity
 from dockyard.accounts.interfaces import (
@@ -27,6 +26,7 @@ from dockyard.accounts.interfaces import (
 from dockyard.accounts.models import UserRow, username_is
 from dockyard.accounts.names import validate_username
 from dockyard.db.base import utcnow
+from dockyard.db.paging import page_rows, substring
 from dockyard.db.session import Database, unless_full
 
 USER_COLUMNS = (

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from dockyard.accounts._paging import page_rows, substring
 from dockyard.accounts.groups import ensure_group
 from dockyard.accounts.interfaces import UserNotFound, UserSource
 from dockyard.accounts.models import GroupRow, RobotRow, UserRow, username_is
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
+from dockyard.db.paging import page_rows, substring
 from dockyard.db.session import Database
 from dockyard.projects.interfaces import (
     Member,

@@ -19,12 +19,11 @@ from sqlalchemy import Connection, Select, func, or_, select
 from dockyard.content.digest import Digest
 from dockyard.content.mediatypes import INDEXES
 from dockyard.content.reference import parse_reference, validate_name
+from dockyard.db.paging import check_window
 from dockyard.db.session import Database
 from dockyard.errors import ManifestUnknown, NameUnknown, PaginationInvalid
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
 from dockyard.storage.models import Blob
-
-MAX_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +84,7 @@ class Window:
     descending: bool = False
 
     def __post_init__(self) -> None:
-        if self.offset < 0 or not 0 < self.limit <= MAX_LIMIT:
-            raise PaginationInvalid(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
+        check_window(self.offset, self.limit)
 
 
 REPOSITORY_SORTS = ("name", "created_at", "artifact_count", "size")

@@ -16,6 +16,7 @@ from dockyard.accounts.interfaces import (
     WrongPassword,
 )
 from dockyard.accounts.models import UserRow
+from dockyard.errors import PaginationInvalid
 from tests.unit.accounts.fixtures import PASSWORD, Services
 
 
@@ -90,9 +91,9 @@ def test_list_search_filter_sort_page(services: Services) -> None:
     assert [u.username for u in services.users.list(search="CAR").items] == ["carol"]
     assert [u.username for u in services.users.list(admin=True).items] == ["dave"]
     assert services.users.list(search="%").total == 0  # wildcards match themselves
-    with pytest.raises(InvalidName):
+    with pytest.raises(PaginationInvalid):
         services.users.list(sort="password_hash")
-    with pytest.raises(InvalidName):
+    with pytest.raises(PaginationInvalid):
         services.users.list(limit=0)
 
 

@@ -1,4 +1,6 @@
-"""Paging and sorting shared by the account and project listings."""
+"""One page of a listing: the bounds every service's listing takes, and the query that reads a sorted page
+with its total. The management API asks for at most 100 per page (api/management/listing.py); services
+allow MAX_PAGE_SIZE for the CLI and jobs."""
 
 from __future__ import annotations
 
@@ -7,9 +9,18 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from dockyard.accounts.interfaces import InvalidName
+from dockyard.errors import PaginationInvalid
 
 MAX_PAGE_SIZE = 1000
+
+
+def check_window(offset: int, limit: int) -> None:
+    """PaginationInvalid unless offset >= 0 and 0 < limit <= MAX_PAGE_SIZE."""
+    if offset < 0 or not 0 < limit <= MAX_PAGE_SIZE:
+        raise PaginationInvalid(
+            f"offset must be >= 0 and limit between 1 and {MAX_PAGE_SIZE}",
+            detail={"offset": offset, "limit": limit},
+        )
 
 
 def page_rows(
@@ -25,9 +36,8 @@ def page_rows(
 ) -> tuple[list[Any], int]:
     """The rows of one page of `query` and the total number of rows it matches."""
     if sort not in sortable:
-        raise InvalidName(f"cannot sort by {sort!r}", detail={"sortable": sorted(sortable)})
-    if offset < 0 or not 0 < limit <= MAX_PAGE_SIZE:
-        raise InvalidName(f"offset must be >= 0 and limit between 1 and {MAX_PAGE_SIZE}")
+        raise PaginationInvalid(f"cannot sort by {sort!r}", detail={"sortable": sorted(sortable)})
+    check_window(offset, limit)
     total = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     column = sortable[sort]
     order = [column.desc() if descending else column.asc(), tiebreak]
