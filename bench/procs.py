@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _parent_of(pid: int) -> int | None:
@@ -37,6 +38,19 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, []))
     return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time of root and its descendants alive now (a process that has exited is not
+    counted: measure across runs of long-lived servers, not of short children)."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:

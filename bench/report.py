@@ -78,6 +78,11 @@ def _p99(side: list[Measurement]) -> str:
     return f"{statistics.median(values):.1f}" if values else ""
 
 
+def _cpu_per_mib(side: list[Measurement]) -> str:
+    values = [m.server_cpu_ms_per_mib for m in side if m.server_cpu_ms_per_mib is not None]
+    return f"{statistics.median(values):.2f}" if values else ""
+
+
 def headers(references: list[str], cand: str) -> list[str]:
     names = [*references, cand]
     return [
@@ -88,6 +93,7 @@ def headers(references: list[str], cand: str) -> list[str]:
         "target",
         "met",
         "p99 ms " + " / ".join(_short(n) for n in names),
+        "server CPU ms/MiB " + " / ".join(_short(n) for n in names),
         "errors",
     ]
 
@@ -103,6 +109,7 @@ def rows(
             met = "no (errors)"
         sides = [outcome.references.get(r, []) for r in references] + [outcome.candidate]
         p99s = [_p99(side) for side in sides]
+        cpus = [_cpu_per_mib(side) for side in sides]
         ratios = [outcome.ratio(r) for r in references]
         table.append(
             [
@@ -113,6 +120,7 @@ def rows(
                 target,
                 met,
                 " / ".join(p or "—" for p in p99s) if any(p99s) else "",
+                " / ".join(c or "—" for c in cpus) if any(cpus) else "",
                 str(errors),
             ]
         )
@@ -129,6 +137,7 @@ def rows(
                 "",
                 "",
                 "",
+                "",
             ]
         )
         met = "yes" if candidate.per_process < RSS_TARGET_PER_PROCESS else "no"
@@ -141,6 +150,7 @@ def rows(
                 *("" for _ in references),
                 "<150 MiB",
                 met,
+                "",
                 "",
                 "",
             ]

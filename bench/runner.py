@@ -34,6 +34,11 @@ def measure_round(
     progress(
         f"  {server.name:<12} {result.value:>10,.1f} {scenario.unit}"
         + (f"  p99 {result.p99_ms:.1f} ms" if result.p99_ms is not None else "")
+        + (
+            f"  server CPU {result.server_cpu_ms_per_mib:.2f} ms/MiB"
+            if result.server_cpu_ms_per_mib is not None
+            else ""
+        )
         + (f"  errors {result.errors}" if result.errors else "")
     )
     return result

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines import ENGINES
-from bench.procs import process_tree
+from bench.procs import tree_cpu_seconds
 from bench.report import ScenarioOutcome
 from bench.scalelayout import OCI_MANIFEST, ScaleImage, repository_name, write_distribution_layout
 from bench.scaleseed import BASE, TAGGED
@@ -49,7 +49,6 @@ from bench.wire import Operation, Request
 
 Progress = Callable[[str], None]
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -81,18 +80,6 @@ class Row:
 
 def _unused(*args: object) -> Measurement:
     raise AssertionError("scale rows are measured by bench/scale.py")
-
-
-# --- server CPU ---------------------------------------------------------------------------------------
-def tree_cpu_seconds(root: int) -> float:
-    total = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
 
 
 # --- one measurement ----------------------------------------------------------------------------------

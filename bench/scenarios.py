@@ -19,6 +19,7 @@ from bench.operations import (
     push_monolithic,
     push_single_post,
 )
+from bench.procs import tree_cpu_seconds
 from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded
 from bench.servers import Server
 from bench.smallrequests import SmallRequest, run_small
@@ -43,6 +44,8 @@ class Measurement:
     client_cores: float = 0.0  # CPU the load generator used, in cores (the servers share the same 2 cores)
     notes: list[str] = field(default_factory=list)
     server_cpu_ms: float | None = None  # the server's CPU per request, where measured (bench/scale.py)
+    # The server's CPU (its whole process tree, user + system) per MiB of payload moved: pushes and pulls.
+    server_cpu_ms_per_mib: float | None = None
 
 
 Measure = Callable[[Server, Seeded, RunSettings], Measurement]
@@ -96,13 +99,19 @@ def _transfer(
 ) -> Measure:
     def measure(server: Server, seeded: Seeded, settings: RunSettings) -> Measurement:
         factory, note = make_factory(server, seeded)
-        cpu_before = _client_cpu_seconds()
+        cpu_before, server_before = _client_cpu_seconds(), tree_cpu_seconds(server.process.pid)
         result = ENGINES[settings.engine](
             server.host, server.port, factory, concurrency, settings.transfer_seconds
         )
+        server_cpu = tree_cpu_seconds(server.process.pid) - server_before
         cores = (_client_cpu_seconds() - cpu_before) / result.seconds
         notes = [note] if note else []
-        return Measurement(result.mib_per_second, result.errors, None, cores, notes + result.error_samples)
+        measured = Measurement(
+            result.mib_per_second, result.errors, None, cores, notes + result.error_samples
+        )
+        mib = result.payload_bytes / MIB
+        measured.server_cpu_ms_per_mib = server_cpu * 1000 / mib if mib else None
+        return measured
 
     return measure
 

@@ -1,4 +1,4 @@
-"""The auth mode's pieces that need no server: the htpasswd file, Basic headers, and its table rows."""
+"""The auth mode's pieces that need no server (the htpasswd file, Basic headers) and table rows."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_candidate_only_row_has_no_ratio_and_meets_an_absolute_target() -> None:
         ScenarioOutcome(slow, {}, [Measurement(900.0, p99_ms=5.0)]),
     ]
     met, missed = rows(outcomes, {}, REFERENCES, "dockyard")
-    assert met[2:11] == ["", "", "1,150", "", "", "≥1,000 tokens/s", "yes", "— / — / 6.0", "0"]
+    assert met[2:12] == ["", "", "1,150", "", "", "≥1,000 tokens/s", "yes", "— / — / 6.0", "", "0"]
     assert missed[8] == "no"
 
 
@@ -55,3 +55,12 @@ def test_ratio_row_compares_with_both_references_and_targets_the_one_named() -> 
     peer = Scenario("manifest-get", "manifest", "req/s", 1.5, _never)
     (row,) = rows([ScenarioOutcome(peer, references, [Measurement(1000.0)])], {}, REFERENCES, "dockyard")
     assert row[7:9] == ["≥1.5x v3.1.1", "yes"]
+
+
+def test_transfer_row_shows_each_servers_cpu_per_mib() -> None:
+    scenario = Scenario("push-post-put-64m-c1", "push", "MiB/s", 1.2, _never)
+    cheap, dear = Measurement(300.0), Measurement(200.0)
+    cheap.server_cpu_ms_per_mib, dear.server_cpu_ms_per_mib = 1.25, 4.5
+    references = {REFERENCES[0]: [Measurement(100.0)], REFERENCES[1]: [dear]}
+    (row,) = rows([ScenarioOutcome(scenario, references, [cheap])], {}, REFERENCES, "dockyard")
+    assert row[10:12] == ["— / 4.50 / 1.25", "0"]
