@@ -119,6 +119,11 @@ def test_basic_credentials_that_do_not_decode_are_a_401(api: TestClient, header:
     assert_api_error(response, 401)
 
 
+def test_an_authorization_header_over_the_limit_is_a_401_without_any_hashing(api: TestClient) -> None:
+    oversized = b"Basic " + base64.b64encode(b"admin:" + b"x" * 16 * 1024)
+    assert_api_error(api.get(f"{MOUNT}/projects", headers={"Authorization": oversized}), 401)
+
+
 def test_a_path_the_mount_does_not_route_is_still_the_apis_404(api: TestClient) -> None:
     # Starlette's path patterns stop at a newline: the mount does not take this path.
     assert_api_error(api.get(f"{MOUNT}/projects/%0A0", auth=ADMIN), 404)

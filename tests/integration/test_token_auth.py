@@ -466,8 +466,13 @@ def test_bad_tokens_get_invalid_token_and_say_nothing_more(registry: Registry) -
 
 
 def test_oversized_authorization_header_is_refused(registry: Registry) -> None:
+    """One limit (api/authorization.py) for every endpoint that takes credentials, each answering in its
+    own way (/api/v1: tests/integration/test_api_bad_input.py)."""
+    oversized = {"Authorization": "Basic " + "a" * 20000}
     response = httpx.get(f"{registry.url}/v2/", headers={"Authorization": "Bearer " + "a" * 20000})
     assert response.status_code == 431
+    assert httpx.get(f"{registry.url}/v2/", headers=oversized).status_code == 431
+    assert httpx.get(f"{registry.url}/token", headers=oversized).status_code == 401
 
 
 # --- Basic credentials on /v2 ----------------------------------------------------------------

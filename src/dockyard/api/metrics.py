@@ -30,6 +30,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.auth.remembered import RememberedLogins
 from dockyard.config.settings import split_addr
 
@@ -58,17 +59,17 @@ class MetricsAccess:
     async def allows(self, request: Request) -> bool:
         if self.open_to_all:
             return True
-        header = request.headers.get("authorization")
-        if header is None:
+        try:
+            authorization = parse_authorization(request.headers.get("authorization"))
+        except AuthorizationTooLarge:
             return False
-        scheme, _, credentials = header.partition(" ")
-        # Starlette decoded the header as Latin-1: encoding it back gives the bytes the client sent.
-        raw = credentials.strip().encode("latin-1")
-        if scheme.lower() == "bearer" and self.token is not None:
-            return hmac.compare_digest(raw, self.token)
-        if scheme.lower() == "basic" and self.logins is not None:
+        if authorization is None:
+            return False
+        if authorization.is_bearer and self.token is not None:
+            return hmac.compare_digest(authorization.credentials, self.token)
+        if authorization.is_basic and self.logins is not None:
             client = request.client.host if request.client else None
-            principal = await self.logins.principal(raw, client)
+            principal = await self.logins.principal(authorization.credentials, client)
             return principal is not None and (principal.is_admin or not self.admins_only)
         return False
 

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dockyard.accounts.names import is_robot_name
-from dockyard.api.oci.gate import MAX_AUTHORIZATION_BYTES
+from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.audit.interfaces import (
     ActorKind,
     AuditAction,
@@ -208,12 +208,13 @@ def _error(
 
 
 def _basic_credentials(header: str) -> tuple[str, str] | None:
-    if len(header) > MAX_AUTHORIZATION_BYTES:
+    try:
+        authorization = parse_authorization(header)
+    except AuthorizationTooLarge:
         return None
-    kind, _, raw = header.partition(" ")
-    if kind.lower() != "basic":
+    if authorization is None or not authorization.is_basic:
         return None
-    return decode_basic(raw.strip().encode("latin-1", errors="replace"))
+    return decode_basic(authorization.credentials)
 
 
 async def _read_form(request: Request) -> dict[str, list[str]] | Response:

@@ -19,6 +19,7 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import Depends, Request
 
+from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
@@ -32,7 +33,6 @@ from dockyard.auth.interfaces import (
 from dockyard.auth.remembered import decode_basic
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_CREDENTIAL_LENGTH = 4096  # a longer Authorization header is refused before any hashing
 
 
 def client_ip(request: Request) -> str | None:
@@ -123,11 +123,13 @@ def _basic_credentials(header: str) -> tuple[str, str, bytes]:
     """(username, secret, the base64 part the remembered logins are keyed by), decoded as /v2 and
     /token decode them (`decode_basic`): a header that is not base64 of UTF-8 `user:secret`, non-ASCII
     bytes included, is a 401."""
-    scheme, _, encoded = header.partition(" ")
-    # Starlette decoded the header as Latin-1: encoding it back gives the bytes the client sent.
-    raw = encoded.strip().encode("latin-1")
-    if scheme.lower() != "basic" or not raw or len(raw) > MAX_CREDENTIAL_LENGTH:
+    try:
+        authorization = parse_authorization(header)
+    except AuthorizationTooLarge:
+        authorization = None
+    if authorization is None or not authorization.is_basic:
         raise AuthenticationFailed("use HTTP Basic credentials or log in")
+    raw = authorization.credentials
     credentials = decode_basic(raw)
     if credentials is None:
         raise AuthenticationFailed("malformed Basic credentials")

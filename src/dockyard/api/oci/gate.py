@@ -42,6 +42,7 @@ import anyio.to_thread
 from starlette.responses import Response
 from starlette.types import Scope as ASGIScope
 
+from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.api.oci.errors import error_response
 from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import Authenticator, Principal, Scope
@@ -66,7 +67,6 @@ MOUNT_REFUSED_KEY = "dockyard.mount_refused"  # set when the caller may not read
 # Where an automatic mount may take its blob from: frozenset of project names, None for anywhere. Absent:
 # anywhere too (no gate, or htpasswd mode, where every user may do everything).
 MOUNT_SOURCES_KEY = "dockyard.mount_sources"
-MAX_AUTHORIZATION_BYTES = 16 * 1024
 TOKEN_CACHE_TTL = 60.0  # a retired key's tokens stop working within this (plus the key ring's refresh)
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -199,20 +199,19 @@ class TokenGate:
     ) -> Principal | Response:
         # NameInvalid goes to the router, which answers it as every handler's errors.
         required = required_scopes(route_key, args, method, scope.get("query_string", b""))
-        header = _header(scope, b"authorization")
-        if header is None:
-            return self._unauthorized(scope, required)
-        if len(header) > MAX_AUTHORIZATION_BYTES:
+        try:
+            authorization = parse_authorization(_header(scope, b"authorization"))
+        except AuthorizationTooLarge:
             return error_response(OCICode.UNAUTHORIZED, "the Authorization header is too large", 431)
-        kind, _, credentials = header.partition(b" ")
-        kind = kind.lower()
+        if authorization is None:
+            return self._unauthorized(scope, required)
         query_string = scope.get("query_string", b"")
         optional = mount_source_scope(route_key, args, method, query_string)
         verdict: Principal | Response
-        if kind == b"bearer":
-            verdict = await self._check_bearer(scope, credentials.strip(), required, optional)
-        elif kind == b"basic" and self.basic is not None:
-            verdict = await self._check_basic(scope, credentials.strip(), required, optional)
+        if authorization.scheme == b"bearer":
+            verdict = await self._check_bearer(scope, authorization.credentials, required, optional)
+        elif authorization.scheme == b"basic" and self.basic is not None:
+            verdict = await self._check_basic(scope, authorization.credentials, required, optional)
         else:
             return self._unauthorized(scope, required)
         if isinstance(verdict, Principal) and is_automatic_mount(route_key, method, query_string):
@@ -327,13 +326,13 @@ class BasicGate:
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
     ) -> Principal | Response:
-        header = _header(scope, b"authorization")
-        if header is not None and len(header) > MAX_AUTHORIZATION_BYTES:
+        try:
+            authorization = parse_authorization(_header(scope, b"authorization"))
+        except AuthorizationTooLarge:
             return error_response(OCICode.UNAUTHORIZED, "the Authorization header is too large", 431)
-        kind, _, credentials = (header or b"").partition(b" ")
         principal = None
-        if kind.lower() == b"basic":
-            principal = await self.basic.principal(credentials.strip(), _client_ip(scope))
+        if authorization is not None and authorization.is_basic:
+            principal = await self.basic.principal(authorization.credentials, _client_ip(scope))
         if principal is None:
             challenge = {"WWW-Authenticate": f'Basic realm="{_quoted(self.realm)}"'}
             return error_response(OCICode.UNAUTHORIZED, "authentication required", 401, headers=challenge)
