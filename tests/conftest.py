@@ -108,6 +108,8 @@ DB_INDEPENDENT_PATHS = (
     "tests/cluster/",  # always PostgreSQL
     # SQLite on purpose: edits the SQLite file behind the registry's back.
     "tests/integration/test_redis.py",
+    # The embedded default on purpose: what its processes load.
+    "tests/unit/test_process_imports.py",
     # No metadata database at all.
     "tests/conformance/",
     "tests/unit/content/",

@@ -28,6 +28,8 @@ import time
 log = logging.getLogger("dockyard.lifecycle")
 
 PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve (not a DOCKYARD_* setting)
+CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file the workers read (set by serve)
+ADMIN_PASSWORD_ENV = "DOCKYARD_ADMIN_PASSWORD"  # the first administrator's password, if chosen
 WATCH_INTERVAL = 0.5  # seconds between looks at the parent's pid
 # An HTTP worker whose serve died gets this long to finish its requests (serve's own kill timeout).
 WORKER_GRACE = 10
@@ -37,6 +39,13 @@ _PR_SET_PDEATHSIG = 1
 def mark_parent() -> None:
     """In `serve`, before any child starts: the children's parent is this process."""
     os.environ[PARENT_ENV] = str(os.getpid())
+
+
+def started_by_serve() -> bool:
+    """Whether this process is a child of `serve` (an HTTP worker or its job runner). `serve` migrates
+    the database before it starts any child, so they need not."""
+    expected = os.environ.get(PARENT_ENV, "")
+    return expected.isdigit() and int(expected) != os.getpid()
 
 
 def die_with_parent(grace: float) -> None:

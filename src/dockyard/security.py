@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
@@ -17,15 +18,14 @@ from dockyard import __version__
 from dockyard.accounts.bootstrap import bootstrap_admin
 from dockyard.accounts.groups import GroupService
 from dockyard.accounts.interfaces import LoginLimiter
-from dockyard.accounts.ldap import LDAPDirectory
 from dockyard.accounts.limiter import InProcessLoginLimiter
-from dockyard.accounts.limiter_redis import RedisLoginLimiter
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.sessions import LoginSessionService
 from dockyard.accounts.users import UserService
 from dockyard.api.auth_changes import AnnounceWrites
-from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo, create_management_app
+from dockyard.api.lazy import LazyApp
+from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo
 from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
 from dockyard.api.token import TokenEndpoint
@@ -45,10 +45,12 @@ from dockyard.jobs.queue import JobQueue
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache import ChangeFeed, Topic
-from dockyard.registry.cache_redis import connect
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
+
+if TYPE_CHECKING:  # ldap3 and redis-py load only where LDAP or Redis is configured
+    from dockyard.accounts.ldap import LDAPDirectory
 
 SESSION_SECRET_FILE = "session-secret"
 KEY_SECRET_FILE = "signing-key-secret"
@@ -172,9 +174,17 @@ def _dockyard_security(
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=audit).routes(),
-        Mount(MOUNT_PATH, app=_announcing(create_management_app(management), announce)),
+        Mount(MOUNT_PATH, app=_announcing(LazyApp(lambda: _management_app(management)), announce)),
     ]
     return Security(gate, routes, policy)
+
+
+def _management_app(management: ManagementServices) -> ASGIApp:
+    """FastAPI and the API's routers and models: built on the first request under /api/v1, in the
+    worker that gets it (api/lazy.py). A node only pushed to and pulled from never loads them."""
+    from dockyard.api.management.app import create_management_app
+
+    return create_management_app(management)
 
 
 def _announcing(app: ASGIApp, announce: Callable[[], None] | None) -> ASGIApp:
@@ -187,6 +197,9 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
     window = limit.window.seconds
     per_address, per_account = limit.max_failures_per_address, limit.max_failures_per_account
     if settings.redis.url:
+        from dockyard.accounts.limiter_redis import RedisLoginLimiter
+        from dockyard.registry.cache_redis import connect
+
         client = connect(settings.redis.url)
         return RedisLoginLimiter(
             client, limit.max_failures, window, per_address=per_address, per_account=per_account
@@ -197,6 +210,8 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
 def _directory(settings: Settings) -> LDAPDirectory | None:
     if settings.auth.ldap is None:
         return None
+    from dockyard.accounts.ldap import LDAPDirectory
+
     try:
         return LDAPDirectory(settings.auth.ldap)
     except ValueError as exc:

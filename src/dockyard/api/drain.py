@@ -20,10 +20,14 @@ import mmap
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.datadir import map_file
+
+if TYPE_CHECKING:
+    from dockyard.config.settings import Settings
 
 log = logging.getLogger("dockyard.drain")
 FLAG = "draining"
@@ -31,6 +35,11 @@ _COUNTER_PREFIX = "inflight-"
 _SLOT = struct.Struct("<q")
 # Probes are not work to wait for: a balancer keeps checking /readyz during the drain.
 UNCOUNTED_PATHS = frozenset({"/readyz", "/healthz"})
+
+
+def drain_directory(settings: Settings) -> Path:
+    """Where `serve` and its workers share the drain flag and in-flight counts."""
+    return settings.datadir / "run" / "drain"
 
 
 class DrainState:

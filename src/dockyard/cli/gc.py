@@ -86,8 +86,8 @@ def garbage_collect(
 def _run_gc_job(settings: Any, params: dict[str, Any]) -> JobRecord:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from dockyard.app import build_job_runner, build_services
     from dockyard.audit.interfaces import AuditAction
+    from dockyard.services import build_job_runner, build_services
 
     services = build_services(settings)
     try:

@@ -180,9 +180,9 @@ def _auth_description(settings: Settings) -> str:
 
 
 def _config_message(exc: ConfigError) -> str:
-    if exc.message.startswith("invalid configuration"):
-        return exc.message
-    return f"invalid configuration: {exc.message}"
+    from dockyard.config.loader import config_error_message
+
+    return config_error_message(exc)
 
 
 def main() -> None:

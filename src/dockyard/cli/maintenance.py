@@ -16,8 +16,8 @@ import typer
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
 
-    from dockyard.app import Services
     from dockyard.config.settings import Settings
+    from dockyard.services import Services
 
 maintenance_app = typer.Typer()
 
@@ -73,7 +73,7 @@ def _settings(config: Path | None) -> Settings:
 
 @contextlib.contextmanager
 def _services(config: Path | None) -> Iterator[Services]:
-    from dockyard.app import build_services
+    from dockyard.services import build_services
 
     services = build_services(_settings(config))
     try:
@@ -136,8 +136,8 @@ def restore_command(
     ] = False,
 ) -> None:
     """Restore a backup into this (empty) deployment: the DB first, then the blobs."""
-    from dockyard.app import build_driver_from
     from dockyard.maintenance.backup import restore
+    from dockyard.services import build_driver_from
 
     started = time.monotonic()
     settings = _settings(config)

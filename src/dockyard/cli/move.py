@@ -62,10 +62,10 @@ def move_command(
     """Carry this registry onto another database and/or blob storage while it serves: the blobs first
     (resumable), then a short read-only window for the metadata and the last blobs. Then restart it
     on the new config (the report says what to change)."""
-    from dockyard.app import build_driver_from
     from dockyard.db.engine import build_engine
     from dockyard.db.readonly import ReadOnlyFlag, deployment_identity
     from dockyard.maintenance.move import MovePlan, move
+    from dockyard.services import build_driver_from
 
     if to_database is None and to_storage is None:
         raise typer.BadParameter("name --to-database, --to-storage, or both", param_hint="--to-database")

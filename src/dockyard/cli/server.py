@@ -1,4 +1,10 @@
-"""`dockyard serve`: migrate, then run the ASGI app under Granian with several worker processes."""
+"""`dockyard serve`: migrate, then run the ASGI app under Granian with several worker processes.
+
+The main process stays small: Granian forks the HTTP workers from it, so every module it holds is in
+each of them too. It imports neither the services nor the web stack; the one-off start-up work that
+needs them (migrations with Alembic, the first administrator, the data directory's checks) runs in a
+forked child that exits before any worker starts (`_prepare_in_child`).
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,21 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-
-from dockyard.accounts.interfaces import WeakPassword
-from dockyard.api.drain import DrainState
-from dockyard.app import (
-    ADMIN_PASSWORD_ENV,
-    CONFIG_ENV,
-    drain_directory,
-    local_change_feed_path,
-    secure_data,
-)
-from dockyard.cli.worker import start_job_worker, stop_job_worker
+from dockyard.api.drain import DrainState, drain_directory
+from dockyard.cli.job_child import start_job_worker, stop_job_worker
 from dockyard.config.settings import Settings
-from dockyard.db.engine import build_engine
-from dockyard.db.migrate import upgrade
-from dockyard.db.readonly import ReadOnlyFlag
-from dockyard.db.session import Database
-from dockyard.lifecycle import WORKER_GRACE, mark_parent
+from dockyard.datadir import private_umask
+from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
-from dockyard.registry.cache import LocalChangeFeed
-from dockyard.security import auth_mode, encrypt_signing_keys, first_admin, session_secret
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger("dockyard.serve")
 DRAIN_POLL_SECONDS = 0.1
@@ -40,29 +36,21 @@ WORKERS_KILL_TIMEOUT = WORKER_GRACE  # seconds: a worker that does not stop afte
 
 
 def run_server(settings: Settings, config_path: Path | None) -> None:
+    configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
+    private_umask()  # what this process and its workers create is private (dockyard.datadir)
+    workers = settings.http.workers
+    if settings.storage.driver_name == "inmemory" and workers > 1:
+        log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
+        workers = 1
+    _prepare_in_child(lambda: _prepare(settings))
+    # Workers are separate processes: their metrics meet in files that /metrics aggregates.
+    prepare_multiprocess(settings.datadir / "run" / "metrics")
+    if config_path is not None:
+        os.environ[CONFIG_ENV] = str(config_path.resolve())
     from granian import Granian
     from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
 
-    configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-    secure_data(settings)  # 0700/0600, like PostgreSQL's data directory
-    workers = settings.http.workers
-    if settings.storage.driver_name == "inmemory":
-        if workers > 1:
-            log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
-            workers = 1
-        _reset_ephemeral_database(settings)
-    # Workers are separate processes: their metrics meet in files that /metrics aggregates.
-    prepare_multiprocess(settings.datadir / "run" / "metrics")
-    _allocate_shared_files(settings)
-    # Migrate once here, not in every worker.
-    engine = build_engine(settings.database_url)
-    upgrade(engine)
-    _first_start(settings, engine)
-    engine.dispose()
-    _warn_if_read_only(settings)
-    if config_path is not None:
-        os.environ[CONFIG_ENV] = str(config_path.resolve())
     tls = settings.http.tls
     server = Granian(
         "dockyard.app:worker_app",
@@ -129,13 +117,69 @@ class Drainer:
         self.stop()
 
 
+def _prepare(settings: Settings) -> None:
+    """What must be done once, before any worker starts; run in a child (`_prepare_in_child`)."""
+    from dockyard.db.engine import build_engine
+    from dockyard.db.migrate import upgrade
+    from dockyard.services import secure_data
+
+    secure_data(settings)  # 0700/0600, like PostgreSQL's data directory
+    if settings.storage.driver_name == "inmemory":
+        _reset_ephemeral_database(settings)
+    _allocate_shared_files(settings)
+    # Migrate once here, not in every worker.
+    engine = build_engine(settings.database_url)
+    upgrade(engine)
+    _first_start(settings, engine)
+    engine.dispose()
+    _warn_if_read_only(settings)
+
+
+def _prepare_in_child(work: Callable[[], None]) -> None:
+    """Run `work` in a forked child and wait for it; exit as it did if it failed. What it imports
+    and allocates (SQLAlchemy, Alembic and the migration scripts, argon2's 19 MiB for a password)
+    leaves with it, instead of staying in this process and in every worker Granian forks from it.
+    No thread runs yet here, so forking is safe."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            work()
+            code = 0
+        except SystemExit as exc:  # sys.exit("message") and SystemExit(2) mean what they say here too
+            if isinstance(exc.code, str):
+                sys.stderr.write(exc.code + "\n")
+            else:
+                code = exc.code or 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it finish stopping
+        os.waitpid(pid, 0)
+        raise
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(code if code > 0 else 1)
+
+
 def _allocate_shared_files(settings: Settings) -> None:
     """Allocate the change feed the workers map, before they start: on a full disk serve stops here
     with a message rather than workers dying of SIGBUS (each worker's own files, for metrics and
     drain counts, fall back to memory when there is no room for them)."""
+    from dockyard.services import local_change_feed_path
+
     path = local_change_feed_path(settings)
     if path is None:
         return
+    from dockyard.registry.cache import LocalChangeFeed
+
     try:
         LocalChangeFeed(path)
     except OSError as exc:
@@ -153,6 +197,8 @@ def _reset_ephemeral_database(settings: Settings) -> None:
 
 def _warn_if_read_only(settings: Settings) -> None:
     """The runtime switch outlives a restart on the same config (db.readonly): say so at start."""
+    from dockyard.db.readonly import ReadOnlyFlag
+
     flag = ReadOnlyFlag.for_settings(settings)
     state = flag.state() if flag.is_on() else None
     if state is not None:
@@ -168,6 +214,10 @@ def _first_start(settings: Settings, engine: Engine) -> None:
     """Create the first administrator (dockyard's own auth) and the shared session secret, once, and
     encrypt token signing keys stored in the clear by an older version, before workers start. A
     generated password is shown here, once, and kept only in its 0600 file."""
+    from dockyard.accounts.interfaces import WeakPassword
+    from dockyard.db.session import Database
+    from dockyard.security import auth_mode, encrypt_signing_keys, first_admin, session_secret
+
     if auth_mode(settings) == "none":
         log.warning(
             "authentication is off: anyone who can reach %s may push, pull and delete", settings.http.addr

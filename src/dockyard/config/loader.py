@@ -119,6 +119,13 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     return LoadedConfig(settings, warnings)
 
 
+def config_error_message(exc: ConfigError) -> str:
+    """The one line a command prints for a bad configuration."""
+    if exc.message.startswith("invalid configuration"):
+        return exc.message
+    return f"invalid configuration: {exc.message}"
+
+
 def config_path_from_env(environ: Mapping[str, str] | None = None) -> Path | None:
     """The config file named by DOCKYARD_CONFIG (or registry:2's REGISTRY_CONFIGURATION_PATH), if any."""
     environ = os.environ if environ is None else environ

@@ -25,10 +25,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
-from redis.exceptions import LockError
+if TYPE_CHECKING:  # redis-py loads only in processes configured for Redis (they hand in a client)
+    import redis
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _POLL_SECONDS = 0.05
@@ -195,12 +195,16 @@ class RedisLock:
         return bool(self._lock.acquire(blocking=True, blocking_timeout=wait))
 
     def release(self) -> None:
+        from redis.exceptions import LockError
+
         try:
             self._lock.release()
         except LockError:  # LockNotOwnedError included: expired, or taken by another
             raise LockLost(self.name) from None
 
     def extend(self, ttl: float | None = None) -> None:
+        from redis.exceptions import LockError
+
         try:
             self._lock.extend(_ttl(ttl or self.ttl), replace_ttl=True)
         except LockError:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
@@ -95,6 +96,13 @@ def unless_full(what: str) -> Iterator[None]:
         log.debug("read-only maintenance: %s not recorded", what)
 
 
+def _psycopg() -> Any:
+    """psycopg if this process loaded it (it talks to PostgreSQL), else None: an error can only be
+    one of its classes once it is loaded, and a process on SQLite never pays for importing it."""
+    module = sys.modules.get("psycopg")
+    return module if module is not None and hasattr(module, "errors") else None
+
+
 def database_full(exc: BaseException) -> bool:
     """Whether `exc` means the database has no room to write: SQLite's SQLITE_FULL ("database or disk
     is full"), PostgreSQL's disk_full (53100: "could not extend file"). Not worth a retry: space must
@@ -104,7 +112,8 @@ def database_full(exc: BaseException) -> bool:
         if seen is None:
             return False
         driver_error = seen.orig if isinstance(seen, sa_exc.DBAPIError) else seen
-        if isinstance(driver_error, psycopg.errors.DiskFull):
+        psycopg = _psycopg()
+        if psycopg is not None and isinstance(driver_error, psycopg.errors.DiskFull):
             return True
         if isinstance(driver_error, sqlite3.Error) and (
             getattr(driver_error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
@@ -139,7 +148,8 @@ def _transient(exc: BaseException) -> bool:
     driver_error: BaseException | None = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     # psycopg's OperationalError covers connection failures, admin shutdown, too many connections,
     # deadlocks and serialization failures, cancelled statements: all worth a retry.
-    if isinstance(driver_error, psycopg.OperationalError):
+    psycopg = _psycopg()
+    if psycopg is not None and isinstance(driver_error, psycopg.errors.OperationalError):
         return True
     if isinstance(driver_error, sqlite3.OperationalError):  # another process holds the write lock too long
         message = str(driver_error).lower()

@@ -6,15 +6,35 @@ Secrets never reach the output: keys that name one are masked, and so are passwo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+
+@contextlib.contextmanager
+def _unimportable(*names: str) -> Iterator[None]:
+    """While inside: `import NAME` fails for those of `names` not loaded yet (then they are as before)."""
+    hidden = [name for name in names if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # what makes an import raise ImportError
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+
+
+# structlog.dev loads rich (with pygments and attrs) when it is installed, for the pretty tracebacks
+# dockyard never renders (plain ones, below): ~5 MiB and 100 modules in every server process. The CLI
+# loads rich for its own output where it needs it.
+with _unimportable("rich"):
+    import structlog
+    from structlog.typing import EventDict, Processor, WrappedLogger
 
 _LEVELS = {
     "debug": logging.DEBUG,

@@ -1,6 +1,26 @@
-"""The management API (/api/v1): FastAPI, one error format, paging/sorting/filtering on every list."""
+"""The management API (/api/v1): FastAPI, one error format, paging/sorting/filtering on every list.
 
-from dockyard.api.management.app import MOUNT_PATH, create_management_app
+`create_management_app` (in `app`) loads FastAPI and every router: the server builds it on the first
+request under MOUNT_PATH (`api/lazy.py`), so importing this package costs neither.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from dockyard.api.management.context import ManagementServices, SystemInfo
 
+if TYPE_CHECKING:
+    from dockyard.api.management.app import create_management_app
+
+MOUNT_PATH = "/api/v1"
+
 __all__ = ["MOUNT_PATH", "ManagementServices", "SystemInfo", "create_management_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_management_app":
+        from dockyard.api.management.app import create_management_app
+
+        return create_management_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,8 +31,6 @@ from dockyard.api.management.routers import (
 from dockyard.api.management.routers import jobs as job_routes
 from dockyard.api.management.routers import retention as retention_routes
 
-MOUNT_PATH = "/api/v1"
-
 
 def create_management_app(services: ManagementServices) -> FastAPI:
     app = FastAPI(

@@ -11,11 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich loads when a command prints, not with the CLI (nor in `dockyard serve`)
+    from rich.console import Console
 
 Format = Callable[[Any], str]
 # Piped output is not wrapped at 80 columns: every row stays one line for grep and awk.
@@ -68,6 +67,8 @@ class Column:
 
 
 def _console(stream: Any) -> Console:
+    from rich.console import Console
+
     is_terminal = stream.isatty()
     width = None if is_terminal or os.environ.get("COLUMNS") else PIPE_WIDTH
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
@@ -86,6 +87,9 @@ class Output:
         if not rows:
             self.note(empty)
             return
+        from rich import box
+        from rich.table import Table
+
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         for column in columns:
             table.add_column(column.header, no_wrap=True)

@@ -1,0 +1,220 @@
+"""Composition root, the part without HTTP: build the services and the job runner from Settings.
+
+`app` (the ASGI app of the HTTP workers) and the job runner (`dockyard worker`, the one `serve` starts)
+both build their services here. Nothing here imports the web stack (Starlette, FastAPI, the management
+API) or an optional backend's client library (redis, boto3, psycopg, ldap3): those load where they are
+configured and used, so each process holds only the modules it runs (docs/benchmarks.md, "Memory").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from dockyard.audit.services import AuditLog
+from dockyard.config.durations import parse_duration
+from dockyard.config.settings import Settings
+from dockyard.datadir import InsecureDataDirectory, private_umask, secure
+from dockyard.db.engine import build_engine, sqlite_file
+from dockyard.db.readonly import ReadOnlyFlag
+from dockyard.db.session import Database
+from dockyard.gc.tasks import gc_kind
+from dockyard.jobs.interfaces import JobContext, JobKind
+from dockyard.jobs.services import JobQueue, JobRunner
+from dockyard.jobs.tasks import selftest_kind
+from dockyard.lifecycle import started_by_serve
+from dockyard.observability.metrics import GCMetrics, JobMetrics
+from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
+from dockyard.registry.pulls import PullRecorder
+from dockyard.registry.services import Registry
+from dockyard.retention.tasks import retention_kind
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.driver import build_driver
+from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.uploads import UploadStore
+
+if TYPE_CHECKING:
+    from dockyard.registry.cache_redis import RedisChangeFeed
+
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+log = logging.getLogger("dockyard.services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    driver: StorageDriver
+    uploads: UploadStore
+    blobs: BlobStore
+    registry: Registry
+    feed: ChangeFeed
+    audit: AuditLog
+    pulls: PullRecorder
+    jobs: JobQueue = field(init=False)  # built from the others, with every kind known
+
+    def __post_init__(self) -> None:
+        self.jobs = JobQueue(self.db, known_kinds=[kind.name for kind in job_kinds(self)])
+
+    def close(self) -> None:
+        self.audit.close()  # writes the events still queued
+        self.pulls.close()  # writes the pull times still noted
+        feed = redis_feed(self.feed)
+        if feed is not None:
+            feed.close()
+        self.db.dispose()
+
+
+def redis_feed(feed: ChangeFeed) -> RedisChangeFeed | None:
+    """`feed` when it goes through Redis. Its module (and redis-py) is loaded only where Redis is
+    configured: without it loaded, no feed can be one."""
+    module = sys.modules.get("dockyard.registry.cache_redis")
+    if module is not None and isinstance(feed, module.RedisChangeFeed):
+        return cast("RedisChangeFeed", feed)
+    return None
+
+
+def local_change_feed_path(settings: Settings) -> Path | None:
+    """The file this node's processes share their change feed in; None when there is none (Redis
+    carries the changes, or an in-memory store keeps everything in one process)."""
+    if settings.redis.url or settings.storage.driver_name == "inmemory":
+        return None
+    return settings.datadir / "run" / "changes"
+
+
+def secure_data(settings: Settings) -> None:
+    """At start: files this process creates are private (umask 077), and the data directory (with a
+    storage root or SQLite database kept elsewhere) is made private if an older version left it open.
+    Exits with a message when it cannot be (another user's directory that others may read)."""
+    private_umask()
+    directories = []
+    if settings.storage.driver_name == "filesystem":
+        directories.append(settings.storage_root)
+    files = []
+    database = sqlite_file(settings.database_url)
+    if database is not None:
+        files = [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    try:
+        changed = secure(settings.datadir, directories, files)
+    except InsecureDataDirectory as exc:
+        log.error("%s", exc)
+        sys.exit(f"dockyard: {exc}")
+    for change in changed:
+        log.warning("made private (other users could read it): %s", change)
+
+
+def build_driver_from(settings: Settings) -> StorageDriver:
+    if settings.storage.driver_name == "inmemory":
+        return build_driver("inmemory")
+    if settings.storage.s3 is not None:
+        return build_driver("s3", **settings.storage.s3.model_dump(exclude_none=True))
+    return build_driver("filesystem", rootdirectory=settings.storage_root)
+
+
+def build_services(settings: Settings, migrate: bool = True) -> Services:
+    """Everything a process of this node needs, on one engine. `migrate`: bring the schema to the
+    current revision first, unless this is a child of `serve`, which migrated before it started any:
+    then Alembic, its migration scripts and their templates are never loaded in it."""
+    engine = build_engine(settings.database_url)
+    if migrate and not started_by_serve():
+        from dockyard.db.migrate import upgrade
+
+        upgrade(engine)
+    db = Database(engine, read_only=ReadOnlyFlag.for_settings(settings))
+    driver = build_driver_from(settings)
+    # Several worker processes share one node's caches' change feed through a file; an
+    # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.
+    feed: ChangeFeed
+    feed_path = local_change_feed_path(settings)
+    if settings.redis.url:  # nodes (and their workers) hear each other's changes through Redis
+        from dockyard.registry.cache_redis import RedisChangeFeed, connect
+
+        feed = RedisChangeFeed(connect(settings.redis.url))
+    elif feed_path is None:
+        feed = InProcessChangeFeed()
+    else:
+        feed = LocalChangeFeed(feed_path)
+    uploads = UploadStore(db, driver)
+    blobs = BlobStore(db, driver, uploads)
+    audit = AuditLog(db)
+    registry = Registry(
+        db,
+        blobs,
+        uploads,
+        feed,
+        delete_enabled=settings.storage.delete.enabled,
+        read_only=settings.storage.maintenance.readonly.enabled,
+        audit=audit,  # quota warnings
+        max_upload_size=settings.storage.uploads.max_size_bytes,
+        cache_bytes=settings.storage.cache.memory_bytes,
+    )
+    # One per worker process: its flushing thread starts with the first pull, after any fork.
+    pulls = PullRecorder(db)
+    return Services(settings, db, driver, uploads, blobs, registry, feed, audit, pulls)
+
+
+def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:
+    """Every kind of background job, with its handler bound to the services it needs.
+
+    One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
+    """
+    kinds = [_purge_uploads_kind(services), selftest_kind()]
+    kinds.append(gc_kind(services.db, services.driver, services.feed, gc_metrics or GCMetrics()))
+    kinds.append(retention_kind(services.db, services.registry, services.audit))
+    return kinds
+
+
+def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
+    """The runner `dockyard worker` (or the worker `serve` starts) and `dockyard garbage-collect` use."""
+    jobs = services.settings.jobs
+    metrics = JobMetrics()  # GC's in the same registry: a standalone worker serves them together
+    return JobRunner(
+        services.jobs,
+        job_kinds(services, GCMetrics(metrics.registry)),
+        node=node or socket.gethostname(),
+        threads=jobs.threads,
+        poll_interval=jobs.poll_interval.seconds,
+        lease=jobs.lease.delta,
+        history=jobs.history.delta,
+        metrics=metrics,
+    )
+
+
+def _purge_uploads_kind(services: Services) -> JobKind:
+    """Stale upload sessions (and temp objects without one) older than uploadpurging.age, every
+    uploadpurging.interval (from the first start) while uploadpurging.enabled; or when triggered."""
+    purging = services.settings.storage.maintenance.uploadpurging
+
+    def purge_uploads(ctx: JobContext) -> dict[str, Any]:
+        age = timedelta(seconds=parse_duration(str(ctx.params.get("age", purging.age))))
+        dry_run = bool(ctx.params.get("dryrun", purging.dryrun))
+        purged = services.uploads.purge_stale(age, dry_run)
+        ctx.log(f"{'would purge' if dry_run else 'purged'} {len(purged)} uploads untouched for {age}")
+        return {"purged": len(purged), "dryrun": dry_run, "uploads": purged[:100]}
+
+    schedule = f"@every {purging.interval}" if purging.enabled else None
+    return JobKind("purge-uploads", purge_uploads, timeout=timedelta(hours=1), default_schedule=schedule)
+
+
+def tune_malloc() -> None:
+    """Return big buffers to the OS when freed, keep the rest. glibc's default raises its mmap threshold
+    after the first large free, so later large allocations (argon2's 19 MiB) come from per-thread arenas
+    that keep the memory: a worker grew past 600 MiB issuing tokens. A fixed threshold above the pieces
+    of request bodies the server hands over (up to about 400 KiB each) keeps those off mmap: at 256 KiB
+    every piece was a fresh mapping, faulted in page by page and unmapped again, a quarter of a push's
+    CPU. The trim threshold lets an arena keep a few MiB free at its top for the next pieces."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
+        libc.mallopt(_M_ARENA_MAX, 4)

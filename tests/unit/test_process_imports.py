@@ -1,0 +1,197 @@
+"""Each process of `dockyard serve` loads only what it runs: a module loaded is memory held for good,
+in every process that loaded it (docs/benchmarks.md, "Memory").
+
+For the embedded default (SQLite, filesystem, auth on), each test runs in a fresh interpreter what one
+process of `serve` runs, then lists `sys.modules`:
+
+- serve's main process, up to where Granian forks the HTTP workers from it (so everything it holds
+  is in each worker too): the real `dockyard serve` command, with Granian's `serve` replaced;
+- an HTTP worker: `worker_app()` as Granian calls it in a child of serve, then requests on the hot
+  paths (/v2, a manifest, the health checks);
+- the job runner serve starts (`main_in_serve`), until its runner has started and it is stopped.
+
+The lists name what none of them needs there: optional backends' clients (S3, Redis, PostgreSQL,
+LDAP), migrations, the CLI's output, and per process what belongs to the others. No memory figure is
+asserted: that is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Never wanted in a server process on the embedded default.
+UNCONFIGURED = (
+    "boto3",  # storage.s3
+    "botocore",
+    "redis",  # redis.url
+    "psycopg",  # database.url: postgresql://
+    "ldap3",  # auth.ldap
+    "pyasn1",
+    "alembic",  # serve migrates, in a child that exits
+    "mako",
+    "zxcvbn",  # only where a password is set
+    "rich",  # the CLI's tables and progress bars (structlog would load it for tracebacks we never use)
+    "pygments",
+)
+MAIN_PROCESS_FORBIDDEN = (
+    *UNCONFIGURED,
+    "sqlalchemy",
+    "fastapi",
+    "argon2",
+    "jwt",
+    "cryptography",
+    "dockyard.app",
+    "dockyard.services",
+    "dockyard.security",
+    "dockyard.db",
+    "dockyard.registry.services",
+)
+HTTP_WORKER_FORBIDDEN = (
+    *UNCONFIGURED,
+    "fastapi",  # the management API is built on its first request
+    "dockyard.api.management.app",
+    "dockyard.api.management.routers",
+    "typer",
+    "httpx",
+)
+JOB_RUNNER_FORBIDDEN = (
+    *UNCONFIGURED,
+    "starlette",
+    "fastapi",
+    "granian",
+    "typer",
+    "httpx",
+    "jwt",
+    "dockyard.api",
+    "dockyard.app",
+    "dockyard.security",
+    "dockyard.cli.main",
+)
+
+MAIN_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import granian
+
+    def stop_here(server):
+        print(json.dumps(sorted(sys.modules)), flush=True)
+
+    granian.Granian.serve = stop_here  # everything before the fork has run
+    from dockyard.cli.main import app
+    app(["serve", "--config", sys.argv[1]], standalone_mode=False)
+    """
+)
+HTTP_WORKER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from dockyard.app import worker_app
+
+    app = worker_app()
+
+    async def get(path):
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 5000),
+        }
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"]
+
+    async def requests():
+        return [await get(path) for path in ("/v2/", "/v2/team/app/manifests/latest", "/healthz", "/readyz")]
+
+    print(json.dumps({"statuses": asyncio.run(requests()), "modules": sorted(sys.modules)}), flush=True)
+    """
+)
+JOB_RUNNER = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    from dockyard.cli.worker import main_in_serve
+
+    def stop_when_running():
+        while not callable(signal.getsignal(signal.SIGTERM)):  # run_worker's handler: it is running
+            time.sleep(0.05)
+        time.sleep(2)  # its first scheduled job (purging uploads) runs meanwhile
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    sys.argv = ["-c", "worker", "--config", sys.argv[1]]
+    main_in_serve()
+    print(json.dumps(sorted(sys.modules)), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("process-imports")
+    path = directory / "config.yml"
+    path.write_text(yaml.safe_dump({"datadir": str(directory / "data"), "log": {"level": "warn"}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def main_process_modules(config: Path) -> list[str]:
+    """What serve's main process holds when Granian would fork the workers. It leaves the data dir
+    as serve does before its children start (migrated, with the administrator), for the others."""
+    modules: list[str] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))
+    return modules
+
+
+def run(script: str, config: Path, child_of_serve: bool) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DOCKYARD_", "REGISTRY_"))}
+    env["DOCKYARD_ADMIN_PASSWORD"] = "correct horse battery staple 42"
+    env["DOCKYARD_CONFIG"] = str(config)  # as serve hands it to its workers
+    if child_of_serve:  # as serve marks its children (dockyard.lifecycle): this test is the parent
+        env["_DOCKYARD_SERVE_PID"] = str(os.getpid())
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(config)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def loaded(modules: list[str], forbidden: tuple[str, ...]) -> list[str]:
+    """The forbidden packages among `modules` (a package counts with its submodules)."""
+    return sorted(
+        {name for name in forbidden for module in modules if module == name or module.startswith(name + ".")}
+    )
+
+
+def test_serves_main_process_holds_no_services(main_process_modules: list[str]) -> None:
+    modules = main_process_modules
+    assert "dockyard.cli.server" in modules and "granian" in modules  # it ran
+    assert loaded(modules, MAIN_PROCESS_FORBIDDEN) == []
+
+
+def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
+    config: Path, main_process_modules: list[str]
+) -> None:
+    answer = json.loads(run(HTTP_WORKER, config, child_of_serve=True))
+    assert answer["statuses"] == [401, 401, 200, 200]  # the requests went through the app
+    modules = answer["modules"]
+    assert "dockyard.api.oci.routes" in modules and "sqlalchemy" in modules
+    assert loaded(modules, HTTP_WORKER_FORBIDDEN) == []
+
+
+def test_the_job_runner_loads_no_web_stack(config: Path, main_process_modules: list[str]) -> None:
+    modules = json.loads(run(JOB_RUNNER, config, child_of_serve=True))
+    assert "dockyard.jobs.runner" in modules and "dockyard.gc.tasks" in modules
+    assert loaded(modules, JOB_RUNNER_FORBIDDEN) == []
