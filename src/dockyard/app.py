@@ -102,6 +102,7 @@ def create_app(services: Services) -> ASGIApp:
         visible_projects=security.visible_projects if security.policy else None,
         audit=services.audit,
         pulls=services.pulls,
+        pull_audit=services.pull_audit,
     )
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from dockyard.audit.pull_counts import PullCounter
 from dockyard.audit.services import AuditLog
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
@@ -61,6 +62,7 @@ class Services:
     feed: ChangeFeed
     audit: AuditLog
     pulls: PullRecorder
+    pull_audit: PullCounter | None  # None with audit.pulls: off
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ class Services:
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
         self.pulls.close()  # writes the pull times still noted
+        if self.pull_audit is not None:
+            self.pull_audit.close()  # adds the pull counts still in memory
         feed = redis_feed(self.feed)
         if feed is not None:
             feed.close()
@@ -160,7 +164,8 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     )
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)
-    return Services(settings, db, driver, uploads, blobs, registry, feed, audit, pulls)
+    pull_audit = PullCounter(db) if settings.audit.pulls == "counted" else None  # the same
+    return Services(settings, db, driver, uploads, blobs, registry, feed, audit, pulls, pull_audit)
 
 
 def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:

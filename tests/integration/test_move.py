@@ -333,11 +333,15 @@ def test_a_running_registry_moves_onto_postgresql_and_s3_and_serves_the_same_fro
 ) -> None:
     source = make_server(source_config(tmp_path / "old"), env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]})
     install = populate(source)
-    time.sleep(1.5)  # the audit log writes its queue every second
     source_engine = build_engine(f"sqlite:///{tmp_path / 'old' / 'dockyard.db'}")
-    with source_engine.connect() as connection:
-        counts = row_counts(connection, model_tables())
-    empty = sorted(name for name, count in counts.items() if not count)
+    deadline = time.monotonic() + 15
+    while True:  # the audit log writes its queue every second, pull counts every 5 s
+        with source_engine.connect() as connection:
+            counts = row_counts(connection, model_tables())
+        empty = sorted(name for name, count in counts.items() if not count)
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert not empty, f"the install must put rows in every table; add a step that fills: {empty}"
 
     target_url = postgres.create_database("moved")

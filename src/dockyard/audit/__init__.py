@@ -1,1 +1,2 @@
-"""The audit log: who did what, from where and when; batched writes, queries, retention."""
+"""The audit log: who did what, from where and when; batched writes, pulls counted per hour, queries,
+retention."""

@@ -38,7 +38,8 @@ class AuditAction(StrEnum):
     ACCESS_DENIED = "access_denied"
     PUSH = "push"  # a manifest PUT (blob uploads are part of a push, not events of their own)
     # A manifest GET, by tag or by digest. Not HEADs and not blob GETs: a client pulling one image
-    # makes one such request per layer, and recording them would flood the table with noise.
+    # makes one such request per layer, and recording them would flood the table with noise. Pulls
+    # are counted per hour (audit.pulls: counted; see audit/pull_counts.py), not recorded one by one.
     PULL = "pull"
     DELETE = "delete"  # of manifests, tags, blobs, repositories and of management resources
     CREATE = "create"  # of users, projects, members, robots, personal tokens
@@ -71,7 +72,8 @@ class AuditResult(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    """One thing that happened. `detail` is a small JSON object; never put secrets in it."""
+    """One thing that happened, or (`hourly`) the `count` pulls of one manifest by one principal in
+    the hour starting at `occurred_at`. `detail` is a small JSON object; never put secrets in it."""
 
     action: AuditAction
     actor: str  # user or robot name; "" for anonymous
@@ -82,7 +84,9 @@ class AuditEvent:
     client_ip: str | None = None
     detail: Mapping[str, Any] | None = None
     occurred_at: datetime = field(default_factory=utcnow)
-    id: int | None = None  # set on events read back from the log
+    id: int | None = None  # set on single events read back from the log
+    count: int = 1  # how many times it happened: more than 1 only in hourly counts
+    hourly: bool = False  # a count of pulls per hour (audit_pull_counts), read back from the log
 
     def __post_init__(self) -> None:
         # Plain strings are accepted and checked here, so a typo fails where it was made. (Members
@@ -114,6 +118,7 @@ class AuditFilter:
     resource_name: str | None = None  # a prefix: "team/" matches everything in project team
     result: AuditResult | None = None
     client_ip: str | None = None  # exact address
+    # An hourly count matches when its hour overlaps [since, until).
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
 

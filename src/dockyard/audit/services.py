@@ -1,8 +1,8 @@
-"""The audit log: batched writes off the request path, queries with filters and paging, retention purge.
+"""The audit log: batched writes off the request path, queries (audit/listing.py), retention purge.
 
-Every statement here is plain SQLAlchemy Core that runs unchanged on SQLite and PostgreSQL: prefix
-matches use `substr` (SQLite's LIKE ignores ASCII case, PostgreSQL's does not), string sorts compare
-bytes on both, and the purge deletes by id in chunks so it never holds the write lock for long.
+Every statement here is plain SQLAlchemy Core that runs unchanged on SQLite and PostgreSQL; the purge
+deletes by id in chunks so it never holds the write lock for long. Pulls are not written here but
+counted per hour (audit/pull_counts.py); queries and the purge cover both tables.
 """
 
 from __future__ import annotations
@@ -17,28 +17,20 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, Table, delete, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Table, delete, insert, select
 
 from dockyard.audit import models
-from dockyard.audit.interfaces import (
-    DEFAULT_SORT,
-    MAX_PAGE_SIZE,
-    SORT_KEYS,
-    AuditEvent,
-    AuditFilter,
-    AuditPage,
-    AuditQueryInvalid,
-)
+from dockyard.audit.interfaces import DEFAULT_SORT, AuditEvent, AuditFilter, AuditPage
+from dockyard.audit.listing import HOUR, query_log
 from dockyard.config.durations import parse_duration
 from dockyard.db.base import utcnow
-from dockyard.db.dialect import bytewise
 from dockyard.db.session import Database
 from dockyard.errors import ReadOnly, StorageFull
 
 log = logging.getLogger("dockyard.audit")
 
 _TABLE = cast(Table, models.AuditEventRow.__table__)
-_STRING_SORT_KEYS = frozenset(SORT_KEYS) - {"occurred_at"}
+_COUNTS = cast(Table, models.AuditPullCountRow.__table__)
 MAX_DETAIL_CHARS = 8192  # a detail bigger than this as JSON is kept as a cut-down text
 PURGE_CHUNK = 5000
 
@@ -192,54 +184,24 @@ class AuditLog:
         page_size: int = 50,
         sort: str = DEFAULT_SORT,
     ) -> AuditPage:
-        """One page of the events matching `filters`, ordered by `sort` ("key" ascending, "-key"
-        descending; keys in SORT_KEYS). Ties are broken by the order events were written."""
-        if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise AuditQueryInvalid(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
-        descending = sort.startswith("-")
-        key = sort.removeprefix("-")
-        if key not in SORT_KEYS:
-            raise AuditQueryInvalid(f"cannot sort by {key!r} (one of: {', '.join(SORT_KEYS)})")
-        conditions = _conditions(filters or AuditFilter())
+        """One page of the events and hourly pull counts matching `filters`, ordered by `sort` ("key"
+        ascending, "-key" descending; keys in SORT_KEYS): see listing.query_log."""
         with self.database.read() as connection:
-            column: Any = _TABLE.c[key]
-            if key in _STRING_SORT_KEYS:
-                column = bytewise(column, connection)
-            # NULLs (no resource, no address) last in both directions: the databases disagree otherwise.
-            if descending:
-                order = [column.desc().nulls_last(), _TABLE.c.id.desc()]
-            else:
-                order = [column.asc().nulls_last(), _TABLE.c.id.asc()]
-            counting = select(func.count()).select_from(_TABLE).where(*conditions)
-            total = connection.execute(counting).scalar_one()
-            rows = connection.execute(
-                select(_TABLE)
-                .where(*conditions)
-                .order_by(*order)
-                .limit(page_size)
-                .offset((page - 1) * page_size)
-            ).mappings()
-            items = tuple(_event(row) for row in rows)
-        return AuditPage(items=items, total=total, page=page, page_size=page_size)
+            return query_log(connection, filters or AuditFilter(), page, page_size, sort)
 
     # --- retention ----------------------------------------------------------------------------
 
     def purge_older_than(self, age: timedelta | str, now: datetime | None = None) -> int:
         """Delete events older than `age` (a timedelta, or a duration such as settings.audit.retention:
-        "2160h"); returns how many. Deletes in chunks so writers are never blocked for long."""
+        "2160h"), and hourly pull counts whose whole hour is; returns how many rows. Deletes in chunks
+        so writers are never blocked for long."""
         if isinstance(age, str):
             age = timedelta(seconds=parse_duration(age))
         if age <= timedelta(0):
             raise ValueError("the retention age must be positive")
         cutoff = (now or utcnow()) - age
-        purged = 0
-        while True:
-            oldest = select(_TABLE.c.id).where(_TABLE.c.occurred_at < cutoff).limit(PURGE_CHUNK)
-            with self.database.write() as connection:
-                deleted = connection.execute(delete(_TABLE).where(_TABLE.c.id.in_(oldest))).rowcount
-            purged += deleted
-            if deleted < PURGE_CHUNK:
-                return purged
+        events = _purge(self.database, _TABLE, _TABLE.c.occurred_at < cutoff)
+        return events + _purge(self.database, _COUNTS, _COUNTS.c.hour <= cutoff - HOUR)
 
 
 class CollectingRecorder:
@@ -255,39 +217,21 @@ class CollectingRecorder:
         self.events.append(event)
 
 
+def _purge(database: Database, table: Table, old: ColumnElement[bool]) -> int:
+    purged = 0
+    while True:
+        oldest = select(table.c.id).where(old).limit(PURGE_CHUNK)
+        with database.write() as connection:
+            deleted = connection.execute(delete(table).where(table.c.id.in_(oldest))).rowcount
+        purged += deleted
+        if deleted < PURGE_CHUNK:
+            return purged
+
+
 def _reset_in_child(ref: weakref.ref[AuditLog]) -> None:
     audit_log = ref()
     if audit_log is not None:
         audit_log._init_state()
-
-
-def _conditions(filters: AuditFilter) -> list[ColumnElement[bool]]:
-    c = _TABLE.c
-    conditions: list[ColumnElement[bool]] = []
-    exact = {
-        "actor": filters.actor,
-        "actor_kind": filters.actor_kind,
-        "action": filters.action,
-        "resource_type": filters.resource_type,
-        "result": filters.result,
-        "client_ip": filters.client_ip,
-    }
-    for name, value in exact.items():
-        if value is not None:
-            conditions.append(c[name] == str(value))
-    if filters.resource_name:
-        prefix = filters.resource_name
-        conditions.append(func.substr(c.resource_name, 1, len(prefix)) == prefix)
-    if filters.since is not None:
-        conditions.append(c.occurred_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(c.occurred_at < filters.until)
-    return conditions
-
-
-def _text(value: str | None, length: int) -> str | None:
-    # PostgreSQL refuses NUL in text, and values longer than the column; neither may block the queue.
-    return None if value is None else value.replace("\x00", "")[:length]
 
 
 def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -308,27 +252,12 @@ def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def _row(event: AuditEvent) -> dict[str, Any]:
     return {
         "occurred_at": event.occurred_at,
-        "actor": _text(event.actor, models.ACTOR_LENGTH) or "",
+        "actor": models.clean_text(event.actor, models.ACTOR_LENGTH) or "",
         "actor_kind": str(event.actor_kind),
-        "client_ip": _text(event.client_ip, models.IP_LENGTH),
+        "client_ip": models.clean_text(event.client_ip, models.IP_LENGTH),
         "action": str(event.action),
         "resource_type": None if event.resource_type is None else str(event.resource_type),
-        "resource_name": _text(event.resource_name, models.RESOURCE_NAME_LENGTH),
+        "resource_name": models.clean_text(event.resource_name, models.RESOURCE_NAME_LENGTH),
         "result": str(event.result),
         "detail": _detail(event.detail),
     }
-
-
-def _event(row: RowMapping) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        occurred_at=row["occurred_at"],
-        actor=row["actor"],
-        actor_kind=row["actor_kind"],
-        client_ip=row["client_ip"],
-        action=row["action"],
-        resource_type=row["resource_type"],
-        resource_name=row["resource_name"],
-        result=row["result"],
-        detail=row["detail"],
-    )

@@ -19,7 +19,8 @@ _RELATIVE = re.compile(r"(\d+)([mhd])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 AUDIT_COLUMNS = [
-    Column("Time", "occurred_at", when),
+    # Pulls are counted per hour: "10:00 +1h" with Count 12 is 12 pulls between 10:00 and 11:00.
+    Column("Time", lambda event: when(event["occurred_at"]) + (" +1h" if event.get("hourly") else "")),
     Column("Actor", "actor"),
     Column("From", "client_ip"),
     Column("Action", "action"),
@@ -27,6 +28,7 @@ AUDIT_COLUMNS = [
         "Resource", lambda event: " ".join(filter(None, [event["resource_type"], event["resource_name"]]))
     ),
     Column("Result", "result"),
+    Column("Count", "count"),
 ]
 
 
@@ -46,7 +48,9 @@ def audit(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 50,
 ) -> None:
-    """Show the audit log: who did what, from where, when, and the result."""
+    """Show the audit log: who did what, from where, when, and the result. Pulls show as counts per
+    hour: a `pull` at `10:00 +1h` with count 12 is 12 pulls of that artifact (by digest) by that actor
+    between 10:00 and 11:00."""
     params = {
         "actor": actor,
         "action": action,

@@ -306,14 +306,21 @@ class MetricsSettings(Section):
 
 
 class AuditSettings(Section):
-    """The audit log of logins, pushes, pulls, deletes and changes ([auth.md](auth.md#audit-log))."""
+    """The audit log of logins, pushes, deletes and changes, with hourly counts of pulls
+    ([auth.md](auth.md#audit-log))."""
 
     retention: PositiveDuration = Field(
         default=Duration("2160h"),  # 90 days
-        description="How long audit events are kept.",
+        description="How long audit events (and hourly pull counts) are kept.",
         json_schema_extra=doc("duration"),
     )
-
+    pulls: Literal["counted", "off"] = Field(
+        default="counted",
+        description="Manifest pulls in the audit log: `counted`, one row per (hour, manifest, user or "
+        "robot) with how many pulls it made, added in batches every few seconds (a killed process loses "
+        "at most its last 5 s of counts); `off`, not audited. Pushes, deletes, logins and denials are "
+        "always recorded one by one ([auth.md](auth.md#audit-log)).",
+    )
 
 
 class JobsSettings(Section):

@@ -1,5 +1,6 @@
-"""Which /v2 requests leave an audit event: manifest pulls (GET, not HEAD or blob GETs, which
-would flood the log), pushes (manifest PUT) and deletes; and every request the gate denied."""
+"""Which /v2 requests leave an audit event: pushes (manifest PUT) and deletes, and every request the
+gate denied. Manifest pulls (GETs; not HEADs or blob GETs, which would flood the log) are counted per
+hour instead (`count_pull`, audit/pull_counts.py), or not at all with audit.pulls: off."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from dockyard.audit.interfaces import (
     AuditResult,
     ResourceType,
 )
+from dockyard.audit.pull_counts import PullCounter
 from dockyard.auth.interfaces import ANONYMOUS, Principal
 
 _AUDITED: dict[tuple[str, str], tuple[AuditAction, ResourceType]] = {
-    ("manifests", "GET"): (AuditAction.PULL, ResourceType.ARTIFACT),
     ("manifests", "PUT"): (AuditAction.PUSH, ResourceType.ARTIFACT),
     ("manifests", "DELETE"): (AuditAction.DELETE, ResourceType.ARTIFACT),
     ("blobs", "DELETE"): (AuditAction.DELETE, ResourceType.BLOB),
@@ -48,6 +49,15 @@ def record_request(
         return
     action, resource_type = audited
     _record(audit, scope, action, AuditResult.OK, resource_type, args, key)
+
+
+def count_pull(counter: PullCounter, scope: Scope, name: str, digest: str) -> None:
+    """One pull of `digest` in repository `name`, by whoever the gate let in: a dict update, no I/O."""
+    principal: Principal = scope.get(PRINCIPAL_KEY) or ANONYMOUS
+    client = scope.get("client")
+    counter.count(
+        f"{name}@{digest}", principal.name, ActorKind(principal.kind.value), client[0] if client else None
+    )
 
 
 def _record(

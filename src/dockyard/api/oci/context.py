@@ -10,6 +10,7 @@ import anyio.to_thread
 
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.audit.interfaces import AuditRecorder
+from dockyard.audit.pull_counts import PullCounter
 from dockyard.auth.interfaces import Principal
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.pulls import PullRecorder
@@ -29,6 +30,7 @@ class OCIContext:
     visible_projects: Callable[[Principal], frozenset[str] | None] | None = None
     audit: AuditRecorder | None = None
     pulls: PullRecorder | None = None  # notes manifest GETs for the artifacts' pull time
+    pull_audit: PullCounter | None = None  # counts them for the audit log (None: audit.pulls: off)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

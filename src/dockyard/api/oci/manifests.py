@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.responses import PreparedResponse, encode_headers
@@ -66,6 +67,8 @@ async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     record = await _lookup(ctx, request, name, reference)
     if ctx.pulls is not None:  # a dict write; a background thread puts it in the DB
         ctx.pulls.note(name, record.digest)
+    if ctx.pull_audit is not None:  # the same: counted per hour, by digest, whether pulled by tag or not
+        count_pull(ctx.pull_audit, request.scope, name, record.digest)
     return PreparedResponse(record.content, _raw_headers(record))
 
 

@@ -1,6 +1,6 @@
 """The audit log: system administrators read all of it; a project's members with log access (guests
 and up) read the events about that project's repositories, artifacts and members (`project=` is then
-required)."""
+required). Pulls are listed as hourly counts (`hourly`: true, `count`: how many), among the events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dockyard.api.management.access import require
 from dockyard.api.management.context import ManagementServices, services_of
@@ -32,8 +32,8 @@ Services = Annotated[ManagementServices, Depends(services_of)]
 
 
 class AuditEventOut(BaseModel):
-    id: int | None
-    occurred_at: datetime
+    id: int | None = Field(description="The event's id; null for hourly counts.")
+    occurred_at: datetime = Field(description="When it happened; for hourly counts, the start of the hour.")
     actor: str
     actor_kind: ActorKind
     client_ip: str | None
@@ -42,6 +42,11 @@ class AuditEventOut(BaseModel):
     resource_name: str | None
     result: AuditResult
     detail: dict[str, Any] | None
+    count: int = Field(description="How many times: 1 for a single event, the pulls in the hour for a count.")
+    hourly: bool = Field(
+        description="A count of the pulls of one manifest (resource_name: repository@digest) by one actor "
+        "in the hour starting at occurred_at (audit.pulls: counted); client_ip is the latest address."
+    )
 
 
 @router.get("/audit", response_model=list[AuditEventOut])
@@ -62,7 +67,8 @@ def list_audit_events(
     since: Annotated[datetime | None, Query(description="From this time (inclusive), ISO 8601.")] = None,
     until: Annotated[datetime | None, Query(description="Before this time, ISO 8601.")] = None,
 ) -> list[AuditEventOut]:
-    """Newest first by default. `q` is not used here: filter with the parameters above."""
+    """Newest first by default. `q` is not used here: filter with the parameters above. An hourly
+    pull count matches `since`/`until` when its hour overlaps them."""
     prefix = resource
     if project is not None:
         require(services, principal, project, Permission.LOG_READ)
@@ -104,4 +110,6 @@ def event_out(event: AuditEvent) -> AuditEventOut:
         resource_name=event.resource_name,
         result=event.result,
         detail=dict(event.detail) if event.detail is not None else None,
+        count=event.count,
+        hourly=event.hourly,
     )
