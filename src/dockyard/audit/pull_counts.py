@@ -90,7 +90,9 @@ class PullCounter:
             else:
                 tally.pulls += 1
                 tally.client_ip = client_ip
-        if self._thread is None and not self._stop.is_set():
+        if self._stop.is_set():  # after close (a request finishing during shutdown): write it now
+            self.flush()
+        elif self._thread is None:
             self._start()
 
     @property
@@ -157,10 +159,12 @@ class PullCounter:
     def _carry(self, batch: dict[Key, _Tally]) -> None:
         for key, tally in batch.items():
             _merge(self._carried, key, tally)
+        dropped = 0
         while len(self._carried) > MAX_CARRIED:
-            oldest = next(iter(self._carried))
-            self.dropped += self._carried.pop(oldest).pulls
-            log.warning("audit pull counts: too many waiting; dropped the oldest key's count")
+            dropped += self._carried.pop(next(iter(self._carried))).pulls
+        if dropped:
+            self.dropped += dropped
+            log.warning("audit pull counts: too many waiting to be written; %d pulls dropped", dropped)
 
 
 def _merge(into: dict[Key, _Tally], key: Key, tally: _Tally) -> None:

@@ -179,6 +179,30 @@ def test_counts_survive_a_database_outage(database: Database, clock: Clock) -> N
     assert counter.dropped == 0
 
 
+def test_a_long_outage_drops_the_oldest_counts_and_says_how_many(
+    database: Database, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dockyard.audit.pull_counts.MAX_CARRIED", 2)
+    flaky = FlakyDatabase(database)
+    counter = PullCounter(flaky, interval=3600, clock=clock)
+    flaky.down = True
+    for name, pulls in (("team/a@1", 3), ("team/b@1", 1), ("team/c@1", 1)):
+        for _ in range(pulls):
+            counter.count(name, "alice", USER, None)
+    counter.flush()
+    assert (counter.dropped, counter.pending) == (3, 2)
+    flaky.down = False
+    counter.close()
+    assert sorted((row[1], row[5]) for row in rows(database)) == [("team/b@1", 1), ("team/c@1", 1)]
+
+
+def test_a_pull_counted_after_close_is_written_at_once(database: Database, clock: Clock) -> None:
+    counter = PullCounter(database, interval=3600, clock=clock)
+    counter.close()
+    counter.count(APP, "alice", USER, None)  # a request that finished during shutdown
+    assert [row[5] for row in rows(database)] == [1]
+
+
 def test_over_long_values_are_cut_to_the_columns(counter: PullCounter, database: Database) -> None:
     long_name = "team/" + "x" * 600
     counter.count(long_name + "@1", "bob\x00" + "y" * 300, USER, None)
