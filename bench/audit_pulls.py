@@ -7,8 +7,13 @@ pulls go through the pull counter, in process and without HTTP, at a simulated 1
 span 2.8 hours) with a batch every 5 s, as a worker process writes them; for three kinds of traffic:
 
 - one-key: one robot pulling one manifest (a CI job in a loop, a benchmark);
-- fleet: 1,000 manifests (Zipf-distributed popularity) pulled by 200 principals;
+- teams: 200 principals (Zipf-distributed activity), each pulling 20 manifests of its own: at most
+  4,000 (manifest, principal) pairs;
+- scattered: any of 200 principals pulls any of 1,000 manifests (Zipf-distributed popularity): about
+  80,000 distinct pairs an hour;
 - worst: no two pulls in an hour share a (manifest, principal): as many rows as pulls.
+
+The table grows with the distinct (hour, manifest, principal) triples, so the traffic decides.
 
 It prints rows, bytes and bytes per pull for each, and the size 90 days of 100 pulls/s would take.
 """
@@ -55,7 +60,7 @@ def main() -> int:
                 return f"sqlite:///{workdir / name}.db"
 
         figures: dict[str, Any] = {"database": args.db, "row_per_pull": _rows(fresh("rows"), args.rows)}
-        for traffic in ("one-key", "fleet", "worst"):
+        for traffic in ("one-key", "teams", "scattered", "worst"):
             figures[traffic] = _counted(fresh(traffic), traffic)
     print(json.dumps(figures, indent=2))
     return 0
@@ -121,14 +126,19 @@ def _counted(url: str, traffic: str) -> dict[str, Any]:
     )  # batches below, on the simulated clock
     chooser = random.Random(18)
     manifests = [f"team/app-{n % 100}@sha256:{n:064x}" for n in range(1000)]
-    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(manifests))]
-    popular = chooser.choices(manifests, weights, k=PULLS) if traffic == "fleet" else []
+    zipf = [1 / (rank + 1) ** 1.1 for rank in range(len(manifests))]
+    popular = chooser.choices(manifests, zipf, k=PULLS) if traffic == "scattered" else []
+    busy = chooser.choices(range(200), zipf[:200], k=PULLS) if traffic == "teams" else []
     started = time.monotonic()
     for number in range(PULLS):
         now[0] = START + timedelta(seconds=number / RATE)
         if traffic == "one-key":
             name, actor = manifests[0], "robot$team+ci"
-        elif traffic == "fleet":
+        elif traffic == "teams":
+            principal = busy[number]
+            name = manifests[(principal * 5 + chooser.randrange(20)) % len(manifests)]
+            actor = f"robot$team+ci{principal}"
+        elif traffic == "scattered":
             name = popular[number]
             actor = f"robot$team+ci{chooser.randrange(200)}"
         else:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import dockyard_cert
 from tests.support.oci import write_oci_layout
+from tests.support.ociclient import OCIClient
 from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
 from tests.support.tools import ContainerTools
 
@@ -363,3 +364,33 @@ def test_https_server_needs_its_ca_or_insecure(tmp_path: Path) -> None:
         assert other.json("whoami")["name"] == "admin"
     finally:
         running.stop()
+
+
+def test_audit_shows_pulls_as_hourly_counts(server: RunningServer, admin: Cli) -> None:
+    token = httpx.get(
+        f"{server.url}/token",
+        params={"service": "dockyard", "scope": "repository:counted/app:pull,push"},
+        auth=("admin", ADMIN_PASSWORD),
+    ).json()["token"]
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+        pushed = OCIClient(http).push_image("counted/app", "1.0")
+        for _ in range(3):
+            assert http.get("/v2/counted/app/manifests/1.0").status_code == 200
+
+    deadline = time.monotonic() + 20
+    while True:  # the counts reach the database in a batch every 5 s
+        pulls = admin.json("audit", "--action=pull", "--resource=counted/")
+        if sum(e["count"] for e in pulls) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(e["resource_name"], e["actor"], e["hourly"]) for e in pulls] == [
+        (f"counted/app@{pushed.digest}", "admin", True)
+    ] * len(pulls)
+    assert sum(e["count"] for e in pulls) == 3
+
+    table = admin.ok("audit", "--action=pull", "--resource=counted/").splitlines()
+    assert table[0].split() == ["Time", "Actor", "From", "Action", "Resource", "Result", "Count"]
+    # Under the header and its rule: 2026-03-01 13:00 +1h admin 127.0.0.1 pull artifact counted/... ok 3
+    row = table[2].split()
+    assert row[1].endswith(":00") and row[2] == "+1h"
+    assert row[3:] == ["admin", "127.0.0.1", "pull", "artifact", f"counted/app@{pushed.digest}", "ok", "3"]
