@@ -134,11 +134,10 @@ class AuditPage:
 # Keys `query` sorts by; "-occurred_at" is newest first (the default).
 SORT_KEYS = ("occurred_at", "actor", "action", "resource_type", "resource_name", "result", "client_ip")
 DEFAULT_SORT = "-occurred_at"
-MAX_PAGE_SIZE = 1000
 
 
 class AuditQueryInvalid(DockyardError):
-    """A query asked for an unknown sort key or a page outside the allowed bounds."""
+    """A query asked for an unknown sort key (pages outside the bounds are db.paging's PaginationInvalid)."""
 
     category = Category.INVALID
     message = "invalid audit log query"

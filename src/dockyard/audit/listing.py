@@ -33,7 +33,6 @@ from sqlalchemy import cast as sql_cast
 
 from dockyard.audit import models
 from dockyard.audit.interfaces import (
-    MAX_PAGE_SIZE,
     SORT_KEYS,
     AuditAction,
     AuditEvent,
@@ -44,6 +43,7 @@ from dockyard.audit.interfaces import (
     ResourceType,
 )
 from dockyard.db.dialect import bytewise
+from dockyard.db.paging import check_window
 
 EVENTS = cast(Table, models.AuditEventRow.__table__)
 COUNTS = cast(Table, models.AuditPullCountRow.__table__)
@@ -59,8 +59,7 @@ def query_log(
     """One page of the events and hourly counts matching `filters`, ordered by `sort` ("key" ascending,
     "-key" descending; keys in SORT_KEYS). Ties are broken by the order rows were written (single
     events and hourly counts apart)."""
-    if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise AuditQueryInvalid(f"page must be >= 1 and page_size between 1 and {MAX_PAGE_SIZE}")
+    check_window((page - 1) * page_size, page_size)
     descending = sort.startswith("-")
     key = sort.removeprefix("-")
     if key not in SORT_KEYS:

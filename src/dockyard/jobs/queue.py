@@ -13,6 +13,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
+from dockyard.db.paging import check_window
 from dockyard.db.session import Database
 from dockyard.jobs.cron import CronError, Every, parse_cron
 from dockyard.jobs.interfaces import (
@@ -30,7 +31,6 @@ from dockyard.jobs.interfaces import (
 from dockyard.jobs.models import KIND_LENGTH, JobLogRow, JobRow, JobScheduleRow
 
 DEFAULT_MAX_ATTEMPTS = 3
-MAX_PAGE_SIZE = 100
 
 
 class JobQueue:
@@ -91,7 +91,7 @@ class JobQueue:
         """Newest first."""
         if status is not None and status not in STATUSES:
             raise JobStateError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        check_window((page - 1) * page_size, page_size)
         where = [JobRow.kind == kind] if kind else []
         if status:
             where.append(JobRow.status == status)
@@ -101,7 +101,7 @@ class JobQueue:
                 select(JobRow.__table__)
                 .where(*where)
                 .order_by(JobRow.id.desc())
-                .offset((max(page, 1) - 1) * page_size)
+                .offset((page - 1) * page_size)
                 .limit(page_size)
             ).all()
         return JobPage([record_of(row) for row in rows], total)

@@ -20,6 +20,7 @@ from dockyard.audit.interfaces import (
 from dockyard.audit.models import AuditEventRow
 from dockyard.audit.services import AuditLog
 from dockyard.db.session import Database
+from dockyard.errors import PaginationInvalid
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -153,10 +154,17 @@ def test_filters(
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"page": 0}, {"page_size": 0}, {"page_size": 1001}, {"sort": "detail"}, {"sort": "-password"}]
+    ("kwargs", "error"),
+    [
+        ({"page": 0}, PaginationInvalid),
+        ({"page_size": 0}, PaginationInvalid),
+        ({"page_size": 1001}, PaginationInvalid),
+        ({"sort": "detail"}, AuditQueryInvalid),
+        ({"sort": "-password"}, AuditQueryInvalid),
+    ],
 )
-def test_bad_queries_are_refused(audit: AuditLog, kwargs: dict[str, object]) -> None:
-    with pytest.raises(AuditQueryInvalid):
+def test_bad_queries_are_refused(audit: AuditLog, kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
         audit.query(**kwargs)  # type: ignore[arg-type]
 
 
