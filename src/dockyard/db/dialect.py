@@ -1,19 +1,33 @@
-"""The few statements whose SQL differs between SQLite and PostgreSQL."""
+"""The few statements whose SQL differs between SQLite and PostgreSQL.
+
+The INSERTs are built once per dialect and table and take their rows as parameters: building a
+statement costs far more CPU than running a prebuilt one (about 45 µs against 17 µs here for a
+one-row INSERT ... ON CONFLICT), and they run on every push."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+# INSERT with ON CONFLICT clauses, in either dialect.
+DialectInsert = postgresql.Insert | sqlite.Insert
+
+
+def insert_for(dialect: str, table: Any) -> DialectInsert:
+    """INSERT for a dialect ("sqlite", "postgresql"): the one with ON CONFLICT clauses. To build a
+    statement once per dialect (a `functools.cache`d function of the dialect's name)."""
+    return _insert(dialect, _table(table))
 
 
 def insert_ignore(connection: Connection, table: Any, rows: list[dict[str, Any]] | dict[str, Any]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: concurrent writers of the same row both succeed."""
     if not rows:
         return
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    connection.execute(_insert_ignore(connection.dialect.name, _table(table)), rows)
 
 
 def upsert(
@@ -24,14 +38,32 @@ def upsert(
     update: list[str],
 ) -> None:
     """INSERT, or UPDATE the `update` columns of the row that has the same `key` columns."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(values)
-    statement = statement.on_conflict_do_update(
-        index_elements=key, set_={name: statement.excluded[name] for name in update}
-    )
-    connection.execute(statement)
+    statement = _upsert(connection.dialect.name, _table(table), tuple(key), tuple(update))
+    connection.execute(statement, values)
 
 
 def bytewise(column: Any, connection: Connection) -> Any:
     """Order and compare strings byte by byte (lexical, as the OCI spec asks), whatever the DB locale."""
     return column.collate("C") if connection.dialect.name == "postgresql" else column
+
+
+def _table(table: Any) -> Table:
+    return table if isinstance(table, Table) else table.__table__
+
+
+@functools.cache
+def _insert(dialect: str, table: Table) -> DialectInsert:
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
+@functools.cache
+def _insert_ignore(dialect: str, table: Table) -> Insert:
+    return _insert(dialect, table).on_conflict_do_nothing()
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table, key: tuple[str, ...], update: tuple[str, ...]) -> Insert:
+    statement = _insert(dialect, table)
+    return statement.on_conflict_do_update(
+        index_elements=list(key), set_={name: statement.excluded[name] for name in update}
+    )

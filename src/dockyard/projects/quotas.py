@@ -36,16 +36,18 @@ below and passes it once more.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, Select, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Connection, Select, bindparam, delete, select, update
+from sqlalchemy.sql.dml import Insert
 
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
 from dockyard.db.base import utcnow
+from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
 from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, ProjectQuota, QuotaExceeded
 from dockyard.projects.models import ProjectBlobRow, ProjectRow
@@ -69,20 +71,7 @@ class _Usage:
 
 def lock_project(connection: Connection, project_id: int) -> _Usage:
     """Lock the project's row for the rest of the transaction and read its quota."""
-    row = connection.execute(
-        select(
-            ProjectRow.name,
-            ProjectRow.quota_used_bytes,
-            ProjectRow.quota_limit_bytes,
-            ProjectRow.quota_warn_percent,
-        )
-        .where(ProjectRow.id == project_id)
-        # FOR NO KEY UPDATE on PostgreSQL: it still serialises the quota's readers-then-writers, but
-        # unlike FOR UPDATE it does not conflict with the KEY SHARE locks that inserting rows which
-        # refer to the project (repositories, project_blobs) take. With FOR UPDATE two pushes that had
-        # each inserted such a row deadlocked on the other's KEY SHARE.
-        .with_for_update(key_share=True)
-    ).one()
+    row = connection.execute(_LOCK_PROJECT, {"locked_project": project_id}).one()
     return _Usage(row.name, int(row.quota_used_bytes), row.quota_limit_bytes, int(row.quota_warn_percent))
 
 
@@ -95,18 +84,25 @@ def charge(
     what: str = "blob",
 ) -> int:
     """Count `digest` (`size` bytes) in the project's usage unless it already counts. Returns the bytes
-    added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back."""
-    usage = lock_project(connection, project_id)
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back.
+
+    Content the project counts already (a layer pushed to a second repository, a mount) costs one
+    statement: the INSERT that finds it there. On PostgreSQL the project's row is locked first, as
+    `release` locks it before it decides what no longer counts (registry.usage: why); SQLite runs one
+    write transaction at a time, so there the lock is the transaction's."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_PROJECT, {"locked_project": project_id})
     # RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
     inserted = connection.execute(
-        dialect.insert(ProjectBlobRow)
-        .values(project_id=project_id, digest=digest, size=size, created_at=utcnow())
-        .on_conflict_do_nothing()
-        .returning(ProjectBlobRow.digest)
+        _count_digest(connection.dialect.name),
+        {"project_id": project_id, "digest": digest, "size": size, "created_at": utcnow()},
     ).first()
     if inserted is None:
         return 0
+    row = connection.execute(_ADD_USAGE, {"counted_project": project_id, "added": size}).one()
+    usage = _Usage(
+        row.name, int(row.quota_used_bytes) - size, row.quota_limit_bytes, int(row.quota_warn_percent)
+    )
     if usage.limit is not None and usage.used + size > usage.limit:
         raise QuotaExceeded(
             f"quota of project {usage.name} exceeded: used {human(usage.used)}, limit {human(usage.limit)}, "
@@ -119,13 +115,37 @@ def charge(
                 "digest": digest,
             },
         )
-    connection.execute(
-        update(ProjectRow)
-        .where(ProjectRow.id == project_id)
-        .values(quota_used_bytes=ProjectRow.quota_used_bytes + size)
-    )
     _warn_if_crossed(connection, usage, usage.used + size, audit)
     return size
+
+
+_QUOTA_COLUMNS = (
+    ProjectRow.name,
+    ProjectRow.quota_used_bytes,
+    ProjectRow.quota_limit_bytes,
+    ProjectRow.quota_warn_percent,
+)
+# FOR NO KEY UPDATE on PostgreSQL: it still serialises the quota's readers-then-writers, but unlike FOR
+# UPDATE it does not conflict with the KEY SHARE locks that inserting rows which refer to the project
+# (repositories, project_blobs) take. With FOR UPDATE two pushes that had each inserted such a row
+# deadlocked on the other's KEY SHARE.
+_LOCK_PROJECT = (
+    select(*_QUOTA_COLUMNS)
+    .where(ProjectRow.id == bindparam("locked_project"))
+    .with_for_update(key_share=True)
+)
+# The usage after the addition, with what the check needs (the QuotaExceeded raised after it rolls it back).
+_ADD_USAGE = (
+    update(ProjectRow)
+    .where(ProjectRow.id == bindparam("counted_project"))
+    .values(quota_used_bytes=ProjectRow.quota_used_bytes + bindparam("added", type_=BigInteger))
+    .returning(*_QUOTA_COLUMNS)
+)
+
+
+@functools.cache
+def _count_digest(dialect: str) -> Insert:
+    return insert_for(dialect, ProjectBlobRow).on_conflict_do_nothing().returning(ProjectBlobRow.digest)
 
 
 def uncount(connection: Connection, project_id: int, digests: Collection[str]) -> int:

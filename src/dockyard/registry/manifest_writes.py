@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from dockyard.content import mediatypes
 from dockyard.content.manifest import ParsedManifest
@@ -16,7 +16,7 @@ from dockyard.db.dialect import insert_ignore
 from dockyard.errors import ManifestBlobUnknown, ManifestInvalid
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.models import Manifest, ManifestReference, RepositoryBlob
-from dockyard.registry.usage import project_of_repository
+from dockyard.registry.repository_writes import RepositoryRow
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
 
@@ -115,7 +115,7 @@ def platform_of(blobs: BlobStore, parsed: ParsedManifest) -> dict[str, str] | No
 def store_manifest(
     connection: Connection,
     quotas: Quotas,
-    repository_id: int,
+    repository: RepositoryRow,
     digest: str,
     body: bytes,
     parsed: ParsedManifest,
@@ -123,38 +123,40 @@ def store_manifest(
 ) -> int:
     """The manifest's id: the existing row's, or a new row with its references, charged to the
     project's quota."""
-    existing = connection.scalar(
-        select(Manifest.id)
-        .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
-        .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
-    )
+    existing = connection.scalar(_EXISTING, {"repository_id": repository.id, "digest": digest})
     if existing is not None:
         return int(existing)
-    manifest_id = connection.execute(
-        insert(Manifest).values(
-            repository_id=repository_id,
-            digest=digest,
-            media_type=parsed.media_type,
-            artifact_type=parsed.artifact_type,
-            subject_digest=parsed.subject.digest if parsed.subject else None,
-            annotations=parsed.annotations or None,
-            size=len(body),
-            content=body,
-            created_at=utcnow(),
-            # Left out when unknown, so the column stays SQL NULL rather than JSON null.
-            **({"platform": platform} if platform else {}),
-        )
-    ).inserted_primary_key[0]  # type: ignore[index]
+    values = {
+        "repository_id": repository.id,
+        "digest": digest,
+        "media_type": parsed.media_type,
+        "artifact_type": parsed.artifact_type,
+        "subject_digest": parsed.subject.digest if parsed.subject else None,
+        "annotations": parsed.annotations or None,
+        "size": len(body),
+        "content": body,
+        "created_at": utcnow(),
+    }
+    if platform:  # left out when unknown, so the column stays SQL NULL rather than JSON null
+        values["platform"] = platform
+    manifest_id = connection.execute(_INSERT, values).scalar_one()
     references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
     references += [
         {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
     ]
     unique = {(r["digest"], r["kind"]): r for r in references}
     insert_ignore(connection, ManifestReference, list(unique.values()))
-    project_id = project_of_repository(connection, repository_id)
-    if project_id is not None:  # manifests count in quotas too (see projects.quotas)
-        quotas.charge(connection, project_id, digest, len(body), what="manifest")
+    if repository.project_id is not None:  # manifests count in quotas too (see projects.quotas)
+        quotas.charge(connection, repository.project_id, digest, len(body), what="manifest")
     return int(manifest_id)
+
+
+_EXISTING = (
+    select(Manifest.id)
+    .where(Manifest.repository_id == bindparam("repository_id"), Manifest.digest == bindparam("digest"))
+    .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
+)
+_INSERT = insert(Manifest).returning(Manifest.id)
 
 
 def stamp_unreferenced(connection: Connection, manifest_ids: list[int]) -> None:

@@ -7,6 +7,7 @@ Methods are synchronous (DB and storage I/O); the edge runs them in worker threa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, select
 
@@ -15,7 +16,7 @@ from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
 from dockyard.db.base import utcnow
-from dockyard.db.dialect import bytewise, insert_ignore, upsert
+from dockyard.db.dialect import bytewise, upsert
 from dockyard.db.lookups import WouldBlock
 from dockyard.db.session import Database
 from dockyard.errors import (
@@ -31,7 +32,6 @@ from dockyard.errors import (
 from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.quotas import Quotas
-from dockyard.projects.rbac import project_of
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
 from dockyard.registry.cache import ENTRY_OVERHEAD, MIB, ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
@@ -42,6 +42,7 @@ from dockyard.registry.manifest_writes import (
     store_manifest,
 )
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from dockyard.registry.repository_writes import ensure_repository, link_blob
 from dockyard.registry.upload_budget import UploadBudget
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
@@ -157,22 +158,20 @@ class Registry:
         platform = platform_of(self.blobs, parsed)  # storage I/O, so before the write transaction
         rule = None if isinstance(ref, Digest) else self.immutability.rule_for(name, ref)  # cached
         with self._db.write() as connection:
-            repository_id, _ = self._ensure_repository(connection, name)
-            if rule is not None and self._tag_target(connection, repository_id, str(ref)) not in (
+            repository = ensure_repository(connection, name)
+            if rule is not None and self._tag_target(connection, repository.id, str(ref)) not in (
                 None,
                 digest,
             ):
                 raise tag_immutable(name, str(ref), rule)
-            check_references(connection, repository_id, parsed)
-            manifest_id = store_manifest(
-                connection, self.quotas, repository_id, digest, body, parsed, platform
-            )
+            check_references(connection, repository.id, parsed)
+            manifest_id = store_manifest(connection, self.quotas, repository, digest, body, parsed, platform)
             if not isinstance(ref, Digest):
                 upsert(
                     connection,
                     Tag,
                     {
-                        "repository_id": repository_id,
+                        "repository_id": repository.id,
                         "name": ref,
                         "manifest_id": manifest_id,
                         "updated_at": utcnow(),
@@ -374,27 +373,23 @@ class Registry:
             # PostgreSQL: share-lock the row against garbage collection (docs/gc.md): it either waits
             # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
             # until the link below is committed, which the collector then sees.
-            query = (
-                select(Blob.size)
-                .where(Blob.digest == digest, live())
-                .with_for_update(read=True, key_share=True, of=Blob)
-            )
-            if source is not None or projects is not None:
-                query = query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest).join(
-                    Repository, Repository.id == RepositoryBlob.repository_id
-                )
             if source is not None:
-                query = query.where(Repository.name == source)
-            elif projects is not None:
-                query = query.join(ProjectRow, ProjectRow.id == Repository.project_id).where(
-                    ProjectRow.name.in_(sorted(projects))
-                )
-            size = connection.scalar(query.limit(1))
+                size = connection.scalar(_MOUNTABLE_FROM, {"digest": digest, "source": source})
+            else:
+                query = select(Blob.size).where(Blob.digest == digest, live()).with_for_update(**_KEY_SHARE)
+                if projects is not None:
+                    query = (
+                        query.join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+                        .join(Repository, Repository.id == RepositoryBlob.repository_id)
+                        .join(ProjectRow, ProjectRow.id == Repository.project_id)
+                        .where(ProjectRow.name.in_(sorted(projects)))
+                    )
+                size = connection.scalar(query.limit(1))
             if size is None:
                 return None
-            repository_id, created = self._ensure_repository(connection, name)
-            self._link(connection, repository_id, digest, int(size))  # QuotaExceeded refuses the mount
-        if created:
+            repository = ensure_repository(connection, name)
+            link_blob(connection, self.quotas, repository, digest, int(size))  # QuotaExceeded: no mount
+        if repository.created:
             self._feed.bump(Topic.MANIFESTS)
         return int(size)
 
@@ -425,8 +420,9 @@ class Registry:
 
         def link(connection: Connection) -> None:  # in the transaction that records the blob
             nonlocal created
-            repository_id, created = self._ensure_repository(connection, state.repository)
-            self._link(connection, repository_id, digest, state.size)
+            repository = ensure_repository(connection, state.repository)
+            created = repository.created
+            link_blob(connection, self.quotas, repository, digest, state.size)
             self.uploads.forget(connection, state)
 
         size = self.blobs.commit_upload(state, parsed, link, expected_size)
@@ -458,35 +454,6 @@ class Registry:
 
     def _repository_id(self, connection: Connection, name: str) -> int | None:
         return connection.scalar(select(Repository.id).where(Repository.name == name))
-
-    def _ensure_repository(self, connection: Connection, name: str) -> tuple[int, bool]:
-        """The repository's id, and whether this call created it (the caller then bumps the
-        feed after its commit, since the catalog changed)."""
-        repository_id = self._repository_id(connection, name)
-        if repository_id is not None:
-            return repository_id, False
-        # Whoever got this far may push here (the auth gate checked), so a missing project is created.
-        project = project_of(name)
-        now = utcnow()
-        insert_ignore(
-            connection, ProjectRow, {"name": project, "public": False, "created_at": now, "updated_at": now}
-        )
-        project_id = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == project))
-        insert_ignore(connection, Repository, {"name": name, "created_at": now, "project_id": project_id})
-        repository_id = self._repository_id(connection, name)
-        assert repository_id is not None
-        return repository_id, True
-
-    def _link(self, connection: Connection, repository_id: int, digest: str, size: int) -> None:
-        """Link the blob, and count it in the project's quota usage (QuotaExceeded: roll back)."""
-        insert_ignore(
-            connection,
-            RepositoryBlob,
-            {"repository_id": repository_id, "digest": digest, "created_at": utcnow()},
-        )
-        project_id = project_of_repository(connection, repository_id)
-        if project_id is not None:
-            self.quotas.charge(connection, project_id, digest, size)
 
     def _tag_target(self, connection: Connection, repository_id: int, tag: str) -> str | None:
         return connection.scalar(
@@ -536,6 +503,18 @@ _BLOB_SIZE = select(Blob.size).where(
     exists().where(
         RepositoryBlob.repository_id == _REPOSITORY_ID, RepositoryBlob.digest == bindparam("digest")
     ),
+)
+
+
+# A mount from a named repository (what clients send): the blob, live, linked to the source.
+_KEY_SHARE: dict[str, Any] = {"read": True, "key_share": True, "of": Blob}
+_MOUNTABLE_FROM = (
+    select(Blob.size)
+    .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+    .join(Repository, Repository.id == RepositoryBlob.repository_id)
+    .where(Blob.digest == bindparam("digest"), live(), Repository.name == bindparam("source"))
+    .with_for_update(**_KEY_SHARE)
+    .limit(1)
 )
 
 

@@ -1,0 +1,78 @@
+"""What every push's write transaction starts with: the repository it writes to (created on the first
+push, with its project), and linking a blob into it with the project's quota charge.
+
+These run on every mount, blob commit and manifest PUT, so the statements are built once (building
+one costs several times what running it does) and no statement reads back what the transaction
+knows already: the repository's project comes with its id.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, String, bindparam, select
+from sqlalchemy.sql.dml import Insert
+
+from dockyard.db.base import UTCDateTime, utcnow
+from dockyard.db.dialect import insert_for, insert_ignore
+from dockyard.projects.models import ProjectRow
+from dockyard.projects.quotas import Quotas
+from dockyard.projects.rbac import project_of
+from dockyard.registry.models import Repository, RepositoryBlob
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRow:
+    id: int
+    project_id: int | None  # None only for rows written before projects existed (migration 0005)
+    created: bool  # by this transaction: the caller bumps the change feed after its commit
+
+
+_BY_NAME = select(Repository.id, Repository.project_id).where(Repository.name == bindparam("repository"))
+
+
+def ensure_repository(connection: Connection, name: str) -> RepositoryRow:
+    """The repository `name`, created (with its project, if that is new too) when missing. Whoever got
+    this far may push here (the auth gate checked), so a missing project is created."""
+    found = connection.execute(_BY_NAME, {"repository": name}).first()
+    if found is not None:
+        return RepositoryRow(found.id, found.project_id, False)
+    values = {"repository": name, "project": project_of(name), "now": utcnow()}
+    created = connection.execute(_create_in_project(connection.dialect.name), values).first()
+    if created is None:  # no such project yet, or (PostgreSQL) another push created the repository
+        now = values["now"]
+        project = {"name": values["project"], "public": False, "created_at": now, "updated_at": now}
+        insert_ignore(connection, ProjectRow, project)
+        created = connection.execute(_create_in_project(connection.dialect.name), values).first()
+    if created is None:  # another transaction created it meanwhile (SQLite writers are serial)
+        found = connection.execute(_BY_NAME, {"repository": name}).one()
+        return RepositoryRow(found.id, found.project_id, False)
+    return RepositoryRow(created.id, created.project_id, True)
+
+
+def link_blob(
+    connection: Connection, quotas: Quotas, repository: RepositoryRow, digest: str, size: int
+) -> None:
+    """Link the blob, and count it in the project's quota usage (QuotaExceeded: roll back)."""
+    insert_ignore(
+        connection,
+        RepositoryBlob,
+        {"repository_id": repository.id, "digest": digest, "created_at": utcnow()},
+    )
+    if repository.project_id is not None:
+        quotas.charge(connection, repository.project_id, digest, size)
+
+
+@functools.cache
+def _create_in_project(dialect: str) -> Insert:
+    """INSERT the repository into its existing project: no row inserted (nothing returned) when the
+    project does not exist or the repository does (INSERT ... SELECT ... ON CONFLICT DO NOTHING)."""
+    source = select(
+        bindparam("repository", type_=String),
+        bindparam("now", type_=UTCDateTime),
+        ProjectRow.id,
+    ).where(ProjectRow.name == bindparam("project"))
+    columns = [Repository.name, Repository.created_at, Repository.project_id]
+    insert = insert_for(dialect, Repository).from_select(columns, source)
+    return insert.on_conflict_do_nothing().returning(Repository.id, Repository.project_id)

@@ -1,0 +1,109 @@
+"""The statements a push's small requests run (a cross-repository mount, a manifest PUT), on SQLite and
+PostgreSQL: one transaction each, nothing read back that the transaction already knows (the
+repository's project comes with its id), content the project counts already charged with one INSERT."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from dockyard.content import mediatypes
+from dockyard.content.digest import digest_of
+from dockyard.db.session import Database
+from dockyard.projects.models import ProjectRow
+from dockyard.registry.models import Repository
+from tests.unit.gc.fixtures import Env
+
+pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
+
+
+@pytest.fixture
+def env(database: Database, tmp_path: Path) -> Env:
+    return Env.on(database, tmp_path / "storage")
+
+
+@contextmanager
+def statements_of(database: Database) -> Iterator[list[str]]:
+    """Every statement sent, transaction control (BEGIN) left out."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            sent.append(" ".join(statement.split()))
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+
+
+def _image(env: Env, repo: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    config = env.push_blob(repo, b'{"os": "linux", "architecture": "amd64"}')
+    config["mediaType"] = mediatypes.OCI_CONFIG
+    layer = env.push_blob(repo, b"the one layer")
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "config": config, "layers": [layer]}
+    ).encode()
+    env.registry.put_manifest(repo, "latest", body, mediatypes.OCI_MANIFEST)
+    return config, layer, body
+
+
+def _reads_back_the_project(statements: list[str]) -> list[str]:
+    """What the repository's row gives already: its project (by id or by name)."""
+    return [s for s in statements if s.startswith(("SELECT repositories.project_id", "SELECT projects.id"))]
+
+
+def test_a_mount_into_a_new_repository_of_a_known_project(env: Env, database: Database) -> None:
+    _, layer, _ = _image(env, "team/base")
+    with statements_of(database) as sent:
+        assert env.registry.mount_blob("team/new", layer["digest"], "team/base") == layer["size"]
+    # The blob from the source, the repository (missing), created in its project, the link, the count
+    # (the project counts the layer already); PostgreSQL locks the project's row before counting.
+    assert len(sent) == (6 if database.dialect == "postgresql" else 5), sent
+    assert not [s for s in sent if s.startswith("INSERT INTO projects")]
+    assert _reads_back_the_project(sent) == []
+    with database.read() as connection:
+        project = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == "team"))
+        new = connection.scalar(select(Repository.project_id).where(Repository.name == "team/new"))
+    assert new == project
+
+
+def test_a_mount_into_an_existing_repository(env: Env, database: Database) -> None:
+    config, layer, _ = _image(env, "team/base")
+    assert env.registry.mount_blob("team/app", config["digest"], "team/base") == config["size"]
+    with statements_of(database) as sent:
+        assert env.registry.mount_blob("team/app", layer["digest"], "team/base") == layer["size"]
+    assert len(sent) == (5 if database.dialect == "postgresql" else 4), sent
+    assert _reads_back_the_project(sent) == []
+
+
+def test_the_first_push_to_a_new_project_creates_it(env: Env, database: Database) -> None:
+    _, layer, _ = _image(env, "team/base")
+    assert env.registry.mount_blob("fresh/app", layer["digest"], "team/base") == layer["size"]
+    with database.read() as connection:
+        project = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == "fresh"))
+        assert project is not None
+        app = connection.scalar(select(Repository.project_id).where(Repository.name == "fresh/app"))
+    assert app == project
+    assert env.registry.quotas.get("fresh").used_bytes == layer["size"]
+
+
+def test_a_manifest_put_reads_nothing_back(env: Env, database: Database) -> None:
+    config, layer, body = _image(env, "team/base")
+    for blob in (config, layer):
+        env.registry.mount_blob("team/app", blob["digest"], "team/base")
+    with statements_of(database) as sent:
+        result = env.registry.put_manifest("team/app", "latest", body, mediatypes.OCI_MANIFEST)
+    assert result.digest == digest_of(body)
+    # The repository, the blobs and their links, whether the manifest is there, the manifest and its
+    # references, the count, the tag.
+    assert len(sent) == (9 if database.dialect == "postgresql" else 8), sent
+    assert _reads_back_the_project(sent) == []
+    assert env.registry.get_manifest("team/app", "latest").digest == result.digest
