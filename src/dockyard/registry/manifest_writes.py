@@ -4,10 +4,12 @@ charge, and marking the blobs of a manifest about to go."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Iterable
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import BindParameter, Connection, Select, String, bindparam, insert, select, update
 
 from dockyard.content import mediatypes
 from dockyard.content.manifest import ParsedManifest
@@ -32,26 +34,18 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
     when a descriptor's size is not the blob's or the child manifest's."""
     blob_digests = {d.digest for d in parsed.blobs}
     if blob_digests:
-        rows = connection.execute(
-            select(Blob.digest, Blob.size)
-            .where(Blob.digest.in_(blob_digests), live())
-            .order_by(Blob.digest)
-            # PostgreSQL: garbage collection and a blob DELETE lock a blob's row before they tombstone
-            # it or unlink it, so this manifest either sees the blob gone or keeps it (docs/gc.md);
-            # the tombstone test is on the locked row, which PostgreSQL reads again once the other
-            # commits. SQLite: writes are serial.
-            .with_for_update(read=True, key_share=True)
-        )
+        # PostgreSQL: garbage collection and a blob DELETE lock a blob's row before they tombstone it or
+        # unlink it, so this manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone
+        # test is on the locked row, which PostgreSQL reads again once the other commits. SQLite: writes
+        # are serial.
+        rows = connection.execute(_live_blobs(len(blob_digests)), _numbered(blob_digests))
         sizes = {digest: size for digest, size in rows}
         # The links in a new statement (a fresh snapshot under READ COMMITTED), after the locks: an
         # unlink committed while this waited is seen.
-        linked_digests = set(
-            connection.scalars(
-                select(RepositoryBlob.digest).where(
-                    RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest.in_(sizes)
-                )
-            )
-        )
+        linked_digests: set[str] = set()
+        if sizes:
+            values = {"repository_id": repository_id, **_numbered(sizes)}
+            linked_digests = set(connection.scalars(_links(len(sizes)), values))
         linked = {digest: size for digest, size in sizes.items() if digest in linked_digests}
         missing = sorted(blob_digests - linked.keys())
         if missing:
@@ -65,15 +59,8 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
                 )
     child_digests = {d.digest for d in parsed.manifests}
     if child_digests:
-        present = {
-            digest: size
-            for digest, size in connection.execute(
-                select(Manifest.digest, Manifest.size)
-                .where(Manifest.repository_id == repository_id, Manifest.digest.in_(child_digests))
-                .order_by(Manifest.digest)
-                .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
-            )
-        }
+        values = {"repository_id": repository_id, **_numbered(child_digests)}
+        present = {digest: size for digest, size in connection.execute(_children(len(child_digests)), values)}
         missing = sorted(child_digests - present.keys())
         if missing:
             raise ManifestBlobUnknown(
@@ -87,6 +74,47 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
                     f"{present[child.digest]}",
                     detail={"digest": child.digest},
                 )
+
+
+# The reference checks, built once per number of digests (a manifest names a handful): a list of
+# plain parameters, not an expanding IN, which SQLAlchemy would rewrite on every execution.
+def _numbered(digests: Iterable[str]) -> dict[str, str]:
+    return {f"digest_{index}": digest for index, digest in enumerate(digests)}
+
+
+def _digest_parameters(count: int) -> list[BindParameter[str]]:
+    return [bindparam(f"digest_{index}", type_=String) for index in range(count)]
+
+
+@functools.lru_cache(maxsize=64)
+def _live_blobs(count: int) -> Select[str, int]:
+    return (
+        select(Blob.digest, Blob.size)
+        .where(Blob.digest.in_(_digest_parameters(count)), live())
+        .order_by(Blob.digest)
+        .with_for_update(read=True, key_share=True)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _links(count: int) -> Select[str]:
+    return select(RepositoryBlob.digest).where(
+        RepositoryBlob.repository_id == bindparam("repository_id"),
+        RepositoryBlob.digest.in_(_digest_parameters(count)),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _children(count: int) -> Select[str, int]:
+    return (
+        select(Manifest.digest, Manifest.size)
+        .where(
+            Manifest.repository_id == bindparam("repository_id"),
+            Manifest.digest.in_(_digest_parameters(count)),
+        )
+        .order_by(Manifest.digest)
+        .with_for_update(read=True, key_share=True)  # against GC, as for blobs above
+    )
 
 
 def platform_of(blobs: BlobStore, parsed: ParsedManifest) -> dict[str, str] | None:
