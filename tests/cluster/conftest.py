@@ -1,7 +1,7 @@
 """The cluster the tests in this directory share, one per module (see deployment.py).
 
-Each module's tests run on one xdist worker (`xdist_group`, with `--dist loadgroup` in the Makefile),
-so a module starts one cluster, not one per worker that picked up one of its tests.
+Each module's tests run on one xdist worker (`--dist loadscope` in pyproject.toml), so a module starts one
+cluster, not one per worker that picked up one of its tests.
 """
 
 from __future__ import annotations
@@ -20,9 +20,3 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield running
     finally:
         running.stop()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.module is not None and item.module.__name__.startswith("tests.cluster."):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -36,9 +36,9 @@ from tests.support.oci import (
 from tests.support.server import RunningServer, start_server
 from tests.support.tools import ContainerTools
 
-# One daemon for the module: its tests stay on one xdist worker. The exchange between docker and dockyard
-# is the same on either metadata database, so the PostgreSQL pass does not run it again.
-pytestmark = [pytest.mark.xdist_group("docker"), pytest.mark.db_independent]
+# One daemon for the module (its tests stay on one xdist worker: `--dist loadscope`). The exchange between
+# docker and dockyard is the same on either metadata database, so the PostgreSQL pass does not run it again.
+pytestmark = pytest.mark.db_independent
 
 REGISTRY_NAME = "dockyard-registry.test"  # the HTTPS registry's name; resolves to ::1 in dockerd's hosts
 ADMIN = Credentials("admin", "docker-e2e-admin-password-3")

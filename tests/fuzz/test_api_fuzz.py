@@ -19,8 +19,6 @@ from tests.fuzz.target import EXAMPLES, Target
 from tests.support.inprocess import ADMIN, basic
 from tests.support.ociclient import describe
 
-pytestmark = pytest.mark.xdist_group("fuzz-api")  # one app per worker, built once
-
 MOUNT = "/api/v1"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +25,6 @@ from tests.fuzz.strategies import (
 from tests.fuzz.target import EXAMPLES, Target
 from tests.support.inprocess import ADMIN, basic
 from tests.support.ociclient import describe, error_codes
-
-pytestmark = pytest.mark.xdist_group("fuzz-v2")  # one app per worker, built once
 
 ADMIN_HEADER = basic(*ADMIN)  # the admin's, for requests whose other headers are fuzzed
 METHODS = st.sampled_from(["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"])
