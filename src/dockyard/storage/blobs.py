@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, bindparam, select
 
 from dockyard.content.digest import Digest, new_hasher
 from dockyard.db.dialect import insert_ignore
@@ -59,6 +59,11 @@ class BlobLocation:
     redirect_url: str | None
 
 
+# Built once: every commit reads the blob's state twice.
+_STATE = select(Blob.deleting_since).where(Blob.digest == bindparam("digest"))
+_STATE_LOCKED = _STATE.with_for_update(read=True, key_share=True)
+
+
 class LandedBefore:
     """An upload whose bytes an earlier, cut-off commit landed at the content address already."""
 
@@ -85,10 +90,7 @@ class BlobStore:
     def state_of(self, connection: Connection, digest: str, lock: bool = False) -> BlobState:
         """With lock, the row is share-locked for the rest of the transaction (PostgreSQL: waits
         for a collector holding it, then reads what it committed)."""
-        query = select(Blob.deleting_since).where(Blob.digest == digest)
-        if lock:
-            query = query.with_for_update(read=True, key_share=True)
-        row = connection.execute(query).first()
+        row = connection.execute(_STATE_LOCKED if lock else _STATE, {"digest": digest}).first()
         if row is None:
             return BlobState.ABSENT
         return BlobState.LIVE if row.deleting_since is None else BlobState.DELETING

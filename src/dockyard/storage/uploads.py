@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, select, update
 
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
@@ -59,6 +59,18 @@ from dockyard.storage.running_hashes import KEPT, RunningHashes
 _HELD_WRITERS = 64
 
 log = logging.getLogger("dockyard.storage.uploads")
+
+# The statements every push runs, built once (building one costs more CPU than running it).
+_CREATE = insert(Upload)
+_BY_ID = select(
+    Upload.id, Upload.repository, Upload.owner, Upload.size, Upload.created_at, Upload.storage_token
+).where(Upload.id == bindparam("upload_id"))
+_RECORD_SIZE = (
+    update(Upload)
+    .where(Upload.id == bindparam("upload_id"), Upload.size == bindparam("recorded_size"))
+    .values(size=bindparam("new_size"), storage_token=bindparam("token"), updated_at=bindparam("now"))
+)
+_FORGET = delete(Upload).where(Upload.id == bindparam("upload_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +209,7 @@ class UploadStore:
         now = utcnow()
         with self._db.write() as connection:
             connection.execute(
-                insert(Upload),
+                _CREATE,
                 {
                     "id": upload_id,
                     "repository": repository,
@@ -215,16 +227,7 @@ class UploadStore:
         if it did not exist (a caller may learn nothing of another's upload)."""
         upload_data_path(upload_id)  # refuses malformed ids before they reach the DB
         with self._db.read() as connection:
-            row = connection.execute(
-                select(
-                    Upload.id,
-                    Upload.repository,
-                    Upload.owner,
-                    Upload.size,
-                    Upload.created_at,
-                    Upload.storage_token,
-                ).where(Upload.id == upload_id)
-            ).first()
+            row = connection.execute(_BY_ID, {"upload_id": upload_id}).first()
         if row is None or row.repository != repository or row.owner != owner:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         return UploadState(row.id, row.repository, row.size, row.created_at, row.owner, row.storage_token)
@@ -266,7 +269,7 @@ class UploadStore:
 
     def forget(self, connection: Connection, state: UploadState) -> None:
         """Drop the upload's row, in the caller's transaction (the one that records the blob)."""
-        result = connection.execute(delete(Upload).where(Upload.id == state.id))
+        result = connection.execute(_FORGET, {"upload_id": state.id})
         if result.rowcount != 1:
             raise BlobUploadUnknown("the upload was cancelled or purged while it was committed")
 
@@ -398,9 +401,14 @@ class UploadStore:
     ) -> UploadState:
         with self._db.write() as connection:
             result = connection.execute(
-                update(Upload)
-                .where(Upload.id == state.id, Upload.size == state.size)
-                .values(size=size, storage_token=token, updated_at=utcnow())
+                _RECORD_SIZE,
+                {
+                    "upload_id": state.id,
+                    "recorded_size": state.size,
+                    "new_size": size,
+                    "token": token,
+                    "now": utcnow(),
+                },
             )
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
