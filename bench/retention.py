@@ -70,7 +70,12 @@ def run(workdir: Path, sections: dict[str, Any]) -> dict[str, Any]:
         policies = RetentionPolicies(services.db)
         policies.put("bench", parse_policy(POLICY))
         executor = RetentionExecutor(
-            services.db, services.registry, policies, RetentionRuns(services.db), audit=services.audit
+            services.db,
+            services.registry,
+            services.immutability,
+            policies,
+            RetentionRuns(services.db),
+            audit=services.audit,
         )
         figures: dict[str, Any] = {"seed_seconds": round(seed_seconds, 2)}
         for dry_run in (True, False):
@@ -88,7 +93,7 @@ def run(workdir: Path, sections: dict[str, Any]) -> dict[str, Any]:
             len(services.registry.list_tags(f"bench/repo-{n:02d}", None, None).items)
             for n in range(REPOSITORIES)
         )
-        figures["quota_used_bytes"] = services.registry.quotas.get("bench").used_bytes
+        figures["quota_used_bytes"] = services.quotas.get("bench").used_bytes
         return figures
     finally:
         services.close()
@@ -102,8 +107,8 @@ def _seed(services: Any) -> None:
     from dockyard.storage.models import Blob
 
     project_id = ProjectService(services.db).ensure("bench").id
-    services.registry.quotas.set("bench", 10 * 1024**3)
-    services.registry.immutability.add("bench", "**", "v001")
+    services.quotas.set("bench", 10 * 1024**3)
+    services.immutability.add("bench", "**", "v001")
     now = datetime.now(UTC)
     with services.db.write() as connection:
         for n in range(REPOSITORIES):

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     try:
         for blob in (image.config, image.layer):
             state = registry.start_upload(BASE)
-            append = registry.uploads.begin_append(state)
+            append = services.uploads.begin_append(state)
             append.write(blob)
             registry.commit_upload(append.finish(), image.digest_of(blob))
         registry.put_manifest(BASE, "latest", image.manifest, MANIFEST_TYPE)

@@ -88,12 +88,16 @@ def create_app(services: Services) -> ASGIApp:
         services.db,
         services.driver,
         services.registry,
+        services.quotas,
+        services.immutability,
         services.audit,
         jobs=services.jobs,
         feed=services.feed,
     )
     ctx = OCIContext(
         services.registry,
+        services.blobs,
+        services.uploads,
         io,
         metrics,
         base_url=(settings.http.host or "").rstrip("/"),
@@ -113,7 +117,7 @@ def create_app(services: Services) -> ASGIApp:
     ]
     listener: MetricsListener | None = None
     if settings.metrics.enabled:
-        render = _metrics_render(metrics, services.registry.quotas, services.jobs)
+        render = _metrics_render(metrics, services.quotas, services.jobs)
         if settings.metrics.listen:  # a port of its own, instead of http.addr
             listener = MetricsListener(settings.metrics.listen, render)
         else:

@@ -42,6 +42,8 @@ from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.errors import ConfigError
 from dockyard.jobs.queue import JobQueue
+from dockyard.projects.immutability import ImmutabilityRules
+from dockyard.projects.quotas import Quotas
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache import ChangeFeed, Topic
@@ -83,6 +85,8 @@ def build_security(
     db: Database,
     driver: StorageDriver,
     registry: Registry,
+    quotas: Quotas,
+    immutability: ImmutabilityRules,
     audit: AuditLog,
     jobs: JobQueue | None = None,
     feed: ChangeFeed | None = None,
@@ -100,7 +104,7 @@ def build_security(
         return Security(TokenGate(verifier, Challenge(auth.token.service, auth.token.realm)))
     if mode == "none":
         return Security(None)
-    return _dockyard_security(settings, db, driver, registry, audit, jobs, feed)
+    return _dockyard_security(settings, db, driver, registry, quotas, immutability, audit, jobs, feed)
 
 
 def _dockyard_security(
@@ -108,6 +112,8 @@ def _dockyard_security(
     db: Database,
     driver: StorageDriver,
     registry: Registry,
+    quotas: Quotas,
+    immutability: ImmutabilityRules,
     audit: AuditLog,
     jobs: JobQueue | None = None,
     feed: ChangeFeed | None = None,
@@ -148,6 +154,8 @@ def _dockyard_security(
         driver=driver,
         registry=registry,
         queries=RegistryQueries(db),
+        quotas=quotas,
+        immutability=immutability,
         system=SystemInfo(
             __version__,
             settings.storage.driver_name,

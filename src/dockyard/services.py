@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.audit.services import AuditLog
 from dockyard.config.durations import parse_duration
@@ -33,7 +34,16 @@ from dockyard.jobs.services import JobQueue, JobRunner
 from dockyard.jobs.tasks import selftest_kind
 from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics
-from dockyard.registry.cache import ChangeFeed, InProcessChangeFeed, LocalChangeFeed
+from dockyard.projects.immutability import ImmutabilityRules
+from dockyard.projects.quotas import Quotas
+from dockyard.registry.cache import (
+    MIB,
+    ChangeFeed,
+    GenerationCache,
+    InProcessChangeFeed,
+    LocalChangeFeed,
+    Topic,
+)
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.retention.tasks import retention_kind
@@ -58,6 +68,8 @@ class Services:
     driver: StorageDriver
     uploads: UploadStore
     blobs: BlobStore
+    quotas: Quotas
+    immutability: ImmutabilityRules
     registry: Registry
     feed: ChangeFeed
     audit: AuditLog
@@ -151,21 +163,39 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads)
     audit = AuditLog(db)
+    quotas = build_quotas(db, feed, audit)
+    immutability = build_immutability(db, feed)
     registry = Registry(
         db,
         blobs,
         uploads,
         feed,
+        quotas,
+        immutability,
         delete_enabled=settings.storage.delete.enabled,
         read_only=settings.storage.maintenance.readonly.enabled,
-        audit=audit,  # quota warnings
         max_upload_size=settings.storage.uploads.max_size_bytes,
         cache_bytes=settings.storage.cache.memory_bytes,
     )
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)
     pull_audit = PullCounter(db) if settings.audit.pulls == "counted" else None  # the same
-    return Services(settings, db, driver, uploads, blobs, registry, feed, audit, pulls, pull_audit)
+    return Services(
+        settings, db, driver, uploads, blobs, quotas, immutability, registry, feed, audit, pulls, pull_audit
+    )
+
+
+def build_quotas(db: Database, feed: ChangeFeed, audit: AuditRecorder | None = None) -> Quotas:
+    """Project quotas: limits cached per process until a change anywhere bumps Topic.POLICIES (a
+    deleted project's go with it); crossing a warning threshold is recorded in `audit`."""
+    return Quotas(db, audit, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES))
+
+
+def build_immutability(db: Database, feed: ChangeFeed) -> ImmutabilityRules:
+    """Projects' immutable-tag rules, cached like quota limits (Topic.POLICIES)."""
+    return ImmutabilityRules(
+        db, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
+    )
 
 
 def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:
@@ -175,7 +205,7 @@ def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[J
     """
     kinds = [_purge_uploads_kind(services), selftest_kind()]
     kinds.append(gc_kind(services.db, services.driver, services.feed, gc_metrics or GCMetrics()))
-    kinds.append(retention_kind(services.db, services.registry, services.audit))
+    kinds.append(retention_kind(services.db, services.registry, services.immutability, services.audit))
     return kinds
 
 

@@ -212,7 +212,7 @@ def test_import_into_storage_without_local_paths_copies_through_the_driver(
         record = services.registry.get_manifest("mem/image", "v1")
         assert record.content == pushed.body
         for blob in json.loads(pushed.body)["layers"]:
-            with services.registry.blobs.open(blob["digest"]) as stream:
+            with services.blobs.open(blob["digest"]) as stream:
                 assert digest_of(stream.read()) == blob["digest"]
     finally:
         services.close()

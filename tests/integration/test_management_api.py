@@ -38,10 +38,10 @@ from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
-from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.uploads import UploadStore
 from tests.support.postgres import migrated_scratch_database
+from tests.support.registry import registry_parts
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -131,8 +131,8 @@ AS_BOB = basic("bob", PASSWORDS["bob"])  # guest in team
 def stack(tmp_path: Path) -> Iterator[Stack]:
     db = migrated_scratch_database(tmp_path)
     driver = build_driver("filesystem", rootdirectory=tmp_path / "storage")
-    uploads = UploadStore(db, driver)
-    registry = Registry(db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed())
+    parts = registry_parts(db, driver, InProcessChangeFeed())
+    registry, uploads = parts.registry, parts.uploads
     users, groups = UserService(db), GroupService(db)
     tokens, robots = PersonalTokenService(db), RobotService(db)
     projects, members = ProjectService(db), MemberService(db)
@@ -150,6 +150,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         driver=driver,
         registry=registry,
         queries=RegistryQueries(db),
+        quotas=parts.quotas,
+        immutability=parts.immutability,
         system=SystemInfo("0.1.0", "filesystem", "dockyard", False, False, True),
         authenticator=authenticator,
         sessions=SessionCodec(b"k" * 32),

@@ -22,12 +22,11 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
 from dockyard.registry.cache import InProcessChangeFeed
-from dockyard.registry.services import Registry
-from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.driver.s3 import S3Driver
 from dockyard.storage.paths import blob_data_path
-from dockyard.storage.uploads import UploadState, UploadStore
+from dockyard.storage.uploads import UploadState
+from tests.support.registry import registry_parts
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 
 MiB = 1 << 20
@@ -59,8 +58,8 @@ class Node:
         self.driver = driver
         self.calls: Counter[str] = Counter()
         driver.client.meta.events.register("before-call.s3", self._count)
-        uploads = UploadStore(db, driver)
-        self.registry = Registry(db, BlobStore(db, driver, uploads), uploads, InProcessChangeFeed())
+        parts = registry_parts(db, driver, InProcessChangeFeed())
+        self.registry, self.uploads = parts.registry, parts.uploads
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] += 1
@@ -73,7 +72,7 @@ class Node:
         return self.registry.start_upload(repo)
 
     def append(self, state: UploadState, data: bytes, committing: bool = False) -> UploadState:
-        session = self.registry.uploads.begin_append(state)
+        session = self.uploads.begin_append(state)
         for start in range(0, len(data), 64 * 1024):  # as the ASGI server hands the body over
             session.write(data[start : start + 64 * 1024])
         return session.finish(not committing)
@@ -178,7 +177,7 @@ def test_wrong_digest_leaves_nothing_at_either_address(node: Node) -> None:
     state = node.append(node.start("library/app"), data, committing=True)
     with pytest.raises(DigestInvalid):
         node.registry.commit_upload(state, wrong)
-    node.registry.uploads.cancel(state.id, state.repository)  # as the endpoint does
+    node.uploads.cancel(state.id, state.repository)  # as the endpoint does
     keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
     assert [key for key in keys if not key.endswith("/")] == []
 
@@ -208,7 +207,7 @@ def test_a_held_multipart_upload_is_aborted(node: Node, outcome: str) -> None:
     if outcome == "wrong digest":
         with pytest.raises(DigestInvalid):
             node.registry.commit_upload(state, digest_of(b"other"))
-    node.registry.uploads.cancel(state.id, state.repository)
+    node.uploads.cancel(state.id, state.repository)
     assert _open_multipart_uploads(node) == []
     keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
     assert [key for key in keys if not key.endswith("/")] == []
@@ -228,7 +227,7 @@ def test_a_chunk_another_node_wrote_over_never_lands_under_the_digest(
     state = one.start("poison/app")
     stale = two.registry.get_upload("poison/app", state.id)
     one.append(state, genuine)
-    session = two.registry.uploads.begin_append(stale)
+    session = two.uploads.begin_append(stale)
     session.write(junk)
     with pytest.raises(BlobUploadInvalid):
         session.finish()  # the upload moved on meanwhile: not recorded, but its state is written
@@ -252,7 +251,7 @@ def test_a_commit_cut_off_after_its_bytes_landed_completes_on_another_node(
     killed, survivor = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
     data = secrets.token_bytes(size)
     state = killed.patch("cut/app", killed.start("cut/app").id, data)
-    killed.registry.uploads.verified(state, parse_digest(digest_of(data))).land(
+    killed.uploads.verified(state, parse_digest(digest_of(data))).land(
         blob_data_path(digest_of(data))
     )  # ... and the process dies here
     assert survivor.put("cut/app", state.id, digest_of(data)) == size
@@ -270,7 +269,7 @@ def test_a_put_whose_bytes_are_gone_and_not_at_its_digest_is_refused(
     killed, survivor = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
     data = secrets.token_bytes(MiB)
     state = killed.patch("cut/app", killed.start("cut/app").id, data)
-    landing = killed.registry.uploads.verified(state, parse_digest(digest_of(data)))
+    landing = killed.uploads.verified(state, parse_digest(digest_of(data)))
     landing.land(blob_data_path(digest_of(data)))
     with pytest.raises(BlobUploadInvalid):
         survivor.put("cut/app", state.id, digest_of(data[1:] + b"x"))

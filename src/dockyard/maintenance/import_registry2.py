@@ -227,7 +227,7 @@ def _record(services: MaintenanceServices, pending: list[tuple[str, int]]) -> No
         return
     with services.db.write() as connection:
         for digest, size in pending:
-            services.registry.blobs.record(connection, digest, size)
+            services.blobs.record(connection, digest, size)
     pending.clear()
 
 

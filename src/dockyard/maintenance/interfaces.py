@@ -14,6 +14,7 @@ from typing import BinaryIO, Protocol
 from dockyard.db.session import Database
 from dockyard.errors import Category, DockyardError
 from dockyard.registry.services import Registry
+from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver.base import StorageDriver
 
 COPY_CHUNK = 1024 * 1024
@@ -25,6 +26,9 @@ class MaintenanceServices(Protocol):
 
     @property
     def driver(self) -> StorageDriver: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
 
     @property
     def registry(self) -> Registry: ...

@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, select
 
-from dockyard.audit.interfaces import AuditRecorder
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
@@ -54,29 +53,29 @@ DEFAULT_CACHE_BYTES = 32 * MIB
 
 
 class Registry:
+    """Repositories, manifests, tags, referrers and blob links. The project policies every write goes
+    through (quota charges, immutable tags) and the blob and upload stores are handed in by the
+    composition root (`dockyard.services`): callers that need those use them directly."""
+
     def __init__(
         self,
         db: Database,
         blobs: BlobStore,
         uploads: UploadStore,
         feed: ChangeFeed,
+        quotas: Quotas,
+        immutability: ImmutabilityRules,
         delete_enabled: bool = True,
         read_only: bool = False,
-        audit: AuditRecorder | None = None,
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._db = db
         self.max_upload_size = max_upload_size
-        # Project policies every write goes through: quota charges and immutable tags.
-        self.quotas = Quotas(
-            db, audit, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
-        )
-        self.immutability = ImmutabilityRules(
-            db, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
-        )
-        self.blobs = blobs
-        self.uploads = uploads
+        self._quotas = quotas
+        self._immutability = immutability
+        self._blobs = blobs
+        self._uploads = uploads
         self._feed = feed
         self.delete_enabled = delete_enabled
         self.read_only = read_only
@@ -155,8 +154,8 @@ class Registry:
                 "manifest content does not match the digest in the URL",
                 detail={"expected": str(ref), "computed": digest},
             )
-        platform = platform_of(self.blobs, parsed)  # storage I/O, so before the write transaction
-        rule = None if isinstance(ref, Digest) else self.immutability.rule_for(name, ref)  # cached
+        platform = platform_of(self._blobs, parsed)  # storage I/O, so before the write transaction
+        rule = None if isinstance(ref, Digest) else self._immutability.rule_for(name, ref)  # cached
         with self._db.write() as connection:
             repository = ensure_repository(connection, name)
             if rule is not None and self._tag_target(connection, repository.id, str(ref)) not in (
@@ -165,7 +164,7 @@ class Registry:
             ):
                 raise tag_immutable(name, str(ref), rule)
             check_references(connection, repository.id, parsed)
-            manifest_id = store_manifest(connection, self.quotas, repository, digest, body, parsed, platform)
+            manifest_id = store_manifest(connection, self._quotas, repository, digest, body, parsed, platform)
             if not isinstance(ref, Digest):
                 upsert(
                     connection,
@@ -191,7 +190,7 @@ class Registry:
             if repository_id is None:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
             if isinstance(ref, Digest):
-                self.immutability.check_tag_removable(
+                self._immutability.check_tag_removable(
                     name, self._tags_of(connection, repository_id, str(ref))
                 )
                 doomed = select(Manifest.id).where(
@@ -210,7 +209,7 @@ class Registry:
                     delete(Tag).where(Tag.repository_id == repository_id, Tag.name == ref)
                 )
                 if result.rowcount:
-                    self.immutability.check_tag_removable(name, [ref])  # raising rolls the delete back
+                    self._immutability.check_tag_removable(name, [ref])  # raising rolls the delete back
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
         self._feed.bump(Topic.MANIFESTS)
@@ -222,7 +221,7 @@ class Registry:
         validate_name(name)
         immutable: dict[str, str] = {}
         for tag in {request.tag for request in requests if request.tag is not None}:
-            rule = self.immutability.rule_for(name, tag)  # cached: before the write transaction
+            rule = self._immutability.rule_for(name, tag)  # cached: before the write transaction
             if rule is not None:
                 immutable[tag] = tag_immutable(name, tag, rule).message
         with self._db.write() as connection:
@@ -388,7 +387,7 @@ class Registry:
             if size is None:
                 return None
             repository = ensure_repository(connection, name)
-            link_blob(connection, self.quotas, repository, digest, int(size))  # QuotaExceeded: no mount
+            link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
         if repository.created:
             self._feed.bump(Topic.MANIFESTS)
         return int(size)
@@ -399,15 +398,15 @@ class Registry:
     def start_upload(self, name: str, owner: str | None = None) -> UploadState:
         self._check_writable()
         validate_name(name)
-        return self.uploads.create(name, owner)
+        return self._uploads.create(name, owner)
 
     def get_upload(self, name: str, upload_id: str, owner: str | None = None) -> UploadState:
         validate_name(name)
-        return self.uploads.get(upload_id, name, owner)
+        return self._uploads.get(upload_id, name, owner)
 
     def cancel_upload(self, name: str, upload_id: str, owner: str | None = None) -> None:
         validate_name(name)
-        self.uploads.cancel(upload_id, name, owner)
+        self._uploads.cancel(upload_id, name, owner)
 
     def commit_upload(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
         """Verify, move into place, then record the blob and link it: the order that survives crashes
@@ -415,27 +414,27 @@ class Registry:
         self._check_writable()
         parsed = parse_digest(digest)
         # Refuse before moving anything when the quota has no room; the charge below is the exact check.
-        self.quotas.check_room(state.repository, state.size, digest)
+        self._quotas.check_room(state.repository, state.size, digest)
         created = False
 
         def link(connection: Connection) -> None:  # in the transaction that records the blob
             nonlocal created
             repository = ensure_repository(connection, state.repository)
             created = repository.created
-            link_blob(connection, self.quotas, repository, digest, state.size)
-            self.uploads.forget(connection, state)
+            link_blob(connection, self._quotas, repository, digest, state.size)
+            self._uploads.forget(connection, state)
 
-        size = self.blobs.commit_upload(state, parsed, link, expected_size)
+        size = self._blobs.commit_upload(state, parsed, link, expected_size)
         if created:
             self._feed.bump(Topic.MANIFESTS)
-        self.uploads.clean_up(state)
+        self._uploads.clean_up(state)
         return size
 
     def upload_budget(self, name: str, size: int, digest: str | None = None) -> UploadBudget:
         """What a request may add to an upload of `name` holding `size` bytes (registry.upload_budget):
         for the edge to refuse a body before reading it, and to stop reading one past it."""
         validate_name(name)
-        return UploadBudget(self.max_upload_size, size, self.quotas.upload_room(name, size, digest))
+        return UploadBudget(self.max_upload_size, size, self._quotas.upload_room(name, size, digest))
 
     # --- internals ----------------------------------------------------------------------------
     def _manifest_cache(self, reference: str) -> GenerationCache[tuple[str, str], ManifestRecord]:

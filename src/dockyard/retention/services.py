@@ -20,6 +20,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
 from dockyard.db.session import Database
 from dockyard.errors import DeleteDisabled, ReadOnly
+from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.services import project_id
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult
@@ -214,6 +215,7 @@ class RetentionExecutor:
         self,
         db: Database,
         registry: Registry,
+        immutability: ImmutabilityRules,
         policies: RetentionPolicies,
         runs: RetentionRuns,
         clock: Callable[[], datetime] = utcnow,
@@ -221,6 +223,7 @@ class RetentionExecutor:
     ) -> None:
         self._db = db
         self._registry = registry
+        self._immutability = immutability  # a dry run shows what the registry would refuse
         self._policies = policies
         self._runs = runs
         self._clock = clock
@@ -296,7 +299,7 @@ class RetentionExecutor:
     def _foresee(self, name: str, decision: Decision) -> Decision:
         """A dry run's decision: what the registry would refuse (immutable tags) is shown as kept."""
         if decision.outcome is Outcome.DELETED and decision.tag is not None:
-            rule = self._registry.immutability.rule_for(name, decision.tag)
+            rule = self._immutability.rule_for(name, decision.tag)
             if rule is not None:
                 return _with(decision, Outcome.KEPT_IMMUTABLE, f"immutable (rule {rule.id})")
         return decision

@@ -21,6 +21,7 @@ from dockyard.db.session import Database
 from dockyard.jobs.cron import CronError, parse_cron
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.services import JobQueue
+from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.registry.services import Registry
 from dockyard.retention.services import RetentionExecutor, RetentionPolicies, RetentionRuns
 
@@ -32,12 +33,13 @@ log = logging.getLogger("dockyard.retention")
 def retention_kind(
     db: Database,
     registry: Registry,
+    immutability: ImmutabilityRules,
     audit: AuditRecorder | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> JobKind:
     """Deleted tags go to `audit` as deletes by the system actor "retention"."""
     policies = RetentionPolicies(db)
-    executor = RetentionExecutor(db, registry, policies, RetentionRuns(db), audit=audit)
+    executor = RetentionExecutor(db, registry, immutability, policies, RetentionRuns(db), audit=audit)
     queue = JobQueue(db)
 
     def retention(ctx: JobContext) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.gc.interfaces import GCOptions, GCReport
 from dockyard.gc.services import GarbageCollector
+from dockyard.projects.quotas import Quotas
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.services import Registry
@@ -24,6 +25,7 @@ from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
 from dockyard.storage.uploads import UploadStore
+from tests.support.registry import RegistryParts, registry_parts
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 HOURS_LATER = timedelta(hours=3)  # the collector's clock runs this far ahead: today's pushes are old
@@ -34,14 +36,29 @@ class Env:
     db: Database
     driver: FilesystemDriver
     feed: InProcessChangeFeed
-    registry: Registry
+    parts: RegistryParts  # the registry, its stores and project policies
 
     @classmethod
     def on(cls, db: Database, root: Path) -> Env:
         driver = FilesystemDriver(root)
-        uploads = UploadStore(db, driver)
         feed = InProcessChangeFeed()
-        return cls(db, driver, feed, Registry(db, BlobStore(db, driver, uploads), uploads, feed))
+        return cls(db, driver, feed, registry_parts(db, driver, feed))
+
+    @property
+    def registry(self) -> Registry:
+        return self.parts.registry
+
+    @property
+    def blobs(self) -> BlobStore:
+        return self.parts.blobs
+
+    @property
+    def uploads(self) -> UploadStore:
+        return self.parts.uploads
+
+    @property
+    def quotas(self) -> Quotas:
+        return self.parts.quotas
 
     # --- pushing ------------------------------------------------------------------------------
     def push_blob(self, repo: str, data: bytes) -> dict[str, Any]:
@@ -49,7 +66,7 @@ class Env:
         digest = digest_of(data)
         self.driver.put_content(blob_data_path(digest), data)
         with self.db.write() as connection:
-            self.registry.blobs.record(connection, digest, len(data))
+            self.blobs.record(connection, digest, len(data))
         assert self.registry.mount_blob(repo, digest, None) == len(data)
         return {"mediaType": LAYER, "digest": digest, "size": len(data)}
 

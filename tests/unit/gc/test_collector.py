@@ -201,9 +201,9 @@ def test_quota_usage_drops_by_what_gc_deletes(env: Env) -> None:
     env.push_image("team/app", "v1", [b"v1 layer" * 100], seed="1")
     env.push_image("team/app", "v1", [b"v2 layer" * 100], seed="2")  # the first is untagged now
     env.push_blob("team/app", b"never used" * 10)
-    before = env.registry.quotas.get("team").used_bytes
+    before = env.quotas.get("team").used_bytes
 
     report = env.collect(delete_untagged=True)
 
     assert report.manifests_deleted == 1 and report.blobs_deleted == 3
-    assert env.registry.quotas.get("team").used_bytes == before - report.bytes_freed
+    assert env.quotas.get("team").used_bytes == before - report.bytes_freed

@@ -29,10 +29,10 @@ from dockyard.gc.blobs import BlobSweeper
 from dockyard.gc.interfaces import GCOptions
 from dockyard.gc.services import GarbageCollector
 from dockyard.registry.models import ManifestReference
-from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
+from tests.support.registry import registry_parts
 from tests.unit.gc.fixtures import HOURS_LATER, Env
 
 # Each test runs on SQLite and on PostgreSQL itself (tests/unit/gc/conftest.py's `db`).
@@ -128,7 +128,7 @@ def _start_upload(env: Env, data: bytes) -> Callable[[], int]:
     """An upload of data into AGAIN whose last request holds its writer for the commit (a monolithic
     push), ready to commit; returns the commit."""
     state = env.registry.start_upload(AGAIN)
-    session = env.registry.uploads.begin_append(state)
+    session = env.uploads.begin_append(state)
     session.write(data)
     state = session.finish(record=False)
     return lambda: env.registry.commit_upload(state, digest_of(data))
@@ -145,7 +145,7 @@ def _assert_no_row_without_its_bytes(env: Env) -> None:
 def _assert_pulls(env: Env, data: bytes) -> None:
     digest = digest_of(data)
     assert env.registry.blob_size(AGAIN, digest) == len(data)
-    with env.registry.blobs.open(digest) as stream:
+    with env.blobs.open(digest) as stream:
         assert stream.read() == data
 
 
@@ -284,8 +284,8 @@ def test_an_upload_held_up_by_a_crashed_run_answers_try_again_until_the_next_run
 ) -> None:
     digest = digest_of(old_blob)
     _tombstone_as_a_crashed_run_left_it(env, gc_db, digest)
-    impatient = BlobStore(env.db, env.driver, env.registry.uploads, wait_for_delete=0.2)
-    env.registry.blobs = impatient
+    impatient = {"wait_for_delete": 0.2}
+    env.parts = registry_parts(env.db, env.driver, env.feed, blob_options=impatient)
 
     with pytest.raises(BlobBeingDeleted) as refused:
         _start_upload(env, old_blob)()
@@ -341,5 +341,5 @@ def test_uploads_racing_collector_runs_never_leave_a_row_without_its_bytes(env: 
         )
         for (digest,) in linked:  # what is still recorded pulls
             data = next(x for x in layers if digest_of(x) == digest)
-            with env.registry.blobs.open(digest) as stream:
+            with env.blobs.open(digest) as stream:
                 assert stream.read() == data

@@ -15,15 +15,13 @@ from dockyard.gc.interfaces import GCOptions
 from dockyard.gc.services import GarbageCollector
 from dockyard.registry.cache import LocalChangeFeed
 from dockyard.registry.services import Registry
-from dockyard.storage.blobs import BlobStore
-from dockyard.storage.uploads import UploadStore
+from tests.support.registry import registry_parts
 from tests.unit.gc.fixtures import HOURS_LATER, Env
 
 
 def _worker(env: Env, feed_path: Path) -> Registry:
     """Another worker process's registry: its own caches, the node's shared feed file."""
-    uploads = UploadStore(env.db, env.driver)
-    return Registry(env.db, BlobStore(env.db, env.driver, uploads), uploads, LocalChangeFeed(feed_path))
+    return registry_parts(env.db, env.driver, LocalChangeFeed(feed_path)).registry
 
 
 def _collect(env: Env, feed_path: Path, **options: Any) -> None:

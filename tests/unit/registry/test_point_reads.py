@@ -16,6 +16,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import BlobUnknown, ManifestUnknown
 from dockyard.storage.models import Blob
+from tests.support.registry import registry_parts
 from tests.unit.gc.fixtures import Env
 
 pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
@@ -28,12 +29,7 @@ def env(database: Database, tmp_path: Path) -> Env:
 
 def fresh_reader(env: Env, database: Database) -> Env:
     """Another process's registry on the same database: its caches are empty, so every read misses."""
-    return Env(
-        database,
-        env.driver,
-        env.feed,
-        type(env.registry)(database, env.registry.blobs, env.registry.uploads, env.feed),
-    )
+    return Env(database, env.driver, env.feed, registry_parts(database, env.driver, env.feed))
 
 
 def test_misses_answer_the_latest_commit_by_tag_digest_and_blob(env: Env, database: Database) -> None:

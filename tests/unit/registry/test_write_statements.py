@@ -92,7 +92,7 @@ def test_the_first_push_to_a_new_project_creates_it(env: Env, database: Database
         assert project is not None
         app = connection.scalar(select(Repository.project_id).where(Repository.name == "fresh/app"))
     assert app == project
-    assert env.registry.quotas.get("fresh").used_bytes == layer["size"]
+    assert env.quotas.get("fresh").used_bytes == layer["size"]
 
 
 def test_a_manifest_put_reads_nothing_back(env: Env, database: Database) -> None:

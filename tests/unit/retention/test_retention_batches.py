@@ -64,7 +64,7 @@ def test_untagged_deletes_release_quota_usage_and_leave_blobs_to_gc(world: World
         )
         charge(connection, project_id, layer, 1000)
         charge(connection, project_id, untagged, 2, what="manifest")
-    assert world.registry.quotas.get("team").used_bytes == 1002
+    assert world.quotas.get("team").used_bytes == 1002
     world.policies.put("team", KEEP_LAST_1_WITH_UNTAGGED)
 
     report = world.executor.run("team", dry_run=False)
@@ -73,7 +73,7 @@ def test_untagged_deletes_release_quota_usage_and_leave_blobs_to_gc(world: World
         (untagged, Outcome.DELETED)
     ]
     assert untagged not in world.manifests(repository_id)
-    assert world.registry.quotas.get("team").used_bytes == 1000  # the layer is still linked
+    assert world.quotas.get("team").used_bytes == 1000  # the layer is still linked
     with world.db.read() as connection:
         stamped = connection.scalar(select(Blob.unreferenced_at).where(Blob.digest == layer))
     assert stamped is not None  # garbage collection's window starts now
@@ -100,7 +100,7 @@ def test_a_batch_leaves_alone_what_changed_since_the_plan(world: World) -> None:
         connection.execute(
             insert(ManifestReference).values(manifest_id=ids[index], digest=now_listed, kind="manifest")
         )
-    world.registry.immutability.add("team", "**", "plain")
+    world.immutability.add("team", "**", "plain")
     plain = world.registry.get_manifest("team/app", "plain").digest
     requests = [
         DeleteRequest("moved", moved_from),  # the plan saw "moved" on an older image

@@ -199,7 +199,7 @@ def test_schedules_are_claimed_once(world: World) -> None:
 
 def test_immutable_tags_are_kept_and_said_so(world: World) -> None:
     five_versions(world, "team/app")
-    world.registry.immutability.add("team", "**", "v1")
+    world.immutability.add("team", "**", "v1")
     world.policies.put("team", KEEP_LAST_3)
 
     for dry_run in (True, False):
@@ -225,7 +225,7 @@ def test_policy_and_history_go_with_their_project(world: World) -> None:
 def test_a_dry_run_report_lists_each_repository_and_those_no_rule_covers(world: World) -> None:
     five_versions(world, "team/app")
     five_versions(world, "team/sandbox/try")
-    world.registry.immutability.add("team", "**", "v1")
+    world.immutability.add("team", "**", "v1")
     policy = {"rules": [{"action": "latestPushedK", "count": 3, "repositories": {"exclude": "sandbox/**"}}]}
     world.policies.put("team", parse_policy(policy))
 

@@ -23,7 +23,7 @@ def world(db: Database) -> World:
 
 
 def runner(world: World, clock_offset: timedelta = timedelta(0)) -> JobRunner:
-    kind = retention_kind(world.db, world.registry, clock=lambda: utcnow() + clock_offset)
+    kind = retention_kind(world.db, world.registry, world.immutability, clock=lambda: utcnow() + clock_offset)
     return JobRunner(JobQueue(world.db), [kind], node="test", poll_interval=0.05, schedules=False)
 
 

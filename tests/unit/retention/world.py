@@ -11,12 +11,10 @@ from dockyard.db.session import Database
 from dockyard.projects.services import ProjectService
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest, Repository, Tag
-from dockyard.registry.services import Registry
 from dockyard.retention.interfaces import parse_policy
 from dockyard.retention.services import RetentionExecutor, RetentionPolicies, RetentionRuns
-from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
-from dockyard.storage.uploads import UploadStore
+from tests.support.registry import registry_parts
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 KEEP_LAST_3 = parse_policy({"rules": [{"action": "latestPushedK", "count": 3}]})
@@ -27,18 +25,21 @@ class World:
 
     def __init__(self, db: Database, delete_enabled: bool = True) -> None:
         self.db = db
-        driver = build_driver("inmemory")
-        uploads = UploadStore(db, driver)
         self.feed = InProcessChangeFeed()
-        self.registry = Registry(
-            db, BlobStore(db, driver, uploads), uploads, self.feed, delete_enabled=delete_enabled
-        )
+        parts = registry_parts(db, build_driver("inmemory"), self.feed, delete_enabled=delete_enabled)
+        self.registry, self.quotas, self.immutability = parts.registry, parts.quotas, parts.immutability
         self.projects = ProjectService(db)
         self.policies = RetentionPolicies(db)
         self.runs = RetentionRuns(db)
         self.audit = CollectingRecorder()
         self.executor = RetentionExecutor(
-            db, self.registry, self.policies, self.runs, clock=lambda: NOW, audit=self.audit
+            db,
+            self.registry,
+            self.immutability,
+            self.policies,
+            self.runs,
+            clock=lambda: NOW,
+            audit=self.audit,
         )
         self.serial = 0
 

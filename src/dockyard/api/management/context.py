@@ -20,6 +20,8 @@ from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.tokens import KeyRing
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
+from dockyard.projects.immutability import ImmutabilityRules
+from dockyard.projects.quotas import Quotas
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.queries import RegistryQueries
@@ -56,6 +58,8 @@ class ManagementServices:
     driver: StorageDriver
     registry: Registry
     queries: RegistryQueries
+    quotas: Quotas
+    immutability: ImmutabilityRules
     system: SystemInfo
     authenticator: SessionAuthenticator
     sessions: SessionCodec

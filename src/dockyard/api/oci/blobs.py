@@ -71,7 +71,7 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
         byte_range = parse_range(request.headers.get("range"), size)
     except RangeInvalid as exc:  # with the size, for the client to ask again
         return render_error(exc, headers={"Content-Range": f"bytes */{size}"})
-    location = ctx.registry.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
+    location = ctx.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
     if location.redirect_url:
         return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)
     headers = blob_headers(digest, size)
@@ -90,7 +90,7 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         headers["Content-Length"] = str(end - start)
-    stream = await ctx.call(ctx.registry.blobs.open, digest, start)
+    stream = await ctx.call(ctx.blobs.open, digest, start)
     return StreamingResponse(
         iterate_in_threadpool(_read(stream, end - start)),
         status_code=status,

@@ -1,4 +1,5 @@
-"""What every /v2 handler needs: the registry, the blob I/O pool, the pull recorder, and how to build URLs."""
+"""What every /v2 handler needs: the registry, the blob and upload stores, the blob I/O pool, the pull
+recorder, and how to build URLs."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from dockyard.auth.interfaces import Principal
 from dockyard.observability.metrics import Metrics
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
+from dockyard.storage.blobs import BlobStore
+from dockyard.storage.uploads import UploadStore
 
 T = TypeVar("T")
 
 
 @dataclass
 class OCIContext:
-    registry: Registry
+    registry: Registry  # repositories, manifests, tags, blob links; upload sessions' start and commit
+    blobs: BlobStore  # blob bytes: where a GET reads them from
+    uploads: UploadStore  # an upload session's bytes while a request streams them in
     io: BlobIO
     metrics: Metrics
     base_url: str = ""  # http.host when set: absolute Location headers

@@ -161,7 +161,7 @@ async def _append(
 ) -> UploadState:
     """Stream the body onto the upload, within `budget`. `committing`: the commit comes next and removes
     the upload's row in its own transaction, so the new size need not be written first."""
-    session = await ctx.call(ctx.registry.uploads.begin_append, state)
+    session = await ctx.call(ctx.uploads.begin_append, state)
 
     def write(data: bytes) -> None:  # in a blob-io thread
         granted = budget.take(len(data))
@@ -214,11 +214,11 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
     except BaseException:
         # Failed before it reached storage (e.g. read-only): a writer this request left open for the
         # commit still holds the upload; let the client's next request in.
-        await ctx.call(ctx.registry.uploads.close_held, state.id)
+        await ctx.call(ctx.uploads.close_held, state.id)
         raise
     ctx.metrics.uploads_completed.inc()
 
 
 def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
     with contextlib.suppress(DockyardError):
-        ctx.registry.uploads.cancel(state.id, state.repository, state.owner)
+        ctx.uploads.cancel(state.id, state.repository, state.owner)

@@ -31,10 +31,8 @@ from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.registry.cache import InProcessChangeFeed, Topic
 from dockyard.registry.queries import RegistryQueries
-from dockyard.registry.services import Registry
-from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
-from dockyard.storage.uploads import UploadStore
+from tests.support.registry import registry_parts
 from tests.unit.accounts.fixtures import FakeClock, Services, migrated_database
 
 ADMIN = ("admin", "admin-password-for-basic-1")
@@ -94,13 +92,12 @@ def hasher(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
 
 @pytest.fixture
 def api(tmp_path: Path, hasher: CountingHasher) -> Iterator[Api]:
-    """Wired as `dockyard.security` wires it: the remembered logins follow the AUTH topic, and every
+    """Wired as the composition root wires it: the remembered logins follow the AUTH topic, and every
     successful write under the API bumps it."""
     db = migrated_database(tmp_path)
     driver = build_driver("inmemory")
-    uploads = UploadStore(db, driver)
     feed = InProcessChangeFeed()
-    registry = Registry(db, BlobStore(db, driver, uploads), uploads, feed)
+    parts = registry_parts(db, driver, feed)
     services = Services.on(db)
     services.users.create(*ADMIN, admin=True)
     services.users.create(*ALICE)
@@ -112,8 +109,10 @@ def api(tmp_path: Path, hasher: CountingHasher) -> Iterator[Api]:
     management = ManagementServices(
         db=db,
         driver=driver,
-        registry=registry,
+        registry=parts.registry,
         queries=RegistryQueries(db),
+        quotas=parts.quotas,
+        immutability=parts.immutability,
         system=SystemInfo("0.1.0", "inmemory", "dockyard", False, False, True),
         authenticator=authenticator,
         sessions=SessionCodec(b"k" * 32),

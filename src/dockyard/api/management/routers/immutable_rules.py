@@ -65,7 +65,7 @@ def rule_out(rule: ImmutableRule) -> RuleOut:
 @router.get("/projects/{project}/immutable-rules", response_model=list[RuleOut])
 def list_rules(project: str, principal: Caller, services: Services) -> list[RuleOut]:
     require(services, principal, project, Permission.PROJECT_UPDATE)
-    return [rule_out(rule) for rule in services.registry.immutability.list(project)]
+    return [rule_out(rule) for rule in services.immutability.list(project)]
 
 
 @router.post("/projects/{project}/immutable-rules", response_model=RuleOut, status_code=201)
@@ -75,7 +75,7 @@ def add_rule(project: str, body: RuleIn, request: Request, principal: Caller, se
         services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail
     ) as extra:
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        rule = services.registry.immutability.add(project, **body.model_dump())
+        rule = services.immutability.add(project, **body.model_dump())
         extra["rule"] = rule.id
     return rule_out(rule)
 
@@ -83,7 +83,7 @@ def add_rule(project: str, body: RuleIn, request: Request, principal: Caller, se
 @router.get("/projects/{project}/immutable-rules/{rule_id}", response_model=RuleOut)
 def get_rule(project: str, rule_id: ResourceId, principal: Caller, services: Services) -> RuleOut:
     require(services, principal, project, Permission.PROJECT_UPDATE)
-    return rule_out(services.registry.immutability.get(project, rule_id))
+    return rule_out(services.immutability.get(project, rule_id))
 
 
 @router.put("/projects/{project}/immutable-rules/{rule_id}", response_model=RuleOut)
@@ -99,7 +99,7 @@ def update_rule(
     detail = {"rule": rule_id, "changes": changes}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        rule = services.registry.immutability.update(project, rule_id, **changes)
+        rule = services.immutability.update(project, rule_id, **changes)
     return rule_out(rule)
 
 
@@ -110,4 +110,4 @@ def remove_rule(
     detail = {"removed_immutable_rule": rule_id}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        services.registry.immutability.remove(project, rule_id)
+        services.immutability.remove(project, rule_id)

@@ -61,7 +61,7 @@ def quota_out(quota: ProjectQuota) -> QuotaOut:
 def get_quota(project: str, principal: Caller, services: Services) -> QuotaOut:
     """The limit and the usage. Project admins and system administrators."""
     require(services, principal, project, Permission.PROJECT_UPDATE)
-    return quota_out(services.registry.quotas.get(project))
+    return quota_out(services.quotas.get(project))
 
 
 @router.put("/projects/{project}/quota", response_model=QuotaOut)
@@ -77,5 +77,5 @@ def set_quota(
             raise Unauthenticated()
         if not services.policy.is_admin(principal):
             raise ApiError(403, "only system administrators may change a project's quota")
-        quota = services.registry.quotas.set(project, body.limit_bytes, body.warn_percent)
+        quota = services.quotas.set(project, body.limit_bytes, body.warn_percent)
     return quota_out(quota)
