@@ -1009,19 +1009,20 @@ def test_the_expectation_tables_name_only_existing_endpoints() -> None:
 
 def test_ids_of_other_projects_and_users_are_not_reachable_through_ones_own(world: World) -> None:
     """A project admin of mxpriv names mxelse's member and robot under mxpriv, and another user's token
-    under /me: each is refused as unknown (or invalid), and each survives."""
+    under /me: each is refused as unknown (the robot's full name, as no short name can be, as invalid),
+    and each survives."""
     actor = next(a for a in world.actors if a.key == "project_admin")
     token_id, secret = world.victim_token
     attempts = [
-        ("DELETE", f"/me/tokens/{token_id}", None),
-        *((m, f"/projects/{PRIV}/members/{world.else_member}", {"role": "developer"}) for m in METHODS),
-        *((m, f"/projects/{PRIV}/robots/robot${ELSE}+reader", {"description": "x"}) for m in METHODS),
+        ("DELETE", f"/me/tokens/{token_id}", None, 404),
+        *((m, f"/projects/{PRIV}/members/{world.else_member}", {"role": "developer"}, 404) for m in METHODS),
+        *((m, f"/projects/{PRIV}/robots/robot${ELSE}+reader", {"description": "x"}, 400) for m in METHODS),
     ]
     problems = []
-    for method, path, body in attempts:
+    for method, path, body, status in attempts:
         answer = world.caller.api(actor, Call(method, api(path), json=body if method == "PATCH" else None))
-        if answer.status_code not in (400, 404):
-            problems.append(f"expected 400 or 404{describe(answer)}")
+        if answer.status_code != status:
+            problems.append(f"expected {status}{describe(answer)}")
     assert not problems, "\n".join(problems)
     assert world.caller.http.get(api("/me"), auth=(VICTIM, secret)).status_code == 200
     assert world.admin.api("GET", f"/projects/{ELSE}/members/{world.else_member}")["role"] == "guest"

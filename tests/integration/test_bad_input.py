@@ -53,9 +53,7 @@ TRAVERSALS = [  # {m} is a marker unique to the request; the check looks for fil
 
 
 def assert_name_refused(status: int, codes: list[str] | None, what: str) -> None:
-    assert status in (400, 404), f"{what}: status {status}"
-    if status == 400 and codes is not None:
-        assert codes[0] == "NAME_INVALID", f"{what}: {codes}"
+    assert (status, codes and codes[0]) == (400, "NAME_INVALID"), f"{what}: status {status}, codes {codes}"
 
 
 def try_writes(server: RunningServer, name: str) -> None:
@@ -111,13 +109,8 @@ BAD_DIGESTS = [
 @pytest.mark.parametrize("digest", BAD_DIGESTS)
 def test_malformed_digest_on_blob_reads(oci: OCIClient, repo_name: str, digest: str) -> None:
     oci.push_blob(repo_name, BLOB)
-    for method in ("GET", "DELETE"):
-        response = oci.http.request(method, f"/v2/{repo_name}/blobs/{digest}")
-        if response.status_code == 400:
-            assert_error(response, 400, "DIGEST_INVALID")
-        else:
-            assert_error(response, 404, "BLOB_UNKNOWN", "DIGEST_INVALID")
-    assert oci.http.head(f"/v2/{repo_name}/blobs/{digest}").status_code in (400, 404)
+    for method in ("GET", "DELETE", "HEAD"):
+        assert_error(oci.http.request(method, f"/v2/{repo_name}/blobs/{digest}"), 400, "DIGEST_INVALID")
 
 
 @pytest.mark.parametrize("digest", BAD_DIGESTS)
@@ -133,9 +126,8 @@ def test_malformed_digest_on_upload_is_digest_invalid(oci: OCIClient, repo_name:
 def test_malformed_digest_as_manifest_reference(oci: OCIClient, repo_name: str, digest: str) -> None:
     pushed = oci.push_image(repo_name, "real")
     put = oci.put_manifest(repo_name, digest, pushed.body, pushed.media_type)
-    assert_error(put, 400, "DIGEST_INVALID", "MANIFEST_INVALID")
-    get = oci.get_manifest(repo_name, digest)
-    assert_error(get, (400, 404), "DIGEST_INVALID", "MANIFEST_INVALID", "MANIFEST_UNKNOWN")
+    assert_error(put, 400, "DIGEST_INVALID")
+    assert_error(oci.get_manifest(repo_name, digest), 400, "DIGEST_INVALID")
     assert oci.tags(repo_name) == ["real"]
 
 
@@ -143,34 +135,45 @@ def test_malformed_digest_as_manifest_reference(oci: OCIClient, repo_name: str, 
 def test_malformed_digest_on_mount(oci: OCIClient, repo_name: str, digest: str) -> None:
     oci.push_blob(f"{repo_name}-src", BLOB)
     response = oci.start_upload(repo_name, mount=digest, **{"from": f"{repo_name}-src"})
-    if response.status_code != 202:  # 202: the registry could not mount and opened a session instead
-        assert_error(response, 400, "DIGEST_INVALID")
+    # Refused, not a 202 session in place of the mount (what the spec allows for a mount it cannot do).
+    assert_error(response, 400, "DIGEST_INVALID")
 
 
-@pytest.mark.parametrize("tag", ["-lead", ".dot", "a" * 129, "with space", "t@g", "a/b"])
-def test_malformed_tag_is_refused(oci: OCIClient, repo_name: str, tag: str) -> None:
+@pytest.mark.parametrize(
+    ("tag", "status", "code"),
+    [
+        *((tag, 400, "MANIFEST_INVALID") for tag in ["-lead", ".dot", "a" * 129, "with space", "t@g"]),
+        ("a/b", 404, "NAME_UNKNOWN"),  # .../manifests/a/b is no route of the API
+    ],
+)
+def test_malformed_tag_is_refused(oci: OCIClient, repo_name: str, tag: str, status: int, code: str) -> None:
     pushed = oci.push_image(repo_name, "good")
     response = oci.put_manifest(repo_name, tag, pushed.body, pushed.media_type)
-    assert_error(response, (400, 404))
+    assert_error(response, status, code)
     assert oci.tags(repo_name) == ["good"]
 
 
 # --- Range on blob GET ----------------------------------------------------------------------------
+# RFC 9110 lets a server ignore a Range it cannot parse (or several ranges): the whole blob, 200. A range
+# that starts past the end (or a suffix of 0 bytes) cannot be satisfied: 416. One that runs past the end
+# is cut to it: 206.
 @pytest.mark.parametrize(
-    "header",
-    ["bytes=abc", "bytes=5-2", "items=0-1", "bytes=", "bytes=--1", "bytes=0-1,3-4", "bytes=-0",
-     "bytes=99999999999999999999999-", "bytes=0-99999999999999999999999", "bytes = 0-1", "0-1"],
+    ("header", "status"),
+    [("bytes=abc", 200), ("bytes=5-2", 416), ("items=0-1", 200), ("bytes=", 200), ("bytes=--1", 200),
+     ("bytes=0-1,3-4", 200), ("bytes=-0", 416), ("bytes=99999999999999999999999-", 416),
+     ("bytes=0-99999999999999999999999", 206), ("bytes = 0-1", 200), ("0-1", 200)],
 )
-def test_malformed_range_header(oci: OCIClient, repo_name: str, header: str) -> None:
+def test_malformed_range_header(oci: OCIClient, repo_name: str, header: str, status: int) -> None:
     digest = oci.push_blob(repo_name, BLOB)
     response = oci.http.get(f"/v2/{repo_name}/blobs/{digest}", headers={"Range": header})
-    assert response.status_code in (200, 206, 416), describe(response)
-    if response.status_code == 200:  # an ignored Range: the whole blob
-        assert response.content == BLOB
-    if response.status_code == 206 and "multipart" not in response.headers.get("Content-Type", ""):
-        unit, _, span = response.headers["Content-Range"].partition(" ")
-        first, last = (int(part) for part in span.split("/")[0].split("-"))
-        assert unit == "bytes" and response.content == BLOB[first : last + 1]
+    assert response.status_code == status, describe(response)
+    if status == 416:
+        assert response.json()["errors"][0]["code"] == "RANGE_INVALID"  # registry:2's, not the spec's
+        assert response.headers["Content-Range"] == f"bytes */{len(BLOB)}"
+        return
+    assert response.content == BLOB
+    if status == 206:
+        assert response.headers["Content-Range"] == f"bytes 0-{len(BLOB) - 1}/{len(BLOB)}"
 
 
 # --- Content-Range on PATCH ---------------------------------------------------------------------
@@ -181,32 +184,41 @@ def test_malformed_range_header(oci: OCIClient, repo_name: str, header: str) -> 
 def test_malformed_content_range_on_patch(oci: OCIClient, repo_name: str, content_range: str) -> None:
     location = oci.upload_location(repo_name)
     response = oci.http.patch(oci.url(location), content=BLOB[:5], headers={"Content-Range": content_range})
-    assert_error(response, (400, 416))
-    status = oci.http.get(oci.url(location))
-    if status.status_code == 204:  # the session survived: without the refused chunk
-        assert status.headers.get("Range", "0-0") == "0-0", describe(status)
-        good = oci.patch_chunk(location, BLOB, 0)
-        assert good.status_code == 202, describe(good)
-    else:
-        assert_error(status, 404, "BLOB_UPLOAD_UNKNOWN")
+    # The spec's answer to a chunk that is not the next one; a malformed range is no next one either.
+    assert_error(response, 416, "BLOB_UPLOAD_INVALID")
+    status = oci.http.get(oci.url(location))  # the session survives, without the refused chunk
+    assert status.status_code == 204, describe(status)
+    assert status.headers.get("Range", "0-0") == "0-0", describe(status)
+    good = oci.patch_chunk(location, BLOB, 0)
+    assert good.status_code == 202, describe(good)
     assert oci.head_blob(repo_name, digest_of(BLOB[:5])).status_code == 404
 
 
 # --- query strings and routes ---------------------------------------------------------------------
-@pytest.mark.parametrize("n", ["-1", "abc", "99999999999999999999999", "1.5", ""])
-def test_malformed_pagination(oci: OCIClient, repo_name: str, n: str) -> None:
+# A huge n is the largest page, an empty one no limit; what is no whole number at all is refused.
+@pytest.mark.parametrize(
+    ("n", "status"), [("-1", 400), ("abc", 400), ("99999999999999999999999", 200), ("1.5", 400), ("", 200)]
+)
+def test_malformed_pagination(oci: OCIClient, repo_name: str, n: str, status: int) -> None:
     oci.push_image(repo_name, "v1")
     for url in (f"/v2/{repo_name}/tags/list", "/v2/_catalog"):
         response = oci.http.get(url, params={"n": n})
-        if response.status_code != 200:
-            assert_error(response, 400)
+        if status == 400:
+            assert_error(response, 400, "UNSUPPORTED")
+        else:
+            assert response.status_code == 200, describe(response)
 
 
+# An unknown path is 404 NAME_UNKNOWN (it names no repository endpoint); a known path with a method it
+# does not take is 405 UNSUPPORTED.
 @pytest.mark.parametrize(
-    ("method", "path"),
-    [("GET", "/v2/a/b/nonsense"), ("PUT", "/v2/"), ("POST", "/v2/a/manifests/x"), ("PATCH", "/v2/a/blobs/x"),
-     ("GET", "/v2/a/blobs/uploads/"), ("GET", "/v2/_catalog/extra"), ("TRACE", "/v2/")],
+    ("method", "path", "status", "code"),
+    [("GET", "/v2/a/b/nonsense", 404, "NAME_UNKNOWN"), ("PUT", "/v2/", 405, "UNSUPPORTED"),
+     ("POST", "/v2/a/manifests/x", 405, "UNSUPPORTED"), ("PATCH", "/v2/a/blobs/x", 405, "UNSUPPORTED"),
+     ("GET", "/v2/a/blobs/uploads/", 405, "UNSUPPORTED"), ("GET", "/v2/_catalog/extra", 404, "NAME_UNKNOWN"),
+     ("TRACE", "/v2/", 405, "UNSUPPORTED")],
 )
-def test_unknown_routes_and_methods_are_4xx(client: httpx.Client, method: str, path: str) -> None:
-    response = client.request(method, path)
-    assert 400 <= response.status_code < 500, describe(response)
+def test_unknown_routes_and_methods_are_4xx(
+    client: httpx.Client, method: str, path: str, status: int, code: str
+) -> None:
+    assert_error(client.request(method, path), status, code)

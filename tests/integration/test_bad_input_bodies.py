@@ -85,8 +85,12 @@ def repo_with_blobs(oci: OCIClient, repo_name: str) -> str:
     return repo_name
 
 
-def assert_nothing_tagged(oci: OCIClient, repo: str, catalog_before: list[str]) -> None:
-    assert oci.tags(repo) in (None, [])
+def assert_nothing_tagged(
+    oci: OCIClient, repo: str, catalog_before: list[str], tags: list[str] | None
+) -> None:
+    """No tag and no new repository: `tags` is [] where the repository holds blobs, None (unknown)
+    where the refused manifest was the first thing pushed to it."""
+    assert oci.tags(repo) == tags
     assert oci.catalog() == catalog_before
 
 
@@ -100,13 +104,14 @@ def test_the_valid_baseline_is_accepted(oci: OCIClient, repo_with_blobs: str) ->
 def test_malformed_manifest_is_manifest_invalid(oci: OCIClient, repo_with_blobs: str, case: str) -> None:
     before = oci.catalog()
     body = MALFORMED_MANIFESTS[case]
+    # A bad digest inside the document too: DIGEST_INVALID is for a digest in the request (the reference
+    # or the upload's), a manifest that names a malformed one is itself invalid.
     response = oci.put_manifest(repo_with_blobs, "bad", body, OCI_MANIFEST)
-    codes = ("MANIFEST_INVALID", "DIGEST_INVALID") if "digest" in case else ("MANIFEST_INVALID",)
-    assert_error(response, 400, *codes)
+    assert_error(response, 400, "MANIFEST_INVALID")
     by_digest = oci.put_manifest(repo_with_blobs, digest_of(body), body, OCI_MANIFEST)
-    assert_error(by_digest, 400, *codes)
+    assert_error(by_digest, 400, "MANIFEST_INVALID")
     assert_error(oci.get_manifest(repo_with_blobs, digest_of(body)), 404, "MANIFEST_UNKNOWN")
-    assert_nothing_tagged(oci, repo_with_blobs, before)
+    assert_nothing_tagged(oci, repo_with_blobs, before, [])
 
 
 @pytest.mark.parametrize(
@@ -120,15 +125,15 @@ def test_malformed_manifest_is_manifest_invalid(oci: OCIClient, repo_with_blobs:
 def test_malformed_index_is_manifest_invalid(oci: OCIClient, repo_name: str, body: bytes) -> None:
     before = oci.catalog()
     response = oci.put_manifest(repo_name, "bad", body, OCI_INDEX)
-    assert_error(response, 400, "MANIFEST_INVALID", "DIGEST_INVALID")
-    assert_nothing_tagged(oci, repo_name, before)
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert_nothing_tagged(oci, repo_name, before, None)
 
 
 def test_descriptor_size_that_lies_about_the_blob_is_refused(oci: OCIClient, repo_with_blobs: str) -> None:
     body = with_changes(layers=[bad_descriptor(size=len(LAYER) + 1000)])
     response = oci.put_manifest(repo_with_blobs, "liar", body, OCI_MANIFEST)
-    assert_error(response, 400, "MANIFEST_INVALID", "MANIFEST_BLOB_UNKNOWN", "SIZE_INVALID")
-    assert oci.tags(repo_with_blobs) in (None, [])
+    assert_error(response, 400, "MANIFEST_INVALID")
+    assert oci.tags(repo_with_blobs) == []
 
 
 # --- truncated bodies: the client dies mid-request ---------------------------------------------
@@ -140,11 +145,11 @@ def settle() -> None:
     time.sleep(0.5)
 
 
-def assert_refused_or_silent(response: Any) -> None:
+def assert_refused_or_silent(response: Any, code: str) -> None:
+    """A server may just close a connection whose body never came in full; if it answers, it is a 400
+    with `code`."""
     if response is not None:
-        assert 400 <= response.status < 500, response
-        if response.body:
-            raw_error_codes(response)
+        assert (response.status, raw_error_codes(response)[0]) == (400, code), response
 
 
 def test_truncated_single_post_does_not_commit(server: RunningServer, oci: OCIClient, repo_name: str) -> None:
@@ -153,7 +158,7 @@ def test_truncated_single_post_does_not_commit(server: RunningServer, oci: OCICl
     response = raw_request(server.host, "POST", f"/v2/{repo_name}/blobs/uploads/?digest={digest}",
                            {"Content-Type": "application/octet-stream"}, PAYLOAD[:1000],
                            content_length=len(PAYLOAD))
-    assert_refused_or_silent(response)
+    assert_refused_or_silent(response, "BLOB_UPLOAD_INVALID")
     settle()
     assert oci.head_blob(repo_name, digest).status_code == 404
     assert oci.head_blob(repo_name, digest_of(PAYLOAD[:1000])).status_code == 404
@@ -164,7 +169,7 @@ def test_truncated_closing_put_does_not_commit(server: RunningServer, oci: OCICl
     target = location.raw_path.decode()
     response = raw_request(server.host, "PUT", target, {"Content-Type": "application/octet-stream"},
                            PAYLOAD[:1000], content_length=len(PAYLOAD))
-    assert_refused_or_silent(response)
+    assert_refused_or_silent(response, "BLOB_UPLOAD_INVALID")
     settle()
     assert oci.head_blob(repo_name, digest_of(PAYLOAD)).status_code == 404
 
@@ -175,7 +180,7 @@ def test_truncated_patch_can_be_resumed(server: RunningServer, oci: OCIClient, r
     target = oci.url(location).raw_path.decode()
     response = raw_request(server.host, "PATCH", target, {"Content-Type": "application/octet-stream"},
                            PAYLOAD[:1000], content_length=len(PAYLOAD))
-    assert_refused_or_silent(response)
+    assert_refused_or_silent(response, "BLOB_UPLOAD_INVALID")
     settle()
     status = oci.http.get(oci.url(location))
     assert status.status_code == 204, describe(status)
@@ -196,10 +201,10 @@ def test_truncated_manifest_put_does_not_commit(
     body = with_changes()
     response = raw_request(server.host, "PUT", f"/v2/{repo_with_blobs}/manifests/cut",
                            {"Content-Type": OCI_MANIFEST}, body, content_length=len(body) + 100)
-    assert_refused_or_silent(response)
+    assert_refused_or_silent(response, "SIZE_INVALID")
     settle()
     assert_error(oci.get_manifest(repo_with_blobs, "cut"), 404, "MANIFEST_UNKNOWN")
-    assert_nothing_tagged(oci, repo_with_blobs, before)
+    assert_nothing_tagged(oci, repo_with_blobs, before, [])
 
 
 # --- oversized and lying bodies ---------------------------------------------------------------

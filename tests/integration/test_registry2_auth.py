@@ -111,7 +111,8 @@ def test_token_auth_holds(
         pushing = {"Authorization": f"Bearer {token_for(key, 'team/app', ['pull', 'push'])}"}
         assert httpx.get(f"{server.url}/v2/", headers=pushing).status_code == 200
         assert start_upload(server, "team/app", headers=pushing).status_code == 202
-        assert start_upload(server, "team/other", headers=pushing).status_code in (401, 403)
+        # A valid token without the scope: 401 (a new token may have it), as registry:2 answers.
+        assert start_upload(server, "team/other", headers=pushing).status_code == 401
         forged = {"Authorization": f"Bearer {token_for(other_key, 'team/app', ['pull', 'push'])}"}
         assert httpx.get(f"{server.url}/v2/", headers=forged).status_code == 401
         assert start_upload(server, "team/app", headers=forged).status_code == 401

@@ -43,9 +43,7 @@ def test_a_superscript_page_size_is_refused(http: TestClient, path: str) -> None
 @pytest.mark.parametrize("path", ["/v2/_catalog", "/v2/team/app/tags/list"])
 def test_a_page_size_of_thousands_of_digits_is_the_largest_page(http: TestClient, path: str) -> None:
     response = http.get(path, params={"n": HUGE})
-    assert response.status_code in (200, 404), describe(response)
-    if response.status_code == 404:
-        assert_error(response, 404, "NAME_UNKNOWN")
+    assert response.status_code == 200, describe(response)
 
 
 @pytest.mark.parametrize("length", [b"\xb2", b"\xb3", HUGE.encode(), b"1" + b"0" * 25])
@@ -54,8 +52,7 @@ def test_a_chunk_with_an_unreadable_or_absurd_content_length_is_refused(
 ) -> None:
     location = OCIClient(http).upload_location("team/app")
     response = http.patch(location, content=b"abc", headers={"Content-Length": length})
-    assert response.status_code in (400, 403, 413), describe(response)
-    assert_error(response, response.status_code)
+    assert_error(response, 400, "SIZE_INVALID")
 
 
 @pytest.mark.parametrize("length", [b"\xb2", HUGE.encode()])
@@ -67,8 +64,7 @@ def test_a_manifest_with_an_unreadable_or_absurd_content_length_is_refused(
         content=b"{}",
         headers={"Content-Length": length, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
     )
-    assert response.status_code in (400, 413), describe(response)
-    assert_error(response, response.status_code, "SIZE_INVALID", "MANIFEST_INVALID")
+    assert_error(response, 400, "SIZE_INVALID")
 
 
 def test_ranges_of_thousands_of_digits(http: TestClient) -> None:
@@ -96,12 +92,13 @@ def test_an_error_body_never_shows_a_storage_path(http: TestClient, workdir: Pat
     assert stored, "the upload's data file"
     for path in stored:
         path.unlink()
-    answers = [
-        http.patch(location, content=b"second chunk"),
-        http.put(location, params={"digest": "sha256:" + hashlib.sha256(b"first chunk").hexdigest()}),
-        http.get(location),
-    ]
-    for response in answers:
-        assert response.status_code < 500, describe(response)
+    patch = http.patch(location, content=b"second chunk")
+    put = http.put(location, params={"digest": "sha256:" + hashlib.sha256(b"first chunk").hexdigest()})
+    status = http.get(location)  # the session's row is still there; only its bytes are gone
+    # The missing bytes read as an unknown blob (BLOB_UPLOAD_UNKNOWN would name them better).
+    assert_error(patch, 404, "BLOB_UNKNOWN")
+    assert_error(put, 404, "BLOB_UNKNOWN")
+    assert status.status_code == 204, describe(status)
+    for response in (patch, put, status):
         for leak in (upload_id + "/", "uploads/", str(workdir), "/data", "path not found"):
             assert leak not in response.text, f"{leak!r} in {describe(response)}"
