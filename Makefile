@@ -8,7 +8,7 @@ PYTEST_WORKERS ?= 2
 # e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
 PYTEST_ARGS ?= tests
 
-.PHONY: serve venv test test-sqlite test-postgres test-deps lint bench docs
+.PHONY: serve venv test test-sqlite test-postgres test-deps lint bench docs image images
 
 # Runtime dependencies and the package only (no dev tools), re-installed when pyproject.toml changes.
 $(PYTHON):
@@ -26,6 +26,16 @@ serve: venv
 
 test-deps:
 	bash scripts/install-test-deps.sh
+
+# The container image (docs/container.md), from Debian's packages (a base made by mmdebstrap) and wheels
+# built here, cached under build/images/: build/images/dockyard.tar (`docker load -i` it), and
+# dockyard:latest in your docker daemon when one runs. `make images` adds the images of the HA compose
+# example (deploy/docker-compose.yml): build/images/ha.tar. Both need root without a daemon of yours.
+image: venv
+	$(PYTHON) scripts/build_images.py --set dockyard
+
+images: venv
+	$(PYTHON) scripts/build_images.py --set all
 
 # Two passes, both always run (CI fails if either does):
 # 1. SQLite: every test, each server and unit-test database a SQLite file (the embedded default);

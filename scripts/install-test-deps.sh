@@ -26,14 +26,20 @@ declare -A PACKAGE_OF=(
   [python3]=python3
   [make]=make
   [redis-server]=redis-server  # Redis the cache and limiter tests start on their own ports (tests/support/redis.py)
+  # The container images (`make image`, tests/images): a Debian base from Debian's packages, and the HA
+  # compose example started for real.
+  [mmdebstrap]=mmdebstrap
+  [docker-compose]=docker-compose
 )
 
 missing=()
 for command in "${!PACKAGE_OF[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$command]}")
 done
-# `python3 -m venv` needs ensurepip, which Debian ships separately.
+# `python3 -m venv` needs ensurepip, which Debian ships separately; scripts/build_images.py makes a venv
+# with Debian's own python3 (the images' Python) to build their wheels.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+[[ ! -x /usr/bin/python3 ]] || /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   echo "install-test-deps: installing ${missing[*]}"

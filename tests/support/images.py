@@ -1,0 +1,97 @@
+"""The container images `make image` and `make images` build (scripts/build_images.py), for tests/images.
+
+`built_images(set)` runs the build script, which does nothing when its cached archive is up to date
+(and waits on its lock while another session builds); the tests load the archive into a dockerd of their
+own (tests/support/docker.py, data root on a tmpfs) and run containers there with `--network host` or on
+a compose network. A missing tool (mmdebstrap, dockerd, docker-compose) fails, it never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.docker import DockerClient
+from tests.support.server import REPO_ROOT
+
+BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_images.py"
+ARCHIVES = REPO_ROOT / "build" / "images"
+DOCKYARD_IMAGE = "dockyard:latest"
+ADMIN_PASSWORD_LINE = re.compile(r"created the administrator 'admin' with password: (\S+)")
+
+
+def built_images(image_set: str) -> Path:
+    """Build (or find up to date) the images of `image_set` ("dockyard" or "all"); the archive of the last
+    set it names (dockyard.tar, or ha.tar for "all", which builds dockyard.tar too)."""
+    result = subprocess.run(
+        [sys.executable, str(BUILD_SCRIPT), "--set", image_set],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"scripts/build_images.py --set {image_set} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return ARCHIVES / ("dockyard.tar" if image_set == "dockyard" else "ha.tar")
+
+
+@dataclass
+class Container:
+    """One container of a test's dockerd, by name."""
+
+    docker: DockerClient
+    name: str
+
+    def inspect(self) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(self.docker("container", "inspect", self.name).stdout)
+        return found[0]
+
+    def logs(self) -> str:
+        """Everything it wrote, stdout and stderr, over all its starts."""
+        result = self.docker("logs", self.name)
+        return result.stdout + result.stderr
+
+    def health(self) -> str:
+        state = self.inspect()["State"]
+        return str(state["Health"]["Status"]) if state.get("Health") else state["Status"]
+
+    def wait_healthy(self, timeout: float = 180.0) -> None:
+        """Until the image's HEALTHCHECK passed (run the container with a short --health-interval)."""
+        deadline = time.monotonic() + timeout
+        while (state := self.inspect()["State"])["Health"]["Status"] != "healthy":
+            if not state["Running"]:
+                raise AssertionError(f"{self.name} exited with {state['ExitCode']}:\n{self.logs()[-6000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name} not healthy after {timeout}s: {state['Health']}\n{self.logs()[-6000:]}"
+                )
+            time.sleep(0.3)
+
+    def wait_exited(self, timeout: float = 120.0) -> int:
+        deadline = time.monotonic() + timeout
+        while (state := self.inspect()["State"])["Running"]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} still running after {timeout}s")
+            time.sleep(0.2)
+        return int(state["ExitCode"])
+
+    def admin_passwords_shown(self) -> list[str]:
+        return ADMIN_PASSWORD_LINE.findall(self.logs())
+
+
+def image_config(docker: DockerClient, image: str) -> dict[str, Any]:
+    found = docker.inspect(image)
+    assert found is not None, f"no image {image}"
+    return found
+
+
+__all__ = ["DOCKYARD_IMAGE", "Container", "built_images", "image_config"]
