@@ -28,10 +28,10 @@ from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import free_port
 
-# One daemon and one registry container for the module, so its tests stay on one xdist worker (with
-# tests/images/test_compose.py: both load images into a dockerd of their own). Nothing in them depends
-# on the metadata database the suite's servers use, so the PostgreSQL pass does not run them again.
-pytestmark = [pytest.mark.xdist_group("images"), pytest.mark.db_independent]
+# One daemon and one registry container for the module (its tests stay on one xdist worker: `--dist
+# loadscope`). Nothing here depends on the metadata database the suite's servers use, so the PostgreSQL
+# pass does not run it again.
+pytestmark = pytest.mark.db_independent
 
 MiB = 1024 * 1024
 SIZE_BUDGET = 150 * 1000 * 1000  # bytes, as `docker images` counts them
