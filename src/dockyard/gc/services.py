@@ -38,6 +38,8 @@ log = logging.getLogger("dockyard.gc")
 NICENESS = 10  # GC is background work: serving comes first
 ATTEMPTS = 5  # a batch that meets a deadlock (PostgreSQL aborts one side) is tried again
 T = TypeVar("T")
+# Starts deleting the storage objects of tombstoned blobs: futures of how many deletes failed.
+_Deleting = Callable[[list[str]], list[Future[int]]]
 
 
 class GCMetrics(Protocol):  # observability.metrics.GCMetrics
@@ -84,7 +86,8 @@ class GarbageCollector:
         else:
             self._sweep_manifests(garbage, rules, options.batch_size, report, tracker)
             with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="gc-delete") as pool:
-                self._sweep_blobs(cutoff, options.batch_size, pool, report, tracker)
+                deleting = partial(self._blobs.delete_files, pool=pool, parts=options.workers)
+                self._sweep_blobs(cutoff, options.batch_size, deleting, report, tracker)
         report.duration_seconds = time.monotonic() - started
         progress.log(_summary(report))
         if self._metrics is not None:
@@ -119,9 +122,9 @@ class GarbageCollector:
                 tracker.advance(len(batch))
 
     def _sweep_blobs(
-        self, cutoff: datetime, batch_size: int, pool: ThreadPoolExecutor, report: GCReport, tracker: _Tracker
+        self, cutoff: datetime, batch_size: int, deleting: _Deleting, report: GCReport, tracker: _Tracker
     ) -> None:
-        self._finish_tombstones(batch_size, pool, report)
+        self._finish_tombstones(batch_size, deleting, report)
         after: str | None = None
         tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
         # A batch's storage deletes start as soon as it commits (the pool works through batches in
@@ -142,7 +145,7 @@ class GarbageCollector:
                     if doomed:
                         self._feed.bump(Topic.BLOB_DELETES)  # the links went, and the blobs read as absent
                         digests = [d for d, _ in doomed]
-                        deletes = self._blobs.delete_files(digests, pool)
+                        deletes = deleting(digests)
                         report.storage_delete_failures += _result(pending)
                         pending = finisher.submit(self._forget_after, deletes, digests)
                     for digest, size in doomed:
@@ -159,12 +162,12 @@ class GarbageCollector:
         _retrying(partial(self._blobs.forget, digests))
         return failures
 
-    def _finish_tombstones(self, batch_size: int, pool: ThreadPoolExecutor, report: GCReport) -> None:
+    def _finish_tombstones(self, batch_size: int, deleting: _Deleting, report: GCReport) -> None:
         """Blobs an earlier run tombstoned and did not finish (it crashed): their bytes, then their
         rows. Runs are serialised (one `gc` job at a time), so no other collector is deleting them."""
         finished = 0
         while digests := self._blobs.tombstoned(batch_size):
-            deletes = self._blobs.delete_files(digests, pool)
+            deletes = deleting(digests)
             report.storage_delete_failures += self._forget_after(deletes, digests)
             finished += len(digests)
         if finished:

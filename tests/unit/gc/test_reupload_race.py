@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -45,17 +45,17 @@ OLD_BYTES = b"layer pushed long ago, used by nothing"
 
 
 class PausingDriver:
-    """The collector's storage: its first delete waits until the test lets it go."""
+    """The collector's storage: its deletes wait until the test lets them go."""
 
     def __init__(self, inner: FilesystemDriver) -> None:
         self._inner = inner
         self.deleting = threading.Event()
         self.go = threading.Event()
 
-    def delete(self, path: str) -> None:
+    def delete_files(self, paths: Sequence[str]) -> dict[str, Exception]:
         self.deleting.set()
         assert self.go.wait(WAIT)
-        self._inner.delete(path)
+        return self._inner.delete_files(paths)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

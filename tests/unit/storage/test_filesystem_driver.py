@@ -113,6 +113,56 @@ def test_prune_stops_at_a_non_empty_directory(driver: FilesystemDriver, root: Pa
     ]
 
 
+def test_delete_files_prunes_once_but_as_delete_does(driver: FilesystemDriver, root: Path) -> None:
+    for path in ("blobs/sha256/ab/one/data", "blobs/sha256/ab/two/data", "blobs/sha256/cd/x/data"):
+        driver.put_content(path, b"1")
+    driver.put_content("blobs/sha256/ef/file", b"a file, not a directory, keeps ef")
+    failed = driver.delete_files(
+        ["blobs/sha256/ab/one/data", "blobs/sha256/cd/x/data", "blobs/sha256/ef/gone/data"]
+    )
+    assert failed == {}
+    assert all_entries(root) == [
+        "blobs",
+        "blobs/sha256",
+        "blobs/sha256/ab",
+        "blobs/sha256/ab/two",
+        "blobs/sha256/ab/two/data",
+        "blobs/sha256/ef",
+        "blobs/sha256/ef/file",
+    ]
+
+
+def test_delete_files_removes_a_symlinked_file_not_its_target(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "passwd").write_bytes(b"root:x:0:0")
+    root.joinpath("blobs/d").mkdir(parents=True)
+    (root / "blobs/d/data").symlink_to(tmp_path / "passwd")
+    assert driver.delete_files(["blobs/d/data"]) == {}
+    assert (tmp_path / "passwd").read_bytes() == b"root:x:0:0"
+    assert all_entries(root) == []
+
+
+def test_delete_files_through_a_symlinked_directory_is_refused_outside_root(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "d").mkdir(parents=True)
+    (outside / "d" / "secret").write_bytes(b"secret")
+    (root / "escape").symlink_to(outside)
+    failed = driver.delete_files(["escape/d/secret"])
+    assert isinstance(failed["escape/d/secret"], InvalidPath)
+    assert (outside / "d" / "secret").read_bytes() == b"secret"
+
+
+def test_delete_files_follows_a_symlinked_directory_within_root(driver: FilesystemDriver, root: Path) -> None:
+    driver.put_content("real/d/file", b"inside")
+    driver.put_content("real/d/other", b"stays")
+    (root / "alias").symlink_to(root / "real")
+    assert driver.delete_files(["alias/d/file"]) == {}
+    assert all_entries(root) == ["alias", "real", "real/d", "real/d/other"]
+
+
 def test_move_and_cancel_prune_source_directories(driver: FilesystemDriver, root: Path) -> None:
     driver.put_content("uploads/u1/data", b"x")
     driver.move("uploads/u1/data", "blobs/x/data")

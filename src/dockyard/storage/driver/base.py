@@ -13,10 +13,11 @@ Drivers are synchronous: callers on the event loop run them in a worker thread.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from dockyard.errors import InvalidPath
+from dockyard.errors import InvalidPath, PathNotFound
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 MAX_SEGMENT_LENGTH = 255  # a file name on every local filesystem we run on
@@ -43,6 +44,21 @@ def check_path(path: str) -> str:
     if not all(is_valid_segment(segment) for segment in path.split("/")):
         raise InvalidPath(f"invalid storage path {path!r}")
     return path
+
+
+def delete_each(delete: Callable[[str], None], paths: Sequence[str]) -> dict[str, Exception]:
+    """`StorageDriver.delete_files` for a driver with nothing cheaper than a `delete` per path."""
+    for path in paths:
+        check_path(path)
+    failed: dict[str, Exception] = {}
+    for path in paths:
+        try:
+            delete(path)
+        except PathNotFound:
+            pass
+        except Exception as exc:
+            failed[path] = exc
+    return failed
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,13 @@ class StorageDriver(Protocol):
 
     def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
+        ...
+
+    def delete_files(self, paths: Sequence[str]) -> dict[str, Exception]:
+        """Delete many files (garbage collection's blobs) as `delete` would each, for less than a
+        `delete` each where the driver can: a missing one is no error, and the directories left empty
+        go. Returns the paths that could not be deleted, with why. Raises InvalidPath, before deleting
+        anything, when `check_path` refuses one of them."""
         ...
 
     def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:

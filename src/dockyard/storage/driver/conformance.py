@@ -67,6 +67,7 @@ def _invalid_calls(driver: StorageDriver, bad: str) -> list[tuple[str, Callable[
         ("move(source)", lambda: driver.move(bad, "dest")),
         ("move(dest)", lambda: driver.move("source", bad)),
         ("delete", lambda: driver.delete(bad)),
+        ("delete_files", lambda: driver.delete_files(["fine", bad])),
         ("url_for", lambda: driver.url_for(bad)),
         ("local_path", lambda: driver.local_path(bad)),
         ("try_lock", lambda: driver.try_lock(bad)),
@@ -478,6 +479,33 @@ class StorageDriverConformance:
         assert driver.list("blobs/sha256") == ["blobs/sha256/cd"]
         with pytest.raises(PathNotFound):
             driver.list("blobs/sha256/ab")
+
+    def test_delete_files(self, driver: StorageDriver) -> None:
+        for path in ("blobs/sha256/ab/ab01/data", "blobs/sha256/ab/ab02/data", "blobs/sha256/ab/ab03/data"):
+            driver.put_content(path, b"x")
+        driver.put_content("blobs/sha256/cd/cd01/data", b"y")
+        driver.put_content("top", b"z")
+        failed = driver.delete_files(
+            ["blobs/sha256/ab/ab01/data", "blobs/sha256/cd/cd01/data", "blobs/sha256/ef/ef01/data", "top"]
+        )
+        assert failed == {}  # a missing file is no failure
+        assert driver.list("") == ["blobs"]
+        assert driver.list("blobs/sha256") == ["blobs/sha256/ab"]  # cd went with its last file
+        assert driver.list("blobs/sha256/ab") == ["blobs/sha256/ab/ab02", "blobs/sha256/ab/ab03"]
+        assert driver.get_content("blobs/sha256/ab/ab02/data") == b"x"
+
+    def test_delete_files_all_of_a_tree_leaves_nothing(self, driver: StorageDriver) -> None:
+        paths = [f"blobs/sha256/{n:02x}/{n:02x}{m}/data" for n in range(3) for m in range(3)]
+        for path in paths:
+            driver.put_content(path, b"x")
+        assert driver.delete_files(list(reversed(paths))) == {}
+        assert driver.list("") == []
+
+    def test_delete_files_refuses_an_invalid_path_before_deleting_any(self, driver: StorageDriver) -> None:
+        driver.put_content("d/kept", b"x")
+        with pytest.raises(InvalidPath):
+            driver.delete_files(["d/kept", "d/../escape"])
+        assert driver.get_content("d/kept") == b"x"
 
     # --- list ---------------------------------------------------------------------------------
     def test_list_empty_root(self, driver: StorageDriver) -> None:

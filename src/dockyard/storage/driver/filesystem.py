@@ -9,7 +9,7 @@ import os
 import secrets
 import shutil
 import stat as stat_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -194,6 +194,31 @@ class FilesystemDriver:
                 os.unlink(full)
         self._prune(os.path.dirname(full))
 
+    def delete_files(self, paths: Sequence[str]) -> dict[str, Exception]:
+        """As `delete` each, in fewer system calls: directories are opened relative to their parent
+        (never through a link) once per call instead of a lookup from the root per file; a file's own
+        directory goes with it when empty, and the directories above are pruned once at the end, not
+        per file, skipping those whose link count shows a subdirectory. A link on the way (a
+        symlinked directory) takes `delete`'s path; a file that is a link is removed, not followed."""
+        for path in paths:
+            check_path(path)
+        failed: dict[str, Exception] = {}
+        with _OpenDirectories(self.root) as directories:
+            for path in paths:
+                try:
+                    _unlink_below(directories, path.split("/"))
+                except FileNotFoundError:
+                    pass  # already gone
+                except OSError:
+                    try:
+                        self.delete(path)
+                    except PathNotFound:
+                        pass
+                    except Exception as exc:
+                        failed[path] = exc
+            directories.prune()
+        return failed
+
     # --- direct access ------------------------------------------------------------------------
     def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         check_path(path)
@@ -236,6 +261,62 @@ class FilesystemDriver:
                     return _LockedDirectory(self, full, fd)
                 os.close(fd)
         raise StorageError(f"storage error on {path}: the directory kept disappearing while it was locked")
+
+
+def _unlink_below(directories: _OpenDirectories, segments: list[str]) -> None:
+    """Unlink the file at segments and its directory if that is left empty (not the root)."""
+    *above, name = segments
+    if not above:
+        os.unlink(name, dir_fd=directories.fd(()))
+        return
+    *ancestors, parent = above
+    ancestors_fd = directories.fd(tuple(ancestors))
+    parent_fd = os.open(parent, _DIRECTORY_FLAGS, dir_fd=ancestors_fd)
+    try:
+        with contextlib.suppress(FileNotFoundError):  # its directory may still need to go
+            os.unlink(name, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+    with contextlib.suppress(OSError):  # not empty: other files stay
+        os.rmdir(parent, dir_fd=ancestors_fd)
+
+
+# Directories only, never through a symbolic link (ELOOP or ENOTDIR for one).
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _OpenDirectories:
+    """Descriptors of the directories below a root that one `delete_files` call works in, each
+    opened once, relative to its parent; `prune` then removes those left empty, deepest first."""
+
+    def __init__(self, root: str) -> None:
+        self._fds: dict[tuple[str, ...], int] = {(): os.open(root, _DIRECTORY_FLAGS)}
+
+    def __enter__(self) -> _OpenDirectories:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def fd(self, segments: tuple[str, ...]) -> int:
+        found = self._fds.get(segments)
+        if found is None:
+            found = os.open(segments[-1], _DIRECTORY_FLAGS, dir_fd=self.fd(segments[:-1]))
+            self._fds[segments] = found
+        return found
+
+    def prune(self) -> None:
+        for segments in sorted(self._fds, key=len, reverse=True):
+            if not segments:
+                continue  # the root stays
+            # More than 2 links: a subdirectory still in it, so not empty; no need to try (and take
+            # the lock of the directory above, which every other delete in it contends for).
+            if os.fstat(self._fds[segments]).st_nlink > 2:
+                continue
+            with contextlib.suppress(OSError):  # not empty (a file), or already gone
+                os.rmdir(segments[-1], dir_fd=self._fds[segments[:-1]])
 
 
 class _LockedDirectory:

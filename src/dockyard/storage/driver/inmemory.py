@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from dockyard.errors import PathNotFound, StorageError
-from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, delete_each
 from dockyard.storage.driver.locks import ProcessLocks
 
 
@@ -113,6 +114,9 @@ class InMemoryDriver:
                 raise PathNotFound(f"path not found: {path}")
             for key in doomed:
                 del self._files[key]
+
+    def delete_files(self, paths: Sequence[str]) -> dict[str, Exception]:
+        return delete_each(self.delete, paths)
 
     # --- direct access ------------------------------------------------------------------------
     def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, BinaryIO, cast
@@ -25,7 +25,14 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 from dockyard.errors import PathNotFound
-from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, is_valid_segment
+from dockyard.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    PathLock,
+    check_path,
+    delete_each,
+    is_valid_segment,
+)
 from dockyard.storage.driver.locks import ProcessLocks
 from dockyard.storage.driver.s3errors import NOT_FOUND_CODES, error_code, s3_errors
 from dockyard.storage.driver.s3writer import MIN_PART_SIZE, S3FileWriter
@@ -274,6 +281,11 @@ class S3Driver:
             for start in range(0, len(keys), 1000):
                 batch = [{"Key": k} for k in keys[start : start + 1000]]
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def delete_files(self, paths: Sequence[str]) -> dict[str, Exception]:
+        # One DeleteObjects per 1000 keys would do for the objects, but each path may have a
+        # closed, uncommitted writer to abort too: only `delete` looks for one.
+        return delete_each(self.delete, paths)
 
     def _pending_below(self, path: str) -> builtins.list[str]:
         """Paths at or below path with a closed, uncommitted writer."""
