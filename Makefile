@@ -75,14 +75,22 @@ docs: venv
 # dockyard vs distribution 2.8.2 and v3.1.1 (docs/benchmarks.md), on each backend in turn: local (SQLite + filesystem,
 # about 8 minutes) and ha (throwaway PostgreSQL + Redis + SeaweedFS, about 12 minutes). Both always run.
 # Then online GC (100k blobs in 20k manifests, half unreferenced, GC while manifest GETs go on) on each
-# metadata DB in BENCH_GC_DBS, about 3 minutes each (docs/gc.md).
-# e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull' BENCH_GC_DBS=`
+# metadata DB in BENCH_GC_DBS, about 3 minutes each (docs/gc.md). Then the scale scenario against v3.1.1
+# (BENCH_SCALE_REPOS repositories of one small image each plus one of 10,000 tags: random-repository
+# manifest GET and blob HEAD, cross-repository pushes, start-up) on each metadata DB in BENCH_SCALE_DBS,
+# about 15 minutes each at 50,000 (docs/benchmarks.md, "At scale").
+# e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull' BENCH_GC_DBS= BENCH_SCALE_DBS=`
 BENCH_BACKENDS ?= local ha
 BENCH_ARGS ?=
 BENCH_GC_DBS ?= sqlite postgresql
+BENCH_SCALE_DBS ?= sqlite postgresql
+BENCH_SCALE_REPOS ?= 50000
 bench: test-deps
 	@status=0; for backend in $(BENCH_BACKENDS); do \
 	  echo "== make bench: --backend $$backend"; $(PYTHON) -m bench --backend $$backend $(BENCH_ARGS) || status=1; \
 	done; for db in $(BENCH_GC_DBS); do \
 	  echo "== make bench: --gc --gc-db $$db"; $(PYTHON) -m bench --gc --gc-db $$db || status=1; \
+	done; for db in $(BENCH_SCALE_DBS); do \
+	  echo "== make bench: --scale --scale-db $$db --scale-repos $(BENCH_SCALE_REPOS)"; \
+	  $(PYTHON) -m bench --scale --scale-db $$db --scale-repos $(BENCH_SCALE_REPOS) || status=1; \
 	done; exit $$status

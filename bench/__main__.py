@@ -99,6 +99,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--scale-db", choices=["sqlite", "postgresql"], default="sqlite", help="--scale: dockyard's database"
     )
+    parser.add_argument(
+        "--scale-cache",
+        metavar="SIZE",
+        help="--scale: dockyard's storage.cache.memory (e.g. 0: every manifest GET and blob HEAD misses)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = min(args.rounds, 2)
@@ -196,11 +201,14 @@ def _scale_bench(args: argparse.Namespace) -> int:
             database=args.scale_db,
             workers=args.workers,
             source=source,
+            cache_memory=args.scale_cache,
         )
         result = run_scale_bench(workdir, settings, progress)
         caption = (
             f"{machine_caption(RunSettings(), args.rounds, args.workers, 'dockyard', describe_source(rev))} "
-            f"dockyard on {args.scale_db}; distribution v3.1.1 on its filesystem."
+            f"dockyard on {args.scale_db}"
+            + ("" if args.scale_cache is None else f" with storage.cache.memory {args.scale_cache}")
+            + "; distribution v3.1.1 on its filesystem."
         )
         text = "\n".join(lines(result, settings, caption)) + "\n"
         print(text, flush=True)

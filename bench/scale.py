@@ -64,6 +64,7 @@ class ScaleSettings:
     database: str = "sqlite"  # dockyard's: sqlite | postgresql
     workers: int = 2
     source: Path | None = None
+    cache_memory: str | None = None  # dockyard's storage.cache.memory; "0": every read misses
 
 
 @dataclass
@@ -189,6 +190,8 @@ def start_seeded_dockyard(
     """Seed through dockyard's services (bench/scaleseed.py), then serve; with the seeding's figures."""
     home = workdir / "dockyard"
     sections = _database_sections(stack, settings)
+    if settings.cache_memory is not None:
+        sections["storage"] = {"cache": {"memory": settings.cache_memory}}
     config = write_dockyard_config(home, settings.workers, sections=sections)
     env = {**os.environ, **dockyard_environment(settings.source)}
     if settings.source is not None:
