@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from dockyard.accounts.passwords import hash_share, limit_concurrent_hashes
 from dockyard.api.allowlist import AllowlistMiddleware
 from dockyard.api.drain import DrainState, InFlightMiddleware, drain_directory
 from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
@@ -262,6 +263,9 @@ def worker_app() -> Any:
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
+    # The node's workers share its cores: each runs its share of password hashes (19 MiB each) at once.
+    workers = 1 if settings.storage.driver_name == "inmemory" else settings.http.workers  # as serve runs
+    limit_concurrent_hashes(hash_share(workers))
     # `serve` migrated already; under another server (uvicorn) the app makes sure itself.
     services = build_services(settings, migrate=True)
     first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))

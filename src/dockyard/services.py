@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+ARENAS = 2  # glibc malloc arenas per process (tune_malloc)
 log = logging.getLogger("dockyard.services")
 
 
@@ -247,9 +248,12 @@ def tune_malloc() -> None:
     that keep the memory: a worker grew past 600 MiB issuing tokens. A fixed threshold above the pieces
     of request bodies the server hands over (up to about 400 KiB each) keeps those off mmap: at 256 KiB
     every piece was a fresh mapping, faulted in page by page and unmapped again, a quarter of a push's
-    CPU. The trim threshold lets an arena keep a few MiB free at its top for the next pieces."""
+    CPU. The trim threshold lets an arena keep a few MiB free at its top for the next pieces.
+    Two arenas, not glibc's 8 per core: each thread that allocates sticks to an arena, and each arena
+    keeps its own free memory (and those few MiB); with 4, a worker kept 3-5 MiB more after a load of
+    pushes, pulls and logins, and two cores gain nothing from more (docs/benchmarks.md, "Memory")."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
-        libc.mallopt(_M_ARENA_MAX, 4)
+        libc.mallopt(_M_ARENA_MAX, ARENAS)

@@ -5,7 +5,8 @@ For the embedded default (SQLite, filesystem, auth on), each test runs in a fres
 process of `serve` runs, then lists `sys.modules`:
 
 - serve's main process, up to where Granian forks the HTTP workers from it (so everything it holds
-  is in each worker too): the real `dockyard serve` command, with Granian's `serve` replaced;
+  is in each worker too): what `dockyard serve` execs into once it has read its command line
+  (`cli.server.SERVER_COMMAND`), with Granian's `serve` replaced;
 - an HTTP worker: `worker_app()` as Granian calls it in a child of serve, then requests on the hot
   paths (/v2, a manifest, the health checks);
 - the job runner serve starts (`main_in_serve`), until its runner has started and it is stopped.
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from dockyard.accounts.passwords import hash_share
 
 # Never wanted in a server process on the embedded default.
 UNCONFIGURED = (
@@ -53,17 +56,22 @@ MAIN_PROCESS_FORBIDDEN = (
     "dockyard.security",
     "dockyard.db",
     "dockyard.registry.services",
+    "typer",  # the CLI: `dockyard serve` execs a fresh interpreter once it has read its command line
+    "click",
+    "dockyard.cli.main",
 )
 HTTP_WORKER_FORBIDDEN = (
     *UNCONFIGURED,
     "fastapi",  # the management API is built on its first request
     "dockyard.api.management.app",
     "dockyard.api.management.routers",
+    "sqlalchemy.dialects.postgresql",  # with every PostgreSQL driver's dialect
     "typer",
     "httpx",
 )
 JOB_RUNNER_FORBIDDEN = (
     *UNCONFIGURED,
+    "sqlalchemy.dialects.postgresql",
     "starlette",
     "fastapi",
     "granian",
@@ -85,8 +93,10 @@ MAIN_PROCESS = textwrap.dedent(
         print(json.dumps(sorted(sys.modules)), flush=True)
 
     granian.Granian.serve = stop_here  # everything before the fork has run
-    from dockyard.cli.main import app
-    app(["serve", "--config", sys.argv[1]], standalone_mode=False)
+    from dockyard.cli.server import SERVER_COMMAND
+
+    sys.argv = ["-c", "serve", "--config", sys.argv[1]]  # as `dockyard serve` execs it (exec_server)
+    exec(SERVER_COMMAND)
     """
 )
 HTTP_WORKER = textwrap.dedent(
@@ -117,7 +127,10 @@ HTTP_WORKER = textwrap.dedent(
     async def requests():
         return [await get(path) for path in ("/v2/", "/v2/team/app/manifests/latest", "/healthz", "/readyz")]
 
-    print(json.dumps({"statuses": asyncio.run(requests()), "modules": sorted(sys.modules)}), flush=True)
+    from dockyard.accounts.passwords import concurrent_hashes
+
+    statuses = asyncio.run(requests())
+    print(json.dumps({"statuses": statuses, "hashes": concurrent_hashes(), "modules": sorted(sys.modules)}))
     """
 )
 JOB_RUNNER = textwrap.dedent(
@@ -143,7 +156,8 @@ JOB_RUNNER = textwrap.dedent(
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("process-imports")
     path = directory / "config.yml"
-    path.write_text(yaml.safe_dump({"datadir": str(directory / "data"), "log": {"level": "warn"}}))
+    settings = {"datadir": str(directory / "data"), "http": {"workers": 2}, "log": {"level": "warn"}}
+    path.write_text(yaml.safe_dump(settings))
     return path
 
 
@@ -189,9 +203,19 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     modules = answer["modules"]
     assert "dockyard.api.oci.routes" in modules and "sqlalchemy" in modules
     assert loaded(modules, HTTP_WORKER_FORBIDDEN) == []
+    # Its share of the node's cores for password hashes (19 MiB each): the config's 2 workers split them.
+    assert answer["hashes"] == max(1, (os.cpu_count() or 1) // 2)
 
 
 def test_the_job_runner_loads_no_web_stack(config: Path, main_process_modules: list[str]) -> None:
     modules = json.loads(run(JOB_RUNNER, config, child_of_serve=True))
     assert "dockyard.jobs.runner" in modules and "dockyard.gc.tasks" in modules
     assert loaded(modules, JOB_RUNNER_FORBIDDEN) == []
+
+
+SHARES = [(2, 2, 1), (1, 2, 2), (2, 8, 4), (3, 8, 2), (16, 2, 1)]  # workers, CPUs, hashes each
+
+
+@pytest.mark.parametrize(("workers", "cpus", "share"), SHARES)
+def test_workers_share_the_cores_for_password_hashes(workers: int, cpus: int, share: int) -> None:
+    assert hash_share(workers, cpus) == share

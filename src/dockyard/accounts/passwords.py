@@ -31,10 +31,28 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Each hash takes 19 MiB and a core for ~25 ms: a burst of logins with different credentials queues
 # for cores rather than running all at once (64 at once pushed a worker past 500 MiB and made every
 # login slow; the same credentials in flight together share one check: dockyard.auth.singleflight).
-# More at once than cores only adds memory, not speed. A constant, not a setting: it is per process
-# and the cores are the limit whatever the worker count.
+# More at once than cores only adds memory, not speed. Not a setting: the cores are the limit. This
+# is the default per process; the HTTP workers of a node share its cores (`hash_share`).
 CONCURRENT_HASHES = max(1, os.cpu_count() or 1)
 _HASH_SLOTS = threading.BoundedSemaphore(CONCURRENT_HASHES)
+_hash_limit = CONCURRENT_HASHES
+
+
+def hash_share(processes: int, cpus: int | None = None) -> int:
+    """How many hashes each of a node's `processes` may run at once: its share of the cores, at least
+    one. Two workers on two cores: one each, so a worker never holds two hashes' 38 MiB."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, processes))
+
+
+def limit_concurrent_hashes(limit: int) -> None:
+    """At most `limit` hashes at once in this process from now on (set at start, before any login)."""
+    global _HASH_SLOTS, _hash_limit
+    _hash_limit = max(1, limit)
+    _HASH_SLOTS = threading.BoundedSemaphore(_hash_limit)
+
+
+def concurrent_hashes() -> int:
+    return _hash_limit
 
 
 @functools.cache

@@ -17,14 +17,14 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
 
 from dockyard.audit import models
 from dockyard.audit.interfaces import ActorKind
 from dockyard.db.base import utcnow
+from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
 from dockyard.errors import ReadOnly, StorageFull
 
@@ -177,8 +177,7 @@ def _merge(into: dict[Key, _Tally], key: Key, tally: _Tally) -> None:
 
 
 def _add(connection: Connection, batch: dict[Key, _Tally]) -> None:
-    dialect: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_TABLE)
+    statement = insert_for(connection.dialect.name, _TABLE)
     statement = statement.on_conflict_do_update(
         index_elements=_KEY_COLUMNS,
         set_={

@@ -80,11 +80,12 @@ def serve(
     ] = None,
 ) -> None:
     """Run the registry."""
-    from dockyard.cli.server import run_server
+    from dockyard.cli.server import exec_server
     from dockyard.config.loader import config_path_from_env
 
     path = config or config_file or config_path_from_env()
-    run_server(_settings(path), path)
+    _settings(path)  # a bad config stops here, as for every command
+    exec_server(path)  # the server runs without the CLI's modules
 
 
 @app.command()

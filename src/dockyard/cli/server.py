@@ -17,10 +17,11 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from dockyard.api.drain import DrainState, drain_directory
 from dockyard.cli.job_child import start_job_worker, stop_job_worker
+from dockyard.cli.slim import settings_from_argv
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
 from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, mark_parent
@@ -33,6 +34,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("dockyard.serve")
 DRAIN_POLL_SECONDS = 0.1
 WORKERS_KILL_TIMEOUT = WORKER_GRACE  # seconds: a worker that does not stop after the drain is killed
+
+
+SERVER_COMMAND = "from dockyard.cli.server import main; main()"
+
+
+def exec_server(config_path: Path | None) -> NoReturn:
+    """Become, in this process (the same pid), a fresh interpreter that runs only the server: what
+    `dockyard serve` loaded to read its command line (typer, click, every management command) would
+    otherwise stay in the main process and in each worker Granian forks from it."""
+    argv = [sys.executable, "-c", SERVER_COMMAND, "serve"]
+    if config_path is not None:
+        argv += ["--config", str(config_path.resolve())]
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execv(sys.executable, argv)
+
+
+def main() -> None:
+    """`dockyard serve` once `exec_server` has replaced the CLI."""
+    settings, path = settings_from_argv()
+    run_server(settings, path)
 
 
 def run_server(settings: Settings, config_path: Path | None) -> None:

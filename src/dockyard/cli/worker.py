@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from dockyard.cli.job_child import STOP_TIMEOUT
+from dockyard.cli.slim import settings_from_argv
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
@@ -25,7 +24,7 @@ from dockyard.jobs.services import JobRunner
 from dockyard.lifecycle import PARENT_ENV, die_with_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import multiprocess_directory
-from dockyard.services import build_job_runner, build_services, secure_data
+from dockyard.services import build_job_runner, build_services, secure_data, tune_malloc
 
 log = logging.getLogger("dockyard.worker")
 
@@ -37,6 +36,7 @@ def run_worker(settings: Settings, node: str | None = None, metrics_listen: str 
     worker `serve` starts does not: its metrics are on serve's own /metrics."""
     started_by_serve = PARENT_ENV in os.environ
     die_with_parent(STOP_TIMEOUT + 5)  # time to hand the running jobs back
+    tune_malloc()  # its job threads read and hash blobs, as the HTTP workers do
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     secure_data(settings)
     if metrics_listen is None and not started_by_serve:
@@ -62,19 +62,7 @@ def run_worker(settings: Settings, node: str | None = None, metrics_listen: str 
 def main_in_serve() -> None:
     """The job runner child of `serve` (`cli/job_child.py` starts it): `dockyard worker [--config
     PATH]` without the CLI's typer commands and API client, which this process never uses."""
-    from dockyard.config.loader import config_error_message, config_path_from_env, load_settings
-    from dockyard.datadir import private_umask
-    from dockyard.errors import ConfigError
-
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    arguments = sys.argv[1:]
-    path = Path(arguments[arguments.index("--config") + 1]) if "--config" in arguments else None
-    private_umask()
-    try:
-        settings = load_settings(path or config_path_from_env())
-    except ConfigError as exc:
-        sys.stderr.write(f"dockyard: {config_error_message(exc)}\n")
-        raise SystemExit(2) from None
+    settings, _ = settings_from_argv()
     run_worker(settings)
 
 

@@ -7,14 +7,17 @@ one-row INSERT ... ON CONFLICT), and they run on every push."""
 from __future__ import annotations
 
 import functools
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-# INSERT with ON CONFLICT clauses, in either dialect.
-DialectInsert = postgresql.Insert | sqlite.Insert
+if TYPE_CHECKING:  # at run time each is imported where its database is used (_insert)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    # INSERT with ON CONFLICT clauses, in either dialect.
+    DialectInsert = postgresql.Insert | sqlite.Insert
 
 
 def insert_for(dialect: str, table: Any) -> DialectInsert:
@@ -53,7 +56,13 @@ def _table(table: Any) -> Table:
 
 @functools.cache
 def _insert(dialect: str, table: Table) -> DialectInsert:
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    # The PostgreSQL module brings every PostgreSQL driver's dialect along (2 MiB): not on SQLite.
+    module: Any = importlib.import_module(f"sqlalchemy.dialects.{_name(dialect)}")
+    return module.insert(table)
+
+
+def _name(dialect: str) -> str:
+    return "postgresql" if dialect == "postgresql" else "sqlite"
 
 
 @functools.cache
