@@ -400,16 +400,8 @@ class UploadStore:
         self, state: UploadState, size: int, hasher: Any, token: str | None
     ) -> UploadState:
         with self._db.write() as connection:
-            result = connection.execute(
-                _RECORD_SIZE,
-                {
-                    "upload_id": state.id,
-                    "recorded_size": state.size,
-                    "new_size": size,
-                    "token": token,
-                    "now": utcnow(),
-                },
-            )
+            values = {"upload_id": state.id, "recorded_size": state.size, "new_size": size}
+            result = connection.execute(_RECORD_SIZE, {**values, "token": token, "now": utcnow()})
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
