@@ -1,4 +1,5 @@
-"""Composition root: read Settings once, build the services (`dockyard.services`), wire the ASGI app.
+"""Composition root: read Settings once, build the services (`dockyard.services`) and what only HTTP
+needs (the /v2 gate, /token, the management API), wire the ASGI app.
 
 This module is what the HTTP workers run (`worker_app`); the job runner builds its services without it.
 """
@@ -9,35 +10,57 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
+from dockyard import __version__
+from dockyard.accounts.groups import GroupService
+from dockyard.accounts.interfaces import LoginLimiter
+from dockyard.accounts.limiter import InProcessLoginLimiter
 from dockyard.accounts.passwords import hash_share, limit_concurrent_hashes
+from dockyard.accounts.personal_tokens import PersonalTokenService
+from dockyard.accounts.robots import RobotService
+from dockyard.accounts.sessions import LoginSessionService
+from dockyard.accounts.users import UserService
 from dockyard.api.allowlist import AllowlistMiddleware
+from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.drain import DrainState, InFlightMiddleware, drain_directory
 from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
 from dockyard.api.health import health_routes, readiness_checks
-from dockyard.api.management import MOUNT_PATH
+from dockyard.api.lazy import LazyApp
+from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo
+from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.metrics import MetricsAccess, MetricsListener, Render, metrics_endpoint
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
-from dockyard.api.oci.gate import BasicGate, TokenGate
+from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.api.token import TokenEndpoint
+from dockyard.auth.external import ExternalTokenVerifier
+from dockyard.auth.htpasswd import HtpasswdAuthenticator
+from dockyard.auth.interfaces import Principal
+from dockyard.auth.local import LocalAuthenticator
+from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
+from dockyard.auth.standing import PrincipalStanding
+from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
 from dockyard.config.loader import load_settings
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
 from dockyard.db.locks import FileLocks, LockManager
-from dockyard.errors import DockyardError
+from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
 from dockyard.jobs.services import JobQueue
 from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent
@@ -45,21 +68,31 @@ from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.quotas import exposition as quota_exposition
-from dockyard.security import Security, auth_mode, build_security, first_admin
+from dockyard.projects.robots import RobotAccessService
+from dockyard.projects.services import MemberService, ProjectService
+from dockyard.registry.cache import Topic
+from dockyard.registry.queries import RegistryQueries
 
 # The composition without HTTP lives in dockyard.services (the job runner builds it without the web
 # stack); these names stay importable from here too.
 from dockyard.services import (
     Services,
+    auth_mode,
     build_driver_from,
     build_job_runner,
     build_services,
+    first_admin,
     job_kinds,
     local_change_feed_path,
     redis_feed,
     secure_data,
+    session_secret,
+    signing_key_passphrases,
     tune_malloc,
 )
+
+if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
+    from dockyard.accounts.ldap import LDAPDirectory
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -77,6 +110,7 @@ __all__ = [
 ]
 
 AUDIT_PURGE_SECONDS = 3600
+REMEMBERED_LOGINS = 10_000  # Basic logins each worker remembers (auth.remembered) at most
 log = logging.getLogger("dockyard.app")
 
 
@@ -84,17 +118,7 @@ def create_app(services: Services) -> ASGIApp:
     settings = services.settings
     io = BlobIO()
     metrics = Metrics()
-    security = build_security(
-        settings,
-        services.db,
-        services.driver,
-        services.registry,
-        services.quotas,
-        services.immutability,
-        services.audit,
-        jobs=services.jobs,
-        feed=services.feed,
-    )
+    auth = build_auth(services)
     ctx = OCIContext(
         services.registry,
         services.blobs,
@@ -104,7 +128,7 @@ def create_app(services: Services) -> ASGIApp:
         base_url=(settings.http.host or "").rstrip("/"),
         # Object stores serve blob bytes themselves: GETs are redirected to presigned URLs.
         redirect_blobs=settings.storage.driver_name == "s3" and not settings.storage.redirect.disable,
-        visible_projects=security.visible_projects if security.policy else None,
+        visible_projects=auth.visible_projects if auth.policy else None,
         audit=services.audit,
         pulls=services.pulls,
         pull_audit=services.pull_audit,
@@ -114,7 +138,7 @@ def create_app(services: Services) -> ASGIApp:
     drain = DrainState(drain_directory(settings))
     routes: list[BaseRoute] = [
         *health_routes(readiness_checks(services.db, services.driver, redis_ping), draining=drain.draining),
-        *security.routes,
+        *auth.routes,
     ]
     listener: MetricsListener | None = None
     if settings.metrics.enabled:
@@ -122,7 +146,7 @@ def create_app(services: Services) -> ASGIApp:
         if settings.metrics.listen:  # a port of its own, instead of http.addr
             listener = MetricsListener(settings.metrics.listen, render)
         else:
-            access = _metrics_access(settings, security)
+            access = _metrics_access(settings, auth)
             routes.append(Route("/metrics", metrics_endpoint(render, access), methods=["GET"]))
 
     @contextlib.asynccontextmanager
@@ -156,7 +180,7 @@ def create_app(services: Services) -> ASGIApp:
     )
     app.state.services = services
     allowlist = AllowlistMiddleware(
-        OCIRouter(ctx, fallback=app, gate=security.gate),
+        OCIRouter(ctx, fallback=app, gate=auth.gate),
         settings.auth.allow_ips,
         settings.auth.management_allow_ips,
         audit=services.audit,
@@ -184,17 +208,163 @@ def _metrics_render(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Render:
     return render
 
 
-def _metrics_access(settings: Settings, security: Security) -> MetricsAccess:
+def _metrics_access(settings: Settings, auth: Auth) -> MetricsAccess:
     """/metrics on http.addr: administrators and the metrics token; open with auth off (anyone may pull
     anything there) unless a token is set, or when metrics.public says so."""
     mode = auth_mode(settings)
-    gate = security.gate
     return MetricsAccess(
         open_to_all=settings.metrics.public or (mode == "none" and not settings.metrics.token),
         token=settings.metrics.token,
-        logins=gate.basic if isinstance(gate, TokenGate | BasicGate) else None,
+        logins=auth.logins,
         admins_only=mode != "htpasswd",  # htpasswd users may do everything
     )
+
+
+# --- authentication and authorization -------------------------------------------------------------
+@dataclass
+class Auth:
+    """How this worker authenticates and authorizes requests."""
+
+    gate: Gate | None  # None: the registry is open
+    routes: list[BaseRoute] = field(default_factory=list)  # /token and /api/v1
+    policy: AccessPolicy | None = None  # dockyard's own auth: who may do what
+    logins: RememberedLogins | None = None  # Basic logins, remembered once for /v2, /api/v1 and /metrics
+
+    def visible_projects(self, principal: Principal) -> frozenset[str] | None:
+        if self.policy is None:
+            return None
+        visibility = self.policy.visible_projects(principal)
+        return None if visibility.all else visibility.projects
+
+
+def build_auth(services: Services) -> Auth:
+    """The auth mode's gate (registry:2's htpasswd or token modes, dockyard's own, or none) and, for
+    dockyard's own, its /token and /api/v1."""
+    auth = services.settings.auth
+    mode = auth_mode(services.settings)
+    if mode == "htpasswd":
+        assert auth.htpasswd is not None
+        authenticator = HtpasswdAuthenticator(auth.htpasswd.path)
+        logins = RememberedLogins(authenticator, DEFAULT_TTL, REMEMBERED_LOGINS, time.time)
+        return Auth(BasicGate(logins, auth.htpasswd.realm), logins=logins)
+    if mode == "token":
+        assert auth.token.rootcertbundle is not None
+        verifier = ExternalTokenVerifier.from_bundle(
+            auth.token.rootcertbundle, issuer=auth.token.issuer, service=auth.token.service
+        )
+        return Auth(TokenGate(verifier, Challenge(auth.token.service, auth.token.realm)))
+    if mode == "none":
+        return Auth(None)
+    return _dockyard_auth(services)
+
+
+def _dockyard_auth(services: Services) -> Auth:
+    settings, db, feed = services.settings, services.db, services.feed
+    auth = settings.auth
+
+    # Account and key changes reach every worker and node through the feed's AUTH topic.
+    def generation() -> int:
+        return feed.generation(Topic.AUTH)
+
+    def announce() -> None:
+        feed.bump(Topic.AUTH)
+
+    users, robots = UserService(db), RobotService(db)
+    tokens = PersonalTokenService(db)
+    authenticator = LocalAuthenticator(
+        users, GroupService(db), tokens, robots, _login_limiter(settings), _directory(settings)
+    )
+    policy = AccessPolicy(db)
+    passphrase, older = signing_key_passphrases(settings)
+    keys = KeyRing(
+        db, passphrase=passphrase, older_passphrases=older, generation=generation, announce=announce
+    )
+    token_service = TokenService(
+        keys, issuer=auth.token.issuer, service=auth.token.service, lifetime=auth.token.expiration.seconds
+    )
+    issuer = TokenIssuer(token_service, authenticator, policy, lookup=authenticator, generation=generation)
+    # One remembered login serves /v2, /api/v1 and /metrics alike.
+    logins = RememberedLogins(authenticator, DEFAULT_TTL, REMEMBERED_LOGINS, time.time, generation)
+    gate = TokenGate(
+        token_service,
+        Challenge(auth.token.service, auth.token.realm, settings.http.host),
+        logins=logins,
+        policy=policy,
+        generation=generation,
+        standing=PrincipalStanding(policy, authenticator, generation=generation),
+    )
+    management = ManagementServices(
+        db=db,
+        driver=services.driver,
+        registry=services.registry,
+        queries=RegistryQueries(db),
+        quotas=services.quotas,
+        immutability=services.immutability,
+        system=SystemInfo(
+            __version__,
+            settings.storage.driver_name,
+            "dockyard",
+            auth.ldap is not None,
+            settings.storage.maintenance.readonly.enabled,
+            settings.storage.delete.enabled,
+        ),
+        authenticator=authenticator,
+        sessions=SessionCodec(session_secret(settings)),
+        login_sessions=LoginSessionService(db),
+        policy=policy,
+        users=users,
+        personal_tokens=tokens,
+        robots=robots,
+        robot_access=RobotAccessService(db, robots),
+        # A deleted project's cached policies (quota limit, immutability rules) must go with it.
+        projects=ProjectService(db, on_delete=lambda: feed.bump(Topic.POLICIES)),
+        members=MemberService(db),
+        audit=services.audit,
+        keys=keys,
+        forget_verified_tokens=gate.forget_verified_tokens,  # tokens of a retired key: refused at once
+        jobs=services.jobs,
+        logins=logins,
+    )
+    routes: list[BaseRoute] = [
+        *TokenEndpoint(issuer, auth.token.service, audit=services.audit).routes(),
+        Mount(MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)),
+    ]
+    return Auth(gate, routes, policy, logins)
+
+
+def _management_app(management: ManagementServices) -> ASGIApp:
+    """FastAPI and the API's routers and models: built on the first request under /api/v1, in the
+    worker that gets it (api/lazy.py). A node only pushed to and pulled from never loads them."""
+    from dockyard.api.management.app import create_management_app
+
+    return create_management_app(management)
+
+
+def _login_limiter(settings: Settings) -> LoginLimiter:
+    """Shared by all workers and nodes through Redis when configured; else this process's own."""
+    limit = settings.auth.login_limit
+    window = limit.window.seconds
+    per_address, per_account = limit.max_failures_per_address, limit.max_failures_per_account
+    if settings.redis.url:
+        from dockyard.accounts.limiter_redis import RedisLoginLimiter
+        from dockyard.registry.cache_redis import connect
+
+        client = connect(settings.redis.url)
+        return RedisLoginLimiter(
+            client, limit.max_failures, window, per_address=per_address, per_account=per_account
+        )
+    return InProcessLoginLimiter(limit.max_failures, window, per_address=per_address, per_account=per_account)
+
+
+def _directory(settings: Settings) -> LDAPDirectory | None:
+    if settings.auth.ldap is None:
+        return None
+    from dockyard.accounts.ldap import LDAPDirectory
+
+    try:
+        return LDAPDirectory(settings.auth.ldap)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

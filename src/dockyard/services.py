@@ -1,4 +1,5 @@
-"""Composition root, the part without HTTP: build the services and the job runner from Settings.
+"""Composition root, the part without HTTP: build the services and the job runner from Settings;
+the auth mode, the shared secrets and the first administrator.
 
 `app` (the ASGI app of the HTTP workers) and the job runner (`dockyard worker`, the one `serve` starts)
 both build their services here. Nothing here imports the web stack (Starlette, FastAPI, the management
@@ -12,8 +13,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
+import secrets
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +32,7 @@ from dockyard.datadir import InsecureDataDirectory, private_umask, secure
 from dockyard.db.engine import build_engine, sqlite_file
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
+from dockyard.errors import ConfigError
 from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.services import JobQueue, JobRunner
@@ -60,6 +65,8 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 ARENAS = 2  # glibc malloc arenas per process (tune_malloc)
 log = logging.getLogger("dockyard.services")
+SESSION_SECRET_FILE = "session-secret"
+KEY_SECRET_FILE = "signing-key-secret"
 
 
 @dataclass
@@ -257,3 +264,76 @@ def tune_malloc() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
         libc.mallopt(_M_ARENA_MAX, ARENAS)
+
+
+# --- authentication: the mode, the shared secrets, the first administrator --------------------------
+# Used at start (serve's first-start child, each HTTP worker) without the web stack; the gate, /token
+# and the management API are wired from these in `app`.
+def auth_mode(settings: Settings) -> str:
+    """"htpasswd" or "token" (registry:2's modes), "dockyard" (its own accounts and tokens), "none"."""
+    auth = settings.auth
+    if auth.htpasswd is not None:
+        return "htpasswd"
+    if auth.token.rootcertbundle is not None:
+        return "token"
+    return "dockyard" if auth.enabled else "none"
+
+
+def session_secret(settings: Settings) -> bytes:
+    """Shared by every worker (and node): http.secret when long enough, else a file in the datadir."""
+    if settings.http.secret and len(settings.http.secret.encode()) >= 32:
+        return settings.http.secret.encode()
+    return _datadir_secret(settings.datadir / SESSION_SECRET_FILE)
+
+
+def signing_key_passphrases(settings: Settings) -> tuple[bytes, list[bytes | None]]:
+    """What the token signing keys are encrypted under at rest, never a value in the database:
+    http.secret (the same on every node), else a secret generated once in the datadir (0600). Then
+    what stored keys may still be under: that datadir secret (from before http.secret was set), and
+    nothing (keys older versions stored in the clear)."""
+    path = settings.datadir / KEY_SECRET_FILE
+    if settings.http.secret:
+        older: list[bytes | None] = [path.read_text().strip().encode()] if path.is_file() else []
+        return settings.http.secret.encode(), [*older, None]
+    return _datadir_secret(path), [None]
+
+
+def encrypt_signing_keys(settings: Settings, db: Database) -> int:
+    """At start, before the workers: keys in the clear or under an older passphrase are re-encrypted
+    under the current one. Returns how many were."""
+    from dockyard.auth.keystore import encrypt_at_rest  # cryptography: only where keys are
+
+    passphrase, older = signing_key_passphrases(settings)
+    return encrypt_at_rest(db, passphrase, older)
+
+
+def first_admin(settings: Settings, db: Database, env_password: str | None) -> str | None:
+    """Create `admin` on the first start of dockyard's own auth; the generated password, if any."""
+    if auth_mode(settings) != "dockyard":
+        return None
+    from dockyard.accounts.bootstrap import bootstrap_admin  # the accounts: only with their own auth
+    from dockyard.accounts.users import UserService
+
+    return bootstrap_admin(UserService(db), settings.datadir, env_password)
+
+
+def _datadir_secret(path: Path) -> bytes:
+    """The random secret in `path` (made once, mode 0600, by whichever process comes first)."""
+    _create_once(path, secrets.token_hex(32))
+    for _ in range(50):  # a process that lost the creation race may read before the winner wrote
+        value = path.read_text().strip()
+        if value:
+            return value.encode()
+        time.sleep(0.01)
+    raise ConfigError(f"{path} is empty: delete it and restart")
+
+
+def _create_once(path: Path, text: str) -> None:
+    """Write path (mode 0600) unless it exists; of several racing processes exactly one writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as file:
+        file.write(text)

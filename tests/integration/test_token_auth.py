@@ -38,6 +38,7 @@ from dockyard.auth.htpasswd import HtpasswdAuthenticator
 from dockyard.auth.interfaces import Principal, PrincipalKind
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
+from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.auth.scopes import repository_scope
 from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService, libtrust_key_id
@@ -114,9 +115,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     tokens = TokenService(KeyRing(db), issuer="dockyard", service=SERVICE, lifetime=300)
     issuer = TokenIssuer(tokens, authenticator, policy, lookup=authenticator)
     standing = PrincipalStanding(policy, authenticator)
-    gate = TokenGate(
-        tokens, Challenge(SERVICE), authenticator=authenticator, policy=policy, standing=standing
-    )
+    logins = RememberedLogins(authenticator, DEFAULT_TTL, 10_000, time.time)
+    gate = TokenGate(tokens, Challenge(SERVICE), logins=logins, policy=policy, standing=standing)
     app = compose(services, gate, TokenEndpoint(issuer, SERVICE).routes())
     host, server, thread = serve(app)
     yield Registry(f"http://{host}", host, services, tokens)
@@ -557,7 +557,8 @@ def htpasswd_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
     hashed = bcrypt.hashpw(b"hunter2-but-longer", bcrypt.gensalt(rounds=5)).decode()
     (workdir / "htpasswd").write_text(f"ci:{hashed}\n")
     services = build_services(Settings(datadir=workdir / "data"))
-    gate = BasicGate(HtpasswdAuthenticator(workdir / "htpasswd"), "basic-realm")
+    logins = RememberedLogins(HtpasswdAuthenticator(workdir / "htpasswd"), DEFAULT_TTL, 10_000, time.time)
+    gate = BasicGate(logins, "basic-realm")
     host, server, thread = serve(compose(services, gate, []))
     yield Registry(f"http://{host}", host, services)
     server.should_exit = True

@@ -21,7 +21,7 @@ from typing import Any
 
 from dockyard.app import build_services, create_app
 from dockyard.config.settings import Settings
-from dockyard.security import first_admin
+from dockyard.services import first_admin
 from tests.support import server as server_support
 from tests.support.server import deep_merge
 

@@ -53,7 +53,6 @@ MAIN_PROCESS_FORBIDDEN = (
     "cryptography",
     "dockyard.app",
     "dockyard.services",
-    "dockyard.security",
     "dockyard.db",
     "dockyard.registry.services",
     "typer",  # the CLI: `dockyard serve` execs a fresh interpreter once it has read its command line
@@ -80,7 +79,9 @@ JOB_RUNNER_FORBIDDEN = (
     "jwt",
     "dockyard.api",
     "dockyard.app",
-    "dockyard.security",
+    "dockyard.auth",  # the accounts, keys and tokens behind the gate: built by `app` only
+    "dockyard.accounts.users",
+    "argon2",
     "dockyard.cli.main",
 )
 

@@ -1,7 +1,7 @@
 """A small bounded cache whose entries expire: remembered token verifications and logins.
 
 With a `generation` source (a number that moves whenever accounts, credentials, roles or signing
-keys change anywhere: the change feed's AUTH topic, wired in `dockyard.security`), the cache also
+keys change anywhere: the change feed's AUTH topic, wired in `dockyard.app`), the cache also
 forgets everything as soon as that number moves, so a revocation made on another node or worker
 takes effect here within the feed's delay instead of the entries' time to live.
 """

@@ -238,7 +238,7 @@ def _first_start(settings: Settings, engine: Engine) -> None:
     generated password is shown here, once, and kept only in its 0600 file."""
     from dockyard.accounts.interfaces import WeakPassword
     from dockyard.db.session import Database
-    from dockyard.security import auth_mode, encrypt_signing_keys, first_admin, session_secret
+    from dockyard.services import auth_mode, encrypt_signing_keys, first_admin, session_secret
 
     if auth_mode(settings) == "none":
         log.warning(

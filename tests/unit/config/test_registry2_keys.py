@@ -13,7 +13,7 @@ import yaml
 from dockyard.config import registry2
 from dockyard.config.loader import load_config
 from dockyard.errors import ConfigError
-from dockyard.security import auth_mode
+from dockyard.services import auth_mode
 
 HTPASSWD_ENV = {
     "REGISTRY_AUTH": "htpasswd",

@@ -6,9 +6,9 @@ Session-authenticated requests with an unsafe method must echo the session's CSR
 browsers, same-site subdomains). Basic-authenticated requests need no CSRF token: they are made by
 programs, not by a page a browser was lured to.
 
-Basic logins are remembered exactly as on /v2 (`auth.remembered`, the gate's own instance when
-wired by `dockyard.security`): a success for `basic_ttl` seconds, forgotten at once when the AUTH
-change feed moves; failures never, and each one counts against the login limits.
+Basic logins are remembered exactly as on /v2 (`auth.remembered`, the same instance as the gate's when
+wired by `dockyard.app`): a success for its `ttl` seconds, forgotten at once when the AUTH change feed
+moves; failures never, and each one counts against the login limits.
 """
 
 from __future__ import annotations

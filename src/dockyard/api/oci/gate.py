@@ -21,8 +21,8 @@ from anywhere would hand any pusher any blob whose digest they know.
 
 It runs on every request, so a verified token is remembered (by its SHA-256, until it expires, at
 most a minute): a repeated token costs a dict lookup instead of an ECDSA verification. Basic
-credentials are remembered the same way for `basic_ttl` seconds (argon2 and bcrypt are slow on
-purpose), and so are the policy's answers to them. A bearer token's scopes were granted when it was
+credentials are remembered the same way (`auth.remembered`: argon2 and bcrypt are slow on purpose),
+and so are the policy's answers to them, for as long. A bearer token's scopes were granted when it was
 issued: with dockyard's own tokens each use also asks whether its principal still stands (account,
 credential, permissions; `auth.standing`, remembered per principal and scopes, forgotten on the change
 feed), so a disabled user, a deleted robot or a removed membership loses access before the token expires.
@@ -45,9 +45,9 @@ from starlette.types import Scope as ASGIScope
 from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.api.oci.errors import error_response
 from dockyard.auth.cache import Generation, TTLCache
-from dockyard.auth.interfaces import Authenticator, Principal, Scope
+from dockyard.auth.interfaces import Principal, Scope
 from dockyard.auth.policy import Visibility
-from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
+from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.scopes import (
     CATALOG_SCOPE,
     DELETE,
@@ -163,36 +163,35 @@ class Challenge:
 
 class TokenGate:
     """Bearer tokens (dockyard's own or an external issuer's), and optionally Basic credentials
-    checked with an Authenticator and the access policy."""
+    checked (`auth.remembered`, with an Authenticator) against the access policy."""
 
     def __init__(
         self,
         verifier: TokenVerifier,
         challenge: Challenge,
         *,
-        authenticator: Authenticator | None = None,
+        logins: RememberedLogins | None = None,  # Basic credentials: the composition root's, shared
         policy: GatePolicy | None = None,
-        basic_ttl: float = DEFAULT_TTL,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
         generation: Generation | None = None,  # moves on any account/key change: caches forget
         standing: PrincipalStanding | None = None,  # checks a bearer token's principal on each use
     ) -> None:
-        if (authenticator is None) != (policy is None):
-            raise ValueError("Basic credentials need both an authenticator and a policy")
+        if (logins is None) != (policy is None):
+            raise ValueError("Basic credentials need both the remembered logins and a policy")
         self.verifier = verifier
         self.standing = standing
         self.challenge = challenge
-        self.basic = (
-            RememberedLogins(authenticator, basic_ttl, max_entries, clock, generation)
-            if authenticator
-            else None
-        )
+        self.basic = logins
         self.policy = policy
         self.tokens = TTLCache[VerifiedToken](max_entries, clock, generation)
         self.grants = TTLCache[bool](max_entries, clock, generation)
-        self.basic_ttl = basic_ttl
         self.clock = clock
+
+    def forget_verified_tokens(self) -> None:
+        """Verify every token again from now on (after a signing key is retired: its tokens are
+        refused at once, not when their remembered verification runs out)."""
+        self.tokens.clear()
 
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
@@ -285,14 +284,14 @@ class TokenGate:
         return principal
 
     async def _basic_allows(self, principal: Principal, raw: bytes, wanted: list[Scope]) -> bool:
-        assert self.policy is not None
+        assert self.basic is not None and self.policy is not None
         key = hashlib.sha256(raw + b"\n" + format_scopes(wanted).encode()).digest()
         allowed = self.grants.get(key)
         if allowed is None:
             noted = self.grants.current_generation()
             granted = await anyio.to_thread.run_sync(self.policy.grant, principal, wanted)
             allowed = AccessSet.of(intersect(wanted, granted)).permits_all(wanted)
-            self.grants.put(key, allowed, self.clock() + self.basic_ttl, noted)
+            self.grants.put(key, allowed, self.clock() + self.basic.ttl, noted)
         return allowed
 
     def _unauthorized(
@@ -311,17 +310,9 @@ class TokenGate:
 class BasicGate:
     """registry:2's htpasswd mode: Basic credentials only; every valid user may do everything."""
 
-    def __init__(
-        self,
-        authenticator: Authenticator,
-        realm: str,
-        *,
-        ttl: float = DEFAULT_TTL,
-        max_entries: int = 10_000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, logins: RememberedLogins, realm: str) -> None:
         self.realm = realm
-        self.basic = RememberedLogins(authenticator, ttl, max_entries, clock)
+        self.basic = logins
 
     async def check(
         self, scope: ASGIScope, route_key: str, args: Sequence[str], method: str
