@@ -23,8 +23,8 @@ from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded, push_image, seed, sm
 from bench.servers import Server, ServerAuth, start_dockyard, start_references
 from bench.smallrequests import SmallRequest
 
-USERNAME, PASSWORD = "bench-puller", "Bench-puller-pw-1"  # in the htpasswd file, and a dockyard user
-ADMIN_USERNAME, ADMIN_PASSWORD = "admin", "Bench-admin-pw-1"
+USERNAME, PASSWORD = "bench-puller", "quartz-lantern-harbor-41"  # in the htpasswd file, and a dockyard user
+ADMIN_USERNAME, ADMIN_PASSWORD = "admin", "violet-anchor-meadow-73"
 ADMIN_PASSWORD_ENV = "DOCKYARD_ADMIN_PASSWORD"
 # `htpasswd -B` writes cost 5 unless told otherwise; registry:2's documentation creates the file with it.
 BCRYPT_COST = 5
