@@ -38,7 +38,8 @@ images: venv
 	$(PYTHON) scripts/build_images.py --set all
 
 # Two passes, both always run (CI fails if either does):
-# 1. SQLite: every test, each server and unit-test database a SQLite file (the embedded default);
+# 1. SQLite: every test, each server and unit-test database a SQLite file (the embedded default; the
+#    unit tests' are copies of one migrated file per worker, tests/support/sqlite_template.py);
 # 2. PostgreSQL: the same tests again with DOCKYARD_TEST_DB=postgresql, every server and every unit test's
 #    database (tests/support/postgres.py scratch_database_url) on a throwaway PostgreSQL the tests start,
 #    minus the tests marked db_independent: no metadata DB, SQLite on purpose, or databases they pick

@@ -16,6 +16,7 @@ from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from tests.support.postgres import PostgresCluster, throwaway_postgres
+from tests.support.sqlite_template import copy_migrated_sqlite
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,8 @@ def postgres_server() -> Iterator[PostgresCluster]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database: a SQLite file, then a PostgreSQL one (a copy of a migrated template)."""
+    """A fresh database: a SQLite file, then a PostgreSQL one (a copy of a migrated template). Empty on
+    SQLite: `database` migrates it (a copy of tests/support/sqlite_template.py's template)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'dockyard.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_server")
@@ -36,8 +38,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
+    if database_url.startswith("sqlite:///"):
+        copy_migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
     engine = build_engine(database_url)
-    upgrade(engine)  # a no-op on the PostgreSQL template copy; migrates the SQLite file
+    upgrade(engine)  # a no-op: both are copies of a migrated template
     database = Database(engine)
     yield database
     database.dispose()

@@ -28,6 +28,7 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from tests.support.processes import stop_process
 from tests.support.server import free_port
+from tests.support.sqlite_template import copy_migrated_sqlite
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 READY_TIMEOUT = 30.0
@@ -148,13 +149,16 @@ def scratch_database_url(directory: Path, filename: str = "dockyard.db") -> str:
 
 
 def migrated_scratch_database(directory: Path, filename: str = "dockyard.db") -> Database:
-    """A Database on `scratch_database_url`, upgraded to every migration head (on PostgreSQL a copy of
-    the migrated template: no migrations run per test)."""
+    """A Database on `scratch_database_url`, upgraded to every migration head: a copy of a migrated
+    template on either database (tests/support/sqlite_template.py for SQLite), no migrations per test."""
     server = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
-    engine = build_engine(
-        _scratch_postgres_url(server, migrated=True) if server else scratch_database_url(directory, filename)
-    )
-    upgrade(engine)  # SQLite: migrates; a template copy: finds it at head
+    if server:
+        url = _scratch_postgres_url(server, migrated=True)
+    else:
+        copy_migrated_sqlite(directory / filename)
+        url = scratch_database_url(directory, filename)
+    engine = build_engine(url)
+    upgrade(engine)  # finds the copy at head (a database already in `directory` is migrated)
     return Database(engine)
 
 
