@@ -433,7 +433,7 @@ def worker_app() -> Any:
     config = os.environ.get(CONFIG_ENV)
     settings = load_settings(Path(config) if config else None, os.environ)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
-    # The node's workers share its cores: each runs its share of password hashes (19 MiB each) at once.
+    # The node's workers share its cores: each runs its share of password hashes (7 MiB each) at once.
     workers = 1 if settings.storage.driver_name == "inmemory" else settings.http.workers  # as serve runs
     limit_concurrent_hashes(hash_share(workers))
     # `serve` migrated already; under another server (uvicorn) the app makes sure itself.

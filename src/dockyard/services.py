@@ -251,7 +251,7 @@ def _purge_uploads_kind(services: Services) -> JobKind:
 
 def tune_malloc() -> None:
     """Return big buffers to the OS when freed, keep the rest. glibc's default raises its mmap threshold
-    after the first large free, so later large allocations (argon2's 19 MiB) come from per-thread arenas
+    after the first large free, so later large allocations (argon2's block) come from per-thread arenas
     that keep the memory: a worker grew past 600 MiB issuing tokens. A fixed threshold above the pieces
     of request bodies the server hands over (up to about 400 KiB each) keeps those off mmap: at 256 KiB
     every piece was a fresh mapping, faulted in page by page and unmapped again, a quarter of a push's

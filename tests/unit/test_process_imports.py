@@ -204,7 +204,7 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     modules = answer["modules"]
     assert "dockyard.api.oci.routes" in modules and "sqlalchemy" in modules
     assert loaded(modules, HTTP_WORKER_FORBIDDEN) == []
-    # Its share of the node's cores for password hashes (19 MiB each): the config's 2 workers split them.
+    # Its share of the node's cores for password hashes (7 MiB each): the config's 2 workers split them.
     assert answer["hashes"] == max(1, (os.cpu_count() or 1) // 2)
 
 

@@ -1,10 +1,14 @@
 """Password hashing (argon2id) and the password policy: at least 8 characters, not the username, and
 not easy to guess (zxcvbn: common passwords, words, names, keyboard patterns, dates, l33t; score >= 3).
 
-Cost: OWASP's recommended argon2id parameters (19 MiB, 2 passes, 1 lane), about 25 ms per verify on a
-2-core machine; argon2-cffi's defaults (64 MiB, 3 passes, 4 lanes) took about 180 ms there, which would
-let a few dozen concurrent logins saturate a node. Hashes carry their parameters, so raising the cost
-later rehashes each user at their next login.
+Cost: argon2id with 7 MiB, 5 passes, 1 lane: one of the parameter sets OWASP's password storage cheat
+sheet lists as equally strong as its 19 MiB / 2 passes (they trade memory for passes), about 25 ms per
+verify on a 2-core machine, the same CPU as 19 MiB / 2 passes. The smaller block is for the server's
+memory: every hash allocates it for its duration, on top of what the worker holds (19 MiB took a
+worker past its 120 MiB budget under load: docs/benchmarks.md, "Memory"). argon2-cffi's defaults
+(64 MiB, 3 passes, 4 lanes) took about 180 ms there, which would let a few dozen concurrent logins
+saturate a node. Hashes carry their parameters, so a change of them rehashes each user at their next
+login (hashes made with 19 MiB / 2 passes too).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ MIN_STRENGTH = 3
 # length (1024 repeated letters took a minute), and a strong start makes a strong password anyway.
 STRENGTH_CHECKED_LENGTH = 72
 
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
-# Each hash takes 19 MiB and a core for ~25 ms: a burst of logins with different credentials queues
+MEMORY_KIB, PASSES = 7 * 1024, 5
+_hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=1)
+# Each hash takes 7 MiB and a core for ~25 ms: a burst of logins with different credentials queues
 # for cores rather than running all at once (64 at once pushed a worker past 500 MiB and made every
 # login slow; the same credentials in flight together share one check: dockyard.auth.singleflight).
 # More at once than cores only adds memory, not speed. Not a setting: the cores are the limit. This
@@ -40,7 +45,7 @@ _hash_limit = CONCURRENT_HASHES
 
 def hash_share(processes: int, cpus: int | None = None) -> int:
     """How many hashes each of a node's `processes` may run at once: its share of the cores, at least
-    one. Two workers on two cores: one each, so a worker never holds two hashes' 38 MiB."""
+    one. Two workers on two cores: one each, so a worker never holds two hashes' blocks at once."""
     return max(1, (cpus or os.cpu_count() or 1) // max(1, processes))
 
 
@@ -58,7 +63,7 @@ def concurrent_hashes() -> int:
 @functools.cache
 def _dummy_hash() -> str:
     """Verified against when the user does not exist, so an unknown name takes as long as a wrong
-    password. Made on first use, not at import (a hash costs ~25 ms and 19 MiB)."""
+    password. Made on first use, not at import (a hash costs ~25 ms and 7 MiB)."""
     return _hasher.hash("dockyard-dummy-password")
 
 

@@ -1,7 +1,7 @@
 """One check per credentials in flight: concurrent callers with the same key share the first one's result.
 
 A client that has no token yet sends its burst (up to 64 connections) with the same new credentials,
-and each argon2id verify costs 19 MiB and a core for ~25 ms: without this, each request ran its own
+and each argon2id verify costs 7 MiB and a core for ~25 ms: without this, each request ran its own
 and a worker grew by hundreds of MiB (docs/benchmarks.md). Keys are digests of the credentials,
 never the secrets. Nothing is kept once a check ends: remembering a success is the TTL caches' job,
 and a failure is shared only with the identical attempts that were waiting for it.

@@ -438,7 +438,7 @@ class TokenIssuer:
         self.clock = clock
         self.logins = TTLCache[Principal](max_logins, clock, generation)
         # A client's burst with new credentials (one request per connection, all at once) shares
-        # one check instead of hashing the password once per request (19 MiB each).
+        # one check instead of hashing the password once per request (7 MiB each).
         self.in_flight = SingleFlight[Principal | None]()
 
     @property

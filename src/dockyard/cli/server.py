@@ -159,7 +159,7 @@ def _prepare(settings: Settings) -> None:
 
 def _prepare_in_child(work: Callable[[], None]) -> None:
     """Run `work` in a forked child and wait for it; exit as it did if it failed. What it imports
-    and allocates (SQLAlchemy, Alembic and the migration scripts, argon2's 19 MiB for a password)
+    and allocates (SQLAlchemy, Alembic and the migration scripts, argon2's block for a password)
     leaves with it, instead of staying in this process and in every worker Granian forks from it.
     No thread runs yet here, so forking is safe."""
     for stream in (sys.stdout, sys.stderr):

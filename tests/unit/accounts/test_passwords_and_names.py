@@ -43,6 +43,13 @@ def test_hashes_made_with_other_parameters_ask_for_a_rehash() -> None:
     assert not needs_rehash(hash_password("pw-pw-pw-pw"))
 
 
+def test_hashes_take_7_mib_and_5_passes() -> None:
+    """OWASP's 7 MiB / 5 passes set, as strong as 19 MiB / 2 passes with a smaller block per hash in the
+    server's memory; a hash of the older 19 MiB / 2 passes is replaced at the next login."""
+    assert hash_password("pw-pw-pw-pw").startswith("$argon2id$v=19$m=7168,t=5,p=1$")
+    assert needs_rehash(PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash("pw-pw-pw-pw"))
+
+
 @pytest.mark.parametrize("password", ["", "short", "1234567", "x" * 1025])
 def test_policy_refuses_short_and_huge_passwords(password: str) -> None:
     with pytest.raises(WeakPassword):

@@ -1,5 +1,5 @@
 """A burst of requests with the same new Basic credentials runs one password check, not one each
-(each argon2 check costs 19 MiB and a core for ~25 ms)."""
+(each argon2 check costs 7 MiB and a core for ~25 ms)."""
 
 from __future__ import annotations
 

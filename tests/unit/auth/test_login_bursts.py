@@ -210,7 +210,7 @@ def test_different_credentials_in_one_burst_are_each_checked(
         answers = basic_logins(basic, arrivals, logins)
     assert answers == ["alice", "bob", "refused", "carol"] * 4
     assert hasher.verifies == 4  # one per distinct username and password
-    # Different credentials queue for the hash slots (19 MiB each) rather than all hashing at once.
+    # Different credentials queue for the hash slots (7 MiB each) rather than all hashing at once.
     assert hasher.most_at_once <= HASH_SLOTS
 
 
