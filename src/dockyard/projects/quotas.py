@@ -7,8 +7,10 @@ the metadata DB, and an image's manifest is part of what a push stores. The same
 projects counts in both (each project pays for what it can read); storage keeps one copy.
 
 Usage (`projects.quota_used_bytes`) changes only in the transaction that changes what counts, under a
-lock on the project's row (SELECT ... FOR UPDATE on PostgreSQL; SQLite writers are serialised anyway),
-so it stays exact under concurrent pushes, deletes and garbage collection:
+lock on the project's row (SELECT ... FOR NO KEY UPDATE on PostgreSQL; SQLite writers are serialised
+anyway), so it stays exact under concurrent pushes, deletes and garbage collection. A push of content
+the project counts already changes nothing: on PostgreSQL it share-locks that content's count row
+instead, so pushes into one project do not queue on its row (registry.usage: how the two meet).
 
 - `charge(connection, project_id, digest, size)`: call in the transaction that links a blob into a
   repository of the project, or stores a manifest in one. Counts the digest if not yet counted;
@@ -87,10 +89,14 @@ def charge(
     added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back.
 
     Content the project counts already (a layer pushed to a second repository, a mount) costs one
-    statement: the INSERT that finds it there. On PostgreSQL the project's row is locked first, as
-    `release` locks it before it decides what no longer counts (registry.usage: why); SQLite runs one
-    write transaction at a time, so there the lock is the transaction's."""
+    statement. On SQLite, the INSERT that finds it there (one write transaction runs at a time). On
+    PostgreSQL, a share lock on its count row, held to the commit: `release` locks the count rows
+    before it decides what no longer counts, so it waits for this push and sees its link; content not
+    counted yet is counted under the project's lock, as `release` decides under it too."""
     if connection.dialect.name == "postgresql":
+        counted = {"counted_project": project_id, "counted_digest": digest}
+        if connection.execute(_COUNTED, counted).first() is not None:
+            return 0
         connection.execute(_LOCK_PROJECT, {"locked_project": project_id})
     # RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
     inserted = connection.execute(
@@ -133,6 +139,14 @@ _LOCK_PROJECT = (
     select(*_QUOTA_COLUMNS)
     .where(ProjectRow.id == bindparam("locked_project"))
     .with_for_update(key_share=True)
+)
+_COUNTED = (
+    select(ProjectBlobRow.digest)
+    .where(
+        ProjectBlobRow.project_id == bindparam("counted_project"),
+        ProjectBlobRow.digest == bindparam("counted_digest"),
+    )
+    .with_for_update(read=True, key_share=True)
 )
 # The usage after the addition, with what the check needs (the QuotaExceeded raised after it rolls it back).
 _ADD_USAGE = (

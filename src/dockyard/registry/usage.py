@@ -6,14 +6,17 @@ repository deletes and garbage collection. Call it in the same transaction, afte
 the digests of what was deleted; it stops counting those no repository of the project still links
 or holds, and returns the bytes freed.
 
-Why the lock comes before the check: a concurrent push that links the same digest into another
-repository of the project takes the same project lock before it decides whether the digest is
-already counted, so one of the two always sees the other's committed rows (never both "still used"
-and "not counted").
+Why the locks come before the check: a concurrent push that links the same digest into another
+repository of the project either finds it counted, and then holds a share lock on its count row
+(`project_blobs`) until it commits, or does not, and then takes the project's lock to count it. This
+takes the project's lock, then the count rows' (FOR UPDATE), and only then reads what is still
+linked: so one of the two always sees the other's committed rows (never both "still used" and "not
+counted"). On SQLite one write transaction runs at a time.
 
-Lock order: every writer takes row locks on blobs and manifests first and the project's row last
-(pushes share-lock the blobs a manifest references, then charge). So call `release` at the end of
-the transaction, after the deletes and their row locks, and never lock more blob rows after it.
+Lock order: every writer takes row locks on blobs and manifests first and the project's row (and its
+count rows) last (pushes share-lock the blobs a manifest references, then charge). So call `release`
+at the end of the transaction, after the deletes and their row locks, and never lock more blob rows
+after it.
 """
 
 from __future__ import annotations
@@ -33,11 +36,14 @@ def release(connection: Connection, project_id: int | None, digests: Collection[
         return 0
     lock_project(connection, project_id)
     wanted = sorted(set(digests))
+    # The count rows too, in digest order: a push that found one counted holds a share lock on it
+    # until it commits (projects.quotas.charge), and its link must be seen below.
     counted = set(
         connection.scalars(
-            select(ProjectBlobRow.digest).where(
-                ProjectBlobRow.project_id == project_id, ProjectBlobRow.digest.in_(wanted)
-            )
+            select(ProjectBlobRow.digest)
+            .where(ProjectBlobRow.project_id == project_id, ProjectBlobRow.digest.in_(wanted))
+            .order_by(ProjectBlobRow.digest)
+            .with_for_update()
         )
     )
     if not counted:
