@@ -62,7 +62,7 @@ from dockyard.datadir import private_umask
 from dockyard.db.locks import FileLocks, LockManager
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
-from dockyard.jobs.services import JobQueue
+from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics

@@ -18,6 +18,7 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,10 +34,8 @@ from dockyard.db.engine import build_engine, sqlite_file
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
 from dockyard.errors import ConfigError
-from dockyard.gc.tasks import gc_kind
 from dockyard.jobs.interfaces import JobContext, JobKind
-from dockyard.jobs.services import JobQueue, JobRunner
-from dockyard.jobs.tasks import selftest_kind
+from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics
 from dockyard.projects.immutability import ImmutabilityRules
@@ -51,13 +50,13 @@ from dockyard.registry.cache import (
 )
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
-from dockyard.retention.tasks import retention_kind
 from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver import build_driver
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.uploads import UploadStore
 
 if TYPE_CHECKING:
+    from dockyard.jobs.runner import JobRunner
     from dockyard.registry.cache_redis import RedisChangeFeed
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
@@ -86,7 +85,7 @@ class Services:
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
 
     def __post_init__(self) -> None:
-        self.jobs = JobQueue(self.db, known_kinds=[kind.name for kind in job_kinds(self)])
+        self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -207,18 +206,22 @@ def build_immutability(db: Database, feed: ChangeFeed) -> ImmutabilityRules:
 
 
 def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:
-    """Every kind of background job, with its handler bound to the services it needs.
-
-    One line per kind: each feature package adds its own here (its handler lives in its `tasks.py`).
-    """
-    kinds = [_purge_uploads_kind(services), selftest_kind()]
-    kinds.append(gc_kind(services.db, services.driver, services.feed, gc_metrics or GCMetrics()))
-    kinds.append(retention_kind(services.db, services.registry, services.immutability, services.audit))
+    """Every kind of background job (JOB_KINDS), with its handler bound to the services it needs: what
+    a job runner runs. Other processes only need the names."""
+    metrics = gc_metrics or GCMetrics()
+    kinds = []
+    for name, build in JOB_KINDS.items():
+        kind = build(services, metrics)
+        if kind.name != name:  # the queue would take jobs of a name no runner runs
+            raise RuntimeError(f"JOB_KINDS[{name!r}] builds a kind named {kind.name!r}")
+        kinds.append(kind)
     return kinds
 
 
 def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
     """The runner `dockyard worker` (or the worker `serve` starts) and `dockyard garbage-collect` use."""
+    from dockyard.jobs.runner import JobRunner  # the job runner's code: only where jobs run
+
     jobs = services.settings.jobs
     metrics = JobMetrics()  # GC's in the same registry: a standalone worker serves them together
     return JobRunner(
@@ -233,7 +236,7 @@ def build_job_runner(services: Services, node: str | None = None) -> JobRunner:
     )
 
 
-def _purge_uploads_kind(services: Services) -> JobKind:
+def _purge_uploads_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     """Stale upload sessions (and temp objects without one) older than uploadpurging.age, every
     uploadpurging.interval (from the first start) while uploadpurging.enabled; or when triggered."""
     purging = services.settings.storage.maintenance.uploadpurging
@@ -247,6 +250,35 @@ def _purge_uploads_kind(services: Services) -> JobKind:
 
     schedule = f"@every {purging.interval}" if purging.enabled else None
     return JobKind("purge-uploads", purge_uploads, timeout=timedelta(hours=1), default_schedule=schedule)
+
+
+def _selftest_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.jobs.tasks import selftest_kind
+
+    return selftest_kind()
+
+
+def _gc_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.gc.tasks import gc_kind
+
+    return gc_kind(services.db, services.driver, services.feed, gc_metrics)
+
+
+def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.retention.tasks import retention_kind
+
+    return retention_kind(services.db, services.registry, services.immutability, services.audit)
+
+
+# Every kind of background job, by name, with how its handler is built (each package's `tasks.py`
+# has it). The queue of every process knows the names (it refuses others); only a job runner builds
+# the handlers (`job_kinds`), so only it loads their code. One line per kind: a feature adds its own.
+JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
+    "purge-uploads": _purge_uploads_kind,
+    "selftest": _selftest_kind,
+    "gc": _gc_kind,
+    "retention": _retention_kind,
+}
 
 
 def tune_malloc() -> None:

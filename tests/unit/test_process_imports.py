@@ -62,6 +62,9 @@ MAIN_PROCESS_FORBIDDEN = (
 HTTP_WORKER_FORBIDDEN = (
     *UNCONFIGURED,
     "fastapi",  # the management API is built on its first request
+    "dockyard.gc",  # job handlers: only the job runner builds them (services.JOB_KINDS)
+    "dockyard.retention.tasks",
+    "dockyard.jobs.runner",
     "dockyard.api.management.app",
     "dockyard.api.management.routers",
     "sqlalchemy.dialects.postgresql",  # with every PostgreSQL driver's dialect
