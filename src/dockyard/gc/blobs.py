@@ -12,7 +12,7 @@ deletes bytes a row still needs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -30,19 +30,35 @@ from dockyard.storage.paths import blob_data_path
 
 log = logging.getLogger("dockyard.gc")
 CHUNK = 500  # bound parameter lists (SQLite allows 32766 per statement)
+# A read of candidates looks at this many batches' worth of blob rows (with half of them garbage,
+# five batches); what it costs the database stays proportional to that window, not to the table.
+WINDOW_BATCHES = 10
 
 
-def collectable(cutoff: datetime) -> Any:
+def collectable(cutoff: datetime, low: str | None = None, high: str | None = None) -> Any:
     """SQL: the blob is referenced by no manifest, and neither it, a link to it, nor the delete of
-    a manifest that referenced it is younger than the window."""
-    referenced = exists().where(ManifestReference.digest == Blob.digest, ManifestReference.kind == "blob")
-    fresh_link = exists().where(RepositoryBlob.digest == Blob.digest, RepositoryBlob.created_at >= cutoff)
+    a manifest that referenced it is younger than the window.
+
+    `low`/`high` (inclusive): the digests looked at lie in that range. The look-ups of references and
+    links get the same bounds, so that PostgreSQL reads those ranges of their indexes: without them it
+    plans an anti-join over the whole of manifest_references and repository_blobs, for every batch."""
+    referenced = exists().where(
+        ManifestReference.digest == Blob.digest,
+        ManifestReference.kind == "blob",
+        *_between(ManifestReference.digest, low, high),
+    )
+    fresh_link = exists().where(
+        RepositoryBlob.digest == Blob.digest,
+        RepositoryBlob.created_at >= cutoff,
+        *_between(RepositoryBlob.digest, low, high),
+    )
     return and_(
         live(),
         Blob.created_at < cutoff,
         or_(Blob.unreferenced_at.is_(None), Blob.unreferenced_at < cutoff),
         ~referenced,
         ~fresh_link,
+        *_between(Blob.digest, low, high),
     )
 
 
@@ -57,18 +73,41 @@ class BlobSweeper:
                 connection.scalar(select(func.count()).select_from(Blob).where(collectable(cutoff))) or 0
             )
 
-    def candidates(self, cutoff: datetime, after: str | None, limit: int) -> list[tuple[str, int]]:
-        """The next `limit` collectable blobs in digest order, after `after` (keyset paging)."""
-        query = select(Blob.digest, Blob.size).where(collectable(cutoff)).order_by(Blob.digest).limit(limit)
-        if after is not None:
-            query = query.where(Blob.digest > after)
-        with self._db.read() as connection:
-            return [(row.digest, int(row.size)) for row in connection.execute(query)]
+    def candidates(self, cutoff: datetime, batch_size: int) -> Iterator[list[tuple[str, int]]]:
+        """The collectable blobs in digest order, `batch_size` at a time. Each read looks at the next
+        window of blob rows (WINDOW_BATCHES batches' worth, its upper bound found in the primary
+        key's index), so that every statement works on a range of digests (see `collectable`)."""
+        window = batch_size * WINDOW_BATCHES
+        after: str | None = None
+        found: list[tuple[str, int]] = []
+        while True:
+            with self._db.read() as connection:
+                rows = select(Blob.digest).order_by(Blob.digest)
+                if after is not None:
+                    rows = rows.where(Blob.digest > after)
+                high = connection.scalar(rows.offset(window - 1).limit(1))  # None: the rest is shorter
+                query = (
+                    select(Blob.digest, Blob.size)
+                    .where(collectable(cutoff, after, high))
+                    .order_by(Blob.digest)
+                )
+                if after is not None:
+                    query = query.where(Blob.digest > after)
+                found += [(row.digest, int(row.size)) for row in connection.execute(query)]
+            while len(found) >= batch_size:
+                yield found[:batch_size]
+                found = found[batch_size:]
+            if high is None:
+                break
+            after = high
+        if found:
+            yield found
 
     def tombstone_rows(self, cutoff: datetime, digests: list[str]) -> list[tuple[str, int]]:
         """Tombstone those of these blobs still collectable, and delete their repository links, in
         one transaction; returns them. Their bytes go next (`delete_files`), then the rows (`forget`)."""
         with self._db.write() as connection:
+            _by_key(connection)
             # PostgreSQL: wait for manifest PUTs, mounts and uploads holding the rows, then keep them
             # from new ones. The checks below are a new statement, so under READ COMMITTED they see
             # what those committed (a new reference or link).
@@ -76,7 +115,9 @@ class BlobSweeper:
                 select(Blob.digest).where(Blob.digest.in_(digests)).order_by(Blob.digest).with_for_update()
             )
             rows = connection.execute(
-                select(Blob.digest, Blob.size).where(Blob.digest.in_(digests), collectable(cutoff))
+                select(Blob.digest, Blob.size).where(
+                    Blob.digest.in_(digests), collectable(cutoff, min(digests), max(digests))
+                )
             ).all()
             doomed = [row.digest for row in rows]
             if doomed:
@@ -97,6 +138,7 @@ class BlobSweeper:
         if not digests:
             return
         with self._db.write() as connection:
+            _by_key(connection)
             # No link should exist (readers and writers skip tombstones); one would block the row.
             connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
             connection.execute(delete(Blob).where(Blob.digest.in_(digests), Blob.deleting_since.is_not(None)))
@@ -166,6 +208,25 @@ def _links_by_project(connection: Connection, digests: list[str]) -> dict[int, l
     ):
         found.setdefault(int(project_id or 0), []).append(digest)
     return found
+
+
+def _between(column: Any, low: str | None, high: str | None) -> list[Any]:
+    bounds = []
+    if low is not None:
+        bounds.append(column >= low)
+    if high is not None:
+        bounds.append(column <= high)
+    return bounds
+
+
+def _by_key(connection: Connection) -> None:
+    """PostgreSQL: find this transaction's rows by their keys. Its default costs (random_page_cost
+    4, as if every page came from disk) make a table of up to some hundred thousand rows look
+    cheaper to scan whole than to probe a thousand times, so each statement of a batch read all of
+    `blobs` or `repository_blobs` (measured on 100,000 blobs: 40-90 ms a statement, 3-11 ms by the
+    indexes). Every statement of a batch names its rows by digest, so no scan is ever better."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
 
 
 def _referenced_by(connection: Connection, manifest_ids: set[int]) -> set[str]:

@@ -125,7 +125,6 @@ class GarbageCollector:
         self, cutoff: datetime, batch_size: int, deleting: _Deleting, report: GCReport, tracker: _Tracker
     ) -> None:
         self._finish_tombstones(batch_size, deleting, report)
-        after: str | None = None
         tracker.grow_to(tracker.done + self._blobs.count(cutoff))  # manifests deleted may have freed more
         # A batch's storage deletes start as soon as it commits (the pool works through batches in
         # order, so it never idles while the next batch's transaction runs); its row delete follows
@@ -133,12 +132,8 @@ class GarbageCollector:
         pending: Future[int] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gc-finish") as finisher:
             try:
-                while True:
+                for candidates in self._blobs.candidates(cutoff, batch_size):
                     tracker.check_cancelled()
-                    candidates = self._blobs.candidates(cutoff, after, batch_size)
-                    if not candidates:
-                        return
-                    after = candidates[-1][0]
                     doomed = _retrying(
                         partial(self._blobs.tombstone_rows, cutoff, [d for d, _ in candidates])
                     )
@@ -185,10 +180,8 @@ class GarbageCollector:
                 report.note_manifest(f"{repository.name}@{node.digest}", node.size)
             tracker.advance(len(repository.manifests))
         seen: set[str] = set()
-        after: str | None = None
-        while candidates := self._blobs.candidates(cutoff, after, 1000):
+        for candidates in self._blobs.candidates(cutoff, 1000):
             tracker.check_cancelled()
-            after = candidates[-1][0]
             for digest, size in candidates:
                 seen.add(digest)
                 report.note_blob(digest, size)

@@ -187,6 +187,22 @@ def test_progress_and_cancel_are_reported_between_batches(env: Env) -> None:
     assert env.stored_digests() == env.blob_digests()
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_every_batch_of_a_long_run_is_collected(env: Env, batch_size: int) -> None:
+    # Small batches make many windows of candidates (gc.blobs.WINDOW_BATCHES batches' worth of
+    # rows each), with kept and collectable blobs mixed in every one.
+    for number in range(8):
+        env.push_image("team/app", f"v{number}", [f"layer {number}".encode()], seed=str(number))
+    orphans = {env.push_blob("team/app", f"orphan {number}".encode())["digest"] for number in range(25)}
+    kept = env.blob_digests() - orphans
+
+    dry = env.collect(dry_run=True, batch_size=batch_size)
+    report = env.collect(batch_size=batch_size)
+
+    assert set(dry.blobs) == set(report.blobs) == orphans and report.blobs_deleted == 25
+    assert env.blob_digests() == kept and env.stored_digests() == kept
+
+
 def test_options_from_job_params() -> None:
     options = GCOptions.from_params({"dry_run": True, "min_age": "0s", "delete_untagged": True})
     assert options.dry_run and options.delete_untagged and options.min_age == timedelta(0)

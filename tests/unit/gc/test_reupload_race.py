@@ -241,9 +241,9 @@ def test_a_manifest_put_waiting_on_the_collectors_lock_finds_the_blob_gone(
     locked, go = threading.Event(), threading.Event()
 
     def after_execute(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        # The batch transaction's first statement: the one locking the rows.
+        # The batch transaction's first query: the one locking the rows (after a SET of its own).
         writing = connection.get_execution_options().get(WRITE_OPTION)
-        if writing and not statement.startswith("BEGIN") and not locked.is_set():
+        if writing and not statement.startswith(("BEGIN", "SET")) and not locked.is_set():
             locked.set()
             assert go.wait(WAIT)
 
