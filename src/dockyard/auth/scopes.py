@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from dockyard.auth.interfaces import Scope
 from dockyard.content.reference import MAX_NAME_LENGTH, validate_name
 from dockyard.errors import Category, DockyardError, NameInvalid
+from dockyard.projects.rbac import project_of
 
 REPOSITORY = "repository"
 REGISTRY = "registry"
@@ -91,6 +92,25 @@ def format_scope(scope: Scope) -> str:
 def format_scopes(scopes: Iterable[Scope]) -> str:
     """Space-separated, as the challenge's and the OAuth response's `scope` carry them."""
     return " ".join(format_scope(scope) for scope in scopes if scope.actions)
+
+
+def decision_scopes(scopes: Iterable[Scope]) -> tuple[Scope, ...]:
+    """What the policy's answer to `scopes` depends on, to remember answers by: a repository counts by
+    its project, since roles, robot permissions and public access are per project
+    (`AccessPolicy.grant`), so every repository of a project shares one remembered answer; a pull
+    across thousands of repositories asks the database once per project, not once per repository. A
+    name that is not a valid repository name keeps its own (it is granted nothing)."""
+    decided = []
+    for scope in scopes:
+        if scope.type == REPOSITORY:
+            try:
+                validate_name(scope.name)
+            except NameInvalid:
+                decided.append(scope)
+                continue
+            scope = Scope(REPOSITORY, project_of(scope.name), scope.actions, scope.resource_class)
+        decided.append(scope)
+    return tuple(decided)
 
 
 def repository_scope(name: str, *actions: str) -> Scope:

@@ -66,6 +66,19 @@ def test_an_answer_is_remembered_per_principal_credential_and_scopes() -> None:
     assert checker.remembered(ALICE, [repository_scope("team/app", "pull", "push")]) is None
 
 
+def test_one_answer_serves_every_repository_of_a_project() -> None:
+    """Roles and permissions are per project (AccessPolicy.grant): so is the remembered answer."""
+    backend, clock = Backend(), Clock()
+    checker = standing(backend, clock)
+    assert checker.check(ALICE, PULL) is Verdict.ALLOWED
+    assert checker.remembered(ALICE, [repository_scope("team/web", "pull")]) is Verdict.ALLOWED
+    assert checker.remembered(ALICE, [repository_scope("team", "pull")]) is Verdict.ALLOWED
+    assert checker.remembered(ALICE, [repository_scope("other/app", "pull")]) is None
+    assert checker.remembered(ALICE, [repository_scope("team/web", "push")]) is None
+    assert checker.remembered(ALICE, [repository_scope("team/NOT_VALID", "pull")]) is None
+    assert backend.grants == 1
+
+
 def test_the_change_feed_and_the_ttl_make_it_ask_again() -> None:
     backend, clock, generation = Backend(), Clock(), [0]
     checker = standing(backend, clock, generation)

@@ -54,6 +54,7 @@ from dockyard.auth.scopes import (
     PULL,
     PUSH,
     AccessSet,
+    decision_scopes,
     format_scopes,
     repository_scope,
 )
@@ -285,7 +286,8 @@ class TokenGate:
 
     async def _basic_allows(self, principal: Principal, raw: bytes, wanted: list[Scope]) -> bool:
         assert self.basic is not None and self.policy is not None
-        key = hashlib.sha256(raw + b"\n" + format_scopes(wanted).encode()).digest()
+        # Per credentials and project: the answer is the same for every repository of a project.
+        key = hashlib.sha256(raw + b"\n" + format_scopes(decision_scopes(wanted)).encode()).digest()
         allowed = self.grants.get(key)
         if allowed is None:
             noted = self.grants.current_generation()
