@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import yaml
 
 from tests.support.ociclient import OCIClient
-from tests.support.server import DOCKYARD, free_port
+from tests.support.server import DOCKYARD, free_port, wait_until_answering
 
 
 def _config(tmp_path: Path) -> Path:
@@ -41,13 +40,7 @@ def test_app_serves_under_uvicorn(tmp_path: Path) -> None:
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"{url}/v2/")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_answering(url, process)
         with httpx.Client(base_url=url) as http:
             data = os.urandom(300_000)
             digest = OCIClient(http).push_blob("team/app", data)

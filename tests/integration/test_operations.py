@@ -99,7 +99,7 @@ def test_read_only_mode_refuses_writes_and_serves_reads(
 def test_registry2_config_file_is_served_with_its_defaults(tmp_path: Path) -> None:
     """A registry:2 config.yml (version 0.1) works as it is, and keeps registry:2's default of
     deletes disabled."""
-    from tests.support.server import free_port
+    from tests.support.server import free_port, wait_until_answering
 
     port = free_port()
     config = tmp_path / "config.yml"
@@ -127,13 +127,7 @@ def test_registry2_config_file_is_served_with_its_defaults(tmp_path: Path) -> No
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_answering(url, process)
         with httpx.Client(base_url=url) as http:
             pushed = OCIClient(http).push_image("team/app", "1.0")
             refused = http.delete(f"/v2/team/app/manifests/{pushed.digest}")

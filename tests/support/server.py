@@ -132,6 +132,21 @@ def start_server(
     raise RuntimeError(f"dockyard serve did not answer within {timeout}s:\n{server.log()}")
 
 
+def wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """For a server a test starts by hand (not through start_server): wait until GET {url}/v2/ gets
+    any answer; fail if the process exits first or nothing answers within `timeout` (a start takes
+    seconds, more on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"the server exited with {process.returncode}"
+        try:
+            httpx.get(f"{url}/v2/", timeout=5)
+            return
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout}s"
+            time.sleep(0.1)
+
+
 def require_tool(name: str) -> str:
     """The path of a CLI tool the tests need; in CI a missing tool is a failure, never a skip."""
     path = shutil.which(name)
