@@ -56,14 +56,14 @@ from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
-from dockyard.config.loader import load_settings
+from dockyard.config.loader import handed_down, load_settings
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
 from dockyard.db.locks import FileLocks, LockManager
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
 from dockyard.jobs.queue import JobQueue
-from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent
+from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent, started_by_serve
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.projects.quotas import Quotas
@@ -426,12 +426,16 @@ async def _purge_audit_forever(services: Services, locks: LockManager) -> None:
 
 
 def worker_app() -> Any:
-    """ASGI factory for server worker processes: settings come from the file `serve` was given."""
+    """ASGI factory for server worker processes: on the settings `serve` validated (a worker Granian
+    starts again after the config file was edited runs on what the others run on); under another
+    server (uvicorn), on the file DOCKYARD_CONFIG names and the environment."""
     die_with_parent(WORKER_GRACE)  # a worker of a killed serve must not serve on beside the next one
     private_umask()  # serve set it already; under another server (uvicorn) the app does
     tune_malloc()
-    config = os.environ.get(CONFIG_ENV)
-    settings = load_settings(Path(config) if config else None, os.environ)
+    settings = handed_down() if started_by_serve() else None
+    if settings is None:
+        config = os.environ.get(CONFIG_ENV)
+        settings = load_settings(Path(config) if config else None, os.environ)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     # The node's workers share its cores: each runs its share of password hashes (7 MiB each) at once.
     workers = 1 if settings.storage.driver_name == "inmemory" else settings.http.workers  # as serve runs

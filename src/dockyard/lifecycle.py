@@ -28,7 +28,9 @@ import time
 log = logging.getLogger("dockyard.lifecycle")
 
 PARENT_ENV = "_DOCKYARD_SERVE_PID"  # set by serve (not a DOCKYARD_* setting)
-CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file the workers read (set by serve)
+CONFIG_ENV = "DOCKYARD_CONFIG"  # the config file worker_app reads under another server (uvicorn)
+# The settings serve validated, for its children (config.loader.hand_down; not a DOCKYARD_* setting).
+SETTINGS_ENV = "_DOCKYARD_SETTINGS"
 ADMIN_PASSWORD_ENV = "DOCKYARD_ADMIN_PASSWORD"  # the first administrator's password, if chosen
 WATCH_INTERVAL = 0.5  # seconds between looks at the parent's pid
 # An HTTP worker whose serve died gets this long to finish its requests (serve's own kill timeout).

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 from tests.support.ociclient import assert_error
 from tests.support.server import start_server
@@ -71,3 +72,32 @@ def test_sigkill_of_serve_takes_its_workers_along_and_a_restart_is_alone(tmp_pat
         for pid in children:  # whatever survived a failed run
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_started_again_runs_on_the_settings_serve_validated(tmp_path: Path) -> None:
+    """Serve's children take the settings serve checked at start, not the config file again: a worker
+    Granian starts in place of one that died serves as the others do, however the file was edited
+    since. Before: it read the edited file (and with a broken one, failed in a loop)."""
+    server = start_server(tmp_path, {"http": {"headers": {"X-Settings": ["at start"]}}})
+    try:
+        assert httpx.get(f"{server.url}/v2/").headers["x-settings"] == "at start"
+        edited = yaml.safe_load(server.config_path.read_text())
+        edited["http"]["headers"]["X-Settings"] = ["edited"]
+        server.config_path.write_text(yaml.safe_dump(edited))
+        (worker,) = children_of(server.process.pid)  # one HTTP worker, no job runner
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (children_of(server.process.pid) - {worker}) == set() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        answer = None
+        while time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"{server.url}/v2/", timeout=5)
+                break
+            except httpx.HTTPError:  # the new worker is still starting
+                time.sleep(0.1)
+        assert answer is not None, f"no worker answered after the first was killed:\n{server.log()}"
+        assert answer.headers["x-settings"] == "at start"
+        assert server.process.poll() is None
+    finally:
+        server.stop()

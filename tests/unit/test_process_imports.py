@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from dockyard.accounts.passwords import hash_share
+from dockyard.config.loader import hand_down, load_settings
 
 # Never wanted in a server process on the embedded default.
 UNCONFIGURED = (
@@ -176,7 +177,9 @@ def main_process_modules(config: Path) -> list[str]:
 def run(script: str, config: Path, child_of_serve: bool) -> str:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DOCKYARD_", "REGISTRY_"))}
     env["DOCKYARD_ADMIN_PASSWORD"] = "correct horse battery staple 42"
-    env["DOCKYARD_CONFIG"] = str(config)  # as serve hands it to its workers
+    # The settings `dockyard serve` validated, as it hands them down (to the server it execs into, and
+    # from there to its children): none of these processes reads the config file.
+    hand_down(load_settings(config, env), env)
     if child_of_serve:  # as serve marks its children (dockyard.lifecycle): this test is the parent
         env["_DOCKYARD_SERVE_PID"] = str(os.getpid())
     result = subprocess.run(

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from dockyard.config.settings import Settings
 from dockyard.lifecycle import PARENT_ENV
@@ -31,13 +30,13 @@ CHILD_COMMAND = "from dockyard.cli.worker import main_in_serve; main_in_serve()"
 
 class JobWorkerProcess:
     """The job runner child of `serve`: started again (after a pause) whenever it dies, until
-    `stop()`. It gets serve's environment (the config path, the metrics directory) and dies with serve."""
+    `stop()`. It gets serve's environment (the settings serve validated, the metrics directory) and dies
+    with serve, and takes the settings from there: one started again after the config file was edited
+    runs on what the rest of the node runs on."""
 
-    def __init__(self, config_path: Path | None) -> None:
-        # `worker` names it in ps (as `dockyard worker` would be); main_in_serve reads only --config.
+    def __init__(self) -> None:
+        # `worker` names it in ps (as `dockyard worker` would be).
         self.command = [sys.executable, "-c", CHILD_COMMAND, "worker"]
-        if config_path is not None:
-            self.command += ["--config", str(config_path.resolve())]
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -80,12 +79,12 @@ class JobWorkerProcess:
             self._spawn()
 
 
-def start_job_worker(settings: Settings, config_path: Path | None) -> JobWorkerProcess | None:
+def start_job_worker(settings: Settings) -> JobWorkerProcess | None:
     """The job worker `serve` runs beside its HTTP workers (None when jobs.run_in_serve is false)."""
     if not settings.jobs.run_in_serve:
         log.info("jobs.run_in_serve is false: jobs run only in `dockyard worker` processes")
         return None
-    worker = JobWorkerProcess(config_path)
+    worker = JobWorkerProcess()
     worker.start()
     return worker
 

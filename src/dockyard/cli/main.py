@@ -84,8 +84,8 @@ def serve(
     from dockyard.config.loader import config_path_from_env
 
     path = config or config_file or config_path_from_env()
-    _settings(path)  # a bad config stops here, as for every command
-    exec_server(path)  # the server runs without the CLI's modules
+    settings = _settings(path)  # a bad config stops here, as for every command
+    exec_server(settings, path)  # the server runs without the CLI's modules, on these settings
 
 
 @app.command()

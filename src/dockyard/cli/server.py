@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, NoReturn
 
 from dockyard.api.drain import DrainState, drain_directory
 from dockyard.cli.job_child import start_job_worker, stop_job_worker
-from dockyard.cli.slim import settings_from_argv
+from dockyard.cli.slim import server_settings
+from dockyard.config.loader import hand_down
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
-from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, mark_parent
+from dockyard.lifecycle import ADMIN_PASSWORD_ENV, WORKER_GRACE, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 
@@ -39,13 +40,15 @@ WORKERS_KILL_TIMEOUT = WORKER_GRACE  # seconds: a worker that does not stop afte
 SERVER_COMMAND = "from dockyard.cli.server import main; main()"
 
 
-def exec_server(config_path: Path | None) -> NoReturn:
+def exec_server(settings: Settings, config_path: Path | None) -> NoReturn:
     """Become, in this process (the same pid), a fresh interpreter that runs only the server: what
     `dockyard serve` loaded to read its command line (typer, click, every management command) would
-    otherwise stay in the main process and in each worker Granian forks from it."""
+    otherwise stay in the main process and in each worker Granian forks from it. It gets the settings
+    this process validated (config.loader.hand_down); `--config` names the file in ps."""
     argv = [sys.executable, "-c", SERVER_COMMAND, "serve"]
     if config_path is not None:
         argv += ["--config", str(config_path.resolve())]
+    hand_down(settings)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.execv(sys.executable, argv)
@@ -53,11 +56,10 @@ def exec_server(config_path: Path | None) -> NoReturn:
 
 def main() -> None:
     """`dockyard serve` once `exec_server` has replaced the CLI."""
-    settings, path = settings_from_argv()
-    run_server(settings, path)
+    run_server(server_settings())
 
 
-def run_server(settings: Settings, config_path: Path | None) -> None:
+def run_server(settings: Settings) -> None:
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)
     private_umask()  # what this process and its workers create is private (dockyard.datadir)
     workers = settings.http.workers
@@ -67,8 +69,8 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     _prepare_in_child(lambda: _prepare(settings))
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
     prepare_multiprocess(settings.datadir / "run" / "metrics")
-    if config_path is not None:
-        os.environ[CONFIG_ENV] = str(config_path.resolve())
+    # The HTTP workers and the job runner take these settings, not the file (which may change).
+    hand_down(settings)
     from granian import Granian
     from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
@@ -98,7 +100,7 @@ def run_server(settings: Settings, config_path: Path | None) -> None:
     # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
     server.on_startup(drainer.install)
     mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)
-    job_worker = start_job_worker(settings, config_path)  # one per node, beside the HTTP workers
+    job_worker = start_job_worker(settings)  # one per node, beside the HTTP workers
     try:
         server.serve()
     finally:

@@ -1,7 +1,8 @@
 """Entry points of `serve`'s long-lived processes that skip the CLI (typer, click, the management
 commands): a module the main process or the job runner loads stays in it, and in every HTTP worker
-Granian forks from the main process. They read `--config PATH` from argv, as `dockyard serve` and
-`dockyard worker` take it, and report a bad config as every command does."""
+Granian forks from the main process. They run on the settings serve handed down; started otherwise,
+they read `--config PATH` from argv, as `dockyard serve` and `dockyard worker` take it, and report a
+bad config as every command does."""
 
 from __future__ import annotations
 
@@ -21,17 +22,20 @@ def config_path_from_argv() -> Path | None:
     return None
 
 
-def settings_from_argv() -> tuple[Settings, Path | None]:
-    """The settings of `--config PATH` (or DOCKYARD_CONFIG), and that path; exit 2 on a bad config."""
-    from dockyard.config.loader import config_error_message, config_path_from_env, load_settings
+def server_settings() -> Settings:
+    """The settings `serve` validated and handed down (config.loader.hand_down) when it started this
+    process, else those of `--config PATH` (or DOCKYARD_CONFIG); exit 2 on a bad config."""
+    from dockyard.config.loader import config_error_message, config_path_from_env, handed_down, load_settings
     from dockyard.datadir import private_umask
     from dockyard.errors import ConfigError
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     private_umask()  # what a server-side process creates is private (dockyard.datadir)
-    path = config_path_from_argv() or config_path_from_env()
+    settings = handed_down()
+    if settings is not None:
+        return settings
     try:
-        return load_settings(path), path
+        return load_settings(config_path_from_argv() or config_path_from_env())
     except ConfigError as exc:
         sys.stderr.write(f"dockyard: {config_error_message(exc)}\n")
         raise SystemExit(2) from None

@@ -16,7 +16,7 @@ import threading
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from dockyard.cli.job_child import STOP_TIMEOUT
-from dockyard.cli.slim import settings_from_argv
+from dockyard.cli.slim import server_settings
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
@@ -60,10 +60,10 @@ def run_worker(settings: Settings, node: str | None = None, metrics_listen: str 
 
 
 def main_in_serve() -> None:
-    """The job runner child of `serve` (`cli/job_child.py` starts it): `dockyard worker [--config
-    PATH]` without the CLI's typer commands and API client, which this process never uses."""
-    settings, _ = settings_from_argv()
-    run_worker(settings)
+    """The job runner child of `serve` (`cli/job_child.py` starts it): `dockyard worker` on the settings
+    serve validated (config.loader.handed_down), without the CLI's typer commands and API client, which
+    this process never uses. Started otherwise, it reads `--config PATH` as `dockyard worker` does."""
+    run_worker(server_settings())
 
 
 def _serve_metrics(listen: str, db: Database, runner: JobRunner) -> MetricsServer:

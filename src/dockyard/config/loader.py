@@ -21,7 +21,7 @@ import os
 import ssl
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from dockyard.config import registry2
 from dockyard.config.settings import Settings
 from dockyard.config.storage_settings import DRIVER_NAMES
 from dockyard.errors import ConfigError
+from dockyard.lifecycle import SETTINGS_ENV
 
 logger = logging.getLogger("dockyard.config")
 
@@ -117,6 +118,23 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         raise ConfigError(_describe(exc, origins, path), detail=exc.errors()) from None
     _check_files_exist(settings)
     return LoadedConfig(settings, warnings)
+
+
+def hand_down(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:
+    """Leave the validated settings in the environment for the processes `serve` starts (the server it
+    execs into, its HTTP workers, its job runner), which take them (`handed_down`) instead of reading
+    the config file again: every process of a node runs on what was checked once at start, also a
+    worker started again after the file was edited, and the file's warnings are logged once. The
+    environment of a process is readable by its own user only, as the config file should be."""
+    environ = os.environ if environ is None else environ
+    environ[SETTINGS_ENV] = settings.model_dump_json()
+
+
+def handed_down(environ: Mapping[str, str] | None = None) -> Settings | None:
+    """The settings `hand_down` left for this process, if any."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(SETTINGS_ENV)
+    return Settings.model_validate_json(value) if value else None
 
 
 def config_error_message(exc: ConfigError) -> str:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dockyard.cli.cert import make_certificates
-from dockyard.config.loader import config_path_from_env, load_config, load_settings
+from dockyard.config.loader import config_path_from_env, hand_down, handed_down, load_config, load_settings
 from dockyard.errors import ConfigError
 
 # Debian's docker-registry package ships this file (/etc/docker/registry/config.yml).
@@ -349,3 +349,62 @@ def test_databases_other_than_sqlite_and_postgresql_are_refused() -> None:
 )
 def test_postgresql_urls_are_accepted(url: str) -> None:
     assert load_settings(None, {"DOCKYARD_DATABASE_URL": url}).database_url == url
+
+
+# Every section away from its defaults, in the forms a file may write them.
+EVERY_SECTION = {
+    "datadir": "relative/data",
+    "http": {
+        "addr": "[::1]:5443",
+        "host": "https://registry.example.com",
+        "secret": "s" * 40,
+        "workers": 3,
+        "headers": {"X-Content-Type-Options": "nosniff", "X-Two": ["a", "b"]},
+        "trusted_proxies": "10.0.0.0/8, 192.168.1.1",
+        "drain_timeout": "1m30s",
+    },
+    "storage": {
+        "s3": {
+            "bucket": "b",
+            "region": "eu-west-1",
+            "regionendpoint": "http://127.0.0.1:8333",
+            "accesskey": "ak",
+            "secretkey": "sk",
+            "rootdirectory": "/r",
+            "secure": False,
+            "chunksize": 10485760,
+            "forcepathstyle": True,
+        },
+        "delete": {"enabled": False},
+        "maintenance": {"uploadpurging": {"age": "72h", "interval": "12h", "dryrun": True}},
+        "uploads": {"max_size": "2GiB"},
+        "cache": {"memory": "64MiB"},
+        "redirect": {"disable": True},
+    },
+    "database": {"url": "postgresql://dockyard:pw@db/dockyard"},
+    "redis": {"url": "redis://:pw@redis:6379/1"},
+    "log": {"level": "debug", "formatter": "json", "fields": {"service": "r", "n": 1, "f": 1.5, "b": True}},
+    "metrics": {"listen": "127.0.0.1:9100", "token": "t" * 30, "public": True},
+    "auth": {
+        "token": {"realm": "https://r/token", "service": "svc", "issuer": "iss", "expiration": "15m"},
+        "ldap": {"url": "ldaps://ldap", "user_base_dn": "ou=people,dc=x", "admin_groups": ["admins"]},
+        "login_limit": {"max_failures": 5, "max_failures_per_address": 50, "window": "10m"},
+        "allow_ips": ["10.0.0.0/8"],
+    },
+    "audit": {"retention": "24h"},
+    "jobs": {"run_in_serve": False, "threads": 4, "history": "48h", "metrics_listen": "127.0.0.1:9102"},
+}
+
+
+@pytest.mark.parametrize("config", [EVERY_SECTION, yaml.safe_load(DEBIAN_REGISTRY2_CONFIG), {}])
+def test_settings_handed_down_are_the_settings_validated(tmp_path: Path, config: dict[str, Any]) -> None:
+    """What serve hands its children (config.loader.hand_down) is what it validated, field for field,
+    without the file: they read none."""
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    settings = load_settings(path, {})
+    environ: dict[str, str] = {}
+    hand_down(settings, environ)
+    path.unlink()
+    assert handed_down(environ) == settings
+    assert handed_down({}) is None
