@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,23 +29,25 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 FLUSH_WAIT = 20.0  # the recorder writes every ~5 s
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    return tmp_path / "server"
-
-
-@pytest.fixture
-def server(workdir: Path) -> Iterator[RunningServer]:
-    running = start_server(workdir, AUTH_ON, env=ENV)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for the module: each test pushes to repositories of its own."""
+    running = start_server(tmp_path_factory.mktemp("artifact-details"), AUTH_ON, env=ENV)
     yield running
     running.stop()
 
 
-@pytest.fixture
-def oci(server: RunningServer) -> Iterator[OCIClient]:
+@contextmanager
+def oci_client(server: RunningServer) -> Iterator[OCIClient]:
     # Basic credentials straight on /v2 (accepted as well as bearer tokens).
     with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
         yield OCIClient(http)
+
+
+@pytest.fixture
+def oci(server: RunningServer) -> Iterator[OCIClient]:
+    with oci_client(server) as client:
+        yield client
 
 
 def artifacts(server: RunningServer, repository: str) -> dict[str, dict[str, Any]]:
@@ -104,12 +107,15 @@ def test_a_get_sets_the_pull_time_and_a_head_does_not(server: RunningServer, oci
     assert detail["pulled_at"] == pulled_at
 
 
-def test_pulls_by_digest_count_and_survive_a_restart(
-    workdir: Path, server: RunningServer, oci: OCIClient
-) -> None:
-    pushed = oci.push_image("team/web", "latest")
-    assert oci.get_manifest("team/web", pushed.digest).status_code == 200
-    server.stop()  # well inside the flush interval: shutdown writes what is noted
+def test_pulls_by_digest_count_and_survive_a_restart(tmp_path: Path) -> None:
+    workdir = tmp_path / "server"
+    server = start_server(workdir, AUTH_ON, env=ENV)  # its own: it restarts it
+    try:
+        with oci_client(server) as oci:
+            pushed = oci.push_image("team/web", "latest")
+            assert oci.get_manifest("team/web", pushed.digest).status_code == 200
+    finally:
+        server.stop()  # well inside the flush interval: shutdown writes what is noted
     restarted = start_server(workdir, AUTH_ON, env=ENV)
     try:
         assert artifacts(restarted, "team/web")[pushed.digest]["pulled_at"] is not None
