@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.support.docker import DockerClient
 from tests.support.server import REPO_ROOT
 
@@ -65,7 +67,7 @@ class Container:
         return str(state["Health"]["Status"]) if state.get("Health") else state["Status"]
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
-        """Until the image's HEALTHCHECK passed (run the container with a short --health-interval)."""
+        """Until the image's HEALTHCHECK passed (it first runs one --health-interval after the start)."""
         deadline = time.monotonic() + timeout
         while (state := self.inspect()["State"])["Health"]["Status"] != "healthy":
             if not state["Running"]:
@@ -75,6 +77,22 @@ class Container:
                     f"{self.name} not healthy after {timeout}s: {state['Health']}\n{self.logs()[-6000:]}"
                 )
             time.sleep(0.3)
+
+    def wait_ready(self, url: str, timeout: float = 180.0) -> None:
+        """Until GET {url}/readyz answers 200: sooner than the health check's next run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            state = self.inspect()["State"]
+            if not state["Running"]:
+                raise AssertionError(f"{self.name} exited with {state['ExitCode']}:\n{self.logs()[-6000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.logs()[-6000:]}")
+            time.sleep(0.5)
 
     def wait_exited(self, timeout: float = 120.0) -> int:
         deadline = time.monotonic() + timeout
