@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from dockyard.config.base import PositiveDuration, Section, doc
+from dockyard.config.base import Networks, PositiveDuration, Section, doc
 from dockyard.config.durations import Duration
 
 
@@ -149,32 +146,14 @@ class AuthSettings(Section):
     htpasswd: HtpasswdSettings | None = None
     ldap: LDAPSettings | None = None
     login_limit: LoginLimitSettings = LoginLimitSettings()
-    allow_ips: list[str] = Field(
+    allow_ips: Networks = Field(
         default_factory=list,
         description="Who may use the registry at all (`/v2`, `/token`, `/api`); empty: everyone. A "
         "variable takes a comma-separated list.",
         json_schema_extra=doc("list of CIDRs"),
     )
-    management_allow_ips: list[str] = Field(
+    management_allow_ips: Networks = Field(
         default_factory=list,
         description="Who may use the management API (`/api`), on top of `allow_ips`; empty: everyone.",
         json_schema_extra=doc("list of CIDRs"),
     )
-
-    @field_validator("allow_ips", "management_allow_ips", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        # DOCKYARD_AUTH_ALLOW_IPS=10.0.0.0/8,192.168.1.7 reads as one string.
-        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
-
-    @field_validator("allow_ips", "management_allow_ips")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
-                ) from None
-        return [entry.strip() for entry in value]

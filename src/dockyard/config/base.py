@@ -3,10 +3,11 @@ configuration reference (docs/configuration.md, written by `make docs`) shows be
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from dockyard.config.durations import Duration
 
@@ -50,3 +51,23 @@ def split_addr(value: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be between 1 and 65535, got {port}")
     return match.group("host").strip("[]") or "0.0.0.0", port
+
+
+def _comma_separated(value: Any) -> Any:
+    # From a variable (DOCKYARD_HTTP_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.7) a list reads as one string.
+    return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
+
+
+def _networks(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
+            ) from None
+    return [entry.strip() for entry in value]
+
+
+# Addresses and CIDR networks, a YAML list or a comma-separated string.
+Networks = Annotated[list[str], BeforeValidator(_comma_separated), AfterValidator(_networks)]

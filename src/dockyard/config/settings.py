@@ -9,8 +9,6 @@ Markdown, with links relative to docs/.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -19,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 # The sections in modules of their own, importable from here as before.
 from dockyard.config.auth_settings import AuthSettings
 from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
-from dockyard.config.base import NonNegativeDuration, PositiveDuration, Section, doc
+from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration, Section, doc
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
 from dockyard.config.storage_settings import StorageSettings
@@ -95,7 +93,7 @@ class HTTPSettings(Section):
         "[nosniff]}`. A single string is taken as a one-item list. Header names have dashes, so "
         'the variable sets the whole map: `DOCKYARD_HTTP_HEADERS=\'{"X-Frame-Options": ["DENY"]}\'`.',
     )
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: Networks = Field(
         default_factory=list,
         description="Load balancers whose forwarding headers are believed; empty: nobody's, every client "
         "is the connection's peer. A request whose peer is in the list is taken to come from the "
@@ -116,23 +114,7 @@ class HTTPSettings(Section):
         json_schema_extra=doc("duration"),
     )
 
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _comma_separated_proxies(cls, value: Any) -> Any:
-        # DOCKYARD_HTTP_TRUSTED_PROXIES=10.0.0.0/8,192.168.1.7 reads as one string.
-        return [part for part in re.split(r"[,\s]+", value) if part] if isinstance(value, str) else value
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _proxy_networks(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry.strip(), strict=False)
-            except ValueError:
-                raise ValueError(
-                    f"{entry!r} is not an IP address or CIDR network (e.g. 10.0.0.0/8, 2001:db8::/32)"
-                ) from None
-        return value
 
     @field_validator("addr")
     @classmethod
