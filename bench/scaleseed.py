@@ -33,10 +33,10 @@ def main(argv: list[str]) -> int:
     registry = services.registry
     try:
         for blob in (image.config, image.layer):
-            state = registry.start_upload(BASE)
+            state = services.blob_uploads.start(BASE)
             append = services.uploads.begin_append(state)
             append.write(blob)
-            registry.commit_upload(append.finish(), image.digest_of(blob))
+            services.blob_uploads.commit(append.finish(), image.digest_of(blob))
         registry.put_manifest(BASE, "latest", image.manifest, MANIFEST_TYPE)
         phases = {}
         started, cpu = time.monotonic(), time.process_time()

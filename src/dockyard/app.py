@@ -121,6 +121,7 @@ def create_app(services: Services) -> ASGIApp:
     auth = build_auth(services)
     ctx = OCIContext(
         services.registry,
+        services.blob_uploads,
         services.blobs,
         services.uploads,
         io,

@@ -40,6 +40,7 @@ from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.quotas import Quotas
+from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.cache import (
     MIB,
     ChangeFeed,
@@ -78,6 +79,7 @@ class Services:
     quotas: Quotas
     immutability: ImmutabilityRules
     registry: Registry
+    blob_uploads: BlobUploads
     feed: ChangeFeed
     audit: AuditLog
     pulls: PullRecorder
@@ -172,23 +174,37 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     audit = AuditLog(db)
     quotas = build_quotas(db, feed, audit)
     immutability = build_immutability(db, feed)
+    read_only = settings.storage.maintenance.readonly.enabled
     registry = Registry(
         db,
         blobs,
-        uploads,
         feed,
         quotas,
         immutability,
         delete_enabled=settings.storage.delete.enabled,
-        read_only=settings.storage.maintenance.readonly.enabled,
-        max_upload_size=settings.storage.uploads.max_size_bytes,
+        read_only=read_only,
         cache_bytes=settings.storage.cache.memory_bytes,
+    )
+    blob_uploads = BlobUploads(
+        db, blobs, uploads, feed, quotas, read_only, max_upload_size=settings.storage.uploads.max_size_bytes
     )
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)
     pull_audit = PullCounter(db) if settings.audit.pulls == "counted" else None  # the same
     return Services(
-        settings, db, driver, uploads, blobs, quotas, immutability, registry, feed, audit, pulls, pull_audit
+        settings,
+        db,
+        driver,
+        uploads,
+        blobs,
+        quotas,
+        immutability,
+        registry,
+        blob_uploads,
+        feed,
+        audit,
+        pulls,
+        pull_audit,
     )
 
 

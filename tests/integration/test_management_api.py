@@ -34,6 +34,7 @@ from dockyard.auth.policy import AccessPolicy
 from dockyard.projects.rbac import Role
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.queries import RegistryQueries
@@ -79,6 +80,7 @@ class Api:
 class Stack:
     api: Api
     registry: Registry
+    blob_uploads: BlobUploads
     uploads: UploadStore
     services: ManagementServices
 
@@ -90,10 +92,10 @@ class Stack:
 
     def push_blob(self, name: str, data: bytes) -> dict[str, Any]:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        state = self.registry.start_upload(name)
+        state = self.blob_uploads.start(name)
         session = self.uploads.begin_append(state)
         session.write(data)
-        self.registry.commit_upload(session.finish(), digest)
+        self.blob_uploads.commit(session.finish(), digest)
         return {"digest": digest, "size": len(data)}
 
     def push_image(self, name: str, tag: str | None, layer: bytes, arch: str = "amd64") -> dict[str, Any]:
@@ -168,7 +170,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     # Mounted as the composition root mounts it.
     app = Starlette(routes=[Mount(MOUNT_PATH, app=create_management_app(services))])
     api = Api(app)
-    yield Stack(api, registry, uploads, services)
+    yield Stack(api, registry, parts.blob_uploads, uploads, services)
     api.close()
     audit.close()
     db.dispose()

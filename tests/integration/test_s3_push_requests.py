@@ -59,7 +59,7 @@ class Node:
         self.calls: Counter[str] = Counter()
         driver.client.meta.events.register("before-call.s3", self._count)
         parts = registry_parts(db, driver, InProcessChangeFeed())
-        self.registry, self.uploads = parts.registry, parts.uploads
+        self.registry, self.blob_uploads, self.uploads = parts.registry, parts.blob_uploads, parts.uploads
 
     def _count(self, model: Any, **_: Any) -> None:
         self.calls[model.name] += 1
@@ -69,7 +69,7 @@ class Node:
 
     # --- the OCI endpoints' calls -------------------------------------------------------------
     def start(self, repo: str) -> UploadState:
-        return self.registry.start_upload(repo)
+        return self.blob_uploads.start(repo)
 
     def append(self, state: UploadState, data: bytes, committing: bool = False) -> UploadState:
         session = self.uploads.begin_append(state)
@@ -78,17 +78,17 @@ class Node:
         return session.finish(not committing)
 
     def patch(self, repo: str, upload_id: str, data: bytes) -> UploadState:
-        return self.append(self.registry.get_upload(repo, upload_id), data)
+        return self.append(self.blob_uploads.get(repo, upload_id), data)
 
     def put(self, repo: str, upload_id: str, digest: str, data: bytes = b"") -> int:
-        state = self.registry.get_upload(repo, upload_id)
+        state = self.blob_uploads.get(repo, upload_id)
         if data:
             state = self.append(state, data, committing=True)
-        return self.registry.commit_upload(state, digest)
+        return self.blob_uploads.commit(state, digest)
 
     def monolithic(self, repo: str, data: bytes) -> int:
         state = self.append(self.start(repo), data, committing=True)
-        return self.registry.commit_upload(state, digest_of(data))
+        return self.blob_uploads.commit(state, digest_of(data))
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_wrong_digest_leaves_nothing_at_either_address(node: Node) -> None:
     wrong = digest_of(b"something else")
     state = node.append(node.start("library/app"), data, committing=True)
     with pytest.raises(DigestInvalid):
-        node.registry.commit_upload(state, wrong)
+        node.blob_uploads.commit(state, wrong)
     node.uploads.cancel(state.id, state.repository)  # as the endpoint does
     keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
     assert [key for key in keys if not key.endswith("/")] == []
@@ -206,7 +206,7 @@ def test_a_held_multipart_upload_is_aborted(node: Node, outcome: str) -> None:
     assert len(_open_multipart_uploads(node)) == 1
     if outcome == "wrong digest":
         with pytest.raises(DigestInvalid):
-            node.registry.commit_upload(state, digest_of(b"other"))
+            node.blob_uploads.commit(state, digest_of(b"other"))
     node.uploads.cancel(state.id, state.repository)
     assert _open_multipart_uploads(node) == []
     keys = [obj["Key"] for obj in node.driver._keys_below(node.driver._root)]
@@ -225,7 +225,7 @@ def test_a_chunk_another_node_wrote_over_never_lands_under_the_digest(
     one, two = Node(db, seaweedfs, root), Node(db, seaweedfs, root)
     genuine, junk = secrets.token_bytes(size), secrets.token_bytes(size)
     state = one.start("poison/app")
-    stale = two.registry.get_upload("poison/app", state.id)
+    stale = two.blob_uploads.get("poison/app", state.id)
     one.append(state, genuine)
     session = two.uploads.begin_append(stale)
     session.write(junk)
@@ -236,7 +236,7 @@ def test_a_chunk_another_node_wrote_over_never_lands_under_the_digest(
     with pytest.raises(PathNotFound):
         one.driver.stat(blob_data_path(digest_of(genuine)))
     with pytest.raises(BlobUploadUnknown):  # dropped: the client starts the blob again
-        one.registry.get_upload("poison/app", state.id)
+        one.blob_uploads.get("poison/app", state.id)
 
 
 @pytest.mark.parametrize("size", [64 * 1024, 12 * MiB], ids=["tail", "parts"])
@@ -258,7 +258,7 @@ def test_a_commit_cut_off_after_its_bytes_landed_completes_on_another_node(
     _assert_landed(survivor, data)
     assert survivor.registry.blob_size("cut/app", digest_of(data)) == size
     with pytest.raises(BlobUploadUnknown):
-        survivor.registry.get_upload("cut/app", state.id)
+        survivor.blob_uploads.get("cut/app", state.id)
 
 
 def test_a_put_whose_bytes_are_gone_and_not_at_its_digest_is_refused(

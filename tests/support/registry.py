@@ -10,6 +10,7 @@ from dockyard.audit.interfaces import AuditRecorder
 from dockyard.db.session import Database
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.quotas import Quotas
+from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.cache import ChangeFeed
 from dockyard.registry.services import Registry
 from dockyard.services import build_immutability, build_quotas
@@ -21,6 +22,7 @@ from dockyard.storage.uploads import UploadStore
 @dataclass
 class RegistryParts:
     registry: Registry
+    blob_uploads: BlobUploads
     blobs: BlobStore
     uploads: UploadStore
     quotas: Quotas
@@ -35,10 +37,12 @@ def registry_parts(
     blob_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> RegistryParts:
-    """`options` go to Registry (delete_enabled, read_only, ...), `blob_options` to the BlobStore."""
+    """`options` go to Registry (delete_enabled, read_only, ...), `blob_options` to the BlobStore; the
+    blob uploads get Registry's read_only."""
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads, **(blob_options or {}))
     quotas = build_quotas(db, feed, audit)
     immutability = build_immutability(db, feed)
-    registry = Registry(db, blobs, uploads, feed, quotas, immutability, **options)
-    return RegistryParts(registry, blobs, uploads, quotas, immutability)
+    registry = Registry(db, blobs, feed, quotas, immutability, **options)
+    blob_uploads = BlobUploads(db, blobs, uploads, feed, quotas, registry.read_only)
+    return RegistryParts(registry, blob_uploads, blobs, uploads, quotas, immutability)

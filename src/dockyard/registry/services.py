@@ -42,40 +42,33 @@ from dockyard.registry.manifest_writes import (
 )
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
 from dockyard.registry.repository_writes import ensure_repository, link_blob
-from dockyard.registry.upload_budget import UploadBudget
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
-from dockyard.storage.uploads import UploadState, UploadStore
 
-DEFAULT_MAX_UPLOAD_SIZE = 16 * 1024**3  # storage.uploads.max_size
 DEFAULT_CACHE_BYTES = 32 * MIB
 
 
 class Registry:
-    """Repositories, manifests, tags, referrers and blob links. The project policies every write goes
-    through (quota charges, immutable tags) and the blob and upload stores are handed in by the
-    composition root (`dockyard.services`): callers that need those use them directly."""
+    """Repositories, manifests, tags, referrers and blob links (uploads: registry.blob_uploads). The
+    project policies every write goes through (quota charges, immutable tags) and the blob store are
+    handed in by the composition root (`dockyard.services`): callers that need those use them directly."""
 
     def __init__(
         self,
         db: Database,
         blobs: BlobStore,
-        uploads: UploadStore,
         feed: ChangeFeed,
         quotas: Quotas,
         immutability: ImmutabilityRules,
         delete_enabled: bool = True,
         read_only: bool = False,
-        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self._db = db
-        self.max_upload_size = max_upload_size
         self._quotas = quotas
         self._immutability = immutability
         self._blobs = blobs
-        self._uploads = uploads
         self._feed = feed
         self.delete_enabled = delete_enabled
         self.read_only = read_only
@@ -391,50 +384,6 @@ class Registry:
         if repository.created:
             self._feed.bump(Topic.MANIFESTS)
         return int(size)
-
-    # --- uploads ------------------------------------------------------------------------------
-    # An upload session belongs to the repository and the owner (who started it, with auth on) it was
-    # started for: to anyone else it does not exist (BlobUploadUnknown), whatever they ask of it.
-    def start_upload(self, name: str, owner: str | None = None) -> UploadState:
-        self._check_writable()
-        validate_name(name)
-        return self._uploads.create(name, owner)
-
-    def get_upload(self, name: str, upload_id: str, owner: str | None = None) -> UploadState:
-        validate_name(name)
-        return self._uploads.get(upload_id, name, owner)
-
-    def cancel_upload(self, name: str, upload_id: str, owner: str | None = None) -> None:
-        validate_name(name)
-        self._uploads.cancel(upload_id, name, owner)
-
-    def commit_upload(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
-        """Verify, move into place, then record the blob and link it: the order that survives crashes
-        (and garbage collection: storage.blobs)."""
-        self._check_writable()
-        parsed = parse_digest(digest)
-        # Refuse before moving anything when the quota has no room; the charge below is the exact check.
-        self._quotas.check_room(state.repository, state.size, digest)
-        created = False
-
-        def link(connection: Connection) -> None:  # in the transaction that records the blob
-            nonlocal created
-            repository = ensure_repository(connection, state.repository)
-            created = repository.created
-            link_blob(connection, self._quotas, repository, digest, state.size)
-            self._uploads.forget(connection, state)
-
-        size = self._blobs.commit_upload(state, parsed, link, expected_size)
-        if created:
-            self._feed.bump(Topic.MANIFESTS)
-        self._uploads.clean_up(state)
-        return size
-
-    def upload_budget(self, name: str, size: int, digest: str | None = None) -> UploadBudget:
-        """What a request may add to an upload of `name` holding `size` bytes (registry.upload_budget):
-        for the edge to refuse a body before reading it, and to stop reading one past it."""
-        validate_name(name)
-        return UploadBudget(self.max_upload_size, size, self._quotas.upload_room(name, size, digest))
 
     # --- internals ----------------------------------------------------------------------------
     def _manifest_cache(self, reference: str) -> GenerationCache[tuple[str, str], ManifestRecord]:

@@ -17,6 +17,7 @@ from dockyard.db.session import Database
 from dockyard.gc.interfaces import GCOptions, GCReport
 from dockyard.gc.services import GarbageCollector
 from dockyard.projects.quotas import Quotas
+from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.services import Registry
@@ -47,6 +48,10 @@ class Env:
     @property
     def registry(self) -> Registry:
         return self.parts.registry
+
+    @property
+    def blob_uploads(self) -> BlobUploads:
+        return self.parts.blob_uploads
 
     @property
     def blobs(self) -> BlobStore:

@@ -127,11 +127,11 @@ def _pause_before_record(db: Database) -> tuple[threading.Event, threading.Event
 def _start_upload(env: Env, data: bytes) -> Callable[[], int]:
     """An upload of data into AGAIN whose last request holds its writer for the commit (a monolithic
     push), ready to commit; returns the commit."""
-    state = env.registry.start_upload(AGAIN)
+    state = env.blob_uploads.start(AGAIN)
     session = env.uploads.begin_append(state)
     session.write(data)
     state = session.finish(record=False)
-    return lambda: env.registry.commit_upload(state, digest_of(data))
+    return lambda: env.blob_uploads.commit(state, digest_of(data))
 
 
 def _assert_no_row_without_its_bytes(env: Env) -> None:

@@ -14,6 +14,7 @@ from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.auth.interfaces import Principal
 from dockyard.observability.metrics import Metrics
+from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
@@ -24,7 +25,8 @@ T = TypeVar("T")
 
 @dataclass
 class OCIContext:
-    registry: Registry  # repositories, manifests, tags, blob links; upload sessions' start and commit
+    registry: Registry  # repositories, manifests, tags, blob links
+    blob_uploads: BlobUploads  # upload sessions: start, find, cancel, commit, what a body may add
     blobs: BlobStore  # blob bytes: where a GET reads them from
     uploads: UploadStore  # an upload session's bytes while a request streams them in
     io: BlobIO

@@ -76,7 +76,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     if digest is not None:
         parse_digest(digest)
         budget = await _budget(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
-    state = await ctx.call(ctx.registry.start_upload, name, _owner(request))
+    state = await ctx.call(ctx.blob_uploads.start, name, _owner(request))
     ctx.metrics.uploads_started.inc()
     if digest is None or budget is None:
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
@@ -93,12 +93,12 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
 
 
 async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
+    state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
     return Response(b"", status_code=204, headers=_upload_headers(ctx, name, state))
 
 
 async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
+    state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
     _check_content_range(request, state)
     # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
     budget = await _budget(ctx, request, name, state.size)
@@ -111,7 +111,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if not digest:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     parse_digest(digest)
-    state = await ctx.call(ctx.registry.get_upload, name, upload_id, _owner(request))
+    state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
@@ -122,7 +122,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
 
 
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    await ctx.call(ctx.registry.cancel_upload, name, upload_id, _owner(request))
+    await ctx.call(ctx.blob_uploads.cancel, name, upload_id, _owner(request))
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
@@ -132,7 +132,7 @@ async def _budget(
     """What this request's body may add to an upload holding `size` bytes (registry.upload_budget). A
     declared length that could not fit (the per-upload limit, the project's quota) is refused now, before
     a byte of it is read; a body without one is stopped where it stops fitting."""
-    budget = await ctx.call(ctx.registry.upload_budget, name, size, digest)
+    budget = await ctx.call(ctx.blob_uploads.budget, name, size, digest)
     budget.check(declared_length(request))
     return budget
 
@@ -204,7 +204,7 @@ def _abort_quietly(session: AppendSession) -> None:
 
 async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
     try:
-        await ctx.call(ctx.registry.commit_upload, state, digest)
+        await ctx.call(ctx.blob_uploads.commit, state, digest)
     except (DigestInvalid, SizeInvalid, QuotaExceeded):
         # The bytes can never become this blob (or not in this project now): drop the session so
         # nothing half-done lingers.
