@@ -12,12 +12,12 @@ deletes bytes a row still needs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, exists, func, or_, select, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
@@ -107,30 +107,35 @@ class BlobSweeper:
         """Tombstone those of these blobs still collectable, and delete their repository links, in
         one transaction; returns them. Their bytes go next (`delete_files`), then the rows (`forget`)."""
         with self._db.write() as connection:
-            _by_key(connection)
-            # PostgreSQL: wait for manifest PUTs, mounts and uploads holding the rows, then keep them
-            # from new ones. The checks below are a new statement, so under READ COMMITTED they see
-            # what those committed (a new reference or link).
-            connection.execute(
-                select(Blob.digest).where(Blob.digest.in_(digests)).order_by(Blob.digest).with_for_update()
-            )
-            rows = connection.execute(
-                select(Blob.digest, Blob.size).where(
-                    Blob.digest.in_(digests), collectable(cutoff, min(digests), max(digests))
-                )
-            ).all()
-            doomed = [row.digest for row in rows]
-            if doomed:
-                by_project = _links_by_project(connection, doomed)
-                connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(doomed)))
+            if connection.dialect.name == "postgresql":  # SQLite: one write transaction at a time
+                _by_key(connection)
+                # Wait for manifest PUTs, mounts and uploads holding the rows, then keep them from new
+                # ones. The check below is a new statement, so under READ COMMITTED it sees what
+                # those committed (a new reference or link).
                 connection.execute(
-                    update(Blob).where(Blob.digest.in_(doomed)).values(deleting_since=utcnow())
+                    select(Blob.digest)
+                    .where(Blob.digest.in_(digests))
+                    .order_by(Blob.digest)
+                    .with_for_update()
                 )
+            rows = connection.execute(
+                update(Blob)
+                .where(Blob.digest.in_(digests), collectable(cutoff, min(digests), max(digests)))
+                .values(deleting_since=utcnow())
+                .returning(Blob.digest, Blob.size)
+            ).all()
+            if rows:
+                links = connection.execute(
+                    delete(RepositoryBlob)
+                    .where(RepositoryBlob.digest.in_([row.digest for row in rows]))
+                    .returning(RepositoryBlob.repository_id, RepositoryBlob.digest)
+                ).all()
+                by_project = _by_project(connection, links)
                 # Quota usage, in this transaction and last (after the blob row locks), projects
                 # in id order so two collectors never deadlock (registry.usage).
                 for project_id in sorted(by_project):
                     release(connection, project_id, by_project[project_id])
-        return [(row.digest, int(row.size)) for row in rows]
+        return sorted((row.digest, int(row.size)) for row in rows)
 
     def forget(self, digests: list[str]) -> None:
         """Delete tombstoned rows whose storage deletes have finished (failed ones too: a file left
@@ -197,17 +202,22 @@ class BlobSweeper:
         return found
 
 
-def _links_by_project(connection: Connection, digests: list[str]) -> dict[int, list[str]]:
-    """The projects whose repositories link these blobs, with the digests each links."""
-    found: dict[int, list[str]] = {}
-    for project_id, digest in connection.execute(
-        select(Repository.project_id, RepositoryBlob.digest)
-        .join(Repository, Repository.id == RepositoryBlob.repository_id)
-        .where(RepositoryBlob.digest.in_(digests), Repository.project_id.is_not(None))
-        .distinct()
-    ):
-        found.setdefault(int(project_id or 0), []).append(digest)
-    return found
+def _by_project(connection: Connection, links: Sequence[Row[int, str]]) -> dict[int, list[str]]:
+    """The projects whose repositories had these links (repository_id, digest), with their digests."""
+    repositories = {link.repository_id for link in links}
+    projects = {
+        repository_id: project_id
+        for repository_id, project_id in connection.execute(
+            select(Repository.id, Repository.project_id).where(
+                Repository.id.in_(repositories), Repository.project_id.is_not(None)
+            )
+        )
+    }
+    found: dict[int, set[str]] = {}
+    for link in links:
+        if (project_id := projects.get(link.repository_id)) is not None:
+            found.setdefault(project_id, set()).add(link.digest)
+    return {project_id: sorted(digests) for project_id, digests in found.items()}
 
 
 def _between(column: Any, low: str | None, high: str | None) -> list[Any]:
