@@ -45,7 +45,10 @@ def test_racing_runners_run_each_job_exactly_once(
     kind = JobKind("count", count, concurrency=100)
     ids = [queue.enqueue("count", {"n": n}) for n in range(60)]
     nodes = [JobQueue(Database(build_engine(database_url))) for _ in range(4)]
-    runners = [make_runner([kind], start=True, on=node, threads=4) for node in nodes]
+    # A lease far past any stall: this is about racing claims, not about leases running out (with the
+    # usual 3 s, a runner starved that long on a loaded machine lost its job to another, run twice).
+    lease = timedelta(seconds=60)
+    runners = [make_runner([kind], start=True, on=node, threads=4, lease=lease) for node in nodes]
 
     wait_until(lambda: queue.list(kind="count", status="succeeded").total == 60, seconds=120)
     for runner in runners:
