@@ -86,6 +86,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--gc-seconds", type=float, default=15.0, help="--gc: length of the GET run without GC"
     )
     parser.add_argument(
+        "--gc-manifests",
+        type=int,
+        default=20_000,
+        help="--gc: manifests seeded, 5 blobs each, half of them garbage (default 20,000)",
+    )
+    parser.add_argument(
         "--scale",
         action="store_true",
         help="run the scale scenario instead (bench/scale.py: N repositories, against v3.1.1)",
@@ -181,7 +187,7 @@ def _gc_bench(args: argparse.Namespace) -> int:
     from bench.gc import run_gc_bench
 
     with WorkDir(args.keep) as workdir:
-        result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress)
+        result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress, args.gc_manifests)
         print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
     return 1 if result.without.errors or result.during.errors or result.after.errors else 0
 

@@ -4,8 +4,10 @@ Fills a dockyard with 20,000 manifests of 5 blobs each (100,000 blobs), half of 
 (so half the blobs unreferenced once they go), all made to look 5 hours old; rows are written in bulk
 and the small blob files straight into storage (pushing 100k blobs over HTTP would take hours here).
 Then it measures manifest GETs by tag (wrk, rotating over 2,000 tags) without GC, and again while
-`GarbageCollector.run(delete_untagged=True)` runs, and reports the GC's duration and bytes freed and
-the GET p99 without and during GC.
+`GarbageCollector.run(delete_untagged=True)` runs, and reports the GC's duration and bytes freed, the
+CPU it took per deleted manifest and blob (the collector's process; on PostgreSQL the database's too),
+and the GET p99 without and during GC. On a shared machine the CPU figures are the steady ones: wall
+time and p99 move with whatever else runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -42,13 +45,35 @@ TARGET_P99_RATIO = 2.0
 
 
 @dataclass
+class PhaseCPU:
+    """CPU seconds one phase of the GC took: its process (user + system, every thread) and, on
+    PostgreSQL, the database server (all of its processes: the collector's connections, and the GETs'
+    if any reach it; manifest GETs by tag are cache hits)."""
+
+    collector: float = 0.0
+    database: float | None = None
+
+    def per(self, count: int) -> str:
+        if not count:
+            return "-"
+        text = f"{self.collector / count * 1000:.3f} ms"
+        if self.database is not None:
+            text += f" + {self.database / count * 1000:.3f} ms database"
+        return text
+
+
+@dataclass
 class GCBenchResult:
     database: str
+    manifests: int
     seed_seconds: float
     gc_seconds: float
     manifests_deleted: int
     blobs_deleted: int
     bytes_freed: int
+    manifest_cpu: PhaseCPU
+    blob_cpu: PhaseCPU
+    load_average: tuple[float, float, float]  # when the GC started
     without: SmallResult  # before GC
     during: SmallResult
     after: SmallResult  # without GC again: the machine is shared, so two baselines bracket the run
@@ -56,14 +81,17 @@ class GCBenchResult:
     def lines(self) -> list[str]:
         baseline = min(self.without.p99_ms, self.after.p99_ms)  # the stricter comparison
         ratio = self.during.p99_ms / baseline if baseline else float("inf")
-        blobs = MANIFESTS * BLOBS_PER_MANIFEST
+        blobs = self.manifests * BLOBS_PER_MANIFEST
         without, during = self.without, self.during
+        load = ", ".join(f"{value:.2f}" for value in self.load_average)
         return [
-            f"GC bench on {self.database}: {MANIFESTS} manifests, {blobs} blobs (seeded in "
+            f"GC bench on {self.database}: {self.manifests} manifests, {blobs} blobs (seeded in "
             f"{self.seed_seconds:.0f} s)",
             f"  GC: {self.gc_seconds:.1f} s (target < {TARGET_SECONDS:.0f} s), deleted "
             f"{self.manifests_deleted} manifests and {self.blobs_deleted} blobs, "
-            f"{self.bytes_freed} bytes freed",
+            f"{self.bytes_freed} bytes freed; load average {load} when it started",
+            f"  GC CPU per deleted manifest: {self.manifest_cpu.per(self.manifests_deleted)}, "
+            f"per deleted blob: {self.blob_cpu.per(self.blobs_deleted)}",
             f"  manifest GET p99 without GC: {without.p99_ms:.1f} ms "
             f"({without.requests_per_second:.0f} req/s, {without.errors} errors)",
             f"  manifest GET p99 during GC:  {during.p99_ms:.1f} ms "
@@ -75,20 +103,27 @@ class GCBenchResult:
 
 
 def run_gc_bench(
-    workdir: Path, workers: int, database: str, seconds: float, progress: Callable[[str], None]
+    workdir: Path,
+    workers: int,
+    database: str,
+    seconds: float,
+    progress: Callable[[str], None],
+    manifests: int = MANIFESTS,
 ) -> GCBenchResult:
     with ExitStack() as stack:
         sections: dict[str, Any] = {}
+        database_pid: int | None = None
         if database == "postgresql":
             from tests.support.postgres import start_postgres  # the suite's launcher, as bench/ha.py
 
             cluster = start_postgres()
             stack.callback(cluster.stop)
             sections["database"] = {"url": cluster.create_database("gcbench")}
+            database_pid = cluster.process.pid
         settings = _write_config(workdir, sections)
-        progress(f"gc bench: seeding {MANIFESTS} manifests and {MANIFESTS * BLOBS_PER_MANIFEST} blobs")
+        progress(f"gc bench: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
         started = time.monotonic()
-        tags = _seed(settings)
+        tags = _seed(settings, manifests)
         seed_seconds = time.monotonic() - started
         # The server runs on the datadir (and database) just seeded: _write_config names the same ones.
         server = stopping(stack, start_dockyard(workdir / "dockyard", workers, sections=sections))
@@ -99,17 +134,22 @@ def run_gc_bench(
         progress("gc bench: manifest GETs while GC runs")
         with _wrk_running(server, paths) as stop_wrk:
             time.sleep(1.0)
-            report = _collect(settings)
+            load_average = os.getloadavg()
+            report, cpu = _collect(settings, database_pid)
             during = stop_wrk()
         progress(f"gc bench: manifest GETs for {seconds:g} s after GC")
         after = _wrk_for(server, paths, seconds)
         return GCBenchResult(
             database,
+            manifests,
             seed_seconds,
             report.duration_seconds,
             report.manifests_deleted,
             report.blobs_deleted,
             report.bytes_freed,
+            cpu["manifests"],
+            cpu["blobs"],
+            load_average,
             without,
             during,
             after,
@@ -130,7 +170,7 @@ def _write_config(workdir: Path, sections: dict[str, Any]) -> Any:
     return load_settings(config_path, {})
 
 
-def _seed(settings: Any) -> list[tuple[str, str]]:
+def _seed(settings: Any, manifests: int) -> list[tuple[str, str]]:
     """Rows in bulk and small files straight into storage; returns the (repository, tag) of live images."""
     from sqlalchemy import insert, select
 
@@ -157,9 +197,9 @@ def _seed(settings: Any) -> list[tuple[str, str]]:
             )
             repository_ids = dict(connection.execute(select(Repository.name, Repository.id)).tuples().all())
         tags: list[tuple[str, str]] = []
-        for start in range(0, MANIFESTS, ROWS_PER_INSERT // BLOBS_PER_MANIFEST):
+        for start in range(0, manifests, ROWS_PER_INSERT // BLOBS_PER_MANIFEST):
             rows = _manifest_rows(
-                start, min(MANIFESTS, start + ROWS_PER_INSERT // BLOBS_PER_MANIFEST), storage
+                start, min(manifests, start + ROWS_PER_INSERT // BLOBS_PER_MANIFEST), storage
             )
             with services.db.write() as connection:
                 blobs = [blob for row in rows for blob in row["blobs"]]
@@ -247,17 +287,70 @@ def _write_blob(storage: Path, data: bytes) -> tuple[str, int]:
     return f"sha256:{encoded}", len(data)
 
 
-def _collect(settings: Any) -> Any:
+def _collect(settings: Any, database_pid: int | None) -> tuple[Any, dict[str, PhaseCPU]]:
     from dockyard.app import build_services
     from dockyard.gc.interfaces import GCOptions
     from dockyard.gc.services import GarbageCollector
 
+    cpu = {"manifests": PhaseCPU(), "blobs": PhaseCPU()}
+
+    class Measured(GarbageCollector):
+        """The collector, with the CPU of its two sweeps counted (the bench's only use of its insides)."""
+
+        def _sweep_manifests(self, *args: Any, **kwargs: Any) -> None:
+            with _counting(cpu["manifests"], database_pid):
+                super()._sweep_manifests(*args, **kwargs)
+
+        def _sweep_blobs(self, *args: Any, **kwargs: Any) -> None:
+            with _counting(cpu["blobs"], database_pid):
+                super()._sweep_blobs(*args, **kwargs)
+
     services = build_services(settings, migrate=False)
     try:
-        collector = GarbageCollector(services.db, services.driver, services.feed)
-        return collector.run(GCOptions(delete_untagged=True, min_age=timedelta(hours=1)), _Progress())
+        collector = Measured(services.db, services.driver, services.feed)
+        report = collector.run(GCOptions(delete_untagged=True, min_age=timedelta(hours=1)), _Progress())
+        return report, cpu
     finally:
         services.close()
+
+
+@contextmanager
+def _counting(into: PhaseCPU, database_pid: int | None) -> Iterator[None]:
+    """Adds the CPU this process (every thread: the GC runs here, the bench's other work waits) and
+    the database server used meanwhile."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    database_before = _process_tree_cpu(database_pid) if database_pid else None
+    try:
+        yield
+    finally:
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        into.collector += after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        if database_pid and database_before is not None:
+            into.database = (into.database or 0.0) + _process_tree_cpu(database_pid) - database_before
+
+
+def _process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its exited children (reaped) and its running children: PostgreSQL's
+    postmaster and its backends. A backend that exits meanwhile counts once reaped (the collector's
+    pooled connections stay open through its run)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def fields(stat_pid: str) -> list[str]:
+        with open(f"/proc/{stat_pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()
+
+    own = fields(str(pid))
+    total = sum(int(value) for value in own[11:15])  # utime, stime, cutime, cstime
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or entry == str(pid):
+            continue
+        try:
+            stat = fields(entry)
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat[1]) == pid:  # its parent
+            total += int(stat[11]) + int(stat[12])
+    return total / ticks
 
 
 class _Progress:
