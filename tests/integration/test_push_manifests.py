@@ -163,7 +163,7 @@ def test_missing_layer_is_manifest_blob_unknown(oci: OCIClient, repo_name: str) 
     oci.push_blob(repo_name, config)
     body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, b"never uploaded layer")])
     assert_error(oci.put_manifest(repo_name, "broken", body, OCI_MANIFEST), 400, "MANIFEST_BLOB_UNKNOWN")
-    assert_error(oci.get_manifest(repo_name, "broken"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    assert_error(oci.get_manifest(repo_name, "broken"), 404, "MANIFEST_UNKNOWN")
 
 
 def test_missing_config_blob_is_manifest_blob_unknown(oci: OCIClient, repo_name: str) -> None:
@@ -171,7 +171,7 @@ def test_missing_config_blob_is_manifest_blob_unknown(oci: OCIClient, repo_name:
     oci.push_blob(repo_name, layer)
     body = image_manifest(descriptor(OCI_CONFIG, b'{"never":"uploaded"}'), [descriptor(OCI_LAYER, layer)])
     assert_error(oci.put_manifest(repo_name, "broken", body, OCI_MANIFEST), 400, "MANIFEST_BLOB_UNKNOWN")
-    assert_error(oci.get_manifest(repo_name, "broken"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    assert_error(oci.get_manifest(repo_name, "broken"), 404, "MANIFEST_UNKNOWN")
 
 
 def test_blob_of_another_repository_does_not_satisfy_a_manifest(oci: OCIClient, repo_name: str) -> None:
@@ -272,14 +272,14 @@ def test_put_by_digest_that_does_not_match_body_is_digest_invalid(oci: OCIClient
     body = image_manifest(empty_descriptor(), [])
     wrong = digest_of(body + b" ")
     assert_error(oci.put_manifest(repo_name, wrong, body, OCI_MANIFEST), 400, "DIGEST_INVALID")
-    assert_error(oci.get_manifest(repo_name, wrong), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
-    assert_error(oci.get_manifest(repo_name, digest_of(body)), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    assert_error(oci.get_manifest(repo_name, wrong), 404, "MANIFEST_UNKNOWN")
+    assert_error(oci.get_manifest(repo_name, digest_of(body)), 404, "MANIFEST_UNKNOWN")
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe"])
 def test_invalid_json_is_manifest_invalid(oci: OCIClient, repo_name: str, body: bytes) -> None:
     assert_error(oci.put_manifest(repo_name, "bad", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
-    assert_error(oci.get_manifest(repo_name, "bad"), 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    assert_error(oci.get_manifest(repo_name, "bad"), 404, "MANIFEST_UNKNOWN")
 
 
 def test_accept_sent_as_one_header_per_type(oci: OCIClient, repo_name: str) -> None:
