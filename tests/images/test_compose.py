@@ -20,7 +20,7 @@ import random
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +123,15 @@ def free_subnet() -> str:
     raise AssertionError("no free /24 in 172.16.0.0/12")
 
 
-def wait_until(condition: object, what: str, timeout: float = 300.0) -> None:
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 300.0, detail: list[str] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} after {timeout}s")
+            raise AssertionError(
+                f"not {what} after {timeout}s" + "".join(f"\n{line}" for line in (detail or [])[-20:])
+            )
         time.sleep(0.5)
 
 
@@ -140,15 +144,16 @@ def ready(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    archive = built_images("all")
+    # The servers' images first: tests/images/test_container.py may be building dockyard's meanwhile.
+    archives = [built_images("ha"), built_images("dockyard")]
     root = tmp_path_factory.mktemp("compose")
     daemon = start_docker(root / "dockerd", data_tmpfs="12g")
     bridge = None
     running = None
     try:
         docker = daemon.client(root / "docker-config")
-        for name in ("dockyard.tar", archive.name):
-            docker("load", "--input", str(archive.with_name(name)), timeout=900)
+        for archive in archives:
+            docker("load", "--input", str(archive), timeout=900)
         port = free_port()
         env = {
             "PATH": SYSTEM_PATH,
@@ -208,9 +213,11 @@ def test_docker_pushes_through_haproxy_and_every_node_serves_it(
     wait_until(lambda: deployment.psql("postgres-replica", count) == primary, "replicated", timeout=60)
 
 
-def push_until_stopped(url: str, worker: int, stop: threading.Event, acknowledged: Acknowledged) -> None:
+def push_until_stopped(
+    url: str, worker: int, stop: threading.Event, acknowledged: Acknowledged, errors: list[str]
+) -> None:
     """Push small images through HAProxy until told to stop. A failed push (the node that had it died)
-    is tried again as a new image; only the acknowledged ones are recorded."""
+    is tried again as a new image; only the acknowledged ones are recorded, the failures are noted."""
     repo = f"team/chaos{worker}"
     number = 0
     while not stop.is_set():
@@ -223,22 +230,31 @@ def push_until_stopped(url: str, worker: int, stop: threading.Event, acknowledge
                         repo, f"v{number}", seed=f"{worker}-{number}-{os.urandom(4).hex()}"
                     )
                     acknowledged.append((repo, f"v{number}", pushed.body))
-        except (httpx.HTTPError, AssertionError):
+        except (httpx.HTTPError, AssertionError) as error:
+            errors.append(f"pusher {worker}, push {number}: {type(error).__name__}: {str(error)[:300]}")
             time.sleep(0.2)
 
 
 def test_a_node_killed_under_pushes_through_haproxy_loses_nothing(deployment: Deployment) -> None:
     stop = threading.Event()
     acknowledged: Acknowledged = []
-    pushers = [threading.Thread(target=push_until_stopped, args=(deployment.url, worker, stop, acknowledged))
-               for worker in range(3)]  # fmt: skip
+    errors: list[str] = []
+    pushers = [
+        threading.Thread(target=push_until_stopped, args=(deployment.url, worker, stop, acknowledged, errors))
+        for worker in range(3)
+    ]
     for thread in pushers:
         thread.start()
     try:
-        wait_until(lambda: len(acknowledged) >= 10, "10 pushes", timeout=120)
+        wait_until(lambda: len(acknowledged) >= 10, "10 pushes", timeout=120, detail=errors)
         deployment.docker("kill", deployment.container(VICTIM))
         before = len(acknowledged)
-        wait_until(lambda: len(acknowledged) >= before + 10, "10 more pushes with a node down", timeout=120)
+        wait_until(
+            lambda: len(acknowledged) >= before + 10,
+            "10 more pushes, a node down",
+            timeout=120,
+            detail=errors,
+        )
     finally:
         stop.set()
         for thread in pushers:
@@ -251,7 +267,13 @@ def test_a_node_killed_under_pushes_through_haproxy_loses_nothing(deployment: De
                 got = http.get(
                     f"/v2/{repo}/manifests/{tag}", headers={"Accept": json.loads(body)["mediaType"]}
                 )
-                assert got.status_code == 200 and got.content == body, (url, repo, tag, describe(got))
+                assert got.status_code == 200 and got.content == body, (
+                    url,
+                    repo,
+                    tag,
+                    describe(got),
+                    errors[-20:],
+                )
                 for blob in [json.loads(body)["config"], *json.loads(body)["layers"]]:
                     content = http.get(f"/v2/{repo}/blobs/{blob['digest']}").content
                     assert digest_of(content) == blob["digest"], (url, repo, tag, blob)

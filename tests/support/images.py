@@ -29,8 +29,7 @@ ADMIN_PASSWORD_LINE = re.compile(r"created the administrator 'admin' with passwo
 
 
 def built_images(image_set: str) -> Path:
-    """Build (or find up to date) the images of `image_set` ("dockyard" or "all"); the archive of the last
-    set it names (dockyard.tar, or ha.tar for "all", which builds dockyard.tar too)."""
+    """Build (or find up to date) the images of `image_set`, "dockyard" or "ha"; their archive."""
     result = subprocess.run(
         [sys.executable, str(BUILD_SCRIPT), "--set", image_set],
         capture_output=True,
@@ -40,10 +39,9 @@ def built_images(image_set: str) -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise AssertionError(
-            f"scripts/build_images.py --set {image_set} failed:\n{result.stdout}\n{result.stderr}"
-        )
-    return ARCHIVES / ("dockyard.tar" if image_set == "dockyard" else "ha.tar")
+        command = f"scripts/build_images.py --set {image_set}"
+        raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
+    return ARCHIVES / f"{image_set}.tar"
 
 
 @dataclass
