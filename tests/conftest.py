@@ -106,6 +106,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/retention/",
     "tests/integration/test_postgresql.py",
     "tests/cluster/",  # always PostgreSQL
+    "tests/images/",  # containers: SQLite in the image's volume, or the compose example's PostgreSQL
     # SQLite on purpose: edits the SQLite file behind the registry's back.
     "tests/integration/test_redis.py",
     # The embedded default on purpose: what its processes load.

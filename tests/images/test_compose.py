@@ -33,8 +33,6 @@ from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import REPO_ROOT, free_port
 
-pytestmark = pytest.mark.db_independent  # PostgreSQL is the deployment's own; the SQLite pass runs it
-
 COMPOSE_FILE = REPO_ROOT / "deploy" / "docker-compose.yml"
 PROJECT = "dockyard-ha"
 ADMIN = ("admin", "compose-admin-password-7")

@@ -7,6 +7,9 @@ of a registry: first start (the admin password in its log, once), push and pull 
 while an upload is in flight (it drains), `docker kill` under pushes (nothing acknowledged is lost), a
 backup while it runs, and the upgrade routine of docs/container.md. Another one takes a registry:2
 config.yml mounted where registry:2 reads it, plus REGISTRY_* variables.
+
+One daemon and one registry container for the module (its tests stay on one xdist worker: `--dist
+loadscope`). The PostgreSQL pass does not run it again (tests/conftest.py, DB_INDEPENDENT_PATHS).
 """
 
 from __future__ import annotations
@@ -27,11 +30,6 @@ from tests.support.images import DOCKYARD_IMAGE, Container, built_images, image_
 from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import free_port
-
-# One daemon and one registry container for the module (its tests stay on one xdist worker: `--dist
-# loadscope`). Nothing here depends on the metadata database the suite's servers use, so the PostgreSQL
-# pass does not run it again.
-pytestmark = pytest.mark.db_independent
 
 MiB = 1024 * 1024
 SIZE_BUDGET = 150 * 1000 * 1000  # bytes, as `docker images` counts them

@@ -5,8 +5,9 @@ The daemon runs in a mount namespace of its own (`unshare --mount`), where a tem
 `certs.d/<host:port>/ca.crt` and writes its trust key there, never into the host's /etc/docker, and the test
 can give a registry a name. Its data root, exec root (with its own managed containerd), pid file and API
 socket are temp paths too, with the vfs storage driver and no networking of its own (no bridge, no
-iptables): it pulls, pushes, loads and inspects images and runs no container. It needs root (CI runs as
-root). A missing `dockerd` or docker client is a failure, never a skip.
+iptables). tests/e2e pull, push, load and inspect images with it; tests/images run containers on it, with
+`--network host` or on a compose network (a user-defined bridge, which works without the default one).
+It needs root (CI runs as root). A missing `dockerd` or docker client is a failure, never a skip.
 
 Why a name and IPv6 for HTTPS: dockerd always counts 127.0.0.0/8 as an insecure registry, and for an
 insecure registry it skips certificate checks and ignores certs.d. A registry it must verify is reached
