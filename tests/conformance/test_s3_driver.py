@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from dockyard.errors import ConfigError, PathNotFound, StorageError
 from dockyard.storage.driver import build_driver, s3writer
 from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.driver.checked import CheckedDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
 from dockyard.storage.driver.s3 import MIN_PART_SIZE, S3Driver
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
@@ -43,8 +44,8 @@ def make_driver(server: RunningSeaweedFS, rootdirectory: str, **options: Any) ->
         rootdirectory=rootdirectory,
         **options,
     )
-    assert isinstance(driver, S3Driver)
-    return driver
+    assert isinstance(driver, CheckedDriver) and isinstance(driver.inner, S3Driver)
+    return driver.inner
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def s3_driver(seaweedfs: RunningSeaweedFS) -> S3Driver:
 class TestS3Driver(StorageDriverConformance):
     @pytest.fixture
     def driver(self, s3_driver: S3Driver) -> StorageDriver:
-        return s3_driver
+        return CheckedDriver(s3_driver)
 
 
 # --- S3-specific behaviour ------------------------------------------------------------------------

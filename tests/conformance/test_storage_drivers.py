@@ -1,4 +1,4 @@
-"""Every storage driver passes the same conformance suite."""
+"""Every storage driver passes the same conformance suite, in the base wrapper `build_driver` puts it in."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.storage.driver.base import StorageDriver
+from dockyard.storage.driver.checked import CheckedDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.driver.inmemory import InMemoryDriver
@@ -15,10 +16,10 @@ from dockyard.storage.driver.inmemory import InMemoryDriver
 class TestFilesystemDriver(StorageDriverConformance):
     @pytest.fixture
     def driver(self, tmp_path: Path) -> StorageDriver:
-        return FilesystemDriver(tmp_path / "storage")
+        return CheckedDriver(FilesystemDriver(tmp_path / "storage"))
 
 
 class TestInMemoryDriver(StorageDriverConformance):
     @pytest.fixture
     def driver(self) -> StorageDriver:
-        return InMemoryDriver()
+        return CheckedDriver(InMemoryDriver())

@@ -22,7 +22,7 @@ from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
 from dockyard.registry.cache import InProcessChangeFeed
-from dockyard.storage.driver import build_driver
+from dockyard.storage.driver import CheckedDriver, build_driver
 from dockyard.storage.driver.s3 import S3Driver
 from dockyard.storage.paths import blob_data_path
 from dockyard.storage.uploads import UploadState
@@ -54,10 +54,10 @@ class Node:
             secretkey=store.secret_key,
             rootdirectory=root,
         )
-        assert isinstance(driver, S3Driver)
-        self.driver = driver
+        assert isinstance(driver, CheckedDriver) and isinstance(driver.inner, S3Driver)
+        self.driver = driver.inner  # to look at the bucket; the registry gets the driver as built
         self.calls: Counter[str] = Counter()
-        driver.client.meta.events.register("before-call.s3", self._count)
+        self.driver.client.meta.events.register("before-call.s3", self._count)
         parts = registry_parts(db, driver, InProcessChangeFeed())
         self.registry, self.blob_uploads, self.uploads = parts.registry, parts.blob_uploads, parts.uploads
 

@@ -8,15 +8,15 @@ import pytest
 
 from dockyard.config.storage_settings import DRIVER_NAMES as SETTINGS_DRIVER_NAMES
 from dockyard.config.storage_settings import StorageSettings
-from dockyard.errors import ConfigError
-from dockyard.storage.driver import DRIVER_NAMES, StorageDriver, build_driver
+from dockyard.errors import ConfigError, InvalidPath
+from dockyard.storage.driver import DRIVER_NAMES, CheckedDriver, StorageDriver, build_driver
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.driver.inmemory import InMemoryDriver
 
 
 def test_filesystem(tmp_path: Path) -> None:
     driver = build_driver("filesystem", rootdirectory=tmp_path / "s")
-    assert isinstance(driver, FilesystemDriver)
+    assert isinstance(driver, CheckedDriver) and isinstance(driver.inner, FilesystemDriver)
     assert isinstance(driver, StorageDriver)
     driver.put_content("a", b"x")
     assert (tmp_path / "s" / "a").read_bytes() == b"x"
@@ -28,7 +28,22 @@ def test_filesystem_accepts_a_string_root(tmp_path: Path) -> None:
 
 
 def test_inmemory() -> None:
-    assert isinstance(build_driver("inmemory"), InMemoryDriver)
+    driver = build_driver("inmemory")
+    assert isinstance(driver, CheckedDriver) and isinstance(driver.inner, InMemoryDriver)
+
+
+@pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a//b", "a/./b", "caf\u00e9", ""])
+def test_the_base_wrapper_refuses_bad_paths_the_drivers_no_longer_check(tmp_path: Path, path: str) -> None:
+    driver = build_driver("filesystem", rootdirectory=tmp_path / "s")
+    with pytest.raises(InvalidPath):
+        driver.put_content(path, b"x")
+    writer = driver.writer("uploads/u/data")
+    writer.write(b"kept")
+    with pytest.raises(InvalidPath):
+        writer.commit_to(path)
+    writer.commit()
+    assert driver.get_content("uploads/u/data") == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # nothing written beside the root
 
 
 def test_unknown_driver_names_the_valid_ones() -> None:

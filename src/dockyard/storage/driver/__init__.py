@@ -1,4 +1,5 @@
-"""Storage drivers, and `build_driver` to make one from its config name and options."""
+"""Storage drivers, and `build_driver` to make one from its config name and options, wrapped in the base
+wrapper that checks every path for every driver (`checked.CheckedDriver`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ from typing import Any
 
 from dockyard.errors import ConfigError
 from dockyard.storage.driver.base import FileInfo, FileWriter, StorageDriver, check_path
+from dockyard.storage.driver.checked import CheckedDriver
 
-__all__ = ["DRIVER_NAMES", "FileInfo", "FileWriter", "StorageDriver", "build_driver", "check_path"]
+__all__ = [
+    "DRIVER_NAMES",
+    "CheckedDriver",
+    "FileInfo",
+    "FileWriter",
+    "StorageDriver",
+    "build_driver",
+    "check_path",
+]
 
 
 def _filesystem(rootdirectory: str | Path | None = None) -> StorageDriver:
@@ -90,12 +100,15 @@ DRIVER_NAMES = tuple(sorted(_FACTORIES))
 def build_driver(name: str, **options: Any) -> StorageDriver:
     """The driver called name, configured by options (the keys of its config section).
 
-    An unknown name or option is a ConfigError: config mistakes stop startup, never fall back.
+    An unknown name or option is a ConfigError: config mistakes stop startup, never fall back. The driver
+    comes in the base wrapper (`CheckedDriver`: paths are checked there, not in each driver); the driver
+    itself is its `inner`.
     """
     factory = _FACTORIES.get(name)
     if factory is None:
         raise ConfigError(f"unknown storage driver {name!r}; valid drivers: {', '.join(DRIVER_NAMES)}")
     try:
-        return factory(**options)
+        driver = factory(**options)
     except TypeError as exc:  # an option the driver does not take
         raise ConfigError(f"invalid options for storage driver {name!r}: {exc}") from exc
+    return CheckedDriver(driver)

@@ -48,8 +48,6 @@ def check_path(path: str) -> str:
 
 def delete_each(delete: Callable[[str], None], paths: Sequence[str]) -> dict[str, Exception]:
     """`StorageDriver.delete_files` for a driver with nothing cheaper than a `delete` per path."""
-    for path in paths:
-        check_path(path)
     failed: dict[str, Exception] = {}
     for path in paths:
         try:
@@ -145,7 +143,9 @@ class PathLock(Protocol):
 @runtime_checkable
 class StorageDriver(Protocol):
     """Bytes at paths. Every method raises `InvalidPath` for a path `check_path` refuses and
-    `PathNotFound` for a missing one; other backend failures raise `StorageError`."""
+    `PathNotFound` for a missing one; other backend failures raise `StorageError`. The path check is
+    the base wrapper's (`checked.CheckedDriver`, which `build_driver` puts around every driver): a
+    driver itself is handed checked paths only."""
 
     name: str
 

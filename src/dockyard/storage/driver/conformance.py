@@ -1,11 +1,12 @@
 """The one conformance suite every storage driver passes unchanged.
 
 Use it by subclassing in a test module and overriding the `driver` fixture with a fresh, empty
-driver for each test::
+driver for each test, in the base wrapper that `build_driver` puts every driver in (it checks the
+paths, so the invalid-path tests here are the wrapper's)::
 
     class TestMyDriver(StorageDriverConformance):
         @pytest.fixture
-        def driver(self, tmp_path): return MyDriver(tmp_path)
+        def driver(self, tmp_path): return CheckedDriver(MyDriver(tmp_path))
 
 Before a writer commits, the suite checks only the writer's own `size` (an object store keeps the
 bytes pending until then), so S3-like drivers can pass it as it is.
@@ -25,6 +26,7 @@ import pytest
 
 from dockyard.errors import InvalidPath, PathNotFound, StorageError
 from dockyard.storage.driver.base import FileInfo, FileWriter, StorageDriver
+from dockyard.storage.driver.checked import CheckedDriver
 
 MiB = 1 << 20
 
@@ -94,6 +96,11 @@ class StorageDriverConformance:
     def test_implements_protocol(self, driver: StorageDriver) -> None:
         assert isinstance(driver, StorageDriver)
         assert isinstance(driver.name, str) and driver.name
+
+    def test_runs_in_the_base_wrapper(self, driver: StorageDriver) -> None:
+        # As `build_driver` builds every driver: the path checks below are the wrapper's.
+        assert isinstance(driver, CheckedDriver)
+        assert isinstance(driver.inner, StorageDriver) and driver.inner.name == driver.name
 
     # --- put/get ------------------------------------------------------------------------------
     @pytest.mark.parametrize("size", [0, 1, 1000, 10 * MiB])

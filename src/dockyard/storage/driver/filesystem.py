@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from dockyard.errors import InvalidPath, PathNotFound, StorageError, StorageFull
-from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, is_valid_segment
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, is_valid_segment
 
 T = TypeVar("T")
 
@@ -65,7 +65,6 @@ class FilesystemDriver:
     # --- path handling ------------------------------------------------------------------------
     def _full(self, path: str) -> str:
         """The absolute path for a valid relative path, refusing a symlink that leads out of root."""
-        check_path(path)
         full = os.path.realpath(os.path.join(self.root, path))
         if not full.startswith(self.root + os.sep):
             raise InvalidPath(f"storage path {path!r} resolves outside the storage root")
@@ -200,8 +199,6 @@ class FilesystemDriver:
         directory goes with it when empty, and the directories above are pruned once at the end, not
         per file, skipping those whose link count shows a subdirectory. A link on the way (a
         symlinked directory) takes `delete`'s path; a file that is a link is removed, not followed."""
-        for path in paths:
-            check_path(path)
         failed: dict[str, Exception] = {}
         with _OpenDirectories(self.root) as directories:
             for path in paths:
@@ -221,7 +218,6 @@ class FilesystemDriver:
 
     # --- direct access ------------------------------------------------------------------------
     def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
-        check_path(path)
         return None
 
     def local_path(self, path: str) -> str | None:

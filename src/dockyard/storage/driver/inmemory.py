@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from dockyard.errors import PathNotFound, StorageError
-from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, check_path, delete_each
+from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, delete_each
 from dockyard.storage.driver.locks import ProcessLocks
 
 
@@ -46,7 +46,6 @@ class InMemoryDriver:
 
     # --- reading ------------------------------------------------------------------------------
     def get_content(self, path: str) -> bytes:
-        check_path(path)
         with self._lock:
             return bytes(self._entry(path).data)
 
@@ -58,7 +57,6 @@ class InMemoryDriver:
         return stream
 
     def stat(self, path: str) -> FileInfo:
-        check_path(path)
         with self._lock:
             entry = self._files.get(path)
             if entry is not None:
@@ -69,8 +67,6 @@ class InMemoryDriver:
         return FileInfo(path, 0, max(below), is_dir=True)
 
     def list(self, path: str) -> list[str]:
-        if path != "":
-            check_path(path)
         prefix = path + "/" if path else ""
         with self._lock:
             below = self._children(path)
@@ -80,13 +76,11 @@ class InMemoryDriver:
 
     # --- writing ------------------------------------------------------------------------------
     def put_content(self, path: str, data: bytes) -> None:
-        check_path(path)
         entry = _Entry(bytes(memoryview(data)))  # memoryview refuses non-bytes like ints
         with self._lock:
             self._files[path] = entry
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
-        check_path(path)
         with self._lock:
             if append:
                 entry = self._entry(path)
@@ -96,8 +90,6 @@ class InMemoryDriver:
         return InMemoryFileWriter(self, path, entry)
 
     def move(self, source: str, dest: str) -> None:
-        check_path(source)
-        check_path(dest)
         with self._lock:
             entry = self._entry(source)
             if source != dest:
@@ -105,7 +97,6 @@ class InMemoryDriver:
             entry.modified = time.time()
 
     def delete(self, path: str) -> None:
-        check_path(path)
         with self._lock:
             doomed = self._children(path)
             if path in self._files:
@@ -120,11 +111,9 @@ class InMemoryDriver:
 
     # --- direct access ------------------------------------------------------------------------
     def url_for(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
-        check_path(path)
         return None
 
     def local_path(self, path: str) -> str | None:
-        check_path(path)
         return None
 
     def try_lock(self, path: str) -> PathLock | None:
@@ -183,7 +172,6 @@ class InMemoryFileWriter:
         self.close()
 
     def commit_to(self, dest: str) -> None:
-        check_path(dest)
         self.commit()
         self._driver.move(self._path, dest)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from dockyard.storage.driver.base import check_path
-
 
 class ProcessLocks:
     """Exclusive locks by path among the threads of this process."""
@@ -16,7 +14,6 @@ class ProcessLocks:
         self._mutex = threading.Lock()
 
     def try_lock(self, path: str) -> HeldPath | None:
-        check_path(path)
         with self._mutex:
             if path in self._held:
                 return None

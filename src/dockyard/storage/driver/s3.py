@@ -29,7 +29,6 @@ from dockyard.storage.driver.base import (
     FileInfo,
     FileWriter,
     PathLock,
-    check_path,
     delete_each,
     is_valid_segment,
 )
@@ -121,7 +120,7 @@ class S3Driver:
 
     # --- keys ---------------------------------------------------------------------------------
     def _key(self, path: str) -> str:
-        return self._root + check_path(path)
+        return self._root + path
 
     def _pending_key(self, path: str) -> str:
         return f"{self._root}{PENDING_DIR}/{path}"
@@ -313,7 +312,6 @@ class S3Driver:
         return cast(str, url)
 
     def local_path(self, path: str) -> str | None:
-        check_path(path)
         return None
 
     def try_lock(self, path: str) -> PathLock | None:
