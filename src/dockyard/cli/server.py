@@ -110,18 +110,29 @@ def run_server(settings: Settings) -> None:
 class Drainer:
     """SIGTERM: flag the node as draining (/readyz answers 503 in every worker), wait until no request
     is in flight or `timeout` has passed, then let the server stop its workers. A second SIGTERM, or
-    SIGINT (Ctrl-C), stops at once."""
+    SIGINT (Ctrl-C), stops at once.
+
+    Granian forks its HTTP workers after `install`, so a worker inherits this handler until it has
+    loaded the app and put in its own. Serve stops its workers with SIGTERM: one that gets it in that
+    window (serve stopped during start-up) must stop as a plain process would, not drain the master's
+    state and ignore the signal (Granian then waited its 10 s kill timeout on it, and each stop did)."""
 
     def __init__(self, state: DrainState, timeout: float, stop: Callable[[], None]) -> None:
         self.state = state
         self.timeout = timeout
         self.stop = stop
         self.started = False
+        self.master_pid = os.getpid()
 
     def install(self) -> None:
+        self.master_pid = os.getpid()
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.master_pid:  # a worker still loading the app: no request in flight yet
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         if self.started:
             self.stop()
             return
