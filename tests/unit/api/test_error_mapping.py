@@ -101,6 +101,12 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.projects.patterns.PatternInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.retention.interfaces.RetentionPolicyInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.retention.interfaces.RetentionPolicyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.upstream.interfaces.UpstreamAddressRefused": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.upstream.interfaces.UpstreamError": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.upstream.interfaces.UpstreamInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.upstream.interfaces.UpstreamNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.upstream.interfaces.UpstreamUnauthorized": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.upstream.interfaces.UpstreamUnavailable": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
 }
 
 # Storage errors' own messages name storage paths: clients are shown a fixed text instead.

@@ -1,0 +1,391 @@
+"""The real RemoteRegistry, on httpx: the distribution API with Docker's token flow or Basic auth.
+
+Authentication follows the registry's challenge: a 401 with `Bearer realm=...` gets a token from the realm
+(for the request's scope, with the endpoint's Basic credentials if any), cached and sent up front to later
+requests of the same scope until shortly before it expires, then renewed up front; a 401 to a token drops
+it and asks once more (the upstream may have revoked it). A 401 with `Basic` gets the credentials, sent
+up front from then on. Redirects (blobs to object storage) are followed; httpx drops the Authorization
+header when a redirect leaves the registry's origin, so presigned URLs never see our credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from dockyard.content.digest import looks_like_digest, parse_digest
+from dockyard.content.reference import validate_name
+from dockyard.upstream.addresses import AddressGuard, check_url
+from dockyard.upstream.interfaces import (
+    DEFAULT_ACCEPT,
+    MAX_MANIFEST_BYTES,
+    Check,
+    Credentials,
+    Manifest,
+    ManifestInfo,
+    Timeouts,
+    TLSOptions,
+    UpstreamError,
+    UpstreamInvalid,
+    UpstreamNotFound,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+)
+from dockyard.upstream.tokens import TokenCache, find_challenge, token_lifetime, token_of
+from dockyard.upstream.transport import deadline, guarded_transport
+
+MAX_REDIRECTS = 5
+DEFAULT_TLS = TLSOptions()
+DEFAULT_TIMEOUTS = Timeouts()
+MAX_TOKEN_ANSWER = 1 << 20
+MAX_TAGS_PAGE = 4 << 20
+
+
+class HttpBlobStream:
+    def __init__(self, response: httpx.Response, offset: int, size: int | None) -> None:
+        self.response = response
+        self.offset = offset
+        self.size = size
+
+    def chunks(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            yield from self.response.iter_bytes(chunk_size)
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable("the upstream stalled while sending a blob") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"the upstream failed while sending a blob: {exc}") from None
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> HttpBlobStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HttpRemoteRegistry:
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials | None = None,
+        *,
+        guard: AddressGuard,
+        tls: TLSOptions = DEFAULT_TLS,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        user_agent: str = "dockyard",
+    ) -> None:
+        self.base = check_url(url)
+        self.credentials = credentials
+        self.timeouts = timeouts
+        self.tokens = TokenCache()
+        self._bearer: tuple[str, str] | None = None  # (realm, service) once the registry named them
+        self._basic = False  # the registry asked for Basic: send it up front
+        self.http = httpx.Client(
+            transport=guarded_transport(guard, tls),
+            timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect),
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            trust_env=False,
+            headers={"User-Agent": user_agent},
+        )
+
+    # --- the API -----------------------------------------------------------------------------
+    def check(self) -> Check:
+        with deadline(self.timeouts.total):
+            response = self._send("GET", f"{self.base}/v2/", "")
+            response.close()
+        self._raise_for(response, "the registry API")
+        mode: Literal["none", "basic", "bearer"] = "none"
+        if "authorization" in response.request.headers:
+            mode = "bearer" if response.request.headers["authorization"].startswith("Bearer") else "basic"
+        return Check(response.headers.get("docker-distribution-api-version"), mode)
+
+    def head_manifest(
+        self, repository: str, reference: str, accept: Sequence[str] = DEFAULT_ACCEPT
+    ) -> ManifestInfo:
+        url = self._manifest_url(repository, reference)
+        with deadline(self.timeouts.total):
+            response = self._send("HEAD", url, _pull(repository), {"Accept": ", ".join(accept)})
+            response.close()
+        self._raise_for(response, f"manifest {repository}:{reference}")
+        digest = response.headers.get("docker-content-digest")
+        if looks_like_digest(reference) and digest and digest != reference:
+            raise UpstreamError(f"the upstream answered {digest} for {reference}")
+        return ManifestInfo(
+            _media_type(response.headers.get("content-type", "")),
+            digest or (reference if looks_like_digest(reference) else None),
+            int(response.headers.get("content-length") or 0),
+        )
+
+    def get_manifest(
+        self, repository: str, reference: str, accept: Sequence[str] = DEFAULT_ACCEPT
+    ) -> Manifest:
+        url = self._manifest_url(repository, reference)
+        with deadline(self.timeouts.total):
+            response = self._send("GET", url, _pull(repository), {"Accept": ", ".join(accept)})
+            try:
+                self._raise_for(response, f"manifest {repository}:{reference}")
+                data = self._read_limited(response, MAX_MANIFEST_BYTES, "manifest")
+            finally:
+                response.close()
+        expected = (
+            reference if looks_like_digest(reference) else response.headers.get("docker-content-digest")
+        )
+        digest = _verified_digest(data, expected)
+        media_type = _media_type(response.headers.get("content-type", "")) or _declared_type(data)
+        return Manifest(media_type, digest, data)
+
+    def head_blob(self, repository: str, digest: str) -> int:
+        url = self._blob_url(repository, digest)
+        with deadline(self.timeouts.total):
+            response = self._send("HEAD", url, _pull(repository))
+            response.close()
+        self._raise_for(response, f"blob {digest}")
+        length = response.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise UpstreamError(f"the upstream gave no size for blob {digest}")
+        return int(length)
+
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> HttpBlobStream:
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        url = self._blob_url(repository, digest)
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # The deadline covers the answer's headers; the body is bounded by the read timeout per chunk
+        # (a blob may rightly take longer than any total).
+        with deadline(self.timeouts.total):
+            response = self._send("GET", url, _pull(repository), headers)
+        try:
+            self._raise_for(response, f"blob {digest}")
+            start, size = _content_range(response)
+        except BaseException:
+            response.close()
+            raise
+        return HttpBlobStream(response, start, size)
+
+    def list_tags(self, repository: str, limit: int = 10_000) -> list[str]:
+        validate_name(repository)
+        url: str | None = f"{self.base}/v2/{repository}/tags/list"
+        tags: list[str] = []
+        while url is not None and len(tags) < limit:
+            with deadline(self.timeouts.total):
+                response = self._send("GET", url, _pull(repository))
+                try:
+                    self._raise_for(response, f"repository {repository}")
+                    page = _json(self._read_limited(response, MAX_TAGS_PAGE, "tag list"))
+                finally:
+                    response.close()
+            tags.extend(tag for tag in (page.get("tags") or []) if isinstance(tag, str))
+            url = self._next_page(response)
+        return tags[:limit]
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- requests and authentication -------------------------------------------------------------
+    def _send(
+        self, method: str, url: str, scope: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """The answer, streamed (callers read bodies with a limit, or close them): an upstream cannot
+        fill our memory."""
+        headers = dict(headers or {})
+        sent = self._authorization_for(scope)
+        response = self._once(method, url, {**headers, **sent})
+        if response.status_code != 401 or (self.credentials is not None and self.credentials.kind == "token"):
+            return response
+        challenges = response.headers.get_list("www-authenticate")
+        response.close()
+        authorization = self._answer_challenge(challenges, scope, retry=bool(sent))
+        if authorization is None:
+            return response  # nothing to answer with: the caller reports the 401
+        response = self._once(method, url, {**headers, "Authorization": authorization})
+        if response.status_code == 401 and self._bearer is not None:
+            self.tokens.drop((*self._bearer, scope))
+        return response
+
+    def _once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        try:
+            request = self.http.build_request(method, url, headers=headers)
+            return self.http.send(request, stream=True)
+        except UpstreamError:
+            raise
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable(
+                f"the upstream did not answer in time ({method} {_where(url)})"
+            ) from None
+        except httpx.TooManyRedirects:
+            raise UpstreamError(f"too many redirects ({method} {_where(url)})") from None
+        except httpx.UnsupportedProtocol as exc:
+            raise UpstreamInvalid(f"the upstream redirected to an unsupported URL: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"cannot reach the upstream: {exc}") from None
+
+    def _authorization_for(self, scope: str) -> dict[str, str]:
+        credentials = self.credentials
+        if credentials is not None and credentials.kind == "token":
+            return {"Authorization": f"Bearer {credentials.secret}"}
+        if self._bearer is not None:
+            # The registry named its token server before: a token for this scope up front (renewed when
+            # the cached one is near its expiry), saving the 401 round trip.
+            token = self.tokens.get((*self._bearer, scope))
+            if token is None:
+                token, lifetime = self._fetch_token(*self._bearer, scope)
+                self.tokens.put((*self._bearer, scope), token, lifetime)
+            return {"Authorization": f"Bearer {token}"}
+        if self._basic and credentials is not None:
+            return {"Authorization": _basic(credentials)}
+        return {}
+
+    def _answer_challenge(self, challenges: list[str], scope: str, retry: bool) -> str | None:
+        bearer = find_challenge(challenges, "bearer")
+        if bearer is not None and bearer.realm:
+            service = bearer.params.get("service", "")
+            self._bearer = (bearer.realm, service)
+            self.tokens.drop((bearer.realm, service, scope))  # refused: a fresh one, once
+            token, lifetime = self._fetch_token(bearer.realm, service, bearer.params.get("scope") or scope)
+            self.tokens.put((bearer.realm, service, scope), token, lifetime)
+            return f"Bearer {token}"
+        if find_challenge(challenges, "basic") is not None and self.credentials is not None:
+            if retry and self._basic:
+                return None  # the same credentials were just refused
+            self._basic = True
+            return _basic(self.credentials)
+        return None
+
+    def _fetch_token(self, realm: str, service: str, scope: str) -> tuple[str, float]:
+        params: list[tuple[str, str | int | float | bool | None]] = [("service", service)] if service else []
+        params += [("scope", part) for part in scope.split(" ") if part]
+        headers = {"Authorization": _basic(self.credentials)} if self.credentials is not None else {}
+        try:
+            url = str(httpx.URL(realm).copy_merge_params(params))
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise UpstreamInvalid(f"the upstream named an invalid token realm: {exc}") from None
+        response = self._once("GET", url, headers)
+        try:
+            if response.status_code in (401, 403):
+                raise UpstreamUnauthorized("the token server refused the endpoint's credentials")
+            self._raise_for(response, "a token")
+            answer = _json(self._read_limited(response, MAX_TOKEN_ANSWER, "token answer"))
+        finally:
+            response.close()
+        token = token_of(answer)
+        if token is None:
+            raise UpstreamError("the token server answered without a token")
+        return token, token_lifetime(answer)
+
+    # --- answers ---------------------------------------------------------------------------------
+    def _raise_for(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 404:
+            raise UpstreamNotFound(f"{what} is not on the upstream")
+        if status in (401, 403):
+            raise UpstreamUnauthorized(f"the upstream refused access to {what} ({status})")
+        if status == 429 or status >= 500:
+            raise UpstreamUnavailable(f"the upstream answered {status} for {what}", status=status)
+        raise UpstreamError(f"the upstream answered {status} for {what}")
+
+    def _read_limited(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        body = bytearray()
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise UpstreamInvalid(f"the upstream's {what} is larger than {limit} bytes")
+        except httpx.TimeoutException:
+            raise UpstreamUnavailable(f"the upstream did not send the {what} in time") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"the upstream failed while sending the {what}: {exc}") from None
+        return bytes(body)
+
+    def _next_page(self, response: httpx.Response) -> str | None:
+        link = response.headers.get("link")
+        if not link or 'rel="next"' not in link:
+            return None
+        target = response.request.url.join(link.split(";", 1)[0].strip().strip("<>"))
+        if (target.scheme, target.netloc) != (response.request.url.scheme, response.request.url.netloc):
+            raise UpstreamError("the upstream's next page is on another host")
+        return str(target)
+
+    def _manifest_url(self, repository: str, reference: str) -> str:
+        validate_name(repository)
+        if looks_like_digest(reference) or ":" in reference:
+            parse_digest(reference)
+        elif not reference or "/" in reference or len(reference) > 128:
+            raise UpstreamInvalid(f"invalid reference {reference!r}")
+        return f"{self.base}/v2/{repository}/manifests/{reference}"
+
+    def _blob_url(self, repository: str, digest: str) -> str:
+        validate_name(repository)
+        parse_digest(digest)
+        return f"{self.base}/v2/{repository}/blobs/{digest}"
+
+
+def _pull(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+def _basic(credentials: Credentials | None) -> str:
+    assert credentials is not None
+    raw = f"{credentials.username}:{credentials.secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def _where(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.netloc.decode()}{parsed.path}"
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip()
+
+
+def _declared_type(data: bytes) -> str:
+    try:
+        media_type = json.loads(data).get("mediaType")
+    except (ValueError, AttributeError):
+        return ""
+    return media_type if isinstance(media_type, str) else ""
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise UpstreamError("the upstream answered with invalid JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamError("the upstream answered with JSON that is not an object")
+    return value
+
+
+def _verified_digest(data: bytes, expected: str | None) -> str:
+    """The manifest's digest: `expected` (the reference, or the upstream's header) when the bytes match
+    it, else an error; sha256 of the bytes when nothing was expected."""
+    if not expected:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = parse_digest(expected)
+    actual = f"{digest.algorithm}:{hashlib.new(digest.algorithm, data).hexdigest()}"
+    if actual != expected:
+        raise UpstreamError(f"the upstream's manifest bytes do not match {expected}")
+    return expected
+
+
+def _content_range(response: httpx.Response) -> tuple[int, int | None]:
+    """(where the body starts, the blob's full size) from a 200 or 206 answer."""
+    if response.status_code == 206:
+        unit, _, spec = response.headers.get("content-range", "").partition(" ")
+        first, _, rest = spec.partition("-")
+        total = rest.partition("/")[2]
+        if unit != "bytes" or not first.isdigit():
+            raise UpstreamError("the upstream answered a range without a valid Content-Range")
+        return int(first), int(total) if total.isdigit() else None
+    length = response.headers.get("content-length")
+    return 0, int(length) if length and length.isdigit() else None

@@ -1,0 +1,124 @@
+"""Every RemoteRegistry passes the same suite: the fake, and the real client against real registries
+started here on loopback (Debian's docker-registry open and behind htpasswd, dockyard with token auth).
+
+The servers are on loopback, which the client refuses by default (SSRF): these tests allow 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from dockyard.upstream.addresses import AddressGuard
+from dockyard.upstream.client import HttpRemoteRegistry
+from dockyard.upstream.conformance import Push, RemoteRegistryConformance
+from dockyard.upstream.fake import FakeRemoteRegistry
+from dockyard.upstream.interfaces import Credentials, RemoteRegistry, Timeouts, UpstreamUnauthorized
+from tests.support.ociclient import OCIClient, bearer_client, describe
+from tests.support.registry2 import running_registry2
+from tests.support.server import RunningServer, start_server
+
+LOOPBACK = AddressGuard(["127.0.0.0/8"])
+TIMEOUTS = Timeouts(connect=5, read=10, total=20)
+USER = ("puller", "a-long-htpasswd-password")
+ADMIN = ("admin", "conformance-admin-password-1")
+REPOSITORIES = ("conformance/app", "conformance/tags")
+
+
+def pusher(http: httpx.Client) -> Push:
+    client = OCIClient(http)
+
+    def push(repository: str, tag: str, manifest: bytes, media_type: str, blobs: list[bytes]) -> None:
+        for blob in blobs:
+            client.push_blob(repository, blob)
+        response = client.put_manifest(repository, tag, manifest, media_type)
+        assert response.status_code == 201, describe(response)
+
+    return push
+
+
+class TestFake(RemoteRegistryConformance):
+    @pytest.fixture
+    def upstream(self) -> tuple[RemoteRegistry, Push]:
+        fake = FakeRemoteRegistry()
+
+        def push(repository: str, tag: str, manifest: bytes, media_type: str, blobs: list[bytes]) -> None:
+            for blob in blobs:
+                fake.put_blob(repository, blob)
+            fake.put_manifest(repository, manifest, media_type, tag)
+
+        return fake, push
+
+
+@pytest.fixture(scope="module")
+def open_registry2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_registry2(tmp_path_factory.mktemp("registry2-open")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def htpasswd_registry2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_registry2(tmp_path_factory.mktemp("registry2-htpasswd"), USER) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def token_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_server(
+        tmp_path_factory.mktemp("dockyard-token"),
+        {"auth": {"enabled": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    yield server
+    server.stop()
+
+
+class TestRegistry2Open(RemoteRegistryConformance):
+    @pytest.fixture
+    def upstream(self, open_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+        remote = HttpRemoteRegistry(open_registry2, guard=LOOPBACK, timeouts=TIMEOUTS)
+        with httpx.Client(base_url=open_registry2, timeout=30) as http:
+            yield remote, pusher(http)
+        remote.close()
+
+    def test_no_credentials_are_sent(self, remote: RemoteRegistry) -> None:
+        assert remote.check().auth == "none"
+
+
+class TestRegistry2Htpasswd(RemoteRegistryConformance):
+    @pytest.fixture
+    def upstream(self, htpasswd_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+        credentials = Credentials("basic", *USER)
+        remote = HttpRemoteRegistry(htpasswd_registry2, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
+        with httpx.Client(base_url=htpasswd_registry2, auth=USER, timeout=30) as http:
+            yield remote, pusher(http)
+        remote.close()
+
+    def test_basic_auth_is_used(self, remote: RemoteRegistry) -> None:
+        assert remote.check().auth == "basic"
+
+
+class TestDockyardTokenAuth(RemoteRegistryConformance):
+    @pytest.fixture
+    def upstream(self, token_dockyard: RunningServer) -> Iterator[tuple[RemoteRegistry, Push]]:
+        credentials = Credentials("basic", *ADMIN)
+        remote = HttpRemoteRegistry(token_dockyard.url, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
+        with bearer_client(token_dockyard.url, ADMIN, REPOSITORIES) as http:
+            yield remote, pusher(http)
+        remote.close()
+
+    def test_a_token_is_used(self, remote: RemoteRegistry) -> None:
+        assert remote.check().auth == "bearer"
+
+
+def test_wrong_credentials_are_refused_by_each_real_registry(
+    htpasswd_registry2: str, token_dockyard: RunningServer
+) -> None:
+    for url in (htpasswd_registry2, token_dockyard.url):
+        wrong = Credentials("basic", "admin", "wrong")
+        remote = HttpRemoteRegistry(url, wrong, guard=LOOPBACK, timeouts=TIMEOUTS)
+        with pytest.raises(UpstreamUnauthorized):
+            remote.check()
+        remote.close()
