@@ -56,6 +56,17 @@ from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
 from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
+
+# The composition without HTTP lives in dockyard.services (the job runner builds it without the web
+# stack); these names stay importable from here too.
+from dockyard.bootstrap import (
+    auth_mode,
+    first_admin,
+    local_change_feed_path,
+    secure_data,
+    session_secret,
+    signing_key_passphrases,
+)
 from dockyard.config.loader import handed_down, load_settings
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
@@ -72,22 +83,13 @@ from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.cache import Topic
 from dockyard.registry.queries import RegistryQueries
-
-# The composition without HTTP lives in dockyard.services (the job runner builds it without the web
-# stack); these names stay importable from here too.
 from dockyard.services import (
     Services,
-    auth_mode,
     build_driver_from,
     build_job_runner,
     build_services,
-    first_admin,
     job_kinds,
-    local_change_feed_path,
     redis_feed,
-    secure_data,
-    session_secret,
-    signing_key_passphrases,
     tune_malloc,
 )
 

@@ -13,27 +13,22 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
-import os
-import secrets
 import socket
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.audit.services import AuditLog
+from dockyard.bootstrap import local_change_feed_path
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
-from dockyard.datadir import InsecureDataDirectory, private_umask, secure
-from dockyard.db.engine import build_engine, sqlite_file
+from dockyard.db.engine import build_engine
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
-from dockyard.errors import ConfigError
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import started_by_serve
@@ -65,8 +60,6 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 ARENAS = 2  # glibc malloc arenas per process (tune_malloc)
 log = logging.getLogger("dockyard.services")
-SESSION_SECRET_FILE = "session-secret"
-KEY_SECRET_FILE = "signing-key-secret"
 
 
 @dataclass
@@ -109,35 +102,6 @@ def redis_feed(feed: ChangeFeed) -> RedisChangeFeed | None:
     return None
 
 
-def local_change_feed_path(settings: Settings) -> Path | None:
-    """The file this node's processes share their change feed in; None when there is none (Redis
-    carries the changes, or an in-memory store keeps everything in one process)."""
-    if settings.redis.url or settings.storage.driver_name == "inmemory":
-        return None
-    return settings.datadir / "run" / "changes"
-
-
-def secure_data(settings: Settings) -> None:
-    """At start: files this process creates are private (umask 077), and the data directory (with a
-    storage root or SQLite database kept elsewhere) is made private if an older version left it open.
-    Exits with a message when it cannot be (another user's directory that others may read)."""
-    private_umask()
-    directories = []
-    if settings.storage.driver_name == "filesystem":
-        directories.append(settings.storage_root)
-    files = []
-    database = sqlite_file(settings.database_url)
-    if database is not None:
-        files = [database.with_name(database.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-    try:
-        changed = secure(settings.datadir, directories, files)
-    except InsecureDataDirectory as exc:
-        log.error("%s", exc)
-        sys.exit(f"dockyard: {exc}")
-    for change in changed:
-        log.warning("made private (other users could read it): %s", change)
-
-
 def build_driver_from(settings: Settings) -> StorageDriver:
     if settings.storage.driver_name == "inmemory":
         return build_driver("inmemory")
@@ -152,9 +116,9 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     then Alembic, its migration scripts and their templates are never loaded in it."""
     engine = build_engine(settings.database_url)
     if migrate and not started_by_serve():
-        from dockyard.db.migrate import upgrade
+        from dockyard.db.revision import ensure_current
 
-        upgrade(engine)
+        ensure_current(engine)
     db = Database(engine, read_only=ReadOnlyFlag.for_settings(settings))
     driver = build_driver_from(settings)
     # Several worker processes share one node's caches' change feed through a file; an
@@ -317,71 +281,3 @@ def tune_malloc() -> None:
 # --- authentication: the mode, the shared secrets, the first administrator --------------------------
 # Used at start (serve's first-start child, each HTTP worker) without the web stack; the gate, /token
 # and the management API are wired from these in `app`.
-def auth_mode(settings: Settings) -> str:
-    """"htpasswd" or "token" (registry:2's modes), "dockyard" (its own accounts and tokens), "none"."""
-    auth = settings.auth
-    if auth.htpasswd is not None:
-        return "htpasswd"
-    if auth.token.rootcertbundle is not None:
-        return "token"
-    return "dockyard" if auth.enabled else "none"
-
-
-def session_secret(settings: Settings) -> bytes:
-    """Shared by every worker (and node): http.secret when long enough, else a file in the datadir."""
-    if settings.http.secret and len(settings.http.secret.encode()) >= 32:
-        return settings.http.secret.encode()
-    return _datadir_secret(settings.datadir / SESSION_SECRET_FILE)
-
-
-def signing_key_passphrases(settings: Settings) -> tuple[bytes, list[bytes | None]]:
-    """What the token signing keys are encrypted under at rest, never a value in the database:
-    http.secret (the same on every node), else a secret generated once in the datadir (0600). Then
-    what stored keys may still be under: that datadir secret (from before http.secret was set), and
-    nothing (keys older versions stored in the clear)."""
-    path = settings.datadir / KEY_SECRET_FILE
-    if settings.http.secret:
-        older: list[bytes | None] = [path.read_text().strip().encode()] if path.is_file() else []
-        return settings.http.secret.encode(), [*older, None]
-    return _datadir_secret(path), [None]
-
-
-def encrypt_signing_keys(settings: Settings, db: Database) -> int:
-    """At start, before the workers: keys in the clear or under an older passphrase are re-encrypted
-    under the current one. Returns how many were."""
-    from dockyard.auth.keystore import encrypt_at_rest  # cryptography: only where keys are
-
-    passphrase, older = signing_key_passphrases(settings)
-    return encrypt_at_rest(db, passphrase, older)
-
-
-def first_admin(settings: Settings, db: Database, env_password: str | None) -> str | None:
-    """Create `admin` on the first start of dockyard's own auth; the generated password, if any."""
-    if auth_mode(settings) != "dockyard":
-        return None
-    from dockyard.accounts.bootstrap import bootstrap_admin  # the accounts: only with their own auth
-    from dockyard.accounts.users import UserService
-
-    return bootstrap_admin(UserService(db), settings.datadir, env_password)
-
-
-def _datadir_secret(path: Path) -> bytes:
-    """The random secret in `path` (made once, mode 0600, by whichever process comes first)."""
-    _create_once(path, secrets.token_hex(32))
-    for _ in range(50):  # a process that lost the creation race may read before the winner wrote
-        value = path.read_text().strip()
-        if value:
-            return value.encode()
-        time.sleep(0.01)
-    raise ConfigError(f"{path} is empty: delete it and restart")
-
-
-def _create_once(path: Path, text: str) -> None:
-    """Write path (mode 0600) unless it exists; of several racing processes exactly one writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as file:
-        file.write(text)

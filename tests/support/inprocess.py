@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from dockyard.app import build_services, create_app
+from dockyard.bootstrap import first_admin
 from dockyard.config.settings import Settings
-from dockyard.services import first_admin
 from tests.support import server as server_support
 from tests.support.server import deep_merge
 

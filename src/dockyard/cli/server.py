@@ -154,17 +154,17 @@ class Drainer:
 
 def _prepare(settings: Settings) -> None:
     """What must be done once, before any worker starts; run in a child (`_prepare_in_child`)."""
+    from dockyard.bootstrap import secure_data
     from dockyard.db.engine import build_engine
-    from dockyard.db.migrate import upgrade
-    from dockyard.services import secure_data
+    from dockyard.db.revision import ensure_current
 
     secure_data(settings)  # 0700/0600, like PostgreSQL's data directory
     if settings.storage.driver_name == "inmemory":
         _reset_ephemeral_database(settings)
     _allocate_shared_files(settings)
-    # Migrate once here, not in every worker.
+    # Migrate once here, not in every worker; Alembic loads only when the schema is not at the head.
     engine = build_engine(settings.database_url)
-    upgrade(engine)
+    ensure_current(engine)
     _first_start(settings, engine)
     engine.dispose()
     _warn_if_read_only(settings)
@@ -208,7 +208,7 @@ def _allocate_shared_files(settings: Settings) -> None:
     """Allocate the change feed the workers map, before they start: on a full disk serve stops here
     with a message rather than workers dying of SIGBUS (each worker's own files, for metrics and
     drain counts, fall back to memory when there is no room for them)."""
-    from dockyard.services import local_change_feed_path
+    from dockyard.bootstrap import local_change_feed_path
 
     path = local_change_feed_path(settings)
     if path is None:
@@ -250,8 +250,8 @@ def _first_start(settings: Settings, engine: Engine) -> None:
     encrypt token signing keys stored in the clear by an older version, before workers start. A
     generated password is shown here, once, and kept only in its 0600 file."""
     from dockyard.accounts.interfaces import WeakPassword
+    from dockyard.bootstrap import auth_mode, encrypt_signing_keys, first_admin, session_secret
     from dockyard.db.session import Database
-    from dockyard.services import auth_mode, encrypt_signing_keys, first_admin, session_secret
 
     if auth_mode(settings) == "none":
         log.warning(

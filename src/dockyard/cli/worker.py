@@ -15,6 +15,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from dockyard.bootstrap import secure_data
 from dockyard.cli.job_child import STOP_TIMEOUT
 from dockyard.cli.slim import server_settings
 from dockyard.config.settings import Settings
@@ -24,7 +25,7 @@ from dockyard.jobs.services import JobRunner
 from dockyard.lifecycle import PARENT_ENV, die_with_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import multiprocess_directory
-from dockyard.services import build_job_runner, build_services, secure_data, tune_malloc
+from dockyard.services import build_job_runner, build_services, tune_malloc
 
 log = logging.getLogger("dockyard.worker")
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
+from dockyard.bootstrap import auth_mode
 from dockyard.config import registry2
 from dockyard.config.loader import load_config
 from dockyard.errors import ConfigError
-from dockyard.services import auth_mode
 
 HTPASSWD_ENV = {
     "REGISTRY_AUTH": "htpasswd",
