@@ -86,6 +86,7 @@ from dockyard.registry.queries import RegistryQueries
 from dockyard.services import (
     Services,
     build_driver_from,
+    build_endpoints,
     build_job_runner,
     build_services,
     job_kinds,
@@ -327,6 +328,7 @@ def _dockyard_auth(services: Services) -> Auth:
         forget_verified_tokens=gate.forget_verified_tokens,  # tokens of a retired key: refused at once
         jobs=services.jobs,
         logins=logins,
+        endpoints=build_endpoints(settings, db),
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=services.audit).routes(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import logging
 import socket
 import sys
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.audit.services import AuditLog
-from dockyard.bootstrap import local_change_feed_path
+from dockyard.bootstrap import local_change_feed_path, signing_key_passphrases
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
@@ -52,6 +53,7 @@ from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.uploads import UploadStore
 
 if TYPE_CHECKING:
+    from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
     from dockyard.registry.cache_redis import RedisChangeFeed
 
@@ -281,3 +283,27 @@ def tune_malloc() -> None:
 # --- authentication: the mode, the shared secrets, the first administrator --------------------------
 # Used at start (serve's first-start child, each HTTP worker) without the web stack; the gate, /token
 # and the management API are wired from these in `app`.
+
+
+# --- registry endpoints ------------------------------------------------------------------------------
+def build_endpoints(settings: Settings, db: Database) -> Callable[[], EndpointService]:
+    """The registry endpoints service, built on the first call (it loads httpx and cryptography, which
+    an HTTP worker that never manages endpoints does without). Credentials are sealed under a key
+    derived from the token signing keys' passphrase (http.secret or the datadir's), never in the DB."""
+
+    @functools.cache
+    def build() -> EndpointService:
+        from dockyard.endpoints.secrets import SecretBox
+        from dockyard.endpoints.services import EndpointService
+        from dockyard.upstream.addresses import AddressGuard
+        from dockyard.upstream.interfaces import Timeouts
+
+        passphrase, older = signing_key_passphrases(settings)
+        upstream = settings.upstream
+        timeouts = Timeouts(
+            upstream.connect_timeout.seconds, upstream.read_timeout.seconds, upstream.total_timeout.seconds
+        )
+        guard = AddressGuard(upstream.allowed_networks)
+        return EndpointService(db, SecretBox(passphrase, older), guard, timeouts)
+
+    return build

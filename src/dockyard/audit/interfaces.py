@@ -46,6 +46,7 @@ class AuditAction(StrEnum):
     UPDATE = "update"  # of the same, and of settings
     QUOTA_WARNING = "quota_warning"  # a project's storage usage passed its warning threshold
     CANCEL = "cancel"  # of a background job (queued: at once; running: asked to stop)
+    CHECK = "check"  # a registry endpoint's health check (`POST /api/v1/endpoints/{name}/test`)
     RETRY = "retry"  # of a failed or cancelled job: a new job with its kind and params
 
 
@@ -62,6 +63,7 @@ class ResourceType(StrEnum):
     TOKEN = "token"  # an issued registry token; detail lists the granted scopes
     JOB = "job"  # a background job; name: its kind ("gc"); detail: kind, job_id, params
     JOB_SCHEDULE = "job_schedule"  # a kind's cron schedule; name: the kind
+    ENDPOINT = "endpoint"  # a registry endpoint; name: the endpoint's; detail never holds its secret
 
 
 class AuditResult(StrEnum):

@@ -73,11 +73,12 @@ class HTTPSettings(Section):
     secret: str | None = Field(
         default=None,
         repr=False,  # never shown in reprs or logs
-        description="Shared by every node: encrypts the token signing keys stored in the database (unset: "
-        "they are encrypted under a generated `<datadir>/signing-key-secret`; see "
-        "[auth.md](auth.md#signing-keys)), and (when at least 32 bytes) signs management-API session "
-        "cookies (else a generated `<datadir>/session-secret` is used). Upload state lives in the "
-        "database, so uploads need no secret. Never logged.",
+        description="Shared by every node: encrypts the token signing keys and the registry endpoints' "
+        "credentials stored in the database (unset: they are encrypted under a generated "
+        "`<datadir>/signing-key-secret`; see [auth.md](auth.md#signing-keys), "
+        "[endpoints.md](endpoints.md#secrets-are-write-only-and-sealed-at-rest)), and (when at least 32 "
+        "bytes) signs management-API session cookies (else a generated `<datadir>/session-secret` is "
+        "used). Upload state lives in the database, so uploads need no secret. Never logged.",
     )
     workers: int = Field(
         default=2,
@@ -345,6 +346,38 @@ class JobsSettings(Section):
         return value
 
 
+class UpstreamSettings(Section):
+    """How the server talks to remote registries (registry endpoints, [endpoints.md](endpoints.md)): which
+    addresses it may fetch from, and how long it waits."""
+
+    allowed_networks: Networks = Field(
+        default_factory=list,
+        description="Networks an endpoint (or a redirect, or a token realm) may resolve to besides public "
+        "addresses. By default the server refuses to fetch from loopback, link-local (cloud metadata at "
+        "169.254.169.254), private, shared and unspecified addresses, checked on the resolved addresses "
+        "at connect time, so a URL cannot make the server reach its own network (SSRF). A registry on "
+        "your LAN needs its network here: `[10.20.0.0/16]`. A variable takes a comma-separated list: "
+        "`DOCKYARD_UPSTREAM_ALLOWED_NETWORKS=10.20.0.0/16,fd00:1::/64`.",
+        json_schema_extra=doc("list of CIDRs"),
+    )
+    connect_timeout: PositiveDuration = Field(
+        default=Duration("10s"),
+        description="How long opening a connection to an upstream may take.",
+        json_schema_extra=doc("duration"),
+    )
+    read_timeout: PositiveDuration = Field(
+        default=Duration("30s"),
+        description="How long an upstream may be silent while it sends (a stalled blob download fails).",
+        json_schema_extra=doc("duration"),
+    )
+    total_timeout: PositiveDuration = Field(
+        default=Duration("60s"),
+        description="How long one request may take in all: a manifest, a tag list, a HEAD, a token, and a "
+        "blob until its first byte (the blob's body is bounded by `read_timeout` per read).",
+        json_schema_extra=doc("duration"),
+    )
+
+
 class Settings(Section):
     version: str | None = Field(
         default=None,
@@ -367,6 +400,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
     jobs: JobsSettings = JobsSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
 
     @field_validator("version", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from dockyard.api.management.errors import install_error_handlers
 from dockyard.api.management.plain_text import refuse_nul_characters
 from dockyard.api.management.routers import (
     audit,
+    endpoints,
     immutable_rules,
     keys,
     projects,
@@ -56,4 +57,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
         app.include_router(module.router)
     app.include_router(job_routes.router)  # background jobs and their schedules
     app.include_router(retention_routes.router)  # tag retention policies and runs
+    app.include_router(endpoints.router)  # registry endpoints (remote registries)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
@@ -27,6 +27,9 @@ from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
+
+if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
+    from dockyard.endpoints.services import EndpointService
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class ManagementServices:
     jobs: JobQueue | None = None  # the background job queue (routers/jobs.py)
     # The /v2 gate's remembered Basic logins, shared: None checks every Basic request in full.
     logins: RememberedLogins | None = None
+    # Registry endpoints (routers/endpoints.py): the service, built on the first call.
+    endpoints: Callable[[], EndpointService] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:
