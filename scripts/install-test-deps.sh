@@ -25,6 +25,9 @@ declare -A PACKAGE_OF=(
   [ldapsearch]=ldap-utils
   [python3]=python3
   [make]=make
+  # Prometheus and promtool: the alert rules' unit tests and a real scrape (tests/integration/test_prometheus.py)
+  [prometheus]=prometheus
+  [promtool]=prometheus
   [redis-server]=redis-server  # Redis the cache and limiter tests start on their own ports (tests/support/redis.py)
   # The container images (`make image`, tests/images): a Debian base from Debian's packages, and the HA
   # compose example started for real.

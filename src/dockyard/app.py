@@ -36,11 +36,12 @@ from dockyard.api.allowlist import AllowlistMiddleware
 from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.drain import DrainState, InFlightMiddleware, drain_directory
 from dockyard.api.forwarded import ForwardedMiddleware, TrustedProxies
-from dockyard.api.health import health_routes, readiness_checks
+from dockyard.api.health import OPTIONAL_CHECKS, Check, health_routes, readiness_checks
 from dockyard.api.lazy import LazyApp
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo
 from dockyard.api.management.sessions import SessionCodec
 from dockyard.api.metrics import MetricsAccess, MetricsListener, Render, metrics_endpoint
+from dockyard.api.metrics_state import RegistryStateCollector
 from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
@@ -73,11 +74,10 @@ from dockyard.datadir import private_umask
 from dockyard.db.locks import FileLocks, LockManager
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
-from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent, started_by_serve
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
-from dockyard.projects.quotas import Quotas
+from dockyard.observability.state import StateCollector
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
@@ -140,13 +140,14 @@ def create_app(services: Services) -> ASGIApp:
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
     drain = DrainState(drain_directory(settings))
+    checks = readiness_checks(services.db, services.driver, redis_ping)
     routes: list[BaseRoute] = [
-        *health_routes(readiness_checks(services.db, services.driver, redis_ping), draining=drain.draining),
+        *health_routes(checks, draining=drain.draining),
         *auth.routes,
     ]
     listener: MetricsListener | None = None
     if settings.metrics.enabled:
-        render = _metrics_render(metrics, services.quotas, services.jobs)
+        render = _metrics_render(metrics, services, _state_collector(settings, services, checks))
         if settings.metrics.listen:  # a port of its own, instead of http.addr
             listener = MetricsListener(settings.metrics.listen, render)
         else:
@@ -200,16 +201,48 @@ def create_app(services: Services) -> ASGIApp:
     return ForwardedMiddleware(observed, proxies) if proxies else observed
 
 
-def _metrics_render(metrics: Metrics, quotas: Quotas, jobs: JobQueue) -> Render:
+def _metrics_render(metrics: Metrics, services: Services, state: StateCollector) -> Render:
     # The queue's depth is read from the DB too, with the names a standalone `dockyard worker` uses.
-    queue_depth = QueueDepthCollector(jobs.db, jobs.known_kinds or ())
+    queue_depth = QueueDepthCollector(services.jobs.db, services.jobs.known_kinds or ())
+    registry_state = RegistryStateCollector(services.db)
+    quotas = services.quotas
+    # Computed at scrape time (the same on every worker and node). Those that read the database are
+    # left out while it is down, so the scrape still answers with dockyard_up{check="database"} 0.
+    sections: list[Callable[[], bytes]] = [
+        state.exposition,
+        lambda: quota_exposition(quotas.all()),
+        queue_depth.exposition,
+        registry_state.exposition,
+    ]
 
     def render() -> tuple[bytes, str]:
         body, content_type = metrics.render()
-        # Quota gauges come from the DB at scrape time: the same on every worker and node.
-        return body + quota_exposition(quotas.all()) + queue_depth.exposition(), content_type
+        return body + b"".join(_section(part) for part in sections), content_type
 
     return render
+
+
+def _section(part: Callable[[], bytes]) -> bytes:
+    try:
+        return part()
+    except (SQLAlchemyError, DockyardError, OSError) as exc:
+        log.warning("metrics: left out %s: %s", getattr(part, "__qualname__", part), exc)
+        return b""
+
+
+def _state_collector(settings: Settings, services: Services, checks: dict[str, Check]) -> StateCollector:
+    volumes: dict[str, Path] = {}
+    if settings.storage.driver_name == "filesystem":
+        volumes["storage"] = settings.storage_root
+    database = services.db.engine.url.database
+    if services.db.dialect == "sqlite" and database and database != ":memory:":
+        volumes["database"] = Path(database).parent
+    return StateCollector(
+        checks,
+        required=(name for name in checks if name not in OPTIONAL_CHECKS),
+        volumes=volumes,
+        certificate=settings.http.tls.certificate,
+    )
 
 
 def _metrics_access(settings: Settings, auth: Auth) -> MetricsAccess:

@@ -36,6 +36,8 @@ from tests.support.server import RunningServer, start_server
 pytestmark = pytest.mark.db_independent  # always its own PostgreSQL: it stops and restarts it
 
 ADMIN = ("admin", "outage-admin-password")
+METRICS_TOKEN = "outage-metrics-token-0123456789abcdef"
+SCRAPE = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 ANSWER_WITHIN = 5.0  # seconds: a node without its database answers at least this fast
 BACK_WITHIN = 15.0  # seconds from PostgreSQL answering again to the node serving again
 STOP_SIGNALS = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}  # pg_ctl stop -m fast / immediate
@@ -53,7 +55,12 @@ def postgres() -> Iterator[PostgresCluster]:
 @pytest.fixture
 def node(postgres: PostgresCluster, tmp_path: Path) -> Iterator[RunningServer]:
     url = postgres.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
-    config = {"database": {"url": url}, "auth": {"enabled": True}, "http": {"workers": 1}}
+    config = {
+        "database": {"url": url},
+        "auth": {"enabled": True},
+        "http": {"workers": 1},
+        "metrics": {"token": METRICS_TOKEN},
+    }
     server = start_server(tmp_path / "node", config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]})
     try:
         yield server
@@ -177,6 +184,12 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
             assert readyz.status_code == 503 and seconds < ANSWER_WITHIN, (readyz.text, seconds)
             assert readyz.json()["checks"]["database"] != "ok"
             assert readyz.json()["checks"]["storage"] == "ok"
+            # Prometheus still scrapes the node, and sees why it is unready (the alerts' input).
+            metrics, seconds = timed(lambda: httpx.get(f"{node.url}/metrics", headers=SCRAPE, timeout=30))
+            assert metrics.status_code == 200 and seconds < ANSWER_WITHIN, (metrics.status_code, seconds)
+            assert 'dockyard_up{check="database"} 0.0' in metrics.text
+            assert 'dockyard_up{check="storage"} 1.0' in metrics.text
+            assert "dockyard_ready 0.0" in metrics.text
 
             answer, seconds = timed(lambda: oci.start_upload("outage/app"))
             assert seconds < ANSWER_WITHIN, seconds
