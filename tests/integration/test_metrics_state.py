@@ -11,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dockyard.api import metrics_state
-
 from tests.support.inprocess import ADMIN, TestClient, in_process_client
 from tests.support.ociclient import OCIClient
 
