@@ -5,8 +5,8 @@ For the embedded default (SQLite, filesystem, auth on), each test runs in a fres
 process of `serve` runs, then lists `sys.modules`:
 
 - serve's main process, up to where Granian forks the HTTP workers from it (so everything it holds
-  is in each worker too): what `dockyard serve` execs into once it has read its command line
-  (`cli.server.SERVER_COMMAND`), with Granian's `serve` replaced;
+  is in each worker too): `dockyard serve --config PATH` as the `dockyard` command runs it
+  (`cli.entry`), with Granian's `serve` replaced;
 - an HTTP worker: `worker_app()` as Granian calls it in a child of serve, then requests on the hot
   paths (/v2, a manifest, the health checks);
 - the job runner serve starts (`main_in_serve`), until its runner has started and it is stopped.
@@ -56,7 +56,7 @@ MAIN_PROCESS_FORBIDDEN = (
     "dockyard.services",
     "dockyard.db",
     "dockyard.registry.services",
-    "typer",  # the CLI: `dockyard serve` execs a fresh interpreter once it has read its command line
+    "typer",  # the CLI: `dockyard serve` starts the server without it (cli.entry)
     "click",
     "dockyard.cli.main",
 )
@@ -98,10 +98,10 @@ MAIN_PROCESS = textwrap.dedent(
         print(json.dumps(sorted(sys.modules)), flush=True)
 
     granian.Granian.serve = stop_here  # everything before the fork has run
-    from dockyard.cli.server import SERVER_COMMAND
+    from dockyard.cli.entry import main
 
-    sys.argv = ["-c", "serve", "--config", sys.argv[1]]  # as `dockyard serve` execs it (exec_server)
-    exec(SERVER_COMMAND)
+    sys.argv = ["dockyard", "serve", "--config", sys.argv[1]]  # the `dockyard` command (cli.entry)
+    main()
     """
 )
 HTTP_WORKER = textwrap.dedent(

@@ -25,17 +25,28 @@ def config_path_from_argv() -> Path | None:
 def server_settings() -> Settings:
     """The settings `serve` validated and handed down (config.loader.hand_down) when it started this
     process, else those of `--config PATH` (or DOCKYARD_CONFIG); exit 2 on a bad config."""
-    from dockyard.config.loader import config_error_message, config_path_from_env, handed_down, load_settings
+    from dockyard.config.loader import handed_down
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    settings = handed_down()
+    if settings is not None:
+        from dockyard.datadir import private_umask
+
+        private_umask()  # what a server-side process creates is private (dockyard.datadir)
+        return settings
+    return load_or_exit(config_path_from_argv())
+
+
+def load_or_exit(config_path: Path | None) -> Settings:
+    """The settings of `config_path` (else DOCKYARD_CONFIG's file, else none) and the environment; exit
+    2 with one line naming the key on a bad config, as every command does."""
+    from dockyard.config.loader import config_error_message, config_path_from_env, load_settings
     from dockyard.datadir import private_umask
     from dockyard.errors import ConfigError
 
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     private_umask()  # what a server-side process creates is private (dockyard.datadir)
-    settings = handed_down()
-    if settings is not None:
-        return settings
     try:
-        return load_settings(config_path_from_argv() or config_path_from_env())
+        return load_settings(config_path or config_path_from_env())
     except ConfigError as exc:
         sys.stderr.write(f"dockyard: {config_error_message(exc)}\n")
         raise SystemExit(2) from None

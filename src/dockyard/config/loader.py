@@ -121,11 +121,12 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 
 
 def hand_down(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:
-    """Leave the validated settings in the environment for the processes `serve` starts (the server it
-    execs into, its HTTP workers, its job runner), which take them (`handed_down`) instead of reading
-    the config file again: every process of a node runs on what was checked once at start, also a
-    worker started again after the file was edited, and the file's warnings are logged once. The
-    environment of a process is readable by its own user only, as the config file should be."""
+    """Leave the validated settings in the environment for the processes `serve` starts (the server the
+    CLI execs into when it parsed the command line, its HTTP workers, its job runner), which take them
+    (`handed_down`) instead of reading the config file again: every process of a node runs on what was
+    checked once at start, also a worker started again after the file was edited, and the file's
+    warnings are logged once. The environment of a process is readable by its own user only, as the
+    config file should be."""
     environ = os.environ if environ is None else environ
     environ[SETTINGS_ENV] = settings.model_dump_json()
 
