@@ -225,3 +225,20 @@ def test_by_default_the_test_of_an_internal_endpoint_connects_nowhere(workdir: P
         assert "127.0.0.1" in result["error"]
         events = audit_events(default, bool, action="check")
         assert events[0]["detail"]["ok"] is False
+
+
+def test_credentials_sealed_under_another_secret_are_reported_not_sent(workdir: Path, upstream: str) -> None:
+    """A node with another http.secret (a misconfigured HA node, a restore without the secret) cannot
+    open the credentials: the test says so, and sends nothing."""
+    first = {**LOOPBACK_ALLOWED, "http": {"secret": "the-first-http-secret-of-32-bytes-or-more"}}
+    other = {**LOOPBACK_ALLOWED, "http": {"secret": "another-http-secret-of-32-bytes-or-more!"}}
+    with in_process_client(workdir, first) as node:
+        node.post(f"{API}/endpoints", json=endpoint(upstream), auth=ADMIN).raise_for_status()
+        assert node.post(f"{API}/endpoints/upstream/test", auth=ADMIN).json()["ok"] is True
+    with in_process_client(workdir, other) as node:
+        result = node.post(f"{API}/endpoints/upstream/test", auth=ADMIN).json()
+        assert result["ok"] is False and "cannot be opened" in result["error"]
+        # Setting them again on this node seals them under its secret.
+        node.patch(f"{API}/endpoints/upstream", json={"credentials": endpoint(upstream)["credentials"]},
+                   auth=ADMIN).raise_for_status()  # fmt: skip
+        assert node.post(f"{API}/endpoints/upstream/test", auth=ADMIN).json()["ok"] is True

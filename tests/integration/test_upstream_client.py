@@ -8,12 +8,14 @@ import base64
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +24,14 @@ from dockyard.upstream.client import HttpRemoteRegistry
 from dockyard.upstream.interfaces import (
     Credentials,
     Timeouts,
+    TLSOptions,
     UpstreamAddressRefused,
     UpstreamError,
     UpstreamInvalid,
     UpstreamUnauthorized,
     UpstreamUnavailable,
 )
+from tests.e2e.conftest import dockyard_cert
 from tests.support.server import free_port
 
 FAST = Timeouts(connect=2, read=2, total=3)
@@ -56,9 +60,10 @@ class Scripted:
 
 
 @contextmanager
-def scripted(host: str = "127.0.0.1") -> Iterator[Scripted]:
+def scripted(host: str = "127.0.0.1", tls: Path | None = None) -> Iterator[Scripted]:
+    """`tls`: a directory from `dockyard cert` (server.crt, server.key): then it serves HTTPS."""
     port = free_port(host)
-    server_state = Scripted(f"http://{host}:{port}")
+    server_state = Scripted(f"{'https' if tls else 'http'}://{host}:{port}")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -82,6 +87,10 @@ def scripted(host: str = "127.0.0.1") -> Iterator[Scripted]:
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls / "server.crt", tls / "server.key")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -359,3 +368,25 @@ def test_a_tag_list_page_on_another_host_is_not_followed() -> None:
         with pytest.raises(UpstreamError, match="another host"):
             remote.list_tags("team/app")
         assert elsewhere.seen == []
+
+
+# --- TLS options ---------------------------------------------------------------------------------
+def test_tls_is_verified_against_the_system_and_the_endpoints_ca(tmp_path: Path) -> None:
+    certs = dockyard_cert("127.0.0.1", tmp_path / "certs")
+    other = dockyard_cert("127.0.0.1", tmp_path / "other")
+    with scripted(tls=certs) as server:
+        server.answer = lambda r: (200, {"Docker-Distribution-API-Version": "registry/2.0"}, b"{}")
+
+        def check(tls: TLSOptions) -> str | None:
+            remote = HttpRemoteRegistry(server.url, guard=LOOPBACK, tls=tls, timeouts=FAST)
+            try:
+                return remote.check().api_version
+            finally:
+                remote.close()
+
+        with pytest.raises(UpstreamUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            check(TLSOptions())  # a private CA the system does not trust
+        with pytest.raises(UpstreamUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            check(TLSOptions(ca_pem=(other / "ca.crt").read_text()))
+        assert check(TLSOptions(ca_pem=(certs / "ca.crt").read_text())) == "registry/2.0"
+        assert check(TLSOptions(verify=False)) == "registry/2.0"

@@ -153,7 +153,10 @@ class EndpointService:
         """`GET /v2/` with the endpoint's credentials: reachable, and do they work? Never raises for
         the upstream's failures: they are the result."""
         started = time.monotonic()
-        remote = self.remote(name)
+        try:
+            remote = self.remote(name)
+        except EndpointInvalid as error:  # credentials this node cannot open: the check's finding
+            return TestResult(False, _ms_since(started), error=error.message)
         try:
             check = remote.check()
         except UpstreamError as error:
