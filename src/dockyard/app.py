@@ -126,7 +126,6 @@ def create_app(services: Services) -> ASGIApp:
         services.registry,
         services.blob_uploads,
         services.blobs,
-        services.uploads,
         io,
         metrics,
         base_url=(settings.http.host or "").rstrip("/"),

@@ -89,9 +89,7 @@ def serve(app: Any) -> tuple[str, uvicorn.Server, threading.Thread]:
 
 
 def compose(services: Services, gate: Gate, extra_routes: list[Any]) -> Any:
-    ctx = OCIContext(
-        services.registry, services.blob_uploads, services.blobs, services.uploads, BlobIO(), Metrics()
-    )
+    ctx = OCIContext(services.registry, services.blob_uploads, services.blobs, BlobIO(), Metrics())
     return OCIRouter(ctx, Starlette(routes=extra_routes), gate)
 
 

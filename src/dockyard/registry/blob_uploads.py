@@ -1,8 +1,8 @@
-"""Blob uploads into a repository, as /v2 runs them: start, find, cancel and commit an upload session,
-and what a request may add to one (`budget`: registry.upload_budget). The bytes stream into the
-session through the upload store (`storage.uploads`); a commit records the blob and links it into the
-repository, charged to its project's quota, in the order that survives crashes (and garbage
-collection: storage.blobs).
+"""Blob uploads into a repository, as /v2 runs them: the one service the HTTP layer calls for an upload
+session -- start, find, append a request's body (`begin_append`), commit, cancel -- and what a request
+may add to one (`budget`: registry.upload_budget). The sessions and their states are `storage.uploads`;
+a commit records the blob and links it into the repository, charged to its project's quota, in the
+order that survives crashes (and garbage collection: storage.blobs).
 
 An upload session belongs to the repository and the owner (who started it, with auth on) it was
 started for: to anyone else it does not exist (BlobUploadUnknown), whatever they ask of it.
@@ -10,18 +10,20 @@ started for: to anyone else it does not exist (BlobUploadUnknown), whatever they
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import Connection
 
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.db.session import Database
-from dockyard.errors import ReadOnly
+from dockyard.errors import DockyardError, ReadOnly
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.registry.repository_writes import ensure_repository, link_blob
 from dockyard.registry.upload_budget import UploadBudget
 from dockyard.storage.blobs import BlobStore
-from dockyard.storage.uploads import UploadState, UploadStore
+from dockyard.storage.uploads import AppendSession, UploadState, UploadStore
 
 DEFAULT_MAX_UPLOAD_SIZE = 16 * 1024**3  # storage.uploads.max_size
 
@@ -58,6 +60,21 @@ class BlobUploads:
         validate_name(name)
         self._uploads.cancel(upload_id, name, owner)
 
+    def begin_append(self, state: UploadState) -> AppendSession:
+        """Start streaming a request's body onto an open upload (storage.uploads.sessions)."""
+        return self._uploads.begin_append(state)
+
+    def drop(self, state: UploadState) -> None:
+        """Cancel an upload that can never complete (a bad digest, a body cut short on a session whose id
+        the client never learnt), quietly: it may be gone already."""
+        with contextlib.suppress(DockyardError):
+            self._uploads.cancel(state.id, state.repository, state.owner)
+
+    def release(self, state: UploadState) -> None:
+        """After a commit failed before it reached storage: let the upload's next request in (a writer
+        this request held for the commit is closed, its unrecorded bytes kept for nobody)."""
+        self._uploads.close_held(state.id)
+
     def commit(self, state: UploadState, digest: str, expected_size: int | None = None) -> int:
         """Verify, move into place, then record the blob and link it: the order that survives crashes
         (and garbage collection: storage.blobs)."""
@@ -77,7 +94,7 @@ class BlobUploads:
         size = self._blobs.commit_upload(state, parsed, link, expected_size)
         if created:
             self._feed.bump(Topic.MANIFESTS)  # the catalog changed
-        self._uploads.clean_up(state)
+        self._uploads.clean_up(state)  # committed
         return size
 
     def budget(self, name: str, size: int, digest: str | None = None) -> UploadBudget:

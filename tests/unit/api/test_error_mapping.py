@@ -104,6 +104,8 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.projects.patterns.PatternInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.retention.interfaces.RetentionPolicyInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.retention.interfaces.RetentionPolicyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    # An upload session asked for a move its state does not allow (storage.uploads.states).
+    "dockyard.storage.uploads.states.UploadStateInvalid": (400, "BLOB_UPLOAD_INVALID", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamAddressRefused": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamError": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
     "dockyard.upstream.interfaces.UpstreamInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),

@@ -1,5 +1,5 @@
-"""What every /v2 handler needs: the registry, the blob and upload stores, the blob I/O pool, the pull
-recorder, and how to build URLs."""
+"""What every /v2 handler needs: the registry, the upload service, the blob store, the blob I/O pool, the
+pull recorder, and how to build URLs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
-from dockyard.storage.uploads import UploadStore
 
 T = TypeVar("T")
 
@@ -26,9 +25,8 @@ T = TypeVar("T")
 @dataclass
 class OCIContext:
     registry: Registry  # repositories, manifests, tags, blob links
-    blob_uploads: BlobUploads  # upload sessions: start, find, cancel, commit, what a body may add
+    blob_uploads: BlobUploads  # upload sessions, every step of them (the only door to storage.uploads)
     blobs: BlobStore  # blob bytes: where a GET reads them from
-    uploads: UploadStore  # an upload session's bytes while a request streams them in
     io: BlobIO
     metrics: Metrics
     base_url: str = ""  # http.host when set: absolute Location headers

@@ -1,4 +1,5 @@
-"""Upload endpoints: POST /v2/<name>/blobs/uploads/ and GET/PATCH/PUT/DELETE .../uploads/<id>."""
+"""Upload endpoints: POST /v2/<name>/blobs/uploads/ and GET/PATCH/PUT/DELETE .../uploads/<id>. Every
+step of an upload session goes through one service, `ctx.blob_uploads` (registry.blob_uploads)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     except DockyardError:
         # Cut short or refused mid-body: the client never learnt this session's id, so nobody could
         # resume or cancel it.
-        await ctx.call(_cancel_quietly, ctx, state)
+        await ctx.call(ctx.blob_uploads.drop, state)
         raise
     await _commit(ctx, state, digest)
     return _created(ctx, name, digest)
@@ -161,7 +162,7 @@ async def _append(
 ) -> UploadState:
     """Stream the body onto the upload, within `budget`. `committing`: the commit comes next and removes
     the upload's row in its own transaction, so the new size need not be written first."""
-    session = await ctx.call(ctx.uploads.begin_append, state)
+    session = await ctx.call(ctx.blob_uploads.begin_append, state)
 
     def write(data: bytes) -> None:  # in a blob-io thread
         granted = budget.take(len(data))
@@ -209,16 +210,11 @@ async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
         # The bytes can never become this blob (or not in this project now): drop the session so
         # nothing half-done lingers.
         ctx.metrics.uploads_failed.inc()
-        await ctx.call(_cancel_quietly, ctx, state)
+        await ctx.call(ctx.blob_uploads.drop, state)
         raise
     except BaseException:
         # Failed before it reached storage (e.g. read-only): a writer this request left open for the
         # commit still holds the upload; let the client's next request in.
-        await ctx.call(ctx.uploads.close_held, state.id)
+        await ctx.call(ctx.blob_uploads.release, state)
         raise
     ctx.metrics.uploads_completed.inc()
-
-
-def _cancel_quietly(ctx: OCIContext, state: UploadState) -> None:
-    with contextlib.suppress(DockyardError):
-        ctx.uploads.cancel(state.id, state.repository, state.owner)

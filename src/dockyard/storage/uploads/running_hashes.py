@@ -1,7 +1,8 @@
 """The running hash of each upload this process wrote the bytes of, by upload id and size.
 
 hashlib state cannot be saved, so it lives here only: a process that missed a chunk has no entry at
-that size, and the commit hashes the temp object in storage instead (see storage.uploads).
+that size, and the commit hashes the temp object in storage instead (see storage.uploads). One of the
+upload store's three per-process caches, each behind a lock of its own (the others: held_writers).
 """
 
 from __future__ import annotations
