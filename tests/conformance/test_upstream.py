@@ -1,11 +1,14 @@
 """Every RemoteRegistry passes the same suite: the fake, and the real client against real registries
-started here on loopback (Debian's docker-registry open and behind htpasswd, dockyard with token auth).
+started here on loopback (Debian's docker-registry open and behind htpasswd, distribution v3.1.1 behind
+htpasswd, dockyard with token auth).
 
 The servers are on loopback, which the client refuses by default (SSRF): these tests allow 127.0.0.0/8.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
 from collections.abc import Iterator
 
 import httpx
@@ -13,11 +16,11 @@ import pytest
 
 from dockyard.upstream.addresses import AddressGuard
 from dockyard.upstream.client import HttpRemoteRegistry
-from dockyard.upstream.conformance import Push, RemoteRegistryConformance
+from dockyard.upstream.conformance import MiB, Push, RemoteRegistryConformance, image
 from dockyard.upstream.fake import FakeRemoteRegistry
 from dockyard.upstream.interfaces import Credentials, RemoteRegistry, Timeouts, UpstreamUnauthorized
 from tests.support.ociclient import OCIClient, bearer_client, describe
-from tests.support.registry2 import running_registry2
+from tests.support.registry2 import distribution_v3, running_registry2
 from tests.support.server import RunningServer, start_server
 
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
@@ -65,6 +68,12 @@ def htpasswd_registry2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 @pytest.fixture(scope="module")
+def htpasswd_distribution_v3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_registry2(tmp_path_factory.mktemp("distribution-v3"), USER, distribution_v3()) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def token_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     server = start_server(
         tmp_path_factory.mktemp("dockyard-token"),
@@ -86,6 +95,28 @@ class TestRegistry2Open(RemoteRegistryConformance):
     def test_no_credentials_are_sent(self, remote: RemoteRegistry) -> None:
         assert remote.check().auth == "none"
 
+    def test_a_large_blob_streams_through_bounded_memory(
+        self, remote: RemoteRegistry, upstream: tuple[RemoteRegistry, Push]
+    ) -> None:
+        """64 MiB through the client while Python's allocations never pass 8 MiB: never whole in memory."""
+        content = image("conformance/large", "v1", layer_size=64 * MiB)
+        upstream[1](content.repository, content.tag, content.manifest, content.media_type,
+                    [content.config, content.layer])  # fmt: skip
+        digest, expected = "sha256:" + hashlib.sha256(content.layer).hexdigest(), len(content.layer)
+        del content  # the test's own copy must not count
+        hasher, received = hashlib.sha256(), 0
+        tracemalloc.start()
+        try:
+            with remote.open_blob("conformance/large", digest) as stream:
+                for chunk in stream.chunks(1 * MiB):
+                    hasher.update(chunk)
+                    received += len(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert received == expected and "sha256:" + hasher.hexdigest() == digest
+        assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB while streaming"
+
 
 class TestRegistry2Htpasswd(RemoteRegistryConformance):
     @pytest.fixture
@@ -98,6 +129,16 @@ class TestRegistry2Htpasswd(RemoteRegistryConformance):
 
     def test_basic_auth_is_used(self, remote: RemoteRegistry) -> None:
         assert remote.check().auth == "basic"
+
+
+class TestDistributionV3Htpasswd(RemoteRegistryConformance):
+    @pytest.fixture
+    def upstream(self, htpasswd_distribution_v3: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+        credentials = Credentials("basic", *USER)
+        remote = HttpRemoteRegistry(htpasswd_distribution_v3, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
+        with httpx.Client(base_url=htpasswd_distribution_v3, auth=USER, timeout=30) as http:
+            yield remote, pusher(http)
+        remote.close()
 
 
 class TestDockyardTokenAuth(RemoteRegistryConformance):

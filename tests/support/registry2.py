@@ -1,8 +1,10 @@
-"""Debian's docker-registry (distribution 2.8, what `registry:2` runs) on a free loopback port, open or
-behind htpasswd, for tests that need a real third-party registry."""
+"""Debian's docker-registry (distribution 2.8, what `registry:2` runs), or the peer distribution v3.1.1
+(`registry:3`, in ../shared/peers), on a free loopback port, open or behind htpasswd, for tests that need
+a real third-party registry."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,13 +17,36 @@ import httpx
 import yaml
 
 from tests.support.processes import stop_process
-from tests.support.server import free_port, require_tool
+from tests.support.server import REPO_ROOT, free_port, require_tool
+
+
+def distribution_v3() -> list[str]:
+    """The command that serves a registry:2 config with distribution v3.1.1: `run.sh` in the peers
+    directory ($DOCKYARD_PEERS, else `shared/peers` beside the main worktree, as the benchmarks use it).
+    Missing is a failure, not a skip."""
+    peers = os.environ.get("DOCKYARD_PEERS")
+    if peers is None:
+        common = subprocess.run(
+            ["git", "rev-parse", "--git-common-dir"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        main_worktree = (REPO_ROOT / common).resolve().parent if common else REPO_ROOT
+        peers = str(main_worktree.parent / "shared" / "peers")
+    script = Path(peers) / "distribution-v3.1.1" / "run.sh"
+    assert script.is_file(), f"distribution v3.1.1 not found at {script}: set DOCKYARD_PEERS"
+    return ["sh", str(script)]
 
 
 @contextmanager
-def running_registry2(workdir: Path, user: tuple[str, str] | None = None) -> Iterator[str]:
-    """Its URL while it runs; with `user`, it asks for Basic auth (htpasswd) and knows that one user."""
-    binary = require_tool("docker-registry")
+def running_registry2(
+    workdir: Path, user: tuple[str, str] | None = None, command: list[str] | None = None
+) -> Iterator[str]:
+    """Its URL while it runs; with `user`, it asks for Basic auth (htpasswd) and knows that one user.
+    `command` serves the config instead of docker-registry (`distribution_v3()`)."""
+    serve = command or [require_tool("docker-registry"), "serve"]
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, Any] = {
@@ -38,7 +63,7 @@ def running_registry2(workdir: Path, user: tuple[str, str] | None = None) -> Ite
     log_path = workdir / "registry2.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [binary, "serve", str(workdir / "registry2.yml")], stdout=log, stderr=subprocess.STDOUT
+            [*serve, str(workdir / "registry2.yml")], stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -50,7 +75,7 @@ def running_registry2(workdir: Path, user: tuple[str, str] | None = None) -> Ite
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "docker-registry did not start"
+            assert time.monotonic() < deadline, f"{serve} did not start: {log_path.read_text()}"
             time.sleep(0.1)
         yield url
     finally:
