@@ -226,6 +226,8 @@ def test_request_rate_and_latency_series_exist_per_operation(setup: Setup) -> No
     )
     timed = {(series["metric"]["route"], series["metric"]["method"]) for series in p99}
     assert operations <= timed, operations - timed
+    # The pull of a tag that does not exist, by cause.
+    assert setup.query('registry_request_failures_total{operation="pull", code="MANIFEST_UNKNOWN"}')
 
 
 def test_the_node_state_gauges_read_what_the_load_left(setup: Setup) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dockyard.errors import OCICode
 from dockyard.observability.logging import bind_request_id, clear_request_context, get_logger
 from dockyard.observability.metrics import Metrics
 
@@ -29,6 +30,11 @@ PEER_KEY = "dockyard.peer"  # set by api/forwarded.py: the connection's peer whe
 REQUEST_ID_KEY = "dockyard.request_id"  # handlers read the id here (e.g. to put it in error bodies)
 UNMATCHED = "unmatched"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
+# /v2 operations for registry_request_failures_total, by method; anything else counts as a pull (reads).
+WRITE_OPERATIONS = {"PUT": "push", "POST": "push", "PATCH": "push", "DELETE": "delete"}
+OCI_CODES = frozenset(code.value for code in OCICode)
+_ERROR_CODE = re.compile(rb'"code"\s*:\s*"([A-Z_]{1,40})"')
+NO_CODE = "NONE"  # an error answered without the spec's body (HEAD, or a bare 500)
 # An incoming id is kept only if it is short and plain, so it cannot forge log lines or bloat them.
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -71,6 +77,7 @@ class ObservabilityMiddleware:
         request_bytes = 0
         response_bytes = 0
         content_length = 0
+        error_code: str | None = None  # the OCI error code of a /v2 error answer
         # The server drops a body sent for HEAD (Starlette's Response sends one): it is not traffic.
         counts_body = scope["method"] != "HEAD"
 
@@ -82,11 +89,13 @@ class ObservabilityMiddleware:
             return message
 
         async def tagging_send(message: Message) -> None:
-            nonlocal status, response_bytes, content_length
+            nonlocal status, response_bytes, content_length, error_code
             kind = message["type"]
             if kind == "http.response.body":
                 if counts_body:
                     response_bytes += len(message.get("body", b""))
+                if status >= 400 and error_code is None:  # errors only: nothing on the success path
+                    error_code = oci_error_code(message.get("body", b""))
             elif kind == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", ()))
@@ -109,7 +118,17 @@ class ObservabilityMiddleware:
             raise
         finally:
             self._record(scope, root_path, status, started, request_bytes, response_bytes, request_id)
+            if status >= 400 and self.metrics is not None:
+                self._record_failure(scope, root_path, status, error_code)
             clear_request_context()
+
+    def _record_failure(self, scope: Scope, root_path: str, status: int, code: str | None) -> None:
+        route = route_label(scope, root_path)
+        if not route.startswith("/v2/") or route == "/v2/":  # the version check's 401 is a challenge
+            return
+        assert self.metrics is not None
+        operation = WRITE_OPERATIONS.get(scope["method"], "pull")
+        self.metrics.observe_failure(operation, status, code or NO_CODE)
 
     def _record(
         self,
@@ -142,6 +161,16 @@ class ObservabilityMiddleware:
                 client=_address(client),
                 **({"proxy": _address(peer)} if peer else {}),
             )
+
+
+def oci_error_code(body: bytes) -> str:
+    """The first code of an OCI error body (`{"errors": [{"code": ...}]}`), from its first 512 bytes;
+    one of the spec's codes, "OTHER" for anything else, NO_CODE without one."""
+    found = _ERROR_CODE.search(body, 0, 512)
+    if found is None:
+        return NO_CODE
+    code = found.group(1).decode()
+    return code if code in OCI_CODES else "OTHER"
 
 
 def route_label(scope: Scope, root_path: str = "") -> str:

@@ -194,6 +194,13 @@ class Metrics:
             "blob_bytes_received", "Blob bytes received in uploads.", registry=registry
         )
         self.blob_bytes_sent = Counter("blob_bytes_sent", "Blob bytes sent to clients.", registry=registry)
+        self.registry_failures = Counter(
+            "registry_request_failures",
+            "/v2 requests answered with an error, by operation (push, pull, delete), status and OCI code.",
+            ["operation", "status", "code"],
+            registry=registry,
+        )
+        self._failure_children: dict[tuple[str, int, str], Counter] = {}
         # Label children per (route, method, status): labels() locks and validates on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter, Counter]] = {}
         # Request observations add up here and reach prometheus_client in batches: in multiprocess
@@ -218,6 +225,15 @@ class Metrics:
             pending.response_bytes += response_bytes
         if self._flusher is None:
             self._start_flusher()
+
+    def observe_failure(self, operation: str, status: int, code: str) -> None:
+        """Record one /v2 error answer (not batched: errors are rare next to cached GETs). The caller
+        keeps the labels bounded: three operations, the spec's codes."""
+        key = (operation, status, code)
+        child = self._failure_children.get(key)
+        if child is None:
+            child = self._failure_children[key] = self.registry_failures.labels(operation, str(status), code)
+        child.inc()
 
     def flush(self) -> None:
         """Hand the batched request observations to prometheus_client. A daemon thread does it every
