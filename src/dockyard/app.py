@@ -74,7 +74,14 @@ from dockyard.datadir import private_umask
 from dockyard.db.locks import FileLocks, LockManager
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
-from dockyard.lifecycle import ADMIN_PASSWORD_ENV, CONFIG_ENV, WORKER_GRACE, die_with_parent, started_by_serve
+from dockyard.lifecycle import (
+    ADMIN_PASSWORD_ENV,
+    CONFIG_ENV,
+    WORKER_GRACE,
+    die_with_parent,
+    mark_ready,
+    started_by_serve,
+)
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.observability.state import StateCollector
@@ -480,4 +487,6 @@ def worker_app() -> Any:
     # `serve` migrated already; under another server (uvicorn) the app makes sure itself.
     services = build_services(settings, migrate=True)
     first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
-    return create_app(services)
+    app = create_app(services)
+    mark_ready()  # serve starts its job runner now: until here the workers have the cores to themselves
+    return app

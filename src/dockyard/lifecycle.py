@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 log = logging.getLogger("dockyard.lifecycle")
 
@@ -36,6 +37,8 @@ WATCH_INTERVAL = 0.5  # seconds between looks at the parent's pid
 # An HTTP worker whose serve died gets this long to finish its requests (serve's own kill timeout).
 WORKER_GRACE = 10
 _PR_SET_PDEATHSIG = 1
+# The file serve's HTTP workers touch once they have loaded the app (not a DOCKYARD_* setting).
+READY_ENV = "_DOCKYARD_READY_FILE"
 
 
 def mark_parent() -> None:
@@ -48,6 +51,24 @@ def started_by_serve() -> bool:
     the database before it starts any child, so they need not."""
     expected = os.environ.get(PARENT_ENV, "")
     return expected.isdigit() and int(expected) != os.getpid()
+
+
+def expect_ready_workers(path: Path) -> None:
+    """In `serve`, before any child starts: its HTTP workers touch `path` once they can answer."""
+    path.unlink(missing_ok=True)
+    os.environ[READY_ENV] = str(path)
+
+
+def mark_ready() -> None:
+    """In an HTTP worker of `serve` that has loaded the app (a no-op elsewhere)."""
+    path = os.environ.get(READY_ENV)
+    if path and started_by_serve():
+        Path(path).touch()
+
+
+def a_worker_is_ready() -> bool:
+    path = os.environ.get(READY_ENV)
+    return path is not None and Path(path).exists()
 
 
 def die_with_parent(grace: float) -> None:

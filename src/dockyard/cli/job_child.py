@@ -20,11 +20,15 @@ import threading
 import time
 
 from dockyard.config.settings import Settings
-from dockyard.lifecycle import PARENT_ENV
+from dockyard.lifecycle import PARENT_ENV, a_worker_is_ready
 
 log = logging.getLogger("dockyard.worker")
 STOP_TIMEOUT = 30.0  # seconds a stopping worker waits for its handlers before it is killed
 RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it keeps dying
+# At start the job worker waits until an HTTP worker can answer (or this long): loading the app takes
+# each worker about a second of CPU, and the job runner's own start as much again, on the same cores.
+READY_WAIT = 10.0
+READY_POLL = 0.02
 CHILD_COMMAND = "from dockyard.cli.worker import main_in_serve; main_in_serve()"
 
 
@@ -42,8 +46,15 @@ class JobWorkerProcess:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        threading.Thread(target=self._run, name="job-worker-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + READY_WAIT
+        while not a_worker_is_ready() and time.monotonic() < deadline:
+            if self._stopping.wait(READY_POLL):
+                return
         self._spawn()
-        threading.Thread(target=self._watch, name="job-worker-watch", daemon=True).start()
+        self._watch()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -68,7 +79,8 @@ class JobWorkerProcess:
     def _watch(self) -> None:
         while not self._stopping.is_set():
             process = self.process
-            assert process is not None
+            if process is None:  # stopped before it started
+                return
             started = time.monotonic()
             code = process.wait()
             if self._stopping.is_set():

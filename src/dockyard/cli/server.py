@@ -25,7 +25,7 @@ from dockyard.cli.slim import server_settings
 from dockyard.config.loader import hand_down
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
-from dockyard.lifecycle import ADMIN_PASSWORD_ENV, WORKER_GRACE, mark_parent
+from dockyard.lifecycle import ADMIN_PASSWORD_ENV, WORKER_GRACE, expect_ready_workers, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 
@@ -100,6 +100,7 @@ def run_server(settings: Settings) -> None:
     # Granian installs its SIGTERM handler at startup (stop at once); ours replaces it there.
     server.on_startup(drainer.install)
     mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)
+    expect_ready_workers(settings.datadir / "run" / "http-ready")
     job_worker = start_job_worker(settings)  # one per node, beside the HTTP workers
     try:
         server.serve()
