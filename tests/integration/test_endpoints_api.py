@@ -242,3 +242,15 @@ def test_credentials_sealed_under_another_secret_are_reported_not_sent(workdir: 
         node.patch(f"{API}/endpoints/upstream", json={"credentials": endpoint(upstream)["credentials"]},
                    auth=ADMIN).raise_for_status()  # fmt: skip
         assert node.post(f"{API}/endpoints/upstream/test", auth=ADMIN).json()["ok"] is True
+
+
+def test_by_default_an_update_to_an_internal_address_is_refused(workdir: Path) -> None:
+    with in_process_client(workdir) as http:
+        http.post(
+            f"{API}/endpoints", json={"name": "hub", "kind": "docker-hub"}, auth=ADMIN
+        ).raise_for_status()
+        for url in ("http://169.254.169.254/latest", "http://127.0.0.1:2375", "http://[fe80::1]"):
+            assert_error(
+                http.patch(f"{API}/endpoints/hub", json={"url": url}, auth=ADMIN), 400, "BAD_REQUEST"
+            )
+        assert http.get(f"{API}/endpoints/hub", auth=ADMIN).json()["url"] == "https://registry-1.docker.io"
