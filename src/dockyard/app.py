@@ -82,6 +82,7 @@ from dockyard.lifecycle import (
     mark_ready,
     started_by_serve,
 )
+from dockyard.observability.database import instrument_database
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import Metrics
 from dockyard.observability.state import StateCollector
@@ -128,6 +129,7 @@ def create_app(services: Services) -> ASGIApp:
     settings = services.settings
     io = BlobIO()
     metrics = Metrics()
+    instrument_database(metrics, services.db.engine)
     auth = build_auth(services)
     ctx = OCIContext(
         services.registry,

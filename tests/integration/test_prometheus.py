@@ -244,3 +244,6 @@ def test_the_node_state_gauges_read_what_the_load_left(setup: Setup) -> None:
     assert value('dockyard_tls_certificate_expiry_timestamp_seconds{job="dockyard"} - time()') > 14 * 86400
     assert value('time() - dockyard_gc_last_success_timestamp_seconds{job="dockyard"}') < 600
     assert value('dockyard_filesystem_free_bytes{job="dockyard", volume="storage"}') > 0
+    # The database as the workers see it: statements timed, pools sampled (summed over the workers).
+    assert value('database_query_duration_seconds_count{job="dockyard"}') > 0
+    assert value('sum(database_pool_connections{job="dockyard"})') >= 1

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,9 @@ DURATION_BUCKETS = (
     30.0,
     60.0,
 )
+
+# Database statements: from a sub-millisecond point read to a GC batch of seconds.
+QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def prepare_multiprocess(directory: Path) -> None:
@@ -201,6 +205,26 @@ class Metrics:
             registry=registry,
         )
         self._failure_children: dict[tuple[str, int, str], Counter] = {}
+        # The metadata database, from observability/database.py: statements batched as requests are,
+        # the connection pool sampled by the flush thread (nothing per checkout).
+        self.database_query_duration = Histogram(
+            "database_query_duration_seconds",
+            "Time a statement took on the metadata database (through SQLAlchemy: all but the hot path's "
+            "point lookups, which are timed by their requests).",
+            buckets=QUERY_BUCKETS,
+            registry=registry,
+        )
+        self.database_pool_connections = Gauge(
+            "database_pool_connections",
+            "Metadata database connections held by the workers' pools, in use or idle "
+            "(sampled every second).",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._query_buckets = [0] * (len(QUERY_BUCKETS) + 1)
+        self._query_seconds = 0.0
+        self._samplers: list[Callable[[], None]] = []
         # Label children per (route, method, status): labels() locks and validates on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter, Counter]] = {}
         # Request observations add up here and reach prometheus_client in batches: in multiprocess
@@ -235,11 +259,33 @@ class Metrics:
             child = self._failure_children[key] = self.registry_failures.labels(operation, str(status), code)
         child.inc()
 
+    def observe_query(self, seconds: float) -> None:
+        """Record one database statement (batched, like requests)."""
+        with self._lock:
+            self._query_seconds += seconds
+            self._query_buckets[bisect.bisect_left(QUERY_BUCKETS, seconds)] += 1
+        if self._flusher is None:
+            self._start_flusher()
+
+    def add_sampler(self, sample: Callable[[], None]) -> None:
+        """Call `sample` at every flush (about once a second, and before a scrape): for gauges read
+        from this process's state, such as its connection pool."""
+        self._samplers.append(sample)
+
     def flush(self) -> None:
         """Hand the batched request observations to prometheus_client. A daemon thread does it every
         FLUSH_SECONDS, so an idle worker's last requests reach a scrape within about a second."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            query_buckets, self._query_buckets = self._query_buckets, [0] * len(self._query_buckets)
+            query_seconds, self._query_seconds = self._query_seconds, 0.0
+        if any(query_buckets):
+            self.database_query_duration._sum.inc(query_seconds)
+            for index, count in enumerate(query_buckets):
+                if count:
+                    self.database_query_duration._buckets[index].inc(count)
+        for sample in self._samplers:
+            sample()
         for key, batch in pending.items():
             requests, duration, received, sent = self._children_for(key)
             requests.inc(batch.count)
