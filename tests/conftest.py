@@ -118,7 +118,8 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/storage/",
     "tests/unit/observability/",
     "tests/unit/cli/",
-    "tests/unit/db/",  # locks: files and Redis
+    "tests/unit/db/",
+    "tests/unit/coordination/",  # feeds, caches, locks: in-process, files and Redis
     "tests/unit/maintenance/",
 )
 

@@ -70,8 +70,9 @@ from dockyard.bootstrap import (
 )
 from dockyard.config.loader import handed_down, load_settings
 from dockyard.config.settings import Settings
+from dockyard.coordination.interfaces import LockManager, Topic, generation_of
+from dockyard.coordination.locks import FileLocks
 from dockyard.datadir import private_umask
-from dockyard.db.locks import FileLocks, LockManager
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
 from dockyard.lifecycle import (
@@ -89,7 +90,6 @@ from dockyard.observability.state import StateCollector
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
-from dockyard.registry.cache import Topic
 from dockyard.registry.queries import RegistryQueries
 from dockyard.services import (
     Services,
@@ -308,8 +308,7 @@ def _dockyard_auth(services: Services) -> Auth:
     auth = settings.auth
 
     # Account and key changes reach every worker and node through the feed's AUTH topic.
-    def generation() -> int:
-        return feed.generation(Topic.AUTH)
+    generation = generation_of(feed, Topic.AUTH)
 
     def announce() -> None:
         feed.bump(Topic.AUTH)
@@ -393,7 +392,7 @@ def _login_limiter(settings: Settings) -> LoginLimiter:
     per_address, per_account = limit.max_failures_per_address, limit.max_failures_per_account
     if settings.redis.url:
         from dockyard.accounts.limiter_redis import RedisLoginLimiter
-        from dockyard.registry.cache_redis import connect
+        from dockyard.coordination.redis_client import connect
 
         client = connect(settings.redis.url)
         return RedisLoginLimiter(
@@ -443,8 +442,8 @@ def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:
     """Locks for work one process should do at a time: cluster-wide through Redis when configured,
     else among this node's workers (files in the datadir). With the function that closes them."""
     if settings.redis.url:
-        from dockyard.db.locks import RedisLocks
-        from dockyard.registry.cache_redis import connect
+        from dockyard.coordination.locks_redis import RedisLocks
+        from dockyard.coordination.redis_client import connect
 
         client = connect(settings.redis.url)
         return RedisLocks(client), client.close

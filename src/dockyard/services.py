@@ -27,6 +27,9 @@ from dockyard.audit.services import AuditLog
 from dockyard.bootstrap import local_change_feed_path, signing_key_passphrases
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
+from dockyard.coordination.caches import MIB, GenerationCache
+from dockyard.coordination.feeds import InProcessChangeFeed, LocalChangeFeed
+from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of
 from dockyard.db.engine import build_engine
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
@@ -35,16 +38,9 @@ from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics
 from dockyard.projects.immutability import ImmutabilityRules
-from dockyard.projects.quotas import Quotas
+from dockyard.projects.interfaces import ImmutableRule
+from dockyard.projects.quotas import CachedLimit, Quotas
 from dockyard.registry.blob_uploads import BlobUploads
-from dockyard.registry.cache import (
-    MIB,
-    ChangeFeed,
-    GenerationCache,
-    InProcessChangeFeed,
-    LocalChangeFeed,
-    Topic,
-)
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
@@ -53,9 +49,9 @@ from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.uploads import UploadStore
 
 if TYPE_CHECKING:
+    from dockyard.coordination.feeds_redis import RedisChangeFeed
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
-    from dockyard.registry.cache_redis import RedisChangeFeed
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
@@ -98,7 +94,7 @@ class Services:
 def redis_feed(feed: ChangeFeed) -> RedisChangeFeed | None:
     """`feed` when it goes through Redis. Its module (and redis-py) is loaded only where Redis is
     configured: without it loaded, no feed can be one."""
-    module = sys.modules.get("dockyard.registry.cache_redis")
+    module = sys.modules.get("dockyard.coordination.feeds_redis")
     if module is not None and isinstance(feed, module.RedisChangeFeed):
         return cast("RedisChangeFeed", feed)
     return None
@@ -128,7 +124,8 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     feed: ChangeFeed
     feed_path = local_change_feed_path(settings)
     if settings.redis.url:  # nodes (and their workers) hear each other's changes through Redis
-        from dockyard.registry.cache_redis import RedisChangeFeed, connect
+        from dockyard.coordination.feeds_redis import RedisChangeFeed
+        from dockyard.coordination.redis_client import connect
 
         feed = RedisChangeFeed(connect(settings.redis.url))
     elif feed_path is None:
@@ -177,14 +174,14 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
 def build_quotas(db: Database, feed: ChangeFeed, audit: AuditRecorder | None = None) -> Quotas:
     """Project quotas: limits cached per process until a change anywhere bumps Topic.POLICIES (a
     deleted project's go with it); crossing a warning threshold is recorded in `audit`."""
-    return Quotas(db, audit, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES))
+    limits = GenerationCache[str, CachedLimit](generation_of(feed, Topic.POLICIES), MIB)
+    return Quotas(db, audit, limits, lambda: feed.bump(Topic.POLICIES))
 
 
 def build_immutability(db: Database, feed: ChangeFeed) -> ImmutabilityRules:
     """Projects' immutable-tag rules, cached like quota limits (Topic.POLICIES)."""
-    return ImmutabilityRules(
-        db, GenerationCache(feed, Topic.POLICIES, MIB), lambda: feed.bump(Topic.POLICIES)
-    )
+    rules = GenerationCache[str, tuple[ImmutableRule, ...]](generation_of(feed, Topic.POLICIES), MIB)
+    return ImmutabilityRules(db, rules, lambda: feed.bump(Topic.POLICIES))
 
 
 def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:

@@ -31,11 +31,11 @@ from dockyard.audit.interfaces import AuditEvent, AuditFilter
 from dockyard.audit.services import AuditLog
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.projects.rbac import Role
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.blob_uploads import BlobUploads
-from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry

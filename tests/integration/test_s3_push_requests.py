@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from dockyard.content.digest import digest_of, parse_digest
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
 from dockyard.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, PathNotFound
-from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.storage.driver import CheckedDriver, build_driver
 from dockyard.storage.driver.s3 import S3Driver
 from dockyard.storage.paths import blob_data_path

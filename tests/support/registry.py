@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dockyard.audit.interfaces import AuditRecorder
+from dockyard.coordination.interfaces import ChangeFeed
 from dockyard.db.session import Database
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.blob_uploads import BlobUploads
-from dockyard.registry.cache import ChangeFeed
 from dockyard.registry.services import Registry
 from dockyard.services import build_immutability, build_quotas
 from dockyard.storage.blobs import BlobStore

@@ -15,8 +15,9 @@ import pytest
 
 from dockyard.cli.server import _allocate_shared_files
 from dockyard.config.settings import Settings
+from dockyard.coordination.feeds import LocalChangeFeed
+from dockyard.coordination.interfaces import Topic
 from dockyard.datadir import InsecureDataDirectory, secure
-from dockyard.registry.cache import LocalChangeFeed, Topic
 from tests.support.tmpfs import fill, small_filesystem
 
 pytestmark = pytest.mark.db_independent

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Callable
 
 import anyio.to_thread
 
-from dockyard.auth.cache import Generation, TTLCache, remembered_key
 from dockyard.auth.interfaces import AuthenticationFailed, Authenticator, Principal
 from dockyard.auth.singleflight import AsyncSingleFlight
+from dockyard.coordination.caches import GenerationCache, entries
+from dockyard.coordination.interfaces import Generation
 
 DEFAULT_TTL = 30.0  # seconds; argon2 and bcrypt are slow on purpose, a revocation comes by the feed
 
@@ -42,7 +44,7 @@ class RememberedLogins:
         self.authenticator = authenticator
         self.ttl = ttl
         self.clock = clock
-        self.cache = TTLCache[Principal](max_entries, clock, generation)
+        self.cache = GenerationCache[bytes, Principal](generation, entries(max_entries), clock=clock)
         self.in_flight = AsyncSingleFlight[Principal | None]()
 
     async def principal(self, raw: bytes, client_ip: str | None) -> Principal | None:
@@ -58,7 +60,7 @@ class RememberedLogins:
         noted = self.cache.current_generation()
         principal = await self._check(raw, client_ip)
         if principal is not None:
-            self.cache.put(key, principal, self.clock() + self.ttl, noted)
+            self.cache.put(key, principal, noted, self.clock() + self.ttl)
         return principal
 
     async def _check(self, raw: bytes, client_ip: str | None) -> Principal | None:
@@ -83,3 +85,8 @@ def decode_basic(raw: bytes) -> tuple[str, str] | None:
     if not sep or not username or not secret:
         return None
     return username, secret
+
+
+def remembered_key(client_ip: str | None, credentials: bytes) -> bytes:
+    """What a success is remembered under: per address, so the login limits of others still hold."""
+    return hashlib.sha256((client_ip or "").encode() + b"\0" + credentials).digest()

@@ -18,11 +18,12 @@ from enum import Enum
 from typing import Protocol
 
 from dockyard.accounts.interfaces import CredentialState
-from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import Principal, Scope
 from dockyard.auth.remembered import DEFAULT_TTL
 from dockyard.auth.scopes import AccessSet, decision_scopes
 from dockyard.auth.tokens import AccessGranter, intersect
+from dockyard.coordination.caches import GenerationCache, entries
+from dockyard.coordination.interfaces import Generation
 
 
 class Verdict(Enum):
@@ -57,7 +58,7 @@ class PrincipalStanding:
         self.credentials = credentials
         self.ttl = ttl
         self.clock = clock
-        self.answers = TTLCache[Verdict](max_entries, clock, generation)
+        self.answers = GenerationCache[Hashable, Verdict](generation, entries(max_entries), clock=clock)
 
     def remembered(self, principal: Principal, wanted: Sequence[Scope]) -> Verdict | None:
         """The remembered answer, without any I/O; None when there is none (call `check`)."""
@@ -78,7 +79,7 @@ class PrincipalStanding:
         until = self.clock() + self.ttl
         if state.expires_at is not None:
             until = min(until, state.expires_at.timestamp())
-        self.answers.put(_key(principal, wanted), verdict, until, noted)
+        self.answers.put(_key(principal, wanted), verdict, noted, until)
         return verdict
 
     def _credential(self, principal: Principal) -> CredentialState:

@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
 from dockyard.auth import keystore
-from dockyard.auth.cache import Generation, TTLCache, remembered_key
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -45,8 +44,11 @@ from dockyard.auth.interfaces import (
     Scope,
 )
 from dockyard.auth.models import SigningKey
+from dockyard.auth.remembered import remembered_key
 from dockyard.auth.scopes import REGISTRY, REPOSITORY, WILDCARD, AccessSet
 from dockyard.auth.singleflight import SingleFlight
+from dockyard.coordination.caches import GenerationCache, entries
+from dockyard.coordination.interfaces import Generation
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import Category, DockyardError
@@ -436,7 +438,7 @@ class TokenIssuer:
         # (the change feed's AUTH topic) says accounts changed somewhere.
         self.login_ttl = login_ttl
         self.clock = clock
-        self.logins = TTLCache[Principal](max_logins, clock, generation)
+        self.logins = GenerationCache[bytes, Principal](generation, entries(max_logins), clock=clock)
         # A client's burst with new credentials (one request per connection, all at once) shares
         # one check instead of hashing the password once per request (7 MiB each).
         self.in_flight = SingleFlight[Principal | None]()
@@ -479,7 +481,7 @@ class TokenIssuer:
         except AuthenticationFailed:
             return None
         if self.login_ttl > 0:
-            self.logins.put(key, principal, self.clock() + self.login_ttl, noted)
+            self.logins.put(key, principal, noted, self.clock() + self.login_ttl)
         return principal
 
     def by_refresh_token(self, refresh_token: str, requested: Sequence[Scope]) -> TokenGrant:

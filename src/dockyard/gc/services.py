@@ -25,13 +25,13 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.gc.blobs import BlobSweeper
 from dockyard.gc.interfaces import GCOptions, GCProgress, GCReport, QuietProgress
 from dockyard.gc.manifests import ManifestSweeper, RepositoryGarbage
 from dockyard.gc.marking import ManifestNode, MarkRules
-from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.storage.driver.base import StorageDriver
 
 log = logging.getLogger("dockyard.gc")

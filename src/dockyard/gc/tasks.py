@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from dockyard.coordination.interfaces import ChangeFeed
 from dockyard.db.session import Database
 from dockyard.gc.interfaces import GCOptions
 from dockyard.gc.services import GarbageCollector, GCMetrics
 from dockyard.jobs.interfaces import JobContext, JobKind
-from dockyard.registry.cache import ChangeFeed
 from dockyard.storage.driver.base import StorageDriver
 
 KIND = "gc"

@@ -17,10 +17,11 @@ hands in a cache emptied by the registry's change feed, and `on_change` bumps it
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.projects import patterns
@@ -61,19 +62,12 @@ def repository_path(repository: str) -> str:
     return repository.split("/", 1)[1] if "/" in repository else ""
 
 
-class RuleCache(Protocol):
-    """A cache that forgets everything when the rules change (registry.cache.GenerationCache is one)."""
-
-    def current_generation(self) -> int: ...
-
-    def get(self, key: str) -> tuple[ImmutableRule, ...] | None: ...
-
-    def put(self, key: str, value: tuple[ImmutableRule, ...], generation: int) -> None: ...
-
-
 class ImmutabilityRules:
     def __init__(
-        self, db: Database, cache: RuleCache | None = None, on_change: Callable[[], None] | None = None
+        self,
+        db: Database,
+        cache: InvalidatedCache[str, tuple[ImmutableRule, ...]] | None = None,  # project -> its rules
+        on_change: Callable[[], None] | None = None,  # announces a change: the caches of rules forget
     ) -> None:
         self._db = db
         self._cache = cache
@@ -96,7 +90,7 @@ class ImmutabilityRules:
                 raise tag_immutable(repository, tag, rule)
 
     def rules_of(self, project: str) -> tuple[ImmutableRule, ...]:
-        generation = self._cache.current_generation() if self._cache else 0
+        generation = self._cache.current_generation() if self._cache is not None else 0
         if self._cache is not None:
             cached = self._cache.get(project)
             if cached is not None:

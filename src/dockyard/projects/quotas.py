@@ -42,12 +42,12 @@ import functools
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
 
 from sqlalchemy import BigInteger, Connection, Select, bindparam, delete, select, update
 from sqlalchemy.sql.dml import Insert
 
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
+from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
@@ -224,17 +224,6 @@ class CachedLimit:
     limit_bytes: int | None  # None: unlimited (also a project that does not exist yet)
 
 
-class LimitCache(Protocol):
-    """Project name -> its limit; forgets everything when a limit changes or a project is deleted
-    (registry.cache.GenerationCache is one)."""
-
-    def current_generation(self) -> int: ...
-
-    def get(self, key: str) -> CachedLimit | None: ...
-
-    def put(self, key: str, value: CachedLimit, generation: int) -> None: ...
-
-
 class Quotas:
     """Quota settings and usage by project name; the charge for the registry's link transactions."""
 
@@ -242,7 +231,7 @@ class Quotas:
         self,
         db: Database,
         audit: AuditRecorder | None = None,
-        limits: LimitCache | None = None,
+        limits: InvalidatedCache[str, CachedLimit] | None = None,  # project -> its limit
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._db = db

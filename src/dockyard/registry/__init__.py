@@ -1,1 +1,1 @@
-"""Repositories, manifests, tags, referrers and blob links; their read caches and the change feed."""
+"""Repositories, manifests, tags, referrers and blob links, and their hot-path read caches."""

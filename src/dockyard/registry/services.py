@@ -14,6 +14,8 @@ from sqlalchemy import Connection, bindparam, delete, exists, select
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
+from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache
+from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, upsert
 from dockyard.db.lookups import WouldBlock
@@ -32,7 +34,6 @@ from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
-from dockyard.registry.cache import ENTRY_OVERHEAD, MIB, ChangeFeed, GenerationCache, Topic
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.manifest_writes import (
     check_references,
@@ -77,16 +78,18 @@ class Registry:
         # Topic.UNTAGGED_DELETES; every registry write drops both: Topic.MANIFESTS), listing pages,
         # and blob sizes.
         self._manifests_by_tag: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            feed, Topic.MANIFESTS, cache_bytes * 4 // 10, _manifest_weight
+            generation_of(feed, Topic.MANIFESTS), cache_bytes * 4 // 10, _manifest_weight
         )
         self._manifests_by_digest: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            feed, (Topic.MANIFESTS, Topic.UNTAGGED_DELETES), cache_bytes * 2 // 10, _manifest_weight
+            generation_of(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES),
+            cache_bytes * 2 // 10,
+            _manifest_weight,
         )
         self._listings: GenerationCache[tuple[str, str | None, int | None, str | None], Page] = (
-            GenerationCache(feed, Topic.MANIFESTS, cache_bytes * 2 // 10, _page_weight)
+            GenerationCache(generation_of(feed, Topic.MANIFESTS), cache_bytes * 2 // 10, _page_weight)
         )
         self._blob_sizes: GenerationCache[tuple[str, str], int] = GenerationCache(
-            feed, Topic.BLOB_DELETES, cache_bytes * 2 // 10, _key_weight
+            generation_of(feed, Topic.BLOB_DELETES), cache_bytes * 2 // 10, _key_weight
         )
         lookups = db.lookups
         self._manifest_by_tag = lookups.prepare(_MANIFEST_BY_TAG)

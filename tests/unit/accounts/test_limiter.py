@@ -14,7 +14,7 @@ import redis
 from dockyard.accounts.interfaces import LoginLimiter, LoginStanding
 from dockyard.accounts.limiter import InProcessLoginLimiter
 from dockyard.accounts.limiter_redis import KEY_PREFIX, RedisLoginLimiter
-from dockyard.registry.cache_redis import connect
+from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisServer
 from tests.unit.accounts.fixtures import FakeClock
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.auth.cache import TTLCache
 from dockyard.auth.interfaces import Principal, PrincipalKind
 from dockyard.auth.tokens import KeyRing, TokenInvalid, TokenService
+from dockyard.coordination.caches import GenerationCache, entries
+from dockyard.coordination.feeds import InProcessChangeFeed
+from dockyard.coordination.interfaces import Topic, generation_of
 from dockyard.db.session import Database
-from dockyard.registry.cache import InProcessChangeFeed, Topic
 from tests.support.postgres import migrated_scratch_database
 
 ALICE = Principal(PrincipalKind.USER, "alice", id=7)
@@ -35,8 +36,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def test_a_cache_forgets_everything_when_the_generation_moves() -> None:
     feed, clock = InProcessChangeFeed(), Clock()
-    cache = TTLCache[str](100, clock, lambda: feed.generation(Topic.AUTH))
-    cache.put(b"k", "v", clock() + 30)
+    cache = GenerationCache[bytes, str](generation_of(feed, Topic.AUTH), entries(100), clock=clock)
+    cache.put(b"k", "v", cache.current_generation(), clock() + 30)
     assert cache.get(b"k") == "v"
     feed.bump(Topic.AUTH)
     assert cache.get(b"k") is None
@@ -45,19 +46,19 @@ def test_a_cache_forgets_everything_when_the_generation_moves() -> None:
 
 def test_a_value_computed_across_a_change_is_not_kept() -> None:
     feed, clock = InProcessChangeFeed(), Clock()
-    cache = TTLCache[str](100, clock, lambda: feed.generation(Topic.AUTH))
+    cache = GenerationCache[bytes, str](generation_of(feed, Topic.AUTH), entries(100), clock=clock)
     noted = cache.current_generation()
     feed.bump(Topic.AUTH)  # e.g. the account was disabled while its password was being checked
-    cache.put(b"k", "v", clock() + 30, noted)
+    cache.put(b"k", "v", noted, clock() + 30)
     assert cache.get(b"k") is None
-    cache.put(b"k", "v", clock() + 30, cache.current_generation())
+    cache.put(b"k", "v", cache.current_generation(), clock() + 30)
     assert cache.get(b"k") == "v"
 
 
 def test_without_a_generation_only_the_ttl_counts() -> None:
     clock = Clock()
-    cache = TTLCache[str](100, clock)
-    cache.put(b"k", "v", clock() + 30, 12345)
+    cache = GenerationCache[bytes, str](None, entries(100), clock=clock)
+    cache.put(b"k", "v", 12345, clock() + 30)
     assert cache.get(b"k") == "v"
     clock.now += 31
     assert cache.get(b"k") is None

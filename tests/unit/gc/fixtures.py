@@ -12,13 +12,13 @@ from sqlalchemy import func, select
 
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.gc.interfaces import GCOptions, GCReport
 from dockyard.gc.services import GarbageCollector
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.blob_uploads import BlobUploads
-from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore

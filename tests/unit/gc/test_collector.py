@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import update
 
 from dockyard.content.digest import digest_of
+from dockyard.coordination.interfaces import Topic
 from dockyard.db.base import utcnow
 from dockyard.gc.interfaces import GCOptions, GCOptionsInvalid
-from dockyard.registry.cache import Topic
 from dockyard.registry.models import RepositoryBlob
 from dockyard.storage.models import Blob
 from tests.unit.gc.fixtures import Env

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from dockyard.coordination.feeds import LocalChangeFeed
 from dockyard.db.base import utcnow
 from dockyard.errors import ManifestUnknown
 from dockyard.gc.interfaces import GCOptions
 from dockyard.gc.services import GarbageCollector
-from dockyard.registry.cache import LocalChangeFeed
 from dockyard.registry.services import Registry
 from tests.support.registry import registry_parts
 from tests.unit.gc.fixtures import HOURS_LATER, Env

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dockyard.coordination.caches import GenerationCache
+from dockyard.coordination.feeds import InProcessChangeFeed
+from dockyard.coordination.interfaces import Topic, generation_of
 from dockyard.db.session import Database
 from dockyard.projects import patterns
 from dockyard.projects.immutability import (
@@ -20,7 +23,6 @@ from dockyard.projects.interfaces import (
     TagImmutable,
 )
 from dockyard.projects.services import ProjectService
-from dockyard.registry.cache import GenerationCache, InProcessChangeFeed, Topic
 
 
 @pytest.mark.parametrize(
@@ -101,7 +103,9 @@ def test_repository_paths_are_inside_the_project() -> None:
 def test_rules_are_stored_checked_and_cached_until_they_change(db: Database) -> None:
     ProjectService(db).create("library")
     feed = InProcessChangeFeed()
-    rules = ImmutabilityRules(db, GenerationCache(feed, Topic.POLICIES), lambda: feed.bump(Topic.POLICIES))
+    rules = ImmutabilityRules(
+        db, GenerationCache(generation_of(feed, Topic.POLICIES)), lambda: feed.bump(Topic.POLICIES)
+    )
     assert rules.rule_for("library/app", "v1") is None  # now cached: no rules
     rule = rules.add("library", "app", "v*")
     found = rules.rule_for("library/app", "v1")  # the add bumped the feed, so the cache was dropped
@@ -136,3 +140,25 @@ def test_rule_errors(db: Database) -> None:
         rules.add("library", "{a", "**")
     with pytest.raises(ImmutableRuleNotFound):
         rules.get("library", 999)
+
+
+def test_the_rules_are_read_once_until_they_change(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache held nothing while empty (an empty cache is falsy, and the generation noted was 0),
+    so every tag write read the rules again whenever the feed's generation was not 0."""
+    ProjectService(db).create("library")
+    feed = InProcessChangeFeed()
+    feed.bump(Topic.POLICIES)  # any generation, not only a fresh feed's first
+    rules = ImmutabilityRules(
+        db, GenerationCache(generation_of(feed, Topic.POLICIES)), lambda: feed.bump(Topic.POLICIES)
+    )
+    reads = []
+    real_read = db.read
+
+    def counted_read() -> object:
+        reads.append(1)
+        return real_read()
+
+    monkeypatch.setattr(db, "read", counted_read)
+    for _ in range(3):
+        assert rules.rule_for("library/app", "v1") is None
+    assert len(reads) == 1

@@ -15,12 +15,14 @@ from sqlalchemy import event, select, text
 
 from dockyard.audit.interfaces import AuditAction
 from dockyard.audit.services import CollectingRecorder
+from dockyard.coordination.caches import GenerationCache
+from dockyard.coordination.feeds import LocalChangeFeed
+from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of
 from dockyard.db.session import Database
 from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, QuotaExceeded
 from dockyard.projects.models import ProjectBlobRow
 from dockyard.projects.quotas import Quotas, exposition, human, lock_project, uncount
 from dockyard.projects.services import ProjectService
-from dockyard.registry.cache import ChangeFeed, GenerationCache, LocalChangeFeed, Topic
 
 MiB = 1024 * 1024
 
@@ -114,7 +116,9 @@ def _queries(statements: list[str]) -> list[str]:
 def _worker_quotas(db: Database, feed: ChangeFeed) -> Quotas:
     """Quotas as one worker process has them: its own cache, the node's change feed."""
     return Quotas(
-        db, limits=GenerationCache(feed, Topic.POLICIES), on_change=lambda: feed.bump(Topic.POLICIES)
+        db,
+        limits=GenerationCache(generation_of(feed, Topic.POLICIES)),
+        on_change=lambda: feed.bump(Topic.POLICIES),
     )
 
 

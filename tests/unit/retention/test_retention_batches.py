@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import insert, select
 
+from dockyard.coordination.interfaces import Topic
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.projects.quotas import charge
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest
-from dockyard.registry.cache import Topic
 from dockyard.registry.models import Manifest, ManifestReference, RepositoryBlob, Tag
 from dockyard.retention.interfaces import Outcome, parse_policy
 from dockyard.retention.services import DELETE_BATCH

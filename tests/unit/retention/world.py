@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import insert, select
 
 from dockyard.audit.services import CollectingRecorder
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.db.session import Database
 from dockyard.projects.services import ProjectService
-from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.registry.models import Manifest, Repository, Tag
 from dockyard.retention.interfaces import parse_policy
 from dockyard.retention.services import RetentionExecutor, RetentionPolicies, RetentionRuns

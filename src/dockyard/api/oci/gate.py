@@ -44,7 +44,6 @@ from starlette.types import Scope as ASGIScope
 
 from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.api.oci.errors import error_response
-from dockyard.auth.cache import Generation, TTLCache
 from dockyard.auth.interfaces import Principal, Scope
 from dockyard.auth.policy import Visibility
 from dockyard.auth.remembered import RememberedLogins
@@ -61,6 +60,8 @@ from dockyard.auth.scopes import (
 from dockyard.auth.standing import PrincipalStanding, Verdict
 from dockyard.auth.tokens import AccessGranter, TokenInvalid, VerifiedToken, intersect
 from dockyard.content.reference import validate_name
+from dockyard.coordination.caches import GenerationCache, entries
+from dockyard.coordination.interfaces import Generation
 from dockyard.errors import NameInvalid, OCICode
 
 PRINCIPAL_KEY = "dockyard.principal"  # the scope key check() leaves the principal under, for handlers
@@ -185,8 +186,8 @@ class TokenGate:
         self.challenge = challenge
         self.basic = logins
         self.policy = policy
-        self.tokens = TTLCache[VerifiedToken](max_entries, clock, generation)
-        self.grants = TTLCache[bool](max_entries, clock, generation)
+        self.tokens = GenerationCache[bytes, VerifiedToken](generation, entries(max_entries), clock=clock)
+        self.grants = GenerationCache[bytes, bool](generation, entries(max_entries), clock=clock)
         self.clock = clock
 
     def forget_verified_tokens(self) -> None:
@@ -238,7 +239,7 @@ class TokenGate:
             except (TokenInvalid, UnicodeDecodeError):
                 return self._unauthorized(scope, required, "invalid_token")
             if verified.cacheable:
-                self.tokens.put(key, verified, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
+                self.tokens.put(key, verified, None, min(verified.expires_at, self.clock() + TOKEN_CACHE_TTL))
         # Known from here on, also when refused: the audit log names who was denied.
         principal = verified.principal
         scope[PRINCIPAL_KEY] = principal
@@ -293,7 +294,7 @@ class TokenGate:
             noted = self.grants.current_generation()
             granted = await anyio.to_thread.run_sync(self.policy.grant, principal, wanted)
             allowed = AccessSet.of(intersect(wanted, granted)).permits_all(wanted)
-            self.grants.put(key, allowed, self.clock() + self.basic.ttl, noted)
+            self.grants.put(key, allowed, noted, self.clock() + self.basic.ttl)
         return allowed
 
     def _unauthorized(

@@ -29,7 +29,8 @@ from dockyard.audit.services import AuditLog
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
-from dockyard.registry.cache import InProcessChangeFeed, Topic
+from dockyard.coordination.feeds import InProcessChangeFeed
+from dockyard.coordination.interfaces import Topic
 from dockyard.registry.queries import RegistryQueries
 from dockyard.storage.driver import build_driver
 from tests.support.registry import registry_parts

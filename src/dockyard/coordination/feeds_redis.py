@@ -1,4 +1,5 @@
-"""A change feed shared by every node through Redis pub/sub, for the caches in `cache`.
+"""A change feed shared by every node through Redis pub/sub (`interfaces.ChangeFeed`), for the
+caches in `caches`.
 
 The hot path reads `generation()` on every cached manifest GET, so it never talks to Redis: each
 process keeps its own counters, and a background thread moves them when another process (on any
@@ -16,58 +17,17 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel
 
-from dockyard.registry.cache import Topic
+from dockyard.coordination.interfaces import Topic
+from dockyard.coordination.redis_client import TIMEOUT
 
 log = logging.getLogger("dockyard.cache.redis")
 
 CHANNEL = "dockyard:changes"
 GENERATION_KEY = "dockyard:generation:{}"  # one counter per topic, INCRed by every bump
-_TIMEOUT = 2.0  # seconds: a command or connection attempt to a Redis that went away
 _RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
-_HEALTH_CHECK_SECONDS = 5  # the subscription PINGs when idle, so a dead peer is noticed
-
-
-def connect(url: str) -> redis.Redis:
-    """A client for redis://, rediss:// (TLS), unix:// or a Sentinel-managed master:
-    redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB]
-    (rediss+sentinel:// talks TLS to the master; the password is the master's and the sentinels')."""
-    options: dict[str, Any] = {
-        "socket_connect_timeout": _TIMEOUT,
-        "socket_timeout": _TIMEOUT,
-        "socket_keepalive": True,
-        "health_check_interval": _HEALTH_CHECK_SECONDS,
-    }
-    scheme = url.partition("://")[0].lower()
-    if not scheme.endswith("+sentinel"):
-        return redis.Redis.from_url(url, **options)
-    parts = urlsplit(url)
-    hosts = parts.netloc.rpartition("@")[2]
-    sentinels = []
-    for address in hosts.split(","):
-        host, _, port = address.rpartition(":")
-        sentinels.append((host.strip("[]") or "127.0.0.1", int(port or 26379)))
-    path = [segment for segment in parts.path.split("/") if segment]
-    if not path:
-        raise ValueError("a Sentinel URL names the service: redis+sentinel://HOST:PORT/SERVICE_NAME[/DB]")
-    credentials: dict[str, Any] = {
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-    }
-    sentinel = Sentinel(
-        sentinels,
-        sentinel_kwargs={**credentials, "socket_timeout": _TIMEOUT, "socket_connect_timeout": _TIMEOUT},
-        **credentials,
-        **options,
-    )
-    db = int(path[1]) if len(path) > 1 else 0
-    client: redis.Redis = sentinel.master_for(path[0], db=db, ssl=scheme.startswith("rediss"))
-    return client
 
 
 class RedisChangeFeed:
@@ -117,7 +77,7 @@ class RedisChangeFeed:
 
     def close(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=_TIMEOUT + _RETRY_SECONDS)
+        self._thread.join(timeout=TIMEOUT + _RETRY_SECONDS)
         self._client.close()
 
     # --- internals ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""RedisChangeFeed on a real redis-server: bumps reach other feeds through pub/sub, the local read
-never talks to Redis, and while Redis is away nothing is cached (so nothing can be stale)."""
+"""What only RedisChangeFeed does besides the feed contract (test_feeds.py, test_caches.py), on a real
+redis-server: the local read never talks to Redis, and while Redis is away nothing is cached (so
+nothing can be stale); Sentinel URLs."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.registry.cache import GenerationCache, Topic
-from dockyard.registry.cache_redis import RedisChangeFeed, connect
+from dockyard.coordination.caches import GenerationCache
+from dockyard.coordination.feeds_redis import RedisChangeFeed
+from dockyard.coordination.interfaces import Topic, generation_of
+from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisSentinel, RedisServer
 
 
@@ -46,38 +49,11 @@ def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def cached(feed: RedisChangeFeed) -> GenerationCache[str, str]:
-    return GenerationCache[str, str](feed, Topic.MANIFESTS)
+    return GenerationCache[str, str](generation_of(feed, Topic.MANIFESTS))
 
 
 def remember(cache: GenerationCache[str, str], key: str, value: str) -> None:
     cache.put(key, value, cache.current_generation())
-
-
-def test_a_bump_on_one_feed_empties_the_caches_of_another(feeds: Callable[[], RedisChangeFeed]) -> None:
-    writer, reader = feeds(), feeds()
-    assert writer.wait_connected(5) and reader.wait_connected(5)
-    cache = cached(reader)
-    remember(cache, "repo:latest", "sha256:old")
-    assert cache.get("repo:latest") == "sha256:old"
-
-    writer.bump(Topic.MANIFESTS)
-
-    assert eventually(lambda: cache.get("repo:latest") is None, timeout=2.0)
-    # The other topic was not touched: a blob-existence cache keeps its answers.
-    blobs = GenerationCache[str, int](reader, Topic.BLOB_DELETES)
-    blobs.put("sha256:abc", 3, blobs.current_generation())
-    writer.bump(Topic.MANIFESTS)
-    assert eventually(lambda: cache.get("repo:latest") is None)
-    assert blobs.get("sha256:abc") == 3
-
-
-def test_the_writer_sees_its_own_bump_at_once(feeds: Callable[[], RedisChangeFeed]) -> None:
-    feed = feeds()
-    assert feed.wait_connected(5)
-    cache = cached(feed)
-    remember(cache, "k", "v")
-    feed.bump(Topic.MANIFESTS)
-    assert cache.get("k") is None  # no waiting for the message to come back
 
 
 def test_nothing_is_cached_until_subscribed(tmp_path: Path) -> None:

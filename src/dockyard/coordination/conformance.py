@@ -1,0 +1,279 @@
+"""The one conformance suite per coordination Protocol, which every implementation passes unchanged.
+
+Use them by subclassing in a test module and overriding one fixture::
+
+    class TestMyFeed(ChangeFeedConformance):
+        @pytest.fixture
+        def views(self): ...  # each call: another process's (or node's) view of one shared feed
+
+    class TestMyLocks(LockManagerConformance):
+        @pytest.fixture
+        def managers(self): ...  # each call: another process's (or node's) manager of shared locks
+
+`InvalidatedCacheConformance` runs the per-process cache (`caches.GenerationCache`) on a feed's
+views, so it shows the cache's contract holds on that feed, across processes included. A feed that
+has one process only (`InProcessChangeFeed`) gives the same object for every view.
+
+A feed may deliver another view's bump later (Redis: pub/sub), never never: cross-view checks wait
+up to `DELIVERY_SECONDS`. A view must be ready when handed out (the Redis feed subscribed).
+
+It imports pytest, so it is for tests only: nothing in the running registry imports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache
+from dockyard.coordination.interfaces import ChangeFeed, LockLost, LockManager, Topic, generation_of, holding
+
+Views = Callable[[], ChangeFeed]
+Managers = Callable[[], LockManager]
+DELIVERY_SECONDS = 5.0
+
+
+def eventually(condition: Callable[[], bool], timeout: float = DELIVERY_SECONDS) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+# --- ChangeFeed -----------------------------------------------------------------------------------
+class ChangeFeedConformance:
+    @pytest.fixture
+    def views(self) -> Views:
+        raise NotImplementedError("override `views`: a factory of views of one shared feed")
+
+    def test_a_bump_moves_its_topic_here_at_once(self, views: Views) -> None:
+        feed = views()
+        for topic in Topic:
+            before = feed.generation(topic)
+            feed.bump(topic)
+            assert feed.generation(topic) != before  # no waiting for a round trip
+
+    def test_every_bump_gives_a_new_generation(self, views: Views) -> None:
+        feed = views()
+        seen = {feed.generation(Topic.MANIFESTS)}
+        for _ in range(200):
+            feed.bump(Topic.MANIFESTS)
+            generation = feed.generation(Topic.MANIFESTS)
+            assert generation not in seen
+            seen.add(generation)
+
+    def test_a_bump_leaves_the_other_topics_alone(self, views: Views) -> None:
+        writer, reader = views(), views()
+        for bumped in Topic:
+            before = {topic: reader.generation(topic) for topic in Topic}
+            writer.bump(bumped)
+            assert eventually(lambda: reader.generation(bumped) != before[bumped])  # noqa: B023
+            after = {topic: reader.generation(topic) for topic in Topic if topic != bumped}
+            assert after == {topic: value for topic, value in before.items() if topic != bumped}
+
+    def test_a_bump_reaches_every_view(self, views: Views) -> None:
+        writer, readers = views(), [views() for _ in range(3)]
+        before = [reader.generation(Topic.POLICIES) for reader in readers]
+        writer.bump(Topic.POLICIES)
+        for reader, generation in zip(readers, before, strict=True):
+            assert eventually(lambda: reader.generation(Topic.POLICIES) != generation)  # noqa: B023
+
+    def test_each_view_bumps_and_every_other_sees_it(self, views: Views) -> None:
+        first, second = views(), views()
+        for writer, reader in [(first, second), (second, first)]:
+            before = reader.generation(Topic.AUTH)
+            writer.bump(Topic.AUTH)
+            assert eventually(lambda: reader.generation(Topic.AUTH) != before)  # noqa: B023
+
+
+# --- InvalidatedCache -----------------------------------------------------------------------------
+class InvalidatedCacheConformance:
+    @pytest.fixture
+    def views(self) -> Views:
+        raise NotImplementedError("override `views`: a factory of views of one shared feed")
+
+    @staticmethod
+    def cache(
+        feed: ChangeFeed,
+        *topics: Topic,
+        max_bytes: int = MIB,
+        clock: Callable[[], float] | None = None,
+    ) -> GenerationCache[str, str]:
+        source = generation_of(feed, *(topics or (Topic.MANIFESTS,)))
+        return GenerationCache[str, str](source, max_bytes, clock=clock)
+
+    def test_put_then_get(self, views: Views) -> None:
+        cache = self.cache(views())
+        assert cache.get("a") is None
+        cache.put("a", "1", cache.current_generation())
+        cache.put("b", "2", cache.current_generation())
+        assert (cache.get("a"), cache.get("b"), cache.get("c")) == ("1", "2", None)
+
+    def test_a_bump_here_drops_every_answer_at_once(self, views: Views) -> None:
+        feed = views()
+        cache = self.cache(feed)
+        for key in "abc":
+            cache.put(key, "1", cache.current_generation())
+        feed.bump(Topic.MANIFESTS)
+        assert [cache.get(key) for key in "abc"] == [None, None, None]
+        assert len(cache) == 0
+
+    def test_a_bump_in_another_view_drops_the_answers_here(self, views: Views) -> None:
+        writer, reader = views(), views()
+        cache = self.cache(reader)
+        cache.put("latest", "sha256:old", cache.current_generation())
+        writer.bump(Topic.MANIFESTS)
+        assert eventually(lambda: cache.get("latest") is None)
+
+    def test_a_bump_of_another_topic_keeps_the_answers(self, views: Views) -> None:
+        writer, reader = views(), views()
+        cache = self.cache(reader, Topic.BLOB_DELETES)
+        cache.put("sha256:abc", "3", cache.current_generation())
+        writer.bump(Topic.MANIFESTS)
+        probe = self.cache(reader)  # waits for the bump to arrive, then checks the other cache
+        probe.put("p", "p", probe.current_generation())
+        writer.bump(Topic.MANIFESTS)
+        assert eventually(lambda: probe.get("p") is None)
+        assert cache.get("sha256:abc") == "3"
+
+    def test_a_cache_of_several_topics_follows_each(self, views: Views) -> None:
+        feed = views()
+        cache = self.cache(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES)
+        for topic in (Topic.MANIFESTS, Topic.UNTAGGED_DELETES):
+            cache.put("k", "v", cache.current_generation())
+            feed.bump(topic)
+            assert cache.get("k") is None
+
+    def test_an_answer_read_before_a_write_is_not_served_after_it(self, views: Views) -> None:
+        # The race the protocol exists for: the reader notes the generation, queries, and a write
+        # commits and bumps before the reader stores its (now stale) answer.
+        feed = views()
+        cache = self.cache(feed)
+        generation = cache.current_generation()
+        feed.bump(Topic.MANIFESTS)
+        cache.put("latest", "digest-before-retag", generation)
+        assert cache.get("latest") is None
+
+    def test_a_late_stale_put_does_not_replace_a_fresh_answer(self, views: Views) -> None:
+        feed = views()
+        cache = self.cache(feed)
+        slow_reader_generation = cache.current_generation()
+        feed.bump(Topic.MANIFESTS)  # a retag commits
+        cache.put("latest", "new", cache.current_generation())
+        cache.put("latest", "old", slow_reader_generation)  # the slow reader finishes last
+        assert cache.get("latest") == "new"
+
+    def test_an_entry_is_not_served_past_its_expiry(self, views: Views) -> None:
+        now = [1000.0]
+        cache = self.cache(views(), clock=lambda: now[0])
+        cache.put("login", "alice", cache.current_generation(), expires_at=now[0] + 30)
+        cache.put("forever", "bob", cache.current_generation())
+        now[0] += 29.9
+        assert cache.get("login") == "alice"
+        now[0] += 0.1
+        assert cache.get("login") is None
+        assert cache.get("forever") == "bob"
+
+    def test_the_cache_stays_within_its_bound_keeping_the_newest(self, views: Views) -> None:
+        cache = self.cache(views(), max_bytes=5 * ENTRY_OVERHEAD)
+        for key in range(100):
+            cache.put(str(key), str(key), cache.current_generation())
+            assert cache.get(str(key)) == str(key)  # the newest answer is always kept
+            held = [k for k in range(key + 1) if cache.get(str(k)) is not None]
+            assert len(held) <= 5
+        assert cache.weight <= 5 * ENTRY_OVERHEAD
+
+    def test_a_full_cache_drops_expired_entries_before_live_ones(self, views: Views) -> None:
+        now = [1000.0]
+        cache = self.cache(views(), max_bytes=4 * ENTRY_OVERHEAD, clock=lambda: now[0])
+        generation = cache.current_generation()
+        cache.put("live", "1", generation)
+        for key in "abc":
+            cache.put(key, "short", generation, expires_at=now[0] + 1)
+        now[0] += 2
+        cache.put("new", "2", generation)
+        assert (cache.get("live"), cache.get("new")) == ("1", "2")
+
+
+# --- LockManager ----------------------------------------------------------------------------------
+class LockManagerConformance:
+    @pytest.fixture
+    def managers(self) -> Managers:
+        raise NotImplementedError("override `managers`: a factory of managers of one set of locks")
+
+    def test_only_one_holder_at_a_time(self, managers: Managers) -> None:
+        first, second = managers().lock("purge", 30), managers().lock("purge", 30)
+        assert first.acquire()
+        assert not second.acquire()
+        assert not first.acquire()  # not reentrant
+        first.release()
+        assert second.acquire()
+        second.release()
+
+    def test_different_names_do_not_conflict(self, managers: Managers) -> None:
+        one, other = managers().lock("gc", 30), managers().lock("audit-purge", 30)
+        assert one.acquire() and other.acquire()
+        one.release()
+        other.release()
+
+    def test_an_expired_claim_is_free_and_its_old_holder_cannot_release_the_new_one(
+        self, managers: Managers
+    ) -> None:
+        stale, fresh = managers().lock("purge", 0.3), managers().lock("purge", 30)
+        assert stale.acquire()
+        time.sleep(0.5)
+        assert fresh.acquire()  # the old holder hung past its ttl
+        with pytest.raises(LockLost):
+            stale.release()
+        with pytest.raises(LockLost):
+            stale.extend()
+        assert not managers().lock("purge", 30).acquire()  # still the fresh holder's
+        fresh.release()
+
+    def test_extend_keeps_a_claim_alive(self, managers: Managers) -> None:
+        # Seconds, not tenths: a loaded CI machine oversleeps by a good part of a second.
+        lock = managers().lock("long-work", 3)
+        assert lock.acquire()
+        time.sleep(2)
+        lock.extend()
+        time.sleep(2)
+        assert not managers().lock("long-work", 30).acquire()  # 4 s after taking it, ttl 3: still held
+        lock.release()
+
+    def test_release_of_a_claim_never_taken_or_released_twice_is_refused(self, managers: Managers) -> None:
+        lock = managers().lock("purge", 30)
+        with pytest.raises(LockLost):
+            lock.release()
+        assert lock.acquire()
+        lock.release()
+        with pytest.raises(LockLost):
+            lock.release()
+
+    def test_acquire_can_wait_for_the_holder(self, managers: Managers) -> None:
+        holder, waiter = managers().lock("purge", 0.3), managers().lock("purge", 30)
+        assert holder.acquire()
+        assert not waiter.acquire(wait=0.05)
+        started = time.monotonic()
+        assert waiter.acquire(wait=5)  # the holder's claim runs out
+        assert time.monotonic() - started < 3
+        waiter.release()
+
+    def test_holding_releases_at_the_end(self, managers: Managers) -> None:
+        manager = managers()
+        with holding(manager.lock("job", 30)) as held:
+            assert held
+            with holding(managers().lock("job", 30)) as also:
+                assert not also
+        assert managers().lock("job", 30).acquire()
+
+    def test_bad_names_and_ttls_are_refused(self, managers: Managers) -> None:
+        for name in ("../etc/passwd", "", "UPPER", "a/b", "x" * 129, "a\nb", "purge\n"):
+            with pytest.raises(ValueError, match="lock name"):
+                managers().lock(name, 30)
+        for ttl in (0, -1):
+            with pytest.raises(ValueError, match="ttl"):
+                managers().lock("ok", ttl)

@@ -1,0 +1,171 @@
+"""The contracts of coordination between processes and nodes: the change feed that invalidates
+per-process caches, those caches, named locks, and the one way to get a Redis client.
+
+Each Protocol has an in-process (or one-node) implementation and a Redis one, and one conformance
+suite both pass (`coordination/conformance.py`):
+
+- `ChangeFeed`: `feeds.InProcessChangeFeed` (one process), `feeds.LocalChangeFeed` (a file the
+  node's workers map); `feeds_redis.RedisChangeFeed` (every node).
+- `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has.
+- `LockManager`: `locks.FileLocks` (files in the datadir); `locks_redis.RedisLocks` (every node).
+- `RedisConnect`: `redis_client.connect`, the only place a Redis client is made.
+
+Domain packages depend on these Protocols only; the composition root (`dockyard.services`,
+`dockyard.app`) picks the implementations from Settings. Nothing here imports redis-py: its
+modules load only in processes configured for Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Hashable, Iterator
+from enum import IntEnum
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    import redis
+
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
+V = TypeVar("V")
+
+
+# --- the change feed ------------------------------------------------------------------------------
+class Topic(IntEnum):
+    """What changed. A write bumps its topic after its transaction commits; caches of answers that
+    the write could make stale follow that topic."""
+
+    MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog
+    BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
+    POLICIES = 2  # project policies read on hot paths: quota limits, tag immutability rules
+    AUTH = 3  # accounts, credentials, roles, signing keys: remembered logins, tokens, key rings
+    # Untagged manifests deleted (garbage collection): answers by digest only. No tag, tag list or
+    # catalog changes, so the caches of lookups by tag stay (a GC would otherwise empty them all).
+    UNTAGGED_DELETES = 4
+
+
+class ChangeFeed(Protocol):
+    """A counter per topic that every process following the same feed sees move.
+
+    - `generation(topic)` is cheap (no I/O: it is read on every cached hot-path request).
+    - After `bump(topic)` returns, this process's `generation(topic)` differs from every value it
+      returned before; other processes on the feed see it move within the feed's delay.
+    - A bump of one topic never moves another topic's generation in this process (remote bumps of
+      the others aside).
+    - A feed that cannot guarantee delivery (Redis away) must return a new generation on every
+      read until it can again: caches then keep nothing, so nothing served is stale.
+    """
+
+    def generation(self, topic: Topic) -> int: ...
+
+    def bump(self, topic: Topic) -> None: ...
+
+
+Generation = Callable[[], int]
+"""A number that moves whenever what a cache holds may have become stale (`generation_of`)."""
+
+
+def generation_of(feed: ChangeFeed, *topics: Topic) -> Generation:
+    """The generation source of answers that depend on `topics`: it moves when any of them does
+    (their generations side by side in one int: each is below 2**64)."""
+    if len(topics) == 1:
+        topic = topics[0]
+        return lambda: feed.generation(topic)
+
+    def generation() -> int:
+        combined = 0
+        for topic in topics:
+            combined = (combined << 64) | feed.generation(topic)
+        return combined
+
+    return generation
+
+
+# --- per-process caches ---------------------------------------------------------------------------
+class InvalidatedCache(Protocol[K_contra, V]):
+    """A per-process cache that forgets everything when its generation source moves.
+
+    The protocol that keeps it correct: note `current_generation()` *before* reading the source of
+    truth, and hand that number to `put`. A value computed across a change (the generation moved
+    meanwhile) is not kept, so a stale answer never outlives the write that made it stale.
+    `put(..., expires_at=t)` also bounds how long a value is served (the cache's clock).
+    """
+
+    def current_generation(self) -> int: ...
+
+    def get(self, key: K_contra) -> V | None: ...
+
+    def put(
+        self, key: K_contra, value: V, generation: int | None, expires_at: float | None = None
+    ) -> None: ...
+
+
+# --- locks ----------------------------------------------------------------------------------------
+class LockLost(Exception):
+    """The lock was not held by this claim: never taken, released already, or expired and taken by another."""
+
+
+class DistributedLock(Protocol):
+    """One claim on a named lock, with an expiry.
+
+    - `acquire(wait=0)` takes the lock for `ttl` seconds if nobody holds it (or the holder's time
+      ran out), waiting up to `wait` seconds; True when this claim has it. Not reentrant.
+    - The claim expires after `ttl` seconds unless `extend`ed: a process that died or hung while
+      holding it does not block the others for good. Pick `ttl` longer than the work.
+    - `release()` and `extend()` check the claim's token: a claim that expired and was taken by
+      another gets `LockLost`, and never releases the other's claim.
+    """
+
+    name: str
+
+    def acquire(self, wait: float = 0.0) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Restart the claim's time to live (`ttl`, default the lock's own) from now."""
+        ...
+
+
+class LockManager(Protocol):
+    def lock(self, name: str, ttl: float) -> DistributedLock:
+        """A new claim (one token) on `name` (`check_name`); ValueError for a bad name or ttl <= 0.
+        Make a new one per attempt."""
+        ...
+
+
+_LOCK_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    if not _LOCK_NAME.fullmatch(name):  # not `$`: it lets a trailing newline through
+        raise ValueError(f"lock name {name!r}: lower-case letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def check_ttl(ttl: float) -> float:
+    if ttl <= 0:
+        raise ValueError(f"a lock's ttl must be positive, got {ttl}")
+    return ttl
+
+
+@contextlib.contextmanager
+def holding(lock: DistributedLock, wait: float = 0.0) -> Iterator[bool]:
+    """`with holding(manager.lock("gc", 600)) as held: if held: ...`; released at the end (a claim
+    that expired meanwhile is not an error here: the work is done)."""
+    held = lock.acquire(wait)
+    try:
+        yield held
+    finally:
+        if held:
+            with contextlib.suppress(LockLost):
+                lock.release()
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+class RedisConnect(Protocol):
+    """The one Redis client factory (`redis_client.connect`): every Redis-backed implementation
+    here and in the domains (the login limiter) gets its client from it, so redis://, rediss://,
+    unix:// and Sentinel URLs, timeouts and health checks are handled once."""
+
+    def __call__(self, url: str) -> redis.Redis: ...
