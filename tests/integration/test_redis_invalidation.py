@@ -225,7 +225,8 @@ def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -
 
 
 def test_the_hourly_audit_purge_is_leased_once_for_the_cluster(nodes: Nodes) -> None:
-    """Four workers on two nodes try at start; one holds the lease (db/locks.py), for just under an hour."""
+    """Four workers on two nodes try at start; one holds the lease (coordination/locks_redis.py), for
+    just under an hour."""
     client = redis.Redis.from_url(nodes.redis_url)
     try:
         ttl = client.pttl("dockyard:lock:audit-purge")

@@ -4,8 +4,8 @@ Accounts, robots, personal tokens, groups, project members and signing keys all 
 management API (the CLI talks to it too). Rather than hooking each of those writes, any successful
 write under it (POST, PUT, PATCH, DELETE answered 2xx) bumps the change feed's AUTH topic: the caches
 of verified tokens, Basic logins and policy answers (`coordination.caches.GenerationCache`) and the
-signing key ring (`auth.tokens.KeyRing`) follow that topic. Writes are rare next to pulls, so forgetting a little too
-much costs a few password checks, never a stale grant.
+signing key ring (`auth.tokens.KeyRing`) follow that topic. Writes are rare next to pulls, so
+forgetting a little too much costs a few password checks, never a stale grant.
 
 The bump is made when the response starts, before the client can see it: by the time an
 administrator reads "204 disabled", every node with Redis is about to hear of it (milliseconds).
