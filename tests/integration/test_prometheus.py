@@ -1,13 +1,15 @@
 """A real Prometheus (Debian's package) scrapes a real `dockyard serve` (TLS, auth on, two HTTP workers
 and the job runner) with the metrics token, under a short load: a push, a few pulls, a token, an API
 call, a GC job. Every shipped alert rule (deploy/prometheus/alerts.yml) is then evaluated by Prometheus
-itself without error, every metric they name has series, and the request and latency series are there.
+itself without error, every metric they name has series, the request and latency series are there,
+and every query of the Grafana dashboard (deploy/grafana/dockyard.json) returns series.
 
 One module, one server, one Prometheus: it costs about 15 s.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import subprocess
@@ -25,7 +27,11 @@ from tests.support.ociclient import OCIClient, describe
 from tests.support.processes import stop_process
 from tests.support.server import DOCKYARD, RunningServer, free_port, require_tool, start_server
 
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+RULES = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "dockyard.json"
+# What Grafana puts in the dashboard's variables, for Prometheus's own query API.
+GRAFANA_VALUES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$job": "dockyard"}
 TOKEN = "prometheus-scrape-token-0123456789abcdef"
 ADMIN = ("admin", "Prometheus-test-passw0rd")
 PROJECT = "team"
@@ -247,3 +253,14 @@ def test_the_node_state_gauges_read_what_the_load_left(setup: Setup) -> None:
     # The database as the workers see it: statements timed, pools sampled (summed over the workers).
     assert value('database_query_duration_seconds_count{job="dockyard"}') > 0
     assert value('sum(database_pool_connections{job="dockyard"})') >= 1
+
+
+def test_every_dashboard_query_returns_series(setup: Setup) -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    for panel in panels:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in GRAFANA_VALUES.items():
+                expr = expr.replace(variable, value)
+            assert "$" not in expr, (panel["title"], expr)
+            assert setup.query(expr), f"{panel['title']}: no series for {expr}"
