@@ -150,3 +150,14 @@ def test_clear_forgets_everything_now() -> None:
     assert cache.get("token") is None
     cache.put("token", "verified again", cache.current_generation())
     assert cache.get("token") == "verified again"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_generation_of_topics_moves_with_each_of_them_and_no_other(count: int) -> None:
+    feed = InProcessChangeFeed()
+    followed = list(Topic)[:count]
+    generation = generation_of(feed, *followed)
+    for topic in Topic:
+        before = generation()
+        feed.bump(topic)
+        assert (generation() != before) == (topic in followed)
