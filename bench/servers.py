@@ -187,9 +187,23 @@ def start_references(workdir: Path, htpasswd: Path | None = None) -> list[Server
     return servers
 
 
-def dockyard_command() -> str:
-    # The console script next to the interpreter running the bench (the project's venv).
-    return str(Path(sys.executable).with_name("dockyard"))
+# The `dockyard` command of whichever src/ is on PYTHONPATH: its entry point moved (cli/main.py, then
+# cli/entry.py), and the venv's console script names the newer one.
+ANY_REV_COMMAND = (
+    "import sys\n"
+    "try:\n    from dockyard.cli.entry import main\n"
+    "except ImportError:\n    from dockyard.cli.main import main\n"
+    "sys.argv[0] = 'dockyard'\n"
+    "sys.exit(main())"
+)
+
+
+def dockyard_command(source: Path | None = None) -> list[str]:
+    """The console script next to the interpreter running the bench (the project's venv); for another
+    revision's `source`, its own entry point."""
+    if source is not None:
+        return [sys.executable, "-c", ANY_REV_COMMAND]
+    return [str(Path(sys.executable).with_name("dockyard"))]
 
 
 def resolve_rev(rev: str) -> str:
@@ -274,7 +288,7 @@ def start_dockyard(
     already (write_dockyard_config), and its port, instead.
     """
     config_path, port = config or write_dockyard_config(workdir, workers, auth, sections)
-    argv = [dockyard_command(), "serve", "--config", str(config_path)]
+    argv = [*dockyard_command(source), "serve", "--config", str(config_path)]
     return _launch(name, argv, workdir, port, env=dockyard_environment(source, env))
 
 
