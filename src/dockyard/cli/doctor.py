@@ -1,0 +1,146 @@
+"""`dockyard doctor`: check this node's installation (maintenance/doctor.py) and print what it found.
+
+Only typer loads at import time: the checks and what they need load inside the command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from dockyard.config.settings import Settings
+    from dockyard.maintenance.doctor import Finding, Installation
+
+doctor_app = typer.Typer(help="Check this installation and explain what is wrong.")
+
+_COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "bright_black"}
+
+
+@doctor_app.callback(invoke_without_command=True)
+def doctor(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check config, database, storage, free space, Redis, TLS, clock, signing keys, uploads, GC and
+    quotas; exit 1 when any check fails."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dockyard.maintenance.doctor import Finding, failed, run_checks
+
+    settings, config_finding = _load(config)
+    findings = [config_finding]
+    if settings is not None:
+        installation = _installation(settings)
+        try:
+            findings += run_checks(installation)
+        finally:
+            if installation.engine is not None:
+                installation.engine.dispose()
+    else:
+        findings.append(Finding("checks", "SKIP", "nothing else was checked: the config is not valid."))
+    _render(findings, as_json)
+    if failed(findings):
+        raise typer.Exit(1)
+
+
+def _load(config: Path | None) -> tuple[Settings | None, Finding]:
+    from dockyard.config.loader import config_error_message, config_path_from_env, load_config
+    from dockyard.errors import ConfigError
+    from dockyard.maintenance.doctor import Finding
+
+    path = config or config_path_from_env()
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        return None, Finding(
+            "config", "FAIL", f"the config is not valid: {config_error_message(exc)}", "fix the key named."
+        )
+    source = f"{path}" if path else "defaults and DOCKYARD_* variables (no config file)"
+    if loaded.warnings:
+        return loaded.settings, Finding(
+            "config", "WARN", f"read {source}; {'; '.join(loaded.warnings)}.", "remove or fix those keys."
+        )
+    return loaded.settings, Finding("config", "OK", f"read {source}.")
+
+
+def _installation(settings: Settings) -> Installation:
+    from dockyard.maintenance.doctor import Installation
+
+    installation = Installation(settings=settings, engine=None, driver=None)
+    try:
+        from dockyard.db.engine import build_engine
+
+        installation.engine = build_engine(settings.database_url)
+    except Exception as exc:  # the database check reports it
+        installation.database_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    root = settings.storage_root
+    if settings.storage.driver_name == "filesystem" and not root.is_dir():
+        # The driver would create it: doctor only looks, and serve made it at start.
+        installation.driver_error = f"{root} is not a directory"
+        return _with_extras(installation, settings)
+    try:
+        from dockyard.services import build_driver_from
+
+        installation.driver = build_driver_from(settings)
+    except Exception as exc:  # the storage check reports it
+        installation.driver_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _with_extras(installation, settings)
+
+
+def _with_extras(installation: Installation, settings: Settings) -> Installation:
+    if settings.redis.url:
+        installation.redis_ping = _redis_ping(settings.redis.url)
+    installation.key_passphrases = _key_passphrases(settings)
+    return installation
+
+
+def _redis_ping(url: str) -> Callable[[], None]:
+    from dockyard.registry.cache_redis import connect
+
+    client = connect(url)
+
+    def ping() -> None:
+        client.ping()
+
+    return ping
+
+
+def _key_passphrases(settings: Settings) -> list[bytes | None]:
+    """What the signing keys may be sealed under, as serve computes it, without creating the datadir's
+    secret file when there is none (doctor only looks)."""
+    from dockyard.bootstrap import KEY_SECRET_FILE, signing_key_passphrases
+
+    if not settings.http.secret and not (settings.datadir / KEY_SECRET_FILE).is_file():
+        return [None]
+    passphrase, older = signing_key_passphrases(settings)
+    return [passphrase, *older]
+
+
+def _render(findings: list[Finding], as_json: bool) -> None:
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": not any(f.verdict == "FAIL" for f in findings),
+                    "checks": [f.as_dict() for f in findings],
+                },
+                indent=2,
+            )
+        )
+        return
+    width = max(len(f.check) for f in findings)
+    for finding in findings:
+        verdict = typer.style(f"{finding.verdict:<4}", fg=_COLOURS[finding.verdict], bold=True)
+        typer.echo(f"{verdict}  {finding.check:<{width}}  {finding.summary}")
+        if finding.action:
+            typer.echo(f"      {'':<{width}}  -> {finding.action}")
+    counts = {v: sum(f.verdict == v for f in findings) for v in ("OK", "WARN", "FAIL")}
+    typer.echo(f"\n{counts['OK']} ok, {counts['WARN']} warning(s), {counts['FAIL']} failure(s)")

@@ -1,0 +1,103 @@
+"""`dockyard doctor` run as an operator runs it: the command, on the config a running `dockyard serve`
+uses (TLS with a certificate `dockyard cert` made, dockyard's own auth, the test pass's database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from dockyard.cli.cert import make_certificates
+from tests.support.server import DOCKYARD, RunningServer, start_server
+
+ADMIN_PASSWORD = "doctor-admin-password-1"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    workdir = tmp_path_factory.mktemp("doctor")
+    paths = make_certificates("localhost", workdir / "certs")
+    running = start_server(
+        workdir,
+        {"auth": {"enabled": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        tls=(paths.server_cert, paths.server_key),
+    )
+    # A token request: the first makes the token signing key doctor checks.
+    answer = httpx.get(f"{running.url}/token", auth=("admin", ADMIN_PASSWORD), verify=False, timeout=30)
+    assert answer.status_code == 200, answer.text
+    yield running
+    running.stop()
+
+
+def _doctor(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, "doctor", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        # As an operator runs it: without the test run's own DOCKYARD_TEST_* variables, which the
+        # config loader rightly warns about.
+        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
+    )
+
+
+def _with_host(server: RunningServer, tmp_path: Path, host: str) -> Path:
+    config = yaml.safe_load(server.config_path.read_text())
+    config["http"]["host"] = host
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_doctor_finds_a_running_installation_healthy(server: RunningServer, tmp_path: Path) -> None:
+    config = _with_host(server, tmp_path, f"https://localhost:{server.host.rsplit(':', 1)[1]}")
+
+    answer = _doctor(config, "--json")
+
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    report = json.loads(answer.stdout)
+    verdicts = {check["check"]: check["verdict"] for check in report["checks"]}
+    assert report["ok"] is True
+    assert verdicts["config"] == "OK"
+    assert verdicts["database"] == "OK"
+    assert verdicts["storage"] == "OK"
+    assert verdicts["tls"] == "OK"
+    assert verdicts["signing keys"] == "OK"
+    keys = next(check for check in report["checks"] if check["check"] == "signing keys")
+    assert keys["summary"].startswith("1 active signing key(s), all open")  # under the datadir's secret
+    assert verdicts["clock"] == "OK"
+    tls = next(check for check in report["checks"] if check["check"] == "tls")
+    assert "names localhost" in tls["summary"]
+
+
+def test_doctor_fails_when_the_certificate_does_not_name_the_public_host(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    config = _with_host(server, tmp_path, "https://registry.example.com")
+
+    answer = _doctor(config)
+
+    assert answer.returncode == 1, answer.stdout + answer.stderr
+    tls_line = next(line for line in answer.stdout.splitlines() if " tls " in line)
+    assert tls_line.startswith("FAIL")
+    assert "not registry.example.com (http.host)" in tls_line
+    assert "1 failure(s)" in answer.stdout
+
+
+def test_doctor_names_an_invalid_config_and_fails(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("http:\n  addr: not-an-address\n")
+
+    answer = _doctor(config)
+
+    assert answer.returncode == 1
+    assert answer.stdout.startswith("FAIL  config")
+    assert "http.addr" in answer.stdout
