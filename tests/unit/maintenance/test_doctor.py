@@ -20,6 +20,7 @@ from dockyard.auth.models import SigningKey
 from dockyard.config.settings import Settings
 from dockyard.db.engine import build_engine
 from dockyard.db.session import Database
+from dockyard.jobs.models import JobRow
 from dockyard.maintenance.doctor import (
     Finding,
     Installation,
@@ -35,7 +36,6 @@ from dockyard.maintenance.doctor import (
     run_checks,
     space_verdict,
 )
-from dockyard.jobs.models import JobRow
 from dockyard.projects.models import ProjectRow
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Upload
@@ -380,4 +380,4 @@ def test_projects_at_or_near_their_quota_warn(tmp_path: Path, database: Database
     finding = check_quotas(_installation(tmp_path, database))
 
     assert finding.verdict == "WARN"
-    assert "1 project(s) are at their quota, pushes to them are refused: full." == finding.summary
+    assert finding.summary == "1 project(s) are at their quota, pushes to them are refused: full."
