@@ -101,3 +101,27 @@ def test_doctor_names_an_invalid_config_and_fails(tmp_path: Path) -> None:
     assert answer.returncode == 1
     assert answer.stdout.startswith("FAIL  config")
     assert "http.addr" in answer.stdout
+
+
+def _why_denied(server: RunningServer, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, "doctor", "why-denied", *arguments, "--config", str(server.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
+    )
+
+
+def test_why_denied_explains_from_the_running_registrys_accounts(server: RunningServer) -> None:
+    unknown = _why_denied(server, "mallory", "team/app", "--action", "push")
+    admin = _why_denied(server, "admin", "team/app", "--action", "push", "--json")
+
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert "there is no user named mallory" in unknown.stdout
+    assert unknown.stdout.rstrip().endswith("mallory may not push team/app.")
+    assert admin.returncode == 0, admin.stdout + admin.stderr
+    report = json.loads(admin.stdout)
+    assert report["allowed"] is True
+    assert any("an administrator's push creates it" in check["summary"] for check in report["checks"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +17,13 @@ if TYPE_CHECKING:
     from dockyard.maintenance.doctor import Finding, Installation
 
 doctor_app = typer.Typer(help="Check this installation and explain what is wrong.")
+
+
+class Action(StrEnum):
+    pull = "pull"
+    push = "push"
+    delete = "delete"
+
 
 _COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "bright_black"}
 
@@ -124,7 +132,7 @@ def _key_passphrases(settings: Settings) -> list[bytes | None]:
     return [passphrase, *older]
 
 
-def _render(findings: list[Finding], as_json: bool) -> None:
+def _render(findings: list[Finding], as_json: bool, totals: bool = True) -> None:
     if as_json:
         typer.echo(
             json.dumps(
@@ -142,5 +150,44 @@ def _render(findings: list[Finding], as_json: bool) -> None:
         typer.echo(f"{verdict}  {finding.check:<{width}}  {finding.summary}")
         if finding.action:
             typer.echo(f"      {'':<{width}}  -> {finding.action}")
+    if not totals:
+        return
     counts = {v: sum(f.verdict == v for f in findings) for v in ("OK", "WARN", "FAIL")}
     typer.echo(f"\n{counts['OK']} ok, {counts['WARN']} warning(s), {counts['FAIL']} failure(s)")
+
+
+@doctor_app.command("why-denied")
+def why_denied(
+    who: Annotated[str, typer.Argument(help="A user name, or a robot's full name (robot$team+ci).")],
+    repository: Annotated[str, typer.Argument(help="The repository, e.g. team/app.")],
+    action: Annotated[Action, typer.Option("--action", "-a", help="What was refused.")] = Action.push,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Explain why WHO may not pull, push or delete in REPOSITORY (a 403), from the same permission
+    rules the registry applies; exit 1 when the action is refused."""
+    from dockyard.cli.main import _settings
+    from dockyard.db.engine import build_engine
+    from dockyard.db.session import Database
+    from dockyard.maintenance.why_denied import explain_access
+
+    settings = _settings(config)
+    db = Database(build_engine(settings.database_url))
+    try:
+        explanation = explain_access(db, settings, who, repository, action.value)
+    finally:
+        db.dispose()
+    findings = explanation.findings
+    verdict = "may" if explanation.allowed else "may not"
+    if as_json:
+        typer.echo(
+            json.dumps({"allowed": explanation.allowed, "checks": [f.as_dict() for f in findings]}, indent=2)
+        )
+    else:
+        _render(findings, as_json=False, totals=False)
+        typer.echo(f"\n{who} {verdict} {action.value} {repository}.")
+    if not explanation.allowed:
+        raise typer.Exit(1)
