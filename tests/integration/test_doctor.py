@@ -125,3 +125,19 @@ def test_why_denied_explains_from_the_running_registrys_accounts(server: Running
     report = json.loads(admin.stdout)
     assert report["allowed"] is True
     assert any("an administrator's push creates it" in check["summary"] for check in report["checks"])
+
+
+def test_doctor_disk_reports_on_the_running_registry(server: RunningServer) -> None:
+    answer = subprocess.run(
+        [DOCKYARD, "doctor", "disk", "--config", str(server.config_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
+    )
+
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    checks = {check["check"]: check for check in json.loads(answer.stdout)["checks"]}
+    assert list(checks) == ["free space", "stored", "projects", "gc", "retention"]
+    assert checks["gc"]["summary"].startswith("garbage collection would free 0 B now")

@@ -191,3 +191,33 @@ def why_denied(
         typer.echo(f"\n{who} {verdict} {action.value} {repository}.")
     if not explanation.allowed:
         raise typer.Exit(1)
+
+
+@doctor_app.command("disk")
+def disk(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Why is the disk full: what is stored, the largest projects, what garbage collection would free
+    (a dry run: nothing is deleted) and which projects have a retention policy."""
+    from dockyard.cli.main import _settings
+    from dockyard.db.engine import build_engine
+    from dockyard.db.session import Database
+    from dockyard.maintenance.disk import disk_report
+    from dockyard.maintenance.doctor import Installation, check_free_space
+    from dockyard.services import build_driver_from
+
+    settings = _settings(config)
+    db = Database(build_engine(settings.database_url))
+    try:
+        findings = disk_report(db, build_driver_from(settings)).findings()
+    finally:
+        db.dispose()
+    findings.insert(0, check_free_space(Installation(settings=settings, engine=None, driver=None)))
+    if as_json:
+        typer.echo(json.dumps({"checks": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        _render(findings, as_json=False, totals=False)

@@ -237,9 +237,8 @@ def check_free_space(installation: Installation) -> Finding:
         results.append((space_verdict(usage.free, usage.total), role, place, usage.free, usage.total))
     worst = max(results, key=lambda r: _SEVERITY[r[0]])
     verdict, role, place, free, total = worst
-    summary = (
-        f"{_size(free)} free of {_size(total)} ({100 * free / max(total, 1):.0f}%) for the {role} at {place}."
-    )
+    percent = 100 * free / max(total, 1)
+    summary = f"{human_size(free)} free of {human_size(total)} ({percent:.0f}%) for the {role} at {place}."
     if verdict == "OK":
         return Finding("free space", "OK", summary)
     return Finding(
@@ -267,7 +266,7 @@ def _existing_ancestor(path: Path) -> Path:
 _SEVERITY: dict[Verdict, int] = {"SKIP": 0, "OK": 1, "WARN": 2, "FAIL": 3}
 
 
-def _size(count: float) -> str:
+def human_size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if count < 1024 or unit == "TiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
@@ -470,7 +469,7 @@ def check_uploads(installation: Installation) -> Finding:
     if not count:
         return Finding("uploads", "OK", "no upload sessions are open.")
     purging = installation.settings.storage.maintenance.uploadpurging
-    summary = f"{count} upload session(s) open, holding {_size(int(size))}"
+    summary = f"{count} upload session(s) open, holding {human_size(int(size))}"
     idle = installation.now() - _aware(oldest)
     # Past twice the age: the purge job has had time to run and did not remove them.
     if purging.enabled and idle > 2 * purging.age.delta:
