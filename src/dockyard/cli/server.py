@@ -214,7 +214,7 @@ def _allocate_shared_files(settings: Settings) -> None:
     path = local_change_feed_path(settings)
     if path is None:
         return
-    from dockyard.registry.cache import LocalChangeFeed
+    from dockyard.coordination.feeds import LocalChangeFeed
 
     try:
         LocalChangeFeed(path)

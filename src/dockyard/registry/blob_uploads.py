@@ -16,10 +16,10 @@ from sqlalchemy import Connection
 
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
+from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.session import Database
 from dockyard.errors import DockyardError, ReadOnly
 from dockyard.projects.quotas import Quotas
-from dockyard.registry.cache import ChangeFeed, Topic
 from dockyard.registry.repository_writes import ensure_repository, link_blob
 from dockyard.registry.upload_budget import UploadBudget
 from dockyard.storage.blobs import BlobStore

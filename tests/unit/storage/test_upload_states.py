@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from dockyard.content.digest import digest_of, parse_digest
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.db.session import Database
 from dockyard.errors import BlobUploadInvalid
-from dockyard.registry.cache import InProcessChangeFeed
 from dockyard.storage.driver import build_driver
 from dockyard.storage.paths import blob_data_path, upload_data_path
 from dockyard.storage.uploads import TRANSITIONS, UploadPhase, UploadState, UploadStateInvalid
