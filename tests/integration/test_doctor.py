@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from dockyard.cli.cert import make_certificates
+from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import DOCKYARD, RunningServer, start_server
 
 ADMIN_PASSWORD = "doctor-admin-password-1"
@@ -141,3 +142,37 @@ def test_doctor_disk_reports_on_the_running_registry(server: RunningServer) -> N
     checks = {check["check"]: check for check in json.loads(answer.stdout)["checks"]}
     assert list(checks) == ["free space", "stored", "projects", "gc", "retention"]
     assert checks["gc"]["summary"].startswith("garbage collection would free 0 B now")
+
+
+@pytest.fixture(scope="module")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSeaweedFS]:
+    store = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield store
+    store.stop()
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_the_storage_probe_on_s3(seaweedfs: RunningSeaweedFS, tmp_path: Path, reachable: bool) -> None:
+    config = tmp_path / "config.yml"
+    s3 = {
+        "bucket": seaweedfs.bucket,
+        "region": "us-east-1",
+        # Unreachable: a port nothing listens on (an endpoint with a typo, a store that is down).
+        "regionendpoint": seaweedfs.endpoint if reachable else "http://127.0.0.1:9",
+        "accesskey": seaweedfs.access_key,
+        "secretkey": seaweedfs.secret_key,
+        "rootdirectory": "/doctor-test",
+    }
+    config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data"), "storage": {"s3": s3}}))
+
+    answer = _doctor(config, "--json")
+
+    storage = next(check for check in json.loads(answer.stdout)["checks"] if check["check"] == "storage")
+    if reachable:
+        assert storage["verdict"] == "OK", storage
+        assert storage["summary"] == f"the s3 storage (bucket {seaweedfs.bucket}) is writable and readable."
+    else:
+        assert storage["verdict"] == "FAIL", storage
+        assert f"(bucket {seaweedfs.bucket}) is not writable" in storage["summary"]
+        assert answer.returncode == 1
+    assert seaweedfs.secret_key not in answer.stdout

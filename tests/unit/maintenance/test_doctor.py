@@ -26,6 +26,7 @@ from dockyard.maintenance.doctor import (
     Installation,
     check_clock,
     check_database,
+    check_free_space,
     check_gc,
     check_quotas,
     check_signing_keys,
@@ -39,6 +40,7 @@ from dockyard.maintenance.doctor import (
 from dockyard.projects.models import ProjectRow
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Upload
+from tests.support.tmpfs import small_filesystem
 
 pytestmark = pytest.mark.db_independent  # the `database` fixture runs each test on both databases
 
@@ -142,18 +144,23 @@ def test_a_database_that_does_not_answer_fails(tmp_path: Path) -> None:
 # --- storage ------------------------------------------------------------------------------------
 
 
-def test_storage_that_is_not_writable_fails(tmp_path: Path, database: Database) -> None:
-    installation = _installation(tmp_path, database)
-    # The storage directory gone and a file in its place (a volume that did not mount): no user, root
-    # included, can write under it.
-    (tmp_path / "storage").rmdir()
-    (tmp_path / "storage").write_text("not a directory")
-
-    finding = check_storage(installation)
+def test_storage_on_a_read_only_filesystem_fails(tmp_path: Path, database: Database) -> None:
+    # A real read-only mount (what a volume remounted read-only after disk errors looks like): no
+    # user, root included, can write to it.
+    with small_filesystem(tmp_path / "storage", "4m", "ro"):
+        finding = check_storage(_installation(tmp_path, database))
 
     assert finding.verdict == "FAIL"
-    assert "not writable" in finding.summary
+    assert "is not writable" in finding.summary and "Read-only file system" in finding.summary
     assert "write access" in finding.action
+
+
+def test_a_small_disk_fails_the_free_space_check(tmp_path: Path, database: Database) -> None:
+    with small_filesystem(tmp_path / "storage", "24m"):
+        finding = check_free_space(_installation(tmp_path, database))
+
+    assert finding.verdict == "FAIL"  # under 1 GiB free
+    assert "free of 24.0 MiB" in finding.summary and "dockyard garbage-collect" in finding.action
 
 
 def test_the_storage_probe_leaves_nothing_behind(tmp_path: Path, database: Database) -> None:
