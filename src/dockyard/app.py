@@ -130,6 +130,7 @@ def create_app(services: Services) -> ASGIApp:
     io = BlobIO()
     metrics = Metrics()
     instrument_database(metrics, services.db.engine)
+    metrics.watch_caches(services.registry.caches())
     auth = build_auth(services)
     ctx = OCIContext(
         services.registry,

@@ -253,6 +253,8 @@ def test_the_node_state_gauges_read_what_the_load_left(setup: Setup) -> None:
     # The database as the workers see it: statements timed, pools sampled (summed over the workers).
     assert value('database_query_duration_seconds_count{job="dockyard"}') > 0
     assert value('sum(database_pool_connections{job="dockyard"})') >= 1
+    # Three pulls of one tag: the first may miss, the others hit.
+    assert value('sum(cache_lookups_total{job="dockyard", cache="manifests_by_tag", result="hit"})') >= 1
 
 
 def test_every_dashboard_query_returns_series(setup: Setup) -> None:

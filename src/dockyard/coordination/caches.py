@@ -58,6 +58,8 @@ class GenerationCache(Generic[K, V]):
         self._entries: dict[K, tuple[V, int, float | None]] = {}
         self._bytes = 0
         self._generation = self.current_generation()
+        self.lookups = 0  # gets, and those answered from here: read by /metrics (hit ratios)
+        self.hits = 0
 
     @property
     def weight(self) -> int:
@@ -72,6 +74,7 @@ class GenerationCache(Generic[K, V]):
         return self._source() if self._source is not None else 0
 
     def get(self, key: K) -> V | None:
+        self.lookups += 1
         generation = self.current_generation()
         if generation != self._generation:
             self._clear(generation)
@@ -83,6 +86,7 @@ class GenerationCache(Generic[K, V]):
         if expires_at is not None and self._clock is not None and self._clock() >= expires_at:
             self._drop(key)
             return None
+        self.hits += 1
         return found[0]
 
     def put(self, key: K, value: V, generation: int | None, expires_at: float | None = None) -> None:

@@ -23,9 +23,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -225,6 +225,12 @@ class Metrics:
         self._query_buckets = [0] * (len(QUERY_BUCKETS) + 1)
         self._query_seconds = 0.0
         self._samplers: list[Callable[[], None]] = []
+        self.cache_lookups = Counter(
+            "cache_lookups",
+            "Reads of this node's in-process caches, by cache and result (hit or miss).",
+            ["cache", "result"],
+            registry=registry,
+        )
         # Label children per (route, method, status): labels() locks and validates on every call.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, Counter, Counter]] = {}
         # Request observations add up here and reach prometheus_client in batches: in multiprocess
@@ -271,6 +277,27 @@ class Metrics:
         """Call `sample` at every flush (about once a second, and before a scrape): for gauges read
         from this process's state, such as its connection pool."""
         self._samplers.append(sample)
+
+    def watch_caches(self, caches: Mapping[str, CountedCache]) -> None:
+        """Count the caches' lookups and hits: they keep plain counters (no lock, nothing per get but
+        two additions), which the flush thread turns into cache_lookups_total about once a second."""
+        seen = dict.fromkeys(caches, (0, 0))
+
+        def sample() -> None:
+            for name, cache in caches.items():
+                lookups, hits = cache.lookups, cache.hits
+                last_lookups, last_hits = seen[name]
+                seen[name] = (lookups, hits)
+                new_hits, new_lookups = hits - last_hits, lookups - last_lookups
+                if new_hits > 0:
+                    self.cache_lookups.labels(name, "hit").inc(new_hits)
+                if new_lookups - new_hits > 0:
+                    self.cache_lookups.labels(name, "miss").inc(new_lookups - new_hits)
+
+        for name in caches:  # every series from the start, at 0: a ratio is defined before the first get
+            self.cache_lookups.labels(name, "hit")
+            self.cache_lookups.labels(name, "miss")
+        self.add_sampler(sample)
 
     def flush(self) -> None:
         """Hand the batched request observations to prometheus_client. A daemon thread does it every
@@ -327,6 +354,13 @@ class Metrics:
         """What /metrics answers: all workers' values in multiprocess mode, else this instance's."""
         self.flush()
         return render(self.registry)
+
+
+class CountedCache(Protocol):
+    """What watch_caches reads: running totals of gets and of gets answered from the cache."""
+
+    lookups: int
+    hits: int
 
 
 class _Pending:

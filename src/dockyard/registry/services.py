@@ -96,6 +96,15 @@ class Registry:
         self._manifest_by_digest = lookups.prepare(_MANIFEST_BY_DIGEST)
         self._blob_size = lookups.prepare(_BLOB_SIZE)
 
+    def caches(self) -> dict[str, GenerationCache[Any, Any]]:
+        """The read caches by name, for their hit ratios on /metrics."""
+        return {
+            "manifests_by_tag": self._manifests_by_tag,
+            "manifests_by_digest": self._manifests_by_digest,
+            "listings": self._listings,
+            "blob_sizes": self._blob_sizes,
+        }
+
     # --- hot-path caches (no I/O) -------------------------------------------------------------
     def cached_manifest(self, name: str, reference: str) -> ManifestRecord | None:
         return self._manifest_cache(reference).get((name, reference))

@@ -161,3 +161,12 @@ def test_a_generation_of_topics_moves_with_each_of_them_and_no_other(count: int)
         before = generation()
         feed.bump(topic)
         assert (generation() != before) == (topic in followed)
+
+
+def test_gets_and_hits_are_counted_for_the_hit_ratio() -> None:
+    cache: GenerationCache[str, int] = GenerationCache(None)
+    assert cache.get("a") is None
+    cache.put("a", 1, None)
+    assert cache.get("a") == 1
+    assert cache.get("a") == 1
+    assert (cache.lookups, cache.hits) == (3, 2)

@@ -109,3 +109,30 @@ def test_multiprocess_mode_adds_up_every_worker_and_forgets_earlier_runs(tmp_pat
         assert value(text, "http_request_duration_seconds_count", route="/v2/", method="GET") == 12
         assert value(text, "uploads_completed_total") == 3
         assert value(text, "blob_bytes_sent_total") == 1200
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.hits = 0
+
+
+def test_cache_hits_and_misses_are_counted_from_the_caches_totals() -> None:
+    metrics = Metrics()
+    cache = _Cache()
+    metrics.watch_caches({"manifests_by_tag": cache})
+
+    def counted() -> dict[str, float]:
+        text = metrics.render()[0].decode()
+        return {
+            sample.labels["result"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "cache_lookups_total" and sample.labels["cache"] == "manifests_by_tag"
+        }
+
+    assert counted() == {"hit": 0, "miss": 0}  # the series exist before the first get
+    cache.lookups, cache.hits = 10, 7
+    assert counted() == {"hit": 7, "miss": 3}
+    cache.lookups, cache.hits = 12, 9  # only what is new since the last flush is added
+    assert counted() == {"hit": 9, "miss": 3}
