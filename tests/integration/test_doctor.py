@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -176,3 +177,40 @@ def test_the_storage_probe_on_s3(seaweedfs: RunningSeaweedFS, tmp_path: Path, re
         assert f"(bucket {seaweedfs.bucket}) is not writable" in storage["summary"]
         assert answer.returncode == 1
     assert seaweedfs.secret_key not in answer.stdout
+
+
+METRICS_TOKEN = "doctor-metrics-token-0123456789abcdef"
+
+
+def test_doctor_slow_reads_the_nodes_own_metrics(make_server: Callable[..., RunningServer]) -> None:
+    running = make_server(
+        {"auth": {"enabled": True}, "metrics": {"token": METRICS_TOKEN}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
+    for _ in range(5):
+        httpx.get(f"{running.url}/v2/", timeout=30)  # 401s: requests all the same
+    config = yaml.safe_load(running.config_path.read_text())
+    del config["metrics"]
+    untokened = running.config_path.with_name("no-token.yml")
+    untokened.write_text(yaml.safe_dump(config))
+
+    answer = _doctor_slow(running.config_path, "--json")
+    refused = _doctor_slow(untokened)
+
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+    checks = {check["check"]: check for check in json.loads(answer.stdout)["checks"]}
+    # Ours and the start-up probe's.
+    assert re.match(r"6 requests, mean [0-9.]+ ms, 95% under [0-9.]+ ms", checks["GET /v2/"]["summary"])
+    assert refused.returncode == 1 and "answered 401 (set metrics.token" in refused.stderr
+    assert METRICS_TOKEN not in answer.stdout + refused.stdout + refused.stderr
+
+
+def _doctor_slow(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, "doctor", "slow", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
+    )

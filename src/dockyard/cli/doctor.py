@@ -221,3 +221,60 @@ def disk(
         typer.echo(json.dumps({"checks": [f.as_dict() for f in findings]}, indent=2))
     else:
         _render(findings, as_json=False, totals=False)
+
+
+@doctor_app.command("slow")
+def slow(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="The metrics URL (default: this node's, from metrics.listen or http.addr)."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="How many routes to show.", min=1)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Which requests are slow: per route and method, from this node's metrics since it started
+    (request count, mean and 95th percentile), slowest first. Reads `metrics.token` from the config."""
+    import httpx
+
+    from dockyard.cli.main import _settings
+    from dockyard.maintenance.slow import route_latencies, slow_findings
+
+    settings = _settings(config)
+    target = url or _metrics_url(settings)
+    headers = {"Authorization": f"Bearer {settings.metrics.token}"} if settings.metrics.token else {}
+    loopback = httpx.URL(target).host in ("127.0.0.1", "::1", "localhost")
+    try:
+        # This node's own listener on loopback: its certificate is for the public name, not 127.0.0.1.
+        answer = httpx.get(target, headers=headers, timeout=10, verify=not loopback)
+    except httpx.HTTPError as exc:
+        typer.echo(f"dockyard: could not read {target}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if answer.status_code != 200:
+        hint = " (set metrics.token in the config, or metrics.public)" if answer.status_code == 401 else ""
+        typer.echo(f"dockyard: {target} answered {answer.status_code}{hint}", err=True)
+        raise typer.Exit(1)
+    findings = slow_findings(route_latencies(answer.text), top)
+    if as_json:
+        typer.echo(json.dumps({"url": target, "checks": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        _render(findings, as_json=False, totals=False)
+
+
+def _metrics_url(settings: Settings) -> str:
+    from dockyard.config.settings import split_addr
+
+    if settings.metrics.listen:
+        host, port = split_addr(settings.metrics.listen)
+        scheme = "http"
+    else:
+        host, port = split_addr(settings.http.addr)
+        scheme = "https" if settings.http.tls.enabled else "http"
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1" if host != "::" else "::1"
+    return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
