@@ -28,14 +28,18 @@ class Action(StrEnum):
 _COLOURS = {"OK": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "bright_black"}
 
 
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")]
+
+
 @doctor_app.callback(invoke_without_command=True)
 def doctor(
     ctx: typer.Context,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    config: ConfigFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """Check config, database, storage, free space, Redis, TLS, clock, signing keys, uploads, GC and
     quotas; exit 1 when any check fails."""
@@ -161,11 +165,8 @@ def why_denied(
     who: Annotated[str, typer.Argument(help="A user name, or a robot's full name (robot$team+ci).")],
     repository: Annotated[str, typer.Argument(help="The repository, e.g. team/app.")],
     action: Annotated[Action, typer.Option("--action", "-a", help="What was refused.")] = Action.push,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    config: ConfigFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """Explain why WHO may not pull, push or delete in REPOSITORY (a 403), from the same permission
     rules the registry applies; exit 1 when the action is refused."""
@@ -195,11 +196,8 @@ def why_denied(
 
 @doctor_app.command("disk")
 def disk(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    config: ConfigFile = None,
+    as_json: AsJson = False,
 ) -> None:
     """Why is the disk full: what is stored, the largest projects, what garbage collection would free
     (a dry run: nothing is deleted) and which projects have a retention policy."""
@@ -225,10 +223,7 @@ def disk(
 
 @doctor_app.command("slow")
 def slow(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML config file (the one `dockyard serve` uses)."),
-    ] = None,
+    config: ConfigFile = None,
     url: Annotated[
         str | None,
         typer.Option(
@@ -236,7 +231,7 @@ def slow(
         ),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="How many routes to show.", min=1)] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    as_json: AsJson = False,
 ) -> None:
     """Which requests are slow: per route and method, from this node's metrics since it started
     (request count, mean and 95th percentile), slowest first. Reads `metrics.token` from the config."""
