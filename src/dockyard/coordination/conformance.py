@@ -10,6 +10,10 @@ Use them by subclassing in a test module and overriding one fixture::
         @pytest.fixture
         def managers(self): ...  # each call: another process's (or node's) manager of shared locks
 
+    class TestMyBuckets(TokenBucketsConformance):
+        @pytest.fixture
+        def stores(self): ...  # each call: another process's (or node's) view of shared buckets
+
 `InvalidatedCacheConformance` runs the per-process cache (`caches.GenerationCache`) on a feed's
 views, so it shows the cache's contract holds on that feed, across processes included. A feed that
 has one process only (`InProcessChangeFeed`) gives the same object for every view.
@@ -22,16 +26,27 @@ It imports pytest, so it is for tests only: nothing in the running registry impo
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
 
 from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache
-from dockyard.coordination.interfaces import ChangeFeed, LockLost, LockManager, Topic, generation_of, holding
+from dockyard.coordination.interfaces import (
+    ChangeFeed,
+    LockLost,
+    LockManager,
+    TokenBuckets,
+    Topic,
+    generation_of,
+    holding,
+)
 
 Views = Callable[[], ChangeFeed]
 Managers = Callable[[], LockManager]
+Stores = Callable[[], TokenBuckets]
 DELIVERY_SECONDS = 5.0
 
 
@@ -277,3 +292,75 @@ class LockManagerConformance:
         for ttl in (0, -1):
             with pytest.raises(ValueError, match="ttl"):
                 managers().lock("ok", ttl)
+
+
+# --- TokenBuckets ---------------------------------------------------------------------------------
+class TokenBucketsConformance:
+    """Buckets refill in real time (Redis' clock): rates here are fast or slow enough that a loaded
+    machine's pauses do not change the answers."""
+
+    @pytest.fixture
+    def stores(self) -> Stores:
+        raise NotImplementedError("override `stores`: a factory of views of one set of buckets")
+
+    @staticmethod
+    def key() -> str:
+        return f"test-{uuid.uuid4().hex}"  # a bucket of its own per test: one store may serve them all
+
+    def test_a_full_bucket_gives_its_burst_then_says_how_long_to_wait(self, stores: Stores) -> None:
+        buckets, key = stores(), self.key()
+        assert [buckets.take(key, 0.01, 3) for _ in range(3)] == [0.0, 0.0, 0.0]
+        wait = buckets.take(key, 0.01, 3)
+        assert 90 < wait <= 100  # one token at 0.01/s: 100 s, less what trickled in meanwhile
+        assert buckets.take(key, 0.01, 3) > 90  # a refused take spends nothing, and still waits
+
+    def test_it_refills_at_its_rate(self, stores: Stores) -> None:
+        buckets, key = stores(), self.key()
+        assert buckets.take(key, 5, 1) == 0.0
+        wait = buckets.take(key, 5, 1)
+        assert 0 < wait <= 0.2
+        time.sleep(wait + 0.05)
+        assert buckets.take(key, 5, 1) == 0.0
+
+    def test_it_never_holds_more_than_its_burst(self, stores: Stores) -> None:
+        buckets, key = stores(), self.key()
+        assert buckets.take(key, 50, 2) == 0.0
+        time.sleep(0.3)  # 15 tokens' worth of time; the bucket holds 2
+        assert [buckets.take(key, 50, 2) == 0.0 for _ in range(3)] == [True, True, False]
+
+    def test_buckets_are_separate(self, stores: Stores) -> None:
+        buckets, alice, bob = stores(), self.key(), self.key()
+        assert buckets.take(alice, 0.01, 1) == 0.0
+        assert buckets.take(alice, 0.01, 1) > 0
+        assert buckets.take(bob, 0.01, 1) == 0.0  # alice's empty bucket is not bob's
+
+    def test_every_view_spends_from_the_same_bucket(self, stores: Stores) -> None:
+        first, second, key = stores(), stores(), self.key()
+        assert first.take(key, 0.01, 2) == 0.0
+        assert second.take(key, 0.01, 2) == 0.0
+        assert first.take(key, 0.01, 2) > 0
+        assert second.take(key, 0.01, 2) > 0
+
+    def test_concurrent_takes_never_spend_more_than_the_burst(self, stores: Stores) -> None:
+        views, key = [stores() for _ in range(4)], self.key()
+        taken: list[bool] = []
+        lock = threading.Lock()
+
+        def spend(buckets: TokenBuckets) -> None:
+            for _ in range(25):
+                ok = buckets.take(key, 0.001, 20) == 0.0
+                with lock:
+                    taken.append(ok)
+
+        threads = [threading.Thread(target=spend, args=(view,)) for view in views]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(taken) == 100 and taken.count(True) == 20
+
+    def test_bad_rates_and_bursts_are_refused(self, stores: Stores) -> None:
+        buckets = stores()
+        for rate, burst in ((0, 1), (-1, 1), (1, 0)):
+            with pytest.raises(ValueError, match="token bucket"):
+                buckets.take(self.key(), rate, burst)

@@ -8,6 +8,7 @@ suite both pass (`coordination/conformance.py`):
   node's workers map); `feeds_redis.RedisChangeFeed` (every node).
 - `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has.
 - `LockManager`: `locks.FileLocks` (files in the datadir); `locks_redis.RedisLocks` (every node).
+- `TokenBuckets`: `buckets.InProcessBuckets` (one process); `buckets_redis.RedisBuckets` (every node).
 - `RedisConnect`: `redis_client.connect`, the only place a Redis client is made.
 
 Domain packages depend on these Protocols only; the composition root (`dockyard.services`,
@@ -164,6 +165,28 @@ def holding(lock: DistributedLock, wait: float = 0.0) -> Iterator[bool]:
         if held:
             with contextlib.suppress(LockLost):
                 lock.release()
+
+
+# --- rate limits ----------------------------------------------------------------------------------
+class TokenBuckets(Protocol):
+    """Token buckets by key (the request limits of /v2), shared by the processes using one store.
+
+    - `take(key, rate, burst)`: the bucket holds at most `burst` tokens and gains `rate` tokens a
+      second; a bucket never used (or forgotten) is full. Takes one token and returns 0.0, or, when
+      there is less than one, takes nothing and returns the seconds until there is one (> 0).
+    - Atomic across its processes: however many take from one bucket at once, no more than
+      `burst + rate * elapsed` takes succeed in total.
+    - Buckets idle long enough to be full again may be forgotten (the answer is the same).
+    - It does not raise when its store is away: it limits with this process's own buckets until
+      the store is back (and says so in the log).
+    """
+
+    def take(self, key: str, rate: float, burst: int) -> float: ...
+
+
+def check_bucket(rate: float, burst: int) -> None:
+    if rate <= 0 or burst < 1:
+        raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got rate={rate}, burst={burst}")
 
 
 # --- Redis ----------------------------------------------------------------------------------------
