@@ -46,6 +46,7 @@ from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
+from dockyard.api.oci.limits import RequestLimits
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.token import TokenEndpoint
@@ -70,7 +71,8 @@ from dockyard.bootstrap import (
 )
 from dockyard.config.loader import handed_down, load_settings
 from dockyard.config.settings import Settings
-from dockyard.coordination.interfaces import LockManager, Topic, generation_of
+from dockyard.coordination.buckets import InProcessBuckets
+from dockyard.coordination.interfaces import LockManager, TokenBuckets, Topic, generation_of
 from dockyard.coordination.locks import FileLocks
 from dockyard.datadir import private_umask
 from dockyard.errors import ConfigError, DockyardError
@@ -194,7 +196,7 @@ def create_app(services: Services) -> ASGIApp:
     )
     app.state.services = services
     allowlist = AllowlistMiddleware(
-        OCIRouter(ctx, fallback=app, gate=auth.gate),
+        OCIRouter(ctx, fallback=app, gate=auth.gate, limits=_request_limits(settings, metrics)),
         settings.auth.allow_ips,
         settings.auth.management_allow_ips,
         audit=services.audit,
@@ -384,6 +386,28 @@ def _management_app(management: ManagementServices) -> ASGIApp:
     from dockyard.api.management.app import create_management_app
 
     return create_management_app(management)
+
+
+def _request_limits(settings: Settings, metrics: Metrics) -> RequestLimits | None:
+    """None unless `limits.user` or `limits.address` is set: then no cost on /v2 but one check."""
+    limits = settings.limits
+    if not limits.requests_limited:
+        return None
+    buckets: TokenBuckets = InProcessBuckets()
+    if settings.redis.url:  # one budget for every worker and node
+        from dockyard.coordination.buckets_redis import RedisBuckets
+        from dockyard.coordination.redis_client import connect
+
+        buckets = RedisBuckets(connect(settings.redis.url))
+    user, address = limits.user, limits.address
+    return RequestLimits(
+        buckets,
+        user=(user.rate, user.bucket_size) if user.enabled else None,
+        address=(address.rate, address.bucket_size) if address.enabled else None,
+        exempt=limits.exempt,
+        metrics=metrics,
+        remote=settings.redis.url is not None,
+    )
 
 
 def _login_limiter(settings: Settings) -> LoginLimiter:

@@ -7,6 +7,7 @@ renders the OCI `{"errors": [...]}` body, `dockyard.api.management.errors` the m
 
 from __future__ import annotations
 
+import math
 from enum import Enum, StrEnum
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ class Category(Enum):
     TOO_LARGE = "too large"  # over a size limit
     UNAVAILABLE = "unavailable"  # a dependency is down or busy: the same request may work shortly
     STORAGE_FULL = "storage full"  # no room to write; reads go on
+    RATE_LIMITED = "rate limited"  # over a request or upload limit: the same request works after a wait
     INTERNAL = "internal"  # the server failed (a storage backend's error), not the client
 
 
@@ -209,6 +211,19 @@ class DeleteDisabled(Unsupported):
 
 class ReadOnly(Unsupported):
     message = "the registry is in read-only maintenance mode"
+
+
+class TooManyRequests(DockyardError):
+    """Over a request-rate or concurrent-upload limit (`limits:`): the client may try again after
+    `retry_after` seconds (whole seconds, at least 1: what `Retry-After` carries)."""
+
+    category = Category.RATE_LIMITED
+    oci_code = OCICode.TOOMANYREQUESTS
+    message = "too many requests; try again later"
+
+    def __init__(self, message: str | None = None, detail: Any = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, detail)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class PaginationInvalid(DockyardError):

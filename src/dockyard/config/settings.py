@@ -20,6 +20,7 @@ from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
 from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration, Section, doc
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
+from dockyard.config.limits_settings import LimitsSettings
 from dockyard.config.storage_settings import StorageSettings
 
 
@@ -401,6 +402,7 @@ class Settings(Section):
     audit: AuditSettings = AuditSettings()
     jobs: JobsSettings = JobsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @field_validator("version", mode="before")
     @classmethod

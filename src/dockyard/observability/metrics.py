@@ -205,6 +205,13 @@ class Metrics:
             registry=registry,
         )
         self._failure_children: dict[tuple[str, int, str], Counter] = {}
+        self.requests_limited = Counter(
+            "registry_requests_limited",
+            "/v2 requests refused with 429 by a limit of `limits:`: user (per user or robot), address (per "
+            "client address), uploads_client or uploads_total (concurrent uploads).",
+            ["limit"],
+            registry=registry,
+        )
         # The metadata database, from observability/database.py: statements batched as requests are,
         # the connection pool sampled by the flush thread (nothing per checkout).
         self.database_query_duration = Histogram(
@@ -264,6 +271,10 @@ class Metrics:
         if child is None:
             child = self._failure_children[key] = self.registry_failures.labels(operation, str(status), code)
         child.inc()
+
+    def observe_limited(self, limit: str) -> None:
+        """Count one request refused by a limit (a handful of fixed names: no user or address labels)."""
+        self.requests_limited.labels(limit).inc()
 
     def observe_query(self, seconds: float) -> None:
         """Record one database statement (batched, like requests)."""

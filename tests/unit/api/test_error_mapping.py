@@ -77,6 +77,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.errors.StorageFull": (507, "DENIED", 507, "INSUFFICIENT_STORAGE"),
     "dockyard.errors.TagInvalid": (400, "MANIFEST_INVALID", 400, "BAD_REQUEST"),
     "dockyard.errors.Unsupported": (405, "UNSUPPORTED", 412, "PRECONDITION"),
+    "dockyard.errors.TooManyRequests": (429, "TOOMANYREQUESTS", 429, "TOO_MANY_REQUESTS"),
     "dockyard.errors.UnsupportedDigest": (400, "DIGEST_INVALID", 400, "BAD_REQUEST"),
     "dockyard.errors.UploadBusy": (416, "BLOB_UPLOAD_INVALID", 416, "REQUESTED_RANGE_NOT_SATISFIABLE"),
     "dockyard.errors.UploadTooLarge": (413, "BLOB_UPLOAD_INVALID", 413, "REQUEST_ENTITY_TOO_LARGE"),

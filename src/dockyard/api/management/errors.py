@@ -60,6 +60,7 @@ STATUS: dict[Category, int] = {
     Category.UNAVAILABLE: 503,
     # A full disk (blobs or database): writes are refused until space is freed; reads go on.
     Category.STORAGE_FULL: 507,
+    Category.RATE_LIMITED: 429,
     Category.INTERNAL: 500,
 }
 

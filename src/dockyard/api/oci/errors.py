@@ -37,6 +37,8 @@ ANSWERS: dict[Category, tuple[int, OCICode]] = {
     # as is ("received unexpected HTTP status: 507 Insufficient Storage"), with the spec's DENIED (the
     # write is refused, as for a full quota) and a message saying why for clients that print the body.
     Category.STORAGE_FULL: (507, OCICode.DENIED),
+    # Over a limit of `limits:`: the spec's 429 TOOMANYREQUESTS, with Retry-After.
+    Category.RATE_LIMITED: (429, OCICode.TOOMANYREQUESTS),
     Category.INTERNAL: (500, OCICode.UNKNOWN),
 }
 
@@ -82,6 +84,8 @@ def _domain_error(exc: errors.DockyardError, headers: dict[str, str]) -> Respons
         return storage_full_response(exc)
     if exc.category is Category.UNAVAILABLE:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **headers}
+    if isinstance(exc, errors.TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after), **headers}
     if exc.public_message is not None:  # its own message and detail are for the log only
         if exc.message != exc.public_message:
             log.error("%s answered as %s: %s", type(exc).__name__, code, exc.message)

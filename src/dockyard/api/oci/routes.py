@@ -18,7 +18,8 @@ from dockyard.api.oci import blobs, listings, manifests, uploads
 from dockyard.api.oci.auditing import record_request
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
-from dockyard.api.oci.gate import Gate
+from dockyard.api.oci.gate import PRINCIPAL_KEY, Gate
+from dockyard.api.oci.limits import RequestLimits
 from dockyard.api.oci.request_bodies import finish_unread_body, watch_body
 from dockyard.errors import OCICode
 
@@ -95,10 +96,17 @@ def match(path: str) -> tuple[str, tuple[str, ...]] | None:
 class OCIRouter:
     """ASGI app for /v2: one match, then the handler; every error leaves as an OCI error body."""
 
-    def __init__(self, ctx: OCIContext, fallback: ASGIApp, gate: Gate | None = None) -> None:
+    def __init__(
+        self,
+        ctx: OCIContext,
+        fallback: ASGIApp,
+        gate: Gate | None = None,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.ctx = ctx
         self.fallback = fallback
         self.gate = gate  # None: an open registry, like registry:2 without auth
+        self.limits = limits  # None: no request-rate limits (the default)
         self.routes = _routes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,10 +142,14 @@ class OCIRouter:
                 OCICode.NAME_INVALID, "percent-encoded '/' or '.' is not allowed in names", 400
             )
         try:
+            verdict: Response | None = None
             if self.gate is not None:  # inside: its database lookups fail the way handlers' do
-                verdict = await self.gate.check(scope, key, args, method)
-                if isinstance(verdict, Response):
-                    return verdict
+                checked = await self.gate.check(scope, key, args, method)
+                verdict = checked if isinstance(checked, Response) else None
+            if self.limits is not None:  # after the gate: it knows who is asking (refused ones too)
+                await self.limits.admit(scope, scope.get(PRINCIPAL_KEY))
+            if verdict is not None:
+                return verdict
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:
             return render_error(exc)
