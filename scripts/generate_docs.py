@@ -110,6 +110,7 @@ def layers_reference(pyproject: dict[str, Any], src: Path) -> str:
 
 
 # --- the settings table ------------------------------------------------------------------------------------
+ITEM = "[]"  # a path step into each item of a list of sections: `notifications.endpoints[].url`
 Row = tuple[KeyPath, str, str, str, str]  # key, type, default, variables, description
 
 
@@ -119,6 +120,9 @@ def _rows(fields: dict[str, FieldInfo], parent: KeyPath) -> Iterator[Row]:
         section = _sub_model(field)
         if section is None:
             yield path, _type_text(field), _default_text(field), _variables(path), field.description or ""
+            item = _list_item_model(field)
+            if item is not None:  # each item's keys: set in the file, or with the whole list's variable
+                yield from _rows(item.model_fields, (*path, ITEM))
             continue
         if _docstring(section):  # a section that means something of its own (selects a driver, a mode)
             default = "unset" if field.default is None else ""
@@ -183,6 +187,8 @@ def _default_text(field: FieldInfo) -> str:
 
 
 def _variables(path: KeyPath) -> str:
+    if ITEM in path:
+        return ""
     names = ["DOCKYARD_" + "_".join(path).upper()]
     registry2_path = _registry2_name(path)
     if registry2_path is not None:
@@ -240,6 +246,15 @@ def _sub_model(field: FieldInfo) -> type[BaseModel] | None:
     return None
 
 
+def _list_item_model(field: FieldInfo) -> type[BaseModel] | None:
+    """The model of a list's items (`notifications.endpoints`), if they are sections."""
+    if typing.get_origin(field.annotation) is list:
+        (item,) = typing.get_args(field.annotation)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None
+
+
 def _model_at(path: KeyPath) -> type[BaseModel]:
     model: type[BaseModel] = Settings
     for key in path:
@@ -277,7 +292,7 @@ def _code(value: Any) -> str:
 
 
 def _dotted(path: KeyPath) -> str:
-    return ".".join(path)
+    return ".".join(path).replace(f".{ITEM}", ITEM)
 
 
 def _module_summary(src: Path, root: str, package: str) -> str:

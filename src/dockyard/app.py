@@ -147,6 +147,7 @@ def create_app(services: Services) -> ASGIApp:
         audit=services.audit,
         pulls=services.pulls,
         pull_audit=services.pull_audit,
+        notifications=services.notifications,
     )
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None

@@ -16,6 +16,7 @@ import functools
 import logging
 import socket
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from dockyard.coordination.feeds_redis import RedisChangeFeed
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
+    from dockyard.webhooks.services import Outbox
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 _M_MMAP_THRESHOLD = -3
@@ -76,9 +78,12 @@ class Services:
     pulls: PullRecorder
     pull_audit: PullCounter | None  # None with audit.pulls: off
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
+    # Appends registry:2 notification events (None: no endpoint configured).
+    notifications: Outbox | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
+        self.notifications = build_outbox(self.settings, self.db, self.jobs)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -171,6 +176,17 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     )
 
 
+def build_outbox(settings: Settings, db: Database, jobs: JobQueue) -> Outbox | None:
+    """The notification outbox when an endpoint is enabled. registry:2's `source` of each event names
+    this node (host:port) and this process (a fresh instance id)."""
+    if not settings.notifications.active:
+        return None
+    from dockyard.webhooks.services import Outbox
+
+    source = {"addr": f"{socket.gethostname()}:{settings.http.bind_port}", "instanceID": str(uuid.uuid4())}
+    return Outbox(db, jobs, source)
+
+
 def build_quotas(db: Database, feed: ChangeFeed, audit: AuditRecorder | None = None) -> Quotas:
     """Project quotas: limits cached per process until a change anywhere bumps Topic.POLICIES (a
     deleted project's go with it); crossing a warning threshold is recorded in `audit`."""
@@ -243,6 +259,13 @@ def _gc_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     return gc_kind(services.db, services.driver, services.feed, gc_metrics)
 
 
+def _notify_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.webhooks.tasks import notify_kind
+
+    settings = services.settings
+    return notify_kind(services.db, services.jobs, settings.notifications, settings.upstream.allowed_networks)
+
+
 def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.retention.tasks import retention_kind
 
@@ -257,6 +280,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "selftest": _selftest_kind,
     "gc": _gc_kind,
     "retention": _retention_kind,
+    "notify": _notify_kind,
 }
 
 

@@ -72,10 +72,12 @@ _SECTION_NAMES = frozenset(
         "metrics",
         "headers",
         "fields",
+        "notifications",
+        "ignore",
     }
 )
 # REGISTRY_* variables set dockyard's keys in these sections; auth only registry:2's keys of it.
-REGISTRY_SECTIONS = frozenset({"http", "storage", "log"})
+REGISTRY_SECTIONS = frozenset({"http", "storage", "log", "notifications"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
 NOT_SETTINGS = frozenset(
     {"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD", "DOCKYARD_MOVE_TO_DATABASE"}
@@ -318,7 +320,29 @@ def _resolve(model: type[BaseModel], tokens: list[str]) -> tuple[KeyPath, Any] |
     return None
 
 
+def _list_under(model: type[BaseModel], tokens: list[str]) -> KeyPath | None:
+    """The key path of a list field `tokens` reaches into (REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL), if any."""
+    for end in range(1, len(tokens)):
+        name = "_".join(tokens[:end]).lower()
+        field_info = model.model_fields.get(name)
+        if field_info is None:
+            continue
+        if typing.get_origin(field_info.annotation) is list:
+            return (name,)
+        sub_model = _sub_model(field_info.annotation)
+        found = _list_under(sub_model, tokens[end:]) if sub_model is not None else None
+        if found is not None:
+            return (name, *found)
+    return None
+
+
 def _unresolved_warning(name: str, tokens: list[str], prefix: str) -> str:
+    listed = _list_under(Settings, tokens)
+    if listed is not None:  # the user meant to set something: say how, rather than ignore it
+        whole = prefix + "_".join(listed).upper()
+        raise ConfigError(
+            f"{name}: {'.'.join(listed)} is a list, set whole as YAML: {whole}='[{{...}}, {{...}}]'"
+        )
     if len(tokens) >= 2 and tokens[0] == "STORAGE" and tokens[1].lower() in UNSUPPORTED_DRIVERS:
         raise _unsupported_driver(name, tokens[1].lower())
     kind = "registry:2 setting" if prefix == "REGISTRY_" else "setting"

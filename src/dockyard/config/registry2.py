@@ -10,7 +10,7 @@ one of these:
   ignoring them cannot open access, lose data or events, or change what a client gets. Accepted with
   a warning.
 - REFUSED: everything else registry:2 has. Running without it would change what the registry does
-  (authentication, notifications, a pull-through cache, TLS policy, ...), so start-up stops with a
+  (authentication, a pull-through cache, TLS policy, ...), so start-up stops with a
   message naming the key, or the variable that set it.
 
 A `REGISTRY_*` variable is read as registry:2 reads it: `REGISTRY_AUTH=htpasswd` selects that auth
@@ -36,7 +36,7 @@ SECTIONS = frozenset(
 )  # fmt: skip
 # Sections dockyard does not model at all: a variable under them always means something to registry:2.
 FOREIGN_SECTIONS = frozenset(
-    {"middleware", "reporting", "notifications", "health", "proxy", "compatibility", "validation",
+    {"middleware", "reporting", "health", "proxy", "compatibility", "validation",
      "policy", "catalog"}
 )  # fmt: skip
 # The auth keys registry:2 has that dockyard applies (REGISTRY_AUTH_* may set these, not dockyard's own).
@@ -60,6 +60,7 @@ APPLIED: tuple[KeyPath, ...] = (
     ("storage", "maintenance", "readonly", "enabled"), ("storage", "cache", "blobdescriptor"),
     ("auth", "htpasswd"), ("auth", "token", "realm"), ("auth", "token", "service"),
     ("auth", "token", "issuer"), ("auth", "token", "rootcertbundle"),
+    ("notifications", "endpoints"),
 )  # fmt: skip
 
 _NO_TLS_SETTINGS = "dockyard's server has TLS 1.2+ with its own cipher suites; terminate TLS in front of it"
@@ -78,6 +79,7 @@ HONOURED: dict[KeyPath, tuple[tuple[Any, ...], str]] = {
     ("http", "relativeurls"): ((False,), "Location headers are absolute (http.host or the request's Host)"),
     ("http", "tls", "minimumtls"): (("tls1.0", "tls1.1", "tls1.2"), "dockyard's floor is TLS 1.2"),
     ("auth", "token", "autoredirect"): ((False,), "set auth.token.realm to the token issuer's URL"),
+    ("notifications", "events", "includereferences"): ((False,), "events list no references"),
 }
 TUNING: dict[KeyPath, str] = {
     ("storage", "cache", "blobdescriptorsize"): "dockyard sizes its own caches",
@@ -103,7 +105,6 @@ REFUSED: dict[KeyPath, str] = {
     ("http", "tls", "ciphersuites"): _NO_TLS_SETTINGS,
     ("middleware",): "registry:2 middleware (e.g. cloudfront, redirect) is not supported",
     ("reporting",): "error reporting services (bugsnag, newrelic) are not supported",
-    ("notifications",): "registry:2 notification endpoints are not supported yet",
     ("health", "file"): "custom health checks are not supported (GET /readyz checks storage and database)",
     ("health", "http"): "custom health checks are not supported (GET /readyz checks storage and database)",
     ("health", "tcp"): "custom health checks are not supported (GET /readyz checks storage and database)",
@@ -161,6 +162,9 @@ def check_keys(data: dict[str, Any], origins: Mapping[KeyPath, str], warnings: l
     for key_path, reason in TUNING.items():
         if _given(_pop(data, key_path)):
             warnings.append(f"{_where(key_path, origins)}: accepted, not applied ({reason})")
+    notifications = data.get("notifications")
+    if isinstance(notifications, dict) and notifications.get("events") in ({}, None):
+        notifications.pop("events", None)  # held only includereferences: false
     for section in FOREIGN_SECTIONS:
         if section in data and not _given(data[section]):
             del data[section]  # emptied above (`health` had only `storagedriver`), or empty as written

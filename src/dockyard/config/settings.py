@@ -21,6 +21,7 @@ from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
 from dockyard.config.limits_settings import LimitsSettings
+from dockyard.config.notifications_settings import NotificationsSettings
 from dockyard.config.storage_settings import StorageSettings
 
 
@@ -403,6 +404,7 @@ class Settings(Section):
     jobs: JobsSettings = JobsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     limits: LimitsSettings = LimitsSettings()
+    notifications: NotificationsSettings = NotificationsSettings()
 
     @field_validator("version", mode="before")
     @classmethod

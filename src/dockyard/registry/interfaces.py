@@ -21,6 +21,7 @@ class ManifestRecord:
 class PutManifestResult:
     digest: str
     subject: str | None
+    media_type: str = ""  # the manifest's, as parsed
 
 
 @dataclass(frozen=True, slots=True)

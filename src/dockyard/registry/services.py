@@ -184,7 +184,7 @@ class Registry:
                     update=["manifest_id", "updated_at"],
                 )
         self._feed.bump(Topic.MANIFESTS)
-        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None)
+        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, parsed.media_type)
 
     def delete_manifest(self, name: str, reference: str) -> None:
         self._check_deletable()

@@ -213,6 +213,64 @@ def test_a_storage_driver_parameter_dockyard_lacks_is_refused(registry2_file: An
     assert "storage.s3.keyid: unknown key" in refusal(path)
 
 
-def test_notification_endpoints_from_the_environment_are_refused(registry2_file: Any) -> None:
+def test_one_notification_endpoint_key_from_the_environment_is_refused(registry2_file: Any) -> None:
+    """registry:2 cannot set one item of a list from a variable either; ignoring it would lose events."""
     said = refusal(registry2_file(), {"REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL": "https://hooks.example/"})
-    assert said.startswith("notifications (from REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL): not supported")
+    assert said.startswith("REGISTRY_NOTIFICATIONS_ENDPOINTS_0_URL: notifications.endpoints is a list")
+    assert "REGISTRY_NOTIFICATIONS_ENDPOINTS='[" in said
+
+
+def test_notification_endpoints_from_a_registry2_file_and_variables(registry2_file: Any) -> None:
+    path = registry2_file(
+        {
+            "notifications": {
+                "events": {"includereferences": False},
+                "endpoints": [
+                    {
+                        "name": "alistener",
+                        "url": "https://mylistener.example.com/event",
+                        "headers": {"Authorization": ["Bearer t0ken"]},
+                        "timeout": "500ms",
+                        "threshold": 5,
+                        "backoff": "1s",
+                        "ignoredmediatypes": ["application/octet-stream"],
+                        "ignore": {"mediatypes": ["application/x-foo"], "actions": ["pull"]},
+                    }
+                ],
+            }
+        }
+    )
+    endpoint = load_config(path, {}).settings.notifications.endpoints[0]
+    assert (endpoint.name, endpoint.timeout.seconds, endpoint.threshold, endpoint.backoff.seconds) == (
+        "alistener", 0.5, 5, 1.0
+    )  # fmt: skip
+    assert endpoint.headers == {"Authorization": ["Bearer t0ken"]}
+    assert endpoint.ignores("push", "application/octet-stream")
+    assert endpoint.ignores("push", "application/x-foo")
+    assert endpoint.ignores("pull", "application/vnd.oci.image.manifest.v1+json")
+    assert not endpoint.ignores("push", "application/vnd.oci.image.manifest.v1+json")
+    assert "Bearer" not in repr(endpoint)
+
+    environ = {
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS": "[{name: ci, url: 'https://ci.example/hook', disabled: true}]"
+    }
+    notifications = load_config(registry2_file(), environ).settings.notifications
+    assert [(e.name, e.disabled) for e in notifications.endpoints] == [("ci", True)]
+    assert notifications.active == []
+
+
+def test_notification_events_with_references_are_refused(registry2_file: Any) -> None:
+    environ = {"REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES": "true"}
+    said = refusal(registry2_file(), environ)
+    assert said.startswith("notifications.events.includereferences (from REGISTRY_NOTIFICATIONS_EVENTS_")
+
+
+def test_a_notification_endpoint_needs_an_http_url_and_a_unique_name(registry2_file: Any) -> None:
+    endpoint = {"name": "a", "url": "file:///etc/passwd"}
+    assert "expected an http:// or https:// URL" in refusal(
+        registry2_file({"notifications": {"endpoints": [endpoint]}})
+    )
+    twice = [{"name": "a", "url": "https://x/"}, {"name": "a", "url": "https://y/"}]
+    assert "endpoint names must be unique: a" in refusal(
+        registry2_file({"notifications": {"endpoints": twice}})
+    )

@@ -40,6 +40,9 @@ generate_docs = _load_generator()
 
 def _leaf_keys(model: type[BaseModel] = Settings, parent: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     for name, field in model.model_fields.items():
+        if typing.get_origin(field.annotation) is list:
+            yield (*parent, name)  # a list (of sections too) is set whole; its items have no variables
+            continue
         members = typing.get_args(field.annotation) or (field.annotation,)
         section = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
         if section is None:

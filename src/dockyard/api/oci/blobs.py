@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from dockyard.api.numbers import parse_decimal
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER, render_error
+from dockyard.api.oci.notifying import blob_deleted
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import RangeInvalid
@@ -113,4 +114,5 @@ async def delete_blob(ctx: OCIContext, request: Request, name: str, digest: str)
     validate_name(name)
     parse_digest(digest)
     await ctx.call(ctx.registry.delete_blob, name, digest)
+    await blob_deleted(ctx, request, name, digest)
     return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Docker-Content-Digest": digest})

@@ -18,6 +18,7 @@ from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
+from dockyard.webhooks.interfaces import EventRecorder
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ class OCIContext:
     audit: AuditRecorder | None = None
     pulls: PullRecorder | None = None  # notes manifest GETs for the artifacts' pull time
     pull_audit: PullCounter | None = None  # counts them for the audit log (None: audit.pulls: off)
+    notifications: EventRecorder | None = None  # registry:2 notification events (None: no endpoint)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
+from dockyard.api.oci.notifying import manifest_deleted, manifest_pushed
 from dockyard.api.oci.responses import PreparedResponse, encode_headers
 from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
@@ -82,6 +83,7 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     result = await ctx.call(
         ctx.registry.put_manifest, name, reference, body, request.headers.get("content-type")
     )
+    await manifest_pushed(ctx, request, name, reference, result.digest, result.media_type, len(body))
     headers = {
         **API_VERSION_HEADER,
         "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),
@@ -95,6 +97,7 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
 
 async def delete_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     await ctx.call(ctx.registry.delete_manifest, name, reference)
+    await manifest_deleted(ctx, request, name, reference)
     return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, MOUNT_SOURCES_KEY, PRINCIPAL_KEY
+from dockyard.api.oci.notifying import blob_pushed
 from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
@@ -70,7 +71,9 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         # automatic mount (no source) takes the blob only from projects the gate says the caller may read.
         may_mount = not request.scope.get(MOUNT_REFUSED_KEY)
         projects = request.scope.get(MOUNT_SOURCES_KEY) if source is None else None
-        if may_mount and await ctx.call(ctx.registry.mount_blob, name, mount, source, projects) is not None:
+        size = await ctx.call(ctx.registry.mount_blob, name, mount, source, projects) if may_mount else None
+        if size is not None:
+            await blob_pushed(ctx, request, name, mount, size, mounted_from=source or "")
             return _created(ctx, name, mount)
     digest = params.get("digest")
     budget = None
@@ -90,6 +93,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         await ctx.call(ctx.blob_uploads.drop, state)
         raise
     await _commit(ctx, state, digest)
+    await blob_pushed(ctx, request, name, digest, state.size)
     return _created(ctx, name, digest)
 
 
@@ -119,6 +123,7 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
         budget = await _budget(ctx, request, name, state.size, digest)
         state = await _append(ctx, request, state, budget, committing=True)
     await _commit(ctx, state, digest)
+    await blob_pushed(ctx, request, name, digest, state.size)
     return _created(ctx, name, digest)
 
 

@@ -1,0 +1,96 @@
+"""registry:2 notification events of /v2 requests, built here (the request is known here) and appended
+to the outbox before the response leaves (`ctx.notifications`), so an answered push is never lost.
+
+Pushes and deletes of manifests and blobs, and cross-repository mounts, as registry:2 sends them. Pulls
+are not sent (see docs/notifications.md): each would be a database write on the hottest path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from dockyard.api.middleware import REQUEST_ID_KEY
+from dockyard.api.oci.context import OCIContext
+from dockyard.api.oci.gate import PRINCIPAL_KEY
+from dockyard.auth.interfaces import Principal
+from dockyard.content.digest import Digest
+from dockyard.content.reference import parse_reference
+from dockyard.webhooks.interfaces import LAYER_MEDIA_TYPE, Event, RequestInfo
+
+
+def _request_info(request: Request) -> RequestInfo:
+    scope = request.scope
+    client = scope.get("client")
+    headers = request.headers
+    return RequestInfo(
+        id=str(scope.get(REQUEST_ID_KEY) or ""),
+        addr=f"{client[0]}:{client[1]}" if client else "",
+        host=headers.get("host", ""),
+        method=scope["method"],
+        useragent=headers.get("user-agent", ""),
+    )
+
+
+def _actor(request: Request) -> str:
+    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
+    return principal.name if principal is not None and principal.name != "anonymous" else ""
+
+
+async def _record(ctx: OCIContext, request: Request, action: str, target: dict[str, Any]) -> None:
+    assert ctx.notifications is not None
+    event = Event(action, target, _request_info(request), _actor(request))
+    await ctx.call(ctx.notifications.record, [event])
+
+
+async def manifest_pushed(
+    ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
+) -> None:
+    if ctx.notifications is None:
+        return
+    target: dict[str, Any] = {
+        "mediaType": media_type,
+        "size": size,
+        "digest": digest,
+        "length": size,
+        "repository": name,
+        "url": ctx.url(f"/v2/{name}/manifests/{digest}"),
+    }
+    if not isinstance(parse_reference(reference), Digest):
+        target["tag"] = reference
+    await _record(ctx, request, "push", target)
+
+
+async def manifest_deleted(ctx: OCIContext, request: Request, name: str, reference: str) -> None:
+    if ctx.notifications is None:
+        return
+    ref = parse_reference(reference)
+    target: dict[str, Any] = {"repository": name}
+    # registry:2: a manifest delete names the digest; a tag delete (distribution v3) names the tag.
+    target["digest" if isinstance(ref, Digest) else "tag"] = reference
+    await _record(ctx, request, "delete", target)
+
+
+async def blob_pushed(
+    ctx: OCIContext, request: Request, name: str, digest: str, size: int, mounted_from: str | None = None
+) -> None:
+    if ctx.notifications is None:
+        return
+    target: dict[str, Any] = {
+        "mediaType": LAYER_MEDIA_TYPE,
+        "size": size,
+        "digest": digest,
+        "length": size,
+        "repository": name,
+        "url": ctx.url(f"/v2/{name}/blobs/{digest}"),
+    }
+    if mounted_from:  # "" for a mount without `from=`: the source is not named
+        target["fromRepository"] = mounted_from
+    await _record(ctx, request, "mount" if mounted_from is not None else "push", target)
+
+
+async def blob_deleted(ctx: OCIContext, request: Request, name: str, digest: str) -> None:
+    if ctx.notifications is None:
+        return
+    await _record(ctx, request, "delete", {"digest": digest, "repository": name})

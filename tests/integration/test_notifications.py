@@ -1,0 +1,179 @@
+"""registry:2 notifications from a real `dockyard serve` to real HTTP listeners on loopback
+(docs/notifications.md): the envelope listeners read, the configured headers, ignored media types and
+actions, a listener that fails and then recovers (nothing lost, nothing accepted twice), and one that
+hangs (the registry answers pushes at once; other listeners are not held up)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.ociclient import OCIClient
+from tests.support.receivers import Receiver, running_receiver
+from tests.support.server import RunningServer, start_server
+
+ADMIN = ("admin", "notifications-Passw0rd")
+EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+LAYER = "application/octet-stream"
+
+
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[dict[str, Receiver]]:
+    with (
+        running_receiver() as main,
+        running_receiver() as filtered,
+        running_receiver(fail_first=3) as flaky,
+        running_receiver(hang_seconds=3.0) as hung,
+    ):
+        yield {"main": main, "filtered": filtered, "flaky": flaky, "hung": hung}
+
+
+@pytest.fixture(scope="module")
+def server(
+    receivers: dict[str, Receiver], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    endpoints: list[dict[str, Any]] = [
+        {
+            "name": "main",
+            "url": receivers["main"].url,
+            "headers": {"Authorization": ["Bearer s3cret"], "X-Team": "platform"},
+        },
+        {
+            "name": "filtered",
+            "url": receivers["filtered"].url,
+            "ignoredmediatypes": [LAYER],
+            "ignore": {"actions": ["delete"]},
+        },
+        {"name": "flaky", "url": receivers["flaky"].url, "threshold": 2, "backoff": "2s"},
+        {"name": "hung", "url": receivers["hung"].url, "timeout": "1s", "threshold": 1, "backoff": "1s"},
+        {"name": "off", "url": receivers["main"].url + "?off", "disabled": True},
+    ]
+    running = start_server(
+        tmp_path_factory.mktemp("notifications"),
+        {
+            "version": "0.1",  # a registry:2 file, with its notifications section
+            "auth": {"enabled": True},
+            "storage": {"delete": {"enabled": True}},
+            "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+            "upstream": {"allowed_networks": ["127.0.0.0/8"]},  # the listeners are on loopback
+            "notifications": {"endpoints": endpoints},
+        },
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def oci(server: RunningServer) -> Iterator[OCIClient]:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+        yield OCIClient(http)
+
+
+def of_repo(events: list[dict[str, Any]], repo: str) -> list[dict[str, Any]]:
+    return [event for event in events if event["target"].get("repository") == repo]
+
+
+def test_a_push_sends_blob_and_manifest_events_in_registry2_envelope(
+    server: RunningServer, receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    pushed = oci.push_image(repo_name, "v1")
+    main = receivers["main"]
+    main.wait_for(lambda events: len(of_repo(events, repo_name)) == 3)
+
+    blobs, manifests = (
+        [
+            e
+            for e in of_repo(main.accepted_events(), repo_name)
+            if (e["target"]["mediaType"] == LAYER) == is_blob
+        ]
+        for is_blob in (True, False)
+    )
+    assert len(blobs) == 2 and len(manifests) == 1
+    manifest = manifests[0]
+    assert manifest["action"] == "push"
+    target = manifest["target"]
+    assert target["mediaType"] == OCI_MANIFEST
+    assert target["digest"] == pushed.digest
+    assert target["size"] == target["length"] == len(pushed.body)
+    assert target["repository"] == repo_name
+    assert target["tag"] == "v1"
+    assert target["url"].endswith(f"/v2/{repo_name}/manifests/{pushed.digest}")
+    assert manifest["actor"] == {"name": "admin"}
+    assert manifest["request"]["method"] == "PUT"
+    assert manifest["request"]["useragent"].startswith("python-httpx")
+    assert manifest["request"]["host"] == server.host
+    assert manifest["request"]["id"] and manifest["request"]["addr"].startswith("127.0.0.1:")
+    assert manifest["source"]["addr"].endswith(f":{server.host.rsplit(':', 1)[1]}")
+    assert manifest["source"]["instanceID"]
+    assert manifest["id"] and manifest["timestamp"].endswith("Z")
+    assert all(blob["action"] == "push" and blob["target"]["size"] > 0 for blob in blobs)
+
+    request = next(r for r in main.requests if any(e["id"] == manifest["id"] for e in r.body["events"]))
+    assert request.headers["content-type"] == [EVENTS_TYPE]
+    assert request.headers["authorization"] == ["Bearer s3cret"]
+    assert request.headers["x-team"] == ["platform"]
+
+
+def test_a_delete_sends_a_delete_event(
+    receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    pushed = oci.push_image(repo_name, "v1")
+    response = oci.http.delete(f"/v2/{repo_name}/manifests/{pushed.digest}")
+    assert response.status_code == 202
+    main = receivers["main"]
+    main.wait_for(lambda events: any(e["action"] == "delete" for e in of_repo(events, repo_name)))
+    deleted = [e for e in of_repo(main.accepted_events(), repo_name) if e["action"] == "delete"]
+    assert deleted[0]["target"] == {"digest": pushed.digest, "repository": repo_name}
+    assert deleted[0]["request"]["method"] == "DELETE"
+
+
+def test_ignored_media_types_and_actions_are_not_sent(
+    receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    pushed = oci.push_image(repo_name, "v1")
+    assert oci.http.delete(f"/v2/{repo_name}/manifests/{pushed.digest}").status_code == 202
+    main, filtered = receivers["main"], receivers["filtered"]
+    main.wait_for(lambda events: len(of_repo(events, repo_name)) == 4)  # 2 blobs, manifest, delete
+    filtered.wait_for(lambda events: len(of_repo(events, repo_name)) >= 1)
+    time.sleep(1.0)  # anything else it would get has been sent by now (main got it all)
+    got = of_repo(filtered.accepted_events(), repo_name)
+    assert [(e["action"], e["target"]["mediaType"]) for e in got] == [("push", OCI_MANIFEST)]
+
+
+def test_a_failing_listener_gets_every_event_once_it_recovers(
+    receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    digests = [oci.push_image(repo_name, f"v{n}", seed=str(n)).digest for n in range(3)]
+    main, flaky = receivers["main"], receivers["flaky"]
+    main.wait_for(lambda events: len(of_repo(events, repo_name)) == 9)
+    flaky.wait_for(lambda events: len(of_repo(events, repo_name)) >= 9, timeout=60)
+
+    assert sum(1 for r in flaky.requests if r.status == 500) == 3  # it did fail, and was retried
+    got = of_repo(flaky.accepted_events(), repo_name)
+    ids = [e["id"] for e in got]
+    assert len(ids) == len(set(ids)) == 9  # nothing lost, nothing accepted twice
+    assert sorted(e["id"] for e in of_repo(main.accepted_events(), repo_name)) == sorted(ids)
+    assert {e["target"]["digest"] for e in got if e["target"]["mediaType"] == OCI_MANIFEST} == set(digests)
+
+
+def test_a_hanging_listener_neither_slows_pushes_nor_holds_up_others(
+    server: RunningServer, receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    oci.push_blob(repo_name, b"config " + repo_name.encode())
+    started = time.monotonic()
+    oci.push_image(repo_name, "v1")
+    # The hung listener takes 3 s per request and the endpoint's timeout is 1 s: a push that waited on
+    # delivery would take at least a second per event.
+    assert time.monotonic() - started < 1.0
+    receivers["main"].wait_for(lambda events: len(of_repo(events, repo_name)) >= 4, timeout=10)
+    hung = receivers["hung"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not hung.requests:
+        time.sleep(0.2)
+    assert hung.requests, "the hung listener was never tried"
