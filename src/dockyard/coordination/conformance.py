@@ -14,6 +14,10 @@ Use them by subclassing in a test module and overriding one fixture::
         @pytest.fixture
         def stores(self): ...  # each call: another process's (or node's) view of shared buckets
 
+    class TestMySlots(SlotsConformance):
+        @pytest.fixture
+        def pools(self): ...  # each call: another process's (or node's) view of shared pools
+
 `InvalidatedCacheConformance` runs the per-process cache (`caches.GenerationCache`) on a feed's
 views, so it shows the cache's contract holds on that feed, across processes included. A feed that
 has one process only (`InProcessChangeFeed`) gives the same object for every view.
@@ -38,6 +42,7 @@ from dockyard.coordination.interfaces import (
     ChangeFeed,
     LockLost,
     LockManager,
+    Slots,
     TokenBuckets,
     Topic,
     generation_of,
@@ -47,6 +52,7 @@ from dockyard.coordination.interfaces import (
 Views = Callable[[], ChangeFeed]
 Managers = Callable[[], LockManager]
 Stores = Callable[[], TokenBuckets]
+Pools = Callable[[], Slots]
 DELIVERY_SECONDS = 5.0
 
 
@@ -364,3 +370,76 @@ class TokenBucketsConformance:
         for rate, burst in ((0, 1), (-1, 1), (1, 0)):
             with pytest.raises(ValueError, match="token bucket"):
                 buckets.take(self.key(), rate, burst)
+
+
+# --- Slots ----------------------------------------------------------------------------------------
+class SlotsConformance:
+    @pytest.fixture
+    def pools(self) -> Pools:
+        raise NotImplementedError("override `pools`: a factory of views of one set of pools")
+
+    @staticmethod
+    def name() -> str:
+        return f"test-{uuid.uuid4().hex}"  # pools of their own per test: one store may serve them all
+
+    def test_a_pool_holds_its_size_and_a_release_makes_room(self, pools: Pools) -> None:
+        slots, pool = pools(), self.name()
+        assert slots.claim([(pool, 2)], "u1", 60) is None
+        assert slots.claim([(pool, 2)], "u2", 60) is None
+        assert slots.claim([(pool, 2)], "u3", 60) == pool
+        slots.release([pool], "u1")
+        assert slots.claim([(pool, 2)], "u3", 60) is None
+
+    def test_a_holder_claiming_again_keeps_its_one_place(self, pools: Pools) -> None:
+        slots, pool = pools(), self.name()
+        assert slots.claim([(pool, 1)], "u1", 60) is None
+        assert slots.claim([(pool, 1)], "u1", 60) is None  # a PATCH of the same upload
+        assert slots.claim([(pool, 1)], "u2", 60) == pool
+
+    def test_a_place_expires_unless_claimed_again(self, pools: Pools) -> None:
+        slots, pool = pools(), self.name()
+        assert slots.claim([(pool, 1)], "abandoned", 0.3) is None
+        assert slots.claim([(pool, 1)], "next", 60) == pool
+        time.sleep(0.5)  # the client went away
+        assert slots.claim([(pool, 1)], "next", 60) is None
+        assert slots.claim([(pool, 1)], "abandoned", 60) == pool  # its place is gone: it must wait
+
+    def test_claim_takes_every_pool_or_none(self, pools: Pools) -> None:
+        slots, mine, total = pools(), self.name(), self.name()
+        assert slots.claim([(mine, 5), (total, 1)], "u1", 60) is None
+        assert slots.claim([(mine, 5), (total, 1)], "u2", 60) == total
+        slots.release([mine, total], "u1")
+        assert slots.claim([(mine, 1), (total, 1)], "u2", 60) is None  # u2 took no place in `mine` before
+
+    def test_release_of_what_is_not_held_does_nothing(self, pools: Pools) -> None:
+        slots, pool = pools(), self.name()
+        slots.release([pool], "nobody")
+        assert slots.claim([(pool, 1)], "u1", 60) is None
+        slots.release([pool], "someone-else")
+        assert slots.claim([(pool, 1)], "u2", 60) == pool
+
+    def test_every_view_shares_the_pools(self, pools: Pools) -> None:
+        first, second, pool = pools(), pools(), self.name()
+        assert first.claim([(pool, 1)], "u1", 60) is None
+        assert second.claim([(pool, 1)], "u2", 60) == pool
+        second.release([pool], "u1")  # the PUT landed on another worker
+        assert second.claim([(pool, 1)], "u2", 60) is None
+
+    def test_concurrent_claims_never_overfill_a_pool(self, pools: Pools) -> None:
+        views, pool = [pools() for _ in range(4)], self.name()
+        won: list[str] = []
+        lock = threading.Lock()
+
+        def claim(slots: Slots, worker: int) -> None:
+            for n in range(10):
+                holder = f"w{worker}-{n}"
+                if slots.claim([(pool, 7)], holder, 60) is None:
+                    with lock:
+                        won.append(holder)
+
+        threads = [threading.Thread(target=claim, args=(view, i)) for i, view in enumerate(views)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 7

@@ -9,6 +9,7 @@ suite both pass (`coordination/conformance.py`):
 - `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has.
 - `LockManager`: `locks.FileLocks` (files in the datadir); `locks_redis.RedisLocks` (every node).
 - `TokenBuckets`: `buckets.InProcessBuckets` (one process); `buckets_redis.RedisBuckets` (every node).
+- `Slots`: `slots.FileSlots` (files in the datadir); `slots_redis.RedisSlots` (every node).
 - `RedisConnect`: `redis_client.connect`, the only place a Redis client is made.
 
 Domain packages depend on these Protocols only; the composition root (`dockyard.services`,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -187,6 +188,26 @@ class TokenBuckets(Protocol):
 def check_bucket(rate: float, burst: int) -> None:
     if rate <= 0 or burst < 1:
         raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got rate={rate}, burst={burst}")
+
+
+Pool = tuple[str, int]  # a pool of places: its name and how many it holds
+
+
+class Slots(Protocol):
+    """Places with an expiry in named pools of limited size (the concurrent uploads of /v2).
+
+    - `claim(pools, holder, ttl)`: take a place for `holder` in each of `pools`, or in none of them.
+      None when held; else the name of the first pool that is full. A holder already in a pool keeps
+      its place there (its expiry starts again).
+    - A place expires `ttl` seconds after its last claim: a holder that went away gives it back.
+    - `release(names, holder)`: gives the holder's places back; nothing happens where it has none.
+    - Atomic across its processes: a pool never holds more unexpired places than its size.
+    - Raises when its store is unreachable: the caller decides (the /v2 edge lets the upload go on).
+    """
+
+    def claim(self, pools: Sequence[Pool], holder: str, ttl: float) -> str | None: ...
+
+    def release(self, names: Sequence[str], holder: str) -> None: ...
 
 
 # --- Redis ----------------------------------------------------------------------------------------
