@@ -46,9 +46,10 @@ from dockyard.api.middleware import ObservabilityMiddleware
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
-from dockyard.api.oci.limits import RequestLimits
+from dockyard.api.oci.limits import ClientKeys, RequestLimits
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.api.oci.upload_limits import UploadLimits
 from dockyard.api.token import TokenEndpoint
 from dockyard.auth.external import ExternalTokenVerifier
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
@@ -72,8 +73,9 @@ from dockyard.bootstrap import (
 from dockyard.config.loader import handed_down, load_settings
 from dockyard.config.settings import Settings
 from dockyard.coordination.buckets import InProcessBuckets
-from dockyard.coordination.interfaces import LockManager, TokenBuckets, Topic, generation_of
+from dockyard.coordination.interfaces import LockManager, Slots, TokenBuckets, Topic, generation_of
 from dockyard.coordination.locks import FileLocks
+from dockyard.coordination.slots import FileSlots
 from dockyard.datadir import private_umask
 from dockyard.errors import ConfigError, DockyardError
 from dockyard.jobs.metrics import QueueDepthCollector
@@ -134,6 +136,7 @@ def create_app(services: Services) -> ASGIApp:
     instrument_database(metrics, services.db.engine)
     metrics.watch_caches(services.registry.caches())
     auth = build_auth(services)
+    request_limits, upload_limits = _limits(settings, metrics)
     ctx = OCIContext(
         services.registry,
         services.blob_uploads,
@@ -148,6 +151,7 @@ def create_app(services: Services) -> ASGIApp:
         pulls=services.pulls,
         pull_audit=services.pull_audit,
         notifications=services.notifications,
+        upload_limits=upload_limits,
     )
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
@@ -197,7 +201,7 @@ def create_app(services: Services) -> ASGIApp:
     )
     app.state.services = services
     allowlist = AllowlistMiddleware(
-        OCIRouter(ctx, fallback=app, gate=auth.gate, limits=_request_limits(settings, metrics)),
+        OCIRouter(ctx, fallback=app, gate=auth.gate, limits=request_limits),
         settings.auth.allow_ips,
         settings.auth.management_allow_ips,
         audit=services.audit,
@@ -389,26 +393,48 @@ def _management_app(management: ManagementServices) -> ASGIApp:
     return create_management_app(management)
 
 
-def _request_limits(settings: Settings, metrics: Metrics) -> RequestLimits | None:
-    """None unless `limits.user` or `limits.address` is set: then no cost on /v2 but one check."""
+def _limits(settings: Settings, metrics: Metrics) -> tuple[RequestLimits | None, UploadLimits | None]:
+    """None for each of `limits:` that is off (the default): then /v2 pays one check for it. Through
+    Redis when configured (one budget for every worker and node); else request buckets per process and
+    upload places per node (files in the datadir)."""
     limits = settings.limits
-    if not limits.requests_limited:
-        return None
-    buckets: TokenBuckets = InProcessBuckets()
-    if settings.redis.url:  # one budget for every worker and node
-        from dockyard.coordination.buckets_redis import RedisBuckets
+    clients = ClientKeys(limits.exempt)
+    requests = uploads = None
+    client = None
+    if settings.redis.url and (limits.requests_limited or limits.uploads_limited):
         from dockyard.coordination.redis_client import connect
 
-        buckets = RedisBuckets(connect(settings.redis.url))
-    user, address = limits.user, limits.address
-    return RequestLimits(
-        buckets,
-        user=(user.rate, user.bucket_size) if user.enabled else None,
-        address=(address.rate, address.bucket_size) if address.enabled else None,
-        exempt=limits.exempt,
-        metrics=metrics,
-        remote=settings.redis.url is not None,
-    )
+        client = connect(settings.redis.url)
+    if limits.requests_limited:
+        buckets: TokenBuckets = InProcessBuckets()
+        if client is not None:
+            from dockyard.coordination.buckets_redis import RedisBuckets
+
+            buckets = RedisBuckets(client)
+        user, address = limits.user, limits.address
+        requests = RequestLimits(
+            buckets,
+            user=(user.rate, user.bucket_size) if user.enabled else None,
+            address=(address.rate, address.bucket_size) if address.enabled else None,
+            clients=clients,
+            metrics=metrics,
+            remote=client is not None,
+        )
+    if limits.uploads_limited:
+        slots: Slots = FileSlots(settings.datadir / "run" / "upload-slots")
+        if client is not None:
+            from dockyard.coordination.slots_redis import RedisSlots
+
+            slots = RedisSlots(client)
+        uploads = UploadLimits(
+            slots,
+            per_client=limits.uploads_per_client,
+            total=limits.uploads_total,
+            timeout=limits.upload_timeout.seconds,
+            clients=clients,
+            metrics=metrics,
+        )
+    return requests, uploads
 
 
 def _login_limiter(settings: Settings) -> LoginLimiter:

@@ -6,7 +6,8 @@ import math
 
 from pydantic import Field
 
-from dockyard.config.base import Networks, Section, doc
+from dockyard.config.base import Networks, PositiveDuration, Section, doc
+from dockyard.config.durations import Duration
 
 
 class RequestRate(Section):
@@ -57,7 +58,32 @@ class LimitsSettings(Section):
         "peer): `[10.0.0.0/8]`. A variable takes a comma-separated list.",
         json_schema_extra=doc("list of CIDRs"),
     )
+    uploads_per_client: int = Field(
+        default=0,
+        ge=0,
+        description="Blob uploads one user, robot or (without credentials) address may have open at once, "
+        "from `POST .../blobs/uploads/` until the upload's `PUT`, its `DELETE`, or `upload_timeout`. "
+        "One more is refused with `429`; the client may retry (a `PATCH` of an upload whose place "
+        "expired takes one again). Single-request uploads (`POST ...?digest=`) hold no place. "
+        "`0`: no limit.",
+    )
+    uploads_total: int = Field(
+        default=0,
+        ge=0,
+        description="Blob uploads open at once on the whole registry. `0`: no limit.",
+    )
+    upload_timeout: PositiveDuration = Field(
+        default=Duration("15m"),
+        description="An upload that receives nothing for this long gives back its place in "
+        "`uploads_per_client` and `uploads_total` (a client that went away does not hold it for good); "
+        "its session stays valid until purged (`storage.maintenance.uploadpurging`).",
+        json_schema_extra=doc("duration"),
+    )
 
     @property
     def requests_limited(self) -> bool:
         return self.user.enabled or self.address.enabled
+
+    @property
+    def uploads_limited(self) -> bool:
+        return self.uploads_per_client > 0 or self.uploads_total > 0

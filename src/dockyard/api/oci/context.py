@@ -10,6 +10,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from dockyard.api.oci.streaming import BlobIO
+from dockyard.api.oci.upload_limits import UploadLimits
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.auth.interfaces import Principal
@@ -38,6 +39,7 @@ class OCIContext:
     pulls: PullRecorder | None = None  # notes manifest GETs for the artifacts' pull time
     pull_audit: PullCounter | None = None  # counts them for the audit log (None: audit.pulls: off)
     notifications: EventRecorder | None = None  # registry:2 notification events (None: no endpoint)
+    upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

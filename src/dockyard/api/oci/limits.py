@@ -29,6 +29,37 @@ Rate = tuple[float, int]  # requests a second, burst
 _ADDRESS_MEMORY = 4096  # client addresses whose key (or exemption) is remembered
 
 
+class ClientKeys:
+    """Who a request is counted as: `user:<name>` / `robot:<name>` with valid credentials, else
+    `addr:<address>` (`address_bucket`); None for a client in `limits.exempt`."""
+
+    def __init__(self, exempt: Sequence[str] = ()) -> None:
+        self.exempt = parse_networks(exempt, "limits.exempt")
+        self._address_keys: dict[str | None, str | None] = {}
+
+    def of(self, scope: Scope, principal: Principal | None) -> tuple[str, bool] | None:
+        """(key, whether it is a user or robot), or None when exempt."""
+        address_key = self._address_key(scope)
+        if address_key is None:
+            return None
+        if principal is not None and not principal.is_anonymous:
+            return f"{principal.kind.value}:{principal.name}", True
+        return address_key, False
+
+    def _address_key(self, scope: Scope) -> str | None:
+        client = scope.get("client")
+        host = str(client[0]) if client else None
+        try:
+            return self._address_keys[host]
+        except KeyError:
+            pass
+        key = address_bucket(host, self.exempt)
+        if len(self._address_keys) >= _ADDRESS_MEMORY:
+            self._address_keys.clear()
+        self._address_keys[host] = key
+        return key
+
+
 class RequestLimits:
     def __init__(
         self,
@@ -36,27 +67,24 @@ class RequestLimits:
         *,
         user: Rate | None,
         address: Rate | None,
-        exempt: Sequence[str] = (),
+        clients: ClientKeys | None = None,
         metrics: Metrics | None = None,
         remote: bool = False,  # the buckets live in Redis: take() waits on the network
     ) -> None:
         self.buckets = buckets
         self.user = user
         self.address = address
-        self.exempt = parse_networks(exempt, "limits.exempt")
+        self.clients = clients or ClientKeys()
         self.metrics = metrics
         self.remote = remote
-        self._address_keys: dict[str | None, str | None] = {}
 
     async def admit(self, scope: Scope, principal: Principal | None) -> None:
         """Take one request from the caller's bucket; TooManyRequests when it is empty."""
-        address_key = self._address_key(scope)
-        if address_key is None:  # exempt
+        client = self.clients.of(scope, principal)
+        if client is None:  # exempt
             return
-        if principal is not None and not principal.is_anonymous:
-            rate, key, limit = self.user, f"{principal.kind.value}:{principal.name}", "user"
-        else:
-            rate, key, limit = self.address, address_key, "address"
+        key, authenticated = client
+        rate, limit = (self.user, "user") if authenticated else (self.address, "address")
         if rate is None:
             return
         if self.remote:
@@ -71,20 +99,6 @@ class RequestLimits:
                 f"(bursts of {rate[1]}); retry after the time in Retry-After",
                 retry_after=wait,
             )
-
-    def _address_key(self, scope: Scope) -> str | None:
-        """The bucket of the request's client address, None when it is exempt."""
-        client = scope.get("client")
-        host = str(client[0]) if client else None
-        try:
-            return self._address_keys[host]
-        except KeyError:
-            pass
-        key = address_bucket(host, self.exempt)
-        if len(self._address_keys) >= _ADDRESS_MEMORY:
-            self._address_keys.clear()
-        self._address_keys[host] = key
-        return key
 
 
 def address_bucket(

@@ -17,7 +17,14 @@ from dockyard.api.oci.streaming import declared_length, receive_into
 from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
-from dockyard.errors import BlobUploadInvalid, ChunkOutOfOrder, DigestInvalid, DockyardError, SizeInvalid
+from dockyard.errors import (
+    BlobUploadInvalid,
+    ChunkOutOfOrder,
+    DigestInvalid,
+    DockyardError,
+    SizeInvalid,
+    TooManyRequests,
+)
 from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.registry.upload_budget import UploadBudget
 from dockyard.storage.uploads import AppendSession, UploadState
@@ -83,6 +90,12 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
     state = await ctx.call(ctx.blob_uploads.start, name, _owner(request))
     ctx.metrics.uploads_started.inc()
     if digest is None or budget is None:
+        if ctx.upload_limits is not None:
+            try:
+                await ctx.upload_limits.claim(request.scope, state.id)
+            except TooManyRequests:
+                await ctx.call(ctx.blob_uploads.drop, state)  # the client never learns its id
+                raise
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
     # Monolithic upload: the whole blob is the POST body.
     try:
@@ -105,9 +118,13 @@ async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id:
 async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
     state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
     _check_content_range(request, state)
+    if ctx.upload_limits is not None:  # before the body: a refused upload stays as it was
+        await ctx.upload_limits.claim(request.scope, state.id)
     # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
     budget = await _budget(ctx, request, name, state.size)
     state = await _append(ctx, request, state, budget)
+    if ctx.upload_limits is not None:  # a chunk may take longer than the place's expiry
+        await ctx.upload_limits.refresh(request.scope, state.id)
     return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
 
 
@@ -117,6 +134,17 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     parse_digest(digest)
     state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
+    if ctx.upload_limits is None:
+        return await _finish_upload(ctx, request, name, state, digest)
+    try:
+        return await _finish_upload(ctx, request, name, state, digest)
+    finally:  # done or failed, the owner's place is given back (going on with PATCHes claims one again)
+        await ctx.upload_limits.release(request.scope, state.id)
+
+
+async def _finish_upload(
+    ctx: OCIContext, request: Request, name: str, state: UploadState, digest: str
+) -> Response:
     if request.headers.get("content-range") is not None:
         _check_content_range(request, state)
     if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
@@ -129,6 +157,8 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
 
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
     await ctx.call(ctx.blob_uploads.cancel, name, upload_id, _owner(request))
+    if ctx.upload_limits is not None:  # only its owner's cancel gets here
+        await ctx.upload_limits.release(request.scope, upload_id)
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
