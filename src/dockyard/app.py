@@ -105,6 +105,7 @@ from dockyard.services import (
     redis_feed,
     tune_malloc,
 )
+from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
     from dockyard.accounts.ldap import LDAPDirectory
@@ -377,6 +378,7 @@ def _dockyard_auth(services: Services) -> Auth:
         jobs=services.jobs,
         logins=logins,
         endpoints=build_endpoints(settings, db),
+        notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=services.audit).routes(),

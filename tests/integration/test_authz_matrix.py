@@ -180,6 +180,8 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/immutable-rules/{{rule_id}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     # Background jobs: system administrators only.
     ("/jobs", "GET"): Rule(SYSTEM_ADMIN),
+    ("/notifications", "GET"): Rule(SYSTEM_ADMIN),
+    ("/notifications/{name}/deliveries", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs", "POST"): Rule(SYSTEM_ADMIN, 201),
     ("/jobs/kinds", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs/schedules", "GET"): Rule(SYSTEM_ADMIN),
@@ -299,6 +301,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     config = {
         "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
         "jobs": {"run_in_serve": True},  # the retention recipes wait for their job to start
+        # An endpoint for the delivery log's routes; it never resolves, and backs off for an hour.
+        "notifications": {
+            "endpoints": [
+                {"name": "mx-hook", "url": "https://hook.invalid/", "threshold": 1, "backoff": "1h"}
+            ]
+        },
     }
     # The refused credentials (disabled user, expired robot) would otherwise lock out 127.0.0.1.
     server = start_server(
@@ -868,6 +876,8 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/login", "POST", ""): login_call,
     ("/logout", "POST", ""): logout_call,
     ("/users", "GET", ""): plain(),
+    ("/notifications", "GET", ""): plain(),
+    ("/notifications/{name}/deliveries", "GET", ""): plain(name="mx-hook"),
     ("/users", "POST", ""): create_user,
     ("/users/{username}", "GET", ""): plain(username=VICTIM),
     ("/users/{username}", "PATCH", ""): change_user,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.test_cli import Cli
 from tests.support.ociclient import OCIClient
 from tests.support.receivers import Receiver, running_receiver
 from tests.support.server import RunningServer, start_server
@@ -73,6 +74,18 @@ def server(
 def oci(server: RunningServer) -> Iterator[OCIClient]:
     with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
         yield OCIClient(http)
+
+
+@pytest.fixture
+def api(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as http:
+        yield http
+
+
+def deliveries(api: httpx.Client, endpoint: str) -> list[dict[str, Any]]:
+    response = api.get(f"/notifications/{endpoint}/deliveries", params={"limit": 1000})
+    assert response.status_code == 200, response.text
+    return list(response.json())
 
 
 def of_repo(events: list[dict[str, Any]], repo: str) -> list[dict[str, Any]]:
@@ -147,7 +160,7 @@ def test_ignored_media_types_and_actions_are_not_sent(
 
 
 def test_a_failing_listener_gets_every_event_once_it_recovers(
-    receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+    receivers: dict[str, Receiver], oci: OCIClient, api: httpx.Client, repo_name: str
 ) -> None:
     digests = [oci.push_image(repo_name, f"v{n}", seed=str(n)).digest for n in range(3)]
     main, flaky = receivers["main"], receivers["flaky"]
@@ -161,9 +174,17 @@ def test_a_failing_listener_gets_every_event_once_it_recovers(
     assert sorted(e["id"] for e in of_repo(main.accepted_events(), repo_name)) == sorted(ids)
     assert {e["target"]["digest"] for e in got if e["target"]["mediaType"] == OCI_MANIFEST} == set(digests)
 
+    # The delivery log, oldest first: the three 500s, then deliveries that went through.
+    log = list(reversed(deliveries(api, "flaky")))
+    assert [d["status_code"] for d in log[:3]] == [500, 500, 500]
+    assert all(not d["ok"] and "answered 500" in d["error"] for d in log[:3])
+    assert log[-1]["ok"] and log[-1]["error"] is None
+    flaky = next(e for e in api.get("/notifications").json() if e["name"] == "flaky")
+    assert flaky["failures"] == 0 and flaky["last"]["status_code"] == 200
+
 
 def test_a_hanging_listener_neither_slows_pushes_nor_holds_up_others(
-    server: RunningServer, receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+    receivers: dict[str, Receiver], oci: OCIClient, api: httpx.Client, repo_name: str
 ) -> None:
     oci.push_blob(repo_name, b"config " + repo_name.encode())
     started = time.monotonic()
@@ -177,3 +198,61 @@ def test_a_hanging_listener_neither_slows_pushes_nor_holds_up_others(
     while time.monotonic() < deadline and not hung.requests:
         time.sleep(0.2)
     assert hung.requests, "the hung listener was never tried"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not deliveries(api, "hung"):
+        time.sleep(0.2)
+    attempt = deliveries(api, "hung")[-1]
+    assert attempt["status_code"] is None and "no answer within" in attempt["error"]
+    assert attempt["duration_ms"] < 2500  # its timeout is 1 s; the listener takes 3 s
+
+
+def test_endpoints_and_the_delivery_log_for_administrators_only(
+    server: RunningServer, api: httpx.Client, tmp_path: Any
+) -> None:
+    listed = {e["name"]: e for e in api.get("/notifications").json()}
+    assert set(listed) == {"main", "filtered", "flaky", "hung", "off"}
+    assert listed["off"]["disabled"] and not listed["main"]["disabled"]
+    assert listed["off"]["url"].endswith("/events")  # the query is not shown
+    assert api.get("/notifications/nosuch/deliveries").status_code == 404
+
+    user = ("hook-reader", "hook-reader-Passw0rd")
+    assert api.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
+    as_user = httpx.get(f"{server.url}/api/v1/notifications", auth=user)
+    assert as_user.status_code == 403
+    assert httpx.get(f"{server.url}/api/v1/notifications/main/deliveries", auth=user).status_code == 403
+    assert httpx.get(f"{server.url}/api/v1/notifications").status_code == 401
+
+    cli = Cli(tmp_path / "home")
+    cli.home.mkdir()
+    cli.login(server.url, *ADMIN)
+    table = cli.ok("notifications", "list")
+    assert "main" in table and "disabled" in table
+    assert [e["name"] for e in cli.json("notifications", "list")] == list(listed)
+    assert "no notification endpoint named" in cli.fails("notifications", "log", "nosuch")
+
+
+def test_a_listener_on_a_private_address_is_refused_without_allowed_networks(
+    make_server: Any,
+) -> None:
+    """The SSRF guard: an endpoint URL naming loopback (or a name resolving to it) is not fetched
+    unless upstream.allowed_networks allows it; the delivery log says why."""
+    with running_receiver() as receiver:
+        server = make_server(
+            {
+                "auth": {"enabled": True},
+                "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+                "notifications": {
+                    "endpoints": [{"name": "inside", "url": receiver.url.replace("127.0.0.1", "localhost")}]
+                },
+            },
+            env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+        )
+        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+            OCIClient(http).push_image("ssrf/app", "v1")
+            deadline = time.monotonic() + 20
+            log: list[dict[str, Any]] = []
+            while time.monotonic() < deadline and not log:
+                log = http.get("/api/v1/notifications/inside/deliveries").json()
+                time.sleep(0.2)
+        assert log and log[0]["status_code"] is None and "may not fetch from" in log[0]["error"]
+        assert receiver.requests == []

@@ -14,6 +14,7 @@ from dockyard.cli.commands_endpoints import endpoint_app
 from dockyard.cli.commands_jobs import job_app
 from dockyard.cli.commands_keys import keys_app
 from dockyard.cli.commands_members import member_app
+from dockyard.cli.commands_notifications import notifications_app
 from dockyard.cli.commands_policies import immutable_app  # also adds `project quota`
 from dockyard.cli.commands_projects import project_app
 from dockyard.cli.commands_repos import repo_app
@@ -46,6 +47,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(repo_app, name="repo")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app)  # audit

@@ -20,6 +20,7 @@ from dockyard.api.management.routers import (
     endpoints,
     immutable_rules,
     keys,
+    notifications,
     projects,
     quotas,
     repositories,
@@ -58,4 +59,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(job_routes.router)  # background jobs and their schedules
     app.include_router(retention_routes.router)  # tag retention policies and runs
     app.include_router(endpoints.router)  # registry endpoints (remote registries)
+    app.include_router(notifications.router)  # registry:2 notification endpoints, their delivery log
     return app

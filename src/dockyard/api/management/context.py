@@ -27,6 +27,7 @@ from dockyard.projects.services import MemberService, ProjectService
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
+from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
     from dockyard.endpoints.services import EndpointService
@@ -83,6 +84,8 @@ class ManagementServices:
     logins: RememberedLogins | None = None
     # Registry endpoints (routers/endpoints.py): the service, built on the first call.
     endpoints: Callable[[], EndpointService] | None = None
+    # registry:2 notification endpoints' delivery log (routers/notifications.py); None: none configured.
+    notifications: DeliveryLog | None = None
 
 
 def services_of(request: Request) -> ManagementServices:
