@@ -179,6 +179,13 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/immutable-rules/{{rule_id}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/immutable-rules/{{rule_id}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     # Background jobs: system administrators only.
+    # Registry endpoints (remote registries, their sealed credentials): system administrators only.
+    ("/endpoints", "GET"): Rule(SYSTEM_ADMIN),
+    ("/endpoints", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/endpoints/{name}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/endpoints/{name}", "PATCH"): Rule(SYSTEM_ADMIN),
+    ("/endpoints/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/endpoints/{name}/test", "POST"): Rule(SYSTEM_ADMIN),
     ("/jobs", "GET"): Rule(SYSTEM_ADMIN),
     ("/notifications", "GET"): Rule(SYSTEM_ADMIN),
     ("/notifications/{name}/deliveries", "GET"): Rule(SYSTEM_ADMIN),
@@ -301,6 +308,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     config = {
         "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
         "jobs": {"run_in_serve": True},  # the retention recipes wait for their job to start
+        # Registry endpoints on loopback: the health check's connection is refused at once (port 9).
+        "upstream": {"allowed_networks": ["127.0.0.0/8"]},
         # An endpoint for the delivery log's routes; it never resolves, and backs off for an hour.
         "notifications": {
             "endpoints": [
@@ -576,6 +585,40 @@ def create_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Ca
         ep.method, api(ep.path), json={"username": name, "password": PASSWORD},
         observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
     )
+
+
+UNREACHABLE = "http://127.0.0.1:9"  # loopback is allowed on the matrix server; nothing listens there
+
+
+def new_endpoint(w: World) -> str:
+    name = w.unique("mx-endpoint")
+    w.admin.api("POST", "/endpoints", json={"name": name, "url": UNREACHABLE})
+    return name
+
+
+def create_endpoint(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mx-endpoint")
+    path = f"/endpoints/{name}"
+    credentials = {"kind": "basic", "username": "u", "secret": "s"}
+    body = {"name": name, "url": UNREACHABLE, "credentials": credentials}
+    return Call(
+        ep.method, api(ep.path), json=body,
+        observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def endpoint_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """An endpoint of the call's own: read, changed, removed or checked."""
+    name = new_endpoint(w)
+    path = f"/endpoints/{name}"
+    call = Call(ep.method, api(fill(ep.path, name=name)))
+    call.cleanup = lambda: w.admin.api("DELETE", path, expect=(204, 404))
+    if ep.method == "PATCH":
+        call.json = {"url": "http://127.0.0.2:9"}
+        call.observe = lambda: w.admin.api("GET", path)["url"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, path)
+    return call
 
 
 def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
@@ -876,6 +919,12 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/login", "POST", ""): login_call,
     ("/logout", "POST", ""): logout_call,
     ("/users", "GET", ""): plain(),
+    ("/endpoints", "GET", ""): plain(),
+    ("/endpoints", "POST", ""): create_endpoint,
+    **{(path, m, ""): endpoint_call for path, m in [
+        ("/endpoints/{name}", "GET"), ("/endpoints/{name}", "PATCH"), ("/endpoints/{name}", "DELETE"),
+        ("/endpoints/{name}/test", "POST"),
+    ]},
     ("/notifications", "GET", ""): plain(),
     ("/notifications/{name}/deliveries", "GET", ""): plain(name="mx-hook"),
     ("/users", "POST", ""): create_user,

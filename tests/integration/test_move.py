@@ -176,6 +176,9 @@ def populate(server: RunningServer) -> Install:
     ci = {"name": "ci", "actions": ["pull", "push"]}
     robot = call(admin, "POST", "/projects/team/robots", 201, json=ci)
     call(admin, "PUT", "/jobs/schedules/gc", 200, json={"cron": "0 4 * * 0"})
+    upstream = {"kind": "basic", "username": "mirror", "secret": "upstream-password"}
+    endpoint = {"name": "upstream", "url": "https://registry.invalid", "credentials": upstream}
+    call(admin, "POST", "/endpoints", 201, json=endpoint)  # credentials sealed under signing-key-secret
     with api(server, ALICE) as alice:
         personal_token = call(alice, "POST", "/me/tokens", 201, json={"name": "laptop"})["secret"]
 
@@ -257,6 +260,7 @@ def settings_seen(admin: httpx.Client) -> dict[str, Any]:
         "robots": call(admin, "GET", "/projects/team/robots", 200),
         "users": sorted(user["username"] for user in call(admin, "GET", "/users", 200)),
         "schedule": call(admin, "GET", "/jobs/schedules/gc", 200)["cron"],
+        "endpoints": call(admin, "GET", "/endpoints", 200),
         "runs": len(call(admin, "GET", "/projects/team/retention/runs", 200)),
     }
 
