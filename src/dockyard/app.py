@@ -152,6 +152,7 @@ def create_app(services: Services) -> ASGIApp:
         pulls=services.pulls,
         pull_audit=services.pull_audit,
         notifications=services.notifications,
+        pull_notifications=services.pull_notifications,
         upload_limits=upload_limits,
     )
     feed = redis_feed(services.feed)

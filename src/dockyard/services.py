@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from dockyard.coordination.feeds_redis import RedisChangeFeed
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
+    from dockyard.webhooks.pulls import PullEvents
     from dockyard.webhooks.services import Outbox
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
@@ -80,16 +81,26 @@ class Services:
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
     # Appends registry:2 notification events (None: no endpoint configured).
     notifications: Outbox | None = field(init=False)
+    # Pull events, batched in memory (None: no endpoint, or every endpoint ignores pulls).
+    pull_notifications: PullEvents | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
         self.notifications = build_outbox(self.settings, self.db, self.jobs)
+        self.pull_notifications = None
+        endpoints = self.settings.notifications.active
+        if self.notifications is not None and not all("pull" in e.ignore.actions for e in endpoints):
+            from dockyard.webhooks.pulls import PullEvents
+
+            self.pull_notifications = PullEvents(self.notifications)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
         self.pulls.close()  # writes the pull times still noted
         if self.pull_audit is not None:
             self.pull_audit.close()  # adds the pull counts still in memory
+        if self.pull_notifications is not None:
+            self.pull_notifications.close()  # records the pull events still in memory
         feed = redis_feed(self.feed)
         if feed is not None:
             feed.close()

@@ -5,6 +5,7 @@ hangs (the registry answers pushes at once; other listeners are not held up)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,7 +49,7 @@ def server(
             "name": "filtered",
             "url": receivers["filtered"].url,
             "ignoredmediatypes": [LAYER],
-            "ignore": {"actions": ["delete"]},
+            "ignore": {"actions": ["delete", "pull"]},
         },
         {"name": "flaky", "url": receivers["flaky"].url, "threshold": 2, "backoff": "2s"},
         {"name": "hung", "url": receivers["hung"].url, "timeout": "1s", "threshold": 1, "backoff": "1s"},
@@ -144,6 +145,27 @@ def test_a_delete_sends_a_delete_event(
     deleted = [e for e in of_repo(main.accepted_events(), repo_name) if e["action"] == "delete"]
     assert deleted[0]["target"] == {"digest": pushed.digest, "repository": repo_name}
     assert deleted[0]["request"]["method"] == "DELETE"
+
+
+def test_pulls_send_pull_events_in_batches(
+    receivers: dict[str, Receiver], oci: OCIClient, repo_name: str
+) -> None:
+    pushed = oci.push_image(repo_name, "v1")
+    layer = json.loads(pushed.body)["layers"][0]
+    assert oci.get_manifest(repo_name, "v1").status_code == 200
+    assert oci.http.get(f"/v2/{repo_name}/blobs/{layer['digest']}").status_code == 200
+    assert oci.http.head(f"/v2/{repo_name}/manifests/v1").status_code == 200  # a HEAD is no pull
+    main, filtered = receivers["main"], receivers["filtered"]
+    main.wait_for(lambda events: len([e for e in of_repo(events, repo_name) if e["action"] == "pull"]) == 2)
+
+    pulls = [e for e in of_repo(main.accepted_events(), repo_name) if e["action"] == "pull"]
+    manifest = next(e for e in pulls if e["target"]["mediaType"] == OCI_MANIFEST)
+    assert manifest["target"]["digest"] == pushed.digest and manifest["target"]["tag"] == "v1"
+    assert manifest["request"]["method"] == "GET" and manifest["actor"] == {"name": "admin"}
+    blob = next(e for e in pulls if e["target"]["mediaType"] == LAYER)
+    assert (blob["target"]["digest"], blob["target"]["size"]) == (layer["digest"], layer["size"])
+    time.sleep(1.0)
+    assert not [e for e in of_repo(filtered.accepted_events(), repo_name) if e["action"] == "pull"]
 
 
 def test_ignored_media_types_and_actions_are_not_sent(

@@ -89,9 +89,9 @@ class NotificationEndpoint(Section):
 
 
 class NotificationsSettings(Section):
-    """Webhooks in registry:2's format: pushes, mounts and deletes of manifests and blobs are recorded
-    with the request and POSTed by the job runner to each endpoint, retried until it answers 2xx
-    ([notifications.md](notifications.md)). Pulls are not sent."""
+    """Webhooks in registry:2's format: pushes, pulls, mounts and deletes of manifests and blobs are
+    recorded with the request and POSTed by the job runner to each endpoint, retried until it answers
+    2xx ([notifications.md](notifications.md))."""
 
     endpoints: list[NotificationEndpoint] = Field(
         default_factory=list,

@@ -68,6 +68,11 @@ class EventRecorder(Protocol):
         """Append `events` to the outbox, durably, before the request answers; wakes the sender."""
 
 
+class PullNotes(Protocol):
+    def note(self, event: Event) -> None:
+        """Take a pull event for the outbox, later and in a batch; no I/O (webhooks/pulls.py)."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One request to an endpoint, as the delivery log keeps it."""

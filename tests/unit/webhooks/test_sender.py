@@ -170,4 +170,3 @@ def test_a_down_endpoint_holds_back_no_other(database: Database, jobs: JobQueue)
 def _due_now(database: Database) -> None:
     with database.write() as connection:
         connection.execute(update(NotificationCursorRow).values(retry_after=None))
-

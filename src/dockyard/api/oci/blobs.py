@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from dockyard.api.numbers import parse_decimal
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER, render_error
-from dockyard.api.oci.notifying import blob_deleted
+from dockyard.api.oci.notifying import blob_deleted, blob_pulled
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import RangeInvalid
@@ -73,6 +73,8 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
     except RangeInvalid as exc:  # with the size, for the client to ask again
         return render_error(exc, headers={"Content-Range": f"bytes */{size}"})
     location = ctx.blobs.locate(digest, size, redirect=ctx.redirect_blobs)
+    if ctx.pull_notifications is not None and byte_range is None:  # a resumed download is the same pull
+        blob_pulled(ctx, request, name, digest, size)
     if location.redirect_url:
         return RedirectResponse(location.redirect_url, status_code=307, headers=API_VERSION_HEADER)
     headers = blob_headers(digest, size)

@@ -19,7 +19,7 @@ from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
 from dockyard.storage.blobs import BlobStore
-from dockyard.webhooks.interfaces import EventRecorder
+from dockyard.webhooks.interfaces import EventRecorder, PullNotes
 
 T = TypeVar("T")
 
@@ -39,6 +39,7 @@ class OCIContext:
     pulls: PullRecorder | None = None  # notes manifest GETs for the artifacts' pull time
     pull_audit: PullCounter | None = None  # counts them for the audit log (None: audit.pulls: off)
     notifications: EventRecorder | None = None  # registry:2 notification events (None: no endpoint)
+    pull_notifications: PullNotes | None = None  # pull events, batched in memory (None: none sent)
     upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
 
     def url(self, path: str) -> str:

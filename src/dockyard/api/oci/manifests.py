@@ -8,7 +8,7 @@ from starlette.responses import Response
 from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
-from dockyard.api.oci.notifying import manifest_deleted, manifest_pushed
+from dockyard.api.oci.notifying import manifest_deleted, manifest_pulled, manifest_pushed
 from dockyard.api.oci.responses import PreparedResponse, encode_headers
 from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
@@ -70,6 +70,8 @@ async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: 
         ctx.pulls.note(name, record.digest)
     if ctx.pull_audit is not None:  # the same: counted per hour, by digest, whether pulled by tag or not
         count_pull(ctx.pull_audit, request.scope, name, record.digest)
+    if ctx.pull_notifications is not None:  # a list append; a background thread records it
+        manifest_pulled(ctx, request, name, reference, record.digest, record.media_type, record.size)
     return PreparedResponse(record.content, _raw_headers(record))
 
 

@@ -2,7 +2,8 @@
 to the outbox before the response leaves (`ctx.notifications`), so an answered push is never lost.
 
 Pushes and deletes of manifests and blobs, and cross-repository mounts, as registry:2 sends them. Pulls
-are not sent (see docs/notifications.md): each would be a database write on the hottest path.
+(manifest and blob GETs) go through an in-memory batch instead (`ctx.pull_notifications`,
+webhooks/pulls.py): a database write per pull would be the hottest path's only write.
 """
 
 from __future__ import annotations
@@ -94,3 +95,36 @@ async def blob_deleted(ctx: OCIContext, request: Request, name: str, digest: str
     if ctx.notifications is None:
         return
     await _record(ctx, request, "delete", {"digest": digest, "repository": name})
+
+
+def manifest_pulled(
+    ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
+) -> None:
+    """No I/O: the event joins the next batch."""
+    if ctx.pull_notifications is None:
+        return
+    target: dict[str, Any] = {
+        "mediaType": media_type,
+        "size": size,
+        "digest": digest,
+        "length": size,
+        "repository": name,
+        "url": ctx.url(f"/v2/{name}/manifests/{digest}"),
+    }
+    if ":" not in reference:  # a tag (tags have no colon; digests do): no parsing on the hot path
+        target["tag"] = reference
+    ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
+
+
+def blob_pulled(ctx: OCIContext, request: Request, name: str, digest: str, size: int) -> None:
+    if ctx.pull_notifications is None:
+        return
+    target: dict[str, Any] = {
+        "mediaType": LAYER_MEDIA_TYPE,
+        "size": size,
+        "digest": digest,
+        "length": size,
+        "repository": name,
+        "url": ctx.url(f"/v2/{name}/blobs/{digest}"),
+    }
+    ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
