@@ -138,10 +138,13 @@ class JobQueue:
             )
         return self.get(self.enqueue(original.kind, original.params, retry_of=job_id))
 
-    def purge_history(self, older_than: timedelta) -> int:
-        """Delete finished jobs (and their log lines) that finished more than `older_than` ago."""
+    def purge_history(self, older_than: timedelta, kind: str | None = None) -> int:
+        """Delete finished jobs (and their log lines) that finished more than `older_than` ago; of
+        `kind` only, when given."""
         cutoff = utcnow() - older_than
         old = and_(JobRow.status.in_(sorted(FINISHED)), JobRow.finished_at < cutoff)
+        if kind is not None:
+            old = and_(old, JobRow.kind == kind)
         with self.db.write() as connection:
             ids = select(JobRow.id).where(old).scalar_subquery()
             connection.execute(delete(JobLogRow).where(JobLogRow.job_id.in_(ids)))

@@ -33,6 +33,9 @@ from dockyard.webhooks.models import (
 log = logging.getLogger("dockyard.webhooks")
 KIND = "notify"
 RETRY_SOON = timedelta(seconds=1)  # below the threshold, the next attempt comes this soon
+# A busy registry runs a notify job every few seconds: their rows are kept this long, not for
+# jobs.history (the delivery log is the record of what was sent).
+JOB_HISTORY = timedelta(hours=1)
 _EVENTS = cast(Table, NotificationEventRow.__table__)
 _CURSORS = cast(Table, NotificationCursorRow.__table__)
 _DELIVERIES = cast(Table, NotificationDeliveryRow.__table__)
@@ -96,6 +99,7 @@ class Sender:
             if retry is not None:
                 next_try.append(retry)
         self._purge_delivered()
+        self.jobs.purge_history(JOB_HISTORY, kind=KIND)
         if next_try:
             with self.db.write() as connection:
                 wake_sender(self.jobs, connection, run_after=min(next_try))

@@ -4,12 +4,14 @@ the delivery log is trimmed, and delivered events are deleted."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from dockyard.config.notifications_settings import NotificationsSettings
+from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.jobs.models import JobRow
 from dockyard.jobs.queue import JobQueue
@@ -170,3 +172,21 @@ def test_a_down_endpoint_holds_back_no_other(database: Database, jobs: JobQueue)
 def _due_now(database: Database) -> None:
     with database.write() as connection:
         connection.execute(update(NotificationCursorRow).values(retry_after=None))
+
+
+def test_finished_notify_jobs_are_kept_an_hour_other_jobs_longer(database: Database) -> None:
+    jobs = JobQueue(database, known_kinds=[KIND, "gc"])
+    old = [jobs.enqueue(KIND), jobs.enqueue("gc")]
+    recent = jobs.enqueue(KIND)
+    with database.write() as connection:
+        finished = {"status": "succeeded"}
+        connection.execute(
+            update(JobRow)
+            .where(JobRow.id.in_(old))
+            .values(**finished, finished_at=utcnow() - timedelta(hours=2))
+        )
+        connection.execute(update(JobRow).where(JobRow.id == recent).values(**finished, finished_at=utcnow()))
+    Sender(database, jobs, settings(), Listener()).run()
+    with database.read() as connection:
+        left = {row.id for row in connection.execute(select(JobRow.id))}
+    assert old[0] not in left and {old[1], recent} <= left
