@@ -4,7 +4,7 @@ One Lua script per take: refill, take and store run inside Redis, atomically, so
 from one bucket at once never both spend its last token (no read-modify-write race). The script
 reads Redis' own clock (`TIME`), so the nodes' clocks need not agree. A bucket's key expires once
 it would be full again: idle clients cost Redis nothing. If Redis goes away, this process's own
-buckets (`InProcessBuckets`) limit until it is back.
+buckets (`InProcessBuckets`) limit until it is back (Redis is tried again every few seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ log = logging.getLogger("dockyard.coordination.buckets")
 
 KEY_PREFIX = "dockyard:bucket:"
 _WARN_EVERY_SECONDS = 60.0
+# After Redis failed, how long this process's own buckets answer before Redis is tried again: a Redis
+# that hangs would otherwise hold every request for the client's timeout.
+RETRY_REDIS_SECONDS = 5.0
 
 # KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns the wait in microseconds (0: taken).
 # Numbers go back to Redis as strings (a Lua number handed to Redis would lose its fraction).
@@ -62,12 +65,16 @@ class RedisBuckets:
         self._local = InProcessBuckets(clock)
         self._clock = clock
         self._last_warning = -math.inf
+        self._redis_after = -math.inf
 
     def take(self, key: str, rate: float, burst: int) -> float:
         check_bucket(rate, burst)
+        if self._clock() < self._redis_after:
+            return self._local.take(key, rate, burst)
         try:
             wait = self._take(keys=[self.prefix + key], args=[repr(float(rate)), burst])
         except redis.RedisError as exc:
+            self._redis_after = self._clock() + RETRY_REDIS_SECONDS
             self._warn(exc)
             return self._local.take(key, rate, burst)
         return int(wait) / 1_000_000

@@ -5,6 +5,7 @@ session behind; a refused PATCH keeps the upload."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import sqlalchemy
 from starlette.testclient import TestClient
 
+from dockyard.api.oci.upload_limits import RETRY_SLOTS_SECONDS, UploadLimits
 from tests.support.inprocess import BASE_URL, in_process_client, in_process_settings
 
 REPO = "/v2/team/app/blobs/uploads/"
@@ -98,3 +100,26 @@ def test_patches_keep_a_slow_upload_in_its_place(tmp_path: Path) -> None:
             assert http.patch(slow, content=b"chunk").status_code == 202
         assert start(http).status_code == 429  # 1.8 s after its POST, still holding its place
         assert finish(http, slow, b"").status_code in (201, 400)
+
+
+def test_pools_out_of_reach_let_uploads_through_and_are_not_asked_each_time() -> None:
+    calls: list[str] = []
+
+    class Unreachable:
+        def claim(self, pools: Any, holder: str, ttl: float) -> str | None:
+            calls.append(holder)
+            raise OSError("Redis timed out")
+
+        def release(self, names: Any, holder: str) -> None:
+            calls.append(holder)
+            raise OSError("Redis timed out")
+
+    now = [0.0]
+    limits = UploadLimits(Unreachable(), per_client=1, total=0, timeout=60, clock=lambda: now[0])
+    scope = {"client": ("192.0.2.1", 1)}
+    for number in range(5):
+        asyncio.run(limits.claim(scope, f"u{number}"))  # no 429, no error: the upload goes on
+    assert calls == ["u0"]
+    now[0] += RETRY_SLOTS_SECONDS
+    asyncio.run(limits.claim(scope, "u5"))
+    assert calls == ["u0", "u5"]

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from dockyard.coordination.buckets import InProcessBuckets
-from dockyard.coordination.buckets_redis import RedisBuckets
+from dockyard.coordination.buckets_redis import RETRY_REDIS_SECONDS, RedisBuckets
 from dockyard.coordination.conformance import Stores, TokenBucketsConformance
 from dockyard.coordination.interfaces import TokenBuckets
 from tests.support.redis import RedisServer
@@ -54,6 +54,27 @@ def test_redis_away_falls_back_to_this_process_buckets(caplog: pytest.LogCapture
     assert buckets.take("alice", 0.01, 2) == 0.0
     assert buckets.take("alice", 0.01, 2) > 0  # still limited, by this process
     assert sum("Redis unavailable" in record.message for record in caplog.records) == 1  # once a minute
+
+
+def test_redis_is_tried_again_only_every_few_seconds_after_a_failure() -> None:
+    calls: list[str] = []
+
+    class Unreachable:
+        def register_script(self, script: str) -> object:
+            def run(keys: list[str], args: list[object]) -> int:
+                calls.append(keys[0])
+                raise redis.ConnectionError("timed out")  # a Redis that hangs: each try costs a timeout
+
+            return run
+
+    now = [0.0]
+    buckets = RedisBuckets(Unreachable(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for _ in range(50):
+        buckets.take("alice", 100, 100)
+    assert len(calls) == 1
+    now[0] += RETRY_REDIS_SECONDS
+    buckets.take("alice", 100, 100)
+    assert len(calls) == 2
 
 
 def test_redis_buckets_expire_once_full_again(redis_server: RedisServer) -> None:

@@ -10,8 +10,8 @@ no place.
 
 The client is counted as the request limits count it (`limits.ClientKeys`). The pools
 (`coordination.Slots`) are files in the datadir shared by the node's workers, or Redis shared by every
-node. If the pools cannot be reached, uploads are let through (one warning a minute): the limit
-protects the registry, it must not stop it.
+node. If the pools cannot be reached, uploads are let through (one warning a minute; the pools are
+tried again every few seconds): the limit protects the registry, it must not stop it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ log = logging.getLogger("dockyard.api.oci.limits")
 TOTAL_POOL = "uploads"
 RETRY_AFTER_SECONDS = 5  # no way to tell when another upload will finish: a short wait, then retry
 _WARN_EVERY_SECONDS = 60.0
+RETRY_SLOTS_SECONDS = (
+    5.0  # after the pools failed, uploads go unlimited this long before they are tried again
+)
 
 
 class UploadLimits:
@@ -58,6 +61,7 @@ class UploadLimits:
         self.metrics = metrics
         self._clock = clock
         self._last_warning = -math.inf
+        self._slots_after = -math.inf
 
     async def claim(self, scope: Scope, upload_id: str) -> None:
         """Hold (or keep holding) a place for the upload; TooManyRequests when a pool is full."""
@@ -95,10 +99,13 @@ class UploadLimits:
         return [*pools, (TOTAL_POOL, self.total)] if self.total else pools
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._clock() < self._slots_after:
+            return None
         try:
             return await anyio.to_thread.run_sync(fn, *args)
-        except Exception as exc:
+        except Exception as exc:  # Redis or the datadir away (any backend's error): let the upload through
             now = self._clock()
+            self._slots_after = now + RETRY_SLOTS_SECONDS
             if now - self._last_warning >= _WARN_EVERY_SECONDS:
                 self._last_warning = now
                 log.warning("upload limits unavailable, uploads are not limited meanwhile: %s", exc)
