@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
 
 from dockyard.config.notifications_settings import NotificationEndpoint, NotificationsSettings
 from dockyard.db.base import utcnow
@@ -40,6 +40,7 @@ _EVENTS = cast(Table, NotificationEventRow.__table__)
 _CURSORS = cast(Table, NotificationCursorRow.__table__)
 _DELIVERIES = cast(Table, NotificationDeliveryRow.__table__)
 _JOBS = cast(Table, JobRow.__table__)
+_OUTBOX_LOCK = 4242101  # pg_advisory_xact_lock key of outbox writers (migrations use 4242001)
 
 # Client = a function that POSTs (url, body, headers, timeout) and returns the status code.
 Post = Callable[[str, bytes, dict[str, list[str]], float], int]
@@ -66,8 +67,18 @@ class Outbox:
             for event in events
         ]
         with self.db.write() as connection:
-            connection.execute(insert(_EVENTS), rows)
+            append(connection, rows)
             wake_sender(self.jobs, connection)
+
+
+def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox rows so that ids are committed in order. Each endpoint's cursor moves past every id
+    up to the last one it was sent; on PostgreSQL two transactions could commit ids 11 then 10, and 10
+    would be skipped for good. An advisory lock held until the commit makes outbox writers take turns
+    (SQLite's write transactions do already). They are small: one INSERT and a look at the job queue."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _OUTBOX_LOCK})
+    connection.execute(insert(_EVENTS), rows)
 
 
 def wake_sender(jobs: JobQueue, connection: Connection, run_after: datetime | None = None) -> None:

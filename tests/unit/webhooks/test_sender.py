@@ -17,7 +17,7 @@ from dockyard.jobs.models import JobRow
 from dockyard.jobs.queue import JobQueue
 from dockyard.webhooks.interfaces import Event, RequestInfo
 from dockyard.webhooks.models import NotificationCursorRow, NotificationEventRow
-from dockyard.webhooks.services import KIND, DeliveryLog, Outbox, Sender
+from dockyard.webhooks.services import KIND, DeliveryLog, Outbox, Sender, append
 
 pytestmark = pytest.mark.db_independent
 REQUEST = RequestInfo("req-1", "192.0.2.7:4000", "registry.example", "PUT", "skopeo/1.13")
@@ -190,3 +190,23 @@ def test_finished_notify_jobs_are_kept_an_hour_other_jobs_longer(database: Datab
     with database.read() as connection:
         left = {row.id for row in connection.execute(select(JobRow.id))}
     assert old[0] not in left and {old[1], recent} <= left
+
+
+def test_outbox_writers_take_turns_so_ids_commit_in_order(database: Database, jobs: JobQueue) -> None:
+    """Were a later event's id committed while an earlier id is still open, a sender could move an
+    endpoint's cursor past the earlier one, which would then never be sent."""
+    import threading
+
+    row = {"created_at": utcnow(), "action": "push", "media_type": MANIFEST, "payload": {"id": "first"}}
+    second_done = threading.Event()
+    with database.write() as connection:
+        append(connection, [row])  # the first writer, not committed yet
+        second = threading.Thread(target=lambda: (record(database, jobs, event()), second_done.set()))
+        second.start()
+        assert not second_done.wait(0.5), "a second outbox write committed while the first was open"
+    second.join(timeout=10)
+    assert second_done.is_set()
+    with database.read() as connection:
+        ids = connection.execute(select(NotificationEventRow.id, NotificationEventRow.payload)).all()
+    ordered = sorted(ids)
+    assert ordered[0].payload == {"id": "first"}  # the first writer's id is the smaller
