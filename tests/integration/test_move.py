@@ -86,6 +86,10 @@ def source_config(datadir: Path, **extra: Any) -> dict[str, Any]:
         "auth": {"enabled": True, "token": {"expiration": "30m"}},
         "http": {"workers": 2},  # the switch must reach every worker process
         "jobs": {"run_in_serve": True},  # job logs, retention runs
+        # A listener that never resolves: events, the endpoint's cursor and a failed delivery are logged.
+        "notifications": {
+            "endpoints": [{"name": "listener", "url": "https://hook.invalid/", "threshold": 1, "backoff": "1h"}]
+        },
         **extra,
     }
 
