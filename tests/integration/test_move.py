@@ -88,7 +88,9 @@ def source_config(datadir: Path, **extra: Any) -> dict[str, Any]:
         "jobs": {"run_in_serve": True},  # job logs, retention runs
         # A listener that never resolves: events, the endpoint's cursor and a failed delivery are logged.
         "notifications": {
-            "endpoints": [{"name": "listener", "url": "https://hook.invalid/", "threshold": 1, "backoff": "1h"}]
+            "endpoints": [
+                {"name": "listener", "url": "https://hook.invalid/", "threshold": 1, "backoff": "1h"}
+            ]
         },
         **extra,
     }
