@@ -296,9 +296,10 @@ def test_a_backup_restores_into_the_other_kind_of_database(
     source = make_server(sqlite_config(tmp_path / "source"))
     with httpx.Client(base_url=source.url, timeout=30) as http:
         pushed = push_images(OCIClient(http))
+    # Stopped first: the audit log writes the pushes' events up to a second late, at the latest on exit.
+    source.stop()
     from_sqlite = tmp_path / "from-sqlite"
     assert dockyard("backup", from_sqlite, config=source.config_path).returncode == 0
-    source.stop()
 
     # SQLite's backup into PostgreSQL.
     url = postgres.create_database()
