@@ -6,7 +6,7 @@ into read-only mode would still accept pushes through the old workers). So each 
 
 - asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG; the parent *thread* that
   forked it, which for both kinds of child lives as long as the process);
-- exits at once if the parent is gone already (it died before the prctl);
+- exits at once if the parent is gone already (it died before the prctl), whatever catches SystemExit;
 - watches its parent's pid as a fallback: on a change it sends itself SIGTERM, and if it has not
   stopped `grace` seconds later (a request that does not finish), it kills itself.
 
@@ -21,7 +21,6 @@ import ctypes.util
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -87,7 +86,10 @@ def die_with_parent(grace: float) -> None:
         )
     if os.getppid() != parent:
         log.warning("serve (pid %d) is gone: exiting", parent)
-        sys.exit(0)
+        # Not sys.exit: an HTTP worker is inside Granian's app loading, which catches SystemExit and
+        # would serve on, unwatched, beside the next generation. Nothing is in flight yet to finish.
+        logging.shutdown()
+        os._exit(0)
     threading.Thread(target=_watch_parent, args=(parent, grace), name="parent-watch", daemon=True).start()
 
 

@@ -64,3 +64,29 @@ def test_a_child_dies_when_serve_is_killed(kind: str) -> None:
             parent.wait()
         if child and running(child):  # a failed run leaves nothing behind
             os.kill(child, signal.SIGKILL)
+
+
+LATE_CHILD = textwrap.dedent(
+    """
+    import os, time
+    from dockyard.lifecycle import PARENT_ENV, die_with_parent
+    os.environ[PARENT_ENV] = str(os.getppid() + 1_000_000)  # a serve that is gone already
+    try:  # as Granian loads an app: an exception from the factory does not end the worker
+        die_with_parent(grace=1)
+    except BaseException:
+        pass
+    print("still serving", flush=True)
+    time.sleep(30)
+    """
+)
+
+
+def test_a_child_whose_serve_died_before_it_looked_exits_whatever_catches_exceptions() -> None:
+    """An HTTP worker still loading the app when serve is SIGKILLed finds serve gone: it must end even
+    though Granian catches what the app factory raises (it served on, unwatched, beside the next
+    generation: a CI failure of test_kill_serve.py)."""
+    child = subprocess.run(
+        [sys.executable, "-c", LATE_CHILD], capture_output=True, text=True, timeout=20
+    )
+    assert "still serving" not in child.stdout
+    assert child.returncode == 0, child.stderr
