@@ -66,7 +66,11 @@ def bearer_client(
 ) -> httpx.Client:
     """A /v2 client holding a token for pull, push and delete on `repos`, as docker would."""
     scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
-    answer = httpx.get(f"{url}/token", params=[("service", "dockyard"), *scopes], auth=credentials)
+    # The client's timeout, not httpx's 5 s: behind HAProxy a token request may first meet a node just
+    # killed, which costs HAProxy's connect timeout before it tries another.
+    answer = httpx.get(
+        f"{url}/token", params=[("service", "dockyard"), *scopes], auth=credentials, timeout=timeout
+    )
     assert answer.status_code == 200, describe(answer)
     headers = {"Authorization": f"Bearer {answer.json()['token']}"}
     return httpx.Client(base_url=url, headers=headers, timeout=timeout)
