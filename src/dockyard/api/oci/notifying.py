@@ -16,8 +16,6 @@ from dockyard.api.middleware import REQUEST_ID_KEY
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.gate import PRINCIPAL_KEY
 from dockyard.auth.interfaces import Principal
-from dockyard.content.digest import Digest
-from dockyard.content.reference import parse_reference
 from dockyard.webhooks.interfaces import LAYER_MEDIA_TYPE, Event, RequestInfo
 
 
@@ -45,20 +43,31 @@ async def _record(ctx: OCIContext, request: Request, action: str, target: dict[s
     await ctx.call(ctx.notifications.record, [event])
 
 
-async def manifest_pushed(
-    ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
-) -> None:
-    if ctx.notifications is None:
-        return
-    target: dict[str, Any] = {
+def _content_target(
+    ctx: OCIContext, name: str, kind: str, digest: str, media_type: str, size: int
+) -> dict[str, Any]:
+    """registry:2's target of a manifest (`kind` "manifests") or blob ("blobs") event."""
+    return {
         "mediaType": media_type,
         "size": size,
         "digest": digest,
         "length": size,
         "repository": name,
-        "url": ctx.url(f"/v2/{name}/manifests/{digest}"),
+        "url": ctx.url(f"/v2/{name}/{kind}/{digest}"),
     }
-    if not isinstance(parse_reference(reference), Digest):
+
+
+def _is_tag(reference: str) -> bool:
+    return ":" not in reference  # tags have no colon, digests do: no parsing on the hot path
+
+
+async def manifest_pushed(
+    ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
+) -> None:
+    if ctx.notifications is None:
+        return
+    target = _content_target(ctx, name, "manifests", digest, media_type, size)
+    if _is_tag(reference):
         target["tag"] = reference
     await _record(ctx, request, "push", target)
 
@@ -66,10 +75,8 @@ async def manifest_pushed(
 async def manifest_deleted(ctx: OCIContext, request: Request, name: str, reference: str) -> None:
     if ctx.notifications is None:
         return
-    ref = parse_reference(reference)
-    target: dict[str, Any] = {"repository": name}
     # registry:2: a manifest delete names the digest; a tag delete (distribution v3) names the tag.
-    target["digest" if isinstance(ref, Digest) else "tag"] = reference
+    target: dict[str, Any] = {"repository": name, "tag" if _is_tag(reference) else "digest": reference}
     await _record(ctx, request, "delete", target)
 
 
@@ -78,14 +85,7 @@ async def blob_pushed(
 ) -> None:
     if ctx.notifications is None:
         return
-    target: dict[str, Any] = {
-        "mediaType": LAYER_MEDIA_TYPE,
-        "size": size,
-        "digest": digest,
-        "length": size,
-        "repository": name,
-        "url": ctx.url(f"/v2/{name}/blobs/{digest}"),
-    }
+    target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
     if mounted_from:  # "" for a mount without `from=`: the source is not named
         target["fromRepository"] = mounted_from
     await _record(ctx, request, "mount" if mounted_from is not None else "push", target)
@@ -103,15 +103,8 @@ def manifest_pulled(
     """No I/O: the event joins the next batch."""
     if ctx.pull_notifications is None:
         return
-    target: dict[str, Any] = {
-        "mediaType": media_type,
-        "size": size,
-        "digest": digest,
-        "length": size,
-        "repository": name,
-        "url": ctx.url(f"/v2/{name}/manifests/{digest}"),
-    }
-    if ":" not in reference:  # a tag (tags have no colon; digests do): no parsing on the hot path
+    target = _content_target(ctx, name, "manifests", digest, media_type, size)
+    if _is_tag(reference):
         target["tag"] = reference
     ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
 
@@ -119,12 +112,5 @@ def manifest_pulled(
 def blob_pulled(ctx: OCIContext, request: Request, name: str, digest: str, size: int) -> None:
     if ctx.pull_notifications is None:
         return
-    target: dict[str, Any] = {
-        "mediaType": LAYER_MEDIA_TYPE,
-        "size": size,
-        "digest": digest,
-        "length": size,
-        "repository": name,
-        "url": ctx.url(f"/v2/{name}/blobs/{digest}"),
-    }
+    target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
     ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
