@@ -11,9 +11,7 @@ stopped: `close()` writes it), so a `kill -9` loses at most `interval` seconds o
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +21,7 @@ from sqlalchemy import Connection, Table
 
 from dockyard.audit import models
 from dockyard.audit.interfaces import ActorKind
+from dockyard.coordination.periodic import PeriodicWriter
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
@@ -51,34 +50,27 @@ def to_hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-class PullCounter:
+class PullCounter(PeriodicWriter):
     """Counts pulls in memory and adds them to the database in batches. One per worker process.
 
     `count` is safe from any thread and from async code. The thread starts with the first count, so a
     counter built before a fork (or never used) runs none.
     """
 
+    thread_name = "audit-pull-counter"
+
     def __init__(
         self, database: Database, interval: float = DEFAULT_INTERVAL, clock: Callable[[], datetime] = utcnow
     ) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
         self.database = database
-        self.interval = interval
         self._clock = clock
-        self.dropped = 0  # pulls whose count was given up after failed writes
-        self._init_state()
-        # A forked child must not add the parent's counts a second time, nor believe its thread runs.
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
+        super().__init__(interval)  # dropped: pulls whose count was given up after failed writes
 
     def _init_state(self) -> None:
+        super()._init_state()
         self._pending: dict[Key, _Tally] = {}
         self._pending_lock = threading.Lock()
         self._carried: dict[Key, _Tally] = {}  # from a batch that failed
-        self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def count(self, resource_name: str, actor: str, actor_kind: ActorKind, client_ip: str | None) -> None:
         """One pull of `resource_name` ("repo@sha256:...") by the principal, now. O(1), no I/O."""
@@ -90,10 +82,7 @@ class PullCounter:
             else:
                 tally.pulls += 1
                 tally.client_ip = client_ip
-        if self._stop.is_set():  # after close (a request finishing during shutdown): write it now
-            self.flush()
-        elif self._thread is None:
-            self._start()
+        self._noted()
 
     @property
     def pending(self) -> int:
@@ -133,29 +122,7 @@ class PullCounter:
                 return 0
             return len(batch)
 
-    def close(self) -> None:
-        """Stop the thread and write what is left. Later counts are written at once, one batch each."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.interval + 5)
-        self.flush()
-
     # --- internals ----------------------------------------------------------------------------
-    def _start(self) -> None:
-        with self._flush_lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(target=self._run, name="audit-pull-counter", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except Exception:  # never let the thread die: later pulls still need counting
-                log.exception("audit pull counter failed")
-
     def _carry(self, batch: dict[Key, _Tally]) -> None:
         for key, tally in batch.items():
             _merge(self._carried, key, tally)
@@ -203,9 +170,3 @@ def _add(connection: Connection, batch: dict[Key, _Tally]) -> None:
 
 def _clean(value: str, length: int) -> str:
     return models.clean_text(value, length) or ""
-
-
-def _reset_in_child(ref: weakref.ref[PullCounter]) -> None:
-    counter = ref()
-    if counter is not None:
-        counter._init_state()

@@ -9,10 +9,9 @@ loses at most its last `interval` of pull events, as registry:2 loses its in-mem
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 
+from dockyard.coordination.periodic import PeriodicWriter
 from dockyard.webhooks.interfaces import Event, EventRecorder
 
 log = logging.getLogger("dockyard.webhooks")
@@ -22,27 +21,21 @@ DEFAULT_INTERVAL = 1.0  # seconds: how late a pull event may reach the outbox, a
 MAX_PENDING = 50_000
 
 
-class PullEvents:
+class PullEvents(PeriodicWriter):
     """Pull events, written to `outbox` in batches. One per worker process; `note` is safe from any
     thread and from async code. The thread starts with the first event, so one built before a fork
     (or never used) runs none."""
 
+    thread_name = "notification-pulls"
+
     def __init__(self, outbox: EventRecorder, interval: float = DEFAULT_INTERVAL) -> None:
-        if interval <= 0:
-            raise ValueError("interval must be positive")
         self.outbox = outbox
-        self.interval = interval
-        self.dropped = 0
-        self._init_state()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
+        super().__init__(interval)
 
     def _init_state(self) -> None:
+        super()._init_state()
         self._pending: list[Event] = []
         self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def note(self, event: Event) -> None:
         """One pull. A list append; the thread writes it within `interval`."""
@@ -52,10 +45,7 @@ class PullEvents:
             if overflow > 0:
                 del self._pending[:overflow]
                 self.dropped += overflow
-        if self._stop.is_set():  # after close (a request finishing during shutdown): write it now
-            self.flush()
-        elif self._thread is None:
-            self._start()
+        self._noted()
 
     @property
     def pending(self) -> int:
@@ -82,31 +72,3 @@ class PullEvents:
                         self.dropped += overflow
                 return 0
             return len(batch)
-
-    def close(self) -> None:
-        """Stop the thread and write what is left; later events are written at once."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.interval + 5)
-        self.flush()
-
-    def _start(self) -> None:
-        with self._flush_lock:
-            if self._thread is not None or self._stop.is_set():
-                return
-            self._thread = threading.Thread(target=self._run, name="notification-pulls", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except Exception:  # never let the thread die: later pulls still need recording
-                log.exception("notification pull events failed")
-
-
-def _reset_in_child(ref: weakref.ref[PullEvents]) -> None:
-    events = ref()
-    if events is not None:
-        events._init_state()
