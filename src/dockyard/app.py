@@ -47,6 +47,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.gate import BasicGate, Challenge, Gate, TokenGate
 from dockyard.api.oci.limits import ClientKeys, RequestLimits
+from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.oci.upload_limits import UploadLimits
@@ -94,6 +95,9 @@ from dockyard.observability.state import StateCollector
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.proxy.cache import ProxyCache
+from dockyard.proxy.interfaces import Outcome
+from dockyard.proxy.services import ProxyProjects, RemoteClients
 from dockyard.registry.queries import RegistryQueries
 from dockyard.services import (
     Services,
@@ -155,6 +159,7 @@ def create_app(services: Services) -> ASGIApp:
         pull_notifications=services.pull_notifications,
         upload_limits=upload_limits,
     )
+    ctx.proxy, close_proxy = _proxy_edge(services, metrics)
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
     drain = DrainState(drain_directory(settings))
@@ -186,6 +191,7 @@ def create_app(services: Services) -> ASGIApp:
             for task in housekeeping:
                 task.cancel()
             close_locks()
+            close_proxy()
             metrics.flush()
             io.shutdown()
             services.close()
@@ -379,6 +385,7 @@ def _dockyard_auth(services: Services) -> Auth:
         jobs=services.jobs,
         logins=logins,
         endpoints=build_endpoints(settings, db),
+        proxies=ProxyProjects(db, feed),
         notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,
     )
     routes: list[BaseRoute] = [
@@ -491,6 +498,35 @@ def _in_management_api(request: Request) -> bool:
     stops at a newline) is still answered in the API's error format."""
     path = request.url.path
     return path == MOUNT_PATH or path.startswith(MOUNT_PATH + "/")
+
+
+def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callable[[], None]]:
+    """Proxy projects (the pull-through cache): their fetch locks are cluster-wide through Redis when
+    configured, else shared by this node's workers. With the function that closes its clients."""
+    settings = services.settings
+    locks, close_locks = build_locks(settings)
+    remotes = RemoteClients(build_endpoints(settings, services.db))
+
+    def observe(kind: str, outcome: Outcome) -> None:
+        metrics.proxy_requests.labels(kind, outcome.value).inc()
+
+    cache = ProxyCache(
+        services.db,
+        services.registry,
+        services.blob_uploads,
+        services.quotas,
+        services.feed,
+        locks,
+        remotes,
+        wait_seconds=settings.upstream.total_timeout.seconds,
+        observe=observe,
+    )
+
+    def close() -> None:
+        remotes.close()
+        close_locks()
+
+    return ProxyEdge(ProxyProjects(services.db, services.feed), cache, services.audit), close
 
 
 def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:

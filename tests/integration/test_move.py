@@ -28,6 +28,9 @@ from sqlalchemy import create_engine, insert, select, text
 from dockyard.accounts.models import GroupRow, UserGroupRow, UserRow
 from dockyard.db.engine import build_engine
 from dockyard.maintenance.tables import model_tables, row_counts
+from dockyard.projects.models import ProjectRow
+from dockyard.proxy.models import ProxyTagRow
+from dockyard.registry.models import Repository
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -185,6 +188,8 @@ def populate(server: RunningServer) -> Install:
     upstream = {"kind": "basic", "username": "mirror", "secret": "upstream-password"}
     endpoint = {"name": "upstream", "url": "https://registry.invalid", "credentials": upstream}
     call(admin, "POST", "/endpoints", 201, json=endpoint)  # credentials sealed under signing-key-secret
+    mirror = {"name": "mirror", "public": True, "proxy": {"endpoint": "upstream", "tag_ttl_seconds": 60}}
+    call(admin, "POST", "/projects", 201, json=mirror)  # a proxy project (proxy_projects)
     with api(server, ALICE) as alice:
         personal_token = call(alice, "POST", "/me/tokens", 201, json={"name": "laptop"})["secret"]
 
@@ -196,6 +201,21 @@ def populate(server: RunningServer) -> Install:
         ).scalar_one()
         alice_id = connection.scalar(select(UserRow.id).where(UserRow.username == ALICE[0]))
         connection.execute(insert(UserGroupRow).values(user_id=alice_id, group_id=group_id))
+        # A tag the proxy project cached (its upstream is not reachable here): the cache's state row.
+        mirror_id = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == "mirror"))
+        repository_id = connection.execute(
+            insert(Repository)
+            .values(name="mirror/app", project_id=mirror_id, created_at=_now())
+            .returning(Repository.id)
+        ).scalar_one()
+        connection.execute(
+            insert(ProxyTagRow).values(
+                repository_id=repository_id,
+                tag="1.0",
+                upstream_digest="sha256:" + "0" * 64,
+                checked_at=_now(),
+            )
+        )
     engine.dispose()
     call(admin, "POST", "/projects/library/members", 201, json={"role": "guest", "group": "ops"})
 
@@ -267,6 +287,7 @@ def settings_seen(admin: httpx.Client) -> dict[str, Any]:
         "users": sorted(user["username"] for user in call(admin, "GET", "/users", 200)),
         "schedule": call(admin, "GET", "/jobs/schedules/gc", 200)["cron"],
         "endpoints": call(admin, "GET", "/endpoints", 200),
+        "proxy": call(admin, "GET", "/projects/mirror", 200)["proxy"],
         "runs": len(call(admin, "GET", "/projects/team/retention/runs", 200)),
     }
 

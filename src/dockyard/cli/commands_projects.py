@@ -22,6 +22,39 @@ def visibility(public: object) -> str:
     return "public" if public else "private"
 
 
+def proxy_of(proxy: object) -> str:
+    """A proxy project's endpoint and tag TTL, or "-"."""
+    if not isinstance(proxy, dict):
+        return "-"
+    return f"{proxy.get('endpoint')} (tag TTL {proxy.get('tag_ttl_seconds')} s)"
+
+
+ProxyEndpoint = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy",
+        metavar="ENDPOINT",
+        help="Make the project a pull-through cache of this registry endpoint (`dockyard endpoint list`).",
+    ),
+]
+ProxyTTL = Annotated[
+    int | None,
+    typer.Option(
+        "--tag-ttl",
+        min=0,
+        metavar="SECONDS",
+        help="Proxy projects: how long a cached tag is served before upstream is asked again (300).",
+    ),
+]
+
+
+def _proxy_body(endpoint: str | None, ttl: int | None) -> dict[str, object]:
+    body: dict[str, object] = {"endpoint": endpoint}
+    if ttl is not None:
+        body["tag_ttl_seconds"] = ttl
+    return body
+
+
 def access(permissions: object) -> str:
     """The caller's permissions in a word (`project show` and --json list them all)."""
     granted = set(permissions) if isinstance(permissions, list) else set()
@@ -41,6 +74,7 @@ PROJECT_FIELDS = [
     Column("Name", "name"),
     Column("Visibility", "public", visibility),
     Column("Repositories", "repository_count"),
+    Column("Proxy of", "proxy", proxy_of),
     Column("Created", "created_at", when),
     Column("Your permissions", "permissions"),
 ]
@@ -51,10 +85,19 @@ def create(
     cli: Session,
     name: ProjectName,
     public: Annotated[bool, typer.Option("--public", help="Anyone may pull, anonymous users too.")] = False,
+    proxy: ProxyEndpoint = None,
+    tag_ttl: ProxyTTL = None,
 ) -> None:
-    """Create a project (system administrators); you become its project admin."""
-    project = cli.api.post("/projects", {"name": name, "public": public})
-    cli.out.done(f"Created {visibility(project['public'])} project {project['name']}.", project)
+    """Create a project (system administrators); you become its project admin. With --proxy, a
+    pull-through cache of a registry endpoint (docs/proxy.md)."""
+    body: dict[str, object] = {"name": name, "public": public}
+    if proxy is not None:
+        body["proxy"] = _proxy_body(proxy, tag_ttl)
+    elif tag_ttl is not None:
+        raise CliError("--tag-ttl goes with --proxy")
+    project = cli.api.post("/projects", body)
+    kind = f" proxy of {proxy}" if proxy is not None else ""
+    cli.out.done(f"Created {visibility(project['public'])} project {project['name']}{kind}.", project)
 
 
 @api_command(project_app, "list")
@@ -83,12 +126,35 @@ def update(
     public: Annotated[
         bool | None, typer.Option("--public/--private", help="Make the project public or private.")
     ] = None,
+    proxy: ProxyEndpoint = None,
+    tag_ttl: ProxyTTL = None,
+    no_proxy: Annotated[
+        bool, typer.Option("--no-proxy", help="Make a proxy project an ordinary one (its cache stays).")
+    ] = False,
 ) -> None:
-    """Change a project's settings."""
-    if public is None:
-        raise CliError("nothing to change: pass --public or --private")
-    project = cli.api.patch(f"/projects/{segment(name)}", {"public": public})
-    cli.out.done(f"Project {name} is now {visibility(project['public'])}.", project)
+    """Change a project's settings: visibility, and (system administrators) its proxy settings."""
+    body: dict[str, object] = {}
+    if public is not None:
+        body["public"] = public
+    if no_proxy:
+        if proxy is not None or tag_ttl is not None:
+            raise CliError("--no-proxy goes without --proxy and --tag-ttl")
+        body["proxy"] = None
+    elif proxy is not None or tag_ttl is not None:
+        current = cli.api.get(f"/projects/{segment(name)}").get("proxy") or {}
+        endpoint = proxy or current.get("endpoint")
+        if endpoint is None:
+            raise CliError(f"project {name} is no proxy: pass --proxy ENDPOINT")
+        body["proxy"] = _proxy_body(
+            endpoint, tag_ttl if tag_ttl is not None else current.get("tag_ttl_seconds")
+        )
+    if not body:
+        raise CliError("nothing to change: pass --public, --private, --proxy, --tag-ttl or --no-proxy")
+    project = cli.api.patch(f"/projects/{segment(name)}", body)
+    cli.out.done(
+        f"Project {name}: {visibility(project['public'])}, proxy of {proxy_of(project.get('proxy'))}.",
+        project,
+    )
 
 
 @api_command(project_app, "delete")

@@ -41,6 +41,11 @@ class EndpointExists(DockyardError):
     message = "a registry endpoint of that name exists"
 
 
+class EndpointInUse(DockyardError):
+    category = Category.CONFLICT
+    message = "the registry endpoint is in use"
+
+
 class EndpointInvalid(DockyardError):
     category = Category.INVALID
     message = "invalid registry endpoint"

@@ -24,6 +24,7 @@ from dockyard.endpoints.interfaces import (
     Endpoint,
     EndpointCredentials,
     EndpointExists,
+    EndpointInUse,
     EndpointInvalid,
     EndpointKind,
     EndpointNotFound,
@@ -126,8 +127,13 @@ class EndpointService:
         return self.get(name)
 
     def delete(self, name: str) -> None:
-        with self.db.write() as connection:
-            deleted = connection.execute(delete(EndpointRow).where(EndpointRow.name == name)).rowcount
+        try:
+            with self.db.write() as connection:
+                deleted = connection.execute(delete(EndpointRow).where(EndpointRow.name == name)).rowcount
+        except IntegrityError:  # a proxy project uses it (proxy_projects.endpoint_id, ON DELETE RESTRICT)
+            raise EndpointInUse(
+                f"registry endpoint {name!r} is used by a proxy project; change or delete that first"
+            ) from None
         if not deleted:
             raise EndpointNotFound(f"no registry endpoint named {name!r}")
 

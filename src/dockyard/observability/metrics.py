@@ -205,6 +205,14 @@ class Metrics:
             registry=registry,
         )
         self._failure_children: dict[tuple[str, int, str], Counter] = {}
+        self.proxy_requests = Counter(
+            "proxy_requests",
+            "Pulls through proxy projects (pull-through cache), by kind (manifest, blob) and outcome: "
+            "hit (from the cache), revalidated (upstream HEAD: unchanged), fetched (from upstream), "
+            "stale (upstream failed, the cached copy was served), failed (upstream failed, nothing cached).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
         self.requests_limited = Counter(
             "registry_requests_limited",
             "/v2 requests refused with 429 by a limit of `limits:`: user (per user or robot), address (per "

@@ -24,6 +24,7 @@ from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
@@ -84,6 +85,8 @@ class ManagementServices:
     logins: RememberedLogins | None = None
     # Registry endpoints (routers/endpoints.py): the service, built on the first call.
     endpoints: Callable[[], EndpointService] | None = None
+    # Which projects are proxies of which endpoint (the pull-through cache; routers/projects.py).
+    proxies: ProxyProjects | None = None
     # registry:2 notification endpoints' delivery log (routers/notifications.py); None: none configured.
     notifications: DeliveryLog | None = None
 

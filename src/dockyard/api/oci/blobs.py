@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from dockyard.api.numbers import parse_decimal
+from dockyard.api.oci import proxying
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER, render_error
 from dockyard.api.oci.notifying import blob_deleted, blob_pulled
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
-from dockyard.errors import RangeInvalid
+from dockyard.errors import BlobUnknown, RangeInvalid
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")  # ASCII digits: \d would take any script's
 _READ_CHUNK = 1024 * 1024
@@ -62,12 +63,31 @@ async def _size(ctx: OCIContext, name: str, digest: str) -> int:
 
 
 async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
-    size = await _size(ctx, name, digest)
+    try:
+        size = await _size(ctx, name, digest)
+    except BlobUnknown:
+        config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
+        if config is None or ctx.proxy is None:
+            raise
+        size = await ctx.call(ctx.proxy.cache.blob_size, config, name, digest)  # upstream's answer
     return Response(b"", headers=blob_headers(digest, size), media_type="application/octet-stream")
 
 
 async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
-    size = await _size(ctx, name, digest)
+    try:
+        size = await _size(ctx, name, digest)
+    except BlobUnknown:
+        config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
+        if config is None or ctx.proxy is None:
+            raise
+        fetch = await ctx.call(ctx.proxy.cache.open_blob, config, name, digest)
+        if fetch is not None:  # this request fetches it: the bytes as they arrive (the whole blob)
+            headers = blob_headers(digest, fetch.size or 0)
+            if fetch.size is None:
+                del headers["Content-Length"]
+            headers["Cache-Control"] = "no-store"
+            return proxying.blob_response(ctx.proxy, request, config, name, digest, fetch, headers, ctx.call)
+        size = await _size(ctx, name, digest)  # another request fetched it meanwhile
     try:
         byte_range = parse_range(request.headers.get("range"), size)
     except RangeInvalid as exc:  # with the size, for the client to ask again

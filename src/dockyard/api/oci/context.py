@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
+from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.oci.upload_limits import UploadLimits
 from dockyard.audit.interfaces import AuditRecorder
@@ -41,6 +42,7 @@ class OCIContext:
     notifications: EventRecorder | None = None  # registry:2 notification events (None: no endpoint)
     pull_notifications: PullNotes | None = None  # pull events, batched in memory (None: none sent)
     upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
+    proxy: ProxyEdge | None = None  # proxy projects, the pull-through cache (None: not wired)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

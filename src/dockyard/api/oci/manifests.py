@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from dockyard.api.oci import proxying
 from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
@@ -31,7 +32,12 @@ def _acceptable(request: Request, record: ManifestRecord) -> bool:
 
 
 async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) -> ManifestRecord:
-    record = ctx.registry.cached_manifest(name, reference)
+    config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
+    record: ManifestRecord | None
+    if config is not None and ctx.proxy is not None:  # a proxy project: through the cache
+        record = await proxying.manifest(ctx.proxy, request, config, name, reference, ctx.call)
+    else:
+        record = ctx.registry.cached_manifest(name, reference)
     if record is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         record = ctx.registry.manifest_now(name, reference)
     if record is None:

@@ -20,6 +20,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import PRINCIPAL_KEY, Gate
 from dockyard.api.oci.limits import RequestLimits
+from dockyard.api.oci.proxying import refuse_push
 from dockyard.api.oci.request_bodies import finish_unread_body, watch_body
 from dockyard.errors import OCICode
 
@@ -150,6 +151,8 @@ class OCIRouter:
                 await self.limits.admit(scope, scope.get(PRINCIPAL_KEY))
             if verdict is not None:
                 return verdict
+            if self.ctx.proxy is not None and args:
+                await refuse_push(self.ctx.proxy, key, method, args[0], self.ctx.call)
             return await handler(self.ctx, Request(scope, receive), *args)
         except Exception as exc:
             return render_error(exc)

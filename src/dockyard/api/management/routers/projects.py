@@ -16,8 +16,11 @@ from dockyard.api.management.ids import ResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Caller, SignedIn
 from dockyard.audit.interfaces import AuditAction, ResourceType
+from dockyard.auth.interfaces import Principal
+from dockyard.endpoints.interfaces import EndpointNotFound
 from dockyard.projects.interfaces import Member, Project
 from dockyard.projects.rbac import Permission, Role
+from dockyard.proxy.interfaces import DEFAULT_TAG_TTL, MAX_TAG_TTL, ProxyConfig
 from dockyard.registry.queries import Window
 
 router = APIRouter(tags=["projects"])
@@ -26,11 +29,29 @@ PROJECT_SORTS = ("name", "created_at")
 MEMBER_SORTS = ("name", "role", "created_at")
 
 
+class ProxyIn(BaseModel):
+    """Make the project a pull-through cache of a registry endpoint (docs/proxy.md)."""
+
+    endpoint: str = Field(min_length=1, max_length=64, description="The registry endpoint's name.")
+    tag_ttl_seconds: int = Field(
+        default=DEFAULT_TAG_TTL,
+        ge=0,
+        le=MAX_TAG_TTL,
+        description="How long a cached tag is served without asking the upstream (0: ask every time).",
+    )
+
+
+class ProxyOut(BaseModel):
+    endpoint: str
+    tag_ttl_seconds: int
+
+
 class ProjectOut(BaseModel):
     id: int
     name: str
     public: bool
     created_at: datetime
+    proxy: ProxyOut | None = Field(default=None, description="Set when the project is a pull-through cache.")
     repository_count: int | None = None  # on single-project reads
     permissions: list[str] = Field(
         default_factory=list, description="What the caller may do in this project."
@@ -40,10 +61,14 @@ class ProjectOut(BaseModel):
 class ProjectCreate(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     public: bool = False
+    proxy: ProxyIn | None = None
 
 
 class ProjectUpdate(BaseModel):
     public: bool | None = None
+    proxy: ProxyIn | None = Field(
+        default=None, description="Proxy settings; null makes the project an ordinary one (its cache stays)."
+    )
 
 
 class MemberOut(BaseModel):
@@ -73,16 +98,41 @@ class MemberUpdate(BaseModel):
 
 
 def project_out(
-    project: Project, permissions: frozenset[Permission], repositories: int | None = None
+    project: Project,
+    permissions: frozenset[Permission],
+    repositories: int | None = None,
+    proxy: ProxyConfig | None = None,
 ) -> ProjectOut:
     return ProjectOut(
         id=project.id,
         name=project.name,
         public=project.public,
         created_at=project.created_at,
+        proxy=ProxyOut(endpoint=proxy.endpoint, tag_ttl_seconds=proxy.tag_ttl) if proxy else None,
         repository_count=repositories,
         permissions=sorted(permission.value for permission in permissions),
     )
+
+
+def _proxies(services: ManagementServices) -> dict[str, ProxyConfig]:
+    return {config.project: config for config in services.proxies.list()} if services.proxies else {}
+
+
+def _set_proxy(
+    services: ManagementServices, principal: Principal, project: str, proxy: ProxyIn | None
+) -> None:
+    """Proxy settings are the system administrators': the endpoint's credentials are used for pulls."""
+    if not services.policy.is_admin(principal):
+        raise ApiError(403, "only system administrators may change a project's proxy settings")
+    if services.proxies is None:
+        raise ApiError(501, "proxy projects are not available on this server")
+    try:
+        if proxy is None:
+            services.proxies.clear(project)
+        else:
+            services.proxies.set(project, proxy.endpoint, proxy.tag_ttl_seconds)
+    except EndpointNotFound as error:
+        raise ApiError(422, error.message) from None
 
 
 def member_out(member: Member) -> MemberOut:
@@ -118,7 +168,11 @@ def list_projects(
         descending=params.descending,
     )
     set_page_headers(request, response, params, page.total)
-    return [project_out(p, services.policy.permissions(principal, p.name)) for p in page.items]
+    proxies = _proxies(services)
+    return [
+        project_out(p, services.policy.permissions(principal, p.name), proxy=proxies.get(p.name))
+        for p in page.items
+    ]
 
 
 @router.post("/projects", response_model=ProjectOut, status_code=201)
@@ -126,13 +180,20 @@ def create_project(
     body: ProjectCreate, request: Request, principal: SignedIn, services: Services
 ) -> ProjectOut:
     """System administrators create projects; the creator becomes its project admin."""
-    detail = {"public": body.public}
+    detail = body.model_dump(exclude_none=True, exclude={"name"})
     with audited(services, request, principal, AuditAction.CREATE, ResourceType.PROJECT, body.name, detail):
         if not services.policy.can_create_projects(principal):
             raise ApiError(403, "only system administrators may create projects")
         owner = principal.name if principal.kind.value == "user" else None
         project = services.projects.create(body.name, public=body.public, owner=owner)
-    return project_out(project, services.policy.permissions(principal, project.name))
+        if body.proxy is not None:
+            try:
+                _set_proxy(services, principal, project.name, body.proxy)
+            except BaseException:
+                services.projects.delete(project.name)  # all or nothing
+                raise
+    proxy = services.proxies.get(project.name) if services.proxies else None
+    return project_out(project, services.policy.permissions(principal, project.name), proxy=proxy)
 
 
 @router.get("/projects/{project}", response_model=ProjectOut)
@@ -140,19 +201,24 @@ def get_project(project: str, principal: Caller, services: Services) -> ProjectO
     require(services, principal, project, Permission.PROJECT_READ)
     found = services.projects.get(project)
     _, repositories = services.queries.list_repositories(Window(limit=1), project=project)
-    return project_out(found, services.policy.permissions(principal, project), repositories)
+    proxy = services.proxies.get(project) if services.proxies else None
+    return project_out(found, services.policy.permissions(principal, project), repositories, proxy)
 
 
 @router.patch("/projects/{project}", response_model=ProjectOut)
 def update_project(
     project: str, body: ProjectUpdate, request: Request, principal: Caller, services: Services
 ) -> ProjectOut:
-    """Make a project public (anyone may pull, anonymous too) or private."""
+    """Make a project public (anyone may pull, anonymous too) or private; make it a proxy of a registry
+    endpoint, change its TTL, or (`proxy: null`) an ordinary project again (system administrators)."""
     changes = body.model_dump(exclude_unset=True)
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, changes):
         require(services, principal, project, Permission.PROJECT_UPDATE)
+        if "proxy" in body.model_fields_set:
+            _set_proxy(services, principal, project, body.proxy)
         updated = services.projects.update(project, public=body.public)
-    return project_out(updated, services.policy.permissions(principal, project))
+    proxy = services.proxies.get(project) if services.proxies else None
+    return project_out(updated, services.policy.permissions(principal, project), proxy=proxy)
 
 
 @router.delete("/projects/{project}", status_code=204)

@@ -1,0 +1,1 @@
+"""Pull-through cache: projects that proxy one registry endpoint (docs/proxy.md)."""

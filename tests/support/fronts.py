@@ -1,0 +1,126 @@
+"""A counting front for a real registry: a threaded loopback HTTP server that forwards every request to
+the registry behind it and keeps a count of what it forwarded, and that can be told to misbehave: answer
+a status of its own (503, 429), cut blob bodies off half-way, slow blob bodies down, or refuse every
+connection (`down`). Tests of the pull-through cache count upstream requests with it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+
+
+@dataclass
+class Front:
+    url: str
+    target: str
+    status: int | None = None  # answer this to every request instead of forwarding (503, 429)
+    cut_blobs: bool = False  # send half of each blob body, then close the connection
+    blob_delay: float = 0.0  # seconds to sleep before sending each blob body
+    # (method, kind): requests forwarded and answered other than 401 (challenges are no fetches)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, method: str, kind: str) -> int:
+        with self.lock:
+            return self.counts[(method, kind)]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.counts.clear()
+        self.status, self.cut_blobs, self.blob_delay = None, False, 0.0
+
+
+def _kind(path: str) -> str:
+    if "/blobs/uploads" in path:
+        return "upload"
+    if "/blobs/" in path:
+        return "blob"
+    if "/manifests/" in path:
+        return "manifest"
+    return "other"
+
+
+def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _forward(self) -> None:
+            kind = _kind(self.path)
+            if front.status is not None:
+                body = b'{"errors":[{"code":"UNAVAILABLE","message":"front says no"}]}'
+                self.send_response(front.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            with httpx.Client(timeout=30) as client:
+                request = client.build_request(
+                    self.command, front.target + self.path, headers=headers, content=body
+                )
+                response = client.send(request, stream=True)
+                if response.status_code != 401:  # the challenge handshake is not a fetch
+                    with front.lock:
+                        front.counts[(self.command, kind)] += 1
+                try:
+                    self.send_response(response.status_code)
+                    for key, value in response.headers.items():
+                        if key.lower() not in HOP_BY_HOP:
+                            self.send_header(key, value)
+                    self.end_headers()
+                    if self.command == "HEAD":
+                        return
+                    data = response.read()
+                finally:
+                    response.close()
+            if kind == "blob" and self.command == "GET" and response.status_code in (200, 206):
+                if front.blob_delay:
+                    time.sleep(front.blob_delay)
+                if front.cut_blobs:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+            self.wfile.write(data)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+    return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # clients that hang up (a cut-off test) are expected
+
+
+@contextmanager
+def running_front(target: str) -> Iterator[Front]:
+    front = Front("", target)
+    server = _QuietServer(("127.0.0.1", 0), _handler(front))
+    front.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield front
+    finally:
+        server.shutdown()
+        server.server_close()
