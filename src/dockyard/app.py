@@ -84,6 +84,7 @@ from dockyard.lifecycle import (
     ADMIN_PASSWORD_ENV,
     CONFIG_ENV,
     WORKER_GRACE,
+    bind_to_parent,
     die_with_parent,
     mark_ready,
     started_by_serve,
@@ -565,7 +566,10 @@ def worker_app() -> Any:
     """ASGI factory for server worker processes: on the settings `serve` validated (a worker Granian
     starts again after the config file was edited runs on what the others run on); under another
     server (uvicorn), on the file DOCKYARD_CONFIG names and the environment."""
-    die_with_parent(WORKER_GRACE)  # a worker of a killed serve must not serve on beside the next one
+    # A worker of a killed serve must not go on beside the next one: killed with serve while it loads
+    # (serve's fork hook did so already, before the import of this module; again for other starts),
+    # stopped gracefully (WORKER_GRACE) once it can serve.
+    bind_to_parent()
     private_umask()  # serve set it already; under another server (uvicorn) the app does
     tune_malloc()
     settings = handed_down() if started_by_serve() else None
@@ -580,5 +584,6 @@ def worker_app() -> Any:
     services = build_services(settings, migrate=True)
     first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
     app = create_app(services)
+    die_with_parent(WORKER_GRACE)
     mark_ready()  # serve starts its job runner now: until here the workers have the cores to themselves
     return app

@@ -4,11 +4,16 @@
 Were they to outlive it, a restart would run two generations side by side on the same port (a restart
 into read-only mode would still accept pushes through the old workers). So each child:
 
-- asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG; the parent *thread* that
-  forked it, which for both kinds of child lives as long as the process);
-- exits at once if the parent is gone already (it died before the prctl), whatever catches SystemExit;
-- watches its parent's pid as a fallback: on a change it sends itself SIGTERM, and if it has not
-  stopped `grace` seconds later (a request that does not finish), it kills itself.
+- from its very first instruction (`bind_to_parent`: in an HTTP worker a hook serve registers for
+  fork, in the job runner the first line of its command) asks the kernel for SIGKILL when its parent
+  dies (prctl PR_SET_PDEATHSIG; the parent *thread* that forked it, which for both kinds of child lives
+  as long as the process), and exits at once if the parent is gone already (it died before the prctl).
+  While it starts it has nothing in flight, and SIGKILL needs no handler to run: a worker loading the
+  app when serve dies goes at once, not once it has loaded it (and taken database connections, written
+  the first start's rows, held the port) a second or more later;
+- once it can serve (`die_with_parent`) asks for SIGTERM instead, to finish its requests, and watches
+  its parent's pid as a fallback: on a change it sends itself SIGTERM, and if it has not stopped
+  `grace` seconds later (a request that does not finish), it kills itself.
 
 `serve` names itself in PARENT_ENV before it starts any child; a process without it (under another
 server, or a standalone `dockyard worker`) is left alone.
@@ -41,8 +46,52 @@ READY_ENV = "_DOCKYARD_READY_FILE"
 
 
 def mark_parent() -> None:
-    """In `serve`, before any child starts: the children's parent is this process."""
+    """In `serve`, before any child starts: the children's parent is this process, and every process
+    forked from it from now on (Granian's HTTP workers) is bound to it before it runs anything else."""
     os.environ[PARENT_ENV] = str(os.getpid())
+    _libc()  # loaded here, not in each child after the fork
+    if not _HOOKED:
+        os.register_at_fork(after_in_child=bind_to_parent)
+        _HOOKED.append(True)
+
+
+_HOOKED: list[bool] = []
+_LIBC: list[ctypes.CDLL] = []
+
+
+def _libc() -> ctypes.CDLL:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+    return _LIBC[0]
+
+
+def _expected_parent() -> int | None:
+    """Serve's pid in a child of serve; None elsewhere (serve itself included)."""
+    expected = os.environ.get(PARENT_ENV, "")
+    if not expected.isdigit() or int(expected) == os.getpid():
+        return None
+    return int(expected)
+
+
+def _on_parent_death(signum: int, parent: int) -> None:
+    """prctl(PR_SET_PDEATHSIG, signum); then, if `parent` is gone already (it died before the prctl,
+    so no signal comes), exit at once: not sys.exit, which whatever runs this child may catch."""
+    libc = _libc()
+    if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        log.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (errno %d): relying on the parent watch", ctypes.get_errno()
+        )
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def bind_to_parent() -> None:
+    """First thing in a child of `serve` (a no-op elsewhere): SIGKILL from the kernel when serve dies;
+    exit now if it is gone already. Nothing runs in it yet that would have to finish, and no handler
+    or lock of the child's has to work for it to go."""
+    parent = _expected_parent()
+    if parent is not None:
+        _on_parent_death(signal.SIGKILL, parent)
 
 
 def started_by_serve() -> bool:
@@ -71,25 +120,12 @@ def a_worker_is_ready() -> bool:
 
 
 def die_with_parent(grace: float) -> None:
-    """In a child of `serve` (a no-op elsewhere): SIGTERM when serve dies, SIGKILL `grace` seconds
-    later if still running; exit now if serve is gone already."""
-    expected = os.environ.get(PARENT_ENV, "")
-    if not expected.isdigit():
+    """In a child of `serve` that is ready to serve (a no-op elsewhere): SIGTERM when serve dies,
+    SIGKILL `grace` seconds later if still running; exit now if serve is gone already."""
+    parent = _expected_parent()
+    if parent is None:
         return
-    parent = int(expected)
-    if parent == os.getpid():  # serve itself (the variable is inherited, not meant for it)
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning(
-            "prctl(PR_SET_PDEATHSIG) failed (errno %d): relying on the parent watch", ctypes.get_errno()
-        )
-    if os.getppid() != parent:
-        log.warning("serve (pid %d) is gone: exiting", parent)
-        # Not sys.exit: an HTTP worker is inside Granian's app loading, which catches SystemExit and
-        # would serve on, unwatched, beside the next generation. Nothing is in flight yet to finish.
-        logging.shutdown()
-        os._exit(0)
+    _on_parent_death(signal.SIGTERM, parent)
     threading.Thread(target=_watch_parent, args=(parent, grace), name="parent-watch", daemon=True).start()
 
 

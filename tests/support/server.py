@@ -67,8 +67,10 @@ def start_server(
     tls: tuple[Path, Path] | None = None,
     timeout: float = 30.0,
     bind: str = "127.0.0.1",
+    wait: bool = True,
 ) -> RunningServer:
-    """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers.
+    """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers (not
+    with `wait=False`: then return once it is started).
 
     `bind` is the loopback address to listen on: 127.0.0.1, or ::1 (then url and host name `[::1]:port`).
     """
@@ -116,6 +118,8 @@ def start_server(
         log_path,
         env or {},
     )
+    if not wait:
+        return server
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -90,3 +90,63 @@ def test_a_child_whose_serve_died_before_it_looked_exits_whatever_catches_except
     )
     assert "still serving" not in child.stdout
     assert child.returncode == 0, child.stderr
+
+
+FORKING_PARENT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from dockyard.lifecycle import mark_parent
+    mark_parent()
+    pid = os.fork()
+    if pid == 0:  # as a Granian worker loading the app: it ignores SIGTERM, has no watch, never looks
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(120)
+        os._exit(0)
+    print(pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_child_forked_by_serve_dies_with_it_before_it_runs_anything() -> None:
+    """Serve's fork hook binds each process forked from it (Granian's HTTP workers) to it before the
+    child runs a line of its own: SIGKILL from the kernel when serve dies, whatever the child is doing.
+    Before: a worker was bound only once it had loaded the app, a second or more after the fork."""
+    parent = subprocess.Popen([sys.executable, "-c", FORKING_PARENT], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert running(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 2
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not running(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child and running(child):  # a failed run leaves nothing behind
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_forked_after_serve_died_exits_at_once() -> None:
+    """The fork hook checks the parent after its prctl: a child forked by a serve that is gone by the
+    time the hook runs (here: a serve that names another pid) does not run on."""
+    script = textwrap.dedent(
+        """
+        import os, time
+        from dockyard.lifecycle import PARENT_ENV, mark_parent
+        mark_parent()
+        os.environ[PARENT_ENV] = str(os.getpid() + 1_000_000)  # a serve that is gone already
+        pid = os.fork()
+        if pid == 0:
+            print("child ran", flush=True)
+            os._exit(3)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert result.stdout.split() == ["0"], result.stderr

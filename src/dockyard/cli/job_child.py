@@ -29,7 +29,11 @@ RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it kee
 # each worker about a second of CPU, and the job runner's own start as much again, on the same cores.
 READY_WAIT = 10.0
 READY_POLL = 0.02
-CHILD_COMMAND = "from dockyard.cli.worker import main_in_serve; main_in_serve()"
+# Bound to serve (dockyard.lifecycle) before it imports anything else: killed with serve while it starts.
+CHILD_COMMAND = (
+    "from dockyard.lifecycle import bind_to_parent; bind_to_parent(); "
+    "from dockyard.cli.worker import main_in_serve; main_in_serve()"
+)
 
 
 class JobWorkerProcess:
