@@ -25,6 +25,7 @@ from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
 from dockyard.cli.doctor import doctor_app
 from dockyard.cli.gc import gc_app
+from dockyard.cli.inventory import inventory_app
 from dockyard.cli.maintenance import maintenance_app
 from dockyard.cli.move import move_app
 
@@ -56,6 +57,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
 app.add_typer(move_app)  # move, read-only
 app.add_typer(gc_app)  # garbage-collect
+app.add_typer(inventory_app)  # inventory
 app.add_typer(doctor_app, name="doctor")
 
 ConfigOption = Annotated[

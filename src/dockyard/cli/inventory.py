@@ -1,0 +1,87 @@
+"""`dockyard inventory REF`: the packages inside an image, read from this install's storage (the
+config `serve` reads), as a table or as JSON.
+
+Only typer loads at import time: the server-side modules load inside the command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from dockyard.scanning.models import InventoryReport
+
+inventory_app = typer.Typer()
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """`repo@sha256:...`, `repo:tag` or `repo` (latest) -> (repository, reference)."""
+    if "@" in ref:
+        name, _, digest = ref.partition("@")
+        return name, digest
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        return ref[:colon], ref[colon + 1 :]
+    return ref, "latest"
+
+
+@inventory_app.command("inventory")
+def inventory(
+    ref: Annotated[str, typer.Argument(help="REPOSITORY:TAG or REPOSITORY@DIGEST in this registry.")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (dockyard's or a registry:2 config.yml)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the inventory as JSON.")] = False,
+) -> None:
+    """List the packages in an image (each platform of an index): distribution, language and Go
+    binary packages, the layer that added each, and what could not be read."""
+    from dockyard.cli.main import _settings
+    from dockyard.config.loader import config_path_from_env
+    from dockyard.errors import DockyardError
+    from dockyard.scanning.services import Inventory
+    from dockyard.services import build_services
+
+    repository, reference = split_reference(ref)
+    settings = _settings(config or config_path_from_env())
+    services = build_services(settings)
+    try:
+        report = Inventory(services.registry, services.blobs).inventory(repository, reference)
+    except DockyardError as exc:
+        typer.echo(f"dockyard: {ref}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        services.close()
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_table(report)
+
+
+def _print_table(report: InventoryReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    console.print(f"{report.repository}@{report.digest} ({report.media_type})")
+    for digest, why in report.not_images.items():
+        console.print(f"  not an image: {digest}: {why}")
+    for image in report.images:
+        console.print(
+            f"\n{image.platform} {image.manifest}  distro: {image.distro or 'unknown'}  "
+            f"{len(image.packages)} packages, {len(image.layers)} layers, "
+            f"{image.bytes_read} bytes read in {image.seconds:.1f} s"
+        )
+        table = Table("NAME", "VERSION", "ECOSYSTEM", "LAYER", "PATH", box=None, pad_edge=False)
+        for package in image.packages:
+            layer = f"{image.layers.index(package.layer) + 1}" if package.layer in image.layers else "?"
+            table.add_row(package.name, package.version, package.ecosystem, layer, package.path)
+        console.print(table)
+        for item in image.unreadable:
+            console.print(f"UNREADABLE {item.format}: {item.path or '(layer)'} in {item.layer}: {item.reason}")
+        for skipped in image.skipped:
+            console.print(f"skipped: {skipped.path} in {skipped.layer}: {skipped.reason}")

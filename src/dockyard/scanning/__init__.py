@@ -1,0 +1,1 @@
+"""What is inside an image: its package inventory (and, later, SBOMs and vulnerability scans)."""
