@@ -11,6 +11,7 @@ declare -A PACKAGE_OF=(
   [podman]=podman
   [buildah]=buildah
   [umoci]=umoci
+  [rpmbuild]=rpm  # a real RPM database for the inventory tests: rpmbuild a package, rpm --justdb installs it
   [containerd]=containerd  # containerd + ctr: the e2e tests start a daemon of their own (tests/support/containerd.py)
   # dockerd + /usr/bin/docker: the e2e tests start a daemon of their own (tests/support/docker.py). Keyed by
   # dockerd, not docker: a bare client elsewhere on PATH (e.g. /usr/local/bin/docker) has no daemon.

@@ -65,6 +65,8 @@ HTTP_WORKER_FORBIDDEN = (
     "fastapi",  # the management API is built on its first request
     "dockyard.gc",  # job handlers: only the job runner builds them (services.JOB_KINDS)
     "dockyard.retention.tasks",
+    "dockyard.scanning",  # inventories run in the CLI (and later in jobs), never in an HTTP worker
+    "packageurl",
     "dockyard.jobs.runner",
     "dockyard.api.management.app",
     "dockyard.api.management.routers",

@@ -63,25 +63,26 @@ def inventory(
 
 
 def _print_table(report: InventoryReport) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=200)
-    console.print(f"{report.repository}@{report.digest} ({report.media_type})")
+    typer.echo(f"{report.repository}@{report.digest} ({report.media_type})")
     for digest, why in report.not_images.items():
-        console.print(f"  not an image: {digest}: {why}")
+        typer.echo(f"  not an image: {digest}: {why}")
     for image in report.images:
-        console.print(
+        typer.echo(
             f"\n{image.platform} {image.manifest}  distro: {image.distro or 'unknown'}  "
             f"{len(image.packages)} packages, {len(image.layers)} layers, "
             f"{image.bytes_read} bytes read in {image.seconds:.1f} s"
         )
-        table = Table("NAME", "VERSION", "ECOSYSTEM", "LAYER", "PATH", box=None, pad_edge=False)
+        rows = [("NAME", "VERSION", "ECOSYSTEM", "LAYER", "PATH")]
         for package in image.packages:
-            layer = f"{image.layers.index(package.layer) + 1}" if package.layer in image.layers else "?"
-            table.add_row(package.name, package.version, package.ecosystem, layer, package.path)
-        console.print(table)
+            layer = str(image.layers.index(package.layer) + 1) if package.layer in image.layers else "?"
+            rows.append((package.name, package.version, package.ecosystem, layer, package.path))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            typer.echo(
+                "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+            )
         for item in image.unreadable:
-            console.print(f"UNREADABLE {item.format}: {item.path or '(layer)'} in {item.layer}: {item.reason}")
+            where = item.path or "(the layer)"
+            typer.echo(f"UNREADABLE {item.format}: {where} in {item.layer}: {item.reason}")
         for skipped in image.skipped:
-            console.print(f"skipped: {skipped.path} in {skipped.layer}: {skipped.reason}")
+            typer.echo(f"skipped: {skipped.path} in {skipped.layer}: {skipped.reason}")

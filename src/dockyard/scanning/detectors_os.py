@@ -153,6 +153,13 @@ class Rpm:
 
 
 def _sqlite_rows(data: bytes) -> list[bytes]:
+    if len(data) < 512 or not data.startswith(b"SQLite format 3\0"):
+        raise ValueError("no SQLite header")
+    if len(data) >= 100 and data[:16] == b"SQLite format 3\0" and data[18:20] == b"\2\2":
+        # A WAL-mode database (rpm's): an in-memory copy cannot have a WAL, so read it as a rollback-
+        # journal one (bytes 18-19 are the file format versions: 2 = WAL, 1 = legacy). What sat in an
+        # un-checkpointed -wal file is not seen; rpm checkpoints when a transaction ends.
+        data = data[:18] + b"\1\1" + data[20:]
     db = sqlite3.connect(":memory:")
     try:
         db.deserialize(data)

@@ -187,8 +187,13 @@ class Walk:
                 return None
             return source.detected
         if kind == SYMLINK:
-            if path not in OS_RELEASE:  # etc/os-release -> ../usr/lib/os-release is how Debian ships it
-                self.skip(path, digest, f"symbolic link to {linkname} (not followed)")
+            # Never followed: a link's target is read where it is a file of the image. One that climbs
+            # out of the root (which a runtime would clamp to it) is worth a line in the report.
+            target = (
+                linkname if linkname.startswith("/") else posixpath.join(posixpath.dirname(path), linkname)
+            )
+            if normalise(target) is None:
+                self.skip(path, digest, f"symbolic link out of the image root ({linkname}), not followed")
             return None
         if kind != FILE or sparse:
             self.skip(path, digest, "not a regular file" if not sparse else "sparse file (not read)")

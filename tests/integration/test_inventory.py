@@ -1,0 +1,226 @@
+"""`dockyard inventory` against a real server: images built from this machine's real files (Debian
+packages with their dpkg stanzas, the test venv's distributions, node's bundled npm, a Debian jar, a Go
+binary), pushed over /v2, then inventoried from the install's storage and database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.layers import (
+    GO_BINARY_DEBIAN,
+    dist_info,
+    dpkg_files,
+    dpkg_stanzas,
+    dpkg_version,
+    file,
+    first_jar,
+    layer,
+    npm_root,
+    real,
+    whiteout,
+)
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    descriptor,
+    digest_of,
+    empty_descriptor,
+    image_manifest,
+    index_manifest,
+)
+from tests.support.server import DOCKYARD, RunningServer
+
+OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
+DEBS = ["adduser", "sed", "base-files"]
+PYTHON = ["httpx", "pydantic"]
+OS_RELEASE = Path("/usr/lib/os-release")
+
+
+def os_release() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in OS_RELEASE.read_text().splitlines() if "=" in line)
+    return {key: value.strip('"') for key, value in pairs}
+
+
+def inventory(server: RunningServer, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, "inventory", "--config", str(server.config_path), ref, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def inventory_json(server: RunningServer, ref: str) -> dict[str, Any]:
+    done = inventory(server, ref, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def push(oci: OCIClient, repo: str, tag: str, layers: list[tuple[str, bytes]], arch: str = "amd64") -> str:
+    config = json.dumps(
+        {"os": "linux", "architecture": arch, "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    for blob in [config, *(data for _, data in layers)]:
+        oci.push_blob(repo, blob)
+    body = image_manifest(
+        descriptor(OCI_CONFIG, config), [descriptor(media_type, data) for media_type, data in layers]
+    )
+    return oci.push_manifest(repo, tag, body, OCI_MANIFEST).digest
+
+
+@pytest.fixture(scope="module")
+def layers() -> dict[str, bytes]:
+    stanzas = dpkg_stanzas(DEBS)
+    base = layer(
+        [
+            real("usr/lib/os-release", OS_RELEASE),
+            file("var/lib/dpkg/status", "\n".join(stanzas[name] for name in DEBS).encode()),
+            *[member for name in DEBS for member in dpkg_files(name, limit=10)],
+        ]
+    )
+    npm = npm_root()
+    apps = layer(
+        [
+            *[real(f"usr/lib/python3/dist-packages/{dist_info(p).name}", dist_info(p)) for p in PYTHON],
+            real("usr/lib/node_modules/npm/package.json", npm / "package.json"),
+            real("usr/lib/node_modules/npm/node_modules/semver", npm / "node_modules" / "semver"),
+            real(f"opt/java/{first_jar().name}", first_jar()),
+        ],
+        compress=False,  # an uncompressed tar layer
+    )
+    go = layer([real("usr/bin/umoci", GO_BINARY_DEBIAN)])
+    remove = layer(  # apt-get remove sed; pip uninstall httpx
+        [
+            file(
+                "var/lib/dpkg/status", "\n".join(stanzas[name] for name in ("adduser", "base-files")).encode()
+            ),
+            whiteout(f"usr/lib/python3/dist-packages/{dist_info('httpx').name}"),
+        ]
+    )
+    return {"base": base, "apps": apps, "go": go, "remove": remove}
+
+
+@pytest.fixture(scope="module")
+def pushed(server: RunningServer, layers: dict[str, bytes]) -> dict[str, str]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        oci = OCIClient(http)
+        repo = "inventory/app"
+        stack = [(OCI_LAYER, layers["base"]), (OCI_TAR, layers["apps"]), (OCI_LAYER, layers["go"])]
+        full = push(oci, repo, "full", stack)
+        removed = push(oci, repo, "removed", [*stack, (OCI_LAYER, layers["remove"])])
+        arm = push(oci, repo, "arm", [(OCI_LAYER, layers["base"])], arch="arm64")
+        oci.push_blob(repo, b"{}")  # the empty config of the artifacts below
+        attestation = image_manifest(empty_descriptor(), [descriptor(OCI_LAYER, layers["remove"])])
+        oci.push_manifest(repo, digest_of(attestation), attestation, OCI_MANIFEST)
+        index = index_manifest(
+            [
+                {
+                    **descriptor(OCI_MANIFEST, _manifest(oci, repo, full)),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                },
+                {
+                    **descriptor(OCI_MANIFEST, _manifest(oci, repo, arm)),
+                    "platform": {"os": "linux", "architecture": "arm64"},
+                },
+                {
+                    **descriptor(OCI_MANIFEST, attestation),
+                    "platform": {"os": "unknown", "architecture": "unknown"},
+                    "annotations": {"vnd.docker.reference.type": "attestation-manifest"},
+                },
+            ]
+        )
+        oci.push_manifest(repo, "multi", index, OCI_INDEX)
+        artifact = image_manifest(
+            empty_descriptor(), [descriptor("text/plain", b"hello")], artifact_type="application/vnd.example"
+        )
+        oci.push_blob(repo, b"hello")
+        oci.push_manifest(repo, "artifact", artifact, OCI_MANIFEST)
+    return {"repo": repo, "full": full, "removed": removed, "arm": arm, "attestation": digest_of(attestation)}
+
+
+def _manifest(oci: OCIClient, repo: str, digest: str) -> bytes:
+    return oci.get_manifest(repo, digest).content
+
+
+def test_inventory_of_an_image_from_real_content(
+    server: RunningServer, pushed: dict[str, str], layers: dict[str, bytes]
+) -> None:
+    report = inventory_json(server, f"{pushed['repo']}:full")
+    assert report["digest"] == pushed["full"]
+    [image] = report["images"]
+    release = os_release()
+    distro = f"{release['ID']}-{release['VERSION_ID']}"
+    assert image["platform"] == "linux/amd64"
+    assert image["distro"] == distro
+    assert image["layers"] == [digest_of(layers[name]) for name in ("base", "apps", "go")]
+    found = {(p["ecosystem"], p["name"]): p for p in image["packages"]}
+    stanzas = dpkg_stanzas(DEBS)
+    for name in DEBS:
+        package = found[("Debian", name)]
+        assert package["version"] == dpkg_version(stanzas[name])
+        assert package["layer"] == digest_of(layers["base"])
+        assert f"distro={distro}" in package["purl"]
+    import importlib.metadata
+
+    for project in PYTHON:
+        distribution = importlib.metadata.distribution(project)
+        package = found[("PyPI", distribution.metadata["Name"])]
+        assert package["version"] == distribution.version
+        assert package["layer"] == digest_of(layers["apps"])
+    npm = json.loads((npm_root() / "package.json").read_text())
+    semver = json.loads((npm_root() / "node_modules" / "semver" / "package.json").read_text())
+    assert found[("npm", "npm")]["version"] == npm["version"]
+    assert found[("npm", "semver")]["version"] == semver["version"]
+    maven = [p for p in image["packages"] if p["ecosystem"] == "Maven"]
+    assert maven and maven[0]["path"] == f"opt/java/{first_jar().name}"
+    assert found[("Go", "stdlib")]["layer"] == digest_of(layers["go"])
+    assert found[("Go", "stdlib")]["path"] == "usr/bin/umoci"
+    assert image["unreadable"] == [] and image["skipped"] == []
+
+
+def test_what_an_upper_layer_removes_is_not_reported(
+    server: RunningServer, pushed: dict[str, str], layers: dict[str, bytes]
+) -> None:
+    [image] = inventory_json(server, f"{pushed['repo']}@{pushed['removed']}")["images"]
+    found = {(p["ecosystem"], p["name"]): p for p in image["packages"]}
+    assert ("Debian", "sed") not in found  # the status file rewritten without it
+    assert ("PyPI", "httpx") not in found  # its dist-info whited out
+    assert ("PyPI", "pydantic") in found
+    # adduser is in the rewritten status too, but it came with the base layer
+    assert found[("Debian", "adduser")]["layer"] == digest_of(layers["base"])
+
+
+def test_an_index_is_inventoried_per_platform(server: RunningServer, pushed: dict[str, str]) -> None:
+    report = inventory_json(server, f"{pushed['repo']}:multi")
+    assert [(i["platform"], i["manifest"]) for i in report["images"]] == [
+        ("linux/amd64", pushed["full"]),
+        ("linux/arm64", pushed["arm"]),
+    ]
+    assert report["not_images"] == {pushed["attestation"]: "attestation manifest"}
+    arm = {p["name"] for p in report["images"][1]["packages"]}
+    assert arm == set(DEBS)
+
+
+def test_table_output_and_errors(server: RunningServer, pushed: dict[str, str]) -> None:
+    done = inventory(server, f"{pushed['repo']}:full")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(
+        line.split()[:3] == ["sed", dpkg_version(dpkg_stanzas(["sed"])["sed"]), "Debian"] for line in lines
+    )
+    unknown = inventory(server, f"{pushed['repo']}:no-such-tag")
+    assert unknown.returncode == 1 and "manifest unknown" in unknown.stderr
+    artifact = inventory(server, f"{pushed['repo']}:artifact")
+    assert artifact.returncode == 1 and "not a container image" in artifact.stderr, artifact.stderr
+    assert OCI_EMPTY in artifact.stderr
