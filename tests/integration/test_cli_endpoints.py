@@ -63,3 +63,21 @@ def test_bad_input_is_one_error_line(admin: Cli) -> None:
         "endpoint", "create", "x", "--url", "https://example.com", "-u", "a", "--token"
     )
     assert "nothing to change" in admin.fails("endpoint", "update", "x")
+
+
+def test_a_proxy_project_from_the_cli(admin: Cli, upstream: str) -> None:
+    admin.json("endpoint", "create", "pulled", "--url", upstream, "-u", USER[0], "--secret-stdin",
+               stdin=USER[1] + "\n")  # fmt: skip
+    created = admin.json("project", "create", "mirror", "--public", "--proxy", "pulled", "--tag-ttl", "60")
+    assert created["proxy"] == {"endpoint": "pulled", "tag_ttl_seconds": 60}
+    assert "pulled (tag TTL 60 s)" in admin.ok("project", "show", "mirror")
+    assert admin.json("project", "update", "mirror", "--tag-ttl", "30")["proxy"] == {
+        "endpoint": "pulled",
+        "tag_ttl_seconds": 30,
+    }
+    assert "used by a proxy project" in admin.fails("endpoint", "delete", "pulled", "--yes")
+    assert admin.json("project", "update", "mirror", "--no-proxy")["proxy"] is None
+    assert "is no proxy" in admin.fails("project", "update", "mirror", "--tag-ttl", "5")
+    assert "--tag-ttl goes with --proxy" in admin.fails("project", "create", "other", "--tag-ttl", "5")
+    assert "no registry endpoint named 'absent'" in admin.fails("project", "create", "x", "--proxy", "absent")
+    admin.ok("endpoint", "delete", "pulled", "--yes")

@@ -218,9 +218,9 @@ def test_upstream_failing_serves_stale_and_a_miss_fails_quickly_naming_it(
     image = push(upstream, "team/stale", "1", layer_size=2048)
     assert manifest_of(v2, "hub/team/stale", "1").status_code == 200
     assert v2.get(f"/hub/team/stale/blobs/{image.layer}").status_code == 200
-    time.sleep(2.2)
     before = metric(server, "manifest", "stale")
     for status in (503, 429):
+        time.sleep(2.2)  # past the TTL, and past the stale backoff (the TTL, when shorter than 10 s)
         front.status = status
         got = manifest_of(v2, "hub/team/stale", "1")
         assert got.status_code == 200 and got.content == image.manifest
@@ -279,6 +279,86 @@ def test_a_blob_cut_off_upstream_records_nothing_and_fails_the_client(
     front.cut_blobs = False
     assert v2.get(f"/hub/team/cut/blobs/{image.layer}").content == image.blobs[image.layer]
     assert front.count("GET", "blob") == 2  # the first fetch recorded nothing: fetched again
+
+
+def test_a_blob_whose_bytes_do_not_match_its_digest_records_nothing(
+    hub: str, upstream: str, front: Front, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/corrupt", "1", layer_size=3 << 20)
+    assert manifest_of(v2, "hub/team/corrupt", "1").status_code == 200
+    front.corrupt_blobs = True
+    assert_fails(lambda: v2.get(f"/hub/team/corrupt/blobs/{image.layer}"))
+    front.corrupt_blobs = False
+    assert v2.get(f"/hub/team/corrupt/blobs/{image.layer}").content == image.blobs[image.layer]
+    assert front.count("GET", "blob") == 2  # the bad copy was not kept
+
+
+def test_a_head_of_an_uncached_blob_asks_upstream_and_fetches_nothing(
+    hub: str, upstream: str, front: Front, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/head", "1", layer_size=4096)
+    head = v2.head(f"/hub/team/head/blobs/{image.layer}")
+    assert head.status_code == 200 and head.headers["content-length"] == "4096"
+    assert (front.count("HEAD", "blob"), front.count("GET", "blob")) == (1, 0)
+    missing = v2.head(f"/hub/team/head/blobs/sha256:{'0' * 64}")
+    assert missing.status_code == 404
+
+
+def test_fetches_are_audited_with_the_endpoint(
+    hub: str, upstream: str, api: httpx.Client, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/audited", "1", layer_size=1024)
+    assert manifest_of(v2, "hub/team/audited", "1").status_code == 200
+    assert v2.get(f"/hub/team/audited/blobs/{image.layer}").status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        events = api.get("/audit", params={"action": "pull"}).json()
+        fetched = {
+            (e["resource_type"], e["resource_name"]): e["detail"]
+            for e in events
+            if (e.get("detail") or {}).get("proxy") and "team/audited" in e["resource_name"]
+        }
+        if len(fetched) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert fetched == {
+        ("artifact", "hub/team/audited:1"): {
+            "proxy": "fetched",
+            "endpoint": "up",
+            "upstream": "team/audited:1",
+        },
+        ("blob", f"hub/team/audited@{image.layer}"): {
+            "proxy": "fetched",
+            "endpoint": "up",
+            "upstream": f"team/audited@{image.layer}",
+        },
+    }
+
+
+def test_proxy_settings_are_the_administrators_and_keep_their_endpoint(
+    hub: str, api: httpx.Client, server: RunningServer
+) -> None:
+    answer = api.delete("/endpoints/up")
+    assert answer.status_code == 409 and "proxy project" in answer.text
+    api.post("/users", json={"username": "lead", "password": "a-team-lead-password-9x"}).raise_for_status()
+    api.post("/projects", json={"name": "own"}).raise_for_status()
+    api.post("/projects/own/members", json={"user": "lead", "role": "project_admin"}).raise_for_status()
+    lead = ("lead", "a-team-lead-password-9x")
+    refused = api.patch("/projects/own", json={"proxy": {"endpoint": "up"}}, auth=lead)
+    assert refused.status_code == 403 and "system administrators" in refused.text
+    assert api.patch("/projects/own", json={"public": True}, auth=lead).status_code == 200  # the rest: theirs
+    unknown = api.patch("/projects/own", json={"proxy": {"endpoint": "nope"}})
+    assert unknown.status_code == 422 and "nope" in unknown.text
+    bad_ttl = api.patch("/projects/own", json={"proxy": {"endpoint": "up", "tag_ttl_seconds": -1}})
+    assert bad_ttl.status_code in (400, 422)
+    created = api.post("/projects", json={"name": "half", "proxy": {"endpoint": "nope"}})
+    assert created.status_code == 422
+    assert api.get("/projects/half").status_code == 404  # all or nothing
+    assert api.patch("/projects/own", json={"proxy": {"endpoint": "up"}}).json()["proxy"] == {
+        "endpoint": "up",
+        "tag_ttl_seconds": 300,
+    }
+    assert api.patch("/projects/own", json={"proxy": None}).json()["proxy"] is None
 
 
 def test_the_ssrf_guard_applies_at_fetch_time(

@@ -1,7 +1,7 @@
 """A counting front for a real registry: a threaded loopback HTTP server that forwards every request to
 the registry behind it and keeps a count of what it forwarded, and that can be told to misbehave: answer
-a status of its own (503, 429), cut blob bodies off half-way, slow blob bodies down, or refuse every
-connection (`down`). Tests of the pull-through cache count upstream requests with it."""
+a status of its own (503, 429), cut blob bodies off half-way, corrupt them, or slow them down. Tests of
+the pull-through cache count upstream requests with it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ class Front:
     status: int | None = None  # answer this to every request instead of forwarding (503, 429)
     cut_blobs: bool = False  # send half of each blob body, then close the connection
     blob_delay: float = 0.0  # seconds to sleep before sending each blob body
+    corrupt_blobs: bool = False  # flip the last byte of each blob body (its digest no longer matches)
     # (method, kind): requests forwarded and answered other than 401 (challenges are no fetches)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -37,7 +38,7 @@ class Front:
     def reset(self) -> None:
         with self.lock:
             self.counts.clear()
-        self.status, self.cut_blobs, self.blob_delay = None, False, 0.0
+        self.status, self.cut_blobs, self.blob_delay, self.corrupt_blobs = None, False, 0.0, False
 
 
 def _kind(path: str) -> str:
@@ -92,6 +93,8 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
             if kind == "blob" and self.command == "GET" and response.status_code in (200, 206):
                 if front.blob_delay:
                     time.sleep(front.blob_delay)
+                if front.corrupt_blobs and data:
+                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 if front.cut_blobs:
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
