@@ -28,7 +28,15 @@ from sqlalchemy import select
 
 from dockyard.content.digest import looks_like_digest, parse_digest
 from dockyard.content.manifest import parse_manifest
-from dockyard.coordination.interfaces import ChangeFeed, DistributedLock, LockLost, LockManager, Topic
+from dockyard.coordination.caches import GenerationCache
+from dockyard.coordination.interfaces import (
+    ChangeFeed,
+    DistributedLock,
+    LockLost,
+    LockManager,
+    Topic,
+    generation_of,
+)
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
 from dockyard.db.session import Database
@@ -56,6 +64,8 @@ log = logging.getLogger("dockyard.proxy")
 
 LOCK_TTL = 60.0  # seconds a fetch's lock lives unless extended (a blob's fetcher extends it as it goes)
 LOCK_POLL = 0.5  # how long a waiter waits on the lock between looks at the database
+STALE_BACKOFF = 10.0  # seconds a process serves a tag stale before it asks the failing upstream again
+FRESH_CACHE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,22 @@ class ProxyCache:
         self.remote_for = remote_for
         self.wait_seconds = wait_seconds  # how long a manifest request waits for another's fetch
         self.observe = observe or (lambda kind, outcome: None)
+        # Tags this process knows are fresh (or served stale, for a short backoff), until then: a pull
+        # of a fresh tag reads nothing. Any registry write anywhere (Topic.MANIFESTS) empties it.
+        self._fresh: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
+            generation_of(feed, Topic.MANIFESTS), FRESH_CACHE_BYTES, _weight, clock=time.monotonic
+        )
+
+    def fresh(self, name: str, reference: str) -> ManifestRecord | None:
+        """A manifest served without I/O (for the event loop): by digest when the registry's cache has
+        it, by tag when this process knows it is fresh. None: call `manifest` in a thread."""
+        if looks_like_digest(reference):
+            record = self.registry.cached_manifest(name, reference)
+        else:
+            record = self._fresh.get((name, reference))
+        if record is not None:
+            self.observe("manifest", Outcome.HIT)
+        return record
 
     # --- manifests -----------------------------------------------------------------------------------
     def manifest(self, config: ProxyConfig, name: str, reference: str) -> Served:
@@ -136,15 +162,14 @@ class ProxyCache:
 
     def _by_tag(self, config: ProxyConfig, name: str, upstream_name: str, tag: str) -> Served:
         where = f"{upstream_name}:{tag}"
-        local, checked_at = self._tag_state(name, tag)
-        if decide_tag(utcnow(), checked_at, local is not None, config.tag_ttl) is TagDecision.FRESH:
-            assert local is not None
-            return self._served(local, Outcome.HIT, where)
+        served = self._fresh_by_tag(config, name, tag, where)
+        if served is not None:
+            return served
         with self._single_flight(f"m.{name}:{tag}") as held:
-            local, checked_at = self._tag_state(name, tag)  # another fetch may have just refreshed it
-            decision = decide_tag(utcnow(), checked_at, local is not None, config.tag_ttl)
-            if decision is TagDecision.FRESH and local is not None:
-                return self._served(local, Outcome.HIT, where)
+            served = self._fresh_by_tag(config, name, tag, where)  # another fetch may have just refreshed it
+            if served is not None:
+                return served
+            local = self._local(name, tag)
             try:
                 if not held:
                     raise _Busy(f"another fetch of {where} did not finish in time")
@@ -153,6 +178,7 @@ class ProxyCache:
                     info = remote.head_manifest(upstream_name, tag)
                     if info.digest == local.digest:
                         self._touch(name, tag, local.digest)
+                        self._keep(name, tag, local, config.tag_ttl)
                         return self._served(local, Outcome.REVALIDATED, where)
                 manifest = remote.get_manifest(upstream_name, tag)
             except UpstreamNotFound:
@@ -162,10 +188,32 @@ class ProxyCache:
                 failure = f"endpoint {config.endpoint!r}: {error}"
                 if local is not None and (isinstance(error, _Busy) or stale_allowed(error)):
                     log.warning("proxy: serving %s from the cache (stale): %s", where, failure)
+                    self._keep(name, tag, local, min(STALE_BACKOFF, config.tag_ttl))
                     return self._served(local, Outcome.STALE, where, failure)
                 self._fail("manifest", f"cannot fetch {where}: {failure}")
             record = self._record(name, tag, manifest.digest, manifest.media_type, manifest.data)
+            self._keep(name, tag, record, config.tag_ttl)
         return self._served(record, Outcome.FETCHED, where)
+
+    def _fresh_by_tag(self, config: ProxyConfig, name: str, tag: str, where: str) -> Served | None:
+        record = self._fresh.get((name, tag))
+        if record is not None:
+            return self._served(record, Outcome.HIT, where)
+        generation = self._fresh.current_generation()
+        local, checked_at = self._tag_state(name, tag)
+        now = utcnow()
+        if local is None or decide_tag(now, checked_at, True, config.tag_ttl) is not TagDecision.FRESH:
+            return None
+        assert checked_at is not None
+        left = config.tag_ttl - (now - checked_at).total_seconds()
+        self._fresh.put((name, tag), local, generation, expires_at=time.monotonic() + left)
+        return self._served(local, Outcome.HIT, where)
+
+    def _keep(self, name: str, tag: str, record: ManifestRecord, seconds: float) -> None:
+        """This process serves the tag without asking for `seconds` (after this request's writes)."""
+        if seconds > 0:
+            generation = self._fresh.current_generation()
+            self._fresh.put((name, tag), record, generation, expires_at=time.monotonic() + seconds)
 
     def _served(
         self, record: ManifestRecord, outcome: Outcome, where: str, error: str | None = None
@@ -379,6 +427,10 @@ def _upsert_state(connection: Any, repository_id: int, tag: str, digest: str) ->
         key=["repository_id", "tag"],
         update=["upstream_digest", "checked_at"],
     )
+
+
+def _weight(key: tuple[str, str], record: ManifestRecord) -> int:
+    return len(key[0]) + len(key[1]) + record.size + 200
 
 
 def _lock_name(key: str) -> str:

@@ -85,6 +85,9 @@ def audit_fetch(
 async def manifest(
     edge: ProxyEdge, request: Request, config: ProxyConfig, name: str, reference: str, call: Call
 ) -> ManifestRecord:
+    record = edge.cache.fresh(name, reference)  # no I/O: a fresh tag, or a digest in the registry's cache
+    if record is not None:
+        return record
     served: Served = await call(edge.cache.manifest, config, name, reference)
     if request.method == "GET" or served.outcome is not Outcome.HIT:
         audit_fetch(
