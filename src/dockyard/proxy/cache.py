@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import select
@@ -88,6 +89,12 @@ class UpstreamBlob:
     chunks: Callable[[], Iterator[bytes]]
     close: Callable[[], None]
 
+
+class Busy(Enum):
+    BUSY = "busy"  # another request is fetching the blob
+
+
+BUSY = Busy.BUSY
 
 RemoteFor = Callable[[str], RemoteRegistry]  # an endpoint's name -> a client for it (not to be closed)
 
@@ -294,19 +301,20 @@ class ProxyCache:
                 "blob", f"cannot ask endpoint {config.endpoint!r} for {upstream_name}@{digest}: {error}"
             )
 
-    def open_blob(self, config: ProxyConfig, name: str, digest: str) -> UpstreamBlob | None:
-        """None when the blob is (now) in the repository: serve it from storage. Else an open fetch
-        from upstream, this request being the one fetcher: the second client of a blob in flight waits
-        here until the first one's fetch ends, then is served from storage (or fetches, if it failed)."""
+    def open_blob(self, config: ProxyConfig, name: str, digest: str) -> UpstreamBlob | Busy | None:
+        """One attempt, without waiting: None when the blob is (now) in the repository (serve it from
+        storage); `BUSY` while another request fetches it (ask again in `LOCK_POLL` seconds, without
+        holding a thread: the fetch needs threads to progress); else an open fetch from upstream, this
+        request being the one fetcher. So the second client of a blob in flight waits until the first
+        one's fetch ends, then is served from storage (or fetches it, if that fetch failed)."""
         upstream_name = config.upstream_repository(name)
         parse_digest(digest)
+        if self._has_blob(name, digest):
+            self.observe("blob", Outcome.HIT)
+            return None
         lock = self.locks.lock(_lock_name(f"b.{digest}"), LOCK_TTL)
-        while True:
-            if self._has_blob(name, digest):
-                self.observe("blob", Outcome.HIT)
-                return None
-            if lock.acquire(LOCK_POLL):
-                break
+        if not lock.acquire():
+            return BUSY
         try:
             if self._has_blob(name, digest):
                 _release(lock)
@@ -325,7 +333,12 @@ class ProxyCache:
         except BaseException:
             _release(lock)
             raise
-        fetch = _BlobFetch(self, lock, stream, name, digest, f"{upstream_name}@{digest}")
+        try:
+            fetch = _BlobFetch(self, lock, stream, name, digest, f"{upstream_name}@{digest}")
+        except BaseException:
+            stream.close()
+            _release(lock)
+            raise
         return UpstreamBlob(stream.size, fetch.where, fetch.chunks, fetch.close)
 
     def _has_blob(self, name: str, digest: str) -> bool:
@@ -357,7 +370,9 @@ class _Busy(Exception):
 
 
 class _BlobFetch:
-    """One blob streaming from upstream to a client and into an upload session at once."""
+    """One blob streaming from upstream to a client and into an upload session at once. The session is
+    opened here, before the response starts, so a registry that cannot store (read-only, say) answers
+    with its error rather than a broken response."""
 
     def __init__(
         self, cache: ProxyCache, lock: DistributedLock, stream: BlobStream, name: str, digest: str, where: str
@@ -365,37 +380,44 @@ class _BlobFetch:
         self.cache = cache
         self.lock = lock
         self.stream = stream
-        self.name = name
         self.digest = digest
         self.where = where
         self._done = False
+        self._committed = False
+        self._finished = False
         self._guard = threading.Lock()
+        self.state = cache.blob_uploads.start(name)
+        try:
+            self.session = cache.blob_uploads.begin_append(self.state)
+        except BaseException:
+            cache.blob_uploads.drop(self.state)
+            raise
 
     def chunks(self) -> Iterator[bytes]:
         uploads = self.cache.blob_uploads
-        state = uploads.start(self.name)
-        session = uploads.begin_append(state)
-        committed = False
         extended = time.monotonic()
         try:
             held: bytes | None = None
             for chunk in self.stream.chunks():
                 if not chunk:
                     continue
-                session.write(chunk)
+                self.session.write(chunk)
                 if held is not None:
                     yield held
                 held = chunk
                 if time.monotonic() - extended > LOCK_TTL / 4:
                     self.lock.extend()
                     extended = time.monotonic()
-            state = session.finish(record=False)
+            state = self.session.finish(record=False)
+            self._finished = True  # the writer and its lock went to the upload store, for the commit
             try:
                 uploads.commit(state, self.digest, self.stream.size)
-            except DockyardError:
-                uploads.drop(state)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    uploads.release(state)  # a writer still held for the commit
+                uploads.drop(state)  # a bad digest or size, a full quota: nothing is kept
                 raise
-            committed = True
+            self._committed = True
             self.cache.observe("blob", Outcome.FETCHED)
             log.info("proxy: cached %s", self.where)
             if held is not None:
@@ -405,18 +427,21 @@ class _BlobFetch:
             log.warning("proxy: fetching %s failed, nothing recorded: %s", self.where, error)
             raise
         finally:
-            if not committed:
-                with contextlib.suppress(Exception):
-                    session.abort()
             self.close()
 
     def close(self) -> None:
+        """End the fetch: what was not committed is dropped; the upstream stream and the lock go."""
         with self._guard:
             if self._done:
                 return
             self._done = True
-        self.stream.close()
-        _release(self.lock)
+        try:
+            if not self._committed and not self._finished:
+                with contextlib.suppress(Exception):
+                    self.session.abort()  # drops the upload too
+        finally:
+            self.stream.close()
+            _release(self.lock)
 
 
 def _upsert_state(connection: Any, repository_id: int, tag: str, digest: str) -> None:

@@ -80,7 +80,7 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
         config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
         if config is None or ctx.proxy is None:
             raise
-        fetch = await ctx.call(ctx.proxy.cache.open_blob, config, name, digest)
+        fetch = await proxying.open_blob(ctx.proxy, config, name, digest, ctx.call)
         if fetch is not None:  # this request fetches it: the bytes as they arrive (the whole blob)
             headers = blob_headers(digest, fetch.size or 0)
             if fetch.size is None:

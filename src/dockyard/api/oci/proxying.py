@@ -17,7 +17,7 @@ from starlette.types import Scope
 from dockyard.api.oci.gate import PRINCIPAL_KEY
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
 from dockyard.auth.interfaces import ANONYMOUS, Principal
-from dockyard.proxy.cache import ProxyCache, Served, UpstreamBlob
+from dockyard.proxy.cache import BUSY, LOCK_POLL, ProxyCache, Served, UpstreamBlob
 from dockyard.proxy.interfaces import Outcome, ProxyConfig, ProxyPushDenied
 from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.interfaces import ManifestRecord
@@ -102,6 +102,18 @@ async def manifest(
             served.error,
         )
     return served.record
+
+
+async def open_blob(
+    edge: ProxyEdge, config: ProxyConfig, name: str, digest: str, call: Call
+) -> UpstreamBlob | None:
+    """None when the blob is in the repository (now); else this request's fetch from upstream. While
+    another request fetches it, wait on the event loop (not in a thread: the fetch needs them)."""
+    while True:
+        fetch = await call(edge.cache.open_blob, config, name, digest)
+        if fetch is not BUSY:
+            return fetch
+        await anyio.sleep(LOCK_POLL)
 
 
 def blob_response(
