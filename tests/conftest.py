@@ -104,6 +104,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/gc/",
     "tests/unit/jobs/",
     "tests/unit/retention/",
+    "tests/unit/vulndb/",
     "tests/integration/test_postgresql.py",
     "tests/cluster/",  # always PostgreSQL
     "tests/images/",  # containers: SQLite in the image's volume, or the compose example's PostgreSQL

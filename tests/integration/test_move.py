@@ -218,6 +218,15 @@ def populate(server: RunningServer) -> Install:
         )
     engine.dispose()
     call(admin, "POST", "/projects/library/members", 201, json={"role": "guest", "group": "ops"})
+    # The offline vulnerability database: an import (advisories, affected packages, the import log)
+    # and an allowlist entry, with the commands an administrator runs.
+    vulndb = Path(__file__).resolve().parents[1] / "data" / "vulndb"
+    imported = dockyard("vulndb", "import", vulndb, "--config", server.config_path)
+    assert imported.returncode == 0, imported.stderr
+    allowed = dockyard(
+        "vulndb", "allow", "CVE-2020-28493", "--project", "team", "--config", server.config_path
+    )
+    assert allowed.returncode == 0, allowed.stderr
 
     oci = registry_client(server, bearer(server, ADMIN, "team/app", "team/multi", "library/base"))
     pushed: dict[tuple[str, str], bytes] = {}

@@ -118,6 +118,10 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.upstream.interfaces.UpstreamNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.upstream.interfaces.UpstreamUnauthorized": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
     "dockyard.upstream.interfaces.UpstreamUnavailable": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.vulndb.interfaces.AllowlistInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.vulndb.interfaces.ArchiveUnsafe": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.vulndb.interfaces.ImportInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.vulndb.interfaces.NotOSV": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
 }
 
 # Storage errors' own messages name storage paths: clients are shown a fixed text instead.
