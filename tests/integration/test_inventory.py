@@ -224,3 +224,85 @@ def test_table_output_and_errors(server: RunningServer, pushed: dict[str, str]) 
     artifact = inventory(server, f"{pushed['repo']}:artifact")
     assert artifact.returncode == 1 and "not a container image" in artifact.stderr, artifact.stderr
     assert OCI_EMPTY in artifact.stderr
+
+
+# --- SBOMs ------------------------------------------------------------------------------------------
+CYCLONEDX = "application/vnd.cyclonedx+json"
+SPDX = "application/spdx+json"
+
+
+def sbom(server: RunningServer, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCKYARD, "sbom", "--config", str(server.config_path), ref, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def referrers(server: RunningServer, repo: str, digest: str, artifact_type: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{server.url}/v2/{repo}/referrers/{digest}", params={"artifactType": artifact_type})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["manifests"])
+
+
+def stored_document(server: RunningServer, repo: str, referrer: str) -> bytes:
+    oci = OCIClient(httpx.Client(base_url=server.url, timeout=30))
+    manifest = oci.get_manifest(repo, referrer).json()
+    [layer] = manifest["layers"]
+    return oci.http.get(f"/v2/{repo}/blobs/{layer['digest']}").content
+
+
+def test_cyclonedx_sbom_is_valid_and_stored_as_a_referrer(
+    server: RunningServer, pushed: dict[str, str]
+) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    repo, image = pushed["repo"], pushed["full"]
+    assert referrers(server, repo, image, CYCLONEDX) == []
+    done = sbom(server, f"{repo}:full", "--format", "cyclonedx")
+    assert done.returncode == 0, done.stderr
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(done.stdout) is None
+    document = json.loads(done.stdout)
+    assert document["specVersion"] == "1.6"
+    assert document["metadata"]["component"]["version"] == image
+    components = {c["name"]: c for c in document["components"]}
+    assert components["sed"]["version"] == dpkg_version(dpkg_stanzas(["sed"])["sed"])
+    assert components["sed"]["purl"].startswith("pkg:deb/")
+    [listed] = referrers(server, repo, image, CYCLONEDX)
+    assert listed["artifactType"] == CYCLONEDX
+    assert f"stored as referrer {listed['digest']}" in done.stderr
+    assert stored_document(server, repo, listed["digest"]).decode().strip() == done.stdout.strip()
+    again = sbom(server, f"{repo}@{image}")  # cyclonedx is the default format
+    assert again.returncode == 0 and again.stdout == done.stdout
+    assert "stored already as" in again.stderr
+    assert len(referrers(server, repo, image, CYCLONEDX)) == 1
+    refreshed = sbom(server, f"{repo}@{image}", "--refresh", "--no-store")
+    assert refreshed.returncode == 0 and "referrer" not in refreshed.stderr
+    assert len(referrers(server, repo, image, CYCLONEDX)) == 1
+
+
+def test_spdx_sbom_of_one_platform_of_an_index(
+    server: RunningServer, pushed: dict[str, str], tmp_path: Path
+) -> None:
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    repo = pushed["repo"]
+    refused = sbom(server, f"{repo}:multi", "--format", "spdx")
+    assert refused.returncode == 1
+    assert "index of 2 images: choose one (linux/amd64, linux/arm64)" in refused.stderr
+    out = tmp_path / "arm.spdx.json"
+    done = sbom(server, f"{repo}:multi", "--format", "spdx", "--platform", "linux/arm64", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    document = parse_file(str(out))
+    assert validate_full_spdx_document(document) == []
+    assert document.creation_info.spdx_version == "SPDX-2.3"
+    assert {p.name for p in document.packages} == {repo, *DEBS}
+    [listed] = referrers(server, repo, pushed["arm"], SPDX)
+    assert stored_document(server, repo, listed["digest"]) == out.read_bytes()
+    assert referrers(server, repo, pushed["full"], SPDX) == []
+    bad = sbom(server, f"{repo}:full", "--format", "xml")
+    assert bad.returncode == 2 and "expected one of cyclonedx, spdx" in bad.stderr

@@ -67,6 +67,8 @@ HTTP_WORKER_FORBIDDEN = (
     "dockyard.retention.tasks",
     "dockyard.scanning",  # inventories run in the CLI (and later in jobs), never in an HTTP worker
     "packageurl",
+    "cyclonedx",  # SBOM writers: only `dockyard sbom` loads them
+    "spdx_tools",
     "dockyard.jobs.runner",
     "dockyard.api.management.app",
     "dockyard.api.management.routers",

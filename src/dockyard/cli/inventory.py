@@ -86,3 +86,59 @@ def _print_table(report: InventoryReport) -> None:
             typer.echo(f"UNREADABLE {item.format}: {where} in {item.layer}: {item.reason}")
         for skipped in image.skipped:
             typer.echo(f"skipped: {skipped.path} in {skipped.layer}: {skipped.reason}")
+
+
+@inventory_app.command("sbom")
+def sbom(
+    ref: Annotated[str, typer.Argument(help="REPOSITORY:TAG or REPOSITORY@DIGEST in this registry.")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config file (dockyard's or a registry:2 config.yml)."),
+    ] = None,
+    sbom_format: Annotated[
+        str, typer.Option("--format", "-f", help="cyclonedx (CycloneDX 1.6 JSON) or spdx (SPDX 2.3 JSON).")
+    ] = "cyclonedx",
+    platform: Annotated[
+        str | None, typer.Option(help="For an index: the image's platform, e.g. linux/arm64.")
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Make a new SBOM even if the image has one stored.")
+    ] = False,
+    store: Annotated[
+        bool, typer.Option("--store/--no-store", help="Keep a new SBOM as a referrer of the image.")
+    ] = True,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the SBOM here instead of to stdout.")
+    ] = None,
+) -> None:
+    """Print an image's SBOM: the one stored as its referrer, else one made from its inventory now and
+    stored as a referrer (artifactType application/vnd.cyclonedx+json or application/spdx+json)."""
+    from dockyard.cli.main import _settings
+    from dockyard.config.loader import config_path_from_env
+    from dockyard.errors import DockyardError
+    from dockyard.scanning.sbom import ARTIFACT_TYPES
+    from dockyard.scanning.sboms import Sboms
+    from dockyard.scanning.services import Inventory
+    from dockyard.services import build_services
+
+    if sbom_format not in ARTIFACT_TYPES:
+        raise typer.BadParameter(f"expected one of {', '.join(ARTIFACT_TYPES)}", param_hint="--format")
+    repository, reference = split_reference(ref)
+    settings = _settings(config or config_path_from_env())
+    services = build_services(settings)
+    try:
+        inventory = Inventory(services.registry, services.blobs)
+        sboms = Sboms(services.registry, services.blobs, services.blob_uploads, inventory)
+        found = sboms.sbom(repository, reference, sbom_format, platform, refresh=refresh, store=store)
+    except DockyardError as exc:
+        typer.echo(f"dockyard: {ref}: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        services.close()
+    if output is not None:
+        output.write_bytes(found.document)
+    else:
+        typer.echo(found.document.decode())
+    if found.referrer:
+        verb = "stored as" if found.created else "stored already as"
+        typer.echo(f"{found.image}: {sbom_format} SBOM {verb} referrer {found.referrer}", err=True)

@@ -83,3 +83,10 @@ class Detector(Protocol):
     def max_bytes(self, limits: Limits) -> int: ...
 
     def detect(self, path: str, data: bytes, limits: Limits) -> Detected: ...
+
+
+class PlatformUnknown(DockyardError):
+    """An index was given where one image is needed, and no (or no matching) platform was chosen."""
+
+    category = Category.INVALID
+    message = "choose one of the index's platforms"

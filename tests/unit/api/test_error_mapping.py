@@ -110,6 +110,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.retention.interfaces.RetentionPolicyInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.retention.interfaces.RetentionPolicyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.scanning.interfaces.NotAnImage": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.scanning.interfaces.PlatformUnknown": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     # An upload session asked for a move its state does not allow (storage.uploads.states).
     "dockyard.storage.uploads.states.UploadStateInvalid": (400, "BLOB_UPLOAD_INVALID", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamAddressRefused": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
