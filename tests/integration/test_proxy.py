@@ -269,6 +269,23 @@ def test_concurrent_pulls_of_one_blob_make_one_upstream_get(
     assert front.count("GET", "blob") == 1
 
 
+def test_a_client_that_goes_away_mid_blob_does_not_stop_the_fetch(
+    hub: str, upstream: str, front: Front, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/gone", "1", layer_size=16 << 20)
+    assert manifest_of(v2, "hub/team/gone", "1").status_code == 200
+    with v2.stream("GET", f"/hub/team/gone/blobs/{image.layer}") as response:
+        assert response.status_code == 200
+        next(response.iter_bytes(64 * 1024))  # a first piece, then hang up
+    deadline = time.monotonic() + 20
+    while v2.head(f"/hub/team/gone/blobs/{image.layer}").status_code != 200 or front.count("HEAD", "blob"):
+        assert time.monotonic() < deadline, "the fetch did not complete without its client"
+        front.counts.clear()  # HEADs that went upstream: not stored yet
+        time.sleep(0.3)
+    assert v2.get(f"/hub/team/gone/blobs/{image.layer}").content == image.blobs[image.layer]
+    assert front.count("GET", "blob") == 1  # served from storage, fetched once
+
+
 def test_a_blob_cut_off_upstream_records_nothing_and_fails_the_client(
     hub: str, upstream: str, front: Front, v2: httpx.Client
 ) -> None:

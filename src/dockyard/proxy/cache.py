@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
 from dockyard.db.session import Database
 from dockyard.endpoints.interfaces import EndpointInvalid, EndpointNotFound
-from dockyard.errors import BlobUnknown, DockyardError, ManifestUnknown
+from dockyard.errors import BlobUnknown, ManifestUnknown
 from dockyard.projects.quotas import Quotas
 from dockyard.proxy.interfaces import (
     Outcome,
@@ -67,6 +68,7 @@ LOCK_TTL = 60.0  # seconds a fetch's lock lives unless extended (a blob's fetche
 LOCK_POLL = 0.5  # how long a waiter waits on the lock between looks at the database
 STALE_BACKOFF = 10.0  # seconds a process serves a tag stale before it asks the failing upstream again
 FRESH_CACHE_BYTES = 8 << 20
+QUEUE_CHUNKS = 8  # chunks (of up to 1 MiB) a blob's fetch may run ahead of its client
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,9 +372,13 @@ class _Busy(Exception):
 
 
 class _BlobFetch:
-    """One blob streaming from upstream to a client and into an upload session at once. The session is
-    opened here, before the response starts, so a registry that cannot store (read-only, say) answers
-    with its error rather than a broken response."""
+    """One blob streaming from upstream into an upload session, and to a client at the same time.
+
+    A thread of its own reads upstream, hashes and writes (the upload session), and hands each chunk to
+    the client's response through a short queue, so receiving, storing and sending overlap. The session
+    is opened here, before the response starts, so a registry that cannot store (read-only, say)
+    answers with its error rather than a broken response. A client that goes away does not stop the
+    fetch: it goes on to its end (or its failure) and the next pull is served from storage."""
 
     def __init__(
         self, cache: ProxyCache, lock: DistributedLock, stream: BlobStream, name: str, digest: str, where: str
@@ -382,8 +388,10 @@ class _BlobFetch:
         self.stream = stream
         self.digest = digest
         self.where = where
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self._detached = threading.Event()  # nobody reads the queue any more
+        self._thread: threading.Thread | None = None
         self._done = False
-        self._committed = False
         self._finished = False
         self._guard = threading.Lock()
         self.state = cache.blob_uploads.start(name)
@@ -394,8 +402,32 @@ class _BlobFetch:
             raise
 
     def chunks(self) -> Iterator[bytes]:
+        """The blob's bytes for the client; the last chunk only once the blob is verified and recorded,
+        so a client never gets a whole blob that was not. Raises what broke the fetch."""
+        self._thread = threading.Thread(target=self._produce, name="proxy-fetch", daemon=True)
+        self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._detached.set()
+
+    def close(self) -> None:
+        """The response ended (or never started): a fetch that never started is dropped; a running one
+        goes on without the client."""
+        if self._thread is None:
+            self._end(committed=False)
+        self._detached.set()
+
+    def _produce(self) -> None:
         uploads = self.cache.blob_uploads
         extended = time.monotonic()
+        committed = False
         try:
             held: bytes | None = None
             for chunk in self.stream.chunks():
@@ -403,7 +435,7 @@ class _BlobFetch:
                     continue
                 self.session.write(chunk)
                 if held is not None:
-                    yield held
+                    self._put(held)
                 held = chunk
                 if time.monotonic() - extended > LOCK_TTL / 4:
                     self.lock.extend()
@@ -417,26 +449,35 @@ class _BlobFetch:
                     uploads.release(state)  # a writer still held for the commit
                 uploads.drop(state)  # a bad digest or size, a full quota: nothing is kept
                 raise
-            self._committed = True
+            committed = True
             self.cache.observe("blob", Outcome.FETCHED)
             log.info("proxy: cached %s", self.where)
             if held is not None:
-                yield held  # only now: a client never gets a whole blob that was not verified
-        except (UpstreamError, DockyardError, LockLost) as error:
+                self._put(held)
+            self._put(None)
+        except BaseException as error:
             self.cache.observe("blob", Outcome.FAILED)
             log.warning("proxy: fetching %s failed, nothing recorded: %s", self.where, error)
-            raise
+            self._put(error)
         finally:
-            self.close()
+            self._end(committed)
 
-    def close(self) -> None:
-        """End the fetch: what was not committed is dropped; the upstream stream and the lock go."""
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self._detached.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _end(self, committed: bool) -> None:
+        """What was not committed is dropped; the upstream stream and the lock go."""
         with self._guard:
             if self._done:
                 return
             self._done = True
         try:
-            if not self._committed and not self._finished:
+            if not committed and not self._finished:
                 with contextlib.suppress(Exception):
                     self.session.abort()  # drops the upload too
         finally:
