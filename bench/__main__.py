@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         errors = sum(outcome.errors() for outcome in outcomes)
         if errors:
             progress(f"{errors} requests failed: the figures above include failures, see the notes")
+            # The data dirs go with the work dir: keep what the server said about the failures.
+            progress(f"{cand}'s log, last lines:\n{candidate.log_tail(80)}")
     return 1 if errors else 0
 
 
