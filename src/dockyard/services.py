@@ -283,6 +283,12 @@ def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     return retention_kind(services.db, services.registry, services.immutability, services.audit)
 
 
+def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.scanning.tasks import sbom_kind
+
+    return sbom_kind(services.registry, services.blobs, services.blob_uploads)
+
+
 # Every kind of background job, by name, with how its handler is built (each package's `tasks.py`
 # has it). The queue of every process knows the names (it refuses others); only a job runner builds
 # the handlers (`job_kinds`), so only it loads their code. One line per kind: a feature adds its own.
@@ -292,6 +298,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "gc": _gc_kind,
     "retention": _retention_kind,
     "notify": _notify_kind,
+    "sbom": _sbom_kind,
 }
 
 

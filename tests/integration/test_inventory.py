@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +308,41 @@ def test_spdx_sbom_of_one_platform_of_an_index(
     assert referrers(server, repo, pushed["full"], SPDX) == []
     bad = sbom(server, f"{repo}:full", "--format", "xml")
     assert bad.returncode == 2 and "expected one of cyclonedx, spdx" in bad.stderr
+
+
+def test_sbom_job_through_the_api(
+    make_server: Callable[..., RunningServer], layers: dict[str, bytes]
+) -> None:
+    password = "sbom-job-admin-password-1"
+    jobs = make_server(
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "200ms"}},
+        env={"DOCKYARD_ADMIN_PASSWORD": password},
+    )
+    admin = ("admin", password)
+    with httpx.Client(base_url=jobs.url, auth=admin, timeout=60) as http:
+        image = push(OCIClient(http), "library/base", "12", [(OCI_LAYER, layers["base"])])
+        api = "/api/v1/jobs"
+        bad = http.post(api, json={"kind": "sbom", "params": {"repository": "library/base"}}).json()
+        queued = http.post(
+            api,
+            json={
+                "kind": "sbom",
+                "params": {"repository": "library/base", "reference": "12", "format": "spdx"},
+            },
+        )
+        assert queued.status_code == 201, queued.text
+        results = {}
+        for job_id in (bad["id"], queued.json()["id"]):
+            deadline = time.monotonic() + 60
+            while (job := http.get(f"{api}/{job_id}").json())["status"] not in ("succeeded", "failed"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.2)
+            results[job_id] = job
+        failed = results[bad["id"]]
+        assert failed["status"] == "failed" and "params.reference" in failed["error"]
+        done = results[queued.json()["id"]]
+        assert done["status"] == "succeeded", done
+        result = done["result"]
+        assert (result["image"], result["format"], result["created"]) == (image, "spdx", True)
+        listed = http.get(f"/v2/library/base/referrers/{image}").json()["manifests"]
+        assert [(m["digest"], m["artifactType"]) for m in listed] == [(result["referrer"], SPDX)]

@@ -28,6 +28,31 @@ class Package:
     def to_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
+    def osv(self) -> OsvPackage:
+        """The package as an OSV advisory names it: a distribution package by its *source* package,
+        in the release's ecosystem ("Debian:12", "Ubuntu:22.04", "Alpine:v3.19"); others as they are."""
+        release = self.distro.rsplit("-", 1)[1] if self.distro and "-" in self.distro else ""
+        if self.ecosystem in ("Debian", "Ubuntu", "Alpine", "Rocky Linux", "AlmaLinux") and release:
+            if self.ecosystem == "Debian":
+                release = release.split(".", 1)[0]  # VERSION_ID is "12"; point releases share advisories
+            elif self.ecosystem == "Alpine":
+                release = "v" + ".".join(release.split(".")[:2])  # "3.19.1" -> "v3.19"
+            elif self.ecosystem in ("Rocky Linux", "AlmaLinux"):
+                release = release.split(".", 1)[0]
+            return OsvPackage(f"{self.ecosystem}:{release}", self.source_name or self.name, self.version)
+        if self.ecosystem in ("Debian", "Ubuntu", "Alpine"):
+            return OsvPackage(self.ecosystem, self.source_name or self.name, self.version)
+        return OsvPackage(self.ecosystem, self.name, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class OsvPackage:
+    """What an OSV query names (`vulndb`'s PackageLike): ecosystem, name, version."""
+
+    ecosystem: str
+    name: str
+    version: str
+
 
 @dataclass(frozen=True, slots=True)
 class Unreadable:
