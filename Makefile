@@ -80,13 +80,15 @@ docs: venv
 # metadata DB in BENCH_GC_DBS, about 3 minutes each (docs/gc.md). Then the scale scenario against v3.1.1
 # (BENCH_SCALE_REPOS repositories of one small image each plus one of 10,000 tags: random-repository
 # manifest GET and blob HEAD, cross-repository pushes, start-up) on each metadata DB in BENCH_SCALE_DBS,
-# about 15 minutes each at 50,000 (docs/benchmarks.md, "At scale").
+# about 15 minutes each at 50,000 (docs/benchmarks.md, "At scale"). Then `dockyard inventory` of a 5-layer
+# image of real files, about 1 minute (BENCH_INVENTORY=no skips it; docs/security.md).
 # e.g. `make bench BENCH_BACKENDS=ha BENCH_ARGS='--only ha-pull' BENCH_GC_DBS= BENCH_SCALE_DBS=`
 BENCH_BACKENDS ?= local ha
 BENCH_ARGS ?=
 BENCH_GC_DBS ?= sqlite postgresql
 BENCH_SCALE_DBS ?= sqlite postgresql
 BENCH_SCALE_REPOS ?= 50000
+BENCH_INVENTORY ?= yes
 bench: test-deps
 	@status=0; for backend in $(BENCH_BACKENDS); do \
 	  echo "== make bench: --backend $$backend"; $(PYTHON) -m bench --backend $$backend $(BENCH_ARGS) || status=1; \
@@ -95,4 +97,6 @@ bench: test-deps
 	done; for db in $(BENCH_SCALE_DBS); do \
 	  echo "== make bench: --scale --scale-db $$db --scale-repos $(BENCH_SCALE_REPOS)"; \
 	  $(PYTHON) -m bench --scale --scale-db $$db --scale-repos $(BENCH_SCALE_REPOS) || status=1; \
-	done; exit $$status
+	done; if [ "$(BENCH_INVENTORY)" = yes ]; then \
+	  echo "== make bench: inventory"; $(PYTHON) -m bench.inventory || status=1; \
+	fi; exit $$status

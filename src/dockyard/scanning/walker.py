@@ -5,6 +5,7 @@ its (decompressed) tar stream, with the bounds of `Limits`."""
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from dockyard.scanning.models import Package, Skipped, Unreadable
 from dockyard.scanning.purls import distro_of, to_package
 from dockyard.scanning.tarstream import DIR, FILE, HARDLINK, SYMLINK, Budget, Counted, TarStream, decompressed
 
+log = logging.getLogger("dockyard.scanning")
 DETECTORS: tuple[Detector, ...] = (Dpkg(), Apk(), Rpm(), OsRelease(), Python(), Npm(), Java())
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -204,7 +206,11 @@ class Walk:
             return None
         data = tar.read_head(cap) if size > cap else tar.read(cap)
         assert data is not None
-        found = detector.detect(path, data, self.limits)
+        try:
+            found = detector.detect(path, data, self.limits)
+        except Exception as exc:  # a file no detector foresaw must not cost the whole image's inventory
+            log.warning("inventory: %s could not read %s in %s: %r", detector.name, path, digest, exc)
+            found = Detected(unreadable=[(detector.name, f"could not be parsed ({type(exc).__name__})")])
         for inner, reason in found.skipped:
             self.skip(f"{path}!/{inner}", digest, reason)
         return found

@@ -257,3 +257,49 @@ def test_rpm_header_parser_refuses_lying_sizes(rpmdb: Path) -> None:
     # a header whose string offsets point past its data is read as far as it goes, never past
     blob = struct.pack(">II", 1, 4) + struct.pack(">IIII", 1000, 6, 99, 1) + b"abc\0"
     assert rpm_header(blob) == {}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "var/lib/dpkg/status",
+        "var/lib/dpkg/status.d/x",
+        "lib/apk/db/installed",
+        "var/lib/rpm/rpmdb.sqlite",
+        "etc/os-release",
+        "usr/lib/python3/dist-packages/x-1.dist-info/METADATA",
+        "app/node_modules/x/package.json",
+        "opt/x.jar",
+    ],
+)
+def test_garbage_in_every_detectors_file_never_breaks_the_walk(path: str) -> None:
+    import random
+
+    rng = random.Random(path)
+    payloads = [bytes(rng.getrandbits(8) for _ in range(size)) for size in (0, 1, 100, 5000)] + [
+        b"PK\x03\x04" + bytes(200),
+        b"SQLite format 3\0" + bytes(600),
+        b"\xff\xfe" * 300,
+    ]
+    for payload in payloads:
+        result = walk_members([file(path, payload), file("lib/apk/db/installed.ok", b"")])
+        result.packages()  # reports what it could, raises nothing
+        assert all(u.path == path for u in result.unreadable_formats())
+
+
+def test_a_detector_that_fails_makes_its_file_unreadable_not_the_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dockyard.scanning.detectors_os import Dpkg
+
+    def broken(self: Dpkg, path: str, data: bytes, limits: Limits) -> None:
+        raise RecursionError("what a detector did not foresee")
+
+    monkeypatch.setattr(Dpkg, "detect", broken)
+    result = walk_members(
+        [file("var/lib/dpkg/status", b"Package: x\n"), file("lib/apk/db/installed", b"P:musl\nV:1.2.4-r2\n")]
+    )
+    assert [p.name for p in result.packages()] == ["musl"]
+    assert [(u.format, u.path, u.reason) for u in result.unreadable_formats()] == [
+        ("dpkg", "var/lib/dpkg/status", "could not be parsed (RecursionError)")
+    ]

@@ -245,3 +245,7 @@ def test_huge_pax_headers_many_entries_and_garbage_are_bounded() -> None:
     truncated = gzip.compress(layer([file("var/lib/dpkg/status", status(*PACKAGES))], compress=False)[:1500])
     result = walk((L1, truncated))
     assert result.unreadable_formats()[0].reason == "archive ends inside an entry"
+    whole = layer([file("var/lib/dpkg/status", status(*PACKAGES))])
+    result = walk((L1, whole[: len(whole) // 2]))  # the gzip stream ends inside the status file
+    assert [u.format for u in result.unreadable_formats()] == ["layer"]
+    assert result.unreadable_formats()[0].reason.startswith("corrupt compressed stream")
