@@ -28,6 +28,7 @@ from dockyard.cli.gc import gc_app
 from dockyard.cli.inventory import inventory_app
 from dockyard.cli.maintenance import maintenance_app
 from dockyard.cli.move import move_app
+from dockyard.cli.scan import scan_app
 from dockyard.cli.vulndb import vulndb_app
 
 if (
@@ -59,6 +60,7 @@ app.add_typer(maintenance_app)  # backup, restore, verify, import-registry2
 app.add_typer(move_app)  # move, read-only
 app.add_typer(gc_app)  # garbage-collect
 app.add_typer(inventory_app)  # inventory
+app.add_typer(scan_app)  # scan
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(vulndb_app, name="vulndb")
 

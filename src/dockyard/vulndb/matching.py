@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dockyard.vulndb.distros import osv_query
 from dockyard.vulndb.interfaces import Finding, PackageLike
 from dockyard.vulndb.osv import LEVELS
 from dockyard.vulndb.ranges import evaluate
@@ -21,7 +22,8 @@ def match_rows(packages: Sequence[PackageLike], rows: Sequence[Any]) -> list[Fin
     for row in rows:
         by_name.setdefault((row.ecosystem, row.package), []).append(row)
     findings: list[Finding] = []
-    for pkg in packages:
+    for original in packages:
+        pkg = osv_query(original)
         name = normalize_name(pkg.ecosystem, pkg.name)
         key, base = ecosystem_key(pkg.ecosystem), ecosystem_base(pkg.ecosystem)
         candidates = by_name.get((key, name), []) + (by_name.get((base, name), []) if base != key else [])
@@ -43,10 +45,10 @@ def match_rows(packages: Sequence[PackageLike], rows: Sequence[Any]) -> list[Fin
                 cvss_score=row.cvss_score,
                 cvss_vector=row.cvss_vector,
                 ecosystem=pkg.ecosystem,
-                name=pkg.name,
+                name=original.name,
                 installed_version=pkg.version,
                 fixed_versions=list(verdict.fixed),
-                package=pkg,
+                package=original,
             )
         findings.extend(_merge(list(found.values())))
     findings.sort(key=lambda f: (LEVELS.index(f.severity), f.name, f.advisory_id))

@@ -24,6 +24,7 @@ from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
 from dockyard.vulndb import osv
+from dockyard.vulndb.distros import osv_query
 from dockyard.vulndb.interfaces import (
     AllowlistEntry,
     AllowlistInvalid,
@@ -211,7 +212,7 @@ class VulnDB:
         left out, or kept with `allowlisted=True` when `include_allowlisted`."""
         packages = list(packages)
         wanted: dict[str, set[str]] = {}  # ecosystem key -> normalised names
-        for pkg in packages:
+        for pkg in map(osv_query, packages):
             name = normalize_name(pkg.ecosystem, pkg.name)
             for eco in _lookup_keys(pkg.ecosystem):
                 wanted.setdefault(eco, set()).add(name)

@@ -155,3 +155,33 @@ def test_allowlist_expiry_in_the_past_and_unknown_projects_are_refused(vulndb: V
         vulndb.allow("CVE-2021-23337", project="nope")
     with pytest.raises(ProjectNotFound):
         vulndb.match([Package("npm", "lodash", "4.17.20")], project="nope")
+
+
+def test_inventory_records_match_by_release_and_source_package(vulndb: VulnDB) -> None:
+    from dockyard.scanning.models import Package as InventoryPackage
+
+    libssl = InventoryPackage(
+        "libssl3",
+        "3.0.11-1~deb12u1",
+        "Debian",
+        "pkg:deb/debian/libssl3@3.0.11-1~deb12u1",
+        "sha256:aa",
+        "var/lib/dpkg/status",
+        source_name="openssl",
+        arch="amd64",
+        distro="debian-12",
+    )
+    apk = InventoryPackage(
+        "libcrypto3",
+        "3.1.3-r0",
+        "Alpine",
+        "pkg:apk/alpine/libcrypto3@3.1.3-r0",
+        "sha256:bb",
+        "lib/apk/db/installed",
+        source_name="openssl",
+        distro="alpine-3.18.4",
+    )
+    findings = vulndb.match([libssl, apk])
+    assert sorted(ids(findings)) == ["ALPINE-CVE-2023-5363", "DSA-5532-1"]
+    assert {f.name for f in findings} == {"libssl3", "libcrypto3"}  # the installed package's name
+    assert {f.package.layer for f in findings} == {"sha256:aa", "sha256:bb"}

@@ -29,6 +29,7 @@ from dockyard.api.management.routers import (
     session,
     system,
     users,
+    vulndb,
 )
 from dockyard.api.management.routers import jobs as job_routes
 from dockyard.api.management.routers import retention as retention_routes
@@ -60,4 +61,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(retention_routes.router)  # tag retention policies and runs
     app.include_router(endpoints.router)  # registry endpoints (remote registries)
     app.include_router(notifications.router)  # registry:2 notification endpoints, their delivery log
+    app.include_router(vulndb.router)  # the offline vulnerability database's status
     return app
