@@ -269,6 +269,27 @@ def test_concurrent_pulls_of_one_blob_make_one_upstream_get(
     assert front.count("GET", "blob") == 1
 
 
+def test_concurrent_pulls_of_one_new_tag_make_one_upstream_manifest_get(
+    hub: str, upstream: str, front: Front, server: RunningServer, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/herd", "1", layer_size=1024)
+    front.manifest_delay = 1.0  # every client arrives while the first fetch is in flight
+    results: list[tuple[int, bytes]] = []
+
+    def pull() -> None:
+        with httpx.Client(base_url=f"{server.url}/v2", timeout=60, auth=Challenged()) as client:
+            answer = manifest_of(client, "hub/team/herd", "1")
+            results.append((answer.status_code, answer.content))
+
+    threads = [threading.Thread(target=pull) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [(200, image.manifest)] * 6
+    assert (front.count("GET", "manifest"), front.count("HEAD", "manifest")) == (1, 0)
+
+
 def test_a_client_that_goes_away_mid_blob_does_not_stop_the_fetch(
     hub: str, upstream: str, front: Front, v2: httpx.Client
 ) -> None:
@@ -280,7 +301,8 @@ def test_a_client_that_goes_away_mid_blob_does_not_stop_the_fetch(
     deadline = time.monotonic() + 20
     while v2.head(f"/hub/team/gone/blobs/{image.layer}").status_code != 200 or front.count("HEAD", "blob"):
         assert time.monotonic() < deadline, "the fetch did not complete without its client"
-        front.counts.clear()  # HEADs that went upstream: not stored yet
+        with front.lock:  # a HEAD that went upstream: not stored yet
+            front.counts.pop(("HEAD", "blob"), None)
         time.sleep(0.3)
     assert v2.get(f"/hub/team/gone/blobs/{image.layer}").content == image.blobs[image.layer]
     assert front.count("GET", "blob") == 1  # served from storage, fetched once

@@ -26,6 +26,7 @@ class Front:
     status: int | None = None  # answer this to every request instead of forwarding (503, 429)
     cut_blobs: bool = False  # send half of each blob body, then close the connection
     blob_delay: float = 0.0  # seconds to sleep before sending each blob body
+    manifest_delay: float = 0.0  # seconds to sleep before sending each manifest body (GET)
     corrupt_blobs: bool = False  # flip the last byte of each blob body (its digest no longer matches)
     # (method, kind): requests forwarded and answered other than 401 (challenges are no fetches)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -39,6 +40,7 @@ class Front:
         with self.lock:
             self.counts.clear()
         self.status, self.cut_blobs, self.blob_delay, self.corrupt_blobs = None, False, 0.0, False
+        self.manifest_delay = 0.0
 
 
 def _kind(path: str) -> str:
@@ -90,6 +92,8 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
                     data = response.read()
                 finally:
                     response.close()
+            if kind == "manifest" and self.command == "GET" and front.manifest_delay:
+                time.sleep(front.manifest_delay)
             if kind == "blob" and self.command == "GET" and response.status_code in (200, 206):
                 if front.blob_delay:
                     time.sleep(front.blob_delay)
