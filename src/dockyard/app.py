@@ -96,6 +96,7 @@ from dockyard.observability.state import StateCollector
 from dockyard.projects.quotas import exposition as quota_exposition
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
+from dockyard.proxy.cache import LOCK_PREFIX as PROXY_LOCK_PREFIX
 from dockyard.proxy.cache import ProxyCache
 from dockyard.proxy.interfaces import Outcome
 from dockyard.proxy.services import ProxyProjects, RemoteClients
@@ -131,6 +132,7 @@ __all__ = [
 ]
 
 AUDIT_PURGE_SECONDS = 3600
+PROXY_LOCK_SWEEP_SECONDS = 600
 REMEMBERED_LOGINS = 10_000  # Basic logins each worker remembers (auth.remembered) at most
 log = logging.getLogger("dockyard.app")
 
@@ -182,6 +184,8 @@ def create_app(services: Services) -> ASGIApp:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locks, close_locks = build_locks(settings)
         housekeeping = [asyncio.create_task(_purge_audit_forever(services, locks))]
+        if isinstance(locks, FileLocks):  # Redis expires the proxy's lock keys by itself
+            housekeeping.append(asyncio.create_task(_sweep_proxy_locks_forever(locks)))
         if listener is not None:
             listener.start()
         try:
@@ -560,6 +564,19 @@ async def _purge_audit_forever(services: Services, locks: LockManager) -> None:
         except Exception:  # Redis unreachable included: skipped this hour, tried again the next
             log.exception("audit purge failed")
         await asyncio.sleep(AUDIT_PURGE_SECONDS)
+
+
+async def _sweep_proxy_locks_forever(locks: FileLocks) -> None:
+    """The pull-through cache's fetch locks are files named per blob and manifest: the ones idle for an
+    hour go, every ten minutes (in each worker: the sweep is idempotent)."""
+    while True:
+        await asyncio.sleep(PROXY_LOCK_SWEEP_SECONDS)
+        try:
+            swept = await asyncio.to_thread(locks.sweep, PROXY_LOCK_PREFIX, 3600)
+            if swept:
+                log.debug("swept %d idle proxy lock files", swept)
+        except Exception:
+            log.exception("sweeping the proxy's lock files failed")
 
 
 def worker_app() -> Any:

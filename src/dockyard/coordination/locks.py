@@ -41,6 +41,31 @@ class FileLocks:
         self.directory.mkdir(parents=True, exist_ok=True)
         return FileLock(self.directory / f"{check_name(name)}.lock", name, check_ttl(ttl), self.clock)
 
+    def sweep(self, prefix: str, idle: float) -> int:
+        """Remove the files of locks named `prefix...` that nobody holds and nobody has touched for
+        `idle` seconds (the file's mtime: every acquire, extend and release writes it). Locks named per
+        object, such as the pull-through cache's per blob, would otherwise pile up. How many went.
+        Checked and removed under the file's flock. A claim racing the removal (it opened the old file
+        just before) may then coexist with one on a new file: use it only for locks where two holders
+        at once cost duplicate work, never damage."""
+        check_name(prefix)
+        removed = 0
+        now, wall = self.clock(), time.time()
+        for path in self.directory.glob(f"{prefix}*.lock"):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                claim = _Claim.read(fd)
+                if claim.expires <= now and os.fstat(fd).st_mtime + idle < wall:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+            finally:
+                os.close(fd)
+        return removed
+
 
 class FileLock:
     def __init__(self, path: Path, name: str, ttl: float, clock: Callable[[], float]) -> None:

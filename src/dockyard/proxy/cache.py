@@ -64,6 +64,7 @@ from dockyard.upstream.interfaces import BlobStream, RemoteRegistry, UpstreamErr
 
 log = logging.getLogger("dockyard.proxy")
 
+LOCK_PREFIX = "proxy-"  # the names of the fetch locks (FileLocks.sweep removes the idle ones' files)
 LOCK_TTL = 60.0  # seconds a fetch's lock lives unless extended (a blob's fetcher extends it as it goes)
 LOCK_POLL = 0.5  # how long a waiter waits on the lock between looks at the database
 STALE_BACKOFF = 10.0  # seconds a process serves a tag stale before it asks the failing upstream again
@@ -501,7 +502,7 @@ def _weight(key: tuple[str, str], record: ManifestRecord) -> int:
 
 def _lock_name(key: str) -> str:
     """Lock names are short and plain: a hash of what is fetched."""
-    return "proxy-" + hashlib.sha256(key.encode()).hexdigest()
+    return LOCK_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _release(lock: DistributedLock) -> None:

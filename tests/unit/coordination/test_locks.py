@@ -3,8 +3,10 @@ node's processes) and a real Redis (every node). Two managers stand for two proc
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +51,27 @@ def test_file_locks_hold_across_processes(tmp_path: Path) -> None:
     # The other process exited holding it: its claim stands until it expires.
     assert not FileLocks(tmp_path / "locks").lock("purge", 30).acquire()
     assert subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_sweep_removes_only_long_idle_locks_of_the_prefix(tmp_path: Path) -> None:
+    now = [1000.0]
+    locks = FileLocks(tmp_path / "locks", clock=lambda: now[0])
+    for name in ("proxy-a", "proxy-b", "gc"):
+        claim = locks.lock(name, 10)
+        assert claim.acquire()
+        claim.release()
+    held = locks.lock("proxy-held", 10_000)
+    assert held.acquire()
+    recent = locks.lock("proxy-recent", 10)
+    assert recent.acquire()
+    recent.release()
+    an_hour_ago = time.time() - 3600
+    for name in ("proxy-a", "proxy-b", "gc", "proxy-held"):
+        os.utime(tmp_path / "locks" / f"{name}.lock", (an_hour_ago, an_hour_ago))
+    now[0] += 3600  # "proxy-held" is still held: its ttl is longer
+    assert locks.sweep("proxy-", idle=600) == 2
+    names = sorted(p.name for p in (tmp_path / "locks").iterdir())
+    assert names == ["gc.lock", "proxy-held.lock", "proxy-recent.lock"]  # other names, held, recent: kept
+    held.release()  # still its own: the sweep left the held claim alone
+    assert locks.lock("proxy-a", 10).acquire()  # a swept lock is simply free
+    assert locks.sweep("proxy-", idle=600) == 0
