@@ -54,7 +54,7 @@ def secure_data(settings: Settings) -> None:
 
 
 def auth_mode(settings: Settings) -> str:
-    """"htpasswd" or "token" (registry:2's modes), "dockyard" (its own accounts and tokens), "none"."""
+    """ "htpasswd" or "token" (registry:2's modes), "dockyard" (its own accounts and tokens), "none"."""
     auth = settings.auth
     if auth.htpasswd is not None:
         return "htpasswd"

@@ -188,7 +188,7 @@ def test_inventory_of_an_image_from_real_content(
     assert maven and maven[0]["path"] == f"opt/java/{first_jar().name}"
     assert found[("Go", "stdlib")]["layer"] == digest_of(layers["go"])
     assert found[("Go", "stdlib")]["path"] == "usr/bin/umoci"
-    assert image["unreadable"] == [] and image["skipped"] == []
+    assert image["unreadable"] == [] and image["skipped"] == [] and image["skipped_total"] == 0
 
 
 def test_what_an_upper_layer_removes_is_not_reported(

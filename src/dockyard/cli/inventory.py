@@ -86,6 +86,8 @@ def _print_table(report: InventoryReport) -> None:
             typer.echo(f"UNREADABLE {item.format}: {where} in {item.layer}: {item.reason}")
         for skipped in image.skipped:
             typer.echo(f"skipped: {skipped.path} in {skipped.layer}: {skipped.reason}")
+        if image.skipped_total > len(image.skipped):
+            typer.echo(f"... and {image.skipped_total - len(image.skipped)} more skipped")
 
 
 @inventory_app.command("sbom")

@@ -39,7 +39,6 @@ class TokenAuthSettings(Section):
     )
 
 
-
 class HtpasswdSettings(Section):
     """registry:2's `auth.htpasswd`: Basic auth against a bcrypt htpasswd file, instead of dockyard's
     own accounts."""
@@ -124,7 +123,6 @@ class LoginLimitSettings(Section):
         description="The window failures are counted in.",
         json_schema_extra=doc("duration"),
     )
-
 
 
 class AuthSettings(Section):

@@ -117,8 +117,6 @@ class HTTPSettings(Section):
         json_schema_extra=doc("duration"),
     )
 
-
-
     @field_validator("addr")
     @classmethod
     def _check_addr(cls, value: str) -> str:
@@ -338,7 +336,6 @@ class JobsSettings(Section):
         "[jobs.md](jobs.md#metrics)); off when unset. The runner `serve` starts ignores it.",
         json_schema_extra=doc("host:port"),
     )
-
 
     @field_validator("metrics_listen")
     @classmethod

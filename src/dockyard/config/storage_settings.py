@@ -16,6 +16,7 @@ from dockyard.config.sizes import parse_size
 DriverName = Literal["filesystem", "inmemory", "s3"]
 DRIVER_NAMES: tuple[DriverName, ...] = get_args(DriverName)
 
+
 class FilesystemStorage(Section):
     """Select the filesystem driver: the default when no driver is named."""
 
@@ -60,8 +61,6 @@ class UploadPurging(Section):
         json_schema_extra=doc("duration"),
     )
     dryrun: bool = Field(default=False, description="Only log how many sessions would be purged.")
-
-
 
 
 class UploadSettings(Section):

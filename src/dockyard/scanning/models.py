@@ -89,6 +89,7 @@ class ImageInventory:
     packages: list[Package] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    skipped_total: int = 0  # `skipped` lists at most Limits.max_skipped of them
     layers: list[str] = field(default_factory=list)
     bytes_read: int = 0  # uncompressed layer bytes walked
     seconds: float = 0.0
@@ -102,6 +103,7 @@ class ImageInventory:
             "packages": [p.to_json() for p in self.packages],
             "unreadable": [u.to_json() for u in self.unreadable],
             "skipped": [s.to_json() for s in self.skipped],
+            "skipped_total": self.skipped_total,
             "bytes_read": self.bytes_read,
             "seconds": round(self.seconds, 3),
         }

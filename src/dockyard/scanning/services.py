@@ -93,6 +93,7 @@ class Inventory:
         image.packages = walk.packages()
         image.unreadable = walk.unreadable_formats()
         image.skipped = list(walk.skipped)
+        image.skipped_total = walk.skipped_total
         image.bytes_read = walk.bytes_read
         image.seconds = time.monotonic() - started
         log.info(

@@ -239,6 +239,9 @@ def test_huge_pax_headers_many_entries_and_garbage_are_bounded() -> None:
     assert "extended header" in reasons[L1]
     assert "not a tar archive" in reasons[L2]
     assert "zstd" in reasons[L3]
+    climbing = layer([file(f"../x{i}", b"") for i in range(30)])
+    result = walk((L1, climbing), limits=Limits(max_skipped=5))
+    assert (len(result.skipped), result.skipped_total) == (5, 30)
     many = layer([file(f"f{i}", b"") for i in range(50)])
     result = walk((L1, many), limits=Limits(max_entries=10))
     assert "more than 10 entries" in result.unreadable_formats()[0].reason
