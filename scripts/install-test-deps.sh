@@ -40,6 +40,11 @@ missing=()
 for command in "${!PACKAGE_OF[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${PACKAGE_OF[$command]}")
 done
+# Real jars for the inventory tests (tests/support/layers.py): Debian's, not downloaded.
+declare -A JAR_PACKAGE=([commons-io]=libcommons-io-java [commons-cli]=libcommons-cli-java)
+for jar in "${!JAR_PACKAGE[@]}"; do
+  [[ -e /usr/share/java/$jar.jar ]] || missing+=("${JAR_PACKAGE[$jar]}")
+done
 # `python3 -m venv` needs ensurepip, which Debian ships separately; scripts/build_images.py makes a venv
 # with Debian's own python3 (the images' Python) to build their wheels.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
