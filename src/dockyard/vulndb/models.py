@@ -25,7 +25,7 @@ class VulnImportRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     source: Mapped[str] = mapped_column(Text)  # the paths given, or what the caller says
-    documents: Mapped[int] = mapped_column(Integer)  # OSV documents read
+    documents: Mapped[int] = mapped_column(Integer)  # advisories read (OSV records, safety-db entries)
     added: Mapped[int] = mapped_column(Integer)
     updated: Mapped[int] = mapped_column(Integer)  # a newer `modified` replaced the stored record
     unchanged: Mapped[int] = mapped_column(Integer)  # same `modified` as stored (or older)

@@ -15,6 +15,9 @@ commit graph, which an installed package does not name; the explicit `versions` 
 requires beside GIT ranges, and which osv.dev fills in) still matches. A range whose ecosystem has no
 known ordering, or one of whose versions does not parse, is skipped too, and so counted in `skipped`.
 
+safety-db's advisories (not OSV, safetydb.py) keep their PEP 440 specifier sets as a range of type
+`PEP440_SPECIFIERS`, evaluated with `packaging`'s SpecifierSet (pre-releases included).
+
 Comparisons use `<` only (`a >= b` is `not a < b`, equality is neither `<`): some of univers' classes
 define `<` by their scheme but `<=`/`>=`/`==` by the version string (AlpineLinuxVersion: "3.1.4_rc1-r0"
 is both `<` and `>=` "3.1.4-r0"), tests/unit/vulndb/test_ranges.py holds it.
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.vulndb.versions import SEMVER, UnorderedVersion, parse_version, scheme_for
+
+PEP440_SPECIFIERS = "PEP440_SPECIFIERS"  # dockyard's own range type, for safety-db (safetydb.py)
 
 
 @dataclass
@@ -45,6 +50,12 @@ def evaluate(
         verdict.affected = True
     for item in ranges:
         kind = str(item.get("type", "")).upper()
+        if kind == PEP440_SPECIFIERS:
+            inside, fixed = _in_specifiers(version, item.get("specs") or [])
+            if inside:
+                verdict.affected = True
+                verdict.fixed.extend(f for f in fixed if f not in verdict.fixed)
+            continue
         scheme = SEMVER if kind == "SEMVER" else scheme_for(ecosystem) if kind == "ECOSYSTEM" else None
         if scheme is None:
             verdict.skipped += 1
@@ -58,6 +69,27 @@ def evaluate(
             verdict.affected = True
             verdict.fixed.extend(f for f in fixed if f not in verdict.fixed)
     return verdict
+
+
+def _in_specifiers(version: str, specs: Sequence[str]) -> tuple[bool, list[str]]:
+    """safety-db's ranges (safetydb.py): affected if any PEP 440 specifier set contains the version."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    from dockyard.vulndb.safetydb import fixed_bound
+
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return False, []
+    for spec in specs:
+        try:
+            if SpecifierSet(spec).contains(parsed, prereleases=True):
+                bound = fixed_bound(spec)
+                return True, [bound] if bound else []
+        except InvalidSpecifier:
+            continue
+    return False, []
 
 
 def _listed(ecosystem: str, version: str, versions: Sequence[str]) -> bool:

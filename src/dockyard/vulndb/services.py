@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
-from dockyard.vulndb import osv
+from dockyard.vulndb import osv, safetydb
 from dockyard.vulndb.distros import osv_query
 from dockyard.vulndb.interfaces import (
     AllowlistEntry,
@@ -77,8 +77,7 @@ class VulnDB:
                     .returning(VulnImportRow.id)
                 ).scalar_one()
             )
-            for batch in _batches(iter_documents(paths, counter), BATCH):
-                advisories = [osv.parse_advisory(doc, where) for where, doc in batch]
+            for advisories in _batches(_advisories(iter_documents(paths, counter)), BATCH):
                 counts["documents"] += len(advisories)
                 self._write_batch(conn, import_id, advisories, counts)
                 if progress is not None:
@@ -317,6 +316,14 @@ class VulnDB:
             scope = scope | (AllowlistRow.project_id == project_id)
         rows = conn.execute(select(AllowlistRow.vuln_id, AllowlistRow.expires_at).where(scope)).all()
         return {vid.upper() for vid, expires in rows if expires is None or expires > now}
+
+
+def _advisories(documents: Iterator[tuple[str, Any]]) -> Iterator[osv.Advisory]:
+    for where, doc in documents:
+        if safetydb.is_safety_db(doc):
+            yield from safetydb.advisories(doc, where)
+        else:
+            yield osv.parse_advisory(doc, where)
 
 
 def _lookup_keys(ecosystem: str) -> list[str]:

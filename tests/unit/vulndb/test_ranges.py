@@ -219,3 +219,21 @@ def test_names_are_normalised_per_ecosystem() -> None:
     assert normalize_name("PyPI", "zope.interface") == normalize_name("PyPI", "Zope_Interface")
     assert normalize_name("Go", "github.com/BurntSushi/toml") == "github.com/BurntSushi/toml"
     assert normalize_name("Debian:12", "OpenSSL") == "openssl"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected", "fixed"),
+    [
+        ("1.0.3", True, ["1.0.4"]),
+        ("1.0.4", False, []),
+        ("1.1", True, ["1.1.1"]),
+        ("1.1.1", False, []),
+        ("1.0.3rc1", True, ["1.0.4"]),  # pre-releases count
+        ("1.1.1rc1", False, []),  # but PEP 440's "<V" leaves out V's own pre-releases
+        ("not a version", False, []),
+    ],
+)
+def test_safety_db_specifier_sets(version: str, expected: bool, fixed: list[str]) -> None:
+    ranges = [{"type": "PEP440_SPECIFIERS", "events": [], "specs": ["<1.0.4", ">=1.1,<1.1.1", "<=0.1"]}]
+    verdict = evaluate("PyPI", version, ranges, [])
+    assert (verdict.affected, verdict.fixed) == (expected, fixed)
