@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -109,12 +110,14 @@ from dockyard.services import (
     build_services,
     job_kinds,
     redis_feed,
+    registry_url,
     tune_malloc,
 )
 from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
     from dockyard.accounts.ldap import LDAPDirectory
+    from dockyard.webhooks.policy_sender import PolicySender
 
 __all__ = [
     "ADMIN_PASSWORD_ENV",
@@ -392,12 +395,32 @@ def _dockyard_auth(services: Services) -> Auth:
         endpoints=build_endpoints(settings, db),
         proxies=ProxyProjects(db, feed),
         notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,
+        webhooks=services.webhook_policies,
+        webhook_sender=_webhook_sender(services),
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(issuer, auth.token.service, audit=services.audit).routes(),
         Mount(MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)),
     ]
     return Auth(gate, routes, policy, logins)
+
+
+def _webhook_sender(services: Services) -> Callable[[], PolicySender] | None:
+    """What sends a policy's test delivery from the API, built on the first (it loads httpx)."""
+    policies = services.webhook_policies
+    if policies is None:
+        return None
+    settings = services.settings
+
+    @functools.cache
+    def build() -> PolicySender:
+        from dockyard.webhooks.delivery import policy_post
+        from dockyard.webhooks.policy_sender import PolicySender
+
+        post = policy_post(settings.upstream.allowed_networks)
+        return PolicySender(services.db, policies, settings.webhooks, post, registry_url(settings))
+
+    return build
 
 
 def _management_app(management: ManagementServices) -> ASGIApp:

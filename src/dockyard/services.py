@@ -39,7 +39,7 @@ from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics
 from dockyard.projects.immutability import ImmutabilityRules
-from dockyard.projects.interfaces import ImmutableRule
+from dockyard.projects.interfaces import ImmutableRule, ProjectEvents
 from dockyard.projects.quotas import CachedLimit, Quotas
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from dockyard.coordination.feeds_redis import RedisChangeFeed
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
+    from dockyard.webhooks.policies import WebhookPolicies
+    from dockyard.webhooks.producers import ProjectEventSink
     from dockyard.webhooks.pulls import PullEvents
     from dockyard.webhooks.services import Outbox
 
@@ -78,21 +80,24 @@ class Services:
     audit: AuditLog
     pulls: PullRecorder
     pull_audit: PullCounter | None  # None with audit.pulls: off
+    webhook_policies: WebhookPolicies | None = None  # per-project webhooks (None: a bare test setup)
+    project_events: ProjectEventSink | None = None  # quota, immutability, retention events for them
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
-    # Appends registry:2 notification events (None: no endpoint configured).
+    # Appends registry:2 notification events and webhook policies' events (None: neither exists).
     notifications: Outbox | None = field(init=False)
-    # Pull events, batched in memory (None: no endpoint, or every endpoint ignores pulls).
+    # Pull events (and refusals), batched in memory; its thread starts with the first event.
     pull_notifications: PullEvents | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
-        self.notifications = build_outbox(self.settings, self.db, self.jobs)
+        self.notifications = build_outbox(self.settings, self.db, self.jobs, self.webhook_policies)
         self.pull_notifications = None
-        endpoints = self.settings.notifications.active
-        if self.notifications is not None and not all("pull" in e.ignore.actions for e in endpoints):
+        if self.notifications is not None:
             from dockyard.webhooks.pulls import PullEvents
 
             self.pull_notifications = PullEvents(self.notifications)
+            if self.project_events is not None:
+                self.project_events.attach(self.notifications, self.pull_notifications)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -151,8 +156,12 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     uploads = UploadStore(db, driver)
     blobs = BlobStore(db, driver, uploads)
     audit = AuditLog(db)
-    quotas = build_quotas(db, feed, audit)
-    immutability = build_immutability(db, feed)
+    policies = build_webhook_policies(settings, db, feed)
+    from dockyard.webhooks.producers import ProjectEventSink
+
+    events = ProjectEventSink(policies)
+    quotas = build_quotas(db, feed, audit, events)
+    immutability = build_immutability(db, feed, events)
     read_only = settings.storage.maintenance.readonly.enabled
     registry = Registry(
         db,
@@ -184,31 +193,57 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         audit,
         pulls,
         pull_audit,
+        policies,
+        events,
     )
 
 
-def build_outbox(settings: Settings, db: Database, jobs: JobQueue) -> Outbox | None:
-    """The notification outbox when an endpoint is enabled. registry:2's `source` of each event names
-    this node (host:port) and this process (a fresh instance id)."""
-    if not settings.notifications.active:
+def build_outbox(
+    settings: Settings, db: Database, jobs: JobQueue, policies: WebhookPolicies | None = None
+) -> Outbox | None:
+    """The notification outbox when an endpoint is enabled or webhook policies may exist. registry:2's
+    `source` of each event names this node (host:port) and this process (a fresh instance id)."""
+    if not settings.notifications.active and policies is None:
         return None
     from dockyard.webhooks.services import Outbox
 
     source = {"addr": f"{socket.gethostname()}:{settings.http.bind_port}", "instanceID": str(uuid.uuid4())}
-    return Outbox(db, jobs, source)
+    return Outbox(db, jobs, source, settings.notifications.active, policies)
 
 
-def build_quotas(db: Database, feed: ChangeFeed, audit: AuditRecorder | None = None) -> Quotas:
+def build_webhook_policies(settings: Settings, db: Database, feed: ChangeFeed) -> WebhookPolicies:
+    """Per-project webhook policies: what each project wants cached like quota limits (Topic.POLICIES);
+    secrets sealed like endpoint credentials (build_endpoints), the sealer built on first use."""
+    from dockyard.upstream.addresses import AddressGuard
+    from dockyard.webhooks.policies import WebhookPolicies
+
+    @functools.cache
+    def sealer() -> Any:
+        from dockyard.endpoints.secrets import SecretBox
+
+        passphrase, older = signing_key_passphrases(settings)
+        return SecretBox(passphrase, older)
+
+    wanted = GenerationCache[str, frozenset[str]](generation_of(feed, Topic.POLICIES), MIB)
+    guard = AddressGuard(settings.upstream.allowed_networks)
+    return WebhookPolicies(db, sealer, wanted, lambda: feed.bump(Topic.POLICIES), guard.permits)
+
+
+def build_quotas(
+    db: Database, feed: ChangeFeed, audit: AuditRecorder | None = None, events: ProjectEvents | None = None
+) -> Quotas:
     """Project quotas: limits cached per process until a change anywhere bumps Topic.POLICIES (a
     deleted project's go with it); crossing a warning threshold is recorded in `audit`."""
     limits = GenerationCache[str, CachedLimit](generation_of(feed, Topic.POLICIES), MIB)
-    return Quotas(db, audit, limits, lambda: feed.bump(Topic.POLICIES))
+    return Quotas(db, audit, limits, lambda: feed.bump(Topic.POLICIES), events)
 
 
-def build_immutability(db: Database, feed: ChangeFeed) -> ImmutabilityRules:
+def build_immutability(
+    db: Database, feed: ChangeFeed, events: ProjectEvents | None = None
+) -> ImmutabilityRules:
     """Projects' immutable-tag rules, cached like quota limits (Topic.POLICIES)."""
     rules = GenerationCache[str, tuple[ImmutableRule, ...]](generation_of(feed, Topic.POLICIES), MIB)
-    return ImmutabilityRules(db, rules, lambda: feed.bump(Topic.POLICIES))
+    return ImmutabilityRules(db, rules, lambda: feed.bump(Topic.POLICIES), events)
 
 
 def job_kinds(services: Services, gc_metrics: GCMetrics | None = None) -> list[JobKind]:
@@ -271,16 +306,42 @@ def _gc_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
 
 
 def _notify_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.observability.metrics import WebhookMetrics
     from dockyard.webhooks.tasks import notify_kind
 
     settings = services.settings
-    return notify_kind(services.db, services.jobs, settings.notifications, settings.upstream.allowed_networks)
+    return notify_kind(
+        services.db,
+        services.jobs,
+        settings.notifications,
+        settings.upstream.allowed_networks,
+        policies=services.webhook_policies,
+        webhooks=settings.webhooks,
+        source=registry_url(settings),
+        observe=WebhookMetrics(gc_metrics.registry).observe,
+    )
+
+
+def registry_url(settings: Settings) -> str:
+    """The registry's URL as webhooks name it (http.host, else this node's name and port)."""
+    if settings.http.host:
+        return settings.http.host.rstrip("/")
+    scheme = "https" if settings.http.tls.certificate else "http"
+    return f"{scheme}://{socket.gethostname()}:{settings.http.bind_port}"
 
 
 def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.retention.tasks import retention_kind
 
-    return retention_kind(services.db, services.registry, services.immutability, services.audit)
+    sink = services.project_events
+
+    def finished(project: str, summary: dict[str, Any]) -> None:
+        if sink is not None:
+            sink.record(project, "retention_run", summary)
+
+    return retention_kind(
+        services.db, services.registry, services.immutability, services.audit, on_finished=finished
+    )
 
 
 def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:

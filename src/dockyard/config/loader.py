@@ -74,6 +74,7 @@ _SECTION_NAMES = frozenset(
         "fields",
         "notifications",
         "ignore",
+        "webhooks",
     }
 )
 # REGISTRY_* variables set dockyard's keys in these sections; auth only registry:2's keys of it.

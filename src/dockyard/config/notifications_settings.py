@@ -118,3 +118,35 @@ class NotificationsSettings(Section):
     @property
     def active(self) -> list[NotificationEndpoint]:
         return [endpoint for endpoint in self.endpoints if not endpoint.disabled]
+
+
+class WebhooksSettings(Section):
+    """Per-project webhook policies ([webhooks.md](webhooks.md)): how the job runner delivers their
+    events. The policies themselves are data, managed by project administrators through the API."""
+
+    timeout: PositiveDuration = Field(
+        default=Duration("10s"),
+        description="How long one delivery may take (connect, send, answer) before it counts as failed.",
+        json_schema_extra=doc("duration"),
+    )
+    attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Deliveries tried per event before it is given up (logged as `gave up`); the next "
+        "event of the policy follows.",
+    )
+    backoff: PositiveDuration = Field(
+        default=Duration("2s"),
+        description="The wait after the first failed attempt; it doubles after each further one, up to "
+        "`max_backoff`.",
+        json_schema_extra=doc("duration"),
+    )
+    max_backoff: PositiveDuration = Field(
+        default=Duration("5m"),
+        description="The longest wait between two attempts at one event.",
+        json_schema_extra=doc("duration"),
+    )
+    delivery_log: int = Field(
+        default=100, ge=1, le=10_000, description="Deliveries kept per policy in its delivery log."
+    )

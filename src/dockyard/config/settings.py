@@ -21,7 +21,7 @@ from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
 from dockyard.config.limits_settings import LimitsSettings
-from dockyard.config.notifications_settings import NotificationsSettings
+from dockyard.config.notifications_settings import NotificationsSettings, WebhooksSettings
 from dockyard.config.storage_settings import StorageSettings
 
 
@@ -402,6 +402,7 @@ class Settings(Section):
     upstream: UpstreamSettings = UpstreamSettings()
     limits: LimitsSettings = LimitsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
 
     @field_validator("version", mode="before")
     @classmethod

@@ -441,6 +441,22 @@ class JobMetrics:
         )
 
 
+class WebhookMetrics:
+    """Deliveries to per-project webhook policies by result (delivered, failed, gave_up), counted
+    where the `notify` job runs. No URL, project or policy labels: they would grow without bound."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _use_allocated_files()
+        registry = registry or CollectorRegistry()
+        self.registry = registry
+        self.deliveries = Counter(
+            "webhook_deliveries", "Webhook deliveries by result.", ["result"], registry=registry
+        )
+
+    def observe(self, result: str) -> None:
+        self.deliveries.labels(result).inc()
+
+
 class GCMetrics:
     """Garbage collection (gc/services.py), recorded where it runs: the job runner or `dockyard
     garbage-collect`. In multiprocess mode they add up with the server workers' on /metrics."""

@@ -29,6 +29,7 @@ from dockyard.projects.interfaces import (
     ImmutableRule,
     ImmutableRuleNotFound,
     InvalidImmutableRule,
+    ProjectEvents,
     TagImmutable,
 )
 from dockyard.projects.models import ImmutableRuleRow, ProjectRow
@@ -68,7 +69,9 @@ class ImmutabilityRules:
         db: Database,
         cache: InvalidatedCache[str, tuple[ImmutableRule, ...]] | None = None,  # project -> its rules
         on_change: Callable[[], None] | None = None,  # announces a change: the caches of rules forget
+        events: ProjectEvents | None = None,  # refusals, for webhook policies
     ) -> None:
+        self.events = events
         self._db = db
         self._cache = cache
         self._on_change = on_change
@@ -87,7 +90,15 @@ class ImmutabilityRules:
         for tag in tags:
             rule = self.rule_for(repository, tag)
             if rule is not None:
-                raise tag_immutable(repository, tag, rule)
+                raise self.refusal(repository, tag, rule, "delete")
+
+    def refusal(self, repository: str, tag: str, rule: ImmutableRule, operation: str) -> TagImmutable:
+        """The error refusing to change `tag` (`operation`: push or delete), noted for webhook policies
+        (no I/O: the caller's transaction rolls back)."""
+        if self.events is not None:
+            data = {"repository": repository, "tag": tag, "rule": rule.id, "operation": operation}
+            self.events.note(project_of(repository), "immutable_refusal", data)
+        return tag_immutable(repository, tag, rule)
 
     def rules_of(self, project: str) -> tuple[ImmutableRule, ...]:
         generation = self._cache.current_generation() if self._cache is not None else 0

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockyard.accounts.interfaces import InvalidName, Page
 from dockyard.errors import Category, DockyardError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = [
     "ImmutableRule",
@@ -24,6 +28,7 @@ __all__ = [
     "Page",
     "PolicyDenied",
     "Project",
+    "ProjectEvents",
     "ProjectExists",
     "ProjectNotFound",
     "ProjectQuota",
@@ -153,3 +158,15 @@ class ProjectQuota:
     limit_bytes: int | None  # None: unlimited
     used_bytes: int
     warn_percent: int
+
+
+class ProjectEvents(Protocol):
+    """Project events for webhook policies (webhooks/producers.py), from the services that decide them:
+    a quota warning, a quota refusal, an immutable tag's refusal. `event` is a webhook event type."""
+
+    def in_transaction(self, connection: Connection, project: str, event: str, data: dict[str, Any]) -> None:
+        """Append to the outbox in the caller's transaction: it is sent only if that commits."""
+
+    def note(self, project: str, event: str, data: dict[str, Any]) -> None:
+        """No I/O (a refusal's transaction rolls back): the event joins the next batch written to the
+        outbox, within a second."""

@@ -51,7 +51,13 @@ from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
-from dockyard.projects.interfaces import InvalidQuota, ProjectNotFound, ProjectQuota, QuotaExceeded
+from dockyard.projects.interfaces import (
+    InvalidQuota,
+    ProjectEvents,
+    ProjectNotFound,
+    ProjectQuota,
+    QuotaExceeded,
+)
 from dockyard.projects.models import ProjectBlobRow, ProjectRow
 from dockyard.projects.rbac import project_of
 from dockyard.projects.sizes import human
@@ -84,6 +90,7 @@ def charge(
     size: int,
     audit: AuditRecorder | None = None,
     what: str = "blob",
+    events: ProjectEvents | None = None,
 ) -> int:
     """Count `digest` (`size` bytes) in the project's usage unless it already counts. Returns the bytes
     added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back.
@@ -121,7 +128,7 @@ def charge(
                 "digest": digest,
             },
         )
-    _warn_if_crossed(connection, usage, usage.used + size, audit)
+    _warn_if_crossed(connection, usage, usage.used + size, audit, events=events)
     return size
 
 
@@ -188,7 +195,12 @@ def warn_threshold(limit: int | None, warn_percent: int) -> int | None:
 
 
 def _warn_if_crossed(
-    connection: Connection, usage: _Usage, new_used: int, audit: AuditRecorder | None, reason: str = "push"
+    connection: Connection,
+    usage: _Usage,
+    new_used: int,
+    audit: AuditRecorder | None,
+    reason: str = "push",
+    events: ProjectEvents | None = None,
 ) -> None:
     threshold = warn_threshold(usage.limit, usage.warn_percent)
     if threshold is None or not usage.used < threshold <= new_used:
@@ -217,6 +229,9 @@ def _warn_if_crossed(
                 },
             ),
         )
+    if events is not None:  # webhook policies: sent only if this transaction commits
+        detail = {"used_bytes": new_used, "limit_bytes": usage.limit, "warn_percent": usage.warn_percent}
+        events.in_transaction(connection, usage.name, "quota_warning", {**detail, "reason": reason})
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +248,11 @@ class Quotas:
         audit: AuditRecorder | None = None,
         limits: InvalidatedCache[str, CachedLimit] | None = None,  # project -> its limit
         on_change: Callable[[], None] | None = None,
+        events: ProjectEvents | None = None,  # quota warnings and refusals for webhook policies
     ) -> None:
         self._db = db
         self._audit = audit
+        self.events = events
         self._limits = limits
         self._on_change = on_change
         self._open_uploads = OpenUploads()  # what this process's requests stream into uploads
@@ -243,7 +260,17 @@ class Quotas:
     def charge(
         self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"
     ) -> int:
-        return charge(connection, project_id, digest, size, self._audit, what)
+        try:
+            return charge(connection, project_id, digest, size, self._audit, what, self.events)
+        except QuotaExceeded as exc:
+            self._refused(exc)
+            raise
+
+    def _refused(self, exc: QuotaExceeded) -> None:
+        """A refusal, for webhook policies: no I/O here (the caller's transaction rolls back)."""
+        if self.events is not None and exc.detail:
+            detail = dict(exc.detail)
+            self.events.note(str(detail.pop("project", "")), "quota_exceeded", detail)
 
     def get(self, project: str) -> ProjectQuota:
         with self._db.read() as connection:
@@ -280,7 +307,9 @@ class Quotas:
             was_over = old is not None and before.used >= old
             after = _Usage(before.name, 0 if was_over else before.used - 1, limit_bytes, warn_percent)
             if not was_over:
-                _warn_if_crossed(connection, after, before.used, self._audit, reason="limit changed")
+                _warn_if_crossed(
+                    connection, after, before.used, self._audit, reason="limit changed", events=self.events
+                )
         if self._on_change is not None:
             self._on_change()  # after the commit: every worker and node drops its cached limits
         return self.get(project)
@@ -335,7 +364,7 @@ class Quotas:
                 held = held.where(ProjectBlobRow.size >= size)
             if connection.execute(held.limit(1)).first() is not None:
                 return
-        raise QuotaExceeded(
+        exc = QuotaExceeded(
             f"quota of project {project} exceeded: used {human(row.quota_used_bytes)}, "
             f"limit {human(limit)}, this blob {human(size)}",
             detail={
@@ -345,6 +374,8 @@ class Quotas:
                 "size": size,
             },
         )
+        self._refused(exc)
+        raise exc
 
 
 def _quota_query() -> Select:

@@ -167,7 +167,7 @@ class Registry:
                 None,
                 digest,
             ):
-                raise tag_immutable(name, str(ref), rule)
+                raise self._immutability.refusal(name, str(ref), rule, "push")
             check_references(connection, repository.id, parsed)
             manifest_id = store_manifest(connection, self._quotas, repository, digest, body, parsed, platform)
             if not isinstance(ref, Digest):

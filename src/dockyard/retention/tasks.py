@@ -36,8 +36,10 @@ def retention_kind(
     immutability: ImmutabilityRules,
     audit: AuditRecorder | None = None,
     clock: Callable[[], datetime] = utcnow,
+    on_finished: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> JobKind:
-    """Deleted tags go to `audit` as deletes by the system actor "retention"."""
+    """Deleted tags go to `audit` as deletes by the system actor "retention"; `on_finished` gets each
+    finished run's project and summary (webhook policies' retention events)."""
     policies = RetentionPolicies(db)
     executor = RetentionExecutor(db, registry, immutability, policies, RetentionRuns(db), audit=audit)
     queue = JobQueue(db)
@@ -49,7 +51,13 @@ def retention_kind(
         report = executor.run(
             str(project), dry_run=bool(ctx.params.get("dry_run", False)), job_id=ctx.job_id, progress=ctx
         )
-        return report.summary()
+        summary = report.summary()
+        if on_finished is not None:
+            try:
+                on_finished(str(project), summary)
+            except Exception:  # the run is done and recorded; a lost event must not fail it
+                log.warning("could not record the retention run of %s for webhooks", project, exc_info=True)
+        return summary
 
     return JobKind(
         KIND, retention, concurrency=1, timeout=timedelta(hours=6), default_schedule=SWEEP_SCHEDULE

@@ -11,6 +11,7 @@ from dockyard.upstream.addresses import AddressGuard
 from dockyard.upstream.interfaces import TLSOptions
 from dockyard.upstream.transport import deadline, guarded_transport
 from dockyard.webhooks.interfaces import EVENTS_MEDIA_TYPE
+from dockyard.webhooks.policy_sender import PolicyPost
 from dockyard.webhooks.services import Post
 
 
@@ -30,6 +31,30 @@ def http_post(client: httpx.Client) -> Post:
         try:
             with deadline(timeout):  # the whole exchange, not each read: a trickling listener too
                 response = client.post(url, content=body, headers=pairs, timeout=httpx.Timeout(timeout))
+        except (httpx.TimeoutException, httpcore.TimeoutException):
+            raise TimeoutError(f"no answer within {timeout}s") from None
+        return response.status_code
+
+    return post
+
+
+def policy_post(allowed_networks: list[str]) -> PolicyPost:
+    """The Post of webhook policies: the SSRF guard on every connection (checked on the resolved
+    address at connect time), no redirects, TLS verified unless the policy skips it. One client per
+    TLS mode, built on first use."""
+    guard = AddressGuard(allowed_networks)
+    clients: dict[bool, httpx.Client] = {}
+
+    def post(url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool) -> int:
+        client = clients.get(verify)
+        if client is None:
+            transport = guarded_transport(guard, TLSOptions(verify=verify))
+            client = clients[verify] = httpx.Client(
+                transport=transport, follow_redirects=False, trust_env=False
+            )
+        try:
+            with deadline(timeout):
+                response = client.post(url, content=body, headers=headers, timeout=httpx.Timeout(timeout))
         except (httpx.TimeoutException, httpcore.TimeoutException):
             raise TimeoutError(f"no answer within {timeout}s") from None
         return response.status_code

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
 
@@ -22,7 +22,12 @@ from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.jobs.models import JobRow
 from dockyard.jobs.queue import JobQueue
-from dockyard.webhooks.interfaces import Delivery, EndpointStatus, Event
+from dockyard.projects.rbac import project_of
+from dockyard.webhooks.interfaces import REGISTRY2_ACTIONS, Delivery, EndpointStatus, Event
+
+if TYPE_CHECKING:
+    from dockyard.webhooks.policies import WebhookPolicies
+    from dockyard.webhooks.policy_sender import PolicySender
 from dockyard.webhooks.models import (
     ERROR_LENGTH,
     NotificationCursorRow,
@@ -47,28 +52,56 @@ Post = Callable[[str, bytes, dict[str, list[str]], float], int]
 
 
 class Outbox:
-    """Appends events in the request path: one INSERT, plus a `notify` job when none is queued."""
+    """Appends events in the request path: one INSERT, plus a `notify` job when none is queued.
 
-    def __init__(self, db: Database, jobs: JobQueue, source: dict[str, str]) -> None:
+    Built in every process: registry:2 endpoints come from the config, webhook policies are data and
+    may appear at any time. `wants_*` decide, without I/O once the project's policies are cached,
+    whether an event is recorded at all."""
+
+    def __init__(
+        self,
+        db: Database,
+        jobs: JobQueue,
+        source: dict[str, str],
+        endpoints: list[NotificationEndpoint] | None = None,
+        policies: WebhookPolicies | None = None,
+    ) -> None:
         self.db = db
         self.jobs = jobs
         self.source = source  # registry:2's `source`: this node's addr and instance id
+        self.policies = policies
+        active = endpoints or []
+        # Actions some endpoint is sent (its media-type filters apply when sending).
+        self.endpoint_actions = frozenset(
+            action for action in REGISTRY2_ACTIONS if any(action not in e.ignore.actions for e in active)
+        )
+
+    def wants_endpoint(self, action: str) -> bool:
+        return action in self.endpoint_actions
+
+    def project_wanting(self, action: str, repository: str) -> str | None:
+        """The project of `repository` if one of its enabled webhook policies wants `action`."""
+        if self.policies is None:
+            return None
+        project = project_of(repository)
+        return project if action in self.policies.wanted(project) else None
 
     def record(self, events: list[Event]) -> None:
         if not events:
             return
-        rows = [
-            {
-                "created_at": utcnow(),
-                "action": event.action,
-                "media_type": event.media_type,
-                "payload": event.payload(self.source),
-            }
-            for event in events
-        ]
+        rows = [self.row(event) for event in events]
         with self.db.write() as connection:
             append(connection, rows)
             wake_sender(self.jobs, connection)
+
+    def row(self, event: Event) -> dict[str, Any]:
+        return {
+            "created_at": utcnow(),
+            "action": event.action,
+            "media_type": event.media_type,
+            "payload": event.payload(self.source),
+            "project": event.project,
+        }
 
 
 def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -94,11 +127,19 @@ def wake_sender(jobs: JobQueue, connection: Connection, run_after: datetime | No
 class Sender:
     """Sends the outbox to each endpoint in batches, honouring its threshold and backoff."""
 
-    def __init__(self, db: Database, jobs: JobQueue, settings: NotificationsSettings, post: Post) -> None:
+    def __init__(
+        self,
+        db: Database,
+        jobs: JobQueue,
+        settings: NotificationsSettings,
+        post: Post,
+        policies: PolicySender | None = None,
+    ) -> None:
         self.db = db
         self.jobs = jobs
         self.settings = settings
         self.post = post
+        self.policies = policies  # per-project webhook policies, on the same outbox
 
     def run(self, check_cancelled: Callable[[], None] = lambda: None) -> dict[str, Any]:
         """Deliver what each endpoint is due; queue the next run for those that still wait."""
@@ -109,7 +150,12 @@ class Sender:
             sent[endpoint.name], retry = self._drain(endpoint, check_cancelled)
             if retry is not None:
                 next_try.append(retry)
-        self._purge_delivered()
+        cursors: list[str] = []
+        if self.policies is not None:
+            policy_sent, policy_retries, cursors = self.policies.run(check_cancelled)
+            sent.update(policy_sent)
+            next_try.extend(policy_retries)
+        self._purge_delivered(cursors)
         self.jobs.purge_history(JOB_HISTORY, kind=KIND)
         if next_try:
             with self.db.write() as connection:
@@ -129,7 +175,11 @@ class Sender:
             rows = self._batch(cursor.last_event_id)
             if not rows:
                 return sent, None
-            wanted = [row for row in rows if not endpoint.ignores(row.action, row.media_type)]
+            wanted = [
+                row
+                for row in rows
+                if row.action in REGISTRY2_ACTIONS and not endpoint.ignores(row.action, row.media_type)
+            ]
             last_id = rows[-1].id
             if not wanted:  # all ignored here: move on without a request
                 self._advance(endpoint.name, last_id)
@@ -207,9 +257,10 @@ class Sender:
                 delete(_DELIVERIES).where(_DELIVERIES.c.endpoint == name, _DELIVERIES.c.id < oldest_kept)
             )
 
-    def _purge_delivered(self) -> None:
-        """Delete the events every active endpoint has passed (all of them, with no endpoint)."""
-        names = [endpoint.name for endpoint in self.settings.active]
+    def _purge_delivered(self, policy_cursors: list[str]) -> None:
+        """Delete the events every active endpoint and enabled policy has passed (all of them, with
+        neither)."""
+        names = [endpoint.name for endpoint in self.settings.active] + policy_cursors
         with self.db.write() as connection:
             if names:
                 passed = connection.execute(

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from dockyard.config.notifications_settings import NotificationsSettings
+from dockyard.config.notifications_settings import NotificationsSettings, WebhooksSettings
 from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.queue import JobQueue
+from dockyard.webhooks.policies import WebhookPolicies
+from dockyard.webhooks.policy_sender import Observe, PolicyPost, PolicySender
 from dockyard.webhooks.services import KIND, Post, Sender
 
 SAFETY_NET = "@every 5m"
@@ -22,8 +24,28 @@ def notify_kind(
     settings: NotificationsSettings,
     allowed_networks: list[str],
     post: Post | None = None,
+    *,
+    policies: WebhookPolicies | None = None,
+    webhooks: WebhooksSettings | None = None,
+    source: str = "",
+    observe: Observe | None = None,
+    policy_post: PolicyPost | None = None,
 ) -> JobKind:
     client: list[Post] = []
+    policy_client: list[PolicyPost] = []
+
+    def sender_policies() -> PolicySender | None:
+        if policies is None:
+            return None
+        if policy_post is not None:
+            chosen = policy_post
+        else:
+            if not policy_client:
+                from dockyard.webhooks.delivery import policy_post as build
+
+                policy_client.append(build(allowed_networks))
+            chosen = policy_client[0]
+        return PolicySender(db, policies, webhooks or WebhooksSettings(), chosen, source, observe)
 
     def sender_post() -> Post:
         if post is not None:
@@ -35,13 +57,13 @@ def notify_kind(
         return client[0]
 
     def notify(ctx: JobContext) -> Mapping[str, Any]:
-        result = Sender(db, jobs, settings, sender_post()).run(ctx.check_cancelled)
+        result = Sender(db, jobs, settings, sender_post(), sender_policies()).run(ctx.check_cancelled)
         for name, count in result["sent"].items():
             if count:
                 ctx.log(f"{name}: sent {count} events")
         return result
 
-    schedule = SAFETY_NET if settings.active else None
+    schedule = SAFETY_NET if settings.active or policies is not None else None
     # One at a time cluster-wide: two would send the same batch twice. A failed delivery is not a
     # failed job (the endpoint's backoff retries it), so the job is not retried by the queue.
     return JobKind(

@@ -30,6 +30,7 @@ from dockyard.api.management.routers import (
     system,
     users,
     vulndb,
+    webhooks,
 )
 from dockyard.api.management.routers import jobs as job_routes
 from dockyard.api.management.routers import retention as retention_routes
@@ -55,7 +56,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     install_error_handlers(app, partial(record_refusal, services))
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
-    for module in (quotas, immutable_rules):  # project policies
+    for module in (quotas, immutable_rules, webhooks):  # project policies
         app.include_router(module.router)
     app.include_router(job_routes.router)  # background jobs and their schedules
     app.include_router(retention_routes.router)  # tag retention policies and runs

@@ -28,6 +28,8 @@ from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
 from dockyard.storage.driver.base import StorageDriver
+from dockyard.webhooks.policies import WebhookPolicies
+from dockyard.webhooks.policy_sender import PolicySender
 from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
@@ -89,6 +91,9 @@ class ManagementServices:
     proxies: ProxyProjects | None = None
     # registry:2 notification endpoints' delivery log (routers/notifications.py); None: none configured.
     notifications: DeliveryLog | None = None
+    # Per-project webhook policies (routers/webhooks.py) and their sender for test deliveries.
+    webhooks: WebhookPolicies | None = None
+    webhook_sender: Callable[[], PolicySender] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

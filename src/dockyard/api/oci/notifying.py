@@ -37,10 +37,26 @@ def _actor(request: Request) -> str:
     return principal.name if principal is not None and principal.name != "anonymous" else ""
 
 
-async def _record(ctx: OCIContext, request: Request, action: str, target: dict[str, Any]) -> None:
+async def _record(
+    ctx: OCIContext, request: Request, action: str, target: dict[str, Any], project: str | None = None
+) -> None:
     assert ctx.notifications is not None
-    event = Event(action, target, _request_info(request), _actor(request))
+    event = Event(action, target, _request_info(request), _actor(request), project=project)
     await ctx.call(ctx.notifications.record, [event])
+
+
+def _manifest_event(ctx: OCIContext, action: str, name: str) -> tuple[bool, str | None]:
+    """Whether to record a manifest event, and the project whose webhook policies want it."""
+    outbox = ctx.notifications
+    if outbox is None:
+        return False, None
+    project = outbox.project_wanting(action, name)
+    return project is not None or outbox.wants_endpoint(action), project
+
+
+def _blob_event(ctx: OCIContext, action: str) -> bool:
+    """Blob events go to registry:2 endpoints only (webhook policies are sent artifacts)."""
+    return ctx.notifications is not None and ctx.notifications.wants_endpoint(action)
 
 
 def _content_target(
@@ -64,26 +80,30 @@ def _is_tag(reference: str) -> bool:
 async def manifest_pushed(
     ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
 ) -> None:
-    if ctx.notifications is None:
+    wanted, project = _manifest_event(ctx, "push", name)
+    if not wanted:
         return
     target = _content_target(ctx, name, "manifests", digest, media_type, size)
     if _is_tag(reference):
         target["tag"] = reference
-    await _record(ctx, request, "push", target)
+    await _record(ctx, request, "push", target, project)
 
 
 async def manifest_deleted(ctx: OCIContext, request: Request, name: str, reference: str) -> None:
-    if ctx.notifications is None:
+    wanted, project = _manifest_event(ctx, "delete", name)
+    if not wanted:
         return
     # registry:2: a manifest delete names the digest; a tag delete (distribution v3) names the tag.
     target: dict[str, Any] = {"repository": name, "tag" if _is_tag(reference) else "digest": reference}
-    await _record(ctx, request, "delete", target)
+    if project is not None:  # where a Harbor consumer finds the registry (registry:2's target has no url)
+        target["url"] = ctx.url(f"/v2/{name}/manifests/{reference}")
+    await _record(ctx, request, "delete", target, project)
 
 
 async def blob_pushed(
     ctx: OCIContext, request: Request, name: str, digest: str, size: int, mounted_from: str | None = None
 ) -> None:
-    if ctx.notifications is None:
+    if not _blob_event(ctx, "mount" if mounted_from is not None else "push"):
         return
     target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
     if mounted_from:  # "" for a mount without `from=`: the source is not named
@@ -92,7 +112,7 @@ async def blob_pushed(
 
 
 async def blob_deleted(ctx: OCIContext, request: Request, name: str, digest: str) -> None:
-    if ctx.notifications is None:
+    if not _blob_event(ctx, "delete"):
         return
     await _record(ctx, request, "delete", {"digest": digest, "repository": name})
 
@@ -100,17 +120,21 @@ async def blob_deleted(ctx: OCIContext, request: Request, name: str, digest: str
 def manifest_pulled(
     ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
 ) -> None:
-    """No I/O: the event joins the next batch."""
+    """No I/O once the project's webhook policies are cached: the event joins the next batch."""
     if ctx.pull_notifications is None:
+        return
+    wanted, project = _manifest_event(ctx, "pull", name)
+    if not wanted:
         return
     target = _content_target(ctx, name, "manifests", digest, media_type, size)
     if _is_tag(reference):
         target["tag"] = reference
-    ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
+    event = Event("pull", target, _request_info(request), _actor(request), project=project)
+    ctx.pull_notifications.note(event)
 
 
 def blob_pulled(ctx: OCIContext, request: Request, name: str, digest: str, size: int) -> None:
-    if ctx.pull_notifications is None:
+    if ctx.pull_notifications is None or not _blob_event(ctx, "pull"):
         return
     target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
     ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
