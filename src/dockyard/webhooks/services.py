@@ -259,9 +259,13 @@ class Sender:
 
     def _purge_delivered(self, policy_cursors: list[str]) -> None:
         """Delete the events every active endpoint and enabled policy has passed (all of them, with
-        neither)."""
+        neither), except the newest row: SQLite gives the next row of an emptied table id 1 again
+        (no AUTOINCREMENT), which every cursor has passed already, so it would never be sent."""
         names = [endpoint.name for endpoint in self.settings.active] + policy_cursors
         with self.db.write() as connection:
+            newest = connection.execute(select(func.max(_EVENTS.c.id))).scalar()
+            if newest is None:
+                return
             if names:
                 passed = connection.execute(
                     select(func.min(_CURSORS.c.last_event_id)).where(_CURSORS.c.endpoint.in_(names))
@@ -271,9 +275,9 @@ class Sender:
                 ).scalar()
                 if passed is None or known != len(names):
                     return  # an endpoint has not started yet: it still needs every event
-                connection.execute(delete(_EVENTS).where(_EVENTS.c.id <= passed))
+                connection.execute(delete(_EVENTS).where(_EVENTS.c.id <= min(passed, newest - 1)))
             else:
-                connection.execute(delete(_EVENTS))
+                connection.execute(delete(_EVENTS).where(_EVENTS.c.id < newest))
 
 
 def _set_cursor(connection: Connection, name: str, **values: Any) -> None:

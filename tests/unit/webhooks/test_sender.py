@@ -99,7 +99,7 @@ def test_recording_queues_one_sender_job_and_the_envelope_is_registry2s(
     assert first["source"] == {"addr": "node-1:5000", "instanceID": "i-1"}
     assert [e["action"] for e in envelope["events"]] == ["push", "delete"]
     assert listener.headers == [{"X-Token": ["t"]}]
-    assert outbox_size(database) == 0  # delivered everywhere: deleted
+    assert outbox_size(database) == 1  # delivered everywhere: deleted, but for the newest (ids go on)
 
 
 def test_a_failed_batch_is_sent_again_and_backoff_follows_the_threshold(
@@ -135,7 +135,19 @@ def test_a_failed_batch_is_sent_again_and_backoff_follows_the_threshold(
     assert (status.failures, status.pending, status.retry_after) == (0, 0, None)
     codes = [delivery.status_code for delivery in log.deliveries("hook")]
     assert codes == [200, 503, None]  # newest first, trimmed to notifications.delivery_log (3)
-    assert outbox_size(database) == 0
+    assert outbox_size(database) == 1
+
+
+def test_events_after_the_outbox_was_emptied_are_sent(database: Database, jobs: JobQueue) -> None:
+    """Regression: purging every delivered row let SQLite give the next event id 1 again, below every
+    endpoint's cursor, so it was never sent."""
+    listener = Listener()
+    sender = Sender(database, jobs, settings(), listener)
+    for round in range(3):
+        record(database, jobs, event(repo=f"team/app{round}"))
+        sender.run()
+    repos = [e["target"]["repository"] for body in listener.bodies for e in body["events"]]
+    assert repos == ["team/app0", "team/app1", "team/app2"]
 
 
 def test_ignored_events_move_the_cursor_without_a_request(database: Database, jobs: JobQueue) -> None:
