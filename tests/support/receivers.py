@@ -19,6 +19,7 @@ class Received:
     headers: dict[str, list[str]]
     body: dict[str, Any]
     status: int  # what the receiver answered (0: it hung up without answering)
+    raw: bytes = b""  # the body as it came (what a signature covers)
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Receiver:
     fail_first: int = 0  # answer `fail_status` to this many requests, then 200
     fail_status: int = 500
     hang_seconds: float = 0.0  # sleep this long before answering each request
+    redirect_to: str | None = None  # answer 302 with this Location instead
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -34,6 +36,22 @@ class Receiver:
         """The events of every request answered 2xx, in the order they came."""
         with self.lock:
             return [e for r in self.requests if 200 <= r.status < 300 for e in r.body["events"]]
+
+    def accepted_bodies(self) -> list[Received]:
+        """Every request answered 2xx (webhook policies send one event per request)."""
+        with self.lock:
+            return [r for r in self.requests if 200 <= r.status < 300]
+
+    def wait_for_bodies(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 30.0
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            accepted = self.accepted_bodies()
+            if predicate(accepted):
+                return accepted
+            time.sleep(0.1)
+        raise AssertionError(f"the receiver did not get what was expected; it got {self.requests}")
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -51,7 +69,8 @@ def running_receiver(**options: Any) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            body = json.loads(raw or b"{}")
             headers: dict[str, list[str]] = {}
             for name, value in self.headers.items():
                 headers.setdefault(name.lower(), []).append(value)
@@ -61,11 +80,13 @@ def running_receiver(**options: Any) -> Iterator[Receiver]:
                     receiver.fail_first -= 1
             if receiver.hang_seconds:
                 time.sleep(receiver.hang_seconds)
-            status = receiver.fail_status if failing else 200
+            status = receiver.fail_status if failing else (302 if receiver.redirect_to else 200)
             with receiver.lock:
-                receiver.requests.append(Received(headers, body, status))
+                receiver.requests.append(Received(headers, body, status, raw))
             try:
                 self.send_response(status)
+                if receiver.redirect_to:
+                    self.send_header("Location", receiver.redirect_to)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             except OSError:

@@ -255,7 +255,8 @@ class Quotas:
         self.events = events
         self._limits = limits
         self._on_change = on_change
-        self._open_uploads = OpenUploads()  # what this process's requests stream into uploads
+        # What this process's requests stream into uploads; its refusals go to webhook policies.
+        self._open_uploads = OpenUploads(self._refused)
 
     def charge(
         self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"

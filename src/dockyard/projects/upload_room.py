@@ -22,7 +22,7 @@ recorded, not what it is streaming, so together they can pass the bound by what 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
@@ -44,10 +44,11 @@ class OpenUploads:
     and a running count of the bytes they recorded, so a request that read the recorded sizes earlier
     still sees what was recorded since."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_refusal: Callable[[QuotaExceeded], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._streaming: dict[str, int] = {}
         self._recorded: dict[str, int] = {}
+        self.on_refusal = on_refusal  # told of each refusal (webhook policies' quota events)
 
     def mark(self, project: str) -> int:
         with self._lock:
@@ -128,7 +129,7 @@ class UploadRoom:
         with self._ledger._lock:
             others = max(self._seen() - self._size - self.taken, 0)  # the project's other open uploads
         size = self._size + self.taken + wanted
-        return QuotaExceeded(
+        refusal = QuotaExceeded(
             f"quota of project {self.project} exceeded: used {human(self._used)}, "
             f"other uploads in progress {human(others)}, limit {human(self._limit)}, "
             f"this blob {human(size)}",
@@ -140,6 +141,9 @@ class UploadRoom:
                 "size": size,
             },
         )
+        if self._ledger.on_refusal is not None:
+            self._ledger.on_refusal(refusal)
+        return refusal
 
 
 def read_room(

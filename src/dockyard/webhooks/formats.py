@@ -58,9 +58,11 @@ def _time(payload: dict[str, Any]) -> datetime:
         return datetime.now(UTC)
 
 
-def _host(target: dict[str, Any]) -> str:
-    url = target.get("url")
-    return urlsplit(url).netloc if isinstance(url, str) else ""
+def _host(payload: dict[str, Any]) -> str:
+    """Where clients reach the registry: the event's URL (http.host), else the request's Host."""
+    url = (payload.get("target") or {}).get("url")
+    netloc = urlsplit(url).netloc if isinstance(url, str) else ""
+    return netloc or str((payload.get("request") or {}).get("host") or "")
 
 
 def _repository(full: str, public: bool, project: str) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def harbor_data(payload: dict[str, Any], project: str, public: bool) -> dict[str
         full = str(target.get("repository", ""))
         digest = target.get("digest")
         tag = target.get("tag")
-        host = _host(target)
+        host = _host(payload)
         reference = f"@{digest}" if digest else f":{tag}"
         if tag and action != "delete":
             reference = f":{tag}"
