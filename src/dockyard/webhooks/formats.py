@@ -105,7 +105,7 @@ def harbor_data(payload: dict[str, Any], project: str, public: bool) -> dict[str
         event_data["resources"] = [resource]
         event_data["custom_attributes"] = {"Details": _quota_details(action, data), **data}
     elif action == "retention":
-        event_data["retention"] = data
+        event_data["retention"] = {"project": project, **data}
     elif action == "immutable":
         event_data["resources"] = [{"digest": "", "tag": data.get("tag", ""), "resource_url": ""}]
     return event_data
@@ -137,7 +137,7 @@ def summary(event: EventType, payload: dict[str, Any], project: str) -> str:
         case "retention_run":
             return (
                 f"Retention run in project {project}: {target.get('deleted', 0)} tags deleted, "
-                f"{target.get('retained', 0)} kept{' (dry run)' if target.get('dry_run') else ''}"
+                f"{target.get('kept', 0)} kept{' (dry run)' if target.get('dry_run') else ''}"
             )
         case "immutable_refusal":
             return f"Refused to {target.get('operation', 'change')} immutable tag {repo}:{target.get('tag')}"

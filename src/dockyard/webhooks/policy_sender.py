@@ -182,7 +182,7 @@ class PolicySender:
         status, error, elapsed = self.send(policy, payload, "push", self._public(policy.project))
         self.observe("delivered" if error is None else "failed")
         delivery_id = self._log(policy, 0, "test", 1, status, error, elapsed)
-        return Delivery(delivery_id, policy.cursor, utcnow(), 1, 0, 0, status, error, elapsed)
+        return Delivery(delivery_id, policy.cursor, utcnow(), 1, 0, 0, status, error, elapsed, "test", 1)
 
     def _log(
         self,
