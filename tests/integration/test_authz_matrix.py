@@ -178,6 +178,14 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/immutable-rules/{{rule_id}}", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/immutable-rules/{{rule_id}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/immutable-rules/{{rule_id}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    # Webhook policies (their targets, the delivery log, test deliveries): project admins.
+    (f"{P}/webhooks", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/webhooks", "POST"): Rule(needs(PROJECT_UPDATE), 201),
+    (f"{P}/webhooks/{{name}}", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/webhooks/{{name}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/webhooks/{{name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{P}/webhooks/{{name}}/deliveries", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/webhooks/{{name}}/test", "POST"): Rule(needs(PROJECT_UPDATE)),
     # Background jobs: system administrators only.
     # Registry endpoints (remote registries, their sealed credentials): system administrators only.
     ("/endpoints", "GET"): Rule(SYSTEM_ADMIN),
@@ -857,6 +865,35 @@ def immutable_rule(w: World, actor: Actor, project: str | None, ep: Endpoint) ->
     return call
 
 
+def drop_webhooks(w: World, hooks: str) -> None:
+    for hook in w.admin.api("GET", hooks):
+        w.admin.status("DELETE", f"{hooks}/{hook['name']}")
+
+
+def webhook_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A webhook the admin adds first (to a loopback port that refuses at once), then read, changed,
+    tested or removed by the actor."""
+    assert project is not None
+    hooks = f"/projects/{project}/webhooks"
+    drop_webhooks(w, hooks)
+    body = {"name": "mx-hook", "url": "http://127.0.0.1:9/hook", "events": ["push"], "secret": "mx-secret-1"}
+    w.admin.api("POST", hooks, json=body)
+    values = {"name": "mx-hook"} if "{name}" in ep.path else {}
+    call = Call(ep.method, api(fill(ep.path, project=project, **values)))
+    call.cleanup = lambda: drop_webhooks(w, hooks)
+    if ep.method == "POST" and ep.path.endswith("/webhooks"):
+        call.json = {**body, "name": "mx-other"}
+        call.observe = lambda: len(w.admin.api("GET", hooks))
+    elif ep.method == "PUT":
+        call.json = {"enabled": False}
+        call.observe = lambda: w.admin.api("GET", f"{hooks}/mx-hook")["enabled"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, f"{hooks}/mx-hook")
+    elif ep.path.endswith("/test"):
+        call.observe = lambda: len(w.admin.api("GET", f"{hooks}/mx-hook/deliveries"))
+    return call
+
+
 SELFTEST = {"kind": "selftest", "params": {"seconds": 0}}
 LONG_SELFTEST = {"kind": "selftest", "params": {"seconds": 600}}
 
@@ -976,6 +1013,11 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(path, m, ""): immutable_rule for path, m in [
         (f"{P}/immutable-rules", "POST"),
         *((f"{P}/immutable-rules/{{rule_id}}", m) for m in ("GET", "PUT", "DELETE")),
+    ]},
+    (f"{P}/webhooks", "GET", ""): plain(),
+    **{(path, m, ""): webhook_call for path, m in [
+        (f"{P}/webhooks", "POST"), *((f"{P}/webhooks/{{name}}", m) for m in ("GET", "PUT", "DELETE")),
+        (f"{P}/webhooks/{{name}}/deliveries", "GET"), (f"{P}/webhooks/{{name}}/test", "POST"),
     ]},
     **{(path, "GET", ""): plain() for path in ("/jobs", "/jobs/kinds", "/jobs/schedules")},
     **{(path, m, ""): jobs_call for path, m in [
