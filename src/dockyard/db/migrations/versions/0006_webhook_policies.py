@@ -1,7 +1,7 @@
 """Webhooks: per-project webhook policies; the outbox and delivery log learn projects and attempts
 
-Revision ID: 0005_webhook_policies
-Revises: 0004_notifications
+Revision ID: 0006_webhook_policies
+Revises: 0005_proxy_projects
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_webhook_policies"
-down_revision = "0004_notifications"
+revision = "0006_webhook_policies"
+down_revision = "0005_proxy_projects"
 branch_labels = None
 depends_on = None
 
