@@ -190,6 +190,11 @@ def populate(server: RunningServer) -> Install:
     call(admin, "POST", "/endpoints", 201, json=endpoint)  # credentials sealed under signing-key-secret
     mirror = {"name": "mirror", "public": True, "proxy": {"endpoint": "upstream", "tag_ttl_seconds": 60}}
     call(admin, "POST", "/projects", 201, json=mirror)  # a proxy project (proxy_projects)
+    hook = {  # a webhook policy, its secret and header sealed under signing-key-secret
+        "name": "ci", "url": "https://hooks.invalid/in", "events": ["push", "quota_warning"],
+        "secret": "webhook-secret-1", "headers": {"X-Token": "t"},
+    }  # fmt: skip
+    call(admin, "POST", "/projects/team/webhooks", 201, json=hook)
     with api(server, ALICE) as alice:
         personal_token = call(alice, "POST", "/me/tokens", 201, json={"name": "laptop"})["secret"]
 
@@ -297,6 +302,7 @@ def settings_seen(admin: httpx.Client) -> dict[str, Any]:
         "schedule": call(admin, "GET", "/jobs/schedules/gc", 200)["cron"],
         "endpoints": call(admin, "GET", "/endpoints", 200),
         "proxy": call(admin, "GET", "/projects/mirror", 200)["proxy"],
+        "webhooks": call(admin, "GET", "/projects/team/webhooks", 200),
         "runs": len(call(admin, "GET", "/projects/team/retention/runs", 200)),
     }
 

@@ -34,27 +34,20 @@ def notify_kind(
     client: list[Post] = []
     policy_client: list[PolicyPost] = []
 
+    def lazy_post(
+        url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool
+    ) -> int:
+        if not policy_client:  # built on the first delivery: a runner with no policy never loads httpx
+            from dockyard.webhooks.delivery import policy_post as build
+
+            policy_client.append(build(allowed_networks))
+        return policy_client[0](url, body, headers, timeout, verify)
+
     def sender_policies() -> PolicySender | None:
         if policies is None:
             return None
-        if policy_post is not None:
-            chosen = policy_post
-        else:
-            if not policy_client:
-                from dockyard.webhooks.delivery import policy_post as build
-
-                policy_client.append(build(allowed_networks))
-            chosen = policy_client[0]
+        chosen = policy_post if policy_post is not None else lazy_post
         return PolicySender(db, policies, webhooks or WebhooksSettings(), chosen, source, observe)
-
-    def sender_post() -> Post:
-        if post is not None:
-            return post
-        if not client:  # built on the first run: a runner with no endpoints never loads httpx
-            from dockyard.webhooks.delivery import guarded_client, http_post
-
-            client.append(http_post(guarded_client(allowed_networks)))
-        return client[0]
 
     def notify(ctx: JobContext) -> Mapping[str, Any]:
         result = Sender(db, jobs, settings, sender_post(), sender_policies()).run(ctx.check_cancelled)
