@@ -11,11 +11,13 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.test_cli import Cli
 from tests.support.ociclient import OCIClient, digest_of
 from tests.support.receivers import Received, Receiver, running_receiver
 from tests.support.server import RunningServer, start_server
@@ -349,3 +351,31 @@ def test_webhook_deliveries_are_counted_by_result(server: RunningServer) -> None
     assert all("url" not in line and "project" not in line for line in lines)
     assert json.dumps(lines)  # low cardinality: one series per result
     assert len(lines) <= 3
+
+
+def test_the_cli_manages_webhooks(server: RunningServer, api: httpx.Client, tmp_path: Path) -> None:
+    project(api, "cli")
+    cli = Cli(tmp_path / "home")
+    cli.home.mkdir()
+    cli.login(server.url, *ADMIN)
+    with running_receiver() as receiver:
+        created = cli.json(
+            "webhook", "create", "cli", "ci", "--url", receiver.url, "-e", "push", "-e", "delete",
+            "--format", "cloudevents", "--secret-stdin", "-H", "X-Team: platform", stdin="cli-secret-1\n",
+        )  # fmt: skip
+        assert created["events"] == ["push", "delete"] and created["has_secret"]
+        assert created["header_names"] == ["X-Team"]
+        assert "ci" in cli.ok("webhook", "list", "cli")
+        assert "cloudevents" in cli.ok("webhook", "show", "cli", "ci")
+        assert "answered 200" in cli.ok("webhook", "test", "cli", "ci")
+        request = receiver.requests[-1]
+        assert request.headers["x-team"] == ["platform"]
+        signature = hmac.new(b"cli-secret-1", request.raw, hashlib.sha256).hexdigest()
+        assert request.headers["x-dockyard-signature"] == [f"sha256={signature}"]
+        (logged,) = cli.json("webhook", "deliveries", "cli", "ci")
+        assert logged["event"] == "test" and logged["status_code"] == 200
+        assert cli.json("webhook", "update", "cli", "ci", "--disable", "--no-secret")["has_secret"] is False
+        assert "unknown event types: nope" in cli.fails("webhook", "update", "cli", "ci", "-e", "nope")
+    assert "failed its test delivery" in cli.fails("webhook", "test", "cli", "ci")  # the receiver is gone
+    cli.ok("webhook", "delete", "cli", "ci", "--yes")
+    assert cli.json("webhook", "list", "cli") == []

@@ -23,6 +23,7 @@ from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
+from dockyard.cli.commands_webhooks import webhook_app
 from dockyard.cli.doctor import doctor_app
 from dockyard.cli.gc import gc_app
 from dockyard.cli.inventory import inventory_app
@@ -51,6 +52,7 @@ app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(endpoint_app, name="endpoint")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(webhook_app, name="webhook")
 app.add_typer(repo_app, name="repo")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app)  # audit
