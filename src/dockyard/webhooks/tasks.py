@@ -34,14 +34,15 @@ def notify_kind(
     client: list[Post] = []
     policy_client: list[PolicyPost] = []
 
-    def sender_post() -> Post:
-        if post is not None:
-            return post
-        if not client:  # built on the first run: a runner with no endpoints never loads httpx
+    def lazy_endpoint_post(url: str, body: bytes, headers: dict[str, list[str]], timeout: float) -> int:
+        if not client:  # built on the first delivery: a runner with no endpoint never loads httpx
             from dockyard.webhooks.delivery import guarded_client, http_post
 
             client.append(http_post(guarded_client(allowed_networks)))
-        return client[0]
+        return client[0](url, body, headers, timeout)
+
+    def sender_post() -> Post:
+        return post if post is not None else lazy_endpoint_post
 
     def lazy_post(
         url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool
