@@ -1,7 +1,7 @@
 """Webhooks: per-project webhook policies; the outbox and delivery log learn projects and attempts
 
-Revision ID: 0006_webhook_policies
-Revises: 0005_proxy_projects
+Revision ID: 0007_webhook_policies
+Revises: 0006_vulndb
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_webhook_policies"
-down_revision = "0005_proxy_projects"
+revision = "0007_webhook_policies"
+down_revision = "0006_vulndb"
 branch_labels = None
 depends_on = None
 
