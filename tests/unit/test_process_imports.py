@@ -5,8 +5,9 @@ For the embedded default (SQLite, filesystem, auth on), each test runs in a fres
 process of `serve` runs, then lists `sys.modules`:
 
 - serve's main process, up to where Granian forks the HTTP workers from it (so everything it holds
-  is in each worker too): `dockyard serve --config PATH` as the `dockyard` command runs it
-  (`cli.entry`), with Granian's `serve` replaced;
+  is in each worker too: it loads the app they run, once for all of them, and nothing they do not run):
+  `dockyard serve --config PATH` as the `dockyard` command runs it (`cli.entry`), with Granian's `serve`
+  replaced;
 - an HTTP worker: `worker_app()` as Granian calls it in a child of serve, then requests on the hot
   paths (/v2, a manifest, the health checks);
 - the job runner serve starts (`main_in_serve`), until its runner has started and it is stopped.
@@ -45,21 +46,6 @@ UNCONFIGURED = (
     "rich",  # the CLI's tables and progress bars (structlog would load it for tracebacks we never use)
     "pygments",
 )
-MAIN_PROCESS_FORBIDDEN = (
-    *UNCONFIGURED,
-    "sqlalchemy",
-    "fastapi",
-    "argon2",
-    "jwt",
-    "cryptography",
-    "dockyard.app",
-    "dockyard.services",
-    "dockyard.db",
-    "dockyard.registry.services",
-    "typer",  # the CLI: `dockyard serve` starts the server without it (cli.entry)
-    "click",
-    "dockyard.cli.main",
-)
 HTTP_WORKER_FORBIDDEN = (
     *UNCONFIGURED,
     "fastapi",  # the management API is built on its first request
@@ -75,6 +61,13 @@ HTTP_WORKER_FORBIDDEN = (
     "sqlalchemy.dialects.postgresql",  # with every PostgreSQL driver's dialect
     "typer",
     "httpx",
+)
+# What the workers Granian forks from it do not run either (it loads their app for them), nor the CLI:
+# `dockyard serve` starts the server without it (cli.entry). Alembic stays in the start-up child.
+MAIN_PROCESS_FORBIDDEN = (
+    *HTTP_WORKER_FORBIDDEN,
+    "click",
+    "dockyard.cli.main",
 )
 JOB_RUNNER_FORBIDDEN = (
     *UNCONFIGURED,
@@ -200,9 +193,11 @@ def loaded(modules: list[str], forbidden: tuple[str, ...]) -> list[str]:
     )
 
 
-def test_serves_main_process_holds_no_services(main_process_modules: list[str]) -> None:
+def test_serves_main_process_holds_the_workers_app_and_nothing_else(main_process_modules: list[str]) -> None:
     modules = main_process_modules
     assert "dockyard.cli.server" in modules and "granian" in modules  # it ran
+    # Loaded once, while the start-up child runs: each worker forked from it starts with it.
+    assert "dockyard.app" in modules and "dockyard.services" in modules
     assert loaded(modules, MAIN_PROCESS_FORBIDDEN) == []
 
 
@@ -214,6 +209,10 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     modules = answer["modules"]
     assert "dockyard.api.oci.routes" in modules and "sqlalchemy" in modules
     assert loaded(modules, HTTP_WORKER_FORBIDDEN) == []
+    # Of dockyard's own modules, serve's main process holds only what the workers run (and its own).
+    main_only = {name for name in main_process_modules if name.startswith("dockyard.")} - set(modules)
+    own = ("", ".entry", ".job_child", ".server", ".slim")
+    assert sorted(main_only) == [f"dockyard.cli{name}" for name in own]
     # Its share of the node's cores for password hashes (7 MiB each): the config's 2 workers split them.
     assert answer["hashes"] == max(1, (os.cpu_count() or 1) // 2)
 
