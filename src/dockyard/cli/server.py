@@ -131,6 +131,7 @@ class Drainer:
     def install(self) -> None:
         self.master_pid = os.getpid()
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        relay_signals_to_main_thread()
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         if os.getpid() != self.master_pid:  # a worker still loading the app: no request in flight yet
@@ -154,6 +155,44 @@ class Drainer:
         else:
             log.info("drained in %.1fs: stopping", time.monotonic() - started)
         self.stop()
+
+
+# Sent by the relay to the main thread to wake it: ignored by default, and no part of serve's protocol.
+_WAKE = signal.SIGWINCH
+
+
+def relay_signals_to_main_thread() -> None:
+    """Python runs signal handlers in the main thread only, when it next runs Python code; but the
+    kernel may deliver a signal sent to serve to any of its threads (Granian's and the job runner's
+    watchers, waiting for their children). Granian's main thread sleeps in an Event.wait() without
+    timeout, which only a signal delivered to that thread interrupts: the handler (the drain on
+    SIGTERM, Granian's stop on SIGINT) then never ran, and serve ignored the signal for good (a stop
+    right after a start hung about one time in ten on a loaded machine).
+
+    Whatever thread a signal lands on, the C-level handler writes its number to the wakeup fd; a relay
+    thread reads it and sends _WAKE to the main thread itself (pthread_kill), which interrupts its wait
+    so it runs the pending handlers. In a process forked from this one (a worker) the wakeup fd is
+    reset, before it runs anything else."""
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    signal.signal(_WAKE, lambda signum, frame: None)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def relay() -> None:
+        while data := os.read(read, 64):
+            if any(number != _WAKE for number in data):
+                signal.pthread_kill(main, _WAKE)
+
+    def in_child() -> None:  # a worker's own signals are its own, and its loop sets its own fd
+        signal.set_wakeup_fd(-1)
+        signal.signal(_WAKE, signal.SIG_DFL)
+        os.close(read)
+        os.close(write)
+
+    os.register_at_fork(after_in_child=in_child)
+    threading.Thread(target=relay, name="signal-relay", daemon=True).start()
 
 
 def _prepare(settings: Settings) -> None:

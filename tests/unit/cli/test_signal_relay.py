@@ -1,0 +1,55 @@
+"""A signal sent to `dockyard serve` runs its handler whatever thread of serve the kernel delivers it to.
+
+Python runs handlers in the main thread only, and Granian's main thread sleeps in an Event.wait() that
+only a signal delivered to it interrupts: a SIGTERM that landed on another thread (a watcher waiting for
+its child) was never handled, and serve ignored the stop (about one stop in ten right after a start).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.db_independent
+
+SERVE_LIKE = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    from dockyard.cli.server import relay_signals_to_main_thread
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    if sys.argv[1] == "relay":
+        relay_signals_to_main_thread()
+
+    def watcher():  # as Granian's: SIGTERM lands on this thread, not the main one
+        time.sleep(0.5)  # the main thread sleeps in its wait by then
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=watcher).start()
+    stop.wait()  # as Granian's main loop: no timeout
+    print("stopped", flush=True)
+    """
+)
+
+
+def run(mode: str) -> str:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SERVE_LIKE, mode], capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        return "hung"
+    return done.stdout.strip()
+
+
+def test_a_signal_delivered_to_another_thread_runs_its_handler() -> None:
+    assert run("relay") == "stopped"
+
+
+def test_without_the_relay_it_would_not() -> None:
+    """The failure the relay prevents, shown on the same script: CPython leaves the main thread asleep."""
+    assert run("plain") == "hung"
