@@ -64,6 +64,8 @@ class ResourceType(StrEnum):
     JOB = "job"  # a background job; name: its kind ("gc"); detail: kind, job_id, params
     JOB_SCHEDULE = "job_schedule"  # a kind's cron schedule; name: the kind
     ENDPOINT = "endpoint"  # a registry endpoint; name: the endpoint's; detail never holds its secret
+    VULNDB = "vulndb"  # an import into the vulnerability database; name: the version; detail: counts
+    VULNDB_ALLOWLIST = "vulndb_allowlist"  # name: the vulnerability id; detail: project, expiry, reason
 
 
 class AuditResult(StrEnum):

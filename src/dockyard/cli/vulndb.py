@@ -30,6 +30,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _vulndb(config: Path | None) -> VulnDB:
+    from dockyard.audit.services import AuditLog
     from dockyard.cli.main import _settings
     from dockyard.db.engine import build_engine
     from dockyard.db.migrate import upgrade
@@ -38,7 +39,19 @@ def _vulndb(config: Path | None) -> VulnDB:
 
     engine = build_engine(_settings(config).database_url)
     upgrade(engine)  # idempotent; the tables exist before the first import even on a fresh database
-    return VulnDB(Database(engine))
+    db = Database(engine)
+    return VulnDB(db, audit=AuditLog(db))  # changes are recorded in their own transactions
+
+
+def _actor() -> str:
+    """This machine's user: a local command has no dockyard account, and the log must say who."""
+    import getpass
+    import os
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry for this uid (containers)
+        return f"cli:{os.getuid()}"
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -66,7 +79,7 @@ def import_(
 
     vulndb = _vulndb(config)
     try:
-        report = vulndb.import_paths(paths, source=source)
+        report = vulndb.import_paths(paths, source=source, actor=_actor())
     except DockyardError as exc:
         _fail(f"import refused, nothing imported: {exc.message}")
     finally:
@@ -153,8 +166,6 @@ def allow(
     config: ConfigOption = None,
 ) -> None:
     """Accept a vulnerability system-wide or in one project, optionally until a date."""
-    import getpass
-
     from dockyard.errors import DockyardError
 
     expires_at = None
@@ -167,7 +178,7 @@ def allow(
             expires_at = expires_at.replace(tzinfo=UTC)
     vulndb = _vulndb(config)
     try:
-        entry = vulndb.allow(vuln_id, project, expires_at, reason, f"cli:{getpass.getuser()}")
+        entry = vulndb.allow(vuln_id, project, expires_at, reason, _actor())
     except DockyardError as exc:
         _fail(exc.message)
     finally:
@@ -188,7 +199,7 @@ def disallow(
 
     vulndb = _vulndb(config)
     try:
-        removed = vulndb.disallow(vuln_id, project)
+        removed = vulndb.disallow(vuln_id, project, _actor())
     except DockyardError as exc:
         _fail(exc.message)
     finally:

@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
+from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, ResourceType
+from dockyard.audit.services import AuditLog
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
@@ -39,14 +41,36 @@ from dockyard.vulndb.sources import Counter, iter_documents
 from dockyard.vulndb.versions import ecosystem_base, ecosystem_key, normalize_name
 
 BATCH = 500
+IMPORT_LOCK = 4242101  # PostgreSQL advisory lock key: two imports of the same ids would collide
 _IN = 500  # ids per IN (...) list
 MAX_VULN_ID = 128
 
 
 class VulnDB:
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    """`audit`: imports and allowlist changes are recorded in the audit log, in their own transaction
+    (resource types `vulndb` and `vulndb_allowlist`), as done by `actor`."""
+
+    def __init__(
+        self, db: Database, clock: Callable[[], datetime] = utcnow, audit: AuditLog | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.audit = audit
+
+    def _record(
+        self,
+        conn: Connection,
+        actor: str,
+        action: AuditAction,
+        kind: ResourceType,
+        name: str,
+        detail: dict[str, Any],
+    ) -> None:
+        if self.audit is None:
+            return
+        who = ActorKind.SYSTEM if actor.startswith("cli:") or not actor else ActorKind.USER
+        event = AuditEvent(action, actor, who, resource_type=kind, resource_name=name, detail=detail)
+        self.audit.record_now(conn, event)
 
     # --- import -------------------------------------------------------------------------------
     def import_paths(
@@ -54,12 +78,15 @@ class VulnDB:
         paths: Sequence[str | os.PathLike[str]],
         source: str | None = None,
         progress: Callable[[int], None] | None = None,
+        actor: str = "",
     ) -> ImportReport:
         """Import every OSV document under `paths` (files, directories, zip exports) in one transaction."""
         began, started = time.monotonic(), self.clock()
         counter = Counter()
         counts = {"documents": 0, "added": 0, "updated": 0, "unchanged": 0, "affected": 0}
         with self.db.write() as conn:
+            if conn.dialect.name == "postgresql":  # imports one at a time (SQLite's write lock does that)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({IMPORT_LOCK})")
             import_id = int(
                 conn.execute(
                     insert(VulnImportRow)
@@ -89,14 +116,17 @@ class VulnDB:
                 .values(finished_at=self.clock(), advisories_total=total, **counts)
             )
             version = _version(conn)
-        return ImportReport(
-            import_id=import_id,
-            version=version,
-            ignored=counter.ignored,
-            advisories_total=total,
-            seconds=round(time.monotonic() - began, 3),
-            **counts,
-        )
+            report = ImportReport(
+                import_id=import_id,
+                version=version,
+                ignored=counter.ignored,
+                advisories_total=total,
+                seconds=round(time.monotonic() - began, 3),
+                **counts,
+            )
+            detail = {"source": _source(paths, source)[:500], **report.as_dict()}
+            self._record(conn, actor, AuditAction.CREATE, ResourceType.VULNDB, f"version {version}", detail)
+        return report
 
     def _write_batch(
         self, conn: Connection, import_id: int, advisories: list[osv.Advisory], counts: dict[str, int]
@@ -268,7 +298,7 @@ class VulnDB:
             raise AllowlistInvalid("the expiry is in the past")
         with self.db.write() as conn:
             project_id = _project_id(conn, project)
-            conn.execute(delete(AllowlistRow).where(*_scope(project_id), _same_id(ident)))
+            replaced = conn.execute(delete(AllowlistRow).where(*_scope(project_id), _same_id(ident))).rowcount
             conn.execute(
                 insert(AllowlistRow).values(
                     project_id=project_id,
@@ -279,13 +309,24 @@ class VulnDB:
                     created_at=now,
                 )
             )
+            detail = {
+                "project": project,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "reason": reason[:200],
+            }
+            action = AuditAction.UPDATE if replaced else AuditAction.CREATE
+            self._record(conn, created_by, action, ResourceType.VULNDB_ALLOWLIST, ident, detail)
         return next(e for e in self.allowlist(project) if e.vuln_id.upper() == ident.upper())
 
-    def disallow(self, vuln_id: str, project: str | None = None) -> bool:
+    def disallow(self, vuln_id: str, project: str | None = None, actor: str = "") -> bool:
         with self.db.write() as conn:
             result = conn.execute(
                 delete(AllowlistRow).where(*_scope(_project_id(conn, project)), _same_id(vuln_id.strip()))
             )
+            if result.rowcount:
+                detail: dict[str, Any] = {"project": project}
+                kind = ResourceType.VULNDB_ALLOWLIST
+                self._record(conn, actor, AuditAction.DELETE, kind, vuln_id.strip(), detail)
         return bool(result.rowcount)
 
     def allowlist(self, project: str | None = None) -> list[AllowlistEntry]:

@@ -230,3 +230,16 @@ def test_zip_entries_that_are_not_records_are_ignored(db: Database, tmp_path: Pa
     archive = export_zip(tmp_path / "all.zip", {"README.txt": b"hello", "sub/": b""})
     report = VulnDB(db).import_paths([archive])
     assert report.added == RECORDS and report.ignored >= 1
+
+
+def test_two_imports_at_once_both_succeed(db: Database, tmp_path: Path) -> None:
+    """On PostgreSQL the second waits for the first (an advisory lock), on SQLite for its write lock:
+    never two transactions inserting the same new ids."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    vulndb = VulnDB(db)
+    zipped = export_zip(tmp_path / "all.zip")
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(vulndb.import_paths, [[FIXTURES], [zipped]]))
+    assert sorted(r.added for r in reports) == [0, RECORDS]
+    assert counts(db)[:2] == (RECORDS, 12)

@@ -185,3 +185,35 @@ def test_inventory_records_match_by_release_and_source_package(vulndb: VulnDB) -
     assert sorted(ids(findings)) == ["ALPINE-CVE-2023-5363", "DSA-5532-1"]
     assert {f.name for f in findings} == {"libssl3", "libcrypto3"}  # the installed package's name
     assert {f.package.layer for f in findings} == {"sha256:aa", "sha256:bb"}
+
+
+def test_allowlist_changes_and_imports_are_audited(db: Database, clock: Clock) -> None:
+    from sqlalchemy import select
+
+    from dockyard.audit.models import AuditEventRow
+    from dockyard.audit.services import AuditLog
+
+    audited = VulnDB(db, clock=clock, audit=AuditLog(db))
+    audited.import_paths([FIXTURES], actor="cli:root")
+    audited.allow("CVE-2021-23337", reason="mitigated", created_by="admin")
+    audited.allow("CVE-2021-23337", reason="still mitigated", created_by="admin")
+    audited.disallow("CVE-2021-23337", actor="cli:root")
+    audited.disallow("CVE-2021-23337", actor="cli:root")  # nothing to remove: not recorded
+    with db.read() as conn:
+        rows = conn.execute(
+            select(
+                AuditEventRow.actor,
+                AuditEventRow.actor_kind,
+                AuditEventRow.action,
+                AuditEventRow.resource_type,
+                AuditEventRow.resource_name,
+            ).order_by(AuditEventRow.id)
+        ).all()
+        detail = conn.execute(select(AuditEventRow.detail).order_by(AuditEventRow.id)).scalars().first()
+    assert [tuple(r) for r in rows] == [
+        ("cli:root", "system", "create", "vulndb", "version 1"),
+        ("admin", "user", "create", "vulndb_allowlist", "CVE-2021-23337"),
+        ("admin", "user", "update", "vulndb_allowlist", "CVE-2021-23337"),
+        ("cli:root", "system", "delete", "vulndb_allowlist", "CVE-2021-23337"),
+    ]
+    assert detail["added"] == 9 and detail["source"] == str(FIXTURES)
