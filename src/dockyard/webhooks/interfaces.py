@@ -77,6 +77,9 @@ class EventRecorder(Protocol):
         """The project of `repository` when one of its enabled webhook policies wants `action` (cached:
         no I/O once the project's policies are known), else None."""
 
+    def policies_known(self, repository: str) -> bool:
+        """Whether `project_wanting` answers from the cache (no I/O) for `repository`'s project."""
+
 
 class PullNotes(Protocol):
     def note(self, event: Event) -> None:

@@ -161,6 +161,10 @@ class WebhookPolicies:
             self._cache.put(project, wanted, generation)
         return wanted
 
+    def cached(self, project: str) -> bool:
+        """Whether `wanted(project)` answers without a query."""
+        return self._cache is not None and self._cache.get(project) is not None
+
     # --- management --------------------------------------------------------------------------------
     def list(self, project: str) -> list[WebhookPolicy]:
         with self._db.read() as connection:

@@ -86,6 +86,9 @@ class Outbox:
         project = project_of(repository)
         return project if action in self.policies.wanted(project) else None
 
+    def policies_known(self, repository: str) -> bool:
+        return self.policies is None or self.policies.cached(project_of(repository))
+
     def record(self, events: list[Event]) -> None:
         if not events:
             return

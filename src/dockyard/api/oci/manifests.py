@@ -77,7 +77,7 @@ async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     if ctx.pull_audit is not None:  # the same: counted per hour, by digest, whether pulled by tag or not
         count_pull(ctx.pull_audit, request.scope, name, record.digest)
     if ctx.pull_notifications is not None:  # a list append; a background thread records it
-        manifest_pulled(ctx, request, name, reference, record.digest, record.media_type, record.size)
+        await manifest_pulled(ctx, request, name, reference, record.digest, record.media_type, record.size)
     return PreparedResponse(record.content, _raw_headers(record))
 
 

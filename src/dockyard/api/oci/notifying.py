@@ -45,12 +45,17 @@ async def _record(
     await ctx.call(ctx.notifications.record, [event])
 
 
-def _manifest_event(ctx: OCIContext, action: str, name: str) -> tuple[bool, str | None]:
-    """Whether to record a manifest event, and the project whose webhook policies want it."""
+async def _manifest_event(ctx: OCIContext, action: str, name: str) -> tuple[bool, str | None]:
+    """Whether to record a manifest event, and the project whose webhook policies want it. The
+    project's policies are cached; reading them (the first event after a policy change) is done in a
+    worker thread, not on the event loop."""
     outbox = ctx.notifications
     if outbox is None:
         return False, None
-    project = outbox.project_wanting(action, name)
+    if outbox.policies_known(name):
+        project = outbox.project_wanting(action, name)
+    else:
+        project = await ctx.call(outbox.project_wanting, action, name)
     return project is not None or outbox.wants_endpoint(action), project
 
 
@@ -80,7 +85,7 @@ def _is_tag(reference: str) -> bool:
 async def manifest_pushed(
     ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
 ) -> None:
-    wanted, project = _manifest_event(ctx, "push", name)
+    wanted, project = await _manifest_event(ctx, "push", name)
     if not wanted:
         return
     target = _content_target(ctx, name, "manifests", digest, media_type, size)
@@ -90,7 +95,7 @@ async def manifest_pushed(
 
 
 async def manifest_deleted(ctx: OCIContext, request: Request, name: str, reference: str) -> None:
-    wanted, project = _manifest_event(ctx, "delete", name)
+    wanted, project = await _manifest_event(ctx, "delete", name)
     if not wanted:
         return
     # registry:2: a manifest delete names the digest; a tag delete (distribution v3) names the tag.
@@ -117,13 +122,13 @@ async def blob_deleted(ctx: OCIContext, request: Request, name: str, digest: str
     await _record(ctx, request, "delete", {"digest": digest, "repository": name})
 
 
-def manifest_pulled(
+async def manifest_pulled(
     ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
 ) -> None:
     """No I/O once the project's webhook policies are cached: the event joins the next batch."""
     if ctx.pull_notifications is None:
         return
-    wanted, project = _manifest_event(ctx, "pull", name)
+    wanted, project = await _manifest_event(ctx, "pull", name)
     if not wanted:
         return
     target = _content_target(ctx, name, "manifests", digest, media_type, size)
