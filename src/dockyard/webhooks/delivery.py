@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpcore
 import httpx
 
-from dockyard.upstream.addresses import AddressGuard
+from dockyard.upstream.addresses import AddressGuard, Resolver
 from dockyard.upstream.interfaces import TLSOptions
 from dockyard.upstream.transport import deadline, guarded_transport
 from dockyard.webhooks.interfaces import EVENTS_MEDIA_TYPE
@@ -38,11 +38,11 @@ def http_post(client: httpx.Client) -> Post:
     return post
 
 
-def policy_post(allowed_networks: list[str]) -> PolicyPost:
+def policy_post(allowed_networks: list[str], resolver: Resolver | None = None) -> PolicyPost:
     """The Post of webhook policies: the SSRF guard on every connection (checked on the resolved
     address at connect time), no redirects, TLS verified unless the policy skips it. One client per
-    TLS mode, built on first use."""
-    guard = AddressGuard(allowed_networks)
+    TLS mode, built on first use. `resolver`: tests name hosts with it."""
+    guard = AddressGuard(allowed_networks) if resolver is None else AddressGuard(allowed_networks, resolver)
     clients: dict[bool, httpx.Client] = {}
 
     def post(url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool) -> int:
