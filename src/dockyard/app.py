@@ -100,6 +100,7 @@ from dockyard.projects.services import MemberService, ProjectService
 from dockyard.proxy.cache import LOCK_PREFIX as PROXY_LOCK_PREFIX
 from dockyard.proxy.cache import ProxyCache
 from dockyard.proxy.interfaces import Outcome
+from dockyard.proxy.mirrors import Mirrors
 from dockyard.proxy.services import ProxyProjects, RemoteClients
 from dockyard.registry.queries import RegistryQueries
 from dockyard.services import (
@@ -108,6 +109,8 @@ from dockyard.services import (
     build_endpoints,
     build_job_runner,
     build_services,
+    implicit_proxy,
+    implicit_remote,
     job_kinds,
     redis_feed,
     registry_url,
@@ -533,7 +536,7 @@ def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callab
     configured, else shared by this node's workers. With the function that closes its clients."""
     settings = services.settings
     locks, close_locks = build_locks(settings)
-    remotes = RemoteClients(build_endpoints(settings, services.db))
+    remotes = RemoteClients(build_endpoints(settings, services.db), implicit_remote(settings))
 
     def observe(kind: str, outcome: Outcome) -> None:
         metrics.proxy_requests.labels(kind, outcome.value).inc()
@@ -554,7 +557,12 @@ def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callab
         remotes.close()
         close_locks()
 
-    return ProxyEdge(ProxyProjects(services.db, services.feed), cache, services.audit), close
+    projects = ProxyProjects(services.db, services.feed, implicit=implicit_proxy(settings))
+    mirrors = None
+    if settings.proxy.namespaces:
+        namespaces = settings.proxy.namespaces
+        mirrors = Mirrors(namespaces, settings.proxy.default_namespace, services.db, services.feed)
+    return ProxyEdge(projects, cache, services.audit, mirrors), close
 
 
 def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:

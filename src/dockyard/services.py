@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from dockyard.coordination.feeds_redis import RedisChangeFeed
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
+    from dockyard.proxy.interfaces import ProxyConfig
+    from dockyard.upstream.interfaces import RemoteRegistry
     from dockyard.webhooks.policies import WebhookPolicies
     from dockyard.webhooks.producers import ProjectEventSink
     from dockyard.webhooks.pulls import PullEvents
@@ -405,5 +407,45 @@ def build_endpoints(settings: Settings, db: Database) -> Callable[[], EndpointSe
         )
         guard = AddressGuard(upstream.allowed_networks)
         return EndpointService(db, SecretBox(passphrase, older), guard, timeouts)
+
+    return build
+
+
+# --- mirror modes of the pull-through cache ----------------------------------------------------------
+def implicit_proxy(settings: Settings) -> ProxyConfig | None:
+    """registry:2's `proxy:` section as a proxy project of every repository (None when unset)."""
+    from urllib.parse import urlsplit
+
+    from dockyard.endpoints.services import DOCKER_HUB_HOSTS
+    from dockyard.proxy.interfaces import IMPLICIT_ENDPOINT, ProxyConfig
+
+    proxy = settings.proxy
+    if not proxy.remoteurl:
+        return None
+    host = (urlsplit(proxy.remoteurl).hostname or "").lower()
+    docker_hub = host in DOCKER_HUB_HOSTS or host == "registry-1.docker.io"
+    return ProxyConfig("", 0, IMPLICIT_ENDPOINT, docker_hub, int(proxy.ttl.seconds))
+
+
+def implicit_remote(settings: Settings) -> Callable[[], RemoteRegistry] | None:
+    """The upstream client of `proxy.remoteurl`, behind the same address guard and timeouts as any
+    endpoint's (built on first use)."""
+    proxy = settings.proxy
+    if not proxy.remoteurl:
+        return None
+    url = proxy.remoteurl
+
+    def build() -> RemoteRegistry:
+        from dockyard.upstream.addresses import AddressGuard
+        from dockyard.upstream.client import HttpRemoteRegistry
+        from dockyard.upstream.interfaces import Credentials, Timeouts
+
+        upstream = settings.upstream
+        timeouts = Timeouts(
+            upstream.connect_timeout.seconds, upstream.read_timeout.seconds, upstream.total_timeout.seconds
+        )
+        credentials = Credentials("basic", proxy.username, proxy.password or "") if proxy.username else None
+        guard = AddressGuard(upstream.allowed_networks)
+        return HttpRemoteRegistry(url, credentials, guard=guard, timeouts=timeouts)
 
     return build

@@ -297,7 +297,11 @@ def _apply_environment(
 
 
 def _registry2_applies(key_path: KeyPath) -> bool:
-    return key_path[0] in REGISTRY_SECTIONS or key_path in registry2.APPLIED_AUTH_KEYS
+    return (
+        key_path[0] in REGISTRY_SECTIONS
+        or key_path in registry2.APPLIED_AUTH_KEYS
+        or key_path in registry2.APPLIED_PROXY_KEYS
+    )
 
 
 def _resolve(model: type[BaseModel], tokens: list[str]) -> tuple[KeyPath, Any] | None:

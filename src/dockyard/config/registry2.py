@@ -10,7 +10,7 @@ one of these:
   ignoring them cannot open access, lose data or events, or change what a client gets. Accepted with
   a warning.
 - REFUSED: everything else registry:2 has. Running without it would change what the registry does
-  (authentication, a pull-through cache, TLS policy, ...), so start-up stops with a
+  (authentication, TLS policy, ...), so start-up stops with a
   message naming the key, or the variable that set it.
 
 A `REGISTRY_*` variable is read as registry:2 reads it: `REGISTRY_AUTH=htpasswd` selects that auth
@@ -36,8 +36,7 @@ SECTIONS = frozenset(
 )  # fmt: skip
 # Sections dockyard does not model at all: a variable under them always means something to registry:2.
 FOREIGN_SECTIONS = frozenset(
-    {"middleware", "reporting", "health", "proxy", "compatibility", "validation",
-     "policy", "catalog"}
+    {"middleware", "reporting", "health", "compatibility", "validation", "policy", "catalog"}
 )  # fmt: skip
 # The auth keys registry:2 has that dockyard applies (REGISTRY_AUTH_* may set these, not dockyard's own).
 APPLIED_AUTH_KEYS = frozenset(
@@ -45,6 +44,10 @@ APPLIED_AUTH_KEYS = frozenset(
      ("auth", "token", "service"), ("auth", "token", "issuer"), ("auth", "token", "rootcertbundle"),
      ("auth", "token", "autoredirect")}
 )  # fmt: skip
+# registry:2's pull-through cache keys, applied (proxy.md#registry2-proxy-mode); REGISTRY_PROXY_* sets them.
+APPLIED_PROXY_KEYS = frozenset(
+    {("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password"), ("proxy", "ttl")}
+)
 AUTH_TYPES = ("htpasswd", "token", "silly")
 # registry:2's keys the settings model has, with registry:2's meaning (a section: all of its keys; a
 # renamed one, loader.RENAMED, under its new name), besides `version`. Applied from the file and from
@@ -61,6 +64,7 @@ APPLIED: tuple[KeyPath, ...] = (
     ("auth", "htpasswd"), ("auth", "token", "realm"), ("auth", "token", "service"),
     ("auth", "token", "issuer"), ("auth", "token", "rootcertbundle"),
     ("notifications", "endpoints"),
+    ("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password"), ("proxy", "ttl"),
 )  # fmt: skip
 
 _NO_TLS_SETTINGS = "dockyard's server has TLS 1.2+ with its own cipher suites; terminate TLS in front of it"
@@ -108,7 +112,7 @@ REFUSED: dict[KeyPath, str] = {
     ("health", "file"): "custom health checks are not supported (GET /readyz checks storage and database)",
     ("health", "http"): "custom health checks are not supported (GET /readyz checks storage and database)",
     ("health", "tcp"): "custom health checks are not supported (GET /readyz checks storage and database)",
-    ("proxy",): "a pull-through cache is not configured this way",
+    ("proxy", "exec"): "credential helpers are not run; set proxy.username and proxy.password",
     ("compatibility",): "schema1 manifests are not supported",
     ("validation",): "dockyard validates manifests its own way",
     ("policy",): "repository class policies are not supported",

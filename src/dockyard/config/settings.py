@@ -377,6 +377,61 @@ class UpstreamSettings(Section):
     )
 
 
+class ProxySettings(Section):
+    """Mirror modes of the pull-through cache ([proxy.md](proxy.md#mirror-mode)), for clients that cannot
+    put a proxy project's name in front of an image's: containerd's `hosts.toml` mirrors, docker's
+    `registry-mirrors`, and registry:2's `proxy:` section, which makes the whole registry one mirror."""
+
+    namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="Upstream host -> proxy project: a request carrying containerd's `?ns=<host>` (a "
+        "`hosts.toml` mirror) for a host listed here is served by that project: "
+        "`/v2/library/alpine/manifests/3.20?ns=docker.io` with `{docker.io: hub}` is `hub/library/alpine`. "
+        "A request with an `ns` not listed, or none, is served as its name says.",
+        json_schema_extra=doc("map of host to project"),
+    )
+    default_namespace: str | None = Field(
+        default=None,
+        description="A key of `namespaces` (normally `docker.io`) whose project also serves pulls that "
+        "carry no `ns` and whose first name component is no project: docker's `registry-mirrors` asks for "
+        "`/v2/library/alpine/...` as it would ask Docker Hub. Pushes are never redirected.",
+        json_schema_extra=doc("host"),
+    )
+    remoteurl: str | None = Field(
+        default=None,
+        description="registry:2's pull-through cache: the registry this whole server mirrors (every "
+        "repository name, as is; pushes are refused). Its address is checked like an endpoint's "
+        "(`upstream.allowed_networks`). Cannot be combined with `namespaces`.",
+        json_schema_extra=doc("URL"),
+    )
+    username: str | None = Field(default=None, description="The user for `remoteurl`, if it needs one.")
+    password: str | None = Field(
+        default=None, repr=False, description="Its password (or access token). Never logged."
+    )
+    ttl: NonNegativeDuration = Field(
+        default=Duration("5m"),
+        description="How long a tag pulled through `remoteurl` is served before the upstream is asked again "
+        "(a `HEAD`). registry:2 uses it as the expiry of cached content (default 168h); dockyard keeps "
+        "content until retention or GC removes it, and uses the TTL for tags only.",
+        json_schema_extra=doc("duration"),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.default_namespace is not None and self.default_namespace not in self.namespaces:
+            name = self.default_namespace
+            raise ValueError(f"proxy.default_namespace {name!r} is not a key of proxy.namespaces")
+        if self.remoteurl and self.namespaces:
+            raise ValueError("proxy.remoteurl (the whole registry is one mirror) excludes proxy.namespaces")
+        if self.password and not self.username:
+            raise ValueError("proxy.password needs proxy.username")
+        return self
+
+    @property
+    def rewrites(self) -> bool:
+        return bool(self.namespaces)
+
+
 class Settings(Section):
     version: str | None = Field(
         default=None,
@@ -400,6 +455,7 @@ class Settings(Section):
     audit: AuditSettings = AuditSettings()
     jobs: JobsSettings = JobsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
+    proxy: ProxySettings = ProxySettings()
     limits: LimitsSettings = LimitsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()

@@ -13,6 +13,9 @@ from enum import StrEnum
 
 from dockyard.errors import Category, DockyardError, OCICode
 
+# The endpoint of registry:2's `proxy:` section (proxy.remoteurl): not a stored endpoint (a stored
+# endpoint's name cannot contain a colon).
+IMPLICIT_ENDPOINT = "proxy:remoteurl"
 DEFAULT_TAG_TTL = 300  # seconds: how long a cached tag is served without asking upstream
 MAX_TAG_TTL = 30 * 24 * 3600
 
@@ -51,9 +54,15 @@ class ProxyConfig:
     docker_hub: bool  # the endpoint is Docker Hub: `library/` for one-component names
     tag_ttl: int  # seconds
 
+    @property
+    def whole_registry(self) -> bool:
+        """registry:2's `proxy:` section: every repository, named as upstream (no project in front)."""
+        return not self.project
+
     def upstream_repository(self, name: str) -> str:
-        """The repository on the upstream for the local `name` (`<project>/<rest>`)."""
-        rest = name.split("/", 1)[1] if "/" in name else ""
+        """The repository on the upstream for the local `name` (`<project>/<rest>`, or `name` itself
+        for the whole-registry mirror)."""
+        rest = name if self.whole_registry else name.split("/", 1)[1] if "/" in name else ""
         if not rest:
             raise ProxySettingsInvalid(f"{name!r} names no repository inside proxy project {self.project!r}")
         if self.docker_hub and "/" not in rest:

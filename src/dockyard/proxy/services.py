@@ -24,7 +24,7 @@ from dockyard.endpoints.models import EndpointRow
 from dockyard.projects.interfaces import ProjectNotFound
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.rbac import project_of
-from dockyard.proxy.interfaces import MAX_TAG_TTL, ProxyConfig, ProxySettingsInvalid
+from dockyard.proxy.interfaces import IMPLICIT_ENDPOINT, MAX_TAG_TTL, ProxyConfig, ProxySettingsInvalid
 from dockyard.proxy.models import ProxyProjectRow
 from dockyard.upstream.interfaces import RemoteRegistry
 
@@ -37,8 +37,15 @@ _UNKNOWN: Any = object()
 
 
 class ProxyProjects:
-    def __init__(self, db: Database, feed: ChangeFeed, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        db: Database,
+        feed: ChangeFeed,
+        clock: Callable[[], float] = time.monotonic,
+        implicit: ProxyConfig | None = None,
+    ) -> None:
         self.db = db
+        self.implicit = implicit  # registry:2's proxy section: serves every name
         self.feed = feed
         self.clock = clock
         self._lock = threading.Lock()
@@ -49,6 +56,8 @@ class ProxyProjects:
     def serving_now(self, name: str) -> ProxyConfig | None:
         """The proxy project serving repository `name`, or None; `_UNKNOWN` (see `known`) when that
         needs a database read: then call `serving` in a thread."""
+        if self.implicit is not None:
+            return self.implicit
         cached = self._all
         if cached is None or cached[0] != self.feed.generation(Topic.POLICIES) or self.clock() >= cached[1]:
             return _UNKNOWN
@@ -139,12 +148,23 @@ class RemoteClients:
     """One upstream client per endpoint, kept while the endpoint is unchanged (its connections and
     bearer tokens are reused across pulls); a changed endpoint (URL, credentials) gets a new one."""
 
-    def __init__(self, endpoints: Callable[[], EndpointService]) -> None:
+    def __init__(
+        self,
+        endpoints: Callable[[], EndpointService],
+        implicit: Callable[[], RemoteRegistry] | None = None,
+    ) -> None:
         self.endpoints = endpoints
+        self.implicit = implicit  # the client of registry:2's proxy.remoteurl (IMPLICIT_ENDPOINT)
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[datetime, RemoteRegistry]] = {}
 
     def __call__(self, name: str) -> RemoteRegistry:
+        if name == IMPLICIT_ENDPOINT and self.implicit is not None:
+            with self._lock:
+                cached = self._clients.get(name)
+                if cached is None:
+                    cached = self._clients[name] = (datetime.min, self.implicit())
+            return cached[1]
         service = self.endpoints()
         endpoint = service.get(name)  # EndpointNotFound when it went
         with self._lock:

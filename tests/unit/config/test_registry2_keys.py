@@ -274,3 +274,37 @@ def test_a_notification_endpoint_needs_an_http_url_and_a_unique_name(registry2_f
     assert "endpoint names must be unique: a" in refusal(
         registry2_file({"notifications": {"endpoints": twice}})
     )
+
+
+# --- proxy: registry:2's pull-through cache, applied (it was refused before mirror mode) ----------------
+PROXY = {"remoteurl": "https://registry-1.docker.io", "username": "me", "password": "secret", "ttl": "168h"}
+
+
+def test_the_proxy_section_is_applied_from_the_file_and_the_environment(registry2_file: Any) -> None:
+    from_file = load_config(registry2_file({"proxy": PROXY}), {}).settings.proxy
+    environ = {f"REGISTRY_PROXY_{key.upper()}": value for key, value in PROXY.items()}
+    from_env = load_config(registry2_file(), environ).settings.proxy
+    for proxy in (from_file, from_env):
+        assert (proxy.remoteurl, proxy.username, proxy.password) == (PROXY["remoteurl"], "me", "secret")
+        assert proxy.ttl.seconds == 168 * 3600
+        assert "secret" not in repr(proxy)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"remoteurl": "http://x.example", "exec": {"command": "helper"}}, "proxy.exec"),
+        ({"remoteurl": "http://x.example", "password": "p"}, "proxy.password needs proxy.username"),
+        ({"remoteurl": "http://x.example", "bogus": 1}, "bogus"),
+        ({"remoteurl": "http://x.example", "namespaces": {"docker.io": "hub"}}, "excludes proxy.namespaces"),
+        ({"namespaces": {"docker.io": "hub"}, "default_namespace": "quay.io"}, "not a key of"),
+    ],
+)
+def test_bad_proxy_sections_stop_the_start(
+    registry2_file: Any, section: dict[str, Any], message: str
+) -> None:
+    assert message in refusal(registry2_file({"proxy": section}))
+
+
+def test_a_proxy_exec_from_the_environment_is_refused(registry2_file: Any) -> None:
+    assert "proxy.exec" in refusal(registry2_file(), {"REGISTRY_PROXY_EXEC_COMMAND": "helper"})

@@ -19,6 +19,7 @@ from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditR
 from dockyard.auth.interfaces import ANONYMOUS, Principal
 from dockyard.proxy.cache import BUSY, LOCK_POLL, ProxyCache, Served, UpstreamBlob
 from dockyard.proxy.interfaces import Outcome, ProxyConfig, ProxyPushDenied
+from dockyard.proxy.mirrors import UNKNOWN, Mirrors
 from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.interfaces import ManifestRecord
 
@@ -33,6 +34,20 @@ class ProxyEdge:
     projects: ProxyProjects
     cache: ProxyCache
     audit: AuditRecorder | None = None
+    mirrors: Mirrors | None = None  # proxy.namespaces: containerd's ?ns=, docker's registry-mirrors
+
+
+async def mirror_name(
+    edge: ProxyEdge, key: str, method: str, name: str, query_string: bytes, call: Call
+) -> str:
+    """The name a request is served as: a mirror request's is inside its proxy project."""
+    mirrors = edge.mirrors
+    if mirrors is None:
+        return name
+    answer = mirrors.rename_now(key, method, name, query_string)
+    if answer is UNKNOWN:
+        answer = await call(mirrors.rename, key, method, name, query_string)
+    return name if answer is None else answer
 
 
 async def proxy_of(edge: ProxyEdge, name: str, call: Call) -> ProxyConfig | None:

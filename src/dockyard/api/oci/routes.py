@@ -20,7 +20,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import PRINCIPAL_KEY, Gate
 from dockyard.api.oci.limits import RequestLimits
-from dockyard.api.oci.proxying import refuse_push
+from dockyard.api.oci.proxying import mirror_name, refuse_push
 from dockyard.api.oci.request_bodies import finish_unread_body, watch_body
 from dockyard.errors import OCICode
 
@@ -143,6 +143,13 @@ class OCIRouter:
                 OCICode.NAME_INVALID, "percent-encoded '/' or '.' is not allowed in names", 400
             )
         try:
+            if self.ctx.proxy is not None and args and self.ctx.proxy.mirrors is not None:
+                renamed = await mirror_name(
+                    self.ctx.proxy, key, method, args[0], scope.get("query_string", b""), self.ctx.call
+                )
+                if renamed != args[0]:  # served inside a proxy project: the gate and audit see that name
+                    args = (renamed, *args[1:])
+                    scope[_MATCH_KEY] = (key, args)
             verdict: Response | None = None
             if self.gate is not None:  # inside: its database lookups fail the way handlers' do
                 checked = await self.gate.check(scope, key, args, method)
