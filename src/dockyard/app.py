@@ -368,6 +368,7 @@ def _dockyard_auth(services: Services) -> Auth:
         db=db,
         driver=services.driver,
         registry=services.registry,
+        blobs=services.blobs,
         queries=RegistryQueries(db),
         quotas=services.quotas,
         immutability=services.immutability,

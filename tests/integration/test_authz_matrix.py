@@ -186,6 +186,12 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/webhooks/{{name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     (f"{P}/webhooks/{{name}}/deliveries", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/webhooks/{{name}}/test", "POST"): Rule(needs(PROJECT_UPDATE)),
+    # Trusted signing keys: project admins; an artifact's signature verdict: whoever reads it.
+    (f"{P}/signing-keys", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/signing-keys", "POST"): Rule(needs(PROJECT_UPDATE), 201),
+    (f"{P}/signing-keys/{{key_name}}", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/signing-keys/{{key_name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{R}/artifacts/{{reference}}/signature", "GET"): Rule(needs(PROJECT_READ)),
     # Background jobs: system administrators only.
     # Registry endpoints (remote registries, their sealed credentials): system administrators only.
     ("/endpoints", "GET"): Rule(SYSTEM_ADMIN),
@@ -894,6 +900,34 @@ def webhook_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> C
     return call
 
 
+def public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode()
+
+
+def signing_key(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A trusted key the admin adds first, read or removed by the actor; or one the actor adds."""
+    assert project is not None
+    keys = f"/projects/{project}/signing-keys"
+    name = w.unique("mx-key")
+    w.admin.api("POST", keys, json={"name": name, "public_key": public_pem()})
+    values = {"key_name": name} if "{key_name}" in ep.path else {}
+    call = Call(ep.method, api(fill(ep.path, project=project, **values)))
+    call.cleanup = lambda: w.admin.status("DELETE", f"{keys}/{name}") and None
+    if ep.method == "POST":
+        added = w.unique("mx-key")
+        call.json = {"name": added, "public_key": public_pem()}
+        call.observe = lambda: w.admin.api("GET", keys)["version"]
+        call.cleanup = lambda: [w.admin.status("DELETE", f"{keys}/{n}") for n in (name, added)] and None
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, f"{keys}/{name}")
+    return call
+
+
 SELFTEST = {"kind": "selftest", "params": {"seconds": 0}}
 LONG_SELFTEST = {"kind": "selftest", "params": {"seconds": 600}}
 
@@ -1019,6 +1053,12 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
         (f"{P}/webhooks", "POST"), *((f"{P}/webhooks/{{name}}", m) for m in ("GET", "PUT", "DELETE")),
         (f"{P}/webhooks/{{name}}/deliveries", "GET"), (f"{P}/webhooks/{{name}}/test", "POST"),
     ]},
+    (f"{P}/signing-keys", "GET", ""): plain(),
+    **{(path, m, ""): signing_key for path, m in [
+        (f"{P}/signing-keys", "POST"),
+        *((f"{P}/signing-keys/{{key_name}}", m) for m in ("GET", "DELETE")),
+    ]},
+    (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
     **{(path, "GET", ""): plain() for path in ("/jobs", "/jobs/kinds", "/jobs/schedules")},
     **{(path, m, ""): jobs_call for path, m in [
         ("/jobs", "POST"), *(("/jobs/schedules/{kind}", m) for m in ("GET", "PUT", "DELETE")),

@@ -31,6 +31,7 @@ from dockyard.maintenance.tables import model_tables, row_counts
 from dockyard.projects.models import ProjectRow
 from dockyard.proxy.models import ProxyTagRow
 from dockyard.registry.models import Repository
+from tests.support.cosign import make_key, payload, push_sig_tag, signature_layer
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -263,6 +264,22 @@ def populate(server: RunningServer) -> Install:
     oci.push_blob("team/app", b"{}")
     referrer = oci.push_manifest("team/app", digest_of(referrer_body), referrer_body, OCI_MANIFEST)
     pushed[("team/app", referrer.digest)] = referrer_body
+    # A cosign signature of team/app:v1 (the .sig tag form), a key the project trusts, the verdict.
+    key = make_key("ecdsa", server.datadir.parent, "cosign")
+    call(
+        admin,
+        "POST",
+        "/projects/team/signing-keys",
+        201,
+        json={"name": "release", "public_key": key.public_pem},
+    )
+    signed = payload(subject)
+    layer = signature_layer(oci, "team/app", signed, key.sign(signed, server.datadir.parent))
+    pushed[("team/app", subject.replace(":", "-") + ".sig")] = push_sig_tag(
+        oci, "team/app", subject, [layer]
+    ).body
+    verdict = call(admin, "GET", "/repositories/team/app/artifacts/v1/signature", 200)
+    assert verdict["status"] == "verified", verdict
     location = oci.upload_location("team/app")
     assert oci.patch_chunk(location, b"u" * 70_000).status_code == 202  # an upload left unfinished
     oci.http.close()

@@ -30,6 +30,7 @@ from dockyard.cli.inventory import inventory_app
 from dockyard.cli.maintenance import maintenance_app
 from dockyard.cli.move import move_app
 from dockyard.cli.scan import scan_app
+from dockyard.cli.trust import trust_app
 from dockyard.cli.vulndb import vulndb_app
 
 if (
@@ -65,6 +66,7 @@ app.add_typer(inventory_app)  # inventory
 app.add_typer(scan_app)  # scan
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(vulndb_app, name="vulndb")
+app.add_typer(trust_app, name="trust")  # signing keys of projects, signature verdicts
 
 ConfigOption = Annotated[
     Path | None,

@@ -27,6 +27,7 @@ from dockyard.api.management.routers import (
     robots,
     search,
     session,
+    signatures,
     system,
     users,
     vulndb,
@@ -54,6 +55,8 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app, partial(record_refusal, services))
+    # Before repositories: its /repositories/{name:path} would take .../artifacts/{ref}/signature.
+    app.include_router(signatures.router)  # trusted keys, signature verdicts
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies

@@ -27,6 +27,7 @@ from dockyard.projects.services import MemberService, ProjectService
 from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.queries import RegistryQueries
 from dockyard.registry.services import Registry
+from dockyard.storage.blobs import BlobStore
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.webhooks.policies import WebhookPolicies
 from dockyard.webhooks.policy_sender import PolicySender
@@ -94,6 +95,8 @@ class ManagementServices:
     # Per-project webhook policies (routers/webhooks.py) and their sender for test deliveries.
     webhooks: WebhookPolicies | None = None
     webhook_sender: Callable[[], PolicySender] | None = None
+    # The blob store, for reading small blobs such as signature payloads (routers/signatures.py).
+    blobs: BlobStore | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

@@ -1,0 +1,1 @@
+"""Signatures that verify: per-project trusted keys, cosign signature verification, cached verdicts."""

@@ -1,0 +1,103 @@
+"""What the signature service hands out (keys, verdicts) and the errors it raises.
+
+A verdict is one of three statuses:
+- `verified`: a cosign signature on the artifact's digest verified with one of the project's keys
+  (`key` names it, `signature` is the signature manifest's digest);
+- `unsigned`: no cosign signature was found (neither the `sha256-<hex>.sig` tag nor a referrer);
+- `invalid`: signatures were found but none verified; `reason` says why (each signature's failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dockyard.errors import Category, DockyardError
+
+VERIFIED = "verified"
+UNSIGNED = "unsigned"
+INVALID = "invalid"
+STATUSES = (VERIFIED, UNSIGNED, INVALID)
+
+# cosign's formats (sigstore/cosign specs/SIGNATURE_SPEC.md; the referrer artifact type is cosign's
+# `--registry-referrers-mode=oci-1-1`).
+SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_REFERRER = "application/vnd.dev.cosign.artifact.sig.v1+json"
+COSIGN_TYPE = "cosign container image signature"
+
+ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa", "ed25519")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedKey:
+    id: int
+    project: str
+    name: str
+    algorithm: str
+    fingerprint: str  # "sha256:<hex>" of the DER SubjectPublicKeyInfo
+    public_key: str  # PEM
+    created_by: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "algorithm": self.algorithm,
+            "fingerprint": self.fingerprint,
+            "public_key": self.public_key,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet:
+    project: str
+    version: int  # 0: never had a key
+    keys: tuple[TrustedKey, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    digest: str  # the artifact's
+    status: str  # verified | unsigned | invalid
+    reason: str
+    keyset_version: int
+    key: str | None = None  # the key that verified
+    signature: str | None = None  # the signature manifest that verified
+    cached: bool = False  # read from the cache, not verified by this call
+    checked_at: datetime | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status == VERIFIED
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "status": self.status,
+            "reason": self.reason,
+            "key": self.key,
+            "signature": self.signature,
+            "keyset_version": self.keyset_version,
+            "cached": self.cached,
+            "checked_at": self.checked_at.isoformat() if self.checked_at else None,
+        }
+
+
+class TrustedKeyNotFound(DockyardError):
+    category = Category.NOT_FOUND
+    message = "trusted key not found"
+
+
+class TrustedKeyExists(DockyardError):
+    category = Category.CONFLICT
+    message = "the project already has a trusted key of that name"
+
+
+class InvalidTrustedKey(DockyardError):
+    category = Category.INVALID
+    message = "invalid public key"

@@ -1,0 +1,63 @@
+"""Tables of signature verification: a project's trusted public keys, its key-set version, and the
+cached verdicts (one row per project and artifact digest, valid for one key-set version)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dockyard.db.base import Base, UTCDateTime, utcnow
+from dockyard.projects import models as _projects  # noqa: F401  (project_id refers to it)
+from dockyard.storage.models import DIGEST_LENGTH
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class TrustedKeyRow(Base):
+    """A PEM public key (SubjectPublicKeyInfo) a project trusts for signatures."""
+
+    __tablename__ = "trusted_keys"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    algorithm: Mapped[str] = mapped_column(String(32))  # ecdsa-p256 | ecdsa-p384 | rsa | ed25519
+    public_key: Mapped[str] = mapped_column(Text)  # the PEM as given (normalised to SPKI)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the DER SubjectPublicKeyInfo, hex
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrustKeySetRow(Base):
+    """The version of a project's key set: bumped by every add and delete, never reset, so a verdict
+    made against an older set is never read again."""
+
+    __tablename__ = "trust_keysets"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    version: Mapped[int] = mapped_column(_ID)
+
+
+class SignatureVerdictRow(Base):
+    """The last verdict on an artifact of a project. `keyset_version` and `evidence` (the digests of
+    the signature manifests seen) say what it was made from: a different key set or a new signature
+    manifest makes it stale."""
+
+    __tablename__ = "signature_verdicts"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
+    keyset_version: Mapped[int] = mapped_column(_ID)
+    evidence: Mapped[str] = mapped_column(Text)  # sorted signature manifest digests, comma-separated
+    status: Mapped[str] = mapped_column(String(16))  # verified | unsigned | invalid
+    key_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH), nullable=True)  # the manifest
+    reason: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,408 @@
+"""Trusted keys per project (`TrustedKeys`) and the verification of cosign signatures (`Signatures`).
+
+A verdict is computed from the artifact's signature manifests (the `sha256-<hex>.sig` tag in the same
+repository and the referrers of cosign's artifact type) and the project's key set, and stored in
+`signature_verdicts` with the key-set version and the signature manifests' digests it was made from.
+`verify` reuses it while both are unchanged (two indexed lookups, no blob read, no signature check);
+`cached` is the one-query read for hot paths (a pull policy): the stored verdict if made with the
+current key set, else None (then verify it in a job, not on the request).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, BinaryIO, Protocol
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from dockyard.content.digest import parse_digest
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.errors import DockyardError, ManifestUnknown, ReadOnly
+from dockyard.projects.models import ProjectRow
+from dockyard.projects.rbac import project_of
+from dockyard.projects.services import project_id
+from dockyard.registry.interfaces import ManifestRecord, ReferrerList
+from dockyard.signatures.crypto import Verifier, parse_public_key
+from dockyard.signatures.interfaces import (
+    COSIGN_REFERRER,
+    COSIGN_TYPE,
+    INVALID,
+    SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING,
+    UNSIGNED,
+    VERIFIED,
+    InvalidTrustedKey,
+    KeySet,
+    TrustedKey,
+    TrustedKeyExists,
+    TrustedKeyNotFound,
+    Verdict,
+)
+from dockyard.signatures.models import SignatureVerdictRow, TrustedKeyRow, TrustKeySetRow
+
+log = logging.getLogger("dockyard.signatures")
+MAX_KEYS_PER_PROJECT = 50
+MAX_PAYLOAD_BYTES = 64 * 1024  # a simple-signing payload is a few hundred bytes
+MAX_SIGNATURES = 50  # signature layers looked at per artifact
+MAX_SIGNATURE_BYTES = 16 * 1024  # base64 annotation (an RSA-8192 signature is 1 KiB)
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+
+def validate_key_name(name: str) -> str:
+    if not 1 <= len(name) <= 128 or not set(name) <= NAME_CHARS:
+        raise InvalidTrustedKey(
+            "a key name is 1 to 128 letters, digits, '.', '_', '-' or '@'", detail={"name": name}
+        )
+    return name
+
+
+def signature_tag(digest: str) -> str:
+    """cosign's tag for the signatures of `digest`: `sha256:abc` -> `sha256-abc.sig`."""
+    return digest.replace(":", "-", 1) + ".sig"
+
+
+class TrustedKeys:
+    """A project's trusted public keys; every change bumps the project's key-set version."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def keyset(self, project: str) -> KeySet:
+        with self._db.read() as connection:
+            owner = project_id(connection, project)
+            return KeySet(project, _version(connection, owner), self._keys(connection, owner, project))
+
+    def list(self, project: str) -> list[TrustedKey]:
+        return list(self.keyset(project).keys)
+
+    def get(self, project: str, name: str) -> TrustedKey:
+        for key in self.list(project):
+            if key.name == name:
+                return key
+        raise TrustedKeyNotFound(detail={"project": project, "name": name})
+
+    def add(self, project: str, name: str, pem: str, created_by: str) -> TrustedKey:
+        validate_key_name(name)
+        parsed = parse_public_key(pem)
+        try:
+            with self._db.write() as connection:
+                owner = project_id(connection, project)
+                keys = self._keys(connection, owner, project)
+                if any(key.name == name for key in keys):
+                    raise TrustedKeyExists(detail={"project": project, "name": name})
+                if len(keys) >= MAX_KEYS_PER_PROJECT:
+                    raise InvalidTrustedKey(
+                        f"project {project} already has {len(keys)} trusted keys (the limit)"
+                    )
+                for key in keys:
+                    if key.fingerprint == parsed.fingerprint:
+                        raise TrustedKeyExists(
+                            f"the project trusts this key already, as {key.name!r}",
+                            detail={"project": project, "name": key.name},
+                        )
+                connection.execute(
+                    insert(TrustedKeyRow).values(
+                        project_id=owner,
+                        name=name,
+                        algorithm=parsed.algorithm,
+                        public_key=parsed.pem,
+                        fingerprint=parsed.fingerprint.removeprefix("sha256:"),
+                        created_by=created_by,
+                        created_at=utcnow(),
+                    )
+                )
+                _bump(connection, owner)
+        except IntegrityError:  # the same name added at the same moment
+            raise TrustedKeyExists(detail={"project": project, "name": name}) from None
+        return self.get(project, name)
+
+    def delete(self, project: str, name: str) -> None:
+        with self._db.write() as connection:
+            owner = project_id(connection, project)
+            gone = connection.execute(
+                delete(TrustedKeyRow).where(TrustedKeyRow.project_id == owner, TrustedKeyRow.name == name)
+            ).rowcount
+            if not gone:
+                raise TrustedKeyNotFound(detail={"project": project, "name": name})
+            _bump(connection, owner)
+
+    @staticmethod
+    def _keys(connection: Connection, owner: int, project: str) -> tuple[TrustedKey, ...]:
+        rows = connection.execute(
+            select(TrustedKeyRow.__table__)
+            .where(TrustedKeyRow.project_id == owner)
+            .order_by(TrustedKeyRow.name)
+        )
+        return tuple(
+            TrustedKey(
+                row.id,
+                project,
+                row.name,
+                row.algorithm,
+                "sha256:" + row.fingerprint,
+                row.public_key,
+                row.created_by,
+                row.created_at,
+            )
+            for row in rows
+        )
+
+
+def _version(connection: Connection, owner: int) -> int:
+    found = connection.execute(
+        select(TrustKeySetRow.version).where(TrustKeySetRow.project_id == owner)
+    ).scalar()
+    return int(found or 0)
+
+
+def _bump(connection: Connection, owner: int) -> None:
+    changed = connection.execute(
+        update(TrustKeySetRow)
+        .where(TrustKeySetRow.project_id == owner)
+        .values(version=TrustKeySetRow.version + 1)
+    ).rowcount
+    if not changed:
+        connection.execute(insert(TrustKeySetRow).values(project_id=owner, version=1))
+
+
+# --- verification ---------------------------------------------------------------------------------
+class Manifests(Protocol):
+    def get_manifest(self, name: str, reference: str) -> ManifestRecord: ...
+
+    def referrers(self, name: str, digest: str, artifact_type: str | None) -> ReferrerList: ...
+
+
+class Blobs(Protocol):
+    def open(self, digest: str, offset: int = 0) -> BinaryIO: ...
+
+
+class Signatures:
+    """Verdicts on artifacts: computed from cosign signatures and the project's keys, cached."""
+
+    def __init__(self, db: Database, manifests: Manifests, blobs: Blobs) -> None:
+        self._db = db
+        self._manifests = manifests
+        self._blobs = blobs
+        self._keys = TrustedKeys(db)
+
+    def cached(self, project: str, digest: str) -> Verdict | None:
+        """The stored verdict on `digest` if it was made with the project's current key set; None
+        otherwise (never verified, or the keys changed since). One query; nothing is verified."""
+        current = (
+            select(TrustKeySetRow.version)
+            .where(TrustKeySetRow.project_id == SignatureVerdictRow.project_id)
+            .scalar_subquery()
+            .label("current_version")
+        )
+        query = (
+            select(*SignatureVerdictRow.__table__.c, current)
+            .join(ProjectRow, ProjectRow.id == SignatureVerdictRow.project_id)
+            .where(ProjectRow.name == project, SignatureVerdictRow.digest == digest)
+        )
+        with self._db.read() as connection:
+            row = connection.execute(query).first()
+        if row is None or row.keyset_version != int(row.current_version or 0):
+            return None
+        return _from_row(row, cached=True)
+
+    def verify(self, repository: str, reference: str) -> Verdict:
+        """The verdict on the artifact `reference` (a tag or digest) of `repository`, against the keys
+        of the repository's project. Raises ManifestUnknown, ProjectNotFound."""
+        record = self._manifests.get_manifest(repository, reference)
+        digest = record.digest
+        project = project_of(repository)
+        keyset = self._keys.keyset(project)
+        found = self._signature_manifests(repository, digest)
+        evidence = ",".join(sorted(found))
+        with self._db.read() as connection:
+            owner = project_id(connection, project)
+            row = connection.execute(
+                select(SignatureVerdictRow.__table__).where(
+                    SignatureVerdictRow.project_id == owner, SignatureVerdictRow.digest == digest
+                )
+            ).first()
+        if row is not None and row.keyset_version == keyset.version and row.evidence == evidence:
+            return _from_row(row, cached=True)
+        verdict = self._judge(repository, digest, keyset, found)
+        self._store(owner, verdict, evidence)
+        return verdict
+
+    def _signature_manifests(self, repository: str, digest: str) -> dict[str, ManifestRecord]:
+        """The signature manifests of `digest` by their digests: the .sig tag's and cosign referrers."""
+        found: dict[str, ManifestRecord] = {}
+        try:
+            record = self._manifests.get_manifest(repository, signature_tag(digest))
+            found[record.digest] = record
+        except ManifestUnknown:
+            pass
+        for descriptor in self._manifests.referrers(repository, digest, COSIGN_REFERRER).descriptors:
+            try:
+                record = self._manifests.get_manifest(repository, descriptor["digest"])
+            except ManifestUnknown:  # deleted since the listing
+                continue
+            found[record.digest] = record
+        return found
+
+    def _judge(
+        self, repository: str, digest: str, keyset: KeySet, found: dict[str, ManifestRecord]
+    ) -> Verdict:
+        verifiers = [(key.name, Verifier(key.public_key)) for key in keyset.keys]
+        failures: list[str] = []
+        seen = 0
+        for manifest_digest, record in sorted(found.items()):
+            for payload_digest, signature in _signature_layers(record, failures):
+                seen += 1
+                if seen > MAX_SIGNATURES:
+                    failures.append(f"more than {MAX_SIGNATURES} signatures: the rest were not checked")
+                    break
+                why = self._check(payload_digest, signature, digest, verifiers)
+                if isinstance(why, tuple):
+                    (key_name,) = why
+                    return Verdict(
+                        digest,
+                        VERIFIED,
+                        f"signed with key {key_name!r}",
+                        keyset.version,
+                        key=key_name,
+                        signature=manifest_digest,
+                        checked_at=utcnow(),
+                    )
+                failures.append(f"{manifest_digest}: {why}")
+        if not found:
+            return Verdict(digest, UNSIGNED, "no cosign signature found", keyset.version, checked_at=utcnow())
+        if not seen and not failures:
+            failures.append("the signature manifests hold no cosign signature")
+        return Verdict(digest, INVALID, "; ".join(failures[:10]), keyset.version, checked_at=utcnow())
+
+    def _check(
+        self, payload_digest: str, signature_b64: str, digest: str, verifiers: list[tuple[str, Verifier]]
+    ) -> str | tuple[str]:
+        """(key name,) when the signature verifies; else why not."""
+        if len(signature_b64) > MAX_SIGNATURE_BYTES:
+            return "the signature annotation is too long"
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+        except (binascii.Error, ValueError):
+            return "the signature is not base64"
+        try:
+            payload = self._payload(payload_digest)
+        except DockyardError as exc:
+            return f"payload {payload_digest}: {exc.message}"
+        claim = _claimed_digest(payload)
+        if isinstance(claim, tuple):
+            return claim[0]
+        if claim != digest:
+            return f"the payload names {claim}, not this artifact"
+        if not verifiers:
+            return "the project trusts no keys"
+        for name, verifier in verifiers:
+            if verifier.verify(signature, payload):
+                return (name,)
+        return "the signature does not verify with any of the project's keys"
+
+    def _payload(self, digest: str) -> bytes:
+        parsed = parse_digest(digest)
+        with self._blobs.open(digest) as blob:
+            payload = blob.read(MAX_PAYLOAD_BYTES + 1)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise DockyardError(f"over {MAX_PAYLOAD_BYTES} bytes")
+        hasher = parsed.hasher()
+        hasher.update(payload)
+        if hasher.hexdigest() != parsed.encoded:
+            raise DockyardError("the blob does not match its digest")
+        return payload
+
+    def _store(self, owner: int, verdict: Verdict, evidence: str) -> None:
+        values = {
+            "keyset_version": verdict.keyset_version,
+            "evidence": evidence,
+            "status": verdict.status,
+            "key_name": verdict.key,
+            "signature": verdict.signature,
+            "reason": verdict.reason,
+            "checked_at": verdict.checked_at or utcnow(),
+        }
+        where = (SignatureVerdictRow.project_id == owner, SignatureVerdictRow.digest == verdict.digest)
+        try:
+            with self._db.write() as connection:
+                if not connection.execute(update(SignatureVerdictRow).where(*where).values(values)).rowcount:
+                    connection.execute(
+                        insert(SignatureVerdictRow).values(project_id=owner, digest=verdict.digest, **values)
+                    )
+        except IntegrityError:  # another node stored its verdict at the same moment: either will do
+            log.debug("verdict on %s stored concurrently", verdict.digest)
+        except ReadOnly:  # the verdict stands; it is computed again next time
+            log.debug("read-only: verdict on %s not cached", verdict.digest)
+
+
+def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str]]:
+    """(payload digest, base64 signature) of each cosign signature layer of a signature manifest."""
+    try:
+        document: Any = json.loads(record.content)
+        layers = document.get("layers") or []
+    except (ValueError, AttributeError):
+        failures.append(f"{record.digest}: not a JSON image manifest")
+        return
+    if not isinstance(layers, list):
+        failures.append(f"{record.digest}: no layer list")
+        return
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
+            continue
+        annotations = layer.get("annotations") or {}
+        signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+        digest = layer.get("digest")
+        if not isinstance(signature, str) or not isinstance(digest, str):
+            failures.append(f"{record.digest}: a simple-signing layer without {SIGNATURE_ANNOTATION}")
+            continue
+        yield digest, signature
+
+
+def _claimed_digest(payload: bytes) -> str | tuple[str]:
+    """The payload's critical.image.docker-manifest-digest, or (why it has none,)."""
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return ("the payload is not JSON",)
+    critical = _field(document, "critical")
+    if not isinstance(critical, dict):
+        return ("the payload has no critical section",)
+    if _field(critical, "type") != COSIGN_TYPE:
+        return (f"the payload's critical.type is not {COSIGN_TYPE!r}",)
+    image = _field(critical, "image")
+    claim = _field(image, "docker-manifest-digest") if isinstance(image, dict) else None
+    if not isinstance(claim, str):
+        return ("the payload has no critical.image.docker-manifest-digest",)
+    return claim
+
+
+def _field(document: Any, name: str) -> Any:
+    """A JSON object's member, its name matched without case as Go's encoding/json (cosign) does:
+    cosign's spec shows `Docker-manifest-digest`, cosign writes `docker-manifest-digest`."""
+    if not isinstance(document, dict):
+        return None
+    if name in document:
+        return document[name]
+    for key, value in document.items():
+        if isinstance(key, str) and key.lower() == name:
+            return value
+    return None
+
+
+def _from_row(row: Any, cached: bool) -> Verdict:
+    return Verdict(
+        row.digest,
+        row.status,
+        row.reason,
+        row.keyset_version,
+        key=row.key_name,
+        signature=row.signature,
+        cached=cached,
+        checked_at=row.checked_at,
+    )
