@@ -55,7 +55,7 @@ from dockyard.api.oci.upload_limits import UploadLimits
 from dockyard.api.token import TokenEndpoint
 from dockyard.auth.external import ExternalTokenVerifier
 from dockyard.auth.htpasswd import HtpasswdAuthenticator
-from dockyard.auth.interfaces import Principal
+from dockyard.auth.interfaces import Principal, Scope
 from dockyard.auth.local import LocalAuthenticator
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import DEFAULT_TTL, RememberedLogins
@@ -397,13 +397,15 @@ def _dockyard_auth(services: Services) -> Auth:
         jobs=services.jobs,
         logins=logins,
         endpoints=build_endpoints(settings, db),
-        proxies=ProxyProjects(db, feed),
+        proxies=ProxyProjects(db, feed, implicit=implicit_proxy(settings)),
         notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,
         webhooks=services.webhook_policies,
         webhook_sender=_webhook_sender(services),
     )
     routes: list[BaseRoute] = [
-        *TokenEndpoint(issuer, auth.token.service, audit=services.audit).routes(),
+        *TokenEndpoint(
+            issuer, auth.token.service, audit=services.audit, rename=_scope_renamer(services)
+        ).routes(),
         Mount(MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)),
     ]
     return Auth(gate, routes, policy, logins)
@@ -559,11 +561,21 @@ def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callab
         close_locks()
 
     projects = ProxyProjects(services.db, services.feed, implicit=implicit_proxy(settings))
-    mirrors = None
-    if settings.proxy.namespaces:
-        namespaces = settings.proxy.namespaces
-        mirrors = Mirrors(namespaces, settings.proxy.default_namespace, services.db, services.feed)
-    return ProxyEdge(projects, cache, services.audit, mirrors), close
+    return ProxyEdge(projects, cache, services.audit, build_mirrors(services)), close
+
+
+def build_mirrors(services: Services) -> Mirrors | None:
+    """Mirror mode's renaming (proxy.namespaces), None when not configured."""
+    proxy = services.settings.proxy
+    if not proxy.namespaces:
+        return None
+    return Mirrors(proxy.namespaces, proxy.default_namespace, services.db, services.feed)
+
+
+def _scope_renamer(services: Services) -> Callable[[list[Scope]], list[Scope]] | None:
+    """/token's view of docker's registry-mirror pulls (see Mirrors.rename_scopes)."""
+    mirrors = build_mirrors(services)
+    return mirrors.rename_scopes if mirrors is not None and mirrors.default_project else None
 
 
 def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:

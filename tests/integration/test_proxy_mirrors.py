@@ -104,6 +104,28 @@ def test_docker_registry_mirror_names_of_no_project_go_to_the_default_project(
     assert manifest_of(v2, "hub/library/mirrored", "1").content == image.manifest
 
 
+def test_a_token_for_dockers_own_scope_works_on_the_mirror(
+    server: RunningServer, upstream: str, v2: httpx.Client
+) -> None:
+    """dockerd asks /token for `repository:library/x:pull` (its own scope, not the challenge's): the
+    token must open the renamed repository; a pull,push scope is not renamed."""
+    image = push(upstream, "library/tokened", "1", layer_size=1024)
+    challenge = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", timeout=30)
+    assert challenge.status_code == 401
+    realm = challenge.headers["www-authenticate"].split('realm="')[1].split('"')[0]
+    granted = httpx.get(realm, params={"scope": "repository:library/tokened:pull"}, timeout=30).json()
+    headers = {"Authorization": f"Bearer {granted['token']}", "Accept": OCI_MANIFEST}
+    got = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=30)
+    assert got.status_code == 200 and got.content == image.manifest, got.text
+    pushing = httpx.get(
+        realm, params={"scope": "repository:library/tokened:pull,push"}, auth=ADMIN, timeout=30
+    ).json()
+    headers["Authorization"] = f"Bearer {pushing['token']}"
+    # Admin's pull,push token names library/tokened itself, which is not what the mirror serves.
+    refused = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=30)
+    assert refused.status_code == 401
+
+
 def test_an_existing_project_and_pushes_are_not_taken_by_the_default_namespace(
     server: RunningServer, upstream: str, front: Front, v2: httpx.Client
 ) -> None:

@@ -146,6 +146,7 @@ def start_docker(
     names: dict[str, str] | None = None,
     timeout: float = 60.0,
     data_tmpfs: str | None = None,
+    daemon_config: dict[str, Any] | None = None,
 ) -> RunningDocker:
     """Start dockerd with everything under `workdir` (and a short temp dir), wait until its API answers.
 
@@ -162,7 +163,7 @@ def start_docker(
     short_dir = Path(tempfile.mkdtemp(prefix="dockyard-dockerd-"))
     etc_dir = workdir / "etc-docker"
     (etc_dir / "certs.d").mkdir(parents=True)
-    (etc_dir / "daemon.json").write_text("{}\n")
+    (etc_dir / "daemon.json").write_text(json.dumps(daemon_config or {}) + "\n")  # e.g. registry-mirrors
     hosts_file = write_hosts_file(workdir / "hosts", names or {})
     socket = short_dir / "docker.sock"
     data_root = workdir / "data"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -49,9 +50,16 @@ _TRUE = frozenset({"true", "1", "yes"})
 
 class TokenEndpoint:
     def __init__(
-        self, issuer: TokenIssuer, service: str, path: str = "/token", audit: AuditRecorder | None = None
+        self,
+        issuer: TokenIssuer,
+        service: str,
+        path: str = "/token",
+        audit: AuditRecorder | None = None,
+        rename: Callable[[list[Scope]], list[Scope]] | None = None,
     ) -> None:
         self.issuer = issuer
+        # Mirror mode (proxy.default_namespace): scopes as the router will check them (blocking: a thread).
+        self.rename = rename
         self.service = service
         self.path = path
         self.audit = audit
@@ -73,6 +81,8 @@ class TokenEndpoint:
             requested = parse_scopes(params.getlist("scope"))
         except ScopeInvalid as exc:
             return _error(400, "invalid_scope", exc.message, oauth=False)
+        if self.rename is not None and requested:
+            requested = await anyio.to_thread.run_sync(self.rename, requested)
         header = request.headers.get("authorization")
         offline = params.get("offline_token", "").lower() in _TRUE
         if header is None:
@@ -95,6 +105,8 @@ class TokenEndpoint:
             requested = parse_scopes(form.get("scope", []))
         except ScopeInvalid as exc:
             return _error(400, "invalid_scope", exc.message, oauth=True)
+        if self.rename is not None and requested:
+            requested = await anyio.to_thread.run_sync(self.rename, requested)
         grant_type = _first(form, "grant_type")
         offline = _first(form, "access_type") == "offline" or _first(form, "offline_token").lower() in _TRUE
         if grant_type == "password":

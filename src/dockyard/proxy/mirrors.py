@@ -16,11 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy import select
 
+from dockyard.auth.interfaces import Scope
 from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
@@ -33,6 +35,7 @@ PROJECTS_EXPIRY = 30.0
 # Routes a registry-mirror reads (the default namespace renames only these, and only GET/HEAD).
 _PULL_ROUTES = frozenset({"manifests", "blobs", "tags", "referrers"})
 _READS = frozenset({"GET", "HEAD"})
+_PULL_ONLY = frozenset({"pull"})
 UNKNOWN: Any = object()
 
 
@@ -82,6 +85,22 @@ class Mirrors:
         if first in cached[2] and self.clock() - cached[1] < PROJECTS_EXPIRY:
             return None
         return UNKNOWN
+
+    def rename_scopes(self, scopes: list[Scope]) -> list[Scope]:
+        """A token request's scopes as the router will check them. docker asks its registry-mirror for a
+        token with its own scope (`repository:library/alpine:pull`), not the challenge's: a pull-only
+        scope of a name the default project takes names that project's repository. Pushes and names of
+        projects stay as they are. (containerd sends `ns` on /v2 only, and takes the challenge's scope.)"""
+        if self.default_project is None:
+            return scopes
+        renamed = []
+        for scope in scopes:
+            if scope.type == "repository" and scope.actions == _PULL_ONLY:
+                name = self.rename("manifests", "GET", scope.name, b"")
+                if name is not None:
+                    scope = replace(scope, name=name)
+            renamed.append(scope)
+        return renamed
 
     def rename(self, key: str, method: str, name: str, query_string: bytes) -> str | None:
         answer = self.rename_now(key, method, name, query_string)
