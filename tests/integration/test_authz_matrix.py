@@ -169,6 +169,10 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/retention/run", "POST"): Rule(needs(PROJECT_UPDATE), 202),
     (f"{P}/retention/runs", "GET"): Rule(needs(PROJECT_READ)),
     (f"{P}/retention/runs/{{run_id}}", "GET"): Rule(needs(PROJECT_READ)),
+    # The vulnerability allowlist: whoever sees the project reads it; project admins change it.
+    (f"{P}/vulndb/allowlist", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{P}/vulndb/allowlist/{{vuln_id}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/vulndb/allowlist/{{vuln_id}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     # Quotas: project admins read theirs, only system administrators change it (as Harbor).
     (f"{P}/quota", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/quota", "PUT"): Rule(needs(PROJECT_READ, QUOTA_SET)),
@@ -206,6 +210,9 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/jobs", "POST"): Rule(SYSTEM_ADMIN, 201),
     ("/jobs/kinds", "GET"): Rule(SYSTEM_ADMIN),
     ("/vulndb", "GET"): Rule(SYSTEM_ADMIN),
+    ("/vulndb/allowlist", "GET"): Rule(SYSTEM_ADMIN),
+    ("/vulndb/allowlist/{vuln_id}", "PUT"): Rule(SYSTEM_ADMIN),
+    ("/vulndb/allowlist/{vuln_id}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
     ("/jobs/schedules", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs/schedules/{kind}", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs/schedules/{kind}", "PUT"): Rule(SYSTEM_ADMIN),
@@ -818,6 +825,18 @@ def retention(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call
     return call
 
 
+def allowlist_entry(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A vulnerability allowlist entry (made by the admin first): replaced or removed."""
+    base = f"/projects/{project}/vulndb/allowlist" if project else "/vulndb/allowlist"
+    w.admin.api("PUT", f"{base}/CVE-2099-0001", json={"reason": "matrix"})
+    names = {"project": project} if project else {}
+    call = Call(ep.method, api(fill(ep.path, vuln_id="CVE-2099-0001", **names)))
+    if ep.method == "PUT":
+        call.json = {"reason": "changed", "expires_at": "2999-01-01T00:00:00Z"}
+    call.observe = lambda: w.admin.api("GET", base)
+    return call
+
+
 def retention_report(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """A run's report: one dry run per project, run by the server's job worker."""
     assert project is not None
@@ -999,6 +1018,10 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ]},
     ("/notifications", "GET", ""): plain(),
     ("/vulndb", "GET", ""): plain(),
+    ("/vulndb/allowlist", "GET", ""): plain(),
+    **{("/vulndb/allowlist/{vuln_id}", m, ""): allowlist_entry for m in ("PUT", "DELETE")},
+    (f"{P}/vulndb/allowlist", "GET", ""): plain(),
+    **{(f"{P}/vulndb/allowlist/{{vuln_id}}", m, ""): allowlist_entry for m in ("PUT", "DELETE")},
     ("/notifications/{name}/deliveries", "GET", ""): plain(name="mx-hook"),
     ("/users", "POST", ""): create_user,
     ("/users/{username}", "GET", ""): plain(username=VICTIM),

@@ -36,6 +36,11 @@ class AllowlistInvalid(DockyardError):
     message = "invalid allowlist entry"
 
 
+class AllowlistEntryNotFound(DockyardError):
+    category = Category.NOT_FOUND
+    message = "no such allowlist entry"
+
+
 class PackageLike(Protocol):
     @property
     def ecosystem(self) -> str: ...

@@ -125,6 +125,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.upstream.interfaces.UpstreamNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.upstream.interfaces.UpstreamUnauthorized": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
     "dockyard.upstream.interfaces.UpstreamUnavailable": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.vulndb.interfaces.AllowlistEntryNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.vulndb.interfaces.AllowlistInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.vulndb.interfaces.ArchiveUnsafe": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.vulndb.interfaces.ImportInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
