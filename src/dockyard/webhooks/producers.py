@@ -37,9 +37,13 @@ class ProjectEventSink:
         self.outbox = outbox
         self.batch = batch
 
-    def _event(self, project: str, event: str, data: dict[str, Any]) -> Event | None:
+    def _event(self, project: str, event: str, data: dict[str, Any], io: bool = True) -> Event | None:
+        """The event, unless no enabled policy of the project wants it. Without `io`, an uncached
+        project's event is kept (the outbox purges what no policy wants) rather than read for."""
         action = EVENT_BY_NAME[event].action
-        if self.outbox is None or action not in self.policies.wanted(project):
+        if self.outbox is None:
+            return None
+        if (io or self.policies.cached(project)) and action not in self.policies.wanted(project):
             return None
         return Event(action, {"project": project, **data}, NO_REQUEST, "", project=project)
 
@@ -59,7 +63,7 @@ class ProjectEventSink:
             if len(self._recent) >= _MAX_REMEMBERED:
                 self._recent.clear()
             self._recent[key] = now
-        built = self._event(project, event, data)
+        built = self._event(project, event, data, io=False)  # maybe on the event loop: no query
         if built is not None and self.batch is not None:
             self.batch.note(built)
 
