@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dockyard.cli.commands_audit import audit_app
+from dockyard.cli.commands_cache import cache_app
 from dockyard.cli.commands_endpoints import endpoint_app
 from dockyard.cli.commands_jobs import job_app
 from dockyard.cli.commands_keys import keys_app
@@ -52,6 +53,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(cache_app, name="cache")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(repo_app, name="repo")
