@@ -107,7 +107,7 @@ def test_unsigned_then_signed_by_tag_then_cached(
     image = oci.push_image("sig/app", "v1", seed="tag-form")
     first = verdict(api, "sig/app", "v1")
     assert first["status"] == "unsigned" and first["digest"] == image.digest, first
-    assert first["reason"] == "no cosign signature found"
+    assert first["reason"] == "no signature found"
     body = payload(image.digest)
     sig = push_sig_tag(
         oci,

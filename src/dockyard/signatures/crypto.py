@@ -15,6 +15,7 @@ from dockyard.signatures.interfaces import InvalidTrustedKey
 
 MAX_PEM_BYTES = 16 * 1024
 MIN_RSA_BITS = 2048
+CERTIFICATE = "x509-certificate"  # a trust-store entry for notation signatures, not a cosign key
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,8 @@ def parse_public_key(pem: str) -> ParsedKey:
         raise InvalidTrustedKey(f"the key is over {MAX_PEM_BYTES} bytes")
     if "PRIVATE KEY" in pem:
         raise InvalidTrustedKey("this is a private key: give the public key (cosign.pub)")
+    if "BEGIN CERTIFICATE" in pem:
+        return _parse_certificate(pem)
     try:
         key: Any = serialization.load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as exc:
@@ -55,6 +58,28 @@ def parse_public_key(pem: str) -> ParsedKey:
     der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     normal = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return ParsedKey(algorithm, "sha256:" + hashlib.sha256(der).hexdigest(), normal.decode())
+
+
+def _parse_certificate(pem: str) -> ParsedKey:
+    """A trust-store certificate (notation signatures chain up to it): one PEM certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if pem.count("BEGIN CERTIFICATE") != 1:
+        raise InvalidTrustedKey("give one certificate per trust-store entry")
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise InvalidTrustedKey(f"not a PEM certificate: {exc}") from None
+    der = cert.public_bytes(serialization.Encoding.DER)
+    normal = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return ParsedKey(CERTIFICATE, "sha256:" + hashlib.sha256(der).hexdigest(), normal)
+
+
+def load_certificate(pem: str) -> Any:
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(pem.encode())
 
 
 class Verifier:

@@ -27,7 +27,7 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_REFERRER = "application/vnd.dev.cosign.artifact.sig.v1+json"
 COSIGN_TYPE = "cosign container image signature"
 
-ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa", "ed25519")
+ALGORITHMS = ("ecdsa-p256", "ecdsa-p384", "rsa", "ed25519", "x509-certificate")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from dockyard.projects.models import ProjectRow
 from dockyard.projects.rbac import project_of
 from dockyard.projects.services import project_id
 from dockyard.registry.interfaces import ManifestRecord, ReferrerList
-from dockyard.signatures.crypto import Verifier, parse_public_key
+from dockyard.signatures.crypto import CERTIFICATE, Verifier, load_certificate, parse_public_key
 from dockyard.signatures.interfaces import (
     COSIGN_REFERRER,
     COSIGN_TYPE,
@@ -45,6 +45,12 @@ from dockyard.signatures.interfaces import (
     Verdict,
 )
 from dockyard.signatures.models import SignatureVerdictRow, TrustedKeyRow, TrustKeySetRow
+from dockyard.signatures.notation import (
+    JWS_ENVELOPE,
+    MAX_ENVELOPE_BYTES,
+    NOTATION_ARTIFACT,
+    verify_envelope,
+)
 
 log = logging.getLogger("dockyard.signatures")
 MAX_KEYS_PER_PROJECT = 50
@@ -241,7 +247,11 @@ class Signatures:
             found[record.digest] = record
         except ManifestUnknown:
             pass
-        for descriptor in self._manifests.referrers(repository, digest, COSIGN_REFERRER).descriptors:
+        descriptors = [
+            *self._manifests.referrers(repository, digest, COSIGN_REFERRER).descriptors,
+            *self._manifests.referrers(repository, digest, NOTATION_ARTIFACT).descriptors,
+        ]
+        for descriptor in descriptors:
             try:
                 record = self._manifests.get_manifest(repository, descriptor["digest"])
             except ManifestUnknown:  # deleted since the listing
@@ -252,7 +262,10 @@ class Signatures:
     def _judge(
         self, repository: str, digest: str, keyset: KeySet, found: dict[str, ManifestRecord]
     ) -> Verdict:
-        verifiers = [(key.name, Verifier(key.public_key)) for key in keyset.keys]
+        verifiers = [(k.name, Verifier(k.public_key)) for k in keyset.keys if k.algorithm != CERTIFICATE]
+        anchors = [
+            (k.name, load_certificate(k.public_key)) for k in keyset.keys if k.algorithm == CERTIFICATE
+        ]
         failures: list[str] = []
         seen = 0
         for manifest_digest, record in sorted(found.items()):
@@ -261,7 +274,10 @@ class Signatures:
                 if seen > MAX_SIGNATURES:
                     failures.append(f"more than {MAX_SIGNATURES} signatures: the rest were not checked")
                     break
-                why = self._check(payload_digest, signature, digest, verifiers)
+                if signature is None:
+                    why = self._check_notation(payload_digest, digest, anchors)
+                else:
+                    why = self._check(payload_digest, signature, digest, verifiers)
                 if isinstance(why, tuple):
                     (key_name,) = why
                     return Verdict(
@@ -275,9 +291,9 @@ class Signatures:
                     )
                 failures.append(f"{manifest_digest}: {why}")
         if not found:
-            return Verdict(digest, UNSIGNED, "no cosign signature found", keyset.version, checked_at=utcnow())
+            return Verdict(digest, UNSIGNED, "no signature found", keyset.version, checked_at=utcnow())
         if not seen and not failures:
-            failures.append("the signature manifests hold no cosign signature")
+            failures.append("the signature manifests hold no cosign or notation signature")
         return Verdict(digest, INVALID, "; ".join(failures[:10]), keyset.version, checked_at=utcnow())
 
     def _check(
@@ -306,12 +322,23 @@ class Signatures:
                 return (name,)
         return "the signature does not verify with any of the project's keys"
 
-    def _payload(self, digest: str) -> bytes:
+    def _check_notation(
+        self, envelope_digest: str, digest: str, anchors: list[tuple[str, Any]]
+    ) -> str | tuple[str]:
+        try:
+            envelope = self._payload(envelope_digest, MAX_ENVELOPE_BYTES)
+        except DockyardError as exc:
+            return f"JWS envelope {envelope_digest}: {exc.message}"
+        if not anchors:
+            return "the project's trust store has no certificates (notation signature)"
+        return verify_envelope(envelope, digest, anchors)
+
+    def _payload(self, digest: str, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
         parsed = parse_digest(digest)
         with self._blobs.open(digest) as blob:
-            payload = blob.read(MAX_PAYLOAD_BYTES + 1)
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise DockyardError(f"over {MAX_PAYLOAD_BYTES} bytes")
+            payload = blob.read(limit + 1)
+        if len(payload) > limit:
+            raise DockyardError(f"over {limit} bytes")
         hasher = parsed.hasher()
         hasher.update(payload)
         if hasher.hexdigest() != parsed.encoded:
@@ -341,8 +368,9 @@ class Signatures:
             log.debug("read-only: verdict on %s not cached", verdict.digest)
 
 
-def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str]]:
-    """(payload digest, base64 signature) of each cosign signature layer of a signature manifest."""
+def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str | None]]:
+    """(payload digest, base64 signature) of each cosign signature layer of a signature manifest;
+    (envelope digest, None) of a notation JWS envelope."""
     try:
         document: Any = json.loads(record.content)
         layers = document.get("layers") or []
@@ -353,7 +381,13 @@ def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[t
         failures.append(f"{record.digest}: no layer list")
         return
     for layer in layers:
-        if not isinstance(layer, dict) or layer.get("mediaType") != SIMPLE_SIGNING:
+        if not isinstance(layer, dict):
+            continue
+        if layer.get("mediaType") == JWS_ENVELOPE and isinstance(layer.get("digest"), str):
+            if document.get("artifactType") == NOTATION_ARTIFACT:
+                yield layer["digest"], None
+            continue
+        if layer.get("mediaType") != SIMPLE_SIGNING:
             continue
         annotations = layer.get("annotations") or {}
         signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
