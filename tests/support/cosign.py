@@ -109,3 +109,122 @@ def push_referrer(
         empty_descriptor(), layers, artifact_type=COSIGN_REFERRER, subject=subject.descriptor()
     )
     return oci.push_manifest(repo, digest_of(body), body, OCI_MANIFEST)
+
+
+# --- notation (Notary Project) JWS envelopes --------------------------------------------------------
+NOTATION_ARTIFACT = "application/vnd.cncf.notary.signature"
+JWS_ENVELOPE = "application/jose+json"
+
+
+@dataclass(frozen=True)
+class Certificate:
+    key: Path
+    cert: Path
+
+    @property
+    def pem(self) -> str:
+        return self.cert.read_text()
+
+    def der_b64(self) -> str:
+        der = openssl("x509", "-in", self.cert, "-outform", "DER")
+        return base64.b64encode(der).decode()
+
+
+def _newkey(kind: str) -> list[str]:
+    return (
+        ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    )
+
+
+def make_ca(workdir: Path, name: str) -> Certificate:
+    key, cert = workdir / f"{name}.key", workdir / f"{name}.crt"
+    openssl(
+        "req", "-x509", "-new", *_newkey("ecdsa"), "-nodes", "-keyout", key, "-out", cert,
+        "-subj", f"/CN={name}", "-days", "30",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+    )  # fmt: skip
+    return Certificate(key, cert)
+
+
+def make_leaf(
+    workdir: Path, name: str, ca: Certificate, kind: str = "ecdsa", usage: str = "codeSigning"
+) -> Certificate:
+    key, csr, cert = workdir / f"{name}.key", workdir / f"{name}.csr", workdir / f"{name}.crt"
+    openssl("req", "-new", *_newkey(kind), "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    extensions = workdir / f"{name}.ext"
+    extensions.write_text(
+        f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+    )
+    openssl(
+        "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", "2",
+        "-out", cert, "-days", "10", "-extfile", extensions,
+    )  # fmt: skip
+    return Certificate(key, cert)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jws_envelope(
+    leaf: Certificate,
+    chain: list[Certificate],
+    target: dict[str, Any],
+    workdir: Path,
+    *,
+    alg: str | None = None,
+    headers: dict[str, Any] | None = None,
+    tamper: bool = False,
+) -> bytes:
+    """A notation JWS envelope (flattened JWS JSON), signed with openssl: ES256 (openssl's DER
+    signature turned into JWS's r||s) or PS256 (RSASSA-PSS, salt as long as the hash)."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    rsa = b"rsaEncryption" in openssl(
+        "x509", "-in", leaf.cert, "-noout", "-text"
+    )
+    protected = {
+        "alg": alg or ("PS256" if rsa else "ES256"),
+        "cty": "application/vnd.cncf.notary.payload.v1+json",
+        "io.cncf.notary.signingScheme": "notary.x509",
+        "io.cncf.notary.signingTime": "2026-01-01T00:00:00Z",
+        "crit": ["io.cncf.notary.signingScheme"],
+        **(headers or {}),
+    }
+    payload = {"targetArtifact": target}
+    protected_b64 = _b64url(json.dumps(protected).encode())
+    payload_b64 = _b64url(json.dumps(payload).encode())
+    signing_input = workdir / f"jws-{abs(hash((protected_b64, payload_b64)))}.txt"
+    signing_input.write_text(f"{protected_b64}.{payload_b64}")
+    if rsa:
+        signature = openssl(
+            "dgst", "-sha256", "-sign", leaf.key, "-sigopt", "rsa_padding_mode:pss",
+            "-sigopt", "rsa_pss_saltlen:digest", signing_input,
+        )  # fmt: skip
+    else:
+        r, s = decode_dss_signature(openssl("dgst", "-sha256", "-sign", leaf.key, signing_input))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if tamper:  # the payload changed after signing
+        payload["targetArtifact"] = {**target, "annotations": {"evil": "yes"}}
+        payload_b64 = _b64url(json.dumps(payload).encode())
+    envelope = {
+        "payload": payload_b64,
+        "protected": protected_b64,
+        "header": {"x5c": [c.der_b64() for c in chain], "io.cncf.notary.signingAgent": "dockyard-tests"},
+        "signature": _b64url(signature),
+    }
+    return json.dumps(envelope).encode()
+
+
+def push_notation(oci: OCIClient, repo: str, subject: PushedManifest, envelope: bytes) -> PushedManifest:
+    """As notation pushes a signature: an OCI manifest with the notary artifactType, the empty config,
+    the envelope as its layer and the artifact as its subject."""
+    oci.push_blob(repo, b"{}")
+    oci.push_blob(repo, envelope)
+    body = image_manifest(
+        empty_descriptor(),
+        [descriptor(JWS_ENVELOPE, envelope)],
+        artifact_type=NOTATION_ARTIFACT,
+        subject=subject.descriptor(),
+    )
+    return oci.push_manifest(repo, digest_of(body), body, OCI_MANIFEST)

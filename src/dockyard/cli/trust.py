@@ -76,7 +76,8 @@ def add_key(
     path: Annotated[Path, typer.Argument(help="The PEM public key file (cosign.pub); - for stdin.")],
     config: ConfigOption = None,
 ) -> None:
-    """Trust a public key (ECDSA P-256/P-384, RSA, Ed25519) for the project's signatures."""
+    """Trust a public key (ECDSA P-256/P-384, RSA, Ed25519) for the project's cosign signatures, or a
+    certificate (X.509 PEM) as a trust-store entry for its notation signatures."""
     from dockyard.errors import DockyardError
 
     try:
@@ -112,7 +113,7 @@ def verify(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Whether the artifact's cosign signature verifies with one of its project's keys. Exit status:
+    """Whether the artifact's cosign or notation signature verifies with its project's keys. Exit status:
     0 verified, 1 an error, 3 unsigned, 4 invalid (the reason is printed)."""
     from dockyard.cli.inventory import split_reference
     from dockyard.cli.main import _settings

@@ -29,7 +29,10 @@ class KeyIn(BaseModel):
     public_key: str = Field(
         min_length=1,
         max_length=16384,
-        description="PEM public key (cosign.pub): ECDSA P-256/P-384, RSA (2048 bits or more), Ed25519.",
+        description=(
+            "PEM public key (cosign.pub): ECDSA P-256/P-384, RSA (2048 bits or more), Ed25519; or one "
+            "PEM X.509 certificate, a trust-store entry for notation signatures."
+        ),
     )
 
 
