@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.containerd import RunningContainerd, start_containerd
 from tests.support.docker import start_docker
-from tests.support.oci import write_oci_layout
+from tests.support.oci import read_oci_layout, write_oci_layout
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, free_port, start_server
 from tests.support.tools import ContainerTools
@@ -114,3 +114,38 @@ def test_dockerd_with_registry_mirrors_pulls_hub_names_from_the_mirror(
         assert "Attempting next endpoint" not in daemon.log(), daemon.log()[-3000:]
     finally:
         daemon.stop()
+
+
+def test_skopeo_through_a_registry2_config_with_a_proxy_section(
+    upstream: str, tools: ContainerTools, tmp_path: Path
+) -> None:
+    """A `version: 0.1` file with registry:2's `proxy:` section (credentials from REGISTRY_PROXY_*):
+    every name comes through the cache bit for bit, multi-arch too; a push is refused."""
+    single = write_oci_layout(tmp_path / "single", layers=2, layer_size=128 * 1024, seed=83)
+    platforms = [("linux", "amd64"), ("linux", "arm64")]
+    multi = write_oci_layout(tmp_path / "multi", layers=1, layer_size=64 * 1024, platforms=platforms, seed=84)
+    host = upstream.removeprefix("http://")
+    creds = f"{USER[0]}:{USER[1]}"
+    tools.skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, single.transport_ref,
+                 f"docker://{host}/library/r2single:1")  # fmt: skip
+    tools.skopeo("copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", creds,
+                 multi.transport_ref, f"docker://{host}/team/r2multi:2")  # fmt: skip
+    config = {"version": "0.1", "storage": {"filesystem": {"rootdirectory": str(tmp_path / "r2-storage")}},
+              "proxy": {"remoteurl": upstream, "ttl": "168h"}}  # fmt: skip
+    env = {"REGISTRY_PROXY_USERNAME": USER[0], "REGISTRY_PROXY_PASSWORD": USER[1],
+           "DOCKYARD_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}  # fmt: skip
+    server = start_server(tmp_path / "r2", config, env=env)
+    try:
+        tools.skopeo("copy", "--src-tls-verify=false", f"docker://{server.host}/library/r2single:1",
+                     f"oci:{tmp_path / 'out-single'}:1")  # fmt: skip
+        assert read_oci_layout(tmp_path / "out-single", "1") == (single.top, single.blobs)
+        tools.skopeo("copy", "--all", "--preserve-digests", "--src-tls-verify=false",
+                     f"docker://{server.host}/team/r2multi:2", f"oci:{tmp_path / 'out-multi'}:2")  # fmt: skip
+        top, blobs = read_oci_layout(tmp_path / "out-multi", "2")
+        assert top.digest == multi.top.digest and blobs == multi.blobs
+        pushed = tools.skopeo("copy", "--dest-tls-verify=false", single.transport_ref,
+                              f"docker://{server.host}/team/mine:1", check=False)  # fmt: skip
+        assert pushed.returncode != 0
+        assert "pull-through cache" in pushed.stderr, pushed.stderr
+    finally:
+        server.stop()
