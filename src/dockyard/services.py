@@ -414,14 +414,14 @@ def build_endpoints(settings: Settings, db: Database) -> Callable[[], EndpointSe
 # --- mirror modes of the pull-through cache ----------------------------------------------------------
 def implicit_proxy(settings: Settings) -> ProxyConfig | None:
     """registry:2's `proxy:` section as a proxy project of every repository (None when unset)."""
+    proxy = settings.proxy
+    if not proxy.remoteurl:
+        return None  # before the imports: an HTTP worker without a proxy loads no upstream client
     from urllib.parse import urlsplit
 
     from dockyard.endpoints.services import DOCKER_HUB_HOSTS
     from dockyard.proxy.interfaces import IMPLICIT_ENDPOINT, ProxyConfig
 
-    proxy = settings.proxy
-    if not proxy.remoteurl:
-        return None
     host = (urlsplit(proxy.remoteurl).hostname or "").lower()
     docker_hub = host in DOCKER_HUB_HOSTS or host == "registry-1.docker.io"
     return ProxyConfig("", 0, IMPLICIT_ENDPOINT, docker_hub, int(proxy.ttl.seconds))
