@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from dockyard.errors import Category, DockyardError, OCICode
+from dockyard.errors import Category, DockyardError, OCICode, Unsupported
 
 # The endpoint of registry:2's `proxy:` section (proxy.remoteurl): not a stored endpoint (a stored
 # endpoint's name cannot contain a colon).
@@ -28,6 +28,13 @@ class ProxyPushDenied(DockyardError):
     category = Category.DENIED
     oci_code = OCICode.DENIED
     message = "this project is a pull-through cache of an upstream registry: pushes are refused"
+
+
+class MirrorPushUnsupported(Unsupported):
+    """A push into a server that registry:2's `proxy:` section made one mirror: `405 UNSUPPORTED`, what
+    registry:2 (2.8) answers in proxy mode, so clients and scripts see the same failure."""
+
+    message = "this registry is a pull-through cache (proxy.remoteurl): pushes are unsupported"
 
 
 class ProxyUpstreamFailed(DockyardError):

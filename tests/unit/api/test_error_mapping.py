@@ -103,6 +103,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.projects.interfaces.MemberNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.projects.interfaces.PolicyDenied": (403, "DENIED", 403, "FORBIDDEN"),
     "dockyard.proxy.interfaces.ProxyPushDenied": (403, "DENIED", 403, "FORBIDDEN"),
+    "dockyard.proxy.interfaces.MirrorPushUnsupported": (405, "UNSUPPORTED", 412, "PRECONDITION"),
     "dockyard.proxy.interfaces.ProxySettingsInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.proxy.interfaces.ProxyUpstreamFailed": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
     "dockyard.projects.interfaces.ProjectExists": (409, "UNSUPPORTED", 409, "CONFLICT"),

@@ -18,7 +18,7 @@ from dockyard.api.oci.gate import PRINCIPAL_KEY
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
 from dockyard.auth.interfaces import ANONYMOUS, Principal
 from dockyard.proxy.cache import BUSY, LOCK_POLL, ProxyCache, Served, UpstreamBlob
-from dockyard.proxy.interfaces import Outcome, ProxyConfig, ProxyPushDenied
+from dockyard.proxy.interfaces import MirrorPushUnsupported, Outcome, ProxyConfig, ProxyPushDenied
 from dockyard.proxy.mirrors import UNKNOWN, Mirrors
 from dockyard.proxy.services import ProxyProjects
 from dockyard.registry.interfaces import ManifestRecord
@@ -59,8 +59,8 @@ async def proxy_of(edge: ProxyEdge, name: str, call: Call) -> ProxyConfig | None
 
 
 async def refuse_push(edge: ProxyEdge, key: str, method: str, name: str, call: Call) -> None:
-    if (key, method) in PUSHES and await proxy_of(edge, name, call) is not None:
-        raise ProxyPushDenied()
+    if (key, method) in PUSHES and (config := await proxy_of(edge, name, call)) is not None:
+        raise MirrorPushUnsupported() if config.whole_registry else ProxyPushDenied()
 
 
 def audit_fetch(
