@@ -424,7 +424,7 @@ def implicit_proxy(settings: Settings) -> ProxyConfig | None:
 
     host = (urlsplit(proxy.remoteurl).hostname or "").lower()
     docker_hub = host in DOCKER_HUB_HOSTS or host == "registry-1.docker.io"
-    return ProxyConfig("", 0, IMPLICIT_ENDPOINT, docker_hub, int(proxy.ttl.seconds))
+    return ProxyConfig("", 0, IMPLICIT_ENDPOINT, docker_hub, int(proxy.tag_ttl.seconds))
 
 
 def implicit_remote(settings: Settings) -> Callable[[], RemoteRegistry] | None:

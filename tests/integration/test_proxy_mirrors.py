@@ -162,7 +162,7 @@ def test_registry2_proxy_section_mirrors_every_name_and_refuses_pushes(
     tmp_path: Path, upstream: str, front: Front, source: str
 ) -> None:
     image = push(upstream, "team/r2", "v1", layer_size=16 * 1024, seed=source)
-    proxy = {"remoteurl": front.url, "username": USER[0], "password": USER[1], "ttl": "1m"}
+    proxy = {"remoteurl": front.url, "username": USER[0], "password": USER[1], "ttl": "168h"}
     if source == "file":
         config, env = {"proxy": proxy}, {"DOCKYARD_UPSTREAM_ALLOWED_NETWORKS": "127.0.0.0/8"}
     else:
@@ -178,10 +178,13 @@ def test_registry2_proxy_section_mirrors_every_name_and_refuses_pushes(
             assert got.content == image.manifest
             for digest, data in image.blobs.items():
                 assert v2.get(f"/team/r2/blobs/{digest}").content == data
-            # Cached: by digest nobody is asked, the tag is fresh for the ttl.
+            # Cached: by digest nobody is asked; a pull by tag HEADs upstream (tag_ttl 0, as registry:2
+            # asks on every pull by tag) and GETs nothing while the digest is unchanged.
             assert manifest_of(v2, "team/r2", image.digest).content == image.manifest
-            assert manifest_of(v2, "team/r2", "v1").content == image.manifest
             assert front.count("GET", "manifest") == 1 and front.count("HEAD", "manifest") == 0
+            assert manifest_of(v2, "team/r2", "v1").content == image.manifest
+            assert front.count("GET", "manifest") == 1 and front.count("HEAD", "manifest") == 1
+            assert "proxy.ttl" in server.log()  # accepted, with the warning that it is not applied
             # A name upstream does not have is upstream's 404.
             assert manifest_of(v2, "team/none", "v1").status_code == 404
             # Pushes are refused, as registry:2 (2.8) in proxy mode refuses them: 405 UNSUPPORTED.

@@ -46,7 +46,7 @@ APPLIED_AUTH_KEYS = frozenset(
 )  # fmt: skip
 # registry:2's pull-through cache keys, applied (proxy.md#registry2-proxy-mode); REGISTRY_PROXY_* sets them.
 APPLIED_PROXY_KEYS = frozenset(
-    {("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password"), ("proxy", "ttl")}
+    {("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password")}
 )
 AUTH_TYPES = ("htpasswd", "token", "silly")
 # registry:2's keys the settings model has, with registry:2's meaning (a section: all of its keys; a
@@ -64,7 +64,7 @@ APPLIED: tuple[KeyPath, ...] = (
     ("auth", "htpasswd"), ("auth", "token", "realm"), ("auth", "token", "service"),
     ("auth", "token", "issuer"), ("auth", "token", "rootcertbundle"),
     ("notifications", "endpoints"),
-    ("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password"), ("proxy", "ttl"),
+    ("proxy", "remoteurl"), ("proxy", "username"), ("proxy", "password"),
 )  # fmt: skip
 
 _NO_TLS_SETTINGS = "dockyard's server has TLS 1.2+ with its own cipher suites; terminate TLS in front of it"
@@ -94,6 +94,9 @@ TUNING: dict[KeyPath, str] = {
     ("http", "h2c"): "HTTP/2 is the server's own setting",
     ("health", "storagedriver"): "dockyard checks its storage and database itself (GET /readyz)",
     ("catalog",): "dockyard pages /v2/_catalog its own way",
+    # registry:2 deletes cached content this long after it was fetched (and fetches it again when asked).
+    ("proxy", "ttl"): "cached content is kept until retention or GC removes it; proxy.tag_ttl is how long "
+    "a tag is served without asking upstream",
     **{("redis", key): _REDIS for key in _REDIS_KEYS},
 }
 REFUSED: dict[KeyPath, str] = {

@@ -408,11 +408,13 @@ class ProxySettings(Section):
     password: str | None = Field(
         default=None, repr=False, description="Its password (or access token). Never logged."
     )
-    ttl: NonNegativeDuration = Field(
-        default=Duration("5m"),
+    tag_ttl: NonNegativeDuration = Field(
+        default=Duration("0s"),
         description="How long a tag pulled through `remoteurl` is served before the upstream is asked again "
-        "(a `HEAD`). registry:2 uses it as the expiry of cached content (default 168h); dockyard keeps "
-        "content until retention or GC removes it, and uses the TTL for tags only.",
+        "(a `HEAD`, which Docker Hub does not count as a pull). `0s`, the default, asks on every pull by "
+        "tag, as registry:2 does; a digest, once cached, is never asked for again. registry:2's own "
+        "`proxy.ttl` (when cached content expires) is accepted with a warning: dockyard keeps cached "
+        "content until retention or GC removes it.",
         json_schema_extra=doc("duration"),
     )
 
@@ -426,10 +428,6 @@ class ProxySettings(Section):
         if self.password and not self.username:
             raise ValueError("proxy.password needs proxy.username")
         return self
-
-    @property
-    def rewrites(self) -> bool:
-        return bool(self.namespaces)
 
 
 class Settings(Section):

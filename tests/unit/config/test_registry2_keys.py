@@ -277,7 +277,7 @@ def test_a_notification_endpoint_needs_an_http_url_and_a_unique_name(registry2_f
 
 
 # --- proxy: registry:2's pull-through cache, applied (it was refused before mirror mode) ----------------
-PROXY = {"remoteurl": "https://registry-1.docker.io", "username": "me", "password": "secret", "ttl": "168h"}
+PROXY = {"remoteurl": "https://registry-1.docker.io", "username": "me", "password": "secret"}
 
 
 def test_the_proxy_section_is_applied_from_the_file_and_the_environment(registry2_file: Any) -> None:
@@ -286,8 +286,19 @@ def test_the_proxy_section_is_applied_from_the_file_and_the_environment(registry
     from_env = load_config(registry2_file(), environ).settings.proxy
     for proxy in (from_file, from_env):
         assert (proxy.remoteurl, proxy.username, proxy.password) == (PROXY["remoteurl"], "me", "secret")
-        assert proxy.ttl.seconds == 168 * 3600
+        assert proxy.tag_ttl.seconds == 0  # every pull by tag asks upstream, as registry:2 does
         assert "secret" not in repr(proxy)
+
+
+def test_registry2_proxy_ttl_is_accepted_with_a_warning(registry2_file: Any) -> None:
+    """registry:2 expires cached content after `ttl`; dockyard keeps it (retention and GC decide): what
+    a client gets is the same, so the key is accepted and the start says it is not applied."""
+    for loaded in (
+        load_config(registry2_file({"proxy": {**PROXY, "ttl": "168h"}}), {}),
+        load_config(registry2_file({"proxy": PROXY}), {"REGISTRY_PROXY_TTL": "168h"}),
+    ):
+        assert loaded.settings.proxy.remoteurl == PROXY["remoteurl"]
+        assert [w for w in loaded.warnings if w.startswith("proxy.ttl")], loaded.warnings
 
 
 @pytest.mark.parametrize(
