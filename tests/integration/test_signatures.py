@@ -244,6 +244,10 @@ def test_a_signature_in_another_repository_does_not_count(
     )
     assert verdict(api, "sig/other", image.digest)["status"] == "verified"
     assert verdict(api, "sig/app", image.digest)["status"] == "unsigned"
+    # Each repository keeps its own verdict on the digest: neither overwrote the other.
+    other, app = verdict(api, "sig/other", image.digest), verdict(api, "sig/app", image.digest)
+    assert (other["status"], other["cached"]) == ("verified", True), other
+    assert (app["status"], app["cached"]) == ("unsigned", True), app
 
 
 def test_no_trusted_keys_is_not_verified(
@@ -360,12 +364,13 @@ def test_cached_is_one_read_of_the_current_key_set(
     services = build_services(settings=load_settings(server.config_path))
     try:
         signatures = Signatures(services.db, services.registry, services.blobs)
-        assert signatures.cached(PROJECT, image.digest) is None  # never verified
+        assert signatures.cached("sig/app", image.digest) is None  # never verified
         assert verdict(api, "sig/app", "hot")["status"] == "verified"
-        hit = signatures.cached(PROJECT, image.digest)
+        hit = signatures.cached("sig/app", image.digest)
         assert hit is not None and hit.verified and hit.key == "ecdsa" and hit.cached
-        assert signatures.cached("nosuch", image.digest) is None
+        assert signatures.cached("sig/nosuch", image.digest) is None
+        assert signatures.cached("sig/other", image.digest) is None  # not verified there
         assert api.delete(f"/projects/{PROJECT}/signing-keys/ed25519").status_code == 204
-        assert signatures.cached(PROJECT, image.digest) is None  # made with the old key set
+        assert signatures.cached("sig/app", image.digest) is None  # made with the old key set
     finally:
         services.close()

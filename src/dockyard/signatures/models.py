@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from dockyard.db.base import Base, UTCDateTime, utcnow
 from dockyard.projects import models as _projects  # noqa: F401  (project_id refers to it)
+from dockyard.registry import models as _registry  # noqa: F401  (repository_id refers to it)
 from dockyard.storage.models import DIGEST_LENGTH
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -44,15 +45,17 @@ class TrustKeySetRow(Base):
 
 
 class SignatureVerdictRow(Base):
-    """The last verdict on an artifact of a project. `keyset_version` and `evidence` (the digests of
-    the signature manifests seen) say what it was made from: a different key set or a new signature
-    manifest makes it stale."""
+    """The last verdict on an artifact of a repository (signatures count in the repository they are
+    in). `keyset_version` (of the repository's project) and `evidence` (the digests of the signature
+    manifests seen) say what it was made from: a different key set or a new signature manifest makes
+    it stale."""
 
     __tablename__ = "signature_verdicts"
 
-    project_id: Mapped[int] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     digest: Mapped[str] = mapped_column(String(DIGEST_LENGTH), primary_key=True)
     keyset_version: Mapped[int] = mapped_column(_ID)
     evidence: Mapped[str] = mapped_column(Text)  # sorted signature manifest digests, comma-separated

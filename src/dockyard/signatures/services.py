@@ -1,11 +1,12 @@
-"""Trusted keys per project (`TrustedKeys`) and the verification of cosign signatures (`Signatures`).
+"""Trusted keys per project (`TrustedKeys`) and the verification of signatures (`Signatures`).
 
-A verdict is computed from the artifact's signature manifests (the `sha256-<hex>.sig` tag in the same
-repository and the referrers of cosign's artifact type) and the project's key set, and stored in
-`signature_verdicts` with the key-set version and the signature manifests' digests it was made from.
-`verify` reuses it while both are unchanged (two indexed lookups, no blob read, no signature check);
-`cached` is the one-query read for hot paths (a pull policy): the stored verdict if made with the
-current key set, else None (then verify it in a job, not on the request).
+A verdict on an artifact of a repository is computed from the artifact's signature manifests in that
+repository (cosign's `sha256-<hex>.sig` tag, referrers of cosign's and notation's artifact types) and
+the project's key set, and stored in `signature_verdicts` per repository and digest, with the key-set
+version and the signature manifests' digests it was made from. `verify` reuses it while both are
+unchanged (two indexed lookups, no blob read, no signature check); `cached` is the one-query read for
+hot paths (a pull policy): the stored verdict if made with the current key set, else None (then verify
+it in a job, not on the request).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from dockyard.content.digest import parse_digest
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import DockyardError, ManifestUnknown, ReadOnly
-from dockyard.projects.models import ProjectRow
 from dockyard.projects.rbac import project_of
 from dockyard.projects.services import project_id
 from dockyard.registry.interfaces import ManifestRecord, ReferrerList
+from dockyard.registry.models import Repository
 from dockyard.signatures.crypto import CERTIFICATE, Verifier, load_certificate, parse_public_key
 from dockyard.signatures.interfaces import (
     COSIGN_REFERRER,
@@ -197,9 +198,10 @@ class Signatures:
         self._blobs = blobs
         self._keys = TrustedKeys(db)
 
-    def cached(self, project: str, digest: str) -> Verdict | None:
-        """The stored verdict on `digest` if it was made with the project's current key set; None
-        otherwise (never verified, or the keys changed since). One query; nothing is verified."""
+    def cached(self, repository: str, digest: str) -> Verdict | None:
+        """The stored verdict on `digest` in `repository` if it was made with its project's current
+        key set; None otherwise (never verified, or the keys changed since). One query; nothing is
+        verified, and signatures pushed since the verdict are not looked for."""
         current = (
             select(TrustKeySetRow.version)
             .where(TrustKeySetRow.project_id == SignatureVerdictRow.project_id)
@@ -208,8 +210,8 @@ class Signatures:
         )
         query = (
             select(*SignatureVerdictRow.__table__.c, current)
-            .join(ProjectRow, ProjectRow.id == SignatureVerdictRow.project_id)
-            .where(ProjectRow.name == project, SignatureVerdictRow.digest == digest)
+            .join(Repository, Repository.id == SignatureVerdictRow.repository_id)
+            .where(Repository.name == repository, SignatureVerdictRow.digest == digest)
         )
         with self._db.read() as connection:
             row = connection.execute(query).first()
@@ -228,15 +230,20 @@ class Signatures:
         evidence = ",".join(sorted(found))
         with self._db.read() as connection:
             owner = project_id(connection, project)
+            repository_id = connection.execute(
+                select(Repository.id).where(Repository.name == repository)
+            ).scalar()
             row = connection.execute(
                 select(SignatureVerdictRow.__table__).where(
-                    SignatureVerdictRow.project_id == owner, SignatureVerdictRow.digest == digest
+                    SignatureVerdictRow.repository_id == repository_id,
+                    SignatureVerdictRow.digest == digest,
                 )
             ).first()
         if row is not None and row.keyset_version == keyset.version and row.evidence == evidence:
             return _from_row(row, cached=True)
         verdict = self._judge(repository, digest, keyset, found)
-        self._store(owner, verdict, evidence)
+        if repository_id is not None:
+            self._store(owner, int(repository_id), verdict, evidence)
         return verdict
 
     def _signature_manifests(self, repository: str, digest: str) -> dict[str, ManifestRecord]:
@@ -345,8 +352,9 @@ class Signatures:
             raise DockyardError("the blob does not match its digest")
         return payload
 
-    def _store(self, owner: int, verdict: Verdict, evidence: str) -> None:
+    def _store(self, owner: int, repository_id: int, verdict: Verdict, evidence: str) -> None:
         values = {
+            "project_id": owner,
             "keyset_version": verdict.keyset_version,
             "evidence": evidence,
             "status": verdict.status,
@@ -355,12 +363,17 @@ class Signatures:
             "reason": verdict.reason,
             "checked_at": verdict.checked_at or utcnow(),
         }
-        where = (SignatureVerdictRow.project_id == owner, SignatureVerdictRow.digest == verdict.digest)
+        where = (
+            SignatureVerdictRow.repository_id == repository_id,
+            SignatureVerdictRow.digest == verdict.digest,
+        )
         try:
             with self._db.write() as connection:
                 if not connection.execute(update(SignatureVerdictRow).where(*where).values(values)).rowcount:
                     connection.execute(
-                        insert(SignatureVerdictRow).values(project_id=owner, digest=verdict.digest, **values)
+                        insert(SignatureVerdictRow).values(
+                            repository_id=repository_id, digest=verdict.digest, **values
+                        )
                     )
         except IntegrityError:  # another node stored its verdict at the same moment: either will do
             log.debug("verdict on %s stored concurrently", verdict.digest)
