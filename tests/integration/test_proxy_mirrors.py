@@ -22,7 +22,7 @@ LOOPBACK = {"allowed_networks": ["127.0.0.0/8"], "total_timeout": "3s", "read_ti
 CONFIG = {
     "auth": {"enabled": True},
     "upstream": LOOPBACK,
-    "proxy": {"namespaces": {"docker.io": "hub"}, "default_namespace": "docker.io"},
+    "proxy": {"namespaces": {"docker.io": "hub", "quay.io": "quay"}, "default_namespace": "docker.io"},
 }
 
 
@@ -50,6 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, front: Front) -> Iterator[R
         project = {"name": "hub", "public": True, "proxy": {"endpoint": "up", "tag_ttl_seconds": 60}}
         assert api.post("/projects", json=project).status_code == 201
         assert api.post("/projects", json={"name": "own", "public": True}).status_code == 201
+        private = {"name": "quay", "public": False, "proxy": {"endpoint": "up", "tag_ttl_seconds": 60}}
+        assert api.post("/projects", json=private).status_code == 201
     yield running
     running.stop()
 
@@ -147,6 +149,25 @@ def test_an_existing_project_and_pushes_are_not_taken_by_the_default_namespace(
         got = manifest_of(admin_v2, "fresh/app", "1")
         assert got.status_code == 200 and got.content == body
     assert front.count("GET", "manifest") == 0 and front.count("HEAD", "manifest") == 0
+
+
+def test_mirror_requests_get_no_access_the_project_does_not_give(
+    server: RunningServer, upstream: str, front: Front, v2: httpx.Client
+) -> None:
+    """The rename happens before the auth gate: a private proxy project stays private through `ns`, an
+    `ns` cannot smuggle path segments into the name, and only the first `ns` counts."""
+    image = push(upstream, "org/secret", "1", layer_size=1024)
+    assert v2.get("/org/secret/manifests/1?ns=quay.io", headers={"Accept": OCI_MANIFEST}).status_code == 401
+    with httpx.Client(base_url=str(v2.base_url), auth=Challenged(ADMIN), timeout=30) as admin:
+        got = admin.get("/org/secret/manifests/1?ns=quay.io", headers={"Accept": OCI_MANIFEST})
+        assert got.status_code == 200 and got.content == image.manifest
+    # Only the first ns is read; an unmapped first one leaves the name alone (`org` is no project).
+    both = v2.get("/org/secret/manifests/1?ns=ghcr.io&ns=docker.io", headers={"Accept": OCI_MANIFEST})
+    assert both.status_code == 401
+    # A crafted ns is only ever a key of the map: it names no path.
+    crafted = v2.get("/org/secret/manifests/1?ns=docker.io%2F..%2Fquay", headers={"Accept": OCI_MANIFEST})
+    assert crafted.status_code == 401
+    assert front.count("GET", "manifest") == 1  # the admin's pull only
 
 
 # --- registry:2's proxy section -----------------------------------------------------------------------
