@@ -167,6 +167,7 @@ def create_app(services: Services) -> ASGIApp:
         notifications=services.notifications,
         pull_notifications=services.pull_notifications,
         upload_limits=upload_limits,
+        pull_gate=services.pull_gate,
     )
     ctx.proxy, close_proxy = _proxy_edge(services, metrics)
     feed = redis_feed(services.feed)
@@ -401,6 +402,8 @@ def _dockyard_auth(services: Services) -> Auth:
         notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,
         webhooks=services.webhook_policies,
         webhook_sender=_webhook_sender(services),
+        pull_policies=services.pull_gate.policies if services.pull_gate is not None else None,
+        signatures_changed=services.signatures_changed,
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(

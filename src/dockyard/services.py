@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
     from dockyard.proxy.interfaces import ProxyConfig
+    from dockyard.signatures.pull_gate import PullGate
     from dockyard.upstream.interfaces import RemoteRegistry
     from dockyard.webhooks.policies import WebhookPolicies
     from dockyard.webhooks.producers import ProjectEventSink
@@ -84,6 +85,7 @@ class Services:
     pull_audit: PullCounter | None  # None with audit.pulls: off
     webhook_policies: WebhookPolicies | None = None  # per-project webhooks (None: a bare test setup)
     project_events: ProjectEventSink | None = None  # quota, immutability, retention events for them
+    pull_gate: PullGate | None = None  # per-project pull policies on manifest GETs (None: not checked)
     jobs: JobQueue = field(init=False)  # built from the others, with every kind known
     # Appends registry:2 notification events and webhook policies' events (None: neither exists).
     notifications: Outbox | None = field(init=False)
@@ -92,6 +94,8 @@ class Services:
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
+        if self.pull_gate is not None:  # verification jobs queued on pushes
+            self.pull_gate.enqueue = self.jobs.enqueue
         self.notifications = build_outbox(self.settings, self.db, self.jobs, self.webhook_policies)
         self.pull_notifications = None
         if self.notifications is not None:
@@ -100,6 +104,10 @@ class Services:
             self.pull_notifications = PullEvents(self.notifications)
             if self.project_events is not None:
                 self.project_events.attach(self.notifications, self.pull_notifications)
+
+    def signatures_changed(self) -> None:
+        """A verdict stored or a trusted key changed: every process's pull gate decides again."""
+        self.feed.bump(Topic.SIGNATURES)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -181,6 +189,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
     # One per worker process: its flushing thread starts with the first pull, after any fork.
     pulls = PullRecorder(db)
     pull_audit = PullCounter(db) if settings.audit.pulls == "counted" else None  # the same
+    gate = build_pull_gate(db, registry, blobs, feed)
     return Services(
         settings,
         db,
@@ -197,7 +206,24 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         pull_audit,
         policies,
         events,
+        gate,
     )
+
+
+def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: ChangeFeed) -> PullGate:
+    """Pull policies: settings cached per project (Topic.POLICIES), decisions per (repository, digest)
+    until a verdict or a key changes (Topic.SIGNATURES); verdicts only read, never computed here."""
+    from dockyard.projects.pull_policies import PullPolicies, PullPolicy
+    from dockyard.signatures.pull_gate import PullGate
+    from dockyard.signatures.services import Signatures
+
+    policies = PullPolicies(
+        db,
+        GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB),
+        lambda: feed.bump(Topic.POLICIES),
+    )
+    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.SIGNATURES), 4 * MIB)
+    return PullGate(db, policies, Signatures(db, registry, blobs), decisions)
 
 
 def build_outbox(
@@ -346,6 +372,12 @@ def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     )
 
 
+def _verify_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.signatures.tasks import verify_kind
+
+    return verify_kind(services.db, services.registry, services.blobs, services.signatures_changed)
+
+
 def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.scanning.tasks import sbom_kind
 
@@ -362,6 +394,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "retention": _retention_kind,
     "notify": _notify_kind,
     "sbom": _sbom_kind,
+    "verify-signature": _verify_kind,
 }
 
 

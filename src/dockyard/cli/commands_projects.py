@@ -55,6 +55,13 @@ def _proxy_body(endpoint: str | None, ttl: int | None) -> dict[str, object]:
     return body
 
 
+def pull_policy_of(policy: object) -> str:
+    if not isinstance(policy, dict):
+        return "-"
+    rules = ["require signature"] if policy.get("require_signature") else []
+    return ", ".join(rules) or "none"
+
+
 def access(permissions: object) -> str:
     """The caller's permissions in a word (`project show` and --json list them all)."""
     granted = set(permissions) if isinstance(permissions, list) else set()
@@ -75,6 +82,7 @@ PROJECT_FIELDS = [
     Column("Visibility", "public", visibility),
     Column("Repositories", "repository_count"),
     Column("Proxy of", "proxy", proxy_of),
+    Column("Pull policy", "pull_policy", pull_policy_of),
     Column("Created", "created_at", when),
     Column("Your permissions", "permissions"),
 ]
@@ -131,11 +139,21 @@ def update(
     no_proxy: Annotated[
         bool, typer.Option("--no-proxy", help="Make a proxy project an ordinary one (its cache stays).")
     ] = False,
+    require_signature: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-signature/--no-require-signature",
+            help="Refuse pulls of artifacts without a signature that verifies with the project's keys.",
+        ),
+    ] = None,
 ) -> None:
-    """Change a project's settings: visibility, and (system administrators) its proxy settings."""
+    """Change a project's settings: visibility, its pull policy, and (system administrators) its proxy
+    settings."""
     body: dict[str, object] = {}
     if public is not None:
         body["public"] = public
+    if require_signature is not None:
+        body["require_signature"] = require_signature
     if no_proxy:
         if proxy is not None or tag_ttl is not None:
             raise CliError("--no-proxy goes without --proxy and --tag-ttl")
@@ -149,10 +167,14 @@ def update(
             endpoint, tag_ttl if tag_ttl is not None else current.get("tag_ttl_seconds")
         )
     if not body:
-        raise CliError("nothing to change: pass --public, --private, --proxy, --tag-ttl or --no-proxy")
+        raise CliError(
+            "nothing to change: pass --public, --private, --require-signature, --no-require-signature,"
+            " --proxy, --tag-ttl or --no-proxy"
+        )
     project = cli.api.patch(f"/projects/{segment(name)}", body)
     cli.out.done(
-        f"Project {name}: {visibility(project['public'])}, proxy of {proxy_of(project.get('proxy'))}.",
+        f"Project {name}: {visibility(project['public'])}, proxy of {proxy_of(project.get('proxy'))},"
+        f" pull policy: {pull_policy_of(project.get('pull_policy'))}.",
         project,
     )
 

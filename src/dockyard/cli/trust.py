@@ -44,7 +44,30 @@ def _keys(config: Path | None) -> Any:
     from dockyard.db.session import Database
     from dockyard.signatures.services import TrustedKeys
 
-    return TrustedKeys(Database(build_engine(_settings(config).database_url)))
+    settings = _settings(config)
+    return TrustedKeys(Database(build_engine(settings.database_url)), lambda: _tell_servers(settings))
+
+
+def _tell_servers(settings: Any) -> None:
+    """A key changed: the servers' pull gates must decide again (Topic.SIGNATURES on their feed)."""
+    from dockyard.bootstrap import local_change_feed_path
+    from dockyard.coordination.interfaces import Topic
+
+    if settings.redis.url:
+        from dockyard.coordination.feeds_redis import RedisChangeFeed
+        from dockyard.coordination.redis_client import connect
+
+        feed = RedisChangeFeed(connect(settings.redis.url))
+        try:
+            feed.bump(Topic.SIGNATURES)
+        finally:
+            feed.close()
+        return
+    path = local_change_feed_path(settings)
+    if path is not None:
+        from dockyard.coordination.feeds import LocalChangeFeed
+
+        LocalChangeFeed(path).bump(Topic.SIGNATURES)
 
 
 @key_app.command("list")
@@ -124,7 +147,9 @@ def verify(
     repository, reference = split_reference(ref)
     services = build_services(settings=_settings(config))
     try:
-        verdict = Signatures(services.db, services.registry, services.blobs).verify(repository, reference)
+        verdict = Signatures(
+            services.db, services.registry, services.blobs, services.signatures_changed
+        ).verify(repository, reference)
     except DockyardError as exc:
         _fail(f"{ref}: {exc.message}")
     finally:

@@ -122,6 +122,17 @@ class QuotaExceeded(PolicyDenied):
     message = "project storage quota exceeded"
 
 
+class PullRefused(PolicyDenied):
+    """A pull policy refuses a manifest GET; the message names the policy (projects.pull_policies)."""
+
+    message = "denied by the project's pull policy"
+
+
+class InvalidPullPolicy(DockyardError):
+    category = Category.INVALID
+    message = "invalid pull policy"
+
+
 class ImmutableRuleNotFound(DockyardError):
     category = Category.NOT_FOUND
     message = "immutability rule not found"

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -34,6 +35,10 @@ class ProjectRow(Base):
     quota_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quota_used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     quota_warn_percent: Mapped[int] = mapped_column(Integer, default=80, server_default="80")
+    # Pull policies (projects.pull_policies): checked on manifest GETs against cached verdicts.
+    require_signature: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    block_severity: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    block_unscanned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ProjectMemberRow(Base):

@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -75,10 +75,12 @@ def signature_tag(digest: str) -> str:
 
 
 class TrustedKeys:
-    """A project's trusted public keys; every change bumps the project's key-set version."""
+    """A project's trusted public keys; every change bumps the project's key-set version and calls
+    `on_change` after its commit (the pull policies' cached decisions go: Topic.SIGNATURES)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_change: Callable[[], None] | None = None) -> None:
         self._db = db
+        self._on_change = on_change
 
     def keyset(self, project: str) -> KeySet:
         with self._db.read() as connection:
@@ -127,6 +129,7 @@ class TrustedKeys:
                 _bump(connection, owner)
         except IntegrityError:  # the same name added at the same moment
             raise TrustedKeyExists(detail={"project": project, "name": name}) from None
+        self._changed()
         return self.get(project, name)
 
     def delete(self, project: str, name: str) -> None:
@@ -138,6 +141,11 @@ class TrustedKeys:
             if not gone:
                 raise TrustedKeyNotFound(detail={"project": project, "name": name})
             _bump(connection, owner)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     @staticmethod
     def _keys(connection: Connection, owner: int, project: str) -> tuple[TrustedKey, ...]:
@@ -192,11 +200,15 @@ class Blobs(Protocol):
 class Signatures:
     """Verdicts on artifacts: computed from cosign signatures and the project's keys, cached."""
 
-    def __init__(self, db: Database, manifests: Manifests, blobs: Blobs) -> None:
+    def __init__(
+        self, db: Database, manifests: Manifests, blobs: Blobs, on_change: Callable[[], None] | None = None
+    ) -> None:
+        """`on_change` is called after a new verdict is stored (Topic.SIGNATURES)."""
         self._db = db
         self._manifests = manifests
         self._blobs = blobs
         self._keys = TrustedKeys(db)
+        self._on_change = on_change
 
     def cached(self, repository: str, digest: str) -> Verdict | None:
         """The stored verdict on `digest` in `repository` if it was made with its project's current
@@ -379,6 +391,9 @@ class Signatures:
             log.debug("verdict on %s stored concurrently", verdict.digest)
         except ReadOnly:  # the verdict stands; it is computed again next time
             log.debug("read-only: verdict on %s not cached", verdict.digest)
+            return
+        if self._on_change is not None:
+            self._on_change()
 
 
 def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str | None]]:

@@ -21,6 +21,7 @@ from dockyard.auth.tokens import KeyRing
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
 from dockyard.projects.immutability import ImmutabilityRules
+from dockyard.projects.pull_policies import PullPolicies
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
@@ -97,6 +98,10 @@ class ManagementServices:
     webhook_sender: Callable[[], PolicySender] | None = None
     # The blob store, for reading small blobs such as signature payloads (routers/signatures.py).
     blobs: BlobStore | None = None
+    # Per-project pull policies (routers/projects.py); None: not available.
+    pull_policies: PullPolicies | None = None
+    # A trusted key added or deleted, a verdict stored: the pull gates decide again (Topic.SIGNATURES).
+    signatures_changed: Callable[[], None] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

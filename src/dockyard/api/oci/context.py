@@ -19,6 +19,7 @@ from dockyard.observability.metrics import Metrics
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
+from dockyard.signatures.pull_gate import PullGate
 from dockyard.storage.blobs import BlobStore
 from dockyard.webhooks.interfaces import EventRecorder, PullNotes
 
@@ -43,6 +44,7 @@ class OCIContext:
     pull_notifications: PullNotes | None = None  # pull events, batched in memory (None: none sent)
     upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
     proxy: ProxyEdge | None = None  # proxy projects, the pull-through cache (None: not wired)
+    pull_gate: PullGate | None = None  # per-project pull policies (None: none checked)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

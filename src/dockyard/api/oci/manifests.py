@@ -15,7 +15,9 @@ from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
 from dockyard.content.manifest import MAX_MANIFEST_SIZE
 from dockyard.errors import ManifestTooLarge, ManifestUnknown, SizeInvalid
+from dockyard.projects.interfaces import PullRefused
 from dockyard.registry.interfaces import ManifestRecord
+from dockyard.signatures.pull_gate import UNKNOWN
 
 
 def _acceptable(request: Request, record: ManifestRecord) -> bool:
@@ -70,8 +72,24 @@ def _raw_headers(record: ManifestRecord) -> list[tuple[bytes, bytes]]:
     return raw
 
 
+async def _police(ctx: OCIContext, name: str, digest: str) -> None:
+    """Refuse a pull the project's pull policies forbid (projects.pull_policies): one dict lookup for a
+    project without policies once cached; cached decisions for one with; the database on a miss, in a
+    worker thread. Only GETs: a HEAD carries no message, and docker, containerd, podman and skopeo
+    all GET the manifest after a HEAD, so the pull fails there with the policy's message."""
+    gate = ctx.pull_gate
+    if gate is None:
+        return
+    refusal = gate.fast(name, digest)
+    if refusal is UNKNOWN:
+        refusal = await ctx.call(gate.check, name, digest)
+    if refusal:
+        raise PullRefused(str(refusal), detail={"repository": name, "digest": digest})
+
+
 async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
+    await _police(ctx, name, record.digest)
     if ctx.pulls is not None:  # a dict write; a background thread puts it in the DB
         ctx.pulls.note(name, record.digest)
     if ctx.pull_audit is not None:  # the same: counted per hour, by digest, whether pulled by tag or not
@@ -92,6 +110,8 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
         ctx.registry.put_manifest, name, reference, body, request.headers.get("content-type")
     )
     await manifest_pushed(ctx, request, name, reference, result.digest, result.media_type, len(body))
+    if ctx.pull_gate is not None and ctx.pull_gate.push_needs_work(name):
+        await ctx.call(ctx.pull_gate.pushed, name, reference, result.digest, result.subject)
     headers = {
         **API_VERSION_HEADER,
         "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),

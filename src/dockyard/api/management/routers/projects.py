@@ -19,6 +19,7 @@ from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.auth.interfaces import Principal
 from dockyard.endpoints.interfaces import EndpointNotFound
 from dockyard.projects.interfaces import Member, Project
+from dockyard.projects.pull_policies import PullPolicy
 from dockyard.projects.rbac import Permission, Role
 from dockyard.proxy.interfaces import DEFAULT_TAG_TTL, MAX_TAG_TTL, ProxyConfig
 from dockyard.registry.queries import Window
@@ -46,6 +47,13 @@ class ProxyOut(BaseModel):
     tag_ttl_seconds: int
 
 
+class PullPolicyOut(BaseModel):
+    require_signature: bool = Field(
+        description="Pulls (manifest GETs) of artifacts without a signature that verifies against the "
+        "project's trusted keys are refused."
+    )
+
+
 class ProjectOut(BaseModel):
     id: int
     name: str
@@ -53,6 +61,7 @@ class ProjectOut(BaseModel):
     created_at: datetime
     proxy: ProxyOut | None = Field(default=None, description="Set when the project is a pull-through cache.")
     repository_count: int | None = None  # on single-project reads
+    pull_policy: PullPolicyOut | None = Field(default=None, description="On single-project reads.")
     permissions: list[str] = Field(
         default_factory=list, description="What the caller may do in this project."
     )
@@ -66,6 +75,11 @@ class ProjectCreate(BaseModel):
 
 class ProjectUpdate(BaseModel):
     public: bool | None = None
+    require_signature: bool | None = Field(
+        default=None,
+        description="Refuse pulls of artifacts without a signature that verifies against the project's "
+        "trusted keys (docs/security.md, Pull policies).",
+    )
     proxy: ProxyIn | None = Field(
         default=None, description="Proxy settings; null makes the project an ordinary one (its cache stays)."
     )
@@ -102,6 +116,7 @@ def project_out(
     permissions: frozenset[Permission],
     repositories: int | None = None,
     proxy: ProxyConfig | None = None,
+    pull_policy: PullPolicy | None = None,
 ) -> ProjectOut:
     return ProjectOut(
         id=project.id,
@@ -110,6 +125,7 @@ def project_out(
         created_at=project.created_at,
         proxy=ProxyOut(endpoint=proxy.endpoint, tag_ttl_seconds=proxy.tag_ttl) if proxy else None,
         repository_count=repositories,
+        pull_policy=PullPolicyOut(require_signature=pull_policy.require_signature) if pull_policy else None,
         permissions=sorted(permission.value for permission in permissions),
     )
 
@@ -202,7 +218,17 @@ def get_project(project: str, principal: Caller, services: Services) -> ProjectO
     found = services.projects.get(project)
     _, repositories = services.queries.list_repositories(Window(limit=1), project=project)
     proxy = services.proxies.get(project) if services.proxies else None
-    return project_out(found, services.policy.permissions(principal, project), repositories, proxy)
+    return project_out(
+        found,
+        services.policy.permissions(principal, project),
+        repositories,
+        proxy,
+        _pull_policy(services, project),
+    )
+
+
+def _pull_policy(services: ManagementServices, project: str) -> PullPolicy | None:
+    return services.pull_policies.read(project) if services.pull_policies else None
 
 
 @router.patch("/projects/{project}", response_model=ProjectOut)
@@ -216,9 +242,18 @@ def update_project(
         require(services, principal, project, Permission.PROJECT_UPDATE)
         if "proxy" in body.model_fields_set:
             _set_proxy(services, principal, project, body.proxy)
+        if body.require_signature is not None:
+            if services.pull_policies is None:
+                raise ApiError(501, "pull policies are not available on this server")
+            services.pull_policies.set(project, require_signature=body.require_signature)
         updated = services.projects.update(project, public=body.public)
     proxy = services.proxies.get(project) if services.proxies else None
-    return project_out(updated, services.policy.permissions(principal, project), proxy=proxy)
+    return project_out(
+        updated,
+        services.policy.permissions(principal, project),
+        proxy=proxy,
+        pull_policy=_pull_policy(services, project),
+    )
 
 
 @router.delete("/projects/{project}", status_code=204)
