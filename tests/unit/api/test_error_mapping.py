@@ -102,6 +102,8 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.projects.interfaces.MemberExists": (409, "UNSUPPORTED", 409, "CONFLICT"),
     "dockyard.projects.interfaces.MemberNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.projects.interfaces.PolicyDenied": (403, "DENIED", 403, "FORBIDDEN"),
+    "dockyard.projects.interfaces.PullRefused": (403, "DENIED", 403, "FORBIDDEN"),
+    "dockyard.projects.interfaces.InvalidPullPolicy": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.proxy.interfaces.ProxyPushDenied": (403, "DENIED", 403, "FORBIDDEN"),
     "dockyard.proxy.interfaces.MirrorPushUnsupported": (405, "UNSUPPORTED", 412, "PRECONDITION"),
     "dockyard.proxy.interfaces.ProxySettingsInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
