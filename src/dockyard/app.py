@@ -120,6 +120,7 @@ from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
     from dockyard.accounts.ldap import LDAPDirectory
+    from dockyard.scans.pushes import ScanOnPush
     from dockyard.webhooks.policy_sender import PolicySender
 
 __all__ = [
@@ -170,6 +171,7 @@ def create_app(services: Services) -> ASGIApp:
         pull_gate=services.pull_gate,
     )
     ctx.proxy, close_proxy = _proxy_edge(services, metrics)
+    ctx.scan_pushes = _scan_pushes(services)
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
     drain = DrainState(drain_directory(settings))
@@ -535,6 +537,14 @@ def _in_management_api(request: Request) -> bool:
     stops at a newline) is still answered in the API's error format."""
     path = request.url.path
     return path == MOUNT_PATH or path.startswith(MOUNT_PATH + "/")
+
+
+def _scan_pushes(services: Services) -> ScanOnPush:
+    """Scan on push: a push to a project with `scan_on_push` queues a `scan` job (scans.pushes)."""
+    from dockyard.scans.pushes import ScanOnPush
+    from dockyard.scans.services import Scans
+
+    return ScanOnPush(Scans(services.db, jobs=services.jobs))
 
 
 def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callable[[], None]]:

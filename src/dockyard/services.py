@@ -384,6 +384,12 @@ def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     return sbom_kind(services.registry, services.blobs, services.blob_uploads)
 
 
+def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.scans.tasks import scan_kind
+
+    return scan_kind(services.db, services.registry, services.blobs)
+
+
 # Every kind of background job, by name, with how its handler is built (each package's `tasks.py`
 # has it). The queue of every process knows the names (it refuses others); only a job runner builds
 # the handlers (`job_kinds`), so only it loads their code. One line per kind: a feature adds its own.
@@ -395,6 +401,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "notify": _notify_kind,
     "sbom": _sbom_kind,
     "verify-signature": _verify_kind,
+    "scan": _scan_kind,
 }
 
 

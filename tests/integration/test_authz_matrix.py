@@ -196,6 +196,12 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/signing-keys/{{key_name}}", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/signing-keys/{{key_name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     (f"{R}/artifacts/{{reference}}/signature", "GET"): Rule(needs(PROJECT_READ)),
+    # Scans: developers request one (it costs a job), whoever reads the artifact reads its report;
+    # project admins set scan_on_push.
+    (f"{R}/artifacts/{{reference}}/scan", "POST"): Rule(needs(PUSH), 202),
+    (f"{R}/artifacts/{{reference}}/scan", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{P}/scan-settings", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{P}/scan-settings", "PUT"): Rule(needs(PROJECT_UPDATE)),
     # Background jobs: system administrators only.
     # Registry endpoints (remote registries, their sealed credentials): system administrators only.
     ("/endpoints", "GET"): Rule(SYSTEM_ADMIN),
@@ -837,6 +843,30 @@ def allowlist_entry(w: World, actor: Actor, project: str | None, ep: Endpoint) -
     return call
 
 
+def scan_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """An artifact's scan (one the admin requested first): requested again, or its report read."""
+    assert project is not None
+    path = f"/repositories/{w.repo(project)}/artifacts/v1/scan"
+    w.admin.api("POST", path, expect=(202,))
+    call = Call(ep.method, api(path))
+    if ep.method == "POST":
+        call.observe = lambda: w.admin.api("GET", path)["job_id"]
+    return call
+
+
+def scan_settings(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """The project's scan settings (scan_on_push off, set by the admin first): read or switched on."""
+    assert project is not None
+    path = f"/projects/{project}/scan-settings"
+    w.admin.api("PUT", path, json={"scan_on_push": False})
+    call = Call(ep.method, api(path))
+    if ep.method == "PUT":
+        call.json = {"scan_on_push": True}
+        call.observe = lambda: w.admin.api("GET", path)["scan_on_push"]
+        call.cleanup = lambda: w.admin.api("PUT", path, json={"scan_on_push": False}) and None
+    return call
+
+
 def retention_report(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """A run's report: one dry run per project, run by the server's job worker."""
     assert project is not None
@@ -1082,6 +1112,8 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
         *((f"{P}/signing-keys/{{key_name}}", m) for m in ("GET", "DELETE")),
     ]},
     (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
+    **{(f"{R}/artifacts/{{reference}}/scan", m, ""): scan_call for m in ("POST", "GET")},
+    **{(f"{P}/scan-settings", m, ""): scan_settings for m in ("GET", "PUT")},
     **{(path, "GET", ""): plain() for path in ("/jobs", "/jobs/kinds", "/jobs/schedules")},
     **{(path, m, ""): jobs_call for path, m in [
         ("/jobs", "POST"), *(("/jobs/schedules/{kind}", m) for m in ("GET", "PUT", "DELETE")),

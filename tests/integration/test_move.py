@@ -32,6 +32,8 @@ from dockyard.projects.models import ProjectRow
 from dockyard.proxy.models import ProxyTagRow
 from dockyard.registry.models import Repository
 from tests.support.cosign import make_key, payload, push_sig_tag, signature_layer
+from tests.support.layers import file
+from tests.support.layers import layer as tar_layer
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -234,7 +236,7 @@ def populate(server: RunningServer) -> Install:
     )
     assert allowed.returncode == 0, allowed.stderr
 
-    oci = registry_client(server, bearer(server, ADMIN, "team/app", "team/multi", "library/base"))
+    oci = registry_client(server, bearer(server, ADMIN, "team/app", "team/multi", "library/base", "team/py"))
     pushed: dict[tuple[str, str], bytes] = {}
     for repo, tag in (("team/app", "v1"), ("library/base", "3.19"), ("team/app", "release-1")):
         manifest = oci.push_image(repo, tag, seed=f"{repo}:{tag}")
@@ -280,6 +282,20 @@ def populate(server: RunningServer) -> Install:
     ).body
     verdict = call(admin, "GET", "/repositories/team/app/artifacts/v1/signature", 200)
     assert verdict["status"] == "verified", verdict
+    # A stored scan (scans, scan_findings) of an image with a Python package an advisory names, and
+    # the project's scan settings (scan_settings).
+    metadata = file("usr/lib/python3/dist-packages/Jinja2-2.11.2.dist-info/METADATA", JINJA2)
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    py_layer = tar_layer([metadata])
+    for blob in (config, py_layer):
+        oci.push_blob("team/py", blob)
+    py_body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, py_layer)])
+    pushed[("team/py", "1")] = oci.push_manifest("team/py", "1", py_body, OCI_MANIFEST).body
+    call(admin, "PUT", "/projects/team/scan-settings", 200, json={"scan_on_push": True})
+    scan = call(admin, "POST", "/repositories/team/py/artifacts/1/scan", 202)
+    wait_for_job(admin, scan["job_id"])
+    report = call(admin, "GET", "/repositories/team/py/artifacts/1/scan", 200)
+    assert report["status"] == "done" and report["findings"], report
     location = oci.upload_location("team/app")
     assert oci.patch_chunk(location, b"u" * 70_000).status_code == 202  # an upload left unfinished
     oci.http.close()
@@ -305,6 +321,9 @@ def populate(server: RunningServer) -> Install:
     return install
 
 
+JINJA2 = b"Metadata-Version: 2.1\nName: Jinja2\nVersion: 2.11.2\n"
+
+
 def settings_seen(admin: httpx.Client) -> dict[str, Any]:
     """What the management API shows of the install's settings (not the counters pushes move)."""
     quota = call(admin, "GET", "/projects/team/quota", 200)
@@ -321,6 +340,8 @@ def settings_seen(admin: httpx.Client) -> dict[str, Any]:
         "proxy": call(admin, "GET", "/projects/mirror", 200)["proxy"],
         "webhooks": call(admin, "GET", "/projects/team/webhooks", 200),
         "runs": len(call(admin, "GET", "/projects/team/retention/runs", 200)),
+        "scan settings": call(admin, "GET", "/projects/team/scan-settings", 200),
+        "scan": call(admin, "GET", "/repositories/team/py/artifacts/1/scan", 200),
     }
 
 

@@ -42,6 +42,7 @@ def scan(
     from dockyard.config.loader import config_path_from_env
     from dockyard.errors import DockyardError
     from dockyard.scanning.services import Inventory
+    from dockyard.scans.services import Scans
     from dockyard.services import build_services
     from dockyard.vulndb.services import VulnDB
 
@@ -56,6 +57,11 @@ def scan(
             (image, vulndb.match(image.packages, _known_project(vulndb, owner, project), show_allowlisted))
             for image in report.images
         ]
+        # Stored as the artifact's scan (the API's `.../scan`, listings, pull policies), with the
+        # repository's project allowlist whatever --project says.
+        stored = Scans(services.db, services.registry, services.blobs, vulndb).scan(
+            repository, report.digest, inventory=report
+        )
     except DockyardError as exc:
         typer.echo(f"dockyard: {ref}: {exc.message}", err=True)
         raise typer.Exit(1) from None
@@ -66,6 +72,7 @@ def scan(
             "repository": report.repository,
             "digest": report.digest,
             "vulndb_version": version,
+            "stored": {"status": stored.summary.status, "reason": stored.summary.reason},
             "images": [_image_json(image, findings) for image, findings in images],
         }
         typer.echo(json.dumps(out, indent=2))
@@ -77,6 +84,8 @@ def scan(
         typer.echo(f"  not an image: {digest}: {why}")
     for image, findings in images:
         _print_image(image, findings)
+    if stored.summary.status != "done":
+        typer.echo(f"stored as {stored.summary.status}: {stored.summary.reason}", err=True)
 
 
 def _known_project(vulndb: VulnDB, name: str | None, given: str | None) -> str | None:

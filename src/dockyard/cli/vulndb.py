@@ -73,19 +73,32 @@ def import_(
     ] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
+    rescan_stale: Annotated[
+        bool,
+        typer.Option(
+            "--rescan/--no-rescan",
+            help="When the database changed, queue a job that rescans the artifacts scanned before.",
+        ),
+    ] = True,
 ) -> None:
     """Import OSV advisories (one transaction: on an error nothing is imported)."""
     from dockyard.errors import DockyardError
 
     vulndb = _vulndb(config)
+    rescan: int | None = None
     try:
         report = vulndb.import_paths(paths, source=source, actor=_actor())
+        if report.changed and rescan_stale:
+            from dockyard.jobs.queue import JobQueue
+
+            # Stored scans made with the older database are scanned again, on a job worker (scans.tasks).
+            rescan = JobQueue(vulndb.db).enqueue("scan", {"rescan": "stale"})
     except DockyardError as exc:
         _fail(f"import refused, nothing imported: {exc.message}")
     finally:
         vulndb.db.dispose()
     if as_json:
-        typer.echo(_dump(report.as_dict()))
+        typer.echo(_dump({**report.as_dict(), "rescan_job": rescan}))
         return
     rate = report.documents / report.seconds if report.seconds else 0.0
     typer.echo(
@@ -96,6 +109,8 @@ def import_(
     )
     state = "now at" if report.changed else "unchanged at"
     typer.echo(f"database {state} version {report.version}: {report.advisories_total} advisories")
+    if rescan is not None:
+        typer.echo(f"queued job {rescan}: rescan the artifacts scanned with an older version")
 
 
 @vulndb_app.command("status")

@@ -117,6 +117,8 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.retention.interfaces.RetentionPolicyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.scanning.interfaces.NotAnImage": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.scanning.interfaces.PlatformUnknown": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.scans.interfaces.ScanNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.scans.interfaces.ScanParamsInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.signatures.interfaces.InvalidTrustedKey": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.signatures.interfaces.TrustedKeyExists": (409, "UNSUPPORTED", 409, "CONFLICT"),
     "dockyard.signatures.interfaces.TrustedKeyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),

@@ -25,6 +25,7 @@ from dockyard.api.management.routers import (
     quotas,
     repositories,
     robots,
+    scans,
     search,
     session,
     signatures,
@@ -57,6 +58,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     install_error_handlers(app, partial(record_refusal, services))
     # Before repositories: its /repositories/{name:path} would take .../artifacts/{ref}/signature.
     app.include_router(signatures.router)  # trusted keys, signature verdicts
+    app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio.to_thread
 
@@ -22,6 +22,9 @@ from dockyard.registry.services import Registry
 from dockyard.signatures.pull_gate import PullGate
 from dockyard.storage.blobs import BlobStore
 from dockyard.webhooks.interfaces import EventRecorder, PullNotes
+
+if TYPE_CHECKING:
+    from dockyard.scans.pushes import ScanOnPush
 
 T = TypeVar("T")
 
@@ -45,6 +48,7 @@ class OCIContext:
     upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
     proxy: ProxyEdge | None = None  # proxy projects, the pull-through cache (None: not wired)
     pull_gate: PullGate | None = None  # per-project pull policies (None: none checked)
+    scan_pushes: ScanOnPush | None = None  # queues scans of pushes to projects with scan_on_push
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

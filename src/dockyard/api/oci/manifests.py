@@ -112,6 +112,9 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     await manifest_pushed(ctx, request, name, reference, result.digest, result.media_type, len(body))
     if ctx.pull_gate is not None and ctx.pull_gate.push_needs_work(name):
         await ctx.call(ctx.pull_gate.pushed, name, reference, result.digest, result.subject)
+    scans = ctx.scan_pushes
+    if scans is not None and scans.wanted(name, reference, result.media_type, result.subject):
+        await ctx.call(scans.pushed, name, result.digest)  # a job queued, when the project wants it
     headers = {
         **API_VERSION_HEADER,
         "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),

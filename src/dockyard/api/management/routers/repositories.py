@@ -11,11 +11,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dockyard.api.management.access import require, visible
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
+from dockyard.api.management.routers.scans import ScanSummaryOut, scans_of, summary_out
 from dockyard.api.management.security import Caller
 from dockyard.content.digest import Digest
 from dockyard.content.reference import parse_reference
@@ -64,6 +65,9 @@ class ArtifactOut(BaseModel):
     subject: str | None
     annotations: dict[str, str] | None
     platforms: list[PlatformOut] | None
+    scan: ScanSummaryOut | None = Field(
+        default=None, description="The stored vulnerability scan's summary; null: never scanned."
+    )
 
 
 class ArtifactDetailOut(ArtifactOut):
@@ -133,7 +137,8 @@ def get_artifact(name: str, reference: str, principal: Caller, services: Service
     """One artifact, by digest or tag, with its manifest document."""
     _readable(services, principal, name)
     detail = services.queries.get_artifact(name, reference)
-    return ArtifactDetailOut(manifest=detail.manifest, **_artifact_fields(detail.summary))
+    scan = summary_out(scans_of(services).summaries(name, [detail.summary.digest]).get(detail.summary.digest))
+    return ArtifactDetailOut(manifest=detail.manifest, scan=scan, **_artifact_fields(detail.summary))
 
 
 @router.delete("/repositories/{name:path}/artifacts/{reference}", status_code=204)
@@ -162,7 +167,8 @@ def list_artifacts(
         name, window(params), text=params.q, media_type=media_type, tagged=tagged
     )
     set_page_headers(request, response, params, total)
-    return [artifact_out(item) for item in items]
+    scans = scans_of(services).summaries(name, [item.digest for item in items])  # one query for the page
+    return [ArtifactOut(scan=summary_out(scans.get(item.digest)), **_artifact_fields(item)) for item in items]
 
 
 @router.get("/repositories/{name:path}/tags", response_model=list[TagOut])

@@ -1,0 +1,1 @@
+"""Scans: vulnerability scan results stored per artifact (docs/security.md, "Scans")."""

@@ -1,0 +1,59 @@
+"""Scan on push: after a manifest push to a project with `scan_on_push`, a `scan` job is queued (the
+scan itself runs on a job worker, never in the request). Each project's setting is cached for
+SETTING_TTL seconds per process, so a push costs a dictionary lookup and, when the project scans on
+push, the job's insert."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dockyard.content import mediatypes as mt
+from dockyard.projects.rbac import project_of
+from dockyard.scans.services import Scans
+
+log = logging.getLogger("dockyard.scans")
+SETTING_TTL = 5.0  # seconds a project's scan_on_push is remembered
+MAX_REMEMBERED = 10_000
+SCANNED_TYPES = mt.MANIFEST_TYPES  # images and indexes (each platform of an index is pushed too)
+COSIGN_SUFFIXES = (".sig", ".att", ".sbom")  # cosign's signature, attestation and SBOM tags
+
+
+class ScanOnPush:
+    def __init__(self, scans: Scans) -> None:
+        self.scans = scans
+        self._settings: dict[str, tuple[bool, float]] = {}
+        self._lock = threading.Lock()
+
+    def wanted(self, repository: str, reference: str, media_type: str, subject: str | None) -> bool:
+        """Whether a push like this is scanned at all: images and indexes, not referrers (signatures,
+        SBOMs) nor cosign's tags, in a repository of a project."""
+        if subject or media_type not in SCANNED_TYPES or "/" not in repository:
+            return False
+        return not reference.endswith(COSIGN_SUFFIXES)
+
+    def pushed(self, repository: str, digest: str) -> int | None:
+        """Queue the scan if the repository's project scans on push; the job's id. Runs in a worker
+        thread. A failure is logged, never fails the push (the manifest is stored already)."""
+        project = project_of(repository)
+        try:
+            if not self._scan_on_push(project):
+                return None
+            return self.scans.request(repository, digest)
+        except Exception:
+            log.exception("scan on push of %s@%s not queued", repository, digest)
+            return None
+
+    def _scan_on_push(self, project: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            known = self._settings.get(project)
+        if known is not None and known[1] > now:
+            return known[0]
+        value = self.scans.scan_on_push(project)
+        with self._lock:
+            if len(self._settings) >= MAX_REMEMBERED:
+                self._settings.clear()
+            self._settings[project] = (value, now + SETTING_TTL)
+        return value

@@ -1,0 +1,82 @@
+"""The "scan" job kind: scan an artifact and store the result, or rescan what an import made stale.
+
+- `{"repository": "team/app", "digest": "sha256:..."}` (or `"reference"`: a tag): one artifact. Queued
+  by `POST /api/v1/repositories/{name}/artifacts/{ref}/scan`, by a push to a project with
+  `scan_on_push`, or by `dockyard job run scan`.
+- `{"rescan": "stale"}`: every artifact whose stored scan was made with an older vulnerability database
+  than the current one (at most RESCAN_LIMIT, the most recently scanned first). `dockyard vulndb
+  import` queues one when it changed the database; a schedule of the kind (`PUT /api/v1/jobs/schedules/
+  scan` with these params) rescans on a schedule.
+
+A scan that cannot read the image is stored as failed with the reason; the job succeeds (its result
+says so), since running it again would fail the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from dockyard.jobs.interfaces import JobContext, JobKind
+from dockyard.scans.interfaces import ScanParamsInvalid
+
+if TYPE_CHECKING:
+    from dockyard.db.session import Database
+    from dockyard.registry.services import Registry
+    from dockyard.storage.blobs import BlobStore
+
+KIND = "scan"
+
+
+def scan_params(params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("rescan") is not None:
+        if params["rescan"] != "stale":
+            raise ScanParamsInvalid('params.rescan: "stale" is the only value')
+        return {"rescan": "stale"}
+    repository = params.get("repository")
+    reference = params.get("digest") or params.get("reference")
+    if not isinstance(repository, str) or not repository:
+        raise ScanParamsInvalid("params.repository: a repository name is required")
+    if not isinstance(reference, str) or not reference:
+        raise ScanParamsInvalid("params.digest (or params.reference): the artifact is required")
+    return {"repository": repository, "reference": reference}
+
+
+def scan_kind(db: Database, registry: Registry, blobs: BlobStore) -> JobKind:
+    def scan(ctx: JobContext) -> dict[str, Any]:
+        from dockyard.scans.services import Scans
+        from dockyard.vulndb.services import VulnDB
+
+        params = scan_params(dict(ctx.params))
+        vulndb = VulnDB(db)
+        scans = Scans(db, registry, blobs, vulndb)
+        if "rescan" in params:
+            version = vulndb.status().version
+            stale = scans.stale(version)
+            ctx.log(f"{len(stale)} artifacts scanned before version {version} of the database")
+            results = {"done": 0, "failed": 0, "gone": 0}
+            for done, (repository, digest) in enumerate(stale):
+                ctx.check_cancelled()
+                ctx.progress(done, len(stale))
+                try:
+                    report = scans.scan(repository, digest, job_id=ctx.job_id)
+                except Exception as exc:  # deleted since, or a layer that breaks the walker
+                    ctx.log(f"{repository}@{digest}: {exc}")
+                    results["gone"] += 1
+                    continue
+                results[report.summary.status] = results.get(report.summary.status, 0) + 1
+            ctx.progress(len(stale), len(stale))
+            return {"vulndb_version": version, "artifacts": len(stale), **results}
+        report = scans.scan(params["repository"], params["reference"], job_id=ctx.job_id)
+        summary = report.summary
+        ctx.log(f"{report.repository}@{report.digest}: {summary.status} {summary.reason}".rstrip())
+        return {
+            "repository": report.repository,
+            "digest": report.digest,
+            "status": summary.status,
+            "reason": summary.reason,
+            "counts": summary.counts,
+            "vulndb_version": summary.vulndb_version,
+        }
+
+    return JobKind(KIND, scan, concurrency=2, timeout=timedelta(hours=2), max_attempts=1)
