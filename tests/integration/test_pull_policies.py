@@ -178,10 +178,29 @@ def test_removing_the_key_refuses_again_and_adding_it_serves_again(
             json={"name": "trusted", "public_key": keys["trusted"].public_pem},
         )
         assert answer.status_code == 201, describe(answer)
-    verified = api.get(f"/repositories/strict/app/artifacts/{image.digest}/signature").json()
-    assert verified["status"] == "verified", verified
+    # Adding the key queued the verification of the project's artifacts: served again, no manual step.
+    assert eventually_pulled(oci, "strict/app", "rotate").status_code == 200
     for _ in range(4):
         assert oci.get_manifest("strict/app", "rotate").status_code == 200
+
+
+def test_turning_the_policy_on_verifies_what_was_pushed_before(
+    api: httpx.Client, oci: OCIClient, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    assert api.post("/projects", json={"name": "later"}).status_code == 201
+    answer = api.post(
+        "/projects/later/signing-keys", json={"name": "trusted", "public_key": keys["trusted"].public_pem}
+    )
+    assert answer.status_code == 201, describe(answer)
+    with bearer_client(oci.http.base_url.__str__().rstrip("/"), ADMIN, ("later/app",)) as http:
+        later = OCIClient(http)
+        signed = later.push_image("later/app", "signed", seed="policy-later-signed")
+        sign(later, "later/app", signed.digest, keys["trusted"], tmp_path)
+        later.push_image("later/app", "unsigned", seed="policy-later-unsigned")
+        assert api.patch("/projects/later", json={"require_signature": True}).status_code == 200
+        # No verdict existed (no policy, no job): the switch queued the project's verification.
+        assert eventually_pulled(later, "later/app", "signed").status_code == 200
+        assert refusal(later.get_manifest("later/app", "unsigned")) == NOT_SIGNED
 
 
 def test_turning_the_policy_off_serves_and_other_projects_are_untouched(

@@ -48,6 +48,19 @@ def _keys(config: Path | None) -> Any:
     return TrustedKeys(Database(build_engine(settings.database_url)), lambda: _tell_servers(settings))
 
 
+def _reverify(config: Path | None, project: str) -> None:
+    """A project that requires signatures: queue the verification of its artifacts with the new keys."""
+    from dockyard.cli.main import _settings
+    from dockyard.db.engine import build_engine
+    from dockyard.db.session import Database
+    from dockyard.jobs.queue import JobQueue
+    from dockyard.signatures.tasks import queue_reverification
+
+    db = Database(build_engine(_settings(config).database_url))
+    if queue_reverification(db, JobQueue(db).enqueue, project):
+        typer.echo(f"{project} requires signatures: its artifacts are verified again (a job)")
+
+
 def _tell_servers(settings: Any) -> None:
     """A key changed: the servers' pull gates must decide again (Topic.SIGNATURES on their feed)."""
     from dockyard.bootstrap import local_change_feed_path
@@ -111,6 +124,7 @@ def add_key(
         key = _keys(config).add(project, name, pem, "cli")
     except DockyardError as exc:
         _fail(exc.message)
+    _reverify(config, project)
     typer.echo(f"{project}: trusts {key.name} ({key.algorithm} {key.fingerprint})")
 
 
@@ -127,6 +141,7 @@ def delete_key(
         _keys(config).delete(project, name)
     except DockyardError as exc:
         _fail(exc.message)
+    _reverify(config, project)
     typer.echo(f"{project}: no longer trusts {name}")
 
 

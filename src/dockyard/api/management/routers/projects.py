@@ -245,7 +245,13 @@ def update_project(
         if body.require_signature is not None:
             if services.pull_policies is None:
                 raise ApiError(501, "pull policies are not available on this server")
+            before = services.pull_policies.read(project)
             services.pull_policies.set(project, require_signature=body.require_signature)
+            if body.require_signature and not before.require_signature and services.jobs is not None:
+                from dockyard.signatures.tasks import queue_reverification
+
+                # Artifacts pushed before have no verdict yet: verify them, not refuse them for good.
+                queue_reverification(services.db, services.jobs.enqueue, project)
         updated = services.projects.update(project, public=body.public)
     proxy = services.proxies.get(project) if services.proxies else None
     return project_out(

@@ -95,7 +95,15 @@ def add_key(project: str, body: KeyIn, request: Request, principal: Caller, serv
         require(services, principal, project, Permission.PROJECT_UPDATE)
         key = _keys(services).add(project, body.name, body.public_key, principal.name or "anonymous")
         extra["fingerprint"] = key.fingerprint
+    _reverify(services, project)
     return key_out(key)
+
+
+def _reverify(services: ManagementServices, project: str) -> None:
+    """A project that requires signatures has verdicts of an old key set: verify its artifacts again."""
+    from dockyard.signatures.tasks import queue_reverification
+
+    queue_reverification(services.db, services.jobs.enqueue if services.jobs else None, project)
 
 
 @router.get("/projects/{project}/signing-keys/{key_name}", response_model=KeyOut)
@@ -110,6 +118,7 @@ def delete_key(project: str, key_name: str, request: Request, principal: Caller,
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
         _keys(services).delete(project, key_name)
+    _reverify(services, project)
 
 
 @router.get("/repositories/{name:path}/artifacts/{reference}/signature", response_model=VerdictOut)
