@@ -28,7 +28,7 @@ def in_process(calls: int) -> dict[str, float]:
 
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.SIGNATURES), MIB)
+    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), MIB)
     gate = PullGate(None, PullPolicies(None, policies), None, decisions)  # type: ignore[arg-type]
     policies.put("open", NO_POLICY, policies.current_generation())
     policies.put("strict", PullPolicy(require_signature=True), policies.current_generation())

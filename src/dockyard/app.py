@@ -405,7 +405,7 @@ def _dockyard_auth(services: Services) -> Auth:
         webhooks=services.webhook_policies,
         webhook_sender=_webhook_sender(services),
         pull_policies=services.pull_gate.policies if services.pull_gate is not None else None,
-        signatures_changed=services.signatures_changed,
+        verdicts_changed=services.verdicts_changed,
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(

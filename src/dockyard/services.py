@@ -105,9 +105,9 @@ class Services:
             if self.project_events is not None:
                 self.project_events.attach(self.notifications, self.pull_notifications)
 
-    def signatures_changed(self) -> None:
+    def verdicts_changed(self) -> None:
         """A verdict stored or a trusted key changed: every process's pull gate decides again."""
-        self.feed.bump(Topic.SIGNATURES)
+        self.feed.bump(Topic.VERDICTS)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -212,7 +212,7 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
 
 def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: ChangeFeed) -> PullGate:
     """Pull policies: settings cached per project (Topic.POLICIES), decisions per (repository, digest)
-    until a verdict or a key changes (Topic.SIGNATURES); verdicts only read, never computed here."""
+    until a verdict or a key changes (Topic.VERDICTS); verdicts only read, never computed here."""
     from dockyard.projects.pull_policies import PullPolicies, PullPolicy
     from dockyard.signatures.pull_gate import PullGate
     from dockyard.signatures.services import Signatures
@@ -222,7 +222,7 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
         GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB),
         lambda: feed.bump(Topic.POLICIES),
     )
-    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.SIGNATURES), 4 * MIB)
+    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), 4 * MIB)
     return PullGate(db, policies, Signatures(db, registry, blobs), decisions)
 
 
@@ -375,7 +375,7 @@ def _retention_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
 def _verify_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.signatures.tasks import verify_kind
 
-    return verify_kind(services.db, services.registry, services.blobs, services.signatures_changed)
+    return verify_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
 
 
 def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:

@@ -62,7 +62,7 @@ def _reverify(config: Path | None, project: str) -> None:
 
 
 def _tell_servers(settings: Any) -> None:
-    """A key changed: the servers' pull gates must decide again (Topic.SIGNATURES on their feed)."""
+    """A key changed: the servers' pull gates must decide again (Topic.VERDICTS on their feed)."""
     from dockyard.bootstrap import local_change_feed_path
     from dockyard.coordination.interfaces import Topic
 
@@ -72,7 +72,7 @@ def _tell_servers(settings: Any) -> None:
 
         feed = RedisChangeFeed(connect(settings.redis.url))
         try:
-            feed.bump(Topic.SIGNATURES)
+            feed.bump(Topic.VERDICTS)
         finally:
             feed.close()
         return
@@ -80,7 +80,7 @@ def _tell_servers(settings: Any) -> None:
     if path is not None:
         from dockyard.coordination.feeds import LocalChangeFeed
 
-        LocalChangeFeed(path).bump(Topic.SIGNATURES)
+        LocalChangeFeed(path).bump(Topic.VERDICTS)
 
 
 @key_app.command("list")
@@ -163,7 +163,7 @@ def verify(
     services = build_services(settings=_settings(config))
     try:
         verdict = Signatures(
-            services.db, services.registry, services.blobs, services.signatures_changed
+            services.db, services.registry, services.blobs, services.verdicts_changed
         ).verify(repository, reference)
     except DockyardError as exc:
         _fail(f"{ref}: {exc.message}")

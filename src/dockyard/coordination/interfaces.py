@@ -44,8 +44,9 @@ class Topic(IntEnum):
     # Untagged manifests deleted (garbage collection): answers by digest only. No tag, tag list or
     # catalog changes, so the caches of lookups by tag stay (a GC would otherwise empty them all).
     UNTAGGED_DELETES = 4
-    # Signature verdicts stored and trusted keys changed: the pull policies' cached decisions.
-    SIGNATURES = 5
+    # Verdicts on artifacts stored (signatures, scan results), trusted keys changed: the pull
+    # policies' cached decisions.
+    VERDICTS = 5
 
 
 class ChangeFeed(Protocol):

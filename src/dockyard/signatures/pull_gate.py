@@ -7,7 +7,7 @@ an index of the same repository that references it is verified: the indexes are 
 indexed query on `manifest_references.digest` (kind "manifest") joined to the manifests of the
 repository.
 
-Per process, decisions are kept by (repository, digest) until Topic.SIGNATURES moves (a verdict
+Per process, decisions are kept by (repository, digest) until Topic.VERDICTS moves (a verdict
 stored, a key added or deleted); the policies by project until Topic.POLICIES moves. A project with no
 policy costs one dict lookup once its policy is cached.
 """

@@ -76,7 +76,7 @@ def signature_tag(digest: str) -> str:
 
 class TrustedKeys:
     """A project's trusted public keys; every change bumps the project's key-set version and calls
-    `on_change` after its commit (the pull policies' cached decisions go: Topic.SIGNATURES)."""
+    `on_change` after its commit (the pull policies' cached decisions go: Topic.VERDICTS)."""
 
     def __init__(self, db: Database, on_change: Callable[[], None] | None = None) -> None:
         self._db = db
@@ -203,7 +203,7 @@ class Signatures:
     def __init__(
         self, db: Database, manifests: Manifests, blobs: Blobs, on_change: Callable[[], None] | None = None
     ) -> None:
-        """`on_change` is called after a new verdict is stored (Topic.SIGNATURES)."""
+        """`on_change` is called after a new verdict is stored (Topic.VERDICTS)."""
         self._db = db
         self._manifests = manifests
         self._blobs = blobs

@@ -7,7 +7,7 @@ that requires signatures, and on the push of a signature (the `.sig` tag, a refe
 project starts to require signatures and when a project that does gains or loses a trusted key (its
 verdicts were made with the old key set: until verified again its artifacts count as unsigned).
 Verification runs on verdicts it can reuse (`Signatures.verify`); storing a new one bumps
-Topic.SIGNATURES, so every process's pull gate looks again.
+Topic.VERDICTS, so every process's pull gate looks again.
 """
 
 from __future__ import annotations

@@ -100,8 +100,8 @@ class ManagementServices:
     blobs: BlobStore | None = None
     # Per-project pull policies (routers/projects.py); None: not available.
     pull_policies: PullPolicies | None = None
-    # A trusted key added or deleted, a verdict stored: the pull gates decide again (Topic.SIGNATURES).
-    signatures_changed: Callable[[], None] | None = None
+    # A trusted key added or deleted, a verdict stored: the pull gates decide again (Topic.VERDICTS).
+    verdicts_changed: Callable[[], None] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

@@ -75,7 +75,7 @@ def key_out(key: TrustedKey) -> KeyOut:
 def _keys(services: ManagementServices) -> Any:
     from dockyard.signatures.services import TrustedKeys  # loaded when first asked for
 
-    return TrustedKeys(services.db, services.signatures_changed)
+    return TrustedKeys(services.db, services.verdicts_changed)
 
 
 @router.get("/projects/{project}/signing-keys", response_model=KeySetOut)
@@ -133,7 +133,7 @@ def artifact_signature(name: str, reference: str, principal: Caller, services: S
 
     if services.blobs is None:  # pragma: no cover  (app.py always hands the blob store in)
         raise RuntimeError("the management API was built without a blob store")
-    verdict = Signatures(services.db, services.registry, services.blobs, services.signatures_changed).verify(
+    verdict = Signatures(services.db, services.registry, services.blobs, services.verdicts_changed).verify(
         name, reference
     )
     return VerdictOut(**verdict.as_dict())

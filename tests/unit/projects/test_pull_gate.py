@@ -1,0 +1,98 @@
+"""The pull gate's answers without a database: a project without policies is answered from its cached
+policy alone; a project that requires signatures from its cached decisions, which a bump of
+Topic.VERDICTS (a verdict stored, a key changed) drops, and a policy change (Topic.POLICIES) too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.coordination.caches import MIB, GenerationCache
+from dockyard.coordination.feeds import InProcessChangeFeed
+from dockyard.coordination.interfaces import Topic, generation_of
+from dockyard.projects.pull_policies import NO_POLICY, PullPolicies, PullPolicy
+from dockyard.signatures.interfaces import INVALID, VERIFIED, Verdict
+from dockyard.signatures.pull_gate import NOT_SIGNED, NOT_VERIFIED, UNKNOWN, PullGate
+
+DIGEST = "sha256:" + "ab" * 32
+INDEX = "sha256:" + "cd" * 32
+
+
+class Verdicts:
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], Verdict] = {}
+        self.reads = 0
+
+    def cached(self, repository: str, digest: str) -> Verdict | None:
+        self.reads += 1
+        return self.stored.get((repository, digest))
+
+
+class Gate(PullGate):
+    """With the index lookup answered from a dict instead of the database."""
+
+    parents: dict[str, list[str]]
+
+    def _indexes_of(self, repository: str, digest: str) -> list[str]:
+        return self.parents.get(digest, [])
+
+
+def build() -> tuple[Gate, InProcessChangeFeed, Verdicts, Any]:
+    feed = InProcessChangeFeed()
+    policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
+    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), MIB)
+    verdicts = Verdicts()
+    gate = Gate(None, PullPolicies(None, policies), verdicts, decisions)  # type: ignore[arg-type]
+    gate.parents = {}
+    policies.put("open", NO_POLICY, policies.current_generation())
+    policies.put("strict", PullPolicy(require_signature=True), policies.current_generation())
+    return gate, feed, verdicts, policies
+
+
+def test_a_project_without_policy_is_answered_without_reading_verdicts() -> None:
+    gate, _, verdicts, _ = build()
+    assert gate.fast("open/app", DIGEST) is None
+    assert gate.check("open/app", DIGEST) is None
+    assert verdicts.reads == 0
+    assert gate.fast("unknown/app", DIGEST) is UNKNOWN  # its policy is not cached yet
+
+
+def test_decisions_are_cached_until_a_verdict_or_key_changes() -> None:
+    gate, feed, verdicts, _ = build()
+    assert gate.fast("strict/app", DIGEST) is UNKNOWN
+    assert gate.check("strict/app", DIGEST) == NOT_SIGNED
+    assert gate.fast("strict/app", DIGEST) == NOT_SIGNED
+    reads = verdicts.reads
+    verdicts.stored[("strict/app", DIGEST)] = Verdict(DIGEST, VERIFIED, "signed", 1)
+    assert gate.fast("strict/app", DIGEST) == NOT_SIGNED  # no bump yet: the cached decision
+    assert verdicts.reads == reads
+    feed.bump(Topic.VERDICTS)
+    assert gate.fast("strict/app", DIGEST) is UNKNOWN
+    assert gate.check("strict/app", DIGEST) is None
+    assert gate.fast("strict/app", DIGEST) is None
+
+
+def test_a_platform_manifest_passes_by_its_verified_index_only() -> None:
+    gate, _, verdicts, _ = build()
+    gate.parents = {DIGEST: [INDEX]}
+    verdicts.stored[("strict/multi", INDEX)] = Verdict(INDEX, INVALID, "bad", 1)
+    assert gate.check("strict/multi", DIGEST) == NOT_SIGNED
+    gate, _, verdicts, _ = build()
+    gate.parents = {DIGEST: [INDEX]}
+    verdicts.stored[("strict/multi", INDEX)] = Verdict(INDEX, VERIFIED, "signed", 1)
+    assert gate.check("strict/multi", DIGEST) is None
+    assert gate.check("strict/other", DIGEST) == NOT_SIGNED  # another repository's index does not count
+
+
+def test_an_invalid_signature_says_so() -> None:
+    gate, _, verdicts, _ = build()
+    verdicts.stored[("strict/app", DIGEST)] = Verdict(DIGEST, INVALID, "bad", 1)
+    assert gate.check("strict/app", DIGEST) == NOT_VERIFIED
+
+
+def test_a_policy_change_is_seen_at_once() -> None:
+    gate, feed, _, policies = build()
+    assert gate.check("strict/app", DIGEST) == NOT_SIGNED
+    feed.bump(Topic.POLICIES)
+    assert gate.fast("strict/app", DIGEST) is UNKNOWN  # the policy must be read again
+    policies.put("strict", NO_POLICY, policies.current_generation())
+    assert gate.fast("strict/app", DIGEST) is None
