@@ -2,7 +2,7 @@
 
 1. In process: the gate's check on a cached GET (`PullGate.fast`), for a project without policies
    and for one that requires signatures (the decision cached), in µs per call.
-2. Over HTTP: one dockyard (one worker, auth off, SQLite) with two projects: `open` (no policy) and
+2. Over HTTP: one dockyard (one worker, token auth, SQLite) with two projects: `open` (no policy) and
    `strict` (require_signature, its image signed and verified). Sequential manifest GETs by tag
    (one connection, keep-alive), the two alternated in rounds; the median µs per request of each.
    The machine may be loaded: the medians of several rounds, and their difference, are the figures.
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+ADMIN = ("admin", "bench-pull-policy-Passw0rd")
+
 
 def in_process(calls: int) -> dict[str, float]:
     from dockyard.coordination.caches import MIB, GenerationCache
@@ -28,12 +30,14 @@ def in_process(calls: int) -> dict[str, float]:
 
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), MIB)
+    decisions = GenerationCache[tuple[str, str, PullPolicy], str](generation_of(feed, Topic.VERDICTS), MIB)
     gate = PullGate(None, PullPolicies(None, policies), None, decisions)  # type: ignore[arg-type]
     policies.put("open", NO_POLICY, policies.current_generation())
     policies.put("strict", PullPolicy(require_signature=True), policies.current_generation())
     digest = "sha256:" + "ab" * 32
-    decisions.put(("strict/app", digest), "", decisions.current_generation())
+    decisions.put(
+        ("strict/app", digest, PullPolicy(require_signature=True)), "", decisions.current_generation()
+    )
     results = {}
     for name in ("open/app", "strict/app"):
         samples = []
@@ -48,25 +52,30 @@ def in_process(calls: int) -> dict[str, float]:
 
 def over_http(requests: int, rounds: int) -> dict[str, list[float]]:
     from tests.support.cosign import make_key, payload, push_sig_tag, signature_layer
-    from tests.support.ociclient import OCIClient
+    from tests.support.ociclient import OCIClient, bearer_client
     from tests.support.server import start_server
 
     work = Path(tempfile.mkdtemp(prefix="bench-pull-policy-"))
-    server = start_server(work / "server", {"http": {"workers": 1}, "jobs": {"run_in_serve": True}})
+    server = start_server(
+        work / "server",
+        {"auth": {"enabled": True}, "http": {"workers": 1}, "jobs": {"run_in_serve": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
     try:
-        api = httpx.Client(base_url=f"{server.url}/api/v1", timeout=60)
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        api = httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60)
+        with bearer_client(server.url, ADMIN, ("open/app", "strict/app")) as http:
             oci = OCIClient(http)
+            pushed = {}
             for project in ("open", "strict"):
                 assert api.post("/projects", json={"name": project}).status_code == 201
-                oci.push_image(f"{project}/app", "v1", seed=project)
+                pushed[project] = oci.push_image(f"{project}/app", "v1", seed=project).digest
             key = make_key("ecdsa", work, "bench")
             answer = api.post(
                 "/projects/strict/signing-keys", json={"name": "k", "public_key": key.public_pem}
             )
             assert answer.status_code == 201, answer.text
             assert api.patch("/projects/strict", json={"require_signature": True}).status_code == 200
-            digest = oci.get_manifest("strict/app", "v1").headers["docker-content-digest"]
+            digest = pushed["strict"]
             body = payload(digest)
             push_sig_tag(
                 oci, "strict/app", digest, [signature_layer(oci, "strict/app", body, key.sign(body, work))]
@@ -98,9 +107,12 @@ def main() -> None:
     args = parser.parse_args()
     for name, micros in in_process(200_000).items():
         print(f"in process, PullGate.fast, {name}: {micros:.3f} µs per call")
-    for name, samples in over_http(args.requests, args.rounds).items():
+    measured = over_http(args.requests, args.rounds)
+    for name, samples in measured.items():
         rounded = ", ".join(f"{s:.0f}" for s in samples)
         print(f"HTTP manifest GET {name}: median {statistics.median(samples):.0f} µs per request ({rounded})")
+    paired = [b - a for a, b in zip(measured["open/app"], measured["strict/app"], strict=True)]
+    print(f"strict - open, per round: median {statistics.median(paired):+.0f} µs (the rounds' noise decides)")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,9 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
         GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB),
         lambda: feed.bump(Topic.POLICIES),
     )
-    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), 4 * MIB)
+    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
+        generation_of(feed, Topic.VERDICTS), 4 * MIB
+    )
     return PullGate(db, policies, Signatures(db, registry, blobs), decisions)
 
 

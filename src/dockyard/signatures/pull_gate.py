@@ -22,7 +22,7 @@ from sqlalchemy import select
 from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.session import Database
 from dockyard.projects.interfaces import PullRefused
-from dockyard.projects.pull_policies import PullPolicies
+from dockyard.projects.pull_policies import PullPolicies, PullPolicy
 from dockyard.projects.rbac import project_of
 from dockyard.registry.models import Manifest, ManifestReference, Repository
 from dockyard.signatures.interfaces import INVALID, Verdict
@@ -40,18 +40,45 @@ class CachedVerdicts(Protocol):
     def cached(self, repository: str, digest: str) -> Verdict | None: ...
 
 
+class ScanSummary(Protocol):
+    def at_or_above(self, severity: str) -> int | None: ...
+
+
+class ScanSummaries(Protocol):
+    def summary(self, repository: str, digest: str) -> ScanSummary | None: ...
+
+
+# What "block <severity>" counts, for the message: the levels at or above it.
+_LEVELS = {
+    "critical": "critical",
+    "high": "high or critical",
+    "medium": "medium, high or critical",
+    "low": "low, medium, high or critical",
+}
+
+
+def vulnerable_message(count: int, severity: str) -> str:
+    noun = "vulnerability" if count == 1 else "vulnerabilities"
+    return f"{count} {_LEVELS[severity]} {noun} (policy: block {severity})"
+
+
+UNSCANNED = "artifact has not been scanned (policy: block unscanned)"
+
+
 class PullGate:
     def __init__(
         self,
         db: Database,
         policies: PullPolicies,
         verdicts: CachedVerdicts,
-        decisions: InvalidatedCache[tuple[str, str], str],
+        decisions: InvalidatedCache[tuple[str, str, PullPolicy], str],
+        summaries: ScanSummaries | None = None,
     ) -> None:
         self._db = db
         self.policies = policies
         self._verdicts = verdicts
         self._decisions = decisions  # "" allowed, else the refusal message
+        self.summaries = summaries  # stored scan results (None: the vulnerability policies pass)
         self.enqueue: Callable[..., Any] | None = None  # the job queue's (Services sets it)
 
     def push_needs_work(self, repository: str) -> bool:
@@ -75,9 +102,9 @@ class PullGate:
         policy = self.policies.cached(project_of(repository))
         if policy is None:
             return UNKNOWN
-        if not policy.require_signature:
+        if not policy.active:
             return None
-        decision = self._decisions.get((repository, digest))
+        decision = self._decisions.get((repository, digest, policy))
         if decision is None:
             return UNKNOWN
         return decision or None
@@ -85,15 +112,43 @@ class PullGate:
     def check(self, repository: str, digest: str) -> str | None:
         """The refusal message or None; reads the database on a cache miss."""
         policy = self.policies.get(project_of(repository))
-        if not policy.require_signature:
+        if not policy.active:
             return None
-        key = (repository, digest)
+        key = (repository, digest, policy)
         decision = self._decisions.get(key)
         if decision is None:
             generation = self._decisions.current_generation()
-            decision = self._signature(repository, digest)
+            decision = self._decide(repository, digest, policy)
             self._decisions.put(key, decision, generation)
         return decision or None
+
+    def _decide(self, repository: str, digest: str, policy: PullPolicy) -> str:
+        if policy.require_signature:
+            refusal = self._signature(repository, digest)
+            if refusal:
+                return refusal
+        if policy.block_severity != "none" or policy.block_unscanned:
+            return self._vulnerabilities(repository, digest, policy)
+        return ""
+
+    def _vulnerabilities(self, repository: str, digest: str, policy: PullPolicy) -> str:
+        """The artifact's own scan, else (a platform manifest) that of an index that lists it."""
+        if self.summaries is None:
+            return UNSCANNED if policy.block_unscanned else ""
+        summary = self.summaries.summary(repository, digest)
+        if summary is None or summary.at_or_above("low") is None:
+            for parent in self._indexes_of(repository, digest):
+                found = self.summaries.summary(repository, parent)
+                if found is not None and found.at_or_above("low") is not None:
+                    summary = found
+                    break
+        if summary is None or summary.at_or_above("low") is None:  # never scanned, pending, failed
+            return UNSCANNED if policy.block_unscanned else ""
+        if policy.block_severity != "none":
+            count = summary.at_or_above(policy.block_severity) or 0
+            if count:
+                return vulnerable_message(count, policy.block_severity)
+        return ""
 
     def enforce(self, repository: str, digest: str) -> None:
         refusal = self.check(repository, digest)

@@ -39,7 +39,7 @@ class Gate(PullGate):
 def build() -> tuple[Gate, InProcessChangeFeed, Verdicts, Any]:
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str], str](generation_of(feed, Topic.VERDICTS), MIB)
+    decisions = GenerationCache[tuple[str, str, PullPolicy], str](generation_of(feed, Topic.VERDICTS), MIB)
     verdicts = Verdicts()
     gate = Gate(None, PullPolicies(None, policies), verdicts, decisions)  # type: ignore[arg-type]
     gate.parents = {}
