@@ -30,7 +30,9 @@ def in_process(calls: int) -> dict[str, float]:
 
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str, PullPolicy], str](generation_of(feed, Topic.VERDICTS), MIB)
+    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
+        generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
+    )
     gate = PullGate(None, PullPolicies(None, policies), None, decisions)  # type: ignore[arg-type]
     policies.put("open", NO_POLICY, policies.current_generation())
     policies.put("strict", PullPolicy(require_signature=True), policies.current_generation())

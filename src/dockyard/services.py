@@ -16,6 +16,7 @@ import functools
 import logging
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -223,9 +224,11 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
         lambda: feed.bump(Topic.POLICIES),
     )
     decisions = GenerationCache[tuple[str, str, PullPolicy], str](
-        generation_of(feed, Topic.VERDICTS), 4 * MIB
+        generation_of(feed, Topic.VERDICTS), 4 * MIB, clock=time.monotonic
     )
-    return PullGate(db, policies, Signatures(db, registry, blobs), decisions)
+    from dockyard.scans.services import Scans
+
+    return PullGate(db, policies, Signatures(db, registry, blobs), decisions, Scans(db))
 
 
 def build_outbox(

@@ -59,6 +59,10 @@ def pull_policy_of(policy: object) -> str:
     if not isinstance(policy, dict):
         return "-"
     rules = ["require signature"] if policy.get("require_signature") else []
+    if policy.get("block_severity") not in (None, "none"):
+        rules.append(f"block {policy['block_severity']}")
+    if policy.get("block_unscanned"):
+        rules.append("block unscanned")
     return ", ".join(rules) or "none"
 
 
@@ -146,6 +150,17 @@ def update(
             help="Refuse pulls of artifacts without a signature that verifies with the project's keys.",
         ),
     ] = None,
+    block_severity: Annotated[
+        str | None,
+        typer.Option(
+            "--block-severity",
+            help="Refuse pulls of artifacts with vulnerabilities at or above: none low medium high critical.",
+        ),
+    ] = None,
+    block_unscanned: Annotated[
+        bool | None,
+        typer.Option("--block-unscanned/--no-block-unscanned", help="Refuse pulls of unscanned artifacts."),
+    ] = None,
 ) -> None:
     """Change a project's settings: visibility, its pull policy, and (system administrators) its proxy
     settings."""
@@ -154,6 +169,10 @@ def update(
         body["public"] = public
     if require_signature is not None:
         body["require_signature"] = require_signature
+    if block_severity is not None:
+        body["block_severity"] = block_severity
+    if block_unscanned is not None:
+        body["block_unscanned"] = block_unscanned
     if no_proxy:
         if proxy is not None or tag_ttl is not None:
             raise CliError("--no-proxy goes without --proxy and --tag-ttl")
@@ -168,8 +187,8 @@ def update(
         )
     if not body:
         raise CliError(
-            "nothing to change: pass --public, --private, --require-signature, --no-require-signature,"
-            " --proxy, --tag-ttl or --no-proxy"
+            "nothing to change: pass --public, --private, --require-signature, --block-severity,"
+            " --block-unscanned (or their --no- forms), --proxy, --tag-ttl or --no-proxy"
         )
     project = cli.api.patch(f"/projects/{segment(name)}", body)
     cli.out.done(

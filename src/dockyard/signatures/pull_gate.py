@@ -14,6 +14,7 @@ policy costs one dict lookup once its policy is cached.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -32,6 +33,9 @@ NOT_VERIFIED = (
     "artifact's signature does not verify with the project's trusted keys (policy: require signature)"
 )
 MAX_PARENTS = 20  # indexes looked at for a platform manifest
+# Decisions that read scan results are kept this long: a scan stored, an allowlist entry added or
+# expired is seen within it (signature decisions follow Topic.VERDICTS alone).
+SCAN_DECISION_SECONDS = 5.0
 VERIFY_KIND = "verify-signature"  # signatures.tasks
 UNKNOWN: Final = object()  # the fast path cannot answer without the database
 
@@ -119,7 +123,9 @@ class PullGate:
         if decision is None:
             generation = self._decisions.current_generation()
             decision = self._decide(repository, digest, policy)
-            self._decisions.put(key, decision, generation)
+            scanned = policy.block_severity != "none" or policy.block_unscanned
+            expires = time.monotonic() + SCAN_DECISION_SECONDS if scanned else None
+            self._decisions.put(key, decision, generation, expires)
         return decision or None
 
     def _decide(self, repository: str, digest: str, policy: PullPolicy) -> str:

@@ -4,6 +4,7 @@ Topic.VERDICTS (a verdict stored, a key changed) drops, and a policy change (Top
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dockyard.coordination.caches import MIB, GenerationCache
@@ -39,7 +40,9 @@ class Gate(PullGate):
 def build() -> tuple[Gate, InProcessChangeFeed, Verdicts, Any]:
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str, PullPolicy], str](generation_of(feed, Topic.VERDICTS), MIB)
+    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
+        generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
+    )
     verdicts = Verdicts()
     gate = Gate(None, PullPolicies(None, policies), verdicts, decisions)  # type: ignore[arg-type]
     gate.parents = {}
@@ -96,3 +99,60 @@ def test_a_policy_change_is_seen_at_once() -> None:
     assert gate.fast("strict/app", DIGEST) is UNKNOWN  # the policy must be read again
     policies.put("strict", NO_POLICY, policies.current_generation())
     assert gate.fast("strict/app", DIGEST) is None
+
+
+class Summary:
+    def __init__(self, counts: dict[str, int] | None) -> None:
+        self.counts = counts
+
+    def at_or_above(self, severity: str) -> int | None:
+        if self.counts is None:
+            return None
+        order = ["critical", "high", "medium", "low"]
+        return sum(self.counts.get(level, 0) for level in order[: order.index(severity) + 1])
+
+
+class Summaries:
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], Summary] = {}
+
+    def summary(self, repository: str, digest: str) -> Summary | None:
+        return self.stored.get((repository, digest))
+
+
+def test_vulnerability_messages_count_what_the_policy_blocks() -> None:
+    gate, _, _, policies = build()
+    summaries = Summaries()
+    gate.summaries = summaries
+    summaries.stored[("vuln/app", DIGEST)] = Summary({"critical": 3, "high": 2, "low": 1})
+    for severity, message in (
+        ("critical", "3 critical vulnerabilities (policy: block critical)"),
+        ("high", "5 high or critical vulnerabilities (policy: block high)"),
+        ("low", "6 low, medium, high or critical vulnerabilities (policy: block low)"),
+    ):
+        policies.put("vuln", PullPolicy(block_severity=severity), policies.current_generation())
+        assert gate.check("vuln/app", DIGEST) == message
+    summaries.stored[("vuln/app", DIGEST)] = Summary({"medium": 1})
+    gate._decisions = GenerationCache(None, MIB, clock=time.monotonic)  # a fresh cache: the summary changed
+    policies.put("vuln", PullPolicy(block_severity="high"), policies.current_generation())
+    assert gate.check("vuln/app", DIGEST) is None
+    policies.put("vuln", PullPolicy(block_severity="medium"), policies.current_generation())
+    assert gate.check("vuln/app", DIGEST) == "1 medium, high or critical vulnerability (policy: block medium)"
+
+
+def test_unscanned_passes_unless_blocked_and_a_child_uses_its_index_scan() -> None:
+    gate, _, _, policies = build()
+    summaries = Summaries()
+    gate.summaries = summaries
+    policies.put("vuln", PullPolicy(block_severity="critical"), policies.current_generation())
+    assert gate.check("vuln/app", DIGEST) is None  # never scanned
+    policies.put(
+        "vuln", PullPolicy(block_severity="critical", block_unscanned=True), policies.current_generation()
+    )
+    assert gate.check("vuln/app", DIGEST) == "artifact has not been scanned (policy: block unscanned)"
+    summaries.stored[("vuln/app", DIGEST)] = Summary(None)  # pending or failed
+    assert gate.check("vuln/app", INDEX) == "artifact has not been scanned (policy: block unscanned)"
+    gate.parents = {INDEX: [DIGEST]}
+    summaries.stored[("vuln/app", DIGEST)] = Summary({"critical": 1})
+    gate._decisions = GenerationCache(None, MIB, clock=time.monotonic)
+    assert gate.check("vuln/app", INDEX) == "1 critical vulnerability (policy: block critical)"

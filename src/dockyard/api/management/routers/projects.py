@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, model_validator
@@ -47,11 +47,19 @@ class ProxyOut(BaseModel):
     tag_ttl_seconds: int
 
 
+Severity = Literal["none", "low", "medium", "high", "critical"]
+
+
 class PullPolicyOut(BaseModel):
     require_signature: bool = Field(
         description="Pulls (manifest GETs) of artifacts without a signature that verifies against the "
         "project's trusted keys are refused."
     )
+    block_severity: Severity = Field(
+        description="Pulls of artifacts with vulnerabilities at or above this severity are refused "
+        "(allowlisted ones do not count); none: off."
+    )
+    block_unscanned: bool = Field(description="Pulls of artifacts without a scan result are refused.")
 
 
 class ProjectOut(BaseModel):
@@ -79,6 +87,14 @@ class ProjectUpdate(BaseModel):
         default=None,
         description="Refuse pulls of artifacts without a signature that verifies against the project's "
         "trusted keys (docs/security.md, Pull policies).",
+    )
+    block_severity: Severity | None = Field(
+        default=None,
+        description="Refuse pulls of artifacts with vulnerabilities at or above this severity "
+        "(allowlist honoured); none turns it off.",
+    )
+    block_unscanned: bool | None = Field(
+        default=None, description="Refuse pulls of artifacts that have no scan result."
     )
     proxy: ProxyIn | None = Field(
         default=None, description="Proxy settings; null makes the project an ordinary one (its cache stays)."
@@ -125,7 +141,7 @@ def project_out(
         created_at=project.created_at,
         proxy=ProxyOut(endpoint=proxy.endpoint, tag_ttl_seconds=proxy.tag_ttl) if proxy else None,
         repository_count=repositories,
-        pull_policy=PullPolicyOut(require_signature=pull_policy.require_signature) if pull_policy else None,
+        pull_policy=_policy_out(pull_policy) if pull_policy else None,
         permissions=sorted(permission.value for permission in permissions),
     )
 
@@ -227,6 +243,14 @@ def get_project(project: str, principal: Caller, services: Services) -> ProjectO
     )
 
 
+def _policy_out(policy: PullPolicy) -> PullPolicyOut:
+    return PullPolicyOut(
+        require_signature=policy.require_signature,
+        block_severity=cast(Severity, policy.block_severity),
+        block_unscanned=policy.block_unscanned,
+    )
+
+
 def _pull_policy(services: ManagementServices, project: str) -> PullPolicy | None:
     return services.pull_policies.read(project) if services.pull_policies else None
 
@@ -242,11 +266,17 @@ def update_project(
         require(services, principal, project, Permission.PROJECT_UPDATE)
         if "proxy" in body.model_fields_set:
             _set_proxy(services, principal, project, body.proxy)
-        if body.require_signature is not None:
+        wanted = (body.require_signature, body.block_severity, body.block_unscanned)
+        if any(value is not None for value in wanted):
             if services.pull_policies is None:
                 raise ApiError(501, "pull policies are not available on this server")
             before = services.pull_policies.read(project)
-            services.pull_policies.set(project, require_signature=body.require_signature)
+            services.pull_policies.set(
+                project,
+                require_signature=body.require_signature,
+                block_severity=body.block_severity,
+                block_unscanned=body.block_unscanned,
+            )
             if body.require_signature and not before.require_signature and services.jobs is not None:
                 from dockyard.signatures.tasks import queue_reverification
 
