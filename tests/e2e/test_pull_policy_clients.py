@@ -9,10 +9,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.test_scans_api import content, finished, wait_for
+from tests.integration.test_scans_api import push_image as push_real_image
 from tests.support.containerd import RunningContainerd, start_containerd
 from tests.support.cosign import make_key, payload, push_sig_tag, signature_layer
 from tests.support.docker import DockerClient, RunningDocker, start_docker
@@ -24,7 +27,8 @@ from tests.support.tools import ContainerTools
 # One dockerd and one containerd for the module; the exchange does not depend on the database.
 pytestmark = pytest.mark.db_independent
 
-ADMIN = ("admin", "pull-policy-clients-Passw0rd")
+ADMIN = ("admin", "scans-Passw0rd-1")  # test_scans_api's: its `content` fixture and helpers use it
+__all__ = ["content"]  # the fixture (real Debian packages and a wheel; advisories imported)
 MESSAGE = "artifact is not signed by a trusted key (policy: require signature)"
 REPOSITORY = "guarded/app"
 
@@ -45,7 +49,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("pull-policy-clients")
     server = start_server(
         root / "server",
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "1s"}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     tools = ContainerTools(root / "containers")
@@ -101,14 +105,20 @@ def docker(setup: Setup, tmp_path: Path) -> Iterator[DockerClient]:
         client("image", "rm", "--force", *set(leftover))
 
 
-def pulls(setup: Setup, docker: DockerClient, tmp_path: Path) -> dict[str, tuple[int, str]]:
+@pytest.fixture(scope="module")
+def server(setup: Setup) -> RunningServer:
+    return setup.server
+
+
+def pulls(
+    setup: Setup, docker: DockerClient, tmp_path: Path, ref: str | None = None
+) -> dict[str, tuple[int, str]]:
     """Each client's pull of the image: (exit status, stderr)."""
+    ref = ref or setup.ref
     results: dict[str, tuple[int, str]] = {}
-    done = docker("pull", setup.ref, check=False)
+    done = docker("pull", ref, check=False)
     results["docker"] = (done.returncode, done.stderr)
-    done = setup.tools.podman(
-        "pull", "--tls-verify=false", "--creds", ":".join(ADMIN), setup.ref, check=False
-    )
+    done = setup.tools.podman("pull", "--tls-verify=false", "--creds", ":".join(ADMIN), ref, check=False)
     results["podman"] = (done.returncode, done.stderr)
     target = tmp_path / f"skopeo-{time.monotonic_ns()}"
     done = setup.tools.skopeo(
@@ -116,14 +126,12 @@ def pulls(setup: Setup, docker: DockerClient, tmp_path: Path) -> dict[str, tuple
         "--src-tls-verify=false",
         "--src-creds",
         ":".join(ADMIN),
-        f"docker://{setup.ref}",
+        f"docker://{ref}",
         f"oci:{target}:v1",
         check=False,
     )
     results["skopeo"] = (done.returncode, done.stderr)
-    ctr = setup.containerd.ctr(
-        "images", "pull", "--plain-http", "--user", ":".join(ADMIN), setup.ref, check=False
-    )
+    ctr = setup.containerd.ctr("images", "pull", "--plain-http", "--user", ":".join(ADMIN), ref, check=False)
     results["ctr"] = (ctr.returncode, (ctr.stderr + ctr.stdout).decode(errors="replace"))
     return results
 
@@ -165,3 +173,38 @@ def test_every_client_is_refused_with_the_policy_then_pulls_once_signed(
     for client, (status, stderr) in allowed.items():
         assert status == 0, (client, stderr)
     assert docker.inspect(setup.ref) is not None
+
+
+def test_every_client_is_refused_a_vulnerable_image_with_the_count(
+    setup: Setup, docker: DockerClient, content: dict[str, Any], tmp_path: Path
+) -> None:
+    api = setup.api
+    assert api.post("/projects", json={"name": "vulnerable"}).status_code == 201
+    assert api.put("/projects/vulnerable/scan-settings", json={"scan_on_push": True}).status_code == 200
+    push_real_image(setup.server, "vulnerable/app", "v1", content["layers"])
+    report = wait_for(finished(api, "/repositories/vulnerable/app/artifacts/v1/scan"), "the scan on push")
+    assert report["counts"]["critical"] == 1, report
+    assert api.patch("/projects/vulnerable", json={"block_severity": "critical"}).status_code == 200
+    message = "1 critical vulnerability (policy: block critical)"
+    refused = pulls(setup, docker, tmp_path, f"{setup.server.host}/vulnerable/app:v1")
+    for client, (status, stderr) in refused.items():
+        assert status != 0, (client, stderr)
+        assert f"denied: {message}" in stderr, (client, stderr)
+    # The finding allowlisted for the project and the image rescanned: every client pulls it.
+    allowed = api.put("/projects/vulnerable/vulndb/allowlist/CVE-2099-0201", json={"reason": "not reachable"})
+    assert allowed.status_code in (200, 201), describe(allowed)
+    requested = api.post("/repositories/vulnerable/app/artifacts/v1/scan")
+    assert requested.status_code == 202, describe(requested)
+    path = "/repositories/vulnerable/app/artifacts/v1/scan"
+    wait_for(finished(api, path, requested.json()["job_id"]), "the rescan")
+    time.sleep(5.5)  # decisions that read scans are kept 5 s
+    ref = f"{setup.server.host}/vulnerable/app:v1"
+    for client, (status, stderr) in pulls(setup, docker, tmp_path, ref).items():
+        assert "denied" not in stderr and "policy:" not in stderr, (client, stderr)
+        # The test image's config is synthetic (no rootfs diff ids): dockerd and containerd refuse to
+        # unpack it after the registry served the manifest and blobs, as they would from any registry.
+        unpack = ("layers from manifest don't match image configuration", "mismatched image rootfs")
+        if client in ("docker", "ctr"):
+            assert status == 0 or any(text in stderr for text in unpack), (client, stderr)
+        else:
+            assert status == 0, (client, stderr)
