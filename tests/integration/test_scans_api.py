@@ -192,3 +192,55 @@ def test_an_unreadable_layer_is_reported_as_a_failed_scan(
     assert denied.status_code == 401
     unknown = admin.post("/repositories/onpush/broken/artifacts/v9/scan")
     assert unknown.status_code == 404
+
+
+def test_an_allowlist_change_applies_to_stored_scans_without_a_rescan(
+    server: RunningServer, admin: httpx.Client, content: dict[str, Any]
+) -> None:
+    path = "/repositories/onpush/app/artifacts/v1/scan"
+    before = wait_for(finished(admin, path), "the scan on push")
+    assert before["counts"]["high"] == 1 and before["allowlisted"] == 0
+    # Another project's allowlist hides nothing here.
+    assert admin.put("/projects/ondemand/vulndb/allowlist/CVE-2099-0203", json={}).status_code == 200
+    time.sleep(2)
+    assert admin.get(path).json()["counts"]["high"] == 1
+    allowed = admin.put("/projects/onpush/vulndb/allowlist/CVE-2099-0203", json={"reason": "not reachable"})
+    assert allowed.status_code == 200, allowed.text
+    try:
+        hidden = wait_for(
+            lambda: (body := admin.get(path).json())["allowlisted"] == 1 and body, "the allowlist applied"
+        )
+        assert hidden["counts"]["high"] == 0 and hidden["job_id"] == before["job_id"]  # not scanned again
+        assert [f["allowlisted"] for f in hidden["findings"] if f["advisory_id"] == "TEST-PYPI-HTTPX"] == [
+            True
+        ]
+        (listed,) = admin.get("/repositories/onpush/app/artifacts").json()
+        assert listed["scan"]["counts"]["high"] == 0 and listed["scan"]["allowlisted"] == 1
+    finally:
+        assert admin.delete("/projects/onpush/vulndb/allowlist/CVE-2099-0203").status_code == 204
+        admin.delete("/projects/ondemand/vulndb/allowlist/CVE-2099-0203")
+    back = wait_for(
+        lambda: (body := admin.get(path).json())["allowlisted"] == 0 and body, "the entry removed"
+    )
+    assert back["counts"]["high"] == 1
+
+
+def test_a_scheduled_rescan_of_everything_and_bad_job_params(
+    server: RunningServer, admin: httpx.Client
+) -> None:
+    path = "/repositories/onpush/app/artifacts/v1/scan"
+    before = wait_for(finished(admin, path), "the scan on push")
+    job = admin.post("/jobs", json={"kind": "scan", "params": {"rescan": "all"}})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    wait_for(lambda: admin.get(f"/jobs/{job_id}").json()["status"] == "succeeded", "the rescan job")
+    after = admin.get(path).json()
+    assert after["job_id"] == job_id and after["scanned_at"] > before["scanned_at"]
+    schedule = admin.put("/jobs/schedules/scan", json={"cron": "0 3 * * *", "params": {"rescan": "all"}})
+    assert schedule.status_code == 200, schedule.text
+    bad = admin.post("/jobs", json={"kind": "scan", "params": {"rescan": "sometimes"}})
+    bad_id = bad.json()["id"]
+    failed = wait_for(
+        lambda: (j := admin.get(f"/jobs/{bad_id}").json())["status"] == "failed" and j, "a bad job"
+    )
+    assert "rescan" in failed["error"]

@@ -43,6 +43,13 @@ def _vulndb(config: Path | None) -> VulnDB:
     return VulnDB(db, audit=AuditLog(db))  # changes are recorded in their own transactions
 
 
+def _recount(vulndb: VulnDB, project: str | None) -> None:
+    """Stored scans count allowlisted findings apart: a job applies the changed allowlist to them."""
+    from dockyard.jobs.queue import JobQueue
+
+    JobQueue(vulndb.db).enqueue("scan", {"recount": project or "*"})
+
+
 def _actor() -> str:
     """This machine's user: a local command has no dockyard account, and the log must say who."""
     import getpass
@@ -194,6 +201,7 @@ def allow(
     vulndb = _vulndb(config)
     try:
         entry = vulndb.allow(vuln_id, project, expires_at, reason, _actor())
+        _recount(vulndb, project)
     except DockyardError as exc:
         _fail(exc.message)
     finally:
@@ -215,6 +223,8 @@ def disallow(
     vulndb = _vulndb(config)
     try:
         removed = vulndb.disallow(vuln_id, project, _actor())
+        if removed:
+            _recount(vulndb, project)
     except DockyardError as exc:
         _fail(exc.message)
     finally:

@@ -175,6 +175,27 @@ class Scans:
         row = self.db.lookups.one(self._summary, {"repository": repository, "digest": digest})
         return None if row is None else _summary(row)
 
+    def recount_scope(self, project: str | None) -> int:
+        """`recount` every finished scan of `project` (None: of every project, after a system-wide
+        allowlist change); how many. Bounded by RESCAN_LIMIT."""
+        from dockyard.projects.models import ProjectRow
+
+        query = (
+            select(Repository.name, ScanRow.digest)
+            .join(Repository, Repository.id == ScanRow.repository_id)
+            .where(ScanRow.scanned_at.is_not(None))
+            .limit(RESCAN_LIMIT)
+        )
+        if project is not None:
+            query = query.join(ProjectRow, ProjectRow.id == ScanRow.project_id).where(
+                ProjectRow.name == project
+            )
+        with self.db.read() as conn:
+            found = conn.execute(query).all()
+        for name, digest in found:
+            self.recount(str(name), str(digest))
+        return len(found)
+
     def report(self, repository: str, digest: str, min_severity: str | None = None) -> ScanReport:
         """The stored scan with its findings (of `min_severity` or worse), read in one statement."""
         levels = SEVERITIES if min_severity is None else SEVERITIES[: SEVERITIES.index(min_severity) + 1]

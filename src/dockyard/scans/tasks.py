@@ -5,8 +5,12 @@
   `scan_on_push`, or by `dockyard job run scan`.
 - `{"rescan": "stale"}`: every artifact whose stored scan was made with an older vulnerability database
   than the current one (at most RESCAN_LIMIT, the most recently scanned first). `dockyard vulndb
-  import` queues one when it changed the database; a schedule of the kind (`PUT /api/v1/jobs/schedules/
-  scan` with these params) rescans on a schedule.
+  import` queues one when it changed the database. `{"rescan": "all"}`: every artifact scanned (same
+  bound): a schedule of the kind (`PUT /api/v1/jobs/schedules/scan` with these params) rescans on a
+  schedule.
+
+- `{"recount": "team"}` (`"*"`: every project): apply the allowlist as it is now to the stored findings
+  and counts, without scanning; queued by every allowlist change.
 
 A scan that cannot read the image is stored as failed with the reason; the job succeeds (its result
 says so), since running it again would fail the same way.
@@ -29,10 +33,14 @@ KIND = "scan"
 
 
 def scan_params(params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("recount") is not None:
+        if not isinstance(params["recount"], str) or not params["recount"]:
+            raise ScanParamsInvalid('params.recount: a project name, or "*" for every project')
+        return {"recount": params["recount"]}
     if params.get("rescan") is not None:
-        if params["rescan"] != "stale":
-            raise ScanParamsInvalid('params.rescan: "stale" is the only value')
-        return {"rescan": "stale"}
+        if params["rescan"] not in ("stale", "all"):
+            raise ScanParamsInvalid('params.rescan: "stale" or "all"')
+        return {"rescan": params["rescan"]}
     repository = params.get("repository")
     reference = params.get("digest") or params.get("reference")
     if not isinstance(repository, str) or not repository:
@@ -50,10 +58,16 @@ def scan_kind(db: Database, registry: Registry, blobs: BlobStore) -> JobKind:
         params = scan_params(dict(ctx.params))
         vulndb = VulnDB(db)
         scans = Scans(db, registry, blobs, vulndb)
+        if "recount" in params:
+            scope = None if params["recount"] == "*" else params["recount"]
+            counted = scans.recount_scope(scope)
+            ctx.log(f"allowlist applied again to {counted} stored scans")
+            return {"recounted": counted}
         if "rescan" in params:
             version = vulndb.status().version
-            stale = scans.stale(version)
-            ctx.log(f"{len(stale)} artifacts scanned before version {version} of the database")
+            # "all": every artifact scanned (with this version too), at most RESCAN_LIMIT of them.
+            stale = scans.stale(version + 1 if params["rescan"] == "all" else version)
+            ctx.log(f"{len(stale)} artifacts to rescan ({params['rescan']}; database version {version})")
             results = {"done": 0, "failed": 0, "gone": 0}
             for done, (repository, digest) in enumerate(stale):
                 ctx.check_cancelled()

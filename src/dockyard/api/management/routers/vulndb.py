@@ -110,6 +110,7 @@ def allow_system_wide(
         services, request, principal, AuditAction.UPDATE, ResourceType.VULNDB_ALLOWLIST, vuln_id, detail
     ):
         entry = _vulndb(services).allow(vuln_id, None, body.expires_at, body.reason, principal.name)
+    _recount(services, None)
     return AllowOut.model_validate(entry.as_dict())
 
 
@@ -118,6 +119,7 @@ def disallow_system_wide(vuln_id: VulnId, request: Request, principal: Admin, se
     with audited(services, request, principal, AuditAction.DELETE, ResourceType.VULNDB_ALLOWLIST, vuln_id):
         if not _vulndb(services).disallow(vuln_id):
             raise AllowlistEntryNotFound(f"{vuln_id} is not allowlisted system-wide")
+    _recount(services, None)
     return Response(status_code=204)
 
 
@@ -138,6 +140,7 @@ def allow_in_project(
     ):
         require(services, principal, project, Permission.PROJECT_UPDATE)
         entry = _vulndb(services).allow(vuln_id, project, body.expires_at, body.reason, principal.name)
+    _recount(services, project)
     return AllowOut.model_validate(entry.as_dict())
 
 
@@ -152,7 +155,14 @@ def disallow_in_project(
         require(services, principal, project, Permission.PROJECT_UPDATE)
         if not _vulndb(services).disallow(vuln_id, project):
             raise AllowlistEntryNotFound(f"{vuln_id} is not allowlisted in project {project}")
+    _recount(services, project)
     return Response(status_code=204)
+
+
+def _recount(services: ManagementServices, project: str | None) -> None:
+    """Stored scans count allowlisted findings apart: a job applies the changed allowlist to them."""
+    if services.jobs is not None:
+        services.jobs.enqueue("scan", {"recount": project or "*"})
 
 
 def _iso(value: datetime | None) -> str | None:
