@@ -228,6 +228,7 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
     )
     from dockyard.scans.services import Scans
 
+    # Stored scan summaries (one indexed row each); a stored result bumps Topic.VERDICTS (_scan_kind).
     return PullGate(db, policies, Signatures(db, registry, blobs), decisions, Scans(db))
 
 
@@ -392,7 +393,7 @@ def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
 def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.scans.tasks import scan_kind
 
-    return scan_kind(services.db, services.registry, services.blobs)
+    return scan_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
 
 
 # Every kind of background job, by name, with how its handler is built (each package's `tasks.py`

@@ -162,3 +162,34 @@ def test_an_unreadable_layer_is_stored_as_failed_with_the_reason(
     assert summary is not None and summary.status == "failed" and summary.at_or_above("low") is None
     with pytest.raises(ScanNotFound):
         scans(services).report(REPO, "sha256:" + "1" * 64)
+
+
+def test_the_pull_gate_decides_from_the_stored_summary_and_a_new_result_moves_it(
+    stack: tuple[Services, TestClient], image: dict[str, Any]
+) -> None:
+    services, _ = stack
+    gate = services.pull_gate
+    assert gate is not None and gate.summaries is not None
+    gate.policies.set("scanned", block_severity="critical", block_unscanned=True)
+    try:
+        scanner = Scans(
+            services.db,
+            services.registry,
+            services.blobs,
+            VulnDB(services.db),
+            on_change=services.verdicts_changed,
+        )
+        unscanned = push(OCIClient(stack[1]), REPO, "unscanned", [(OCI_LAYER, image["layers"][1])])
+        assert "not been scanned" in (gate.check(REPO, unscanned) or "")
+        scanner.scan(REPO, unscanned)  # the wheel's layer only: one critical finding (httpx)
+        refusal = gate.check(REPO, unscanned)  # decided again: the stored result bumped the feed
+        assert refusal is not None and refusal.startswith("1 critical vulnerability"), refusal
+        VulnDB(services.db).allow("CVE-2099-0103", "scanned")
+        try:
+            assert scanner.recount_scope("scanned") >= 1
+            assert gate.check(REPO, unscanned) is None  # allowlisted: nothing left to block on
+        finally:
+            VulnDB(services.db).disallow("CVE-2099-0103", "scanned")
+            scanner.recount_scope("scanned")
+    finally:
+        gate.policies.set("scanned", block_severity="none", block_unscanned=False)

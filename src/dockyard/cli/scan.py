@@ -59,9 +59,9 @@ def scan(
         ]
         # Stored as the artifact's scan (the API's `.../scan`, listings, pull policies), with the
         # repository's project allowlist whatever --project says.
-        stored = Scans(services.db, services.registry, services.blobs, vulndb).scan(
-            repository, report.digest, inventory=report
-        )
+        stored = Scans(
+            services.db, services.registry, services.blobs, vulndb, on_change=services.verdicts_changed
+        ).scan(repository, report.digest, inventory=report)
     except DockyardError as exc:
         typer.echo(f"dockyard: {ref}: {exc.message}", err=True)
         raise typer.Exit(1) from None

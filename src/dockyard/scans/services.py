@@ -9,7 +9,7 @@ so a reader sees the old result or the new one, never a mix, on SQLite and Postg
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,7 @@ class Scans:
         vulndb: VulnDB | None = None,
         jobs: JobQueue | None = None,
         limits: Limits | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -92,6 +93,7 @@ class Scans:
         self.vulndb = vulndb
         self.jobs = jobs
         self.limits = limits
+        self.on_change = on_change  # after a result is stored or recounted (pull gates decide again)
         self._prepared: Lookup | None = None
 
     @property
@@ -172,8 +174,16 @@ class Scans:
                     .where(ScanRow.repository_id == repository_id, ScanRow.digest == digest)
                     .values(allowlisted=hidden, allowlist_until=min(expiries, default=None), **counts)
                 )
+        self._changed()
         row = self.db.lookups.one(self._summary, {"repository": repository, "digest": digest})
         return None if row is None else _summary(row)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # the result is stored; a feed that is down must not fail the scan
+                log.exception("the change feed was not told of a stored scan")
 
     def recount_scope(self, project: str | None) -> int:
         """`recount` every finished scan of `project` (None: of every project, after a system-wide
@@ -413,6 +423,7 @@ class Scans:
                 )
             )
         log.info("scan of %s: %s", digest, counts)
+        self._changed()
 
     def _store_failure(
         self, repository_id: int, project_id: int | None, digest: str, reason: str, job_id: int | None
@@ -436,6 +447,7 @@ class Scans:
                     **dict.fromkeys(COUNT_COLUMNS),
                 )
             )
+        self._changed()
 
 
 def _allow_entries(vulndb: VulnDB, project: str | None) -> dict[str, datetime | None]:

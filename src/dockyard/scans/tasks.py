@@ -18,6 +18,7 @@ says so), since running it again would fail the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,14 +51,18 @@ def scan_params(params: dict[str, Any]) -> dict[str, Any]:
     return {"repository": repository, "reference": reference}
 
 
-def scan_kind(db: Database, registry: Registry, blobs: BlobStore) -> JobKind:
+def scan_kind(
+    db: Database, registry: Registry, blobs: BlobStore, on_change: Callable[[], None] | None = None
+) -> JobKind:
+    """`on_change`: called after each stored result (the pull gates' cached decisions go)."""
+
     def scan(ctx: JobContext) -> dict[str, Any]:
         from dockyard.scans.services import Scans
         from dockyard.vulndb.services import VulnDB
 
         params = scan_params(dict(ctx.params))
         vulndb = VulnDB(db)
-        scans = Scans(db, registry, blobs, vulndb)
+        scans = Scans(db, registry, blobs, vulndb, on_change=on_change)
         if "recount" in params:
             scope = None if params["recount"] == "*" else params["recount"]
             counted = scans.recount_scope(scope)
