@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from dockyard.db.base import utcnow
-from dockyard.errors import StorageFull
+from dockyard.errors import ReadOnly, StorageFull
 from dockyard.jobs import claims
 from dockyard.jobs.claims import Claimed
 from dockyard.jobs.context import RunningJob
@@ -253,6 +253,8 @@ class JobRunner:
             outcome = {"status": "failed", "error": str(exc)}
         except JobCancelled as exc:
             outcome = {"status": "cancelled", "error": str(exc)} if not job.lost else {"status": "lost"}
+        except ReadOnly:
+            outcome = {"status": "read-only"}
         except Exception as exc:  # the handler failed this attempt
             log.warning(
                 "job %d (%s) attempt %d failed", claimed.id, claimed.kind, claimed.attempts, exc_info=True
@@ -263,6 +265,13 @@ class JobRunner:
                 self.metrics.running.labels(claimed.kind).dec()
         self._record(job, outcome, time.monotonic() - started)
 
+    @staticmethod
+    def _wait_for_writes(claimed: Claimed) -> None:
+        """The registry went read-only under a running job (db.readonly): nothing can be recorded, so
+        nothing is; its lease runs out and it runs again once writes are back. One line, no traceback."""
+        log.info("job %d (%s): the registry is read-only; it runs again once writes are back", claimed.id,
+                 claimed.kind)  # fmt: skip
+
     def _failure(self, claimed: Claimed, error: str) -> dict[str, Any]:
         if claimed.attempts >= claimed.max_attempts:
             return {"status": "failed", "error": error}
@@ -272,6 +281,9 @@ class JobRunner:
     def _record(self, job: RunningJob, outcome: dict[str, Any], seconds: float) -> None:
         status = outcome.pop("status")
         claimed = job.claimed
+        if status == "read-only":
+            self._wait_for_writes(claimed)
+            return
         if status == "lost":
             log.warning("job %d: lease lost to another worker; this attempt's outcome is dropped", claimed.id)
             return
@@ -282,9 +294,13 @@ class JobRunner:
             )
         elif outcome.get("error"):
             lines.append((utcnow(), f"{status}: {outcome['error']}"))
-        written = claims.finish(
-            self.queue.db, claimed, status=status, progress=progress, lines=lines, **outcome
-        )
+        try:
+            written = claims.finish(
+                self.queue.db, claimed, status=status, progress=progress, lines=lines, **outcome
+            )
+        except ReadOnly:
+            self._wait_for_writes(claimed)
+            return
         if not written:
             log.warning("job %d: lease lost before it finished; its outcome is dropped", claimed.id)
             return

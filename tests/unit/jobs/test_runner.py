@@ -238,3 +238,26 @@ def _make_due(database: Database, kind: str) -> None:
             .where(JobScheduleRow.kind == kind)
             .values(next_run_at=utcnow() - timedelta(seconds=1))
         )
+
+
+def test_a_job_the_registry_turns_read_only_under_waits_quietly_and_is_not_failed(
+    queue: JobQueue, make_runner: RunnerFactory, caplog: Any
+) -> None:
+    """`dockyard read-only on` while a job runs: its writes raise ReadOnly; the job is neither failed
+    nor retried with a traceback: nothing is recorded and it stays claimed until its lease runs out."""
+    from dockyard.errors import ReadOnly
+
+    ran = threading.Event()
+
+    def writes(ctx: JobContext) -> None:
+        ran.set()
+        raise ReadOnly()
+
+    job_id = queue.enqueue("writes")
+    with caplog.at_level("INFO", logger="dockyard.jobs"):
+        make_runner([JobKind("writes", writes, max_attempts=3)], start=True)
+        assert ran.wait(10)
+        wait_until(lambda: any("read-only" in r.getMessage() for r in caplog.records))
+    job = queue.get(job_id)
+    assert job.status == "running" and job.error is None and not job.finished
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("WARNING", "ERROR")]
