@@ -19,6 +19,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Float,
     Integer,
     LargeBinary,
     String,
@@ -66,6 +67,8 @@ def _value(table: Table, column: Any, n: int) -> Any:
         return 2**53 + n  # past what a double holds exactly, and past 32 bits
     if isinstance(kind, Integer):
         return 70 + n
+    if isinstance(kind, Float):
+        return 9.8 + n / 3  # not exact in decimal: a copy through text must keep every bit
     if isinstance(kind, JSON):
         return {"n": n, "text": "é ü ✓", "list": [1, None, True, 2.5], "nested": {"": ""}}
     if isinstance(kind, LargeBinary):
