@@ -305,6 +305,9 @@ def test_member_roles_change_and_go(server: RunningServer, admin: Cli, tmp_path:
     assert [m["name"] for m in admin.json("member", "list", "roles")] == ["admin"]
     admin.ok("project", "update", "roles", "--public")
     assert admin.json("project", "show", "roles")["public"] is True
+    assert admin.json("project", "scan-settings", "roles")["scan_on_push"] is False
+    admin.ok("project", "scan-settings", "roles", "--scan-on-push")
+    assert admin.json("project", "scan-settings", "roles") == {"project": "roles", "scan_on_push": True}
     admin.ok("project", "delete", "roles", "--yes")
     assert "(HTTP 404 NOT_FOUND)" in admin.fails("project", "show", "roles")
 

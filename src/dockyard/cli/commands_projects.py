@@ -205,3 +205,30 @@ def delete(cli: Session, name: ProjectName, yes: Yes = False) -> None:
         typer.confirm(f"Delete project {name}, its members and its robots?", abort=True, err=True)
     cli.api.delete(f"/projects/{segment(name)}")
     cli.out.done(f"Deleted project {name}.", {"name": name, "deleted": True})
+
+
+@api_command(project_app, "scan-settings")
+def scan_settings(
+    cli: Session,
+    name: ProjectName,
+    scan_on_push: Annotated[
+        bool | None,
+        typer.Option(
+            "--scan-on-push/--no-scan-on-push",
+            help="Scan every image pushed to the project (a job, after the push). Without: show.",
+        ),
+    ] = None,
+) -> None:
+    """Show or change a project's scan settings (docs/security.md, "Scans")."""
+    path = f"/projects/{segment(name)}/scan-settings"
+    if scan_on_push is None:
+        cli.out.record(
+            cli.api.get(path),
+            [
+                Column("Project", "project"),
+                Column("Scan on push", "scan_on_push", lambda on: "yes" if on else "no"),
+            ],
+        )
+        return
+    settings = cli.api.put(path, {"scan_on_push": scan_on_push})
+    cli.out.done(f"Project {name}: scan on push {'on' if settings['scan_on_push'] else 'off'}.", settings)
