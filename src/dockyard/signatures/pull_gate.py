@@ -33,8 +33,8 @@ NOT_VERIFIED = (
     "artifact's signature does not verify with the project's trusted keys (policy: require signature)"
 )
 MAX_PARENTS = 20  # indexes looked at for a platform manifest
-# Decisions that read scan results are kept this long: a scan stored, an allowlist entry added or
-# expired is seen within it (signature decisions follow Topic.VERDICTS alone).
+# Decisions that read scan results are kept at most this long: an allowlist entry that expired is seen
+# within it (a stored scan result bumps Topic.VERDICTS, as a stored verdict does).
 SCAN_DECISION_SECONDS = 5.0
 VERIFY_KIND = "verify-signature"  # signatures.tasks
 UNKNOWN: Final = object()  # the fast path cannot answer without the database
