@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -640,9 +641,9 @@ def worker_app() -> Any:
     """ASGI factory for server worker processes: on the settings `serve` validated (a worker Granian
     starts again after the config file was edited runs on what the others run on); under another
     server (uvicorn), on the file DOCKYARD_CONFIG names and the environment."""
-    # A worker of a killed serve must not go on beside the next one: killed with serve while it loads
-    # (serve's fork hook did so already, before the import of this module; again for other starts),
-    # stopped gracefully (WORKER_GRACE) once it can serve.
+    # A worker of a killed serve must not go on beside the next one: killed with serve, by the kernel,
+    # while it loads (serve's fork hook did so already, before the import of this module; again for
+    # other starts) and once it serves (below).
     bind_to_parent()
     private_umask()  # serve set it already; under another server (uvicorn) the app does
     tune_malloc()
@@ -658,6 +659,8 @@ def worker_app() -> Any:
     services = build_services(settings, migrate=True)
     first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
     app = create_app(services)
-    die_with_parent(WORKER_GRACE)
+    # SIGKILL, not SIGTERM: a worker whose serve was killed may be unable to run a handler or the
+    # watch thread (one did not stop within 20 s in CI); its clients retry, uploads are crash-safe.
+    die_with_parent(WORKER_GRACE, on_death=signal.SIGKILL)
     mark_ready()  # serve starts its job runner now: until here the workers have the cores to themselves
     return app

@@ -119,13 +119,14 @@ def a_worker_is_ready() -> bool:
     return path is not None and Path(path).exists()
 
 
-def die_with_parent(grace: float) -> None:
-    """In a child of `serve` that is ready to serve (a no-op elsewhere): SIGTERM when serve dies,
-    SIGKILL `grace` seconds later if still running; exit now if serve is gone already."""
+def die_with_parent(grace: float, on_death: int = signal.SIGTERM) -> None:
+    """In a child of `serve` that is ready to serve (a no-op elsewhere): `on_death` from the kernel when
+    serve dies (SIGTERM: stop gracefully; SIGKILL: at once, whatever the process is doing), SIGKILL
+    `grace` seconds later if still running; exit now if serve is gone already."""
     parent = _expected_parent()
     if parent is None:
         return
-    _on_parent_death(signal.SIGTERM, parent)
+    _on_parent_death(on_death, parent)
     threading.Thread(target=_watch_parent, args=(parent, grace), name="parent-watch", daemon=True).start()
 
 
