@@ -850,7 +850,9 @@ def scan_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call
     w.admin.api("POST", path, expect=(202,))
     call = Call(ep.method, api(path))
     if ep.method == "POST":
-        call.observe = lambda: w.admin.api("GET", path)["job_id"]
+        # The newest scan job: a refused request queues none. (Not the report's job_id: an earlier
+        # case's job starting meanwhile moves it.)
+        call.observe = lambda: w.admin.api("GET", "/jobs", params={"kind": "scan"})[0]["id"]
     return call
 
 
