@@ -145,6 +145,7 @@ class KeyRing:
         self.miss_interval = miss_interval
         self.clock = clock
         self._lock = threading.Lock()
+        self._first_key = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._signing: LoadedKey | None = None
         self._loaded_at: float | None = None
@@ -155,8 +156,13 @@ class KeyRing:
         self._refresh_if_stale()
         signing = self._signing
         if signing is None:
-            self.rotate()
-            signing = self._signing
+            # One thread makes the first key: concurrent first logins each made one, and a token signed
+            # with a key another thread's reload did not see failed its own verification.
+            with self._first_key:
+                signing = self._signing
+                if signing is None:
+                    self.rotate()
+                    signing = self._signing
             assert signing is not None
         return signing
 
