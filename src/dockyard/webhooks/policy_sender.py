@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
 
 from dockyard.config.notifications_settings import WebhooksSettings
 from dockyard.db.base import utcnow
@@ -37,6 +37,7 @@ from dockyard.webhooks.models import (
     NotificationEventRow,
 )
 from dockyard.webhooks.policies import WebhookPolicies, forget_policy
+from dockyard.webhooks.services import trim_log
 
 log = logging.getLogger("dockyard.webhooks")
 _EVENTS = cast(Table, NotificationEventRow.__table__)
@@ -249,20 +250,6 @@ def _cursor(connection: Connection, name: str) -> Any:
         connection.execute(insert(_CURSORS).values(endpoint=name, last_event_id=newest, failures=0))
         row = connection.execute(select(_CURSORS).where(_CURSORS.c.endpoint == name)).one()
     return row
-
-
-def trim_log(connection: Connection, name: str, keep: int) -> None:
-    oldest_kept = connection.execute(
-        select(_DELIVERIES.c.id)
-        .where(_DELIVERIES.c.endpoint == name)
-        .order_by(_DELIVERIES.c.id.desc())
-        .offset(keep - 1)
-        .limit(1)
-    ).scalar()
-    if oldest_kept is not None:
-        connection.execute(
-            delete(_DELIVERIES).where(_DELIVERIES.c.endpoint == name, _DELIVERIES.c.id < oldest_kept)
-        )
 
 
 def describe(exc: Exception) -> str:

@@ -224,7 +224,7 @@ class Sender:
                 wait = endpoint.backoff.delta if failures >= endpoint.threshold else RETRY_SOON
                 _set_cursor(connection, endpoint.name, failures=failures, retry_after=utcnow() + wait)
                 log.warning("notification endpoint %s: %s (%d in a row)", endpoint.name, error, failures)
-            self._trim_log(connection, endpoint.name)
+            trim_log(connection, endpoint.name, self.settings.delivery_log)
         return ok
 
     def _cursor(self, name: str, connection: Connection | None = None) -> Any:
@@ -245,20 +245,6 @@ class Sender:
     def _advance(self, name: str, last_id: int) -> None:
         with self.db.write() as connection:
             _set_cursor(connection, name, last_event_id=last_id)
-
-    def _trim_log(self, connection: Connection, name: str) -> None:
-        keep = self.settings.delivery_log
-        oldest_kept = connection.execute(
-            select(_DELIVERIES.c.id)
-            .where(_DELIVERIES.c.endpoint == name)
-            .order_by(_DELIVERIES.c.id.desc())
-            .offset(keep - 1)
-            .limit(1)
-        ).scalar()
-        if oldest_kept is not None:
-            connection.execute(
-                delete(_DELIVERIES).where(_DELIVERIES.c.endpoint == name, _DELIVERIES.c.id < oldest_kept)
-            )
 
     def _purge_delivered(self, policy_cursors: list[str]) -> None:
         """Delete the events every active endpoint and enabled policy has passed (all of them, with
@@ -343,3 +329,18 @@ class DeliveryLog:
             .limit(limit)
         )
         return [Delivery(**{key: getattr(row, key) for key in Delivery.__dataclass_fields__}) for row in rows]
+
+
+def trim_log(connection: Connection, name: str, keep: int) -> None:
+    """Keep the newest `keep` deliveries of one endpoint or policy cursor in the delivery log."""
+    oldest_kept = connection.execute(
+        select(_DELIVERIES.c.id)
+        .where(_DELIVERIES.c.endpoint == name)
+        .order_by(_DELIVERIES.c.id.desc())
+        .offset(keep - 1)
+        .limit(1)
+    ).scalar()
+    if oldest_kept is not None:
+        connection.execute(
+            delete(_DELIVERIES).where(_DELIVERIES.c.endpoint == name, _DELIVERIES.c.id < oldest_kept)
+        )

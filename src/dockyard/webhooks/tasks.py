@@ -44,9 +44,7 @@ def notify_kind(
     def sender_post() -> Post:
         return post if post is not None else lazy_endpoint_post
 
-    def lazy_post(
-        url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool
-    ) -> int:
+    def lazy_post(url: str, body: bytes, headers: list[tuple[str, str]], timeout: float, verify: bool) -> int:
         if not policy_client:  # built on the first delivery: a runner with no policy never loads httpx
             from dockyard.webhooks.delivery import policy_post as build
 
