@@ -83,6 +83,8 @@ class JobRunner:
                 self._ensure_default_schedules()
         except StorageFull:  # the dispatcher tries again each round: a full disk must not stop the runner
             log.warning("job runner: storage is full; default schedules will be created when there is room")
+        except ReadOnly:  # turned on between the check and the write: the dispatcher creates them later
+            log.info("job runner: read-only; the default schedules are made once writes are back")
         self._stop.clear()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dockyard-job")
         self._dispatcher = threading.Thread(target=self._dispatch_forever, name="dockyard-jobs", daemon=True)
@@ -182,6 +184,8 @@ class JobRunner:
                     self.metrics.heartbeat.set_to_current_time()
             except StorageFull:  # one line, no traceback, for as long as the disk is full
                 log.warning("job runner: storage is full; trying again")
+            except ReadOnly:  # turned on during the round (after its check): the next round waits quietly
+                log.info("job runner: the registry turned read-only during a round; waiting for writes")
             except Exception:
                 log.exception("job runner: a round failed; trying again")
             wait = min(self.poll_interval, self.lease.total_seconds() / 3)

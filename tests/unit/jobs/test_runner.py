@@ -261,3 +261,30 @@ def test_a_job_the_registry_turns_read_only_under_waits_quietly_and_is_not_faile
     job = queue.get(job_id)
     assert job.status == "running" and job.error is None and not job.finished
     assert not [r for r in caplog.records if r.exc_info or r.levelname in ("WARNING", "ERROR")]
+
+
+class _TurnsOnAfterFirstCheck:
+    """`dockyard read-only on` between the runner's check and its first write (seen in CI: the job
+    worker `serve` starts late on a loaded machine, as the operator switches the registry read-only)."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def is_on(self) -> bool:
+        self.checks += 1
+        return self.checks > 1
+
+
+def test_a_runner_that_starts_as_the_registry_turns_read_only_keeps_running_quietly(
+    queue: JobQueue, make_runner: RunnerFactory, caplog: Any
+) -> None:
+    flag = _TurnsOnAfterFirstCheck()
+    queue.db.read_only_flag = flag  # type: ignore[assignment]
+    kinds = [JobKind("sweep", lambda ctx: None, default_schedule="@every 5m")]
+    with caplog.at_level("INFO", logger="dockyard.jobs"):
+        runner = make_runner(kinds, start=True)  # raised ReadOnly out of start() before: worker exit 1
+        wait_until(lambda: flag.checks > 3)  # the dispatcher went on with its rounds
+    assert runner._dispatcher is not None and runner._dispatcher.is_alive()
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("WARNING", "ERROR")]
+    queue.db.read_only_flag = None  # writes are back: the default schedule appears
+    wait_until(lambda: any(s.kind == "sweep" for s in queue.schedules()))
