@@ -181,6 +181,8 @@ def create_app(services: Services) -> ASGIApp:
         *health_routes(checks, draining=drain.draining),
         *auth.routes,
     ]
+    if settings.scanner_api.enabled:  # the Harbor pluggable scanner API (api/scanner.py)
+        routes.append(_scanner_api(services))
     listener: MetricsListener | None = None
     if settings.metrics.enabled:
         render = _metrics_render(metrics, services, _state_collector(settings, services, checks))
@@ -538,6 +540,16 @@ def _in_management_api(request: Request) -> bool:
     stops at a newline) is still answered in the API's error format."""
     path = request.url.path
     return path == MOUNT_PATH or path.startswith(MOUNT_PATH + "/")
+
+
+def _scanner_api(services: Services) -> BaseRoute:
+    """/scanner/api/v1: this registry's scanner for a Harbor (or another dockyard) to call."""
+    from dockyard.api.scanner import ScannerAPI
+
+    settings = services.settings
+    local = {registry_url(settings)}
+    api = ScannerAPI(settings.scanner_api, services.db, services.registry, services.jobs, local)
+    return api.mount()
 
 
 def _scan_pushes(services: Services) -> ScanOnPush:

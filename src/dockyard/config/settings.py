@@ -430,6 +430,38 @@ class ProxySettings(Section):
         return self
 
 
+class ScannerAPISettings(Section):
+    """dockyard's scanner served through the Harbor pluggable scanner API v1.1
+    ([security.md](security.md#the-harbor-pluggable-scanner-api)), at `/scanner/api/v1` on `http.addr`,
+    so a Harbor (or another dockyard) can use it as its scanner. It scans this registry's own artifacts
+    only: a scan request naming any other registry URL is refused, so the API cannot make the server
+    fetch URLs."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve `/scanner/api/v1/{metadata,scan,scan/{id}/report}`. Needs `token` or "
+        "`username` and `password`: the adapter API is never open.",
+    )
+    token: str | None = Field(
+        default=None,
+        repr=False,
+        description="The bearer token a caller sends (`Authorization: Bearer TOKEN`; what Harbor's "
+        "scanner registration calls a bearer credential). Never logged.",
+    )
+    username: str | None = Field(
+        default=None, description="With `password`: Basic credentials a caller may send instead."
+    )
+    password: str | None = Field(default=None, repr=False, description="Its password. Never logged.")
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> Self:
+        if self.enabled and not self.token and not (self.username and self.password):
+            raise ValueError("scanner_api.enabled needs scanner_api.token, or username and password")
+        if bool(self.username) != bool(self.password):
+            raise ValueError("scanner_api.username and scanner_api.password go together")
+        return self
+
+
 class Settings(Section):
     version: str | None = Field(
         default=None,
@@ -457,6 +489,7 @@ class Settings(Section):
     limits: LimitsSettings = LimitsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    scanner_api: ScannerAPISettings = ScannerAPISettings()
 
     @field_validator("version", mode="before")
     @classmethod
