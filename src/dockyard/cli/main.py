@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dockyard.cli.commands_artifacts import artifact_app
 from dockyard.cli.commands_audit import audit_app
 from dockyard.cli.commands_cache import cache_app
 from dockyard.cli.commands_endpoints import endpoint_app
@@ -57,6 +58,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(repo_app, name="repo")
+app.add_typer(artifact_app, name="artifact")
 app.add_typer(retention_app, name="retention")
 app.add_typer(audit_app)  # audit
 app.add_typer(job_app, name="job")

@@ -65,6 +65,7 @@ GLOBAL_PARAMETERS = [
             Path | None,
             typer.Option(
                 "--ca-cert",
+                envvar="DOCKYARD_CA_CERT",
                 exists=True,
                 dir_okay=False,
                 resolve_path=True,

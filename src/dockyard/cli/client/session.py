@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,6 +13,7 @@ from dockyard.cli.client.config import (
     ServerLogin,
     default_config_path,
     load_config,
+    normalize_server_url,
     save_config,
 )
 from dockyard.cli.client.errors import ApiFailure, CliError
@@ -19,6 +21,11 @@ from dockyard.cli.client.output import Output
 
 if TYPE_CHECKING:  # httpx is imported when a command first talks to a server, not by `dockyard serve`
     from dockyard.cli.client.http import ApiClient
+    from dockyard.cli.client.registry import RegistryClient
+
+# A CI job's robot: its name and secret, used instead of a stored login (robots cannot `dockyard login`).
+USERNAME_VARIABLE = "DOCKYARD_USERNAME"
+PASSWORD_VARIABLE = "DOCKYARD_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Session:
         self.config_path = config_path or default_config_path()
         self.out = Output(options.json)
         self._clients: list[ApiClient] = []
+        self._registries: list[RegistryClient] = []
 
     @cached_property
     def config(self) -> CliConfig:
@@ -45,8 +53,39 @@ class Session:
 
     @cached_property
     def login(self) -> ServerLogin:
-        """The stored login for --server (or $DOCKYARD_SERVER, or the server last logged in to)."""
+        """The stored login for --server (or $DOCKYARD_SERVER, or the server last logged in to); or,
+        when $DOCKYARD_USERNAME and $DOCKYARD_PASSWORD are set (a CI job with a robot's secret), those
+        credentials for that server, with nothing read from or written to the CLI's file."""
+        username, password = os.environ.get(USERNAME_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
+        if username and password:
+            if not self.options.server:
+                raise CliError(
+                    f"{USERNAME_VARIABLE} is set: give the server with --server or DOCKYARD_SERVER"
+                )
+            return ServerLogin(normalize_server_url(self.options.server), username, password)
         return self.config.login_for(self.options.server)
+
+    @property
+    def from_environment(self) -> bool:
+        return self.login.token_id is None and bool(os.environ.get(USERNAME_VARIABLE))
+
+    @cached_property
+    def registry(self) -> RegistryClient:
+        """A client of the server's /v2 API with the same credentials as `api`."""
+        from dockyard.cli.client.http import tls_verify
+        from dockyard.cli.client.registry import RegistryClient
+
+        login = self.login
+        client = RegistryClient(
+            login.url,
+            (login.username, login.token),
+            tls_verify(
+                self.options.insecure or login.insecure,
+                str(self.options.ca_cert) if self.options.ca_cert else login.ca_cert,
+            ),
+        )
+        self._registries.append(client)
+        return client
 
     @cached_property
     def api(self) -> ApiClient:
@@ -72,6 +111,8 @@ class Session:
         """The one line to show for `error`, with what to do about a refused stored token."""
         if isinstance(error, ApiFailure) and error.status == 401 and "login" in self.__dict__:
             url = self.login.url
+            if self.from_environment:
+                return f"{url} refused {USERNAME_VARIABLE}={self.login.username} ({error.detail})"
             return (
                 f"the server refused the stored token of {self.login.username} ({error.detail}): "
                 f"run `dockyard login {url}` again"
@@ -81,3 +122,5 @@ class Session:
     def close(self) -> None:
         for client in self._clients:
             client.close()
+        for registry in self._registries:
+            registry.close()
