@@ -43,10 +43,12 @@ images: venv
 #    unit tests' are copies of one migrated file per worker, tests/support/sqlite_template.py);
 # 2. PostgreSQL: the same tests again with DOCKYARD_TEST_DB=postgresql, every server and every unit test's
 #    database (tests/support/postgres.py scratch_database_url) on a throwaway PostgreSQL the tests start,
-#    minus the tests marked db_independent: no metadata DB, SQLite on purpose, or databases they pick
-#    themselves (parametrized over both, or always PostgreSQL, e.g. tests/cluster). tests/conftest.py
-#    lists them in DB_INDEPENDENT_PATHS. Its test databases are copies of one migrated template per
-#    worker (tests/support/postgres.py migrated_template). It runs ~1000 tests, about 12 min of CPU.
+#    minus the tests marked db_independent: no metadata DB, SQLite on purpose, databases they pick
+#    themselves (parametrized over both, or always PostgreSQL, e.g. tests/cluster), or real clients
+#    (tests/e2e: the client's exchange is the same on either database; tests/integration makes the same
+#    requests on PostgreSQL; one skopeo flow stays as a canary). tests/conftest.py lists them in
+#    DB_INDEPENDENT_PATHS (exceptions in DB_DEPENDENT_TESTS). Its test databases are copies of one
+#    migrated template per worker (tests/support/postgres.py migrated_template).
 PG_PYTEST_ARGS ?= $(PYTEST_ARGS) -m "not db_independent"
 test: test-deps
 	@status=0; \
