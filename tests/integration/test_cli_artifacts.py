@@ -25,6 +25,10 @@ from tests.support.layers import file, layer
 from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import DOCKYARD, RunningServer, start_server
 
+# The subject is the CLI; the server's scans and verdicts it reads are tested on both databases by
+# test_scans_api.py and test_signatures.py.
+pytestmark = pytest.mark.db_independent
+
 ADMIN = ("admin", "artifact-cli-Passw0rd-1")
 OS_RELEASE = b'ID=debian\nVERSION_ID="12"\n'
 STATUS = (
