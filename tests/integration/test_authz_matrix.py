@@ -195,6 +195,9 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/signing-keys", "POST"): Rule(needs(PROJECT_UPDATE), 201),
     (f"{P}/signing-keys/{{key_name}}", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/signing-keys/{{key_name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{P}/trust-policy", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/trust-policy", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/trust-policy", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     (f"{R}/artifacts/{{reference}}/signature", "GET"): Rule(needs(PROJECT_READ)),
     # Scans: developers request one (it costs a job), whoever reads the artifact reads its report;
     # project admins set scan_on_push.
@@ -979,6 +982,37 @@ def signing_key(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Ca
     return call
 
 
+TRUST_POLICY: dict[str, Any] = {
+    "version": "1.0",
+    "trustPolicies": [
+        {
+            "name": "all",
+            "registryScopes": ["*"],
+            "signatureVerification": {"level": "strict"},
+            "trustStores": ["ca:release"],
+            "trustedIdentities": ["*"],
+        }
+    ],
+}
+
+
+def trust_policy_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """The project's notation trust policy: one the admin set first is read or removed by the actor;
+    or the actor sets one (with another name)."""
+    assert project is not None
+    path = f"/projects/{project}/trust-policy"
+    w.admin.api("PUT", path, json=TRUST_POLICY)
+    call = Call(ep.method, api(path))
+    call.cleanup = lambda: w.admin.status("DELETE", path) and None
+    if ep.method == "PUT":
+        renamed = {**TRUST_POLICY["trustPolicies"][0], "name": "changed"}
+        call.json = {**TRUST_POLICY, "trustPolicies": [renamed]}
+        call.observe = lambda: w.admin.api("GET", path)["trustPolicies"][0]["name"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, path)
+    return call
+
+
 SELFTEST = {"kind": "selftest", "params": {"seconds": 0}}
 LONG_SELFTEST = {"kind": "selftest", "params": {"seconds": 600}}
 
@@ -1113,6 +1147,7 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
         (f"{P}/signing-keys", "POST"),
         *((f"{P}/signing-keys/{{key_name}}", m) for m in ("GET", "DELETE")),
     ]},
+    **{(f"{P}/trust-policy", m, ""): trust_policy_call for m in ("GET", "PUT", "DELETE")},
     (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
     **{(f"{R}/artifacts/{{reference}}/scan", m, ""): scan_call for m in ("POST", "GET")},
     **{(f"{P}/scan-settings", m, ""): scan_settings for m in ("GET", "PUT")},

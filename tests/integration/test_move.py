@@ -31,7 +31,7 @@ from dockyard.maintenance.tables import model_tables, row_counts
 from dockyard.projects.models import ProjectRow
 from dockyard.proxy.models import ProxyTagRow
 from dockyard.registry.models import Repository
-from tests.support.cosign import make_key, payload, push_sig_tag, signature_layer
+from tests.support.cosign import make_ca, make_key, payload, push_sig_tag, signature_layer
 from tests.support.layers import file
 from tests.support.layers import layer as tar_layer
 from tests.support.ociclient import (
@@ -282,6 +282,23 @@ def populate(server: RunningServer) -> Install:
     ).body
     verdict = call(admin, "GET", "/repositories/team/app/artifacts/v1/signature", 200)
     assert verdict["status"] == "verified", verdict
+    # A certificate in a named notation trust store, and the project's trust policy.
+    release_ca = make_ca(server.datadir.parent, "release-ca")
+    call(
+        admin,
+        "POST",
+        "/projects/team/signing-keys",
+        201,
+        json={"name": "release-ca", "public_key": release_ca.pem, "trust_store": "acme"},
+    )
+    policy = {
+        "name": "team",
+        "registryScopes": ["*"],
+        "signatureVerification": {"level": "permissive"},
+        "trustStores": ["ca:acme"],
+        "trustedIdentities": ["*"],
+    }
+    call(admin, "PUT", "/projects/team/trust-policy", 200, json={"version": "1.0", "trustPolicies": [policy]})
     # A stored scan (scans, scan_findings) of an image with a Python package an advisory names, and
     # the project's scan settings (scan_settings).
     metadata = file("usr/lib/python3/dist-packages/Jinja2-2.11.2.dist-info/METADATA", JINJA2)

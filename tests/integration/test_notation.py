@@ -5,6 +5,7 @@ the CA. Tampered, mis-addressed, expired, wrongly issued or mislabelled envelope
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,240 @@ def test_trust_store_entries_are_single_certificates(api: httpx.Client, pki: dic
     broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     answer = api.post(f"/projects/{PROJECT}/signing-keys", json={"name": "broken", "public_key": broken})
     assert answer.status_code == 400 and "not a PEM certificate" in answer.text, describe(answer)
+
+
+# --- trust policies ---------------------------------------------------------------------------------
+OTHER_REPO = "nv/tools"
+ACME = "/C=US/ST=WA/O=acme/CN=builder"
+
+
+def trust_policy(*policies: dict[str, Any]) -> dict[str, Any]:
+    return {"version": "1.0", "trustPolicies": list(policies)}
+
+
+def entry(
+    name: str, scopes: list[str], level: str, stores: list[str], identities: list[str], **verification: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "registryScopes": scopes,
+        "signatureVerification": {"level": level, **verification},
+        "trustStores": stores,
+        "trustedIdentities": identities,
+    }
+
+
+@pytest.fixture
+def policy_pki(
+    tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Certificate]
+) -> Iterator[dict[str, Certificate]]:
+    """The release CA in the project's store `acme`, the other CA in the store of its own name; signers
+    of both, one with acme's subject, one with another organisation's, one naming a CRL."""
+    workdir = tmp_path_factory.mktemp("policy-pki")
+    ca = pki["ca"]
+    certs = {
+        "acme": make_leaf(workdir, "acme-builder", ca, subject=ACME),
+        "evil": make_leaf(workdir, "evil-builder", ca, subject="/C=US/ST=WA/O=evil/CN=builder"),
+        "crl": make_leaf(
+            workdir,
+            "crl-builder",
+            ca,
+            subject=ACME,
+            extra="crlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n",
+        ),
+        "stranger": pki["stranger"],
+    }
+    with httpx.Client(base_url=_api_url(), auth=ADMIN, timeout=60) as api:
+        added = api.post(
+            f"/projects/{PROJECT}/signing-keys",
+            json={"name": "release-ca", "public_key": ca.pem, "trust_store": "acme"},
+        )
+        assert added.status_code == 201 and added.json()["trust_store"] == "acme", describe(added)
+        other = api.post(
+            f"/projects/{PROJECT}/signing-keys", json={"name": "other-ca", "public_key": pki["other"].pem}
+        )
+        assert other.status_code == 201 and other.json()["trust_store"] == "other-ca", describe(other)
+        try:
+            yield certs
+        finally:
+            api.delete(f"/projects/{PROJECT}/trust-policy")
+            api.delete(f"/projects/{PROJECT}/signing-keys/release-ca")
+            api.delete(f"/projects/{PROJECT}/signing-keys/other-ca")
+
+
+_SERVER_URL: list[str] = []
+
+
+def _api_url() -> str:
+    return f"{_SERVER_URL[0]}/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def _remember_url(server: RunningServer) -> None:
+    _SERVER_URL[:] = [server.url]
+
+
+def signed(
+    oci: OCIClient,
+    repo: str,
+    tag: str,
+    signer: Certificate,
+    chain: list[Certificate],
+    tmp_path: Path,
+    **options: Any,
+) -> None:
+    image = oci.push_image(repo, tag, seed=f"policy-{repo}-{tag}")
+    push_notation(oci, repo, image, jws_envelope(signer, chain, target(image), tmp_path, **options))
+
+
+def verdict_in(api: httpx.Client, repo: str, reference: str) -> dict[str, Any]:
+    answer = api.get(f"/repositories/{repo}/artifacts/{reference}/signature")
+    assert answer.status_code == 200, describe(answer)
+    return dict(answer.json())
+
+
+def test_a_trust_policy_names_the_stores_and_signers_each_repository_trusts(
+    server: RunningServer,
+    api: httpx.Client,
+    policy_pki: dict[str, Certificate],
+    pki: dict[str, Certificate],
+    tmp_path: Path,
+) -> None:
+    ca, other = pki["ca"], pki["other"]
+    with bearer_client(server.url, ADMIN, (REPO, OTHER_REPO)) as http:
+        oci = OCIClient(http)
+        signed(oci, REPO, "acme", policy_pki["acme"], [policy_pki["acme"], ca], tmp_path)
+        signed(oci, REPO, "evil", policy_pki["evil"], [policy_pki["evil"], ca], tmp_path)
+        signed(oci, REPO, "stranger", pki["stranger"], [pki["stranger"], other], tmp_path)
+        signed(oci, OTHER_REPO, "stranger", pki["stranger"], [pki["stranger"], other], tmp_path)
+    # Without a policy any certificate of the project's stores vouches for any signer.
+    assert verdict_in(api, REPO, "stranger")["status"] == "verified"
+    document = trust_policy(
+        entry(
+            "app", [f"registry.example/{REPO}"], "strict", ["ca:acme"], ["x509.subject: C=US, ST=WA, O=acme"]
+        ),
+        entry("rest", ["*"], "strict", ["ca:other-ca"], ["*"]),
+    )
+    answer = api.put(f"/projects/{PROJECT}/trust-policy", json=document)
+    assert answer.status_code == 200, describe(answer)
+    assert api.get(f"/projects/{PROJECT}/trust-policy").json()["trustPolicies"][0]["name"] == "app"
+    good = verdict_in(api, REPO, "acme")
+    assert (good["status"], good["key"], good["cached"]) == ("verified", "release-ca", False), good
+    evil = verdict_in(api, REPO, "evil")
+    assert evil["status"] == "invalid" and "not a trusted identity of trust policy 'app'" in evil["reason"], (
+        evil
+    )
+    stranger = verdict_in(api, REPO, "stranger")
+    assert stranger["status"] == "invalid", stranger
+    assert "does not lead to a certificate of ca:acme" in stranger["reason"], stranger
+    elsewhere = verdict_in(api, OTHER_REPO, "stranger")
+    assert (elsewhere["status"], elsewhere["key"]) == ("verified", "other-ca"), elsewhere
+    # Only the exact scope: a repository no policy covers has no notation signature verified.
+    narrow = trust_policy(entry("app", [REPO], "strict", ["ca:acme"], ["*"]))
+    assert api.put(f"/projects/{PROJECT}/trust-policy", json=narrow).status_code == 200
+    uncovered = verdict_in(api, OTHER_REPO, "stranger")
+    assert (
+        uncovered["status"] == "invalid"
+        and f"no trust policy of the project applies to {OTHER_REPO}" in uncovered["reason"]
+    )
+    assert api.delete(f"/projects/{PROJECT}/trust-policy").status_code == 204
+    assert api.get(f"/projects/{PROJECT}/trust-policy").status_code == 404
+    assert verdict_in(api, REPO, "stranger")["status"] == "verified"
+
+
+def test_the_level_decides_what_is_enforced_and_what_is_only_noted(
+    server: RunningServer,
+    api: httpx.Client,
+    policy_pki: dict[str, Certificate],
+    pki: dict[str, Certificate],
+    tmp_path: Path,
+) -> None:
+    ca, acme = pki["ca"], policy_pki["acme"]
+    expired = {
+        "headers": {
+            "io.cncf.notary.expiry": "2020-01-01T00:00:00Z",
+            "crit": ["io.cncf.notary.signingScheme", "io.cncf.notary.expiry"],
+        }
+    }
+    with bearer_client(server.url, ADMIN, (REPO,)) as http:
+        oci = OCIClient(http)
+        signed(oci, REPO, "expired", acme, [acme, ca], tmp_path, **expired)
+        signed(oci, REPO, "crl", policy_pki["crl"], [policy_pki["crl"], ca], tmp_path)
+        signed(oci, REPO, "outsider", pki["stranger"], [pki["stranger"], pki["other"]], tmp_path)
+        oci.push_image(REPO, "unsigned", seed="policy-unsigned")
+
+    def level(name: str, **verification: Any) -> None:
+        document = trust_policy(entry("app", [REPO], name, ["ca:acme"], ["*"], **verification))
+        answer = api.put(f"/projects/{PROJECT}/trust-policy", json=document)
+        assert answer.status_code == 200, describe(answer)
+
+    level("strict")
+    assert "expired at 2020-01-01" in verdict_in(api, REPO, "expired")["reason"]
+    crl = verdict_in(api, REPO, "crl")
+    assert crl["status"] == "invalid" and "revocation status is unknown" in crl["reason"], crl
+    level("strict", override={"revocation": "skip"})
+    assert verdict_in(api, REPO, "crl")["status"] == "verified"
+    level("permissive")
+    logged = verdict_in(api, REPO, "expired")
+    assert logged["status"] == "verified" and "expiry logged: the signature expired" in logged["reason"], (
+        logged
+    )
+    crl = verdict_in(api, REPO, "crl")
+    assert crl["status"] == "verified" and "revocation logged" in crl["reason"], crl
+    assert verdict_in(api, REPO, "outsider")["status"] == "invalid"  # authenticity stays enforced
+    level("audit")
+    audit = verdict_in(api, REPO, "outsider")
+    assert (audit["status"], audit["key"]) == ("verified", None) and "authenticity logged" in audit[
+        "reason"
+    ], audit
+    assert verdict_in(api, REPO, "unsigned")["status"] == "unsigned"  # audit verifies what is there only
+    skip = {"name": "app", "registryScopes": [REPO], "signatureVerification": {"level": "skip"}}
+    assert api.put(f"/projects/{PROJECT}/trust-policy", json=trust_policy(skip)).status_code == 200
+    skipped = verdict_in(api, REPO, "unsigned")
+    assert skipped["status"] == "verified" and "skips signature verification" in skipped["reason"], skipped
+
+
+def test_invalid_trust_policies_are_refused_in_the_api_error_format(api: httpx.Client) -> None:
+    bad = [
+        (trust_policy({"name": "g", "registryScopes": ["*"], "signatureVerification": {"level": "skip"}}),
+         "global scope"),
+        (trust_policy(entry("a", ["*"], "strict", ["tsa:clock"], ["*"])), "stores of type ca"),
+        (trust_policy(entry("a", ["*"], "strict", ["ca:x"], ["x509.subject: CN=me"])), "lacks C, ST, O"),
+        ({"version": "0.9"}, '"version" must be "1.0"'),
+    ]  # fmt: skip
+    for document, message in bad:
+        answer = api.put(f"/projects/{PROJECT}/trust-policy", json=document)
+        assert answer.status_code == 400, describe(answer)
+        (error,) = answer.json()["errors"]
+        assert message in error["message"], (message, error)
+    assert api.get(f"/projects/{PROJECT}/trust-policy").status_code == 404
+    missing = api.put(
+        "/projects/no-such-project/trust-policy",
+        json=trust_policy(entry("a", ["*"], "strict", ["ca:x"], ["*"])),
+    )
+    assert missing.status_code == 404, describe(missing)
+
+
+def test_the_cli_sets_shows_and_deletes_a_trust_policy(
+    server: RunningServer, api: httpx.Client, pki: dict[str, Certificate], tmp_path: Path
+) -> None:
+    from tests.integration.test_signatures import run
+
+    added = run(server, "trust", "key", "add", PROJECT, "cli-ca", pki["ca"].cert, "--trust-store", "builds")
+    assert added.returncode == 0, added.stderr
+    try:
+        keys = {key["name"]: key for key in api.get(f"/projects/{PROJECT}/signing-keys").json()["keys"]}
+        assert keys["cli-ca"]["trust_store"] == "builds"
+        path = tmp_path / "trustpolicy.json"
+        path.write_text(json.dumps(trust_policy(entry("builds", ["*"], "permissive", ["ca:builds"], ["*"]))))
+        assert run(server, "trust", "policy", "set", PROJECT, path).returncode == 0
+        shown = run(server, "trust", "policy", "show", PROJECT)
+        assert json.loads(shown.stdout)["trustPolicies"][0]["trustStores"] == ["ca:builds"], shown
+        path.write_text(json.dumps(trust_policy(entry("builds", ["*"], "skip", ["ca:builds"], ["*"]))))
+        refused = run(server, "trust", "policy", "set", PROJECT, path)
+        assert refused.returncode == 1 and "cannot apply to the global scope" in refused.stderr, refused
+        assert run(server, "trust", "policy", "delete", PROJECT).returncode == 0
+        missing = run(server, "trust", "policy", "show", PROJECT)
+        assert missing.returncode == 1 and "no notation trust policy" in missing.stderr, missing
+    finally:
+        assert run(server, "trust", "key", "delete", PROJECT, "cli-ca").returncode == 0

@@ -147,13 +147,22 @@ def make_ca(workdir: Path, name: str) -> Certificate:
 
 
 def make_leaf(
-    workdir: Path, name: str, ca: Certificate, kind: str = "ecdsa", usage: str = "codeSigning"
+    workdir: Path,
+    name: str,
+    ca: Certificate,
+    kind: str = "ecdsa",
+    usage: str = "codeSigning",
+    subject: str | None = None,
+    extra: str = "",
 ) -> Certificate:
+    """A certificate `ca` issues; `subject` as openssl takes it (default /CN=name), `extra` more
+    extension lines (e.g. a crlDistributionPoints)."""
     key, csr, cert = workdir / f"{name}.key", workdir / f"{name}.csr", workdir / f"{name}.crt"
-    openssl("req", "-new", *_newkey(kind), "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    subject = subject or f"/CN={name}"
+    openssl("req", "-new", *_newkey(kind), "-nodes", "-keyout", key, "-out", csr, "-subj", subject)
     extensions = workdir / f"{name}.ext"
     extensions.write_text(
-        f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+        f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n{extra}"
     )
     openssl(
         "x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-set_serial", "2",

@@ -19,8 +19,14 @@ trust_app = typer.Typer(
     help="Signatures: the keys a project trusts, and whether an artifact's signature verifies.",
     no_args_is_help=True,
 )
-key_app = typer.Typer(help="A project's trusted public keys (cosign key pairs).", no_args_is_help=True)
+key_app = typer.Typer(
+    help="A project's trusted public keys (cosign) and certificates (notation).", no_args_is_help=True
+)
 trust_app.add_typer(key_app, name="key")
+policy_app = typer.Typer(
+    help="A project's notation trust policy (notation's trustpolicy.json).", no_args_is_help=True
+)
+trust_app.add_typer(policy_app, name="policy")
 
 ConfigOption = Annotated[
     Path | None,
@@ -42,7 +48,7 @@ def _keys(config: Path | None) -> Any:
     from dockyard.cli.main import _settings
     from dockyard.db.engine import build_engine
     from dockyard.db.session import Database
-    from dockyard.signatures.services import TrustedKeys
+    from dockyard.signatures.keys import TrustedKeys
 
     settings = _settings(config)
     return TrustedKeys(Database(build_engine(settings.database_url)), lambda: _tell_servers(settings))
@@ -110,6 +116,12 @@ def add_key(
     project: Annotated[str, typer.Argument(help="The project.")],
     name: Annotated[str, typer.Argument(help="A name for the key (letters, digits, . _ - @).")],
     path: Annotated[Path, typer.Argument(help="The PEM public key file (cosign.pub); - for stdin.")],
+    trust_store: Annotated[
+        str | None,
+        typer.Option(
+            "--trust-store", help="A certificate's named notation trust store (default: the key's name)."
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Trust a public key (ECDSA P-256/P-384, RSA, Ed25519) for the project's cosign signatures, or a
@@ -121,7 +133,7 @@ def add_key(
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{path}: {exc}")
     try:
-        key = _keys(config).add(project, name, pem, "cli")
+        key = _keys(config).add(project, name, pem, "cli", trust_store)
     except DockyardError as exc:
         _fail(exc.message)
     _reverify(config, project)
@@ -143,6 +155,56 @@ def delete_key(
         _fail(exc.message)
     _reverify(config, project)
     typer.echo(f"{project}: no longer trusts {name}")
+
+
+@policy_app.command("show")
+def show_policy(
+    project: Annotated[str, typer.Argument(help="The project.")], config: ConfigOption = None
+) -> None:
+    """Print the project's trust policy (JSON); exit 1 when it has none."""
+    from dockyard.errors import DockyardError
+
+    try:
+        document = _keys(config).trust_policy(project)
+    except DockyardError as exc:
+        _fail(exc.message)
+    typer.echo(_dump(json.loads(document)))
+
+
+@policy_app.command("set")
+def set_policy(
+    project: Annotated[str, typer.Argument(help="The project.")],
+    path: Annotated[Path, typer.Argument(help="A trustpolicy.json file; - for stdin.")],
+    config: ConfigOption = None,
+) -> None:
+    """Set the project's notation trust policy (replacing any): validated as notation validates it."""
+    from dockyard.errors import DockyardError
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{path}: {exc}")
+    try:
+        _keys(config).set_trust_policy(project, text, "cli")
+    except DockyardError as exc:
+        _fail(exc.message)
+    _reverify(config, project)
+    typer.echo(f"{project}: trust policy set")
+
+
+@policy_app.command("delete")
+def delete_policy(
+    project: Annotated[str, typer.Argument(help="The project.")], config: ConfigOption = None
+) -> None:
+    """Remove the trust policy: every certificate of the project's stores vouches for any signer."""
+    from dockyard.errors import DockyardError
+
+    try:
+        _keys(config).delete_trust_policy(project)
+    except DockyardError as exc:
+        _fail(exc.message)
+    _reverify(config, project)
+    typer.echo(f"{project}: trust policy removed")
 
 
 @trust_app.command("verify")

@@ -40,6 +40,11 @@ class TrustedKey:
     public_key: str  # PEM
     created_by: str
     created_at: datetime
+    trust_store: str | None = None  # a certificate's named store (None: the store of its own name)
+
+    @property
+    def store(self) -> str:
+        return self.trust_store or self.name
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,7 @@ class TrustedKey:
             "algorithm": self.algorithm,
             "fingerprint": self.fingerprint,
             "public_key": self.public_key,
+            "trust_store": self.store if self.algorithm == "x509-certificate" else None,
             "created_by": self.created_by,
             "created_at": self.created_at.isoformat(),
         }
@@ -58,6 +64,7 @@ class KeySet:
     project: str
     version: int  # 0: never had a key
     keys: tuple[TrustedKey, ...]
+    trust_policy: str | None = None  # the project's notation trust policy document (JSON), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +108,13 @@ class TrustedKeyExists(DockyardError):
 class InvalidTrustedKey(DockyardError):
     category = Category.INVALID
     message = "invalid public key"
+
+
+class InvalidTrustPolicy(DockyardError):
+    category = Category.INVALID
+    message = "invalid trust policy"
+
+
+class TrustPolicyNotFound(DockyardError):
+    category = Category.NOT_FOUND
+    message = "the project has no notation trust policy"

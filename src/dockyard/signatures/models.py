@@ -28,6 +28,8 @@ class TrustedKeyRow(Base):
     algorithm: Mapped[str] = mapped_column(String(32))  # ecdsa-p256 | ecdsa-p384 | rsa | ed25519
     public_key: Mapped[str] = mapped_column(Text)  # the PEM as given (normalised to SPKI)
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the DER SubjectPublicKeyInfo, hex
+    # A certificate's named notation trust store (`ca:<store>` in trust policies); NULL: its own name.
+    trust_store: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -42,6 +44,20 @@ class TrustKeySetRow(Base):
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
     version: Mapped[int] = mapped_column(_ID)
+
+
+class NotationTrustPolicyRow(Base):
+    """A project's notation trust policy (notation's trustpolicy.json, validated, as JSON); setting or
+    removing it bumps the key-set version, as a key change does."""
+
+    __tablename__ = "notation_trust_policies"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    document: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SignatureVerdictRow(Base):

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.content.digest import parse_digest
@@ -29,7 +29,7 @@ from dockyard.projects.rbac import project_of
 from dockyard.projects.services import project_id
 from dockyard.registry.interfaces import ManifestRecord, ReferrerList
 from dockyard.registry.models import Repository
-from dockyard.signatures.crypto import CERTIFICATE, Verifier, load_certificate, parse_public_key
+from dockyard.signatures.crypto import CERTIFICATE, Verifier, load_certificate
 from dockyard.signatures.interfaces import (
     COSIGN_REFERRER,
     COSIGN_TYPE,
@@ -38,152 +38,32 @@ from dockyard.signatures.interfaces import (
     SIMPLE_SIGNING,
     UNSIGNED,
     VERIFIED,
-    InvalidTrustedKey,
     KeySet,
-    TrustedKey,
-    TrustedKeyExists,
-    TrustedKeyNotFound,
     Verdict,
 )
-from dockyard.signatures.models import SignatureVerdictRow, TrustedKeyRow, TrustKeySetRow
+from dockyard.signatures.keys import TrustedKeys
+from dockyard.signatures.models import (
+    SignatureVerdictRow,
+    TrustKeySetRow,
+)
 from dockyard.signatures.notation import (
     JWS_ENVELOPE,
     MAX_ENVELOPE_BYTES,
     NOTATION_ARTIFACT,
+    Anchor,
     verify_envelope,
 )
+from dockyard.signatures.trust_policy import TrustPolicy, parse_trust_policy
 
 log = logging.getLogger("dockyard.signatures")
-MAX_KEYS_PER_PROJECT = 50
 MAX_PAYLOAD_BYTES = 64 * 1024  # a simple-signing payload is a few hundred bytes
 MAX_SIGNATURES = 50  # signature layers looked at per artifact
 MAX_SIGNATURE_BYTES = 16 * 1024  # base64 annotation (an RSA-8192 signature is 1 KiB)
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
-
-
-def validate_key_name(name: str) -> str:
-    if not 1 <= len(name) <= 128 or not set(name) <= NAME_CHARS:
-        raise InvalidTrustedKey(
-            "a key name is 1 to 128 letters, digits, '.', '_', '-' or '@'", detail={"name": name}
-        )
-    return name
 
 
 def signature_tag(digest: str) -> str:
     """cosign's tag for the signatures of `digest`: `sha256:abc` -> `sha256-abc.sig`."""
     return digest.replace(":", "-", 1) + ".sig"
-
-
-class TrustedKeys:
-    """A project's trusted public keys; every change bumps the project's key-set version and calls
-    `on_change` after its commit (the pull policies' cached decisions go: Topic.VERDICTS)."""
-
-    def __init__(self, db: Database, on_change: Callable[[], None] | None = None) -> None:
-        self._db = db
-        self._on_change = on_change
-
-    def keyset(self, project: str) -> KeySet:
-        with self._db.read() as connection:
-            owner = project_id(connection, project)
-            return KeySet(project, _version(connection, owner), self._keys(connection, owner, project))
-
-    def list(self, project: str) -> list[TrustedKey]:
-        return list(self.keyset(project).keys)
-
-    def get(self, project: str, name: str) -> TrustedKey:
-        for key in self.list(project):
-            if key.name == name:
-                return key
-        raise TrustedKeyNotFound(detail={"project": project, "name": name})
-
-    def add(self, project: str, name: str, pem: str, created_by: str) -> TrustedKey:
-        validate_key_name(name)
-        parsed = parse_public_key(pem)
-        try:
-            with self._db.write() as connection:
-                owner = project_id(connection, project)
-                keys = self._keys(connection, owner, project)
-                if any(key.name == name for key in keys):
-                    raise TrustedKeyExists(detail={"project": project, "name": name})
-                if len(keys) >= MAX_KEYS_PER_PROJECT:
-                    raise InvalidTrustedKey(
-                        f"project {project} already has {len(keys)} trusted keys (the limit)"
-                    )
-                for key in keys:
-                    if key.fingerprint == parsed.fingerprint:
-                        raise TrustedKeyExists(
-                            f"the project trusts this key already, as {key.name!r}",
-                            detail={"project": project, "name": key.name},
-                        )
-                connection.execute(
-                    insert(TrustedKeyRow).values(
-                        project_id=owner,
-                        name=name,
-                        algorithm=parsed.algorithm,
-                        public_key=parsed.pem,
-                        fingerprint=parsed.fingerprint.removeprefix("sha256:"),
-                        created_by=created_by,
-                        created_at=utcnow(),
-                    )
-                )
-                _bump(connection, owner)
-        except IntegrityError:  # the same name added at the same moment
-            raise TrustedKeyExists(detail={"project": project, "name": name}) from None
-        self._changed()
-        return self.get(project, name)
-
-    def delete(self, project: str, name: str) -> None:
-        with self._db.write() as connection:
-            owner = project_id(connection, project)
-            gone = connection.execute(
-                delete(TrustedKeyRow).where(TrustedKeyRow.project_id == owner, TrustedKeyRow.name == name)
-            ).rowcount
-            if not gone:
-                raise TrustedKeyNotFound(detail={"project": project, "name": name})
-            _bump(connection, owner)
-        self._changed()
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
-
-    @staticmethod
-    def _keys(connection: Connection, owner: int, project: str) -> tuple[TrustedKey, ...]:
-        rows = connection.execute(
-            select(TrustedKeyRow.__table__)
-            .where(TrustedKeyRow.project_id == owner)
-            .order_by(TrustedKeyRow.name)
-        )
-        return tuple(
-            TrustedKey(
-                row.id,
-                project,
-                row.name,
-                row.algorithm,
-                "sha256:" + row.fingerprint,
-                row.public_key,
-                row.created_by,
-                row.created_at,
-            )
-            for row in rows
-        )
-
-
-def _version(connection: Connection, owner: int) -> int:
-    found = connection.execute(
-        select(TrustKeySetRow.version).where(TrustKeySetRow.project_id == owner)
-    ).scalar()
-    return int(found or 0)
-
-
-def _bump(connection: Connection, owner: int) -> None:
-    changed = connection.execute(
-        update(TrustKeySetRow)
-        .where(TrustKeySetRow.project_id == owner)
-        .values(version=TrustKeySetRow.version + 1)
-    ).rowcount
-    if not changed:
-        connection.execute(insert(TrustKeySetRow).values(project_id=owner, version=1))
 
 
 # --- verification ---------------------------------------------------------------------------------
@@ -281,9 +161,17 @@ class Signatures:
     def _judge(
         self, repository: str, digest: str, keyset: KeySet, found: dict[str, ManifestRecord]
     ) -> Verdict:
+        policy = None
+        if keyset.trust_policy is not None:
+            policy = parse_trust_policy(keyset.trust_policy).for_repository(repository)
+            if policy is not None and policy.level == "skip":
+                reason = f"trust policy {policy.name!r} skips signature verification for {repository}"
+                return Verdict(digest, VERIFIED, reason, keyset.version, checked_at=utcnow())
         verifiers = [(k.name, Verifier(k.public_key)) for k in keyset.keys if k.algorithm != CERTIFICATE]
         anchors = [
-            (k.name, load_certificate(k.public_key)) for k in keyset.keys if k.algorithm == CERTIFICATE
+            Anchor(k.name, load_certificate(k.public_key), k.store)
+            for k in keyset.keys
+            if k.algorithm == CERTIFICATE
         ]
         failures: list[str] = []
         seen = 0
@@ -294,17 +182,20 @@ class Signatures:
                     failures.append(f"more than {MAX_SIGNATURES} signatures: the rest were not checked")
                     break
                 if signature is None:
-                    why = self._check_notation(payload_digest, digest, anchors)
+                    why = self._check_notation(payload_digest, digest, anchors, keyset, policy, repository)
                 else:
                     why = self._check(payload_digest, signature, digest, verifiers)
                 if isinstance(why, tuple):
-                    (key_name,) = why
+                    key_name, *notes = why
+                    reason = f"signed with key {key_name!r}" if key_name else "signed (authenticity logged)"
+                    if notes:
+                        reason += f" ({'; '.join(notes)})"
                     return Verdict(
                         digest,
                         VERIFIED,
-                        f"signed with key {key_name!r}",
+                        reason,
                         keyset.version,
-                        key=key_name,
+                        key=key_name or None,
                         signature=manifest_digest,
                         checked_at=utcnow(),
                     )
@@ -342,15 +233,23 @@ class Signatures:
         return "the signature does not verify with any of the project's keys"
 
     def _check_notation(
-        self, envelope_digest: str, digest: str, anchors: list[tuple[str, Any]]
-    ) -> str | tuple[str]:
+        self,
+        envelope_digest: str,
+        digest: str,
+        anchors: list[Anchor],
+        keyset: KeySet,
+        policy: TrustPolicy | None,
+        repository: str,
+    ) -> str | tuple[str, ...]:
         try:
             envelope = self._payload(envelope_digest, MAX_ENVELOPE_BYTES)
         except DockyardError as exc:
             return f"JWS envelope {envelope_digest}: {exc.message}"
-        if not anchors:
+        if keyset.trust_policy is not None and policy is None:
+            return f"no trust policy of the project applies to {repository} (notation signature)"
+        if not anchors and (policy is None or policy.action("authenticity") == "enforce"):
             return "the project's trust store has no certificates (notation signature)"
-        return verify_envelope(envelope, digest, anchors)
+        return verify_envelope(envelope, digest, anchors, policy=policy)
 
     def _payload(self, digest: str, limit: int = MAX_PAYLOAD_BYTES) -> bytes:
         parsed = parse_digest(digest)

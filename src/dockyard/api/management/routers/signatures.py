@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +35,15 @@ class KeyIn(BaseModel):
             "PEM X.509 certificate, a trust-store entry for notation signatures."
         ),
     )
+    trust_store: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description=(
+            "For a certificate: the named notation trust store it is in (`ca:<trust_store>` in the "
+            "project's trust policy); by default the store of the key's own name."
+        ),
+    )
 
 
 class KeyOut(BaseModel):
@@ -41,6 +51,7 @@ class KeyOut(BaseModel):
     algorithm: str
     fingerprint: str = Field(description="sha256 of the DER SubjectPublicKeyInfo.")
     public_key: str
+    trust_store: str | None = Field(description="A certificate's named notation trust store.")
     created_by: str
     created_at: datetime
 
@@ -67,13 +78,14 @@ def key_out(key: TrustedKey) -> KeyOut:
         algorithm=key.algorithm,
         fingerprint=key.fingerprint,
         public_key=key.public_key,
+        trust_store=key.as_dict()["trust_store"],
         created_by=key.created_by,
         created_at=key.created_at,
     )
 
 
 def _keys(services: ManagementServices) -> Any:
-    from dockyard.signatures.services import TrustedKeys  # loaded when first asked for
+    from dockyard.signatures.keys import TrustedKeys  # loaded when first asked for
 
     return TrustedKeys(services.db, services.verdicts_changed)
 
@@ -93,7 +105,9 @@ def add_key(project: str, body: KeyIn, request: Request, principal: Caller, serv
         services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail
     ) as extra:
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        key = _keys(services).add(project, body.name, body.public_key, principal.name or "anonymous")
+        key = _keys(services).add(
+            project, body.name, body.public_key, principal.name or "anonymous", body.trust_store
+        )
         extra["fingerprint"] = key.fingerprint
     _reverify(services, project)
     return key_out(key)
@@ -118,6 +132,38 @@ def delete_key(project: str, key_name: str, request: Request, principal: Caller,
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
         _keys(services).delete(project, key_name)
+    _reverify(services, project)
+
+
+@router.get("/projects/{project}/trust-policy")
+def get_trust_policy(project: str, principal: Caller, services: Services) -> dict[str, Any]:
+    """The project's notation trust policy (notation's trustpolicy.json); 404 when it has none."""
+    require(services, principal, project, Permission.PROJECT_UPDATE)
+    return dict(json.loads(_keys(services).trust_policy(project)))
+
+
+@router.put("/projects/{project}/trust-policy")
+def put_trust_policy(
+    project: str, document: dict[str, Any], request: Request, principal: Caller, services: Services
+) -> dict[str, Any]:
+    """Set the project's notation trust policy (notation's trustpolicy.json, version 1.0): which named
+    trust stores and signer identities are trusted for which repositories, and how strictly. Replaces
+    the one before; artifacts are verified again."""
+    detail = {"trust_policy": "set"}
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
+        require(services, principal, project, Permission.PROJECT_UPDATE)
+        text = _keys(services).set_trust_policy(project, document, principal.name or "anonymous")
+    _reverify(services, project)
+    return dict(json.loads(text))
+
+
+@router.delete("/projects/{project}/trust-policy", status_code=204)
+def delete_trust_policy(project: str, request: Request, principal: Caller, services: Services) -> None:
+    """Remove the trust policy: any certificate of the project's stores vouches again, strictly."""
+    detail = {"trust_policy": "removed"}
+    with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
+        require(services, principal, project, Permission.PROJECT_UPDATE)
+        _keys(services).delete_trust_policy(project)
     _reverify(services, project)
 
 
