@@ -396,6 +396,20 @@ def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     return scan_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
 
 
+def _replicate_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    from dockyard.observability.metrics import ReplicationMetrics
+    from dockyard.replication.tasks import replicate_kind
+
+    return replicate_kind(
+        services.db,
+        services.registry,
+        services.blob_uploads,
+        services.blobs,
+        build_endpoints(services.settings, services.db),
+        observe=ReplicationMetrics(gc_metrics.registry).observe,
+    )
+
+
 # Every kind of background job, by name, with how its handler is built (each package's `tasks.py`
 # has it). The queue of every process knows the names (it refuses others); only a job runner builds
 # the handlers (`job_kinds`), so only it loads their code. One line per kind: a feature adds its own.
@@ -408,6 +422,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "sbom": _sbom_kind,
     "verify-signature": _verify_kind,
     "scan": _scan_kind,
+    "replicate": _replicate_kind,
 }
 
 

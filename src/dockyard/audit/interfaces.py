@@ -66,6 +66,7 @@ class ResourceType(StrEnum):
     ENDPOINT = "endpoint"  # a registry endpoint; name: the endpoint's; detail never holds its secret
     VULNDB = "vulndb"  # an import into the vulnerability database; name: the version; detail: counts
     VULNDB_ALLOWLIST = "vulndb_allowlist"  # name: the vulnerability id; detail: project, expiry, reason
+    REPLICATION_POLICY = "replication_policy"  # name: the policy's; runs and cancels too (detail: job_id)
 
 
 class AuditResult(StrEnum):

@@ -130,9 +130,10 @@ class EndpointService:
         try:
             with self.db.write() as connection:
                 deleted = connection.execute(delete(EndpointRow).where(EndpointRow.name == name)).rowcount
-        except IntegrityError:  # a proxy project uses it (proxy_projects.endpoint_id, ON DELETE RESTRICT)
+        except IntegrityError:  # a proxy project or a replication policy uses it (ON DELETE RESTRICT)
             raise EndpointInUse(
-                f"registry endpoint {name!r} is used by a proxy project; change or delete that first"
+                f"registry endpoint {name!r} is used by a proxy project or a replication policy; change "
+                "or delete that first"
             ) from None
         if not deleted:
             raise EndpointNotFound(f"no registry endpoint named {name!r}")

@@ -457,6 +457,32 @@ class WebhookMetrics:
         self.deliveries.labels(result).inc()
 
 
+class ReplicationMetrics:
+    """Replication (replication/engine.py), counted where the `replicate` job runs: artifacts by
+    outcome (copied, skipped, failed, deleted), blobs copied and mounted, bytes copied. No policy,
+    endpoint or repository labels: they would grow without bound."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _use_allocated_files()
+        registry = registry or CollectorRegistry()
+        self.registry = registry
+        self.artifacts = Counter(
+            "replication_artifacts", "Replicated artifacts (tags) by outcome.", ["outcome"], registry=registry
+        )
+        self.blobs = Counter("replication_blobs", "Blobs replicated, by how.", ["how"], registry=registry)
+        self.bytes = Counter("replication_bytes", "Blob bytes copied by replication.", registry=registry)
+
+    def observe(self, what: str, amount: int) -> None:
+        if what.startswith("artifact_"):
+            self.artifacts.labels(what.removeprefix("artifact_")).inc(amount)
+        elif what == "blob_copied":
+            self.blobs.labels("copied").inc(amount)
+        elif what == "blob_mounted":
+            self.blobs.labels("mounted").inc(amount)
+        elif what == "bytes":
+            self.bytes.inc(amount)
+
+
 class GCMetrics:
     """Garbage collection (gc/services.py), recorded where it runs: the job runner or `dockyard
     garbage-collect`. In multiprocess mode they add up with the server workers' on /metrics."""

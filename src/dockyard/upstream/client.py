@@ -11,9 +11,10 @@ header when a redirect leaves the registry's origin, so presigned URLs never see
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -186,33 +187,155 @@ class HttpRemoteRegistry:
             url = self._next_page(response)
         return tags[:limit]
 
+    def catalog(self, limit: int = 100_000) -> list[str]:
+        """The registry's repositories (`/v2/_catalog`, following `Link` pages), at most `limit`. A
+        registry without a catalog (Docker Hub) answers UpstreamUnauthorized or UpstreamNotFound."""
+        url: str | None = f"{self.base}/v2/_catalog?n=1000"
+        names: list[str] = []
+        while url is not None and len(names) < limit:
+            with deadline(self.timeouts.total):
+                response = self._send("GET", url, "registry:catalog:*")
+                try:
+                    self._raise_for(response, "the catalog")
+                    page = _json(self._read_limited(response, MAX_TAGS_PAGE, "catalog"))
+                finally:
+                    response.close()
+            names.extend(name for name in (page.get("repositories") or []) if isinstance(name, str))
+            url = self._next_page(response)
+        return names[:limit]
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose `subject` is `digest` (the OCI referrers API); None
+        when the registry has no referrers API (a 404 that is not an OCI image index)."""
+        validate_name(repository)
+        parse_digest(digest)
+        with deadline(self.timeouts.total):
+            response = self._send("GET", f"{self.base}/v2/{repository}/referrers/{digest}", _pull(repository))
+            try:
+                if response.status_code == 404:
+                    return None
+                self._raise_for(response, f"the referrers of {digest}")
+                index = _json(self._read_limited(response, MAX_MANIFEST_BYTES, "referrers"))
+            finally:
+                response.close()
+        manifests = index.get("manifests")
+        if not isinstance(manifests, list):
+            return None
+        return [item for item in manifests if isinstance(item, dict) and isinstance(item.get("digest"), str)]
+
+    # --- writing (replication's push direction) -----------------------------------------------------
+    def has_blob(self, repository: str, digest: str) -> bool:
+        try:
+            self.head_blob(repository, digest)
+        except UpstreamNotFound:
+            return False
+        return True
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """A cross-repository mount of `digest` from `source`: whether the registry linked it (201);
+        False when it offers an upload instead (which is cancelled)."""
+        validate_name(repository)
+        validate_name(source)
+        parse_digest(digest)
+        url = f"{self.base}/v2/{repository}/blobs/uploads/?mount={digest}&from={source}"
+        scope = f"{_push(repository)} {_pull(source)}"
+        with deadline(self.timeouts.total):
+            response = self._send("POST", url, scope)
+            response.close()
+        if response.status_code == 201:
+            return True
+        self._raise_for(response, f"a mount of {digest}")
+        location = response.headers.get("location")
+        if location:  # 202: an upload was started for us; we upload elsewhere, so drop it
+            with contextlib.suppress(UpstreamError), deadline(self.timeouts.total):
+                self._send("DELETE", str(response.request.url.join(location)), _push(repository)).close()
+        return False
+
+    def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
+        """Upload a blob from `chunks` (streamed: a PATCH with the body, then the PUT with the digest,
+        which the registry verifies). Bounded by the read timeout per write, not by a total."""
+        validate_name(repository)
+        parse_digest(digest)
+        scope = _push(repository)
+        with deadline(self.timeouts.total):
+            response = self._send("POST", f"{self.base}/v2/{repository}/blobs/uploads/", scope)
+            response.close()
+        self._raise_for(response, f"an upload of {digest}")
+        location = self._location(response)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        response = self._send("PATCH", location, scope, headers, content=chunks)
+        response.close()
+        self._raise_for(response, f"the bytes of {digest}")
+        location = self._location(response)
+        target = httpx.URL(location).copy_merge_params({"digest": digest})
+        with deadline(self.timeouts.total):
+            response = self._send("PUT", str(target), scope, {"Content-Length": "0"})
+            response.close()
+        self._raise_for(response, f"the commit of {digest}")
+
+    def put_manifest(self, repository: str, reference: str, media_type: str, data: bytes) -> str:
+        """PUT a manifest's exact bytes by tag or digest; the digest the registry answered."""
+        url = self._manifest_url(repository, reference)
+        with deadline(self.timeouts.total):
+            response = self._send("PUT", url, _push(repository), {"Content-Type": media_type}, content=data)
+            response.close()
+        self._raise_for(response, f"manifest {repository}:{reference}")
+        return response.headers.get("docker-content-digest") or _verified_digest(data, None)
+
+    def delete_manifest(self, repository: str, reference: str) -> None:
+        """DELETE a manifest (by digest) or a tag (registries that allow it)."""
+        url = self._manifest_url(repository, reference)
+        with deadline(self.timeouts.total):
+            response = self._send("DELETE", url, f"repository:{repository}:delete")
+            response.close()
+        self._raise_for(response, f"manifest {repository}:{reference}")
+
     def close(self) -> None:
         self.http.close()
 
+    def _location(self, response: httpx.Response) -> str:
+        location = response.headers.get("location")
+        if not location:
+            raise UpstreamError("the upstream started an upload without a Location")
+        target = response.request.url.join(location)
+        if (target.scheme, target.netloc) != (response.request.url.scheme, response.request.url.netloc):
+            raise UpstreamError("the upstream's upload location is on another host")
+        return str(target)
+
     # --- requests and authentication -------------------------------------------------------------
     def _send(
-        self, method: str, url: str, scope: str, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
     ) -> httpx.Response:
         """The answer, streamed (callers read bodies with a limit, or close them): an upstream cannot
-        fill our memory."""
+        fill our memory. A streamed `content` is sent once: a 401 to it is the answer (send a request
+        without a body first, so the credentials are known up front)."""
         headers = dict(headers or {})
         sent = self._authorization_for(scope)
-        response = self._once(method, url, {**headers, **sent})
+        response = self._once(method, url, {**headers, **sent}, content)
         if response.status_code != 401 or (self.credentials is not None and self.credentials.kind == "token"):
+            return response
+        if content is not None and not isinstance(content, bytes):
             return response
         challenges = response.headers.get_list("www-authenticate")
         response.close()
         authorization = self._answer_challenge(challenges, scope, retry=bool(sent))
         if authorization is None:
             return response  # nothing to answer with: the caller reports the 401
-        response = self._once(method, url, {**headers, "Authorization": authorization})
+        response = self._once(method, url, {**headers, "Authorization": authorization}, content)
         if response.status_code == 401 and self._bearer is not None:
             self.tokens.drop((*self._bearer, scope))
         return response
 
-    def _once(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _once(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | Iterable[bytes] | None = None
+    ) -> httpx.Response:
         try:
-            request = self.http.build_request(method, url, headers=headers)
+            request = self.http.build_request(method, url, headers=headers, content=content)
             return self.http.send(request, stream=True)
         except UpstreamError:
             raise
@@ -331,6 +454,10 @@ class HttpRemoteRegistry:
 
 def _pull(repository: str) -> str:
     return f"repository:{repository}:pull"
+
+
+def _push(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
 
 
 def _basic(credentials: Credentials | None) -> str:

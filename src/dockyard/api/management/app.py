@@ -23,6 +23,7 @@ from dockyard.api.management.routers import (
     notifications,
     projects,
     quotas,
+    replication,
     repositories,
     robots,
     scans,
@@ -68,4 +69,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(endpoints.router)  # registry endpoints (remote registries)
     app.include_router(notifications.router)  # registry:2 notification endpoints, their delivery log
     app.include_router(vulndb.router)  # the offline vulnerability database's status
+    app.include_router(replication.router)  # replication policies and their runs
     return app

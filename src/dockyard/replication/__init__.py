@@ -1,0 +1,2 @@
+"""Replication: policies that copy images between this registry and a registry endpoint, both ways, as
+jobs (docs/replication.md)."""

@@ -1,0 +1,251 @@
+"""The copy engine: one policy's artifacts from a source side to a destination side (sides.py).
+
+For each tag the filters select, copy what the destination lacks, children before parents: an index's
+child manifests (each with its blobs), then the index; an image's config and layers, then the manifest,
+byte for byte, so digests are kept. The destination is asked first (a HEAD of the tag; of each child and
+blob), a blob it holds elsewhere is mounted, and only the rest streams across, chunk by chunk; the
+receiving side verifies every digest (a local commit; the remote's PUT with `?digest=`). Then the
+referrers of each copied manifest (signatures, SBOMs) where the source lists them.
+
+So a run that was killed midway, run again, copies nothing that already arrived. A cancel is noticed
+between blobs and every few MiB of a blob (`Progress.check_cancelled`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from dockyard.content.manifest import parse_manifest
+from dockyard.errors import DockyardError
+from dockyard.jobs.interfaces import JobCancelled
+from dockyard.replication.interfaces import ArtifactResult, ArtifactStatus, Counters, Policy
+from dockyard.replication.sides import ManifestData, Side
+
+log = logging.getLogger("dockyard.replication")
+CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag
+MAX_REFERRER_DEPTH = 4  # signatures of signatures...
+
+
+class Progress(Protocol):
+    def log(self, line: str) -> None: ...
+
+    def progress(self, done: int, total: int | None = None) -> None: ...
+
+    def check_cancelled(self) -> None: ...
+
+
+class ArtifactFailed(Exception):
+    """A manifest the source lists but cannot give (a child of an index, say)."""
+
+
+Observe = Callable[[str, int], None]  # (what, amount): "blob_copied", "bytes", ...
+
+
+class Replicator:
+    def __init__(
+        self,
+        policy: Policy,
+        source: Side,
+        destination: Side,
+        progress: Progress,
+        record: Callable[[ArtifactResult, Counters], None],
+        observe: Observe | None = None,
+    ) -> None:
+        self.policy = policy
+        self.source = source
+        self.destination = destination
+        self.progress = progress
+        self.record = record
+        self.observe = observe or (lambda what, amount: None)
+        self.counters = Counters()
+        self._lock = threading.Lock()
+        # Blobs known to be on the destination in this run: (repository, digest); and a repository
+        # holding each digest there, to mount from.
+        self._present: set[tuple[str, str]] = set()
+        self._holder: dict[str, str] = {}
+        self._manifests_present: set[tuple[str, str]] = set()
+
+    # --- a run -------------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[str, list[str]]]:
+        """The source's repositories the filters select, each with its selected tags."""
+        selected = []
+        for repository in sorted(self.source.repositories()):
+            if not self.policy.selects_repository(repository):
+                continue
+            self.progress.check_cancelled()
+            tags = sorted(tag for tag in self.source.tags(repository) if self.policy.selects_tag(tag))
+            selected.append((repository, tags))
+        return selected
+
+    def run(self) -> Counters:
+        plan = self.plan()
+        total = sum(len(tags) for _, tags in plan)
+        self.progress.log(
+            f"{self.policy.direction.value} {self.source.where} -> {self.destination.where}: "
+            f"{total} tags in {len(plan)} repositories"
+        )
+        done = 0
+        self.progress.progress(0, total)
+        for repository, tags in plan:
+            target = self.policy.destination(repository)
+            for tag in tags:
+                self.progress.check_cancelled()
+                self._finish(self.copy_tag(repository, tag, target))
+                done += 1
+                self.progress.progress(done, total)
+            if self.policy.propagate_deletes:
+                self._propagate_deletes(repository, set(tags), target)
+        return self.counters
+
+    def _finish(self, result: ArtifactResult) -> None:
+        counters = self.counters
+        if result.status is ArtifactStatus.COPIED:
+            counters.artifacts_copied += 1
+        elif result.status is ArtifactStatus.SKIPPED:
+            counters.artifacts_skipped += 1
+        elif result.status is ArtifactStatus.DELETED:
+            counters.artifacts_deleted += 1
+        else:
+            counters.artifacts_failed += 1
+            self.progress.log(f"{result.source}: failed: {result.error}")
+        self.observe(f"artifact_{result.status.value}", 1)
+        self.record(result, counters)
+
+    # --- one tag -----------------------------------------------------------------------------------
+    def copy_tag(self, repository: str, tag: str, target: str) -> ArtifactResult:
+        source_ref, target_ref = f"{repository}:{tag}", f"{target}:{tag}"
+        before = (self.counters.blobs_copied, self.counters.bytes_copied, self.counters.manifests_copied)
+        digest: str | None = None
+        try:
+            manifest = self.source.manifest(repository, tag)
+            if manifest is None:
+                return ArtifactResult(source_ref, target_ref, None, ArtifactStatus.SKIPPED, error="gone")
+            digest = manifest.digest
+            existing = self.destination.manifest_digest(target, tag)
+            if existing is not None and existing != digest and not self.policy.override:
+                return ArtifactResult(
+                    source_ref, target_ref, digest, ArtifactStatus.SKIPPED, error=f"kept {existing}"
+                )
+            if existing != digest:
+                self._copy_manifest(repository, target, manifest)
+                self.destination.put_manifest(target, tag, manifest)
+                self._manifests_present.add((target, digest))
+                self.counters.manifests_copied += 1
+            else:
+                self._manifests_present.add((target, digest))
+            self._copy_referrers(repository, target, digest, 0)
+        except JobCancelled:
+            raise
+        except (DockyardError, ArtifactFailed, OSError) as error:
+            message = getattr(error, "message", None) or str(error)
+            if isinstance(error, DockyardError) and str(error) and str(error) != message:
+                message = str(error)
+            return ArtifactResult(source_ref, target_ref, digest, ArtifactStatus.FAILED, error=message[:2000])
+        blobs = self.counters.blobs_copied - before[0]
+        size = self.counters.bytes_copied - before[1]
+        copied = blobs or size or self.counters.manifests_copied - before[2]
+        status = ArtifactStatus.COPIED if copied else ArtifactStatus.SKIPPED
+        return ArtifactResult(source_ref, target_ref, digest, status, blobs=blobs, bytes=size)
+
+    def _copy_manifest(self, repository: str, target: str, manifest: ManifestData) -> None:
+        """What `manifest` references, onto the destination (not the manifest itself)."""
+        parsed = parse_manifest(manifest.data, manifest.media_type or None)
+        for child in parsed.manifests:
+            self.progress.check_cancelled()
+            if (target, child.digest) in self._manifests_present:
+                continue
+            if self.destination.manifest_digest(target, child.digest) is None:
+                found = self.source.manifest(repository, child.digest)
+                if found is None:
+                    raise ArtifactFailed(
+                        f"{repository}@{child.digest} (a child of the index) is not on the source"
+                    )
+                self._copy_manifest(repository, target, found)
+                self.destination.put_manifest(target, child.digest, found)
+                self.counters.manifests_copied += 1
+            self._manifests_present.add((target, child.digest))
+        blobs = ([parsed.config] if parsed.config is not None else []) + list(parsed.blobs)
+        for blob in blobs:
+            self.progress.check_cancelled()
+            self._copy_blob(repository, target, blob.digest, blob.size)
+
+    def _copy_blob(self, repository: str, target: str, digest: str, size: int) -> None:
+        if (target, digest) in self._present:
+            return
+        if self.destination.has_blob(target, digest):
+            self.counters.blobs_skipped += 1
+        else:
+            holders = [self._holder[digest]] if digest in self._holder else []
+            if self.destination.mount_blob(target, digest, holders):
+                self.counters.blobs_mounted += 1
+                self.observe("blob_mounted", 1)
+            else:
+                declared, chunks, close = self.source.open_blob(repository, digest)
+                try:
+                    self.destination.push_blob(
+                        target, digest, size if size >= 0 else declared or 0, self._watched(chunks)
+                    )
+                finally:
+                    close()
+                self.counters.blobs_copied += 1
+                self.counters.bytes_copied += size
+                self.observe("blob_copied", 1)
+                self.observe("bytes", size)
+        self._present.add((target, digest))
+        self._holder.setdefault(digest, target)
+
+    def _watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The chunks, with a look at the cancel flag every CANCEL_EVERY bytes."""
+        since = 0
+        for chunk in chunks:
+            since += len(chunk)
+            if since >= CANCEL_EVERY:
+                since = 0
+                self.progress.check_cancelled()
+            yield chunk
+
+    def _copy_referrers(self, repository: str, target: str, digest: str, depth: int) -> None:
+        if depth >= MAX_REFERRER_DEPTH:
+            return
+        try:
+            referrers = self.source.referrers(repository, digest)
+        except DockyardError as error:  # a source without the referrers API: nothing to copy
+            log.debug("no referrers of %s@%s: %s", repository, digest, error)
+            return
+        for descriptor in referrers:
+            self.progress.check_cancelled()
+            child = str(descriptor["digest"])
+            if (target, child) not in self._manifests_present:
+                if self.destination.manifest_digest(target, child) is None:
+                    found = self.source.manifest(repository, child)
+                    if found is None:
+                        continue
+                    self._copy_manifest(repository, target, found)
+                    self.destination.put_manifest(target, child, found)
+                    self.counters.manifests_copied += 1
+                self._manifests_present.add((target, child))
+            self._copy_referrers(repository, target, child, depth + 1)
+
+    # --- deletes -----------------------------------------------------------------------------------
+    def _propagate_deletes(self, repository: str, kept: set[str], target: str) -> None:
+        """Tags the filters select on the destination that the source no longer has are deleted."""
+        for tag in sorted(self.destination.tags(target)):
+            if tag in kept or not self.policy.selects_tag(tag):
+                continue
+            self.progress.check_cancelled()
+            ref, target_ref = f"{repository}:{tag}", f"{target}:{tag}"
+            try:
+                self.destination.delete_tag(target, tag)
+            except DockyardError as error:
+                self._finish(
+                    ArtifactResult(ref, target_ref, None, ArtifactStatus.FAILED, error=error.message)
+                )
+                continue
+            self._finish(ArtifactResult(ref, target_ref, None, ArtifactStatus.DELETED))
+
+
+def summary(counters: Counters) -> dict[str, Any]:
+    return counters.as_dict()
