@@ -19,6 +19,7 @@ from dockyard.cli.commands_members import member_app
 from dockyard.cli.commands_notifications import notifications_app
 from dockyard.cli.commands_policies import immutable_app  # also adds `project quota`
 from dockyard.cli.commands_projects import project_app
+from dockyard.cli.commands_replication import replication_app
 from dockyard.cli.commands_repos import repo_app
 from dockyard.cli.commands_retention import retention_app
 from dockyard.cli.commands_robots import robot_app
@@ -60,6 +61,7 @@ app.add_typer(webhook_app, name="webhook")
 app.add_typer(repo_app, name="repo")
 app.add_typer(artifact_app, name="artifact")
 app.add_typer(retention_app, name="retention")
+app.add_typer(replication_app, name="replication")
 app.add_typer(audit_app)  # audit
 app.add_typer(job_app, name="job")
 app.add_typer(keys_app, name="keys")
