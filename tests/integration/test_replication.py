@@ -1,0 +1,387 @@
+"""Replication with real peers on loopback: a real `dockyard serve` (its job runner runs the `replicate`
+jobs) and Debian's docker-registry behind htpasswd as the endpoint, reached through a counting front
+(tests/support/fronts.py) that can slow blobs down. Both directions, with filters and a namespace
+rewrite; every replicated image is read back from the other side bit for bit (same digests, same
+bytes); a second run copies nothing; a multi-arch index goes with its children, a signature with its
+subject; a run cancelled midway stops, and the next run copies only what had not arrived."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.fronts import Front, running_front
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    bearer_client,
+    descriptor,
+    image_manifest,
+    index_manifest,
+)
+from tests.support.registry2 import running_registry2
+from tests.support.server import RunningServer, start_server
+
+ADMIN = ("admin", "replication-tests-admin-password-1")
+USER = ("replicator", "registry2-replication-password")
+CONFIG = {
+    "auth": {"enabled": True},
+    "upstream": {"allowed_networks": ["127.0.0.0/8"], "total_timeout": "10s", "read_timeout": "5s"},
+    "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+}
+API = "/api/v1"
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
+
+
+@dataclass
+class Image:
+    manifest: bytes
+    digest: str
+    media_type: str
+    blobs: dict[str, bytes]
+
+
+def make_image(seed: str, layer_size: int = 64 << 10, layers: int = 1) -> tuple[bytes, dict[str, bytes]]:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    blobs = {_digest(config): config}
+    descriptors = []
+    for n in range(layers):
+        block = hashlib.sha256(f"{seed}/{n}".encode()).digest()
+        layer = (block * (layer_size // len(block) + 1))[:layer_size]
+        blobs[_digest(layer)] = layer
+        descriptors.append(descriptor(OCI_LAYER, layer))
+    return image_manifest(descriptor(OCI_CONFIG, config), descriptors), blobs
+
+
+def push_image(client: OCIClient, repository: str, tag: str | None, seed: str, **kw: Any) -> Image:
+    manifest, blobs = make_image(seed, **kw)
+    for data in blobs.values():
+        client.push_blob(repository, data)
+    pushed = client.push_manifest(repository, tag or _digest(manifest), manifest, OCI_MANIFEST)
+    return Image(manifest, pushed.digest, OCI_MANIFEST, blobs)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def assert_same(http: httpx.Client, repository: str, reference: str, image: Image) -> None:
+    """The image as the other side serves it: the same manifest bytes and digest, every blob the same."""
+    answer = http.get(f"/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT})
+    assert answer.status_code == 200, f"{repository}:{reference}: {answer.status_code} {answer.text[:200]}"
+    assert answer.content == image.manifest
+    assert answer.headers["docker-content-digest"] == image.digest
+    for digest, data in image.blobs.items():
+        blob = http.get(f"/v2/{repository}/blobs/{digest}")
+        assert blob.status_code == 200, f"{repository}@{digest}: {blob.status_code}"
+        assert blob.content == data
+
+
+# --- the peers ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_registry2(tmp_path_factory.mktemp("replication-remote"), USER) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def front(remote: str) -> Iterator[Front]:
+    with running_front(remote) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        tmp_path_factory.mktemp("replication-server"), CONFIG, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url + API, auth=ADMIN, timeout=30) as client:
+        credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
+        answer = client.post("/endpoints", json={"name": "dr", "url": front.url, "credentials": credentials})
+        assert answer.status_code == 201, answer.text
+        for project in ("team", "pulled", "slow"):
+            assert client.post("/projects", json={"name": project}).status_code == 201
+        yield client
+
+
+@pytest.fixture
+def remote_http(remote: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=remote, auth=USER, timeout=30) as http:
+        yield http
+
+
+def local_http(server: RunningServer, *repositories: str) -> httpx.Client:
+    return bearer_client(server.url, ADMIN, repositories)
+
+
+def run_policy(api: httpx.Client, name: str, timeout: float = 120) -> dict[str, Any]:
+    """Queue a run and wait for its job to finish; the run's record with its artifacts."""
+    answer = api.post(f"/replication/policies/{name}/run")
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    job = wait_for_job(api, job_id, timeout)
+    runs = api.get("/replication/runs", params={"job_id": job_id}).json()
+    assert runs, f"job {job_id} made no run: {job}"
+    run: dict[str, Any] = api.get(f"/replication/runs/{runs[0]['id']}").json()
+    return run
+
+
+def wait_for_job(api: httpx.Client, job_id: int, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def create_policy(api: httpx.Client, **body: Any) -> dict[str, Any]:
+    answer = api.post("/replication/policies", json={"endpoint": "dr", **body})
+    assert answer.status_code == 201, answer.text
+    policy: dict[str, Any] = answer.json()
+    return policy
+
+
+# --- push: local -> the endpoint ----------------------------------------------------------------------
+def test_push_with_filters_rewrite_index_and_referrers(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
+) -> None:
+    with local_http(server, "team/app", "team/web/site", "team/other") as http:
+        local = OCIClient(http)
+        app1 = push_image(local, "team/app", "1.0", "app-1.0")
+        push_image(local, "team/app", "2.0", "app-2.0")  # not selected by the tag filter
+        site = push_image(local, "team/web/site", "1.1", "site-1.1", layers=3)
+        push_image(local, "team/other", "1.0", "other-1.0")  # not selected by the repository filter
+        # A multi-arch index: two children, each with its blobs, pushed by digest.
+        arm = push_image(local, "team/app", None, "app-arm")
+        amd = push_image(local, "team/app", None, "app-amd")
+        index = index_manifest(
+            [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": arm.digest,
+                    "size": len(arm.manifest),
+                    "platform": {"architecture": "arm64", "os": "linux"},
+                },
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": amd.digest,
+                    "size": len(amd.manifest),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                },
+            ]
+        )
+        local.push_manifest("team/app", "1.2-multi", index, OCI_INDEX)
+        # A signature of app:1.0 (an artifact whose subject is it): found through the referrers API.
+        payload = b'{"critical":{"image":{"docker-manifest-digest":"' + app1.digest.encode() + b'"}}}'
+        local.push_blob("team/app", payload)
+        local.push_blob("team/app", b"{}")
+        signature = image_manifest(
+            {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _digest(b"{}"), "size": 2},
+            [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
+            artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+            subject={"mediaType": OCI_MANIFEST, "digest": app1.digest, "size": len(app1.manifest)},
+        )
+        signed = local.push_manifest("team/app", _digest(signature), signature, OCI_MANIFEST)
+
+    create_policy(
+        api,
+        name="to-dr",
+        direction="push",
+        repositories="team/{app,web/**}",
+        tags="1.*",
+        dest_namespace="mirror",
+    )
+    run = run_policy(api, "to-dr")
+    assert run["status"] == "succeeded", json.dumps(run, indent=1)
+    by_source = {item["source"]: item for item in run["artifacts"]}
+    assert set(by_source) == {"team/app:1.0", "team/app:1.2-multi", "team/web/site:1.1"}
+    assert by_source["team/web/site:1.1"]["destination"] == "mirror/web/site:1.1"
+    assert all(item["status"] == "copied" for item in run["artifacts"])
+    counters = run["counters"]
+    assert counters["artifacts_copied"] == 3 and counters["artifacts_failed"] == 0
+    assert counters["bytes_copied"] > 0
+
+    assert_same(remote_http, "mirror/app", "1.0", app1)
+    assert_same(remote_http, "mirror/web/site", "1.1", site)
+    for child in (arm, amd):
+        assert_same(remote_http, "mirror/app", child.digest, child)
+    got = remote_http.get("/v2/mirror/app/manifests/1.2-multi", headers={"Accept": ACCEPT})
+    assert got.content == index and got.headers["docker-content-digest"] == _digest(index)
+    got = remote_http.get(f"/v2/mirror/app/manifests/{signed.digest}", headers={"Accept": ACCEPT})
+    assert got.status_code == 200 and got.content == signature
+    tags = remote_http.get("/v2/mirror/app/tags/list").json()["tags"]
+    assert sorted(tags) == ["1.0", "1.2-multi"]
+    assert remote_http.get("/v2/team/other/tags/list").status_code == 404
+    assert remote_http.get("/v2/mirror/other/tags/list").status_code == 404
+
+    # Again: nothing is copied, and the destination is only asked (HEADs), never sent a blob.
+    front.reset()
+    again = run_policy(api, "to-dr")
+    assert again["status"] == "succeeded", again
+    assert again["counters"]["artifacts_copied"] == 0
+    assert again["counters"]["bytes_copied"] == 0 and again["counters"]["blobs_copied"] == 0
+    assert again["counters"]["artifacts_skipped"] == 3
+    assert front.count("PATCH", "upload") == 0 and front.count("PUT", "manifest") == 0
+
+
+def test_push_keeps_or_overrides_a_changed_tag(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    with local_http(server, "team/keep") as http:
+        first = push_image(OCIClient(http), "team/keep", "latest", "keep-1")
+    create_policy(api, name="keep-tags", direction="push", repositories="team/keep", override=False)
+    assert run_policy(api, "keep-tags")["status"] == "succeeded"
+    assert_same(remote_http, "team/keep", "latest", first)
+    with local_http(server, "team/keep") as http:
+        second = push_image(OCIClient(http), "team/keep", "latest", "keep-2")
+    kept = run_policy(api, "keep-tags")
+    assert kept["artifacts"][0]["status"] == "skipped" and "kept" in kept["artifacts"][0]["error"]
+    assert_same(remote_http, "team/keep", "latest", first)  # override off: the destination's tag stays
+    assert api.patch("/replication/policies/keep-tags", json={"override": True}).status_code == 200
+    assert run_policy(api, "keep-tags")["counters"]["artifacts_copied"] == 1
+    assert_same(remote_http, "team/keep", "latest", second)
+
+
+# --- pull: the endpoint -> local -----------------------------------------------------------------------
+def test_pull_with_filters_and_rewrite(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    upstream = OCIClient(remote_http)
+    base = push_image(upstream, "vendor/base", "3.20", "base-3.20", layers=2)
+    push_image(upstream, "vendor/base", "edge", "base-edge")  # not selected
+    tool = push_image(upstream, "vendor/tools/cli", "3.20", "cli-3.20")
+    push_image(upstream, "elsewhere/x", "3.20", "x")  # not selected
+    create_policy(
+        api, name="from-dr", direction="pull", repositories="vendor/**", tags="3.*", dest_namespace="pulled"
+    )
+    run = run_policy(api, "from-dr")
+    assert run["status"] == "succeeded", json.dumps(run, indent=1)
+    assert sorted(item["destination"] for item in run["artifacts"]) == [
+        "pulled/base:3.20",
+        "pulled/tools/cli:3.20",
+    ]
+    with local_http(server, "pulled/base", "pulled/tools/cli", "pulled/x") as http:
+        assert_same(http, "pulled/base", "3.20", base)
+        assert_same(http, "pulled/tools/cli", "3.20", tool)
+        assert http.get("/v2/pulled/base/tags/list").json()["tags"] == ["3.20"]
+    again = run_policy(api, "from-dr")
+    assert again["counters"]["artifacts_copied"] == 0 and again["counters"]["bytes_copied"] == 0
+
+
+def test_propagate_deletes(server: RunningServer, api: httpx.Client, remote_http: httpx.Client) -> None:
+    upstream = OCIClient(remote_http)
+    push_image(upstream, "gone/app", "1", "gone-1")
+    two = push_image(upstream, "gone/app", "2", "gone-2")
+    create_policy(
+        api,
+        name="mirror-gone",
+        direction="pull",
+        repositories="gone/**",
+        dest_namespace="pulled",
+        propagate_deletes=True,
+    )
+    assert run_policy(api, "mirror-gone")["counters"]["artifacts_copied"] == 2
+    one = remote_http.head("/v2/gone/app/manifests/1", headers={"Accept": ACCEPT})
+    assert (
+        remote_http.delete(f"/v2/gone/app/manifests/{one.headers['docker-content-digest']}").status_code
+        == 202
+    )
+    run = run_policy(api, "mirror-gone")
+    assert {item["destination"]: item["status"] for item in run["artifacts"]} == {
+        "pulled/app:2": "skipped",
+        "pulled/app:1": "deleted",
+    }
+    with local_http(server, "pulled/app") as http:
+        assert http.get("/v2/pulled/app/tags/list").json()["tags"] == ["2"]
+        assert_same(http, "pulled/app", "2", two)
+
+
+# --- cancel, and the run after it -----------------------------------------------------------------------
+def test_cancel_mid_run_then_rerun_copies_only_the_rest(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
+) -> None:
+    upstream = OCIClient(remote_http)
+    images = {f"v{n}": push_image(upstream, "big/app", f"v{n}", f"big-{n}") for n in range(8)}
+    create_policy(api, name="slow-pull", direction="pull", repositories="big/**", dest_namespace="slow")
+    front.reset()
+    front.blob_delay = 0.5  # two blobs an image: about a second each
+    try:
+        queued = api.post("/replication/policies/slow-pull/run").json()
+        run_id = _wait_for_run_with_artifacts(api, queued["job_id"], at_least=2)
+        answer = api.post(f"/replication/runs/{run_id}/cancel")
+        assert answer.status_code == 202, answer.text
+        job = wait_for_job(api, queued["job_id"], 60)
+    finally:
+        front.reset()
+    assert job["status"] == "cancelled", job
+    cancelled = api.get(f"/replication/runs/{run_id}").json()
+    assert cancelled["status"] == "cancelled"
+    arrived = cancelled["counters"]["artifacts_copied"]
+    assert 2 <= arrived < len(images), cancelled
+    assert api.post(f"/replication/runs/{run_id}/cancel").status_code == 409  # finished: nothing to stop
+
+    rerun = run_policy(api, "slow-pull")
+    assert rerun["status"] == "succeeded", rerun
+    assert rerun["counters"]["artifacts_copied"] == len(images) - arrived
+    assert rerun["counters"]["artifacts_skipped"] == arrived
+    with local_http(server, "slow/app") as http:
+        for tag, image in images.items():
+            assert_same(http, "slow/app", tag, image)
+
+
+def _wait_for_run_with_artifacts(api: httpx.Client, job_id: int, at_least: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        runs = api.get("/replication/runs", params={"job_id": job_id}).json()
+        if runs:
+            detail = api.get(f"/replication/runs/{runs[0]['id']}").json()
+            if len(detail["artifacts"]) >= at_least:
+                return int(runs[0]["id"])
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} recorded fewer than {at_least} artifacts in time")
+
+
+# --- the API's edges -----------------------------------------------------------------------------------
+def test_policy_api_refuses_bad_input_and_audits(api: httpx.Client) -> None:
+    base = {"name": "bad", "direction": "push", "endpoint": "dr"}
+    assert api.post("/replication/policies", json={**base, "tags": "{a"}).status_code == 400
+    assert api.post("/replication/policies", json={**base, "dest_namespace": "Up/Per"}).status_code == 400
+    assert api.post("/replication/policies", json={**base, "trigger": "cron"}).status_code == 400
+    assert (
+        api.post(
+            "/replication/policies", json={**base, "trigger": "cron", "schedule": "61 * * * *"}
+        ).status_code
+        == 400
+    )
+    assert (
+        api.post("/replication/policies", json={**base, "direction": "pull", "trigger": "event"}).status_code
+        == 400
+    )
+    assert api.post("/replication/policies", json={**base, "endpoint": "nope"}).status_code == 404
+    assert api.post("/replication/policies", json={**base, "direction": "sideways"}).status_code == 400
+    assert api.post("/replication/policies", json=base).status_code == 201
+    assert api.post("/replication/policies", json=base).status_code == 409
+    assert api.delete("/endpoints/dr").status_code == 409  # in use by policies
+    assert api.delete("/replication/policies/bad").status_code == 204
+    assert api.get("/replication/policies/bad").status_code == 404
+    assert api.get("/replication/runs/999999").status_code == 404
+    events = api.get("/audit", params={"resource_type": "replication_policy", "resource_name": "bad"}).json()
+    assert {event["action"] for event in events} >= {"create", "delete"}
