@@ -383,5 +383,11 @@ def test_policy_api_refuses_bad_input_and_audits(api: httpx.Client) -> None:
     assert api.delete("/replication/policies/bad").status_code == 204
     assert api.get("/replication/policies/bad").status_code == 404
     assert api.get("/replication/runs/999999").status_code == 404
-    events = api.get("/audit", params={"resource_type": "replication_policy", "resource_name": "bad"}).json()
-    assert {event["action"] for event in events} >= {"create", "delete"}
+    deadline = time.monotonic() + 10  # the audit log writes in batches
+    while True:
+        params = {"resource_type": "replication_policy", "resource_name": "bad"}
+        actions = {event["action"] for event in api.get("/audit", params=params).json()}
+        if actions >= {"create", "delete"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert actions >= {"create", "delete"}
