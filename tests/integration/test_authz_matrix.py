@@ -214,6 +214,16 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/endpoints/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
     ("/endpoints/{name}/test", "POST"): Rule(SYSTEM_ADMIN),
     ("/jobs", "GET"): Rule(SYSTEM_ADMIN),
+    # Replication (policies use endpoints, runs copy any project's images): system administrators only.
+    ("/replication/policies", "GET"): Rule(SYSTEM_ADMIN),
+    ("/replication/policies", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/replication/policies/{name}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/replication/policies/{name}", "PATCH"): Rule(SYSTEM_ADMIN),
+    ("/replication/policies/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/replication/policies/{name}/run", "POST"): Rule(SYSTEM_ADMIN, 202),
+    ("/replication/runs", "GET"): Rule(SYSTEM_ADMIN),
+    ("/replication/runs/{run_id}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/replication/runs/{run_id}/cancel", "POST"): Rule(SYSTEM_ADMIN, 202),
     ("/notifications", "GET"): Rule(SYSTEM_ADMIN),
     ("/notifications/{name}/deliveries", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs", "POST"): Rule(SYSTEM_ADMIN, 201),
@@ -652,6 +662,62 @@ def endpoint_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> 
     return call
 
 
+def new_replication_policy(w: World, direction: str = "push") -> str:
+    """A policy of an endpoint of its own; a push policy selects nothing (its runs succeed at once), a
+    pull policy's runs fail on the unreachable endpoint (and wait for their retry)."""
+    name = w.unique("mx-replication")
+    body = {"name": name, "direction": direction, "endpoint": new_endpoint(w), "repositories": "mx-none/**"}
+    w.admin.api("POST", "/replication/policies", json=body)
+    return name
+
+
+def create_replication_policy(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mx-replication")
+    path = f"/replication/policies/{name}"
+    body = {"name": name, "direction": "push", "endpoint": new_endpoint(w)}
+    return Call(
+        ep.method, api(ep.path), json=body,
+        observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def newest_replicate_job(w: World) -> int:
+    jobs = w.admin.api("GET", "/jobs", params={"kind": "replicate", "page_size": "1"})
+    return jobs[0]["id"] if jobs else 0
+
+
+def replication_policy_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A policy of the call's own: read, changed, removed or run."""
+    name = new_replication_policy(w)
+    path = f"/replication/policies/{name}"
+    call = Call(ep.method, api(fill(ep.path, name=name)))
+    call.cleanup = lambda: w.admin.api("DELETE", path, expect=(204, 404)) and None
+    if ep.method == "PATCH":
+        call.json = {"tags": "v*"}
+        call.observe = lambda: w.admin.api("GET", path)["tags"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, path)
+    elif ep.path.endswith("/run"):
+        call.observe = lambda: newest_replicate_job(w)
+    return call
+
+
+def replication_run_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A run of a policy of the call's own: read, or cancelled (a pull from the unreachable endpoint,
+    failed and waiting for its retry: its job has not finished)."""
+    name = new_replication_policy(w, "pull" if ep.path.endswith("/cancel") else "push")
+    job_id = w.admin.api("POST", f"/replication/policies/{name}/run", expect=(202,))["job_id"]
+    deadline = time.monotonic() + 60
+    while not (runs := w.admin.api("GET", "/replication/runs", params={"job_id": str(job_id)})):
+        assert time.monotonic() < deadline, f"replication job {job_id} did not start"
+        time.sleep(0.2)
+    call = Call(ep.method, api(fill(ep.path, run_id=str(runs[0]["id"]))))
+    call.cleanup = lambda: w.admin.status("POST", f"/jobs/{job_id}/cancel") and None
+    if ep.path.endswith("/cancel"):
+        call.observe = lambda: cancelled(w, job_id)
+    return call
+
+
 def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     name = w.new_user()
     path = fill(ep.path, username=name)
@@ -1081,6 +1147,16 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(path, m, ""): endpoint_call for path, m in [
         ("/endpoints/{name}", "GET"), ("/endpoints/{name}", "PATCH"), ("/endpoints/{name}", "DELETE"),
         ("/endpoints/{name}/test", "POST"),
+    ]},
+    ("/replication/policies", "GET", ""): plain(),
+    ("/replication/policies", "POST", ""): create_replication_policy,
+    **{(path, m, ""): replication_policy_call for path, m in [
+        ("/replication/policies/{name}", "GET"), ("/replication/policies/{name}", "PATCH"),
+        ("/replication/policies/{name}", "DELETE"), ("/replication/policies/{name}/run", "POST"),
+    ]},
+    ("/replication/runs", "GET", ""): plain(),
+    **{(path, m, ""): replication_run_call for path, m in [
+        ("/replication/runs/{run_id}", "GET"), ("/replication/runs/{run_id}/cancel", "POST"),
     ]},
     ("/notifications", "GET", ""): plain(),
     ("/vulndb", "GET", ""): plain(),

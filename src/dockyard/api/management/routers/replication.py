@@ -208,14 +208,16 @@ def get_run(run_id: LongResourceId, principal: Admin, services: Services) -> Run
 @router.post("/replication/runs/{run_id}/cancel", response_model=RunOut, status_code=202)
 def cancel_run(run_id: LongResourceId, request: Request, principal: Admin, services: Services) -> RunOut:
     """Ask the run's job to stop: it stops between two blobs (or within a few MiB of one) and the run
-    ends `cancelled`. A finished run is a 409."""
+    ends `cancelled`; a run that failed and waits for its retry is not retried. A 409 when its job has
+    finished (nothing to stop)."""
     runs = ReplicationRuns(services.db)
     run = runs.get(run_id, artifacts=False)
     detail = {"cancel": run_id, "job_id": run.job_id}
     with audited(services, request, principal, AuditAction.UPDATE, RESOURCE, run.policy, detail):
-        if run.job_id is None or run.status.value != "running":
-            raise ApiError(409, f"replication run {run_id} is {run.status.value}: nothing to cancel")
-        _queue(services).cancel(run.job_id)
+        queue = _queue(services)
+        if run.job_id is None or queue.get(run.job_id).finished:
+            raise ApiError(409, f"replication run {run_id} has finished ({run.status.value}): nothing to cancel")
+        queue.cancel(run.job_id)
     return _run_out(runs.get(run_id, artifacts=False))
 
 
