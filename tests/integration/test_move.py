@@ -319,6 +319,18 @@ def populate(server: RunningServer) -> Install:
 
     run = call(admin, "POST", "/projects/team/retention/run", 202, json={"dry_run": True})
     wait_for_job(admin, run["job_id"])
+    # A replication policy and a run of it (replication_runs, replication_run_artifacts): team/py to
+    # the endpoint, which never resolves, so its artifact fails and the job waits for its retry.
+    policy = {"name": "dr", "direction": "push", "endpoint": "upstream", "repositories": "team/py"}
+    call(admin, "POST", "/replication/policies", 201, json=policy)
+    replicate = call(admin, "POST", "/replication/policies/dr/run", 202)
+    deadline = time.monotonic() + 60
+    while not (runs := call(admin, "GET", f"/replication/runs?job_id={replicate['job_id']}", 200)) or (
+        not call(admin, "GET", f"/replication/runs/{runs[0]['id']}", 200)["artifacts"]
+    ):
+        assert time.monotonic() < deadline, "the replication run recorded no artifact"
+        time.sleep(0.2)
+    call(admin, "POST", f"/replication/runs/{runs[0]['id']}/cancel", 202)
     login = httpx.post(f"{server.url}/api/v1/login", json={"username": ALICE[0], "password": ALICE[1]})
     assert login.status_code == 200, describe(login)
     install = Install(
@@ -356,6 +368,7 @@ def settings_seen(admin: httpx.Client) -> dict[str, Any]:
         "endpoints": call(admin, "GET", "/endpoints", 200),
         "proxy": call(admin, "GET", "/projects/mirror", 200)["proxy"],
         "webhooks": call(admin, "GET", "/projects/team/webhooks", 200),
+        "replication": call(admin, "GET", "/replication/policies", 200),
         "runs": len(call(admin, "GET", "/projects/team/retention/runs", 200)),
         "scan settings": call(admin, "GET", "/projects/team/scan-settings", 200),
         "scan": call(admin, "GET", "/repositories/team/py/artifacts/1/scan", 200),

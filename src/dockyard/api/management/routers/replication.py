@@ -216,7 +216,9 @@ def cancel_run(run_id: LongResourceId, request: Request, principal: Admin, servi
     with audited(services, request, principal, AuditAction.UPDATE, RESOURCE, run.policy, detail):
         queue = _queue(services)
         if run.job_id is None or queue.get(run.job_id).finished:
-            raise ApiError(409, f"replication run {run_id} has finished ({run.status.value}): nothing to cancel")
+            raise ApiError(
+                409, f"replication run {run_id} has finished ({run.status.value}): nothing to stop"
+            )
         queue.cancel(run.job_id)
     return _run_out(runs.get(run_id, artifacts=False))
 

@@ -1,0 +1,268 @@
+"""The copy engine between two in-memory sides: what is missing is copied, children before parents and
+blobs before manifests, byte for byte; what is there is only asked about; a blob held elsewhere on the
+destination is mounted; a cancel stops between blobs and mid-blob; a failing artifact does not stop the
+others."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from dockyard.errors import BlobUnknown
+from dockyard.jobs.interfaces import JobCancelled
+from dockyard.replication.engine import CANCEL_EVERY, Replicator
+from dockyard.replication.interfaces import ArtifactResult, ArtifactStatus, Counters, Direction, Policy
+from dockyard.replication.sides import ManifestData
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class MemorySide:
+    where = "memory"
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, dict[str, ManifestData]] = {}  # repository -> reference -> manifest
+        self.blobs: dict[str, bytes] = {}
+        self.links: set[tuple[str, str]] = set()
+        self.calls: list[tuple[str, str, str]] = []
+        self.referrer_lists: dict[str, list[dict[str, Any]]] = {}
+
+    # seeding
+    def image(
+        self, repository: str, tag: str | None, seed: str, sizes: Iterable[int] = (100,)
+    ) -> ManifestData:
+        config = json.dumps({"seed": seed}).encode()
+        layers = [
+            hashlib.sha256(f"{seed}{n}".encode()).digest() * (size // 32 + 1) for n, size in enumerate(sizes)
+        ]
+        for blob in (config, *layers):
+            self.blobs[digest(blob)] = blob
+            self.links.add((repository, digest(blob)))
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(b), "size": len(b)}
+                for b in layers
+            ],
+        }
+        return self.store(repository, tag, OCI_MANIFEST, json.dumps(document, indent=3).encode())
+
+    def store(self, repository: str, tag: str | None, media_type: str, data: bytes) -> ManifestData:
+        manifest = ManifestData(media_type, digest(data), data)
+        references = self.manifests.setdefault(repository, {})
+        references[manifest.digest] = manifest
+        if tag:
+            references[tag] = manifest
+        return manifest
+
+    # Side
+    def repositories(self) -> list[str]:
+        return sorted(self.manifests)
+
+    def tags(self, repository: str) -> list[str]:
+        return sorted(ref for ref in self.manifests.get(repository, {}) if not ref.startswith("sha256:"))
+
+    def manifest(self, repository: str, reference: str) -> ManifestData | None:
+        self.calls.append(("GET manifest", repository, reference))
+        return self.manifests.get(repository, {}).get(reference)
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        self.calls.append(("HEAD manifest", repository, reference))
+        found = self.manifests.get(repository, {}).get(reference)
+        return None if found is None else found.digest
+
+    def has_blob(self, repository: str, digest_: str) -> bool:
+        self.calls.append(("HEAD blob", repository, digest_))
+        return (repository, digest_) in self.links
+
+    def mount_blob(self, repository: str, digest_: str, sources: Iterable[str]) -> bool:
+        if digest_ in self.blobs:
+            self.calls.append(("mount", repository, digest_))
+            self.links.add((repository, digest_))
+            return True
+        return False
+
+    def open_blob(self, repository: str, digest_: str) -> tuple[int | None, Iterator[bytes], Any]:
+        if (repository, digest_) not in self.links:
+            raise BlobUnknown()
+        self.calls.append(("GET blob", repository, digest_))
+        data = self.blobs[digest_]
+        return len(data), iter([data[i : i + 1000] for i in range(0, len(data), 1000)]), lambda: None
+
+    def push_blob(self, repository: str, digest_: str, size: int, chunks: Iterable[bytes]) -> None:
+        data = b"".join(chunks)
+        assert digest(data) == digest_ and len(data) == size
+        self.calls.append(("PUT blob", repository, digest_))
+        self.blobs[digest_] = data
+        self.links.add((repository, digest_))
+
+    def put_manifest(self, repository: str, reference: str, manifest: ManifestData) -> None:
+        from dockyard.content.manifest import parse_manifest
+
+        parsed = parse_manifest(manifest.data, manifest.media_type)
+        for blob in ([parsed.config] if parsed.config else []) + list(parsed.blobs):
+            assert (repository, blob.digest) in self.links, f"{blob.digest} before its manifest"
+        for child in parsed.manifests:
+            assert child.digest in self.manifests.get(repository, {}), "children before the index"
+        self.calls.append(("PUT manifest", repository, reference))
+        self.store(
+            repository,
+            None if reference.startswith("sha256:") else reference,
+            manifest.media_type,
+            manifest.data,
+        )
+
+    def referrers(self, repository: str, digest_: str) -> list[dict[str, Any]]:
+        return self.referrer_lists.get(digest_, [])
+
+    def delete_tag(self, repository: str, tag: str) -> None:
+        del self.manifests[repository][tag]
+
+
+class Watch:
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.looks = 0
+        self.cancel_after = cancel_after
+        self.lines: list[str] = []
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        pass
+
+    def check_cancelled(self) -> None:
+        self.looks += 1
+        if self.cancel_after is not None and self.looks > self.cancel_after:
+            raise JobCancelled("cancelled")
+
+
+def replicate(
+    source: MemorySide, destination: MemorySide, watch: Watch | None = None, **fields: Any
+) -> tuple[Counters, list[ArtifactResult]]:
+    results: list[ArtifactResult] = []
+    policy = Policy(**{"name": "p", "direction": Direction.PUSH, "endpoint": "e", **fields})
+    replicator = Replicator(
+        policy, source, destination, watch or Watch(), lambda result, _: results.append(result)
+    )
+    return replicator.run(), results
+
+
+def test_copies_images_byte_for_byte_and_a_second_run_copies_nothing() -> None:
+    source, destination = MemorySide(), MemorySide()
+    one = source.image("team/app", "1", "one", sizes=(5000, 7000))
+    source.image("team/app", "2", "two")
+    counters, results = replicate(source, destination, dest_namespace="mirror")
+    assert [r.destination for r in results] == ["mirror/app:1", "mirror/app:2"]
+    assert all(r.status is ArtifactStatus.COPIED for r in results)
+    assert destination.manifests["mirror/app"]["1"].data == one.data
+    assert counters.blobs_copied == 5 and counters.manifests_copied == 2
+    destination.calls.clear()
+    again, results = replicate(source, destination, dest_namespace="mirror")
+    assert all(r.status is ArtifactStatus.SKIPPED for r in results)
+    assert again.blobs_copied == again.bytes_copied == again.manifests_copied == 0
+    assert {call[0] for call in destination.calls} == {"HEAD manifest"}  # asked, never sent
+
+
+def test_an_index_goes_with_its_children_and_a_signature_with_its_subject() -> None:
+    source, destination = MemorySide(), MemorySide()
+    arm, amd = source.image("app", None, "arm"), source.image("app", None, "amd")
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": m.digest, "size": len(m.data)} for m in (arm, amd)
+            ],
+        }
+    ).encode()
+    top = source.store("app", "multi", OCI_INDEX, index)
+    signature = source.image("app", None, "sig")
+    source.referrer_lists[top.digest] = [{"mediaType": OCI_MANIFEST, "digest": signature.digest, "size": 1}]
+    counters, results = replicate(source, destination)
+    assert [r.status for r in results] == [ArtifactStatus.COPIED]
+    for manifest in (arm, amd, top, signature):
+        assert destination.manifests["app"][manifest.digest].data == manifest.data
+    assert counters.manifests_copied == 4
+
+
+def test_blobs_already_on_the_destination_are_mounted_or_skipped_not_sent() -> None:
+    source, destination = MemorySide(), MemorySide()
+    image = source.image("a/one", "1", "shared", sizes=(3000,))
+    source.store("a/two", "1", image.media_type, image.data)
+    source.links |= {("a/two", d) for (_, d) in list(source.links)}
+    counters, _ = replicate(source, destination)
+    assert counters.blobs_copied == 2 and counters.blobs_mounted == 2  # a/two mounts what a/one brought
+    assert [c for c in destination.calls if c[0] == "PUT blob" and c[1] == "a/two"] == []
+
+
+def test_override_off_keeps_the_destination_tag() -> None:
+    source, destination = MemorySide(), MemorySide()
+    source.image("app", "latest", "new")
+    theirs = destination.image("app", "latest", "old")
+    _, results = replicate(source, destination, override=False)
+    assert results[0].status is ArtifactStatus.SKIPPED and results[0].error == f"kept {theirs.digest}"
+    assert destination.manifests["app"]["latest"] == theirs
+
+
+def test_a_failing_artifact_is_recorded_and_the_others_go_on() -> None:
+    source, destination = MemorySide(), MemorySide()
+    broken = source.image("app", "1", "broken")
+    source.links.discard(("app", json.loads(broken.data)["layers"][0]["digest"]))  # a layer it cannot give
+    good = source.image("app", "2", "good")
+    counters, results = replicate(source, destination)
+    assert [r.status for r in results] == [ArtifactStatus.FAILED, ArtifactStatus.COPIED]
+    assert counters.artifacts_failed == 1 and destination.manifests["app"]["2"] == good
+    assert "1" not in destination.manifests["app"]  # nothing half: no manifest without its blobs
+
+
+def test_a_cancel_stops_the_run_and_the_next_copies_only_the_rest() -> None:
+    source, destination = MemorySide(), MemorySide()
+    for n in range(6):
+        source.image("app", f"v{n}", f"image-{n}")
+    with pytest.raises(JobCancelled):
+        replicate(source, destination, Watch(cancel_after=10))
+    arrived = set(destination.tags("app"))
+    assert 0 < len(arrived) < 6
+    counters, results = replicate(source, destination)
+    assert {r.destination.split(":")[1] for r in results if r.status is ArtifactStatus.COPIED} == {
+        f"v{n}" for n in range(6)
+    } - arrived
+    assert counters.artifacts_skipped == len(arrived)
+
+
+def test_a_cancel_is_noticed_inside_a_large_blob() -> None:
+    source, destination = MemorySide(), MemorySide()
+    source.image("app", "big", "big", sizes=(3 * CANCEL_EVERY,))
+    watch = Watch(cancel_after=4)  # the looks before the blob, then within it
+    with pytest.raises(JobCancelled):
+        replicate(source, destination, watch)
+    assert not [c for c in destination.calls if c[0] == "PUT manifest"]
+
+
+def test_propagate_deletes_removes_selected_tags_gone_from_the_source() -> None:
+    source, destination = MemorySide(), MemorySide()
+    source.image("app", "2", "two")
+    destination.image("app", "1", "one")
+    destination.image("app", "keep-me", "other")
+    _, results = replicate(source, destination, tags="{1,2}", propagate_deletes=True)
+    assert {r.destination: r.status for r in results} == {
+        "app:2": ArtifactStatus.COPIED,
+        "app:1": ArtifactStatus.DELETED,
+    }
+    assert destination.tags("app") == ["2", "keep-me"]
