@@ -21,8 +21,14 @@ from typing import Any, Protocol
 from dockyard.content.manifest import parse_manifest
 from dockyard.errors import DockyardError
 from dockyard.jobs.interfaces import JobCancelled
-from dockyard.replication.interfaces import ArtifactResult, ArtifactStatus, Counters, Policy
-from dockyard.replication.sides import ManifestData, Side
+from dockyard.replication.interfaces import (
+    ArtifactResult,
+    ArtifactStatus,
+    Counters,
+    ManifestData,
+    Policy,
+    Side,
+)
 
 log = logging.getLogger("dockyard.replication")
 CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag

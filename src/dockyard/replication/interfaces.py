@@ -12,10 +12,11 @@ replaces the first component of a repository name on the destination (`team/app/
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard.content.reference import validate_name
 from dockyard.errors import Category, DockyardError
@@ -189,3 +190,44 @@ class Run:
     counters: dict[str, int]
     error: str | None
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ManifestData:
+    media_type: str
+    digest: str
+    data: bytes
+
+
+class Side(Protocol):
+    """One end of a replication. Errors are DockyardErrors (the upstream's among them)."""
+
+    where: str  # "local" or the endpoint's URL, for logs
+
+    def repositories(self) -> list[str]: ...
+
+    def tags(self, repository: str) -> list[str]: ...
+
+    def manifest(self, repository: str, reference: str) -> ManifestData | None: ...
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest `reference` points at (a HEAD), None when there is none."""
+        ...
+
+    def has_blob(self, repository: str, digest: str) -> bool: ...
+
+    def mount_blob(self, repository: str, digest: str, sources: Iterable[str]) -> bool:
+        """Link a blob the side holds elsewhere (one of `sources`, or anywhere when it can tell)."""
+        ...
+
+    def open_blob(self, repository: str, digest: str) -> tuple[int | None, Iterator[bytes], Any]:
+        """(size when known, its chunks, a closer)."""
+        ...
+
+    def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None: ...
+
+    def put_manifest(self, repository: str, reference: str, manifest: ManifestData) -> None: ...
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]: ...
+
+    def delete_tag(self, repository: str, tag: str) -> None: ...

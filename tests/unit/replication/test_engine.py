@@ -15,8 +15,14 @@ import pytest
 from dockyard.errors import BlobUnknown
 from dockyard.jobs.interfaces import JobCancelled
 from dockyard.replication.engine import CANCEL_EVERY, Replicator
-from dockyard.replication.interfaces import ArtifactResult, ArtifactStatus, Counters, Direction, Policy
-from dockyard.replication.sides import ManifestData
+from dockyard.replication.interfaces import (
+    ArtifactResult,
+    ArtifactStatus,
+    Counters,
+    Direction,
+    ManifestData,
+    Policy,
+)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
