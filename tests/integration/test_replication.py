@@ -12,11 +12,13 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.test_cli import Cli
 from tests.support.fronts import Front, running_front
 from tests.support.ociclient import (
     OCI_CONFIG,
@@ -391,3 +393,34 @@ def test_policy_api_refuses_bad_input_and_audits(api: httpx.Client) -> None:
             break
         time.sleep(0.2)
     assert actions >= {"create", "delete"}
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+def test_cli_policy_run_runs_show(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client, tmp_path: Path
+) -> None:
+    admin = Cli(tmp_path / "home")
+    admin.home.mkdir()
+    admin.login(server.url, "admin", ADMIN[1])
+    with local_http(server, "team/cli") as http:
+        image = push_image(OCIClient(http), "team/cli", "v1", "cli-v1")
+    created = admin.json(
+        "replication", "policy", "create", "by-cli", "-d", "push", "-e", "dr", "-r", "team/cli", "-t", "v*",
+        "--dest-namespace", "fromcli",
+    )  # fmt: skip
+    assert (created["direction"], created["dest_namespace"]) == ("push", "fromcli")
+    assert "by-cli" in admin.ok("replication", "policy", "list")
+    assert "team/cli" in admin.ok("replication", "policy", "show", "by-cli")
+    assert admin.json("replication", "policy", "update", "by-cli", "--keep")["override"] is False
+
+    shown = admin.ok("replication", "run", "by-cli", "--wait")
+    assert "fromcli/cli:v1" in shown and "copied" in shown
+    assert_same(remote_http, "fromcli/cli", "v1", image)
+    runs = admin.json("replication", "runs", "--policy", "by-cli")
+    assert runs[0]["counters"]["artifacts_copied"] == 1
+    detail = admin.json("replication", "show", str(runs[0]["id"]))
+    assert detail["artifacts"][0]["digest"] == image.digest
+    assert "nothing to stop" in admin.fails("replication", "cancel", str(runs[0]["id"]))
+    assert "needs --direction" in admin.fails("replication", "policy", "create", "x")
+    admin.ok("replication", "policy", "delete", "by-cli", "--yes")
+    assert "no replication policy named" in admin.fails("replication", "policy", "show", "by-cli")
