@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import dockyard_cert
 from tests.integration.test_inventory import push
 from tests.support.cosign import make_key
 from tests.support.layers import file, layer
@@ -195,3 +197,39 @@ def test_tags_name_the_same_digest_and_a_policy_is_not_bypassed(
         assert "artifact is not signed by a trusted key (policy: require signature)" in refused.stderr
     finally:
         assert admin.patch("/projects/build", json={"require_signature": False}).status_code == 200
+
+
+def test_https_with_the_ca_in_dockyard_ca_cert(tmp_path: Path) -> None:
+    certs = dockyard_cert("127.0.0.1", tmp_path / "certs")
+    server = start_server(
+        tmp_path / "tls-server",
+        {"auth": {"enabled": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+        tls=(certs / "server.crt", certs / "server.key"),
+    )
+    trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    try:
+        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60, verify=trust) as http:
+            created = http.post("/api/v1/projects", json={"name": "secure"})
+            assert created.status_code == 201, created.text
+            answer = http.post(
+                "/api/v1/projects/secure/robots", json={"name": "ci", "actions": ["pull", "push"]}
+            )
+            assert answer.status_code == 201, answer.text
+            digest = push(OCIClient(http), "secure/app", "1", [(OCI_LAYER, debian_layer())])
+        robot = Robot(server, answer.json()["name"], answer.json()["secret"], tmp_path / "home")
+        untrusted = robot.run("artifact", "tag", "secure/app:1", "stable")
+        assert untrusted.returncode == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        assert "pass --ca-cert FILE (or DOCKYARD_CA_CERT)" in untrusted.stderr
+        trusted = robot.run(
+            "artifact", "tag", "secure/app:1", "stable", DOCKYARD_CA_CERT=str(certs / "ca.crt")
+        )
+        assert trusted.returncode == 0, trusted.stderr
+        unsigned = robot.run(
+            "artifact", "verify", "secure/app:stable", DOCKYARD_CA_CERT=str(certs / "ca.crt")
+        )
+        assert unsigned.returncode == 3, unsigned.stderr
+        assert f"secure/app@{digest}: unsigned" in unsigned.stdout
+    finally:
+        server.stop()

@@ -93,7 +93,7 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise CliError(_connect_message(self.server, exc)) from None
+            raise CliError(connect_message(self.server, exc)) from None
         except httpx.TimeoutException:
             raise CliError(f"{self.server} did not answer within {self._http.timeout.read}s") from None
         except httpx.HTTPError as exc:
@@ -119,12 +119,13 @@ def _failure(response: httpx.Response) -> ApiFailure:
     return ApiFailure(response.status_code, code, message)
 
 
-def _connect_message(server: str, exc: httpx.ConnectError) -> str:
+def connect_message(server: str, exc: httpx.ConnectError) -> str:
     text = str(exc)
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return (
             f"the TLS certificate of {server} is not trusted ({text}); "
-            "pass --ca-cert FILE with the CA that signed it (or --insecure to skip the check)"
+            "pass --ca-cert FILE (or DOCKYARD_CA_CERT) with the CA that signed it "
+            "(or --insecure to skip the check)"
         )
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return f"{server} does not speak TLS here; did you mean http://?"

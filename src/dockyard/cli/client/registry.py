@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from dockyard.cli.client.errors import CliError
+from dockyard.cli.client.http import connect_message
 from dockyard.cli.client.urls import segment
 from dockyard.upstream.tokens import find_challenge, token_of
 
@@ -119,6 +120,8 @@ class RegistryClient:
             headers["Authorization"] = self._authorization[scope]
         try:
             return self._http.request(method, url, headers=headers, **kwargs)
+        except httpx.ConnectError as exc:
+            raise CliError(connect_message(self.server, exc)) from None
         except httpx.HTTPError as exc:
             raise CliError(f"cannot talk to {self.server}: {exc or type(exc).__name__}") from None
 
