@@ -137,6 +137,27 @@ def test_a_referrer_signature_counts_too(
     assert eventually_pulled(oci, "strict/app", "referred").status_code == 200
 
 
+def test_signatures_themselves_are_served_but_a_subject_does_not_free_an_image(
+    api: httpx.Client, oci: OCIClient, keys: dict[str, KeyPair], tmp_path: Path
+) -> None:
+    """cosign and notation read signature manifests to verify, exactly in projects that require
+    signatures: they are served. An image that names a subject is still an image: judged."""
+    image = oci.push_image("strict/app", "sig-reads", seed="policy-sig-reads")
+    body = payload(image.digest)
+    stranger = keys["stranger"].sign(body, tmp_path)
+    sign(oci, "strict/app", image.digest, keys["stranger"], tmp_path)
+    tag = image.digest.replace(":", "-") + ".sig"
+    served = oci.get_manifest("strict/app", tag)
+    assert served.status_code == 200, describe(served)
+    referrer = push_referrer(oci, "strict/app", image, [signature_layer(oci, "strict/app", body, stranger)])
+    assert oci.get_manifest("strict/app", referrer.digest).status_code == 200
+    disguised = oci.push_image("strict/app", seed="policy-disguised", subject=image.descriptor())
+    assert refusal(oci.get_manifest("strict/app", disguised.digest)) == NOT_SIGNED
+    assert (
+        oci.get_manifest("strict/app", "sig-reads").status_code == 403
+    )  # the image: not signed by a trusted key
+
+
 def test_a_platform_manifest_is_judged_by_its_signed_index(
     api: httpx.Client, oci: OCIClient, keys: dict[str, KeyPair], tmp_path: Path
 ) -> None:

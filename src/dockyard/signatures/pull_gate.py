@@ -7,6 +7,9 @@ an index of the same repository that references it is verified: the indexes are 
 indexed query on `manifest_references.digest` (kind "manifest") joined to the manifests of the
 repository.
 
+Signatures, attestations and SBOMs themselves are not judged (`is_supporting_artifact`): cosign and
+notation read them to verify, in exactly the projects that require signatures.
+
 Per process, decisions are kept by (repository, digest) until Topic.VERDICTS moves (a verdict
 stored, a key added or deleted); the policies by project until Topic.POLICIES moves. A project with no
 policy costs one dict lookup once its policy is cached.
@@ -14,6 +17,7 @@ policy costs one dict lookup once its policy is cached.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
@@ -38,6 +42,46 @@ MAX_PARENTS = 20  # indexes looked at for a platform manifest
 SCAN_DECISION_SECONDS = 5.0
 VERIFY_KIND = "verify-signature"  # signatures.tasks
 UNKNOWN: Final = object()  # the fast path cannot answer without the database
+
+
+# Layers of the artifacts that accompany an image: signatures (cosign's simple-signing payload, notation's
+# JWS and COSE envelopes, DSSE and Sigstore bundles), attestations and SBOMs. A manifest whose layers are
+# all of these holds no filesystem: no runtime can run it, and clients that verify (cosign, notation,
+# `oras discover`) must read it in a project whose policy refuses what is not signed or scanned.
+SUPPORTING_LAYERS = frozenset(
+    {
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        "application/jose+json",
+        "application/cose",
+        "application/vnd.dsse.envelope.v1+json",
+        "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "application/vnd.dev.sigstore.bundle+json;version=0.2",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "application/vnd.in-toto+json",
+        "application/vnd.cyclonedx+json",
+        "application/vnd.cyclonedx+xml",
+        "application/spdx+json",
+        "text/spdx",
+    }
+)
+IMAGE_MANIFEST_TYPES = frozenset(
+    {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
+)
+
+
+def is_supporting_artifact(content: bytes, media_type: str) -> bool:
+    """A signature, attestation or SBOM manifest: an image manifest with at least one layer and every
+    layer of a SUPPORTING_LAYERS type. Pull policies do not apply to them (as Harbor's do not): an
+    index, or a manifest with any filesystem layer, is always judged."""
+    if media_type not in IMAGE_MANIFEST_TYPES:
+        return False
+    try:
+        layers = json.loads(content).get("layers")
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(layers, list) or not layers:
+        return False
+    return all(isinstance(layer, dict) and layer.get("mediaType") in SUPPORTING_LAYERS for layer in layers)
 
 
 class CachedVerdicts(Protocol):

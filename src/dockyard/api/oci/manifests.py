@@ -17,7 +17,7 @@ from dockyard.content.manifest import MAX_MANIFEST_SIZE
 from dockyard.errors import ManifestTooLarge, ManifestUnknown, SizeInvalid
 from dockyard.projects.interfaces import PullRefused
 from dockyard.registry.interfaces import ManifestRecord
-from dockyard.signatures.pull_gate import UNKNOWN
+from dockyard.signatures.pull_gate import UNKNOWN, is_supporting_artifact
 
 
 def _acceptable(request: Request, record: ManifestRecord) -> bool:
@@ -72,7 +72,7 @@ def _raw_headers(record: ManifestRecord) -> list[tuple[bytes, bytes]]:
     return raw
 
 
-async def _police(ctx: OCIContext, name: str, digest: str) -> None:
+async def _police(ctx: OCIContext, name: str, record: ManifestRecord) -> None:
     """Refuse a pull the project's pull policies forbid (projects.pull_policies): one dict lookup for a
     project without policies once cached; cached decisions for one with; the database on a miss, in a
     worker thread. Only GETs: a HEAD carries no message, and docker, containerd, podman and skopeo
@@ -80,16 +80,17 @@ async def _police(ctx: OCIContext, name: str, digest: str) -> None:
     gate = ctx.pull_gate
     if gate is None:
         return
+    digest = record.digest
     refusal = gate.fast(name, digest)
     if refusal is UNKNOWN:
         refusal = await ctx.call(gate.check, name, digest)
-    if refusal:
+    if refusal and not is_supporting_artifact(record.content, record.media_type):
         raise PullRefused(str(refusal), detail={"repository": name, "digest": digest})
 
 
 async def get_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     record = await _lookup(ctx, request, name, reference)
-    await _police(ctx, name, record.digest)
+    await _police(ctx, name, record)
     if ctx.pulls is not None:  # a dict write; a background thread puts it in the DB
         ctx.pulls.note(name, record.digest)
     if ctx.pull_audit is not None:  # the same: counted per hour, by digest, whether pulled by tag or not
