@@ -1,7 +1,7 @@
 """Replication: policies, runs and each run's artifacts
 
-Revision ID: 0012_replication
-Revises: 0011_scans
+Revision ID: 0013_replication
+Revises: 0012_notation_trust_policies
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_replication"
-down_revision = "0011_scans"
+revision = "0013_replication"
+down_revision = "0012_notation_trust_policies"
 branch_labels = None
 depends_on = None
 
