@@ -159,6 +159,13 @@ DB_INDEPENDENT_PATHS = (
     # runs on PostgreSQL in tests/integration, which makes the same requests over HTTP. One flow stays in
     # the PostgreSQL pass as a canary: see DB_DEPENDENT_TESTS.
     "tests/e2e/",
+    # The CLI's commands that talk to a server over HTTP only (`dockyard login`, then /api/v1; the import
+    # contracts keep server-side packages out of the CLI's API client): the routes' database work runs on
+    # PostgreSQL in the API tests (test_management_api, test_authz_matrix, test_endpoints_api,
+    # test_webhooks, test_retention, test_jobs; hourly pull counts in test_audit_trail). Single such tests
+    # elsewhere carry the marker themselves.
+    "tests/integration/test_cli.py",
+    "tests/integration/test_cli_endpoints.py",
 )
 
 # Tests under DB_INDEPENDENT_PATHS that the PostgreSQL pass runs all the same (node ids).

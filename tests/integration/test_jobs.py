@@ -138,6 +138,7 @@ def test_schedules_through_the_api(api: httpx.Client) -> None:
     assert api.get("/jobs/schedules/selftest").status_code == 404
 
 
+@pytest.mark.db_independent  # HTTP only: the API tests here run these routes on PostgreSQL
 def test_the_cli_runs_lists_and_shows_jobs(server: RunningServer, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "DOCKYARD_SERVER")}
     env.update(HOME=str(tmp_path), COLUMNS="200")

@@ -176,6 +176,7 @@ def test_only_project_admins_change_the_policy_or_run_it(
     assert deleted_twice.json()["errors"][0]["message"] == "project 'guarded' has no retention policy"
 
 
+@pytest.mark.db_independent  # HTTP only: the API tests here run these routes on PostgreSQL
 def test_the_cli_sets_shows_and_runs_a_policy(server: RunningServer, oci: OCIClient, tmp_path: Path) -> None:
     push_versions(oci, "clishop/app", 4)
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "DOCKYARD_SERVER")}

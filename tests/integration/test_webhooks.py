@@ -353,6 +353,7 @@ def test_webhook_deliveries_are_counted_by_result(server: RunningServer) -> None
     assert len(lines) <= 3
 
 
+@pytest.mark.db_independent  # HTTP only: the API tests here run these routes on PostgreSQL
 def test_the_cli_manages_webhooks(server: RunningServer, api: httpx.Client, tmp_path: Path) -> None:
     project(api, "cli")
     cli = Cli(tmp_path / "home")
