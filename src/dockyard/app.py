@@ -121,6 +121,7 @@ from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
     from dockyard.accounts.ldap import LDAPDirectory
+    from dockyard.replication.pushes import ReplicateOnPush
     from dockyard.scans.pushes import ScanOnPush
     from dockyard.webhooks.policy_sender import PolicySender
 
@@ -173,6 +174,7 @@ def create_app(services: Services) -> ASGIApp:
     )
     ctx.proxy, close_proxy = _proxy_edge(services, metrics)
     ctx.scan_pushes = _scan_pushes(services)
+    ctx.replication_pushes = _replication_pushes(services)
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
     drain = DrainState(drain_directory(settings))
@@ -558,6 +560,14 @@ def _scan_pushes(services: Services) -> ScanOnPush:
     from dockyard.scans.services import Scans
 
     return ScanOnPush(Scans(services.db, jobs=services.jobs))
+
+
+def _replication_pushes(services: Services) -> ReplicateOnPush:
+    """Replication's event trigger: a tag push queues a `replicate` job per event policy selecting it."""
+    from dockyard.replication.pushes import ReplicateOnPush
+    from dockyard.replication.services import ReplicationPolicies
+
+    return ReplicateOnPush(ReplicationPolicies(services.db), services.jobs)
 
 
 def _proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callable[[], None]]:

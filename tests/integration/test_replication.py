@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.replication.pushes import POLICIES_TTL
 from tests.integration.test_cli import Cli
 from tests.support.fronts import Front, running_front
 from tests.support.ociclient import (
@@ -424,3 +425,61 @@ def test_cli_policy_run_runs_show(
     assert "needs --direction" in admin.fails("replication", "policy", "create", "x")
     admin.ok("replication", "policy", "delete", "by-cli", "--yes")
     assert "no replication policy named" in admin.fails("replication", "policy", "show", "by-cli")
+
+
+# --- triggers ------------------------------------------------------------------------------------------
+def test_event_trigger_replicates_a_pushed_tag(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    create_policy(
+        api, name="on-push", direction="push", repositories="team/evt/**", tags="v*", trigger="event"
+    )
+    time.sleep(POLICIES_TTL + 0.5)  # what each worker remembers of the event policies expires
+    with local_http(server, "team/evt/app", "team/other-evt") as http:
+        local = OCIClient(http)
+        image = push_image(local, "team/evt/app", "v1", "evt-v1")
+        push_image(local, "team/evt/app", "latest", "evt-latest")  # the tag filter does not select it
+        push_image(local, "team/other-evt", "v1", "other-evt")  # nor the repository filter this
+    deadline = time.monotonic() + 60
+    while remote_http.head("/v2/team/evt/app/manifests/v1", headers={"Accept": ACCEPT}).status_code != 200:
+        assert time.monotonic() < deadline, "the push was not replicated"
+        time.sleep(0.2)
+    assert_same(remote_http, "team/evt/app", "v1", image)
+    runs = api.get("/replication/runs", params={"policy": "on-push"}).json()
+    assert [run["trigger"] for run in runs] == ["event"]  # one run: the one tag the filters select
+    run = api.get(f"/replication/runs/{runs[0]['id']}").json()
+    assert [item["source"] for item in run["artifacts"]] == ["team/evt/app:v1"]
+    assert remote_http.head("/v2/team/evt/app/manifests/latest").status_code == 404
+    assert remote_http.get("/v2/team/other-evt/tags/list").status_code == 404
+
+
+def test_cron_trigger_runs_from_the_kinds_sweep(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    with local_http(server, "team/nightly") as http:
+        image = push_image(OCIClient(http), "team/nightly", "n1", "nightly-1")
+    create_policy(
+        api,
+        name="nightly",
+        direction="push",
+        repositories="team/nightly",
+        trigger="cron",
+        schedule="@every 1s",
+    )
+    schedule = api.get("/jobs/schedules/replicate").json()
+    assert schedule["cron"] == "* * * * *" and schedule["enabled"]  # the sweep, every minute
+    time.sleep(1.1)
+    # The sweep now rather than at the next minute: it queues the due policy's run.
+    sweep = api.post("/jobs", json={"kind": "replicate", "params": {}}).json()
+    queued = wait_for_job(api, sweep["id"])["result"]["queued"]
+    assert set(queued) == {"nightly"}
+    assert wait_for_job(api, queued["nightly"])["status"] == "succeeded"
+    assert_same(remote_http, "team/nightly", "n1", image)
+    runs = api.get("/replication/runs", params={"policy": "nightly"}).json()
+    assert [run["trigger"] for run in runs] == ["cron"]
+    # Not due again until its next time: a sweep right after queues nothing for it (a disabled
+    # policy never).
+    assert api.patch("/replication/policies/nightly", json={"enabled": False}).status_code == 200
+    time.sleep(1.1)
+    sweep = api.post("/jobs", json={"kind": "replicate", "params": {}}).json()
+    assert "nightly" not in wait_for_job(api, sweep["id"])["result"]["queued"]

@@ -59,8 +59,10 @@ class Replicator:
         progress: Progress,
         record: Callable[[ArtifactResult, Counters], None],
         observe: Observe | None = None,
+        only: tuple[str, str] | None = None,
     ) -> None:
         self.policy = policy
+        self.only = only  # (repository, tag): a run for one pushed tag (the event trigger)
         self.source = source
         self.destination = destination
         self.progress = progress
@@ -77,6 +79,11 @@ class Replicator:
     # --- a run -------------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, list[str]]]:
         """The source's repositories the filters select, each with its selected tags."""
+        if self.only is not None:
+            repository, tag = self.only
+            if self.policy.selects_repository(repository) and self.policy.selects_tag(tag):
+                return [(repository, [tag])]
+            return []
         selected = []
         for repository in sorted(self.source.repositories()):
             if not self.policy.selects_repository(repository):
@@ -102,7 +109,7 @@ class Replicator:
                 self._finish(self.copy_tag(repository, tag, target))
                 done += 1
                 self.progress.progress(done, total)
-            if self.policy.propagate_deletes:
+            if self.policy.propagate_deletes and self.only is None:
                 self._propagate_deletes(repository, set(tags), target)
         return self.counters
 

@@ -329,7 +329,14 @@ class ReplicationExecutor:
         self.endpoints = endpoints
         self.observe = observe
 
-    def run(self, name: str, progress: Progress, job_id: int | None = None, trigger: str = "manual") -> Run:
+    def run(
+        self,
+        name: str,
+        progress: Progress,
+        job_id: int | None = None,
+        trigger: str = "manual",
+        only: tuple[str, str] | None = None,
+    ) -> Run:
         """Run the policy now; its record (and the counters) as it ended. A run where some artifact
         failed is FAILED (and the job retries: what arrived is not copied again); a cancel ends it
         CANCELLED and raises JobCancelled."""
@@ -349,6 +356,7 @@ class ReplicationExecutor:
                     progress,
                     lambda result, now: self.runs.record(run_id, result, now),
                     self.observe,
+                    only,
                 )
                 counters = replicator.counters
                 replicator.run()

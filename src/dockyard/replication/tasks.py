@@ -4,6 +4,9 @@
   below or a push event); its result is the run's counters, the per-artifact outcomes are in the run.
   A run with failed artifacts fails the attempt, so the queue retries it with backoff; a retry copies
   only what did not arrive.
+- `{"policy": "name", "trigger": "event", "repository": "team/app", "tag": "v1"}` copies that one tag
+  (the event trigger queues one per pushed tag its filters select: replication/pushes.py); it never
+  propagates deletes.
 - `{}` (no policy) is the sweep, which the kind's own schedule queues every minute: each cron policy
   whose time has come since it last fired gets a job of its own (claimed with a compare-and-set, so
   several nodes sweeping at once queue it once).
@@ -58,9 +61,10 @@ def replicate_kind(
         name = ctx.params.get("policy")
         if name is None:
             return sweep(executor.policies, queue, clock(), ctx)
-        run = executor.run(
-            str(name), ctx, job_id=ctx.job_id, trigger=str(ctx.params.get("trigger", "manual"))
-        )
+        repository, tag = ctx.params.get("repository"), ctx.params.get("tag")
+        only = (str(repository), str(tag)) if repository and tag else None
+        trigger = str(ctx.params.get("trigger", "manual"))
+        run = executor.run(str(name), ctx, job_id=ctx.job_id, trigger=trigger, only=only)
         result = {"run_id": run.id, "policy": run.policy, **run.counters}
         if run.status is RunStatus.FAILED:
             raise RunFailed(f"run {run.id} of {name}: {run.error}")

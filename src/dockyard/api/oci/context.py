@@ -24,6 +24,7 @@ from dockyard.storage.blobs import BlobStore
 from dockyard.webhooks.interfaces import EventRecorder, PullNotes
 
 if TYPE_CHECKING:
+    from dockyard.replication.pushes import ReplicateOnPush
     from dockyard.scans.pushes import ScanOnPush
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class OCIContext:
     proxy: ProxyEdge | None = None  # proxy projects, the pull-through cache (None: not wired)
     pull_gate: PullGate | None = None  # per-project pull policies (None: none checked)
     scan_pushes: ScanOnPush | None = None  # queues scans of pushes to projects with scan_on_push
+    replication_pushes: ReplicateOnPush | None = None  # queues runs of event replication policies
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -116,6 +116,9 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     scans = ctx.scan_pushes
     if scans is not None and scans.wanted(name, reference, result.media_type, result.subject):
         await ctx.call(scans.pushed, name, result.digest)  # a job queued, when the project wants it
+    replication = ctx.replication_pushes
+    if replication is not None and replication.wanted(name, reference):
+        await ctx.call(replication.pushed, name, reference)  # a job per event policy that selects it
     headers = {
         **API_VERSION_HEADER,
         "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),

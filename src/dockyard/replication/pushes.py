@@ -1,0 +1,64 @@
+"""The event trigger: after a tag is pushed to this registry, each enabled push policy with the event
+trigger whose filters select it gets a `replicate` job for that one tag (the copy runs on a job worker,
+never in the request). The event policies are cached for POLICIES_TTL seconds per process, so a push
+with none costs a look at a list, and one with some the jobs' inserts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from dockyard.jobs.queue import JobQueue
+from dockyard.replication.interfaces import Policy
+from dockyard.replication.services import ReplicationPolicies
+
+log = logging.getLogger("dockyard.replication")
+POLICIES_TTL = 5.0  # seconds the event policies are remembered
+KIND = "replicate"  # tasks.KIND, without loading the job's code in an HTTP worker
+
+
+class ReplicateOnPush:
+    def __init__(self, policies: ReplicationPolicies, jobs: JobQueue) -> None:
+        self.policies = policies
+        self.jobs = jobs
+        self._known: tuple[tuple[Policy, ...], float] | None = None
+        self._lock = threading.Lock()
+
+    def wanted(self, repository: str, reference: str) -> bool:
+        """Whether a push like this may trigger a run (no I/O): a tag (not a digest), when event
+        policies may exist (or are not known yet)."""
+        if ":" in reference:
+            return False
+        known = self._known
+        if known is None or known[1] <= time.monotonic():
+            return True
+        return any(_selects(policy, repository, reference) for policy in known[0])
+
+    def pushed(self, repository: str, tag: str) -> list[int]:
+        """Queue a run of each event policy that selects the tag; the jobs' ids. Runs in a worker
+        thread. A failure is logged, never fails the push (the manifest is stored already)."""
+        try:
+            queued = []
+            for policy in self._event_policies():
+                if _selects(policy, repository, tag):
+                    params = {"policy": policy.name, "trigger": "event", "repository": repository, "tag": tag}
+                    queued.append(self.jobs.enqueue(KIND, params))
+            return queued
+        except Exception:
+            log.exception("replication on push of %s:%s not queued", repository, tag)
+            return []
+
+    def _event_policies(self) -> tuple[Policy, ...]:
+        now = time.monotonic()
+        known = self._known
+        if known is not None and known[1] > now:
+            return known[0]
+        policies = tuple(self.policies.on_push())
+        with self._lock:
+            self._known = (policies, now + POLICIES_TTL)
+        return policies
+
+
+def _selects(policy: Policy, repository: str, tag: str) -> bool:
+    return policy.selects_repository(repository) and policy.selects_tag(tag)
