@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,54 @@ def test_a_lock_on_a_directory_deleted_meanwhile_is_not_taken(driver: Filesystem
     assert second is not None
     first.release()
     second.release()
+
+
+def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
+    driver: FilesystemDriver, root: Path
+) -> None:
+    """A commit's lock goes with its directory at once; the descriptor that held it closes a moment later
+    in a thread of its own (the last close of a deleted directory waits for the journal), never leaks."""
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for n in range(20):
+        lock = driver.try_lock(f"uploads/u{n}")
+        assert lock is not None
+        writer = driver.writer(f"uploads/u{n}/data")
+        writer.write(b"bytes %d" % n)
+        writer.commit_to(f"blobs/b{n}/data")
+        lock.release()
+        again = driver.try_lock(f"uploads/u{n}")  # the upload's path is free at once
+        assert again is not None
+        again.release()
+    stored = [f"blobs/b{n}" for n in range(20)] + [f"blobs/b{n}/data" for n in range(20)]
+    assert all_entries(root) == sorted(["blobs", *stored])  # no upload directory left
+    deadline = time.monotonic() + 10
+    while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+
+
+def test_a_lock_on_an_upload_with_bytes_is_free_for_other_processes_at_release(
+    driver: FilesystemDriver, root: Path
+) -> None:
+    """A chunk's lock (its bytes stay for the next one) is dropped in release itself: the next chunk,
+    in any process, gets it at once."""
+    lock = driver.try_lock("uploads/u1")
+    assert lock is not None
+    writer = driver.writer("uploads/u1/data")
+    writer.write(b"first chunk")
+    writer.close()
+    lock.release()
+    taken = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from dockyard.storage.driver.filesystem import FilesystemDriver\n"
+            f"lock = FilesystemDriver({str(root)!r}).try_lock('uploads/u1')\n"
+            "print(lock is not None)\n",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    assert taken.stdout == b"True\n"
+    assert (root / "uploads" / "u1" / "data").read_bytes() == b"first chunk"
+
