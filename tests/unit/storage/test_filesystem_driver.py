@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import InvalidPath, PathNotFound, StorageError
+from dockyard.storage.driver import filesystem
 from dockyard.storage.driver.filesystem import FilesystemDriver
 
 
@@ -334,3 +335,37 @@ def test_a_lock_on_an_upload_with_bytes_is_free_for_other_processes_at_release(
     assert taken.stdout == b"True\n"
     assert (root / "uploads" / "u1" / "data").read_bytes() == b"first chunk"
 
+
+def test_a_writer_starts_the_disk_writes_as_the_bytes_arrive(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every WRITEBACK_EVERY bytes a writer asks the kernel to start writing them (without waiting), so
+    the commit's fsync finds most of a large blob on disk already; a resumed upload goes on from its end."""
+    started: list[tuple[int, int]] = []
+
+    def record(fd: int, offset: int, length: int) -> None:
+        started.append((offset, length))
+
+    monkeypatch.setattr(filesystem, "_WRITEBACK", [record])
+    mib = 1 << 20
+    assert 4 * mib == filesystem.WRITEBACK_EVERY
+    writer = driver.writer("uploads/u1/data")
+    for _ in range(10):
+        writer.write(b"x" * mib)
+    assert started == [(0, 4 * mib), (4 * mib, 4 * mib)]
+    writer.close()
+    resumed = driver.writer("uploads/u1/data", append=True)
+    resumed.write(b"y" * (5 * mib))
+    assert started[2:] == [(10 * mib, 5 * mib)]
+    resumed.commit_to("blobs/b1/data")
+    assert (root / "blobs/b1/data").stat().st_size == 15 * mib
+
+
+def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
+    start_writeback = filesystem._load_writeback()
+    path = tmp_path / "file"
+    with open(path, "wb") as file:
+        file.write(b"z" * 65536)
+        file.flush()
+        start_writeback(file.fileno(), 0, 65536)
+    assert path.read_bytes() == b"z" * 65536

@@ -23,6 +23,13 @@ T = TypeVar("T")
 # Chunks of at least this size go straight to write(2) without a copy; smaller writes are batched.
 # (Measured: 64 KiB and 1 MiB buffers write 1 MiB chunks equally fast.)
 WRITE_BUFFER_SIZE = 1 << 16
+# A writer starts the disk writes of what it was given every WRITEBACK_EVERY bytes, without waiting for
+# them (sync_file_range(2), SYNC_FILE_RANGE_WRITE), so the bytes go to disk while the next ones arrive
+# and the fsync of the commit finds most of them written: it took 40-75 ms for a 64 MiB blob on the
+# bench's VM, at the end of the push, when everything had waited for it. Durability still comes from
+# that fsync alone.
+WRITEBACK_EVERY = 4 << 20
+_SYNC_FILE_RANGE_WRITE = 2
 # `~` is not allowed in a path segment, so a temp name never collides with a stored path and
 # `list` can skip leftovers of a crash.
 _TEMP_MARKER = ".~tmp-"
@@ -44,6 +51,37 @@ def _os_errors(path: str) -> Iterator[None]:
         if exc.errno in _FULL_ERRNOS:
             raise StorageFull() from exc
         raise StorageError(f"storage error on {path}: {exc.strerror or exc}") from exc
+
+
+def _no_writeback(fd: int, offset: int, length: int) -> None:
+    pass
+
+
+def _load_writeback() -> Callable[[int, int, int], None]:
+    """sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) through the C library (Linux); a
+    no-op where there is none. Only a hint: its failures are ignored."""
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None).sync_file_range  # ctypes releases the GIL around the call
+    except (OSError, AttributeError):
+        return _no_writeback
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+    return start_writeback
+
+
+_WRITEBACK: list[Callable[[int, int, int], None]] = []
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    if not _WRITEBACK:
+        _WRITEBACK.append(_load_writeback())
+    _WRITEBACK[0](fd, offset, length)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -386,6 +424,7 @@ class FilesystemFileWriter:
         self._file: BinaryIO | None = file
         self._created = created
         self._size = os.fstat(file.fileno()).st_size
+        self._written_back = self._size  # where the writes not yet started (WRITEBACK_EVERY) begin
 
     @property
     def size(self) -> int:
@@ -406,6 +445,9 @@ class FilesystemFileWriter:
         with _os_errors(self._path):
             file.write(data)
         self._size += length
+        if self._size - self._written_back >= WRITEBACK_EVERY:
+            _start_writeback(file.fileno(), self._written_back, self._size - self._written_back)
+            self._written_back = self._size
         return length
 
     def close(self) -> None:
@@ -440,6 +482,7 @@ class FilesystemFileWriter:
             os.ftruncate(file.fileno(), size)
             file.seek(size)  # for a descriptor opened without O_APPEND
         self._size = size
+        self._written_back = min(self._written_back, size)
 
     def _sync_and_close(self) -> None:
         file = self._open_file()
