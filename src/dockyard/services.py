@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import logging
 import socket
@@ -42,6 +43,7 @@ from dockyard.observability.metrics import GCMetrics, JobMetrics
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.interfaces import ImmutableRule, ProjectEvents
 from dockyard.projects.quotas import CachedLimit, Quotas
+from dockyard.projects.rbac import project_of
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.pulls import PullRecorder
 from dockyard.registry.services import Registry
@@ -393,7 +395,25 @@ def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
 def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.scans.tasks import scan_kind
 
-    return scan_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
+    kind = scan_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
+    sink = services.project_events
+    if sink is None:
+        return kind
+    scan = kind.handler
+    base = registry_url(services.settings)
+
+    def scan_and_tell(ctx: JobContext) -> Any:
+        """A scan of one artifact is a `scan_finished` event of its project (not the rescans a
+        vulnerability-database import queues: their results are in the job's result)."""
+        result = scan(ctx)
+        if isinstance(result, dict) and "repository" in result and "digest" in result:
+            data = {key: result.get(key) for key in ("repository", "digest", "status", "reason", "counts")}
+            # As registry:2 events name a manifest: where clients reach it (the resource_url's host).
+            data["url"] = f"{base}/v2/{result['repository']}/manifests/{result['digest']}"
+            sink.record(project_of(str(result["repository"])), "scan_finished", data)
+        return result
+
+    return dataclasses.replace(kind, handler=scan_and_tell)
 
 
 def _replicate_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:

@@ -380,3 +380,31 @@ def test_the_cli_manages_webhooks(server: RunningServer, api: httpx.Client, tmp_
     assert "failed its test delivery" in cli.fails("webhook", "test", "cli", "ci")  # the receiver is gone
     cli.ok("webhook", "delete", "cli", "ci", "--yes")
     assert cli.json("webhook", "list", "cli") == []
+
+
+def test_a_stored_scan_is_a_scan_finished_event_in_harbors_shape(
+    server: RunningServer, api: httpx.Client, oci: OCIClient
+) -> None:
+    from tests.integration.test_inventory import push
+    from tests.support.layers import file, layer
+    from tests.support.ociclient import OCI_LAYER
+
+    project(api, "scanned")
+    with running_receiver() as receiver:
+        webhook(api, "scanned", url=receiver.url, events=["scan_finished"], format="harbor")
+        webhook(api, "scanned", name="chat", url=receiver.url, events=["scan_finished"], format="slack")
+        digest = push(oci, "scanned/app", "v1", [(OCI_LAYER, layer([file("etc/motd", b"hello\n")]))])
+        scan = api.post("/repositories/scanned/app/artifacts/v1/scan")
+        assert scan.status_code == 202, scan.text
+        received = receiver.wait_for_bodies(
+            lambda got: bool(of_type(got, "SCANNING_COMPLETED")) and any("text" in r.body for r in got)
+        )
+    (event,) = of_type(received, "SCANNING_COMPLETED")
+    (resource,) = event["event_data"]["resources"]
+    assert resource["digest"] == digest and resource["resource_url"].endswith(f"/scanned/app@{digest}")
+    overview = resource["scan_overview"]["application/vnd.security.vulnerability.report; version=1.1"]
+    assert overview["scan_status"] == "Success" and overview["severity"] == "None", overview
+    assert overview["summary"]["total"] == 0
+    assert event["event_data"]["repository"]["repo_full_name"] == "scanned/app"
+    (chat,) = [r.body for r in received if "text" in r.body]
+    assert chat["text"] == f"Scan of scanned/app@{digest} finished: no vulnerabilities"

@@ -108,7 +108,34 @@ def harbor_data(payload: dict[str, Any], project: str, public: bool) -> dict[str
         event_data["retention"] = {"project": project, **data}
     elif action == "immutable":
         event_data["resources"] = [{"digest": "", "tag": data.get("tag", ""), "resource_url": ""}]
+    elif action == "scan":
+        event_data["resources"] = [_scanned(payload, full, data)]
     return event_data
+
+
+# Harbor's scan_overview: keyed by the report's MIME type, severity as Harbor spells it.
+_REPORT_MIME = "application/vnd.security.vulnerability.report; version=1.1"
+_SEVERITIES = ("critical", "high", "medium", "low", "unknown")
+
+
+def _scanned(payload: dict[str, Any], full: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The resource of a `scan_finished` event as Harbor's SCANNING_COMPLETED carries it."""
+    host = _host(payload)
+    digest = str(data.get("digest", ""))
+    counts = {name: int(n) for name, n in (data.get("counts") or {}).items() if n}
+    worst = next((name for name in _SEVERITIES if counts.get(name)), "none")
+    overview: dict[str, Any] = {
+        "scan_status": "Success" if data.get("status") == "done" else "Error",
+        "severity": worst.capitalize(),
+        "summary": {"total": sum(counts.values()), "summary": {k.capitalize(): v for k, v in counts.items()}},
+    }
+    reference = f"{full}@{digest}"
+    return {
+        "digest": digest,
+        "tag": "",
+        "resource_url": f"{host}/{reference}" if host else reference,
+        "scan_overview": {_REPORT_MIME: overview},
+    }
 
 
 def _quota_details(action: str, data: dict[str, Any]) -> str:
@@ -139,6 +166,10 @@ def summary(event: EventType, payload: dict[str, Any], project: str) -> str:
                 f"Retention run in project {project}: {target.get('deleted', 0)} tags deleted, "
                 f"{target.get('kept', 0)} kept{' (dry run)' if target.get('dry_run') else ''}"
             )
+        case "scan_finished":
+            counts = ", ".join(f"{n} {name}" for name, n in (target.get("counts") or {}).items() if n)
+            outcome = (counts or "no vulnerabilities") if target.get("status") == "done" else "failed"
+            return f"Scan of {repo}@{target.get('digest')} finished: {outcome}"
         case "immutable_refusal":
             return f"Refused to {target.get('operation', 'change')} immutable tag {repo}:{target.get('tag')}"
     return f"{event.name} in project {project}"

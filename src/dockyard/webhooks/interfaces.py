@@ -147,7 +147,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(
         "immutable_refusal", "immutable", "TAG_IMMUTABILITY_REFUSED", "io.dockyard.tag.immutable_refused"
     ),
-    EventType("scan_finished", "scan", "SCANNING_COMPLETED", "io.dockyard.scan.finished", produced=False),
+    EventType("scan_finished", "scan", "SCANNING_COMPLETED", "io.dockyard.scan.finished"),
     EventType(
         "replication_finished",
         "replication",
