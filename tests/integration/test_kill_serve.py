@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.support.ociclient import assert_error
@@ -150,6 +151,9 @@ def port_is_free(host: str) -> bool:
     return True
 
 
+# Processes and the port over 20 kills, each start on a database the first start migrated: the same on
+# either database, so the SQLite pass alone runs it (the two tests above run on both).
+@pytest.mark.db_independent
 def test_sigkill_of_serve_at_any_moment_of_its_start_takes_every_child_along(tmp_path: Path) -> None:
     """SIGKILL serve at random moments of its start (in the start-up child, while Granian forks the
     workers, while they load the app, while the job runner starts, once all serve): each time, none of
