@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
 
 from dockyard.content.manifest import parse_manifest
@@ -33,6 +34,7 @@ from dockyard.replication.interfaces import (
 log = logging.getLogger("dockyard.replication")
 CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag
 MAX_REFERRER_DEPTH = 4  # signatures of signatures...
+CONCURRENCY = 4  # artifacts a run copies at once
 
 
 class Progress(Protocol):
@@ -60,7 +62,9 @@ class Replicator:
         record: Callable[[ArtifactResult, Counters], None],
         observe: Observe | None = None,
         only: tuple[str, str] | None = None,
+        concurrency: int = CONCURRENCY,
     ) -> None:
+        self.concurrency = concurrency
         self.policy = policy
         self.only = only  # (repository, tag): a run for one pushed tag (the event trigger)
         self.source = source
@@ -94,43 +98,83 @@ class Replicator:
         return selected
 
     def run(self) -> Counters:
+        """Copy the plan, CONCURRENCY artifacts at a time (each on a thread of its own, recorded as it
+        ends); a cancel seen by any of them stops the others at their next look, and is raised."""
         plan = self.plan()
-        total = sum(len(tags) for _, tags in plan)
+        work = [
+            (repository, tag, self.policy.destination(repository))
+            for repository, tags in plan
+            for tag in tags
+        ]
         self.progress.log(
             f"{self.policy.direction.value} {self.source.where} -> {self.destination.where}: "
-            f"{total} tags in {len(plan)} repositories"
+            f"{len(work)} tags in {len(plan)} repositories"
         )
-        done = 0
-        self.progress.progress(0, total)
-        for repository, tags in plan:
-            target = self.policy.destination(repository)
-            for tag in tags:
+        self.progress.progress(0, len(work))
+        self._copy_all(work)
+        if self.policy.propagate_deletes and self.only is None:
+            for repository, tags in plan:
+                self._propagate_deletes(repository, set(tags), self.policy.destination(repository))
+        return self.counters
+
+    def _copy_all(self, work: list[tuple[str, str, str]]) -> None:
+        if self.concurrency <= 1 or len(work) <= 1:
+            for done, (repository, tag, target) in enumerate(work, 1):
                 self.progress.check_cancelled()
                 self._finish(self.copy_tag(repository, tag, target))
-                done += 1
-                self.progress.progress(done, total)
-            if self.policy.propagate_deletes and self.only is None:
-                self._propagate_deletes(repository, set(tags), target)
-        return self.counters
+                self.progress.progress(done, len(work))
+            return
+        stop = threading.Event()
+
+        def copy(item: tuple[str, str, str]) -> ArtifactResult:
+            if stop.is_set():
+                raise JobCancelled("the run was cancelled")
+            try:
+                self.progress.check_cancelled()
+                return self.copy_tag(*item)
+            except JobCancelled:
+                stop.set()
+                raise
+
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="replicate")
+        futures = [pool.submit(copy, item) for item in work]
+        finished: set[Future[ArtifactResult]] = set()
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                finished.add(future)
+                self._finish(future.result())  # JobCancelled: the others stop at their next look
+                self.progress.progress(done, len(work))
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:  # what the others finished meanwhile is recorded too
+                ended = future not in finished and future.done() and not future.cancelled()
+                if ended and future.exception() is None:
+                    self._finish(future.result())
+            raise
+        pool.shutdown(wait=True)
 
     def _finish(self, result: ArtifactResult) -> None:
         counters = self.counters
-        if result.status is ArtifactStatus.COPIED:
-            counters.artifacts_copied += 1
-        elif result.status is ArtifactStatus.SKIPPED:
-            counters.artifacts_skipped += 1
-        elif result.status is ArtifactStatus.DELETED:
-            counters.artifacts_deleted += 1
-        else:
-            counters.artifacts_failed += 1
+        with self._lock:
+            if result.status is ArtifactStatus.COPIED:
+                counters.artifacts_copied += 1
+            elif result.status is ArtifactStatus.SKIPPED:
+                counters.artifacts_skipped += 1
+            elif result.status is ArtifactStatus.DELETED:
+                counters.artifacts_deleted += 1
+            else:
+                counters.artifacts_failed += 1
+            snapshot = Counters(**counters.as_dict())
+        if result.status is ArtifactStatus.FAILED:
             self.progress.log(f"{result.source}: failed: {result.error}")
         self.observe(f"artifact_{result.status.value}", 1)
-        self.record(result, counters)
+        self.record(result, snapshot)
 
     # --- one tag -----------------------------------------------------------------------------------
     def copy_tag(self, repository: str, tag: str, target: str) -> ArtifactResult:
         source_ref, target_ref = f"{repository}:{tag}", f"{target}:{tag}"
-        before = (self.counters.blobs_copied, self.counters.bytes_copied, self.counters.manifests_copied)
+        tally = Counters()  # what this artifact copied; added to the run's counters when it ends
         digest: str | None = None
         try:
             manifest = self.source.manifest(repository, tag)
@@ -143,27 +187,34 @@ class Replicator:
                     source_ref, target_ref, digest, ArtifactStatus.SKIPPED, error=f"kept {existing}"
                 )
             if existing != digest:
-                self._copy_manifest(repository, target, manifest)
+                self._copy_manifest(repository, target, manifest, tally)
                 self.destination.put_manifest(target, tag, manifest)
-                self._manifests_present.add((target, digest))
-                self.counters.manifests_copied += 1
-            else:
-                self._manifests_present.add((target, digest))
-            self._copy_referrers(repository, target, digest, 0)
+                tally.manifests_copied += 1
+            self._manifests_present.add((target, digest))
+            self._copy_referrers(repository, target, digest, 0, tally)
         except JobCancelled:
+            self._add(tally)
             raise
         except (DockyardError, ArtifactFailed, OSError) as error:
+            self._add(tally)
             message = getattr(error, "message", None) or str(error)
             if isinstance(error, DockyardError) and str(error) and str(error) != message:
                 message = str(error)
             return ArtifactResult(source_ref, target_ref, digest, ArtifactStatus.FAILED, error=message[:2000])
-        blobs = self.counters.blobs_copied - before[0]
-        size = self.counters.bytes_copied - before[1]
-        copied = blobs or size or self.counters.manifests_copied - before[2]
+        self._add(tally)
+        copied = tally.blobs_copied or tally.bytes_copied or tally.manifests_copied
         status = ArtifactStatus.COPIED if copied else ArtifactStatus.SKIPPED
-        return ArtifactResult(source_ref, target_ref, digest, status, blobs=blobs, bytes=size)
+        return ArtifactResult(
+            source_ref, target_ref, digest, status, blobs=tally.blobs_copied, bytes=tally.bytes_copied
+        )
 
-    def _copy_manifest(self, repository: str, target: str, manifest: ManifestData) -> None:
+    def _add(self, tally: Counters) -> None:
+        with self._lock:
+            for key, value in tally.as_dict().items():
+                if value:
+                    setattr(self.counters, key, getattr(self.counters, key) + value)
+
+    def _copy_manifest(self, repository: str, target: str, manifest: ManifestData, tally: Counters) -> None:
         """What `manifest` references, onto the destination (not the manifest itself)."""
         parsed = parse_manifest(manifest.data, manifest.media_type or None)
         for child in parsed.manifests:
@@ -176,24 +227,24 @@ class Replicator:
                     raise ArtifactFailed(
                         f"{repository}@{child.digest} (a child of the index) is not on the source"
                     )
-                self._copy_manifest(repository, target, found)
+                self._copy_manifest(repository, target, found, tally)
                 self.destination.put_manifest(target, child.digest, found)
-                self.counters.manifests_copied += 1
+                tally.manifests_copied += 1
             self._manifests_present.add((target, child.digest))
         blobs = ([parsed.config] if parsed.config is not None else []) + list(parsed.blobs)
         for blob in blobs:
             self.progress.check_cancelled()
-            self._copy_blob(repository, target, blob.digest, blob.size)
+            self._copy_blob(repository, target, blob.digest, blob.size, tally)
 
-    def _copy_blob(self, repository: str, target: str, digest: str, size: int) -> None:
+    def _copy_blob(self, repository: str, target: str, digest: str, size: int, tally: Counters) -> None:
         if (target, digest) in self._present:
             return
         if self.destination.has_blob(target, digest):
-            self.counters.blobs_skipped += 1
+            tally.blobs_skipped += 1
         else:
             holders = [self._holder[digest]] if digest in self._holder else []
             if self.destination.mount_blob(target, digest, holders):
-                self.counters.blobs_mounted += 1
+                tally.blobs_mounted += 1
                 self.observe("blob_mounted", 1)
             else:
                 declared, chunks, close = self.source.open_blob(repository, digest)
@@ -203,8 +254,8 @@ class Replicator:
                     )
                 finally:
                     close()
-                self.counters.blobs_copied += 1
-                self.counters.bytes_copied += size
+                tally.blobs_copied += 1
+                tally.bytes_copied += size
                 self.observe("blob_copied", 1)
                 self.observe("bytes", size)
         self._present.add((target, digest))
@@ -220,7 +271,7 @@ class Replicator:
                 self.progress.check_cancelled()
             yield chunk
 
-    def _copy_referrers(self, repository: str, target: str, digest: str, depth: int) -> None:
+    def _copy_referrers(self, repository: str, target: str, digest: str, depth: int, tally: Counters) -> None:
         if depth >= MAX_REFERRER_DEPTH:
             return
         try:
@@ -236,11 +287,11 @@ class Replicator:
                     found = self.source.manifest(repository, child)
                     if found is None:
                         continue
-                    self._copy_manifest(repository, target, found)
+                    self._copy_manifest(repository, target, found, tally)
                     self.destination.put_manifest(target, child, found)
-                    self.counters.manifests_copied += 1
+                    tally.manifests_copied += 1
                 self._manifests_present.add((target, child))
-            self._copy_referrers(repository, target, child, depth + 1)
+            self._copy_referrers(repository, target, child, depth + 1, tally)
 
     # --- deletes -----------------------------------------------------------------------------------
     def _propagate_deletes(self, repository: str, kept: set[str], target: str) -> None:

@@ -252,8 +252,9 @@ class HttpRemoteRegistry:
         return False
 
     def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
-        """Upload a blob from `chunks` (streamed: a PATCH with the body, then the PUT with the digest,
-        which the registry verifies). Bounded by the read timeout per write, not by a total."""
+        """Upload a blob from `chunks`: a POST for the session, then one PUT with the digest and the
+        body (streamed, with its Content-Length), which the registry verifies. Bounded by the read
+        timeout per write, not by a total."""
         validate_name(repository)
         parse_digest(digest)
         scope = _push(repository)
@@ -261,17 +262,11 @@ class HttpRemoteRegistry:
             response = self._send("POST", f"{self.base}/v2/{repository}/blobs/uploads/", scope)
             response.close()
         self._raise_for(response, f"an upload of {digest}")
-        location = self._location(response)
+        target = httpx.URL(self._location(response)).copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._send("PATCH", location, scope, headers, content=chunks)
+        response = self._send("PUT", str(target), scope, headers, content=chunks)
         response.close()
-        self._raise_for(response, f"the bytes of {digest}")
-        location = self._location(response)
-        target = httpx.URL(location).copy_merge_params({"digest": digest})
-        with deadline(self.timeouts.total):
-            response = self._send("PUT", str(target), scope, {"Content-Length": "0"})
-            response.close()
-        self._raise_for(response, f"the commit of {digest}")
+        self._raise_for(response, f"the upload of {digest}")
 
     def put_manifest(self, repository: str, reference: str, media_type: str, data: bytes) -> str:
         """PUT a manifest's exact bytes by tag or digest; the digest the registry answered."""
