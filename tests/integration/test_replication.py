@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.replication.engine import CONCURRENCY
 from dockyard.replication.pushes import POLICIES_TTL
 from tests.integration.test_cli import Cli
 from tests.support.fronts import Front, running_front
@@ -322,7 +323,8 @@ def test_cancel_mid_run_then_rerun_copies_only_the_rest(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
 ) -> None:
     upstream = OCIClient(remote_http)
-    images = {f"v{n}": push_image(upstream, "big/app", f"v{n}", f"big-{n}") for n in range(8)}
+    # Three times as many as a run copies at once, so a cancel comes while some are not started.
+    images = {f"v{n}": push_image(upstream, "big/app", f"v{n}", f"big-{n}") for n in range(3 * CONCURRENCY)}
     create_policy(api, name="slow-pull", direction="pull", repositories="big/**", dest_namespace="slow")
     front.reset()
     front.blob_delay = 0.5  # two blobs an image: about a second each

@@ -34,7 +34,7 @@ from dockyard.replication.interfaces import (
 log = logging.getLogger("dockyard.replication")
 CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag
 MAX_REFERRER_DEPTH = 4  # signatures of signatures...
-CONCURRENCY = 4  # artifacts a run copies at once
+CONCURRENCY = 8  # artifacts a run copies at once
 
 
 class Progress(Protocol):
