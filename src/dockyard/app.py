@@ -123,6 +123,7 @@ if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
     from dockyard.accounts.ldap import LDAPDirectory
     from dockyard.replication.pushes import ReplicateOnPush
     from dockyard.scans.pushes import ScanOnPush
+    from dockyard.scans.scanners import Scanners
     from dockyard.webhooks.policy_sender import PolicySender
 
 __all__ = [
@@ -411,6 +412,7 @@ def _dockyard_auth(services: Services) -> Auth:
         webhook_sender=_webhook_sender(services),
         pull_policies=services.pull_gate.policies if services.pull_gate is not None else None,
         verdicts_changed=services.verdicts_changed,
+        scanners=_scanners(services),
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(
@@ -542,6 +544,25 @@ def _in_management_api(request: Request) -> bool:
     stops at a newline) is still answered in the API's error format."""
     path = request.url.path
     return path == MOUNT_PATH or path.startswith(MOUNT_PATH + "/")
+
+
+def _scanners(services: Services) -> Callable[[], Scanners]:
+    """External scanners' registrations, built on first use (cryptography loads then): secrets sealed
+    like endpoints' credentials, URLs behind the upstream address guard."""
+    settings = services.settings
+
+    @functools.cache
+    def build() -> Scanners:
+        from dockyard.endpoints.secrets import SecretBox
+        from dockyard.scans.scanners import Scanners
+        from dockyard.upstream.addresses import AddressGuard
+
+        passphrase, older = signing_key_passphrases(settings)
+        return Scanners(
+            services.db, SecretBox(passphrase, older), AddressGuard(settings.upstream.allowed_networks)
+        )
+
+    return build
 
 
 def _scanner_api(services: Services) -> BaseRoute:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, cast
 from dockyard.audit.interfaces import AuditRecorder
 from dockyard.audit.pull_counts import PullCounter
 from dockyard.audit.services import AuditLog
-from dockyard.bootstrap import local_change_feed_path, signing_key_passphrases
+from dockyard.bootstrap import auth_mode, local_change_feed_path, signing_key_passphrases
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
 from dockyard.coordination.caches import MIB, GenerationCache
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
     from dockyard.proxy.interfaces import ProxyConfig
+    from dockyard.scans.adapters import Adapters
     from dockyard.signatures.pull_gate import PullGate
     from dockyard.upstream.interfaces import RemoteRegistry
     from dockyard.webhooks.policies import WebhookPolicies
@@ -395,7 +396,9 @@ def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
 def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.scans.tasks import scan_kind
 
-    kind = scan_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
+    kind = scan_kind(
+        services.db, services.registry, services.blobs, services.verdicts_changed, _adapters(services)
+    )
     sink = services.project_events
     if sink is None:
         return kind
@@ -414,6 +417,36 @@ def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
         return result
 
     return dataclasses.replace(kind, handler=scan_and_tell)
+
+
+def _adapters(services: Services) -> Callable[[], Adapters]:
+    """External scanners for the scan jobs, built when a job first uses one (httpx, the token service):
+    their secrets opened with the key endpoints' are sealed with, their connections behind the upstream
+    address guard, and, with dockyard's own auth, pull tokens minted with the registry's token signing
+    keys (scans/adapters.py)."""
+    settings, db, feed = services.settings, services.db, services.feed
+
+    @functools.cache
+    def build() -> Adapters:
+        from dockyard.auth.tokens import KeyRing, TokenService
+        from dockyard.endpoints.secrets import SecretBox
+        from dockyard.scans.adapters import Adapters
+        from dockyard.upstream.addresses import AddressGuard
+
+        passphrase, older = signing_key_passphrases(settings)
+        box = SecretBox(passphrase, older)
+        tokens = None
+        if auth_mode(settings) == "dockyard":
+            token = settings.auth.token
+
+            def tokens(lifetime: float) -> TokenService:
+                keys = KeyRing(db, passphrase=passphrase, older_passphrases=older)
+                return TokenService(keys, issuer=token.issuer, service=token.service, lifetime=lifetime)
+
+        guard = AddressGuard(settings.upstream.allowed_networks)
+        return Adapters(db, lambda: box, guard, registry_url(settings), tokens, lambda: feed.bump(Topic.AUTH))
+
+    return build
 
 
 def _replicate_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:

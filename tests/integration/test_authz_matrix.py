@@ -213,6 +213,14 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/endpoints/{name}", "PATCH"): Rule(SYSTEM_ADMIN),
     ("/endpoints/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
     ("/endpoints/{name}/test", "POST"): Rule(SYSTEM_ADMIN),
+    # External scanners (their sealed secrets) and the default scanner: system administrators only.
+    ("/scanners", "GET"): Rule(SYSTEM_ADMIN),
+    ("/scanners", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/scanners/default", "GET"): Rule(SYSTEM_ADMIN),
+    ("/scanners/default", "PUT"): Rule(SYSTEM_ADMIN),
+    ("/scanners/{name}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/scanners/{name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/scanners/{name}/test", "POST"): Rule(SYSTEM_ADMIN),
     ("/jobs", "GET"): Rule(SYSTEM_ADMIN),
     # Replication (policies use endpoints, runs copy any project's images): system administrators only.
     ("/replication/policies", "GET"): Rule(SYSTEM_ADMIN),
@@ -718,6 +726,41 @@ def replication_run_call(w: World, actor: Actor, project: str | None, ep: Endpoi
     return call
 
 
+def new_scanner(w: World) -> str:
+    name = w.unique("mx-scanner")
+    w.admin.api("POST", "/scanners", json={"name": name, "url": UNREACHABLE})
+    return name
+
+
+def create_scanner(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mx-scanner")
+    path = f"/scanners/{name}"
+    body = {"name": name, "url": UNREACHABLE, "auth": "token", "secret": "s"}
+    return Call(
+        ep.method, api(ep.path), json=body,
+        observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def scanner_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A scanner of the call's own: read, removed, checked, or made the default."""
+    name = new_scanner(w)
+    path = f"/scanners/{name}"
+
+    def cleanup() -> None:
+        w.admin.api("PUT", "/scanners/default", json={"scanner": "built-in"})
+        w.admin.api("DELETE", path, expect=(204, 404))
+
+    target = fill(ep.path, name=name) if "{name}" in ep.path else fill(ep.path)
+    call = Call(ep.method, api(target), cleanup=cleanup)
+    if ep.path == "/scanners/default" and ep.method == "PUT":
+        call.json = {"scanner": name}
+        call.observe = lambda: w.admin.api("GET", "/scanners/default")["scanner"]
+    elif ep.method == "DELETE":
+        call.observe = gone_or_there(w, path)
+    return call
+
+
 def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     name = w.new_user()
     path = fill(ep.path, username=name)
@@ -1157,6 +1200,13 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/replication/runs", "GET", ""): plain(),
     **{(path, m, ""): replication_run_call for path, m in [
         ("/replication/runs/{run_id}", "GET"), ("/replication/runs/{run_id}/cancel", "POST"),
+    ]},
+    ("/scanners", "GET", ""): plain(),
+    ("/scanners", "POST", ""): create_scanner,
+    ("/scanners/default", "GET", ""): plain(),
+    **{(path, m, ""): scanner_call for path, m in [
+        ("/scanners/default", "PUT"), ("/scanners/{name}", "GET"), ("/scanners/{name}", "DELETE"),
+        ("/scanners/{name}/test", "POST"),
     ]},
     ("/notifications", "GET", ""): plain(),
     ("/vulndb", "GET", ""): plain(),

@@ -313,6 +313,9 @@ def populate(server: RunningServer) -> Install:
     wait_for_job(admin, scan["job_id"])
     report = call(admin, "GET", "/repositories/team/py/artifacts/1/scan", 200)
     assert report["status"] == "done" and report["findings"], report
+    # An external scanner with a sealed secret (scanners).
+    body = {"name": "adapter", "url": "https://scanner.example", "auth": "token", "secret": "scanner-s3cret"}
+    call(admin, "POST", "/scanners", 201, json=body)
     location = oci.upload_location("team/app")
     assert oci.patch_chunk(location, b"u" * 70_000).status_code == 202  # an upload left unfinished
     oci.http.close()

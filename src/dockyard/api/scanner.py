@@ -179,7 +179,7 @@ class ScannerAPI:
         from dockyard.scans.services import Scans
 
         digest = self.registry.get_manifest(scan_request.repository, scan_request.digest).digest
-        return Scans(self.db, jobs=self.jobs).request(scan_request.repository, digest)
+        return Scans(self.db, jobs=self.jobs).request(scan_request.repository, digest, scanner="built-in")
 
     def _report(self, scan_id: int, media_type: str) -> Response:
         from dockyard.jobs.interfaces import JobNotFound

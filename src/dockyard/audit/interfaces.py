@@ -67,6 +67,7 @@ class ResourceType(StrEnum):
     VULNDB = "vulndb"  # an import into the vulnerability database; name: the version; detail: counts
     VULNDB_ALLOWLIST = "vulndb_allowlist"  # name: the vulnerability id; detail: project, expiry, reason
     REPLICATION_POLICY = "replication_policy"  # name: the policy's; runs and cancels too (detail: job_id)
+    SCANNER = "scanner"  # an external scanner (scans.scanners); detail never holds its secret
 
 
 class AuditResult(StrEnum):

@@ -23,6 +23,7 @@ from dockyard.cli.commands_replication import replication_app
 from dockyard.cli.commands_repos import repo_app
 from dockyard.cli.commands_retention import retention_app
 from dockyard.cli.commands_robots import robot_app
+from dockyard.cli.commands_scanners import scanner_app
 from dockyard.cli.commands_session import session_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
@@ -55,6 +56,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(robot_app, name="robot")
 app.add_typer(token_app, name="token")
 app.add_typer(endpoint_app, name="endpoint")
+app.add_typer(scanner_app, name="scanner")
 app.add_typer(cache_app, name="cache")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(webhook_app, name="webhook")

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import JSON
@@ -111,3 +112,28 @@ class ScanSettingsRow(Base):
         ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
     scan_on_push: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ScannerRow(Base):
+    """An external scanner: a Harbor pluggable scanner API adapter (Trivy's, another dockyard's) that
+    `scan` jobs send scan requests to. Its secret (a bearer token or a Basic password) is sealed like
+    an endpoint's (endpoints.secrets); at most one row is the default (`is_default`), none: the built-in
+    scanner."""
+
+    __tablename__ = "scanners"
+    __table_args__ = (UniqueConstraint("name", name="uq_scanners_name"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))  # the adapter's base: {url}/api/v1/metadata
+    auth_kind: Mapped[str] = mapped_column(String(8), default="none")  # none | basic | token
+    username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sealed_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The URL the adapter pulls this registry from (null: the registry's own, http.host).
+    registry_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    request_timeout: Mapped[float] = mapped_column(Float, default=30.0)  # one HTTP request, seconds
+    scan_timeout: Mapped[float] = mapped_column(Float, default=600.0)  # a report, polled, seconds
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -249,22 +249,28 @@ class Scans:
         )
 
     # --- requests -------------------------------------------------------------------------------
-    def request(self, repository: str, digest: str, connection: Connection | None = None) -> int:
+    def request(
+        self, repository: str, digest: str, connection: Connection | None = None, scanner: str | None = None
+    ) -> int:
         """Mark the artifact's scan pending and queue a `scan` job for it; the job's id. The previous
-        result stays readable until the job replaces it."""
+        result stays readable until the job replaces it. `scanner`: which one (scans.scanners; None:
+        the default when the job runs)."""
         if self.jobs is None:
             raise RuntimeError("Scans was built without a job queue")
         if connection is None:
             with self.db.write() as conn:
-                job_id = self._request(conn, repository, digest)
+                job_id = self._request(conn, repository, digest, scanner)
             self.jobs.wakeup.set()
             return job_id
-        return self._request(connection, repository, digest)
+        return self._request(connection, repository, digest, scanner)
 
-    def _request(self, conn: Connection, repository: str, digest: str) -> int:
+    def _request(self, conn: Connection, repository: str, digest: str, scanner: str | None = None) -> int:
         assert self.jobs is not None
         repository_id, project_id = _repository(conn, repository)
-        job_id = self.jobs.enqueue(KIND, {"repository": repository, "digest": digest}, connection=conn)
+        params = {"repository": repository, "digest": digest}
+        if scanner is not None:
+            params["scanner"] = scanner
+        job_id = self.jobs.enqueue(KIND, params, connection=conn)
         _set_status(conn, repository_id, project_id, digest, "pending", job_id=job_id, requested=True)
         return job_id
 
@@ -353,6 +359,49 @@ class Scans:
             self._store(repository_id, project_id, digest, version, inventory, rows, job_id, until)
         return self.report(repository, digest)
 
+    def scan_external(
+        self,
+        repository: str,
+        reference: str,
+        scanner: str,
+        run: Callable[[str, str], list[dict[str, Any]]],
+        job_id: int | None = None,
+    ) -> ScanReport:
+        """Scan the artifact with an external scanner (`run(digest, media_type)` gives its findings,
+        scans/adapters.py) and store the result as `scan` does: this registry's allowlist applied, the
+        counts, one transaction. Whatever fails (the scanner down, a report that is not one) is stored
+        as failed with the reason, never as "no vulnerabilities"."""
+        if self.registry is None:
+            raise RuntimeError("Scans was built without a registry")
+        from dockyard.vulndb.services import VulnDB
+
+        vulndb = self.vulndb or VulnDB(self.db)
+        record = self.registry.get_manifest(repository, reference)
+        digest = record.digest
+        with self.db.write() as conn:
+            repository_id, project_id = _repository(conn, repository)
+            _set_status(conn, repository_id, project_id, digest, "running", job_id=job_id)
+        failure: str | None = None
+        rows: list[dict[str, Any]] = []
+        try:
+            rows = run(digest, record.media_type)
+        except DockyardError as exc:
+            failure = f"scanner {scanner}: {exc.message}"
+        except Exception as exc:  # a bug, not the scanner's answer: stored as failed too
+            log.exception("scan of %s with scanner %s", digest, scanner)
+            failure = f"scanner {scanner}: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            self._store_failure(repository_id, project_id, digest, failure, job_id)
+            return self.report(repository, digest)
+        entries = _allow_entries(vulndb, _project_name(repository, project_id))
+        for row in rows:
+            ids = {row["advisory_id"].upper(), *(a.upper() for a in row["aliases"])}
+            row["allowlisted"] = any(i in entries for i in ids)
+        self._store_rows(
+            repository_id, project_id, digest, None, None, [], rows, job_id, _until(rows, entries)
+        )
+        return self.report(repository, digest)
+
     def _findings(self, inventory: InventoryReport, project: str | None) -> list[dict[str, Any]]:
         assert self.vulndb is not None
         rows = []
@@ -392,13 +441,32 @@ class Scans:
         job_id: int | None,
         until: datetime | None,
     ) -> None:
+        incomplete = [
+            {"image": image.manifest, **u.to_json()} for image in inventory.images for u in image.unreadable
+        ]
+        packages = sum(len(image.packages) for image in inventory.images)
+        self._store_rows(
+            repository_id, project_id, digest, version, packages, incomplete, rows, job_id, until
+        )
+
+    def _store_rows(
+        self,
+        repository_id: int,
+        project_id: int | None,
+        digest: str,
+        version: int | None,
+        packages: int | None,
+        incomplete: list[dict[str, str]],
+        rows: list[dict[str, Any]],
+        job_id: int | None,
+        until: datetime | None,
+    ) -> None:
+        """`version` and `packages` None: an external scanner's result (no database version here, no
+        package count in the spec's report)."""
         counts = dict.fromkeys(COUNT_COLUMNS, 0)
         for row in rows:
             if not row["allowlisted"]:
                 counts[COUNT_COLUMNS[SEVERITIES.index(row["severity"])]] += 1
-        incomplete = [
-            {"image": image.manifest, **u.to_json()} for image in inventory.images for u in image.unreadable
-        ]
         now = utcnow()
         with self.db.write() as conn:
             _set_status(conn, repository_id, project_id, digest, "done", job_id=job_id)
@@ -415,7 +483,7 @@ class Scans:
                     finished_at=now,
                     scanned_at=now,
                     vulndb_version=version,
-                    packages=sum(len(image.packages) for image in inventory.images),
+                    packages=packages,
                     allowlisted=sum(1 for r in rows if r["allowlisted"]),
                     allowlist_until=until,
                     incomplete=incomplete,

@@ -9,6 +9,10 @@
   bound): a schedule of the kind (`PUT /api/v1/jobs/schedules/scan` with these params) rescans on a
   schedule.
 
+- `"scanner"` with an artifact: scan with that registered external scanner (scans/adapters.py), or
+  `"built-in"`; without it, the default scanner (`dockyard scanner default`). The scanner API's own
+  requests (api/scanner.py) say `"built-in"`.
+
 - `{"recount": "team"}` (`"*"`: every project): apply the allowlist as it is now to the stored findings
   and counts, without scanning; queued by every allowlist change.
 
@@ -25,9 +29,12 @@ from typing import TYPE_CHECKING, Any
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.scans.interfaces import ScanParamsInvalid
 
+BUILT_IN = "built-in"  # scans.scanners.BUILT_IN, without loading it for every job runner
+
 if TYPE_CHECKING:
     from dockyard.db.session import Database
     from dockyard.registry.services import Registry
+    from dockyard.scans.adapters import Adapters
     from dockyard.storage.blobs import BlobStore
 
 KIND = "scan"
@@ -48,13 +55,24 @@ def scan_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ScanParamsInvalid("params.repository: a repository name is required")
     if not isinstance(reference, str) or not reference:
         raise ScanParamsInvalid("params.digest (or params.reference): the artifact is required")
-    return {"repository": repository, "reference": reference}
+    scanner = params.get("scanner")
+    if scanner is not None and (not isinstance(scanner, str) or not scanner):
+        raise ScanParamsInvalid('params.scanner: a registered scanner\'s name, or "built-in"')
+    checked = {"repository": repository, "reference": reference}
+    return checked if scanner is None else {**checked, "scanner": scanner}
 
 
 def scan_kind(
-    db: Database, registry: Registry, blobs: BlobStore, on_change: Callable[[], None] | None = None
+    db: Database,
+    registry: Registry,
+    blobs: BlobStore,
+    on_change: Callable[[], None] | None = None,
+    adapters: Callable[[], Adapters] | None = None,
 ) -> JobKind:
-    """`on_change`: called after each stored result (the pull gates' cached decisions go)."""
+    """`on_change`: called after each stored result (the pull gates' cached decisions go). `adapters`:
+    builds what calls external scanners (scans/adapters.py: httpx and the token service load then,
+    not when the runner starts); a single artifact's scan uses `params.scanner`, else the default
+    scanner (scans.scanners), else the built-in one. Rescans and recounts are built-in only."""
 
     def scan(ctx: JobContext) -> dict[str, Any]:
         from dockyard.scans.services import Scans
@@ -86,7 +104,13 @@ def scan_kind(
                 results[report.summary.status] = results.get(report.summary.status, 0) + 1
             ctx.progress(len(stale), len(stale))
             return {"vulndb_version": version, "artifacts": len(stale), **results}
-        report = scans.scan(params["repository"], params["reference"], job_id=ctx.job_id)
+        scanner = _scanner(params, db) if adapters is not None else BUILT_IN
+        if scanner == BUILT_IN or adapters is None:
+            report = scans.scan(params["repository"], params["reference"], job_id=ctx.job_id)
+        else:
+            ctx.log(f"scanning with the external scanner {scanner}")
+            run = adapters().run(scanner, params["repository"])
+            report = scans.scan_external(params["repository"], params["reference"], scanner, run, ctx.job_id)
         summary = report.summary
         ctx.log(f"{report.repository}@{report.digest}: {summary.status} {summary.reason}".rstrip())
         return {
@@ -96,6 +120,15 @@ def scan_kind(
             "reason": summary.reason,
             "counts": summary.counts,
             "vulndb_version": summary.vulndb_version,
+            "scanner": scanner,
         }
 
     return JobKind(KIND, scan, concurrency=2, timeout=timedelta(hours=2), max_attempts=1)
+
+
+def _scanner(params: dict[str, Any], db: Database) -> str:
+    from dockyard.scans.scanners import Scanners
+
+    if params.get("scanner"):
+        return str(params["scanner"])
+    return Scanners(db).default_name()

@@ -26,6 +26,7 @@ from dockyard.api.management.routers import (
     replication,
     repositories,
     robots,
+    scanners,
     scans,
     search,
     session,
@@ -70,4 +71,5 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(notifications.router)  # registry:2 notification endpoints, their delivery log
     app.include_router(vulndb.router)  # the offline vulnerability database's status
     app.include_router(replication.router)  # replication policies and their runs
+    app.include_router(scanners.router)  # external scanners (Harbor pluggable scanner API adapters)
     return app

@@ -36,6 +36,7 @@ from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
     from dockyard.endpoints.services import EndpointService
+    from dockyard.scans.scanners import Scanners
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class ManagementServices:
     pull_policies: PullPolicies | None = None
     # A trusted key added or deleted, a verdict stored: the pull gates decide again (Topic.VERDICTS).
     verdicts_changed: Callable[[], None] | None = None
+    # External scanners (routers/scanners.py): the service, built on the first call.
+    scanners: Callable[[], Scanners] | None = None
 
 
 def services_of(request: Request) -> ManagementServices:
