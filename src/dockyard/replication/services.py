@@ -198,19 +198,36 @@ class ReplicationRuns:
         self._db = db
 
     def start(self, policy: str, job_id: int | None, trigger: str) -> int:
+        """A new run's record. An earlier run of the same job still `running` was interrupted (its
+        worker killed or its lease lost): it is marked failed, and this attempt carries on from what
+        arrived."""
+        now = utcnow()
         with self._db.write() as connection:
             policy_id = connection.scalar(
                 select(ReplicationPolicyRow.id).where(ReplicationPolicyRow.name == policy)
             )
             if policy_id is None:
                 raise PolicyNotFound(f"no replication policy named {policy!r}")
+            if job_id is not None:
+                connection.execute(
+                    update(ReplicationRunRow)
+                    .where(
+                        ReplicationRunRow.job_id == job_id,
+                        ReplicationRunRow.status == RunStatus.RUNNING.value,
+                    )
+                    .values(
+                        status=RunStatus.FAILED.value,
+                        finished_at=now,
+                        error="interrupted: its worker stopped; the job's next attempt carried on",
+                    )
+                )
             inserted = connection.execute(
                 insert(ReplicationRunRow).values(
                     policy_id=policy_id,
                     job_id=job_id,
                     trigger=trigger,
                     status=RunStatus.RUNNING.value,
-                    started_at=utcnow(),
+                    started_at=now,
                     **dict.fromkeys(COUNTER_COLUMNS, 0),
                 )
             )

@@ -1,0 +1,75 @@
+"""Policies and run records against the database (SQLite, and PostgreSQL in its pass)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert
+
+from dockyard.db.base import utcnow
+from dockyard.db.session import Database
+from dockyard.endpoints.interfaces import EndpointNotFound
+from dockyard.endpoints.models import EndpointRow
+from dockyard.replication.interfaces import (
+    ArtifactResult,
+    ArtifactStatus,
+    Counters,
+    Direction,
+    Policy,
+    PolicyExists,
+    RunStatus,
+    Trigger,
+)
+from dockyard.replication.services import UNSET, ReplicationPolicies, ReplicationRuns
+
+
+@pytest.fixture
+def policies(database: Database) -> ReplicationPolicies:
+    now = utcnow()
+    with database.write() as connection:
+        connection.execute(
+            insert(EndpointRow).values(
+                name="dr", url="https://dr.example", kind="registry", auth_kind="none", verify_tls=True,
+                created_at=now, updated_at=now,
+            )
+        )  # fmt: skip
+    return ReplicationPolicies(database)
+
+
+def test_policies_are_stored_changed_and_deleted(policies: ReplicationPolicies) -> None:
+    created = policies.create(Policy("to-dr", Direction.PUSH, "dr", tags="v*", dest_namespace="copy"))
+    assert (created.tags, created.dest_namespace, created.override) == ("v*", "copy", True)
+    with pytest.raises(PolicyExists):
+        policies.create(Policy("to-dr", Direction.PUSH, "dr"))
+    with pytest.raises(EndpointNotFound):
+        policies.create(Policy("other", Direction.PUSH, "nowhere"))
+    changed = policies.update(
+        "to-dr", trigger=Trigger.CRON, schedule="@every 1h", dest_namespace=None, tags=UNSET
+    )
+    assert (changed.trigger, changed.schedule, changed.dest_namespace, changed.tags) == (
+        Trigger.CRON, "@every 1h", None, "v*",
+    )  # fmt: skip
+    assert [name for name, _, _ in policies.scheduled()] == ["to-dr"]
+    policies.update("to-dr", enabled=False)
+    assert policies.scheduled() == []
+    policies.delete("to-dr")
+    assert policies.all() == []
+
+
+def test_a_run_interrupted_midway_is_marked_when_its_job_runs_again(
+    policies: ReplicationPolicies, database: Database
+) -> None:
+    policies.create(Policy("to-dr", Direction.PUSH, "dr"))
+    runs = ReplicationRuns(database)
+    first = runs.start("to-dr", job_id=7, trigger="manual")
+    counters = Counters(artifacts_copied=1, blobs_copied=2, bytes_copied=300)
+    runs.record(
+        first, ArtifactResult("a:1", "a:1", "sha256:" + "0" * 64, ArtifactStatus.COPIED, 2, 300), counters
+    )
+    second = runs.start("to-dr", job_id=7, trigger="manual")  # the worker died; the job's next attempt
+    interrupted = runs.get(first)
+    assert interrupted.status is RunStatus.FAILED and "interrupted" in (interrupted.error or "")
+    assert interrupted.counters["bytes_copied"] == 300 and interrupted.artifacts[0]["status"] == "copied"
+    assert runs.get(second).status is RunStatus.RUNNING
+    runs.finish(second, RunStatus.SUCCEEDED, Counters(artifacts_skipped=1))
+    listed, total = runs.page("to-dr", job_id=7)
+    assert total == 2 and [run.id for run in listed] == [second, first]
