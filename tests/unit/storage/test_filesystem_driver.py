@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -308,6 +309,24 @@ def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
     while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(os.listdir("/proc/self/fd")) == descriptors
+
+
+def test_a_lock_is_released_where_no_closer_thread_can_start(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At interpreter shutdown no thread starts: the descriptor is closed in release itself."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(filesystem, "_DEFERRED_CLOSES", filesystem._DeferredCloses())
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    lock = driver.try_lock("uploads/u1")
+    assert lock is not None
+    lock.release()
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert all_entries(root) == []
 
 
 def test_a_lock_on_an_upload_with_bytes_is_free_for_other_processes_at_release(

@@ -371,10 +371,13 @@ class _DeferredCloses:
         if self._pid != os.getpid():
             with self._start_lock:
                 if self._pid != os.getpid():
-                    self._queue = queue.SimpleQueue()  # forked: the parent's thread did not come along
-                    closer = threading.Thread(target=_close_each, args=(self._queue,), daemon=True)
-                    closer.start()
-                    self._pid = os.getpid()
+                    fds: queue.SimpleQueue[int] = queue.SimpleQueue()  # forked: no closer came along
+                    try:
+                        threading.Thread(target=_close_each, args=(fds,), daemon=True).start()
+                    except RuntimeError:  # no new threads (the interpreter is shutting down): now, then
+                        os.close(fd)
+                        return
+                    self._queue, self._pid = fds, os.getpid()
         self._queue.put(fd)
 
 
