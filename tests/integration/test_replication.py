@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +43,8 @@ USER = ("replicator", "registry2-replication-password")
 CONFIG = {
     "auth": {"enabled": True},
     "upstream": {"allowed_networks": ["127.0.0.0/8"], "total_timeout": "10s", "read_timeout": "5s"},
-    "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+    # A short lease: a job whose worker was killed runs again within seconds.
+    "jobs": {"run_in_serve": True, "poll_interval": "200ms", "lease": "2s"},
 }
 API = "/api/v1"
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
@@ -119,7 +122,7 @@ def api(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         answer = client.post("/endpoints", json={"name": "dr", "url": front.url, "credentials": credentials})
         assert answer.status_code == 201, answer.text
-        for project in ("team", "pulled", "slow"):
+        for project in ("team", "pulled", "slow", "resumed"):
             assert client.post("/projects", json={"name": project}).status_code == 201
         yield client
 
@@ -489,3 +492,55 @@ def test_cron_trigger_runs_from_the_kinds_sweep(
     time.sleep(1.1)
     sweep = api.post("/jobs", json={"kind": "replicate", "params": {}}).json()
     assert "nightly" not in wait_for_job(api, sweep["id"])["result"]["queued"]
+
+
+# --- a worker killed mid-run --------------------------------------------------------------------------
+def job_worker_children(server: RunningServer) -> list[int]:
+    """The pids of serve's `dockyard worker` children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == server.process.pid and b"worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_killed_mid_run_and_the_job_resumed_elsewhere(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
+) -> None:
+    upstream = OCIClient(remote_http)
+    images = {
+        f"k{n}": push_image(upstream, "killed/app", f"k{n}", f"killed-{n}") for n in range(3 * CONCURRENCY)
+    }
+    create_policy(api, name="killed", direction="pull", repositories="killed/**", dest_namespace="resumed")
+    front.reset()
+    front.blob_delay = 0.5
+    try:
+        queued = api.post("/replication/policies/killed/run").json()
+        first_id = _wait_for_run_with_artifacts(api, queued["job_id"], at_least=2)
+        workers = job_worker_children(server)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)  # no goodbye: the job's lease runs out
+    finally:
+        front.reset()
+    job = wait_for_job(api, queued["job_id"], 120)  # serve starts another worker; it takes the job over
+    assert job["status"] == "succeeded", job
+    runs = api.get("/replication/runs", params={"job_id": queued["job_id"]}).json()
+    assert [run["id"] for run in runs][-1] == first_id and len(runs) == 2
+    first = api.get(f"/replication/runs/{first_id}").json()
+    assert first["status"] == "failed" and "interrupted" in first["error"]
+    arrived = first["counters"]["artifacts_copied"]
+    second = api.get(f"/replication/runs/{runs[0]['id']}").json()
+    assert second["status"] == "succeeded"
+    counters = second["counters"]
+    assert counters["artifacts_copied"] + counters["artifacts_skipped"] == len(images)
+    assert counters["artifacts_copied"] <= len(images) - arrived  # what arrived is not copied again
+    with local_http(server, "resumed/app") as http:
+        for tag, image in images.items():
+            assert_same(http, "resumed/app", tag, image)
