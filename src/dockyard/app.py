@@ -571,7 +571,23 @@ def _scanner_api(services: Services) -> BaseRoute:
 
     settings = services.settings
     local = {registry_url(settings)}
-    api = ScannerAPI(settings.scanner_api, services.db, services.registry, services.jobs, local)
+
+    @functools.cache
+    def box() -> Any:
+        from dockyard.endpoints.secrets import SecretBox
+
+        passphrase, older = signing_key_passphrases(settings)
+        return SecretBox(passphrase, older)
+
+    api = ScannerAPI(
+        settings.scanner_api,
+        services.db,
+        services.registry,
+        services.jobs,
+        local,
+        allowed_networks=settings.upstream.allowed_networks,
+        box=box,
+    )
     return api.mount()
 
 

@@ -54,6 +54,7 @@ from dockyard.storage.uploads import UploadStore
 
 if TYPE_CHECKING:
     from dockyard.coordination.feeds_redis import RedisChangeFeed
+    from dockyard.endpoints.secrets import SecretBox
     from dockyard.endpoints.services import EndpointService
     from dockyard.jobs.runner import JobRunner
     from dockyard.proxy.interfaces import ProxyConfig
@@ -387,6 +388,28 @@ def _verify_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     return verify_kind(services.db, services.registry, services.blobs, services.verdicts_changed)
 
 
+def _scan_remote_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
+    """Another registry's artifact, for the scanner API (scans/remote.py)."""
+    from dockyard.scans.remote import scan_remote_kind
+    from dockyard.upstream.addresses import AddressGuard
+    from dockyard.upstream.interfaces import Timeouts
+
+    settings = services.settings
+    upstream = settings.upstream
+
+    @functools.cache
+    def box() -> SecretBox:
+        from dockyard.endpoints.secrets import SecretBox
+
+        passphrase, older = signing_key_passphrases(settings)
+        return SecretBox(passphrase, older)
+
+    timeouts = Timeouts(
+        upstream.connect_timeout.seconds, upstream.read_timeout.seconds, upstream.total_timeout.seconds
+    )
+    return scan_remote_kind(services.db, box, AddressGuard(upstream.allowed_networks), timeouts)
+
+
 def _sbom_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.scanning.tasks import sbom_kind
 
@@ -475,6 +498,7 @@ JOB_KINDS: dict[str, Callable[[Services, GCMetrics], JobKind]] = {
     "sbom": _sbom_kind,
     "verify-signature": _verify_kind,
     "scan": _scan_kind,
+    "scan-remote": _scan_remote_kind,
     "replicate": _replicate_kind,
 }
 

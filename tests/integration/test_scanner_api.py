@@ -6,6 +6,7 @@ body that is not a ScanRequest (400, the spec's error body), a registry URL that
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.test_scans_api import ADMIN, content, push_image, wait_for  # noqa: F401  (a fixture)
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, free_port, start_server
 
 TOKEN = "scanner-api-token-0123456789"
 REPORT = "application/vnd.security.vulnerability.report; version=1.1"
@@ -23,12 +24,18 @@ ERROR = "application/vnd.scanner.adapter.error+json; version=1.0"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    port = free_port()
+    scanner_api = {"enabled": True, "token": TOKEN, "username": "harbor", "password": "harbor-Pw-1"}
+    # Other registries a request may name: this server as `localhost` (see the test), and a private one.
+    scanner_api["allowed_registries"] = [f"http://localhost:{port}", "http://10.0.0.1"]
     running = start_server(
         tmp_path_factory.mktemp("scanner-api"),
         {
+            "http": {"addr": f"127.0.0.1:{port}"},
             "auth": {"enabled": True},
             "jobs": {"run_in_serve": True, "poll_interval": "1s"},
-            "scanner_api": {"enabled": True, "token": TOKEN, "username": "harbor", "password": "harbor-Pw-1"},
+            "scanner_api": scanner_api,
+            "upstream": {"allowed_networks": ["127.0.0.0/8"]},
         },
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
@@ -202,3 +209,37 @@ def test_an_unknown_scan_id_is_404(adapter: httpx.Client) -> None:
         answer = adapter.get(f"/scan/{scan_id}/report", headers={"Accept": REPORT})
         assert answer.status_code == 404, (scan_id, answer.text)
     assert adapter.get("/nothing").status_code == 404
+
+
+def test_an_allowed_other_registry_is_pulled_from_with_the_requests_authorization(
+    server: RunningServer, adapter: httpx.Client, admin: httpx.Client, content: dict[str, Any]  # noqa: F811
+) -> None:
+    # localhost:PORT is this same server under a name it does not answer to as itself: an allowed
+    # other registry (scanner_api.allowed_registries), reached through the address guard (127.0.0.0/8
+    # is in upstream.allowed_networks), pulled over HTTP with the request's Basic credentials.
+    digest = push_image(server, "team/remote", "v1", content["layers"])
+    other = f"http://localhost:{server.url.rsplit(':', 1)[1]}"
+    basic = "Basic " + base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    body = scan_request(other, "team/remote", digest, tag="v1")
+    body["registry"]["authorization"] = basic
+    answer = adapter.post("/scan", json=body)
+    assert answer.status_code == 202, answer.text
+    report = poll_report(adapter, answer.json()["id"])
+    assert report.status_code == 200, report.text
+    served = report.json()
+    assert served["artifact"] == {"repository": "team/remote", "digest": digest, "tag": "v1"}
+    assert {v["id"] for v in served["vulnerabilities"]} == {"CVE-2099-0201", "CVE-2099-0203"}
+    # Not stored as a scan of this registry's team/remote: the request was for another registry.
+    assert admin.get("/repositories/team/remote/artifacts/v1/scan").status_code == 404
+    # Without credentials the other registry refuses the pull: a failed scan (500 with the reason).
+    body["registry"].pop("authorization")
+    failed = poll_report(adapter, adapter.post("/scan", json=body).json()["id"])
+    assert_error(failed, 500)
+    # A scheme the pull could not use is refused at once.
+    body["registry"]["authorization"] = "Digest abc"
+    assert_error(adapter.post("/scan", json=body), 422)
+
+
+def test_an_allowed_registry_on_a_refused_network_is_still_refused(adapter: httpx.Client) -> None:
+    body = scan_request("http://10.0.0.1", "team/app", "sha256:" + "0" * 64)  # allowed, but private
+    assert "may not fetch from" in assert_error(adapter.post("/scan", json=body), 422)

@@ -4,11 +4,14 @@ scan/{id}/report (302 with Refresh-After while the scan runs, 200 with the repor
 when it failed, 404 for an id it never gave). Errors are the spec's `{"error": {"message": ...}}`.
 
 A request is authenticated with the operator's bearer token or Basic credentials (`scanner_api.token`,
-`username`/`password`), compared in constant time. A ScanRequest names the registry to pull from: only
-this registry itself is accepted (its `http.host`, the URL this request came in on, or the node's own
-URL), and then the artifact is scanned from local storage by the ordinary `scan` job, so the result is
-also this registry's stored scan. Any other URL is refused (422) without being contacted: the API
-cannot be used to make the server fetch URLs. The request's id is the scan job's id.
+`username`/`password`), compared in constant time. A ScanRequest names the registry to pull from. This
+registry itself (its `http.host`, the URL this request came in on, or the node's own URL): the artifact
+is scanned from local storage by the ordinary `scan` job (built-in scanner), so the result is also
+this registry's stored scan; the request's id is the job's id. A registry `scanner_api.allowed_registries`
+lists: the upstream address guard checks its address now (and the upstream client at every
+connection), and a `scan-remote` job (scans/remote.py) pulls the artifact with the request's
+authorization, kept sealed in the job's params; its report is the job's result. Any other URL is
+refused (422) without being contacted: the API cannot be used to make the server fetch URLs.
 """
 
 from __future__ import annotations
@@ -54,12 +57,18 @@ class ScannerAPI:
         registry: Registry,
         jobs: JobQueue,
         local_urls: set[str],
+        *,
+        allowed_networks: list[str] | None = None,
+        box: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.registry = registry
         self.jobs = jobs
         self.local_urls = {check_url(url) for url in local_urls if url}
+        self.allowed = {check_url(url) for url in settings.allowed_registries}
+        self.allowed_networks = allowed_networks or []
+        self.box = box  # seals a remote request's authorization in the job's params
 
     def mount(self) -> Mount:
         routes = [
@@ -129,12 +138,18 @@ class ScannerAPI:
             return error(400, exc.message)
         except harbor.ScanRequestRefused as exc:
             return error(422, exc.message)
-        refusal = self._registry_refusal(scan_request.registry_url, request)
+        refusal, remote = self._registry_refusal(scan_request.registry_url, request)
         if refusal is not None:
             log.warning(
                 "scanner API: refused a scan request for %s: %s", scan_request.registry_url[:200], refusal
             )
             return error(422, refusal)
+        if remote is not None:
+            try:
+                job_id = await anyio.to_thread.run_sync(self._request_remote_scan, scan_request, remote)
+            except harbor.ScanRequestRefused as exc:
+                return error(422, exc.message)
+            return JSONResponse({"id": str(job_id)}, status_code=202, media_type=harbor.SCAN_RESPONSE_TYPE)
         try:
             job_id = await anyio.to_thread.run_sync(self._request_scan, scan_request)
         except DockyardError as exc:
@@ -157,23 +172,59 @@ class ScannerAPI:
         return await anyio.to_thread.run_sync(self._report, int(scan_id), media_type)
 
     # --- helpers --------------------------------------------------------------------------------
-    def _registry_refusal(self, url: str, request: Request) -> str | None:
-        """Why the registry URL is not accepted, or None: it is this registry."""
+    def _registry_refusal(self, url: str, request: Request) -> tuple[str | None, str | None]:
+        """(why the registry URL is not accepted, None) or (None, the URL of an allowed other registry),
+        or (None, None): it is this registry."""
         try:
             checked = check_url(url)
         except UpstreamInvalid as exc:
-            return f"registry.url: {exc.message}"
+            return f"registry.url: {exc.message}", None
         here = {*self.local_urls}
         host = request.headers.get("host")
         if host:
             with contextlib.suppress(UpstreamInvalid):
                 here.add(check_url(f"{request.url.scheme}://{host}"))
         if checked in here:
-            return None
+            return None, None
+        if checked in self.allowed:
+            return self._guard_refusal(checked), checked
         return (
-            f"registry.url {checked[:200]} is not this registry: this scanner scans its own registry's "
-            "artifacts only"
+            f"registry.url {checked[:200]} is not this registry, nor one scanner_api.allowed_registries "
+            "names: this scanner does not pull from it",
+            None,
         )
+
+    def _guard_refusal(self, url: str) -> str | None:
+        """The upstream address guard's refusal of an allowed registry's address, now (it checks again
+        at every connection the scan makes)."""
+        from urllib.parse import urlsplit
+
+        from dockyard.upstream.addresses import AddressGuard
+        from dockyard.upstream.interfaces import UpstreamUnavailable
+
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            AddressGuard(self.allowed_networks).resolve(parts.hostname or "", port)
+        except UpstreamInvalid as exc:
+            return f"registry.url: {exc.message}"
+        except UpstreamUnavailable:
+            return None  # not resolvable now: the scan fails then, with the reason
+        return None
+
+    def _request_remote_scan(self, scan_request: harbor.ScanRequest, url: str) -> int:
+        import secrets
+
+        from dockyard.scans.remote import KIND, credentials_of
+
+        credentials_of(scan_request.authorization)  # refuses a scheme it could not use, now
+        params: dict[str, Any] = {"registry": url, **scan_request.artifact()}
+        if scan_request.authorization:
+            if self.box is None:
+                raise harbor.ScanRequestRefused("this server cannot keep the request's authorization")
+            name = f"scan-remote:{secrets.token_hex(8)}"
+            params.update(seal_name=name, sealed=self.box().seal(name, scan_request.authorization))
+        return self.jobs.enqueue(KIND, params)
 
     def _request_scan(self, scan_request: harbor.ScanRequest) -> int:
         from dockyard.scans.services import Scans
@@ -192,6 +243,12 @@ class ScannerAPI:
             return error(404, "no such scan request")
         params = job.params
         repository, digest = params.get("repository"), params.get("digest")
+        if job.kind == "scan-remote":
+            if not job.finished:
+                return _in_progress()
+            if job.status != "succeeded" or not isinstance((job.result or {}).get("report"), dict):
+                return error(500, f"the scan {job.status}: {job.error or 'no report'}")
+            return Response(json.dumps(dict(job.result or {})["report"], default=str), media_type=media_type)
         if job.kind != "scan" or not isinstance(repository, str) or not isinstance(digest, str):
             return error(404, "no such scan request")
         if not job.finished:

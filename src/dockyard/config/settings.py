@@ -433,9 +433,9 @@ class ProxySettings(Section):
 class ScannerAPISettings(Section):
     """dockyard's scanner served through the Harbor pluggable scanner API v1.1
     ([security.md](security.md#the-harbor-pluggable-scanner-api)), at `/scanner/api/v1` on `http.addr`,
-    so a Harbor (or another dockyard) can use it as its scanner. It scans this registry's own artifacts
-    only: a scan request naming any other registry URL is refused, so the API cannot make the server
-    fetch URLs."""
+    so a Harbor (or another dockyard) can use it as its scanner. It scans this registry's own artifacts,
+    from its storage; another registry's only when `allowed_registries` names it, so the API cannot make
+    the server fetch URLs."""
 
     enabled: bool = Field(
         default=False,
@@ -452,6 +452,26 @@ class ScannerAPISettings(Section):
         default=None, description="With `password`: Basic credentials a caller may send instead."
     )
     password: str | None = Field(default=None, repr=False, description="Its password. Never logged.")
+    allowed_registries: list[str] = Field(
+        default_factory=list,
+        description="Registries other than this one a scan request may name (`registry.url`, as "
+        "`https://harbor.example.com`): the artifact is then pulled from there with the request's "
+        "authorization, through the same address guard as endpoints (`upstream.allowed_networks`: a "
+        "registry on a private network needs its network there too). Empty, the default: a request naming "
+        "any other URL is refused.",
+        json_schema_extra=doc("list of URLs"),
+    )
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+                raise ValueError(f"scanner_api.allowed_registries: {url!r} is not an http(s) URL")
+        return value
 
     @model_validator(mode="after")
     def _authenticated(self) -> Self:
