@@ -104,6 +104,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def front(remote: str) -> Iterator[Front]:
     with running_front(remote) as running:
+        running.keep_host = True  # upload Locations name the front, where the credentials go
         yield running
 
 

@@ -28,6 +28,9 @@ class Front:
     blob_delay: float = 0.0  # seconds to sleep before sending each blob body
     manifest_delay: float = 0.0  # seconds to sleep before sending each manifest body (GET)
     corrupt_blobs: bool = False  # flip the last byte of each blob body (its digest no longer matches)
+    # Forward the client's Host header (a reverse proxy's usual setting): the registry then names the
+    # front in the absolute URLs it answers (upload Locations), not its own address.
+    keep_host: bool = False
     # (method, kind): requests forwarded and answered other than 401 (challenges are no fetches)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,6 +76,8 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            if front.keep_host and self.headers.get("host"):
+                headers["Host"] = self.headers["host"]
             with httpx.Client(timeout=30) as client:
                 request = client.build_request(
                     self.command, front.target + self.path, headers=headers, content=body

@@ -264,7 +264,10 @@ class HttpRemoteRegistry:
         self._raise_for(response, f"an upload of {digest}")
         target = httpx.URL(self._location(response)).copy_merge_params({"digest": digest})
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        response = self._send("PUT", str(target), scope, headers, content=chunks)
+        if _origin(target) == _origin(httpx.URL(self.base)):
+            response = self._send("PUT", str(target), scope, headers, content=chunks)
+        else:  # an upload URL on another host (object storage, say) gets no credentials of ours
+            response = self._once("PUT", str(target), headers, chunks)
         response.close()
         self._raise_for(response, f"the upload of {digest}")
 
@@ -292,8 +295,8 @@ class HttpRemoteRegistry:
         location = response.headers.get("location")
         if not location:
             raise UpstreamError("the upstream started an upload without a Location")
-        # Registries behind a proxy may name their own address; every connection to it goes through
-        # the address guard as any other.
+        # Every connection to it goes through the address guard as any other; one on another host than
+        # the endpoint's gets no credentials (as httpx drops them on redirects there).
         return str(response.request.url.join(location))
 
     # --- requests and authentication -------------------------------------------------------------
@@ -448,6 +451,10 @@ class HttpRemoteRegistry:
 
 def _pull(repository: str) -> str:
     return f"repository:{repository}:pull"
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _push(repository: str) -> str:
