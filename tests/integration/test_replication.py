@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -545,3 +545,40 @@ def test_a_worker_killed_mid_run_and_the_job_resumed_elsewhere(
     with local_http(server, "resumed/app") as http:
         for tag, image in images.items():
             assert_same(http, "resumed/app", tag, image)
+
+
+def test_event_trigger_propagates_a_deleted_tag(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    create_policy(
+        api, name="mirror-deletes", direction="push", repositories="team/del/**", trigger="event",
+        propagate_deletes=True,
+    )  # fmt: skip
+    time.sleep(POLICIES_TTL + 0.5)
+    with local_http(server, "team/del/app") as http:
+        local = OCIClient(http)
+        push_image(local, "team/del/app", "old", "del-old")
+        kept = push_image(local, "team/del/app", "kept", "del-kept")
+        _wait_until(
+            lambda: (
+                _has_tag(remote_http, "team/del/app", "old") and _has_tag(remote_http, "team/del/app", "kept")
+            )
+        )
+        assert http.delete("/v2/team/del/app/manifests/old").status_code == 202  # the tag only
+    _wait_until(lambda: not _has_tag(remote_http, "team/del/app", "old"))
+    assert_same(remote_http, "team/del/app", "kept", kept)
+    runs = api.get("/replication/runs", params={"policy": "mirror-deletes"}).json()
+    statuses = [api.get(f"/replication/runs/{run['id']}").json()["artifacts"][0]["status"] for run in runs]
+    assert sorted(statuses) == ["copied", "copied", "deleted"]
+
+
+def _has_tag(http: httpx.Client, repository: str, tag: str) -> bool:
+    tags = http.get(f"/v2/{repository}/tags/list")
+    return tags.status_code == 200 and tag in (tags.json().get("tags") or [])
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.2)

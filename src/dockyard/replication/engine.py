@@ -63,8 +63,10 @@ class Replicator:
         observe: Observe | None = None,
         only: tuple[str, str] | None = None,
         concurrency: int = CONCURRENCY,
+        deleted: bool = False,
     ) -> None:
         self.concurrency = concurrency
+        self.deleted = deleted  # with `only`: the tag was deleted on the source (the event trigger)
         self.policy = policy
         self.only = only  # (repository, tag): a run for one pushed tag (the event trigger)
         self.source = source
@@ -100,6 +102,9 @@ class Replicator:
     def run(self) -> Counters:
         """Copy the plan, CONCURRENCY artifacts at a time (each on a thread of its own, recorded as it
         ends); a cancel seen by any of them stops the others at their next look, and is raised."""
+        if self.only is not None and self.deleted:
+            self._propagate_delete(*self.only)
+            return self.counters
         plan = self.plan()
         work = [
             (repository, tag, self.policy.destination(repository))
@@ -294,6 +299,28 @@ class Replicator:
             self._copy_referrers(repository, target, child, depth + 1, tally)
 
     # --- deletes -----------------------------------------------------------------------------------
+    def _propagate_delete(self, repository: str, tag: str) -> None:
+        """One tag deleted on the source: deleted on the destination, unless the source has it again
+        (pushed since: that push's own event copies it) or the filters do not select it."""
+        if not (self.policy.selects_repository(repository) and self.policy.selects_tag(tag)):
+            return
+        target = self.policy.destination(repository)
+        ref, target_ref = f"{repository}:{tag}", f"{target}:{tag}"
+        if self.source.manifest_digest(repository, tag) is not None:
+            self._finish(
+                ArtifactResult(ref, target_ref, None, ArtifactStatus.SKIPPED, error="on the source again")
+            )
+            return
+        if self.destination.manifest_digest(target, tag) is None:
+            self._finish(ArtifactResult(ref, target_ref, None, ArtifactStatus.SKIPPED, error="not there"))
+            return
+        try:
+            self.destination.delete_tag(target, tag)
+        except DockyardError as error:
+            self._finish(ArtifactResult(ref, target_ref, None, ArtifactStatus.FAILED, error=error.message))
+            return
+        self._finish(ArtifactResult(ref, target_ref, None, ArtifactStatus.DELETED))
+
     def _propagate_deletes(self, repository: str, kept: set[str], target: str) -> None:
         """Tags the filters select on the destination that the source no longer has are deleted."""
         for tag in sorted(self.destination.tags(target)):

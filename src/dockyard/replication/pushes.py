@@ -1,7 +1,8 @@
 """The event trigger: after a tag is pushed to this registry, each enabled push policy with the event
 trigger whose filters select it gets a `replicate` job for that one tag (the copy runs on a job worker,
-never in the request). The event policies are cached for POLICIES_TTL seconds per process, so a push
-with none costs a look at a list, and one with some the jobs' inserts."""
+never in the request); after a tag is deleted here, each such policy that propagates deletes gets one
+that deletes it on the destination. The event policies are cached for POLICIES_TTL seconds per
+process, so a push with none costs a look at a list, and one with some the jobs' inserts."""
 
 from __future__ import annotations
 
@@ -47,6 +48,26 @@ class ReplicateOnPush:
             return queued
         except Exception:
             log.exception("replication on push of %s:%s not queued", repository, tag)
+            return []
+
+    def deleted(self, repository: str, tag: str) -> list[int]:
+        """A tag deleted here: queue its delete on the destination of each event policy that selects
+        it and propagates deletes; the jobs' ids (a worker thread; failures logged, as for pushes)."""
+        try:
+            queued = []
+            for policy in self._event_policies():
+                if policy.propagate_deletes and _selects(policy, repository, tag):
+                    params = {
+                        "policy": policy.name,
+                        "trigger": "event",
+                        "repository": repository,
+                        "tag": tag,
+                        "deleted": True,
+                    }
+                    queued.append(self.jobs.enqueue(KIND, params))
+            return queued
+        except Exception:
+            log.exception("replication of the delete of %s:%s not queued", repository, tag)
             return []
 
     def _event_policies(self) -> tuple[Policy, ...]:

@@ -353,6 +353,7 @@ class ReplicationExecutor:
         job_id: int | None = None,
         trigger: str = "manual",
         only: tuple[str, str] | None = None,
+        deleted: bool = False,
     ) -> Run:
         """Run the policy now; its record (and the counters) as it ended. A run where some artifact
         failed is FAILED (and the job retries: what arrived is not copied again); a cancel ends it
@@ -374,6 +375,7 @@ class ReplicationExecutor:
                     lambda result, now: self.runs.record(run_id, result, now),
                     self.observe,
                     only,
+                    deleted=deleted,
                 )
                 counters = replicator.counters
                 replicator.run()

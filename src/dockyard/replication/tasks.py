@@ -5,8 +5,9 @@
   A run with failed artifacts fails the attempt, so the queue retries it with backoff; a retry copies
   only what did not arrive.
 - `{"policy": "name", "trigger": "event", "repository": "team/app", "tag": "v1"}` copies that one tag
-  (the event trigger queues one per pushed tag its filters select: replication/pushes.py); it never
-  propagates deletes.
+  (the event trigger queues one per pushed tag its filters select: replication/pushes.py); with
+  `"deleted": true`, deletes that tag on the destination (a tag deleted here, for policies that
+  propagate deletes). A run for one pushed tag never propagates other deletes.
 - `{}` (no policy) is the sweep, which the kind's own schedule queues every minute: each cron policy
   whose time has come since it last fired gets a job of its own (claimed with a compare-and-set, so
   several nodes sweeping at once queue it once).
@@ -64,7 +65,8 @@ def replicate_kind(
         repository, tag = ctx.params.get("repository"), ctx.params.get("tag")
         only = (str(repository), str(tag)) if repository and tag else None
         trigger = str(ctx.params.get("trigger", "manual"))
-        run = executor.run(str(name), ctx, job_id=ctx.job_id, trigger=trigger, only=only)
+        deleted = bool(ctx.params.get("deleted", False))
+        run = executor.run(str(name), ctx, job_id=ctx.job_id, trigger=trigger, only=only, deleted=deleted)
         result = {"run_id": run.id, "policy": run.policy, **run.counters}
         if run.status is RunStatus.FAILED:
             raise RunFailed(f"run {run.id} of {name}: {run.error}")

@@ -133,6 +133,9 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
 async def delete_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     await ctx.call(ctx.registry.delete_manifest, name, reference)
     await manifest_deleted(ctx, request, name, reference)
+    replication = ctx.replication_pushes
+    if replication is not None and replication.wanted(name, reference):
+        await ctx.call(replication.deleted, name, reference)  # a job per event policy propagating it
     return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
