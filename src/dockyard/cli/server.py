@@ -69,7 +69,7 @@ def run_server(settings: Settings) -> None:
     if settings.storage.driver_name == "inmemory" and workers > 1:
         log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
         workers = 1
-    _prepare_in_child(lambda: _prepare(settings), meanwhile=_preload_worker_modules)
+    _prepare_in_child(lambda: _prepare(settings), meanwhile=lambda: _preload_worker_modules(settings))
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
     prepare_multiprocess(settings.datadir / "run" / "metrics")
     # The HTTP workers and the job runner take these settings, not the file (which may change).
@@ -213,11 +213,14 @@ def _prepare(settings: Settings) -> None:
     _warn_if_read_only(settings)
 
 
-def _preload_worker_modules() -> None:
+def _preload_worker_modules(settings: Settings) -> None:
     """Import what each HTTP worker runs (`dockyard.app`: SQLAlchemy, the models, the services, the
-    auth stack; not the management API, which loads on its first request), once, before Granian forks
+    auth stack; not the management API, which loads on its first request), and what `worker_app`
+    would import on its way for this configuration (`dockyard.app.preload`), once, before Granian forks
     the workers from this process. It starts no thread and opens no connection or file."""
-    import dockyard.app  # noqa: F401
+    from dockyard.app import preload
+
+    preload(settings)
 
 
 def _prepare_in_child(work: Callable[[], None], meanwhile: Callable[[], None] = lambda: None) -> None:
