@@ -69,6 +69,7 @@ def run_server(settings: Settings) -> None:
     if settings.storage.driver_name == "inmemory" and workers > 1:
         log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
         workers = 1
+    _import_for_prepare(settings)
     _prepare_in_child(lambda: _prepare(settings), meanwhile=lambda: _preload_worker_modules(settings))
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
     prepare_multiprocess(settings.datadir / "run" / "metrics")
@@ -211,6 +212,20 @@ def _prepare(settings: Settings) -> None:
     _first_start(settings, engine)
     engine.dispose()
     _warn_if_read_only(settings)
+
+
+def _import_for_prepare(settings: Settings) -> None:
+    """Import the modules `_prepare` runs on that the workers run too (SQLAlchemy and the models, the
+    accounts, the key store), before the start-up child is forked: it inherits them, instead of
+    importing them again beside `_preload_worker_modules`, which imports them anyway (~0.2 s of CPU
+    less, on the cores the start-up shares). Alembic, when the schema is not at the head, and the
+    migration check stay in the child."""
+    from dockyard.bootstrap import auth_mode
+    from dockyard.db.session import Database  # noqa: F401
+
+    if auth_mode(settings) == "dockyard":
+        import dockyard.accounts.bootstrap
+        import dockyard.auth.keystore  # noqa: F401
 
 
 def _preload_worker_modules(settings: Settings) -> None:
