@@ -5,6 +5,8 @@ PYTHON  := $(VENV)/bin/python
 CONFIG  ?=
 # Two workers: the suites are mostly waiting on servers and client subprocesses, and the machine has 2 cores.
 # Four were slower on 2 busy cores (310 s against 267 s for ten integration modules that mostly wait).
+# Three against two on twelve such modules (114 tests), alternated on a machine other runs loaded:
+# 135 and 142 s against 165 and 106 s. Inconclusive: measure on a quiet machine before changing it.
 PYTEST_WORKERS ?= 2
 # e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
 PYTEST_ARGS ?= tests
@@ -43,12 +45,14 @@ images: venv
 #    unit tests' are copies of one migrated file per worker, tests/support/sqlite_template.py);
 # 2. PostgreSQL: the same tests again with DOCKYARD_TEST_DB=postgresql, every server and every unit test's
 #    database (tests/support/postgres.py scratch_database_url) on a throwaway PostgreSQL the tests start,
-#    minus the tests marked db_independent: no metadata DB, SQLite on purpose, databases they pick
-#    themselves (parametrized over both, or always PostgreSQL, e.g. tests/cluster), or real clients
-#    (tests/e2e: the client's exchange is the same on either database; tests/integration makes the same
-#    requests on PostgreSQL; one skopeo flow stays as a canary). tests/conftest.py lists them in
-#    DB_INDEPENDENT_PATHS (exceptions in DB_DEPENDENT_TESTS). Its test databases are copies of one
-#    migrated template per worker (tests/support/postgres.py migrated_template).
+#    minus the tests marked db_independent: no metadata DB (unit modules none of whose tests opens a
+#    database, listed by file), SQLite on purpose, databases they pick themselves (parametrized over
+#    both, or always PostgreSQL, e.g. tests/cluster), real clients (tests/e2e: the client's exchange is
+#    the same on either database; tests/integration makes the same requests on PostgreSQL; one skopeo
+#    flow stays as a canary), or the CLI over HTTP only (its routes run on PostgreSQL in the API tests).
+#    tests/conftest.py lists them in DB_INDEPENDENT_PATHS (exceptions in DB_DEPENDENT_TESTS). Its test
+#    databases are copies of one migrated template per worker (tests/support/postgres.py
+#    migrated_template).
 PG_PYTEST_ARGS ?= $(PYTEST_ARGS) -m "not db_independent"
 test: test-deps
 	@status=0; \
