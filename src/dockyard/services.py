@@ -39,7 +39,7 @@ from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.queue import JobQueue
 from dockyard.lifecycle import started_by_serve
-from dockyard.observability.metrics import GCMetrics, JobMetrics
+from dockyard.observability.metrics import GCMetrics, JobMetrics, ScanMetrics
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.projects.interfaces import ImmutableRule, ProjectEvents
 from dockyard.projects.quotas import CachedLimit, Quotas
@@ -423,16 +423,18 @@ def _scan_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
         services.db, services.registry, services.blobs, services.verdicts_changed, _adapters(services)
     )
     sink = services.project_events
-    if sink is None:
-        return kind
+    metrics = ScanMetrics(gc_metrics.registry)
     scan = kind.handler
     base = registry_url(services.settings)
 
     def scan_and_tell(ctx: JobContext) -> Any:
         """A scan of one artifact is a `scan_finished` event of its project (not the rescans a
-        vulnerability-database import queues: their results are in the job's result)."""
+        vulnerability-database import queues: their results are in the job's result); every stored
+        result is counted (scans_total{status})."""
         result = scan(ctx)
-        if isinstance(result, dict) and "repository" in result and "digest" in result:
+        if isinstance(result, dict):
+            metrics.observe(result)
+        if sink is not None and isinstance(result, dict) and "repository" in result and "digest" in result:
             data = {key: result.get(key) for key in ("repository", "digest", "status", "reason", "counts")}
             # As registry:2 events name a manifest: where clients reach it (the resource_url's host).
             data["url"] = f"{base}/v2/{result['repository']}/manifests/{result['digest']}"
@@ -476,6 +478,15 @@ def _replicate_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
     from dockyard.observability.metrics import ReplicationMetrics
     from dockyard.replication.tasks import replicate_kind
 
+    sink = services.project_events
+
+    def finished(policy: Any, run: Any) -> None:
+        from dockyard.replication.events import finished_events
+
+        if sink is not None:
+            for project, data in finished_events(policy, run).items():
+                sink.record(project, "replication_finished", data)
+
     return replicate_kind(
         services.db,
         services.registry,
@@ -483,6 +494,7 @@ def _replicate_kind(services: Services, gc_metrics: GCMetrics) -> JobKind:
         services.blobs,
         build_endpoints(services.settings, services.db),
         observe=ReplicationMetrics(gc_metrics.registry).observe,
+        on_finished=finished,
     )
 
 

@@ -582,3 +582,30 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "not in time"
         time.sleep(0.2)
+
+
+def test_a_finished_run_is_a_replication_finished_event_of_the_project_it_wrote_into(
+    server: RunningServer, api: httpx.Client, remote_http: httpx.Client
+) -> None:
+    from tests.support.receivers import running_receiver
+
+    push_image(OCIClient(remote_http), "hookvendor/app", "1", "hooked-1")
+    assert api.post("/projects", json={"name": "hooked"}).status_code == 201
+    with running_receiver() as receiver:
+        for name, fmt in (("harbor", "harbor"), ("chat", "slack")):
+            hook = {"name": name, "url": receiver.url, "events": ["replication_finished"], "format": fmt}
+            assert api.post("/projects/hooked/webhooks", json=hook).status_code == 201
+        create_policy(
+            api, name="hooked-pull", direction="pull", repositories="hookvendor/**", dest_namespace="hooked"
+        )
+        run = run_policy(api, "hooked-pull")
+        assert run["status"] == "succeeded", json.dumps(run, indent=1)
+        received = receiver.wait_for_bodies(lambda got: len(got) >= 2)
+    (harbor,) = [r.body for r in received if r.body.get("type") == "REPLICATION"]
+    replication = harbor["event_data"]["replication"]
+    assert replication["policy_name"] == "hooked-pull" and replication["run_id"] == run["id"]
+    assert replication["job_status"] == "Success" and replication["trigger_type"] == "MANUAL"
+    assert [a["name_tag"] for a in replication["successful_artifact"]] == ["hooked/app:1"]
+    assert replication["failed_artifact"] == [] and replication["dest_resource"]["endpoint"] == "local"
+    (chat,) = [r.body for r in received if "text" in r.body]
+    assert chat["text"] == f"Replication hooked-pull (run {run['id']}) succeeded: 1 copied, 0 failed"

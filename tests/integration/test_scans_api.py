@@ -192,6 +192,15 @@ def test_an_unreadable_layer_is_reported_as_a_failed_scan(
     assert denied.status_code == 401
     unknown = admin.post("/repositories/onpush/broken/artifacts/v9/scan")
     assert unknown.status_code == 404
+    # Counted by status: a scan that cannot read the image is a job that succeeded.
+    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=30).text
+    series = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("scans_total")
+    }
+    assert series.get('scans_total{status="failed"}', 0) >= 1, series
+    assert set(series) <= {'scans_total{status="done"}', 'scans_total{status="failed"}'}, series
 
 
 def test_an_allowlist_change_applies_to_stored_scans_without_a_rescan(

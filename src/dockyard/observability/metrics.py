@@ -483,6 +483,27 @@ class ReplicationMetrics:
             self.bytes.inc(amount)
 
 
+class ScanMetrics:
+    """Stored scan results by status (done, failed), counted where the `scan` job runs: a scan that
+    could not read the image is a job that succeeded and a result that failed, so the jobs' own
+    metrics do not tell them apart."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        _use_allocated_files()
+        registry = registry or CollectorRegistry()
+        self.registry = registry
+        self.scans = Counter("scans", "Scan results stored, by status.", ["status"], registry=registry)
+
+    def observe(self, result: dict[str, Any]) -> None:
+        """From a `scan` job's result: one artifact's (`status`) or a rescan's (`done`, `failed`)."""
+        if result.get("status") in ("done", "failed"):
+            self.scans.labels(result["status"]).inc()
+        elif "artifacts" in result:
+            for status in ("done", "failed"):
+                if result.get(status):
+                    self.scans.labels(status).inc(int(result[status]))
+
+
 class GCMetrics:
     """Garbage collection (gc/services.py), recorded where it runs: the job runner or `dockyard
     garbage-collect`. In multiprocess mode they add up with the server workers' on /metrics."""

@@ -339,12 +339,16 @@ class ReplicationExecutor:
         blobs: BlobStore,
         endpoints: Callable[[], EndpointService],
         observe: Observe | None = None,
+        on_finished: Callable[[Policy, Run], None] | None = None,
     ) -> None:
+        """`on_finished`: told of every run that ended (succeeded, failed or cancelled), with its
+        artifacts (the `replication_finished` webhook event)."""
         self.policies = ReplicationPolicies(db)
         self.runs = ReplicationRuns(db)
         self.local = LocalSide(registry, blob_uploads, blobs)
         self.endpoints = endpoints
         self.observe = observe
+        self.on_finished = on_finished
 
     def run(
         self,
@@ -384,11 +388,13 @@ class ReplicationExecutor:
         except JobCancelled as cancelled:
             self.runs.finish(run_id, RunStatus.CANCELLED, counters, cancelled.message)
             progress.log(f"cancelled: {_said(counters)}")
+            self._tell(policy, run_id)
             raise
         except Exception as error:
             message = getattr(error, "message", None) or str(error) or type(error).__name__
             self.runs.finish(run_id, RunStatus.FAILED, counters, message)
             progress.log(f"failed: {message}")
+            self._tell(policy, run_id)
             raise
         if counters.artifacts_failed:
             error_text = f"{counters.artifacts_failed} artifacts failed (see the run's artifacts)"
@@ -396,7 +402,16 @@ class ReplicationExecutor:
         else:
             self.runs.finish(run_id, RunStatus.SUCCEEDED, counters)
         progress.log(_said(counters))
+        self._tell(policy, run_id)
         return self.runs.get(run_id, artifacts=False)
+
+    def _tell(self, policy: Policy, run_id: int) -> None:
+        if self.on_finished is None:
+            return
+        try:
+            self.on_finished(policy, self.runs.get(run_id, artifacts=True))
+        except Exception:  # a webhook event must never change how the run ended
+            log.warning("replication run %d: its finished event was not recorded", run_id, exc_info=True)
 
 
 def _said(counters: Counters) -> str:

@@ -28,7 +28,7 @@ from dockyard.jobs.services import JobQueue
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.services import Registry
 from dockyard.replication.engine import Observe
-from dockyard.replication.interfaces import ReplicationError, RunStatus
+from dockyard.replication.interfaces import Policy, ReplicationError, Run, RunStatus
 from dockyard.replication.services import ReplicationExecutor, ReplicationPolicies
 from dockyard.storage.blobs import BlobStore
 
@@ -54,8 +54,9 @@ def replicate_kind(
     endpoints: Callable[[], EndpointService],
     observe: Observe | None = None,
     clock: Callable[[], datetime] = utcnow,
+    on_finished: Callable[[Policy, Run], None] | None = None,
 ) -> JobKind:
-    executor = ReplicationExecutor(db, registry, blob_uploads, blobs, endpoints, observe)
+    executor = ReplicationExecutor(db, registry, blob_uploads, blobs, endpoints, observe, on_finished)
     queue = JobQueue(db)
 
     def replicate(ctx: JobContext) -> dict[str, Any]:

@@ -110,7 +110,40 @@ def harbor_data(payload: dict[str, Any], project: str, public: bool) -> dict[str
         event_data["resources"] = [{"digest": "", "tag": data.get("tag", ""), "resource_url": ""}]
     elif action == "scan":
         event_data["resources"] = [_scanned(payload, full, data)]
+    elif action == "replication":
+        event_data["replication"] = _replicated(data)
     return event_data
+
+
+_JOB_STATUS = {"succeeded": "Success", "failed": "Failure", "cancelled": "Stopped"}
+
+
+def _replicated(data: dict[str, Any]) -> dict[str, Any]:
+    """Harbor's `event_data.replication` of a REPLICATION event, from a run's summary."""
+    here = {"endpoint": "local", "registry_type": "dockyard"}
+    there = {"endpoint": data.get("endpoint"), "registry_name": data.get("endpoint")}
+    push = data.get("direction") == "push"
+    artifacts = data.get("artifacts") or []
+
+    def listed(ok: bool) -> list[dict[str, Any]]:
+        return [
+            {"type": "image", "status": "Success" if ok else "Failure", "name_tag": a.get("destination")}
+            for a in artifacts
+            if (a.get("status") in ("copied", "skipped", "deleted")) == ok
+        ]
+
+    return {
+        "policy_name": data.get("policy"),
+        "run_id": data.get("run_id"),
+        "job_status": _JOB_STATUS.get(str(data.get("status")), str(data.get("status"))),
+        "trigger_type": str(data.get("trigger", "")).upper(),
+        "override_mode": data.get("override"),
+        "execution_timestamp": data.get("started_at"),
+        "src_resource": here if push else there,
+        "dest_resource": there if push else here,
+        "successful_artifact": listed(True),
+        "failed_artifact": listed(False),
+    }
 
 
 # Harbor's scan_overview: keyed by the report's MIME type, severity as Harbor spells it.
@@ -170,6 +203,12 @@ def summary(event: EventType, payload: dict[str, Any], project: str) -> str:
             counts = ", ".join(f"{n} {name}" for name, n in (target.get("counts") or {}).items() if n)
             outcome = (counts or "no vulnerabilities") if target.get("status") == "done" else "failed"
             return f"Scan of {repo}@{target.get('digest')} finished: {outcome}"
+        case "replication_finished":
+            counters = target.get("counters") or {}
+            return (
+                f"Replication {target.get('policy')} (run {target.get('run_id')}) {target.get('status')}: "
+                f"{counters.get('artifacts_copied', 0)} copied, {counters.get('artifacts_failed', 0)} failed"
+            )
         case "immutable_refusal":
             return f"Refused to {target.get('operation', 'change')} immutable tag {repo}:{target.get('tag')}"
     return f"{event.name} in project {project}"

@@ -153,7 +153,6 @@ EVENT_TYPES: tuple[EventType, ...] = (
         "replication",
         "REPLICATION",
         "io.dockyard.replication.finished",
-        produced=False,
     ),
 )
 EVENT_BY_NAME = {event.name: event for event in EVENT_TYPES}
