@@ -1,4 +1,5 @@
-"""What the management API needs, handed in by the composition root (`app.py`): nothing is built here."""
+"""What the management API needs, handed in by the composition root (`dockyard.app`): nothing is
+built here."""
 
 from __future__ import annotations
 

@@ -177,7 +177,7 @@ def artifact_signature(name: str, reference: str, principal: Caller, services: S
     )
     from dockyard.signatures.services import Signatures
 
-    if services.blobs is None:  # pragma: no cover  (app.py always hands the blob store in)
+    if services.blobs is None:  # pragma: no cover  (dockyard.app always hands the blob store in)
         raise RuntimeError("the management API was built without a blob store")
     verdict = Signatures(services.db, services.registry, services.blobs, services.verdicts_changed).verify(
         name, reference

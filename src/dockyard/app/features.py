@@ -1,0 +1,165 @@
+"""What the /v2 edge adds per feature, built from Settings: request and upload limits, proxy projects
+(the pull-through cache) and mirror mode, scan and replication on push, the Harbor scanner API."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.routing import BaseRoute
+
+from dockyard.api.oci.limits import ClientKeys, RequestLimits
+from dockyard.api.oci.proxying import ProxyEdge
+from dockyard.api.oci.upload_limits import UploadLimits
+
+# The composition without HTTP lives in dockyard.services (the job runner builds it without the web
+# stack); these names stay importable from here too.
+from dockyard.bootstrap import (
+    signing_key_passphrases,
+)
+from dockyard.config.settings import Settings
+from dockyard.coordination.buckets import InProcessBuckets
+from dockyard.coordination.interfaces import Slots, TokenBuckets
+from dockyard.coordination.slots import FileSlots
+from dockyard.observability.metrics import Metrics
+from dockyard.proxy.cache import ProxyCache
+from dockyard.proxy.interfaces import Outcome
+from dockyard.proxy.mirrors import Mirrors
+from dockyard.proxy.services import ProxyProjects, RemoteClients
+from dockyard.services import (
+    Services,
+    build_endpoints,
+    implicit_proxy,
+    implicit_remote,
+    registry_url,
+)
+
+if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
+    from dockyard.replication.pushes import ReplicateOnPush
+    from dockyard.scans.pushes import ScanOnPush
+from dockyard.app.housekeeping import build_locks
+
+
+def build_limits(settings: Settings, metrics: Metrics) -> tuple[RequestLimits | None, UploadLimits | None]:
+    """None for each of `limits:` that is off (the default): then /v2 pays one check for it. Through
+    Redis when configured (one budget for every worker and node); else request buckets per process and
+    upload places per node (files in the datadir)."""
+    limits = settings.limits
+    clients = ClientKeys(limits.exempt)
+    requests = uploads = None
+    client = None
+    if settings.redis.url and (limits.requests_limited or limits.uploads_limited):
+        from dockyard.coordination.redis_client import connect
+
+        client = connect(settings.redis.url)
+    if limits.requests_limited:
+        buckets: TokenBuckets = InProcessBuckets()
+        if client is not None:
+            from dockyard.coordination.buckets_redis import RedisBuckets
+
+            buckets = RedisBuckets(client)
+        user, address = limits.user, limits.address
+        requests = RequestLimits(
+            buckets,
+            user=(user.rate, user.bucket_size) if user.enabled else None,
+            address=(address.rate, address.bucket_size) if address.enabled else None,
+            clients=clients,
+            metrics=metrics,
+            remote=client is not None,
+        )
+    if limits.uploads_limited:
+        slots: Slots = FileSlots(settings.datadir / "run" / "upload-slots")
+        if client is not None:
+            from dockyard.coordination.slots_redis import RedisSlots
+
+            slots = RedisSlots(client)
+        uploads = UploadLimits(
+            slots,
+            per_client=limits.uploads_per_client,
+            total=limits.uploads_total,
+            timeout=limits.upload_timeout.seconds,
+            clients=clients,
+            metrics=metrics,
+        )
+    return requests, uploads
+
+
+def scanner_api_route(services: Services) -> BaseRoute:
+    """/scanner/api/v1: this registry's scanner for a Harbor (or another dockyard) to call."""
+    from dockyard.api.scanner import ScannerAPI
+
+    settings = services.settings
+    local = {registry_url(settings)}
+
+    @functools.cache
+    def box() -> Any:
+        from dockyard.endpoints.secrets import SecretBox
+
+        passphrase, older = signing_key_passphrases(settings)
+        return SecretBox(passphrase, older)
+
+    api = ScannerAPI(
+        settings.scanner_api,
+        services.db,
+        services.registry,
+        services.jobs,
+        local,
+        allowed_networks=settings.upstream.allowed_networks,
+        box=box,
+    )
+    return api.mount()
+
+
+def scan_pushes(services: Services) -> ScanOnPush:
+    """Scan on push: a push to a project with `scan_on_push` queues a `scan` job (scans.pushes)."""
+    from dockyard.scans.pushes import ScanOnPush
+    from dockyard.scans.services import Scans
+
+    return ScanOnPush(Scans(services.db, jobs=services.jobs))
+
+
+def replication_pushes(services: Services) -> ReplicateOnPush:
+    """Replication's event trigger: a tag push queues a `replicate` job per event policy selecting it."""
+    from dockyard.replication.pushes import ReplicateOnPush
+    from dockyard.replication.services import ReplicationPolicies
+
+    return ReplicateOnPush(ReplicationPolicies(services.db), services.jobs)
+
+
+def proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callable[[], None]]:
+    """Proxy projects (the pull-through cache): their fetch locks are cluster-wide through Redis when
+    configured, else shared by this node's workers. With the function that closes its clients."""
+    settings = services.settings
+    locks, close_locks = build_locks(settings)
+    remotes = RemoteClients(build_endpoints(settings, services.db), implicit_remote(settings))
+
+    def observe(kind: str, outcome: Outcome) -> None:
+        metrics.proxy_requests.labels(kind, outcome.value).inc()
+
+    cache = ProxyCache(
+        services.db,
+        services.registry,
+        services.blob_uploads,
+        services.quotas,
+        services.feed,
+        locks,
+        remotes,
+        wait_seconds=settings.upstream.total_timeout.seconds,
+        observe=observe,
+    )
+
+    def close() -> None:
+        remotes.close()
+        close_locks()
+
+    projects = ProxyProjects(services.db, services.feed, implicit=implicit_proxy(settings))
+    return ProxyEdge(projects, cache, services.audit, build_mirrors(services)), close
+
+
+def build_mirrors(services: Services) -> Mirrors | None:
+    """Mirror mode's renaming (proxy.namespaces), None when not configured."""
+    proxy = services.settings.proxy
+    if not proxy.namespaces:
+        return None
+    return Mirrors(proxy.namespaces, proxy.default_namespace, services.db, services.feed)

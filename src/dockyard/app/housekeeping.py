@@ -1,0 +1,75 @@
+"""Work one process of the node (or of the cluster, with Redis) does in the background: the locks
+that pick it, the hourly audit purge, the sweep of the proxy's idle lock files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+# The composition without HTTP lives in dockyard.services (the job runner builds it without the web
+# stack); these names stay importable from here too.
+from dockyard.config.settings import Settings
+from dockyard.coordination.interfaces import LockManager
+from dockyard.coordination.locks import FileLocks
+from dockyard.proxy.cache import LOCK_PREFIX as PROXY_LOCK_PREFIX
+from dockyard.services import (
+    Services,
+)
+
+if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
+    pass
+
+log = logging.getLogger("dockyard.app")
+
+
+AUDIT_PURGE_SECONDS = 3600
+
+
+PROXY_LOCK_SWEEP_SECONDS = 600
+
+
+def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:
+    """Locks for work one process should do at a time: cluster-wide through Redis when configured,
+    else among this node's workers (files in the datadir). With the function that closes them."""
+    if settings.redis.url:
+        from dockyard.coordination.locks_redis import RedisLocks
+        from dockyard.coordination.redis_client import connect
+
+        client = connect(settings.redis.url)
+        return RedisLocks(client), client.close
+    return FileLocks(settings.datadir / "run" / "locks"), lambda: None
+
+
+async def purge_audit_forever(services: Services, locks: LockManager) -> None:
+    """Drop audit events past the retention period, hourly, in one worker of the cluster (with Redis)
+    or of the node: whoever takes the hour's lease first. The lease is not released after the purge
+    but runs out just before the next hour's attempts, so the others skip this hour's purge."""
+    lease = AUDIT_PURGE_SECONDS - 60
+    while True:
+        try:
+            if await asyncio.to_thread(locks.lock("audit-purge", lease).acquire):
+                purged = await asyncio.to_thread(
+                    services.audit.purge_older_than, services.settings.audit.retention.delta
+                )
+                if purged:
+                    log.info(
+                        "purged %d audit events older than %s", purged, services.settings.audit.retention
+                    )
+        except Exception:  # Redis unreachable included: skipped this hour, tried again the next
+            log.exception("audit purge failed")
+        await asyncio.sleep(AUDIT_PURGE_SECONDS)
+
+
+async def sweep_proxy_locks_forever(locks: FileLocks) -> None:
+    """The pull-through cache's fetch locks are files named per blob and manifest: the ones idle for an
+    hour go, every ten minutes (in each worker: the sweep is idempotent)."""
+    while True:
+        await asyncio.sleep(PROXY_LOCK_SWEEP_SECONDS)
+        try:
+            swept = await asyncio.to_thread(locks.sweep, PROXY_LOCK_PREFIX, 3600)
+            if swept:
+                log.debug("swept %d idle proxy lock files", swept)
+        except Exception:
+            log.exception("sweeping the proxy's lock files failed")
