@@ -386,6 +386,18 @@ def test_policy_api_refuses_bad_input_and_audits(api: httpx.Client) -> None:
     )
     assert api.post("/replication/policies", json={**base, "endpoint": "nope"}).status_code == 404
     assert api.post("/replication/policies", json={**base, "direction": "sideways"}).status_code == 400
+    for limits in ({"concurrency": 0}, {"concurrency": 33}, {"bandwidth": 1000}):
+        refused = api.post("/replication/policies", json={**base, **limits})
+        assert refused.status_code == 400, refused.text
+        assert next(iter(limits)) in refused.json()["errors"][0]["message"], refused.text
+    created = api.post("/replication/policies", json={**base, "concurrency": 2, "bandwidth": 1 << 20})
+    assert created.status_code == 201 and (created.json()["concurrency"], created.json()["bandwidth"]) == (
+        2,
+        1 << 20,
+    )
+    unlimited = api.patch("/replication/policies/bad", json={"bandwidth": None, "concurrency": 4})
+    assert (unlimited.json()["concurrency"], unlimited.json()["bandwidth"]) == (4, None), unlimited.text
+    assert api.delete("/replication/policies/bad").status_code == 204
     assert api.post("/replication/policies", json=base).status_code == 201
     assert api.post("/replication/policies", json=base).status_code == 409
     assert api.delete("/endpoints/dr").status_code == 409  # in use by policies

@@ -52,6 +52,16 @@ Deletes = Annotated[
 ]
 Enabled = Annotated[bool | None, typer.Option("--enable/--disable", help="Whether triggers start runs.")]
 Description = Annotated[str | None, typer.Option("--description", help="Free text.")]
+Concurrency = Annotated[
+    int | None, typer.Option("--concurrency", help="Artifacts a run copies at once (1 to 32; default 8).")
+]
+Bandwidth = Annotated[
+    int | None,
+    typer.Option(
+        "--bandwidth",
+        help="Bytes per second a run's blob copies take together (at least 65536); 0: no limit.",
+    ),
+]
 WAIT_POLL_SECONDS = 1.0
 
 POLICY_COLUMNS = [
@@ -68,6 +78,8 @@ POLICY_FIELDS = [
     *POLICY_COLUMNS,
     Column("Override", "override"),
     Column("Propagate deletes", "propagate_deletes"),
+    Column("Concurrency", "concurrency"),
+    Column("Bandwidth (bytes/s)", lambda p: p.get("bandwidth") or "no limit"),
     Column("Description", "description"),
     Column("Created", "created_at", when),
     Column("Updated", "updated_at", when),
@@ -135,6 +147,8 @@ def create_policy(
     propagate_deletes: Deletes = None,
     enabled: Enabled = None,
     description: Description = None,
+    concurrency: Concurrency = None,
+    bandwidth: Bandwidth = None,
 ) -> None:
     """Create a policy: `dockyard replication policy create dr -d push -e backup -r 'team/**'`."""
     if direction is None or endpoint is None:
@@ -152,7 +166,10 @@ def create_policy(
         propagate_deletes=propagate_deletes,
         enabled=enabled,
         description=description,
+        concurrency=concurrency,
     )
+    if bandwidth is not None:  # 0: no limit
+        body["bandwidth"] = bandwidth or None
     policy = cli.api.post("/replication/policies", body)
     cli.out.done(f"Created replication policy {policy['name']}.", policy)
 
@@ -172,6 +189,8 @@ def update_policy(
     propagate_deletes: Deletes = None,
     enabled: Enabled = None,
     description: Description = None,
+    concurrency: Concurrency = None,
+    bandwidth: Bandwidth = None,
 ) -> None:
     """Change a policy: only what is given changes."""
     body = _body(
@@ -185,7 +204,10 @@ def update_policy(
         propagate_deletes=propagate_deletes,
         enabled=enabled,
         description=description,
+        concurrency=concurrency,
     )
+    if bandwidth is not None:  # 0: no limit
+        body["bandwidth"] = bandwidth or None
     if dest_namespace is not None:
         body["dest_namespace"] = dest_namespace or None
     if trigger is not None and trigger != "cron" and schedule is None:

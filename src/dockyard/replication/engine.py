@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -52,6 +53,30 @@ class ArtifactFailed(Exception):
 Observe = Callable[[str, int], None]  # (what, amount): "blob_copied", "bytes", ...
 
 
+THROTTLE_SLICE = 0.5  # seconds a throttled copy sleeps between looks at the cancel flag
+
+
+class Throttle:
+    """A run's bandwidth: bytes leave at `rate` per second on average, with up to `burst` seconds'
+    worth sent at once after a pause. Thread-safe; `take` says how long the caller must wait."""
+
+    def __init__(self, rate: int, burst: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock or time.monotonic
+        self._next: float | None = None  # when the bytes taken so far are due
+        self._lock = threading.Lock()
+
+    def take(self, amount: int) -> float:
+        with self._lock:
+            now = self._clock()
+            earliest = now - self.burst
+            if self._next is None or self._next < earliest:
+                self._next = earliest
+            self._next += amount / self.rate
+            return max(0.0, self._next - now)
+
+
 class Replicator:
     def __init__(
         self,
@@ -76,6 +101,7 @@ class Replicator:
         self.observe = observe or (lambda what, amount: None)
         self.counters = Counters()
         self._lock = threading.Lock()
+        self.throttle = Throttle(policy.bandwidth) if policy.bandwidth else None
         # Blobs known to be on the destination in this run: (repository, digest); and a repository
         # holding each digest there, to mount from.
         self._present: set[tuple[str, str]] = set()
@@ -267,13 +293,20 @@ class Replicator:
         self._holder.setdefault(digest, target)
 
     def _watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """The chunks, with a look at the cancel flag every CANCEL_EVERY bytes."""
+        """The chunks, with a look at the cancel flag every CANCEL_EVERY bytes, held back to the
+        policy's bandwidth (shared by the run's concurrent copies)."""
         since = 0
         for chunk in chunks:
             since += len(chunk)
             if since >= CANCEL_EVERY:
                 since = 0
                 self.progress.check_cancelled()
+            if self.throttle is not None:
+                wait = self.throttle.take(len(chunk))
+                while wait > 0:  # in slices: a cancel is seen within one
+                    time.sleep(min(wait, THROTTLE_SLICE))
+                    wait -= THROTTLE_SLICE
+                    self.progress.check_cancelled()
             yield chunk
 
     def _copy_referrers(self, repository: str, target: str, digest: str, depth: int, tally: Counters) -> None:

@@ -27,6 +27,10 @@ _NAME = re.compile(NAME_PATTERN)
 _NAMESPACE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
+MAX_CONCURRENCY = 32  # artifacts a run may copy at once
+MIN_BANDWIDTH = 64 * 1024  # bytes per second: below it, timeouts would cut blobs off
+
+
 class Direction(StrEnum):
     PUSH = "push"  # local -> the endpoint
     PULL = "pull"  # the endpoint -> local
@@ -90,6 +94,8 @@ class Policy:
     propagate_deletes: bool = False
     enabled: bool = True
     description: str = ""
+    concurrency: int = 8  # artifacts a run copies at once
+    bandwidth: int | None = None  # bytes per second a run's blob copies take together; None: no limit
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -146,6 +152,10 @@ def check_policy(policy: Policy) -> Policy:
         raise PolicyInvalid("the event trigger (on push to this registry) needs the push direction")
     if len(policy.description) > 1024:
         raise PolicyInvalid("the description has more than 1024 characters")
+    if not 1 <= policy.concurrency <= MAX_CONCURRENCY:
+        raise PolicyInvalid(f"concurrency is 1 to {MAX_CONCURRENCY} artifacts at a time")
+    if policy.bandwidth is not None and policy.bandwidth < MIN_BANDWIDTH:
+        raise PolicyInvalid(f"a bandwidth limit is at least {MIN_BANDWIDTH} bytes per second (or none)")
     return policy
 
 

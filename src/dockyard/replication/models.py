@@ -37,6 +37,8 @@ class ReplicationPolicyRow(Base):
     override: Mapped[bool] = mapped_column(Boolean, default=True)
     propagate_deletes: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    concurrency: Mapped[int] = mapped_column(Integer, default=8)  # artifacts a run copies at once
+    bandwidth: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes/s; NULL: no limit
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -170,6 +170,8 @@ def _columns(connection: Any, policy: Policy) -> dict[str, Any]:
         "override": policy.override,
         "propagate_deletes": policy.propagate_deletes,
         "enabled": policy.enabled,
+        "concurrency": policy.concurrency,
+        "bandwidth": policy.bandwidth,
     }
 
 
@@ -187,6 +189,8 @@ def _policy(row: Row[Any]) -> Policy:
         propagate_deletes=row.propagate_deletes,
         enabled=row.enabled,
         description=row.description or "",
+        concurrency=row.concurrency,
+        bandwidth=row.bandwidth,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -379,6 +383,7 @@ class ReplicationExecutor:
                     lambda result, now: self.runs.record(run_id, result, now),
                     self.observe,
                     only,
+                    concurrency=policy.concurrency,
                     deleted=deleted,
                 )
                 counters = replicator.counters

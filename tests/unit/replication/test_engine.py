@@ -285,3 +285,43 @@ def test_propagate_deletes_removes_selected_tags_gone_from_the_source() -> None:
         "app:1": ArtifactStatus.DELETED,
     }
     assert destination.tags("app") == ["2", "keep-me"]
+
+
+def test_a_bandwidth_limit_holds_the_copies_back_to_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 kB at 64 KiB/s with one second of burst: the copies sleep ~2 s in all (in slices that look
+    at the cancel flag), whatever the concurrency; without a limit they never sleep."""
+    import dockyard.replication.engine as engine
+
+    slept: list[float] = []
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(engine.time, "sleep", sleep)
+    monkeypatch.setattr(engine.time, "monotonic", lambda: now[0])
+    source, destination = MemorySide(), MemorySide()
+    source.image("app", "1", "one", sizes=(100_000,))
+    source.image("app", "2", "two", sizes=(100_000,))
+    total = sum(len(blob) for blob in source.blobs.values())
+    watch = Watch()
+    replicate(source, destination, watch, concurrency=2, bandwidth=65536)
+    expected = (total - 65536) / 65536
+    assert abs(sum(slept) - expected) < 0.6, (sum(slept), expected)
+    assert max(slept) <= engine.THROTTLE_SLICE and watch.looks > len(slept)
+    slept.clear()
+    replicate(source, MemorySide())
+    assert slept == []
+
+
+def test_the_throttle_gives_a_burst_then_paces() -> None:
+    from dockyard.replication.engine import Throttle
+
+    now = [100.0]
+    throttle = Throttle(1000, burst=1.0, clock=lambda: now[0])
+    assert throttle.take(1000) == 0  # the burst
+    assert throttle.take(500) == pytest.approx(0.5)
+    now[0] += 10  # a pause: credit for one burst, not ten
+    assert throttle.take(1000) == 0
+    assert throttle.take(1000) == pytest.approx(1.0)

@@ -74,6 +74,9 @@ def test_tag_filter(tags: str, tag: str, selected: bool) -> None:
         ({"schedule": "0 3 * * *"}, "needs the cron trigger"),
         ({"trigger": Trigger.EVENT, "direction": Direction.PULL}, "push direction"),
         ({"description": "x" * 1025}, "description"),
+        ({"concurrency": 0}, "concurrency is 1 to 32"),
+        ({"concurrency": 33}, "concurrency is 1 to 32"),
+        ({"bandwidth": 1000}, "at least 65536 bytes per second"),
     ],
 )
 def test_invalid_policies_are_refused_with_the_reason(fields: dict[str, object], why: str) -> None:
@@ -89,5 +92,7 @@ def test_valid_policies_pass() -> None:
         {"trigger": Trigger.CRON, "schedule": "@every 1h"},
         {"trigger": Trigger.CRON, "schedule": "0 3 * * *", "direction": Direction.PULL},
         {"trigger": Trigger.EVENT},
+        {"concurrency": 1, "bandwidth": 65536},
+        {"concurrency": 32, "bandwidth": None},
     ):
         check_policy(policy(**fields))

@@ -53,6 +53,11 @@ class PolicyIn(BaseModel):
         default=False, description="Delete destination tags gone from the source."
     )
     enabled: bool = True
+    concurrency: int = Field(default=8, description="Artifacts a run copies at once (1 to 32).")
+    bandwidth: int | None = Field(
+        default=None,
+        description="Bytes per second a run's blob copies take together (at least 65536); null: no limit.",
+    )
 
 
 class PolicyPatch(BaseModel):
@@ -71,6 +76,8 @@ class PolicyPatch(BaseModel):
     override: bool | None = None
     propagate_deletes: bool | None = None
     enabled: bool | None = None
+    concurrency: int | None = None
+    bandwidth: int | None = None  # null: no limit
 
 
 class PolicyOut(BaseModel):
@@ -86,6 +93,8 @@ class PolicyOut(BaseModel):
     override: bool
     propagate_deletes: bool
     enabled: bool
+    concurrency: int
+    bandwidth: int | None
     created_at: datetime | None
     updated_at: datetime | None
 
@@ -150,7 +159,7 @@ def update_policy(
         value = getattr(body, key)
         if key not in given:
             changes[key] = UNSET
-        elif value is None and key not in ("dest_namespace", "schedule"):
+        elif value is None and key not in ("dest_namespace", "schedule", "bandwidth"):
             changes[key] = UNSET  # null on a field that cannot be null: unchanged
         else:
             changes[key] = value
@@ -243,6 +252,8 @@ def _out(policy: Policy) -> PolicyOut:
         override=policy.override,
         propagate_deletes=policy.propagate_deletes,
         enabled=policy.enabled,
+        concurrency=policy.concurrency,
+        bandwidth=policy.bandwidth,
         created_at=policy.created_at,
         updated_at=policy.updated_at,
     )

@@ -36,6 +36,8 @@ def upgrade() -> None:
         sa.Column("override", sa.Boolean(), nullable=False),
         sa.Column("propagate_deletes", sa.Boolean(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("concurrency", sa.Integer(), nullable=False),
+        sa.Column("bandwidth", sa.BigInteger(), nullable=True),
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("updated_at", _TIME, nullable=False),
         sa.ForeignKeyConstraint(
