@@ -621,3 +621,66 @@ def test_a_finished_run_is_a_replication_finished_event_of_the_project_it_wrote_
     assert replication["failed_artifact"] == [] and replication["dest_resource"]["endpoint"] == "local"
     (chat,) = [r.body for r in received if "text" in r.body]
     assert chat["text"] == f"Replication hooked-pull (run {run['id']}) succeeded: 1 copied, 0 failed"
+
+
+def test_both_ways_with_another_dockyard_behind_token_auth(
+    server: RunningServer, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A second dockyard as the endpoint: the upstream client's side of the Docker token flow (a
+    challenge, /token with the scopes it needs, the token reused), a signature carried with its subject
+    through the peer's referrers API, and the images pulled back from either side bit for bit."""
+    peer_admin = ("admin", "replication-peer-Passw0rd-1")
+    peer = start_server(
+        tmp_path_factory.mktemp("replication-peer"), {"auth": {"enabled": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": peer_admin[1]},
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=peer.url + API, auth=peer_admin, timeout=30) as peer_api:
+            for project in ("dr", "vendor"):
+                assert peer_api.post("/projects", json={"name": project}).status_code == 201
+        credentials = {"kind": "basic", "username": peer_admin[0], "secret": peer_admin[1]}
+        answer = api.post("/endpoints", json={"name": "peer", "url": peer.url, "credentials": credentials})
+        assert answer.status_code == 201, answer.text
+        assert api.post("/projects", json={"name": "frompeer"}).status_code == 201
+        with local_http(server, "team/peered") as http:
+            local = OCIClient(http)
+            image = push_image(local, "team/peered", "1", "peered-1", layers=2)
+            payload = b'{"critical":{"image":{"docker-manifest-digest":"' + image.digest.encode() + b'"}}}'
+            local.push_blob("team/peered", payload)
+            local.push_blob("team/peered", b"{}")
+            signature = image_manifest(
+                {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _digest(b"{}"), "size": 2},
+                [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
+                artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+                subject={"mediaType": OCI_MANIFEST, "digest": image.digest, "size": len(image.manifest)},
+            )
+            signed = local.push_manifest("team/peered", _digest(signature), signature, OCI_MANIFEST)
+        create_policy(
+            api,
+            name="to-peer",
+            endpoint="peer",
+            direction="push",
+            repositories="team/peered",
+            dest_namespace="dr",
+        )
+        run = run_policy(api, "to-peer")
+        assert run["status"] == "succeeded", json.dumps(run, indent=1)
+        with bearer_client(peer.url, peer_admin, ("dr/peered", "vendor/tool")) as http:
+            assert_same(http, "dr/peered", "1", image)
+            referrers = http.get(f"/v2/dr/peered/referrers/{image.digest}").json()["manifests"]
+            assert [r["digest"] for r in referrers] == [signed.digest]
+            vendored = push_image(OCIClient(http), "vendor/tool", "2.0", "peer-tool-2.0")
+        create_policy(
+            api,
+            name="from-peer",
+            endpoint="peer",
+            direction="pull",
+            repositories="vendor/**",
+            dest_namespace="frompeer",
+        )
+        pulled = run_policy(api, "from-peer")
+        assert pulled["status"] == "succeeded", json.dumps(pulled, indent=1)
+        with local_http(server, "frompeer/tool") as http:
+            assert_same(http, "frompeer/tool", "2.0", vendored)
+    finally:
+        peer.stop()
