@@ -684,3 +684,29 @@ def test_both_ways_with_another_dockyard_behind_token_auth(
             assert_same(http, "frompeer/tool", "2.0", vendored)
     finally:
         peer.stop()
+
+
+def test_push_into_distribution_v3(
+    server: RunningServer, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """distribution v3.1.1 (`registry:3`) behind htpasswd as the destination: what it serves back is what
+    was pushed here, and a second run copies nothing."""
+    from tests.support.registry2 import distribution_v3
+
+    with running_registry2(tmp_path_factory.mktemp("replication-v3"), USER, distribution_v3()) as url:
+        credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
+        assert (
+            api.post("/endpoints", json={"name": "v3", "url": url, "credentials": credentials}).status_code
+            == 201
+        )
+        with local_http(server, "team/tov3") as http:
+            image = push_image(OCIClient(http), "team/tov3", "1", "to-v3-1", layers=2)
+        create_policy(api, name="to-v3", endpoint="v3", direction="push", repositories="team/tov3")
+        run = run_policy(api, "to-v3")
+        assert run["status"] == "succeeded", json.dumps(run, indent=1)
+        with httpx.Client(base_url=url, auth=USER, timeout=30) as v3:
+            assert_same(v3, "team/tov3", "1", image)
+        again = run_policy(api, "to-v3")
+        assert again["counters"]["artifacts_copied"] == 0 and again["counters"]["bytes_copied"] == 0
+        assert api.delete("/replication/policies/to-v3").status_code == 204
+        assert api.delete("/endpoints/v3").status_code == 204
