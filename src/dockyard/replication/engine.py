@@ -30,6 +30,7 @@ from dockyard.replication.interfaces import (
     ManifestData,
     Policy,
     Side,
+    literal_names,
 )
 
 log = logging.getLogger("dockyard.replication")
@@ -117,7 +118,8 @@ class Replicator:
                 return [(repository, [tag])]
             return []
         selected = []
-        for repository in sorted(self.source.repositories()):
+        named = literal_names(self.policy.repositories)  # no catalog needed (Docker Hub has none)
+        for repository in named if named is not None else sorted(self.source.repositories()):
             if not self.policy.selects_repository(repository):
                 continue
             self.progress.check_cancelled()

@@ -109,6 +109,54 @@ class Policy:
         return rewrite(repository, self.dest_namespace)
 
 
+MAX_LITERAL_NAMES = 100
+
+
+def literal_names(pattern: str) -> list[str] | None:
+    """The names a repository pattern without wildcards stands for (`library/{alpine,busybox}` ->
+    `library/alpine`, `library/busybox`), so a run asks for them instead of listing the source's
+    catalog, which Docker Hub does not offer; None when the pattern has `*`, `?` or `[`, or expands to
+    more than MAX_LITERAL_NAMES names."""
+    names, end = _alternatives(pattern, 0, top=True)
+    if names is None or end != len(pattern) or len(names) > MAX_LITERAL_NAMES:
+        return None
+    return sorted(set(names))
+
+
+def _alternatives(pattern: str, index: int, top: bool) -> tuple[list[str] | None, int]:
+    """The expansions of the sequence from `index` to the end (top) or to its `,`/`}`."""
+    results = [""]
+    while index < len(pattern):
+        char = pattern[index]
+        if char in "*?[":
+            return None, index
+        if char in ",}" and not top:
+            return results, index
+        if char == "\\" and index + 1 < len(pattern):
+            results = [r + pattern[index + 1] for r in results]
+            index += 2
+            continue
+        if char == "{":
+            options: list[str] = []
+            index += 1
+            while True:
+                inner, index = _alternatives(pattern, index, top=False)
+                if inner is None or index >= len(pattern):
+                    return None, index
+                options.extend(inner)
+                if pattern[index] == "}":
+                    index += 1
+                    break
+                index += 1  # the ","
+            results = [r + o for r in results for o in options]
+            if len(results) > MAX_LITERAL_NAMES:
+                return None, index
+            continue
+        results = [r + char for r in results]
+        index += 1
+    return results, index
+
+
 def rewrite(repository: str, namespace: str | None) -> str:
     """The repository's name on the destination: its first component replaced by `namespace` (a
     one-component name gets `namespace/` in front); unchanged without a namespace."""

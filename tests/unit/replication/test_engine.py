@@ -325,3 +325,19 @@ def test_the_throttle_gives_a_burst_then_paces() -> None:
     now[0] += 10  # a pause: credit for one burst, not ten
     assert throttle.take(1000) == 0
     assert throttle.take(1000) == pytest.approx(1.0)
+
+
+def test_named_repositories_are_asked_for_without_the_catalog() -> None:
+    """Docker Hub has no /v2/_catalog: a pull policy naming its repositories (no wildcard) still runs."""
+
+    class NoCatalog(MemorySide):
+        def repositories(self) -> list[str]:
+            raise AssertionError("the catalog was listed")
+
+    source, destination = NoCatalog(), MemorySide()
+    source.image("library/alpine", "3.20", "alpine")
+    source.image("library/busybox", "1.36", "busybox")
+    source.image("library/nginx", "1.27", "nginx")  # not named
+    counters, results = replicate(source, destination, repositories="library/{alpine,busybox,missing}")
+    assert sorted(r.source for r in results) == ["library/alpine:3.20", "library/busybox:1.36"]
+    assert counters.artifacts_copied == 2

@@ -96,3 +96,24 @@ def test_valid_policies_pass() -> None:
         {"concurrency": 32, "bandwidth": None},
     ):
         check_policy(policy(**fields))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "names"),
+    [
+        ("library/alpine", ["library/alpine"]),
+        ("library/{alpine,busybox}", ["library/alpine", "library/busybox"]),
+        ("a/{b,c/{d,e}}", ["a/b", "a/c/d", "a/c/e"]),
+        ("x/{a,b}/{1,2}", ["x/a/1", "x/a/2", "x/b/1", "x/b/2"]),
+        ("a/*", None),
+        ("**", None),
+        ("a/{b,*}", None),
+        ("a/[bc]", None),
+        ("a/?", None),
+        ("{" + ",".join(f"r{n}" for n in range(101)) + "}", None),  # too many to ask for one by one
+    ],
+)
+def test_a_pattern_without_wildcards_names_its_repositories(pattern: str, names: list[str] | None) -> None:
+    from dockyard.replication.interfaces import literal_names
+
+    assert literal_names(pattern) == names
