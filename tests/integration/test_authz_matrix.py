@@ -356,7 +356,8 @@ ROLES = ("limited_guest", "guest", "developer", "maintainer", "project_admin")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     config = {
         "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
-        "jobs": {"run_in_serve": True},  # the retention recipes wait for their job to start
+        # The retention and replication recipes wait for their job to start: claimed within 0.2 s.
+        "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
         # Registry endpoints on loopback: the health check's connection is refused at once (port 9).
         "upstream": {"allowed_networks": ["127.0.0.0/8"]},
         # An endpoint for the delivery log's routes; it never resolves, and backs off for an hour.

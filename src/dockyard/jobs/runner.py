@@ -250,7 +250,7 @@ class JobRunner:
             self.metrics.running.labels(claimed.kind).inc()
         outcome: dict[str, Any]
         try:
-            job.log(f"attempt {claimed.attempts} of {claimed.max_attempts} on {self.node}")
+            job.log(f"attempt {claimed.attempts} of {self._attempts_allowed(claimed)} on {self.node}")
             result = kind.handler(job)
             outcome = {"status": "succeeded", "result": _json_result(result)}
         except JobTimedOut as exc:
@@ -276,8 +276,13 @@ class JobRunner:
         log.info("job %d (%s): the registry is read-only; it runs again once writes are back", claimed.id,
                  claimed.kind)  # fmt: skip
 
+    def _attempts_allowed(self, claimed: Claimed) -> int:
+        """The job's own limit, and never more than its kind's: a job queued by a process that does not
+        run jobs (an HTTP worker) got the default limit, not its kind's (scans: one attempt)."""
+        return min(claimed.max_attempts, self.kinds[claimed.kind].max_attempts)
+
     def _failure(self, claimed: Claimed, error: str) -> dict[str, Any]:
-        if claimed.attempts >= claimed.max_attempts:
+        if claimed.attempts >= self._attempts_allowed(claimed):
             return {"status": "failed", "error": error}
         delay = min(self.retry_base * 2 ** (claimed.attempts - 1), self.retry_cap)
         return {"status": "queued", "error": error, "retry_at": utcnow() + timedelta(seconds=delay)}

@@ -288,3 +288,23 @@ def test_a_runner_that_starts_as_the_registry_turns_read_only_keeps_running_quie
     assert not [r for r in caplog.records if r.exc_info or r.levelname in ("WARNING", "ERROR")]
     queue.db.read_only_flag = None  # writes are back: the default schedule appears
     wait_until(lambda: any(s.kind == "sweep" for s in queue.schedules()))
+
+
+def test_a_job_queued_where_its_kind_is_unknown_still_gets_its_kinds_attempts(
+    queue: JobQueue, make_runner: RunnerFactory
+) -> None:
+    """An HTTP worker queues jobs without the runner's kinds (the default of 3 attempts): a kind of one
+    attempt (scans) fails after one, not after two retries with their backoff (a Harbor client of the
+    scanner API waited 30 s for a 401 it could have had at once)."""
+    attempts: list[int] = []
+
+    def fails(ctx: JobContext) -> None:
+        attempts.append(1)
+        raise RuntimeError("the registry answered 401")
+
+    runner = make_runner([JobKind("once", fails, max_attempts=1)])
+    job_id = JobQueue(queue.db).enqueue("once")  # a queue that never met the runner's kinds
+    assert queue.get(job_id).max_attempts == 3
+    runner.run_pending()
+    job = queue.get(job_id)
+    assert (job.status, len(attempts)) == ("failed", 1), job
