@@ -331,15 +331,14 @@ def test_sbom_job_through_the_api(
             },
         )
         assert queued.status_code == 201, queued.text
-        # Its first attempt fails naming the parameter. (That a job failing every attempt ends failed
-        # after growing delays, 10 s then 20 s here, is tests/unit/jobs/test_runner.py's to check.)
+        # It fails on its first attempt, naming the parameter: the sbom kind allows one (the job was
+        # queued by an HTTP worker, which does not know the kinds' limits: the runner applies them).
         deadline = time.monotonic() + 60
         while (failed := http.get(f"{api}/{bad['id']}").json())["error"] is None:
             assert time.monotonic() < deadline, failed
             time.sleep(0.2)
-        assert (failed["status"], failed["attempts"]) == ("queued", 1), failed
+        assert (failed["status"], failed["attempts"]) == ("failed", 1), failed
         assert "params.reference" in failed["error"], failed
-        assert http.post(f"{api}/{bad['id']}/cancel").json()["status"] == "cancelled"
         deadline = time.monotonic() + 60
         good = f"{api}/{queued.json()['id']}"
         while (done := http.get(good).json())["status"] not in ("succeeded", "failed"):
