@@ -308,7 +308,8 @@ def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
     deadline = time.monotonic() + 10
     while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert len(os.listdir("/proc/self/fd")) == descriptors
+    # At most as many as before: other tests' threads in this worker may close theirs meanwhile.
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
 
 
 def test_a_lock_is_released_where_no_closer_thread_can_start(
