@@ -25,6 +25,11 @@ NAMESPACE = "test"
 # an HTTP answer, and distribution 2.8.2 sees the same rate (5 of 300 pushes of a 3-layer image; with
 # --max-concurrent-uploaded-layers 1, 0 of 300). `push` tries again on it, and only on it.
 CLIENT_READ_FLAKE = "failed to copy: rpc error: code = Internal desc = unexpected EOF"
+# The same failure, met while ctr retries the PUT: its push writer was closed by the failed read, and
+# the retry's new pipe panics in containerd's pusher (pusher.go setPipe: "send on closed channel").
+# The registry saw the PUT's headers and no byte of its body, as above.
+CLIENT_PUSH_PANIC = "panic: send on closed channel"
+CLIENT_FLAKES = (CLIENT_READ_FLAKE, CLIENT_PUSH_PANIC)
 # Plugins a registry client does not need; leaving them out keeps the start quick and the log quiet.
 DISABLED_PLUGINS = (
     "io.containerd.grpc.v1.cri",
@@ -59,7 +64,7 @@ class RunningContainerd:
     ctr_bin: str
     snapshotter: str  # overlayfs when this machine can mount it, else native
     short_dir: Path  # holds the socket and the state (a unix socket path must stay under ~100 bytes)
-    client_read_flakes: int = 0  # pushes `push` tried again after CLIENT_READ_FLAKE
+    client_read_flakes: int = 0  # pushes `push` tried again after one of CLIENT_FLAKES
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         """`ctr --address SOCK -n test ARGS`; stdout stays bytes (`content get` prints a blob's bytes)."""
@@ -78,10 +83,11 @@ class RunningContainerd:
 
     def push(self, *args: str, attempts: int = 3) -> subprocess.CompletedProcess[bytes]:
         """`ctr images push ARGS`, again (up to `attempts` in all) when ctr failed reading its own
-        content (CLIENT_READ_FLAKE); any other failure raises CtrFailed at once."""
+        content (CLIENT_FLAKES); any other failure raises CtrFailed at once."""
         for attempt in range(1, attempts + 1):
             result = self.ctr("images", "push", *args, check=False)
-            if result.returncode == 0 or CLIENT_READ_FLAKE not in result.stderr.decode(errors="replace"):
+            stderr = result.stderr.decode(errors="replace")
+            if result.returncode == 0 or not any(flake in stderr for flake in CLIENT_FLAKES):
                 break
             if attempt < attempts:
                 self.client_read_flakes += 1
