@@ -23,6 +23,7 @@ import pytest
 from dockyard.replication.engine import CONCURRENCY
 from dockyard.replication.pushes import POLICIES_TTL
 from tests.integration.test_cli import Cli
+from tests.integration.test_jobs import job_worker_children
 from tests.support.fronts import Front, running_front
 from tests.support.ociclient import (
     OCI_CONFIG,
@@ -30,6 +31,7 @@ from tests.support.ociclient import (
     OCI_LAYER,
     OCI_MANIFEST,
     OCIClient,
+    PushedManifest,
     bearer_client,
     descriptor,
     image_manifest,
@@ -76,6 +78,20 @@ def push_image(client: OCIClient, repository: str, tag: str | None, seed: str, *
         client.push_blob(repository, data)
     pushed = client.push_manifest(repository, tag or _digest(manifest), manifest, OCI_MANIFEST)
     return Image(manifest, pushed.digest, OCI_MANIFEST, blobs)
+
+
+def push_signature(client: OCIClient, repository: str, image: Image) -> PushedManifest:
+    """A cosign signature of `image` in the OCI 1.1 form: an artifact whose subject is the image."""
+    payload = b'{"critical":{"image":{"docker-manifest-digest":"' + image.digest.encode() + b'"}}}'
+    client.push_blob(repository, payload)
+    client.push_blob(repository, b"{}")
+    signature = image_manifest(
+        {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _digest(b"{}"), "size": 2},
+        [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
+        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+        subject={"mediaType": OCI_MANIFEST, "digest": image.digest, "size": len(image.manifest)},
+    )
+    return client.push_manifest(repository, _digest(signature), signature, OCI_MANIFEST)
 
 
 def _digest(data: bytes) -> str:
@@ -198,16 +214,7 @@ def test_push_with_filters_rewrite_index_and_referrers(
         )
         local.push_manifest("team/app", "1.2-multi", index, OCI_INDEX)
         # A signature of app:1.0 (an artifact whose subject is it): found through the referrers API.
-        payload = b'{"critical":{"image":{"docker-manifest-digest":"' + app1.digest.encode() + b'"}}}'
-        local.push_blob("team/app", payload)
-        local.push_blob("team/app", b"{}")
-        signature = image_manifest(
-            {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _digest(b"{}"), "size": 2},
-            [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
-            artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
-            subject={"mediaType": OCI_MANIFEST, "digest": app1.digest, "size": len(app1.manifest)},
-        )
-        signed = local.push_manifest("team/app", _digest(signature), signature, OCI_MANIFEST)
+        signed = push_signature(local, "team/app", app1)
 
     create_policy(
         api,
@@ -234,7 +241,7 @@ def test_push_with_filters_rewrite_index_and_referrers(
     got = remote_http.get("/v2/mirror/app/manifests/1.2-multi", headers={"Accept": ACCEPT})
     assert got.content == index and got.headers["docker-content-digest"] == _digest(index)
     got = remote_http.get(f"/v2/mirror/app/manifests/{signed.digest}", headers={"Accept": ACCEPT})
-    assert got.status_code == 200 and got.content == signature
+    assert got.status_code == 200 and got.content == signed.body
     tags = remote_http.get("/v2/mirror/app/tags/list").json()["tags"]
     assert sorted(tags) == ["1.0", "1.2-multi"]
     assert remote_http.get("/v2/team/other/tags/list").status_code == 404
@@ -508,22 +515,6 @@ def test_cron_trigger_runs_from_the_kinds_sweep(
 
 
 # --- a worker killed mid-run --------------------------------------------------------------------------
-def job_worker_children(server: RunningServer) -> list[int]:
-    """The pids of serve's `dockyard worker` children."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == server.process.pid and b"worker" in command:
-            found.append(int(entry.name))
-    return found
-
-
 def test_a_worker_killed_mid_run_and_the_job_resumed_elsewhere(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
 ) -> None:
@@ -645,16 +636,7 @@ def test_both_ways_with_another_dockyard_behind_token_auth(
         with local_http(server, "team/peered") as http:
             local = OCIClient(http)
             image = push_image(local, "team/peered", "1", "peered-1", layers=2)
-            payload = b'{"critical":{"image":{"docker-manifest-digest":"' + image.digest.encode() + b'"}}}'
-            local.push_blob("team/peered", payload)
-            local.push_blob("team/peered", b"{}")
-            signature = image_manifest(
-                {"mediaType": "application/vnd.oci.empty.v1+json", "digest": _digest(b"{}"), "size": 2},
-                [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
-                artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
-                subject={"mediaType": OCI_MANIFEST, "digest": image.digest, "size": len(image.manifest)},
-            )
-            signed = local.push_manifest("team/peered", _digest(signature), signature, OCI_MANIFEST)
+            signed = push_signature(local, "team/peered", image)
         create_policy(
             api,
             name="to-peer",
