@@ -202,9 +202,13 @@ def test_docker_pushes_through_haproxy_and_every_node_serves_it(
     docker("pull", ref)
     pulled = docker.inspect(ref)
     assert pulled is not None and pulled["Id"] == layout.images[0].config.digest
-    # The replica streams, and has what the primary has.
-    assert deployment.psql("postgres-primary", "SELECT application_name, state FROM pg_stat_replication") == (
-        "replica1|streaming"
+    # The replica streams, and has what the primary has. It starts streaming once its base backup is in:
+    # on a loaded machine that can come after the pushes (CI saw `pg_basebackup|backup` still listed).
+    replication = "SELECT application_name, state FROM pg_stat_replication"
+    wait_until(
+        lambda: deployment.psql("postgres-primary", replication) == "replica1|streaming",
+        "the replica streaming",
+        timeout=120,
     )
     count = "SELECT count(*) FROM manifests"
     primary = deployment.psql("postgres-primary", count)
