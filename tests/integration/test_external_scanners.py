@@ -107,6 +107,10 @@ def test_the_same_servers_adapter_as_external_scanner_stores_what_the_built_in_s
     assert stored["status"] == "done" and stored["counts"] == expected["counts"]
     assert stored["counts"]["critical"] == 1 and stored["counts"]["high"] == 1
     assert comparable(stored) == comparable(expected) and len(stored["findings"]) == 2
+    # Each stored result says which scanner made it, and so does the listing's summary.
+    assert (expected["scanner"], stored["scanner"]) == ("built-in", "self")
+    (listed,) = admin.get("/repositories/team/app/artifacts").json()
+    assert listed["scan"]["scanner"] == "self"
     # Listings and pull policies read the same summary.
     (listed,) = admin.get("/repositories/team/app/artifacts").json()
     assert listed["scan"]["counts"] == expected["counts"]
@@ -240,6 +244,7 @@ def test_a_report_that_is_not_one_is_a_failed_scan_never_no_vulnerabilities(
     report = scan(admin, "team/bad", "v1")["report"]
     assert report["status"] == "failed" and report["counts"] is None and report["findings"] == []
     assert "scanner fake" in report["reason"] and reason in report["reason"], report["reason"]
+    assert report["scanner"] == "fake"
 
 
 def test_an_adapter_that_is_down_or_refuses_the_credentials(

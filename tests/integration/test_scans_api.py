@@ -185,7 +185,7 @@ def test_an_unreadable_layer_is_reported_as_a_failed_scan(
     push_image(server, "onpush/broken", "v1", broken)  # scanned on push
     report = wait_for(finished(admin, "/repositories/onpush/broken/artifacts/v1/scan"), "the failed scan")
     assert report["status"] == "failed" and report["counts"] is None and report["findings"] == []
-    assert "unreadable" in report["reason"]
+    assert "unreadable" in report["reason"] and report["scanner"] == "built-in"
     (listed,) = admin.get("/repositories/onpush/broken/artifacts").json()
     assert listed["scan"]["status"] == "failed" and listed["scan"]["counts"] is None
     denied = httpx.post(f"{server.url}/api/v1/repositories/onpush/broken/artifacts/v1/scan", timeout=30)

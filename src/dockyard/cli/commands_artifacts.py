@@ -177,6 +177,13 @@ def _counted(report: dict[str, Any], fail_on: str | None) -> str:
     )
 
 
+def _made_by(report: dict[str, Any]) -> str:
+    """Which scanner made the result, and with which vulnerability database (external: their own)."""
+    scanner = report.get("scanner") or "unknown scanner"
+    version = report.get("vulndb_version")
+    return f"scanner {scanner}" + (f", vulnerability database version {version}" if version else "")
+
+
 def _print_report(
     cli: Session, repository: str, report: dict[str, Any], fail_on: str | None, blocking: list[dict[str, Any]]
 ) -> None:
@@ -185,10 +192,7 @@ def _print_report(
     if report["status"] == "failed":
         summary = f"scan failed: {report['reason']}"
     allowlisted = f" ({report['allowlisted']} allowlisted)" if report.get("allowlisted") else ""
-    typer.echo(
-        f"{repository}@{report['digest']}: {summary}{allowlisted} "
-        f"(vulnerability database version {report.get('vulndb_version')})"
-    )
+    typer.echo(f"{repository}@{report['digest']}: {summary}{allowlisted} ({_made_by(report)})")
     for finding in blocking:
         if "advisory_id" not in finding:
             continue

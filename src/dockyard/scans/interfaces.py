@@ -10,6 +10,7 @@ from dockyard.errors import Category, DockyardError
 
 ScanStatus = Literal["pending", "running", "done", "failed"]
 SEVERITIES = ("critical", "high", "medium", "low", "none", "unknown")  # most severe first (vulndb.osv)
+BUILT_IN = "built-in"  # the built-in scanner's name: what scans record, jobs ask for, and the default
 
 
 class ScanNotFound(DockyardError):
@@ -36,6 +37,7 @@ class ScanSummary:
     vulndb_version: int | None
     scanned_at: datetime | None
     reason: str
+    scanner: str | None = None  # "built-in" or a registered scanner's name; None before the first result
 
     def at_or_above(self, severity: str) -> int | None:
         """Findings of `severity` or worse (None without a result)."""
@@ -51,6 +53,7 @@ class ScanSummary:
             "allowlisted": self.allowlisted,
             "vulndb_version": self.vulndb_version,
             "scanned_at": self.scanned_at,
+            "scanner": self.scanner,
             "reason": self.reason,
         }
 

@@ -69,6 +69,9 @@ class ScanRow(Base):
     # The earliest expiry of the allowlist entries that hid findings: past it the counts are recomputed.
     allowlist_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     incomplete: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, nullable=True)  # unreadable formats
+    # Which scanner made the last result or failure: "built-in", or a registered scanner's name (the name
+    # as it was: a scanner deleted or renamed later leaves its results readable, and attributed).
+    scanner: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ScanFindingRow(Base):

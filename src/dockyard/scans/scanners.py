@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import Category, DockyardError
+from dockyard.scans.interfaces import BUILT_IN
 from dockyard.scans.models import ScannerRow
 from dockyard.upstream.addresses import AddressGuard, check_url
 from dockyard.upstream.interfaces import UpstreamInvalid, UpstreamUnavailable
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
-BUILT_IN = "built-in"  # the name the default takes when no external scanner is the default
 MAX_SECRET = 8192
 SEAL_PREFIX = "scanner:"  # the sealed secret's associated data: another table's secret does not open here
 

@@ -22,7 +22,14 @@ from dockyard.db.session import Database
 from dockyard.errors import DockyardError, NameUnknown
 from dockyard.projects.rbac import project_of
 from dockyard.registry.models import Repository
-from dockyard.scans.interfaces import SEVERITIES, ScanNotFound, ScanReport, ScanSummary, StoredFinding
+from dockyard.scans.interfaces import (
+    BUILT_IN,
+    SEVERITIES,
+    ScanNotFound,
+    ScanReport,
+    ScanSummary,
+    StoredFinding,
+)
 from dockyard.scans.models import ScanFindingRow, ScanRow, ScanSettingsRow
 
 if TYPE_CHECKING:
@@ -44,6 +51,7 @@ _RESULT = (
     ScanRow.scanned_at,
     ScanRow.allowlisted,
     ScanRow.allowlist_until,
+    ScanRow.scanner,
 )
 _SUMMARY = (
     select(*_RESULT, *(getattr(ScanRow, c) for c in COUNT_COLUMNS))
@@ -61,7 +69,7 @@ def _time(value: Any) -> datetime | None:
 
 
 def _summary(row: Any) -> ScanSummary:
-    status, reason, version, scanned_at, allowlisted, _until, *counts = row
+    status, reason, version, scanned_at, allowlisted, _until, scanner, *counts = row
     has_result = scanned_at is not None
     return ScanSummary(
         status=status,
@@ -70,6 +78,7 @@ def _summary(row: Any) -> ScanSummary:
         vulndb_version=None if version is None else int(version),
         scanned_at=_time(scanned_at),
         reason=reason or "",
+        scanner=scanner,
     )
 
 
@@ -351,10 +360,12 @@ class Scans:
         except DockyardError as exc:
             failure = exc.message
         except Exception as exc:  # a layer the walker chokes on: stored as failed, then raised
-            self._store_failure(repository_id, project_id, digest, f"scan error: {exc}", job_id)
+            self._store_failure(repository_id, project_id, digest, f"scan error: {exc}", job_id, BUILT_IN)
             raise
         if failure is not None or inventory is None:
-            self._store_failure(repository_id, project_id, digest, failure or "no inventory", job_id)
+            self._store_failure(
+                repository_id, project_id, digest, failure or "no inventory", job_id, BUILT_IN
+            )
         else:
             self._store(repository_id, project_id, digest, version, inventory, rows, job_id, until)
         return self.report(repository, digest)
@@ -391,14 +402,15 @@ class Scans:
             log.exception("scan of %s with scanner %s", digest, scanner)
             failure = f"scanner {scanner}: {type(exc).__name__}: {exc}"
         if failure is not None:
-            self._store_failure(repository_id, project_id, digest, failure, job_id)
+            self._store_failure(repository_id, project_id, digest, failure, job_id, scanner)
             return self.report(repository, digest)
         entries = _allow_entries(vulndb, _project_name(repository, project_id))
         for row in rows:
             ids = {row["advisory_id"].upper(), *(a.upper() for a in row["aliases"])}
             row["allowlisted"] = any(i in entries for i in ids)
         self._store_rows(
-            repository_id, project_id, digest, None, None, [], rows, job_id, _until(rows, entries)
+            repository_id, project_id, digest, None, None, [], rows, job_id, _until(rows, entries),
+            scanner=scanner,
         )
         return self.report(repository, digest)
 
@@ -446,7 +458,8 @@ class Scans:
         ]
         packages = sum(len(image.packages) for image in inventory.images)
         self._store_rows(
-            repository_id, project_id, digest, version, packages, incomplete, rows, job_id, until
+            repository_id, project_id, digest, version, packages, incomplete, rows, job_id, until,
+            scanner=BUILT_IN,
         )
 
     def _store_rows(
@@ -460,6 +473,8 @@ class Scans:
         rows: list[dict[str, Any]],
         job_id: int | None,
         until: datetime | None,
+        *,
+        scanner: str,
     ) -> None:
         """`version` and `packages` None: an external scanner's result (no database version here, no
         package count in the spec's report)."""
@@ -487,6 +502,7 @@ class Scans:
                     allowlisted=sum(1 for r in rows if r["allowlisted"]),
                     allowlist_until=until,
                     incomplete=incomplete,
+                    scanner=scanner,
                     **counts,
                 )
             )
@@ -494,7 +510,13 @@ class Scans:
         self._changed()
 
     def _store_failure(
-        self, repository_id: int, project_id: int | None, digest: str, reason: str, job_id: int | None
+        self,
+        repository_id: int,
+        project_id: int | None,
+        digest: str,
+        reason: str,
+        job_id: int | None,
+        scanner: str,
     ) -> None:
         log.warning("scan of %s failed: %s", digest, reason)
         with self.db.write() as conn:
@@ -512,6 +534,7 @@ class Scans:
                     allowlisted=None,
                     allowlist_until=None,
                     incomplete=None,
+                    scanner=scanner,
                     **dict.fromkeys(COUNT_COLUMNS),
                 )
             )

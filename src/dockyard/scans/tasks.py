@@ -27,9 +27,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from dockyard.jobs.interfaces import JobContext, JobKind
-from dockyard.scans.interfaces import ScanParamsInvalid
-
-BUILT_IN = "built-in"  # scans.scanners.BUILT_IN, without loading it for every job runner
+from dockyard.scans.interfaces import BUILT_IN, ScanParamsInvalid
 
 if TYPE_CHECKING:
     from dockyard.db.session import Database

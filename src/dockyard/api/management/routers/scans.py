@@ -37,6 +37,11 @@ class ScanSummaryOut(BaseModel):
     vulndb_version: int | None = Field(description="The vulnerability database version the result used.")
     scanned_at: datetime | None
     reason: str = Field(description="Why the last scan failed.")
+    scanner: str | None = Field(
+        default=None,
+        description='Which scanner made the last result or failure: "built-in" or a registered '
+        "scanner's name (as it was then); null before the first scan finished.",
+    )
 
 
 class FindingOut(BaseModel):
