@@ -469,7 +469,10 @@ def _adapters(services: Services) -> Callable[[], Adapters]:
                 return TokenService(keys, issuer=token.issuer, service=token.service, lifetime=lifetime)
 
         guard = AddressGuard(settings.upstream.allowed_networks)
-        return Adapters(db, lambda: box, guard, registry_url(settings), tokens, lambda: feed.bump(Topic.AUTH))
+        return Adapters(
+            db, lambda: box, guard, registry_url(settings), tokens, lambda: feed.bump(Topic.AUTH),
+            audit=services.audit,
+        )
 
     return build
 

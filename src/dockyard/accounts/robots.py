@@ -188,6 +188,17 @@ class RobotService:
         if result.rowcount == 0:
             raise RobotNotFound(detail={"robot": full_name})
 
+    def delete_expired(self, name_prefix: str, before: datetime) -> tuple[str, ...]:
+        """Delete the project robots named `robot$<project>+<name_prefix>...` that expired before
+        `before` (robots made for one job, left behind when the job was killed); their names."""
+        pattern = "robot$%+" + name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stale = (RobotRow.name.like(pattern, escape="\\")) & (RobotRow.expires_at < before)
+        with self._db.write() as connection:
+            names = tuple(str(n) for n in connection.execute(select(RobotRow.name).where(stale)).scalars())
+            if names:
+                connection.execute(delete(RobotRow).where(RobotRow.name.in_(names)))
+        return names
+
     def authenticate(self, full_name: str, secret: str) -> Robot | None:
         """The robot when the secret is right and it is neither disabled nor expired."""
         login = self.login(full_name, secret)

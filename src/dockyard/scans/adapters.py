@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditRecorder, ResourceType
 from dockyard.db.base import utcnow
 from dockyard.errors import Category, DockyardError
 from dockyard.scans import harbor
@@ -47,6 +48,7 @@ MAX_REPORT_BYTES = 64 << 20
 MAX_SMALL_BYTES = 1 << 20
 MAX_REFRESH = 60.0  # the longest wait between two polls, whatever Refresh-After says
 MIN_REFRESH = 0.5
+SCAN_ROBOT_PREFIX = "scan-"  # robot$<project>+scan-<random>: one per external scan (pull_authorization)
 
 
 class ScannerUnavailable(DockyardError):
@@ -196,6 +198,7 @@ class Adapters:
     tokens: Callable[[float], TokenService] | None = None  # by the token's lifetime, seconds
     # After the scan's robot is deleted: every /v2 gate forgets what it remembered of its tokens.
     announce: Callable[[], None] | None = None
+    audit: AuditRecorder | None = None  # the scan robots' creation and deletion
 
     def default_name(self) -> str:
         return Scanners(self.db).default_name()
@@ -228,6 +231,15 @@ class Adapters:
 
         return run
 
+    def _record(self, action: AuditAction, robot: str, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                AuditEvent(
+                    action, "scan", ActorKind.SYSTEM, resource_type=ResourceType.ROBOT, resource_name=robot,
+                    detail=detail,
+                )
+            )
+
     def pull_authorization(self, repository: str, seconds: float) -> tuple[str | None, Callable[[], None]]:
         """`Bearer <token>` that pulls `repository` only, for `seconds`, and what ends it (deletes the
         robot it was issued to). (None, nothing) without dockyard's own auth."""
@@ -240,18 +252,24 @@ class Adapters:
 
         project = project_of(repository)
         robots = RobotService(self.db)
+        # Robots of scans whose job was killed before it could delete them: expired, so harmless, but
+        # not left to pile up (a minute's grace past their expiry for a scan still finishing).
+        for name in robots.delete_expired(SCAN_ROBOT_PREFIX, utcnow() - timedelta(minutes=1)):
+            self._record(AuditAction.DELETE, name, {"by": "scan", "reason": "expired, left by a scan"})
         created = RobotAccessService(self.db, robots).create(
-            f"scan-{secrets.token_hex(6)}",
+            f"{SCAN_ROBOT_PREFIX}{secrets.token_hex(6)}",
             project=project,
             permissions={project: ["pull"]},
             description=f"pulls {repository} for an external scanner; deleted after the scan",
             expires_at=utcnow() + timedelta(seconds=seconds + 60),
         )
         full_name = created.robot.name
+        self._record(AuditAction.CREATE, full_name, {"by": "scan", "repository": repository, "pull": True})
 
         def done() -> None:
             with contextlib.suppress(DockyardError):  # gone already
                 robots.delete(full_name)
+                self._record(AuditAction.DELETE, full_name, {"by": "scan", "repository": repository})
             if self.announce is not None:
                 try:
                     self.announce()
