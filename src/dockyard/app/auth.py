@@ -179,6 +179,7 @@ def _dockyard_auth(services: Services) -> Auth:
         pull_policies=services.pull_gate.policies if services.pull_gate is not None else None,
         verdicts_changed=services.verdicts_changed,
         scanners=_scanners(services),
+        layer_files=settings.layer_files,
     )
     routes: list[BaseRoute] = [
         *TokenEndpoint(

@@ -20,6 +20,7 @@ from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
 from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration, Section, doc
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
+from dockyard.config.layer_files_settings import LayerFilesSettings
 from dockyard.config.limits_settings import LimitsSettings
 from dockyard.config.notifications_settings import NotificationsSettings, WebhooksSettings
 from dockyard.config.storage_settings import StorageSettings
@@ -510,6 +511,7 @@ class Settings(Section):
     notifications: NotificationsSettings = NotificationsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     scanner_api: ScannerAPISettings = ScannerAPISettings()
+    layer_files: LayerFilesSettings = LayerFilesSettings()
 
     @field_validator("version", mode="before")
     @classmethod

@@ -90,3 +90,31 @@ class PlatformUnknown(DockyardError):
 
     category = Category.INVALID
     message = "choose one of the index's platforms"
+
+
+class LayerUnreadable(DockyardError):
+    """A layer blob that cannot be browsed: not a tar archive, corrupt, or compressed with zstd."""
+
+    category = Category.INVALID
+    message = "the layer is not a readable tar archive"
+
+
+class LayerReadLimit(DockyardError):
+    """Reading a layer went past a bound (decompressed bytes, entries, time): a gzip bomb stops here."""
+
+    category = Category.TOO_LARGE
+    message = "the layer was read up to its limit"
+
+
+class FileNotInLayer(DockyardError):
+    """No such path in the layer (or the merged image), or one that cannot be downloaded (a link)."""
+
+    category = Category.NOT_FOUND
+    message = "no such file in the layer"
+
+
+class LayerNotInImage(DockyardError):
+    """The digest asked for is not one of the image manifest's layers."""
+
+    category = Category.NOT_FOUND
+    message = "the image has no such layer"

@@ -81,24 +81,7 @@ class Sboms:
         return StoredSbom(image.digest, inventory.platform, referrer, document, True)
 
     def _image(self, repository: str, reference: str, platform: str | None) -> ManifestRecord:
-        record = self._registry.get_manifest(repository, reference)
-        parsed = parse_manifest(record.content, record.media_type)
-        if not parsed.is_index:
-            return record
-        images: dict[str, str] = {}
-        for child in parsed.manifests:
-            spec = child.platform or {}
-            if child.media_type in mt.IMAGE_MANIFESTS and spec.get("os") not in (None, "unknown"):
-                name = "/".join(str(spec[key]) for key in ("os", "architecture", "variant") if spec.get(key))
-                images.setdefault(name, child.digest)
-        if platform is None and len(images) == 1:
-            platform = next(iter(images))
-        if platform not in images:
-            raise PlatformUnknown(
-                f"{repository}@{record.digest} is an index of {len(images)} images: choose one "
-                f"({', '.join(sorted(images))})"
-            )
-        return self._registry.get_manifest(repository, images[platform])
+        return image_of(self._registry, repository, reference, platform)
 
     def _stored(self, repository: str, image: str, artifact_type: str) -> StoredSbom | None:
         listing = self._registry.referrers(repository, image, artifact_type)
@@ -142,3 +125,26 @@ class Sboms:
         body = json.dumps(manifest, indent=2).encode()
         result = self._registry.put_manifest(repository, _digest(body), body, mt.OCI_MANIFEST)
         return result.digest
+
+
+def image_of(manifests: Manifests, repository: str, reference: str, platform: str | None) -> ManifestRecord:
+    """The image manifest a reference names: itself, or an index's image for `platform` (which may be
+    left out when the index has one image). Raises ManifestUnknown, PlatformUnknown."""
+    record = manifests.get_manifest(repository, reference)
+    parsed = parse_manifest(record.content, record.media_type)
+    if not parsed.is_index:
+        return record
+    images: dict[str, str] = {}
+    for child in parsed.manifests:
+        spec = child.platform or {}
+        if child.media_type in mt.IMAGE_MANIFESTS and spec.get("os") not in (None, "unknown"):
+            name = "/".join(str(spec[key]) for key in ("os", "architecture", "variant") if spec.get(key))
+            images.setdefault(name, child.digest)
+    if platform is None and len(images) == 1:
+        platform = next(iter(images))
+    if platform not in images:
+        raise PlatformUnknown(
+            f"{repository}@{record.digest} is an index of {len(images)} images: choose one "
+            f"({', '.join(sorted(images))})"
+        )
+    return manifests.get_manifest(repository, images[platform])

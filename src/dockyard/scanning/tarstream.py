@@ -104,6 +104,9 @@ class Entry:
     mode: int
     linkname: str
     sparse: bool = False
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0  # seconds since the epoch (pax fractions dropped)
 
 
 class TarStream:
@@ -205,9 +208,12 @@ class TarStream:
                 padding = -size % BLOCK
             sparse = flag == b"S" or any(key.startswith("GNU.sparse.") for key in pax)
             kind = OTHER if sparse else _TYPES.get(flag, OTHER)
+            uid = _pax_int(pax, "uid", header[108:116])
+            gid = _pax_int(pax, "gid", header[116:124])
+            mtime = _pax_int(pax, "mtime", header[136:148])
             pax, long_name, long_link = {}, None, None
             self._left, self._padding = size, padding
-            yield Entry(name, kind, size, _number(header[100:108]), linkname, sparse)
+            yield Entry(name, kind, size, _number(header[100:108]), linkname, sparse, uid, gid, mtime)
 
 
 def _check_sum(header: bytes) -> None:
@@ -232,6 +238,15 @@ def _number(field: bytes) -> int:
         return int(text, 8)
     except ValueError:
         raise TarInvalid("not a tar archive (bad number in header)") from None
+
+
+def _pax_int(pax: dict[str, str], key: str, field: bytes) -> int:
+    """A pax record's number (mtime may have a fraction) over the header's; 0 when unreadable: these
+    fields are shown, never acted on."""
+    try:
+        return int(float(pax[key])) if key in pax else _number(field)
+    except (ValueError, OverflowError, TarInvalid):
+        return 0
 
 
 def _text(data: bytes) -> str:

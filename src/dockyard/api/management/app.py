@@ -18,6 +18,7 @@ from dockyard.api.management.plain_text import refuse_nul_characters
 from dockyard.api.management.routers import (
     audit,
     endpoints,
+    files,
     immutable_rules,
     keys,
     notifications,
@@ -61,6 +62,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     # Before repositories: its /repositories/{name:path} would take .../artifacts/{ref}/signature.
     app.include_router(signatures.router)  # trusted keys, signature verdicts
     app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
+    app.include_router(files.router)  # the layer browser: files of layers and images, diffs (the same)
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies

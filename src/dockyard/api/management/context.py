@@ -4,7 +4,7 @@ built here."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.tokens import KeyRing
+from dockyard.config.layer_files_settings import LayerFilesSettings
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
 from dockyard.projects.immutability import ImmutabilityRules
@@ -106,6 +107,8 @@ class ManagementServices:
     verdicts_changed: Callable[[], None] | None = None
     # External scanners (routers/scanners.py): the service, built on the first call.
     scanners: Callable[[], Scanners] | None = None
+    # Bounds on the layer browser's reads (routers/files.py): decompressed bytes, entries, time.
+    layer_files: LayerFilesSettings = field(default_factory=LayerFilesSettings)
 
 
 def services_of(request: Request) -> ManagementServices:
