@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dockyard.cli import commands_files  # noqa: F401 (adds `artifact files`, `cat` and `diff`)
 from dockyard.cli.commands_artifacts import artifact_app
 from dockyard.cli.commands_audit import audit_app
 from dockyard.cli.commands_cache import cache_app

@@ -6,9 +6,11 @@ connection, TLS and timeout problems with a hint at what to do.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -80,6 +82,52 @@ class ApiClient:
                 break
             page += 1
         return items
+
+    def lines(self, path: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """The objects of an NDJSON answer (a file listing), as they arrive. An `errors` line (the
+        listing stopped part way) raises it; one without its `end` line raises too: it was cut off."""
+        with self._stream(path, params, "application/x-ndjson") as response:
+            ended = False
+            for line in response.iter_lines():
+                if not line:
+                    continue
+                item = json.loads(line)
+                if "errors" in item:
+                    first = item["errors"][0]
+                    raise ApiFailure(response.status_code, str(first["code"]), str(first["message"]))
+                if "end" in item:
+                    ended = True
+                yield item
+            if not ended:
+                raise CliError(f"the listing from {self.server} was cut off")
+
+    def download(self, path: str, params: Params | None, out: BinaryIO) -> int:
+        """Copy a file's bytes to `out` as they arrive; the number of bytes."""
+        written = 0
+        with self._stream(path, params, "application/octet-stream") as response:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
+                written += len(chunk)
+            expected = response.headers.get("content-length")
+            if expected is not None and int(expected) != written:
+                raise CliError(f"the download from {self.server} stopped after {written} of {expected} bytes")
+        return written
+
+    @contextlib.contextmanager
+    def _stream(self, path: str, params: Params | None, accept: str) -> Iterator[httpx.Response]:
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        try:
+            with self._http.stream("GET", path, params=query, headers={"Accept": accept}) as response:
+                if response.is_error:
+                    response.read()
+                    raise _failure(response)
+                yield response
+        except httpx.ConnectError as exc:
+            raise CliError(connect_message(self.server, exc)) from None
+        except httpx.TimeoutException:
+            raise CliError(f"{self.server} did not answer within {self._http.timeout.read}s") from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot talk to {self.server}: {exc}") from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
