@@ -62,6 +62,7 @@ from tests.support.authz import (
     v2_endpoints,
     v2_refusal_problems,
 )
+from tests.support.layers import file, layer
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -203,6 +204,11 @@ API_RULES: dict[tuple[str, str], Rule] = {
     # project admins set scan_on_push.
     (f"{R}/artifacts/{{reference}}/scan", "POST"): Rule(needs(PUSH), 202),
     (f"{R}/artifacts/{{reference}}/scan", "GET"): Rule(needs(PROJECT_READ)),
+    # The layer browser reads layers' bytes: whoever may pull them over /v2 (docs/layer-files.md).
+    (f"{R}/artifacts/{{reference}}/files", "GET"): Rule(needs(PULL)),
+    (f"{R}/artifacts/{{reference}}/layers/{{layer}}/files", "GET"): Rule(needs(PULL)),
+    (f"{R}/artifacts/{{reference}}/layers/{{layer}}/download", "GET"): Rule(needs(PULL)),
+    (f"{R}/artifacts/{{reference}}/diff", "GET"): Rule(needs(PULL)),
     (f"{P}/scan-settings", "GET"): Rule(needs(PROJECT_READ)),
     (f"{P}/scan-settings", "PUT"): Rule(needs(PROJECT_UPDATE)),
     # Background jobs: system administrators only.
@@ -418,7 +424,7 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
     for project in (PRIV, PUB, ELSE):
         repo = f"{project}/app"
         config = oci.push_blob(repo, CONFIG)
-        layer = f"layer of {project}".encode()
+        layer = layer_tar(project)  # a real layer: the layer browser reads it
         oci.push_blob(repo, layer)
         body = image_manifest(descriptor(OCI_CONFIG, CONFIG), [descriptor(OCI_LAYER, layer)])
         oci.push_manifest(repo, "v1", body, OCI_MANIFEST)
@@ -956,6 +962,26 @@ def allowlist_entry(w: World, actor: Actor, project: str | None, ep: Endpoint) -
     return call
 
 
+def layer_tar(project: str) -> bytes:
+    """A layer of one file, `etc/project`, naming the project (so each project's layer differs)."""
+    return layer([file("etc/project", project.encode())])
+
+
+def layer_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A layer of the project's `v1` (its files, one file) or its diff with itself."""
+    assert project is not None
+    layer_digest = json.loads(w.image[project][0])["layers"][0]["digest"]
+    names = {"name": w.repo(project), "reference": "v1"}
+    if "{layer}" in ep.path:
+        names["layer"] = layer_digest
+    call = Call(ep.method, api(fill(ep.path, **names)))
+    if ep.path.endswith("/download"):
+        call.params = {"path": "/etc/project"}
+    elif ep.path.endswith("/diff"):
+        call.params = {"to": "v1", "packages": "false"}
+    return call
+
+
 def scan_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """An artifact's scan (one the admin requested first): requested again, or its report read."""
     assert project is not None
@@ -1277,6 +1303,9 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     **{(f"{P}/trust-policy", m, ""): trust_policy_call for m in ("GET", "PUT", "DELETE")},
     (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
     **{(f"{R}/artifacts/{{reference}}/scan", m, ""): scan_call for m in ("POST", "GET")},
+    **{(f"{R}/artifacts/{{reference}}{tail}", "GET", ""): layer_call for tail in (
+        "/files", "/layers/{layer}/files", "/layers/{layer}/download", "/diff",
+    )},
     **{(f"{P}/scan-settings", m, ""): scan_settings for m in ("GET", "PUT")},
     **{(path, "GET", ""): plain() for path in ("/jobs", "/jobs/kinds", "/jobs/schedules")},
     **{(path, m, ""): jobs_call for path, m in [

@@ -1,4 +1,4 @@
-"""The `layer_files:` section: bounds on the layer browser of the management API (docs/layer-files.md)."""
+"""The `layer_files:` section: bounds on the layer browser of the management API ([layer-files.md](layer-files.md))."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class LayerFilesSettings(Section):
     """How much one request of the layer browser (`/api/v1/.../files`, `.../download`, `.../diff`) may
     read. A layer is attacker content: a small gzip blob can inflate to terabytes, so every request stops
     at these bounds with `413 REQUEST_ENTITY_TOO_LARGE` (or, once a listing has started, an `errors`
-    line as its last line)."""
+    line as its last line). See [layer-files.md](layer-files.md)."""
 
     max_layer_bytes: int = Field(
         default=8 * GIB,
