@@ -1,4 +1,4 @@
-"""The `layer_files:` section: bounds on the layer browser of the management API ([layer-files.md](layer-files.md))."""
+"""The `layer_files:` section: bounds on the layer browser ([layer-files.md](layer-files.md))."""
 
 from __future__ import annotations
 
