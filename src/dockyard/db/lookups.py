@@ -13,9 +13,12 @@ sees one consistent snapshot; nothing here needs more).
   0): the event loop calls it, since a WAL reader never waits for writers and an indexed lookup on a
   small page set is cheaper than the hand-off to a worker thread (~0.1-0.2 ms of CPU). When SQLite
   would make it wait (rare: a WAL being reset), it raises WouldBlock and the caller takes a thread.
-- PostgreSQL: a connection from the engine's pool, in autocommit for the one statement (no BEGIN /
-  ROLLBACK round trips), the statement prepared server-side. Never on the event loop (`wait=False`
-  raises WouldBlock): it is a network round trip.
+- PostgreSQL: a connection from a small pool of the lookups' own, in autocommit (no BEGIN / ROLLBACK
+  round trips), the statement prepared server-side. Never on the event loop (`wait=False` raises
+  WouldBlock): it is a network round trip, and only one: the engine's pool pings each connection it
+  hands out (`pool_pre_ping`), a second round trip that was half of a lookup's time and CPU. This pool
+  does not ping; a lookup that finds its connection dropped (a restart, a failover) drops every
+  connection of the pool and runs once more on a new one, which is what the ping was for.
 
 Errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so the API's one
 mapping of database errors (503 for an unavailable database) applies unchanged.
@@ -32,10 +35,15 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, Engine
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import Pool, QueuePool
 
 # A lookup connection's page cache (SQLite's default is 2 MiB per connection; the OS caches the file).
 SQLITE_LOOKUP_CACHE_KIB = 1024
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # in worker threads, as the engine's connections (db.engine)
+# PostgreSQL connections a process keeps for lookups, besides the engine's (db.engine): a lookup holds
+# one for a single round trip, so a few serve thousands a second.
+POSTGRES_LOOKUP_POOL_SIZE = 4
+POSTGRES_LOOKUP_OVERFLOW = 4
 
 
 class WouldBlock(Exception):
@@ -66,6 +74,8 @@ class Lookups:
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
         self._pid = os.getpid()
+        self._pool: Pool | None = None  # PostgreSQL's, made on first use
+        self._pool_lock = threading.Lock()
 
     def prepare(self, statement: ClauseElement) -> Lookup:
         return Lookup(self._engine, statement)
@@ -88,6 +98,10 @@ class Lookups:
             with contextlib.suppress(sqlite3.ProgrammingError):
                 connection.close()
         self._local = threading.local()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.dispose()
 
     # --- internals ----------------------------------------------------------------------------
     def _sqlite_one(self, lookup: Lookup, parameters: Any, wait: bool) -> tuple[Any, ...] | None:
@@ -131,20 +145,59 @@ class Lookups:
         return connection
 
     def _pooled_one(self, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
-        try:  # pre-pings and bounds the wait for a free connection as the engine says
-            pooled = self._engine.raw_connection()
+        if self._dialect != "postgresql":
+            return self._pooled_one_on(self._engine.raw_connection, lookup, parameters)
+        try:
+            return self._pooled_one_on(self._lookup_pool().connect, lookup, parameters)
+        except sa_exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # The connection had been dropped (and so, most likely, were the others the pool holds): start
+        # afresh, once. A database that is really gone fails this try too, as an unavailable one.
+        self._reset_pool()
+        return self._pooled_one_on(self._lookup_pool().connect, lookup, parameters)
+
+    def _lookup_pool(self) -> Pool:
+        pool = self._pool
+        if pool is None or os.getpid() != self._pid:
+            with self._pool_lock:
+                if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
+                    self._pid = os.getpid()
+                    self._local = threading.local()
+                    self._opened = []
+                    self._pool = None
+                if self._pool is None:
+                    # The engine's connection settings and hooks (its creator and events), not its ping.
+                    engine_pool: Any = self._engine.pool  # a QueuePool (db.engine)
+                    self._pool = QueuePool(
+                        engine_pool._creator,
+                        pool_size=POSTGRES_LOOKUP_POOL_SIZE,
+                        max_overflow=POSTGRES_LOOKUP_OVERFLOW,
+                        timeout=engine_pool.timeout(),
+                        pre_ping=False,
+                        dialect=self._engine.dialect,
+                        _dispatch=engine_pool.dispatch,
+                    )
+                pool = self._pool
+        return pool
+
+    def _reset_pool(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.dispose()
+
+    def _pooled_one_on(self, connect: Any, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
+        try:  # bounds the wait for a free connection as the engine says
+            pooled = connect()
         except self._engine.dialect.loaded_dbapi.Error as exc:
             raise self._wrapped(lookup, parameters, exc) from exc
         try:
             driver: Any = pooled.driver_connection
             assert driver is not None
             if self._dialect == "postgresql":
-                driver.autocommit = True
-                try:
-                    row = driver.execute(lookup.sql, parameters, prepare=True).fetchone()
-                finally:
-                    if not driver.closed:
-                        driver.autocommit = False
+                driver.autocommit = True  # for good: this pool runs nothing else
+                row = driver.execute(lookup.sql, parameters, prepare=True).fetchone()
             else:  # an in-memory SQLite: its pool's one connection, as every other statement uses
                 cursor = pooled.cursor()
                 try:
@@ -154,9 +207,11 @@ class Lookups:
                     cursor.close()
             return None if row is None else tuple(row)
         except self._engine.dialect.loaded_dbapi.Error as exc:
+            wrapped = self._wrapped(lookup, parameters, exc)
             if self._engine.dialect.is_disconnect(exc, pooled, None):
                 pooled.invalidate(exc)
-            raise self._wrapped(lookup, parameters, exc) from exc
+                wrapped.connection_invalidated = True
+            raise wrapped from exc
         finally:
             pooled.close()
 

@@ -3,10 +3,11 @@ mapping applies: 503 for an unavailable database), and close with the Database."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy import exc as sa_exc
 
 from dockyard.api.oci.errors import render_error
@@ -14,6 +15,7 @@ from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database, database_unavailable
 from dockyard.registry.models import Repository
+from tests.support.postgres import PostgresCluster
 from tests.support.server import free_port
 
 BY_NAME = select(Repository.id).where(Repository.name == bindparam("name"))
@@ -43,3 +45,45 @@ def test_a_sqlite_lookup_error_is_sqlalchemys_and_connections_close_with_the_dat
     (tmp_path / "dockyard.db").unlink()  # closed: a new lookup opens a new connection, on a new file
     with pytest.raises(sa_exc.OperationalError):
         db.lookups.one(lookup, {"name": "team/app"})
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresCluster) -> Iterator[Database]:
+    db = Database(build_engine(postgres_server.create_database("lookups", migrated=True)))
+    yield db
+    db.dispose()
+
+
+@pytest.mark.db_independent
+def test_a_postgresql_lookup_is_one_round_trip_without_the_pools_ping(postgres_db: Database) -> None:
+    """The engine's pool pings every connection it hands out: for a one-statement lookup that was a
+    second round trip, half of a cache miss's time (docs/benchmarks.md, "At scale")."""
+    engine = postgres_db.engine
+    pings: list[object] = []
+    ping = engine.dialect.do_ping
+    engine.dialect.do_ping = lambda connection: pings.append(connection) or ping(connection)  # type: ignore[method-assign]
+    lookup = postgres_db.lookups.prepare(BY_NAME)
+    for _ in range(5):
+        assert postgres_db.lookups.one(lookup, {"name": "team/app"}) is None
+    assert pings == []
+    for _ in range(2):  # the engine's own connections are still pinged (from their second checkout)
+        with postgres_db.read() as connection:
+            connection.execute(select(1))
+    assert len(pings) == 1
+
+
+@pytest.mark.db_independent
+def test_a_postgresql_lookup_survives_the_server_dropping_its_connections(postgres_db: Database) -> None:
+    """What the ping was for: after a restart or a failover, the first lookup does not fail."""
+    lookups = postgres_db.lookups
+    lookup = lookups.prepare(BY_NAME)
+    assert lookups.one(lookup, {"name": "team/app"}) is None  # the pool now holds an open connection
+    with postgres_db.engine.connect() as connection:
+        dropped = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert dropped >= 1
+    assert lookups.one(lookup, {"name": "team/app"}) is None
