@@ -13,7 +13,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, MOUNT_SOURCES_KEY, PRINCIPAL_KEY
 from dockyard.api.oci.notifying import blob_pushed
-from dockyard.api.oci.streaming import declared_length, receive_into
+from dockyard.api.oci.streaming import declared_length, receive_into, write_each
 from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
@@ -83,13 +83,9 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
             await blob_pushed(ctx, request, name, mount, size, mounted_from=source or "")
             return _created(ctx, name, mount)
     digest = params.get("digest")
-    budget = None
-    if digest is not None:
-        parse_digest(digest)
-        budget = await _budget(ctx, request, name, 0, digest)  # before a session exists: nothing to undo
-    state = await ctx.call(ctx.blob_uploads.start, name, _owner(request))
-    ctx.metrics.uploads_started.inc()
-    if digest is None or budget is None:
+    if digest is None:
+        state = await ctx.call(ctx.blob_uploads.start, name, _owner(request))
+        ctx.metrics.uploads_started.inc()
         if ctx.upload_limits is not None:
             try:
                 await ctx.upload_limits.claim(request.scope, state.id)
@@ -97,15 +93,26 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
                 await ctx.call(ctx.blob_uploads.drop, state)  # the client never learns its id
                 raise
         return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
-    # Monolithic upload: the whole blob is the POST body.
-    try:
-        state = await _append(ctx, request, state, budget, committing=True)
-    except DockyardError:
-        # Cut short or refused mid-body: the client never learnt this session's id, so nobody could
-        # resume or cancel it.
-        await ctx.call(ctx.blob_uploads.drop, state)
-        raise
-    await _commit(ctx, state, digest)
+    # Monolithic upload: the whole blob is the POST body. The budget is checked before a session exists
+    # (nothing to undo), then the session is made and opened for the body, in one thread hop.
+    parse_digest(digest)
+    length = declared_length(request)
+    owner = _owner(request)
+
+    def open_session() -> tuple[UploadBudget, AppendSession]:
+        budget = _budget(ctx, name, 0, length, digest)
+        state = ctx.blob_uploads.start(name, owner)
+        ctx.metrics.uploads_started.inc()
+        try:
+            return budget, ctx.blob_uploads.begin_append(state)
+        except BaseException:
+            ctx.blob_uploads.drop(state)
+            raise
+
+    budget, session = await ctx.call(open_session)
+    # Cut short or refused mid-body, the session is dropped: the client never learnt its id, so
+    # nobody could resume or cancel it.
+    state = await _append(ctx, request, session, budget, commit_to=digest, drop_unfinished=True)
     await blob_pushed(ctx, request, name, digest, state.size)
     return _created(ctx, name, digest)
 
@@ -116,13 +123,24 @@ async def upload_status(ctx: OCIContext, request: Request, name: str, upload_id:
 
 
 async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
-    state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
-    _check_content_range(request, state)
-    if ctx.upload_limits is not None:  # before the body: a refused upload stays as it was
+    content_range, length = request.headers.get("content-range"), declared_length(request)
+    owner = _owner(request)
+    if ctx.upload_limits is None:
+
+        def open_append() -> tuple[UploadState, UploadBudget, AppendSession]:
+            state = ctx.blob_uploads.get(name, upload_id, owner)
+            _check_content_range(content_range, length, state)
+            return (state, *_open_session(ctx, name, state, length, None))
+
+        state, budget, session = await ctx.call(open_append)
+    else:
+        state = await ctx.call(ctx.blob_uploads.get, name, upload_id, owner)
+        _check_content_range(content_range, length, state)
+        # Before the body: a refused upload stays as it was.
         await ctx.upload_limits.claim(request.scope, state.id)
-    # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
-    budget = await _budget(ctx, request, name, state.size)
-    state = await _append(ctx, request, state, budget)
+        # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
+        budget, session = await ctx.call(_open_session, ctx, name, state, length, None)
+    state = await _append(ctx, request, session, budget)
     if ctx.upload_limits is not None:  # a chunk may take longer than the place's expiry
         await ctx.upload_limits.refresh(request.scope, state.id)
     return Response(b"", status_code=202, headers=_upload_headers(ctx, name, state))
@@ -133,26 +151,51 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if not digest:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     parse_digest(digest)
-    state = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
     if ctx.upload_limits is None:
-        return await _finish_upload(ctx, request, name, state, digest)
-    try:
-        return await _finish_upload(ctx, request, name, state, digest)
-    finally:  # done or failed, the owner's place is given back (going on with PATCHes claims one again)
-        await ctx.upload_limits.release(request.scope, state.id)
+        state = await _finish_upload(ctx, request, name, upload_id, digest)
+    else:
+        # Found first: only the upload's owner gives its place back.
+        found = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
+        try:
+            state = await _finish_upload(ctx, request, name, upload_id, digest, found)
+        finally:  # done or failed, the owner's place is given back (going on with PATCHes claims one again)
+            await ctx.upload_limits.release(request.scope, found.id)
+    await blob_pushed(ctx, request, name, digest, state.size)
+    return _created(ctx, name, digest)
 
 
 async def _finish_upload(
-    ctx: OCIContext, request: Request, name: str, state: UploadState, digest: str
-) -> Response:
-    if request.headers.get("content-range") is not None:
-        _check_content_range(request, state)
-    if declared_length(request) != 0 or request.headers.get("transfer-encoding"):
-        budget = await _budget(ctx, request, name, state.size, digest)
-        state = await _append(ctx, request, state, budget, committing=True)
-    await _commit(ctx, state, digest)
-    await blob_pushed(ctx, request, name, digest, state.size)
-    return _created(ctx, name, digest)
+    ctx: OCIContext,
+    request: Request,
+    name: str,
+    upload_id: str,
+    digest: str,
+    found: UploadState | None = None,
+) -> UploadState:
+    """The PUT in two thread hops: find the upload (unless `found`) and open it for the body, then write
+    the body's last pieces and commit; with no body, one: find and commit."""
+    headers = request.headers
+    content_range, length, owner = headers.get("content-range"), declared_length(request), _owner(request)
+
+    def find() -> UploadState:
+        state = ctx.blob_uploads.get(name, upload_id, owner) if found is None else found
+        _check_content_range(content_range, length, state)
+        return state
+
+    if length == 0 and not headers.get("transfer-encoding"):
+
+        def commit_unchanged() -> UploadState:
+            state = find()
+            _commit(ctx, state, digest)
+            return state
+
+        return await ctx.call(commit_unchanged)
+
+    def open_append() -> tuple[UploadBudget, AppendSession]:
+        return _open_session(ctx, name, find(), length, digest)
+
+    budget, session = await ctx.call(open_append)
+    return await _append(ctx, request, session, budget, commit_to=digest)
 
 
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
@@ -162,19 +205,27 @@ async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     return Response(b"", status_code=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 
-async def _budget(
-    ctx: OCIContext, request: Request, name: str, size: int, digest: str | None = None
-) -> UploadBudget:
+# --- the synchronous steps, each run in a worker thread (ctx.call), several per hop ----------------------
+
+
+def _open_session(
+    ctx: OCIContext, name: str, state: UploadState, length: int | None, digest: str | None
+) -> tuple[UploadBudget, AppendSession]:
+    # Refused before reading the body, the upload stays as it was and may resume once there is room.
+    budget = _budget(ctx, name, state.size, length, digest)
+    return budget, ctx.blob_uploads.begin_append(state)
+
+
+def _budget(ctx: OCIContext, name: str, size: int, length: int | None, digest: str | None) -> UploadBudget:
     """What this request's body may add to an upload holding `size` bytes (registry.upload_budget). A
     declared length that could not fit (the per-upload limit, the project's quota) is refused now, before
     a byte of it is read; a body without one is stopped where it stops fitting."""
-    budget = await ctx.call(ctx.blob_uploads.budget, name, size, digest)
-    budget.check(declared_length(request))
+    budget = ctx.blob_uploads.budget(name, size, digest)
+    budget.check(length)
     return budget
 
 
-def _check_content_range(request: Request, state: UploadState) -> None:
-    header = request.headers.get("content-range")
+def _check_content_range(header: str | None, length: int | None, state: UploadState) -> None:
     if header is None:
         return  # a streamed chunk: it simply continues the upload
     match = _CONTENT_RANGE.match(header.strip())
@@ -185,7 +236,6 @@ def _check_content_range(request: Request, state: UploadState) -> None:
         raise ChunkOutOfOrder(
             f"chunk must start at offset {state.size}", detail={"content-range": header, "size": state.size}
         )
-    length = declared_length(request)
     if length is not None and length != end - start + 1:
         raise ChunkOutOfOrder(
             "Content-Range does not match Content-Length", detail={"content-range": header, "length": length}
@@ -193,44 +243,77 @@ def _check_content_range(request: Request, state: UploadState) -> None:
 
 
 async def _append(
-    ctx: OCIContext, request: Request, state: UploadState, budget: UploadBudget, committing: bool = False
+    ctx: OCIContext,
+    request: Request,
+    session: AppendSession,
+    budget: UploadBudget,
+    commit_to: str | None = None,
+    drop_unfinished: bool = False,
 ) -> UploadState:
-    """Stream the body onto the upload, within `budget`. `committing`: the commit comes next and removes
-    the upload's row in its own transaction, so the new size need not be written first."""
-    session = await ctx.call(ctx.blob_uploads.begin_append, state)
+    """Stream the body onto the upload, within `budget`, and record it; with `commit_to` (a digest),
+    commit the upload instead, in the same thread hop as the body's last pieces: the commit removes the
+    upload's row in its own transaction, so the new size need not be written first. `drop_unfinished`:
+    drop the upload if its body is not all kept (the client never learnt its id)."""
 
-    def write(data: bytes) -> None:  # in a blob-io thread
+    def write(data: bytes) -> None:  # in a blob-io thread, then the last pieces in the committing one
         granted = budget.take(len(data))
         if granted:
             session.write(data if granted == len(data) else memoryview(data)[:granted])  # type: ignore[arg-type]
         if granted < len(data):
             raise budget.refusal(len(data) - granted)
 
+    def kept(tail: list[bytes], received: int) -> UploadState:
+        try:
+            write_each(write, tail)
+        except (BlobUploadInvalid, SizeInvalid, QuotaExceeded):
+            _keep_received(ctx, session, budget, drop_unfinished)
+            raise
+        except BaseException:
+            _drop_received(ctx, session, budget)
+            raise
+        ctx.metrics.blob_bytes_received.inc(received)
+        try:
+            state = session.finish(commit_to is None)
+        except BaseException:
+            budget.settle(False)
+            if drop_unfinished:
+                ctx.blob_uploads.drop(session.state)
+            raise
+        budget.settle(commit_to is None)
+        if commit_to is not None:
+            _commit(ctx, state, commit_to)
+        return state
+
     try:
-        received = await receive_into(request, write, ctx.io)
+        received, tail = await receive_into(request, write, ctx.io, keep_tail=commit_to is not None)
     except (BlobUploadInvalid, SizeInvalid, QuotaExceeded):
         # The body was cut short, or stopped where it no longer fitted: what did arrive is good, so keep
         # it and let the client resume from the offset that GET on the upload reports (or cancel).
-        recorded = False
-        try:
-            await ctx.call(session.finish)
-            recorded = True
-        finally:
-            budget.settle(recorded)
+        await ctx.call(_keep_received, ctx, session, budget, drop_unfinished)
         raise
     except BaseException:
-        budget.settle(False)
-        await ctx.call(_abort_quietly, session)
-        ctx.metrics.uploads_failed.inc()
+        await ctx.call(_drop_received, ctx, session, budget)
         raise
-    ctx.metrics.blob_bytes_received.inc(received)
+    return await ctx.call(kept, tail, received)
+
+
+def _keep_received(ctx: OCIContext, session: AppendSession, budget: UploadBudget, drop: bool) -> None:
+    """A body cut short or refused part-way: record what arrived, so the client may resume (or, with
+    `drop`, the upload goes: nobody knows its id)."""
+    recorded = False
     try:
-        state = await ctx.call(session.finish, not committing)
-    except BaseException:
-        budget.settle(False)
-        raise
-    budget.settle(not committing)
-    return state
+        session.finish()
+        recorded = True
+    finally:
+        budget.settle(recorded)
+        if drop:
+            ctx.blob_uploads.drop(session.state)
+
+
+def _drop_received(ctx: OCIContext, session: AppendSession, budget: UploadBudget) -> None:
+    budget.settle(False)
+    _abort_quietly(session)
+    ctx.metrics.uploads_failed.inc()
 
 
 def _abort_quietly(session: AppendSession) -> None:
@@ -238,18 +321,18 @@ def _abort_quietly(session: AppendSession) -> None:
         session.abort()
 
 
-async def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
+def _commit(ctx: OCIContext, state: UploadState, digest: str) -> None:
     try:
-        await ctx.call(ctx.blob_uploads.commit, state, digest)
+        ctx.blob_uploads.commit(state, digest)
     except (DigestInvalid, SizeInvalid, QuotaExceeded):
         # The bytes can never become this blob (or not in this project now): drop the session so
         # nothing half-done lingers.
         ctx.metrics.uploads_failed.inc()
-        await ctx.call(ctx.blob_uploads.drop, state)
+        ctx.blob_uploads.drop(state)
         raise
     except BaseException:
         # Failed before it reached storage (e.g. read-only): a writer this request left open for the
         # commit still holds the upload; let the client's next request in.
-        await ctx.call(ctx.blob_uploads.release, state)
+        ctx.blob_uploads.release(state)
         raise
     ctx.metrics.uploads_completed.inc()
