@@ -86,6 +86,7 @@ class BlobStore:
         self._driver = driver
         self._uploads = uploads
         self._wait_for_delete = wait_for_delete
+        self._state = db.lookups.prepare(_STATE)  # the commit's first look, on the driver (db.lookups)
 
     def state_of(self, connection: Connection, digest: str, lock: bool = False) -> BlobState:
         """With lock, the row is share-locked for the rest of the transaction (PostgreSQL: waits
@@ -94,6 +95,13 @@ class BlobStore:
         if row is None:
             return BlobState.ABSENT
         return BlobState.LIVE if row.deleting_since is None else BlobState.DELETING
+
+    def _state_now(self, digest: str) -> BlobState:
+        """The blob's state as last committed (one autocommitted point read)."""
+        row = self._db.lookups.one(self._state, {"digest": digest})
+        if row is None:
+            return BlobState.ABSENT
+        return BlobState.LIVE if row[0] is None else BlobState.DELETING
 
     def record(self, connection: Connection, digest: str, size: int) -> None:
         insert_ignore(connection, Blob, {"digest": digest, "size": size})
@@ -111,8 +119,7 @@ class BlobStore:
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(detail={"expected": expected_size, "received": state.size})
         key = str(digest)
-        with self._db.read() as connection:
-            seen = self.state_of(connection, key)
+        seen = self._state_now(key)
         upload: VerifiedUpload | LandedBefore
         try:
             upload = self._uploads.verified(state, digest)
@@ -174,9 +181,8 @@ class BlobStore:
     def _wait_while_deleting(self, digest: str, deadline: float) -> None:
         pause = 0.02
         while True:
-            with self._db.read() as connection:
-                if self.state_of(connection, digest) is not BlobState.DELETING:
-                    return
+            if self._state_now(digest) is not BlobState.DELETING:
+                return
             if time.monotonic() >= deadline:
                 raise BlobBeingDeleted(detail={"digest": digest})
             time.sleep(pause)

@@ -52,6 +52,11 @@ class UploadStore:
     def __init__(self, db: Database, driver: StorageDriver) -> None:
         self._db = db
         self._driver = driver
+        # Every PUT and PATCH finds its upload: a point read on the driver (db.lookups), not through
+        # SQLAlchemy's execution path, which cost several times the read itself.
+        self._by_id = db.lookups.prepare(_BY_ID)
+        dialect = db.engine.dialect
+        self._created_at = Upload.created_at.type.dialect_impl(dialect).result_processor(dialect, None)
         # Per-process caches, each behind its own lock: the running hash of each upload this process
         # wrote; the writer a request's last bytes went to, held for its commit; the uploads whose
         # bytes such a writer landed (no temp object left to delete).
@@ -83,11 +88,15 @@ class UploadStore:
         """The session (open: a row is one), if it belongs to this repository and owner: any other is
         BlobUploadUnknown, as if it did not exist (a caller may learn nothing of another's upload)."""
         upload_data_path(upload_id)  # refuses malformed ids before they reach the DB
-        with self._db.read() as connection:
-            row = connection.execute(_BY_ID, {"upload_id": upload_id}).first()
-        if row is None or row.repository != repository or row.owner != owner:
+        row = self._db.lookups.one(self._by_id, {"upload_id": upload_id})
+        if row is None:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
-        return UploadState(row.id, row.repository, row.size, row.created_at, row.owner, row.storage_token)
+        found, row_repository, row_owner, size, created_at, token = row
+        if row_repository != repository or row_owner != owner:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        if self._created_at is not None:
+            created_at = self._created_at(created_at)
+        return UploadState(found, repository, size, created_at, owner, token)
 
     def begin_append(self, state: UploadState) -> AppendSession:
         """Start writing a request's bytes at the end of an open upload: it is `receiving` until the
