@@ -27,7 +27,7 @@ from tests.support.server import RunningServer, start_server
 ADMIN = ("admin", "upload-quotas-Passw0rd")
 MiB = 1024 * 1024
 KiB = 1024
-PROJECTS = ("tight", "shared", "full", "parallel")
+PROJECTS = ("tight", "shared", "full", "parallel", "closing")
 REPOS = tuple(f"{project}/app" for project in PROJECTS)
 
 
@@ -105,6 +105,29 @@ def test_a_streamed_patch_stops_at_the_quota(
     assert http.delete(location).status_code == 204
     assert not temp.exists()
     assert usage(api, "tight") == 0
+
+
+def test_a_streamed_closing_put_stops_at_the_quota_and_keeps_what_fitted(
+    secured: RunningServer, api: httpx.Client, http: httpx.Client
+) -> None:
+    """A PUT that brings a body and commits writes the body's last pieces in the step that commits: one
+    refused there still keeps what fitted, commits nothing, and the upload goes on."""
+    set_limit(api, "closing", 600 * KiB)
+    oci = OCIClient(http)
+    location = oci.upload_location("closing/app")
+    body = os.urandom(900 * KiB)
+    target = httpx.URL(location).copy_merge_params({"digest": digest_of(body)}).raw_path.decode()
+    headers = {"Authorization": http.headers["Authorization"], "Content-Type": "application/octet-stream"}
+    answer = raw_chunked_request(secured.host, "PUT", target, headers, body, timeout=30)
+    assert answer is not None and answer.status == 403, answer
+    assert raw_error_codes(answer) == ["DENIED"], answer
+    assert http.head(f"/v2/closing/app/blobs/{digest_of(body)}").status_code == 404
+    assert usage(api, "closing") == 0
+    kept = held_bytes(http, location)
+    assert 0 < kept <= 600 * KiB
+    # The kept bytes are the body's first ones: the upload completes with them.
+    assert oci.finish_upload(location, digest_of(body[:kept])).status_code == 201
+    assert usage(api, "closing") == kept
 
 
 def test_open_uploads_share_the_room(secured: RunningServer, api: httpx.Client, http: httpx.Client) -> None:
