@@ -40,6 +40,7 @@ from dockyard.app.auth import build_auth
 from dockyard.app.features import build_limits, proxy_edge, replication_pushes, scan_pushes, scanner_api_route
 from dockyard.app.housekeeping import build_locks, purge_audit_forever, sweep_proxy_locks_forever
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
+from dockyard.app.portal import portal_routes
 from dockyard.bootstrap import (
     auth_mode,
     first_admin,
@@ -129,6 +130,8 @@ def create_app(services: Services) -> ASGIApp:
         *health_routes(checks, draining=drain.draining),
         *auth.routes,
     ]
+    if auth.management is not None and auth.sessions is not None:  # the web portal, on /api/v1
+        routes += portal_routes(settings, auth.management, auth.sessions)
     if settings.scanner_api.enabled:  # the Harbor pluggable scanner API (api/scanner.py)
         routes.append(scanner_api_route(services))
     listener: MetricsListener | None = None

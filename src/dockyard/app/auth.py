@@ -76,6 +76,10 @@ class Auth:
     routes: list[BaseRoute] = field(default_factory=list)  # /token and /api/v1
     policy: AccessPolicy | None = None  # dockyard's own auth: who may do what
     logins: RememberedLogins | None = None  # Basic logins, remembered once for /v2, /api/v1 and /metrics
+    # The management API as mounted (built on its first request) and its session cookies' codec: what
+    # the web portal (dockyard.ui) calls in-process. None where dockyard's own auth is off.
+    management: ASGIApp | None = None
+    sessions: SessionCodec | None = None
 
     def visible_projects(self, principal: Principal) -> frozenset[str] | None:
         if self.policy is None:
@@ -139,6 +143,7 @@ def _dockyard_auth(services: Services) -> Auth:
         generation=generation,
         standing=PrincipalStanding(policy, authenticator, generation=generation),
     )
+    sessions = SessionCodec(session_secret(settings))
     management = ManagementServices(
         db=db,
         driver=services.driver,
@@ -156,7 +161,7 @@ def _dockyard_auth(services: Services) -> Auth:
             settings.storage.delete.enabled,
         ),
         authenticator=authenticator,
-        sessions=SessionCodec(session_secret(settings)),
+        sessions=sessions,
         login_sessions=LoginSessionService(db),
         policy=policy,
         users=users,
@@ -181,13 +186,18 @@ def _dockyard_auth(services: Services) -> Auth:
         scanners=_scanners(services),
         layer_files=settings.layer_files,
     )
+    management_api = Mount(
+        MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)
+    )
     routes: list[BaseRoute] = [
         *TokenEndpoint(
             issuer, auth.token.service, audit=services.audit, rename=scope_renamer(services)
         ).routes(),
-        Mount(MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)),
+        management_api,
     ]
-    return Auth(gate, routes, policy, logins)
+    # The Mount itself is what the portal calls: a scope whose path starts with /api/v1 is routed
+    # exactly as one that came over the network.
+    return Auth(gate, routes, policy, logins, management=management_api, sessions=sessions)
 
 
 def _webhook_sender(services: Services) -> Callable[[], PolicySender] | None:

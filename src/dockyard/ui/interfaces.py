@@ -1,0 +1,74 @@
+"""What the portal needs from the management API: one call, made as the signed-in user."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a portal request comes from, as the API is to see it: the session cookie's value (None
+    before login), its CSRF token, and the client's address, scheme and host (the login limiter and
+    the audit log see the real client, not the portal)."""
+
+    session: str | None
+    csrf_token: str | None
+    client: tuple[str, int] | None
+    scheme: str
+    host: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    status: int
+    headers: dict[str, str]  # lower-case names; repeated ones joined with ", " (not Set-Cookie)
+    body: bytes
+    cookies: list[str] = field(default_factory=list)  # each Set-Cookie header's value
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def total(self) -> int:
+        """A list's X-Total-Count: matching items over all pages."""
+        return int(self.headers.get("x-total-count", "0"))
+
+    @property
+    def message(self) -> str:
+        """The API's error message (`{"errors": [{"message": ...}]}`), for the page to show."""
+        try:
+            errors = json.loads(self.body).get("errors") or []
+            return "; ".join(str(e.get("message", "")) for e in errors) or f"error {self.status}"
+        except (ValueError, AttributeError):
+            return f"error {self.status}"
+
+
+class ManagementApi(Protocol):
+    """The management API as the portal reaches it. `path` is relative to /api/v1 (`/projects`)."""
+
+    async def call(
+        self,
+        caller: Caller,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> ApiAnswer:
+        """Make the call with the caller's session (and, on unsafe methods, its CSRF token)."""
+        ...
+
+
+class SessionReader(Protocol):
+    """Reads the session cookie the API issued (`api.management.sessions.SessionCodec`)."""
+
+    def read(self, value: str) -> Any:
+        """The session (`.name`, `.csrf_token`), or None when forged, damaged or expired."""
+        ...

@@ -1,0 +1,375 @@
+"""The portal's pages. Each handler makes the /api/v1 calls its page shows (docs/ui.md lists them)
+as the signed-in user and renders a template; a list answers an htmx request (`HX-Request`) with
+its table alone. Refusals come from the API: 401 sends the browser to the login page, 404 shows a
+page that names nothing, 403 says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from dockyard.api.management.sessions import CSRF_HEADER
+from dockyard.ui import MOUNT_PATH
+from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
+from dockyard.ui.security import (
+    CSRF_FIELD,
+    SecurityHeaders,
+    clear_session_cookie,
+    csrf_matches,
+    same_origin,
+    session_cookie,
+    set_session_cookie,
+)
+from dockyard.ui.services import session_from_cookies
+from dockyard.ui.views import STATIC, environment
+
+PAGE_SIZES = (25, 50, 100)
+GIB = 1024**3
+
+
+class LoginRequired(Exception):
+    """No session, or the API no longer accepts it: to the login page, then back."""
+
+
+class PageError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+NOT_FOUND = "Not found: it does not exist, or you may not see it."
+
+
+class Portal:
+    def __init__(
+        self, api: ManagementApi, sessions: SessionReader, max_age: int, registry_host: str | None = None
+    ) -> None:
+        self.api = api
+        self.sessions = sessions
+        self.max_age = max_age
+        self.registry_host = registry_host  # as clients name the registry (http.host), else the Host header
+        self.env = environment()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/", self.home, methods=["GET"]),
+            Route("/login", self.login_form, methods=["GET"]),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/logout", self.logout, methods=["POST"]),
+            Route("/projects", self.projects, methods=["GET"]),
+            Route("/projects", self.create_project, methods=["POST"]),
+            Route("/projects/{project}", self.project, methods=["GET"]),
+            Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
+            Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
+            Route("/repositories/{name:path}", self.repository, methods=["GET"]),
+            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        ]
+
+    # --- plumbing ----------------------------------------------------------------------------------
+    def caller(self, request: Request, session: str | None, csrf_token: str | None = None) -> Caller:
+        client = (request.client.host, request.client.port) if request.client else None
+        host = request.headers.get("host", "")
+        return Caller(
+            session, csrf_token, client, request.url.scheme, host, request.headers.get("x-request-id")
+        )
+
+    def signed_in(self, request: Request) -> tuple[Caller, Any]:
+        value = session_cookie(request)
+        session = self.sessions.read(value) if value else None
+        if session is None:
+            raise LoginRequired()
+        return self.caller(request, value, session.csrf_token), session
+
+    async def checked(self, request: Request) -> tuple[Caller, Any, FormData]:
+        """A state change: signed in, from this origin, with the session's CSRF token."""
+        caller, session = self.signed_in(request)
+        form = await request.form()
+        if not same_origin(request) or not csrf_matches(request, form, session.csrf_token):
+            raise PageError(403, "This form is out of date or came from another site: reload the page.")
+        return caller, session, form
+
+    async def read(
+        self, caller: Caller, path: str, params: dict[str, str] | None = None, *, quiet: bool = False
+    ) -> ApiAnswer:
+        """A GET the page cannot do without (or, `quiet`, one it shows only if allowed)."""
+        answer = await self.api.call(caller, "GET", path, params=params)
+        if answer.status == 401:
+            raise LoginRequired()
+        if not answer.ok and not quiet:
+            raise PageError(answer.status, NOT_FOUND if answer.status == 404 else answer.message)
+        return answer
+
+    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        value = session_cookie(request)
+        session = self.sessions.read(value) if value else None
+        html = self.env.get_template(template).render(
+            base=MOUNT_PATH,
+            user=session.name if session else None,
+            csrf_token=session.csrf_token if session else "",
+            csrf_field=CSRF_FIELD,
+            csrf_header=CSRF_HEADER,
+            path=request.url.path,
+            quote=quote,
+            **context,
+        )
+        return Response(html, status, media_type="text/html; charset=utf-8", headers={"Vary": "HX-Request"})
+
+    def pull_host(self, request: Request) -> str:
+        return self.registry_host or request.headers.get("host", "")
+
+    # --- session -----------------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse(f"{MOUNT_PATH}/projects", 303)
+
+    async def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", next=_local(request.query_params.get("next")), error=None)
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        target = _local(_text(form, "next"))
+        if not same_origin(request):
+            return self.render(
+                request, "login.html", 403, next=target, error="This form came from another site."
+            )
+        username, password = _text(form, "username"), _text(form, "password")
+        body = {"username": username, "password": password}
+        answer = await self.api.call(self.caller(request, None), "POST", "/login", body=body)
+        value = session_from_cookies(answer.cookies) if answer.ok else None
+        if value is None:
+            error = "Wrong username or password." if answer.status in (401, 422) else answer.message
+            status = answer.status if answer.status >= 400 else 500
+            return self.render(request, "login.html", status, next=target, error=error, username=username)
+        response = RedirectResponse(target, 303)
+        set_session_cookie(response, request, value, self.max_age)
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        try:
+            caller, _, _ = await self.checked(request)
+            await self.api.call(caller, "POST", "/logout")
+        except LoginRequired:
+            pass  # already gone: clear the cookie all the same
+        response = RedirectResponse(f"{MOUNT_PATH}/login", 303)
+        clear_session_cookie(response, request)
+        return response
+
+    # --- projects ----------------------------------------------------------------------------------
+    async def projects(self, request: Request, error: str | None = None, status: int = 200) -> Response:
+        caller, _ = self.signed_in(request)
+        listing = Listing.of(request, sorts=("name", "-name", "created_at", "-created_at"), default="name")
+        answer = await self.read(caller, "/projects", listing.params())
+        me = (await self.read(caller, "/me")).json()
+        template = "_projects_table.html" if _htmx(request) else "projects.html"
+        pages = listing.pages(answer.total)
+        return self.render(
+            request,
+            template,
+            status,
+            projects=answer.json(),
+            listing=listing,
+            pages=pages,
+            admin=me["admin"],
+            error=error,
+            total=answer.total,
+        )
+
+    async def create_project(self, request: Request) -> Response:
+        caller, _, form = await self.checked(request)
+        name = _text(form, "name").strip()
+        body = {"name": name, "public": form.get("public") == "on"}
+        quota = _text(form, "quota_gib").strip()
+        try:
+            limit = round(float(quota) * GIB) if quota else None
+        except ValueError:
+            return await self.projects(request, error="The quota must be a number of GiB.", status=400)
+        answer = await self.api.call(caller, "POST", "/projects", body=body)
+        if answer.status == 401:
+            raise LoginRequired()
+        if not answer.ok:
+            return await self.projects(request, error=answer.message, status=answer.status)
+        if limit is not None:
+            path = f"/projects/{quote(name)}/quota"
+            quota_answer = await self.api.call(caller, "PUT", path, body={"limit_bytes": limit})
+            if not quota_answer.ok:
+                return await self.projects(
+                    request,
+                    error=f"Project created; its quota was not set: {quota_answer.message}",
+                    status=400,
+                )
+        return RedirectResponse(f"{MOUNT_PATH}/projects/{quote(name)}", 303)
+
+    async def project(self, request: Request) -> Response:
+        caller, _ = self.signed_in(request)
+        name = request.path_params["project"]
+        project = (await self.read(caller, f"/projects/{quote(name)}")).json()
+        listing = Listing.of(request, sorts=REPOSITORY_SORTS, default="name")
+        answer = await self.read(caller, "/repositories", {**listing.params(), "project": name})
+        template = "_repositories_table.html" if _htmx(request) else "project.html"
+        return self.render(
+            request,
+            template,
+            project=project,
+            repositories=answer.json(),
+            listing=listing,
+            pages=listing.pages(answer.total),
+            total=answer.total,
+        )
+
+    # --- repositories and artifacts ----------------------------------------------------------------
+    async def repository(self, request: Request) -> Response:
+        caller, _ = self.signed_in(request)
+        name = request.path_params["name"]
+        repository = (await self.read(caller, f"/repositories/{quote(name)}")).json()
+        listing = Listing.of(request, sorts=ARTIFACT_SORTS, default="-pushed_at")
+        answer = await self.read(caller, f"/repositories/{quote(name)}/artifacts", listing.params())
+        return self.render(
+            request,
+            "repository.html",
+            repository=repository,
+            artifacts=answer.json(),
+            listing=listing,
+            pages=listing.pages(answer.total),
+            total=answer.total,
+            host=self.pull_host(request),
+            can_delete="delete" in await self._permissions(caller, repository["project"]),
+        )
+
+    async def artifact(self, request: Request) -> Response:
+        caller, _ = self.signed_in(request)
+        name, reference = request.path_params["name"], request.path_params["reference"]
+        path = f"/repositories/{quote(name)}/artifacts/{quote(reference)}"
+        artifact = (await self.read(caller, path)).json()
+        signature = await self.read(caller, f"{path}/signature", quiet=True)
+        manifest = artifact["manifest"]
+        return self.render(
+            request,
+            "artifact.html",
+            artifact=artifact,
+            manifest=manifest,
+            name=name,
+            layers=manifest.get("layers") or [],
+            children=manifest.get("manifests") or [],
+            config=manifest.get("config"),
+            host=self.pull_host(request),
+            signature=signature.json() if signature.ok else None,
+        )
+
+    async def delete_tag(self, request: Request) -> Response:
+        caller, _, _ = await self.checked(request)
+        name, tag = request.path_params["name"], request.path_params["tag"]
+        answer = await self.api.call(caller, "DELETE", f"/repositories/{quote(name)}/tags/{quote(tag)}")
+        if answer.status == 401:
+            raise LoginRequired()
+        if not answer.ok:
+            raise PageError(answer.status, NOT_FOUND if answer.status == 404 else answer.message)
+        return RedirectResponse(f"{MOUNT_PATH}/repositories/{quote(name)}", 303)
+
+    async def _permissions(self, caller: Caller, project: str) -> list[str]:
+        answer = await self.read(caller, f"/projects/{quote(project)}", quiet=True)
+        return list(answer.json().get("permissions", [])) if answer.ok else []
+
+    # --- refusals ----------------------------------------------------------------------------------
+    async def login_required(self, request: Request, exc: Exception) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if _htmx(request):  # an htmx swap would put the login page inside the table: redirect the page
+            response: Response = Response(status_code=401, headers={"HX-Redirect": f"{MOUNT_PATH}/login"})
+        else:
+            response = RedirectResponse(f"{MOUNT_PATH}/login?{urlencode({'next': target})}", 303)
+        clear_session_cookie(response, request)
+        return response
+
+    async def page_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageError)
+        return self.render(request, "error.html", exc.status, message=exc.message)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = NOT_FOUND if exc.status_code == 404 else str(exc.detail)
+        return self.render(request, "error.html", exc.status_code, message=message)
+
+
+REPOSITORY_SORTS = ("name", "-name", "-artifact_count", "-size", "-created_at")
+ARTIFACT_SORTS = ("-pushed_at", "pushed_at", "-size", "digest")
+
+
+class Listing:
+    """A list page's query: search, sort and page, passed on to the API as its list parameters."""
+
+    def __init__(self, q: str, sort: str, page: int, page_size: int) -> None:
+        self.q, self.sort, self.page, self.page_size = q, sort, page, page_size
+
+    @classmethod
+    def of(cls, request: Request, sorts: tuple[str, ...], default: str) -> Listing:
+        query = request.query_params
+        sort = query.get("sort", default)
+        page_size = _int(query.get("page_size"), PAGE_SIZES[1])
+        return cls(
+            query.get("q", "")[:255],
+            sort if sort in sorts else default,
+            max(1, min(_int(query.get("page"), 1), 1_000_000)),
+            page_size if page_size in PAGE_SIZES else PAGE_SIZES[1],
+        )
+
+    def params(self) -> dict[str, str]:
+        params = {"page": str(self.page), "page_size": str(self.page_size), "sort": self.sort}
+        if self.q:
+            params["q"] = self.q
+        return params
+
+    def pages(self, total: int) -> int:
+        return max(1, math.ceil(total / self.page_size))
+
+    def link(self, **changes: Any) -> str:
+        """This list's query string with some parameters changed (a new sort starts at page 1)."""
+        params = {"q": self.q, "sort": self.sort, "page": self.page, "page_size": self.page_size, **changes}
+        return "?" + urlencode({k: v for k, v in params.items() if v not in ("", None)})
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def _local(target: str | None) -> str:
+    """Where to go after login: a page of the portal, never another site (`//evil`, `https://...`)."""
+    if target and target.startswith(MOUNT_PATH + "/") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return f"{MOUNT_PATH}/projects"
+
+
+def build_portal(
+    api: ManagementApi, sessions: SessionReader, max_age: int, registry_host: str | None = None
+) -> ASGIApp:
+    portal = Portal(api, sessions, max_age, registry_host)
+    app = Starlette(
+        routes=portal.routes(),
+        exception_handlers={
+            LoginRequired: portal.login_required,
+            PageError: portal.page_error,
+            HTTPException: portal.http_error,
+        },
+    )
+    return SecurityHeaders(app, "/static/")
