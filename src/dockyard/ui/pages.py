@@ -200,7 +200,7 @@ class Portal:
         if not answer.ok:
             return await self.projects(request, error=answer.message, status=answer.status)
         if limit is not None:
-            path = f"/projects/{quote(name)}/quota"
+            path = f"/projects/{name}/quota"
             quota_answer = await self.api.call(caller, "PUT", path, body={"limit_bytes": limit})
             if not quota_answer.ok:
                 return await self.projects(
@@ -213,7 +213,7 @@ class Portal:
     async def project(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name = request.path_params["project"]
-        project = (await self.read(caller, f"/projects/{quote(name)}")).json()
+        project = (await self.read(caller, f"/projects/{name}")).json()
         listing = Listing.of(request, sorts=REPOSITORY_SORTS, default="name")
         answer = await self.read(caller, "/repositories", {**listing.params(), "project": name})
         template = "_repositories_table.html" if _htmx(request) else "project.html"
@@ -231,9 +231,9 @@ class Portal:
     async def repository(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name = request.path_params["name"]
-        repository = (await self.read(caller, f"/repositories/{quote(name)}")).json()
+        repository = (await self.read(caller, f"/repositories/{name}")).json()
         listing = Listing.of(request, sorts=ARTIFACT_SORTS, default="-pushed_at")
-        answer = await self.read(caller, f"/repositories/{quote(name)}/artifacts", listing.params())
+        answer = await self.read(caller, f"/repositories/{name}/artifacts", listing.params())
         return self.render(
             request,
             "repository.html",
@@ -249,7 +249,7 @@ class Portal:
     async def artifact(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name, reference = request.path_params["name"], request.path_params["reference"]
-        path = f"/repositories/{quote(name)}/artifacts/{quote(reference)}"
+        path = f"/repositories/{name}/artifacts/{reference}"
         artifact = (await self.read(caller, path)).json()
         signature = await self.read(caller, f"{path}/signature", quiet=True)
         manifest = artifact["manifest"]
@@ -269,7 +269,7 @@ class Portal:
     async def delete_tag(self, request: Request) -> Response:
         caller, _, _ = await self.checked(request)
         name, tag = request.path_params["name"], request.path_params["tag"]
-        answer = await self.api.call(caller, "DELETE", f"/repositories/{quote(name)}/tags/{quote(tag)}")
+        answer = await self.api.call(caller, "DELETE", f"/repositories/{name}/tags/{tag}")
         if answer.status == 401:
             raise LoginRequired()
         if not answer.ok:
@@ -277,7 +277,7 @@ class Portal:
         return RedirectResponse(f"{MOUNT_PATH}/repositories/{quote(name)}", 303)
 
     async def _permissions(self, caller: Caller, project: str) -> list[str]:
-        answer = await self.read(caller, f"/projects/{quote(project)}", quiet=True)
+        answer = await self.read(caller, f"/projects/{project}", quiet=True)
         return list(answer.json().get("permissions", [])) if answer.ok else []
 
     # --- refusals ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
 from dockyard.ui.interfaces import ApiAnswer, Caller
@@ -24,6 +24,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class InProcessApi:
+    """`path` is given decoded, as the API's routes see it (`/repositories/a/b/artifacts/sha256:...`)."""
+
     def __init__(self, app: ASGIApp, mount_path: str = "/api/v1") -> None:
         self._app = app
         self._mount_path = mount_path
@@ -58,7 +60,7 @@ class InProcessApi:
             "method": method,
             "scheme": caller.scheme,
             "path": full_path,
-            "raw_path": full_path.encode("utf-8"),
+            "raw_path": quote(full_path).encode("ascii"),
             "root_path": "",
             "query_string": urlencode(params or {}).encode("ascii"),
             "headers": headers,

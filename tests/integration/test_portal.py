@@ -1,0 +1,263 @@
+"""The web portal (/ui) over HTTP against a real `dockyard serve`: logging in and out, the session's
+end when its user is disabled, deleted or given a new password, CSRF and Origin checks, what a
+limited user sees, escaping, and the security headers. (tests/e2e/test_portal.py drives it in a
+browser; test_authz_matrix.py holds every portal route against every role.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCIClient, descriptor, image_manifest
+from tests.support.portal import PortalBrowser, signed_out
+from tests.support.server import RunningServer, start_server
+
+ADMIN = ("admin", "portal-admin-Passw0rd")
+PASSWORD = "portal-user-Passw0rd-1"
+SECRET_PROJECT = "hush-hush-project"  # private; the limited user is no member of it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    config = {"auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}}}
+    running = start_server(
+        tmp_path_factory.mktemp("portal"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
+    )
+    with httpx.Client(base_url=running.url, auth=ADMIN, timeout=60) as http:
+        for name, public in [("shop", False), (SECRET_PROJECT, False)]:
+            assert http.post("/api/v1/projects", json={"name": name, "public": public}).status_code == 201
+        oci = OCIClient(http)
+        oci.push_image("shop/web", "1.0")
+        oci.push_image(f"{SECRET_PROJECT}/app", "1.0")
+        add_user(http, "viewer")
+        member = {"user": "viewer", "role": "limited_guest"}
+        assert http.post("/api/v1/projects/shop/members", json=member).status_code == 201
+    yield running
+    running.stop()
+
+
+def add_user(http: httpx.Client, name: str) -> None:
+    answer = http.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+    assert answer.status_code == 201, answer.text
+
+
+@pytest.fixture
+def admin_api(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+        yield http
+
+
+def browser_of(server: RunningServer, username: str, password: str = PASSWORD) -> PortalBrowser:
+    browser = PortalBrowser(server.url)
+    answer = browser.login(username, password)
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
+def test_root_sends_browsers_to_the_portal_and_the_apis_stay_where_they_were(server: RunningServer) -> None:
+    answer = httpx.get(f"{server.url}/")
+    assert (answer.status_code, answer.headers["location"]) == (302, "/ui/")
+    assert httpx.get(f"{server.url}/v2/").status_code == 401
+    assert httpx.get(f"{server.url}/api/v1/systeminfo").status_code == 200
+    assert httpx.get(f"{server.url}/ui/projects").headers["location"] == "/ui/login?next=%2Fui%2Fprojects"
+
+
+def test_login_sets_a_locked_down_cookie_and_lands_on_the_asked_page(server: RunningServer) -> None:
+    with PortalBrowser(server.url) as browser:
+        answer = browser.http.post(
+            "/ui/login",
+            data={"username": ADMIN[0], "password": ADMIN[1], "next": "/ui/projects/shop"},
+            headers={"Origin": server.url},
+        )
+        assert (answer.status_code, answer.headers["location"]) == (303, "/ui/projects/shop")
+        cookie = answer.headers["set-cookie"].lower()
+        assert cookie.startswith("dockyard_ui=")
+        for attribute in ("httponly", "samesite=lax", "path=/"):
+            assert attribute in cookie
+        page = browser.get("/ui/projects/shop")
+        assert page.status_code == 200 and "shop/web" in page.text
+
+
+def test_login_never_redirects_to_another_site(server: RunningServer) -> None:
+    with PortalBrowser(server.url) as browser:
+        for target in ["https://evil.example/", "//evil.example/ui/", "/ui/\\evil", "/v2/"]:
+            answer = browser.http.post(
+                "/ui/login",
+                data={"username": ADMIN[0], "password": ADMIN[1], "next": target},
+                headers={"Origin": server.url},
+            )
+            assert answer.headers["location"] == "/ui/projects", target
+
+
+def test_a_wrong_password_shows_the_form_again_and_opens_no_session(server: RunningServer) -> None:
+    with PortalBrowser(server.url) as browser:
+        answer = browser.login(ADMIN[0], "not-the-password")
+        assert answer.status_code == 401
+        assert "Wrong username or password" in answer.text
+        assert "set-cookie" not in answer.headers
+        assert signed_out(browser.get("/ui/projects"))
+
+
+def test_a_login_form_posted_from_another_site_is_refused(server: RunningServer) -> None:
+    answer = httpx.post(
+        f"{server.url}/ui/login",
+        data={"username": ADMIN[0], "password": ADMIN[1]},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert answer.status_code == 403 and "set-cookie" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("csrf", "origin"),
+    [(None, "self"), ("wrong-token", "self"), ("page", "https://evil.example"), ("page", None)],
+    ids=["no-token", "wrong-token", "foreign-origin", "no-origin"],
+)
+def test_a_state_change_without_the_token_or_from_another_origin_is_refused(
+    server: RunningServer, admin_api: httpx.Client, csrf: str | None, origin: str | None
+) -> None:
+    name = f"csrf-{csrf or 'none'}-{'x' if origin else 'none'}".replace("-token", "")[:40]
+    with browser_of(server, *ADMIN) as browser:
+        answer = browser.submit("/ui/projects", {"name": name}, csrf=csrf, origin=origin)
+        assert answer.status_code == 403, answer.text
+        assert admin_api.get(f"/api/v1/projects/{name}").status_code == 404
+        logout = browser.submit("/ui/logout", csrf=csrf, origin=origin)
+        assert logout.status_code == 403
+        assert browser.get("/ui/projects").status_code == 200  # still signed in
+
+
+def test_an_administrator_creates_a_project_with_a_quota(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    with browser_of(server, *ADMIN) as browser:
+        answer = browser.submit("/ui/projects", {"name": "made-here", "public": "on", "quota_gib": "2"})
+        assert (answer.status_code, answer.headers["location"]) == (303, "/ui/projects/made-here")
+        again = browser.submit("/ui/projects", {"name": "made-here"})
+        assert again.status_code == 409 and "already exists" in again.text
+    project = admin_api.get("/api/v1/projects/made-here").json()
+    assert project["public"] is True
+    assert admin_api.get("/api/v1/projects/made-here/quota").json()["limit_bytes"] == 2 * 1024**3
+
+
+def test_a_limited_user_sees_only_their_project_and_cannot_create_or_delete(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    with browser_of(server, "viewer") as browser:
+        listing = browser.get("/ui/projects")
+        assert listing.status_code == 200
+        assert "shop" in listing.text and SECRET_PROJECT not in listing.text
+        assert "New project" not in listing.text
+        for path in [
+            f"/ui/projects/{SECRET_PROJECT}",
+            f"/ui/repositories/{SECRET_PROJECT}/app",
+            f"/ui/repositories/{SECRET_PROJECT}/app/-/artifacts/1.0",
+        ]:
+            hidden = browser.get(path)
+            assert hidden.status_code == 404, path
+            assert SECRET_PROJECT not in hidden.text  # not even the name it asked for
+        assert browser.get("/ui/repositories/shop/web").status_code == 200
+        assert "Delete tag" not in browser.get("/ui/repositories/shop/web").text
+        refused = browser.submit("/ui/repositories/shop/web/-/tags/1.0/delete")
+        assert refused.status_code == 403
+        assert browser.submit("/ui/projects", {"name": "viewer-made"}).status_code == 403
+    assert "1.0" in admin_api.get("/v2/shop/web/tags/list").json()["tags"]
+    assert admin_api.get("/api/v1/projects/viewer-made").status_code == 404
+
+
+def test_the_pages_show_repositories_artifacts_and_layers(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    with browser_of(server, *ADMIN) as browser:
+        repos = browser.get("/ui/projects/shop")
+        assert "shop/web" in repos.text
+        repo = browser.get("/ui/repositories/shop/web")
+        digest = admin_api.get("/api/v1/repositories/shop/web/artifacts/1.0").json()["digest"]
+        host = server.url.split("://", 1)[1]
+        assert f'data-copy="docker pull {host}/shop/web:1.0"' in repo.text
+        assert f'data-copy="docker pull {host}/shop/web@{digest}"' in repo.text
+        page = browser.get(f"/ui/repositories/shop/web/-/artifacts/{digest}")
+        assert page.status_code == 200
+        assert "Layers" in page.text and OCI_LAYER in page.text
+        assert "&#34;schemaVersion&#34;: 2" in page.text  # the manifest, pretty-printed and escaped
+        by_tag = browser.get("/ui/repositories/shop/web/-/artifacts/1.0")
+        assert by_tag.status_code == 200 and digest in by_tag.text
+        search = browser.get(
+            "/ui/projects/shop", params={"q": "nothing-like-it"}, headers={"HX-Request": "true"}
+        )
+        assert search.status_code == 200 and "<html" not in search.text and "0 repositories" in search.text
+
+
+def test_what_pushers_and_searchers_write_is_escaped(server: RunningServer, admin_api: httpx.Client) -> None:
+    evil = "<script>alert(1)</script>"
+    oci = OCIClient(admin_api)
+    config, layer = json.dumps({"os": "linux"}).encode(), b"xss layer"
+    oci.push_blob("shop/xss", config)
+    oci.push_blob("shop/xss", layer)
+    body = image_manifest(
+        descriptor(OCI_CONFIG, config),
+        [descriptor(OCI_LAYER, layer)],
+        annotations={evil: evil, "title": evil},
+    )
+    oci.push_manifest("shop/xss", "latest", body, "application/vnd.oci.image.manifest.v1+json")
+    with browser_of(server, *ADMIN) as browser:
+        pages = [
+            browser.get("/ui/repositories/shop/xss/-/artifacts/latest"),
+            browser.get("/ui/projects", params={"q": evil}),
+            browser.get("/ui/projects/shop", params={"q": evil}),
+            browser.get("/ui/login", params={"next": f"/ui/{evil}"}),
+        ]
+        for page in pages:
+            assert page.status_code == 200, page.url
+            assert "<script>alert" not in page.text, page.url
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0].text
+
+
+def test_every_page_carries_the_security_headers(server: RunningServer) -> None:
+    with browser_of(server, *ADMIN) as browser:
+        for path in [
+            "/ui/login",
+            "/ui/projects",
+            "/ui/projects/shop",
+            "/ui/repositories/shop/web",
+            "/ui/projects/no-such",
+            "/ui/static/ui.css",
+        ]:
+            answer = browser.get(path)
+            csp = answer.headers.get("content-security-policy", "")
+            assert "default-src 'self'" in csp and "script-src 'self'" in csp, path
+            assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp, path
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["referrer-policy"] == "same-origin", path
+        assert "no-store" in browser.get("/ui/projects").headers["cache-control"]
+
+
+def test_logout_ends_the_session_on_the_server(server: RunningServer) -> None:
+    with browser_of(server, *ADMIN) as browser:
+        kept = dict(browser.http.cookies)
+        answer = browser.submit("/ui/logout")
+        assert (answer.status_code, answer.headers["location"]) == (303, "/ui/login")
+        assert signed_out(browser.get("/ui/projects"))
+    with httpx.Client(base_url=server.url, cookies=kept) as replay:  # a copy of the cookie kept elsewhere
+        assert signed_out(replay.get("/ui/projects"))
+
+
+@pytest.mark.parametrize("change", ["disable", "delete", "password"])
+def test_the_session_dies_with_its_user_or_password(
+    server: RunningServer, admin_api: httpx.Client, change: str
+) -> None:
+    name = f"leaver-{change}"
+    add_user(admin_api, name)
+    with browser_of(server, name) as browser:
+        assert browser.get("/ui/projects").status_code == 200
+        if change == "disable":
+            answer = admin_api.patch(f"/api/v1/users/{name}", json={"disabled": True})
+        elif change == "delete":
+            answer = admin_api.delete(f"/api/v1/users/{name}")
+        else:
+            answer = admin_api.put(f"/api/v1/users/{name}/password", json={"password": "another-Passw0rd-9"})
+        assert answer.status_code in (200, 204), answer.text
+        assert signed_out(browser.get("/ui/projects"))
+        swap = browser.get("/ui/projects/shop", headers={"HX-Request": "true"})  # htmx: the whole page goes
+        assert (swap.status_code, swap.headers["hx-redirect"]) == (401, "/ui/login")
