@@ -34,6 +34,9 @@ declare -A PACKAGE_OF=(
   # compose example started for real.
   [mmdebstrap]=mmdebstrap
   [docker-compose]=docker-compose
+  # Headless Chromium for the portal's browser test (tests/e2e/test_portal.py, through Playwright's Python
+  # package): Debian's, never the browsers Playwright would download.
+  [chromium]=chromium
 )
 
 missing=()

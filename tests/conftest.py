@@ -112,6 +112,8 @@ DB_INDEPENDENT_PATHS = (
     "tests/integration/test_redis.py",
     # The embedded default on purpose: what its processes load.
     "tests/unit/test_process_imports.py",
+    # A browser's run through the portal: what it shows is the API's, which both passes test over HTTP.
+    "tests/e2e/test_portal.py",
     # No metadata database at all.
     "tests/conformance/",
     "tests/unit/content/",

@@ -49,6 +49,8 @@ UNCONFIGURED = (
 HTTP_WORKER_FORBIDDEN = (
     *UNCONFIGURED,
     "fastapi",  # the management API is built on its first request
+    "jinja2",  # so is the web portal, on the first request under /ui
+    "dockyard.ui.pages",
     "dockyard.gc",  # job handlers: only the job runner builds them (services.JOB_KINDS)
     "dockyard.retention.tasks",
     "dockyard.scanning",  # inventories run in the CLI (and later in jobs), never in an HTTP worker

@@ -1,0 +1,126 @@
+"""The web portal in a real browser: Debian's Chromium, headless, driven by Playwright (never its own
+downloaded browsers). Log in, create a project, push an image with skopeo, find it, open the artifact
+page (layers, manifest), copy the pull command, log out.
+
+With DOCKYARD_UI_SCREENSHOTS=<dir> it also saves the main pages at 1280 and 390 px wide there (how
+docs/ui.md's pictures are made).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support.oci import write_oci_layout
+from tests.support.server import RunningServer, start_server
+from tests.support.tools import ContainerTools
+
+CHROMIUM = "/usr/bin/chromium"
+ADMIN = ("admin", "portal-e2e-Passw0rd")
+WIDTHS = {"wide": 1280, "phone": 390}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    server = start_server(
+        tmp_path_factory.mktemp("portal-e2e"),
+        {"auth": {"enabled": True}},
+        env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        # --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def shoot(page: Page, name: str) -> None:
+    directory = os.environ.get("DOCKYARD_UI_SCREENSHOTS")
+    if not directory:
+        return
+    for label, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 800})
+        page.screenshot(path=str(Path(directory) / f"ui-{name}-{label}.png"))
+    page.set_viewport_size({"width": WIDTHS["wide"], "height": 800})
+
+
+def test_log_in_create_push_browse_copy_and_log_out(
+    registry: RunningServer, browser: Browser, tools: ContainerTools, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=registry.url)
+    page = context.new_page()
+    problems: list[str] = []  # a CSP violation or a script error shows up on the console
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    shoot(page, "login")
+    page.get_by_label("Username").fill(ADMIN[0])
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong username or password")
+    assert [p for p in problems if "status of 401" not in p] == [], problems  # the refusal is a 401
+    problems.clear()
+    page.get_by_label("Password").fill(ADMIN[1])
+    page.get_by_label("Password").press("Enter")  # the keyboard works as well as the mouse
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+    page.get_by_text("New project").click()
+    page.get_by_label("Name", exact=True).fill("webshop")
+    page.get_by_label("Public (anyone may pull)").check()
+    page.get_by_label("Quota in GiB (empty: none)").fill("5")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.get_by_role("heading", name=re.compile("^webshop"))).to_be_visible()
+    expect(page.get_by_text("0 repositories")).to_be_visible()
+
+    layout = write_oci_layout(tmp_path / "image", layers=3, layer_size=48 * 1024, seed=7)
+    destination = f"docker://{registry.host}/webshop/frontend:1.0"
+    tools.skopeo(
+        "copy", "--dest-tls-verify=false", "--dest-creds", ":".join(ADMIN), layout.transport_ref, destination
+    )
+
+    page.reload()
+    page.get_by_role("link", name="webshop/frontend").click()
+    expect(page.get_by_role("heading", name="webshop/frontend")).to_be_visible()
+    expect(page.locator(".artifact .tag").first).to_contain_text("1.0")
+    shoot(page, "repository")
+
+    page.get_by_role("link", name=layout.top.digest[:19]).click()
+    expect(page.get_by_role("heading", name="Layers")).to_be_visible()
+    expect(page.locator("table.layers tbody tr")).to_have_count(3)
+    expect(page.get_by_label("Manifest JSON")).to_contain_text('"schemaVersion": 2')
+    shoot(page, "artifact")
+
+    command = f"docker pull {registry.host}/webshop/frontend@{layout.top.digest}"
+    button = page.get_by_role("button", name=f"Copy: {command}")
+    assert button.get_attribute("data-copy") == command
+    button.click()
+    expect(button).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == command
+
+    page.get_by_role("link", name="Projects", exact=True).first.click()
+    page.get_by_label("Search").fill("webs")
+    expect(page.locator("#results")).to_contain_text("1 project")  # htmx swapped the table in
+    page.get_by_label("Search").fill("nothing-like-it")
+    expect(page.locator("#results")).to_contain_text("0 projects")
+    shoot(page, "projects")
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/ui/login$"))
+    page.goto("/ui/projects")
+    expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    assert problems == [], problems
+    context.close()
