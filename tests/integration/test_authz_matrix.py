@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from starlette.routing import compile_path
 
 from tests.support.authz import (
     ACCOUNT,
@@ -52,6 +53,7 @@ from tests.support.authz import (
     Counter,
     Endpoint,
     Rule,
+    Session,
     api_denial,
     api_endpoints,
     api_refusal_problems,
@@ -1421,3 +1423,180 @@ def test_ids_of_other_projects_and_users_are_not_reachable_through_ones_own(worl
 
 
 METHODS = ("GET", "PATCH", "DELETE")
+
+
+# --- the portal (/ui) ------------------------------------------------------------------------------
+# Each portal page or action makes the /api/v1 call named on the right with the user's own session
+# (dockyard.ui), so it must allow exactly what that call allows: the API's row decides. A refusal the API
+# answers 401 sends the browser to the login page; 403 and 404 are pages of that status. Robots and
+# anonymous callers have no portal session: every page sends them to log in. None: no API call (a form,
+# a redirect).
+UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
+    ("/", "GET"): None,
+    ("/login", "GET"): None,
+    ("/login", "POST"): ("/login", "POST"),
+    ("/logout", "POST"): ("/logout", "POST"),
+    ("/projects", "GET"): ("/projects", "GET"),
+    ("/projects", "POST"): ("/projects", "POST"),
+    ("/projects/{project}", "GET"): (P, "GET"),
+    ("/repositories/{name:path}", "GET"): (R, "GET"),
+    ("/repositories/{name:path}/-/artifacts/{reference}", "GET"): (f"{R}/artifacts/{{reference}}", "GET"),
+    ("/repositories/{name:path}/-/tags/{tag}/delete", "POST"): (f"{R}/tags/{{tag}}", "DELETE"),
+}
+UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
+
+
+def ui_endpoints() -> list[Endpoint]:
+    """Every (route, method) of the portal, static files aside, relative to /ui."""
+    from starlette.routing import Route
+
+    from dockyard.ui.pages import Portal
+
+    portal = Portal(cast(Any, None), cast(Any, None), 0)  # only its route table is read
+    found = []
+    for route in portal.routes():
+        if isinstance(route, Route):
+            params = frozenset(compile_path(route.path)[2])
+            found += [Endpoint(route.path, m, params) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return found
+
+
+def ui_session(w: World, actor: Actor) -> Session | None:
+    """The session the actor's browser holds: the API's own (the portal's cookie carries the same value),
+    one opened with its password for the developer (whose API calls show a personal token); none for
+    robots and anonymous callers."""
+    if actor.kind != "user" or not actor.usable:  # test_portal.py: a disabled user's session ends
+        return None
+    if actor.key in w.caller.sessions:
+        return w.caller.sessions[actor.key]
+    if actor.key not in UI_SESSIONS:
+        assert actor.username and actor.password
+        UI_SESSIONS[actor.key] = login(w.caller.http, actor.username, actor.password)
+    return UI_SESSIONS[actor.key]
+
+
+@dataclass
+class UiCall:
+    method: str
+    path: str
+    form: dict[str, str] = field(default_factory=dict)
+    session: Session | None = None
+    observe: Callable[[], Any] | None = None
+    cleanup: Callable[[], None] | None = None
+
+
+def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall:
+    session = ui_session(w, actor)
+    names: dict[str, str] = {}
+    if "project" in ep.params:
+        names["project"] = str(project)
+    if "name" in ep.params:
+        names["name"] = w.repo(str(project))
+    if "reference" in ep.params:
+        names["reference"] = "v1"
+    key = (ep.path, ep.method)
+    if key == ("/login", "POST"):
+        secret = actor.password or actor.secret or "wrong-password-1"
+        return UiCall("POST", "/ui/login", {"username": actor.username or "mx-nobody", "password": secret})
+    if key == ("/logout", "POST"):  # a session of its own: the actor's goes on serving the other cases
+        fresh = session
+        if session and actor.usable:
+            fresh = login(w.caller.http, str(actor.username), str(actor.password))
+        return UiCall("POST", "/ui/logout", session=fresh)
+    if key == ("/projects", "POST"):
+        name = w.unique("mxui")
+        path = f"/projects/{name}"
+        return UiCall(
+            "POST", "/ui/projects", {"name": name}, session, observe=gone_or_there(w, path),
+            cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+        )
+    if key == ("/repositories/{name:path}/-/tags/{tag}/delete", "POST"):
+        tag = w.unique("uidoomed")
+        w.oci.push_manifest(w.repo(str(project)), tag, w.image[str(project)][0], OCI_MANIFEST)
+        manifest = f"/v2/{w.repo(str(project))}/manifests/{tag}"
+        names["tag"] = tag
+        return UiCall("POST", "/ui" + fill(ep.path, **names), session=session,
+                      observe=lambda: w.v2_status("HEAD", manifest))
+    return UiCall(ep.method, "/ui" + fill(ep.path, **names), session=session)
+
+
+def ui_expectation(
+    key: tuple[str, str], rule: Rule | None, actor: Actor, public: bool | None, has_session: bool
+) -> int | None:
+    """None if the page must be served, else the API's refusal it must turn into (401: to log in)."""
+    if rule is None:
+        return None
+    if key == ("/login", "POST"):
+        return api_denial(rule, actor, public)  # logging in needs credentials, not a session
+    if not has_session:
+        return 401
+    return api_denial(rule, actor, public)
+
+
+def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> list[str]:
+    key = (ep.path, ep.method)
+    api_route = UI_RULES[key]
+    rule = API_RULES[api_route] if api_route else None
+    call = ui_call(w, actor, project, ep)
+    if key == ("/logout", "POST"):
+        rule = None  # always answered by the login page; test_portal.py checks that it ends the session
+    public = PUBLIC[project] if project else None
+    expected = ui_expectation(key, rule, actor, public, call.session is not None)
+    before = call.observe() if call.observe else None
+    headers = {"Origin": str(w.caller.http.base_url).rstrip("/")}
+    if call.session:  # the portal's cookie carries the API session's value
+        headers["Cookie"] = "dockyard_ui=" + call.session.cookie.split("=", 1)[1]
+    form = {**call.form, **({"csrf_token": call.session.csrf} if call.session else {})}
+    w.caller.http.cookies.clear()
+    answer = w.caller.http.request(
+        call.method, call.path, data=form if call.method == "POST" else None, headers=headers,
+        follow_redirects=False,
+    )
+    w.caller.http.cookies.clear()
+    location = answer.headers.get("location", "")
+    to_login = answer.status_code == 303 and location.startswith("/ui/login")
+    problems = []
+    if expected is None:
+        ok = answer.status_code == 200 if call.method == "GET" else answer.status_code in (302, 303)
+        if key == ("/", "GET"):
+            ok = answer.status_code == 303
+        elif call.method == "GET" and ep.path != "/login":
+            ok = ok and not to_login
+        if not ok:
+            problems.append(f"allowed, so expected the page, got {answer.status_code} {location}")
+    elif expected == 401:
+        if not (to_login or (key == ("/login", "POST") and answer.status_code == 401)):
+            problems.append(f"expected the login page, got {answer.status_code} {location}")
+    elif answer.status_code != expected:
+        problems.append(f"expected {expected}, got {answer.status_code} {location}")
+    if expected is not None and call.observe and call.observe() != before:
+        problems.append("a refused request changed state")
+    if call.cleanup:
+        call.cleanup()
+    where = f" in {project}" if project else ""
+    return [f"{actor.key}{where} (portal {ep}): {problem}" for problem in problems]
+
+
+UI_ENDPOINTS = ui_endpoints()
+
+
+@pytest.mark.parametrize("endpoint", UI_ENDPOINTS, ids=str)
+def test_portal_route_allows_exactly_what_its_api_call_allows(
+    endpoint: Endpoint, request: pytest.FixtureRequest
+) -> None:
+    key = (endpoint.path, endpoint.method)
+    assert key in UI_RULES, f"portal route {endpoint} names no API call: add it to UI_RULES"
+    api_route = UI_RULES[key]
+    assert api_route is None or api_route in API_RULES, f"{endpoint}: {api_route} is not an API route"
+    w: World = request.getfixturevalue("world")
+    per_project = api_route is not None and API_RULES[api_route].per_project
+    problems = []
+    for actor in w.actors:
+        for project in (PRIV, PUB) if per_project else (None,):
+            problems += run_ui_case(w, endpoint, actor, project)
+    assert not problems, f"{len(problems)} wrong answers:\n" + "\n".join(problems)
+
+
+def test_the_portal_table_names_only_existing_routes() -> None:
+    routes = {(e.path, e.method) for e in UI_ENDPOINTS}
+    assert set(UI_RULES) == routes, "UI_RULES and the portal's routes differ"
