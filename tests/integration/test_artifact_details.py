@@ -165,3 +165,40 @@ def test_a_config_that_is_not_json_does_not_fail_the_push(server: RunningServer,
     body = image_manifest(descriptor("application/vnd.oci.image.config.v1+json", config), [])
     pushed = oci.push_manifest("team/odd", "1", body, OCI_MANIFEST)
     assert artifacts(server, "team/odd")[pushed.digest]["platforms"] is None
+
+
+def test_the_config_and_referrers_of_an_artifact(server: RunningServer, oci: OCIClient) -> None:
+    config = {"architecture": "amd64", "os": "linux", "history": [{"created_by": "/bin/sh -c make"}]}
+    image = push_image_with_config(oci, "team/contents", "1.0", config)
+    signature = image_manifest(
+        descriptor("application/vnd.oci.empty.v1+json", b"{}"),
+        [],
+        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+        subject=image.descriptor(),
+    )
+    oci.push_blob("team/contents", b"{}")
+    signed = oci.push_manifest("team/contents", "sha256-sig", signature, OCI_MANIFEST)
+    base = "/api/v1/repositories/team/contents/artifacts"
+    api = httpx.Client(base_url=server.url, auth=ADMIN, timeout=60)  # the API is built on its first call
+
+    answer = api.get(f"{base}/1.0/config")
+    assert answer.status_code == 200 and answer.json() == config
+    referrers = api.get(f"{base}/{image.digest}/referrers")
+    assert referrers.status_code == 200
+    assert referrers.json() == [
+        {
+            "digest": signed.digest,
+            "media_type": OCI_MANIFEST,
+            "artifact_type": "application/vnd.dev.cosign.artifact.sig.v1+json",
+            "size": len(signature),
+            "annotations": None,
+        }
+    ]
+    assert api.get(f"{base}/{signed.digest}/referrers").json() == []
+    child = oci.push_image("team/contents", "child")
+    index = index_manifest([child.descriptor(platform={"os": "linux", "architecture": "amd64"})])
+    oci.push_manifest("team/contents", "multi", index, OCI_INDEX)
+    no_config = api.get(f"{base}/multi/config")
+    assert no_config.status_code == 404 and no_config.json()["errors"][0]["code"] == "NOT_FOUND"
+    assert api.get(f"{base}/nope/config").status_code == 404
+    api.close()

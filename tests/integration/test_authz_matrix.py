@@ -202,6 +202,9 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/trust-policy", "PUT"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/trust-policy", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     (f"{R}/artifacts/{{reference}}/signature", "GET"): Rule(needs(PROJECT_READ)),
+    # An artifact's config (its history) and referrers: whoever reads the artifact.
+    (f"{R}/artifacts/{{reference}}/config", "GET"): Rule(needs(PROJECT_READ)),
+    (f"{R}/artifacts/{{reference}}/referrers", "GET"): Rule(needs(PROJECT_READ)),
     # Scans: developers request one (it costs a job), whoever reads the artifact reads its report;
     # project admins set scan_on_push.
     (f"{R}/artifacts/{{reference}}/scan", "POST"): Rule(needs(PUSH), 202),
@@ -1304,6 +1307,8 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ]},
     **{(f"{P}/trust-policy", m, ""): trust_policy_call for m in ("GET", "PUT", "DELETE")},
     (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
+    (f"{R}/artifacts/{{reference}}/config", "GET", ""): plain(reference="v1"),
+    (f"{R}/artifacts/{{reference}}/referrers", "GET", ""): plain(reference="v1"),
     **{(f"{R}/artifacts/{{reference}}/scan", m, ""): scan_call for m in ("POST", "GET")},
     **{(f"{R}/artifacts/{{reference}}{tail}", "GET", ""): layer_call for tail in (
         "/files", "/layers/{layer}/files", "/layers/{layer}/download", "/diff",

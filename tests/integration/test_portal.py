@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCIClient, descriptor, image_manifest
+from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OCIClient, descriptor, image_manifest
 from tests.support.portal import PortalBrowser, signed_out
 from tests.support.server import RunningServer, start_server
 
@@ -192,7 +192,8 @@ def test_the_pages_show_repositories_artifacts_and_layers(
 def test_what_pushers_and_searchers_write_is_escaped(server: RunningServer, admin_api: httpx.Client) -> None:
     evil = "<script>alert(1)</script>"
     oci = OCIClient(admin_api)
-    config, layer = json.dumps({"os": "linux"}).encode(), b"xss layer"
+    history = [{"created_by": f"/bin/sh -c echo {evil}"}]
+    config, layer = json.dumps({"os": "linux", "history": history}).encode(), b"xss layer"
     oci.push_blob("shop/xss", config)
     oci.push_blob("shop/xss", layer)
     body = image_manifest(
@@ -212,6 +213,33 @@ def test_what_pushers_and_searchers_write_is_escaped(server: RunningServer, admi
             assert page.status_code == 200, page.url
             assert "<script>alert" not in page.text, page.url
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0].text
+        assert "/bin/sh -c echo &lt;script&gt;" in pages[0].text  # the history's created_by, escaped
+
+
+def test_the_artifact_page_shows_history_config_and_referrers(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    oci = OCIClient(admin_api)
+    history = [{"created_by": "/bin/sh -c apk add curl"}, {"created_by": 'CMD ["curl"]', "empty_layer": True}]
+    config = json.dumps({"os": "linux", "architecture": "arm64", "history": history}).encode()
+    for blob in (config, b"tool layer", b"{}", b"sbom"):
+        oci.push_blob("shop/tool", blob)
+    body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, b"tool layer")])
+    image = oci.push_manifest("shop/tool", "2.0", body, OCI_MANIFEST)
+    sbom = image_manifest(
+        descriptor("application/vnd.oci.empty.v1+json", b"{}"),
+        [descriptor("application/spdx+json", b"sbom")],
+        artifact_type="application/spdx+json",
+        subject=image.descriptor(),
+    )
+    referrer = oci.push_manifest("shop/tool", "sbom", sbom, OCI_MANIFEST)
+    with browser_of(server, *ADMIN) as browser:
+        page = browser.get("/ui/repositories/shop/tool/-/artifacts/2.0")
+    assert page.status_code == 200
+    assert "/bin/sh -c apk add curl" in page.text and "History" in page.text
+    assert "Config JSON" in page.text and "&#34;architecture&#34;: &#34;arm64&#34;" in page.text
+    assert "Referrers" in page.text and "application/spdx+json" in page.text
+    assert f"/ui/repositories/shop/tool/-/artifacts/{referrer.digest}" in page.text
 
 
 def test_every_page_carries_the_security_headers(server: RunningServer) -> None:

@@ -251,8 +251,12 @@ class Portal:
         name, reference = request.path_params["name"], request.path_params["reference"]
         path = f"/repositories/{name}/artifacts/{reference}"
         artifact = (await self.read(caller, path)).json()
+        # What the page shows if the API gives it: an index has no config, an unsigned image no verdict.
         signature = await self.read(caller, f"{path}/signature", quiet=True)
+        config_document = await self.read(caller, f"{path}/config", quiet=True)
+        referrers = await self.read(caller, f"{path}/referrers", quiet=True)
         manifest = artifact["manifest"]
+        image_config = config_document.json() if config_document.ok else None
         return self.render(
             request,
             "artifact.html",
@@ -264,6 +268,9 @@ class Portal:
             config=manifest.get("config"),
             host=self.pull_host(request),
             signature=signature.json() if signature.ok else None,
+            image_config=image_config,
+            history=_history(image_config),
+            referrers=referrers.json() if referrers.ok else [],
         )
 
     async def delete_tag(self, request: Request) -> Response:
@@ -335,6 +342,23 @@ class Listing:
         """This list's query string with some parameters changed (a new sort starts at page 1)."""
         params = {"q": self.q, "sort": self.sort, "page": self.page, "page_size": self.page_size, **changes}
         return "?" + urlencode({k: v for k, v in params.items() if v not in ("", None)})
+
+
+def _history(config: Any) -> list[dict[str, Any]]:
+    """The image's build steps (`history` in its config), each with `created_by` and whether it made
+    a layer; empty for anything else."""
+    steps = config.get("history") if isinstance(config, dict) else None
+    if not isinstance(steps, list):
+        return []
+    return [
+        {
+            "created": str(step.get("created", "")),
+            "created_by": str(step.get("created_by", "")),
+            "empty_layer": bool(step.get("empty_layer", False)),
+        }
+        for step in steps
+        if isinstance(step, dict)
+    ]
 
 
 def _int(value: str | None, default: int) -> int:

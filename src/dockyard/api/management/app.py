@@ -16,6 +16,7 @@ from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
 from dockyard.api.management.plain_text import refuse_nul_characters
 from dockyard.api.management.routers import (
+    artifact_contents,
     audit,
     endpoints,
     files,
@@ -63,6 +64,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(signatures.router)  # trusted keys, signature verdicts
     app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
     app.include_router(files.router)  # the layer browser: files of layers and images, diffs (the same)
+    app.include_router(artifact_contents.router)  # an artifact's config and referrers (the same)
     for module in (system, keys, session, users, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies
