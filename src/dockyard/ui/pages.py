@@ -6,6 +6,7 @@ page that names nothing, 403 says so.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -169,8 +170,10 @@ class Portal:
     async def projects(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         caller, _ = self.signed_in(request)
         listing = Listing.of(request, sorts=("name", "-name", "created_at", "-created_at"), default="name")
-        answer = await self.read(caller, "/projects", listing.params())
-        me = (await self.read(caller, "/me")).json()
+        answer, me_answer = await asyncio.gather(
+            self.read(caller, "/projects", listing.params()), self.read(caller, "/me")
+        )
+        me = me_answer.json()
         template = "_projects_table.html" if _htmx(request) else "projects.html"
         pages = listing.pages(answer.total)
         return self.render(
@@ -213,9 +216,16 @@ class Portal:
     async def project(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name = request.path_params["project"]
-        project = (await self.read(caller, f"/projects/{name}")).json()
         listing = Listing.of(request, sorts=REPOSITORY_SORTS, default="name")
-        answer = await self.read(caller, "/repositories", {**listing.params(), "project": name})
+        # Both at once: the list is filtered to what the caller may read, so it reveals nothing when
+        # the project itself is refused (the page is then that refusal).
+        project_answer, answer = await asyncio.gather(
+            self.read(caller, f"/projects/{name}"),
+            self.read(caller, "/repositories", {**listing.params(), "project": name}, quiet=True),
+        )
+        project = project_answer.json()
+        if not answer.ok:
+            raise PageError(answer.status, answer.message)
         template = "_repositories_table.html" if _htmx(request) else "project.html"
         return self.render(
             request,
@@ -231,9 +241,13 @@ class Portal:
     async def repository(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name = request.path_params["name"]
-        repository = (await self.read(caller, f"/repositories/{name}")).json()
         listing = Listing.of(request, sorts=ARTIFACT_SORTS, default="-pushed_at")
-        answer = await self.read(caller, f"/repositories/{name}/artifacts", listing.params())
+        repository_answer, answer, permissions = await asyncio.gather(
+            self.read(caller, f"/repositories/{name}"),
+            self.read(caller, f"/repositories/{name}/artifacts", listing.params()),
+            self._permissions(caller, name.split("/", 1)[0]),
+        )
+        repository = repository_answer.json()
         return self.render(
             request,
             "repository.html",
@@ -243,18 +257,22 @@ class Portal:
             pages=listing.pages(answer.total),
             total=answer.total,
             host=self.pull_host(request),
-            can_delete="delete" in await self._permissions(caller, repository["project"]),
+            can_delete="delete" in permissions,
         )
 
     async def artifact(self, request: Request) -> Response:
         caller, _ = self.signed_in(request)
         name, reference = request.path_params["name"], request.path_params["reference"]
         path = f"/repositories/{name}/artifacts/{reference}"
-        artifact = (await self.read(caller, path)).json()
-        # What the page shows if the API gives it: an index has no config, an unsigned image no verdict.
-        signature = await self.read(caller, f"{path}/signature", quiet=True)
-        config_document = await self.read(caller, f"{path}/config", quiet=True)
-        referrers = await self.read(caller, f"{path}/referrers", quiet=True)
+        # The calls at once. The artifact decides the page; the rest shows where the API gives it (an
+        # index has no config, an unsigned image no verdict).
+        artifact_answer, signature, config_document, referrers = await asyncio.gather(
+            self.read(caller, path),
+            self.read(caller, f"{path}/signature", quiet=True),
+            self.read(caller, f"{path}/config", quiet=True),
+            self.read(caller, f"{path}/referrers", quiet=True),
+        )
+        artifact = artifact_answer.json()
         manifest = artifact["manifest"]
         image_config = config_document.json() if config_document.ok else None
         return self.render(
