@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scaleseed import BASE, MANIFEST_TYPE
-from bench.scalelayout import ScaleImage, repository_name
 from tests.support.portal import PortalBrowser
 from tests.support.server import start_server
+
+from bench.scalelayout import ScaleImage, repository_name
+from bench.scaleseed import BASE, MANIFEST_TYPE
 
 PASSWORD = "bench-portal-Passw0rd"
 
