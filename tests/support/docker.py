@@ -4,10 +4,12 @@ The daemon runs in a mount namespace of its own (`unshare --mount`), where a tem
 /etc/docker and a hosts file of the test's over /etc/hosts. So it reads its registry CAs from the test's own
 `certs.d/<host:port>/ca.crt` and writes its trust key there, never into the host's /etc/docker, and the test
 can give a registry a name. Its data root, exec root (with its own managed containerd), pid file and API
-socket are temp paths too, with the vfs storage driver and no networking of its own (no bridge, no
-iptables). tests/e2e pull, push, load and inspect images with it; tests/images run containers on it, with
-`--network host` or on a compose network (a user-defined bridge, which works without the default one).
-It needs root (CI runs as root). A missing `dockerd` or docker client is a failure, never a skip.
+socket are temp paths too, with no networking of its own (no bridge, no iptables). Its storage driver is
+vfs, which works on any data root, or overlay2 on a data root of its own tmpfs (`data_tmpfs`: the
+daemons that build images and run containers). tests/e2e pull, push, load and inspect images with it;
+tests/images run containers on it, with `--network host` or on a compose network (a user-defined bridge,
+which works without the default one). It needs root (CI runs as root). A missing `dockerd` or docker
+client is a failure, never a skip.
 
 Why a name and IPv6 for HTTPS: dockerd always counts 127.0.0.0/8 as an insecure registry, and for an
 insecure registry it skips certificate checks and ignores certs.d. A registry it must verify is reached
@@ -139,6 +141,14 @@ def require_system_tool(name: str) -> str:
     return path
 
 
+def storage_driver(tmpfs_data_root: bool) -> str:
+    """overlay2 on a data root of its own tmpfs when the kernel has overlay; else vfs, which needs
+    nothing of the file system under it (overlay2 refuses some, overlay itself for one)."""
+    filesystems = Path("/proc/filesystems")
+    has_overlay = filesystems.is_file() and "\toverlay\n" in filesystems.read_text()
+    return "overlay2" if tmpfs_data_root and has_overlay else "vfs"
+
+
 def start_docker(
     workdir: Path,
     *,
@@ -152,9 +162,12 @@ def start_docker(
 
     `insecure_registries` (host:port) are spoken to over plain HTTP; `names` are extra hosts-file entries
     (name -> address) the daemon resolves. `data_tmpfs` (a size, e.g. "6g") puts the data root on a tmpfs
-    mounted in the daemon's namespace only: for daemons that run containers, whose every layer and
-    container is a full copy of its tree on vfs. Memory instead of disk, and gone with the daemon (no
-    slow deletion of gigabytes on a disk mounted with `discard`).
+    mounted in the daemon's namespace only: for daemons that build images or run containers. Memory
+    instead of disk, and gone with the daemon (no slow deletion of gigabytes on a disk mounted with
+    `discard`). Such a daemon stores on overlay2 (tmpfs has what it needs) when the kernel has overlay:
+    on vfs every layer, build step and container is a full copy of its tree, which made building the HA
+    example's images twice as slow and loading them (600 MB) copy gigabytes. The images are the same
+    either way (`docker save` writes each layer's changes as a tar).
     """
     dockerd_bin = require_system_tool("dockerd")
     unshare_bin = require_system_tool("unshare")
@@ -174,7 +187,7 @@ def start_docker(
         "--exec-root", str(short_dir / "exec"),
         "--host", f"unix://{socket}",
         "--pidfile", str(short_dir / "docker.pid"),
-        "--storage-driver", "vfs",
+        "--storage-driver", storage_driver(data_tmpfs is not None),
         "--iptables=false",
         "--ip-masq=false",
         "--bridge=none",
