@@ -277,5 +277,13 @@ def test_a_node_killed_under_pushes_through_haproxy_loses_nothing(deployment: De
                     errors[-20:],
                 )
                 for blob in [json.loads(body)["config"], *json.loads(body)["layers"]]:
-                    content = http.get(f"/v2/{repo}/blobs/{blob['digest']}").content
-                    assert digest_of(content) == blob["digest"], (url, repo, tag, blob)
+                    # The status too: an error body (a lost blob, a node that answers for a dead one)
+                    # must say what it was, not only that its digest differs (a CI failure once did not).
+                    fetched = http.get(f"/v2/{repo}/blobs/{blob['digest']}")
+                    assert fetched.status_code == 200 and digest_of(fetched.content) == blob["digest"], (
+                        url,
+                        repo,
+                        tag,
+                        blob,
+                        describe(fetched),
+                    )
