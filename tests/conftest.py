@@ -114,6 +114,10 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/test_process_imports.py",
     # A browser's run through the portal: what it shows is the API's, which both passes test over HTTP.
     "tests/e2e/test_portal.py",
+    # The portal's pages over HTTP: every read and change is an in-process /api/v1 call with the user's API
+    # session, whose database work (sessions dying on logout, disable, delete, a new password) runs on
+    # PostgreSQL in test_session_revocation.py and the API tests; the portal adds no query of its own.
+    "tests/integration/test_portal.py",
     # No metadata database at all.
     "tests/conformance/",
     "tests/unit/content/",
@@ -131,6 +135,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/scanning/test_walker.py",
     "tests/unit/scanning/test_detectors.py",  # rpm's own SQLite file is image content, not metadata
     "tests/unit/scanning/test_models.py",
+    "tests/unit/scanning/test_layerfiles.py",
     "tests/unit/upstream/test_addresses.py",
     "tests/unit/upstream/test_tokens.py",
     "tests/unit/deploy/test_alert_rules.py",
