@@ -31,6 +31,13 @@ class Front:
     # Forward the client's Host header (a reverse proxy's usual setting): the registry then names the
     # front in the absolute URLs it answers (upload Locations), not its own address.
     keep_host: bool = False
+    # Cut one blob body (GET) off after this many bytes, then forward again as usual (a flapping link).
+    cut_blob_once_after: int | None = None
+    # Cut one upload body (PUT, PATCH) off after this many bytes: the registry gets them and a dropped
+    # connection, the client no answer.
+    cut_upload_once_after: int | None = None
+    blob_bytes: int = 0  # blob body bytes sent to clients (GET)
+    upload_bytes: int = 0  # upload body bytes forwarded to the registry (PUT, PATCH)
     # (method, kind): requests forwarded and answered other than 401 (challenges are no fetches)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,6 +51,8 @@ class Front:
             self.counts.clear()
         self.status, self.cut_blobs, self.blob_delay, self.corrupt_blobs = None, False, 0.0, False
         self.manifest_delay = 0.0
+        self.cut_blob_once_after = self.cut_upload_once_after = None
+        self.blob_bytes = self.upload_bytes = 0
 
 
 def _kind(path: str) -> str:
@@ -78,6 +87,18 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if front.keep_host and self.headers.get("host"):
                 headers["Host"] = self.headers["host"]
+            if body and kind == "upload" and self.command in ("PUT", "PATCH"):
+                with front.lock:
+                    cut = front.cut_upload_once_after
+                    if cut is not None and cut < len(body):  # a body long enough to cut
+                        front.cut_upload_once_after = None
+                    else:
+                        cut = None
+                if cut is not None:
+                    self._forward_cut_upload(headers, body, cut)
+                    return
+                with front.lock:
+                    front.upload_bytes += len(body)
             with httpx.Client(timeout=30) as client:
                 request = client.build_request(
                     self.command, front.target + self.path, headers=headers, content=body
@@ -104,6 +125,19 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
                     time.sleep(front.blob_delay)
                 if front.corrupt_blobs and data:
                     data = data[:-1] + bytes([data[-1] ^ 0xFF])
+                with front.lock:
+                    cut = front.cut_blob_once_after
+                    if cut is not None and cut < len(data):  # a blob long enough to cut
+                        front.cut_blob_once_after = None
+                    else:
+                        cut = None
+                    front.blob_bytes += len(data) if cut is None else cut
+                if cut is not None:
+                    self.wfile.write(data[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
                 if front.cut_blobs:
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
@@ -111,6 +145,24 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     return
             self.wfile.write(data)
+
+        def _forward_cut_upload(self, headers: dict[str, str], body: bytes, cut: int) -> None:
+            """Send the registry the first `cut` bytes of the body, then drop both connections."""
+
+            def partial() -> Iterator[bytes]:
+                yield body[:cut]
+                time.sleep(0.2)  # let the registry take them in before the connection drops
+                raise ConnectionResetError("the front cut the upload off")
+
+            with front.lock:
+                front.upload_bytes += cut
+            try:
+                with httpx.Client(timeout=30) as client:
+                    client.request(self.command, front.target + self.path, headers=headers, content=partial())
+            except (httpx.HTTPError, ConnectionResetError):
+                pass
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 

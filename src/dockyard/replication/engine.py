@@ -7,8 +7,12 @@ blob), a blob it holds elsewhere is mounted, and only the rest streams across, c
 receiving side verifies every digest (a local commit; the remote's PUT with `?digest=`). Then the
 referrers of each copied manifest (signatures, SBOMs) where the source lists them.
 
-So a run that was killed midway, run again, copies nothing that already arrived. A cancel is noticed
-between blobs and every few MiB of a blob (`Progress.check_cancelled`).
+So a run that was killed midway, run again, copies nothing that already arrived. A blob cut off midway
+(either side dropped the connection) is continued where it stopped, up to BLOB_ATTEMPTS times in the
+run, and a blob a run left unfinished (cut off, cancelled, its worker killed) is continued by the next
+run: the destination keeps the upload in the policy's pending uploads (sides.py says how each side
+continues one). A cancel is noticed between blobs and every few MiB of a blob
+(`Progress.check_cancelled`).
 """
 
 from __future__ import annotations
@@ -26,17 +30,22 @@ from dockyard.jobs.interfaces import JobCancelled
 from dockyard.replication.interfaces import (
     ArtifactResult,
     ArtifactStatus,
+    BlobSource,
     Counters,
     ManifestData,
+    PendingUploads,
     Policy,
     Side,
     literal_names,
 )
+from dockyard.upstream.interfaces import UpstreamUnavailable
 
 log = logging.getLogger("dockyard.replication")
 CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag
 MAX_REFERRER_DEPTH = 4  # signatures of signatures...
 CONCURRENCY = 8  # artifacts a run copies at once
+BLOB_ATTEMPTS = 4  # tries of one blob in a run: a copy cut off midway continues where it stopped
+RETRY_PAUSE = 0.5  # seconds before the second try of a blob; doubled for each one after
 
 
 class Progress(Protocol):
@@ -78,6 +87,26 @@ class Throttle:
             return max(0.0, self._next - now)
 
 
+class MemoryPendingUploads:
+    """Pending uploads kept for one run only (tests; services.py keeps them on the policy's row)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, repository: str, digest: str) -> str | None:
+        with self._lock:
+            return self.entries.get((repository, digest))
+
+    def put(self, repository: str, digest: str, upload: str) -> None:
+        with self._lock:
+            self.entries[(repository, digest)] = upload
+
+    def drop(self, repository: str, digest: str) -> None:
+        with self._lock:
+            self.entries.pop((repository, digest), None)
+
+
 class Replicator:
     def __init__(
         self,
@@ -90,7 +119,9 @@ class Replicator:
         only: tuple[str, str] | None = None,
         concurrency: int = CONCURRENCY,
         deleted: bool = False,
+        pending: PendingUploads | None = None,
     ) -> None:
+        self.pending = pending or MemoryPendingUploads()
         self.concurrency = concurrency
         self.deleted = deleted  # with `only`: the tag was deleted on the source (the event trigger)
         self.policy = policy
@@ -280,19 +311,40 @@ class Replicator:
                 tally.blobs_mounted += 1
                 self.observe("blob_mounted", 1)
             else:
-                declared, chunks, close = self.source.open_blob(repository, digest)
-                try:
-                    self.destination.push_blob(
-                        target, digest, size if size >= 0 else declared or 0, self._watched(chunks)
-                    )
-                finally:
-                    close()
+                size = self._send_blob(repository, target, digest, size)
                 tally.blobs_copied += 1
                 tally.bytes_copied += size
                 self.observe("blob_copied", 1)
                 self.observe("bytes", size)
         self._present.add((target, digest))
         self._holder.setdefault(digest, target)
+
+    def _send_blob(self, repository: str, target: str, digest: str, size: int) -> int:
+        """Stream a blob across; one cut off midway (UpstreamUnavailable: either side dropped the
+        connection, or stalled) continues from what the destination holds, BLOB_ATTEMPTS tries in all."""
+
+        def open_source(offset: int) -> BlobSource:
+            found = self.source.open_blob(repository, digest, offset)
+            return BlobSource(found.start, found.size, self._watched(found.chunks), found.close)
+
+        if size < 0:  # a descriptor without a size: the source's
+            found = self.source.open_blob(repository, digest)
+            found.close()
+            size = found.size or 0
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            try:
+                self.destination.push_blob(target, digest, size, open_source, self.pending)
+                return size
+            except UpstreamUnavailable as error:
+                if attempt == BLOB_ATTEMPTS:
+                    raise
+                self.progress.log(f"{target}@{digest}: cut off ({error.message}); continuing it")
+                pause = RETRY_PAUSE * 2 ** (attempt - 1)
+                while pause > 0:  # in slices: a cancel is seen within one
+                    time.sleep(min(pause, THROTTLE_SLICE))
+                    pause -= THROTTLE_SLICE
+                    self.progress.check_cancelled()
+        raise AssertionError("unreachable")  # the last attempt returned or raised
 
     def _watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The chunks, with a look at the cancel flag every CANCEL_EVERY bytes, held back to the

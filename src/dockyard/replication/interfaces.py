@@ -12,7 +12,7 @@ replaces the first component of a repository name on the destination (`team/app/
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -257,6 +257,30 @@ class ManifestData:
     data: bytes
 
 
+@dataclass
+class BlobSource:
+    """A blob's bytes as a source sends them from an offset asked for."""
+
+    start: int  # where `chunks` begin: the offset asked for, or 0 from a source that ignores ranges
+    size: int | None  # the whole blob's size, when the source says
+    chunks: Iterator[bytes]
+    close: Callable[[], None]
+
+
+OpenBlob = Callable[[int], BlobSource]  # a blob of the source, opened at an offset
+
+
+class PendingUploads(Protocol):
+    """Where a blob copy cut off midway continues: the destination's upload (a local upload's id, a
+    remote upload's URL) by (destination repository, digest), remembered across runs and workers."""
+
+    def get(self, repository: str, digest: str) -> str | None: ...
+
+    def put(self, repository: str, digest: str, upload: str) -> None: ...
+
+    def drop(self, repository: str, digest: str) -> None: ...
+
+
 class Side(Protocol):
     """One end of a replication. Errors are DockyardErrors (the upstream's among them)."""
 
@@ -278,11 +302,17 @@ class Side(Protocol):
         """Link a blob the side holds elsewhere (one of `sources`, or anywhere when it can tell)."""
         ...
 
-    def open_blob(self, repository: str, digest: str) -> tuple[int | None, Iterator[bytes], Any]:
-        """(size when known, its chunks, a closer)."""
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> BlobSource:
+        """The blob from `offset` (a ranged read; a source may start at 0 instead: `start` says)."""
         ...
 
-    def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None: ...
+    def push_blob(
+        self, repository: str, digest: str, size: int, open_source: OpenBlob, pending: PendingUploads
+    ) -> None:
+        """Write the blob, verified. An upload this side kept in `pending` (a copy cut off earlier) is
+        continued from the bytes it holds, `open_source` asked from there; a copy cut off now
+        (UpstreamUnavailable, a cancel) keeps its upload there for the next try."""
+        ...
 
     def put_manifest(self, repository: str, reference: str, manifest: ManifestData) -> None: ...
 

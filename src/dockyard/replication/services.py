@@ -35,6 +35,7 @@ from dockyard.replication.interfaces import (
     check_policy,
 )
 from dockyard.replication.models import ReplicationArtifactRow, ReplicationPolicyRow, ReplicationRunRow
+from dockyard.replication.pending import PolicyPendingUploads
 from dockyard.replication.sides import LocalSide, RemoteSide
 from dockyard.storage.blobs import BlobStore
 
@@ -347,6 +348,7 @@ class ReplicationExecutor:
     ) -> None:
         """`on_finished`: told of every run that ended (succeeded, failed or cancelled), with its
         artifacts (the `replication_finished` webhook event)."""
+        self._db = db
         self.policies = ReplicationPolicies(db)
         self.runs = ReplicationRuns(db)
         self.local = LocalSide(registry, blob_uploads, blobs)
@@ -385,6 +387,7 @@ class ReplicationExecutor:
                     only,
                     concurrency=policy.concurrency,
                     deleted=deleted,
+                    pending=PolicyPendingUploads(self._db, policy.name),
                 )
                 counters = replicator.counters
                 replicator.run()

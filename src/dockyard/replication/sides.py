@@ -2,7 +2,11 @@
 services, so quotas, immutable tags, the change feed and digest checks apply as for a client's push)
 and a registry endpoint (`RemoteSide`, the upstream client: its SSRF guard and timeouts apply).
 
-Blobs stream: `open_blob` yields chunks and `push_blob` consumes them, never a whole blob in memory.
+Blobs stream: `open_blob` yields chunks and `push_blob` consumes them, never a whole blob in memory. A
+blob copy cut off midway (the source or the destination dropped, a cancel, the worker killed) keeps the
+destination's upload in the policy's pending uploads, and the next try continues it: the local upload
+session's recorded bytes (recorded every RECORD_EVERY bytes, so a killed worker loses at most that), or
+the remote upload's (its status: a GET on its URL); the source is asked from there with a range.
 """
 
 from __future__ import annotations
@@ -11,18 +15,24 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from dockyard.errors import BlobUnknown, DockyardError, ManifestUnknown, NameUnknown
+from dockyard.errors import BlobUnknown, BlobUploadUnknown, DockyardError, ManifestUnknown, NameUnknown
+from dockyard.jobs.interfaces import JobCancelled
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.services import Registry
-from dockyard.replication.interfaces import ManifestData
+from dockyard.replication.interfaces import BlobSource, ManifestData, OpenBlob, PendingUploads
 from dockyard.storage.blobs import BlobStore
-from dockyard.upstream.interfaces import DEFAULT_ACCEPT, UpstreamNotFound
+from dockyard.storage.uploads import UploadState
+from dockyard.upstream.interfaces import DEFAULT_ACCEPT, UpstreamError, UpstreamNotFound, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from dockyard.upstream.client import HttpRemoteRegistry
 
 CHUNK = 1 << 20
 PAGE = 1000
+RECORD_EVERY = 16 << 20  # bytes of a blob between two records of where its copy got to
+OWNER = "replication"  # the local upload sessions of replication: no client can continue them
+# What cuts a copy off but leaves what it wrote worth continuing.
+INTERRUPTED = (UpstreamUnavailable, JobCancelled, OSError)
 
 
 class LocalSide:
@@ -77,33 +87,59 @@ class LocalSide:
     def mount_blob(self, repository: str, digest: str, sources: Iterable[str]) -> bool:
         return self.registry.mount_blob(repository, digest, None) is not None
 
-    def open_blob(self, repository: str, digest: str) -> tuple[int | None, Iterator[bytes], Any]:
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> BlobSource:
         size = self.registry.blob_size(repository, digest)
-        stream = self.blobs.open(digest)
+        stream = self.blobs.open(digest, min(offset, size))
 
         def chunks() -> Iterator[bytes]:
             while chunk := stream.read(CHUNK):
                 yield chunk
 
-        return size, chunks(), stream.close
+        return BlobSource(min(offset, size), size, chunks(), stream.close)
 
-    def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
-        """An upload session of its own, hashed as it is written; the commit verifies digest and size
-        and records nothing when they differ."""
+    def push_blob(
+        self, repository: str, digest: str, size: int, open_source: OpenBlob, pending: PendingUploads
+    ) -> None:
+        """An upload session of its own (or the one a copy cut off earlier left, continued from its
+        recorded bytes), hashed as it is written, its progress recorded every RECORD_EVERY bytes; the
+        commit verifies digest and size and records nothing when they differ."""
         uploads = self.blob_uploads
-        state = uploads.start(repository)
+        state = self._pending_upload(repository, digest, pending)
         try:
             session = uploads.begin_append(state)
-        except BaseException:
-            uploads.drop(state)
-            raise
+        except DockyardError:  # busy (another worker on it) or inconsistent: a fresh one
+            pending.drop(repository, digest)
+            state = uploads.start(repository, OWNER)
+            session = uploads.begin_append(state)
+        kept = state.size > 0
         finished = False
+        source: BlobSource | None = None
         try:
-            for chunk in chunks:
+            source = open_source(state.size)
+            for chunk in _from(source, state.size):
                 session.write(chunk)
+                if session.received >= RECORD_EVERY:  # where a killed worker's successor continues
+                    state = session.finish()
+                    if not kept:
+                        pending.put(repository, digest, state.id)
+                        kept = True
+                    session = uploads.begin_append(state)
             state = session.finish(record=False)
             finished = True
             uploads.commit(state, digest, size)
+        except INTERRUPTED:
+            if finished:  # the commit was cut off: its bytes are all there, the next try commits
+                with contextlib.suppress(Exception):
+                    uploads.release(state)
+                raise
+            try:
+                state = session.finish()  # keep what arrived
+                pending.put(repository, digest, state.id)
+            except Exception:
+                with contextlib.suppress(Exception):
+                    session.abort()
+                pending.drop(repository, digest)
+            raise
         except BaseException:
             if finished:
                 with contextlib.suppress(Exception):
@@ -112,7 +148,24 @@ class LocalSide:
             else:
                 with contextlib.suppress(Exception):
                     session.abort()
+            if kept:
+                pending.drop(repository, digest)
             raise
+        finally:
+            if source is not None:
+                source.close()
+        if kept:
+            pending.drop(repository, digest)
+
+    def _pending_upload(self, repository: str, digest: str, pending: PendingUploads) -> UploadState:
+        """The upload a copy of this blob cut off earlier left, or a new one."""
+        upload_id = pending.get(repository, digest)
+        if upload_id is not None:
+            try:
+                return self.blob_uploads.get(repository, upload_id, OWNER)
+            except (BlobUploadUnknown, DockyardError):  # committed, purged or cancelled since
+                pending.drop(repository, digest)
+        return self.blob_uploads.start(repository, OWNER)
 
     def put_manifest(self, repository: str, reference: str, manifest: ManifestData) -> None:
         self.registry.put_manifest(repository, reference, manifest.data, manifest.media_type)
@@ -167,12 +220,60 @@ class RemoteSide:
                 return True
         return False
 
-    def open_blob(self, repository: str, digest: str) -> tuple[int | None, Iterator[bytes], Any]:
-        stream = self.remote.open_blob(repository, digest)
-        return stream.size, stream.chunks(CHUNK), stream.close
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> BlobSource:
+        stream = self.remote.open_blob(repository, digest, offset)  # a ranged GET from `offset`
+        return BlobSource(stream.offset, stream.size, stream.chunks(CHUNK), stream.close)
 
-    def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
-        self.remote.push_blob(repository, digest, size, chunks)
+    def push_blob(
+        self, repository: str, digest: str, size: int, open_source: OpenBlob, pending: PendingUploads
+    ) -> None:
+        """A fresh blob is one POST and one PUT with the body. One cut off earlier continues: the
+        upload's status (a GET on its URL, what the registry holds), a PATCH with the rest, the PUT.
+        A registry that dropped the upload (registry:2 does) gets a fresh one."""
+        remote = self.remote
+        location = stored = pending.get(repository, digest)
+        offset = 0
+        if location is not None:
+            try:
+                offset, location = remote.upload_status(repository, location)
+            except UpstreamUnavailable:
+                raise
+            except UpstreamError:
+                pending.drop(repository, digest)
+                location = stored = None
+        if location is None or offset > size:
+            location, offset = remote.start_upload(repository), 0
+        kept = Kept(pending, repository, digest, location, stored)
+        source: BlobSource | None = None
+        try:
+            source = open_source(offset)
+            chunks = kept.watch(_from(source, offset), offset)
+            if offset == 0:
+                remote.finish_upload(repository, location, digest, size, chunks)
+            else:
+                kept.location = remote.patch_upload(repository, location, offset, size, chunks)
+                remote.finish_upload(repository, kept.location, digest)
+        except INTERRUPTED:
+            kept.keep()
+            raise
+        except UpstreamError:
+            if offset == 0:
+                kept.drop()
+                raise
+            # The registry would not continue it (a range it does not hold, say): once more, fresh.
+            kept.drop()
+            if source is not None:
+                source.close()
+                source = None
+            self.push_blob(repository, digest, size, open_source, pending)
+            return
+        except BaseException:
+            kept.drop()
+            raise
+        finally:
+            if source is not None:
+                source.close()
+        kept.drop()
 
     def put_manifest(self, repository: str, reference: str, manifest: ManifestData) -> None:
         self.remote.put_manifest(repository, reference, manifest.media_type, manifest.data)
@@ -190,3 +291,47 @@ class RemoteSide:
             if digest is None:
                 return
             self.remote.delete_manifest(repository, digest)
+
+
+class Kept:
+    """A remote upload in the pending uploads: put there once RECORD_EVERY bytes went (a worker killed
+    now has something to continue) or when the copy is cut off, dropped when it is done."""
+
+    def __init__(
+        self, pending: PendingUploads, repository: str, digest: str, location: str, stored: str | None
+    ) -> None:
+        self.pending, self.repository, self.digest, self.location = pending, repository, digest, location
+        self.stored = stored  # what the pending uploads hold for the blob now
+
+    def watch(self, chunks: Iterator[bytes], offset: int) -> Iterator[bytes]:
+        sent = 0
+        for chunk in chunks:
+            yield chunk
+            sent += len(chunk)
+            if sent >= RECORD_EVERY and self.stored is None:
+                self.keep()
+
+    def keep(self) -> None:
+        if self.stored != self.location:
+            self.pending.put(self.repository, self.digest, self.location)
+            self.stored = self.location
+
+    def drop(self) -> None:
+        if self.stored is not None:
+            self.pending.drop(self.repository, self.digest)
+            self.stored = None
+
+
+def _from(source: BlobSource, offset: int) -> Iterator[bytes]:
+    """The source's chunks from `offset` on: a source that ignored the range asked for (it started at
+    0) is read again from its start, and the bytes before `offset` (written already) are skipped."""
+    if source.start > offset:
+        raise UpstreamError(f"the source answered from byte {source.start}, not {offset}")
+    skip = offset - source.start
+    for chunk in source.chunks:
+        if skip:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk, skip = chunk[skip:], 0
+        yield chunk

@@ -255,21 +255,75 @@ class HttpRemoteRegistry:
         """Upload a blob from `chunks`: a POST for the session, then one PUT with the digest and the
         body (streamed, with its Content-Length), which the registry verifies. Bounded by the read
         timeout per write, not by a total."""
-        validate_name(repository)
         parse_digest(digest)
-        scope = _push(repository)
+        self.finish_upload(repository, self.start_upload(repository), digest, size, chunks)
+
+    def start_upload(self, repository: str) -> str:
+        """POST for an upload session; the URL to send its bytes to."""
+        validate_name(repository)
         with deadline(self.timeouts.total):
-            response = self._send("POST", f"{self.base}/v2/{repository}/blobs/uploads/", scope)
+            response = self._send("POST", f"{self.base}/v2/{repository}/blobs/uploads/", _push(repository))
             response.close()
-        self._raise_for(response, f"an upload of {digest}")
-        target = httpx.URL(self._location(response)).copy_merge_params({"digest": digest})
+        self._raise_for(response, f"an upload to {repository}")
+        return self._location(response)
+
+    def upload_status(self, repository: str, location: str) -> tuple[int, str]:
+        """(bytes the registry holds of an upload, the URL to continue it at): a GET on the upload's
+        URL, answered with `Range: 0-<last byte>` (the OCI spec's chunked upload). An upload the
+        registry dropped (registry:2 drops one whose PUT or PATCH was cut off) is UpstreamNotFound
+        or another UpstreamError."""
+        with deadline(self.timeouts.total):
+            response = self._upload_request("GET", location, repository)
+            response.close()
+        if response.status_code == 200:  # not 204: something else than an upload's status
+            raise UpstreamError("the upstream answered an upload's status with 200")
+        self._raise_for(response, "an upload's status")
+        first, _, last = response.headers.get("range", "").partition("-")
+        if first != "0" or not last.isdigit():
+            raise UpstreamError("the upstream answered an upload's status without a valid Range")
+        # "0-0" is what registries say of an empty upload (and of one of one byte: sent again).
+        held = int(last) + 1 if int(last) > 0 else 0
+        return held, self._location(response) if response.headers.get("location") else location
+
+    def patch_upload(
+        self, repository: str, location: str, offset: int, size: int, chunks: Iterable[bytes]
+    ) -> str:
+        """Send the upload's bytes from `offset` to the end (`size`) in one PATCH with a Content-Range;
+        the URL to continue at."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{size - 1}",
+            "Content-Length": str(size - offset),
+        }
+        response = self._upload_request("PATCH", location, repository, headers, chunks)
+        response.close()
+        self._raise_for(response, "a chunk of an upload")
+        return self._location(response) if response.headers.get("location") else location
+
+    def finish_upload(
+        self, repository: str, location: str, digest: str, size: int = 0, chunks: Iterable[bytes] = ()
+    ) -> None:
+        """PUT `?digest=`, with the upload's last `size` bytes as the body (none: all were sent): the
+        registry verifies the digest and records the blob."""
+        target = str(httpx.URL(location).copy_merge_params({"digest": digest}))
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        if _origin(target) == _origin(httpx.URL(self.base)):
-            response = self._send("PUT", str(target), scope, headers, content=chunks)
-        else:  # an upload URL on another host (object storage, say) gets no credentials of ours
-            response = self._once("PUT", str(target), headers, chunks)
+        response = self._upload_request("PUT", target, repository, headers, chunks if size else b"")
         response.close()
         self._raise_for(response, f"the upload of {digest}")
+
+    def _upload_request(
+        self,
+        method: str,
+        location: str,
+        repository: str,
+        headers: dict[str, str] | None = None,
+        content: bytes | Iterable[bytes] | None = None,
+    ) -> httpx.Response:
+        """A request on an upload's URL; one on another host than the endpoint's (object storage, say)
+        gets no credentials of ours."""
+        if _origin(httpx.URL(location)) == _origin(httpx.URL(self.base)):
+            return self._send(method, location, _push(repository), headers, content=content)
+        return self._once(method, location, headers or {}, content)
 
     def put_manifest(self, repository: str, reference: str, media_type: str, data: bytes) -> str:
         """PUT a manifest's exact bytes by tag or digest; the digest the registry answered."""

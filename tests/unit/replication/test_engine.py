@@ -14,15 +14,20 @@ import pytest
 
 from dockyard.errors import BlobUnknown
 from dockyard.jobs.interfaces import JobCancelled
-from dockyard.replication.engine import CANCEL_EVERY, CONCURRENCY, Replicator
+from dockyard.replication import engine
+from dockyard.replication.engine import CANCEL_EVERY, CONCURRENCY, MemoryPendingUploads, Replicator
 from dockyard.replication.interfaces import (
     ArtifactResult,
     ArtifactStatus,
+    BlobSource,
     Counters,
     Direction,
     ManifestData,
+    OpenBlob,
+    PendingUploads,
     Policy,
 )
+from dockyard.upstream.interfaces import UpstreamUnavailable
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,6 +46,10 @@ class MemorySide:
         self.links: set[tuple[str, str]] = set()
         self.calls: list[tuple[str, str, str]] = []
         self.referrer_lists: dict[str, list[dict[str, Any]]] = {}
+        self.uploads: dict[str, bytearray] = {}  # as a destination: uploads not finished
+        self.served = 0  # as a source: blob bytes sent
+        self.cut_after: int | None = None  # as a source: drop the connection once, past this many bytes
+        self.ignores_ranges = False  # as a source: every blob from its first byte
 
     # seeding
     def image(
@@ -103,15 +112,44 @@ class MemorySide:
             return True
         return False
 
-    def open_blob(self, repository: str, digest_: str) -> tuple[int | None, Iterator[bytes], Any]:
+    def open_blob(self, repository: str, digest_: str, offset: int = 0) -> BlobSource:
         if (repository, digest_) not in self.links:
             raise BlobUnknown()
         self.calls.append(("GET blob", repository, digest_))
+        start = 0 if self.ignores_ranges else offset
         data = self.blobs[digest_]
-        return len(data), iter([data[i : i + 1000] for i in range(0, len(data), 1000)]), lambda: None
 
-    def push_blob(self, repository: str, digest_: str, size: int, chunks: Iterable[bytes]) -> None:
-        data = b"".join(chunks)
+        def chunks() -> Iterator[bytes]:
+            for i in range(start, len(data), 1000):
+                if self.cut_after is not None and self.served >= self.cut_after:
+                    self.cut_after = None  # once
+                    raise UpstreamUnavailable("the source dropped the connection")
+                self.served += len(data[i : i + 1000])
+                yield data[i : i + 1000]
+
+        return BlobSource(start, len(data), chunks(), lambda: None)
+
+    def push_blob(
+        self, repository: str, digest_: str, size: int, open_source: OpenBlob, pending: PendingUploads
+    ) -> None:
+        upload = pending.get(repository, digest_)
+        if upload is None or upload not in self.uploads:
+            upload = f"upload-{len(self.uploads)}"
+            self.uploads[upload] = bytearray()
+        written = self.uploads[upload]
+        source = open_source(len(written))
+        skip = len(written) - source.start
+        try:
+            for chunk in source.chunks:
+                cut = min(skip, len(chunk))
+                skip -= cut
+                written += chunk[cut:]
+        except UpstreamUnavailable:
+            pending.put(repository, digest_, upload)
+            raise
+        del self.uploads[upload]
+        pending.drop(repository, digest_)
+        data = bytes(written)
         assert digest(data) == digest_ and len(data) == size
         self.calls.append(("PUT blob", repository, digest_))
         self.blobs[digest_] = data
@@ -163,6 +201,7 @@ def replicate(
     destination: MemorySide,
     watch: Watch | None = None,
     concurrency: int = CONCURRENCY,
+    pending: MemoryPendingUploads | None = None,
     **fields: Any,
 ) -> tuple[Counters, list[ArtifactResult]]:
     results: list[ArtifactResult] = []
@@ -174,6 +213,7 @@ def replicate(
         watch or Watch(),
         lambda result, _: results.append(result),
         concurrency=concurrency,
+        pending=pending,
     )
     return replicator.run(), results
 
@@ -341,3 +381,48 @@ def test_named_repositories_are_asked_for_without_the_catalog() -> None:
     counters, results = replicate(source, destination, repositories="library/{alpine,busybox,missing}")
     assert sorted(r.source for r in results) == ["library/alpine:3.20", "library/busybox:1.36"]
     assert counters.artifacts_copied == 2
+
+
+@pytest.mark.parametrize("ignores_ranges", [False, True])
+def test_a_blob_cut_off_midway_continues_where_it_stopped(
+    ignores_ranges: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The source drops the connection after 30000 bytes of a 100000-byte layer: the copy goes on from
+    byte 30000 (a ranged read), so the source sends the blob once in all; a source that ignores ranges
+    sends it again from its start, and the bytes written already are skipped. Byte for byte either way."""
+    monkeypatch.setattr(engine, "RETRY_PAUSE", 0.01)
+    source, destination = MemorySide(), MemorySide()
+    image = source.image("app", "1", "big", sizes=(100_000,))
+    source.ignores_ranges = ignores_ranges
+    source.cut_after = 30_000
+    watch = Watch()
+    counters, results = replicate(source, destination, watch)
+    assert [r.status for r in results] == [ArtifactStatus.COPIED]
+    layer = json.loads(image.data)["layers"][0]
+    assert destination.blobs[layer["digest"]] == source.blobs[layer["digest"]]
+    config_size = json.loads(image.data)["config"]["size"]
+    resent = 30_000 if ignores_ranges else 0
+    assert source.served == config_size + layer["size"] + resent
+    assert any("cut off" in line for line in watch.lines)
+    assert not destination.uploads
+
+
+def test_a_blob_a_run_left_unfinished_is_continued_by_the_next_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that keeps failing: the run gives the blob up after BLOB_ATTEMPTS tries, with its
+    upload kept as pending; the next run continues it from there instead of from its first byte."""
+    monkeypatch.setattr(engine, "RETRY_PAUSE", 0.0)
+    monkeypatch.setattr(engine, "BLOB_ATTEMPTS", 1)
+    source, destination = MemorySide(), MemorySide()
+    image = source.image("app", "1", "big", sizes=(100_000,))
+    layer = json.loads(image.data)["layers"][0]
+    config_size = json.loads(image.data)["config"]["size"]
+    source.cut_after = config_size + 40_000
+    pending = MemoryPendingUploads()
+    _, results = replicate(source, destination, pending=pending, concurrency=1)
+    assert [r.status for r in results] == [ArtifactStatus.FAILED]
+    assert list(pending.entries) == [("app", layer["digest"])]
+    _, results = replicate(source, destination, pending=pending, concurrency=1)
+    assert [r.status for r in results] == [ArtifactStatus.COPIED]
+    assert destination.blobs[layer["digest"]] == source.blobs[layer["digest"]]
+    assert source.served == config_size + layer["size"]  # no byte of it sent twice
+    assert not pending.entries and not destination.uploads
