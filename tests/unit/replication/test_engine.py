@@ -397,6 +397,7 @@ def test_a_blob_cut_off_midway_continues_where_it_stopped(
     source.cut_after = 30_000
     watch = Watch()
     counters, results = replicate(source, destination, watch)
+    assert counters.blobs_copied == 2
     assert [r.status for r in results] == [ArtifactStatus.COPIED]
     layer = json.loads(image.data)["layers"][0]
     assert destination.blobs[layer["digest"]] == source.blobs[layer["digest"]]
