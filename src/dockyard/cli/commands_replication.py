@@ -62,6 +62,22 @@ Bandwidth = Annotated[
         help="Bytes per second a run's blob copies take together (at least 65536); 0: no limit.",
     ),
 ]
+ArtifactTypes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--artifact-type",
+        help="Copy only this type (repeat for several): image, signature, sbom, attestation, chart, or a "
+        "media type glob. On update, '' clears the filter.",
+    ),
+]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        help="Copy only images whose config labels match key=value (a glob; repeat: all must). "
+        "On update, '' clears the filter.",
+    ),
+]
 WAIT_POLL_SECONDS = 1.0
 
 POLICY_COLUMNS = [
@@ -80,6 +96,8 @@ POLICY_FIELDS = [
     Column("Propagate deletes", "propagate_deletes"),
     Column("Concurrency", "concurrency"),
     Column("Bandwidth (bytes/s)", lambda p: p.get("bandwidth") or "no limit"),
+    Column("Artifact types", lambda p: ", ".join(p.get("artifact_types") or []) or "any"),
+    Column("Labels", lambda p: ", ".join(p.get("labels") or []) or "any"),
     Column("Description", "description"),
     Column("Created", "created_at", when),
     Column("Updated", "updated_at", when),
@@ -120,6 +138,12 @@ def _body(**options: Any) -> dict[str, Any]:
     return body
 
 
+def _filters(artifact_types: list[str] | None, labels: list[str] | None) -> dict[str, list[str]]:
+    """The filters given (an empty value clears one)."""
+    given = {"artifact_types": artifact_types, "labels": labels}
+    return {key: [v for v in values if v] for key, values in given.items() if values is not None}
+
+
 @api_command(policy_app, "list")
 def list_policies(cli: Session) -> None:
     """List the replication policies."""
@@ -149,6 +173,8 @@ def create_policy(
     description: Description = None,
     concurrency: Concurrency = None,
     bandwidth: Bandwidth = None,
+    artifact_type: ArtifactTypes = None,
+    label: Labels = None,
 ) -> None:
     """Create a policy: `dockyard replication policy create dr -d push -e backup -r 'team/**'`."""
     if direction is None or endpoint is None:
@@ -170,6 +196,7 @@ def create_policy(
     )
     if bandwidth is not None:  # 0: no limit
         body["bandwidth"] = bandwidth or None
+    body.update(_filters(artifact_type, label))
     policy = cli.api.post("/replication/policies", body)
     cli.out.done(f"Created replication policy {policy['name']}.", policy)
 
@@ -191,6 +218,8 @@ def update_policy(
     description: Description = None,
     concurrency: Concurrency = None,
     bandwidth: Bandwidth = None,
+    artifact_type: ArtifactTypes = None,
+    label: Labels = None,
 ) -> None:
     """Change a policy: only what is given changes."""
     body = _body(
@@ -208,6 +237,7 @@ def update_policy(
     )
     if bandwidth is not None:  # 0: no limit
         body["bandwidth"] = bandwidth or None
+    body.update(_filters(artifact_type, label))
     if dest_namespace is not None:
         body["dest_namespace"] = dest_namespace or None
     if trigger is not None and trigger != "cron" and schedule is None:

@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
 
-from dockyard.content.manifest import parse_manifest
+from dockyard.content import mediatypes as mt
+from dockyard.content.manifest import ParsedManifest, parse_manifest
 from dockyard.errors import DockyardError
 from dockyard.jobs.interfaces import JobCancelled
+from dockyard.replication.filters import artifact_type, config_labels, labels_selected, type_selected
 from dockyard.replication.interfaces import (
     ArtifactResult,
     ArtifactStatus,
@@ -42,6 +44,7 @@ from dockyard.upstream.interfaces import UpstreamUnavailable
 
 log = logging.getLogger("dockyard.replication")
 CANCEL_EVERY = 8 << 20  # bytes of a blob between two looks at the job's cancel flag
+MAX_CONFIG = 4 << 20  # bytes of an image config read for its labels
 MAX_REFERRER_DEPTH = 4  # signatures of signatures...
 CONCURRENCY = 8  # artifacts a run copies at once
 BLOB_ATTEMPTS = 4  # tries of one blob in a run: a copy cut off midway continues where it stopped
@@ -190,7 +193,7 @@ class Replicator:
             return
         stop = threading.Event()
 
-        def copy(item: tuple[str, str, str]) -> ArtifactResult:
+        def copy(item: tuple[str, str, str]) -> ArtifactResult | None:
             if stop.is_set():
                 raise JobCancelled("the run was cancelled")
             try:
@@ -202,7 +205,7 @@ class Replicator:
 
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="replicate")
         futures = [pool.submit(copy, item) for item in work]
-        finished: set[Future[ArtifactResult]] = set()
+        finished: set[Future[ArtifactResult | None]] = set()
         try:
             for done, future in enumerate(as_completed(futures), 1):
                 finished.add(future)
@@ -218,7 +221,9 @@ class Replicator:
             raise
         pool.shutdown(wait=True)
 
-    def _finish(self, result: ArtifactResult) -> None:
+    def _finish(self, result: ArtifactResult | None) -> None:
+        if result is None:  # not selected by the artifact filters: no outcome to record
+            return
         counters = self.counters
         with self._lock:
             if result.status is ArtifactStatus.COPIED:
@@ -236,7 +241,8 @@ class Replicator:
         self.record(result, snapshot)
 
     # --- one tag -----------------------------------------------------------------------------------
-    def copy_tag(self, repository: str, tag: str, target: str) -> ArtifactResult:
+    def copy_tag(self, repository: str, tag: str, target: str) -> ArtifactResult | None:
+        """The tag's outcome; None when the artifact filters do not select it (logged, not recorded)."""
         source_ref, target_ref = f"{repository}:{tag}", f"{target}:{tag}"
         tally = Counters()  # what this artifact copied; added to the run's counters when it ends
         digest: str | None = None
@@ -245,6 +251,11 @@ class Replicator:
             if manifest is None:
                 return ArtifactResult(source_ref, target_ref, None, ArtifactStatus.SKIPPED, error="gone")
             digest = manifest.digest
+            if self.policy.artifact_types or self.policy.labels:
+                unselected = self._unselected(repository, manifest)
+                if unselected is not None:
+                    self.progress.log(f"{source_ref}: not selected ({unselected})")
+                    return None
             existing = self.destination.manifest_digest(target, tag)
             if existing is not None and existing != digest and not self.policy.override:
                 return ArtifactResult(
@@ -271,6 +282,40 @@ class Replicator:
         return ArtifactResult(
             source_ref, target_ref, digest, status, blobs=tally.blobs_copied, bytes=tally.bytes_copied
         )
+
+    def _unselected(self, repository: str, manifest: ManifestData) -> str | None:
+        """Why the artifact filters leave the artifact out (filters.py), None when they select it."""
+        parsed = parse_manifest(manifest.data, manifest.media_type or None)
+        config_type = parsed.config.media_type if parsed.config is not None else None
+        kind = artifact_type(parsed.media_type, parsed.artifact_type, config_type)
+        if not type_selected(self.policy.artifact_types, kind):
+            return f"artifact type {kind}"
+        if self.policy.labels and not labels_selected(self.policy.labels, self._labels(repository, parsed)):
+            return "labels"
+        return None
+
+    def _labels(self, repository: str, parsed: ParsedManifest) -> dict[str, str]:
+        """An image's config labels; an index's, those of its first image."""
+        if parsed.is_index:
+            if not parsed.manifests:
+                return {}
+            child = self.source.manifest(repository, parsed.manifests[0].digest)
+            if child is None:
+                return {}
+            parsed = parse_manifest(child.data, child.media_type or None)
+            if parsed.is_index:
+                return {}
+        config = parsed.config
+        if config is None or config.media_type not in (mt.OCI_CONFIG, mt.DOCKER_CONFIG):
+            return {}
+        if config.size > MAX_CONFIG:
+            raise ArtifactFailed(f"the image config {config.digest} is larger than {MAX_CONFIG} bytes")
+        found = self.source.open_blob(repository, config.digest)
+        try:
+            data = b"".join(found.chunks)
+        finally:
+            found.close()
+        return config_labels(data)
 
     def _add(self, tally: Counters) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from dockyard.content.reference import validate_name
 from dockyard.errors import Category, DockyardError
 from dockyard.projects.patterns import PatternInvalid, matches, validate_pattern
+from dockyard.replication.filters import FilterInvalid, check_artifact_types, check_labels
 
 NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
@@ -96,6 +97,8 @@ class Policy:
     description: str = ""
     concurrency: int = 8  # artifacts a run copies at once
     bandwidth: int | None = None  # bytes per second a run's blob copies take together; None: no limit
+    artifact_types: tuple[str, ...] = ()  # filters.py: names or media type globs; empty: every type
+    labels: tuple[str, ...] = ()  # filters.py: `key=value` globs on the image config's labels, all hold
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -204,6 +207,11 @@ def check_policy(policy: Policy) -> Policy:
         raise PolicyInvalid(f"concurrency is 1 to {MAX_CONCURRENCY} artifacts at a time")
     if policy.bandwidth is not None and policy.bandwidth < MIN_BANDWIDTH:
         raise PolicyInvalid(f"a bandwidth limit is at least {MIN_BANDWIDTH} bytes per second (or none)")
+    try:
+        check_artifact_types(policy.artifact_types)
+        check_labels(policy.labels)
+    except FilterInvalid as error:
+        raise PolicyInvalid(str(error)) from None
     return policy
 
 

@@ -39,6 +39,8 @@ class ReplicationPolicyRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     concurrency: Mapped[int] = mapped_column(Integer, default=8)  # artifacts a run copies at once
     bandwidth: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes/s; NULL: no limit
+    artifact_types: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list; NULL: any type
+    labels: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list of key=value globs
     # Blob copies cut off midway, to continue: JSON {"repository@digest": upload id or URL} (pending.py).
     pending_uploads: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

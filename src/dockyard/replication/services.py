@@ -4,6 +4,7 @@ direction, the copy engine, the run's record)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -173,6 +174,8 @@ def _columns(connection: Any, policy: Policy) -> dict[str, Any]:
         "enabled": policy.enabled,
         "concurrency": policy.concurrency,
         "bandwidth": policy.bandwidth,
+        "artifact_types": json.dumps(list(policy.artifact_types)) if policy.artifact_types else None,
+        "labels": json.dumps(list(policy.labels)) if policy.labels else None,
     }
 
 
@@ -192,9 +195,15 @@ def _policy(row: Row[Any]) -> Policy:
         description=row.description or "",
         concurrency=row.concurrency,
         bandwidth=row.bandwidth,
+        artifact_types=_list(row.artifact_types),
+        labels=_list(row.labels),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def _list(text: str | None) -> tuple[str, ...]:
+    return tuple(str(item) for item in json.loads(text)) if text else ()
 
 
 # --- runs -----------------------------------------------------------------------------------------

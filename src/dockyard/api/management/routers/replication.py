@@ -58,6 +58,17 @@ class PolicyIn(BaseModel):
         default=None,
         description="Bytes per second a run's blob copies take together (at least 65536); null: no limit.",
     )
+    artifact_types: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Artifact types to copy (any of them): image, signature, sbom, attestation, chart, or a media "
+            "type glob on the manifest's artifactType / config mediaType. Empty: every type."
+        ),
+    )
+    labels: list[str] = Field(
+        default_factory=list,
+        description="key=value globs on the image config's labels, all of which must hold (key: present).",
+    )
 
 
 class PolicyPatch(BaseModel):
@@ -78,6 +89,8 @@ class PolicyPatch(BaseModel):
     enabled: bool | None = None
     concurrency: int | None = None
     bandwidth: int | None = None  # null: no limit
+    artifact_types: list[str] | None = None
+    labels: list[str] | None = None
 
 
 class PolicyOut(BaseModel):
@@ -95,6 +108,8 @@ class PolicyOut(BaseModel):
     enabled: bool
     concurrency: int
     bandwidth: int | None
+    artifact_types: list[str]
+    labels: list[str]
     created_at: datetime | None
     updated_at: datetime | None
 
@@ -140,7 +155,9 @@ def list_policies(principal: Admin, services: Services) -> list[PolicyOut]:
 def create_policy(body: PolicyIn, request: Request, principal: Admin, services: Services) -> PolicyOut:
     detail = body.model_dump(mode="json", exclude={"name"})
     with audited(services, request, principal, AuditAction.CREATE, RESOURCE, body.name, detail):
-        created = ReplicationPolicies(services.db).create(Policy(**body.model_dump()))
+        fields = body.model_dump()
+        fields.update(artifact_types=tuple(body.artifact_types), labels=tuple(body.labels))
+        created = ReplicationPolicies(services.db).create(Policy(**fields))
     return _out(created)
 
 
@@ -162,7 +179,7 @@ def update_policy(
         elif value is None and key not in ("dest_namespace", "schedule", "bandwidth"):
             changes[key] = UNSET  # null on a field that cannot be null: unchanged
         else:
-            changes[key] = value
+            changes[key] = tuple(value) if isinstance(value, list) else value
     detail = {key: value for key, value in body.model_dump(mode="json").items() if key in given}
     with audited(services, request, principal, AuditAction.UPDATE, RESOURCE, name, detail):
         updated = ReplicationPolicies(services.db).update(name, **changes)
@@ -254,6 +271,8 @@ def _out(policy: Policy) -> PolicyOut:
         enabled=policy.enabled,
         concurrency=policy.concurrency,
         bandwidth=policy.bandwidth,
+        artifact_types=list(policy.artifact_types),
+        labels=list(policy.labels),
         created_at=policy.created_at,
         updated_at=policy.updated_at,
     )
