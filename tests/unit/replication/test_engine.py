@@ -427,3 +427,56 @@ def test_a_blob_a_run_left_unfinished_is_continued_by_the_next_run(monkeypatch: 
     assert destination.blobs[layer["digest"]] == source.blobs[layer["digest"]]
     assert source.served == config_size + layer["size"]  # no byte of it sent twice
     assert not pending.entries and not destination.uploads
+
+
+def _labelled(side: MemorySide, repository: str, tag: str | None, labels: dict[str, str]) -> ManifestData:
+    config = json.dumps({"architecture": "amd64", "config": {"Labels": labels}}).encode()
+    layer = f"layer {tag} {labels}".encode()
+    for blob in (config, layer):
+        side.blobs[digest(blob)] = blob
+        side.links.add((repository, digest(blob)))
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest(layer),
+                    "size": len(layer)}],
+    }  # fmt: skip
+    return side.store(repository, tag, OCI_MANIFEST, json.dumps(document).encode())
+
+
+def test_artifact_filters_select_by_type_and_by_labels_an_index_by_its_first_image() -> None:
+    source = MemorySide()
+    prod = _labelled(source, "app", "prod", {"tier": "prod"})
+    dev = _labelled(source, "app", "dev", {"tier": "dev"})
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX,
+         "manifests": [{"mediaType": OCI_MANIFEST, "digest": m.digest, "size": len(m.data)}
+                       for m in (prod, dev)]}
+    ).encode()  # fmt: skip
+    source.store("app", "multi", OCI_INDEX, index)
+    signature = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+         "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+         "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(b"{}"), "size": 2},
+         "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": prod.digest, "size": len(prod.data)}}
+    ).encode()  # fmt: skip
+    source.blobs[digest(b"{}")] = b"{}"
+    source.links.add(("app", digest(b"{}")))
+    stored = source.store("app", "prod-sig", OCI_MANIFEST, signature)
+    source.referrer_lists[prod.digest] = [{"digest": stored.digest, "mediaType": OCI_MANIFEST}]
+
+    destination = MemorySide()
+    watch = Watch()
+    _, results = replicate(source, destination, watch, labels=("tier=prod",))
+    assert sorted(r.source for r in results) == ["app:multi", "app:prod"]  # the index: its first image's
+    assert stored.digest in destination.manifests["app"]  # the signature goes with its subject
+    assert "prod-sig" not in destination.manifests["app"]  # its tag has no labels: not selected
+    assert any("app:dev: not selected (labels)" in line for line in watch.lines)
+
+    destination = MemorySide()
+    _, results = replicate(source, destination, artifact_types=("signature",))
+    assert [r.source for r in results] == ["app:prod-sig"]
+    _, results = replicate(source, MemorySide(), artifact_types=("image",))
+    assert sorted(r.source for r in results) == ["app:dev", "app:multi", "app:prod"]
