@@ -1,7 +1,7 @@
 """Replication resumes blobs: a policy's pending uploads (blob copies cut off midway, to continue)
 
-Revision ID: 0015_replication_resume
-Revises: 0014_scanners
+Revision ID: 0016_replication_resume
+Revises: 0015_scan_scanner
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_replication_resume"
-down_revision = "0014_scanners"
+revision = "0016_replication_resume"
+down_revision = "0015_scan_scanner"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Replication: artifact-type and label filters on policies
 
-Revision ID: 0016_replication_filters
-Revises: 0015_replication_resume
+Revision ID: 0017_replication_filters
+Revises: 0016_replication_resume
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_replication_filters"
-down_revision = "0015_replication_resume"
+revision = "0017_replication_filters"
+down_revision = "0016_replication_resume"
 branch_labels = None
 depends_on = None
 
