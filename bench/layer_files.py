@@ -4,7 +4,9 @@ whole listing, a directory at the end of the layer, a file at its end, and the m
 Builds one gzip layer of ~500 MB of tar (200 files of random bytes, 1 MiB each, which do not compress,
 then 6,000 text files of ~50 KiB which do, in `a/` ... `z/`, and a last directory `zz/`), pushes it to a
 dockyard on loopback (auth off) and reads `/api/v1/.../files` as the portal would, line by line.
-Each measurement runs `--rounds` times, interleaved; the machine's load average is printed.
+Each measurement runs `--rounds` times, interleaved; the machine's load average is printed. The first
+listing reads the blob and keeps the layer's index; the later ones say "(index)" when they answer
+from it (the merged tree has no such mark: it reads the index too).
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def timed_listing(http: httpx.Client, path: str, params: dict[str, str]) -> tuple[float, float, int]:
-    """(seconds to the first entry line, seconds to the end line, entries)."""
+def timed_listing(http: httpx.Client, path: str, params: dict[str, str]) -> tuple[float, float, int, str]:
+    """(seconds to the first entry line, seconds to the end line, entries, "index" when answered from
+    the layer's index)."""
     started = time.monotonic()
     first = None
     count = 0
+    source = ""
     with http.stream("GET", path, params=params) as response:
         if response.is_error:
             response.read()
@@ -84,11 +88,12 @@ def timed_listing(http: httpx.Client, path: str, params: dict[str, str]) -> tupl
             item = json.loads(line)
             if "end" in item or "errors" in item:
                 assert "end" in item, item
+                source = "index" if item["end"].get("cached") else "blob"
                 break
             if first is None:
                 first = time.monotonic() - started
             count += 1
-    return first if first is not None else float("nan"), time.monotonic() - started, count
+    return first if first is not None else float("nan"), time.monotonic() - started, count, source
 
 
 def main() -> None:
@@ -131,7 +136,7 @@ def main() -> None:
                 }
                 # The management API loads on its first request: not part of any measurement.
                 http.get("/api/v1/systeminfo").raise_for_status()
-                results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in cases}
+                results: dict[str, list[tuple[float, float, int, str]]] = {name: [] for name in cases}
                 downloads = []
                 for _ in range(args.rounds):
                     for name, (path, params) in cases.items():
@@ -145,7 +150,7 @@ def main() -> None:
             server.process.wait(30)
     print(f"load average: {os.getloadavg()}")
     for name, runs in results.items():
-        firsts = ", ".join(f"{r[0]:.3f}" for r in runs)
+        firsts = ", ".join(f"{r[0]:.3f} ({r[3]})" for r in runs)
         totals = ", ".join(f"{r[1]:.2f}" for r in runs)
         print(f"{name}: {runs[0][2]} entries; first entry {firsts} s; whole listing {totals} s")
     print(f"download of the layer's last file: {', '.join(f'{d:.2f}' for d in downloads)} s")

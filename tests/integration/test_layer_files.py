@@ -339,3 +339,20 @@ def test_the_cli_lists_prints_and_diffs(
     assert "/etc/motd" in text and "size, digest" in text and "4.8-1" in text and "4.9-1" in text
     bomb_layer = run_cli(server, tmp_path, "artifact", "files", "files/bomb:v1", "--json")
     assert bomb_layer.returncode == 1 and b"larger than" in bomb_layer.stderr
+
+
+def test_a_layer_read_to_its_end_is_indexed_and_read_back(
+    admin: httpx.Client, images: dict[str, Any]
+) -> None:
+    path = "/repositories/other/app/artifacts/v1/layers/" + images["base"] + "/files"
+    first, _ = ndjson(admin.get(path, params={"path": "/etc", "digests": True}))
+    second, again = ndjson(admin.get(path, params={"path": "/etc", "digests": True}))
+    assert again["end"]["cached"] is True and again["end"]["entries"] == 7
+    assert second == first  # the same entries, digests and all
+    whole, _ = ndjson(admin.get(path, params={"recursive": True}))  # kept with digests: serves without
+    assert len(whole) == 7 + 2  # and the implied directories var/, www/ (no entries of their own)
+    # A listing stopped by a bound is never kept: the bomb is read (and refused) every time.
+    bomb_layer = admin.get("/repositories/files/bomb/artifacts/v1").json()["manifest"]["layers"][0]["digest"]
+    for _ in range(2):
+        _, last = ndjson(admin.get(f"/repositories/files/bomb/artifacts/v1/layers/{bomb_layer}/files"))
+        assert last["errors"][0]["code"] == "REQUEST_ENTITY_TOO_LARGE"

@@ -313,6 +313,12 @@ def populate(server: RunningServer) -> Install:
     wait_for_job(admin, scan["job_id"])
     report = call(admin, "GET", "/repositories/team/py/artifacts/1/scan", 200)
     assert report["status"] == "done" and report["findings"], report
+    # The layer browser's index of a layer read to its end (layer_file_indexes).
+    listed = admin.get(
+        f"/repositories/team/py/artifacts/1/layers/{digest_of(py_layer)}/files",
+        params={"recursive": "true"},
+    )
+    assert listed.status_code == 200 and '"end"' in listed.text.splitlines()[-1], listed.text
     # An external scanner with a sealed secret (scanners).
     body = {"name": "adapter", "url": "https://scanner.example", "auth": "token", "secret": "scanner-s3cret"}
     call(admin, "POST", "/scanners", 201, json=body)

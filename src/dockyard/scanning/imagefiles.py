@@ -11,11 +11,12 @@ the directory's contents).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard.content.manifest import parse_manifest
 from dockyard.errors import BlobUnknown, PathNotFound
@@ -34,6 +35,56 @@ class Image:
     repository: str
     digest: str  # the image manifest (an index's platform image)
     layers: list[dict[str, Any]]  # the manifest's layer descriptors, bottom first
+
+
+class EntryIndex(Protocol):
+    """Where a layer's entries are kept after one complete listing (scans.layer_index)."""
+
+    max_entries: int
+
+    def get(self, digest: str, with_digests: bool = False) -> list[FileEntry] | None: ...
+
+    def put(self, digest: str, entries: list[FileEntry], with_digests: bool) -> None: ...
+
+
+class LayerEntries:
+    """One layer's entries: from the index when it keeps them, else read from the blob (and kept in the
+    index once read to the end). Iterate once; `summary()` for the listing's last line; `close()`."""
+
+    def __init__(
+        self, files: ImageFiles, image: Image, layer: str, digests: bool, budget: Budget | None
+    ) -> None:
+        self._index = files.index
+        self._layer = layer
+        self._digests = digests
+        self._cached = self._index.get(layer, digests) if self._index is not None else None
+        self.reader = None if self._cached is not None else files.reader(image, layer, budget)
+
+    def __iter__(self) -> Iterator[FileEntry]:
+        if self._cached is not None:
+            yield from self._cached
+            return
+        assert self.reader is not None
+        kept: list[FileEntry] | None = [] if self._index is not None else None
+        for entry in self.reader.entries(digests=self._digests):
+            if kept is not None:
+                kept.append(entry)
+                if self._index is not None and len(kept) > self._index.max_entries:
+                    kept = None
+            yield entry
+        if kept is not None and self._index is not None:
+            # Copies: the caller may change what it was given (the merged tree names each one's layer).
+            self._index.put(self._layer, [dataclasses.replace(e) for e in kept], self._digests)
+
+    def summary(self) -> dict[str, Any]:
+        if self._cached is not None:
+            return {"entries": len(self._cached), "cached": True}
+        assert self.reader is not None
+        return {**self.reader.listing.as_json(), "cached": False}
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.blob.close()
 
 
 class MergedTree:
@@ -81,10 +132,21 @@ class MergedTree:
 class ImageFiles:
     """Reads manifests from the registry and layers from the blob store; holds no state between calls."""
 
-    def __init__(self, manifests: Manifests, blobs: Blobs, limits: Limits) -> None:
+    def __init__(
+        self, manifests: Manifests, blobs: Blobs, limits: Limits, index: EntryIndex | None = None
+    ) -> None:
         self._manifests = manifests
         self._blobs = blobs
         self.limits = limits
+        self.index = index
+
+    def entries(
+        self, image: Image, layer: str, digests: bool = False, budget: Budget | None = None
+    ) -> LayerEntries:
+        """A layer's entries, from the index when it has them (raises LayerNotInImage, BlobUnknown)."""
+        if not any(d.get("digest") == layer for d in image.layers):
+            raise LayerNotInImage(f"{image.repository}@{image.digest} has no layer {layer}")
+        return LayerEntries(self, image, layer, digests, budget)
 
     def image(self, repository: str, reference: str, platform: str | None = None) -> Image:
         """The image a reference names (an index: its `platform`'s). Raises ManifestUnknown,
@@ -119,10 +181,10 @@ class ImageFiles:
         budget = Budget(self.limits)
         for descriptor in image.layers:
             budget.start_layer()
-            reader = self.reader(image, descriptor["digest"], budget)
-            with reader.blob:
+            layer = self.entries(image, descriptor["digest"], digests, budget)
+            try:
                 pending: list[FileEntry] = []
-                for entry in reader.entries(digests=digests):
+                for entry in layer:
                     entry.layer = descriptor["digest"]
                     if entry.opaque:
                         tree.empty(entry.parent)
@@ -133,6 +195,8 @@ class ImageFiles:
                 # This layer's own entries land after its whiteouts: a whiteout hides lower layers only.
                 for entry in pending:
                     tree.put(entry)
+            finally:
+                layer.close()
         return tree
 
     def diff(self, old: Image, new: Image, packages: bool = True) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -28,6 +29,7 @@ from sqlalchemy.types import JSON
 from dockyard.db.base import Base, UTCDateTime, utcnow
 from dockyard.projects import models as _projects  # noqa: F401  (project_id refers to it)
 from dockyard.registry import models as _registry  # noqa: F401  (repository_id refers to it)
+from dockyard.storage import models as _storage  # noqa: F401  (layer_file_indexes refers to it)
 from dockyard.storage.models import DIGEST_LENGTH
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -140,3 +142,19 @@ class ScannerRow(Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LayerFileIndex(Base):
+    """The entries of one layer blob, as the layer browser lists them (scans.layer_index), so browsing
+    a directory does not read the whole layer again. Derived from the blob and keyed by its digest:
+    never stale, and deleted with the blob's row (the foreign key) when GC deletes the blob."""
+
+    __tablename__ = "layer_file_indexes"
+
+    digest: Mapped[str] = mapped_column(
+        String(DIGEST_LENGTH), ForeignKey("blobs.digest", ondelete="CASCADE"), primary_key=True
+    )
+    entries: Mapped[int] = mapped_column(Integer)
+    with_digests: Mapped[bool] = mapped_column(Boolean, default=False)  # each file's sha256 is kept
+    content: Mapped[bytes] = mapped_column(LargeBinary)  # gzip of one JSON array per entry, a line each
+    built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -76,7 +76,9 @@ def files_of(services: ManagementServices) -> ImageFiles:
         max_entries=bounds.max_entries,
         max_seconds=bounds.max_seconds,
     )
-    return ImageFiles(services.registry, services.blobs, limits)
+    from dockyard.scans.layer_index import LayerIndexes  # loaded when first asked for
+
+    return ImageFiles(services.registry, services.blobs, limits, LayerIndexes(services.db))
 
 
 def _pullable(services: ManagementServices, principal: Any, name: str) -> None:
@@ -144,14 +146,14 @@ def layer_files(
     files = files_of(services)
     image = files.image(name, reference, platform)
     directory = clean_path(path)
-    reader = files.reader(image, layer)
+    entries = files.entries(image, layer, digests)
 
     def lines() -> Iterator[dict[str, Any]]:
-        for entry in children(reader.entries(digests=digests), directory, recursive):
+        for entry in children(iter(entries), directory, recursive):
             yield entry.as_json()
-        yield {"end": {"layer": layer, "image": image.digest, **reader.listing.as_json()}}
+        yield {"end": {"layer": layer, "image": image.digest, **entries.summary()}}
 
-    return ndjson(lines(), reader.blob.close)
+    return ndjson(lines(), entries.close)
 
 
 @router.get("/repositories/{name:path}/artifacts/{reference}/files")
