@@ -1,7 +1,7 @@
 """Layer file indexes: the layer browser's cache of a layer blob's entries
 
-Revision ID: 0016_layer_file_indexes
-Revises: 0015_scan_scanner
+Revision ID: 0018_layer_file_indexes
+Revises: 0017_replication_filters
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_layer_file_indexes"
-down_revision = "0015_scan_scanner"
+revision = "0018_layer_file_indexes"
+down_revision = "0017_replication_filters"
 branch_labels = None
 depends_on = None
 
