@@ -68,6 +68,7 @@ class ResourceType(StrEnum):
     VULNDB_ALLOWLIST = "vulndb_allowlist"  # name: the vulnerability id; detail: project, expiry, reason
     REPLICATION_POLICY = "replication_policy"  # name: the policy's; runs and cancels too (detail: job_id)
     SCANNER = "scanner"  # an external scanner (scans.scanners); detail never holds its secret
+    SIGSTORE_TRUST_ROOT = "sigstore_trust_root"  # a system-wide Sigstore trusted root; name: its own
 
 
 class AuditResult(StrEnum):

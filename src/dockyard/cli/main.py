@@ -36,6 +36,7 @@ from dockyard.cli.maintenance import maintenance_app
 from dockyard.cli.move import move_app
 from dockyard.cli.scan import scan_app
 from dockyard.cli.trust import trust_app
+from dockyard.cli.trust_sigstore import sigstore_app
 from dockyard.cli.vulndb import vulndb_app
 
 if (
@@ -76,6 +77,7 @@ app.add_typer(scan_app)  # scan
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(vulndb_app, name="vulndb")
 app.add_typer(trust_app, name="trust")  # signing keys of projects, signature verdicts
+trust_app.add_typer(sigstore_app, name="sigstore")  # Sigstore trust roots, identities (keyless)
 
 ConfigOption = Annotated[
     Path | None,

@@ -9,6 +9,8 @@ A verdict is one of three statuses:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,11 +62,59 @@ class TrustedKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Who may sign: a certificate SAN (exact, or a full-match regular expression) and an issuer."""
+
+    name: str
+    issuer: str
+    san: str | None = None
+    san_regex: str | None = None
+
+    def matches(self, sans: Iterable[str], issuer: str | None) -> bool:
+        if issuer != self.issuer:
+            return False
+        if self.san is not None:
+            return self.san in sans
+        if self.san_regex is not None:
+            pattern = re.compile(self.san_regex)
+            return any(pattern.fullmatch(san) for san in sans)
+        return False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "issuer": self.issuer, "san": self.san, "san_regex": self.san_regex}
+
+
+@dataclass(frozen=True, slots=True)
 class KeySet:
     project: str
     version: int  # 0: never had a key
     keys: tuple[TrustedKey, ...]
     trust_policy: str | None = None  # the project's notation trust policy document (JSON), if any
+    # Sigstore keyless: the trusted roots (the project's, then the system-wide ones) and identities.
+    sigstore_roots: tuple[SigstoreRoot, ...] = ()
+    identities: tuple[Identity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SigstoreRoot:
+    """An imported `trusted_root.json`: the project's, or (project None) system-wide."""
+
+    name: str
+    project: str | None
+    document: str
+    created_by: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        from dockyard.signatures.sigstore_root import parse_trust_root, summary
+
+        return {
+            "name": self.name,
+            "scope": "system" if self.project is None else "project",
+            **summary(parse_trust_root(self.document)),
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +168,13 @@ class InvalidTrustPolicy(DockyardError):
 class TrustPolicyNotFound(DockyardError):
     category = Category.NOT_FOUND
     message = "the project has no notation trust policy"
+
+
+class InvalidSigstoreTrust(DockyardError):
+    category = Category.INVALID
+    message = "invalid Sigstore trust root or identity"
+
+
+class SigstoreTrustNotFound(DockyardError):
+    category = Category.NOT_FOUND
+    message = "Sigstore trust root or identity not found"

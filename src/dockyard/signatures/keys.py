@@ -51,7 +51,11 @@ class TrustedKeys:
                 select(NotationTrustPolicyRow.document).where(NotationTrustPolicyRow.project_id == owner)
             ).scalar()
             keys = self._keys(connection, owner, project)
-            return KeySet(project, _version(connection, owner), keys, policy)
+            # sigstore_trust imports this module (the version bump): imported here, not at the top.
+            from dockyard.signatures.sigstore_trust import load_for_keyset
+
+            roots, identities = load_for_keyset(connection, owner, project)
+            return KeySet(project, _version(connection, owner), keys, policy, roots, identities)
 
     def list(self, project: str) -> list[TrustedKey]:
         return list(self.keyset(project).keys)

@@ -80,3 +80,37 @@ class SignatureVerdictRow(Base):
     signature: Mapped[str | None] = mapped_column(String(DIGEST_LENGTH), nullable=True)  # the manifest
     reason: Mapped[str] = mapped_column(Text)
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SigstoreTrustRootRow(Base):
+    """A Sigstore `trusted_root.json` (Fulcio CAs, Rekor and CT log keys) the operator imported, for a
+    project or (project_id NULL) system-wide; keyless bundles verify against it."""
+
+    __tablename__ = "sigstore_trust_roots"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(128))
+    document: Mapped[str] = mapped_column(Text)  # the JSON as imported
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SigstoreIdentityRow(Base):
+    """Who may sign a project's artifacts keyless: the certificate's SAN (exact, or a regular
+    expression) and its OIDC issuer (cosign's --certificate-identity[-regexp], --certificate-oidc-issuer)."""
+
+    __tablename__ = "sigstore_identities"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    issuer: Mapped[str] = mapped_column(String(1024))
+    san: Mapped[str | None] = mapped_column(Text, nullable=True)
+    san_regex: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

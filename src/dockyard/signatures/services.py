@@ -53,12 +53,21 @@ from dockyard.signatures.notation import (
     Anchor,
     verify_envelope,
 )
+from dockyard.signatures.sigstore_bundle import (
+    BUNDLE_ARTIFACT,
+    BUNDLE_TYPES,
+    MAX_BUNDLE_BYTES,
+    BundleProblem,
+    verify_bundle,
+)
+from dockyard.signatures.sigstore_root import InvalidRoot, parse_trust_root
 from dockyard.signatures.trust_policy import TrustPolicy, parse_trust_policy
 
 log = logging.getLogger("dockyard.signatures")
 MAX_PAYLOAD_BYTES = 64 * 1024  # a simple-signing payload is a few hundred bytes
 MAX_SIGNATURES = 50  # signature layers looked at per artifact
 MAX_SIGNATURE_BYTES = 16 * 1024  # base64 annotation (an RSA-8192 signature is 1 KiB)
+SIGSTORE_BUNDLE = "<sigstore bundle>"  # _signature_layers' marker (compared by identity) of a bundle layer
 
 
 def signature_tag(digest: str) -> str:
@@ -149,6 +158,7 @@ class Signatures:
         descriptors = [
             *self._manifests.referrers(repository, digest, COSIGN_REFERRER).descriptors,
             *self._manifests.referrers(repository, digest, NOTATION_ARTIFACT).descriptors,
+            *self._manifests.referrers(repository, digest, BUNDLE_ARTIFACT).descriptors,
         ]
         for descriptor in descriptors:
             try:
@@ -181,6 +191,20 @@ class Signatures:
                 if seen > MAX_SIGNATURES:
                     failures.append(f"more than {MAX_SIGNATURES} signatures: the rest were not checked")
                     break
+                if signature is SIGSTORE_BUNDLE:
+                    keyless = self._check_bundle(payload_digest, digest, keyset)
+                    if isinstance(keyless, tuple):
+                        return Verdict(
+                            digest,
+                            VERIFIED,
+                            keyless[1],
+                            keyset.version,
+                            key=keyless[0],
+                            signature=manifest_digest,
+                            checked_at=utcnow(),
+                        )
+                    failures.append(f"{manifest_digest}: {keyless}")
+                    continue
                 if signature is None:
                     why = self._check_notation(payload_digest, digest, anchors, keyset, policy, repository)
                 else:
@@ -203,7 +227,7 @@ class Signatures:
         if not found:
             return Verdict(digest, UNSIGNED, "no signature found", keyset.version, checked_at=utcnow())
         if not seen and not failures:
-            failures.append("the signature manifests hold no cosign or notation signature")
+            failures.append("the signature manifests hold no cosign, notation or Sigstore signature")
         return Verdict(digest, INVALID, "; ".join(failures[:10]), keyset.version, checked_at=utcnow())
 
     def _check(
@@ -231,6 +255,34 @@ class Signatures:
             if verifier.verify(signature, payload):
                 return (name,)
         return "the signature does not verify with any of the project's keys"
+
+    def _check_bundle(self, bundle_digest: str, digest: str, keyset: KeySet) -> str | tuple[str, str]:
+        """(identity name, reason) when the Sigstore bundle verifies with one of the trust roots and
+        identity policies the project has; else why not (every root's failure)."""
+        if not keyset.identities:
+            return "the project has no Sigstore identity policy (keyless signature)"
+        if not keyset.sigstore_roots:
+            return "neither the project nor the system has a Sigstore trust root (keyless signature)"
+        try:
+            document = self._payload(bundle_digest, MAX_BUNDLE_BYTES)
+        except DockyardError as exc:
+            return f"bundle {bundle_digest}: {exc.message}"
+        problems = []
+        for stored in keyset.sigstore_roots:
+            scope = "system" if stored.project is None else "project"
+            try:
+                root = parse_trust_root(stored.document)
+                verified = verify_bundle(document, digest, root, keyset.identities)
+            except (BundleProblem, InvalidRoot) as exc:
+                problems.append(f"trust root {stored.name!r} ({scope}): {exc}")
+                continue
+            reason = (
+                f"signed keyless by {verified.san} (issuer {verified.issuer}; "
+                f"identity {verified.identity!r}; trust root {stored.name!r}, {scope}; "
+                f"logged at {verified.logged.time.isoformat()})"
+            )
+            return verified.identity, reason
+        return "; ".join(problems)
 
     def _check_notation(
         self,
@@ -297,7 +349,8 @@ class Signatures:
 
 def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str | None]]:
     """(payload digest, base64 signature) of each cosign signature layer of a signature manifest;
-    (envelope digest, None) of a notation JWS envelope."""
+    (envelope digest, None) of a notation JWS envelope; (bundle digest, SIGSTORE_BUNDLE) of a Sigstore
+    bundle of cosign's `--new-bundle-format` referrer."""
     try:
         document: Any = json.loads(record.content)
         layers = document.get("layers") or []
@@ -309,6 +362,10 @@ def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[t
         return
     for layer in layers:
         if not isinstance(layer, dict):
+            continue
+        if layer.get("mediaType") in BUNDLE_TYPES and isinstance(layer.get("digest"), str):
+            if document.get("artifactType") == BUNDLE_ARTIFACT:
+                yield layer["digest"], SIGSTORE_BUNDLE
             continue
         if layer.get("mediaType") == JWS_ENVELOPE and isinstance(layer.get("digest"), str):
             if document.get("artifactType") == NOTATION_ARTIFACT:

@@ -28,7 +28,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from cryptography.x509.verification import (
 )
 
 from dockyard.signatures import sigstore_log
+from dockyard.signatures.interfaces import Identity
 from dockyard.signatures.sigstore_log import LoggedAt, LogProblem
 from dockyard.signatures.sigstore_root import TrustRoot, verify_with
 
@@ -72,29 +72,6 @@ MAX_BUNDLE_BYTES = 1024 * 1024
 
 class BundleProblem(ValueError):
     """Why the bundle does not verify (the message is shown in the verdict)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who may sign: a certificate SAN (exact, or a full-match regular expression) and an issuer."""
-
-    name: str
-    issuer: str
-    san: str | None = None
-    san_regex: str | None = None
-
-    def matches(self, sans: Iterable[str], issuer: str | None) -> bool:
-        if issuer != self.issuer:
-            return False
-        if self.san is not None:
-            return self.san in sans
-        if self.san_regex is not None:
-            pattern = re.compile(self.san_regex)
-            return any(pattern.fullmatch(san) for san in sans)
-        return False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "issuer": self.issuer, "san": self.san, "san_regex": self.san_regex}
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,3 +98,20 @@ def queue_reverification(db: Database, enqueue: Callable[..., Any] | None, proje
         return False
     enqueue(KIND, {"project": project})
     return True
+
+
+def queue_reverification_everywhere(db: Database, enqueue: Callable[..., Any] | None) -> int:
+    """A system-wide trust root changed: queue the verification of every project that requires
+    signatures; how many were queued."""
+    from sqlalchemy import select
+
+    from dockyard.projects.models import ProjectRow
+
+    if enqueue is None:
+        return 0
+    with db.read() as connection:
+        query = select(ProjectRow.name).where(ProjectRow.require_signature)
+        names = list(connection.execute(query).scalars())
+    for name in names:
+        enqueue(KIND, {"project": name})
+    return len(names)

@@ -33,6 +33,7 @@ from dockyard.api.management.routers import (
     search,
     session,
     signatures,
+    sigstore,
     system,
     users,
     vulndb,
@@ -62,6 +63,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     install_error_handlers(app, partial(record_refusal, services))
     # Before repositories: its /repositories/{name:path} would take .../artifacts/{ref}/signature.
     app.include_router(signatures.router)  # trusted keys, signature verdicts
+    app.include_router(sigstore.router)  # Sigstore trust roots and identities (keyless)
     app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
     app.include_router(files.router)  # the layer browser: files of layers and images, diffs (the same)
     app.include_router(artifact_contents.router)  # an artifact's config and referrers (the same)
