@@ -201,6 +201,12 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{P}/trust-policy", "GET"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/trust-policy", "PUT"): Rule(needs(PROJECT_UPDATE)),
     (f"{P}/trust-policy", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{P}/sigstore/trust-roots", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/sigstore/trust-roots/{{root_name}}", "PUT"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/sigstore/trust-roots/{{root_name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
+    (f"{P}/sigstore/identities", "GET"): Rule(needs(PROJECT_UPDATE)),
+    (f"{P}/sigstore/identities", "POST"): Rule(needs(PROJECT_UPDATE), 201),
+    (f"{P}/sigstore/identities/{{identity_name}}", "DELETE"): Rule(needs(PROJECT_UPDATE), 204),
     (f"{R}/artifacts/{{reference}}/signature", "GET"): Rule(needs(PROJECT_READ)),
     # An artifact's config (its history) and referrers: whoever reads the artifact.
     (f"{R}/artifacts/{{reference}}/config", "GET"): Rule(needs(PROJECT_READ)),
@@ -251,6 +257,9 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/vulndb/allowlist", "GET"): Rule(SYSTEM_ADMIN),
     ("/vulndb/allowlist/{vuln_id}", "PUT"): Rule(SYSTEM_ADMIN),
     ("/vulndb/allowlist/{vuln_id}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/sigstore/trust-roots", "GET"): Rule(SYSTEM_ADMIN),
+    ("/sigstore/trust-roots/{root_name}", "PUT"): Rule(SYSTEM_ADMIN),
+    ("/sigstore/trust-roots/{root_name}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
     ("/jobs/schedules", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs/schedules/{kind}", "GET"): Rule(SYSTEM_ADMIN),
     ("/jobs/schedules/{kind}", "PUT"): Rule(SYSTEM_ADMIN),
@@ -1154,6 +1163,43 @@ def trust_policy_call(w: World, actor: Actor, project: str | None, ep: Endpoint)
     return call
 
 
+def sigstore_root_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A Sigstore trusted root the admin imports first (into the project, or system-wide): replaced
+    or removed by the actor."""
+    from tests.support.sigstore import PrivateSigstore
+
+    base = f"/projects/{project}/sigstore/trust-roots" if project else "/sigstore/trust-roots"
+    name = w.unique("mx-root")
+    document = json.loads(PrivateSigstore().trusted_root())
+    w.admin.api("PUT", f"{base}/{name}", json=document)
+    names = {"project": project} if project else {}
+    call = Call(ep.method, api(fill(ep.path, root_name=name, **names)))
+    call.cleanup = lambda: w.admin.status("DELETE", f"{base}/{name}") and None
+    if ep.method == "PUT":
+        call.json = json.loads(PrivateSigstore().trusted_root())
+        call.observe = lambda: [r["tlogs"] for r in w.admin.api("GET", base)]
+    else:
+        call.observe = lambda: [r["name"] for r in w.admin.api("GET", base)]
+    return call
+
+
+def sigstore_identity_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A keyless identity the admin adds first, removed by the actor; or one the actor adds."""
+    assert project is not None
+    base = f"/projects/{project}/sigstore/identities"
+    name = w.unique("mx-id")
+    issuer = "https://token.actions.githubusercontent.com"
+    w.admin.api("POST", base, json={"name": name, "issuer": issuer, "san": "ci@example.com"})
+    call = Call(ep.method, api(fill(ep.path, project=project, identity_name=name)))
+    call.observe = lambda: [i["name"] for i in w.admin.api("GET", base)]
+    call.cleanup = lambda: w.admin.status("DELETE", f"{base}/{name}") and None
+    if ep.method == "POST":
+        added = w.unique("mx-id")
+        call.json = {"name": added, "issuer": issuer, "san_regex": ".*@example\\.com"}
+        call.cleanup = lambda: [w.admin.status("DELETE", f"{base}/{n}") for n in (name, added)] and None
+    return call
+
+
 SELFTEST = {"kind": "selftest", "params": {"seconds": 0}}
 LONG_SELFTEST = {"kind": "selftest", "params": {"seconds": 600}}
 
@@ -1306,6 +1352,14 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
         *((f"{P}/signing-keys/{{key_name}}", m) for m in ("GET", "DELETE")),
     ]},
     **{(f"{P}/trust-policy", m, ""): trust_policy_call for m in ("GET", "PUT", "DELETE")},
+    (f"{P}/sigstore/trust-roots", "GET", ""): plain(),
+    **{(f"{P}/sigstore/trust-roots/{{root_name}}", m, ""): sigstore_root_call for m in ("PUT", "DELETE")},
+    (f"{P}/sigstore/identities", "GET", ""): plain(),
+    **{(path, m, ""): sigstore_identity_call for path, m in [
+        (f"{P}/sigstore/identities", "POST"), (f"{P}/sigstore/identities/{{identity_name}}", "DELETE"),
+    ]},
+    ("/sigstore/trust-roots", "GET", ""): plain(),
+    **{("/sigstore/trust-roots/{root_name}", m, ""): sigstore_root_call for m in ("PUT", "DELETE")},
     (f"{R}/artifacts/{{reference}}/signature", "GET", ""): plain(reference="v1"),
     (f"{R}/artifacts/{{reference}}/config", "GET", ""): plain(reference="v1"),
     (f"{R}/artifacts/{{reference}}/referrers", "GET", ""): plain(reference="v1"),

@@ -51,6 +51,7 @@ from tests.support.ociclient import (
 from tests.support.postgres import PostgresCluster, throwaway_postgres
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import DOCKYARD, RunningServer
+from tests.support.sigstore import PrivateSigstore
 from tests.support.tables import dump_tables
 
 pytestmark = pytest.mark.db_independent  # SQLite + disk onto PostgreSQL + S3, whatever DOCKYARD_TEST_DB says
@@ -299,6 +300,14 @@ def populate(server: RunningServer) -> Install:
         "trustedIdentities": ["*"],
     }
     call(admin, "PUT", "/projects/team/trust-policy", 200, json={"version": "1.0", "trustPolicies": [policy]})
+    # Sigstore keyless: a trusted root of the project and a system-wide one (sigstore_trust_roots), and
+    # who may sign (sigstore_identities).
+    trusted_root = json.loads(PrivateSigstore().trusted_root())
+    call(admin, "PUT", "/projects/team/sigstore/trust-roots/private", 200, json=trusted_root)
+    call(admin, "PUT", "/sigstore/trust-roots/corp", 200, json=trusted_root)
+    actions = "https://token.actions.githubusercontent.com"
+    identity = {"name": "ci", "issuer": actions, "san": "ci@example.com"}
+    call(admin, "POST", "/projects/team/sigstore/identities", 201, json=identity)
     # A stored scan (scans, scan_findings) of an image with a Python package an advisory names, and
     # the project's scan settings (scan_settings).
     metadata = file("usr/lib/python3/dist-packages/Jinja2-2.11.2.dist-info/METADATA", JINJA2)

@@ -141,6 +141,8 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.signatures.interfaces.TrustedKeyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.signatures.interfaces.InvalidTrustPolicy": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.signatures.interfaces.TrustPolicyNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
+    "dockyard.signatures.interfaces.InvalidSigstoreTrust": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
+    "dockyard.signatures.interfaces.SigstoreTrustNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     # An upload session asked for a move its state does not allow (storage.uploads.states).
     "dockyard.storage.uploads.states.UploadStateInvalid": (400, "BLOB_UPLOAD_INVALID", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamAddressRefused": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
