@@ -1190,7 +1190,8 @@ def sigstore_identity_call(w: World, actor: Actor, project: str | None, ep: Endp
     name = w.unique("mx-id")
     issuer = "https://token.actions.githubusercontent.com"
     w.admin.api("POST", base, json={"name": name, "issuer": issuer, "san": "ci@example.com"})
-    call = Call(ep.method, api(fill(ep.path, project=project, identity_name=name)))
+    values = {"identity_name": name} if "{identity_name}" in ep.path else {}
+    call = Call(ep.method, api(fill(ep.path, project=project, **values)))
     call.observe = lambda: [i["name"] for i in w.admin.api("GET", base)]
     call.cleanup = lambda: w.admin.status("DELETE", f"{base}/{name}") and None
     if ep.method == "POST":
