@@ -6,7 +6,8 @@ in-toto statement, or a message signature over a digest), the Fulcio leaf certif
 when, in the order of sigstore-python's verifier (`sigstore/verify/verifier.py`):
 
 1. the Rekor entry's inclusion promise verifies with a log key of the trust root, which makes its
-   integratedTime the signing time; its inclusion proof and checkpoint, when present, verify too;
+   integratedTime the signing time; its inclusion proof and checkpoint verify too (a v0.1 bundle
+   may lack them);
 2. the leaf chains to a certificate authority of the trust root valid at that time (RFC 5280 path
    validation by `cryptography`, every certificate valid at that time), has the digitalSignature key
    usage and the codeSigning extended key usage;
@@ -91,6 +92,23 @@ def verify_bundle(
 ) -> Verified:
     """Verify the bundle `document` as a signature of `digest` ("sha256:<hex>"); raises BundleProblem.
     `predicate_types`: the in-toto predicate types a DSSE statement may have (None: any)."""
+    try:
+        return _verify(document, digest, root, identities, predicate_types)
+    except BundleProblem:
+        raise
+    except LogProblem as exc:
+        raise BundleProblem(str(exc)) from None
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a field of the wrong JSON type
+        raise BundleProblem(f"the bundle is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _verify(
+    document: bytes,
+    digest: str,
+    root: TrustRoot,
+    identities: Iterable[Identity],
+    predicate_types: frozenset[str] | None,
+) -> Verified:
     algorithm, _, digest_hex = digest.partition(":")
     if algorithm != "sha256" or len(digest_hex) != 64:
         raise BundleProblem(f"only sha256 digests are bound by bundles, not {digest}")
@@ -104,10 +122,8 @@ def verify_bundle(
     entries = material.get("tlogEntries")
     if not isinstance(entries, list) or len(entries) != 1:
         raise BundleProblem("a bundle must hold exactly one transparency log entry")
-    try:
-        logged, body = sigstore_log.check_entry(entries[0], root)
-    except LogProblem as exc:
-        raise BundleProblem(str(exc)) from None
+    v01 = bundle["mediaType"] == "application/vnd.dev.sigstore.bundle+json;version=0.1"
+    logged, body = sigstore_log.check_entry(entries[0], root, proof_required=not v01)
     issuer_cert = _check_chain(leaf, given_chain, root, logged)
     _check_sct(leaf, issuer_cert, root)
     sans, issuer = _identity_of(leaf)
@@ -115,15 +131,12 @@ def verify_bundle(
     if identity is None:
         named = ", ".join(sans) or "none"
         raise BundleProblem(f"no identity policy matches the signer (SAN {named}, issuer {issuer or 'none'})")
-    try:
-        if "dsseEnvelope" in bundle:
-            _check_dsse(bundle["dsseEnvelope"], body, leaf, digest_hex, predicate_types)
-        elif "messageSignature" in bundle:
-            _check_message(bundle["messageSignature"], body, leaf, digest_hex)
-        else:
-            raise BundleProblem("the bundle holds neither a DSSE envelope nor a message signature")
-    except LogProblem as exc:
-        raise BundleProblem(str(exc)) from None
+    if "dsseEnvelope" in bundle:
+        _check_dsse(bundle["dsseEnvelope"], body, leaf, digest_hex, predicate_types)
+    elif "messageSignature" in bundle:
+        _check_message(bundle["messageSignature"], body, leaf, digest_hex)
+    else:
+        raise BundleProblem("the bundle holds neither a DSSE envelope nor a message signature")
     san = next(s for s in sans if identity.matches([s], issuer))
     return Verified(identity.name, san, issuer or "", logged)
 
@@ -150,8 +163,7 @@ def _b64(value: Any, what: str) -> bytes:
 
 
 def _certificates(material: dict[str, Any]) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    """The leaf and the rest of the chain the bundle carries (v0.1/v0.2 carry a chain). A message
-    signature is over the SHA-256 digest whatever the curve (sigstore-python signs P-384 keys so)."""
+    """The leaf and the rest of the chain the bundle carries (v0.1/v0.2 carry a chain)."""
     if "certificate" in material:
         raw = [(material["certificate"] or {}).get("rawBytes")]
     elif "x509CertificateChain" in material:
@@ -308,6 +320,8 @@ def _der_string(value: bytes) -> str | None:
 
 
 def _check_message(signed: Any, body: dict[str, Any], leaf: x509.Certificate, digest_hex: str) -> None:
+    """A message signature is over the SHA-256 digest whatever the curve (sigstore-python signs with
+    P-384 keys so)."""
     if not isinstance(signed, dict):
         raise BundleProblem("messageSignature is not an object")
     message_digest = signed.get("messageDigest") or {}

@@ -41,8 +41,9 @@ class LoggedAt:
     proof_checked: bool  # an inclusion proof was present and verified
 
 
-def check_entry(entry: Any, root: TrustRoot) -> tuple[LoggedAt, dict[str, Any]]:
-    """The verified time of the entry and its decoded body; raises LogProblem."""
+def check_entry(entry: Any, root: TrustRoot, proof_required: bool = True) -> tuple[LoggedAt, dict[str, Any]]:
+    """The verified time of the entry and its decoded body; raises LogProblem. Bundles v0.2 and later
+    must carry the inclusion proof (as sigstore-python requires); v0.1 may have only the promise."""
     if not isinstance(entry, dict):
         raise LogProblem("the tlog entry is not an object")
     kind = entry.get("kindVersion") or {}
@@ -82,6 +83,8 @@ def check_entry(entry: Any, root: TrustRoot) -> tuple[LoggedAt, dict[str, Any]]:
     if not log.verify(set_signature, signed):
         raise LogProblem("the inclusion promise (SET) does not verify with the log's key")
     proof = entry.get("inclusionProof")
+    if proof is None and proof_required:
+        raise LogProblem("no inclusion proof (a bundle v0.2 or later must carry one)")
     if proof is not None:
         _check_proof(proof, body, log_id, log.key)
     try:

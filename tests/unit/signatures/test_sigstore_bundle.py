@@ -172,6 +172,17 @@ def test_a_bundle_without_a_log_entry_or_a_checkpoint_is_refused() -> None:
         verify(document, digest_of("bundle_v3.txt"))
 
 
+def test_a_v03_bundle_needs_its_inclusion_proof_a_v01_one_does_not() -> None:
+    document = bundle("bundle_v3.txt")
+    del document["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    with pytest.raises(BundleProblem, match="no inclusion proof"):
+        verify(document, digest_of("bundle_v3.txt"))
+    old = bundle("bundle.txt")
+    del old["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+    verified = verify(old, digest_of("bundle.txt"), STAGING_ROOT, Identity("tny", GITHUB, san="a@tny.town"))
+    assert not verified.logged.proof_checked
+
+
 def test_a_bundle_without_an_inclusion_promise_has_no_signing_time() -> None:
     document = bundle("bundle_v3.txt")
     del document["verificationMaterial"]["tlogEntries"][0]["inclusionPromise"]
@@ -252,3 +263,31 @@ def test_the_issuer_must_match_exactly(sigstore: PrivateSigstore) -> None:
     document = sigstore.sign_image(IMAGE, issuer="https://token.actions.githubusercontent.com.evil")
     with pytest.raises(BundleProblem, match="no identity policy matches"):
         verify(document, IMAGE, sigstore.trusted_root(), ci())
+
+
+def _mutations(value: Any, path: tuple[Any, ...] = ()) -> Any:
+    """Every path into the JSON document, for replacing what is there with a value of another type."""
+    yield path
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _mutations(inner, (*path, key))
+    elif isinstance(value, list):
+        for n, inner in enumerate(value):
+            yield from _mutations(inner, (*path, n))
+
+
+def test_fields_of_the_wrong_type_are_refused_never_crash() -> None:
+    original = bundle("bundle_v3.txt")
+    root = parse_trust_root(STAGING_ROOT)
+    william = [Identity("william", GITHUB, san="william@yossarian.net")]
+    paths = [p for p in _mutations(original) if p]
+    assert len(paths) > 30
+    for path in paths:
+        for replacement in (None, 7, "x", [], {}):
+            document = json.loads(json.dumps(original))
+            target = document
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = replacement
+            with pytest.raises(BundleProblem):
+                verify_bundle(json.dumps(document).encode(), digest_of("bundle_v3.txt"), root, william)
