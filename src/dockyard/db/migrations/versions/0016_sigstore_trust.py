@@ -1,7 +1,7 @@
 """Sigstore keyless verification: trusted roots (per project or system-wide) and identity policies
 
-Revision ID: 0015_sigstore_trust
-Revises: 0014_scanners
+Revision ID: 0016_sigstore_trust
+Revises: 0015_scan_scanner
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_sigstore_trust"
-down_revision = "0014_scanners"
+revision = "0016_sigstore_trust"
+down_revision = "0015_scan_scanner"
 branch_labels = None
 depends_on = None
 
