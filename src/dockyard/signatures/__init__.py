@@ -1,1 +1,1 @@
-"""Signatures that verify: per-project trusted keys, cosign signature verification, cached verdicts."""
+"""Signatures that verify: trusted keys, cosign, notation and Sigstore keyless bundles, cached verdicts."""
