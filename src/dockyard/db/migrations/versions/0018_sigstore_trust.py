@@ -1,7 +1,7 @@
 """Sigstore keyless verification: trusted roots (per project or system-wide) and identity policies
 
-Revision ID: 0016_sigstore_trust
-Revises: 0015_scan_scanner
+Revision ID: 0018_sigstore_trust
+Revises: 0017_replication_filters
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016_sigstore_trust"
-down_revision = "0015_scan_scanner"
+revision = "0018_sigstore_trust"
+down_revision = "0017_replication_filters"
 branch_labels = None
 depends_on = None
 
