@@ -1,7 +1,7 @@
 """Sigstore keyless verification: trusted roots (per project or system-wide) and identity policies
 
-Revision ID: 0018_sigstore_trust
-Revises: 0017_replication_filters
+Revision ID: 0019_sigstore_trust
+Revises: 0018_layer_file_indexes
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_sigstore_trust"
-down_revision = "0017_replication_filters"
+revision = "0019_sigstore_trust"
+down_revision = "0018_layer_file_indexes"
 branch_labels = None
 depends_on = None
 
