@@ -6,7 +6,9 @@ CONFIG  ?=
 # Two workers: the suites are mostly waiting on servers and client subprocesses, and the machine has 2 cores.
 # Four were slower on 2 busy cores (310 s against 267 s for ten integration modules that mostly wait).
 # Three against two on twelve such modules (114 tests), alternated on a machine other runs loaded:
-# 135 and 142 s against 165 and 106 s. Inconclusive: measure on a quiet machine before changing it.
+# 135 and 142 s against 165 and 106 s. On a quiet machine, whole `.ci/run` on a fresh checkout
+# (2026-12-06): with 2 workers the SQLite pass had run 68% of its tests after 16 minutes, with 3 only 32%
+# (load average 4-5 against 1-3): the suites' servers and clients need the cores more than they wait.
 PYTEST_WORKERS ?= 2
 # e.g. `make test PYTEST_ARGS='tests/e2e -k skopeo'`
 PYTEST_ARGS ?= tests
