@@ -287,6 +287,28 @@ def test_a_lock_on_a_directory_deleted_meanwhile_is_not_taken(driver: Filesystem
     second.release()
 
 
+def test_a_lock_whose_directory_came_and_went_while_it_was_made_is_taken(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another holder's directory existed when mkdir ran and was pruned by its release before makedirs
+    looked again: makedirs raises FileExistsError for a path that is not there. try_lock tries again
+    (a bench of 1 MiB pushes at c=8 once failed a push with "storage error on uploads/...: File
+    exists")."""
+    real_makedirs = os.makedirs
+    raced: list[str] = []
+
+    def makedirs_losing_the_race(name: str, *args: object, **kwargs: object) -> None:
+        if name.endswith("uploads/u9") and not raced:
+            raced.append(name)
+            raise FileExistsError(17, "File exists", name)
+        real_makedirs(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(filesystem.os, "makedirs", makedirs_losing_the_race)
+    lock = driver.try_lock("uploads/u9")
+    assert raced and lock is not None and lock.exclusive
+    lock.release()
+
+
 def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
     driver: FilesystemDriver, root: Path
 ) -> None:

@@ -276,8 +276,11 @@ class FilesystemDriver:
                     try:
                         self._in_parent(full, lambda: os.makedirs(full, exist_ok=True))
                         fd = os.open(full, flags)
-                    except FileNotFoundError:
-                        continue  # pruned between its creation and the open: again
+                    except (FileNotFoundError, FileExistsError):
+                        # Pruned between its creation and the open: again. FileExistsError is the
+                        # same race inside makedirs: another holder's directory was there for its
+                        # mkdir and gone (pruned by that holder's release) when it looked again.
+                        continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
