@@ -6,6 +6,7 @@ them under /api/v1/projects/{project}/sigstore/... and /api/v1/sigstore/trust-ro
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,19 @@ def _scope(project: str | None, system: bool) -> str | None:
     if system == (project is not None):
         _fail("name a project, or give --system (not both)", 2)
     return project
+
+
+def _change(config: Path | None, project: str | None, change: Callable[[Any], Any]) -> Any:
+    """Run `change` on the trust store, then verify the scope's artifacts again (everywhere for the
+    system-wide roots); a refused change exits with its message."""
+    from dockyard.errors import DockyardError
+
+    try:
+        result = change(_trust(config))
+    except DockyardError as exc:
+        _fail(exc.message)
+    _reverify_scope(config, project)
+    return result
 
 
 def _reverify_scope(config: Path | None, project: str | None) -> None:
@@ -91,18 +105,12 @@ def add_root(
     config: ConfigOption = None,
 ) -> None:
     """Import a trusted_root.json (replacing the one of that name) for a project or system-wide."""
-    from dockyard.errors import DockyardError
-
     scope = _scope(project, system)
     try:
         document = sys.stdin.read() if str(path) == "-" else path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"{path}: {exc}")
-    try:
-        root = _trust(config).put_root(scope, name, document, "cli")
-    except DockyardError as exc:
-        _fail(exc.message)
-    _reverify_scope(config, scope)
+    root = _change(config, scope, lambda trust: trust.put_root(scope, name, document, "cli"))
     summary = root.as_dict()
     cas, tlogs, ctlogs = (len(summary[k]) for k in ("certificate_authorities", "tlogs", "ctlogs"))
     typer.echo(
@@ -119,14 +127,8 @@ def delete_root(
     config: ConfigOption = None,
 ) -> None:
     """Stop trusting a Sigstore trust root."""
-    from dockyard.errors import DockyardError
-
     scope = _scope(project, system)
-    try:
-        _trust(config).delete_root(scope, name)
-    except DockyardError as exc:
-        _fail(exc.message)
-    _reverify_scope(config, scope)
+    _change(config, scope, lambda trust: trust.delete_root(scope, name))
     typer.echo(f"{scope or 'system-wide'}: no longer trusts Sigstore root {name}")
 
 
@@ -165,13 +167,7 @@ def add_identity(
 ) -> None:
     """Trust keyless signatures by this identity (cosign's --certificate-identity[-regexp] and
     --certificate-oidc-issuer)."""
-    from dockyard.errors import DockyardError
-
-    try:
-        _trust(config).add_identity(project, name, issuer, san, san_regex, "cli")
-    except DockyardError as exc:
-        _fail(exc.message)
-    _reverify(config, project)
+    _change(config, project, lambda trust: trust.add_identity(project, name, issuer, san, san_regex, "cli"))
     typer.echo(f"{project}: trusts keyless signatures of {name}")
 
 
@@ -182,11 +178,5 @@ def delete_identity(
     config: ConfigOption = None,
 ) -> None:
     """Stop trusting an identity."""
-    from dockyard.errors import DockyardError
-
-    try:
-        _trust(config).delete_identity(project, name)
-    except DockyardError as exc:
-        _fail(exc.message)
-    _reverify(config, project)
+    _change(config, project, lambda trust: trust.delete_identity(project, name))
     typer.echo(f"{project}: no longer trusts keyless signatures of {name}")

@@ -87,8 +87,12 @@ def _reverify(services: ManagementServices, project: str | None) -> None:
         queue_reverification(services.db, enqueue, project)
 
 
-def _text(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"))
+def _put_root(
+    services: ManagementServices, scope: str | None, name: str, document: dict[str, Any], author: str | None
+) -> RootOut:
+    text = json.dumps(document, separators=(",", ":"))
+    root = _trust(services).put_root(scope, name, text, author or "anonymous")
+    return RootOut.model_validate(root.as_dict())
 
 
 # --- per project ------------------------------------------------------------------------------------
@@ -112,9 +116,9 @@ def put_project_root(
     detail = {"sigstore_trust_root": root_name}
     with audited(services, request, principal, AuditAction.UPDATE, ResourceType.PROJECT, project, detail):
         require(services, principal, project, Permission.PROJECT_UPDATE)
-        root = _trust(services).put_root(project, root_name, _text(document), principal.name or "anonymous")
+        root = _put_root(services, project, root_name, document, principal.name)
     _reverify(services, project)
-    return RootOut.model_validate(root.as_dict())
+    return root
 
 
 @router.delete("/projects/{project}/sigstore/trust-roots/{root_name}", status_code=204)
@@ -184,9 +188,9 @@ def put_system_root(
     with audited(
         services, request, principal, AuditAction.UPDATE, ResourceType.SIGSTORE_TRUST_ROOT, root_name
     ):
-        root = _trust(services).put_root(None, root_name, _text(document), principal.name or "anonymous")
+        root = _put_root(services, None, root_name, document, principal.name)
     _reverify(services, None)
-    return RootOut.model_validate(root.as_dict())
+    return root
 
 
 @router.delete("/sigstore/trust-roots/{root_name}", status_code=204)
