@@ -13,10 +13,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.integration.test_inventory import push
+from tests.support.layers import Member, file, layer, whiteout
 from tests.support.oci import write_oci_layout
+from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer, start_server
 from tests.support.tools import ContainerTools
 
@@ -122,5 +126,70 @@ def test_log_in_create_push_browse_copy_and_log_out(
     expect(page).to_have_url(re.compile(r"/ui/login$"))
     page.goto("/ui/projects")
     expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    assert problems == [], problems
+    context.close()
+
+
+def log_in(page: Page) -> None:
+    page.goto("/ui/login")
+    page.get_by_label("Username").fill(ADMIN[0])
+    page.get_by_label("Password").fill(ADMIN[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+
+def test_browse_a_layer_download_a_file_and_diff_two_tags(registry: RunningServer, browser: Browser) -> None:
+    """File names are the pusher's: none of the hostile ones may run a script or open a dialog."""
+    hostile = ["<img src=x onerror=alert(1)>", '"><svg onload=alert(2)>']
+    base = layer([Member("dir", "etc"), file("etc/os-release", b"ID=debian\n"), file("etc/old", b"o")])
+    top = layer(
+        [whiteout("etc/old"), file("etc/os-release", b"ID=debian\nVERSION_ID=13\n")]
+        + [file(f"srv/{name}", b"hostile") for name in hostile]
+        + [file("srv/<script>alert(3)</script>", b"script")]
+    )
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+        assert http.post("/api/v1/projects", json={"name": "files"}).status_code == 201
+        oci = OCIClient(http)
+        push(oci, "files/app", "1", [(OCI_LAYER, base)])
+        push(oci, "files/app", "2", [(OCI_LAYER, base), (OCI_LAYER, top)])
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page)
+
+    page.goto("/ui/repositories/files/app/-/artifacts/2")
+    page.get_by_role("link", name="Files of layer 2").click()
+    expect(page.get_by_role("heading", name=re.compile("^Layer 2 of 2"))).to_be_visible()
+    page.get_by_role("link", name="etc/").click()
+    expect(page.locator("table.files")).to_contain_text("whiteout deletes old")
+    page.get_by_role("link", name="..").click()
+    page.get_by_role("link", name="srv/").click()
+    for name in hostile:
+        expect(page.locator("table.files")).to_contain_text(name)  # shown as text
+    shoot(page, "layer")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name=f"Download /srv/{hostile[0]}").click()
+    download = download_info.value
+    assert Path(download.path()).read_bytes() == b"hostile"
+    assert "<" not in download.suggested_filename and "/" not in download.suggested_filename
+    page.get_by_role("link", name="Merged", exact=True).click()
+    expect(page.locator("table.files")).to_contain_text(hostile[1])
+    page.get_by_role("link", name="<script>alert(3)</").click()  # a directory: a name holds no slash
+    expect(page.locator("table.files")).to_contain_text("script>")
+
+    page.goto("/ui/repositories/files/app/-/artifacts/1")
+    page.get_by_role("link", name="Compare with another tag").click()
+    page.get_by_label("To (tag, digest, or REPOSITORY:TAG)").fill("2")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("table.diff-files")).to_contain_text("/etc/old")
+    expect(page.locator("p.facts").first).to_contain_text("1 layer shared, 1 added, 0 removed")
+    shoot(page, "diff")
+    assert dialogs == [], dialogs
+    assert page.evaluate("typeof window.alert") == "function"
     assert problems == [], problems
     context.close()

@@ -1502,6 +1502,10 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/repositories/{name:path}", "GET"): (R, "GET"),
     ("/repositories/{name:path}/-/artifacts/{reference}", "GET"): (f"{R}/artifacts/{{reference}}", "GET"),
     ("/repositories/{name:path}/-/tags/{tag}/delete", "POST"): (f"{R}/tags/{{tag}}", "DELETE"),
+    **{(f"/repositories/{{name:path}}/-/artifacts/{{reference}}{tail}", "GET"): (
+        f"{R}/artifacts/{{reference}}{tail}", "GET"
+    ) for tail in ("/files", "/layers/{layer}/files", "/layers/{layer}/download")},
+    ("/repositories/{name:path}/-/diff", "GET"): (f"{R}/artifacts/{{reference}}/diff", "GET"),
 }
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 
@@ -1554,6 +1558,8 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         names["name"] = w.repo(str(project))
     if "reference" in ep.params:
         names["reference"] = "v1"
+    if "layer" in ep.params:
+        names["layer"] = json.loads(w.image[str(project)][0])["layers"][0]["digest"]
     key = (ep.path, ep.method)
     if key == ("/login", "POST"):
         secret = actor.password or actor.secret or "wrong-password-1"
@@ -1577,7 +1583,12 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         names["tag"] = tag
         return UiCall("POST", "/ui" + fill(ep.path, **names), session=session,
                       observe=lambda: w.v2_status("HEAD", manifest))
-    return UiCall(ep.method, "/ui" + fill(ep.path, **names), session=session)
+    query = ""
+    if ep.path.endswith("/download"):
+        query = "?path=/etc/project"
+    elif ep.path.endswith("/diff"):
+        query = "?from=v1&to=v1"
+    return UiCall(ep.method, "/ui" + fill(ep.path, **names) + query, session=session)
 
 
 def ui_expectation(

@@ -11,7 +11,17 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OCIClient, descriptor, image_manifest
+from tests.integration.test_inventory import push
+from tests.support.layers import Member, file, layer, whiteout
+from tests.support.ociclient import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCIClient,
+    descriptor,
+    digest_of,
+    image_manifest,
+)
 from tests.support.portal import PortalBrowser, signed_out
 from tests.support.server import RunningServer, start_server
 
@@ -289,3 +299,154 @@ def test_the_session_dies_with_its_user_or_password(
         assert signed_out(browser.get("/ui/projects"))
         swap = browser.get("/ui/projects/shop", headers={"HX-Request": "true"})  # htmx: the whole page goes
         assert (swap.status_code, swap.headers["hx-redirect"]) == (401, "/ui/login")
+
+
+# --- the layer browser and the diff page -------------------------------------------------------------
+# The first is a directory `<script>alert(1)<` holding `script>`: a name cannot hold a slash.
+EVIL_NAMES = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(2)>',
+    "<svg onload=alert(3)>",
+    "bell\x07and\x1bescape",
+    "n" * 250,
+]
+
+
+@pytest.fixture(scope="module")
+def layered(server: RunningServer) -> dict[str, str]:
+    """shop/files: `v1` (a base layer), `v2` (the base and a layer deleting, changing and adding files,
+    hostile names among them), `big` (one directory of 1,100 files)."""
+    base = layer(
+        [
+            Member("dir", "etc"),
+            file("etc/os-release", b"ID=debian\n"),
+            file("etc/old.conf", b"old"),
+            Member("symlink", "bin", target="usr/bin"),
+            file("usr/bin/tool", b"#!/bin/sh\n"),
+        ]
+    )
+    top = layer(
+        [
+            whiteout("etc/old.conf"),
+            file("etc/os-release", b"ID=debian\nVERSION_ID=13\n"),
+            file("srv/page.html", HTML_FILE),
+            file("../../etc/passwd", b"climbs out"),
+            *[file(f"srv/{name}", b"x") for name in EVIL_NAMES],
+        ]
+    )
+    big = layer([file(f"many/f{i:05d}", b"") for i in range(1100)])
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+        oci = OCIClient(http)
+        return {
+            "v1": push(oci, "shop/files", "v1", [(OCI_LAYER, base)]),
+            "v2": push(oci, "shop/files", "v2", [(OCI_LAYER, base), (OCI_LAYER, top)]),
+            "big": push(oci, "shop/files", "big", [(OCI_LAYER, big)]),
+            "base": digest_of(base),
+            "top": digest_of(top),
+            "many": digest_of(big),
+        }
+
+
+HTML_FILE = b"<html><script>alert(document.cookie)</script></html>"
+
+
+def test_the_layer_browser_lists_a_layer_and_the_merged_tree_by_directory(
+    server: RunningServer, layered: dict[str, str]
+) -> None:
+    artifact = f"/ui/repositories/shop/files/-/artifacts/{layered['v2']}"
+    with browser_of(server, *ADMIN) as browser:
+        page = browser.get(artifact)
+        assert f'{artifact}/layers/{layered["top"]}/files"' in page.text  # each layer links to its files
+        assert f'{artifact}/files"' in page.text
+        top = browser.get(f"{artifact}/layers/{layered['top']}/files", params={"path": "/etc"})
+        assert top.status_code == 200, top.text
+        assert "whiteout</span> deletes <code>old.conf</code>" in top.text
+        assert "os-release" in top.text and "tool" not in top.text  # this layer only
+        root = browser.get(f"{artifact}/layers/{layered['base']}/files")
+        assert "bin</code> <span class=\"muted\">→</span> <code>usr/bin</code>" in root.text  # a symlink
+        assert '?path=%2Fetc">etc/</a>' in root.text  # a directory to open
+        assert "-rw-r--r--" in browser.get(
+            f"{artifact}/layers/{layered['base']}/files", params={"path": "/etc"}
+        ).text
+        merged = browser.get(f"{artifact}/files", params={"path": "/etc"})
+        assert merged.status_code == 200
+        assert "os-release" in merged.text and "old.conf" not in merged.text  # the whiteout applied
+        assert f"{artifact}/layers/{layered['top']}/files" in merged.text  # os-release's layer
+        assert "2 entries" not in merged.text and "1 entry" in merged.text
+        climbed = browser.get(f"{artifact}/layers/{layered['top']}/files")
+        assert "passwd" not in climbed.text  # `../../etc/passwd` climbs out of the root: not listed
+        # A layer that is not the artifact's, a directory that climbs out: refused, naming nothing.
+        other = browser.get(f"/ui/repositories/shop/files/-/artifacts/v1/layers/{layered['top']}/files")
+        assert other.status_code == 404
+        assert browser.get(f"{artifact}/files", params={"path": "/../.."}).status_code in (400, 404)
+
+
+def test_file_names_in_a_layer_are_escaped_and_a_download_never_renders(
+    server: RunningServer, layered: dict[str, str]
+) -> None:
+    artifact = f"/ui/repositories/shop/files/-/artifacts/{layered['v2']}"
+    with browser_of(server, *ADMIN) as browser:
+        for path in [f"{artifact}/layers/{layered['top']}/files", f"{artifact}/files"]:
+            page = browser.get(path, params={"path": "/srv"})
+            assert page.status_code == 200
+            assert "<script>alert(1)" not in page.text and "<img src=x" not in page.text
+            assert "<svg" not in page.text and "&lt;svg onload=alert(3)&gt;" in page.text
+            assert "&lt;script&gt;alert(1)&lt;/</a>" in page.text  # the directory
+            assert "&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page.text
+            assert "\x07" not in page.text and "\x1b" not in page.text
+            assert "bell\\x07and\\x1bescape" in page.text  # shown escaped
+            assert "n" * 250 in page.text
+        inner = browser.get(f"{artifact}/files", params={"path": "/srv/<script>alert(1)<"})
+        assert "<code>script&gt;</code>" in inner.text and "<script>" not in inner.text
+        download = f"{artifact}/layers/{layered['top']}/download"
+        answer = browser.get(download, params={"path": "/srv/page.html"})
+        assert answer.status_code == 200 and answer.content == HTML_FILE
+        assert answer.headers["content-type"] == "application/octet-stream"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["content-disposition"].startswith('attachment; filename="page.html"')
+        assert answer.headers["content-security-policy"] == "default-src 'none'; sandbox"
+        evil = browser.get(download, params={"path": f"/srv/{EVIL_NAMES[1]}"})
+        assert evil.status_code == 200 and evil.content == b"x"
+        disposition = evil.headers["content-disposition"]
+        assert disposition.startswith('attachment; filename="_')  # no quote or bracket left to inject
+        assert disposition.count('"') == 2 and "<" not in disposition and "\r" not in disposition
+        assert browser.get(download, params={"path": "/srv"}).status_code == 404
+        assert browser.get(download, params={"path": "/no/such"}).status_code == 404
+
+
+def test_a_huge_directory_is_shown_a_page_at_a_time(server: RunningServer, layered: dict[str, str]) -> None:
+    files = f"/ui/repositories/shop/files/-/artifacts/big/layers/{layered['many']}/files"
+    with browser_of(server, *ADMIN) as browser:
+        first = browser.get(files, params={"path": "/many"})
+        assert first.status_code == 200
+        assert first.text.count("<tr>") == 1 + 1 + 500  # the header, `..`, a page of entries
+        assert "more than 500 entries" in first.text and 'rel="next"' in first.text
+        assert "f00499" in first.text and "f00500" not in first.text
+        last = browser.get(files, params={"path": "/many", "page": "3"})
+        assert last.text.count("<tr>") == 1 + 1 + 100 and "f01099" in last.text
+        assert 'rel="next"' not in last.text and "Entries 1001\N{EN DASH}1100 of 1100" in last.text
+
+
+def test_the_diff_page_shows_layers_files_and_packages(
+    server: RunningServer, layered: dict[str, str]
+) -> None:
+    with browser_of(server, *ADMIN) as browser:
+        form = browser.get("/ui/repositories/shop/files/-/diff")
+        assert form.status_code == 200 and '<option value="v2">' in form.text
+        page = browser.get("/ui/repositories/shop/files/-/diff", params={"from": "v1", "to": "v2"})
+        assert page.status_code == 200, page.text
+        assert "1 layer shared, 1 added, 0 removed" in page.text
+        assert '<tr class="d-removed"><td data-label="Path"><code>/etc/old.conf</code>' in page.text
+        assert '<tr class="d-changed"><td data-label="Path"><code>/etc/os-release</code>' in page.text
+        assert "<code>/srv/page.html</code></td><td data-label=\"Change\">added" in page.text
+        assert "&lt;script&gt;alert(1)" in page.text and "<script>alert(1)" not in page.text
+        missing = browser.get("/ui/repositories/shop/files/-/diff", params={"from": "v1", "to": "nope"})
+        assert missing.status_code == 404
+    with browser_of(server, "viewer") as browser:  # a member of shop: may pull, so may compare
+        assert browser.get(
+            "/ui/repositories/shop/files/-/diff", params={"from": "v1", "to": "v2"}
+        ).status_code == 200
+        hidden = browser.get(
+            f"/ui/repositories/{SECRET_PROJECT}/app/-/diff", params={"from": "1.0", "to": "1.0"}
+        )
+        assert hidden.status_code == 404 and SECRET_PROJECT not in hidden.text

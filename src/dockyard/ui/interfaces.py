@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +66,29 @@ class ManagementApi(Protocol):
     ) -> ApiAnswer:
         """Make the call with the caller's session (and, on unsafe methods, its CSRF token)."""
         ...
+
+    def stream(
+        self, caller: Caller, path: str, *, params: dict[str, str] | None = None
+    ) -> AbstractAsyncContextManager[ApiStream]:
+        """A GET whose answer is read chunk by chunk, with backpressure: the API produces no more than
+        the portal reads; leaving the block early disconnects."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiStream:
+    """An answer read as it comes (an NDJSON listing, a file's bytes): status and headers first, then
+    `chunks`; leaving the `stream` block early disconnects, as a client closing its connection does
+    (the API stops reading the layer)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+    error: ApiAnswer | None = None  # a refusal (not 2xx): its whole body, read already
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
 
 class SessionReader(Protocol):

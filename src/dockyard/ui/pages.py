@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from dockyard.api.management.sessions import CSRF_HEADER
 from dockyard.ui import MOUNT_PATH
+from dockyard.ui.browse import BrowsePages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
 from dockyard.ui.security import (
     CSRF_FIELD,
@@ -74,6 +75,7 @@ class Portal:
             Route("/projects/{project}", self.project, methods=["GET"]),
             Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
             Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
+            *BrowsePages(self).routes(),
             Route("/repositories/{name:path}", self.repository, methods=["GET"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
@@ -111,6 +113,15 @@ class Portal:
         if not answer.ok and not quiet:
             raise PageError(answer.status, NOT_FOUND if answer.status == 404 else answer.message)
         return answer
+
+    def refused(self, answer: ApiAnswer) -> NoReturn:
+        """A refusal as the page shows it: to the login page (401), a 404 naming nothing, the message."""
+        if answer.status == 401:
+            raise LoginRequired()
+        raise PageError(answer.status, NOT_FOUND if answer.status == 404 else answer.message)
+
+    def not_found(self) -> PageError:
+        return PageError(404, NOT_FOUND)
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         value = session_cookie(request)

@@ -98,7 +98,12 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"]
-                headers += [h for h in SECURITY_HEADERS if not (static and h[0] == b"cache-control")]
+                own = {name.lower() for name, _ in headers}  # a download sets a stricter policy itself
+                headers += [
+                    h
+                    for h in SECURITY_HEADERS
+                    if h[0] not in own and not (static and h[0] == b"cache-control")
+                ]
                 if static:
                     headers.append((b"cache-control", STATIC_CACHE))
                 message["headers"] = headers

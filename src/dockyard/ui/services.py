@@ -7,13 +7,15 @@ No socket and no HTTP client: a call costs the API's own work plus building two 
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
-from dockyard.ui.interfaces import ApiAnswer, Caller
+from dockyard.ui.interfaces import ApiAnswer, ApiStream, Caller
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -40,34 +42,7 @@ class InProcessApi:
         body: Any = None,
     ) -> ApiAnswer:
         payload = b"" if body is None else json.dumps(body).encode()
-        headers = [(b"host", caller.host.encode("latin-1")), (b"accept", b"application/json")]
-        if caller.session is not None:
-            headers.append((b"cookie", f"{COOKIE_NAME}={caller.session}".encode("latin-1")))
-            if method not in SAFE_METHODS and caller.csrf_token:
-                headers.append((CSRF_HEADER.lower().encode(), caller.csrf_token.encode("latin-1")))
-        if body is not None:
-            headers += [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ]
-        if caller.request_id:
-            headers.append((b"x-request-id", caller.request_id.encode("latin-1")))
-        full_path = self._mount_path + path
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": caller.scheme,
-            "path": full_path,
-            "raw_path": quote(full_path).encode("ascii"),
-            "root_path": "",
-            "query_string": urlencode(params or {}).encode("ascii"),
-            "headers": headers,
-            "client": caller.client,
-            "server": None,
-            "state": {},
-        }
+        scope = self._scope(caller, method, path, params, body is not None, len(payload))
         sent = False
 
         async def receive() -> Message:
@@ -86,19 +61,133 @@ class InProcessApi:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                for raw_name, raw_value in message.get("headers", []):
-                    name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-                    if name == "set-cookie":
-                        cookies.append(value)
-                    elif name in answer_headers:
-                        answer_headers[name] += ", " + value
-                    else:
-                        answer_headers[name] = value
+                _headers(message, answer_headers, cookies)
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
         await self._app(scope, receive, send)
         return ApiAnswer(status, answer_headers, b"".join(chunks), cookies)
+
+    @asynccontextmanager
+    async def stream(
+        self, caller: Caller, path: str, *, params: dict[str, str] | None = None
+    ) -> AsyncIterator[ApiStream]:
+        """The API runs in a task of its own; its body messages pass through a small queue, so it
+        writes no further ahead than STREAM_QUEUE messages. Leaving the block tells it the client has
+        gone (an `http.disconnect`, which a streaming answer listens for) and cancels it."""
+        scope = self._scope(caller, "GET", path, params, False, 0)
+        messages: asyncio.Queue[Message | None] = asyncio.Queue(STREAM_QUEUE)
+        gone = asyncio.Event()
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if gone.is_set():
+                raise OSError("the portal stopped reading")
+            await messages.put(message)
+
+        async def run() -> None:
+            try:
+                await self._app(scope, receive, send)
+            finally:
+                if not gone.is_set():
+                    await messages.put(None)
+
+        task = asyncio.create_task(run())
+        _RUNNING.add(task)
+        task.add_done_callback(_RUNNING.discard)
+        try:
+            start = await messages.get()
+            if start is None or start["type"] != "http.response.start":
+                await task  # the API failed before answering: its exception, if any, goes on
+                raise RuntimeError("the API gave no answer")
+            status, headers, cookies = int(start["status"]), {}, []  # type: ignore[var-annotated]
+            _headers(start, headers, cookies)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while True:
+                    message = await messages.get()
+                    if message is None:
+                        return
+                    if message["type"] == "http.response.body":
+                        if message.get("body"):
+                            yield message["body"]
+                        if not message.get("more_body", False):
+                            return
+
+            if 200 <= status < 300:
+                yield ApiStream(status, headers, chunks())
+            else:
+                body = b"".join([chunk async for chunk in chunks()])
+                error = ApiAnswer(status, headers, body, cookies)
+                yield ApiStream(status, headers, _no_chunks(), error)
+        finally:
+            gone.set()
+            if not task.done():
+                task.cancel()
+
+    def _scope(
+        self,
+        caller: Caller,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        has_body: bool,
+        length: int,
+    ) -> dict[str, Any]:
+        headers = [(b"host", caller.host.encode("latin-1")), (b"accept", b"application/json")]
+        if caller.session is not None:
+            headers.append((b"cookie", f"{COOKIE_NAME}={caller.session}".encode("latin-1")))
+            if method not in SAFE_METHODS and caller.csrf_token:
+                headers.append((CSRF_HEADER.lower().encode(), caller.csrf_token.encode("latin-1")))
+        if has_body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+        if caller.request_id:
+            headers.append((b"x-request-id", caller.request_id.encode("latin-1")))
+        full_path = self._mount_path + path
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": caller.scheme,
+            "path": full_path,
+            "raw_path": quote(full_path).encode("ascii"),
+            "root_path": "",
+            "query_string": urlencode(params or {}).encode("ascii"),
+            "headers": headers,
+            "client": caller.client,
+            "server": None,
+            "state": {},
+        }
+
+
+STREAM_QUEUE = 4  # body messages the API may write ahead of the portal
+_RUNNING: set[asyncio.Task[None]] = set()  # streams being wound down (a task needs a reference)
+
+
+def _headers(start: Message, into: dict[str, str], cookies: list[str]) -> None:
+    """An answer's headers: lower-case names, repeated ones joined with ", ", Set-Cookie apart."""
+    for raw_name, raw_value in start.get("headers", []):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name == "set-cookie":
+            cookies.append(value)
+        elif name in into:
+            into[name] += ", " + value
+        else:
+            into[name] = value
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing
 
 
 def session_from_cookies(cookies: list[str]) -> str | None:
