@@ -163,6 +163,7 @@ API_RULES: dict[tuple[str, str], Rule] = {
     (f"{R}/artifacts/{{reference}}", "DELETE"): Rule(needs(DELETE), 204),
     (f"{R}/tags", "GET"): Rule(needs(PROJECT_READ)),
     (f"{R}/tags/{{tag}}", "DELETE"): Rule(needs(DELETE), 204),
+    (f"{R}/tags/{{tag}}", "PUT"): Rule(needs(PULL, PUSH), 201),  # as a manifest PUT over /v2
     ("/search", "GET"): Rule(ANYONE),  # filtered
     ("/audit", "GET"): Rule(SYSTEM_ADMIN),  # the whole log
     # Tag retention: whoever sees the project reads its policy and runs; project admins change and run it.
@@ -921,6 +922,17 @@ def delete_tag(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Cal
     return Call(ep.method, path, observe=lambda: w.v2_status("HEAD", manifest))
 
 
+def set_tag(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A new tag on the project's image: a refused request leaves it missing."""
+    assert project is not None
+    tag = w.unique("added")
+    manifest = f"/v2/{w.repo(project)}/manifests/{tag}"
+    call = Call(ep.method, api(fill(ep.path, name=w.repo(project), tag=tag)))
+    call.json = {"digest": w.image[project][1]}
+    call.observe = lambda: w.v2_status("HEAD", manifest)
+    return call
+
+
 def signing_keys(w: World) -> dict[str, str]:
     return {key["kid"]: key["status"] for key in w.admin.api("GET", "/system/signing-keys")}
 
@@ -1329,6 +1341,7 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     (f"{R}/artifacts/{{reference}}", "DELETE", ""): delete_artifact,
     (f"{R}/tags", "GET", ""): plain(),
     (f"{R}/tags/{{tag}}", "DELETE", ""): delete_tag,
+    (f"{R}/tags/{{tag}}", "PUT", ""): set_tag,
     ("/search", "GET", ""): listing("search", {"q": "mx", "limit": "100"}),
     ("/audit", "GET", ""): audit(""),
     ("/audit", "GET", "project"): audit("project"),

@@ -397,3 +397,26 @@ def test_audit_shows_pulls_as_hourly_counts(server: RunningServer, admin: Cli) -
     row = table[2].split()
     assert row[1].endswith(":00") and row[2] == "+1h"
     assert row[3:] == ["admin", "127.0.0.1", "pull", "artifact", f"counted/app@{pushed.digest}", "ok", "3"]
+
+
+def test_tags_are_added_moved_and_deleted(server: RunningServer, admin: Cli) -> None:
+    admin.ok("project", "create", "tagging")
+    with httpx.Client(base_url=server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as http:
+        oci = OCIClient(http)
+        first = oci.push_image("tagging/app", "1.0", seed="one").digest
+        second = oci.push_image("tagging/app", "2.0", seed="two").digest
+
+        def named(tag: str) -> str:
+            return str(oci.get_manifest("tagging/app", tag).headers["Docker-Content-Digest"])
+
+        added = admin.ok("tag", "add", "tagging/app:1.0", "stable", "prod")
+        assert added.strip() == f"Tagged tagging/app@{first} as stable, prod."
+        assert named("stable") == named("prod") == first
+        refused = admin.fails("tag", "add", f"tagging/app@{second}", "stable")
+        assert "tag stable names" in refused and "(HTTP 409 CONFLICT)" in refused
+        moved = admin.json("tag", "move", "tagging/app:2.0", "stable")
+        assert [(t["name"], t["digest"], t["previous"]) for t in moved] == [("stable", second, first)]
+        assert named("stable") == second
+        admin.ok("tag", "delete", "tagging/app:prod")
+        assert http.head("/v2/tagging/app/manifests/prod").status_code == 404
+        assert named("1.0") == first  # the artifact stays

@@ -3,6 +3,7 @@ a tag under a rule cannot move to another digest nor be deleted, through /v2 or 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -167,3 +168,48 @@ def test_overlong_patterns_are_refused_with_a_reason(api: httpx.Client) -> None:
     assert refused.status_code == 400, refused.text
     assert "longer than 255 characters" in refused.json()["errors"][0]["message"]
     assert api.get("/projects/imm/retention").status_code == 404  # nothing was stored
+
+
+def test_the_api_adds_and_moves_tags_and_an_immutable_one_stays(
+    oci: OCIClient, api: httpx.Client, rule: Callable[..., dict[str, object]]
+) -> None:
+    """PUT /repositories/{name}/tags/{tag}: a push of the artifact's manifest under the tag, without
+    its bytes; an existing tag moves only when asked; an immutable one never moves; audited."""
+    first = oci.push_image("imm/app", "t1", seed="tag-first")
+    second = oci.push_image("imm/app", None, seed="tag-second")
+    put = lambda tag, digest, **more: api.put(  # noqa: E731
+        f"/repositories/imm/app/tags/{tag}", json={"digest": digest, **more}
+    )
+    added = put("t2", first.digest)
+    assert added.status_code == 201, added.text
+    assert added.json()["digest"] == first.digest and added.json()["previous"] is None
+    assert oci.get_manifest("imm/app", "t2").headers["Docker-Content-Digest"] == first.digest
+    assert put("t2", first.digest).status_code == 200  # already there: nothing to do
+    conflict = put("t2", second.digest)
+    assert conflict.status_code == 409 and "move" in conflict.json()["errors"][0]["message"]
+    moved = put("t2", second.digest, move=True)
+    assert moved.status_code == 200 and moved.json()["previous"] == first.digest
+    assert oci.get_manifest("imm/app", "t2").headers["Docker-Content-Digest"] == second.digest
+    # Bad input: a digest for a tag, a tag for a digest, a digest the repository lacks.
+    assert put(second.digest, first.digest).status_code == 400
+    assert put("t3", "t1").status_code == 400
+    assert put("t3", "sha256:" + "0" * 64).status_code == 404
+    assert api.put("/repositories/imm/nothing/tags/t1", json={"digest": first.digest}).status_code == 404
+
+    created = rule(repository_pattern="app", tag_pattern="t2")
+    refused = put("t2", first.digest, move=True)
+    assert refused.status_code == 412, refused.text  # as a delete of it answers (Harbor's status)
+    assert refused.json()["errors"][0]["message"] == f"tag t2 in imm/app is immutable (rule {created['id']})"
+    assert oci.get_manifest("imm/app", "t2").headers["Docker-Content-Digest"] == second.digest
+    assert put("t2", second.digest).status_code == 200  # naming what it names is no move
+
+    deadline = time.monotonic() + 15
+    while True:
+        events = api.get("/audit", params={"resource": "imm/app:t2", "action": "push"}).json()
+        results = [(e["result"], (e["detail"] or {}).get("previous")) for e in events]
+        if ("failed", second.digest) in results or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert ("ok", None) in results and ("ok", first.digest) in results, results
+    assert ("failed", first.digest) in results  # the 409
+    assert ("failed", second.digest) in results, results  # the immutable tag

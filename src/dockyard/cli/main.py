@@ -26,6 +26,7 @@ from dockyard.cli.commands_retention import retention_app
 from dockyard.cli.commands_robots import robot_app
 from dockyard.cli.commands_scanners import scanner_app
 from dockyard.cli.commands_session import session_app
+from dockyard.cli.commands_tags import tag_app
 from dockyard.cli.commands_tokens import token_app
 from dockyard.cli.commands_users import user_app
 from dockyard.cli.commands_webhooks import webhook_app
@@ -64,6 +65,7 @@ app.add_typer(notifications_app, name="notifications")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(repo_app, name="repo")
 app.add_typer(artifact_app, name="artifact")
+app.add_typer(tag_app, name="tag")
 app.add_typer(retention_app, name="retention")
 app.add_typer(replication_app, name="replication")
 app.add_typer(audit_app)  # audit

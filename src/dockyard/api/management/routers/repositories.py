@@ -7,20 +7,23 @@ The last path segments decide the route, so a repository may even be called `tea
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from dockyard.api.management.access import require, visible
+from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
+from dockyard.api.management.errors import ApiError
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.routers.scans import ScanSummaryOut, scans_of, summary_out
 from dockyard.api.management.security import Caller
+from dockyard.audit.interfaces import AuditAction, ResourceType
 from dockyard.content.digest import Digest
 from dockyard.content.reference import parse_reference
-from dockyard.errors import NameUnknown, TagInvalid
+from dockyard.errors import DigestInvalid, ManifestUnknown, NameUnknown, TagInvalid
 from dockyard.projects.rbac import Permission, project_of
 from dockyard.registry.queries import (
     ARTIFACT_SORTS,
@@ -79,6 +82,18 @@ class TagOut(BaseModel):
     digest: str
     media_type: str
     pushed_at: datetime
+
+
+class TagIn(BaseModel):
+    digest: str = Field(description="The artifact the tag is to name: a manifest of this repository.")
+    move: bool = Field(
+        default=False,
+        description="Move the tag if it names another artifact now; without it, that is a 409.",
+    )
+
+
+class TagSetOut(TagOut):
+    previous: str | None = Field(description="The artifact the tag named before; null: a new tag.")
 
 
 def window(params: ListParams) -> Window:
@@ -196,6 +211,50 @@ def delete_tag(name: str, tag: str, principal: Caller, services: Services) -> No
         # A digest here would delete the artifact itself, which is the artifacts endpoint's job.
         raise TagInvalid("a tag name was expected, not a digest")
     services.registry.delete_manifest(name, tag)
+
+
+@router.put("/repositories/{name:path}/tags/{tag}", response_model=TagSetOut)
+def set_tag(
+    name: str,
+    tag: str,
+    body: TagIn,
+    request: Request,
+    response: Response,
+    principal: Caller,
+    services: Services,
+) -> TagSetOut:
+    """Add a tag to an artifact of the repository, or (`move: true`) move one to it. As a push of the
+    artifact's manifest under the tag, with a push's permission and policies (an immutable tag is not
+    moved, a read-only registry refuses), without sending its bytes. 201: a new tag; 200: moved, or
+    already there."""
+    for permission in (Permission.PULL, Permission.PUSH):  # as a manifest PUT over /v2
+        require(services, principal, project_of(name), permission, NameUnknown(detail={"name": name}))
+    if isinstance(parse_reference(tag), Digest):
+        raise TagInvalid("a tag name was expected, not a digest")
+    if not isinstance(parse_reference(body.digest), Digest):
+        raise DigestInvalid("digest must be a digest (sha256:...), not a tag", detail={"digest": body.digest})
+    detail = {"digest": body.digest, "move": body.move}
+    with audited(
+        services, request, principal, AuditAction.PUSH, ResourceType.ARTIFACT, f"{name}:{tag}", detail
+    ) as extra:
+        record = services.registry.get_manifest(name, body.digest)
+        try:
+            previous: str | None = services.registry.get_manifest(name, tag).digest
+        except ManifestUnknown:
+            previous = None
+        extra["previous"] = previous
+        if previous not in (None, record.digest) and not body.move:
+            raise ApiError(409, f"tag {tag} names {previous}: send move: true to move it")
+        services.registry.put_manifest(name, tag, record.content, record.media_type)
+    response.status_code = 201 if previous is None else 200
+    tags, _ = services.queries.list_tags(
+        name, Window(0, 100, "name", False), name_contains=tag, digest=record.digest
+    )
+    written = next((t for t in tags if t.name == tag), None)  # None: moved again since
+    pushed_at = written.pushed_at if written else datetime.now(UTC)
+    return TagSetOut(
+        name=tag, digest=record.digest, media_type=record.media_type, pushed_at=pushed_at, previous=previous
+    )
 
 
 @router.get("/repositories/{name:path}", response_model=RepositoryOut)
