@@ -5,6 +5,10 @@ The registry's hot-path reads, the projects' quota limits and immutability rules
 remembered logins, token verifications and policy answers all use it. A reader notes the generation
 *before* it queries and stores the answer under it; a later read that sees a newer generation drops
 the whole cache. So a stale answer can never outlive the write that made it stale.
+
+`KeyedGenerationCache` is the same per key: each entry follows its own part's generation (the
+repository of a (repository, reference) key: `interfaces.keyed_generation_of`), so a write to one
+repository drops that repository's answers and keeps every other's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Callable, Hashable
 from itertools import islice
 from typing import Generic, TypeVar
 
-from dockyard.coordination.interfaces import Generation
+from dockyard.coordination.interfaces import Generation, KeyedGeneration
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -137,5 +141,108 @@ class GenerationCache(Generic[K, V]):
         self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
 
     def _keep(self, kept: dict[K, tuple[V, int, float | None]]) -> None:
+        self._entries = kept
+        self._bytes = sum(entry[1] for entry in kept.values())
+
+
+class KeyedGenerationCache(Generic[K, V]):
+    """A dict bounded by memory whose entries each follow the generation of their part
+    (`part(key)`, a repository name, handed to `generation`): an entry is not served once its
+    part's generation moved, and an answer read across such a move is not kept. Nothing else is
+    dropped, so a write to repository A keeps B's entries.
+
+    Bounded like `GenerationCache` (`max_bytes`, `weigh`); when a put would pass the bound, entries
+    expired or whose part moved go first, then the oldest quarter. Not locked (as `GenerationCache`)."""
+
+    def __init__(
+        self,
+        generation: KeyedGeneration,
+        part: Callable[[K], str],
+        max_bytes: int = 4 * MIB,
+        weigh: Callable[[K, V], int] = entry_weight,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._source = generation
+        self._part = part
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._clock = clock
+        # value, weight, expiry, the part's generation when it was read
+        self._entries: dict[K, tuple[V, int, float | None, int]] = {}
+        self._bytes = 0
+        self.lookups = 0  # gets, and those answered from here: read by /metrics (hit ratios)
+        self.hits = 0
+
+    @property
+    def weight(self) -> int:
+        """What the entries weigh now, in bytes (estimated)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def current_generation(self, key: K) -> int:
+        """Read before querying the source of truth; pass to `put`."""
+        return self._source(self._part(key))
+
+    def get(self, key: K) -> V | None:
+        self.lookups += 1
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[3] != self._source(self._part(key)):
+            self._drop(key)
+            return None
+        expires_at = found[2]
+        if expires_at is not None and self._clock is not None and self._clock() >= expires_at:
+            self._drop(key)
+            return None
+        self.hits += 1
+        return found[0]
+
+    def put(self, key: K, value: V, generation: int, expires_at: float | None = None) -> None:
+        if expires_at is not None and self._clock is None:
+            raise ValueError("an entry with an expiry needs a cache with a clock")
+        if generation != self.current_generation(key):
+            return  # its part changed since the caller read; its answer may be stale
+        weight = self._weigh(key, value)
+        if weight > self._max_bytes:
+            return
+        self._drop(key)
+        if self._bytes + weight > self._max_bytes:
+            self._drop_dead()
+        while self._bytes + weight > self._max_bytes and self._entries:
+            self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
+        self._entries[key] = (value, weight, expires_at, generation)
+        self._bytes += weight
+
+    def clear(self) -> None:
+        self._entries = {}
+        self._bytes = 0
+
+    def _drop(self, key: K) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+
+    def _drop_dead(self) -> None:
+        """Entries that can no longer be served: expired, or their part moved since."""
+        now = self._clock() if self._clock is not None else None
+        generations: dict[str, int] = {}
+
+        def alive(key: K, entry: tuple[V, int, float | None, int]) -> bool:
+            if now is not None and entry[2] is not None and entry[2] <= now:
+                return False
+            part = self._part(key)
+            current = generations.get(part)
+            if current is None:
+                current = generations[part] = self._source(part)
+            return entry[3] == current
+
+        kept = {k: e for k, e in self._entries.items() if alive(k, e)}
+        if len(kept) != len(self._entries):
+            self._keep(kept)
+
+    def _keep(self, kept: dict[K, tuple[V, int, float | None, int]]) -> None:
         self._entries = kept
         self._bytes = sum(entry[1] for entry in kept.values())

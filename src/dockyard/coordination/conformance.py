@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache
+from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache, KeyedGenerationCache
 from dockyard.coordination.interfaces import (
     ChangeFeed,
     LockLost,
@@ -47,6 +47,8 @@ from dockyard.coordination.interfaces import (
     Topic,
     generation_of,
     holding,
+    key_slot,
+    keyed_generation_of,
 )
 
 Views = Callable[[], ChangeFeed]
@@ -54,6 +56,9 @@ Managers = Callable[[], LockManager]
 Stores = Callable[[], TokenBuckets]
 Pools = Callable[[], Slots]
 DELIVERY_SECONDS = 5.0
+# Two repositories in different slots of the keyed counters (key_slot): a write to one must not
+# move the other's generation.
+REPOSITORY_A, REPOSITORY_B = "team/a", "team/b"
 
 
 def eventually(condition: Callable[[], bool], timeout: float = DELIVERY_SECONDS) -> bool:
@@ -109,6 +114,43 @@ class ChangeFeedConformance:
             before = reader.generation(Topic.AUTH)
             writer.bump(Topic.AUTH)
             assert eventually(lambda: reader.generation(Topic.AUTH) != before)  # noqa: B023
+
+    def test_a_keyed_bump_moves_its_key_and_its_topic_here_at_once(self, views: Views) -> None:
+        feed = views()
+        for topic in Topic:
+            before = (feed.generation(topic), feed.generation(topic, REPOSITORY_A))
+            feed.bump(topic, REPOSITORY_A)
+            assert feed.generation(topic) != before[0]
+            assert feed.generation(topic, REPOSITORY_A) != before[1]
+
+    def test_a_keyed_bump_leaves_the_other_keys_alone(self, views: Views) -> None:
+        assert key_slot(REPOSITORY_A) != key_slot(REPOSITORY_B)
+        writer, reader = views(), views()
+        for _ in range(3):
+            other = reader.generation(Topic.MANIFESTS, REPOSITORY_B)
+            bumped = reader.generation(Topic.MANIFESTS, REPOSITORY_A)
+            writer.bump(Topic.MANIFESTS, REPOSITORY_A)
+            assert eventually(lambda: reader.generation(Topic.MANIFESTS, REPOSITORY_A) != bumped)  # noqa: B023
+            assert reader.generation(Topic.MANIFESTS, REPOSITORY_B) == other
+
+    def test_a_keyed_bump_reaches_every_view(self, views: Views) -> None:
+        writer, readers = views(), [views() for _ in range(3)]
+        before = [
+            (reader.generation(Topic.MANIFESTS), reader.generation(Topic.MANIFESTS, REPOSITORY_A))
+            for reader in readers
+        ]
+        writer.bump(Topic.MANIFESTS, REPOSITORY_A)
+        for reader, (topic, key) in zip(readers, before, strict=True):
+            assert eventually(lambda: reader.generation(Topic.MANIFESTS, REPOSITORY_A) != key)  # noqa: B023
+            assert eventually(lambda: reader.generation(Topic.MANIFESTS) != topic)  # noqa: B023
+
+    def test_a_bump_of_the_whole_topic_moves_every_key(self, views: Views) -> None:
+        writer, reader = views(), views()
+        keys = [REPOSITORY_A, REPOSITORY_B, "library/alpine", ""]
+        before = {key: reader.generation(Topic.MANIFESTS, key) for key in keys}
+        writer.bump(Topic.MANIFESTS)
+        for key in keys:
+            assert eventually(lambda: reader.generation(Topic.MANIFESTS, key) != before[key])  # noqa: B023
 
 
 # --- InvalidatedCache -----------------------------------------------------------------------------
@@ -218,6 +260,65 @@ class InvalidatedCacheConformance:
         now[0] += 2
         cache.put("new", "2", generation)
         assert (cache.get("live"), cache.get("new")) == ("1", "2")
+
+    # --- KeyedGenerationCache: entries per repository -------------------------------------------
+    @staticmethod
+    def keyed(
+        feed: ChangeFeed, *topics: Topic, max_bytes: int = MIB
+    ) -> KeyedGenerationCache[tuple[str, str], str]:
+        source = keyed_generation_of(feed, *(topics or (Topic.MANIFESTS,)))
+        return KeyedGenerationCache[tuple[str, str], str](source, lambda key: key[0], max_bytes)
+
+    def test_a_write_to_one_repository_keeps_the_others_answers(self, views: Views) -> None:
+        writer, reader = views(), views()
+        cache = self.keyed(reader)
+        for key in [(REPOSITORY_A, "latest"), (REPOSITORY_A, "v1"), (REPOSITORY_B, "latest")]:
+            cache.put(key, "old", cache.current_generation(key))
+        writer.bump(Topic.MANIFESTS, REPOSITORY_A)
+        assert eventually(lambda: cache.get((REPOSITORY_A, "latest")) is None)
+        assert cache.get((REPOSITORY_A, "v1")) is None
+        assert cache.get((REPOSITORY_B, "latest")) == "old"
+
+    def test_a_keyed_write_here_drops_the_repository_at_once(self, views: Views) -> None:
+        feed = views()
+        cache = self.keyed(feed)
+        cache.put((REPOSITORY_A, "latest"), "old", cache.current_generation((REPOSITORY_A, "latest")))
+        feed.bump(Topic.MANIFESTS, REPOSITORY_A)
+        assert cache.get((REPOSITORY_A, "latest")) is None
+
+    def test_a_whole_topic_write_drops_every_repository(self, views: Views) -> None:
+        writer, reader = views(), views()
+        cache = self.keyed(reader)
+        for key in [(REPOSITORY_A, "latest"), (REPOSITORY_B, "latest")]:
+            cache.put(key, "old", cache.current_generation(key))
+        writer.bump(Topic.MANIFESTS)
+        assert eventually(lambda: cache.get((REPOSITORY_A, "latest")) is None)
+        assert eventually(lambda: cache.get((REPOSITORY_B, "latest")) is None)
+
+    def test_a_keyed_answer_read_before_its_write_is_not_served_after_it(self, views: Views) -> None:
+        feed = views()
+        cache = self.keyed(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES)
+        for topic in (Topic.MANIFESTS, Topic.UNTAGGED_DELETES):
+            key = (REPOSITORY_A, "latest")
+            generation = cache.current_generation(key)
+            feed.bump(topic, REPOSITORY_A)  # the write commits before the reader stores its answer
+            cache.put(key, "digest-before-retag", generation)
+            assert cache.get(key) is None
+            cache.put(key, "fresh", cache.current_generation(key))
+            feed.bump(topic, REPOSITORY_A)
+            assert cache.get(key) is None
+
+    def test_a_keyed_cache_stays_within_its_bound_dropping_moved_repositories_first(
+        self, views: Views
+    ) -> None:
+        feed = views()
+        cache = self.keyed(feed, max_bytes=4 * ENTRY_OVERHEAD)
+        for key in [(REPOSITORY_B, "1"), (REPOSITORY_A, "2"), (REPOSITORY_A, "3"), (REPOSITORY_B, "4")]:
+            cache.put(key, key[1], cache.current_generation(key))
+        feed.bump(Topic.MANIFESTS, REPOSITORY_A)
+        cache.put((REPOSITORY_B, "5"), "5", cache.current_generation((REPOSITORY_B, "5")))
+        assert [cache.get((REPOSITORY_B, tag)) for tag in "145"] == ["1", "4", "5"]
+        assert cache.weight <= 4 * ENTRY_OVERHEAD
 
 
 # --- LockManager ----------------------------------------------------------------------------------

@@ -7,15 +7,26 @@ the caches that follow the topic (`caches.GenerationCache`) then drop what they 
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
 from pathlib import Path
 
-from dockyard.coordination.interfaces import Topic
+from dockyard.coordination.interfaces import KEY_SLOTS, Topic, key_slot
 from dockyard.datadir import map_file
 
 _SLOT = struct.Struct("<Q")
+# The file: a word per topic (moved by every bump of it; a topic's word at topic * 8, as before keys
+# existed), room for _TOPICS_MAX of them, then KEY_SLOTS words per topic (moved by a bump of a key in
+# that slot, and all of them by a bump of the whole topic).
+_TOPICS_MAX = 64
+_KEYS_AT = _TOPICS_MAX * _SLOT.size
+_KEY_BLOCK = KEY_SLOTS * _SLOT.size
+
+
+def feed_file_size() -> int:
+    return _KEYS_AT + len(Topic) * _KEY_BLOCK
 
 
 class LocalChangeFeed:
@@ -24,27 +35,45 @@ class LocalChangeFeed:
     def __init__(self, path: Path) -> None:
         # Allocated, never sparse (a file of an older version is filled in): a bump on a full disk
         # must not SIGBUS. `serve` creates it before its workers start, so they find it allocated.
-        self._map = map_file(path, _SLOT.size * len(Topic))
+        self._map = map_file(path, feed_file_size())
         self._lock = threading.Lock()
 
-    def generation(self, topic: Topic) -> int:
-        return int(_SLOT.unpack_from(self._map, topic * _SLOT.size)[0])
+    def generation(self, topic: Topic, key: str | None = None) -> int:
+        if key is None:
+            return int(_SLOT.unpack_from(self._map, topic * _SLOT.size)[0])
+        at = _KEYS_AT + topic * _KEY_BLOCK + key_slot(key) * _SLOT.size
+        return int(_SLOT.unpack_from(self._map, at)[0])
 
-    def bump(self, topic: Topic) -> None:
-        # A fresh random value rather than +1: no cross-process lock is needed for "it changed".
-        value = int.from_bytes(os.urandom(8), "little")
+    def bump(self, topic: Topic, key: str | None = None) -> None:
+        # Fresh random values rather than +1: no cross-process lock is needed for "it changed".
+        value = os.urandom(_SLOT.size)
+        block = _KEYS_AT + topic * _KEY_BLOCK
         with self._lock:
-            _SLOT.pack_into(self._map, topic * _SLOT.size, value)
+            if key is None:
+                self._map[block : block + _KEY_BLOCK] = os.urandom(_KEY_BLOCK)
+            else:
+                at = block + key_slot(key) * _SLOT.size
+                self._map[at : at + _SLOT.size] = os.urandom(_SLOT.size)
+            self._map[topic * _SLOT.size : (topic + 1) * _SLOT.size] = value
 
 
 class InProcessChangeFeed:
     """For a process that shares nothing with others (the in-memory store, tests)."""
 
     def __init__(self) -> None:
+        self._counter = itertools.count(1)
         self._values = [0] * len(Topic)
+        self._keys = [[0] * KEY_SLOTS for _ in Topic]
 
-    def generation(self, topic: Topic) -> int:
-        return self._values[topic]
+    def generation(self, topic: Topic, key: str | None = None) -> int:
+        if key is None:
+            return self._values[topic]
+        return self._keys[topic][key_slot(key)]
 
-    def bump(self, topic: Topic) -> None:
-        self._values[topic] += 1
+    def bump(self, topic: Topic, key: str | None = None) -> None:
+        value = next(self._counter)
+        if key is None:
+            self._keys[topic] = [value] * KEY_SLOTS
+        else:
+            self._keys[topic][key_slot(key)] = value
+        self._values[topic] = value

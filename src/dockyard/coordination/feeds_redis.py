@@ -5,6 +5,12 @@ The hot path reads `generation()` on every cached manifest GET, so it never talk
 process keeps its own counters, and a background thread moves them when another process (on any
 node) publishes a bump. A bump is INCR of a Redis key and PUBLISH, in one round trip.
 
+A bump of a whole topic is published on `CHANNEL` as the topic's number, as before keys existed. A
+bump of one key (a repository) is published on `KEYED_CHANNEL` as "topic key", and, in the same round
+trip, on `CHANNEL` as "+topic": a node of an earlier version (during a rolling upgrade) reads that as
+its whole topic (`int("+0") == 0`) and drops all it cached, as it always did; this version ignores it
+(its keyed twin carries the key).
+
 Correctness when Redis is away: a process that is not subscribed might miss another node's bump,
 so until its subscription is confirmed it is *degraded*: `generation()` returns a new value on
 every call, which makes `GenerationCache` drop and never keep anything (every read goes to the
@@ -20,12 +26,13 @@ import threading
 
 import redis
 
-from dockyard.coordination.interfaces import Topic
+from dockyard.coordination.interfaces import KEY_SLOTS, Topic, key_slot
 from dockyard.coordination.redis_client import TIMEOUT
 
 log = logging.getLogger("dockyard.cache.redis")
 
 CHANNEL = "dockyard:changes"
+KEYED_CHANNEL = f"{CHANNEL}:keyed"
 GENERATION_KEY = "dockyard:generation:{}"  # one counter per topic, INCRed by every bump
 _RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
 
@@ -36,7 +43,10 @@ class RedisChangeFeed:
     def __init__(self, client: redis.Redis, *, channel: str = CHANNEL) -> None:
         self._client = client
         self._channel = channel
+        self._keyed_channel = f"{channel}:keyed"  # KEYED_CHANNEL for the default channel
+        self._counter = itertools.count(1)
         self._values = [0] * len(Topic)
+        self._keys = [[0] * KEY_SLOTS for _ in Topic]
         self._degraded = True  # until the subscription is confirmed
         self._ticks = itertools.count(1 << 62)  # generations while degraded: new on every read
         self._unpublished: set[Topic] = set()
@@ -47,19 +57,21 @@ class RedisChangeFeed:
         self._thread.start()
 
     # --- ChangeFeed -----------------------------------------------------------------------------
-    def generation(self, topic: Topic) -> int:
+    def generation(self, topic: Topic, key: str | None = None) -> int:
         if self._degraded:
             return next(self._ticks)
-        return self._values[topic]
+        if key is None:
+            return self._values[topic]
+        return self._keys[topic][key_slot(key)]
 
-    def bump(self, topic: Topic) -> None:
-        self._bump_locally(topic)  # this process sees its own write at once, Redis or not
+    def bump(self, topic: Topic, key: str | None = None) -> None:
+        self._bump_locally(topic, key)  # this process sees its own write at once, Redis or not
         try:
-            self._publish(topic)
+            self._publish(topic, key)
         except redis.RedisError as exc:
             log.warning("cannot publish a cache invalidation (%s); caching is off until Redis is back", exc)
             with self._lock:
-                self._unpublished.add(topic)
+                self._unpublished.add(topic)  # published again as the whole topic
             self._degraded = True
 
     # --- for health checks, tests and shutdown --------------------------------------------------
@@ -81,14 +93,23 @@ class RedisChangeFeed:
         self._client.close()
 
     # --- internals ------------------------------------------------------------------------------
-    def _bump_locally(self, topic: Topic) -> None:
+    def _bump_locally(self, topic: Topic, key: str | None = None) -> None:
         with self._lock:
-            self._values[topic] += 1
+            value = next(self._counter)
+            if key is None:
+                self._keys[topic] = [value] * KEY_SLOTS
+            else:
+                self._keys[topic][key_slot(key)] = value
+            self._values[topic] = value
 
-    def _publish(self, topic: Topic) -> None:
+    def _publish(self, topic: Topic, key: str | None = None) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.incr(GENERATION_KEY.format(int(topic)))
-        pipe.publish(self._channel, str(int(topic)))
+        if key is None:
+            pipe.publish(self._channel, str(int(topic)))
+        else:
+            pipe.publish(self._channel, f"+{int(topic)}")  # for nodes of an earlier version
+            pipe.publish(self._keyed_channel, f"{int(topic)} {key}")
         pipe.execute()
 
     def _listen_forever(self) -> None:
@@ -106,7 +127,7 @@ class RedisChangeFeed:
     def _listen(self) -> None:
         pubsub = self._client.pubsub()
         try:
-            pubsub.subscribe(self._channel)
+            pubsub.subscribe(self._channel, self._keyed_channel)
             while not self._stopping.is_set():
                 if self._unpublished and self._connected.is_set():
                     self._resume()  # a bump failed to publish while we stayed subscribed
@@ -116,17 +137,23 @@ class RedisChangeFeed:
                 if message["type"] == "subscribe":
                     self._resume()
                 elif message["type"] == "message":
-                    self._on_message(message["data"])
+                    self._on_message(message["channel"], message["data"])
         finally:
             pubsub.close()
 
-    def _on_message(self, data: bytes | str) -> None:
+    def _on_message(self, channel: bytes | str, data: bytes | str) -> None:
+        text = data.decode(errors="replace") if isinstance(data, bytes) else data
+        name = channel.decode(errors="replace") if isinstance(channel, bytes) else channel
+        keyed = name == self._keyed_channel
+        if not keyed and text.startswith("+"):
+            return  # a keyed bump, told to earlier versions: its twin on the keyed channel counts here
+        number, _, key = text.partition(" ") if keyed else (text, "", "")
         try:
-            topic = Topic(int(data))
+            topic = Topic(int(number))
         except ValueError:
             log.warning("ignoring an unknown change-feed message %r", data)
             return
-        self._bump_locally(topic)
+        self._bump_locally(topic, key or None)  # no key: the whole topic
 
     def _resume(self) -> None:
         """Subscribed: anything may have changed while we were not, so every cache starts afresh."""

@@ -6,7 +6,9 @@ suite both pass (`coordination/conformance.py`):
 
 - `ChangeFeed`: `feeds.InProcessChangeFeed` (one process), `feeds.LocalChangeFeed` (a file the
   node's workers map); `feeds_redis.RedisChangeFeed` (every node).
-- `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has.
+- `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has;
+  `KeyedInvalidatedCache`: `caches.KeyedGenerationCache`, whose entries follow their own key's
+  generation (a repository's), so a write to one repository keeps the others' answers.
 - `LockManager`: `locks.FileLocks` (files in the datadir); `locks_redis.RedisLocks` (every node).
 - `TokenBuckets`: `buckets.InProcessBuckets` (one process); `buckets_redis.RedisBuckets` (every node).
 - `Slots`: `slots.FileSlots` (files in the datadir); `slots_redis.RedisSlots` (every node).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import zlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -35,10 +38,11 @@ V = TypeVar("V")
 # --- the change feed ------------------------------------------------------------------------------
 class Topic(IntEnum):
     """What changed. A write bumps its topic after its transaction commits; caches of answers that
-    the write could make stale follow that topic."""
+    the write could make stale follow that topic. Writes confined to one repository bump the topic
+    with the repository's name as key (`ChangeFeed.bump(topic, key)`)."""
 
-    MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog
-    BLOB_DELETES = 1  # blob links removed: positive blob-existence answers
+    MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog (key: repository)
+    BLOB_DELETES = 1  # blob links removed: positive blob-existence answers (key: repository)
     POLICIES = 2  # project policies read on hot paths: quota limits, tag immutability rules
     AUTH = 3  # accounts, credentials, roles, signing keys: remembered logins, tokens, key rings
     # Untagged manifests deleted (garbage collection): answers by digest only. No tag, tag list or
@@ -49,25 +53,45 @@ class Topic(IntEnum):
     VERDICTS = 5
 
 
-class ChangeFeed(Protocol):
-    """A counter per topic that every process following the same feed sees move.
+# A topic's keys share this many counters (a power of two): a keyed bump moves its key's slot only,
+# so it also drops the answers of the other keys in that slot (1 in KEY_SLOTS of them), never fewer.
+KEY_SLOTS = 4096
 
-    - `generation(topic)` is cheap (no I/O: it is read on every cached hot-path request).
-    - After `bump(topic)` returns, this process's `generation(topic)` differs from every value it
-      returned before; other processes on the feed see it move within the feed's delay.
-    - A bump of one topic never moves another topic's generation in this process (remote bumps of
+
+def key_slot(key: str) -> int:
+    """The slot of `key` among a topic's KEY_SLOTS counters, the same in every process and node
+    (crc32: `hash()` of a str is salted per process)."""
+    return zlib.crc32(key.encode()) & (KEY_SLOTS - 1)
+
+
+class ChangeFeed(Protocol):
+    """A counter per topic, and per key of a topic, that every process following the same feed sees
+    move.
+
+    - `generation(topic)` and `generation(topic, key)` are cheap (no I/O: read on every cached
+      hot-path request).
+    - After `bump(topic)` returns, this process's `generation(topic)` and `generation(topic, key)`
+      for every key differ from every value they returned before; other processes on the feed see
+      them move within the feed's delay.
+    - After `bump(topic, key)` returns, the same holds for `generation(topic)` and
+      `generation(topic, key)`, but `generation(topic, other)` does not move for a key `other` in
+      another slot (`key_slot`): a write to one repository leaves the others' cached answers alone.
+    - A bump of one topic never moves another topic's generations in this process (remote bumps of
       the others aside).
     - A feed that cannot guarantee delivery (Redis away) must return a new generation on every
       read until it can again: caches then keep nothing, so nothing served is stale.
     """
 
-    def generation(self, topic: Topic) -> int: ...
+    def generation(self, topic: Topic, key: str | None = None) -> int: ...
 
-    def bump(self, topic: Topic) -> None: ...
+    def bump(self, topic: Topic, key: str | None = None) -> None: ...
 
 
 Generation = Callable[[], int]
 """A number that moves whenever what a cache holds may have become stale (`generation_of`)."""
+
+KeyedGeneration = Callable[[str], int]
+"""The same for the answers about one key (a repository): `keyed_generation_of`."""
 
 
 def generation_of(feed: ChangeFeed, *topics: Topic) -> Generation:
@@ -90,6 +114,25 @@ def generation_of(feed: ChangeFeed, *topics: Topic) -> Generation:
     return generation
 
 
+def keyed_generation_of(feed: ChangeFeed, *topics: Topic) -> KeyedGeneration:
+    """The generation source of answers about one key that depend on `topics`: it moves when a bump
+    of any of them names the key (or its slot), or names no key."""
+    if len(topics) == 1:
+        topic = topics[0]
+        return lambda key: feed.generation(topic, key)
+    if len(topics) == 2:
+        first, second = topics
+        return lambda key: (feed.generation(first, key) << 64) | feed.generation(second, key)
+
+    def generation(key: str) -> int:
+        combined = 0
+        for topic in topics:
+            combined = (combined << 64) | feed.generation(topic, key)
+        return combined
+
+    return generation
+
+
 # --- per-process caches ---------------------------------------------------------------------------
 class InvalidatedCache(Protocol[K_contra, V]):
     """A per-process cache that forgets everything when its generation source moves.
@@ -107,6 +150,22 @@ class InvalidatedCache(Protocol[K_contra, V]):
     def put(
         self, key: K_contra, value: V, generation: int | None, expires_at: float | None = None
     ) -> None: ...
+
+
+class KeyedInvalidatedCache(Protocol[K_contra, V]):
+    """A per-process cache whose entries each follow the generation of their own key's part (the
+    repository of a (repository, reference) key): a change to one part drops that part's entries.
+
+    The same protocol as `InvalidatedCache`, per key: note `current_generation(key)` *before*
+    reading the source of truth and hand it to `put`; an answer computed across a change to its
+    part is not kept, and an entry is not served once its part's generation moved.
+    """
+
+    def current_generation(self, key: K_contra) -> int: ...
+
+    def get(self, key: K_contra) -> V | None: ...
+
+    def put(self, key: K_contra, value: V, generation: int, expires_at: float | None = None) -> None: ...
 
 
 # --- locks ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.coordination.caches import GenerationCache
-from dockyard.coordination.feeds_redis import RedisChangeFeed
+from dockyard.coordination.feeds_redis import CHANNEL, RedisChangeFeed
 from dockyard.coordination.interfaces import Topic, generation_of
 from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisSentinel, RedisServer
@@ -144,3 +144,30 @@ def test_a_feed_through_a_real_sentinel(redis_server: RedisServer, tmp_path: Pat
             reader.close()
     finally:
         sentinel.kill()
+
+
+def test_a_node_of_an_earlier_version_hears_a_keyed_bump_as_its_whole_topic(
+    redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]
+) -> None:
+    # A rolling upgrade: nodes of the version before keys read `Topic(int(data))` on CHANNEL only.
+    earlier = connect(redis_server.url).pubsub()
+    earlier.subscribe(CHANNEL)
+    assert earlier.get_message(timeout=5)["type"] == "subscribe"
+    feed = feeds()
+    assert feed.wait_connected(5)
+    for topic in (Topic.MANIFESTS, Topic.BLOB_DELETES):
+        feed.bump(topic, "team/a")
+        message = earlier.get_message(timeout=5)
+        assert message is not None and message["type"] == "message"
+        assert Topic(int(message["data"])) is topic
+    earlier.close()
+
+
+def test_a_bump_from_a_node_of_an_earlier_version_moves_every_key(
+    redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]
+) -> None:
+    feed = feeds()
+    assert feed.wait_connected(5)
+    before = feed.generation(Topic.MANIFESTS, "team/a")
+    connect(redis_server.url).publish(CHANNEL, str(int(Topic.MANIFESTS)))  # what it publishes
+    assert eventually(lambda: feed.generation(Topic.MANIFESTS, "team/a") != before)
