@@ -136,6 +136,28 @@ def test_a_tag_moved_on_one_node_is_seen_by_the_others_cache(cluster: Cluster) -
     assert eventually(lambda: tag_digest(a, "moving"), newer) == newer
 
 
+def test_a_push_to_another_repository_keeps_the_other_nodes_cache(cluster: Cluster) -> None:
+    a, b = cluster.client(cluster.a), cluster.client(cluster.b)
+
+    def digest_on_b(repo: str, tag: str) -> str:
+        answer = b.get_manifest(repo, tag)
+        assert answer.status_code == 200, answer.text
+        return answer.headers["Docker-Content-Digest"]
+
+    kept = a.push_image("cluster/kept", "kept-tag", seed="kept").digest
+    sneaky = a.push_image("cluster/kept", None, seed="sneaky").digest
+    assert eventually(lambda: digest_on_b("cluster/kept", "kept-tag"), kept) == kept  # B caches it
+    move_tag_behind_the_registrys_back(cluster.database, "kept-tag", sneaky)
+
+    for round in range(3):
+        busy = a.push_image("cluster/busy", "busy-tag", seed=f"busy-{round}").digest
+        assert eventually(lambda: digest_on_b("cluster/busy", "busy-tag"), busy) == busy
+        assert digest_on_b("cluster/kept", "kept-tag") == kept  # still B's cached answer
+
+    a.push_image("cluster/kept", "other-tag", seed="other")  # a write to that repository
+    assert eventually(lambda: digest_on_b("cluster/kept", "kept-tag"), sneaky) == sneaky
+
+
 def test_login_failures_count_across_nodes(cluster: Cluster) -> None:
     user, password = "sprayed", "the-right-password-1"
     created = httpx.post(

@@ -5,7 +5,8 @@
 2. Blobs: rows no manifest references and nothing touched within the window are tombstoned in
    batches (gc.blobs), then their storage objects deleted after each batch's commit, then the rows.
 
-Every batch bumps the change feed after its commit, so no worker's cache answers for what is gone;
+Every batch bumps the change feed (with its repository's name) after its commit, so no worker's cache
+answers for what is gone;
 a batch of untagged manifests bumps only the topic of answers by digest (Topic.UNTAGGED_DELETES), so
 the workers' cached lookups by tag, the hot path, survive a collection. See docs/gc.md.
 """
@@ -116,7 +117,7 @@ class GarbageCollector:
                 repository_id = repository.repository_id
                 deleted = _retrying(partial(self._manifests.delete_batch, repository_id, batch, rules))
                 if deleted:
-                    self._feed.bump(_topic_of(deleted))
+                    self._feed.bump(_topic_of(deleted), repository.name)
                 for node in deleted:
                     report.note_manifest(f"{repository.name}@{node.digest}", node.size)
                 tracker.advance(len(batch))

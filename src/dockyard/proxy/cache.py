@@ -30,14 +30,14 @@ from sqlalchemy import select
 
 from dockyard.content.digest import looks_like_digest, parse_digest
 from dockyard.content.manifest import parse_manifest
-from dockyard.coordination.caches import GenerationCache
+from dockyard.coordination.caches import KeyedGenerationCache
 from dockyard.coordination.interfaces import (
     ChangeFeed,
     DistributedLock,
     LockLost,
     LockManager,
     Topic,
-    generation_of,
+    keyed_generation_of,
 )
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
@@ -125,9 +125,14 @@ class ProxyCache:
         self.wait_seconds = wait_seconds  # how long a manifest request waits for another's fetch
         self.observe = observe or (lambda kind, outcome: None)
         # Tags this process knows are fresh (or served stale, for a short backoff), until then: a pull
-        # of a fresh tag reads nothing. Any registry write anywhere (Topic.MANIFESTS) empties it.
-        self._fresh: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            generation_of(feed, Topic.MANIFESTS), FRESH_CACHE_BYTES, _weight, clock=time.monotonic
+        # of a fresh tag reads nothing. A registry write to the repository (Topic.MANIFESTS with its
+        # name, or with none) drops its entries.
+        self._fresh: KeyedGenerationCache[tuple[str, str], ManifestRecord] = KeyedGenerationCache(
+            keyed_generation_of(feed, Topic.MANIFESTS),
+            _repository,
+            FRESH_CACHE_BYTES,
+            _weight,
+            clock=time.monotonic,
         )
 
     def fresh(self, name: str, reference: str) -> ManifestRecord | None:
@@ -209,7 +214,7 @@ class ProxyCache:
         record = self._fresh.get((name, tag))
         if record is not None:
             return self._served(record, Outcome.HIT, where)
-        generation = self._fresh.current_generation()
+        generation = self._fresh.current_generation((name, tag))
         local, checked_at = self._tag_state(name, tag)
         now = utcnow()
         if local is None or decide_tag(now, checked_at, True, config.tag_ttl) is not TagDecision.FRESH:
@@ -222,7 +227,7 @@ class ProxyCache:
     def _keep(self, name: str, tag: str, record: ManifestRecord, seconds: float) -> None:
         """This process serves the tag without asking for `seconds` (after this request's writes)."""
         if seconds > 0:
-            generation = self._fresh.current_generation()
+            generation = self._fresh.current_generation((name, tag))
             self._fresh.put((name, tag), record, generation, expires_at=time.monotonic() + seconds)
 
     def _served(
@@ -288,7 +293,7 @@ class ProxyCache:
                     update=["manifest_id", "updated_at"],
                 )
                 _upsert_state(connection, repository.id, tag, digest)
-        self.feed.bump(Topic.MANIFESTS)
+        self.feed.bump(Topic.MANIFESTS, name)
         return ManifestRecord(digest, parsed.media_type, data)
 
     # --- blobs ---------------------------------------------------------------------------------------
@@ -494,6 +499,10 @@ def _upsert_state(connection: Any, repository_id: int, tag: str, digest: str) ->
         key=["repository_id", "tag"],
         update=["upstream_digest", "checked_at"],
     )
+
+
+def _repository(key: tuple[str, str]) -> str:
+    return key[0]
 
 
 def _weight(key: tuple[str, str], record: ManifestRecord) -> int:

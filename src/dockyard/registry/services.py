@@ -14,8 +14,8 @@ from sqlalchemy import Connection, bindparam, delete, exists, select
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
-from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache
-from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of
+from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache, KeyedGenerationCache
+from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of, keyed_generation_of
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, upsert
 from dockyard.db.lookups import WouldBlock
@@ -48,6 +48,7 @@ from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
 
 DEFAULT_CACHE_BYTES = 32 * MIB
+ListingKey = tuple[str, str | None, int | None, str | None]  # ("tags", name, ...) or ("catalog", ...)
 
 
 class Registry:
@@ -75,33 +76,42 @@ class Registry:
         self.read_only = read_only
         # The read caches share `cache_bytes` (storage.cache.memory_mib) by what they hold: manifests by
         # tag, and by digest (a collector deleting untagged manifests drops only the latter:
-        # Topic.UNTAGGED_DELETES; every registry write drops both: Topic.MANIFESTS), listing pages,
-        # and blob sizes.
-        self._manifests_by_tag: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            generation_of(feed, Topic.MANIFESTS), cache_bytes * 4 // 10, _manifest_weight
+        # Topic.UNTAGGED_DELETES; a registry write drops both: Topic.MANIFESTS), tag lists, catalog
+        # pages, and blob sizes. All but the catalog are kept per repository: a write bumps its topic
+        # with the repository's name, which drops that repository's entries only (every write moves
+        # the catalog's generation, the topic's own).
+        self._manifests_by_tag: KeyedGenerationCache[tuple[str, str], ManifestRecord] = KeyedGenerationCache(
+            keyed_generation_of(feed, Topic.MANIFESTS), _repository, cache_bytes * 4 // 10, _manifest_weight
         )
-        self._manifests_by_digest: GenerationCache[tuple[str, str], ManifestRecord] = GenerationCache(
-            generation_of(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES),
-            cache_bytes * 2 // 10,
-            _manifest_weight,
+        self._manifests_by_digest: KeyedGenerationCache[tuple[str, str], ManifestRecord] = (
+            KeyedGenerationCache(
+                keyed_generation_of(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES),
+                _repository,
+                cache_bytes * 2 // 10,
+                _manifest_weight,
+            )
         )
-        self._listings: GenerationCache[tuple[str, str | None, int | None, str | None], Page] = (
-            GenerationCache(generation_of(feed, Topic.MANIFESTS), cache_bytes * 2 // 10, _page_weight)
+        self._tag_lists: KeyedGenerationCache[ListingKey, Page] = KeyedGenerationCache(
+            keyed_generation_of(feed, Topic.MANIFESTS), _listed_repository, cache_bytes // 10, _page_weight
         )
-        self._blob_sizes: GenerationCache[tuple[str, str], int] = GenerationCache(
-            generation_of(feed, Topic.BLOB_DELETES), cache_bytes * 2 // 10, _key_weight
+        self._catalog: GenerationCache[ListingKey, Page] = GenerationCache(
+            generation_of(feed, Topic.MANIFESTS), cache_bytes // 10, _page_weight
+        )
+        self._blob_sizes: KeyedGenerationCache[tuple[str, str], int] = KeyedGenerationCache(
+            keyed_generation_of(feed, Topic.BLOB_DELETES), _repository, cache_bytes * 2 // 10, _key_weight
         )
         lookups = db.lookups
         self._manifest_by_tag = lookups.prepare(_MANIFEST_BY_TAG)
         self._manifest_by_digest = lookups.prepare(_MANIFEST_BY_DIGEST)
         self._blob_size = lookups.prepare(_BLOB_SIZE)
 
-    def caches(self) -> dict[str, GenerationCache[Any, Any]]:
+    def caches(self) -> dict[str, GenerationCache[Any, Any] | KeyedGenerationCache[Any, Any]]:
         """The read caches by name, for their hit ratios on /metrics."""
         return {
             "manifests_by_tag": self._manifests_by_tag,
             "manifests_by_digest": self._manifests_by_digest,
-            "listings": self._listings,
+            "listings": self._tag_lists,
+            "catalog": self._catalog,
             "blob_sizes": self._blob_sizes,
         }
 
@@ -113,7 +123,7 @@ class Registry:
         return self._blob_sizes.get((name, digest))
 
     def cached_listing(self, key: tuple[str, str | None, int | None, str | None]) -> Page | None:
-        return self._listings.get(key)
+        return self._catalog.get(key) if key[0] == "catalog" else self._tag_lists.get(key)
 
     # --- manifests ----------------------------------------------------------------------------
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
@@ -131,7 +141,7 @@ class Registry:
         validate_name(name)
         ref = _existing_reference(name, reference)
         cache = self._manifest_cache(reference)
-        generation = cache.current_generation()
+        generation = cache.current_generation((name, reference))
         if isinstance(ref, Digest):
             values = {"repository": name, "digest": str(ref)}
             row = self._db.lookups.one(self._manifest_by_digest, values, wait=wait)
@@ -183,7 +193,7 @@ class Registry:
                     key=["repository_id", "name"],
                     update=["manifest_id", "updated_at"],
                 )
-        self._feed.bump(Topic.MANIFESTS)
+        self._feed.bump(Topic.MANIFESTS, name)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, parsed.media_type)
 
     def delete_manifest(self, name: str, reference: str) -> None:
@@ -217,7 +227,7 @@ class Registry:
                     self._immutability.check_tag_removable(name, [ref])  # raising rolls the delete back
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
-        self._feed.bump(Topic.MANIFESTS)
+        self._feed.bump(Topic.MANIFESTS, name)
 
     def delete_batch(self, name: str, requests: Sequence[DeleteRequest]) -> list[DeleteResult]:
         """Delete tags and untagged manifests of one repository in one transaction, each only if it is
@@ -232,14 +242,14 @@ class Registry:
         with self._db.write() as connection:
             results = delete_in_repository(connection, name, requests, immutable)
         if any(result.outcome is BatchOutcome.DELETED for result in results):
-            self._feed.bump(Topic.MANIFESTS)
+            self._feed.bump(Topic.MANIFESTS, name)
         return results
 
     # --- listings -----------------------------------------------------------------------------
     def list_tags(self, name: str, limit: int | None, last: str | None) -> Page:
         validate_name(name)
         key = ("tags", name, limit, last)
-        generation = self._listings.current_generation()
+        generation = self._tag_lists.current_generation(key)
         with self._db.read() as connection:
             repository_id = self._repository_id(connection, name)
             if repository_id is None:
@@ -249,14 +259,14 @@ class Registry:
             if last:
                 query = query.where(column > last)
             page = _page(connection, query, limit)
-        self._listings.put(key, page, generation)
+        self._tag_lists.put(key, page, generation)
         return page
 
     def catalog(self, limit: int | None, last: str | None, projects: frozenset[str] | None = None) -> Page:
         """Repository names in lexical order; only those in `projects` when it is given (the caller's
         visible projects), all of them when it is None."""
         key = ("catalog", None if projects is None else ",".join(sorted(projects)), limit, last)
-        generation = self._listings.current_generation()
+        generation = self._catalog.current_generation()
         with self._db.read() as connection:
             column = bytewise(Repository.name, connection)
             query = select(Repository.name).order_by(column)
@@ -267,7 +277,7 @@ class Registry:
             if last:
                 query = query.where(column > last)
             page = _page(connection, query, limit)
-        self._listings.put(key, page, generation)
+        self._catalog.put(key, page, generation)
         return page
 
     def referrers(self, name: str, digest: str, artifact_type: str | None) -> ReferrerList:
@@ -314,7 +324,7 @@ class Registry:
     def _lookup_blob_size(self, name: str, digest: str, wait: bool) -> int:
         validate_name(name)
         parse_digest(digest)
-        generation = self._blob_sizes.current_generation()
+        generation = self._blob_sizes.current_generation((name, digest))
         row = self._db.lookups.one(self._blob_size, {"repository": name, "digest": digest}, wait=wait)
         if row is None:
             raise BlobUnknown(detail={"name": name, "digest": digest})
@@ -360,7 +370,7 @@ class Registry:
                 release(connection, project_of_repository(connection, repository_id), [digest])
         if result.rowcount == 0:
             raise BlobUnknown(detail={"name": name, "digest": digest})
-        self._feed.bump(Topic.BLOB_DELETES)
+        self._feed.bump(Topic.BLOB_DELETES, name)
 
     def mount_blob(
         self, name: str, digest: str, source: str | None, projects: frozenset[str] | None = None
@@ -394,11 +404,11 @@ class Registry:
             repository = ensure_repository(connection, name)
             link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
         if repository.created:
-            self._feed.bump(Topic.MANIFESTS)
+            self._feed.bump(Topic.MANIFESTS, name)  # the catalog changed
         return int(size)
 
     # --- internals ----------------------------------------------------------------------------
-    def _manifest_cache(self, reference: str) -> GenerationCache[tuple[str, str], ManifestRecord]:
+    def _manifest_cache(self, reference: str) -> KeyedGenerationCache[tuple[str, str], ManifestRecord]:
         # A digest always has its algorithm before a colon; a tag can have no colon.
         return self._manifests_by_digest if ":" in reference else self._manifests_by_tag
 
@@ -430,6 +440,14 @@ class Registry:
                 .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
             )
         )
+
+
+def _repository(key: tuple[str, str]) -> str:
+    return key[0]
+
+
+def _listed_repository(key: tuple[str, str | None, int | None, str | None]) -> str:
+    return key[1] or ""
 
 
 def _key_weight(key: tuple[str, str], value: object) -> int:

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.coordination.feeds import InProcessChangeFeed
+from dockyard.coordination.interfaces import ChangeFeed
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.gc.interfaces import GCOptions, GCReport
@@ -36,13 +37,13 @@ HOURS_LATER = timedelta(hours=3)  # the collector's clock runs this far ahead: t
 class Env:
     db: Database
     driver: FilesystemDriver
-    feed: InProcessChangeFeed
+    feed: ChangeFeed
     parts: RegistryParts  # the registry, its stores and project policies
 
     @classmethod
-    def on(cls, db: Database, root: Path) -> Env:
+    def on(cls, db: Database, root: Path, feed: ChangeFeed | None = None) -> Env:
         driver = FilesystemDriver(root)
-        feed = InProcessChangeFeed()
+        feed = feed or InProcessChangeFeed()
         return cls(db, driver, feed, registry_parts(db, driver, feed))
 
     @property
