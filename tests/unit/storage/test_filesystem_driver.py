@@ -83,6 +83,62 @@ def test_symlinked_file_leading_out_of_root_is_refused(
     assert (tmp_path / "passwd").read_bytes() == b"root:x:0:0"
 
 
+def test_a_dangling_symlink_leading_out_of_root_is_refused(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    """A link at the end of the path whose target does not exist yet: a writer must not create the
+    target outside the root, and a lock must not make a directory there."""
+    root.joinpath("dir").mkdir()
+    (root / "dir" / "data").symlink_to(tmp_path / "created-outside")
+    (root / "dir" / "lock").symlink_to(tmp_path / "lock-outside")
+    for call in (
+        lambda: driver.writer("dir/data"),
+        lambda: driver.put_content("dir/data/below", b"x"),
+        lambda: driver.try_lock("dir/lock"),
+        lambda: driver.move("dir/data", "elsewhere"),
+    ):
+        with pytest.raises(InvalidPath):
+            call()
+    assert not (tmp_path / "created-outside").exists()
+    assert not (tmp_path / "lock-outside").exists()
+
+
+def test_dot_dot_handed_to_the_driver_itself_stays_inside(
+    driver: FilesystemDriver, root: Path, tmp_path: Path
+) -> None:
+    """The base wrapper refuses `..` before a driver sees it; the driver alone still never leaves
+    its root, for paths that exist and for paths it would create."""
+    (tmp_path / "outside").write_bytes(b"secret")
+    driver.put_content("dir/file", b"inside")
+    for path in ("../outside", "dir/../../outside", "dir/../../new/file", "dir/.."):
+        with pytest.raises(InvalidPath):
+            driver.writer(path)
+    assert driver.get_content("dir/../dir/file") == b"inside"
+    assert not (tmp_path / "new").exists()
+
+
+def test_paths_are_resolved_without_a_walk_in_python(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push resolves several storage paths; none of the common ones takes os.path.realpath (an
+    lstat per component, in Python), whether the path exists yet or not."""
+    driver.put_content("blobs/sha256/ab/abcd/data", b"x")
+    expected = str(root.resolve() / "blobs/sha256/cd/cdef/data")
+
+    def refused(path: str, *args: object, **kwargs: object) -> str:
+        raise AssertionError(f"realpath({path!r})")
+
+    monkeypatch.setattr(filesystem.os.path, "realpath", refused)
+    assert driver.get_content("blobs/sha256/ab/abcd/data") == b"x"
+    writer = driver.writer("uploads/u1/data")
+    writer.write(b"y")
+    lock = driver.try_lock("uploads/u2")
+    assert lock is not None
+    lock.release()
+    writer.commit_to("blobs/sha256/cd/cdef/data")
+    assert driver.local_path("blobs/sha256/cd/cdef/data") == expected
+
+
 def test_symlink_to_root_itself_is_refused(driver: FilesystemDriver, root: Path) -> None:
     (root / "self").symlink_to(root)
     with pytest.raises(InvalidPath):
