@@ -51,6 +51,7 @@ from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
+from dockyard.db.statements import DriverStatement
 from dockyard.projects.interfaces import (
     InvalidQuota,
     ProjectEvents,
@@ -102,17 +103,16 @@ def charge(
     counted yet is counted under the project's lock, as `release` decides under it too."""
     if connection.dialect.name == "postgresql":
         counted = {"counted_project": project_id, "counted_digest": digest}
-        if connection.execute(_COUNTED, counted).first() is not None:
+        if _COUNTED_IN.execute(connection, counted).first() is not None:
             return 0
-        connection.execute(_LOCK_PROJECT, {"locked_project": project_id})
+        _LOCK_PROJECT_IN.execute(connection, {"locked_project": project_id})
     # RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
-    inserted = connection.execute(
-        _count_digest(connection.dialect.name),
-        {"project_id": project_id, "digest": digest, "size": size, "created_at": utcnow()},
+    inserted = _COUNT_DIGEST.execute(
+        connection, {"project_id": project_id, "digest": digest, "size": size, "created_at": utcnow()}
     ).first()
     if inserted is None:
         return 0
-    row = connection.execute(_ADD_USAGE, {"counted_project": project_id, "added": size}).one()
+    row = _ADD_USAGE_IN.execute(connection, {"counted_project": project_id, "added": size}).one()
     usage = _Usage(
         row.name, int(row.quota_used_bytes) - size, row.quota_limit_bytes, int(row.quota_warn_percent)
     )
@@ -167,6 +167,13 @@ _ADD_USAGE = (
 @functools.cache
 def _count_digest(dialect: str) -> Insert:
     return insert_for(dialect, ProjectBlobRow).on_conflict_do_nothing().returning(ProjectBlobRow.digest)
+
+
+# What every push's charge runs, on the driver connection in the caller's transaction (db.statements).
+_COUNTED_IN = DriverStatement(_COUNTED)
+_LOCK_PROJECT_IN = DriverStatement(_LOCK_PROJECT)
+_ADD_USAGE_IN = DriverStatement(_ADD_USAGE)
+_COUNT_DIGEST = DriverStatement(_count_digest, column_keys=("project_id", "digest", "size", "created_at"))
 
 
 def uncount(connection: Connection, project_id: int, digests: Collection[str]) -> int:

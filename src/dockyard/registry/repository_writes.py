@@ -16,6 +16,7 @@ from sqlalchemy.sql.dml import Insert
 
 from dockyard.db.base import UTCDateTime, utcnow
 from dockyard.db.dialect import insert_for, insert_ignore
+from dockyard.db.statements import DriverStatement
 from dockyard.projects.models import ProjectRow
 from dockyard.projects.quotas import Quotas
 from dockyard.projects.rbac import project_of
@@ -29,13 +30,20 @@ class RepositoryRow:
     created: bool  # by this transaction: the caller bumps the change feed after its commit
 
 
-_BY_NAME = select(Repository.id, Repository.project_id).where(Repository.name == bindparam("repository"))
+# On the driver connection, in the caller's transaction (db.statements).
+_BY_NAME = DriverStatement(
+    select(Repository.id, Repository.project_id).where(Repository.name == bindparam("repository"))
+)
+_LINK = DriverStatement(
+    lambda dialect: insert_for(dialect, RepositoryBlob).on_conflict_do_nothing(),
+    column_keys=("repository_id", "digest", "created_at"),
+)
 
 
 def ensure_repository(connection: Connection, name: str) -> RepositoryRow:
     """The repository `name`, created (with its project, if that is new too) when missing. Whoever got
     this far may push here (the auth gate checked), so a missing project is created."""
-    found = connection.execute(_BY_NAME, {"repository": name}).first()
+    found = _BY_NAME.execute(connection, {"repository": name}).first()
     if found is not None:
         return RepositoryRow(found.id, found.project_id, False)
     values = {"repository": name, "project": project_of(name), "now": utcnow()}
@@ -46,7 +54,7 @@ def ensure_repository(connection: Connection, name: str) -> RepositoryRow:
         insert_ignore(connection, ProjectRow, project)
         created = connection.execute(_create_in_project(connection.dialect.name), values).first()
     if created is None:  # another transaction created it meanwhile (SQLite writers are serial)
-        found = connection.execute(_BY_NAME, {"repository": name}).one()
+        found = _BY_NAME.execute(connection, {"repository": name}).one()
         return RepositoryRow(found.id, found.project_id, False)
     return RepositoryRow(created.id, created.project_id, True)
 
@@ -55,11 +63,7 @@ def link_blob(
     connection: Connection, quotas: Quotas, repository: RepositoryRow, digest: str, size: int
 ) -> None:
     """Link the blob, and count it in the project's quota usage (QuotaExceeded: roll back)."""
-    insert_ignore(
-        connection,
-        RepositoryBlob,
-        {"repository_id": repository.id, "digest": digest, "created_at": utcnow()},
-    )
+    _LINK.execute(connection, {"repository_id": repository.id, "digest": digest, "created_at": utcnow()})
     if repository.project_id is not None:
         quotas.charge(connection, repository.project_id, digest, size)
 

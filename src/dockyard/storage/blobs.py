@@ -25,8 +25,9 @@ from typing import BinaryIO
 from sqlalchemy import ColumnElement, Connection, bindparam, select
 
 from dockyard.content.digest import Digest, new_hasher
-from dockyard.db.dialect import insert_ignore
+from dockyard.db.dialect import insert_for
 from dockyard.db.session import Database
+from dockyard.db.statements import DriverStatement
 from dockyard.errors import BlobBeingDeleted, BlobUploadInvalid, DockyardError, PathNotFound, SizeInvalid
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.models import Blob
@@ -59,9 +60,13 @@ class BlobLocation:
     redirect_url: str | None
 
 
-# Built once: every commit reads the blob's state twice.
+# Built once: every commit reads the blob's state twice, and records it (db.statements: on the driver).
 _STATE = select(Blob.deleting_since).where(Blob.digest == bindparam("digest"))
-_STATE_LOCKED = _STATE.with_for_update(read=True, key_share=True)
+_STATE_IN = DriverStatement(_STATE)
+_STATE_LOCKED = DriverStatement(_STATE.with_for_update(read=True, key_share=True))
+_RECORD = DriverStatement(
+    lambda dialect: insert_for(dialect, Blob).on_conflict_do_nothing(), column_keys=("digest", "size")
+)
 
 
 class LandedBefore:
@@ -91,7 +96,7 @@ class BlobStore:
     def state_of(self, connection: Connection, digest: str, lock: bool = False) -> BlobState:
         """With lock, the row is share-locked for the rest of the transaction (PostgreSQL: waits
         for a collector holding it, then reads what it committed)."""
-        row = connection.execute(_STATE_LOCKED if lock else _STATE, {"digest": digest}).first()
+        row = (_STATE_LOCKED if lock else _STATE_IN).execute(connection, {"digest": digest}).first()
         if row is None:
             return BlobState.ABSENT
         return BlobState.LIVE if row.deleting_since is None else BlobState.DELETING
@@ -104,7 +109,7 @@ class BlobStore:
         return BlobState.LIVE if row[0] is None else BlobState.DELETING
 
     def record(self, connection: Connection, digest: str, size: int) -> None:
-        insert_ignore(connection, Blob, {"digest": digest, "size": size})
+        _RECORD.execute(connection, {"digest": digest, "size": size})
 
     def commit_upload(
         self,

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Connection, bindparam, delete, insert, sel
 from dockyard.content.digest import CANONICAL_ALGORITHM, Digest, new_hasher
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
+from dockyard.db.statements import DriverStatement
 from dockyard.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
@@ -35,17 +36,19 @@ from dockyard.storage.uploads.states import UploadPhase, UploadState, check_move
 
 log = logging.getLogger("dockyard.storage.uploads")
 
-# The statements every push runs, built once (building one costs more CPU than running it).
-_CREATE = insert(Upload)
+# The statements every push runs, built once (building one costs more CPU than running it); those
+# of its write transactions run on the driver connection (db.statements).
+_UPLOAD_COLUMNS = ("id", "repository", "project", "owner", "size", "created_at", "updated_at")
+_CREATE = DriverStatement(insert(Upload), column_keys=_UPLOAD_COLUMNS)
 _BY_ID = select(
     Upload.id, Upload.repository, Upload.owner, Upload.size, Upload.created_at, Upload.storage_token
 ).where(Upload.id == bindparam("upload_id"))
-_RECORD_SIZE = (
+_RECORD_SIZE = DriverStatement(
     update(Upload)
     .where(Upload.id == bindparam("upload_id"), Upload.size == bindparam("recorded_size"))
     .values(size=bindparam("new_size"), storage_token=bindparam("token"), updated_at=bindparam("now"))
 )
-_FORGET = delete(Upload).where(Upload.id == bindparam("upload_id"))
+_FORGET = DriverStatement(delete(Upload).where(Upload.id == bindparam("upload_id")))
 
 
 class UploadStore:
@@ -70,8 +73,8 @@ class UploadStore:
         upload_id = new_upload_id()
         now = utcnow()
         with self._db.write() as connection:
-            connection.execute(
-                _CREATE,
+            _CREATE.execute(
+                connection,
                 {
                     "id": upload_id,
                     "repository": repository,
@@ -133,7 +136,7 @@ class UploadStore:
     def forget(self, connection: Connection, state: UploadState) -> None:
         """Drop the upload's row, in the caller's transaction (the one that records the blob)."""
         check_move(state.id, state.phase, UploadPhase.COMMITTED)
-        result = connection.execute(_FORGET, {"upload_id": state.id})
+        result = _FORGET.execute(connection, {"upload_id": state.id})
         if result.rowcount != 1:
             raise BlobUploadUnknown("the upload was cancelled or purged while it was committed")
 
@@ -191,7 +194,7 @@ class UploadStore:
         """Record a received chunk: the upload is open again at `size` bytes (writer state `token`)."""
         with self._db.write() as connection:
             values = {"upload_id": state.id, "recorded_size": state.size, "new_size": size}
-            result = connection.execute(_RECORD_SIZE, {**values, "token": token, "now": utcnow()})
+            result = _RECORD_SIZE.execute(connection, {**values, "token": token, "now": utcnow()})
         if result.rowcount != 1:
             # Cancelled, or another request appended concurrently: both mean the bytes are suspect.
             raise BlobUploadInvalid("upload changed while this chunk was written; restart the upload")
