@@ -193,3 +193,53 @@ def test_browse_a_layer_download_a_file_and_diff_two_tags(registry: RunningServe
     assert page.evaluate("typeof window.alert") == "function"
     assert problems == [], problems
     context.close()
+
+
+def test_add_move_and_delete_tags_and_delete_artifacts_in_bulk(
+    registry: RunningServer, browser: Browser
+) -> None:
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+        assert http.post("/api/v1/projects", json={"name": "tagged"}).status_code == 201
+        oci = OCIClient(http)
+        one = oci.push_image("tagged/app", "1", seed="one").digest
+        oci.push_image("tagged/app", "2", seed="two")
+        doomed = [oci.push_image("tagged/app", None, seed=f"old-{i}").digest for i in range(2)]
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    questions: list[str] = []  # every deleting form asks first (static/confirm.js)
+    page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    log_in(page)
+
+    page.goto("/ui/repositories/tagged/app/-/artifacts/1")
+    page.get_by_label("Add a tag").fill("stable")
+    page.get_by_role("button", name="Tag", exact=True).click()
+    expect(page.locator("dl .tag", has_text="stable")).to_be_visible()
+
+    page.goto("/ui/repositories/tagged/app/-/artifacts/2")
+    page.get_by_label("Add a tag").fill("stable")
+    page.get_by_role("button", name="Tag", exact=True).click()
+    expect(page.get_by_role("alert")).to_contain_text("names another artifact")
+    page.get_by_label("Add a tag").fill("stable")
+    page.get_by_label("move it here if it names another artifact").check()
+    page.get_by_role("button", name="Tag", exact=True).click()
+    expect(page.locator("dl .tag", has_text="stable")).to_be_visible()
+    shoot(page, "tags")
+    page.get_by_role("button", name="Delete tag stable").click()
+    expect(page.locator("dl .tag", has_text="stable")).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"/-/artifacts/sha256:"))  # still on the artifact page
+    assert questions == ["Delete the tag stable?"], questions
+
+    page.goto("/ui/repositories/tagged/app")
+    for digest in doomed:
+        page.get_by_label(f"Select {digest[:19]}").check()
+    page.get_by_role("button", name="Delete the ticked artifacts").click()
+    expect(page.get_by_role("status")).to_have_text("Deleted 2 artifacts.")
+    expect(page.locator(".artifact")).to_have_count(2)
+    assert questions[-1] == "Delete the ticked artifacts, with all their tags?"
+    assert one in page.content()
+    assert [p for p in problems if "status of 409" not in p] == [], problems  # the refusal is a 409
+    context.close()

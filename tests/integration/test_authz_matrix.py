@@ -1519,6 +1519,8 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
         f"{R}/artifacts/{{reference}}{tail}", "GET"
     ) for tail in ("/files", "/layers/{layer}/files", "/layers/{layer}/download")},
     ("/repositories/{name:path}/-/diff", "GET"): (f"{R}/artifacts/{{reference}}/diff", "GET"),
+    ("/repositories/{name:path}/-/artifacts/{reference}/tags", "POST"): (f"{R}/tags/{{tag}}", "PUT"),
+    ("/repositories/{name:path}/-/delete", "POST"): (f"{R}/artifacts/{{reference}}", "DELETE"),
 }
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 
@@ -1595,6 +1597,16 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         manifest = f"/v2/{w.repo(str(project))}/manifests/{tag}"
         names["tag"] = tag
         return UiCall("POST", "/ui" + fill(ep.path, **names), session=session,
+                      observe=lambda: w.v2_status("HEAD", manifest))
+    if key == ("/repositories/{name:path}/-/artifacts/{reference}/tags", "POST"):
+        tag = w.unique("uiadded")
+        manifest = f"/v2/{w.repo(str(project))}/manifests/{tag}"
+        return UiCall("POST", "/ui" + fill(ep.path, **names), {"tag": tag}, session,
+                      observe=lambda: w.v2_status("HEAD", manifest))
+    if key == ("/repositories/{name:path}/-/delete", "POST"):
+        doomed = w.oci.push_image(w.repo(str(project)), None, seed=w.unique("uibulk")).digest
+        manifest = f"/v2/{w.repo(str(project))}/manifests/{doomed}"
+        return UiCall("POST", "/ui" + fill(ep.path, **names), {"digest": doomed}, session,
                       observe=lambda: w.v2_status("HEAD", manifest))
     query = ""
     if ep.path.endswith("/download"):

@@ -450,3 +450,97 @@ def test_the_diff_page_shows_layers_files_and_packages(
             f"/ui/repositories/{SECRET_PROJECT}/app/-/diff", params={"from": "1.0", "to": "1.0"}
         )
         assert hidden.status_code == 404 and SECRET_PROJECT not in hidden.text
+
+
+# --- tags and bulk deletes -----------------------------------------------------------------------------
+def test_tags_are_added_moved_and_deleted_on_the_artifact_page(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    oci = OCIClient(admin_api)
+    one = oci.push_image("shop/tags", "1.0", seed="one").digest
+    two = oci.push_image("shop/tags", "2.0", seed="two").digest
+    page = f"/ui/repositories/shop/tags/-/artifacts/{one}"
+
+    def named(tag: str) -> str | None:
+        answer = admin_api.get(f"/api/v1/repositories/shop/tags/artifacts/{tag}")
+        return str(answer.json()["digest"]) if answer.status_code == 200 else None
+
+    with browser_of(server, *ADMIN) as browser:
+        form = browser.get(page).text
+        assert 'action="/ui/repositories/shop/tags/-/artifacts/' + one + '/tags"' in form
+        assert "Delete tag 1.0" in form
+        added = browser.submit(f"{page}/tags", {"tag": "stable"})
+        assert (added.status_code, added.headers["location"]) == (303, page)
+        assert named("stable") == one
+        other = "/ui/repositories/shop/tags/-/artifacts/2.0/tags"
+        taken = browser.submit(other, {"tag": "stable"})
+        assert taken.status_code == 409 and "tick “move”" in taken.text and named("stable") == one
+        moved = browser.submit(other, {"tag": "stable", "move": "on"})
+        assert moved.status_code == 303 and named("stable") == two
+        bad = browser.submit(f"{page}/tags", {"tag": "x/tags/y"})
+        assert bad.status_code == 400 and "A tag is 1 to 128" in bad.text
+        rule = {"repository_pattern": "tags", "tag_pattern": "stable"}
+        made = admin_api.post("/api/v1/projects/shop/immutable-rules", json=rule)
+        assert made.status_code == 201, made.text
+        try:
+            frozen = browser.submit(f"{page}/tags", {"tag": "stable", "move": "on"})
+            assert frozen.status_code == 412 and "tag stable in shop/tags is immutable" in frozen.text
+            assert named("stable") == two
+        finally:
+            admin_api.delete(f"/api/v1/projects/shop/immutable-rules/{made.json()['id']}")
+        gone = browser.submit("/ui/repositories/shop/tags/-/tags/stable/delete", {"back": page})
+        assert (gone.status_code, gone.headers["location"]) == (303, page)  # back to the artifact
+        assert named("stable") is None
+        elsewhere = browser.submit("/ui/repositories/shop/tags/-/tags/2.0/delete", {"back": "https://evil.example/"})
+        assert elsewhere.headers["location"] == "/ui/repositories/shop/tags"
+    with browser_of(server, "viewer") as browser:  # a limited guest: may look, not tag
+        assert "Add a tag" not in browser.get(page).text
+        assert browser.submit(f"{page}/tags", {"tag": "mine"}).status_code == 403
+    assert named("mine") is None
+
+
+def test_artifacts_are_deleted_in_bulk_each_as_the_api_allows(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    oci = OCIClient(admin_api)
+    doomed = [oci.push_image("shop/bulk", tag, seed=tag).digest for tag in ("a", "b", "c")]
+    kept = oci.push_image("shop/bulk", "v1", seed="kept").digest
+
+    def exists(digest: str) -> bool:
+        return admin_api.head(f"/v2/shop/bulk/manifests/{digest}").status_code == 200
+
+    with browser_of(server, "viewer") as browser:
+        assert 'form="bulk"' not in browser.get("/ui/repositories/shop/bulk").text
+        assert browser.submit("/ui/repositories/shop/bulk/-/delete", {"digest": doomed[0]}).status_code == 403
+    with browser_of(server, *ADMIN) as browser:
+        listing = browser.get("/ui/repositories/shop/bulk").text
+        assert f'name="digest" value="{doomed[0]}" form="bulk"' in listing
+        refused = browser.submit("/ui/repositories/shop/bulk/-/delete", {"digest": doomed[0]}, csrf=None)
+        assert refused.status_code == 403 and exists(doomed[0])
+        answer = browser.http.post(
+            "/ui/repositories/shop/bulk/-/delete",
+            data={"digest": doomed[:2], "csrf_token": browser.csrf_token()},
+            headers={"Origin": server.url},
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == "/ui/repositories/shop/bulk?deleted=2"
+        assert "Deleted 2 artifacts." in browser.get(answer.headers["location"]).text
+        assert not exists(doomed[0]) and not exists(doomed[1]) and exists(doomed[2])
+        # One of them under an immutable tag: the other goes, the page says which stayed and why.
+        made = admin_api.post(
+            "/api/v1/projects/shop/immutable-rules", json={"repository_pattern": "bulk", "tag_pattern": "v*"}
+        )
+        try:
+            partial = browser.http.post(
+                "/ui/repositories/shop/bulk/-/delete",
+                data={"digest": [doomed[2], kept], "csrf_token": browser.csrf_token()},
+                headers={"Origin": server.url},
+            )
+            assert partial.status_code == 200
+            assert "Deleted 1 artifact." in partial.text
+            assert f"{kept}: tag v1 in shop/bulk is immutable" in partial.text
+            assert not exists(doomed[2]) and exists(kept)
+        finally:
+            admin_api.delete(f"/api/v1/projects/shop/immutable-rules/{made.json()['id']}")
+        nothing = browser.submit("/ui/repositories/shop/bulk/-/delete", {"digest": "../../x"})
+        assert nothing.status_code == 200 and "Those are not digests." in nothing.text and exists(kept)

@@ -34,6 +34,7 @@ from dockyard.ui.security import (
     set_session_cookie,
 )
 from dockyard.ui.services import session_from_cookies
+from dockyard.ui.tags import TagPages
 from dockyard.ui.views import STATIC, environment
 
 PAGE_SIZES = (25, 50, 100)
@@ -76,6 +77,7 @@ class Portal:
             Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
             Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
             *BrowsePages(self).routes(),
+            *TagPages(self).routes(),
             Route("/repositories/{name:path}", self.repository, methods=["GET"]),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         ]
@@ -249,7 +251,9 @@ class Portal:
         )
 
     # --- repositories and artifacts ----------------------------------------------------------------
-    async def repository(self, request: Request) -> Response:
+    async def repository(
+        self, request: Request, errors: list[str] | None = None, notice: str | None = None
+    ) -> Response:
         caller, _ = self.signed_in(request)
         name = request.path_params["name"]
         listing = Listing.of(request, sorts=ARTIFACT_SORTS, default="-pushed_at")
@@ -269,19 +273,22 @@ class Portal:
             total=answer.total,
             host=self.pull_host(request),
             can_delete="delete" in permissions,
+            errors=errors or [],
+            notice=notice or _deleted_notice(request.query_params.get("deleted")),
         )
 
-    async def artifact(self, request: Request) -> Response:
+    async def artifact(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         caller, _ = self.signed_in(request)
         name, reference = request.path_params["name"], request.path_params["reference"]
         path = f"/repositories/{name}/artifacts/{reference}"
         # The calls at once. The artifact decides the page; the rest shows where the API gives it (an
-        # index has no config, an unsigned image no verdict).
-        artifact_answer, signature, config_document, referrers = await asyncio.gather(
+        # index has no config, an unsigned image no verdict; the permissions: which forms to show).
+        artifact_answer, signature, config_document, referrers, permissions = await asyncio.gather(
             self.read(caller, path),
             self.read(caller, f"{path}/signature", quiet=True),
             self.read(caller, f"{path}/config", quiet=True),
             self.read(caller, f"{path}/referrers", quiet=True),
+            self._permissions(caller, name.split("/", 1)[0]),
         )
         artifact = artifact_answer.json()
         manifest = artifact["manifest"]
@@ -289,6 +296,10 @@ class Portal:
         return self.render(
             request,
             "artifact.html",
+            status,
+            error=error,
+            can_tag="push" in permissions and "pull" in permissions,
+            can_delete="delete" in permissions,
             artifact=artifact,
             manifest=manifest,
             name=name,
@@ -303,14 +314,16 @@ class Portal:
         )
 
     async def delete_tag(self, request: Request) -> Response:
-        caller, _, _ = await self.checked(request)
+        caller, _, form = await self.checked(request)
         name, tag = request.path_params["name"], request.path_params["tag"]
         answer = await self.api.call(caller, "DELETE", f"/repositories/{name}/tags/{tag}")
         if answer.status == 401:
             raise LoginRequired()
         if not answer.ok:
             raise PageError(answer.status, NOT_FOUND if answer.status == 404 else answer.message)
-        return RedirectResponse(f"{MOUNT_PATH}/repositories/{quote(name)}", 303)
+        repository = f"{MOUNT_PATH}/repositories/{quote(name)}"
+        back = _local(_text(form, "back"))  # the artifact page the form was on, if it was
+        return RedirectResponse(back if back.startswith(repository + "/-/") else repository, 303)
 
     async def _permissions(self, caller: Caller, project: str) -> list[str]:
         answer = await self.read(caller, f"/projects/{project}", quiet=True)
@@ -388,6 +401,11 @@ def _history(config: Any) -> list[dict[str, Any]]:
         for step in steps
         if isinstance(step, dict)
     ]
+
+
+def _deleted_notice(value: str | None) -> str | None:
+    count = _int(value, 0) if value else 0
+    return f"Deleted {count} artifact{'' if count == 1 else 's'}." if count > 0 else None
 
 
 def _int(value: str | None, default: int) -> int:
