@@ -25,7 +25,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, insert, select, text
 
-from dockyard.accounts.models import GroupRow, UserGroupRow, UserRow
+from dockyard.accounts.models import GroupRow, OIDCLoginStateRow, UserGroupRow, UserRow
 from dockyard.db.engine import build_engine
 from dockyard.maintenance.tables import model_tables, row_counts
 from dockyard.projects.models import ProjectRow
@@ -210,6 +210,18 @@ def populate(server: RunningServer) -> Install:
         ).scalar_one()
         alice_id = connection.scalar(select(UserRow.id).where(UserRow.username == ALICE[0]))
         connection.execute(insert(UserGroupRow).values(user_id=alice_id, group_id=group_id))
+        # A single sign-on login under way (the browser is at the provider), as POST /oidc/authorize
+        # writes it; the provider itself is not configured here.
+        connection.execute(
+            insert(OIDCLoginStateRow).values(
+                id="1" * 64,
+                binding_hash="2" * 64,
+                nonce="move-nonce",
+                code_verifier="v" * 86,
+                next_path="/ui/projects",
+                expires_at=_now(),
+            )
+        )
         # A tag the proxy project cached (its upstream is not reachable here): the cache's state row.
         mirror_id = connection.scalar(select(ProjectRow.id).where(ProjectRow.name == "mirror"))
         repository_id = connection.execute(

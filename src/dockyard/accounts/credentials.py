@@ -17,6 +17,7 @@ from enum import StrEnum
 
 PERSONAL_TOKEN_PREFIX = "dyp_"
 ROBOT_SECRET_PREFIX = "dyr_"
+CLI_SECRET_PREFIX = "dyc_"  # an OpenID Connect user's password for docker login and the API
 HINT_LENGTH = 8  # characters after the prefix kept in clear, to tell tokens apart in lists
 
 
@@ -41,6 +42,8 @@ class CredentialKind(StrEnum):
     PERSONAL_TOKEN = "pat"
     ROBOT_SECRET = "rs"
     DIRECTORY = "dir"  # a password the directory (LDAP) checked: dockyard cannot see it change
+    OIDC = "oidc"  # a login at the OpenID provider (a portal session)
+    CLI_SECRET = "cli"  # an OpenID Connect user's CLI secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +59,11 @@ class Credential:
     @property
     def revocable(self) -> bool:
         """dockyard can tell when this credential stops being valid (not so for a directory password)."""
-        return self.kind is not CredentialKind.DIRECTORY
+        return self.kind not in (CredentialKind.DIRECTORY, CredentialKind.OIDC)
 
     def to_claim(self) -> str:
-        """`pw:<fp>`, `pat:<id>:<fp>`, `rs:<fp>` or `dir`: short, and no secret in it."""
-        if self.kind is CredentialKind.DIRECTORY:
+        """`pw:<fp>`, `pat:<id>:<fp>`, `rs:<fp>`, `cli:<fp>`, `dir` or `oidc`: short, no secret in it."""
+        if self.kind in (CredentialKind.DIRECTORY, CredentialKind.OIDC):
             return self.kind.value
         if self.kind is CredentialKind.PERSONAL_TOKEN:
             return f"{self.kind.value}:{self.token_id}:{self.fingerprint}"
@@ -76,7 +79,7 @@ class Credential:
             kind = CredentialKind(kind_text)
         except ValueError:
             return None
-        if kind is CredentialKind.DIRECTORY:
+        if kind in (CredentialKind.DIRECTORY, CredentialKind.OIDC):
             return cls(kind) if not rest else None
         if kind is CredentialKind.PERSONAL_TOKEN:
             token_id, _, fingerprint = rest.partition(":")

@@ -14,13 +14,14 @@ from dockyard.errors import Category, DockyardError
 
 @dataclass(frozen=True, slots=True)
 class ExternalIdentity:
-    """What a directory (LDAP/AD) says about a user who just proved their password."""
+    """What a directory (LDAP/AD) or an OpenID provider says about a user who just proved who they are."""
 
     username: str
     email: str | None
     display_name: str | None
     groups: frozenset[str]  # group DNs or names, as the directory config maps them
     is_admin: bool = False
+    subject: str | None = None  # an OpenID provider's `sub`: the account stays bound to it
 
 
 class DirectoryProvider(Protocol):

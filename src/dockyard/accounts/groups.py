@@ -126,21 +126,23 @@ class GroupService:
             )
             return frozenset(row.name for row in rows)
 
-    def set_directory_groups(self, user_id: int, names: Iterable[str]) -> frozenset[str]:
-        """Make the user's directory-group memberships exactly `names` (local groups are kept).
-
-        Returns all the user's group names afterwards."""
+    def set_directory_groups(
+        self, user_id: int, names: Iterable[str], source: UserSource = UserSource.LDAP
+    ) -> frozenset[str]:
+        """Make the user's memberships of groups from `source` (LDAP, or the OpenID provider) exactly
+        `names` (local groups are kept). A group of that name that already exists is used whatever its
+        source. Returns all the user's group names afterwards."""
         wanted = {name for name in names if name}
         for name in wanted:
             validate_group_name(name)
         with self._db.write() as connection:
-            ids = {ensure_group(connection, name, UserSource.LDAP).id for name in sorted(wanted)}
+            ids = {ensure_group(connection, name, source).id for name in sorted(wanted)}
             current = {
                 row.group_id
                 for row in connection.execute(
                     select(UserGroupRow.group_id)
                     .join(GroupRow, GroupRow.id == UserGroupRow.group_id)
-                    .where(UserGroupRow.user_id == user_id, GroupRow.source == UserSource.LDAP.value)
+                    .where(UserGroupRow.user_id == user_id, GroupRow.source == source.value)
                 )
             }
             if current - ids:

@@ -76,6 +76,13 @@ class RobotExists(DockyardError):
     message = "a robot account with this name already exists"
 
 
+class NoCLISecret(DockyardError):
+    """Only OpenID Connect users have a CLI secret (others have a password and personal tokens)."""
+
+    category = Category.CONFLICT
+    message = "only single sign-on (OIDC) users have a CLI secret"
+
+
 class InvalidExpiry(DockyardError):
     category = Category.INVALID
     message = "the expiry must be in the future"
@@ -85,6 +92,7 @@ class InvalidExpiry(DockyardError):
 class UserSource(StrEnum):
     LOCAL = "local"  # password hash kept here
     LDAP = "ldap"  # password checked by the directory; row created on first login
+    OIDC = "oidc"  # logs in at an OpenID provider (the portal); a CLI secret for clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +117,7 @@ class User:
 class Group:
     id: int
     name: str
-    source: UserSource  # "ldap" groups are kept in step with the directory at each login
+    source: UserSource  # "ldap" and "oidc" groups are kept in step with the provider at each login
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,10 @@ class UserRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # OIDC users: the issuer's `sub` the account is bound to (`<sha256 of iss>:<sub>` would not fit
+    # every sub; the issuer is the configured one), and the hash of their CLI secret (sha256 hex).
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cli_secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # Usernames are unique whatever their case: `Admin` cannot be created beside `admin`.
@@ -95,4 +99,19 @@ class LoginSessionRow(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     credential: Mapped[str] = mapped_column(String(128))  # Credential.to_claim()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class OIDCLoginStateRow(Base):
+    """An OpenID Connect login under way: made when the browser is sent to the provider, deleted when
+    it comes back (once: a replayed `state` finds nothing) or when it expires. The browser holds the
+    binding's secret in a cookie, so a `state` is only good in the browser that started it."""
+
+    __tablename__ = "oidc_login_states"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the state
+    binding_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the browser's cookie
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    next_path: Mapped[str] = mapped_column(String(2048))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -10,12 +10,22 @@ from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, sele
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts import passwords
-from dockyard.accounts.credentials import Credential, CredentialKind, fingerprint, same_fingerprint
+from dockyard.accounts.credentials import (
+    CLI_SECRET_PREFIX,
+    Credential,
+    CredentialKind,
+    fingerprint,
+    hash_secret,
+    new_secret,
+    same_fingerprint,
+    secret_matches,
+)
 from dockyard.accounts.directory import ExternalIdentity
 from dockyard.accounts.interfaces import (
     DEAD_CREDENTIAL,
     CredentialState,
     LastAdmin,
+    NoCLISecret,
     Page,
     User,
     UserExists,
@@ -50,6 +60,9 @@ _SORTABLE = {
 # A login writes last_login_at at most this often, so bursts of Basic-auth logins stay read-only.
 LOGIN_STAMP_INTERVAL = timedelta(minutes=1)
 _UNSET: Any = object()
+_USER_CREDENTIALS = frozenset(
+    {CredentialKind.PASSWORD, CredentialKind.DIRECTORY, CredentialKind.OIDC, CredentialKind.CLI_SECRET}
+)
 
 
 def user_from_row(row: Any) -> User:
@@ -302,6 +315,92 @@ class UserService:
                 raise UserExists("a local user with this name exists", detail={"username": identity.username})
         return self.get(identity.username)
 
+    def sync_oidc_user(self, identity: ExternalIdentity, *, onboard: bool) -> User:
+        """Create (when `onboard`) or refresh the row of a user the OpenID provider just vouched for.
+
+        The account is bound to the provider's subject at its first login: a later login under the
+        same name with another `sub` (the name was given to someone else at the provider) is refused,
+        as is a local or LDAP account of that name. An account an administrator made (`source: oidc`,
+        no subject yet) is bound to the first subject that logs in with its name."""
+        validate_username(identity.username)
+        subject = identity.subject
+        if not subject or len(subject) > 255:
+            raise ValueError("an OIDC identity needs a subject of at most 255 characters")
+        now = utcnow()
+        fields = {
+            "email": identity.email,
+            "display_name": identity.display_name,
+            "directory_admin": identity.is_admin,
+            "updated_at": now,
+            "last_login_at": now,
+        }
+        with self._db.write() as connection:
+            row = connection.execute(
+                select(UserRow.id, UserRow.source, UserRow.oidc_subject).where(
+                    username_is(identity.username)
+                )
+            ).first()
+            if row is None:
+                if not onboard:
+                    raise UserNotFound("no account for this user here: an administrator must create it")
+                connection.execute(
+                    insert(UserRow).values(
+                        username=identity.username,
+                        password_hash=None,
+                        source=UserSource.OIDC.value,
+                        admin=False,
+                        disabled=False,
+                        created_at=now,
+                        oidc_subject=subject,
+                        **fields,
+                    )
+                )
+            elif row.source != UserSource.OIDC:
+                kind = "an LDAP" if row.source == UserSource.LDAP else "a local"
+                raise UserExists(f"{kind} user with this name exists", detail={"username": identity.username})
+            elif row.oidc_subject not in (None, subject):
+                raise UserExists(
+                    "this name belongs to another single sign-on subject",
+                    detail={"username": identity.username},
+                )
+            else:
+                connection.execute(
+                    update(UserRow).where(UserRow.id == row.id).values(oidc_subject=subject, **fields)
+                )
+        return self.get(identity.username)
+
+    def new_cli_secret(self, username: str) -> tuple[str, Credential]:
+        """A new CLI secret for an OIDC user (shown once: only its hash is kept). The old one stops
+        working at once, with whatever its logins handed out (refresh tokens, bearer tokens)."""
+        secret = new_secret(CLI_SECRET_PREFIX)
+        secret_hash = hash_secret(secret)
+        with self._db.write() as connection:
+            user = self._locked_user(connection, username)
+            if user.source is not UserSource.OIDC:
+                raise NoCLISecret(detail={"username": user.username})
+            connection.execute(
+                update(UserRow)
+                .where(UserRow.id == user.id)
+                .values(cli_secret_hash=secret_hash, updated_at=utcnow())
+            )
+        return secret, Credential(CredentialKind.CLI_SECRET, fingerprint(secret_hash))
+
+    def cli_secret_login(self, username: str, secret: str) -> tuple[User, Credential] | None:
+        """The OIDC user whose CLI secret this is (enabled), with the credential it is; else None."""
+        with self._db.read() as connection:
+            row = connection.execute(
+                select(*USER_COLUMNS, UserRow.cli_secret_hash).where(
+                    username_is(username), UserRow.source == UserSource.OIDC.value
+                )
+            ).first()
+        if row is None or row.cli_secret_hash is None or not secret_matches(secret, row.cli_secret_hash):
+            return None
+        user = user_from_row(row)
+        if user.disabled:
+            return None
+        self._stamp_login(user, {})
+        return user, Credential(CredentialKind.CLI_SECRET, fingerprint(row.cli_secret_hash))
+
     def mark_login(self, user: User) -> None:
         """Record a login made some other way (a personal token), at most once a minute."""
         self._stamp_login(user, {})
@@ -315,20 +414,31 @@ class UserService:
                 connection.execute(update(UserRow).where(UserRow.id == user.id).values(changes))
 
     def credential_state(self, user_id: int, username: str, credential: Credential) -> CredentialState:
-        """Whether a password or directory login of this user still stands: dead when the user is
-        gone (or the id is another user's now), disabled, or their password changed since."""
-        if credential.kind not in (CredentialKind.PASSWORD, CredentialKind.DIRECTORY):
+        """Whether a password, directory, single sign-on or CLI secret login of this user still
+        stands: dead when the user is gone (or the id is another user's now), disabled, or their
+        password or CLI secret changed since."""
+        if credential.kind not in _USER_CREDENTIALS:
             return DEAD_CREDENTIAL
         with self._db.read() as connection:
             row = connection.execute(
-                select(UserRow.username, UserRow.disabled, UserRow.source, UserRow.password_hash).where(
-                    UserRow.id == user_id
-                )
+                select(
+                    UserRow.username,
+                    UserRow.disabled,
+                    UserRow.source,
+                    UserRow.password_hash,
+                    UserRow.cli_secret_hash,
+                ).where(UserRow.id == user_id)
             ).first()
         if row is None or row.username != username or row.disabled:
             return DEAD_CREDENTIAL
         if credential.kind is CredentialKind.DIRECTORY:
             return CredentialState(row.source == UserSource.LDAP.value)
+        if credential.kind is CredentialKind.OIDC:
+            return CredentialState(row.source == UserSource.OIDC.value)
+        if credential.kind is CredentialKind.CLI_SECRET:
+            if row.source != UserSource.OIDC.value or row.cli_secret_hash is None:
+                return DEAD_CREDENTIAL
+            return CredentialState(same_fingerprint(credential.fingerprint, row.cli_secret_hash))
         if row.source != UserSource.LOCAL.value or row.password_hash is None:
             return DEAD_CREDENTIAL
         return CredentialState(same_fingerprint(credential.fingerprint, row.password_hash))

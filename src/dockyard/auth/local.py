@@ -8,8 +8,13 @@ is refused without checking the secret, with the same answer as a wrong password
 
 from __future__ import annotations
 
-from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX, Credential, CredentialKind
-from dockyard.accounts.directory import DirectoryProvider
+from dockyard.accounts.credentials import (
+    CLI_SECRET_PREFIX,
+    PERSONAL_TOKEN_PREFIX,
+    Credential,
+    CredentialKind,
+)
+from dockyard.accounts.directory import DirectoryProvider, ExternalIdentity
 from dockyard.accounts.groups import GroupService
 from dockyard.accounts.interfaces import (
     DEAD_CREDENTIAL,
@@ -54,7 +59,7 @@ class LocalAuthenticator:
     def authenticate(self, username: str, secret: str, client_ip: str | None = None) -> Principal:
         robot = is_robot_name(username)
         standing = self._limiter.standing(username, client_ip)
-        random_secret = robot or secret.startswith(PERSONAL_TOKEN_PREFIX)
+        random_secret = robot or secret.startswith((PERSONAL_TOKEN_PREFIX, CLI_SECRET_PREFIX))
         if standing is LoginStanding.ADDRESS_BLOCKED or (
             standing is LoginStanding.ACCOUNT_GUARDED and not random_secret
         ):
@@ -121,6 +126,10 @@ class LocalAuthenticator:
                 self._users.mark_login(token_login[0])
                 return self._user_principal(*token_login)
             # Not a token after all: it may be a password that happens to start like one.
+        if secret.startswith(CLI_SECRET_PREFIX):
+            cli_login = self._users.cli_secret_login(username, secret)
+            if cli_login is not None:
+                return self._user_principal(*cli_login)
         if not passwords:
             return None
         password_login = self._users.password_login(username, secret)
@@ -146,6 +155,17 @@ class LocalAuthenticator:
             return None
         groups = self._groups.set_directory_groups(user.id, identity.groups)
         credential = Credential(CredentialKind.DIRECTORY)
+        return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups, credential)
+
+    def single_sign_on(self, identity: ExternalIdentity, *, onboard: bool) -> Principal:
+        """The principal of a user the OpenID provider just vouched for: their account created (when
+        `onboard`) or refreshed, their provider groups and admin standing as the provider says now.
+        UserExists, UserNotFound or InvalidName when dockyard will not let them in."""
+        user = self._users.sync_oidc_user(identity, onboard=onboard)
+        if user.disabled:
+            raise AuthenticationFailed("this account is disabled")
+        groups = self._groups.set_directory_groups(user.id, identity.groups, UserSource.OIDC)
+        credential = Credential(CredentialKind.OIDC)
         return Principal(PrincipalKind.USER, user.username, user.id, user.is_admin, groups, credential)
 
     def _user_principal(self, user: User, credential: Credential | None) -> Principal:

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dockyard.config.base import Networks, PositiveDuration, Section, doc
 from dockyard.config.durations import Duration
@@ -90,6 +91,75 @@ class LDAPSettings(Section):
     )
 
 
+class OIDCSettings(Section):
+    """OpenID Connect single sign-on for the portal: the authorization code flow with PKCE against
+    your provider (Keycloak, Dex, Entra ID, Okta, ...), beside dockyard's own accounts and LDAP
+    ([auth.md](auth.md#openid-connect-single-sign-on)). Users log in in the browser; `docker login`
+    and the API take their CLI secret."""
+
+    issuer: str = Field(
+        description="The provider's issuer URL, exactly as its ID tokens name it (`iss`); its "
+        "`/.well-known/openid-configuration` is read from there. `https://` unless a loopback address.",
+        json_schema_extra=doc("URL"),
+    )
+    client_id: str = Field(min_length=1, description="The client dockyard is registered as.")
+    client_secret: str = Field(
+        min_length=1, repr=False, description="Its secret (a confidential client). Never logged."
+    )
+    redirect_uri: str | None = Field(
+        default=None,
+        description="Where the provider sends the browser back: register exactly this URL with it. "
+        "Never taken from a request's `Host`; one of it or `http.host` must be set.",
+        json_schema_extra=doc("URL", default="`http.host` + `/ui/oidc/callback`"),
+    )
+    display_name: str = Field(
+        default="single sign-on", description='What the login page\'s button says after "Log in with".'
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email"],
+        description="Scopes asked for; `openid` is always added. Add the one that makes your provider "
+        "send the groups claim if it needs one (Dex: `groups`).",
+    )
+    username_claim: str = Field(
+        default="preferred_username",
+        description="The claim that names the dockyard user (`preferred_username`, `email`, `sub`...). "
+        "Once a user has logged in, the account stays bound to their `sub`: another subject with the "
+        "same name is refused.",
+    )
+    groups_claim: str | None = Field(
+        default="groups",
+        description="The claim listing the user's groups (a list of names); unset: no groups. They "
+        "become dockyard groups, so project memberships can name them, as LDAP groups.",
+    )
+    admin_groups: list[str] = Field(
+        default_factory=list, description="Groups whose members are system administrators."
+    )
+    auto_onboard: bool = Field(
+        default=True,
+        description="Create the dockyard account of a user at their first login. `false`: only users "
+        "who already have an OIDC account here (made by an administrator, `source: oidc`) may log in.",
+    )
+    timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds to wait for the provider to connect or answer."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA certificates to verify the provider with (else the system's)."
+    )
+
+    @field_validator("issuer", "redirect_uri")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError("must be an https:// URL (http:// only on a loopback address)")
+        if parts.query or parts.fragment or not parts.hostname:
+            raise ValueError("must be a plain URL, without query or fragment")
+        return value
+
+
 class LoginLimitSettings(Section):
     """Failed logins allowed within `window` before refusing: from one client address for one account
     (`max_failures`: that address's passwords for it are refused), from one address whatever the
@@ -143,6 +213,7 @@ class AuthSettings(Section):
     token: TokenAuthSettings = TokenAuthSettings()
     htpasswd: HtpasswdSettings | None = None
     ldap: LDAPSettings | None = None
+    oidc: OIDCSettings | None = None
     login_limit: LoginLimitSettings = LoginLimitSettings()
     allow_ips: Networks = Field(
         default_factory=list,

@@ -36,6 +36,7 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.accounts.interfaces.InvalidExpiry": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.accounts.interfaces.InvalidName": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.accounts.interfaces.LastAdmin": (409, "UNSUPPORTED", 409, "CONFLICT"),
+    "dockyard.accounts.interfaces.NoCLISecret": (409, "UNSUPPORTED", 409, "CONFLICT"),
     "dockyard.accounts.interfaces.PersonalTokenNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.accounts.interfaces.RobotExists": (409, "UNSUPPORTED", 409, "CONFLICT"),
     "dockyard.accounts.interfaces.RobotNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
@@ -147,6 +148,9 @@ EXPECTED: dict[str, tuple[int, str, int, str]] = {
     "dockyard.storage.uploads.states.UploadStateInvalid": (400, "BLOB_UPLOAD_INVALID", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamAddressRefused": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamError": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
+    "dockyard.oidc.interfaces.OIDCAccountRefused": (403, "DENIED", 403, "FORBIDDEN"),
+    "dockyard.oidc.interfaces.OIDCLoginFailed": (401, "UNAUTHORIZED", 401, "UNAUTHORIZED"),
+    "dockyard.oidc.interfaces.OIDCUnavailable": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
     "dockyard.upstream.interfaces.UpstreamInvalid": (400, "UNSUPPORTED", 400, "BAD_REQUEST"),
     "dockyard.upstream.interfaces.UpstreamNotFound": (404, "NAME_UNKNOWN", 404, "NOT_FOUND"),
     "dockyard.upstream.interfaces.UpstreamUnauthorized": (503, "UNAVAILABLE", 503, "SERVICE_UNAVAILABLE"),
@@ -164,6 +168,8 @@ PUBLIC_MESSAGE = {
     "dockyard.errors.InvalidPath": errors.NameInvalid.message,
     # Its messages and detail name the service account, search bases and connection errors.
     "dockyard.accounts.directory.DirectoryUnavailable": "the user directory is unavailable",
+    # Its detail names the provider's URLs and connection errors.
+    "dockyard.oidc.interfaces.OIDCUnavailable": "the OpenID provider is unavailable",
 }
 MESSAGE = "what went wrong, for the client"
 DETAIL = {"why": "a test"}
