@@ -75,3 +75,12 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || constraints-dev.txt -nt $stamp
   fi
   touch "$stamp" .venv/.runtime-installed
 fi
+
+# The OpenID provider the single sign-on tests start (tests/support/oidc.py): oidc-provider from the npm
+# registry at the versions package-lock.json pins, into tests/support/oidc/node_modules (git-ignored), with
+# the machine's Node.js and npm. Again only when the lock file changed since.
+oidc_dir=tests/support/oidc
+if [[ ! -f $oidc_dir/node_modules/.package-lock.json || $oidc_dir/package-lock.json -nt $oidc_dir/node_modules/.package-lock.json ]]; then
+  echo "install-test-deps: npm ci in $oidc_dir"
+  npm ci --prefix "$oidc_dir" --no-audit --no-fund --loglevel=error
+fi

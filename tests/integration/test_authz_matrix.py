@@ -34,6 +34,7 @@ from tests.support.authz import (
     LOGIN,
     MEMBER_MANAGE,
     MEMBER_READ,
+    OIDC_SESSION,
     OPEN,
     PASSWORD_USER,
     PROJECT_DELETE,
@@ -123,6 +124,11 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/system/signing-keys/{kid}/retire", "POST"): Rule(SYSTEM_ADMIN),
     ("/login", "POST"): Rule(USER),  # the credentials are in the body; robots use Basic instead
     ("/logout", "POST"): Rule(OPEN, 204),
+    # Single sign-on is not configured on the matrix server: 404 whoever asks (test_oidc.py runs it with a
+    # real provider). Both take no credentials: the login is what they make.
+    ("/oidc/authorize", "POST"): Rule(OPEN, 404),
+    ("/oidc/callback", "POST"): Rule(OPEN, 404),
+    ("/me/cli-secret", "POST"): Rule(OIDC_SESSION),  # only in a session opened with single sign-on
     ("/users", "GET"): Rule(SYSTEM_ADMIN),
     ("/users", "POST"): Rule(SYSTEM_ADMIN, 201),
     ("/users/{username}", "GET"): Rule(SYSTEM_ADMIN),
@@ -647,6 +653,14 @@ def login_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Cal
     secret = actor.password or actor.secret or "wrong-password-1"
     body = {"username": actor.username or "mx-nobody", "password": secret}
     return Call(ep.method, api(ep.path), json=body)
+
+
+def oidc_authorize(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    return Call(ep.method, api(ep.path), json={"next": "/ui/projects"})
+
+
+def oidc_callback(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    return Call(ep.method, api(ep.path), json={"code": "mx-code", "state": "mx-state", "binding": "mx"})
 
 
 def create_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
@@ -1275,6 +1289,9 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/system/signing-keys/{kid}/retire", "POST", ""): retire_signing_key,
     ("/login", "POST", ""): login_call,
     ("/logout", "POST", ""): logout_call,
+    ("/oidc/authorize", "POST", ""): oidc_authorize,
+    ("/oidc/callback", "POST", ""): oidc_callback,
+    ("/me/cli-secret", "POST", ""): plain(),
     ("/users", "GET", ""): plain(),
     ("/endpoints", "GET", ""): plain(),
     ("/endpoints", "POST", ""): create_endpoint,
@@ -1509,6 +1526,10 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/login", "GET"): None,
     ("/login", "POST"): ("/login", "POST"),
     ("/logout", "POST"): ("/logout", "POST"),
+    ("/oidc/login", "GET"): ("/oidc/authorize", "POST"),
+    ("/oidc/callback", "GET"): ("/oidc/callback", "POST"),
+    ("/account", "GET"): ("/me", "GET"),
+    ("/account/cli-secret", "POST"): ("/me/cli-secret", "POST"),
     ("/projects", "GET"): ("/projects", "GET"),
     ("/projects", "POST"): ("/projects", "POST"),
     ("/projects/{project}", "GET"): (P, "GET"),
@@ -1523,6 +1544,9 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/repositories/{name:path}/-/delete", "POST"): (f"{R}/artifacts/{{reference}}", "DELETE"),
 }
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
+# Single sign-on's pages, for anyone, answer as it is not configured on the matrix server: the login page
+# with the API's 404, and (no login under way in this browser) 400.
+SSO_PAGES = {("/oidc/login", "GET"): 404, ("/oidc/callback", "GET"): 400}
 
 
 def ui_endpoints() -> list[Endpoint]:
@@ -1622,7 +1646,7 @@ def ui_expectation(
     """None if the page must be served, else the API's refusal it must turn into (401: to log in)."""
     if rule is None:
         return None
-    if key == ("/login", "POST"):
+    if key == ("/login", "POST") or key in SSO_PAGES:
         return api_denial(rule, actor, public)  # logging in needs credentials, not a session
     if not has_session:
         return 401
@@ -1656,6 +1680,8 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
         ok = answer.status_code == 200 if call.method == "GET" else answer.status_code in (302, 303)
         if key == ("/", "GET"):
             ok = answer.status_code == 303
+        elif key in SSO_PAGES:
+            ok = answer.status_code == SSO_PAGES[key]
         elif call.method == "GET" and ep.path != "/login":
             ok = ok and not to_login
         if not ok:

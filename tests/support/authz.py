@@ -99,6 +99,9 @@ ACCOUNT = "account"  # any enabled account, user or robot
 USER = "user"  # an enabled user (robots have no password, tokens or sessions)
 PASSWORD_USER = "password-user"  # an enabled user signed in with the password, not a personal token
 SYSTEM_ADMIN = "system-admin"
+# A user in a session opened with single sign-on (OIDC). The matrix has no such actor (test_oidc.py has):
+# every actor here is refused, 401 without usable credentials, 403 with.
+OIDC_SESSION = "oidc-session"
 Need = str | frozenset[str]
 
 
@@ -142,6 +145,8 @@ def api_denial(rule: Rule, actor: Actor, public: bool | None) -> int | None:
         return None if actor.kind == "user" and not actor.personal_token else 403
     if need == SYSTEM_ADMIN:
         return None if actor.admin else 403
+    if need == OIDC_SESSION:
+        return 403
     raise AssertionError(f"unknown need {need!r}")
 
 

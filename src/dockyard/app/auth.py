@@ -45,6 +45,7 @@ from dockyard.bootstrap import (
 )
 from dockyard.config.settings import Settings
 from dockyard.coordination.interfaces import Topic, generation_of
+from dockyard.db.session import Database
 from dockyard.errors import ConfigError
 from dockyard.projects.robots import RobotAccessService
 from dockyard.projects.services import MemberService, ProjectService
@@ -58,8 +59,9 @@ from dockyard.services import (
 )
 from dockyard.webhooks.services import DeliveryLog
 
-if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
+if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured, httpx where OIDC is used
     from dockyard.accounts.ldap import LDAPDirectory
+    from dockyard.oidc.logins import OIDCLogins
     from dockyard.scans.scanners import Scanners
     from dockyard.webhooks.policy_sender import PolicySender
 from dockyard.app.features import build_mirrors
@@ -185,6 +187,8 @@ def _dockyard_auth(services: Services) -> Auth:
         verdicts_changed=services.verdicts_changed,
         scanners=_scanners(services),
         layer_files=settings.layer_files,
+        oidc=_oidc_logins(settings, db),
+        oidc_onboard=auth.oidc.auto_onboard if auth.oidc is not None else True,
     )
     management_api = Mount(
         MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)
@@ -251,6 +255,35 @@ def _directory(settings: Settings) -> LDAPDirectory | None:
         return LDAPDirectory(settings.auth.ldap)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def oidc_redirect_uri(settings: Settings) -> str | None:
+    """Where the OpenID provider sends the browser back: configured, or `http.host`'s portal
+    callback; never from a request's Host. None without single sign-on."""
+    oidc = settings.auth.oidc
+    if oidc is None:
+        return None
+    if oidc.redirect_uri:
+        return oidc.redirect_uri
+    if settings.http.host:
+        return settings.http.host.rstrip("/") + "/ui/oidc/callback"
+    raise ConfigError("auth.oidc needs auth.oidc.redirect_uri or http.host (the provider's redirect URI)")
+
+
+def _oidc_logins(settings: Settings, db: Database) -> Callable[[], OIDCLogins] | None:
+    """Single sign-on's logins, built on first use (httpx loads then)."""
+    oidc, redirect_uri = settings.auth.oidc, oidc_redirect_uri(settings)
+    if oidc is None or redirect_uri is None:
+        return None
+
+    @functools.cache
+    def build() -> OIDCLogins:
+        from dockyard.oidc.client import OIDCClient
+        from dockyard.oidc.logins import OIDCLogins
+
+        return OIDCLogins(db, OIDCClient(oidc, redirect_uri), oidc)
+
+    return build
 
 
 def _scanners(services: Services) -> Callable[[], Scanners]:

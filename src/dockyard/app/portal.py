@@ -21,12 +21,13 @@ def portal_routes(settings: Settings, management: ASGIApp, sessions: SessionCode
     # Pull commands name the registry as clients do: http.host when set (behind a proxy), else the
     # Host the browser used.
     host = urlsplit(settings.http.host).netloc if settings.http.host else None
+    sso_name = settings.auth.oidc.display_name if settings.auth.oidc is not None else None
 
     def build() -> ASGIApp:
         from dockyard.ui.pages import build_portal
         from dockyard.ui.services import InProcessApi
 
-        return build_portal(InProcessApi(management), sessions, sessions.max_age, host)
+        return build_portal(InProcessApi(management), sessions, sessions.max_age, host, sso_name)
 
     async def home(request: Request) -> Response:
         return RedirectResponse(f"{MOUNT_PATH}/", 302)

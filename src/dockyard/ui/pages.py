@@ -27,10 +27,13 @@ from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionRead
 from dockyard.ui.security import (
     CSRF_FIELD,
     SecurityHeaders,
+    binding_cookie,
+    clear_binding_cookie,
     clear_session_cookie,
     csrf_matches,
     same_origin,
     session_cookie,
+    set_binding_cookie,
     set_session_cookie,
 )
 from dockyard.ui.services import session_from_cookies
@@ -57,12 +60,18 @@ NOT_FOUND = "Not found: it does not exist, or you may not see it."
 
 class Portal:
     def __init__(
-        self, api: ManagementApi, sessions: SessionReader, max_age: int, registry_host: str | None = None
+        self,
+        api: ManagementApi,
+        sessions: SessionReader,
+        max_age: int,
+        registry_host: str | None = None,
+        sso_name: str | None = None,
     ) -> None:
         self.api = api
         self.sessions = sessions
         self.max_age = max_age
         self.registry_host = registry_host  # as clients name the registry (http.host), else the Host header
+        self.sso_name = sso_name  # single sign-on's button label; None: no OIDC
         self.env = environment()
 
     def routes(self) -> list[BaseRoute]:
@@ -71,6 +80,10 @@ class Portal:
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
+            Route("/oidc/login", self.oidc_login, methods=["GET"]),
+            Route("/oidc/callback", self.oidc_callback, methods=["GET"]),
+            Route("/account", self.account, methods=["GET"]),
+            Route("/account/cli-secret", self.new_cli_secret, methods=["POST"]),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
@@ -136,6 +149,7 @@ class Portal:
             csrf_header=CSRF_HEADER,
             path=request.url.path,
             quote=quote,
+            sso_name=self.sso_name,
             **context,
         )
         return Response(html, status, media_type="text/html; charset=utf-8", headers={"Vary": "HX-Request"})
@@ -178,6 +192,64 @@ class Portal:
         response = RedirectResponse(f"{MOUNT_PATH}/login", 303)
         clear_session_cookie(response, request)
         return response
+
+    # --- single sign-on (docs/auth.md#openid-connect-single-sign-on) --------------------------------
+    async def oidc_login(self, request: Request) -> Response:
+        """To the provider: the API starts the login; its binding goes into a cookie of this browser."""
+        target = _local(request.query_params.get("next"))
+        body = {"next": target}
+        answer = await self.api.call(self.caller(request, None), "POST", "/oidc/authorize", body=body)
+        if not answer.ok:
+            return self.render(request, "login.html", answer.status, next=target, error=answer.message)
+        started = answer.json()
+        response = RedirectResponse(started["authorization_url"], 303)
+        set_binding_cookie(response, request, started["binding"])
+        return response
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """Back from the provider: the API finishes the login with this browser's binding."""
+        query = request.query_params
+        binding = binding_cookie(request)
+        error: str | None = None
+        if query.get("error"):
+            # The provider's own code only (access_denied, login_required...): its description is
+            # its text, not shown.
+            code = "".join(c for c in query.get("error", "")[:64] if c.isalnum() or c in "_-.")
+            error, status = f"The single sign-on provider did not log you in ({code}).", 401
+        elif not binding:
+            error, status = "This login was started in another browser, or long ago: log in again.", 400
+        else:
+            body = {"code": query.get("code", ""), "state": query.get("state", ""), "binding": binding}
+            answer = await self.api.call(self.caller(request, None), "POST", "/oidc/callback", body=body)
+            value = session_from_cookies(answer.cookies) if answer.ok else None
+            if value is not None:
+                done = RedirectResponse(_local(answer.json().get("next")), 303)
+                set_session_cookie(done, request, value, self.max_age)
+                clear_binding_cookie(done, request)
+                return done
+            error = answer.message if answer.status != 422 else "The provider's answer is incomplete."
+            status = answer.status if answer.status >= 400 else 500
+        response = self.render(request, "login.html", status, next=_local(None), error=error)
+        clear_binding_cookie(response, request)
+        return response
+
+    # --- the user's own account --------------------------------------------------------------------
+    async def account(
+        self, request: Request, secret: str | None = None, error: str | None = None, status: int = 200
+    ) -> Response:
+        caller, _ = self.signed_in(request)
+        me = (await self.read(caller, "/me")).json()
+        return self.render(request, "account.html", status, me=me, secret=secret, error=error)
+
+    async def new_cli_secret(self, request: Request) -> Response:
+        caller, _, _ = await self.checked(request)
+        answer = await self.api.call(caller, "POST", "/me/cli-secret")
+        if answer.status == 401:
+            raise LoginRequired()
+        if not answer.ok:
+            return await self.account(request, error=answer.message, status=answer.status)
+        # Shown in this answer only (Cache-Control: no-store); a reload does not show it again.
+        return await self.account(request, secret=answer.json()["secret"])
 
     # --- projects ----------------------------------------------------------------------------------
     async def projects(self, request: Request, error: str | None = None, status: int = 200) -> Response:
@@ -432,9 +504,13 @@ def _local(target: str | None) -> str:
 
 
 def build_portal(
-    api: ManagementApi, sessions: SessionReader, max_age: int, registry_host: str | None = None
+    api: ManagementApi,
+    sessions: SessionReader,
+    max_age: int,
+    registry_host: str | None = None,
+    sso_name: str | None = None,
 ) -> ASGIApp:
-    portal = Portal(api, sessions, max_age, registry_host)
+    portal = Portal(api, sessions, max_age, registry_host, sso_name)
     app = Starlette(
         routes=portal.routes(),
         exception_handlers={

@@ -26,6 +26,10 @@ from dockyard.api.management.sessions import CSRF_HEADER
 
 PLAIN_COOKIE = "dockyard_ui"
 TLS_COOKIE = "__Host-dockyard_ui"
+# A single sign-on login under way: the binding of its state to this browser (api routers/oidc.py).
+PLAIN_BINDING_COOKIE = "dockyard_oidc"
+TLS_BINDING_COOKIE = "__Host-dockyard_oidc"
+BINDING_MAX_AGE = 600  # the login's state lives 10 minutes on the server
 CSRF_FIELD = "csrf_token"
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -64,6 +68,34 @@ def set_session_cookie(response: Response, request: Request, value: str, max_age
 def clear_session_cookie(response: Response, request: Request) -> None:
     response.delete_cookie(
         cookie_name(request), path="/", secure=request.url.scheme == "https", httponly=True, samesite="lax"
+    )
+
+
+def _binding_name(request: Request) -> str:
+    return TLS_BINDING_COOKIE if request.url.scheme == "https" else PLAIN_BINDING_COOKIE
+
+
+def binding_cookie(request: Request) -> str | None:
+    return request.cookies.get(_binding_name(request))
+
+
+def set_binding_cookie(response: Response, request: Request, value: str) -> None:
+    # SameSite=Lax: the provider's redirect back is a top-level GET from its site, which Lax lets
+    # through (Strict would not); a cross-site POST or a subresource carries no cookie.
+    response.set_cookie(
+        _binding_name(request),
+        value,
+        max_age=BINDING_MAX_AGE,
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def clear_binding_cookie(response: Response, request: Request) -> None:
+    response.delete_cookie(
+        _binding_name(request), path="/", secure=request.url.scheme == "https", httponly=True, samesite="lax"
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
 
+from dockyard.accounts.directory import ExternalIdentity
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.sessions import LoginSessionService
@@ -38,6 +39,7 @@ from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
     from dockyard.endpoints.services import EndpointService
+    from dockyard.oidc.logins import OIDCLogins
     from dockyard.scans.scanners import Scanners
 
 
@@ -61,6 +63,10 @@ class SessionAuthenticator(Protocol):
     def reload(self, principal: Principal) -> Principal:
         """The principal as the DB has it now; AuthenticationFailed if gone, disabled or expired, or
         the credential it logged in with changed or went."""
+        ...
+
+    def single_sign_on(self, identity: ExternalIdentity, *, onboard: bool) -> Principal:
+        """The principal of a user an OpenID provider vouched for, their account synced."""
         ...
 
 
@@ -109,6 +115,9 @@ class ManagementServices:
     scanners: Callable[[], Scanners] | None = None
     # Bounds on the layer browser's reads (routers/files.py): decompressed bytes, entries, time.
     layer_files: LayerFilesSettings = field(default_factory=LayerFilesSettings)
+    # OpenID Connect single sign-on (routers/oidc.py): the logins, built on first use; None: not set up.
+    oidc: Callable[[], OIDCLogins] | None = None
+    oidc_onboard: bool = True  # create the account of an OIDC user at their first login
 
 
 def services_of(request: Request) -> ManagementServices:

@@ -16,7 +16,7 @@ from dockyard.api.management.errors import ApiError
 from dockyard.api.management.security import client_ip
 from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
 from dockyard.audit.interfaces import ActorKind, AuditAction, AuditEvent, AuditResult
-from dockyard.auth.interfaces import AuthenticationFailed, PrincipalKind
+from dockyard.auth.interfaces import AuthenticationFailed, Principal, PrincipalKind
 
 router = APIRouter(tags=["session"])
 
@@ -47,14 +47,23 @@ def login(
             credentials.username, credentials.password, client_ip(request)
         )
     except AuthenticationFailed:
-        _record_login(services, request, credentials.username, AuditAction.LOGIN_FAILED, AuditResult.FAILED)
+        record_login(services, request, credentials.username, AuditAction.LOGIN_FAILED, AuditResult.FAILED)
         raise
     if principal.kind is not PrincipalKind.USER:
-        _record_login(services, request, principal.name, AuditAction.LOGIN_FAILED, AuditResult.DENIED)
+        record_login(services, request, principal.name, AuditAction.LOGIN_FAILED, AuditResult.DENIED)
         raise ApiError(403, "robot accounts cannot open sessions; send Basic credentials with each request")
     if principal.id is None or principal.credential is None:  # not a dockyard account
         raise ApiError(403, "this account cannot open sessions; send Basic credentials with each request")
-    _record_login(services, request, principal.name, AuditAction.LOGIN, AuditResult.OK)
+    record_login(services, request, principal.name, AuditAction.LOGIN, AuditResult.OK)
+    return open_session(services, request, response, principal)
+
+
+def open_session(
+    services: ManagementServices, request: Request, response: Response, principal: Principal
+) -> SessionOut:
+    """Open a session for a user who just logged in (a password, a token, single sign-on): its row,
+    its cookie, its CSRF token."""
+    assert principal.id is not None and principal.credential is not None
     value, session = services.sessions.issue(principal.kind.value, principal.name, principal.id)
     expires_at = datetime.fromtimestamp(session.expires_at, UTC)
     services.login_sessions.open(session.key, principal.id, principal.credential, expires_at)
@@ -87,8 +96,13 @@ def logout(
     response.delete_cookie(COOKIE_NAME, path=_cookie_path(request), httponly=True, samesite="strict")
 
 
-def _record_login(
-    services: ManagementServices, request: Request, name: str, action: AuditAction, result: AuditResult
+def record_login(
+    services: ManagementServices,
+    request: Request,
+    name: str,
+    action: AuditAction,
+    result: AuditResult,
+    via: str = "management session",
 ) -> None:
     services.audit.record(
         AuditEvent(
@@ -97,7 +111,7 @@ def _record_login(
             actor_kind=ActorKind.ROBOT if is_robot_name(name) else ActorKind.USER,
             result=result,
             client_ip=client_ip(request),
-            detail={"via": "management session"},
+            detail={"via": via},
         )
     )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from dockyard.accounts.interfaces import PersonalToken, User
+from dockyard.accounts.interfaces import PersonalToken, User, UserSource
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
@@ -28,7 +28,7 @@ class UserOut(BaseModel):
     username: str
     email: str | None
     display_name: str | None
-    source: str  # "local" | "ldap"
+    source: str  # "local" | "ldap" | "oidc"
     admin: bool  # a system administrator (granted here, or by a directory admin group)
     disabled: bool
     created_at: datetime
@@ -37,7 +37,14 @@ class UserOut(BaseModel):
 
 class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=255)
-    password: str = Field(min_length=1, max_length=1024)
+    password: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="Required for local users; none for oidc."
+    )
+    source: Literal["local", "oidc"] = Field(
+        default="local",
+        description="`oidc`: a single sign-on user who logs in at the OpenID provider (for "
+        "`auth.oidc.auto_onboard: false`); bound to the provider's subject at their first login.",
+    )
     email: str | None = Field(default=None, max_length=255)
     display_name: str | None = Field(default=None, max_length=255)
     admin: bool = False
@@ -138,10 +145,18 @@ def list_users(
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(body: UserCreate, request: Request, principal: Admin, services: Services) -> UserOut:
-    detail = {"admin": body.admin}
+    detail = {"admin": body.admin, "source": body.source}
     with audited(services, request, principal, AuditAction.CREATE, ResourceType.USER, body.username, detail):
+        source = UserSource(body.source)
+        if (body.password is None) != (source is UserSource.OIDC):
+            raise ApiError(400, "a local user needs a password; a single sign-on (oidc) user has none")
         user = services.users.create(
-            body.username, body.password, email=body.email, display_name=body.display_name, admin=body.admin
+            body.username,
+            body.password,
+            email=body.email,
+            display_name=body.display_name,
+            admin=body.admin,
+            source=source,
         )
     return user_out(user)
 
@@ -230,7 +245,8 @@ def create_my_token(
     _user_only(principal.kind)
     resource = f"{principal.name}/{body.name}"
     with audited(services, request, principal, AuditAction.CREATE, ResourceType.PERSONAL_TOKEN, resource):
-        if principal.credential is not None and principal.credential.kind is CredentialKind.PERSONAL_TOKEN:
+        made_with = principal.credential.kind if principal.credential is not None else None
+        if made_with in (CredentialKind.PERSONAL_TOKEN, CredentialKind.CLI_SECRET):
             raise ApiError(403, "personal access tokens are made with your password, not with another token")
         created = services.personal_tokens.create(principal.name, body.name, body.expires_at)
     return NewTokenOut(secret=created.secret, **token_out(created.token).model_dump())
