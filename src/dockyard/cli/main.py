@@ -206,7 +206,9 @@ def _auth_description(settings: Settings) -> str:
         return f"tokens from an external issuer ({auth.token.issuer})"
     if not auth.enabled:
         return "OFF: the registry is open to anyone who can reach it"
-    return "dockyard accounts and tokens" + (" + LDAP" if auth.ldap is not None else "")
+    ldap = " + LDAP" if auth.ldap is not None else ""
+    oidc = " + OpenID Connect single sign-on" if auth.oidc is not None else ""
+    return "dockyard accounts and tokens" + ldap + oidc
 
 
 def _config_message(exc: ConfigError) -> str:

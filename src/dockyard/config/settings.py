@@ -520,6 +520,15 @@ class Settings(Section):
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
+    def _oidc_redirect_from_config(self) -> Self:
+        # The provider's redirect URI is never built from a request's Host: it must come from here.
+        if self.auth.oidc is not None and not self.auth.oidc.redirect_uri and not self.http.host:
+            raise ValueError(
+                "auth.oidc needs auth.oidc.redirect_uri or http.host (the provider's redirect URI)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _metrics_port_of_its_own(self) -> Self:
         listen = self.metrics.listen
         if listen is not None and split_addr(listen)[1] == self.http.bind_port:

@@ -19,26 +19,33 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from dockyard.accounts.directory import ExternalIdentity
 from dockyard.accounts.models import OIDCLoginStateRow
+from dockyard.accounts.names import MAX_GROUP_NAME
 from dockyard.config.auth_settings import OIDCSettings
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.oidc.client import OIDCClient
 from dockyard.oidc.idtoken import verify_id_token
-from dockyard.oidc.interfaces import FinishedLogin, OIDCAccountRefused, OIDCLoginFailed
+from dockyard.oidc.interfaces import FinishedLogin, OIDCAccountRefused, OIDCLoginFailed, OIDCUnavailable
 
 STATE_LIFETIME = timedelta(minutes=10)
 MAX_NEXT = 2048
 MAX_PARAMETER = 4096  # code and state as the browser brings them back
 MAX_GROUPS = 1000
+# Logins under way at once (anyone may start one): past it new ones wait until some finish or expire,
+# so a flood of starts cannot grow the table without bound.
+MAX_PENDING = 10_000
 
 
 class OIDCLogins:
-    def __init__(self, db: Database, client: OIDCClient, settings: OIDCSettings) -> None:
+    def __init__(
+        self, db: Database, client: OIDCClient, settings: OIDCSettings, max_pending: int = MAX_PENDING
+    ) -> None:
         self._db = db
+        self._max_pending = max_pending
         self._client = client
         self._settings = settings
         self._admin_groups = {name.casefold() for name in settings.admin_groups}
@@ -55,6 +62,9 @@ class OIDCLogins:
         with self._db.write() as connection:
             # Logins nobody finished: dropped here, an index finds them.
             connection.execute(delete(OIDCLoginStateRow).where(OIDCLoginStateRow.expires_at <= now))
+            pending = connection.execute(select(func.count()).select_from(OIDCLoginStateRow)).scalar_one()
+            if pending >= self._max_pending:
+                raise OIDCUnavailable("too many single sign-on logins under way; try again in a few minutes")
             connection.execute(
                 insert(OIDCLoginStateRow).values(
                     id=_sha256(state),
@@ -131,7 +141,7 @@ class OIDCLogins:
         if settings.groups_claim:
             raw = claims.get(settings.groups_claim)
             values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
-            groups = frozenset(value for value in values[:MAX_GROUPS] if isinstance(value, str) and value)
+            groups = frozenset(value for value in values[:MAX_GROUPS] if _usable_group(value))
         email, name = claims.get("email"), claims.get("name")
         return ExternalIdentity(
             username=username,
@@ -141,6 +151,17 @@ class OIDCLogins:
             is_admin=any(group.casefold() in self._admin_groups for group in groups),
             subject=str(claims["sub"]),
         )
+
+
+def _usable_group(value: object) -> bool:
+    """A group name dockyard can keep (accounts.names.validate_group_name); others are left out rather
+    than refusing the login."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_GROUP_NAME
+        and value.isprintable()
+        and value == value.strip()
+    )
 
 
 def _sha256(text: str) -> str:
