@@ -126,6 +126,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/storage/",
     "tests/unit/observability/",
     "tests/unit/cli/",
+    "tests/unit/ui/",
     "tests/unit/db/",
     "tests/unit/coordination/",  # feeds, caches, locks: in-process, files and Redis
     "tests/unit/maintenance/",
