@@ -109,9 +109,11 @@ class CacheSettings(Section):
     memory: int | str = Field(
         default="32MiB",
         description="Memory each worker process gives its read caches: manifests by tag and by digest, tag "
-        "list and catalog pages, blob sizes, each entry weighed by its bytes; when they are full the oldest "
-        "quarter goes. `0` caches nothing: every manifest GET and blob HEAD reads the database (an indexed "
-        "point read, about 10 µs of CPU on SQLite). A size: `32MiB`, `1GiB` or bytes.",
+        "list and catalog pages, blob sizes, each entry weighed by its bytes. A write drops the answers "
+        "about its repository only (catalog pages: any write). When they are full, answers dropped that "
+        "way and expired ones go first, then the oldest quarter. `0` caches nothing: every manifest GET and "
+        "blob HEAD reads the database (an indexed point read, about 10 µs of CPU on SQLite). A size: "
+        "`32MiB`, `1GiB` or bytes.",
         json_schema_extra=doc("size"),
     )
 

@@ -1,0 +1,180 @@
+"""`python -m bench.misses`: in-process CPU per request that misses the read caches: a manifest GET by
+tag and a blob HEAD, each in a random repository, through the whole ASGI app as a worker builds it
+(`build_services` + `create_app`, auth off as in the scale bench), driven on one event loop without
+sockets or an HTTP client. The caches are off (`storage.cache.memory: 0`), so every request reads the
+database; `--cache 32MiB` measures hits instead (after the warm-up every repository is cached). CPU is
+`time.process_time()`, all of the process's threads (the worker threads a lookup hands off to, the
+pull recorder's flush thread): less moved by other processes' load than req/s, not immune to it.
+
+    python -m bench.misses [--repositories 300] [--requests 3000] [--rounds 4]
+                           [--database-url postgresql://...]
+
+Without `--database-url`: SQLite in a scratch data directory. Seeds through the services as
+`bench.scaleseed` does. Prints µs of CPU and of wall time per request, per round; a benchmark, not a
+test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.scalelayout import ScaleImage, repository_name
+
+BASE = "scale/base"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = (
+    b"application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
+    b"application/vnd.docker.distribution.manifest.v2+json"
+)
+
+
+def seed(services: Any, image: ScaleImage, repositories: int) -> None:
+    registry = services.registry
+    for blob in (image.config, image.layer):
+        state = services.blob_uploads.start(BASE)
+        append = services.uploads.begin_append(state)
+        append.write(blob)
+        services.blob_uploads.commit(append.finish(), image.digest_of(blob))
+    registry.put_manifest(BASE, "latest", image.manifest, MANIFEST_TYPE)
+    for index in range(repositories):
+        name = repository_name(index)
+        registry.mount_blob(name, image.config_digest, BASE)
+        registry.mount_blob(name, image.layer_digest, BASE)
+        registry.put_manifest(name, "latest", image.manifest, MANIFEST_TYPE)
+
+
+async def call(app: Any, method: str, path: str) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"registry.bench"), (b"accept", ACCEPT), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 5000),
+        "state": {},
+    }
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+class Lifespan:
+    """The app's lifespan on one ASGI call: startup, then (later) shutdown."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _step(self, phase: str) -> None:
+        await self.inbox.put({"type": f"lifespan.{phase}"})
+        message = await asyncio.wait_for(self.outbox.get(), 60)
+        if not message["type"].endswith(".complete"):
+            raise RuntimeError(f"lifespan {phase}: {message}")
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self.outbox.put))
+        await self._step("startup")
+
+    async def shutdown(self) -> None:
+        await self._step("shutdown")
+        assert self.task is not None
+        await self.task
+
+
+async def measure(app: Any, paths: list[tuple[str, str]]) -> tuple[float, float]:
+    """(µs of CPU, µs of wall time) per request."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for method, path in paths:
+        status = await call(app, method, path)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status}")
+    count = len(paths)
+    return (time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
+
+
+async def run(options: argparse.Namespace, workdir: Path) -> None:
+    from dockyard.app import build_services, create_app
+    from dockyard.config.settings import Settings
+
+    config: dict[str, Any] = {
+        "datadir": str(workdir / "data"),
+        "auth": {"enabled": False},
+        "jobs": {"run_in_serve": False},
+        "storage": {"cache": {"memory": options.cache}},
+        "log": {"level": options.log_level},
+    }
+    if options.database_url:
+        config["database"] = {"url": options.database_url}
+    services = build_services(Settings.model_validate(config))
+    image = ScaleImage.build()
+    seed(services, image, options.repositories)
+    app = create_app(services)
+    life = Lifespan(app)
+    await life.startup()
+    rng = random.Random(18)
+    kinds = {
+        "manifest GET by tag": lambda name: ("GET", f"/v2/{name}/manifests/latest"),
+        "blob HEAD": lambda name: ("HEAD", f"/v2/{name}/blobs/{image.layer_digest}"),
+    }
+    if options.only:
+        kinds = {kind: make for kind, make in kinds.items() if kind.lower().startswith(options.only)}
+    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
+    for make in kinds.values():  # warm up: imports, compiled statements, connections
+        await measure(app, [make(repository_name(index)) for index in range(options.repositories)])
+    for _ in range(options.rounds):
+        for kind, make in kinds.items():
+            names = [repository_name(rng.randrange(options.repositories)) for _ in range(options.requests)]
+            results[kind].append(await measure(app, [make(name) for name in names]))
+    await life.shutdown()
+    database = "PostgreSQL" if options.database_url else "SQLite"
+    database += f" cache={options.cache} log={options.log_level}"
+    for kind, rounds in results.items():
+        cpu = [round(c, 1) for c, _ in rounds]
+        wall = [round(w, 1) for _, w in rounds]
+        print(
+            f"{database} {kind}: CPU µs/request median {statistics.median(cpu):.1f} (rounds {cpu}); "
+            f"wall µs median {statistics.median(wall):.1f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.misses", description=__doc__)
+    parser.add_argument("--repositories", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--database-url")
+    parser.add_argument("--only", choices=["get", "head"], help="one kind of request only")
+    parser.add_argument("--cache", default="0", help="storage.cache.memory: 0 (every read misses) or a size")
+    parser.add_argument("--log-level", default="info", help="log.level (info: an access-log line a request)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-misses-") as scratch:
+        asyncio.run(run(options, Path(scratch)))
+
+
+if __name__ == "__main__":
+    main()
