@@ -4,6 +4,7 @@ provider's button, its login and consent pages, land on the page asked for as th
 CLI secret (shown once, with a copy button) and use it with /token, log out.
 
 The abuse cases (replays, other browsers, open redirects, impostors): tests/integration/test_oidc.py.
+With DOCKYARD_UI_SCREENSHOTS=<dir> it saves the login and account pages there, as test_portal.py does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from tests.e2e.test_portal import shoot
 from tests.support.oidc import RunningProvider, start_provider
 from tests.support.server import RunningServer, free_port, start_server
 
@@ -71,6 +73,7 @@ def test_sign_on_at_the_provider_make_a_cli_secret_and_log_out(
 
     page.goto("/ui/projects")
     expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    shoot(page, "login-sso")
     page.get_by_role("link", name="Log in with Example SSO").click()
     # The provider's own pages: its login form, then its consent form.
     expect(page).to_have_url(re.compile("^" + re.escape(provider.issuer) + "/interaction/"))
@@ -92,6 +95,7 @@ def test_sign_on_at_the_provider_make_a_cli_secret_and_log_out(
     assert secret and secret.startswith("dyc_")
     copy.click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
+    shoot(page, "account")
     scope = {"service": "dockyard", "scope": "registry:catalog:*"}
     assert httpx.get(f"{server.url}/token", params=scope, auth=("alice", secret)).status_code == 200
     page.goto("/ui/account")
