@@ -312,6 +312,15 @@ def test_member_roles_change_and_go(server: RunningServer, admin: Cli, tmp_path:
     assert "(HTTP 404 NOT_FOUND)" in admin.fails("project", "show", "roles")
 
 
+def test_a_single_sign_on_user_is_created_without_a_password(server: RunningServer, admin: Cli) -> None:
+    user = admin.json("user", "create", "sso-erin", "--oidc", "--email", "erin@example.com")
+    assert (user["username"], user["source"], user["email"]) == ("sso-erin", "oidc", "erin@example.com")
+    assert "oidc" in admin.ok("user", "show", "sso-erin")
+    # No password to log in with, whatever is tried.
+    assert me_with(server, "sso-erin", "") == 401
+    assert me_with(server, "sso-erin", "sso-erin-password-9") == 401
+
+
 def test_passwd_changes_the_password_and_users_can_be_deleted(
     server: RunningServer, admin: Cli, tmp_path: Path
 ) -> None:

@@ -40,12 +40,26 @@ def create(
     display_name: Annotated[str | None, typer.Option(help="Full name.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Make a system administrator.")] = False,
     password_stdin: PasswordStdin = False,
+    oidc: Annotated[
+        bool,
+        typer.Option(
+            "--oidc",
+            help="A single sign-on user, who logs in at the OpenID provider: no password (for "
+            "auth.oidc.auto_onboard: false).",
+        ),
+    ] = False,
 ) -> None:
-    """Create a local user (asks for the password, or reads it from stdin)."""
-    password = stdin_lines(1)[0] if password_stdin else ask_secret("Password", confirm=True)
+    """Create a local user (asks for the password, or reads it from stdin), or with --oidc a single
+    sign-on user."""
+    if oidc:
+        password, source = None, "oidc"
+    else:
+        password = stdin_lines(1)[0] if password_stdin else ask_secret("Password", confirm=True)
+        source = "local"
     body = {
         "username": username,
         "password": password,
+        "source": source,
         "email": email,
         "display_name": display_name,
         "admin": admin,
