@@ -12,18 +12,19 @@ one page of them, and the page says there are more.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
-from dockyard.ui.interfaces import Caller
 
 if TYPE_CHECKING:
     from dockyard.ui.pages import Portal
@@ -72,6 +73,9 @@ class BrowsePages:
         return await self._files(request, None)
 
     async def _files(self, request: Request, layer: str | None) -> Response:
+        """The page streams: its head at once, then rows as the API's listing brings them, then the
+        foot (more pages, the end, or where reading stopped). A refusal before the first entry (not a
+        tar, no such directory, a bound) is the page's status, as for any other page."""
         portal = self.portal
         caller, _ = portal.signed_in(request)
         name, reference = request.path_params["name"], request.path_params["reference"]
@@ -80,50 +84,47 @@ class BrowsePages:
         artifact_path = f"/repositories/{name}/artifacts/{reference}"
         artifact = (await portal.read(caller, artifact_path)).json()
         layers = artifact["manifest"].get("layers") or []
-        if layer is not None and layer not in [d.get("digest") for d in layers]:
+        digests = [d.get("digest") for d in layers]
+        if layer is not None and layer not in digests:
             raise portal.not_found()
         source = f"{artifact_path}/layers/{layer}/files" if layer else f"{artifact_path}/files"
-        listing = await self._listing(caller, source, directory, page)
-        return portal.render(
-            request,
-            "files.html",
-            name=name,
-            artifact=artifact,
-            layer=layer,
-            layer_number=[d.get("digest") for d in layers].index(layer) + 1 if layer else None,
-            layers=layers,
-            directory=directory,
-            crumbs=_crumbs(directory),
-            listing=listing,
-            page=page,
-            page_entries=PAGE_ENTRIES,
-            here=f"{MOUNT_PATH}/repositories/{quote(name)}/-/artifacts/{quote(artifact['digest'], safe=':')}",
-        )
-
-    async def _listing(self, caller: Caller, source: str, directory: str, page: int) -> Listing:
-        """The page's entries of the NDJSON listing: the ones before it are read and dropped, and
-        reading stops at the first entry after it (leaving the stream disconnects)."""
-        portal = self.portal
+        here = f"{MOUNT_PATH}/repositories/{quote(name)}/-/artifacts/{quote(artifact['digest'], safe=':')}"
         listing = Listing(first=(page - 1) * PAGE_ENTRIES)
-        seen = 0
-        async with portal.api.stream(caller, source, params={"path": directory}) as answer:
-            if answer.error is not None:
-                portal.refused(answer.error)
-            async for line in _lines(answer.chunks):
-                item = json.loads(line)
-                if "end" in item:
-                    listing.end = item["end"]
-                    break
-                if "errors" in item:
-                    listing.error = "; ".join(str(e.get("message", "")) for e in item["errors"])
-                    break
-                if seen >= listing.first + PAGE_ENTRIES:
-                    listing.more = True
-                    break
-                if seen >= listing.first:
-                    listing.entries.append(item)
-                seen += 1
-        return listing
+        context = {
+            "name": name,
+            "artifact": artifact,
+            "layer": layer,
+            "layer_number": digests.index(layer) + 1 if layer else None,
+            "layers": layers,
+            "directory": directory,
+            "crumbs": _crumbs(directory),
+            "listing": listing,
+            "page": page,
+            "page_entries": PAGE_ENTRIES,
+            "here": here,
+        }
+        stack = AsyncExitStack()
+        stream = portal.api.stream(caller, source, params={"path": directory})
+        answer = await stack.enter_async_context(stream)
+        if answer.error is not None:
+            await stack.aclose()
+            portal.refused(answer.error)
+        marker = f"<!--rows-{secrets.token_hex(8)}-->"
+        head, _, _ = portal.html(request, "files.html", rows=Markup(marker), **context).partition(marker)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield head.encode()
+                async for batch in _page_of(answer.chunks, listing):
+                    yield portal.html(request, "_file_rows.html", entries=batch, **context).encode()
+            finally:
+                await stack.aclose()
+            page_html = portal.html(request, "files.html", rows=Markup(marker), **context)
+            yield page_html.partition(marker)[2].encode()
+
+        return StreamingResponse(
+            body(), media_type="text/html; charset=utf-8", headers={"Vary": "HX-Request"}
+        )
 
     async def download(self, request: Request) -> Response:
         """The API's download, passed through as it streams: an attachment, never rendered."""
@@ -178,18 +179,48 @@ class BrowsePages:
         )
 
 
-async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _page_of(chunks: AsyncIterator[bytes], listing: Listing) -> AsyncIterator[list[dict[str, Any]]]:
+    """The page's entries of the NDJSON listing, a batch per chunk the API wrote (its first entry
+    alone, then every 200 entries or 0.2 s): the ones before the page are read and dropped, reading
+    stops at the first entry after it (leaving the stream disconnects), and `listing` records how it
+    ended."""
+    seen = 0
+    async for lines in _line_batches(chunks):
+        batch: list[dict[str, Any]] = []
+        for line in lines:
+            item = json.loads(line)
+            if "end" in item:
+                listing.end = item["end"]
+            elif "errors" in item:
+                listing.error = "; ".join(str(e.get("message", "")) for e in item["errors"])
+            elif seen >= listing.first + PAGE_ENTRIES:
+                listing.more = True
+            else:
+                if seen >= listing.first:
+                    batch.append(item)
+                seen += 1
+                continue
+            break
+        listing.entries += batch
+        if batch:
+            yield batch
+        if listing.end is not None or listing.error is not None or listing.more:
+            return
+
+
+async def _line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The complete lines of each chunk (a line split across chunks goes with the later one)."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
         *complete, buffer = buffer.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield line
         if len(buffer) > MAX_LINE:
             raise ValueError("an NDJSON line too long")
+        lines = [line for line in complete if line.strip()]
+        if lines:
+            yield lines
     if buffer.strip():
-        yield buffer
+        yield [buffer]
 
 
 def _directory(value: str | None) -> str:

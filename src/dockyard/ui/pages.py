@@ -139,9 +139,13 @@ class Portal:
         return PageError(404, NOT_FOUND)
 
     def render(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        html = self.html(request, template, **context)
+        return Response(html, status, media_type="text/html; charset=utf-8", headers={"Vary": "HX-Request"})
+
+    def html(self, request: Request, template: str, **context: Any) -> str:
         value = session_cookie(request)
         session = self.sessions.read(value) if value else None
-        html = self.env.get_template(template).render(
+        return self.env.get_template(template).render(
             base=MOUNT_PATH,
             user=session.name if session else None,
             csrf_token=session.csrf_token if session else "",
@@ -152,7 +156,6 @@ class Portal:
             sso_name=self.sso_name,
             **context,
         )
-        return Response(html, status, media_type="text/html; charset=utf-8", headers={"Vary": "HX-Request"})
 
     def pull_host(self, request: Request) -> str:
         return self.registry_host or request.headers.get("host", "")

@@ -53,7 +53,7 @@ def within(seconds: float, main: Callable[[], Awaitable[Any]]) -> Any:
     thread = threading.Thread(target=lambda: result.append(asyncio.run(main())), daemon=True)
     thread.start()
     thread.join(seconds)
-    assert result, f"still running after {seconds} s: the API was not told the portal left"
+    assert result, f"still running after {seconds} s"
     return result[0]
 
 
