@@ -49,7 +49,7 @@ def mark_parent() -> None:
     """In `serve`, before any child starts: the children's parent is this process, and every process
     forked from it from now on (Granian's HTTP workers) is bound to it before it runs anything else."""
     os.environ[PARENT_ENV] = str(os.getpid())
-    _libc()  # loaded here, not in each child after the fork
+    libc()  # loaded here, not in each child after the fork
     if not _HOOKED:
         os.register_at_fork(after_in_child=bind_to_parent)
         _HOOKED.append(True)
@@ -59,10 +59,18 @@ _HOOKED: list[bool] = []
 _LIBC: list[ctypes.CDLL] = []
 
 
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library (prctl here, mallopt in `services.tune_malloc`), loaded once per process by its
+    soname: `ctypes.util.find_library` forks and runs `ldconfig -p` to find it, which every HTTP
+    worker did between its fork and its first answer (and serve and the job runner at their start)."""
     if not _LIBC:
-        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+        try:
+            loaded = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc's, on every Linux dockyard runs on
+        except OSError:
+            loaded = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        _LIBC.append(loaded)
     return _LIBC[0]
+
 
 
 def _expected_parent() -> int | None:
@@ -76,8 +84,7 @@ def _expected_parent() -> int | None:
 def _on_parent_death(signum: int, parent: int) -> None:
     """prctl(PR_SET_PDEATHSIG, signum); then, if `parent` is gone already (it died before the prctl,
     so no signal comes), exit at once: not sys.exit, which whatever runs this child may catch."""
-    libc = _libc()
-    if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+    if libc().prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
         log.warning(
             "prctl(PR_SET_PDEATHSIG) failed (errno %d): relying on the parent watch", ctypes.get_errno()
         )

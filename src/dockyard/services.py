@@ -10,8 +10,6 @@ configured and used, so each process holds only the modules it runs (docs/benchm
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
 import functools
 import logging
@@ -38,6 +36,7 @@ from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobContext, JobKind
 from dockyard.jobs.queue import JobQueue
+from dockyard.lifecycle import libc as c_library
 from dockyard.lifecycle import started_by_serve
 from dockyard.observability.metrics import GCMetrics, JobMetrics, ScanMetrics
 from dockyard.projects.immutability import ImmutabilityRules
@@ -529,7 +528,7 @@ def tune_malloc() -> None:
     keeps its own free memory (and those few MiB); with 4, a worker kept 3-5 MiB more after a load of
     pushes, pulls and logins, and two cores gain nothing from more (docs/benchmarks.md, "Memory")."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = c_library()
         libc.mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 4 * 1024 * 1024)
         libc.mallopt(_M_ARENA_MAX, ARENAS)
