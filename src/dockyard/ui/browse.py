@@ -110,7 +110,11 @@ class BrowsePages:
             await stack.aclose()
             portal.refused(answer.error)
         marker = f"<!--rows-{secrets.token_hex(8)}-->"
-        head, _, _ = portal.html(request, "files.html", rows=Markup(marker), **context).partition(marker)
+        try:
+            head, _, _ = portal.html(request, "files.html", rows=Markup(marker), **context).partition(marker)
+        except BaseException:
+            await stack.aclose()  # the API's task is not left waiting for a reader
+            raise
 
         async def body() -> AsyncIterator[bytes]:
             try:

@@ -11,8 +11,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from dockyard.ui.interfaces import ApiAnswer, ApiStream, Caller
-from dockyard.ui.pages import build_portal
+from dockyard.ui.pages import Portal, build_portal
 from tests.unit.ui.test_inprocess_stream import within
 
 LAYER = "sha256:" + "ab" * 32
@@ -35,6 +37,7 @@ class SlowLayerApi:
 
     def __init__(self) -> None:
         self.more = asyncio.Event()
+        self.left = False  # the portal left the stream's block
 
     async def call(self, caller: Caller, method: str, path: str, **_: Any) -> ApiAnswer:
         return ApiAnswer(200, {}, json.dumps(ARTIFACT).encode())
@@ -48,7 +51,10 @@ class SlowLayerApi:
             await self.more.wait()
             yield _entry("last-file") + b"\n" + json.dumps({"end": {"entries": 2}}).encode() + b"\n"
 
-        yield ApiStream(200, {"content-type": "application/x-ndjson"}, chunks())
+        try:
+            yield ApiStream(200, {"content-type": "application/x-ndjson"}, chunks())
+        finally:
+            self.left = True
 
 
 def _entry(name: str) -> bytes:
@@ -58,17 +64,20 @@ def _entry(name: str) -> bytes:
     return json.dumps(entry).encode()
 
 
+PATH = f"/repositories/team/app/-/artifacts/v1/layers/{LAYER}/files"
+SCOPE = {
+    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+    "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "root_path": "",
+    "query_string": b"", "headers": [(b"host", b"localhost"), (b"cookie", b"dockyard_ui=cookie")],
+    "client": ("127.0.0.1", 1), "server": ("localhost", 80),
+}
+
+
 def test_the_first_rows_arrive_before_the_layer_is_read_to_its_end() -> None:
     async def main() -> tuple[str, str]:
         api = SlowLayerApi()
         app = build_portal(api, Sessions(), 3600)
-        path = f"/repositories/team/app/-/artifacts/v1/layers/{LAYER}/files"
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-            "query_string": b"", "headers": [(b"host", b"localhost"), (b"cookie", b"dockyard_ui=cookie")],
-            "client": ("127.0.0.1", 1), "server": ("localhost", 80),
-        }
+        scope = dict(SCOPE)
         received: list[bytes] = []
         first_row = asyncio.Event()
 
@@ -92,3 +101,26 @@ def test_the_first_rows_arrive_before_the_layer_is_read_to_its_end() -> None:
     before, page = within(10, main)
     assert "<h1>Layer 1 of 1" in before and "first-file" in before and "last-file" not in before
     assert "last-file" in page and "2 entries." in page and page.rstrip().endswith("</html>")
+
+
+def test_a_page_that_fails_before_its_first_byte_leaves_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Portal, request: Any, template: str, **context: Any) -> str:
+        raise RuntimeError("a template error")
+
+    monkeypatch.setattr(Portal, "html", broken)
+
+    async def main() -> bool:
+        api = SlowLayerApi()
+        app = build_portal(api, Sessions(), 3600)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        with pytest.raises(RuntimeError):
+            await app(dict(SCOPE), receive, send)
+        return api.left
+
+    assert within(10, main), "the API's stream was left open"
