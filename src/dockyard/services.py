@@ -15,6 +15,7 @@ import functools
 import logging
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -219,7 +220,6 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
     until a verdict or a key changes (Topic.VERDICTS); verdicts only read, never computed here."""
     from dockyard.projects.pull_policies import PullPolicies, PullPolicy
     from dockyard.signatures.pull_gate import PullGate
-    from dockyard.signatures.services import Signatures
 
     policies = PullPolicies(
         db,
@@ -232,7 +232,28 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
     from dockyard.scans.services import Scans
 
     # Stored scan summaries (one indexed row each); a stored result bumps Topic.VERDICTS (_scan_kind).
-    return PullGate(db, policies, Signatures(db, registry, blobs), decisions, Scans(db))
+    return PullGate(db, policies, _StoredVerdicts(db, registry, blobs), decisions, Scans(db))
+
+
+class _StoredVerdicts:
+    """The pull gate's stored signature verdicts (`Signatures.cached`), built on the first pull it
+    judges: `dockyard.signatures.services` brings the verifiers along, and with them cryptography's
+    X.509, SSH and sigstore parsers (~10 MiB), which a process that never judges a pull (the job
+    runner; a registry without signature policies) then never loads."""
+
+    def __init__(self, db: Database, registry: Registry, blobs: BlobStore) -> None:
+        self._parts = (db, registry, blobs)
+        self._signatures: Any = None
+        self._lock = threading.Lock()
+
+    def cached(self, repository: str, digest: str) -> Any:
+        if self._signatures is None:
+            with self._lock:
+                if self._signatures is None:
+                    from dockyard.signatures.services import Signatures
+
+                    self._signatures = Signatures(*self._parts)
+        return self._signatures.cached(repository, digest)
 
 
 def build_outbox(
