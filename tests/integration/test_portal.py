@@ -15,12 +15,14 @@ from tests.integration.test_inventory import push
 from tests.support.layers import Member, file, layer, whiteout
 from tests.support.ociclient import (
     OCI_CONFIG,
+    OCI_INDEX,
     OCI_LAYER,
     OCI_MANIFEST,
     OCIClient,
     descriptor,
     digest_of,
     image_manifest,
+    index_manifest,
 )
 from tests.support.portal import PortalBrowser, signed_out
 from tests.support.server import RunningServer, start_server
@@ -427,8 +429,14 @@ def test_a_huge_directory_is_shown_a_page_at_a_time(server: RunningServer, layer
         assert 'rel="next"' not in last.text and "Entries 1001\N{EN DASH}1100 of 1100" in last.text
 
 
+def manifest_bytes(http: httpx.Client, tag: str) -> bytes:
+    answer = http.get(f"/v2/shop/files/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+    assert answer.status_code == 200, answer.text
+    return answer.content
+
+
 def test_the_diff_page_shows_layers_files_and_packages(
-    server: RunningServer, layered: dict[str, str]
+    server: RunningServer, layered: dict[str, str], admin_api: httpx.Client
 ) -> None:
     with browser_of(server, *ADMIN) as browser:
         form = browser.get("/ui/repositories/shop/files/-/diff")
@@ -442,6 +450,20 @@ def test_the_diff_page_shows_layers_files_and_packages(
         assert "&lt;script&gt;alert(1)" in page.text and "<script>alert(1)" not in page.text
         missing = browser.get("/ui/repositories/shop/files/-/diff", params={"from": "v1", "to": "nope"})
         assert missing.status_code == 404
+        # Multi-platform images: the page says which platforms there are, then compares the one named.
+        index = index_manifest([
+            {**descriptor(OCI_MANIFEST, manifest_bytes(admin_api, tag)), "platform": platform}
+            for tag, platform in (("v2", {"os": "linux", "architecture": "amd64"}),
+                                  ("big", {"os": "linux", "architecture": "arm64"}))
+        ])
+        OCIClient(admin_api).push_manifest("shop/files", "multi", index, OCI_INDEX)
+        query = {"from": "v1", "to": "multi"}
+        which = browser.get("/ui/repositories/shop/files/-/diff", params=query)
+        assert which.status_code == 400 and "linux/arm64" in which.text
+        chosen = browser.get(
+            "/ui/repositories/shop/files/-/diff", params={**query, "platform": "linux/amd64"}
+        )
+        assert chosen.status_code == 200 and "1 layer shared, 1 added, 0 removed" in chosen.text
     with browser_of(server, "viewer") as browser:  # a member of shop: may pull, so may compare
         assert browser.get(
             "/ui/repositories/shop/files/-/diff", params={"from": "v1", "to": "v2"}

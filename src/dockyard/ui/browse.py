@@ -168,10 +168,12 @@ class BrowsePages:
         name = request.path_params["name"]
         old = request.query_params.get("from", "").strip()[:512]
         new = request.query_params.get("to", "").strip()[:512]
+        platform = request.query_params.get("platform", "").strip()[:100]
         result = None
         if old and new:
             path = f"/repositories/{name}/artifacts/{old}/diff"
-            result = (await portal.read(caller, path, {"to": new})).json()
+            params = {"to": new, **({"platform": platform} if platform else {})}
+            result = (await portal.read(caller, path, params)).json()
             tags = []
         else:  # the form: the repository's newest tags to choose from
             answer = await portal.read(
@@ -179,7 +181,15 @@ class BrowsePages:
             )
             tags = [tag["name"] for tag in answer.json()]
         return portal.render(
-            request, "diff.html", name=name, old=old, new=new, result=result, tags=tags, rows=DIFF_ROWS
+            request,
+            "diff.html",
+            name=name,
+            old=old,
+            new=new,
+            platform=platform,
+            result=result,
+            tags=tags,
+            rows=DIFF_ROWS,
         )
 
 
