@@ -131,6 +131,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/coordination/",  # feeds, caches, locks: in-process, files and Redis
     "tests/unit/maintenance/",
     "tests/unit/oidc/test_idtoken.py",  # the ID token's checks: keys and tokens made in the test
+    "tests/unit/oidc/test_client.py",  # the provider client against loopback stand-ins
     # Pure logic, tar and file walkers, parsers: not one of their tests opened a database or started a
     # server in the SQLite pass (checked with a SQLAlchemy connect listener and a watch on subprocesses).
     # Modules with some database tests stay in the PostgreSQL pass whole.

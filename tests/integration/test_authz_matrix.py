@@ -129,6 +129,7 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/oidc/authorize", "POST"): Rule(OPEN, 404),
     ("/oidc/callback", "POST"): Rule(OPEN, 404),
     ("/me/cli-secret", "POST"): Rule(OIDC_SESSION),  # only in a session opened with single sign-on
+    ("/system/oidc/test", "POST"): Rule(SYSTEM_ADMIN, 404),  # 404: not configured on the matrix server
     ("/users", "GET"): Rule(SYSTEM_ADMIN),
     ("/users", "POST"): Rule(SYSTEM_ADMIN, 201),
     ("/users/{username}", "GET"): Rule(SYSTEM_ADMIN),
@@ -1292,6 +1293,7 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/oidc/authorize", "POST", ""): oidc_authorize,
     ("/oidc/callback", "POST", ""): oidc_callback,
     ("/me/cli-secret", "POST", ""): plain(),
+    ("/system/oidc/test", "POST", ""): plain(),
     ("/users", "GET", ""): plain(),
     ("/endpoints", "GET", ""): plain(),
     ("/endpoints", "POST", ""): create_endpoint,

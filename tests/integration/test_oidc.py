@@ -9,6 +9,7 @@ tests/e2e/test_portal.py.)"""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -247,3 +248,27 @@ def test_logout_ends_the_session_on_the_server(server: RunningServer) -> None:
     with PortalBrowser(server.url) as copy:
         copy.http.cookies.set("dockyard_ui", kept or "")
         assert signed_out(copy.get("/ui/projects"))
+
+
+def test_an_administrator_can_test_the_provider_and_no_one_else(
+    server: RunningServer, admin: httpx.Client
+) -> None:
+    found = admin.post("/api/v1/system/oidc/test")
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert (body["ok"], body["error"], body["redirect_uri"]) == (True, None, f"{server.url}/ui/oidc/callback")
+    assert body["signing_keys"] >= 1 and body["token_endpoint"].endswith("/token")
+    with sso_browser(server, "carol") as carol:  # not an administrator
+        made = SECRET.search(carol.submit("/ui/account/cli-secret").text)
+        assert made
+    assert (
+        httpx.post(f"{server.url}/api/v1/system/oidc/test", auth=("carol", made.group(1))).status_code == 403
+    )
+    assert httpx.post(f"{server.url}/api/v1/system/oidc/test").status_code == 401
+    deadline = time.monotonic() + 10  # the audit log writes in batches about once a second
+    while not (
+        checked := admin.get("/api/v1/audit", params={"action": "check", "resource": "auth.oidc"}).json()
+    ):
+        assert time.monotonic() < deadline, "the test was not audited"
+        time.sleep(0.2)
+    assert [(event["actor"], event["detail"]["ok"]) for event in checked] == [("admin", True)]

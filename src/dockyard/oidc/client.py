@@ -85,6 +85,31 @@ class OIDCClient:
             self._jwks = (self._clock(), document)
         return document
 
+    def check(self) -> dict[str, Any]:
+        """Ask the provider now, its discovery document and JWKS afresh (they replace the cached ones):
+        what an administrator's "test" shows. `ok` false with `error` when it fails."""
+        with self._lock:
+            self._metadata = self._jwks = None
+        found: dict[str, Any] = {"ok": False, "error": None, "issuer": self._settings.issuer}
+        found["redirect_uri"] = self.redirect_uri
+        try:
+            metadata = self.metadata()
+            found.update(
+                authorization_endpoint=metadata.authorization_endpoint,
+                token_endpoint=metadata.token_endpoint,
+                userinfo_endpoint=metadata.userinfo_endpoint,
+            )
+            keys = self.jwks()["keys"]
+        except OIDCUnavailable as error:
+            detail = f" ({error.detail})" if error.detail else ""
+            found["error"] = f"{error.message}{detail}"
+            return found
+        usable = [key for key in keys if isinstance(key, dict) and key.get("kty") in ("RSA", "EC", "OKP")]
+        found.update(ok=bool(usable), signing_keys=len(usable))
+        if not usable:
+            found["error"] = "the provider's JWKS has no RSA, EC or OKP key to verify ID tokens with"
+        return found
+
     # --- the code flow ------------------------------------------------------------------------------
     def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
         """The token endpoint's answer for this code (PKCE's verifier, the fixed redirect URI)."""

@@ -90,6 +90,10 @@ class OIDCLogins:
         endpoint = metadata.authorization_endpoint
         return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}", binding
 
+    def check(self) -> dict[str, Any]:
+        """The provider as it answers now (OIDCClient.check)."""
+        return self._client.check()
+
     def finish(self, code: str, state: str, binding: str) -> FinishedLogin:
         """The identity the provider vouches for; OIDCLoginFailed, OIDCAccountRefused or
         OIDCUnavailable otherwise. The state is used up whatever happens after its binding matched."""

@@ -18,7 +18,7 @@ from dockyard.api.management.audit import AUDITED_STATE, audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
 from dockyard.api.management.routers.session import SessionOut, open_session, record_login
-from dockyard.api.management.security import SignedIn
+from dockyard.api.management.security import Admin, SignedIn
 from dockyard.audit.interfaces import AuditAction, AuditResult, ResourceType
 from dockyard.auth.interfaces import AuthenticationFailed, CredentialKind, PrincipalKind
 from dockyard.oidc.interfaces import OIDCAccountRefused, OIDCLoginFailed
@@ -62,6 +62,17 @@ class CLISecretOut(BaseModel):
         description="Shown this once: use it as the password with your username (docker login, "
         "/token, Basic on the API). The previous one stopped working."
     )
+
+
+class ProviderCheckOut(BaseModel):
+    ok: bool
+    error: str | None = Field(description="What failed, when something did.")
+    issuer: str
+    redirect_uri: str = Field(description="Register exactly this with the provider.")
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    userinfo_endpoint: str | None = None
+    signing_keys: int = Field(default=0, description="Keys in the provider's JWKS that can sign ID tokens.")
 
 
 def _logins(services: ManagementServices) -> OIDCLogins:
@@ -121,6 +132,19 @@ def new_cli_secret(request: Request, principal: SignedIn, services: Services) ->
             raise ApiError(403, "a CLI secret is made in a session opened with single sign-on")
         secret, _ = services.users.new_cli_secret(principal.name)
     return CLISecretOut(secret=secret)
+
+
+@router.post("/system/oidc/test", response_model=ProviderCheckOut)
+def test_provider(request: Request, principal: Admin, services: Services) -> ProviderCheckOut:
+    """Ask the OpenID provider now (system administrators): its discovery document and JWKS, fetched
+    afresh. 200 whatever the provider answered (`ok`, and `error` saying what failed); 404 when
+    single sign-on is not configured."""
+    with audited(
+        services, request, principal, AuditAction.CHECK, ResourceType.SETTINGS, "auth.oidc"
+    ) as detail:
+        found = _logins(services).check()
+        detail.update(ok=found["ok"], error=found["error"])
+    return ProviderCheckOut(**found)
 
 
 def local_path(target: str) -> str:
