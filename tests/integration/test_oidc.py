@@ -115,6 +115,9 @@ def test_a_login_creates_the_user_with_their_groups_and_admin_standing(
         assert "single sign-on" in account.text and "Make a new CLI secret" in account.text
     user = admin.get("/api/v1/users/alice").json()
     assert (user["source"], user["admin"], user["email"]) == ("oidc", True, "alice@example.com")
+    with sso_browser(server, "bob") as bob:  # a developer, not an administrator
+        assert bob.get("/ui/projects/dev").status_code == 200
+        assert admin.get("/api/v1/users/bob").json()["admin"] is False
     with sso_browser(server, "carol") as carol:  # in no group
         assert carol.get("/ui/projects/dev").status_code == 404
         assert admin.get("/api/v1/users/carol").json()["admin"] is False

@@ -130,19 +130,28 @@ class GroupService:
         self, user_id: int, names: Iterable[str], source: UserSource = UserSource.LDAP
     ) -> frozenset[str]:
         """Make the user's memberships of groups from `source` (LDAP, or the OpenID provider) exactly
-        `names` (local groups are kept). A group of that name that already exists is used whatever its
-        source. Returns all the user's group names afterwards."""
+        `names`; local groups are kept. For LDAP a group of that name that already exists is used
+        whatever its source. An OpenID provider manages its user's memberships of every directory group
+        (its own, and the LDAP-sourced ones project memberships create for a group named before anyone
+        logged in): it joins and leaves those, never a local group (a name a local group has is left
+        out: that membership would not be the provider's to take away again).
+        Returns all the user's group names afterwards."""
         wanted = {name for name in names if name}
         for name in wanted:
             validate_group_name(name)
         with self._db.write() as connection:
-            ids = {ensure_group(connection, name, source).id for name in sorted(wanted)}
+            groups = [ensure_group(connection, name, source) for name in sorted(wanted)]
+            managed = {source.value}
+            if source is UserSource.OIDC:
+                managed.add(UserSource.LDAP.value)
+                groups = [group for group in groups if group.source.value in managed]
+            ids = {group.id for group in groups}
             current = {
                 row.group_id
                 for row in connection.execute(
                     select(UserGroupRow.group_id)
                     .join(GroupRow, GroupRow.id == UserGroupRow.group_id)
-                    .where(UserGroupRow.user_id == user_id, GroupRow.source == source.value)
+                    .where(UserGroupRow.user_id == user_id, GroupRow.source.in_(sorted(managed)))
                 )
             }
             if current - ids:

@@ -110,3 +110,17 @@ def test_only_sso_users_have_a_cli_secret_and_it_is_no_one_elses_password(servic
     )
     with pytest.raises(AuthenticationFailed):
         authenticator.reload(forged)
+
+
+def test_a_provider_joins_and_leaves_directory_groups_never_local_ones(services: Services) -> None:
+    # A local group's memberships are the administrators': the provider would not take one away again.
+    authenticator = make(services)
+    services.groups.create("ops")
+    # A project membership names a group before anyone logged in: it is made as a directory group.
+    services.groups.create("developers", UserSource.LDAP)
+    principal = authenticator.single_sign_on(identity(groups=("ops", "developers", "devs")), onboard=True)
+    assert principal.groups == frozenset({"developers", "devs"})
+    assert services.groups.members("ops") == []
+    later = authenticator.single_sign_on(identity(groups=("devs",)), onboard=True)
+    assert later.groups == frozenset({"devs"})
+    assert services.groups.members("developers") == []
