@@ -243,3 +243,48 @@ def test_add_move_and_delete_tags_and_delete_artifacts_in_bulk(
     assert one in page.content()
     assert [p for p in problems if "status of 409" not in p] == [], problems  # the refusal is a 409
     context.close()
+
+
+def test_a_robot_is_made_its_secret_copied_once_and_used_with_skopeo(
+    registry: RunningServer, browser: Browser, tools: ContainerTools
+) -> None:
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+        assert http.post("/api/v1/projects", json={"name": "botyard"}).status_code == 201
+        OCIClient(http).push_image("botyard/app", "1", seed="robot")
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=registry.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    log_in(page)
+
+    page.goto("/ui/projects/botyard")
+    page.get_by_role("link", name="Robot accounts").click()
+    page.get_by_label(re.compile(r"^Name")).fill("ci")
+    page.get_by_label("Description").fill("<b>builds</b>")
+    page.get_by_label("push").check()
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="robot$botyard+ci is ready")).to_be_visible()
+    shoot(page, "robot-secret")
+    button = page.locator(".pull button.copy")
+    secret = str(button.get_attribute("data-copy"))
+    button.click()
+    expect(button).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    expect(page.get_by_role("cell", name="<b>builds</b>")).to_be_visible()  # shown as text
+
+    tools.skopeo(
+        "inspect", "--tls-verify=false", "--creds", f"robot$botyard+ci:{secret}",
+        f"docker://{registry.host}/botyard/app:1",
+    )
+    page.reload()  # the form again: the API refuses the name taken (409), and no secret comes back
+    expect(page.get_by_role("alert")).to_contain_text("already exists")
+    assert secret not in page.content()
+    page.goto("/ui/projects/botyard/robots")
+    assert secret not in page.content()
+    page.get_by_role("link", name="robot$botyard+ci").click()
+    expect(page.get_by_role("button", name="Make a new secret")).to_be_visible()
+    assert secret not in page.content()
+    assert [p for p in problems if "status of 409" not in p] == [], problems
+    context.close()

@@ -1544,7 +1544,19 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/repositories/{name:path}/-/diff", "GET"): (f"{R}/artifacts/{{reference}}/diff", "GET"),
     ("/repositories/{name:path}/-/artifacts/{reference}/tags", "POST"): (f"{R}/tags/{{tag}}", "PUT"),
     ("/repositories/{name:path}/-/delete", "POST"): (f"{R}/artifacts/{{reference}}", "DELETE"),
+    (f"{P}/members", "GET"): (f"{P}/members", "GET"),
+    (f"{P}/members", "POST"): (f"{P}/members", "POST"),
+    (f"{P}/members/{{member_id}}/role", "POST"): (f"{P}/members/{{member_id}}", "PATCH"),
+    (f"{P}/members/{{member_id}}/delete", "POST"): (f"{P}/members/{{member_id}}", "DELETE"),
+    (PR, "GET"): (PR, "GET"),
+    (PR, "POST"): (PR, "POST"),
+    (f"{PR}/{{robot}}", "GET"): (f"{PR}/{{name}}", "GET"),
+    (f"{PR}/{{robot}}/disabled", "POST"): (f"{PR}/{{name}}", "PATCH"),
+    (f"{PR}/{{robot}}/secret", "POST"): (f"{PR}/{{name}}/secret", "POST"),
+    (f"{PR}/{{robot}}/delete", "POST"): (f"{PR}/{{name}}", "DELETE"),
 }
+# Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
+UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST")}
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 # Single sign-on's pages, for anyone, answer as it is not configured on the matrix server: the login page
 # with the API's 404, and (no login under way in this browser) 400.
@@ -1634,6 +1646,38 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         manifest = f"/v2/{w.repo(str(project))}/manifests/{doomed}"
         return UiCall("POST", "/ui" + fill(ep.path, **names), {"digest": doomed}, session,
                       observe=lambda: w.v2_status("HEAD", manifest))
+    if ep.path.startswith(f"{P}/members/"):
+        assert project is not None
+        member_id = str(w.add_joiner(project))
+        listed = f"/projects/{project}/members"
+        joined = lambda: [m["role"] for m in w.admin.api("GET", listed, params={"q": JOINER})]  # noqa: E731
+        return UiCall("POST", "/ui" + fill(ep.path, project=str(project), member_id=member_id),
+                      {"role": "developer"}, session, observe=joined,
+                      cleanup=lambda: w.drop_joiner(str(project)))
+    if key == (f"{P}/members", "POST"):
+        listed = f"/projects/{project}/members"
+        joined = lambda: [m["role"] for m in w.admin.api("GET", listed, params={"q": JOINER})]  # noqa: E731
+        form = {"kind": "user", "name": JOINER, "role": "guest"}
+        return UiCall("POST", "/ui" + fill(ep.path, **names), form, session, observe=joined,
+                      cleanup=lambda: w.drop_joiner(str(project)))
+    if key == (PR, "POST"):
+        made = w.unique("uimade")
+        path = f"/projects/{project}/robots/{made}"
+        return UiCall("POST", "/ui" + fill(ep.path, **names), {"name": made, "actions": "pull"}, session,
+                      observe=gone_or_there(w, path),
+                      cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)))
+    if ep.path.startswith(f"{PR}/"):
+        path, full, secret = w.new_robot(str(project))
+        call = UiCall(ep.method, "/ui" + fill(ep.path, project=str(project), robot=path.rsplit("/", 1)[1]),
+                      session=session, cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)))
+        if ep.path.endswith("/disabled"):
+            call.form = {"disabled": "true"}
+            call.observe = lambda: w.admin.api("GET", path)["disabled"]
+        elif ep.path.endswith("/secret"):  # the old secret must still work after a refusal
+            call.observe = lambda: w.caller.http.get(api("/me"), auth=(full, secret)).status_code
+        elif ep.path.endswith("/delete"):
+            call.observe = gone_or_there(w, path)
+        return call
     query = ""
     if ep.path.endswith("/download"):
         query = "?path=/etc/project"
@@ -1682,6 +1726,8 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
         ok = answer.status_code == 200 if call.method == "GET" else answer.status_code in (302, 303)
         if key == ("/", "GET"):
             ok = answer.status_code == 303
+        elif key in UI_SHOWS_ONCE:
+            ok = answer.status_code == 200
         elif key in SSO_PAGES:
             ok = answer.status_code == SSO_PAGES[key]
         elif call.method == "GET" and ep.path != "/login":

@@ -6,7 +6,9 @@ browser; test_authz_matrix.py holds every portal route against every role.)"""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -566,3 +568,72 @@ def test_artifacts_are_deleted_in_bulk_each_as_the_api_allows(
             admin_api.delete(f"/api/v1/projects/shop/immutable-rules/{made.json()['id']}")
         nothing = browser.submit("/ui/repositories/shop/bulk/-/delete", {"digest": "../../x"})
         assert nothing.status_code == 200 and "Those are not digests." in nothing.text and exists(kept)
+
+
+def test_members_are_added_changed_and_removed_as_the_api_allows(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    add_user(admin_api, "mate")
+    crew = "cn=<b>crew</b>,ou=groups"  # a group's name is the directory's text: escaped on the page
+    with browser_of(server, *ADMIN) as browser:
+        for kind, name in [("user", "mate"), ("group", crew)]:
+            form = {"kind": kind, "name": name, "role": "developer"}
+            added = browser.submit("/ui/projects/shop/members", form)
+            assert (added.status_code, added.headers["location"]) == (303, "/ui/projects/shop/members")
+        page = browser.get("/ui/projects/shop/members")
+        assert page.status_code == 200 and "mate" in page.text
+        assert "cn=&lt;b&gt;crew&lt;/b&gt;" in page.text and "<b>crew" not in page.text
+        members = admin_api.get("/api/v1/projects/shop/members", params={"q": "mate"}).json()
+        assert [(m["name"], m["role"]) for m in members] == [("mate", "developer")]
+        member = members[0]["id"]
+        changed = browser.submit(f"/ui/projects/shop/members/{member}/role", {"role": "maintainer"})
+        assert changed.status_code == 303
+        assert admin_api.get(f"/api/v1/projects/shop/members/{member}").json()["role"] == "maintainer"
+        twice = browser.submit("/ui/projects/shop/members", {"kind": "user", "name": "mate", "role": "guest"})
+        assert twice.status_code == 409  # the API's refusal, on the page
+    with browser_of(server, "viewer") as browser:  # a limited guest may not even read the members
+        assert browser.get("/ui/projects/shop/members").status_code == 403
+        assert browser.submit(f"/ui/projects/shop/members/{member}/delete").status_code == 403
+        assert browser.get(f"/ui/projects/{SECRET_PROJECT}/members").status_code == 404
+    assert admin_api.get(f"/api/v1/projects/shop/members/{member}").status_code == 200
+    with browser_of(server, *ADMIN) as browser:
+        assert browser.submit(f"/ui/projects/shop/members/{member}/delete").status_code == 303
+    assert admin_api.get(f"/api/v1/projects/shop/members/{member}").status_code == 404
+
+
+def test_a_robot_secret_is_shown_once_and_never_again(server: RunningServer, admin_api: httpx.Client) -> None:
+    evil = "<script>alert(1)</script>"
+    with browser_of(server, *ADMIN) as browser:
+        form = {"name": "ci", "description": evil, "actions": "pull", "expires_on": "2099-01-31"}
+        unsigned = browser.submit("/ui/projects/shop/robots", form, csrf=None)
+        assert unsigned.status_code == 403
+        assert admin_api.get("/api/v1/projects/shop/robots/ci").status_code == 404
+        made = browser.submit("/ui/projects/shop/robots", form)
+        assert made.status_code == 200, made.text
+        assert made.headers["cache-control"] == "no-store"
+        secret = re.search(r'data-copy="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
+        robot = "robot$shop+ci"
+        assert httpx.get(f"{server.url}/api/v1/projects/shop", auth=(robot, secret)).status_code == 200
+        page = f"/ui/projects/shop/robots/{quote(robot, safe='')}"
+        for path in ["/ui/projects/shop/robots", page]:
+            shown = browser.get(path)
+            assert shown.status_code == 200 and robot in shown.text, path
+            assert secret not in shown.text, path
+            assert "<script>alert" not in shown.text and "&lt;script&gt;alert(1)" in shown.text, path
+        assert "2099-01-31 23:59 UTC" in browser.get(page).text
+        assert browser.submit(f"{page}/disabled", {"disabled": "true"}).status_code == 303
+        assert admin_api.get("/api/v1/projects/shop/robots/ci").json()["disabled"] is True
+        assert browser.submit(f"{page}/disabled", {"disabled": "false"}).status_code == 303
+        fresh = browser.submit(f"{page}/secret")
+        assert fresh.status_code == 200
+        new_secret = re.search(r'data-copy="([^"]+)"', fresh.text).group(1)  # type: ignore[union-attr]
+        assert new_secret != secret
+        assert httpx.get(f"{server.url}/api/v1/projects/shop", auth=(robot, secret)).status_code == 401
+        for path in ["/ui/projects/shop/robots", page]:
+            assert new_secret not in browser.get(path).text
+    with browser_of(server, "viewer") as browser:  # a limited guest: neither the list nor a change
+        assert browser.get("/ui/projects/shop/robots").status_code == 403
+        assert browser.submit(f"{page}/delete").status_code == 403
+    with browser_of(server, *ADMIN) as browser:
+        assert browser.submit(f"{page}/delete").status_code == 303
+    assert admin_api.get("/api/v1/projects/shop/robots/ci").status_code == 404

@@ -24,6 +24,7 @@ from dockyard.api.management.sessions import CSRF_HEADER
 from dockyard.ui import MOUNT_PATH
 from dockyard.ui.browse import BrowsePages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
+from dockyard.ui.manage import ProjectPeoplePages
 from dockyard.ui.security import (
     CSRF_FIELD,
     SecurityHeaders,
@@ -87,6 +88,7 @@ class Portal:
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
+            *ProjectPeoplePages(self).routes(),
             Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
             Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
             *BrowsePages(self).routes(),
