@@ -141,6 +141,7 @@ DB_INDEPENDENT_PATHS = (
     "tests/unit/scanning/test_models.py",
     "tests/unit/scanning/test_layerfiles.py",
     "tests/unit/upstream/test_addresses.py",
+    "tests/unit/upstream/test_rechunk.py",
     "tests/unit/upstream/test_tokens.py",
     "tests/unit/deploy/test_alert_rules.py",
     "tests/unit/deploy/test_grafana_dashboard.py",
