@@ -7,9 +7,10 @@ that others wait on, then they find the result in the database. The lock's expir
 blob streams, so a fetcher that died frees the others within `LOCK_TTL` seconds.
 
 A blob goes through the normal upload path (an upload session, hashed as it is written, committed
-with the digest verified, then recorded and linked, charged to the project's quota); the last chunk is
-held back from the client until that commit succeeded, so a blob whose bytes do not match its digest,
-or that the upstream cut off, records nothing and its client's response fails (short of its length).
+with the digest verified, then recorded and linked, charged to the project's quota), streamed to its
+client at the same time: `fetch.BlobFetch`, which holds the last chunk back from the client until that
+commit succeeded, so a blob whose bytes do not match its digest, or that the upstream cut off, records
+nothing and its client's response fails (short of its length).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,8 +32,6 @@ from dockyard.content.manifest import parse_manifest
 from dockyard.coordination.caches import KeyedGenerationCache
 from dockyard.coordination.interfaces import (
     ChangeFeed,
-    DistributedLock,
-    LockLost,
     LockManager,
     Topic,
     keyed_generation_of,
@@ -45,6 +42,7 @@ from dockyard.db.session import Database
 from dockyard.endpoints.interfaces import EndpointInvalid, EndpointNotFound
 from dockyard.errors import BlobUnknown, ManifestUnknown
 from dockyard.projects.quotas import Quotas
+from dockyard.proxy.fetch import BlobFetch, release_quietly
 from dockyard.proxy.interfaces import (
     Outcome,
     ProxyConfig,
@@ -60,7 +58,7 @@ from dockyard.registry.manifest_writes import store_manifest
 from dockyard.registry.models import Repository, Tag
 from dockyard.registry.repository_writes import ensure_repository
 from dockyard.registry.services import Registry
-from dockyard.upstream.interfaces import BlobStream, RemoteRegistry, UpstreamError, UpstreamNotFound
+from dockyard.upstream.interfaces import RemoteRegistry, UpstreamError, UpstreamNotFound
 
 log = logging.getLogger("dockyard.proxy")
 
@@ -69,7 +67,6 @@ LOCK_TTL = 60.0  # seconds a fetch's lock lives unless extended (a blob's fetche
 LOCK_POLL = 0.5  # how long a waiter waits on the lock between looks at the database
 STALE_BACKOFF = 10.0  # seconds a process serves a tag stale before it asks the failing upstream again
 FRESH_CACHE_BYTES = 8 << 20
-QUEUE_CHUNKS = 8  # chunks (of up to 1 MiB) a blob's fetch may run ahead of its client
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +81,13 @@ class Served:
 
 @dataclass
 class UpstreamBlob:
-    """A blob on its way from upstream: `size` when the upstream said it, `chunks()` streams it (to the
-    client) while it is stored; `close()` ends it early (the client went away): nothing is recorded."""
+    """A blob on its way from upstream: `size` when the upstream said it, `take()` gives its next chunks
+    (to the client; [] at the end) while it is stored; `close()` when the response ended: a fetch that
+    never started records nothing, a running one goes on without the client (fetch.BlobFetch)."""
 
     size: int | None
     upstream: str
-    chunks: Callable[[], Iterator[bytes]]
+    take: Callable[[], list[bytes]]
     close: Callable[[], None]
 
 
@@ -325,29 +323,30 @@ class ProxyCache:
             return BUSY
         try:
             if self._has_blob(name, digest):
-                _release(lock)
+                release_quietly(lock)
                 self.observe("blob", Outcome.HIT)
                 return None
             stream = self._remote(config).open_blob(upstream_name, digest)
         except UpstreamNotFound:
-            _release(lock)
+            release_quietly(lock)
             self.observe("blob", Outcome.FAILED)
             raise BlobUnknown(f"{upstream_name}@{digest} is not on the upstream registry") from None
         except (UpstreamError, EndpointNotFound, EndpointInvalid) as error:
-            _release(lock)
+            release_quietly(lock)
             self._fail(
                 "blob", f"cannot fetch {upstream_name}@{digest} from endpoint {config.endpoint!r}: {error}"
             )
         except BaseException:
-            _release(lock)
+            release_quietly(lock)
             raise
         try:
-            fetch = _BlobFetch(self, lock, stream, name, digest, f"{upstream_name}@{digest}")
+            where = f"{upstream_name}@{digest}"
+            fetch = BlobFetch(self.blob_uploads, lock, LOCK_TTL, stream, name, digest, where, self.observe)
         except BaseException:
             stream.close()
-            _release(lock)
+            release_quietly(lock)
             raise
-        return UpstreamBlob(stream.size, fetch.where, fetch.chunks, fetch.close)
+        return UpstreamBlob(stream.size, fetch.where, fetch.take, fetch.close)
 
     def _has_blob(self, name: str, digest: str) -> bool:
         try:
@@ -370,125 +369,11 @@ class ProxyCache:
             yield held
         finally:
             if held:
-                _release(lock)
+                release_quietly(lock)
 
 
 class _Busy(Exception):
     """Another fetch of the same manifest holds its lock past our wait."""
-
-
-class _BlobFetch:
-    """One blob streaming from upstream into an upload session, and to a client at the same time.
-
-    A thread of its own reads upstream, hashes and writes (the upload session), and hands each chunk to
-    the client's response through a short queue, so receiving, storing and sending overlap. The session
-    is opened here, before the response starts, so a registry that cannot store (read-only, say)
-    answers with its error rather than a broken response. A client that goes away does not stop the
-    fetch: it goes on to its end (or its failure) and the next pull is served from storage."""
-
-    def __init__(
-        self, cache: ProxyCache, lock: DistributedLock, stream: BlobStream, name: str, digest: str, where: str
-    ) -> None:
-        self.cache = cache
-        self.lock = lock
-        self.stream = stream
-        self.digest = digest
-        self.where = where
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
-        self._detached = threading.Event()  # nobody reads the queue any more
-        self._thread: threading.Thread | None = None
-        self._done = False
-        self._finished = False
-        self._guard = threading.Lock()
-        self.state = cache.blob_uploads.start(name)
-        try:
-            self.session = cache.blob_uploads.begin_append(self.state)
-        except BaseException:
-            cache.blob_uploads.drop(self.state)
-            raise
-
-    def chunks(self) -> Iterator[bytes]:
-        """The blob's bytes for the client; the last chunk only once the blob is verified and recorded,
-        so a client never gets a whole blob that was not. Raises what broke the fetch."""
-        self._thread = threading.Thread(target=self._produce, name="proxy-fetch", daemon=True)
-        self._thread.start()
-        try:
-            while True:
-                item = self._queue.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self._detached.set()
-
-    def close(self) -> None:
-        """The response ended (or never started): a fetch that never started is dropped; a running one
-        goes on without the client."""
-        if self._thread is None:
-            self._end(committed=False)
-        self._detached.set()
-
-    def _produce(self) -> None:
-        uploads = self.cache.blob_uploads
-        extended = time.monotonic()
-        committed = False
-        try:
-            held: bytes | None = None
-            for chunk in self.stream.chunks():
-                if not chunk:
-                    continue
-                self.session.write(chunk)
-                if held is not None:
-                    self._put(held)
-                held = chunk
-                if time.monotonic() - extended > LOCK_TTL / 4:
-                    self.lock.extend()
-                    extended = time.monotonic()
-            state = self.session.finish(record=False)
-            self._finished = True  # the writer and its lock went to the upload store, for the commit
-            try:
-                uploads.commit(state, self.digest, self.stream.size)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    uploads.release(state)  # a writer still held for the commit
-                uploads.drop(state)  # a bad digest or size, a full quota: nothing is kept
-                raise
-            committed = True
-            self.cache.observe("blob", Outcome.FETCHED)
-            log.info("proxy: cached %s", self.where)
-            if held is not None:
-                self._put(held)
-            self._put(None)
-        except BaseException as error:
-            self.cache.observe("blob", Outcome.FAILED)
-            log.warning("proxy: fetching %s failed, nothing recorded: %s", self.where, error)
-            self._put(error)
-        finally:
-            self._end(committed)
-
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while not self._detached.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def _end(self, committed: bool) -> None:
-        """What was not committed is dropped; the upstream stream and the lock go."""
-        with self._guard:
-            if self._done:
-                return
-            self._done = True
-        try:
-            if not committed and not self._finished:
-                with contextlib.suppress(Exception):
-                    self.session.abort()  # drops the upload too
-        finally:
-            self.stream.close()
-            _release(self.lock)
 
 
 def _upsert_state(connection: Any, repository_id: int, tag: str, digest: str) -> None:
@@ -514,6 +399,3 @@ def _lock_name(key: str) -> str:
     return LOCK_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
-def _release(lock: DistributedLock) -> None:
-    with contextlib.suppress(LockLost):
-        lock.release()

@@ -5,7 +5,7 @@ cache holds are served as any others; what it does not hold (or a tag past its T
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,22 +147,15 @@ def blob_response(
 
 
 async def _relay(fetch: UpstreamBlob, call: Call) -> AsyncIterator[bytes]:
-    chunks: Iterator[bytes] = fetch.chunks()
     try:
         while True:
-            chunk = await call(next, chunks, None)
-            if chunk is None:
+            batch: list[bytes] = await call(fetch.take)  # one thread hop for what is queued
+            if not batch:
                 return
-            yield chunk
+            for chunk in batch:
+                yield chunk
     finally:
         # The client went away (or the fetch failed): stop it; nothing unverified is recorded. Shielded:
         # a cancelled response must still end its fetch (the lock, the upload session).
         with anyio.CancelScope(shield=True):
-            await call(_close, chunks, fetch)
-
-
-def _close(chunks: Iterator[bytes], fetch: UpstreamBlob) -> None:
-    close = getattr(chunks, "close", None)
-    if close is not None:
-        close()
-    fetch.close()
+            await call(fetch.close)

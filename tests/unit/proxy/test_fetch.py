@@ -1,0 +1,233 @@
+"""The first pull of a blob through the cache (dockyard.proxy.fetch), with the real upload path
+(build_services: the metadata DB, filesystem storage) and a fake upstream: the client gets each chunk as
+it arrives, not after storage wrote it; a slow storage holds the fetch back instead of buffering; a
+storage that fails, or bytes that do not match their digest, record nothing and fail the client."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dockyard.coordination.locks import FileLocks
+from dockyard.errors import BlobUnknown, DigestInvalid
+from dockyard.proxy import fetch as fetch_module
+from dockyard.proxy.cache import ProxyCache, UpstreamBlob
+from dockyard.proxy.interfaces import ProxyConfig
+from dockyard.services import Services, build_services
+from dockyard.upstream.fake import FakeBlobStream, FakeRemoteRegistry
+from tests.support.inprocess import in_process_settings
+
+CHUNK = fetch_module.CHUNK_SIZE
+CONFIG = ProxyConfig(project="hub", project_id=0, endpoint="up", docker_hub=False, tag_ttl=300)
+NAME = "hub/team/app"
+
+
+class CountingRemote(FakeRemoteRegistry):
+    """A fake upstream that counts the chunks it has handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+
+    def open_blob(self, repository: str, digest: str, offset: int = 0) -> FakeBlobStream:
+        stream = super().open_blob(repository, digest, offset)
+        inner = stream.chunks
+        remote = self
+
+        def chunks(chunk_size: int = CHUNK) -> Iterator[bytes]:
+            for chunk in inner(chunk_size):
+                remote.sent += 1
+                yield chunk
+
+        stream.chunks = chunks  # type: ignore[method-assign]
+        return stream
+
+
+class GatedSession:
+    """An upload session whose writes wait for `gate` (a slow disk), or fail with `fail`."""
+
+    def __init__(self, inner: Any, gate: threading.Event, fail: BaseException | None) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._fail = fail
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        assert self._gate.wait(30), "the test never opened the gate"
+        if self._fail is not None:
+            raise self._fail
+        self._inner.write(data)
+        self.written += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class GatedUploads:
+    def __init__(self, inner: Any, fail: BaseException | None = None) -> None:
+        self._inner = inner
+        self.gate = threading.Event()
+        self.fail = fail
+        self.sessions: list[GatedSession] = []
+
+    def begin_append(self, state: Any) -> GatedSession:
+        session = GatedSession(self._inner.begin_append(state), self.gate, self.fail)
+        self.sessions.append(session)
+        return session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    built = build_services(in_process_settings(tmp_path, {"auth": {"enabled": False}}))
+    yield built
+    built.close()
+
+
+def cache_with(services: Services, tmp_path: Path, remote: FakeRemoteRegistry, uploads: Any) -> ProxyCache:
+    return ProxyCache(
+        services.db,
+        services.registry,
+        uploads,
+        services.quotas,
+        services.feed,
+        FileLocks(tmp_path / "locks"),
+        lambda name: remote,
+    )
+
+
+def upstream_blob(remote: FakeRemoteRegistry, chunks: int) -> tuple[str, bytes]:
+    data = b"".join(hashlib.sha256(str(i).encode()).digest() * (CHUNK // 32) for i in range(chunks))
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    remote.blobs[("team/app", digest)] = data
+    return digest, data
+
+
+class Reader:
+    """The client: one thread taking the blob's chunks as fast as they come, to the end."""
+
+    def __init__(self, fetch: UpstreamBlob) -> None:
+        self.fetch = fetch
+        self.chunks: list[bytes] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while batch := self.fetch.take():
+                self.chunks.extend(batch)
+        except BaseException as error:
+            self.error = error
+        finally:
+            self.done.set()
+
+    def body(self) -> bytes:
+        assert self.done.wait(30), "the fetch did not end"
+        if self.error is not None:
+            raise self.error
+        return b"".join(self.chunks)
+
+
+def wait_for(condition: Any, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_the_client_gets_chunks_before_storage_has_written_them(services: Services, tmp_path: Path) -> None:
+    remote = CountingRemote()
+    digest, data = upstream_blob(remote, 6)
+    uploads = GatedUploads(services.blob_uploads)
+    cache = cache_with(services, tmp_path, remote, uploads)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    try:
+        # Storage has written nothing yet (its first write waits): the client has the chunks anyway,
+        # all but the last, held back until the blob is verified and recorded.
+        reader = Reader(fetch)
+        wait_for(lambda: len(reader.chunks) == 5)
+        assert b"".join(reader.chunks) == data[: 5 * CHUNK]
+        assert remote.sent == 6 and uploads.sessions[0].written == 0
+        with pytest.raises(BlobUnknown):
+            services.registry.blob_size(NAME, digest)
+        uploads.gate.set()
+        assert reader.body() == data
+    finally:
+        uploads.gate.set()
+        fetch.close()
+    assert services.registry.blob_size(NAME, digest) == len(data)  # recorded before the last chunk went
+
+
+def test_a_slow_storage_holds_the_fetch_back_instead_of_buffering(services: Services, tmp_path: Path) -> None:
+    remote = CountingRemote()
+    total = fetch_module.STORE_CHUNKS + fetch_module.CLIENT_CHUNKS + 12
+    digest, data = upstream_blob(remote, total)
+    uploads = GatedUploads(services.blob_uploads)
+    cache = cache_with(services, tmp_path, remote, uploads)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    try:
+        reader = Reader(fetch)  # a client reading as fast as it can, storage stuck
+        wait_for(lambda: remote.sent >= fetch_module.STORE_CHUNKS)
+        time.sleep(1)
+        # In memory at most: the store queue, the one being written, and the one held back.
+        assert remote.sent <= fetch_module.STORE_CHUNKS + 3 < total
+        uploads.gate.set()
+        assert reader.body() == data
+    finally:
+        uploads.gate.set()
+        fetch.close()
+
+
+def test_a_storage_failing_mid_blob_fails_the_client_and_records_nothing(
+    services: Services, tmp_path: Path
+) -> None:
+    remote = CountingRemote()
+    digest, _ = upstream_blob(remote, 40)
+    uploads = GatedUploads(services.blob_uploads, fail=OSError("disk on fire"))
+    cache = cache_with(services, tmp_path, remote, uploads)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    uploads.gate.set()
+    with pytest.raises(OSError, match="disk on fire"):
+        while fetch.take():
+            pass
+    fetch.close()
+    assert remote.sent < 40  # the fetch stopped: nothing it read could be kept
+    with pytest.raises(BlobUnknown):
+        services.registry.blob_size(NAME, digest)
+    # The lock went with it: the next pull fetches it again (and this time storage works).
+    uploads.fail = None
+    again = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(again, UpstreamBlob)
+    assert Reader(again).body() == remote.blobs[("team/app", digest)]
+    again.close()
+
+
+def test_bytes_that_do_not_match_their_digest_are_never_all_given_nor_recorded(
+    services: Services, tmp_path: Path
+) -> None:
+    remote = CountingRemote()
+    digest, data = upstream_blob(remote, 3)
+    remote.blobs[("team/app", digest)] = data[:-1] + b"X"
+    cache = cache_with(services, tmp_path, remote, services.blob_uploads)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    received: list[bytes] = []
+    with pytest.raises(DigestInvalid):
+        while batch := fetch.take():
+            received.extend(batch)
+    fetch.close()
+    assert len(b"".join(received)) < len(data)  # the last chunk was held back
+    with pytest.raises(BlobUnknown):
+        services.registry.blob_size(NAME, digest)
