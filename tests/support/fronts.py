@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+PACE_PIECE = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 
 
@@ -28,6 +29,7 @@ class Front:
     blob_delay: float = 0.0  # seconds to sleep before sending each blob body
     manifest_delay: float = 0.0  # seconds to sleep before sending each manifest body (GET)
     corrupt_blobs: bool = False  # flip the last byte of each blob body (its digest no longer matches)
+    blob_pace: float = 0.0  # seconds between pieces (PACE_PIECE bytes) of each blob body: a slow link
     # Forward the client's Host header (a reverse proxy's usual setting): the registry then names the
     # front in the absolute URLs it answers (upload Locations), not its own address.
     keep_host: bool = False
@@ -50,7 +52,7 @@ class Front:
         with self.lock:
             self.counts.clear()
         self.status, self.cut_blobs, self.blob_delay, self.corrupt_blobs = None, False, 0.0, False
-        self.manifest_delay = 0.0
+        self.manifest_delay = self.blob_pace = 0.0
         self.cut_blob_once_after = self.cut_upload_once_after = None
         self.blob_bytes = self.upload_bytes = 0
 
@@ -143,6 +145,15 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
+                    return
+                if front.blob_pace:
+                    try:
+                        for start in range(0, len(data), PACE_PIECE):
+                            self.wfile.write(data[start : start + PACE_PIECE])
+                            self.wfile.flush()
+                            time.sleep(front.blob_pace)
+                    except OSError:  # the client went away
+                        self.close_connection = True
                     return
             self.wfile.write(data)
 

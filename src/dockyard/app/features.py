@@ -131,7 +131,7 @@ def proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callabl
     """Proxy projects (the pull-through cache): their fetch locks are cluster-wide through Redis when
     configured, else shared by this node's workers. With the function that closes its clients."""
     settings = services.settings
-    locks, close_locks = build_locks(settings)
+    locks, close_locks = build_locks(settings, free_dead_holders=True)  # a killed fetch holds up nobody
     remotes = RemoteClients(build_endpoints(settings, services.db), implicit_remote(settings))
 
     def observe(kind: str, outcome: Outcome) -> None:

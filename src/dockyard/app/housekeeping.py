@@ -30,16 +30,19 @@ AUDIT_PURGE_SECONDS = 3600
 PROXY_LOCK_SWEEP_SECONDS = 600
 
 
-def build_locks(settings: Settings) -> tuple[LockManager, Callable[[], None]]:
+def build_locks(
+    settings: Settings, free_dead_holders: bool = False
+) -> tuple[LockManager, Callable[[], None]]:
     """Locks for work one process should do at a time: cluster-wide through Redis when configured,
-    else among this node's workers (files in the datadir). With the function that closes them."""
+    else among this node's workers (files in the datadir; `free_dead_holders`: a claim of a process
+    that died is free at once, see coordination.locks). With the function that closes them."""
     if settings.redis.url:
         from dockyard.coordination.locks_redis import RedisLocks
         from dockyard.coordination.redis_client import connect
 
         client = connect(settings.redis.url)
         return RedisLocks(client), client.close
-    return FileLocks(settings.datadir / "run" / "locks"), lambda: None
+    return FileLocks(settings.datadir / "run" / "locks", free_dead_holders=free_dead_holders), lambda: None
 
 
 async def purge_audit_forever(services: Services, locks: LockManager) -> None:

@@ -3,6 +3,7 @@ node's processes) and a real Redis (every node). Two managers stand for two proc
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,30 @@ def test_sweep_removes_only_long_idle_locks_of_the_prefix(tmp_path: Path) -> Non
     held.release()  # still its own: the sweep left the held claim alone
     assert locks.lock("proxy-a", 10).acquire()  # a swept lock is simply free
     assert locks.sweep("proxy-", idle=600) == 0
+
+
+def test_a_claim_of_a_process_that_died_is_free_with_free_dead_holders(tmp_path: Path) -> None:
+    """A proxy fetch killed mid-blob: its lock must not hold the next pull up for the lock's TTL."""
+    code = (
+        "import os, sys, pathlib; from dockyard.coordination.locks import FileLocks; "
+        "print(FileLocks(pathlib.Path(sys.argv[1])).lock('fetch', 60).acquire(), flush=True); os._exit(0)"
+    )
+    run = [sys.executable, "-c", code, str(tmp_path / "locks")]
+    assert subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert not FileLocks(tmp_path / "locks").lock("fetch", 60).acquire()  # by default: until it expires
+    freeing = FileLocks(tmp_path / "locks", free_dead_holders=True)
+    mine = freeing.lock("fetch", 60)
+    assert mine.acquire()
+    # A live holder (this process) keeps it, whatever the other side's setting.
+    assert not freeing.lock("fetch", 60).acquire()
+    mine.release()
+
+
+def test_a_claim_naming_another_host_or_nothing_stands(tmp_path: Path) -> None:
+    locks = FileLocks(tmp_path / "locks", free_dead_holders=True)
+    path = tmp_path / "locks" / "fetch.lock"
+    for holder in ("elsewhere.example 1 1", None, "garbage"):
+        locks.lock("fetch", 60)  # makes the directory
+        body = {"token": "someone", "expires": time.time() + 60, "holder": holder}
+        path.write_text(json.dumps(body))
+        assert not locks.lock("fetch", 60).acquire(), holder
