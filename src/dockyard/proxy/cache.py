@@ -4,7 +4,8 @@ storage while they go to the client.
 One upstream fetch per manifest and per blob, whatever the number of clients, processes and nodes: a
 fetch holds a named lock (`coordination`: files shared by a node's processes, or Redis for a cluster)
 that others wait on, then they find the result in the database. The lock's expiry is extended while a
-blob streams, so a fetcher that died frees the others within `LOCK_TTL` seconds.
+blob streams, so a fetcher that died frees the others within `LOCK_TTL` seconds (at once with the
+node's file locks: a claim of a dead process is free).
 
 A blob goes through the normal upload path (an upload session, hashed as it is written, committed
 with the digest verified, then recorded and linked, charged to the project's quota), streamed to its
