@@ -1544,6 +1544,9 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/repositories/{name:path}/-/diff", "GET"): (f"{R}/artifacts/{{reference}}/diff", "GET"),
     ("/repositories/{name:path}/-/artifacts/{reference}/tags", "POST"): (f"{R}/tags/{{tag}}", "PUT"),
     ("/repositories/{name:path}/-/delete", "POST"): (f"{R}/artifacts/{{reference}}", "DELETE"),
+    ("/account/tokens", "GET"): ("/me/tokens", "GET"),
+    ("/account/tokens", "POST"): ("/me/tokens", "POST"),
+    ("/account/tokens/{token_id}/revoke", "POST"): ("/me/tokens/{token_id}", "DELETE"),
     (f"{P}/members", "GET"): (f"{P}/members", "GET"),
     (f"{P}/members", "POST"): (f"{P}/members", "POST"),
     (f"{P}/members/{{member_id}}/role", "POST"): (f"{P}/members/{{member_id}}", "PATCH"),
@@ -1556,7 +1559,7 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     (f"{PR}/{{robot}}/delete", "POST"): (f"{PR}/{{name}}", "DELETE"),
 }
 # Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
-UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST")}
+UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST")}
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 # Single sign-on's pages, for anyone, answer as it is not configured on the matrix server: the login page
 # with the API's 404, and (no login under way in this browser) 400.
@@ -1646,6 +1649,14 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         manifest = f"/v2/{w.repo(str(project))}/manifests/{doomed}"
         return UiCall("POST", "/ui" + fill(ep.path, **names), {"digest": doomed}, session,
                       observe=lambda: w.v2_status("HEAD", manifest))
+    if key == ("/account/tokens", "POST"):
+        return UiCall("POST", "/ui/account/tokens", {"name": w.unique("uitoken")}, session)
+    if key == ("/account/tokens/{token_id}/revoke", "POST"):
+        revoke = Endpoint("/me/tokens/{token_id}", "DELETE", frozenset({"token_id"}))
+        api_call = revoke_my_token(w, actor, project, revoke)
+        token_id = api_call.path.rsplit("/", 1)[1]
+        path = f"/ui/account/tokens/{token_id}/revoke"
+        return UiCall("POST", path, session=session, observe=api_call.observe)
     if ep.path.startswith(f"{P}/members/"):
         assert project is not None
         member_id = str(w.add_joiner(project))
@@ -1696,7 +1707,9 @@ def ui_expectation(
         return api_denial(rule, actor, public)  # logging in needs credentials, not a session
     if not has_session:
         return 401
-    return api_denial(rule, actor, public)
+    # The portal's session is always one opened with the password (ui_session), even for the developer
+    # whose API calls here carry a personal token: what needs the password is allowed in the portal.
+    return api_denial(rule, dataclasses.replace(actor, personal_token=False), public)
 
 
 def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> list[str]:

@@ -637,3 +637,26 @@ def test_a_robot_secret_is_shown_once_and_never_again(server: RunningServer, adm
     with browser_of(server, *ADMIN) as browser:
         assert browser.submit(f"{page}/delete").status_code == 303
     assert admin_api.get("/api/v1/projects/shop/robots/ci").status_code == 404
+
+
+def test_a_personal_token_is_shown_once_works_and_is_revoked(server: RunningServer) -> None:
+    with browser_of(server, "viewer") as browser:
+        made = browser.submit("/ui/account/tokens", {"name": "<i>laptop</i>", "expires_on": "2099-12-31"})
+        assert made.status_code == 200, made.text
+        secret = re.search(r'data-copy="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
+        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).json()["name"] == "viewer"
+        listed = browser.get("/ui/account/tokens")
+        assert listed.status_code == 200 and secret not in listed.text
+        assert "&lt;i&gt;laptop&lt;/i&gt;" in listed.text and "<i>laptop" not in listed.text
+        assert "2099-12-31 23:59 UTC" in listed.text
+        assert secret not in browser.get("/ui/account").text
+        token_id = re.search(r'/ui/account/tokens/(\d+)/revoke', listed.text).group(1)  # type: ignore[union-attr]
+        assert browser.submit(f"/ui/account/tokens/{token_id}/revoke", csrf=None).status_code == 403
+        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).status_code == 200
+        assert browser.submit(f"/ui/account/tokens/{token_id}/revoke").status_code == 303
+        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).status_code == 401
+    with browser_of(server, *ADMIN) as browser:  # another user's token is not theirs to revoke
+        mine = browser.submit("/ui/account/tokens", {"name": "admin-own"})
+        admin_token = re.search(r'/ui/account/tokens/(\d+)/revoke', mine.text).group(1)  # type: ignore[union-attr]
+    with browser_of(server, "viewer") as browser:
+        assert browser.submit(f"/ui/account/tokens/{admin_token}/revoke").status_code == 404

@@ -39,6 +39,7 @@ from dockyard.ui.security import (
 )
 from dockyard.ui.services import session_from_cookies
 from dockyard.ui.tags import TagPages
+from dockyard.ui.tokens import TokenPages
 from dockyard.ui.views import STATIC, environment
 
 PAGE_SIZES = (25, 50, 100)
@@ -85,6 +86,7 @@ class Portal:
             Route("/oidc/callback", self.oidc_callback, methods=["GET"]),
             Route("/account", self.account, methods=["GET"]),
             Route("/account/cli-secret", self.new_cli_secret, methods=["POST"]),
+            *TokenPages(self).routes(),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
