@@ -1547,6 +1547,13 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/account/tokens", "GET"): ("/me/tokens", "GET"),
     ("/account/tokens", "POST"): ("/me/tokens", "POST"),
     ("/account/tokens/{token_id}/revoke", "POST"): ("/me/tokens/{token_id}", "DELETE"),
+    (f"{P}/policies", "GET"): (f"{P}/retention", "GET"),
+    (f"{P}/immutable-rules", "POST"): (f"{P}/immutable-rules", "POST"),
+    (f"{P}/immutable-rules/{{rule_id}}/delete", "POST"): (f"{P}/immutable-rules/{{rule_id}}", "DELETE"),
+    (f"{P}/retention", "POST"): (f"{P}/retention", "PUT"),
+    (f"{P}/retention/dry-run", "POST"): (f"{P}/retention/run", "POST"),
+    (f"{P}/retention/runs/{{run_id}}", "GET"): (f"{P}/retention/runs/{{run_id}}", "GET"),
+    (f"{P}/quota", "POST"): (f"{P}/quota", "PUT"),
     (f"{P}/members", "GET"): (f"{P}/members", "GET"),
     (f"{P}/members", "POST"): (f"{P}/members", "POST"),
     (f"{P}/members/{{member_id}}/role", "POST"): (f"{P}/members/{{member_id}}", "PATCH"),
@@ -1557,6 +1564,16 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     (f"{PR}/{{robot}}/disabled", "POST"): (f"{PR}/{{name}}", "PATCH"),
     (f"{PR}/{{robot}}/secret", "POST"): (f"{PR}/{{name}}/secret", "POST"),
     (f"{PR}/{{robot}}/delete", "POST"): (f"{PR}/{{name}}", "DELETE"),
+}
+# Portal routes whose case is the API recipe's (its state to observe, its cleanup), with the form that
+# asks for the same change; a path parameter beyond the project is the API call's last segment.
+UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
+    (f"{P}/immutable-rules", "POST"): {"repository_pattern": "mx-never/**", "tag_pattern": "also-frozen-*"},
+    (f"{P}/immutable-rules/{{rule_id}}/delete", "POST"): {},
+    (f"{P}/retention", "POST"): {"policy": json.dumps({"rules": [{"action": "latestPushedK", "count": 5}]})},
+    (f"{P}/retention/dry-run", "POST"): {},
+    (f"{P}/retention/runs/{{run_id}}", "GET"): {},
+    (f"{P}/quota", "POST"): {"limit_gib": "1024", "warn_percent": "90"},
 }
 # Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
 UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST")}
@@ -1649,6 +1666,13 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         manifest = f"/v2/{w.repo(str(project))}/manifests/{doomed}"
         return UiCall("POST", "/ui" + fill(ep.path, **names), {"digest": doomed}, session,
                       observe=lambda: w.v2_status("HEAD", manifest))
+    if key in UI_LIKE_API:
+        api_path, api_method = UI_RULES[key] or ("", "")
+        recipe = API_RECIPES[(api_path, api_method, "")]
+        made = recipe(w, actor, project, Endpoint(api_path, api_method, frozenset(compile_path(api_path)[2])))
+        values = {name: made.path.rsplit("/", 1)[1] for name in ep.params if name != "project"}
+        ui_path = "/ui" + fill(ep.path, project=str(project), **values)
+        return UiCall(ep.method, ui_path, UI_LIKE_API[key], session, made.observe, made.cleanup)
     if key == ("/account/tokens", "POST"):
         return UiCall("POST", "/ui/account/tokens", {"name": w.unique("uitoken")}, session)
     if key == ("/account/tokens/{token_id}/revoke", "POST"):

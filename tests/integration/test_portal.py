@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -36,7 +37,10 @@ SECRET_PROJECT = "hush-hush-project"  # private; the limited user is no member o
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    config = {"auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}}}
+    config = {
+        "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
+        "jobs": {"run_in_serve": True, "poll_interval": "200ms"},  # the retention dry run's report
+    }
     running = start_server(
         tmp_path_factory.mktemp("portal"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
     )
@@ -660,3 +664,51 @@ def test_a_personal_token_is_shown_once_works_and_is_revoked(server: RunningServ
         admin_token = re.search(r'/ui/account/tokens/(\d+)/revoke', mine.text).group(1)  # type: ignore[union-attr]
     with browser_of(server, "viewer") as browser:
         assert browser.submit(f"/ui/account/tokens/{admin_token}/revoke").status_code == 404
+
+
+def test_policies_immutable_rules_retention_preview_and_quota(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    here = "/ui/projects/shop"
+    with browser_of(server, *ADMIN) as browser:
+        rule = {"repository_pattern": "web", "tag_pattern": "1.*"}
+        assert browser.submit(f"{here}/immutable-rules", rule).status_code == 303
+        page = browser.get(f"{here}/policies")
+        assert page.status_code == 200 and "<code>1.*</code>" in page.text
+        assert browser.submit(f"{here}/retention", {"policy": "{not json"}).status_code == 400
+        refused = browser.submit(f"{here}/retention", {"policy": '{"rules": [{"action": "latestPushedK"}]}'})
+        assert refused.status_code == 400 and "needs `count`" in refused.text
+        assert "latestPushedK&#34;}]}</textarea>" in refused.text  # the draft stays to be fixed
+        policy = {"rules": [{"action": "latestPushedK", "count": 1}]}
+        assert browser.submit(f"{here}/retention", {"policy": json.dumps(policy)}).status_code == 303
+        assert admin_api.get("/api/v1/projects/shop/retention").json()["rules"][0]["count"] == 1
+        queued = browser.submit(f"{here}/retention/dry-run")
+        assert queued.status_code == 303 and "/policies?job=" in queued.headers["location"]
+        job = int(queued.headers["location"].rsplit("=", 1)[1])
+        deadline = time.monotonic() + 60
+        while not [r for r in admin_api.get("/api/v1/projects/shop/retention/runs").json()
+                   if r["job_id"] == job and r["status"] != "running"]:
+            assert time.monotonic() < deadline, "the dry run did not finish"
+            time.sleep(0.2)
+        listed = browser.get(f"{here}/policies")
+        run_id = re.search(r"/retention/runs/(\d+)", listed.text).group(1)  # type: ignore[union-attr]
+        report = browser.get(f"{here}/retention/runs/{run_id}")
+        assert report.status_code == 200 and "dry run" in report.text
+        assert browser.submit(f"{here}/quota", {"limit_gib": "3", "warn_percent": "90"}).status_code == 303
+        assert admin_api.get("/api/v1/projects/shop/quota").json()["limit_bytes"] == 3 * 1024**3
+        rule_id = admin_api.get("/api/v1/projects/shop/immutable-rules").json()[0]["id"]
+    with browser_of(server, "viewer") as browser:  # reads the retention policy; changes nothing
+        page = browser.get(f"{here}/policies")
+        assert page.status_code == 200 and "latestPushedK" in page.text
+        assert "Immutable tags" not in page.text and "Storage quota" not in page.text
+        assert "Save the policy" not in page.text
+        assert browser.submit(f"{here}/immutable-rules/{rule_id}/delete").status_code == 403
+        assert browser.submit(f"{here}/retention", {"policy": "{}"}).status_code == 403
+        assert browser.submit(f"{here}/quota", {"limit_gib": ""}).status_code == 403
+        assert browser.get(f"/ui/projects/{SECRET_PROJECT}/policies").status_code == 404
+    assert len(admin_api.get("/api/v1/projects/shop/immutable-rules").json()) == 1
+    with browser_of(server, *ADMIN) as browser:
+        assert browser.submit(f"{here}/immutable-rules/{rule_id}/delete").status_code == 303
+    admin_api.delete("/api/v1/projects/shop/retention")
+    admin_api.put("/api/v1/projects/shop/quota", json={"limit_bytes": None})
+    assert admin_api.get("/api/v1/projects/shop/immutable-rules").json() == []

@@ -25,6 +25,7 @@ from dockyard.ui import MOUNT_PATH
 from dockyard.ui.browse import BrowsePages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
 from dockyard.ui.manage import ProjectPeoplePages
+from dockyard.ui.policies import PolicyPages
 from dockyard.ui.security import (
     CSRF_FIELD,
     SecurityHeaders,
@@ -91,6 +92,7 @@ class Portal:
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
             *ProjectPeoplePages(self).routes(),
+            *PolicyPages(self).routes(),
             Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
             Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
             *BrowsePages(self).routes(),
