@@ -68,9 +68,14 @@ def start_server(
     timeout: float = 30.0,
     bind: str = "127.0.0.1",
     wait: bool = True,
+    migrated: bool = True,
 ) -> RunningServer:
     """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers (not
     with `wait=False`: then return once it is started).
+
+    `migrated`: the server's database starts as a copy of one migrated template per test process (its
+    start finds the schema at the head and skips Alembic: ~0.5 s of CPU less per start, hundreds of
+    starts per run); False leaves an empty datadir for serve to migrate, as a first `make serve` does.
 
     `bind` is the loopback address to listen on: 127.0.0.1, or ::1 (then url and host name `[::1]:port`).
     """
@@ -93,8 +98,11 @@ def start_server(
     host = str(merged["http"]["addr"])  # a restart may ask for the address it had
     # storage.inmemory servers keep their default: a database as ephemeral as their blobs.
     ephemeral = "inmemory" in merged.get("storage", {})
-    if database_url_factory is not None and not ephemeral and not merged.get("database", {}).get("url"):
+    own_database = not ephemeral and not merged.get("database", {}).get("url")
+    if database_url_factory is not None and own_database:
         merged["database"] = {**merged.get("database", {}), "url": database_url_factory(merged["datadir"])}
+    elif own_database and migrated and merged.get("version") is None:
+        _migrated_sqlite_in(Path(merged["datadir"]))
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(merged))
     log_path = workdir / "server.log"
@@ -134,6 +142,15 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"dockyard serve did not answer within {timeout}s:\n{server.log()}")
+
+
+def _migrated_sqlite_in(datadir: Path) -> None:
+    """The embedded default's database file (`<datadir>/dockyard.db`) as a copy of the migrated template,
+    unless the datadir has one already (a restart)."""
+    from tests.support.sqlite_template import copy_migrated_sqlite
+
+    datadir.mkdir(parents=True, exist_ok=True)
+    copy_migrated_sqlite(datadir / "dockyard.db")
 
 
 def wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
