@@ -1547,6 +1547,13 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/account/tokens", "GET"): ("/me/tokens", "GET"),
     ("/account/tokens", "POST"): ("/me/tokens", "POST"),
     ("/account/tokens/{token_id}/revoke", "POST"): ("/me/tokens/{token_id}", "DELETE"),
+    ("/admin/users", "GET"): ("/users", "GET"),
+    ("/admin/users", "POST"): ("/users", "POST"),
+    ("/admin/users/{username}/change", "POST"): ("/users/{username}", "PATCH"),
+    ("/admin/audit", "GET"): ("/audit", "GET"),
+    ("/admin/system", "GET"): ("/systeminfo", "GET"),
+    ("/admin/jobs", "GET"): ("/jobs", "GET"),
+    ("/admin/jobs/{job_id}", "GET"): ("/jobs/{job_id}", "GET"),
     (f"{P}/policies", "GET"): (f"{P}/retention", "GET"),
     (f"{P}/immutable-rules", "POST"): (f"{P}/immutable-rules", "POST"),
     (f"{P}/immutable-rules/{{rule_id}}/delete", "POST"): (f"{P}/immutable-rules/{{rule_id}}", "DELETE"),
@@ -1573,6 +1580,7 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
     (f"{P}/retention", "POST"): {"policy": json.dumps({"rules": [{"action": "latestPushedK", "count": 5}]})},
     (f"{P}/retention/dry-run", "POST"): {},
     (f"{P}/retention/runs/{{run_id}}", "GET"): {},
+    ("/admin/jobs/{job_id}", "GET"): {},
     (f"{P}/quota", "POST"): {"limit_gib": "1024", "warn_percent": "90"},
 }
 # Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
@@ -1671,8 +1679,18 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         recipe = API_RECIPES[(api_path, api_method, "")]
         made = recipe(w, actor, project, Endpoint(api_path, api_method, frozenset(compile_path(api_path)[2])))
         values = {name: made.path.rsplit("/", 1)[1] for name in ep.params if name != "project"}
-        ui_path = "/ui" + fill(ep.path, project=str(project), **values)
+        if "project" in ep.params:
+            values["project"] = str(project)
+        ui_path = "/ui" + fill(ep.path, **values)
         return UiCall(ep.method, ui_path, UI_LIKE_API[key], session, made.observe, made.cleanup)
+    if key == ("/admin/users", "POST"):
+        made = create_user(w, actor, project, Endpoint("/users", "POST", frozenset()))
+        return UiCall("POST", "/ui/admin/users", dict(made.json or {}), session, made.observe, made.cleanup)
+    if key == ("/admin/users/{username}/change", "POST"):
+        name = w.new_user()
+        return UiCall("POST", f"/ui/admin/users/{name}/change", {"disabled": "true"}, session,
+                      observe=lambda: w.admin.api("GET", f"/users/{name}")["disabled"],
+                      cleanup=lambda: w.admin.api("DELETE", f"/users/{name}", expect=(204, 404)))
     if key == ("/account/tokens", "POST"):
         return UiCall("POST", "/ui/account/tokens", {"name": w.unique("uitoken")}, session)
     if key == ("/account/tokens/{token_id}/revoke", "POST"):

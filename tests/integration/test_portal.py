@@ -712,3 +712,40 @@ def test_policies_immutable_rules_retention_preview_and_quota(
     admin_api.delete("/api/v1/projects/shop/retention")
     admin_api.put("/api/v1/projects/shop/quota", json={"limit_bytes": None})
     assert admin_api.get("/api/v1/projects/shop/immutable-rules").json() == []
+
+
+def test_administration_users_audit_jobs_and_system(server: RunningServer, admin_api: httpx.Client) -> None:
+    evil = "<script>alert('audit')</script>"
+    with PortalBrowser(server.url) as stranger:  # a failed login puts the attacker's text in the log
+        assert stranger.login(evil, "nope").status_code == 401
+    job = admin_api.post("/api/v1/jobs", json={"kind": "selftest", "params": {"seconds": 0}}).json()["id"]
+    with browser_of(server, *ADMIN) as browser:
+        made = browser.submit("/ui/admin/users", {"username": "newcomer", "password": PASSWORD})
+        assert made.status_code == 303
+        assert browser.submit("/ui/admin/users/newcomer/change", {"admin": "true"}).status_code == 303
+        assert browser.submit("/ui/admin/users/newcomer/change", {"disabled": "true"}).status_code == 303
+        user = admin_api.get("/api/v1/users/newcomer").json()
+        assert (user["admin"], user["disabled"]) == (True, True)
+        listed = browser.get("/ui/admin/users", params={"q": "newcomer"})
+        assert listed.status_code == 200 and "newcomer" in listed.text and "viewer" not in listed.text
+        audit = browser.get("/ui/admin/audit", params={"action": "login_failed", "actor": evil})
+        assert audit.status_code == 200 and '<td data-label="Actor">&lt;script&gt;alert(' in audit.text
+        assert "<script>alert" not in audit.text
+        narrowed = browser.get("/ui/admin/audit", params={"actor": "admin", "resource": "newcomer"})
+        assert "newcomer" in narrowed.text and "login_failed" not in narrowed.text
+        assert browser.get("/ui/admin/audit", params={"since": "yesterday"}).status_code in (400, 422)
+        jobs = browser.get("/ui/admin/jobs", params={"kind": "selftest"})
+        assert jobs.status_code == 200 and f"/ui/admin/jobs/{job}" in jobs.text
+        detail = browser.get(f"/ui/admin/jobs/{job}")
+        assert detail.status_code == 200 and "selftest" in detail.text
+        system = browser.get("/ui/admin/system")
+        assert system.status_code == 200 and "healthy" in system.text
+    with browser_of(server, "viewer") as browser:  # the API's refusal on every admin page
+        for path in ["/ui/admin/users", "/ui/admin/audit", "/ui/admin/jobs", f"/ui/admin/jobs/{job}"]:
+            assert browser.get(path).status_code == 403, path
+        assert browser.submit("/ui/admin/users/viewer/change", {"admin": "true"}).status_code == 403
+        sneaky = {"username": "sneaky", "password": PASSWORD}
+        assert browser.submit("/ui/admin/users", sneaky).status_code == 403
+        assert browser.get("/ui/admin/system").status_code == 200  # the API shows it to anyone signed in
+    assert admin_api.get("/api/v1/users/viewer").json()["admin"] is False
+    assert admin_api.get("/api/v1/users/sneaky").status_code == 404

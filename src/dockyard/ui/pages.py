@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from dockyard.api.management.sessions import CSRF_HEADER
 from dockyard.ui import MOUNT_PATH
+from dockyard.ui.admin import AdminPages
 from dockyard.ui.browse import BrowsePages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
 from dockyard.ui.manage import ProjectPeoplePages
@@ -88,6 +89,7 @@ class Portal:
             Route("/account", self.account, methods=["GET"]),
             Route("/account/cli-secret", self.new_cli_secret, methods=["POST"]),
             *TokenPages(self).routes(),
+            *AdminPages(self).routes(),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
