@@ -178,6 +178,11 @@ DB_INDEPENDENT_PATHS = (
     # elsewhere carry the marker themselves.
     "tests/integration/test_cli.py",
     "tests/integration/test_cli_endpoints.py",
+    "tests/integration/test_cli_cache.py",  # `cache warm`: the proxy's database work is test_proxy's
+    # Package inventories and SBOMs read from image content: what they store is a referrer pushed through
+    # the registry's own manifest path (test_push_manifests, test_discovery run it on PostgreSQL), and the
+    # SBOM job is a job like the others (tests/unit/jobs runs the queue on both databases).
+    "tests/integration/test_inventory.py",
 )
 
 # Tests under DB_INDEPENDENT_PATHS that the PostgreSQL pass runs all the same (node ids).

@@ -316,6 +316,9 @@ def run_cli(server: RunningServer, home: Path, *args: str) -> subprocess.Complet
     return subprocess.run([DOCKYARD, *args], capture_output=True, env=env, timeout=120, check=False)
 
 
+# The CLI over HTTP only: its routes' database work runs on PostgreSQL in this module's API tests; the
+# SQLite pass alone runs it (tests/conftest.py).
+@pytest.mark.db_independent
 def test_the_cli_lists_prints_and_diffs(
     server: RunningServer, images: dict[str, Any], tmp_path: Path
 ) -> None:

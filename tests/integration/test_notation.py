@@ -371,6 +371,9 @@ def test_invalid_trust_policies_are_refused_in_the_api_error_format(api: httpx.C
     assert missing.status_code == 404, describe(missing)
 
 
+# The CLI opens the database itself but runs the same service as the API's routes, whose database work
+# runs on PostgreSQL in this module's API tests: the SQLite pass alone runs it (tests/conftest.py).
+@pytest.mark.db_independent
 def test_the_cli_sets_shows_and_deletes_a_trust_policy(
     server: RunningServer, api: httpx.Client, pki: dict[str, Certificate], tmp_path: Path
 ) -> None:

@@ -422,6 +422,9 @@ def test_policy_api_refuses_bad_input_and_audits(api: httpx.Client) -> None:
 
 
 # --- the CLI -------------------------------------------------------------------------------------------
+# The CLI over HTTP only: its routes' database work runs on PostgreSQL in this module's API tests; the
+# SQLite pass alone runs it (tests/conftest.py).
+@pytest.mark.db_independent
 def test_cli_policy_run_runs_show(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client, tmp_path: Path
 ) -> None:

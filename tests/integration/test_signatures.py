@@ -317,6 +317,9 @@ def run(
     )
 
 
+# The CLI opens the database itself but runs the same service as the API's routes, whose database work
+# runs on PostgreSQL in this module's API tests: the SQLite pass alone runs it (tests/conftest.py).
+@pytest.mark.db_independent
 def test_cli_keys_and_verify(
     server: RunningServer, api: httpx.Client, oci: OCIClient, keys: dict[str, KeyPair], tmp_path: Path
 ) -> None:

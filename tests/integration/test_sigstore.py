@@ -209,6 +209,9 @@ def test_bad_trust_roots_and_identities_are_refused_in_the_api_error_format(api:
     assert missing.status_code == 404, describe(missing)
 
 
+# The CLI opens the database itself but runs the same service as the API's routes, whose database work
+# runs on PostgreSQL in this module's API tests: the SQLite pass alone runs it (tests/conftest.py).
+@pytest.mark.db_independent
 def test_the_cli_imports_roots_and_manages_identities(
     server: RunningServer, api: httpx.Client, sigstore: PrivateSigstore, tmp_path: Path
 ) -> None:
