@@ -719,6 +719,10 @@ def test_administration_users_audit_jobs_and_system(server: RunningServer, admin
     with PortalBrowser(server.url) as stranger:  # a failed login puts the attacker's text in the log
         assert stranger.login(evil, "nope").status_code == 401
     job = admin_api.post("/api/v1/jobs", json={"kind": "selftest", "params": {"seconds": 0}}).json()["id"]
+    deadline = time.monotonic() + 30  # failed logins are written to the audit log in batches
+    while not admin_api.get("/api/v1/audit", params={"actor": evil, "action": "login_failed"}).json():
+        assert time.monotonic() < deadline, "the failed login never reached the audit log"
+        time.sleep(0.2)
     with browser_of(server, *ADMIN) as browser:
         made = browser.submit("/ui/admin/users", {"username": "newcomer", "password": PASSWORD})
         assert made.status_code == 303
@@ -731,8 +735,13 @@ def test_administration_users_audit_jobs_and_system(server: RunningServer, admin
         audit = browser.get("/ui/admin/audit", params={"action": "login_failed", "actor": evil})
         assert audit.status_code == 200 and '<td data-label="Actor">&lt;script&gt;alert(' in audit.text
         assert "<script>alert" not in audit.text
+        wanted = {"actor": "admin", "resource": "newcomer", "action": "update"}
+        while len(admin_api.get("/api/v1/audit", params=wanted).json()) < 2:  # written in batches too
+            assert time.monotonic() < deadline, "the changes never reached the audit log"
+            time.sleep(0.2)
         narrowed = browser.get("/ui/admin/audit", params={"actor": "admin", "resource": "newcomer"})
-        assert "newcomer" in narrowed.text and "login_failed" not in narrowed.text
+        assert narrowed.text.count('<td data-label="Resource"><small>user</small> newcomer</td>') == 3
+        assert "login_failed" not in narrowed.text
         assert browser.get("/ui/admin/audit", params={"since": "yesterday"}).status_code in (400, 422)
         jobs = browser.get("/ui/admin/jobs", params={"kind": "selftest"})
         assert jobs.status_code == 200 and f"/ui/admin/jobs/{job}" in jobs.text
