@@ -37,7 +37,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 def new_user(server: RunningServer) -> tuple[str, str]:
     user = (f"bursty-{next(_user_numbers)}", "the-right-password-1")
     answer = httpx.post(
-        f"{server.url}/api/v1/users", json={"username": user[0], "password": user[1]}, auth=ADMIN
+        f"{server.url}/api/v1/users",
+        json={"username": user[0], "password": user[1]},
+        auth=ADMIN,
+        timeout=30,  # hashing two passwords (argon2) took over httpx's 5 s once on a loaded machine
     )
     assert answer.status_code == 201, answer.text
     return user
