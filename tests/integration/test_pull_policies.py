@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}, "http": {"workers": 2}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=60) as api:
         for project in ("strict", "open"):
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
