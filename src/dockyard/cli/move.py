@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dockyard.cli.maintenance import ConfigOption, _progress, _run, _settings
-from dockyard.config.storage_settings import DRIVER_NAMES
 
 if TYPE_CHECKING:
     from dockyard.config.settings import Settings, StorageSettings
@@ -217,6 +216,8 @@ def _new_config(old: Path | None, to_database: str | None, to_storage: Path | No
     if to_database is not None:
         data["database"] = {**(data.get("database") or {}), "url": to_database}
     if to_storage is not None:
+        from dockyard.config.storage_settings import DRIVER_NAMES  # pydantic: not on every CLI start
+
         storage = {k: v for k, v in (data.get("storage") or {}).items() if k not in DRIVER_NAMES}
         data["storage"] = {**storage, **(_raw_yaml(to_storage).get("storage") or {})}
     return data
