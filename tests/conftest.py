@@ -183,6 +183,12 @@ DB_INDEPENDENT_PATHS = (
     # the registry's own manifest path (test_push_manifests, test_discovery run it on PostgreSQL), and the
     # SBOM job is a job like the others (tests/unit/jobs runs the queue on both databases).
     "tests/integration/test_inventory.py",
+    # Process lifecycle: SIGTERM's drain of a streaming upload (the upload's database work is the push
+    # path's, which test_push_blobs and test_upload_sessions run on PostgreSQL).
+    "tests/integration/test_drain.py",
+    # The Harbor scanner adapter protocol against external adapters: the reports are stored as the built-in
+    # scans' are, which test_scans_api and test_scan run on PostgreSQL.
+    "tests/integration/test_external_scanners.py",
 )
 
 # Tests under DB_INDEPENDENT_PATHS that the PostgreSQL pass runs all the same (node ids).
