@@ -110,6 +110,8 @@ DB_INDEPENDENT_PATHS = (
     "tests/images/",  # containers: SQLite in the image's volume, or the compose example's PostgreSQL
     # SQLite on purpose: edits the SQLite file behind the registry's back.
     "tests/integration/test_redis.py",
+    # S3 requests per push, counted on SeaweedFS: its registry is always on a SQLite file.
+    "tests/integration/test_s3_push_requests.py",
     # The embedded default on purpose: what its processes load.
     "tests/unit/test_process_imports.py",
     # A browser's run through the portal: what it shows is the API's, which both passes test over HTTP.
