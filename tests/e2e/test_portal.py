@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.integration.test_inventory import push
 from tests.support.layers import Member, file, layer, whiteout
@@ -24,7 +24,6 @@ from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer, start_server
 from tests.support.tools import ContainerTools
 
-CHROMIUM = "/usr/bin/chromium"
 ADMIN = ("admin", "portal-e2e-Passw0rd")
 WIDTHS = {"wide": 1280, "phone": 390}
 
@@ -38,15 +37,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
     )
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def shoot(page: Page, name: str) -> None:

@@ -14,41 +14,19 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.e2e.test_portal import shoot
-from tests.support.oidc import RunningProvider, start_provider
-from tests.support.server import RunningServer, free_port, start_server
+from tests.support.oidc import RunningProvider, provider_and_dockyard
+from tests.support.server import RunningServer
 
-CHROMIUM = "/usr/bin/chromium"
 ADMIN = ("admin", "portal-oidc-e2e-Passw0rd")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningProvider, RunningServer]]:
-    workdir = tmp_path_factory.mktemp("portal-oidc-e2e")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    provider = start_provider(workdir / "provider", [f"{url}/ui/oidc/callback"])
-    try:
-        config = {
-            "http": {"addr": f"127.0.0.1:{port}", "host": url},
-            "auth": {"enabled": True, "oidc": provider.settings(display_name="Example SSO")},
-        }
-        server = start_server(workdir / "dockyard", config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]})
-        yield provider, server
-        server.stop()
-    finally:
-        provider.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # --no-sandbox: the tests run as root in CI, where Chromium's sandbox refuses to start.
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    with provider_and_dockyard(tmp_path_factory.mktemp("portal-oidc-e2e"), ADMIN[1]) as both:
+        yield both
 
 
 def test_sign_on_at_the_provider_make_a_cli_secret_and_log_out(

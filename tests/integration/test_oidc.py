@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.support.oidc import RunningProvider, login_with_http, start_provider
+from tests.support.oidc import RunningProvider, login_with_http, provider_and_dockyard
 from tests.support.portal import PortalBrowser, signed_out
-from tests.support.server import RunningServer, free_port, start_server
+from tests.support.server import RunningServer
 
 ADMIN = ("admin", "oidc-admin-Passw0rd")
 SECRET = re.compile(r'data-copy="(dyc_[A-Za-z0-9_-]+)"')
@@ -26,24 +26,12 @@ SECRET = re.compile(r'data-copy="(dyc_[A-Za-z0-9_-]+)"')
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningProvider, RunningServer]]:
-    workdir = tmp_path_factory.mktemp("oidc")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    provider = start_provider(workdir / "provider", [f"{url}/ui/oidc/callback"])
-    try:
-        config = {
-            "http": {"addr": f"127.0.0.1:{port}", "host": url},
-            "auth": {"enabled": True, "oidc": provider.settings(display_name="Example SSO")},
-        }
-        server = start_server(workdir / "dockyard", config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]})
+    with provider_and_dockyard(tmp_path_factory.mktemp("oidc"), ADMIN[1]) as (provider, server):
         with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as admin:
             assert admin.post("/api/v1/projects", json={"name": "dev", "public": False}).status_code == 201
             member = {"group": "developers", "role": "developer"}
             assert admin.post("/api/v1/projects/dev/members", json=member).status_code == 201
         yield provider, server
-        server.stop()
-    finally:
-        provider.stop()
 
 
 @pytest.fixture

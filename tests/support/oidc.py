@@ -14,7 +14,8 @@ import re
 import select
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from urllib.parse import urljoin
 import httpx
 
 from tests.support.processes import stop_process
-from tests.support.server import REPO_ROOT, free_port, require_tool
+from tests.support.server import REPO_ROOT, RunningServer, free_port, require_tool, start_server
 
 PROVIDER_DIR = REPO_ROOT / "tests" / "support" / "oidc"
 CLIENT_ID = "dockyard"
@@ -136,3 +137,26 @@ def login_with_http(http: httpx.Client, authorization_url: str, login: str, clie
             fields = {"prompt": "consent"}
         answer = http.post(urljoin(str(answer.url), action.group(1)), data=fields)
     raise AssertionError("the provider's login did not end in a redirect to the client")
+
+
+@contextmanager
+def provider_and_dockyard(
+    workdir: Path, admin_password: str
+) -> Iterator[tuple[RunningProvider, RunningServer]]:
+    """A provider and a `dockyard serve` (auth on) that signs on through it, on one free port known to both
+    before either starts (the provider registers the callback URL)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    provider = start_provider(workdir / "provider", [f"{url}/ui/oidc/callback"])
+    try:
+        config = {
+            "http": {"addr": f"127.0.0.1:{port}", "host": url},
+            "auth": {"enabled": True, "oidc": provider.settings(display_name="Example SSO")},
+        }
+        server = start_server(workdir / "dockyard", config, env={"DOCKYARD_ADMIN_PASSWORD": admin_password})
+        try:
+            yield provider, server
+        finally:
+            server.stop()
+    finally:
+        provider.stop()
