@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
@@ -285,13 +285,7 @@ class UserService:
         """Create or refresh the local row of a directory user who just proved their password."""
         validate_username(identity.username)
         now = utcnow()
-        fields = {
-            "email": identity.email,
-            "display_name": identity.display_name,
-            "directory_admin": identity.is_admin,
-            "updated_at": now,
-            "last_login_at": now,
-        }
+        fields = _directory_fields(identity, now)
         with self._db.write() as connection:
             row = connection.execute(
                 select(UserRow.id, UserRow.source).where(username_is(identity.username))
@@ -327,13 +321,7 @@ class UserService:
         if not subject or len(subject) > 255:
             raise ValueError("an OIDC identity needs a subject of at most 255 characters")
         now = utcnow()
-        fields = {
-            "email": identity.email,
-            "display_name": identity.display_name,
-            "directory_admin": identity.is_admin,
-            "updated_at": now,
-            "last_login_at": now,
-        }
+        fields = _directory_fields(identity, now)
         with self._db.write() as connection:
             row = connection.execute(
                 select(UserRow.id, UserRow.source, UserRow.oidc_subject).where(
@@ -462,3 +450,14 @@ class UserService:
         )
         if not connection.execute(select(other_admin)).scalar():
             raise LastAdmin()
+
+
+def _directory_fields(identity: ExternalIdentity, now: datetime) -> dict[str, Any]:
+    """What a directory (LDAP) or OpenID provider's login refreshes on the user's row."""
+    return {
+        "email": identity.email,
+        "display_name": identity.display_name,
+        "directory_admin": identity.is_admin,
+        "updated_at": now,
+        "last_login_at": now,
+    }
