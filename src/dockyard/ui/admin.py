@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
-from dockyard.ui.manage import form_text
+from dockyard.ui.handlers import form_text, read_page, submit
 
 if TYPE_CHECKING:
     from dockyard.ui.pages import Portal
@@ -58,76 +58,65 @@ class AdminPages:
     async def users(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         portal = self.portal
         caller, _ = portal.signed_in(request)
-        q, page = request.query_params.get("q", "")[:255], _page(request)
-        params = {"page": str(page), "page_size": str(PAGE_SIZE), **({"q": q} if q else {})}
-        answer = await portal.read(caller, "/users", params)
+        q = request.query_params.get("q", "")[:255]
+        paged = await read_page(portal, caller, request, "/users", PAGE_SIZE, {"q": q})
         return portal.render(
             request,
             "admin_users.html",
             status,
-            users=answer.json(),
-            total=answer.total,
+            users=paged.items,
+            total=paged.total,
             q=q,
-            page=page,
-            pages=max(1, -(-answer.total // PAGE_SIZE)),
+            page=paged.page,
+            pages=paged.pages,
             error=error,
         )
 
     async def create_user(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         body = {
             "username": form_text(form, "username").strip(),
             "password": form_text(form, "password") or None,
             "email": form_text(form, "email").strip() or None,
             "admin": form.get("admin") == "on",
         }
-        answer = await portal.api.call(caller, "POST", "/users", body=body)
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        if not answer.ok:
-            return await self.users(request, error=answer.message, status=answer.status)
-        return RedirectResponse(f"{MOUNT_PATH}/admin/users?q={quote(str(body['username']))}", 303)
+        done = f"{MOUNT_PATH}/admin/users?q={quote(str(body['username']))}"
+        return await submit(self.portal, request, caller, "POST", "/users", body, done=done, again=self.users)
 
     async def change_user(self, request: Request) -> Response:
         """One change per form: `disabled` or `admin`, "true" or "false"."""
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         username = request.path_params["username"]
         if not USERNAME.fullmatch(username):
-            raise portal.not_found()
+            raise self.portal.not_found()
         body = {f: form_text(form, f) == "true" for f in ("disabled", "admin") if f in form}
         if len(body) != 1:
             return await self.users(request, error="Change one thing at a time.", status=400)
-        answer = await portal.api.call(caller, "PATCH", f"/users/{username}", body=body)
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        if not answer.ok:
-            return await self.users(request, error=answer.message, status=answer.status)
-        return RedirectResponse(f"{MOUNT_PATH}/admin/users?q={quote(username)}", 303)
+        path, done = f"/users/{username}", f"{MOUNT_PATH}/admin/users?q={quote(username)}"
+        return await submit(self.portal, request, caller, "PATCH", path, body, done=done, again=self.users)
 
     # --- the audit log -----------------------------------------------------------------------------
     async def audit(self, request: Request) -> Response:
+        return await self._filtered(request, "/audit", "admin_audit.html", AUDIT_FILTERS, "events", 255)
+
+    async def _filtered(
+        self, request: Request, path: str, template: str, names: tuple[str, ...], key: str, width: int
+    ) -> Response:
+        """A list with the API's filters; a filter the API refuses (400, 422) is said on the page."""
         portal = self.portal
         caller, _ = portal.signed_in(request)
-        filters = {k: request.query_params.get(k, "")[:255].strip() for k in AUDIT_FILTERS}
-        page = _page(request)
-        params = {"page": str(page), "page_size": str(PAGE_SIZE), **{k: v for k, v in filters.items() if v}}
-        answer = await portal.api.call(caller, "GET", "/audit", params=params)
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        error = None if answer.ok else answer.message  # a filter the API refuses (400, 422): say which
-        total = answer.total if answer.ok else 0
+        filters = {k: request.query_params.get(k, "")[:width].strip() for k in names}
+        paged = await read_page(portal, caller, request, path, PAGE_SIZE, filters, tolerant=True)
         return portal.render(
             request,
-            "admin_audit.html",
-            200 if answer.ok else answer.status,
-            events=answer.json() if answer.ok else [],
-            total=total,
+            template,
+            paged.status,
+            **{key: paged.items},
+            total=paged.total,
             filters=filters,
-            page=page,
-            pages=max(1, -(-total // PAGE_SIZE)),
-            error=error,
+            page=paged.page,
+            pages=paged.pages,
+            error=paged.error,
         )
 
     # --- system ------------------------------------------------------------------------------------
@@ -141,26 +130,7 @@ class AdminPages:
 
     # --- jobs --------------------------------------------------------------------------------------
     async def jobs(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _ = portal.signed_in(request)
-        filters = {k: request.query_params.get(k, "")[:64].strip() for k in JOB_FILTERS}
-        page = _page(request)
-        params = {"page": str(page), "page_size": str(PAGE_SIZE), **{k: v for k, v in filters.items() if v}}
-        answer = await portal.api.call(caller, "GET", "/jobs", params=params)
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        total = answer.total if answer.ok else 0
-        return portal.render(
-            request,
-            "admin_jobs.html",
-            200 if answer.ok else answer.status,
-            jobs=answer.json() if answer.ok else [],
-            total=total,
-            filters=filters,
-            page=page,
-            pages=max(1, -(-total // PAGE_SIZE)),
-            error=None if answer.ok else answer.message,
-        )
+        return await self._filtered(request, "/jobs", "admin_jobs.html", JOB_FILTERS, "jobs", 64)
 
     async def job(self, request: Request) -> Response:
         portal = self.portal
@@ -170,10 +140,3 @@ class AdminPages:
             raise portal.not_found()
         job = (await portal.read(caller, f"/jobs/{job_id}")).json()
         return portal.render(request, "admin_job.html", job=job)
-
-
-def _page(request: Request) -> int:
-    try:
-        return max(1, min(int(request.query_params.get("page", "1")), 1_000_000))
-    except ValueError:
-        return 1

@@ -11,24 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime, time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
+from dockyard.ui.handlers import expiry, form_text, project_and_page, submit
 
 if TYPE_CHECKING:
+    from dockyard.ui.interfaces import ApiAnswer, Caller
     from dockyard.ui.pages import Portal
 
 ROLES = ("project_admin", "maintainer", "developer", "guest", "limited_guest")
 ACTIONS = ("pull", "push", "delete")
 MEMBER_ID = re.compile(r"[0-9]{1,18}")
 ROBOT = re.compile(r"[A-Za-z0-9$+._-]{1,300}")  # a short or full robot name; it goes into the API's path
-PAGE = {"page": "1", "page_size": "100"}
 
 
 class ProjectPeoplePages:
@@ -52,63 +52,51 @@ class ProjectPeoplePages:
 
     # --- members -----------------------------------------------------------------------------------
     async def members(self, request: Request, error: str | None = None, status: int = 200) -> Response:
-        portal = self.portal
-        caller, _ = portal.signed_in(request)
-        project = request.path_params["project"]
-        # The project first: a project one may not see is that refusal, before anything else is asked.
-        info = (await portal.read(caller, f"/projects/{project}")).json()
-        answer = await portal.read(caller, f"/projects/{project}/members", PAGE)
-        return portal.render(
+        _, info, paged = await project_and_page(self.portal, request, "members")
+        return self.portal.render(
             request,
             "members.html",
             status,
             project=info,
-            members=answer.json(),
-            total=answer.total,
+            members=paged.items,
+            total=paged.total,
+            paged=paged,
             roles=ROLES,
             can_manage="member.manage" in info.get("permissions", []),
             error=error,
         )
 
     async def add_member(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         project = request.path_params["project"]
         kind, name, role = form_text(form, "kind"), form_text(form, "name").strip(), form_text(form, "role")
         if kind not in ("user", "group") or not name or role not in ROLES:
             return await self.members(request, error="Name a user or a group, and a role.", status=400)
-        answer = await portal.api.call(
-            caller, "POST", f"/projects/{project}/members", body={kind: name, "role": role}
-        )
-        return await self._then_members(request, answer)
+        body = {kind: name, "role": role}
+        return await self._member_change(request, caller, "POST", f"/projects/{project}/members", body)
 
     async def change_role(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         project, member_id = request.path_params["project"], request.path_params["member_id"]
         role = form_text(form, "role")
         if not MEMBER_ID.fullmatch(member_id) or role not in ROLES:
             return await self.members(request, error="Choose a role.", status=400)
         path = f"/projects/{project}/members/{member_id}"
-        answer = await portal.api.call(caller, "PATCH", path, body={"role": role})
-        return await self._then_members(request, answer)
+        return await self._member_change(request, caller, "PATCH", path, {"role": role})
 
     async def remove_member(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, _ = await portal.checked(request)
+        caller, _, _ = await self.portal.checked(request)
         project, member_id = request.path_params["project"], request.path_params["member_id"]
         if not MEMBER_ID.fullmatch(member_id):
-            raise portal.not_found()
-        answer = await portal.api.call(caller, "DELETE", f"/projects/{project}/members/{member_id}")
-        return await self._then_members(request, answer)
+            raise self.portal.not_found()
+        path = f"/projects/{project}/members/{member_id}"
+        return await self._member_change(request, caller, "DELETE", path)
 
-    async def _then_members(self, request: Request, answer: Any) -> Response:
-        if answer.status in (401, 403, 404):
-            self.portal.refused(answer)  # the page is the refusal, as the API's
-        if not answer.ok:
-            return await self.members(request, error=answer.message, status=answer.status)
-        project = request.path_params["project"]
-        return RedirectResponse(f"{MOUNT_PATH}/projects/{quote(project)}/members", 303)
+    async def _member_change(
+        self, request: Request, caller: Caller, method: str, path: str, body: Any = None
+    ) -> Response:
+        done = f"{MOUNT_PATH}/projects/{quote(request.path_params['project'])}/members"
+        return await submit(self.portal, request, caller, method, path, body, done=done, again=self.members)
 
     # --- robots ------------------------------------------------------------------------------------
     async def robots(
@@ -118,18 +106,15 @@ class ProjectPeoplePages:
         status: int = 200,
         created: dict[str, Any] | None = None,
     ) -> Response:
-        portal = self.portal
-        caller, _ = portal.signed_in(request)
-        project = request.path_params["project"]
-        info = (await portal.read(caller, f"/projects/{project}")).json()
-        answer = await portal.read(caller, f"/projects/{project}/robots", PAGE)
-        return portal.render(
+        _, info, paged = await project_and_page(self.portal, request, "robots")
+        return self.portal.render(
             request,
             "robots.html",
             status,
             project=info,
-            robots=answer.json(),
-            total=answer.total,
+            robots=paged.items,
+            total=paged.total,
+            paged=paged,
             actions=ACTIONS,
             can_manage="robot.manage" in info.get("permissions", []),
             created=created,
@@ -161,8 +146,7 @@ class ProjectPeoplePages:
         )
 
     async def create_robot(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         project = request.path_params["project"]
         name = form_text(form, "name").strip()
         actions = [a for a in ACTIONS if a in form.getlist("actions")]
@@ -174,61 +158,47 @@ class ProjectPeoplePages:
         if not name or not actions:
             return await self.robots(request, error="Name the robot and tick what it may do.", status=400)
         body = {"name": name, "actions": actions, "description": description, "expires_at": expires_at}
-        answer = await portal.api.call(caller, "POST", f"/projects/{project}/robots", body=body)
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        if not answer.ok:
-            return await self.robots(request, error=answer.message, status=answer.status)
-        # The secret is in this answer only (the API returns it once; Cache-Control: no-store).
-        return await self.robots(request, created=answer.json())
+
+        async def shown_once(answer: ApiAnswer) -> Response:
+            # The secret is in this answer only (the API returns it once; Cache-Control: no-store).
+            return await self.robots(request, created=answer.json())
+
+        path = f"/projects/{project}/robots"
+        return await submit(
+            self.portal, request, caller, "POST", path, body, done=shown_once, again=self.robots
+        )
 
     async def set_disabled(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
-        project, name = request.path_params["project"], request.path_params["robot"]
-        if not ROBOT.fullmatch(name):
-            raise portal.not_found()
+        caller, _, form = await self.portal.checked(request)
+        project, name = self._robot_of(request)
         body = {"disabled": form_text(form, "disabled") == "true"}
-        answer = await portal.api.call(caller, "PATCH", f"/projects/{project}/robots/{name}", body=body)
-        if not answer.ok:
-            portal.refused(answer)
-        return RedirectResponse(_robot_page(project, name), 303)
+        path = f"/projects/{project}/robots/{name}"
+        done = _robot_page(project, name)
+        return await submit(self.portal, request, caller, "PATCH", path, body, done=done, again=None)
 
     async def new_secret(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, _ = await portal.checked(request)
-        project, name = request.path_params["project"], request.path_params["robot"]
-        if not ROBOT.fullmatch(name):
-            raise portal.not_found()
-        answer = await portal.api.call(caller, "POST", f"/projects/{project}/robots/{name}/secret")
-        if not answer.ok:
-            portal.refused(answer)
-        return await self.robot(request, secret=answer.json()["secret"])
+        caller, _, _ = await self.portal.checked(request)
+        project, name = self._robot_of(request)
+
+        async def shown_once(answer: ApiAnswer) -> Response:
+            return await self.robot(request, secret=answer.json()["secret"])
+
+        path = f"/projects/{project}/robots/{name}/secret"
+        return await submit(self.portal, request, caller, "POST", path, done=shown_once, again=None)
 
     async def delete_robot(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, _ = await portal.checked(request)
+        caller, _, _ = await self.portal.checked(request)
+        project, name = self._robot_of(request)
+        path = f"/projects/{project}/robots/{name}"
+        done = f"{MOUNT_PATH}/projects/{quote(project)}/robots"
+        return await submit(self.portal, request, caller, "DELETE", path, done=done, again=None)
+
+    def _robot_of(self, request: Request) -> tuple[str, str]:
         project, name = request.path_params["project"], request.path_params["robot"]
         if not ROBOT.fullmatch(name):
-            raise portal.not_found()
-        answer = await portal.api.call(caller, "DELETE", f"/projects/{project}/robots/{name}")
-        if not answer.ok:
-            portal.refused(answer)
-        return RedirectResponse(f"{MOUNT_PATH}/projects/{quote(project)}/robots", 303)
+            raise self.portal.not_found()
+        return project, name
 
 
 def _robot_page(project: str, name: str) -> str:
     return f"{MOUNT_PATH}/projects/{quote(project)}/robots/{quote(name, safe='')}"
-
-
-def expiry(value: str) -> str | None:
-    """A date field's value as the API's timestamp: the end of that day, UTC; empty: never."""
-    if not value:
-        return None
-    day = datetime.strptime(value, "%Y-%m-%d").date()
-    return datetime.combine(day, time(23, 59, 59), UTC).isoformat()
-
-
-def form_text(form: Any, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""

@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
-from dockyard.ui.manage import form_text
+from dockyard.ui.handlers import form_text, submit
 from dockyard.ui.views import pretty_json
 
 if TYPE_CHECKING:
-    from dockyard.ui.interfaces import ApiAnswer
+    from dockyard.ui.interfaces import ApiAnswer, Caller
     from dockyard.ui.pages import Portal
 
 NUMBER = re.compile(r"[0-9]{1,18}")
@@ -89,8 +89,7 @@ class PolicyPages:
             "tag_pattern": form_text(form, "tag_pattern").strip() or "**",
             "tag_excluding": form.get("tag_excluding") == "on",
         }
-        answer = await portal.api.call(caller, "POST", f"/projects/{project}/immutable-rules", body=body)
-        return await self._then(request, answer)
+        return await self._then(request, caller, "POST", f"/projects/{project}/immutable-rules", body)
 
     async def remove_rule(self, request: Request) -> Response:
         portal = self.portal
@@ -98,8 +97,7 @@ class PolicyPages:
         project, rule_id = request.path_params["project"], request.path_params["rule_id"]
         if not NUMBER.fullmatch(rule_id):
             raise portal.not_found()
-        answer = await portal.api.call(caller, "DELETE", f"/projects/{project}/immutable-rules/{rule_id}")
-        return await self._then(request, answer)
+        return await self._then(request, caller, "DELETE", f"/projects/{project}/immutable-rules/{rule_id}")
 
     async def set_retention(self, request: Request) -> Response:
         portal = self.portal
@@ -112,21 +110,25 @@ class PolicyPages:
             return await self.policies(
                 request, error=f"The policy is not JSON: {error}", status=400, draft=text
             )
-        answer = await portal.api.call(caller, "PUT", f"/projects/{project}/retention", body=policy)
-        if not answer.ok and answer.status not in (401, 403, 404):  # a wrong policy: fix the draft
-            return await self.policies(request, error=answer.message, status=answer.status, draft=text)
-        return await self._then(request, answer)
+        path, done = f"/projects/{project}/retention", f"{MOUNT_PATH}/projects/{project}/policies"
+
+        async def again(request: Request, **refusal: Any) -> Response:  # a wrong policy: fix the draft
+            return await self.policies(request, draft=text, **refusal)
+
+        return await submit(portal, request, caller, "PUT", path, policy, done=done, again=again)
 
     async def dry_run(self, request: Request) -> Response:
         portal = self.portal
         caller, _, _ = await portal.checked(request)
         project = request.path_params["project"]
         path = f"/projects/{project}/retention/run"
-        answer = await portal.api.call(caller, "POST", path, body={"dry_run": True})
-        if not answer.ok:
-            portal.refused(answer)
-        job = answer.json()["job_id"]
-        return RedirectResponse(f"{MOUNT_PATH}/projects/{project}/policies?job={job}", 303)
+
+        async def to_policies(answer: ApiAnswer) -> Response:
+            job = answer.json()["job_id"]
+            return RedirectResponse(f"{MOUNT_PATH}/projects/{project}/policies?job={job}", 303)
+
+        body = {"dry_run": True}
+        return await submit(portal, request, caller, "POST", path, body, done=to_policies, again=None)
 
     async def run(self, request: Request) -> Response:
         portal = self.portal
@@ -147,13 +149,10 @@ class PolicyPages:
             body: dict[str, int | None] = {"limit_bytes": limit_bytes, "warn_percent": int(warn or "80")}
         except ValueError:
             return await self.policies(request, error="The quota is a number of GiB.", status=400)
-        answer = await portal.api.call(caller, "PUT", f"/projects/{project}/quota", body=body)
-        return await self._then(request, answer)
+        return await self._then(request, caller, "PUT", f"/projects/{project}/quota", body)
 
-    async def _then(self, request: Request, answer: ApiAnswer) -> Response:
-        if answer.status in (401, 403, 404):
-            self.portal.refused(answer)
-        if not answer.ok:
-            return await self.policies(request, error=answer.message, status=answer.status)
-        project = request.path_params["project"]
-        return RedirectResponse(f"{MOUNT_PATH}/projects/{project}/policies", 303)
+    async def _then(
+        self, request: Request, caller: Caller, method: str, path: str, body: Any = None
+    ) -> Response:
+        done = f"{MOUNT_PATH}/projects/{request.path_params['project']}/policies"
+        return await submit(self.portal, request, caller, method, path, body, done=done, again=self.policies)

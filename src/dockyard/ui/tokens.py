@@ -9,16 +9,18 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
-from dockyard.ui.manage import expiry, form_text
+from dockyard.ui.handlers import expiry, form_text, read_page, submit
 
 if TYPE_CHECKING:
+    from dockyard.ui.interfaces import ApiAnswer
     from dockyard.ui.pages import Portal
 
 TOKEN_ID = re.compile(r"[0-9]{1,18}")
+PAGE_SIZE = 100
 
 
 class TokenPages:
@@ -41,20 +43,20 @@ class TokenPages:
     ) -> Response:
         portal = self.portal
         caller, _ = portal.signed_in(request)
-        answer = await portal.read(caller, "/me/tokens", {"page": "1", "page_size": "100"})
+        paged = await read_page(portal, caller, request, "/me/tokens", PAGE_SIZE)
         return portal.render(
             request,
             "tokens.html",
             status,
-            tokens=answer.json(),
-            total=answer.total,
+            tokens=paged.items,
+            total=paged.total,
+            paged=paged,
             created=created,
             error=error,
         )
 
     async def create(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, form = await portal.checked(request)
+        caller, _, form = await self.portal.checked(request)
         name = form_text(form, "name").strip()
         try:
             expires_at = expiry(form_text(form, "expires_on").strip())
@@ -62,23 +64,20 @@ class TokenPages:
             return await self.tokens(request, error="The expiry is a date, YYYY-MM-DD.", status=400)
         if not name:
             return await self.tokens(request, error="Name the token.", status=400)
-        answer = await portal.api.call(
-            caller, "POST", "/me/tokens", body={"name": name, "expires_at": expires_at}
+
+        async def shown_once(answer: ApiAnswer) -> Response:
+            # The secret is in this answer only (the API returns it once; Cache-Control: no-store).
+            return await self.tokens(request, created=answer.json())
+
+        body = {"name": name, "expires_at": expires_at}
+        return await submit(
+            self.portal, request, caller, "POST", "/me/tokens", body, done=shown_once, again=self.tokens
         )
-        if answer.status in (401, 403, 404):
-            portal.refused(answer)
-        if not answer.ok:
-            return await self.tokens(request, error=answer.message, status=answer.status)
-        # The secret is in this answer only (the API returns it once; Cache-Control: no-store).
-        return await self.tokens(request, created=answer.json())
 
     async def revoke(self, request: Request) -> Response:
-        portal = self.portal
-        caller, _, _ = await portal.checked(request)
+        caller, _, _ = await self.portal.checked(request)
         token_id = request.path_params["token_id"]
         if not TOKEN_ID.fullmatch(token_id):
-            raise portal.not_found()
-        answer = await portal.api.call(caller, "DELETE", f"/me/tokens/{token_id}")
-        if not answer.ok:
-            portal.refused(answer)
-        return RedirectResponse(f"{MOUNT_PATH}/account/tokens", 303)
+            raise self.portal.not_found()
+        path, done = f"/me/tokens/{token_id}", f"{MOUNT_PATH}/account/tokens"
+        return await submit(self.portal, request, caller, "DELETE", path, done=done, again=None)
