@@ -30,6 +30,22 @@ def all_entries(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
 
 
+def descriptors_under(root: Path) -> list[str]:
+    """What this process's open descriptors point at under root (deleted directories too). Only
+    those: other tests' threads in this worker (the closer thread of an earlier test's locks, a
+    leaked file the garbage collector closes) open and close descriptors of their own meanwhile."""
+    prefix = str(root.resolve()) + os.sep
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed since the listing (the listing's own descriptor among them)
+        if target.startswith(prefix):
+            targets.append(target)
+    return targets
+
+
 def test_root_is_created(root: Path) -> None:
     FilesystemDriver(root / "nested" / "deeper")
     assert (root / "nested" / "deeper").is_dir()
@@ -128,7 +144,7 @@ def test_paths_are_resolved_without_a_walk_in_python(
     def refused(path: str, *args: object, **kwargs: object) -> str:
         raise AssertionError(f"realpath({path!r})")
 
-    monkeypatch.setattr(filesystem.os.path, "realpath", refused)
+    monkeypatch.setattr(filesystem, "_realpath", refused)
     assert driver.get_content("blobs/sha256/ab/abcd/data") == b"x"
     writer = driver.writer("uploads/u1/data")
     writer.write(b"y")
@@ -370,7 +386,6 @@ def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
 ) -> None:
     """A commit's lock goes with its directory at once; the descriptor that held it closes a moment later
     in a thread of its own (the last close of a deleted directory waits for the journal), never leaks."""
-    descriptors = len(os.listdir("/proc/self/fd"))
     for n in range(20):
         lock = driver.try_lock(f"uploads/u{n}")
         assert lock is not None
@@ -384,10 +399,9 @@ def test_locks_released_after_their_bytes_moved_on_leave_nothing_open(
     stored = [f"blobs/b{n}" for n in range(20)] + [f"blobs/b{n}/data" for n in range(20)]
     assert all_entries(root) == sorted(["blobs", *stored])  # no upload directory left
     deadline = time.monotonic() + 10
-    while len(os.listdir("/proc/self/fd")) > descriptors and time.monotonic() < deadline:
+    while descriptors_under(root) and time.monotonic() < deadline:
         time.sleep(0.01)
-    # At most as many as before: other tests' threads in this worker may close theirs meanwhile.
-    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert descriptors_under(root) == []
 
 
 def test_a_lock_is_released_where_no_closer_thread_can_start(
@@ -395,16 +409,14 @@ def test_a_lock_is_released_where_no_closer_thread_can_start(
 ) -> None:
     """At interpreter shutdown no thread starts: the descriptor is closed in release itself."""
 
-    def refuse(self: threading.Thread) -> None:
+    def refuse(thread: threading.Thread) -> None:
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    monkeypatch.setattr(filesystem, "_DEFERRED_CLOSES", filesystem._DeferredCloses())
-    monkeypatch.setattr(threading.Thread, "start", refuse)
-    descriptors = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(filesystem, "_DEFERRED_CLOSES", filesystem._DeferredCloses(start_thread=refuse))
     lock = driver.try_lock("uploads/u1")
-    assert lock is not None
+    assert lock is not None and descriptors_under(root) == [str(root.resolve() / "uploads" / "u1")]
     lock.release()
-    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert descriptors_under(root) == []
     assert all_entries(root) == []
 
 
