@@ -22,12 +22,12 @@ server, or a standalone `dockyard worker`) is left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
 import threading
 import time
+from ctypes.util import find_library  # this module's own name: a test replaces it here only
 from pathlib import Path
 
 log = logging.getLogger("dockyard.lifecycle")
@@ -67,7 +67,7 @@ def libc() -> ctypes.CDLL:
         try:
             loaded = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc's, on every Linux dockyard runs on
         except OSError:
-            loaded = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            loaded = ctypes.CDLL(find_library("c"), use_errno=True)
         _LIBC.append(loaded)
     return _LIBC[0]
 

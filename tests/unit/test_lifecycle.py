@@ -155,13 +155,12 @@ def test_a_child_forked_after_serve_died_exits_at_once() -> None:
 def test_the_c_library_is_loaded_without_running_ldconfig(monkeypatch: pytest.MonkeyPatch) -> None:
     # ctypes.util.find_library forks and runs `ldconfig -p`: each HTTP worker did so between its fork
     # and its first answer (services.tune_malloc), and serve and the job runner at their start.
-    import ctypes.util
-
     from dockyard import lifecycle, services
 
     looked_up: list[str] = []
-    monkeypatch.setattr(ctypes.util, "find_library", lambda name: looked_up.append(name))
-    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: looked_up.append(str(args)))
+    # lifecycle's own reference, not ctypes.util's or subprocess's: threads other tests of this worker
+    # left running may look up a library or start a process meanwhile.
+    monkeypatch.setattr(lifecycle, "find_library", lambda name: looked_up.append(name))
     monkeypatch.setattr(lifecycle, "_LIBC", [])
     services.tune_malloc()
     assert lifecycle.libc().getpid() == os.getpid()  # what mark_parent loads before the workers' fork
