@@ -60,6 +60,13 @@ class GroupService:
             raise GroupNotFound(detail={"group": name})
         return group
 
+    def get_by_id(self, group_id: int) -> Group:
+        with self._db.read() as connection:
+            row = connection.execute(select(*_COLUMNS).where(GroupRow.id == group_id)).first()
+        if row is None:
+            raise GroupNotFound(detail={"group_id": group_id})
+        return _group(row)
+
     def list(
         self,
         *,

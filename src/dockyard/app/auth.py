@@ -121,10 +121,10 @@ def _dockyard_auth(services: Services) -> Auth:
     def announce() -> None:
         feed.bump(Topic.AUTH)
 
-    users, robots = UserService(db), RobotService(db)
+    users, robots, groups = UserService(db), RobotService(db), GroupService(db)
     tokens = PersonalTokenService(db)
     authenticator = LocalAuthenticator(
-        users, GroupService(db), tokens, robots, _login_limiter(settings), _directory(settings)
+        users, groups, tokens, robots, _login_limiter(settings), _directory(settings)
     )
     policy = AccessPolicy(db)
     passphrase, older = signing_key_passphrases(settings)
@@ -189,6 +189,7 @@ def _dockyard_auth(services: Services) -> Auth:
         layer_files=settings.layer_files,
         oidc=_oidc_logins(settings, db),
         oidc_onboard=auth.oidc.auto_onboard if auth.oidc is not None else True,
+        groups=groups,
     )
     management_api = Mount(
         MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)

@@ -26,6 +26,7 @@ from dockyard.errors import Category, DockyardError
 
 class ActorKind(StrEnum):
     USER = "user"
+    GROUP = "group"  # a group of users; name: the group's; detail: a member added or removed
     ROBOT = "robot"
     ANONYMOUS = "anonymous"
     SYSTEM = "system"  # dockyard itself: retention, GC, bootstrap of the admin user
@@ -57,6 +58,7 @@ class ResourceType(StrEnum):
     PROJECT = "project"
     MEMBER = "member"  # name: "project/member-name"
     USER = "user"
+    GROUP = "group"  # a group of users; name: the group's; detail: a member added or removed
     ROBOT = "robot"
     PERSONAL_TOKEN = "personal_token"
     SETTINGS = "settings"

@@ -20,6 +20,7 @@ from dockyard.api.management.routers import (
     audit,
     endpoints,
     files,
+    groups,
     immutable_rules,
     keys,
     notifications,
@@ -68,7 +69,7 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
     app.include_router(files.router)  # the layer browser: files of layers and images, diffs (the same)
     app.include_router(artifact_contents.router)  # an artifact's config and referrers (the same)
-    for module in (system, keys, session, oidc, users, projects, robots, repositories, search, audit):
+    for module in (system, keys, session, oidc, users, groups, projects, robots, repositories, search, audit):
         app.include_router(module.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies
         app.include_router(module.router)

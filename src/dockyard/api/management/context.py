@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from starlette.requests import Request
 
 from dockyard.accounts.directory import ExternalIdentity
+from dockyard.accounts.groups import GroupService
 from dockyard.accounts.personal_tokens import PersonalTokenService
 from dockyard.accounts.robots import RobotService
 from dockyard.accounts.sessions import LoginSessionService
@@ -118,6 +119,7 @@ class ManagementServices:
     # OpenID Connect single sign-on (routers/oidc.py): the logins, built on first use; None: not set up.
     oidc: Callable[[], OIDCLogins] | None = None
     oidc_onboard: bool = True  # create the account of an OIDC user at their first login
+    groups: GroupService | None = None  # groups of users (routers/groups.py); None: not available
 
 
 def services_of(request: Request) -> ManagementServices:
