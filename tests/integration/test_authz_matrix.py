@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import pytest
@@ -137,6 +137,12 @@ API_RULES: dict[tuple[str, str], Rule] = {
     ("/users/{username}", "PATCH"): Rule(SYSTEM_ADMIN),
     ("/users/{username}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
     ("/users/{username}/password", "PUT"): Rule(SYSTEM_ADMIN, 204),
+    ("/groups", "GET"): Rule(SYSTEM_ADMIN),
+    ("/groups", "POST"): Rule(SYSTEM_ADMIN, 201),
+    ("/groups/{group_id}", "GET"): Rule(SYSTEM_ADMIN),
+    ("/groups/{group_id}", "DELETE"): Rule(SYSTEM_ADMIN, 204),
+    ("/groups/{group_id}/members/{username}", "PUT"): Rule(SYSTEM_ADMIN),
+    ("/groups/{group_id}/members/{username}", "DELETE"): Rule(SYSTEM_ADMIN),
     ("/me", "GET"): Rule(ACCOUNT),
     ("/me/password", "PUT"): Rule(USER, 204),
     ("/me/tokens", "GET"): Rule(USER),
@@ -681,6 +687,39 @@ def create_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Ca
     return Call(
         ep.method, api(ep.path), json={"username": name, "password": PASSWORD},
         observe=gone_or_there(w, path), cleanup=lambda: w.admin.api("DELETE", path, expect=(204, 404)),
+    )
+
+
+def group_state(w: World, group_id: int) -> Any:
+    """The group's members as the admin sees them; None once it is gone."""
+    path = f"/groups/{group_id}"
+    return w.admin.api("GET", path)["members"] if w.admin.status("GET", path) == 200 else None
+
+
+def create_group(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    name = w.unique("mx-group")
+
+    def made() -> list[int]:
+        return [g["id"] for g in w.admin.api("GET", "/groups", params={"q": name})]
+
+    def cleanup() -> None:
+        for group_id in made():
+            w.admin.api("DELETE", f"/groups/{group_id}", expect=(204, 404))
+
+    return Call(ep.method, api(ep.path), json={"name": name}, observe=made, cleanup=cleanup)
+
+
+def group_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
+    """A local group the admin makes first (with the victim in it, for a removal); deleted after."""
+    group_id = w.admin.api("POST", "/groups", json={"name": w.unique("mx-group")})["id"]
+    values = {"group_id": str(group_id)}
+    if "username" in ep.params:
+        values["username"] = VICTIM
+        if ep.method == "DELETE":
+            w.admin.api("PUT", f"/groups/{group_id}/members/{VICTIM}")
+    return Call(
+        ep.method, api(fill(ep.path, **values)), observe=lambda: group_state(w, group_id),
+        cleanup=lambda: w.admin.api("DELETE", f"/groups/{group_id}", expect=(204, 404)) and None,
     )
 
 
@@ -1341,6 +1380,12 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
     ("/users/{username}", "PATCH", ""): change_user,
     ("/users/{username}", "DELETE", ""): change_user,
     ("/users/{username}/password", "PUT", ""): change_user,
+    ("/groups", "GET", ""): plain(),
+    ("/groups", "POST", ""): create_group,
+    **{(path, m, ""): group_call for path, m in [
+        ("/groups/{group_id}", "GET"), ("/groups/{group_id}", "DELETE"),
+        ("/groups/{group_id}/members/{username}", "PUT"), ("/groups/{group_id}/members/{username}", "DELETE"),
+    ]},
     ("/me", "GET", ""): plain(),
     ("/me/password", "PUT", ""): my_password,
     ("/me/tokens", "GET", ""): plain(),
@@ -1565,6 +1610,20 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/admin/system", "GET"): ("/systeminfo", "GET"),
     ("/admin/jobs", "GET"): ("/jobs", "GET"),
     ("/admin/jobs/{job_id}", "GET"): ("/jobs/{job_id}", "GET"),
+    ("/admin/jobs/{job_id}/cancel", "POST"): ("/jobs/{job_id}/cancel", "POST"),
+    ("/admin/signing-keys", "GET"): ("/system/signing-keys", "GET"),
+    ("/admin/signing-keys/rotate", "POST"): ("/system/signing-keys/rotate", "POST"),
+    ("/admin/signing-keys/{kid}/retire", "POST"): ("/system/signing-keys/{kid}/retire", "POST"),
+    ("/admin/gc", "GET"): ("/jobs", "GET"),
+    ("/admin/gc", "POST"): ("/jobs", "POST"),
+    ("/admin/groups", "GET"): ("/groups", "GET"),
+    ("/admin/groups", "POST"): ("/groups", "POST"),
+    ("/admin/groups/{group_id}", "GET"): ("/groups/{group_id}", "GET"),
+    ("/admin/groups/{group_id}/delete", "POST"): ("/groups/{group_id}", "DELETE"),
+    ("/admin/groups/{group_id}/members", "POST"): ("/groups/{group_id}/members/{username}", "PUT"),
+    ("/admin/groups/{group_id}/members/{username}/remove", "POST"): (
+        "/groups/{group_id}/members/{username}", "DELETE"
+    ),
     (f"{P}/policies", "GET"): (f"{P}/retention", "GET"),
     (f"{P}/immutable-rules", "POST"): (f"{P}/immutable-rules", "POST"),
     (f"{P}/immutable-rules/{{rule_id}}/delete", "POST"): (f"{P}/immutable-rules/{{rule_id}}", "DELETE"),
@@ -1593,6 +1652,15 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
     (f"{P}/retention/runs/{{run_id}}", "GET"): {},
     ("/admin/jobs/{job_id}", "GET"): {},
     (f"{P}/quota", "POST"): {"limit_gib": "1024", "warn_percent": "90"},
+    ("/admin/signing-keys/rotate", "POST"): {},
+    ("/admin/groups/{group_id}", "GET"): {},
+    ("/admin/groups/{group_id}/delete", "POST"): {},
+}
+# Portal routes whose case is the API recipe's, whose path parameter is the API path's second last
+# segment (`/jobs/{job_id}/cancel`), with the form that asks for the same change.
+UI_LIKE_API_ACTION: dict[tuple[str, str], dict[str, str]] = {
+    ("/admin/jobs/{job_id}/cancel", "POST"): {},
+    ("/admin/signing-keys/{kid}/retire", "POST"): {},
 }
 # Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
 UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST")}
@@ -1694,6 +1762,29 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
             values["project"] = str(project)
         ui_path = "/ui" + fill(ep.path, **values)
         return UiCall(ep.method, ui_path, UI_LIKE_API[key], session, made.observe, made.cleanup)
+    if key in UI_LIKE_API_ACTION:
+        api_path, api_method = UI_RULES[key] or ("", "")
+        recipe = API_RECIPES[(api_path, api_method, "")]
+        made = recipe(w, actor, project, Endpoint(api_path, api_method, frozenset(compile_path(api_path)[2])))
+        (name,) = ep.params
+        ui_path = "/ui" + fill(ep.path, **{name: quote(made.path.rsplit("/", 2)[1], safe="")})
+        return UiCall(ep.method, ui_path, UI_LIKE_API_ACTION[key], session, made.observe, made.cleanup)
+    if key == ("/admin/groups", "POST"):
+        made = create_group(w, actor, project, Endpoint("/groups", "POST", frozenset()))
+        return UiCall("POST", "/ui/admin/groups", dict(made.json), session, made.observe, made.cleanup)
+    if ep.path.startswith("/admin/groups/{group_id}/members"):
+        api_path = "/groups/{group_id}/members/{username}"
+        method = "PUT" if ep.path.endswith("/members") else "DELETE"
+        made = group_call(w, actor, project, Endpoint(api_path, method, frozenset({"group_id", "username"})))
+        group_id = made.path.rsplit("/", 3)[1]
+        if method == "PUT":
+            ui_path, form = f"/ui/admin/groups/{group_id}/members", {"username": VICTIM}
+        else:
+            ui_path, form = f"/ui/admin/groups/{group_id}/members/{VICTIM}/remove", {}
+        return UiCall("POST", ui_path, form, session, made.observe, made.cleanup)
+    if key == ("/admin/gc", "POST"):  # a dry run: it deletes nothing of the matrix's
+        newest_gc = lambda: w.admin.api("GET", "/jobs", params={"kind": "gc", "page_size": "1"})  # noqa: E731
+        return UiCall("POST", "/ui/admin/gc", {"mode": "dry-run"}, session, observe=newest_gc)
     if key == ("/admin/users", "POST"):
         made = create_user(w, actor, project, Endpoint("/users", "POST", frozenset()))
         return UiCall("POST", "/ui/admin/users", dict(made.json or {}), session, made.observe, made.cleanup)

@@ -1,5 +1,6 @@
 """A browser's view of the web portal (/ui) over HTTP: log in through the form, keep the cookie,
-send forms with the page's CSRF token and this server's Origin, as a browser would."""
+send forms with the page's CSRF token and this server's Origin, as a browser would. Over a real server's
+port, or (`http`: a TestClient of tests/support/inprocess.py) in the test's process."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class PortalBrowser:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, http: httpx.Client | None = None) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+        self.http = http or httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+        self.http.follow_redirects = False
 
     def close(self) -> None:
         self.http.close()

@@ -52,6 +52,7 @@ class AdminPages:
             Route("/admin/system", self.system, methods=["GET"]),
             Route("/admin/jobs", self.jobs, methods=["GET"]),
             Route("/admin/jobs/{job_id}", self.job, methods=["GET"]),
+            Route("/admin/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
         ]
 
     # --- users -------------------------------------------------------------------------------------
@@ -133,10 +134,20 @@ class AdminPages:
         return await self._filtered(request, "/jobs", "admin_jobs.html", JOB_FILTERS, "jobs", 64)
 
     async def job(self, request: Request) -> Response:
+        """The job's page; asked by htmx (the page follows a running job), its live part alone."""
         portal = self.portal
         caller, _ = portal.signed_in(request)
         job_id = request.path_params["job_id"]
         if not NUMBER.fullmatch(job_id):
             raise portal.not_found()
         job = (await portal.read(caller, f"/jobs/{job_id}")).json()
-        return portal.render(request, "admin_job.html", job=job)
+        live_part = request.headers.get("hx-request") == "true"
+        return portal.render(request, "_job_state.html" if live_part else "admin_job.html", job=job)
+
+    async def cancel_job(self, request: Request) -> Response:
+        caller, _, _ = await self.portal.checked(request)
+        job_id = request.path_params["job_id"]
+        if not NUMBER.fullmatch(job_id):
+            raise self.portal.not_found()
+        path, done = f"/jobs/{job_id}/cancel", f"{MOUNT_PATH}/admin/jobs/{job_id}"
+        return await submit(self.portal, request, caller, "POST", path, done=done, again=None)

@@ -98,12 +98,15 @@ async def submit(
     *,
     done: str | Done,
     again: Again | None,
+    mistakes: frozenset[int] = frozenset(),
 ) -> Response:
     """Make a form's API call. Success: a 303 to `done` (or `done(answer)`, a page: a secret shown
     once). A refusal (401, 403, 404) is the page's answer; any other failure shows the form's page
-    `again` with the API's message and status, or, without `again`, is the page's answer too."""
+    `again` with the API's message and status, or, without `again`, is the page's answer too.
+    `mistakes`: refusals that are the form's (a 404 for a username typed in it), shown `again`."""
     answer = await portal.api.call(caller, method, path, body=body)
-    if not answer.ok and (again is None or answer.status in (401, 403, 404)):
+    refusal = answer.status in (401, 403, 404) and answer.status not in mistakes
+    if not answer.ok and (again is None or refusal):
         portal.refused(answer)
     if not answer.ok:
         assert again is not None

@@ -24,7 +24,9 @@ from dockyard.api.management.sessions import CSRF_HEADER
 from dockyard.ui import MOUNT_PATH
 from dockyard.ui.admin import AdminPages
 from dockyard.ui.browse import BrowsePages
+from dockyard.ui.groups import GroupPages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
+from dockyard.ui.maintenance import MaintenancePages
 from dockyard.ui.manage import ProjectPeoplePages
 from dockyard.ui.policies import PolicyPages
 from dockyard.ui.security import (
@@ -90,6 +92,8 @@ class Portal:
             Route("/account/cli-secret", self.new_cli_secret, methods=["POST"]),
             *TokenPages(self).routes(),
             *AdminPages(self).routes(),
+            *MaintenancePages(self).routes(),
+            *GroupPages(self).routes(),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),

@@ -1,0 +1,224 @@
+"""The portal's administration and maintenance pages, in the test's process (tests/support/inprocess.py:
+no port, no subprocess): groups (and the /api/v1/groups API under them), token signing keys, garbage
+collection runs and the job page that follows a running job. Each page is the API's call as the user,
+so besides what a page shows, every test checks what a user who is no system administrator gets (the
+API's 403), CSRF refusals, and that hostile text comes out escaped. Jobs run when the test says so
+(`runner.run_pending()`), not on a clock.
+
+test_authz_matrix.py runs every one of these routes against every role on a real server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from dockyard.accounts.groups import GroupService
+from dockyard.accounts.interfaces import UserSource
+from dockyard.app import build_services, create_app
+from dockyard.bootstrap import first_admin
+from dockyard.jobs.runner import JobRunner
+from dockyard.services import Services, build_job_runner
+from tests.support.inprocess import ADMIN, ADMIN_PASSWORD, BASE_URL, TestClient, in_process_settings
+from tests.support.portal import PortalBrowser
+
+PASSWORD = "portal-admin-user-Passw0rd"
+EVIL = '"><img src=x onerror=alert(1)><script>alert(2)</script>'
+
+
+@dataclass
+class Stack:
+    app: object
+    api: TestClient  # the administrator, with Basic
+    runner: JobRunner
+    services: Services
+
+    def browser(self, username: str, password: str = PASSWORD) -> PortalBrowser:
+        http = TestClient(self.app, base_url=BASE_URL, client=("192.0.2.11", 40001))  # type: ignore[arg-type]
+        browser = PortalBrowser(BASE_URL, http)
+        assert browser.login(username, password).status_code == 303
+        return browser
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir: Path = tmp_path_factory.mktemp("portal-admin")
+    settings = in_process_settings(workdir, {"auth": {"login_limit": {"max_failures": 1_000_000}}})
+    services = build_services(settings)
+    first_admin(settings, services.db, ADMIN_PASSWORD)
+    app = create_app(services)
+    with TestClient(app, base_url=BASE_URL, client=("192.0.2.10", 40000)) as api:
+        api.auth = ADMIN
+        answer = api.post("/api/v1/users", json={"username": "plain", "password": PASSWORD})
+        assert answer.status_code == 201, answer.text
+        yield Stack(app, api, build_job_runner(services), services)
+
+
+def test_a_group_gives_its_members_a_project_role_and_directory_groups_stay_the_providers(
+    stack: Stack,
+) -> None:
+    api, plain = stack.api, ("plain", PASSWORD)
+    assert api.post("/api/v1/projects", json={"name": "crew-only", "public": False}).status_code == 201
+    made = api.post("/api/v1/groups", json={"name": "crew"})
+    assert made.status_code == 201 and made.json()["members"] == [] and made.json()["source"] == "local"
+    group = made.json()["id"]
+    assert api.post("/api/v1/groups", json={"name": "crew"}).status_code == 409
+    member = {"group": "crew", "role": "developer"}
+    assert api.post("/api/v1/projects/crew-only/members", json=member).status_code == 201
+    assert api.get("/api/v1/projects/crew-only", auth=plain).status_code == 404
+    added = api.put(f"/api/v1/groups/{group}/members/plain")
+    assert added.status_code == 200 and added.json()["members"] == ["plain"]
+    assert api.get("/api/v1/projects/crew-only", auth=plain).status_code == 200  # the group's role
+    assert api.put(f"/api/v1/groups/{group}/members/nobody-here").status_code == 404
+    assert api.get("/api/v1/groups", auth=plain).status_code == 403
+    assert api.put(f"/api/v1/groups/{group}/members/plain", auth=plain).status_code == 403
+    assert api.delete(f"/api/v1/groups/{group}/members/plain").json()["members"] == []
+    assert api.get("/api/v1/projects/crew-only", auth=plain).status_code == 404
+    directory = GroupService(stack.services.db).ensure("cn=ops,ou=groups,dc=example", UserSource.LDAP)
+    refused = api.put(f"/api/v1/groups/{directory.id}/members/plain")
+    assert refused.status_code == 409 and "ldap group" in refused.text
+    assert api.get("/api/v1/groups", params={"q": "ou=groups"}).json() == [
+        {"id": directory.id, "name": "cn=ops,ou=groups,dc=example", "source": "ldap"}
+    ]
+    assert api.delete(f"/api/v1/groups/{directory.id}").status_code == 204
+    assert api.delete(f"/api/v1/groups/{group}").status_code == 204
+    assert api.get("/api/v1/projects/crew-only/members", params={"q": "crew"}).json() == []
+
+
+def test_groups_are_made_filled_and_deleted_in_the_portal(stack: Stack) -> None:
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit("/ui/admin/groups", {"name": "portal-crew"}, csrf=None).status_code == 403
+        assert stack.api.get("/api/v1/groups", params={"q": "portal-crew"}).json() == []
+        made = admin.submit("/ui/admin/groups", {"name": EVIL})
+        assert made.status_code == 303
+        group = made.headers["location"].rsplit("/", 1)[1]
+        assert made.headers["location"] == f"/ui/admin/groups/{group}"
+        page = admin.get(made.headers["location"])
+        assert page.status_code == 200 and "<script>alert" not in page.text and "<img src=x" not in page.text
+        assert "&lt;script&gt;alert(2)" in page.text
+        listed = admin.get("/ui/admin/groups", params={"q": "img"})
+        assert "<script>alert" not in listed.text and f"/ui/admin/groups/{group}" in listed.text
+        again = admin.submit("/ui/admin/groups", {"name": EVIL})
+        assert again.status_code == 409 and "already exists" in again.text
+        here = f"/ui/admin/groups/{group}"
+        assert admin.submit(f"{here}/members", {"username": "plain"}).status_code == 303
+        assert "plain" in admin.get(here).text
+        unknown = admin.submit(f"{here}/members", {"username": "nobody-here"})
+        assert unknown.status_code == 404 and "user not found" in unknown.text
+        assert "Add a member" in unknown.text  # the group's page, with the form
+        assert stack.api.get(f"/api/v1/groups/{group}").json()["members"] == ["plain"]
+    with stack.browser("plain") as plain:
+        for path in ["/ui/admin/groups", here]:
+            assert plain.get(path).status_code == 403, path
+        assert plain.submit("/ui/admin/groups", {"name": "sneaky"}).status_code == 403
+        assert plain.submit(f"{here}/members/plain/remove").status_code == 403
+        assert plain.submit(f"{here}/delete").status_code == 403
+    assert stack.api.get(f"/api/v1/groups/{group}").json()["members"] == ["plain"]
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit(f"{here}/members/plain/remove").status_code == 303
+        assert stack.api.get(f"/api/v1/groups/{group}").json()["members"] == []
+        assert admin.submit(f"{here}/delete").status_code == 303
+        assert admin.get(here).status_code == 404
+        assert admin.get("/ui/admin/groups/not-a-number").status_code == 404
+
+
+def keys(stack: Stack) -> dict[str, str]:
+    return {k["kid"]: k["status"] for k in stack.api.get("/api/v1/system/signing-keys").json()}
+
+
+def test_signing_keys_are_rotated_and_retired_never_shown(stack: Stack) -> None:
+    assert stack.api.post("/api/v1/system/signing-keys/rotate").status_code == 201  # the first key
+    before = keys(stack)
+    with stack.browser(*ADMIN) as admin:
+        page = admin.get("/ui/admin/signing-keys")
+        assert page.status_code == 200
+        for kid, status in before.items():
+            assert kid in page.text and status in page.text
+        assert "PRIVATE KEY" not in page.text and "BEGIN" not in page.text
+        assert admin.submit("/ui/admin/signing-keys/rotate", csrf=None).status_code == 403
+        assert admin.submit("/ui/admin/signing-keys/rotate", origin="https://evil.example").status_code == 403
+        assert keys(stack) == before
+        rotated = admin.submit("/ui/admin/signing-keys/rotate")
+        assert (rotated.status_code, rotated.headers["location"]) == (303, "/ui/admin/signing-keys")
+        after = keys(stack)
+        (new,) = set(after) - set(before)
+        assert after[new] == "signing" and all(after[kid] == "verifying" for kid in before)
+        old = next(iter(before))
+        signing = admin.submit(f"/ui/admin/signing-keys/{quote(new, safe='')}/retire")
+        assert signing.status_code == 409 and "rotate first" in signing.text  # the API's refusal, said
+        assert admin.submit(f"/ui/admin/signing-keys/{quote(old, safe='')}/retire").status_code == 303
+        assert keys(stack)[old] == "retired"
+        assert admin.submit("/ui/admin/signing-keys/no-such-key/retire").status_code == 404
+        assert admin.submit("/ui/admin/signing-keys/..%2F..%2Fx/retire").status_code == 404
+    with stack.browser("plain") as plain:
+        assert plain.get("/ui/admin/signing-keys").status_code == 403
+        assert plain.submit("/ui/admin/signing-keys/rotate").status_code == 403
+        assert plain.submit(f"/ui/admin/signing-keys/{quote(new, safe='')}/retire").status_code == 403
+    assert keys(stack)[new] == "signing" and len(keys(stack)) == len(after)
+
+
+def newest_gc(stack: Stack) -> dict[str, object] | None:
+    jobs = stack.api.get("/api/v1/jobs", params={"kind": "gc", "page_size": "1"}).json()
+    return jobs[0] if jobs else None
+
+
+def test_a_gc_dry_run_is_started_and_its_page_follows_it_live(stack: Stack) -> None:
+    with stack.browser(*ADMIN) as admin:
+        assert admin.get("/ui/admin/gc").status_code == 200
+        assert admin.submit("/ui/admin/gc", {"mode": "delete"}, csrf=None).status_code == 403
+        assert newest_gc(stack) is None
+        bad = admin.submit("/ui/admin/gc", {"min_age": "soon"})
+        assert bad.status_code == 400 and "duration" in bad.text and newest_gc(stack) is None
+        started = admin.submit("/ui/admin/gc", {"mode": "dry-run", "delete_untagged": "on", "min_age": "0s"})
+        assert started.status_code == 303
+        job = newest_gc(stack)
+        assert job is not None and started.headers["location"] == f"/ui/admin/jobs/{job['id']}"
+        assert job["params"] == {"dry_run": True, "delete_untagged": True,
+                                 "delete_referrers_with_subject": False, "min_age": "0s"}
+        page = admin.get(started.headers["location"])
+        assert page.status_code == 200 and "queued" in page.text
+        live = f'hx-get="/ui/admin/jobs/{job["id"]}" hx-trigger="every 2s"'
+        assert live in page.text  # the live part asks again while the job waits or runs
+        part = admin.get(started.headers["location"], headers={"HX-Request": "true"})
+        assert part.status_code == 200 and "<html" not in part.text and live in part.text
+        assert part.headers["vary"] == "HX-Request"
+        assert stack.runner.run_pending() >= 1
+        done = admin.get(started.headers["location"], headers={"HX-Request": "true"})
+        assert "succeeded" in done.text and "hx-trigger" not in done.text  # finished: the asking stops
+        assert "&#34;dry_run&#34;: true" in done.text  # the report, as the job's result
+        listed = admin.get("/ui/admin/gc")
+        assert f"/ui/admin/jobs/{job['id']}" in listed.text
+        real = admin.submit("/ui/admin/gc", {"mode": "delete"})
+        assert real.status_code == 303
+        assert newest_gc(stack)["params"]["dry_run"] is False  # type: ignore[index]
+        stack.runner.run_pending()
+    with stack.browser("plain") as plain:
+        assert plain.get("/ui/admin/gc").status_code == 403
+        assert plain.get(started.headers["location"]).status_code == 403
+        assert plain.get(started.headers["location"], headers={"HX-Request": "true"}).status_code == 403
+        before = newest_gc(stack)
+        assert plain.submit("/ui/admin/gc", {"mode": "delete"}).status_code == 403
+        assert newest_gc(stack) == before
+
+
+def test_a_job_is_cancelled_from_its_page_and_its_text_is_escaped(stack: Stack) -> None:
+    made = stack.api.post("/api/v1/jobs", json={"kind": "selftest", "params": {"seconds": 600, "note": EVIL}})
+    assert made.status_code == 201
+    job = made.json()["id"]
+    with stack.browser("plain") as plain:
+        assert plain.submit(f"/ui/admin/jobs/{job}/cancel").status_code == 403
+    assert stack.api.get(f"/api/v1/jobs/{job}").json()["cancel_requested"] is False
+    with stack.browser(*ADMIN) as admin:
+        page = admin.get(f"/ui/admin/jobs/{job}")
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text
+        assert "&lt;script&gt;alert(2)" in page.text
+        assert admin.submit(f"/ui/admin/jobs/{job}/cancel", csrf="wrong").status_code == 403
+        cancelled = admin.submit(f"/ui/admin/jobs/{job}/cancel")
+        assert (cancelled.status_code, cancelled.headers["location"]) == (303, f"/ui/admin/jobs/{job}")
+        assert stack.api.get(f"/api/v1/jobs/{job}").json()["status"] == "cancelled"
+        assert "Cancel the job" not in admin.get(f"/ui/admin/jobs/{job}").text
+        assert re.search(r"<dd>cancelled", admin.get(f"/ui/admin/jobs/{job}").text)
