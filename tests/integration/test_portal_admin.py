@@ -22,6 +22,7 @@ from dockyard.accounts.interfaces import UserSource
 from dockyard.app import build_services, create_app
 from dockyard.bootstrap import first_admin
 from dockyard.jobs.runner import JobRunner
+from dockyard.projects.services import MemberService
 from dockyard.services import Services, build_job_runner
 from tests.support.inprocess import ADMIN, ADMIN_PASSWORD, BASE_URL, TestClient, in_process_settings
 from tests.support.portal import PortalBrowser
@@ -222,3 +223,24 @@ def test_a_job_is_cancelled_from_its_page_and_its_text_is_escaped(stack: Stack) 
         assert stack.api.get(f"/api/v1/jobs/{job}").json()["status"] == "cancelled"
         assert "Cancel the job" not in admin.get(f"/ui/admin/jobs/{job}").text
         assert re.search(r"<dd>cancelled", admin.get(f"/ui/admin/jobs/{job}").text)
+
+
+def test_members_are_listed_past_the_first_100(stack: Stack) -> None:
+    """Robots' and tokens' lists page the same way (`handlers.read_page`); a user has at most 100 tokens."""
+    api = stack.api
+    assert api.post("/api/v1/projects", json={"name": "crowded", "public": False}).status_code == 201
+    members = MemberService(stack.services.db)  # straight in: 101 API calls would be most of the test
+    for n in range(101):
+        members.add_group("crowded", f"team-{n:03}", "guest")
+    robot = {"name": "bot-000", "actions": ["pull"]}
+    assert api.post("/api/v1/projects/crowded/robots", json=robot).status_code == 201
+    with stack.browser(*ADMIN) as admin:
+        path = "/ui/projects/crowded/members"
+        first = admin.get(path)
+        assert first.status_code == 200 and "Page 1 of 2" in first.text
+        assert 'href="?page=2" rel="next"' in first.text and "team-100" not in first.text
+        second = admin.get(path, params={"page": "2"})
+        assert "Page 2 of 2" in second.text and "team-100" in second.text
+        assert 'href="?page=1" rel="prev"' in second.text
+        robots = admin.get("/ui/projects/crowded/robots", params={"page": "nonsense"})
+        assert robots.status_code == 200 and "bot-000" in robots.text and "Page 1" not in robots.text
