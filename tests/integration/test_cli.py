@@ -1,5 +1,5 @@
-"""The `dockyard` CLI against a real `dockyard serve` with auth on, run as a user runs it: a subprocess
-with its own HOME, so each test has its own `~/.config/dockyard/cli.json`."""
+"""The `dockyard` CLI against a real `dockyard serve` with auth on, run as a user runs it, with its own
+HOME, so each test has its own `~/.config/dockyard/cli.json` (in this process: tests/support/cli.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import dockyard_cert
+from tests.support.cli import run_dockyard
 from tests.support.oci import write_oci_layout
 from tests.support.ociclient import OCIClient
-from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
+from tests.support.server import RunningServer, free_port, start_server
 from tests.support.tools import ContainerTools
 
 ADMIN_PASSWORD = "cli-admin-password-1"
@@ -48,15 +49,7 @@ class Cli:
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "DOCKYARD_SERVER")}
         env.update(HOME=str(self.home), COLUMNS="200")
-        return subprocess.run(
-            [DOCKYARD, *args],
-            input=stdin if stdin is not None else "",
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        return run_dockyard(*args, input=stdin, env=env)
 
     def ok(self, *args: str, stdin: str | None = None) -> str:
         result = self.run(*args, stdin=stdin)
