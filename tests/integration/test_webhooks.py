@@ -295,7 +295,9 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
     ],
 )
 def test_literal_private_and_metadata_addresses_are_refused(guarded: RunningServer, url: str) -> None:
-    with running_receiver() as receiver, httpx.Client(base_url=f"{guarded.url}/api/v1", auth=ADMIN) as api:
+    # 60 s: the first calls check the password (argon2) on a server still warming (load 20 failed it).
+    api_client = httpx.Client(base_url=f"{guarded.url}/api/v1", auth=ADMIN, timeout=60)
+    with running_receiver() as receiver, api_client as api:
         api.post("/projects", json={"name": "ssrf"})
         port = receiver.url.split(":")[2].split("/")[0]
         answer = api.post(
