@@ -78,6 +78,34 @@ class LDAPDirectory:
             is_admin=any(group.casefold() in self._admin_groups for group in groups),
         )
 
+    def check(self, username: str | None = None) -> dict[str, Any]:
+        """The directory as it answers now, for an administrator's "test": connect (TLS as configured),
+        bind as the service account (or anonymously), read the user base; with `username`, find that
+        user and their groups as a login would (no password is checked). `ok`, and `error` saying
+        which step failed; never the bind password."""
+        found: dict[str, Any] = {"ok": False, "error": None, "user_dn": None, "groups": [], "admin": False}
+        settings = self._settings
+        try:
+            with self._connection() as connection:
+                self._search(connection, settings.user_base_dn, "(objectClass=*)", [], size_limit=1)
+                if username:
+                    entry = self._find_user(connection, username)
+                    if entry is None:
+                        found["error"] = f"no single entry under {settings.user_base_dn} matches {username!r}"
+                        return found
+                    groups = self._group_names(connection, entry["dn"], username)
+                    found["user_dn"] = entry["dn"]
+                    found["groups"] = sorted(groups)
+                    found["admin"] = any(group.casefold() in self._admin_groups for group in groups)
+        except DirectoryUnavailable as error:
+            found["error"] = error.message
+            return found
+        except (LDAPException, OSError) as error:
+            found["error"] = f"{type(error).__name__}: {error}"
+            return found
+        found["ok"] = True
+        return found
+
     # --- steps ---------------------------------------------------------------------------------
     def _find_user(self, connection: ldap3.Connection, username: str) -> dict[str, Any] | None:
         """The single entry the user filter matches, or None (no match, or more than one: ambiguous)."""

@@ -123,9 +123,8 @@ def _dockyard_auth(services: Services) -> Auth:
 
     users, robots, groups = UserService(db), RobotService(db), GroupService(db)
     tokens = PersonalTokenService(db)
-    authenticator = LocalAuthenticator(
-        users, groups, tokens, robots, _login_limiter(settings), _directory(settings)
-    )
+    directory = _directory(settings)
+    authenticator = LocalAuthenticator(users, groups, tokens, robots, _login_limiter(settings), directory)
     policy = AccessPolicy(db)
     passphrase, older = signing_key_passphrases(settings)
     keys = KeyRing(
@@ -190,6 +189,10 @@ def _dockyard_auth(services: Services) -> Auth:
         oidc=_oidc_logins(settings, db),
         oidc_onboard=auth.oidc.auto_onboard if auth.oidc is not None else True,
         groups=groups,
+        ldap_settings=auth.ldap,
+        oidc_settings=auth.oidc,
+        oidc_redirect_uri=oidc_redirect_uri(settings),
+        ldap=directory,
     )
     management_api = Mount(
         MOUNT_PATH, app=AnnounceWrites(LazyApp(lambda: _management_app(management)), announce)

@@ -34,6 +34,7 @@ from dockyard.api.management.routers import (
     scans,
     search,
     session,
+    sign_in,
     signatures,
     sigstore,
     system,
@@ -69,8 +70,10 @@ def create_management_app(services: ManagementServices) -> FastAPI:
     app.include_router(scans.router)  # vulnerability scans of artifacts, scan settings (the same)
     app.include_router(files.router)  # the layer browser: files of layers and images, diffs (the same)
     app.include_router(artifact_contents.router)  # an artifact's config and referrers (the same)
-    for module in (system, keys, session, oidc, users, groups, projects, robots, repositories, search, audit):
+    for module in (system, sign_in, keys, session, oidc, users, groups, projects, robots, repositories):
         app.include_router(module.router)
+    app.include_router(search.router)
+    app.include_router(audit.router)
     for module in (quotas, immutable_rules, webhooks):  # project policies
         app.include_router(module.router)
     app.include_router(job_routes.router)  # background jobs and their schedules

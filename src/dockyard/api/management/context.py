@@ -21,6 +21,7 @@ from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
 from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.tokens import KeyRing
+from dockyard.config.auth_settings import LDAPSettings, OIDCSettings
 from dockyard.config.layer_files_settings import LayerFilesSettings
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
@@ -39,6 +40,7 @@ from dockyard.webhooks.policy_sender import PolicySender
 from dockyard.webhooks.services import DeliveryLog
 
 if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where endpoints are used
+    from dockyard.accounts.ldap import LDAPDirectory
     from dockyard.endpoints.services import EndpointService
     from dockyard.oidc.logins import OIDCLogins
     from dockyard.scans.scanners import Scanners
@@ -120,6 +122,11 @@ class ManagementServices:
     oidc: Callable[[], OIDCLogins] | None = None
     oidc_onboard: bool = True  # create the account of an OIDC user at their first login
     groups: GroupService | None = None  # groups of users (routers/groups.py); None: not available
+    # How users sign in (routers/sign_in.py): the settings as configured, and the directory to test.
+    ldap_settings: LDAPSettings | None = None
+    oidc_settings: OIDCSettings | None = None
+    oidc_redirect_uri: str | None = None  # the one in use (configured, or from http.host)
+    ldap: LDAPDirectory | None = None
 
 
 def services_of(request: Request) -> ManagementServices:
