@@ -16,9 +16,14 @@ import pytest
 
 from dockyard.accounts.directory import DirectoryUnavailable, ExternalIdentity
 from dockyard.accounts.ldap import LDAPDirectory
+from dockyard.app import build_services, create_app
 from dockyard.auth.interfaces import DirectoryProvider
+from dockyard.bootstrap import first_admin
 from dockyard.cli.cert import make_certificates
 from dockyard.config.settings import LDAPSettings
+from tests.support.inprocess import ADMIN as INPROCESS_ADMIN
+from tests.support.inprocess import BASE_URL, TestClient, in_process_settings
+from tests.support.portal import PortalBrowser
 from tests.support.server import free_port
 from tests.support.slapd import (
     ADMIN_DN,
@@ -366,3 +371,70 @@ def silent_server() -> Iterator[int]:
         listener.close()
         for connection in accepted:
             connection.close()
+
+
+# --- the administrator's "test" (POST /api/v1/system/ldap/test, the portal's sign-in page) ---------
+def test_the_check_binds_reads_the_base_and_finds_a_user_with_groups(slapd: RunningSlapd) -> None:
+    plain = {"ok": True, "error": None, "user_dn": None, "groups": [], "admin": False}
+    assert directory(slapd).check() == plain
+    found = directory(slapd).check("alice")
+    assert found["ok"] and found["user_dn"] == USERS["alice"].dn
+    assert (found["groups"], found["admin"]) == (["developers", "registry-admins"], True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "username", "said"),
+    [
+        ({"bind_password": "not-the-reader-password"}, None, "refused to bind the service account"),
+        ({"user_base_dn": f"ou=nowhere,{BASE_DN}"}, None, "refused a search under ou=nowhere"),
+        ({}, "mallory", "matches 'mallory'"),
+        ({"url": "ldap://127.0.0.1:9"}, None, "LDAP"),  # nothing listens there
+    ],
+    ids=["service-account", "user-base", "unknown-user", "unreachable"],
+)
+def test_the_check_says_which_step_failed_and_never_the_password(
+    slapd: RunningSlapd, overrides: dict[str, Any], username: str | None, said: str
+) -> None:
+    found = directory(slapd, **overrides).check(username)
+    assert found["ok"] is False and said in found["error"], found
+    assert READER_PASSWORD not in found["error"]
+
+
+def test_the_sign_in_page_shows_the_settings_and_tests_the_directory(
+    slapd: RunningSlapd, tmp_path: Path
+) -> None:
+    ldap = {
+        "url": slapd.url, "bind_dn": READER_DN, "bind_password": READER_PASSWORD, "user_base_dn": BASE_DN,
+        "group_base_dn": GROUPS_DN, "admin_groups": ["registry-admins"], "timeout": 2,
+    }
+    settings = in_process_settings(tmp_path, {"auth": {"ldap": ldap}})
+    services = build_services(settings)
+    first_admin(settings, services.db, INPROCESS_ADMIN[1])
+    app = create_app(services)
+    with TestClient(app, base_url=BASE_URL) as api:
+        shown = api.get("/api/v1/system/sign-in", auth=INPROCESS_ADMIN)
+        assert shown.status_code == 200 and shown.json()["oidc"] is None
+        assert shown.json()["ldap"]["bind_password_set"] is True and READER_PASSWORD not in shown.text
+        tested = api.post("/api/v1/system/ldap/test", json={"username": "alice"}, auth=INPROCESS_ADMIN)
+        assert tested.json()["ok"] and tested.json()["admin"] is True
+        assert api.post("/api/v1/system/ldap/test", auth=("bob", password("bob"))).status_code == 403
+        with PortalBrowser(BASE_URL, TestClient(app, base_url=BASE_URL)) as admin:
+            assert admin.login(*INPROCESS_ADMIN).status_code == 303
+            page = admin.get("/ui/admin/sign-in")
+            assert page.status_code == 200 and READER_DN in page.text
+            assert READER_PASSWORD not in page.text
+            assert "Single sign-on is not configured" in page.text
+            unsigned = admin.submit("/ui/admin/sign-in/ldap-test", {"username": "alice"}, csrf=None)
+            assert unsigned.status_code == 403
+            result = admin.submit("/ui/admin/sign-in/ldap-test", {"username": "alice"})
+            assert result.status_code == 200 and USERS["alice"].dn in result.text
+            assert "registry-admins" in result.text and READER_PASSWORD not in result.text
+            evil = {"username": '"><img src=x onerror=alert(1)>'}
+            hostile = admin.submit("/ui/admin/sign-in/ldap-test", evil)
+            assert hostile.status_code == 200 and "It failed" in hostile.text
+            assert "<img src=x" not in hostile.text and "&lt;img src=x" in hostile.text
+            assert admin.submit("/ui/admin/sign-in/oidc-test").status_code == 404  # not configured
+        with PortalBrowser(BASE_URL, TestClient(app, base_url=BASE_URL)) as bob:  # a directory user
+            assert bob.login("bob", password("bob")).status_code == 303
+            assert bob.get("/ui/admin/sign-in").status_code == 403
+            assert bob.submit("/ui/admin/sign-in/ldap-test", {"username": "alice"}).status_code == 403

@@ -42,6 +42,7 @@ from dockyard.ui.security import (
     set_session_cookie,
 )
 from dockyard.ui.services import session_from_cookies
+from dockyard.ui.sign_in import SignInPages
 from dockyard.ui.tags import TagPages
 from dockyard.ui.tokens import TokenPages
 from dockyard.ui.views import STATIC, environment
@@ -94,6 +95,7 @@ class Portal:
             *AdminPages(self).routes(),
             *MaintenancePages(self).routes(),
             *GroupPages(self).routes(),
+            *SignInPages(self).routes(),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
