@@ -1632,6 +1632,12 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
         "/groups/{group_id}/members/{username}", "DELETE"
     ),
     (f"{P}/policies", "GET"): (f"{P}/retention", "GET"),
+    (f"{P}/webhooks", "GET"): (f"{P}/webhooks", "GET"),
+    (f"{P}/webhooks", "POST"): (f"{P}/webhooks", "POST"),
+    (f"{P}/webhooks/{{name}}", "GET"): (f"{P}/webhooks/{{name}}", "GET"),
+    (f"{P}/webhooks/{{name}}/enabled", "POST"): (f"{P}/webhooks/{{name}}", "PUT"),
+    (f"{P}/webhooks/{{name}}/test", "POST"): (f"{P}/webhooks/{{name}}/test", "POST"),
+    (f"{P}/webhooks/{{name}}/delete", "POST"): (f"{P}/webhooks/{{name}}", "DELETE"),
     (f"{P}/immutable-rules", "POST"): (f"{P}/immutable-rules", "POST"),
     (f"{P}/immutable-rules/{{rule_id}}/delete", "POST"): (f"{P}/immutable-rules/{{rule_id}}", "DELETE"),
     (f"{P}/retention", "POST"): (f"{P}/retention", "PUT"),
@@ -1662,15 +1668,23 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
     ("/admin/signing-keys/rotate", "POST"): {},
     ("/admin/groups/{group_id}", "GET"): {},
     ("/admin/groups/{group_id}/delete", "POST"): {},
+    (f"{P}/webhooks/{{name}}", "GET"): {},
+    (f"{P}/webhooks/{{name}}/enabled", "POST"): {"enabled": "false"},
+    (f"{P}/webhooks/{{name}}/delete", "POST"): {},
 }
 # Portal routes whose case is the API recipe's, whose path parameter is the API path's second last
 # segment (`/jobs/{job_id}/cancel`), with the form that asks for the same change.
 UI_LIKE_API_ACTION: dict[tuple[str, str], dict[str, str]] = {
     ("/admin/jobs/{job_id}/cancel", "POST"): {},
     ("/admin/signing-keys/{kid}/retire", "POST"): {},
+    (f"{P}/webhooks/{{name}}/test", "POST"): {},
 }
-# Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once.
-UI_SHOWS_ONCE = {(PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST")}
+# Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once, or what a
+# test delivery got.
+UI_SHOWS_ONCE = {
+    (PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST"),
+    (f"{P}/webhooks/{{name}}/test", "POST"),
+}
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 # Single sign-on's pages, for anyone, answer as it is not configured on the matrix server: the login page
 # with the API's 404, and (no login under way in this browser) 400.
@@ -1775,8 +1789,11 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         api_path, api_method = UI_RULES[key] or ("", "")
         recipe = API_RECIPES[(api_path, api_method, "")]
         made = recipe(w, actor, project, Endpoint(api_path, api_method, frozenset(compile_path(api_path)[2])))
-        (name,) = ep.params
-        ui_path = "/ui" + fill(ep.path, **{name: quote(made.path.rsplit("/", 2)[1], safe="")})
+        (name,) = ep.params - {"project"}
+        values = {name: quote(made.path.rsplit("/", 2)[1], safe="")}
+        if "project" in ep.params:
+            values["project"] = str(project)
+        ui_path = "/ui" + fill(ep.path, **values)
         return UiCall(ep.method, ui_path, UI_LIKE_API_ACTION[key], session, made.observe, made.cleanup)
     if key == ("/admin/groups", "POST"):
         made = create_group(w, actor, project, Endpoint("/groups", "POST", frozenset()))
@@ -1791,6 +1808,10 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         else:
             ui_path, form = f"/ui/admin/groups/{group_id}/members/{VICTIM}/remove", {}
         return UiCall("POST", ui_path, form, session, made.observe, made.cleanup)
+    if key == (f"{P}/webhooks", "POST"):
+        made = webhook_call(w, actor, project, Endpoint(f"{P}/webhooks", "POST", frozenset({"project"})))
+        form = {**made.json, "events": "push"}
+        return UiCall("POST", "/ui" + fill(ep.path, **names), form, session, made.observe, made.cleanup)
     if key == ("/admin/gc", "POST"):  # a dry run: it deletes nothing of the matrix's
         def newest_gc() -> list[int]:  # its id only: an earlier run's state moves on by itself
             return [j["id"] for j in w.admin.api("GET", "/jobs", params={"kind": "gc", "page_size": "1"})]

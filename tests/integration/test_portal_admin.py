@@ -48,7 +48,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir: Path = tmp_path_factory.mktemp("portal-admin")
-    settings = in_process_settings(workdir, {"auth": {"login_limit": {"max_failures": 1_000_000}}})
+    config = {
+        "auth": {"login_limit": {"max_failures": 1_000_000}},
+        "upstream": {"allowed_networks": ["127.0.0.0/8"]},  # webhooks to port 9 of loopback: refused at once
+    }
+    settings = in_process_settings(workdir, config)
     services = build_services(settings)
     first_admin(settings, services.db, ADMIN_PASSWORD)
     app = create_app(services)
@@ -244,3 +248,37 @@ def test_members_are_listed_past_the_first_100(stack: Stack) -> None:
         assert 'href="?page=1" rel="prev"' in second.text
         robots = admin.get("/ui/projects/crowded/robots", params={"page": "nonsense"})
         assert robots.status_code == 200 and "bot-000" in robots.text and "Page 1" not in robots.text
+
+
+def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: Stack) -> None:
+    api, secret = stack.api, "hook-signing-secret-5Tq9"
+    assert api.post("/api/v1/projects", json={"name": "hooked", "public": False}).status_code == 201
+    member = {"user": "plain", "role": "maintainer"}  # everything but the project's settings
+    assert api.post("/api/v1/projects/hooked/members", json=member).status_code == 201
+    here = "/ui/projects/hooked/webhooks"
+    form = {"name": "ci", "url": "http://127.0.0.1:9/<script>alert(1)</script>", "events": "push",
+            "format": "cloudevents", "secret": secret}
+    with stack.browser("plain") as plain:
+        assert plain.get(here).status_code == 403
+        assert plain.submit(here, form).status_code == 403
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit(here, form, csrf=None).status_code == 403
+        assert api.get("/api/v1/projects/hooked/webhooks").json() == []
+        assert admin.submit(here, {**form, "events": ""}).status_code == 400
+        made = admin.submit(here, form)
+        assert made.status_code == 303, re.findall(r'class="error"[^>]*>([^<]*)', made.text)
+        assert made.headers["location"] == f"{here}/ci"
+        for page in (admin.get(here), admin.get(f"{here}/ci")):
+            assert page.status_code == 200 and "cloudevents" in page.text
+            assert secret not in page.text and "<script>alert" not in page.text
+            assert "&lt;script&gt;alert(1)" in page.text
+        assert "<dd>set</dd>" in admin.get(f"{here}/ci").text
+        assert admin.submit(f"{here}/ci/enabled", {"enabled": "false"}).status_code == 303
+        assert api.get("/api/v1/projects/hooked/webhooks/ci").json()["enabled"] is False
+        tested = admin.submit(f"{here}/ci/test")
+        assert tested.status_code == 200 and "Test delivery: failed" in tested.text  # nothing listens
+        assert secret not in tested.text
+        assert admin.submit(f"{here}/ci/delete").status_code == 303
+        assert api.get("/api/v1/projects/hooked/webhooks").json() == []
+        assert admin.get(f"{here}/ci").status_code == 404
+        assert admin.get(f"{here}/..%2Fx").status_code == 404

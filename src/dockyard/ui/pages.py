@@ -46,6 +46,7 @@ from dockyard.ui.sign_in import SignInPages
 from dockyard.ui.tags import TagPages
 from dockyard.ui.tokens import TokenPages
 from dockyard.ui.views import STATIC, environment
+from dockyard.ui.webhooks import WebhookPages
 
 PAGE_SIZES = (25, 50, 100)
 GIB = 1024**3
@@ -101,6 +102,7 @@ class Portal:
             Route("/projects/{project}", self.project, methods=["GET"]),
             *ProjectPeoplePages(self).routes(),
             *PolicyPages(self).routes(),
+            *WebhookPages(self).routes(),
             Route("/repositories/{name:path}/-/artifacts/{reference}", self.artifact, methods=["GET"]),
             Route("/repositories/{name:path}/-/tags/{tag}/delete", self.delete_tag, methods=["POST"]),
             *BrowsePages(self).routes(),
