@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 
 from dockyard.api.oci.errors import render_error
 from dockyard.db.engine import build_engine
@@ -55,3 +55,26 @@ def test_bugs_are_not_unavailable(tmp_path: Path) -> None:
     assert not database_unavailable(error)
     assert render_error(error).status_code == 500
     assert not database_unavailable(ValueError("bad"))
+
+
+@pytest.mark.db_independent  # reason: SQLite's own write lock, whatever the pass's database
+def test_a_write_that_cannot_begin_on_a_locked_sqlite_is_unavailable(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE runs on the driver (db.engine): still an SQLAlchemy error when another process
+    holds the write lock past busy_timeout, answered 503 like any other busy database."""
+    path = tmp_path / "locked.db"
+    engine = build_engine(f"sqlite:///{path}")
+    event.listen(engine, "connect", lambda connection, _record: connection.execute("PRAGMA busy_timeout=50"))
+    db = Database(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sa_exc.OperationalError) as raised, db.write():
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert database_unavailable(raised.value)
+    assert render_error(raised.value).status_code == 503
+    with db.write() as connection:  # the lock gone, the next write goes through
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    db.dispose()
