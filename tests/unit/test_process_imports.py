@@ -267,3 +267,16 @@ def test_serves_main_process_configures_the_mappers_before_the_fork(config: Path
         "from dockyard.db.base import Base; print(json.dumps(Base.registry._new_mappers), flush=True)",
     )
     assert json.loads(run(script, config, child_of_serve=False)) is False
+
+
+def test_the_management_api_loads_no_http_client() -> None:
+    """A worker builds the management API on its first call to it (any call: a portal page, a `GET
+    /api/v1/repositories`), so what its routers import stays in that worker for good. httpx (with h11,
+    httpcore, certifi and click: ~5 MiB) is for speaking to remote registries: only a call that does
+    (an endpoint's test, a replication run) loads it."""
+    script = "import json, sys\nimport dockyard.api.management.app\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "dockyard.api.management.routers.endpoints" in modules
+    assert loaded(modules, ("httpx", "httpcore", "h11", "click")) == []

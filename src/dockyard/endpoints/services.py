@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -34,7 +34,6 @@ from dockyard.endpoints.interfaces import (
 from dockyard.endpoints.models import EndpointRow
 from dockyard.endpoints.secrets import SecretBox
 from dockyard.upstream.addresses import AddressGuard, check_url
-from dockyard.upstream.client import HttpRemoteRegistry
 from dockyard.upstream.interfaces import (
     Credentials,
     Timeouts,
@@ -42,6 +41,9 @@ from dockyard.upstream.interfaces import (
     UpstreamError,
     UpstreamUnavailable,
 )
+
+if TYPE_CHECKING:
+    from dockyard.upstream.client import HttpRemoteRegistry
 
 MAX_SECRET = 8192
 DOCKER_HUB_HOSTS = {"docker.io", "index.docker.io", "hub.docker.com", "registry.hub.docker.com"}
@@ -154,6 +156,10 @@ class EndpointService:
                 "basic" if row.auth_kind == "basic" else "token", row.username or "", secret
             )
         tls = TLSOptions(ca_pem=row.ca_pem, verify=row.verify_tls)
+        # httpx (~5 MiB with what it loads) only where a remote registry is spoken to: every HTTP worker
+        # loads this module with the management API, for any call to it.
+        from dockyard.upstream.client import HttpRemoteRegistry
+
         return HttpRemoteRegistry(row.url, credentials, guard=self.guard, tls=tls, timeouts=self.timeouts)
 
     def test(self, name: str) -> TestResult:
