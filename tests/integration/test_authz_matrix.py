@@ -1644,6 +1644,7 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     (f"{P}/retention/dry-run", "POST"): (f"{P}/retention/run", "POST"),
     (f"{P}/retention/runs/{{run_id}}", "GET"): (f"{P}/retention/runs/{{run_id}}", "GET"),
     (f"{P}/quota", "POST"): (f"{P}/quota", "PUT"),
+    (f"{P}/proxy", "POST"): (P, "PATCH"),
     (f"{P}/members", "GET"): (f"{P}/members", "GET"),
     (f"{P}/members", "POST"): (f"{P}/members", "POST"),
     (f"{P}/members/{{member_id}}/role", "POST"): (f"{P}/members/{{member_id}}", "PATCH"),
@@ -1684,6 +1685,11 @@ UI_LIKE_API_ACTION: dict[tuple[str, str], dict[str, str]] = {
 UI_SHOWS_ONCE = {
     (PR, "POST"), (f"{PR}/{{robot}}/secret", "POST"), ("/account/tokens", "POST"),
     (f"{P}/webhooks/{{name}}/test", "POST"),
+}
+# Portal routes whose API call allows less than its row says: PATCH /projects/{project} with `proxy`
+# is for system administrators only (a 403 for the project's own admins, a 404 for who cannot see it).
+UI_RULE_OVERRIDES: dict[tuple[str, str], Rule] = {
+    (f"{P}/proxy", "POST"): Rule(needs(PROJECT_READ, QUOTA_SET)),
 }
 UI_SESSIONS: dict[str, Session] = {}  # sessions the matrix opened for the portal alone
 # Single sign-on's pages, for anyone, answer as it is not configured on the matrix server: the login page
@@ -1812,6 +1818,16 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         made = webhook_call(w, actor, project, Endpoint(f"{P}/webhooks", "POST", frozenset({"project"})))
         form = {**made.json, "events": "push"}
         return UiCall("POST", "/ui" + fill(ep.path, **names), form, session, made.observe, made.cleanup)
+    if key == (f"{P}/proxy", "POST"):
+        endpoint, path = new_endpoint(w), f"/projects/{project}"
+
+        def cleanup() -> None:
+            w.admin.api("PATCH", path, json={"proxy": None})
+            w.admin.api("DELETE", f"/endpoints/{endpoint}", expect=(204, 404))
+
+        form = {"endpoint": endpoint, "tag_ttl_seconds": "60"}
+        return UiCall("POST", f"/ui/projects/{project}/proxy", form, session,
+                      observe=lambda: w.admin.api("GET", path).get("proxy"), cleanup=cleanup)
     if key == ("/admin/gc", "POST"):  # a dry run: it deletes nothing of the matrix's
         def newest_gc() -> list[int]:  # its id only: an earlier run's state moves on by itself
             return [j["id"] for j in w.admin.api("GET", "/jobs", params={"kind": "gc", "page_size": "1"})]
@@ -1892,6 +1908,7 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
     key = (ep.path, ep.method)
     api_route = UI_RULES[key]
     rule = API_RULES[api_route] if api_route else None
+    rule = UI_RULE_OVERRIDES.get(key, rule)
     call = ui_call(w, actor, project, ep)
     if key == ("/logout", "POST"):
         rule = None  # always answered by the login page; test_portal.py checks that it ends the session

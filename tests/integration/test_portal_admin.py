@@ -282,3 +282,31 @@ def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: 
         assert api.get("/api/v1/projects/hooked/webhooks").json() == []
         assert admin.get(f"{here}/ci").status_code == 404
         assert admin.get(f"{here}/..%2Fx").status_code == 404
+
+
+def test_a_project_becomes_a_pull_through_cache_by_a_system_administrator_only(stack: Stack) -> None:
+    api = stack.api
+    assert api.post("/api/v1/endpoints", json={"name": "hub", "url": "http://127.0.0.1:9"}).status_code == 201
+    assert api.post("/api/v1/projects", json={"name": "mirror", "public": False}).status_code == 201
+    member = {"user": "plain", "role": "project_admin"}
+    assert api.post("/api/v1/projects/mirror/members", json=member).status_code == 201
+    here = "/ui/projects/mirror"
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit(f"{here}/proxy", {"endpoint": "hub"}, csrf=None).status_code == 403
+        assert "An ordinary project" in admin.get(f"{here}/policies").text
+        for ttl, status in [("soon", 400), ("60", 303)]:
+            form = {"endpoint": "hub", "tag_ttl_seconds": ttl}
+            assert admin.submit(f"{here}/proxy", form).status_code == status
+        proxy = api.get("/api/v1/projects/mirror").json()["proxy"]
+        assert proxy == {"endpoint": "hub", "tag_ttl_seconds": 60}
+        assert "This project caches <code>hub</code>" in admin.get(f"{here}/policies").text
+        unknown = admin.submit(f"{here}/proxy", {"endpoint": "nowhere"})
+        assert unknown.status_code == 422 and 'class="error" role="alert"' in unknown.text  # the API's
+    with stack.browser("plain") as plain:  # the project's own administrator: sees it, may not change it
+        page = plain.get(f"{here}/policies")
+        assert "This project caches" in page.text and 'name="endpoint"' not in page.text
+        assert plain.submit(f"{here}/proxy", {"endpoint": ""}).status_code == 403
+    assert api.get("/api/v1/projects/mirror").json()["proxy"]["endpoint"] == "hub"
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit(f"{here}/proxy", {"endpoint": ""}).status_code == 303
+    assert api.get("/api/v1/projects/mirror").json()["proxy"] is None

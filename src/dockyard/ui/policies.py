@@ -43,6 +43,7 @@ class PolicyPages:
             Route(f"{p}/retention/dry-run", self.dry_run, methods=["POST"]),
             Route(f"{p}/retention/runs/{{run_id}}", self.run, methods=["GET"]),
             Route(f"{p}/quota", self.set_quota, methods=["POST"]),
+            Route(f"{p}/proxy", self.set_proxy, methods=["POST"]),
         ]
 
     async def policies(
@@ -54,12 +55,14 @@ class PolicyPages:
         base = f"/projects/{project}"
         # The project decides the page (whoever sees it reads its retention policy and runs: the same
         # permission); the rest shows where the API gives it: rules and quota to project admins.
-        info, retention, runs, rules, quota = await asyncio.gather(
+        # The registry endpoints a project may proxy: system administrators', who alone set it.
+        info, retention, runs, rules, quota, endpoints = await asyncio.gather(
             portal.read(caller, base),
             portal.read(caller, f"{base}/retention", quiet=True),
             portal.read(caller, f"{base}/retention/runs", {"limit": "10"}, quiet=True),
             portal.read(caller, f"{base}/immutable-rules", quiet=True),
             portal.read(caller, f"{base}/quota", quiet=True),
+            portal.read(caller, "/endpoints", quiet=True),
         )
         if not retention.ok and retention.status != 404:  # 404: the project has no policy yet
             portal.refused(retention)
@@ -74,6 +77,7 @@ class PolicyPages:
             runs=runs.json() if runs.ok else [],
             rules=rules.json() if rules.ok else None,
             quota=quota.json() if quota.ok else None,
+            endpoints=endpoints.json() if endpoints.ok else None,
             can_update="project.update" in permissions,
             job=job if NUMBER.fullmatch(job) else None,
             error=error,
@@ -150,6 +154,18 @@ class PolicyPages:
         except ValueError:
             return await self.policies(request, error="The quota is a number of GiB.", status=400)
         return await self._then(request, caller, "PUT", f"/projects/{project}/quota", body)
+
+    async def set_proxy(self, request: Request) -> Response:
+        """Make the project a pull-through cache of an endpoint, change its tag TTL, or (no endpoint)
+        an ordinary project again (its cache stays). System administrators: the API refuses others."""
+        caller, _, form = await self.portal.checked(request)
+        project = request.path_params["project"]
+        endpoint, ttl = form_text(form, "endpoint").strip(), form_text(form, "tag_ttl_seconds").strip()
+        try:
+            proxy = {"endpoint": endpoint, "tag_ttl_seconds": int(ttl or "300")} if endpoint else None
+        except ValueError:
+            return await self.policies(request, error="The tag TTL is a number of seconds.", status=400)
+        return await self._then(request, caller, "PATCH", f"/projects/{project}", {"proxy": proxy})
 
     async def _then(
         self, request: Request, caller: Caller, method: str, path: str, body: Any = None
