@@ -1620,6 +1620,12 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/admin/signing-keys/{kid}/retire", "POST"): ("/system/signing-keys/{kid}/retire", "POST"),
     ("/admin/gc", "GET"): ("/jobs", "GET"),
     ("/admin/sign-in", "GET"): ("/system/sign-in", "GET"),
+    ("/admin/replication", "GET"): ("/replication/policies", "GET"),
+    ("/admin/replication", "POST"): ("/replication/policies", "POST"),
+    ("/admin/replication/policies/{name}/enabled", "POST"): ("/replication/policies/{name}", "PATCH"),
+    ("/admin/replication/policies/{name}/run", "POST"): ("/replication/policies/{name}/run", "POST"),
+    ("/admin/replication/policies/{name}/delete", "POST"): ("/replication/policies/{name}", "DELETE"),
+    ("/admin/replication/runs/{run_id}", "GET"): ("/replication/runs/{run_id}", "GET"),
     ("/admin/sign-in/ldap-test", "POST"): ("/system/ldap/test", "POST"),
     ("/admin/sign-in/oidc-test", "POST"): ("/system/oidc/test", "POST"),
     ("/admin/gc", "POST"): ("/jobs", "POST"),
@@ -1672,6 +1678,8 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
     (f"{P}/webhooks/{{name}}", "GET"): {},
     (f"{P}/webhooks/{{name}}/enabled", "POST"): {"enabled": "false"},
     (f"{P}/webhooks/{{name}}/delete", "POST"): {},
+    ("/admin/replication/policies/{name}/delete", "POST"): {},
+    ("/admin/replication/runs/{run_id}", "GET"): {},
 }
 # Portal routes whose case is the API recipe's, whose path parameter is the API path's second last
 # segment (`/jobs/{job_id}/cancel`), with the form that asks for the same change.
@@ -1679,6 +1687,7 @@ UI_LIKE_API_ACTION: dict[tuple[str, str], dict[str, str]] = {
     ("/admin/jobs/{job_id}/cancel", "POST"): {},
     ("/admin/signing-keys/{kid}/retire", "POST"): {},
     (f"{P}/webhooks/{{name}}/test", "POST"): {},
+    ("/admin/replication/policies/{name}/run", "POST"): {},
 }
 # Portal forms whose answer is a page, not a redirect: it shows a secret made just now, once, or what a
 # test delivery got.
@@ -1828,6 +1837,17 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         form = {"endpoint": endpoint, "tag_ttl_seconds": "60"}
         return UiCall("POST", f"/ui/projects/{project}/proxy", form, session,
                       observe=lambda: w.admin.api("GET", path).get("proxy"), cleanup=cleanup)
+    if key == ("/admin/replication", "POST"):
+        create = Endpoint("/replication/policies", "POST", frozenset())
+        made = create_replication_policy(w, actor, project, create)
+        return UiCall("POST", "/ui/admin/replication", dict(made.json), session, made.observe, made.cleanup)
+    if key == ("/admin/replication/policies/{name}/enabled", "POST"):
+        api_path = "/replication/policies/{name}"
+        made = replication_policy_call(w, actor, project, Endpoint(api_path, "PATCH", frozenset({"name"})))
+        name = made.path.rsplit("/", 1)[1]
+        return UiCall("POST", f"/ui/admin/replication/policies/{name}/enabled", {"enabled": "false"}, session,
+                      observe=lambda: w.admin.api("GET", f"/replication/policies/{name}")["enabled"],
+                      cleanup=made.cleanup)
     if key == ("/admin/gc", "POST"):  # a dry run: it deletes nothing of the matrix's
         def newest_gc() -> list[int]:  # its id only: an earlier run's state moves on by itself
             return [j["id"] for j in w.admin.api("GET", "/jobs", params={"kind": "gc", "page_size": "1"})]

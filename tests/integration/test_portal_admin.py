@@ -310,3 +310,37 @@ def test_a_project_becomes_a_pull_through_cache_by_a_system_administrator_only(s
     with stack.browser(*ADMIN) as admin:
         assert admin.submit(f"{here}/proxy", {"endpoint": ""}).status_code == 303
     assert api.get("/api/v1/projects/mirror").json()["proxy"] is None
+
+
+def test_replication_policies_are_added_run_and_deleted_and_runs_shown(stack: Stack) -> None:
+    api = stack.api
+    assert api.post("/api/v1/endpoints", json={"name": "far", "url": "http://127.0.0.1:9"}).status_code == 201
+    form = {"name": "to-far", "description": EVIL, "direction": "push", "endpoint": "far",
+            "repositories": "nothing-here/**", "override": "on"}
+    with stack.browser("plain") as plain:
+        assert plain.get("/ui/admin/replication").status_code == 403
+        assert plain.submit("/ui/admin/replication", form).status_code == 403
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit("/ui/admin/replication", form, csrf=None).status_code == 403
+        assert api.get("/api/v1/replication/policies").json() == []
+        assert admin.submit("/ui/admin/replication", form).status_code == 303
+        policy = api.get("/api/v1/replication/policies/to-far").json()
+        assert (policy["repositories"], policy["trigger"]) == ("nothing-here/**", "manual")
+        page = admin.get("/ui/admin/replication")
+        assert "to-far" in page.text and "<script>alert" not in page.text and "&lt;script&gt;" in page.text
+        ran = admin.submit("/ui/admin/replication/policies/to-far/run")
+        assert ran.status_code == 303 and ran.headers["location"].startswith("/ui/admin/jobs/")
+        stack.runner.run_pending()  # selects nothing: the run succeeds at once
+        (run,) = api.get("/api/v1/replication/runs", params={"policy": "to-far"}).json()
+        assert f"/ui/admin/replication/runs/{run['id']}" in admin.get("/ui/admin/replication").text
+        detail = admin.get(f"/ui/admin/replication/runs/{run['id']}")
+        assert detail.status_code == 200 and "succeeded" in detail.text and "to-far" in detail.text
+        off = admin.submit("/ui/admin/replication/policies/to-far/enabled", {"enabled": "false"})
+        assert off.status_code == 303
+        assert api.get("/api/v1/replication/policies/to-far").json()["enabled"] is False
+    with stack.browser("plain") as plain:
+        assert plain.get(f"/ui/admin/replication/runs/{run['id']}").status_code == 403
+        assert plain.submit("/ui/admin/replication/policies/to-far/delete").status_code == 403
+    with stack.browser(*ADMIN) as admin:
+        assert admin.submit("/ui/admin/replication/policies/to-far/delete").status_code == 303
+    assert api.get("/api/v1/replication/policies").json() == []

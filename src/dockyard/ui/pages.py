@@ -29,6 +29,7 @@ from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionRead
 from dockyard.ui.maintenance import MaintenancePages
 from dockyard.ui.manage import ProjectPeoplePages
 from dockyard.ui.policies import PolicyPages
+from dockyard.ui.replication import ReplicationPages
 from dockyard.ui.security import (
     CSRF_FIELD,
     SecurityHeaders,
@@ -97,6 +98,7 @@ class Portal:
             *MaintenancePages(self).routes(),
             *GroupPages(self).routes(),
             *SignInPages(self).routes(),
+            *ReplicationPages(self).routes(),
             Route("/projects", self.projects, methods=["GET"]),
             Route("/projects", self.create_project, methods=["POST"]),
             Route("/projects/{project}", self.project, methods=["GET"]),
