@@ -4,8 +4,13 @@ with `--dockyard-rev REV`, a commit beside it (alternating, one start of each pe
 The embedded default with auth on and its job runner (`http.workers: 2`), on a data directory that is
 initialised already (a first start, not counted): seconds from exec until GET /v2/ answers, then from
 SIGTERM to serve's main process only (as `docker stop` or systemd's `KillMode=mixed` send it), sent as
-soon as /v2/ answered, until serve has exited. Medians of `--rounds` (default 8); a benchmark, not a
-test: on a loaded machine read them with a wide margin, side by side.
+soon as /v2/ answered, until serve has exited; and the CPU time (user + system) of the whole start and
+stop, every process of serve's included (each is waited for by its parent, so the kernel adds its time to
+this process's children). Medians of `--rounds` (default 8); a benchmark, not a test: on a loaded
+machine read the seconds with a wide margin, side by side; the CPU time moves far less with the load.
+
+`--as-tests`: the configuration the test suite's servers start with (tests/support/server.py: one
+worker, auth off, no job runner), ~300 starts per CI run.
 
 Both sources are byte-compiled first (`compileall`), as the container image and `pip install` leave
 dockyard: where PYTHONDONTWRITEBYTECODE is set (as in some CI and agent shells), every start would
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -38,8 +44,14 @@ PASSWORD = "startup-bench correct horse 42"
 POLL = 0.005  # seconds between GET /v2/ while it starts
 
 
-def start_and_stop(argv: list[str], env: dict[str, str], port: int, log: Path) -> tuple[float, float]:
-    """(seconds until /v2/ answered, seconds from SIGTERM until serve exited)."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def start_and_stop(argv: list[str], env: dict[str, str], port: int, log: Path) -> tuple[float, float, float]:
+    """(seconds until /v2/ answered, seconds from SIGTERM until serve exited, CPU seconds of it all)."""
+    cpu = children_cpu()
     with log.open("ab") as out:
         started = time.monotonic()
         process = subprocess.Popen(
@@ -54,7 +66,7 @@ def start_and_stop(argv: list[str], env: dict[str, str], port: int, log: Path) -
         stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-        return up, time.monotonic() - stopping
+        return up, time.monotonic() - stopping, children_cpu() - cpu
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -65,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--dockyard-rev", help="also bench this commit's src/, alternating with the tree")
+    parser.add_argument("--as-tests", action="store_true", help="as the tests start it: 1 worker, no auth")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as scratch:
         variants: dict[str, tuple[list[str], dict[str, str], int, Path]] = {}
@@ -76,23 +89,29 @@ def main() -> None:
             compiled = source or Path(__file__).resolve().parents[1] / "src"
             subprocess.run([sys.executable, "-m", "compileall", "-q", str(compiled)], check=True)
             workdir = Path(scratch) / f"server-{index}"
-            config, port = write_dockyard_config(workdir, 2, auth={"enabled": True})
+            if options.as_tests:
+                sections = {"jobs": {"run_in_serve": False}}
+                config, port = write_dockyard_config(workdir, 1, auth={"enabled": False}, sections=sections)
+            else:
+                config, port = write_dockyard_config(workdir, 2, auth={"enabled": True})
             env = {**os.environ, "DOCKYARD_ADMIN_PASSWORD": PASSWORD, **dockyard_environment(source)}
             argv = [*dockyard_command(source), "serve", "--config", str(config)]
             variants[name] = (argv, env, port, workdir / "server.log")
             start_and_stop(*variants[name])  # the first start initialises the data directory
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
         for _ in range(options.rounds):
             for name, variant in variants.items():
                 times[name].append(start_and_stop(*variant))
                 time.sleep(0.5)
     for name, runs in times.items():
-        ups = [up for up, _ in runs]
-        downs = [down for _, down in runs]
+        ups = [up for up, _, _ in runs]
+        downs = [down for _, down, _ in runs]
+        cpus = [cpu for _, _, cpu in runs]
         print(
             f"{name}: start until /v2/ answers {statistics.median(ups):.2f} s "
             f"(min {min(ups):.2f}, max {max(ups):.2f}); stop {statistics.median(downs):.2f} s "
-            f"(max {max(downs):.2f}); median of {len(runs)}"
+            f"(max {max(downs):.2f}); CPU of start and stop {statistics.median(cpus):.2f} s "
+            f"(min {min(cpus):.2f}, max {max(cpus):.2f}); median of {len(runs)}"
         )
     print(f"load average at the end: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
 
