@@ -222,17 +222,45 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     # Of dockyard's own modules, serve's main process holds only what the workers run (and its own).
     main_only = {name for name in main_process_modules if name.startswith("dockyard.")} - set(modules)
     own = ("", ".entry", ".job_child", ".server", ".slim")
-    # ... and what a worker loads on the first pull its gate judges (the signature verifiers): held
-    # there once for all of them, while the job runner, started on its own, never loads them.
+    # ... and what a worker loads on the first pull its gate judges (the signature verifiers) and on
+    # the first token it signs or checks (the signing keys' store): held there once for all of them,
+    # while the job runner, started on its own, never loads them.
     judging = {name for name in main_only if name.startswith("dockyard.signatures.")}
     assert "dockyard.signatures.services" in judging
-    assert sorted(main_only - judging) == [f"dockyard.cli{name}" for name in own]
+    first_token = {"dockyard.auth.keystore"}
+    assert sorted(main_only - judging - first_token) == [f"dockyard.cli{name}" for name in own]
     # And what it loads on its way to its first answer, the main process loaded for it before the fork
     # (not in each worker, between its fork and its first answer: ~0.3 s of CPU each there, on the
     # cores the start-up has; issue 18 asks for /v2/ within 0.5 s of exec).
     assert sorted(set(answer["ready"]) - set(main_process_modules)) == []
     # Its share of the node's cores for password hashes (7 MiB each): the config's 2 workers split them.
     assert answer["hashes"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+# Where auth is off (as the test suite's servers run): no accounts, tokens or password hashes, nor the
+# pull gate's signature verifiers (pull policies are set through dockyard's own auth's API).
+AUTH_OFF_FORBIDDEN = (
+    "dockyard.accounts.users",
+    "dockyard.api.management.context",
+    "dockyard.app.own_auth",
+    "dockyard.signatures.services",
+    "jwt",
+    "cryptography",
+    "argon2",
+    "bcrypt",
+)
+
+
+def test_serves_main_process_loads_no_accounts_or_tokens_where_auth_is_off(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    directory = tmp_path_factory.mktemp("process-imports-open")
+    config = directory / "config.yml"
+    settings = {"datadir": str(directory / "data"), "auth": {"enabled": False}, "log": {"level": "warn"}}
+    config.write_text(yaml.safe_dump(settings))
+    modules: list[str] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))
+    assert "dockyard.app" in modules and "dockyard.api.oci.gate" in modules  # it ran
+    assert loaded(modules, AUTH_OFF_FORBIDDEN) == []
 
 
 def test_the_job_runner_loads_no_web_stack(config: Path, main_process_modules: list[str]) -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import functools
 import os
 import threading
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from typing import TYPE_CHECKING
 
 from dockyard.accounts.interfaces import WeakPassword
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024  # longer inputs only cost CPU
@@ -32,7 +33,23 @@ MIN_STRENGTH = 3
 STRENGTH_CHECKED_LENGTH = 72
 
 MEMORY_KIB, PASSES = 7 * 1024, 5
-_hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=1)
+# argon2-cffi loads where passwords are checked (`dockyard serve` preloads it before the fork where
+# its auth mode has accounts: app.auth.AUTH_MODULES), not in a registry without them (as the test
+# suite's servers run).
+PASSWORD_MODULES = ("argon2",)
+
+
+_hasher: PasswordHasher | None = None  # made on first use (password_hasher)
+
+
+def password_hasher() -> PasswordHasher:
+    global _hasher
+    if _hasher is None:
+        from argon2 import PasswordHasher
+
+        _hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=1)
+    return _hasher
+
 # Each hash takes 7 MiB and a core for ~25 ms: a burst of logins with different credentials queues
 # for cores rather than running all at once (64 at once pushed a worker past 500 MiB and made every
 # login slow; the same credentials in flight together share one check: dockyard.auth.singleflight).
@@ -64,7 +81,7 @@ def concurrent_hashes() -> int:
 def _dummy_hash() -> str:
     """Verified against when the user does not exist, so an unknown name takes as long as a wrong
     password. Made on first use, not at import (a hash costs ~25 ms and 7 MiB)."""
-    return _hasher.hash("dockyard-dummy-password")
+    return password_hasher().hash("dockyard-dummy-password")
 
 
 def check_password_policy(password: str, username: str | None = None) -> None:
@@ -94,19 +111,22 @@ def _check_strength(password: str, username: str | None) -> None:
 
 def hash_password(password: str) -> str:
     with _HASH_SLOTS:
-        return _hasher.hash(password)
+        return password_hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when `password` matches; a missing hash still costs one verify (no timing oracle)."""
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
+    hasher = password_hasher()
     try:
         with _HASH_SLOTS:
-            return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+            return hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
 
 def needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    return password_hasher().check_needs_rehash(password_hash)

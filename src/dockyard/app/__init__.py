@@ -36,7 +36,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
-from dockyard.app.auth import build_auth
+from dockyard.app.auth import AUTH_MODULES, build_auth
 from dockyard.app.features import build_limits, proxy_edge, replication_pushes, scan_pushes, scanner_api_route
 from dockyard.app.housekeeping import build_locks, purge_audit_forever, sweep_proxy_locks_forever
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
@@ -228,7 +228,6 @@ WORKER_LAZY_MODULES = (
     "dockyard.scans.pushes",
     "dockyard.scans.services",
     "dockyard.signatures.pull_gate",
-    "dockyard.signatures.services",
     "dockyard.upstream.addresses",
     "dockyard.webhooks.producers",
     "dockyard.webhooks.pulls",
@@ -254,8 +253,17 @@ def preload(settings: Settings) -> None:
         importlib.import_module(name)
     if settings.storage.driver_name != "inmemory" and settings.storage.s3 is None:
         importlib.import_module("dockyard.storage.driver.filesystem")
-    if auth_mode(settings) == "dockyard":
+    mode = auth_mode(settings)
+    for name in AUTH_MODULES[mode]:  # the gate's, and for dockyard's own auth its accounts and tokens
+        importlib.import_module(name)
+    if mode == "dockyard":
         importlib.import_module("dockyard.accounts.bootstrap")
+        # What the pull gate loads on the first pull it judges (the signature verifiers), held once for
+        # all workers. Pull policies are set through the management API, which dockyard's own auth
+        # has; in the other modes a policy left from before loads them on the first pull it judges.
+        importlib.import_module("dockyard.signatures.services")
+    if settings.http.tls.certificate is not None:  # its expiry, on /metrics
+        importlib.import_module("cryptography.x509")
     make_url(settings.database_url).get_dialect()  # imports the dialect's module, not its driver
     configure_mappers()  # every model is imported by now (dockyard.app and the modules above)
 

@@ -26,14 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select, update
 
-from dockyard.auth import keystore
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -52,6 +48,15 @@ from dockyard.coordination.interfaces import Generation
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.errors import Category, DockyardError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# PyJWT and cryptography load where tokens are signed or verified (`TOKEN_MODULES`), not in every
+# process that imports the gate: a registry without dockyard's own auth (as the test suite's servers
+# run) never loads them. `dockyard serve` preloads them before the fork where its auth mode signs
+# tokens (app.auth.AUTH_MODULES), so its workers start with them.
+TOKEN_MODULES = ("jwt", "cryptography.hazmat.primitives.serialization", "dockyard.auth.keystore")
 
 log = logging.getLogger("dockyard.auth.tokens")
 
@@ -91,6 +96,8 @@ class VerifiedToken:
 def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
     """The `kid` format the spec asks for: SHA-256 of the DER public key, first 240 bits, base32,
     in 12 groups of 4 joined by ':'."""
+    from cryptography.hazmat.primitives import serialization
+
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode()
     return ":".join(encoded[i : i + 4] for i in range(0, 48, 4))
@@ -177,6 +184,11 @@ class KeyRing:
 
     def rotate(self) -> str:
         """Create a new key; it signs from now on (on other nodes within `refresh_interval`)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from dockyard.auth import keystore
+
         private_key = ec.generate_private_key(ec.SECP256R1())
         public_key = private_key.public_key()
         kid = libtrust_key_id(public_key)
@@ -237,6 +249,8 @@ class KeyRing:
             self._loaded_generation = generation
 
     def _parse(self, kid: str, pem: str, public_pem: str, created_at: datetime) -> LoadedKey | None:
+        from dockyard.auth import keystore
+
         private_key = keystore.open_key(pem, (self.passphrase, *self.older_passphrases))
         if private_key is not None:
             return LoadedKey(kid, private_key, private_key.public_key(), created_at)
@@ -336,12 +350,16 @@ class TokenService:
         return claims
 
     def _sign(self, claims: dict[str, Any]) -> str:
+        import jwt
+
         key = self.keys.signing_key()
         assert key.private_key is not None  # the ring signs only with keys it could decrypt
         headers = {"kid": key.kid, "typ": "JWT"}
         return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers=headers)
 
     def _decode(self, token: str, audience: str) -> dict[str, Any]:
+        import jwt
+
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenInvalid()
         try:

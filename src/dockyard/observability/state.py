@@ -17,7 +17,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -131,6 +130,8 @@ class StateCollector(Collector):
 
     @staticmethod
     def _certificate_family(path: Path) -> Iterable[Metric]:
+        from cryptography import x509  # at the first scrape, and only where TLS is served
+
         try:
             certificate = x509.load_pem_x509_certificate(path.read_bytes())
         except (OSError, ValueError) as exc:

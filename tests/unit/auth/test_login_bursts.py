@@ -43,7 +43,7 @@ class CountingHasher(PasswordHasher):
     once; the first verify waits until `callers` have entered the single flight."""
 
     def __init__(self, arrivals: Arrivals) -> None:
-        real = passwords._hasher
+        real = passwords.password_hasher()
         super().__init__(real.time_cost, real.memory_cost, real.parallelism, real.hash_len, real.salt_len)
         self.arrivals = arrivals
         self.lock = threading.Lock()

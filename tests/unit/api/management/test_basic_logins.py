@@ -45,7 +45,7 @@ class CountingHasher(PasswordHasher):
     """The real argon2id hasher with the production parameters, counting verifies."""
 
     def __init__(self) -> None:
-        real = passwords._hasher
+        real = passwords.password_hasher()
         super().__init__(real.time_cost, real.memory_cost, real.parallelism, real.hash_len, real.salt_len)
         self.lock = threading.Lock()
         self.verifies = 0
