@@ -263,3 +263,23 @@ def test_an_administrator_can_test_the_provider_and_no_one_else(
         assert time.monotonic() < deadline, "the test was not audited"
         time.sleep(0.2)
     assert [(event["actor"], event["detail"]["ok"]) for event in checked] == [("admin", True)]
+
+
+def test_the_sign_in_page_shows_the_provider_without_its_secret_and_tests_it(
+    stack: tuple[RunningProvider, RunningServer],
+) -> None:
+    provider, server = stack
+    with PortalBrowser(server.url) as admin:
+        assert admin.login(*ADMIN).status_code == 303
+        page = admin.get("/ui/admin/sign-in")
+        assert page.status_code == 200 and provider.issuer in page.text
+        assert f"{server.url}/ui/oidc/callback" in page.text and provider.client_secret not in page.text
+        assert "No LDAP directory is configured" in page.text
+        assert admin.submit("/ui/admin/sign-in/oidc-test", csrf=None).status_code == 403
+        tested = admin.submit("/ui/admin/sign-in/oidc-test")
+        assert tested.status_code == 200 and "The provider answered" in tested.text
+        assert provider.client_secret not in tested.text
+        assert admin.submit("/ui/admin/sign-in/ldap-test").status_code == 404  # no directory here
+    with sso_browser(server, "carol") as carol:  # signed on, but no administrator
+        assert carol.get("/ui/admin/sign-in").status_code == 403
+        assert carol.submit("/ui/admin/sign-in/oidc-test").status_code == 403
