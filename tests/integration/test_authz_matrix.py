@@ -1642,6 +1642,7 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     (f"{P}/webhooks", "POST"): (f"{P}/webhooks", "POST"),
     (f"{P}/webhooks/{{name}}", "GET"): (f"{P}/webhooks/{{name}}", "GET"),
     (f"{P}/webhooks/{{name}}/enabled", "POST"): (f"{P}/webhooks/{{name}}", "PUT"),
+    (f"{P}/webhooks/{{name}}/edit", "POST"): (f"{P}/webhooks/{{name}}", "PUT"),
     (f"{P}/webhooks/{{name}}/test", "POST"): (f"{P}/webhooks/{{name}}/test", "POST"),
     (f"{P}/webhooks/{{name}}/delete", "POST"): (f"{P}/webhooks/{{name}}", "DELETE"),
     (f"{P}/immutable-rules", "POST"): (f"{P}/immutable-rules", "POST"),
@@ -1823,6 +1824,13 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         else:
             ui_path, form = f"/ui/admin/groups/{group_id}/members/{VICTIM}/remove", {}
         return UiCall("POST", ui_path, form, session, made.observe, made.cleanup)
+    if key == (f"{P}/webhooks/{{name}}/edit", "POST"):  # the URL changes: watch it, not `enabled`
+        api_path = f"{P}/webhooks/{{name}}"
+        made = webhook_call(w, actor, project, Endpoint(api_path, "PUT", frozenset({"project", "name"})))
+        hook = f"/projects/{project}/webhooks/mx-hook"
+        form = {"url": "http://127.0.0.1:9/other", "events": "push"}
+        return UiCall("POST", f"/ui{hook}/edit", form, session,
+                      observe=lambda: w.admin.api("GET", hook)["url"], cleanup=made.cleanup)
     if key == (f"{P}/webhooks", "POST"):
         made = webhook_call(w, actor, project, Endpoint(f"{P}/webhooks", "POST", frozenset({"project"})))
         form = {**made.json, "events": "push"}

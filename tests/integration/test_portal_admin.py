@@ -275,6 +275,15 @@ def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: 
         assert "<dd>set</dd>" in admin.get(f"{here}/ci").text
         assert admin.submit(f"{here}/ci/enabled", {"enabled": "false"}).status_code == 303
         assert api.get("/api/v1/projects/hooked/webhooks/ci").json()["enabled"] is False
+        edit = {"url": "http://127.0.0.1:9/other", "events": ["push", "delete"], "format": "slack"}
+        assert admin.submit(f"{here}/ci/edit", edit, csrf=None).status_code == 403
+        assert admin.submit(f"{here}/ci/edit", edit).status_code == 303
+        hook = api.get("/api/v1/projects/hooked/webhooks/ci").json()
+        assert (hook["url"], hook["events"], hook["format"], hook["has_secret"]) == (
+            "http://127.0.0.1:9/other", ["push", "delete"], "slack", True)  # an empty secret field keeps it
+        assert admin.submit(f"{here}/ci/edit", {**edit, "remove_secret": "on"}).status_code == 303
+        assert api.get("/api/v1/projects/hooked/webhooks/ci").json()["has_secret"] is False
+        assert admin.submit(f"{here}/ci/edit", {**edit, "events": ""}).status_code == 400
         tested = admin.submit(f"{here}/ci/test")
         assert tested.status_code == 200 and "Test delivery: failed" in tested.text  # nothing listens
         assert secret not in tested.text

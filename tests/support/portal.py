@@ -48,7 +48,7 @@ class PortalBrowser:
     def submit(
         self,
         path: str,
-        data: dict[str, str] | None = None,
+        data: dict[str, Any] | None = None,
         *,
         csrf: str | None = "page",
         origin: str | None = "self",

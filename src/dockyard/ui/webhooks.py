@@ -1,8 +1,8 @@
 """A project's webhooks in the portal (project administrators; docs/webhooks.md): list them, add one
-(target URL, events, format, an optional signing secret), see one with its delivery log, turn it off
-or on, send a test delivery, delete it. The API's `/projects/{project}/webhooks` as the user: others
-get its refusal (403). The secret is write-only: typed once into the form, never shown again (the API
-answers only whether one is set).
+(target URL, events, format, an optional signing secret), see one with its delivery log, change it,
+turn it off or on, send a test delivery, delete it. The API's `/projects/{project}/webhooks` as the
+user: others get its refusal (403). The secret is write-only: typed once into the form, never shown
+again (the API answers only whether one is set).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class WebhookPages:
             Route(w, self.create, methods=["POST"]),
             Route(f"{w}/{{name}}", self.webhook, methods=["GET"]),
             Route(f"{w}/{{name}}/enabled", self.set_enabled, methods=["POST"]),
+            Route(f"{w}/{{name}}/edit", self.edit, methods=["POST"]),
             Route(f"{w}/{{name}}/test", self.test, methods=["POST"]),
             Route(f"{w}/{{name}}/delete", self.delete, methods=["POST"]),
         ]
@@ -112,6 +113,8 @@ class WebhookPages:
             hook=hook,
             deliveries=deliveries.json(),
             tested=tested,
+            events=EVENTS,
+            formats=FORMATS,
             error=error,
         )
 
@@ -121,6 +124,26 @@ class WebhookPages:
         body = {"enabled": form_text(form, "enabled") == "true"}
         path, done = f"/projects/{project}/webhooks/{name}", _webhook_page(project, name)
         return await submit(self.portal, request, caller, "PUT", path, body, done=done, again=None)
+
+    async def edit(self, request: Request) -> Response:
+        """Change its URL, events, format, certificate check, and its secret (a new one typed, or
+        removed; left empty: kept). Custom headers: the CLI or the API."""
+        caller, _, form = await self.portal.checked(request)
+        project, name = self._names(request)
+        body: dict[str, Any] = {
+            "url": form_text(form, "url").strip(),
+            "events": [e for e in EVENTS if e in form.getlist("events")],
+            "format": form_text(form, "format") if form_text(form, "format") in FORMATS else "harbor",
+            "skip_tls_verify": form.get("skip_tls_verify") == "on",
+        }
+        if form.get("remove_secret") == "on":
+            body["secret"] = ""
+        elif form_text(form, "secret"):
+            body["secret"] = form_text(form, "secret")
+        if not body["url"] or not body["events"]:
+            return await self.webhook(request, error="Give its URL and tick its events.", status=400)
+        path, done = f"/projects/{project}/webhooks/{name}", _webhook_page(project, name)
+        return await submit(self.portal, request, caller, "PUT", path, body, done=done, again=self.webhook)
 
     async def test(self, request: Request) -> Response:
         caller, _, _ = await self.portal.checked(request)
