@@ -13,12 +13,15 @@ sees one consistent snapshot; nothing here needs more).
   0): the event loop calls it, since a WAL reader never waits for writers and an indexed lookup on a
   small page set is cheaper than the hand-off to a worker thread (~0.1-0.2 ms of CPU). When SQLite
   would make it wait (rare: a WAL being reset), it raises WouldBlock and the caller takes a thread.
-- PostgreSQL: a connection from a small pool of the lookups' own, in autocommit (no BEGIN / ROLLBACK
-  round trips), the statement prepared server-side. Never on the event loop (`wait=False` raises
-  WouldBlock): it is a network round trip, and only one: the engine's pool pings each connection it
-  hands out (`pool_pre_ping`), a second round trip that was half of a lookup's time and CPU. This pool
-  does not ping; a lookup that finds its connection dropped (a restart, a failover) drops every
-  connection of the pool and runs once more on a new one, which is what the ping was for.
+- PostgreSQL: a connection from a small pool of the lookups' own (`_DriverPool`), in autocommit (no
+  BEGIN / ROLLBACK round trips), the statement prepared server-side, on a cursor the connection
+  keeps. Never on the event loop (`wait=False` raises WouldBlock): it is a network round trip, and
+  only one: the engine's pool pings each connection it hands out (`pool_pre_ping`), a second round
+  trip that was half of a lookup's time and CPU. This pool does not ping; a lookup that finds its
+  connection dropped (a restart, a failover) drops every connection of the pool and runs once more on
+  a new one, which is what the ping was for. It is a list of driver connections, not a SQLAlchemy
+  pool: checking a connection out of a QueuePool and back in (its record, the reset's ROLLBACK call
+  on an autocommit connection, the events) cost about a third of a lookup's CPU.
 
 Errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so the API's one
 mapping of database errors (503 for an unavailable database) applies unchanged.
@@ -35,7 +38,6 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import Pool, QueuePool
 
 # A lookup connection's page cache (SQLite's default is 2 MiB per connection; the OS caches the file).
 SQLITE_LOOKUP_CACHE_KIB = 1024
@@ -74,7 +76,7 @@ class Lookups:
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
         self._pid = os.getpid()
-        self._pool: Pool | None = None  # PostgreSQL's, made on first use
+        self._pool: _DriverPool | None = None  # PostgreSQL's, made on first use
         self._pool_lock = threading.Lock()
 
     def prepare(self, statement: ClauseElement) -> Lookup:
@@ -146,18 +148,18 @@ class Lookups:
 
     def _pooled_one(self, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
         if self._dialect != "postgresql":
-            return self._pooled_one_on(self._engine.raw_connection, lookup, parameters)
+            return self._engine_one(lookup, parameters)
         try:
-            return self._pooled_one_on(self._lookup_pool().connect, lookup, parameters)
+            return self._driver_one(self._lookup_pool(), lookup, parameters)
         except sa_exc.DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
         # The connection had been dropped (and so, most likely, were the others the pool holds): start
         # afresh, once. A database that is really gone fails this try too, as an unavailable one.
         self._reset_pool()
-        return self._pooled_one_on(self._lookup_pool().connect, lookup, parameters)
+        return self._driver_one(self._lookup_pool(), lookup, parameters)
 
-    def _lookup_pool(self) -> Pool:
+    def _lookup_pool(self) -> _DriverPool:
         pool = self._pool
         if pool is None or os.getpid() != self._pid:
             with self._pool_lock:
@@ -167,17 +169,7 @@ class Lookups:
                     self._opened = []
                     self._pool = None
                 if self._pool is None:
-                    # The engine's connection settings and hooks (its creator and events), not its ping.
-                    engine_pool: Any = self._engine.pool  # a QueuePool (db.engine)
-                    self._pool = QueuePool(
-                        engine_pool._creator,
-                        pool_size=POSTGRES_LOOKUP_POOL_SIZE,
-                        max_overflow=POSTGRES_LOOKUP_OVERFLOW,
-                        timeout=engine_pool.timeout(),
-                        pre_ping=False,
-                        dialect=self._engine.dialect,
-                        _dispatch=engine_pool.dispatch,
-                    )
+                    self._pool = _DriverPool(self._engine)
                 pool = self._pool
         return pool
 
@@ -187,31 +179,39 @@ class Lookups:
         if pool is not None:
             pool.dispose()
 
-    def _pooled_one_on(self, connect: Any, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
+    def _driver_one(self, pool: _DriverPool, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
+        loaded_dbapi = self._engine.dialect.loaded_dbapi
         try:  # bounds the wait for a free connection as the engine says
-            pooled = connect()
-        except self._engine.dialect.loaded_dbapi.Error as exc:
+            connection, cursor = pool.get()
+        except loaded_dbapi.Error as exc:
             raise self._wrapped(lookup, parameters, exc) from exc
+        broken = False
         try:
-            driver: Any = pooled.driver_connection
-            assert driver is not None
-            if self._dialect == "postgresql":
-                driver.autocommit = True  # for good: this pool runs nothing else
-                row = driver.execute(lookup.sql, parameters, prepare=True).fetchone()
-            else:  # an in-memory SQLite: its pool's one connection, as every other statement uses
-                cursor = pooled.cursor()
-                try:
-                    cursor.execute(lookup.sql, parameters)
-                    row = cursor.fetchone()
-                finally:
-                    cursor.close()
+            cursor.execute(lookup.sql, parameters, prepare=True)
+            row = cursor.fetchone()
             return None if row is None else tuple(row)
-        except self._engine.dialect.loaded_dbapi.Error as exc:
+        except loaded_dbapi.Error as exc:
             wrapped = self._wrapped(lookup, parameters, exc)
-            if self._engine.dialect.is_disconnect(exc, pooled, None):
-                pooled.invalidate(exc)
+            if self._engine.dialect.is_disconnect(exc, connection, cursor):
+                broken = True
                 wrapped.connection_invalidated = True
             raise wrapped from exc
+        finally:
+            pool.put(connection, cursor, broken)
+
+    def _engine_one(self, lookup: Lookup, parameters: Any) -> tuple[Any, ...] | None:
+        """An in-memory SQLite: its pool's one connection, as every other statement uses."""
+        pooled = self._engine.raw_connection()
+        try:
+            cursor = pooled.cursor()
+            try:
+                cursor.execute(lookup.sql, parameters)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            return None if row is None else tuple(row)
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            raise self._wrapped(lookup, parameters, exc) from exc
         finally:
             pooled.close()
 
@@ -219,6 +219,61 @@ class Lookups:
         return sa_exc.DBAPIError.instance(
             lookup.sql, parameters, exc, self._engine.dialect.loaded_dbapi.Error
         )
+
+
+class _DriverPool:
+    """PostgreSQL driver connections for lookups, in autocommit, each with the cursor it runs them on:
+    at most POSTGRES_LOOKUP_POOL_SIZE kept idle, at most that plus POSTGRES_LOOKUP_OVERFLOW at once
+    (a lookup waits up to the engine's pool timeout for one, then fails as the engine's pool does).
+    New connections are made as the engine makes its own (its creator, with the connection timeouts,
+    and the dialect's set-up)."""
+
+    def __init__(self, engine: Engine) -> None:
+        engine_pool: Any = engine.pool  # a QueuePool (db.engine)
+        self._creator = engine_pool._creator
+        self._on_connect = engine.dialect.on_connect()
+        self._timeout = float(engine_pool.timeout())
+        self._slots = threading.BoundedSemaphore(POSTGRES_LOOKUP_POOL_SIZE + POSTGRES_LOOKUP_OVERFLOW)
+        self._idle: list[tuple[Any, Any]] = []  # list.append and .pop are atomic: no lock of our own
+        self._disposed = False
+
+    def get(self) -> tuple[Any, Any]:
+        if not self._slots.acquire(timeout=self._timeout):
+            raise sa_exc.TimeoutError(
+                f"no PostgreSQL lookup connection free within {self._timeout:g} s", None, None
+            )
+        try:
+            return self._idle.pop()  # the most recently used: its server process is warm
+        except IndexError:
+            pass
+        try:
+            connection = self._creator()
+            if self._on_connect is not None:
+                self._on_connect(connection)
+            connection.autocommit = True  # for good: these connections run nothing else
+            return connection, connection.cursor()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def put(self, connection: Any, cursor: Any, broken: bool) -> None:
+        if broken or self._disposed or connection.closed or len(self._idle) >= POSTGRES_LOOKUP_POOL_SIZE:
+            with contextlib.suppress(Exception):
+                connection.close()
+        else:
+            self._idle.append((connection, cursor))
+        self._slots.release()
+
+    def dispose(self) -> None:
+        """Close the idle connections; those in use close when they come back (`put` after this)."""
+        self._disposed = True
+        while True:
+            try:
+                connection, _ = self._idle.pop()
+            except IndexError:
+                return
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

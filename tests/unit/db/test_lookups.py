@@ -4,6 +4,7 @@ mapping applies: 503 for an unavailable database), and close with the Database."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import exc as sa_exc
 
 from dockyard.api.oci.errors import render_error
 from dockyard.db.engine import build_engine
+from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_SIZE
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database, database_unavailable
 from dockyard.registry.models import Repository
@@ -24,11 +26,14 @@ BY_NAME = select(Repository.id).where(Repository.name == bindparam("name"))
 def test_an_unreachable_postgresql_is_a_503_from_a_lookup_too() -> None:
     db = Database(build_engine(f"postgresql://dockyard@127.0.0.1:{free_port()}/nothing"))
     try:
-        with pytest.raises(sa_exc.OperationalError) as raised:
-            db.lookups.one(db.lookups.prepare(BY_NAME), {"name": "team/app"})
+        # More lookups than the pool has connections: a failed connect gives its place back, so each
+        # fails at once for what it is, never by waiting for a connection that will not come.
+        for _ in range(POSTGRES_LOOKUP_POOL_SIZE + POSTGRES_LOOKUP_OVERFLOW + 2):
+            with pytest.raises(sa_exc.OperationalError) as raised:
+                db.lookups.one(db.lookups.prepare(BY_NAME), {"name": "team/app"})
+            assert database_unavailable(raised.value)
     finally:
         db.dispose()
-    assert database_unavailable(raised.value)
     assert render_error(raised.value).status_code == 503
 
 
@@ -87,3 +92,8 @@ def test_a_postgresql_lookup_survives_the_server_dropping_its_connections(postgr
         ).scalar_one()
     assert dropped >= 1
     assert lookups.one(lookup, {"name": "team/app"}) is None
+    # As many lookups at once as the pool allows still get a connection each: the dropped ones gave
+    # their places back.
+    with ThreadPoolExecutor(POSTGRES_LOOKUP_POOL_SIZE + POSTGRES_LOOKUP_OVERFLOW) as threads:
+        rows = list(threads.map(lambda _: lookups.one(lookup, {"name": "team/app"}), range(40)))
+    assert rows == [None] * 40
