@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from itertools import islice
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from dockyard.coordination.interfaces import Generation, KeyedGeneration
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+NO_CLOCK = "an entry with an expiry needs a cache with a clock"
+# An entry as a cache keeps it: (value, weight, expires_at, ...), what else its kind needs after.
+E = TypeVar("E", bound=tuple[Any, ...])
 
 # What an entry costs besides its own bytes: the dict slot, the key tuple, the value object (measured
 # with tracemalloc on CPython 3.11 for a (name, reference) -> ManifestRecord entry: about 300 bytes).
@@ -38,7 +41,74 @@ def entries(count: int) -> int:
     return count * ENTRY_OVERHEAD
 
 
-class GenerationCache(Generic[K, V]):
+class _BoundedCache(Generic[K, V, E]):
+    """What both caches keep the same way: entries `(value, weight, expires_at, ...)` in a dict
+    bounded by `max_bytes` (`weigh(key, value)`: their bytes plus ENTRY_OVERHEAD), the hit counters
+    /metrics reads, and the eviction when a put would pass the bound: entries that can no longer be
+    served first (`_drop_dead`), then the oldest quarter (first in, first out: no list to keep per
+    hit). Each cache's `get` stays its own, written out: it is the hot path."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        weigh: Callable[[K, V], int],
+        clock: Callable[[], float] | None,
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._clock = clock
+        self._entries: dict[K, E] = {}
+        self._bytes = 0
+        self.lookups = 0  # gets, and those answered from here: read by /metrics (hit ratios)
+        self.hits = 0
+
+    @property
+    def weight(self) -> int:
+        """What the entries weigh now, in bytes (estimated)."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _store(self, key: K, entry: E) -> None:
+        """Keep `entry` (its weight at [1]) under `key`, making room for it; nothing heavier than the
+        whole bound is kept."""
+        weight: int = entry[1]
+        if weight > self._max_bytes:
+            return
+        self._drop(key)
+        if self._bytes + weight > self._max_bytes:
+            self._drop_dead()
+        while self._bytes + weight > self._max_bytes and self._entries:
+            self._evict_oldest()
+        self._entries[key] = entry
+        self._bytes += weight
+
+    def _drop(self, key: K) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+
+    def _drop_dead(self) -> None:
+        """Drop the entries that can no longer be served (expired, by default)."""
+        if self._clock is None:
+            return
+        now = self._clock()
+        kept = {k: e for k, e in self._entries.items() if e[2] is None or e[2] > now}
+        if len(kept) != len(self._entries):
+            self._keep(kept)
+
+    def _evict_oldest(self) -> None:
+        # A new dict of the newest three quarters: O(n) once per quarter turned over, and no holes
+        # left at the front of the dict for later lookups to skip.
+        self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
+
+    def _keep(self, kept: dict[K, E]) -> None:
+        self._entries = kept
+        self._bytes = sum(entry[1] for entry in kept.values())
+
+
+class GenerationCache(_BoundedCache[K, V, tuple[V, int, float | None]]):
     """A dict bounded by memory that empties itself when `generation` moves (None: never; then the
     generation handed to `put` is not checked and only expiries count).
 
@@ -55,23 +125,9 @@ class GenerationCache(Generic[K, V]):
         weigh: Callable[[K, V], int] = entry_weight,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        super().__init__(max_bytes, weigh, clock)
         self._source = generation
-        self._max_bytes = max_bytes
-        self._weigh = weigh
-        self._clock = clock
-        self._entries: dict[K, tuple[V, int, float | None]] = {}
-        self._bytes = 0
         self._generation = self.current_generation()
-        self.lookups = 0  # gets, and those answered from here: read by /metrics (hit ratios)
-        self.hits = 0
-
-    @property
-    def weight(self) -> int:
-        """What the entries weigh now, in bytes (estimated)."""
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def current_generation(self) -> int:
         """Read before querying the source of truth; pass to `put`."""
@@ -95,23 +151,14 @@ class GenerationCache(Generic[K, V]):
 
     def put(self, key: K, value: V, generation: int | None, expires_at: float | None = None) -> None:
         if expires_at is not None and self._clock is None:
-            raise ValueError("an entry with an expiry needs a cache with a clock")
+            raise ValueError(NO_CLOCK)
         if self._source is None or generation is None:
             generation = self._generation  # nothing to check it against: only expiries count
         if generation != self._generation:
             if generation != self.current_generation():
                 return  # something changed since the caller read; its answer may be stale
             self._clear(generation)
-        weight = self._weigh(key, value)
-        if weight > self._max_bytes:
-            return
-        self._drop(key)
-        if self._bytes + weight > self._max_bytes:
-            self._drop_expired()
-        while self._bytes + weight > self._max_bytes and self._entries:
-            self._evict_oldest()
-        self._entries[key] = (value, weight, expires_at)
-        self._bytes += weight
+        self._store(key, (value, self._weigh(key, value), expires_at))
 
     def clear(self) -> None:
         """Forget everything now (a signing key retired: verify every token again)."""
@@ -122,30 +169,8 @@ class GenerationCache(Generic[K, V]):
         self._bytes = 0
         self._generation = generation
 
-    def _drop(self, key: K) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
 
-    def _drop_expired(self) -> None:
-        if self._clock is None:
-            return
-        now = self._clock()
-        kept = {k: e for k, e in self._entries.items() if e[2] is None or e[2] > now}
-        if len(kept) != len(self._entries):
-            self._keep(kept)
-
-    def _evict_oldest(self) -> None:
-        # A new dict of the newest three quarters: O(n) once per quarter turned over, and no holes
-        # left at the front of the dict for later lookups to skip.
-        self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
-
-    def _keep(self, kept: dict[K, tuple[V, int, float | None]]) -> None:
-        self._entries = kept
-        self._bytes = sum(entry[1] for entry in kept.values())
-
-
-class KeyedGenerationCache(Generic[K, V]):
+class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]):
     """A dict bounded by memory whose entries each follow the generation of their part
     (`part(key)`, a repository name, handed to `generation`): an entry is not served once its
     part's generation moved, and an answer read across such a move is not kept. Nothing else is
@@ -162,24 +187,9 @@ class KeyedGenerationCache(Generic[K, V]):
         weigh: Callable[[K, V], int] = entry_weight,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        super().__init__(max_bytes, weigh, clock)  # entries: value, weight, expiry, the part's generation
         self._source = generation
         self._part = part
-        self._max_bytes = max_bytes
-        self._weigh = weigh
-        self._clock = clock
-        # value, weight, expiry, the part's generation when it was read
-        self._entries: dict[K, tuple[V, int, float | None, int]] = {}
-        self._bytes = 0
-        self.lookups = 0  # gets, and those answered from here: read by /metrics (hit ratios)
-        self.hits = 0
-
-    @property
-    def weight(self) -> int:
-        """What the entries weigh now, in bytes (estimated)."""
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def current_generation(self, key: K) -> int:
         """Read before querying the source of truth; pass to `put`."""
@@ -202,28 +212,14 @@ class KeyedGenerationCache(Generic[K, V]):
 
     def put(self, key: K, value: V, generation: int, expires_at: float | None = None) -> None:
         if expires_at is not None and self._clock is None:
-            raise ValueError("an entry with an expiry needs a cache with a clock")
+            raise ValueError(NO_CLOCK)
         if generation != self.current_generation(key):
             return  # its part changed since the caller read; its answer may be stale
-        weight = self._weigh(key, value)
-        if weight > self._max_bytes:
-            return
-        self._drop(key)
-        if self._bytes + weight > self._max_bytes:
-            self._drop_dead()
-        while self._bytes + weight > self._max_bytes and self._entries:
-            self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
-        self._entries[key] = (value, weight, expires_at, generation)
-        self._bytes += weight
+        self._store(key, (value, self._weigh(key, value), expires_at, generation))
 
     def clear(self) -> None:
         self._entries = {}
         self._bytes = 0
-
-    def _drop(self, key: K) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old[1]
 
     def _drop_dead(self) -> None:
         """Entries that can no longer be served: expired, or their part moved since."""
@@ -242,7 +238,3 @@ class KeyedGenerationCache(Generic[K, V]):
         kept = {k: e for k, e in self._entries.items() if alive(k, e)}
         if len(kept) != len(self._entries):
             self._keep(kept)
-
-    def _keep(self, kept: dict[K, tuple[V, int, float | None, int]]) -> None:
-        self._entries = kept
-        self._bytes = sum(entry[1] for entry in kept.values())
