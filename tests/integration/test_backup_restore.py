@@ -17,6 +17,7 @@ import yaml
 
 from dockyard.db.engine import build_engine
 from dockyard.maintenance.postgres_tools import find_tool, libpq_target, run_tool, server_major_version
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -31,7 +32,7 @@ from tests.support.ociclient import (
 )
 from tests.support.postgres import PostgresCluster, throwaway_postgres
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 from tests.support.tables import dump_tables
 
 
@@ -41,13 +42,7 @@ def sqlite_config(datadir: Path) -> dict[str, Any]:
 
 
 def dockyard(*args: str | Path, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, *map(str, args), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "120"},
-    )
+    return run_dockyard(*args, "--config", config, env={**os.environ, "COLUMNS": "120"})
 
 
 def push_images(oci: OCIClient) -> dict[tuple[str, str], bytes]:

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from dockyard.cli.cert import make_certificates
+from tests.support.cli import run_dockyard
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 ADMIN_PASSWORD = "doctor-admin-password-1"
 
@@ -39,12 +40,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 def _doctor(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "doctor", "--config", str(config), *options],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_dockyard(
+        "doctor",
+        "--config",
+        config,
+        *options,
         # As an operator runs it: without the test run's own DOCKYARD_TEST_* variables, which the
         # config loader rightly warns about.
         env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
@@ -106,12 +106,12 @@ def test_doctor_names_an_invalid_config_and_fails(tmp_path: Path) -> None:
 
 
 def _why_denied(server: RunningServer, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "doctor", "why-denied", *arguments, "--config", str(server.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_dockyard(
+        "doctor",
+        "why-denied",
+        *arguments,
+        "--config",
+        server.config_path,
         env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
     )
 
@@ -130,12 +130,12 @@ def test_why_denied_explains_from_the_running_registrys_accounts(server: Running
 
 
 def test_doctor_disk_reports_on_the_running_registry(server: RunningServer) -> None:
-    answer = subprocess.run(
-        [DOCKYARD, "doctor", "disk", "--config", str(server.config_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    answer = run_dockyard(
+        "doctor",
+        "disk",
+        "--config",
+        server.config_path,
+        "--json",
         env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
     )
 
@@ -206,11 +206,11 @@ def test_doctor_slow_reads_the_nodes_own_metrics(make_server: Callable[..., Runn
 
 
 def _doctor_slow(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "doctor", "slow", "--config", str(config), *options],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_dockyard(
+        "doctor",
+        "slow",
+        "--config",
+        config,
+        *options,
         env={k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_TEST_")},
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient
 from tests.support.server import DOCKYARD, free_port, wait_until_answering
 
@@ -22,7 +23,8 @@ def _config(tmp_path: Path) -> Path:
 
 def test_app_serves_under_uvicorn(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    subprocess.run([DOCKYARD, "db", "upgrade", "--config", str(config)], check=True, capture_output=True)
+    upgraded = run_dockyard("db", "upgrade", "--config", config)
+    assert upgraded.returncode == 0, upgraded.stderr
     port = free_port()
     env = {**os.environ, "DOCKYARD_CONFIG": str(config)}
     command = [
@@ -56,9 +58,7 @@ def test_app_serves_under_uvicorn(tmp_path: Path) -> None:
 def test_db_upgrade_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None:
     config = _config(tmp_path)
     for _ in range(2):
-        result = subprocess.run(
-            [DOCKYARD, "db", "upgrade", "--config", str(config)], capture_output=True, text=True, timeout=60
-        )
+        result = run_dockyard("db", "upgrade", "--config", config)
         assert result.returncode == 0, result.stderr
         assert "database at revision" in result.stdout
     assert (tmp_path / "data" / "dockyard.db").exists()
@@ -70,6 +70,7 @@ def test_a_weak_admin_password_stops_the_start_with_one_line(tmp_path: Path) -> 
     where = {"datadir": str(tmp_path / "data"), "http": {"addr": f"127.0.0.1:{free_port()}"}}
     config.write_text(yaml.safe_dump({**where, "auth": {"enabled": True}, "jobs": {"run_in_serve": False}}))
     env = {**os.environ, "DOCKYARD_ADMIN_PASSWORD": "password"}
+    # The binary: what `serve` says and its exit status are the process's (cli/entry.py's path).
     finished = subprocess.run(
         [DOCKYARD, "serve", "--config", str(config)], env=env, capture_output=True, text=True, timeout=120
     )

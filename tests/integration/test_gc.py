@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from dockyard.config.loader import load_settings
 from dockyard.db.engine import build_engine
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import (
     OCI_CONFIG,
     OCI_LAYER,
@@ -27,7 +28,7 @@ from tests.support.ociclient import (
     digest_of,
     image_manifest,
 )
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 
 WINDOW = "10m"  # what the pushes below do is younger; the garbage is made to look 5 hours old
 BASE_LAYER = os.urandom(256 * 1024)  # every image shares it
@@ -38,13 +39,7 @@ Pushed = dict[tuple[str, str], bytes]
 
 
 def gc(server: RunningServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "garbage-collect", "--config", str(server.config_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_dockyard("garbage-collect", "--config", server.config_path, *args)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_dockyard
 from tests.support.layers import (
     GO_BINARY_DEBIAN,
     dist_info,
@@ -40,7 +41,7 @@ from tests.support.ociclient import (
     image_manifest,
     index_manifest,
 )
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
 DEBS = ["adduser", "sed", "base-files"]
@@ -54,13 +55,7 @@ def os_release() -> dict[str, str]:
 
 
 def inventory(server: RunningServer, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "inventory", "--config", str(server.config_path), ref, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_dockyard("inventory", "--config", server.config_path, ref, *args)
 
 
 def inventory_json(server: RunningServer, ref: str) -> dict[str, Any]:
@@ -234,13 +229,7 @@ SPDX = "application/spdx+json"
 
 
 def sbom(server: RunningServer, ref: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "sbom", "--config", str(server.config_path), ref, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_dockyard("sbom", "--config", server.config_path, ref, *args)
 
 
 def referrers(server: RunningServer, repo: str, digest: str, artifact_type: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.cli import run_dockyard
+from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "jobs-audit-admin-password-1")
 VIEWER = ("jobs-audit-viewer", "a long enough password 1")
@@ -160,13 +160,8 @@ def test_a_non_admin_is_refused_and_no_job_event_is_recorded(
 def test_garbage_collect_on_the_host_is_audited_with_the_local_user(
     server: RunningServer, api: httpx.Client
 ) -> None:
-    ran = subprocess.run(
-        [DOCKYARD, "garbage-collect", "--config", str(server.config_path), "--dry-run"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ENV},
-        timeout=120,
-        check=False,
+    ran = run_dockyard(
+        "garbage-collect", "--config", server.config_path, "--dry-run", env={**os.environ, **ENV}
     )
     assert ran.returncode == 0, ran.stderr
 

@@ -31,6 +31,7 @@ from dockyard.maintenance.tables import model_tables, row_counts
 from dockyard.projects.models import ProjectRow
 from dockyard.proxy.models import ProxyTagRow
 from dockyard.registry.models import Repository
+from tests.support.cli import run_dockyard
 from tests.support.cosign import make_ca, make_key, payload, push_sig_tag, signature_layer
 from tests.support.layers import file
 from tests.support.layers import layer as tar_layer
@@ -50,7 +51,7 @@ from tests.support.ociclient import (
 )
 from tests.support.postgres import PostgresCluster, throwaway_postgres
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 from tests.support.sigstore import PrivateSigstore
 from tests.support.tables import dump_tables
 
@@ -62,13 +63,7 @@ READ_ONLY_MESSAGE = "read-only maintenance mode"
 
 
 def dockyard(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "120", **(env or {})},
-    )
+    return run_dockyard(*args, env={**os.environ, "COLUMNS": "120", **(env or {})})
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_db_upgrade_from_several_nodes_at_once(cluster: PostgresCluster, tmp_pat
     url = cluster.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump({"datadir": str(tmp_path / "data"), "database": {"url": url}}))
-    nodes = [
+    nodes = [  # three processes, as three nodes upgrade at once: each with its own connections and lock
         subprocess.Popen(
             [DOCKYARD, "db", "upgrade", "--config", str(config)],
             stdout=subprocess.PIPE,

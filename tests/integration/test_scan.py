@@ -13,22 +13,17 @@ import httpx
 import pytest
 
 from tests.integration.test_inventory import OS_RELEASE, os_release, push
+from tests.support.cli import run_dockyard
 from tests.support.layers import dist_info, dpkg_stanzas, dpkg_version, file, layer, real
 from tests.support.ociclient import OCI_LAYER, OCIClient
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "vulndb"
 DEBS = ["sed", "base-files"]
 
 
 def run(server: RunningServer, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, *map(str, args), "--config", str(server.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_dockyard(*args, "--config", server.config_path)
 
 
 def advisory(ident: str, ecosystem: str, name: str, fixed: str, alias: str) -> dict[str, Any]:

@@ -17,9 +17,10 @@ import pytest
 
 from tests.integration.test_inventory import OS_RELEASE, os_release, push
 from tests.integration.test_scan import advisory
+from tests.support.cli import run_dockyard
 from tests.support.layers import dist_info, dpkg_stanzas, dpkg_version, file, layer, real
 from tests.support.ociclient import OCI_LAYER, OCIClient
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "scans-Passw0rd-1")
 DEBS = ["sed", "base-files"]
@@ -45,13 +46,7 @@ def admin(server: RunningServer) -> Iterator[httpx.Client]:
 
 
 def cli(server: RunningServer, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, *map(str, args), "--config", str(server.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_dockyard(*args, "--config", server.config_path)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_dockyard
 from tests.support.cosign import (
     KeyPair,
     make_key,
@@ -29,7 +30,7 @@ from tests.support.ociclient import (
     describe,
     index_manifest,
 )
-from tests.support.server import DOCKYARD, RunningServer
+from tests.support.server import RunningServer
 
 ADMIN = ("admin", "signatures-Passw0rd")
 PROJECT = "sig"
@@ -307,14 +308,7 @@ def test_key_management_refuses_bad_keys(api: httpx.Client, keys: dict[str, KeyP
 def run(
     server: RunningServer, *args: str | Path, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, *map(str, args), "--config", str(server.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        input=stdin,
-    )
+    return run_dockyard(*args, "--config", server.config_path, input=stdin)
 
 
 # The CLI opens the database itself but runs the same service as the API's routes, whose database work

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.cli import run_dockyard
+from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "vulndb-Passw0rd-1")
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "vulndb"
@@ -32,12 +32,7 @@ def test_the_status_follows_imports(server: RunningServer) -> None:
         empty = admin.get("/vulndb")
         assert empty.status_code == 200, empty.text
         assert empty.json()["version"] == 0 and empty.json()["last_import"] is None
-        done = subprocess.run(
-            [DOCKYARD, "vulndb", "import", str(FIXTURES), "--config", str(server.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_dockyard("vulndb", "import", FIXTURES, "--config", server.config_path)
         assert done.returncode == 0, done.stderr
         status = admin.get("/vulndb").json()
         assert status["version"] == status["last_change"]["id"] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.server import DOCKYARD
+from tests.support.cli import run_dockyard
 from tests.unit.vulndb.conftest import FIXTURES
 
 
@@ -25,13 +25,7 @@ def config(tmp_path: Path, database_url: str) -> Path:
 
 
 def vulndb(config: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DOCKYARD, "vulndb", *map(str, args), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    return run_dockyard("vulndb", *args, "--config", config, env={**os.environ, "COLUMNS": "200"})
 
 
 def test_import_status_match_and_allowlist(config: Path, tmp_path: Path) -> None:
