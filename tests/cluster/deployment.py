@@ -54,6 +54,7 @@ class Cluster:
         """Start the node again with its config (same port, so HAProxy's server line finds it)."""
         node = self.nodes[index]
         with node.log_path.open("ab") as log:
+            # The binary: a node is a `serve` process the cluster tests kill and start again.
             node.process = subprocess.Popen(
                 [DOCKYARD, "serve", "--config", str(node.config_path)],
                 stdout=log,

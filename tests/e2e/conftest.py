@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.server import DOCKYARD, RunningServer, start_server
-from tests.support.tools import ContainerTools, run
+from tests.support.cli import run_dockyard
+from tests.support.server import RunningServer, start_server
+from tests.support.tools import ContainerTools
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -49,7 +50,8 @@ def make_ca_dir(cert_out: Path, ca_dir: Path) -> Path:
 
 
 def dockyard_cert(host: str, out: Path) -> Path:
-    run([DOCKYARD, "cert", host, "--out", str(out)])
+    made = run_dockyard("cert", host, "--out", out)
+    assert made.returncode == 0, made.stdout + made.stderr
     for name in ("ca.crt", "server.crt", "server.key"):
         assert (out / name).is_file(), f"`dockyard cert` did not write {name} into {out}"
     return out

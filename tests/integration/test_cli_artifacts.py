@@ -22,10 +22,11 @@ import pytest
 
 from tests.e2e.conftest import dockyard_cert
 from tests.integration.test_inventory import push
+from tests.support.cli import run_dockyard
 from tests.support.cosign import make_key
 from tests.support.layers import file, layer
 from tests.support.ociclient import OCI_LAYER, OCIClient
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 # The subject is the CLI; the server's scans and verdicts it reads are tested on both databases by
 # test_scans_api.py and test_signatures.py.
@@ -55,9 +56,7 @@ class Robot:
             COLUMNS="200",
         )
         env.update(extra_env)
-        return subprocess.run(
-            [DOCKYARD, *args], capture_output=True, text=True, env=env, timeout=120, check=False
-        )
+        return run_dockyard(*args, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_dockyard
 from tests.support.server import DOCKYARD, RunningServer, start_server
 
 ADMIN_PASSWORD = "jobs-admin-password-1"
@@ -144,9 +145,7 @@ def test_the_cli_runs_lists_and_shows_jobs(server: RunningServer, tmp_path: Path
     env.update(HOME=str(tmp_path), COLUMNS="200")
 
     def dockyard(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [DOCKYARD, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
-        )
+        return run_dockyard(*args, input=stdin, env=env)
 
     login = dockyard("login", server.url, "-u", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
     assert login.returncode == 0, login.stderr
@@ -195,6 +194,7 @@ def test_serve_starts_its_job_worker_again_when_it_dies(server: RunningServer, a
 
 def start_worker(server: RunningServer, node: str) -> subprocess.Popen[bytes]:
     log = (server.datadir.parent / f"worker-{node}.log").open("ab")
+    # The binary: the test kills this worker process mid-job.
     return subprocess.Popen(
         [DOCKYARD, "worker", "--config", str(server.config_path), "--node", node],
         stdout=log,

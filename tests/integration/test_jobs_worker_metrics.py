@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cli import run_dockyard
 from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
 
 ADMIN = ("admin", "worker-metrics-admin-password-1")
@@ -43,6 +44,7 @@ def worker_metrics(server: RunningServer) -> Iterator[str]:
     """The /metrics URL of a `dockyard worker` started with --metrics-listen."""
     listen = f"127.0.0.1:{free_port()}"
     log = (server.datadir.parent / "worker.log").open("ab")
+    # The binary: a worker runs until stopped, serving its metrics from its own process.
     worker = subprocess.Popen(
         [DOCKYARD, "worker", "--config", str(server.config_path), "--metrics-listen", listen],
         stdout=log,
@@ -153,12 +155,5 @@ def test_the_worker_serves_the_metrics_of_the_collections_it_ran(
 
 
 def test_a_bad_listen_address_is_refused_before_the_worker_starts() -> None:
-    refused = subprocess.run(
-        [DOCKYARD, "worker", "--metrics-listen", "localhost"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ENV},
-        timeout=60,
-        check=False,
-    )
+    refused = run_dockyard("worker", "--metrics-listen", "localhost", env={**os.environ, **ENV})
     assert refused.returncode == 2 and "host:port" in refused.stderr, refused.stderr

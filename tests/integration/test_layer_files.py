@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.test_inventory import push
+from tests.support.cli import run_dockyard
 from tests.support.layers import Member, file, layer, opaque, whiteout
 from tests.support.ociclient import (
     OCI_INDEX,
@@ -30,7 +31,7 @@ from tests.support.ociclient import (
     image_manifest,
     index_manifest,
 )
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "layer-files-Passw0rd-1")
 OUTSIDER = ("outsider", "layer-files-Passw0rd-2")
@@ -313,7 +314,7 @@ def run_cli(server: RunningServer, home: Path, *args: str) -> subprocess.Complet
         DOCKYARD_PASSWORD=ADMIN[1],
         COLUMNS="200",
     )
-    return subprocess.run([DOCKYARD, *args], capture_output=True, env=env, timeout=120, check=False)
+    return run_dockyard(*args, env=env, text=False)
 
 
 # The CLI over HTTP only: its routes' database work runs on PostgreSQL in this module's API tests; the

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient
 from tests.support.server import DOCKYARD, RunningServer
 
@@ -118,6 +119,7 @@ def test_registry2_config_file_is_served_with_its_defaults(tmp_path: Path) -> No
         )
     )
     env = {"DOCKYARD_DATADIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    # The binary: `dockyard serve CONFIG` as registry:2 users start it (cli/entry.py's own path).
     process = subprocess.Popen(
         [DOCKYARD, "serve", str(config)],
         env=env,
@@ -142,8 +144,12 @@ def test_registry2_config_file_is_served_with_its_defaults(tmp_path: Path) -> No
 def test_invalid_config_stops_the_server_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
     config.write_text(yaml.safe_dump({"storage": {"delete": {"enabled": "perhaps"}}}))
-    for command in (["serve", "--config", str(config)], ["config", "check", "--config", str(config)]):
-        result = subprocess.run([DOCKYARD, *command], capture_output=True, text=True, timeout=30)
+    # `serve` is the binary's own path (cli/entry.py reads its config before any CLI module loads).
+    served = subprocess.run(
+        [DOCKYARD, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    checked = run_dockyard("config", "check", "--config", config)
+    for result in (served, checked):
         assert result.returncode != 0
         assert "storage.delete.enabled" in result.stderr
 

@@ -23,9 +23,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient, describe
 from tests.support.processes import stop_process
-from tests.support.server import DOCKYARD, RunningServer, free_port, require_tool, start_server
+from tests.support.server import RunningServer, free_port, require_tool, start_server
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -110,7 +111,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     binary = require_tool("prometheus")
     root = tmp_path_factory.mktemp("prometheus")
     certs = root / "certs"
-    subprocess.run([DOCKYARD, "cert", "127.0.0.1", "--out", str(certs)], check=True, capture_output=True)
+    made = run_dockyard("cert", "127.0.0.1", "--out", certs)
+    assert made.returncode == 0, made.stderr
     config = {
         "auth": {"enabled": True},
         "metrics": {"token": TOKEN},

@@ -132,6 +132,7 @@ def refused_start(tmp_path: Path, config: dict[str, Any], env: dict[str, str]) -
     where = {"datadir": str(tmp_path / "data"), "http": {"addr": f"127.0.0.1:{free_port()}"}}
     path.write_text(yaml.safe_dump({**config, **where}))
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "DOCKYARD_"))}
+    # The binary: a refused start is the `serve` process's exit status and stderr (cli/entry.py's path).
     command = [DOCKYARD, "serve", "--config", str(path)]
     finished = subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, timeout=60)
     assert finished.returncode == 2, (finished.returncode, finished.stderr)

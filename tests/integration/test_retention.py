@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient, PushedManifest
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.server import RunningServer, start_server
 
 ADMIN = ("admin", "retention-Passw0rd")
 DEVELOPER = ("dev", "retention-dev-Passw0rd")
@@ -183,9 +183,7 @@ def test_the_cli_sets_shows_and_runs_a_policy(server: RunningServer, oci: OCICli
     env.update(HOME=str(tmp_path), COLUMNS="200")
 
     def dockyard(*args: str, stdin: str | None = None) -> str:
-        result = subprocess.run(
-            [DOCKYARD, *args], input=stdin or "", capture_output=True, text=True, env=env, timeout=120
-        )
+        result = run_dockyard(*args, input=stdin, env=env)
         assert result.returncode == 0, f"dockyard {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 

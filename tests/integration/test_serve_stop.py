@@ -67,6 +67,7 @@ def test_a_server_stopped_while_its_workers_start_stops_at_once(tmp_path: Path) 
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
+        # The binary: the test signals the `serve` process and checks how it stops.
         process = subprocess.Popen(
             [DOCKYARD, "serve", "--config", str(config_path)],
             stdout=log,

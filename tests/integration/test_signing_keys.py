@@ -21,7 +21,8 @@ import httpx
 import jwt
 import pytest
 
-from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.cli import run_dockyard
+from tests.support.server import RunningServer, start_server
 
 ADMIN_PASSWORD = "keys-admin-password-1"
 AUTH_ON: dict[str, Any] = {"auth": {"enabled": True}, "http": {"workers": 1}}
@@ -176,9 +177,7 @@ def test_cli_lists_rotates_and_retires(server: RunningServer, tmp_path: Path) ->
     env.update(HOME=str(tmp_path), COLUMNS="200")
 
     def dockyard(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [DOCKYARD, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
-        )
+        return run_dockyard(*args, input=stdin, env=env)
 
     login = dockyard("login", server.url, "-u", "admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
     assert login.returncode == 0, login.stderr
