@@ -16,7 +16,7 @@ from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
 
 # `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
-pytest_plugins = ["tests.support.databases"]
+pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting"]
 
 # The suite runs 2 processes beside real servers on 2 CPUs: generation speed and per-example time say
 # nothing about the code there (CI failed once on "input generation is slow"). The examples still run.

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support import zygote
 from tests.support.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ class RunningServer:
     host: str  # host:port, as clients name the registry
     datadir: Path
     config_path: Path
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | zygote.ZygoteProcess
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
 
@@ -69,6 +70,7 @@ def start_server(
     bind: str = "127.0.0.1",
     wait: bool = True,
     migrated: bool = True,
+    fork: bool = True,
 ) -> RunningServer:
     """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers (not
     with `wait=False`: then return once it is started).
@@ -76,6 +78,10 @@ def start_server(
     `migrated`: the server's database starts as a copy of one migrated template per test process (its
     start finds the schema at the head and skips Alembic: ~0.5 s of CPU less per start, hundreds of
     starts per run); False leaves an empty datadir for serve to migrate, as a first `make serve` does.
+
+    `fork`: the server is forked from this test process's zygote (tests/support/zygote.py: serve's
+    imports done once per test process, not at each start); False starts `dockyard serve` as a
+    subprocess, for the tests of the process itself.
 
     `bind` is the loopback address to listen on: 127.0.0.1, or ::1 (then url and host name `[::1]:port`).
     """
@@ -107,15 +113,19 @@ def start_server(
     config_path.write_text(yaml.safe_dump(merged))
     log_path = workdir / "server.log"
     full_env = {**os.environ, **(env or {})}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [DOCKYARD, "serve", "--config", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=workdir,
-            start_new_session=True,
-        )
+    process: subprocess.Popen[bytes] | zygote.ZygoteProcess
+    if fork and zygote.ENABLED:
+        process = zygote.zygote().spawn(["serve", "--config", str(config_path)], full_env, workdir, log_path)
+    else:
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [DOCKYARD, "serve", "--config", str(config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=workdir,
+                start_new_session=True,
+            )
     scheme = "https" if tls else "http"
     server = RunningServer(
         f"{scheme}://{host}",
