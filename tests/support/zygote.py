@@ -36,8 +36,8 @@ from pathlib import Path
 ENABLED = os.environ.get("DOCKYARD_TEST_ZYGOTE", "1") != "0"
 
 # What `dockyard serve` imports on its way to serving (cli.entry, cli.slim and cli.server; config
-# loading; dockyard.app and the modules a worker loads lazily, app.WORKER_LAZY_MODULES; the filesystem
-# driver, both databases' dialects, the first start's accounts and keys; Granian).
+# loading; dockyard.app and the modules a worker loads lazily, app.WORKER_LAZY_MODULES and each auth
+# mode's; the filesystem driver, both databases' dialects, the first start's accounts; Granian).
 PRELOAD = (
     "dockyard.cli.entry",
     "dockyard.cli.slim",
@@ -49,13 +49,17 @@ PRELOAD = (
     "dockyard.db.engine",
     "dockyard.db.revision",
     "dockyard.accounts.bootstrap",
-    "dockyard.auth.keystore",
+    "dockyard.signatures.services",
     "dockyard.storage.driver.filesystem",
     "sqlalchemy.dialects.sqlite",
     "sqlalchemy.dialects.postgresql",
     "granian",
     "granian.constants",
     "granian.http",
+    # What a worker loads on first use for dockyard's own auth (tokens, password hashes) and TLS.
+    "jwt",
+    "argon2",
+    "cryptography.x509",
 )
 
 
@@ -68,8 +72,9 @@ def _preload() -> None:
     from sqlalchemy.orm import configure_mappers
 
     from dockyard.app import WORKER_LAZY_MODULES
+    from dockyard.app.auth import AUTH_MODULES
 
-    for name in (*PRELOAD, *WORKER_LAZY_MODULES):
+    for name in (*PRELOAD, *WORKER_LAZY_MODULES, *(m for modules in AUTH_MODULES.values() for m in modules)):
         importlib.import_module(name)
     configure_mappers()
 
