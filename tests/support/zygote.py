@@ -132,6 +132,9 @@ def _fork_child(request: dict[str, object]) -> int:
 
 
 def zygote_main(requests_fd: int, answers_fd: int) -> None:
+    # `python -c` searched the working directory first ('' in sys.path): a child works in its test's
+    # directory, whose files must not shadow a module it imports later.
+    sys.path[:] = [os.getcwd() if entry == "" else entry for entry in sys.path]
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _preload()
