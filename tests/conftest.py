@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from tests.support import server as server_support
 from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 # `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
 pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting"]
@@ -82,7 +83,7 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 
 @pytest.fixture
 def client(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 

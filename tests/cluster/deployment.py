@@ -21,6 +21,7 @@ from tests.support.postgres import PostgresCluster, start_postgres
 from tests.support.redis import RedisServer
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "cluster-admin-password-1")
 NODES = 3
@@ -37,7 +38,7 @@ class Cluster:
     nodes: list[RunningServer]
     proxy: RunningHAProxy
 
-    def http(self, url: str | None = None, timeout: float = 30.0) -> httpx.Client:
+    def http(self, url: str | None = None, timeout: float | httpx.Timeout = HTTP_TIMEOUT) -> httpx.Client:
         """A client with the admin's credentials (basic auth: dockyard accepts it on /v2 as registry:2
         does), on HAProxy unless another URL is given."""
         return httpx.Client(base_url=url or self.proxy.url, auth=ADMIN, timeout=timeout)

@@ -90,7 +90,7 @@ class Load:
         thread.start()
 
     def _client(self) -> ResilientClient:
-        return ResilientClient(self.cluster.http(timeout=60), self.journal, CHUNK)
+        return ResilientClient(self.cluster.http(), self.journal, CHUNK)
 
     def _push_loop(self, worker: int, bases: list[bytes]) -> None:
         rng = random.Random(worker)
@@ -152,7 +152,7 @@ class Load:
 def verify_all(cluster: Cluster, journal: Journal, images: list[Image]) -> None:
     """Every image pulls bit for bit through HAProxy; every node has its manifest (exact bytes), its
     blobs (sizes) and its tag."""
-    client = ResilientClient(cluster.http(timeout=60), journal, CHUNK, deadline=10)
+    client = ResilientClient(cluster.http(), journal, CHUNK, deadline=10)
     for image in images:
         client.pull_and_verify(image)
     client.http.close()

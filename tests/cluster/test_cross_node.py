@@ -14,6 +14,7 @@ import httpx
 from tests.cluster.deployment import ADMIN, Cluster
 from tests.cluster.resilient import OCI_MANIFEST, digest_of, make_image
 from tests.support.oci import read_oci_layout, write_oci_layout
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 MiB = 1024 * 1024
@@ -121,7 +122,7 @@ def test_a_manifest_pushed_on_one_node_is_seen_by_the_others_at_once(cluster: Cl
 def test_a_token_from_one_node_is_accepted_by_every_node(cluster: Cluster) -> None:
     """The signing keys are in the shared database, encrypted with the shared http.secret."""
     with cluster.http() as proxy:
-        challenge = httpx.get(f"{cluster.proxy.url}/v2/")
+        challenge = httpx.get(f"{cluster.proxy.url}/v2/", timeout=HTTP_TIMEOUT)
         assert challenge.status_code == 401
         # The realm names the address the client used (HAProxy's), so the token is fetched through it.
         assert f'realm="{cluster.proxy.url}/token"' in challenge.headers["WWW-Authenticate"]
@@ -131,7 +132,9 @@ def test_a_token_from_one_node_is_accepted_by_every_node(cluster: Cluster) -> No
         assert issued.status_code == 200, issued.text
         token = issued.json()["token"]
     for node in cluster.nodes:
-        answer = httpx.get(f"{node.url}/v2/", headers={"Authorization": f"Bearer {token}"})
+        answer = httpx.get(
+            f"{node.url}/v2/", headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+        )
         assert answer.status_code == 200, (node.url, answer.text)
 
 

@@ -20,6 +20,7 @@ from dockyard.storage.driver.checked import CheckedDriver
 from dockyard.storage.driver.conformance import StorageDriverConformance, _pattern
 from dockyard.storage.driver.s3 import MIN_PART_SIZE, S3Driver
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
+from tests.support.timeouts import HTTP_TIMEOUT
 
 MiB = 1 << 20
 
@@ -121,11 +122,11 @@ def test_presigned_url_serves_bytes_and_expires(s3_driver: S3Driver) -> None:
     s3_driver.put_content("blobs/presigned", b"straight from the store")
     url = s3_driver.url_for("blobs/presigned", expires_in=2)
     assert url is not None
-    response = httpx.get(url)
+    response = httpx.get(url, timeout=HTTP_TIMEOUT)
     assert response.status_code == 200
     assert response.content == b"straight from the store"
     time.sleep(3)
-    assert httpx.get(url).status_code == 403
+    assert httpx.get(url, timeout=HTTP_TIMEOUT).status_code == 403
     assert s3_driver.local_path("blobs/presigned") is None
 
 

@@ -22,6 +22,7 @@ from dockyard.upstream.interfaces import Credentials, RemoteRegistry, Timeouts, 
 from tests.support.ociclient import OCIClient, bearer_client, describe
 from tests.support.registry2 import distribution_v3, running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
 TIMEOUTS = Timeouts(connect=5, read=10, total=20)
@@ -88,7 +89,7 @@ class TestRegistry2Open(RemoteRegistryConformance):
     @pytest.fixture
     def upstream(self, open_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         remote = HttpRemoteRegistry(open_registry2, guard=LOOPBACK, timeouts=TIMEOUTS)
-        with httpx.Client(base_url=open_registry2, timeout=30) as http:
+        with httpx.Client(base_url=open_registry2, timeout=HTTP_TIMEOUT) as http:
             yield remote, pusher(http)
         remote.close()
 
@@ -123,7 +124,7 @@ class TestRegistry2Htpasswd(RemoteRegistryConformance):
     def upstream(self, htpasswd_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         credentials = Credentials("basic", *USER)
         remote = HttpRemoteRegistry(htpasswd_registry2, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
-        with httpx.Client(base_url=htpasswd_registry2, auth=USER, timeout=30) as http:
+        with httpx.Client(base_url=htpasswd_registry2, auth=USER, timeout=HTTP_TIMEOUT) as http:
             yield remote, pusher(http)
         remote.close()
 
@@ -136,7 +137,7 @@ class TestDistributionV3Htpasswd(RemoteRegistryConformance):
     def upstream(self, htpasswd_distribution_v3: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         credentials = Credentials("basic", *USER)
         remote = HttpRemoteRegistry(htpasswd_distribution_v3, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
-        with httpx.Client(base_url=htpasswd_distribution_v3, auth=USER, timeout=30) as http:
+        with httpx.Client(base_url=htpasswd_distribution_v3, auth=USER, timeout=HTTP_TIMEOUT) as http:
             yield remote, pusher(http)
         remote.close()
 

@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.conftest import dockyard_cert, make_ca_dir
 from tests.support.server import RunningServer, start_server
 from tests.support.slapd import GROUPS_DN, PEOPLE_DN, READER_DN, READER_PASSWORD, RunningSlapd, start_slapd
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "e2e-admin-password-0123"
 DEVELOPER = ("dana", "dana-developer-pw-1")
@@ -48,10 +49,13 @@ class ManagementApi:
             base_url=f"{url}/api/v1",
             verify=verify,
             auth=(credentials.username, credentials.password),
-            timeout=30,
+            timeout=HTTP_TIMEOUT,
         )
         self.registry = httpx.Client(
-            base_url=url, verify=verify, auth=(credentials.username, credentials.password), timeout=30
+            base_url=url,
+            verify=verify,
+            auth=(credentials.username, credentials.password),
+            timeout=HTTP_TIMEOUT,
         )
 
     def close(self) -> None:

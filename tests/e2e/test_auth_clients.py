@@ -25,6 +25,7 @@ from tests.e2e import auth_fixtures
 from tests.e2e.auth_fixtures import AuthRegistry, Credentials
 from tests.support.oci import OCI_MANIFEST, canonical_json, read_oci_layout, sha256_digest, write_oci_layout
 from tests.support.slapd import USERS
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 # The fixtures this module uses (a fixture is found by its name in the test module).
@@ -210,7 +211,9 @@ def test_a_guests_push_gets_the_statuses_clients_expect(auth_registry: AuthRegis
     (what registry:2 answers); Basic credentials on /v2 get a plain 403 DENIED."""
     registry, guest = auth_registry, auth_registry.guest
     repository = f"{project}/app"
-    with httpx.Client(base_url=registry.server.url, verify=registry.ssl_context(), timeout=30) as http:
+    with httpx.Client(
+        base_url=registry.server.url, verify=registry.ssl_context(), timeout=HTTP_TIMEOUT
+    ) as http:
         token_answer = http.get(
             "/token",
             params={"service": "dockyard", "scope": f"repository:{repository}:pull,push"},
@@ -447,7 +450,9 @@ def test_the_audit_log_shows_logins_pushes_and_refusals(
 ) -> None:
     registry, developer, guest = auth_registry, auth_registry.developer, auth_registry.guest
     repository = f"{project}/audited"
-    with httpx.Client(base_url=f"{registry.server.url}/api/v1", verify=registry.ssl_context()) as http:
+    with httpx.Client(
+        base_url=f"{registry.server.url}/api/v1", verify=registry.ssl_context(), timeout=HTTP_TIMEOUT
+    ) as http:
         session = http.post("/login", json={"username": developer.username, "password": developer.password})
         assert session.status_code == 200, session.text
         wrong = http.post("/login", json={"username": guest.username, "password": "not-the-password"})

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.support.server import DOCKYARD, REPO_ROOT, RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 pytestmark = pytest.mark.db_independent
@@ -114,7 +115,10 @@ class Setup:
     def head(self, repository: str, reference: str) -> str:
         accept = "application/vnd.oci.image.manifest.v1+json"
         answer = httpx.head(
-            f"{self.server.url}/v2/{repository}/manifests/{reference}", auth=ADMIN, headers={"Accept": accept}
+            f"{self.server.url}/v2/{repository}/manifests/{reference}",
+            auth=ADMIN,
+            headers={"Accept": accept},
+            timeout=HTTP_TIMEOUT,
         )
         assert answer.status_code == 200, (repository, reference, answer.status_code)
         return answer.headers["docker-content-digest"]

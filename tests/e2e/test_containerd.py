@@ -21,6 +21,7 @@ from tests.e2e.auth_fixtures import AuthRegistry
 from tests.support.containerd import RunningContainerd, start_containerd
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, OciLayout, write_oci_layout
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 auth_registry = auth_fixtures.auth_registry
@@ -129,12 +130,16 @@ def test_push_of_an_imported_image_is_served_as_built(
 
     containerd.push(PLAIN_HTTP, ref)
 
-    manifest = httpx.get(f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST)
+    manifest = httpx.get(
+        f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST, timeout=HTTP_TIMEOUT
+    )
     assert manifest.status_code == 200
     assert manifest.headers["Docker-Content-Digest"] == layout.top.digest
     assert manifest.content == layout.blobs[layout.top.digest]
     for digest in layout.images[0].blob_digests:
-        blob = httpx.get(f"{server.url}/v2/{repo_name}/blobs/{digest}", follow_redirects=True)
+        blob = httpx.get(
+            f"{server.url}/v2/{repo_name}/blobs/{digest}", follow_redirects=True, timeout=HTTP_TIMEOUT
+        )
         assert blob.status_code == 200, digest
         assert blob.content == layout.blobs[digest], digest
 
@@ -156,7 +161,7 @@ def test_many_pushes_of_multi_layer_images_over_two_workers_all_land_as_built(
         containerd.push(PLAIN_HTTP, f"{base}:latest")
         pushed[f"stress/app{index}"] = layout
 
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         for repository, layout in pushed.items():
             manifest = http.get(f"/v2/{repository}/manifests/latest", headers=ACCEPT_ANY_MANIFEST)
             assert manifest.headers.get("Docker-Content-Digest") == layout.top.digest, repository
@@ -186,11 +191,15 @@ def test_push_of_a_pulled_image_to_a_new_repository_keeps_its_digest(
 
     inspected = tools.skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{target}").stdout
     assert inspected.encode() == layout.blobs[layout.top.digest]
-    head = httpx.head(f"{server.url}/v2/{target_repo}/manifests/v2", headers=ACCEPT_ANY_MANIFEST)
+    head = httpx.head(
+        f"{server.url}/v2/{target_repo}/manifests/v2", headers=ACCEPT_ANY_MANIFEST, timeout=HTTP_TIMEOUT
+    )
     assert head.status_code == 200
     assert head.headers["Docker-Content-Digest"] == layout.top.digest
     for digest in layout.images[0].blob_digests:
-        blob = httpx.get(f"{server.url}/v2/{target_repo}/blobs/{digest}", follow_redirects=True)
+        blob = httpx.get(
+            f"{server.url}/v2/{target_repo}/blobs/{digest}", follow_redirects=True, timeout=HTTP_TIMEOUT
+        )
         assert blob.content == layout.blobs[digest], digest
 
 
@@ -232,13 +241,17 @@ def test_push_of_an_imported_multi_arch_index_keeps_every_digest(
 
     containerd.push(PLAIN_HTTP, ref)
 
-    index = httpx.get(f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST)
+    index = httpx.get(
+        f"{server.url}/v2/{repo_name}/manifests/latest", headers=ACCEPT_ANY_MANIFEST, timeout=HTTP_TIMEOUT
+    )
     assert index.status_code == 200
     assert index.headers["Content-Type"] == OCI_INDEX
     assert index.content == layout.blobs[layout.top.digest]
     for image in layout.images:
         child = httpx.get(
-            f"{server.url}/v2/{repo_name}/manifests/{image.manifest.digest}", headers=ACCEPT_ANY_MANIFEST
+            f"{server.url}/v2/{repo_name}/manifests/{image.manifest.digest}",
+            headers=ACCEPT_ANY_MANIFEST,
+            timeout=HTTP_TIMEOUT,
         )
         assert child.content == layout.blobs[image.manifest.digest], image.platform
 

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.oci import write_oci_layout
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 
@@ -37,7 +38,7 @@ def push(tools: ContainerTools, registry: RunningServer, source: str, tag: str) 
 def tags(registry: RunningServer) -> list[str]:
     """From another address than skopeo's: its budget may be spent."""
     transport = httpx.HTTPTransport(local_address="127.0.0.2")
-    with httpx.Client(transport=transport) as http:
+    with httpx.Client(transport=transport, timeout=HTTP_TIMEOUT) as http:
         return sorted(http.get(f"{registry.url}/v2/team/app/tags/list").json()["tags"])
 
 

@@ -13,6 +13,7 @@ import requests
 
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 SIGNATURE_TYPE = "application/vnd.example.signature.v1"
@@ -105,7 +106,7 @@ def test_referrers_lists_artifacts_with_a_subject_and_filters_by_type(
     signature = push_referrer(client, f"{target}:sig", subject, SIGNATURE_TYPE, tmp_path / "sig")
     sbom = push_referrer(client, f"{target}:sbom", subject, SBOM_TYPE, tmp_path / "sbom.json")
 
-    listing = httpx.get(f"{server.url}/v2/{repo_name}/referrers/{subject['digest']}")
+    listing = httpx.get(f"{server.url}/v2/{repo_name}/referrers/{subject['digest']}", timeout=HTTP_TIMEOUT)
     assert listing.status_code == 200, listing.text
     assert listing.headers["Content-Type"].split(";")[0] == OCI_INDEX
     index = listing.json()
@@ -121,13 +122,15 @@ def test_referrers_lists_artifacts_with_a_subject_and_filters_by_type(
         assert entry["annotations"] == {"org.example.kind": expected["artifactType"]}
 
     filtered = httpx.get(
-        f"{server.url}/v2/{repo_name}/referrers/{subject['digest']}", params={"artifactType": SBOM_TYPE}
+        f"{server.url}/v2/{repo_name}/referrers/{subject['digest']}",
+        params={"artifactType": SBOM_TYPE},
+        timeout=HTTP_TIMEOUT,
     )
     assert filtered.status_code == 200, filtered.text
     assert filtered.headers["OCI-Filters-Applied"] == "artifactType"
     assert [entry["digest"] for entry in filtered.json()["manifests"]] == [sbom["digest"]]
 
     # A manifest nobody refers to has an empty list, not a 404.
-    lonely = httpx.get(f"{server.url}/v2/{repo_name}/referrers/{signature['digest']}")
+    lonely = httpx.get(f"{server.url}/v2/{repo_name}/referrers/{signature['digest']}", timeout=HTTP_TIMEOUT)
     assert lonely.status_code == 200, lonely.text
     assert lonely.json()["manifests"] == []

@@ -9,6 +9,7 @@ import httpx
 
 from tests.support.oci import OCI_MANIFEST, write_oci_layout
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 
@@ -38,7 +39,9 @@ def test_push_then_pull_back_gives_the_same_image(
         f"docker://{remote}",
     )
     pushed_digest = digest_file.read_text().strip()
-    head = httpx.head(f"{server.url}/v2/{repo_name}/manifests/1.0", headers={"Accept": OCI_MANIFEST})
+    head = httpx.head(
+        f"{server.url}/v2/{repo_name}/manifests/1.0", headers={"Accept": OCI_MANIFEST}, timeout=HTTP_TIMEOUT
+    )
     assert head.status_code == 200
     assert head.headers["Docker-Content-Digest"] == pushed_digest
 

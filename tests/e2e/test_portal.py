@@ -22,6 +22,7 @@ from tests.support.layers import Member, file, layer, whiteout
 from tests.support.oci import write_oci_layout
 from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN = ("admin", "portal-e2e-Passw0rd")
@@ -137,7 +138,7 @@ def test_browse_a_layer_download_a_file_and_diff_two_tags(registry: RunningServe
         + [file(f"srv/{name}", b"hostile") for name in hostile]
         + [file("srv/<script>alert(3)</script>", b"script")]
     )
-    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         assert http.post("/api/v1/projects", json={"name": "files"}).status_code == 201
         oci = OCIClient(http)
         push(oci, "files/app", "1", [(OCI_LAYER, base)])
@@ -188,7 +189,7 @@ def test_browse_a_layer_download_a_file_and_diff_two_tags(registry: RunningServe
 def test_add_move_and_delete_tags_and_delete_artifacts_in_bulk(
     registry: RunningServer, browser: Browser
 ) -> None:
-    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         assert http.post("/api/v1/projects", json={"name": "tagged"}).status_code == 201
         oci = OCIClient(http)
         one = oci.push_image("tagged/app", "1", seed="one").digest
@@ -238,7 +239,7 @@ def test_add_move_and_delete_tags_and_delete_artifacts_in_bulk(
 def test_a_robot_is_made_its_secret_copied_once_and_used_with_skopeo(
     registry: RunningServer, browser: Browser, tools: ContainerTools
 ) -> None:
-    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         assert http.post("/api/v1/projects", json={"name": "botyard"}).status_code == 201
         OCIClient(http).push_image("botyard/app", "1", seed="robot")
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, expect
 from tests.e2e.test_portal import shoot
 from tests.support.oidc import RunningProvider, provider_and_dockyard
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "portal-oidc-e2e-Passw0rd")
 
@@ -75,7 +76,12 @@ def test_sign_on_at_the_provider_make_a_cli_secret_and_log_out(
     assert page.evaluate("navigator.clipboard.readText()") == secret
     shoot(page, "account")
     scope = {"service": "dockyard", "scope": "registry:catalog:*"}
-    assert httpx.get(f"{server.url}/token", params=scope, auth=("alice", secret)).status_code == 200
+    assert (
+        httpx.get(
+            f"{server.url}/token", params=scope, auth=("alice", secret), timeout=HTTP_TIMEOUT
+        ).status_code
+        == 200
+    )
     page.goto("/ui/account")
     expect(page.get_by_role("button", name=re.compile("^Copy: dyc_"))).to_have_count(0)  # shown once
 

@@ -17,6 +17,7 @@ from tests.support.docker import start_docker
 from tests.support.oci import read_oci_layout, write_oci_layout
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN = ("admin", "mirror-e2e-admin-password-1")
@@ -40,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[
     running = start_server(
         tmp_path_factory.mktemp("mirror-e2e"), CONFIG, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         endpoint = {"name": "fakehub", "url": upstream, "kind": "registry", "credentials": credentials}
         api.post("/endpoints", json=endpoint).raise_for_status()
@@ -66,7 +67,7 @@ def cached_digest(server: RunningServer, name: str, tag: str) -> str | None:
         f"{server.url}/v2/{name}/manifests/{tag}",
         auth=ADMIN,
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
     return answer.headers.get("docker-content-digest") if answer.status_code == 200 else None
 

@@ -16,6 +16,7 @@ import pytest
 from tests.support.oci import read_oci_layout, write_oci_layout
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN = ("admin", "proxy-e2e-admin-password-1")
@@ -45,7 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def make_proxy(server: RunningServer, name: str, upstream: str, ttl: int) -> None:
     """Endpoint and public proxy project `name` of `upstream` (with the htpasswd user)."""
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         endpoint = {"name": name, "url": upstream, "kind": "registry", "credentials": credentials}
         api.post("/endpoints", json=endpoint).raise_for_status()
@@ -108,10 +109,14 @@ def test_skopeo_pulls_through_the_cache_bit_for_bit_and_stale_when_the_upstream_
     assert time.monotonic() - started < TIMEOUT + 10
     assert "503 Service Unavailable" in failed.stderr, failed.stderr  # skopeo shows no 503 body
     token = httpx.get(
-        f"{server.url}/token", params={"service": "dockyard", "scope": "repository:cache/team/app:pull"}
+        f"{server.url}/token",
+        params={"service": "dockyard", "scope": "repository:cache/team/app:pull"},
+        timeout=HTTP_TIMEOUT,
     ).json()["token"]
     answer = httpx.get(
-        f"{server.url}/v2/cache/team/app/manifests/never-pulled", headers={"Authorization": f"Bearer {token}"}
+        f"{server.url}/v2/cache/team/app/manifests/never-pulled",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=HTTP_TIMEOUT,
     )
     error = answer.json()["errors"][0]
     assert (answer.status_code, error["code"]) == (503, "UNAVAILABLE")

@@ -22,6 +22,7 @@ from tests.support.docker import DockerClient, RunningDocker, start_docker
 from tests.support.oci import write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 # One dockerd and one containerd for the module; the exchange does not depend on the database.
@@ -54,7 +55,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     )
     tools = ContainerTools(root / "containers")
     docker = containerd = None
-    api = httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60)
+    api = httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
     try:
         docker = start_docker(root / "docker", insecure_registries=(server.host,))
         containerd = start_containerd(root / "containerd")
@@ -80,6 +81,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             f"{server.url}/v2/{REPOSITORY}/manifests/v1",
             auth=ADMIN,
             headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+            timeout=HTTP_TIMEOUT,
         )
         assert head.status_code == 200, describe(head)
         answer = api.patch("/projects/guarded", json={"require_signature": True})
@@ -164,7 +166,7 @@ def test_every_client_is_refused_with_the_policy_then_pulls_once_signed(
     deadline = time.monotonic() + 60
     accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
     url = f"{setup.server.url}/v2/{REPOSITORY}/manifests/v1"
-    while (got := httpx.get(url, auth=ADMIN, headers=accept)).status_code != 200:
+    while (got := httpx.get(url, auth=ADMIN, headers=accept, timeout=HTTP_TIMEOUT)).status_code != 200:
         assert MESSAGE in got.text, describe(got)
         assert time.monotonic() < deadline, "the signature was never verified"
         time.sleep(0.3)

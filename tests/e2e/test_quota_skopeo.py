@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.oci import write_oci_layout
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN = ("admin", "quota-skopeo-Passw0rd")
@@ -51,7 +52,7 @@ def test_a_full_project_takes_an_image_it_already_holds_and_refuses_new_content(
     laptop, runner = machines
     image = write_oci_layout(tmp_path / "image", layers=2, layer_size=256 * 1024, seed=7)
     other = write_oci_layout(tmp_path / "other", layers=1, layer_size=64 * 1024, seed=8)
-    with httpx.Client(base_url=f"{registry.url}/api/v1", auth=ADMIN) as api:
+    with httpx.Client(base_url=f"{registry.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         assert api.post("/projects", json={"name": "team"}).status_code == 201
         push(laptop, image.transport_ref, f"docker://{registry.host}/team/app:1")
         used = api.get("/projects/team/quota").json()["used_bytes"]

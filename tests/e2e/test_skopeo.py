@@ -10,6 +10,7 @@ import httpx
 from tests.e2e.conftest import TlsRegistry
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, read_oci_layout, write_oci_layout
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 PLAIN_HTTP = "--dest-tls-verify=false"
@@ -30,7 +31,9 @@ def test_copy_in_and_out_keeps_manifest_and_blobs_bit_for_bit(
     assert blobs == layout.blobs  # same digests, same bytes: manifest, config and every layer
 
     # What the registry itself serves for the tag is the very manifest that was pushed.
-    response = httpx.get(f"{server.url}/v2/{repo_name}/manifests/1.0", headers={"Accept": OCI_MANIFEST})
+    response = httpx.get(
+        f"{server.url}/v2/{repo_name}/manifests/1.0", headers={"Accept": OCI_MANIFEST}, timeout=HTTP_TIMEOUT
+    )
     assert response.status_code == 200
     assert response.content == layout.blobs[layout.top.digest]
     assert response.headers["Docker-Content-Digest"] == layout.top.digest
@@ -109,7 +112,9 @@ def test_delete_removes_the_image_and_only_it(
 
     accept = {"Accept": OCI_MANIFEST}
     for reference in ("1.0", doomed.top.digest):
-        response = httpx.get(f"{server.url}/v2/{repo_name}/manifests/{reference}", headers=accept)
+        response = httpx.get(
+            f"{server.url}/v2/{repo_name}/manifests/{reference}", headers=accept, timeout=HTTP_TIMEOUT
+        )
         assert response.status_code == 404, reference
     failed = tools.skopeo(
         "inspect", "--raw", "--tls-verify=false", f"docker://{server.host}/{repo_name}:1.0", check=False
@@ -143,6 +148,7 @@ def test_copy_over_https_trusting_the_dockyard_ca(
         f"{tls_registry.server.url}/v2/{repo_name}/manifests/1.0",
         headers={"Accept": OCI_MANIFEST},
         verify=tls_registry.ssl_context(),
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 200
     assert response.headers["Docker-Content-Digest"] == layout.top.digest
@@ -163,5 +169,6 @@ def test_copy_over_https_with_the_wrong_ca_is_refused(
         f"{tls_registry.server.url}/v2/{repo_name}/manifests/1.0",
         headers={"Accept": OCI_MANIFEST},
         verify=tls_registry.ssl_context(),
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 404

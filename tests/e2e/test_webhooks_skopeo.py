@@ -15,6 +15,7 @@ import pytest
 from tests.support.oci import write_oci_layout
 from tests.support.receivers import Receiver, running_receiver
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN = ("admin", "hooks-skopeo-Passw0rd")
@@ -38,7 +39,7 @@ def registry(tmp_path: Path, receiver: Receiver) -> Iterator[RunningServer]:
         },
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         assert api.post("/projects", json={"name": "team"}).status_code == 201
         hook = {"name": "ci", "url": receiver.url, "events": ["push"], "format": "harbor", "secret": SECRET}
         assert api.post("/projects/team/webhooks", json=hook).status_code == 201

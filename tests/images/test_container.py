@@ -30,6 +30,7 @@ from tests.support.images import DOCKYARD_IMAGE, Container, built_images, image_
 from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import free_port
+from tests.support.timeouts import HTTP_TIMEOUT
 
 MiB = 1024 * 1024
 SIZE_BUDGET = 150 * 1000 * 1000  # bytes, as `docker images` counts them
@@ -294,7 +295,7 @@ def test_a_registry2_config_file_where_registry2_reads_it_and_registry_variables
         checked = docker("exec", name, "dockyard", "config", "check")  # what `docker exec` sees: the same
         assert "registry:2 format" in checked.stdout, checked.stdout
         assert f"127.0.0.1:{port}" in checked.stdout, checked.stdout
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT) as http:
             oci = OCIClient(http)  # open, as registry:2 is without an auth section
             pushed = oci.push_image("library/app", "v1")
             deleted = http.delete(f"/v2/library/app/manifests/{pushed.digest}")

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "api-basic-admin-password-1")
 WITHIN_SECONDS = 5.0  # the feed's delay on a loaded machine; the remembered login lasts 30 s
@@ -41,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 def admin(server: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30)
+    return httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
 
 
 def new_user(server: RunningServer) -> tuple[str, str]:
@@ -55,7 +56,8 @@ def new_user(server: RunningServer) -> tuple[str, str]:
 def me_statuses(server: RunningServer, credentials: tuple[str, str], repeats: int = REPEATS) -> list[int]:
     """GET /api/v1/me, each on a fresh connection (so any worker may answer)."""
     return [
-        httpx.get(f"{server.url}/api/v1/me", auth=credentials, timeout=30).status_code for _ in range(repeats)
+        httpx.get(f"{server.url}/api/v1/me", auth=credentials, timeout=HTTP_TIMEOUT).status_code
+        for _ in range(repeats)
     ]
 
 
@@ -82,7 +84,7 @@ def test_a_changed_password_refuses_the_old_one_on_every_worker(server: RunningS
         f"{server.url}/api/v1/me/password",
         json={"current_password": user[1], "new_password": new_password},
         auth=user,
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
     assert changed.status_code == 204, changed.text
     refused_everywhere_within_the_feed_delay(server, user)

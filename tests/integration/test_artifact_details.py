@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.ociclient import OCIClient, PushedManifest, descriptor, image_manifest, index_manifest
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "artifact-details-Passw0rd")
 AUTH_ON = {"auth": {"enabled": True}}
@@ -40,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @contextmanager
 def oci_client(server: RunningServer) -> Iterator[OCIClient]:
     # Basic credentials straight on /v2 (accepted as well as bearer tokens).
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield OCIClient(http)
 
 
@@ -52,7 +53,10 @@ def oci(server: RunningServer) -> Iterator[OCIClient]:
 
 def artifacts(server: RunningServer, repository: str) -> dict[str, dict[str, Any]]:
     response = httpx.get(
-        f"{server.url}/api/v1/repositories/{repository}/artifacts", params={"page_size": "100"}, auth=ADMIN
+        f"{server.url}/api/v1/repositories/{repository}/artifacts",
+        params={"page_size": "100"},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 200, response.text
     return {item["digest"]: item for item in response.json()}
@@ -103,7 +107,9 @@ def test_a_get_sets_the_pull_time_and_a_head_does_not(server: RunningServer, oci
     assert listed[headed.digest]["pulled_at"] is None
     assert listed[never.digest]["pulled_at"] is None
 
-    detail = httpx.get(f"{server.url}/api/v1/repositories/team/app/artifacts/1.0", auth=ADMIN).json()
+    detail = httpx.get(
+        f"{server.url}/api/v1/repositories/team/app/artifacts/1.0", auth=ADMIN, timeout=HTTP_TIMEOUT
+    ).json()
     assert detail["pulled_at"] == pulled_at
 
 
@@ -179,7 +185,9 @@ def test_the_config_and_referrers_of_an_artifact(server: RunningServer, oci: OCI
     oci.push_blob("team/contents", b"{}")
     signed = oci.push_manifest("team/contents", "sha256-sig", signature, OCI_MANIFEST)
     base = "/api/v1/repositories/team/contents/artifacts"
-    api = httpx.Client(base_url=server.url, auth=ADMIN, timeout=60)  # the API is built on its first call
+    api = httpx.Client(
+        base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )  # the API is built on its first call
 
     answer = api.get(f"{base}/1.0/config")
     assert answer.status_code == 200 and answer.json() == config

@@ -14,18 +14,26 @@ import yaml
 
 from tests.support.ociclient import OCIClient
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "audit-trail-Passw0rd")
 
 
 def _token(server: RunningServer, scope: str, auth: tuple[str, str] | None) -> httpx.Response:
-    return httpx.get(f"{server.url}/token", params={"service": "dockyard", "scope": scope}, auth=auth)
+    return httpx.get(
+        f"{server.url}/token", params={"service": "dockyard", "scope": scope}, auth=auth, timeout=HTTP_TIMEOUT
+    )
 
 
 def _events(server: RunningServer, **filters: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 10
     while True:  # events are written in batches, about once a second
-        response = httpx.get(f"{server.url}/api/v1/audit", params={"page_size": "100", **filters}, auth=ADMIN)
+        response = httpx.get(
+            f"{server.url}/api/v1/audit",
+            params={"page_size": "100", **filters},
+            auth=ADMIN,
+            timeout=HTTP_TIMEOUT,
+        )
         assert response.status_code == 200, response.text
         events: list[dict[str, Any]] = response.json()
         if events or time.monotonic() > deadline:
@@ -40,16 +48,24 @@ def test_tokens_pushes_pulls_deletes_and_denials_are_audited(
     scope = "repository:team/app:pull,push,delete"
     token = _token(server, scope, ADMIN).json()["token"]
     assert _token(server, scope, ("admin", "wrong-password")).status_code == 401
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+    ) as http:
         pushed = OCIClient(http).push_image("team/app", "1.0")
         assert http.get(f"/v2/team/app/manifests/{pushed.digest}").status_code == 200
         assert http.delete("/v2/team/app/manifests/1.0").status_code == 202
     # The bare challenge handshake is not a denial; a request with a token that lacks the scope is.
-    assert httpx.get(f"{server.url}/v2/team/app/manifests/{pushed.digest}").status_code == 401
+    assert (
+        httpx.get(f"{server.url}/v2/team/app/manifests/{pushed.digest}", timeout=HTTP_TIMEOUT).status_code
+        == 401
+    )
     anonymous = _token(server, "repository:team/app:pull", None).json()["token"]
     headers = {"Authorization": f"Bearer {anonymous}"}
     assert (
-        httpx.get(f"{server.url}/v2/team/app/manifests/{pushed.digest}", headers=headers).status_code == 401
+        httpx.get(
+            f"{server.url}/v2/team/app/manifests/{pushed.digest}", headers=headers, timeout=HTTP_TIMEOUT
+        ).status_code
+        == 401
     )
 
     issued = _events(server, action="token_issued")
@@ -88,7 +104,9 @@ def _restarted(server: RunningServer, make_server: Callable[..., RunningServer])
 def _pull_and_push(server: RunningServer, pulls: int) -> str:
     """Push team/app:1.0 as admin, pull it `pulls` times (half by tag, half by digest), delete the tag."""
     token = _token(server, "repository:team/app:pull,push,delete", ADMIN).json()["token"]
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+    ) as http:
         pushed = OCIClient(http).push_image("team/app", "1.0")
         for number in range(pulls):
             reference = "1.0" if number % 2 else pushed.digest
@@ -127,7 +145,9 @@ def test_pulls_are_not_audited_when_turned_off(make_server: Callable[..., Runnin
     _pull_and_push(server, pulls=3)
     anonymous = _token(server, "repository:team/app:pull", None).json()["token"]
     refused = httpx.get(
-        f"{server.url}/v2/team/app/manifests/1.0", headers={"Authorization": f"Bearer {anonymous}"}
+        f"{server.url}/v2/team/app/manifests/1.0",
+        headers={"Authorization": f"Bearer {anonymous}"},
+        timeout=HTTP_TIMEOUT,
     )
     assert refused.status_code == 401
     server = _restarted(server, make_server)

@@ -78,6 +78,7 @@ from tests.support.ociclient import (
     image_manifest,
 )
 from tests.support.server import start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 PRIV, PUB, ELSE = "mxpriv", "mxpub", "mxelse"  # a private and a public matrix project; another one
 PUBLIC = {PRIV: False, PUB: True, ELSE: False}
@@ -418,7 +419,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         tmp_path_factory.mktemp("authz"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
     admin = Admin(server.url, ADMIN_PASSWORD)
-    http = httpx.Client(base_url=server.url, timeout=30)
+    http = httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT)
     try:
         yield build_world(admin, http)
     finally:

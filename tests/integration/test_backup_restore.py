@@ -34,6 +34,7 @@ from tests.support.postgres import PostgresCluster, throwaway_postgres
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer
 from tests.support.tables import dump_tables
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 def sqlite_config(datadir: Path) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def test_backup_then_restore_into_an_empty_deployment_serves_every_image_bit_for
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     source = make_server(sqlite_config(tmp_path / "source"))
-    with httpx.Client(base_url=source.url, timeout=30) as http:
+    with httpx.Client(base_url=source.url, timeout=HTTP_TIMEOUT) as http:
         pushed = push_images(OCIClient(http))
     dest = tmp_path / "backup"
 
@@ -133,7 +134,7 @@ def test_verify_finds_a_missing_blob_and_deep_finds_a_corrupt_one(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     server = make_server(sqlite_config(tmp_path / "data"))
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         first = json.loads(oci.push_image("verify/one", "v1").body)
         second = json.loads(oci.push_image("verify/two", "v1").body)
@@ -220,7 +221,7 @@ def test_backup_and_restore_on_postgresql_and_s3_serves_every_image_bit_for_bit(
         tmp_path / "source", postgres.create_database(), seaweedfs, seaweedfs.bucket
     )
     source = make_server(source_config)
-    with httpx.Client(base_url=source.url, timeout=60) as http:
+    with httpx.Client(base_url=source.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         pushed = push_images(oci)
         dest = tmp_path / "backup"
@@ -289,7 +290,7 @@ def test_a_backup_restores_into_the_other_kind_of_database(
     make_server: Callable[..., RunningServer], postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     source = make_server(sqlite_config(tmp_path / "source"))
-    with httpx.Client(base_url=source.url, timeout=30) as http:
+    with httpx.Client(base_url=source.url, timeout=HTTP_TIMEOUT) as http:
         pushed = push_images(OCIClient(http))
     # Stopped first: the audit log writes the pushes' events up to a second late, at the latest on exit.
     source.stop()
@@ -306,7 +307,7 @@ def test_a_backup_restores_into_the_other_kind_of_database(
     assert same_rows(f"sqlite:///{tmp_path / 'source' / 'dockyard.db'}", url)
     server = make_server(on_postgres)
     assert_serves(server.url, pushed)
-    with httpx.Client(base_url=server.url, timeout=30) as http:  # new ids after the copied ones
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:  # new ids after the copied ones
         later = OCIClient(http).push_image("library/alpine", "edge", seed="after the restore")
     pushed[("library/alpine", "edge")] = later.body
 
@@ -336,7 +337,7 @@ def test_an_older_backup_made_with_pg_dump_still_restores_into_postgresql(
     url = postgres.create_database()
     config = {**sqlite_config(tmp_path / "source"), "database": {"url": plain(url)}}
     source = make_server(config)
-    with httpx.Client(base_url=source.url, timeout=30) as http:
+    with httpx.Client(base_url=source.url, timeout=HTTP_TIMEOUT) as http:
         pushed = push_images(OCIClient(http))
     dest = tmp_path / "backup"
     assert dockyard("backup", dest, config=source.config_path).returncode == 0

@@ -18,6 +18,7 @@ import pytest
 from tests.support.accounts import Accounts, bearer_token, statuses, until
 from tests.support.ociclient import describe
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "bearer-standing-admin-password-1")
 WITHIN_SECONDS = 5.0  # the change feed's delay on a loaded machine; the tokens live 5 minutes
@@ -52,7 +53,7 @@ class Puller:
         scope = f"repository:{project}/app:pull"
         if credentials is None:
             answer = httpx.get(
-                f"{server.url}/token", params={"service": "dockyard", "scope": scope}, timeout=30
+                f"{server.url}/token", params={"service": "dockyard", "scope": scope}, timeout=HTTP_TIMEOUT
             )
             self.token = str(answer.json()["token"])
         else:
@@ -61,7 +62,7 @@ class Puller:
     def statuses(self) -> list[int]:
         headers = {"Authorization": f"Bearer {self.token}"}
         return statuses(
-            lambda: httpx.get(f"{self.server.url}{self.path}", headers=headers, timeout=30), REPEATS
+            lambda: httpx.get(f"{self.server.url}{self.path}", headers=headers, timeout=HTTP_TIMEOUT), REPEATS
         )
 
     def allowed_everywhere(self) -> None:
@@ -72,7 +73,9 @@ class Puller:
         stands, DENIED where it does but the access the token carried is gone."""
         until(lambda: self.statuses() == [401] * REPEATS, WITHIN_SECONDS, "the token still works somewhere")
         answer = httpx.get(
-            f"{self.server.url}{self.path}", headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+            f"{self.server.url}{self.path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=HTTP_TIMEOUT,
         )
         assert answer.json()["errors"][0]["code"] == code, describe(answer)
         assert answer.headers["WWW-Authenticate"].startswith("Bearer ")

@@ -21,6 +21,7 @@ from tests.support.cli import run_dockyard
 from tests.support.oci import write_oci_layout
 from tests.support.ociclient import OCIClient
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 ADMIN_PASSWORD = "cli-admin-password-1"
@@ -98,7 +99,7 @@ def new_user(admin: Cli, tmp_path: Path, server: RunningServer, username: str) -
 
 
 def me_with(server: RunningServer, username: str, secret: str) -> int:
-    return httpx.get(f"{server.url}/api/v1/me", auth=(username, secret)).status_code
+    return httpx.get(f"{server.url}/api/v1/me", auth=(username, secret), timeout=HTTP_TIMEOUT).status_code
 
 
 # --- login ---------------------------------------------------------------------------------------
@@ -376,8 +377,11 @@ def test_audit_shows_pulls_as_hourly_counts(server: RunningServer, admin: Cli) -
         f"{server.url}/token",
         params={"service": "dockyard", "scope": "repository:counted/app:pull,push"},
         auth=("admin", ADMIN_PASSWORD),
+        timeout=HTTP_TIMEOUT,
     ).json()["token"]
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+    ) as http:
         pushed = OCIClient(http).push_image("counted/app", "1.0")
         for _ in range(3):
             assert http.get("/v2/counted/app/manifests/1.0").status_code == 200
@@ -403,7 +407,7 @@ def test_audit_shows_pulls_as_hourly_counts(server: RunningServer, admin: Cli) -
 
 def test_tags_are_added_moved_and_deleted(server: RunningServer, admin: Cli) -> None:
     admin.ok("project", "create", "tagging")
-    with httpx.Client(base_url=server.url, auth=("admin", ADMIN_PASSWORD), timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         first = oci.push_image("tagging/app", "1.0", seed="one").digest
         second = oci.push_image("tagging/app", "2.0", seed="two").digest

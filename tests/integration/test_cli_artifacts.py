@@ -27,6 +27,7 @@ from tests.support.cosign import make_key
 from tests.support.layers import file, layer
 from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 # The subject is the CLI; the server's scans and verdicts it reads are tested on both databases by
 # test_scans_api.py and test_signatures.py.
@@ -72,7 +73,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         assert client.post("/projects", json={"name": "build"}).status_code == 201
         yield client
 
@@ -86,7 +87,7 @@ def robot(server: RunningServer, admin: httpx.Client, tmp_path_factory: pytest.T
 
 
 def push_image(server: RunningServer, repo: str, tag: str, layers: list[tuple[str, bytes]]) -> str:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         return push(OCIClient(http), repo, tag, layers)
 
 
@@ -96,7 +97,7 @@ def debian_layer(extra: bytes = b"") -> bytes:
 
 def manifest_of(server: RunningServer, repo: str, reference: str) -> dict[str, Any]:
     answer = httpx.get(
-        f"{server.url}/api/v1/repositories/{repo}/artifacts/{reference}", auth=ADMIN, timeout=30
+        f"{server.url}/api/v1/repositories/{repo}/artifacts/{reference}", auth=ADMIN, timeout=HTTP_TIMEOUT
     )
     assert answer.status_code == 200, answer.text
     manifest: dict[str, Any] = answer.json()["manifest"]
@@ -186,6 +187,7 @@ def test_tags_name_the_same_digest_and_a_policy_is_not_bypassed(
             f"{server.url}/v2/build/promoted/manifests/{tag}",
             auth=ADMIN,
             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            timeout=HTTP_TIMEOUT,
         )
         assert head.headers["docker-content-digest"] == digest
     # A project that requires signatures: an unsigned artifact cannot be promoted (it cannot be pulled).
@@ -208,7 +210,7 @@ def test_https_with_the_ca_in_dockyard_ca_cert(tmp_path: Path) -> None:
     )
     trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     try:
-        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60, verify=trust) as http:
+        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT, verify=trust) as http:
             created = http.post("/api/v1/projects", json={"name": "secure"})
             assert created.status_code == 201, created.text
             answer = http.post(

@@ -27,6 +27,7 @@ from tests.support.ociclient import (
 )
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "cli-cache-admin-password-1"
 CONFIG = {"auth": {"enabled": True}, "upstream": {"allowed_networks": ["127.0.0.0/8"]}}
@@ -49,7 +50,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, front: Front) -> Iterator[R
     running = start_server(
         tmp_path_factory.mktemp("warm"), CONFIG, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=30) as api:
+    with httpx.Client(
+        base_url=f"{running.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+    ) as api:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         endpoint = {"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
         api.post("/endpoints", json=endpoint).raise_for_status()
@@ -71,7 +74,7 @@ def push_index(upstream: str, repository: str, tag: str) -> tuple[str, dict[str,
     """A two-platform index with one layer per platform; its digest and every blob."""
     blobs: dict[str, bytes] = {}
     children = []
-    with httpx.Client(base_url=upstream, auth=USER, timeout=30) as http:
+    with httpx.Client(base_url=upstream, auth=USER, timeout=HTTP_TIMEOUT) as http:
         client = OCIClient(http)
         for arch in ("amd64", "arm64"):
             config = json.dumps({"architecture": arch, "os": "linux"}).encode()
@@ -104,7 +107,9 @@ def test_cache_warm_prefetches_an_index_whole_and_once(
     assert front.count("GET", "manifest") == 3 and front.count("GET", "blob") == 4
 
     # Everything is in the cache now: a client's pull asks nobody upstream.
-    with httpx.Client(base_url=server.url + "/v2", auth=("admin", ADMIN_PASSWORD), timeout=30) as v2:
+    with httpx.Client(
+        base_url=server.url + "/v2", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+    ) as v2:
         index = v2.get("/hub/library/warmme/manifests/1.0", headers={"Accept": OCI_INDEX})
         assert index.status_code == 200 and index.headers["docker-content-digest"] == digest
         for child in index.json()["manifests"]:

@@ -17,6 +17,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 def test_delete_manifest_by_digest(oci: OCIClient, repo_name: str) -> None:
@@ -138,7 +139,7 @@ def test_the_blobs_of_an_index_child_cannot_be_deleted(oci: OCIClient, repo_name
 def test_deletes_disabled_answer_405_unsupported(make_server: Callable[..., RunningServer]) -> None:
     server = make_server({"storage": {"delete": {"enabled": False}}})
     repo = "nodelete/app"
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         pushed = oci.push_image(repo, "v1")
         blob = oci.push_blob(repo, b"undeletable")

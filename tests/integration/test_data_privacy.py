@@ -34,6 +34,7 @@ from dockyard.db.session import Database
 from tests.support import server as server_support
 from tests.support.ociclient import OCIClient, bearer_client
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "privacy-admin-password-1")
 AUTH_ON: dict[str, Any] = {"auth": {"enabled": True}}
@@ -75,7 +76,9 @@ def stored_keys(server: RunningServer) -> dict[str, str]:
 
 
 def token_kid(server: RunningServer) -> str:
-    answer = httpx.get(f"{server.url}/token", params={"service": "dockyard"}, auth=ADMIN, timeout=30)
+    answer = httpx.get(
+        f"{server.url}/token", params={"service": "dockyard"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )
     assert answer.status_code == 200, answer.text
     kid: str = jwt.get_unverified_header(answer.json()["token"])["kid"]
     return kid

@@ -32,6 +32,7 @@ from tests.support.ociclient import (
 )
 from tests.support.postgres import PostgresCluster, _as_postgres_user, start_postgres
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 pytestmark = pytest.mark.db_independent  # always its own PostgreSQL: it stops and restarts it
 
@@ -143,7 +144,7 @@ class Load:
             thread.join(timeout=60)
 
     def _run(self, number: int) -> None:
-        with httpx.Client(base_url=self.server.url, auth=ADMIN, timeout=60) as http:
+        with httpx.Client(base_url=self.server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
             count = 0
             while not self._stop.is_set():
                 count += 1
@@ -167,7 +168,7 @@ class Load:
 def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
     postgres: PostgresCluster, node: RunningServer, mode: str
 ) -> None:
-    http = httpx.Client(base_url=node.url, auth=ADMIN, timeout=30)
+    http = httpx.Client(base_url=node.url, auth=ADMIN, timeout=HTTP_TIMEOUT)
     oci = OCIClient(http)
     config, layer, manifest = push_image(oci, "outage/app", "before")
 
@@ -185,7 +186,9 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
             assert readyz.json()["checks"]["database"] != "ok"
             assert readyz.json()["checks"]["storage"] == "ok"
             # Prometheus still scrapes the node, and sees why it is unready (the alerts' input).
-            metrics, seconds = timed(lambda: httpx.get(f"{node.url}/metrics", headers=SCRAPE, timeout=30))
+            metrics, seconds = timed(
+                lambda: httpx.get(f"{node.url}/metrics", headers=SCRAPE, timeout=HTTP_TIMEOUT)
+            )
             assert metrics.status_code == 200 and seconds < ANSWER_WITHIN, (metrics.status_code, seconds)
             assert 'dockyard_up{check="database"} 0.0' in metrics.text
             assert 'dockyard_up{check="storage"} 1.0' in metrics.text
@@ -201,7 +204,9 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
             assert seconds < ANSWER_WITHIN, seconds
             assert_unavailable(answer, "SERVICE_UNAVAILABLE")
             # A login (`docker login` asks /token) as another user than the one the load remembers.
-            answer, seconds = timed(lambda: httpx.get(f"{node.url}/token", auth=("nobody", "x"), timeout=30))
+            answer, seconds = timed(
+                lambda: httpx.get(f"{node.url}/token", auth=("nobody", "x"), timeout=HTTP_TIMEOUT)
+            )
             assert seconds < ANSWER_WITHIN, seconds
             assert answer.status_code == 503 and answer.headers["Retry-After"], describe(answer)
             time.sleep(1)

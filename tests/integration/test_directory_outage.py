@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 # Not an account of dockyard's own: only the directory could say whether the password is right.
 DIRECTORY_USER = ("dora", "dora-directory-password-1")
@@ -37,7 +38,7 @@ def assert_unavailable(response: httpx.Response, code: str) -> None:
 
 
 def test_v2_with_basic_credentials_is_unavailable(registry: RunningServer) -> None:
-    response = httpx.get(f"{registry.url}/v2/", auth=DIRECTORY_USER, timeout=30)
+    response = httpx.get(f"{registry.url}/v2/", auth=DIRECTORY_USER, timeout=HTTP_TIMEOUT)
 
     assert_unavailable(response, "UNAVAILABLE")
     assert response.headers["retry-after"] == "5"
@@ -46,7 +47,7 @@ def test_v2_with_basic_credentials_is_unavailable(registry: RunningServer) -> No
 
 def test_token_endpoint_is_unavailable(registry: RunningServer) -> None:
     response = httpx.get(
-        f"{registry.url}/token", params={"service": "dockyard"}, auth=DIRECTORY_USER, timeout=30
+        f"{registry.url}/token", params={"service": "dockyard"}, auth=DIRECTORY_USER, timeout=HTTP_TIMEOUT
     )
 
     assert_unavailable(response, "UNAVAILABLE")
@@ -54,6 +55,8 @@ def test_token_endpoint_is_unavailable(registry: RunningServer) -> None:
 
 
 def test_management_api_is_unavailable(registry: RunningServer) -> None:
-    response = httpx.get(f"{registry.url}/api/v1/users/{DIRECTORY_USER[0]}", auth=DIRECTORY_USER, timeout=30)
+    response = httpx.get(
+        f"{registry.url}/api/v1/users/{DIRECTORY_USER[0]}", auth=DIRECTORY_USER, timeout=HTTP_TIMEOUT
+    )
 
     assert_unavailable(response, "SERVICE_UNAVAILABLE")

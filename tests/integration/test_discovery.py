@@ -22,6 +22,7 @@ from tests.support.ociclient import (
     link_query,
 )
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 TAGS = ["v1.0", "alpha", "latest", "beta", "v1.1", "0.9"]  # sorted: 0.9 alpha beta latest v1.0 v1.1
 
@@ -104,7 +105,7 @@ def test_tags_of_unknown_repository_is_404_name_unknown(client: httpx.Client) ->
 def test_catalog_is_sorted_and_paginated(make_server: Callable[..., RunningServer]) -> None:
     server = make_server()
     names = ["zeta/app", "alpha", "alpha/sub", "mid-name", "beta.x"]
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         for name in names:
             oci.push_image(name, "latest")

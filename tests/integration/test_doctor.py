@@ -18,6 +18,7 @@ from dockyard.cli.cert import make_certificates
 from tests.support.cli import run_dockyard
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "doctor-admin-password-1"
 
@@ -33,7 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tls=(paths.server_cert, paths.server_key),
     )
     # A token request: the first makes the token signing key doctor checks.
-    answer = httpx.get(f"{running.url}/token", auth=("admin", ADMIN_PASSWORD), verify=False, timeout=30)
+    answer = httpx.get(
+        f"{running.url}/token", auth=("admin", ADMIN_PASSWORD), verify=False, timeout=HTTP_TIMEOUT
+    )
     assert answer.status_code == 200, answer.text
     yield running
     running.stop()
@@ -188,7 +191,7 @@ def test_doctor_slow_reads_the_nodes_own_metrics(make_server: Callable[..., Runn
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD},
     )
     for _ in range(5):
-        httpx.get(f"{running.url}/v2/", timeout=30)  # 401s: requests all the same
+        httpx.get(f"{running.url}/v2/", timeout=HTTP_TIMEOUT)  # 401s: requests all the same
     config = yaml.safe_load(running.config_path.read_text())
     del config["metrics"]
     untokened = running.config_path.with_name("no-token.yml")

@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.ociclient import OCIClient
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 CHUNK = b"x" * 64 * 1024
 
@@ -41,7 +42,7 @@ class SlowUpload:
 
     def _run(self) -> None:
         try:
-            with httpx.Client(base_url=self.server.url, timeout=60) as http:
+            with httpx.Client(base_url=self.server.url, timeout=HTTP_TIMEOUT) as http:
                 location = OCIClient(http).upload_location("drain/app")
                 self.answer = http.put(
                     location,
@@ -59,7 +60,7 @@ class SlowUpload:
 
 
 def readyz(server: RunningServer) -> httpx.Response:
-    return httpx.get(f"{server.url}/readyz", timeout=5)
+    return httpx.get(f"{server.url}/readyz", timeout=HTTP_TIMEOUT)
 
 
 def wait_exit(server: RunningServer, timeout: float) -> int | None:
@@ -102,7 +103,7 @@ def test_sigterm_fails_readiness_and_finishes_the_upload_in_flight(workdir: Path
     # The blob is there: the upload was really committed, not cut and reported.
     again = start_server(workdir, {"http": {"workers": 1}})
     try:
-        head = httpx.head(f"{again.url}/v2/drain/app/blobs/{upload.digest}")
+        head = httpx.head(f"{again.url}/v2/drain/app/blobs/{upload.digest}", timeout=HTTP_TIMEOUT)
         assert head.status_code == 200
         assert head.headers["content-length"] == str(len(CHUNK) * 40)
     finally:

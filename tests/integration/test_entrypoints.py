@@ -13,6 +13,7 @@ import yaml
 from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient
 from tests.support.server import DOCKYARD, free_port, wait_until_answering
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 def _config(tmp_path: Path) -> Path:
@@ -43,7 +44,7 @@ def test_app_serves_under_uvicorn(tmp_path: Path) -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answering(url, process)
-        with httpx.Client(base_url=url) as http:
+        with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
             data = os.urandom(300_000)
             digest = OCIClient(http).push_blob("team/app", data)
             assert http.get(f"/v2/team/app/blobs/{digest}").content == data

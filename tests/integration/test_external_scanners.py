@@ -24,6 +24,7 @@ import pytest
 from tests.integration.test_cli import Cli
 from tests.integration.test_scans_api import ADMIN, content, push_image, wait_for  # noqa: F401  (a fixture)
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 TOKEN = "external-scanner-token-0123456789"
 KEYS = ("advisory_id", "aliases", "package", "installed_version", "fixed_versions", "severity", "ecosystem",
@@ -48,7 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         assert client.post("/projects", json={"name": "team"}).status_code == 201
         yield client
 
@@ -176,7 +177,11 @@ class FakeAdapter:
                         "Accept": "application/vnd.oci.image.manifest.v1+json"}  # fmt: skip
                 digest = body["artifact"]["digest"]
                 for repository in (body["artifact"]["repository"], "team/builtin"):
-                    answer = httpx.get(f"{fake.registry}/v2/{repository}/manifests/{digest}", headers=pull)
+                    answer = httpx.get(
+                        f"{fake.registry}/v2/{repository}/manifests/{digest}",
+                        headers=pull,
+                        timeout=HTTP_TIMEOUT,
+                    )
                     fake.pulls[repository] = answer.status_code
                 return self.answer(202, {"id": "fake-1"})
 
@@ -219,7 +224,7 @@ def test_the_adapter_gets_a_token_that_pulls_that_repository_only_and_dies_with_
     assert fake.pulls["team/pulled"] == 200
     # The scan's robot is gone, and its token with it.
     pull = {"Authorization": request["registry"]["authorization"]}
-    after = httpx.get(f"{server.url}/v2/team/pulled/manifests/{digest}", headers=pull)
+    after = httpx.get(f"{server.url}/v2/team/pulled/manifests/{digest}", headers=pull, timeout=HTTP_TIMEOUT)
     assert after.status_code == 401, after.text
     robots = admin.get("/robots", params={"page_size": 100}).json()
     assert not [r for r in robots if "scan-" in r["name"]]

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "forwarded-admin-password-1")
 MAX_FAILURES = 3
@@ -51,7 +52,7 @@ def from_peer(server: RunningServer, peer: str, client: str | None = None, **hea
     if client is not None:
         sent["X-Forwarded-For"] = client
     transport = httpx.HTTPTransport(local_address=peer)
-    return httpx.Client(base_url=server.url, transport=transport, headers=sent)
+    return httpx.Client(base_url=server.url, transport=transport, headers=sent, timeout=HTTP_TIMEOUT)
 
 
 def token_login(http: httpx.Client, username: str, password: str) -> int:

@@ -28,6 +28,7 @@ from tests.support.ociclient import (
     digest_of,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tmpfs import database_on_small_filesystem, fill, small_filesystem
 
 ADMIN_PASSWORD = "full-disk-admin-password-1"
@@ -57,7 +58,7 @@ _sessions: dict[str, Session] = {}
 def api(server: RunningServer, method: str, path: str, body: Any = None) -> httpx.Response:
     """A management API call as admin, in a session (Basic auth would hash the password again after
     every write: a write forgets the logins each worker remembers)."""
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         if server.url not in _sessions:
             _sessions[server.url] = login(http, *ADMIN)
         headers = _sessions[server.url].headers(method)

@@ -29,6 +29,7 @@ from tests.support.ociclient import (
     image_manifest,
 )
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 WINDOW = "10m"  # what the pushes below do is younger; the garbage is made to look 5 hours old
 BASE_LAYER = os.urandom(256 * 1024)  # every image shares it
@@ -77,7 +78,7 @@ def make_garbage(server: RunningServer) -> tuple[Pushed, set[str]]:
     upload never used). Returns the kept images and the garbage blob digests."""
     garbage: set[str] = set()
     kept: Pushed = {}
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         for number in range(3):
             repo = f"gc/old-{number}"
@@ -137,7 +138,7 @@ def test_gc_while_pushing_keeps_every_pushed_image_and_removes_exactly_the_old_g
 
     def pusher(number: int) -> Callable[[], None]:
         def push() -> None:
-            with httpx.Client(base_url=server.url, timeout=60) as http:
+            with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
                 oci = OCIClient(http)
                 for image in range(IMAGES_PER_PUSHER):
                     repo = f"gc/live-{image % 2}"  # pushers share repositories too
@@ -178,7 +179,7 @@ def test_delete_untagged_removes_old_untagged_images_with_their_layers(
     make_server: Callable[..., RunningServer],
 ) -> None:
     server = make_server()
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         first = push_image(oci, "gc/app", "latest", [BASE_LAYER, b"release 1"])
         second = push_image(oci, "gc/app", "latest", [BASE_LAYER, b"release 2"])  # the tag moves on
@@ -193,7 +194,7 @@ def test_delete_untagged_removes_old_untagged_images_with_their_layers(
     assert real.returncode == 0, real.stderr
     assert f"deleted manifest: gc/app@{digest_of(first)}" in real.stdout
     assert "deleted 1 manifests and 2 blobs" in real.stdout  # release 1's layer and config
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         assert OCIClient(http).get_manifest("gc/app", digest_of(first)).status_code == 404
     assert_serves_bit_for_bit(server.url, {("gc/app", "latest"): second}).http.close()
     assert stored_blobs(server) == blobs_of(second)

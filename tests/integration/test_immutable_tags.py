@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.ociclient import OCIClient, assert_error, bearer_client, describe
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "immutable-Passw0rd")
 REPOS = ("imm/app", "imm/other", "imm/team/app")
@@ -29,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}, "http": {"workers": 2}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN)
+    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert api.post("/projects", json={"name": "imm"}).status_code == 201
     yield running
     running.stop()
@@ -37,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -136,7 +137,10 @@ def test_rule_api_validates_and_is_for_project_admins(server: RunningServer, api
     assert bad.status_code == 400 and "unclosed" in bad.json()["errors"][0]["message"]
     assert api.get("/projects/nope/immutable-rules").status_code == 404
     assert api.delete("/projects/imm/immutable-rules/424242").status_code == 404
-    assert httpx.get(f"{server.url}/api/v1/projects/imm/immutable-rules").status_code == 401
+    assert (
+        httpx.get(f"{server.url}/api/v1/projects/imm/immutable-rules", timeout=HTTP_TIMEOUT).status_code
+        == 401
+    )
     listed = api.get("/projects/imm/immutable-rules")
     assert listed.status_code == 200 and isinstance(listed.json(), list)
 

@@ -31,6 +31,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer, free_port, require_tool
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def registry2(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def push_to_registry2(url: str) -> dict[tuple[str, str], bytes]:
     """OCI and Docker schema 2 images, an index, a nested name and a shared layer, as clients push them."""
     pushed: dict[tuple[str, str], bytes] = {}
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         images = [("library/busybox", "1.36"), ("library/busybox", "latest"), ("org/team/tool", "v2")]
         for repo, tag in images:
@@ -165,7 +166,7 @@ def test_a_corrupt_blob_in_the_tree_is_reported_and_only_what_needs_it_is_left_o
     registry2: tuple[str, Path], make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     url, root = registry2
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         broken = json.loads(oci.push_image("demo/broken", "v1").body)
         fine = oci.push_image("demo/fine", "v1")
@@ -182,7 +183,7 @@ def test_a_corrupt_blob_in_the_tree_is_reported_and_only_what_needs_it_is_left_o
     assert "imported 2 repositories, 1 manifests, 1 tags" in imported.stdout
 
     server = make_server(sqlite_config(tmp_path / "dockyard"))
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         assert OCIClient(http).get_manifest("demo/fine", "v1").content == fine.body
         assert OCIClient(http).get_manifest("demo/broken", "v1").status_code == 404
 
@@ -197,7 +198,7 @@ def test_import_into_storage_without_local_paths_copies_through_the_driver(
     from dockyard.maintenance.import_registry2 import import_registry2
 
     url, root = registry2
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
         pushed = OCIClient(http).push_image("mem/image", "v1")
     config = tmp_path / "dockyard.yml"
     config.write_text(yaml.safe_dump({**sqlite_config(tmp_path / "data"), "storage": {"inmemory": {}}}))

@@ -42,6 +42,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 OCI_TAR = "application/vnd.oci.image.layer.v1.tar"
 DEBS = ["adduser", "sed", "base-files"]
@@ -110,7 +111,7 @@ def layers() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def pushed(server: RunningServer, layers: dict[str, bytes]) -> dict[str, str]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         repo = "inventory/app"
         stack = [(OCI_LAYER, layers["base"]), (OCI_TAR, layers["apps"]), (OCI_LAYER, layers["go"])]
@@ -233,13 +234,17 @@ def sbom(server: RunningServer, ref: str, *args: str) -> subprocess.CompletedPro
 
 
 def referrers(server: RunningServer, repo: str, digest: str, artifact_type: str) -> list[dict[str, Any]]:
-    answer = httpx.get(f"{server.url}/v2/{repo}/referrers/{digest}", params={"artifactType": artifact_type})
+    answer = httpx.get(
+        f"{server.url}/v2/{repo}/referrers/{digest}",
+        params={"artifactType": artifact_type},
+        timeout=HTTP_TIMEOUT,
+    )
     assert answer.status_code == 200, answer.text
     return list(answer.json()["manifests"])
 
 
 def stored_document(server: RunningServer, repo: str, referrer: str) -> bytes:
-    oci = OCIClient(httpx.Client(base_url=server.url, timeout=30))
+    oci = OCIClient(httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT))
     manifest = oci.get_manifest(repo, referrer).json()
     [layer] = manifest["layers"]
     return oci.http.get(f"/v2/{repo}/blobs/{layer['digest']}").content
@@ -308,7 +313,7 @@ def test_sbom_job_through_the_api(
         env={"DOCKYARD_ADMIN_PASSWORD": password},
     )
     admin = ("admin", password)
-    with httpx.Client(base_url=jobs.url, auth=admin, timeout=60) as http:
+    with httpx.Client(base_url=jobs.url, auth=admin, timeout=HTTP_TIMEOUT) as http:
         image = push(OCIClient(http), "library/base", "12", [(OCI_LAYER, layers["base"])])
         api = "/api/v1/jobs"
         bad = http.post(api, json={"kind": "sbom", "params": {"repository": "library/base"}}).json()

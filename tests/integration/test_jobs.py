@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.cli import run_dockyard
 from tests.support.server import DOCKYARD, RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "jobs-admin-password-1"
 # Short leases and polls so a dead worker's job is taken back within seconds, not a minute.
@@ -34,7 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=30) as client:
+    with httpx.Client(
+        base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+    ) as client:
         yield client
 
 
@@ -57,7 +60,9 @@ def finished(job: dict[str, Any]) -> bool:
 def test_purge_uploads_runs_as_a_job_and_drops_stale_uploads(
     server: RunningServer, api: httpx.Client
 ) -> None:
-    upload = httpx.post(f"{server.url}/v2/jobs/purge/blobs/uploads/", auth=("admin", ADMIN_PASSWORD))
+    upload = httpx.post(
+        f"{server.url}/v2/jobs/purge/blobs/uploads/", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+    )
     assert upload.status_code == 202, upload.text
     location = upload.headers["Location"]
 
@@ -69,11 +74,13 @@ def test_purge_uploads_runs_as_a_job_and_drops_stale_uploads(
     assert job["result"]["purged"] >= 1
     assert any("purged" in entry["line"] for entry in job["logs"])
     gone = httpx.get(
-        server.url + location if location.startswith("/") else location, auth=("admin", ADMIN_PASSWORD)
+        server.url + location if location.startswith("/") else location,
+        auth=("admin", ADMIN_PASSWORD),
+        timeout=HTTP_TIMEOUT,
     )
     assert gone.status_code == 404
     # The job worker's metrics add up with the HTTP workers' on /metrics.
-    metrics = httpx.get(f"{server.url}/metrics", auth=("admin", ADMIN_PASSWORD)).text
+    metrics = httpx.get(f"{server.url}/metrics", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT).text
     assert 'jobs_finished_total{kind="purge-uploads",status="succeeded"}' in metrics
     assert 'job_duration_seconds_count{kind="purge-uploads"}' in metrics
 
@@ -99,11 +106,13 @@ def test_bad_requests_get_clear_errors(server: RunningServer, api: httpx.Client)
     assert missing.status_code == 404
     assert missing.json() == {"errors": [{"code": "NOT_FOUND", "message": "job 999999 not found"}]}
     assert api.get("/jobs", params={"status": "exploded"}).status_code == 400
-    assert httpx.get(f"{server.url}/api/v1/jobs").status_code == 401
+    assert httpx.get(f"{server.url}/api/v1/jobs", timeout=HTTP_TIMEOUT).status_code == 401
     user = ("jobs-viewer", "a long enough password 1")
     assert api.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
     for method, path in (("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/schedules")):
-        refused = httpx.request(method, f"{server.url}/api/v1{path}", auth=user, json={"kind": "selftest"})
+        refused = httpx.request(
+            method, f"{server.url}/api/v1{path}", auth=user, json={"kind": "selftest"}, timeout=HTTP_TIMEOUT
+        )
         assert refused.status_code == 403, (method, path, refused.text)
 
 
@@ -211,7 +220,9 @@ def test_a_killed_workers_job_is_finished_by_another_worker_once(
     server = start_server(tmp_path_factory.mktemp("jobs-ha"), config, env=ENV)
     workers = {node: start_worker(server, node) for node in ("node-a", "node-b")}
     try:
-        with httpx.Client(base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=30) as api:
+        with httpx.Client(
+            base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+        ) as api:
             job_id = api.post("/jobs", json={"kind": "selftest", "params": {"seconds": 6}}).json()["id"]
             job = wait_for(api, job_id, lambda job: job["status"] == "running" and job["progress_done"] >= 1)
             first = next(node for node in workers if any(node in entry["line"] for entry in job["logs"]))

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.cli import run_dockyard
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "jobs-audit-admin-password-1")
 VIEWER = ("jobs-audit-viewer", "a long enough password 1")
@@ -31,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -140,7 +141,7 @@ def test_a_non_admin_is_refused_and_no_job_event_is_recorded(
         ("PUT", "/jobs/schedules/selftest", {"cron": "@daily"}),
         ("DELETE", "/jobs/schedules/purge-uploads", None),
     )
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=VIEWER, timeout=30) as viewer:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=VIEWER, timeout=HTTP_TIMEOUT) as viewer:
         for method, path, body in attempts:
             refused = viewer.request(method, path, json=body)
             assert refused.status_code == 403, (method, path, refused.text)

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cli import run_dockyard
 from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "worker-metrics-admin-password-1")
 ENV = {"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
@@ -35,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -58,7 +59,7 @@ def worker_metrics(server: RunningServer) -> Iterator[str]:
         while True:
             assert worker.poll() is None, (server.datadir.parent / "worker.log").read_text()
             try:
-                if httpx.get(url).status_code == 200:
+                if httpx.get(url, timeout=HTTP_TIMEOUT).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -75,7 +76,7 @@ def scrape(
     url: str, auth: tuple[str, str] | None = None
 ) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of the exposition, keyed by name and labels."""
-    response = httpx.get(url, auth=auth)
+    response = httpx.get(url, auth=auth, timeout=HTTP_TIMEOUT)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value

@@ -21,6 +21,7 @@ import yaml
 
 from tests.support.ociclient import assert_error
 from tests.support.server import start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 GONE_WITHIN = 20.0  # seconds: SIGTERM from the kernel at once; a worker that hangs is killed at 10 s
 KILL_ROUNDS = 20
@@ -57,7 +58,7 @@ def test_sigkill_of_serve_takes_its_workers_along_and_a_restart_is_alone(tmp_pat
         assert len(children) == 3, "expected 2 HTTP workers and the job runner"
         # Killed at once: the second worker may still be loading the app (the kernel kills it with serve).
         # A client with a kept-alive connection to one of the old workers.
-        kept = httpx.Client(base_url=first.url, timeout=10)
+        kept = httpx.Client(base_url=first.url, timeout=HTTP_TIMEOUT)
         assert kept.get("/v2/").status_code == 200
 
         os.kill(first.process.pid, signal.SIGKILL)
@@ -72,7 +73,11 @@ def test_sigkill_of_serve_takes_its_workers_along_and_a_restart_is_alone(tmp_pat
         second = start_server(tmp_path / "second", settings)
         try:
             for _ in range(40):  # a new connection each: the kernel spreads them over every listener
-                push = httpx.post(f"{second.url}/v2/lib/app/blobs/uploads/", headers={"Content-Length": "0"})
+                push = httpx.post(
+                    f"{second.url}/v2/lib/app/blobs/uploads/",
+                    headers={"Content-Length": "0"},
+                    timeout=HTTP_TIMEOUT,
+                )
                 assert_error(push, 405, "UNSUPPORTED")
             push = kept.post("/v2/lib/app/blobs/uploads/", headers={"Content-Length": "0"})
             assert_error(push, 405, "UNSUPPORTED")
@@ -92,7 +97,7 @@ def test_a_worker_started_again_runs_on_the_settings_serve_validated(tmp_path: P
     since. Before: it read the edited file (and with a broken one, failed in a loop)."""
     server = start_server(tmp_path, {"http": {"headers": {"X-Settings": ["at start"]}}})
     try:
-        assert httpx.get(f"{server.url}/v2/").headers["x-settings"] == "at start"
+        assert httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT).headers["x-settings"] == "at start"
         edited = yaml.safe_load(server.config_path.read_text())
         edited["http"]["headers"]["X-Settings"] = ["edited"]
         server.config_path.write_text(yaml.safe_dump(edited))

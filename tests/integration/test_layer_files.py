@@ -32,6 +32,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "layer-files-Passw0rd-1")
 OUTSIDER = ("outsider", "layer-files-Passw0rd-2")
@@ -66,7 +67,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         for name, public in (("files", False), ("other", False)):
             assert client.post("/projects", json={"name": name, "public": public}).status_code == 201
         made = client.post("/users", json={"username": OUTSIDER[0], "password": OUTSIDER[1]})
@@ -102,7 +103,7 @@ def images(server: RunningServer, admin: httpx.Client) -> dict[str, Any]:
         compress=False,  # an uncompressed tar layer
     )
     newer = layer([file("var/lib/dpkg/status", STATUS.format("4.9-1").encode()), file("etc/motd", b"hi!\n")])
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         v1 = push(oci, "files/app", "v1", [(OCI_LAYER, base), (OCI_TAR, upper)])
         v2 = push(oci, "files/app", "v2", [(OCI_LAYER, base), (OCI_LAYER, newer)])
@@ -259,7 +260,7 @@ def test_a_diff_of_two_tags_and_across_repositories(admin: httpx.Client, images:
 def test_a_private_project_is_invisible_to_a_user_without_pull(
     server: RunningServer, admin: httpx.Client, images: dict[str, Any]
 ) -> None:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=OUTSIDER, timeout=30) as outsider:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=OUTSIDER, timeout=HTTP_TIMEOUT) as outsider:
         for path in (
             layer_path(images, "base") + "/files",
             layer_path(images, "base") + "/download?path=/etc/motd",
@@ -270,9 +271,9 @@ def test_a_private_project_is_invisible_to_a_user_without_pull(
             assert answer.status_code == 404, (path, answer.text)
             assert answer.json()["errors"][0]["code"] == "NOT_FOUND"
     assert admin.post("/projects", json={"name": "open", "public": True}).status_code == 201
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         push(OCIClient(http), "open/app", "v1", [(OCI_LAYER, layer([file("a", b"1")]))])
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=OUTSIDER, timeout=30) as outsider:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=OUTSIDER, timeout=HTTP_TIMEOUT) as outsider:
         # A public project's image may be diffed against a private one only by who may pull both.
         answer = outsider.get("/repositories/open/app/artifacts/v1/diff", params={"to": "files/app:v1"})
         assert answer.status_code == 404 and "files/app" not in answer.text

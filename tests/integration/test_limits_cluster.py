@@ -19,6 +19,7 @@ from tests.support import server as server_support
 from tests.support.ociclient import digest_of
 from tests.support.redis import RedisServer
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 BURST = 6
 UPLOADS = 2
@@ -34,7 +35,7 @@ class Cluster:
         self, node: RunningServer, address: str, method: str, path: str, **kwargs: Any
     ) -> httpx.Response:
         transport = httpx.HTTPTransport(local_address=address)
-        with httpx.Client(base_url=node.url, transport=transport, timeout=10) as http:
+        with httpx.Client(base_url=node.url, transport=transport, timeout=HTTP_TIMEOUT) as http:
             return http.request(method, path, **kwargs)
 
     def alternate(self) -> Iterator[RunningServer]:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "bursts-admin-password-1")
 BURST = 32
@@ -40,7 +41,7 @@ def new_user(server: RunningServer) -> tuple[str, str]:
         f"{server.url}/api/v1/users",
         json={"username": user[0], "password": user[1]},
         auth=ADMIN,
-        timeout=30,  # hashing two passwords (argon2) took over httpx's 5 s once on a loaded machine
+        timeout=HTTP_TIMEOUT,  # hashing two passwords (argon2) took over httpx's 5 s once on a loaded machine
     )
     assert answer.status_code == 201, answer.text
     return user
@@ -55,7 +56,7 @@ def burst(server: RunningServer, path: str, auth: tuple[str, str]) -> list[httpx
 
     def one() -> None:
         transport = httpx.HTTPTransport(local_address=address)
-        with httpx.Client(base_url=server.url, transport=transport, timeout=60) as http:
+        with httpx.Client(base_url=server.url, transport=transport, timeout=HTTP_TIMEOUT) as http:
             assert http.get("/v2/").status_code == 401  # connected; no credentials sent yet
             ready.wait()
             answer = http.get(path, auth=auth)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "limits-admin-password-1")
 MAX_FAILURES = 3  # from one address for one account
@@ -63,7 +64,7 @@ def new_user(server: RunningServer) -> tuple[str, str]:
 
 def client(server: RunningServer, address: str | None = None) -> httpx.Client:
     transport = httpx.HTTPTransport(local_address=address or next(_addresses))
-    return httpx.Client(base_url=server.url, transport=transport)
+    return httpx.Client(base_url=server.url, transport=transport, timeout=HTTP_TIMEOUT)
 
 
 # Each way in: (client, username, password) -> the answer.

@@ -43,6 +43,7 @@ from dockyard.storage.driver import build_driver
 from dockyard.storage.uploads import UploadStore
 from tests.support.postgres import migrated_scratch_database
 from tests.support.registry import registry_parts
+from tests.support.timeouts import HTTP_TIMEOUT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -57,7 +58,9 @@ class Api:
     def __init__(self, app: Any) -> None:
         self._runner = asyncio.Runner()
         transport = httpx.ASGITransport(app=app, client=("192.0.2.7", 40000))
-        self.http = httpx.AsyncClient(transport=transport, base_url="http://dockyard.test")
+        self.http = httpx.AsyncClient(
+            transport=transport, base_url="http://dockyard.test", timeout=HTTP_TIMEOUT
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return self._runner.run(self.http.request(method, MOUNT_PATH + path, **kwargs))

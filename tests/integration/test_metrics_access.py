@@ -21,6 +21,7 @@ import pytest
 from tests.support.inprocess import ADMIN, TestClient, basic, in_process_client
 from tests.support.ociclient import OCIClient, describe
 from tests.support.server import RunningServer, free_port
+from tests.support.timeouts import HTTP_TIMEOUT
 
 PRIVATE = "secret-team"
 TOKEN = "metrics-scrape-token-0123456789abcdef"
@@ -110,7 +111,7 @@ def requests_to_base(text: str) -> float:
 
 def scrape(listen: str) -> httpx.Response:
     """On a new connection each time, so each may go to either worker."""
-    with httpx.Client(timeout=10) as scraper:
+    with httpx.Client(timeout=HTTP_TIMEOUT) as scraper:
         return scraper.get(f"http://{listen}/metrics", headers={"Connection": "close"})
 
 
@@ -121,8 +122,8 @@ def test_metrics_listen_serves_every_workers_sum_on_its_own_port(make_server: An
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     # Not on the public port any more, not even for an administrator.
-    assert httpx.get(f"{server.url}/metrics", auth=ADMIN).status_code == 404
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    assert httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=HTTP_TIMEOUT).status_code == 404
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         for _ in range(40):  # new connections: the kernel spreads them over both workers
             assert http.get("/v2/", headers={"Connection": "close"}).status_code == 200
     deadline = time.monotonic() + 10  # each worker hands its counts over within about a second
@@ -134,4 +135,4 @@ def test_metrics_listen_serves_every_workers_sum_on_its_own_port(make_server: An
         answer = scrape(listen)
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
         assert requests_to_base(answer.text) >= 40
-    assert httpx.get(f"http://{listen}/other").status_code == 404
+    assert httpx.get(f"http://{listen}/other", timeout=HTTP_TIMEOUT).status_code == 404

@@ -54,6 +54,7 @@ from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer
 from tests.support.sigstore import PrivateSigstore
 from tests.support.tables import dump_tables
+from tests.support.timeouts import HTTP_TIMEOUT
 
 pytestmark = pytest.mark.db_independent  # SQLite + disk onto PostgreSQL + S3, whatever DOCKYARD_TEST_DB says
 
@@ -136,7 +137,7 @@ class Install:
 
 
 def api(server: RunningServer, auth: tuple[str, str] = ADMIN) -> httpx.Client:
-    return httpx.Client(base_url=f"{server.url}/api/v1", auth=auth, timeout=60)
+    return httpx.Client(base_url=f"{server.url}/api/v1", auth=auth, timeout=HTTP_TIMEOUT)
 
 
 def call(client: httpx.Client, method: str, path: str, expected: int, **kwargs: Any) -> Any:
@@ -147,7 +148,9 @@ def call(client: httpx.Client, method: str, path: str, expected: int, **kwargs: 
 
 def bearer(server: RunningServer, auth: tuple[str, str], *repos: str, actions: str = "pull,push") -> str:
     scopes = [("scope", f"repository:{repo}:{actions}") for repo in repos]
-    answer = httpx.get(f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=auth)
+    answer = httpx.get(
+        f"{server.url}/token", params=[("service", "dockyard"), *scopes], auth=auth, timeout=HTTP_TIMEOUT
+    )
     assert answer.status_code == 200, describe(answer)
     token: str = answer.json()["token"]
     return token
@@ -155,7 +158,7 @@ def bearer(server: RunningServer, auth: tuple[str, str], *repos: str, actions: s
 
 def registry_client(server: RunningServer, token: str) -> OCIClient:
     return OCIClient(
-        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT)
     )
 
 
@@ -356,7 +359,9 @@ def populate(server: RunningServer) -> Install:
         assert time.monotonic() < deadline, "the replication run recorded no artifact"
         time.sleep(0.2)
     call(admin, "POST", f"/replication/runs/{runs[0]['id']}/cancel", 202)
-    login = httpx.post(f"{server.url}/api/v1/login", json={"username": ALICE[0], "password": ALICE[1]})
+    login = httpx.post(
+        f"{server.url}/api/v1/login", json={"username": ALICE[0], "password": ALICE[1]}, timeout=HTTP_TIMEOUT
+    )
     assert login.status_code == 200, describe(login)
     install = Install(
         pushed=pushed,
@@ -594,14 +599,16 @@ def check_the_same_registry(server: RunningServer, install: Install) -> None:
     oci.http.close()
 
     # The old server's token, signed with the key the move carried over.
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         answer = http.get(
             "/v2/team/app/manifests/v1",
             headers={"Authorization": f"Bearer {install.alice_token}", "Accept": OCI_MANIFEST},
         )
         assert answer.status_code == 200, describe(answer)
     # The management session alice signed in to before the move.
-    with httpx.Client(base_url=server.url, cookies={"dockyard_session": install.session_cookie}) as browser:
+    with httpx.Client(
+        base_url=server.url, cookies={"dockyard_session": install.session_cookie}, timeout=HTTP_TIMEOUT
+    ) as browser:
         me = browser.get("/api/v1/me")
         assert me.status_code == 200 and me.json()["name"] == ALICE[0], describe(me)
     # Passwords, a personal token, the robot's secret.
@@ -663,13 +670,13 @@ def test_the_read_only_switch_holds_on_every_worker_and_across_a_restart(
         "jobs": {"run_in_serve": True, "poll_interval": "1s"},
     }
     server = make_server(config)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         pushed = OCIClient(http).push_image("ops/app", "v1")
 
     on = dockyard("read-only", "on", "--reason", "disk swap", "--config", server.config_path)
     assert on.returncode == 0, on.stderr
     for _ in range(6):  # new connections: either worker answers
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
             oci = OCIClient(http)
             refused = oci.start_upload("ops/app")
             assert refused.status_code == 405 and error_codes(refused) == ["UNSUPPORTED"], describe(refused)
@@ -686,10 +693,10 @@ def test_the_read_only_switch_holds_on_every_worker_and_across_a_restart(
     server.stop()  # the old config restarted: still read-only, and it says so
     again = make_server(config)
     assert "read-only since" in again.log() and "disk swap" in again.log()
-    with httpx.Client(base_url=again.url, timeout=30) as http:
+    with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
         assert OCIClient(http).start_upload("ops/app").status_code == 405
 
     off = dockyard("read-only", "off", "--config", again.config_path)
     assert off.returncode == 0 and "writable again" in off.stdout
-    with httpx.Client(base_url=again.url, timeout=30) as http:
+    with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
         OCIClient(http).push_image("ops/app", "v2")

@@ -16,6 +16,7 @@ import pytest
 from tests.support.cosign import Certificate, jws_envelope, make_ca, make_leaf, push_notation
 from tests.support.ociclient import OCIClient, PushedManifest, bearer_client, describe
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "notation-Passw0rd")
 PROJECT = "nv"
@@ -31,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN)
+    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert api.post("/projects", json={"name": PROJECT}).status_code == 201
     yield running
     running.stop()
@@ -54,7 +55,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Certificate]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -200,7 +201,7 @@ def policy_pki(
         ),
         "stranger": pki["stranger"],
     }
-    with httpx.Client(base_url=_api_url(), auth=ADMIN, timeout=60) as api:
+    with httpx.Client(base_url=_api_url(), auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         added = api.post(
             f"/projects/{PROJECT}/signing-keys",
             json={"name": "release-ca", "public_key": ca.pem, "trust_store": "acme"},

@@ -17,6 +17,7 @@ from tests.integration.test_cli import Cli
 from tests.support.ociclient import OCIClient
 from tests.support.receivers import Receiver, running_receiver
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "notifications-Passw0rd")
 EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
@@ -73,13 +74,13 @@ def server(
 
 @pytest.fixture
 def oci(server: RunningServer) -> Iterator[OCIClient]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield OCIClient(http)
 
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
@@ -239,10 +240,15 @@ def test_endpoints_and_the_delivery_log_for_administrators_only(
 
     user = ("hook-reader", "hook-reader-Passw0rd")
     assert api.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
-    as_user = httpx.get(f"{server.url}/api/v1/notifications", auth=user)
+    as_user = httpx.get(f"{server.url}/api/v1/notifications", auth=user, timeout=HTTP_TIMEOUT)
     assert as_user.status_code == 403
-    assert httpx.get(f"{server.url}/api/v1/notifications/main/deliveries", auth=user).status_code == 403
-    assert httpx.get(f"{server.url}/api/v1/notifications").status_code == 401
+    assert (
+        httpx.get(
+            f"{server.url}/api/v1/notifications/main/deliveries", auth=user, timeout=HTTP_TIMEOUT
+        ).status_code
+        == 403
+    )
+    assert httpx.get(f"{server.url}/api/v1/notifications", timeout=HTTP_TIMEOUT).status_code == 401
 
     cli = Cli(tmp_path / "home")
     cli.home.mkdir()
@@ -269,7 +275,7 @@ def test_a_listener_on_a_private_address_is_refused_without_allowed_networks(
             },
             env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
         )
-        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
             OCIClient(http).push_image("ssrf/app", "v1")
             deadline = time.monotonic() + 20
             log: list[dict[str, Any]] = []

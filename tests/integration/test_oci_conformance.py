@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.ociclient import digest_of, error_codes
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -57,7 +58,7 @@ class ChallengeAuth(httpx.Auth):
         params = dict(part.split("=", 1) for part in challenge[len("Bearer ") :].split('",'))
         params = {key.strip(): value.strip('"') for key, value in params.items()}
         query = [("service", params["service"])] + [("scope", s) for s in params.get("scope", "").split()]
-        token = httpx.get(params["realm"], params=query, auth=self.credentials)
+        token = httpx.get(params["realm"], params=query, auth=self.credentials, timeout=HTTP_TIMEOUT)
         assert token.status_code == 200, token.text
         request.headers["Authorization"] = f"Bearer {token.json()['token']}"
         yield request
@@ -106,7 +107,7 @@ def server(
 def registry(server: RunningServer, request: pytest.FixtureRequest) -> Iterator[Registry]:
     auth = ChallengeAuth(*ADMIN) if "token-auth" in request.node.callspec.id else None
     namespace = f"conformance/{request.node.originalname.removeprefix('test_').replace('_', '-')}"
-    with httpx.Client(base_url=server.url, auth=auth, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=auth, timeout=HTTP_TIMEOUT) as http:
         yield Registry(http, namespace, f"conformance-{uuid.uuid4()}")
 
 

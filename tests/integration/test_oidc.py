@@ -19,6 +19,7 @@ import pytest
 from tests.support.oidc import RunningProvider, login_with_http, provider_and_dockyard
 from tests.support.portal import PortalBrowser, signed_out
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "oidc-admin-Passw0rd")
 SECRET = re.compile(r'data-copy="(dyc_[A-Za-z0-9_-]+)"')
@@ -27,7 +28,7 @@ SECRET = re.compile(r'data-copy="(dyc_[A-Za-z0-9_-]+)"')
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningProvider, RunningServer]]:
     with provider_and_dockyard(tmp_path_factory.mktemp("oidc"), ADMIN[1]) as (provider, server):
-        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as admin:
+        with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as admin:
             assert admin.post("/api/v1/projects", json={"name": "dev", "public": False}).status_code == 201
             member = {"group": "developers", "role": "developer"}
             assert admin.post("/api/v1/projects/dev/members", json=member).status_code == 201
@@ -41,7 +42,7 @@ def server(stack: tuple[RunningProvider, RunningServer]) -> RunningServer:
 
 @pytest.fixture
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
@@ -67,7 +68,7 @@ def sso_browser(server: RunningServer, user: str) -> PortalBrowser:
 
 
 def test_the_login_page_offers_single_sign_on(server: RunningServer) -> None:
-    page = httpx.get(f"{server.url}/ui/login", params={"next": "/ui/projects/dev"})
+    page = httpx.get(f"{server.url}/ui/login", params={"next": "/ui/projects/dev"}, timeout=HTTP_TIMEOUT)
     assert 'href="/ui/oidc/login?next=/ui/projects/dev"' in page.text.replace("%2F", "/")
     assert "Log in with Example SSO" in page.text
 
@@ -125,31 +126,57 @@ def test_the_cli_secret_is_shown_once_works_as_a_password_and_dies_when_replaced
             f"{server.url}/token",
             params={"service": "dockyard", "scope": "repository:dev/app:push"},
             auth=("bob", secret),
+            timeout=HTTP_TIMEOUT,
         )
         assert token.status_code == 200
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("bob", secret)).json()["name"] == "bob"
+        assert (
+            httpx.get(f"{server.url}/api/v1/me", auth=("bob", secret), timeout=HTTP_TIMEOUT).json()["name"]
+            == "bob"
+        )
         grant = {"grant_type": "password", "username": "bob", "password": secret, "service": "dockyard"}
         offline = httpx.post(
-            f"{server.url}/token", data={**grant, "client_id": "t", "access_type": "offline"}
+            f"{server.url}/token",
+            data={**grant, "client_id": "t", "access_type": "offline"},
+            timeout=HTTP_TIMEOUT,
         )
         refresh = offline.json()["refresh_token"]
         # The secret cannot make secrets or personal tokens: a leaked one, replaced, leaves none behind.
-        assert httpx.post(f"{server.url}/api/v1/me/cli-secret", auth=("bob", secret)).status_code == 403
-        personal = httpx.post(f"{server.url}/api/v1/me/tokens", json={"name": "x"}, auth=("bob", secret))
+        assert (
+            httpx.post(
+                f"{server.url}/api/v1/me/cli-secret", auth=("bob", secret), timeout=HTTP_TIMEOUT
+            ).status_code
+            == 403
+        )
+        personal = httpx.post(
+            f"{server.url}/api/v1/me/tokens", json={"name": "x"}, auth=("bob", secret), timeout=HTTP_TIMEOUT
+        )
         assert personal.status_code == 403
         again = SECRET.search(bob.submit("/ui/account/cli-secret").text)
         assert again and again.group(1) != secret
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("bob", secret)).status_code == 401  # at once
+        assert (
+            httpx.get(f"{server.url}/api/v1/me", auth=("bob", secret), timeout=HTTP_TIMEOUT).status_code
+            == 401
+        )  # at once
         again_grant = {
             "grant_type": "refresh_token",
             "refresh_token": refresh,
             "service": "dockyard",
             "client_id": "t",
         }
-        assert httpx.post(f"{server.url}/token", data=again_grant).json()["error"] == "invalid_grant"
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("bob", again.group(1))).status_code == 200
+        assert (
+            httpx.post(f"{server.url}/token", data=again_grant, timeout=HTTP_TIMEOUT).json()["error"]
+            == "invalid_grant"
+        )
+        assert (
+            httpx.get(
+                f"{server.url}/api/v1/me", auth=("bob", again.group(1)), timeout=HTTP_TIMEOUT
+            ).status_code
+            == 200
+        )
     # Users with a password have no CLI secret.
-    assert httpx.post(f"{server.url}/api/v1/me/cli-secret", auth=ADMIN).status_code == 403
+    assert (
+        httpx.post(f"{server.url}/api/v1/me/cli-secret", auth=ADMIN, timeout=HTTP_TIMEOUT).status_code == 403
+    )
 
 
 def test_a_replayed_callback_is_refused(server: RunningServer) -> None:
@@ -253,9 +280,12 @@ def test_an_administrator_can_test_the_provider_and_no_one_else(
         made = SECRET.search(carol.submit("/ui/account/cli-secret").text)
         assert made
     assert (
-        httpx.post(f"{server.url}/api/v1/system/oidc/test", auth=("carol", made.group(1))).status_code == 403
+        httpx.post(
+            f"{server.url}/api/v1/system/oidc/test", auth=("carol", made.group(1)), timeout=HTTP_TIMEOUT
+        ).status_code
+        == 403
     )
-    assert httpx.post(f"{server.url}/api/v1/system/oidc/test").status_code == 401
+    assert httpx.post(f"{server.url}/api/v1/system/oidc/test", timeout=HTTP_TIMEOUT).status_code == 401
     deadline = time.monotonic() + 10  # the audit log writes in batches about once a second
     while not (
         checked := admin.get("/api/v1/audit", params={"action": "check", "resource": "auth.oidc"}).json()

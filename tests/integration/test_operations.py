@@ -14,6 +14,7 @@ import yaml
 from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient
 from tests.support.server import DOCKYARD, RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 def _metric(text: str, name: str) -> float:
@@ -28,7 +29,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def test_metrics_count_requests_uploads_and_bytes(server: RunningServer, repo_name: str) -> None:
-    with httpx.Client(base_url=server.url) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         before = http.get("/metrics").text
         oci = OCIClient(http)
         digest = oci.push_blob(repo_name, b"x" * 1000)
@@ -55,7 +56,7 @@ def test_every_response_carries_a_request_id(client: httpx.Client) -> None:
 
 def test_configured_http_headers_are_added(make_server: Callable[..., RunningServer]) -> None:
     server = make_server({"http": {"headers": {"X-Content-Type-Options": ["nosniff"]}}})
-    response = httpx.get(f"{server.url}/v2/")
+    response = httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT)
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
@@ -64,7 +65,7 @@ def test_stale_uploads_are_purged(make_server: Callable[..., RunningServer]) -> 
     server = make_server(
         {"storage": {"maintenance": {"uploadpurging": purging}}, "jobs": {"run_in_serve": True}}
     )
-    with httpx.Client(base_url=server.url) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         location = oci.upload_location("team/app")
         assert oci.patch_chunk(location, b"partial data").status_code == 202
@@ -83,13 +84,13 @@ def test_read_only_mode_refuses_writes_and_serves_reads(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     writable = make_server()
-    with httpx.Client(base_url=writable.url) as http:
+    with httpx.Client(base_url=writable.url, timeout=HTTP_TIMEOUT) as http:
         pushed = OCIClient(http).push_image("team/app", "1.0")
     writable.stop()
     config = yaml.safe_load(writable.config_path.read_text())
     config["storage"] = {"maintenance": {"readonly": {"enabled": True}}}
     read_only = make_server({"datadir": config["datadir"], **{"storage": config["storage"]}})
-    with httpx.Client(base_url=read_only.url) as http:
+    with httpx.Client(base_url=read_only.url, timeout=HTTP_TIMEOUT) as http:
         assert http.get(f"/v2/team/app/manifests/{pushed.digest}").status_code == 200
         refused = http.post("/v2/team/app/blobs/uploads/")
         assert refused.status_code == 405
@@ -130,7 +131,7 @@ def test_registry2_config_file_is_served_with_its_defaults(tmp_path: Path) -> No
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answering(url, process)
-        with httpx.Client(base_url=url) as http:
+        with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
             pushed = OCIClient(http).push_image("team/app", "1.0")
             refused = http.delete(f"/v2/team/app/manifests/{pushed.digest}")
         assert refused.status_code == 405
@@ -159,13 +160,18 @@ def test_inmemory_storage_serves_in_one_process_and_forgets_at_restart(
 ) -> None:
     config = {"storage": {"inmemory": {}}, "http": {"workers": 2}}
     first = make_server(config)
-    with httpx.Client(base_url=first.url) as http:
+    with httpx.Client(base_url=first.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         pushed = oci.push_image("team/app", "1.0")
         # Every request lands in the one process that holds the bytes.
         for _ in range(10):
-            assert httpx.get(f"{first.url}/v2/team/app/manifests/{pushed.digest}").status_code == 200
+            assert (
+                httpx.get(
+                    f"{first.url}/v2/team/app/manifests/{pushed.digest}", timeout=HTTP_TIMEOUT
+                ).status_code
+                == 200
+            )
     first.stop()
     again = make_server({**config, "datadir": str(first.datadir)})
-    with httpx.Client(base_url=again.url) as http:
+    with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
         assert OCIClient(http).catalog() == []

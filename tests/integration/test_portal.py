@@ -29,6 +29,7 @@ from tests.support.ociclient import (
 )
 from tests.support.portal import PortalBrowser, signed_out
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "portal-admin-Passw0rd")
 PASSWORD = "portal-user-Passw0rd-1"
@@ -44,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(
         tmp_path_factory.mktemp("portal"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
     )
-    with httpx.Client(base_url=running.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=running.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         for name, public in [("shop", False), (SECRET_PROJECT, False)]:
             assert http.post("/api/v1/projects", json={"name": name, "public": public}).status_code == 201
         oci = OCIClient(http)
@@ -64,7 +65,7 @@ def add_user(http: httpx.Client, name: str) -> None:
 
 @pytest.fixture
 def admin_api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
@@ -76,11 +77,14 @@ def browser_of(server: RunningServer, username: str, password: str = PASSWORD) -
 
 
 def test_root_sends_browsers_to_the_portal_and_the_apis_stay_where_they_were(server: RunningServer) -> None:
-    answer = httpx.get(f"{server.url}/")
+    answer = httpx.get(f"{server.url}/", timeout=HTTP_TIMEOUT)
     assert (answer.status_code, answer.headers["location"]) == (302, "/ui/")
-    assert httpx.get(f"{server.url}/v2/").status_code == 401
-    assert httpx.get(f"{server.url}/api/v1/systeminfo").status_code == 200
-    assert httpx.get(f"{server.url}/ui/projects").headers["location"] == "/ui/login?next=%2Fui%2Fprojects"
+    assert httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 401
+    assert httpx.get(f"{server.url}/api/v1/systeminfo", timeout=HTTP_TIMEOUT).status_code == 200
+    assert (
+        httpx.get(f"{server.url}/ui/projects", timeout=HTTP_TIMEOUT).headers["location"]
+        == "/ui/login?next=%2Fui%2Fprojects"
+    )
 
 
 def test_login_sets_a_locked_down_cookie_and_lands_on_the_asked_page(server: RunningServer) -> None:
@@ -124,6 +128,7 @@ def test_a_login_form_posted_from_another_site_is_refused(server: RunningServer)
         f"{server.url}/ui/login",
         data={"username": ADMIN[0], "password": ADMIN[1]},
         headers={"Origin": "https://evil.example"},
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 403 and "set-cookie" not in answer.headers
 
@@ -285,7 +290,9 @@ def test_logout_ends_the_session_on_the_server(server: RunningServer) -> None:
         answer = browser.submit("/ui/logout")
         assert (answer.status_code, answer.headers["location"]) == (303, "/ui/login")
         assert signed_out(browser.get("/ui/projects"))
-    with httpx.Client(base_url=server.url, cookies=kept) as replay:  # a copy of the cookie kept elsewhere
+    with httpx.Client(
+        base_url=server.url, cookies=kept, timeout=HTTP_TIMEOUT
+    ) as replay:  # a copy of the cookie kept elsewhere
         assert signed_out(replay.get("/ui/projects"))
 
 
@@ -343,7 +350,7 @@ def layered(server: RunningServer) -> dict[str, str]:
         ]
     )
     big = layer([file(f"many/f{i:05d}", b"") for i in range(1100)])
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         return {
             "v1": push(oci, "shop/files", "v1", [(OCI_LAYER, base)]),
@@ -617,7 +624,12 @@ def test_a_robot_secret_is_shown_once_and_never_again(server: RunningServer, adm
         assert made.headers["cache-control"] == "no-store"
         secret = re.search(r'data-copy="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
         robot = "robot$shop+ci"
-        assert httpx.get(f"{server.url}/api/v1/projects/shop", auth=(robot, secret)).status_code == 200
+        assert (
+            httpx.get(
+                f"{server.url}/api/v1/projects/shop", auth=(robot, secret), timeout=HTTP_TIMEOUT
+            ).status_code
+            == 200
+        )
         page = f"/ui/projects/shop/robots/{quote(robot, safe='')}"
         for path in ["/ui/projects/shop/robots", page]:
             shown = browser.get(path)
@@ -632,7 +644,12 @@ def test_a_robot_secret_is_shown_once_and_never_again(server: RunningServer, adm
         assert fresh.status_code == 200
         new_secret = re.search(r'data-copy="([^"]+)"', fresh.text).group(1)  # type: ignore[union-attr]
         assert new_secret != secret
-        assert httpx.get(f"{server.url}/api/v1/projects/shop", auth=(robot, secret)).status_code == 401
+        assert (
+            httpx.get(
+                f"{server.url}/api/v1/projects/shop", auth=(robot, secret), timeout=HTTP_TIMEOUT
+            ).status_code
+            == 401
+        )
         for path in ["/ui/projects/shop/robots", page]:
             assert new_secret not in browser.get(path).text
     with browser_of(server, "viewer") as browser:  # a limited guest: neither the list nor a change
@@ -648,7 +665,10 @@ def test_a_personal_token_is_shown_once_works_and_is_revoked(server: RunningServ
         made = browser.submit("/ui/account/tokens", {"name": "<i>laptop</i>", "expires_on": "2099-12-31"})
         assert made.status_code == 200, made.text
         secret = re.search(r'data-copy="([^"]+)"', made.text).group(1)  # type: ignore[union-attr]
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).json()["name"] == "viewer"
+        assert (
+            httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret), timeout=HTTP_TIMEOUT).json()["name"]
+            == "viewer"
+        )
         listed = browser.get("/ui/account/tokens")
         assert listed.status_code == 200 and secret not in listed.text
         assert "&lt;i&gt;laptop&lt;/i&gt;" in listed.text and "<i>laptop" not in listed.text
@@ -656,9 +676,15 @@ def test_a_personal_token_is_shown_once_works_and_is_revoked(server: RunningServ
         assert secret not in browser.get("/ui/account").text
         token_id = re.search(r'/ui/account/tokens/(\d+)/revoke', listed.text).group(1)  # type: ignore[union-attr]
         assert browser.submit(f"/ui/account/tokens/{token_id}/revoke", csrf=None).status_code == 403
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).status_code == 200
+        assert (
+            httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret), timeout=HTTP_TIMEOUT).status_code
+            == 200
+        )
         assert browser.submit(f"/ui/account/tokens/{token_id}/revoke").status_code == 303
-        assert httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret)).status_code == 401
+        assert (
+            httpx.get(f"{server.url}/api/v1/me", auth=("viewer", secret), timeout=HTTP_TIMEOUT).status_code
+            == 401
+        )
     with browser_of(server, *ADMIN) as browser:  # another user's token is not theirs to revoke
         mine = browser.submit("/ui/account/tokens", {"name": "admin-own"})
         admin_token = re.search(r'/ui/account/tokens/(\d+)/revoke', mine.text).group(1)  # type: ignore[union-attr]

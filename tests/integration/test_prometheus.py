@@ -27,6 +27,7 @@ from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient, describe
 from tests.support.processes import stop_process
 from tests.support.server import RunningServer, free_port, require_tool, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -55,7 +56,10 @@ class Setup:
 def make_load(server: RunningServer, ca: Path) -> None:
     """A push, pulls, a token, management calls, an upload left open and a GC run."""
     with httpx.Client(
-        base_url=server.url, auth=ADMIN, verify=ssl.create_default_context(cafile=str(ca)), timeout=30
+        base_url=server.url,
+        auth=ADMIN,
+        verify=ssl.create_default_context(cafile=str(ca)),
+        timeout=HTTP_TIMEOUT,
     ) as http:
         created = http.post("/api/v1/projects", json={"name": PROJECT})
         assert created.status_code == 201, describe(created)
@@ -141,7 +145,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        with httpx.Client(base_url=f"http://{listen}", timeout=30) as api:
+        with httpx.Client(base_url=f"http://{listen}", timeout=HTTP_TIMEOUT) as api:
             setup = Setup(server, api)
             wait_for_scrapes(setup, prometheus, root / "prometheus.log")
             yield setup

@@ -26,6 +26,7 @@ from tests.support.fronts import Front, running_front
 from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OCIClient, descriptor, image_manifest
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "proxy-tests-admin-password-1")
 USER = ("puller", "registry2-proxy-password")
@@ -52,7 +53,7 @@ class Challenged(httpx.Auth):
             return
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm")
-        token = httpx.get(realm, params=params, auth=self.credentials, timeout=10).json()["token"]
+        token = httpx.get(realm, params=params, auth=self.credentials, timeout=HTTP_TIMEOUT).json()["token"]
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
@@ -74,7 +75,7 @@ def push(upstream: str, repository: str, tag: str, layer_size: int = 3 << 20, se
     block = hashlib.sha256(f"{repository}:{tag}:{seed}".encode()).digest()
     layer = (block * (layer_size // len(block) + 1))[:layer_size]
     layer = bytes(b ^ (i & 0xFF) for i, b in enumerate(layer[:4096])) + layer[4096:]
-    with httpx.Client(base_url=upstream, auth=USER, timeout=30) as http:
+    with httpx.Client(base_url=upstream, auth=USER, timeout=HTTP_TIMEOUT) as http:
         client = OCIClient(http)
         client.push_blob(repository, config)
         client.push_blob(repository, layer)
@@ -107,7 +108,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + API, auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=server.url + API, auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -130,7 +131,9 @@ def hub(api: httpx.Client, front: Front) -> str:
 @pytest.fixture
 def v2(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
     front.reset()
-    with httpx.Client(base_url=server.url + "/v2", timeout=30, auth=Challenged()) as client:  # anonymous
+    with httpx.Client(
+        base_url=server.url + "/v2", timeout=HTTP_TIMEOUT, auth=Challenged()
+    ) as client:  # anonymous
         yield client
     front.reset()
 
@@ -150,7 +153,7 @@ def assert_fails(get: Callable[[], httpx.Response]) -> None:
 
 
 def metric(server: RunningServer, kind: str, outcome: str) -> float:
-    text_ = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=10).text
+    text_ = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=HTTP_TIMEOUT).text
     line = f'proxy_requests_total{{kind="{kind}",outcome="{outcome}"}}'
     for row in text_.splitlines():
         if row.startswith(line):
@@ -200,7 +203,7 @@ def test_an_old_tag_is_checked_with_a_head_and_fetched_only_when_it_changed(
 
 
 def test_pushes_to_a_proxy_project_are_refused_with_denied(hub: str, server: RunningServer) -> None:
-    with httpx.Client(base_url=server.url + "/v2", auth=Challenged(ADMIN), timeout=30) as admin:
+    with httpx.Client(base_url=server.url + "/v2", auth=Challenged(ADMIN), timeout=HTTP_TIMEOUT) as admin:
         started = admin.post("/hub/team/app/blobs/uploads/")
         assert started.status_code == 403, started.text
         error = started.json()["errors"][0]
@@ -257,7 +260,7 @@ def test_concurrent_pulls_of_one_blob_make_one_upstream_get(
     results: list[bytes] = []
 
     def pull() -> None:
-        with httpx.Client(timeout=60, auth=Challenged()) as client:
+        with httpx.Client(timeout=HTTP_TIMEOUT, auth=Challenged()) as client:
             results.append(client.get(f"{server.url}/v2/hub/team/crowd/blobs/{image.layer}").content)
 
     threads = [threading.Thread(target=pull) for _ in range(6)]
@@ -277,7 +280,7 @@ def test_concurrent_pulls_of_one_new_tag_make_one_upstream_manifest_get(
     results: list[tuple[int, bytes]] = []
 
     def pull() -> None:
-        with httpx.Client(base_url=f"{server.url}/v2", timeout=60, auth=Challenged()) as client:
+        with httpx.Client(base_url=f"{server.url}/v2", timeout=HTTP_TIMEOUT, auth=Challenged()) as client:
             answer = manifest_of(client, "hub/team/herd", "1")
             results.append((answer.status_code, answer.content))
 

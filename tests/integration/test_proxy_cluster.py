@@ -20,6 +20,7 @@ from tests.support.fronts import Front, running_front
 from tests.support.redis import RedisServer
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "proxy-cluster-admin-password-1")
 
@@ -53,7 +54,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             for name in ("a", "b"):
                 config = {**shared, "datadir": str(workdir / name / "data")}
                 nodes.append(start_server(workdir / name, config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}))
-            with httpx.Client(base_url=f"{nodes[0].url}/api/v1", auth=ADMIN, timeout=30) as api:
+            with httpx.Client(base_url=f"{nodes[0].url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
                 credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
                 endpoint = {"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
                 api.post("/endpoints", json=endpoint).raise_for_status()
@@ -67,7 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def v2(node: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=f"{node.url}/v2", timeout=60, auth=Challenged())
+    return httpx.Client(base_url=f"{node.url}/v2", timeout=HTTP_TIMEOUT, auth=Challenged())
 
 
 def test_one_upstream_get_for_clients_on_both_nodes(cluster: Cluster) -> None:

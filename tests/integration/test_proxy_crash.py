@@ -24,6 +24,7 @@ from tests.integration.test_proxy import ADMIN, CONFIG, USER, Challenged, manife
 from tests.support.fronts import Front, running_front
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 LAYER = 8 << 20
 
@@ -64,7 +65,7 @@ def test_a_server_killed_mid_blob_records_nothing_and_a_pull_after_restart_is_ri
     workdir = tmp_path / "dockyard"
     server = start(workdir)
     try:
-        with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as api:
+        with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
             credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
             endpoint = {"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
             api.post("/endpoints", json=endpoint).raise_for_status()
@@ -73,7 +74,7 @@ def test_a_server_killed_mid_blob_records_nothing_and_a_pull_after_restart_is_ri
             ).raise_for_status()
         image = push(front.target, "team/crash", "1", layer_size=LAYER)
         layer = image.blobs[image.layer]
-        with httpx.Client(base_url=f"{server.url}/v2", timeout=30, auth=Challenged()) as v2:
+        with httpx.Client(base_url=f"{server.url}/v2", timeout=HTTP_TIMEOUT, auth=Challenged()) as v2:
             assert manifest_of(v2, "hub/team/crash", "1").status_code == 200
             front.blob_pace = 0.02  # 64 KiB every 20 ms: the 8 MiB take about 2.5 s
             received = 0

@@ -16,6 +16,7 @@ from tests.support.fronts import Front, running_front
 from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OCIClient, descriptor, image_manifest
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "mirror-tests-admin-password-1")
 LOOPBACK = {"allowed_networks": ["127.0.0.0/8"], "total_timeout": "3s", "read_timeout": "2s"}
@@ -43,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, front: Front) -> Iterator[R
     running = start_server(
         tmp_path_factory.mktemp("mirror-server"), CONFIG, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
     )
-    with httpx.Client(base_url=running.url + "/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=running.url + "/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         endpoint = {"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
         assert api.post("/endpoints", json=endpoint).status_code == 201
@@ -59,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, front: Front) -> Iterator[R
 @pytest.fixture
 def v2(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
     front.reset()
-    with httpx.Client(base_url=server.url + "/v2", timeout=30, auth=Challenged()) as client:
+    with httpx.Client(base_url=server.url + "/v2", timeout=HTTP_TIMEOUT, auth=Challenged()) as client:
         yield client
 
 
@@ -86,7 +87,7 @@ def test_a_containerd_ns_request_is_served_by_the_mapped_proxy_project(
 def test_pushes_with_ns_are_refused_as_pushes_into_the_proxy_project(v2: httpx.Client) -> None:
     answer = v2.post("/library/pushme/blobs/uploads/?ns=docker.io")
     assert answer.status_code == 401  # anonymous may not push; with rights, DENIED (below)
-    with httpx.Client(timeout=30, auth=Challenged(ADMIN)) as admin:
+    with httpx.Client(timeout=HTTP_TIMEOUT, auth=Challenged(ADMIN)) as admin:
         base = str(v2.base_url).rstrip("/")
         answer = admin.post(f"{base}/library/pushme/blobs/uploads/?ns=docker.io")
         assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "DENIED", answer.text
@@ -112,19 +113,21 @@ def test_a_token_for_dockers_own_scope_works_on_the_mirror(
     """dockerd asks /token for `repository:library/x:pull` (its own scope, not the challenge's): the
     token must open the renamed repository; a pull,push scope is not renamed."""
     image = push(upstream, "library/tokened", "1", layer_size=1024)
-    challenge = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", timeout=30)
+    challenge = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", timeout=HTTP_TIMEOUT)
     assert challenge.status_code == 401
     realm = challenge.headers["www-authenticate"].split('realm="')[1].split('"')[0]
-    granted = httpx.get(realm, params={"scope": "repository:library/tokened:pull"}, timeout=30).json()
+    granted = httpx.get(
+        realm, params={"scope": "repository:library/tokened:pull"}, timeout=HTTP_TIMEOUT
+    ).json()
     headers = {"Authorization": f"Bearer {granted['token']}", "Accept": OCI_MANIFEST}
-    got = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=30)
+    got = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=HTTP_TIMEOUT)
     assert got.status_code == 200 and got.content == image.manifest, got.text
     pushing = httpx.get(
-        realm, params={"scope": "repository:library/tokened:pull,push"}, auth=ADMIN, timeout=30
+        realm, params={"scope": "repository:library/tokened:pull,push"}, auth=ADMIN, timeout=HTTP_TIMEOUT
     ).json()
     headers["Authorization"] = f"Bearer {pushing['token']}"
     # Admin's pull,push token names library/tokened itself, which is not what the mirror serves.
-    refused = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=30)
+    refused = httpx.get(f"{server.url}/v2/library/tokened/manifests/1", headers=headers, timeout=HTTP_TIMEOUT)
     assert refused.status_code == 401
 
 
@@ -134,7 +137,7 @@ def test_an_existing_project_and_pushes_are_not_taken_by_the_default_namespace(
     # Same name upstream and in an ordinary project: the project's copy is served.
     push(upstream, "own/app", "1", layer_size=1024, seed="upstream")
     config, layer = b'{"architecture":"amd64","os":"linux"}', b"local layer"
-    with httpx.Client(base_url=server.url, auth=Challenged(ADMIN), timeout=30) as admin:
+    with httpx.Client(base_url=server.url, auth=Challenged(ADMIN), timeout=HTTP_TIMEOUT) as admin:
         client = OCIClient(admin)
         client.push_blob("own/app", config)
         client.push_blob("own/app", layer)
@@ -145,7 +148,7 @@ def test_an_existing_project_and_pushes_are_not_taken_by_the_default_namespace(
         client.push_blob("fresh/app", layer)
         client.push_manifest("fresh/app", "1", body, OCI_MANIFEST)
     assert manifest_of(v2, "own/app", "1").headers["docker-content-digest"] == local.digest
-    with httpx.Client(base_url=server.url + "/v2", auth=Challenged(ADMIN), timeout=30) as admin_v2:
+    with httpx.Client(base_url=server.url + "/v2", auth=Challenged(ADMIN), timeout=HTTP_TIMEOUT) as admin_v2:
         got = manifest_of(admin_v2, "fresh/app", "1")
         assert got.status_code == 200 and got.content == body
     assert front.count("GET", "manifest") == 0 and front.count("HEAD", "manifest") == 0
@@ -158,7 +161,7 @@ def test_mirror_requests_get_no_access_the_project_does_not_give(
     `ns` cannot smuggle path segments into the name, and only the first `ns` counts."""
     image = push(upstream, "org/secret", "1", layer_size=1024)
     assert v2.get("/org/secret/manifests/1?ns=quay.io", headers={"Accept": OCI_MANIFEST}).status_code == 401
-    with httpx.Client(base_url=str(v2.base_url), auth=Challenged(ADMIN), timeout=30) as admin:
+    with httpx.Client(base_url=str(v2.base_url), auth=Challenged(ADMIN), timeout=HTTP_TIMEOUT) as admin:
         got = admin.get("/org/secret/manifests/1?ns=quay.io", headers={"Accept": OCI_MANIFEST})
         assert got.status_code == 200 and got.content == image.manifest
     # Only the first ns is read; an unmapped first one leaves the name alone (`org` is no project).
@@ -193,7 +196,7 @@ def test_registry2_proxy_section_mirrors_every_name_and_refuses_pushes(
     front.reset()
     server = _registry2_mirror(tmp_path, config, env)
     try:
-        with httpx.Client(base_url=server.url + "/v2", timeout=30) as v2:
+        with httpx.Client(base_url=server.url + "/v2", timeout=HTTP_TIMEOUT) as v2:
             got = manifest_of(v2, "team/r2", "v1")
             assert got.status_code == 200, got.text
             assert got.content == image.manifest
@@ -228,7 +231,7 @@ def test_registry2_proxy_remoteurl_goes_through_the_address_guard(tmp_path: Path
     )
     try:
         answer = httpx.get(
-            f"{server.url}/v2/team/r2/manifests/v1", headers={"Accept": OCI_MANIFEST}, timeout=30
+            f"{server.url}/v2/team/r2/manifests/v1", headers={"Accept": OCI_MANIFEST}, timeout=HTTP_TIMEOUT
         )
         assert answer.status_code == 503, answer.text
         assert "127.0.0.1, which the server may not fetch from" in answer.text, answer.text

@@ -22,6 +22,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "pull-policies-Passw0rd")
 NOT_SIGNED = "artifact is not signed by a trusted key (policy: require signature)"
@@ -38,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}, "http": {"workers": 2}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=60) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         for project in ("strict", "open"):
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
@@ -56,7 +57,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer, keys: dict[str, KeyPair]) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         answer = client.post(
             "/projects/strict/signing-keys",
             json={"name": "trusted", "public_key": keys["trusted"].public_pem},
@@ -245,7 +246,7 @@ def test_only_project_admins_change_the_policy(api: httpx.Client, server: Runnin
     password = "Developer-Passw0rd1"
     assert api.post("/users", json={"username": "dev", "password": password}).status_code == 201
     assert api.post("/projects/strict/members", json={"user": "dev", "role": "developer"}).status_code == 201
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=("dev", password)) as dev:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=("dev", password), timeout=HTTP_TIMEOUT) as dev:
         answer = dev.patch("/projects/strict", json={"require_signature": False})
         assert answer.status_code == 403, describe(answer)
     assert api.get("/projects/strict").json()["pull_policy"]["require_signature"] is True

@@ -17,6 +17,7 @@ import pytest
 from tests.integration.test_scans_api import ADMIN, content, finished, push_image, wait_for
 from tests.support.ociclient import describe
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import ContainerTools
 
 __all__ = ["content"]  # the fixture: the image's layers and the advisories, imported
@@ -35,7 +36,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         assert client.post("/projects", json={"name": "vuln"}).status_code == 201
         assert client.put("/projects/vuln/scan-settings", json={"scan_on_push": True}).status_code == 200
         yield client
@@ -43,7 +44,9 @@ def admin(server: RunningServer) -> Iterator[httpx.Client]:
 
 def get(server: RunningServer, repo: str, reference: str) -> httpx.Response:
     accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-    return httpx.get(f"{server.url}/v2/{repo}/manifests/{reference}", auth=ADMIN, headers=accept, timeout=60)
+    return httpx.get(
+        f"{server.url}/v2/{repo}/manifests/{reference}", auth=ADMIN, headers=accept, timeout=HTTP_TIMEOUT
+    )
 
 
 def refused_with(server: RunningServer, repo: str, reference: str, message: str, seconds: float = 15) -> None:

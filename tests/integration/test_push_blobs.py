@@ -8,6 +8,7 @@ import httpx
 
 from tests.support.ociclient import OCIClient, assert_error, describe, digest_of
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 DATA = b"0123456789abcdefghij"  # 20 bytes, three chunks below
 
@@ -221,14 +222,14 @@ def test_automatic_mount_without_from(oci: OCIClient, repo_name: str) -> None:
 def test_upload_continues_after_server_restart(make_server: Callable[..., RunningServer]) -> None:
     first = make_server()
     repo = "restart/continues"
-    with httpx.Client(base_url=first.url, timeout=30) as http:
+    with httpx.Client(base_url=first.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         location = oci.patch_chunk(oci.upload_location(repo), DATA[:8], 0).headers["Location"]
     first.stop()
     second = make_server({"datadir": str(first.datadir)})
     path = httpx.URL(location)  # the new process listens on another port: keep path and query only
     relative = path.raw_path.decode()
-    with httpx.Client(base_url=second.url, timeout=30) as http:
+    with httpx.Client(base_url=second.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         status = http.get(relative)
         assert status.status_code == 204, describe(status)

@@ -28,6 +28,7 @@ from tests.support.ociclient import (
     image_manifest,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "quotas-Passw0rd")
 MiB = 1024 * 1024
@@ -55,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}, "http": {"workers": 2}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         for project in ("quota", "race", "free", "churn", "live", "refill"):
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
@@ -64,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 
@@ -188,7 +189,7 @@ def test_manifests_count_and_limits_below_usage(oci: OCIClient, api: httpx.Clien
 
 
 def test_quota_api_access(server: RunningServer, api: httpx.Client) -> None:
-    assert httpx.get(f"{server.url}/api/v1/projects/quota/quota").status_code == 401
+    assert httpx.get(f"{server.url}/api/v1/projects/quota/quota", timeout=HTTP_TIMEOUT).status_code == 401
     # A project admin reads the quota but may not change it; a developer may not even read it.
     for user, role in (("qadmin", "project_admin"), ("qdev", "developer")):
         assert (
@@ -196,13 +197,15 @@ def test_quota_api_access(server: RunningServer, api: httpx.Client) -> None:
         )
         assert api.post("/projects/quota/members", json={"user": user, "role": role}).status_code == 201
     with httpx.Client(
-        base_url=f"{server.url}/api/v1", auth=("qadmin", "Quota-user-Passw0rd")
+        base_url=f"{server.url}/api/v1", auth=("qadmin", "Quota-user-Passw0rd"), timeout=HTTP_TIMEOUT
     ) as project_admin:
         assert project_admin.get("/projects/quota/quota").status_code == 200
         refused = project_admin.put("/projects/quota/quota", json={"limit_bytes": None, "warn_percent": 80})
         assert refused.status_code == 403
         assert project_admin.get("/projects/quota/immutable-rules").status_code == 200
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=("qdev", "Quota-user-Passw0rd")) as developer:
+    with httpx.Client(
+        base_url=f"{server.url}/api/v1", auth=("qdev", "Quota-user-Passw0rd"), timeout=HTTP_TIMEOUT
+    ) as developer:
         assert developer.get("/projects/quota/quota").status_code == 403
         assert developer.post("/projects/quota/immutable-rules", json={}).status_code == 403
     assert api.get("/projects/nope/quota").status_code == 404
@@ -266,7 +269,7 @@ def test_concurrent_pushes_against_the_last_mib(server: RunningServer, api: http
                 assert fetched.status_code == 200 and fetched.content == blob
 
     # Reported through metrics too, and the warning threshold was passed: an audit event.
-    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN).text
+    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=HTTP_TIMEOUT).text
     assert f'dockyard_project_quota_used_bytes{{project="race"}} {used}' in metrics
     assert f'dockyard_project_quota_limit_bytes{{project="race"}} {limit}' in metrics
     events = api.get("/audit", params={"action": "quota_warning", "resource_name": "race"}).json()

@@ -32,6 +32,7 @@ from dockyard.storage.driver import build_driver
 from tests.support.ociclient import OCIClient
 from tests.support.redis import RedisServer
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "redis-admin-password-1")
 MAX_FAILURES = 3
@@ -47,7 +48,7 @@ class Cluster:
     database: Path
 
     def client(self, node: RunningServer) -> OCIClient:
-        return OCIClient(httpx.Client(base_url=node.url, auth=ADMIN, timeout=10))
+        return OCIClient(httpx.Client(base_url=node.url, auth=ADMIN, timeout=HTTP_TIMEOUT))
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +115,11 @@ def caches(cluster: Cluster, node: RunningServer, tag: str, seeds: tuple[str, st
 
 def test_health_and_readiness_name_every_backend(cluster: Cluster) -> None:
     for node in (cluster.a, cluster.b):
-        alive = httpx.get(f"{node.url}/healthz")
+        alive = httpx.get(f"{node.url}/healthz", timeout=HTTP_TIMEOUT)
         assert alive.status_code == 200
-        ready = httpx.get(f"{node.url}/readyz")  # no credentials: load balancers have none
+        ready = httpx.get(
+            f"{node.url}/readyz", timeout=HTTP_TIMEOUT
+        )  # no credentials: load balancers have none
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok", "redis": "ok"}}
 
@@ -161,7 +164,10 @@ def test_a_push_to_another_repository_keeps_the_other_nodes_cache(cluster: Clust
 def test_login_failures_count_across_nodes(cluster: Cluster) -> None:
     user, password = "sprayed", "the-right-password-1"
     created = httpx.post(
-        f"{cluster.a.url}/api/v1/users", json={"username": user, "password": password}, auth=ADMIN
+        f"{cluster.a.url}/api/v1/users",
+        json={"username": user, "password": password},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
     )
     assert created.status_code == 201, created.text
     # Wrong passwords from one address, spread over both nodes: each node saw fewer than
@@ -180,7 +186,7 @@ def test_login_failures_count_across_nodes(cluster: Cluster) -> None:
 
 def token(node: RunningServer, username: str, password: str, address: str) -> httpx.Response:
     transport = httpx.HTTPTransport(local_address=address)
-    with httpx.Client(base_url=node.url, transport=transport) as http:
+    with httpx.Client(base_url=node.url, transport=transport, timeout=HTTP_TIMEOUT) as http:
         return http.get("/token", params={"service": "dockyard"}, auth=(username, password))
 
 
@@ -195,7 +201,7 @@ def test_redis_killed_then_restarted(cluster: Cluster) -> None:
         assert eventually(lambda: tag_digest(b, "during"), moved) == moved
         for node in (cluster.a, cluster.b):
             # Still ready (it serves, uncached): HAProxy must not take every node out for Redis.
-            ready = httpx.get(f"{node.url}/readyz")
+            ready = httpx.get(f"{node.url}/readyz", timeout=HTTP_TIMEOUT)
             assert ready.status_code == 200
             assert ready.json()["status"] == "degraded"
             assert ready.json()["checks"]["redis"].startswith("failed")
@@ -210,9 +216,12 @@ def test_redis_killed_then_restarted(cluster: Cluster) -> None:
         cluster.redis.start()
 
     deadline = time.monotonic() + 10
-    while httpx.get(f"{cluster.b.url}/readyz").json()["status"] != "ok" and time.monotonic() < deadline:
+    while (
+        httpx.get(f"{cluster.b.url}/readyz", timeout=HTTP_TIMEOUT).json()["status"] != "ok"
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
-    assert httpx.get(f"{cluster.a.url}/readyz").json()["status"] == "ok"
+    assert httpx.get(f"{cluster.a.url}/readyz", timeout=HTTP_TIMEOUT).json()["status"] == "ok"
     # Caching resumes once the nodes have subscribed again (they retry every second).
     deadline = time.monotonic() + 10
     attempt = 0
@@ -231,7 +240,9 @@ def test_readiness_fails_when_the_database_is_unreachable(tmp_path: Path) -> Non
     app = Starlette(routes=health_routes(readiness_checks(dead, driver)))
 
     async def probe() -> tuple[httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://node", timeout=HTTP_TIMEOUT
+        ) as http:
             return await http.get("/healthz"), await http.get("/readyz")
 
     alive, ready = asyncio.run(probe())

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from dockyard.db.engine import build_engine
 from tests.support.redis import RedisServer
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "invalidation-admin-password-1")
 WITHIN_SECONDS = 3.0  # generous for a loaded CI machine; the design target is ~1 s
@@ -75,12 +76,13 @@ class Caller:
     def __init__(self, node: RunningServer, **request: Any) -> None:
         self.node = node
         self.request = request
-        self.kept = httpx.Client(base_url=node.url, timeout=10)
+        self.kept = httpx.Client(base_url=node.url, timeout=HTTP_TIMEOUT)
 
     def statuses(self, repeats: int = REPEATS) -> set[int]:
         kept = {self.kept.get("/v2/", **self.request).status_code for _ in range(repeats)}
         fresh = {
-            httpx.get(f"{self.node.url}/v2/", timeout=10, **self.request).status_code for _ in range(repeats)
+            httpx.get(f"{self.node.url}/v2/", timeout=HTTP_TIMEOUT, **self.request).status_code
+            for _ in range(repeats)
         }
         return kept | fresh
 
@@ -108,11 +110,13 @@ def seconds_until(check: Callable[[], bool], limit: float = 30.0) -> float:
 
 
 def api(node: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=f"{node.url}/api/v1", auth=ADMIN, timeout=10)
+    return httpx.Client(base_url=f"{node.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
 
 
 def b_token(nodes: Nodes) -> str:
-    answer = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=ADMIN, timeout=10)
+    answer = httpx.get(
+        f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=ADMIN, timeout=HTTP_TIMEOUT
+    )
     return str(answer.json()["token"])
 
 
@@ -155,13 +159,17 @@ def test_a_deleted_personal_token_stops_working_on_the_other_node(nodes: Nodes) 
     basic = (owner[0], token["secret"])
     caller = Caller(nodes.b, auth=basic)
     assert caller.statuses() == {200}
-    token_endpoint = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=basic)
+    token_endpoint = httpx.get(
+        f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=basic, timeout=HTTP_TIMEOUT
+    )
     assert token_endpoint.status_code == 200
     with api(nodes.a) as http:
         assert http.delete(f"/me/tokens/{token['id']}", auth=owner).status_code == 204
     took = caller.refused_everywhere()
     assert took < WITHIN_SECONDS
-    refused = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=basic)
+    refused = httpx.get(
+        f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=basic, timeout=HTTP_TIMEOUT
+    )
     assert refused.status_code == 401
     print(f"deleted personal token refused on the other node after {took:.2f}s")
 
@@ -186,7 +194,9 @@ def test_a_disabled_user_s_bearer_token_is_refused_on_the_other_node(nodes: Node
     user = ("bearer-disabled", "bearer-disabled-password-1")
     with api(nodes.a) as http:
         assert http.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
-    answer = httpx.get(f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=user, timeout=10)
+    answer = httpx.get(
+        f"{nodes.b.url}/token", params={"service": "dockyard"}, auth=user, timeout=HTTP_TIMEOUT
+    )
     caller = Caller(nodes.b, headers={"Authorization": f"Bearer {answer.json()['token']}"})
     assert caller.statuses() == {200}
     with api(nodes.a) as http:
@@ -213,7 +223,7 @@ def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -
             )
     finally:
         engine.dispose()
-    with httpx.Client(base_url=f"{nodes.a.url}/api/v1", timeout=10) as http:
+    with httpx.Client(base_url=f"{nodes.a.url}/api/v1", timeout=HTTP_TIMEOUT) as http:
         assert http.post("/login", json={"username": ADMIN[0], "password": ADMIN[1]}).status_code == 200
     time.sleep(1.5)
     # A login changes nothing: the worker that remembered still does (fresh connections may reach

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dockyard.auth.tokens import libtrust_key_id
 from tests.support.server import DOCKYARD, RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.unit.auth.test_external import certificate
 
 USER = ("ci", "a-long-htpasswd-password")
@@ -67,7 +68,7 @@ def token_for(key: ec.EllipticCurvePrivateKey, repository: str, actions: list[st
 
 
 def start_upload(server: RunningServer, repository: str, **kw: Any) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/{repository}/blobs/uploads/", **kw)
+    return httpx.post(f"{server.url}/v2/{repository}/blobs/uploads/", **kw, timeout=HTTP_TIMEOUT)
 
 
 @sources
@@ -80,12 +81,15 @@ def test_htpasswd_holds(tmp_path: Path, htpasswd_file: Path, source: Source) -> 
         env = {"REGISTRY_AUTH": "htpasswd", "REGISTRY_AUTH_HTPASSWD_REALM": REALM,
                "REGISTRY_AUTH_HTPASSWD_PATH": str(htpasswd_file)}  # fmt: skip
     for server in _serve(tmp_path / "server", config, env):
-        anonymous = httpx.get(f"{server.url}/v2/")
+        anonymous = httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT)
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"] == f'Basic realm="{REALM}"'
-        assert httpx.get(f"{server.url}/v2/", auth=(USER[0], "wrong-password")).status_code == 401
+        assert (
+            httpx.get(f"{server.url}/v2/", auth=(USER[0], "wrong-password"), timeout=HTTP_TIMEOUT).status_code
+            == 401
+        )
         assert start_upload(server, "team/app").status_code == 401
-        assert httpx.get(f"{server.url}/v2/", auth=USER).status_code == 200
+        assert httpx.get(f"{server.url}/v2/", auth=USER, timeout=HTTP_TIMEOUT).status_code == 200
         assert start_upload(server, "team/app", auth=USER).status_code == 202
 
 
@@ -103,24 +107,24 @@ def test_token_auth_holds(
         env = {**TOKEN_ENV, "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE": str(bundle)}
     other_key = ec.generate_private_key(ec.SECP256R1())
     for server in _serve(tmp_path / "server", config, env):
-        anonymous = httpx.get(f"{server.url}/v2/")
+        anonymous = httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT)
         assert anonymous.status_code == 401
         challenge = anonymous.headers["www-authenticate"]
         assert challenge.startswith(f'Bearer realm="{TOKEN_REALM}",service="{SERVICE}"'), challenge
         assert start_upload(server, "team/app").status_code == 401
         pushing = {"Authorization": f"Bearer {token_for(key, 'team/app', ['pull', 'push'])}"}
-        assert httpx.get(f"{server.url}/v2/", headers=pushing).status_code == 200
+        assert httpx.get(f"{server.url}/v2/", headers=pushing, timeout=HTTP_TIMEOUT).status_code == 200
         assert start_upload(server, "team/app", headers=pushing).status_code == 202
         # A valid token without the scope: 401 (a new token may have it), as registry:2 answers.
         assert start_upload(server, "team/other", headers=pushing).status_code == 401
         forged = {"Authorization": f"Bearer {token_for(other_key, 'team/app', ['pull', 'push'])}"}
-        assert httpx.get(f"{server.url}/v2/", headers=forged).status_code == 401
+        assert httpx.get(f"{server.url}/v2/", headers=forged, timeout=HTTP_TIMEOUT).status_code == 401
         assert start_upload(server, "team/app", headers=forged).status_code == 401
 
 
 def test_no_auth_section_runs_open_as_registry2_does_and_says_so(tmp_path: Path) -> None:
     for server in _serve(tmp_path / "server", dict(REGISTRY2), {}):
-        assert httpx.get(f"{server.url}/v2/").status_code == 200
+        assert httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 200
         assert start_upload(server, "team/app").status_code == 202
         assert "no auth section in this registry:2 config" in server.log()
 

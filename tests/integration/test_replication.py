@@ -39,6 +39,7 @@ from tests.support.ociclient import (
 )
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "replication-tests-admin-password-1")
 USER = ("replicator", "registry2-replication-password")
@@ -135,7 +136,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + API, auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=server.url + API, auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         answer = client.post("/endpoints", json={"name": "dr", "url": front.url, "credentials": credentials})
         assert answer.status_code == 201, answer.text
@@ -146,7 +147,7 @@ def api(server: RunningServer, front: Front) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def remote_http(remote: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=remote, auth=USER, timeout=30) as http:
+    with httpx.Client(base_url=remote, auth=USER, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
@@ -629,7 +630,7 @@ def test_both_ways_with_another_dockyard_behind_token_auth(
         env={"DOCKYARD_ADMIN_PASSWORD": peer_admin[1]},
     )  # fmt: skip
     try:
-        with httpx.Client(base_url=peer.url + API, auth=peer_admin, timeout=30) as peer_api:
+        with httpx.Client(base_url=peer.url + API, auth=peer_admin, timeout=HTTP_TIMEOUT) as peer_api:
             for project in ("dr", "vendor"):
                 assert peer_api.post("/projects", json={"name": project}).status_code == 201
         credentials = {"kind": "basic", "username": peer_admin[0], "secret": peer_admin[1]}
@@ -689,7 +690,7 @@ def test_push_into_distribution_v3(
         create_policy(api, name="to-v3", endpoint="v3", direction="push", repositories="team/tov3")
         run = run_policy(api, "to-v3")
         assert run["status"] == "succeeded", json.dumps(run, indent=1)
-        with httpx.Client(base_url=url, auth=USER, timeout=30) as v3:
+        with httpx.Client(base_url=url, auth=USER, timeout=HTTP_TIMEOUT) as v3:
             assert_same(v3, "team/tov3", "1", image)
         again = run_policy(api, "to-v3")
         assert again["counters"]["artifacts_copied"] == 0 and again["counters"]["bytes_copied"] == 0

@@ -27,6 +27,7 @@ from tests.integration.test_replication import (
 from tests.support.ociclient import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OCIClient, descriptor, image_manifest
 from tests.support.registry2 import running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
 HELM_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
@@ -52,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer, remote: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=server.url + "/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
         answer = client.post("/endpoints", json={"name": "dr", "url": remote, "credentials": credentials})
         assert answer.status_code == 201, answer.text
@@ -62,7 +63,7 @@ def api(server: RunningServer, remote: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def remote_http(remote: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=remote, auth=USER, timeout=30) as http:
+    with httpx.Client(base_url=remote, auth=USER, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 

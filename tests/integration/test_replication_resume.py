@@ -26,6 +26,7 @@ from tests.support.fronts import Front, running_front
 from tests.support.ociclient import OCIClient
 from tests.support.registry2 import distribution_v3, running_registry2
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 LAYER = 6 << 20  # bytes of the big layer; the cut comes a third of the way in
 CUT = 2 << 20
@@ -42,7 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=server.url + "/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         for project in ("team", "pulled"):
             assert client.post("/projects", json={"name": project}).status_code == 201
         yield client
@@ -72,7 +73,7 @@ def test_a_pull_cut_off_mid_blob_continues_with_a_range(
     ):
         front.keep_host = True
         _endpoint(api, "pull-source", front)
-        with httpx.Client(base_url=url, auth=USER, timeout=30) as remote:
+        with httpx.Client(base_url=url, auth=USER, timeout=HTTP_TIMEOUT) as remote:
             image = push_image(OCIClient(remote), "vendor/big", "1", "resume-pull", layer_size=LAYER)
         _policy(
             api,
@@ -124,5 +125,5 @@ def test_a_push_cut_off_mid_upload_continues_where_the_registry_holds(
         else:
             # the cut layer is one of the blobs: its first CUT bytes went twice
             assert front.upload_bytes == total + CUT, (front.upload_bytes, total)
-        with httpx.Client(base_url=url, auth=USER, timeout=30) as remote:
+        with httpx.Client(base_url=url, auth=USER, timeout=HTTP_TIMEOUT) as remote:
             assert_same(remote, repository, "1", image)

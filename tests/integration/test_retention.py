@@ -17,6 +17,7 @@ import pytest
 from tests.support.cli import run_dockyard
 from tests.support.ociclient import OCIClient, PushedManifest
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "retention-Passw0rd")
 DEVELOPER = ("dev", "retention-dev-Passw0rd")
@@ -37,13 +38,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
 @pytest.fixture
 def oci(server: RunningServer) -> Iterator[OCIClient]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield OCIClient(http)
 
 
@@ -162,12 +163,12 @@ def test_only_project_admins_change_the_policy_or_run_it(
     member = api.post("/projects/guarded/members", json={"user": DEVELOPER[0], "role": "developer"})
     assert member.status_code == 201, member.text
     assert api.put("/projects/guarded/retention", json=KEEP_LAST_3).status_code == 200
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=DEVELOPER, timeout=30) as developer:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=DEVELOPER, timeout=HTTP_TIMEOUT) as developer:
         assert developer.get("/projects/guarded/retention").status_code == 200  # members may read it
         assert developer.put("/projects/guarded/retention", json={"rules": []}).status_code == 403
         assert developer.delete("/projects/guarded/retention").status_code == 403
         assert developer.post("/projects/guarded/retention/run", json={"dry_run": True}).status_code == 403
-    with httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as anonymous:
+    with httpx.Client(base_url=f"{server.url}/api/v1", timeout=HTTP_TIMEOUT) as anonymous:
         assert anonymous.get("/projects/guarded/retention").status_code == 401
     assert api.delete("/projects/guarded/retention").status_code == 204
     assert api.get("/projects/guarded/retention").status_code == 404

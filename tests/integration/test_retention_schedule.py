@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.ociclient import OCIClient
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "retention-schedule-Passw0rd")
 KEEP_LAST_3 = {"rules": [{"action": "latestPushedK", "count": 3}]}
@@ -43,13 +44,13 @@ def server(make_server: Callable[..., RunningServer], database_url: str) -> Runn
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
 @pytest.fixture
 def oci(server: RunningServer) -> Iterator[OCIClient]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield OCIClient(http)
 
 

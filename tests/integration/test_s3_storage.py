@@ -14,6 +14,7 @@ import pytest
 from tests.support.ociclient import OCIClient
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_push_lands_in_the_bucket_and_pulls_redirect_to_presigned_urls(
 ) -> None:
     server = make_server({"storage": {"s3": _s3_section(seaweedfs, "/redirecting")}})
     data = os.urandom(3 * 1024 * 1024 + 17)
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         digest = OCIClient(http).push_blob("team/app", data)
         head = http.head(f"/v2/team/app/blobs/{digest}")
         assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
@@ -61,7 +62,7 @@ def test_push_lands_in_the_bucket_and_pulls_redirect_to_presigned_urls(
         assert response.status_code == 307
         location = response.headers["location"]
         assert location.startswith(seaweedfs.endpoint) and "Signature" in location
-        assert httpx.get(location, timeout=60).content == data
+        assert httpx.get(location, timeout=HTTP_TIMEOUT).content == data
     encoded = digest.split(":", 1)[1]
     assert any(key.endswith(f"{encoded}/data") for key in _keys(seaweedfs, "redirecting/blobs"))
 
@@ -73,7 +74,7 @@ def test_redirects_can_be_turned_off_and_registry2_variables_configure_s3(
     env = {f"REGISTRY_STORAGE_S3_{key.upper()}": str(value) for key, value in section.items()}
     server = make_server({"storage": {"redirect": {"disable": True}}}, env={"REGISTRY_STORAGE": "s3", **env})
     data = os.urandom(200_000)
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         pushed = OCIClient(http).push_image("team/app", "1.0")
         digest = OCIClient(http).push_blob("team/app", data)
         response = http.get(f"/v2/team/app/blobs/{digest}")

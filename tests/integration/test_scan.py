@@ -17,6 +17,7 @@ from tests.support.cli import run_dockyard
 from tests.support.layers import dist_info, dpkg_stanzas, dpkg_version, file, layer, real
 from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "vulndb"
 DEBS = ["sed", "base-files"]
@@ -53,7 +54,7 @@ def image(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> di
     )
     wheel = dist_info("httpx")
     apps = layer([real(f"usr/lib/python3/dist-packages/{wheel.name}", wheel)])
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         digest = push(OCIClient(http), "scan/app", "v1", [(OCI_LAYER, debs), (OCI_LAYER, apps)])
     sed, base_files = dpkg_version(stanzas["sed"]), dpkg_version(stanzas["base-files"])
     httpx_version = wheel.name.removeprefix("httpx-").removesuffix(".dist-info")

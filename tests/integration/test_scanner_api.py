@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.test_scans_api import ADMIN, content, push_image, wait_for  # noqa: F401  (a fixture)
 from tests.support.server import RunningServer, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 TOKEN = "scanner-api-token-0123456789"
 REPORT = "application/vnd.security.vulnerability.report; version=1.1"
@@ -46,13 +47,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def adapter(server: RunningServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.Client(base_url=f"{server.url}/scanner/api/v1", headers=headers, timeout=60) as client:
+    with httpx.Client(
+        base_url=f"{server.url}/scanner/api/v1", headers=headers, timeout=HTTP_TIMEOUT
+    ) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         assert client.post("/projects", json={"name": "team"}).status_code == 201
         yield client
 
@@ -103,13 +106,17 @@ def test_metadata_names_the_scanner_and_its_capabilities(adapter: httpx.Client) 
 def test_no_or_wrong_credentials_are_refused(server: RunningServer, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     for method, path in (("GET", "/metadata"), ("POST", "/scan"), ("GET", "/scan/1/report")):
-        answer = httpx.request(method, f"{server.url}/scanner/api/v1{path}", headers=headers, json={})
+        answer = httpx.request(
+            method, f"{server.url}/scanner/api/v1{path}", headers=headers, json={}, timeout=HTTP_TIMEOUT
+        )
         assert_error(answer, 401)
         assert "WWW-Authenticate" in answer.headers
 
 
 def test_basic_credentials_work_too(server: RunningServer) -> None:
-    answer = httpx.get(f"{server.url}/scanner/api/v1/metadata", auth=("harbor", "harbor-Pw-1"))
+    answer = httpx.get(
+        f"{server.url}/scanner/api/v1/metadata", auth=("harbor", "harbor-Pw-1"), timeout=HTTP_TIMEOUT
+    )
     assert answer.status_code == 200, answer.text
 
 

@@ -21,6 +21,7 @@ from tests.support.cli import run_dockyard
 from tests.support.layers import dist_info, dpkg_stanzas, dpkg_version, file, layer, real
 from tests.support.ociclient import OCI_LAYER, OCIClient
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "scans-Passw0rd-1")
 DEBS = ["sed", "base-files"]
@@ -39,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         for project in ("onpush", "ondemand"):
             assert client.post("/projects", json={"name": project}).status_code == 201
         yield client
@@ -77,7 +78,7 @@ def content(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def push_image(server: RunningServer, repo: str, tag: str, layers: list[tuple[str, bytes]]) -> str:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=60) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         return push(OCIClient(http), repo, tag, layers)
 
 
@@ -183,12 +184,14 @@ def test_an_unreadable_layer_is_reported_as_a_failed_scan(
     assert "unreadable" in report["reason"] and report["scanner"] == "built-in"
     (listed,) = admin.get("/repositories/onpush/broken/artifacts").json()
     assert listed["scan"]["status"] == "failed" and listed["scan"]["counts"] is None
-    denied = httpx.post(f"{server.url}/api/v1/repositories/onpush/broken/artifacts/v1/scan", timeout=30)
+    denied = httpx.post(
+        f"{server.url}/api/v1/repositories/onpush/broken/artifacts/v1/scan", timeout=HTTP_TIMEOUT
+    )
     assert denied.status_code == 401
     unknown = admin.post("/repositories/onpush/broken/artifacts/v9/scan")
     assert unknown.status_code == 404
     # Counted by status: a scan that cannot read the image is a job that succeeded.
-    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=30).text
+    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=HTTP_TIMEOUT).text
     series = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in metrics.splitlines()

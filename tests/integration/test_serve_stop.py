@@ -20,6 +20,7 @@ import yaml
 from tests.integration.test_kill_serve import children_of
 from tests.support.processes import stop_process
 from tests.support.server import DOCKYARD, database_url_factory, free_port, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 STOPS_WITHIN = 5.0  # seconds: idle, a stop takes well under one; Granian's kill timeout is 10
 
@@ -38,7 +39,7 @@ def stop_seconds(process: subprocess.Popen[bytes]) -> float:
 def test_an_idle_server_with_its_job_runner_stops_at_once(tmp_path: Path) -> None:
     server = start_server(tmp_path, {"http": {"workers": 2}, "jobs": {"run_in_serve": True}})
     try:
-        assert httpx.get(f"{server.url}/v2/").status_code == 200
+        assert httpx.get(f"{server.url}/v2/", timeout=HTTP_TIMEOUT).status_code == 200
         deadline = time.monotonic() + 60
         while "job runner on" not in server.log() and time.monotonic() < deadline:
             time.sleep(0.05)

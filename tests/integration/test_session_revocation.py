@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.accounts import Accounts, statuses
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "session-revocation-admin-password-1")
 REPEATS = 10
@@ -44,7 +45,9 @@ class Browser:
     def __init__(self, server: RunningServer, username: str, secret: str) -> None:
         self.server = server
         answer = httpx.post(
-            f"{server.url}/api/v1/login", json={"username": username, "password": secret}, timeout=30
+            f"{server.url}/api/v1/login",
+            json={"username": username, "password": secret},
+            timeout=HTTP_TIMEOUT,
         )
         assert answer.status_code == 200, answer.text
         self.cookie = answer.cookies["dockyard_session"]
@@ -53,7 +56,9 @@ class Browser:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """On a fresh connection (any worker), with only the cookie: as a copy of it would be sent."""
         headers = {"Cookie": f"dockyard_session={self.cookie}", "X-CSRF-Token": self.csrf}
-        return httpx.request(method, f"{self.server.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
+        return httpx.request(
+            method, f"{self.server.url}/api/v1{path}", headers=headers, timeout=HTTP_TIMEOUT, **kwargs
+        )
 
     def me(self) -> list[int]:
         return statuses(lambda: self.request("GET", "/me"), REPEATS)

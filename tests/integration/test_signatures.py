@@ -31,6 +31,7 @@ from tests.support.ociclient import (
     index_manifest,
 )
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "signatures-Passw0rd")
 PROJECT = "sig"
@@ -46,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {"auth": {"enabled": True}, "http": {"workers": 2}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN)
+    api = httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert api.post("/projects", json={"name": PROJECT}).status_code == 201
     yield running
     running.stop()
@@ -65,7 +66,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.cli import run_dockyard
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "keys-admin-password-1"
 AUTH_ON: dict[str, Any] = {"auth": {"enabled": True}, "http": {"workers": 1}}
@@ -43,7 +44,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 def token_for(server: RunningServer, auth: tuple[str, str] = ADMIN) -> str:
     answer = httpx.get(
-        f"{server.url}/token", params={"service": "dockyard", "scope": "registry:catalog:*"}, auth=auth
+        f"{server.url}/token",
+        params={"service": "dockyard", "scope": "registry:catalog:*"},
+        auth=auth,
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 200, answer.text
     token: str = answer.json()["token"]
@@ -57,25 +61,27 @@ def kid_of(token: str) -> str:
 
 def v2_status(server: RunningServer, token: str) -> int:
     # A new connection each time: with several workers, any of them may answer.
-    return httpx.get(f"{server.url}/v2/", headers={"Authorization": f"Bearer {token}"}).status_code
+    return httpx.get(
+        f"{server.url}/v2/", headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT
+    ).status_code
 
 
 def keys_by_kid(server: RunningServer) -> dict[str, dict[str, Any]]:
-    answer = httpx.get(f"{server.url}{KEYS}", auth=ADMIN)
+    answer = httpx.get(f"{server.url}{KEYS}", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert answer.status_code == 200, answer.text
     assert "PRIVATE" not in answer.text and "PUBLIC" not in answer.text  # never key material
     return {key["kid"]: key for key in answer.json()}
 
 
 def rotate(server: RunningServer) -> dict[str, Any]:
-    answer = httpx.post(f"{server.url}{KEYS}/rotate", auth=ADMIN)
+    answer = httpx.post(f"{server.url}{KEYS}/rotate", auth=ADMIN, timeout=HTTP_TIMEOUT)
     assert answer.status_code == 201, answer.text
     key: dict[str, Any] = answer.json()
     return key
 
 
 def retire(server: RunningServer, kid: str, auth: tuple[str, str] = ADMIN) -> httpx.Response:
-    return httpx.post(f"{server.url}{KEYS}/{kid}/retire", auth=auth)
+    return httpx.post(f"{server.url}{KEYS}/{kid}/retire", auth=auth, timeout=HTTP_TIMEOUT)
 
 
 def test_rotation_keeps_old_tokens_and_retiring_the_old_key_revokes_them(server: RunningServer) -> None:
@@ -99,7 +105,9 @@ def test_rotation_keeps_old_tokens_and_retiring_the_old_key_revokes_them(server:
 
     assert retired.status_code == 200, retired.text
     assert retired.json()["status"] == "retired" and retired.json()["retired_at"]
-    refused = httpx.get(f"{server.url}/v2/", headers={"Authorization": f"Bearer {old_token}"})
+    refused = httpx.get(
+        f"{server.url}/v2/", headers={"Authorization": f"Bearer {old_token}"}, timeout=HTTP_TIMEOUT
+    )
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
     assert v2_status(server, new_token) == 200
@@ -144,6 +152,7 @@ def test_rotations_and_retirements_are_audited(server: RunningServer) -> None:
             f"{server.url}/api/v1/audit",
             params={"resource_type": "settings", "page_size": 100},
             auth=ADMIN,
+            timeout=HTTP_TIMEOUT,
         ).json()
         found = {
             (e["action"], e["result"], (e["detail"] or {}).get("operation"), (e["detail"] or {}).get("kid"))
@@ -157,18 +166,21 @@ def test_rotations_and_retirements_are_audited(server: RunningServer) -> None:
 def test_only_system_administrators_manage_keys(server: RunningServer) -> None:
     user = ("keys-dev", "keys-dev-password-1")
     created = httpx.post(
-        f"{server.url}/api/v1/users", json={"username": user[0], "password": user[1]}, auth=ADMIN
+        f"{server.url}/api/v1/users",
+        json={"username": user[0], "password": user[1]},
+        auth=ADMIN,
+        timeout=HTTP_TIMEOUT,
     )
     assert created.status_code == 201, created.text
     token_for(server)
     some_kid = next(iter(keys_by_kid(server)))
     before = keys_by_kid(server)
 
-    assert httpx.get(f"{server.url}{KEYS}", auth=user).status_code == 403
-    assert httpx.post(f"{server.url}{KEYS}/rotate", auth=user).status_code == 403
+    assert httpx.get(f"{server.url}{KEYS}", auth=user, timeout=HTTP_TIMEOUT).status_code == 403
+    assert httpx.post(f"{server.url}{KEYS}/rotate", auth=user, timeout=HTTP_TIMEOUT).status_code == 403
     assert retire(server, some_kid, auth=user).status_code == 403
-    assert httpx.get(f"{server.url}{KEYS}").status_code == 401
-    assert httpx.post(f"{server.url}{KEYS}/rotate").status_code == 401
+    assert httpx.get(f"{server.url}{KEYS}", timeout=HTTP_TIMEOUT).status_code == 401
+    assert httpx.post(f"{server.url}{KEYS}/rotate", timeout=HTTP_TIMEOUT).status_code == 401
     assert keys_by_kid(server) == before  # nothing changed
 
 

@@ -30,6 +30,7 @@ from tests.support.ociclient import (
 )
 from tests.support.server import RunningServer, start_server
 from tests.support.sigstore import BUNDLE_TYPE, PrivateSigstore
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "sigstore-Passw0rd")
 PROJECT = "keyless"
@@ -60,7 +61,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def api(server: RunningServer, sigstore: PrivateSigstore) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60) as client:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         assert client.post("/projects", json={"name": PROJECT}).status_code == 201
         put_root(client, f"/projects/{PROJECT}/sigstore/trust-roots/private", sigstore)
         identity = {"name": "release", "issuer": ACTIONS, "san": WORKFLOW}

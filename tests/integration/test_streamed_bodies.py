@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.ociclient import digest_of
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 KiB, MiB = 1024, 1024 * 1024
 PIPE_PIECE = 32 * KiB  # what Go's transport copies from a pipe body at a time
@@ -116,7 +117,7 @@ def test_parallel_go_style_pushes_across_two_workers_all_land(two_workers: Runni
     with ThreadPoolExecutor(max_workers=6) as pool:
         digests = list(pool.map(lambda job: job(), jobs))
     for index, (blob, digest) in enumerate(zip(blobs, digests, strict=True)):
-        pulled = httpx.get(f"{two_workers.url}/v2/go/style{index % 3}/blobs/{digest}", timeout=30)
+        pulled = httpx.get(f"{two_workers.url}/v2/go/style{index % 3}/blobs/{digest}", timeout=HTTP_TIMEOUT)
         assert pulled.status_code == 200 and pulled.content == blob, (index, len(blob))
 
 

@@ -49,6 +49,7 @@ from dockyard.projects.services import MemberService, ProjectService
 from tests.support.oci import write_oci_layout
 from tests.support.ociclient import OCIClient, error_codes
 from tests.support.server import free_port
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.support.tools import CommandFailed, ContainerTools
 
 SERVICE = "dockyard-test"
@@ -63,12 +64,15 @@ class Registry:
     tokens: TokenService | None = None
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=HTTP_TIMEOUT, **kwargs)
 
     def token(self, *scopes: str, user: str | None = None, **params: str) -> dict[str, Any]:
         auth = (user, PASSWORDS[user]) if user else None
         response = httpx.get(
-            f"{self.url}/token", params={"service": SERVICE, "scope": list(scopes), **params}, auth=auth
+            f"{self.url}/token",
+            params={"service": SERVICE, "scope": list(scopes), **params},
+            auth=auth,
+            timeout=HTTP_TIMEOUT,
         )
         assert response.status_code == 200, response.text
         return dict(response.json())
@@ -141,7 +145,7 @@ def bearer(token: str) -> dict[str, str]:
 
 # --- the challenge ---------------------------------------------------------------------------
 def test_base_without_credentials_is_challenged_to_the_token_endpoint(registry: Registry) -> None:
-    response = httpx.get(f"{registry.url}/v2/")
+    response = httpx.get(f"{registry.url}/v2/", timeout=HTTP_TIMEOUT)
     assert response.status_code == 401
     assert response.headers["docker-distribution-api-version"] == "registry/2.0"
     assert response.headers["www-authenticate"] == f'Bearer realm="{registry.url}/token",service="{SERVICE}"'
@@ -168,13 +172,13 @@ def test_base_without_credentials_is_challenged_to_the_token_endpoint(registry: 
 def test_each_route_challenges_for_the_scope_it_needs(
     registry: Registry, method: str, path: str, scope: str
 ) -> None:
-    response = httpx.request(method, f"{registry.url}{path}")
+    response = httpx.request(method, f"{registry.url}{path}", timeout=HTTP_TIMEOUT)
     assert response.status_code == 401
     assert challenge_of(response) == {"realm": f"{registry.url}/token", "service": SERVICE, "scope": scope}
 
 
 def test_an_invalid_repository_name_is_a_name_error_not_a_challenge(registry: Registry) -> None:
-    response = httpx.get(f"{registry.url}/v2/Team/App/tags/list")
+    response = httpx.get(f"{registry.url}/v2/Team/App/tags/list", timeout=HTTP_TIMEOUT)
     assert response.status_code == 400 and error_codes(response) == ["NAME_INVALID"]
 
 
@@ -312,14 +316,22 @@ def test_an_automatic_mount_follows_membership_as_it_is_now(registry: Registry) 
 
 def test_catalog_scope(registry: Registry) -> None:
     token = registry.token("registry:catalog:*", user="alice")["token"]
-    assert httpx.get(f"{registry.url}/v2/_catalog", headers=bearer(token)).status_code == 200
+    assert (
+        httpx.get(f"{registry.url}/v2/_catalog", headers=bearer(token), timeout=HTTP_TIMEOUT).status_code
+        == 200
+    )
     pull_only = registry.token("repository:team/app:pull", user="alice")["token"]
-    assert httpx.get(f"{registry.url}/v2/_catalog", headers=bearer(pull_only)).status_code == 401
+    assert (
+        httpx.get(f"{registry.url}/v2/_catalog", headers=bearer(pull_only), timeout=HTTP_TIMEOUT).status_code
+        == 401
+    )
 
 
 def test_wrong_password_and_unknown_user_get_the_same_401(registry: Registry) -> None:
     answers = [
-        httpx.get(f"{registry.url}/token", params={"service": SERVICE}, auth=(user, password))
+        httpx.get(
+            f"{registry.url}/token", params={"service": SERVICE}, auth=(user, password), timeout=HTTP_TIMEOUT
+        )
         for user, password in (("alice", "not-her-password"), ("nobody-at-all", "alice-developer-pw"))
     ]
     assert [a.status_code for a in answers] == [401, 401]
@@ -342,13 +354,14 @@ def test_malformed_scopes_are_refused_with_400(registry: Registry, scope: str) -
         f"{registry.url}/token",
         params={"service": SERVICE, "scope": scope},
         auth=("alice", PASSWORDS["alice"]),
+        timeout=HTTP_TIMEOUT,
     )
     assert response.status_code == 400
     assert "token" not in response.json()
 
 
 def test_a_scope_for_another_service_is_refused(registry: Registry) -> None:
-    response = httpx.get(f"{registry.url}/token", params={"service": "elsewhere"})
+    response = httpx.get(f"{registry.url}/token", params={"service": "elsewhere"}, timeout=HTTP_TIMEOUT)
     assert response.status_code == 400
 
 
@@ -362,7 +375,7 @@ def test_oauth_password_grant_with_offline_access_then_refresh(registry: Registr
         "access_type": "offline",
         "scope": "",
     }
-    first = httpx.post(f"{registry.url}/token", data=form)
+    first = httpx.post(f"{registry.url}/token", data=form, timeout=HTTP_TIMEOUT)
     assert first.status_code == 200, first.text
     refresh = first.json()["refresh_token"]
     assert first.json()["scope"] == ""
@@ -375,6 +388,7 @@ def test_oauth_password_grant_with_offline_access_then_refresh(registry: Registr
             "client_id": "docker",
             "scope": "repository:team/app:pull,push repository:team/other:pull",
         },
+        timeout=HTTP_TIMEOUT,
     )
     assert again.status_code == 200, again.text
     body = again.json()
@@ -383,7 +397,7 @@ def test_oauth_password_grant_with_offline_access_then_refresh(registry: Registr
     with registry.client(headers=bearer(body["access_token"])) as http:
         assert http.post("/v2/team/app/blobs/uploads/").status_code == 202
     # A refresh token is no access token, and an access token no refresh token.
-    assert httpx.get(f"{registry.url}/v2/", headers=bearer(refresh)).status_code == 401
+    assert httpx.get(f"{registry.url}/v2/", headers=bearer(refresh), timeout=HTTP_TIMEOUT).status_code == 401
     bad = httpx.post(
         f"{registry.url}/token",
         data={
@@ -392,6 +406,7 @@ def test_oauth_password_grant_with_offline_access_then_refresh(registry: Registr
             "refresh_token": body["access_token"],
             "client_id": "x",
         },
+        timeout=HTTP_TIMEOUT,
     )
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant"
 
@@ -405,12 +420,15 @@ def test_get_with_offline_token_returns_a_refresh_token(registry: Registry) -> N
 
 
 def test_oauth_unsupported_grant_and_wrong_content_type(registry: Registry) -> None:
-    assert httpx.post(f"{registry.url}/token", data={"grant_type": "client_credentials"}).json()["error"] == (
-        "unsupported_grant_type"
-    )
+    assert httpx.post(
+        f"{registry.url}/token", data={"grant_type": "client_credentials"}, timeout=HTTP_TIMEOUT
+    ).json()["error"] == ("unsupported_grant_type")
     assert (
         httpx.post(
-            f"{registry.url}/token", content=b"{}", headers={"Content-Type": "application/json"}
+            f"{registry.url}/token",
+            content=b"{}",
+            headers={"Content-Type": "application/json"},
+            timeout=HTTP_TIMEOUT,
         ).status_code
         == 400
     )
@@ -457,7 +475,9 @@ def test_bad_tokens_get_invalid_token_and_say_nothing_more(registry: Registry) -
         "garbage": "not.a.token",
     }
     for label, token in bad.items():
-        response = httpx.get(f"{registry.url}/v2/team/app/tags/list", headers=bearer(token))
+        response = httpx.get(
+            f"{registry.url}/v2/team/app/tags/list", headers=bearer(token), timeout=HTTP_TIMEOUT
+        )
         assert response.status_code == 401, label
         assert challenge_of(response)["error"] == "invalid_token", label
         assert error_codes(response) == ["UNAUTHORIZED"], label
@@ -469,10 +489,12 @@ def test_oversized_authorization_header_is_refused(registry: Registry) -> None:
     """One limit (api/authorization.py) for every endpoint that takes credentials, each answering in its
     own way (/api/v1: tests/integration/test_api_bad_input.py)."""
     oversized = {"Authorization": "Basic " + "a" * 20000}
-    response = httpx.get(f"{registry.url}/v2/", headers={"Authorization": "Bearer " + "a" * 20000})
+    response = httpx.get(
+        f"{registry.url}/v2/", headers={"Authorization": "Bearer " + "a" * 20000}, timeout=HTTP_TIMEOUT
+    )
     assert response.status_code == 431
-    assert httpx.get(f"{registry.url}/v2/", headers=oversized).status_code == 431
-    assert httpx.get(f"{registry.url}/token", headers=oversized).status_code == 401
+    assert httpx.get(f"{registry.url}/v2/", headers=oversized, timeout=HTTP_TIMEOUT).status_code == 431
+    assert httpx.get(f"{registry.url}/token", headers=oversized, timeout=HTTP_TIMEOUT).status_code == 401
 
 
 # --- Basic credentials on /v2 ----------------------------------------------------------------
@@ -484,9 +506,13 @@ def test_basic_credentials_work_directly_on_v2(registry: Registry) -> None:
         assert http.get("/v2/team/basic/manifests/v1").status_code == 200
         denied = http.post("/v2/team/basic/blobs/uploads/")
         assert denied.status_code == 403 and error_codes(denied) == ["DENIED"]
-    wrong = httpx.get(f"{registry.url}/v2/team/basic/tags/list", auth=("alice", "wrong-password!"))
+    wrong = httpx.get(
+        f"{registry.url}/v2/team/basic/tags/list", auth=("alice", "wrong-password!"), timeout=HTTP_TIMEOUT
+    )
     assert wrong.status_code == 401 and "Bearer realm=" in wrong.headers["www-authenticate"]
-    garbled = httpx.get(f"{registry.url}/v2/", headers={"Authorization": "Basic !!!not-base64"})
+    garbled = httpx.get(
+        f"{registry.url}/v2/", headers={"Authorization": "Basic !!!not-base64"}, timeout=HTTP_TIMEOUT
+    )
     assert garbled.status_code == 401
 
 
@@ -567,10 +593,13 @@ def htpasswd_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
 
 
 def test_htpasswd_mode_answers_basic_challenges_like_registry2(htpasswd_registry: Registry) -> None:
-    response = httpx.get(f"{htpasswd_registry.url}/v2/")
+    response = httpx.get(f"{htpasswd_registry.url}/v2/", timeout=HTTP_TIMEOUT)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Basic realm="basic-realm"'
-    assert httpx.get(f"{htpasswd_registry.url}/v2/", auth=("ci", "wrong")).status_code == 401
+    assert (
+        httpx.get(f"{htpasswd_registry.url}/v2/", auth=("ci", "wrong"), timeout=HTTP_TIMEOUT).status_code
+        == 401
+    )
     with htpasswd_registry.client(auth=("ci", "hunter2-but-longer")) as http:
         assert http.get("/v2/").status_code == 200
         OCIClient(http).push_image("any/repo", "v1")

@@ -23,6 +23,7 @@ import pytest
 from tests.support.ociclient import OCIClient, describe, digest_of
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 MiB = 1024 * 1024
 REPO = "crash/app"
@@ -83,7 +84,7 @@ def crash_mid_patch_then_resume(
 ) -> None:
     data = os.urandom(first + sent + 3 * MiB)
     server = make_server(config)
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         recorded = oci.patch_chunk(oci.upload_location(REPO), data[:first], start=0)
         assert recorded.status_code == 202, describe(recorded)
@@ -97,7 +98,7 @@ def crash_mid_patch_then_resume(
         sock.close()
 
     again = make_server({**config, "datadir": str(server.datadir)})
-    with httpx.Client(base_url=again.url, timeout=60) as http:
+    with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         status = http.get(path)
         assert status.status_code == 204, describe(status)

@@ -23,6 +23,7 @@ from tests.support.ociclient import (
     raw_error_codes,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "upload-quotas-Passw0rd")
 MiB = 1024 * 1024
@@ -38,7 +39,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         {"auth": {"enabled": True}, "storage": {"uploads": {"max_size": "8MiB"}}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         for project in PROJECTS:
             assert api.post("/projects", json={"name": project}).status_code == 201
     yield running
@@ -47,7 +48,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
 
 @pytest.fixture
 def api(secured: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{secured.url}/api/v1", auth=ADMIN, timeout=30) as client:
+    with httpx.Client(base_url=f"{secured.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as client:
         yield client
 
 

@@ -22,6 +22,7 @@ from tests.support.ociclient import (
     digest_of,
 )
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 MiB = 1024 * 1024
 ADMIN = ("admin", "upload-sessions-Passw0rd")
@@ -37,7 +38,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         {"auth": {"enabled": True}, "http": {"workers": 2}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
-    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=30) as api:
+    with httpx.Client(base_url=f"{running.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as api:
         for project in ("team", "other"):
             assert api.post("/projects", json={"name": project}).status_code == 201
         for user, password in (ALICE, BOB, CAROL):
@@ -120,7 +121,7 @@ def test_basic_and_bearer_credentials_of_one_user_share_her_uploads(secured: Run
     data = os.urandom(8 * 1024)
     with (
         bearer_client(secured.url, ALICE, ("team/app",)) as bearer,
-        httpx.Client(base_url=secured.url, auth=ALICE, timeout=30) as basic,
+        httpx.Client(base_url=secured.url, auth=ALICE, timeout=HTTP_TIMEOUT) as basic,
     ):
         upload_id = started(OCIClient(bearer), "team/app", data)
         assert_intact_and_completes(OCIClient(basic), "team/app", upload_id, data)
@@ -128,7 +129,7 @@ def test_basic_and_bearer_credentials_of_one_user_share_her_uploads(secured: Run
 
 def test_without_auth_an_upload_is_bound_to_its_repository(server: RunningServer) -> None:
     data = os.urandom(16 * 1024)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         upload_id = started(oci, "bound/app", data)
         assert_not_found_by_every_verb(http, f"/v2/elsewhere/app/blobs/uploads/{upload_id}", data)
@@ -151,7 +152,7 @@ def test_huge_numbers_in_content_range_are_refused_with_the_specs_error(
     """Python refuses to turn more than 4,300 digits into an int: that was a 500. It is the spec's
     416 BLOB_UPLOAD_INVALID now, and the upload goes on."""
     data = os.urandom(1024)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         upload_id = started(oci, "ranges/app", data[:512])
         path = f"/v2/ranges/app/blobs/uploads/{upload_id}"
@@ -167,7 +168,7 @@ def test_a_second_request_cannot_write_into_an_upload_another_is_writing(server:
     repository that later pushes that digest). The second request is refused now, untouched."""
     size = 2 * MiB
     genuine, junk = os.urandom(size), os.urandom(size)
-    with httpx.Client(base_url=server.url, timeout=30) as http:
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
         oci = OCIClient(http)
         location = oci.upload_location("concurrent/app")
         upload_id = location.rsplit("/", 1)[1].split("?")[0]

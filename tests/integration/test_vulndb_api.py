@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.cli import run_dockyard
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "vulndb-Passw0rd-1")
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "vulndb"
@@ -28,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 def test_the_status_follows_imports(server: RunningServer) -> None:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as admin:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as admin:
         empty = admin.get("/vulndb")
         assert empty.status_code == 200, empty.text
         assert empty.json()["version"] == 0 and empty.json()["last_import"] is None
@@ -39,12 +40,12 @@ def test_the_status_follows_imports(server: RunningServer) -> None:
         assert status["advisories"] == 9 and status["affected"] == 12
         assert status["by_ecosystem"]["pypi"] == 4 and status["by_ecosystem"]["alpine:v3.18"] == 1
         assert status["last_import"]["source"] == str(FIXTURES)
-    anonymous = httpx.get(f"{server.url}/api/v1/vulndb", timeout=30)
+    anonymous = httpx.get(f"{server.url}/api/v1/vulndb", timeout=HTTP_TIMEOUT)
     assert anonymous.status_code == 401
 
 
 def test_the_allowlist_through_the_api(server: RunningServer) -> None:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as admin:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as admin:
         assert admin.post("/projects", json={"name": "allow"}).status_code == 201
         put = admin.put("/vulndb/allowlist/CVE-2020-28493", json={"reason": "not reachable"})
         assert put.status_code == 200, put.text

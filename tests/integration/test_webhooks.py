@@ -21,6 +21,7 @@ from tests.integration.test_cli import Cli
 from tests.support.ociclient import OCIClient, digest_of
 from tests.support.receivers import Received, Receiver, running_receiver
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "webhooks-Passw0rd")
 DEVELOPER = ("hookdev", "webhooks-dev-Passw0rd")
@@ -59,13 +60,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def api(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield http
 
 
 @pytest.fixture
 def oci(server: RunningServer) -> Iterator[OCIClient]:
-    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=30) as http:
+    with httpx.Client(base_url=server.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
         yield OCIClient(http)
 
 
@@ -264,7 +265,7 @@ def test_only_project_and_system_administrators_manage_webhooks(
     member = api.post("/projects/guarded/members", json={"user": DEVELOPER[0], "role": "maintainer"})
     assert member.status_code == 201, member.text
     webhook(api, "guarded", url=receivers["events"].url)
-    with httpx.Client(base_url=f"{server.url}/api/v1", auth=DEVELOPER, timeout=30) as maintainer:
+    with httpx.Client(base_url=f"{server.url}/api/v1", auth=DEVELOPER, timeout=HTTP_TIMEOUT) as maintainer:
         assert maintainer.get("/projects/guarded/webhooks").status_code == 403
         assert maintainer.post("/projects/guarded/webhooks/hook/test").status_code == 403
         body = {"name": "mine", "url": receivers["events"].url, "events": ["push"]}
@@ -296,7 +297,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
 )
 def test_literal_private_and_metadata_addresses_are_refused(guarded: RunningServer, url: str) -> None:
     # 60 s: the first calls check the password (argon2) on a server still warming (load 20 failed it).
-    api_client = httpx.Client(base_url=f"{guarded.url}/api/v1", auth=ADMIN, timeout=60)
+    api_client = httpx.Client(base_url=f"{guarded.url}/api/v1", auth=ADMIN, timeout=HTTP_TIMEOUT)
     with running_receiver() as receiver, api_client as api:
         api.post("/projects", json={"name": "ssrf"})
         port = receiver.url.split(":")[2].split("/")[0]
@@ -311,7 +312,10 @@ def test_literal_private_and_metadata_addresses_are_refused(guarded: RunningServ
 def test_a_name_resolving_to_loopback_is_refused_when_delivering(guarded: RunningServer) -> None:
     """`localhost` passes the check at creation (a name); the connection is refused on the resolved
     address, for the test delivery and for events."""
-    with running_receiver() as receiver, httpx.Client(base_url=guarded.url, auth=ADMIN, timeout=30) as http:
+    with (
+        running_receiver() as receiver,
+        httpx.Client(base_url=guarded.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http,
+    ):
         http.post("/api/v1/projects", json={"name": "rebind"})
         url = receiver.url.replace("127.0.0.1", "localhost")
         created = http.post(
@@ -347,7 +351,7 @@ def test_redirects_are_not_followed(api: httpx.Client) -> None:
 
 
 def test_webhook_deliveries_are_counted_by_result(server: RunningServer) -> None:
-    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=30).text
+    metrics = httpx.get(f"{server.url}/metrics", auth=ADMIN, timeout=HTTP_TIMEOUT).text
     lines = [line for line in metrics.splitlines() if line.startswith("webhook_deliveries_total")]
     assert any('result="delivered"' in line for line in lines), lines
     assert all("url" not in line and "project" not in line for line in lines)

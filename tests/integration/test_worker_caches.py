@@ -18,6 +18,7 @@ from sqlalchemy import text
 from dockyard.db.engine import build_engine
 from tests.support.ociclient import ALL_MANIFEST_TYPES, OCIClient
 from tests.support.server import RunningServer, start_server
+from tests.support.timeouts import HTTP_TIMEOUT
 
 ACCEPT = {"Accept": ", ".join(ALL_MANIFEST_TYPES)}
 REQUESTS = 16  # on fresh connections: enough for both workers to answer several
@@ -36,7 +37,7 @@ def digests(node: RunningServer, repo: str, tag: str) -> set[str | int]:
     """What every worker answers for the tag (fresh connections spread over the workers)."""
     seen: set[str | int] = set()
     for _ in range(REQUESTS):
-        answer = httpx.get(f"{node.url}/v2/{repo}/manifests/{tag}", timeout=10, headers=ACCEPT)
+        answer = httpx.get(f"{node.url}/v2/{repo}/manifests/{tag}", timeout=HTTP_TIMEOUT, headers=ACCEPT)
         seen.add(answer.headers["Docker-Content-Digest"] if answer.status_code == 200 else answer.status_code)
     return seen
 
@@ -60,7 +61,7 @@ def move_tag_behind_the_registrys_back(node: RunningServer, repo: str, tag: str,
 
 
 def test_a_moved_or_deleted_tag_is_seen_by_every_worker_at_once(node: RunningServer) -> None:
-    client = OCIClient(httpx.Client(base_url=node.url, timeout=10))
+    client = OCIClient(httpx.Client(base_url=node.url, timeout=HTTP_TIMEOUT))
     old = client.push_image("workers/moving", "latest", seed="old").digest
     assert digests(node, "workers/moving", "latest") == {old}  # every worker has it cached now
 
@@ -72,7 +73,7 @@ def test_a_moved_or_deleted_tag_is_seen_by_every_worker_at_once(node: RunningSer
 
 
 def test_a_push_to_one_repository_keeps_the_other_repositories_cached(node: RunningServer) -> None:
-    client = OCIClient(httpx.Client(base_url=node.url, timeout=10))
+    client = OCIClient(httpx.Client(base_url=node.url, timeout=HTTP_TIMEOUT))
     kept = client.push_image("workers/kept", "latest", seed="kept").digest
     sneaky = client.push_image("workers/kept", None, seed="sneaky").digest
     client.push_image("workers/busy", "latest", seed="busy-0")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.support.server import RunningServer
+from tests.support.timeouts import HTTP_TIMEOUT
 
 SERVICE = "dockyard"
 USER_PASSWORD = "revocation-user-password-1"
@@ -29,7 +30,9 @@ class Accounts:
     admin: tuple[str, str]
 
     def api(self, auth: Any = None) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.server.url}/api/v1", auth=auth or self.admin, timeout=30)
+        return httpx.Client(
+            base_url=f"{self.server.url}/api/v1", auth=auth or self.admin, timeout=HTTP_TIMEOUT
+        )
 
     def user(self, password: str = USER_PASSWORD) -> tuple[str, str]:
         name = unique("user")
@@ -77,7 +80,7 @@ def offline_login(server: RunningServer, credentials: tuple[str, str], scope: st
             "access_type": "offline",
             "scope": scope,
         },
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["refresh_token"])
@@ -94,13 +97,16 @@ def refresh(server: RunningServer, refresh_token: str, scope: str = "") -> httpx
             "client_id": "revocation-test",
             "scope": scope,
         },
-        timeout=30,
+        timeout=HTTP_TIMEOUT,
     )
 
 
 def bearer_token(server: RunningServer, credentials: tuple[str, str], scope: str) -> str:
     answer = httpx.get(
-        f"{server.url}/token", params={"service": SERVICE, "scope": scope}, auth=credentials, timeout=30
+        f"{server.url}/token",
+        params={"service": SERVICE, "scope": scope},
+        auth=credentials,
+        timeout=HTTP_TIMEOUT,
     )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["token"])

@@ -20,6 +20,7 @@ import httpx
 from starlette.routing import compile_path
 
 from tests.support.ociclient import describe, error_codes
+from tests.support.timeouts import HTTP_TIMEOUT
 
 # --- what each principal may do ------------------------------------------------------------------
 PULL, PUSH, DELETE = "pull", "push", "delete"
@@ -371,9 +372,9 @@ class Admin:
     argon2 runs once) and /v2 (Basic), and looks at state for the cases' before/after checks."""
 
     def __init__(self, url: str, password: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT)
         self.session = login(self.http, "admin", password)
-        self.registry = httpx.Client(base_url=url, timeout=30, auth=("admin", password))
+        self.registry = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT, auth=("admin", password))
 
     def api(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> Any:
         self.http.cookies.clear()

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from tests.support.timeouts import HTTP_TIMEOUT
+
 PACE_PIECE = 64 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
 
@@ -101,7 +103,7 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
                     return
                 with front.lock:
                     front.upload_bytes += len(body)
-            with httpx.Client(timeout=30) as client:
+            with httpx.Client(timeout=HTTP_TIMEOUT) as client:
                 request = client.build_request(
                     self.command, front.target + self.path, headers=headers, content=body
                 )
@@ -168,7 +170,7 @@ def _handler(front: Front) -> type[BaseHTTPRequestHandler]:
             with front.lock:
                 front.upload_bytes += cut
             try:
-                with httpx.Client(timeout=30) as client:
+                with httpx.Client(timeout=HTTP_TIMEOUT) as client:
                     client.request(self.command, front.target + self.path, headers=headers, content=partial())
             except (httpx.HTTPError, ConnectionResetError):
                 pass

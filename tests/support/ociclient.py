@@ -18,6 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from tests.support.timeouts import HTTP_TIMEOUT
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -62,7 +64,10 @@ def canonical_json(document: Any) -> bytes:
 
 # --- diagnostics and assertions -------------------------------------------------------------
 def bearer_client(
-    url: str, credentials: tuple[str, str], repos: tuple[str, ...], timeout: float = 60
+    url: str,
+    credentials: tuple[str, str],
+    repos: tuple[str, ...],
+    timeout: float | httpx.Timeout = HTTP_TIMEOUT,
 ) -> httpx.Client:
     """A /v2 client holding a token for pull, push and delete on `repos`, as docker would."""
     scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repos]
@@ -394,7 +399,7 @@ def _dechunk(data: bytes) -> bytes:
 def assert_serves_bit_for_bit(url: str, pushed: dict[tuple[str, str], bytes]) -> OCIClient:
     """Every manifest by its reference (exact bytes and digest header), and every blob it names, hashes
     right. Returns a client on the same server for the caller's own listing checks (close it)."""
-    http = httpx.Client(base_url=url, timeout=30)
+    http = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT)
     oci = OCIClient(http)
     for (repo, reference), body in pushed.items():
         response = oci.get_manifest(repo, reference)

@@ -9,13 +9,15 @@ from typing import Any
 
 import httpx
 
+from tests.support.timeouts import HTTP_TIMEOUT
+
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class PortalBrowser:
     def __init__(self, base_url: str, http: httpx.Client | None = None) -> None:
         self.base_url = base_url
-        self.http = http or httpx.Client(base_url=base_url, follow_redirects=False, timeout=60)
+        self.http = http or httpx.Client(base_url=base_url, follow_redirects=False, timeout=HTTP_TIMEOUT)
         self.http.follow_redirects = False
 
     def close(self) -> None:

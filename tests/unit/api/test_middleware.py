@@ -21,6 +21,7 @@ from dockyard.api.middleware import REQUEST_ID_KEY, ObservabilityMiddleware
 from dockyard.observability.logging import get_logger
 from dockyard.observability.metrics import FLUSH_SECONDS, Metrics
 from tests.support.server import REPO_ROOT, free_port
+from tests.support.timeouts import HTTP_TIMEOUT
 from tests.unit.observability.capture import captured_logs
 
 
@@ -263,11 +264,13 @@ def test_under_granian_workers_file_bytes_and_counts_add_up(tmp_path: Path) -> N
                 assert process.poll() is None and time.monotonic() < deadline, "granian did not start"
                 time.sleep(0.1)
         for _ in range(20):
-            with httpx.Client() as client:  # a new connection each time, so both workers answer
+            with httpx.Client(
+                timeout=HTTP_TIMEOUT
+            ) as client:  # a new connection each time, so both workers answer
                 response = client.get(f"{url}/v2/library/alpine/blobs/sha256:abc")
             assert response.content == blob.read_bytes()
         time.sleep(FLUSH_SECONDS + 0.5)  # each worker hands its batched observations over on a timer
-        text = httpx.get(f"{url}/metrics").text
+        text = httpx.get(f"{url}/metrics", timeout=HTTP_TIMEOUT).text
     finally:
         process.terminate()
         process.wait(timeout=15)
