@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -28,6 +29,7 @@ SERVE_LIKE = textwrap.dedent(
     def watcher():  # as Granian's: SIGTERM lands on this thread, not the main one
         time.sleep(0.5)  # the main thread sleeps in its wait by then
         signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        print("sent", flush=True)
 
     threading.Thread(target=watcher).start()
     stop.wait()  # as Granian's main loop: no timeout
@@ -36,14 +38,33 @@ SERVE_LIKE = textwrap.dedent(
 )
 
 
+# Once the signal is sent, a handled one stops the script within milliseconds; the start before it may
+# take seconds on a loaded machine, so only the time after "sent" decides "hung".
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 2.0
+
+
 def run(mode: str) -> str:
+    """What the script answers: "stopped" if its handler ran once the signal was sent, else "hung"."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_LIKE, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", SERVE_LIKE, mode], capture_output=True, text=True, timeout=10
-        )
-    except subprocess.TimeoutExpired:
-        return "hung"
-    return done.stdout.strip()
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")
+        waiting = threading.Timer(START_TIMEOUT, process.kill)
+        waiting.start()
+        first = next(lines, "").strip()
+        waiting.cancel()
+        assert first == "sent", f"the script did not send its signal: {first!r} {process.stderr}"
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return "hung"
+        return process.stdout.read().strip()
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_signal_delivered_to_another_thread_runs_its_handler() -> None:
