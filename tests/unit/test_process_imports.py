@@ -308,3 +308,15 @@ def test_the_management_api_loads_no_http_client() -> None:
     modules = json.loads(result.stdout.strip().splitlines()[-1])
     assert "dockyard.api.management.routers.endpoints" in modules
     assert loaded(modules, ("httpx", "httpcore", "h11", "click")) == []
+
+
+def test_serves_main_process_freezes_its_objects_before_the_fork(config: Path) -> None:
+    """The garbage collector writes into each object it examines, copying its page into the process that
+    ran it: the main process freezes what it holds (the preloaded app) before Granian forks the workers
+    from it, so neither its collections nor theirs unshare those pages (docs/benchmarks.md, "Memory")."""
+    script = MAIN_PROCESS.replace(
+        "print(json.dumps(sorted(sys.modules)), flush=True)",
+        "import gc; print(json.dumps([gc.get_freeze_count(), len(gc.get_objects())]), flush=True)",
+    )
+    frozen, collectable = json.loads(run(script, config, child_of_serve=False))
+    assert frozen > 100_000 and collectable < frozen / 100
