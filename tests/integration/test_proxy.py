@@ -4,7 +4,8 @@ loopback (tests/support/fronts.py) that counts what reaches the upstream and can
 cut blobs off, slow them down). Pulls by tag and digest must be bit for bit; a fresh tag asks nobody, an
 old one only HEADs; the upstream away serves what is cached (stale) and fails a miss quickly with an
 error naming the upstream; concurrent pulls of a blob make one upstream GET; a blob cut off or with the
-wrong bytes records nothing; pushes are refused; the SSRF guard applies at fetch time."""
+wrong bytes records nothing and fails its client; one whose store fails after its digest matched reaches
+its client whole and records nothing; pushes are refused; the SSRF guard applies at fetch time."""
 
 from __future__ import annotations
 
@@ -333,6 +334,34 @@ def test_a_blob_whose_bytes_do_not_match_its_digest_records_nothing(
     front.corrupt_blobs = False
     assert v2.get(f"/hub/team/corrupt/blobs/{image.layer}").content == image.blobs[image.layer]
     assert front.count("GET", "blob") == 2  # the bad copy was not kept
+
+
+def test_a_blob_whose_store_fails_after_its_digest_matched_reaches_the_client_whole(
+    hub: str, upstream: str, front: Front, server: RunningServer, v2: httpx.Client
+) -> None:
+    image = push(upstream, "team/unstored", "1", layer_size=3 << 20)
+    assert manifest_of(v2, "hub/team/unstored", "1").status_code == 200
+    # A file where the blob's directory goes: every byte is written and checked, then landing fails.
+    encoded = image.layer.split(":", 1)[1]
+    in_the_way = server.datadir / "storage" / "blobs" / "sha256" / encoded[:2] / encoded
+    in_the_way.parent.mkdir(parents=True, exist_ok=True)
+    in_the_way.write_bytes(b"not a directory")
+    before = metric(server, "blob", "not_stored")
+    try:
+        answer = v2.get(f"/hub/team/unstored/blobs/{image.layer}")
+        assert answer.status_code == 200 and answer.content == image.blobs[image.layer]
+        deadline = time.monotonic() + 10  # the client can have every byte before the commit failed
+        while metric(server, "blob", "not_stored") < before + 1:
+            assert time.monotonic() < deadline, "the failed store was not counted"
+            time.sleep(0.1)
+    finally:
+        in_the_way.unlink()
+    assert "served to its client but not stored" in server.log()
+    # Nothing was recorded: the next pull fetches it again (and stores it).
+    assert v2.get(f"/hub/team/unstored/blobs/{image.layer}").content == image.blobs[image.layer]
+    assert front.count("GET", "blob") == 2
+    assert v2.get(f"/hub/team/unstored/blobs/{image.layer}").content == image.blobs[image.layer]
+    assert front.count("GET", "blob") == 2
 
 
 def test_a_head_of_an_uncached_blob_asks_upstream_and_fetches_nothing(

@@ -209,7 +209,8 @@ class Metrics:
             "proxy_requests",
             "Pulls through proxy projects (pull-through cache), by kind (manifest, blob) and outcome: "
             "hit (from the cache), revalidated (upstream HEAD: unchanged), fetched (from upstream), "
-            "stale (upstream failed, the cached copy was served), failed (upstream failed, nothing cached).",
+            "stale (upstream failed, the cached copy was served), failed (upstream failed, nothing cached), "
+            "not_stored (a blob verified and served whole to its client, whose store then failed).",
             ["kind", "outcome"],
             registry=registry,
         )

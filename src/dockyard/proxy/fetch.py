@@ -9,11 +9,17 @@ Two threads per fetch, joined by bounded queues:
 The fetch thread receives a chunk and hands the same bytes object (no copy) to the client's response and
 to the store thread, and goes on receiving: the client gets each chunk as it arrives, while hashing and
 writing run beside it instead of in between. Only the last chunk is held back: when the upstream has
-sent everything, the fetch thread waits for the store thread to finish, then commits the upload (the
-digest and size verified, the bytes made durable, the blob recorded and linked, charged to the quota),
-and only then hands the last chunk over. So a blob whose bytes do not match its digest, that the
-upstream cut off or stalled on, or that could not be stored records nothing, and its client's response
-fails short of its length: a client never gets a whole blob that was not verified and recorded.
+sent everything, the fetch thread waits for the store thread to finish, checks the whole blob's size
+and digest, and only then hands the last chunk over; then it commits the upload (the bytes made
+durable, the blob recorded and linked, charged to the quota) and ends the response. So:
+
+- a blob whose bytes do not match its digest, or that the upstream cut off or stalled on, or that
+  storage failed to write before the digest was checked, records nothing, and its client's response
+  fails short of its length: a client never gets a whole blob that was not verified;
+- a commit that fails after the digest was checked (a full quota, a disk failing at the fsync, the
+  database) records nothing either, but its client keeps the whole blob, which matched its digest: the
+  failure is logged and counted (Outcome.NOT_STORED), and the next pull fetches the blob again.
+Nothing unverified is ever recorded, and what is recorded was committed whole.
 
 Memory stays bounded: at most CLIENT_CHUNKS + STORE_CHUNKS chunks (of up to CHUNK_SIZE) per fetch. A
 slow client or slow storage holds the fetch back (backpressure: the upstream connection waits), it
@@ -30,7 +36,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from dockyard.content.digest import CANONICAL_ALGORITHM, new_hasher, parse_digest
 from dockyard.coordination.interfaces import DistributedLock, LockLost
+from dockyard.errors import DigestInvalid, SizeInvalid
 from dockyard.proxy.interfaces import Outcome
 from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.upstream.interfaces import BlobStream
@@ -78,6 +86,9 @@ class BlobFetch:
         self._done = False
         self._finished = False
         self._guard = threading.Lock()
+        # The upload's running hash is SHA-256: a blob named by another algorithm gets a hash of its own.
+        algorithm = parse_digest(digest).algorithm
+        self._own_hash = None if algorithm == CANONICAL_ALGORITHM else new_hasher(algorithm)
         self.state = uploads.start(name)
         try:
             self.session = uploads.begin_append(self.state)
@@ -124,6 +135,7 @@ class BlobFetch:
         store = threading.Thread(target=self._store, name="proxy-store", daemon=True)
         store.start()
         committed = False
+        verified = False  # the whole blob matched its digest: the client may have all of it
         held: bytes | None = None
         try:
             extended = time.monotonic()
@@ -140,6 +152,10 @@ class BlobFetch:
             self._give_store(None)  # the end: the store thread finishes what it has and stops
             store.join()
             self._check_store()
+            self._verify()
+            verified = True
+            if held is not None:  # the client's answer is complete before the fsync and the record
+                self._give_client(held)
             self._commit()
             committed = True
         except BaseException as error:
@@ -152,16 +168,39 @@ class BlobFetch:
                 self._to_store.put_nowait(None)  # wakes a store thread waiting for a chunk
             store.join()  # it writes no more before the session is dropped
             self._end(committed)  # before the client hears: its next pull finds the lock free
-        if failure is not None:
+        if failure is None:
+            self.observe("blob", Outcome.FETCHED)
+            log.info("proxy: cached %s", self.where)
+            self._give_client(None)
+        elif verified:  # the client has every byte, checked: its answer ends well, the cache stays empty
+            self.observe("blob", Outcome.NOT_STORED)
+            log.error(
+                "proxy: %s was served to its client but not stored (nothing recorded): %r",
+                self.where,
+                failure,
+            )
+            self._give_client(None)
+        else:
             self.observe("blob", Outcome.FAILED)
             log.warning("proxy: fetching %s failed, nothing recorded: %s", self.where, failure)
             self._give_client(failure)
-            return
-        self.observe("blob", Outcome.FETCHED)
-        log.info("proxy: cached %s", self.where)
-        if held is not None:
-            self._give_client(held)
-        self._give_client(None)
+
+    def _verify(self) -> None:
+        """The whole blob is what its digest (and the upstream's length) says, before its last chunk
+        goes to the client."""
+        received = self.session.size
+        if self.stream.size is not None and received != self.stream.size:
+            raise SizeInvalid(detail={"expected": self.stream.size, "received": received})
+        computed: str | None
+        if self._own_hash is not None:
+            computed = f"{parse_digest(self.digest).algorithm}:{self._own_hash.hexdigest()}"
+        else:
+            computed = self.session.digest(CANONICAL_ALGORITHM)
+        if computed != self.digest:
+            raise DigestInvalid(
+                "the upstream's bytes did not match the digest",
+                detail={"expected": self.digest, "computed": computed},
+            )
 
     def _commit(self) -> None:
         state = self.session.finish(record=False)
@@ -203,6 +242,8 @@ class BlobFetch:
                 chunk = self._to_store.get()
                 if chunk is None or self._stop_storing.is_set():
                     return
+                if self._own_hash is not None:
+                    self._own_hash.update(chunk)
                 self.session.write(chunk)  # hashes, then writes
         except BaseException as error:
             self._store_error = error

@@ -105,6 +105,7 @@ class Outcome(StrEnum):
     FETCHED = "fetched"  # fetched from upstream and cached
     STALE = "stale"  # upstream failed; the cached copy was served
     FAILED = "failed"  # upstream failed and nothing was cached
+    NOT_STORED = "not_stored"  # a blob verified and served to its client, whose store then failed
 
 
 def stale_allowed(error: Exception) -> bool:

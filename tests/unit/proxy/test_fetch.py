@@ -1,7 +1,8 @@
 """The first pull of a blob through the cache (dockyard.proxy.fetch), with the real upload path
 (build_services: the metadata DB, filesystem storage) and a fake upstream: the client gets each chunk as
 it arrives, not after storage wrote it; a slow storage holds the fetch back instead of buffering; a
-storage that fails, or bytes that do not match their digest, record nothing and fail the client."""
+storage that fails mid-blob, or bytes that do not match their digest, record nothing and fail the client;
+a store that fails once the digest was checked records nothing, but its client keeps the whole blob."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from dockyard.coordination.locks import FileLocks
-from dockyard.errors import BlobUnknown, DigestInvalid
+from dockyard.errors import BlobUnknown, DigestInvalid, SizeInvalid
 from dockyard.proxy import fetch as fetch_module
 from dockyard.proxy.cache import ProxyCache, UpstreamBlob
-from dockyard.proxy.interfaces import ProxyConfig
+from dockyard.proxy.interfaces import Outcome, ProxyConfig
 from dockyard.services import Services, build_services
 from dockyard.upstream.fake import FakeBlobStream, FakeRemoteRegistry
 from tests.support.inprocess import in_process_settings
@@ -29,14 +31,18 @@ NAME = "hub/team/app"
 
 
 class CountingRemote(FakeRemoteRegistry):
-    """A fake upstream that counts the chunks it has handed out."""
+    """A fake upstream that counts the chunks it has handed out; with `claimed_size`, it announces that
+    length whatever it sends (as an upstream whose connection breaks off early)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sent = 0
+        self.claimed_size: int | None = None
 
     def open_blob(self, repository: str, digest: str, offset: int = 0) -> FakeBlobStream:
         stream = super().open_blob(repository, digest, offset)
+        if self.claimed_size is not None:
+            stream.size = self.claimed_size
         inner = stream.chunks
         remote = self
 
@@ -85,6 +91,16 @@ class GatedUploads:
         return getattr(self._inner, name)
 
 
+class Observed:
+    """What the cache counted (its `observe`), in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Outcome]] = []
+
+    def __call__(self, kind: str, outcome: Outcome) -> None:
+        self.seen.append((kind, outcome))
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     built = build_services(in_process_settings(tmp_path, {"auth": {"enabled": False}}))
@@ -92,7 +108,13 @@ def services(tmp_path: Path) -> Iterator[Services]:
     built.close()
 
 
-def cache_with(services: Services, tmp_path: Path, remote: FakeRemoteRegistry, uploads: Any) -> ProxyCache:
+def cache_with(
+    services: Services,
+    tmp_path: Path,
+    remote: FakeRemoteRegistry,
+    uploads: Any,
+    observe: Any = None,
+) -> ProxyCache:
     return ProxyCache(
         services.db,
         services.registry,
@@ -101,6 +123,7 @@ def cache_with(services: Services, tmp_path: Path, remote: FakeRemoteRegistry, u
         services.feed,
         FileLocks(tmp_path / "locks"),
         lambda name: remote,
+        observe=observe,
     )
 
 
@@ -165,7 +188,7 @@ def test_the_client_gets_chunks_before_storage_has_written_them(services: Servic
     finally:
         uploads.gate.set()
         fetch.close()
-    assert services.registry.blob_size(NAME, digest) == len(data)  # recorded before the last chunk went
+    assert services.registry.blob_size(NAME, digest) == len(data)  # recorded before the answer ended
 
 
 def test_a_slow_storage_holds_the_fetch_back_instead_of_buffering(services: Services, tmp_path: Path) -> None:
@@ -231,3 +254,78 @@ def test_bytes_that_do_not_match_their_digest_are_never_all_given_nor_recorded(
     assert len(b"".join(received)) < len(data)  # the last chunk was held back
     with pytest.raises(BlobUnknown):
         services.registry.blob_size(NAME, digest)
+
+
+def test_a_store_failing_after_the_digest_matched_still_gives_the_client_the_whole_blob(
+    services: Services, tmp_path: Path
+) -> None:
+    remote = CountingRemote()
+    digest, data = upstream_blob(remote, 5)
+    # A real storage failure at the commit, after every byte was written and the digest checked: a
+    # file where the blob's directory must be created (landing the bytes there fails).
+    encoded = digest.split(":", 1)[1]
+    in_the_way = services.settings.storage_root / "blobs" / "sha256" / encoded[:2] / encoded
+    in_the_way.parent.mkdir(parents=True, exist_ok=True)
+    in_the_way.write_bytes(b"not a directory")
+    outcomes = Observed()
+    cache = cache_with(services, tmp_path, remote, services.blob_uploads, outcomes)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    assert Reader(fetch).body() == data  # whole and correct: the answer ended well
+    fetch.close()
+    assert outcomes.seen == [("blob", Outcome.NOT_STORED)]
+    with pytest.raises(BlobUnknown):
+        services.registry.blob_size(NAME, digest)
+    with services.db.read() as connection:  # no upload left behind either
+        assert connection.execute(text("SELECT count(*) FROM uploads")).scalar() == 0
+    # Nothing was kept: the next pull fetches it again, and stores it once storage works.
+    in_the_way.unlink()
+    again = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(again, UpstreamBlob)
+    assert Reader(again).body() == data
+    again.close()
+    assert services.registry.blob_size(NAME, digest) == len(data)
+    assert remote.sent == 10
+
+
+def test_a_blob_cut_short_upstream_never_gives_the_client_all_it_sent(
+    services: Services, tmp_path: Path
+) -> None:
+    remote = CountingRemote()
+    digest, data = upstream_blob(remote, 3)
+    remote.blobs[("team/app", digest)] = data[: -CHUNK // 2]  # the upstream ends early
+    remote.claimed_size = len(data)
+    outcomes = Observed()
+    cache = cache_with(services, tmp_path, remote, services.blob_uploads, outcomes)
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    received: list[bytes] = []
+    with pytest.raises(SizeInvalid):
+        while batch := fetch.take():
+            received.extend(batch)
+    fetch.close()
+    assert len(b"".join(received)) < len(data) - CHUNK // 2  # the last chunk it sent was held back
+    assert outcomes.seen == [("blob", Outcome.FAILED)]
+    with pytest.raises(BlobUnknown):
+        services.registry.blob_size(NAME, digest)
+
+
+def test_a_blob_named_by_sha512_is_checked_against_that_digest(services: Services, tmp_path: Path) -> None:
+    remote = CountingRemote()
+    _, data = upstream_blob(remote, 3)
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    wrong = "sha512:" + hashlib.sha512(data + b"!").hexdigest()
+    remote.blobs[("team/app", digest)] = remote.blobs[("team/app", wrong)] = data
+    cache = cache_with(services, tmp_path, remote, services.blob_uploads)
+    fetch = cache.open_blob(CONFIG, NAME, wrong)
+    assert isinstance(fetch, UpstreamBlob)
+    with pytest.raises(DigestInvalid):
+        Reader(fetch).body()
+    fetch.close()
+    fetch = cache.open_blob(CONFIG, NAME, digest)
+    assert isinstance(fetch, UpstreamBlob)
+    assert Reader(fetch).body() == data
+    fetch.close()
+    assert services.registry.blob_size(NAME, digest) == len(data)
+    with pytest.raises(BlobUnknown):
+        services.registry.blob_size(NAME, wrong)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from dockyard.content.digest import CANONICAL_ALGORITHM
 from dockyard.storage.driver.base import FileWriter, PathLock
 from dockyard.storage.uploads.states import UploadPhase, UploadState, UploadStateInvalid
 
@@ -38,6 +39,13 @@ class AppendSession:
             self._hasher.update(data)
         self._writer.write(data)
         self.received += len(data)
+
+    def digest(self, algorithm: str) -> str | None:
+        """The digest of the upload's bytes so far, from the running hash; None when that hash is of
+        another algorithm, or missing (this process did not write the upload's earlier bytes)."""
+        if self._hasher is None or algorithm != CANONICAL_ALGORITHM:
+            return None
+        return f"{algorithm}:{self._hasher.hexdigest()}"  # hexdigest leaves the hash going
 
     def finish(self, record: bool = True) -> UploadState:
         """Keep the bytes and record the new size: the upload is open again. With record=False the
