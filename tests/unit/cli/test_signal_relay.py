@@ -28,8 +28,9 @@ SERVE_LIKE = textwrap.dedent(
 
     def watcher():  # as Granian's: SIGTERM lands on this thread, not the main one
         time.sleep(0.5)  # the main thread sleeps in its wait by then
-        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        # Said before the kill: said after, its line could interleave with the handled stop's "stopped".
         print("sent", flush=True)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
 
     threading.Thread(target=watcher).start()
     stop.wait()  # as Granian's main loop: no timeout
