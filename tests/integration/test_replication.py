@@ -481,6 +481,14 @@ def test_event_trigger_replicates_a_pushed_tag(
     assert remote_http.head("/v2/team/evt/app/manifests/latest").status_code == 404
     assert remote_http.get("/v2/team/other-evt/tags/list").status_code == 404
 
+    # A tag added through the management API (the portal's "add tag") is a push like any other.
+    assert api.put("/repositories/team/evt/app/tags/v2", json={"digest": image.digest}).status_code == 201
+    deadline = time.monotonic() + 60
+    while remote_http.head("/v2/team/evt/app/manifests/v2", headers={"Accept": ACCEPT}).status_code != 200:
+        assert time.monotonic() < deadline, "the tag set through the API was not replicated"
+        time.sleep(0.2)
+    assert_same(remote_http, "team/evt/app", "v2", image)
+
 
 def test_cron_trigger_runs_from_the_kinds_sweep(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client

@@ -37,8 +37,16 @@ def receivers() -> Iterator[dict[str, Receiver]]:
         running_receiver() as slack,
         running_receiver(fail_first=1) as flaky,
         running_receiver() as events,
+        running_receiver() as tags,
     ):
-        yield {"harbor": harbor, "cloud": cloud, "slack": slack, "flaky": flaky, "events": events}
+        yield {
+            "harbor": harbor,
+            "cloud": cloud,
+            "slack": slack,
+            "flaky": flaky,
+            "events": events,
+            "tags": tags,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +232,33 @@ def test_pulls_deletes_and_project_events(
     summary = retention["event_data"]["retention"]
     assert summary["project"] == "ev" and summary["dry_run"] is False and summary["run_id"]
     assert {"kept", "deleted", "kept_immutable", "skipped"} <= set(summary)
+
+
+def test_tags_set_and_deleted_through_the_management_api_are_events_as_over_v2(
+    api: httpx.Client, oci: OCIClient, receivers: dict[str, Receiver]
+) -> None:
+    """The portal's add-tag, delete-tag and delete-artifact go through /api/v1, not /v2: they must
+    reach the project's webhooks all the same."""
+    receiver = receivers["tags"]
+    project(api, "tg")
+    webhook(api, "tg", url=receiver.url, events=["push", "delete"])
+    pushed = oci.push_image("tg/app", "v1")
+    receiver.wait_for_bodies(lambda got: len(of_type(got, "PUSH_ARTIFACT")) == 1)
+
+    assert api.put("/repositories/tg/app/tags/stable", json={"digest": pushed.digest}).status_code == 201
+    received = receiver.wait_for_bodies(lambda got: len(of_type(got, "PUSH_ARTIFACT")) == 2)
+    tagged = of_type(received, "PUSH_ARTIFACT")[1]
+    assert tagged["operator"] == "admin"
+    (resource,) = tagged["event_data"]["resources"]
+    assert resource["digest"] == pushed.digest and resource["tag"] == "stable"
+
+    assert api.delete("/repositories/tg/app/tags/stable").status_code == 204
+    received = receiver.wait_for_bodies(lambda got: len(of_type(got, "DELETE_ARTIFACT")) == 1)
+    assert of_type(received, "DELETE_ARTIFACT")[0]["event_data"]["resources"][0]["tag"] == "stable"
+
+    assert api.delete(f"/repositories/tg/app/artifacts/{pushed.digest}").status_code == 204
+    received = receiver.wait_for_bodies(lambda got: len(of_type(got, "DELETE_ARTIFACT")) == 2)
+    assert of_type(received, "DELETE_ARTIFACT")[1]["event_data"]["resources"][0]["digest"] == pushed.digest
 
 
 def test_management_api_and_test_delivery(api: httpx.Client, receivers: dict[str, Receiver]) -> None:

@@ -37,7 +37,7 @@ from dockyard.api.oci.errors import database_error
 from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.app.auth import AUTH_MODULES, build_auth
-from dockyard.app.features import build_limits, proxy_edge, replication_pushes, scan_pushes, scanner_api_route
+from dockyard.app.features import build_limits, manifest_effects, proxy_edge, scanner_api_route
 from dockyard.app.housekeeping import build_locks, purge_audit_forever, sweep_proxy_locks_forever
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
 from dockyard.app.portal import portal_routes
@@ -99,7 +99,8 @@ def create_app(services: Services) -> ASGIApp:
     metrics = Metrics()
     instrument_database(metrics, services.db.engine)
     metrics.watch_caches(services.registry.caches())
-    auth = build_auth(services)
+    effects = manifest_effects(services)
+    auth = build_auth(services, effects)
     request_limits, upload_limits = build_limits(settings, metrics)
     ctx = OCIContext(
         services.registry,
@@ -118,10 +119,9 @@ def create_app(services: Services) -> ASGIApp:
         pull_notifications=services.pull_notifications,
         upload_limits=upload_limits,
         pull_gate=services.pull_gate,
+        effects=effects,
     )
     ctx.proxy, close_proxy = proxy_edge(services, metrics)
-    ctx.scan_pushes = scan_pushes(services)
-    ctx.replication_pushes = replication_pushes(services)
     feed = redis_feed(services.feed)
     redis_ping = feed.ping if feed is not None else None
     drain = DrainState(drain_directory(settings))

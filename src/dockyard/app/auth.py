@@ -24,6 +24,7 @@ from dockyard.services import Services
 
 if TYPE_CHECKING:
     from dockyard.api.management.sessions import SessionCodec
+    from dockyard.api.manifest_effects import ManifestEffects
     from dockyard.api.oci.gate import Gate
     from dockyard.auth.interfaces import Principal
     from dockyard.auth.policy import AccessPolicy
@@ -59,7 +60,7 @@ class Auth:
         return None if visibility.all else visibility.projects
 
 
-def build_auth(services: Services) -> Auth:
+def build_auth(services: Services, effects: ManifestEffects | None = None) -> Auth:
     """The auth mode's gate (registry:2's htpasswd or token modes, dockyard's own, or none) and, for
     dockyard's own, its /token and /api/v1."""
     auth = services.settings.auth
@@ -85,4 +86,4 @@ def build_auth(services: Services) -> Auth:
         return Auth(None)
     from dockyard.app.own_auth import dockyard_auth
 
-    return dockyard_auth(services)
+    return dockyard_auth(services, effects)

@@ -1,17 +1,19 @@
 """What the /v2 edge adds per feature, built from Settings: request and upload limits, proxy projects
-(the pull-through cache) and mirror mode, scan and replication on push, the Harbor scanner API."""
+(the pull-through cache) and mirror mode, what follows a manifest push, the Harbor scanner API."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.routing import BaseRoute
 
+from dockyard.api.manifest_effects import ManifestEffects
 from dockyard.api.oci.limits import ClientKeys, RequestLimits
 from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.upload_limits import UploadLimits
+from dockyard.app.housekeeping import build_locks
 
 # The composition without HTTP lives in dockyard.services (the job runner builds it without the web
 # stack); these names stay importable from here too.
@@ -34,11 +36,6 @@ from dockyard.services import (
     implicit_remote,
     registry_url,
 )
-
-if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured
-    from dockyard.replication.pushes import ReplicateOnPush
-    from dockyard.scans.pushes import ScanOnPush
-from dockyard.app.housekeeping import build_locks
 
 
 def build_limits(settings: Settings, metrics: Metrics) -> tuple[RequestLimits | None, UploadLimits | None]:
@@ -111,20 +108,23 @@ def scanner_api_route(services: Services) -> BaseRoute:
     return api.mount()
 
 
-def scan_pushes(services: Services) -> ScanOnPush:
-    """Scan on push: a push to a project with `scan_on_push` queues a `scan` job (scans.pushes)."""
+def manifest_effects(services: Services) -> ManifestEffects:
+    """What follows a manifest push or delete over either API: registry:2 and webhook events, the
+    signature check of a project that requires signatures, scan on push (a `scan` job for a project
+    with `scan_on_push`), replication's event trigger (a `replicate` job per event policy selecting
+    the tag)."""
+    from dockyard.replication.pushes import ReplicateOnPush
+    from dockyard.replication.services import ReplicationPolicies
     from dockyard.scans.pushes import ScanOnPush
     from dockyard.scans.services import Scans
 
-    return ScanOnPush(Scans(services.db, jobs=services.jobs))
-
-
-def replication_pushes(services: Services) -> ReplicateOnPush:
-    """Replication's event trigger: a tag push queues a `replicate` job per event policy selecting it."""
-    from dockyard.replication.pushes import ReplicateOnPush
-    from dockyard.replication.services import ReplicationPolicies
-
-    return ReplicateOnPush(ReplicationPolicies(services.db), services.jobs)
+    return ManifestEffects(
+        notifications=services.notifications,
+        pull_gate=services.pull_gate,
+        scans=ScanOnPush(Scans(services.db, jobs=services.jobs)),
+        replication=ReplicateOnPush(ReplicationPolicies(services.db), services.jobs),
+        base_url=(services.settings.http.host or "").rstrip("/"),
+    )
 
 
 def proxy_edge(services: Services, metrics: Metrics) -> tuple[ProxyEdge, Callable[[], None]]:

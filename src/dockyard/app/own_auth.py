@@ -25,6 +25,7 @@ from dockyard.api.auth_changes import AnnounceWrites
 from dockyard.api.lazy import LazyApp
 from dockyard.api.management import MOUNT_PATH, ManagementServices, SystemInfo
 from dockyard.api.management.sessions import SessionCodec
+from dockyard.api.manifest_effects import ManifestEffects
 from dockyard.api.oci.gate import Challenge, TokenGate
 from dockyard.api.token import TokenEndpoint
 from dockyard.app.auth import REMEMBERED_LOGINS, Auth
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # ldap3 loads only where LDAP is configured, httpx where OIDC
     from dockyard.webhooks.policy_sender import PolicySender
 
 
-def dockyard_auth(services: Services) -> Auth:
+def dockyard_auth(services: Services, effects: ManifestEffects | None = None) -> Auth:
     settings, db, feed = services.settings, services.db, services.feed
     auth = settings.auth
 
@@ -97,6 +98,7 @@ def dockyard_auth(services: Services) -> Auth:
         db=db,
         driver=services.driver,
         registry=services.registry,
+        manifest_effects=effects,
         blobs=services.blobs,
         queries=RegistryQueries(db),
         quotas=services.quotas,

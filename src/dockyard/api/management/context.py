@@ -16,6 +16,7 @@ from dockyard.accounts.robots import RobotService
 from dockyard.accounts.sessions import LoginSessionService
 from dockyard.accounts.users import UserService
 from dockyard.api.management.sessions import SessionCodec
+from dockyard.api.manifest_effects import ManifestEffects
 from dockyard.audit.services import AuditLog
 from dockyard.auth.interfaces import Principal
 from dockyard.auth.policy import AccessPolicy
@@ -127,6 +128,8 @@ class ManagementServices:
     oidc_settings: OIDCSettings | None = None
     oidc_redirect_uri: str | None = None  # the one in use (configured, or from http.host)
     ldap: LDAPDirectory | None = None
+    # What follows a tag set or a manifest delete (events, replication, ...), as after a /v2 push.
+    manifest_effects: ManifestEffects | None = None
 
 
 def services_of(request: Request) -> ManagementServices:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 
+from dockyard.api.manifest_effects import ManifestEffects
 from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.oci.upload_limits import UploadLimits
@@ -22,10 +23,6 @@ from dockyard.registry.services import Registry
 from dockyard.signatures.pull_gate import PullGate
 from dockyard.storage.blobs import BlobStore
 from dockyard.webhooks.interfaces import EventRecorder, PullNotes
-
-if TYPE_CHECKING:
-    from dockyard.replication.pushes import ReplicateOnPush
-    from dockyard.scans.pushes import ScanOnPush
 
 T = TypeVar("T")
 
@@ -49,8 +46,8 @@ class OCIContext:
     upload_limits: UploadLimits | None = None  # concurrent uploads (None: not limited, the default)
     proxy: ProxyEdge | None = None  # proxy projects, the pull-through cache (None: not wired)
     pull_gate: PullGate | None = None  # per-project pull policies (None: none checked)
-    scan_pushes: ScanOnPush | None = None  # queues scans of pushes to projects with scan_on_push
-    replication_pushes: ReplicateOnPush | None = None  # queues runs of event replication policies
+    # What follows a manifest push or delete: events, signature checks, scans, replication.
+    effects: ManifestEffects | None = None
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from dockyard.api.manifest_effects import PushedManifest, request_info
 from dockyard.api.oci import proxying
 from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
-from dockyard.api.oci.notifying import manifest_deleted, manifest_pulled, manifest_pushed
+from dockyard.api.oci.notifying import actor_of, manifest_pulled
 from dockyard.api.oci.responses import PreparedResponse, encode_headers
 from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
@@ -110,15 +111,10 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     result = await ctx.call(
         ctx.registry.put_manifest, name, reference, body, request.headers.get("content-type")
     )
-    await manifest_pushed(ctx, request, name, reference, result.digest, result.media_type, len(body))
-    if ctx.pull_gate is not None and ctx.pull_gate.push_needs_work(name):
-        await ctx.call(ctx.pull_gate.pushed, name, reference, result.digest, result.subject)
-    scans = ctx.scan_pushes
-    if scans is not None and scans.wanted(name, reference, result.media_type, result.subject):
-        await ctx.call(scans.pushed, name, result.digest)  # a job queued, when the project wants it
-    replication = ctx.replication_pushes
-    if replication is not None and replication.wanted(name, reference):
-        await ctx.call(replication.pushed, name, reference)  # a job per event policy that selects it
+    pushed = PushedManifest(name, reference, result.digest, result.media_type, len(body), result.subject)
+    effects = ctx.effects
+    if effects is not None and effects.push_needed(pushed):  # events, signature checks, scans, replication
+        await ctx.call(effects.pushed, pushed, request_info(request), actor_of(request))
     headers = {
         **API_VERSION_HEADER,
         "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),
@@ -132,10 +128,9 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
 
 async def delete_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     await ctx.call(ctx.registry.delete_manifest, name, reference)
-    await manifest_deleted(ctx, request, name, reference)
-    replication = ctx.replication_pushes
-    if replication is not None and replication.wanted(name, reference):
-        await ctx.call(replication.deleted, name, reference)  # a job per event policy propagating it
+    effects = ctx.effects
+    if effects is not None and effects.delete_needed(name, reference):  # events, replication
+        await ctx.call(effects.deleted, name, reference, request_info(request), actor_of(request))
     return Response(b"", status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
 

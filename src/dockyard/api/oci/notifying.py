@@ -1,8 +1,9 @@
 """registry:2 notification events of /v2 requests, built here (the request is known here) and appended
 to the outbox before the response leaves (`ctx.notifications`), so an answered push is never lost.
 
-Pushes and deletes of manifests and blobs, and cross-repository mounts, as registry:2 sends them. Pulls
-(manifest and blob GETs) go through an in-memory batch instead (`ctx.pull_notifications`,
+Blob pushes, deletes and cross-repository mounts, as registry:2 sends them; manifest pushes and deletes
+go with everything else that follows them (api/manifest_effects.py, shared with the management API).
+Pulls (manifest and blob GETs) go through an in-memory batch instead (`ctx.pull_notifications`,
 webhooks/pulls.py): a database write per pull would be the hottest path's only write.
 """
 
@@ -12,36 +13,19 @@ from typing import Any
 
 from starlette.requests import Request
 
-from dockyard.api.middleware import REQUEST_ID_KEY
+from dockyard.api.manifest_effects import actor_name, blob_target, content_target, is_tag, request_info
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.gate import PRINCIPAL_KEY
-from dockyard.auth.interfaces import Principal
-from dockyard.webhooks.interfaces import LAYER_MEDIA_TYPE, Event, RequestInfo
+from dockyard.webhooks.interfaces import Event
 
 
-def _request_info(request: Request) -> RequestInfo:
-    scope = request.scope
-    client = scope.get("client")
-    headers = request.headers
-    return RequestInfo(
-        id=str(scope.get(REQUEST_ID_KEY) or ""),
-        addr=f"{client[0]}:{client[1]}" if client else "",
-        host=headers.get("host", ""),
-        method=scope["method"],
-        useragent=headers.get("user-agent", ""),
-    )
+def actor_of(request: Request) -> str:
+    return actor_name(request.scope.get(PRINCIPAL_KEY))
 
 
-def _actor(request: Request) -> str:
-    principal: Principal | None = request.scope.get(PRINCIPAL_KEY)
-    return principal.name if principal is not None and principal.name != "anonymous" else ""
-
-
-async def _record(
-    ctx: OCIContext, request: Request, action: str, target: dict[str, Any], project: str | None = None
-) -> None:
+async def _record(ctx: OCIContext, request: Request, action: str, target: dict[str, Any]) -> None:
     assert ctx.notifications is not None
-    event = Event(action, target, _request_info(request), _actor(request), project=project)
+    event = Event(action, target, request_info(request), actor_of(request))
     await ctx.call(ctx.notifications.record, [event])
 
 
@@ -64,53 +48,12 @@ def _blob_event(ctx: OCIContext, action: str) -> bool:
     return ctx.notifications is not None and ctx.notifications.wants_endpoint(action)
 
 
-def _content_target(
-    ctx: OCIContext, name: str, kind: str, digest: str, media_type: str, size: int
-) -> dict[str, Any]:
-    """registry:2's target of a manifest (`kind` "manifests") or blob ("blobs") event."""
-    return {
-        "mediaType": media_type,
-        "size": size,
-        "digest": digest,
-        "length": size,
-        "repository": name,
-        "url": ctx.url(f"/v2/{name}/{kind}/{digest}"),
-    }
-
-
-def _is_tag(reference: str) -> bool:
-    return ":" not in reference  # tags have no colon, digests do: no parsing on the hot path
-
-
-async def manifest_pushed(
-    ctx: OCIContext, request: Request, name: str, reference: str, digest: str, media_type: str, size: int
-) -> None:
-    wanted, project = await _manifest_event(ctx, "push", name)
-    if not wanted:
-        return
-    target = _content_target(ctx, name, "manifests", digest, media_type, size)
-    if _is_tag(reference):
-        target["tag"] = reference
-    await _record(ctx, request, "push", target, project)
-
-
-async def manifest_deleted(ctx: OCIContext, request: Request, name: str, reference: str) -> None:
-    wanted, project = await _manifest_event(ctx, "delete", name)
-    if not wanted:
-        return
-    # registry:2: a manifest delete names the digest; a tag delete (distribution v3) names the tag.
-    target: dict[str, Any] = {"repository": name, "tag" if _is_tag(reference) else "digest": reference}
-    if project is not None:  # where a Harbor consumer finds the registry (registry:2's target has no url)
-        target["url"] = ctx.url(f"/v2/{name}/manifests/{reference}")
-    await _record(ctx, request, "delete", target, project)
-
-
 async def blob_pushed(
     ctx: OCIContext, request: Request, name: str, digest: str, size: int, mounted_from: str | None = None
 ) -> None:
     if not _blob_event(ctx, "mount" if mounted_from is not None else "push"):
         return
-    target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
+    target = blob_target(ctx.url(f"/v2/{name}/blobs/{digest}"), name, digest, size)
     if mounted_from:  # "" for a mount without `from=`: the source is not named
         target["fromRepository"] = mounted_from
     await _record(ctx, request, "mount" if mounted_from is not None else "push", target)
@@ -131,15 +74,15 @@ async def manifest_pulled(
     wanted, project = await _manifest_event(ctx, "pull", name)
     if not wanted:
         return
-    target = _content_target(ctx, name, "manifests", digest, media_type, size)
-    if _is_tag(reference):
+    target = content_target(ctx.url(f"/v2/{name}/manifests/{digest}"), name, digest, media_type, size)
+    if is_tag(reference):
         target["tag"] = reference
-    event = Event("pull", target, _request_info(request), _actor(request), project=project)
+    event = Event("pull", target, request_info(request), actor_of(request), project=project)
     ctx.pull_notifications.note(event)
 
 
 def blob_pulled(ctx: OCIContext, request: Request, name: str, digest: str, size: int) -> None:
     if ctx.pull_notifications is None or not _blob_event(ctx, "pull"):
         return
-    target = _content_target(ctx, name, "blobs", digest, LAYER_MEDIA_TYPE, size)
-    ctx.pull_notifications.note(Event("pull", target, _request_info(request), _actor(request)))
+    target = blob_target(ctx.url(f"/v2/{name}/blobs/{digest}"), name, digest, size)
+    ctx.pull_notifications.note(Event("pull", target, request_info(request), actor_of(request)))

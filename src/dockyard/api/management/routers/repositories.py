@@ -20,7 +20,9 @@ from dockyard.api.management.errors import ApiError
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.routers.scans import ScanSummaryOut, scans_of, summary_out
 from dockyard.api.management.security import Caller
+from dockyard.api.manifest_effects import PushedManifest, actor_name, request_info
 from dockyard.audit.interfaces import AuditAction, ResourceType
+from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import Digest
 from dockyard.content.reference import parse_reference
 from dockyard.errors import DigestInvalid, ManifestUnknown, NameUnknown, TagInvalid
@@ -157,12 +159,15 @@ def get_artifact(name: str, reference: str, principal: Caller, services: Service
 
 
 @router.delete("/repositories/{name:path}/artifacts/{reference}", status_code=204)
-def delete_artifact(name: str, reference: str, principal: Caller, services: Services) -> None:
+def delete_artifact(
+    name: str, reference: str, request: Request, principal: Caller, services: Services
+) -> None:
     """Delete an artifact (by digest, or by one of its tags: then the whole artifact and all its tags)."""
     require(services, principal, project_of(name), Permission.DELETE, NameUnknown(detail={"name": name}))
     parse_reference(reference)
     digest = services.queries.get_artifact(name, reference).summary.digest
     services.registry.delete_manifest(name, digest)
+    _after_delete(services, request, principal, name, digest)
 
 
 @router.get("/repositories/{name:path}/artifacts", response_model=list[ArtifactOut])
@@ -204,13 +209,23 @@ def list_tags(
 
 
 @router.delete("/repositories/{name:path}/tags/{tag}", status_code=204)
-def delete_tag(name: str, tag: str, principal: Caller, services: Services) -> None:
+def delete_tag(name: str, tag: str, request: Request, principal: Caller, services: Services) -> None:
     """Remove a tag; the artifact stays (reachable by digest and its other tags)."""
     require(services, principal, project_of(name), Permission.DELETE, NameUnknown(detail={"name": name}))
     if isinstance(parse_reference(tag), Digest):
         # A digest here would delete the artifact itself, which is the artifacts endpoint's job.
         raise TagInvalid("a tag name was expected, not a digest")
     services.registry.delete_manifest(name, tag)
+    _after_delete(services, request, principal, name, tag)
+
+
+def _after_delete(
+    services: ManagementServices, request: Request, principal: Principal, name: str, reference: str
+) -> None:
+    """The events and replication a delete over /v2 would have caused."""
+    effects = services.manifest_effects
+    if effects is not None:
+        effects.deleted(name, reference, request_info(request), actor_name(principal))
 
 
 @router.put("/repositories/{name:path}/tags/{tag}", response_model=TagSetOut)
@@ -245,7 +260,13 @@ def set_tag(
         extra["previous"] = previous
         if previous not in (None, record.digest) and not body.move:
             raise ApiError(409, f"tag {tag} names {previous}: send move: true to move it")
-        services.registry.put_manifest(name, tag, record.content, record.media_type)
+        result = services.registry.put_manifest(name, tag, record.content, record.media_type)
+    effects = services.manifest_effects
+    if effects is not None:  # the events, scans and replication a push of the tag would have caused
+        pushed = PushedManifest(
+            name, tag, result.digest, result.media_type, len(record.content), result.subject
+        )
+        effects.pushed(pushed, request_info(request), actor_name(principal))
     response.status_code = 201 if previous is None else 200
     tags, _ = services.queries.list_tags(
         name, Window(0, 100, "name", False), name_contains=tag, digest=record.digest
