@@ -102,9 +102,12 @@ class ManifestEffects:
             self.replication is not None and self.replication.wanted(name, reference)
         )
 
-    def pushed(self, manifest: PushedManifest, request: RequestInfo, actor: str) -> None:
+    def pushed(
+        self, manifest: PushedManifest, request: RequestInfo, actor: str, *, scan: bool = True
+    ) -> None:
         """Everything that follows a stored push (a worker thread): the event first, recorded before
-        the client is answered; then the jobs other features queue."""
+        the client is answered; then the jobs other features queue. Without `scan`, no scan on push
+        (a tag set on an artifact already pushed: it was scanned then)."""
         name, reference, digest = manifest.name, manifest.reference, manifest.digest
         wanted, project = self._event("push", name)
         if wanted:
@@ -116,8 +119,10 @@ class ManifestEffects:
             self._record(Event("push", target, request, actor, project=project))
         if self.pull_gate is not None and self.pull_gate.push_needs_work(name):
             self.pull_gate.pushed(name, reference, digest, manifest.subject)
-        if self.scans is not None and self.scans.wanted(
-            name, reference, manifest.media_type, manifest.subject
+        if (
+            scan
+            and self.scans is not None
+            and self.scans.wanted(name, reference, manifest.media_type, manifest.subject)
         ):
             self.scans.pushed(name, digest)  # a job queued, when the project wants it
         if self.replication is not None and self.replication.wanted(name, reference):

@@ -262,11 +262,11 @@ def set_tag(
             raise ApiError(409, f"tag {tag} names {previous}: send move: true to move it")
         result = services.registry.put_manifest(name, tag, record.content, record.media_type)
     effects = services.manifest_effects
-    if effects is not None:  # the events, scans and replication a push of the tag would have caused
+    if effects is not None:  # the events and replication a push of the tag would have caused
         pushed = PushedManifest(
             name, tag, result.digest, result.media_type, len(record.content), result.subject
         )
-        effects.pushed(pushed, request_info(request), actor_name(principal))
+        effects.pushed(pushed, request_info(request), actor_name(principal), scan=False)
     response.status_code = 201 if previous is None else 200
     tags, _ = services.queries.list_tags(
         name, Window(0, 100, "name", False), name_contains=tag, digest=record.digest
