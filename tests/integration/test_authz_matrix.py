@@ -1616,10 +1616,13 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/admin/jobs", "GET"): ("/jobs", "GET"),
     ("/admin/jobs/{job_id}", "GET"): ("/jobs/{job_id}", "GET"),
     ("/admin/jobs/{job_id}/cancel", "POST"): ("/jobs/{job_id}/cancel", "POST"),
+    ("/admin/jobs/{job_id}/retry", "POST"): ("/jobs/{job_id}/retry", "POST"),
     ("/admin/signing-keys", "GET"): ("/system/signing-keys", "GET"),
     ("/admin/signing-keys/rotate", "POST"): ("/system/signing-keys/rotate", "POST"),
     ("/admin/signing-keys/{kid}/retire", "POST"): ("/system/signing-keys/{kid}/retire", "POST"),
     ("/admin/gc", "GET"): ("/jobs", "GET"),
+    ("/admin/gc/schedule", "POST"): ("/jobs/schedules/{kind}", "PUT"),
+    ("/admin/gc/schedule/delete", "POST"): ("/jobs/schedules/{kind}", "DELETE"),
     ("/admin/sign-in", "GET"): ("/system/sign-in", "GET"),
     ("/admin/replication", "GET"): ("/replication/policies", "GET"),
     ("/admin/replication", "POST"): ("/replication/policies", "POST"),
@@ -1687,6 +1690,7 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
 # segment (`/jobs/{job_id}/cancel`), with the form that asks for the same change.
 UI_LIKE_API_ACTION: dict[tuple[str, str], dict[str, str]] = {
     ("/admin/jobs/{job_id}/cancel", "POST"): {},
+    ("/admin/jobs/{job_id}/retry", "POST"): {},
     ("/admin/signing-keys/{kid}/retire", "POST"): {},
     (f"{P}/webhooks/{{name}}/test", "POST"): {},
     ("/admin/replication/policies/{name}/run", "POST"): {},
@@ -1862,6 +1866,23 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
             return [j["id"] for j in w.admin.api("GET", "/jobs", params={"kind": "gc", "page_size": "1"})]
 
         return UiCall("POST", "/ui/admin/gc", {"mode": "dry-run"}, session, observe=newest_gc)
+    if key[0].startswith("/admin/gc/schedule"):  # a yearly schedule: no run starts in the matrix's time
+        path = "/jobs/schedules/gc"
+        previous = w.admin.status("GET", path) == 200 and w.admin.api("GET", path)
+
+        def restore() -> None:
+            if previous:
+                w.admin.api("PUT", path, json={k: previous[k] for k in ("cron", "params", "enabled")})
+            else:
+                w.admin.status("DELETE", path)
+
+        if key[0].endswith("/delete"):
+            w.admin.api("PUT", path, json={"cron": "0 0 1 1 *", "params": {"dry_run": True}})
+            return UiCall("POST", "/ui/admin/gc/schedule/delete", {}, session,
+                          observe=gone_or_there(w, path), cleanup=restore)
+        return UiCall("POST", "/ui/admin/gc/schedule", {"cron": "0 0 1 1 *", "mode": "dry-run"}, session,
+                      observe=lambda: w.admin.status("GET", path) == 200 and w.admin.api("GET", path)["cron"],
+                      cleanup=restore)
     if key == ("/admin/users", "POST"):
         made = create_user(w, actor, project, Endpoint("/users", "POST", frozenset()))
         return UiCall("POST", "/ui/admin/users", dict(made.json or {}), session, made.observe, made.cleanup)

@@ -210,7 +210,36 @@ def test_a_gc_dry_run_is_started_and_its_page_follows_it_live(stack: Stack) -> N
         assert newest_gc(stack) == before
 
 
-def test_a_job_is_cancelled_from_its_page_and_its_text_is_escaped(stack: Stack) -> None:
+def test_the_gc_schedule_is_set_changed_and_removed_from_the_gc_page(stack: Stack) -> None:
+    schedule = "/api/v1/jobs/schedules/gc"
+    form = {"cron": "30 2 * * 6", "enabled": "on", "mode": "delete", "delete_untagged": "on", "min_age": "6h"}
+    with stack.browser("plain") as plain:
+        assert plain.submit("/ui/admin/gc/schedule", form).status_code == 403
+    assert stack.api.get(schedule).status_code == 404
+    with stack.browser(*ADMIN) as admin:
+        assert "No schedule" in admin.get("/ui/admin/gc").text
+        assert admin.submit("/ui/admin/gc/schedule", form, csrf="wrong").status_code == 403
+        bad = admin.submit("/ui/admin/gc/schedule", {**form, "cron": "every night"})
+        assert bad.status_code == 400 and 'role="alert"' in bad.text
+        assert stack.api.get(schedule).status_code == 404
+        saved = admin.submit("/ui/admin/gc/schedule", form)
+        assert (saved.status_code, saved.headers["location"]) == (303, "/ui/admin/gc")
+        got = stack.api.get(schedule).json()
+        assert (got["cron"], got["enabled"]) == ("30 2 * * 6", True)
+        assert got["params"] == {"dry_run": False, "delete_untagged": True,
+                                 "delete_referrers_with_subject": False, "min_age": "6h"}  # fmt: skip
+        page = admin.get("/ui/admin/gc").text
+        assert "<code>30 2 * * 6</code>" in page and 'value="6h"' in page
+        # Unticked "Enabled": kept, not run.
+        assert admin.submit("/ui/admin/gc/schedule", {**form, "enabled": ""}).status_code == 303
+        assert stack.api.get(schedule).json()["enabled"] is False
+        with stack.browser("plain") as plain:
+            assert plain.submit("/ui/admin/gc/schedule/delete").status_code == 403
+        assert admin.submit("/ui/admin/gc/schedule/delete").status_code == 303
+        assert stack.api.get(schedule).status_code == 404
+
+
+def test_a_job_is_cancelled_and_retried_from_its_page_and_its_text_is_escaped(stack: Stack) -> None:
     made = stack.api.post("/api/v1/jobs", json={"kind": "selftest", "params": {"seconds": 600, "note": EVIL}})
     assert made.status_code == 201
     job = made.json()["id"]
@@ -227,6 +256,22 @@ def test_a_job_is_cancelled_from_its_page_and_its_text_is_escaped(stack: Stack) 
         assert stack.api.get(f"/api/v1/jobs/{job}").json()["status"] == "cancelled"
         assert "Cancel the job" not in admin.get(f"/ui/admin/jobs/{job}").text
         assert re.search(r"<dd>cancelled", admin.get(f"/ui/admin/jobs/{job}").text)
+
+        # Retry: a new job with the same kind and parameters, whose page the browser is sent to.
+        assert "Retry" in admin.get(f"/ui/admin/jobs/{job}").text
+        with stack.browser("plain") as plain:
+            assert plain.submit(f"/ui/admin/jobs/{job}/retry").status_code == 403
+        assert admin.submit(f"/ui/admin/jobs/{job}/retry", csrf="wrong").status_code == 403
+        retried = admin.submit(f"/ui/admin/jobs/{job}/retry")
+        assert retried.status_code == 303, retried.text
+        again = int(retried.headers["location"].rsplit("/", 1)[1])
+        assert again != job
+        record = stack.api.get(f"/api/v1/jobs/{again}").json()
+        assert (record["kind"], record["params"]["note"]) == ("selftest", EVIL)
+        # A job still queued or running may not be retried: the API's 409, said on its page.
+        refused = admin.submit(f"/ui/admin/jobs/{again}/retry")
+        assert refused.status_code == 409 and 'class="error" role="alert"' in refused.text
+        assert stack.api.post(f"/api/v1/jobs/{again}/cancel").status_code == 200
 
 
 def test_members_are_listed_past_the_first_100(stack: Stack) -> None:

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
 from dockyard.ui.handlers import form_text, read_page, submit
 
 if TYPE_CHECKING:
+    from dockyard.ui.interfaces import ApiAnswer
     from dockyard.ui.pages import Portal
 
 NUMBER = re.compile(r"[0-9]{1,18}")
@@ -53,6 +54,7 @@ class AdminPages:
             Route("/admin/jobs", self.jobs, methods=["GET"]),
             Route("/admin/jobs/{job_id}", self.job, methods=["GET"]),
             Route("/admin/jobs/{job_id}/cancel", self.cancel_job, methods=["POST"]),
+            Route("/admin/jobs/{job_id}/retry", self.retry_job, methods=["POST"]),
         ]
 
     # --- users -------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ class AdminPages:
     async def jobs(self, request: Request) -> Response:
         return await self._filtered(request, "/jobs", "admin_jobs.html", JOB_FILTERS, "jobs", 64)
 
-    async def job(self, request: Request) -> Response:
+    async def job(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         """The job's page; asked by htmx (the page follows a running job), its live part alone."""
         portal = self.portal
         caller, _ = portal.signed_in(request)
@@ -142,7 +144,8 @@ class AdminPages:
             raise portal.not_found()
         job = (await portal.read(caller, f"/jobs/{job_id}")).json()
         live_part = request.headers.get("hx-request") == "true"
-        return portal.render(request, "_job_state.html" if live_part else "admin_job.html", job=job)
+        template = "_job_state.html" if live_part else "admin_job.html"
+        return portal.render(request, template, status, job=job, error=error)
 
     async def cancel_job(self, request: Request) -> Response:
         caller, _, _ = await self.portal.checked(request)
@@ -151,3 +154,20 @@ class AdminPages:
             raise self.portal.not_found()
         path, done = f"/jobs/{job_id}/cancel", f"{MOUNT_PATH}/admin/jobs/{job_id}"
         return await submit(self.portal, request, caller, "POST", path, done=done, again=None)
+
+    async def retry_job(self, request: Request) -> Response:
+        """A new job like a failed or cancelled one; its page follows. A job that may not be retried
+        (still queued or running, or done) is the API's 409, said on the job's page."""
+        caller, _, _ = await self.portal.checked(request)
+        job_id = request.path_params["job_id"]
+        if not NUMBER.fullmatch(job_id):
+            raise self.portal.not_found()
+
+        async def to_new_job(answer: ApiAnswer) -> Response:
+            return RedirectResponse(f"{MOUNT_PATH}/admin/jobs/{int(answer.json()['id'])}", 303)
+
+        async def again(request: Request, error: str | None = None, status: int = 200) -> Response:
+            return await self.job(request, error=error, status=status)
+
+        path = f"/jobs/{job_id}/retry"
+        return await submit(self.portal, request, caller, "POST", path, done=to_new_job, again=again)

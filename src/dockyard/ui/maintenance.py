@@ -1,7 +1,7 @@
 """Registry maintenance in the portal, for system administrators: the keys registry tokens are signed
 with (rotate, retire; never their material) and garbage collection (a dry run or a real run, as a job
-whose page follows it live). Each is the management API's call as the user: anyone else gets the
-API's refusal (403).
+whose page follows it live; its schedule set or removed). Each is the management API's call as the
+user: anyone else gets the API's refusal (403).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class MaintenancePages:
             Route("/admin/signing-keys/{kid}/retire", self.retire, methods=["POST"]),
             Route("/admin/gc", self.gc, methods=["GET"]),
             Route("/admin/gc", self.run_gc, methods=["POST"]),
+            Route("/admin/gc/schedule", self.set_gc_schedule, methods=["POST"]),
+            Route("/admin/gc/schedule/delete", self.delete_gc_schedule, methods=["POST"]),
         ]
 
     # --- token signing keys ------------------------------------------------------------------------
@@ -83,16 +85,50 @@ class MaintenancePages:
 
     async def run_gc(self, request: Request) -> Response:
         caller, _, form = await self.portal.checked(request)
-        min_age = form_text(form, "min_age").strip()
-        if min_age and not MIN_AGE.fullmatch(min_age):
-            return await self.gc(request, error="The safety window is a duration: 2h, 90m, 0s.", status=400)
-        params: dict[str, Any] = {"dry_run": form_text(form, "mode") != "delete"}
-        params.update({name: form.get(name) == "on" for name in GC_SWITCHES})
-        if min_age:
-            params["min_age"] = min_age
+        params = gc_params(form)
+        if params is None:
+            return await self.gc(request, error=BAD_MIN_AGE, status=400)
 
         async def to_job(answer: ApiAnswer) -> Response:
             return RedirectResponse(f"{MOUNT_PATH}/admin/jobs/{int(answer.json()['id'])}", 303)
 
         body = {"kind": "gc", "params": params}
         return await submit(self.portal, request, caller, "POST", "/jobs", body, done=to_job, again=self.gc)
+
+    async def set_gc_schedule(self, request: Request) -> Response:
+        """The schedule's cron (the API checks it: its 400 is said on the page) and the runs' options."""
+        caller, _, form = await self.portal.checked(request)
+        params = gc_params(form)
+        if params is None:
+            return await self.gc(request, error=BAD_MIN_AGE, status=400)
+        body = {
+            "cron": form_text(form, "cron").strip(),
+            "params": params,
+            "enabled": form.get("enabled") == "on",
+        }
+        done = f"{MOUNT_PATH}/admin/gc"
+        return await submit(
+            self.portal, request, caller, "PUT", "/jobs/schedules/gc", body, done=done, again=self.gc
+        )
+
+    async def delete_gc_schedule(self, request: Request) -> Response:
+        caller, _, _ = await self.portal.checked(request)
+        done = f"{MOUNT_PATH}/admin/gc"
+        return await submit(
+            self.portal, request, caller, "DELETE", "/jobs/schedules/gc", done=done, again=None
+        )
+
+
+BAD_MIN_AGE = "The safety window is a duration: 2h, 90m, 0s."
+
+
+def gc_params(form: Any) -> dict[str, Any] | None:
+    """A GC run's options from the form (mode, switches, safety window); None: a bad safety window."""
+    min_age = form_text(form, "min_age").strip()
+    if min_age and not MIN_AGE.fullmatch(min_age):
+        return None
+    params: dict[str, Any] = {"dry_run": form_text(form, "mode") != "delete"}
+    params.update({name: form.get(name) == "on" for name in GC_SWITCHES})
+    if min_age:
+        params["min_age"] = min_age
+    return params
