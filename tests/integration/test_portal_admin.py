@@ -296,13 +296,14 @@ def test_members_are_listed_past_the_first_100(stack: Stack) -> None:
 
 
 def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: Stack) -> None:
-    api, secret = stack.api, "hook-signing-secret-5Tq9"
+    api, secret, token = stack.api, "hook-signing-secret-5Tq9", "hook-header-value-7Zp3"
     assert api.post("/api/v1/projects", json={"name": "hooked", "public": False}).status_code == 201
     member = {"user": "plain", "role": "maintainer"}  # everything but the project's settings
     assert api.post("/api/v1/projects/hooked/members", json=member).status_code == 201
     here = "/ui/projects/hooked/webhooks"
     form = {"name": "ci", "url": "http://127.0.0.1:9/<script>alert(1)</script>", "events": "push",
-            "format": "cloudevents", "secret": secret}
+            "format": "cloudevents", "secret": secret,
+            "headers": f"Authorization: Bearer {token}\n\nX-Team: ops"}
     with stack.browser("plain") as plain:
         assert plain.get(here).status_code == 403
         assert plain.submit(here, form).status_code == 403
@@ -310,6 +311,11 @@ def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: 
         assert admin.submit(here, form, csrf=None).status_code == 403
         assert api.get("/api/v1/projects/hooked/webhooks").json() == []
         assert admin.submit(here, {**form, "events": ""}).status_code == 400
+        no_colon = admin.submit(here, {**form, "headers": "Authorization Bearer x"})
+        assert no_colon.status_code == 400 and "Name: value" in no_colon.text
+        bad_name = admin.submit(here, {**form, "headers": "X-Team<b>: ops"})  # the API checks the names
+        assert bad_name.status_code == 400 and "X-Team&lt;b&gt;" in bad_name.text
+        assert api.get("/api/v1/projects/hooked/webhooks").json() == []
         made = admin.submit(here, form)
         assert made.status_code == 303, re.findall(r'class="error"[^>]*>([^<]*)', made.text)
         assert made.headers["location"] == f"{here}/ci"
@@ -318,6 +324,10 @@ def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: 
             assert secret not in page.text and "<script>alert" not in page.text
             assert "&lt;script&gt;alert(1)" in page.text
         assert "<dd>set</dd>" in admin.get(f"{here}/ci").text
+        names = lambda: api.get("/api/v1/projects/hooked/webhooks/ci").json()["header_names"]  # noqa: E731
+        assert names() == ["Authorization", "X-Team"]
+        shown = admin.get(f"{here}/ci").text
+        assert token not in shown and "Authorization, X-Team" in shown
         assert admin.submit(f"{here}/ci/enabled", {"enabled": "false"}).status_code == 303
         assert api.get("/api/v1/projects/hooked/webhooks/ci").json()["enabled"] is False
         edit = {"url": "http://127.0.0.1:9/other", "events": ["push", "delete"], "format": "slack"}
@@ -326,8 +336,13 @@ def test_a_projects_webhooks_are_added_tested_and_deleted_secret_unshown(stack: 
         hook = api.get("/api/v1/projects/hooked/webhooks/ci").json()
         assert (hook["url"], hook["events"], hook["format"], hook["has_secret"]) == (
             "http://127.0.0.1:9/other", ["push", "delete"], "slack", True)  # an empty secret field keeps it
+        assert names() == ["Authorization", "X-Team"]  # an empty headers field keeps them
         assert admin.submit(f"{here}/ci/edit", {**edit, "remove_secret": "on"}).status_code == 303
         assert api.get("/api/v1/projects/hooked/webhooks/ci").json()["has_secret"] is False
+        assert admin.submit(f"{here}/ci/edit", {**edit, "headers": "X-Only: one"}).status_code == 303
+        assert names() == ["X-Only"]
+        assert admin.submit(f"{here}/ci/edit", {**edit, "remove_headers": "on"}).status_code == 303
+        assert names() == []
         assert admin.submit(f"{here}/ci/edit", {**edit, "events": ""}).status_code == 400
         tested = admin.submit(f"{here}/ci/test")
         assert tested.status_code == 200 and "Test delivery: failed" in tested.text  # nothing listens

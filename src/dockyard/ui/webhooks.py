@@ -1,8 +1,9 @@
 """A project's webhooks in the portal (project administrators; docs/webhooks.md): list them, add one
-(target URL, events, format, an optional signing secret), see one with its delivery log, change it,
-turn it off or on, send a test delivery, delete it. The API's `/projects/{project}/webhooks` as the
-user: others get its refusal (403). The secret is write-only: typed once into the form, never shown
-again (the API answers only whether one is set).
+(target URL, events, format, an optional signing secret and custom headers), see one with its
+delivery log, change it, turn it off or on, send a test delivery, delete it. The API's
+`/projects/{project}/webhooks` as the user: others get its refusal (403). The secret and the headers'
+values are write-only: typed once into the form, never shown again (the API answers only whether a
+secret is set and the headers' names).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class WebhookPages:
         if not body["name"] or not body["url"] or not body["events"]:
             missing = "Name it, give its URL and tick its events."
             return await self.webhooks(request, error=missing, status=400)
+        headers = parse_headers(form_text(form, "headers"))
+        if isinstance(headers, str):
+            return await self.webhooks(request, error=headers, status=400)
+        body["headers"] = headers
         path, done = f"/projects/{project}/webhooks", _webhook_page(project, body["name"])
         return await submit(self.portal, request, caller, "POST", path, body, done=done, again=self.webhooks)
 
@@ -126,8 +131,8 @@ class WebhookPages:
         return await submit(self.portal, request, caller, "PUT", path, body, done=done, again=None)
 
     async def edit(self, request: Request) -> Response:
-        """Change its URL, events, format, certificate check, and its secret (a new one typed, or
-        removed; left empty: kept). Custom headers: the CLI or the API."""
+        """Change its URL, events, format, certificate check, its secret (a new one typed, or removed;
+        left empty: kept) and its custom headers (new ones replace them all, or removed; empty: kept)."""
         caller, _, form = await self.portal.checked(request)
         project, name = self._names(request)
         body: dict[str, Any] = {
@@ -140,6 +145,13 @@ class WebhookPages:
             body["secret"] = ""
         elif form_text(form, "secret"):
             body["secret"] = form_text(form, "secret")
+        headers = parse_headers(form_text(form, "headers"))
+        if isinstance(headers, str):
+            return await self.webhook(request, error=headers, status=400)
+        if form.get("remove_headers") == "on":
+            body["headers"] = {}
+        elif headers:
+            body["headers"] = headers
         if not body["url"] or not body["events"]:
             return await self.webhook(request, error="Give its URL and tick its events.", status=400)
         path, done = f"/projects/{project}/webhooks/{name}", _webhook_page(project, name)
@@ -171,3 +183,17 @@ class WebhookPages:
 
 def _webhook_page(project: str, name: str) -> str:
     return f"{MOUNT_PATH}/projects/{quote(project)}/webhooks/{quote(name, safe='')}"
+
+
+def parse_headers(text: str) -> dict[str, str] | str:
+    """`Name: value` lines as the API's headers; a line without a name and a colon: the message. The
+    API decides which names may be set."""
+    headers: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            return "Custom headers are one Name: value per line."
+        headers[name.strip()] = value.strip()
+    return headers
