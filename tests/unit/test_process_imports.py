@@ -310,6 +310,20 @@ def test_the_management_api_loads_no_http_client() -> None:
     assert loaded(modules, ("httpx", "httpcore", "h11", "click")) == []
 
 
+def test_the_management_api_loads_no_layer_reader_or_job_code() -> None:
+    """The layer browser's readers (`dockyard.scanning`, ~1 MiB with the inventory its diffs read) load
+    on the first call that reads a layer; the routers that queue jobs (retention, replication) name
+    their kinds without loading the job runner or the jobs' code, which run in the job runner."""
+    script = "import json, sys\nimport dockyard.api.management.app\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "dockyard.api.management.routers.files" in modules
+    assert "dockyard.api.management.routers.replication" in modules
+    job_code = ("dockyard.jobs.runner", "dockyard.replication.tasks", "dockyard.retention.tasks")
+    assert loaded(modules, ("dockyard.scanning", "packageurl", *job_code)) == []
+
+
 def test_serves_main_process_freezes_its_objects_before_the_fork(config: Path) -> None:
     """The garbage collector writes into each object it examines, copying its page into the process that
     ran it: the main process freezes what it holds (the preloaded app) before Granian forks the workers

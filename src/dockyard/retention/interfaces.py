@@ -20,6 +20,7 @@ from dockyard.errors import Category, DockyardError
 from dockyard.jobs.cron import CronError, parse_cron
 from dockyard.projects.patterns import PatternInvalid, validate_pattern
 
+KIND = "retention"  # the job's kind (retention.tasks runs it; the management API queues it)
 MAX_RULES = 15  # as Harbor
 MAX_PATTERNS = 20
 

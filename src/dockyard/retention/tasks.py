@@ -20,12 +20,12 @@ from dockyard.db.base import utcnow
 from dockyard.db.session import Database
 from dockyard.jobs.cron import CronError, parse_cron
 from dockyard.jobs.interfaces import JobContext, JobKind
-from dockyard.jobs.services import JobQueue
+from dockyard.jobs.queue import JobQueue
 from dockyard.projects.immutability import ImmutabilityRules
 from dockyard.registry.services import Registry
+from dockyard.retention.interfaces import KIND
 from dockyard.retention.services import RetentionExecutor, RetentionPolicies, RetentionRuns
 
-KIND = "retention"
 SWEEP_SCHEDULE = "*/5 * * * *"  # how often per-project schedules are looked at: they fire within 5 minutes
 log = logging.getLogger("dockyard.retention")
 

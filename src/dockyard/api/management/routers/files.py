@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -29,17 +29,13 @@ from dockyard.api.management.errors import ApiError, code_for, status_for
 from dockyard.api.management.security import Caller
 from dockyard.errors import DockyardError, NameUnknown
 from dockyard.projects.rbac import Permission, project_of
-from dockyard.scanning.imagefiles import Image, ImageFiles
-from dockyard.scanning.interfaces import FileNotInLayer, Limits
-from dockyard.scanning.layerfiles import (
-    MAX_HARDLINK_HOPS,
-    LayerReader,
-    check_downloadable,
-    children,
-    clean_path,
-    readable_target,
-)
-from dockyard.scanning.tarstream import HARDLINK, TarStream
+
+# The layer readers (dockyard.scanning: the tar stream, the merged tree, the inventory for diffs, ~1 MiB)
+# load on the first call that reads a layer, not with the API, which every call under /api/v1 builds.
+if TYPE_CHECKING:
+    from dockyard.scanning.imagefiles import Image, ImageFiles
+    from dockyard.scanning.layerfiles import LayerReader
+    from dockyard.scanning.tarstream import TarStream
 
 log = logging.getLogger("dockyard.api.management")
 router = APIRouter(tags=["files"])
@@ -67,6 +63,9 @@ Recursive = Annotated[bool, Query(description="Everything below the directory, n
 
 
 def files_of(services: ManagementServices) -> ImageFiles:
+    from dockyard.scanning.imagefiles import ImageFiles
+    from dockyard.scanning.interfaces import Limits
+
     if services.blobs is None:
         raise ApiError(503, "the blob store is not available to the management API")
     bounds = services.layer_files
@@ -143,6 +142,8 @@ def layer_files(
     """One layer's entries below `path` (NDJSON, streamed from the stored blob, in archive order):
     path, type, size, mode, owner, mtime, link target, whiteout and opaque markers."""
     _pullable(services, principal, name)
+    from dockyard.scanning.layerfiles import children, clean_path
+
     files = files_of(services)
     image = files.image(name, reference, platform)
     directory = clean_path(path)
@@ -170,6 +171,8 @@ def image_files(
     whiteouts and opaque directories respected; each entry names the layer it comes from. Every layer
     is read before the first line."""
     _pullable(services, principal, name)
+    from dockyard.scanning.layerfiles import clean_path
+
     files = files_of(services)
     image = files.image(name, reference, platform)
     directory = clean_path(path)
@@ -200,6 +203,9 @@ def download_file(
     a hard link gives its target's bytes, a symbolic link is refused (links are not followed).
     `Range: bytes=A-B` answers 206."""
     _pullable(services, principal, name)
+    from dockyard.scanning.interfaces import FileNotInLayer
+    from dockyard.scanning.layerfiles import clean_path
+
     files = files_of(services)
     image = files.image(name, reference, platform)
     target = clean_path(path)
@@ -234,6 +240,10 @@ def _open_file(
 ) -> tuple[LayerReader, TarStream, int]:
     """The reader positioned on `target`'s bytes; a hard link is read again from the start for its
     target (a tar stream cannot seek back), at most MAX_HARDLINK_HOPS times."""
+    from dockyard.scanning.interfaces import FileNotInLayer
+    from dockyard.scanning.layerfiles import MAX_HARDLINK_HOPS, check_downloadable, readable_target
+    from dockyard.scanning.tarstream import HARDLINK
+
     for _hop in range(MAX_HARDLINK_HOPS + 1):
         reader = files.reader(image, layer)
         try:

@@ -17,10 +17,10 @@ from dockyard.api.management.ids import LongResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Admin
 from dockyard.audit.interfaces import AuditAction, ResourceType
-from dockyard.jobs.services import JobQueue
+from dockyard.jobs.queue import JobQueue
 from dockyard.replication.interfaces import NAME_PATTERN, Direction, Policy, Run, Trigger
+from dockyard.replication.pushes import KIND  # the job kind, without the job's code
 from dockyard.replication.services import UNSET, ReplicationPolicies, ReplicationRuns
-from dockyard.replication.tasks import KIND
 
 router = APIRouter(tags=["replication"])
 Services = Annotated[ManagementServices, Depends(services_of)]

@@ -19,11 +19,10 @@ from dockyard.api.management.errors import ApiError
 from dockyard.api.management.ids import LongResourceId
 from dockyard.api.management.security import Caller
 from dockyard.audit.interfaces import AuditAction, ResourceType
-from dockyard.jobs.services import JobQueue
+from dockyard.jobs.queue import JobQueue
 from dockyard.projects.rbac import Permission
-from dockyard.retention.interfaces import Policy
+from dockyard.retention.interfaces import KIND, Policy
 from dockyard.retention.services import RetentionPolicies, RetentionRuns
-from dockyard.retention.tasks import KIND
 
 router = APIRouter(tags=["retention"])
 Services = Annotated[ManagementServices, Depends(services_of)]
