@@ -381,6 +381,28 @@ def test_a_project_becomes_a_pull_through_cache_by_a_system_administrator_only(s
     assert api.get("/api/v1/projects/mirror").json()["proxy"] is None
 
 
+def test_a_new_project_is_a_pull_through_cache_from_the_create_form(stack: Stack) -> None:
+    api = stack.api
+    endpoint = {"name": "quay", "url": "http://127.0.0.1:9"}
+    assert api.post("/api/v1/endpoints", json=endpoint).status_code == 201
+    with stack.browser(*ADMIN) as admin:
+        listed = admin.get("/ui/projects").text
+        assert '<option value="quay">quay (http://127.0.0.1:9)</option>' in listed
+        form = {"name": "quay-cache", "endpoint": "quay", "tag_ttl_seconds": "x"}
+        bad_ttl = admin.submit("/ui/projects", form)
+        assert bad_ttl.status_code == 400 and "tag TTL" in bad_ttl.text
+        unknown = admin.submit("/ui/projects", {"name": "quay-cache", "endpoint": "nowhere"})
+        assert unknown.status_code == 422 and 'class="error" role="alert"' in unknown.text  # the API's
+        assert api.get("/api/v1/projects/quay-cache").status_code == 404  # nothing half made
+        made = admin.submit("/ui/projects", {**form, "tag_ttl_seconds": "120"})
+        assert (made.status_code, made.headers["location"]) == (303, "/ui/projects/quay-cache")
+    proxy = api.get("/api/v1/projects/quay-cache").json()["proxy"]
+    assert proxy == {"endpoint": "quay", "tag_ttl_seconds": 120}
+    with stack.browser("plain") as plain:  # not an administrator: no form, no endpoints named
+        page = plain.get("/ui/projects").text
+        assert 'name="endpoint"' not in page and "127.0.0.1:9" not in page
+
+
 def test_replication_policies_are_added_run_and_deleted_and_runs_shown(stack: Stack) -> None:
     api = stack.api
     assert api.post("/api/v1/endpoints", json={"name": "far", "url": "http://127.0.0.1:9"}).status_code == 201

@@ -7,7 +7,6 @@ page that names nothing, 403 says so.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -26,9 +25,11 @@ from dockyard.ui.admin import AdminPages
 from dockyard.ui.browse import BrowsePages
 from dockyard.ui.groups import GroupPages
 from dockyard.ui.interfaces import ApiAnswer, Caller, ManagementApi, SessionReader
+from dockyard.ui.listing import Listing, htmx
 from dockyard.ui.maintenance import MaintenancePages
 from dockyard.ui.manage import ProjectPeoplePages
 from dockyard.ui.policies import PolicyPages
+from dockyard.ui.projects import ProjectListPages
 from dockyard.ui.replication import ReplicationPages
 from dockyard.ui.security import (
     CSRF_FIELD,
@@ -48,9 +49,6 @@ from dockyard.ui.tags import TagPages
 from dockyard.ui.tokens import TokenPages
 from dockyard.ui.views import STATIC, environment
 from dockyard.ui.webhooks import WebhookPages
-
-PAGE_SIZES = (25, 50, 100)
-GIB = 1024**3
 
 
 class LoginRequired(Exception):
@@ -99,9 +97,7 @@ class Portal:
             *GroupPages(self).routes(),
             *SignInPages(self).routes(),
             *ReplicationPages(self).routes(),
-            Route("/projects", self.projects, methods=["GET"]),
-            Route("/projects", self.create_project, methods=["POST"]),
-            Route("/projects/{project}", self.project, methods=["GET"]),
+            *ProjectListPages(self).routes(),
             *ProjectPeoplePages(self).routes(),
             *PolicyPages(self).routes(),
             *WebhookPages(self).routes(),
@@ -272,77 +268,6 @@ class Portal:
         # Shown in this answer only (Cache-Control: no-store); a reload does not show it again.
         return await self.account(request, secret=answer.json()["secret"])
 
-    # --- projects ----------------------------------------------------------------------------------
-    async def projects(self, request: Request, error: str | None = None, status: int = 200) -> Response:
-        caller, _ = self.signed_in(request)
-        listing = Listing.of(request, sorts=("name", "-name", "created_at", "-created_at"), default="name")
-        answer, me_answer = await asyncio.gather(
-            self.read(caller, "/projects", listing.params()), self.read(caller, "/me")
-        )
-        me = me_answer.json()
-        template = "_projects_table.html" if _htmx(request) else "projects.html"
-        pages = listing.pages(answer.total)
-        return self.render(
-            request,
-            template,
-            status,
-            projects=answer.json(),
-            listing=listing,
-            pages=pages,
-            admin=me["admin"],
-            error=error,
-            total=answer.total,
-        )
-
-    async def create_project(self, request: Request) -> Response:
-        caller, _, form = await self.checked(request)
-        name = _text(form, "name").strip()
-        body = {"name": name, "public": form.get("public") == "on"}
-        quota = _text(form, "quota_gib").strip()
-        try:
-            limit = round(float(quota) * GIB) if quota else None
-        except ValueError:
-            return await self.projects(request, error="The quota must be a number of GiB.", status=400)
-        answer = await self.api.call(caller, "POST", "/projects", body=body)
-        if answer.status == 401:
-            raise LoginRequired()
-        if not answer.ok:
-            return await self.projects(request, error=answer.message, status=answer.status)
-        if limit is not None:
-            path = f"/projects/{name}/quota"
-            quota_answer = await self.api.call(caller, "PUT", path, body={"limit_bytes": limit})
-            if not quota_answer.ok:
-                return await self.projects(
-                    request,
-                    error=f"Project created; its quota was not set: {quota_answer.message}",
-                    status=400,
-                )
-        return RedirectResponse(f"{MOUNT_PATH}/projects/{quote(name)}", 303)
-
-    async def project(self, request: Request) -> Response:
-        caller, _ = self.signed_in(request)
-        name = request.path_params["project"]
-        listing = Listing.of(request, sorts=REPOSITORY_SORTS, default="name")
-        # Both at once: the list is filtered to what the caller may read, so it reveals nothing when
-        # the project itself is refused (the page is then that refusal).
-        project_answer, answer = await asyncio.gather(
-            self.read(caller, f"/projects/{name}"),
-            self.read(caller, "/repositories", {**listing.params(), "project": name}, quiet=True),
-        )
-        project = project_answer.json()
-        if not answer.ok:
-            raise PageError(answer.status, answer.message)
-        template = "_repositories_table.html" if _htmx(request) else "project.html"
-        return self.render(
-            request,
-            template,
-            project=project,
-            repositories=answer.json(),
-            listing=listing,
-            pages=listing.pages(answer.total),
-            total=answer.total,
-        )
-
     # --- repositories and artifacts ----------------------------------------------------------------
     async def repository(
         self, request: Request, errors: list[str] | None = None, notice: str | None = None
@@ -425,7 +350,7 @@ class Portal:
     # --- refusals ----------------------------------------------------------------------------------
     async def login_required(self, request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if _htmx(request):  # an htmx swap would put the login page inside the table: redirect the page
+        if htmx(request):  # an htmx swap would put the login page inside the table: redirect the page
             response: Response = Response(status_code=401, headers={"HX-Redirect": f"{MOUNT_PATH}/login"})
         else:
             response = RedirectResponse(f"{MOUNT_PATH}/login?{urlencode({'next': target})}", 303)
@@ -442,41 +367,7 @@ class Portal:
         return self.render(request, "error.html", exc.status_code, message=message)
 
 
-REPOSITORY_SORTS = ("name", "-name", "-artifact_count", "-size", "-created_at")
 ARTIFACT_SORTS = ("-pushed_at", "pushed_at", "-size", "digest")
-
-
-class Listing:
-    """A list page's query: search, sort and page, passed on to the API as its list parameters."""
-
-    def __init__(self, q: str, sort: str, page: int, page_size: int) -> None:
-        self.q, self.sort, self.page, self.page_size = q, sort, page, page_size
-
-    @classmethod
-    def of(cls, request: Request, sorts: tuple[str, ...], default: str) -> Listing:
-        query = request.query_params
-        sort = query.get("sort", default)
-        page_size = _int(query.get("page_size"), PAGE_SIZES[1])
-        return cls(
-            query.get("q", "")[:255],
-            sort if sort in sorts else default,
-            max(1, min(_int(query.get("page"), 1), 1_000_000)),
-            page_size if page_size in PAGE_SIZES else PAGE_SIZES[1],
-        )
-
-    def params(self) -> dict[str, str]:
-        params = {"page": str(self.page), "page_size": str(self.page_size), "sort": self.sort}
-        if self.q:
-            params["q"] = self.q
-        return params
-
-    def pages(self, total: int) -> int:
-        return max(1, math.ceil(total / self.page_size))
-
-    def link(self, **changes: Any) -> str:
-        """This list's query string with some parameters changed (a new sort starts at page 1)."""
-        params = {"q": self.q, "sort": self.sort, "page": self.page, "page_size": self.page_size, **changes}
-        return "?" + urlencode({k: v for k, v in params.items() if v not in ("", None)})
 
 
 def _history(config: Any) -> list[dict[str, Any]]:
@@ -511,10 +402,6 @@ def _int(value: str | None, default: int) -> int:
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
-
-
-def _htmx(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
 
 
 def _local(target: str | None) -> str:
