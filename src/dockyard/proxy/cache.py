@@ -9,9 +9,10 @@ node's file locks: a claim of a dead process is free).
 
 A blob goes through the normal upload path (an upload session, hashed as it is written, committed
 with the digest verified, then recorded and linked, charged to the project's quota), streamed to its
-client at the same time: `fetch.BlobFetch`, which holds the last chunk back from the client until that
-commit succeeded, so a blob whose bytes do not match its digest, or that the upstream cut off, records
-nothing and its client's response fails (short of its length).
+client at the same time: `fetch.BlobFetch`, which holds the last chunk back from the client until the
+whole blob's size and digest are checked, so a blob whose bytes do not match its digest, or that the
+upstream cut off, records nothing and its client's response fails (short of its length). A commit that
+fails after that check records nothing either; its client keeps the whole, correct blob.
 """
 
 from __future__ import annotations

@@ -99,8 +99,8 @@ class BlobFetch:
     def take(self) -> list[bytes]:
         """The blob's next chunks for the client: at least one, waiting for it, and whatever else is
         queued behind it (so a client that fell behind catches up with one thread hop per batch, not
-        per chunk); [] at the end. The last chunk only comes once the blob is verified and recorded.
-        Raises what broke the fetch."""
+        per chunk); [] at the end. The last chunk only comes once the whole blob's size and digest are
+        checked. Raises what broke the fetch."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._fetch, name="proxy-fetch", daemon=True)
             self._thread.start()
