@@ -345,9 +345,9 @@ class LockManagerConformance:
     def test_an_expired_claim_is_free_and_its_old_holder_cannot_release_the_new_one(
         self, managers: Managers
     ) -> None:
-        stale, fresh = managers().lock("purge", 0.3), managers().lock("purge", 30)
+        stale, fresh = managers().lock("purge", 0.1), managers().lock("purge", 30)
         assert stale.acquire()
-        time.sleep(0.5)
+        time.sleep(0.2)
         assert fresh.acquire()  # the old holder hung past its ttl
         with pytest.raises(LockLost):
             stale.release()
@@ -357,13 +357,16 @@ class LockManagerConformance:
         fresh.release()
 
     def test_extend_keeps_a_claim_alive(self, managers: Managers) -> None:
-        # Seconds, not tenths: a loaded CI machine oversleeps by a good part of a second.
-        lock = managers().lock("long-work", 3)
+        # Extended every tenth of a second with a ttl of one: a loaded CI machine oversleeps by a good
+        # part of a second, but rarely by nine tenths.
+        ttl = 1.0
+        lock = managers().lock("long-work", ttl)
         assert lock.acquire()
-        time.sleep(2)
-        lock.extend()
-        time.sleep(2)
-        assert not managers().lock("long-work", 30).acquire()  # 4 s after taking it, ttl 3: still held
+        taken = time.monotonic()
+        while time.monotonic() - taken < 1.3 * ttl:
+            time.sleep(ttl / 10)
+            lock.extend()  # LockLost once the claim ran out
+        assert not managers().lock("long-work", 30).acquire()  # past its first ttl: still held
         lock.release()
 
     def test_release_of_a_claim_never_taken_or_released_twice_is_refused(self, managers: Managers) -> None:

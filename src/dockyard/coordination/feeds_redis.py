@@ -34,15 +34,25 @@ log = logging.getLogger("dockyard.cache.redis")
 CHANNEL = "dockyard:changes"
 KEYED_CHANNEL = f"{CHANNEL}:keyed"
 GENERATION_KEY = "dockyard:generation:{}"  # one counter per topic, INCRed by every bump
-_RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
+RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
+POLL_SECONDS = 1.0  # the subscriber's longest wait for a message: how late it notices `close()`
 
 
 class RedisChangeFeed:
     """Implements `ChangeFeed`. One per process: its subscriber thread starts at construction."""
 
-    def __init__(self, client: redis.Redis, *, channel: str = CHANNEL) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        channel: str = CHANNEL,
+        poll_seconds: float = POLL_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
         self._client = client
         self._channel = channel
+        self._poll_seconds = poll_seconds  # tests shorten both: each close() waits up to a poll
+        self._retry_seconds = retry_seconds
         self._keyed_channel = f"{channel}:keyed"  # KEYED_CHANNEL for the default channel
         self._counter = itertools.count(1)
         self._values = [0] * len(Topic)
@@ -89,7 +99,7 @@ class RedisChangeFeed:
 
     def close(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=TIMEOUT + _RETRY_SECONDS)
+        self._thread.join(timeout=TIMEOUT + max(self._poll_seconds, self._retry_seconds))
         self._client.close()
 
     # --- internals ------------------------------------------------------------------------------
@@ -122,7 +132,7 @@ class RedisChangeFeed:
             except Exception:  # a bug must not stop invalidation silently: degrade and retry
                 log.exception("Redis change feed listener failed")
             self._go_degraded()
-            self._stopping.wait(_RETRY_SECONDS)
+            self._stopping.wait(self._retry_seconds)
 
     def _listen(self) -> None:
         pubsub = self._client.pubsub()
@@ -131,7 +141,7 @@ class RedisChangeFeed:
             while not self._stopping.is_set():
                 if self._unpublished and self._connected.is_set():
                     self._resume()  # a bump failed to publish while we stayed subscribed
-                message = pubsub.get_message(timeout=1.0)
+                message = pubsub.get_message(timeout=self._poll_seconds)
                 if message is None:
                     continue
                 if message["type"] == "subscribe":

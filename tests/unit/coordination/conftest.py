@@ -11,6 +11,9 @@ from dockyard.coordination.feeds_redis import RedisChangeFeed
 from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisServer
 
+# The feed's subscriber polls (and retries) every second by default: each close() waited up to that.
+QUICK = 0.05
+
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
@@ -26,7 +29,9 @@ def redis_feeds(redis_server: RedisServer) -> Iterator[Callable[[], RedisChangeF
     made: list[RedisChangeFeed] = []
 
     def make() -> RedisChangeFeed:
-        feed = RedisChangeFeed(connect(redis_server.url), channel=f"test:{id(made)}")
+        feed = RedisChangeFeed(
+            connect(redis_server.url), channel=f"test:{id(made)}", poll_seconds=QUICK, retry_seconds=QUICK
+        )
         made.append(feed)
         assert feed.wait_connected(5), "the Redis change feed did not subscribe"
         return feed

@@ -12,6 +12,7 @@ from dockyard.coordination.buckets import InProcessBuckets
 from dockyard.coordination.buckets_redis import RETRY_REDIS_SECONDS, RedisBuckets
 from dockyard.coordination.conformance import Stores, TokenBucketsConformance
 from dockyard.coordination.interfaces import TokenBuckets
+from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisServer
 
 
@@ -48,7 +49,9 @@ def test_in_process_buckets_stay_bounded_and_forget_full_ones_first() -> None:
 
 
 def test_redis_away_falls_back_to_this_process_buckets(caplog: pytest.LogCaptureFixture) -> None:
-    client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # nobody listens
+    # Nobody listens. The registry's own client (redis_client.connect) fails at once; redis-py's
+    # defaults would retry with backoff for seconds first.
+    client = connect("redis://127.0.0.1:1/0")
     buckets = RedisBuckets(client)
     assert buckets.take("alice", 0.01, 2) == 0.0
     assert buckets.take("alice", 0.01, 2) == 0.0

@@ -16,6 +16,12 @@ from dockyard.coordination.interfaces import Topic, generation_of
 from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisSentinel, RedisServer
 
+QUICK = 0.05  # the subscriber's poll and retry: a second by default, which each close() waited
+
+
+def quick_feed(url: str) -> RedisChangeFeed:
+    return RedisChangeFeed(connect(url), poll_seconds=QUICK, retry_seconds=QUICK)
+
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
@@ -30,7 +36,7 @@ def feeds(redis_server: RedisServer) -> Iterator[Callable[[], RedisChangeFeed]]:
     made: list[RedisChangeFeed] = []
 
     def make() -> RedisChangeFeed:
-        feed = RedisChangeFeed(connect(redis_server.url))
+        feed = quick_feed(redis_server.url)
         made.append(feed)
         return feed
 
@@ -58,7 +64,7 @@ def remember(cache: GenerationCache[str, str], key: str, value: str) -> None:
 
 def test_nothing_is_cached_until_subscribed(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")  # not started: nothing listens on its port
-    feed = RedisChangeFeed(connect(server.url))
+    feed = quick_feed(server.url)
     try:
         assert feed.degraded
         cache = cached(feed)
@@ -131,8 +137,8 @@ def test_a_feed_through_a_real_sentinel(redis_server: RedisServer, tmp_path: Pat
     sentinel = RedisSentinel(tmp_path / "sentinel", redis_server)
     sentinel.start()
     try:
-        writer = RedisChangeFeed(connect(sentinel.url))
-        reader = RedisChangeFeed(connect(redis_server.url))  # the master, named directly
+        writer = quick_feed(sentinel.url)
+        reader = quick_feed(redis_server.url)  # the master, named directly
         try:
             assert writer.wait_connected(5) and reader.wait_connected(5)
             cache = cached(reader)
