@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, event, func, select, text
 
 from dockyard.api.oci.errors import render_error
 from dockyard.content import mediatypes
@@ -106,22 +107,36 @@ def _collector(env: Env, gc_db: Database, driver: Any) -> GarbageCollector:
     return GarbageCollector(gc_db, driver, env.feed, clock=lambda: utcnow() + HOURS_LATER)
 
 
-def _pause_before_record(db: Database) -> tuple[threading.Event, threading.Event]:
-    """Stop the next write transaction on `db` (the upload's record transaction) before it begins;
-    returns (reached, go)."""
-    reached, go = threading.Event(), threading.Event()
-    write = db.write
+class NextWrite:
+    """The next write transaction on a database (an upload's record transaction, a PUT's): `reached`
+    once it is about to begin, held there until `go` is set; `ended` once it has ended (committed or
+    not): an upload then has recorded the blob, or found it being deleted and waits for the collector."""
 
-    @contextlib.contextmanager
-    def paused_write() -> Iterator[Connection]:
-        if not reached.is_set():
-            reached.set()
-            assert go.wait(WAIT)
-        with write() as connection:
-            yield connection
+    def __init__(self, db: Database, pause: bool) -> None:
+        self.reached, self.go, self.ended = threading.Event(), threading.Event(), threading.Event()
+        if not pause:
+            self.go.set()
+        write = db.write
 
-    db.write = paused_write  # type: ignore[method-assign]
-    return reached, go
+        @contextlib.contextmanager
+        def watched_write() -> Iterator[Connection]:
+            first = not self.reached.is_set()
+            if first:
+                self.reached.set()
+                assert self.go.wait(WAIT)
+            try:
+                with write() as connection:
+                    yield connection
+            finally:
+                if first:
+                    self.ended.set()
+
+        db.write = watched_write  # type: ignore[method-assign]
+
+
+def _pause_before_record(db: Database) -> NextWrite:
+    """Stop the next write transaction on `db` before it begins, until `go`."""
+    return NextWrite(db, pause=True)
 
 
 def _start_upload(env: Env, data: bytes) -> Callable[[], int]:
@@ -162,13 +177,13 @@ def test_collected_between_the_uploads_look_and_its_record(
     # The upload sees the blob stored (so it keeps its bytes out of storage), then the collector
     # deletes the blob entirely, then the upload records it.
     commit = _start_upload(env, old_blob)
-    reached, go = _pause_before_record(env.db)
+    record = _pause_before_record(env.db)
     upload = Side(commit)
     upload.start()
-    assert reached.wait(WAIT)
+    assert record.reached.wait(WAIT)
     report = _collector(env, gc_db, env.driver).run(GCOptions())
     assert report.blobs_deleted == 1
-    go.set()
+    record.go.set()
 
     assert upload.outcome() == len(old_blob)
     _assert_pulls(env, old_blob)
@@ -181,13 +196,13 @@ def test_upload_records_while_the_collectors_file_delete_is_pending(
     # The upload sees the blob stored; the collector commits its batch; the upload records; only
     # then does the collector delete the bytes.
     commit = _start_upload(env, old_blob)
-    reached, go = _pause_before_record(env.db)
+    record = _pause_before_record(env.db)
     upload = Side(commit)
     upload.start()
-    assert reached.wait(WAIT)
+    assert record.reached.wait(WAIT)
     driver, collector = _collector_paused_before_deleting(env, gc_db)
-    go.set()
-    upload.join(2)  # let the upload record (or wait for the collector) before the bytes go
+    record.go.set()
+    assert record.ended.wait(WAIT)  # the upload recorded (or waits for the collector) before the bytes go
     driver.go.set()
 
     assert collector.outcome().blobs_deleted == 1
@@ -202,9 +217,11 @@ def test_upload_after_the_collectors_batch_committed_before_its_file_delete(
     # The collector has committed its batch and is about to delete the bytes when the same bytes
     # are uploaded: they must not land only to be deleted under a fresh row.
     driver, collector = _collector_paused_before_deleting(env, gc_db)
-    upload = Side(_start_upload(env, old_blob))
+    commit = _start_upload(env, old_blob)
+    record = NextWrite(env.db, pause=False)
+    upload = Side(commit)
     upload.start()
-    upload.join(2)
+    assert record.ended.wait(WAIT)  # it found the blob being deleted, and waits for the collector
     driver.go.set()
 
     assert collector.outcome().blobs_deleted == 1
@@ -259,9 +276,10 @@ def test_a_manifest_put_waiting_on_the_collectors_lock_finds_the_blob_gone(
             "layers": [],
         }
     ).encode()
+    asked = NextWrite(env.db, pause=False)
     put = Side(lambda: env.registry.put_manifest(OLD, "latest", body, mediatypes.OCI_MANIFEST))
     put.start()
-    put.join(1)  # into its transaction, waiting for the collector's
+    _until_waiting_for_the_collector(env, asked, put)
     go.set()
 
     assert collector.outcome().blobs_deleted == 1
@@ -270,6 +288,26 @@ def test_a_manifest_put_waiting_on_the_collectors_lock_finds_the_blob_gone(
     with env.db.read() as connection:
         assert connection.scalar(select(func.count()).select_from(ManifestReference)) == 0
     _assert_no_row_without_its_bytes(env)
+
+
+def _until_waiting_for_the_collector(env: Env, asked: NextWrite, put: Side) -> None:
+    """Until the PUT is in its transaction, waiting for the collector's: on PostgreSQL for a row lock;
+    on SQLite once it asks to write (its BEGIN IMMEDIATE waits: the collector's holds the only write
+    lock). A PUT that does not wait ends instead."""
+    assert asked.reached.wait(WAIT)
+    if env.db.dialect != "postgresql":
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + WAIT
+    while put.is_alive():
+        with env.db.read() as connection:
+            if connection.scalar(waiting):
+                return
+        assert time.monotonic() < deadline, "the PUT neither waits for the collector nor ends"
+        time.sleep(0.01)
 
 
 def _tombstone_as_a_crashed_run_left_it(env: Env, gc_db: Database, digest: str) -> None:
