@@ -4,7 +4,9 @@ in the same period do not fire it again (docs/retention.md, "On a schedule").
 
 The project's schedule is `@every 10s`, not a five-field cron: the sweep treats both alike (a schedule
 is due once its next time after the last firing has come; tests/unit/jobs and tests/unit/retention
-cover cron times), and the test need not wait for the next wall-clock minute."""
+cover cron times), and the test need not wait for the next wall-clock minute. Nor for the period: once
+the policy is saved, the test moves its last firing a period back in the database, as if the schedule
+had fired then, so the next sweep finds it due."""
 
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
+from dockyard.db.engine import build_engine
+from dockyard.db.session import Database
+from dockyard.retention.models import RetentionPolicyRow
 from tests.support.ociclient import OCIClient
 from tests.support.server import RunningServer
 from tests.support.timeouts import HTTP_TIMEOUT
@@ -80,12 +86,31 @@ def sweeps(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [job for job in jobs if "project" not in job["params"]]
 
 
+def back_date_schedules(database_url: str, by: timedelta) -> None:
+    """Move the last firing of every policy's schedule (saving the policy sets it to then) `by` back."""
+    database = Database(build_engine(database_url))
+    policies = RetentionPolicyRow
+    try:
+        with database.write() as connection:
+            rows = connection.execute(
+                select(policies.project_id, policies.scheduled_at).where(policies.schedule.is_not(None))
+            ).all()
+            for owner, last in rows:
+                connection.execute(
+                    update(policies).where(policies.project_id == owner).values(scheduled_at=last - by)
+                )
+    finally:
+        database.dispose()
+
+
 def moment(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @pytest.mark.db_independent  # SQLite and PostgreSQL through the `database_url` parameter
-def test_the_sweep_fires_a_due_project_schedule_once(api: httpx.Client, oci: OCIClient) -> None:
+def test_the_sweep_fires_a_due_project_schedule_once(
+    api: httpx.Client, oci: OCIClient, database_url: str
+) -> None:
     push_versions(oci, "nightly/app")
     push_versions(oci, "byhand/app")
     # The retention kind's own schedule is the sweep, every 5 minutes unless an operator changes it.
@@ -98,6 +123,7 @@ def test_the_sweep_fires_a_due_project_schedule_once(api: httpx.Client, oci: OCI
     policy = api.put("/projects/nightly/retention", json={**KEEP_LAST_3, "schedule": PROJECT_SCHEDULE})
     assert policy.status_code == 200, policy.text
     assert api.put("/projects/byhand/retention", json=KEEP_LAST_3).status_code == 200  # no schedule
+    back_date_schedules(database_url, PERIOD)  # due now, not a period after it was saved
     # Sweep every second, so the project's next time is seen at once and swept several times after.
     sweep = api.put("/jobs/schedules/retention", json={"cron": "@every 1s"})
     assert sweep.status_code == 200, sweep.text
