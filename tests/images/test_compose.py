@@ -11,6 +11,7 @@ The PostgreSQL replica streams from the primary.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
 import ipaddress
@@ -21,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -46,6 +47,9 @@ class Deployment:
     docker: DockerClient
     env: dict[str, str]
     url: str  # through HAProxy, on the published port
+    # Service -> container ID, asked of docker-compose once (~1 s each time): a container keeps its ID
+    # when it is killed or restarted, only its address may change.
+    containers: dict[str, str] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         command = [
@@ -66,7 +70,9 @@ class Deployment:
         return result
 
     def container(self, service: str) -> str:
-        return self.compose("ps", "--quiet", service).stdout.strip()
+        if not self.containers.get(service):
+            self.containers[service] = self.compose("ps", "--quiet", service).stdout.strip()
+        return self.containers[service]
 
     def address(self, service: str) -> str:
         inspected = json.loads(self.docker("container", "inspect", self.container(service)).stdout)[0]
@@ -146,12 +152,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     archives = [built_images("ha"), built_images("dockyard")]
     root = tmp_path_factory.mktemp("compose")
     daemon = start_docker(root / "dockerd", data_tmpfs="12g")
-    bridge = None
-    running = None
+    docker = daemon.client(root / "docker-config")
     try:
-        docker = daemon.client(root / "docker-config")
-        for archive in archives:
-            docker("load", "--input", str(archive), timeout=900)
+        with concurrent.futures.ThreadPoolExecutor() as pool:  # both at once: ~3 s sooner
+            list(pool.map(lambda archive: docker("load", "--input", str(archive), timeout=900), archives))
         port = free_port()
         env = {
             "PATH": SYSTEM_PATH,
@@ -164,18 +168,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         }
         running = Deployment(docker, env, f"http://localhost:{port}")  # its http.host (compose sets it)
         running.compose("up", "--detach", "--no-build")
-        bridge = "br-" + docker("network", "inspect", "--format", "{{.Id}}", f"{PROJECT}_default").stdout[:12]
         for node in NODES:
             node_url = running.node_url(node)
             wait_until(lambda node_url=node_url: ready(node_url), f"{node} ready")
         wait_until(lambda: set(running.haproxy_states().values()) == {"UP"}, "every node UP in HAProxy")
         yield running
     finally:
-        if running is not None:  # at once: the daemon and its tmpfs go next, nothing is kept
-            running.compose("kill")
-            running.compose("down", "--volumes")
+        # At once, and no `docker-compose down` (5 s more): the containers, their volumes and the network
+        # are in the daemon's tmpfs, gone with it. Only the network's bridge is in the host's namespace.
+        network = docker("network", "inspect", "--format", "{{.Id}}", f"{PROJECT}_default", check=False)
+        containers = docker("ps", "--all", "--quiet", check=False).stdout.split()
+        if containers:
+            docker("rm", "--force", *containers, check=False)
         daemon.stop()
-        # The bridge lives in the host's network namespace: gone with `down`, unless a test failed first.
+        bridge = "br-" + network.stdout.strip()[:12] if network.returncode == 0 else None
         if bridge and subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode == 0:
             subprocess.run(["ip", "link", "delete", bridge], check=False)
 
