@@ -435,12 +435,13 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
     for project in (PRIV, PUB, ELSE):
         admin.api("POST", "/projects", json={"name": project, "public": PUBLIC[project]})
     users = {role: f"mx-{role.replace('_', '-')}" for role in ROLES}
-    extra = {"system_admin": "mx-sysadmin", "outsider": "mx-outsider", "disabled": "mx-disabled"}
+    # Keyed as the actors are: the sessions opened below are looked up by actor key.
+    extra = {"system_admin": "mx-sysadmin", "outsider": "mx-outsider", "disabled_user": "mx-disabled"}
     for name in [*users.values(), *extra.values(), JOINER, VICTIM]:
         is_admin = name == extra["system_admin"]
         admin.api("POST", "/users", json={"username": name, "password": PASSWORD, "admin": is_admin})
     for project in (PRIV, PUB):
-        for role, name in [*users.items(), ("project_admin", extra["disabled"])]:
+        for role, name in [*users.items(), ("project_admin", extra["disabled_user"])]:
             admin.api("POST", f"/projects/{project}/members", json={"user": name, "role": role})
         admin.api("POST", f"/projects/{project}/robots", json={"name": "reader", "actions": [PULL]})
     everything = [PULL, PUSH, DELETE]
@@ -475,7 +476,7 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
     for key, name in [*users.items(), *extra.items()]:
         if key != "developer":  # the developer uses a personal access token instead
             caller.sessions[key] = login(http, name, PASSWORD)
-    admin.api("PATCH", f"/users/{extra['disabled']}", json={"disabled": True})  # its session stays
+    admin.api("PATCH", f"/users/{extra['disabled_user']}", json={"disabled": True})  # its session stays
     pat = http.post("/api/v1/me/tokens", json={"name": "matrix"}, auth=(users["developer"], PASSWORD))
     victim = http.post("/api/v1/me/tokens", json={"name": "victim"}, auth=(VICTIM, PASSWORD))
     assert pat.status_code == victim.status_code == 201, describe(victim)
@@ -495,7 +496,7 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
         robot("robot_pull", "mx-pull", robot_actions=frozenset({PULL})),  # pulls, nothing more
         robot("robot_other", "mx-other", elsewhere=frozenset({ELSE})),  # its rights are elsewhere
         robot("robot_expired", "mx-expired", usable=False, robot_actions=frozenset(everything)),
-        user("disabled_user", extra["disabled"], usable=False, role="project_admin"),
+        user("disabled_user", extra["disabled_user"], usable=False, role="project_admin"),
     ]
     secret = pat.json()["secret"]
     actors = [
@@ -808,7 +809,7 @@ def replication_run_call(w: World, actor: Actor, project: str | None, ep: Endpoi
     deadline = time.monotonic() + 60
     while not (runs := w.admin.api("GET", "/replication/runs", params={"job_id": str(job_id)})):
         assert time.monotonic() < deadline, f"replication job {job_id} did not start"
-        time.sleep(0.2)
+        time.sleep(0.05)  # the worker polls every 0.2 s (the world's jobs.poll_interval)
     call = Call(ep.method, api(fill(ep.path, run_id=str(runs[0]["id"]))))
     call.cleanup = lambda: w.admin.status("POST", f"/jobs/{job_id}/cancel") and None
     if ep.path.endswith("/cancel"):
