@@ -1627,6 +1627,8 @@ UI_RULES: dict[tuple[str, str], tuple[str, str] | None] = {
     ("/admin/sign-in", "GET"): ("/system/sign-in", "GET"),
     ("/admin/replication", "GET"): ("/replication/policies", "GET"),
     ("/admin/replication", "POST"): ("/replication/policies", "POST"),
+    ("/admin/replication/policies/{name}", "GET"): ("/replication/policies/{name}", "GET"),
+    ("/admin/replication/policies/{name}/edit", "POST"): ("/replication/policies/{name}", "PATCH"),
     ("/admin/replication/policies/{name}/enabled", "POST"): ("/replication/policies/{name}", "PATCH"),
     ("/admin/replication/policies/{name}/run", "POST"): ("/replication/policies/{name}/run", "POST"),
     ("/admin/replication/policies/{name}/delete", "POST"): ("/replication/policies/{name}", "DELETE"),
@@ -1685,6 +1687,7 @@ UI_LIKE_API: dict[tuple[str, str], dict[str, str]] = {
     (f"{P}/webhooks/{{name}}/enabled", "POST"): {"enabled": "false"},
     (f"{P}/webhooks/{{name}}/delete", "POST"): {},
     ("/admin/replication/policies/{name}/delete", "POST"): {},
+    ("/admin/replication/policies/{name}", "GET"): {},
     ("/admin/replication/runs/{run_id}", "GET"): {},
 }
 # Portal routes whose case is the API recipe's, whose path parameter is the API path's second last
@@ -1855,6 +1858,15 @@ def ui_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> UiCall
         create = Endpoint("/replication/policies", "POST", frozenset())
         made = create_replication_policy(w, actor, project, create)
         return UiCall("POST", "/ui/admin/replication", dict(made.json), session, made.observe, made.cleanup)
+    if key == ("/admin/replication/policies/{name}/edit", "POST"):  # the whole form, one field changed
+        api_path = "/replication/policies/{name}"
+        made = replication_policy_call(w, actor, project, Endpoint(api_path, "PATCH", frozenset({"name"})))
+        name = made.path.rsplit("/", 1)[1]
+        policy = w.admin.api("GET", f"/replication/policies/{name}")
+        form = {key: policy[key] for key in ("direction", "endpoint", "repositories", "tags")}
+        path = f"/replication/policies/{name}"
+        return UiCall("POST", f"/ui/admin{path}/edit", {**form, "description": "edited"}, session,
+                      observe=lambda: w.admin.api("GET", path)["description"], cleanup=made.cleanup)
     if key == ("/admin/replication/policies/{name}/enabled", "POST"):
         api_path = "/replication/policies/{name}"
         made = replication_policy_call(w, actor, project, Endpoint(api_path, "PATCH", frozenset({"name"})))

@@ -429,8 +429,37 @@ def test_replication_policies_are_added_run_and_deleted_and_runs_shown(stack: St
         off = admin.submit("/ui/admin/replication/policies/to-far/enabled", {"enabled": "false"})
         assert off.status_code == 303
         assert api.get("/api/v1/replication/policies/to-far").json()["enabled"] is False
+
+        # Its page: every setting in a form filled with the policy's values; a change saves them all.
+        here = "/ui/admin/replication/policies/to-far"
+        shown = admin.get(here).text
+        assert 'value="nothing-here/**"' in shown
+        assert "&lt;script&gt;" in shown and "<script>alert" not in shown
+        change = {**form, "trigger": "cron", "schedule": "0 4 * * *", "artifact_types": "image, sbom",
+                  "labels": "team=platform\n\norg.opencontainers.image.vendor", "concurrency": "3",
+                  "bandwidth_mib": "1.5", "dest_namespace": "mirror"}  # fmt: skip
+        assert admin.submit(f"{here}/edit", change, csrf="wrong").status_code == 403
+        not_a_number = admin.submit(f"{here}/edit", {**change, "concurrency": "many"})
+        assert not_a_number.status_code == 400 and "a number" in not_a_number.text
+        too_many = admin.submit(f"{here}/edit", {**change, "concurrency": "99"})  # the API's limit
+        assert too_many.status_code == 400 and "32" in too_many.text
+        assert admin.submit(f"{here}/edit", change).status_code == 303
+        policy = api.get("/api/v1/replication/policies/to-far").json()
+        assert (policy["trigger"], policy["schedule"], policy["concurrency"]) == ("cron", "0 4 * * *", 3)
+        assert policy["artifact_types"] == ["image", "sbom"] and policy["bandwidth"] == 1572864
+        assert policy["labels"] == ["team=platform", "org.opencontainers.image.vendor"]
+        assert policy["dest_namespace"] == "mirror" and policy["enabled"] is False  # not on the form
+        shown = admin.get(here).text
+        assert 'value="image, sbom"' in shown and 'value="1.5"' in shown and 'value="0 4 * * *"' in shown
+        manual = {**change, "trigger": "manual", "bandwidth_mib": "", "dest_namespace": ""}
+        assert admin.submit(f"{here}/edit", manual).status_code == 303
+        policy = api.get("/api/v1/replication/policies/to-far").json()
+        assert (policy["trigger"], policy["schedule"], policy["bandwidth"], policy["dest_namespace"]) == (
+            "manual", None, None, None)
     with stack.browser("plain") as plain:
         assert plain.get(f"/ui/admin/replication/runs/{run['id']}").status_code == 403
+        assert plain.get("/ui/admin/replication/policies/to-far").status_code == 403
+        assert plain.submit("/ui/admin/replication/policies/to-far/edit", form).status_code == 403
         assert plain.submit("/ui/admin/replication/policies/to-far/delete").status_code == 403
     with stack.browser(*ADMIN) as admin:
         assert admin.submit("/ui/admin/replication/policies/to-far/delete").status_code == 303
