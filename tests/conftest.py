@@ -118,6 +118,7 @@ DB_INDEPENDENT_PATHS = (
     # A browser's run through the portal: what it shows is the API's, which both passes test over HTTP.
     "tests/e2e/test_portal.py",
     "tests/e2e/test_portal_oidc.py",  # the same, signed on at a real OpenID provider
+    "tests/e2e/test_portal_ldap.py",  # the same, logged in as directory users of a real slapd
     # The portal's pages over HTTP: every read and change is an in-process /api/v1 call with the user's API
     # session, whose database work (sessions dying on logout, disable, delete, a new password) runs on
     # PostgreSQL in test_session_revocation.py and the API tests; the portal adds no query of its own.
