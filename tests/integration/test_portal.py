@@ -740,6 +740,49 @@ def test_policies_immutable_rules_retention_preview_and_quota(
     assert admin_api.get("/api/v1/projects/shop/immutable-rules").json() == []
 
 
+def test_the_retention_policy_is_written_as_rules_in_a_form(
+    server: RunningServer, admin_api: httpx.Client
+) -> None:
+    here = "/ui/projects/shop"
+    first = {"rule-0-action": "latestPushedK", "rule-0-number": "5", "rule-0-repositories": "**",
+             "rule-0-repositories-exclude": "sandbox/** tmp", "rule-0-tags": "v* {latest,stable}",
+             "rule-0-untagged": "on", "schedule": "0 3 * * *"}  # fmt: skip
+    with browser_of(server, "viewer") as viewer:
+        assert viewer.submit(f"{here}/retention", first).status_code == 403
+    with browser_of(server, *ADMIN) as browser:
+        blank = browser.get(f"{here}/policies").text
+        assert 'name="rule-0-action"' in blank and "(no new rule)" in blank
+        assert 'name="rule-1-action"' not in blank  # no rules yet: one blank row
+        not_a_number = browser.submit(f"{here}/retention", {**first, "rule-0-number": "five"})
+        assert not_a_number.status_code == 400 and "Rule 1: the count is a whole number" in not_a_number.text
+        bad = browser.submit(f"{here}/retention", {**first, "rule-0-tags": "v[1"})  # the API checks patterns
+        assert bad.status_code == 400 and "unclosed" in bad.text and 'value="v[1"' in bad.text  # kept to fix
+        assert admin_api.get("/api/v1/projects/shop/retention").status_code == 404
+        assert browser.submit(f"{here}/retention", first).status_code == 303
+        policy = admin_api.get("/api/v1/projects/shop/retention").json()
+        (rule,) = policy["rules"]
+        assert (rule["action"], rule["count"], policy["schedule"]) == ("latestPushedK", 5, "0 3 * * *")
+        assert rule["repositories"]["exclude"] == ["sandbox/**", "tmp"]
+        assert rule["tags"]["match"] == ["v*", "{latest,stable}"] and rule["tags"]["untagged"] is True
+        shown = browser.get(f"{here}/policies").text
+        assert 'value="v* {latest,stable}"' in shown and 'name="rule-1-action"' in shown  # one more, blank
+
+        # A second rule added in the blank row, the first one turned off, then removed.
+        second = {**first, "rule-0-disabled": "on", "rule-1-action": "always", "rule-1-tags": "release-*"}
+        assert browser.submit(f"{here}/retention", second).status_code == 303
+        rules = admin_api.get("/api/v1/projects/shop/retention").json()["rules"]
+        assert [(r["action"], r.get("disabled", False)) for r in rules] == [
+            ("latestPushedK", True), ("always", False)]  # fmt: skip
+        removed = {**second, "rule-0-remove": "on", "schedule": ""}
+        assert browser.submit(f"{here}/retention", removed).status_code == 303
+        policy = admin_api.get("/api/v1/projects/shop/retention").json()
+        assert [r["action"] for r in policy["rules"]] == ["always"] and policy["schedule"] is None
+    with browser_of(server, "viewer") as viewer:  # reads the rules, cannot change them
+        page = viewer.get(f"{here}/policies").text
+        assert 'value="release-*" disabled' in page and "Save the policy" not in page
+    admin_api.delete("/api/v1/projects/shop/retention")
+
+
 def test_administration_users_audit_jobs_and_system(server: RunningServer, admin_api: httpx.Client) -> None:
     evil = "<script>alert('audit')</script>"
     with PortalBrowser(server.url) as stranger:  # a failed login puts the attacker's text in the log

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from dockyard.ui import MOUNT_PATH
 from dockyard.ui.handlers import form_text, submit
+from dockyard.ui.retention_form import ACTIONS, MAX_RULES, policy_from_form
 from dockyard.ui.views import pretty_json
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ class PolicyPages:
             status,
             project=info.json(),
             policy=draft if draft is not None else pretty_json(retention.json() if retention.ok else NONE),
+            retention=_shown_policy(draft, retention.json() if retention.ok else NONE),
+            actions=ACTIONS,
+            max_rules=MAX_RULES,
             runs=runs.json() if runs.ok else [],
             rules=rules.json() if rules.ok else None,
             quota=quota.json() if quota.ok else None,
@@ -107,13 +111,20 @@ class PolicyPages:
         portal = self.portal
         caller, _, form = await portal.checked(request)
         project = request.path_params["project"]
-        text = form_text(form, "policy")
-        try:
-            policy = json.loads(text) if text.strip() else {"rules": []}
-        except ValueError as error:
-            return await self.policies(
-                request, error=f"The policy is not JSON: {error}", status=400, draft=text
-            )
+        if "policy" not in form:  # the rules' form, not the JSON one
+            built = policy_from_form(form)
+            if isinstance(built, str):
+                return await self.policies(request, error=built, status=400)
+            text = pretty_json(built)
+            policy: Any = built
+        else:
+            text = form_text(form, "policy")
+            try:
+                policy = json.loads(text) if text.strip() else {"rules": []}
+            except ValueError as error:
+                return await self.policies(
+                    request, error=f"The policy is not JSON: {error}", status=400, draft=text
+                )
         path, done = f"/projects/{project}/retention", f"{MOUNT_PATH}/projects/{project}/policies"
 
         async def again(request: Request, **refusal: Any) -> Response:  # a wrong policy: fix the draft
@@ -172,3 +183,15 @@ class PolicyPages:
     ) -> Response:
         done = f"{MOUNT_PATH}/projects/{request.path_params['project']}/policies"
         return await submit(self.portal, request, caller, method, path, body, done=done, again=self.policies)
+
+
+def _shown_policy(draft: str | None, stored: Any) -> Any:
+    """What the rules' form shows: a refused draft (to fix it), else the stored policy."""
+    if draft is not None:
+        try:
+            parsed = json.loads(draft)
+        except ValueError:
+            return stored
+        if isinstance(parsed, dict) and isinstance(parsed.get("rules"), list):
+            return parsed
+    return stored
