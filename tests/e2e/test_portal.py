@@ -1,6 +1,8 @@
 """The web portal in a real browser: Debian's Chromium, headless, driven by Playwright (never its own
 downloaded browsers). Log in, create a project, push an image with skopeo, find it, open the artifact
-page (layers, manifest), copy the pull command, log out.
+page (layers, manifest), copy the pull command, log out; browse a layer and diff two tags; add, move and
+delete tags; a robot's secret used with skopeo; a job's page followed live, a GC dry run, a forged form
+and a guest who sees only their project.
 
 With DOCKYARD_UI_SCREENSHOTS=<dir> it also saves the main pages at 1280 and 390 px wide there (how
 docs/ui.md's pictures are made).
@@ -33,7 +35,8 @@ WIDTHS = {"wide": 1280, "phone": 390}
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     server = start_server(
         tmp_path_factory.mktemp("portal-e2e"),
-        {"auth": {"enabled": True}},
+        # A job runner: the GC dry run's page follows its job.
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "500ms"}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield server
@@ -278,4 +281,63 @@ def test_a_robot_is_made_its_secret_copied_once_and_used_with_skopeo(
     expect(page.get_by_role("button", name="Make a new secret")).to_be_visible()
     assert secret not in page.content()
     assert [p for p in problems if "status of 409" not in p] == [], problems
+    context.close()
+
+
+def test_a_gc_dry_run_is_followed_live_and_a_guest_sees_only_their_project(
+    registry: RunningServer, browser: Browser
+) -> None:
+    guest = ("visitor", "visitor-Passw0rd-1")
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
+        for name in ("guestbook", "hidden"):
+            assert http.post("/api/v1/projects", json={"name": name}).status_code == 201
+            OCIClient(http).push_image(f"{name}/app", "1", seed=name)
+        user = {"username": guest[0], "password": guest[1]}
+        assert http.post("/api/v1/users", json=user).status_code == 201
+        member = {"user": guest[0], "role": "guest"}
+        assert http.post("/api/v1/projects/guestbook/members", json=member).status_code == 201
+        # A job that takes 3 s: its page must follow it to the end without a reload.
+        slow = http.post("/api/v1/jobs", json={"kind": "selftest", "params": {"seconds": 3}}).json()["id"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=registry.url)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    log_in(page)
+
+    page.goto(f"/ui/admin/jobs/{slow}")
+    expect(page.locator("#job-state dd").first).to_have_text(re.compile("^(queued|running)"))
+    expect(page.locator("#job-state dd").first).to_have_text("succeeded", timeout=30_000)  # htmx, no reload
+
+    page.goto("/ui/admin/gc")
+    page.get_by_role("button", name="Start").click()  # a dry run: the form's default
+    expect(page).to_have_url(re.compile(r"/ui/admin/jobs/\d+$"))
+    expect(page.get_by_role("heading", name=re.compile(r"Job #\d+: gc"))).to_be_visible()
+    expect(page.locator("#job-state dd").first).to_have_text("succeeded", timeout=30_000)
+    expect(page.get_by_label("Result JSON")).to_contain_text('"dry_run": true')
+    shoot(page, "gc-job")
+
+    # A form posted without the session's CSRF token (another site's) changes nothing.
+    refused = page.request.post("/ui/projects", form={"name": "forged"}, max_redirects=0)
+    assert refused.status == 403
+    page.get_by_role("button", name="Log out").click()
+
+    # The guest: their project, read-only; nothing of the other one; no administration.
+    page.goto("/ui/login")
+    page.get_by_label("Username").fill(guest[0])
+    page.get_by_label("Password").fill(guest[1])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name="guestbook")).to_be_visible()
+    expect(page.get_by_role("link", name="hidden")).to_have_count(0)
+    expect(page.get_by_text("New project")).to_have_count(0)
+    page.goto("/ui/repositories/guestbook/app")
+    expect(page.locator("article.artifact")).to_have_count(1)
+    expect(page.locator("article.artifact .tag").first).to_have_text("1")
+    expect(page.get_by_role("button", name=re.compile("^Delete"))).to_have_count(0)  # as its role says
+    expect(page.get_by_role("checkbox")).to_have_count(0)
+    assert page.goto("/ui/repositories/hidden/app").status == 404
+    assert page.goto("/ui/admin/gc").status == 403
+    with httpx.Client(base_url=registry.url, auth=ADMIN, timeout=HTTP_TIMEOUT) as http:
+        assert http.get("/api/v1/projects/forged").status_code == 404
+    assert [p for p in problems if "Failed to load resource" not in p] == [], problems
     context.close()
