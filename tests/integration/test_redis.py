@@ -157,7 +157,12 @@ def test_a_push_to_another_repository_keeps_the_other_nodes_cache(cluster: Clust
         assert eventually(lambda: digest_on_b("cluster/busy", "busy-tag"), busy) == busy
         assert digest_on_b("cluster/kept", "kept-tag") == kept  # still B's cached answer
 
-    a.push_image("cluster/kept", "other-tag", seed="other")  # a write to that repository
+    first = a.push_image("cluster/kept", "other-tag", seed="other").digest  # another tag of it
+    assert eventually(lambda: digest_on_b("cluster/kept", "other-tag"), first) == first  # B caches it
+    other = a.push_image("cluster/kept", "other-tag", seed="other-moved").digest
+    assert eventually(lambda: digest_on_b("cluster/kept", "other-tag"), other) == other  # B heard it
+    assert digest_on_b("cluster/kept", "kept-tag") == kept  # a write to another tag keeps it
+    assert a.http.delete(f"/v2/cluster/kept/manifests/{other}").status_code == 202  # a manifest deleted
     assert eventually(lambda: digest_on_b("cluster/kept", "kept-tag"), sneaky) == sneaky
 
 

@@ -1,6 +1,7 @@
 """One `dockyard serve` node with two workers sharing the node's change file: a tag moved or deleted
 through one worker is answered anew by every worker as soon as the write is acknowledged, and a write
-to one repository leaves the workers' cached answers about the others alone.
+to one repository leaves the workers' cached answers about the others alone, and a write to one tag
+those about the repository's other tags.
 
 To see whether a worker answers from its cache, a tag is moved behind the registry's back (an UPDATE
 in the database, which bumps nothing): a worker that cached it keeps answering the old digest.
@@ -86,5 +87,7 @@ def test_a_push_to_one_repository_keeps_the_other_repositories_cached(node: Runn
         assert digests(node, "workers/busy", "latest") == {busy}
         assert digests(node, "workers/kept", "latest") == {kept}  # still cached: not read again
 
-    client.push_image("workers/kept", "other", seed="other")  # a write to the repository itself
-    assert digests(node, "workers/kept", "latest") == {sneaky}  # read again: the database's answer
+    other = client.push_image("workers/kept", "other", seed="other").digest  # another tag of it
+    assert digests(node, "workers/kept", "latest") == {kept}  # still cached: a write to another tag
+    assert client.http.delete(f"/v2/workers/kept/manifests/{other}").status_code == 202
+    assert digests(node, "workers/kept", "latest") == {sneaky}  # a manifest deleted: read again

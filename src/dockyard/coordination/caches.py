@@ -6,9 +6,10 @@ remembered logins, token verifications and policy answers all use it. A reader n
 *before* it queries and stores the answer under it; a later read that sees a newer generation drops
 the whole cache. So a stale answer can never outlive the write that made it stale.
 
-`KeyedGenerationCache` is the same per key: each entry follows its own part's generation (the
-repository of a (repository, reference) key: `interfaces.keyed_generation_of`), so a write to one
-repository drops that repository's answers and keeps every other's.
+`KeyedGenerationCache` is the same per key: each entry follows its own key's generation (that of
+the repository of a (repository, reference) key: `interfaces.keyed_generation_of`; or of the tag:
+`interfaces.tag_generation_of`), so a write to one repository drops that repository's answers (or
+that tag's) and keeps every other's.
 """
 
 from __future__ import annotations
@@ -171,36 +172,36 @@ class GenerationCache(_BoundedCache[K, V, tuple[V, int, float | None]]):
 
 
 class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]):
-    """A dict bounded by memory whose entries each follow the generation of their part
-    (`part(key)`, a repository name, handed to `generation`): an entry is not served once its
-    part's generation moved, and an answer read across such a move is not kept. Nothing else is
-    dropped, so a write to repository A keeps B's entries.
+    """A dict bounded by memory whose entries each follow their own key's generation (`generation(key)`:
+    that of the key's repository, `interfaces.keyed_generation_of`, or of its tag,
+    `interfaces.tag_generation_of`): an entry is not served once its generation moved, and an answer
+    read across such a move is not kept. Nothing else is dropped, so a write to repository A keeps
+    B's entries.
 
     Bounded like `GenerationCache` (`max_bytes`, `weigh`); when a put would pass the bound, entries
-    expired or whose part moved go first, then the oldest quarter. Not locked (as `GenerationCache`)."""
+    expired or whose generation moved go first, then the oldest quarter. Not locked (as
+    `GenerationCache`)."""
 
     def __init__(
         self,
         generation: KeyedGeneration,
-        part: Callable[[K], str],
         max_bytes: int = 4 * MIB,
         weigh: Callable[[K, V], int] = entry_weight,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(max_bytes, weigh, clock)  # entries: value, weight, expiry, the part's generation
+        super().__init__(max_bytes, weigh, clock)  # entries: value, weight, expiry, the key's generation
         self._source = generation
-        self._part = part
 
     def current_generation(self, key: K) -> int:
         """Read before querying the source of truth; pass to `put`."""
-        return self._source(self._part(key))
+        return self._source(key)
 
     def get(self, key: K) -> V | None:
         self.lookups += 1
         found = self._entries.get(key)
         if found is None:
             return None
-        if found[3] != self._source(self._part(key)):
+        if found[3] != self._source(key):
             self._drop(key)
             return None
         expires_at = found[2]
@@ -213,8 +214,8 @@ class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]
     def put(self, key: K, value: V, generation: int, expires_at: float | None = None) -> None:
         if expires_at is not None and self._clock is None:
             raise ValueError(NO_CLOCK)
-        if generation != self.current_generation(key):
-            return  # its part changed since the caller read; its answer may be stale
+        if generation != self._source(key):
+            return  # its repository (or tag) changed since the caller read; its answer may be stale
         self._store(key, (value, self._weigh(key, value), expires_at, generation))
 
     def clear(self) -> None:
@@ -222,18 +223,14 @@ class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]
         self._bytes = 0
 
     def _drop_dead(self) -> None:
-        """Entries that can no longer be served: expired, or their part moved since."""
+        """Entries that can no longer be served: expired, or their generation moved since."""
         now = self._clock() if self._clock is not None else None
-        generations: dict[str, int] = {}
+        source = self._source
 
         def alive(key: K, entry: tuple[V, int, float | None, int]) -> bool:
             if now is not None and entry[2] is not None and entry[2] <= now:
                 return False
-            part = self._part(key)
-            current = generations.get(part)
-            if current is None:
-                current = generations[part] = self._source(part)
-            return entry[3] == current
+            return entry[3] == source(key)
 
         kept = {k: e for k, e in self._entries.items() if alive(k, e)}
         if len(kept) != len(self._entries):

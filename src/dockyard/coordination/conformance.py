@@ -49,6 +49,8 @@ from dockyard.coordination.interfaces import (
     holding,
     key_slot,
     keyed_generation_of,
+    tag_generation_of,
+    tag_key,
 )
 
 Views = Callable[[], ChangeFeed]
@@ -151,6 +153,18 @@ class ChangeFeedConformance:
         writer.bump(Topic.MANIFESTS)
         for key in keys:
             assert eventually(lambda: reader.generation(Topic.MANIFESTS, key) != before[key])  # noqa: B023
+
+    def test_a_bump_of_several_keys_moves_each_of_them_only(self, views: Views) -> None:
+        # A tag write: the tag's key and its repository's (the tag lists), never the other tags.
+        latest, v1 = tag_key(REPOSITORY_A, "latest"), tag_key(REPOSITORY_A, "v1")
+        assert len({key_slot(key) for key in (latest, v1, REPOSITORY_A, REPOSITORY_B)}) == 4
+        writer, reader = views(), views()
+        before = {key: reader.generation(Topic.TAGS, key) for key in (latest, v1, REPOSITORY_A, REPOSITORY_B)}
+        writer.bump(Topic.TAGS, latest, REPOSITORY_A)
+        assert eventually(lambda: reader.generation(Topic.TAGS, latest) != before[latest])
+        assert eventually(lambda: reader.generation(Topic.TAGS, REPOSITORY_A) != before[REPOSITORY_A])
+        assert reader.generation(Topic.TAGS, v1) == before[v1]
+        assert reader.generation(Topic.TAGS, REPOSITORY_B) == before[REPOSITORY_B]
 
 
 # --- InvalidatedCache -----------------------------------------------------------------------------
@@ -267,7 +281,7 @@ class InvalidatedCacheConformance:
         feed: ChangeFeed, *topics: Topic, max_bytes: int = MIB
     ) -> KeyedGenerationCache[tuple[str, str], str]:
         source = keyed_generation_of(feed, *(topics or (Topic.MANIFESTS,)))
-        return KeyedGenerationCache[tuple[str, str], str](source, lambda key: key[0], max_bytes)
+        return KeyedGenerationCache[tuple[str, str], str](source, max_bytes)
 
     def test_a_write_to_one_repository_keeps_the_others_answers(self, views: Views) -> None:
         writer, reader = views(), views()
@@ -319,6 +333,31 @@ class InvalidatedCacheConformance:
         cache.put((REPOSITORY_B, "5"), "5", cache.current_generation((REPOSITORY_B, "5")))
         assert [cache.get((REPOSITORY_B, tag)) for tag in "145"] == ["1", "4", "5"]
         assert cache.weight <= 4 * ENTRY_OVERHEAD
+
+
+    # --- KeyedGenerationCache: entries per tag ---------------------------------------------------
+    def test_a_tag_write_keeps_the_repositorys_other_tags(self, views: Views) -> None:
+        writer, reader = views(), views()
+        cache = KeyedGenerationCache[tuple[str, str], str](tag_generation_of(reader))
+        keys = [(REPOSITORY_A, "latest"), (REPOSITORY_A, "v1"), (REPOSITORY_B, "latest")]
+        for key in keys:
+            cache.put(key, "old", cache.current_generation(key))
+        writer.bump(Topic.TAGS, tag_key(REPOSITORY_A, "latest"), REPOSITORY_A)
+        assert eventually(lambda: cache.get((REPOSITORY_A, "latest")) is None)
+        assert [cache.get(key) for key in keys[1:]] == ["old", "old"]
+        writer.bump(Topic.MANIFESTS, REPOSITORY_A)  # a write to the whole repository (a delete)
+        assert eventually(lambda: cache.get((REPOSITORY_A, "v1")) is None)
+        assert cache.get((REPOSITORY_B, "latest")) == "old"
+
+    def test_a_tag_answer_read_before_its_write_is_not_served_after_it(self, views: Views) -> None:
+        feed = views()
+        cache = KeyedGenerationCache[tuple[str, str], str](tag_generation_of(feed))
+        key = (REPOSITORY_A, "latest")
+        for topic, keys in [(Topic.TAGS, (tag_key(*key), REPOSITORY_A)), (Topic.MANIFESTS, (REPOSITORY_A,))]:
+            generation = cache.current_generation(key)
+            feed.bump(topic, *keys)  # the write commits before the reader stores its answer
+            cache.put(key, "digest-before-retag", generation)
+            assert cache.get(key) is None
 
 
 # --- LockManager ----------------------------------------------------------------------------------

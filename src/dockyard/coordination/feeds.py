@@ -11,6 +11,7 @@ import itertools
 import os
 import struct
 import threading
+import zlib
 from pathlib import Path
 
 from dockyard.coordination.interfaces import KEY_SLOTS, Topic, key_slot
@@ -23,6 +24,7 @@ _SLOT = struct.Struct("<Q")
 _TOPICS_MAX = 64
 _KEYS_AT = _TOPICS_MAX * _SLOT.size
 _KEY_BLOCK = KEY_SLOTS * _SLOT.size
+_SLOT_MASK = KEY_SLOTS - 1
 
 
 def feed_file_size() -> int:
@@ -41,17 +43,18 @@ class LocalChangeFeed:
     def generation(self, topic: Topic, key: str | None = None) -> int:
         if key is None:
             return int(_SLOT.unpack_from(self._map, topic * _SLOT.size)[0])
-        at = _KEYS_AT + topic * _KEY_BLOCK + key_slot(key) * _SLOT.size
+        # key_slot(key), written out: this is read on every cache hit (twice for a tag's answers).
+        at = _KEYS_AT + topic * _KEY_BLOCK + (zlib.crc32(key.encode()) & _SLOT_MASK) * _SLOT.size
         return int(_SLOT.unpack_from(self._map, at)[0])
 
-    def bump(self, topic: Topic, key: str | None = None) -> None:
+    def bump(self, topic: Topic, *keys: str) -> None:
         # Fresh random values rather than +1: no cross-process lock is needed for "it changed".
         value = os.urandom(_SLOT.size)
         block = _KEYS_AT + topic * _KEY_BLOCK
         with self._lock:
-            if key is None:
+            if not keys:
                 self._map[block : block + _KEY_BLOCK] = os.urandom(_KEY_BLOCK)
-            else:
+            for key in keys:
                 at = block + key_slot(key) * _SLOT.size
                 self._map[at : at + _SLOT.size] = os.urandom(_SLOT.size)
             self._map[topic * _SLOT.size : (topic + 1) * _SLOT.size] = value
@@ -68,12 +71,12 @@ class InProcessChangeFeed:
     def generation(self, topic: Topic, key: str | None = None) -> int:
         if key is None:
             return self._values[topic]
-        return self._keys[topic][key_slot(key)]
+        return self._keys[topic][zlib.crc32(key.encode()) & _SLOT_MASK]  # key_slot(key), written out
 
-    def bump(self, topic: Topic, key: str | None = None) -> None:
+    def bump(self, topic: Topic, *keys: str) -> None:
         value = next(self._counter)
-        if key is None:
+        if not keys:
             self._keys[topic] = [value] * KEY_SLOTS
-        else:
+        for key in keys:
             self._keys[topic][key_slot(key)] = value
         self._values[topic] = value

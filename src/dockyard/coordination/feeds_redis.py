@@ -5,11 +5,13 @@ The hot path reads `generation()` on every cached manifest GET, so it never talk
 process keeps its own counters, and a background thread moves them when another process (on any
 node) publishes a bump. A bump is INCR of a Redis key and PUBLISH, in one round trip.
 
-A bump of a whole topic is published on `CHANNEL` as the topic's number, as before keys existed. A
-bump of one key (a repository) is published on `KEYED_CHANNEL` as "topic key", and, in the same round
-trip, on `CHANNEL` as "+topic": a node of an earlier version (during a rolling upgrade) reads that as
-its whole topic (`int("+0") == 0`) and drops all it cached, as it always did; this version ignores it
-(its keyed twin carries the key).
+A bump is published on `KEYED_CHANNEL` as "topic key [key ...]" (a repository; a tag and its
+repository), or as "topic" for the whole topic, and, in the same round trip, on `CHANNEL` as "+topic":
+a node of the version before keys (during a rolling upgrade) reads that as its whole topic
+(`int("+0") == 0`) and drops all it cached, as it always did; this version ignores it (its twin on
+the keyed channel counts). The topics that version does not know (Topic.TAGS, Topic.REPOSITORIES) are
+told to it as Topic.MANIFESTS, what it followed for them; its own bumps (a topic's number on
+`CHANNEL`) move the whole topic here, and its Topic.MANIFESTS those two as well.
 
 Correctness when Redis is away: a process that is not subscribed might miss another node's bump,
 so until its subscription is confirmed it is *degraded*: `generation()` returns a new value on
@@ -23,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import zlib
 
 import redis
 
@@ -36,6 +39,11 @@ KEYED_CHANNEL = f"{CHANNEL}:keyed"
 GENERATION_KEY = "dockyard:generation:{}"  # one counter per topic, INCRed by every bump
 RETRY_SECONDS = 1.0  # between reconnection attempts of the subscriber
 POLL_SECONDS = 1.0  # the subscriber's longest wait for a message: how late it notices `close()`
+_SLOT_MASK = KEY_SLOTS - 1
+# What nodes of the version before keys followed for the topics they do not know: its MANIFESTS
+# covered tags, tag lists and the catalog. Its bump of that topic moves those topics here.
+_EARLIER_TOPIC = {Topic.TAGS: Topic.MANIFESTS, Topic.REPOSITORIES: Topic.MANIFESTS}
+_EARLIER_MEANT = {Topic.MANIFESTS: (Topic.MANIFESTS, Topic.TAGS, Topic.REPOSITORIES)}
 
 
 class RedisChangeFeed:
@@ -72,12 +80,12 @@ class RedisChangeFeed:
             return next(self._ticks)
         if key is None:
             return self._values[topic]
-        return self._keys[topic][key_slot(key)]
+        return self._keys[topic][zlib.crc32(key.encode()) & _SLOT_MASK]  # key_slot(key), written out
 
-    def bump(self, topic: Topic, key: str | None = None) -> None:
-        self._bump_locally(topic, key)  # this process sees its own write at once, Redis or not
+    def bump(self, topic: Topic, *keys: str) -> None:
+        self._bump_locally(topic, keys)  # this process sees its own write at once, Redis or not
         try:
-            self._publish(topic, key)
+            self._publish(topic, keys)
         except redis.RedisError as exc:
             log.warning("cannot publish a cache invalidation (%s); caching is off until Redis is back", exc)
             with self._lock:
@@ -103,23 +111,21 @@ class RedisChangeFeed:
         self._client.close()
 
     # --- internals ------------------------------------------------------------------------------
-    def _bump_locally(self, topic: Topic, key: str | None = None) -> None:
+    def _bump_locally(self, topic: Topic, keys: tuple[str, ...] = ()) -> None:
         with self._lock:
             value = next(self._counter)
-            if key is None:
+            if not keys:
                 self._keys[topic] = [value] * KEY_SLOTS
-            else:
+            for key in keys:
                 self._keys[topic][key_slot(key)] = value
             self._values[topic] = value
 
-    def _publish(self, topic: Topic, key: str | None = None) -> None:
+    def _publish(self, topic: Topic, keys: tuple[str, ...] = ()) -> None:
+        earlier = _EARLIER_TOPIC.get(topic, topic)  # what nodes of the version before keys know it as
         pipe = self._client.pipeline(transaction=False)
         pipe.incr(GENERATION_KEY.format(int(topic)))
-        if key is None:
-            pipe.publish(self._channel, str(int(topic)))
-        else:
-            pipe.publish(self._channel, f"+{int(topic)}")  # for nodes of an earlier version
-            pipe.publish(self._keyed_channel, f"{int(topic)} {key}")
+        pipe.publish(self._channel, f"+{int(earlier)}")  # for nodes of an earlier version
+        pipe.publish(self._keyed_channel, " ".join((str(int(topic)), *keys)))  # no keys: the whole topic
         pipe.execute()
 
     def _listen_forever(self) -> None:
@@ -156,14 +162,18 @@ class RedisChangeFeed:
         name = channel.decode(errors="replace") if isinstance(channel, bytes) else channel
         keyed = name == self._keyed_channel
         if not keyed and text.startswith("+"):
-            return  # a keyed bump, told to earlier versions: its twin on the keyed channel counts here
-        number, _, key = text.partition(" ") if keyed else (text, "", "")
+            return  # a bump told to earlier versions: its twin on the keyed channel counts here
+        number, *keys = text.split(" ") if keyed else (text,)
         try:
             topic = Topic(int(number))
         except ValueError:
             log.warning("ignoring an unknown change-feed message %r", data)
             return
-        self._bump_locally(topic, key or None)  # no key: the whole topic
+        if keyed:
+            self._bump_locally(topic, tuple(keys))  # no keys: the whole topic
+            return
+        for meant in _EARLIER_MEANT.get(topic, (topic,)):
+            self._bump_locally(meant)  # a whole topic, from a node of an earlier version
 
     def _resume(self) -> None:
         """Subscribed: anything may have changed while we were not, so every cache starts afresh."""

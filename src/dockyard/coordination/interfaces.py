@@ -8,7 +8,7 @@ suite both pass (`coordination/conformance.py`):
   node's workers map); `feeds_redis.RedisChangeFeed` (every node).
 - `InvalidatedCache`: `caches.GenerationCache`, over whichever feed the process has;
   `KeyedInvalidatedCache`: `caches.KeyedGenerationCache`, whose entries follow their own key's
-  generation (a repository's), so a write to one repository keeps the others' answers.
+  generation (a repository's, or a tag's), so a write to one repository keeps the others' answers.
 - `LockManager`: `locks.FileLocks` (files in the datadir); `locks_redis.RedisLocks` (every node).
 - `TokenBuckets`: `buckets.InProcessBuckets` (one process); `buckets_redis.RedisBuckets` (every node).
 - `Slots`: `slots.FileSlots` (files in the datadir); `slots_redis.RedisSlots` (every node).
@@ -26,7 +26,7 @@ import re
 import zlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import redis
@@ -39,9 +39,12 @@ V = TypeVar("V")
 class Topic(IntEnum):
     """What changed. A write bumps its topic after its transaction commits; caches of answers that
     the write could make stale follow that topic. Writes confined to one repository bump the topic
-    with the repository's name as key (`ChangeFeed.bump(topic, key)`)."""
+    with the repository's name as key (`ChangeFeed.bump(topic, *keys)`), or, for one tag, with the
+    tag's key (`tag_key`)."""
 
-    MANIFESTS = 0  # manifests, tags, repositories: tag lookups, tag lists, catalog (key: repository)
+    # A repository's manifests and tags as a whole (key: repository): lookups by tag and by digest,
+    # tag lists. Deletes of manifests (their tags go with them), the pull-through cache's stores.
+    MANIFESTS = 0
     BLOB_DELETES = 1  # blob links removed: positive blob-existence answers (key: repository)
     POLICIES = 2  # project policies read on hot paths: quota limits, tag immutability rules
     AUTH = 3  # accounts, credentials, roles, signing keys: remembered logins, tokens, key rings
@@ -51,6 +54,12 @@ class Topic(IntEnum):
     # Verdicts on artifacts stored (signatures, scan results), trusted keys changed: the pull
     # policies' cached decisions.
     VERDICTS = 5
+    # One tag pushed, moved or deleted: bumped with two keys, `tag_key(repository, tag)` (the lookups
+    # of that tag) and the repository's name (its tag lists). The repository's other tags, its
+    # manifests by digest and the catalog stay cached.
+    TAGS = 6
+    # A repository created: the catalog (whole topic).
+    REPOSITORIES = 7
 
 
 # A topic's keys share this many counters (a power of two): a keyed bump moves its key's slot only,
@@ -64,6 +73,11 @@ def key_slot(key: str) -> int:
     return zlib.crc32(key.encode()) & (KEY_SLOTS - 1)
 
 
+def tag_key(repository: str, tag: str) -> str:
+    """The key of one tag's answers on Topic.TAGS (no repository name has a colon, no tag either)."""
+    return f"{repository}:{tag}"
+
+
 class ChangeFeed(Protocol):
     """A counter per topic, and per key of a topic, that every process following the same feed sees
     move.
@@ -73,9 +87,10 @@ class ChangeFeed(Protocol):
     - After `bump(topic)` returns, this process's `generation(topic)` and `generation(topic, key)`
       for every key differ from every value they returned before; other processes on the feed see
       them move within the feed's delay.
-    - After `bump(topic, key)` returns, the same holds for `generation(topic)` and
-      `generation(topic, key)`, but `generation(topic, other)` does not move for a key `other` in
-      another slot (`key_slot`): a write to one repository leaves the others' cached answers alone.
+    - After `bump(topic, *keys)` returns, the same holds for `generation(topic)` and
+      `generation(topic, key)` of each of `keys`, but `generation(topic, other)` does not move for a
+      key `other` in another slot (`key_slot`): a write to one repository leaves the others' cached
+      answers alone.
     - A bump of one topic never moves another topic's generations in this process (remote bumps of
       the others aside).
     - A feed that cannot guarantee delivery (Redis away) must return a new generation on every
@@ -84,14 +99,15 @@ class ChangeFeed(Protocol):
 
     def generation(self, topic: Topic, key: str | None = None) -> int: ...
 
-    def bump(self, topic: Topic, key: str | None = None) -> None: ...
+    def bump(self, topic: Topic, *keys: str) -> None: ...
 
 
 Generation = Callable[[], int]
 """A number that moves whenever what a cache holds may have become stale (`generation_of`)."""
 
-KeyedGeneration = Callable[[str], int]
-"""The same for the answers about one key (a repository): `keyed_generation_of`."""
+KeyedGeneration = Callable[[Any], int]
+"""The same for the answers under one cache key (about one repository or one tag), read from the
+key itself: `keyed_generation_of`, `tag_generation_of`."""
 
 
 def generation_of(feed: ChangeFeed, *topics: Topic) -> Generation:
@@ -114,23 +130,43 @@ def generation_of(feed: ChangeFeed, *topics: Topic) -> Generation:
     return generation
 
 
-def keyed_generation_of(feed: ChangeFeed, *topics: Topic) -> KeyedGeneration:
-    """The generation source of answers about one key that depend on `topics`: it moves when a bump
-    of any of them names the key (or its slot), or names no key."""
+def keyed_generation_of(feed: ChangeFeed, *topics: Topic, at: int = 0) -> KeyedGeneration:
+    """The generation source of answers about one repository that depend on `topics`, read from a
+    cache's key (the repository at `key[at]`): it moves when a bump of any of them names the
+    repository (or its slot), or names no key."""
+    # One and two topics (every cache today) without a loop: this is read on every cache hit.
     if len(topics) == 1:
         topic = topics[0]
-        return lambda key: feed.generation(topic, key)
+        return lambda key: feed.generation(topic, key[at])
     if len(topics) == 2:
         first, second = topics
-        return lambda key: (feed.generation(first, key) << 64) | feed.generation(second, key)
+        return lambda key: (feed.generation(first, key[at]) << 64) | feed.generation(second, key[at])
 
-    def generation(key: str) -> int:
+    def generation(key: tuple[Any, ...]) -> int:
         combined = 0
         for topic in topics:
-            combined = (combined << 64) | feed.generation(topic, key)
+            combined = (combined << 64) | feed.generation(topic, key[at])
         return combined
 
     return generation
+
+
+def tag_generation_of(feed: ChangeFeed) -> KeyedGeneration:
+    """The generation source of answers about one tag, read from a (repository, tag) key: it moves
+    with a write to the whole repository (Topic.MANIFESTS with its name) and with one to that tag
+    (Topic.TAGS with `tag_key`), not with a write to another tag."""
+    manifests, tags = Topic.MANIFESTS, Topic.TAGS
+    # tag_key(*key), written out: this is read on every cache hit.
+    return lambda key: (
+        (feed.generation(manifests, key[0]) << 64) | feed.generation(tags, f"{key[0]}:{key[1]}")
+    )
+
+
+def tag_list_generation_of(feed: ChangeFeed, at: int = 0) -> KeyedGeneration:
+    """The generation source of a repository's tag lists (the repository at `key[at]`): it moves with a
+    write to the whole repository and with a write to any of its tags (Topic.TAGS with its name)."""
+    manifests, tags = Topic.MANIFESTS, Topic.TAGS
+    return lambda key: (feed.generation(manifests, key[at]) << 64) | feed.generation(tags, key[at])
 
 
 # --- per-process caches ---------------------------------------------------------------------------
@@ -153,12 +189,13 @@ class InvalidatedCache(Protocol[K_contra, V]):
 
 
 class KeyedInvalidatedCache(Protocol[K_contra, V]):
-    """A per-process cache whose entries each follow the generation of their own key's part (the
-    repository of a (repository, reference) key): a change to one part drops that part's entries.
+    """A per-process cache whose entries each follow the generation of their own key (that of the
+    repository of a (repository, reference) key, or of the tag): a change to one repository drops
+    that repository's entries only.
 
     The same protocol as `InvalidatedCache`, per key: note `current_generation(key)` *before*
     reading the source of truth and hand it to `put`; an answer computed across a change to its
-    part is not kept, and an entry is not served once its part's generation moved.
+    key's generation is not kept, and an entry is not served once that generation moved.
     """
 
     def current_generation(self, key: K_contra) -> int: ...

@@ -36,7 +36,7 @@ from dockyard.coordination.interfaces import (
     ChangeFeed,
     LockManager,
     Topic,
-    keyed_generation_of,
+    tag_generation_of,
 )
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import upsert
@@ -126,10 +126,9 @@ class ProxyCache:
         self.observe = observe or (lambda kind, outcome: None)
         # Tags this process knows are fresh (or served stale, for a short backoff), until then: a pull
         # of a fresh tag reads nothing. A registry write to the repository (Topic.MANIFESTS with its
-        # name, or with none) drops its entries.
+        # name, or with none) drops its entries; one to a tag (Topic.TAGS), that tag's.
         self._fresh: KeyedGenerationCache[tuple[str, str], ManifestRecord] = KeyedGenerationCache(
-            keyed_generation_of(feed, Topic.MANIFESTS),
-            _repository,
+            tag_generation_of(feed),
             FRESH_CACHE_BYTES,
             _weight,
             clock=time.monotonic,
@@ -294,6 +293,8 @@ class ProxyCache:
                 )
                 _upsert_state(connection, repository.id, tag, digest)
         self.feed.bump(Topic.MANIFESTS, name)
+        if repository.created:
+            self.feed.bump(Topic.REPOSITORIES)  # the catalog changed
         return ManifestRecord(digest, parsed.media_type, data)
 
     # --- blobs ---------------------------------------------------------------------------------------
@@ -386,10 +387,6 @@ def _upsert_state(connection: Any, repository_id: int, tag: str, digest: str) ->
         key=["repository_id", "tag"],
         update=["upstream_digest", "checked_at"],
     )
-
-
-def _repository(key: tuple[str, str]) -> str:
-    return key[0]
 
 
 def _weight(key: tuple[str, str], record: ManifestRecord) -> int:

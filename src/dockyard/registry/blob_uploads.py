@@ -93,7 +93,7 @@ class BlobUploads:
 
         size = self._blobs.commit_upload(state, parsed, link, expected_size)
         if created:
-            self._feed.bump(Topic.MANIFESTS, state.repository)  # the catalog changed
+            self._feed.bump(Topic.REPOSITORIES)  # the catalog changed
         self._uploads.clean_up(state)  # committed
         return size
 

@@ -15,7 +15,15 @@ from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
 from dockyard.content.reference import parse_reference, validate_name
 from dockyard.coordination.caches import ENTRY_OVERHEAD, MIB, GenerationCache, KeyedGenerationCache
-from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of, keyed_generation_of
+from dockyard.coordination.interfaces import (
+    ChangeFeed,
+    Topic,
+    generation_of,
+    keyed_generation_of,
+    tag_generation_of,
+    tag_key,
+    tag_list_generation_of,
+)
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import bytewise, upsert
 from dockyard.db.lookups import WouldBlock
@@ -75,30 +83,33 @@ class Registry:
         self.delete_enabled = delete_enabled
         self.read_only = read_only
         # The read caches share `cache_bytes` (storage.cache.memory_mib) by what they hold: manifests by
-        # tag, and by digest (a collector deleting untagged manifests drops only the latter:
-        # Topic.UNTAGGED_DELETES; a registry write drops both: Topic.MANIFESTS), tag lists, catalog
-        # pages, and blob sizes. All but the catalog are kept per repository: a write bumps its topic
-        # with the repository's name, which drops that repository's entries only (every write moves
-        # the catalog's generation, the topic's own).
+        # tag, and by digest, tag lists, catalog pages, and blob sizes. What drops what (docs/ha.md):
+        # - a tag pushed, moved or deleted (Topic.TAGS with the tag's key and the repository's name):
+        #   that tag's lookups and the repository's tag lists;
+        # - a manifest deleted, or a batch of deletes (Topic.MANIFESTS with the repository's name):
+        #   the repository's lookups by tag and by digest and its tag lists; a collector deleting
+        #   untagged manifests (Topic.UNTAGGED_DELETES with the name): its lookups by digest;
+        # - a blob unlinked (Topic.BLOB_DELETES with the name): the repository's blob sizes;
+        # - a repository created (Topic.REPOSITORIES): the catalog.
+        # A push by digest changes no cached answer: it bumps nothing (unless it creates the repository).
         self._manifests_by_tag: KeyedGenerationCache[tuple[str, str], ManifestRecord] = KeyedGenerationCache(
-            keyed_generation_of(feed, Topic.MANIFESTS), _repository, cache_bytes * 4 // 10, _manifest_weight
+            tag_generation_of(feed), cache_bytes * 4 // 10, _manifest_weight
         )
         self._manifests_by_digest: KeyedGenerationCache[tuple[str, str], ManifestRecord] = (
             KeyedGenerationCache(
                 keyed_generation_of(feed, Topic.MANIFESTS, Topic.UNTAGGED_DELETES),
-                _repository,
                 cache_bytes * 2 // 10,
                 _manifest_weight,
             )
         )
         self._tag_lists: KeyedGenerationCache[ListingKey, Page] = KeyedGenerationCache(
-            keyed_generation_of(feed, Topic.MANIFESTS), _listed_repository, cache_bytes // 10, _page_weight
+            tag_list_generation_of(feed, at=1), cache_bytes // 10, _page_weight
         )
         self._catalog: GenerationCache[ListingKey, Page] = GenerationCache(
-            generation_of(feed, Topic.MANIFESTS), cache_bytes // 10, _page_weight
+            generation_of(feed, Topic.REPOSITORIES), cache_bytes // 10, _page_weight
         )
         self._blob_sizes: KeyedGenerationCache[tuple[str, str], int] = KeyedGenerationCache(
-            keyed_generation_of(feed, Topic.BLOB_DELETES), _repository, cache_bytes * 2 // 10, _key_weight
+            keyed_generation_of(feed, Topic.BLOB_DELETES), cache_bytes * 2 // 10, _key_weight
         )
         lookups = db.lookups
         self._manifest_by_tag = lookups.prepare(_MANIFEST_BY_TAG)
@@ -193,7 +204,10 @@ class Registry:
                     key=["repository_id", "name"],
                     update=["manifest_id", "updated_at"],
                 )
-        self._feed.bump(Topic.MANIFESTS, name)
+        if not isinstance(ref, Digest):
+            self._tag_changed(name, ref)
+        if repository.created:
+            self._feed.bump(Topic.REPOSITORIES)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, parsed.media_type)
 
     def delete_manifest(self, name: str, reference: str) -> None:
@@ -227,7 +241,10 @@ class Registry:
                     self._immutability.check_tag_removable(name, [ref])  # raising rolls the delete back
             if result.rowcount == 0:
                 raise ManifestUnknown(detail={"name": name, "reference": reference})
-        self._feed.bump(Topic.MANIFESTS, name)
+        if isinstance(ref, Digest):
+            self._feed.bump(Topic.MANIFESTS, name)  # its tags went with it
+        else:
+            self._tag_changed(name, ref)
 
     def delete_batch(self, name: str, requests: Sequence[DeleteRequest]) -> list[DeleteResult]:
         """Delete tags and untagged manifests of one repository in one transaction, each only if it is
@@ -404,10 +421,14 @@ class Registry:
             repository = ensure_repository(connection, name)
             link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
         if repository.created:
-            self._feed.bump(Topic.MANIFESTS, name)  # the catalog changed
+            self._feed.bump(Topic.REPOSITORIES)  # the catalog changed
         return int(size)
 
     # --- internals ----------------------------------------------------------------------------
+    def _tag_changed(self, name: str, tag: str) -> None:
+        """After the commit: drop the tag's lookups and the repository's tag lists, everywhere."""
+        self._feed.bump(Topic.TAGS, tag_key(name, tag), name)
+
     def _manifest_cache(self, reference: str) -> KeyedGenerationCache[tuple[str, str], ManifestRecord]:
         # A digest always has its algorithm before a colon; a tag can have no colon.
         return self._manifests_by_digest if ":" in reference else self._manifests_by_tag
@@ -440,14 +461,6 @@ class Registry:
                 .where(Manifest.repository_id == repository_id, Manifest.digest == digest)
             )
         )
-
-
-def _repository(key: tuple[str, str]) -> str:
-    return key[0]
-
-
-def _listed_repository(key: tuple[str, str | None, int | None, str | None]) -> str:
-    return key[1] or ""
 
 
 def _key_weight(key: tuple[str, str], value: object) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from dockyard.coordination.caches import GenerationCache
 from dockyard.coordination.feeds_redis import CHANNEL, RedisChangeFeed
-from dockyard.coordination.interfaces import Topic, generation_of
+from dockyard.coordination.interfaces import Topic, generation_of, tag_key
 from dockyard.coordination.redis_client import connect
 from tests.support.redis import RedisSentinel, RedisServer
 
@@ -177,3 +177,33 @@ def test_a_bump_from_a_node_of_an_earlier_version_moves_every_key(
     before = feed.generation(Topic.MANIFESTS, "team/a")
     connect(redis_server.url).publish(CHANNEL, str(int(Topic.MANIFESTS)))  # what it publishes
     assert eventually(lambda: feed.generation(Topic.MANIFESTS, "team/a") != before)
+
+
+def test_a_node_of_an_earlier_version_hears_a_tag_or_repository_bump_as_manifests(
+    redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]
+) -> None:
+    # It knows no Topic.TAGS nor Topic.REPOSITORIES: its Topic.MANIFESTS covered tags and the catalog.
+    earlier = connect(redis_server.url).pubsub()
+    earlier.subscribe(CHANNEL)
+    assert earlier.get_message(timeout=5)["type"] == "subscribe"
+    feed = feeds()
+    assert feed.wait_connected(5)
+    feed.bump(Topic.TAGS, tag_key("team/a", "latest"), "team/a")
+    feed.bump(Topic.REPOSITORIES)
+    for _ in range(2):
+        message = earlier.get_message(timeout=5)
+        assert message is not None and message["type"] == "message"
+        assert Topic(int(message["data"])) is Topic.MANIFESTS
+    earlier.close()
+
+
+def test_a_manifests_bump_from_a_node_of_an_earlier_version_moves_tags_and_repositories(
+    redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]
+) -> None:
+    feed = feeds()
+    assert feed.wait_connected(5)
+    before = {topic: feed.generation(topic, "team/a") for topic in (Topic.TAGS, Topic.REPOSITORIES)}
+    tag_before = feed.generation(Topic.TAGS, tag_key("team/a", "latest"))
+    connect(redis_server.url).publish(CHANNEL, str(int(Topic.MANIFESTS)))  # what it publishes for a push
+    assert eventually(lambda: feed.generation(Topic.TAGS, tag_key("team/a", "latest")) != tag_before)
+    assert all(feed.generation(topic, "team/a") != value for topic, value in before.items())
