@@ -316,6 +316,11 @@ def test_a_gc_dry_run_is_followed_live_and_a_guest_sees_only_their_project(
     expect(page.locator("#job-state dd").first).to_have_text("succeeded", timeout=30_000)
     expect(page.get_by_label("Result JSON")).to_contain_text('"dry_run": true')
     shoot(page, "gc-job")
+    page.goto("/ui/projects/guestbook/policies")  # the retention rules' form, for the pictures
+    expect(page.get_by_label("Retain")).to_be_visible()
+    page.set_viewport_size({"width": WIDTHS["phone"], "height": 800})
+    page.get_by_role("heading", name="Tag retention").scroll_into_view_if_needed()
+    shoot(page, "policies")
 
     # A form posted without the session's CSRF token (another site's) changes nothing.
     refused = page.request.post("/ui/projects", form={"name": "forged"}, max_redirects=0)
