@@ -139,7 +139,7 @@ def test_a_running_worker_renews_its_lease(queue: JobQueue, make_runner: RunnerF
     """A job longer than the lease keeps its worker: the heartbeat renews it."""
 
     def long(ctx: JobContext) -> None:
-        time.sleep(2.5)
+        time.sleep(1.6)  # the other runner reaps at each poll (0.05 s) from the lease's end at 1 s
 
     kind = JobKind("long", long)
     job_id = queue.enqueue("long")

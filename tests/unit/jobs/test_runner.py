@@ -28,13 +28,13 @@ def test_a_failing_job_is_retried_with_growing_delays_then_fails(
         raise RuntimeError(f"boom {len(attempts)}")
 
     job_id = queue.enqueue("flaky")
-    make_runner([JobKind("flaky", flaky, max_attempts=3)], start=True, retry_base=0.4)
+    make_runner([JobKind("flaky", flaky, max_attempts=3)], start=True, retry_base=0.2)
 
     wait_until(lambda: queue.get(job_id).finished)
     job = queue.get(job_id)
     assert job.status == "failed" and job.attempts == 3 and job.error == "RuntimeError: boom 3"
     first_delay, second_delay = attempts[1] - attempts[0], attempts[2] - attempts[1]
-    assert first_delay >= 0.4 and second_delay >= 0.8  # 0.4s, then doubled
+    assert first_delay >= 0.2 and second_delay >= 0.4  # 0.2s, then doubled
     logs = [entry.line for entry in queue.logs(job_id)]
     assert sum(line.startswith("failed: RuntimeError: boom") and "retrying at" in line for line in logs) == 2
     assert logs[-1] == "failed: RuntimeError: boom 3"
@@ -105,11 +105,13 @@ def test_a_result_that_is_not_json_fails_the_attempt(queue: JobQueue, make_runne
 
 
 def test_run_job_here_follows_a_job_another_worker_runs(queue: JobQueue, make_runner: RunnerFactory) -> None:
+    followed = threading.Event()  # the follower saw the job's progress while it ran
+
     def counted(ctx: JobContext) -> dict[str, Any]:
         for done in range(1, 4):
             ctx.check_cancelled()
             ctx.progress(done, 3)
-            time.sleep(0.6)
+        assert followed.wait(30)
         return {"ok": True}
 
     kind = JobKind("counted", counted)
@@ -118,7 +120,13 @@ def test_run_job_here_follows_a_job_another_worker_runs(queue: JobQueue, make_ru
     wait_until(lambda: queue.get(job_id).status == "running")
 
     seen: list[JobRecord] = []
-    job = make_runner([kind]).run_job_here(job_id, timeout=30, on_progress=seen.append)
+
+    def on_progress(record: JobRecord) -> None:
+        seen.append(record)
+        if record.progress_done >= 1:
+            followed.set()
+
+    job = make_runner([kind]).run_job_here(job_id, timeout=30, on_progress=on_progress)
 
     assert job.status == "succeeded" and job.attempts == 1  # followed, not run a second time
     assert any(record.progress_done >= 1 and record.progress_total == 3 for record in seen)
