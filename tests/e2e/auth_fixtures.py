@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.conftest import dockyard_cert, make_ca_dir
 from tests.support.server import RunningServer, start_server
-from tests.support.slapd import GROUPS_DN, PEOPLE_DN, READER_DN, READER_PASSWORD, RunningSlapd, start_slapd
+from tests.support.slapd import RunningSlapd, start_slapd
 from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN_PASSWORD = "e2e-admin-password-0123"
@@ -158,22 +158,8 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegi
     """dockyard with its own auth on, HTTPS from `dockyard cert`, LDAP (StartTLS) against a real slapd."""
     root = tmp_path_factory.mktemp("auth-e2e")
     slapd = start_slapd(root / "slapd", tls=True)
-    assert slapd.certs is not None
     certs = dockyard_cert("127.0.0.1", root / "certs")
-    config = {
-        "auth": {
-            "enabled": True,
-            "ldap": {
-                "url": slapd.url,
-                "starttls": True,
-                "ca_file": str(slapd.certs.ca_cert),
-                "bind_dn": READER_DN,
-                "bind_password": READER_PASSWORD,
-                "user_base_dn": PEOPLE_DN,
-                "group_base_dn": GROUPS_DN,
-            },
-        }
-    }
+    config = {"auth": {"enabled": True, "ldap": slapd.dockyard_ldap()}}
     try:
         server = start_server(
             root / "server",

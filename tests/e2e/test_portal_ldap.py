@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.server import RunningServer, start_server
-from tests.support.slapd import GROUPS_DN, PEOPLE_DN, READER_DN, READER_PASSWORD, USERS, start_slapd
+from tests.support.slapd import USERS, start_slapd
 from tests.support.timeouts import HTTP_TIMEOUT
 
 ADMIN = ("admin", "portal-ldap-e2e-Passw0rd")
@@ -26,17 +26,7 @@ ADMIN = ("admin", "portal-ldap-e2e-Passw0rd")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("portal-ldap-e2e")
     slapd = start_slapd(root / "slapd", tls=True)
-    assert slapd.certs is not None
-    ldap = {
-        "url": slapd.url,
-        "starttls": True,
-        "ca_file": str(slapd.certs.ca_cert),
-        "bind_dn": READER_DN,
-        "bind_password": READER_PASSWORD,
-        "user_base_dn": PEOPLE_DN,
-        "group_base_dn": GROUPS_DN,
-        "admin_groups": ["registry-admins"],
-    }
+    ldap = slapd.dockyard_ldap(admin_groups=["registry-admins"])
     try:
         server = start_server(
             root / "server",

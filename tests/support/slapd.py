@@ -23,6 +23,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dockyard.cli.cert import CertPaths, make_certificates
 from tests.support.processes import stop_process
@@ -85,6 +86,21 @@ class RunningSlapd:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def dockyard_ldap(self, **extra: Any) -> dict[str, Any]:
+        """dockyard's `auth.ldap` settings for this directory: StartTLS, the reader service account,
+        people and groups; `extra` adds or replaces keys."""
+        assert self.certs is not None, "start it with tls=True"
+        return {
+            "url": self.url,
+            "starttls": True,
+            "ca_file": str(self.certs.ca_cert),
+            "bind_dn": READER_DN,
+            "bind_password": READER_PASSWORD,
+            "user_base_dn": PEOPLE_DN,
+            "group_base_dn": GROUPS_DN,
+            **extra,
+        }
 
 
 def ssha(password: str) -> str:
