@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
+import httpcore
 import httpx
 
 from dockyard.content.digest import looks_like_digest, parse_digest
@@ -38,7 +39,7 @@ from dockyard.upstream.interfaces import (
     UpstreamUnavailable,
 )
 from dockyard.upstream.tokens import TokenCache, find_challenge, token_lifetime, token_of
-from dockyard.upstream.transport import deadline, guarded_transport
+from dockyard.upstream.transport import DeadlineStream, deadline, guarded_transport
 
 MAX_REDIRECTS = 5
 DEFAULT_TLS = TLSOptions()
@@ -57,12 +58,66 @@ class HttpBlobStream:
         try:
             if self.response.headers.get("content-encoding", "identity").lower() != "identity":
                 yield from self.response.iter_bytes(chunk_size)  # decoded (no registry does this)
-            else:
+                return
+            length, stream = self._raw_body(chunk_size)
+            if stream is None:
                 yield from rechunk(self.response.iter_raw(), chunk_size)
-        except httpx.TimeoutException:
+            else:
+                yield from self._socket_chunks(stream, length, chunk_size)
+        except (httpx.TimeoutException, httpcore.TimeoutException):
             raise UpstreamUnavailable("the upstream stalled while sending a blob") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpcore.NetworkError) as exc:
             raise UpstreamUnavailable(f"the upstream failed while sending a blob: {exc}") from None
+
+    def _raw_body(self, chunk_size: int) -> tuple[int, DeadlineStream | None]:
+        """The body's length and the connection's stream, when the body is better read straight off
+        the socket: HTTP/1.1 with a Content-Length of more than one chunk (else None: through httpx)."""
+        stream = self.response.extensions.get("network_stream")
+        length = self.response.headers.get("content-length", "")
+        if (
+            self.response.http_version != "HTTP/1.1"
+            or not isinstance(stream, DeadlineStream)
+            or not stream.can_read_into()
+            or not length.isdigit()
+            or int(length) <= chunk_size
+        ):
+            return 0, None
+        return int(length), stream
+
+    def _socket_chunks(self, stream: DeadlineStream, length: int, chunk_size: int) -> Iterator[bytes]:
+        """The body in chunks of `chunk_size`, received straight into a buffer: one copy out of the
+        kernel and one into each chunk, where httpx's parser (h11) copies each byte three times and
+        runs Python for every 256 KiB read (64 MiB from docker-registry: 16-20 ms of CPU, against
+        29-45 ms through the parser). The parser gives what it had read with the headers first; the
+        connection is then not reused (its parser never saw the body end): a new connection per blob
+        of more than one chunk."""
+        timeout = self.response.request.extensions.get("timeout", {}).get("read")
+        # What the parser holds already. Its iterator stays referenced until the end: dropped, it
+        # closes the connection (which is all it is good for then).
+        pieces = self.response.iter_raw()
+        first = next(pieces, b"")
+        while len(first) >= chunk_size:
+            yield first[:chunk_size]
+            first = first[chunk_size:]
+            length -= chunk_size
+        buffer = bytearray(chunk_size)
+        view = memoryview(buffer)
+        held = len(first)
+        view[:held] = first
+        remaining = length - held
+        while remaining > 0:
+            want = min(chunk_size - held, remaining)
+            received = stream.read_into(view[held : held + want], timeout)
+            if not received:
+                raise UpstreamUnavailable("the upstream closed the connection in the middle of a blob")
+            held += received
+            remaining -= received
+            if held == chunk_size or remaining == 0:
+                yield bytes(view[:held])
+                held = 0
+        if held:  # the parser had the whole rest already
+            yield bytes(view[:held])
+        del pieces
 
     def close(self) -> None:
         self.response.close()

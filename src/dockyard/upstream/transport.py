@@ -10,6 +10,7 @@ context variable the client sets), so a server trickling bytes cannot stretch a 
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 import typing
@@ -57,6 +58,22 @@ class DeadlineStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self.inner.read(max(max_bytes, READ_BYTES), _bounded(timeout))
+
+    def can_read_into(self) -> bool:
+        """Whether `read_into` works: httpcore's stream over a socket (plain or TLS), not another."""
+        return isinstance(getattr(self.inner, "_sock", None), socket.socket)
+
+    def read_into(self, buffer: memoryview, timeout: float | None = None) -> int:
+        """Receive into `buffer` straight from the socket (one copy, no HTTP parsing): the number of
+        bytes, 0 when the peer closed. Only where `can_read_into`."""
+        sock: socket.socket = self.inner._sock  # type: ignore[attr-defined]
+        try:
+            sock.settimeout(_bounded(timeout))
+            return sock.recv_into(buffer)
+        except TimeoutError:
+            raise httpcore.ReadTimeout("the upstream stalled") from None
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from None
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self.inner.write(buffer, _bounded(timeout))
