@@ -306,6 +306,7 @@ class World:
     victim_token: tuple[int, str] = (0, "")
     else_member: int = 0  # a member id in the other project
     uploads: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # project -> a session
+    spare_users: list[str] = field(default_factory=list)  # made for a case, left as they were made
 
     def repo(self, project: str) -> str:
         return f"{project}/app"
@@ -434,6 +435,18 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
     service = challenge.headers["www-authenticate"].split('service="', 1)[1].split('"', 1)[0]
     for project in (PRIV, PUB, ELSE):
         admin.api("POST", "/projects", json={"name": project, "public": PUBLIC[project]})
+    everything = [PULL, PUSH, DELETE]
+    robot_permissions = {
+        "mx-all": {PRIV: everything, PUB: everything},
+        "mx-pull": {PRIV: [PULL], PUB: [PULL]},
+        "mx-other": {ELSE: everything},
+    }
+    # First: the rest of the set-up (seconds) runs while its 3 s go by, not a sleep at the end. Counted
+    # from here, not from the start: the set-up above takes seconds on a loaded machine.
+    expires = datetime.now(UTC) + timedelta(seconds=3)
+    grants = [{"project": p, "actions": a} for p, a in robot_permissions["mx-all"].items()]
+    expiring = {"name": "mx-expired", "permissions": grants, "expires_at": expires.isoformat()}
+    secrets = {"mx-expired": admin.api("POST", "/robots", json=expiring)["secret"]}
     users = {role: f"mx-{role.replace('_', '-')}" for role in ROLES}
     # Keyed as the actors are: the sessions opened below are looked up by actor key.
     extra = {"system_admin": "mx-sysadmin", "outsider": "mx-outsider", "disabled_user": "mx-disabled"}
@@ -444,21 +457,8 @@ def build_world(admin: Admin, http: httpx.Client) -> World:
         for role, name in [*users.items(), ("project_admin", extra["disabled_user"])]:
             admin.api("POST", f"/projects/{project}/members", json={"user": name, "role": role})
         admin.api("POST", f"/projects/{project}/robots", json={"name": "reader", "actions": [PULL]})
-    everything = [PULL, PUSH, DELETE]
-    robot_permissions = {
-        "mx-all": {PRIV: everything, PUB: everything},
-        "mx-pull": {PRIV: [PULL], PUB: [PULL]},
-        "mx-other": {ELSE: everything},
-    }
-    secrets = {}
-    for short, grants in [*robot_permissions.items(), ("mx-expired", robot_permissions["mx-all"])]:
-        made: dict[str, Any] = {
-            "name": short, "permissions": [{"project": p, "actions": a} for p, a in grants.items()]
-        }
-        if short == "mx-expired":
-            # Counted from here, not from the start: the set-up above takes seconds on a loaded machine.
-            expires = datetime.now(UTC) + timedelta(seconds=3)
-            made["expires_at"] = expires.isoformat()
+    for short, granted in robot_permissions.items():
+        made = {"name": short, "permissions": [{"project": p, "actions": a} for p, a in granted.items()]}
         secrets[short] = admin.api("POST", "/robots", json=made)["secret"]
 
     oci = OCIClient(admin.registry)
@@ -853,18 +853,33 @@ def scanner_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> C
 
 
 def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
-    name = w.new_user()
+    """A user of the call's own, as new: made for it, or one a refused call left as it was (a new
+    user costs a password hash, and its creation and deletion each make every remembered login be
+    checked again)."""
+    name = w.spare_users.pop() if w.spare_users else w.new_user()
     path = fill(ep.path, username=name)
     call = Call(ep.method, api(path))
-    call.cleanup = lambda: w.admin.api("DELETE", f"/users/{name}", expect=(204, 404))
     if ep.method == "PATCH":
         call.json = {"display_name": "changed by the matrix"}
-        call.observe = lambda: w.admin.api("GET", path)["display_name"]
+        look = lambda: w.admin.api("GET", path)["display_name"]  # noqa: E731
     elif ep.method == "PUT":  # the password: the old one must still work after a refusal
         call.json = {"password": "another-password-2"}
-        call.observe = lambda: w.caller.http.get(api("/me"), auth=(name, PASSWORD)).status_code
+        look = lambda: w.caller.http.get(api("/me"), auth=(name, PASSWORD)).status_code  # noqa: E731
     else:
-        call.observe = gone_or_there(w, f"/users/{name}")
+        look = gone_or_there(w, f"/users/{name}")
+    seen: list[Any] = []  # run_case looks before the call, and after it when it must be refused
+
+    def observe() -> Any:
+        seen.append(look())
+        return seen[-1]
+
+    def cleanup() -> None:
+        if len(seen) == 2 and seen[0] == seen[1]:  # refused, and nothing changed: as new
+            w.spare_users.append(name)
+        else:
+            w.admin.api("DELETE", f"/users/{name}", expect=(204, 404))
+
+    call.observe, call.cleanup = observe, cleanup
     return call
 
 
