@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
@@ -45,3 +46,15 @@ def database(database_url: str) -> Iterator[Database]:
     database = Database(engine)
     yield database
     database.dispose()
+
+
+_LOCK_WAITS = text(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def lock_waits(database: Database) -> int:
+    """PostgreSQL: how many sessions on this database wait for another transaction's lock (a race test
+    holding one side in its transaction knows the other side got as far as waiting for it)."""
+    with database.read() as connection:
+        return int(connection.scalar(_LOCK_WAITS) or 0)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, func, select, text
+from sqlalchemy import Connection, event, func, select
 
 from dockyard.api.oci.errors import render_error
 from dockyard.content import mediatypes
@@ -33,6 +33,7 @@ from dockyard.registry.models import ManifestReference
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.models import Blob
 from dockyard.storage.paths import blob_data_path
+from tests.support.databases import lock_waits
 from tests.support.registry import registry_parts
 from tests.unit.gc.fixtures import HOURS_LATER, Env
 
@@ -297,15 +298,8 @@ def _until_waiting_for_the_collector(env: Env, asked: NextWrite, put: Side) -> N
     assert asked.reached.wait(WAIT)
     if env.db.dialect != "postgresql":
         return
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
     deadline = time.monotonic() + WAIT
-    while put.is_alive():
-        with env.db.read() as connection:
-            if connection.scalar(waiting):
-                return
+    while put.is_alive() and not lock_waits(env.db):
         assert time.monotonic() < deadline, "the PUT neither waits for the collector nor ends"
         time.sleep(0.01)
 

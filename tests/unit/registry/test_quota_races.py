@@ -6,6 +6,7 @@ time, so there these interleavings cannot happen."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dockyard.projects.quotas import Quotas
 from dockyard.registry.models import Repository, RepositoryBlob
 from dockyard.registry.repository_writes import ensure_repository, link_blob
 from dockyard.registry.usage import release
+from tests.support.databases import lock_waits
 from tests.unit.gc.fixtures import Env
 
 pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
@@ -66,6 +68,14 @@ def _usage(database: Database) -> int:
     return int(used or 0)
 
 
+def _until_waiting(database: Database, done: Callable[[], bool]) -> None:
+    """Until the other side waits for a lock of the paused one's transaction, or got past without."""
+    deadline = time.monotonic() + WAIT
+    while not done() and not lock_waits(database):
+        assert time.monotonic() < deadline, "neither waiting for the other transaction nor done"
+        time.sleep(0.01)
+
+
 def _unlink_from_a(connection: Connection, digest: str) -> None:
     """What a blob DELETE in team/a does (Registry.delete_blob), in the caller's transaction."""
     repository_id, project_id = connection.execute(
@@ -88,7 +98,8 @@ def test_a_link_charged_first_is_seen_by_the_release_that_follows(env: Env, data
     assert mount.inside.wait(WAIT)
     unlink = Paused(database, lambda connection: _unlink_from_a(connection, digest))
     unlink.start()
-    unlink.inside.wait(1.0)  # it must wait for the mount to commit: it decides on what is linked
+    # It must wait for the mount to commit: it decides on what is linked.
+    _until_waiting(database, unlink.inside.is_set)
     mount.finish()
     unlink.finish()
     assert _usage(database) == len(BLOB)  # team/b links it
@@ -103,7 +114,7 @@ def test_a_release_first_is_waited_for_and_the_link_counts_afresh(env: Env, data
     mounted: list[int | None] = []
     mount = threading.Thread(target=lambda: mounted.append(env.registry.mount_blob("team/b", digest, None)))
     mount.start()
-    mount.join(1.0)  # waiting for the release
+    _until_waiting(database, lambda: not mount.is_alive())  # waiting for the release
     unlink.finish()
     mount.join(WAIT)
     assert mounted == [len(BLOB)]
