@@ -297,12 +297,20 @@ def test_serves_main_process_configures_the_mappers_before_the_fork(config: Path
     assert json.loads(run(script, config, child_of_serve=False)) is False
 
 
+# The management API with every router included, as a worker holds it once its calls (the portal's
+# pages, say) have reached every router (api/management/router_groups.py).
+WHOLE_API = (
+    "import json, sys\nfrom dockyard.api.management.app import create_management_app\n"
+    "create_management_app(None)\nprint(json.dumps(sorted(sys.modules)))"
+)
+
+
 def test_the_management_api_loads_no_http_client() -> None:
-    """A worker builds the management API on its first call to it (any call: a portal page, a `GET
-    /api/v1/repositories`), so what its routers import stays in that worker for good. httpx (with h11,
+    """A worker builds the management API on its first call to it, each router on the first call under
+    its paths, so what its routers import stays in that worker for good. httpx (with h11,
     httpcore, certifi and click: ~5 MiB) is for speaking to remote registries: only a call that does
     (an endpoint's test, a replication run) loads it."""
-    script = "import json, sys\nimport dockyard.api.management.app\nprint(json.dumps(sorted(sys.modules)))"
+    script = WHOLE_API
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     modules = json.loads(result.stdout.strip().splitlines()[-1])
@@ -314,7 +322,7 @@ def test_the_management_api_loads_no_layer_reader_or_job_code() -> None:
     """The layer browser's readers (`dockyard.scanning`, ~1 MiB with the inventory its diffs read) load
     on the first call that reads a layer; the routers that queue jobs (retention, replication) name
     their kinds without loading the job runner or the jobs' code, which run in the job runner."""
-    script = "import json, sys\nimport dockyard.api.management.app\nprint(json.dumps(sorted(sys.modules)))"
+    script = WHOLE_API
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     modules = json.loads(result.stdout.strip().splitlines()[-1])
@@ -334,3 +342,18 @@ def test_serves_main_process_freezes_its_objects_before_the_fork(config: Path) -
     )
     frozen, collectable = json.loads(run(script, config, child_of_serve=False))
     assert frozen > 100_000 and collectable < frozen / 100
+
+
+def test_an_http_worker_loads_the_routers_a_management_call_needs(
+    config: Path, main_process_modules: list[str]
+) -> None:
+    """A call under /api/v1 builds the API (FastAPI) and includes the routers with routes under its
+    path's first segment, not the other routers and their models (api/management/router_groups.py)."""
+    requests = '("/v2/", "/v2/team/app/manifests/latest", "/healthz", "/readyz")'
+    assert requests in HTTP_WORKER
+    script = HTTP_WORKER.replace(requests, '("/api/v1/jobs", "/api/v1/repositories")')  # migrated by serve
+    answer = json.loads(run(script, config, child_of_serve=True))
+    assert answer["statuses"] == [401, 200]  # jobs are for administrators; anyone lists public repositories
+    package = "dockyard.api.management.routers."
+    routers = sorted(name.removeprefix(package) for name in answer["modules"] if name.startswith(package))
+    assert routers == ["artifact_contents", "files", "jobs", "repositories", "scans", "signatures"]

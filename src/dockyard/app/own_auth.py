@@ -177,11 +177,12 @@ def _webhook_sender(services: Services) -> Callable[[], PolicySender] | None:
 
 
 def _management_app(management: ManagementServices) -> ASGIApp:
-    """FastAPI and the API's routers and models: built on the first request under /api/v1, in the
-    worker that gets it (api/lazy.py). A node only pushed to and pulled from never loads them."""
-    from dockyard.api.management.app import create_management_app
+    """FastAPI, built on the first request under /api/v1 in the worker that gets it (api/lazy.py); each
+    router with its models on the first request under its paths (api/management/router_groups.py). A
+    node only pushed to and pulled from never loads them."""
+    from dockyard.api.management.app import create_lazy_management_app
 
-    return create_management_app(management)
+    return create_lazy_management_app(management)
 
 
 def _login_limiter(settings: Settings) -> LoginLimiter:
