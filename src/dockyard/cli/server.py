@@ -118,8 +118,8 @@ def freeze_heap() -> None:
     """Move every object this process holds (the preloaded app) out of the garbage collector's reach,
     just before Granian forks the HTTP workers: a collection writes into the header of each object it
     examines, which copies the page holding it into the process that ran it. Frozen, the modules'
-    objects stay on pages the workers and this process share; each collects only what it makes."""
-    gc.collect()
+    objects stay on pages the workers and this process share; each collects only what it makes. No
+    collection first: it found nothing to free here and cost ~50 ms of CPU on the way to the fork."""
     gc.freeze()
 
 
