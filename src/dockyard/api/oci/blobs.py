@@ -58,7 +58,7 @@ async def _size(ctx: OCIContext, name: str, digest: str) -> int:
     if size is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         size = ctx.registry.blob_size_now(name, digest)
     if size is None:
-        size = await ctx.call(ctx.registry.blob_size, name, digest)
+        size = await ctx.point_read(ctx.registry.blob_size, name, digest)
     return size
 
 

@@ -10,6 +10,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from dockyard.api.manifest_effects import ManifestEffects
+from dockyard.api.oci.point_reads import PointReads
 from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.oci.upload_limits import UploadLimits
@@ -55,3 +56,11 @@ class OCIContext:
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a synchronous registry call (DB, storage) in a worker thread."""
         return await anyio.to_thread.run_sync(fn, *args)
+
+    async def point_read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a registry point read that missed the caches (one indexed row, nothing else to wait
+        for) on the process's point-read threads: a cheaper hand-off than `call`'s."""
+        return await _POINT_READS.call(fn, *args)
+
+
+_POINT_READS = PointReads()  # the process's: its threads start with its first call

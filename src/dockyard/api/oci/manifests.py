@@ -44,7 +44,7 @@ async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) 
     if record is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         record = ctx.registry.manifest_now(name, reference)
     if record is None:
-        record = await ctx.call(ctx.registry.get_manifest, name, reference)
+        record = await ctx.point_read(ctx.registry.get_manifest, name, reference)
     if not _acceptable(request, record):
         raise ManifestUnknown(
             f"manifest is {record.media_type}, which the request's Accept header does not list",
