@@ -75,16 +75,19 @@ def router(name: str) -> APIRouter:
 def include_routers(app: FastAPI, names: Iterable[str], included: set[str]) -> None:
     """Include the routers `names` not in `included` yet, and keep every route in `ROUTERS`' order.
 
-    The app's route list is replaced, never sorted in place, so a request being routed meanwhile (on
-    the event loop, while this runs in a thread) goes through the list it started with."""
+    Run in a thread while the event loop routes other requests: the app's route list is replaced,
+    never sorted in place, so a request being routed meanwhile goes through a whole list; until the
+    sorted one is in place the new routes are at its end, where they can only answer paths under
+    their own first segments, whose requests wait for `included` to name them (`RouterGroups`)."""
     wanted = sorted(set(names) - included, key=_ORDER.__getitem__)
     if not wanted:
         return
+    routers = [router(name) for name in wanted]  # imported first: an import error includes nothing
     app.router.routes = list(app.router.routes)  # include_router appends to this copy
-    for name in wanted:
-        app.include_router(router(name))
-        included.add(name)
+    for each in routers:
+        app.include_router(each)
     app.router.routes = sorted(app.router.routes, key=_rank)
+    included.update(wanted)
 
 
 def _rank(route: object) -> int:

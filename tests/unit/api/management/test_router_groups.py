@@ -68,6 +68,16 @@ def test_the_openapi_document_of_the_lazy_api_is_the_whole_apis() -> None:
     assert list(document["paths"]) == list(whole["paths"]) and document == json.loads(json.dumps(whole))
 
 
+def test_concurrent_first_requests_include_each_router_once() -> None:
+    lazy = create_lazy_management_app(NO_SERVICES)
+
+    async def both() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(_get(lazy, "/api/v1/openapi.json"), _get(lazy, "/api/v1/docs")))
+
+    assert [answer["status"] for answer in asyncio.run(both())] == [200, 200]
+    assert _routes(lazy.app.routes) == _routes(create_management_app(NO_SERVICES).routes)
+
+
 def _routes(routes: list[Any]) -> list[Any]:
     """Each route as its router (FastAPI 0.165 keeps an included router as one route) or its path."""
     return [getattr(route, "original_router", None) or (route.path, route.methods) for route in routes]
