@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 
 from dockyard.api.management.access import require
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError, code_for, status_for
 from dockyard.api.management.security import Caller
+from dockyard.api.management.streaming import ClosingStreamingResponse
 from dockyard.errors import DockyardError, NameUnknown
 from dockyard.projects.rbac import Permission, project_of
 
@@ -95,7 +95,7 @@ def _line(item: dict[str, Any]) -> bytes:
     return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
 
-def ndjson(items: Iterator[dict[str, Any]], close: Callable[[], None]) -> StreamingResponse:
+def ndjson(items: Iterator[dict[str, Any]], close: Callable[[], None]) -> ClosingStreamingResponse:
     """Stream `items` as NDJSON. The first item is read here, so an error before it (not a tar, zstd,
     a missing blob) is an ordinary error answer; later ones become the last line."""
     try:
@@ -122,7 +122,7 @@ def ndjson(items: Iterator[dict[str, Any]], close: Callable[[], None]) -> Stream
         finally:
             close()
 
-    return StreamingResponse(body(), media_type=NDJSON, headers=SAFE_HEADERS)
+    return ClosingStreamingResponse(body(), media_type=NDJSON, headers=SAFE_HEADERS)
 
 
 @router.get("/repositories/{name:path}/artifacts/{reference}/layers/{layer}/files")
@@ -138,7 +138,7 @@ def layer_files(
         bool, Query(description="Add each regular file's sha256 (reads every byte: slower).")
     ] = False,
     platform: Platform = None,
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     """One layer's entries below `path` (NDJSON, streamed from the stored blob, in archive order):
     path, type, size, mode, owner, mtime, link target, whiteout and opaque markers."""
     _pullable(services, principal, name)
@@ -166,7 +166,7 @@ def image_files(
     path: PathParam = "/",
     recursive: Recursive = False,
     platform: Platform = None,
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     """The image's merged tree below `path` (NDJSON, sorted by path): the layers applied in order,
     whiteouts and opaque directories respected; each entry names the layer it comes from. Every layer
     is read before the first line."""
@@ -198,7 +198,7 @@ def download_file(
     services: Services,
     path: Annotated[str, Query(max_length=4096, description="The file's path in the layer.")],
     platform: Platform = None,
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     """One regular file of the layer, as an attachment (`application/octet-stream`, never rendered);
     a hard link gives its target's bytes, a symbolic link is refused (links are not followed).
     `Range: bytes=A-B` answers 206."""
@@ -230,7 +230,7 @@ def download_file(
         finally:
             reader.blob.close()
 
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         body(), status_code=status, media_type="application/octet-stream", headers=headers
     )
 
