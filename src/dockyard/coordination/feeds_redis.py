@@ -143,14 +143,17 @@ class RedisChangeFeed:
     def _listen(self) -> None:
         pubsub = self._client.pubsub()
         try:
-            pubsub.subscribe(self._channel, self._keyed_channel)
+            channels = (self._channel, self._keyed_channel)
+            pubsub.subscribe(*channels)
             while not self._stopping.is_set():
                 if self._unpublished and self._connected.is_set():
                     self._resume()  # a bump failed to publish while we stayed subscribed
                 message = pubsub.get_message(timeout=self._poll_seconds)
                 if message is None:
                     continue
-                if message["type"] == "subscribe":
+                # One confirmation per channel, each with how many are subscribed: resume at the
+                # last (resuming at each would reset every cache again just after the first).
+                if message["type"] == "subscribe" and int(message["data"]) == len(channels):
                     self._resume()
                 elif message["type"] == "message":
                     self._on_message(message["channel"], message["data"])
