@@ -14,6 +14,7 @@ loadscope`). The PostgreSQL pass does not run it again (tests/conftest.py, DB_IN
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -255,23 +256,28 @@ def test_backup_while_it_serves_restore_and_the_upgrade_routine(
            DOCKYARD_IMAGE, "backup", "/backup/dockyard")  # fmt: skip
     manifest = json.loads((backups / "dockyard" / "manifest.json").read_text())
     assert manifest["problems"] == [], manifest
-    # ... and restores into a new volume, where every manifest finds its blobs.
+    # ... and restores into a new volume, where every manifest finds its blobs. In a thread, beside the
+    # upgrade below (~10 s each): the two share only the backup, which this container reads.
     restored = ("--volume", "restored:/var/lib/dockyard", "--volume", f"{backups}:/backup:ro")
     script = "dockyard restore /backup/dockyard && dockyard verify --deep"  # one container for both
-    verified = docker("run", "--rm", "--network", "none", *restored, DOCKYARD_IMAGE, "sh", "-c", script)
-    assert re.search(r"verified [1-9]\d* manifests", verified.stdout + verified.stderr), verified
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        verifying = pool.submit(
+            docker, "run", "--rm", "--network", "none", *restored, DOCKYARD_IMAGE, "sh", "-c", script
+        )
 
-    # docs/container.md, "Upgrade": stop and remove the container, migrate with the new image, start it.
-    docker("stop", NAME, timeout=120)
-    docker("rm", NAME)
-    migrated = docker(
-        "run", "--rm", "--volume", f"{VOLUME}:/var/lib/dockyard", DOCKYARD_IMAGE, "db", "upgrade"
-    )
-    assert re.search(r"^database at revision \S+", migrated.stdout, re.MULTILINE), migrated.stdout
-    port = int(url.rsplit(":", 1)[1])
-    upgraded = run_registry(docker, NAME, port, "--volume", f"{VOLUME}:/var/lib/dockyard")
-    assert upgraded.admin_passwords_shown() == []  # a new container on the old volume: no new admin
-    assert pull_id(docker, ref) == image_id
+        # docs/container.md, "Upgrade": stop and remove the container, migrate with the new image, start it.
+        docker("stop", NAME, timeout=120)
+        docker("rm", NAME)
+        migrated = docker(
+            "run", "--rm", "--volume", f"{VOLUME}:/var/lib/dockyard", DOCKYARD_IMAGE, "db", "upgrade"
+        )
+        assert re.search(r"^database at revision \S+", migrated.stdout, re.MULTILINE), migrated.stdout
+        port = int(url.rsplit(":", 1)[1])
+        upgraded = run_registry(docker, NAME, port, "--volume", f"{VOLUME}:/var/lib/dockyard")
+        assert upgraded.admin_passwords_shown() == []  # a new container on the old volume: no new admin
+        assert pull_id(docker, ref) == image_id
+        verified = verifying.result()
+    assert re.search(r"verified [1-9]\d* manifests", verified.stdout + verified.stderr), verified
 
 
 def test_a_registry2_config_file_where_registry2_reads_it_and_registry_variables(
