@@ -306,7 +306,9 @@ class World:
     victim_token: tuple[int, str] = (0, "")
     else_member: int = 0  # a member id in the other project
     uploads: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # project -> a session
-    spare_users: list[str] = field(default_factory=list)  # made for a case, left as they were made
+    # Things made for a case that a refused call left as they were made (kept_if_untouched).
+    spare_users: list[str] = field(default_factory=list)
+    spare_clones: dict[str, list[str]] = field(default_factory=lambda: {PRIV: [], PUB: []})
 
     def repo(self, project: str) -> str:
         return f"{project}/app"
@@ -852,6 +854,24 @@ def scanner_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> C
     return call
 
 
+def kept_if_untouched(
+    look: Callable[[], Any], keep: Callable[[], None], drop: Callable[[], None]
+) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """A case's observe and cleanup for a thing made for it: run_case looks before the call, and after
+    it when it must be refused. A thing a refused call left as it was is kept for the next case (as
+    good as new: making one costs a password hash, a project's members...); any other is dropped."""
+    seen: list[Any] = []
+
+    def observe() -> Any:
+        seen.append(look())
+        return seen[-1]
+
+    def cleanup() -> None:
+        keep() if len(seen) == 2 and seen[0] == seen[1] else drop()
+
+    return observe, cleanup
+
+
 def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """A user of the call's own, as new: made for it, or one a refused call left as it was (a new
     user costs a password hash, and its creation and deletion each make every remembered login be
@@ -867,19 +887,11 @@ def change_user(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Ca
         look = lambda: w.caller.http.get(api("/me"), auth=(name, PASSWORD)).status_code  # noqa: E731
     else:
         look = gone_or_there(w, f"/users/{name}")
-    seen: list[Any] = []  # run_case looks before the call, and after it when it must be refused
-
-    def observe() -> Any:
-        seen.append(look())
-        return seen[-1]
-
-    def cleanup() -> None:
-        if len(seen) == 2 and seen[0] == seen[1]:  # refused, and nothing changed: as new
-            w.spare_users.append(name)
-        else:
-            w.admin.api("DELETE", f"/users/{name}", expect=(204, 404))
-
-    call.observe, call.cleanup = observe, cleanup
+    call.observe, call.cleanup = kept_if_untouched(
+        look,
+        keep=lambda: w.spare_users.append(name),
+        drop=lambda: w.admin.api("DELETE", f"/users/{name}", expect=(204, 404)) and None,
+    )
     return call
 
 
@@ -942,9 +954,13 @@ def update_project(w: World, actor: Actor, project: str | None, ep: Endpoint) ->
 
 def delete_project(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     assert project is not None
-    clone = w.clone_project(project)
+    spare = w.spare_clones[project]
+    clone = spare.pop() if spare else w.clone_project(project)
     path = f"/projects/{clone}"
-    return Call(ep.method, api(path), observe=gone_or_there(w, path), cleanup=lambda: w.drop_clone(clone))
+    observe, cleanup = kept_if_untouched(
+        gone_or_there(w, path), keep=lambda: spare.append(clone), drop=lambda: w.drop_clone(clone)
+    )
+    return Call(ep.method, api(path), observe=observe, cleanup=cleanup)
 
 
 def member(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
