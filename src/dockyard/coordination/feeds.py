@@ -43,13 +43,14 @@ class LocalChangeFeed:
         # unpack_from (which takes and releases the map's buffer on every call), and a cache hit reads
         # one or two of them. Native byte order: the values are random, compared only for equality.
         self._words = memoryview(self._map).cast("Q")
+        self._key_words = [_KEYS_WORD + topic * KEY_SLOTS for topic in range(len(Topic))]  # by topic
         self._lock = threading.Lock()
 
     def generation(self, topic: Topic, key: str | None = None) -> int:
         if key is None:
             return self._words[topic]
         # key_slot(key), written out: this is read on every cache hit (twice for a tag's answers).
-        return self._words[_KEYS_WORD + topic * KEY_SLOTS + (zlib.crc32(key.encode()) & _SLOT_MASK)]
+        return self._words[self._key_words[topic] + (zlib.crc32(key.encode()) & _SLOT_MASK)]
 
     def bump(self, topic: Topic, *keys: str) -> None:
         # Fresh random values rather than +1: no cross-process lock is needed for "it changed".

@@ -135,12 +135,13 @@ def keyed_generation_of(feed: ChangeFeed, *topics: Topic, at: int = 0) -> KeyedG
     cache's key (the repository at `key[at]`): it moves when a bump of any of them names the
     repository (or its slot), or names no key."""
     # One and two topics (every cache today) without a loop: this is read on every cache hit.
+    read = feed.generation
     if len(topics) == 1:
         topic = topics[0]
-        return lambda key: feed.generation(topic, key[at])
+        return lambda key: read(topic, key[at])
     if len(topics) == 2:
         first, second = topics
-        return lambda key: (feed.generation(first, key[at]) << 64) | feed.generation(second, key[at])
+        return lambda key: (read(first, key[at]) << 64) | read(second, key[at])
 
     def generation(key: tuple[Any, ...]) -> int:
         combined = 0
@@ -155,18 +156,16 @@ def tag_generation_of(feed: ChangeFeed) -> KeyedGeneration:
     """The generation source of answers about one tag, read from a (repository, tag) key: it moves
     with a write to the whole repository (Topic.MANIFESTS with its name) and with one to that tag
     (Topic.TAGS with `tag_key`), not with a write to another tag."""
-    manifests, tags = Topic.MANIFESTS, Topic.TAGS
+    manifests, tags, read = Topic.MANIFESTS, Topic.TAGS, feed.generation
     # tag_key(*key), written out: this is read on every cache hit.
-    return lambda key: (
-        (feed.generation(manifests, key[0]) << 64) | feed.generation(tags, f"{key[0]}:{key[1]}")
-    )
+    return lambda key: (read(manifests, key[0]) << 64) | read(tags, f"{key[0]}:{key[1]}")
 
 
 def tag_list_generation_of(feed: ChangeFeed, at: int = 0) -> KeyedGeneration:
     """The generation source of a repository's tag lists (the repository at `key[at]`): it moves with a
     write to the whole repository and with a write to any of its tags (Topic.TAGS with its name)."""
-    manifests, tags = Topic.MANIFESTS, Topic.TAGS
-    return lambda key: (feed.generation(manifests, key[at]) << 64) | feed.generation(tags, key[at])
+    manifests, tags, read = Topic.MANIFESTS, Topic.TAGS, feed.generation
+    return lambda key: (read(manifests, key[at]) << 64) | read(tags, key[at])
 
 
 # --- per-process caches ---------------------------------------------------------------------------
