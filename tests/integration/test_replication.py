@@ -21,7 +21,6 @@ import httpx
 import pytest
 
 from dockyard.replication.engine import CONCURRENCY
-from dockyard.replication.pushes import POLICIES_TTL
 from tests.integration.test_cli import Cli
 from tests.integration.test_jobs import job_worker_children
 from tests.support.fronts import Front, running_front
@@ -48,6 +47,8 @@ CONFIG = {
     "upstream": {"allowed_networks": ["127.0.0.0/8"], "total_timeout": "10s", "read_timeout": "5s"},
     # A short lease: a job whose worker was killed runs again within seconds.
     "jobs": {"run_in_serve": True, "poll_interval": "200ms", "lease": "2s"},
+    # The HTTP workers read the event policies at every tag push: a policy applies from the next push.
+    "replication": {"event_policies_ttl": "0s"},
 }
 API = "/api/v1"
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
@@ -463,7 +464,6 @@ def test_event_trigger_replicates_a_pushed_tag(
     create_policy(
         api, name="on-push", direction="push", repositories="team/evt/**", tags="v*", trigger="event"
     )
-    time.sleep(POLICIES_TTL + 0.5)  # what each worker remembers of the event policies expires
     with local_http(server, "team/evt/app", "team/other-evt") as http:
         local = OCIClient(http)
         image = push_image(local, "team/evt/app", "v1", "evt-v1")
@@ -569,7 +569,6 @@ def test_event_trigger_propagates_a_deleted_tag(
         api, name="mirror-deletes", direction="push", repositories="team/del/**", trigger="event",
         propagate_deletes=True,
     )  # fmt: skip
-    time.sleep(POLICIES_TTL + 0.5)
     with local_http(server, "team/del/app") as http:
         local = OCIClient(http)
         push_image(local, "team/del/app", "old", "del-old")

@@ -122,7 +122,11 @@ def manifest_effects(services: Services) -> ManifestEffects:
         notifications=services.notifications,
         pull_gate=services.pull_gate,
         scans=ScanOnPush(Scans(services.db, jobs=services.jobs)),
-        replication=ReplicateOnPush(ReplicationPolicies(services.db), services.jobs),
+        replication=ReplicateOnPush(
+            ReplicationPolicies(services.db),
+            services.jobs,
+            ttl=services.settings.replication.event_policies_ttl.seconds,
+        ),
         base_url=(services.settings.http.host or "").rstrip("/"),
     )
 

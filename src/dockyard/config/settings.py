@@ -23,6 +23,7 @@ from dockyard.config.durations import Duration
 from dockyard.config.layer_files_settings import LayerFilesSettings
 from dockyard.config.limits_settings import LimitsSettings
 from dockyard.config.notifications_settings import NotificationsSettings, WebhooksSettings
+from dockyard.config.replication_settings import ReplicationSettings
 from dockyard.config.storage_settings import StorageSettings
 
 
@@ -507,6 +508,7 @@ class Settings(Section):
     jobs: JobsSettings = JobsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     proxy: ProxySettings = ProxySettings()
+    replication: ReplicationSettings = ReplicationSettings()
     limits: LimitsSettings = LimitsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()

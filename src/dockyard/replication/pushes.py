@@ -1,8 +1,9 @@
 """The event trigger: after a tag is pushed to this registry, each enabled push policy with the event
 trigger whose filters select it gets a `replicate` job for that one tag (the copy runs on a job worker,
 never in the request); after a tag is deleted here, each such policy that propagates deletes gets one
-that deletes it on the destination. The event policies are cached for POLICIES_TTL seconds per
-process, so a push with none costs a look at a list, and one with some the jobs' inserts."""
+that deletes it on the destination. The event policies are cached for `ttl` seconds per process
+(`replication.event_policies_ttl`), so a push with none costs a look at a list, and one with some the
+jobs' inserts."""
 
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from dockyard.replication.interfaces import Policy
 from dockyard.replication.services import ReplicationPolicies
 
 log = logging.getLogger("dockyard.replication")
-POLICIES_TTL = 5.0  # seconds the event policies are remembered
 KIND = "replicate"  # tasks.KIND, without loading the job's code in an HTTP worker
 
 
 class ReplicateOnPush:
-    def __init__(self, policies: ReplicationPolicies, jobs: JobQueue) -> None:
+    def __init__(self, policies: ReplicationPolicies, jobs: JobQueue, ttl: float) -> None:
         self.policies = policies
         self.jobs = jobs
+        self.ttl = ttl  # seconds the event policies are remembered
         self._known: tuple[tuple[Policy, ...], float] | None = None
         self._lock = threading.Lock()
 
@@ -77,7 +78,7 @@ class ReplicateOnPush:
             return known[0]
         policies = tuple(self.policies.on_push())
         with self._lock:
-            self._known = (policies, now + POLICIES_TTL)
+            self._known = (policies, now + self.ttl)
         return policies
 
 
