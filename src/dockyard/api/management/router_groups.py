@@ -11,8 +11,8 @@ tests/unit/api/management/test_router_groups.py checks them against the routes.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
+import threading
 from collections.abc import Iterable
 
 import anyio.to_thread
@@ -109,7 +109,9 @@ class RouterGroups:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self.included: set[str] = set()
-        self._lock: asyncio.Lock | None = None
+        # A thread lock, taken in the worker thread that includes: an asyncio.Lock belongs to one event
+        # loop, and the API may be called from several (the portal's in-process calls, test clients).
+        self._lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -119,11 +121,12 @@ class RouterGroups:
         await self.app(scope, receive, send)
 
     async def _include(self, names: tuple[str, ...]) -> None:
-        if self._lock is None:  # made on the event loop that serves, not at construction
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        await anyio.to_thread.run_sync(self._include_now, names)
+
+    def _include_now(self, names: tuple[str, ...]) -> None:
+        with self._lock:
             if not self.included.issuperset(names):
-                await anyio.to_thread.run_sync(include_routers, self.app, names, self.included)
+                include_routers(self.app, names, self.included)
 
 
 def _route_path(scope: Scope) -> str:

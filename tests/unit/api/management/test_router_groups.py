@@ -100,3 +100,18 @@ async def _get(app: Any, path: str) -> dict[str, Any]:
     await app(scope, receive, send)
     body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
     return {"status": sent[0]["status"], "body": body}
+
+
+def test_first_requests_on_two_event_loops_wait_for_each_other() -> None:
+    """The portal's in-process calls and test clients run the API on more than one event loop: the
+    requests that wait for an inclusion must not depend on the loop that waited first."""
+    lazy = create_lazy_management_app(NO_SERVICES)
+
+    async def pair(first: str, second: str) -> list[int]:
+        # Paths no route answers: each segment's routers are included, no handler runs.
+        paths = (f"/api/v1/{first}/no/such/route", f"/api/v1/{second}/no/such/route")
+        return [answer["status"] for answer in await asyncio.gather(*(_get(lazy, path) for path in paths))]
+
+    assert asyncio.run(pair("jobs", "users")) == [404, 404]
+    assert asyncio.run(pair("projects", "groups")) == [404, 404]  # another loop
+    assert {"jobs", "users", "projects", "groups"} <= lazy.included
