@@ -1,5 +1,5 @@
-# The two commands: `make serve` runs dockyard with its defaults, `make test` runs every suite (on SQLite,
-# then on PostgreSQL).
+# The two commands: `make serve` runs dockyard with its defaults, `make test` runs every suite (on SQLite
+# and, at the same time, on PostgreSQL).
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 CONFIG  ?=
