@@ -229,6 +229,13 @@ class KeyRing:
         return list(self._keys)
 
     def reload(self) -> None:
+        # One reload at a time, its read included: a reload that read before a new key committed must
+        # not replace, after it, the keys a later reload read with it (a burst of first logins on an
+        # empty database made a key, then a slower reload forgot it and its tokens failed to verify).
+        with self._lock:
+            self._reload_now()
+
+    def _reload_now(self) -> None:
         generation = self.generation() if self.generation is not None else None  # before the read
         with self.db.read() as connection:
             rows = connection.execute(
@@ -237,16 +244,15 @@ class KeyRing:
                 .order_by(SigningKey.created_at)
             ).all()
         keys: dict[str, LoadedKey] = {}
-        with self._lock:
-            for kid, pem, public_pem, created_at in rows:
-                loaded = self._keys.get(kid) or self._parse(kid, pem, public_pem, created_at)
-                if loaded is not None:
-                    keys[kid] = loaded
-            self._keys = keys
-            signers = [key for key in keys.values() if key.private_key is not None]
-            self._signing = max(signers, key=lambda k: k.created_at) if signers else None
-            self._loaded_at = self.clock()
-            self._loaded_generation = generation
+        for kid, pem, public_pem, created_at in rows:
+            loaded = self._keys.get(kid) or self._parse(kid, pem, public_pem, created_at)
+            if loaded is not None:
+                keys[kid] = loaded
+        self._keys = keys
+        signers = [key for key in keys.values() if key.private_key is not None]
+        self._signing = max(signers, key=lambda k: k.created_at) if signers else None
+        self._loaded_at = self.clock()
+        self._loaded_generation = generation
 
     def _parse(self, kid: str, pem: str, public_pem: str, created_at: datetime) -> LoadedKey | None:
         from dockyard.auth import keystore
@@ -264,10 +270,15 @@ class KeyRing:
         return LoadedKey(kid, None, verifier, created_at)
 
     def _refresh_if_stale(self) -> None:
+        if self._stale():
+            with self._lock:
+                if self._stale():  # requests that waited for another's reload do not read again
+                    self._reload_now()
+
+    def _stale(self) -> bool:
         loaded_at = self._loaded_at
         age = self.clock() - loaded_at if loaded_at is not None else None
-        if age is None or age >= self.refresh_interval or self._announced_elsewhere(age):
-            self.reload()
+        return age is None or age >= self.refresh_interval or self._announced_elsewhere(age)
 
     def _announced_elsewhere(self, age: float) -> bool:
         """Another process announced a key change since this ring loaded (checked at most once a second)."""

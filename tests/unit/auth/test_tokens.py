@@ -469,3 +469,41 @@ def test_no_refresh_token_for_a_password_dockyard_cannot_watch(tokens: TokenServ
     accounts = Directory({"dora": "directory password"})
     issuer = TokenIssuer(tokens, accounts, TablePolicy({}), lookup=accounts)
     assert issuer.by_password("dora", "directory password", [], None, offline=True).refresh_token is None
+
+
+def test_a_reload_that_read_before_a_new_key_does_not_forget_it(db: Database) -> None:
+    """A burst of first logins on an empty database: one thread's reload read no key, then another
+    made the first key and reloaded; the slow reload, landing last, must not forget the key (its
+    tokens then failed to verify: seen once in CI under load)."""
+    import threading
+    from contextlib import contextmanager
+
+    ring = KeyRing(db)
+    read_done, go_on = threading.Event(), threading.Event()
+    plain_read = db.read
+    made: list[str] = []
+
+    @contextmanager
+    def slow_read():  # type: ignore[no-untyped-def]
+        with plain_read() as connection:
+            yield connection
+        if threading.current_thread() is first and not go_on.is_set():
+            read_done.set()
+            go_on.wait(10)  # the other thread makes and loads the first key meanwhile
+
+    first = threading.Thread(target=ring.reload)
+    other = threading.Thread(target=lambda: made.append(ring.signing_key().kid))
+    db.read = slow_read  # type: ignore[method-assign]
+    try:
+        first.start()
+        assert read_done.wait(10)
+        other.start()
+        other.join(0.5)  # with one lock for a whole reload it waits for the slow one: let that finish
+        go_on.set()
+        first.join(10)
+        other.join(10)
+    finally:
+        db.read = plain_read  # type: ignore[method-assign]
+    (kid,) = made
+    assert ring.signing_key().kid == kid  # not a second key: the first is still known
+    assert ring.verification_key(kid) is not None
