@@ -5,14 +5,9 @@ taken as whole); the client goes on working after it (the next request gets a ne
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import socket
-import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,6 +16,7 @@ from dockyard.upstream.addresses import AddressGuard
 from dockyard.upstream.client import HttpRemoteRegistry
 from dockyard.upstream.interfaces import Timeouts, TLSOptions, UpstreamUnavailable
 from tests.e2e.conftest import dockyard_cert
+from tests.support.loopback import raw_server
 
 pytestmark = pytest.mark.db_independent("no metadata database: the upstream client and loopback servers")
 
@@ -31,7 +27,6 @@ DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
 LOOPBACK = AddressGuard(["127.0.0.0/8"])
 TIMEOUTS = Timeouts(connect=2, read=1, total=5)
 
-Send = Callable[[socket.socket], None]  # what the server does with each accepted connection
 
 
 def whole(connection: socket.socket) -> None:
@@ -63,39 +58,6 @@ def _read_request(connection: socket.socket) -> None:
         received += piece
 
 
-@contextmanager
-def raw_server(send: Send, tls: Path | None = None) -> Iterator[str]:
-    """A loopback server running `send` on each connection (in a thread of its own), then closing it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    context = None
-    if tls is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(tls / "server.crt", tls / "server.key")
-    stop = threading.Event()
-
-    def handle(connection: socket.socket) -> None:
-        with connection, contextlib.suppress(OSError):  # OSError: the client went away
-            send(context.wrap_socket(connection, server_side=True) if context else connection)
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(connection,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
 
 
 def receive(remote: HttpRemoteRegistry) -> list[bytes]:

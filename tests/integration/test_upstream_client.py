@@ -32,6 +32,7 @@ from dockyard.upstream.interfaces import (
     UpstreamUnavailable,
 )
 from tests.e2e.conftest import dockyard_cert
+from tests.support.loopback import raw_server
 from tests.support.server import free_port
 
 FAST = Timeouts(connect=2, read=2, total=3)
@@ -282,34 +283,20 @@ def test_refused_credentials_are_unauthorized_not_a_loop() -> None:
 @contextmanager
 def silent_server(trickle: bytes | None = None) -> Iterator[str]:
     """Accepts connections, then says nothing (or `trickle`s bytes of headers, one every 0.3 s)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
     stop = threading.Event()
 
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                if trickle:
-                    for byte in trickle:
-                        if stop.wait(0.3):
-                            break
-                        connection.sendall(bytes([byte]))
-                stop.wait(10)
+    def send(connection: socket.socket) -> None:
+        for byte in trickle or b"":
+            if stop.wait(0.3):
+                return
+            connection.sendall(bytes([byte]))
+        stop.wait(10)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with raw_server(send) as url:
+        try:
+            yield url
+        finally:
+            stop.set()
 
 
 def test_a_silent_upstream_times_out() -> None:
