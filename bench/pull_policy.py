@@ -22,24 +22,23 @@ ADMIN = ("admin", "bench-pull-policy-Passw0rd")
 
 
 def in_process(calls: int) -> dict[str, float]:
-    from dockyard.coordination.caches import MIB, GenerationCache
+    from dockyard.coordination.caches import MIB, GenerationCache, KeyedGenerationCache
     from dockyard.coordination.feeds import InProcessChangeFeed
-    from dockyard.coordination.interfaces import Topic, generation_of
+    from dockyard.coordination.interfaces import Topic, generation_of, keyed_generation_of
     from dockyard.projects.pull_policies import NO_POLICY, PullPolicies, PullPolicy
     from dockyard.signatures.pull_gate import PullGate
 
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
-        generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
+    decisions = KeyedGenerationCache[tuple[str, str, PullPolicy], str](
+        keyed_generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
     )
     gate = PullGate(None, PullPolicies(None, policies), None, decisions)  # type: ignore[arg-type]
     policies.put("open", NO_POLICY, policies.current_generation())
     policies.put("strict", PullPolicy(require_signature=True), policies.current_generation())
     digest = "sha256:" + "ab" * 32
-    decisions.put(
-        ("strict/app", digest, PullPolicy(require_signature=True)), "", decisions.current_generation()
-    )
+    key = ("strict/app", digest, PullPolicy(require_signature=True))
+    decisions.put(key, "", decisions.current_generation(key))
     results = {}
     for name in ("open/app", "strict/app"):
         samples = []

@@ -29,9 +29,9 @@ from dockyard.audit.services import AuditLog
 from dockyard.bootstrap import auth_mode, local_change_feed_path, signing_key_passphrases
 from dockyard.config.durations import parse_duration
 from dockyard.config.settings import Settings
-from dockyard.coordination.caches import MIB, GenerationCache
+from dockyard.coordination.caches import MIB, GenerationCache, KeyedGenerationCache
 from dockyard.coordination.feeds import InProcessChangeFeed, LocalChangeFeed
-from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of
+from dockyard.coordination.interfaces import ChangeFeed, Topic, generation_of, keyed_generation_of
 from dockyard.db.engine import build_engine
 from dockyard.db.readonly import ReadOnlyFlag
 from dockyard.db.session import Database
@@ -110,9 +110,13 @@ class Services:
             if self.project_events is not None:
                 self.project_events.attach(self.notifications, self.pull_notifications)
 
-    def verdicts_changed(self) -> None:
-        """A verdict stored or a trusted key changed: every process's pull gate decides again."""
-        self.feed.bump(Topic.VERDICTS)
+    def verdicts_changed(self, repository: str | None = None) -> None:
+        """A verdict stored in `repository` (`signatures.interfaces.VerdictsChanged`): every
+        process's pull gate decides again for that repository; None (trusted keys changed): for all."""
+        if repository is None:
+            self.feed.bump(Topic.VERDICTS)
+        else:
+            self.feed.bump(Topic.VERDICTS, repository)
 
     def close(self) -> None:
         self.audit.close()  # writes the events still queued
@@ -217,7 +221,8 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
 
 def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: ChangeFeed) -> PullGate:
     """Pull policies: settings cached per project (Topic.POLICIES), decisions per (repository, digest)
-    until a verdict or a key changes (Topic.VERDICTS); verdicts only read, never computed here."""
+    until a verdict in that repository or a key changes (Topic.VERDICTS, keyed by repository);
+    verdicts only read, never computed here."""
     from dockyard.projects.pull_policies import PullPolicies, PullPolicy
     from dockyard.signatures.pull_gate import PullGate
 
@@ -226,12 +231,13 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
         GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB),
         lambda: feed.bump(Topic.POLICIES),
     )
-    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
-        generation_of(feed, Topic.VERDICTS), 4 * MIB, clock=time.monotonic
+    decisions = KeyedGenerationCache[tuple[str, str, PullPolicy], str](
+        keyed_generation_of(feed, Topic.VERDICTS), 4 * MIB, clock=time.monotonic
     )
     from dockyard.scans.services import Scans
 
-    # Stored scan summaries (one indexed row each); a stored result bumps Topic.VERDICTS (_scan_kind).
+    # Stored scan summaries (one indexed row each); a stored result bumps Topic.VERDICTS with its
+    # repository (_scan_kind).
     return PullGate(db, policies, _StoredVerdicts(db, registry, blobs), decisions, Scans(db))
 
 

@@ -128,12 +128,13 @@ class ChangeFeedConformance:
     def test_a_keyed_bump_leaves_the_other_keys_alone(self, views: Views) -> None:
         assert key_slot(REPOSITORY_A) != key_slot(REPOSITORY_B)
         writer, reader = views(), views()
-        for _ in range(3):
-            other = reader.generation(Topic.MANIFESTS, REPOSITORY_B)
-            bumped = reader.generation(Topic.MANIFESTS, REPOSITORY_A)
-            writer.bump(Topic.MANIFESTS, REPOSITORY_A)
-            assert eventually(lambda: reader.generation(Topic.MANIFESTS, REPOSITORY_A) != bumped)  # noqa: B023
-            assert reader.generation(Topic.MANIFESTS, REPOSITORY_B) == other
+        # A repository's manifests, and the pull decisions a verdict stored in it drops.
+        for topic in (Topic.MANIFESTS, Topic.MANIFESTS, Topic.VERDICTS, Topic.VERDICTS):
+            other = reader.generation(topic, REPOSITORY_B)
+            bumped = reader.generation(topic, REPOSITORY_A)
+            writer.bump(topic, REPOSITORY_A)
+            assert eventually(lambda: reader.generation(topic, REPOSITORY_A) != bumped)  # noqa: B023
+            assert reader.generation(topic, REPOSITORY_B) == other
 
     def test_a_keyed_bump_reaches_every_view(self, views: Views) -> None:
         writer, readers = views(), [views() for _ in range(3)]

@@ -51,8 +51,9 @@ class Topic(IntEnum):
     # Untagged manifests deleted (garbage collection): answers by digest only. No tag, tag list or
     # catalog changes, so the caches of lookups by tag stay (a GC would otherwise empty them all).
     UNTAGGED_DELETES = 4
-    # Verdicts on artifacts stored (signatures, scan results), trusted keys changed: the pull
-    # policies' cached decisions.
+    # The pull policies' cached decisions (key: repository): a verdict on an artifact stored (a
+    # signature's, a scan result) bumps it with the artifact's repository; trusted keys or a
+    # project's trust policy changed, the whole topic.
     VERDICTS = 5
     # One tag pushed, moved or deleted: bumped with two keys, `tag_key(repository, tag)` (the lookups
     # of that tag) and the repository's name (its tag lists). The repository's other tags, its

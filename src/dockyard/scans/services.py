@@ -94,7 +94,7 @@ class Scans:
         vulndb: VulnDB | None = None,
         jobs: JobQueue | None = None,
         limits: Limits | None = None,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -102,7 +102,8 @@ class Scans:
         self.vulndb = vulndb
         self.jobs = jobs
         self.limits = limits
-        self.on_change = on_change  # after a result is stored or recounted (pull gates decide again)
+        # on_change(repository): after a result is stored or recounted there (pull gates decide again)
+        self.on_change = on_change
         self._prepared: Lookup | None = None
 
     @property
@@ -183,14 +184,14 @@ class Scans:
                     .where(ScanRow.repository_id == repository_id, ScanRow.digest == digest)
                     .values(allowlisted=hidden, allowlist_until=min(expiries, default=None), **counts)
                 )
-        self._changed()
+        self._changed(repository)
         row = self.db.lookups.one(self._summary, {"repository": repository, "digest": digest})
         return None if row is None else _summary(row)
 
-    def _changed(self) -> None:
+    def _changed(self, repository: str) -> None:
         if self.on_change is not None:
             try:
-                self.on_change()
+                self.on_change(repository)  # that repository's pull decisions go
             except Exception:  # the result is stored; a feed that is down must not fail the scan
                 log.exception("the change feed was not told of a stored scan")
 
@@ -360,14 +361,18 @@ class Scans:
         except DockyardError as exc:
             failure = exc.message
         except Exception as exc:  # a layer the walker chokes on: stored as failed, then raised
-            self._store_failure(repository_id, project_id, digest, f"scan error: {exc}", job_id, BUILT_IN)
+            self._store_failure(
+                repository, repository_id, project_id, digest, f"scan error: {exc}", job_id, BUILT_IN
+            )
             raise
         if failure is not None or inventory is None:
             self._store_failure(
-                repository_id, project_id, digest, failure or "no inventory", job_id, BUILT_IN
+                repository, repository_id, project_id, digest, failure or "no inventory", job_id, BUILT_IN
             )
         else:
-            self._store(repository_id, project_id, digest, version, inventory, rows, job_id, until)
+            self._store(
+                repository, repository_id, project_id, digest, version, inventory, rows, job_id, until
+            )
         return self.report(repository, digest)
 
     def scan_external(
@@ -402,14 +407,15 @@ class Scans:
             log.exception("scan of %s with scanner %s", digest, scanner)
             failure = f"scanner {scanner}: {type(exc).__name__}: {exc}"
         if failure is not None:
-            self._store_failure(repository_id, project_id, digest, failure, job_id, scanner)
+            self._store_failure(repository, repository_id, project_id, digest, failure, job_id, scanner)
             return self.report(repository, digest)
         entries = _allow_entries(vulndb, _project_name(repository, project_id))
         for row in rows:
             ids = {row["advisory_id"].upper(), *(a.upper() for a in row["aliases"])}
             row["allowlisted"] = any(i in entries for i in ids)
         self._store_rows(
-            repository_id, project_id, digest, None, None, [], rows, job_id, _until(rows, entries),
+            repository, repository_id, project_id, digest, None, None, [], rows, job_id,
+            _until(rows, entries),
             scanner=scanner,
         )
         return self.report(repository, digest)
@@ -444,6 +450,7 @@ class Scans:
 
     def _store(
         self,
+        repository: str,
         repository_id: int,
         project_id: int | None,
         digest: str,
@@ -458,12 +465,14 @@ class Scans:
         ]
         packages = sum(len(image.packages) for image in inventory.images)
         self._store_rows(
-            repository_id, project_id, digest, version, packages, incomplete, rows, job_id, until,
+            repository, repository_id, project_id, digest, version, packages, incomplete, rows, job_id,
+            until,
             scanner=BUILT_IN,
         )
 
     def _store_rows(
         self,
+        repository: str,
         repository_id: int,
         project_id: int | None,
         digest: str,
@@ -507,10 +516,11 @@ class Scans:
                 )
             )
         log.info("scan of %s: %s", digest, counts)
-        self._changed()
+        self._changed(repository)
 
     def _store_failure(
         self,
+        repository: str,
         repository_id: int,
         project_id: int | None,
         digest: str,
@@ -538,7 +548,7 @@ class Scans:
                     **dict.fromkeys(COUNT_COLUMNS),
                 )
             )
-        self._changed()
+        self._changed(repository)
 
 
 def _allow_entries(vulndb: VulnDB, project: str | None) -> dict[str, datetime | None]:

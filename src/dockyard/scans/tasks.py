@@ -64,7 +64,7 @@ def scan_kind(
     db: Database,
     registry: Registry,
     blobs: BlobStore,
-    on_change: Callable[[], None] | None = None,
+    on_change: Callable[[str], None] | None = None,
     adapters: Callable[[], Adapters] | None = None,
 ) -> JobKind:
     """`on_change`: called after each stored result (the pull gates' cached decisions go). `adapters`:

@@ -13,9 +13,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from dockyard.errors import Category, DockyardError
+
+
+class VerdictsChanged(Protocol):
+    """Told after a commit that the pull gates must decide again (Topic.VERDICTS): with the
+    repository a verdict or scan result was stored in (that repository's decisions go), or with
+    none when trusted keys changed (every repository's)."""
+
+    def __call__(self, repository: str | None = None) -> None: ...
+
 
 VERIFIED = "verified"
 UNSIGNED = "unsigned"

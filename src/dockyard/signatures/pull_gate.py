@@ -10,8 +10,9 @@ repository.
 Signatures, attestations and SBOMs themselves are not judged (`is_supporting_artifact`): cosign and
 notation read them to verify, in exactly the projects that require signatures.
 
-Per process, decisions are kept by (repository, digest) until Topic.VERDICTS moves (a verdict
-stored, a key added or deleted); the policies by project until Topic.POLICIES moves. A project with no
+Per process, decisions are kept by (repository, digest) until Topic.VERDICTS moves for the repository
+(a verdict or scan result stored in it) or as a whole (a key added or deleted); the policies by
+project until Topic.POLICIES moves. A project with no
 policy costs one dict lookup once its policy is cached.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, Final, Protocol
 
 from sqlalchemy import select
 
-from dockyard.coordination.interfaces import InvalidatedCache
+from dockyard.coordination.interfaces import KeyedInvalidatedCache
 from dockyard.db.session import Database
 from dockyard.projects.interfaces import PullRefused
 from dockyard.projects.pull_policies import PullPolicies, PullPolicy
@@ -38,7 +39,7 @@ NOT_VERIFIED = (
 )
 MAX_PARENTS = 20  # indexes looked at for a platform manifest
 # Decisions that read scan results are kept at most this long: an allowlist entry that expired is seen
-# within it (a stored scan result bumps Topic.VERDICTS, as a stored verdict does).
+# within it (a stored scan result bumps Topic.VERDICTS with its repository, as a stored verdict does).
 SCAN_DECISION_SECONDS = 5.0
 VERIFY_KIND = "verify-signature"  # signatures.tasks
 UNKNOWN: Final = object()  # the fast path cannot answer without the database
@@ -119,7 +120,7 @@ class PullGate:
         db: Database,
         policies: PullPolicies,
         verdicts: CachedVerdicts,
-        decisions: InvalidatedCache[tuple[str, str, PullPolicy], str],
+        decisions: KeyedInvalidatedCache[tuple[str, str, PullPolicy], str],  # by repository
         summaries: ScanSummaries | None = None,
     ) -> None:
         self._db = db
@@ -165,7 +166,7 @@ class PullGate:
         key = (repository, digest, policy)
         decision = self._decisions.get(key)
         if decision is None:
-            generation = self._decisions.current_generation()
+            generation = self._decisions.current_generation(key)
             decision = self._decide(repository, digest, policy)
             scanned = policy.block_severity != "none" or policy.block_unscanned
             expires = time.monotonic() + SCAN_DECISION_SECONDS if scanned else None

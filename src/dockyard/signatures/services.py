@@ -90,9 +90,10 @@ class Signatures:
     """Verdicts on artifacts: computed from cosign signatures and the project's keys, cached."""
 
     def __init__(
-        self, db: Database, manifests: Manifests, blobs: Blobs, on_change: Callable[[], None] | None = None
+        self, db: Database, manifests: Manifests, blobs: Blobs, on_change: Callable[[str], None] | None = None
     ) -> None:
-        """`on_change` is called after a new verdict is stored (Topic.VERDICTS)."""
+        """`on_change(repository)` is called after a new verdict is stored in `repository`
+        (Topic.VERDICTS with its name: that repository's pull decisions go)."""
         self._db = db
         self._manifests = manifests
         self._blobs = blobs
@@ -144,7 +145,7 @@ class Signatures:
             return _from_row(row, cached=True)
         verdict = self._judge(repository, digest, keyset, found)
         if repository_id is not None:
-            self._store(owner, int(repository_id), verdict, evidence)
+            self._store(owner, repository, int(repository_id), verdict, evidence)
         return verdict
 
     def _signature_manifests(self, repository: str, digest: str) -> dict[str, ManifestRecord]:
@@ -315,7 +316,9 @@ class Signatures:
             raise DockyardError("the blob does not match its digest")
         return payload
 
-    def _store(self, owner: int, repository_id: int, verdict: Verdict, evidence: str) -> None:
+    def _store(
+        self, owner: int, repository: str, repository_id: int, verdict: Verdict, evidence: str
+    ) -> None:
         values = {
             "project_id": owner,
             "keyset_version": verdict.keyset_version,
@@ -344,7 +347,7 @@ class Signatures:
             log.debug("read-only: verdict on %s not cached", verdict.digest)
             return
         if self._on_change is not None:
-            self._on_change()
+            self._on_change(repository)
 
 
 def _signature_layers(record: ManifestRecord, failures: list[str]) -> Iterator[tuple[str, str | None]]:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 KIND = "verify-signature"
 
 
-def verify_kind(db: Database, registry: Registry, blobs: BlobStore, on_change: Callable[[], None]) -> JobKind:
+def verify_kind(
+    db: Database, registry: Registry, blobs: BlobStore, on_change: Callable[[str], None]
+) -> JobKind:
     def verify(ctx: JobContext) -> dict[str, Any]:
         from dockyard.errors import ManifestUnknown
         from dockyard.projects.interfaces import ProjectNotFound

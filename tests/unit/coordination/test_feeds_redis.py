@@ -161,7 +161,7 @@ def test_a_node_of_an_earlier_version_hears_a_keyed_bump_as_its_whole_topic(
     assert earlier.get_message(timeout=5)["type"] == "subscribe"
     feed = feeds()
     assert feed.wait_connected(5)
-    for topic in (Topic.MANIFESTS, Topic.BLOB_DELETES):
+    for topic in (Topic.MANIFESTS, Topic.BLOB_DELETES, Topic.VERDICTS):
         feed.bump(topic, "team/a")
         message = earlier.get_message(timeout=5)
         assert message is not None and message["type"] == "message"

@@ -1,15 +1,16 @@
 """The pull gate's answers without a database: a project without policies is answered from its cached
 policy alone; a project that requires signatures from its cached decisions, which a bump of
-Topic.VERDICTS (a verdict stored, a key changed) drops, and a policy change (Topic.POLICIES) too."""
+Topic.VERDICTS drops (with a repository: that repository's only; a key changed: all), and a policy
+change (Topic.POLICIES) too."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from dockyard.coordination.caches import MIB, GenerationCache
+from dockyard.coordination.caches import MIB, GenerationCache, KeyedGenerationCache
 from dockyard.coordination.feeds import InProcessChangeFeed
-from dockyard.coordination.interfaces import Topic, generation_of
+from dockyard.coordination.interfaces import Topic, generation_of, keyed_generation_of
 from dockyard.projects.pull_policies import NO_POLICY, PullPolicies, PullPolicy
 from dockyard.signatures.interfaces import INVALID, VERIFIED, Verdict
 from dockyard.signatures.pull_gate import NOT_SIGNED, NOT_VERIFIED, UNKNOWN, PullGate
@@ -40,8 +41,8 @@ class Gate(PullGate):
 def build() -> tuple[Gate, InProcessChangeFeed, Verdicts, Any]:
     feed = InProcessChangeFeed()
     policies = GenerationCache[str, PullPolicy](generation_of(feed, Topic.POLICIES), MIB)
-    decisions = GenerationCache[tuple[str, str, PullPolicy], str](
-        generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
+    decisions = KeyedGenerationCache[tuple[str, str, PullPolicy], str](
+        keyed_generation_of(feed, Topic.VERDICTS), MIB, clock=time.monotonic
     )
     verdicts = Verdicts()
     gate = Gate(None, PullPolicies(None, policies), verdicts, decisions)  # type: ignore[arg-type]
@@ -72,6 +73,21 @@ def test_decisions_are_cached_until_a_verdict_or_key_changes() -> None:
     assert gate.fast("strict/app", DIGEST) is UNKNOWN
     assert gate.check("strict/app", DIGEST) is None
     assert gate.fast("strict/app", DIGEST) is None
+
+
+def test_a_verdict_in_one_repository_keeps_the_others_decisions() -> None:
+    gate, feed, verdicts, _ = build()
+    assert gate.check("strict/app", DIGEST) == NOT_SIGNED
+    assert gate.check("strict/other", DIGEST) == NOT_SIGNED
+    verdicts.stored[("strict/app", DIGEST)] = Verdict(DIGEST, VERIFIED, "signed", 1)
+    feed.bump(Topic.VERDICTS, "strict/app")  # what storing that verdict announces
+    reads = verdicts.reads
+    assert gate.fast("strict/other", DIGEST) == NOT_SIGNED  # still cached: nothing read
+    assert verdicts.reads == reads
+    assert gate.fast("strict/app", DIGEST) is UNKNOWN  # decided again
+    assert gate.check("strict/app", DIGEST) is None
+    feed.bump(Topic.VERDICTS)  # a key changed: every repository decides again
+    assert gate.fast("strict/other", DIGEST) is UNKNOWN
 
 
 def test_a_platform_manifest_passes_by_its_verified_index_only() -> None:
@@ -133,7 +149,8 @@ def test_vulnerability_messages_count_what_the_policy_blocks() -> None:
         policies.put("vuln", PullPolicy(block_severity=severity), policies.current_generation())
         assert gate.check("vuln/app", DIGEST) == message
     summaries.stored[("vuln/app", DIGEST)] = Summary({"medium": 1})
-    gate._decisions = GenerationCache(None, MIB, clock=time.monotonic)  # a fresh cache: the summary changed
+    # A fresh cache: the summary changed.
+    gate._decisions = KeyedGenerationCache(lambda key: 0, MIB, clock=time.monotonic)
     policies.put("vuln", PullPolicy(block_severity="high"), policies.current_generation())
     assert gate.check("vuln/app", DIGEST) is None
     policies.put("vuln", PullPolicy(block_severity="medium"), policies.current_generation())
@@ -154,5 +171,5 @@ def test_unscanned_passes_unless_blocked_and_a_child_uses_its_index_scan() -> No
     assert gate.check("vuln/app", INDEX) == "artifact has not been scanned (policy: block unscanned)"
     gate.parents = {INDEX: [DIGEST]}
     summaries.stored[("vuln/app", DIGEST)] = Summary({"critical": 1})
-    gate._decisions = GenerationCache(None, MIB, clock=time.monotonic)
+    gate._decisions = KeyedGenerationCache(lambda key: 0, MIB, clock=time.monotonic)
     assert gate.check("vuln/app", INDEX) == "1 critical vulnerability (policy: block critical)"

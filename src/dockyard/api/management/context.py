@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # built on first use: httpx and cryptography load only where 
     from dockyard.endpoints.services import EndpointService
     from dockyard.oidc.logins import OIDCLogins
     from dockyard.scans.scanners import Scanners
+    from dockyard.signatures.interfaces import VerdictsChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +114,9 @@ class ManagementServices:
     blobs: BlobStore | None = None
     # Per-project pull policies (routers/projects.py); None: not available.
     pull_policies: PullPolicies | None = None
-    # A trusted key added or deleted, a verdict stored: the pull gates decide again (Topic.VERDICTS).
-    verdicts_changed: Callable[[], None] | None = None
+    # A trusted key added or deleted (no argument: every repository), a verdict stored (its
+    # repository): the pull gates decide again (Topic.VERDICTS).
+    verdicts_changed: VerdictsChanged | None = None
     # External scanners (routers/scanners.py): the service, built on the first call.
     scanners: Callable[[], Scanners] | None = None
     # Bounds on the layer browser's reads (routers/files.py): decompressed bytes, entries, time.
