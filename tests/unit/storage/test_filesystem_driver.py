@@ -471,6 +471,42 @@ def test_a_writer_starts_the_disk_writes_as_the_bytes_arrive(
     assert (root / "blobs/b1/data").stat().st_size == 15 * mib
 
 
+def test_a_writer_lets_the_kernel_drop_what_is_on_disk_from_the_cache(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range whose writes started one step earlier may leave the page cache as the next bytes
+    arrive; the whole file may once the commit's fsync has made it durable, not before."""
+    events: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(
+        filesystem, "_WRITEBACK", [lambda fd, offset, length: events.append(("write", offset, length))]
+    )
+    monkeypatch.setattr(
+        filesystem, "_drop_cached", lambda fd, offset, length: events.append(("drop", offset, length))
+    )
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", 0, 0))
+        real_fsync(fd)
+
+    monkeypatch.setattr(filesystem.os, "fsync", fsync)
+    mib = 1 << 20
+    writer = driver.writer("uploads/u1/data")
+    for _ in range(13):
+        writer.write(b"x" * mib)
+    assert events == [
+        ("write", 0, 4 * mib),
+        ("write", 4 * mib, 4 * mib),
+        ("drop", 0, 4 * mib),
+        ("write", 8 * mib, 4 * mib),
+        ("drop", 4 * mib, 4 * mib),
+    ]
+    events.clear()
+    writer.commit_to("blobs/b1/data")
+    assert events[:2] == [("fsync", 0, 0), ("drop", 0, 0)]  # the file's, then its directory's
+    assert (root / "blobs/b1/data").read_bytes() == b"x" * (13 * mib)
+
+
 def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
     start_writeback = filesystem._load_writeback()
     path = tmp_path / "file"
@@ -478,4 +514,6 @@ def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
         file.write(b"z" * 65536)
         file.flush()
         start_writeback(file.fileno(), 0, 65536)
+        os.fsync(file.fileno())
+        filesystem._drop_cached(file.fileno(), 0, 0)
     assert path.read_bytes() == b"z" * 65536
