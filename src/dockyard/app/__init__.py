@@ -38,7 +38,12 @@ from dockyard.api.oci.routes import OCIRouter
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.app.auth import AUTH_MODULES, build_auth
 from dockyard.app.features import build_limits, manifest_effects, proxy_edge, scanner_api_route
-from dockyard.app.housekeeping import build_locks, purge_audit_forever, sweep_proxy_locks_forever
+from dockyard.app.housekeeping import (
+    build_locks,
+    purge_audit_forever,
+    sweep_proxy_locks_forever,
+    trim_heap_forever,
+)
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
 from dockyard.app.portal import portal_routes
 from dockyard.bootstrap import (
@@ -146,7 +151,10 @@ def create_app(services: Services) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         locks, close_locks = build_locks(settings)
-        housekeeping = [asyncio.create_task(purge_audit_forever(services, locks))]
+        housekeeping = [
+            asyncio.create_task(purge_audit_forever(services, locks)),
+            asyncio.create_task(trim_heap_forever()),
+        ]
         if isinstance(locks, FileLocks):  # Redis expires the proxy's lock keys by itself
             housekeeping.append(asyncio.create_task(sweep_proxy_locks_forever(locks)))
         if listener is not None:

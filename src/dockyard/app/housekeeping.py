@@ -1,10 +1,13 @@
 """Work one process of the node (or of the cluster, with Redis) does in the background: the locks
-that pick it, the hourly audit purge, the sweep of the proxy's idle lock files."""
+that pick it, the hourly audit purge, the sweep of the proxy's idle lock files; and, in each worker,
+returning the heap's free pages to the system after work (`trim_heap_forever`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 from dockyard.config.settings import Settings
 from dockyard.coordination.interfaces import LockManager
 from dockyard.coordination.locks import FileLocks
+from dockyard.lifecycle import libc
 from dockyard.proxy.cache import LOCK_PREFIX as PROXY_LOCK_PREFIX
 from dockyard.services import (
     Services,
@@ -76,3 +80,32 @@ async def sweep_proxy_locks_forever(locks: FileLocks) -> None:
                 log.debug("swept %d idle proxy lock files", swept)
         except Exception:
             log.exception("sweeping the proxy's lock files failed")
+
+
+HEAP_TRIM_SECONDS = 1.0
+HEAP_TRIM_AFTER_CPU = 0.05  # seconds of this process's CPU since the last trim: it did some work
+
+
+async def trim_heap_forever(
+    interval: float = HEAP_TRIM_SECONDS, after_cpu: float = HEAP_TRIM_AFTER_CPU
+) -> None:
+    """Give the pages of freed memory back to the system, at most once a `interval`, after the worker
+    has done some work (`after_cpu` seconds of CPU since the last time; an idle worker never wakes for
+    it). glibc returns only the free memory at the top of each arena by itself: request bodies, their
+    hashing threads and password checks leave free holes inside the arenas, which stay resident (a
+    worker kept 1-8 MiB of them after `python -m bench.memory`'s load, and its peak, the management
+    API built while a password is hashed, sat on top of them). `malloc_trim(0)` releases those pages
+    (the memory stays in the arena for the next allocations); with a heap of a worker's size it costs
+    well under a millisecond, in a thread of the pool. Not glibc (musl, another OS): nothing."""
+    try:
+        trim = libc().malloc_trim
+    except (OSError, AttributeError):
+        return
+    worked_until = time.process_time()
+    while True:
+        await asyncio.sleep(interval)
+        if time.process_time() - worked_until < after_cpu:
+            continue
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(trim, 0)
+        worked_until = time.process_time()
