@@ -98,7 +98,8 @@ class Services:
     pull_notifications: PullEvents | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS))
+        # On the feed: a job queued here starts at once in the runner of any process that watches it.
+        self.jobs = JobQueue(self.db, known_kinds=list(JOB_KINDS), feed=self.feed)
         if self.pull_gate is not None:  # verification jobs queued on pushes
             self.pull_gate.enqueue = self.jobs.enqueue
         self.notifications = build_outbox(self.settings, self.db, self.jobs, self.webhook_policies)

@@ -324,7 +324,10 @@ class JobsSettings(Section):
     )
     poll_interval: PositiveDuration = Field(
         default=Duration("2s"),
-        description="How often a runner looks for jobs queued by other processes.",
+        description=(
+            "How often a runner looks for due jobs by itself (delayed and retried jobs, schedules); "
+            "jobs queued through the API or by a push start at once (the change feed tells it)."
+        ),
         json_schema_extra=doc("duration"),
     )
     lease: PositiveDuration = Field(

@@ -10,8 +10,9 @@ repository), or as "topic" for the whole topic, and, in the same round trip, on 
 a node of the version before keys (during a rolling upgrade) reads that as its whole topic
 (`int("+0") == 0`) and drops all it cached, as it always did; this version ignores it (its twin on
 the keyed channel counts). The topics that version does not know (Topic.TAGS, Topic.REPOSITORIES) are
-told to it as Topic.MANIFESTS, what it followed for them; its own bumps (a topic's number on
-`CHANNEL`) move the whole topic here, and its Topic.MANIFESTS those two as well.
+told to it as Topic.MANIFESTS, what it followed for them (Topic.JOBS, which only wakes job runners,
+not at all); its own bumps (a topic's number on `CHANNEL`) move the whole topic here, and its
+Topic.MANIFESTS those two as well.
 
 Correctness when Redis is away: a process that is not subscribed might miss another node's bump,
 so until its subscription is confirmed it is *degraded*: `generation()` returns a new value on
@@ -42,7 +43,11 @@ POLL_SECONDS = 1.0  # the subscriber's longest wait for a message: how late it n
 _SLOT_MASK = KEY_SLOTS - 1
 # What nodes of the version before keys followed for the topics they do not know: its MANIFESTS
 # covered tags, tag lists and the catalog. Its bump of that topic moves those topics here.
-_EARLIER_TOPIC = {Topic.TAGS: Topic.MANIFESTS, Topic.REPOSITORIES: Topic.MANIFESTS}
+_EARLIER_TOPIC: dict[Topic, Topic | None] = {
+    Topic.TAGS: Topic.MANIFESTS,
+    Topic.REPOSITORIES: Topic.MANIFESTS,
+    Topic.JOBS: None,  # wakes job runners only: nothing to tell a version that would warn of it
+}
 _EARLIER_MEANT = {Topic.MANIFESTS: (Topic.MANIFESTS, Topic.TAGS, Topic.REPOSITORIES)}
 
 
@@ -124,7 +129,8 @@ class RedisChangeFeed:
         earlier = _EARLIER_TOPIC.get(topic, topic)  # what nodes of the version before keys know it as
         pipe = self._client.pipeline(transaction=False)
         pipe.incr(GENERATION_KEY.format(int(topic)))
-        pipe.publish(self._channel, f"+{int(earlier)}")  # for nodes of an earlier version
+        if earlier is not None:
+            pipe.publish(self._channel, f"+{int(earlier)}")  # for nodes of an earlier version
         pipe.publish(self._keyed_channel, " ".join((str(int(topic)), *keys)))  # no keys: the whole topic
         pipe.execute()
 

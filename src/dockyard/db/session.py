@@ -7,7 +7,8 @@ import logging
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +38,11 @@ class Database:
         self._write_lock: contextlib.AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # What to do once a write transaction commits (`after_commit`), by its connection. Weak: a
+        # connection that did not come from `write()` takes its callbacks with it when it goes.
+        self._after_commit: weakref.WeakKeyDictionary[Connection, list[Callable[[], None]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def dialect(self) -> str:
@@ -56,18 +62,33 @@ class Database:
         """A transaction that commits when the block ends without error, else rolls back.
 
         Raises StorageFull when the database has no room to grow (its disk is full), and ReadOnly
-        (rolled back) when the read-only switch is on at the commit (db.readonly: why there)."""
+        (rolled back) when the read-only switch is on at the commit (db.readonly: why there).
+        The `after_commit` callbacks of the transaction run once it committed, after the block."""
+        after = None
         try:
-            with self._write_lock, self._write_engine.connect() as connection, connection.begin():
-                yield connection
-                if self.is_read_only():
-                    raise ReadOnly()
+            with self._write_lock, self._write_engine.connect() as connection:
+                try:
+                    with connection.begin():
+                        yield connection
+                        if self.is_read_only():
+                            raise ReadOnly()
+                finally:
+                    if self._after_commit:  # committed or not, the callbacks are the transaction's
+                        after = self._after_commit.pop(connection, None)
         except sa_exc.DBAPIError as exc:
             if database_full(exc):
                 raise StorageFull(
                     "storage is full: the registry's database cannot grow until space is freed"
                 ) from exc
             raise
+        for callback in after or ():  # reached only when the transaction committed
+            callback()
+
+    def after_commit(self, connection: Connection, callback: Callable[[], None]) -> None:
+        """Call `callback` once the write transaction of `connection` (from `write()`) has committed,
+        after its connection is released; never when it rolls back. For what others may act on only
+        after the commit (telling job runners a job is queued: they would find nothing before)."""
+        self._after_commit.setdefault(connection, []).append(callback)
 
     def dispose(self) -> None:
         self.lookups.close()

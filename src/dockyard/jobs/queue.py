@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
+from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
 from dockyard.db.dialect import insert_ignore
 from dockyard.db.paging import check_window
@@ -34,8 +35,15 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 
 class JobQueue:
-    def __init__(self, db: Database, *, known_kinds: Collection[str] | None = None) -> None:
+    """`feed`: the change feed this node's processes (with Redis: every node's) share. A job queued
+    here bumps its Topic.JOBS once committed, and runners elsewhere that watch it (`JobRunner`) start
+    the job at once rather than at their next poll. Without one, only a runner in this process does."""
+
+    def __init__(
+        self, db: Database, *, known_kinds: Collection[str] | None = None, feed: ChangeFeed | None = None
+    ) -> None:
         self.db = db
+        self.feed = feed
         # Set by the composition root once every kind is known; None accepts any kind (tests, tools).
         self.known_kinds: frozenset[str] | None = frozenset(known_kinds) if known_kinds is not None else None
         self.max_attempts: dict[str, int] = {}  # per kind, filled in by the runner's kinds
@@ -52,16 +60,26 @@ class JobQueue:
         connection: Connection | None = None,
         retry_of: int | None = None,
     ) -> int:
-        """Queue a job; its id. With `connection`, the job is part of that transaction: workers see it
-        only once (and if) the transaction that caused it commits."""
+        """Queue a job; its id. With `connection` (from `db.write()`), the job is part of that
+        transaction: workers see it only once (and if) the transaction that caused it commits, and
+        are told of it then."""
         self._check_kind(kind)
         values = self._new_job(kind, dict(params or {}), run_after, retry_of)
         if connection is not None:
-            return self._insert(connection, values)
+            job_id = self._insert(connection, values)
+            self.db.after_commit(connection, self.queued)
+            return job_id
         with self.db.write() as own:
             job_id = self._insert(own, values)
-        self.wakeup.set()
+        self.queued()
         return job_id
+
+    def queued(self) -> None:
+        """Tell the runners a job was queued (after its commit): this process's at once, and those
+        of the processes on the feed (every node, with Redis) within the runner's watch interval."""
+        self.wakeup.set()
+        if self.feed is not None:
+            self.feed.bump(Topic.JOBS)
 
     def get(self, job_id: int) -> JobRecord:
         with self.db.read() as connection:

@@ -1,8 +1,13 @@
 """JobRunner: the threads that claim jobs and run their handlers, on any node.
 
-One dispatcher thread per runner polls the queue (woken at once by an enqueue in the same process),
-claims a job whenever a worker thread is free, renews the leases of the jobs it runs, fires due
-schedules and purges old history. Handlers run on a pool of `threads` worker threads.
+One dispatcher thread per runner polls the queue (`poll_interval`), claims a job whenever a worker
+thread is free, renews the leases of the jobs it runs, fires due schedules and purges old history.
+Handlers run on a pool of `threads` worker threads.
+
+A job queued in the runner's process wakes the dispatcher at once; one queued by another process
+(an HTTP worker, a CLI command) or node moves the change feed's Topic.JOBS (`JobQueue.queued`), which
+the waiting dispatcher looks at every WATCH_SECONDS (a read of shared memory, or of this process's
+copy of Redis's counters): such a job starts within about that, not at the next poll.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
 from dockyard.errors import ReadOnly, StorageFull
 from dockyard.jobs import claims
@@ -32,6 +38,7 @@ from dockyard.observability.metrics import JobMetrics
 log = logging.getLogger("dockyard.jobs")
 HISTORY_PURGE_SECONDS = 3600.0
 FOLLOW_POLL_SECONDS = 0.5
+WATCH_SECONDS = 0.1  # how often a waiting dispatcher looks whether another process queued a job
 
 ProgressCallback = Callable[[JobRecord], None]
 
@@ -115,6 +122,8 @@ class JobRunner:
             self._pool.shutdown(wait=True, cancel_futures=True)
         for job in running:
             self._hand_back(job)
+        if running:
+            self.queue.queued()  # the other runners take them now, not at their next poll
 
     # --- running one job here -----------------------------------------------------------------
     def run_job_here(
@@ -170,11 +179,14 @@ class JobRunner:
 
     # --- the dispatcher -----------------------------------------------------------------------
     def _dispatch_forever(self) -> None:
+        watch = QueuedElsewhere(self.queue.feed) if self.queue.feed is not None else None
         while not self._stop.is_set():
             self.queue.wakeup.clear()
+            if watch is not None:
+                watch.mark()  # what was queued before this round is the round's to find
             try:
                 if self.queue.db.is_read_only():  # db.readonly: no job could record anything
-                    self.queue.wakeup.wait(self.poll_interval)
+                    self._wait(watch, self.poll_interval)
                     continue
                 self._ensure_default_schedules()
                 self.tick()
@@ -188,8 +200,17 @@ class JobRunner:
                 log.info("job runner: the registry turned read-only during a round; waiting for writes")
             except Exception:
                 log.exception("job runner: a round failed; trying again")
-            wait = min(self.poll_interval, self.lease.total_seconds() / 3)
-            self.queue.wakeup.wait(wait)
+            self._wait(watch, min(self.poll_interval, self.lease.total_seconds() / 3))
+
+    def _wait(self, watch: QueuedElsewhere | None, seconds: float) -> None:
+        """Until `seconds` have passed, or a job was queued here (`queue.wakeup`) or elsewhere."""
+        if watch is None:
+            self.queue.wakeup.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.queue.wakeup.wait(min(left, WATCH_SECONDS)) or watch.moved():
+                return
 
     def _claim_while_free(self) -> None:
         assert self._pool is not None
@@ -338,6 +359,27 @@ class JobRunner:
             on_progress(replace(base, progress_done=done, progress_total=total))
 
         return report
+
+
+class QueuedElsewhere:
+    """Whether another process queued a job since `mark()`: the feed's Topic.JOBS moved."""
+
+    def __init__(self, feed: ChangeFeed) -> None:
+        self.feed = feed
+        self.seen = feed.generation(Topic.JOBS)
+
+    def mark(self) -> None:
+        self.seen = self.feed.generation(Topic.JOBS)
+
+    def moved(self) -> bool:
+        now = self.feed.generation(Topic.JOBS)
+        if now == self.seen:
+            return False
+        again = self.feed.generation(Topic.JOBS)
+        self.seen = again
+        # A feed that cannot deliver (Redis away) answers a new generation on every read: that says
+        # nothing of jobs, and the runner waits its poll interval rather than spin.
+        return again == now
 
 
 def _json_result(result: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -268,10 +268,8 @@ class Scans:
         if self.jobs is None:
             raise RuntimeError("Scans was built without a job queue")
         if connection is None:
-            with self.db.write() as conn:
-                job_id = self._request(conn, repository, digest, scanner)
-            self.jobs.wakeup.set()
-            return job_id
+            with self.db.write() as conn:  # the job's runners are told once it commits (JobQueue)
+                return self._request(conn, repository, digest, scanner)
         return self._request(connection, repository, digest, scanner)
 
     def _request(self, conn: Connection, repository: str, digest: str, scanner: str | None = None) -> int:

@@ -207,3 +207,21 @@ def test_a_manifests_bump_from_a_node_of_an_earlier_version_moves_tags_and_repos
     connect(redis_server.url).publish(CHANNEL, str(int(Topic.MANIFESTS)))  # what it publishes for a push
     assert eventually(lambda: feed.generation(Topic.TAGS, tag_key("team/a", "latest")) != tag_before)
     assert all(feed.generation(topic, "team/a") != value for topic, value in before.items())
+
+
+def test_a_node_of_an_earlier_version_is_not_told_of_queued_jobs(
+    redis_server: RedisServer, feeds: Callable[[], RedisChangeFeed]
+) -> None:
+    # Topic.JOBS only wakes job runners: that version would log each one as an unknown message.
+    earlier = connect(redis_server.url).pubsub()
+    earlier.subscribe(CHANNEL)
+    assert earlier.get_message(timeout=5)["type"] == "subscribe"
+    feed, runner = feeds(), feeds()
+    assert feed.wait_connected(5) and runner.wait_connected(5)
+    before = runner.generation(Topic.JOBS)
+    feed.bump(Topic.JOBS)
+    feed.bump(Topic.POLICIES)
+    message = earlier.get_message(timeout=5)
+    assert message is not None and Topic(int(message["data"])) is Topic.POLICIES
+    assert eventually(lambda: runner.generation(Topic.JOBS) != before)  # this version hears it
+    earlier.close()
