@@ -58,7 +58,10 @@ class LocalChangeFeed:
         block = _KEYS_AT + topic * _KEY_BLOCK
         with self._lock:
             if not keys:
-                self._map[block : block + _KEY_BLOCK] = os.urandom(_KEY_BLOCK)
+                # Every key's word takes the topic's new value: fresh all the same (a key's generation
+                # only has to differ from what it was), and a copy, where 32 KiB of os.urandom cost
+                # ~30 µs (a new repository bumps Topic.REPOSITORIES as a whole, on every first push).
+                self._map[block : block + _KEY_BLOCK] = value * KEY_SLOTS
             for key in keys:
                 at = block + key_slot(key) * _SLOT.size
                 self._map[at : at + _SLOT.size] = os.urandom(_SLOT.size)
