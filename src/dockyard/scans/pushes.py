@@ -27,11 +27,16 @@ class ScanOnPush:
         self._lock = threading.Lock()
 
     def wanted(self, repository: str, reference: str, media_type: str, subject: str | None) -> bool:
-        """Whether a push like this is scanned at all: images and indexes, not referrers (signatures,
-        SBOMs) nor cosign's tags, in a repository of a project."""
+        """Whether a push like this may be scanned (no I/O): images and indexes, not referrers
+        (signatures, SBOMs) nor cosign's tags, in a repository of a project that scans on push or
+        whose setting this process does not know (`pushed` reads it, in a worker thread). A project
+        known not to scan on push costs the manifest PUT no thread hop."""
         if subject or media_type not in SCANNED_TYPES or "/" not in repository:
             return False
-        return not reference.endswith(COSIGN_SUFFIXES)
+        if reference.endswith(COSIGN_SUFFIXES):
+            return False
+        known = self._settings.get(project_of(repository))  # a dict read: no lock needed
+        return known is None or known[0] or known[1] <= time.monotonic()
 
     def pushed(self, repository: str, digest: str) -> int | None:
         """Queue the scan if the repository's project scans on push; the job's id. Runs in a worker
