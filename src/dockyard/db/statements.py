@@ -15,8 +15,10 @@ What SQLAlchemy would have done around the SQL is done here too, once: bind proc
 datetimes), Python-side column defaults of an INSERT (`created_at`), result processors, rows with
 named fields. DBAPI errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so
 the one mapping of database errors applies unchanged. Not supported (refused when compiled): IN
-lists expanded at execution, SQL-side defaults the compiler would prefetch, executemany. The
-engine's cursor events fire as for any statement (the database metrics time them).
+lists expanded at execution, SQL-side defaults the compiler would prefetch. `execute_many` runs one
+statement with several sets of values (the driver's executemany: one round trip on PostgreSQL's
+pipeline), without rows back. The engine's cursor events fire as for any statement (the database
+metrics time them).
 """
 
 from __future__ import annotations
@@ -161,9 +163,20 @@ class DriverStatement:
 
     def execute(self, connection: Connection, values: Mapping[str, Any]) -> DriverResult:
         """Run with one set of values in `connection`'s transaction (begun by `Database.write`)."""
+        compiled = self.compiled(connection.dialect)
+        return self._run(connection, compiled, compiled.parameters(values), many=False)
+
+    def execute_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run once per set of values in `rows`, in one driver call (no rows back); the rowcount."""
+        if not rows:
+            return 0
+        compiled = self.compiled(connection.dialect)
+        parameters = [compiled.parameters(values) for values in rows]
+        return self._run(connection, compiled, parameters, many=True).rowcount
+
+    @staticmethod
+    def _run(connection: Connection, compiled: _Compiled, parameters: Any, many: bool) -> DriverResult:
         dialect = connection.dialect
-        compiled = self.compiled(dialect)
-        parameters = compiled.parameters(values)
         # The Connection's transaction has begun (Database.write/read enter it before yielding), so
         # the driver connection is checked out and, on SQLite, past its BEGIN.
         pooled: Any = connection.connection
@@ -174,14 +187,16 @@ class DriverStatement:
         try:
             cursor = driver.cursor()
             if dispatch.before_cursor_execute:
-                dispatch.before_cursor_execute(connection, cursor, compiled.sql, parameters, None, False)
-            if compiled.postgresql:
+                dispatch.before_cursor_execute(connection, cursor, compiled.sql, parameters, None, many)
+            if many:
+                cursor.executemany(compiled.sql, parameters)
+            elif compiled.postgresql:
                 cursor.execute(compiled.sql, parameters, prepare=True)
             else:
                 cursor.execute(compiled.sql, parameters)
             if dispatch.after_cursor_execute:
-                dispatch.after_cursor_execute(connection, cursor, compiled.sql, parameters, None, False)
-            raw_rows = cursor.fetchall() if cursor.description is not None else []
+                dispatch.after_cursor_execute(connection, cursor, compiled.sql, parameters, None, many)
+            raw_rows = cursor.fetchall() if not many and cursor.description is not None else []
             rowcount = cursor.rowcount
             cursor.close()
         except dialect.loaded_dbapi.Error as exc:

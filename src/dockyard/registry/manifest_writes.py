@@ -9,12 +9,13 @@ import json
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import BindParameter, Connection, Select, String, bindparam, insert, select, update
+from sqlalchemy import JSON, BindParameter, Connection, String, bindparam, insert, select, update
 
 from dockyard.content import mediatypes
 from dockyard.content.manifest import ParsedManifest
 from dockyard.db.base import utcnow
-from dockyard.db.dialect import insert_ignore
+from dockyard.db.dialect import insert_for
+from dockyard.db.statements import DriverStatement
 from dockyard.errors import ManifestBlobUnknown, ManifestInvalid
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.models import Manifest, ManifestReference, RepositoryBlob
@@ -27,6 +28,10 @@ log = logging.getLogger("dockyard.registry")
 # Configs that describe a runnable image, and so carry its os/architecture/variant.
 IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
 MAX_CONFIG_READ = 1024 * 1024  # an image config is a few KiB; a bigger one is not read for its platform
+# Platforms read from configs, by the config's digest (content-addressed: what it says never changes),
+# so pushes of one image into many repositories read its config from storage once per process.
+MAX_PLATFORMS = 4096
+_platforms: dict[str, dict[str, str]] = {}
 
 
 def check_references(connection: Connection, repository_id: int, parsed: ParsedManifest) -> None:
@@ -38,14 +43,14 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
         # unlink it, so this manifest either sees the blob gone or keeps it (docs/gc.md); the tombstone
         # test is on the locked row, which PostgreSQL reads again once the other commits. SQLite: writes
         # are serial.
-        rows = connection.execute(_live_blobs(len(blob_digests)), _numbered(blob_digests))
+        rows = _live_blobs(len(blob_digests)).execute(connection, _numbered(blob_digests)).all()
         sizes = {digest: size for digest, size in rows}
         # The links in a new statement (a fresh snapshot under READ COMMITTED), after the locks: an
         # unlink committed while this waited is seen.
         linked_digests: set[str] = set()
         if sizes:
             values = {"repository_id": repository_id, **_numbered(sizes)}
-            linked_digests = set(connection.scalars(_links(len(sizes)), values))
+            linked_digests = {row[0] for row in _links(len(sizes)).execute(connection, values).all()}
         linked = {digest: size for digest, size in sizes.items() if digest in linked_digests}
         missing = sorted(blob_digests - linked.keys())
         if missing:
@@ -60,7 +65,8 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
     child_digests = {d.digest for d in parsed.manifests}
     if child_digests:
         values = {"repository_id": repository_id, **_numbered(child_digests)}
-        present = {digest: size for digest, size in connection.execute(_children(len(child_digests)), values)}
+        rows = _children(len(child_digests)).execute(connection, values).all()
+        present = {digest: size for digest, size in rows}
         missing = sorted(child_digests - present.keys())
         if missing:
             raise ManifestBlobUnknown(
@@ -77,7 +83,8 @@ def check_references(connection: Connection, repository_id: int, parsed: ParsedM
 
 
 # The reference checks, built once per number of digests (a manifest names a handful): a list of
-# plain parameters, not an expanding IN, which SQLAlchemy would rewrite on every execution.
+# plain parameters, not an expanding IN, which SQLAlchemy would rewrite on every execution; run on the
+# driver connection, in the PUT's transaction (db.statements).
 def _numbered(digests: Iterable[str]) -> dict[str, str]:
     return {f"digest_{index}": digest for index, digest in enumerate(digests)}
 
@@ -87,8 +94,8 @@ def _digest_parameters(count: int) -> list[BindParameter[str]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _live_blobs(count: int) -> Select[str, int]:
-    return (
+def _live_blobs(count: int) -> DriverStatement:
+    return DriverStatement(
         select(Blob.digest, Blob.size)
         .where(Blob.digest.in_(_digest_parameters(count)), live())
         .order_by(Blob.digest)
@@ -97,16 +104,18 @@ def _live_blobs(count: int) -> Select[str, int]:
 
 
 @functools.lru_cache(maxsize=64)
-def _links(count: int) -> Select[str]:
-    return select(RepositoryBlob.digest).where(
-        RepositoryBlob.repository_id == bindparam("repository_id"),
-        RepositoryBlob.digest.in_(_digest_parameters(count)),
+def _links(count: int) -> DriverStatement:
+    return DriverStatement(
+        select(RepositoryBlob.digest).where(
+            RepositoryBlob.repository_id == bindparam("repository_id"),
+            RepositoryBlob.digest.in_(_digest_parameters(count)),
+        )
     )
 
 
 @functools.lru_cache(maxsize=64)
-def _children(count: int) -> Select[str, int]:
-    return (
+def _children(count: int) -> DriverStatement:
+    return DriverStatement(
         select(Manifest.digest, Manifest.size)
         .where(
             Manifest.repository_id == bindparam("repository_id"),
@@ -123,12 +132,24 @@ def platform_of(blobs: BlobStore, parsed: ParsedManifest) -> dict[str, str] | No
     config = parsed.config
     if config is None or config.media_type not in IMAGE_CONFIGS or config.size > MAX_CONFIG_READ:
         return None
+    found = _platforms.get(config.digest)
+    if found is not None:
+        return dict(found)
+    platform = _read_platform(blobs, config.digest)
+    if platform is not None:  # a config not read (not there yet, a driver error) is read again next time
+        if len(_platforms) >= MAX_PLATFORMS:
+            _platforms.clear()
+        _platforms[config.digest] = dict(platform)
+    return platform
+
+
+def _read_platform(blobs: BlobStore, digest: str) -> dict[str, str] | None:
     try:
-        with blobs.open(config.digest) as stream:
+        with blobs.open(digest) as stream:
             data = stream.read(MAX_CONFIG_READ + 1)
         document = json.loads(data) if len(data) <= MAX_CONFIG_READ else None
     except Exception:  # missing blob (the reference check reports it), driver error, bad JSON
-        log.debug("no platform from config %s", config.digest, exc_info=True)
+        log.debug("no platform from config %s", digest, exc_info=True)
         return None
     if not isinstance(document, dict):
         return None
@@ -151,7 +172,7 @@ def store_manifest(
 ) -> int:
     """The manifest's id: the existing row's, or a new row with its references, charged to the
     project's quota."""
-    existing = connection.scalar(_EXISTING, {"repository_id": repository.id, "digest": digest})
+    existing = _EXISTING.execute(connection, {"repository_id": repository.id, "digest": digest}).scalar()
     if existing is not None:
         return int(existing)
     values = {
@@ -160,31 +181,42 @@ def store_manifest(
         "media_type": parsed.media_type,
         "artifact_type": parsed.artifact_type,
         "subject_digest": parsed.subject.digest if parsed.subject else None,
-        "annotations": parsed.annotations or None,
+        # JSON null when there are none, as a Connection stores None in a JSON column.
+        "annotations": parsed.annotations or JSON.NULL,
         "size": len(body),
         "content": body,
         "created_at": utcnow(),
+        "platform": platform or None,  # SQL NULL when unknown (the driver passes None as it is)
     }
-    if platform:  # left out when unknown, so the column stays SQL NULL rather than JSON null
-        values["platform"] = platform
-    manifest_id = connection.execute(_INSERT, values).scalar_one()
+    manifest_id = _INSERT.execute(connection, values).one()[0]
     references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
     references += [
         {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
     ]
     unique = {(r["digest"], r["kind"]): r for r in references}
-    insert_ignore(connection, ManifestReference, list(unique.values()))
+    _REFERENCE.execute_many(connection, list(unique.values()))
     if repository.project_id is not None:  # manifests count in quotas too (see projects.quotas)
         quotas.charge(connection, repository.project_id, digest, len(body), what="manifest")
     return int(manifest_id)
 
 
-_EXISTING = (
+# On the driver connection, in the PUT's transaction (db.statements).
+_EXISTING = DriverStatement(
     select(Manifest.id)
     .where(Manifest.repository_id == bindparam("repository_id"), Manifest.digest == bindparam("digest"))
     .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
 )
-_INSERT = insert(Manifest).returning(Manifest.id)
+_INSERT = DriverStatement(
+    insert(Manifest).returning(Manifest.id),
+    column_keys=(
+        "repository_id", "digest", "media_type", "artifact_type", "subject_digest", "annotations", "size",
+        "content", "created_at", "platform",
+    ),
+)
+_REFERENCE = DriverStatement(
+    lambda dialect: insert_for(dialect, ManifestReference).on_conflict_do_nothing(),
+    column_keys=("manifest_id", "digest", "kind"),
+)
 
 
 def stamp_unreferenced(connection: Connection, manifest_ids: list[int]) -> None:

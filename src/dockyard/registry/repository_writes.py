@@ -47,12 +47,12 @@ def ensure_repository(connection: Connection, name: str) -> RepositoryRow:
     if found is not None:
         return RepositoryRow(found.id, found.project_id, False)
     values = {"repository": name, "project": project_of(name), "now": utcnow()}
-    created = connection.execute(_create_in_project(connection.dialect.name), values).first()
+    created = _CREATE.execute(connection, values).first()
     if created is None:  # no such project yet, or (PostgreSQL) another push created the repository
         now = values["now"]
         project = {"name": values["project"], "public": False, "created_at": now, "updated_at": now}
         insert_ignore(connection, ProjectRow, project)
-        created = connection.execute(_create_in_project(connection.dialect.name), values).first()
+        created = _CREATE.execute(connection, values).first()
     if created is None:  # another transaction created it meanwhile (SQLite writers are serial)
         found = _BY_NAME.execute(connection, {"repository": name}).one()
         return RepositoryRow(found.id, found.project_id, False)
@@ -80,3 +80,6 @@ def _create_in_project(dialect: str) -> Insert:
     columns = [Repository.name, Repository.created_at, Repository.project_id]
     insert = insert_for(dialect, Repository).from_select(columns, source)
     return insert.on_conflict_do_nothing().returning(Repository.id, Repository.project_id)
+
+
+_CREATE = DriverStatement(_create_in_project)  # on the driver connection, as _BY_NAME

@@ -25,9 +25,10 @@ from dockyard.coordination.interfaces import (
     tag_list_generation_of,
 )
 from dockyard.db.base import utcnow
-from dockyard.db.dialect import bytewise, upsert
+from dockyard.db.dialect import bytewise, insert_for
 from dockyard.db.lookups import WouldBlock
 from dockyard.db.session import Database
+from dockyard.db.statements import DriverStatement
 from dockyard.errors import (
     BlobReferenced,
     BlobUnknown,
@@ -192,18 +193,8 @@ class Registry:
             check_references(connection, repository.id, parsed)
             manifest_id = store_manifest(connection, self._quotas, repository, digest, body, parsed, platform)
             if not isinstance(ref, Digest):
-                upsert(
-                    connection,
-                    Tag,
-                    {
-                        "repository_id": repository.id,
-                        "name": ref,
-                        "manifest_id": manifest_id,
-                        "updated_at": utcnow(),
-                    },
-                    key=["repository_id", "name"],
-                    update=["manifest_id", "updated_at"],
-                )
+                values = {"repository_id": repository.id, "name": ref, "manifest_id": manifest_id}
+                _SET_TAG.execute(connection, {**values, "updated_at": utcnow()})
         if not isinstance(ref, Digest):
             self._tag_changed(name, ref)
         if repository.created:
@@ -405,7 +396,7 @@ class Registry:
             # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
             # until the link below is committed, which the collector then sees.
             if source is not None:
-                size = connection.scalar(_MOUNTABLE_FROM, {"digest": digest, "source": source})
+                size = _MOUNTABLE_FROM.execute(connection, {"digest": digest, "source": source}).scalar()
             else:
                 query = select(Blob.size).where(Blob.digest == digest, live()).with_for_update(**_KEY_SHARE)
                 if projects is not None:
@@ -499,7 +490,7 @@ _BLOB_SIZE = select(Blob.size).where(
 
 # A mount from a named repository (what clients send): the blob, live, linked to the source.
 _KEY_SHARE: dict[str, Any] = {"read": True, "key_share": True, "of": Blob}
-_MOUNTABLE_FROM = (
+_MOUNTABLE_FROM = DriverStatement(  # on the driver connection, in the mount's transaction (db.statements)
     select(Blob.size)
     .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
     .join(Repository, Repository.id == RepositoryBlob.repository_id)
@@ -507,6 +498,18 @@ _MOUNTABLE_FROM = (
     .with_for_update(**_KEY_SHARE)
     .limit(1)
 )
+# A tag set to a manifest (INSERT, or UPDATE of the tag's row), on the driver as well.
+_SET_TAG = DriverStatement(
+    lambda dialect: _tag_upsert(insert_for(dialect, Tag)),
+    column_keys=("repository_id", "name", "manifest_id", "updated_at"),
+)
+
+
+def _tag_upsert(statement: Any) -> Any:
+    return statement.on_conflict_do_update(
+        index_elements=["repository_id", "name"],
+        set_={name: statement.excluded[name] for name in ("manifest_id", "updated_at")},
+    )
 
 
 def _existing_reference(name: str, reference: str) -> str | Digest:

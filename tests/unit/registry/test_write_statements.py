@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import String, cast, event, func, select
 
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
-from dockyard.registry.models import Repository
+from dockyard.registry import manifest_writes
+from dockyard.registry.models import Manifest, ManifestReference, Repository
 from tests.unit.gc.fixtures import Env
 
 pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
@@ -109,3 +110,54 @@ def test_a_manifest_put_reads_nothing_back(env: Env, database: Database) -> None
     assert len(sent) == 8, sent
     assert _reads_back_the_project(sent) == []
     assert env.registry.get_manifest("team/app", "latest").digest == result.digest
+
+
+def test_a_manifest_stored_on_the_driver_keeps_its_columns(env: Env, database: Database) -> None:
+    """The PUT's INSERT runs on the driver connection: the platform read from the config (once per
+    config, however many repositories it is pushed to), no annotations as JSON null, and the
+    annotations, subject and references of a manifest that has them, as a Connection stored them."""
+    opened: list[str] = []
+    open_blob = env.blobs.open
+
+    def counting_open(digest: str, offset: int = 0) -> Any:
+        opened.append(digest)
+        return open_blob(digest, offset)
+
+    env.blobs.open = counting_open  # type: ignore[method-assign]
+    manifest_writes._platforms.clear()  # the process's: an earlier test may have read this config
+    config, layer, body = _image(env, "team/base")
+    assert opened == [config["digest"]]
+    for blob in (config, layer):
+        env.registry.mount_blob("team/copy", blob["digest"], "team/base")
+    env.registry.put_manifest("team/copy", "latest", body, mediatypes.OCI_MANIFEST)
+    assert opened == [config["digest"]]  # the platform of that config is known
+    annotated = json.loads(body)
+    annotated["annotations"] = {"org.opencontainers.image.title": "annotated"}
+    subject = {"mediaType": mediatypes.OCI_MANIFEST, "digest": digest_of(body), "size": len(body)}
+    annotated["subject"] = subject
+    annotated_body = json.dumps(annotated).encode()
+    env.registry.put_manifest("team/copy", "annotated", annotated_body, mediatypes.OCI_MANIFEST)
+    with database.read() as connection:
+        rows = connection.execute(
+            select(Manifest.digest, Manifest.platform, Manifest.annotations, Manifest.subject_digest)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == "team/copy")
+        ).all()
+        stored = {row[0]: row[1:] for row in rows}
+        null_annotations = connection.scalar(
+            select(func.count()).select_from(Manifest).where(cast(Manifest.annotations, String) == "null")
+        )
+        references = connection.scalars(
+            select(ManifestReference.digest)
+            .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+            .where(Manifest.digest == digest_of(annotated_body))
+        ).all()
+    platform = {"os": "linux", "architecture": "amd64"}
+    assert stored[digest_of(body)] == (platform, None, None)
+    assert stored[digest_of(annotated_body)] == (
+        platform,
+        {"org.opencontainers.image.title": "annotated"},
+        digest_of(body),
+    )
+    assert null_annotations == 2  # team/base's and team/copy's `latest`: JSON null, as before
+    assert sorted(references) == sorted([config["digest"], layer["digest"]])
