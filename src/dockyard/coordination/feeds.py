@@ -60,7 +60,7 @@ class LocalChangeFeed:
             if not keys:
                 # Every key's word takes the topic's new value: fresh all the same (a key's generation
                 # only has to differ from what it was), and a copy, where 32 KiB of os.urandom cost
-                # ~30 µs (a new repository bumps Topic.REPOSITORIES as a whole, on every first push).
+                # 30-80 µs (a new repository bumps Topic.REPOSITORIES as a whole, on every first push).
                 self._map[block : block + _KEY_BLOCK] = value * KEY_SLOTS
             for key in keys:
                 at = block + key_slot(key) * _SLOT.size
