@@ -49,6 +49,27 @@ def test_an_idle_worker_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
     assert libc.trims == []
 
 
+def test_one_trimmer_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests build many apps in one process: one trims for all, and another takes over when it stops.
+    libc = FakeLibc()
+    monkeypatch.setattr(housekeeping, "libc", lambda: libc)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(housekeeping.trim_heap_forever(interval=0.01, after_cpu=0))
+        await asyncio.sleep(0.05)
+        second = housekeeping.trim_heap_forever(interval=0.01, after_cpu=0)
+        await asyncio.wait_for(second, 1)  # returns at once: the first one trims
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        third = asyncio.create_task(housekeeping.trim_heap_forever(interval=0.01, after_cpu=0))
+        await asyncio.sleep(0.05)
+        assert not third.done()
+        third.cancel()
+
+    asyncio.run(scenario())
+    assert libc.trims
+
+
 def test_without_malloc_trim_it_returns(monkeypatch: pytest.MonkeyPatch) -> None:
     def missing() -> object:
         raise OSError("no C library")

@@ -96,16 +96,31 @@ async def trim_heap_forever(
     worker kept 1-8 MiB of them after `python -m bench.memory`'s load, and its peak, the management
     API built while a password is hashed, sat on top of them). `malloc_trim(0)` releases those pages
     (the memory stays in the arena for the next allocations); with a heap of a worker's size it costs
-    well under a millisecond, in a thread of the pool. Not glibc (musl, another OS): nothing."""
+    well under a millisecond, in a thread of the pool. Not glibc (musl, another OS): nothing. One per
+    process: an app built while another runs in the same process (tests build many) leaves it to that
+    one, as the CPU it counts is the whole process's."""
     try:
         trim = libc().malloc_trim
     except (OSError, AttributeError):
         return
-    worked_until = time.process_time()
-    while True:
-        await asyncio.sleep(interval)
-        if time.process_time() - worked_until < after_cpu:
-            continue
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(trim, 0)
+    loop = asyncio.get_running_loop()
+    if _trimming and not _trimming[0].is_closed():
+        return
+    _trimming[:] = [loop]
+    try:
         worked_until = time.process_time()
+        while True:
+            await asyncio.sleep(interval)
+            if time.process_time() - worked_until < after_cpu:
+                continue
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(trim, 0)
+            worked_until = time.process_time()
+    finally:
+        if _trimming and _trimming[0] is loop:
+            _trimming.clear()
+
+
+# The event loop of the process's trimmer (trim_heap_forever), if any: a loop that closed before its
+# trimmer's `finally` ran (a test client's) leaves it here, and the next trimmer takes over.
+_trimming: list[asyncio.AbstractEventLoop] = []
