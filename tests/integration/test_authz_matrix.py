@@ -421,7 +421,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     server = start_server(
         tmp_path_factory.mktemp("authz"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
-    admin = Admin(server.url, ADMIN_PASSWORD)
+    admin = Admin(server.url, ADMIN_PASSWORD, tuple(f"{p}/app" for p in (PRIV, PUB, ELSE)))
     http = httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT)
     try:
         yield build_world(admin, http)
@@ -1503,17 +1503,39 @@ API_RECIPES: dict[tuple[str, str, str], Recipe] = {
 
 
 # --- running the cases -----------------------------------------------------------------------------
+def expected_denial(rule: Rule, actor: Actor, project: str | None, mode: str) -> int | None:
+    """None if the call must be allowed, else the status it must be refused with."""
+    public = PUBLIC[project] if project else None
+    if mode == "api":
+        return api_denial(rule, actor, public)
+    return v2_denial(rule, actor, public, mode == "token")
+
+
+def send(w: World, rule: Rule, call: Call, actor: Actor, mode: str) -> httpx.Response:
+    if mode == "api":
+        return w.caller.api(actor, call)
+    if mode == "token":
+        return w.caller.v2_token(actor, call, token_scope(rule.need, call.repository))
+    return w.caller.v2_basic(actor, call)
+
+
+def refusal_problems(answer: httpx.Response, denial: int, mode: str) -> list[str]:
+    refusal = api_refusal_problems if mode == "api" else v2_refusal_problems
+    return [f"must be refused: {p}" for p in refusal(answer, denial)]
+
+
+def labelled(
+    actor: Actor, project: str | None, mode: str, problems: list[str], answer: httpx.Response
+) -> list[str]:
+    where = f" in {project}" if project else ""
+    return [f"{actor.key}{where} ({mode}): {problem}{describe(answer)}" for problem in problems]
+
+
 def run_case(w: World, rule: Rule, call: Call, actor: Actor, project: str | None, mode: str) -> list[str]:
     """Make the call as the actor; what is wrong with the answer (and with the state after it)."""
-    public = PUBLIC[project] if project else None
     before = call.observe() if call.observe else None
-    if mode == "api":
-        answer, denial = w.caller.api(actor, call), api_denial(rule, actor, public)
-    elif mode == "token":
-        scope = token_scope(rule.need, call.repository)
-        answer, denial = w.caller.v2_token(actor, call, scope), v2_denial(rule, actor, public, True)
-    else:
-        answer, denial = w.caller.v2_basic(actor, call), v2_denial(rule, actor, public, False)
+    denial = expected_denial(rule, actor, project, mode)
+    answer = send(w, rule, call, actor, mode)
     problems: list[str] = []
     if denial is None:
         if answer.status_code != rule.ok:
@@ -1521,14 +1543,46 @@ def run_case(w: World, rule: Rule, call: Call, actor: Actor, project: str | None
         elif call.check:
             problems += call.check(answer)
     else:
-        refusal = api_refusal_problems if mode == "api" else v2_refusal_problems
-        problems += [f"must be refused: {p}" for p in refusal(answer, denial)]
+        problems += refusal_problems(answer, denial, mode)
         if call.observe and call.observe() != before:
             problems.append("a refused request changed state")
     if call.cleanup:
         call.cleanup()
-    where = f" in {project}" if project else ""
-    return [f"{actor.key}{where} ({mode}): {problem}{describe(answer)}" for problem in problems]
+    return labelled(actor, project, mode, problems, answer)
+
+
+def run_refusals(
+    w: World, rule: Rule, recipe: Recipe, actors: list[Actor], project: str | None, mode: str, ep: Endpoint
+) -> list[str]:
+    """The refused actors' cases on one call, made for the first of them: a refusal must leave what the
+    call aims at as it was, so the next actor finds it as new (one set-up, look and cleanup for all the
+    refusals instead of one each; a refusal that changed it gets its problem, and the next a new call)."""
+    problems: list[str] = []
+    call: Call | None = None
+    before: Any = None
+    for actor in actors:
+        if call is None:
+            call = recipe(w, actor, project, ep)
+            before = call.observe() if call.observe else None
+        denial = expected_denial(rule, actor, project, mode)
+        assert denial is not None
+        answer = send(w, rule, call, actor, mode)
+        found = refusal_problems(answer, denial, mode)
+        if call.observe and call.observe() != before:
+            found.append("a refused request changed state")
+            if call.cleanup:
+                call.cleanup()
+            call = None
+        problems += labelled(actor, project, mode, found, answer)
+    if call is not None and call.cleanup:
+        call.cleanup()
+    return problems
+
+
+# Recipes whose refused call differs with the actor (its own credentials in the body, its own session, a
+# thing kept_if_untouched already hands from case to case): a call of their own for every actor. Every
+# other recipe's call for a refused actor is the same whoever makes it, so run_refusals shares it.
+PER_ACTOR: set[Recipe] = {login_call, logout_call, my_password, change_user, delete_project}
 
 
 def run_endpoint(
@@ -1536,10 +1590,18 @@ def run_endpoint(
 ) -> list[str]:
     problems = []
     for variant, rule in rules.items():
-        for actor in w.actors:
-            for project in (PRIV, PUB) if rule.per_project else (None,):
-                for mode in modes:
-                    call = recipes[variant](w, actor, project, ep)
+        recipe = recipes[variant]
+        for project in (PRIV, PUB) if rule.per_project else (None,):
+            for mode in modes:
+                actors = w.actors
+                if recipe not in PER_ACTOR:
+                    # The refusals first, on one shared call, then each allowed actor on a call of its own
+                    # (an allowed call changes things: it must not meet the shared one).
+                    refused = [a for a in actors if expected_denial(rule, a, project, mode) is not None]
+                    problems += run_refusals(w, rule, recipe, refused, project, mode, ep)
+                    actors = [a for a in actors if a not in refused]
+                for actor in actors:
+                    call = recipe(w, actor, project, ep)
                     problems += run_case(w, rule, call, actor, project, mode)
     return problems
 
@@ -1998,17 +2060,23 @@ def ui_expectation(
     return api_denial(rule, dataclasses.replace(actor, personal_token=False), public)
 
 
-def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> list[str]:
+def ui_rule(ep: Endpoint) -> Rule | None:
     key = (ep.path, ep.method)
     api_route = UI_RULES[key]
     rule = API_RULES[api_route] if api_route else None
-    rule = UI_RULE_OVERRIDES.get(key, rule)
-    call = ui_call(w, actor, project, ep)
     if key == ("/logout", "POST"):
-        rule = None  # always answered by the login page; test_portal.py checks that it ends the session
+        return None  # always answered by the login page; test_portal.py checks that it ends the session
+    return UI_RULE_OVERRIDES.get(key, rule)
+
+
+def ui_denial(w: World, ep: Endpoint, actor: Actor, project: str | None) -> int | None:
+    """None if the page must be served, else the API's refusal it must turn into (401: to log in)."""
     public = PUBLIC[project] if project else None
-    expected = ui_expectation(key, rule, actor, public, call.session is not None)
-    before = call.observe() if call.observe else None
+    has_session = ui_session(w, actor) is not None
+    return ui_expectation((ep.path, ep.method), ui_rule(ep), actor, public, has_session)
+
+
+def ui_send(w: World, call: UiCall) -> httpx.Response:
     headers = {"Origin": str(w.caller.http.base_url).rstrip("/")}
     if call.session:  # the portal's cookie carries the API session's value
         headers["Cookie"] = "dockyard_ui=" + call.session.cookie.split("=", 1)[1]
@@ -2019,6 +2087,11 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
         follow_redirects=False,
     )
     w.caller.http.cookies.clear()
+    return answer
+
+
+def ui_answer_problems(ep: Endpoint, call: UiCall, expected: int | None, answer: httpx.Response) -> list[str]:
+    key = (ep.path, ep.method)
     location = answer.headers.get("location", "")
     to_login = answer.status_code == 303 and location.startswith("/ui/login")
     problems = []
@@ -2041,12 +2114,53 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
             problems.append(f"expected the login page, got {answer.status_code} {location}")
     elif answer.status_code != expected:
         problems.append(f"expected {expected}, got {answer.status_code} {location}")
+    return problems
+
+
+def ui_labelled(ep: Endpoint, actor: Actor, project: str | None, problems: list[str]) -> list[str]:
+    where = f" in {project}" if project else ""
+    return [f"{actor.key}{where} (portal {ep}): {problem}" for problem in problems]
+
+
+def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> list[str]:
+    call = ui_call(w, actor, project, ep)
+    expected = ui_denial(w, ep, actor, project)
+    before = call.observe() if call.observe else None
+    answer = ui_send(w, call)
+    problems = ui_answer_problems(ep, call, expected, answer)
     if expected is not None and call.observe and call.observe() != before:
         problems.append("a refused request changed state")
     if call.cleanup:
         call.cleanup()
-    where = f" in {project}" if project else ""
-    return [f"{actor.key}{where} (portal {ep}): {problem}" for problem in problems]
+    return ui_labelled(ep, actor, project, problems)
+
+
+def run_ui_refusals(w: World, ep: Endpoint, actors: list[Actor], project: str | None) -> list[str]:
+    """As run_refusals: the refused actors' cases on one call (each with its own session, if any)."""
+    problems: list[str] = []
+    made: UiCall | None = None
+    before: Any = None
+    for actor in actors:
+        if made is None:
+            made = ui_call(w, actor, project, ep)
+            before = made.observe() if made.observe else None
+        expected = ui_denial(w, ep, actor, project)
+        assert expected is not None
+        call = dataclasses.replace(made, session=ui_session(w, actor))
+        found = ui_answer_problems(ep, call, expected, ui_send(w, call))
+        if made.observe and made.observe() != before:
+            found.append("a refused request changed state")
+            if made.cleanup:
+                made.cleanup()
+            made = None
+        problems += ui_labelled(ep, actor, project, found)
+    if made is not None and made.cleanup:
+        made.cleanup()
+    return problems
+
+
+# Portal routes whose refused call differs with the actor beyond its session (see PER_ACTOR).
+UI_PER_ACTOR = {("/login", "POST"), ("/logout", "POST"), ("/account/tokens/{token_id}/revoke", "POST")}
 
 
 UI_ENDPOINTS = ui_endpoints()
@@ -2063,8 +2177,13 @@ def test_portal_route_allows_exactly_what_its_api_call_allows(
     w: World = request.getfixturevalue("world")
     per_project = api_route is not None and API_RULES[api_route].per_project
     problems = []
-    for actor in w.actors:
-        for project in (PRIV, PUB) if per_project else (None,):
+    for project in (PRIV, PUB) if per_project else (None,):
+        actors = w.actors
+        if key not in UI_PER_ACTOR:  # the refusals first, on one shared call (run_endpoint)
+            refused = [a for a in actors if ui_denial(w, endpoint, a, project) is not None]
+            problems += run_ui_refusals(w, endpoint, refused, project)
+            actors = [a for a in actors if a not in refused]
+        for actor in actors:
             problems += run_ui_case(w, endpoint, actor, project)
     assert not problems, f"{len(problems)} wrong answers:\n" + "\n".join(problems)
 

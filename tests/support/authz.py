@@ -367,14 +367,49 @@ class Counter:
 
 
 # --- the world the matrix runs in ------------------------------------------------------------------
+class RegistryToken(httpx.Auth):
+    """/v2 with a bearer token, as clients send it: one token for pull, push and delete on `repositories`,
+    fetched with Basic once and again only when /v2 answers 401 (it expired). Not Basic on every request:
+    the matrix's user and robot changes make the server forget remembered logins, and each Basic request
+    after that costs it a password hash."""
+
+    requires_request_body = True  # a request sent again after a new token carries its body again
+
+    def __init__(self, url: str, credentials: tuple[str, str], repositories: tuple[str, ...]) -> None:
+        self.url = url
+        self.credentials = credentials
+        self.scopes = [("scope", f"repository:{repo}:pull,push,delete") for repo in repositories]
+        self.token: str | None = None
+
+    def fetch(self) -> str:
+        challenge = httpx.get(f"{self.url}/v2/", timeout=HTTP_TIMEOUT).headers["www-authenticate"]
+        service = challenge.split('service="', 1)[1].split('"', 1)[0]
+        params = [("service", service), *self.scopes]
+        answer = httpx.get(f"{self.url}/token", params=params, auth=self.credentials, timeout=HTTP_TIMEOUT)
+        assert answer.status_code == 200, describe(answer)
+        return str(answer.json()["token"])
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        if self.token is None:
+            self.token = self.fetch()
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        response = yield request
+        if response.status_code == 401:
+            self.token = self.fetch()
+            request.headers["Authorization"] = f"Bearer {self.token}"
+            yield request
+
+
 class Admin:
     """The bootstrap administrator: sets everything up through the management API (in a session, so
-    argon2 runs once) and /v2 (Basic), and looks at state for the cases' before/after checks."""
+    argon2 runs once) and /v2 (a bearer token for `repositories`), and looks at state for the cases'
+    before/after checks."""
 
-    def __init__(self, url: str, password: str) -> None:
+    def __init__(self, url: str, password: str, repositories: tuple[str, ...]) -> None:
         self.http = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT)
         self.session = login(self.http, "admin", password)
-        self.registry = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT, auth=("admin", password))
+        auth = RegistryToken(url, ("admin", password), repositories)
+        self.registry = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT, auth=auth)
 
     def api(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> Any:
         self.http.cookies.clear()
