@@ -11,6 +11,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support import postgres as postgres_support
 from tests.support import server as server_support
 from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
@@ -56,6 +57,17 @@ def _servers_database() -> Iterator[None]:
             server_support.database_url_factory = None
             if previous is None:
                 del os.environ["DOCKYARD_TEST_POSTGRES_URL"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_databases() -> Iterator[None]:
+    """The PostgreSQL databases a test module made are dropped when it ends (its servers have stopped:
+    autouse, this fixture's teardown comes after theirs). The throwaway clusters live on a tmpfs, where
+    a database kept to the end of the pass would be memory (tests/support/postgres.py)."""
+    mark = postgres_support.databases_made()
+    yield
+    if postgres_support.databases_made() > mark:
+        postgres_support.drop_unused_databases(mark)
 
 
 @pytest.fixture(scope="session")
