@@ -2166,6 +2166,10 @@ UI_PER_ACTOR = {("/login", "POST"), ("/logout", "POST"), ("/account/tokens/{toke
 UI_ENDPOINTS = ui_endpoints()
 
 
+# Only the SQLite pass (tests/conftest.py): each page's answer is its in-process /api/v1 call's, made with
+# the user's API session, whose database work the API cells above run on PostgreSQL; the portal adds no
+# query of its own (as for tests/integration/test_portal.py).
+@pytest.mark.db_independent
 @pytest.mark.parametrize("endpoint", UI_ENDPOINTS, ids=str)
 def test_portal_route_allows_exactly_what_its_api_call_allows(
     endpoint: Endpoint, request: pytest.FixtureRequest
