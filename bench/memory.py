@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     True,
                 )
             )
+            print(f"\nload average at the end: {' '.join(f'{load:.1f}' for load in os.getloadavg())}")
             if errors:
                 print("\nerrors:\n" + "\n".join(errors))
             return 1 if errors else 0
