@@ -325,8 +325,8 @@ class JobsSettings(Section):
     poll_interval: PositiveDuration = Field(
         default=Duration("2s"),
         description=(
-            "How often a runner looks for due jobs by itself (delayed and retried jobs, schedules); "
-            "jobs queued through the API or by a push start at once (the change feed tells it)."
+            "How often a runner looks for due jobs by itself; jobs queued through the API or by a "
+            "push start at once (the change feed tells it), delayed jobs and schedules when due."
         ),
         json_schema_extra=doc("duration"),
     )

@@ -61,8 +61,9 @@ class Topic(IntEnum):
     TAGS = 6
     # A repository created: the catalog (whole topic).
     REPOSITORIES = 7
-    # A job queued (after its transaction commits): no cache follows it; job runners watch it so a
-    # job queued by another process or node starts at once, not at their next poll.
+    # A job queued or a schedule set (after its transaction commits): no cache follows it; job
+    # runners watch it so a job queued by another process or node starts at once, not at their
+    # next poll.
     JOBS = 8
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, exists, func, insert, select, text, update
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
-from dockyard.jobs.models import JobLogRow, JobRow
+from dockyard.jobs.models import JobLogRow, JobRow, JobScheduleRow
 
 CANDIDATES = 32  # queued rows looked at per claim
 _LOCK_PREFIX = 0x646F636B << 32  # "dock": the advisory lock keys of the kinds' counters
@@ -139,6 +139,33 @@ def has_due_work(db: Database, kinds: Iterable[str]) -> bool:
     expired = (JobRow.status == "running") & (JobRow.lease_expires_at < now)
     with db.read() as connection:
         return bool(connection.scalar(select(exists().where(due | expired))))
+
+
+def next_due_at(db: Database, kinds: Iterable[str], schedules: bool) -> datetime | None:
+    """When the next job of `kinds` queued to run later (a retry's backoff, a delayed delivery), or
+    the next enabled schedule of them (with `schedules`), comes due; None when none will. Only times
+    after now: a due job that cannot be claimed yet (its kind at its limit) is not waited for here."""
+    now = utcnow()
+    names = sorted(kinds)
+    with db.read() as connection:
+        times = [
+            connection.scalar(
+                select(func.min(JobRow.run_after)).where(
+                    JobRow.status == "queued", JobRow.run_after > now, JobRow.kind.in_(names)
+                )
+            )
+        ]
+        if schedules:
+            times.append(
+                connection.scalar(
+                    select(func.min(JobScheduleRow.next_run_at)).where(
+                        JobScheduleRow.enabled.is_(True),
+                        JobScheduleRow.next_run_at > now,
+                        JobScheduleRow.kind.in_(names),
+                    )
+                )
+            )
+    return min((at for at in times if at is not None), default=None)
 
 
 def reap_expired(db: Database) -> list[int]:

@@ -75,8 +75,9 @@ class JobQueue:
         return job_id
 
     def queued(self) -> None:
-        """Tell the runners a job was queued (after its commit): this process's at once, and those
-        of the processes on the feed (every node, with Redis) within the runner's watch interval."""
+        """Tell the runners a job was queued or a schedule set (after its commit): this process's at
+        once, and those of the processes on the feed (every node, with Redis) within the runner's
+        watch interval."""
         self.wakeup.set()
         if self.feed is not None:
             self.feed.bump(Topic.JOBS)
@@ -204,6 +205,7 @@ class JobQueue:
             )
             if changed.rowcount == 0:
                 insert_ignore(connection, JobScheduleRow.__table__, {"kind": kind, **values})
+        self.queued()  # the runners wait for its first run, not for their next poll
         return self.schedule(kind)
 
     def ensure_schedule(

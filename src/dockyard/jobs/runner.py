@@ -7,7 +7,8 @@ Handlers run on a pool of `threads` worker threads.
 A job queued in the runner's process wakes the dispatcher at once; one queued by another process
 (an HTTP worker, a CLI command) or node moves the change feed's Topic.JOBS (`JobQueue.queued`), which
 the waiting dispatcher looks at every WATCH_SECONDS (a read of shared memory, or of this process's
-copy of Redis's counters): such a job starts within about that, not at the next poll.
+copy of Redis's counters): such a job starts within about that, not at the next poll. A job queued
+to run later and a schedule start when due: the dispatcher waits no longer than until the first.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger("dockyard.jobs")
 HISTORY_PURGE_SECONDS = 3600.0
 FOLLOW_POLL_SECONDS = 0.5
 WATCH_SECONDS = 0.1  # how often a waiting dispatcher looks whether another process queued a job
+MIN_WAIT_SECONDS = 0.01  # between rounds, when a job comes due sooner
 
 ProgressCallback = Callable[[JobRecord], None]
 
@@ -182,6 +184,7 @@ class JobRunner:
         watch = QueuedElsewhere(self.queue.feed) if self.queue.feed is not None else None
         while not self._stop.is_set():
             self.queue.wakeup.clear()
+            wait = min(self.poll_interval, self.lease.total_seconds() / 3)
             if watch is not None:
                 watch.mark()  # what was queued before this round is the round's to find
             try:
@@ -194,13 +197,22 @@ class JobRunner:
                 self._claim_while_free()
                 if self.metrics:
                     self.metrics.heartbeat.set_to_current_time()
+                wait = self._until_next_due(wait)
             except StorageFull:  # one line, no traceback, for as long as the disk is full
                 log.warning("job runner: storage is full; trying again")
             except ReadOnly:  # turned on during the round (after its check): the next round waits quietly
                 log.info("job runner: the registry turned read-only during a round; waiting for writes")
             except Exception:
                 log.exception("job runner: a round failed; trying again")
-            self._wait(watch, min(self.poll_interval, self.lease.total_seconds() / 3))
+            self._wait(watch, wait)
+
+    def _until_next_due(self, wait: float) -> float:
+        """`wait`, or less when a job queued to run later or a schedule comes due sooner: it then
+        starts on time, not up to a poll late."""
+        due = claims.next_due_at(self.queue.db, self.kinds, self.schedules)
+        if due is None:
+            return wait
+        return min(wait, max((due - utcnow()).total_seconds(), MIN_WAIT_SECONDS))
 
     def _wait(self, watch: QueuedElsewhere | None, seconds: float) -> None:
         """Until `seconds` have passed, or a job was queued here (`queue.wakeup`) or elsewhere."""

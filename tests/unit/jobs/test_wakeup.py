@@ -7,13 +7,14 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from dockyard.coordination.feeds import LocalChangeFeed
 from dockyard.coordination.interfaces import ChangeFeed, Topic
+from dockyard.db.base import utcnow
 from dockyard.db.engine import build_engine
 from dockyard.db.session import Database
 from dockyard.jobs.interfaces import JobContext, JobKind
@@ -77,8 +78,8 @@ def echo(ctx: JobContext) -> dict[str, int]:
 
 
 def start_runner(queue: JobQueue, kinds: list[JobKind], **options: object) -> JobRunner:
-    runner = JobRunner(queue, kinds, node="runner", poll_interval=POLL, lease=LEASE, schedules=False,
-                       **options)  # type: ignore[arg-type]  # fmt: skip
+    settings: dict[str, object] = {"poll_interval": POLL, "lease": LEASE, "schedules": False, **options}
+    runner = JobRunner(queue, kinds, node="runner", **settings)  # type: ignore[arg-type]
     runner.start()
     return runner
 
@@ -174,5 +175,29 @@ def test_a_feed_that_cannot_deliver_leaves_the_runner_on_its_poll_not_spinning(
         assert rounds == 1  # the first round only: the next is a poll away
         job_id = queue.enqueue("echo")  # in this process: at once, feed or not
         assert finished_within(queue, job_id, STARTED_WITHIN)
+    finally:
+        runner.stop(timeout=10)
+
+
+def test_a_job_queued_to_run_later_and_a_schedule_start_when_due_not_at_the_next_poll(
+    database: Database,
+) -> None:
+    """A retry's backoff, a delayed delivery, a schedule: the runner waits until the first comes due."""
+    queue = JobQueue(database)
+    ran: list[datetime] = []
+
+    def note(ctx: JobContext) -> None:
+        ran.append(utcnow())
+
+    runner = start_runner(queue, [JobKind("echo", echo), JobKind("tick", note)], schedules=True)
+    try:
+        time.sleep(0.3)  # the runner's first round is over: it waits for its next poll
+        due = utcnow() + timedelta(seconds=1)
+        job_id = queue.enqueue("echo", run_after=due)
+        assert finished_within(queue, job_id, STARTED_WITHIN), queue.get(job_id)
+        started = queue.get(job_id).started_at
+        assert started is not None and started >= due  # not before its time either
+        queue.set_schedule("tick", "@every 2s")
+        wait_until(lambda: len(ran) >= 2, STARTED_WITHIN * 2)  # its first run, 2 s from now, then another
     finally:
         runner.stop(timeout=10)
