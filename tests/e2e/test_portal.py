@@ -36,7 +36,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
     server = start_server(
         tmp_path_factory.mktemp("portal-e2e"),
         # A job runner: the GC dry run's page follows its job.
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "500ms"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield server

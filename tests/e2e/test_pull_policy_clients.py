@@ -50,7 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("pull-policy-clients")
     server = start_server(
         root / "server",
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "1s"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     tools = ContainerTools(root / "containers")

@@ -64,7 +64,7 @@ class Robot:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(
         tmp_path_factory.mktemp("artifact-cli"),
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "1s"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield running

@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         tmp_path_factory.mktemp("external-scanners"),
         {
             "auth": {"enabled": True},
-            "jobs": {"run_in_serve": True, "poll_interval": "1s", "threads": 3},
+            "jobs": {"run_in_serve": True, "threads": 3},
             "scanner_api": {"enabled": True, "token": TOKEN},
             "upstream": {"allowed_networks": ["127.0.0.0/8"]},
         },

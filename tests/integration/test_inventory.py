@@ -309,7 +309,7 @@ def test_sbom_job_through_the_api(
 ) -> None:
     password = "sbom-job-admin-password-1"
     jobs = make_server(
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "200ms"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": password},
     )
     admin = ("admin", password)

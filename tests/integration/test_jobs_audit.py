@@ -20,7 +20,7 @@ from tests.support.timeouts import HTTP_TIMEOUT
 ADMIN = ("admin", "jobs-audit-admin-password-1")
 VIEWER = ("jobs-audit-viewer", "a long enough password 1")
 ENV = {"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
-CONFIG = {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "200ms"}}
+CONFIG = {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}}
 
 
 @pytest.fixture(scope="module")

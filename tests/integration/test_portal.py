@@ -40,7 +40,7 @@ SECRET_PROJECT = "hush-hush-project"  # private; the limited user is no member o
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     config = {
         "auth": {"enabled": True, "login_limit": {"max_failures": 1_000_000}},
-        "jobs": {"run_in_serve": True, "poll_interval": "200ms"},  # the retention dry run's report
+        "jobs": {"run_in_serve": True},  # the retention dry run's report
     }
     running = start_server(
         tmp_path_factory.mktemp("portal"), config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}

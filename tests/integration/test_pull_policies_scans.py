@@ -27,7 +27,7 @@ __all__ = ["content"]  # the fixture: the image's layers and the advisories, imp
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(
         tmp_path_factory.mktemp("pull-policy-scans"),
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "1s"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield running

@@ -29,7 +29,7 @@ RUN_TIMEOUT = 60.0
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(
         tmp_path_factory.mktemp("retention"),
-        {"auth": {"enabled": True}, "jobs": {"poll_interval": "200ms", "run_in_serve": True}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield running

@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {
             "http": {"addr": f"127.0.0.1:{port}"},
             "auth": {"enabled": True},
-            "jobs": {"run_in_serve": True, "poll_interval": "1s"},
+            "jobs": {"run_in_serve": True},
             "scanner_api": scanner_api,
             "upstream": {"allowed_networks": ["127.0.0.0/8"]},
         },
@@ -82,7 +82,7 @@ def poll_report(adapter: httpx.Client, scan_id: str) -> httpx.Response:
         if answer.status_code != 302:
             return answer
         assert int(answer.headers["Refresh-After"]) > 0
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError("the report never came")
 
 
