@@ -11,8 +11,9 @@ counted on the engine (BEGIN and COMMIT included).
 
 `--postgres` starts a throwaway PostgreSQL cluster (the test suite's launcher) and measures on it;
 `--profile FILE` writes cProfile stats of the last round (`python -m pstats FILE`), with the calls
-the app hands to worker threads (`anyio.to_thread.run_sync`) run inline so the profile sees them.
-Prints µs of CPU per request and statements per push, per round; a benchmark, not a test.
+the app hands to worker threads (`anyio.to_thread.run_sync`, the small-write threads) run inline so
+the profile sees them. Prints µs of CPU per request and statements per push, per round; a benchmark,
+not a test.
 """
 
 from __future__ import annotations
@@ -133,6 +134,12 @@ async def run(options: argparse.Namespace, workdir: Path, database_url: str | No
             return fn(*args)
 
         anyio.to_thread.run_sync = inline  # type: ignore[assignment]
+        from dockyard.api.oci.point_reads import PointReads
+
+        async def inline_method(self: Any, fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+        PointReads.call_through = inline_method  # type: ignore[method-assign]
     settings = Settings.model_validate(config)
     configure_logging(settings.log.level, settings.log.formatter, settings.log.fields)  # as a worker
     services = build_services(settings)

@@ -73,3 +73,45 @@ def test_calls_from_another_event_loop_come_back_to_it() -> None:
     reads = PointReads(threads=1)
     for round_number in range(2):  # a new loop each time, the same threads
         assert asyncio.run(reads.call(abs, -round_number)) == round_number
+
+
+def test_a_cancelled_write_is_waited_for_and_gives_its_result_or_exception() -> None:
+    """`call_through` (the small writes of a push): the caller's cancellation takes effect only once
+    the write has ended, whatever it gave; uncancelled, it gives what the write gives."""
+    writes = PointReads(threads=1, name="small-write")
+    started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def write(fail: bool) -> str:
+        started.set()
+        release.wait(10)
+        ended.set()
+        if fail:
+            raise ManifestUnknown(detail={"reference": "gone"})
+        return threading.current_thread().name
+
+    async def cancelled(fail: bool) -> None:
+        for event in (started, release, ended):
+            event.clear()
+        task = asyncio.ensure_future(writes.call_through(write, fail))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # still waiting for its write
+        task.cancel()  # twice: still waiting
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended.is_set()
+
+    async def run() -> None:
+        await cancelled(fail=False)
+        await cancelled(fail=True)
+        release.set()
+        assert await writes.call_through(write, False) == "small-write-0"
+        with pytest.raises(ManifestUnknown):
+            await writes.call_through(write, True)
+
+    asyncio.run(run())

@@ -10,7 +10,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from dockyard.api.manifest_effects import ManifestEffects
-from dockyard.api.oci.point_reads import PointReads
+from dockyard.api.oci.point_reads import WRITE_THREADS, PointReads
 from dockyard.api.oci.proxying import ProxyEdge
 from dockyard.api.oci.streaming import BlobIO
 from dockyard.api.oci.upload_limits import UploadLimits
@@ -62,5 +62,12 @@ class OCIContext:
         for) on the process's point-read threads: a cheaper hand-off than `call`'s."""
         return await _POINT_READS.call(fn, *args)
 
+    async def small_write(self, fn: Callable[..., T], *args: object) -> T:
+        """Run one of a push's small writes (a mount, a manifest PUT: one short transaction) on the
+        process's small-write threads: a cheaper hand-off than `call`'s; a cancelled request still
+        waits for its write to end, as with `call`."""
+        return await _SMALL_WRITES.call_through(fn, *args)
+
 
 _POINT_READS = PointReads()  # the process's: its threads start with its first call
+_SMALL_WRITES = PointReads(WRITE_THREADS, "small-write")

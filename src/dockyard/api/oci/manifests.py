@@ -108,7 +108,7 @@ async def head_manifest(ctx: OCIContext, request: Request, name: str, reference:
 
 async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
     body = await _read_limited(request)
-    result = await ctx.call(
+    result = await ctx.small_write(
         ctx.registry.put_manifest, name, reference, body, request.headers.get("content-type")
     )
     pushed = PushedManifest(name, reference, result.digest, result.media_type, len(body), result.subject)

@@ -10,6 +10,11 @@ would for one of the lookups' PostgreSQL connections (`db.lookups`, as many at o
 Only for short calls that never wait on anything but the database: the threads are shared by every
 request of the process. A caller that is cancelled (its client went away) stops waiting at once; the
 read finishes on its thread and its answer is dropped.
+
+The small writes of a push (a cross-repository mount, a manifest PUT: one short write transaction
+each) use a pool of their own the same way (`call_through`, `WRITE_THREADS`), except that a cancelled
+caller still waits for its write to end, as it would for anyio's worker thread: a write a request
+started is over when the request is (the drain waits for requests, `api/drain.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 THREADS = 4  # db.lookups.POSTGRES_LOOKUP_POOL_SIZE: the connections kept for these reads
+# Small writes at once per process (SQLite runs one at a time anyway; on PostgreSQL, fewer than the
+# write engine's pool of 10): more wait in the queue, as they would for a connection.
+WRITE_THREADS = 8
 
 Loop = asyncio.AbstractEventLoop
 _Call = tuple[Loop, "asyncio.Future[Any]", contextvars.Context, Callable[..., Any], tuple[Any, ...]]
@@ -34,8 +42,9 @@ class PointReads:
     """`await reads.call(fn, *args)`: `fn(*args)` on one of the threads, in the caller's context
     (its log fields); its result or its exception, as `anyio.to_thread.run_sync` gives them."""
 
-    def __init__(self, threads: int = THREADS) -> None:
+    def __init__(self, threads: int = THREADS, name: str = "point-read") -> None:
         self._threads = threads
+        self._name = name
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._started_in: int | None = None  # the pid that started the threads (none survive a fork)
         self._lock = threading.Lock()
@@ -48,13 +57,31 @@ class PointReads:
         self._calls.put((loop, future, contextvars.copy_context(), fn, args))
         return await future
 
+    async def call_through(self, fn: Callable[..., T], *args: Any) -> T:
+        """As `call`, but a cancelled caller waits for `fn` to end before it is cancelled (however
+        often it is cancelled meanwhile): for writes."""
+        if self._started_in != os.getpid():
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((loop, future, contextvars.copy_context(), fn, args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait((future,))  # never cancels the future, nor raises its exception
+            if not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warning for a write that failed
+            raise
+
     def _start(self) -> None:
         with self._lock:
             if self._started_in == os.getpid():
                 return
             self._calls = queue.SimpleQueue()  # a forked child's copy may hold its parent's calls
             for number in range(self._threads):
-                name = f"point-read-{number}"
+                name = f"{self._name}-{number}"
                 threading.Thread(target=self._serve, args=(self._calls,), name=name, daemon=True).start()
             self._started_in = os.getpid()
 

@@ -78,7 +78,8 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         # automatic mount (no source) takes the blob only from projects the gate says the caller may read.
         may_mount = not request.scope.get(MOUNT_REFUSED_KEY)
         projects = request.scope.get(MOUNT_SOURCES_KEY) if source is None else None
-        size = await ctx.call(ctx.registry.mount_blob, name, mount, source, projects) if may_mount else None
+        mount_blob = ctx.registry.mount_blob
+        size = await ctx.small_write(mount_blob, name, mount, source, projects) if may_mount else None
         if size is not None:
             await blob_pushed(ctx, request, name, mount, size, mounted_from=source or "")
             return _created(ctx, name, mount)
