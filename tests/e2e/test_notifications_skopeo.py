@@ -30,7 +30,7 @@ def registry(tmp_path: Path, listener: Receiver) -> Iterator[RunningServer]:
         tmp_path / "server",
         {
             "auth": {"enabled": True},
-            "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+            "jobs": {"run_in_serve": True},
             "upstream": {"allowed_networks": ["127.0.0.0/8"]},
             "notifications": {"endpoints": [{"name": "listener", "url": listener.url}]},
         },

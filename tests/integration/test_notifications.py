@@ -62,7 +62,7 @@ def server(
             "version": "0.1",  # a registry:2 file, with its notifications section
             "auth": {"enabled": True},
             "storage": {"delete": {"enabled": True}},
-            "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+            "jobs": {"run_in_serve": True},
             "upstream": {"allowed_networks": ["127.0.0.0/8"]},  # the listeners are on loopback
             "notifications": {"endpoints": endpoints},
         },
@@ -268,7 +268,7 @@ def test_a_listener_on_a_private_address_is_refused_without_allowed_networks(
         server = make_server(
             {
                 "auth": {"enabled": True},
-                "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+                "jobs": {"run_in_serve": True},
                 "notifications": {
                     "endpoints": [{"name": "inside", "url": receiver.url.replace("127.0.0.1", "localhost")}]
                 },

@@ -40,7 +40,7 @@ def server(make_server: Callable[..., RunningServer], database_url: str) -> Runn
     return make_server(
         {
             "auth": {"enabled": True},
-            "jobs": {"poll_interval": "200ms", "run_in_serve": True},
+            "jobs": {"run_in_serve": True},
             # Servers get the plain postgresql:// form users write in their config.
             "database": {"url": database_url.replace("postgresql+psycopg://", "postgresql://", 1)},
         },

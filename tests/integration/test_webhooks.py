@@ -56,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         {
             "auth": {"enabled": True},
             "storage": {"delete": {"enabled": True}},
-            "jobs": {"run_in_serve": True, "poll_interval": "200ms"},
+            "jobs": {"run_in_serve": True},
             "upstream": {"allowed_networks": ["127.0.0.0/8"]},  # the receivers are on loopback
             "webhooks": {"backoff": "300ms", "attempts": 3, "timeout": "5s"},
         },
@@ -313,7 +313,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
     """A server with the default guard: no private, loopback or link-local targets."""
     running = start_server(
         tmp_path_factory.mktemp("webhooks-guarded"),
-        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True, "poll_interval": "200ms"}},
+        {"auth": {"enabled": True}, "jobs": {"run_in_serve": True}},
         env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]},
     )
     yield running
