@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_dockyard
 from tests.support.server import RunningServer, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
 
@@ -25,17 +26,20 @@ STARTED_WITHIN = 5.0
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    server: RunningServer = start_server(
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
         tmp_path_factory.mktemp("wakeup"), CONFIG, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN_PASSWORD}
     )
-    try:
-        with httpx.Client(
-            base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
-        ) as client:
-            yield client
-    finally:
-        server.stop()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"{server.url}/api/v1", auth=("admin", ADMIN_PASSWORD), timeout=HTTP_TIMEOUT
+    ) as client:
+        yield client
 
 
 def run_selftest(api: httpx.Client, seconds: float) -> tuple[dict[str, Any], float]:
@@ -60,3 +64,20 @@ def test_a_job_queued_over_http_runs_at_once_not_at_the_runners_next_poll(api: h
         time.sleep(0.5)  # the runner is back waiting for its next round
         job, took = run_selftest(api, STARTED_WITHIN)
         assert job["status"] == "succeeded", f"still {job['status']} after {took:.1f}s: {job}"
+
+
+def test_a_job_queued_by_a_command_on_the_host_runs_at_once(server: RunningServer, api: httpx.Client) -> None:
+    """`dockyard vulndb allow` queues the job that applies the allowlist to stored scans, in a process
+    of its own: it tells the node's job worker too."""
+    run_selftest(api, 90)  # the job runner is up and waiting
+    time.sleep(0.5)
+    allowed = run_dockyard("vulndb", "allow", "CVE-2099-4242", "--config", server.config_path)
+    assert allowed.returncode == 0, allowed.stderr
+    queued = time.monotonic()
+    while True:
+        (job,) = api.get("/jobs", params={"kind": "scan", "page_size": 1}).json()
+        if job["status"] not in ("queued", "running"):
+            break
+        assert time.monotonic() - queued < STARTED_WITHIN, f"still {job['status']}: {job}"
+        time.sleep(0.05)
+    assert job["status"] == "succeeded" and job["params"] == {"recount": "*"}, job

@@ -62,13 +62,21 @@ def _reverify(config: Path | None, project: str) -> None:
     from dockyard.jobs.queue import JobQueue
     from dockyard.signatures.tasks import queue_reverification
 
-    db = Database(build_engine(_settings(config).database_url))
+    settings = _settings(config)
+    db = Database(build_engine(settings.database_url))
     if queue_reverification(db, JobQueue(db).enqueue, project):
+        tell_servers(settings, "JOBS")  # their job workers start it now, not at their next poll
         typer.echo(f"{project} requires signatures: its artifacts are verified again (a job)")
 
 
 def _tell_servers(settings: Any) -> None:
     """A key changed: the servers' pull gates must decide again (Topic.VERDICTS on their feed)."""
+    tell_servers(settings, "VERDICTS")
+
+
+def tell_servers(settings: Any, topic: str) -> None:
+    """Bump `topic` (a Topic's name) on the change feed the servers follow: Redis, or the node's
+    change file. JOBS after queuing a job: their job workers start it at once."""
     from dockyard.bootstrap import local_change_feed_path
     from dockyard.coordination.interfaces import Topic
 
@@ -78,7 +86,7 @@ def _tell_servers(settings: Any) -> None:
 
         feed = RedisChangeFeed(connect(settings.redis.url))
         try:
-            feed.bump(Topic.VERDICTS)
+            feed.bump(Topic[topic])
         finally:
             feed.close()
         return
@@ -86,7 +94,7 @@ def _tell_servers(settings: Any) -> None:
     if path is not None:
         from dockyard.coordination.feeds import LocalChangeFeed
 
-        LocalChangeFeed(path).bump(Topic.VERDICTS)
+        LocalChangeFeed(path).bump(Topic[topic])
 
 
 @key_app.command("list")

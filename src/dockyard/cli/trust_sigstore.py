@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.trust import ConfigOption, JsonOption, _dump, _fail, _reverify, _tell_servers
+from dockyard.cli.trust import ConfigOption, JsonOption, _dump, _fail, _reverify, _tell_servers, tell_servers
 
 sigstore_app = typer.Typer(
     help="Keyless signatures: Sigstore trusted roots and who may sign (SAN + OIDC issuer).",
@@ -66,8 +66,10 @@ def _reverify_scope(config: Path | None, project: str | None) -> None:
     from dockyard.jobs.queue import JobQueue
     from dockyard.signatures.tasks import queue_reverification_everywhere
 
-    db = Database(build_engine(_settings(config).database_url))
+    settings = _settings(config)
+    db = Database(build_engine(settings.database_url))
     if queued := queue_reverification_everywhere(db, JobQueue(db).enqueue):
+        tell_servers(settings, "JOBS")  # their job workers start them now, not at their next poll
         typer.echo(f"{queued} projects require signatures: their artifacts are verified again (jobs)")
 
 

@@ -43,11 +43,20 @@ def _vulndb(config: Path | None) -> VulnDB:
     return VulnDB(db, audit=AuditLog(db))  # changes are recorded in their own transactions
 
 
-def _recount(vulndb: VulnDB, project: str | None) -> None:
+def _recount(vulndb: VulnDB, project: str | None, config: Path | None) -> None:
     """Stored scans count allowlisted findings apart: a job applies the changed allowlist to them."""
+    _queue_scan(vulndb, {"recount": project or "*"}, config)
+
+
+def _queue_scan(vulndb: VulnDB, params: dict[str, str], config: Path | None) -> int:
+    """Queue a `scan` job, and tell the servers' job workers, which start it at once."""
+    from dockyard.cli.main import _settings
+    from dockyard.cli.trust import tell_servers
     from dockyard.jobs.queue import JobQueue
 
-    JobQueue(vulndb.db).enqueue("scan", {"recount": project or "*"})
+    job_id = JobQueue(vulndb.db).enqueue("scan", params)
+    tell_servers(_settings(config), "JOBS")
+    return job_id
 
 
 def _actor() -> str:
@@ -96,10 +105,8 @@ def import_(
     try:
         report = vulndb.import_paths(paths, source=source, actor=_actor())
         if report.changed and rescan_stale:
-            from dockyard.jobs.queue import JobQueue
-
             # Stored scans made with the older database are scanned again, on a job worker (scans.tasks).
-            rescan = JobQueue(vulndb.db).enqueue("scan", {"rescan": "stale"})
+            rescan = _queue_scan(vulndb, {"rescan": "stale"}, config)
     except DockyardError as exc:
         _fail(f"import refused, nothing imported: {exc.message}")
     finally:
@@ -201,7 +208,7 @@ def allow(
     vulndb = _vulndb(config)
     try:
         entry = vulndb.allow(vuln_id, project, expires_at, reason, _actor())
-        _recount(vulndb, project)
+        _recount(vulndb, project, config)
     except DockyardError as exc:
         _fail(exc.message)
     finally:
@@ -224,7 +231,7 @@ def disallow(
     try:
         removed = vulndb.disallow(vuln_id, project, _actor())
         if removed:
-            _recount(vulndb, project)
+            _recount(vulndb, project, config)
     except DockyardError as exc:
         _fail(exc.message)
     finally:
