@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from dockyard.coordination.interfaces import ChangeFeed, Topic
@@ -81,6 +81,10 @@ class JobRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._last_history_purge: float | None = None  # purged at the first tick
         self._schedules_due = False  # default schedules still to create (start, or after a full disk)
+        # When the first job queued to run later or schedule comes due (None: none will); read again
+        # after a round something woke, and once it has passed (_until_next_due).
+        self._next_due: datetime | None = None
+        self._next_due_known = False
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,7 +193,8 @@ class JobRunner:
                 watch.mark()  # what was queued before this round is the round's to find
             try:
                 if self.queue.db.is_read_only():  # db.readonly: no job could record anything
-                    self._wait(watch, self.poll_interval)
+                    if self._wait(watch, self.poll_interval):
+                        self._next_due_known = False
                     continue
                 self._ensure_default_schedules()
                 self.tick()
@@ -198,31 +203,37 @@ class JobRunner:
                 if self.metrics:
                     self.metrics.heartbeat.set_to_current_time()
                 wait = self._until_next_due(wait)
+                self._next_due_known = True
             except StorageFull:  # one line, no traceback, for as long as the disk is full
                 log.warning("job runner: storage is full; trying again")
             except ReadOnly:  # turned on during the round (after its check): the next round waits quietly
                 log.info("job runner: the registry turned read-only during a round; waiting for writes")
             except Exception:
                 log.exception("job runner: a round failed; trying again")
-            self._wait(watch, wait)
+            if self._wait(watch, wait):
+                self._next_due_known = False  # something was queued or set: maybe sooner
 
     def _until_next_due(self, wait: float) -> float:
         """`wait`, or less when a job queued to run later or a schedule comes due sooner: it then
-        starts on time, not up to a poll late."""
-        due = claims.next_due_at(self.queue.db, self.kinds, self.schedules)
-        if due is None:
+        starts on time, not up to a poll late. Read (two indexed queries) only when something woke
+        the round or the time read last has passed: what is queued here or told of wakes it."""
+        now = utcnow()
+        if not self._next_due_known or (self._next_due is not None and self._next_due <= now):
+            self._next_due = claims.next_due_at(self.queue.db, self.kinds, self.schedules)
+        if self._next_due is None:
             return wait
-        return min(wait, max((due - utcnow()).total_seconds(), MIN_WAIT_SECONDS))
+        return min(wait, max((self._next_due - now).total_seconds(), MIN_WAIT_SECONDS))
 
-    def _wait(self, watch: QueuedElsewhere | None, seconds: float) -> None:
-        """Until `seconds` have passed, or a job was queued here (`queue.wakeup`) or elsewhere."""
+    def _wait(self, watch: QueuedElsewhere | None, seconds: float) -> bool:
+        """Until `seconds` have passed (False), or a job was queued here (`queue.wakeup`) or
+        elsewhere (True)."""
         if watch is None:
-            self.queue.wakeup.wait(seconds)
-            return
+            return self.queue.wakeup.wait(seconds)
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             if self.queue.wakeup.wait(min(left, WATCH_SECONDS)) or watch.moved():
-                return
+                return True
+        return False
 
     def _claim_while_free(self) -> None:
         assert self._pool is not None
