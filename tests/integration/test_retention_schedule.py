@@ -40,7 +40,8 @@ def server(make_server: Callable[..., RunningServer], database_url: str) -> Runn
     return make_server(
         {
             "auth": {"enabled": True},
-            "jobs": {"run_in_serve": True},
+            # A sweep fired while the last run holds the kind's one place waits for a poll.
+            "jobs": {"poll_interval": "200ms", "run_in_serve": True},
             # Servers get the plain postgresql:// form users write in their config.
             "database": {"url": database_url.replace("postgresql+psycopg://", "postgresql://", 1)},
         },
