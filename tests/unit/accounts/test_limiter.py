@@ -30,14 +30,6 @@ class Limits:
     advance: Callable[[float], None]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("limiter-redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
 @pytest.fixture(params=["in-process", "redis"])
 def limits(request: pytest.FixtureRequest) -> Iterator[Limits]:
     clock = FakeClock()

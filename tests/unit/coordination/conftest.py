@@ -1,4 +1,4 @@
-"""A real redis-server per test module, shared by its tests: each test keeps to its own keys (lock
+"""The module's redis-server (tests/unit/conftest.py) seen as feeds: each test keeps to its own keys (lock
 prefix) or only counts changes it makes itself (feeds)."""
 
 from __future__ import annotations
@@ -13,14 +13,6 @@ from tests.support.redis import RedisServer
 
 # The feed's subscriber polls (and retries) every second by default: each close() waited up to that.
 QUICK = 0.05
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("coordination-redis"))
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -28,14 +28,6 @@ LEASE = timedelta(minutes=10)  # the dispatcher also wakes every third of its le
 STARTED_WITHIN = 10.0  # seconds; a poll would take POLL
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("jobs-redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
 @pytest.fixture(params=["file", "redis"])
 def views(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], ChangeFeed]]:
     """Each call: another process's view of one feed (the node's file, or Redis: another node's)."""
