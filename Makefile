@@ -58,8 +58,15 @@ images: venv
 PG_PYTEST_ARGS ?= $(PYTEST_ARGS) -m "not db_independent"
 # The two passes run at once: the suite mostly waits (servers, clients, sleeps), so the PostgreSQL pass
 # fills cores the SQLite pass leaves idle. Its output follows the SQLite pass's.
+# On the whole suite, the images tests/images needs (`make images`: ~3 minutes on a fresh checkout,
+# mostly waiting on package downloads and disk) are built in the background from the start; those tests
+# wait for that build (the build script's lock) instead of running it on one test worker at the end.
+# A failed build fails them there, with its output.
 test: test-deps
 	@status=0; log=$$(mktemp); \
+	if [ "$(PYTEST_ARGS)" = tests ]; then \
+		mkdir -p build; $(PYTHON) scripts/build_images.py --set all > build/images-prebuild.log 2>&1 & \
+	fi; \
 	echo "== make test: SQLite and PostgreSQL passes at once"; \
 	$(MAKE) --no-print-directory run-postgres > $$log 2>&1 & postgres=$$!; \
 	echo "== make test: SQLite pass"; $(MAKE) --no-print-directory run-sqlite || status=1; \
