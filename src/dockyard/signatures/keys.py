@@ -47,6 +47,11 @@ class TrustedKeys:
     def keyset(self, project: str) -> KeySet:
         with self._db.read() as connection:
             owner = project_id(connection, project)
+            # The version first: on PostgreSQL each statement of a read sees what has committed by
+            # then, so a key deleted between two reads would otherwise leave the old keys stamped
+            # with the new version, and a verdict made with them would count. Read first, a version
+            # can only be older than the keys read after it: such a verdict does not count.
+            version = _version(connection, owner)
             policy = connection.execute(
                 select(NotationTrustPolicyRow.document).where(NotationTrustPolicyRow.project_id == owner)
             ).scalar()
@@ -55,7 +60,7 @@ class TrustedKeys:
             from dockyard.signatures.sigstore_trust import load_for_keyset
 
             roots, identities = load_for_keyset(connection, owner, project)
-            return KeySet(project, _version(connection, owner), keys, policy, roots, identities)
+            return KeySet(project, version, keys, policy, roots, identities)
 
     def list(self, project: str) -> list[TrustedKey]:
         return list(self.keyset(project).keys)
