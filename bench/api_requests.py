@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.misses import Lifespan
+from bench.asgi import Lifespan, request
 
 DEFAULT_PATHS = (
     "/v2/",
@@ -39,37 +39,10 @@ DEFAULT_PATHS = (
 
 
 async def call(app: Any, authorization: bytes, method: str, path: str, body: bytes = b"") -> int:
-    headers = [(b"host", b"registry.bench"), (b"authorization", authorization)]
-    headers.append((b"content-length", str(len(body)).encode()))
+    headers = [(b"authorization", authorization)]
     if body:
         headers.append((b"content-type", b"application/json"))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5000),
-        "state": {},
-    }
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
+    return await request(app, method, path, headers, body=body)
 
 
 async def run(options: argparse.Namespace, workdir: Path) -> None:

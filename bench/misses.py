@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.asgi import Lifespan, request
 from bench.scalelayout import ScaleImage, repository_name
 
 BASE = "scale/base"
@@ -50,67 +51,14 @@ def seed(services: Any, image: ScaleImage, repositories: int) -> None:
         registry.put_manifest(name, "latest", image.manifest, MANIFEST_TYPE)
 
 
-async def call(app: Any, method: str, path: str) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"registry.bench"), (b"accept", ACCEPT), (b"user-agent", b"bench")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5000),
-        "state": {},
-    }
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
-
-
-class Lifespan:
-    """The app's lifespan on one ASGI call: startup, then (later) shutdown."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-
-    async def _step(self, phase: str) -> None:
-        await self.inbox.put({"type": f"lifespan.{phase}"})
-        message = await asyncio.wait_for(self.outbox.get(), 60)
-        if not message["type"].endswith(".complete"):
-            raise RuntimeError(f"lifespan {phase}: {message}")
-
-    async def startup(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-        self.task = asyncio.create_task(self.app(scope, self.inbox.get, self.outbox.put))
-        await self._step("startup")
-
-    async def shutdown(self) -> None:
-        await self._step("shutdown")
-        assert self.task is not None
-        await self.task
+HEADERS = [(b"accept", ACCEPT), (b"user-agent", b"bench")]
 
 
 async def measure(app: Any, paths: list[tuple[str, str]]) -> tuple[float, float]:
     """(µs of CPU, µs of wall time) per request."""
     cpu, wall = time.process_time(), time.perf_counter()
     for method, path in paths:
-        status = await call(app, method, path)
+        status = await request(app, method, path, HEADERS)
         if status != 200:
             raise RuntimeError(f"{method} {path}: {status}")
     count = len(paths)

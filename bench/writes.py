@@ -29,43 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.misses import MANIFEST_TYPE, Lifespan, seed
+from bench.asgi import Lifespan, request
+from bench.misses import MANIFEST_TYPE, seed
 from bench.scalelayout import ScaleImage
 
 
 async def call(app: Any, method: str, path: str, query: bytes = b"", body: bytes = b"") -> int:
-    headers = [(b"host", b"registry.bench"), (b"user-agent", b"bench")]
+    headers = [(b"user-agent", b"bench")]
     if body:
-        headers += [(b"content-type", MANIFEST_TYPE.encode()), (b"content-length", str(len(body)).encode())]
-    else:
-        headers.append((b"content-length", b"0"))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5000),
-        "state": {},
-    }
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
+        headers.append((b"content-type", MANIFEST_TYPE.encode()))
+    return await request(app, method, path, headers, query, body)
 
 
 Request = tuple[str, str, bytes, bytes]  # method, path, query, body
