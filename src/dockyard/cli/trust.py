@@ -8,8 +8,10 @@ same is in the management API under /api/v1/projects/{project}/signing-keys and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -64,21 +66,26 @@ def _reverify(config: Path | None, project: str) -> None:
 
     settings = _settings(config)
     db = Database(build_engine(settings.database_url))
-    if queue_reverification(db, JobQueue(db).enqueue, project):
-        tell_servers(settings, "JOBS")  # their job workers start it now, not at their next poll
-        typer.echo(f"{project} requires signatures: its artifacts are verified again (a job)")
+    with servers_feed(settings) as feed:  # the servers' job workers start it now, not at their next poll
+        if queue_reverification(db, JobQueue(db, feed=feed).enqueue, project):
+            typer.echo(f"{project} requires signatures: its artifacts are verified again (a job)")
 
 
 def _tell_servers(settings: Any) -> None:
     """A key changed: the servers' pull gates must decide again (Topic.VERDICTS on their feed)."""
-    tell_servers(settings, "VERDICTS")
-
-
-def tell_servers(settings: Any, topic: str) -> None:
-    """Bump `topic` (a Topic's name) on the change feed the servers follow: Redis, or the node's
-    change file. JOBS after queuing a job: their job workers start it at once."""
-    from dockyard.bootstrap import local_change_feed_path
     from dockyard.coordination.interfaces import Topic
+
+    with servers_feed(settings) as feed:
+        if feed is not None:
+            feed.bump(Topic.VERDICTS)
+
+
+@contextlib.contextmanager
+def servers_feed(settings: Any) -> Iterator[Any]:
+    """The change feed the servers follow (Redis, or the node's change file; None: neither), for a
+    command that changes what they cache or queues jobs (`JobQueue(db, feed=...)`: their job workers
+    start them at once)."""
+    from dockyard.bootstrap import local_change_feed_path
 
     if settings.redis.url:
         from dockyard.coordination.feeds_redis import RedisChangeFeed
@@ -86,15 +93,17 @@ def tell_servers(settings: Any, topic: str) -> None:
 
         feed = RedisChangeFeed(connect(settings.redis.url))
         try:
-            feed.bump(Topic[topic])
+            yield feed
         finally:
             feed.close()
         return
     path = local_change_feed_path(settings)
-    if path is not None:
-        from dockyard.coordination.feeds import LocalChangeFeed
+    if path is None:
+        yield None
+        return
+    from dockyard.coordination.feeds import LocalChangeFeed
 
-        LocalChangeFeed(path).bump(Topic[topic])
+    yield LocalChangeFeed(path)
 
 
 @key_app.command("list")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dockyard.cli.trust import ConfigOption, JsonOption, _dump, _fail, _reverify, _tell_servers, tell_servers
+from dockyard.cli.trust import ConfigOption, JsonOption, _dump, _fail, _reverify, _tell_servers, servers_feed
 
 sigstore_app = typer.Typer(
     help="Keyless signatures: Sigstore trusted roots and who may sign (SAN + OIDC issuer).",
@@ -68,9 +68,9 @@ def _reverify_scope(config: Path | None, project: str | None) -> None:
 
     settings = _settings(config)
     db = Database(build_engine(settings.database_url))
-    if queued := queue_reverification_everywhere(db, JobQueue(db).enqueue):
-        tell_servers(settings, "JOBS")  # their job workers start them now, not at their next poll
-        typer.echo(f"{queued} projects require signatures: their artifacts are verified again (jobs)")
+    with servers_feed(settings) as feed:  # the servers' job workers start them now, not at their next poll
+        if queued := queue_reverification_everywhere(db, JobQueue(db, feed=feed).enqueue):
+            typer.echo(f"{queued} projects require signatures: their artifacts are verified again (jobs)")
 
 
 @root_app.command("list")

@@ -49,14 +49,13 @@ def _recount(vulndb: VulnDB, project: str | None, config: Path | None) -> None:
 
 
 def _queue_scan(vulndb: VulnDB, params: dict[str, str], config: Path | None) -> int:
-    """Queue a `scan` job, and tell the servers' job workers, which start it at once."""
+    """Queue a `scan` job on the servers' feed: their job workers start it at once."""
     from dockyard.cli.main import _settings
-    from dockyard.cli.trust import tell_servers
+    from dockyard.cli.trust import servers_feed
     from dockyard.jobs.queue import JobQueue
 
-    job_id = JobQueue(vulndb.db).enqueue("scan", params)
-    tell_servers(_settings(config), "JOBS")
-    return job_id
+    with servers_feed(_settings(config)) as feed:
+        return JobQueue(vulndb.db, feed=feed).enqueue("scan", params)
 
 
 def _actor() -> str:
