@@ -60,9 +60,10 @@ class BlobUploads:
         validate_name(name)
         self._uploads.cancel(upload_id, name, owner)
 
-    def begin_append(self, state: UploadState) -> AppendSession:
-        """Start streaming a request's body onto an open upload (storage.uploads.sessions)."""
-        return self._uploads.begin_append(state)
+    def begin_append(self, state: UploadState, commits: bool = False) -> AppendSession:
+        """Start streaming a request's body onto an open upload (storage.uploads.sessions); `commits`:
+        the request commits the upload once its body is in."""
+        return self._uploads.begin_append(state, whole=commits)
 
     def drop(self, state: UploadState) -> None:
         """Cancel an upload that can never complete (a bad digest, a body cut short on a session whose id

@@ -105,7 +105,7 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
         state = ctx.blob_uploads.start(name, owner)
         ctx.metrics.uploads_started.inc()
         try:
-            return budget, ctx.blob_uploads.begin_append(state)
+            return budget, ctx.blob_uploads.begin_append(state, commits=True)
         except BaseException:
             ctx.blob_uploads.drop(state)
             raise
@@ -214,7 +214,7 @@ def _open_session(
 ) -> tuple[UploadBudget, AppendSession]:
     # Refused before reading the body, the upload stays as it was and may resume once there is room.
     budget = _budget(ctx, name, state.size, length, digest)
-    return budget, ctx.blob_uploads.begin_append(state)
+    return budget, ctx.blob_uploads.begin_append(state, commits=digest is not None)
 
 
 def _budget(ctx: OCIContext, name: str, size: int, length: int | None, digest: str | None) -> UploadBudget:

@@ -200,6 +200,14 @@ class StorageDriver(Protocol):
         local. Does not check that the file exists (callers `stat` first)."""
         ...
 
+    def unlinked_writer(self, path: str) -> FileWriter | None:
+        """A writer for a new file at `path` whose bytes have no name until it finishes: a crash or a
+        `cancel` leaves nothing anywhere, and nobody sees them meanwhile, so the writer needs no lock
+        of `path`. `commit_to` lands them as any writer's; `close` and `commit` put them at `path`,
+        which must be empty then (StorageError, the bytes dropped, if another writer's are there).
+        None where the driver has no such writer (the caller locks `path` and uses `writer`)."""
+        ...
+
     def try_lock(self, path: str) -> PathLock | None:
         """Take the exclusive lock on the directory `path` (created if missing) without waiting: the
         lock, or None while another holder has it. It guards nothing by itself: writers that take it

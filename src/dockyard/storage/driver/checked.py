@@ -57,6 +57,10 @@ class CheckedDriver:
     def local_path(self, path: str) -> str | None:
         return self.inner.local_path(check_path(path))
 
+    def unlinked_writer(self, path: str) -> FileWriter | None:
+        writer = self.inner.unlinked_writer(check_path(path))
+        return None if writer is None else CheckedWriter(writer)
+
     def try_lock(self, path: str) -> PathLock | None:
         return self.inner.try_lock(check_path(path))
 

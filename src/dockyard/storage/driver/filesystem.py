@@ -274,6 +274,33 @@ class FilesystemDriver:
                 raise
         return FilesystemFileWriter(self, path, full, file, created=not append)
 
+    def unlinked_writer(self, path: str) -> FileWriter | None:
+        """An `O_TMPFILE` inode, opened in the nearest directory above `path` that exists (the same
+        filesystem, so a link can name it later): no directory made for it, no name, nothing left
+        by a crash. None where the kernel or the filesystem has no `O_TMPFILE` (or no /proc to link
+        it through)."""
+        flags = getattr(os, "O_TMPFILE", 0)
+        if not flags or not os.path.isdir("/proc/self/fd"):
+            return None
+        full = self._full(path)
+        directory = os.path.dirname(full)
+        while True:
+            try:
+                fd = os.open(directory, flags | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
+                break
+            except FileNotFoundError:
+                if directory == self.root:
+                    return None
+                directory = os.path.dirname(directory)
+            except OSError:  # EOPNOTSUPP, EISDIR (no O_TMPFILE here), or anything odd: the usual way
+                return None
+        try:
+            file = open(fd, "ab", buffering=WRITE_BUFFER_SIZE)  # noqa: SIM115 -- owned by the writer
+        except BaseException:
+            os.close(fd)
+            raise
+        return UnlinkedFileWriter(self, path, full, file, created=True)
+
     def move(self, source: str, dest: str) -> None:
         source_full, dest_full = self._full(source), self._full(dest)
         if source_full == dest_full:
@@ -579,3 +606,85 @@ class FilesystemFileWriter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._full)
         self._driver._prune(os.path.dirname(self._full))
+
+
+class UnlinkedFileWriter(FilesystemFileWriter):
+    """A `FilesystemFileWriter` whose file has no name until it finishes (`unlinked_writer`). Its bytes
+    get one by a hard link of the open descriptor (`linkat` through `/proc/self/fd`), made only once
+    they are whole: at the content address after the fsync (`commit_to`), or at its path (`close`,
+    `commit`) when they are to be resumed or hashed there. A crash or `cancel` leaves nothing."""
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        self._name_at_path(durable=False)
+
+    def commit(self) -> None:
+        self._name_at_path(durable=True)
+
+    def commit_to(self, dest: str) -> None:
+        dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
+        file = self._open_file()
+        self._file = None
+        with _os_errors(self._path):
+            try:
+                file.flush()
+                os.fsync(file.fileno())
+                _drop_cached(file.fileno(), 0, 0)
+                self._driver._in_parent(dest_full, lambda: _link_replacing(file.fileno(), dest_full))
+            finally:
+                file.close()
+            _fsync_dir(os.path.dirname(dest_full))
+
+    def cancel(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                file.close()  # its last reference: the inode goes, nothing was ever named
+
+    def _name_at_path(self, durable: bool) -> None:
+        """Link the bytes at the writer's own path, which nobody else's bytes may hold."""
+        file = self._open_file()
+        self._file = None
+        with _os_errors(self._path):
+            try:
+                file.flush()
+                if durable:
+                    os.fsync(file.fileno())
+                try:
+                    self._driver._in_parent(self._full, lambda: _link(file.fileno(), self._full))
+                except FileExistsError:
+                    raise StorageError(f"another writer's bytes are at {self._path}") from None
+            finally:
+                file.close()
+            if durable:
+                _fsync_dir(os.path.dirname(self._full))
+
+
+def _link(fd: int, dest: str) -> None:
+    """Give the open file `fd` the name dest (FileExistsError if taken). `linkat` of its
+    /proc/self/fd entry with AT_SYMLINK_FOLLOW, which needs no privilege; `os.link` passes the flag
+    only when given a directory descriptor (without one it calls link(2), which does not follow)."""
+    proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(fd), dest, src_dir_fd=proc_fds, follow_symlinks=True)
+    finally:
+        os.close(proc_fds)
+
+
+def _link_replacing(fd: int, dest: str) -> None:
+    """Give the open file `fd` the name dest, replacing what is there (as a `move` would): a link
+    straight at dest when it is free (the common case), else at a temp name renamed over it."""
+    try:
+        _link(fd, dest)
+        return
+    except FileExistsError:
+        pass
+    temp = f"{dest}{_TEMP_MARKER}{secrets.token_hex(8)}"
+    _link(fd, temp)
+    try:
+        os.replace(temp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -116,6 +116,9 @@ class InMemoryDriver:
     def local_path(self, path: str) -> str | None:
         return None
 
+    def unlinked_writer(self, path: str) -> FileWriter | None:
+        return None  # uploads lock their path and use `writer`
+
     def try_lock(self, path: str) -> PathLock | None:
         return self._locks.try_lock(path)
 

@@ -101,11 +101,21 @@ class UploadStore:
             created_at = self._created_at(created_at)
         return UploadState(found, repository, size, created_at, owner, token)
 
-    def begin_append(self, state: UploadState) -> AppendSession:
+    def begin_append(self, state: UploadState, whole: bool = False) -> AppendSession:
         """Start writing a request's bytes at the end of an open upload: it is `receiving` until the
         session finishes. UploadBusy, with nothing touched, while another request writes to it;
-        ChunkOutOfOrder if another one moved it on since `state` was read."""
+        ChunkOutOfOrder if another one moved it on since `state` was read. `whole`: the request
+        brings all of an empty upload's bytes and commits them (a monolithic PUT or POST)."""
         receiving = state.moved(UploadPhase.RECEIVING)
+        if whole and state.size == 0:
+            writer = self._driver.unlinked_writer(upload_data_path(state.id))
+            if writer is not None:
+                # Nobody sees these bytes until they land (or a cut-short body's are named at the
+                # upload's path, if nobody else's are there): no lock, no directory of the upload's.
+                # Bytes a failed commit of ours held are not recorded: they go (as `_repair` would
+                # cut them off the temp object).
+                self._held.drop(state.id)
+                return AppendSession(self, receiving, writer, self._hashes.take(state.id, 0), UNLOCKED)
         lock = self._lock_upload(state.id)
         try:
             writer = self.open_writer(state, lock)
@@ -340,6 +350,18 @@ class UploadStore:
             except BlobUploadUnknown:
                 return True  # not an upload id at all: nothing dockyard wrote
         return False
+
+
+class _Unlocked:
+    """The lock of bytes nobody else can see (`StorageDriver.unlinked_writer`): nothing to hold."""
+
+    exclusive = True
+
+    def release(self) -> None:
+        pass
+
+
+UNLOCKED = _Unlocked()
 
 
 def _owned_by(owner: str | None) -> ColumnElement[bool]:
