@@ -129,3 +129,40 @@ def test_a_failed_chunk_cancels_the_upload(parts: RegistryParts, tmp_path: Path)
     with pytest.raises(UploadStateInvalid):
         parts.blob_uploads.commit(session.state, digest_of(b"half"))
     assert not (tmp_path / "storage" / upload_data_path(started.id)).exists()
+
+
+def test_an_upload_in_one_request_shows_no_byte_until_it_lands(parts: RegistryParts, tmp_path: Path) -> None:
+    """A monolithic PUT's body has no name (and no directory of its own) until its digest matched:
+    nothing half-written is visible under storage, nothing is left to clean up."""
+    started = parts.blob_uploads.start(REPO)
+    session = parts.blob_uploads.begin_append(started, commits=True)
+    session.write(b"one request")
+    held = session.finish(record=False)
+    storage = tmp_path / "storage"
+    assert not (storage / "uploads").exists()
+    digest = digest_of(b"one request")
+    parts.blob_uploads.commit(held, digest)
+    assert parts.blobs.open(digest).read() == b"one request"
+    assert not (storage / "uploads").exists()
+
+
+def test_a_body_cut_short_in_one_request_is_kept_for_a_resume(parts: RegistryParts) -> None:
+    started = parts.blob_uploads.start(REPO)
+    session = parts.blob_uploads.begin_append(started, commits=True)
+    session.write(b"cut short, ")
+    recorded = session.finish()  # the client went away: what arrived is kept
+    assert parts.blob_uploads.get(REPO, started.id).size == 11
+    resumed = parts.blob_uploads.begin_append(recorded)
+    resumed.write(b"then resumed")
+    digest = digest_of(b"cut short, then resumed")
+    parts.blob_uploads.commit(resumed.finish(record=False), digest)
+    assert parts.blobs.open(digest).read() == b"cut short, then resumed"
+
+
+def test_a_commit_that_finds_the_blob_stored_drops_an_unnamed_body(parts: RegistryParts, tmp_path: Path) -> None:
+    for _ in range(2):
+        session = parts.blob_uploads.begin_append(parts.blob_uploads.start(REPO), commits=True)
+        session.write(b"twice")
+        parts.blob_uploads.commit(session.finish(record=False), digest_of(b"twice"))
+    assert parts.blobs.open(digest_of(b"twice")).read() == b"twice"
+    assert not (tmp_path / "storage" / "uploads").exists()

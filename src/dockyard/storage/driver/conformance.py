@@ -73,6 +73,7 @@ def _invalid_calls(driver: StorageDriver, bad: str) -> list[tuple[str, Callable[
         ("url_for", lambda: driver.url_for(bad)),
         ("local_path", lambda: driver.local_path(bad)),
         ("try_lock", lambda: driver.try_lock(bad)),
+        ("unlinked_writer", lambda: driver.unlinked_writer(bad)),
     ]
     if bad != "":  # "" is the root for list
         calls.append(("list", lambda: driver.list(bad)))
@@ -415,6 +416,61 @@ class StorageDriverConformance:
             writer.commit_to("../escape")
         writer.commit()  # the writer is still open
         assert driver.get_content("uploads/c5/data") == b"kept"
+
+    # --- unlinked writers (uploads in one request) ---------------------------------------------
+    def test_unlinked_writer_shows_nothing_until_it_lands(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u1/data")
+        if writer is None:
+            return  # the driver has none: uploads lock their path and use `writer`
+        writer.write(b"whole ")
+        writer.write(memoryview(b"body"))
+        assert writer.size == 10
+        assert driver.list("") == []  # no name, no directory, nothing a reader or a purge could see
+        writer.commit_to("blobs/u1/data")
+        assert driver.get_content("blobs/u1/data") == b"whole body"
+        assert driver.list("") == ["blobs"]
+        with pytest.raises(StorageError):
+            writer.write(b"more")
+
+    def test_unlinked_writer_replaces_dest(self, driver: StorageDriver) -> None:
+        driver.put_content("blobs/u2/data", b"old")
+        writer = driver.unlinked_writer("uploads/u2/data")
+        if writer is None:
+            return
+        writer.write(b"new")
+        writer.commit_to("blobs/u2/data")
+        assert driver.get_content("blobs/u2/data") == b"new"
+        assert driver.list("blobs/u2") == ["blobs/u2/data"]  # no temp name left beside it
+
+    def test_unlinked_writer_cancel_leaves_nothing(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u3/data")
+        if writer is None:
+            return
+        writer.write(b"dropped")
+        writer.cancel()
+        assert driver.list("") == []
+
+    def test_unlinked_writer_close_names_its_bytes_for_a_resume(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u4/data")
+        if writer is None:
+            return
+        writer.write(b"cut short,")
+        writer.close()
+        resumed = driver.writer("uploads/u4/data", append=True)
+        assert resumed.size == 10
+        resumed.write(b"resumed")
+        resumed.commit()
+        assert driver.get_content("uploads/u4/data") == b"cut short,resumed"
+
+    def test_unlinked_writer_never_replaces_bytes_at_its_path(self, driver: StorageDriver) -> None:
+        driver.put_content("uploads/u5/data", b"another writer's")
+        writer = driver.unlinked_writer("uploads/u5/data")
+        if writer is None:
+            return
+        writer.write(b"mine")
+        with pytest.raises(StorageError):
+            writer.close()
+        assert driver.get_content("uploads/u5/data") == b"another writer's"
 
     def test_many_small_writes(self, driver: StorageDriver) -> None:
         writer = driver.writer("small")
