@@ -159,7 +159,9 @@ def test_a_body_cut_short_in_one_request_is_kept_for_a_resume(parts: RegistryPar
     assert parts.blobs.open(digest).read() == b"cut short, then resumed"
 
 
-def test_a_commit_that_finds_the_blob_stored_drops_an_unnamed_body(parts: RegistryParts, tmp_path: Path) -> None:
+def test_a_commit_that_finds_the_blob_stored_drops_an_unnamed_body(
+    parts: RegistryParts, tmp_path: Path
+) -> None:
     for _ in range(2):
         session = parts.blob_uploads.begin_append(parts.blob_uploads.start(REPO), commits=True)
         session.write(b"twice")
