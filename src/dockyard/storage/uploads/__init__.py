@@ -20,7 +20,13 @@ sidecar written and read back, the temp object, and the HEAD/COPY/DELETE of a mo
 PutObject. A PATCH that leaves the upload unfinished still closes its writer to the sidecar, so any node
 can resume it.
 
-Whatever writes an upload's bytes (a chunk, until its new size is recorded; a commit, until the bytes
+A request that brings all of an empty upload's bytes and commits them (a monolithic PUT or POST) writes
+them, where the driver can, to a file with no name (`StorageDriver.unlinked_writer`: `O_TMPFILE` on a
+local disk) that is named only at the content address, after its fsync: no lock and no directory of the
+upload's, nothing left by a crash. If its body is cut short, its bytes are named at the upload's path
+for a resume, unless another request's bytes are there already (then they go, and the request fails).
+
+Whatever else writes an upload's bytes (a chunk, until its new size is recorded; a commit, until the bytes
 have landed) holds the storage driver's lock on the upload's directory (`StorageDriver.try_lock`): a
 second request on the same upload meanwhile is refused (UploadBusy) instead of writing between its
 bytes. So when the lock is exclusive (local disk, in-memory) and the temp object holds more bytes than
