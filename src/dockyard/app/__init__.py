@@ -266,10 +266,10 @@ def preload(settings: Settings) -> None:
         importlib.import_module(name)
     if mode == "dockyard":
         importlib.import_module("dockyard.accounts.bootstrap")
-        # What the pull gate loads on the first pull it judges (the signature verifiers), held once for
-        # all workers. Pull policies are set through the management API, which dockyard's own auth
-        # has; in the other modes a policy left from before loads them on the first pull it judges.
-        importlib.import_module("dockyard.signatures.services")
+    # Not the signature verifiers (`dockyard.signatures.services`): the pull gate loads them on the
+    # first pull a project's signature policy judges (services._StoredVerdicts), which a registry
+    # without such policies never makes. Preloaded, they cost every start ~20-45 ms of CPU before the
+    # fork for ~0.8 MiB each worker then shared (PyJWT has loaded cryptography's X.509 already).
     if settings.http.tls.certificate is not None:  # its expiry, on /metrics
         importlib.import_module("cryptography.x509")
     make_url(settings.database_url).get_dialect()  # imports the dialect's module, not its driver
