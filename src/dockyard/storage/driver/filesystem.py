@@ -87,6 +87,9 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     _WRITEBACK[0](fd, offset, length)
 
 
+# Where an `O_TMPFILE` inode is linked from (`UnlinkedFileWriter`).
+_HAS_PROC_FDS = os.path.isdir("/proc/self/fd")
+
 # Opens a path without opening the file (no read or write access needed, no side effects on a FIFO or
 # device), for the kernel to resolve its links.
 _PATH_FLAGS = getattr(os, "O_PATH", 0) | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -275,31 +278,25 @@ class FilesystemDriver:
         return FilesystemFileWriter(self, path, full, file, created=not append)
 
     def unlinked_writer(self, path: str) -> FileWriter | None:
-        """An `O_TMPFILE` inode, opened in the nearest directory above `path` that exists (the same
-        filesystem, so a link can name it later): no directory made for it, no name, nothing left
-        by a crash. None where the kernel or the filesystem has no `O_TMPFILE` (or no /proc to link
-        it through)."""
+        """An `O_TMPFILE` inode, made in the root: one system call, no directory made for it, no name,
+        nothing left by a crash. Its link into place needs it on the filesystem of the path it gets
+        (and a mount point in between is a different one, even of the same disk): as a `move` from
+        `uploads/` to `blobs/` does, it takes the root and both on one. `path` is resolved only if the
+        bytes are named there (`close`, `commit`). None where the kernel or the filesystem has no
+        `O_TMPFILE` (or there is no /proc to link it through)."""
         flags = getattr(os, "O_TMPFILE", 0)
-        if not flags or not os.path.isdir("/proc/self/fd"):
+        if not flags or not _HAS_PROC_FDS:
             return None
-        full = self._full(path)
-        directory = os.path.dirname(full)
-        while True:
-            try:
-                fd = os.open(directory, flags | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
-                break
-            except FileNotFoundError:
-                if directory == self.root:
-                    return None
-                directory = os.path.dirname(directory)
-            except OSError:  # EOPNOTSUPP, EISDIR (no O_TMPFILE here), or anything odd: the usual way
-                return None
+        try:
+            fd = os.open(self.root, flags | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
+        except OSError:  # EOPNOTSUPP, EISDIR (no O_TMPFILE here), or anything odd: the usual way
+            return None
         try:
             file = open(fd, "ab", buffering=WRITE_BUFFER_SIZE)  # noqa: SIM115 -- owned by the writer
         except BaseException:
             os.close(fd)
             raise
-        return UnlinkedFileWriter(self, path, full, file, created=True)
+        return UnlinkedFileWriter(self, path, "", file, created=True)
 
     def move(self, source: str, dest: str) -> None:
         source_full, dest_full = self._full(source), self._full(dest)
@@ -648,6 +645,7 @@ class UnlinkedFileWriter(FilesystemFileWriter):
         self._file = None
         with _os_errors(self._path):
             try:
+                self._full = self._driver._full(self._path)  # refused outside the root: nothing named
                 file.flush()
                 if durable:
                     os.fsync(file.fileno())
