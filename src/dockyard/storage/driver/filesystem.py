@@ -608,8 +608,8 @@ class FilesystemFileWriter:
 class UnlinkedFileWriter(FilesystemFileWriter):
     """A `FilesystemFileWriter` whose file has no name until it finishes (`unlinked_writer`). Its bytes
     get one by a hard link of the open descriptor (`linkat` through `/proc/self/fd`), made only once
-    they are whole: at the content address after the fsync (`commit_to`), or at its path (`close`,
-    `commit`) when they are to be resumed or hashed there. A crash or `cancel` leaves nothing."""
+    they are all written: at the content address (`commit_to`), or at its path (`close`, `commit`)
+    when they are to be resumed or hashed there. A crash or `cancel` before that leaves nothing."""
 
     def close(self) -> None:
         if self._file is None:
@@ -620,15 +620,21 @@ class UnlinkedFileWriter(FilesystemFileWriter):
         self._name_at_path(durable=True)
 
     def commit_to(self, dest: str) -> None:
+        """Named at dest, then fsynced (the inode's link count must reach the disk too: fsynced while
+        it had no name, it would be found unlinked after a power cut), then dest's directory. Named
+        before its fsync, the bytes are whole in the page cache, and what a power cut could leave at
+        dest has no blob row yet (that comes after this): the next commit of the digest replaces it.
+        A file already at dest (maybe another commit's, with its row) is replaced only by bytes on
+        disk: linked at a temp name, fsynced, renamed over it, as `move` does."""
         dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
         file = self._open_file()
         self._file = None
         with _os_errors(self._path):
             try:
                 file.flush()
-                os.fsync(file.fileno())
-                _drop_cached(file.fileno(), 0, 0)
-                self._driver._in_parent(dest_full, lambda: _link_replacing(file.fileno(), dest_full))
+                fd = file.fileno()
+                self._driver._in_parent(dest_full, lambda: _link_synced(fd, dest_full))
+                _drop_cached(fd, 0, 0)
             finally:
                 file.close()
             _fsync_dir(os.path.dirname(dest_full))
@@ -647,12 +653,12 @@ class UnlinkedFileWriter(FilesystemFileWriter):
             try:
                 self._full = self._driver._full(self._path)  # refused outside the root: nothing named
                 file.flush()
-                if durable:
-                    os.fsync(file.fileno())
                 try:
                     self._driver._in_parent(self._full, lambda: _link(file.fileno(), self._full))
                 except FileExistsError:
                     raise StorageError(f"another writer's bytes are at {self._path}") from None
+                if durable:  # after the link, so that the link count is on disk too
+                    os.fsync(file.fileno())
             finally:
                 file.close()
             if durable:
@@ -670,17 +676,20 @@ def _link(fd: int, dest: str) -> None:
         os.close(proc_fds)
 
 
-def _link_replacing(fd: int, dest: str) -> None:
-    """Give the open file `fd` the name dest, replacing what is there (as a `move` would): a link
-    straight at dest when it is free (the common case), else at a temp name renamed over it."""
+def _link_synced(fd: int, dest: str) -> None:
+    """Give the open file `fd` the name dest and fsync it; a file already at dest is replaced (by a
+    link at a temp name, the fsync, then a rename over it), never by bytes that are not on disk."""
     try:
         _link(fd, dest)
-        return
     except FileExistsError:
         pass
+    else:
+        os.fsync(fd)
+        return
     temp = f"{dest}{_TEMP_MARKER}{secrets.token_hex(8)}"
     _link(fd, temp)
     try:
+        os.fsync(fd)
         os.replace(temp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
