@@ -23,8 +23,9 @@ can resume it.
 A request that brings all of an empty upload's bytes and commits them (a monolithic PUT or POST) writes
 them, where the driver can, to a file with no name (`StorageDriver.unlinked_writer`: `O_TMPFILE` on a
 local disk) that is named only at the content address, once the digest matched (and fsynced there
-before the blob is recorded): no lock and no directory of the upload's, nothing left by a crash. If its body is cut short, its bytes are named at the upload's path
-for a resume, unless another request's bytes are there already (then they go, and the request fails).
+before the blob is recorded): no lock and no directory of the upload's, nothing left by a crash. If
+its body is cut short, its bytes are named at the upload's path for a resume, unless another request's
+bytes are there already (then they go, and the request fails).
 
 Whatever else writes an upload's bytes (a chunk, until its new size is recorded; a commit, until the bytes
 have landed) holds the storage driver's lock on the upload's directory (`StorageDriver.try_lock`): a
