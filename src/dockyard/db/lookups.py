@@ -16,12 +16,13 @@ sees one consistent snapshot; nothing here needs more).
 - PostgreSQL: a connection from a small pool of the lookups' own (`_DriverPool`), in autocommit (no
   BEGIN / ROLLBACK round trips), the statement prepared server-side, on a cursor the connection
   keeps. Never on the event loop (`wait=False` raises WouldBlock): it is a network round trip, and
-  only one: the engine's pool pings each connection it hands out (`pool_pre_ping`), a second round
-  trip that was half of a lookup's time and CPU. This pool does not ping; a lookup that finds its
-  connection dropped (a restart, a failover) drops every connection of the pool and runs once more on
-  a new one, which is what the ping was for. It is a list of driver connections, not a SQLAlchemy
-  pool: checking a connection out of a QueuePool and back in (its record, the reset's ROLLBACK call
-  on an autocommit connection, the events) cost about a third of a lookup's CPU.
+  only one: no BEGIN, no ping (the engine's pool used to ping each connection it handed out, a
+  second round trip that was half of a lookup's time and CPU). A lookup that finds its connection
+  dropped (a restart, a failover) drops every connection of the pool and runs once more on a new one,
+  as a transaction of `Database.read` / `write` does at its BEGIN (db.session). It is a list of
+  driver connections, not a SQLAlchemy pool: checking a connection out of a QueuePool and back in
+  (its record, the reset's ROLLBACK call on an autocommit connection, the events) cost about a third
+  of a lookup's CPU.
 
 Errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so the API's one
 mapping of database errors (503 for an unavailable database) applies unchanged.

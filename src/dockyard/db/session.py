@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
 
 from dockyard.db.engine import WRITE_OPTION
@@ -54,7 +54,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
+        connection, transaction = _begin(self.engine)
+        with connection, transaction:
             yield connection
 
     @contextmanager
@@ -66,15 +67,17 @@ class Database:
         The `after_commit` callbacks of the transaction run once it committed, after the block."""
         after = None
         try:
-            with self._write_lock, self._write_engine.connect() as connection:
-                try:
-                    with connection.begin():
-                        yield connection
-                        if self.is_read_only():
-                            raise ReadOnly()
-                finally:
-                    if self._after_commit:  # committed or not, the callbacks are the transaction's
-                        after = self._after_commit.pop(connection, None)
+            with self._write_lock:
+                connection, transaction = _begin(self._write_engine)
+                with connection:
+                    try:
+                        with transaction:
+                            yield connection
+                            if self.is_read_only():
+                                raise ReadOnly()
+                    finally:
+                        if self._after_commit:  # committed or not, the callbacks are the transaction's
+                            after = self._after_commit.pop(connection, None)
         except sa_exc.DBAPIError as exc:
             if database_full(exc):
                 raise StorageFull(
@@ -93,6 +96,27 @@ class Database:
     def dispose(self) -> None:
         self.lookups.close()
         self.engine.dispose()
+
+
+def _begin(engine: Engine) -> tuple[Connection, RootTransaction]:
+    """A connection and its transaction, begun. On PostgreSQL the BEGIN is sent at once (db.engine),
+    so a pooled connection the server dropped since its last use (a restart, a failover) fails here,
+    before the caller ran anything: SQLAlchemy has then replaced it and the pool's other connections
+    of before, and the transaction is begun once more on a new connection. A database that is really
+    gone fails that try too, as unavailable (a 503 the client retries)."""
+    connection = engine.connect()
+    try:
+        return connection, connection.begin()
+    except sa_exc.DBAPIError as exc:
+        connection.close()
+        if not exc.connection_invalidated:
+            raise
+    connection = engine.connect()
+    try:
+        return connection, connection.begin()
+    except BaseException:
+        connection.close()
+        raise
 
 
 def _sqlite_file(engine: Engine) -> str | None:
