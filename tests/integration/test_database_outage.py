@@ -30,7 +30,7 @@ from tests.support.ociclient import (
     digest_of,
     image_manifest,
 )
-from tests.support.postgres import PostgresCluster, _as_postgres_user, start_postgres
+from tests.support.postgres import PostgresCluster, _as_postgres_user, _wait_until_ready, start_postgres
 from tests.support.server import RunningServer, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
 
@@ -238,4 +238,33 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
     assert sorted(oci.tags("outage/app") or []) == ["after", "before"]
     projects = http.get("/api/v1/projects")
     assert projects.status_code == 200, describe(projects)
+    http.close()
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_the_first_requests_after_a_quiet_postgres_restart_succeed(
+    postgres: PostgresCluster, node: RunningServer, mode: str
+) -> None:
+    """PostgreSQL restarts between two requests, with nothing running to notice: every connection the
+    node keeps is gone, and it does not know. The next requests still succeed, none a 503: a dropped
+    connection fails at its transaction's BEGIN, before anything ran, and the node begins again on a
+    new one (db.session); the manifest and blob reads do the same on their own connections
+    (db.lookups)."""
+    http = httpx.Client(base_url=node.url, auth=ADMIN, timeout=HTTP_TIMEOUT)
+    oci = OCIClient(http)
+    _, layer, manifest = push_image(oci, "restart/app", "before")
+    assert http.get("/api/v1/projects").status_code == 200
+
+    stop_postgres(postgres, mode)
+    start_postgres_again(postgres)
+    _wait_until_ready(postgres)  # asked directly: the node sees nothing of the restart until a request
+
+    projects = http.get("/api/v1/projects")  # a read, in a transaction
+    assert projects.status_code == 200, describe(projects)
+    push_image(oci, "restart/app", "after")  # uploads, blobs and a manifest PUT: writes
+    assert sorted(oci.tags("restart/app") or []) == ["after", "before"]
+    pulled = oci.get_manifest("restart/app", "before", accept=OCI_MANIFEST)
+    assert pulled.status_code == 200 and pulled.content == manifest, describe(pulled)
+    answer = http.head(f"/v2/restart/app/blobs/{digest_of(layer)}")
+    assert answer.status_code == 200, describe(answer)
     http.close()
