@@ -90,7 +90,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
         "blob HEAD": lambda name: ("HEAD", f"/v2/{name}/blobs/{image.layer_digest}"),
     }
     if options.only:
-        kinds = {kind: make for kind, make in kinds.items() if kind.lower().startswith(options.only)}
+        kinds = {kind: make for kind, make in kinds.items() if options.only in kind.lower().split()}
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     for make in kinds.values():  # warm up: imports, compiled statements, connections
         await measure(app, [make(repository_name(index)) for index in range(options.repositories)])
