@@ -113,19 +113,24 @@ def api(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
+SHORT_TTL = 3  # seconds: project `short`'s tags go stale while a test waits
+
+
 @pytest.fixture(scope="module")
 def hub(api: httpx.Client, front: Front) -> str:
-    """Endpoint `up` (the front, with the htpasswd user) and public proxy project `hub` of it."""
+    """Endpoint `up` (the front, with the htpasswd user), public proxy project `hub` of it, whose tags
+    stay fresh through any test (a loaded machine once took more than a 2 s TTL between two pulls), and
+    `short`, of the same endpoint, whose tags go stale after SHORT_TTL."""
     credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
     answer = api.post(
         "/endpoints", json={"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
     )
     assert answer.status_code == 201, answer.text
-    answer = api.post(
-        "/projects", json={"name": "hub", "public": True, "proxy": {"endpoint": "up", "tag_ttl_seconds": 2}}
-    )
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["proxy"] == {"endpoint": "up", "tag_ttl_seconds": 2}
+    for name, ttl in (("hub", 3600), ("short", SHORT_TTL)):
+        proxy = {"endpoint": "up", "tag_ttl_seconds": ttl}
+        answer = api.post("/projects", json={"name": name, "public": True, "proxy": proxy})
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["proxy"] == proxy
     return "hub"
 
 
@@ -188,19 +193,19 @@ def test_an_old_tag_is_checked_with_a_head_and_fetched_only_when_it_changed(
     hub: str, upstream: str, front: Front, v2: httpx.Client
 ) -> None:
     first = push(upstream, "team/ttl", "v", layer_size=1024, seed="a")
-    assert manifest_of(v2, "hub/team/ttl", "v").content == first.manifest
-    time.sleep(2.2)  # past the project's TTL of 2 s
-    assert manifest_of(v2, "hub/team/ttl", "v").content == first.manifest
+    assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest
+    time.sleep(SHORT_TTL + 0.2)  # past the project's TTL
+    assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest
     assert (front.count("HEAD", "manifest"), front.count("GET", "manifest")) == (1, 1)
 
     second = push(upstream, "team/ttl", "v", layer_size=1024, seed="b")
-    assert manifest_of(v2, "hub/team/ttl", "v").content == first.manifest  # still fresh: checked just now
-    time.sleep(2.2)
-    got = manifest_of(v2, "hub/team/ttl", "v")
+    assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest  # still fresh: checked just now
+    time.sleep(SHORT_TTL + 0.2)
+    got = manifest_of(v2, "short/team/ttl", "v")
     assert got.content == second.manifest and got.headers["docker-content-digest"] == second.digest
     assert (front.count("HEAD", "manifest"), front.count("GET", "manifest")) == (2, 2)
     # The old digest stays pullable by digest, from the cache.
-    assert manifest_of(v2, "hub/team/ttl", first.digest).content == first.manifest
+    assert manifest_of(v2, "short/team/ttl", first.digest).content == first.manifest
 
 
 def test_pushes_to_a_proxy_project_are_refused_with_denied(hub: str, server: RunningServer) -> None:
@@ -220,18 +225,18 @@ def test_upstream_failing_serves_stale_and_a_miss_fails_quickly_naming_it(
     hub: str, upstream: str, front: Front, v2: httpx.Client, server: RunningServer
 ) -> None:
     image = push(upstream, "team/stale", "1", layer_size=2048)
-    assert manifest_of(v2, "hub/team/stale", "1").status_code == 200
-    assert v2.get(f"/hub/team/stale/blobs/{image.layer}").status_code == 200
+    assert manifest_of(v2, "short/team/stale", "1").status_code == 200
+    assert v2.get(f"/short/team/stale/blobs/{image.layer}").status_code == 200
     before = metric(server, "manifest", "stale")
     for status in (503, 429):
-        time.sleep(2.2)  # past the TTL, and past the stale backoff (the TTL, when shorter than 10 s)
+        time.sleep(SHORT_TTL + 0.2)  # past the TTL and the stale backoff (the TTL, when under 10 s)
         front.status = status
-        got = manifest_of(v2, "hub/team/stale", "1")
+        got = manifest_of(v2, "short/team/stale", "1")
         assert got.status_code == 200 and got.content == image.manifest
-        assert manifest_of(v2, "hub/team/stale", image.digest).content == image.manifest
-        assert v2.get(f"/hub/team/stale/blobs/{image.layer}").content == image.blobs[image.layer]
+        assert manifest_of(v2, "short/team/stale", image.digest).content == image.manifest
+        assert v2.get(f"/short/team/stale/blobs/{image.layer}").content == image.blobs[image.layer]
         started = time.monotonic()
-        missing = manifest_of(v2, "hub/team/stale", "never-cached")
+        missing = manifest_of(v2, "short/team/stale", "never-cached")
         assert time.monotonic() - started < TIMEOUT + 2
         assert missing.status_code == 503, missing.text
         error = missing.json()["errors"][0]
