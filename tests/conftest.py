@@ -18,7 +18,7 @@ from tests.support.server import RunningServer, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
 
 # `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
-pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting"]
+pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting", "tests.support.module_order"]
 
 # The suite runs 2 processes beside real servers on 2 CPUs: generation speed and per-example time say
 # nothing about the code there (CI failed once on "input generation is slow"). The examples still run.
@@ -216,11 +216,29 @@ DB_DEPENDENT_TESTS = frozenset(
 )
 
 
+# db_independent tests that `make test` runs in its PostgreSQL pass instead of its SQLite pass (the two run
+# at the same time; the SQLite pass ran ~4 minutes longer, alone on the machine at the end). Only tests whose
+# databases are their own (always PostgreSQL, whatever DOCKYARD_TEST_DB says) or that have none: either
+# pass runs them the same. `make test-sqlite` alone still runs them.
+POSTGRES_PASS_PATHS = (
+    "tests/cluster/",  # its own PostgreSQL, Redis and SeaweedFS
+    "tests/integration/test_postgresql.py",  # its own PostgreSQL
+    "tests/integration/test_database_outage.py",  # its own PostgreSQL, stopped and started again
+    "tests/conformance/test_s3_driver.py",  # SeaweedFS, no metadata database
+    "tests/conformance/test_storage_drivers.py",  # no metadata database
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "db_independent: runs the same whatever DOCKYARD_TEST_DB says (no metadata DB, or picks its own "
         "databases), so only the SQLite pass runs it",
+    )
+    config.addinivalue_line(
+        "markers",
+        "postgres_pass: db_independent, and `make test` runs it in the PostgreSQL pass, not the SQLite one "
+        "(POSTGRES_PASS_PATHS)",
     )
 
 
@@ -233,6 +251,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
         if relative.startswith(DB_INDEPENDENT_PATHS) and item.nodeid not in DB_DEPENDENT_TESTS:
             item.add_marker(pytest.mark.db_independent)
+        # Only db_independent tests move: a test the PostgreSQL pass runs anyway stays in both.
+        if relative.startswith(POSTGRES_PASS_PATHS) and item.get_closest_marker("db_independent"):
+            item.add_marker(pytest.mark.postgres_pass)
     # A renamed test must not drop out of the PostgreSQL pass unseen.
     for test in DB_DEPENDENT_TESTS:
         path, name = test.split("::", 1)
