@@ -93,7 +93,8 @@ test-postgres: test-deps
 	@$(MAKE) --no-print-directory run-postgres
 
 # Without installing: `test` installs once, then runs both.
-# pytest's status 5 (nothing selected: e.g. PYTEST_ARGS named only db_independent tests) is not a failure.
+# pytest's status 5 (nothing selected: PYTEST_ARGS named only tests that `make test`'s other pass runs) is not
+# a failure in a pass with marks.
 run-sqlite:
 	@$(TEST_ENV) $(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS) $(if $(SQLITE_MARKS),-m "$(SQLITE_MARKS)"); \
 	status=$$?; [ $$status -ne 5 ] || [ -z "$(SQLITE_MARKS)" ] || { echo "SQLite pass: no tests selected"; status=0; }; \
