@@ -1,5 +1,6 @@
 """A server killed (SIGKILL, every process) in the middle of a PATCH, and started again on the same data
-directory: the upload resumes from the offset `GET` reports and completes, bit for bit. Before, the temp
+directory: the upload resumes from the offset `GET` reports and completes, bit for bit. (And one killed
+in the middle of a monolithic PUT leaves no byte of it in storage.) Before, the temp
 object held more bytes than the session recorded, and the next PATCH got 400 "upload state is
 inconsistent" and deleted the session.
 
@@ -147,3 +148,56 @@ def test_a_kill_mid_patch_on_s3_resumes(
         make_server, config, a_part_past_the_saved_state, first=6 * MiB, sent=12 * MiB
     )
 
+
+def unnamed_files_of(server: RunningServer) -> list[int]:
+    """Sizes of the files with no name (O_TMPFILE, or deleted) under the server's storage that its
+    processes hold open."""
+    storage = str(server.datadir / "storage")
+    sizes = []
+    for pid in os.listdir("/proc"):
+        try:
+            if not pid.isdigit() or os.getpgid(int(pid)) != server.process.pid:
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(storage) and target.endswith(" (deleted)"):
+                    sizes.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+        except OSError:  # gone meanwhile
+            continue
+    return sizes
+
+
+def test_a_kill_mid_monolithic_put_leaves_nothing_and_the_push_goes_again(
+    make_server: Callable[..., RunningServer],
+) -> None:
+    """A PUT bringing a whole blob writes it to a file with no name until its digest matched: killed
+    half-way, the server leaves no byte of it in storage, and the same push completes after a restart."""
+    data = os.urandom(8 * MiB)
+    server = make_server({})
+    with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
+        location = OCIClient(http).upload_location(REPO)
+    path = f"{location}?digest={digest_of(data)}"
+    host, port = server.host.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: {server.host}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    try:
+        sock.sendall(head + data[: 3 * MiB])
+        wait_for(lambda: any(size >= MiB for size in unnamed_files_of(server)), "the body to reach storage")
+        kill_everything(server)
+    finally:
+        sock.close()
+    uploads = server.datadir / "storage" / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+
+    again = make_server({"datadir": str(server.datadir)})
+    with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
+        status = http.get(location)
+        assert status.status_code == 204, describe(status)
+        assert status.headers["Range"] == "0-0"  # nothing was recorded
+        done = OCIClient(http).finish_upload(location, digest_of(data), data)
+        assert done.status_code == 201, describe(done)
+        fetched = http.get(f"/v2/{REPO}/blobs/{digest_of(data)}")
+        assert fetched.status_code == 200 and fetched.content == data
