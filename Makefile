@@ -57,7 +57,7 @@ images: venv
 #    migrated_template).
 PG_MARKS ?= not db_independent
 SQLITE_MARKS ?=
-# `make test` moves the db_independent tests marked postgres_pass (their own PostgreSQL, or no database:
+# `make test` moves the db_independent tests marked postgres_pass (databases of their own, or none:
 # tests/conftest.py POSTGRES_PASS_PATHS) from the SQLite pass into the PostgreSQL pass, which ended ~4
 # minutes earlier. Both passes run the test modules longest first (tests/support/module_order.py,
 # tests/module_durations.json), so no long module runs alone at the end of a pass.

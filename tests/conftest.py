@@ -222,6 +222,7 @@ DB_DEPENDENT_TESTS = frozenset(
 # pass runs them the same. `make test-sqlite` alone still runs them.
 POSTGRES_PASS_PATHS = (
     "tests/cluster/",  # its own PostgreSQL, Redis and SeaweedFS
+    "tests/images/",  # containers: the image's SQLite, the compose example's PostgreSQL; no server here
     "tests/integration/test_postgresql.py",  # its own PostgreSQL
     "tests/integration/test_database_outage.py",  # its own PostgreSQL, stopped and started again
     "tests/conformance/test_s3_driver.py",  # SeaweedFS, no metadata database
