@@ -11,6 +11,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 from dockyard import __version__
+from dockyard.api.management import dispatch
 from dockyard.api.management.audit import record_refusal
 from dockyard.api.management.context import ManagementServices
 from dockyard.api.management.errors import install_error_handlers
@@ -47,5 +48,6 @@ def _bare_app(services: ManagementServices) -> FastAPI:
         ),
     )
     app.state.services = services
+    dispatch.install(app.router)  # a request tries the routes under its first segment only
     install_error_handlers(app, partial(record_refusal, services))
     return app
