@@ -134,6 +134,7 @@ class ManagementServices:
     manifest_effects: ManifestEffects | None = None
 
 
-def services_of(request: Request) -> ManagementServices:
+async def services_of(request: Request) -> ManagementServices:
+    # async: a plain `def` dependency is run in a worker thread, a hand-off costing more than this.
     services: ManagementServices = request.app.state.services
     return services

@@ -13,7 +13,7 @@
 # No `from __future__ import annotations` here: FastAPI must see the Query(...) metadata of the
 # dependency below, which closes over local values, as objects rather than strings.
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -46,11 +46,13 @@ class ListParams:
         return self.page_size
 
 
-def list_params(sort_keys: Sequence[str], default_sort: str) -> Callable[..., ListParams]:
+def list_params(
+    sort_keys: Sequence[str], default_sort: str
+) -> Callable[..., Coroutine[Any, Any, ListParams]]:
     """A FastAPI dependency reading page, page_size, sort and q, checked against `sort_keys`."""
     allowed = ", ".join(f"{key}, -{key}" for key in sort_keys)
 
-    def dependency(
+    async def dependency(  # async: on the event loop, not handed to a worker thread
         page: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page number, from 1 to {MAX_PAGE}.")] = 1,
         page_size: Annotated[
             int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page, at most {MAX_PAGE_SIZE}.")
