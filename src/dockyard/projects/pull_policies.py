@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from dockyard.coordination.interfaces import InvalidatedCache
 from dockyard.db.base import utcnow
@@ -37,6 +37,11 @@ class PullPolicy:
 
 
 NO_POLICY = PullPolicy()
+_projects = ProjectRow.__table__
+# Built once: building a statement costs more CPU than running it.
+_POLICY = select(
+    _projects.c.require_signature, _projects.c.block_severity, _projects.c.block_unscanned
+).where(_projects.c.name == bindparam("project"))
 
 
 def validate_severity(severity: str) -> str:
@@ -69,11 +74,7 @@ class PullPolicies:
             return found
         generation = self._cache.current_generation()
         with self._db.read() as connection:
-            row = connection.execute(
-                select(
-                    ProjectRow.require_signature, ProjectRow.block_severity, ProjectRow.block_unscanned
-                ).where(ProjectRow.name == project)
-            ).first()
+            row = connection.execute(_POLICY, {"project": project}).first()
         policy = NO_POLICY if row is None else PullPolicy(bool(row[0]), str(row[1]), bool(row[2]))
         if not policy.active:
             policy = NO_POLICY
@@ -83,11 +84,7 @@ class PullPolicies:
     def read(self, project: str) -> PullPolicy:
         """The stored policy, read from the database (raises ProjectNotFound)."""
         with self._db.read() as connection:
-            row = connection.execute(
-                select(
-                    ProjectRow.require_signature, ProjectRow.block_severity, ProjectRow.block_unscanned
-                ).where(ProjectRow.name == project)
-            ).first()
+            row = connection.execute(_POLICY, {"project": project}).first()
         if row is None:
             raise ProjectNotFound(detail={"project": project})
         return PullPolicy(bool(row[0]), str(row[1]), bool(row[2]))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
@@ -33,6 +33,24 @@ if TYPE_CHECKING:
 
 # A node that misses a change-feed bump (none is lost in practice) still sees a change this soon.
 RESOLVE_EXPIRY = 30.0
+# Built once (building a statement costs more CPU than running it): every proxy project, or one.
+_proxies, _projects, _endpoints = ProxyProjectRow.__table__, ProjectRow.__table__, EndpointRow.__table__
+_ALL = (
+    select(
+        _projects.c.name,
+        _projects.c.id,
+        _endpoints.c.name.label("endpoint"),
+        _endpoints.c.kind,
+        _proxies.c.tag_ttl_seconds,
+    )
+    .select_from(
+        _proxies.join(_projects, _projects.c.id == _proxies.c.project_id).join(
+            _endpoints, _endpoints.c.id == _proxies.c.endpoint_id
+        )
+    )
+    .order_by(_projects.c.name)
+)
+_ONE = _ALL.where(_projects.c.name == bindparam("project"))
 _UNKNOWN: Any = object()
 
 
@@ -79,29 +97,14 @@ class ProxyProjects:
 
     # --- reading ---------------------------------------------------------------------------------
     def list(self) -> list[ProxyConfig]:
-        query = (
-            select(
-                ProjectRow.name,
-                ProjectRow.id,
-                EndpointRow.name.label("endpoint"),
-                EndpointRow.kind,
-                ProxyProjectRow.tag_ttl_seconds,
-            )
-            .join(ProjectRow, ProjectRow.id == ProxyProjectRow.project_id)
-            .join(EndpointRow, EndpointRow.id == ProxyProjectRow.endpoint_id)
-            .order_by(ProjectRow.name)
-        )
         with self.db.read() as connection:
-            rows = connection.execute(query).all()
-        return [
-            ProxyConfig(
-                row.name, row.id, row.endpoint, row.kind == EndpointKind.DOCKER_HUB.value, row.tag_ttl_seconds
-            )
-            for row in rows
-        ]
+            rows = connection.execute(_ALL).all()
+        return [_config(row) for row in rows]
 
     def get(self, project: str) -> ProxyConfig | None:
-        return next((config for config in self.list() if config.project == project), None)
+        with self.db.read() as connection:
+            row = connection.execute(_ONE, {"project": project}).first()
+        return None if row is None else _config(row)
 
     # --- changing --------------------------------------------------------------------------------
     def set(self, project: str, endpoint: str, tag_ttl: int) -> ProxyConfig:
@@ -181,3 +184,9 @@ class RemoteClients:
             clients, self._clients = self._clients, {}
         for _, client in clients.values():
             client.close()
+
+
+def _config(row: Any) -> ProxyConfig:
+    return ProxyConfig(
+        row.name, row.id, row.endpoint, row.kind == EndpointKind.DOCKER_HUB.value, row.tag_ttl_seconds
+    )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, or_, select
+from sqlalchemy import Connection, Select, bindparam, func, or_, select
 
 from dockyard.content.digest import Digest
 from dockyard.content.mediatypes import INDEXES
@@ -129,6 +129,12 @@ class RegistryQueries:
             )
         return [_repository(row) for row in rows], total
 
+    def count_repositories(self, project: str) -> int:
+        """How many repositories `project` holds: a COUNT, not a page of summaries."""
+        values = {"project": project, "below": _like_prefix(project + "/")}
+        with self._db.read() as connection:
+            return int(connection.execute(_REPOSITORY_COUNT, values).scalar_one())
+
     def get_repository(self, name: str) -> RepositorySummary:
         validate_name(name)
         with self._db.read() as connection:
@@ -213,6 +219,26 @@ class RegistryQueries:
 
 
 # --- query pieces -----------------------------------------------------------------------------
+_repositories = Repository.__table__
+# Built once (building a statement costs more CPU than running it): the project's own name (a
+# repository may be named as its project) or a name below it, as `_in_projects` has them.
+_REPOSITORY_COUNT = (
+    select(func.count())
+    .select_from(_repositories)
+    .where(
+        or_(
+            _repositories.c.name == bindparam("project"),
+            _repositories.c.name.like(bindparam("below"), escape="/"),
+        )
+    )
+)
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern (escape character `/`) for what starts with `text`, `%` and `_` as themselves."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+
+
 def _repository_summaries() -> Select:
     artifact_count = (
         select(func.count(Manifest.id)).where(Manifest.repository_id == Repository.id).scalar_subquery()

@@ -18,11 +18,12 @@ def require(
     project: str,
     permission: Permission,
     hidden: Exception | None = None,
-) -> None:
-    """Pass, or raise 401 / 404 (`hidden`, default: project not found) / 403, as above."""
+) -> frozenset[Permission]:
+    """Pass (the principal's permissions in `project`), or raise 401 / 404 (`hidden`, default: project
+    not found) / 403, as above."""
     permissions = services.policy.permissions(principal, project)
     if permission in permissions:
-        return
+        return permissions
     if Permission.PROJECT_READ not in permissions:
         if principal.is_anonymous:
             raise Unauthenticated()

@@ -22,7 +22,6 @@ from dockyard.projects.interfaces import Member, Project
 from dockyard.projects.pull_policies import PullPolicy
 from dockyard.projects.rbac import Permission, Role
 from dockyard.proxy.interfaces import DEFAULT_TAG_TTL, MAX_TAG_TTL, ProxyConfig
-from dockyard.registry.queries import Window
 
 router = APIRouter(tags=["projects"])
 Services = Annotated[ManagementServices, Depends(services_of)]
@@ -230,13 +229,13 @@ def create_project(
 
 @router.get("/projects/{project}", response_model=ProjectOut)
 def get_project(project: str, principal: Caller, services: Services) -> ProjectOut:
-    require(services, principal, project, Permission.PROJECT_READ)
+    permissions = require(services, principal, project, Permission.PROJECT_READ)
     found = services.projects.get(project)
-    _, repositories = services.queries.list_repositories(Window(limit=1), project=project)
+    repositories = services.queries.count_repositories(project)
     proxy = services.proxies.get(project) if services.proxies else None
     return project_out(
         found,
-        services.policy.permissions(principal, project),
+        permissions,
         repositories,
         proxy,
         _pull_policy(services, project),
@@ -297,7 +296,7 @@ def delete_project(project: str, request: Request, principal: Caller, services: 
     """Delete an empty project (its members, robot permissions and project robots go with it)."""
     with audited(services, request, principal, AuditAction.DELETE, ResourceType.PROJECT, project):
         require(services, principal, project, Permission.PROJECT_DELETE)
-        _, repositories = services.queries.list_repositories(Window(limit=1), project=project)
+        repositories = services.queries.count_repositories(project)
         if repositories:
             raise ApiError(
                 412, f"project {project!r} still holds {repositories} repositories; delete them first"

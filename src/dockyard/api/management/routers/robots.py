@@ -191,7 +191,7 @@ def delete_project_robot(
 
 # --- shared -------------------------------------------------------------------------------------
 # A permission check run inside the change's audit block, so a refusal is recorded as denied.
-Check = Callable[[], None] | None
+Check = Callable[[], object] | None
 
 
 def _manage(services: ManagementServices, principal: Principal, project: str) -> Check:
