@@ -10,6 +10,8 @@ ignores ASCII case, PostgreSQL's does not) and string sorts compare bytes on bot
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
@@ -23,6 +25,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     func,
     literal_column,
     null,
@@ -42,7 +45,7 @@ from dockyard.audit.interfaces import (
     AuditResult,
     ResourceType,
 )
-from dockyard.db.dialect import bytewise
+from dockyard.db.dialect import bytewise_on
 from dockyard.db.paging import check_window
 
 EVENTS = cast(Table, models.AuditEventRow.__table__)
@@ -64,7 +67,30 @@ def query_log(
     key = sort.removeprefix("-")
     if key not in SORT_KEYS:
         raise AuditQueryInvalid(f"cannot sort by {key!r} (one of: {', '.join(SORT_KEYS)})")
-    window = page * page_size  # the rows up to the end of this page, from each branch at most
+    values = _values(filters)
+    given = frozenset(values)
+    statements = _statements(key, descending, connection.dialect.name, given, _counted(filters))
+    # The rows up to the end of this page, from each branch at most.
+    values.update(window=page * page_size, page_size=page_size, offset=(page - 1) * page_size)
+    total = sum(connection.execute(counting, values).scalar_one() for counting in statements.totals)
+    rows = connection.execute(statements.listing, values).mappings()
+    items = tuple(_event(row) for row in rows)
+    return AuditPage(items=items, total=total, page=page, page_size=page_size)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    totals: tuple[Select[Any], ...]  # the events', then the hourly counts' if they may match
+    listing: Select[Any]
+
+
+@functools.lru_cache(maxsize=256)
+def _statements(
+    key: str, descending: bool, dialect: str, given: frozenset[str], counted: bool
+) -> _Statements:
+    """The statements of one shape of query (which filters, which order), their values as parameters
+    (`_values`, and `window`, `page_size`, `offset`): built once, as building them (the union's
+    subqueries above all) cost several times the CPU of running them."""
 
     def ordered(columns: Any, hourly: Any = None) -> list[Any]:
         direction = "desc" if descending else "asc"
@@ -72,31 +98,53 @@ def query_log(
         order = []
         if column is not None:  # None: a constant in this branch, nothing to sort by
             if key in _STRING_SORT_KEYS:
-                column = bytewise(column, connection)
+                column = bytewise_on(column, dialect)
             # NULLs (no resource, no address) last in both directions: the databases disagree otherwise.
             order.append(getattr(column, direction)().nulls_last())
         if hourly is not None:
             order.append(getattr(hourly, direction)())
         return [*order, getattr(columns["id"], direction)()]
 
-    event_conditions = _event_conditions(filters)
+    window = bindparam("window", type_=Integer)
+    event_conditions = _event_conditions(given)
     branches = [_events(event_conditions).order_by(*ordered(EVENTS.c)).limit(window)]
-    total = connection.execute(select(func.count()).select_from(EVENTS).where(*event_conditions)).scalar_one()
-    count_conditions = _count_conditions(filters)
-    if count_conditions is not None:
+    totals = [select(func.count()).select_from(EVENTS).where(*event_conditions)]
+    if counted:
+        count_conditions = _count_conditions(given)
         branches.append(_counts(count_conditions).order_by(*ordered(_count_columns())).limit(window))
-        counting = select(func.count()).select_from(COUNTS).where(*count_conditions)
-        total += connection.execute(counting).scalar_one()
+        totals.append(select(func.count()).select_from(COUNTS).where(*count_conditions))
     # Each branch as a subquery of its own: SQLite takes no ORDER BY or LIMIT inside a compound SELECT.
     listing = union_all(*(select(branch.subquery()) for branch in branches)).subquery()
-    rows = connection.execute(
+    page = (
         select(listing)
         .order_by(*ordered(listing.c, listing.c.hourly))
-        .limit(page_size)
-        .offset((page - 1) * page_size)
-    ).mappings()
-    items = tuple(_event(row) for row in rows)
-    return AuditPage(items=items, total=total, page=page, page_size=page_size)
+        .limit(bindparam("page_size", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+    return _Statements(tuple(totals), page)
+
+
+def _values(filters: AuditFilter) -> dict[str, Any]:
+    """The filters' parameters, each under its filter's name (`resource_name` a prefix, with its length)."""
+    values: dict[str, Any] = {}
+    for name in ("actor", "actor_kind", "client_ip", "action", "resource_type", "result"):
+        value = getattr(filters, name)
+        if value is not None:
+            values[name] = str(value)
+    if filters.resource_name:
+        values["resource_name"] = filters.resource_name
+        values["resource_name_length"] = len(filters.resource_name)
+    if filters.since is not None:
+        values["since"] = filters.since
+        values["since_hour"] = filters.since - HOUR
+    if filters.until is not None:
+        values["until"] = filters.until
+    return values
+
+
+def _counted(filters: AuditFilter) -> bool:
+    """Whether hourly counts may match: not when the filters ask for another action, say."""
+    return all(getattr(filters, name) in (None, value) for name, value in _COUNTED.items())
 
 
 def _events(conditions: list[ColumnElement[bool]]) -> Select[Any]:
@@ -149,45 +197,40 @@ def _counts(conditions: list[ColumnElement[bool]]) -> Select[Any]:
     ).where(*conditions)
 
 
-def _event_conditions(filters: AuditFilter) -> list[ColumnElement[bool]]:
+def _event_conditions(given: frozenset[str]) -> list[ColumnElement[bool]]:
     c = EVENTS.c
-    conditions = _shared_conditions(filters, c)
+    conditions = _shared_conditions(given, c)
     for name in ("action", "resource_type", "result"):
-        value = getattr(filters, name)
-        if value is not None:
-            conditions.append(c[name] == str(value))
-    if filters.since is not None:
-        conditions.append(c.occurred_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(c.occurred_at < filters.until)
+        if name in given:
+            conditions.append(c[name] == bindparam(name))
+    if "since" in given:
+        conditions.append(c.occurred_at >= bindparam("since"))
+    if "until" in given:
+        conditions.append(c.occurred_at < bindparam("until"))
     return conditions
 
 
-def _count_conditions(filters: AuditFilter) -> list[ColumnElement[bool]] | None:
-    """The counts' conditions; None when the filters exclude every count (another action, say)."""
-    for name, value in _COUNTED.items():
-        wanted = getattr(filters, name)
-        if wanted is not None and wanted != value:
-            return None
+def _count_conditions(given: frozenset[str]) -> list[ColumnElement[bool]]:
+    """The counts' conditions, where they may match (`_counted`): their action, type and result are
+    the constants a filter on them asked for."""
     c = COUNTS.c
-    conditions = _shared_conditions(filters, c)
+    conditions = _shared_conditions(given, c)
     # An hour matches when it overlaps [since, until).
-    if filters.since is not None:
-        conditions.append(c.hour > filters.since - HOUR)
-    if filters.until is not None:
-        conditions.append(c.hour < filters.until)
+    if "since" in given:
+        conditions.append(c.hour > bindparam("since_hour"))
+    if "until" in given:
+        conditions.append(c.hour < bindparam("until"))
     return conditions
 
 
-def _shared_conditions(filters: AuditFilter, c: Any) -> list[ColumnElement[bool]]:
+def _shared_conditions(given: frozenset[str], c: Any) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    exact = {"actor": filters.actor, "actor_kind": filters.actor_kind, "client_ip": filters.client_ip}
-    for name, value in exact.items():
-        if value is not None:
-            conditions.append(c[name] == str(value))
-    if filters.resource_name:
-        prefix = filters.resource_name
-        conditions.append(func.substr(c.resource_name, 1, len(prefix)) == prefix)
+    for name in ("actor", "actor_kind", "client_ip"):
+        if name in given:
+            conditions.append(c[name] == bindparam(name))
+    if "resource_name" in given:
+        length = bindparam("resource_name_length", type_=Integer)
+        conditions.append(func.substr(c.resource_name, 1, length) == bindparam("resource_name"))
     return conditions
 
 

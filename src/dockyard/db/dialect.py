@@ -47,7 +47,12 @@ def upsert(
 
 def bytewise(column: Any, connection: Connection) -> Any:
     """Order and compare strings byte by byte (lexical, as the OCI spec asks), whatever the DB locale."""
-    return column.collate("C") if connection.dialect.name == "postgresql" else column
+    return bytewise_on(column, connection.dialect.name)
+
+
+def bytewise_on(column: Any, dialect: str) -> Any:
+    """`bytewise` for a statement built ahead for the dialect named."""
+    return column.collate("C") if dialect == "postgresql" else column
 
 
 def _table(table: Any) -> Table:
