@@ -4,12 +4,13 @@ manage schedules, purge old history. Running jobs is the runner's business (`run
 from __future__ import annotations
 
 import builtins
+import functools
 import threading
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Integer, Select, and_, bindparam, delete, func, insert, select, update
 
 from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
@@ -111,18 +112,11 @@ class JobQueue:
         if status is not None and status not in STATUSES:
             raise JobStateError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         check_window((page - 1) * page_size, page_size)
-        where = [JobRow.kind == kind] if kind else []
-        if status:
-            where.append(JobRow.status == status)
+        counting, paging = _listing(bool(kind), bool(status))
+        values = {"kind": kind, "status": status, "offset": (page - 1) * page_size, "limit": page_size}
         with self.db.read() as connection:
-            total = connection.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
-            rows = connection.execute(
-                select(JobRow.__table__)
-                .where(*where)
-                .order_by(JobRow.id.desc())
-                .offset((page - 1) * page_size)
-                .limit(page_size)
-            ).all()
+            total = connection.scalar(counting, values) or 0
+            rows = connection.execute(paging, values).all()
         return JobPage([record_of(row) for row in rows], total)
 
     def cancel(self, job_id: int) -> JobRecord:
@@ -319,3 +313,24 @@ def schedule_of(row: Any) -> JobSchedule:
 
 def _finished_verb(status: str) -> str:
     return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}.get(status, status)
+
+
+@functools.cache
+def _listing(by_kind: bool, by_status: bool) -> tuple[Select[Any], Select[Any]]:
+    """The count and the page (newest first) of `JobQueue.list`, built once per filter combination:
+    building a statement costs more CPU than running it."""
+    jobs = JobRow.__table__
+    where = []
+    if by_kind:
+        where.append(jobs.c.kind == bindparam("kind"))
+    if by_status:
+        where.append(jobs.c.status == bindparam("status"))
+    counting = select(func.count()).select_from(jobs).where(*where)
+    paging = (
+        select(jobs)
+        .where(*where)
+        .order_by(jobs.c.id.desc())
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
+    )
+    return counting, paging

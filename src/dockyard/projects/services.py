@@ -40,6 +40,8 @@ _BY_NAME = select(_table.c.id, _table.c.name, _table.c.public, _table.c.created_
     _table.c.name == bindparam("name")
 )
 _ID_BY_NAME = select(_table.c.id).where(_table.c.name == bindparam("name"))
+_ALL = select(_table.c.id, _table.c.name, _table.c.public, _table.c.created_at)
+_ALL_SORTABLE = {"name": _table.c.name, "created_at": _table.c.created_at, "id": _table.c.id}
 
 
 def _project(row: Any) -> Project:
@@ -117,6 +119,20 @@ class ProjectService:
         descending: bool = False,
     ) -> Page[Project]:
         """Projects, only those named in `visible` when it is given (see AccessPolicy.visible_projects)."""
+        if visible is None and not search and public is None:  # all of them: statements built once
+            with self._db.read() as connection:
+                rows, total = page_rows(
+                    connection,
+                    _ALL,
+                    sortable=_ALL_SORTABLE,
+                    sort=sort,
+                    descending=descending,
+                    offset=offset,
+                    limit=limit,
+                    tiebreak=_table.c.id,
+                    values={},
+                )
+            return Page([_project(row) for row in rows], total)
         query = select(*_COLUMNS)
         if visible is not None:
             query = query.where(ProjectRow.name.in_(sorted(visible)))
@@ -201,8 +217,10 @@ class MemberService:
         sort: str = "name",
         descending: bool = False,
     ) -> Page[Member]:
-        name = _member_name()
-        query = _member_query().where(ProjectRow.name == project)
+        if not search and role is None:  # statements built once
+            query, name, values = _MEMBERS_OF, _MEMBER_NAME, {"project": project}
+        else:
+            query, name, values = _member_query().where(ProjectRow.name == project), _member_name(), None
         if search:
             query = query.where(substring(name, search))
         if role is not None:
@@ -212,16 +230,13 @@ class MemberService:
             rows, total = page_rows(
                 connection,
                 query,
-                sortable={
-                    "name": name,
-                    "role": ProjectMemberRow.role,
-                    "created_at": ProjectMemberRow.created_at,
-                },
+                sortable={"name": name, **_MEMBER_SORTABLE},
                 sort=sort,
                 descending=descending,
                 offset=offset,
                 limit=limit,
                 tiebreak=ProjectMemberRow.id,
+                values=values,
             )
         return Page([_member(row) for row in rows], total)
 
@@ -301,3 +316,7 @@ def _user_id(connection: Connection, username: str) -> int:
     if found is None:
         raise UserNotFound(detail={"username": username})
     return int(found)
+
+
+_MEMBER_NAME = _member_name()
+_MEMBERS_OF = _member_query().where(ProjectRow.name == bindparam("project"))

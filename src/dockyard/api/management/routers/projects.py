@@ -200,10 +200,8 @@ def list_projects(
     )
     set_page_headers(request, response, params, page.total)
     proxies = _proxies(services)
-    return [
-        project_out(p, services.policy.permissions(principal, p.name), proxy=proxies.get(p.name))
-        for p in page.items
-    ]
+    permissions = services.policy.permissions_in(principal, [p.name for p in page.items])
+    return [project_out(p, permissions[p.name], proxy=proxies.get(p.name)) for p in page.items]
 
 
 @router.post("/projects", response_model=ProjectOut, status_code=201)
