@@ -103,6 +103,30 @@ def test_system_admin_may_do_everything_everywhere(services: Services, policy: A
     }
 
 
+def test_permissions_in_several_projects_are_each_projects_own(
+    services: Services, policy: AccessPolicy
+) -> None:
+    """A page of a listing reads them at once: what each project gives, for every kind of caller."""
+    services.projects.create("team")
+    services.projects.create("open", public=True)
+    services.projects.create("closed")
+    member = user(services, "member")
+    services.members.add_user("team", "member", Role.DEVELOPER)
+    callers = [
+        member,
+        user(services, "root", admin=True),
+        ANONYMOUS,
+        robot(services, "ci", "team", {"team": ["pull"]}),
+    ]
+    names = ["team", "open", "closed", "missing"]
+    for caller in callers:
+        assert policy.permissions_in(caller, names) == {
+            name: policy.permissions(caller, name) for name in names
+        }
+    assert policy.permissions_in(member, names)["team"] == EXPECTED[Role.DEVELOPER]
+    assert policy.permissions_in(member, []) == {}
+
+
 # --- intersections ----------------------------------------------------------------------------
 
 
