@@ -79,8 +79,9 @@ def test_every_list_refuses_pages_past_what_the_database_can_offset(api: TestCli
             assert_api_error(response, 400)
 
 
-def test_the_last_page_allowed_is_answered_empty(api: TestClient) -> None:
-    response = api.get(f"{MOUNT}/projects", params={"page": "1000000000", "page_size": "100"}, auth=ADMIN)
+@pytest.mark.parametrize("listing", ["projects", "jobs", "audit"])
+def test_the_last_page_allowed_is_answered_empty(api: TestClient, listing: str) -> None:
+    response = api.get(f"{MOUNT}/{listing}", params={"page": "1000000000", "page_size": "100"}, auth=ADMIN)
     assert response.status_code == 200 and response.json() == [], describe(response)
 
 

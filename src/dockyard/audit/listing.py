@@ -105,7 +105,7 @@ def _statements(
             order.append(getattr(hourly, direction)())
         return [*order, getattr(columns["id"], direction)()]
 
-    window = bindparam("window", type_=Integer)
+    window = bindparam("window", type_=BigInteger)
     event_conditions = _event_conditions(given)
     branches = [_events(event_conditions).order_by(*ordered(EVENTS.c)).limit(window)]
     totals = [select(func.count()).select_from(EVENTS).where(*event_conditions)]
@@ -118,8 +118,8 @@ def _statements(
     page = (
         select(listing)
         .order_by(*ordered(listing.c, listing.c.hourly))
-        .limit(bindparam("page_size", type_=Integer))
-        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("page_size", type_=BigInteger))
+        .offset(bindparam("offset", type_=BigInteger))
     )
     return _Statements(tuple(totals), page)
 

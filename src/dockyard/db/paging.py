@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Integer, bindparam, func, select
+from sqlalchemy import BigInteger, Connection, bindparam, func, select
 
 from dockyard.errors import PaginationInvalid
 
@@ -63,14 +63,15 @@ _PREPARED_LOCK = threading.Lock()
 
 
 def _statements(query: Any, column: Any, descending: bool, tiebreak: Any) -> tuple[Any, Any]:
+    # BIGINT: the last page allowed starts past a 32-bit integer (PostgreSQL refuses that as INTEGER).
     key = (id(query), id(column), descending)
     found = _PREPARED.get(key)
     if found is None:
         order = [column.desc() if descending else column.asc(), tiebreak]
         paging = (
             query.order_by(*order)
-            .offset(bindparam("page_offset", type_=Integer))
-            .limit(bindparam("page_limit", type_=Integer))
+            .offset(bindparam("page_offset", type_=BigInteger))
+            .limit(bindparam("page_limit", type_=BigInteger))
         )
         counting = select(func.count()).select_from(query.subquery())
         with _PREPARED_LOCK:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Integer, Select, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, Select, and_, bindparam, delete, func, insert, select, update
 
 from dockyard.coordination.interfaces import ChangeFeed, Topic
 from dockyard.db.base import utcnow
@@ -330,7 +330,7 @@ def _listing(by_kind: bool, by_status: bool) -> tuple[Select[Any], Select[Any]]:
         select(jobs)
         .where(*where)
         .order_by(jobs.c.id.desc())
-        .offset(bindparam("offset", type_=Integer))
-        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=BigInteger))
+        .limit(bindparam("limit", type_=BigInteger))
     )
     return counting, paging
