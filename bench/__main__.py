@@ -80,6 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run the garbage collection scenario instead (bench/gc.py: GC of 100,000 blobs under GETs)",
     )
     parser.add_argument(
+        "--gc-alone",
+        action="store_true",
+        help="--gc: seed and collect only (no server, no GETs), for the collector's CPU per blob",
+    )
+    parser.add_argument(
         "--gc-db", choices=["sqlite", "postgresql"], default="sqlite", help="database for --gc"
     )
     parser.add_argument(
@@ -186,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _gc_bench(args: argparse.Namespace) -> int:
-    from bench.gc import run_gc_bench
+    from bench.gc import run_gc_alone, run_gc_bench
 
     with WorkDir(args.keep) as workdir:
+        if args.gc_alone:
+            alone = run_gc_alone(workdir, args.gc_db, progress, args.gc_manifests)
+            print("\n".join(alone.lines()), flush=True)
+            return 0
         result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress, args.gc_manifests)
         print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
     return 1 if result.without.errors or result.during.errors or result.after.errors else 0

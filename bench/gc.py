@@ -50,13 +50,21 @@ class PhaseCPU:
     PostgreSQL, the database server (all of its processes: the collector's connections, and the GETs'
     if any reach it; manifest GETs by tag are cache hits)."""
 
-    collector: float = 0.0
+    user: float = 0.0
+    system: float = 0.0
     database: float | None = None
+
+    @property
+    def collector(self) -> float:
+        return self.user + self.system
 
     def per(self, count: int) -> str:
         if not count:
             return "-"
-        text = f"{self.collector / count * 1000:.3f} ms"
+        text = (
+            f"{self.collector / count * 1000:.3f} ms (user {self.user / count * 1000:.3f}, "
+            f"system {self.system / count * 1000:.3f})"
+        )
         if self.database is not None:
             text += f" + {self.database / count * 1000:.3f} ms database"
         return text
@@ -153,6 +161,69 @@ def run_gc_bench(
             without,
             during,
             after,
+        )
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class GCAloneResult:
+    """`--gc-alone`: the collection of the seeded set with nothing else running (no server, no wrk)."""
+
+    database: str
+    manifests: int
+    seed_seconds: float
+    gc_seconds: float
+    manifests_deleted: int
+    blobs_deleted: int
+    manifest_cpu: PhaseCPU
+    blob_cpu: PhaseCPU
+    load_average: tuple[float, float, float]  # when the GC started
+
+    def lines(self) -> list[str]:
+        load = ", ".join(f"{value:.2f}" for value in self.load_average)
+        return [
+            f"GC alone on {self.database}: {self.manifests} manifests, "
+            f"{self.manifests * BLOBS_PER_MANIFEST} blobs (seeded in {self.seed_seconds:.0f} s)",
+            f"  GC: {self.gc_seconds:.1f} s, deleted {self.manifests_deleted} manifests and "
+            f"{self.blobs_deleted} blobs; load average {load} when it started",
+            f"  GC CPU per deleted manifest: {self.manifest_cpu.per(self.manifests_deleted)}",
+            f"  GC CPU per deleted blob: {self.blob_cpu.per(self.blobs_deleted)}",
+        ]
+
+
+def run_gc_alone(
+    workdir: Path, database: str, progress: Callable[[str], None], manifests: int = MANIFESTS
+) -> GCAloneResult:
+    """Seeds the bench's set and collects it once, nothing else running: the collector's CPU per
+    deleted manifest and blob (user and system apart), which holds on a loaded machine where wall
+    time does not."""
+    with ExitStack() as stack:
+        sections: dict[str, Any] = {}
+        database_pid: int | None = None
+        if database == "postgresql":
+            from tests.support.postgres import start_postgres
+
+            cluster = start_postgres()
+            stack.callback(cluster.stop)
+            sections["database"] = {"url": cluster.create_database("gcbench")}
+            database_pid = cluster.process.pid
+        settings = _write_config(workdir, sections)
+        progress(f"gc alone: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
+        started = time.monotonic()
+        _seed(settings, manifests)
+        seed_seconds = time.monotonic() - started
+        load_average = os.getloadavg()
+        report, cpu = _collect(settings, database_pid)
+        return GCAloneResult(
+            database,
+            manifests,
+            seed_seconds,
+            report.duration_seconds,
+            report.manifests_deleted,
+            report.blobs_deleted,
+            cpu["manifests"],
+            cpu["blobs"],
+            load_average,
         )
     raise AssertionError("unreachable")
 
@@ -324,7 +395,8 @@ def _counting(into: PhaseCPU, database_pid: int | None) -> Iterator[None]:
         yield
     finally:
         after = resource.getrusage(resource.RUSAGE_SELF)
-        into.collector += after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        into.user += after.ru_utime - before.ru_utime
+        into.system += after.ru_stime - before.ru_stime
         if database_pid and database_before is not None:
             into.database = (into.database or 0.0) + _process_tree_cpu(database_pid) - database_before
 
