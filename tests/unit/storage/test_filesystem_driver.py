@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.errors import InvalidPath, PathNotFound, StorageError
-from dockyard.storage.driver import filesystem
+from dockyard.storage.driver import filesystem, filesystem_files
 from dockyard.storage.driver.filesystem import FilesystemDriver
 
 
@@ -456,9 +456,9 @@ def test_a_writer_starts_the_disk_writes_as_the_bytes_arrive(
     def record(fd: int, offset: int, length: int) -> None:
         started.append((offset, length))
 
-    monkeypatch.setattr(filesystem, "_WRITEBACK", [record])
+    monkeypatch.setattr(filesystem_files, "_WRITEBACK", [record])
     mib = 1 << 20
-    assert 4 * mib == filesystem.WRITEBACK_EVERY
+    assert 4 * mib == filesystem_files.WRITEBACK_EVERY
     writer = driver.writer("uploads/u1/data")
     for _ in range(10):
         writer.write(b"x" * mib)
@@ -508,12 +508,12 @@ def test_a_writer_lets_the_kernel_drop_what_is_on_disk_from_the_cache(
 
 
 def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
-    start_writeback = filesystem._load_writeback()
+    start_writeback = filesystem_files._load_writeback()
     path = tmp_path / "file"
     with open(path, "wb") as file:
         file.write(b"z" * 65536)
         file.flush()
         start_writeback(file.fileno(), 0, 65536)
         os.fsync(file.fileno())
-        filesystem._drop_cached(file.fileno(), 0, 0)
+        filesystem_files._drop_cached(file.fileno(), 0, 0)
     assert path.read_bytes() == b"z" * 65536

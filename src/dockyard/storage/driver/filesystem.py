@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import queue
@@ -11,84 +10,25 @@ import secrets
 import shutil
 import stat as stat_module
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from dockyard.errors import InvalidPath, PathNotFound, StorageError, StorageFull
+from dockyard.errors import InvalidPath, PathNotFound, StorageError
 from dockyard.storage.driver.base import FileInfo, FileWriter, PathLock, is_valid_segment
+from dockyard.storage.driver.filesystem_files import (
+    DIRECTORY_MODE,
+    FILE_MODE,
+    HAS_PROC_FDS,
+    TEMP_MARKER,
+    WRITE_BUFFER_SIZE,
+    FilesystemFileWriter,
+    UnlinkedFileWriter,
+    fsync_dir,
+    os_errors,
+)
 
 T = TypeVar("T")
-
-# Chunks of at least this size go straight to write(2) without a copy; smaller writes are batched.
-# (Measured: 64 KiB and 1 MiB buffers write 1 MiB chunks equally fast.)
-WRITE_BUFFER_SIZE = 1 << 16
-# A writer starts the disk writes of what it was given every WRITEBACK_EVERY bytes, without waiting for
-# them (sync_file_range(2), SYNC_FILE_RANGE_WRITE), so the bytes go to disk while the next ones arrive
-# and the fsync of the commit finds most of them written: it took 40-75 ms for a 64 MiB blob on the
-# bench's VM, at the end of the push, when everything had waited for it. Durability still comes from
-# that fsync alone. Once written, a blob's pages leave the page cache (posix_fadvise DONTNEED: the range
-# started one step earlier, then the whole file after the commit's fsync), so a push reuses the pages
-# the previous one freed: on the bench's VM a write(2) into pages the kernel had never handed out
-# cost 2.0-2.3 ms per MiB, into reused ones 0.25 (the first pull of a new blob reads it from disk).
-WRITEBACK_EVERY = 4 << 20
-_SYNC_FILE_RANGE_WRITE = 2
-# `~` is not allowed in a path segment, so a temp name never collides with a stored path and
-# `list` can skip leftovers of a crash.
-_TEMP_MARKER = ".~tmp-"
-# No room: the filesystem is full, or the user's disk quota is used up.
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-# Blobs of private projects are nobody else's business: files 0600, directories 0700 (whatever the umask).
-FILE_MODE = 0o600
-DIRECTORY_MODE = 0o700
-
-
-@contextlib.contextmanager
-def _os_errors(path: str) -> Iterator[None]:
-    """Translate the OS's errors into the contract's."""
-    try:
-        yield
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
-        raise PathNotFound(f"path not found: {path}") from exc
-    except OSError as exc:
-        if exc.errno in _FULL_ERRNOS:
-            raise StorageFull() from exc
-        raise StorageError(f"storage error on {path}: {exc.strerror or exc}") from exc
-
-
-def _no_writeback(fd: int, offset: int, length: int) -> None:
-    pass
-
-
-def _load_writeback() -> Callable[[int, int, int], None]:
-    """sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE) through the C library (Linux); a
-    no-op where there is none. Only a hint: its failures are ignored."""
-    try:
-        import ctypes
-
-        function = ctypes.CDLL(None).sync_file_range  # ctypes releases the GIL around the call
-    except (OSError, AttributeError):
-        return _no_writeback
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    function.restype = ctypes.c_int
-
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
-
-    return start_writeback
-
-
-_WRITEBACK: list[Callable[[int, int, int], None]] = []
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    if not _WRITEBACK:
-        _WRITEBACK.append(_load_writeback())
-    _WRITEBACK[0](fd, offset, length)
-
-
-# Where an `O_TMPFILE` inode is linked from (`UnlinkedFileWriter`).
-_HAS_PROC_FDS = os.path.isdir("/proc/self/fd")
 
 # Opens a path without opening the file (no read or write access needed, no side effects on a FIFO or
 # device), for the kernel to resolve its links.
@@ -139,22 +79,6 @@ def _resolved(joined: str) -> str | None:
         return real
 
 
-def _drop_cached(fd: int, offset: int, length: int) -> None:
-    """Let the kernel drop a file's cached pages in the range (all of it with length 0) that are on
-    disk already; it skips those still being written. Only a hint: its failures are ignored."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make a rename or a new directory entry in directory durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FilesystemDriver:
     """Every path is resolved under root; anything resolving outside it (symlinks included) is refused."""
 
@@ -201,14 +125,14 @@ class FilesystemDriver:
     # --- reading ------------------------------------------------------------------------------
     def get_content(self, path: str) -> bytes:
         full = self._full(path)
-        with _os_errors(path), open(full, "rb") as file:
+        with os_errors(path), open(full, "rb") as file:
             return file.read()
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         if offset < 0:
             raise ValueError(f"negative read offset {offset}")
         full = self._full(path)
-        with _os_errors(path):
+        with os_errors(path):
             file = open(full, "rb")  # noqa: SIM115 -- the caller closes it
             try:
                 if stat_module.S_ISDIR(os.fstat(file.fileno()).st_mode):
@@ -221,7 +145,7 @@ class FilesystemDriver:
 
     def stat(self, path: str) -> FileInfo:
         full = self._full(path)
-        with _os_errors(path):
+        with os_errors(path):
             info = os.stat(full)
         is_dir = stat_module.S_ISDIR(info.st_mode)
         return FileInfo(path, 0 if is_dir else info.st_size, info.st_mtime, is_dir)
@@ -230,7 +154,7 @@ class FilesystemDriver:
         full = self.root if path == "" else self._full(path)
         prefix = "" if path == "" else path + "/"
         try:
-            with _os_errors(path), os.scandir(full) as entries:
+            with os_errors(path), os.scandir(full) as entries:
                 names = [entry.name for entry in entries if is_valid_segment(entry.name)]
         except PathNotFound:
             if path == "":
@@ -242,7 +166,7 @@ class FilesystemDriver:
     def put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
         directory = os.path.dirname(full)
-        temp = f"{full}{_TEMP_MARKER}{secrets.token_hex(8)}"
+        temp = f"{full}{TEMP_MARKER}{secrets.token_hex(8)}"
 
         def write_and_replace() -> None:
             try:
@@ -256,13 +180,13 @@ class FilesystemDriver:
                     os.unlink(temp)
                 raise
 
-        with _os_errors(path):
+        with os_errors(path):
             self._in_parent(full, write_and_replace)
-            _fsync_dir(directory)
+            fsync_dir(directory)
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
         full = self._full(path)
-        with _os_errors(path):
+        with os_errors(path):
             if append:
                 fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             else:
@@ -285,7 +209,7 @@ class FilesystemDriver:
         bytes are named there (`close`, `commit`). None where the kernel or the filesystem has no
         `O_TMPFILE` (or there is no /proc to link it through)."""
         flags = getattr(os, "O_TMPFILE", 0)
-        if not flags or not _HAS_PROC_FDS:
+        if not flags or not HAS_PROC_FDS:
             return None
         try:
             fd = os.open(self.root, flags | os.O_WRONLY | os.O_CLOEXEC, FILE_MODE)
@@ -303,16 +227,16 @@ class FilesystemDriver:
         if source_full == dest_full:
             self.stat(source)  # a missing source is still an error
             return
-        with _os_errors(source):
+        with os_errors(source):
             if not os.path.isfile(source_full):
                 raise FileNotFoundError(source_full)
             self._in_parent(dest_full, lambda: os.replace(source_full, dest_full))
-            _fsync_dir(os.path.dirname(dest_full))
+            fsync_dir(os.path.dirname(dest_full))
         self._prune(os.path.dirname(source_full))
 
     def delete(self, path: str) -> None:
         full = self._full(path)
-        with _os_errors(path):
+        with os_errors(path):
             if os.path.isdir(full):
                 shutil.rmtree(full)
             else:
@@ -354,7 +278,7 @@ class FilesystemDriver:
         disk over NFS) sees it, and the kernel drops it with its holder, even one killed by SIGKILL."""
         full = self._full(path)
         for _ in range(3):
-            with _os_errors(path):
+            with os_errors(path):
                 flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
                 try:
                     fd = os.open(full, flags)
@@ -506,192 +430,3 @@ class _LockedDirectory:
         # Nobody finds this directory by its path now: its last close (and the flock) can wait.
         _DEFERRED_CLOSES.close(fd)
         self._driver._prune(os.path.dirname(self._full))
-
-
-class FilesystemFileWriter:
-    """Writes through a buffered file straight at the path; only `commit` pays for fsync."""
-
-    def __init__(self, driver: FilesystemDriver, path: str, full: str, file: BinaryIO, created: bool) -> None:
-        self._driver = driver
-        self._path = path
-        self._full = full
-        self._file: BinaryIO | None = file
-        self._created = created
-        self._size = os.fstat(file.fileno()).st_size
-        self._written_back = self._size  # where the writes not yet started (WRITEBACK_EVERY) begin
-        self._dropped = self._size  # where the pages not yet dropped from the cache begin
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def fingerprint(self) -> str | None:
-        return None  # writers exclude each other with try_lock
-
-    def _open_file(self) -> BinaryIO:
-        if self._file is None:
-            raise StorageError(f"writer for {self._path} is already closed")
-        return self._file
-
-    def write(self, data: bytes) -> int:
-        file = self._open_file()
-        length = memoryview(data).nbytes
-        with _os_errors(self._path):
-            file.write(data)
-        self._size += length
-        if self._size - self._written_back >= WRITEBACK_EVERY:
-            fd = file.fileno()
-            _start_writeback(fd, self._written_back, self._size - self._written_back)
-            if self._written_back > self._dropped:  # the range started last time: on disk by now, mostly
-                _drop_cached(fd, self._dropped, self._written_back - self._dropped)
-                self._dropped = self._written_back
-            self._written_back = self._size
-        return length
-
-    def close(self) -> None:
-        if self._file is None:
-            return
-        file, self._file = self._file, None
-        with _os_errors(self._path):
-            file.close()
-
-    def commit(self) -> None:
-        self._sync_and_close()
-        with _os_errors(self._path):
-            if self._created:  # the new directory entry must survive a crash too
-                _fsync_dir(os.path.dirname(self._full))
-
-    def commit_to(self, dest: str) -> None:
-        dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
-        self._sync_and_close()
-        with _os_errors(self._path):
-            if dest_full != self._full:
-                self._driver._in_parent(dest_full, lambda: os.replace(self._full, dest_full))
-            _fsync_dir(os.path.dirname(dest_full))
-        if dest_full != self._full:
-            self._driver._prune(os.path.dirname(self._full))
-
-    def truncate(self, size: int) -> None:
-        file = self._open_file()
-        if not 0 <= size <= self._size:
-            raise ValueError(f"cannot truncate {self._path} to {size} bytes: it has {self._size}")
-        with _os_errors(self._path):
-            file.flush()
-            os.ftruncate(file.fileno(), size)
-            file.seek(size)  # for a descriptor opened without O_APPEND
-        self._size = size
-        self._written_back = min(self._written_back, size)
-        self._dropped = min(self._dropped, size)
-
-    def _sync_and_close(self) -> None:
-        file = self._open_file()
-        self._file = None
-        with _os_errors(self._path):
-            try:
-                file.flush()
-                os.fsync(file.fileno())
-                _drop_cached(file.fileno(), 0, 0)
-            finally:
-                file.close()
-
-    def cancel(self) -> None:
-        if self._file is not None:
-            file, self._file = self._file, None
-            with contextlib.suppress(OSError):
-                file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._full)
-        self._driver._prune(os.path.dirname(self._full))
-
-
-class UnlinkedFileWriter(FilesystemFileWriter):
-    """A `FilesystemFileWriter` whose file has no name until it finishes (`unlinked_writer`). Its bytes
-    get one by a hard link of the open descriptor (`linkat` through `/proc/self/fd`), made only once
-    they are all written: at the content address (`commit_to`), or at its path (`close`, `commit`)
-    when they are to be resumed or hashed there. A crash or `cancel` before that leaves nothing."""
-
-    def close(self) -> None:
-        if self._file is None:
-            return
-        self._name_at_path(durable=False)
-
-    def commit(self) -> None:
-        self._name_at_path(durable=True)
-
-    def commit_to(self, dest: str) -> None:
-        """Named at dest, then fsynced (the inode's link count must reach the disk too: fsynced while
-        it had no name, it would be found unlinked after a power cut), then dest's directory. Named
-        before its fsync, the bytes are whole in the page cache, and what a power cut could leave at
-        dest has no blob row yet (that comes after this): the next commit of the digest replaces it.
-        A file already at dest (maybe another commit's, with its row) is replaced only by bytes on
-        disk: linked at a temp name, fsynced, renamed over it, as `move` does."""
-        dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
-        file = self._open_file()
-        self._file = None
-        with _os_errors(self._path):
-            try:
-                file.flush()
-                fd = file.fileno()
-                self._driver._in_parent(dest_full, lambda: _link_synced(fd, dest_full))
-                _drop_cached(fd, 0, 0)
-            finally:
-                file.close()
-            _fsync_dir(os.path.dirname(dest_full))
-
-    def cancel(self) -> None:
-        if self._file is not None:
-            file, self._file = self._file, None
-            with contextlib.suppress(OSError):
-                file.close()  # its last reference: the inode goes, nothing was ever named
-
-    def _name_at_path(self, durable: bool) -> None:
-        """Link the bytes at the writer's own path, which nobody else's bytes may hold."""
-        file = self._open_file()
-        self._file = None
-        with _os_errors(self._path):
-            try:
-                self._full = self._driver._full(self._path)  # refused outside the root: nothing named
-                file.flush()
-                try:
-                    self._driver._in_parent(self._full, lambda: _link(file.fileno(), self._full))
-                except FileExistsError:
-                    raise StorageError(f"another writer's bytes are at {self._path}") from None
-                if durable:  # after the link, so that the link count is on disk too
-                    os.fsync(file.fileno())
-            finally:
-                file.close()
-            if durable:
-                _fsync_dir(os.path.dirname(self._full))
-
-
-def _link(fd: int, dest: str) -> None:
-    """Give the open file `fd` the name dest (FileExistsError if taken). `linkat` of its
-    /proc/self/fd entry with AT_SYMLINK_FOLLOW, which needs no privilege; `os.link` passes the flag
-    only when given a directory descriptor (without one it calls link(2), which does not follow)."""
-    proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.link(str(fd), dest, src_dir_fd=proc_fds, follow_symlinks=True)
-    finally:
-        os.close(proc_fds)
-
-
-def _link_synced(fd: int, dest: str) -> None:
-    """Give the open file `fd` the name dest and fsync it; a file already at dest is replaced (by a
-    link at a temp name, the fsync, then a rename over it), never by bytes that are not on disk."""
-    try:
-        _link(fd, dest)
-    except FileExistsError:
-        pass
-    else:
-        os.fsync(fd)
-        return
-    temp = f"{dest}{_TEMP_MARKER}{secrets.token_hex(8)}"
-    _link(fd, temp)
-    try:
-        os.fsync(fd)
-        os.replace(temp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
