@@ -478,10 +478,10 @@ def test_a_writer_lets_the_kernel_drop_what_is_on_disk_from_the_cache(
     arrive; the whole file may once the commit's fsync has made it durable, not before."""
     events: list[tuple[str, int, int]] = []
     monkeypatch.setattr(
-        filesystem, "_WRITEBACK", [lambda fd, offset, length: events.append(("write", offset, length))]
+        filesystem_files, "_WRITEBACK", [lambda fd, offset, length: events.append(("write", offset, length))]
     )
     monkeypatch.setattr(
-        filesystem, "_drop_cached", lambda fd, offset, length: events.append(("drop", offset, length))
+        filesystem_files, "_drop_cached", lambda fd, offset, length: events.append(("drop", offset, length))
     )
     real_fsync = os.fsync
 
