@@ -133,6 +133,23 @@ def test_completed_upload_session_cannot_be_reused(oci: OCIClient, repo_name: st
     assert_error(oci.patch_chunk(location, b"more", 0), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
+def test_the_final_put_again_after_its_commit_answers_created_again(oci: OCIClient, repo_name: str) -> None:
+    """HAProxy sends a PUT again when the node running it died before it answered (`retry-on
+    empty-response`): the repeat finds the upload committed, and gets what the first would have had."""
+    location = oci.patch_chunk(oci.upload_location(repo_name), DATA, 0).headers["Location"]
+    digest = digest_of(DATA)
+    assert oci.finish_upload(location, digest).status_code == 201
+    again = oci.finish_upload(location, digest)
+    assert again.status_code == 201, describe(again)
+    assert again.headers["Docker-Content-Digest"] == digest
+    assert again.headers["Location"].endswith(f"/v2/{repo_name}/blobs/{digest}")
+    assert oci.http.get(f"/v2/{repo_name}/blobs/{digest}", follow_redirects=True).content == DATA
+    # Not for another blob, nor for a PUT that brings bytes, nor for anything else on the upload.
+    assert_error(oci.finish_upload(location, digest_of(b"another")), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_error(oci.finish_upload(location, digest, DATA), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_error(oci.http.get(oci.url(location)), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
 def test_unknown_upload_session_is_404(oci: OCIClient, repo_name: str) -> None:
     oci.push_blob(repo_name, b"repository exists")
     url = f"/v2/{repo_name}/blobs/uploads/00000000-0000-4000-8000-000000000000"

@@ -53,7 +53,8 @@ def blob_headers(digest: str, size: int) -> dict[str, str]:
     }
 
 
-async def _size(ctx: OCIContext, name: str, digest: str) -> int:
+async def linked_blob_size(ctx: OCIContext, name: str, digest: str) -> int:
+    """The size of blob `digest` in repository `name`; BlobUnknown if it is not there."""
     size = ctx.registry.cached_blob_size(name, digest)
     if size is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         size = ctx.registry.blob_size_now(name, digest)
@@ -64,7 +65,7 @@ async def _size(ctx: OCIContext, name: str, digest: str) -> int:
 
 async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
     try:
-        size = await _size(ctx, name, digest)
+        size = await linked_blob_size(ctx, name, digest)
     except BlobUnknown:
         config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
         if config is None or ctx.proxy is None:
@@ -75,7 +76,7 @@ async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -
 
 async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
     try:
-        size = await _size(ctx, name, digest)
+        size = await linked_blob_size(ctx, name, digest)
     except BlobUnknown:
         config = None if ctx.proxy is None else await proxying.proxy_of(ctx.proxy, name, ctx.call)
         if config is None or ctx.proxy is None:
@@ -87,7 +88,7 @@ async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) ->
                 del headers["Content-Length"]
             headers["Cache-Control"] = "no-store"
             return proxying.blob_response(ctx.proxy, request, config, name, digest, fetch, headers, ctx.call)
-        size = await _size(ctx, name, digest)  # another request fetched it meanwhile
+        size = await linked_blob_size(ctx, name, digest)  # another request fetched it meanwhile
     try:
         byte_range = parse_range(request.headers.get("range"), size)
     except RangeInvalid as exc:  # with the size, for the client to ask again

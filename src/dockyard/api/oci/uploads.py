@@ -9,6 +9,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from dockyard.api.oci.blobs import linked_blob_size
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, MOUNT_SOURCES_KEY, PRINCIPAL_KEY
@@ -18,7 +19,9 @@ from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import (
+    BlobUnknown,
     BlobUploadInvalid,
+    BlobUploadUnknown,
     ChunkOutOfOrder,
     DigestInvalid,
     DockyardError,
@@ -27,6 +30,7 @@ from dockyard.errors import (
 )
 from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.registry.upload_budget import UploadBudget
+from dockyard.storage.paths import check_upload_id
 from dockyard.storage.uploads import AppendSession, UploadState
 
 # Offsets of at most 19 digits (a signed 64-bit size): longer ones are malformed, not a 500 from int().
@@ -152,17 +156,42 @@ async def finish_upload(ctx: OCIContext, request: Request, name: str, upload_id:
     if not digest:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
     parse_digest(digest)
-    if ctx.upload_limits is None:
-        state = await _finish_upload(ctx, request, name, upload_id, digest)
-    else:
-        # Found first: only the upload's owner gives its place back.
-        found = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
-        try:
-            state = await _finish_upload(ctx, request, name, upload_id, digest, found)
-        finally:  # done or failed, the owner's place is given back (going on with PATCHes claims one again)
-            await ctx.upload_limits.release(request.scope, found.id)
+    try:
+        if ctx.upload_limits is None:
+            state = await _finish_upload(ctx, request, name, upload_id, digest)
+        else:
+            # Found first: only the upload's owner gives its place back.
+            found = await ctx.call(ctx.blob_uploads.get, name, upload_id, _owner(request))
+            try:
+                state = await _finish_upload(ctx, request, name, upload_id, digest, found)
+            finally:  # done or failed, the owner's place is given back (PATCHes claim one again)
+                await ctx.upload_limits.release(request.scope, found.id)
+    except BlobUploadUnknown:
+        if not await _committed_already(ctx, request, name, upload_id, digest):
+            raise
+        return _created(ctx, name, digest)
     await blob_pushed(ctx, request, name, digest, state.size)
     return _created(ctx, name, digest)
+
+
+async def _committed_already(
+    ctx: OCIContext, request: Request, name: str, upload_id: str, digest: str
+) -> bool:
+    """A final PUT (no body) naming an upload that is gone, of a blob the repository has: the same PUT
+    again, after its upload was committed. PUT is idempotent in HTTP, so a balancer may send it again
+    when the node that ran it died before it answered (HAProxy's `retry-on empty-response`,
+    deploy/haproxy.cfg): it gets the answer the first one would have had, not a 404 its client cannot
+    tell from a lost upload. Nothing changes. The upload's owner is not known any more, and needs not
+    be: the caller may push to the repository, and whether a blob is there tells a pusher nothing a
+    manifest PUT naming it would not (MANIFEST_BLOB_UNKNOWN or not)."""
+    if declared_length(request) not in (0, None) or request.headers.get("transfer-encoding"):
+        return False  # a body to store: not the repeat of a final PUT
+    try:
+        check_upload_id(upload_id)
+        await linked_blob_size(ctx, name, digest)
+    except (BlobUploadUnknown, BlobUnknown):
+        return False
+    return True
 
 
 async def _finish_upload(
