@@ -110,6 +110,18 @@ class GCBenchResult:
         ]
 
 
+def _database(stack: ExitStack, database: str) -> tuple[dict[str, Any], int | None]:
+    """The config sections for `database` (a throwaway PostgreSQL cluster, stopped with `stack`, or the
+    default SQLite) and the PID of the database server whose CPU counts (None for SQLite)."""
+    if database != "postgresql":
+        return {}, None
+    from tests.support.postgres import start_postgres  # the suite's launcher, as bench/ha.py
+
+    cluster = start_postgres()
+    stack.callback(cluster.stop)
+    return {"database": {"url": cluster.create_database("gcbench")}}, cluster.process.pid
+
+
 def run_gc_bench(
     workdir: Path,
     workers: int,
@@ -119,15 +131,7 @@ def run_gc_bench(
     manifests: int = MANIFESTS,
 ) -> GCBenchResult:
     with ExitStack() as stack:
-        sections: dict[str, Any] = {}
-        database_pid: int | None = None
-        if database == "postgresql":
-            from tests.support.postgres import start_postgres  # the suite's launcher, as bench/ha.py
-
-            cluster = start_postgres()
-            stack.callback(cluster.stop)
-            sections["database"] = {"url": cluster.create_database("gcbench")}
-            database_pid = cluster.process.pid
+        sections, database_pid = _database(stack, database)
         settings = _write_config(workdir, sections)
         progress(f"gc bench: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
         started = time.monotonic()
@@ -198,15 +202,7 @@ def run_gc_alone(
     deleted manifest and blob (user and system apart), which holds on a loaded machine where wall
     time does not."""
     with ExitStack() as stack:
-        sections: dict[str, Any] = {}
-        database_pid: int | None = None
-        if database == "postgresql":
-            from tests.support.postgres import start_postgres
-
-            cluster = start_postgres()
-            stack.callback(cluster.stop)
-            sections["database"] = {"url": cluster.create_database("gcbench")}
-            database_pid = cluster.process.pid
+        sections, database_pid = _database(stack, database)
         settings = _write_config(workdir, sections)
         progress(f"gc alone: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
         started = time.monotonic()
