@@ -71,17 +71,36 @@ class PhaseCPU:
 
 
 @dataclass
-class GCBenchResult:
+class GCAloneResult:
+    """`--gc-alone`: the collection of the seeded set with nothing else running (no server, no wrk)."""
+
     database: str
     manifests: int
     seed_seconds: float
     gc_seconds: float
     manifests_deleted: int
     blobs_deleted: int
-    bytes_freed: int
     manifest_cpu: PhaseCPU
     blob_cpu: PhaseCPU
     load_average: tuple[float, float, float]  # when the GC started
+
+    def lines(self) -> list[str]:
+        load = ", ".join(f"{value:.2f}" for value in self.load_average)
+        return [
+            f"GC alone on {self.database}: {self.manifests} manifests, "
+            f"{self.manifests * BLOBS_PER_MANIFEST} blobs (seeded in {self.seed_seconds:.0f} s)",
+            f"  GC: {self.gc_seconds:.1f} s, deleted {self.manifests_deleted} manifests and "
+            f"{self.blobs_deleted} blobs; load average {load} when it started",
+            f"  GC CPU per deleted manifest: {self.manifest_cpu.per(self.manifests_deleted)}",
+            f"  GC CPU per deleted blob: {self.blob_cpu.per(self.blobs_deleted)}",
+        ]
+
+
+@dataclass
+class GCBenchResult(GCAloneResult):
+    """The collection with the server answering manifest GETs around it (wrk)."""
+
+    bytes_freed: int
     without: SmallResult  # before GC
     during: SmallResult
     after: SmallResult  # without GC again: the machine is shared, so two baselines bracket the run
@@ -158,41 +177,15 @@ def run_gc_bench(
             report.duration_seconds,
             report.manifests_deleted,
             report.blobs_deleted,
-            report.bytes_freed,
             cpu["manifests"],
             cpu["blobs"],
             load_average,
+            report.bytes_freed,
             without,
             during,
             after,
         )
     raise AssertionError("unreachable")
-
-
-@dataclass
-class GCAloneResult:
-    """`--gc-alone`: the collection of the seeded set with nothing else running (no server, no wrk)."""
-
-    database: str
-    manifests: int
-    seed_seconds: float
-    gc_seconds: float
-    manifests_deleted: int
-    blobs_deleted: int
-    manifest_cpu: PhaseCPU
-    blob_cpu: PhaseCPU
-    load_average: tuple[float, float, float]  # when the GC started
-
-    def lines(self) -> list[str]:
-        load = ", ".join(f"{value:.2f}" for value in self.load_average)
-        return [
-            f"GC alone on {self.database}: {self.manifests} manifests, "
-            f"{self.manifests * BLOBS_PER_MANIFEST} blobs (seeded in {self.seed_seconds:.0f} s)",
-            f"  GC: {self.gc_seconds:.1f} s, deleted {self.manifests_deleted} manifests and "
-            f"{self.blobs_deleted} blobs; load average {load} when it started",
-            f"  GC CPU per deleted manifest: {self.manifest_cpu.per(self.manifests_deleted)}",
-            f"  GC CPU per deleted blob: {self.blob_cpu.per(self.blobs_deleted)}",
-        ]
 
 
 def run_gc_alone(
