@@ -15,6 +15,7 @@ from fastapi.routing import APIRouter
 from dockyard.api.management import ManagementServices
 from dockyard.api.management.app import create_management_app
 from dockyard.api.management.dispatch import SegmentDispatch, narrowed
+from tests.support.asgi import call, http_scope
 
 pytestmark = pytest.mark.db_independent  # no database: routing only
 NO_SERVICES = cast(ManagementServices, None)  # handlers that get this far fail, the same way each time
@@ -59,21 +60,10 @@ def _paths(app: FastAPI) -> set[str]:
 
 async def _route(app: FastAPI, method: str, path: str) -> tuple[Any, ...]:
     """What answered: the status or the exception, the redirect, the endpoint and its parameters."""
-    scope: dict[str, Any] = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": "/api/v1" + path, "raw_path": path.encode(), "root_path": "/api/v1", "query_string": b"",
-        "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000),
-    }  # fmt: skip
+    scope = http_scope(method, "/api/v1" + path, raw_path=path)
     sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     try:
-        await app(scope, receive, send)
+        await call(app, scope, sent)
         outcome: Any = sent[0]["status"]
     except Exception as error:  # a handler given no services
         outcome = type(error).__name__

@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from dockyard.api.management import ManagementServices
 from dockyard.api.management.app import create_lazy_management_app, create_management_app
 from dockyard.api.management.router_groups import ALL, ROUTERS, include_routers, router, routers_for
+from tests.support.asgi import call, http_scope
 
 pytestmark = pytest.mark.db_independent  # no database: routes and the OpenAPI document only
 NO_SERVICES = cast(ManagementServices, None)  # neither is called here
@@ -84,20 +85,8 @@ def _routes(routes: list[Any]) -> list[Any]:
 
 
 async def _get(app: Any, path: str) -> dict[str, Any]:
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "root_path": "/api/v1", "query_string": b"",
-        "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 5000),
-    }  # fmt: skip
     sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
+    await call(app, http_scope("GET", path), sent)
     body = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
     return {"status": sent[0]["status"], "body": body}
 
