@@ -8,12 +8,12 @@ import pytest
 
 from dockyard.storage.driver.base import StorageDriver
 from dockyard.storage.driver.checked import CheckedDriver
-from dockyard.storage.driver.conformance import StorageDriverConformance
+from dockyard.storage.driver.conformance import StorageDriverConformance, UnlinkedWriterConformance
 from dockyard.storage.driver.filesystem import FilesystemDriver
 from dockyard.storage.driver.inmemory import InMemoryDriver
 
 
-class TestFilesystemDriver(StorageDriverConformance):
+class TestFilesystemDriver(UnlinkedWriterConformance):
     @pytest.fixture
     def driver(self, tmp_path: Path) -> StorageDriver:
         return CheckedDriver(FilesystemDriver(tmp_path / "storage"))

@@ -8,6 +8,8 @@ paths, so the invalid-path tests here are the wrapper's)::
         @pytest.fixture
         def driver(self, tmp_path): return CheckedDriver(MyDriver(tmp_path))
 
+A driver whose `unlinked_writer` gives a writer subclasses `UnlinkedWriterConformance` instead.
+
 Before a writer commits, the suite checks only the writer's own `size` (an object store keeps the
 bytes pending until then), so S3-like drivers can pass it as it is.
 
@@ -87,7 +89,10 @@ def _pattern(size: int, seed: int = 0) -> bytes:
 
 
 class StorageDriverConformance:
-    """The storage driver contract (see `dockyard.storage.driver.base`), as tests."""
+    """The storage driver contract (see `dockyard.storage.driver.base`), as tests. A driver that
+    offers `unlinked_writer` passes `UnlinkedWriterConformance` instead, which adds its tests."""
+
+    UNLINKED_WRITER = False  # whether `unlinked_writer` gives a writer (else None: uploads lock)
 
     @pytest.fixture
     def driver(self) -> StorageDriver:
@@ -97,6 +102,13 @@ class StorageDriverConformance:
     def test_implements_protocol(self, driver: StorageDriver) -> None:
         assert isinstance(driver, StorageDriver)
         assert isinstance(driver.name, str) and driver.name
+
+    def test_unlinked_writer_is_offered_as_declared(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u0/data")
+        assert (writer is not None) == self.UNLINKED_WRITER
+        if writer is not None:
+            writer.cancel()
+        assert driver.list("") == []  # asking made nothing
 
     def test_runs_in_the_base_wrapper(self, driver: StorageDriver) -> None:
         # As `build_driver` builds every driver: the path checks below are the wrapper's.
@@ -417,61 +429,6 @@ class StorageDriverConformance:
         writer.commit()  # the writer is still open
         assert driver.get_content("uploads/c5/data") == b"kept"
 
-    # --- unlinked writers (uploads in one request) ---------------------------------------------
-    def test_unlinked_writer_shows_nothing_until_it_lands(self, driver: StorageDriver) -> None:
-        writer = driver.unlinked_writer("uploads/u1/data")
-        if writer is None:
-            return  # the driver has none: uploads lock their path and use `writer`
-        writer.write(b"whole ")
-        writer.write(b"body")
-        assert writer.size == 10
-        assert driver.list("") == []  # no name, no directory, nothing a reader or a purge could see
-        writer.commit_to("blobs/u1/data")
-        assert driver.get_content("blobs/u1/data") == b"whole body"
-        assert driver.list("") == ["blobs"]
-        with pytest.raises(StorageError):
-            writer.write(b"more")
-
-    def test_unlinked_writer_replaces_dest(self, driver: StorageDriver) -> None:
-        driver.put_content("blobs/u2/data", b"old")
-        writer = driver.unlinked_writer("uploads/u2/data")
-        if writer is None:
-            return
-        writer.write(b"new")
-        writer.commit_to("blobs/u2/data")
-        assert driver.get_content("blobs/u2/data") == b"new"
-        assert driver.list("blobs/u2") == ["blobs/u2/data"]  # no temp name left beside it
-
-    def test_unlinked_writer_cancel_leaves_nothing(self, driver: StorageDriver) -> None:
-        writer = driver.unlinked_writer("uploads/u3/data")
-        if writer is None:
-            return
-        writer.write(b"dropped")
-        writer.cancel()
-        assert driver.list("") == []
-
-    def test_unlinked_writer_close_names_its_bytes_for_a_resume(self, driver: StorageDriver) -> None:
-        writer = driver.unlinked_writer("uploads/u4/data")
-        if writer is None:
-            return
-        writer.write(b"cut short,")
-        writer.close()
-        resumed = driver.writer("uploads/u4/data", append=True)
-        assert resumed.size == 10
-        resumed.write(b"resumed")
-        resumed.commit()
-        assert driver.get_content("uploads/u4/data") == b"cut short,resumed"
-
-    def test_unlinked_writer_never_replaces_bytes_at_its_path(self, driver: StorageDriver) -> None:
-        driver.put_content("uploads/u5/data", b"another writer's")
-        writer = driver.unlinked_writer("uploads/u5/data")
-        if writer is None:
-            return
-        writer.write(b"mine")
-        with pytest.raises(StorageError):
-            writer.close()
-        assert driver.get_content("uploads/u5/data") == b"another writer's"
-
     def test_many_small_writes(self, driver: StorageDriver) -> None:
         writer = driver.writer("small")
         for i in range(5000):
@@ -622,3 +579,59 @@ class StorageDriverConformance:
             assert os.path.isabs(local)
             with open(local, "rb") as file:
                 assert file.read() == b"bytes"
+
+
+class UnlinkedWriterConformance(StorageDriverConformance):
+    """The suite for a driver that offers `unlinked_writer` (uploads in one request): every test of
+    `StorageDriverConformance`, and what such a writer promises."""
+
+    UNLINKED_WRITER = True
+
+    def test_unlinked_writer_shows_nothing_until_it_lands(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u1/data")
+        assert writer is not None
+        writer.write(b"whole ")
+        writer.write(b"body")
+        assert writer.size == 10
+        assert driver.list("") == []  # no name, no directory, nothing a reader or a purge could see
+        writer.commit_to("blobs/u1/data")
+        assert driver.get_content("blobs/u1/data") == b"whole body"
+        assert driver.list("") == ["blobs"]
+        with pytest.raises(StorageError):
+            writer.write(b"more")
+
+    def test_unlinked_writer_replaces_dest(self, driver: StorageDriver) -> None:
+        driver.put_content("blobs/u2/data", b"old")
+        writer = driver.unlinked_writer("uploads/u2/data")
+        assert writer is not None
+        writer.write(b"new")
+        writer.commit_to("blobs/u2/data")
+        assert driver.get_content("blobs/u2/data") == b"new"
+        assert driver.list("blobs/u2") == ["blobs/u2/data"]  # no temp name left beside it
+
+    def test_unlinked_writer_cancel_leaves_nothing(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u3/data")
+        assert writer is not None
+        writer.write(b"dropped")
+        writer.cancel()
+        assert driver.list("") == []
+
+    def test_unlinked_writer_close_names_its_bytes_for_a_resume(self, driver: StorageDriver) -> None:
+        writer = driver.unlinked_writer("uploads/u4/data")
+        assert writer is not None
+        writer.write(b"cut short,")
+        writer.close()
+        resumed = driver.writer("uploads/u4/data", append=True)
+        assert resumed.size == 10
+        resumed.write(b"resumed")
+        resumed.commit()
+        assert driver.get_content("uploads/u4/data") == b"cut short,resumed"
+
+    def test_unlinked_writer_never_replaces_bytes_at_its_path(self, driver: StorageDriver) -> None:
+        driver.put_content("uploads/u5/data", b"another writer's")
+        writer = driver.unlinked_writer("uploads/u5/data")
+        assert writer is not None
+        writer.write(b"mine")
+        with pytest.raises(StorageError):
+            writer.close()
+        assert driver.get_content("uploads/u5/data") == b"another writer's"
