@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 
-def http_scope(method: str, path: str, raw_path: str | None = None) -> dict[str, Any]:
-    """The scope of a bodiless request under the management API's root path (`/api/v1`)."""
+def http_scope(
+    method: str,
+    path: str,
+    raw_path: str | None = None,
+    *,
+    root_path: str = "/api/v1",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> dict[str, Any]:
+    """The scope of a bodiless request, by default under the management API's root path."""
     return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": (path if raw_path is None else raw_path).encode(), "root_path": "/api/v1",
-        "query_string": b"", "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 40000),
+        "path": path, "raw_path": (path if raw_path is None else raw_path).encode(), "root_path": root_path,
+        "query_string": b"", "headers": [(b"host", b"localhost"), *headers], "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 5000),
     }  # fmt: skip
 

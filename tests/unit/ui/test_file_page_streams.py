@@ -15,6 +15,7 @@ import pytest
 
 from dockyard.ui.interfaces import ApiAnswer, ApiStream, Caller
 from dockyard.ui.pages import Portal, build_portal
+from tests.support.asgi import http_scope
 from tests.unit.ui.test_inprocess_stream import within
 
 LAYER = "sha256:" + "ab" * 32
@@ -65,12 +66,7 @@ def _entry(name: str) -> bytes:
 
 
 PATH = f"/repositories/team/app/-/artifacts/v1/layers/{LAYER}/files"
-SCOPE = {
-    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-    "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "root_path": "",
-    "query_string": b"", "headers": [(b"host", b"localhost"), (b"cookie", b"dockyard_ui=cookie")],
-    "client": ("127.0.0.1", 1), "server": ("localhost", 80),
-}
+SCOPE = http_scope("GET", PATH, root_path="", headers=((b"cookie", b"dockyard_ui=cookie"),))
 
 
 def test_the_first_rows_arrive_before_the_layer_is_read_to_its_end() -> None:
