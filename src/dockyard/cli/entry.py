@@ -10,6 +10,7 @@ HTTP worker Granian forks from it.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def main() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(line_buffering=True, write_through=True)
+    gc.disable()  # until serve freezes what it imported, before the fork (server.freeze_heap)
     from dockyard.cli.server import run_server
     from dockyard.cli.slim import load_or_exit
 
