@@ -10,12 +10,14 @@ import secrets
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.support import zygote
 from tests.support.haproxy import RunningHAProxy, start_haproxy
 from tests.support.postgres import PostgresCluster, start_postgres
 from tests.support.redis import RedisServer
@@ -52,18 +54,18 @@ class Cluster:
         node.process.wait(timeout=10)
 
     def restart_node(self, index: int) -> None:
-        """Start the node again with its config (same port, so HAProxy's server line finds it)."""
+        """Start the node again with its config (same port, so HAProxy's server line finds it), forked
+        from the test process's zygote as start_server's are: a fresh interpreter importing serve's
+        modules took ~25 s on a loaded machine, while the load went on and the node stayed down."""
         node = self.nodes[index]
-        with node.log_path.open("ab") as log:
-            # The binary: a node is a `serve` process the cluster tests kill and start again.
-            node.process = subprocess.Popen(
-                [DOCKYARD, "serve", "--config", str(node.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **node.env},
-                cwd=node.config_path.parent,
-                start_new_session=True,
-            )
+        command = ["serve", "--config", str(node.config_path)]
+        env, cwd = {**os.environ, **node.env}, node.config_path.parent
+        if zygote.ENABLED:
+            node.process = zygote.zygote().spawn(command, env, cwd, node.log_path, append=True)
+        else:
+            with node.log_path.open("ab") as log:
+                node.process = subprocess.Popen([DOCKYARD, *command], stdout=log, stderr=subprocess.STDOUT,
+                                                env=env, cwd=cwd, start_new_session=True)  # fmt: skip
         wait_until_ready(node)
 
     # --- backends -------------------------------------------------------------------------------
@@ -105,8 +107,9 @@ class Cluster:
             self.proxy.wait_for_state(node_name(index), up=True, timeout=timeout)
 
     def stop(self) -> None:
-        for part in (self.proxy, *self.nodes):
-            part.stop()
+        self.proxy.stop()
+        with ThreadPoolExecutor() as pool:  # each node drains (SIGTERM) and stops on its own
+            list(pool.map(RunningServer.stop, self.nodes))
         self.redis.kill()
         self.s3.stop()
         self.postgres.stop()
@@ -158,27 +161,35 @@ def node_config(
 
 
 def start_cluster(workdir: Path) -> Cluster:
+    """The backends side by side (they know nothing of each other), then the three nodes side by side
+    (they migrate the empty database under PostgreSQL's advisory lock: one does, the others wait and
+    find it done, as compose's nodes may), then HAProxy once every node is ready."""
     started: list[Any] = []
     try:
-        postgres = start_postgres()
-        started.append(postgres)
-        redis = RedisServer(workdir / "redis")
-        redis.start()
-        started.append(redis)
-        s3 = start_seaweedfs(workdir / "seaweedfs")
-        started.append(s3)
+        with ThreadPoolExecutor() as pool:
+            backends = [pool.submit(start_postgres), pool.submit(_started_redis, workdir / "redis"),
+                        pool.submit(start_seaweedfs, workdir / "seaweedfs")]  # fmt: skip
+        started += [future.result() for future in backends if future.exception() is None]
+        postgres, redis, s3 = (future.result() for future in backends)  # raises a start's error
         database_url = postgres.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
         shared = node_config(workdir, database_url, redis, s3, secrets.token_hex(32))
         env = {"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]}
         nodes = []
         for index in range(NODES):
-            # One at a time: the first runs the migrations, the others find nothing to do.
-            node = start_server(workdir / node_name(index), shared, env=env, timeout=START_TIMEOUT)
+            node = start_server(workdir / node_name(index), shared, env=env, wait=False)
             started.append(node)
             nodes.append(node)
+        for node in nodes:
+            wait_until_ready(node)
         proxy = start_haproxy(workdir / "haproxy", [(node_name(i), n.host) for i, n in enumerate(nodes)])
         return Cluster(workdir, postgres, redis, s3, nodes, proxy)
     except BaseException:
         for part in reversed(started):
             part.kill() if isinstance(part, RedisServer) else part.stop()
         raise
+
+
+def _started_redis(workdir: Path) -> RedisServer:
+    redis = RedisServer(workdir)
+    redis.start()
+    return redis

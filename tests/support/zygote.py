@@ -86,7 +86,9 @@ def _run_child(request: dict[str, object]) -> int:
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.chdir(str(request["cwd"]))
-    log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # A restarted server (tests/cluster) appends: its log keeps what the process before it wrote.
+    keep = os.O_APPEND if request.get("append") else os.O_TRUNC
+    log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | keep, 0o644)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log, 1)
@@ -224,8 +226,10 @@ class Zygote:
             return 0.0
         return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
-    def spawn(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> ZygoteProcess:
-        request = {"args": args, "env": env, "cwd": str(cwd), "log": str(log)}
+    def spawn(
+        self, args: list[str], env: dict[str, str], cwd: Path, log: Path, append: bool = False
+    ) -> ZygoteProcess:
+        request = {"args": args, "env": env, "cwd": str(cwd), "log": str(log), "append": append}
         with self._lock:
             os.write(self._requests, (json.dumps(request) + "\n").encode())
             deadline = time.monotonic() + 60
