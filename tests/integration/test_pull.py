@@ -52,6 +52,25 @@ def test_range_request_returns_206_with_content_range(
     assert response.content == BLOB[start : end + 1]
 
 
+LARGE_BLOB = bytes(range(251)) * 2500  # ~610 KiB: a range of it is sent in several pieces
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [("bytes=100-", 100, len(LARGE_BLOB) - 1), ("bytes=262143-262144", 262143, 262144),
+     ("bytes=-300000", len(LARGE_BLOB) - 300000, len(LARGE_BLOB) - 1), ("bytes=0-", 0, len(LARGE_BLOB) - 1)],
+)
+def test_range_of_a_large_blob_returns_exactly_those_bytes(
+    oci: OCIClient, repo_name: str, header: str, start: int, end: int
+) -> None:
+    digest = oci.push_blob(repo_name, LARGE_BLOB)
+    response = oci.http.get(f"/v2/{repo_name}/blobs/{digest}", headers={"Range": header})
+    assert response.status_code == 206, describe(response)
+    assert response.headers["Content-Range"] == f"bytes {start}-{end}/{len(LARGE_BLOB)}"
+    assert response.headers["Content-Length"] == str(end - start + 1)
+    assert response.content == LARGE_BLOB[start : end + 1]
+
+
 @pytest.mark.parametrize("header", ["bytes=1024-", "bytes=2000-3000"])
 def test_unsatisfiable_range_is_416(oci: OCIClient, repo_name: str, header: str) -> None:
     digest = oci.push_blob(repo_name, BLOB)
