@@ -64,8 +64,10 @@ class BlobLocation:
 _STATE = select(Blob.deleting_since).where(Blob.digest == bindparam("digest"))
 _STATE_IN = DriverStatement(_STATE)
 _STATE_LOCKED = DriverStatement(_STATE.with_for_update(read=True, key_share=True))
+# RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
 _RECORD = DriverStatement(
-    lambda dialect: insert_for(dialect, Blob).on_conflict_do_nothing(), column_keys=("digest", "size")
+    lambda dialect: insert_for(dialect, Blob).on_conflict_do_nothing().returning(Blob.digest),
+    column_keys=("digest", "size"),
 )
 
 
@@ -108,8 +110,9 @@ class BlobStore:
             return BlobState.ABSENT
         return BlobState.LIVE if row[0] is None else BlobState.DELETING
 
-    def record(self, connection: Connection, digest: str, size: int) -> None:
-        _RECORD.execute(connection, {"digest": digest, "size": size})
+    def record(self, connection: Connection, digest: str, size: int) -> bool:
+        """Insert the blob's row unless one is there (live or tombstoned); whether this inserted it."""
+        return _RECORD.execute(connection, {"digest": digest, "size": size}).first() is not None
 
     def commit_upload(
         self,
@@ -138,11 +141,12 @@ class BlobStore:
             deadline = time.monotonic() + self._wait_for_delete
             while True:
                 with self._db.write() as connection:
-                    if landed:
-                        # A no-op when another upload inserted it first or (with a window of about
-                        # zero) a collector tombstoned it since: the look below tells which.
-                        self.record(connection, key, state.size)
-                    current = self.state_of(connection, key, lock=True)
+                    # Recording a row that was not there, this transaction made the blob live and
+                    # holds its row to the commit (no collector can tombstone it): no look needed.
+                    # A no-op when another upload inserted it first or (with a window of about zero)
+                    # a collector tombstoned it since: the look tells which.
+                    inserted = landed and self.record(connection, key, state.size)
+                    current = BlobState.LIVE if inserted else self.state_of(connection, key, lock=True)
                     if current is BlobState.LIVE:
                         link(connection)
                         break

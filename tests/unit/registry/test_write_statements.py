@@ -19,6 +19,7 @@ from dockyard.db.session import Database
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
 from dockyard.registry.models import Manifest, ManifestReference, Repository
+from dockyard.storage.models import Blob
 from tests.unit.gc.fixtures import Env
 
 pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
@@ -161,3 +162,26 @@ def test_a_manifest_stored_on_the_driver_keeps_its_columns(env: Env, database: D
     )
     assert null_annotations == 2  # team/base's and team/copy's `latest`: JSON null, as before
     assert sorted(references) == sorted([config["digest"], layer["digest"]])
+
+
+def test_a_blob_upload_commits_in_one_transaction_without_reading_back_its_blob(
+    env: Env, database: Database
+) -> None:
+    """A new blob's commit inserts its row and, having made it, does not look at it again: the
+    quota's room (read before anything moves; a server keeps it cached), then in one transaction the
+    row, the repository, the link, the count and the usage, the upload's row."""
+    env.registry.mount_blob("team/app", env.push_blob("team/base", b"x")["digest"], "team/base")
+    data = b"a new layer"
+    state = env.blob_uploads.start("team/app")
+    session = env.blob_uploads.begin_append(state, commits=True)
+    session.write(data)
+    state = session.finish(False)
+    with statements_of(database) as sent:
+        assert env.blob_uploads.commit(state, digest_of(data)) == len(data)
+    assert not [s for s in sent if s.startswith("SELECT blobs.deleting_since")], sent
+    # PostgreSQL also looks for the count first and locks the project's row (quotas.charge).
+    expected = 9 if database.dialect == "postgresql" else 7
+    assert len(sent) == expected, "\n".join(sent)
+    with database.read() as connection:
+        stored = connection.scalar(select(Blob.size).where(Blob.digest == digest_of(data)))
+    assert stored == len(data)
