@@ -24,6 +24,7 @@ from dockyard.cli.client.errors import ApiFailure, CliError
 from dockyard.cli.client.options import api_command
 from dockyard.cli.client.session import Session
 from dockyard.cli.client.urls import segment
+from dockyard.cli.polling import poll_delays
 
 artifact_app = typer.Typer(
     no_args_is_help=True,
@@ -37,7 +38,7 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 KEY_PASSWORD_VARIABLE = "DOCKYARD_SIGNING_KEY_PASSWORD"
-POLL_SECONDS = 2.0
+POLL_SECONDS = 2.0  # the longest pause between two looks at a scan (cli/polling.py)
 SCAN_ON_PUSH_GRACE = 10.0  # a push's scan job is queued just after the push: wait this long for it
 
 Reference = Annotated[
@@ -131,6 +132,7 @@ def _wait_for_scan(cli: Session, repository: str, digest: str, timeout: float) -
     """The finished scan (done or failed); a scan is requested when none is coming."""
     start = time.monotonic()
     requested = False
+    delays = poll_delays(POLL_SECONDS)
     while True:
         report = _read_scan(cli, repository, digest)
         if report is not None and report["status"] in ("done", "failed"):
@@ -148,7 +150,7 @@ def _wait_for_scan(cli: Session, repository: str, digest: str, timeout: float) -
         if waited > timeout:
             state = "not scanned" if report is None else f"the scan is still {report['status']}"
             raise CliError(f"{repository}@{digest}: {state} after {timeout:g} s")
-        time.sleep(POLL_SECONDS)
+        time.sleep(next(delays))
 
 
 def _scans_on_push(cli: Session, repository: str) -> bool:

@@ -14,11 +14,12 @@ from dockyard.cli.client.options import api_command
 from dockyard.cli.client.output import Column, when
 from dockyard.cli.client.session import Session
 from dockyard.cli.client.urls import segment
+from dockyard.cli.polling import poll_delays
 
 job_app = typer.Typer(no_args_is_help=True, help="Background jobs and their schedules.")
 
 FINISHED = ("succeeded", "failed", "cancelled")
-FOLLOW_SECONDS = 1.0
+FOLLOW_SECONDS = 1.0  # the longest pause between two looks at the job (cli/polling.py)
 
 
 def _progress(job: dict[str, Any]) -> str:
@@ -180,6 +181,7 @@ def _follow(cli: Session, job: dict[str, Any]) -> dict[str, Any]:
     """Print the job's log lines as they come, and its progress, until it finishes; the finished job."""
     job_id = job["id"]
     printed = 0
+    delays = poll_delays(FOLLOW_SECONDS)
     cli.out.note(f"job {job_id} ({job['kind']}): {job['status']}")
     while True:
         job = cli.api.get(f"/jobs/{job_id}")
@@ -189,4 +191,4 @@ def _follow(cli: Session, job: dict[str, Any]) -> dict[str, Any]:
         if job["status"] in FINISHED:
             cli.out.record(job, JOB_FIELDS, f"Job {job_id}")
             return job
-        time.sleep(FOLLOW_SECONDS)
+        time.sleep(next(delays))

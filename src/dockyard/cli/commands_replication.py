@@ -14,6 +14,7 @@ from dockyard.cli.client.options import api_command
 from dockyard.cli.client.output import Column, when
 from dockyard.cli.client.session import Session
 from dockyard.cli.client.urls import segment
+from dockyard.cli.polling import poll_delays
 
 replication_app = typer.Typer(no_args_is_help=True, help="Replicate images to and from registry endpoints.")
 policy_app = typer.Typer(no_args_is_help=True, help="Manage replication policies.")
@@ -78,7 +79,7 @@ Labels = Annotated[
         "On update, '' clears the filter.",
     ),
 ]
-WAIT_POLL_SECONDS = 1.0
+WAIT_POLL_SECONDS = 1.0  # the longest pause between two looks at the job (cli/polling.py)
 
 POLICY_COLUMNS = [
     Column("Name", "name"),
@@ -313,11 +314,12 @@ def cancel(cli: Session, run_id: RunId) -> None:
 
 def _wait_for_job(cli: Session, job_id: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    delays = poll_delays(WAIT_POLL_SECONDS)
     while time.monotonic() < deadline:
         job: dict[str, Any] = cli.api.get(f"/jobs/{job_id}")
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
-        time.sleep(WAIT_POLL_SECONDS)
+        time.sleep(next(delays))
     raise CliError(f"job {job_id} has not finished after {timeout:g} seconds (is a worker running?)")
 
 

@@ -16,13 +16,14 @@ from dockyard.cli.client.options import api_command
 from dockyard.cli.client.output import Column, when
 from dockyard.cli.client.session import Session
 from dockyard.cli.client.urls import segment
+from dockyard.cli.polling import poll_delays
 
 retention_app = typer.Typer(
     no_args_is_help=True, help="Manage a project's tag retention policy (docs/retention.md)."
 )
 
 Project = Annotated[str, typer.Argument(help="The project's name.", show_default=False)]
-WAIT_POLL_SECONDS = 1.0
+WAIT_POLL_SECONDS = 1.0  # the longest pause between two looks at the run (cli/polling.py)
 
 
 def _selector(selector: dict[str, Any] | None) -> str:
@@ -160,12 +161,13 @@ def _read_policy(file: str) -> Any:
 
 def _wait_for(cli: Session, project: str, job_id: int, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    delays = poll_delays(WAIT_POLL_SECONDS)
     while time.monotonic() < deadline:
         for item in cli.api.get(f"{_path(project)}/runs", {"limit": 100}):
             if item["job_id"] == job_id and item["status"] != "running":
                 run: dict[str, Any] = cli.api.get(f"{_path(project)}/runs/{item['id']}")
                 return run
-        time.sleep(WAIT_POLL_SECONDS)
+        time.sleep(next(delays))
     raise CliError(f"job {job_id} has not finished after {timeout:g} seconds (is a worker running?)")
 
 
