@@ -30,8 +30,9 @@ RESTART_PAUSE = 10.0  # seconds between starts of serve's job worker when it kee
 READY_WAIT = 10.0
 READY_POLL = 0.02
 # Bound to serve (dockyard.lifecycle) before it imports anything else: killed with serve while it starts.
+# No garbage collection while it imports (as in serve: cli.server.freeze_heap); run_worker turns it on.
 CHILD_COMMAND = (
-    "from dockyard.lifecycle import bind_to_parent; bind_to_parent(); "
+    "import gc; gc.disable(); from dockyard.lifecycle import bind_to_parent; bind_to_parent(); "
     "from dockyard.cli.worker import main_in_serve; main_in_serve()"
 )
 
