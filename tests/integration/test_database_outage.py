@@ -44,8 +44,10 @@ BACK_WITHIN = 15.0  # seconds from PostgreSQL answering again to the node servin
 STOP_SIGNALS = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}  # pg_ctl stop -m fast / immediate
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
+    """One cluster for the module: each test stops it and starts it again, and gets a database and a
+    node of its own."""
     cluster = start_postgres()
     try:
         yield cluster
@@ -55,7 +57,10 @@ def postgres() -> Iterator[PostgresCluster]:
 
 @pytest.fixture
 def node(postgres: PostgresCluster, tmp_path: Path) -> Iterator[RunningServer]:
-    url = postgres.create_database().replace("postgresql+psycopg://", "postgresql://", 1)
+    if postgres.process.poll() is not None:  # a test before this one failed while it was down
+        start_postgres_again(postgres)
+        _wait_until_ready(postgres)
+    url = postgres.create_database(migrated=True).replace("postgresql+psycopg://", "postgresql://", 1)
     config = {
         "database": {"url": url},
         "auth": {"enabled": True},
@@ -163,6 +168,13 @@ class Load:
     def between(self, start: float, end: float) -> list[tuple[int | str, float]]:
         return [(status, seconds) for when, status, seconds in self.answers if start <= when < end]
 
+    def wait_for_answers(self, count: int, since: float = 0.0, within: float = 60.0) -> None:
+        """Until `count` requests begun at `since` or later were answered (or failed)."""
+        deadline = time.monotonic() + within
+        while len(self.between(since, float("inf"))) < count:
+            assert time.monotonic() < deadline, f"the load got fewer than {count} answers in {within} s"
+            time.sleep(0.05)
+
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
@@ -173,7 +185,7 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
     config, layer, manifest = push_image(oci, "outage/app", "before")
 
     with Load(node) as load:
-        time.sleep(1)
+        load.wait_for_answers(8)  # the load runs before the outage
         stop_postgres(postgres, mode)
         stopped_at = time.monotonic()
 
@@ -209,7 +221,8 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
             )
             assert seconds < ANSWER_WITHIN, seconds
             assert answer.status_code == 503 and answer.headers["Retry-After"], describe(answer)
-            time.sleep(1)
+            # The load goes on between two rounds, past the outage's first half second.
+            load.wait_for_answers(8, since=max(time.monotonic(), stopped_at + 0.5))
 
         # Taken before the start: a request begun once PostgreSQL accepts connections again, and before
         # the start returned, may well succeed (seen: a 201 counted "during the outage").
@@ -219,7 +232,7 @@ def test_node_answers_503_fast_while_postgres_is_down_and_recovers(
         readyz = eventually_ok(lambda: http.get("/readyz"), BACK_WITHIN)
         assert readyz.status_code == 200, readyz.text
         back_at = time.monotonic()
-        time.sleep(2)  # the load runs on against the database that is back
+        load.wait_for_answers(8, since=back_at + 1)  # the load runs on against the database that is back
 
     during = load.between(stopped_at + 0.5, restarting_at)  # the first half second may still succeed
     assert during, "the load made no requests during the outage"
