@@ -1,7 +1,12 @@
-"""The cluster the tests in this directory share, one per module (see deployment.py).
+"""The cluster the tests in this directory share: one for the whole directory (see deployment.py).
 
-Each module's tests run on one xdist worker (`--dist loadscope` in pyproject.toml), so a module starts one
-cluster, not one per worker that picked up one of its tests.
+Building it is most of what a cross-node test costs, so every module here uses the same one: the
+directory's modules go to one xdist worker as one unit (tests/support/module_order.py, SHARED_SCOPES),
+and the cluster is package-scoped, stopped after the directory's last test. The tests that kill a node,
+Redis or PostgreSQL start it again and wait until HAProxy has every node UP; each test pushes under
+names and contents of its own (tests/cluster/load.py), so what an earlier test left is never what a
+later one checks. A test that failed half-way may leave a part down: the next test then gets a new
+cluster rather than an error that is not its own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,34 @@ import pytest
 from tests.cluster.deployment import Cluster, start_cluster
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster"))
+class SharedCluster:
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.running: Cluster | None = None
+
+    def healthy(self) -> Cluster:
+        """The running cluster if every part is up (HAProxy has every node UP); else a new one."""
+        if self.running is not None and not self.running.healthy():
+            self.running.stop()
+            self.running = None
+        if self.running is None:
+            self.running = start_cluster(self.factory.mktemp("cluster"))
+        return self.running
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+
+
+@pytest.fixture(scope="package")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedCluster]:
+    shared = SharedCluster(tmp_path_factory)
     try:
-        yield running
+        yield shared
     finally:
-        running.stop()
+        shared.stop()
+
+
+@pytest.fixture
+def cluster(shared_cluster: SharedCluster) -> Cluster:
+    return shared_cluster.healthy()

@@ -106,6 +106,18 @@ class Cluster:
         for index in range(len(self.nodes)):
             self.proxy.wait_for_state(node_name(index), up=True, timeout=timeout)
 
+    def healthy(self) -> bool:
+        """Every process running and HAProxy counting every node UP: what a test may start from."""
+        if self.redis.process is None:
+            return False
+        backends = (self.postgres.process, self.redis.process, self.s3.process, self.proxy.process)
+        if any(part.poll() is not None for part in (*backends, *(node.process for node in self.nodes))):
+            return False
+        try:
+            return set(self.proxy.server_states().values()) == {"UP"}
+        except httpx.HTTPError:
+            return False
+
     def stop(self) -> None:
         self.proxy.stop()
         with ThreadPoolExecutor() as pool:  # each node drains (SIGTERM) and stops on its own

@@ -35,6 +35,9 @@ class Load:
     pushers: int = 3
     pullers: int = 2
     skopeo: bool = True
+    # Of this load's own: its images' layers and tags differ from those of an earlier test on the same
+    # cluster (whose blobs a push would otherwise find there and skip).
+    seed: int = field(default_factory=lambda: random.randrange(1 << 30))
     journal: Journal = field(default_factory=Journal)
     pushed: list[Image] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -93,14 +96,14 @@ class Load:
         return ResilientClient(self.cluster.http(), self.journal, CHUNK)
 
     def _push_loop(self, worker: int, bases: list[bytes]) -> None:
-        rng = random.Random(worker)
+        rng = random.Random(f"{self.seed}-{worker}")
         client = self._client()
         number = 0
         while not self._stop.is_set():
             own = rng.randbytes(rng.randint(MiB // 2, 3 * MiB))
             # Half the images go to one repository all pushers share, half to the pusher's own.
             repo = "chaos/shared" if number % 2 else f"chaos/pusher{worker}"
-            image = make_image(repo, f"w{worker}-{number}", [bases[number % 2], own])
+            image = make_image(repo, f"{self.seed}-w{worker}-{number}", [bases[number % 2], own])
             client.push_image(image)
             self.record(image)
             number += 1
@@ -122,10 +125,11 @@ class Load:
             number = 0
             while not self._stop.is_set():
                 layout = write_oci_layout(
-                    self.workdir / f"layout{number}", layers=2, layer_size=MiB, seed=number
+                    self.workdir / f"layout{number}", layers=2, layer_size=MiB, seed=self.seed + number
                 )
                 blobs = {digest: layout.blobs[digest] for digest in layout.images[0].blob_digests}
-                image = Image("chaos/skopeo", f"s{number}", layout.blobs[layout.top.digest], blobs)
+                manifest = layout.blobs[layout.top.digest]
+                image = Image("chaos/skopeo", f"{self.seed}-s{number}", manifest, blobs)
                 target = f"docker://{self.cluster.proxy.host}/{image.repo}:{image.tag}"
                 self._skopeo_copy(tools, layout.transport_ref, target)
                 self.record(image)

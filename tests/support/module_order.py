@@ -27,13 +27,37 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 DURATIONS = Path(__file__).resolve().parents[1] / "module_durations.json"
 PASSES = ("sqlite", "postgresql")
 
 
+# Directories whose modules share a package-scoped fixture (tests/cluster: one HA cluster): they go to
+# one xdist worker as one unit, and rank by their summed seconds, so the fixture starts once per run.
+SHARED_SCOPES = ("tests/cluster/",)
+
+
 def module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
+
+
+def scope_of(nodeid: str) -> str:
+    """What goes to one xdist worker together: the test's module, or the shared directory it is in."""
+    module = module_of(nodeid)
+    return next((prefix for prefix in SHARED_SCOPES if module.startswith(prefix)), module)
+
+
+class SharedScopeScheduling(LoadScopeScheduling):
+    """pytest-xdist's loadscope (pyproject.toml), with SHARED_SCOPES as units of their own."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope = scope_of(nodeid)
+        return scope if scope in SHARED_SCOPES else super()._split_scope(nodeid)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
+    return SharedScopeScheduling(config, log) if config.getoption("dist") == "loadscope" else None
 
 
 def read_durations(path: Path = DURATIONS) -> dict[str, dict[str, float]]:
@@ -55,15 +79,18 @@ def expected_seconds(module: str, durations: dict[str, dict[str, float]], db: st
 def longest_first(
     items: list[pytest.Item], durations: dict[str, dict[str, float]], db: str
 ) -> list[pytest.Item]:
-    """Items grouped by module, modules by expected seconds descending; ties and tests inside a module keep
-    collection order."""
-    position: dict[str, int] = {}
-    for item in items:
-        position.setdefault(module_of(item.nodeid), len(position))
+    """Items grouped by module, modules by expected seconds descending (a shared scope's modules together,
+    by their sum); ties and tests inside a module keep collection order."""
+    position: dict[str, int] = {}  # of modules and of scopes, in collection order
+    seconds: dict[str, float] = defaultdict(float)  # per scope
+    for module in dict.fromkeys(module_of(item.nodeid) for item in items):
+        position[module] = len(position)
+        position.setdefault(scope_of(module), position[module])
+        seconds[scope_of(module)] += expected_seconds(module, durations, db)
 
-    def rank(item: pytest.Item) -> tuple[float, int]:
+    def rank(item: pytest.Item) -> tuple[float, int, int]:
         module = module_of(item.nodeid)
-        return (-expected_seconds(module, durations, db), position[module])
+        return (-seconds[scope_of(module)], position[scope_of(module)], position[module])
 
     return sorted(items, key=rank)  # stable: a module's tests stay in their order
 

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from tests.support import module_order
-from tests.support.module_order import durations_from_cpu_log, expected_seconds, longest_first
+from tests.support.module_order import (
+    SharedScopeScheduling,
+    durations_from_cpu_log,
+    expected_seconds,
+    longest_first,
+)
 
 pytestmark = pytest.mark.db_independent  # the order of node ids: no database
 
@@ -36,6 +41,22 @@ def test_a_module_without_a_figure_goes_first_and_ties_keep_collection_order() -
     ordered = [item.nodeid for item in longest_first(collected, durations, "sqlite")]
 
     assert ordered == ["new.py::t", "old.py::t", "same1.py::t", "same2.py::t"]
+
+
+def test_a_shared_directory_goes_to_one_worker_as_one_unit_ranked_by_its_sum() -> None:
+    collected = items("tests/cluster/test_a.py::t", "tests/x.py::t", "tests/cluster/test_b.py::C::t",
+                      "tests/y.py::t")  # fmt: skip
+    durations = {"sqlite": {"tests/cluster/test_a.py": 10.0, "tests/cluster/test_b.py": 15.0,
+                            "tests/x.py": 20.0, "tests/y.py": 1.0}}  # fmt: skip
+
+    ordered = [item.nodeid for item in longest_first(collected, durations, "sqlite")]
+
+    assert ordered == ["tests/cluster/test_a.py::t", "tests/cluster/test_b.py::C::t", "tests/x.py::t",
+                       "tests/y.py::t"]  # fmt: skip
+    scheduler = object.__new__(SharedScopeScheduling)  # _split_scope reads nothing of its state
+    assert {scheduler._split_scope(nodeid) for nodeid in ordered} == {
+        "tests/cluster/", "tests/x.py", "tests/y.py"
+    }  # fmt: skip
 
 
 def test_a_pass_without_a_figure_for_a_module_uses_the_other_pass() -> None:
