@@ -857,9 +857,9 @@ def scanner_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> C
 def kept_if_untouched(
     look: Callable[[], Any], keep: Callable[[], None], drop: Callable[[], None]
 ) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """A case's observe and cleanup for a thing made for it: run_case looks before the call, and after
-    it when it must be refused. A thing a refused call left as it was is kept for the next case (as
-    good as new: making one costs a password hash, a project's members...); any other is dropped."""
+    """A case's observe and cleanup for a thing made for it: run_case looks before and after the call
+    when it must be refused. A thing a refused call left as it was is kept for the next case (as good
+    as new: making one costs a password hash, a project's members...); any other is dropped."""
     seen: list[Any] = []
 
     def observe() -> Any:
@@ -1532,9 +1532,10 @@ def labelled(
 
 
 def run_case(w: World, rule: Rule, call: Call, actor: Actor, project: str | None, mode: str) -> list[str]:
-    """Make the call as the actor; what is wrong with the answer (and with the state after it)."""
-    before = call.observe() if call.observe else None
+    """Make the call as the actor; what is wrong with the answer (and, for a refusal, with the state
+    after it: an allowed call changes things, so only a refused one is looked at before and after)."""
     denial = expected_denial(rule, actor, project, mode)
+    before = call.observe() if call.observe and denial is not None else None
     answer = send(w, rule, call, actor, mode)
     problems: list[str] = []
     if denial is None:
@@ -2125,7 +2126,7 @@ def ui_labelled(ep: Endpoint, actor: Actor, project: str | None, problems: list[
 def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> list[str]:
     call = ui_call(w, actor, project, ep)
     expected = ui_denial(w, ep, actor, project)
-    before = call.observe() if call.observe else None
+    before = call.observe() if call.observe and expected is not None else None  # as run_case
     answer = ui_send(w, call)
     problems = ui_answer_problems(ep, call, expected, answer)
     if expected is not None and call.observe and call.observe() != before:
