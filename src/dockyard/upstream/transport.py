@@ -10,6 +10,7 @@ context variable the client sets), so a server trickling bytes cannot stretch a 
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
@@ -122,6 +123,15 @@ class GuardedBackend(httpcore.SyncBackend):
         raise UpstreamAddressRefused("no unix sockets")
 
 
+# Loading the system's CA store costs ~25 ms of CPU, as much as an argon2 password check, and every
+# remote client needs a context: each replication job, endpoint test, scanner call and webhook client.
+# One per process and set of options instead; nothing changes a context once made (httpcore sets the
+# same ALPN list, HTTP/1.1, on each connection), and one context serves many threads. A CA bundle the
+# system updates is read at the next start, as Go programs (distribution) read theirs.
+CONTEXTS = 32  # sets of TLS options remembered (each registry endpoint with a CA of its own is one)
+
+
+@functools.lru_cache(maxsize=CONTEXTS)
 def ssl_context(tls: TLSOptions) -> ssl.SSLContext:
     context = ssl.create_default_context()  # the system's CAs, hostname checks on
     if tls.ca_pem:
