@@ -47,10 +47,12 @@ class BlobUploads:
         self.read_only = read_only
         self.max_upload_size = max_upload_size
 
-    def start(self, name: str, owner: str | None = None) -> UploadState:
+    def start(self, name: str, owner: str | None = None, recorded: bool = True) -> UploadState:
+        """A new upload session; `recorded=False`: one the same request fills and commits, with no row
+        (storage.uploads.UploadStore.create)."""
         self._check_writable()
         validate_name(name)
-        return self._uploads.create(name, owner)
+        return self._uploads.create(name, owner, recorded)
 
     def get(self, name: str, upload_id: str, owner: str | None = None) -> UploadState:
         validate_name(name)
@@ -69,6 +71,9 @@ class BlobUploads:
         """Cancel an upload that can never complete (a bad digest, a body cut short on a session whose id
         the client never learnt), quietly: it may be gone already."""
         with contextlib.suppress(DockyardError):
+            if not state.recorded:
+                self._uploads.discard(state)
+                return
             self._uploads.cancel(state.id, state.repository, state.owner)
 
     def release(self, state: UploadState) -> None:

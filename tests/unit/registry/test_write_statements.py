@@ -16,10 +16,11 @@ from sqlalchemy import String, cast, event, func, select
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.session import Database
+from dockyard.errors import DigestInvalid, PathNotFound
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
 from dockyard.registry.models import Manifest, ManifestReference, Repository
-from dockyard.storage.models import Blob
+from dockyard.storage.models import Blob, Upload
 from tests.unit.gc.fixtures import Env
 
 pytestmark = pytest.mark.db_independent  # `database` runs each test on both databases
@@ -185,3 +186,34 @@ def test_a_blob_upload_commits_in_one_transaction_without_reading_back_its_blob(
     with database.read() as connection:
         stored = connection.scalar(select(Blob.size).where(Blob.digest == digest_of(data)))
     assert stored == len(data)
+
+
+def test_a_single_post_upload_writes_no_upload_row(env: Env, database: Database) -> None:
+    """`POST ?digest=` with the whole blob: its session has no row, so it is neither inserted nor
+    deleted; the blob is recorded all the same, and a refused one leaves no bytes behind."""
+    env.registry.mount_blob("team/app", env.push_blob("team/base", b"x")["digest"], "team/base")
+    data = b"a layer in one POST"
+    with statements_of(database) as sent:
+        state = env.blob_uploads.start("team/app", recorded=False)
+        session = env.blob_uploads.begin_append(state, commits=True)
+        session.write(data)
+        state = session.finish(False)
+        assert env.blob_uploads.commit(state, digest_of(data)) == len(data)
+    assert not [s for s in sent if "uploads" in s], sent
+    with database.read() as connection:
+        stored = connection.scalar(select(Blob.size).where(Blob.digest == digest_of(data)))
+        uploads = connection.scalar(select(func.count()).select_from(Upload))
+    assert (stored, uploads) == (len(data), 0)
+
+    refused = env.blob_uploads.start("team/app", recorded=False)
+    session = env.blob_uploads.begin_append(refused, commits=True)
+    session.write(b"not what the digest says")
+    refused = session.finish(False)
+    with pytest.raises(DigestInvalid):
+        env.blob_uploads.commit(refused, digest_of(b"something else"))
+    env.blob_uploads.drop(refused)
+    try:
+        left = env.driver.list("uploads")
+    except PathNotFound:
+        left = []
+    assert left == []

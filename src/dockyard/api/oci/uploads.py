@@ -106,7 +106,8 @@ async def start_upload(ctx: OCIContext, request: Request, name: str) -> Response
 
     def open_session() -> tuple[UploadBudget, AppendSession]:
         budget = _budget(ctx, name, 0, length, digest)
-        state = ctx.blob_uploads.start(name, owner)
+        # No row: this request fills and commits the session, and nobody else ever learns its id.
+        state = ctx.blob_uploads.start(name, owner, recorded=False)
         ctx.metrics.uploads_started.inc()
         try:
             return budget, ctx.blob_uploads.begin_append(state, commits=True)
@@ -330,6 +331,10 @@ async def _append(
 def _keep_received(ctx: OCIContext, session: AppendSession, budget: UploadBudget, drop: bool) -> None:
     """A body cut short or refused part-way: record what arrived, so the client may resume (or, with
     `drop`, the upload goes: nobody knows its id)."""
+    if drop and not session.state.recorded:  # no row to record them in, and nobody to resume them
+        _drop_received(ctx, session, budget)
+        ctx.blob_uploads.drop(session.state)
+        return
     recorded = False
     try:
         session.finish()

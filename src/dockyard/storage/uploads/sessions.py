@@ -66,7 +66,10 @@ class AppendSession:
         """A chunk failed half-way: the upload can no longer be trusted, so it is dropped."""
         try:
             self._writer.cancel()
-            self._store.cancel(self.state.id, self.state.repository, self.state.owner)
+            if self.state.recorded:
+                self._store.cancel(self.state.id, self.state.repository, self.state.owner)
+            else:
+                self._store.discard(self.state)
             self.state = self.state.moved(UploadPhase.CANCELLED)
         finally:
             self._lock.release()

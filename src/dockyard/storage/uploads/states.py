@@ -73,6 +73,9 @@ class UploadState:
     # The writer state `size` was recorded with (Upload.storage_token; None: nothing to check).
     token: str | None = None
     phase: UploadPhase = UploadPhase.OPEN
+    # False for a session with no row (`UploadStore.create(recorded=False)`: a `POST ?digest=` whose
+    # body is the whole blob, committed in the same request; nobody else ever learns its id).
+    recorded: bool = True
 
     def moved(self, phase: UploadPhase, **changes: Any) -> UploadState:
         """This state in `phase` (with `changes`); UploadStateInvalid if the table does not allow it."""

@@ -68,10 +68,15 @@ class UploadStore:
         self._settled = Settled()
 
     # --- sessions -----------------------------------------------------------------------------
-    def create(self, repository: str, owner: str | None = None) -> UploadState:
-        """A new session, open."""
+    def create(self, repository: str, owner: str | None = None, recorded: bool = True) -> UploadState:
+        """A new session, open. `recorded=False`: no row, for a request that brings the whole blob and
+        commits it (its client never learns the id, so nobody can find, continue or cancel it): its
+        commit has no row to delete, and a crash leaves at most a temp object with no row, which
+        `purge_stale` removes (the filesystem's unnamed files leave nothing)."""
         upload_id = new_upload_id()
         now = utcnow()
+        if not recorded:
+            return UploadState(upload_id, repository, 0, now, owner, recorded=False)
         with self._db.write() as connection:
             _CREATE.execute(
                 connection,
@@ -143,9 +148,15 @@ class UploadStore:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         self._drop_local(upload_id)
 
+    def discard(self, state: UploadState) -> None:
+        """Drop a session with no row (`create(recorded=False)`) and its bytes."""
+        self._drop_local(state.id)
+
     def forget(self, connection: Connection, state: UploadState) -> None:
         """Drop the upload's row, in the caller's transaction (the one that records the blob)."""
         check_move(state.id, state.phase, UploadPhase.COMMITTED)
+        if not state.recorded:
+            return
         result = _FORGET.execute(connection, {"upload_id": state.id})
         if result.rowcount != 1:
             raise BlobUploadUnknown("the upload was cancelled or purged while it was committed")
