@@ -33,7 +33,8 @@ test-deps:
 	bash scripts/install-test-deps.sh
 
 # The container image (docs/container.md), from Debian's packages (a base made by mmdebstrap) and wheels
-# built here, cached under build/images/: build/images/dockyard.tar (`docker load -i` it), and
+# built here (the base and the dependencies' wheels cached in ~/.cache/dockyard/images/ for every
+# checkout, the rest under build/images/): build/images/dockyard.tar (`docker load -i` it), and
 # dockyard:latest in your docker daemon when one runs. `make images` adds the images of the HA compose
 # example (deploy/docker-compose.yml): build/images/ha.tar. Both need root without a daemon of yours.
 image: venv
