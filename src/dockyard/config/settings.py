@@ -113,7 +113,8 @@ class HTTPSettings(Section):
     drain_timeout: NonNegativeDuration = Field(
         default=Duration("30s"),
         description="On SIGTERM, `/readyz` answers 503 at once and requests in flight get this long to "
-        "finish; then the process exits 0 (sooner when nothing is in flight). registry:2's "
+        "finish; then the workers stop (one still busy gets 10 s more before it is killed) and the process "
+        "exits 0 (sooner when nothing is in flight). registry:2's "
         "`http.draintimeout` sets it too. A second SIGTERM, or SIGINT, stops at once. See "
         "[ha.md](ha.md#health-checks-and-draining).",
         json_schema_extra=doc("duration"),
