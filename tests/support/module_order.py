@@ -56,6 +56,7 @@ class SharedScopeScheduling(LoadScopeScheduling):
         return scope if scope in SHARED_SCOPES else super()._split_scope(nodeid)
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`-p no:xdist`) there is no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
     return SharedScopeScheduling(config, log) if config.getoption("dist") == "loadscope" else None
 
