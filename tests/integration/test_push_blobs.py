@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -256,3 +258,28 @@ def test_upload_continues_after_server_restart(make_server: Callable[..., Runnin
         done = oci.finish_upload(rest.headers["Location"], digest_of(DATA))
         assert done.status_code == 201, describe(done)
         assert_blob(oci, repo, DATA)
+
+
+def test_a_final_put_cut_short_leaves_the_upload_to_finish(oci: OCIClient, repo_name: str) -> None:
+    """A PUT whose body stops before its Content-Length (the client went away) stores nothing; the
+    upload keeps what it had and is completed by the next PUT."""
+    location = oci.patch_chunk(oci.upload_location(repo_name), DATA[:12], 0).headers["Location"]
+    target = httpx.URL(oci.url(location)).copy_merge_params({"digest": digest_of(DATA)})
+    head = (
+        f"PUT {target.raw_path.decode()} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(DATA) - 12}\r\n\r\n"
+    )
+    with socket.create_connection((target.host, target.port), timeout=30) as sock:
+        sock.sendall(head.encode() + DATA[12:15])  # 3 of the 8 bytes, then gone
+    deadline = time.monotonic() + 30
+    while True:  # the server notices the disconnect on its own time
+        status = oci.http.get(oci.url(location))
+        if status.status_code == 204 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status.status_code == 204, describe(status)
+    assert status.headers["Range"] == "0-11"
+    assert_no_blob(oci, repo_name, digest_of(DATA))
+    done = oci.finish_upload(status.headers["Location"], digest_of(DATA), DATA[12:])
+    assert done.status_code == 201, describe(done)
+    assert_blob(oci, repo_name, DATA)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,7 +15,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.gate import MOUNT_REFUSED_KEY, MOUNT_SOURCES_KEY, PRINCIPAL_KEY
 from dockyard.api.oci.notifying import blob_pushed
-from dockyard.api.oci.streaming import declared_length, receive_into, write_each
+from dockyard.api.oci.streaming import WRITE_CHUNK, declared_length, receive_into, write_each
 from dockyard.auth.interfaces import Principal
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
@@ -225,8 +226,24 @@ async def _finish_upload(
     def open_append() -> tuple[UploadBudget, AppendSession]:
         return _open_session(ctx, name, find(), length, digest)
 
+    if length is not None and length <= WRITE_CHUNK and not headers.get("transfer-encoding"):
+        # A body this small is read whole before anything is written (receive_into keeps the tail of
+        # a body that is to be committed), so the upload is found, opened, written and committed in
+        # one thread hop, not two. A body cut short was never opened: the upload stays as it was.
+        received, tail = await receive_into(request, _nothing_before_the_tail, ctx.io, keep_tail=True)
+
+        def open_write_commit() -> UploadState:
+            budget, session = open_append()
+            return _write_and_finish(ctx, session, budget, tail, received, digest, False)
+
+        return await ctx.call(open_write_commit)
+
     budget, session = await ctx.call(open_append)
     return await _append(ctx, request, session, budget, commit_to=digest)
+
+
+def _nothing_before_the_tail(data: bytes) -> None:
+    raise AssertionError("a body of at most WRITE_CHUNK bytes is kept whole as the tail")
 
 
 async def cancel_upload(ctx: OCIContext, request: Request, name: str, upload_id: str) -> Response:
@@ -286,34 +303,11 @@ async def _append(
     upload's row in its own transaction, so the new size need not be written first. `drop_unfinished`:
     drop the upload if its body is not all kept (the client never learnt its id)."""
 
-    def write(data: bytes) -> None:  # in a blob-io thread, then the last pieces in the committing one
-        granted = budget.take(len(data))
-        if granted:
-            session.write(data if granted == len(data) else memoryview(data)[:granted])  # type: ignore[arg-type]
-        if granted < len(data):
-            raise budget.refusal(len(data) - granted)
+    # In a blob-io thread, then the last pieces in the committing one.
+    write = _budgeted_writer(session, budget)
 
     def kept(tail: list[bytes], received: int) -> UploadState:
-        try:
-            write_each(write, tail)
-        except (BlobUploadInvalid, SizeInvalid, QuotaExceeded):
-            _keep_received(ctx, session, budget, drop_unfinished)
-            raise
-        except BaseException:
-            _drop_received(ctx, session, budget)
-            raise
-        ctx.metrics.blob_bytes_received.inc(received)
-        try:
-            state = session.finish(commit_to is None)
-        except BaseException:
-            budget.settle(False)
-            if drop_unfinished:
-                ctx.blob_uploads.drop(session.state)
-            raise
-        budget.settle(commit_to is None)
-        if commit_to is not None:
-            _commit(ctx, state, commit_to)
-        return state
+        return _write_and_finish(ctx, session, budget, tail, received, commit_to, drop_unfinished)
 
     try:
         received, tail = await receive_into(request, write, ctx.io, keep_tail=commit_to is not None)
@@ -326,6 +320,50 @@ async def _append(
         await ctx.call(_drop_received, ctx, session, budget)
         raise
     return await ctx.call(kept, tail, received)
+
+
+def _budgeted_writer(session: AppendSession, budget: UploadBudget) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        granted = budget.take(len(data))
+        if granted:
+            session.write(data if granted == len(data) else memoryview(data)[:granted])  # type: ignore[arg-type]
+        if granted < len(data):
+            raise budget.refusal(len(data) - granted)
+
+    return write
+
+
+def _write_and_finish(
+    ctx: OCIContext,
+    session: AppendSession,
+    budget: UploadBudget,
+    tail: list[bytes],
+    received: int,
+    commit_to: str | None,
+    drop_unfinished: bool,
+) -> UploadState:
+    """Write a body's last pieces and record them, or with `commit_to` commit the upload (in a worker
+    thread: `_append`'s last hop, or a small PUT's only one)."""
+    try:
+        write_each(_budgeted_writer(session, budget), tail)
+    except (BlobUploadInvalid, SizeInvalid, QuotaExceeded):
+        _keep_received(ctx, session, budget, drop_unfinished)
+        raise
+    except BaseException:
+        _drop_received(ctx, session, budget)
+        raise
+    ctx.metrics.blob_bytes_received.inc(received)
+    try:
+        state = session.finish(commit_to is None)
+    except BaseException:
+        budget.settle(False)
+        if drop_unfinished:
+            ctx.blob_uploads.drop(session.state)
+        raise
+    budget.settle(commit_to is None)
+    if commit_to is not None:
+        _commit(ctx, state, commit_to)
+    return state
 
 
 def _keep_received(ctx: OCIContext, session: AppendSession, budget: UploadBudget, drop: bool) -> None:
