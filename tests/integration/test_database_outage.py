@@ -47,8 +47,8 @@ STOP_SIGNALS = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT}  # pg_ctl st
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
     """One cluster for the module: each test stops it and starts it again, and gets a database and a
-    node of its own."""
-    cluster = start_postgres()
+    node of its own. Its commits survive an immediate stop (the tests check what was pushed before one)."""
+    cluster = start_postgres(committed_survives_a_crash=True)
     try:
         yield cluster
     finally:

@@ -100,9 +100,13 @@ def _as_postgres_user() -> dict[str, Any]:
     return {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
 
 
-def start_postgres(max_connections: int = 300) -> PostgresCluster:
-    """initdb a cluster in a temp dir (trust auth, user `dockyard`) and start it on 127.0.0.1."""
+def start_postgres(max_connections: int = 300, committed_survives_a_crash: bool = False) -> PostgresCluster:
+    """initdb a cluster in a temp dir (trust auth, user `dockyard`) and start it on 127.0.0.1.
+    `committed_survives_a_crash`: a commit waits for its WAL write (synchronous_commit on), so a
+    committed transaction outlives an immediate stop, as on a production server; otherwise the last
+    ~200 ms of commits may be lost with the process (the OS still holds what was written: no fsync)."""
     initdb, postgres = postgres_tool("initdb"), postgres_tool("postgres")
+    synchronous_commit = "on" if committed_survives_a_crash else "off"
     root = Path(tempfile.mkdtemp(prefix="dockyard-pg-", dir=_cluster_parent()))
     as_user = _as_postgres_user()
     if as_user:
@@ -120,7 +124,8 @@ def start_postgres(max_connections: int = 300) -> PostgresCluster:
             [
                 postgres, "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(root),
                 # A throwaway cluster: durability buys nothing, speed does.
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                "-c", "fsync=off", "-c", f"synchronous_commit={synchronous_commit}",
+                "-c", "full_page_writes=off",
                 "-c", f"max_connections={max_connections}",
                 # Its WAL is memory on a tmpfs: checkpoints (cheap there) keep it small.
                 "-c", "max_wal_size=128MB", "-c", "min_wal_size=32MB",
