@@ -235,11 +235,9 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
     decisions = KeyedGenerationCache[tuple[str, str, PullPolicy], str](
         keyed_generation_of(feed, Topic.VERDICTS), 4 * MIB, clock=time.monotonic
     )
-    from dockyard.scans.services import Scans
-
     # Stored scan summaries (one indexed row each); a stored result bumps Topic.VERDICTS with its
     # repository (_scan_kind).
-    return PullGate(db, policies, _StoredVerdicts(db, registry, blobs), decisions, Scans(db))
+    return PullGate(db, policies, _StoredVerdicts(db, registry, blobs), decisions, _StoredSummaries(db))
 
 
 class _StoredVerdicts:
@@ -261,6 +259,26 @@ class _StoredVerdicts:
 
                     self._signatures = Signatures(*self._parts)
         return self._signatures.cached(repository, digest)
+
+
+class _StoredSummaries:
+    """The pull gate's stored scan summaries (`Scans.summary`), built on the first pull a vulnerability
+    policy judges: `dockyard.scans.services` and the scans' models (~20 ms of CPU to import) are then
+    not loaded before serve forks its workers, nor in a worker of a registry without such policies."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._scans: Any = None
+        self._lock = threading.Lock()
+
+    def summary(self, repository: str, digest: str) -> Any:
+        if self._scans is None:
+            with self._lock:
+                if self._scans is None:
+                    from dockyard.scans.services import Scans
+
+                    self._scans = Scans(self._db)
+        return self._scans.summary(repository, digest)
 
 
 def build_outbox(

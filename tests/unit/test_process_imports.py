@@ -57,6 +57,13 @@ HTTP_WORKER_FORBIDDEN = (
     # The pull gate's signature verifiers: loaded on the first pull a signature policy judges (none
     # here), not before the fork, where they cost each start ~20-45 ms of CPU (issue 18).
     "dockyard.signatures.services",
+    # Scan on push's and replication's event trigger's services and models: built on a worker's first
+    # push (and the pull gate's scan summaries on the first pull a vulnerability policy judges), not
+    # before the fork, where they cost each start ~40 ms of CPU (issue 18).
+    "dockyard.scans.services",
+    "dockyard.scans.models",
+    "dockyard.replication.services",
+    "dockyard.replication.models",
     "packageurl",
     "cyclonedx",  # SBOM writers: only `dockyard sbom` loads them
     "spdx_tools",

@@ -231,10 +231,8 @@ def _in_management_api(request: Request) -> bool:
 # too), whatever the configuration: serve's main process imports them for its workers (`preload`).
 WORKER_LAZY_MODULES = (
     "dockyard.projects.pull_policies",
-    "dockyard.replication.pushes",
-    "dockyard.replication.services",
+    "dockyard.replication.pushes",  # not their services and models: built on a worker's first push
     "dockyard.scans.pushes",
-    "dockyard.scans.services",
     "dockyard.signatures.pull_gate",
     "dockyard.upstream.addresses",
     "dockyard.webhooks.producers",

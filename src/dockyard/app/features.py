@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
 
@@ -36,6 +36,10 @@ from dockyard.services import (
     implicit_remote,
     registry_url,
 )
+
+if TYPE_CHECKING:
+    from dockyard.replication.services import ReplicationPolicies
+    from dockyard.scans.services import Scans
 
 
 def build_limits(settings: Settings, metrics: Metrics) -> tuple[RequestLimits | None, UploadLimits | None]:
@@ -112,18 +116,27 @@ def manifest_effects(services: Services) -> ManifestEffects:
     """What follows a manifest push or delete over either API: registry:2 and webhook events, the
     signature check of a project that requires signatures, scan on push (a `scan` job for a project
     with `scan_on_push`), replication's event trigger (a `replicate` job per event policy selecting
-    the tag)."""
+    the tag). The services behind the last two (with their models) are built on the first push that
+    needs them, in the worker that takes it: a registry that is only pulled from never loads them."""
     from dockyard.replication.pushes import ReplicateOnPush
-    from dockyard.replication.services import ReplicationPolicies
     from dockyard.scans.pushes import ScanOnPush
-    from dockyard.scans.services import Scans
+
+    def scans() -> Scans:
+        from dockyard.scans.services import Scans
+
+        return Scans(services.db, jobs=services.jobs)
+
+    def replication_policies() -> ReplicationPolicies:
+        from dockyard.replication.services import ReplicationPolicies
+
+        return ReplicationPolicies(services.db)
 
     return ManifestEffects(
         notifications=services.notifications,
         pull_gate=services.pull_gate,
-        scans=ScanOnPush(Scans(services.db, jobs=services.jobs)),
+        scans=ScanOnPush(scans),
         replication=ReplicateOnPush(
-            ReplicationPolicies(services.db),
+            replication_policies,
             services.jobs,
             ttl=services.settings.replication.event_policies_ttl.seconds,
         ),

@@ -3,25 +3,31 @@ trigger whose filters select it gets a `replicate` job for that one tag (the cop
 never in the request); after a tag is deleted here, each such policy that propagates deletes gets one
 that deletes it on the destination. The event policies are cached for `ttl` seconds per process
 (`replication.event_policies_ttl`), so a push with none costs a look at a list, and one with some the
-jobs' inserts."""
+jobs' inserts. The policies' service (with replication's models) is built on the first tag pushed or
+deleted: not before serve forks its workers, where it cost each start ~20 ms of CPU (issue 18)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dockyard.jobs.queue import JobQueue
-from dockyard.replication.interfaces import Policy
-from dockyard.replication.services import ReplicationPolicies
+
+if TYPE_CHECKING:
+    from dockyard.replication.interfaces import Policy
+    from dockyard.replication.services import ReplicationPolicies
 
 log = logging.getLogger("dockyard.replication")
 KIND = "replicate"  # tasks.KIND, without loading the job's code in an HTTP worker
 
 
 class ReplicateOnPush:
-    def __init__(self, policies: ReplicationPolicies, jobs: JobQueue, ttl: float) -> None:
-        self.policies = policies
+    def __init__(self, policies: Callable[[], ReplicationPolicies], jobs: JobQueue, ttl: float) -> None:
+        self._build_policies = policies  # called once, on the first tag pushed or deleted
+        self._policies: ReplicationPolicies | None = None
         self.jobs = jobs
         self.ttl = ttl  # seconds the event policies are remembered
         self._known: tuple[tuple[Policy, ...], float] | None = None
@@ -76,7 +82,9 @@ class ReplicateOnPush:
         known = self._known
         if known is not None and known[1] > now:
             return known[0]
-        policies = tuple(self.policies.on_push())
+        if self._policies is None:  # two threads may both build it: no state of its own
+            self._policies = self._build_policies()
+        policies = tuple(self._policies.on_push())
         with self._lock:
             self._known = (policies, now + self.ttl)
         return policies

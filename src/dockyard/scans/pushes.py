@@ -1,17 +1,22 @@
 """Scan on push: after a manifest push to a project with `scan_on_push`, a `scan` job is queued (the
 scan itself runs on a job worker, never in the request). Each project's setting is cached for
 SETTING_TTL seconds per process, so a push costs a dictionary lookup and, when the project scans on
-push, the job's insert."""
+push, the job's insert. The scans' service (with its models) is built on the first push that reads a
+setting: not before serve forks its workers, where it cost each start ~20 ms of CPU (issue 18)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dockyard.content import mediatypes as mt
 from dockyard.projects.rbac import project_of
-from dockyard.scans.services import Scans
+
+if TYPE_CHECKING:
+    from dockyard.scans.services import Scans
 
 log = logging.getLogger("dockyard.scans")
 SETTING_TTL = 5.0  # seconds a project's scan_on_push is remembered
@@ -21,8 +26,9 @@ COSIGN_SUFFIXES = (".sig", ".att", ".sbom")  # cosign's signature, attestation a
 
 
 class ScanOnPush:
-    def __init__(self, scans: Scans) -> None:
-        self.scans = scans
+    def __init__(self, scans: Callable[[], Scans]) -> None:
+        self._build_scans = scans  # called once, on the first push whose project's setting is read
+        self._scans: Scans | None = None
         self._settings: dict[str, tuple[bool, float]] = {}
         self._lock = threading.Lock()
 
@@ -49,6 +55,12 @@ class ScanOnPush:
         except Exception:
             log.exception("scan on push of %s@%s not queued", repository, digest)
             return None
+
+    @property
+    def scans(self) -> Scans:
+        if self._scans is None:  # two threads may both build it: the same service, no state of its own
+            self._scans = self._build_scans()
+        return self._scans
 
     def _scan_on_push(self, project: str) -> bool:
         now = time.monotonic()

@@ -37,7 +37,7 @@ def wanted(scans: ScanOnPush, repository: str) -> bool:
 
 def test_a_project_known_not_to_scan_on_push_is_not_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(scanning=True)
-    scans = ScanOnPush(settings)  # type: ignore[arg-type]
+    scans = ScanOnPush(lambda: settings)  # type: ignore[arg-type,return-value]
     assert wanted(scans, "quiet/app")  # unknown: `pushed` reads the setting
     assert scans.pushed("quiet/app", DIGEST) is None
     assert not wanted(scans, "quiet/app")  # known off: no hop
