@@ -130,16 +130,19 @@ def test_the_allowlist_hides_a_finding_until_it_expires(
     vulndb.allow("CVE-2099-0103", "scanned", expires_at=utcnow() + timedelta(seconds=2))
     try:
         report = scans(services).scan(REPO, image["digest"])
-        (only,) = report.findings
-        assert only.advisory_id == "TEST-PYPI-HTTPX" and only.allowlisted
-        assert report.summary.counts is not None and report.summary.counts["critical"] == 0
+        # Whether sed's advisory still applies depends on the tests before (a newer import fixed it);
+        # only httpx's is on the allowlist, and every advisory here is critical.
+        allowlisted = {f.advisory_id for f in report.findings if f.allowlisted}
+        assert allowlisted == {"TEST-PYPI-HTTPX"}
+        others = len(report.findings) - 1
+        assert report.summary.counts is not None and report.summary.counts["critical"] == others
         assert report.summary.allowlisted == 1
         # The entry expires (the scans' clock moved past it, no wait for the wall clock): the summary
         # counts the finding again, without a rescan.
         monkeypatch.setattr(scans_module, "utcnow", lambda: utcnow() + timedelta(seconds=3))
         summary = scans(services).summary(REPO, image["digest"])
-        assert summary is not None and summary.counts is not None and summary.counts["critical"] == 1
-        assert summary.allowlisted == 0
+        assert summary is not None and summary.counts is not None
+        assert summary.counts["critical"] == others + 1 and summary.allowlisted == 0
     finally:
         vulndb.disallow("CVE-2099-0103", "scanned")
 
