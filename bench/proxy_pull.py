@@ -9,6 +9,11 @@ burst of load elsewhere on the machine hits both sides of a ratio alike; each ro
 the load average, and the CPU the dockyard server's processes spent on each pull (from /proc: what a
 loaded machine cannot hide). Then the medians of the per-round ratios. Rounds: PROXY_BENCH_ROUNDS
 (default 5); size: PROXY_BENCH_MIB (default 64).
+
+`--upstream-mbit N` (or PROXY_BENCH_UPSTREAM_MBIT) puts the upstream behind a link of N megabits per
+second (bench/throttle.py), for both the direct pull and the cache's fetches: what a pull from a
+registry across a network takes, where on loopback the upstream answers at memory speed and the
+first pull's ratio measures the 2 cores (docs/proxy.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,9 +36,11 @@ from tests.support.registry2 import running_registry2
 from tests.support.server import start_server
 
 from bench.procs import tree_cpu_seconds
+from bench.throttle import throttled
 
 SIZE = int(os.environ.get("PROXY_BENCH_MIB", "64")) << 20
 ROUNDS = int(os.environ.get("PROXY_BENCH_ROUNDS", "5"))
+UPSTREAM_MBIT = float(os.environ.get("PROXY_BENCH_UPSTREAM_MBIT", "0"))
 ADMIN = ("admin", "proxy-bench-admin-password-1")
 
 
@@ -83,6 +91,9 @@ KINDS = ("direct", "first", "cached", "pushed")
 
 
 def main() -> None:
+    mbit = UPSTREAM_MBIT
+    if "--upstream-mbit" in sys.argv:
+        mbit = float(sys.argv[sys.argv.index("--upstream-mbit") + 1])
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     config = {"auth": {"enabled": True}, "upstream": {"allowed_networks": ["127.0.0.0/8"]}}
     server = start_server(work / "dockyard", config, env={"DOCKYARD_ADMIN_PASSWORD": ADMIN[1]})
@@ -90,7 +101,7 @@ def main() -> None:
     rounds: list[dict[str, tuple[float, float]]] = []
     loads: list[float] = []
     try:
-        with running_registry2(work / "registry2") as upstream:
+        with running_registry2(work / "registry2") as registry2, upstream_link(registry2, mbit) as upstream:
             api = httpx.Client(base_url=f"{server.url}/api/v1", auth=ADMIN, timeout=60)
             api.post(
                 "/endpoints", json={"name": "up", "url": upstream, "kind": "registry"}
@@ -118,7 +129,18 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if mbit:
+        print(f"upstream behind a link of {mbit:g} Mbit/s (bench/throttle.py)")
     report(rounds, loads)
+
+
+@contextmanager
+def upstream_link(url: str, mbit: float) -> Iterator[str]:
+    if not mbit:
+        yield url
+        return
+    with throttled(url, mbit) as relay:
+        yield relay
 
 
 def report_round(number: int, load: float, times: dict[str, tuple[float, float]]) -> None:
