@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -219,6 +221,7 @@ def _scale_bench(args: argparse.Namespace) -> int:
             workers=args.workers,
             source=source,
             cache_memory=args.scale_cache,
+            logs=_scale_logs(args),
         )
         result = run_scale_bench(workdir, settings, progress)
         caption = (
@@ -233,6 +236,14 @@ def _scale_bench(args: argparse.Namespace) -> int:
             args.markdown.write_text(text)
     errors = sum(row.outcome.errors() for row in result.rows)
     return 1 if errors else 0
+
+
+def _scale_logs(args: argparse.Namespace) -> Path:
+    """Where the scale run keeps the servers' logs: beside the --markdown file, else in the temp dir."""
+    if args.markdown:  # a second run into the same file replaces them, as it replaces the file
+        return args.markdown.parent / f"{args.markdown.stem}-logs"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return Path(tempfile.gettempdir()) / f"dockyard-scale-{args.scale_repos}-{args.scale_db}-{stamp}-logs"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ wrk 4.1 cannot send HEAD (it waits for the body a HEAD answer announces but neve
 h2load send one URL, or a list in the same order on every connection (so 64 connections would ask for
 the same repository at the same moment, and all but the first would hit a cache). This one keeps `c`
 keep-alive connections on one asyncio loop (raw protocol, no HTTP library), each picking a random
-repository for every request, and reports requests/s, p99 and errors as JSON on stdout.
+repository for every request, and reports requests/s, p99 and errors as JSON on stdout: their count,
+their count by kind (`HTTP 503`, `connection lost: ...`) and a few samples, each with the request, the
+answer's head and the start of its body, and when it came (seconds into the run), so that a report can
+say what they were and the server's log can be searched at that moment.
 
     python -m bench.randomload HOST PORT METHOD PATH_TEMPLATE COUNT SECONDS CONNECTIONS [HEADER ...]
 
@@ -20,17 +23,31 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 RESPONSE_END = b"\r\n\r\n"
+
+
+SAMPLES_PER_KIND = 3
+SAMPLE_BYTES = 300
 
 
 @dataclass
 class Tally:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
-    error_sample: str = ""
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
     measuring: bool = False
+    started: float = 0.0  # perf_counter when measuring began
+
+    def error(self, kind: str, detail: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] += 1
+        if self.error_kinds[kind] <= SAMPLES_PER_KIND:
+            at = time.perf_counter() - self.started
+            self.error_samples.append(f"at {at:.2f} s: {detail}")
 
 
 class Connection(asyncio.Protocol):
@@ -41,6 +58,7 @@ class Connection(asyncio.Protocol):
         self.done = done
         self.buffer = bytearray()
         self.started = 0.0
+        self.request = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,7 +69,8 @@ class Connection(asyncio.Protocol):
     def _send(self) -> None:
         assert self.transport is not None
         self.started = time.perf_counter()
-        self.transport.write(self.build())
+        self.request = self.build()
+        self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -65,16 +84,18 @@ class Connection(asyncio.Protocol):
             if len(self.buffer) < total:
                 return
             status = int(head[9:12])
+            answer = bytes(self.buffer[:total])
             del self.buffer[:total]
-            self._completed(status, head)
+            self._completed(status, answer)
 
-    def _completed(self, status: int, head: bytes) -> None:
+    def _completed(self, status: int, answer: bytes) -> None:
         if self.tally.measuring:
-            self.tally.latencies.append(time.perf_counter() - self.started)
+            latency = time.perf_counter() - self.started
+            self.tally.latencies.append(latency)
             if not 200 <= status < 300:
-                self.tally.errors += 1
-                if not self.tally.error_sample:
-                    self.tally.error_sample = head[:200].decode(errors="replace")
+                request_line = self.request.split(b"\r\n", 1)[0].decode(errors="replace")
+                shown = answer[:SAMPLE_BYTES].decode(errors="replace").replace("\r\n", " | ")
+                self.tally.error(f"HTTP {status}", f"{request_line} -> {shown} ({latency * 1000:.0f} ms)")
         if self.done.is_set():
             assert self.transport is not None
             self.transport.close()
@@ -83,8 +104,12 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.is_set() and self.tally.measuring:
-            self.tally.errors += 1
-            self.tally.error_sample = self.tally.error_sample or f"connection lost: {exc}"
+            waiting = time.perf_counter() - self.started
+            request_line = self.request.split(b"\r\n", 1)[0].decode(errors="replace")
+            self.tally.error(
+                f"connection lost: {exc or 'closed by the server'}",
+                f"{request_line} -> connection lost after {waiting * 1000:.0f} ms ({exc!r})",
+            )
 
 
 def _content_length(head: bytes) -> int:
@@ -130,11 +155,11 @@ async def run(
         )
         transports.append(transport)
     await asyncio.sleep(0.2)  # every connection under way before the clock starts
+    tally.started = time.perf_counter()
     tally.measuring = True
-    started = time.perf_counter()
     await asyncio.sleep(seconds)
     tally.measuring = False
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - tally.started
     done.set()
     await asyncio.sleep(0.1)
     for transport in transports:
@@ -146,7 +171,8 @@ async def run(
         "requests_per_second": len(latencies) / elapsed,
         "p99_ms": p99,
         "errors": tally.errors,
-        "error_sample": tally.error_sample,
+        "error_kinds": dict(tally.error_kinds),
+        "error_samples": tally.error_samples,
     }
 
 

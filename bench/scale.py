@@ -65,6 +65,7 @@ class ScaleSettings:
     workers: int = 2
     source: Path | None = None
     cache_memory: str | None = None  # dockyard's storage.cache.memory; "0": every read misses
+    logs: Path | None = None  # where the servers' logs are kept (the work dir goes after the run)
 
 
 @dataclass
@@ -104,7 +105,8 @@ def random_reads(server: Server, method: str, template: str, settings: ScaleSett
     cpu = tree_cpu_seconds(server.process.pid) - cpu
     result = json.loads(completed.stdout)
     requests = max(int(result["requests"]), 1)
-    notes = [f"errors, e.g. {result['error_sample']}"] if result["errors"] else []
+    kinds = [f"{count} x {kind}" for kind, count in result["error_kinds"].items()]
+    notes = [", ".join(kinds), *result["error_samples"]] if result["errors"] else []
     measured = Measurement(result["requests_per_second"], result["errors"], result["p99_ms"], notes=notes)
     measured.server_cpu_ms = cpu / requests * 1000
     return measured
@@ -140,7 +142,9 @@ def small_writes(
     )
     cpu = tree_cpu_seconds(server.process.pid) - cpu
     requests = 3 * result.operations
-    measured = Measurement(requests / result.seconds, result.errors, None, notes=list(result.error_samples))
+    samples = result.error_samples
+    notes = [f"the first {len(samples)} below", *samples] if result.errors else []
+    measured = Measurement(requests / result.seconds, result.errors, None, notes=notes)
     measured.server_cpu_ms = cpu / max(requests, 1) * 1000
     return measured
 
@@ -181,6 +185,8 @@ def _database_sections(stack: ExitStack, settings: ScaleSettings) -> dict[str, A
 
     postgres = start_postgres()
     stack.callback(postgres.stop)
+    if settings.logs is not None:  # before the cluster and its directory go (callbacks run last first)
+        stack.callback(_keep_log, postgres.root / "postgres.log", settings.logs / "postgresql.log")
     return {"database": {"url": postgres.create_database("bench_scale")}}
 
 
@@ -214,6 +220,16 @@ def start_seeded_dockyard(
 
 
 # --- the run ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """One measurement of one server: which row and round, and what it measured (its errors)."""
+
+    label: str
+    round_number: int
+    server: str
+    measured: Measurement
+
+
 @dataclass
 class ScaleResult:
     rows: list[Row]
@@ -221,12 +237,40 @@ class ScaleResult:
     seeding: dict[str, Any]
     audit: dict[str, Any]
     pulls: int  # manifest GETs dockyard answered during the run
+    runs: list[Run] = field(default_factory=list)
+    logs: dict[str, Path] = field(default_factory=dict)  # server name -> its kept log
+
+
+def kept_logs(settings: ScaleSettings, names: list[str]) -> dict[str, Path]:
+    """Where each server's log is kept (settings.logs), by server name; PostgreSQL's too if it ran."""
+    if settings.logs is None:
+        return {}
+    kept = {name: settings.logs / f"{name.replace(' ', '-')}.log" for name in names}
+    if settings.database == "postgresql":
+        kept["PostgreSQL"] = settings.logs / "postgresql.log"
+    return kept
+
+
+def _keep_log(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if source.exists():
+        destination.write_bytes(source.read_bytes())
+
+
+def _mark(server: Server, text: str) -> None:
+    """A line in the server's log (it appends too) saying which run starts, to find a run's errors."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    with server.log_path.open("a") as log:
+        log.write(f"---- bench {stamp}Z: {text}\n")
 
 
 def run_scale_bench(workdir: Path, settings: ScaleSettings, progress: Progress) -> ScaleResult:
     image = ScaleImage.build()
     servers = Servers()
+    runs: list[Run] = []
     with ExitStack() as stack:
+        if settings.logs is not None:  # once every server has stopped, failed run or not
+            stack.callback(_keep_server_logs, servers, settings)
         stack.callback(servers.stop)
         v3 = servers.add(start_v3(workdir, image, settings, progress))
         dockyard, seeding = start_seeded_dockyard(stack, workdir, settings, progress)
@@ -243,21 +287,33 @@ def run_scale_bench(workdir: Path, settings: ScaleSettings, progress: Progress) 
             for row, method, template in ((reads[0], "GET", manifest), (reads[1], "HEAD", blob)):
                 progress(f"{row.label}  round {round_number}/{settings.rounds}")
                 for name in (v3.name, dockyard.name):
+                    _mark(servers.by_name[name], f"{row.label}, round {round_number}")
                     measured = random_reads(servers.by_name[name], method, template, settings)
                     _keep(row, name, dockyard.name, measured, progress)
+                    runs.append(Run(row.label, round_number, name, measured))
                     if name == dockyard.name and method == "GET":
                         pulls += int(measured.value * settings.seconds)
             progress(f"{writes.label}  round {round_number}/{settings.rounds}")
             for name in (v3.name, dockyard.name):
+                _mark(servers.by_name[name], f"{writes.label}, round {round_number}")
                 measured = small_writes(servers.by_name[name], image, round_number, settings)
                 _keep(writes, name, dockyard.name, measured, progress)
+                runs.append(Run(writes.label, round_number, name, measured))
         audit = audit_tables(workdir / "dockyard", settings)
         startup: dict[str, list[float]] = {v3.name: [], dockyard.name: []}
         for _ in range(settings.startups):
             for name in startup:
+                _mark(servers.by_name[name], "restart, to time the start-up")
                 startup[name].append(servers.restart(name))
                 progress(f"start-up of {name}: {startup[name][-1]:.2f} s to /v2/")
-    return ScaleResult([*reads, writes], startup, seeding, audit, pulls)
+    logs = kept_logs(settings, list(startup))
+    return ScaleResult([*reads, writes], startup, seeding, audit, pulls, runs, logs)
+
+
+def _keep_server_logs(servers: Servers, settings: ScaleSettings) -> None:
+    for name, destination in kept_logs(settings, list(servers.by_name)).items():
+        if name in servers.by_name:
+            _keep_log(servers.by_name[name].log_path, destination)
 
 
 def _keep(row: Row, name: str, candidate: str, measured: Measurement, progress: Progress) -> None:
@@ -342,6 +398,21 @@ def lines(result: ScaleResult, settings: ScaleSettings, caption: str) -> list[st
     for table, figures in result.audit.items():
         size = "" if figures["bytes"] is None else f", {figures['bytes'] / (1 << 20):.1f} MiB"
         out.append(f"- `{table}` after {result.pulls:,} GETs and the pushes: {figures['rows']:,} rows{size}.")
+    return out + error_lines(result)
+
+
+def error_lines(result: ScaleResult) -> list[str]:
+    """Every run's errors (none is said too), with their kinds and samples, and where the logs are."""
+    out = ["", "Errors by run (each run's start is marked `---- bench` in its server's log):", ""]
+    for run in result.runs:
+        measured = run.measured
+        head = f"- {run.label}, round {run.round_number}, {run.server}: {measured.errors} errors"
+        out.append(head + (f": {measured.notes[0]}" if measured.errors and measured.notes else ""))
+        if measured.errors:
+            out += [f"  - {sample}" for sample in measured.notes[1:]]
+    if result.logs:
+        out += ["", "Logs kept:", ""]
+        out += [f"- {name}: `{path}`" for name, path in result.logs.items()]
     return out
 
 
