@@ -7,17 +7,20 @@ database; `--cache 32MiB` measures hits instead (after the warm-up every reposit
 pull recorder's flush thread): less moved by other processes' load than req/s, not immune to it.
 
     python -m bench.misses [--repositories 300] [--requests 3000] [--rounds 4]
-                           [--database-url postgresql://...]
+                           [--database-url postgresql://...] [--profile FILE]
 
 Without `--database-url`: SQLite in a scratch data directory. Seeds through the services as
 `bench.scaleseed` does. Prints µs of CPU and of wall time per request, per round; a benchmark, not a
-test.
+test. `--profile FILE`: the measured rounds under cProfile (the event loop's thread only: a point read
+handed to a thread is seen as the wait for it), its pstats written to FILE and its top printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import random
 import statistics
 import tempfile
@@ -74,7 +77,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
         "auth": {"enabled": False},
         "jobs": {"run_in_serve": False},
         "storage": {"cache": {"memory": options.cache}},
-        "log": {"level": options.log_level},
+        "log": {"level": options.log_level, "accesslog": {"disabled": not options.access_log}},
     }
     if options.database_url:
         config["database"] = {"url": options.database_url}
@@ -94,13 +97,23 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
     results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     for make in kinds.values():  # warm up: imports, compiled statements, connections
         await measure(app, [make(repository_name(index)) for index in range(options.repositories)])
+    profile = cProfile.Profile() if options.profile else None
     for _ in range(options.rounds):
         for kind, make in kinds.items():
             names = [repository_name(rng.randrange(options.repositories)) for _ in range(options.requests)]
-            results[kind].append(await measure(app, [make(name) for name in names]))
+            paths = [make(name) for name in names]
+            if profile is not None:
+                profile.enable()
+            results[kind].append(await measure(app, paths))
+            if profile is not None:
+                profile.disable()
     await life.shutdown()
+    if profile is not None:
+        profile.dump_stats(options.profile)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     database = "PostgreSQL" if options.database_url else "SQLite"
     database += f" cache={options.cache} log={options.log_level}"
+    database += "" if options.access_log else " no-access-log"
     for kind, rounds in results.items():
         cpu = [round(c, 1) for c, _ in rounds]
         wall = [round(w, 1) for _, w in rounds]
@@ -119,6 +132,13 @@ def main() -> None:
     parser.add_argument("--only", choices=["get", "head"], help="one kind of request only")
     parser.add_argument("--cache", default="0", help="storage.cache.memory: 0 (every read misses) or a size")
     parser.add_argument("--log-level", default="info", help="log.level (info: an access-log line a request)")
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="log.accesslog.disabled, as the scale bench runs dockyard (with --log-level warn)",
+    )
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the measured rounds into FILE (pstats)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-misses-") as scratch:
         asyncio.run(run(options, Path(scratch)))
