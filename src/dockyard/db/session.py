@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from dockyard.db.engine import WRITE_OPTION
 from dockyard.db.lookups import Lookups
 from dockyard.db.readonly import ReadOnlyFlag
+from dockyard.db.writer_queue import WriterQueue
 from dockyard.errors import ReadOnly, StorageFull
 
 log = logging.getLogger("dockyard.db")
@@ -44,6 +45,10 @@ class Database:
         # and its return cost ~28 of the ~45 µs of CPU around each write transaction. Kept by the
         # process that made it (a forked child makes its own).
         self._keeps_writer = _sqlite_file(engine) is not None
+        # ... and other processes' write transactions on that file queue on a lock file with them
+        # (db.writer_queue), instead of polling for SQLite's lock with sleeps.
+        database_file = _sqlite_file(engine)
+        self._writer_queue = WriterQueue(database_file) if database_file is not None else None
         self._writer: Connection | None = None
         self._writer_pid = 0
         # What to do once a write transaction commits (`after_commit`), by its connection. Weak: a
@@ -75,7 +80,7 @@ class Database:
         The `after_commit` callbacks of the transaction run once it committed, after the block."""
         after = None
         try:
-            with self._write_lock:
+            with self._write_lock, self._queued():
                 if self._keeps_writer:
                     connection, transaction = self._begin_kept()
                     kept = connection
@@ -103,6 +108,19 @@ class Database:
             raise
         for callback in after or ():  # reached only when the transaction committed
             callback()
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """This process's turn among the processes writing to the SQLite file (db.writer_queue)."""
+        queue = self._writer_queue
+        if queue is None:
+            yield
+            return
+        queue.acquire()
+        try:
+            yield
+        finally:
+            queue.release()
 
     def after_commit(self, connection: Connection, callback: Callable[[], None]) -> None:
         """Call `callback` once the write transaction of `connection` (from `write()`) has committed,
@@ -136,6 +154,8 @@ class Database:
     def dispose(self) -> None:
         with self._write_lock:
             self._drop_writer()
+            if self._writer_queue is not None:
+                self._writer_queue.close()
         self.lookups.close()
         self.engine.dispose()
 
