@@ -46,6 +46,12 @@ def ensure_repository(connection: Connection, name: str) -> RepositoryRow:
     found = _BY_NAME.execute(connection, {"repository": name}).first()
     if found is not None:
         return RepositoryRow(found.id, found.project_id, False)
+    return create_repository(connection, name)
+
+
+def create_repository(connection: Connection, name: str) -> RepositoryRow:
+    """The repository `name`, which the transaction did not find: created now (with its project, if
+    that is new too), or found once more if another push created it meanwhile."""
     values = {"repository": name, "project": project_of(name), "now": utcnow()}
     created = _CREATE.execute(connection, values).first()
     if created is None:  # no such project yet, or (PostgreSQL) another push created the repository

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, select
+from sqlalchemy.orm import aliased
 
 from dockyard.content.digest import Digest, digest_of, parse_digest
 from dockyard.content.manifest import parse_manifest
@@ -51,7 +52,7 @@ from dockyard.registry.manifest_writes import (
     store_manifest,
 )
 from dockyard.registry.models import Manifest, ManifestReference, Repository, RepositoryBlob, Tag
-from dockyard.registry.repository_writes import ensure_repository, link_blob
+from dockyard.registry.repository_writes import RepositoryRow, create_repository, ensure_repository, link_blob
 from dockyard.registry.usage import project_of_repository, release
 from dockyard.storage.blobs import BlobStore, live
 from dockyard.storage.models import Blob
@@ -396,7 +397,18 @@ class Registry:
             # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
             # until the link below is committed, which the collector then sees.
             if source is not None:
-                size = _MOUNTABLE_FROM.execute(connection, {"digest": digest, "source": source}).scalar()
+                # The repository written to comes with the blob, in the same statement (a round trip less).
+                values = {"digest": digest, "source": source, "repository": name}
+                found = _MOUNTABLE_FROM.execute(connection, values).first()
+                if found is None:
+                    return None
+                repository = (
+                    RepositoryRow(found.repository_id, found.project_id, False)
+                    if found.repository_id is not None
+                    else create_repository(connection, name)
+                )
+                link_blob(connection, self._quotas, repository, digest, int(found.size))
+                size = found.size
             else:
                 query = select(Blob.size).where(Blob.digest == digest, live()).with_for_update(**_KEY_SHARE)
                 if projects is not None:
@@ -407,10 +419,10 @@ class Registry:
                         .where(ProjectRow.name.in_(sorted(projects)))
                     )
                 size = connection.scalar(query.limit(1))
-            if size is None:
-                return None
-            repository = ensure_repository(connection, name)
-            link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
+                if size is None:
+                    return None
+                repository = ensure_repository(connection, name)
+                link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
         if repository.created:
             self._feed.bump(Topic.REPOSITORIES)  # the catalog changed
         return int(size)
@@ -488,15 +500,23 @@ _BLOB_SIZE = select(Blob.size).where(
 )
 
 
-# A mount from a named repository (what clients send): the blob, live, linked to the source.
+# A mount from a named repository (what clients send): the blob, live, linked to the source; with the
+# repository mounted into (its id and project; NULL when it does not exist yet). No row: no such blob.
 _KEY_SHARE: dict[str, Any] = {"read": True, "key_share": True, "of": Blob}
-_MOUNTABLE_FROM = DriverStatement(  # on the driver connection, in the mount's transaction (db.statements)
+_MOUNTABLE = (
     select(Blob.size)
     .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
     .join(Repository, Repository.id == RepositoryBlob.repository_id)
     .where(Blob.digest == bindparam("digest"), live(), Repository.name == bindparam("source"))
     .with_for_update(**_KEY_SHARE)
     .limit(1)
+    .subquery("mountable")
+)
+_TARGET = aliased(Repository, name="target")
+_MOUNTABLE_FROM = DriverStatement(  # on the driver connection, in the mount's transaction (db.statements)
+    select(_MOUNTABLE.c.size, _TARGET.id.label("repository_id"), _TARGET.project_id).select_from(
+        _MOUNTABLE.outerjoin(_TARGET, _TARGET.name == bindparam("repository"))
+    )
 )
 # A tag set to a manifest (INSERT, or UPDATE of the tag's row), on the driver as well.
 _SET_TAG = DriverStatement(

@@ -67,9 +67,10 @@ def test_a_mount_into_a_new_repository_of_a_known_project(env: Env, database: Da
     _, layer, _ = _image(env, "team/base")
     with statements_of(database) as sent:
         assert env.registry.mount_blob("team/new", layer["digest"], "team/base") == layer["size"]
-    # The blob from the source, the repository (missing), created in its project, the link, the count
-    # (the project counts the layer already: its count row found, or share-locked on PostgreSQL).
-    assert len(sent) == 5, sent
+    # The blob from the source with the repository (missing), the repository created in its project,
+    # the link, the count (the project counts the layer already: its count row found, or share-locked
+    # on PostgreSQL).
+    assert len(sent) == 4, sent
     assert not [s for s in sent if s.startswith("INSERT INTO projects")]
     assert _reads_back_the_project(sent) == []
     with database.read() as connection:
@@ -83,7 +84,7 @@ def test_a_mount_into_an_existing_repository(env: Env, database: Database) -> No
     assert env.registry.mount_blob("team/app", config["digest"], "team/base") == config["size"]
     with statements_of(database) as sent:
         assert env.registry.mount_blob("team/app", layer["digest"], "team/base") == layer["size"]
-    assert len(sent) == 4, sent
+    assert len(sent) == 3, sent  # the blob with the repository, the link, the count
     assert _reads_back_the_project(sent) == []
     # Counted already: the project's row is not locked, so such pushes into one project run side by side.
     assert not [s for s in sent if "FROM projects" in s]
