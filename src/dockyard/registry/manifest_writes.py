@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Iterable
 
-from sqlalchemy import JSON, BindParameter, Connection, String, bindparam, insert, select, update
+from sqlalchemy import JSON, BindParameter, Connection, String, bindparam, select, update
 
 from dockyard.content import mediatypes
 from dockyard.content.manifest import ParsedManifest
@@ -170,11 +170,10 @@ def store_manifest(
     parsed: ParsedManifest,
     platform: dict[str, str] | None,
 ) -> int:
-    """The manifest's id: the existing row's, or a new row with its references, charged to the
-    project's quota."""
-    existing = _EXISTING.execute(connection, {"repository_id": repository.id, "digest": digest}).scalar()
-    if existing is not None:
-        return int(existing)
+    """The manifest's id: a new row with its references, charged to the project's quota, or the
+    existing row's. The INSERT comes first (a new manifest, what most PUTs bring, costs one statement,
+    not a look and an INSERT); one that finds the manifest there inserts nothing, and the row is then
+    read share-locked, as before."""
     values = {
         "repository_id": repository.id,
         "digest": digest,
@@ -188,7 +187,19 @@ def store_manifest(
         "created_at": utcnow(),
         "platform": platform or None,  # SQL NULL when unknown (the driver passes None as it is)
     }
-    manifest_id = _INSERT.execute(connection, values).one()[0]
+    key = {"repository_id": repository.id, "digest": digest}
+    for _ in range(_TRIES):
+        inserted = _INSERT.execute(connection, values).first()
+        if inserted is not None:
+            break
+        # There already (PostgreSQL: also once a push of it in flight committed). Gone again by the
+        # look (garbage collection deleted it in between: PostgreSQL): insert it after all.
+        existing = _EXISTING.execute(connection, key).scalar()
+        if existing is not None:
+            return int(existing)
+    else:
+        inserted = _INSERT.execute(connection, values).one()  # NoResultFound: a 500, never seen
+    manifest_id = inserted[0]
     references = [{"manifest_id": manifest_id, "digest": d.digest, "kind": "blob"} for d in parsed.blobs]
     references += [
         {"manifest_id": manifest_id, "digest": d.digest, "kind": "manifest"} for d in parsed.manifests
@@ -201,13 +212,16 @@ def store_manifest(
 
 
 # On the driver connection, in the PUT's transaction (db.statements).
+_TRIES = 3
 _EXISTING = DriverStatement(
     select(Manifest.id)
     .where(Manifest.repository_id == bindparam("repository_id"), Manifest.digest == bindparam("digest"))
     .with_for_update(read=True, key_share=True)  # against GC deleting it meanwhile
 )
 _INSERT = DriverStatement(
-    insert(Manifest).returning(Manifest.id),
+    lambda dialect: insert_for(dialect, Manifest)
+    .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+    .returning(Manifest.id),
     column_keys=(
         "repository_id", "digest", "media_type", "artifact_type", "subject_digest", "annotations", "size",
         "content", "created_at", "platform",

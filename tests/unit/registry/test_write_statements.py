@@ -19,7 +19,7 @@ from dockyard.db.session import Database
 from dockyard.errors import DigestInvalid, PathNotFound
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
-from dockyard.registry.models import Manifest, ManifestReference, Repository
+from dockyard.registry.models import Manifest, ManifestReference, Repository, Tag
 from dockyard.storage.models import Blob, Upload
 from tests.unit.gc.fixtures import Env
 
@@ -108,11 +108,34 @@ def test_a_manifest_put_reads_nothing_back(env: Env, database: Database) -> None
     with statements_of(database) as sent:
         result = env.registry.put_manifest("team/app", "latest", body, mediatypes.OCI_MANIFEST)
     assert result.digest == digest_of(body)
-    # The repository, the blobs and their links, whether the manifest is there, the manifest and its
+    # The repository, the blobs and their links, the manifest (new: nothing looked up before) and its
     # references, the count, the tag.
-    assert len(sent) == 8, sent
+    assert len(sent) == 7, sent
     assert _reads_back_the_project(sent) == []
     assert env.registry.get_manifest("team/app", "latest").digest == result.digest
+
+
+def test_a_manifest_put_again_under_another_tag_keeps_its_row(env: Env, database: Database) -> None:
+    _, _, body = _image(env, "team/app")
+    with statements_of(database) as sent:
+        env.registry.put_manifest("team/app", "again", body, mediatypes.OCI_MANIFEST)
+    # The repository, the blobs and their links, the INSERT that finds the manifest there, its row
+    # (share-locked on PostgreSQL), the tag; no references, no count.
+    assert len(sent) == 6, "\n".join(sent)
+    with database.read() as connection:
+        rows = connection.execute(
+            select(Tag.name, Tag.manifest_id)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == "team/app")
+        ).all()
+        manifests = connection.scalar(
+            select(func.count()).select_from(Manifest).where(Manifest.digest == digest_of(body))
+        )
+        references = connection.scalar(select(func.count()).select_from(ManifestReference))
+    assert {name for name, _ in rows} == {"latest", "again"}
+    assert len({manifest_id for _, manifest_id in rows}) == 1
+    assert manifests == 1
+    assert references == 2  # the config and the layer, once
 
 
 def test_a_manifest_stored_on_the_driver_keeps_its_columns(env: Env, database: Database) -> None:
