@@ -16,6 +16,7 @@ from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER, render_error
 from dockyard.api.oci.file_ranges import FileRangeResponse
 from dockyard.api.oci.notifying import blob_deleted, blob_pulled
+from dockyard.api.oci.responses import PreparedResponse, RawHeaders, encode_headers
 from dockyard.content.digest import parse_digest
 from dockyard.content.reference import validate_name
 from dockyard.errors import BlobUnknown, RangeInvalid
@@ -72,7 +73,23 @@ async def head_blob(ctx: OCIContext, request: Request, name: str, digest: str) -
         if config is None or ctx.proxy is None:
             raise
         size = await ctx.call(ctx.proxy.cache.blob_size, config, name, digest)  # upstream's answer
-    return Response(b"", headers=blob_headers(digest, size), media_type="application/octet-stream")
+    return PreparedResponse(b"", _head_headers(digest, size))
+
+
+_prepared: dict[tuple[str, int], RawHeaders] = {}
+
+
+def _head_headers(digest: str, size: int) -> RawHeaders:
+    """A HEAD's headers, encoded once per (digest, size): what Starlette's Response would send for
+    `blob_headers` with the octet-stream type, without building and encoding them on every request."""
+    key = (digest, size)
+    raw = _prepared.get(key)
+    if raw is None:
+        if len(_prepared) > 10_000:
+            _prepared.clear()
+        headers = {**blob_headers(digest, size), "Content-Type": "application/octet-stream"}
+        raw = _prepared[key] = encode_headers(headers)
+    return raw
 
 
 async def get_blob(ctx: OCIContext, request: Request, name: str, digest: str) -> Response:
