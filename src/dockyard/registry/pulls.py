@@ -129,9 +129,12 @@ class PullRecorder:
                 log.exception("pull recorder flush failed")
 
     def _write(self, batch: dict[Key, datetime]) -> None:
+        # In key order: on PostgreSQL each UPDATE locks its row until the commit, and two worker
+        # processes (or nodes) writing overlapping batches in pull order deadlocked, one of them
+        # waiting a second (deadlock_timeout) to fail and send its whole batch again later.
         rows = [
             {"pulled_repository": repository, "pulled_digest": digest, "pulled_at": moment}
-            for (repository, digest), moment in batch.items()
+            for (repository, digest), moment in sorted(batch.items())
         ]
         with self._db.write() as connection:
             connection.execute(_UPDATE, rows)

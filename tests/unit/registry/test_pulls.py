@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,3 +163,58 @@ def test_a_failed_write_is_retried_at_the_next_flush(db: Database, monkeypatch: 
     monkeypatch.setattr(db, "write", real_write)
     assert recorder.flush() == 1
     assert pulled(db)[("team/app", DIGESTS[1])] == T0.replace(second=0, microsecond=0)
+
+
+def flush_at_once(*recorders: PullRecorder) -> list[int]:
+    """Each recorder's flush, all started at the same moment in threads of their own."""
+    start = threading.Barrier(len(recorders))
+    written = [0] * len(recorders)
+
+    def flush(index: int) -> None:
+        start.wait()
+        written[index] = recorders[index].flush()
+
+    threads = [threading.Thread(target=flush, args=(index,)) for index in range(len(recorders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return written
+
+
+def test_workers_flushing_the_same_pulls_at_once_both_succeed(db: Database) -> None:
+    """Two worker processes noted the same manifests in opposite orders and flush at the same moment.
+    On PostgreSQL each UPDATE holds its row's lock until the commit: batches written in pull order
+    deadlocked, and one of them failed (carried to the next flush, written twice)."""
+    count = 300
+    digests = [f"sha256:{n:064x}" for n in range(count)]
+    with db.write() as connection:
+        repository_id = connection.execute(
+            insert(Repository).values(name="team/many", created_at=utcnow())
+        ).inserted_primary_key[0]  # type: ignore[index]
+        connection.execute(
+            insert(Manifest),
+            [
+                {
+                    "repository_id": repository_id,
+                    "digest": digest,
+                    "media_type": "application/vnd.oci.image.manifest.v1+json",
+                    "size": 2,
+                    "content": b"{}",
+                    "created_at": utcnow(),
+                }
+                for digest in digests
+            ],
+        )
+    for minute in range(3):
+        clock = Clock(T0 + timedelta(minutes=minute))
+        ascending, descending = PullRecorder(db, 3600, clock), PullRecorder(db, 3600, clock)
+        for digest in digests:
+            ascending.note("team/many", digest)
+        for digest in reversed(digests):
+            descending.note("team/many", digest)
+        written = flush_at_once(ascending, descending)
+        assert written == [count, count]
+        moment = clock.now.replace(second=0, microsecond=0)
+        times = pulled(db)
+        assert all(times[("team/many", digest)] == moment for digest in digests)
