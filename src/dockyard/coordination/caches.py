@@ -95,18 +95,29 @@ class _BoundedCache(Generic[K, V, E]):
         if self._clock is None:
             return
         now = self._clock()
-        kept = {k: e for k, e in self._entries.items() if e[2] is None or e[2] > now}
+        kept = {k: e for k, e in _snapshot(self._entries) if e[2] is None or e[2] > now}
         if len(kept) != len(self._entries):
             self._keep(kept)
 
     def _evict_oldest(self) -> None:
         # A new dict of the newest three quarters: O(n) once per quarter turned over, and no holes
-        # left at the front of the dict for later lookups to skip.
+        # left at the front of the dict for later lookups to skip. One C call (no Python code runs
+        # between its steps), so no other thread's put can change the dict while it is walked.
         self._keep(dict(islice(self._entries.items(), len(self._entries) // 4 + 1, None)))
 
     def _keep(self, kept: dict[K, E]) -> None:
+        weight = sum(entry[1] for entry in kept.values())  # walked before another thread can put into it
         self._entries = kept
-        self._bytes = sum(entry[1] for entry in kept.values())
+        self._bytes = weight
+
+
+def _snapshot(entries: dict[K, E]) -> list[tuple[K, E]]:
+    """The entries as a list made in one C call, for a walk that runs Python code per entry. The
+    caches are not locked, and some are shared by the event loop and worker threads (a manifest read
+    in a point-read thread on PostgreSQL puts its answer there): a walk over the dict itself, when
+    the interpreter switched threads in the middle of it and another thread's put changed the dict,
+    failed with "dictionary changed size during iteration" (a 500 to the request that was putting)."""
+    return list(entries.items())
 
 
 class GenerationCache(_BoundedCache[K, V, tuple[V, int, float | None]]):
@@ -232,6 +243,6 @@ class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]
                 return False
             return entry[3] == source(key)
 
-        kept = {k: e for k, e in self._entries.items() if alive(k, e)}
+        kept = {k: e for k, e in _snapshot(self._entries) if alive(k, e)}
         if len(kept) != len(self._entries):
             self._keep(kept)

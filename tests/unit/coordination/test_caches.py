@@ -3,6 +3,9 @@ the cache does whatever its feed: interleavings of readers and writers, bounds b
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockyard.coordination.caches import ENTRY_OVERHEAD, GenerationCache
+from dockyard.coordination.caches import ENTRY_OVERHEAD, GenerationCache, KeyedGenerationCache
 from dockyard.coordination.conformance import InvalidatedCacheConformance, Views
 from dockyard.coordination.feeds import InProcessChangeFeed, LocalChangeFeed
 from dockyard.coordination.feeds_redis import RedisChangeFeed
@@ -170,3 +173,41 @@ def test_gets_and_hits_are_counted_for_the_hit_ratio() -> None:
     assert cache.get("a") == 1
     assert cache.get("a") == 1
     assert (cache.lookups, cache.hits) == (3, 2)
+
+
+@pytest.mark.parametrize("kind", ["generations", "keyed"])
+def test_full_caches_take_puts_from_several_threads_at_once(kind: str) -> None:
+    """The event loop and the point-read threads (PostgreSQL) put into the same registry caches. Once
+    full, a put walks the entries to drop the dead ones: a thread switch in the middle of that walk and
+    another thread's put failed the walking request with "dictionary changed size during iteration"
+    (a 500 now and then at 50,000 repositories read at random)."""
+    cache: GenerationCache[tuple[str, int], int] | KeyedGenerationCache[tuple[str, int], int]
+    if kind == "generations":
+        cache = GenerationCache(lambda: 1, 500 * ENTRY_OVERHEAD, clock=lambda: 0.0)
+    else:
+        cache = KeyedGenerationCache(lambda key: 1, 500 * ENTRY_OVERHEAD)
+    failures: list[BaseException] = []
+    until = time.monotonic() + 1.0
+
+    def put_many(thread: str) -> None:
+        number = 0
+        while time.monotonic() < until:
+            try:
+                cache.put((thread, number), number, 1)
+            except BaseException as failure:
+                failures.append(failure)
+                return
+            number += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: the race shows in 1 s
+    try:
+        threads = [threading.Thread(target=put_many, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert 0 < len(cache) <= 500 and cache.weight <= 500 * ENTRY_OVERHEAD
