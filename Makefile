@@ -54,8 +54,8 @@ images: venv
 #    the same on either database; tests/integration makes the same requests on PostgreSQL; one skopeo
 #    flow stays as a canary), or the CLI over HTTP only (its routes run on PostgreSQL in the API tests).
 #    tests/conftest.py lists them in DB_INDEPENDENT_PATHS (exceptions in DB_DEPENDENT_TESTS). Its test
-#    databases are copies of one migrated template per worker (tests/support/postgres.py
-#    migrated_template).
+#    databases are copies of one migrated template (tests/support/postgres.py migrated_template) on one
+#    cluster for the whole run (tests/support/postgres_shared.py).
 PG_MARKS ?= not db_independent
 SQLITE_MARKS ?=
 # `make test` moves the db_independent tests marked postgres_pass (databases of their own, or none:
@@ -74,8 +74,10 @@ TEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/build/pycache
 # mostly waiting on package downloads and disk) are built in the background from the start; those tests
 # wait for that build (the build script's lock) instead of running it on one test worker at the end.
 # A failed build fails them there, with its output.
+# Both passes' test processes share one throwaway PostgreSQL (tests/support/postgres_shared.py), found by
+# DOCKYARD_TEST_RUN_ID: one initdb and one template migration per run, not one per test process.
 test: test-deps
-	@status=0; log=$$(mktemp); \
+	@status=0; log=$$(mktemp); export DOCKYARD_TEST_RUN_ID=make-test-$$$$; \
 	if [ "$(PYTEST_ARGS)" = tests ]; then \
 		mkdir -p build; $(PYTHON) scripts/build_images.py --set all > build/images-prebuild.log 2>&1 & \
 	fi; \

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, settings
 
 from tests.support import postgres as postgres_support
 from tests.support import server as server_support
-from tests.support.postgres import throwaway_postgres
 from tests.support.server import RunningServer, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
 
@@ -27,36 +26,37 @@ settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _servers_database() -> Iterator[None]:
+def _servers_database(request: pytest.FixtureRequest) -> Iterator[None]:
     """DOCKYARD_TEST_DB=postgresql runs every server the tests start on a database of its own (one per
-    datadir), in one throwaway PostgreSQL per test process (default: sqlite, a file in the datadir)."""
+    datadir), on the run's throwaway PostgreSQL (`postgres_server`, tests/support/postgres_shared.py: one
+    for every test process of the run) (default: sqlite, a file in the datadir)."""
     choice = os.environ.get("DOCKYARD_TEST_DB", "sqlite")
     if choice == "sqlite":
         yield
         return
     if choice != "postgresql":
         raise pytest.UsageError(f"DOCKYARD_TEST_DB={choice!r}: expected sqlite or postgresql")
-    with throwaway_postgres() as cluster:
-        urls: dict[str, str] = {}
+    cluster: postgres_support.PostgresServer = request.getfixturevalue("postgres_server")
+    urls: dict[str, str] = {}
 
-        def database_for(datadir: str) -> str:
-            # Servers get the plain postgresql:// form users write in their config.
-            if datadir not in urls:
-                # Already migrated (a template copy): faster than each server migrating its own.
-                created = cluster.create_database(migrated=True)
-                urls[datadir] = created.replace("postgresql+psycopg://", "postgresql://", 1)
-            return urls[datadir]
+    def database_for(datadir: str) -> str:
+        # Servers get the plain postgresql:// form users write in their config.
+        if datadir not in urls:
+            # Already migrated (a template copy): faster than each server migrating its own.
+            created = cluster.create_database(migrated=True)
+            urls[datadir] = created.replace("postgresql+psycopg://", "postgresql://", 1)
+        return urls[datadir]
 
-        server_support.database_url_factory = database_for
-        # The account unit tests' databases (tests/unit/accounts/fixtures.py) go there too.
-        previous = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
-        os.environ["DOCKYARD_TEST_POSTGRES_URL"] = previous or cluster.database_url("postgres")
-        try:
-            yield
-        finally:
-            server_support.database_url_factory = None
-            if previous is None:
-                del os.environ["DOCKYARD_TEST_POSTGRES_URL"]
+    server_support.database_url_factory = database_for
+    # The account unit tests' databases (tests/unit/accounts/fixtures.py) go there too.
+    previous = os.environ.get("DOCKYARD_TEST_POSTGRES_URL")
+    os.environ["DOCKYARD_TEST_POSTGRES_URL"] = previous or cluster.database_url("postgres")
+    try:
+        yield
+    finally:
+        server_support.database_url_factory = None
+        if previous is None:
+            del os.environ["DOCKYARD_TEST_POSTGRES_URL"]
 
 
 @pytest.fixture(scope="module", autouse=True)

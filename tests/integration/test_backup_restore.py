@@ -30,7 +30,7 @@ from tests.support.ociclient import (
     image_manifest,
     index_manifest,
 )
-from tests.support.postgres import PostgresCluster, throwaway_postgres
+from tests.support.postgres import PostgresServer
 from tests.support.seaweedfs import RunningSeaweedFS, start_seaweedfs
 from tests.support.server import RunningServer
 from tests.support.tables import dump_tables
@@ -167,9 +167,9 @@ def test_verify_finds_a_missing_blob_and_deep_finds_a_corrupt_one(
 
 # --- PostgreSQL + S3 ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    with throwaway_postgres() as cluster:
-        yield cluster
+def postgres(postgres_server: PostgresServer) -> PostgresServer:
+    """Databases of the tests' own on the run's PostgreSQL (tests/support/postgres_shared.py)."""
+    return postgres_server
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def postgres_s3_config(
 @pytest.mark.db_independent  # PostgreSQL + S3 whatever DOCKYARD_TEST_DB says
 def test_backup_and_restore_on_postgresql_and_s3_serves_every_image_bit_for_bit(
     make_server: Callable[..., RunningServer],
-    postgres: PostgresCluster,
+    postgres: PostgresServer,
     seaweedfs: RunningSeaweedFS,
     tmp_path: Path,
 ) -> None:
@@ -287,7 +287,7 @@ def test_backup_and_restore_on_postgresql_and_s3_serves_every_image_bit_for_bit(
 
 @pytest.mark.db_independent  # SQLite into PostgreSQL and back, whatever DOCKYARD_TEST_DB says
 def test_a_backup_restores_into_the_other_kind_of_database(
-    make_server: Callable[..., RunningServer], postgres: PostgresCluster, tmp_path: Path
+    make_server: Callable[..., RunningServer], postgres: PostgresServer, tmp_path: Path
 ) -> None:
     source = make_server(sqlite_config(tmp_path / "source"))
     with httpx.Client(base_url=source.url, timeout=HTTP_TIMEOUT) as http:
@@ -332,7 +332,7 @@ def test_a_backup_restores_into_the_other_kind_of_database(
 
 @pytest.mark.db_independent  # PostgreSQL whatever DOCKYARD_TEST_DB says
 def test_an_older_backup_made_with_pg_dump_still_restores_into_postgresql(
-    make_server: Callable[..., RunningServer], postgres: PostgresCluster, tmp_path: Path
+    make_server: Callable[..., RunningServer], postgres: PostgresServer, tmp_path: Path
 ) -> None:
     url = postgres.create_database()
     config = {**sqlite_config(tmp_path / "source"), "database": {"url": plain(url)}}

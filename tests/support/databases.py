@@ -16,15 +16,17 @@ from sqlalchemy import text
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
-from tests.support.postgres import PostgresCluster, throwaway_postgres
+from tests.support.postgres import PostgresServer
+from tests.support.postgres_shared import shared_postgres
 from tests.support.sqlite_template import copy_migrated_sqlite
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresCluster]:
-    """One throwaway PostgreSQL cluster per test process."""
-    with throwaway_postgres(max_connections=100) as cluster:
-        yield cluster
+def postgres_server() -> Iterator[PostgresServer]:
+    """The run's throwaway PostgreSQL, shared with its other test processes
+    (tests/support/postgres_shared.py): a database of its own on it for each test that asks."""
+    with shared_postgres() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,8 +35,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     SQLite: `database` migrates it (a copy of tests/support/sqlite_template.py's template)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'dockyard.db'}"
-    cluster: PostgresCluster = request.getfixturevalue("postgres_server")
-    return cluster.create_database("both", migrated=True)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database("both", migrated=True)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +61,32 @@ def postgres_tool(name: str) -> str:
 
 
 @dataclass
-class PostgresCluster:
+class PostgresServer:
+    """A running PostgreSQL the tests may make databases on (their own, or one shared by the test processes
+    of a run: tests/support/postgres_shared.py)."""
+
     url: str  # the server's URL without a database, e.g. postgresql+psycopg://dockyard@127.0.0.1:PORT
-    root: Path
-    process: subprocess.Popen[bytes]
-    _numbers: Iterator[int] = field(default_factory=itertools.count)
 
     def database_url(self, name: str) -> str:
         return f"{self.url}/{name}"
 
     def create_database(self, prefix: str = "dockyard", migrated: bool = False) -> str:
-        """A new database (unique name in this cluster); returns its URL. Empty, or with `migrated` a
-        copy of one upgraded to every migration head (see `migrated_template`)."""
-        name = f"{prefix}_{os.getpid()}_{next(self._numbers)}"
+        """A new database (unique name on this server, whatever process asks); returns its URL. Empty, or
+        with `migrated` a copy of one upgraded to every migration head (see `migrated_template`)."""
+        name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}"
         _create_database(self.database_url("postgres"), name, migrated)
         return self.database_url(name)
+
+
+_database_numbers = itertools.count()
+
+
+@dataclass
+class PostgresCluster(PostgresServer):
+    """A cluster this process started (start_postgres) and stops."""
+
+    root: Path
+    process: subprocess.Popen[bytes]
 
     def log(self) -> str:
         path = self.root / "postgres.log"
@@ -202,30 +213,54 @@ def _scratch_postgres_url(server: str, migrated: bool) -> str:
     return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
-_templates: set[tuple[str, int]] = set()
+_templates: set[str] = set()
+TEMPLATE = "dockyard_template"
+# pg_advisory_lock's key for making the template: the test processes sharing a cluster make it once.
+_TEMPLATE_LOCK = 0x646F636B
 
 
 def migrated_template(server: str) -> str:
-    """A database on that server upgraded to every migration head, made once per process. New test
-    databases are copies of it (CREATE DATABASE ... TEMPLATE copies files: about half the time of
-    running the migrations into each, which the PostgreSQL pass would otherwise do hundreds of times)."""
-    name = f"dockyard_template_{os.getpid()}"
-    if (server, os.getpid()) not in _templates:
-        _create_database(server, name, migrated=False, track=False)
-        engine = build_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
-        try:
-            upgrade(engine)
-        finally:
-            engine.dispose()  # a template must have no connections while it is copied
-        _templates.add((server, os.getpid()))
-    return name
+    """A database on that server upgraded to every migration head, made once per cluster (by whichever
+    test process first needs it, the others wait for it: an advisory lock). New test databases are copies
+    of it (CREATE DATABASE ... TEMPLATE copies files: about half the time of running the migrations into
+    each, which the PostgreSQL pass would otherwise do hundreds of times). It is migrated under another
+    name and renamed when done, so a process that died half-way leaves no half-migrated template."""
+    if server in _templates:
+        return TEMPLATE
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({_TEMPLATE_LOCK})")
+            try:
+                found = connection.exec_driver_sql(
+                    f"SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}'"
+                ).scalar()
+                if not found:
+                    _make_template(server, connection)
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_TEMPLATE_LOCK})")
+    finally:
+        admin.dispose()
+    _templates.add(server)
+    return TEMPLATE
+
+
+def _make_template(server: str, connection: Any) -> None:
+    building = f"{TEMPLATE}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    connection.exec_driver_sql(f'CREATE DATABASE "{building}"')
+    engine = build_engine(make_url(server).set(database=building).render_as_string(hide_password=False))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()  # a template must have no connections while it is renamed and copied
+    connection.exec_driver_sql(f'ALTER DATABASE "{building}" RENAME TO "{TEMPLATE}"')
 
 
 # The databases this process made (server URL, name), for drop_unused_databases.
 _made: list[tuple[str, str]] = []
 
 
-def _create_database(server: str, name: str, migrated: bool, track: bool = True) -> None:
+def _create_database(server: str, name: str, migrated: bool) -> None:
     # FILE_COPY: the template's files copied as they are, not written through the WAL (less CPU, and a
     # WAL that stays small).
     template = f' TEMPLATE "{migrated_template(server)}" STRATEGY FILE_COPY' if migrated else ""
@@ -235,8 +270,7 @@ def _create_database(server: str, name: str, migrated: bool, track: bool = True)
             connection.exec_driver_sql(f'CREATE DATABASE "{name}"{template}')
     finally:
         admin.dispose()
-    if track:
-        _made.append((server, name))
+    _made.append((server, name))
 
 
 def databases_made() -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support import zygote
+from tests.support import cpu_accounting, zygote
 from tests.support.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +53,13 @@ class RunningServer:
     process: subprocess.Popen[bytes] | zygote.ZygoteProcess
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # For DOCKYARD_TEST_CPU_LOG (tests/support/cpu_accounting.py): seconds until it answered, its CPU then.
+    ready_after: float | None = None
+    ready_cpu: float | None = None
 
     def stop(self) -> None:
+        if cpu_accounting.LOG_DIR:  # a server that has exited counts, with the CPU of what is left of it
+            cpu_accounting.server_log_line(self.process.pid, self.ready_after, self.ready_cpu)
         stop_process(self.process)
 
     def log(self) -> str:
@@ -75,9 +80,10 @@ def start_server(
     """Write a config into workdir, start `dockyard serve --config` and wait until /v2/ answers (not
     with `wait=False`: then return once it is started).
 
-    `migrated`: the server's database starts as a copy of one migrated template per test process (its
-    start finds the schema at the head and skips Alembic: ~0.5 s of CPU less per start, hundreds of
-    starts per run); False leaves an empty datadir for serve to migrate, as a first `make serve` does.
+    `migrated`: the server's database starts as a copy of a migrated template (SQLite: one per test
+    process; PostgreSQL: one per run, tests/support/postgres_shared.py): its start finds the schema at
+    the head and skips Alembic (~0.5 s of CPU less per start, hundreds of starts per run); False leaves
+    an empty datadir for serve to migrate, as a first `make serve` does.
 
     `fork`: the server is forked from this test process's zygote (tests/support/zygote.py: serve's
     imports done once per test process, not at each start); False starts `dockyard serve` as a
@@ -85,6 +91,7 @@ def start_server(
 
     `bind` is the loopback address to listen on: 127.0.0.1, or ::1 (then url and host name `[::1]:port`).
     """
+    started = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(bind)
     host = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
@@ -146,6 +153,9 @@ def start_server(
             answer = httpx.get(f"{server.url}/v2/", verify=False, timeout=1)
             # Only dockyard sets X-Request-Id: another server that took the port does not count.
             if answer.status_code < 500 and "x-request-id" in answer.headers and process.poll() is None:
+                if cpu_accounting.LOG_DIR:
+                    server.ready_after = round(time.monotonic() - started, 3)
+                    server.ready_cpu = round(cpu_accounting.session_cpu_seconds(process.pid), 3)
                 return server
         except httpx.HTTPError:
             pass

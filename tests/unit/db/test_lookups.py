@@ -17,7 +17,7 @@ from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_S
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database, database_unavailable
 from dockyard.registry.models import Repository
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 from tests.support.server import free_port
 
 BY_NAME = select(Repository.id).where(Repository.name == bindparam("name"))
@@ -53,7 +53,7 @@ def test_a_sqlite_lookup_error_is_sqlalchemys_and_connections_close_with_the_dat
 
 
 @pytest.fixture
-def postgres_db(postgres_server: PostgresCluster) -> Iterator[Database]:
+def postgres_db(postgres_server: PostgresServer) -> Iterator[Database]:
     db = Database(build_engine(postgres_server.create_database("lookups", migrated=True)))
     yield db
     db.dispose()

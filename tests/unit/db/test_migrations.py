@@ -24,7 +24,7 @@ from dockyard.db.base import Base
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import alembic_config, upgrade
 from dockyard.maintenance.tables import MIGRATION_TABLES
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 
 # SQLite cannot reflect the expression index on lower(username), so compare_metadata skips it, with
 # these warnings; test_the_migrated_indexes_and_checks_are_the_models_too compares it instead.
@@ -40,7 +40,7 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[st
     copies of the migrated template: the migrations run here.)"""
     if request.param == "sqlite":
         return lambda name: f"sqlite:///{tmp_path / name}.db"
-    cluster: PostgresCluster = request.getfixturevalue("postgres_server")
+    cluster: PostgresServer = request.getfixturevalue("postgres_server")
     return cluster.create_database
 
 

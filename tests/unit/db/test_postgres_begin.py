@@ -15,7 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from dockyard.db.engine import build_engine
 from dockyard.db.session import Database
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.db_independent  # PostgreSQL's own behaviour, whatever the pass's database
 
@@ -26,7 +26,7 @@ TERMINATE_THE_OTHERS = text(
 
 
 @pytest.fixture
-def postgres_db(postgres_server: PostgresCluster) -> Iterator[Database]:
+def postgres_db(postgres_server: PostgresServer) -> Iterator[Database]:
     db = Database(build_engine(postgres_server.create_database("begin")))
     with db.write() as connection:
         connection.execute(text("CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)"))

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import alembic_config, current_revision, upgrade
 from dockyard.db.revision import at_head, database_revisions, ensure_current, head_revisions
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,7 +24,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'new.db'}"
     else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_server")
+        cluster: PostgresServer = request.getfixturevalue("postgres_server")
         url = cluster.create_database("revision")
     engine = build_engine(url)
     yield engine

@@ -44,7 +44,7 @@ from dockyard.maintenance.tables import (
     row_counts,
     tables_with_rows,
 )
-from tests.support.postgres import PostgresCluster
+from tests.support.postgres import PostgresServer
 from tests.support.tables import dump_tables
 
 ROWS_PER_TABLE = 3
@@ -123,7 +123,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def postgres_engine(postgres_server: PostgresCluster) -> Iterator[Engine]:
+def postgres_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
     engine = build_engine(postgres_server.create_database("tables", migrated=True))
     yield engine
     engine.dispose()
