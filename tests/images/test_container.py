@@ -1,6 +1,6 @@
 """dockyard's image (deploy/Dockerfile, `make image`) run with docker the way registry:2 users run theirs.
 
-One throwaway dockerd (tests/support/docker.py) loads the image `make image` built and runs it with
+One throwaway dockerd (tests/images/conftest.py) loads the image `make image` built and runs it with
 `--network host` (this machine's dockerd has no bridge), listening on a free loopback port: the one
 change from `docker run -p 5000:5000 dockyard`. One container, on a named volume, goes through the life
 of a registry: first start (the admin password in its log, once), push and pull with docker, `docker stop`
@@ -8,8 +8,8 @@ while an upload is in flight (it drains), `docker kill` under pushes (nothing ac
 backup while it runs, and the upgrade routine of docs/container.md. Another one takes a registry:2
 config.yml mounted where registry:2 reads it, plus REGISTRY_* variables.
 
-One daemon and one registry container for the module (its tests stay on one xdist worker: `--dist
-loadscope`). The PostgreSQL pass does not run it again (tests/conftest.py, DB_INDEPENDENT_PATHS).
+One daemon for the directory (test_compose's too: they go to one xdist worker together) and one registry
+container for the module. It runs in one pass only (tests/conftest.py, DB_INDEPENDENT_PATHS).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.docker import DockerClient, start_docker
-from tests.support.images import DOCKYARD_IMAGE, Container, built_images, image_config
+from tests.support.docker import DockerClient
+from tests.support.images import DOCKYARD_IMAGE, Container, ImagesDaemon, image_config
 from tests.support.oci import write_docker_archive, write_oci_layout
 from tests.support.ociclient import OCIClient, bearer_client, describe, digest_of
 from tests.support.server import free_port
@@ -42,16 +42,9 @@ STOP_TIMEOUT = "40"
 
 
 @pytest.fixture(scope="module")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerClient]:
-    archive = built_images("dockyard")
-    root = tmp_path_factory.mktemp("image")
-    daemon = start_docker(root / "dockerd", data_tmpfs="4g")
-    try:
-        client = daemon.client(root / "docker-config")
-        client("load", "--input", str(archive), timeout=600)
-        yield client
-    finally:
-        daemon.stop()
+def docker(images_daemon: ImagesDaemon) -> DockerClient:
+    images_daemon.load("dockyard")
+    return images_daemon.client("container-config")
 
 
 def run_registry(

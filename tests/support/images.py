@@ -8,18 +8,20 @@ a compose network. A missing tool (mmdebstrap, dockerd, docker-compose) fails, i
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.docker import DockerClient
+from tests.support.docker import DockerClient, RunningDocker
 from tests.support.server import REPO_ROOT
 
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_images.py"
@@ -42,6 +44,34 @@ def built_images(image_set: str) -> Path:
         command = f"scripts/build_images.py --set {image_set}"
         raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
     return ARCHIVES / f"{image_set}.tar"
+
+
+@dataclass
+class ImagesDaemon:
+    """A dockerd the image tests share (tests/images/conftest.py), and the image sets loaded into it."""
+
+    daemon: RunningDocker
+    root: Path
+    _loaded: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def client(self, name: str) -> DockerClient:
+        """A client of the daemon with logins of its own (config dir `name`)."""
+        return self.daemon.client(self.root / name)
+
+    def load(self, *image_sets: str) -> None:
+        """Build (or find up to date) each image set in turn, and `docker load` those not loaded yet, at
+        once (the load of one beside the build of the next)."""
+        loader = self.client("loader")
+        with self._lock, concurrent.futures.ThreadPoolExecutor() as pool:
+            loads = {}
+            for image_set in image_sets:
+                if image_set not in self._loaded:
+                    archive = built_images(image_set)
+                    loads[image_set] = pool.submit(loader, "load", "--input", str(archive), timeout=900)
+            for image_set, done in loads.items():
+                done.result()
+                self._loaded.add(image_set)
 
 
 @dataclass
@@ -110,4 +140,4 @@ def image_config(docker: DockerClient, image: str) -> dict[str, Any]:
     return found
 
 
-__all__ = ["DOCKYARD_IMAGE", "Container", "built_images", "image_config"]
+__all__ = ["DOCKYARD_IMAGE", "Container", "ImagesDaemon", "built_images", "image_config"]

@@ -33,9 +33,14 @@ DURATIONS = Path(__file__).resolve().parents[1] / "module_durations.json"
 PASSES = ("sqlite", "postgresql")
 
 
-# Directories whose modules share a package-scoped fixture (tests/cluster: one HA cluster): they go to
-# one xdist worker as one unit, and rank by their summed seconds, so the fixture starts once per run.
-SHARED_SCOPES = ("tests/cluster/",)
+# Directories whose modules share a package-scoped fixture (tests/cluster: one HA cluster; tests/images:
+# one dockerd with the images loaded): they go to one xdist worker as one unit, and rank by their summed
+# seconds, so the fixture starts once per run.
+SHARED_SCOPES = ("tests/cluster/", "tests/images/")
+# Modules that go first in their shared scope (the others keep collection order): test_container needs
+# only dockyard's image, which `make test`'s background build makes before the HA set test_compose waits
+# for.
+FIRST_IN_SCOPE = ("tests/images/test_container.py",)
 
 
 def module_of(nodeid: str) -> str:
@@ -81,7 +86,7 @@ def longest_first(
     items: list[pytest.Item], durations: dict[str, dict[str, float]], db: str
 ) -> list[pytest.Item]:
     """Items grouped by module, modules by expected seconds descending (a shared scope's modules together,
-    by their sum); ties and tests inside a module keep collection order."""
+    by their sum, FIRST_IN_SCOPE first); ties and tests inside a module keep collection order."""
     position: dict[str, int] = {}  # of modules and of scopes, in collection order
     seconds: dict[str, float] = defaultdict(float)  # per scope
     for module in dict.fromkeys(module_of(item.nodeid) for item in items):
@@ -89,9 +94,10 @@ def longest_first(
         position.setdefault(scope_of(module), position[module])
         seconds[scope_of(module)] += expected_seconds(module, durations, db)
 
-    def rank(item: pytest.Item) -> tuple[float, int, int]:
+    def rank(item: pytest.Item) -> tuple[float, int, bool, int]:
         module = module_of(item.nodeid)
-        return (-seconds[scope_of(module)], position[scope_of(module)], position[module])
+        scope = scope_of(module)
+        return (-seconds[scope], position[scope], module not in FIRST_IN_SCOPE, position[module])
 
     return sorted(items, key=rank)  # stable: a module's tests stay in their order
 

@@ -59,6 +59,20 @@ def test_a_shared_directory_goes_to_one_worker_as_one_unit_ranked_by_its_sum() -
     }  # fmt: skip
 
 
+def test_the_image_modules_go_to_one_worker_the_one_that_needs_fewer_images_first() -> None:
+    collected = items("tests/images/test_compose.py::t", "tests/x.py::t", "tests/images/test_container.py::t")
+    durations = {"postgresql": {"tests/images/test_compose.py": 75.0, "tests/images/test_container.py": 37.0,
+                                "tests/x.py": 100.0}}  # fmt: skip
+
+    ordered = [item.nodeid for item in longest_first(collected, durations, "postgresql")]
+
+    assert ordered == [
+        "tests/images/test_container.py::t", "tests/images/test_compose.py::t", "tests/x.py::t"
+    ]  # fmt: skip
+    scheduler = object.__new__(SharedScopeScheduling)
+    assert {scheduler._split_scope(nodeid) for nodeid in ordered} == {"tests/images/", "tests/x.py"}
+
+
 def test_a_pass_without_a_figure_for_a_module_uses_the_other_pass() -> None:
     durations = {"sqlite": {"moved.py": 40.0}, "postgresql": {"both.py": 9.0}}
 
@@ -76,6 +90,9 @@ def test_the_durations_come_from_a_cpu_log_per_pass_and_module(tmp_path: Path) -
     )
     (tmp_path / "sqlite-gw1.jsonl").write_text(record("b.py::C::t", 4.0) + "\n")
     (tmp_path / "postgresql-gw0.jsonl").write_text(record("a.py::t1", 3.0) + "\n")
+    # The servers' lines (tests/support/cpu_accounting.py) are not tests.
+    server = {"test": "a.py::t1", "ready_wall": 1.0, "ready_cpu": 0.2, "cpu": 0.3}
+    (tmp_path / "servers-sqlite-gw0.jsonl").write_text(json.dumps(server) + "\n")
 
     assert durations_from_cpu_log(tmp_path) == {
         "sqlite": {"a.py": 3.2, "b.py": 4.0},
