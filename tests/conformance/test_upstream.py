@@ -16,7 +16,7 @@ import pytest
 
 from dockyard.upstream.addresses import AddressGuard
 from dockyard.upstream.client import HttpRemoteRegistry
-from dockyard.upstream.conformance import MiB, Push, RemoteRegistryConformance, image
+from dockyard.upstream.conformance import MiB, Push, RemoteRegistryConformance, Seeded, image
 from dockyard.upstream.fake import FakeRemoteRegistry
 from dockyard.upstream.interfaces import Credentials, RemoteRegistry, Timeouts, UpstreamUnauthorized
 from tests.support.ociclient import OCIClient, bearer_client, describe
@@ -41,6 +41,19 @@ def pusher(http: httpx.Client) -> Push:
         assert response.status_code == 201, describe(response)
 
     return push
+
+
+class SeededOncePerClass(RemoteRegistryConformance):
+    """A real registry's class pushes the suite's image once, not once per test (a 3 MiB layer each
+    time): the tests only read it, and each class still reads it from its own registry and client."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def seeded(cls, upstream: tuple[RemoteRegistry, Push]) -> Seeded:
+        content = image("conformance/app", "v1")
+        upstream[1](content.repository, content.tag, content.manifest, content.media_type,
+                    [content.config, content.layer])  # fmt: skip
+        return content
 
 
 class TestFake(RemoteRegistryConformance):
@@ -85,9 +98,10 @@ def token_dockyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     server.stop()
 
 
-class TestRegistry2Open(RemoteRegistryConformance):
-    @pytest.fixture
-    def upstream(self, open_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+class TestRegistry2Open(SeededOncePerClass):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def upstream(cls, open_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         remote = HttpRemoteRegistry(open_registry2, guard=LOOPBACK, timeouts=TIMEOUTS)
         with httpx.Client(base_url=open_registry2, timeout=HTTP_TIMEOUT) as http:
             yield remote, pusher(http)
@@ -119,9 +133,10 @@ class TestRegistry2Open(RemoteRegistryConformance):
         assert peak < 8 * MiB, f"peak {peak / MiB:.1f} MiB while streaming"
 
 
-class TestRegistry2Htpasswd(RemoteRegistryConformance):
-    @pytest.fixture
-    def upstream(self, htpasswd_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+class TestRegistry2Htpasswd(SeededOncePerClass):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def upstream(cls, htpasswd_registry2: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         credentials = Credentials("basic", *USER)
         remote = HttpRemoteRegistry(htpasswd_registry2, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
         with httpx.Client(base_url=htpasswd_registry2, auth=USER, timeout=HTTP_TIMEOUT) as http:
@@ -132,9 +147,10 @@ class TestRegistry2Htpasswd(RemoteRegistryConformance):
         assert remote.check().auth == "basic"
 
 
-class TestDistributionV3Htpasswd(RemoteRegistryConformance):
-    @pytest.fixture
-    def upstream(self, htpasswd_distribution_v3: str) -> Iterator[tuple[RemoteRegistry, Push]]:
+class TestDistributionV3Htpasswd(SeededOncePerClass):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def upstream(cls, htpasswd_distribution_v3: str) -> Iterator[tuple[RemoteRegistry, Push]]:
         credentials = Credentials("basic", *USER)
         remote = HttpRemoteRegistry(htpasswd_distribution_v3, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
         with httpx.Client(base_url=htpasswd_distribution_v3, auth=USER, timeout=HTTP_TIMEOUT) as http:
@@ -142,9 +158,10 @@ class TestDistributionV3Htpasswd(RemoteRegistryConformance):
         remote.close()
 
 
-class TestDockyardTokenAuth(RemoteRegistryConformance):
-    @pytest.fixture
-    def upstream(self, token_dockyard: RunningServer) -> Iterator[tuple[RemoteRegistry, Push]]:
+class TestDockyardTokenAuth(SeededOncePerClass):
+    @pytest.fixture(scope="class")
+    @classmethod
+    def upstream(cls, token_dockyard: RunningServer) -> Iterator[tuple[RemoteRegistry, Push]]:
         credentials = Credentials("basic", *ADMIN)
         remote = HttpRemoteRegistry(token_dockyard.url, credentials, guard=LOOPBACK, timeouts=TIMEOUTS)
         with bearer_client(token_dockyard.url, ADMIN, REPOSITORIES) as http:
