@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from dockyard.replication.engine import CONCURRENCY
 from tests.integration.test_cli import Cli
 from tests.integration.test_jobs import job_worker_children
 from tests.support.fronts import Front, running_front
@@ -51,6 +50,11 @@ CONFIG = {
     "replication": {"event_policies_ttl": "0s"},
 }
 API = "/api/v1"
+# The slowed runs (cancelled, worker killed) copy this many artifacts at once rather than the engine's
+# default (CONCURRENCY, 8): what a run has in flight, done and not started is the same at four times as
+# many images, and each test pushes and copies 8 images instead of 24.
+SLOW_CONCURRENCY = 2
+SLOW_IMAGES = 4 * SLOW_CONCURRENCY
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX))
 
 
@@ -336,9 +340,10 @@ def test_cancel_mid_run_then_rerun_copies_only_the_rest(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
 ) -> None:
     upstream = OCIClient(remote_http)
-    # Three times as many as a run copies at once, so a cancel comes while some are not started.
-    images = {f"v{n}": push_image(upstream, "big/app", f"v{n}", f"big-{n}") for n in range(3 * CONCURRENCY)}
-    create_policy(api, name="slow-pull", direction="pull", repositories="big/**", dest_namespace="slow")
+    # Four times as many as the run copies at once, so a cancel comes while some are not started.
+    images = {f"v{n}": push_image(upstream, "big/app", f"v{n}", f"big-{n}") for n in range(SLOW_IMAGES)}
+    create_policy(api, name="slow-pull", direction="pull", repositories="big/**", dest_namespace="slow",
+                  concurrency=SLOW_CONCURRENCY)  # fmt: skip
     front.reset()
     front.blob_delay = 0.5  # two blobs an image: about a second each
     try:
@@ -531,10 +536,9 @@ def test_a_worker_killed_mid_run_and_the_job_resumed_elsewhere(
     server: RunningServer, api: httpx.Client, remote_http: httpx.Client, front: Front
 ) -> None:
     upstream = OCIClient(remote_http)
-    images = {
-        f"k{n}": push_image(upstream, "killed/app", f"k{n}", f"killed-{n}") for n in range(3 * CONCURRENCY)
-    }
-    create_policy(api, name="killed", direction="pull", repositories="killed/**", dest_namespace="resumed")
+    images = {f"k{n}": push_image(upstream, "killed/app", f"k{n}", f"killed-{n}") for n in range(SLOW_IMAGES)}
+    create_policy(api, name="killed", direction="pull", repositories="killed/**", dest_namespace="resumed",
+                  concurrency=SLOW_CONCURRENCY)  # fmt: skip
     front.reset()
     front.blob_delay = 0.5
     try:
