@@ -115,6 +115,15 @@ def test_every_numeric_id_refuses_numbers_its_column_cannot_hold(api: TestClient
                 assert_api_error(response, 400)
 
 
+def test_a_job_id_filter_past_its_column_is_refused(api: TestClient) -> None:
+    """The runs' job_id filter holds a BIGINT like the job's own id: past it is a 400, not a driver error."""
+    for value in (str(2**63), "0"):
+        response = api.get(f"{MOUNT}/replication/runs", params={"job_id": value}, auth=ADMIN)
+        assert_api_error(response, 400)
+    largest = api.get(f"{MOUNT}/replication/runs", params={"job_id": str(2**63 - 1)}, auth=ADMIN)
+    assert largest.status_code == 200 and largest.json() == [], describe(largest)
+
+
 @pytest.mark.parametrize(
     "header",
     [

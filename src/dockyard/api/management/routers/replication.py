@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dockyard.api.management.audit import audited
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
-from dockyard.api.management.ids import LongResourceId
+from dockyard.api.management.ids import MAX_LONG_ID, LongResourceId
 from dockyard.api.management.listing import ListParams, list_params, set_page_headers
 from dockyard.api.management.security import Admin
 from dockyard.audit.interfaces import AuditAction, ResourceType
@@ -215,7 +215,10 @@ def list_runs(
     services: Services,
     params: Annotated[ListParams, Depends(list_params(("id",), "-id"))],
     policy: Annotated[str | None, Query(max_length=64, description="Only this policy's runs.")] = None,
-    job_id: Annotated[int | None, Query(ge=1, description="Only the runs of this job.")] = None,
+    # A job id is a BIGINT: past it, SQLite's driver overflowed (a 500 the fuzzer found).
+    job_id: Annotated[
+        int | None, Query(ge=1, le=MAX_LONG_ID, description="Only the runs of this job.")
+    ] = None,
 ) -> list[RunOut]:
     """Newest first; each artifact's outcome at /replication/runs/{id}."""
     runs, total = ReplicationRuns(services.db).page(policy, params.limit, params.offset, job_id=job_id)
