@@ -103,6 +103,16 @@ def finished(admin: httpx.Client, path: str, job_id: int | None = None) -> Calla
     return check
 
 
+def recounted(admin: httpx.Client, project: str) -> bool:
+    """Whether the newest job applying `project`'s allowlist to its stored scans (queued by a change of
+    that allowlist) has finished."""
+    jobs = admin.get("/jobs", params={"kind": "scan"}).json()
+    newest = next((job for job in jobs if job["params"] == {"recount": project}), None)
+    assert newest is not None, jobs
+    assert newest["status"] not in ("failed", "cancelled"), newest
+    return bool(newest["status"] == "succeeded")
+
+
 def test_a_push_to_a_project_that_scans_on_push_stores_the_findings(
     server: RunningServer, admin: httpx.Client, content: dict[str, Any]
 ) -> None:
@@ -110,6 +120,11 @@ def test_a_push_to_a_project_that_scans_on_push_stores_the_findings(
     answer = admin.put("/projects/onpush/scan-settings", json={"scan_on_push": True})
     assert answer.status_code == 200, answer.text
     digest = push_image(server, "onpush/app", "v1", content["layers"])
+    # The push queued the scan before it was answered (the job and its pending status commit together):
+    # the artifact has a scan at once, pending or further.
+    queued = admin.get("/repositories/onpush/app/artifacts/v1/scan")
+    assert queued.status_code == 200, queued.text
+    assert queued.json()["status"] in ("pending", "running", "done"), queued.text
     report = wait_for(finished(admin, "/repositories/onpush/app/artifacts/v1/scan"), "the scan on push")
     assert report["digest"] == digest and report["status"] == "done", report
     by_id = {f["advisory_id"]: f for f in report["findings"]}
@@ -139,7 +154,8 @@ def test_a_scan_on_demand_and_a_rescan_after_an_import_that_changes_the_result(
 ) -> None:
     digest = push_image(server, "ondemand/app", "v1", content["layers"])
     path = "/repositories/ondemand/app/artifacts/v1/scan"
-    time.sleep(1.5)  # no scan on push in this project: nothing appears
+    # No scan on push in this project: nothing was queued (a push to `onpush` has its scan at once,
+    # see the test above), so nothing appears, now or later.
     missing = admin.get(path)
     assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "NOT_FOUND"
     (listed,) = admin.get("/repositories/ondemand/app/artifacts").json()
@@ -209,7 +225,7 @@ def test_an_allowlist_change_applies_to_stored_scans_without_a_rescan(
     assert before["counts"]["high"] == 1 and before["allowlisted"] == 0
     # Another project's allowlist hides nothing here.
     assert admin.put("/projects/ondemand/vulndb/allowlist/CVE-2099-0203", json={}).status_code == 200
-    time.sleep(2)
+    wait_for(lambda: recounted(admin, "ondemand"), "the recount of the other project's scans")
     assert admin.get(path).json()["counts"]["high"] == 1
     allowed = admin.put("/projects/onpush/vulndb/allowlist/CVE-2099-0203", json={"reason": "not reachable"})
     assert allowed.status_code == 200, allowed.text
