@@ -8,6 +8,7 @@ change is made through the other node.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from dockyard.coordination.feeds_redis import KEYED_CHANNEL
+from dockyard.coordination.interfaces import Topic
 from dockyard.db.engine import build_engine
 from tests.support.redis import RedisServer
 from tests.support.server import RunningServer, start_server
@@ -107,6 +110,39 @@ def seconds_until(check: Callable[[], bool], limit: float = 30.0) -> float:
         assert time.monotonic() - started < limit, "the change never took effect"
         time.sleep(0.05)
     return time.monotonic() - started
+
+
+MARKER_CHANNEL = "test:announcements-marker"
+MESSAGE_SECONDS = 60.0  # a generous wait for each message (HTTP_TIMEOUT's read timeout)
+
+
+@contextlib.contextmanager
+def announcements(redis_url: str) -> Iterator[Callable[[], set[Topic]]]:
+    """Listens to the nodes' change feed (`feeds_redis.KEYED_CHANNEL`) from here on. The function it
+    yields publishes a marker on a channel of its own and returns the topics announced before the
+    marker arrived: Redis hands one subscriber its messages in the order they were published, so
+    whatever a request announced before it was answered is in."""
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        pubsub.subscribe(KEYED_CHANNEL, MARKER_CHANNEL)
+        for _ in range(2):  # both subscriptions confirmed: nothing published from now on is missed
+            confirmed = pubsub.get_message(timeout=MESSAGE_SECONDS)
+            assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
+
+        def heard() -> set[Topic]:
+            client.publish(MARKER_CHANNEL, "marker")
+            topics = set[Topic]()
+            while (message := pubsub.get_message(timeout=MESSAGE_SECONDS)) is not None:
+                if message["channel"] == MARKER_CHANNEL.encode():
+                    return topics
+                topics.add(Topic(int(message["data"].split(b" ")[0])))
+            raise AssertionError("the marker never arrived")
+
+        yield heard
+    finally:
+        pubsub.close()
+        client.close()
 
 
 def api(node: RunningServer) -> httpx.Client:
@@ -223,11 +259,13 @@ def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -
             )
     finally:
         engine.dispose()
-    with httpx.Client(base_url=f"{nodes.a.url}/api/v1", timeout=HTTP_TIMEOUT) as http:
-        assert http.post("/login", json={"username": ADMIN[0], "password": ADMIN[1]}).status_code == 200
-    time.sleep(1.5)
-    # A login changes nothing: the worker that remembered still does (fresh connections may reach
-    # one that never saw the user and asks the database).
+    with announcements(nodes.redis_url) as heard:
+        with httpx.Client(base_url=f"{nodes.a.url}/api/v1", timeout=HTTP_TIMEOUT) as http:
+            assert http.post("/login", json={"username": ADMIN[0], "password": ADMIN[1]}).status_code == 200
+        # A login announces nothing: every announcement it could have made came before the marker.
+        assert Topic.AUTH not in heard(), "the login announced an account change"
+    # So the worker that remembered still does (fresh connections may reach one that never saw the
+    # user and asks the database).
     assert caller.kept.get("/v2/", auth=user).status_code == 200
     with api(nodes.a) as http:  # any account change, here an unrelated one, makes every node forget
         assert http.patch("/users/admin", json={"display_name": "The Admin"}).status_code == 200
