@@ -661,13 +661,16 @@ def test_a_move_that_fails_in_its_window_leaves_the_registry_as_it_was(
 
 
 # --- the switch on its own ----------------------------------------------------------------------
+JOB_POLL_SECONDS = 0.25
+
+
 def test_the_read_only_switch_holds_on_every_worker_and_across_a_restart(
     make_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
     config = {
         "datadir": str(tmp_path / "data"),
         "http": {"workers": 2},
-        "jobs": {"run_in_serve": True, "poll_interval": "1s"},
+        "jobs": {"run_in_serve": True, "poll_interval": f"{JOB_POLL_SECONDS}s"},
     }
     server = make_server(config)
     with httpx.Client(base_url=server.url, timeout=HTTP_TIMEOUT) as http:
@@ -685,12 +688,21 @@ def test_the_read_only_switch_holds_on_every_worker_and_across_a_restart(
             assert oci.get_manifest("ops/app", "v1").content == pushed.body
     status = dockyard("read-only", "--config", server.config_path)
     assert "read-only since" in status.stdout and "disk swap" in status.stdout
-    time.sleep(3)  # the audit writer, the pull recorder and the job runner each tried a few times
-    # They wait quietly: no traceback, no warning per attempt, no job worker dying.
+    # The job runner (its worker starts after the HTTP workers: often after the switch) looks at the
+    # switch once a poll interval: once it runs, let it make a round or two in read-only.
+    deadline = time.monotonic() + 60
+    while "job runner on" not in server.log():
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.05)
+    time.sleep(2 * JOB_POLL_SECONDS)
+    # Stopping has every background writer write what it holds (the audit writer, the pull counter
+    # and the pull recorder: the pulls above), each refused by the switch. They give up quietly, as
+    # they do each interval while it is on: no traceback, no warning per attempt, no job worker dying.
+    server.stop()
     log = server.log()
     assert "Traceback" not in log and "will retry" not in log and "job worker exited" not in log, log[-3000:]
 
-    server.stop()  # the old config restarted: still read-only, and it says so
+    # The old config restarted: still read-only, and it says so.
     again = make_server(config)
     assert "read-only since" in again.log() and "disk swap" in again.log()
     with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
@@ -700,3 +712,5 @@ def test_the_read_only_switch_holds_on_every_worker_and_across_a_restart(
     assert off.returncode == 0 and "writable again" in off.stdout
     with httpx.Client(base_url=again.url, timeout=HTTP_TIMEOUT) as http:
         OCIClient(http).push_image("ops/app", "v2")
+    log = again.log()  # its job worker started while the switch was on, and lived
+    assert "Traceback" not in log and "job worker exited" not in log, log[-3000:]
