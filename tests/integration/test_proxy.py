@@ -113,20 +113,21 @@ def api(server: RunningServer) -> Iterator[httpx.Client]:
         yield client
 
 
-SHORT_TTL = 3  # seconds: project `short`'s tags go stale while a test waits
+SHORT_TTL = 2  # seconds: project `short`'s tags go stale while a test waits
+BRIEF_TTL = 1  # seconds: project `brief`'s, for tests that only wait for its tags to go stale
 
 
 @pytest.fixture(scope="module")
 def hub(api: httpx.Client, front: Front) -> str:
     """Endpoint `up` (the front, with the htpasswd user), public proxy project `hub` of it, whose tags
     stay fresh through any test (a loaded machine once took more than a 2 s TTL between two pulls), and
-    `short`, of the same endpoint, whose tags go stale after SHORT_TTL."""
+    `short` and `brief`, of the same endpoint, whose tags go stale after SHORT_TTL and BRIEF_TTL."""
     credentials = {"kind": "basic", "username": USER[0], "secret": USER[1]}
     answer = api.post(
         "/endpoints", json={"name": "up", "url": front.url, "kind": "registry", "credentials": credentials}
     )
     assert answer.status_code == 201, answer.text
-    for name, ttl in (("hub", 3600), ("short", SHORT_TTL)):
+    for name, ttl in (("hub", 3600), ("short", SHORT_TTL), ("brief", BRIEF_TTL)):
         proxy = {"endpoint": "up", "tag_ttl_seconds": ttl}
         answer = api.post("/projects", json={"name": name, "public": True, "proxy": proxy})
         assert answer.status_code == 201, answer.text
@@ -193,12 +194,16 @@ def test_an_old_tag_is_checked_with_a_head_and_fetched_only_when_it_changed(
     hub: str, upstream: str, front: Front, v2: httpx.Client
 ) -> None:
     first = push(upstream, "team/ttl", "v", layer_size=1024, seed="a")
+    # The next image waits upstream under another tag: moving `v` to it below is one request, well
+    # within the TTL of the check before it.
+    second = push(upstream, "team/ttl", "next", layer_size=1024, seed="b")
     assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest
     time.sleep(SHORT_TTL + 0.2)  # past the project's TTL
     assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest
     assert (front.count("HEAD", "manifest"), front.count("GET", "manifest")) == (1, 1)
 
-    second = push(upstream, "team/ttl", "v", layer_size=1024, seed="b")
+    with httpx.Client(base_url=upstream, auth=USER, timeout=HTTP_TIMEOUT) as http:
+        OCIClient(http).push_manifest("team/ttl", "v", second.manifest, OCI_MANIFEST)
     assert manifest_of(v2, "short/team/ttl", "v").content == first.manifest  # still fresh: checked just now
     time.sleep(SHORT_TTL + 0.2)
     got = manifest_of(v2, "short/team/ttl", "v")
@@ -225,18 +230,18 @@ def test_upstream_failing_serves_stale_and_a_miss_fails_quickly_naming_it(
     hub: str, upstream: str, front: Front, v2: httpx.Client, server: RunningServer
 ) -> None:
     image = push(upstream, "team/stale", "1", layer_size=2048)
-    assert manifest_of(v2, "short/team/stale", "1").status_code == 200
-    assert v2.get(f"/short/team/stale/blobs/{image.layer}").status_code == 200
+    assert manifest_of(v2, "brief/team/stale", "1").status_code == 200
+    assert v2.get(f"/brief/team/stale/blobs/{image.layer}").status_code == 200
     before = metric(server, "manifest", "stale")
     for status in (503, 429):
-        time.sleep(SHORT_TTL + 0.2)  # past the TTL and the stale backoff (the TTL, when under 10 s)
+        time.sleep(BRIEF_TTL + 0.2)  # past the TTL and the stale backoff (the TTL, when under 10 s)
         front.status = status
-        got = manifest_of(v2, "short/team/stale", "1")
+        got = manifest_of(v2, "brief/team/stale", "1")
         assert got.status_code == 200 and got.content == image.manifest
-        assert manifest_of(v2, "short/team/stale", image.digest).content == image.manifest
-        assert v2.get(f"/short/team/stale/blobs/{image.layer}").content == image.blobs[image.layer]
+        assert manifest_of(v2, "brief/team/stale", image.digest).content == image.manifest
+        assert v2.get(f"/brief/team/stale/blobs/{image.layer}").content == image.blobs[image.layer]
         started = time.monotonic()
-        missing = manifest_of(v2, "short/team/stale", "never-cached")
+        missing = manifest_of(v2, "brief/team/stale", "never-cached")
         assert time.monotonic() - started < TIMEOUT + 2
         assert missing.status_code == 503, missing.text
         error = missing.json()["errors"][0]
