@@ -2,13 +2,14 @@
 
 The app as a worker builds it (`build_services` + `create_app`, auth on, SQLite or `--database-url`),
 driven through ASGI on one event loop without sockets or an HTTP client, as the admin with Basic
-credentials (remembered after the first request, as a client's would be). One project `p1` exists.
+credentials (remembered after the first request, as a client's would be), or with `--session` in a
+session opened by `POST /api/v1/login` (its cookie, as a browser sends it). One project `p1` exists.
 CPU is `time.process_time()` of the whole process per request; `--profile FILE` writes cProfile
 stats of the first path's requests, with anyio's worker-thread hand-offs run inline so the profile
 sees them (`python -m pstats FILE`).
 
     python -m bench.api_requests [--requests 300] [--database-url URL] [--profile FILE]
-                                 [--log-level info] [PATH ...]
+                                 [--log-level info] [--session] [PATH ...]
 
 A benchmark, not a test.
 """
@@ -39,10 +40,44 @@ DEFAULT_PATHS = (
 
 
 async def call(app: Any, authorization: bytes, method: str, path: str, body: bytes = b"") -> int:
-    headers = [(b"authorization", authorization)]
+    """`authorization`: a Basic Authorization header's value, or `cookie: ...` (a session's)."""
+    name, _, value = authorization.partition(b": ")
+    headers = [(b"cookie", value) if name == b"cookie" else (b"authorization", authorization)]
     if body:
         headers.append((b"content-type", b"application/json"))
     return await request(app, method, path, headers, body=body)
+
+
+async def session_cookie(app: Any, password: str) -> bytes:
+    """`cookie: <the session cookie>` of the admin's login (POST /api/v1/login)."""
+    cookies: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        body = json.dumps({"username": "admin", "password": password}).encode()
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            cookies.extend(v.split(b";")[0] for k, v in message["headers"] if k.lower() == b"set-cookie")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/login",
+        "raw_path": b"/api/v1/login",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"registry.bench"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 5000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    assert cookies, "the login set no cookie"
+    return b"cookie: " + cookies[0]
 
 
 async def run(options: argparse.Namespace, workdir: Path) -> None:
@@ -66,6 +101,8 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
     await life.startup()
     created = await call(app, authorization, "POST", "/api/v1/projects", json.dumps({"name": "p1"}).encode())
     assert created == 201, created
+    if options.session:
+        authorization = await session_cookie(app, password)
     for path in options.paths:
         for _ in range(50):  # warm: routers included, statements compiled, the login remembered
             status = await call(app, authorization, "GET", path)
@@ -99,6 +136,7 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--profile", help="write cProfile stats of the first path's requests to this file")
     parser.add_argument("--log-level", default="info", help="log.level (info: an access-log line a request)")
+    parser.add_argument("--session", action="store_true", help="in a session (POST /api/v1/login), not Basic")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as scratch:
         asyncio.run(run(options, Path(scratch)))

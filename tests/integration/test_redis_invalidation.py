@@ -1,5 +1,6 @@
 """Revocations reach every node and worker within about a second through Redis: a retired signing
-key's tokens, a deleted personal token, a disabled user (its Basic logins and its bearer tokens).
+key's tokens, a deleted personal token, a disabled user (its Basic logins and its bearer tokens), a
+session logged out.
 Two real `dockyard serve` nodes (two workers each) on one database and one real Redis; each node
 first remembers the credential (the caches that used to keep them for 30 s to 2 min), then the
 change is made through the other node.
@@ -240,6 +241,38 @@ def test_a_disabled_user_s_bearer_token_is_refused_on_the_other_node(nodes: Node
     took = caller.refused_everywhere()
     assert took < WITHIN_SECONDS
     print(f"disabled user's bearer token refused on the other node after {took:.2f}s")
+
+
+def test_a_session_logged_out_on_one_node_is_refused_on_the_other(nodes: Nodes) -> None:
+    """Each worker remembers the sessions it checked (as it does Basic logins): a logout announces
+    itself, so a copy of the cookie kept elsewhere is refused everywhere."""
+    user = ("session-user", "session-user-password-1")
+    with api(nodes.a) as http:
+        assert http.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
+    login = httpx.post(
+        f"{nodes.a.url}/api/v1/login", json={"username": user[0], "password": user[1]}, timeout=HTTP_TIMEOUT
+    )
+    assert login.status_code == 200, login.text
+    cookie = {"Cookie": f"dockyard_session={login.cookies['dockyard_session']}"}
+    copy = Caller(nodes.b, headers=cookie)
+    me = f"{nodes.b.url}/api/v1/me"
+    assert {httpx.get(me, headers=cookie, timeout=HTTP_TIMEOUT).status_code for _ in range(REPEATS)} == {200}
+    assert copy.kept.get("/api/v1/me", headers=cookie).status_code == 200  # this worker remembers it
+    logout = httpx.post(
+        f"{nodes.a.url}/api/v1/logout",
+        headers={**cookie, "X-CSRF-Token": login.json()["csrf_token"]},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert logout.status_code == 204, logout.text
+    took = seconds_until(lambda: copy.kept.get("/api/v1/me", headers=cookie).status_code == 401)
+    seconds_until(
+        lambda: (
+            {httpx.get(me, headers=cookie, timeout=HTTP_TIMEOUT).status_code for _ in range(REPEATS)} == {401}
+        ),
+        limit=EVERY_WORKER_SECONDS,
+    )
+    assert took < WITHIN_SECONDS
+    print(f"logged-out session refused on the other node after {took:.2f}s")
 
 
 def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -> None:

@@ -2,8 +2,9 @@
 
 The cookie is signed (so a forged one is refused without a query) and carries a random key; the row
 under that key's SHA-256 says the session is open and which credential opened it. Logging out deletes
-the row, so a copy of the cookie kept elsewhere is refused too; each use also checks the credential
-(`auth.local.LocalAuthenticator.reload`), so a session dies with its password or personal token.
+the row, so a copy of the cookie kept elsewhere is refused too; a use also checks the credential
+(`auth.local.LocalAuthenticator.reload_until`), so a session dies with its password or personal token
+(the API's workers remember a check until the change feed announces an account change or a logout).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ forgetting a little too much costs a few password checks, never a stale grant.
 
 The bump is made when the response starts, before the client can see it: by the time an
 administrator reads "204 disabled", every node with Redis is about to hear of it (milliseconds).
-Logging in and out change nothing another process caches, so they announce nothing.
+Logging in changes nothing another process caches, so it announces nothing; logging out ends a session
+that every worker may remember (`api.management.security`), so it does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("dockyard.auth.changes")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-_QUIET_SUFFIXES = ("/login", "/logout")
+_QUIET_SUFFIXES = ("/login",)
 
 
 class AnnounceWrites:

@@ -38,6 +38,7 @@ from dockyard.auth.standing import PrincipalStanding
 from dockyard.auth.tokens import KeyRing, TokenIssuer, TokenService
 from dockyard.bootstrap import session_secret, signing_key_passphrases
 from dockyard.config.settings import Settings
+from dockyard.coordination.caches import GenerationCache, entries
 from dockyard.coordination.interfaces import Topic, generation_of
 from dockyard.db.session import Database
 from dockyard.errors import ConfigError
@@ -127,6 +128,8 @@ def dockyard_auth(services: Services, effects: ManifestEffects | None = None) ->
         forget_verified_tokens=gate.forget_verified_tokens,  # tokens of a retired key: refused at once
         jobs=services.jobs,
         logins=logins,
+        # Open sessions, remembered as Basic logins are: one cache per worker, forgotten on the feed.
+        remembered_sessions=GenerationCache(generation, entries(REMEMBERED_LOGINS), clock=time.time),
         endpoints=build_endpoints(settings, db),
         proxies=ProxyProjects(db, feed, implicit=implicit_proxy(settings)),
         notifications=DeliveryLog(db, settings.notifications) if settings.notifications.endpoints else None,

@@ -8,6 +8,8 @@ is refused without checking the secret, with the same answer as a wrong password
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from dockyard.accounts.credentials import (
     CLI_SECRET_PREFIX,
     PERSONAL_TOKEN_PREFIX,
@@ -83,15 +85,22 @@ class LocalAuthenticator:
         logged in with changed or went (a new password or robot secret, a revoked personal token).
         A principal that names no credential (a refresh token from before credentials were named)
         is refused: nothing says its credential still stands."""
-        if not self.credential_state(principal).live:
+        return self.reload_until(principal)[0]
+
+    def reload_until(self, principal: Principal) -> tuple[Principal, datetime | None]:
+        """As `reload`, with when the credential stops by itself (a token's or robot's expiry; None:
+        never), the longest its answer may be remembered."""
+        state = self.credential_state(principal)
+        if not state.live:
             raise AuthenticationFailed()
         if principal.kind is PrincipalKind.ROBOT:  # its secret's state covers the robot's own
             credential = principal.credential
-            return Principal(PrincipalKind.ROBOT, principal.name, principal.id, credential=credential)
+            robot = Principal(PrincipalKind.ROBOT, principal.name, principal.id, credential=credential)
+            return robot, state.expires_at
         user = self._users.find(principal.name)
         if user is None or user.disabled or user.id != principal.id:
             raise AuthenticationFailed()
-        return self._user_principal(user, principal.credential)
+        return self._user_principal(user, principal.credential), state.expires_at
 
     def credential_state(self, principal: Principal) -> CredentialState:
         """Whether the credential the principal logged in with still stands (one indexed query)."""

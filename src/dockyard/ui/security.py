@@ -2,7 +2,8 @@
 state change, and the security headers on every answer.
 
 - The cookie holds the signed session value POST /api/v1/login issued (the API checks it, its row and
-  the account on every call, so logout, a disabled or deleted user and a changed password end it).
+  the account, remembered per worker until an account change is announced, so logout, a disabled or
+  deleted user and a changed password end it).
   HttpOnly, SameSite=Lax (a link from a chat or a mail opens the page signed in; a cross-site form
   post carries no cookie), and over TLS `Secure` with the `__Host-` prefix (no subdomain can set it).
 - Unsafe methods need the session's CSRF token (a hidden form field, or htmx's `X-CSRF-Token` header

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from dockyard.auth.remembered import RememberedLogins
 from dockyard.auth.tokens import KeyRing
 from dockyard.config.auth_settings import LDAPSettings, OIDCSettings
 from dockyard.config.layer_files_settings import LayerFilesSettings
+from dockyard.coordination.caches import GenerationCache
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
 from dockyard.projects.immutability import ImmutabilityRules
@@ -70,6 +72,10 @@ class SessionAuthenticator(Protocol):
         the credential it logged in with changed or went."""
         ...
 
+    def reload_until(self, principal: Principal) -> tuple[Principal, datetime | None]:
+        """As `reload`, with when the credential expires by itself (None: never)."""
+        ...
+
     def single_sign_on(self, identity: ExternalIdentity, *, onboard: bool) -> Principal:
         """The principal of a user an OpenID provider vouched for, their account synced."""
         ...
@@ -101,6 +107,9 @@ class ManagementServices:
     jobs: JobQueue | None = None  # the background job queue (routers/jobs.py)
     # The /v2 gate's remembered Basic logins, shared: None checks every Basic request in full.
     logins: RememberedLogins | None = None
+    # Open sessions this worker checked, by the SHA-256 of their key: following the change feed's AUTH
+    # topic (security.py). None checks the session, its account and credential on every request.
+    remembered_sessions: GenerationCache[bytes, Principal] | None = None
     # Registry endpoints (routers/endpoints.py): the service, built on the first call.
     endpoints: Callable[[], EndpointService] | None = None
     # Which projects are proxies of which endpoint (the pull-through cache; routers/projects.py).

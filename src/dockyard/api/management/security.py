@@ -9,11 +9,20 @@ programs, not by a page a browser was lured to.
 Basic logins are remembered exactly as on /v2 (`auth.remembered`, the same instance as the gate's when
 wired by `dockyard.app`): a success for its `ttl` seconds, forgotten at once when the AUTH change feed
 moves; failures never, and each one counts against the login limits.
+
+Sessions are checked in the database (the session's row, the account, the credential it was opened
+with: four indexed queries) and the answer remembered by the worker the same way
+(`ManagementServices.remembered_sessions`): for SESSION_TTL seconds at most, never past the session's
+or the credential's expiry, forgotten when the AUTH topic moves. Every write through the API announces
+on it (`api.auth_changes`), a logout included, so a session logged out, or whose account or
+credential changed, is refused at once by every worker (other nodes: within the feed's delay).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import time
 from typing import Annotated
 
 import anyio.to_thread
@@ -22,7 +31,7 @@ from fastapi import Depends, Request
 from dockyard.api.authorization import AuthorizationTooLarge, parse_authorization
 from dockyard.api.management.context import ManagementServices, services_of
 from dockyard.api.management.errors import ApiError
-from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER
+from dockyard.api.management.sessions import COOKIE_NAME, CSRF_HEADER, Session
 from dockyard.auth.interfaces import (
     ANONYMOUS,
     AuthenticationFailed,
@@ -58,7 +67,7 @@ async def _identify(request: Request, services: ManagementServices) -> Principal
         return await _from_basic(header, request, services)
     cookie = request.cookies.get(COOKIE_NAME)
     if cookie is not None:
-        return await anyio.to_thread.run_sync(_from_session, cookie, request, services)
+        return await _from_cookie(cookie, request, services)
     return ANONYMOUS
 
 
@@ -76,29 +85,53 @@ async def _from_basic(header: str, request: Request, services: ManagementService
     return principal
 
 
-def _from_session(cookie: str, request: Request, services: ManagementServices) -> Principal:
+SESSION_TTL = 30.0  # seconds a worker remembers an open session; revocations come by the change feed
+
+
+def _expired() -> Unauthenticated:
     # A stale cookie is told so, so the UI sends the user to log in again.
-    expired = Unauthenticated("the session has expired; log in again")
-    session = services.sessions.read(cookie)
+    return Unauthenticated("the session has expired; log in again")
+
+
+async def _from_cookie(cookie: str, request: Request, services: ManagementServices) -> Principal:
+    session = services.sessions.read(cookie)  # the signature and expiry: no I/O
     if session is None or session.kind != PrincipalKind.USER.value:
-        raise expired
-    stored = services.login_sessions.find(session.key)
-    if stored is None or stored.user_id != session.account_id:
-        raise expired  # logged out (this copy of the cookie or another), or the account was deleted
-    try:
-        # As the DB has the account and the credential now: disabled, deleted, demoted, a changed
-        # password or a revoked personal token takes effect at once.
-        principal = services.authenticator.reload(
-            Principal(PrincipalKind.USER, session.name, session.account_id, credential=stored.credential)
-        )
-    except AuthenticationFailed:
-        raise expired from None
+        raise _expired()
+    remembered = services.remembered_sessions
+    key = hashlib.sha256(session.key.encode()).digest()  # the key is a secret: not kept as it is
+    known = remembered.get(key) if remembered is not None else None
+    if known is not None:
+        principal = known
+    else:
+        noted = remembered.current_generation() if remembered is not None else None
+        principal, until = await anyio.to_thread.run_sync(_from_session, session, services)
+        if remembered is not None:
+            remembered.put(key, principal, noted, until)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
             raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
     setattr(request.state, SESSION_KEY_STATE, session.key)
     return principal
+
+
+def _from_session(session: Session, services: ManagementServices) -> tuple[Principal, float]:
+    """The session's principal as the database has it now, and until when it may be remembered."""
+    stored = services.login_sessions.find(session.key)
+    if stored is None or stored.user_id != session.account_id:
+        raise _expired()  # logged out (this copy of the cookie or another), or the account was deleted
+    try:
+        # As the DB has the account and the credential now: disabled, deleted, demoted, a changed
+        # password or a revoked personal token takes effect at once.
+        principal, credential_expires = services.authenticator.reload_until(
+            Principal(PrincipalKind.USER, session.name, session.account_id, credential=stored.credential)
+        )
+    except AuthenticationFailed:
+        raise _expired() from None
+    until = min(time.time() + SESSION_TTL, stored.expires_at.timestamp())
+    if credential_expires is not None:
+        until = min(until, credential_expires.timestamp())
+    return principal, until
 
 
 def session_key(request: Request) -> str | None:

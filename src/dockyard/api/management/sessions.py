@@ -3,8 +3,9 @@
 The cookie holds who logged in, when it expires, a CSRF token and the session's random key, signed
 with HMAC-SHA256 under a secret every node shares. The signature proves only that this server issued
 it (a forged cookie costs no query); the session's row, found by the key, says it is still open (logout
-deletes it) and which credential opened it, checked on every request with the account itself: a
-disabled user, a changed password or a revoked personal token ends it at once.
+deletes it) and which credential opened it, checked with the account itself (each worker remembers
+the answer until the change feed announces an account change: `security`): a logout, a disabled user,
+a changed password or a revoked personal token ends it at once.
 """
 
 from __future__ import annotations
