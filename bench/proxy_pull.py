@@ -4,7 +4,8 @@ stored), from the cache afterwards, and pushed straight into an ordinary dockyar
 targets: a first pull through the cache at most 1.3x the direct pull; a cached pull at least 0.9x the
 speed of one of pushed content.
 
-Each round pulls a new blob the four ways one after the other (direct, first, cached, pushed), so a
+Each round pulls a new blob the four ways one after the other (direct, first, cached, pushed; the pushed
+blob has other bytes of the same size, so that it is not the file the cached pull just read), so a
 burst of load elsewhere on the machine hits both sides of a ratio alike; each round prints its ratios,
 the load average, and the CPU the dockyard server's processes spent on each pull (from /proc: what a
 loaded machine cannot hide). Then the medians of the per-round ratios. Rounds: PROXY_BENCH_ROUNDS
@@ -109,22 +110,24 @@ def main() -> None:
             api.post("/projects", json={"name": "cache", "proxy": {"endpoint": "up"}}).raise_for_status()
             up = httpx.Client(base_url=upstream, timeout=120)
             dock = httpx.Client(base_url=server.url, timeout=120, auth=Challenged(ADMIN))
-            digests = []
+            digests, pushed = [], []
             for seed in range(ROUNDS):
-                data = blob(seed)
-                digests.append(OCIClient(up).push_blob("bench/app", data))
-                OCIClient(dock).push_blob("plain/app", data)
-            for path in ("/v2/plain/app/blobs/", "/v2/cache/bench/app/blobs/"):  # tokens, a connection
-                dock.head(path + digests[0]).raise_for_status()
+                digests.append(OCIClient(up).push_blob("bench/app", blob(seed)))
+                # Other bytes of the same size: the same bytes would be the same file (content
+                # addressed), read from disk by the cached pull and then from the page cache by this one.
+                pushed.append(OCIClient(dock).push_blob("plain/app", blob(ROUNDS + seed)))
+            dock.head("/v2/plain/app/blobs/" + pushed[0]).raise_for_status()  # tokens, a connection
+            dock.head("/v2/cache/bench/app/blobs/" + digests[0]).raise_for_status()
             urls = {
                 "direct": (up, "/v2/bench/app/blobs/{}"),
                 "first": (dock, "/v2/cache/bench/app/blobs/{}"),
                 "cached": (dock, "/v2/cache/bench/app/blobs/{}"),
                 "pushed": (dock, "/v2/plain/app/blobs/{}"),
             }
-            for digest in digests:
+            for digest, own in zip(digests, pushed, strict=True):
                 loads.append(os.getloadavg()[0])
-                rounds.append({k: timed_get(c, u.format(digest), pid) for k, (c, u) in urls.items()})
+                names = {kind: own if kind == "pushed" else digest for kind in urls}
+                rounds.append({k: timed_get(c, u.format(names[k]), pid) for k, (c, u) in urls.items()})
                 report_round(len(rounds), loads[-1], rounds[-1])
     finally:
         server.stop()
