@@ -468,7 +468,13 @@ class HttpRemoteRegistry:
     ) -> httpx.Response:
         try:
             request = self.http.build_request(method, url, headers=headers, content=content)
-            return self.http.send(request, stream=True)
+            response = self.http.send(request, stream=True)
+            if method == "HEAD" or response.headers.get("content-length") == "0":
+                # Read the end of an answer with no body: closed unread, its connection would be
+                # closed with it (httpcore keeps one only once both messages are complete), and the
+                # next request would open another (a HEAD, POST and PUT per blob copied: three).
+                response.read()
+            return response
         except UpstreamError:
             raise
         except httpx.TimeoutException:

@@ -20,6 +20,7 @@ DIGEST = "sha256:" + "a" * 64
 class Seen:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str | None, bytes]] = []  # method, path, authorization, body
+        self.connections = 0
 
 
 def serve(seen: Seen, upload_host: list[str]) -> ThreadingHTTPServer:
@@ -29,6 +30,10 @@ def serve(seen: Seen, upload_host: list[str]) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            seen.connections += 1
+
         def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -36,6 +41,8 @@ def serve(seen: Seen, upload_host: list[str]) -> ThreadingHTTPServer:
             seen.requests.append((self.command, self.path, authorization, body))
             if self.path.startswith("/v2/") and authorization is None:
                 self._send(401, {"WWW-Authenticate": 'Basic realm="registry"'})
+            elif self.command == "HEAD":
+                self._send(404, {})
             elif self.command == "POST":
                 self._send(202, {"Location": f"{upload_host[0]}/upload/1"})
             else:
@@ -48,7 +55,7 @@ def serve(seen: Seen, upload_host: list[str]) -> ThreadingHTTPServer:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        do_POST = do_PUT = _answer
+        do_HEAD = do_POST = do_PUT = _answer
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -100,3 +107,17 @@ def test_an_upload_on_another_host_gets_no_credentials(
     assert [(method, authorization, body) for method, _, authorization, body in other_seen.requests] == [
         ("PUT", None, b"abcdef")
     ]
+
+
+def test_a_client_copying_blobs_keeps_one_connection(
+    servers: tuple[str, str, Seen, Seen, list[str]],
+) -> None:
+    # Answers without a body (a HEAD, the 202 of a POST, the 201 of a PUT) closed unread used to close
+    # their connection too: a new TCP connection for every request of a copy.
+    registry, _, seen, _, upload_host = servers
+    upload_host[0] = registry
+    remote = client(registry)
+    for _ in range(5):
+        assert not remote.has_blob("team/app", DIGEST)
+        remote.push_blob("team/app", DIGEST, 6, iter([b"abc", b"def"]))
+    assert len(seen.requests) == 16 and seen.connections == 1  # the first HEAD's 401, then 3 per copy
