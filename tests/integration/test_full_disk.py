@@ -202,10 +202,10 @@ def test_a_full_disk_refuses_writes_with_507_and_keeps_serving_pulls(disk: Path,
 
 
 @pytest.fixture
-def small_database(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def small_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The server's database alone on a small tmpfs (the blobs have room): SQLite, or PostgreSQL in the
-    PostgreSQL pass (a tablespace on the tmpfs)."""
-    server = None if SQLITE else os.environ["DOCKYARD_TEST_POSTGRES_URL"]
+    PostgreSQL pass (a tablespace on the tmpfs, on a cluster of the module's own: `own_postgres_server`)."""
+    server = None if SQLITE else request.getfixturevalue("own_postgres_server").database_url("postgres")
     with database_on_small_filesystem(server, tmp_path, "24m") as (url, mount):
         yield url.replace("postgresql+psycopg://", "postgresql://", 1), mount
 

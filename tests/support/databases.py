@@ -16,7 +16,7 @@ from sqlalchemy import text
 from dockyard.db.engine import build_engine
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.postgres_shared import shared_postgres
 from tests.support.sqlite_template import copy_migrated_sqlite
 
@@ -27,6 +27,18 @@ def postgres_server() -> Iterator[PostgresServer]:
     (tests/support/postgres_shared.py): a database of its own on it for each test that asks."""
     with shared_postgres() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def own_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the module's own, for tests that break their cluster for everyone on it: a
+    tablespace filled up (the full-disk tests) fails every checkpoint of its cluster, and with them the
+    `CREATE DATABASE` of other tests on a shared one (it asks for a checkpoint)."""
+    cluster = start_postgres()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -29,7 +29,7 @@ def small_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
     """A database whose data lives on a 16 MiB tmpfs, with a table `t`; and the tmpfs's mount point."""
     server = None
     if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server").database_url("postgres")
+        server = request.getfixturevalue("own_postgres_server").database_url("postgres")
     with database_on_small_filesystem(server, tmp_path, "16m") as (url, mount):
         db = Database(build_engine(url))
         try:
