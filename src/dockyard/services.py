@@ -240,45 +240,54 @@ def build_pull_gate(db: Database, registry: Registry, blobs: BlobStore, feed: Ch
     return PullGate(db, policies, _StoredVerdicts(db, registry, blobs), decisions, _StoredSummaries(db))
 
 
-class _StoredVerdicts:
-    """The pull gate's stored signature verdicts (`Signatures.cached`), built on the first pull it
-    judges: `dockyard.signatures.services` brings the verifiers along, and with them cryptography's
-    X.509, SSH and sigstore parsers (~10 MiB), which a process that never judges a pull (the job
-    runner; a registry without signature policies) then never loads."""
+class _BuiltOnFirstUse:
+    """A service built by `build` on its first use, once, whatever threads ask at the same time: the
+    pull gate's stored signature verdicts and scan summaries, whose modules (cryptography's parsers,
+    ~10 MiB; the scans' services and models, ~20 ms of CPU to import) a process that never judges such
+    a pull (the job runner; a registry without those policies; serve before its fork) never loads."""
 
-    def __init__(self, db: Database, registry: Registry, blobs: BlobStore) -> None:
-        self._parts = (db, registry, blobs)
-        self._signatures: Any = None
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._built: Any = None
         self._lock = threading.Lock()
 
-    def cached(self, repository: str, digest: str) -> Any:
-        if self._signatures is None:
+    def get(self) -> Any:
+        if self._built is None:
             with self._lock:
-                if self._signatures is None:
-                    from dockyard.signatures.services import Signatures
+                if self._built is None:
+                    self._built = self._build()
+        return self._built
 
-                    self._signatures = Signatures(*self._parts)
-        return self._signatures.cached(repository, digest)
+
+class _StoredVerdicts:
+    """The pull gate's stored signature verdicts (`Signatures.cached`), built on the first pull it judges."""
+
+    def __init__(self, db: Database, registry: Registry, blobs: BlobStore) -> None:
+        def build() -> Any:
+            from dockyard.signatures.services import Signatures
+
+            return Signatures(db, registry, blobs)
+
+        self._signatures = _BuiltOnFirstUse(build)
+
+    def cached(self, repository: str, digest: str) -> Any:
+        return self._signatures.get().cached(repository, digest)
 
 
 class _StoredSummaries:
     """The pull gate's stored scan summaries (`Scans.summary`), built on the first pull a vulnerability
-    policy judges: `dockyard.scans.services` and the scans' models (~20 ms of CPU to import) are then
-    not loaded before serve forks its workers, nor in a worker of a registry without such policies."""
+    policy judges."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
-        self._scans: Any = None
-        self._lock = threading.Lock()
+        def build() -> Any:
+            from dockyard.scans.services import Scans
+
+            return Scans(db)
+
+        self._scans = _BuiltOnFirstUse(build)
 
     def summary(self, repository: str, digest: str) -> Any:
-        if self._scans is None:
-            with self._lock:
-                if self._scans is None:
-                    from dockyard.scans.services import Scans
-
-                    self._scans = Scans(self._db)
-        return self._scans.summary(repository, digest)
+        return self._scans.get().summary(repository, digest)
 
 
 def build_outbox(
