@@ -22,6 +22,8 @@ from pathlib import Path
 from tests.support.processes import stop_process
 
 GRPC_OFFSET = 10000
+# What weed's log says when a port picked free was taken by another process before weed bound it.
+_PORT_TAKEN = ("Port allocation failed", "address already in use")
 
 
 def _weed_binary() -> str:
@@ -73,12 +75,13 @@ def start_seaweedfs(workdir: Path, bucket: str = "dockyard", timeout: float = 60
     """Start `weed mini` with its data under workdir, with bucket created; wait until S3 answers.
 
     Ten ports are picked free and then bound by weed: a parallel test can take one in between, which
-    weed reports as "Port allocation failed" — then it starts again on new ports."""
+    weed reports as "Port allocation failed" or, for a port it binds late, "address already in use" and
+    exits — then it starts again on new ports."""
     for attempt in range(3):
         try:
             return _start(workdir / f"attempt-{attempt}", bucket, timeout)
         except RuntimeError as exc:
-            if "Port allocation failed" not in str(exc) or attempt == 2:
+            if not any(sign in str(exc) for sign in _PORT_TAKEN) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
