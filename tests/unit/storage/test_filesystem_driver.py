@@ -450,7 +450,8 @@ def test_a_writer_starts_the_disk_writes_as_the_bytes_arrive(
     driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every WRITEBACK_EVERY bytes a writer asks the kernel to start writing them (without waiting), so
-    the commit's fsync finds most of a large blob on disk already; a resumed upload goes on from its end."""
+    the commit's fsync finds most of a large blob on disk already; a chunk's writer starts the rest when
+    it closes (else each chunk's tail waited for the commit); a resumed upload goes on from its end."""
     started: list[tuple[int, int]] = []
 
     def record(fd: int, offset: int, length: int) -> None:
@@ -464,9 +465,10 @@ def test_a_writer_starts_the_disk_writes_as_the_bytes_arrive(
         writer.write(b"x" * mib)
     assert started == [(0, 4 * mib), (4 * mib, 4 * mib)]
     writer.close()
+    assert started[2:] == [(8 * mib, 2 * mib)]
     resumed = driver.writer("uploads/u1/data", append=True)
     resumed.write(b"y" * (5 * mib))
-    assert started[2:] == [(10 * mib, 5 * mib)]
+    assert started[3:] == [(10 * mib, 5 * mib)]
     resumed.commit_to("blobs/b1/data")
     assert (root / "blobs/b1/data").stat().st_size == 15 * mib
 
@@ -505,6 +507,33 @@ def test_a_writer_lets_the_kernel_drop_what_is_on_disk_from_the_cache(
     writer.commit_to("blobs/b1/data")
     assert events[:2] == [("fsync", 0, 0), ("drop", 0, 0)]  # the file's, then its directory's
     assert (root / "blobs/b1/data").read_bytes() == b"x" * (13 * mib)
+
+
+def test_a_chunks_writer_starts_its_last_bytes_when_it_closes(
+    driver: FilesystemDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PATCH's writer closes with the bytes since its last WRITEBACK_EVERY step not yet started: it
+    starts them (else they wait for the commit's fsync, with the client waiting on the PUT) and lets
+    the range started before leave the cache."""
+    events: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(
+        filesystem_files, "_WRITEBACK", [lambda fd, offset, length: events.append(("write", offset, length))]
+    )
+    monkeypatch.setattr(
+        filesystem_files, "_drop_cached", lambda fd, offset, length: events.append(("drop", offset, length))
+    )
+    mib = 1 << 20
+    writer = driver.writer("uploads/u1/data")
+    for _ in range(6):
+        writer.write(b"x" * mib)
+    writer.close()
+    assert events == [("write", 0, 4 * mib), ("write", 4 * mib, 2 * mib), ("drop", 0, 4 * mib)]
+    events.clear()
+    writer.close()  # twice: nothing more
+    small = driver.writer("uploads/u1/data", append=True)
+    small.write(b"y" * 100)
+    small.close()
+    assert events == [("write", 6 * mib, 100)]
 
 
 def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
