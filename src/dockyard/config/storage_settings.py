@@ -111,10 +111,10 @@ class CacheSettings(Section):
         description="Memory each worker process gives its read caches: manifests by tag and by digest, tag "
         "list and catalog pages, blob sizes, each entry weighed by its bytes. A write drops the answers "
         "about its repository only, a tag's write those about the tag and the repository's tag lists "
-        "(catalog pages: a new repository; docs/ha.md). When they are full, answers dropped that "
-        "way and expired ones go first, then the oldest quarter. `0` caches nothing: every manifest GET and "
-        "blob HEAD reads the database (an indexed point read, about 10 µs of CPU on SQLite). A size: "
-        "`32MiB`, `1GiB` or bytes.",
+        "(catalog pages: a new repository; docs/ha.md); such an answer is dropped when a lookup finds "
+        "it. When they are full, the oldest sixteenth goes (first in, first out). `0` caches nothing: "
+        "every manifest GET and blob HEAD reads the database (an indexed point read, about 10 µs of CPU "
+        "on SQLite). A size: `32MiB`, `1GiB` or bytes.",
         json_schema_extra=doc("size"),
     )
 

@@ -211,3 +211,46 @@ def test_full_caches_take_puts_from_several_threads_at_once(kind: str) -> None:
         sys.setswitchinterval(interval)
     assert failures == []
     assert 0 < len(cache) <= 500 and cache.weight <= 500 * ENTRY_OVERHEAD
+    assert cache.weight == len(cache) * ENTRY_OVERHEAD  # no put's weight lost to another's eviction
+
+
+def test_a_put_into_a_full_cache_does_not_walk_every_entry() -> None:
+    """A put that must make room drops the oldest entries without asking every entry's generation:
+    that walk (a Python call per entry) stalled the event loop for 10-20 ms at 15,000 entries, once
+    every few thousand misses (the p99 of manifest GETs at 50,000 repositories)."""
+    asked: list[tuple[str, int]] = []
+
+    def generation(key: tuple[str, int]) -> int:
+        asked.append(key)
+        return 1
+
+    cache: KeyedGenerationCache[tuple[str, int], int] = KeyedGenerationCache(
+        generation, 15_000 * ENTRY_OVERHEAD
+    )
+    for number in range(15_000):
+        cache.put(("repository", number), number, 1)
+    asked.clear()
+    cache.put(("repository", 15_000), 15_000, 1)  # full: this one evicts
+    assert len(asked) == 1  # only the put's own check of its answer
+    assert len(cache) < 15_000 and cache.get(("repository", 15_000)) == 15_000
+    assert cache.get(("repository", 0)) is None  # the oldest went first
+    assert cache.get(("repository", 14_999)) == 14_999
+
+
+def test_dead_entries_are_dropped_when_a_lookup_finds_them() -> None:
+    generations = {"a": 1, "b": 1}
+    cache: KeyedGenerationCache[tuple[str], str] = KeyedGenerationCache(
+        lambda key: generations[key[0]], 10 * ENTRY_OVERHEAD
+    )
+    cache.put(("a",), "old a", 1)
+    cache.put(("b",), "b", 1)
+    generations["a"] = 2  # a write to "a"
+    assert len(cache) == 2 and cache.weight == 2 * ENTRY_OVERHEAD  # nothing walks the cache for it
+    assert cache.get(("a",)) is None
+    assert len(cache) == 1 and cache.weight == ENTRY_OVERHEAD
+    assert cache.get(("b",)) == "b"
+    now = [0.0]
+    expiring: GenerationCache[str, str] = GenerationCache(None, 10 * ENTRY_OVERHEAD, clock=lambda: now[0])
+    expiring.put("k", "v", None, expires_at=5.0)
+    now[0] = 6.0
+    assert len(expiring) == 1 and expiring.get("k") is None and len(expiring) == 0
