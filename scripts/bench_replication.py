@@ -7,16 +7,23 @@ registry, side by side; then a second run (nothing to copy).
 Images are spread over 10 repositories (IMAGES/10 tags each), every layer distinct (LAYER_KIB KiB,
 default 256), so both copy the same bytes. skopeo runs once per repository (it syncs one repository
 per source argument), sequentially; dockyard's run is one job.
+
+Besides the times it prints what each copy cost the destination, from its access log and /proc: the
+requests by kind, per image, and the destination's CPU; for dockyard also its job runner's CPU (the
+process that copies), for skopeo its processes' (children of this one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -37,6 +44,68 @@ from tests.support.server import start_server
 
 ADMIN = ("admin", "bench-replication-admin-password")
 REPOSITORIES = 10
+# A line of distribution's access log (gorilla's combined format): the request line and the status.
+ACCESS = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def request_kind(method: str, path: str, status: str) -> str:
+    """What a request to the destination was: `HEAD blob 404`, `POST upload?digest 201`, ..."""
+    path, _, query = path.partition("?")
+    params = {part.split("=", 1)[0] for part in query.split("&") if part}
+    if path == "/v2/":
+        what = "ping"
+    elif "/blobs/uploads/" in path:
+        what = "upload" if path.endswith("/uploads/") else "upload/<id>"
+        if "mount" in params:
+            what += "?mount"
+        elif "digest" in params:
+            what += "?digest"
+    elif "/blobs/" in path:
+        what = "blob"
+    elif "/manifests/" in path:
+        what = "manifest"
+    else:
+        what = path.rsplit("/", 2)[-2] if path.count("/") > 2 else path
+    return f"{method} {what} {status}"
+
+
+def access_counts(log: Path) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        if found := ACCESS.search(line):
+            counts[request_kind(*found.groups())] += 1
+    return counts
+
+
+def cpu_of(match: str, session: int | None = None) -> float:
+    """User+system CPU seconds of the live processes whose command line holds `match` (in `session`:
+    other dockyard servers on the machine run job runners too)."""
+    total = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if match not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if session is None or int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def report(name: str, images: int, counts: Counter[str], cpu: dict[str, float]) -> None:
+    total = sum(counts.values())
+    print(f"{name}: {total} requests to the destination ({total / images:.1f} per image)")
+    for kind, count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"    {kind:34} {count:6d} ({count / images:.2f} per image)")
+    print("    CPU: " + ", ".join(f"{who} {seconds:.2f} s ({seconds / images * 1000:.1f} ms per image)"
+                                   for who, seconds in cpu.items()))  # fmt: skip
 
 
 def push_all(url: str, images: int, layer_kib: int) -> list[str]:
@@ -92,8 +161,16 @@ def main() -> None:
                         "repositories": "bench/**",
                     }
                     api.post("/replication/policies", json=policy).raise_for_status()
+                    session = server.process.pid  # serve leads a session of its own
+                    runner, destination = cpu_of("main_in_serve", session), cpu_of(str(root / "r2-a"))
                     first, counters = run_policy(api, "bench")
+                    dockyard_cpu = {
+                        "destination": cpu_of(str(root / "r2-a")) - destination,
+                        "job runner": cpu_of("main_in_serve", session) - runner,
+                    }
+                    dockyard_counts = access_counts(root / "r2-a" / "registry2.log")
                     again, _ = run_policy(api, "bench")
+                destination, own = cpu_of(str(root / "r2-b")), children_cpu()
                 started = time.monotonic()
                 for repository in repositories:
                     done = subprocess.run(
@@ -105,6 +182,11 @@ def main() -> None:
                     )  # fmt: skip
                     assert done.returncode == 0, done.stderr
                 skopeo = time.monotonic() - started
+                skopeo_cpu = {
+                    "destination": cpu_of(str(root / "r2-b")) - destination,
+                    "skopeo": children_cpu() - own,
+                }
+                skopeo_counts = access_counts(root / "r2-b" / "registry2.log")
         finally:
             server.stop()
     size = images * 5 * layer_kib / 1024
@@ -113,6 +195,8 @@ def main() -> None:
     print(f"dockyard again:     {again:.2f} s (nothing to copy)")
     print(f"skopeo sync:        {skopeo:.2f} s ({images / skopeo:.1f} images/s)")
     print(f"ratio (skopeo / dockyard): {skopeo / first:.2f}x")
+    report("dockyard replicate", images, dockyard_counts, dockyard_cpu)
+    report("skopeo sync", images, skopeo_counts, skopeo_cpu)
 
 
 if __name__ == "__main__":
