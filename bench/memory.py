@@ -58,11 +58,13 @@ def figures(root: int) -> list[Figures]:
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
         kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:] if line.endswith("kB")}
         hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-        found.append(Figures(pid, _role(pid, root, command), kb["Rss"] / 1024, kb["Pss"] / 1024, hwm / 1024))
+        role = _role(pid, root, command, name)
+        found.append(Figures(pid, role, kb["Rss"] / 1024, kb["Pss"] / 1024, hwm / 1024))
     workers = sorted(figure.pid for figure in found if figure.name == "HTTP worker")
     for figure in found:
         if figure.name == "HTTP worker":
@@ -70,10 +72,11 @@ def figures(root: int) -> list[Figures]:
     return sorted(found, key=lambda figure: figure.name)
 
 
-def _role(pid: int, root: int, command: list[bytes]) -> str:
+def _role(pid: int, root: int, command: list[bytes], name: str) -> str:
     if pid == root:
         return "main process"
-    return "job runner" if b"worker" in command else "HTTP worker"
+    # Serve forks its job runner, which has serve's command line then, and names it (cli.job_child).
+    return "job runner" if name == "dockyard-jobs" or b"worker" in command else "HTTP worker"
 
 
 def _descriptor(media_type: str, data: bytes) -> dict[str, object]:

@@ -41,6 +41,7 @@ WATCH_INTERVAL = 0.5  # seconds between looks at the parent's pid
 # An HTTP worker whose serve died gets this long to finish its requests (serve's own kill timeout).
 WORKER_GRACE = 10
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 # The file serve's HTTP workers touch once they have loaded the app (not a DOCKYARD_* setting).
 READY_ENV = "_DOCKYARD_READY_FILE"
 
@@ -71,6 +72,11 @@ def libc() -> ctypes.CDLL:
         _LIBC.append(loaded)
     return _LIBC[0]
 
+
+def name_process(name: str) -> None:
+    """Name this process in ps, top and /proc/PID/comm (15 bytes at most): one forked from serve
+    has serve's command line."""
+    libc().prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def _expected_parent() -> int | None:

@@ -171,17 +171,18 @@ def test_the_cli_runs_lists_and_shows_jobs(server: RunningServer, tmp_path: Path
 
 
 def job_worker_children(server: RunningServer) -> list[int]:
-    """The pids of serve's `dockyard worker` children."""
+    """The pids of serve's job runner children, by the name they take (the first is forked from serve,
+    with its command line; one started again is `python -c ... worker`)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes().split(b"\0")
+            name = (entry / "comm").read_text().strip()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == server.process.pid and b"worker" in command:
+        if ppid == server.process.pid and name == "dockyard-jobs":
             found.append(int(entry.name))
     return found
 

@@ -10,7 +10,9 @@ process of `serve` runs, then lists `sys.modules`:
   replaced;
 - an HTTP worker: `worker_app()` as Granian calls it in a child of serve, then requests on the hot
   paths (/v2, a manifest, the health checks);
-- the job runner serve starts (`main_in_serve`), until its runner has started and it is stopped.
+- the job runner serve starts again when one dies (`main_in_serve`: a fresh interpreter; the first is
+  forked from serve's main process, and holds what it holds), until its runner has started and it is
+  stopped.
 
 The lists name what none of them needs there: optional backends' clients (S3, Redis, PostgreSQL,
 LDAP), migrations, the CLI's output, and per process what belongs to the others. No memory figure is

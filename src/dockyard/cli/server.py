@@ -107,7 +107,8 @@ def run_server(settings: Settings) -> None:
     server.on_startup(drainer.install)
     mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)
     expect_ready_workers(settings.datadir / "run" / "http-ready")
-    job_worker = start_job_worker(settings)  # one per node, beside the HTTP workers
+    # One per node, beside the HTTP workers: forked now, while no thread runs here (cli.job_child).
+    job_worker = start_job_worker(settings)
     freeze_heap()
     try:
         server.serve()

@@ -1,9 +1,9 @@
-"""`dockyard worker`: run background jobs (no HTTP). `dockyard serve` starts one as a child process per
-node unless `jobs.run_in_serve` is false (`cli/job_child.py`); HA nodes may run more, anywhere the
-database is reachable.
+"""`dockyard worker`: run background jobs (no HTTP). `dockyard serve` runs one in a child process per
+node unless `jobs.run_in_serve` is false (`cli/job_child.py`: forked from serve, whose modules it shares);
+HA nodes may run more, anywhere the database is reachable.
 
-The job runner imports what it runs: the services (`dockyard.services`), not the web stack, the
-management API or the CLI's commands.
+Started on its own, the job runner imports what it runs: the services (`dockyard.services`), not the
+web stack, the management API or the CLI's commands.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import threading
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from dockyard.bootstrap import secure_data
-from dockyard.cli.job_child import STOP_TIMEOUT
+from dockyard.cli.job_child import PROCESS_NAME, STOP_TIMEOUT
 from dockyard.cli.slim import server_settings
 from dockyard.config.settings import Settings
 from dockyard.db.session import Database
 from dockyard.jobs.metrics import MetricsServer, QueueDepthCollector
 from dockyard.jobs.services import JobRunner
-from dockyard.lifecycle import PARENT_ENV, die_with_parent
+from dockyard.lifecycle import PARENT_ENV, die_with_parent, name_process
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import multiprocess_directory
 from dockyard.services import build_job_runner, build_services, tune_malloc
@@ -69,6 +69,7 @@ def main_in_serve() -> None:
     """The job runner child of `serve` (`cli/job_child.py` starts it): `dockyard worker` on the settings
     serve validated (config.loader.handed_down), without the CLI's typer commands and API client, which
     this process never uses. Started otherwise, it reads `--config PATH` as `dockyard worker` does."""
+    name_process(PROCESS_NAME)
     run_worker(server_settings())
 
 

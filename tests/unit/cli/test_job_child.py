@@ -60,3 +60,59 @@ def test_stopped_before_any_worker_is_ready_it_never_starts(worker: JobWorkerPro
     worker.stop()
     time.sleep(0.3)
     assert worker.process is None
+
+
+# The job runner serve forks from itself (its first): the same wait, in the child, before it runs.
+def forked(tmp_path: Path) -> JobWorkerProcess:
+    def target() -> None:
+        (tmp_path / "ran").write_text(Path("/proc/self/comm").read_text())
+        time.sleep(60)
+
+    return JobWorkerProcess(target)
+
+
+def test_a_forked_one_runs_once_a_worker_is_ready(worker: JobWorkerProcess, tmp_path: Path) -> None:
+    process = forked(tmp_path)
+    process.start()
+    try:
+        assert process.process is not None  # forked at once, by start itself
+        time.sleep(0.3)
+        assert not (tmp_path / "ran").exists()
+        (tmp_path / "http-ready").touch()
+        assert wait_for(lambda: (tmp_path / "ran").exists())
+        assert wait_for(lambda: (tmp_path / "ran").read_text() == "dockyard-jobs\n")  # its name in ps
+    finally:
+        process.stop()
+    assert process.process is not None and process.process.poll() == -15  # SIGTERM, as stop sent
+
+
+def test_a_forked_one_stopped_before_any_worker_is_ready_never_runs(
+    worker: JobWorkerProcess, tmp_path: Path
+) -> None:
+    process = forked(tmp_path)
+    process.start()
+    time.sleep(0.1)
+    process.stop()
+    assert process.process is not None and process.process.poll() is not None
+    (tmp_path / "http-ready").touch()
+    time.sleep(0.3)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_forked_one_that_dies_is_started_again_as_a_fresh_one(
+    worker: JobWorkerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_child, "RESTART_PAUSE", 0.0)
+    (tmp_path / "http-ready").touch()
+    process = forked(tmp_path)
+    process.command = worker.command
+    process.start()
+    try:
+        first = process.process
+        assert first is not None and wait_for(lambda: (tmp_path / "ran").exists())
+        first.kill()
+        assert wait_for(lambda: process.process is not first)
+        assert process.process is not None and process.process.args == worker.command  # type: ignore[union-attr]
+        assert first.poll() == -9
+    finally:
+        process.stop()
