@@ -14,10 +14,14 @@ sees one consistent snapshot; nothing here needs more).
   small page set is cheaper than the hand-off to a worker thread (~0.1-0.2 ms of CPU). When SQLite
   would make it wait (rare: a WAL being reset), it raises WouldBlock and the caller takes a thread.
 - PostgreSQL: a connection from a small pool of the lookups' own (`_DriverPool`), in autocommit (no
-  BEGIN / ROLLBACK round trips), the statement prepared server-side, on a cursor the connection
-  keeps. Never on the event loop (`wait=False` raises WouldBlock): it is a network round trip, and
-  only one: no BEGIN, no ping (the engine's pool used to ping each connection it handed out, a
-  second round trip that was half of a lookup's time and CPU). A lookup that finds its connection
+  BEGIN / ROLLBACK round trips), the statement prepared server-side once per connection and run
+  on libpq itself (`pgconn.exec_prepared`, rows in binary): psycopg's cursor around the same call
+  (its query conversion, adapters, prepared-statement bookkeeping, row maker) cost ~35 of ~50 µs
+  of CPU (docs/benchmarks.md, "Cache misses on PostgreSQL"); a lookup returning a column type not
+  decoded here (`_DECODERS`) runs on the connection's cursor instead. Never on the event loop
+  (`wait=False` raises WouldBlock): it is a network round trip, and only one: no BEGIN, no ping (the
+  engine's pool used to ping each connection it handed out, a second round trip that was half of a
+  lookup's time and CPU). A lookup that finds its connection
   dropped (a restart, a failover) drops every connection of the pool and runs once more on a new one,
   as a transaction of `Database.read` / `write` does at its BEGIN (db.session). It is a list of
   driver connections, not a SQLAlchemy pool: checking a connection out of a QueuePool and back in
@@ -31,10 +35,12 @@ mapping of database errors (503 for an unavailable database) applies unchanged.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import ClauseElement, Engine
@@ -54,13 +60,22 @@ class WouldBlock(Exception):
 
 
 class Lookup:
-    """A statement compiled for one engine's dialect, with its parameters' order."""
+    """A statement compiled for one engine's dialect, with its parameters' order; on PostgreSQL also
+    as libpq takes it (`$1`, `$2` ...: `libpq_sql`, `libpq_names`), with a name to prepare it under."""
 
     def __init__(self, engine: Engine, statement: ClauseElement) -> None:
         compiled: Any = statement.compile(dialect=engine.dialect)  # a SQLCompiler
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.libpq_sql = b""
+        self.libpq_names: tuple[str, ...] = ()
+        self.prepared_name = f"dockyard_lookup_{next(_lookup_numbers)}".encode()
+        # What turns each column of a binary row into what the cursor would give: found at the first
+        # row (the result's column types); None until then, () when one is not decoded here.
+        self.decoders: tuple[Callable[[bytes], Any], ...] | None = None
+        if engine.dialect.name == "postgresql" and not self.positional:
+            self.libpq_sql, self.libpq_names = _numbered(self.sql)
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...] | Mapping[str, Any]:
         return tuple(values[name] for name in self.names) if self.positional else values
@@ -188,6 +203,9 @@ class Lookups:
             raise self._wrapped(lookup, parameters, exc) from exc
         broken = False
         try:
+            found = _libpq_one(connection, lookup, parameters)
+            if found is not _NOT_HERE:
+                return found
             cursor.execute(lookup.sql, parameters, prepare=True)
             row = cursor.fetchone()
             return None if row is None else tuple(row)
@@ -275,6 +293,97 @@ class _DriverPool:
                 return
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+_lookup_numbers = itertools.count()
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
+
+
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """psycopg's `%(name)s` placeholders as libpq's `$n` (a name used twice is one parameter), `%%` as
+    `%`; and the names in their numbers' order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql).encode(), tuple(names)
+
+
+def _integer(value: bytes) -> int:
+    return int.from_bytes(value, "big", signed=True)
+
+
+# Binary values of the column types lookups return, as psycopg's cursor would give them, by type oid:
+# text, varchar, name, bpchar; bytea; int8, int4, int2; bool.
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    25: bytes.decode,
+    1043: bytes.decode,
+    19: bytes.decode,
+    1042: bytes.decode,
+    17: bytes,
+    20: _integer,
+    23: _integer,
+    21: _integer,
+    16: lambda value: value != b"\x00",
+}
+_NOT_HERE = object()  # _libpq_one: run it on the cursor instead
+
+
+def _libpq_one(connection: Any, lookup: Lookup, parameters: Any) -> Any:
+    """The first row of `lookup` on libpq itself (see the module docstring), or _NOT_HERE when it
+    cannot run there: a parameter other than text, an integer or NULL, a column type not decoded
+    here, a connection whose encoding is not UTF-8."""
+    if not lookup.libpq_sql or lookup.decoders == ():
+        return _NOT_HERE
+    values: list[bytes | None] = []
+    for name in lookup.libpq_names:
+        value = parameters[name]
+        if isinstance(value, str):
+            values.append(value.encode())
+        elif value is None:
+            values.append(None)
+        elif type(value) is int:
+            values.append(str(value).encode())
+        else:
+            return _NOT_HERE
+    pgconn = connection.pgconn
+    prepared: set[bytes] | None = getattr(connection, "_dockyard_prepared", None)
+    if prepared is None:
+        if connection.info.encoding != "utf-8":
+            lookup.decoders = ()
+            return _NOT_HERE
+        prepared = connection._dockyard_prepared = set()
+    if lookup.prepared_name not in prepared:
+        _check(connection, pgconn.prepare(lookup.prepared_name, lookup.libpq_sql))
+        prepared.add(lookup.prepared_name)
+    result = _check(connection, pgconn.exec_prepared(lookup.prepared_name, values, result_format=1))
+    if result.ntuples == 0:
+        return None
+    decoders = lookup.decoders
+    if decoders is None:
+        found = [_DECODERS.get(result.ftype(column)) for column in range(result.nfields)]
+        decoders = lookup.decoders = () if None in found else tuple(found)  # type: ignore[arg-type]
+        if not decoders:
+            return _NOT_HERE
+    get = result.get_value
+    return tuple(
+        None if (value := get(0, column)) is None else decode(value) for column, decode in enumerate(decoders)
+    )
+
+
+def _check(connection: Any, result: Any) -> Any:
+    """`result`, or the psycopg error it carries raised (as the cursor would raise it)."""
+    from psycopg import errors, pq
+
+    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        return result
+    raise errors.error_from_result(result, encoding=connection.info.encoding)
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

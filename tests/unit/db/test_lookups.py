@@ -93,3 +93,34 @@ def test_a_postgresql_lookup_survives_the_server_dropping_its_connections(postgr
     with ThreadPoolExecutor(POSTGRES_LOOKUP_POOL_SIZE + POSTGRES_LOOKUP_OVERFLOW) as threads:
         rows = list(threads.map(lambda _: lookups.one(lookup, {"name": "team/app"}), range(40)))
     assert rows == [None] * 40
+
+
+@pytest.mark.db_independent
+def test_a_postgresql_lookup_gives_the_values_the_cursor_would(postgres_db: Database) -> None:
+    """Lookups run on libpq itself with rows in binary, decoded here by column type: each type comes
+    out as psycopg's cursor gives it; a row with a type not decoded here (a timestamp) still comes,
+    through the cursor; parameters are text, integers and NULL, a name used twice is one."""
+    lookups = postgres_db.lookups
+    decoded = lookups.prepare(
+        text(
+            "SELECT CAST(:name AS VARCHAR), CAST(:name AS TEXT) || ' 50%', CAST(:size AS BIGINT), "
+            "CAST(:size AS INTEGER) * -1, CAST(:small AS SMALLINT), decode('00ff', 'hex'), true, false, "
+            "CAST(:nothing AS TEXT), CAST('é' AS VARCHAR)"
+        )
+    )
+    values = {"name": "team/app", "size": 123_456, "small": -7, "nothing": None}
+    expected = ("team/app", "team/app 50%", 123_456, -123_456, -7, b"\x00\xff", True, False, None, "é")
+    for _ in range(3):  # prepared on first use, then run prepared on the same or another connection
+        assert lookups.one(decoded, values) == expected
+    big = lookups.prepare(text("SELECT CAST(:size AS BIGINT) + 1"))
+    assert lookups.one(big, {"size": 2**40}) == (2**40 + 1,)
+    timestamped = lookups.prepare(text("SELECT CAST(:name AS TEXT), TIMESTAMPTZ '2026-01-02 03:04:05+00'"))
+    for _ in range(2):
+        row = lookups.one(timestamped, {"name": "team/app"})
+        assert row is not None and row[0] == "team/app" and row[1].year == 2026
+    empty = lookups.prepare(text("SELECT 1 WHERE CAST(:name AS TEXT) = 'nobody'"))
+    assert lookups.one(empty, {"name": "team/app"}) is None
+    broken = lookups.prepare(text("SELECT CAST(:name AS INTEGER)"))
+    with pytest.raises(sa_exc.DataError):  # the driver's error, wrapped as from a Connection
+        lookups.one(broken, {"name": "not a number"})
+    assert lookups.one(decoded, values) == expected  # the connection that failed serves on
