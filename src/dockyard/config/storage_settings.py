@@ -112,7 +112,7 @@ class CacheSettings(Section):
         "list and catalog pages, blob sizes, each entry weighed by its bytes. A write drops the answers "
         "about its repository only, a tag's write those about the tag and the repository's tag lists "
         "(catalog pages: a new repository; docs/ha.md); such an answer is dropped when a lookup finds "
-        "it. When they are full, the oldest sixteenth goes (first in, first out). `0` caches nothing: "
+        "it. When they are full, the oldest 64th goes (first in, first out). `0` caches nothing: "
         "every manifest GET and blob HEAD reads the database (an indexed point read, about 10 µs of CPU "
         "on SQLite). A size: `32MiB`, `1GiB` or bytes.",
         json_schema_extra=doc("size"),

@@ -46,9 +46,9 @@ def entries(count: int) -> int:
 class _BoundedCache(Generic[K, V, E]):
     """What both caches keep the same way: entries `(value, weight, expires_at, ...)` in a dict
     bounded by `max_bytes` (`weigh(key, value)`: their bytes plus ENTRY_OVERHEAD), the hit counters
-    /metrics reads, and the eviction when a put would pass the bound: the oldest sixteenth, first in,
+    /metrics reads, and the eviction when a put would pass the bound: the oldest 64th, first in,
     first out (no list to keep per hit). Entries that can no longer be served (expired, or their
-    key's generation moved) are dropped when a lookup finds them, or go with their sixteenth: a put
+    key's generation moved) are dropped when a lookup finds them, or go with their 64th: a put
     never walks every entry (that walk, a Python call per entry, stalled the event loop for 10-20 ms
     at 15,000 entries). Each cache's `get` stays its own, written out: it is the hot path.
 
@@ -102,7 +102,7 @@ class _BoundedCache(Generic[K, V, E]):
                 self._bytes -= old[1]
 
     def _evict_oldest(self, entries: dict[K, E]) -> None:
-        # The oldest sixteenth, popped in place: the work is that sixteenth's, not the whole dict's
+        # The oldest 64th, popped in place: the work is that 64th's, not the whole dict's
         # (a new dict of the rest cost 2 ms at 15,000 entries, 5-7 at 50,000). The holes the pops
         # leave at the front are skipped in C by the next eviction's walk, and gone at the dict's
         # next resize.
@@ -123,7 +123,7 @@ class GenerationCache(_BoundedCache[K, V, tuple[V, int, float | None]]):
     generation handed to `put` is not checked and only expiries count).
 
     `max_bytes` bounds what its entries weigh (`weigh(key, value)`: their bytes plus ENTRY_OVERHEAD);
-    when a put would pass it, the oldest sixteenth goes (first in, first out: no list to keep per hit;
+    when a put would pass it, the oldest 64th goes (first in, first out: no list to keep per hit;
     an expired entry is dropped when a lookup finds it). 0 keeps nothing (every read goes to the
     source). Entries put with `expires_at` are not served once `clock()` reaches it. Reads are not
     locked: a put lost to a clear under a race only costs one more read of the source."""
@@ -187,7 +187,7 @@ class KeyedGenerationCache(_BoundedCache[K, V, tuple[V, int, float | None, int]]
     B's entries.
 
     Bounded like `GenerationCache` (`max_bytes`, `weigh`); when a put would pass the bound, the oldest
-    sixteenth goes (an entry expired or whose generation moved is dropped when a lookup finds it)."""
+    64th goes (an entry expired or whose generation moved is dropped when a lookup finds it)."""
 
     def __init__(
         self,
