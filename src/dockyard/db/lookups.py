@@ -377,12 +377,17 @@ def _libpq_one(connection: Any, lookup: Lookup, parameters: Any) -> Any:
     )
 
 
+# libpq's PGRES_COMMAND_OK and PGRES_TUPLES_OK (psycopg.pq.ExecStatus): as plain ints, so a lookup
+# imports nothing (psycopg's `from ... import` inside `_check` cost a few µs per miss).
+_RESULT_OK = (1, 2)
+
+
 def _check(connection: Any, result: Any) -> Any:
     """`result`, or the psycopg error it carries raised (as the cursor would raise it)."""
-    from psycopg import errors, pq
-
-    if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+    if result.status in _RESULT_OK:
         return result
+    from psycopg import errors
+
     raise errors.error_from_result(result, encoding=connection.info.encoding)
 
 
