@@ -401,6 +401,7 @@ class ReplicationExecutor:
                 counters = replicator.counters
                 replicator.run()
             finally:
+                remote.close()
                 remote.remote.close()
         except JobCancelled as cancelled:
             self.runs.finish(run_id, RunStatus.CANCELLED, counters, cancelled.message)

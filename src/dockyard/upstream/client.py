@@ -315,22 +315,37 @@ class HttpRemoteRegistry:
     def mount_blob(self, repository: str, digest: str, source: str) -> bool:
         """A cross-repository mount of `digest` from `source`: whether the registry linked it (201);
         False when it offers an upload instead (which is cancelled)."""
+        response = self._mount(repository, digest, source)
+        if response.status_code == 201:
+            return True
+        if response.headers.get("location"):  # 202: an upload was started for us; we upload elsewhere
+            self.cancel_upload(repository, self._location(response))
+        return False
+
+    def mount_or_upload(self, repository: str, digest: str, source: str) -> str | None:
+        """POST `?mount=<digest>&from=<source>`: None when the registry linked the blob (201), else the
+        URL of the upload it started instead (202), which the caller sends the blob to or cancels.
+        `source` may be `repository` itself: a registry that mounts says 201 when the repository has
+        the blob, an upload when it has not, in one request where a HEAD and a POST take two."""
+        response = self._mount(repository, digest, source)
+        return None if response.status_code == 201 else self._location(response)
+
+    def _mount(self, repository: str, digest: str, source: str) -> httpx.Response:
         validate_name(repository)
         validate_name(source)
         parse_digest(digest)
         url = f"{self.base}/v2/{repository}/blobs/uploads/?mount={digest}&from={source}"
-        scope = f"{_push(repository)} {_pull(source)}"
+        scope = _push(repository) if source == repository else f"{_push(repository)} {_pull(source)}"
         with deadline(self.timeouts.total):
             response = self._send("POST", url, scope)
             response.close()
-        if response.status_code == 201:
-            return True
         self._raise_for(response, f"a mount of {digest}")
-        location = response.headers.get("location")
-        if location:  # 202: an upload was started for us; we upload elsewhere, so drop it
-            with contextlib.suppress(UpstreamError), deadline(self.timeouts.total):
-                self._send("DELETE", str(response.request.url.join(location)), _push(repository)).close()
-        return False
+        return response
+
+    def cancel_upload(self, repository: str, location: str) -> None:
+        """DELETE an upload we will not finish (best effort: the registry expires it anyway)."""
+        with contextlib.suppress(UpstreamError), deadline(self.timeouts.total):
+            self._upload_request("DELETE", location, repository).close()
 
     def push_blob(self, repository: str, digest: str, size: int, chunks: Iterable[bytes]) -> None:
         """Upload a blob from `chunks`: a POST for the session, then one PUT with the digest and the
