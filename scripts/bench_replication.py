@@ -47,6 +47,7 @@ REPOSITORIES = 10
 # A line of distribution's access log (gorilla's combined format): the request line and the status.
 ACCESS = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
 TICK = os.sysconf("SC_CLK_TCK")
+JOB_RUNNER = "dockyard-jobs"  # serve's job runner's name (prctl), forked or started afresh
 
 
 def request_kind(method: str, path: str, status: str) -> str:
@@ -79,12 +80,13 @@ def access_counts(log: Path) -> Counter[str]:
 
 
 def cpu_of(match: str, session: int | None = None) -> float:
-    """User+system CPU seconds of the live processes whose command line holds `match` (in `session`:
-    other dockyard servers on the machine run job runners too)."""
+    """User+system CPU seconds of the live processes whose command line or name (`comm`) holds `match`
+    (in `session`: other dockyard servers on the machine run job runners too)."""
     total = 0
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if match not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            names = (entry / "cmdline").read_bytes() + b"\0" + (entry / "comm").read_bytes()
+            if match not in names.decode(errors="replace"):
                 continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -162,11 +164,11 @@ def main() -> None:
                     }
                     api.post("/replication/policies", json=policy).raise_for_status()
                     session = server.process.pid  # serve leads a session of its own
-                    runner, destination = cpu_of("main_in_serve", session), cpu_of(str(root / "r2-a"))
+                    runner, destination = cpu_of(JOB_RUNNER, session), cpu_of(str(root / "r2-a"))
                     first, counters = run_policy(api, "bench")
                     dockyard_cpu = {
                         "destination": cpu_of(str(root / "r2-a")) - destination,
-                        "job runner": cpu_of("main_in_serve", session) - runner,
+                        "job runner": cpu_of(JOB_RUNNER, session) - runner,
                     }
                     dockyard_counts = access_counts(root / "r2-a" / "registry2.log")
                     again, _ = run_policy(api, "bench")
