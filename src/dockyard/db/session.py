@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from dockyard.db.engine import WRITE_OPTION
 from dockyard.db.lookups import Lookups
 from dockyard.db.readonly import ReadOnlyFlag
+from dockyard.db.wal_flush import WalFlusher
 from dockyard.db.writer_queue import WriterQueue
 from dockyard.errors import ReadOnly, StorageFull
 
@@ -49,6 +50,9 @@ class Database:
         # (db.writer_queue), instead of polling for SQLite's lock with sleeps.
         database_file = _sqlite_file(engine)
         self._writer_queue = WriterQueue(database_file) if database_file is not None else None
+        # ... and each flushes the WAL once it committed, out of the locks, grouped (db.wal_flush): an
+        # answered write survives a power cut too.
+        self._wal = WalFlusher(f"{database_file}-wal") if database_file is not None else None
         self._writer: Connection | None = None
         self._writer_pid = 0
         # What to do once a write transaction commits (`after_commit`), by its connection. Weak: a
@@ -106,7 +110,9 @@ class Database:
                     "storage is full: the registry's database cannot grow until space is freed"
                 ) from exc
             raise
-        for callback in after or ():  # reached only when the transaction committed
+        if self._wal is not None:  # reached only when the transaction committed
+            self._wal.flush()
+        for callback in after or ():
             callback()
 
     @contextmanager
