@@ -20,6 +20,7 @@ loads only what the job runner uses (not the CLI's typer commands and API client
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -142,6 +143,8 @@ def fork_job_runner(target: Callable[[], None]) -> ForkedChild:
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             os._exit(code)
+    with contextlib.suppress(OSError):  # as the child does, whichever runs first (it may be gone)
+        os.setpgid(pid, pid)
     return ForkedChild(pid, os.pidfd_open(pid))
 
 
