@@ -42,6 +42,19 @@ def drain_directory(settings: Settings) -> Path:
     return settings.datadir / "run" / "drain"
 
 
+# This process's id, kept up to date across forks: `add` runs twice per request, and os.getpid() is a
+# system call each time.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class DrainState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -78,12 +91,14 @@ class DrainState:
 
     def add(self, delta: int) -> None:
         """Move this process's in-flight count (its file is made on first use, after any fork)."""
-        counter = self._own_counter()
+        counter = self._counter
+        if counter is None or self._counter_pid != _pid:
+            counter = self._own_counter()
         value = _SLOT.unpack_from(counter, 0)[0] + delta
         _SLOT.pack_into(counter, 0, value)
 
     def _own_counter(self) -> mmap.mmap | bytearray:
-        pid = os.getpid()
+        pid = _pid
         if self._counter is None or self._counter_pid != pid:
             path = self.directory / f"{_COUNTER_PREFIX}{pid}"
             try:

@@ -79,7 +79,8 @@ class ProxyProjects:
         cached = self._all
         if cached is None or cached[0] != self.feed.generation(Topic.POLICIES) or self.clock() >= cached[1]:
             return _UNKNOWN
-        return cached[2].get(project_of(name))
+        configs = cached[2]
+        return configs.get(project_of(name)) if configs else None  # most registries have none
 
     @staticmethod
     def known(answer: object) -> bool:

@@ -80,6 +80,10 @@ class EventRecorder(Protocol):
     def policies_known(self, repository: str) -> bool:
         """Whether `project_wanting` answers from the cache (no I/O) for `repository`'s project."""
 
+    def project_wanting_now(self, action: str, repository: str) -> tuple[bool, str | None]:
+        """(True, what `project_wanting` answers) when that needs no I/O, else (False, None): both
+        questions in one cache lookup, for the pulls."""
+
 
 class PullNotes(Protocol):
     def note(self, event: Event) -> None:

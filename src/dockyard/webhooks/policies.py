@@ -165,6 +165,10 @@ class WebhookPolicies:
         """Whether `wanted(project)` answers without a query."""
         return self._cache is not None and self._cache.get(project) is not None
 
+    def cached_wanted(self, project: str) -> frozenset[str] | None:
+        """What `wanted(project)` answers when that needs no query, else None."""
+        return self._cache.get(project) if self._cache is not None else None
+
     # --- management --------------------------------------------------------------------------------
     def list(self, project: str) -> list[WebhookPolicy]:
         with self._db.read() as connection:

@@ -89,6 +89,15 @@ class Outbox:
     def policies_known(self, repository: str) -> bool:
         return self.policies is None or self.policies.cached(project_of(repository))
 
+    def project_wanting_now(self, action: str, repository: str) -> tuple[bool, str | None]:
+        if self.policies is None:
+            return True, None
+        project = project_of(repository)
+        wanted = self.policies.cached_wanted(project)
+        if wanted is None:
+            return False, None
+        return True, project if action in wanted else None
+
     def record(self, events: list[Event]) -> None:
         if not events:
             return

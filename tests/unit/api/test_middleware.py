@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from dockyard.api.middleware import REQUEST_ID_KEY, ObservabilityMiddleware
+from dockyard.api.middleware import REQUEST_ID_KEY, ObservabilityMiddleware, new_request_id
 from dockyard.observability.logging import get_logger
 from dockyard.observability.metrics import FLUSH_SECONDS, Metrics
 from tests.support.server import REPO_ROOT, free_port
@@ -151,6 +151,25 @@ def test_request_ids_are_made_or_kept_when_sane() -> None:
     assert too_long.headers["x-request-id"] != "a" * 200
     assert odd.headers["x-request-id"] != 'has spaces; and="quotes"'
     assert len({generated, too_long.headers["x-request-id"], odd.headers["x-request-id"]}) == 3
+
+
+def test_request_ids_stay_unique_past_a_batch_and_across_a_fork() -> None:
+    """Ids come from os.urandom a batch at a time: a forked worker must not hand out the ids its parent
+    hands out next (the same bytes left over in both)."""
+    ids = [new_request_id() for _ in range(1500)]  # three batches
+    assert len(set(ids)) == 1500
+    assert all(len(made) == 16 and int(made, 16) >= 0 for made in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then gone
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == 16
+    assert child != new_request_id()
 
 
 def test_one_access_log_line_per_request_with_its_request_id() -> None:

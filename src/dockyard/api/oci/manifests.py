@@ -25,11 +25,28 @@ def _acceptable(request: Request, record: ManifestRecord) -> bool:
     """Content negotiation: a client that lists manifest types in Accept must list this one.
     Clients with no Accept, a wildcard, or no manifest types at all get the manifest as it is."""
     # Go clients (containers/image, containerd) send one Accept header per media type.
-    accept = request.headers.getlist("accept")
+    accept = tuple([value for name, value in request.scope["headers"] if name == b"accept"])
     if not accept:
         return True
+    key = (accept, record.media_type)
+    answer = _answers.get(key)
+    if answer is None:  # a client sends the same Accept on every pull: parsed once per process
+        answer = _negotiate([line.decode("latin-1") for line in accept], record.media_type)
+        if sum(map(len, accept)) <= _MAX_KEPT_ACCEPT:  # at most ~1 MiB kept
+            if len(_answers) >= _MAX_ANSWERS:
+                _answers.clear()
+            _answers[key] = answer
+    return answer
+
+
+_answers: dict[tuple[tuple[bytes, ...], str], bool] = {}
+_MAX_ANSWERS = 1000
+_MAX_KEPT_ACCEPT = 1024
+
+
+def _negotiate(accept: list[str], media_type: str) -> bool:
     offered = {part.split(";", 1)[0].strip().lower() for line in accept for part in line.split(",")}
-    if record.media_type in offered or "*/*" in offered:
+    if media_type in offered or "*/*" in offered:
         return True
     return not (offered & (mediatypes.MANIFEST_TYPES | mediatypes.SCHEMA1_TYPES))
 

@@ -36,9 +36,8 @@ async def _manifest_event(ctx: OCIContext, action: str, name: str) -> tuple[bool
     outbox = ctx.notifications
     if outbox is None:
         return False, None
-    if outbox.policies_known(name):
-        project = outbox.project_wanting(action, name)
-    else:
+    known, project = outbox.project_wanting_now(action, name)
+    if not known:
         project = await ctx.call(outbox.project_wanting, action, name)
     return project is not None or outbox.wants_endpoint(action), project
 

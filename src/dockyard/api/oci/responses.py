@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -15,6 +16,11 @@ class PreparedResponse(Response):
         self.body = body
         self.raw_headers = raw_headers
         self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Response.__call__ without what these never have (a background task, a websocket scope).
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def encode_headers(headers: dict[str, str]) -> RawHeaders:

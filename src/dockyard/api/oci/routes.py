@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dockyard.api.oci import blobs, listings, manifests, uploads
-from dockyard.api.oci.auditing import record_request
+from dockyard.api.oci.auditing import AUDITED_METHODS, record_request
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import error_response, render_error
 from dockyard.api.oci.gate import PRINCIPAL_KEY, Gate
@@ -27,6 +27,7 @@ from dockyard.errors import OCICode
 Handler = Callable[..., Awaitable[Response]]
 ROUTE_KEY = "dockyard.route"  # the route template, read by the observability middleware
 _MATCH_KEY = "dockyard.route_match"
+_DENIALS = frozenset({401, 403})
 
 _PATH = re.compile(
     r"^/v2/(?P<name>.+?)/(?:"
@@ -75,8 +76,27 @@ def _routes() -> dict[str, V2Route]:
     }
 
 
+_matched: dict[str, tuple[str, tuple[str, ...]] | None] = {}
+_MAX_MATCHED = 10_000  # paths remembered, each under _MAX_KEPT_PATH characters: ~5 MiB at most
+_MAX_KEPT_PATH = 256
+
+
 def match(path: str) -> tuple[str, tuple[str, ...]] | None:
-    """The route key and its path arguments for a /v2 path, or None."""
+    """The route key and its path arguments for a /v2 path, or None. Clients read the same paths over
+    and over (a tag, a layer): each is matched once per process."""
+    try:
+        return _matched[path]
+    except KeyError:
+        pass
+    found = _match(path)
+    if len(path) <= _MAX_KEPT_PATH:
+        if len(_matched) >= _MAX_MATCHED:
+            _matched.clear()
+        _matched[path] = found
+    return found
+
+
+def _match(path: str) -> tuple[str, tuple[str, ...]] | None:
     if path in ("/v2/", "/v2"):
         return "base", ()
     if path == "/v2/_catalog":
@@ -119,9 +139,14 @@ class OCIRouter:
         if body is not None and not body.finished:
             await finish_unread_body(scope, body, response)
         await response(scope, receive, send)
-        if self.ctx.audit is not None and (matched := scope.get(_MATCH_KEY)) is not None:
+        status = response.status_code
+        if (
+            self.ctx.audit is not None
+            and (scope["method"] in AUDITED_METHODS or status in _DENIALS)  # not a pull: no call
+            and (matched := scope.get(_MATCH_KEY)) is not None
+        ):
             key, args = matched
-            record_request(self.ctx.audit, scope, key, scope["method"], args, response.status_code)
+            record_request(self.ctx.audit, scope, key, scope["method"], args, status)
 
     async def _dispatch(self, scope: Scope, receive: Receive, path: str) -> Response:
         matched = match(path)
