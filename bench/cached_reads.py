@@ -54,7 +54,11 @@ USER, USER_PASSWORD = "bench-puller", "quartz-lantern-harbor-41"
 PRIVATE_REPO, PUBLIC_REPO = "bench/app", "public/app"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 # What ab (`ab -k -i`, the HEAD rows) and wrk (the GET rows) send besides Host.
-AB_HEADERS: Headers = [(b"user-agent", b"ApacheBench/2.3"), (b"accept", b"*/*"), (b"connection", b"Keep-Alive")]
+AB_HEADERS: Headers = [
+    (b"user-agent", b"ApacheBench/2.3"),
+    (b"accept", b"*/*"),
+    (b"connection", b"Keep-Alive"),
+]
 WRK_HEADERS: Headers = [(b"accept", MANIFEST_ACCEPT.encode())]
 
 
@@ -66,7 +70,13 @@ class Answer:
 
 
 async def call(
-    app: Any, method: str, path: str, headers: Headers, body: bytes = b"", query: bytes = b"", keep: bool = True
+    app: Any,
+    method: str,
+    path: str,
+    headers: Headers,
+    body: bytes = b"",
+    query: bytes = b"",
+    keep: bool = True,
 ) -> Answer:
     """One request as Granian hands it to the app (no content-length where the tools send none); the
     answer, its body if `keep`."""
@@ -166,7 +176,9 @@ class Rig:
         if self.mode == "basic":
             self.authorization = basic(USER, USER_PASSWORD)
         elif self.mode == "bearer":
-            self.authorization = b"Bearer " + await self._token(PRIVATE_REPO, [(b"authorization", basic(USER, USER_PASSWORD))])
+            self.authorization = b"Bearer " + await self._token(
+                PRIVATE_REPO, [(b"authorization", basic(USER, USER_PASSWORD))]
+            )
         else:
             self.authorization = b"Bearer " + await self._token(PUBLIC_REPO, [])
 
@@ -251,7 +263,8 @@ async def measure(options: argparse.Namespace, workdir: Path) -> None:
         log = " access-log" if options.access_log else ""
         for kind, figures in rounds.items():
             shown = [round(figure, 1) for figure in figures]
-            print(f"{mode}{log} {LABELS[kind]}: CPU µs/request median {statistics.median(figures):.1f} (rounds {shown})")
+            median = statistics.median(figures)
+            print(f"{mode}{log} {LABELS[kind]}: CPU µs/request median {median:.1f} (rounds {shown})")
 
 
 def main() -> None:
