@@ -19,6 +19,7 @@ from dockyard.replication.interfaces import (
     RunStatus,
     Trigger,
 )
+from dockyard.replication.pending import PolicyPendingUploads
 from dockyard.replication.services import UNSET, ReplicationPolicies, ReplicationRuns
 
 
@@ -73,3 +74,25 @@ def test_a_run_interrupted_midway_is_marked_when_its_job_runs_again(
     runs.finish(second, RunStatus.SUCCEEDED, Counters(artifacts_skipped=1))
     listed, total = runs.page("to-dr", job_id=7)
     assert total == 2 and [run.id for run in listed] == [second, first]
+
+
+def test_pending_uploads_are_read_once_per_run_and_kept_for_the_next(
+    policies: ReplicationPolicies, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies.create(Policy("to-dr", Direction.PUSH, "dr"))
+    earlier = PolicyPendingUploads(database, "to-dr")
+    earlier.put("team/app", "sha256:" + "a" * 64, "https://dr.example/upload/1")
+    run = PolicyPendingUploads(database, "to-dr")  # the next run
+    reads = []
+    read = database.read
+    monkeypatch.setattr(database, "read", lambda: reads.append(1) or read())
+    assert run.get("team/app", "sha256:" + "a" * 64) == "https://dr.example/upload/1"
+    assert run.get("team/app", "sha256:" + "b" * 64) is None
+    assert len(reads) == 1  # one read for the run, not one per blob
+    run.put("team/app", "sha256:" + "b" * 64, "https://dr.example/upload/2")
+    run.drop("team/app", "sha256:" + "a" * 64)
+    assert run.get("team/app", "sha256:" + "b" * 64) == "https://dr.example/upload/2"  # its own changes
+    assert run.get("team/app", "sha256:" + "a" * 64) is None
+    after = PolicyPendingUploads(database, "to-dr")  # and the run after it finds them on the row
+    assert after.get("team/app", "sha256:" + "b" * 64) == "https://dr.example/upload/2"
+    assert after.get("team/app", "sha256:" + "a" * 64) is None
