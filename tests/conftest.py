@@ -247,11 +247,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     root = Path(__file__).resolve().parent.parent
+    relatives: dict[str, str] = {}  # per file, not per test: resolve() is a syscall per path component
     for item in items:
-        path = Path(str(item.fspath)).resolve()
-        if "/e2e/" in path.as_posix():
+        relative = relatives.get(str(item.path))
+        if relative is None:
+            path = item.path.resolve()
+            relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+            relatives[str(item.path)] = relative
+        if "/e2e/" in relative:
             item.add_marker(pytest.mark.e2e)
-        relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
         if relative.startswith(DB_INDEPENDENT_PATHS) and item.nodeid not in DB_DEPENDENT_TESTS:
             item.add_marker(pytest.mark.db_independent)
         # Only db_independent tests move: a test the PostgreSQL pass runs anyway stays in both.
