@@ -87,8 +87,10 @@ def configure_logging(
         # seconds per error on a loaded node, on the event loop, and would print locals `redact_secrets`
         # never sees. A burst of errors (the database gone) froze the node, /healthz included.
         renderer = [
-            structlog.dev.ConsoleRenderer(
-                colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+            PlainConsoleRenderer(
+                structlog.dev.ConsoleRenderer(
+                    colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+                )
             )
         ]
 
@@ -147,6 +149,48 @@ def _add_request_id(_logger: WrappedLogger, _method: str, event_dict: EventDict)
     if request_id is not None:
         event_dict.setdefault("request_id", request_id)
     return event_dict
+
+
+class PlainConsoleRenderer:
+    """What `console` (structlog's ConsoleRenderer without colors, `pad_event_to=0`) renders, the same
+    characters, for lines without a stack or an exception (the access log's, one per request): a join
+    of the fields, not a formatter object and a StringIO per field (~2/3 of an access-log line's CPU,
+    more than answering a cached request). Lines with a stack or an exception go to `console`."""
+
+    _SPECIAL = frozenset({" ", "\t", "=", "\r", "\n", '"', "'"})
+
+    def __init__(self, console: structlog.dev.ConsoleRenderer) -> None:
+        self.console = console
+        self.level_width = len(max(console.get_default_level_styles(colors=False), key=len))
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        if "stack" in event_dict or "exception" in event_dict or "exc_info" in event_dict:
+            return self.console(logger, name, event_dict)
+        fields = event_dict  # taken apart, as ConsoleRenderer does
+        parts: list[str] = []
+        timestamp = fields.pop("timestamp", _NOTHING)
+        if timestamp is not _NOTHING:
+            parts.append(str(timestamp))
+        level = fields.pop("level", _NOTHING)
+        if level is not _NOTHING:
+            parts.append(f"[{str(level).ljust(self.level_width)}]")
+        event = fields.pop("event", _NOTHING)
+        if event is not _NOTHING:
+            parts.append(str(event))
+        for key in ("logger", "logger_name"):
+            value = fields.pop(key, _NOTHING)
+            if value is not _NOTHING:
+                parts.append("[" + str(value) + "]")
+        parts += [f"{key}={self._repr(fields[key])}" for key in sorted(fields)]
+        return " ".join(part for part in parts if part).rstrip(" ")
+
+    def _repr(self, value: Any) -> str:
+        if isinstance(value, str):
+            return repr(value) if self._SPECIAL.intersection(value) else str.__str__(value)
+        return repr(value)
+
+
+_NOTHING: Any = object()
 
 
 def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import logging
 
-from dockyard.observability.logging import bind_request_id, clear_request_context, get_logger, redact_url
+import structlog
+
+from dockyard.audit.interfaces import ActorKind
+from dockyard.observability.logging import (
+    PlainConsoleRenderer,
+    bind_request_id,
+    clear_request_context,
+    get_logger,
+    redact_url,
+)
 from tests.unit.observability.capture import captured_logs
 
 
@@ -102,3 +111,48 @@ def test_text_exceptions_are_plain_tracebacks_without_locals() -> None:
     assert "RuntimeError: boom 14" in logs.text
     assert "hunter2-secret" not in logs.text
     assert "╭" not in logs.text
+
+
+def test_text_lines_are_what_structlogs_console_renders() -> None:
+    """The text format's fast path (PlainConsoleRenderer) writes the very characters structlog's
+    ConsoleRenderer writes, for every kind of field; lines with a stack go to ConsoleRenderer."""
+    console = structlog.dev.ConsoleRenderer(
+        colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+    )
+    plain = PlainConsoleRenderer(console)
+    events: list[dict[str, object]] = [
+        {
+            "timestamp": "2026-12-07T05:00:00.000001Z",
+            "level": "info",
+            "event": "request",
+            "logger": "dockyard.access",
+            "method": "GET",
+            "route": "/v2/{name:path}/manifests/{reference}",
+            "path": "/v2/a/b/manifests/latest",
+            "status": 200,
+            "duration_ms": 0.12,
+            "request_id": "0123456789abcdef",
+            "client": "127.0.0.1:40000",
+        },
+        {
+            "level": "warning",
+            "event": "has spaces in it",
+            "spaces": "a b",
+            "quote": 'say "hi"',
+            "apostrophe": "it's",
+            "equals": "a=b",
+            "tab": "a\tb",
+            "newline": "a\nb",
+            "empty": "",
+            "kind": ActorKind.USER,
+            "nothing": None,
+            "items": [1, "two"],
+            "flag": True,
+        },
+        {"event": "", "level": "critical", "logger_name": "some.library", "z": 1, "a": 2},
+        {"event": "no level, no time"},
+        {"timestamp": "t", "level": "debug", "event": ActorKind.ROBOT, "logger": ActorKind.SYSTEM},
+        {"level": "error", "event": "with a stack", "stack": "Stack (most recent call last):\n  here"},
+    ]
+    for event in events:
+        assert plain(None, "info", dict(event)) == console(None, "info", dict(event))
