@@ -8,6 +8,8 @@ and the management API answers the administrator.
 
 Examples per test: DOCKYARD_FUZZ_EXAMPLES (default FUZZ_EXAMPLES, a quick run inside `make test`); raise
 it for a long run, e.g. `DOCKYARD_FUZZ_EXAMPLES=5000 .venv/bin/pytest tests/fuzz`.
+Failing cases of tests/fuzz/test_api_fuzz.py are reported as found, not shrunk; DOCKYARD_FUZZ_SHRINK=1
+shrinks them.
 """
 
 from __future__ import annotations
