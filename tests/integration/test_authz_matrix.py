@@ -1557,26 +1557,27 @@ def run_refusals(
 ) -> list[str]:
     """The refused actors' cases on one call, made for the first of them: a refusal must leave what the
     call aims at as it was, so the next actor finds it as new (one set-up, look and cleanup for all the
-    refusals instead of one each; a refusal that changed it gets its problem, and the next a new call)."""
+    refusals instead of one each). What it aims at is looked at before the first and after the last: a
+    change there runs every refusal again on a call of its own (run_case), which names who made it."""
+    if not actors:
+        return []
+    call = recipe(w, actors[0], project, ep)
+    before = call.observe() if call.observe else None
     problems: list[str] = []
-    call: Call | None = None
-    before: Any = None
     for actor in actors:
-        if call is None:
-            call = recipe(w, actor, project, ep)
-            before = call.observe() if call.observe else None
         denial = expected_denial(rule, actor, project, mode)
         assert denial is not None
         answer = send(w, rule, call, actor, mode)
-        found = refusal_problems(answer, denial, mode)
-        if call.observe and call.observe() != before:
-            found.append("a refused request changed state")
-            if call.cleanup:
-                call.cleanup()
-            call = None
-        problems += labelled(actor, project, mode, found, answer)
-    if call is not None and call.cleanup:
+        problems += labelled(actor, project, mode, refusal_problems(answer, denial, mode), answer)
+    changed = call.observe is not None and call.observe() != before
+    if call.cleanup:
         call.cleanup()
+    if changed:
+        return [
+            problem
+            for actor in actors
+            for problem in run_case(w, rule, recipe(w, actor, project, ep), actor, project, mode)
+        ]
     return problems
 
 
@@ -2137,26 +2138,23 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
 
 
 def run_ui_refusals(w: World, ep: Endpoint, actors: list[Actor], project: str | None) -> list[str]:
-    """As run_refusals: the refused actors' cases on one call (each with its own session, if any)."""
+    """As run_refusals: the refused actors' cases on one call (each with its own session, if any), what
+    it aims at looked at before the first and after the last; a change runs each again on its own."""
+    if not actors:
+        return []
+    made = ui_call(w, actors[0], project, ep)
+    before = made.observe() if made.observe else None
     problems: list[str] = []
-    made: UiCall | None = None
-    before: Any = None
     for actor in actors:
-        if made is None:
-            made = ui_call(w, actor, project, ep)
-            before = made.observe() if made.observe else None
         expected = ui_denial(w, ep, actor, project)
         assert expected is not None
         call = dataclasses.replace(made, session=ui_session(w, actor))
-        found = ui_answer_problems(ep, call, expected, ui_send(w, call))
-        if made.observe and made.observe() != before:
-            found.append("a refused request changed state")
-            if made.cleanup:
-                made.cleanup()
-            made = None
-        problems += ui_labelled(ep, actor, project, found)
-    if made is not None and made.cleanup:
+        problems += ui_labelled(ep, actor, project, ui_answer_problems(ep, call, expected, ui_send(w, call)))
+    changed = made.observe is not None and made.observe() != before
+    if made.cleanup:
         made.cleanup()
+    if changed:
+        return [problem for actor in actors for problem in run_ui_case(w, ep, actor, project)]
     return problems
 
 
