@@ -48,6 +48,10 @@ class Target:
         assert pulled.status_code == 200 and pulled.content == self.image.body, describe(pulled)
         layer = self.http.get(f"/v2/{SENTINEL}/blobs/{self.sentinel_layer}", auth=ADMIN)
         assert layer.status_code == 200, describe(layer)
+        self.assert_api_answers()
+
+    def assert_api_answers(self) -> None:
+        """The management API answers the administrator, and still lists the sentinel's project."""
         projects = self.http.get("/api/v1/projects", auth=ADMIN)
         assert projects.status_code == 200, describe(projects)
         assert "sentinel" in {project["name"] for project in projects.json()}
