@@ -369,8 +369,8 @@ def _libpq_one(connection: Any, lookup: Lookup, parameters: Any) -> Any:
     if decoders is None:
         found = [_DECODERS.get(result.ftype(column)) for column in range(result.nfields)]
         decoders = lookup.decoders = () if None in found else tuple(found)  # type: ignore[arg-type]
-        if not decoders:
-            return _NOT_HERE
+    if not decoders:  # also when another thread found, since the check above, that they are not here
+        return _NOT_HERE
     get = result.get_value
     return tuple(
         None if (value := get(0, column)) is None else decode(value) for column, decode in enumerate(decoders)

@@ -3,9 +3,11 @@ mapping applies: 503 for an unavailable database), and close with the Database."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, select, text
@@ -124,3 +126,23 @@ def test_a_postgresql_lookup_gives_the_values_the_cursor_would(postgres_db: Data
     with pytest.raises(sa_exc.DataError):  # the driver's error, wrapped as from a Connection
         lookups.one(broken, {"name": "not a number"})
     assert lookups.one(decoded, values) == expected  # the connection that failed serves on
+
+
+@pytest.mark.db_independent
+def test_threads_that_first_run_a_lookup_not_decoded_here_all_get_their_rows(postgres_db: Database) -> None:
+    """The first threads to run a lookup with a type not decoded here (a timestamp) all get the whole row:
+    one of them finding out, while the others wait on the server, does not leave them an empty one."""
+    lookups = postgres_db.lookups
+    threads = POSTGRES_LOOKUP_POOL_SIZE
+    statement = text("SELECT CAST(:name AS TEXT), TIMESTAMPTZ '2026-01-02 03:04:05+00'")
+    for _ in range(20):  # a new lookup each time: its decoders not yet known
+        timestamped = lookups.prepare(statement)
+        start = threading.Barrier(threads)
+
+        def first_look(lookup: Any = timestamped, barrier: threading.Barrier = start) -> Any:
+            barrier.wait()
+            return lookups.one(lookup, {"name": "team/app"})
+
+        with ThreadPoolExecutor(threads) as pool:
+            rows = list(pool.map(lambda _: first_look(), range(threads)))
+        assert all(row is not None and len(row) == 2 and row[0] == "team/app" for row in rows), rows
