@@ -158,7 +158,9 @@ def build_services(settings: Settings, migrate: bool = True) -> Services:
         from dockyard.db.revision import ensure_current
 
         ensure_current(engine)
-    db = Database(engine, read_only=ReadOnlyFlag.for_settings(settings))
+    db = Database(
+        engine, read_only=ReadOnlyFlag.for_settings(settings), flush_commits=settings.database.flush_commits
+    )
     driver = build_driver_from(settings)
     # Several worker processes share one node's caches' change feed through a file; an
     # in-memory store cannot be shared by processes anyway, so it gets a process-local feed.

@@ -57,7 +57,9 @@ def database(database_url: str) -> Iterator[Database]:
         copy_migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
     engine = build_engine(database_url)
     upgrade(engine)  # a no-op: both are copies of a migrated template
-    database = Database(engine)
+    # No WAL flush per commit on SQLite (`database.flush_commits`, as the servers tests start): the
+    # flush's own tests are tests/unit/db/test_durable_commit.py.
+    database = Database(engine, flush_commits=False)
     yield database
     database.dispose()
 

@@ -105,6 +105,11 @@ def start_server(
         # was an interpreter of its own): tests of jobs, GC runs, retention runs and upload purging turn
         # it on with {"jobs": {"run_in_serve": True}}.
         "jobs": {"run_in_serve": False},
+        # No fdatasync of SQLite's WAL after each commit: on this disk it costs ~200 µs of CPU and up
+        # to several ms of waiting per write, which the suite's thousands of writes felt (CI 13:04 ->
+        # 14:31). Its tests: tests/unit/db/test_durable_commit.py, and the servers of
+        # test_upload_crash.py, which keep the default.
+        "database": {"flush_commits": False},
     }
     if tls:
         base["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}

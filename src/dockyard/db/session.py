@@ -27,7 +27,9 @@ log = logging.getLogger("dockyard.db")
 
 
 class Database:
-    def __init__(self, engine: Engine, read_only: ReadOnlyFlag | None = None) -> None:
+    def __init__(
+        self, engine: Engine, read_only: ReadOnlyFlag | None = None, flush_commits: bool = True
+    ) -> None:
         self.engine = engine
         # Write transactions' connections carry WRITE_OPTION from the start (BEGIN IMMEDIATE on SQLite):
         # set on each new Connection instead, it cost ~6 µs of CPU per transaction (events, a copy).
@@ -51,8 +53,9 @@ class Database:
         database_file = _sqlite_file(engine)
         self._writer_queue = WriterQueue(database_file) if database_file is not None else None
         # ... and each flushes the WAL once it committed, out of the locks, grouped (db.wal_flush): an
-        # answered write survives a power cut too.
-        self._wal = WalFlusher(f"{database_file}-wal") if database_file is not None else None
+        # answered write survives a power cut too (unless `database.flush_commits` is off).
+        flushes = database_file is not None and flush_commits
+        self._wal = WalFlusher(f"{database_file}-wal") if flushes else None
         self._writer: Connection | None = None
         self._writer_pid = 0
         # What to do once a write transaction commits (`after_commit`), by its connection. Weak: a
