@@ -9,11 +9,10 @@ from typing import Any
 Headers = list[tuple[bytes, bytes]]
 
 
-async def request(
-    app: Any, method: str, path: str, headers: Headers, query: bytes = b"", body: bytes = b""
-) -> int:
-    """Send one request; its status. `headers` as ASGI lists them (content-length is added)."""
-    scope = {
+def http_scope(method: str, path: str, headers: Headers, query: bytes = b"") -> dict[str, Any]:
+    """The scope of one HTTP/1.1 request as Granian hands it to the app; `headers` as sent (the host
+    header first)."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
@@ -23,11 +22,19 @@ async def request(
         "raw_path": path.encode(),
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"registry.bench"), *headers, (b"content-length", str(len(body)).encode())],
+        "headers": headers,
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 5000),
         "state": {},
     }
+
+
+async def request(
+    app: Any, method: str, path: str, headers: Headers, query: bytes = b"", body: bytes = b""
+) -> int:
+    """Send one request; its status. `headers` as ASGI lists them (content-length is added)."""
+    length = (b"content-length", str(len(body)).encode())
+    scope = http_scope(method, path, [(b"host", b"registry.bench"), *headers, length], query)
     status = 0
 
     async def receive() -> dict[str, Any]:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.asgi import Headers, Lifespan
+from bench.asgi import Headers, Lifespan, http_scope
 from bench.scalelayout import ScaleImage
 from bench.seed import MANIFEST_ACCEPT
 
@@ -80,21 +80,7 @@ async def call(
 ) -> Answer:
     """One request as Granian hands it to the app (no content-length where the tools send none); the
     answer, its body if `keep`."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:5000"), *headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 5000),
-        "state": {},
-    }
+    scope = http_scope(method, path, [(b"host", b"127.0.0.1:5000"), *headers], query)
     answer = Answer(0, [], b"")
 
     async def receive() -> dict[str, Any]:
