@@ -25,10 +25,14 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from ctypes.util import find_library  # this module's own name: a test replaces it here only
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger("dockyard.lifecycle")
 
@@ -151,3 +155,24 @@ def _watch_parent(parent: int, grace: float) -> None:
     time.sleep(grace)
     log.error("still running %gs after serve died: killing this process", grace)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exit_after(work: Callable[[], None]) -> NoReturn:
+    """In a forked child: run `work`, then leave with its status through os._exit (none of the parent's
+    exit handlers or buffers run twice). `sys.exit("message")` prints the message and exits 1, as the
+    interpreter would; any other exception is printed and exits 1."""
+    code = 1
+    try:
+        work()
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+        else:
+            code = exc.code or 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(code)

@@ -29,11 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 
 from dockyard.config.settings import Settings
-from dockyard.lifecycle import PARENT_ENV, a_worker_is_ready, name_process
+from dockyard.lifecycle import PARENT_ENV, a_worker_is_ready, exit_after, name_process
 
 log = logging.getLogger("dockyard.worker")
 STOP_TIMEOUT = 30.0  # seconds a stopping worker waits for its handlers before it is killed
@@ -125,8 +124,8 @@ def fork_job_runner(target: Callable[[], None]) -> ForkedChild:
         stream.flush()
     pid = os.fork()  # serve's fork hook binds it to serve first thing (lifecycle.bind_to_parent)
     if pid == 0:  # the child: never returns
-        code = 1
-        try:
+
+        def run() -> None:
             os.setpgid(0, 0)
             name_process(PROCESS_NAME)
             # Until the runner puts in its own handlers, SIGTERM from serve stops it at once.
@@ -134,15 +133,8 @@ def fork_job_runner(target: Callable[[], None]) -> ForkedChild:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             wait_for_a_ready_worker()
             target()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os._exit(code)
+
+        exit_after(run)
     with contextlib.suppress(OSError):  # as the child does, whichever runs first (it may be gone)
         os.setpgid(pid, pid)
     return ForkedChild(pid, os.pidfd_open(pid))

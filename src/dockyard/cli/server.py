@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -29,7 +28,7 @@ from dockyard.cli.slim import server_settings
 from dockyard.config.loader import hand_down
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
-from dockyard.lifecycle import ADMIN_PASSWORD_ENV, WORKER_GRACE, expect_ready_workers, mark_parent
+from dockyard.lifecycle import ADMIN_PASSWORD_ENV, WORKER_GRACE, exit_after, expect_ready_workers, mark_parent
 from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 
@@ -270,21 +269,7 @@ def _prepare_in_child(work: Callable[[], None], meanwhile: Callable[[], None] = 
         # the workers' fork, freeze_heap), not for the ~175,000 objects of the imports it inherited.
         gc.freeze()
         gc.enable()
-        code = 1
-        try:
-            work()
-            code = 0
-        except SystemExit as exc:  # sys.exit("message") and SystemExit(2) mean what they say here too
-            if isinstance(exc.code, str):
-                sys.stderr.write(exc.code + "\n")
-            else:
-                code = exc.code or 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os._exit(code)
+        exit_after(work)  # sys.exit("message") and SystemExit(2) mean what they say here too
     try:
         meanwhile()
     except BaseException:  # Ctrl-C included: the child stops too (or finishes what it does), then us
