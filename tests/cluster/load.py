@@ -35,6 +35,9 @@ class Load:
     pushers: int = 3
     pullers: int = 2
     skopeo: bool = True
+    # Seconds each thread waits between its operations. 0: as fast as the cores allow; a pause keeps
+    # requests in flight on every node without the load taking both cores for the whole test.
+    pause: float = 0.0
     # Of this load's own: its images' layers and tags differ from those of an earlier test on the same
     # cluster (whose blobs a push would otherwise find there and skip).
     seed: int = field(default_factory=lambda: random.randrange(1 << 30))
@@ -107,6 +110,7 @@ class Load:
             client.push_image(image)
             self.record(image)
             number += 1
+            self._stop.wait(self.pause)
 
     def _pull_loop(self, worker: int) -> None:
         rng = random.Random(100 + worker)
@@ -118,6 +122,7 @@ class Load:
                 time.sleep(0.1)
                 continue
             client.pull_and_verify(image)
+            self._stop.wait(self.pause)
 
     def _skopeo_loop(self) -> None:
         tools = ContainerTools(self.workdir / "skopeo-home")
@@ -134,6 +139,7 @@ class Load:
                 self._skopeo_copy(tools, layout.transport_ref, target)
                 self.record(image)
                 number += 1
+                self._stop.wait(self.pause)
         finally:
             tools.cleanup()
 

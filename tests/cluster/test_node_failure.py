@@ -22,6 +22,9 @@ from tests.cluster.test_cross_node import on
 
 MiB = 1024 * 1024
 VICTIM = 1  # node2
+# Each load thread pauses between operations: with 3 pushers, 2 pullers and skopeo there is still a
+# request in flight most of the time, at a fraction of the CPU of an unpaced load (41 pushes, 34 s CPU).
+LOAD_PAUSE = 3.0
 SETTLE_SECONDS = 15.0  # after HAProxy shows the node UP again: its slowstart (10 s) and some margin
 
 
@@ -37,7 +40,7 @@ def slow_body(data: bytes, sent_half: threading.Event) -> Iterator[bytes]:
 
 def test_a_node_killed_mid_upload_and_mid_load_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
     victim = cluster.nodes[VICTIM]
-    load = Load(cluster, tmp_path)
+    load = Load(cluster, tmp_path, pause=LOAD_PAUSE)
     load.start()
     load.wait_for_pushes(4)
 
