@@ -11,10 +11,16 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
+from dockyard.accounts import passwords
 from tests.support import postgres as postgres_support
 from tests.support import server as server_support
 from tests.support.server import RunningServer, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
+
+# argon2id at its cheapest in the test processes and every server they start (they inherit it): ~25 ms
+# of CPU per hash and per verify was a quarter of the account-heavy modules' CPU. The production
+# parameters have their own test (tests/unit/accounts/test_passwords_and_names.py).
+os.environ[passwords.INSECURE_TEST_HASHES_ENV] = "1"
 
 # `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
 pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting", "tests.support.module_order"]

@@ -14,6 +14,7 @@ login (hashes made with 19 MiB / 2 passes too).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -33,6 +34,12 @@ MIN_STRENGTH = 3
 STRENGTH_CHECKED_LENGTH = 72
 
 MEMORY_KIB, PASSES = 7 * 1024, 5
+# For dockyard's own test suite only (tests/conftest.py sets it to 1): argon2id at its cheapest (8 KiB,
+# 1 pass, ~0.05 ms) instead of ~25 ms per hash and per verify, which took a quarter of the CPU of the
+# suite's account-heavy modules. Verifying is unchanged (a hash carries its parameters). Never set it on
+# a registry: hashes made under it fall to a guessing attack at once; every process that hashes says so
+# in its log.
+INSECURE_TEST_HASHES_ENV = "DOCKYARD_INSECURE_TEST_PASSWORD_HASHES"
 # argon2-cffi loads where passwords are checked (`dockyard serve` preloads it before the fork where
 # its auth mode has accounts: app.auth.AUTH_MODULES), not in a registry without them (as the test
 # suite's servers run).
@@ -47,8 +54,17 @@ def password_hasher() -> PasswordHasher:
     if _hasher is None:
         from argon2 import PasswordHasher
 
-        _hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=1)
+        if os.environ.get(INSECURE_TEST_HASHES_ENV) == "1":
+            logging.getLogger("dockyard.accounts").warning(
+                "%s=1: passwords are hashed with argon2id's cheapest parameters, for tests only; "
+                "never on a registry",
+                INSECURE_TEST_HASHES_ENV,
+            )
+            _hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+        else:
+            _hasher = PasswordHasher(time_cost=PASSES, memory_cost=MEMORY_KIB, parallelism=1)
     return _hasher
+
 
 # Each hash takes 7 MiB and a core for ~25 ms: a burst of logins with different credentials queues
 # for cores rather than running all at once (64 at once pushed a worker past 500 MiB and made every

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 
 import pytest
 from argon2 import PasswordHasher
 
+from dockyard.accounts import passwords
 from dockyard.accounts.credentials import PERSONAL_TOKEN_PREFIX, hash_secret, new_secret, secret_matches
 from dockyard.accounts.interfaces import InvalidName, WeakPassword
 from dockyard.accounts.names import (
@@ -43,11 +45,31 @@ def test_hashes_made_with_other_parameters_ask_for_a_rehash() -> None:
     assert not needs_rehash(hash_password("pw-pw-pw-pw"))
 
 
-def test_hashes_take_7_mib_and_5_passes() -> None:
+@pytest.fixture
+def production_hasher(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The hasher a registry runs with: not the suite's cheap one (tests/conftest.py)."""
+    monkeypatch.delenv(passwords.INSECURE_TEST_HASHES_ENV)
+    monkeypatch.setattr(passwords, "_hasher", None)
+    yield
+    monkeypatch.setattr(passwords, "_hasher", None)  # the next test makes the suite's again
+
+
+def test_the_suite_hashes_cheaply_and_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(passwords, "_hasher", None)
+    assert hash_password("pw-pw-pw-pw").startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert "never on a registry" in caplog.text
+
+
+@pytest.mark.usefixtures("production_hasher")
+def test_hashes_take_7_mib_and_5_passes(caplog: pytest.LogCaptureFixture) -> None:
     """OWASP's 7 MiB / 5 passes set, as strong as 19 MiB / 2 passes with a smaller block per hash in the
     server's memory; a hash of the older 19 MiB / 2 passes is replaced at the next login."""
     assert hash_password("pw-pw-pw-pw").startswith("$argon2id$v=19$m=7168,t=5,p=1$")
     assert needs_rehash(PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash("pw-pw-pw-pw"))
+    assert needs_rehash(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw-pw-pw-pw"))
+    assert "never on a registry" not in caplog.text
 
 
 @pytest.mark.parametrize("password", ["", "short", "1234567", "x" * 1025])
