@@ -53,7 +53,8 @@ class Database:
         database_file = _sqlite_file(engine)
         self._writer_queue = WriterQueue(database_file) if database_file is not None else None
         # ... and each flushes the WAL once it committed, out of the locks, grouped (db.wal_flush): an
-        # answered write survives a power cut too (unless `database.flush_commits` is off).
+        # answered write survives a power cut too (unless `database.flush_commits` is off, or the
+        # write is marked as one that need not: `write(durable=False)`).
         flushes = database_file is not None and flush_commits
         self._wal = WalFlusher(f"{database_file}-wal") if flushes else None
         self._writer: Connection | None = None
@@ -79,12 +80,19 @@ class Database:
             yield connection
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, durable: bool = True) -> Iterator[Connection]:
         """A transaction that commits when the block ends without error, else rolls back.
 
         Raises StorageFull when the database has no room to grow (its disk is full), and ReadOnly
         (rolled back) when the read-only switch is on at the commit (db.readonly: why there).
-        The `after_commit` callbacks of the transaction run once it committed, after the block."""
+        The `after_commit` callbacks of the transaction run once it committed, after the block.
+
+        `durable=False`, on SQLite: the commit is not flushed to the disk before this returns, so a
+        power cut or a kernel crash may lose it (a crash of dockyard does not). Only for writes whose
+        loss tells no client that something it was told is kept is gone (an upload session's
+        bookkeeping: its client resumes from an earlier offset, or starts again). The WAL is written in
+        order: the next durable commit's flush puts this one on the disk too, so what survives a power
+        cut is always every commit up to some moment. PostgreSQL flushes every commit itself."""
         after = None
         try:
             with self._write_lock, self._queued():
@@ -113,7 +121,7 @@ class Database:
                     "storage is full: the registry's database cannot grow until space is freed"
                 ) from exc
             raise
-        if self._wal is not None:  # reached only when the transaction committed
+        if durable and self._wal is not None:  # reached only when the transaction committed
             self._wal.flush()
         for callback in after or ():
             callback()

@@ -5,7 +5,9 @@ cache and returns without waiting for the disk, so a power cut or a kernel crash
 seconds of answered writes. `synchronous=FULL` would fdatasync the WAL inside each commit, while the
 write lock is held: writers would queue behind each other's flushes. Here a write transaction asks for
 a flush after it committed and let go of the write locks, and the threads of a process that ask while a
-flush runs share the next one: one fdatasync covers every commit that came before it started.
+flush runs share the next one: one fdatasync covers every commit that came before it started (the
+WAL is written in order), those that asked for none too (`Database.write(durable=False)`: an upload
+session's bookkeeping).
 
 One fdatasync here costs ~200 µs of CPU (system time) and from well under a millisecond to several on a
 loaded disk; `python -m bench.writes` and docs/operations.md ("What an acknowledged write survives")."""

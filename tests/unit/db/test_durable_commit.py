@@ -2,7 +2,9 @@
 write transaction flushes the WAL once it committed, after letting go of the write locks (transactions
 that commit meanwhile share the flush). A power cut cannot be made here; what is checked is that the
 WAL is fdatasynced after every commit and before `write()` returns, outside the locks, and never for a
-transaction that rolled back or only read."""
+transaction that rolled back or only read, or that is marked as one that need not be (`durable=False`:
+an upload session's bookkeeping; what a power cut then leaves is tests/unit/storage/
+test_upload_power_cut.py's)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.content.digest import digest_of
+from dockyard.coordination.feeds import InProcessChangeFeed
 from dockyard.db import wal_flush
 from dockyard.db.engine import build_engine
 from dockyard.db.session import Database
 from dockyard.jobs.queue import JobQueue
+from dockyard.storage.driver.filesystem import FilesystemDriver
+from tests.support.registry import registry_parts
 from tests.support.sqlite_template import copy_migrated_sqlite
 
 
@@ -67,6 +73,43 @@ def test_a_rollback_or_a_read_flushes_nothing(database: Database, flushes: list[
     with database.read() as connection:
         connection.exec_driver_sql("SELECT 1")
     assert flushes == []
+
+
+def test_a_write_marked_not_durable_is_flushed_by_the_next_durable_one(
+    database: Database, flushes: list[tuple[str, bool]]
+) -> None:
+    with database.write(durable=False) as connection:
+        JobQueue(database).enqueue("echo", connection=connection)
+    assert flushes == []
+    _add_job(database)
+    assert len(flushes) == 1  # the WAL is written in order: this flush covers both commits
+
+
+def _wal_flushes(flushes: list[tuple[str, bool]]) -> int:
+    return sum(1 for path, _ in flushes if path.endswith("-wal"))
+
+
+def test_an_upload_sessions_bookkeeping_is_not_flushed_its_commit_is(
+    database: Database, flushes: list[tuple[str, bool]], tmp_path: Path
+) -> None:
+    """What no client is told is kept goes unflushed: the row a POST opens, the size each PATCH records
+    (a power cut only makes the client resume from an earlier offset, or start again). The blob's
+    commit, a mount and a cancel flush."""
+    parts = registry_parts(database, FilesystemDriver(tmp_path / "storage"), InProcessChangeFeed())
+    uploads = parts.blob_uploads
+    data = b"a layer in two chunks"
+    state = uploads.start("team/app")
+    for chunk in (data[:8], data[8:]):
+        session = uploads.begin_append(state)
+        session.write(chunk)
+        state = session.finish()
+    assert _wal_flushes(flushes) == 0
+    uploads.commit(state, digest_of(data))
+    assert _wal_flushes(flushes) == 1
+    assert parts.registry.mount_blob("team/other", digest_of(data), "team/app") == len(data)
+    assert _wal_flushes(flushes) == 2
+    uploads.cancel("team/app", uploads.start("team/app").id)
+    assert _wal_flushes(flushes) == 3
 
 
 def test_threads_that_commit_while_a_flush_runs_share_the_next_one(

@@ -77,7 +77,8 @@ class UploadStore:
         now = utcnow()
         if not recorded:
             return UploadState(upload_id, repository, 0, now, owner, recorded=False)
-        with self._db.write() as connection:
+        # Not flushed (db.session): a row a power cut takes is an upload its client starts again.
+        with self._db.write(durable=False) as connection:
             _CREATE.execute(
                 connection,
                 {
@@ -212,8 +213,11 @@ class UploadStore:
 
     # --- what a session asks of the store -----------------------------------------------------
     def record_progress(self, state: UploadState, size: int, hasher: Any, token: str | None) -> UploadState:
-        """Record a received chunk: the upload is open again at `size` bytes (writer state `token`)."""
-        with self._db.write() as connection:
+        """Record a received chunk: the upload is open again at `size` bytes (writer state `token`).
+        Not flushed (db.session): after a power cut that took it, the upload is at the size recorded
+        before, and the bytes past it are cut off when it resumes (`_repair`); its client resumes from
+        there, or starts again (its PUT fails: the bytes are not those of the digest)."""
+        with self._db.write(durable=False) as connection:
             values = {"upload_id": state.id, "recorded_size": state.size, "new_size": size}
             result = _RECORD_SIZE.execute(connection, {**values, "token": token, "now": utcnow()})
         if result.rowcount != 1:
