@@ -52,9 +52,9 @@ async def receive_into(
 ) -> tuple[int, list[bytes]]:
     """Stream the request body into `write` (called in a worker thread, in order, once per piece the
     server received). Returns the number of bytes and, with `keep_tail`, the last pieces unwritten:
-    the caller writes them in the thread hop that commits the upload, one hop fewer per request (a 1
-    MiB body is then written there whole). Raises BlobUploadInvalid if the client went away or sent
-    less than it said."""
+    the caller writes them in the thread hop that records the chunk or commits the upload, one hop
+    fewer per request (a 1 MiB body is then written there whole). Raises BlobUploadInvalid if the
+    client went away or sent less than it said."""
     expected = declared_length(request)
     parts: list[bytes] = []
     buffered = 0
