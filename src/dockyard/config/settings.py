@@ -164,7 +164,9 @@ class DatabaseSettings(Section):
         default=True,
         description="SQLite only: each write transaction flushes the database's WAL to the disk "
         "(`fdatasync`) after it committed and before the request is answered, shared by the commits "
-        "that land meanwhile, so an answered push survives a power cut or a kernel crash "
+        "that land meanwhile, so an answered push survives a power cut or a kernel crash (all but an "
+        "upload session's bookkeeping, which a later flush covers: a lost one makes its client resume "
+        "or start the upload again) "
         "([operations.md](operations.md), \"What an acknowledged write survives\"). `false` saves "
         "that flush (about 200 µs of CPU and up to milliseconds of waiting per write); a power cut may "
         "then lose the writes of the last seconds, a crash of dockyard still loses nothing. "

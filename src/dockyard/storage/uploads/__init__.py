@@ -37,6 +37,12 @@ when it closes, just before the size is recorded.) S3 has no lock, so requests o
 write a state of the same upload: the row records which state (`FileWriter.fingerprint`) its size
 belongs to, in the statement that records the size, and a resume or commit that finds another refuses
 and drops the upload instead of trusting a running hash of other bytes.
+
+A session's row and the sizes its chunks record are committed without the WAL flush on SQLite
+(`Database.write(durable=False)`): no client was told they are kept. A power cut may leave a row behind
+its temp object (its bytes past the recorded size are cut off as a killed chunk's are), ahead of it
+(bytes the disk lost: the upload is dropped, BlobUploadInvalid), or no row at all (BlobUploadUnknown);
+a commit verifies the digest of the bytes as recorded, so none becomes a blob of other bytes.
 """
 
 from __future__ import annotations
