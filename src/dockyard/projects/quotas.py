@@ -92,19 +92,26 @@ def charge(
     audit: AuditRecorder | None = None,
     what: str = "blob",
     events: ProjectEvents | None = None,
+    counted: bool | None = None,
 ) -> int:
     """Count `digest` (`size` bytes) in the project's usage unless it already counts. Returns the bytes
     added (0 or size). QuotaExceeded if that would pass the limit: let the transaction roll back.
+    `counted`: what the caller's own statement found, in this transaction, when it looked for the count
+    row as the first step below does (`COUNTED`, share-locked: registry.repository_writes runs it with
+    the link, one round trip less); None: look here.
 
     Content the project counts already (a layer pushed to a second repository, a mount) costs one
     statement. On SQLite, the INSERT that finds it there (one write transaction runs at a time). On
     PostgreSQL, a share lock on its count row, held to the commit: `release` locks the count rows
     before it decides what no longer counts, so it waits for this push and sees its link; content not
     counted yet is counted under the project's lock, as `release` decides under it too."""
+    if counted:
+        return 0
     if connection.dialect.name == "postgresql":
-        counted = {"counted_project": project_id, "counted_digest": digest}
-        if _COUNTED_IN.execute(connection, counted).first() is not None:
-            return 0
+        if counted is None:
+            key = {"counted_project": project_id, "counted_digest": digest}
+            if _COUNTED_IN.execute(connection, key).first() is not None:
+                return 0
         _LOCK_PROJECT_IN.execute(connection, {"locked_project": project_id})
     # RETURNING, not rowcount: a driver may report a row for an insert the conflict turned into nothing.
     inserted = _COUNT_DIGEST.execute(
@@ -147,7 +154,8 @@ _LOCK_PROJECT = (
     .where(ProjectRow.id == bindparam("locked_project"))
     .with_for_update(key_share=True)
 )
-_COUNTED = (
+# The count row of (counted_project, counted_digest), share-locked (charge's first look on PostgreSQL).
+COUNTED = (
     select(ProjectBlobRow.digest)
     .where(
         ProjectBlobRow.project_id == bindparam("counted_project"),
@@ -170,7 +178,7 @@ def _count_digest(dialect: str) -> Insert:
 
 
 # What every push's charge runs, on the driver connection in the caller's transaction (db.statements).
-_COUNTED_IN = DriverStatement(_COUNTED)
+_COUNTED_IN = DriverStatement(COUNTED)
 _LOCK_PROJECT_IN = DriverStatement(_LOCK_PROJECT)
 _ADD_USAGE_IN = DriverStatement(_ADD_USAGE)
 _COUNT_DIGEST = DriverStatement(_count_digest, column_keys=("project_id", "digest", "size", "created_at"))
@@ -266,10 +274,16 @@ class Quotas:
         self._open_uploads = OpenUploads(self._refused)
 
     def charge(
-        self, connection: Connection, project_id: int, digest: str, size: int, what: str = "blob"
+        self,
+        connection: Connection,
+        project_id: int,
+        digest: str,
+        size: int,
+        what: str = "blob",
+        counted: bool | None = None,
     ) -> int:
         try:
-            return charge(connection, project_id, digest, size, self._audit, what, self.events)
+            return charge(connection, project_id, digest, size, self._audit, what, self.events, counted)
         except QuotaExceeded as exc:
             self._refused(exc)
             raise

@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, String, bindparam, select
+from sqlalchemy import Connection, Select, String, bindparam, func, select
 from sqlalchemy.sql.dml import Insert
 
 from dockyard.db.base import UTCDateTime, utcnow
 from dockyard.db.dialect import insert_for, insert_ignore
 from dockyard.db.statements import DriverStatement
 from dockyard.projects.models import ProjectRow
-from dockyard.projects.quotas import Quotas
+from dockyard.projects.quotas import COUNTED, Quotas
 from dockyard.projects.rbac import project_of
 from dockyard.registry.models import Repository, RepositoryBlob
 
@@ -69,9 +69,17 @@ def link_blob(
     connection: Connection, quotas: Quotas, repository: RepositoryRow, digest: str, size: int
 ) -> None:
     """Link the blob, and count it in the project's quota usage (QuotaExceeded: roll back)."""
-    _LINK.execute(connection, {"repository_id": repository.id, "digest": digest, "created_at": utcnow()})
-    if repository.project_id is not None:
-        quotas.charge(connection, repository.project_id, digest, size)
+    values = {"repository_id": repository.id, "digest": digest, "created_at": utcnow()}
+    if repository.project_id is None:
+        _LINK.execute(connection, values)
+        return
+    if connection.dialect.name == "postgresql":  # the link and the charge's first look: one round trip
+        counted = {"counted_project": repository.project_id, "counted_digest": digest}
+        found = _LINK_THEN_COUNTED.execute(connection, {**values, **counted})
+        quotas.charge(connection, repository.project_id, digest, size, counted=found.first() is not None)
+        return
+    _LINK.execute(connection, values)
+    quotas.charge(connection, repository.project_id, digest, size)
 
 
 @functools.cache
@@ -89,3 +97,26 @@ def _create_in_project(dialect: str) -> Insert:
 
 
 _CREATE = DriverStatement(_create_in_project)  # on the driver connection, as _BY_NAME
+
+
+def _link_then_counted(dialect: str) -> Select:
+    """PostgreSQL: the link (INSERT ... ON CONFLICT DO NOTHING, in a CTE), then the project's count row
+    of the digest share-locked (projects.quotas.COUNTED): the charge's first look. The lock's condition
+    counts the CTE's rows, so PostgreSQL runs the INSERT to its end before it locks (a CTE nobody reads
+    runs after the main query: the lock first, which deadlocks with an unlink: registry.usage)."""
+    link = (
+        insert_for(dialect, RepositoryBlob)
+        .values(
+            repository_id=bindparam("repository_id"),
+            digest=bindparam("digest", type_=String),
+            created_at=bindparam("created_at", type_=UTCDateTime),
+        )
+        .on_conflict_do_nothing()
+        .returning(RepositoryBlob.digest)
+        .cte("link")
+    )
+    linked = select(func.count()).select_from(link).scalar_subquery()
+    return COUNTED.where(linked >= 0)
+
+
+_LINK_THEN_COUNTED = DriverStatement(_link_then_counted)  # values: the link's, and counted_project

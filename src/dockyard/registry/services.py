@@ -25,8 +25,7 @@ from dockyard.coordination.interfaces import (
     tag_key,
     tag_list_generation_of,
 )
-from dockyard.db.base import utcnow
-from dockyard.db.dialect import bytewise, insert_for
+from dockyard.db.dialect import bytewise
 from dockyard.db.lookups import WouldBlock
 from dockyard.db.session import Database
 from dockyard.db.statements import DriverStatement
@@ -47,6 +46,7 @@ from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteR
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
 from dockyard.registry.manifest_writes import (
     check_references,
+    lock_blobs,
     platform_of,
     stamp_unreferenced,
     store_manifest,
@@ -184,18 +184,16 @@ class Registry:
             )
         platform = platform_of(self._blobs, parsed)  # storage I/O, so before the write transaction
         rule = None if isinstance(ref, Digest) else self._immutability.rule_for(name, ref)  # cached
+        tag = None if isinstance(ref, Digest) else str(ref)
         with self._db.write() as connection:
-            repository = ensure_repository(connection, name)
+            repository, sizes = lock_blobs(connection, name, parsed)
             if rule is not None and self._tag_target(connection, repository.id, str(ref)) not in (
                 None,
                 digest,
             ):
                 raise self._immutability.refusal(name, str(ref), rule, "push")
-            check_references(connection, repository.id, parsed)
-            manifest_id = store_manifest(connection, self._quotas, repository, digest, body, parsed, platform)
-            if not isinstance(ref, Digest):
-                values = {"repository_id": repository.id, "name": ref, "manifest_id": manifest_id}
-                _SET_TAG.execute(connection, {**values, "updated_at": utcnow()})
+            check_references(connection, repository.id, parsed, sizes)
+            store_manifest(connection, self._quotas, repository, digest, body, parsed, platform, tag)
         if not isinstance(ref, Digest):
             self._tag_changed(name, ref)
         if repository.created:
@@ -518,18 +516,6 @@ _MOUNTABLE_FROM = DriverStatement(  # on the driver connection, in the mount's t
         _MOUNTABLE.outerjoin(_TARGET, _TARGET.name == bindparam("repository"))
     )
 )
-# A tag set to a manifest (INSERT, or UPDATE of the tag's row), on the driver as well.
-_SET_TAG = DriverStatement(
-    lambda dialect: _tag_upsert(insert_for(dialect, Tag)),
-    column_keys=("repository_id", "name", "manifest_id", "updated_at"),
-)
-
-
-def _tag_upsert(statement: Any) -> Any:
-    return statement.on_conflict_do_update(
-        index_elements=["repository_id", "name"],
-        set_={name: statement.excluded[name] for name in ("manifest_id", "updated_at")},
-    )
 
 
 def _existing_reference(name: str, reference: str) -> str | Digest:
