@@ -17,6 +17,7 @@ from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.session import Database
 from dockyard.errors import DigestInvalid, PathNotFound
+from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
 from dockyard.registry.models import Manifest, ManifestReference, Repository, Tag
@@ -243,3 +244,52 @@ def test_a_single_post_upload_writes_no_upload_row(env: Env, database: Database)
     except PathNotFound:
         left = []
     assert left == []
+
+
+def test_a_new_manifest_counts_once_with_its_references_and_tag(env: Env, database: Database) -> None:
+    """What the PUT's one statement on PostgreSQL (and its statements on SQLite) leave: the manifest's
+    row, its references and the tag; the manifest counted in its project once, the first time (not
+    counted yet: the project's row locked and its usage raised), not again from another repository;
+    pushed by digest, no tag; past the limit, refused with nothing left behind."""
+    config, layer, body = _image(env, "quota/base")
+    blobs = config["size"] + layer["size"]
+    assert env.quotas.get("quota").used_bytes == blobs + len(body)
+    for blob in (config, layer):
+        env.registry.mount_blob("quota/copy", blob["digest"], "quota/base")
+    env.registry.put_manifest("quota/copy", "v1", body, mediatypes.OCI_MANIFEST)
+    assert env.quotas.get("quota").used_bytes == blobs + len(body)  # counted once per project
+    by_digest = json.loads(body)
+    by_digest["annotations"] = {"pushed": "by digest"}
+    by_digest_body = json.dumps(by_digest).encode()
+    env.registry.put_manifest(
+        "quota/copy", digest_of(by_digest_body), by_digest_body, mediatypes.OCI_MANIFEST
+    )
+    assert env.quotas.get("quota").used_bytes == blobs + len(body) + len(by_digest_body)
+    env.quotas.set("quota", blobs + len(body) + len(by_digest_body))  # full
+    refused = json.loads(body)
+    refused["annotations"] = {"one": "too many"}
+    refused_body = json.dumps(refused).encode()
+    with pytest.raises(QuotaExceeded):
+        env.registry.put_manifest("quota/copy", "v2", refused_body, mediatypes.OCI_MANIFEST)
+    with database.read() as connection:
+        tags = connection.execute(
+            select(Tag.name, Manifest.digest)
+            .join(Manifest, Manifest.id == Tag.manifest_id)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == "quota/copy")
+        ).all()
+        references = connection.execute(
+            select(Manifest.digest, ManifestReference.digest, ManifestReference.kind)
+            .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == "quota/copy")
+        ).all()
+        refused_rows = connection.scalar(
+            select(func.count()).select_from(Manifest).where(Manifest.digest == digest_of(refused_body))
+        )
+    assert tags == [("v1", digest_of(body))]
+    expected = {(config["digest"], "blob"), (layer["digest"], "blob")}
+    assert {(d, k) for m, d, k in references if m == digest_of(body)} == expected
+    assert {(d, k) for m, d, k in references if m == digest_of(by_digest_body)} == expected
+    assert refused_rows == 0
+    assert env.quotas.get("quota").used_bytes == blobs + len(body) + len(by_digest_body)
