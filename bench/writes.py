@@ -4,7 +4,9 @@ sends: pushes of the scale image into new repositories, each two cross-repositor
 whole ASGI app as a worker builds it (`build_services` + `create_app`, auth off as in the scale
 bench), driven on one event loop without sockets or an HTTP client. CPU is `time.process_time()` of
 the whole process (its threads: the database calls handed off to worker threads), statements are
-counted on the engine (BEGIN and COMMIT included).
+counted on the engine (BEGIN and COMMIT not seen there on PostgreSQL). With `--postgres` also the
+throwaway cluster's CPU per request (user + system time of its processes, from /proc): what the
+database's own side of a write costs, on the same machine in the scale bench.
 
     python -m bench.writes [--pushes 200] [--rounds 3] [--database-url postgresql://...]
                            [--postgres] [--profile FILE] [--only mount|put]
@@ -31,6 +33,7 @@ from typing import Any
 
 from bench.asgi import Lifespan, request
 from bench.misses import MANIFEST_TYPE, seed
+from bench.procs import tree_cpu_seconds
 from bench.scalelayout import ScaleImage
 
 
@@ -87,7 +90,9 @@ def counting(engine: Any) -> Any:
         event.remove(engine, "before_cursor_execute", record)
 
 
-async def run(options: argparse.Namespace, workdir: Path, database_url: str | None) -> None:
+async def run(
+    options: argparse.Namespace, workdir: Path, database_url: str | None, server_pid: int | None = None
+) -> None:
     from dockyard.app import build_services, create_app
     from dockyard.config.settings import Settings
     from dockyard.observability.logging import configure_logging
@@ -130,6 +135,7 @@ async def run(options: argparse.Namespace, workdir: Path, database_url: str | No
 
     await measure(app, pushes(20), kinds)  # warm up: imports, compiled statements, connections
     results = []
+    server_cpu: list[float] = []  # the PostgreSQL cluster's µs of CPU per timed request, per round
     profiler = cProfile.Profile() if options.profile else None
     for index in range(options.rounds):
         requests = pushes(options.pushes)
@@ -137,7 +143,10 @@ async def run(options: argparse.Namespace, workdir: Path, database_url: str | No
         with counting(services.db.engine) as sent:
             if profiler is not None and last:
                 profiler.enable()
-            cpu, wall, _ = await measure(app, requests, kinds)
+            server_before = tree_cpu_seconds(server_pid) if server_pid is not None else 0.0
+            cpu, wall, timed = await measure(app, requests, kinds)
+            if server_pid is not None:
+                server_cpu.append(round((tree_cpu_seconds(server_pid) - server_before) / timed * 1e6, 1))
             if profiler is not None and last:
                 profiler.disable()
         results.append((cpu, wall, sent[0] / options.pushes))
@@ -153,6 +162,7 @@ async def run(options: argparse.Namespace, workdir: Path, database_url: str | No
     print(
         f"{database} {what}: CPU µs/request median {statistics.median(cpu):.1f} (rounds {cpu}); "
         f"wall µs median {statistics.median(wall):.1f}; statements/push {statements}"
+        + (f"; PostgreSQL's CPU µs/request {server_cpu}" if server_cpu else "")
     )
 
 
@@ -168,13 +178,15 @@ def main() -> None:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-writes-") as scratch, contextlib.ExitStack() as stack:
         url = options.database_url
+        server_pid = None
         if options.postgres:
             from tests.support.postgres import start_postgres
 
             cluster = start_postgres()
             stack.callback(cluster.stop)
             url = cluster.create_database("bench_writes")
-        asyncio.run(run(options, Path(scratch), url))
+            server_pid = cluster.process.pid
+        asyncio.run(run(options, Path(scratch), url, server_pid))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import ARRAY, DateTime, String, bindparam, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
@@ -40,6 +41,35 @@ _UPDATE = (
     )
     .values(last_pulled_at=bindparam("pulled_at"))
 )
+
+
+# PostgreSQL: the whole batch in one statement, its keys as three arrays. Row by row (an executemany,
+# one execution per row in the server) a row cost ~40-60 µs of CPU here, dockyard's and PostgreSQL's
+# together; at 50,000 repositories read at random almost every manifest GET adds one. The rows are
+# locked in id order before they are updated, as the executemany's key order did: two workers (or
+# nodes) flushing overlapping batches at once wait for each other instead of deadlocking; a row
+# another flush moved meanwhile is checked again once it is locked (never moved back).
+_pulled = (
+    func.unnest(
+        bindparam("pulled_repositories", type_=ARRAY(String)),
+        bindparam("pulled_digests", type_=ARRAY(String)),
+        bindparam("pulled_moments", type_=ARRAY(DateTime(timezone=True))),
+    )
+    .table_valued("repository", "digest", "moment")
+    .render_derived(name="pulled")
+)
+_target = aliased(Manifest, name="target")
+_LOCKED = (
+    select(_target.id, _pulled.c.moment)
+    .select_from(_pulled)
+    .join(Repository, Repository.name == _pulled.c.repository)
+    .join(_target, (_target.repository_id == Repository.id) & (_target.digest == _pulled.c.digest))
+    .where(or_(_target.last_pulled_at.is_(None), _target.last_pulled_at < _pulled.c.moment))
+    .order_by(_target.id)
+    .with_for_update(key_share=True, of=_target)
+    .subquery("locked")
+)
+_UPDATE_ALL = update(Manifest).where(Manifest.id == _LOCKED.c.id).values(last_pulled_at=_LOCKED.c.moment)
 
 
 def to_minute(moment: datetime) -> datetime:
@@ -132,11 +162,20 @@ class PullRecorder:
         # In key order: on PostgreSQL each UPDATE locks its row until the commit, and two worker
         # processes (or nodes) writing overlapping batches in pull order deadlocked, one of them
         # waiting a second (deadlock_timeout) to fail and send its whole batch again later.
-        rows = [
-            {"pulled_repository": repository, "pulled_digest": digest, "pulled_at": moment}
-            for (repository, digest), moment in sorted(batch.items())
-        ]
+        keys = sorted(batch.items())
         with self._db.write() as connection:
+            if connection.dialect.name == "postgresql":  # one statement (_UPDATE_ALL: its own order)
+                values = {
+                    "pulled_repositories": [repository for (repository, _), _ in keys],
+                    "pulled_digests": [digest for (_, digest), _ in keys],
+                    "pulled_moments": [moment for _, moment in keys],
+                }
+                connection.execute(_UPDATE_ALL, values)
+                return
+            rows = [
+                {"pulled_repository": repository, "pulled_digest": digest, "pulled_at": moment}
+                for (repository, digest), moment in keys
+            ]
             connection.execute(_UPDATE, rows)
 
     def _carry(self, batch: dict[Key, datetime]) -> None:
