@@ -7,18 +7,22 @@ database; `--cache 32MiB` measures hits instead (after the warm-up every reposit
 pull recorder's flush thread): less moved by other processes' load than req/s, not immune to it.
 
     python -m bench.misses [--repositories 300] [--requests 3000] [--rounds 4]
-                           [--database-url postgresql://...] [--profile FILE]
+                           [--database-url postgresql://...] [--postgres] [--profile FILE]
 
-Without `--database-url`: SQLite in a scratch data directory. Seeds through the services as
-`bench.scaleseed` does. Prints µs of CPU and of wall time per request, per round; a benchmark, not a
-test. `--profile FILE`: the measured rounds under cProfile (the event loop's thread only: a point read
-handed to a thread is seen as the wait for it), its pstats written to FILE and its top printed.
+Without `--database-url`: SQLite in a scratch data directory; `--postgres`: a throwaway PostgreSQL
+cluster (the test suite's launcher), whose CPU per request (user + system time of its processes, from
+/proc) is printed too: a miss's other half, on the same machine in the scale bench. Seeds through
+the services as `bench.scaleseed` does. Prints µs of CPU and of wall time per request, per round; a
+benchmark, not a test. `--profile FILE`: the measured rounds under cProfile (the event loop's thread
+only: a point read handed to a thread is seen as the wait for it), its pstats written to FILE and its
+top printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import random
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.asgi import Lifespan, request
+from bench.procs import tree_cpu_seconds
 from bench.scalelayout import ScaleImage, repository_name
 
 BASE = "scale/base"
@@ -57,18 +62,25 @@ def seed(services: Any, image: ScaleImage, repositories: int) -> None:
 HEADERS = [(b"accept", ACCEPT), (b"user-agent", b"bench")]
 
 
-async def measure(app: Any, paths: list[tuple[str, str]]) -> tuple[float, float]:
-    """(µs of CPU, µs of wall time) per request."""
+async def measure(
+    app: Any, paths: list[tuple[str, str]], server_pid: int | None = None
+) -> tuple[float, float, float]:
+    """(µs of CPU, µs of wall time, µs of the database server's CPU: 0 without `server_pid`) per
+    request."""
+    server = tree_cpu_seconds(server_pid) if server_pid is not None else 0.0
     cpu, wall = time.process_time(), time.perf_counter()
     for method, path in paths:
         status = await request(app, method, path, HEADERS)
         if status != 200:
             raise RuntimeError(f"{method} {path}: {status}")
     count = len(paths)
-    return (time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
+    cpu, wall = (time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
+    if server_pid is not None:
+        server = (tree_cpu_seconds(server_pid) - server) / count * 1e6
+    return cpu, wall, server
 
 
-async def run(options: argparse.Namespace, workdir: Path) -> None:
+async def run(options: argparse.Namespace, workdir: Path, server_pid: int | None = None) -> None:
     from dockyard.app import build_services, create_app
     from dockyard.config.settings import Settings
 
@@ -94,7 +106,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
     }
     if options.only:
         kinds = {kind: make for kind, make in kinds.items() if options.only in kind.lower().split()}
-    results: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
+    results: dict[str, list[tuple[float, float, float]]] = {kind: [] for kind in kinds}
     for make in kinds.values():  # warm up: imports, compiled statements, connections
         await measure(app, [make(repository_name(index)) for index in range(options.repositories)])
     profile = cProfile.Profile() if options.profile else None
@@ -104,7 +116,7 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
             paths = [make(name) for name in names]
             if profile is not None:
                 profile.enable()
-            results[kind].append(await measure(app, paths))
+            results[kind].append(await measure(app, paths, server_pid))
             if profile is not None:
                 profile.disable()
     await life.shutdown()
@@ -115,11 +127,13 @@ async def run(options: argparse.Namespace, workdir: Path) -> None:
     database += f" cache={options.cache} log={options.log_level}"
     database += "" if options.access_log else " no-access-log"
     for kind, rounds in results.items():
-        cpu = [round(c, 1) for c, _ in rounds]
-        wall = [round(w, 1) for _, w in rounds]
+        cpu = [round(c, 1) for c, _, _ in rounds]
+        wall = [round(w, 1) for _, w, _ in rounds]
+        server = [round(s, 1) for _, _, s in rounds]
         print(
             f"{database} {kind}: CPU µs/request median {statistics.median(cpu):.1f} (rounds {cpu}); "
             f"wall µs median {statistics.median(wall):.1f}"
+            + (f"; PostgreSQL's CPU µs/request {server}" if server_pid is not None else "")
         )
 
 
@@ -129,6 +143,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--database-url")
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster")
     parser.add_argument("--only", choices=["get", "head"], help="one kind of request only")
     parser.add_argument("--cache", default="0", help="storage.cache.memory: 0 (every read misses) or a size")
     parser.add_argument("--log-level", default="info", help="log.level (info: an access-log line a request)")
@@ -140,8 +155,16 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the measured rounds into FILE (pstats)")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-misses-") as scratch:
-        asyncio.run(run(options, Path(scratch)))
+    with tempfile.TemporaryDirectory(prefix="bench-misses-") as scratch, contextlib.ExitStack() as stack:
+        server_pid = None
+        if options.postgres:
+            from tests.support.postgres import start_postgres
+
+            cluster = start_postgres()
+            stack.callback(cluster.stop)
+            options.database_url = cluster.create_database("bench_misses")
+            server_pid = cluster.process.pid
+        asyncio.run(run(options, Path(scratch), server_pid))
 
 
 if __name__ == "__main__":

@@ -101,10 +101,11 @@ def charge(
     the link, one round trip less); None: look here.
 
     Content the project counts already (a layer pushed to a second repository, a mount) costs one
-    statement. On SQLite, the INSERT that finds it there (one write transaction runs at a time). On
-    PostgreSQL, a share lock on its count row, held to the commit: `release` locks the count rows
-    before it decides what no longer counts, so it waits for this push and sees its link; content not
-    counted yet is counted under the project's lock, as `release` decides under it too."""
+    statement, or none past the caller's (`counted`). On SQLite, the INSERT that finds it there (one
+    write transaction runs at a time). On PostgreSQL, a share lock on its count row, held to the
+    commit: `release` locks the count rows before it decides what no longer counts, so it waits for
+    this push and sees its link; content not counted yet is counted under the project's lock, as
+    `release` decides under it too."""
     if counted:
         return 0
     if connection.dialect.name == "postgresql":
