@@ -275,12 +275,13 @@ def test_a_session_logged_out_on_one_node_is_refused_on_the_other(nodes: Nodes) 
     print(f"logged-out session refused on the other node after {took:.2f}s")
 
 
-def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -> None:
+def test_a_login_and_a_policy_change_announce_nothing_and_an_account_change_does(nodes: Nodes) -> None:
     """To see whether B still remembers a login, the account is disabled behind the registry's back
     (an UPDATE in the shared database, which announces nothing): B keeps accepting it until told."""
     user = ("quietly-disabled", "quietly-disabled-password-1")
     with api(nodes.a) as http:
         assert http.post("/users", json={"username": user[0], "password": user[1]}).status_code == 201
+        assert http.post("/projects", json={"name": "quiet-policies"}).status_code == 201
     caller = Caller(nodes.b, auth=user)
     assert caller.statuses() == {200}
     engine = build_engine(nodes.database_url)
@@ -297,6 +298,10 @@ def test_a_login_announces_nothing_and_any_management_write_does(nodes: Nodes) -
             assert http.post("/login", json={"username": ADMIN[0], "password": ADMIN[1]}).status_code == 200
         # A login announces nothing: every announcement it could have made came before the marker.
         assert Topic.AUTH not in heard(), "the login announced an account change"
+        with api(nodes.a) as http:  # nor does a write that changes no one's access (api/auth_changes.py)
+            retention = {"rules": [{"action": "always"}]}
+            assert http.put("/projects/quiet-policies/retention", json=retention).status_code == 200
+        assert Topic.AUTH not in heard(), "a retention policy announced an account change"
     # So the worker that remembered still does (fresh connections may reach one that never saw the
     # user and asks the database).
     assert caller.kept.get("/v2/", auth=user).status_code == 200

@@ -13,9 +13,10 @@ moves; failures never, and each one counts against the login limits.
 Sessions are checked in the database (the session's row, the account, the credential it was opened
 with: four indexed queries) and the answer remembered by the worker the same way
 (`ManagementServices.remembered_sessions`): for SESSION_TTL seconds at most, never past the session's
-or the credential's expiry, forgotten when the AUTH topic moves. Every write through the API announces
-on it (`api.auth_changes`), a logout included, so a session logged out, or whose account or
-credential changed, is refused at once by every worker (other nodes: within the feed's delay).
+or the credential's expiry, forgotten when the AUTH topic moves. Every write through the API that
+changes who may do what announces on it (`api.auth_changes`), a logout included, so a session logged
+out, or whose account or credential changed, is refused at once by every worker (other nodes: within
+the feed's delay).
 """
 
 from __future__ import annotations
