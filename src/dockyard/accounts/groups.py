@@ -10,7 +10,7 @@ import builtins
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts.interfaces import Group, GroupExists, GroupNotFound, Page, UserNotFound, UserSource
@@ -22,6 +22,12 @@ from dockyard.db.paging import page_rows, substring
 from dockyard.db.session import Database
 
 _COLUMNS = (GroupRow.id, GroupRow.name, GroupRow.source)
+# Built once: a session's check reads the user's groups on every miss (`users._CREDENTIAL_STATE`).
+_GROUPS_OF = (
+    select(GroupRow.name)
+    .join(UserGroupRow, UserGroupRow.group_id == GroupRow.id)
+    .where(UserGroupRow.user_id == bindparam("user_id"))
+)
 
 
 def _group(row: Any) -> Group:
@@ -126,12 +132,7 @@ class GroupService:
 
     def groups_of(self, user_id: int) -> frozenset[str]:
         with self._db.read() as connection:
-            rows = connection.execute(
-                select(GroupRow.name)
-                .join(UserGroupRow, UserGroupRow.group_id == GroupRow.id)
-                .where(UserGroupRow.user_id == user_id)
-            )
-            return frozenset(row.name for row in rows)
+            return frozenset(connection.scalars(_GROUPS_OF, {"user_id": user_id}))
 
     def set_directory_groups(
         self, user_id: int, names: Iterable[str], source: UserSource = UserSource.LDAP

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from dockyard.accounts.credentials import (
     PERSONAL_TOKEN_PREFIX,
@@ -57,6 +57,14 @@ def _token(row: Any) -> PersonalToken:
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
     )
+
+
+# Built once: a personal token's session or bearer token checks it on every miss.
+_TOKEN_STATE = (
+    select(UserRow.username, UserRow.disabled, PersonalTokenRow.secret_hash, PersonalTokenRow.expires_at)
+    .join(UserRow, UserRow.id == PersonalTokenRow.user_id)
+    .where(PersonalTokenRow.id == bindparam("token_id"), PersonalTokenRow.user_id == bindparam("user_id"))
+)
 
 
 class PersonalTokenService:
@@ -123,16 +131,8 @@ class PersonalTokenService:
         if credential.kind is not CredentialKind.PERSONAL_TOKEN or credential.token_id is None:
             return DEAD_CREDENTIAL
         with self._db.read() as connection:
-            row = connection.execute(
-                select(
-                    UserRow.username,
-                    UserRow.disabled,
-                    PersonalTokenRow.secret_hash,
-                    PersonalTokenRow.expires_at,
-                )
-                .join(UserRow, UserRow.id == PersonalTokenRow.user_id)
-                .where(PersonalTokenRow.id == credential.token_id, PersonalTokenRow.user_id == user_id)
-            ).first()
+            values = {"token_id": credential.token_id, "user_id": user_id}
+            row = connection.execute(_TOKEN_STATE, values).first()
         if row is None or row.username != username or row.disabled:
             return DEAD_CREDENTIAL
         if row.expires_at is not None and row.expires_at <= utcnow():

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts.credentials import (
@@ -96,6 +96,12 @@ def insert_robot(
         raise RobotExists(detail={"robot": full_name}) from error
     row = connection.execute(select(*_COLUMNS).where(RobotRow.id == robot_id)).one()
     return NewRobot(_robot(row), secret)
+
+
+# Built once: a robot's bearer tokens check it on every miss.
+_SECRET_STATE = select(RobotRow.name, RobotRow.disabled, RobotRow.expires_at, RobotRow.secret_hash).where(
+    RobotRow.id == bindparam("robot_id")
+)
 
 
 class RobotService:
@@ -225,11 +231,7 @@ class RobotService:
         if credential.kind is not CredentialKind.ROBOT_SECRET:
             return DEAD_CREDENTIAL
         with self._db.read() as connection:
-            row = connection.execute(
-                select(RobotRow.name, RobotRow.disabled, RobotRow.expires_at, RobotRow.secret_hash).where(
-                    RobotRow.id == robot_id
-                )
-            ).first()
+            row = connection.execute(_SECRET_STATE, {"robot_id": robot_id}).first()
         if row is None or row.name != full_name or row.disabled:
             return DEAD_CREDENTIAL
         if row.expires_at is not None and row.expires_at <= utcnow():

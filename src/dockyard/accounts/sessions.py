@@ -13,12 +13,17 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from dockyard.accounts.credentials import Credential
 from dockyard.accounts.models import LoginSessionRow
 from dockyard.db.base import utcnow
 from dockyard.db.session import Database
+
+# Built once: each worker checks a session on its first request and after every account change.
+_FIND = select(LoginSessionRow.user_id, LoginSessionRow.credential, LoginSessionRow.expires_at).where(
+    LoginSessionRow.id == bindparam("id")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +56,7 @@ class LoginSessionService:
     def find(self, key: str) -> LoginSession | None:
         """The open session under `key`; None when it was closed, expired or never opened."""
         with self._db.read() as connection:
-            row = connection.execute(
-                select(LoginSessionRow.user_id, LoginSessionRow.credential, LoginSessionRow.expires_at).where(
-                    LoginSessionRow.id == _id(key)
-                )
-            ).first()
+            row = connection.execute(_FIND, {"id": _id(key)}).first()
         if row is None or row.expires_at <= utcnow():
             return None
         credential = Credential.from_claim(row.credential)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dockyard.accounts import passwords
@@ -51,6 +51,12 @@ USER_COLUMNS = (
     UserRow.created_at,
     UserRow.last_login_at,
 )
+# Built once and run with bound values: a session's check and a bearer token's standing run these on
+# every miss, where building a statement (and its cache key) cost more than running it.
+_FIND_BY_NAME = select(*USER_COLUMNS).where(func.lower(UserRow.username) == bindparam("name"))
+_CREDENTIAL_STATE = select(
+    UserRow.username, UserRow.disabled, UserRow.source, UserRow.password_hash, UserRow.cli_secret_hash
+).where(UserRow.id == bindparam("user_id"))
 _SORTABLE = {
     "username": UserRow.username,
     "created_at": UserRow.created_at,
@@ -86,8 +92,10 @@ class UserService:
 
     # --- reading ------------------------------------------------------------------------------
     def find(self, username: str) -> User | None:
+        if not username.isascii():  # as `username_is`: usernames are ASCII, other input is nobody
+            return None
         with self._db.read() as connection:
-            row = connection.execute(select(*USER_COLUMNS).where(username_is(username))).first()
+            row = connection.execute(_FIND_BY_NAME, {"name": username.lower()}).first()
         return user_from_row(row) if row else None
 
     def get(self, username: str) -> User:
@@ -324,9 +332,7 @@ class UserService:
         fields = _directory_fields(identity, now)
         with self._db.write() as connection:
             row = connection.execute(
-                select(UserRow.id, UserRow.source, UserRow.oidc_subject).where(
-                    username_is(identity.username)
-                )
+                select(UserRow.id, UserRow.source, UserRow.oidc_subject).where(username_is(identity.username))
             ).first()
             if row is None:
                 if not onboard:
@@ -408,15 +414,7 @@ class UserService:
         if credential.kind not in _USER_CREDENTIALS:
             return DEAD_CREDENTIAL
         with self._db.read() as connection:
-            row = connection.execute(
-                select(
-                    UserRow.username,
-                    UserRow.disabled,
-                    UserRow.source,
-                    UserRow.password_hash,
-                    UserRow.cli_secret_hash,
-                ).where(UserRow.id == user_id)
-            ).first()
+            row = connection.execute(_CREDENTIAL_STATE, {"user_id": user_id}).first()
         if row is None or row.username != username or row.disabled:
             return DEAD_CREDENTIAL
         if credential.kind is CredentialKind.DIRECTORY:
