@@ -1109,15 +1109,16 @@ def layer_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Cal
 
 
 def scan_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
-    """An artifact's scan (one the admin requested first): requested again, or its report read."""
+    """An artifact's scan: requested, or its report read (of a scan the admin requested first)."""
     assert project is not None
     path = f"/repositories/{w.repo(project)}/artifacts/v1/scan"
-    w.admin.api("POST", path, expect=(202,))
     call = Call(ep.method, api(path))
     if ep.method == "POST":
         # The newest scan job: a refused request queues none. (Not the report's job_id: an earlier
         # case's job starting meanwhile moves it.)
-        call.observe = lambda: w.admin.api("GET", "/jobs", params={"kind": "scan"})[0]["id"]
+        call.observe = lambda: [job["id"] for job in w.admin.api("GET", "/jobs", params={"kind": "scan"})[:1]]
+    else:
+        w.admin.api("POST", path, expect=(202,))
     return call
 
 
@@ -1187,25 +1188,25 @@ def immutable_rule(w: World, actor: Actor, project: str | None, ep: Endpoint) ->
     return call
 
 
-def drop_webhooks(w: World, hooks: str) -> None:
-    for hook in w.admin.api("GET", hooks):
-        w.admin.status("DELETE", f"{hooks}/{hook['name']}")
+def drop_webhooks(w: World, hooks: str, *names: str) -> None:
+    for name in names:
+        w.admin.status("DELETE", f"{hooks}/{name}")
 
 
 def webhook_call(w: World, actor: Actor, project: str | None, ep: Endpoint) -> Call:
     """A webhook the admin adds first (to a loopback port that refuses at once), then read, changed,
-    tested or removed by the actor."""
+    tested or removed by the actor; or another one the actor adds. Both are removed after the case."""
     assert project is not None
     hooks = f"/projects/{project}/webhooks"
-    drop_webhooks(w, hooks)
     body = {"name": "mx-hook", "url": "http://127.0.0.1:9/hook", "events": ["push"], "secret": "mx-secret-1"}
     w.admin.api("POST", hooks, json=body)
     values = {"name": "mx-hook"} if "{name}" in ep.path else {}
     call = Call(ep.method, api(fill(ep.path, project=project, **values)))
-    call.cleanup = lambda: drop_webhooks(w, hooks)
+    call.cleanup = lambda: drop_webhooks(w, hooks, "mx-hook")
     if ep.method == "POST" and ep.path.endswith("/webhooks"):
         call.json = {**body, "name": "mx-other"}
         call.observe = lambda: len(w.admin.api("GET", hooks))
+        call.cleanup = lambda: drop_webhooks(w, hooks, "mx-hook", "mx-other")
     elif ep.method == "PUT":
         call.json = {"enabled": False}
         call.observe = lambda: w.admin.api("GET", f"{hooks}/mx-hook")["enabled"]
@@ -1524,9 +1525,34 @@ def refusal_problems(answer: httpx.Response, denial: int, mode: str) -> list[str
     return [f"must be refused: {p}" for p in refusal(answer, denial)]
 
 
+# DOCKYARD_MATRIX_CELLS=FILE: each checked cell as a line of FILE (test, actor, project, mode, answer), to
+# show that a change to the matrix's set-up checks the same cells with the same answers (sort and diff).
+CELL_LOG = os.environ.get("DOCKYARD_MATRIX_CELLS")
+
+
+def log_cell(actor: Actor, project: str | None, mode: str, answer: int | str) -> None:
+    if CELL_LOG:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        with open(CELL_LOG, "a") as cells:
+            cells.write(f"{test}\t{actor.key}\t{project}\t{mode}\t{answer}\n")
+
+
+def answer_problems(
+    rule: Rule, call: Call, answer: httpx.Response, denial: int | None, mode: str
+) -> list[str]:
+    """What is wrong with the answer: an allowed call must succeed (and pass its check), a refused one
+    must be refused as the protocol says."""
+    if denial is not None:
+        return refusal_problems(answer, denial, mode)
+    if answer.status_code != rule.ok:
+        return [f"allowed, so expected {rule.ok}, got {answer.status_code}"]
+    return call.check(answer) if call.check else []
+
+
 def labelled(
     actor: Actor, project: str | None, mode: str, problems: list[str], answer: httpx.Response
 ) -> list[str]:
+    log_cell(actor, project, mode, answer.status_code)
     where = f" in {project}" if project else ""
     return [f"{actor.key}{where} ({mode}): {problem}{describe(answer)}" for problem in problems]
 
@@ -1537,28 +1563,22 @@ def run_case(w: World, rule: Rule, call: Call, actor: Actor, project: str | None
     denial = expected_denial(rule, actor, project, mode)
     before = call.observe() if call.observe and denial is not None else None
     answer = send(w, rule, call, actor, mode)
-    problems: list[str] = []
-    if denial is None:
-        if answer.status_code != rule.ok:
-            problems.append(f"allowed, so expected {rule.ok}, got {answer.status_code}")
-        elif call.check:
-            problems += call.check(answer)
-    else:
-        problems += refusal_problems(answer, denial, mode)
-        if call.observe and call.observe() != before:
-            problems.append("a refused request changed state")
+    problems = answer_problems(rule, call, answer, denial, mode)
+    if denial is not None and call.observe and call.observe() != before:
+        problems.append("a refused request changed state")
     if call.cleanup:
         call.cleanup()
     return labelled(actor, project, mode, problems, answer)
 
 
-def run_refusals(
+def run_on_one_call(
     w: World, rule: Rule, recipe: Recipe, actors: list[Actor], project: str | None, mode: str, ep: Endpoint
 ) -> list[str]:
-    """The refused actors' cases on one call, made for the first of them: a refusal must leave what the
-    call aims at as it was, so the next actor finds it as new (one set-up, look and cleanup for all the
-    refusals instead of one each). What it aims at is looked at before the first and after the last: a
-    change there runs every refusal again on a call of its own (run_case), which names who made it."""
+    """The actors' cases on one call, made for the first of them: a refusal must leave what the call aims
+    at as it was, so the next actor finds it as new (one set-up, look and cleanup for all the refusals
+    instead of one each); so does a read (SAME_CALL_FOR_READERS), allowed or not. What it aims at is
+    looked at before the first and after the last: a change there runs every case again on a call of
+    its own (run_case), which names who made it."""
     if not actors:
         return []
     call = recipe(w, actors[0], project, ep)
@@ -1566,9 +1586,8 @@ def run_refusals(
     problems: list[str] = []
     for actor in actors:
         denial = expected_denial(rule, actor, project, mode)
-        assert denial is not None
         answer = send(w, rule, call, actor, mode)
-        problems += labelled(actor, project, mode, refusal_problems(answer, denial, mode), answer)
+        problems += labelled(actor, project, mode, answer_problems(rule, call, answer, denial, mode), answer)
     changed = call.observe is not None and call.observe() != before
     if call.cleanup:
         call.cleanup()
@@ -1583,8 +1602,15 @@ def run_refusals(
 
 # Recipes whose refused call differs with the actor (its own credentials in the body, its own session, a
 # thing kept_if_untouched already hands from case to case): a call of their own for every actor. Every
-# other recipe's call for a refused actor is the same whoever makes it, so run_refusals shares it.
+# other recipe's call for a refused actor is the same whoever makes it, so run_on_one_call shares it.
 PER_ACTOR: set[Recipe] = {login_call, logout_call, my_password, change_user, delete_project}
+# Recipes that make a thing for their call (a webhook, a rule, a job...) whose reads (GET, HEAD) are the
+# same call whoever makes them, allowed or not, and change nothing: one thing for every actor. (Not
+# v2_upload: an actor who may push reads an upload session it started itself.)
+SAME_CALL_FOR_READERS: set[Recipe] = {
+    endpoint_call, group_call, immutable_rule, jobs_call, replication_policy_call, replication_run_call,
+    retention, scan_call, scan_settings, scanner_call, signing_key, trust_policy_call, webhook_call,
+}  # fmt: skip
 
 
 def run_endpoint(
@@ -1596,11 +1622,14 @@ def run_endpoint(
         for project in (PRIV, PUB) if rule.per_project else (None,):
             for mode in modes:
                 actors = w.actors
+                if ep.method in ("GET", "HEAD") and recipe in SAME_CALL_FOR_READERS:
+                    problems += run_on_one_call(w, rule, recipe, actors, project, mode, ep)
+                    continue
                 if recipe not in PER_ACTOR:
                     # The refusals first, on one shared call, then each allowed actor on a call of its own
                     # (an allowed call changes things: it must not meet the shared one).
                     refused = [a for a in actors if expected_denial(rule, a, project, mode) is not None]
-                    problems += run_refusals(w, rule, recipe, refused, project, mode, ep)
+                    problems += run_on_one_call(w, rule, recipe, refused, project, mode, ep)
                     actors = [a for a in actors if a not in refused]
                 for actor in actors:
                     call = recipe(w, actor, project, ep)
@@ -2120,6 +2149,7 @@ def ui_answer_problems(ep: Endpoint, call: UiCall, expected: int | None, answer:
 
 
 def ui_labelled(ep: Endpoint, actor: Actor, project: str | None, problems: list[str]) -> list[str]:
+    log_cell(actor, project, f"portal {ep}", "")
     where = f" in {project}" if project else ""
     return [f"{actor.key}{where} (portal {ep}): {problem}" for problem in problems]
 
@@ -2138,7 +2168,7 @@ def run_ui_case(w: World, ep: Endpoint, actor: Actor, project: str | None) -> li
 
 
 def run_ui_refusals(w: World, ep: Endpoint, actors: list[Actor], project: str | None) -> list[str]:
-    """As run_refusals: the refused actors' cases on one call (each with its own session, if any), what
+    """As run_on_one_call: the refused actors' cases on one call (each with its own session, if any), what
     it aims at looked at before the first and after the last; a change runs each again on its own."""
     if not actors:
         return []
