@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ ASGIApp = Callable[
     Awaitable[None],
 ]
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger("dockyard.ui")
 
 
 class InProcessApi:
@@ -90,7 +92,7 @@ class InProcessApi:
 
         async def send(message: Message) -> None:
             if gone.is_set():
-                raise OSError("the portal stopped reading")
+                raise PortalLeft("the portal stopped reading")
             await messages.put(message)
 
         async def run() -> None:
@@ -102,7 +104,7 @@ class InProcessApi:
 
         task = asyncio.create_task(run())
         _RUNNING.add(task)
-        task.add_done_callback(_RUNNING.discard)
+        task.add_done_callback(_wound_down)
         try:
             start = await messages.get()
             if start is None or start["type"] != "http.response.start":
@@ -171,6 +173,21 @@ class InProcessApi:
 
 STREAM_QUEUE = 4  # body messages the API may write ahead of the portal
 _RUNNING: set[asyncio.Task[None]] = set()  # streams being wound down (a task needs a reference)
+
+
+class PortalLeft(OSError):
+    """What an API task's `send` raises once the portal has stopped reading its stream."""
+
+
+def _wound_down(task: asyncio.Task[None]) -> None:
+    """An API task that ended on PortalLeft ended as it should: its exception is taken here, or asyncio
+    would log it as never retrieved. Any other failure is left for asyncio to report."""
+    _RUNNING.discard(task)
+    if task.cancelled():
+        return
+    error = task.exception()  # marks it retrieved
+    if error is not None and not isinstance(error, PortalLeft):
+        log.error("the API failed while streaming to the portal", exc_info=error)
 
 
 def _headers(start: Message, into: dict[str, str], cookies: list[str]) -> None:

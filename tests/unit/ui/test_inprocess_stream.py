@@ -4,10 +4,12 @@ than a few messages, and leaving early disconnects it (a listing of a huge layer
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -94,3 +96,25 @@ def test_a_refusal_comes_whole() -> None:
             return answer.status, answer.error.message
 
     assert within(10, read) == (404, "no")
+
+
+def test_leaving_early_leaves_no_error_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """The API task ends on the error its `send` raises once the portal left: expected, so not logged
+    as a task exception nobody retrieved (the authorization matrix's server logged ~60 per pass)."""
+    body = Endless()
+    api = InProcessApi(app_with(body))
+
+    async def read_one_and_leave() -> None:
+        async with api.stream(CALLER, "/list") as answer:
+            async for _chunk in answer.chunks:
+                break
+        for _ in range(250):
+            if body.closed.is_set():
+                break
+            await asyncio.sleep(0.02)
+
+    for _ in range(20):
+        within(10, read_one_and_leave)
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+    assert "stopped reading" not in caplog.text
