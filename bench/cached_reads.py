@@ -18,11 +18,13 @@ Two figures per row:
   seeding cancel out): what the load of other processes does not move.
 
     python -m bench.cached_reads [--auth open,anonymous,basic,bearer] [--only head|get]
-                                 [--requests 20000] [--rounds 4] [--access-log]
+                                 [--requests 20000] [--rounds 4] [--access-log] [--loop uvloop|asyncio]
                                  [--callgrind [--small 2000] [--large 12000]] [--profile FILE]
 
 `--profile FILE`: cProfile (process CPU time) of one round of the first row, pstats into FILE and its
-top printed. A benchmark, not a test.
+top printed. `--loop`: the event loop the app runs on, uvloop by default as in `dockyard serve`'s workers
+(figures in docs/benchmarks.md before 2026-12-07's "The HTTP workers' event loop" ran on asyncio's). A
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,10 +215,11 @@ async def inner(mode: str, kind: str, count: int, access_log: bool) -> None:
         await rig.stop()
 
 
-def counted(mode: str, kind: str, count: int, access_log: bool) -> int:
+def counted(mode: str, kind: str, count: int, access_log: bool, loop: str) -> int:
     command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
     command += ["-m", "bench.cached_reads", "--inner", f"{mode}:{kind}", "--count", str(count)]
     command += ["--access-log"] if access_log else []
+    command += ["--loop", loop]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -224,6 +228,18 @@ def counted(mode: str, kind: str, count: int, access_log: bool) -> int:
 
 
 LABELS = {"head": "blob HEAD", "get": "manifest GET by tag"}
+LOOPS = ("uvloop", "asyncio")
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """`main` on a new event loop of the kind `loop` names."""
+    factory = None
+    if loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 async def measure(options: argparse.Namespace, workdir: Path) -> None:
@@ -260,6 +276,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--access-log", action="store_true", help="log.level info and the access log on")
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the event loop (serve's: uvloop)")
     parser.add_argument("--callgrind", action="store_true", help="instructions per request (valgrind)")
     parser.add_argument("--small", type=int, default=2_000)
     parser.add_argument("--large", type=int, default=12_000)
@@ -269,7 +286,7 @@ def main() -> None:
     options = parser.parse_args()
     if options.inner:
         mode, kind = options.inner.split(":")
-        asyncio.run(inner(mode, kind, options.count, options.access_log))
+        run_on(options.loop, inner(mode, kind, options.count, options.access_log))
         return
     options.auth = [mode.strip() for mode in options.auth.split(",")]
     if unknown := set(options.auth) - set(MODES):
@@ -279,13 +296,13 @@ def main() -> None:
         log = " access-log" if options.access_log else ""
         for mode in options.auth:
             for kind in options.only:
-                small = counted(mode, kind, options.small, options.access_log)
-                large = counted(mode, kind, options.large, options.access_log)
+                small = counted(mode, kind, options.small, options.access_log, options.loop)
+                large = counted(mode, kind, options.large, options.access_log, options.loop)
                 per = (large - small) / (options.large - options.small)
                 print(f"{mode}{log} {LABELS[kind]}: {per:,.0f} instructions per request", flush=True)
         return
     with tempfile.TemporaryDirectory(prefix="bench-cached-reads-") as scratch:
-        asyncio.run(measure(options, Path(scratch)))
+        run_on(options.loop, measure(options, Path(scratch)))
 
 
 if __name__ == "__main__":
