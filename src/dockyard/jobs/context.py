@@ -78,6 +78,15 @@ class RunningJob:
             raise JobTimedOut(f"job {self.claimed.id} ran past its timeout of {self._timeout}")
 
     # --- the runner's side --------------------------------------------------------------------
+    def sync_if_due(self) -> None:
+        """The dispatcher's heartbeat, each round: a sync only when the handler has not synced for
+        SYNC_SECONDS (it calls no check_cancelled) or the lease is due for renewal; else no query.
+        A sync every round was 15-20% of the job runner's CPU during a replication run at a 100 ms poll."""
+        now = time.monotonic()
+        renewal_due = now - self._last_renewal >= self._lease.total_seconds() / 3
+        if renewal_due or now - self._last_sync >= SYNC_SECONDS:
+            self.sync()
+
     def sync(self, renew: bool = False) -> None:
         """Write buffered lines and progress, renew the lease when due (or `renew`), read cancel."""
         with self._lock:

@@ -263,7 +263,7 @@ class JobRunner:
         with self._active_lock:
             running = list(self._active.values())
         for job in running:
-            job.sync()
+            job.sync_if_due()
 
     # --- running a handler --------------------------------------------------------------------
     def _run(self, claimed: Claimed, on_progress: Callable[[int, int | None], None] | None = None) -> None:

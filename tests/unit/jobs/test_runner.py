@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from dockyard.db.base import utcnow
@@ -316,3 +317,36 @@ def test_a_job_queued_where_its_kind_is_unknown_still_gets_its_kinds_attempts(
     runner.run_pending()
     job = queue.get(job_id)
     assert (job.status, len(attempts)) == ("failed", 1), job
+
+
+def test_the_dispatcher_syncs_a_running_job_about_once_a_second_not_every_round(
+    queue: JobQueue, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a handler runs, the dispatcher (polling every 50 ms here) writes its progress and renews
+    its lease with the handler's own syncs, at most about once a second: not a query every round."""
+    from dockyard.jobs import claims
+
+    syncs: list[float] = []
+    real_sync = claims.sync
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        syncs.append(time.monotonic())
+        return real_sync(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "sync", counted)
+    release = threading.Event()
+
+    def busy(ctx: JobContext) -> None:  # never looks at the cancel flag: only the dispatcher syncs
+        ctx.progress(1, 2)
+        release.wait(10)
+
+    job_id = queue.enqueue("busy")
+    make_runner([JobKind("busy", busy)], start=True)
+    wait_until(lambda: queue.get(job_id).status == "running")
+    started = time.monotonic()
+    wait_until(lambda: queue.get(job_id).progress_done == 1)  # written by the dispatcher's sync
+    time.sleep(max(0.0, 1.6 - (time.monotonic() - started)))
+    release.set()
+    wait_until(lambda: queue.get(job_id).finished)
+    during = [at for at in syncs if started <= at <= started + 1.6]
+    assert 1 <= len(during) <= 3, len(during)  # 1.6 s at a 50 ms poll: 32 rounds
