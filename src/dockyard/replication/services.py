@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from dockyard.replication.interfaces import (
 )
 from dockyard.replication.models import ReplicationArtifactRow, ReplicationPolicyRow, ReplicationRunRow
 from dockyard.replication.pending import PolicyPendingUploads
+from dockyard.replication.runlog import ArtifactLog, Finished, insert_artifacts
 from dockyard.replication.sides import LocalSide, RemoteSide
 from dockyard.storage.blobs import BlobStore
 
@@ -247,28 +248,25 @@ class ReplicationRuns:
             )
         return int(inserted.inserted_primary_key[0])  # type: ignore[index]
 
-    def record(self, run_id: int, result: ArtifactResult, counters: Counters) -> None:
-        """One artifact's outcome and the run's counters so far, in one transaction."""
+    def record(self, run_id: int, results: Sequence[Finished], counters: Counters) -> None:
+        """Artifacts' outcomes and the run's counters so far, in one transaction."""
         with self._db.write() as connection:
-            connection.execute(
-                insert(ReplicationArtifactRow).values(
-                    run_id=run_id,
-                    source=result.source[:512],
-                    destination=result.destination[:512],
-                    digest=result.digest,
-                    status=result.status.value,
-                    blobs=result.blobs,
-                    bytes=result.bytes,
-                    error=result.error,
-                    finished_at=utcnow(),
-                )
-            )
+            insert_artifacts(connection, run_id, results)
             connection.execute(
                 update(ReplicationRunRow).where(ReplicationRunRow.id == run_id).values(**counters.as_dict())
             )
 
-    def finish(self, run_id: int, status: RunStatus, counters: Counters, error: str | None = None) -> None:
+    def finish(
+        self,
+        run_id: int,
+        status: RunStatus,
+        counters: Counters,
+        error: str | None = None,
+        artifacts: Sequence[Finished] = (),
+    ) -> None:
+        """The run's end, with the outcomes of its last artifacts not yet written."""
         with self._db.write() as connection:
+            insert_artifacts(connection, run_id, artifacts)
             connection.execute(
                 update(ReplicationRunRow)
                 .where(ReplicationRunRow.id == run_id)
@@ -379,6 +377,7 @@ class ReplicationExecutor:
         CANCELLED and raises JobCancelled."""
         policy = self.policies.get(name)
         run_id = self.runs.start(name, job_id, trigger)
+        artifacts = ArtifactLog(lambda done, now: self.runs.record(run_id, done, now))
         counters = Counters()
         try:
             remote = RemoteSide(self.endpoints().remote(policy.endpoint))
@@ -391,7 +390,7 @@ class ReplicationExecutor:
                     source,
                     destination,
                     progress,
-                    lambda result, now: self.runs.record(run_id, result, now),
+                    artifacts.add,
                     self.observe,
                     only,
                     concurrency=policy.concurrency,
@@ -404,21 +403,21 @@ class ReplicationExecutor:
                 remote.close()
                 remote.remote.close()
         except JobCancelled as cancelled:
-            self.runs.finish(run_id, RunStatus.CANCELLED, counters, cancelled.message)
+            self.runs.finish(run_id, RunStatus.CANCELLED, counters, cancelled.message, artifacts.take())
             progress.log(f"cancelled: {_said(counters)}")
             self._tell(policy, run_id)
             raise
         except Exception as error:
             message = getattr(error, "message", None) or str(error) or type(error).__name__
-            self.runs.finish(run_id, RunStatus.FAILED, counters, message)
+            self.runs.finish(run_id, RunStatus.FAILED, counters, message, artifacts.take())
             progress.log(f"failed: {message}")
             self._tell(policy, run_id)
             raise
         if counters.artifacts_failed:
             error_text = f"{counters.artifacts_failed} artifacts failed (see the run's artifacts)"
-            self.runs.finish(run_id, RunStatus.FAILED, counters, error_text)
+            self.runs.finish(run_id, RunStatus.FAILED, counters, error_text, artifacts.take())
         else:
-            self.runs.finish(run_id, RunStatus.SUCCEEDED, counters)
+            self.runs.finish(run_id, RunStatus.SUCCEEDED, counters, artifacts=artifacts.take())
         progress.log(_said(counters))
         self._tell(policy, run_id)
         return self.runs.get(run_id, artifacts=False)

@@ -20,6 +20,7 @@ from dockyard.replication.interfaces import (
     Trigger,
 )
 from dockyard.replication.pending import PolicyPendingUploads
+from dockyard.replication.runlog import FLUSH_SECONDS, ArtifactLog
 from dockyard.replication.services import UNSET, ReplicationPolicies, ReplicationRuns
 
 
@@ -63,9 +64,8 @@ def test_a_run_interrupted_midway_is_marked_when_its_job_runs_again(
     runs = ReplicationRuns(database)
     first = runs.start("to-dr", job_id=7, trigger="manual")
     counters = Counters(artifacts_copied=1, blobs_copied=2, bytes_copied=300)
-    runs.record(
-        first, ArtifactResult("a:1", "a:1", "sha256:" + "0" * 64, ArtifactStatus.COPIED, 2, 300), counters
-    )
+    copied = ArtifactResult("a:1", "a:1", "sha256:" + "0" * 64, ArtifactStatus.COPIED, 2, 300)
+    runs.record(first, [(copied, utcnow())], counters)
     second = runs.start("to-dr", job_id=7, trigger="manual")  # the worker died; the job's next attempt
     interrupted = runs.get(first)
     assert interrupted.status is RunStatus.FAILED and "interrupted" in (interrupted.error or "")
@@ -96,3 +96,23 @@ def test_pending_uploads_are_read_once_per_run_and_kept_for_the_next(
     after = PolicyPendingUploads(database, "to-dr")  # and the run after it finds them on the row
     assert after.get("team/app", "sha256:" + "b" * 64) == "https://dr.example/upload/2"
     assert after.get("team/app", "sha256:" + "a" * 64) is None
+
+
+def test_a_runs_artifact_lines_are_written_a_second_apart_in_one_transaction_each() -> None:
+    """ArtifactLog: the outcomes of a second go in one write (with the counters after the last), the
+    rest with the run's end (`take`), not a transaction per artifact."""
+    now = [0.0]
+    writes: list[tuple[list[str], int]] = []
+    log = ArtifactLog(
+        lambda done, counters: writes.append(([result.source for result, _ in done], counters.artifacts_copied)),
+        clock=lambda: now[0],
+    )
+    for n in range(1, 4):
+        log.add(ArtifactResult(f"a:{n}", f"a:{n}", None, ArtifactStatus.COPIED), Counters(artifacts_copied=n))
+    assert writes == []
+    now[0] = FLUSH_SECONDS
+    log.add(ArtifactResult("a:4", "a:4", None, ArtifactStatus.COPIED), Counters(artifacts_copied=4))
+    assert writes == [(["a:1", "a:2", "a:3", "a:4"], 4)]
+    log.add(ArtifactResult("a:5", "a:5", None, ArtifactStatus.SKIPPED), Counters(artifacts_copied=4))
+    assert [result.source for result, _ in log.take()] == ["a:5"] and log.take() == []
+    assert len(writes) == 1
