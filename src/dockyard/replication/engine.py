@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ from dockyard.replication.interfaces import (
     Side,
     literal_names,
 )
+from dockyard.replication.throttle import THROTTLE_SLICE, Throttle
 from dockyard.upstream.interfaces import UpstreamUnavailable
 
 log = logging.getLogger("dockyard.replication")
@@ -49,6 +51,7 @@ MAX_REFERRER_DEPTH = 4  # signatures of signatures...
 CONCURRENCY = 8  # artifacts a run copies at once
 BLOB_ATTEMPTS = 4  # tries of one blob in a run: a copy cut off midway continues where it stopped
 RETRY_PAUSE = 0.5  # seconds before the second try of a blob; doubled for each one after
+MAX_LISTED_TAGS = 10_000  # a remote's tag list stops there (upstream.client): a longer one is not used
 
 
 class Progress(Protocol):
@@ -64,30 +67,6 @@ class ArtifactFailed(Exception):
 
 
 Observe = Callable[[str, int], None]  # (what, amount): "blob_copied", "bytes", ...
-
-
-THROTTLE_SLICE = 0.5  # seconds a throttled copy sleeps between looks at the cancel flag
-
-
-class Throttle:
-    """A run's bandwidth: bytes leave at `rate` per second on average, with up to `burst` seconds'
-    worth sent at once after a pause. Thread-safe; `take` says how long the caller must wait."""
-
-    def __init__(self, rate: int, burst: float = 1.0, clock: Callable[[], float] | None = None) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock or time.monotonic
-        self._next: float | None = None  # when the bytes taken so far are due
-        self._lock = threading.Lock()
-
-    def take(self, amount: int) -> float:
-        with self._lock:
-            now = self._clock()
-            earliest = now - self.burst
-            if self._next is None or self._next < earliest:
-                self._next = earliest
-            self._next += amount / self.rate
-            return max(0.0, self._next - now)
 
 
 class MemoryPendingUploads:
@@ -142,6 +121,10 @@ class Replicator:
         self._present: set[tuple[str, str]] = set()
         self._holder: dict[str, str] = {}
         self._manifests_present: set[tuple[str, str]] = set()
+        # The destination's tags of each repository the run copies several tags into (None: unknown).
+        self._listable: set[str] = set()
+        self._tags: dict[str, frozenset[str] | None] = {}
+        self._tags_lock = threading.Lock()
 
     # --- a run -------------------------------------------------------------------------------------
     def plan(self) -> list[tuple[str, list[str]]]:
@@ -178,6 +161,9 @@ class Replicator:
             f"{len(work)} tags in {len(plan)} repositories"
         )
         self.progress.progress(0, len(work))
+        if self.policy.override:  # kept tags are asked one by one: `override` is their only reason
+            counts = Counter(target for _, _, target in work)
+            self._listable = {target for target, count in counts.items() if count > 1}
         self._copy_all(work)
         if self.policy.propagate_deletes and self.only is None:
             for repository, tags in plan:
@@ -256,7 +242,7 @@ class Replicator:
                 if unselected is not None:
                     self.progress.log(f"{source_ref}: not selected ({unselected})")
                     return None
-            existing = self.destination.manifest_digest(target, tag)
+            existing = self._destination_digest(target, tag)
             if existing is not None and existing != digest and not self.policy.override:
                 return ArtifactResult(
                     source_ref, target_ref, digest, ArtifactStatus.SKIPPED, error=f"kept {existing}"
@@ -282,6 +268,25 @@ class Replicator:
         return ArtifactResult(
             source_ref, target_ref, digest, status, blobs=tally.blobs_copied, bytes=tally.bytes_copied
         )
+
+    def _destination_digest(self, target: str, tag: str) -> str | None:
+        """The digest the destination's tag points at (None: no such tag). A tag missing from its
+        repository's list (listed once, with `override` only: see run) costs no HEAD of its own."""
+        if target in self._listable:
+            with self._tags_lock:  # one listing per repository; its other copies wait for it
+                if target not in self._tags:
+                    self._tags[target] = self._list_tags(target)
+            listed = self._tags[target]
+            if listed is not None and tag not in listed:
+                return None
+        return self.destination.manifest_digest(target, tag)
+
+    def _list_tags(self, target: str) -> frozenset[str] | None:
+        try:
+            tags = self.destination.tags(target)
+        except DockyardError:  # a registry that does not list tags: each tag is asked
+            return None
+        return frozenset(tags) if len(tags) < MAX_LISTED_TAGS else None  # maybe cut short
 
     def _unselected(self, repository: str, manifest: ManifestData) -> str | None:
         """Why the artifact filters leave the artifact out (filters.py), None when they select it."""

@@ -23,7 +23,6 @@ from dockyard.registry.blob_uploads import BlobUploads
 from dockyard.registry.services import Registry
 from dockyard.replication.engine import Observe, Progress, Replicator
 from dockyard.replication.interfaces import (
-    ArtifactResult,
     Counters,
     Direction,
     Policy,

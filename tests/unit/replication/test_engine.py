@@ -91,6 +91,7 @@ class MemorySide:
         return sorted(self.manifests)
 
     def tags(self, repository: str) -> list[str]:
+        self.calls.append(("GET tags", repository, ""))
         return sorted(ref for ref in self.manifests.get(repository, {}) if not ref.startswith("sha256:"))
 
     def manifest(self, repository: str, reference: str) -> ManifestData | None:
@@ -232,7 +233,27 @@ def test_copies_images_byte_for_byte_and_a_second_run_copies_nothing() -> None:
     again, results = replicate(source, destination, dest_namespace="mirror")
     assert all(r.status is ArtifactStatus.SKIPPED for r in results)
     assert again.blobs_copied == again.bytes_copied == again.manifests_copied == 0
-    assert {call[0] for call in destination.calls} == {"HEAD manifest"}  # asked, never sent
+    assert {call[0] for call in destination.calls} == {"GET tags", "HEAD manifest"}  # asked, never sent
+
+
+def test_a_tag_missing_from_the_destinations_list_costs_no_head() -> None:
+    """A repository several tags go to is listed once: a tag it lacks is copied without a HEAD of
+    its own; one it has is asked (the same digest is skipped). With override off, each is asked."""
+    source, destination = MemorySide(), MemorySide()
+    for n in range(3):
+        source.image("app", f"v{n}", f"image-{n}")
+    destination.store("app", "v0", OCI_MANIFEST, source.manifests["app"]["v0"].data)
+    _, results = replicate(source, destination, concurrency=2)
+    assert sorted((r.source, r.status.value) for r in results) == [
+        ("app:v0", "skipped"), ("app:v1", "copied"), ("app:v2", "copied")
+    ]
+    asked = [call[:2] for call in destination.calls if call[0] in ("GET tags", "HEAD manifest")]
+    assert sorted(asked) == [("GET tags", "app"), ("HEAD manifest", "app")]
+    for kept_tags, many in ((False, 0), (True, 3)):
+        destination = MemorySide()
+        replicate(source, destination, override=not kept_tags)
+        heads = [call for call in destination.calls if call[0] == "HEAD manifest"]
+        assert len(heads) == many
 
 
 def test_an_index_goes_with_its_children_and_a_signature_with_its_subject() -> None:
@@ -332,6 +353,7 @@ def test_a_bandwidth_limit_holds_the_copies_back_to_its_rate(monkeypatch: pytest
     """200 kB at 64 KiB/s with one second of burst: the copies sleep ~2 s in all (in slices that look
     at the cancel flag), whatever the concurrency; without a limit they never sleep."""
     import dockyard.replication.engine as engine
+    import dockyard.replication.throttle as throttle
 
     slept: list[float] = []
     now = [1000.0]
@@ -342,7 +364,9 @@ def test_a_bandwidth_limit_holds_the_copies_back_to_its_rate(monkeypatch: pytest
 
     # The engine's own `time` only: patching the time module would also catch the sleeps of threads
     # other tests of this worker left running (CI once summed 14,323 s of their 1 s naps here).
-    monkeypatch.setattr(engine, "time", SimpleNamespace(sleep=sleep, monotonic=lambda: now[0]))
+    clock = SimpleNamespace(sleep=sleep, monotonic=lambda: now[0])
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(throttle, "time", clock)  # the run's Throttle, made after this
     source, destination = MemorySide(), MemorySide()
     source.image("app", "1", "one", sizes=(100_000,))
     source.image("app", "2", "two", sizes=(100_000,))
@@ -358,7 +382,7 @@ def test_a_bandwidth_limit_holds_the_copies_back_to_its_rate(monkeypatch: pytest
 
 
 def test_the_throttle_gives_a_burst_then_paces() -> None:
-    from dockyard.replication.engine import Throttle
+    from dockyard.replication.throttle import Throttle
 
     now = [100.0]
     throttle = Throttle(1000, burst=1.0, clock=lambda: now[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from sqlalchemy import insert
 
@@ -103,10 +105,10 @@ def test_a_runs_artifact_lines_are_written_a_second_apart_in_one_transaction_eac
     rest with the run's end (`take`), not a transaction per artifact."""
     now = [0.0]
     writes: list[tuple[list[str], int]] = []
-    log = ArtifactLog(
-        lambda done, counters: writes.append(([result.source for result, _ in done], counters.artifacts_copied)),
-        clock=lambda: now[0],
-    )
+    def write(done: list[tuple[ArtifactResult, datetime]], counters: Counters) -> None:
+        writes.append(([result.source for result, _ in done], counters.artifacts_copied))
+
+    log = ArtifactLog(write, clock=lambda: now[0])
     for n in range(1, 4):
         log.add(ArtifactResult(f"a:{n}", f"a:{n}", None, ArtifactStatus.COPIED), Counters(artifacts_copied=n))
     assert writes == []
