@@ -95,6 +95,9 @@ class JobKind:
     # operator set one through the API; None: run on demand only (a default made earlier is disabled).
     default_schedule: str | None = None
     default_params: Mapping[str, Any] | None = None
+    # What the kind's first job would load (modules, clients), loaded by the runner on a thread of its
+    # own a while after it starts (runner.WARM_UP_DELAY): not in the job, not on the start's cores.
+    warm_up: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

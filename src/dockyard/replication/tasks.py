@@ -73,8 +73,23 @@ def replicate_kind(
             raise RunFailed(f"run {run.id} of {name}: {run.error}")
         return result
 
+    def warm_up() -> None:
+        """A run's remote side, but for the endpoint: httpx and the upstream client, the endpoints'
+        service (cryptography, for their credentials) and the TLS context of the system's CAs."""
+        from dockyard.upstream.client import HttpRemoteRegistry  # noqa: F401 (loaded, not used here)
+        from dockyard.upstream.interfaces import TLSOptions
+        from dockyard.upstream.transport import ssl_context
+
+        endpoints()
+        ssl_context(TLSOptions())
+
     return JobKind(
-        KIND, replicate, concurrency=2, timeout=timedelta(hours=12), default_schedule=SWEEP_SCHEDULE
+        KIND,
+        replicate,
+        concurrency=2,
+        timeout=timedelta(hours=12),
+        default_schedule=SWEEP_SCHEDULE,
+        warm_up=warm_up,
     )
 
 

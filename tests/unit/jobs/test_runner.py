@@ -350,3 +350,28 @@ def test_the_dispatcher_syncs_a_running_job_about_once_a_second_not_every_round(
     wait_until(lambda: queue.get(job_id).finished)
     during = [at for at in syncs if started <= at <= started + 1.6]
     assert 1 <= len(during) <= 3, len(during)  # 1.6 s at a 50 ms poll: 32 rounds
+
+
+def test_a_kinds_warm_up_runs_a_while_after_the_start_unless_the_runner_stopped(
+    queue: JobQueue, make_runner: RunnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JobKind.warm_up (what its first job would load) runs on a thread of its own WARM_UP_DELAY after
+    the runner started, not in a job; a runner stopped before then never runs it."""
+    from dockyard.jobs import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "WARM_UP_DELAY", 0.3)
+    warmed: list[tuple[float, str]] = []
+
+    def warm_up() -> None:
+        warmed.append((time.monotonic(), threading.current_thread().name))
+
+    kind = JobKind("warm", lambda ctx: None, warm_up=warm_up)
+    started = time.monotonic()
+    make_runner([kind], start=True)
+    wait_until(lambda: bool(warmed))
+    assert warmed[0][0] - started >= 0.3 and warmed[0][1] == "dockyard-warm"
+    warmed.clear()
+    stopped = make_runner([kind], start=True)
+    stopped.stop(timeout=10)
+    time.sleep(0.6)
+    assert warmed == []

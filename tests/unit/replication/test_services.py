@@ -118,3 +118,17 @@ def test_a_runs_artifact_lines_are_written_a_second_apart_in_one_transaction_eac
     log.add(ArtifactResult("a:5", "a:5", None, ArtifactStatus.SKIPPED), Counters(artifacts_copied=4))
     assert [result.source for result, _ in log.take()] == ["a:5"] and log.take() == []
     assert len(writes) == 1
+
+
+def test_the_replicate_kind_warms_up_the_remote_side_before_its_first_run(database: Database) -> None:
+    """Its warm-up (run by the job runner a while after it starts) builds the endpoints' service and
+    loads the upstream client, which a run's remote side needs: the first run does not pay for them."""
+    import sys
+
+    from dockyard.replication.tasks import replicate_kind
+
+    built: list[bool] = []
+    kind = replicate_kind(database, None, None, None, lambda: built.append(True))  # type: ignore[arg-type]
+    assert kind.warm_up is not None
+    kind.warm_up()
+    assert built == [True] and "dockyard.upstream.client" in sys.modules
