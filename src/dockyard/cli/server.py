@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -33,6 +34,7 @@ from dockyard.observability.logging import configure_logging
 from dockyard.observability.metrics import prepare_multiprocess
 
 if TYPE_CHECKING:
+    from granian.constants import Loops
     from sqlalchemy import Engine
 
 log = logging.getLogger("dockyard.serve")
@@ -77,7 +79,7 @@ def run_server(settings: Settings) -> None:
     # The HTTP workers and the job runner take these settings, not the file (which may change).
     hand_down(settings)
     from granian import Granian
-    from granian.constants import Interfaces, Loops, SSLProtocols
+    from granian.constants import Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
 
     tls = settings.http.tls
@@ -85,10 +87,7 @@ def run_server(settings: Settings) -> None:
         "dockyard.app:worker_app",
         factory=True,
         interface=Interfaces.ASGI,
-        # uvloop, not asyncio's own loop: a cached blob HEAD costs a worker ~13% fewer instructions, a
-        # manifest GET ~8% (docs/benchmarks.md, "The HTTP workers' event loop"). Named, not Granian's
-        # `auto`, which would take any other loop package that happens to be installed.
-        loop=Loops.uvloop,
+        loop=event_loop(),
         address=settings.http.bind_host,
         port=settings.http.bind_port,
         workers=workers,
@@ -117,6 +116,19 @@ def run_server(settings: Settings) -> None:
         server.serve()
     finally:
         stop_job_worker(job_worker)
+
+
+def event_loop() -> Loops:
+    """The HTTP workers' event loop: uvloop, not asyncio's own (a cached blob HEAD costs a worker ~13%
+    fewer instructions, a manifest GET ~8%: docs/benchmarks.md, "The HTTP workers' event loop"). Named,
+    not Granian's `auto`, which would take any other loop package that happens to be installed. A venv
+    installed before uvloop was a dependency serves on asyncio's, with a warning, rather than not at all."""
+    from granian.constants import Loops
+
+    if find_spec("uvloop") is None:
+        log.warning("uvloop is not installed: the HTTP workers run on asyncio's slower loop (reinstall it)")
+        return Loops.asyncio
+    return Loops.uvloop
 
 
 def freeze_heap() -> None:
