@@ -330,6 +330,17 @@ def test_serves_main_process_configures_the_mappers_before_the_fork(config: Path
     assert json.loads(run(script, config, child_of_serve=False)) is False
 
 
+def test_serves_main_process_parses_no_text_signatures(config: Path) -> None:
+    """pydantic reads the signature of each field's `default_factory`; of a builtin such as `list`, by
+    parsing its text signature with `tokenize`, whose patterns it compiles first: ~10 ms of CPU before
+    the fork (issue 18). The settings' list fields take a Python function (config.base.empty_list)."""
+    script = MAIN_PROCESS.replace(
+        "print(json.dumps(sorted(sys.modules)), flush=True)",
+        "import tokenize; print(json.dumps(tokenize._compile.cache_info().currsize), flush=True)",
+    )
+    assert json.loads(run(script, config, child_of_serve=False)) == 0
+
+
 # The management API with every router included, as a worker holds it once its calls (the portal's
 # pages, say) have reached every router (api/management/router_groups.py).
 WHOLE_API = (

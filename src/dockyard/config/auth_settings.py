@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from dockyard.config.base import Networks, PositiveDuration, Section, doc
+from dockyard.config.base import Networks, PositiveDuration, Section, doc, empty_list
 from dockyard.config.durations import Duration
 
 
@@ -84,7 +84,7 @@ class LDAPSettings(Section):
     )
     group_name_attribute: str = Field(default="cn", description="A group's name, as project members name it.")
     admin_groups: list[str] = Field(
-        default_factory=list, description="Groups whose members are system administrators."
+        default_factory=empty_list, description="Groups whose members are system administrators."
     )
     timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for the directory to connect or answer."
@@ -132,7 +132,7 @@ class OIDCSettings(Section):
         "become dockyard groups, so project memberships can name them, as LDAP groups.",
     )
     admin_groups: list[str] = Field(
-        default_factory=list, description="Groups whose members are system administrators."
+        default_factory=empty_list, description="Groups whose members are system administrators."
     )
     auto_onboard: bool = Field(
         default=True,
@@ -216,13 +216,13 @@ class AuthSettings(Section):
     oidc: OIDCSettings | None = None
     login_limit: LoginLimitSettings = LoginLimitSettings()
     allow_ips: Networks = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Who may use the registry at all (`/v2`, `/token`, `/api`); empty: everyone. A "
         "variable takes a comma-separated list.",
         json_schema_extra=doc("list of CIDRs"),
     )
     management_allow_ips: Networks = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Who may use the management API (`/api`), on top of `allow_ips`; empty: everyone.",
         json_schema_extra=doc("list of CIDRs"),
     )

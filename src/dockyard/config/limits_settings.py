@@ -6,7 +6,7 @@ import math
 
 from pydantic import Field
 
-from dockyard.config.base import Networks, PositiveDuration, Section, doc
+from dockyard.config.base import Networks, PositiveDuration, Section, doc, empty_list
 from dockyard.config.durations import Duration
 
 
@@ -53,7 +53,7 @@ class LimitsSettings(Section):
         "`http.trusted_proxies` so the client's address is the one the balancer reports.",
     )
     exempt: Networks = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Client addresses no limit applies to (CI runners on your network, a replication "
         "peer): `[10.0.0.0/8]`. A variable takes a comma-separated list.",
         json_schema_extra=doc("list of CIDRs"),

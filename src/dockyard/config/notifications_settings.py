@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from dockyard.config.base import PositiveDuration, Section, doc
+from dockyard.config.base import PositiveDuration, Section, doc, empty_list
 from dockyard.config.durations import Duration
 
 Action = Literal["push", "pull", "delete", "mount"]
@@ -17,10 +17,11 @@ class IgnoreSettings(Section):
     """Events an endpoint is not sent."""
 
     mediatypes: list[str] = Field(
-        default_factory=list, description="Target media types not sent, e.g. `application/octet-stream`."
+        default_factory=empty_list,
+        description="Target media types not sent, e.g. `application/octet-stream`.",
     )
     actions: list[Action] = Field(
-        default_factory=list, description="Actions not sent: `push`, `pull`, `delete`, `mount`."
+        default_factory=empty_list, description="Actions not sent: `push`, `pull`, `delete`, `mount`."
     )
 
 
@@ -61,7 +62,7 @@ class NotificationEndpoint(Section):
         json_schema_extra=doc("duration"),
     )
     ignoredmediatypes: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Target media types not sent (registry:2's older spelling of `ignore.mediatypes`).",
     )
     ignore: IgnoreSettings = IgnoreSettings()
@@ -94,7 +95,7 @@ class NotificationsSettings(Section):
     2xx ([notifications.md](notifications.md))."""
 
     endpoints: list[NotificationEndpoint] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="The listeners. A variable sets the whole list as YAML: "
         "`REGISTRY_NOTIFICATIONS_ENDPOINTS='[{name: ci, url: \"https://ci.example/hook\"}]'`.",
     )

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 # The sections in modules of their own, importable from here as before.
 from dockyard.config.auth_settings import AuthSettings
 from dockyard.config.auth_settings import LDAPSettings as LDAPSettings
-from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration, Section, doc
+from dockyard.config.base import Networks, NonNegativeDuration, PositiveDuration, Section, doc, empty_list
 from dockyard.config.base import split_addr as split_addr
 from dockyard.config.durations import Duration
 from dockyard.config.layer_files_settings import LayerFilesSettings
@@ -99,7 +99,7 @@ class HTTPSettings(Section):
         'the variable sets the whole map: `DOCKYARD_HTTP_HEADERS=\'{"X-Frame-Options": ["DENY"]}\'`.',
     )
     trusted_proxies: Networks = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Load balancers whose forwarding headers are believed; empty: nobody's, every client "
         "is the connection's peer. A request whose peer is in the list is taken to come from the "
         "rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (`Forwarded: for=` "
@@ -369,7 +369,7 @@ class UpstreamSettings(Section):
     addresses it may fetch from, and how long it waits."""
 
     allowed_networks: Networks = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Networks an endpoint (or a redirect, or a token realm) may resolve to besides public "
         "addresses. By default the server refuses to fetch from loopback, link-local (cloud metadata at "
         "169.254.169.254), private, shared and unspecified addresses, checked on the resolved addresses "
@@ -472,7 +472,7 @@ class ScannerAPISettings(Section):
     )
     password: str | None = Field(default=None, repr=False, description="Its password. Never logged.")
     allowed_registries: list[str] = Field(
-        default_factory=list,
+        default_factory=empty_list,
         description="Registries other than this one a scan request may name (`registry.url`, as "
         "`https://harbor.example.com`): the artifact is then pulled from there with the request's "
         "authorization, through the same address guard as endpoints (`upstream.allowed_networks`: a "
