@@ -246,6 +246,29 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     assert answer["hashes"] == max(1, (os.cpu_count() or 1) // 2)
 
 
+def test_an_http_worker_of_serve_asks_the_database_nothing_before_its_first_answer(
+    config: Path, main_process_modules: list[str]
+) -> None:
+    """Serve's start-up child made the first administrator before any worker started: a worker does not
+    count the users again (a statement compiled, a connection opened: on the way to its first answer,
+    issue 18)."""
+    script = textwrap.dedent(
+        """
+        import json
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        asked = []
+        event.listen(Engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: asked.append(sql))
+        from dockyard.app import worker_app
+
+        worker_app()
+        print(json.dumps(asked), flush=True)
+        """
+    )
+    assert json.loads(run(script, config, child_of_serve=True)) == []
+
+
 # Where auth is off (as the test suite's servers run): no accounts, tokens or password hashes, nor the
 # pull gate's signature verifiers (pull policies are set through dockyard's own auth's API).
 AUTH_OFF_FORBIDDEN = (

@@ -296,7 +296,11 @@ def worker_app() -> Any:
     limit_concurrent_hashes(hash_share(workers))
     # `serve` migrated already; under another server (uvicorn) the app makes sure itself.
     services = build_services(settings, migrate=True)
-    first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
+    # `serve`'s start-up child made the first administrator before any worker started; the count of
+    # the users behind it (a statement compiled, a connection opened: ~2-4 ms of CPU) would delay each
+    # worker's first answer. Under another server (uvicorn) the app makes it itself.
+    if not started_by_serve():
+        first_admin(settings, services.db, os.environ.get(ADMIN_PASSWORD_ENV))
     app = create_app(services)
     # SIGKILL, not SIGTERM: a worker whose serve was killed may be unable to run a handler or the
     # watch thread (one did not stop within 20 s in CI); its clients retry, uploads are crash-safe.
