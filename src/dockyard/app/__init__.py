@@ -245,9 +245,9 @@ WORKER_LAZY_MODULES = (
 def preload(settings: Settings) -> None:
     """In serve's main process, before Granian forks the HTTP workers from it: import what
     `worker_app` would import in each worker for `settings` (the modules above, the storage driver's,
-    the database dialect's, the accounts' first start), once for all of them. Each worker spent ~0.3 s
-    of CPU on them (compiling them too where no .pyc was written) between its fork and its first
-    answer, and held its own copy. It opens no connection or file and starts no thread.
+    the database dialect's), once for all of them. Each worker spent ~0.3 s of CPU on them (compiling
+    them too where no .pyc was written) between its fork and its first answer, and held its own copy.
+    It opens no connection or file and starts no thread.
 
     It also configures the ORM's mappers (their relationships and instrumented attributes, which
     SQLAlchemy otherwise does at the first query or statement compiled: the lookups `worker_app`
@@ -264,8 +264,6 @@ def preload(settings: Settings) -> None:
     mode = auth_mode(settings)
     for name in AUTH_MODULES[mode]:  # the gate's, and for dockyard's own auth its accounts and tokens
         importlib.import_module(name)
-    if mode == "dockyard":
-        importlib.import_module("dockyard.accounts.bootstrap")
     # Not the signature verifiers (`dockyard.signatures.services`): the pull gate loads them on the
     # first pull a project's signature policy judges (services._StoredVerdicts), which a registry
     # without such policies never makes. Preloaded, they cost every start ~20-45 ms of CPU before the

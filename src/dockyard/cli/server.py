@@ -252,13 +252,13 @@ def _import_for_prepare(settings: Settings) -> None:
     """Import the modules `_prepare` runs on that the workers run too (SQLAlchemy and the models, the
     accounts, the key store), before the start-up child is forked: it inherits them, instead of
     importing them again beside `_preload_worker_modules`, which imports them anyway (~0.2 s of CPU
-    less, on the cores the start-up shares). Alembic, when the schema is not at the head, and the
-    migration check stay in the child."""
+    less, on the cores the start-up shares). Alembic, when the schema is not at the head, the
+    migration check and the first administrator's module (`accounts.bootstrap`, which no worker of
+    serve runs) stay in the child."""
     from dockyard.bootstrap import auth_mode
     from dockyard.db.session import Database  # noqa: F401
 
-    if auth_mode(settings) == "dockyard":
-        import dockyard.accounts.bootstrap
+    if auth_mode(settings) == "dockyard":  # the accounts themselves come with the models above
         import dockyard.auth.keystore  # noqa: F401
 
 
