@@ -44,6 +44,7 @@ from dockyard.app.housekeeping import (
     sweep_proxy_locks_forever,
     trim_heap_forever,
 )
+from dockyard.app.loop_signals import keep_stop_signals_between_runs
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
 from dockyard.app.portal import portal_routes
 from dockyard.bootstrap import (
@@ -150,6 +151,7 @@ def create_app(services: Services) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        keep_stop_signals_between_runs()  # uvloop's gap before serving (app/loop_signals.py)
         locks, close_locks = build_locks(settings)
         housekeeping = [
             asyncio.create_task(purge_audit_forever(services, locks)),
