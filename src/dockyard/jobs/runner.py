@@ -43,7 +43,7 @@ WATCH_SECONDS = 0.1  # how often a waiting dispatcher looks whether another proc
 MIN_WAIT_SECONDS = 0.01  # between rounds, when a job comes due sooner
 # Seconds after its start that a runner loads what its kinds' first jobs would (JobKind.warm_up): past
 # the node's start, whose cores the HTTP workers' imports take; a job before then loads it itself.
-WARM_UP_DELAY = 10.0
+WARM_UP_DELAY = 5.0
 
 ProgressCallback = Callable[[JobRecord], None]
 
