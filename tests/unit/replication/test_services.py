@@ -120,9 +120,12 @@ def test_a_runs_artifact_lines_are_written_a_second_apart_in_one_transaction_eac
     assert len(writes) == 1
 
 
-def test_the_replicate_kind_warms_up_the_remote_side_before_its_first_run(database: Database) -> None:
+def test_the_replicate_kind_warms_up_the_remote_side_before_its_first_run(
+    database: Database, policies: ReplicationPolicies
+) -> None:
     """Its warm-up (run by the job runner a while after it starts) builds the endpoints' service and
-    loads the upstream client, which a run's remote side needs: the first run does not pay for them."""
+    loads the upstream client, which a run's remote side needs: the first run does not pay for them.
+    Not on a node without a policy, which never replicates: its job runner stays small."""
     import sys
 
     from dockyard.replication.tasks import replicate_kind
@@ -130,5 +133,8 @@ def test_the_replicate_kind_warms_up_the_remote_side_before_its_first_run(databa
     built: list[bool] = []
     kind = replicate_kind(database, None, None, None, lambda: built.append(True))  # type: ignore[arg-type]
     assert kind.warm_up is not None
+    kind.warm_up()
+    assert built == []
+    policies.create(Policy("to-dr", Direction.PUSH, "dr"))
     kind.warm_up()
     assert built == [True] and "dockyard.upstream.client" in sys.modules
