@@ -81,7 +81,14 @@ _SECTION_NAMES = frozenset(
 REGISTRY_SECTIONS = frozenset({"http", "storage", "log", "notifications"})
 # Variables with these prefixes that are not settings (read by the CLI, or by registry:2 itself).
 NOT_SETTINGS = frozenset(
-    {"DOCKYARD_CONFIG", "REGISTRY_CONFIGURATION_PATH", "DOCKYARD_ADMIN_PASSWORD", "DOCKYARD_MOVE_TO_DATABASE"}
+    {
+        "DOCKYARD_CONFIG",
+        "REGISTRY_CONFIGURATION_PATH",
+        "DOCKYARD_ADMIN_PASSWORD",
+        "DOCKYARD_MOVE_TO_DATABASE",
+        # The test suite's cheap password hashes (accounts.passwords warns wherever it is used).
+        "DOCKYARD_INSECURE_TEST_PASSWORD_HASHES",
+    }
 )
 _ENV_PREFIXES = ("REGISTRY_", "DOCKYARD_")  # applied in this order, so DOCKYARD_* wins
 
