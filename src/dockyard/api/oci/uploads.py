@@ -141,8 +141,10 @@ async def patch_upload(ctx: OCIContext, request: Request, name: str, upload_id: 
         await ctx.upload_limits.claim(request.scope, found.id)
 
     def open_append() -> tuple[UploadBudget, AppendSession]:
-        state = ctx.blob_uploads.get(name, upload_id, owner) if found is None else found
-        _check_content_range(content_range, length, state)
+        state = found
+        if state is None:  # else found and checked above, before the place was claimed
+            state = ctx.blob_uploads.get(name, upload_id, owner)
+            _check_content_range(content_range, length, state)
         # Refused before reading the chunk, the upload stays as it was and may resume once there is room.
         return _open_session(ctx, name, state, length, None)
 
