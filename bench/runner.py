@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -19,6 +20,45 @@ from bench.seed import Seeded, seed
 from bench.servers import Server
 
 Progress = Callable[[str], None]
+MIB = 1 << 20
+
+
+def blob_files(server: Server) -> set[Path]:
+    """The blob files in the server's data directory (`<workdir>/data`): files named `data` below a
+    directory named `blobs` -- dockyard's `storage/blobs/sha256/<xx>/<hex>/data`, distribution's
+    `docker/registry/v2/blobs/sha256/<xx>/<hex>/data`. None for a server whose blobs are elsewhere
+    (dockyard on S3: `--backend ha`)."""
+    root = server.workdir / "data" if server.workdir is not None else None
+    found: set[Path] = set()
+    if root is None or not root.is_dir():
+        return found
+    for directory, _, names in os.walk(root):
+        if "data" in names and "blobs" in Path(directory).relative_to(root).parts:
+            found.add(Path(directory) / "data")
+    return found
+
+
+def forget_pushed(server: Server, kept: set[Path]) -> int:
+    """Delete the blob files a push round left in the server's data directory (all but `kept`, those
+    seeded), with their directories, and have the filesystem write out and trim what that freed, before
+    the next round runs: the disk then never holds more than one round's pushes. The host's
+    thin-provisioned disk answered ENOSPC when the push rows piled up tens of GB (every server erred,
+    with df showing 64 GB free). The pushed blobs are never read again; the servers keep their records
+    of them (dockyard's rows, distribution's links and descriptor cache), which no later scenario uses.
+    The bytes freed."""
+    freed = 0
+    for path in blob_files(server) - kept:
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+            path.parent.rmdir()
+        except OSError:
+            continue
+    if freed and server.workdir is not None:
+        # syncfs(2) of the data's filesystem: the deletions (and their discards) happen now, outside
+        # the next measured run, for every server alike.
+        subprocess.run(["sync", "-f", str(server.workdir)], check=False)
+    return freed
 
 
 def measure_round(
@@ -68,6 +108,16 @@ def run_side_by_side(
                 seeded[server.name] = seeder(server) if seeder else seed(server.host, server.port)
             except Exception as error:
                 raise RuntimeError(f"seeding {server.name} failed: {error}\n{server.log_tail()}") from error
+        kept = {server.name: blob_files(server) for server in servers}  # the seeded blobs
+
+        def measure(scenario: Scenario, server: Server) -> Measurement:
+            result = measure_round(scenario, server, seeded[server.name], settings, progress)
+            if scenario.pushes:
+                freed = forget_pushed(server, kept[server.name])
+                if freed:
+                    progress(f"  {server.name:<12} deleted {freed / MIB:,.0f} MiB of pushed blobs")
+            return result
+
         outcomes = []
         for scenario in scenarios:
             measured_references = [] if scenario.candidate_only else references
@@ -76,12 +126,8 @@ def run_side_by_side(
             for round_number in range(1, rounds + 1):
                 progress(f"{scenario.label}  round {round_number}/{rounds}")
                 for reference in measured_references:
-                    outcome.references[reference.name].append(
-                        measure_round(scenario, reference, seeded[reference.name], settings, progress)
-                    )
-                outcome.candidate.append(
-                    measure_round(scenario, contender, seeded[contender.name], settings, progress)
-                )
+                    outcome.references[reference.name].append(measure(scenario, reference))
+                outcome.candidate.append(measure(scenario, contender))
             outcomes.append(outcome)
     finally:
         peaks = {name: sampler.stop() for name, sampler in samplers.items()}

@@ -66,6 +66,9 @@ class Scenario:
     candidate: str | None = None
     # which reference the target is a ratio to: "v3.1.1" (the peer to beat) or "2.8.2"
     target_reference: str = "v3.1.1"
+    # stores new blobs: after each round the runner deletes them from the server's data directory
+    # (bench.runner.forget_pushed), so the disk holds one round's pushes at most
+    pushes: bool = False
 
 
 def _client_cpu_seconds() -> float:
@@ -185,6 +188,7 @@ def _push_scenarios() -> list[Scenario]:
                         "MiB/s",
                         target,
                         _transfer(_push(size, form), concurrency),
+                        pushes=True,
                     )
                 )
     scenarios.append(
@@ -194,6 +198,7 @@ def _push_scenarios() -> list[Scenario]:
             "MiB/s",
             1.2,
             _transfer(_push(64 * MIB, "chunked"), 1),
+            pushes=True,
         )
     )
     return scenarios
