@@ -53,6 +53,18 @@ def tree_cpu_seconds(root: int) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(idle, total) clock ticks of all CPUs since boot, from /proc/stat (idle counts iowait too)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # user nice system idle iowait irq softirq steal
+
+
+def idle_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """The share of the machine's CPU time that was idle between two `machine_cpu_ticks()`."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
+
+
 def rss_bytes(pid: int) -> int:
     try:
         resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])

@@ -79,8 +79,17 @@ def _p99(side: list[Measurement]) -> str:
 
 
 def _cpu_per_mib(side: list[Measurement]) -> str:
+    """ms per MiB for pushes and pulls, µs per request for small requests."""
     values = [m.server_cpu_ms_per_mib for m in side if m.server_cpu_ms_per_mib is not None]
-    return f"{statistics.median(values):.2f}" if values else ""
+    if values:
+        return f"{statistics.median(values):.2f}"
+    per_request = [m.server_cpu_ms * 1000 for m in side if m.server_cpu_ms is not None]
+    return f"{statistics.median(per_request):.1f}" if per_request else ""
+
+
+def _idle(side: list[Measurement]) -> str:
+    values = [m.idle_share for m in side if m.idle_share is not None]
+    return f"{statistics.median(values) * 100:.0f}" if values else ""
 
 
 def headers(references: list[str], cand: str) -> list[str]:
@@ -93,7 +102,8 @@ def headers(references: list[str], cand: str) -> list[str]:
         "target",
         "met",
         "p99 ms " + " / ".join(_short(n) for n in names),
-        "server CPU ms/MiB " + " / ".join(_short(n) for n in names),
+        "server CPU ms/MiB or µs/request " + " / ".join(_short(n) for n in names),
+        "CPUs idle % " + " / ".join(_short(n) for n in names),
         "errors",
     ]
 
@@ -110,6 +120,7 @@ def rows(
         sides = [outcome.references.get(r, []) for r in references] + [outcome.candidate]
         p99s = [_p99(side) for side in sides]
         cpus = [_cpu_per_mib(side) for side in sides]
+        idles = [_idle(side) for side in sides]
         ratios = [outcome.ratio(r) for r in references]
         table.append(
             [
@@ -121,6 +132,7 @@ def rows(
                 met,
                 " / ".join(p or "—" for p in p99s) if any(p99s) else "",
                 " / ".join(c or "—" for c in cpus) if any(cpus) else "",
+                " / ".join(i or "—" for i in idles) if any(idles) else "",
                 str(errors),
             ]
         )
@@ -138,6 +150,7 @@ def rows(
                 "",
                 "",
                 "",
+                "",
             ]
         )
         met = "yes" if candidate.per_process <= RSS_TARGET_PER_PROCESS else "no"
@@ -150,6 +163,7 @@ def rows(
                 *("" for _ in references),
                 f"≤{RSS_TARGET_PER_PROCESS // MIB} MiB",
                 met,
+                "",
                 "",
                 "",
                 "",

@@ -19,7 +19,7 @@ from bench.operations import (
     push_monolithic,
     push_single_post,
 )
-from bench.procs import tree_cpu_seconds
+from bench.procs import idle_share, machine_cpu_ticks, tree_cpu_seconds
 from bench.seed import IMAGE_REPO, MANIFEST_ACCEPT, Seeded
 from bench.servers import Server
 from bench.smallrequests import SmallRequest, run_small
@@ -43,7 +43,10 @@ class Measurement:
     p99_ms: float | None = None
     client_cores: float = 0.0  # CPU the load generator used, in cores (the servers share the same 2 cores)
     notes: list[str] = field(default_factory=list)
-    server_cpu_ms: float | None = None  # the server's CPU per request, where measured (bench/scale.py)
+    server_cpu_ms: float | None = None  # the server's CPU per request: small requests, bench/scale.py
+    # The share of the machine's CPU time left idle during the run (small requests): a server whose rate
+    # is short of what its CPU per request allows, with CPUs idle, waits for something other than CPU.
+    idle_share: float | None = None
     # The server's CPU (its whole process tree, user + system) per MiB of payload moved: pushes and pulls.
     server_cpu_ms_per_mib: float | None = None
 
@@ -152,13 +155,19 @@ def small_measure(make_request: RequestMaker, connections: int | None = None) ->
 
     def measure(server: Server, seeded: Seeded, settings: RunSettings) -> Measurement:
         request = make_request(server, seeded)  # may ask the server first (e.g. for a token)
-        cpu_before = _client_cpu_seconds()
+        cpu_before, server_before = _client_cpu_seconds(), tree_cpu_seconds(server.process.pid)
+        machine_before = machine_cpu_ticks()
         result = run_small(
             server.host, server.port, request, settings.small_seconds, connections or settings.connections
         )
+        machine_after = machine_cpu_ticks()
+        server_cpu = tree_cpu_seconds(server.process.pid) - server_before  # the probe's too: one in 100k
         cores = (_client_cpu_seconds() - cpu_before) / settings.small_seconds
         notes = [result.error_detail] if result.error_detail else []
-        return Measurement(result.requests_per_second, result.errors, result.p99_ms, cores, notes)
+        measured = Measurement(result.requests_per_second, result.errors, result.p99_ms, cores, notes)
+        measured.server_cpu_ms = server_cpu * 1000 / result.requests if result.requests else None
+        measured.idle_share = idle_share(machine_before, machine_after)
+        return measured
 
     return measure
 

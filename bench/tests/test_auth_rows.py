@@ -42,7 +42,7 @@ def test_candidate_only_row_has_no_ratio_and_meets_an_absolute_target() -> None:
         ScenarioOutcome(slow, {}, [Measurement(900.0, p99_ms=5.0)]),
     ]
     met, missed = rows(outcomes, {}, REFERENCES, "dockyard")
-    assert met[2:12] == ["", "", "1,150", "", "", "≥1,000 tokens/s", "yes", "— / — / 6.0", "", "0"]
+    assert met[2:13] == ["", "", "1,150", "", "", "≥1,000 tokens/s", "yes", "— / — / 6.0", "", "", "0"]
     assert missed[8] == "no"
 
 
@@ -63,4 +63,14 @@ def test_transfer_row_shows_each_servers_cpu_per_mib() -> None:
     cheap.server_cpu_ms_per_mib, dear.server_cpu_ms_per_mib = 1.25, 4.5
     references = {REFERENCES[0]: [Measurement(100.0)], REFERENCES[1]: [dear]}
     (row,) = rows([ScenarioOutcome(scenario, references, [cheap])], {}, REFERENCES, "dockyard")
-    assert row[10:12] == ["— / 4.50 / 1.25", "0"]
+    assert row[10:13] == ["— / 4.50 / 1.25", "", "0"]
+
+
+def test_small_row_shows_cpu_per_request_and_idle_cpus() -> None:
+    scenario = Scenario("blob-head", "blob HEAD", "req/s", 3.0, _never)
+    measured = [Measurement(20_000.0), Measurement(9_000.0), Measurement(30_000.0)]
+    for each, cpu_ms, idle in zip(measured, (0.1, 0.08, 0.035), (0.02, 0.05, 0.18), strict=True):
+        each.server_cpu_ms, each.idle_share = cpu_ms, idle
+    references = {REFERENCES[0]: [measured[0]], REFERENCES[1]: [measured[1]]}
+    (row,) = rows([ScenarioOutcome(scenario, references, [measured[2]])], {}, REFERENCES, "dockyard")
+    assert row[10:13] == ["100.0 / 80.0 / 35.0", "2 / 5 / 18", "0"]

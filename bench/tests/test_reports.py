@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from bench.procs import idle_share, machine_cpu_ticks
 from bench.operations import UniqueBlobs
 from bench.smallrequests import SmallRequest, parse_ab_report, parse_wrk_report
 
@@ -77,3 +78,10 @@ def test_unique_blobs_differ_and_their_digests_match_their_bytes() -> None:
         assert len(content) == 4096
         assert blob.digest == f"sha256:{hashlib.sha256(content).hexdigest()}"
         assert b"".join(blob.slice(1000, 4090)) == content[1000:4090]
+
+
+def test_idle_share_is_the_idle_part_of_the_ticks_between_two_readings() -> None:
+    idle, total = machine_cpu_ticks()
+    assert 0 <= idle <= total
+    assert idle_share((10, 100), (30, 200)) == 0.2
+    assert idle_share((10, 100), (10, 100)) is None
