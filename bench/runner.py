@@ -79,7 +79,11 @@ def measure_round(
             if result.server_cpu_ms_per_mib is not None
             else ""
         )
-        + (f"  server CPU {result.server_cpu_ms * 1000:.1f} µs/request" if result.server_cpu_ms is not None else "")
+        + (
+            f"  server CPU {result.server_cpu_ms * 1000:.1f} µs/request"
+            if result.server_cpu_ms is not None
+            else ""
+        )
         + (f"  CPUs idle {result.idle_share:.0%}" if result.idle_share is not None else "")
         + (f"  errors {result.errors}" if result.errors else "")
     )

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from bench.procs import idle_share, machine_cpu_ticks
 from bench.operations import UniqueBlobs
+from bench.procs import idle_share, machine_cpu_ticks
 from bench.smallrequests import SmallRequest, parse_ab_report, parse_wrk_report
 
 WRK_WITH_ERRORS = """\
