@@ -364,6 +364,27 @@ def test_serves_main_process_parses_no_text_signatures(config: Path) -> None:
     assert json.loads(run(script, config, child_of_serve=False)) == 0
 
 
+def test_the_models_are_declared_with_annotations_python_has_evaluated() -> None:
+    """SQLAlchemy reads each mapped column's type from its annotation. Given as text (`from __future__
+    import annotations`, which the rest of dockyard uses), each is cleaned up with regular expressions and
+    evaluated (an `eval`, compiling it) when the model's class is built: ~17% of the declarative
+    mapping's CPU, in serve's main process before the fork (issue 18; docs/benchmarks.md, "Start-up and
+    stop"). The models' modules leave that import out (db/base.py)."""
+    from dockyard.db.all_models import load_all_models
+    from dockyard.db.base import Base
+
+    load_all_models()
+    models = [mapper.class_ for mapper in Base.registry.mappers]
+    assert len(models) > 40
+    textual = [
+        f"{model.__module__}.{model.__qualname__}.{name}"
+        for model in models
+        for name, annotation in vars(model).get("__annotations__", {}).items()
+        if isinstance(annotation, str)
+    ]
+    assert textual == []
+
+
 # The management API with every router included, as a worker holds it once its calls (the portal's
 # pages, say) have reached every router (api/management/router_groups.py).
 WHOLE_API = (

@@ -1,8 +1,6 @@
 """Tables of accounts: users, groups, group membership, personal access tokens, robot accounts,
 management sessions."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import Boolean, ColumnElement, ForeignKey, Index, Integer, String, Text, false, func

@@ -1,8 +1,6 @@
 """The audit log's tables: single events, and pulls counted per hour. Both are purged by age
 (settings.audit.retention)."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

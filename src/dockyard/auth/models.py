@@ -1,7 +1,5 @@
 """Tables of token auth: the keys tokens are signed with, shared by every node through the DB."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import String, Text

@@ -1,4 +1,9 @@
-"""The declarative base every model shares, with stable constraint names for migrations."""
+"""The declarative base every model shares, with stable constraint names for migrations.
+
+The models' modules (`*/models.py`) do without `from __future__ import annotations`: SQLAlchemy reads each
+column's type from its `Mapped[...]` annotation, and one given as text it cleans up with regular
+expressions and evaluates (compiling it) when the class is built, in serve's main process on the way
+to the first answer (issue 18). tests/unit/test_process_imports.py holds them to it."""
 
 from __future__ import annotations
 

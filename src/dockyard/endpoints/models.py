@@ -1,8 +1,6 @@
 """The table of registry endpoints. The credential's secret is stored sealed (`secrets.py`): a copy of
 the database alone cannot reveal it."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, Integer, String, Text, UniqueConstraint

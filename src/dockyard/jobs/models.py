@@ -1,7 +1,5 @@
 """The job queue's tables: jobs (one row per job, its whole life), their log lines, and schedules."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

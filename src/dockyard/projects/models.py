@@ -1,7 +1,5 @@
 """Tables of projects: projects, their members (users or groups, with a role), robot permissions."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import (

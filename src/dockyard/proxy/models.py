@@ -3,8 +3,6 @@ last checked against upstream. The cached manifests, tags and blobs themselves a
 registry's tables (so quotas, retention, GC and listings treat them like pushed ones); these rows are
 the cache's state, in the metadata DB so every node of a cluster sees the same cache."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String

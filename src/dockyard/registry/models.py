@@ -1,7 +1,5 @@
 """Tables of the registry: repositories, the blobs each may read, manifests, tags, references."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint

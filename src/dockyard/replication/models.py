@@ -1,7 +1,5 @@
 """Tables of replication: the policies, and the history of runs with each artifact's outcome."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint

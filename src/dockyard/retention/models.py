@@ -1,7 +1,5 @@
 """Tables of retention: each project's policy, and the history of runs with their reports."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

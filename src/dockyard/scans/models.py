@@ -6,8 +6,6 @@ repository's deletion takes its scans with it (the foreign key), and a pull poli
 artifact of the repository it serves, as signature verdicts are kept (signatures.models).
 """
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import (

@@ -1,8 +1,6 @@
 """Tables of signature verification: a project's trusted public keys, its key-set version, and the
 cached verdicts (one row per project and artifact digest, valid for one key-set version)."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint

@@ -1,7 +1,5 @@
 """Tables of the storage layer: the blobs the registry holds and the uploads in flight."""
 
-from __future__ import annotations
-
 from datetime import datetime
 
 from sqlalchemy import BigInteger, String

@@ -1,8 +1,6 @@
 """Tables of the offline vulnerability database: advisories, their affected packages, the imports (the
 database's versions), and the allowlist of vulnerability ids a project (or everyone) accepts."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 

@@ -1,8 +1,6 @@
 """The notification tables: the outbox of events, each endpoint's delivery cursor and backoff, and the
 delivery log. Events are appended in the request path and read by the `notify` job only."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Any
 
