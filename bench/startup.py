@@ -14,7 +14,12 @@ worker, auth off, no job runner), ~300 starts per CI run.
 
 Both sources are byte-compiled first (`compileall`), as the container image and `pip install` leave
 dockyard: where PYTHONDONTWRITEBYTECODE is set (as in some CI and agent shells), every start would
-otherwise compile each of dockyard's modules again, ~1.5 s of CPU that no deployment spends.
+otherwise compile each of dockyard's modules again, ~1.5 s of CPU that no deployment spends. So are
+the packages serve imports (SQLAlchemy, pydantic, Starlette, ...): the servers run without that
+variable, so the first start, not counted, writes their `.pyc` files as Python does by default. uv
+installs the venv without them (scripts/install-test-deps.sh), and the tests keep theirs elsewhere
+(the Makefile's PYTHONPYCACHEPREFIX): with the variable set, each start compiled them again (~1.1 s of
+CPU more for SQLAlchemy's ORM, pydantic and Starlette alone, at load ~15).
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ def main() -> None:
             else:
                 config, port = write_dockyard_config(workdir, 2, auth={"enabled": True})
             env = {**os.environ, "DOCKYARD_ADMIN_PASSWORD": PASSWORD, **dockyard_environment(source)}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)  # the first start writes the packages' .pyc (above)
             argv = [*dockyard_command(source), "serve", "--config", str(config)]
             variants[name] = (argv, env, port, workdir / "server.log")
             start_and_stop(*variants[name])  # the first start initialises the data directory
