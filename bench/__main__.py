@@ -39,6 +39,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--transfer-seconds", type=float, default=3.0, help="length of each push/pull run")
     parser.add_argument("--small-seconds", type=float, default=5.0, help="length of each wrk/ab run")
     parser.add_argument(
+        "--small-tool",
+        choices=["auto", "ab"],
+        default="auto",
+        help="auto: GETs on wrk, HEADs on ab (wrk cannot HEAD); ab: every small request on ab",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return _gc_bench(args)
     if args.scale:
         return _scale_bench(args)
-    settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds)
+    settings = RunSettings(args.engine, args.transfer_seconds, args.small_seconds, small_tool=args.small_tool)
     if args.auth and args.candidate != "dockyard":
         progress("--auth compares dockyard only (the null registry has no auth)")
         return 2

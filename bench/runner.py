@@ -157,7 +157,7 @@ def machine_caption(settings: RunSettings, rounds: int, workers: int, candidate:
         f"ratio = median of per-round {candidate}/reference ratios. "
         f"Transfers {settings.transfer_seconds:g} s per run "
         f"(engine: {settings.engine}), small requests {settings.small_seconds:g} s "
-        f"at c={settings.connections}; "
+        f"at c={settings.connections}{' (all on ab)' if settings.small_tool == 'ab' else ''}; "
         f"{candidate} workers: {workers}, code: {source}. MiB/s counts blob payload bytes."
     )
 

@@ -34,6 +34,7 @@ class RunSettings:
     transfer_seconds: float = 3.0
     small_seconds: float = 5.0
     connections: int = 64
+    small_tool: str = "auto"  # "auto": wrk for GETs, ab for HEADs; "ab": ab for every small request
 
 
 @dataclass
@@ -158,7 +159,12 @@ def small_measure(make_request: RequestMaker, connections: int | None = None) ->
         cpu_before, server_before = _client_cpu_seconds(), tree_cpu_seconds(server.process.pid)
         machine_before = machine_cpu_ticks()
         result = run_small(
-            server.host, server.port, request, settings.small_seconds, connections or settings.connections
+            server.host,
+            server.port,
+            request,
+            settings.small_seconds,
+            connections or settings.connections,
+            settings.small_tool,
         )
         machine_after = machine_cpu_ticks()
         server_cpu = tree_cpu_seconds(server.process.pid) - server_before  # the probe's too: one in 100k

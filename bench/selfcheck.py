@@ -60,4 +60,6 @@ def self_check(
 
 
 def _with_engine(settings: RunSettings, engine: str) -> RunSettings:
-    return RunSettings(engine, settings.transfer_seconds, settings.small_seconds, settings.connections)
+    return RunSettings(
+        engine, settings.transfer_seconds, settings.small_seconds, settings.connections, settings.small_tool
+    )

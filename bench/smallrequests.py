@@ -80,10 +80,12 @@ def probe(host: str, port: int, request: SmallRequest) -> None:
 
 
 def run_small(
-    host: str, port: int, request: SmallRequest, duration: float, connections: int = 64
+    host: str, port: int, request: SmallRequest, duration: float, connections: int = 64, tool: str = "auto"
 ) -> SmallResult:
+    """`tool`: "auto" runs GETs on wrk and HEADs on ab (wrk cannot HEAD); "ab" runs everything on ab,
+    to compare a GET row with the HEAD rows on the same client."""
     probe(host, port, request)
-    if request.method == "HEAD":
+    if request.method == "HEAD" or tool == "ab":
         return run_ab(host, port, request, duration, connections)
     return run_wrk(host, port, request, duration, connections)
 

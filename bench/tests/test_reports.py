@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from bench import smallrequests
 from bench.operations import UniqueBlobs
 from bench.procs import idle_share, machine_cpu_ticks
 from bench.smallrequests import SmallRequest, parse_ab_report, parse_wrk_report
@@ -85,3 +86,17 @@ def test_idle_share_is_the_idle_part_of_the_ticks_between_two_readings() -> None
     assert 0 <= idle <= total
     assert idle_share((10, 100), (30, 200)) == 0.2
     assert idle_share((10, 100), (10, 100)) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "tool", "expected"), [("GET", "auto", "wrk"), ("HEAD", "auto", "ab"), ("GET", "ab", "ab")]
+)
+def test_small_requests_run_on_wrk_unless_head_or_ab_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, method: str, tool: str, expected: str
+) -> None:
+    used: list[str] = []
+    monkeypatch.setattr(smallrequests, "probe", lambda *args: None)
+    monkeypatch.setattr(smallrequests, "run_wrk", lambda *args: used.append("wrk"))
+    monkeypatch.setattr(smallrequests, "run_ab", lambda *args: used.append("ab"))
+    smallrequests.run_small("127.0.0.1", 1, SmallRequest(method, "/v2/"), 1.0, 8, tool)
+    assert used == [expected]
