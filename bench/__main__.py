@@ -105,6 +105,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="--gc: manifests seeded, 5 blobs each, half of them garbage (default 20,000)",
     )
     parser.add_argument(
+        "--gc-seeded",
+        metavar="DIR",
+        type=Path,
+        help="--gc on SQLite: seed the set into DIR the first time, and copy it from there on each run",
+    )
+    parser.add_argument(
+        "--gc-sessions",
+        choices=["shared", "apart"],
+        default="shared",
+        help="--gc: the server in the collector's session (shared: the collector's nice +10 ranks it "
+        "below the workers, as in serve) or in its own (apart, as before 2026-12-07; bench/gc.py)",
+    )
+    parser.add_argument(
         "--scale",
         action="store_true",
         help="run the scale scenario instead (bench/scale.py: N repositories, against v3.1.1)",
@@ -206,7 +219,19 @@ def _gc_bench(args: argparse.Namespace) -> int:
             alone = run_gc_alone(workdir, args.gc_db, progress, args.gc_manifests)
             print("\n".join(alone.lines()), flush=True)
             return 0
-        result = run_gc_bench(workdir, args.workers, args.gc_db, args.gc_seconds, progress, args.gc_manifests)
+        if args.gc_seeded is not None and args.gc_db != "sqlite":
+            progress("--gc-seeded copies a SQLite data dir: not with --gc-db postgresql")
+            return 2
+        result = run_gc_bench(
+            workdir,
+            args.workers,
+            args.gc_db,
+            args.gc_seconds,
+            progress,
+            args.gc_manifests,
+            seeded=args.gc_seeded,
+            shared_session=args.gc_sessions == "shared",
+        )
         print("\n".join(result.lines()), flush=True)  # before removing 50,000 files takes its while
     return 1 if result.without.errors or result.during.errors or result.after.errors else 0
 

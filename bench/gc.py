@@ -148,16 +148,31 @@ def run_gc_bench(
     seconds: float,
     progress: Callable[[str], None],
     manifests: int = MANIFESTS,
+    seeded: Path | None = None,
+    shared_session: bool = True,
 ) -> GCBenchResult:
+    """`shared_session`: the server runs in this process's session, where the collector runs, and
+    wrk in one of its own: Linux's autogroups (`sched_autogroup_enabled`) give each session one share
+    of the CPU and rank threads by niceness only within it. So the collector's thread at nice +10
+    ranks below the server's workers, as it does in `serve`, whose job runner is forked beside its
+    workers. False: the server in a session of its own and the collector in the bench's, with wrk
+    (before 2026-12-07): the collector then ranks below wrk only, and takes the CPU from the server
+    as an equal. `seeded`: see `_copy_seeded`."""
     with ExitStack() as stack:
         sections, database_pid = _database(stack, database)
         settings = _write_config(workdir, sections)
-        progress(f"gc bench: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
         started = time.monotonic()
-        tags = _seed(settings, manifests)
+        if seeded is None:
+            progress(f"gc bench: seeding {manifests} manifests and {manifests * BLOBS_PER_MANIFEST} blobs")
+            tags = _seed(settings, manifests)
+        else:
+            tags = _copy_seeded(seeded, workdir, manifests, progress)
         seed_seconds = time.monotonic() - started
         # The server runs on the datadir (and database) just seeded: _write_config names the same ones.
-        server = stopping(stack, start_dockyard(workdir / "dockyard", workers, sections=sections))
+        server = stopping(
+            stack,
+            start_dockyard(workdir / "dockyard", workers, sections=sections, new_session=not shared_session),
+        )
         paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in tags[:ROTATED_TAGS]]
         _wrk_for(server, paths, 5)  # warm-up: the workers' caches and connections, not measured
         progress(f"gc bench: manifest GETs for {seconds:g} s without GC")
@@ -215,6 +230,24 @@ def run_gc_alone(
             load_average,
         )
     raise AssertionError("unreachable")
+
+
+def _copy_seeded(
+    seeded: Path, workdir: Path, manifests: int, progress: Callable[[str], None]
+) -> list[tuple[str, str]]:
+    """`--gc-seeded DIR` (SQLite): the set seeded into DIR once (the first time), then copied into
+    each run's data dir (`cp -a`), where seeding the full set takes minutes; the (repository, tag)
+    of its live images, as `_seed` returns them."""
+    marker = seeded / f"seeded-{manifests}"
+    if not marker.exists():
+        progress(f"gc bench: seeding {manifests} manifests into {seeded} (once)")
+        _seed(_write_config(seeded, {}), manifests)
+        subprocess.run(["sync"], check=True)
+        marker.write_text("complete\n")
+    progress(f"gc bench: copying the set seeded in {seeded}")
+    subprocess.run(["cp", "-a", str(seeded / "dockyard"), str(workdir)], check=True)
+    subprocess.run(["sync"], check=True)
+    return [(f"gcbench/repo-{n % REPOSITORIES:02d}", f"t{n}") for n in range(0, manifests, 2)]
 
 
 def _write_config(workdir: Path, sections: dict[str, Any]) -> Any:
@@ -453,6 +486,7 @@ def _wrk_for(server: Server, paths: list[str], seconds: float) -> SmallResult:
             text=True,
             timeout=seconds + 60,
             check=True,
+            start_new_session=server.shares_session,  # then the load generator has a share of its own
         )
     return parse_wrk_report(completed.stdout)
 
@@ -462,7 +496,11 @@ def _wrk_running(server: Server, paths: list[str]) -> Iterator[Callable[[], Smal
     """wrk runs until the caller stops it; wrk prints its report when interrupted (SIGINT)."""
     with _script(paths) as script:
         process = subprocess.Popen(
-            _wrk_argv(server, script, 3600), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            _wrk_argv(server, script, 3600),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=server.shares_session,  # then the load generator has a share of its own
         )
 
         def stop() -> SmallResult:

@@ -69,6 +69,7 @@ class Server:
     argv: list[str] | None = None
     workdir: Path | None = None
     env: dict[str, str] | None = None
+    shares_session: bool = False  # runs in the bench's session (`_launch`'s new_session=False)
 
     @property
     def url(self) -> str:
@@ -81,7 +82,7 @@ class Server:
     def stop(self) -> None:
         if self.process.poll() is not None:
             return
-        # The server runs in its own session: signal the group so worker processes go too.
+        # The server runs in a process group of its own: signal the group so worker processes go too.
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=15)
@@ -108,7 +109,10 @@ def _launch(
     port: int,
     env: dict[str, str] | None = None,
     timeout: float = 60.0,
+    new_session: bool = True,
 ) -> Server:
+    """`new_session`: the server in a session of its own (Linux gives each session one share of the
+    CPU: autogroups), else in this process's session, in a process group of its own (bench/gc.py)."""
     log_path = workdir / "server.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -117,9 +121,20 @@ def _launch(
             stderr=subprocess.STDOUT,
             cwd=workdir,
             env={**os.environ, **(env or {})},
-            start_new_session=True,
+            start_new_session=new_session,
+            process_group=None if new_session else 0,  # stop() signals the group either way
         )
-    server = Server(name, "127.0.0.1", port, process, log_path, argv=argv, workdir=workdir, env=env)
+    server = Server(
+        name,
+        "127.0.0.1",
+        port,
+        process,
+        log_path,
+        argv=argv,
+        workdir=workdir,
+        env=env,
+        shares_session=not new_session,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -279,17 +294,19 @@ def start_dockyard(
     sections: dict[str, Any] | None = None,
     name: str = "dockyard",
     config: tuple[Path, int] | None = None,
+    new_session: bool = True,
 ) -> Server:
     """dockyard from the installed package, or from `source` (a src/ dir, see snapshot_source) if given.
 
     `auth` is the config's auth section (default: off, like distribution without auth); `env` is added
     to the server's environment (e.g. the first admin's password); `sections` are further top-level
     config sections (e.g. database, redis, storage: see bench/ha.py). `config`: a config file written
-    already (write_dockyard_config), and its port, instead.
+    already (write_dockyard_config), and its port, instead. `new_session`: see `_launch`.
     """
     config_path, port = config or write_dockyard_config(workdir, workers, auth, sections)
     argv = [*dockyard_command(source), "serve", "--config", str(config_path)]
-    return _launch(name, argv, workdir, port, env=dockyard_environment(source, env))
+    env = dockyard_environment(source, env)
+    return _launch(name, argv, workdir, port, env=env, new_session=new_session)
 
 
 def start_nullserver(workdir: Path) -> Server:
