@@ -364,22 +364,30 @@ def test_serves_main_process_parses_no_text_signatures(config: Path) -> None:
     assert json.loads(run(script, config, child_of_serve=False)) == 0
 
 
-def test_the_models_are_declared_with_annotations_python_has_evaluated() -> None:
-    """SQLAlchemy reads each mapped column's type from its annotation. Given as text (`from __future__
-    import annotations`, which the rest of dockyard uses), each is cleaned up with regular expressions and
-    evaluated (an `eval`, compiling it) when the model's class is built: ~17% of the declarative
-    mapping's CPU, in serve's main process before the fork (issue 18; docs/benchmarks.md, "Start-up and
-    stop"). The models' modules leave that import out (db/base.py)."""
+def subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *subclasses(direct))]
+
+
+def test_models_and_settings_are_declared_with_annotations_python_has_evaluated() -> None:
+    """SQLAlchemy reads each mapped column's type from its annotation, pydantic each settings field's.
+    Given as text (`from __future__ import annotations`, which the rest of dockyard uses), each is
+    evaluated (compiled) when the class is built, in serve's main process before the fork: SQLAlchemy
+    cleans it up with regular expressions and `eval`s it, pydantic makes a `typing.ForwardRef` of it
+    (issue 18; docs/benchmarks.md, "Start-up and stop"). The models' and the settings' modules leave
+    that import out (db/base.py, config/base.py)."""
+    from dockyard.config.base import Section
+    from dockyard.config.settings import Settings
     from dockyard.db.all_models import load_all_models
     from dockyard.db.base import Base
 
     load_all_models()
     models = [mapper.class_ for mapper in Base.registry.mappers]
-    assert len(models) > 40
+    sections = subclasses(Section)
+    assert len(models) > 40 and Settings in sections
     textual = [
-        f"{model.__module__}.{model.__qualname__}.{name}"
-        for model in models
-        for name, annotation in vars(model).get("__annotations__", {}).items()
+        f"{cls.__module__}.{cls.__qualname__}.{name}"
+        for cls in (*models, *sections)
+        for name, annotation in vars(cls).get("__annotations__", {}).items()
         if isinstance(annotation, str)
     ]
     assert textual == []

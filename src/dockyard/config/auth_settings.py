@@ -1,8 +1,6 @@
 """The `auth` section: dockyard's own accounts and tokens, or registry:2's modes (a part of
 `settings.Settings`)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from urllib.parse import urlsplit
 

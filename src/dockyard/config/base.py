@@ -1,7 +1,10 @@
 """What every settings section shares: strict keys, durations, addresses, and the hints the
-configuration reference (docs/configuration.md, written by `make docs`) shows beside pydantic's own."""
+configuration reference (docs/configuration.md, written by `make docs`) shows beside pydantic's own.
 
-from __future__ import annotations
+The settings' modules do without `from __future__ import annotations`: pydantic makes a
+`typing.ForwardRef` (compiling it) of each field's annotation given as text, for ~170 fields, in serve's
+main process on the way to the first answer (issue 18). tests/unit/test_process_imports.py holds them
+to it."""
 
 import ipaddress
 import re

@@ -1,7 +1,5 @@
 """The `layer_files:` section: bounds on the layer browser ([layer-files.md](layer-files.md))."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from dockyard.config.base import Section

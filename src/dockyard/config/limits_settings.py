@@ -1,7 +1,5 @@
 """The `limits:` section: request rates and concurrent uploads on `/v2` ([limits.md](limits.md))."""
 
-from __future__ import annotations
-
 import math
 
 from pydantic import Field

@@ -1,8 +1,6 @@
 """registry:2's `notifications:` section: the endpoints events are sent to, in registry:2's envelope
 ([notifications.md](notifications.md))."""
 
-from __future__ import annotations
-
 from typing import Any, Literal
 
 from pydantic import Field, field_validator

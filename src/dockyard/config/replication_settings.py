@@ -1,8 +1,6 @@
 """The `replication:` section: how the HTTP workers follow the event-triggered policies
 ([replication.md](replication.md#triggers))."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from dockyard.config.base import NonNegativeDuration, Section, doc

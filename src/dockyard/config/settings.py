@@ -7,8 +7,6 @@ docs/configuration.md, and a unit test fails when that page and this model drift
 Markdown, with links relative to docs/.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any, Literal, Self
 

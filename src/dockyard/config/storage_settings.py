@@ -1,7 +1,5 @@
 """The `storage` section: the blob store's driver and its upkeep (a part of `settings.Settings`)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Literal, Self, get_args
 
