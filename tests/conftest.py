@@ -22,6 +22,35 @@ from tests.support.timeouts import HTTP_TIMEOUT
 # parameters have their own test (tests/unit/accounts/test_passwords_and_names.py).
 os.environ[passwords.INSECURE_TEST_HASHES_ENV] = "1"
 
+
+def _one_default_ssl_context_per_process() -> None:
+    """httpx builds a new default SSL context (certifi's CA bundle read and parsed: ~35 ms of CPU) for
+    every client and every `httpx.get(...)`, though the suite's servers speak plain HTTP on loopback:
+    ~600 contexts (24 s of CPU) in the test processes of the authorization matrix, replication and move
+    modules, 340 (14 s) in test_api_basic_cache alone. The default one (verify=True, no client
+    certificate) is built once per test process and shared; any other `verify` or `cert` builds its own,
+    as before. Nothing in the suite changes a context after httpx made it (httpcore sets its ALPN to
+    HTTP/1.1 at each TLS connect: no client here asks for HTTP/2)."""
+    import functools
+
+    import httpx._transports.default as transports
+
+    build = transports.create_ssl_context
+
+    @functools.cache
+    def default(trust_env: bool, cert_file: str | None, cert_dir: str | None) -> Any:
+        return build(verify=True, cert=None, trust_env=trust_env)
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            return default(trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    transports.create_ssl_context = create_ssl_context
+
+
+_one_default_ssl_context_per_process()
+
 # `database`, `database_url`: for tests that run on SQLite and PostgreSQL by themselves.
 pytest_plugins = ["tests.support.databases", "tests.support.cpu_accounting", "tests.support.module_order"]
 
