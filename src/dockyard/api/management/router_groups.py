@@ -7,17 +7,24 @@ by the first segment of its path (`/repositories/...`: the five that have routes
 segment (`/openapi.json`, `/docs`, a path no router has) includes them all, so the OpenAPI document is
 whole and a 404 is a real one. `ROUTERS` lists each router's first segments;
 tests/unit/api/management/test_router_groups.py checks them against the routes.
+
+An included router's routes are built once per process (`IncludedRouters`) and every API app built in
+it holds those same route objects: FastAPI 0.165 builds an included router's route state (each route's
+response and body fields, its dependencies, its handler) per inclusion, on the first request that
+reaches it, ~25-90 ms of CPU a router. A worker builds one API; the test suite's in-process stacks
+build one per test, and paid it in each.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.routing import APIRouter
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 # In the order the API matches them: an earlier route wins. Signatures, scans, files and an artifact's
@@ -72,8 +79,39 @@ def router(name: str) -> APIRouter:
     return found
 
 
-def include_routers(app: FastAPI, names: Iterable[str], included: set[str]) -> None:
+class IncludedRouters:
+    """Each router as the API includes it, built once per process: the routes `FastAPI.include_router`
+    adds for it, on `template` (an app configured as every API app is, with no services), which all
+    API apps then share. What an inclusion builds comes from the including app's configuration only
+    (its dependencies, response class, ids; `dependency_overrides`, which no API app sets, from the
+    template), never from its services: a request's handlers find those on its own app
+    (`context.services_of`: `request.app`, the app the request came through)."""
+
+    def __init__(self, template: Callable[[], FastAPI]) -> None:
+        self._template = template
+        self._app: FastAPI | None = None
+        self._routes: dict[str, list[BaseRoute]] = {}
+        self._lock = threading.Lock()
+
+    def routes(self, name: str) -> list[BaseRoute]:
+        """The routes of router `name` as included (imported and included on first use)."""
+        with self._lock:
+            built = self._routes.get(name)
+            if built is None:
+                if self._app is None:
+                    self._app = self._template()
+                found = router(name)
+                before = len(self._app.router.routes)
+                self._app.include_router(found)
+                built = self._routes[name] = self._app.router.routes[before:]
+            return built
+
+
+def include_routers(
+    app: FastAPI, names: Iterable[str], included: set[str], shared: IncludedRouters | None = None
+) -> None:
     """Include the routers `names` not in `included` yet, and keep every route in `ROUTERS`' order.
+    Their routes are the process's (`shared`, by default `app.included_routers()`).
 
     Run in a thread while the event loop routes other requests: the app's route list is replaced,
     never sorted in place, so a request being routed meanwhile goes through a whole list; until the
@@ -82,10 +120,12 @@ def include_routers(app: FastAPI, names: Iterable[str], included: set[str]) -> N
     wanted = sorted(set(names) - included, key=_ORDER.__getitem__)
     if not wanted:
         return
-    routers = [router(name) for name in wanted]  # imported first: an import error includes nothing
-    app.router.routes = list(app.router.routes)  # include_router appends to this copy
-    for each in routers:
-        app.include_router(each)
+    if shared is None:
+        from dockyard.api.management.app import included_routers
+
+        shared = included_routers()
+    routes = [shared.routes(name) for name in wanted]  # all built first: an import error includes nothing
+    app.router.routes = [*app.router.routes, *(route for each in routes for route in each)]
     app.router.routes = sorted(app.router.routes, key=_rank)
     included.update(wanted)
 
@@ -106,8 +146,9 @@ class RouterGroups:
     imports run in a thread (the event loop serves on meanwhile); requests needing routers being
     included wait for them."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, shared: IncludedRouters | None = None) -> None:
         self.app = app
+        self.shared = shared  # None: the process's (include_routers)
         self.included: set[str] = set()
         # A thread lock, taken in the worker thread that includes: an asyncio.Lock belongs to one event
         # loop, and the API may be called from several (the portal's in-process calls, test clients).
@@ -126,7 +167,7 @@ class RouterGroups:
     def _include_now(self, names: tuple[str, ...]) -> None:
         with self._lock:
             if not self.included.issuperset(names):
-                include_routers(self.app, names, self.included)
+                include_routers(self.app, names, self.included, self.shared)
 
 
 def _route_path(scope: Scope) -> str:
