@@ -77,6 +77,24 @@ def _preload() -> None:
     for name in (*PRELOAD, *WORKER_LAZY_MODULES, *(m for modules in AUTH_MODULES.values() for m in modules)):
         importlib.import_module(name)
     configure_mappers()
+    _build_management_routes()
+
+
+def _build_management_routes() -> None:
+    """The management API's routers, imported and included once here, each route's state built (what
+    a worker does on its first request under their paths: ~0.3-0.8 s of CPU for a first call such as
+    GET /api/v1/projects, in each server that got one). A server forked from here still includes them
+    in its own API on the first request under their paths (api/management/router_groups.py), with the
+    routes this process built (`IncludedRouters`, shared by every API app of a process)."""
+    from fastapi.routing import iter_route_contexts
+
+    from dockyard.api.management.app import included_routers
+    from dockyard.api.management.router_groups import ALL
+
+    shared = included_routers()
+    for name in ALL:
+        for _ in iter_route_contexts(shared.routes(name)):  # FastAPI builds them on the first request
+            pass
 
 
 def _run_child(request: dict[str, object]) -> int:
