@@ -6,16 +6,18 @@ database; `--cache 32MiB` measures hits instead (after the warm-up every reposit
 `time.process_time()`, all of the process's threads (the worker threads a lookup hands off to, the
 pull recorder's flush thread): less moved by other processes' load than req/s, not immune to it.
 
-    python -m bench.misses [--repositories 300] [--requests 3000] [--rounds 4]
+    python -m bench.misses [--repositories 300] [--requests 3000] [--rounds 4] [--concurrency 1]
                            [--database-url postgresql://...] [--postgres] [--profile FILE]
 
 Without `--database-url`: SQLite in a scratch data directory; `--postgres`: a throwaway PostgreSQL
 cluster (the test suite's launcher), whose CPU per request (user + system time of its processes, from
-/proc) is printed too: a miss's other half, on the same machine in the scale bench. Seeds through
-the services as `bench.scaleseed` does. Prints µs of CPU and of wall time per request, per round; a
-benchmark, not a test. `--profile FILE`: the measured rounds under cProfile (the event loop's thread
-only: a point read handed to a thread is seen as the wait for it), its pstats written to FILE and its
-top printed.
+/proc) is printed too: a miss's other half, on the same machine in the scale bench. `--concurrency N`:
+N requests in flight at once (one at a time by default), as a worker of the scale bench has 32
+(its 64 connections over 2 workers): PostgreSQL lookups asked for together share a round trip.
+Seeds through the services as `bench.scaleseed` does. Prints µs of CPU and of wall time per
+request, per round; a benchmark, not a test. `--profile FILE`: the measured rounds under cProfile
+(the event loop's thread only: a point read handed to a thread is seen as the wait for it), its
+pstats written to FILE and its top printed.
 """
 
 from __future__ import annotations
@@ -63,16 +65,21 @@ HEADERS = [(b"accept", ACCEPT), (b"user-agent", b"bench")]
 
 
 async def measure(
-    app: Any, paths: list[tuple[str, str]], server_pid: int | None = None
+    app: Any, paths: list[tuple[str, str]], server_pid: int | None = None, concurrency: int = 1
 ) -> tuple[float, float, float]:
     """(µs of CPU, µs of wall time, µs of the database server's CPU: 0 without `server_pid`) per
-    request."""
+    request, with `concurrency` requests in flight at once."""
     server = tree_cpu_seconds(server_pid) if server_pid is not None else 0.0
     cpu, wall = time.process_time(), time.perf_counter()
-    for method, path in paths:
-        status = await request(app, method, path, HEADERS)
-        if status != 200:
-            raise RuntimeError(f"{method} {path}: {status}")
+    waiting = iter(paths)
+
+    async def client() -> None:
+        for method, path in waiting:
+            status = await request(app, method, path, HEADERS)
+            if status != 200:
+                raise RuntimeError(f"{method} {path}: {status}")
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     count = len(paths)
     cpu, wall = (time.process_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
     if server_pid is not None:
@@ -116,7 +123,7 @@ async def run(options: argparse.Namespace, workdir: Path, server_pid: int | None
             paths = [make(name) for name in names]
             if profile is not None:
                 profile.enable()
-            results[kind].append(await measure(app, paths, server_pid))
+            results[kind].append(await measure(app, paths, server_pid, options.concurrency))
             if profile is not None:
                 profile.disable()
     await life.shutdown()
@@ -126,6 +133,7 @@ async def run(options: argparse.Namespace, workdir: Path, server_pid: int | None
     database = "PostgreSQL" if options.database_url else "SQLite"
     database += f" cache={options.cache} log={options.log_level}"
     database += "" if options.access_log else " no-access-log"
+    database += f" concurrency={options.concurrency}" if options.concurrency > 1 else ""
     for kind, rounds in results.items():
         cpu = [round(c, 1) for c, _, _ in rounds]
         wall = [round(w, 1) for _, w, _ in rounds]
@@ -144,6 +152,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--database-url")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests in flight at once (the scale bench: 32 a worker)"
+    )
     parser.add_argument("--only", choices=["get", "head"], help="one kind of request only")
     parser.add_argument("--cache", default="0", help="storage.cache.memory: 0 (every read misses) or a size")
     parser.add_argument("--log-level", default="info", help="log.level (info: an access-log line a request)")

@@ -27,6 +27,12 @@ sees one consistent snapshot; nothing here needs more).
   driver connections, not a SQLAlchemy pool: checking a connection out of a QueuePool and back in
   (its record, the reset's ROLLBACK call on an autocommit connection, the events) cost about a third
   of a lookup's CPU.
+- PostgreSQL, on the event loop (`one_on_loop`, what the /v2 hot paths use there): no thread at all.
+  Each loop has one connection in libpq's pipeline mode (`_LoopPipe`); the lookups its requests ask
+  for in one pass of the loop are sent in one network write as one batch, and each request gets its
+  row when the loop sees the answers come in. A thread's lookup cost a hand-off to the thread and
+  back, and a round trip of its own; with many requests in flight, a batch costs the server one
+  receive, one transaction and one send for all of them (docs/benchmarks.md, "At scale").
 
 Errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so the API's one
 mapping of database errors (503 for an unavailable database) applies unchanged.
@@ -34,6 +40,8 @@ mapping of database errors (503 for an unavailable database) applies unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import itertools
 import os
@@ -94,6 +102,7 @@ class Lookups:
         self._pid = os.getpid()
         self._pool: _DriverPool | None = None  # PostgreSQL's, made on first use
         self._pool_lock = threading.Lock()
+        self._pipes: dict[int, _LoopPipe] = {}  # PostgreSQL's for `one_on_loop`, by id(event loop)
 
     def prepare(self, statement: ClauseElement) -> Lookup:
         return Lookup(self._engine, statement)
@@ -107,6 +116,37 @@ class Lookups:
             raise WouldBlock()
         return self._pooled_one(lookup, parameters)
 
+    async def one_on_loop(self, lookup: Lookup, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """`one` on the running event loop, which it never blocks: on PostgreSQL the lookup joins
+        the loop's pipelined batch (`_LoopPipe`). Raises WouldBlock where it cannot run so (SQLite,
+        where `one(wait=False)` is the way; a parameter or column type libpq is not used for here):
+        then run `one` in a thread."""
+        if self._dialect != "postgresql" or not lookup.libpq_sql or lookup.decoders == ():
+            raise WouldBlock()
+        parameters = _libpq_values(lookup, lookup.parameters(values))
+        if parameters is None:
+            raise WouldBlock()
+        loop = asyncio.get_running_loop()
+        pipe = self._pipes.get(id(loop))
+        if pipe is None or pipe.loop is not loop or pipe.closed or pipe.pid != os.getpid():
+            pipe = self._new_pipe(loop)
+        return await pipe.one(lookup, parameters)
+
+    def _new_pipe(self, loop: asyncio.AbstractEventLoop) -> _LoopPipe:
+        with self._pool_lock:
+            if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
+                self._pid = os.getpid()
+                self._local = threading.local()
+                self._opened = []
+                self._pool = None
+                self._pipes = {}
+            for key, old in list(self._pipes.items()):  # those of loops that are gone, closed now
+                if old.loop.is_closed() or old.closed or old.loop is loop:
+                    del self._pipes[key]
+                    old.close()
+            pipe = self._pipes[id(loop)] = _LoopPipe(self._engine, loop)
+        return pipe
+
     def close(self) -> None:
         """Close every SQLite lookup connection this process opened (threads open new ones after)."""
         with self._opened_lock:
@@ -118,8 +158,11 @@ class Lookups:
         self._local = threading.local()
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            pipes, self._pipes = list(self._pipes.values()), {}
         if pool is not None:
             pool.dispose()
+        for pipe in pipes:
+            pipe.close()
 
     # --- internals ----------------------------------------------------------------------------
     def _sqlite_one(self, lookup: Lookup, parameters: Any, wait: bool) -> tuple[Any, ...] | None:
@@ -184,6 +227,7 @@ class Lookups:
                     self._local = threading.local()
                     self._opened = []
                     self._pool = None
+                    self._pipes = {}
                 if self._pool is None:
                     self._pool = _DriverPool(self._engine)
                 pool = self._pool
@@ -341,17 +385,9 @@ def _libpq_one(connection: Any, lookup: Lookup, parameters: Any) -> Any:
     here, a connection whose encoding is not UTF-8."""
     if not lookup.libpq_sql or lookup.decoders == ():
         return _NOT_HERE
-    values: list[bytes | None] = []
-    for name in lookup.libpq_names:
-        value = parameters[name]
-        if isinstance(value, str):
-            values.append(value.encode())
-        elif value is None:
-            values.append(None)
-        elif type(value) is int:
-            values.append(str(value).encode())
-        else:
-            return _NOT_HERE
+    values = _libpq_values(lookup, parameters)
+    if values is None:
+        return _NOT_HERE
     pgconn = connection.pgconn
     prepared: set[bytes] | None = getattr(connection, "_dockyard_prepared", None)
     if prepared is None:
@@ -363,6 +399,28 @@ def _libpq_one(connection: Any, lookup: Lookup, parameters: Any) -> Any:
         _check(connection, pgconn.prepare(lookup.prepared_name, lookup.libpq_sql))
         prepared.add(lookup.prepared_name)
     result = _check(connection, pgconn.exec_prepared(lookup.prepared_name, values, result_format=1))
+    return _decoded(lookup, result)
+
+
+def _libpq_values(lookup: Lookup, parameters: Any) -> list[bytes | None] | None:
+    """The parameters as libpq takes them (text), or None when one is not text, an integer or NULL."""
+    values: list[bytes | None] = []
+    for name in lookup.libpq_names:
+        value = parameters[name]
+        if isinstance(value, str):
+            values.append(value.encode())
+        elif value is None:
+            values.append(None)
+        elif type(value) is int:
+            values.append(str(value).encode())
+        else:
+            return None
+    return values
+
+
+def _decoded(lookup: Lookup, result: Any) -> Any:
+    """The first row of a binary result as the cursor would give it; None without one; _NOT_HERE when a
+    column's type is not decoded here."""
     if result.ntuples == 0:
         return None
     decoders = lookup.decoders
@@ -397,3 +455,296 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
         return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+# libpq's PGRES_PIPELINE_SYNC, PGRES_PIPELINE_ABORTED and CONNECTION_BAD (psycopg.pq.ExecStatus,
+# ConnStatus), as plain ints like _RESULT_OK.
+_PIPELINE_SYNC = 10
+_PIPELINE_ABORTED = 11
+_CONNECTION_BAD = 1
+
+
+class _Pending:
+    """A lookup waiting for its row in a `_LoopPipe`."""
+
+    __slots__ = ("future", "lookup", "result", "tries", "values")
+
+    def __init__(self, lookup: Lookup, values: list[bytes | None], future: asyncio.Future[Any]) -> None:
+        self.lookup = lookup
+        self.values = values
+        self.future = future
+        self.result: Any = None  # the statement's PGresult, once it came
+        self.tries = 0  # times sent: again once (SENDS) after its connection broke, or its batch was aborted
+
+
+class _Prepared:
+    """A statement being prepared in a `_LoopPipe` (its name), ahead of its first execution."""
+
+    __slots__ = ("name", "result")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.result: Any = None
+
+
+_SYNC = object()  # the end of a batch in a _LoopPipe's `_sent`
+SENDS = 2  # times a loop lookup is sent at most (db.lookups._LoopPipe)
+
+
+class _LoopPipe:
+    """One PostgreSQL connection of an event loop for its lookups, in libpq's pipeline mode
+    (`Lookups.one_on_loop`): the lookups asked for in one pass of the loop go to the server in one
+    network write, as one batch (one implicit transaction, one Sync: the server reads them with one
+    receive and answers with one send), and their rows come back in order as the socket becomes
+    readable, without a thread, a hand-off or a wait of the loop. Only the connection is made in a
+    thread (connecting blocks).
+
+    A lookup whose connection broke (a restart, a failover: the socket reports it, or a send fails) or
+    whose batch another lookup's error aborted is sent once more, on a new connection if need be; a
+    second failure is the caller's, wrapped as SQLAlchemy's (so an unreachable database is a 503).
+    Used only on its loop's thread; `close` from another thread hands itself to the loop."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self._engine = engine
+        self.loop = loop
+        self.pid = os.getpid()
+        self._connection: Any = None  # a psycopg Connection, in autocommit; its pgconn is all we use
+        self._pgconn: Any = None
+        self._fd = -1
+        self._connecting = False
+        self._writing = False
+        self._send_soon = False
+        self._queued: list[_Pending] = []  # not sent yet
+        self._sent: collections.deque[Any] = collections.deque()  # _Prepared, _Pending, _SYNC in order
+        self._prepared: set[bytes] = set()
+        self._last_error: Exception | None = None  # of the last batch that failed
+        self.closed = False
+
+    def one(self, lookup: Lookup, values: list[bytes | None]) -> asyncio.Future[Any]:
+        future = self.loop.create_future()
+        self._queue(_Pending(lookup, values, future))
+        return future
+
+    def _queue(self, pending: _Pending) -> None:
+        self._queued.append(pending)
+        if not self._send_soon:  # after the loop's other ready callbacks: their lookups join the batch
+            self._send_soon = True
+            self.loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        self._send_soon = False
+        if not self._queued:
+            return
+        if self.closed:
+            self._fail_all(self._queued, sa_exc.ResourceClosedError("the database's lookups are closed"))
+            self._queued = []
+            return
+        pgconn = self._pgconn
+        if pgconn is None:
+            if not self._connecting:
+                self._connecting = True
+                connecting = self.loop.run_in_executor(None, self._connect)
+                connecting.add_done_callback(self._connected)
+            return
+        batch, self._queued = self._queued, []
+        sent = self._sent
+        try:
+            for pending in batch:
+                pending.tries += 1
+                lookup = pending.lookup
+                name = lookup.prepared_name
+                if name not in self._prepared:
+                    self._prepared.add(name)
+                    sent.append(_Prepared(name))
+                    pgconn.send_prepare(name, lookup.libpq_sql)
+                sent.append(pending)
+                pgconn.send_query_prepared(name, pending.values, result_format=1)
+            sent.append(_SYNC)
+            pgconn.pipeline_sync()
+            self._flush()
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            self._broken(exc, [pending for pending in batch if pending not in sent])
+
+    def _flush(self) -> None:
+        if self._pgconn.flush():  # more to send than the socket took: the rest once it is writable
+            if not self._writing:
+                self._writing = True
+                self.loop.add_writer(self._fd, self._on_writable)
+        elif self._writing:
+            self._writing = False
+            self.loop.remove_writer(self._fd)
+
+    def _on_writable(self) -> None:
+        try:
+            self._flush()
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            self._broken(exc, [])
+
+    def _on_readable(self) -> None:
+        pgconn = self._pgconn
+        sent = self._sent
+        try:
+            pgconn.consume_input()
+            while sent and not pgconn.is_busy():
+                head = sent[0]
+                result = pgconn.get_result()
+                if head is _SYNC:  # not followed by a NULL, unlike a statement's results
+                    if result is None or result.status != _PIPELINE_SYNC:
+                        raise self._engine.dialect.loaded_dbapi.OperationalError(
+                            "lookups: the server's answers are out of step with the statements sent"
+                        )
+                    sent.popleft()
+                elif result is None:  # the end of this statement's results
+                    sent.popleft()
+                    self._settle(head)
+                elif head.result is None:
+                    head.result = result
+            if pgconn.status == _CONNECTION_BAD:
+                raise self._engine.dialect.loaded_dbapi.OperationalError(
+                    "the connection to the server was lost"
+                )
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            self._broken(exc, [])
+
+    def _settle(self, item: Any) -> None:
+        result = item.result
+        status = None if result is None else result.status
+        if isinstance(item, _Prepared):
+            if status not in _RESULT_OK:
+                self._prepared.discard(item.name)
+                if status is not None and status != _PIPELINE_ABORTED:
+                    self._last_error = self._error(result)
+            return
+        future = item.future
+        if future.done():  # its caller went away
+            return
+        if status in _RESULT_OK:
+            row = _decoded(item.lookup, result)
+            if row is _NOT_HERE:
+                future.set_exception(WouldBlock())
+            else:
+                future.set_result(row)
+            return
+        error = self._last_error if status == _PIPELINE_ABORTED and self._last_error else None
+        if error is None:
+            error = self._error(result)
+            self._last_error = error
+        # Another lookup's error aborted the batch, or the server is ending the connection (a restart):
+        # again, on this connection or the next.
+        again = status == _PIPELINE_ABORTED or str(getattr(error, "sqlstate", "")).startswith(("08", "57P"))
+        if again and item.tries < SENDS:
+            item.result = None
+            self._queue(item)
+        else:
+            future.set_exception(self._wrapped(item.lookup, error))
+
+    def _error(self, result: Any) -> Exception:
+        from psycopg import errors
+
+        if result is None:
+            return errors.OperationalError("lookups: no result from the server")
+        return errors.error_from_result(result, encoding="utf-8")
+
+    def _broken(self, exc: Exception, unsent: list[_Pending]) -> None:
+        """The connection failed: drop it; what it had not answered is sent again on a new one, once."""
+        waiting = [item for item in self._sent if isinstance(item, _Pending)] + unsent + self._queued
+        self._sent.clear()
+        self._queued = []
+        self._drop_connection()
+        for pending in waiting:
+            if pending.future.done():
+                continue
+            if pending.tries < SENDS and not self.closed:
+                pending.result = None
+                self._queue(pending)
+            else:
+                wrapped = self._wrapped(pending.lookup, exc)
+                wrapped.connection_invalidated = True
+                pending.future.set_exception(wrapped)
+
+    def _connect(self) -> Any:
+        """A new connection, made as the engine makes its own (in a thread: connecting blocks)."""
+        engine_pool: Any = self._engine.pool
+        connection = engine_pool._creator()
+        try:
+            on_connect = self._engine.dialect.on_connect()
+            if on_connect is not None:
+                on_connect(connection)
+            connection.autocommit = True
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _connected(self, connecting: asyncio.Future[Any]) -> None:
+        self._connecting = False
+        try:
+            connection = connecting.result()
+        except Exception as exc:  # the database is unreachable: every lookup waiting fails as such
+            waiting, self._queued = self._queued, []
+            self._fail_all(waiting, exc)
+            return
+        if self.closed:
+            connection.close()
+            self._send()
+            return
+        if connection.info.encoding != "utf-8":  # the bytes decoded here are UTF-8: on the cursor then
+            connection.close()
+            waiting, self._queued = self._queued, []
+            for pending in waiting:
+                pending.lookup.decoders = ()
+                if not pending.future.done():
+                    pending.future.set_exception(WouldBlock())
+            return
+        pgconn = connection.pgconn
+        pgconn.nonblocking = 1
+        pgconn.enter_pipeline_mode()
+        self._connection, self._pgconn, self._fd = connection, pgconn, pgconn.socket
+        self.loop.add_reader(self._fd, self._on_readable)
+        self._send()
+
+    def _fail_all(self, waiting: list[_Pending], exc: Exception) -> None:
+        for pending in waiting:
+            if not pending.future.done():
+                pending.future.set_exception(self._wrapped(pending.lookup, exc))
+
+    def _wrapped(self, lookup: Lookup, exc: Exception) -> sa_exc.StatementError:
+        if isinstance(exc, sa_exc.StatementError):
+            return exc
+        return sa_exc.DBAPIError.instance(lookup.sql, None, exc, self._engine.dialect.loaded_dbapi.Error)
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._pgconn = self._connection, None, None
+        self._prepared = set()
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(self._fd)
+            if self._writing:
+                self.loop.remove_writer(self._fd)
+        self._writing, self._fd = False, -1
+        if self.pid == os.getpid():  # a forked child's copy: the socket is the parent's to close
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def close(self) -> None:
+        """Close the connection; lookups still waiting fail. From any thread."""
+        self.closed = True
+        if self.pid != os.getpid():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop and self.loop.is_running():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._close_now)
+                return
+        self._close_now()
+
+    def _close_now(self) -> None:
+        waiting = [item for item in self._sent if isinstance(item, _Pending)] + self._queued
+        self._sent.clear()
+        self._queued = []
+        self._drop_connection()
+        self._fail_all(waiting, sa_exc.ResourceClosedError("the database's lookups are closed"))

@@ -26,7 +26,7 @@ from dockyard.coordination.interfaces import (
     tag_list_generation_of,
 )
 from dockyard.db.dialect import bytewise
-from dockyard.db.lookups import WouldBlock
+from dockyard.db.lookups import Lookup, WouldBlock
 from dockyard.db.session import Database
 from dockyard.db.statements import DriverStatement
 from dockyard.errors import (
@@ -150,17 +150,34 @@ class Registry:
         except WouldBlock:
             return None
 
+    async def manifest_on_loop(self, name: str, reference: str) -> ManifestRecord | None:
+        """get_manifest on the event loop, never blocking it (PostgreSQL: the loop's pipelined
+        lookups, db.lookups); None where it cannot run so: then call get_manifest in a thread."""
+        values, lookup, cache, generation = self._manifest_lookup(name, reference)
+        try:
+            row = await self._db.lookups.one_on_loop(lookup, values)
+        except WouldBlock:
+            return None
+        return self._found_manifest(name, reference, row, cache, generation)
+
     def _get_manifest(self, name: str, reference: str, wait: bool) -> ManifestRecord:
+        values, lookup, cache, generation = self._manifest_lookup(name, reference)
+        row = self._db.lookups.one(lookup, values, wait=wait)
+        return self._found_manifest(name, reference, row, cache, generation)
+
+    def _manifest_lookup(self, name: str, reference: str) -> tuple[dict[str, str], Lookup, Any, int]:
         validate_name(name)
         ref = _existing_reference(name, reference)
         cache = self._manifest_cache(reference)
         generation = cache.current_generation((name, reference))
         if isinstance(ref, Digest):
-            values = {"repository": name, "digest": str(ref)}
-            row = self._db.lookups.one(self._manifest_by_digest, values, wait=wait)
-        else:
-            values = {"repository": name, "tag": ref}
-            row = self._db.lookups.one(self._manifest_by_tag, values, wait=wait)
+            return {"repository": name, "digest": str(ref)}, self._manifest_by_digest, cache, generation
+        return {"repository": name, "tag": ref}, self._manifest_by_tag, cache, generation
+
+    @staticmethod
+    def _found_manifest(
+        name: str, reference: str, row: tuple[Any, ...] | None, cache: Any, generation: int
+    ) -> ManifestRecord:
         if row is None:
             raise ManifestUnknown(detail={"name": name, "reference": reference})
         digest, media_type, content = row
@@ -328,11 +345,27 @@ class Registry:
         except WouldBlock:
             return None
 
+    async def blob_size_on_loop(self, name: str, digest: str) -> int | None:
+        """blob_size on the event loop, never blocking it (see manifest_on_loop); None where it
+        cannot run so: then call blob_size in a thread."""
+        validate_name(name)
+        parse_digest(digest)
+        generation = self._blob_sizes.current_generation((name, digest))
+        values = {"repository": name, "digest": digest}
+        try:
+            row = await self._db.lookups.one_on_loop(self._blob_size, values)
+        except WouldBlock:
+            return None
+        return self._found_blob_size(name, digest, row, generation)
+
     def _lookup_blob_size(self, name: str, digest: str, wait: bool) -> int:
         validate_name(name)
         parse_digest(digest)
         generation = self._blob_sizes.current_generation((name, digest))
         row = self._db.lookups.one(self._blob_size, {"repository": name, "digest": digest}, wait=wait)
+        return self._found_blob_size(name, digest, row, generation)
+
+    def _found_blob_size(self, name: str, digest: str, row: tuple[Any, ...] | None, generation: int) -> int:
         if row is None:
             raise BlobUnknown(detail={"name": name, "digest": digest})
         size = int(row[0])

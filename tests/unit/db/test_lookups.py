@@ -3,6 +3,7 @@ mapping applies: 503 for an unavailable database), and close with the Database."
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from dockyard.api.oci.errors import render_error
 from dockyard.db.engine import build_engine
-from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_SIZE
+from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_SIZE, WouldBlock
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database, database_unavailable
 from dockyard.registry.models import Repository
@@ -146,3 +147,130 @@ def test_threads_that_first_run_a_lookup_not_decoded_here_all_get_their_rows(pos
         with ThreadPoolExecutor(threads) as pool:
             rows = list(pool.map(lambda _: first_look(), range(threads)))
         assert all(row is not None and len(row) == 2 and row[0] == "team/app" for row in rows), rows
+
+
+# --- lookups on the event loop (`Lookups.one_on_loop`: PostgreSQL's pipelined batches) ---------------
+
+
+def on_loop(db: Database, lookup: Any, values: dict[str, Any]) -> Any:
+    return asyncio.run(db.lookups.one_on_loop(lookup, values))
+
+
+@pytest.mark.db_independent
+def test_lookups_on_the_loop_give_the_rows_the_cursor_would_all_at_once(postgres_db: Database) -> None:
+    """Many lookups asked for at once on one loop go out together and each gets its own row, as the
+    cursor gives it; a lookup whose statement fails gets its error and leaves the others' rows whole
+    (the batch it aborted runs again); the connection serves on."""
+    lookups = postgres_db.lookups
+    decoded = lookups.prepare(
+        text(
+            "SELECT CAST(:name AS VARCHAR), CAST(:size AS BIGINT) * -1, decode('00ff', 'hex'), true, "
+            "CAST(:nothing AS TEXT), CAST('é' AS VARCHAR)"
+        )
+    )
+    empty = lookups.prepare(text("SELECT 1 WHERE CAST(:name AS TEXT) = 'nobody'"))
+    broken = lookups.prepare(text("SELECT CAST(:name AS INTEGER)"))
+
+    async def many() -> list[Any]:
+        calls: list[Any] = []
+        for number in range(60):
+            if number == 30:
+                calls.append(lookups.one_on_loop(broken, {"name": "not a number"}))
+            calls.append(
+                lookups.one_on_loop(decoded, {"name": f"r{number}", "size": number, "nothing": None})
+            )
+            calls.append(lookups.one_on_loop(empty, {"name": f"r{number}"}))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    for _ in range(2):  # prepared in the first batch, run prepared in the next
+        answers = asyncio.run(many())
+        assert isinstance(answers[60], sa_exc.DataError)  # the driver's error, wrapped as a Connection's
+        rows = answers[:60] + answers[61:]
+        assert rows == [row for n in range(60) for row in ((f"r{n}", -n, b"\x00\xff", True, None, "é"), None)]
+    assert on_loop(postgres_db, decoded, {"name": "x", "size": 1, "nothing": None}) == (
+        "x",
+        -1,
+        b"\x00\xff",
+        True,
+        None,
+        "é",
+    )
+
+
+@pytest.mark.db_independent
+def test_a_lookup_the_loop_cannot_run_says_so_and_the_thread_runs_it(postgres_db: Database) -> None:
+    lookups = postgres_db.lookups
+    timestamped = lookups.prepare(text("SELECT CAST(:name AS TEXT), TIMESTAMPTZ '2026-01-02 03:04:05+00'"))
+    for _ in range(2):  # found at the first row, then known before sending
+        with pytest.raises(WouldBlock):
+            on_loop(postgres_db, timestamped, {"name": "team/app"})
+    row = lookups.one(timestamped, {"name": "team/app"})
+    assert row is not None and row[1].year == 2026
+    by_name = lookups.prepare(BY_NAME)
+    with pytest.raises(WouldBlock):  # a parameter libpq is not handed here
+        on_loop(postgres_db, by_name, {"name": b"bytes"})
+
+
+def test_on_sqlite_a_lookup_is_not_for_the_loops_batches(tmp_path: Path) -> None:
+    db = Database(build_engine(f"sqlite:///{tmp_path / 'dockyard.db'}"))
+    try:
+        with pytest.raises(WouldBlock):
+            on_loop(db, db.lookups.prepare(BY_NAME), {"name": "team/app"})
+    finally:
+        db.dispose()
+
+
+@pytest.mark.db_independent
+def test_lookups_on_the_loop_survive_the_server_dropping_their_connection(postgres_db: Database) -> None:
+    lookups = postgres_db.lookups
+    lookup = lookups.prepare(BY_NAME)
+
+    async def scenario() -> list[Any]:
+        assert await lookups.one_on_loop(lookup, {"name": "team/app"}) is None  # connected, prepared
+        with postgres_db.engine.connect() as connection:
+            dropped = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert dropped >= 1
+        # At once (the loop has not seen the connection go yet) and a moment later (it has).
+        first = await asyncio.gather(*(lookups.one_on_loop(lookup, {"name": "team/app"}) for _ in range(10)))
+        await asyncio.sleep(0.2)
+        return [*first, await lookups.one_on_loop(lookup, {"name": "team/app"})]
+
+    assert asyncio.run(scenario()) == [None] * 11
+
+
+def test_an_unreachable_postgresql_is_a_503_from_a_loop_lookup_too() -> None:
+    db = Database(build_engine(f"postgresql://dockyard@127.0.0.1:{free_port()}/nothing"))
+    try:
+        for _ in range(2):
+            with pytest.raises(sa_exc.OperationalError) as raised:
+                on_loop(db, db.lookups.prepare(BY_NAME), {"name": "team/app"})
+            assert database_unavailable(raised.value)
+    finally:
+        db.dispose()
+    assert render_error(raised.value).status_code == 503
+
+
+@pytest.mark.db_independent
+def test_a_cancelled_loop_lookup_leaves_the_others_their_rows(postgres_db: Database) -> None:
+    lookups = postgres_db.lookups
+    pause = "pg_sleep(CAST(:pause AS INTEGER) / 10.0)"
+    echo = lookups.prepare(text(f"SELECT CAST(:name AS TEXT), CAST(:pause AS INTEGER) FROM {pause}"))
+
+    async def scenario() -> list[Any]:
+        slow = asyncio.ensure_future(lookups.one_on_loop(echo, {"name": "slow", "pause": 3}))
+        others = [
+            asyncio.ensure_future(lookups.one_on_loop(echo, {"name": f"n{n}", "pause": 0})) for n in range(5)
+        ]
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        answers = await asyncio.gather(*others)
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        return [*answers, await lookups.one_on_loop(echo, {"name": "after", "pause": 0})]
+
+    assert asyncio.run(scenario()) == [(f"n{n}", 0) for n in range(5)] + [("after", 0)]

@@ -4,6 +4,7 @@ refuse what a repository may not read, and on SQLite never make the event loop w
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -75,6 +76,43 @@ def test_the_loop_reads_sqlite_at_once_and_never_postgresql(env: Env, database: 
             reader.manifest_now("team/app", "nothing")
     else:  # a network round trip: the caller takes a worker thread
         assert record is None and size is None
+
+
+def test_on_postgresql_the_loop_reads_in_its_batches_and_sqlite_leaves_it_to_now(
+    env: Env, database: Database
+) -> None:
+    """`manifest_on_loop` / `blob_size_on_loop`: on PostgreSQL the misses of many requests at once are
+    answered on the loop (db.lookups' pipelined batches), each with its own repository's row and the
+    latest commit; on SQLite they are left to `manifest_now` (None: nothing to do on the loop)."""
+    first = env.push_image("team/app", "v1", [b"layer"])
+    other = env.push_image("team/other", "v1", [b"other layer"])
+    layer = env.push_blob("team/app", b"abc")["digest"]
+    reader = fresh_reader(env, database).registry
+
+    async def many() -> list[object]:
+        calls = [
+            reader.manifest_on_loop("team/app", "v1"),
+            reader.manifest_on_loop("team/other", "v1"),
+            reader.manifest_on_loop("team/app", first),
+            reader.manifest_on_loop("team/other", first),  # pushed to app only
+            reader.manifest_on_loop("team/app", "v2"),
+            reader.blob_size_on_loop("team/app", layer),
+            reader.blob_size_on_loop("team/other", layer),  # not linked there
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    answers = asyncio.run(many())
+    if database.dialect == "sqlite":
+        assert answers == [None] * 7
+        return
+    digests = [answer.digest if hasattr(answer, "digest") else answer for answer in answers[:3]]
+    assert digests == [first, other, first]
+    assert isinstance(answers[3], ManifestUnknown) and isinstance(answers[4], ManifestUnknown)
+    assert answers[5] == 3 and isinstance(answers[6], BlobUnknown)
+    moved = env.push_image("team/app", "v1", [b"moved"], seed="moved")
+    answer = asyncio.run(fresh_reader(env, database).registry.manifest_on_loop("team/app", "v1"))
+    assert answer is not None and answer.digest == moved
+    assert reader.cached_manifest("team/other", "v1") is not None  # what the loop read is cached
 
 
 def test_on_sqlite_a_read_that_would_wait_is_left_to_a_thread(env: Env, database: Database) -> None:

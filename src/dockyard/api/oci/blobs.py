@@ -60,6 +60,8 @@ async def linked_blob_size(ctx: OCIContext, name: str, digest: str) -> int:
     size = ctx.registry.cached_blob_size(name, digest)
     if size is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         size = ctx.registry.blob_size_now(name, digest)
+    if size is None:  # PostgreSQL: the loop's pipelined lookups
+        size = await ctx.registry.blob_size_on_loop(name, digest)
     if size is None:
         size = await ctx.point_read(ctx.registry.blob_size, name, digest)
     return size

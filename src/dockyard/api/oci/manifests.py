@@ -60,6 +60,8 @@ async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) 
         record = ctx.registry.cached_manifest(name, reference)
     if record is None:  # a point read on the loop where that never waits (SQLite), else in a thread
         record = ctx.registry.manifest_now(name, reference)
+    if record is None:  # PostgreSQL: the loop's pipelined lookups
+        record = await ctx.registry.manifest_on_loop(name, reference)
     if record is None:
         record = await ctx.point_read(ctx.registry.get_manifest, name, reference)
     if not _acceptable(request, record):
