@@ -10,14 +10,16 @@ stopped: `close()` writes it), so a `kill -9` loses at most `interval` seconds o
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import ARRAY, BigInteger, Connection, DateTime, String, Table, bindparam, func, select
+from sqlalchemy.sql.dml import Insert
 
 from dockyard.audit import models
 from dockyard.audit.interfaces import ActorKind
@@ -144,14 +146,6 @@ def _merge(into: dict[Key, _Tally], key: Key, tally: _Tally) -> None:
 
 
 def _add(connection: Connection, batch: dict[Key, _Tally]) -> None:
-    statement = insert_for(connection.dialect.name, _TABLE)
-    statement = statement.on_conflict_do_update(
-        index_elements=_KEY_COLUMNS,
-        set_={
-            "pulls": _TABLE.c.pulls + statement.excluded.pulls,
-            "client_ip": statement.excluded.client_ip,
-        },
-    )
     # In key order, so two processes adding overlapping batches lock the rows in the same order on
     # PostgreSQL and cannot deadlock.
     rows = [
@@ -165,7 +159,52 @@ def _add(connection: Connection, batch: dict[Key, _Tally]) -> None:
         }
         for (hour, resource_name, actor, actor_kind), tally in sorted(batch.items())
     ]
+    if connection.dialect.name == "postgresql":  # the batch in one statement, as arrays (_ADD_ALL)
+        arrays = {f"counted_{column}": [row[column] for row in rows] for column in _COLUMNS}
+        connection.execute(_add_all(), arrays)
+        return
+    statement = insert_for(connection.dialect.name, _TABLE)
+    statement = statement.on_conflict_do_update(
+        index_elements=_KEY_COLUMNS,
+        set_={
+            "pulls": _TABLE.c.pulls + statement.excluded.pulls,
+            "client_ip": statement.excluded.client_ip,
+        },
+    )
     connection.execute(statement, rows)
+
+
+@functools.cache  # built on first use: the PostgreSQL dialect's module is not imported on SQLite
+def _add_all() -> Insert:
+    """PostgreSQL: INSERT ... SELECT FROM unnest(<the batch's columns as arrays>) ON CONFLICT DO UPDATE.
+    An executemany runs the upsert once per row in the server (~30-60 µs of CPU a row here, dockyard's
+    and PostgreSQL's; at 50,000 repositories read at random almost every manifest GET adds a row);
+    the rows come out of unnest in the arrays' order, the key order `_add` sorts them in."""
+    from sqlalchemy.dialects import postgresql
+
+    types: dict[str, Any] = {
+        "hour": DateTime(timezone=True),
+        "resource_name": String,
+        "actor": String,
+        "actor_kind": String,
+        "client_ip": String,
+        "pulls": BigInteger,
+    }
+    counted = (
+        func.unnest(*(bindparam(f"counted_{column}", type_=ARRAY(types[column])) for column in _COLUMNS))
+        .table_valued(*_COLUMNS)
+        .render_derived(name="counted")
+    )
+    statement = postgresql.insert(_TABLE).from_select(
+        list(_COLUMNS), select(*(counted.c[column] for column in _COLUMNS))
+    )
+    return statement.on_conflict_do_update(
+        index_elements=_KEY_COLUMNS,
+        set_={"pulls": _TABLE.c.pulls + statement.excluded.pulls, "client_ip": statement.excluded.client_ip},
+    )
+
+
+_COLUMNS = ("hour", "resource_name", "actor", "actor_kind", "client_ip", "pulls")
 
 
 def _clean(value: str, length: int) -> str:

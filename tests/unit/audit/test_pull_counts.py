@@ -123,6 +123,49 @@ def test_batches_from_several_processes_add_up_in_one_row(
     assert rows(database) == [(T0, APP, "alice", "user", "10.0.0.1", 8)]
 
 
+def test_overlapping_batches_flushed_at_once_both_add_up(database: Database, clock: Clock) -> None:
+    """Two workers (or nodes) adding batches of the same keys at the same moment, counted in opposite
+    orders: each batch goes in whole, none waits for the other to fail (a deadlock, on PostgreSQL,
+    would fail one batch and carry it to a later flush)."""
+    names = [f"team/app-{n:04d}@sha256:" + "c" * 64 for n in range(300)]
+    ascending = PullCounter(database, interval=3600, clock=clock)
+    descending = PullCounter(database, interval=3600, clock=clock)
+    try:
+        for round_number in range(3):
+            for name in names:
+                ascending.count(name, "alice", USER, "10.0.0.1")
+            for name in reversed(names):
+                descending.count(name, "alice", USER, "10.0.0.2")
+            start = threading.Barrier(2)
+            written = [0, 0]
+
+            def flush(
+                index: int,
+                counter: PullCounter,
+                barrier: threading.Barrier = start,
+                into: list[int] = written,
+            ) -> None:
+                barrier.wait()
+                into[index] = counter.flush()
+
+            threads = [
+                threading.Thread(target=flush, args=(index, counter))
+                for index, counter in enumerate((ascending, descending))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert written == [len(names), len(names)]
+            assert ascending.pending == descending.pending == 0
+            found = rows(database)
+            assert sorted(row[1] for row in found) == sorted(names)
+            assert {row[5] for row in found} == {2 * (round_number + 1)}
+    finally:
+        ascending.close()
+        descending.close()
+
+
 def test_concurrent_counting_from_many_threads_loses_nothing(database: Database) -> None:
     counter = PullCounter(database, interval=0.01)  # its thread flushes all the while
     per_thread = 2000
