@@ -60,6 +60,13 @@ PRELOAD = (
     "jwt",
     "argon2",
     "cryptography.x509",
+    # The password strength check (accounts.passwords), which the first start's administrator goes
+    # through in serve's start-up child: ~60 ms of CPU to import, in each server with auth on.
+    "zxcvbn",
+    # What Granian's worker start (multiprocessing's fork) and a worker's first request handed to a
+    # thread (anyio's asyncio backend) load, in each server.
+    "multiprocessing.popen_fork",
+    "anyio._backends._asyncio",
 )
 
 
