@@ -27,6 +27,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -105,16 +106,35 @@ JOB_RUNNER_FORBIDDEN = (
     "dockyard.cli.main",
 )
 
+# One run answers the main process's tests: what it loaded, then the collector's state, then (loading
+# nothing the lists above name) what pydantic, SQLAlchemy and tokenize did on the way to the fork.
 MAIN_PROCESS = textwrap.dedent(
     """
-    import json, sys
+    import gc, json, sys
     import granian
 
+    def collections():
+        return sum(generation["collections"] for generation in gc.get_stats())
+
     def stop_here(server):
-        print(json.dumps(sorted(sys.modules)), flush=True)
+        modules = sorted(sys.modules)
+        facts = {
+            "modules": modules, "frozen": gc.get_freeze_count(), "collectable": len(gc.get_objects()),
+            "gc_enabled": gc.isenabled(), "collected": collections() - BEFORE,
+        }
+        import tokenize
+        from pydantic.plugin import _loader
+        from dockyard.db.base import Base
+
+        facts["plugins_looked_for"] = _loader._plugins is not None
+        facts["mappers_left"] = Base.registry._new_mappers
+        facts["text_signatures"] = tokenize._compile.cache_info().currsize
+        print(json.dumps(facts), flush=True)
 
     granian.Granian.serve = stop_here  # everything before the fork has run
     from dockyard.cli.entry import main
+
+    BEFORE = collections()
 
     sys.argv = ["dockyard", "serve", "--config", sys.argv[1]]  # the `dockyard` command (cli.entry)
     main()
@@ -186,10 +206,17 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def main_process_modules(config: Path) -> list[str]:
-    """What serve's main process holds when Granian would fork the workers. It leaves the data dir
+def main_process(config: Path) -> dict[str, Any]:
+    """Serve's main process when Granian would fork the workers (MAIN_PROCESS). It leaves the data dir
     as serve does before its children start (migrated, with the administrator), for the others."""
-    modules: list[str] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))
+    facts: dict[str, Any] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))
+    return facts
+
+
+@pytest.fixture(scope="module")
+def main_process_modules(main_process: dict[str, Any]) -> list[str]:
+    """What serve's main process holds when Granian would fork the workers."""
+    modules: list[str] = main_process["modules"]
     return modules
 
 
@@ -290,7 +317,7 @@ def test_serves_main_process_loads_no_accounts_or_tokens_where_auth_is_off(
     config = directory / "config.yml"
     settings = {"datadir": str(directory / "data"), "auth": {"enabled": False}, "log": {"level": "warn"}}
     config.write_text(yaml.safe_dump(settings))
-    modules: list[str] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))
+    modules: list[str] = json.loads(run(MAIN_PROCESS, config, child_of_serve=False))["modules"]
     assert "dockyard.app" in modules and "dockyard.api.oci.gate" in modules  # it ran
     assert loaded(modules, AUTH_OFF_FORBIDDEN) == []
 
@@ -333,35 +360,23 @@ def test_workers_share_the_cores_for_password_hashes(workers: int, cpus: int, sh
     assert hash_share(workers, cpus) == share
 
 
-def test_serve_does_not_look_for_pydantic_plugins(config: Path) -> None:
+def test_serve_does_not_look_for_pydantic_plugins(main_process: dict[str, Any]) -> None:
     """pydantic scans every installed distribution's entry points for plugins when it builds its first
     model: ~70 ms of CPU at each start of serve (and of its job runner) for plugins dockyard has none of."""
-    script = MAIN_PROCESS.replace(
-        "print(json.dumps(sorted(sys.modules)), flush=True)",
-        "from pydantic.plugin import _loader; print(json.dumps(_loader._plugins is None), flush=True)",
-    )
-    assert json.loads(run(script, config, child_of_serve=False)) is True
+    assert main_process["plugins_looked_for"] is False
 
 
-def test_serves_main_process_configures_the_mappers_before_the_fork(config: Path) -> None:
+def test_serves_main_process_configures_the_mappers_before_the_fork(main_process: dict[str, Any]) -> None:
     """SQLAlchemy configures the ORM's mappers at the first statement compiled; done in each worker, it
     cost ~0.02 s of CPU after its fork, on the way to its first answer. The main process does it once."""
-    script = MAIN_PROCESS.replace(
-        "print(json.dumps(sorted(sys.modules)), flush=True)",
-        "from dockyard.db.base import Base; print(json.dumps(Base.registry._new_mappers), flush=True)",
-    )
-    assert json.loads(run(script, config, child_of_serve=False)) is False
+    assert main_process["mappers_left"] is False
 
 
-def test_serves_main_process_parses_no_text_signatures(config: Path) -> None:
+def test_serves_main_process_parses_no_text_signatures(main_process: dict[str, Any]) -> None:
     """pydantic reads the signature of each field's `default_factory`; of a builtin such as `list`, by
     parsing its text signature with `tokenize`, whose patterns it compiles first: ~10 ms of CPU before
     the fork (issue 18). The settings' list fields take a Python function (config.base.empty_list)."""
-    script = MAIN_PROCESS.replace(
-        "print(json.dumps(sorted(sys.modules)), flush=True)",
-        "import tokenize; print(json.dumps(tokenize._compile.cache_info().currsize), flush=True)",
-    )
-    assert json.loads(run(script, config, child_of_serve=False)) == 0
+    assert main_process["text_signatures"] == 0
 
 
 def subclasses(cls: type) -> list[type]:
@@ -401,47 +416,44 @@ WHOLE_API = (
 )
 
 
-def test_the_management_api_loads_no_http_client() -> None:
+@pytest.fixture(scope="module")
+def whole_api_modules() -> list[str]:
+    """What a process holds once it has built the management API with every router (WHOLE_API)."""
+    result = subprocess.run([sys.executable, "-c", WHOLE_API], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    modules: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return modules
+
+
+def test_the_management_api_loads_no_http_client(whole_api_modules: list[str]) -> None:
     """A worker builds the management API on its first call to it, each router on the first call under
     its paths, so what its routers import stays in that worker for good. httpx (with h11,
     httpcore, certifi and click: ~5 MiB) is for speaking to remote registries: only a call that does
     (an endpoint's test, a replication run) loads it."""
-    script = WHOLE_API
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    modules = whole_api_modules
     assert "dockyard.api.management.routers.endpoints" in modules
     assert loaded(modules, ("httpx", "httpcore", "h11", "click")) == []
 
 
-def test_the_management_api_loads_no_layer_reader_or_job_code() -> None:
+def test_the_management_api_loads_no_layer_reader_or_job_code(whole_api_modules: list[str]) -> None:
     """The layer browser's readers (`dockyard.scanning`, ~1 MiB with the inventory its diffs read) load
     on the first call that reads a layer; the routers that queue jobs (retention, replication) name
     their kinds without loading the job runner or the jobs' code, which run in the job runner."""
-    script = WHOLE_API
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    modules = whole_api_modules
     assert "dockyard.api.management.routers.files" in modules
     assert "dockyard.api.management.routers.replication" in modules
     job_code = ("dockyard.jobs.runner", "dockyard.replication.tasks", "dockyard.retention.tasks")
     assert loaded(modules, ("dockyard.scanning", "packageurl", *job_code)) == []
 
 
-def test_serves_main_process_freezes_its_objects_before_the_fork(config: Path) -> None:
+def test_serves_main_process_freezes_its_objects_before_the_fork(main_process: dict[str, Any]) -> None:
     """The garbage collector writes into each object it examines, copying its page into the process that
     ran it: the main process freezes what it holds (the preloaded app) before Granian forks the workers
     from it, so neither its collections nor theirs unshare those pages (docs/benchmarks.md, "Memory").
     The collector is off until then (its ~200 collections cost ~65 ms of CPU on the way to the fork,
     issue 18), and on again for the workers and this process."""
-    collections = "sum(generation['collections'] for generation in gc.get_stats())"
-    stats = f"[gc.get_freeze_count(), len(gc.get_objects()), gc.isenabled(), {collections} - BEFORE]"
-    entry = "from dockyard.cli.entry import main\n"
-    assert entry in MAIN_PROCESS
-    script = MAIN_PROCESS.replace(entry, f"{entry}import gc; BEFORE = {collections}\n").replace(
-        "print(json.dumps(sorted(sys.modules)), flush=True)", f"print(json.dumps({stats}), flush=True)"
-    )
-    frozen, collectable, enabled, collected = json.loads(run(script, config, child_of_serve=False))
+    frozen, collectable = main_process["frozen"], main_process["collectable"]
+    enabled, collected = main_process["gc_enabled"], main_process["collected"]
     assert frozen > 100_000 and collectable < frozen / 100
     assert enabled and collected == 0
 
