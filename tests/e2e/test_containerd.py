@@ -321,8 +321,7 @@ def test_push_to_a_private_project_as_developer_but_not_as_guest(
     ref = f"{base}:latest"
     trust = https_trust(registry, tmp_path)
 
-    refused = containerd.ctr("images", "push", *trust, "--user", registry.guest.joined, ref, check=False)
-    assert refused.returncode != 0
+    refused = containerd.refused_push(*trust, "--user", registry.guest.joined, ref)
     assert "insufficient_scope" in refused.stderr.decode(), refused.stderr
     assert registry.admin.tags(f"{project}/app") is None
 
@@ -395,9 +394,7 @@ def test_a_push_into_a_full_project_is_refused_with_its_status_and_does_not_hang
     )
 
     try:
-        refused = containerd.ctr(
-            "images", "push", *trust, "--user", developer, f"{base}-big:latest", check=False, timeout=90
-        )
+        refused = containerd.refused_push(*trust, "--user", developer, f"{base}-big:latest", timeout=90)
     except subprocess.TimeoutExpired:
         pytest.fail("ctr's push into a full project was still running after 90 s")
 

@@ -27,7 +27,8 @@ NAMESPACE = "test"
 CLIENT_READ_FLAKE = "failed to copy: rpc error: code = Internal desc = unexpected EOF"
 # The same failure, met while ctr retries the PUT: its push writer was closed by the failed read, and
 # the retry's new pipe panics in containerd's pusher (pusher.go setPipe: "send on closed channel").
-# The registry saw the PUT's headers and no byte of its body, as above.
+# The registry saw the PUT's headers and no byte of its body, as above. The same panic also ended, once
+# in a CI run (2026-12-07), a push the registry refused with 403 (a full project): `refused_push`.
 CLIENT_PUSH_PANIC = "panic: send on closed channel"
 CLIENT_FLAKES = (CLIENT_READ_FLAKE, CLIENT_PUSH_PANIC)
 # Plugins a registry client does not need; leaving them out keeps the start quick and the log quiet.
@@ -84,15 +85,32 @@ class RunningContainerd:
     def push(self, *args: str, attempts: int = 3) -> subprocess.CompletedProcess[bytes]:
         """`ctr images push ARGS`, again (up to `attempts` in all) when ctr failed reading its own
         content (CLIENT_FLAKES); any other failure raises CtrFailed at once."""
+        result = self._push_past_client_flakes(args, attempts, timeout=120)
+        if result.returncode != 0:
+            raise CtrFailed(result, self.log())
+        return result
+
+    def refused_push(
+        self, *args: str, timeout: float = 120, attempts: int = 3
+    ) -> subprocess.CompletedProcess[bytes]:
+        """`ctr images push ARGS` that the registry is to refuse: its failed result, again (up to
+        `attempts` in all) when the failure was one of ctr's own (CLIENT_FLAKES: the panic also ends a
+        push the registry answered with an error, once in a CI run), so the test sees the
+        registry's answer. A push that succeeds fails the test; TimeoutExpired reaches the caller."""
+        result = self._push_past_client_flakes(args, attempts, timeout)
+        assert result.returncode != 0, f"the push was not refused: {result.stdout.decode(errors='replace')}"
+        return result
+
+    def _push_past_client_flakes(
+        self, args: tuple[str, ...], attempts: int, timeout: float
+    ) -> subprocess.CompletedProcess[bytes]:
         for attempt in range(1, attempts + 1):
-            result = self.ctr("images", "push", *args, check=False)
+            result = self.ctr("images", "push", *args, check=False, timeout=timeout)
             stderr = result.stderr.decode(errors="replace")
             if result.returncode == 0 or not any(flake in stderr for flake in CLIENT_FLAKES):
                 break
             if attempt < attempts:
                 self.client_read_flakes += 1
-        if result.returncode != 0:
-            raise CtrFailed(result, self.log())
         return result
 
     def ctr_text(self, *args: str) -> str:
