@@ -134,12 +134,7 @@ class Lookups:
 
     def _new_pipe(self, loop: asyncio.AbstractEventLoop) -> _LoopPipe:
         with self._pool_lock:
-            if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
-                self._pid = os.getpid()
-                self._local = threading.local()
-                self._opened = []
-                self._pool = None
-                self._pipes = {}
+            self._forget_if_forked()
             for key, old in list(self._pipes.items()):  # those of loops that are gone, closed now
                 if old.loop.is_closed() or old.closed or old.loop is loop:
                     del self._pipes[key]
@@ -222,16 +217,20 @@ class Lookups:
         pool = self._pool
         if pool is None or os.getpid() != self._pid:
             with self._pool_lock:
-                if os.getpid() != self._pid:  # forked: the parent's connections are not ours to use
-                    self._pid = os.getpid()
-                    self._local = threading.local()
-                    self._opened = []
-                    self._pool = None
-                    self._pipes = {}
+                self._forget_if_forked()
                 if self._pool is None:
                     self._pool = _DriverPool(self._engine)
                 pool = self._pool
         return pool
+
+    def _forget_if_forked(self) -> None:
+        """Under `_pool_lock`: in a forked child, the parent's connections are not ours to use."""
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._local = threading.local()
+            self._opened = []
+            self._pool = None
+            self._pipes = {}
 
     def _reset_pool(self) -> None:
         with self._pool_lock:
