@@ -77,19 +77,25 @@ def test_a_postgresql_lookup_is_one_round_trip_without_the_pools_ping(postgres_d
 
 
 @pytest.mark.db_independent
+def _drop_other_connections(database: Database) -> int:
+    """What a restart or a failover does to the lookups' connections: each is terminated by the server."""
+    with database.engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
+
+
 def test_a_postgresql_lookup_survives_the_server_dropping_its_connections(postgres_db: Database) -> None:
     """What the ping was for: after a restart or a failover, the first lookup does not fail."""
     lookups = postgres_db.lookups
     lookup = lookups.prepare(BY_NAME)
     assert lookups.one(lookup, {"name": "team/app"}) is None  # the pool now holds an open connection
-    with postgres_db.engine.connect() as connection:
-        dropped = connection.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        ).scalar_one()
-    assert dropped >= 1
+    assert _drop_other_connections(postgres_db) >= 1
     assert lookups.one(lookup, {"name": "team/app"}) is None
     # As many lookups at once as the pool allows still get a connection each: the dropped ones gave
     # their places back.
@@ -227,14 +233,7 @@ def test_lookups_on_the_loop_survive_the_server_dropping_their_connection(postgr
 
     async def scenario() -> list[Any]:
         assert await lookups.one_on_loop(lookup, {"name": "team/app"}) is None  # connected, prepared
-        with postgres_db.engine.connect() as connection:
-            dropped = connection.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-        assert dropped >= 1
+        assert _drop_other_connections(postgres_db) >= 1
         # At once (the loop has not seen the connection go yet) and a moment later (it has).
         first = await asyncio.gather(*(lookups.one_on_loop(lookup, {"name": "team/app"}) for _ in range(10)))
         await asyncio.sleep(0.2)
