@@ -103,7 +103,7 @@ def _answers_v2(host: str, port: int) -> bool:
         conn.close()
 
 
-def _without_bytecode_opt_out(environment: Mapping[str, str]) -> dict[str, str]:
+def without_bytecode_opt_out(environment: Mapping[str, str]) -> dict[str, str]:
     # uv leaves the venv without .pyc files, and some shells set PYTHONDONTWRITEBYTECODE: every start of a
     # server would compile SQLAlchemy, pydantic and the rest again (~1 s of CPU, in its start-up figure).
     return {key: value for key, value in environment.items() if key != "PYTHONDONTWRITEBYTECODE"}
@@ -127,7 +127,7 @@ def _launch(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
-            env={**_without_bytecode_opt_out(os.environ), **(env or {})},
+            env={**without_bytecode_opt_out(os.environ), **(env or {})},
             start_new_session=new_session,
             process_group=None if new_session else 0,  # stop() signals the group either way
         )

@@ -42,6 +42,7 @@ from bench.servers import (
     dockyard_environment,
     resolve_rev,
     snapshot_source,
+    without_bytecode_opt_out,
     write_dockyard_config,
 )
 
@@ -99,8 +100,9 @@ def main() -> None:
                 config, port = write_dockyard_config(workdir, 1, auth={"enabled": False}, sections=sections)
             else:
                 config, port = write_dockyard_config(workdir, 2, auth={"enabled": True})
-            env = {**os.environ, "DOCKYARD_ADMIN_PASSWORD": PASSWORD, **dockyard_environment(source)}
-            env.pop("PYTHONDONTWRITEBYTECODE", None)  # the first start writes the packages' .pyc (above)
+            # The first start writes the packages' .pyc (above).
+            env = {**without_bytecode_opt_out(os.environ), "DOCKYARD_ADMIN_PASSWORD": PASSWORD}
+            env.update(dockyard_environment(source))
             argv = [*dockyard_command(source), "serve", "--config", str(config)]
             variants[name] = (argv, env, port, workdir / "server.log")
             start_and_stop(*variants[name])  # the first start initialises the data directory

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import textwrap
 
+from bench.servers import without_bytecode_opt_out
+
 # Run in a fresh interpreter: the figures are of a start, with nothing imported before it.
 PROFILED_START = textwrap.dedent(
     """
@@ -93,7 +95,7 @@ def main() -> None:
     packages: dict[str, list[float]] = collections.defaultdict(list)
     # As bench.startup: Python writes the .pyc files it reads (the first round), also where the shell
     # sets PYTHONDONTWRITEBYTECODE; each round compiled SQLAlchemy, pydantic and the rest otherwise.
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    environment = without_bytecode_opt_out(os.environ)
     warm_up = [sys.executable, "-c", PROFILED_START, options.config]
     subprocess.run(warm_up, env=environment, capture_output=True, check=True)
     for _ in range(options.rounds):
