@@ -8,31 +8,39 @@ that: the statement is compiled once per dialect (one SQL source, SQLAlchemy Cor
 databases) and executed on a driver connection as a single autocommitted statement (one statement
 sees one consistent snapshot; nothing here needs more).
 
+The /v2 hot paths await `one_async(lookup, values, in_thread)`, one entry point for every database:
+the parameters are prepared once, then the lookup runs where it costs least without blocking the
+event loop, as below; `in_thread` is the caller's hand-off to a worker thread, used only where the
+loop cannot run it. Worker threads (and jobs, the CLI) call `one`, which blocks.
+
 - SQLite: each thread keeps its own read connection to the file (opened on first use, closed by
-  `close`). `one(..., wait=False)` runs on the caller's thread with no lock wait at all (busy_timeout
-  0): the event loop calls it, since a WAL reader never waits for writers and an indexed lookup on a
-  small page set is cheaper than the hand-off to a worker thread (~0.1-0.2 ms of CPU). When SQLite
-  would make it wait (rare: a WAL being reset), it raises WouldBlock and the caller takes a thread.
-- PostgreSQL: a connection from a small pool of the lookups' own (`_DriverPool`), in autocommit (no
-  BEGIN / ROLLBACK round trips), the statement prepared server-side once per connection and run
-  on libpq itself (`pgconn.exec_prepared`, rows in binary): psycopg's cursor around the same call
-  (its query conversion, adapters, prepared-statement bookkeeping, row maker) cost ~35 of ~50 µs
-  of CPU (docs/benchmarks.md, "Cache misses on PostgreSQL"); a lookup returning a column type not
-  decoded here (`_DECODERS`) runs on the connection's cursor instead. Never on the event loop
-  (`wait=False` raises WouldBlock): it is a network round trip, and only one: no BEGIN, no ping (the
-  engine's pool used to ping each connection it handed out, a second round trip that was half of a
-  lookup's time and CPU). A lookup that finds its connection
+  `close`). On the loop (`one_async`, or `one(..., wait=False)`) the read runs on the caller's
+  thread with no lock wait at all (busy_timeout 0) and `one_async` returns without suspending: a WAL
+  reader never waits for writers and an indexed lookup on a small page set is cheaper than the
+  hand-off to a worker thread (~0.1-0.2 ms of CPU). When SQLite would make it wait (rare: a WAL
+  being reset, another process holding the file), `one_async` hands that same lookup to `in_thread`,
+  whose connection waits (`one(wait=False)` raises WouldBlock instead).
+- PostgreSQL, in a thread (`one`): a connection from a small pool of the lookups' own (`_DriverPool`),
+  in autocommit (no BEGIN / ROLLBACK round trips), the statement prepared server-side once per
+  connection and run on libpq itself (`pgconn.exec_prepared`, rows in binary): psycopg's cursor
+  around the same call (its query conversion, adapters, prepared-statement bookkeeping, row maker)
+  cost ~35 of ~50 µs of CPU (docs/benchmarks.md, "Cache misses on PostgreSQL"); a lookup returning a
+  column type not decoded here (`_DECODERS`) runs on the connection's cursor instead. `one` never
+  runs on the event loop (`wait=False` raises WouldBlock): it is a network round trip, and only one:
+  no BEGIN, no ping (the engine's pool used to ping each connection it handed out, a second round
+  trip that was half of a lookup's time and CPU). A lookup that finds its connection
   dropped (a restart, a failover) drops every connection of the pool and runs once more on a new one,
   as a transaction of `Database.read` / `write` does at its BEGIN (db.session). It is a list of
   driver connections, not a SQLAlchemy pool: checking a connection out of a QueuePool and back in
   (its record, the reset's ROLLBACK call on an autocommit connection, the events) cost about a third
   of a lookup's CPU.
-- PostgreSQL, on the event loop (`one_on_loop`, what the /v2 hot paths use there): no thread at all.
-  Each loop has one connection in libpq's pipeline mode (`_LoopPipe`); the lookups its requests ask
-  for in one pass of the loop are sent in one network write as one batch, and each request gets its
-  row when the loop sees the answers come in. A thread's lookup cost a hand-off to the thread and
-  back, and a round trip of its own; with many requests in flight, a batch costs the server one
-  receive, one transaction and one send for all of them (docs/benchmarks.md, "At scale").
+- PostgreSQL, on the event loop (`one_async`): no thread at all. Each loop has one connection in
+  libpq's pipeline mode (`_LoopPipe`); the lookups its requests ask for in one pass of the loop are
+  sent in one network write as one batch, and each request gets its row when the loop sees the
+  answers come in. A thread's lookup cost a hand-off to the thread and back, and a round trip of its
+  own; with many requests in flight, a batch costs the server one receive, one transaction and one
+  send for all of them (docs/benchmarks.md, "At scale"). A lookup with a parameter or column type
+  libpq is not used for here goes to `in_thread` (`one` on a pooled connection, the cursor's way).
 
 Errors come out as SQLAlchemy's DBAPIError subclasses, as from a Connection, so the API's one
 mapping of database errors (503 for an unavailable database) applies unchanged.
@@ -48,7 +56,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from sqlalchemy import ClauseElement, Engine
@@ -65,6 +73,11 @@ POSTGRES_LOOKUP_OVERFLOW = 4
 
 class WouldBlock(Exception):
     """The lookup cannot run here without waiting: run it in a worker thread instead."""
+
+
+# How `Lookups.one_async` hands a lookup to a worker thread: `await in_thread(fn, *args)` is `fn(*args)`
+# run in a thread (`asyncio.to_thread`; the /v2 hot paths' point-read threads, api/oci/point_reads.py).
+InThread = Callable[..., Awaitable[Any]]
 
 
 class Lookup:
@@ -102,7 +115,7 @@ class Lookups:
         self._pid = os.getpid()
         self._pool: _DriverPool | None = None  # PostgreSQL's, made on first use
         self._pool_lock = threading.Lock()
-        self._pipes: dict[int, _LoopPipe] = {}  # PostgreSQL's for `one_on_loop`, by id(event loop)
+        self._pipes: dict[int, _LoopPipe] = {}  # PostgreSQL's for `one_async`, by id(event loop)
 
     def prepare(self, statement: ClauseElement) -> Lookup:
         return Lookup(self._engine, statement)
@@ -116,21 +129,38 @@ class Lookups:
             raise WouldBlock()
         return self._pooled_one(lookup, parameters)
 
-    async def one_on_loop(self, lookup: Lookup, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """`one` on the running event loop, which it never blocks: on PostgreSQL the lookup joins
-        the loop's pipelined batch (`_LoopPipe`). Raises WouldBlock where it cannot run so (SQLite,
-        where `one(wait=False)` is the way; a parameter or column type libpq is not used for here):
-        then run `one` in a thread."""
-        if self._dialect != "postgresql" or not lookup.libpq_sql or lookup.decoders == ():
-            raise WouldBlock()
-        parameters = _libpq_values(lookup, lookup.parameters(values))
-        if parameters is None:
-            raise WouldBlock()
+    async def one_async(
+        self, lookup: Lookup, values: Mapping[str, Any], in_thread: InThread
+    ) -> tuple[Any, ...] | None:
+        """`one` for the running event loop, which it never blocks; the parameters are prepared once,
+        whichever way the lookup then runs:
+        - SQLite: on the loop itself, at once (no await that suspends) when the read need not wait;
+          when it would (a writer holds the file), `in_thread(fn, *args)` runs it in a thread, waiting;
+        - PostgreSQL: in the loop's pipelined batch (`_LoopPipe`); a lookup with a parameter or
+          column type libpq is not used for here goes to `in_thread`, on a pooled connection;
+        - an in-memory SQLite: `in_thread`, on the engine's one connection.
+        `in_thread` is the caller's hand-off to a worker thread (the /v2 point-read threads)."""
+        parameters = lookup.parameters(values)
+        if self._sqlite_path is not None:
+            try:
+                return self._sqlite_one(lookup, parameters, False)
+            except WouldBlock:
+                return await in_thread(self._sqlite_one, lookup, parameters, True)
+        if self._dialect == "postgresql" and lookup.libpq_sql and lookup.decoders != ():
+            libpq_values = _libpq_values(lookup, parameters)
+            if libpq_values is not None:
+                try:
+                    return await self._loop_pipe().one(lookup, libpq_values)
+                except WouldBlock:  # a column type not decoded here, found at its first row
+                    pass
+        return await in_thread(self._pooled_one, lookup, parameters)
+
+    def _loop_pipe(self) -> _LoopPipe:
         loop = asyncio.get_running_loop()
         pipe = self._pipes.get(id(loop))
         if pipe is None or pipe.loop is not loop or pipe.closed or pipe.pid != os.getpid():
             pipe = self._new_pipe(loop)
-        return await pipe.one(lookup, parameters)
+        return pipe
 
     def _new_pipe(self, loop: asyncio.AbstractEventLoop) -> _LoopPipe:
         with self._pool_lock:
@@ -492,7 +522,7 @@ SENDS = 2  # times a loop lookup is sent at most (db.lookups._LoopPipe)
 
 class _LoopPipe:
     """One PostgreSQL connection of an event loop for its lookups, in libpq's pipeline mode
-    (`Lookups.one_on_loop`): the lookups asked for in one pass of the loop go to the server in one
+    (`Lookups.one_async`): the lookups asked for in one pass of the loop go to the server in one
     network write, as one batch (one implicit transaction, one Sync: the server reads them with one
     receive and answers with one send), and their rows come back in order as the socket becomes
     readable, without a thread, a hand-off or a wait of the loop. Only the connection is made in a

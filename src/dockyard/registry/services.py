@@ -26,7 +26,7 @@ from dockyard.coordination.interfaces import (
     tag_list_generation_of,
 )
 from dockyard.db.dialect import bytewise
-from dockyard.db.lookups import Lookup, WouldBlock
+from dockyard.db.lookups import InThread, Lookup
 from dockyard.db.session import Database
 from dockyard.db.statements import DriverStatement
 from dockyard.errors import (
@@ -140,29 +140,16 @@ class Registry:
 
     # --- manifests ----------------------------------------------------------------------------
     def get_manifest(self, name: str, reference: str) -> ManifestRecord:
-        return self._get_manifest(name, reference, wait=True)
-
-    def manifest_now(self, name: str, reference: str) -> ManifestRecord | None:
-        """get_manifest without waiting for anything (for the event loop): None when the database
-        would make it wait, or is a network round trip away; then call get_manifest in a thread."""
-        try:
-            return self._get_manifest(name, reference, wait=False)
-        except WouldBlock:
-            return None
-
-    async def manifest_on_loop(self, name: str, reference: str) -> ManifestRecord | None:
-        """get_manifest on the event loop, never blocking it (PostgreSQL: the loop's pipelined
-        lookups, db.lookups); None where it cannot run so: then call get_manifest in a thread."""
         values, lookup, cache, generation = self._manifest_lookup(name, reference)
-        try:
-            row = await self._db.lookups.one_on_loop(lookup, values)
-        except WouldBlock:
-            return None
+        row = self._db.lookups.one(lookup, values)
         return self._found_manifest(name, reference, row, cache, generation)
 
-    def _get_manifest(self, name: str, reference: str, wait: bool) -> ManifestRecord:
+    async def manifest_async(self, name: str, reference: str, in_thread: InThread) -> ManifestRecord:
+        """get_manifest on the event loop, never blocking it (db.lookups `one_async`: on SQLite read on
+        the loop at once, on PostgreSQL in the loop's pipelined batch; `in_thread` where the loop
+        cannot run it). The name and reference are checked once, whichever way it runs."""
         values, lookup, cache, generation = self._manifest_lookup(name, reference)
-        row = self._db.lookups.one(lookup, values, wait=wait)
+        row = await self._db.lookups.one_async(lookup, values, in_thread)
         return self._found_manifest(name, reference, row, cache, generation)
 
     def _manifest_lookup(self, name: str, reference: str) -> tuple[dict[str, str], Lookup, Any, int]:
@@ -336,34 +323,20 @@ class Registry:
     # --- blobs --------------------------------------------------------------------------------
     def blob_size(self, name: str, digest: str) -> int:
         """The size of a blob this repository may read; BlobUnknown otherwise."""
-        return self._lookup_blob_size(name, digest, wait=True)
-
-    def blob_size_now(self, name: str, digest: str) -> int | None:
-        """blob_size without waiting for anything (see manifest_now): None when it would wait."""
-        try:
-            return self._lookup_blob_size(name, digest, wait=False)
-        except WouldBlock:
-            return None
-
-    async def blob_size_on_loop(self, name: str, digest: str) -> int | None:
-        """blob_size on the event loop, never blocking it (see manifest_on_loop); None where it
-        cannot run so: then call blob_size in a thread."""
-        validate_name(name)
-        parse_digest(digest)
-        generation = self._blob_sizes.current_generation((name, digest))
-        values = {"repository": name, "digest": digest}
-        try:
-            row = await self._db.lookups.one_on_loop(self._blob_size, values)
-        except WouldBlock:
-            return None
+        values, generation = self._blob_size_lookup(name, digest)
+        row = self._db.lookups.one(self._blob_size, values)
         return self._found_blob_size(name, digest, row, generation)
 
-    def _lookup_blob_size(self, name: str, digest: str, wait: bool) -> int:
+    async def blob_size_async(self, name: str, digest: str, in_thread: InThread) -> int:
+        """blob_size on the event loop, never blocking it (see manifest_async)."""
+        values, generation = self._blob_size_lookup(name, digest)
+        row = await self._db.lookups.one_async(self._blob_size, values, in_thread)
+        return self._found_blob_size(name, digest, row, generation)
+
+    def _blob_size_lookup(self, name: str, digest: str) -> tuple[dict[str, str], int]:
         validate_name(name)
         parse_digest(digest)
-        generation = self._blob_sizes.current_generation((name, digest))
-        row = self._db.lookups.one(self._blob_size, {"repository": name, "digest": digest}, wait=wait)
-        return self._found_blob_size(name, digest, row, generation)
+        return {"repository": name, "digest": digest}, self._blob_sizes.current_generation((name, digest))
 
     def _found_blob_size(self, name: str, digest: str, row: tuple[Any, ...] | None, generation: int) -> int:
         if row is None:

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, create_engine, select, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import StaticPool
 
 from dockyard.api.oci.errors import render_error
 from dockyard.db.engine import build_engine
-from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_SIZE, WouldBlock
+from dockyard.db.lookups import POSTGRES_LOOKUP_OVERFLOW, POSTGRES_LOOKUP_POOL_SIZE
 from dockyard.db.migrate import upgrade
 from dockyard.db.session import Database, database_unavailable
 from dockyard.registry.models import Repository
@@ -155,11 +156,26 @@ def test_threads_that_first_run_a_lookup_not_decoded_here_all_get_their_rows(pos
         assert all(row is not None and len(row) == 2 and row[0] == "team/app" for row in rows), rows
 
 
-# --- lookups on the event loop (`Lookups.one_on_loop`: PostgreSQL's pipelined batches) ---------------
+# --- lookups on the event loop (`Lookups.one_async`: PostgreSQL's pipelined batches) -----------------
 
 
-def on_loop(db: Database, lookup: Any, values: dict[str, Any]) -> Any:
-    return asyncio.run(db.lookups.one_on_loop(lookup, values))
+async def no_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    raise AssertionError(f"a lookup was handed to a thread: {fn.__qualname__}")
+
+
+class Threads:
+    """`in_thread` for `one_async`: runs the call in a thread and notes what it was handed."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self.calls.append(fn.__name__)
+        return await asyncio.to_thread(fn, *args)
+
+
+def on_loop(db: Database, lookup: Any, values: dict[str, Any], in_thread: Any = no_thread) -> Any:
+    return asyncio.run(db.lookups.one_async(lookup, values, in_thread))
 
 
 @pytest.mark.db_independent
@@ -181,11 +197,11 @@ def test_lookups_on_the_loop_give_the_rows_the_cursor_would_all_at_once(postgres
         calls: list[Any] = []
         for number in range(60):
             if number == 30:
-                calls.append(lookups.one_on_loop(broken, {"name": "not a number"}))
+                calls.append(lookups.one_async(broken, {"name": "not a number"}, no_thread))
             calls.append(
-                lookups.one_on_loop(decoded, {"name": f"r{number}", "size": number, "nothing": None})
+                lookups.one_async(decoded, {"name": f"r{number}", "size": number, "nothing": None}, no_thread)
             )
-            calls.append(lookups.one_on_loop(empty, {"name": f"r{number}"}))
+            calls.append(lookups.one_async(empty, {"name": f"r{number}"}, no_thread))
         return await asyncio.gather(*calls, return_exceptions=True)
 
     for _ in range(2):  # prepared in the first batch, run prepared in the next
@@ -204,26 +220,43 @@ def test_lookups_on_the_loop_give_the_rows_the_cursor_would_all_at_once(postgres
 
 
 @pytest.mark.db_independent
-def test_a_lookup_the_loop_cannot_run_says_so_and_the_thread_runs_it(postgres_db: Database) -> None:
+def test_a_lookup_the_loop_cannot_run_goes_to_the_thread_once(postgres_db: Database) -> None:
+    """A column type not decoded here (a timestamp: found at the first row, then known before sending)
+    or a parameter libpq is not handed here: `one_async` hands the lookup to the thread, once."""
     lookups = postgres_db.lookups
     timestamped = lookups.prepare(text("SELECT CAST(:name AS TEXT), TIMESTAMPTZ '2026-01-02 03:04:05+00'"))
-    for _ in range(2):  # found at the first row, then known before sending
-        with pytest.raises(WouldBlock):
-            on_loop(postgres_db, timestamped, {"name": "team/app"})
-    row = lookups.one(timestamped, {"name": "team/app"})
-    assert row is not None and row[1].year == 2026
-    by_name = lookups.prepare(BY_NAME)
-    with pytest.raises(WouldBlock):  # a parameter libpq is not handed here
-        on_loop(postgres_db, by_name, {"name": b"bytes"})
+    for _ in range(2):
+        threads = Threads()
+        row = on_loop(postgres_db, timestamped, {"name": "team/app"}, threads)
+        assert row is not None and row[0] == "team/app" and row[1].year == 2026
+        assert threads.calls == ["_pooled_one"]
+    threads = Threads()
+    sized = lookups.prepare(text("SELECT length(CAST(:data AS BYTEA))"))
+    assert on_loop(postgres_db, sized, {"data": b"abc"}, threads) == (3,)
+    assert threads.calls == ["_pooled_one"]
 
 
-def test_on_sqlite_a_lookup_is_not_for_the_loops_batches(tmp_path: Path) -> None:
+def test_on_sqlite_a_lookup_runs_on_the_loop_at_once(tmp_path: Path) -> None:
+    """No thread, and no suspension: the coroutine is done at its first step. An in-memory SQLite (its
+    one connection is the engine's) goes to the thread."""
     db = Database(build_engine(f"sqlite:///{tmp_path / 'dockyard.db'}"))
     try:
-        with pytest.raises(WouldBlock):
-            on_loop(db, db.lookups.prepare(BY_NAME), {"name": "team/app"})
+        upgrade(db.engine)
+        step = db.lookups.one_async(db.lookups.prepare(BY_NAME), {"name": "team/app"}, no_thread)
+        with pytest.raises(StopIteration) as done:
+            step.send(None)
+        assert done.value.value is None
     finally:
         db.dispose()
+    shared = {"check_same_thread": False}
+    memory = Database(create_engine("sqlite://", poolclass=StaticPool, connect_args=shared))
+    try:
+        threads = Threads()
+        echo = memory.lookups.prepare(text("SELECT :name"))
+        assert on_loop(memory, echo, {"name": "team/app"}, threads) == ("team/app",)
+        assert threads.calls == ["_pooled_one"]
+    finally:
+        memory.dispose()
 
 
 @pytest.mark.db_independent
@@ -232,12 +265,14 @@ def test_lookups_on_the_loop_survive_the_server_dropping_their_connection(postgr
     lookup = lookups.prepare(BY_NAME)
 
     async def scenario() -> list[Any]:
-        assert await lookups.one_on_loop(lookup, {"name": "team/app"}) is None  # connected, prepared
+        assert await lookups.one_async(lookup, {"name": "team/app"}, no_thread) is None  # connected, prepared
         assert _drop_other_connections(postgres_db) >= 1
         # At once (the loop has not seen the connection go yet) and a moment later (it has).
-        first = await asyncio.gather(*(lookups.one_on_loop(lookup, {"name": "team/app"}) for _ in range(10)))
+        first = await asyncio.gather(
+            *(lookups.one_async(lookup, {"name": "team/app"}, no_thread) for _ in range(10))
+        )
         await asyncio.sleep(0.2)
-        return [*first, await lookups.one_on_loop(lookup, {"name": "team/app"})]
+        return [*first, await lookups.one_async(lookup, {"name": "team/app"}, no_thread)]
 
     assert asyncio.run(scenario()) == [None] * 11
 
@@ -261,15 +296,16 @@ def test_a_cancelled_loop_lookup_leaves_the_others_their_rows(postgres_db: Datab
     echo = lookups.prepare(text(f"SELECT CAST(:name AS TEXT), CAST(:pause AS INTEGER) FROM {pause}"))
 
     async def scenario() -> list[Any]:
-        slow = asyncio.ensure_future(lookups.one_on_loop(echo, {"name": "slow", "pause": 3}))
+        slow = asyncio.ensure_future(lookups.one_async(echo, {"name": "slow", "pause": 3}, no_thread))
         others = [
-            asyncio.ensure_future(lookups.one_on_loop(echo, {"name": f"n{n}", "pause": 0})) for n in range(5)
+            asyncio.ensure_future(lookups.one_async(echo, {"name": f"n{n}", "pause": 0}, no_thread))
+            for n in range(5)
         ]
         await asyncio.sleep(0.05)
         slow.cancel()
         answers = await asyncio.gather(*others)
         with pytest.raises(asyncio.CancelledError):
             await slow
-        return [*answers, await lookups.one_on_loop(echo, {"name": "after", "pause": 0})]
+        return [*answers, await lookups.one_async(echo, {"name": "after", "pause": 0}, no_thread)]
 
     assert asyncio.run(scenario()) == [(f"n{n}", 0) for n in range(5)] + [("after", 0)]

@@ -58,12 +58,8 @@ def blob_headers(digest: str, size: int) -> dict[str, str]:
 async def linked_blob_size(ctx: OCIContext, name: str, digest: str) -> int:
     """The size of blob `digest` in repository `name`; BlobUnknown if it is not there."""
     size = ctx.registry.cached_blob_size(name, digest)
-    if size is None:  # a point read on the loop where that never waits (SQLite), else in a thread
-        size = ctx.registry.blob_size_now(name, digest)
-    if size is None:  # PostgreSQL: the loop's pipelined lookups
-        size = await ctx.registry.blob_size_on_loop(name, digest)
-    if size is None:
-        size = await ctx.point_read(ctx.registry.blob_size, name, digest)
+    if size is None:  # SQLite: read on the loop; PostgreSQL: the loop's pipelined lookups (db.lookups)
+        size = await ctx.registry.blob_size_async(name, digest, ctx.point_read)
     return size
 
 

@@ -58,8 +58,9 @@ class OCIContext:
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def point_read(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a registry point read that missed the caches (one indexed row, nothing else to wait
-        for) on the process's point-read threads: a cheaper hand-off than `call`'s."""
+        """Run a point read that missed the caches and that the event loop cannot run (one indexed
+        row, nothing else to wait for: db.lookups `one_async`'s `in_thread`) on the process's
+        point-read threads: a cheaper hand-off than `call`'s."""
         return await _POINT_READS.call(fn, *args)
 
     async def small_write(self, fn: Callable[..., T], *args: object) -> T:

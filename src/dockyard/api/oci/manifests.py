@@ -58,12 +58,8 @@ async def _lookup(ctx: OCIContext, request: Request, name: str, reference: str) 
         record = await proxying.manifest(ctx.proxy, request, config, name, reference, ctx.call)
     else:
         record = ctx.registry.cached_manifest(name, reference)
-    if record is None:  # a point read on the loop where that never waits (SQLite), else in a thread
-        record = ctx.registry.manifest_now(name, reference)
-    if record is None:  # PostgreSQL: the loop's pipelined lookups
-        record = await ctx.registry.manifest_on_loop(name, reference)
-    if record is None:
-        record = await ctx.point_read(ctx.registry.get_manifest, name, reference)
+    if record is None:  # SQLite: read on the loop; PostgreSQL: the loop's pipelined lookups (db.lookups)
+        record = await ctx.registry.manifest_async(name, reference, ctx.point_read)
     if not _acceptable(request, record):
         raise ManifestUnknown(
             f"manifest is {record.media_type}, which the request's Accept header does not list",

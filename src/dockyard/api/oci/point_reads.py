@@ -1,10 +1,12 @@
 """A cheaper hand-off than anyio's worker threads for the /v2 hot paths' point reads that cannot run
-on the event loop (a manifest or a blob size that missed the caches, on PostgreSQL: a network round
-trip). `anyio.to_thread.run_sync` costs ~40 µs of CPU per call here (its capacity limiter, its
-worker bookkeeping, the cancel scope around the wait); a few threads of our own that take calls from
-one `queue.SimpleQueue` (C, no lock of ours) and hand the result back with `call_soon_threadsafe`
-cost ~11 µs (docs/benchmarks.md). A point read holds its thread for one round trip, so
-`THREADS` of them serve thousands a second; more wait in the queue, first come first served, as they
+on the event loop: a manifest or a blob size that missed the caches, where db.lookups' `one_async`
+hands it to a thread (a SQLite read that would wait for a lock, a PostgreSQL lookup with a type
+libpq is not used for there, an in-memory SQLite; the others run on the loop).
+`anyio.to_thread.run_sync` costs ~40 µs of CPU per call here (its capacity limiter, its worker
+bookkeeping, the cancel scope around the wait); a few threads of our own that take calls from one
+`queue.SimpleQueue` (C, no lock of ours) and hand the result back with `call_soon_threadsafe` cost
+~11 µs (docs/benchmarks.md). A point read holds its thread for one round trip, so `THREADS` of them
+serve thousands a second; more wait in the queue, first come first served, as they
 would for one of the lookups' PostgreSQL connections (`db.lookups`, as many at once).
 
 Only for short calls that never wait on anything but the database: the threads are shared by every
