@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Select,
     String,
+    any_,
     bindparam,
     func,
     select,
@@ -69,30 +70,21 @@ def lock_blobs(
 
 
 def check_references(
-    connection: Connection, repository_id: int, parsed: ParsedManifest, sizes: dict[str, int]
-) -> None:
+    connection: Connection,
+    repository_id: int,
+    parsed: ParsedManifest,
+    sizes: dict[str, int],
+    links_later: bool = False,
+) -> bool:
     """ManifestBlobUnknown unless every blob and child manifest is in the repository; ManifestInvalid
     when a descriptor's size is not the blob's or the child manifest's. `sizes`: the live blobs of the
-    manifest, locked (`lock_blobs`)."""
+    manifest, locked (`lock_blobs`). `links_later` (PostgreSQL): when every blob is live, leave the
+    blobs' links to the manifest's own statement (`store_manifest(links=sizes)`, a round trip less)
+    and return True; False when they were checked here."""
     blob_digests = {d.digest for d in parsed.blobs}
-    if blob_digests:
-        # The links in a new statement (a fresh snapshot under READ COMMITTED), after the locks: an
-        # unlink committed while this waited is seen.
-        linked_digests: set[str] = set()
-        if sizes:
-            values = {"repository_id": repository_id, **_numbered(sizes)}
-            linked_digests = {row[0] for row in _links(len(sizes)).execute(connection, values).all()}
-        linked = {digest: size for digest, size in sizes.items() if digest in linked_digests}
-        missing = sorted(blob_digests - linked.keys())
-        if missing:
-            raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
-        for descriptor in parsed.blobs:
-            if linked[descriptor.digest] != descriptor.size:
-                raise ManifestInvalid(
-                    f"descriptor for {descriptor.digest} says {descriptor.size} bytes; the blob has "
-                    f"{linked[descriptor.digest]}",
-                    detail={"digest": descriptor.digest},
-                )
+    later = links_later and bool(blob_digests) and blob_digests <= sizes.keys()
+    if blob_digests and not later:
+        check_links(parsed, sizes, _linked(connection, repository_id, sizes))
     child_digests = {d.digest for d in parsed.manifests}
     if child_digests:
         values = {"repository_id": repository_id, **_numbered(child_digests)}
@@ -111,6 +103,31 @@ def check_references(
                     f"{present[child.digest]}",
                     detail={"digest": child.digest},
                 )
+    return later
+
+
+def check_links(parsed: ParsedManifest, sizes: dict[str, int], linked_digests: set[str]) -> None:
+    """The blob part of `check_references`, given the manifest's blobs linked to the repository."""
+    linked = {digest: size for digest, size in sizes.items() if digest in linked_digests}
+    missing = sorted({d.digest for d in parsed.blobs} - linked.keys())
+    if missing:
+        raise ManifestBlobUnknown(detail={"digest": missing[0], "missing": missing})
+    for descriptor in parsed.blobs:
+        if linked[descriptor.digest] != descriptor.size:
+            raise ManifestInvalid(
+                f"descriptor for {descriptor.digest} says {descriptor.size} bytes; the blob has "
+                f"{linked[descriptor.digest]}",
+                detail={"digest": descriptor.digest},
+            )
+
+
+def _linked(connection: Connection, repository_id: int, sizes: dict[str, int]) -> set[str]:
+    """Which of the live blobs are linked to the repository: in a new statement (a fresh snapshot under
+    READ COMMITTED), after the locks, so an unlink committed while this waited is seen."""
+    if not sizes:
+        return set()
+    values = {"repository_id": repository_id, **_numbered(sizes)}
+    return {row[0] for row in _links(len(sizes)).execute(connection, values).all()}
 
 
 # The reference checks, built once per number of digests (a manifest names a handful): a list of
@@ -222,12 +239,15 @@ def store_manifest(
     parsed: ParsedManifest,
     platform: dict[str, str] | None,
     tag: str | None = None,
+    links: dict[str, int] | None = None,
 ) -> int:
     """The manifest's id: a new row with its references, charged to the project's quota, or the
     existing row's; with `tag` set to it when given. The INSERT comes first (a new manifest, what most
     PUTs bring, is not looked for first); one that finds the manifest there inserts nothing, and the
     row is then read share-locked. On PostgreSQL a new manifest's row, its references, the tag and the
-    charge's first look (its count row, share-locked) are one statement (`_store_new`)."""
+    charge's first look (its count row, share-locked) are one statement (`_store_new`), which also
+    reads which of `links` (the live blobs whose links `check_references(links_later=True)` left to
+    it) the repository links: checked before the charge (`check_links`: raising rolls it all back)."""
     now = utcnow()
     values = {
         "repository_id": repository.id,
@@ -246,11 +266,18 @@ def store_manifest(
     kinds.update({(d.digest, "manifest"): None for d in parsed.manifests})
     tagged = {"tag": tag, "updated_at": now}
     if connection.dialect.name == "postgresql":
-        listed = {"reference_digests": [d for d, _ in kinds], "reference_kinds": [k for _, k in kinds]}
+        listed = {
+            "reference_digests": [d for d, _ in kinds],
+            "reference_kinds": [k for _, k in kinds],
+            "linked_digests": sorted(links or ()),
+        }
         counted = {"counted_project": repository.project_id, "counted_digest": digest}
         row = (
             _store_new(tag is not None).execute(connection, {**values, **listed, **counted, **tagged}).first()
         )
+        if links is not None:  # this statement's snapshot is taken after the blobs' locks, as _links's
+            linked = set(row.linked or ()) if row is not None else _linked(connection, repository.id, links)
+            check_links(parsed, links, linked)
         if row is not None:
             if repository.project_id is not None:  # manifests count in quotas too (see projects.quotas)
                 found = row.counted is not None
@@ -340,7 +367,8 @@ def _new_manifest_statement(dialect: str, tagged: bool) -> Select:
     """PostgreSQL: INSERT the manifest (nothing when it is there), and with the row it inserted, in CTEs
     of the same statement, its references (`reference_digests`, `reference_kinds`: arrays) and the
     tag; the main query returns the new row's id with its count row (NULL when the project counts it
-    not), share-locked as `charge` would. No row back: the manifest was there, nothing else done.
+    not), share-locked as `charge` would, and which of `linked_digests` the repository links (NULL
+    for none). No row back: the manifest was there, nothing else done.
 
     In the order of the statements this replaces, as far as other transactions can tell: the count
     row is locked after the manifest's INSERT (the main query reads its CTE), and the tag's upsert runs
@@ -374,7 +402,15 @@ def _new_manifest_statement(dialect: str, tagged: bool) -> Select:
         .cte("referenced")
     )
     counted = COUNTED.scalar_subquery()
-    statement = select(inserted.c.id, counted.label("counted")).add_cte(references)
+    linked = (  # the links `check_references` left to this statement (none: NULL)
+        select(func.array_agg(RepositoryBlob.digest))
+        .where(
+            RepositoryBlob.repository_id == bindparam("repository_id", type_=columns["repository_id"].type),
+            RepositoryBlob.digest == any_(bindparam("linked_digests", type_=ARRAY(String))),
+        )
+        .scalar_subquery()
+    )
+    statement = select(inserted.c.id, counted.label("counted"), linked.label("linked")).add_cte(references)
     if not tagged:
         return statement
     tag_row = select(

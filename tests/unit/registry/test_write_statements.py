@@ -16,7 +16,7 @@ from sqlalchemy import String, cast, event, func, select
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.session import Database
-from dockyard.errors import DigestInvalid, PathNotFound
+from dockyard.errors import DigestInvalid, ManifestBlobUnknown, ManifestInvalid, PathNotFound
 from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
@@ -111,10 +111,46 @@ def test_a_manifest_put_reads_nothing_back(env: Env, database: Database) -> None
         result = env.registry.put_manifest("team/app", "latest", body, mediatypes.OCI_MANIFEST)
     assert result.digest == digest_of(body)
     # The repository with the blobs, their links, the manifest (new: nothing looked up before), its
-    # references, the count, the tag: on PostgreSQL the last four are one statement.
-    assert len(sent) == (3 if database.dialect == "postgresql" else 6), "\n".join(sent)
+    # references, the count, the tag: on PostgreSQL the last five are one statement.
+    assert len(sent) == (2 if database.dialect == "postgresql" else 6), "\n".join(sent)
     assert _reads_back_the_project(sent) == []
     assert env.registry.get_manifest("team/app", "latest").digest == result.digest
+
+
+def test_a_manifest_put_with_a_blob_not_linked_here_or_of_another_size_leaves_nothing(
+    env: Env, database: Database
+) -> None:
+    """The links are checked after the blobs' locks (on PostgreSQL in the statement that inserts the
+    manifest): a blob live but not linked to the repository, or linked with another size than the
+    descriptor says, refuses the PUT, and the manifest, its references, its tag and its count roll back."""
+    config, layer, _ = _image(env, "team/base")
+    env.registry.mount_blob("team/app", config["digest"], "team/base")  # the layer is not linked here
+    used = env.quotas.get("team").used_bytes
+    document = {"schemaVersion": 2, "mediaType": mediatypes.OCI_MANIFEST, "config": config, "layers": [layer]}
+    body = json.dumps({**document, "annotations": {"new": "to the project"}}).encode()
+    with pytest.raises(ManifestBlobUnknown) as unknown:
+        env.registry.put_manifest("team/app", "v1", body, mediatypes.OCI_MANIFEST)
+    assert unknown.value.detail == {"digest": layer["digest"], "missing": [layer["digest"]]}
+    env.registry.mount_blob("team/app", layer["digest"], "team/base")
+    wrong = json.dumps({**document, "layers": [{**layer, "size": layer["size"] + 1}]}).encode()
+    with pytest.raises(ManifestInvalid):
+        env.registry.put_manifest("team/app", "v1", wrong, mediatypes.OCI_MANIFEST)
+    with database.read() as connection:
+        manifests = connection.scalar(
+            select(func.count())
+            .select_from(Manifest)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == "team/app")
+        )
+        tags = connection.scalar(
+            select(func.count())
+            .select_from(Tag)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == "team/app")
+        )
+        references = connection.scalar(select(func.count()).select_from(ManifestReference))
+    assert (manifests, tags, references) == (0, 0, 2)  # team/base's manifest's two references only
+    assert env.quotas.get("team").used_bytes == used  # neither manifest counted
 
 
 def test_a_manifest_put_again_under_another_tag_keeps_its_row(env: Env, database: Database) -> None:
