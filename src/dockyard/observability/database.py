@@ -8,6 +8,7 @@ driver connections and are not timed here: their requests are (`http_request_dur
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -15,23 +16,28 @@ from sqlalchemy import Engine, event
 
 from dockyard.observability.metrics import Metrics
 
-STARTED_KEY = "dockyard.statement_started"
-
 
 def instrument_database(metrics: Metrics, engine: Engine) -> None:
     """Time `engine`'s statements and sample its pool into `metrics`."""
+    # When each statement started, by thread: a connection runs one statement at a time, in one
+    # thread, so its end is met in the thread its start was (a thread-local attribute costs less
+    # than the Connection's `info`: three properties down to the pool's record).
+    started_at = threading.local()
 
-    @event.listens_for(engine, "before_cursor_execute")
+    # retval=True: SQLAlchemy calls the listener as it is, instead of through a wrapper that returns
+    # the statement and parameters for it (a call less on every statement).
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
     def started(
         connection: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any
-    ) -> None:
-        connection.info[STARTED_KEY] = time.perf_counter()
+    ) -> tuple[Any, Any]:
+        started_at.value = time.perf_counter()
+        return statement, parameters
 
     @event.listens_for(engine, "after_cursor_execute")
     def finished(
         connection: Any, cursor: Any, statement: Any, parameters: Any, context: Any, many: Any
     ) -> None:
-        began = connection.info.pop(STARTED_KEY, None)
+        began = started_at.__dict__.pop("value", None)
         if began is not None:
             metrics.observe_query(time.perf_counter() - began)
 

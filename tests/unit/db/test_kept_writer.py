@@ -5,12 +5,15 @@ connection of its own."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, insert, select
 
+from dockyard.db.engine import build_engine
 from dockyard.db.session import Database
 from dockyard.jobs.models import JobRow
 from dockyard.jobs.queue import JobQueue
@@ -74,3 +77,20 @@ def test_a_forked_child_writes_on_a_connection_of_its_own(database: Database) ->
     with database.write() as connection:  # the parent's own connection still works
         queue.enqueue("echo", connection=connection)
     assert _jobs(database) == 3
+
+
+@pytest.mark.db_independent  # reason: SQLite's own write lock, on a file of its own
+def test_each_kept_write_takes_sqlites_write_lock_as_it_begins(tmp_path: Path) -> None:
+    """The kept Connection's transactions begin IMMEDIATE, the first and every later one: a writer
+    outside sees the lock taken before the block wrote anything."""
+    database = Database(build_engine(f"sqlite:///{tmp_path / 'kept.db'}"))
+    other = sqlite3.connect(tmp_path / "kept.db", timeout=0, isolation_level=None)
+    try:
+        for _ in range(3):
+            with database.write(), pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE")  # free again once the write ended
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+        database.dispose()
