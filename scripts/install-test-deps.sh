@@ -37,6 +37,8 @@ declare -A PACKAGE_OF=(
   # Headless Chromium for the portal's browser test (tests/e2e/test_portal.py, through Playwright's Python
   # package): Debian's, never the browsers Playwright would download.
   [chromium]=chromium
+  # Holds a worker of serve where a stop signal once got lost (tests/integration/test_serve_stop.py).
+  [strace]=strace
 )
 
 missing=()

@@ -44,7 +44,7 @@ from dockyard.app.housekeeping import (
     sweep_proxy_locks_forever,
     trim_heap_forever,
 )
-from dockyard.app.loop_signals import keep_stop_signals_between_runs
+from dockyard.app.loop_signals import hear_stop_signals, note_stop_signals
 from dockyard.app.metrics import metrics_access, metrics_render, state_collector
 from dockyard.app.portal import portal_routes
 from dockyard.bootstrap import (
@@ -151,7 +151,7 @@ def create_app(services: Services) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        keep_stop_signals_between_runs()  # uvloop's gap before serving (app/loop_signals.py)
+        hear_stop_signals()  # a stop during the worker's start is not lost (app/loop_signals.py)
         locks, close_locks = build_locks(settings)
         housekeeping = [
             asyncio.create_task(purge_audit_forever(services, locks)),
@@ -306,4 +306,6 @@ def worker_app() -> Any:
     # watch thread (one did not stop within 20 s in CI); its clients retry, uploads are crash-safe.
     die_with_parent(WORKER_GRACE, on_death=signal.SIGKILL)
     mark_ready()  # serve starts its job runner now: until here the workers have the cores to themselves
+    if started_by_serve():  # Granian puts in its stop handlers next (app/loop_signals.py)
+        note_stop_signals()
     return app

@@ -1,11 +1,25 @@
-"""SIGTERM and SIGINT are not lost between two runs of a worker's event loop.
+"""SIGTERM and SIGINT stop an HTTP worker whenever they land during its start.
 
-Granian puts its stop handlers on the worker's loop (`loop.add_signal_handler`) before the ASGI
-lifespan, runs the lifespan (`run_until_complete`), starts serving and then runs the loop again until
-it stops. uvloop hears signals only while its loop runs: a signal that lands between the two runs is
-noted by uvloop's Python-level handler but never dispatched, so Granian's handler does not run, the
-worker does not stop, and serve kills it after its 10 s timeout (4 stops in 50 right after a start,
-docs/benchmarks.md). asyncio's loop keeps its wakeup fd between runs and has no such gap.
+Granian puts its stop handlers on the worker's loop (`loop.add_signal_handler`), runs the ASGI lifespan
+(`run_until_complete`), starts serving and then runs the loop again until it stops. uvloop acts on a
+signal only when its number reaches the loop's self-pipe through the wakeup fd, which is that pipe only
+while the loop runs (from just after a run starts to just before it ends): a signal that lands outside
+is noted by uvloop's Python-level handler and never acted on, so Granian's handler does not run, the
+worker serves on and serve kills it after its 10 s timeout. That happened to stops landing before the
+lifespan's run, between the two runs, and as the second run starts (docs/benchmarks.md, "A stop lost
+as a worker's loop starts"). asyncio's loop keeps its wakeup fd between runs and has no such gap.
+
+Two steps close it:
+
+- `note_stop_signals`, in a worker of serve just before Granian puts in its handlers: a pipe of the
+  worker's own becomes the wakeup fd, so a signal that lands while the loop's pipe is not the wakeup fd
+  leaves its number there (uvloop puts this fd back at the end of each run);
+- `hear_stop_signals`, in the lifespan, on the running loop: reads that pipe whenever the loop runs,
+  and wraps uvloop's handler; either way each stop signal is raised again from inside the running loop,
+  where the loop's pipe is the wakeup fd and uvloop hears it. The wrapper also covers a signal that
+  reached the loop's pipe after the run's last look at it (the run ends, the pipe is closed unread).
+
+Granian's stop handler only sets an event, so hearing a signal twice changes nothing.
 """
 
 from __future__ import annotations
@@ -18,26 +32,60 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_noted: list[int] = []  # the read end of the pipe `note_stop_signals` made the wakeup fd
+_raising: set[int] = set()  # the stop signals this module is raising again just now
 
 
-def keep_stop_signals_between_runs() -> None:
-    """Called on the worker's loop (in the lifespan, after the server put in its handlers): a stop
-    signal that arrives while the loop is not running is sent again, to this process, as soon as the
-    loop runs, when it hears it. Only where the signal's handler is this loop's own (uvloop's bound
-    `__sighandler`): not on asyncio's loop, under a test client's thread, or for a handler of anyone
-    else's."""
+def note_stop_signals() -> None:
+    """In an HTTP worker of serve (main thread), once the app is loaded, before the server puts in its
+    loop's stop handlers: from now on a signal that lands while the loop does not listen is written to a
+    pipe of this worker's own, for `hear_stop_signals` to act on. Until the server's handlers go in, the
+    one serve's Drainer left (cli.server) stops the worker itself."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    signal.set_wakeup_fd(write, warn_on_full_buffer=False)  # kept open for good: uvloop puts it back
+    _noted[:] = [read]
+
+
+def hear_stop_signals() -> None:
+    """Called on the worker's loop (in the lifespan, after the server put in its handlers). The wrapper
+    goes in only where a signal's handler is this loop's own (uvloop's bound `__sighandler`): not on
+    asyncio's loop, under a test client's thread, or for a handler of anyone else's. The pipe is read
+    where `note_stop_signals` made one (on asyncio's loop it gets nothing once the loop's handlers are
+    in: that loop makes its own pipe the wakeup fd for good)."""
     loop = asyncio.get_running_loop()
     for number in STOP_SIGNALS:
         previous = signal.getsignal(number)
         if callable(previous) and getattr(previous, "__self__", None) is loop:
-            signal.signal(number, _resend_when_idle(loop, previous))
+            signal.signal(number, _raised_again_in_loop(loop, previous))
+    if _noted:
+        loop.add_reader(_noted[0], _raise_noted, _noted[0])
 
 
-def _resend_when_idle(loop: asyncio.AbstractEventLoop, previous: Any) -> Any:
+def _raised_again_in_loop(loop: asyncio.AbstractEventLoop, previous: Any) -> Any:
     def handler(signum: int, frame: FrameType | None) -> None:
         previous(signum, frame)
-        if not loop.is_running():
+        if signum not in _raising:  # not the one raised again below: that one reached the loop
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is left to stop
-                loop.call_soon_threadsafe(os.kill, os.getpid(), signum)
+                loop.call_soon_threadsafe(_raise_again, signum)
 
     return handler
+
+
+def _raise_noted(read: int) -> None:
+    """The signals that landed while the loop did not listen, each stop signal once."""
+    with contextlib.suppress(BlockingIOError):
+        for number in set(os.read(read, 512)):
+            if number in STOP_SIGNALS:
+                _raise_again(number)
+
+
+def _raise_again(number: int) -> None:
+    """Run by the loop, so while it runs: its pipe is the wakeup fd, and the signal's number reaches it
+    (raise_signal delivers to this thread before it returns)."""
+    _raising.add(number)
+    try:
+        signal.raise_signal(number)
+    finally:
+        _raising.discard(number)

@@ -220,7 +220,7 @@ def relay_signals_to_main_thread() -> None:
             if any(number != _WAKE for number in data):
                 signal.pthread_kill(main, _WAKE)
 
-    def in_child() -> None:  # a worker's own signals are its own, and its loop sets its own fd
+    def in_child() -> None:  # a worker's signals are its own; the app sets its fd (app/loop_signals.py)
         signal.set_wakeup_fd(-1)
         signal.signal(_WAKE, signal.SIG_DFL)
         os.close(read)
