@@ -11,7 +11,7 @@ from dockyard.api.oci.auditing import count_pull
 from dockyard.api.oci.context import OCIContext
 from dockyard.api.oci.errors import API_VERSION_HEADER
 from dockyard.api.oci.notifying import actor_of, manifest_pulled
-from dockyard.api.oci.responses import PreparedResponse, encode_headers
+from dockyard.api.oci.responses import PreparedResponse, created, encode_headers
 from dockyard.api.oci.streaming import declared_length
 from dockyard.content import mediatypes
 from dockyard.content.manifest import MAX_MANIFEST_SIZE
@@ -130,15 +130,10 @@ async def put_manifest(ctx: OCIContext, request: Request, name: str, reference: 
     effects = ctx.effects
     if effects is not None and effects.push_needed(pushed):  # events, signature checks, scans, replication
         await ctx.call(effects.pushed, pushed, request_info(request), actor_of(request))
-    headers = {
-        **API_VERSION_HEADER,
-        "Location": ctx.url(f"/v2/{name}/manifests/{result.digest}"),
-        "Docker-Content-Digest": result.digest,
-        "Content-Length": "0",
-    }
+    response = created(ctx.url(f"/v2/{name}/manifests/{result.digest}"), result.digest)
     if result.subject:
-        headers["OCI-Subject"] = result.subject
-    return Response(b"", status_code=201, headers=headers)
+        response.raw_headers.append((b"oci-subject", result.subject.encode("latin-1")))
+    return response
 
 
 async def delete_manifest(ctx: OCIContext, request: Request, name: str, reference: str) -> Response:
