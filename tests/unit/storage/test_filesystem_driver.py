@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -546,3 +547,65 @@ def test_the_kernels_writeback_call_is_harmless(tmp_path: Path) -> None:
         os.fsync(file.fileno())
         filesystem_files._drop_cached(file.fileno(), 0, 0)
     assert path.read_bytes() == b"z" * 65536
+
+
+def test_a_blob_lands_with_its_file_and_its_new_directory_fsynced_at_once(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unlinked writer's `commit_to` fsyncs the file and the directory of its new name at the same
+    time (each fsync waits for a disk flush of its own), and returns only once both are done: the
+    blob is recorded after that."""
+    directory_started = threading.Event()
+    done: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            directory_started.set()
+            time.sleep(0.2)  # a slow flush: commit_to must still wait for it
+            real_fsync(fd)
+            done.append("directory")
+            return
+        # The file's: the directory's began meanwhile (in series it would only start after this).
+        assert directory_started.wait(10), "the directory's fsync did not start beside the file's"
+        real_fsync(fd)
+        done.append("file")
+
+    monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    writer = driver.unlinked_writer("uploads/u1/data")
+    assert writer is not None
+    writer.write(b"x" * 100)
+    writer.commit_to("blobs/b1/data")
+    assert sorted(done) == ["directory", "file"]
+    assert (root / "blobs/b1/data").read_bytes() == b"x" * 100
+
+
+def test_with_no_sync_thread_free_the_directory_is_fsynced_after_the_file(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many commits at once leave no sync thread free: the committing thread fsyncs the directory
+    itself, after the file, rather than wait for a thread."""
+    release = threading.Event()
+    pool = filesystem_files._sync_threads()
+    busy = [pool.submit(release.wait, 10) for _ in range(filesystem_files._DIRECTORY_SYNCS)]
+    synced: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        kind = "directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append((kind, threading.get_ident()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    try:
+        writer = driver.unlinked_writer("uploads/u2/data")
+        assert writer is not None
+        writer.write(b"y" * 100)
+        writer.commit_to("blobs/b2/data")
+    finally:
+        release.set()
+        for job in busy:
+            job.result()
+    here = threading.get_ident()
+    assert synced == [("file", here), ("directory", here)]
+    assert (root / "blobs/b2/data").read_bytes() == b"y" * 100
