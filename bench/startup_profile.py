@@ -49,6 +49,12 @@ PROFILED_START = textwrap.dedent(
 
     bootstrap._find_and_load = timed_find_and_load
     steps = []
+    try:  # as cli.entry does first (an older commit has no such module)
+        from dockyard.cli.startup_cache import install
+    except ImportError:
+        pass
+    else:
+        install()
     import granian
 
     def stop_before_the_fork(server):

@@ -129,6 +129,14 @@ MAIN_PROCESS = textwrap.dedent(
         facts["plugins_looked_for"] = _loader._plugins is not None
         facts["mappers_left"] = Base.registry._new_mappers
         facts["text_signatures"] = tokenize._compile.cache_info().currsize
+        import dataclasses, re, typing
+        from dockyard.cli import startup_cache
+
+        cache = startup_cache.last
+        facts["kept_from_text"] = cache.kept if cache is not None else 0
+        facts["patched_at_the_fork"] = [
+            hasattr(dataclasses, "exec"), hasattr(typing, "compile"), re._compiler.compile.__module__
+        ]
         print(json.dumps(facts), flush=True)
 
     granian.Granian.serve = stop_here  # everything before the fork has run
@@ -260,7 +268,7 @@ def test_an_http_worker_loads_no_management_api_or_unconfigured_backend(
     assert loaded(modules, HTTP_WORKER_FORBIDDEN) == []
     # Of dockyard's own modules, serve's main process holds only what the workers run (and its own).
     main_only = {name for name in main_process_modules if name.startswith("dockyard.")} - set(modules)
-    own = ("", ".entry", ".job_child", ".server", ".slim")
+    own = ("", ".entry", ".job_child", ".server", ".slim", ".startup_cache")
     # ... and what a worker loads on the first token it signs or checks (the signing keys' store):
     # held there once for all of them, while the job runner, started on its own, never loads it.
     first_token = {"dockyard.auth.keystore"}
@@ -377,6 +385,17 @@ def test_serves_main_process_parses_no_text_signatures(main_process: dict[str, A
     parsing its text signature with `tokenize`, whose patterns it compiles first: ~10 ms of CPU before
     the fork (issue 18). The settings' list fields take a Python function (config.base.empty_list)."""
     assert main_process["text_signatures"] == 0
+
+
+def test_serves_main_process_keeps_what_it_compiles_from_text(main_process: dict[str, Any]) -> None:
+    """Dataclasses' methods, annotations as text, regular expressions: looked up in the last start's
+    table through the whole import (cli.startup_cache), and Python's own functions back for the fork."""
+    from dockyard.cli import startup_cache
+
+    if not startup_cache.SUPPORTED:
+        pytest.skip("patches CPython 3.11's modules only")
+    assert main_process["kept_from_text"] > 1000
+    assert main_process["patched_at_the_fork"] == [False, False, "re._compiler"]
 
 
 def subclasses(cls: type) -> list[type]:

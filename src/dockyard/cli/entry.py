@@ -53,6 +53,9 @@ def main() -> None:
         if reconfigure is not None:
             reconfigure(line_buffering=True, write_through=True)
     gc.disable()  # until serve freezes what it imported, before the fork (server.freeze_heap)
+    from dockyard.cli.startup_cache import install
+
+    install()  # the code its imports compile from text, kept from the last start (until the fork)
     from dockyard.cli.server import run_server
     from dockyard.cli.slim import load_or_exit
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 from dockyard.api.drain import DrainState, drain_directory
 from dockyard.cli.job_child import start_job_worker, stop_job_worker
 from dockyard.cli.slim import server_settings
+from dockyard.cli.startup_cache import save_and_uninstall
 from dockyard.config.loader import hand_down
 from dockyard.config.settings import Settings
 from dockyard.datadir import private_umask
@@ -42,8 +43,12 @@ DRAIN_POLL_SECONDS = 0.1
 WORKERS_KILL_TIMEOUT = WORKER_GRACE  # seconds: a worker that does not stop after the drain is killed
 
 
-# The collector is off while it imports, as in `cli.entry` (freeze_heap).
-SERVER_COMMAND = "import gc; gc.disable(); from dockyard.cli.server import main; main()"
+# The collector is off while it imports, as in `cli.entry` (freeze_heap), and the code compiled from text
+# comes from the last start's (cli.startup_cache).
+SERVER_COMMAND = (
+    "import gc; gc.disable(); from dockyard.cli.startup_cache import install; install(); "
+    "from dockyard.cli.server import main; main()"
+)
 
 
 def exec_server(settings: Settings, config_path: Path | None) -> NoReturn:
@@ -109,6 +114,7 @@ def run_server(settings: Settings) -> None:
     server.on_startup(drainer.install)
     mark_parent()  # the HTTP workers and the job runner die with this process (dockyard.lifecycle)
     expect_ready_workers(settings.datadir / "run" / "http-ready")
+    save_and_uninstall()  # what the imports compiled from text, for the next start (cli.startup_cache)
     # One per node, beside the HTTP workers: forked now, while no thread runs here (cli.job_child).
     job_worker = start_job_worker(settings)
     freeze_heap()
