@@ -78,11 +78,16 @@ class StartupCache:
     def save(self) -> None:
         """Write this start's table where it differs in more than a few entries from the saved one
         (an upgrade, another configuration): not for the odd pattern made from a set, in an order
-        that changes at every start (PyJWT's of PEM headers), which is compiled each time."""
+        that changes at every start (PyJWT's of PEM headers), which is compiled each time.
+
+        The saved entries are kept beside this start's, so that two configurations started in turn
+        (auth on and off, say) do not write it at each start; unless they are more than this start's
+        (an upgrade made most of them stale), when this start's alone are written."""
         if self.compiled <= len(self.used) // REWRITE_FRACTION or sys.dont_write_bytecode:
             return
+        table = {**self.saved, **self.used} if len(self.saved) <= len(self.used) else self.used
         try:
-            data = MAGIC_NUMBER + marshal.dumps(self.used)
+            data = MAGIC_NUMBER + marshal.dumps(table)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f"{self.path.name}.{os.getpid()}")
             partial.write_bytes(data)

@@ -114,3 +114,33 @@ def test_a_damaged_or_foreign_table_is_compiled_anew(tmp_path: Path, content: by
     assert again["compiled"] > 0
     assert behaviour(again) == EXPECTED
     assert start(tmp_path)["compiled"] == 0  # written anew
+
+
+ANOTHER_START = """
+import json, re
+from dockyard.cli import startup_cache
+
+cache = startup_cache.install()
+for number in range(40):  # another configuration: patterns of its own
+    re.compile(f"another-{number}-[a-z]+")
+compiled = cache.compiled
+startup_cache.save_and_uninstall()
+print(json.dumps({"compiled": compiled}))
+"""
+
+
+def test_two_configurations_started_in_turn_compile_nothing_again(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path)
+
+    def another() -> int:
+        result = subprocess.run(
+            [sys.executable, "-c", ANOTHER_START], capture_output=True, text=True, env=env, check=True
+        )
+        compiled: int = json.loads(result.stdout)["compiled"]
+        return compiled
+
+    assert start(tmp_path)["compiled"] > 0
+    assert another() > 0
+    assert start(tmp_path)["compiled"] == 0  # its entries were kept beside the other's
+    assert another() == 0
