@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, select
+from sqlalchemy import Connection, String, bindparam, delete, exists, func, select, true
 from sqlalchemy.orm import aliased
 
 from dockyard.content.digest import Digest, digest_of, parse_digest
@@ -25,7 +25,8 @@ from dockyard.coordination.interfaces import (
     tag_key,
     tag_list_generation_of,
 )
-from dockyard.db.dialect import bytewise
+from dockyard.db.base import UTCDateTime, utcnow
+from dockyard.db.dialect import bytewise, insert_for
 from dockyard.db.lookups import InThread, Lookup
 from dockyard.db.session import Database
 from dockyard.db.statements import DriverStatement
@@ -40,7 +41,7 @@ from dockyard.errors import (
     TagInvalid,
 )
 from dockyard.projects.immutability import ImmutabilityRules, tag_immutable
-from dockyard.projects.models import ProjectRow
+from dockyard.projects.models import ProjectBlobRow, ProjectRow
 from dockyard.projects.quotas import Quotas
 from dockyard.registry.batch_deletes import BatchOutcome, DeleteRequest, DeleteResult, delete_in_repository
 from dockyard.registry.interfaces import ManifestRecord, Page, PutManifestResult, ReferrerList
@@ -403,18 +404,10 @@ class Registry:
             # for a collector holding it and then sees it tombstoned (nothing to mount), or holds it
             # until the link below is committed, which the collector then sees.
             if source is not None:
-                # The repository written to comes with the blob, in the same statement (a round trip less).
-                values = {"digest": digest, "source": source, "repository": name}
-                found = _MOUNTABLE_FROM.execute(connection, values).first()
-                if found is None:
+                mounted = self._mount_from(connection, name, digest, source)
+                if mounted is None:
                     return None
-                repository = (
-                    RepositoryRow(found.repository_id, found.project_id, False)
-                    if found.repository_id is not None
-                    else create_repository(connection, name)
-                )
-                link_blob(connection, self._quotas, repository, digest, int(found.size))
-                size = found.size
+                repository, size = mounted
             else:
                 query = select(Blob.size).where(Blob.digest == digest, live()).with_for_update(**_KEY_SHARE)
                 if projects is not None:
@@ -424,16 +417,43 @@ class Registry:
                         .join(ProjectRow, ProjectRow.id == Repository.project_id)
                         .where(ProjectRow.name.in_(sorted(projects)))
                     )
-                size = connection.scalar(query.limit(1))
-                if size is None:
+                found = connection.scalar(query.limit(1))
+                if found is None:
                     return None
+                size = int(found)
                 repository = ensure_repository(connection, name)
-                link_blob(connection, self._quotas, repository, digest, int(size))  # QuotaExceeded: no mount
+                link_blob(connection, self._quotas, repository, digest, size)  # QuotaExceeded: no mount
         if repository.created:
             self._feed.bump(Topic.REPOSITORIES)  # the catalog changed
-        return int(size)
+        return size
 
     # --- internals ----------------------------------------------------------------------------
+    def _mount_from(
+        self, connection: Connection, name: str, digest: str, source: str
+    ) -> tuple[RepositoryRow, int] | None:
+        """Link the blob from `source` into `name` (created when missing): the repository written to comes
+        with the blob, in the same statement (a round trip less); on PostgreSQL the link into an existing
+        repository and the charge's first look too (`_MOUNT_AND_LINK`). None: nothing to mount."""
+        values: dict[str, Any] = {"digest": digest, "source": source, "repository": name}
+        postgresql = connection.dialect.name == "postgresql"
+        if postgresql:
+            values["created_at"] = utcnow()
+        found = (_MOUNT_AND_LINK if postgresql else _MOUNTABLE_FROM).execute(connection, values).first()
+        if found is None:
+            return None
+        size = int(found.size)
+        if found.repository_id is None:
+            repository = create_repository(connection, name)
+        else:
+            repository = RepositoryRow(found.repository_id, found.project_id, False)
+            if postgresql:  # linked already: the charge, with what the statement found
+                if repository.project_id is not None:
+                    counted = found.counted is not None
+                    self._quotas.charge(connection, repository.project_id, digest, size, counted=counted)
+                return repository, size
+        link_blob(connection, self._quotas, repository, digest, size)
+        return repository, size
+
     def _tag_changed(self, name: str, tag: str) -> None:
         """After the commit: drop the tag's lookups and the repository's tag lists, everywhere."""
         self._feed.bump(Topic.TAGS, tag_key(name, tag), name)
@@ -524,6 +544,55 @@ _MOUNTABLE_FROM = DriverStatement(  # on the driver connection, in the mount's t
         _MOUNTABLE.outerjoin(_TARGET, _TARGET.name == bindparam("repository"))
     )
 )
+
+
+def _mount_and_link(dialect: str) -> Any:
+    """PostgreSQL: `_MOUNTABLE_FROM`, and when the repository exists, the link (INSERT ... ON CONFLICT
+    DO NOTHING, in a CTE that reads the blob share-locked first) and the project's count row of the
+    digest share-locked (`COUNTED`, `counted`: NULL when the project counts it not), as
+    repository_writes.link_blob does in a statement of its own: one round trip for a mount into an
+    existing repository. The lock's condition counts the link's rows, so the INSERT runs to its end
+    before the count row is locked (the order an unlink needs: registry.usage)."""
+    mountable = select(_MOUNTABLE.c.size).cte("mount_source")
+    target = (
+        select(Repository.id, Repository.project_id)
+        .where(Repository.name == bindparam("repository"))
+        .cte("target")
+    )
+    link = (
+        insert_for(dialect, RepositoryBlob)
+        .from_select(
+            ["repository_id", "digest", "created_at"],
+            select(
+                target.c.id,
+                bindparam("digest", type_=String),
+                bindparam("created_at", type_=UTCDateTime),
+            ).select_from(mountable.join(target, true())),
+        )
+        .on_conflict_do_nothing()
+        .returning(RepositoryBlob.digest)
+        .cte("link")
+    )
+    linked = select(func.count()).select_from(link).scalar_subquery()
+    counted = (
+        select(ProjectBlobRow.digest)
+        .where(
+            ProjectBlobRow.project_id == target.c.project_id,
+            ProjectBlobRow.digest == bindparam("digest", type_=String),
+            linked >= 0,
+        )
+        .with_for_update(read=True, key_share=True)
+        .scalar_subquery()
+    )
+    return select(
+        mountable.c.size,
+        target.c.id.label("repository_id"),
+        target.c.project_id,
+        counted.label("counted"),
+    ).select_from(mountable.outerjoin(target, true()))
+
+
+_MOUNT_AND_LINK = DriverStatement(_mount_and_link)
 
 
 def _existing_reference(name: str, reference: str) -> str | Digest:

@@ -16,7 +16,7 @@ from sqlalchemy import String, cast, event, func, select
 from dockyard.content import mediatypes
 from dockyard.content.digest import digest_of
 from dockyard.db.session import Database
-from dockyard.errors import DigestInvalid, ManifestBlobUnknown, ManifestInvalid, PathNotFound
+from dockyard.errors import BlobUnknown, DigestInvalid, ManifestBlobUnknown, ManifestInvalid, PathNotFound
 from dockyard.projects.interfaces import QuotaExceeded
 from dockyard.projects.models import ProjectRow
 from dockyard.registry import manifest_writes
@@ -85,11 +85,35 @@ def test_a_mount_into_an_existing_repository(env: Env, database: Database) -> No
     assert env.registry.mount_blob("team/app", config["digest"], "team/base") == config["size"]
     with statements_of(database) as sent:
         assert env.registry.mount_blob("team/app", layer["digest"], "team/base") == layer["size"]
-    # The blob with the repository, the link, the count (PostgreSQL: the link's statement locks it).
-    assert len(sent) == (2 if database.dialect == "postgresql" else 3), sent
+    # The blob with the repository, the link, the count (PostgreSQL: one statement does all three).
+    assert len(sent) == (1 if database.dialect == "postgresql" else 3), sent
     assert _reads_back_the_project(sent) == []
     # Counted already: the project's row is not locked, so such pushes into one project run side by side.
     assert not [s for s in sent if "FROM projects" in s]
+
+
+def test_a_mount_from_another_project_into_an_existing_repository_counts_once(
+    env: Env, database: Database
+) -> None:
+    """A mount into an existing repository (on PostgreSQL linked by the statement that finds the blob)
+    charges the project a blob it does not count yet, once; past the project's limit it is refused
+    and nothing is linked."""
+    config, layer, _ = _image(env, "other/base")
+    env.registry.mount_blob("team/app", config["digest"], "other/base")  # team/app exists from here
+    env.registry.mount_blob("team/web", config["digest"], "other/base")
+    used = env.quotas.get("team").used_bytes
+    assert used == config["size"]
+    assert env.registry.mount_blob("team/app", layer["digest"], "other/base") == layer["size"]
+    assert env.quotas.get("team").used_bytes == used + layer["size"]
+    assert env.registry.mount_blob("team/web", layer["digest"], "other/base") == layer["size"]
+    assert env.quotas.get("team").used_bytes == used + layer["size"]  # counted once per project
+    extra = env.push_blob("other/base", b"one more layer")
+    env.quotas.set("team", used + layer["size"])  # full
+    with pytest.raises(QuotaExceeded):
+        env.registry.mount_blob("team/app", extra["digest"], "other/base")
+    with pytest.raises(BlobUnknown):
+        env.registry.blob_size("team/app", extra["digest"])  # not linked
+    assert env.quotas.get("team").used_bytes == used + layer["size"]
 
 
 def test_the_first_push_to_a_new_project_creates_it(env: Env, database: Database) -> None:
