@@ -81,11 +81,12 @@ class StartupCache:
         that changes at every start (PyJWT's of PEM headers), which is compiled each time.
 
         The saved entries are kept beside this start's, so that two configurations started in turn
-        (auth on and off, say) do not write it at each start; unless they are more than this start's
-        (an upgrade made most of them stale), when this start's alone are written."""
+        (auth on and off, say) do not write it at each start; unless that makes the table more than
+        twice this start's (upgrades made many of them stale), when this start's alone are written."""
         if self.compiled <= len(self.used) // REWRITE_FRACTION or sys.dont_write_bytecode:
             return
-        table = {**self.saved, **self.used} if len(self.saved) <= len(self.used) else self.used
+        merged = {**self.saved, **self.used}
+        table = merged if len(merged) <= 2 * len(self.used) else self.used
         try:
             data = MAGIC_NUMBER + marshal.dumps(table)
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ except dataclasses.FrozenInstanceError:
     facts["frozen"] = "yes"
 startup_cache.save_and_uninstall()
 facts["restored"] = [
-    hasattr(dataclasses, "exec"), hasattr(typing, "compile"), re._compiler.compile.__module__
+    hasattr(dataclasses, "exec"), hasattr(typing, "compile"), re._compiler.compile.__module__,
 ]
 facts["bytes"] = [part.decode() for part in facts["bytes"]]
 print(json.dumps(facts))
@@ -116,31 +116,27 @@ def test_a_damaged_or_foreign_table_is_compiled_anew(tmp_path: Path, content: by
     assert start(tmp_path)["compiled"] == 0  # written anew
 
 
-ANOTHER_START = """
-import json, re
-from dockyard.cli import startup_cache
-
-cache = startup_cache.install()
-for number in range(40):  # another configuration: patterns of its own
-    re.compile(f"another-{number}-[a-z]+")
-compiled = cache.compiled
-startup_cache.save_and_uninstall()
-print(json.dumps({"compiled": compiled}))
-"""
+def configuration(name: str) -> str:
+    """What START builds, and 40 patterns of this configuration's own."""
+    return START.replace(
+        "startup_cache.save_and_uninstall()",
+        f'for number in range(40):\n    re.compile(f"{name}-{{number}}-[a-z]+")\n'
+        'facts["compiled"] = cache.compiled\nstartup_cache.save_and_uninstall()',
+    )
 
 
 def test_two_configurations_started_in_turn_compile_nothing_again(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(tmp_path)
 
-    def another() -> int:
+    def start_as(name: str) -> int:
         result = subprocess.run(
-            [sys.executable, "-c", ANOTHER_START], capture_output=True, text=True, env=env, check=True
+            [sys.executable, "-c", configuration(name)], capture_output=True, text=True, env=env, check=True
         )
         compiled: int = json.loads(result.stdout)["compiled"]
         return compiled
 
-    assert start(tmp_path)["compiled"] > 0
-    assert another() > 0
-    assert start(tmp_path)["compiled"] == 0  # its entries were kept beside the other's
-    assert another() == 0
+    assert start_as("one") > 40
+    assert start_as("other") == 40
+    assert start_as("one") == 0  # its own entries were kept beside the other's
+    assert start_as("other") == 0
