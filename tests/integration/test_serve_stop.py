@@ -10,6 +10,7 @@ same way (now and then in CI; every time under strace below).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -99,6 +100,7 @@ HELD = 2  # seconds strace holds each worker where its loop is about to listen
 # A worker's socketpairs as it starts (Granian 2.8.9 on uvloop; the first steps of each run of uvloop
 # make one): 1st as the lifespan's run starts, 2nd in Granian's serve(), 3rd as the serving run starts.
 WINDOWS = {"before-the-lifespan": (1, False), "as-serving-starts": (3, True)}
+SPAWNED = re.compile(r"Spawning worker-(\d+) with PID: (\d+)\b")  # Granian's line for each worker
 
 
 def held(pid: int) -> bool:
@@ -128,22 +130,23 @@ def test_a_stop_that_lands_as_a_workers_loop_starts_stops_it(tmp_path: Path, win
     trace += ["-e", f"inject=socketpair:delay_enter={HELD}s:when={nth}", "--"]
     config_path = serve_config(tmp_path, run_jobs=False)
     process = start([*trace, DOCKYARD, "serve", "--config", str(config_path)], log_path)
+    serve: int | None = None
     try:
         deadline = time.monotonic() + 60
-        serve: int | None = None
-        workers: set[int] = set()
-        while not (stopped := [worker for worker in workers if held(worker)]):
+        stopped: int | None = None
+        spawned: dict[int, str] = {}
+        while stopped is None:
             assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.01)
             serve = next(iter(children_of(process.pid)), None)  # strace's only child
-            # Not the start-up child: it is gone before Granian starts, and serve logs that first.
-            if serve is not None and "Starting granian" in log_path.read_text():
-                workers = children_of(serve)
+            # Granian's workers only, once serve has logged their pids: not the start-up child, and
+            # not a worker held before its "Spawning" line was written (CI saw that once).
+            spawned = {int(pid): number for number, pid in SPAWNED.findall(log_path.read_text())}
+            workers = children_of(serve) & spawned.keys() if serve is not None else set()
+            stopped = next((worker for worker in workers if held(worker)), None)
         assert serve is not None
         log = log_path.read_text()
-        index = re.search(rf"Spawning worker-(\d+) with PID: {stopped[0]}\b", log)
-        assert index is not None, log
-        assert (f"Started worker-{index[1]}\n" in log) is served, f"not held where meant to:\n{log}"
+        assert (f"Started worker-{spawned[stopped]}\n" in log) is served, f"not held where meant to:\n{log}"
         started = time.monotonic()
         os.kill(serve, signal.SIGTERM)
         process.wait(timeout=30)
@@ -152,3 +155,6 @@ def test_a_stop_that_lands_as_a_workers_loop_starts_stops_it(tmp_path: Path, win
         assert seconds < HELD + STOPS_WITHIN, f"took {seconds:.1f}s to stop:\n{log_path.read_text()}"
     finally:
         stop_process(process)
+        if serve is not None:  # strace's child outlives strace when the test fails before the stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(serve, signal.SIGKILL)  # its workers die with it (dockyard.lifecycle)
