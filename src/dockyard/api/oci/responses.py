@@ -5,6 +5,8 @@ from __future__ import annotations
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from dockyard.api.oci.errors import API_VERSION_HEADER
+
 RawHeaders = list[tuple[bytes, bytes]]
 
 
@@ -28,7 +30,7 @@ def encode_headers(headers: dict[str, str]) -> RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
-API_VERSION_RAW = (b"docker-distribution-api-version", b"registry/2.0")  # errors.API_VERSION_HEADER
+(API_VERSION_RAW,) = encode_headers(API_VERSION_HEADER)  # the one header every /v2 answer carries
 
 
 def created(location: str, digest: str) -> PreparedResponse:
