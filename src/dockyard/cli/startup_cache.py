@@ -12,7 +12,8 @@ the texts of this start only, so it does not grow across upgrades.
 
 The table is kept beside this module's .pyc (in `__pycache__`, or under PYTHONPYCACHEPREFIX), written
 where Python writes .pyc files, and not where it does not (PYTHONDONTWRITEBYTECODE, a read-only
-install). It holds code objects, as a .pyc does, and is trusted as one. Its header is the interpreter's
+install: there `python -m dockyard.cli.prime` writes it ahead of serve, as the image's build does). It
+holds code objects, as a .pyc does, and is trusted as one. Its header is the interpreter's
 bytecode magic number: a table from another Python version is ignored. Only CPython 3.11's modules
 are patched, whose private functions this relies on (`SUPPORTED`); elsewhere `install` does nothing.
 
@@ -75,15 +76,17 @@ class StartupCache:
         final_flags, code, groups, groupindex, indexgroup = parts
         return _sre.compile(pattern, final_flags, list(code), groups, dict(groupindex), indexgroup)
 
-    def save(self) -> None:
+    def save(self, whenever_new: bool = False) -> None:
         """Write this start's table where it differs in more than a few entries from the saved one
         (an upgrade, another configuration): not for the odd pattern made from a set, in an order
         that changes at every start (PyJWT's of PEM headers), which is compiled each time.
+        `whenever_new`: where a single entry is new (`python -m dockyard.cli.prime`).
 
         The saved entries are kept beside this start's, so that two configurations started in turn
         (auth on and off, say) do not write it at each start; unless that makes the table more than
         twice this start's (upgrades made many of them stale), when this start's alone are written."""
-        if self.compiled <= len(self.used) // REWRITE_FRACTION or sys.dont_write_bytecode:
+        unchanged = 0 if whenever_new else len(self.used) // REWRITE_FRACTION
+        if self.compiled <= unchanged or sys.dont_write_bytecode:
             return
         merged = {**self.saved, **self.used}
         table = merged if len(merged) <= 2 * len(self.used) else self.used
@@ -166,9 +169,9 @@ def install() -> StartupCache | None:
     return cache
 
 
-def save_and_uninstall() -> None:
+def save_and_uninstall(whenever_new: bool = False) -> None:
     """Before the fork: save what this start compiled, and give the modules their own functions back
-    (what the workers build later compiles as Python does)."""
+    (what the workers build later compiles as Python does). `whenever_new`: see `StartupCache.save`."""
     global last
     if not _active:
         return
@@ -180,7 +183,7 @@ def save_and_uninstall() -> None:
     del dataclasses.exec  # type: ignore[attr-defined]
     del typing.compile  # type: ignore[attr-defined]
     re._compiler.compile = compile_pattern  # type: ignore[attr-defined]
-    cache.save()
+    cache.save(whenever_new)
     # Not held for good in this process and each worker (the texts: ~1 MiB): only the figures.
     cache.kept = len(cache.used)
     cache.saved = cache.used = {}
