@@ -26,6 +26,10 @@ DISTRIBUTION_2 = "distribution 2.8.2"
 DISTRIBUTION_3 = "distribution v3.1.1"
 PEER_SCRIPT = Path("distribution-v3.1.1") / "run.sh"
 PEERS_ENV = "DOCKYARD_BENCH_PEERS"  # a directory holding distribution-v3.1.1/run.sh, if not found beside
+# Seconds between GET /v2/ while a server starts, as bench.startup polls. It was 0.1: a server refuses
+# connections until its first worker listens, so each start read as the next multiple of ~0.1 s after
+# it (0.51 or 0.61 s for a 0.47 s start, 0.10 s for v3.1.1's ~0.03): the scale bench's start-up rows.
+LAUNCH_POLL = 0.005
 
 
 def peer_script() -> Path:
@@ -148,7 +152,7 @@ def _launch(
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
         if _answers_v2(server.host, port):
             return server
-        time.sleep(0.1)
+        time.sleep(LAUNCH_POLL)
     server.stop()
     raise RuntimeError(f"{name} did not answer /v2/ within {timeout}s:\n{server.log_tail()}")
 
