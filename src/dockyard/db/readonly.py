@@ -78,7 +78,11 @@ class ReadOnlyFlag:
         return cls(flag_path(settings.datadir), deployment_identity(settings))
 
     def is_on(self) -> bool:
-        try:
+        # Asked twice by every write (before it and at its commit): a missing flag is found without
+        # the FileNotFoundError an open raises (~1 µs of CPU against ~6).
+        if not os.access(self.path, os.F_OK):
+            return False
+        try:  # gone again meanwhile: off
             with open(self.path, encoding="utf-8") as flag:
                 return flag.readline().rstrip("\n") == self.deployment
         except OSError:  # no flag (the normal case), or none readable: writes go on
