@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_kill_serve import children_of
+from tests.integration.test_kill_serve import children_of, running
 from tests.support.processes import stop_process
 from tests.support.server import DOCKYARD, database_url_factory, free_port, require_tool, start_server
 from tests.support.timeouts import HTTP_TIMEOUT
@@ -158,3 +158,42 @@ def test_a_stop_that_lands_as_a_workers_loop_starts_stops_it(tmp_path: Path, win
         if serve is not None:  # strace's child outlives strace when the test fails before the stop
             with contextlib.suppress(ProcessLookupError):
                 os.kill(serve, signal.SIGKILL)  # its workers die with it (dockyard.lifecycle)
+
+
+FORKED = 2  # seconds strace holds each new process and thread of serve at its first system call
+
+
+def test_a_worker_stopped_as_it_is_forked_stops(tmp_path: Path) -> None:
+    """Granian stops the workers it has just forked when serve is stopped as it starts them. CPython
+    drops a signal that reaches a child between the fork and its own after-fork step (which clears the
+    signals noted before it, lest one meant for the parent be handled twice): such a worker loaded the
+    app, served, and Granian killed it 10 s later. strace holds each worker at its first system call
+    (glibc's set_robust_list, as fork returns in the child), where the test sends it the SIGTERM
+    Granian sends at a stop."""
+    strace = require_tool("strace")
+    log_path = tmp_path / "server.log"
+    trace = [strace, "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e", "trace=set_robust_list"]
+    trace += ["-e", f"inject=set_robust_list:delay_enter={FORKED}s:when=1", "--"]
+    config_path = serve_config(tmp_path, run_jobs=False)
+    process = start([*trace, DOCKYARD, "serve", "--config", str(config_path)], log_path)
+    serve: int | None = None
+    try:
+        deadline = time.monotonic() + 90
+        worker: int | None = None
+        while worker is None:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.01)
+            serve = next(iter(children_of(process.pid)), None)  # strace's only child
+            spawned = {int(pid) for _, pid in SPAWNED.findall(log_path.read_text())}
+            workers = children_of(serve) & spawned if serve is not None else set()
+            worker = next((pid for pid in workers if held(pid)), None)
+        os.kill(worker, signal.SIGTERM)
+        deadline = time.monotonic() + FORKED + STOPS_WITHIN
+        while running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(worker), f"the worker serves on after its SIGTERM:\n{log_path.read_text()}"
+    finally:
+        if serve is not None:  # at once: its workers die with it (dockyard.lifecycle), strace then
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(serve, signal.SIGKILL)
+        stop_process(process)

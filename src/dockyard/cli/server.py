@@ -173,6 +173,7 @@ class Drainer:
         self.master_pid = os.getpid()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         relay_signals_to_main_thread()
+        hold_stop_signals_across_forks()
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
         if os.getpid() != self.master_pid:  # a worker still loading the app: no request in flight yet
@@ -234,6 +235,40 @@ def relay_signals_to_main_thread() -> None:
 
     os.register_at_fork(after_in_child=in_child)
     threading.Thread(target=relay, name="signal-relay", daemon=True).start()
+
+
+# What Granian stops its workers with (SIGTERM), and Ctrl-C at a terminal (SIGINT, to the whole group).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+_held = threading.local()  # the forking thread's signal mask, from just before a fork to just after it
+_HOLDING: list[bool] = []
+
+
+def hold_stop_signals_across_forks() -> None:
+    """A stop signal that reaches a process serve has just forked (a worker Granian stops as it starts
+    them) before CPython's own after-fork step in that child is lost: the step clears the signals the
+    C-level handler noted, lest one meant for the parent be handled twice in the child
+    (PyOS_AfterFork_Child). Such a worker loaded the app and served on, and Granian killed it 10 s
+    later. From now on the forking thread blocks SIGTERM and SIGINT from just before each fork to just
+    after it: the child inherits the block, and a signal sent to it meanwhile waits in the kernel until
+    its last after-fork step (this one's, registered after the others) lets it in, where the handler
+    it inherited (Drainer's) stops it. In serve itself, one that lands meanwhile reaches another
+    thread, or this one a moment later."""
+    if _HOLDING:
+        return
+    unblock = _unblock_stop_signals
+    os.register_at_fork(before=_block_stop_signals, after_in_parent=unblock, after_in_child=unblock)
+    _HOLDING.append(True)
+
+
+def _block_stop_signals() -> None:
+    _held.mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def _unblock_stop_signals() -> None:
+    mask = getattr(_held, "mask", None)
+    if mask is not None:
+        del _held.mask
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _prepare(settings: Settings) -> None:
