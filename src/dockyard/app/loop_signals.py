@@ -19,7 +19,12 @@ Two steps close it:
   where the loop's pipe is the wakeup fd and uvloop hears it. The wrapper also covers a signal that
   reached the loop's pipe after the run's last look at it (the run ends, the pipe is closed unread).
 
-Granian's stop handler only sets an event, so hearing a signal twice changes nothing.
+Granian's stop handler must run once only, whatever comes (`note_stop_signals` sees to it): it sets the
+worker's `WorkerSignal`, whose `set()` (Granian 2.8.9) sends on a channel of one place that only the
+serving run reads, so a second `set()` before it (a stop heard twice during the lifespan: its own byte
+and this module's signal raised again, or SIGINT from a terminal and serve's SIGTERM) blocks for good,
+holding the GIL: the worker heard nothing more and serve killed it 10 s later (docs/benchmarks.md, "A
+stop lost as a worker starts, the second kind").
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -40,12 +46,48 @@ def note_stop_signals() -> None:
     """In an HTTP worker of serve (main thread), once the app is loaded, before the server puts in its
     loop's stop handlers: from now on a signal that lands while the loop does not listen is written to a
     pipe of this worker's own, for `hear_stop_signals` to act on. Until the server's handlers go in, the
-    one serve's Drainer left (cli.server) stops the worker itself."""
+    one serve's Drainer left (cli.server) stops the worker itself. And Granian's own stop handlers go in
+    to run once only, however many stop signals come (the module's docstring)."""
     read, write = os.pipe()
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     signal.set_wakeup_fd(write, warn_on_full_buffer=False)  # kept open for good: uvloop puts it back
     _noted[:] = [read]
+    import granian._signals  # loaded already: this is a worker of Granian's
+
+    if not hasattr(granian._signals.set_loop_signals, "__wrapped__"):
+        granian._signals.set_loop_signals = _stopping_once(granian._signals.set_loop_signals)
+
+
+def _stopping_once(set_loop_signals: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Granian's `set_loop_signals` (which its worker imports as it starts, after this) on a view of the
+    loop whose stop handlers run once between them, however many stop signals the loop hears."""
+
+    def set_once(loop: Any) -> Any:
+        return set_loop_signals(_StoppingOnce(loop))
+
+    set_once.__wrapped__ = set_loop_signals  # type: ignore[attr-defined]
+    return set_once
+
+
+class _StoppingOnce:
+    """The worker's loop as Granian's `set_loop_signals` sees it: what it asks for goes to the loop,
+    the handlers it puts in wrapped so that the first call of any of them is the only one."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._stopped = False
+
+    def add_signal_handler(self, number: int, callback: Callable[..., Any], *args: Any) -> None:
+        def once(*called: Any) -> None:
+            if not self._stopped:
+                self._stopped = True
+                callback(*called)
+
+        self._loop.add_signal_handler(number, once, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
 
 
 def hear_stop_signals() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -89,3 +90,92 @@ def test_uvloop_alone_loses_it(when: str) -> None:
     """What the module works around: if this fails, uvloop keeps such signals now and
     app/loop_signals.py may go."""
     assert run(when, "lost") == "still running"
+
+
+# Granian's own stop handler, from its set_loop_signals, as its worker puts it in: SIGTERM (serve's
+# stop) and then SIGINT (Ctrl-C at a terminal, to the whole group) while the lifespan's run runs.
+GRANIAN_LIKE = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys
+    import granian._signals
+    import uvloop
+
+    kept, stops = sys.argv[1] == "kept", sys.argv[2:]
+    if kept:
+        import importlib.util, pathlib
+        package = pathlib.Path(importlib.util.find_spec("dockyard").origin).parent
+        spec = importlib.util.spec_from_file_location("loop_signals", package / "app" / "loop_signals.py")
+        loop_signals = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loop_signals)
+    heard = []
+
+    def count(frame, event, arg):  # each run of Granian's handler, which sets its WorkerSignal
+        if event == "call" and frame.f_code.co_name == "signal_handler":
+            heard.append(frame.f_code.co_filename)
+
+    sys.setprofile(count)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    if kept:
+        loop_signals.note_stop_signals()  # as worker_app, last
+    from granian._signals import set_loop_signals  # as Granian's worker, once the app is loaded
+
+    stopping = set_loop_signals(loop)
+
+    async def lifespan():
+        if kept:
+            loop_signals.hear_stop_signals()
+        print("stopping", flush=True)
+        for name in stops:
+            os.kill(os.getpid(), getattr(signal, name))
+        for _ in range(20):  # each stop heard by now
+            await asyncio.sleep(0.005)
+
+    loop.run_until_complete(lifespan())  # Granian serves next, and finds `stopping` set
+    print("heard", len(heard), flush=True)
+    """
+)
+START_TIMEOUT = 60.0  # the script's imports and loop, on a loaded machine
+HANDLED_TIMEOUT = 30.0  # a lifespan that goes on ends within a second or so
+HUNG_WAIT = 3.0  # a stuck one is given this long
+
+
+def run_granian_like(case: str, stops: list[str], wait: float) -> str:
+    """The script's last line: "heard N" (Granian's handler ran N times), or "hung" if it has not
+    said it `wait` seconds after it sent its signals."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", GRANIAN_LIKE, case, *stops],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")
+        waiting = threading.Timer(START_TIMEOUT, process.kill)
+        waiting.start()
+        first = next(lines, "").strip()
+        waiting.cancel()
+        assert first == "stopping", f"the script did not stop: {first!r} {process.stderr.read()}"
+        waiting = threading.Timer(wait, process.kill)  # a kill ends the output
+        waiting.start()
+        answer = next(lines, "").strip()
+        waiting.cancel()
+        return answer or "hung"
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("stops", [["SIGTERM"], ["SIGTERM", "SIGINT"]], ids=["one stop", "two stops"])
+def test_granians_stop_handler_runs_once_however_often_the_stop_comes(stops: list[str]) -> None:
+    """Granian's handler sets its WorkerSignal, whose second set() before the serving run blocks for
+    good (holding the GIL): the worker hung in its lifespan, and serve killed it 10 s later. One stop
+    was heard twice as well, by uvloop and by the signal this module raises again."""
+    assert run_granian_like("kept", stops, HANDLED_TIMEOUT) == "heard 1"
+
+
+def test_granian_alone_hangs_on_a_second_stop() -> None:
+    """What `note_stop_signals` works around: if this fails, Granian's WorkerSignal takes a second
+    set() now, and `_stopping_once` may go."""
+    assert run_granian_like("alone", ["SIGTERM", "SIGINT"], HUNG_WAIT) == "hung"
