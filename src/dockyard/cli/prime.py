@@ -86,7 +86,10 @@ def main(arguments: list[str]) -> int:
     if cache is None:  # not CPython 3.11 (startup_cache.SUPPORTED): the bytecode only
         print("dockyard: bytecode written; this Python keeps no table of code compiled from text")
         return 0
-    print(f"dockyard: {startup_cache.table_path()}: {cache.kept} entries, {cache.compiled} of them new")
+    print(
+        f"dockyard: {startup_cache.table_path()}: {cache.kept} entries for this configuration, "
+        f"{cache.compiled} of them new"
+    )
     return 0
 
 
