@@ -104,6 +104,9 @@ class GCBenchResult(GCAloneResult):
     without: SmallResult  # before GC
     during: SmallResult
     after: SmallResult  # without GC again: the machine is shared, so two baselines bracket the run
+    # The server's threads' time waiting for a CPU (schedstat run_delay) per request, in microseconds,
+    # before / during / after GC: what the collector's CPU costs the GETs, less noisy than their p99.
+    waits_us: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def lines(self) -> list[str]:
         baseline = min(self.without.p99_ms, self.after.p99_ms)  # the stricter comparison
@@ -119,6 +122,11 @@ class GCBenchResult(GCAloneResult):
             f"{self.bytes_freed} bytes freed; load average {load} when it started",
             f"  GC CPU per deleted manifest: {self.manifest_cpu.per(self.manifests_deleted)}, "
             f"per deleted blob: {self.blob_cpu.per(self.blobs_deleted)}",
+            f"  GC CPU in all: {self.manifest_cpu.collector + self.blob_cpu.collector:.1f} s (manifests "
+            f"{self.manifest_cpu.collector:.1f} s, blobs {self.blob_cpu.collector:.1f} s)",
+            "  server's wait for a CPU per request (its threads' run_delay) without / during / after GC: "
+            + " / ".join(f"{wait:.0f}" for wait in self.waits_us)
+            + " us",
             f"  manifest GET p99 without GC: {without.p99_ms:.1f} ms "
             f"({without.requests_per_second:.0f} req/s, {without.errors} errors)",
             f"  manifest GET p99 during GC:  {during.p99_ms:.1f} ms "
@@ -176,15 +184,21 @@ def run_gc_bench(
         paths = [f"/v2/{repo}/manifests/{tag}" for repo, tag in tags[:ROTATED_TAGS]]
         _wrk_for(server, paths, 5)  # warm-up: the workers' caches and connections, not measured
         progress(f"gc bench: manifest GETs for {seconds:g} s without GC")
+        waited = _waited(server.process.pid)
         without = _wrk_for(server, paths, seconds)
+        waits = [_per_request_us(_waited(server.process.pid) - waited, without)]
         progress("gc bench: manifest GETs while GC runs")
         with _wrk_running(server, paths) as stop_wrk:
+            waited = _waited(server.process.pid)
             time.sleep(1.0)
             load_average = os.getloadavg()
             report, cpu = _collect(settings, database_pid)
             during = stop_wrk()
+            waits.append(_per_request_us(_waited(server.process.pid) - waited, during))
         progress(f"gc bench: manifest GETs for {seconds:g} s after GC")
+        waited = _waited(server.process.pid)
         after = _wrk_for(server, paths, seconds)
+        waits.append(_per_request_us(_waited(server.process.pid) - waited, after))
         return GCBenchResult(
             database,
             manifests,
@@ -199,6 +213,7 @@ def run_gc_bench(
             without,
             during,
             after,
+            (waits[0], waits[1], waits[2]),
         )
     raise AssertionError("unreachable")
 
@@ -421,6 +436,32 @@ def _counting(into: PhaseCPU, database_pid: int | None) -> Iterator[None]:
         into.system += after.ru_stime - before.ru_stime
         if database_pid and database_before is not None:
             into.database = (into.database or 0.0) + _process_tree_cpu(database_pid) - database_before
+
+
+def _waited(pid: int) -> int:
+    """Nanoseconds the threads of a process and its descendants (the server's workers and job runner)
+    have waited on a run queue (the second field of /proc/PID/task/TID/schedstat)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            threads = os.listdir(f"/proc/{current}/task")
+        except OSError:  # gone meanwhile
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{current}/task/{thread}/schedstat") as file:
+                    total += int(file.read().split()[1])
+                with open(f"/proc/{current}/task/{thread}/children") as file:
+                    pending += [int(child) for child in file.read().split()]
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
+
+
+def _per_request_us(nanoseconds: int, result: SmallResult) -> float:
+    return nanoseconds / 1000 / result.requests if result.requests else 0.0
 
 
 def _process_tree_cpu(pid: int) -> float:
