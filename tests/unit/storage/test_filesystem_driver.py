@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -572,6 +573,7 @@ def test_a_blob_lands_with_its_file_and_its_new_directory_fsynced_at_once(
         done.append("file")
 
     monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    (root / "blobs/b1").mkdir(parents=True)  # no new directory to fsync the parent of (a later test's)
     writer = driver.unlinked_writer("uploads/u1/data")
     assert writer is not None
     writer.write(b"x" * 100)
@@ -597,6 +599,7 @@ def test_with_no_sync_thread_free_the_directory_is_fsynced_after_the_file(
         real_fsync(fd)
 
     monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    (root / "blobs/b2").mkdir(parents=True)  # only the file's name is new
     try:
         writer = driver.unlinked_writer("uploads/u2/data")
         assert writer is not None
@@ -609,3 +612,98 @@ def test_with_no_sync_thread_free_the_directory_is_fsynced_after_the_file(
     here = threading.get_ident()
     assert synced == [("file", here), ("directory", here)]
     assert (root / "blobs/b2/data").read_bytes() == b"y" * 100
+
+
+def _land_by_unlinked_commit_to(driver: FilesystemDriver, dest: str) -> None:
+    writer = driver.unlinked_writer("uploads/u/data")
+    assert writer is not None
+    writer.write(b"bytes")
+    writer.commit_to(dest)
+
+
+def _land_by_unlinked_commit(driver: FilesystemDriver, dest: str) -> None:
+    writer = driver.unlinked_writer(dest)
+    assert writer is not None
+    writer.write(b"bytes")
+    writer.commit()
+
+
+def _land_by_commit_to(driver: FilesystemDriver, dest: str) -> None:
+    writer = driver.writer("uploads/u/data")
+    writer.write(b"bytes")
+    writer.commit_to(dest)
+
+
+def _land_by_commit(driver: FilesystemDriver, dest: str) -> None:
+    writer = driver.writer(dest)
+    writer.write(b"bytes")
+    writer.commit()
+
+
+def _land_by_move(driver: FilesystemDriver, dest: str) -> None:
+    (Path(driver.root) / "uploads/u").mkdir(exist_ok=True)  # its fsyncs are not the move's
+    (Path(driver.root) / "uploads/u/data").write_bytes(b"bytes")
+    driver.move("uploads/u/data", dest)
+
+
+def _land_by_put(driver: FilesystemDriver, dest: str) -> None:
+    driver.put_content(dest, b"bytes")
+
+
+@pytest.mark.parametrize(
+    "land",
+    [
+        _land_by_unlinked_commit_to,
+        _land_by_unlinked_commit,
+        _land_by_commit_to,
+        _land_by_commit,
+        _land_by_move,
+        _land_by_put,
+    ],
+)
+def test_a_name_in_new_directories_survives_with_each_of_them(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch, land: Any
+) -> None:
+    """A new directory's own name is durable only once its parent is fsynced (POSIX; not every
+    filesystem's journal does it for the file's fsync): a blob that lands in directories made for it
+    returns only once the parent of each is fsynced, as its own directory is. Directories that were
+    there already are not fsynced again: a blob in a digest's new directory under an existing prefix
+    pays for one directory more, one in an existing directory for none."""
+    if (
+        land in (_land_by_unlinked_commit_to, _land_by_unlinked_commit)
+        and driver.unlinked_writer("x") is None
+    ):
+        pytest.skip("no O_TMPFILE here")
+    synced: list[str] = []
+    recording = False
+    real_fsync = os.fsync
+    lock = threading.Lock()
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if recording and stat.S_ISDIR(os.fstat(fd).st_mode):
+            with lock:
+                synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def directories_synced_by(dest: str) -> list[str]:
+        nonlocal recording
+        synced.clear()
+        recording = True
+        land(driver, dest)
+        recording = False  # what a sync thread did after the landing returned is not counted
+        with lock:
+            return sorted(str(Path(path).relative_to(root.resolve())) for path in synced)
+
+    monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    driver.put_content("uploads/other", b"")  # the uploads' directory is there, and is not the blobs'
+
+    assert directories_synced_by("blobs/sha256/ab/abcd/data") == [
+        ".",
+        "blobs",
+        "blobs/sha256",
+        "blobs/sha256/ab",
+        "blobs/sha256/ab/abcd",
+    ]
+    assert directories_synced_by("blobs/sha256/ab/abef/data") == ["blobs/sha256/ab", "blobs/sha256/ab/abef"]
+    assert directories_synced_by("blobs/sha256/ab/abef/link") == ["blobs/sha256/ab/abef"]
+    assert (root / "blobs/sha256/ab/abcd/data").read_bytes() == b"bytes"

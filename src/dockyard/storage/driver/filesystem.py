@@ -24,8 +24,8 @@ from dockyard.storage.driver.filesystem_files import (
     WRITE_BUFFER_SIZE,
     FilesystemFileWriter,
     UnlinkedFileWriter,
-    fsync_dir,
     os_errors,
+    synced_together,
 )
 
 T = TypeVar("T")
@@ -79,6 +79,40 @@ def _resolved(joined: str) -> str | None:
         return real
 
 
+def _make_directories(directory: str, new_entries: list[str]) -> None:
+    """`os.makedirs(directory, exist_ok=True)` that adds to new_entries the parent of each directory
+    it made (top-down; one already there, or made meanwhile by someone else, is not its). One mkdir
+    when the directory is there already (makedirs: a stat and a mkdir, and another stat when it is).
+    FileNotFoundError if a prune removed a directory on the way meanwhile (`_in_parent` retries)."""
+    missing: list[str] = []
+    current = directory
+    while True:
+        try:
+            os.mkdir(current, DIRECTORY_MODE)
+        except FileExistsError:
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(current)
+            if parent == current:
+                raise
+            missing.append(current)
+            current = parent
+            continue
+        _add_entry(new_entries, os.path.dirname(current))
+        break
+    for below in reversed(missing):  # below the highest one there (or made): made top-down
+        try:
+            os.mkdir(below, DIRECTORY_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by someone else, who makes it durable
+        _add_entry(new_entries, os.path.dirname(below))
+
+
+def _add_entry(new_entries: list[str], directory: str) -> None:
+    if directory not in new_entries:  # a retry of `_in_parent` may make the same directory again
+        new_entries.append(directory)
+
+
 class FilesystemDriver:
     """Every path is resolved under root; anything resolving outside it (symlinks included) is refused."""
 
@@ -109,13 +143,20 @@ class FilesystemDriver:
             directory = os.path.dirname(directory)
 
     @staticmethod
-    def _in_parent(full: str, action: Callable[[], T]) -> T:
-        """Run action after creating full's parent, retrying if a concurrent prune removed it."""
+    def _in_parent(full: str, action: Callable[[], T], new_entries: list[str] | None = None) -> T:
+        """Run action after creating full's parent, retrying if a concurrent prune removed it. With
+        `new_entries`, the parent of each directory this call made (not one found there, made by
+        someone else) is added to it, top-down: the directories whose new entries must be fsynced too
+        (POSIX: a new directory's name is durable once its parent is) for a name made in it to
+        survive a power cut. Full's own directory is among them only if a directory was made in it."""
         for attempt in range(3):
             try:
-                # makedirs itself can lose the race: a prune may remove an ancestor between
-                # makedirs checking that it exists and creating the child below it.
-                os.makedirs(os.path.dirname(full), mode=DIRECTORY_MODE, exist_ok=True)
+                if new_entries is None:
+                    # makedirs itself can lose the race: a prune may remove an ancestor between
+                    # makedirs checking that it exists and creating the child below it.
+                    os.makedirs(os.path.dirname(full), mode=DIRECTORY_MODE, exist_ok=True)
+                else:
+                    _make_directories(os.path.dirname(full), new_entries)
                 return action()
             except FileNotFoundError:
                 if attempt == 2:
@@ -180,18 +221,20 @@ class FilesystemDriver:
                     os.unlink(temp)
                 raise
 
+        new_entries: list[str] = []
         with os_errors(path):
-            self._in_parent(full, write_and_replace)
-            fsync_dir(directory)
+            self._in_parent(full, write_and_replace, new_entries)
+            synced_together([directory, *new_entries])
 
     def writer(self, path: str, append: bool = False) -> FileWriter:
         full = self._full(path)
+        new_entries: list[str] = []  # its `commit` makes them durable with the file's name
         with os_errors(path):
             if append:
                 fd = os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
             else:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-                fd = self._in_parent(full, lambda: os.open(full, flags, FILE_MODE))
+                fd = self._in_parent(full, lambda: os.open(full, flags, FILE_MODE), new_entries)
             try:
                 if stat_module.S_ISDIR(os.fstat(fd).st_mode):
                     raise IsADirectoryError(full)
@@ -199,7 +242,7 @@ class FilesystemDriver:
             except BaseException:
                 os.close(fd)
                 raise
-        return FilesystemFileWriter(self, path, full, file, created=not append)
+        return FilesystemFileWriter(self, path, full, file, created=not append, new_entries=new_entries)
 
     def unlinked_writer(self, path: str) -> FileWriter | None:
         """An `O_TMPFILE` inode, made in the root: one system call, no directory made for it, no name,
@@ -230,8 +273,10 @@ class FilesystemDriver:
         with os_errors(source):
             if not os.path.isfile(source_full):
                 raise FileNotFoundError(source_full)
-            self._in_parent(dest_full, lambda: os.replace(source_full, dest_full))
-            fsync_dir(os.path.dirname(dest_full))
+            new_entries: list[str] = []
+            self._in_parent(dest_full, lambda: os.replace(source_full, dest_full), new_entries)
+            directory = os.path.dirname(dest_full)
+            synced_together([directory, *new_entries])
         self._prune(os.path.dirname(source_full))
 
     def delete(self, path: str) -> None:

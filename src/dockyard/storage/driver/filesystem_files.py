@@ -9,7 +9,7 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -105,9 +105,10 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-# Threads that fsync a new name's directory while the committing thread fsyncs the file (`_synced_with_
-# directory`): each fsync waits for its own disk flush (on the bench's VM 0.5-5 ms each, the larger
-# part of a 1 MiB push's wall), and nothing orders the two, only both before the blob is recorded.
+# Threads that fsync a new name's directory (and the parents of directories made for it) while the
+# committing thread fsyncs the file (`synced_together`): each fsync waits for its own disk flush (on the
+# bench's VM 0.5-5 ms each, the larger part of a 1 MiB push's wall), and nothing orders them, only all
+# before the blob is recorded.
 # Made on first use by each process (a forked worker makes its own: the parent's threads are not in it).
 _DIRECTORY_SYNCS = 4
 _SYNC_THREADS: list[tuple[int, ThreadPoolExecutor]] = []
@@ -122,32 +123,65 @@ def _sync_threads() -> ThreadPoolExecutor:
         return _SYNC_THREADS[0][1]
 
 
-def _synced_with_directory(fd: int, directory: str) -> None:
-    """fsync the file `fd` here and its (new) name's `directory` in a sync thread at the same time;
-    both are on the disk when this returns. With no sync thread free (many commits at once) the
-    directory's fsync is done here after the file's, as before: never later than that."""
-    directory_synced: Future[None] = _sync_threads().submit(fsync_dir, directory)
-    try:
-        os.fsync(fd)
-    except BaseException:
-        if not directory_synced.cancel():
-            wait([directory_synced])
-        raise
-    if directory_synced.cancel():  # not started: no thread was free
-        fsync_dir(directory)
+def synced_together(directories: Sequence[str], fd: int | None = None) -> None:
+    """fsync the file `fd` (if given) and each of `directories` at the same time: the file's (with no
+    file, the first directory's) here, the other directories' in sync threads; all are on the disk
+    when this returns. A directory whose thread has not started by the time this thread is done (no
+    sync thread was free: many commits at once) is fsynced here, after the file's: never later. One
+    directory and no file: just its fsync, here. A directory named twice is fsynced once."""
+    directories = list(dict.fromkeys(directories))
+    if fd is None:
+        first, rest = directories[0], directories[1:]
+
+        def here() -> None:
+            fsync_dir(first)
     else:
-        directory_synced.result()
+        rest = directories
+
+        def here() -> None:
+            os.fsync(fd)
+
+    if not rest:
+        here()
+        return
+    pool = _sync_threads()
+    syncs: list[tuple[str, Future[None]]] = [
+        (directory, pool.submit(fsync_dir, directory)) for directory in rest
+    ]
+    try:
+        here()
+    except BaseException:
+        for _, sync in syncs:
+            if not sync.cancel():
+                wait([sync])
+        raise
+    for directory, sync in syncs:
+        if sync.cancel():  # not started: no thread was free
+            fsync_dir(directory)
+        else:
+            sync.result()
 
 
 class FilesystemFileWriter:
     """Writes through a buffered file straight at the path; only `commit` pays for fsync."""
 
-    def __init__(self, driver: FilesystemDriver, path: str, full: str, file: BinaryIO, created: bool) -> None:
+    def __init__(
+        self,
+        driver: FilesystemDriver,
+        path: str,
+        full: str,
+        file: BinaryIO,
+        created: bool,
+        new_entries: Sequence[str] = (),
+    ) -> None:
         self._driver = driver
         self._path = path
         self._full = full
         self._file: BinaryIO | None = file
         self._created = created
+        # The parents of the directories made for the file (`FilesystemDriver._in_parent`): `commit`
+        # fsyncs them with the file's directory, for its name to survive a power cut.
+        self._new_entries = list(new_entries)
         self._size = os.fstat(file.fileno()).st_size
         self._written_back = self._size  # where the writes not yet started (WRITEBACK_EVERY) begin
         self._dropped = self._size  # where the pages not yet dropped from the cache begin
@@ -206,16 +240,20 @@ class FilesystemFileWriter:
     def commit(self) -> None:
         self._sync_and_close()
         with os_errors(self._path):
-            if self._created:  # the new directory entry must survive a crash too
-                fsync_dir(os.path.dirname(self._full))
+            if self._created:  # the new directory entry must survive a crash too, and those above it
+                directory = os.path.dirname(self._full)
+                synced_together([directory, *self._new_entries])
 
     def commit_to(self, dest: str) -> None:
         dest_full = self._driver._full(dest)  # refuses a bad dest before anything changes
         self._sync_and_close()
+        directory = os.path.dirname(dest_full)
+        new_entries: list[str] = []
         with os_errors(self._path):
             if dest_full != self._full:
-                self._driver._in_parent(dest_full, lambda: os.replace(self._full, dest_full))
-            fsync_dir(os.path.dirname(dest_full))
+                self._driver._in_parent(dest_full, lambda: os.replace(self._full, dest_full), new_entries)
+            # the upload's own directories (`_new_entries`) need not be durable: its name leaves them
+            synced_together([directory, *new_entries])
         if dest_full != self._full:
             self._driver._prune(os.path.dirname(self._full))
 
@@ -278,14 +316,20 @@ class UnlinkedFileWriter(FilesystemFileWriter):
         directory = os.path.dirname(dest_full)
         file = self._open_file()
         self._file = None
+        new_entries: list[str] = []
         with os_errors(self._path):
             try:
                 file.flush()
                 fd = file.fileno()
-                if self._driver._in_parent(dest_full, lambda: _link_or_replace(fd, dest_full)):
-                    _synced_with_directory(fd, directory)  # the file and its new name, at once
+                linked = self._driver._in_parent(
+                    dest_full, lambda: _link_or_replace(fd, dest_full), new_entries
+                )
+                # The directories whose entries are new: its name's, and the parents of those made for it.
+                directories = [directory, *new_entries]
+                if linked:
+                    synced_together(directories, fd)  # the file and its new names, at once
                 else:  # replaced: the file was fsynced before the rename, then the rename's directory
-                    fsync_dir(directory)
+                    synced_together(directories)
                 _drop_cached(fd, 0, 0)
             finally:
                 file.close()
@@ -304,16 +348,16 @@ class UnlinkedFileWriter(FilesystemFileWriter):
             try:
                 self._full = self._driver._full(self._path)  # refused outside the root: nothing named
                 file.flush()
+                new_entries: list[str] = []
                 try:
-                    self._driver._in_parent(self._full, lambda: _link(file.fileno(), self._full))
+                    self._driver._in_parent(self._full, lambda: _link(file.fileno(), self._full), new_entries)
                 except FileExistsError:
                     raise StorageError(f"another writer's bytes are at {self._path}") from None
-                if durable:  # after the link, so that the link count is on disk too
-                    os.fsync(file.fileno())
+                if durable:  # after the link, so that the link count is on disk too; with its names
+                    directory = os.path.dirname(self._full)
+                    synced_together([directory, *new_entries], file.fileno())
             finally:
                 file.close()
-            if durable:
-                fsync_dir(os.path.dirname(self._full))
 
 
 def _link(fd: int, dest: str) -> None:
