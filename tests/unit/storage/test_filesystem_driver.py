@@ -707,3 +707,30 @@ def test_a_name_in_new_directories_survives_with_each_of_them(
     assert directories_synced_by("blobs/sha256/ab/abef/data") == ["blobs/sha256/ab", "blobs/sha256/ab/abef"]
     assert directories_synced_by("blobs/sha256/ab/abef/link") == ["blobs/sha256/ab/abef"]
     assert (root / "blobs/sha256/ab/abcd/data").read_bytes() == b"bytes"
+
+
+def test_a_new_directorys_parent_is_fsynced_beside_the_file(
+    driver: FilesystemDriver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent of a digest's new directory is fsynced while the file's fsync runs (each waits for
+    a disk flush of its own), not after it: a push into a new directory waits for no flush more."""
+    parent = str((root / "blobs/sha256/ab").resolve())
+    parent_started = threading.Event()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == parent:
+            parent_started.set()
+        elif not stat.S_ISDIR(os.fstat(fd).st_mode):  # the file's: the parent's began meanwhile
+            assert parent_started.wait(10), "the new directory's parent was not fsynced beside the file"
+        real_fsync(fd)
+
+    (root / "blobs/sha256/ab").mkdir(parents=True)
+    monkeypatch.setattr(filesystem_files.os, "fsync", fsync)
+    writer = driver.unlinked_writer("uploads/u3/data")
+    if writer is None:
+        pytest.skip("no O_TMPFILE here")
+    writer.write(b"z" * 100)
+    writer.commit_to("blobs/sha256/ab/abcd/data")
+    assert parent_started.is_set()
+    assert (root / "blobs/sha256/ab/abcd/data").read_bytes() == b"z" * 100
