@@ -77,6 +77,7 @@ def run_server(settings: Settings) -> None:
     if settings.storage.driver_name == "inmemory" and workers > 1:
         log.warning("storage.inmemory keeps blobs in one process: serving with 1 worker, not %d", workers)
         workers = 1
+    tune_granian_allocator(workers)
     _import_for_prepare(settings)
     _prepare_in_child(lambda: _prepare(settings), meanwhile=lambda: _preload_worker_modules(settings))
     # Workers are separate processes: their metrics meet in files that /metrics aggregates.
@@ -122,6 +123,25 @@ def run_server(settings: Settings) -> None:
         server.serve()
     finally:
         stop_job_worker(job_worker)
+
+
+# The environment variable that configures the jemalloc Granian's library is built with (its symbols are
+# prefixed `_rjem_`, so is the variable), read once, when the library first allocates.
+GRANIAN_MALLOC_CONF_ENV = "_RJEM_MALLOC_CONF"
+
+
+def tune_granian_allocator(workers: int, cpus: int | None = None) -> None:
+    """Fewer jemalloc arenas in the HTTP workers' Rust side (Granian's request and response buffers):
+    each worker's share of the cores (one each for two workers on two cores), not jemalloc's 4 per
+    core. Each of Granian's threads allocates from an arena of its own until there are that many, and
+    each arena keeps the pages it freed for up to 10 s for its next allocations: with 8, a worker held
+    ~3 MiB more after `python -m bench.memory`'s load, and its peak was higher by about as much
+    (docs/benchmarks.md, "Memory"). The same decay, so no more purging work. Set before Granian is
+    imported (the library reads the variable once); an operator's own setting is left as it is."""
+    if GRANIAN_MALLOC_CONF_ENV in os.environ:
+        return
+    arenas = max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
+    os.environ[GRANIAN_MALLOC_CONF_ENV] = f"narenas:{arenas}"
 
 
 def event_loop() -> Loops:
