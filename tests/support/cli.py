@@ -204,6 +204,10 @@ def _no_thread_left(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         threading.Thread.start = start  # type: ignore[method-assign]
+    from dockyard.storage.driver.filesystem_files import SYNC_THREAD_PREFIX
+
     for thread in started:
+        if thread.name.startswith(SYNC_THREAD_PREFIX):
+            continue  # the filesystem driver's sync threads: one bounded pool per process, kept for reuse
         thread.join(_LEFTOVER_THREAD_GRACE_SECONDS)
         assert not thread.is_alive(), f"`dockyard {' '.join(argv)}` left thread {thread.name} running"

@@ -111,6 +111,7 @@ def fsync_dir(directory: str) -> None:
 # before the blob is recorded.
 # Made on first use by each process (a forked worker makes its own: the parent's threads are not in it).
 _DIRECTORY_SYNCS = 4
+SYNC_THREAD_PREFIX = "fs-sync"  # the pool is the process's for good, reused by every later commit
 _SYNC_THREADS: list[tuple[int, ThreadPoolExecutor]] = []
 _SYNC_THREADS_LOCK = threading.Lock()
 
@@ -118,7 +119,7 @@ _SYNC_THREADS_LOCK = threading.Lock()
 def _sync_threads() -> ThreadPoolExecutor:
     with _SYNC_THREADS_LOCK:
         if not _SYNC_THREADS or _SYNC_THREADS[0][0] != os.getpid():
-            pool = ThreadPoolExecutor(max_workers=_DIRECTORY_SYNCS, thread_name_prefix="fs-sync")
+            pool = ThreadPoolExecutor(max_workers=_DIRECTORY_SYNCS, thread_name_prefix=SYNC_THREAD_PREFIX)
             _SYNC_THREADS[:] = [(os.getpid(), pool)]
         return _SYNC_THREADS[0][1]
 
