@@ -103,6 +103,16 @@ WINDOWS = {"before-the-lifespan": (1, False), "as-serving-starts": (3, True)}
 SPAWNED = re.compile(r"Spawning worker-(\d+) with PID: (\d+)\b")  # Granian's line for each worker
 
 
+def start_held(tmp_path: Path, log: Path, syscall: str, seconds: int, nth: int) -> subprocess.Popen[bytes]:
+    """serve (no job runner) under strace, which holds each of its processes and threads `seconds` at
+    its `nth` call of `syscall`."""
+    strace = require_tool("strace")
+    trace = [strace, "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e", f"trace={syscall}"]
+    trace += ["-e", f"inject={syscall}:delay_enter={seconds}s:when={nth}", "--"]
+    config_path = serve_config(tmp_path, run_jobs=False)
+    return start([*trace, DOCKYARD, "serve", "--config", str(config_path)], log)
+
+
 def held(pid: int) -> bool:
     """Stopped by its tracer ('t'), as strace holds it (seen twice: not a tracer's passing stop)."""
     for look in range(2):
@@ -124,12 +134,8 @@ def test_a_stop_that_lands_as_a_workers_loop_starts_stops_it(tmp_path: Path, win
     first step), serve is stopped meanwhile: the worker's SIGTERM lands there, every time. Before
     app/loop_signals.py the worker served on and Granian killed it 10 s later."""
     nth, served = WINDOWS[window]
-    strace = require_tool("strace")
     log_path = tmp_path / "server.log"
-    trace = [strace, "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e", "trace=socketpair"]
-    trace += ["-e", f"inject=socketpair:delay_enter={HELD}s:when={nth}", "--"]
-    config_path = serve_config(tmp_path, run_jobs=False)
-    process = start([*trace, DOCKYARD, "serve", "--config", str(config_path)], log_path)
+    process = start_held(tmp_path, log_path, "socketpair", HELD, nth)
     serve: int | None = None
     try:
         deadline = time.monotonic() + 60
@@ -170,12 +176,8 @@ def test_a_worker_stopped_as_it_is_forked_stops(tmp_path: Path) -> None:
     app, served, and Granian killed it 10 s later. strace holds each worker at its first system call
     (glibc's set_robust_list, as fork returns in the child), where the test sends it the SIGTERM
     Granian sends at a stop."""
-    strace = require_tool("strace")
     log_path = tmp_path / "server.log"
-    trace = [strace, "-f", "-qq", "-o", os.devnull, "--seccomp-bpf", "-e", "trace=set_robust_list"]
-    trace += ["-e", f"inject=set_robust_list:delay_enter={FORKED}s:when=1", "--"]
-    config_path = serve_config(tmp_path, run_jobs=False)
-    process = start([*trace, DOCKYARD, "serve", "--config", str(config_path)], log_path)
+    process = start_held(tmp_path, log_path, "set_robust_list", FORKED, 1)
     serve: int | None = None
     try:
         deadline = time.monotonic() + 90
