@@ -272,7 +272,9 @@ def preload(settings: Settings) -> None:
     # fork for ~0.8 MiB each worker then shared (PyJWT has loaded cryptography's X.509 already).
     if settings.http.tls.certificate is not None:  # its expiry, on /metrics
         importlib.import_module("cryptography.x509")
-    make_url(settings.database_url).get_dialect()  # imports the dialect's module, not its driver
+    # The dialect's module and its driver: psycopg cost each worker and the job runner 53-56 ms of CPU
+    # after the fork, on the way to the first answer (docs/benchmarks.md, "Start-up and stop").
+    make_url(settings.database_url).get_dialect().import_dbapi()
     configure_mappers()  # every model is imported by now (dockyard.app and the modules above)
 
 
