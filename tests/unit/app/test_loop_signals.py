@@ -9,9 +9,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
+
+from tests.support.processes import line_after
 
 pytestmark = pytest.mark.db_independent
 
@@ -143,28 +144,8 @@ HUNG_WAIT = 3.0  # a stuck one is given this long
 def run_granian_like(case: str, stops: list[str], wait: float) -> str:
     """The script's last line: "heard N" (Granian's handler ran N times), or "hung" if it has not
     said it `wait` seconds after it sent its signals."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", GRANIAN_LIKE, case, *stops],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines = iter(process.stdout.readline, "")
-        waiting = threading.Timer(START_TIMEOUT, process.kill)
-        waiting.start()
-        first = next(lines, "").strip()
-        waiting.cancel()
-        assert first == "stopping", f"the script did not stop: {first!r} {process.stderr.read()}"
-        waiting = threading.Timer(wait, process.kill)  # a kill ends the output
-        waiting.start()
-        answer = next(lines, "").strip()
-        waiting.cancel()
-        return answer or "hung"
-    finally:
-        process.kill()
-        process.wait()
+    argv = [sys.executable, "-c", GRANIAN_LIKE, case, *stops]
+    return line_after(argv, "stopping", START_TIMEOUT, wait) or "hung"
 
 
 @pytest.mark.parametrize("stops", [["SIGTERM"], ["SIGTERM", "SIGINT"]], ids=["one stop", "two stops"])

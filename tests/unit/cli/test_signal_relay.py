@@ -7,12 +7,12 @@ its child) was never handled, and serve ignored the stop (about one stop in ten 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
-import threading
 
 import pytest
+
+from tests.support.processes import line_after
 
 pytestmark = pytest.mark.db_independent
 
@@ -50,25 +50,8 @@ UNHANDLED_WAIT = 2.0
 def run(mode: str, wait: float) -> str:
     """What the script answers within `wait` seconds of sending its signal: "stopped" if its handler
     ran, else "hung"."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_LIKE, mode], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None
-        lines = iter(process.stdout.readline, "")
-        waiting = threading.Timer(START_TIMEOUT, process.kill)
-        waiting.start()
-        first = next(lines, "").strip()
-        waiting.cancel()
-        assert first == "sent", f"the script did not send its signal: {first!r} {process.stderr}"
-        waiting = threading.Timer(wait, process.kill)  # a kill ends the output: no "stopped"
-        waiting.start()
-        answer = next(lines, "").strip()
-        waiting.cancel()
-        return "stopped" if answer == "stopped" else "hung"
-    finally:
-        process.kill()
-        process.wait()
+    answer = line_after([sys.executable, "-c", SERVE_LIKE, mode], "sent", START_TIMEOUT, wait)
+    return "stopped" if answer == "stopped" else "hung"
 
 
 def test_a_signal_delivered_to_another_thread_runs_its_handler() -> None:
